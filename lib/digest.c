@@ -1,0 +1,250 @@
+/* digest.c: SIP/HTTP digest HA1, response and constant-time verification over OpenSSL EVP. */
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "digest.h"
+
+#define DIGEST_RAW_MAX 32	/* bytes of the largest digest (SHA-256, SHA-512/256) */
+
+static const char *const alg_names[SA_ALG_COUNT] = {
+	[SA_ALG_MD5] = "MD5",
+	[SA_ALG_SHA256] = "SHA-256",
+	[SA_ALG_SHA512_256] = "SHA-512-256",
+};
+
+static const EVP_MD *alg_md(enum sa_digest_alg alg)
+{
+	switch (alg) {
+	case SA_ALG_MD5:
+		return EVP_md5();
+	case SA_ALG_SHA256:
+		return EVP_sha256();
+	case SA_ALG_SHA512_256:
+		return EVP_sha512_256();
+	default:
+		return NULL;
+	}
+}
+
+/* ASCII only: the locale must not change how an algorithm name matches. */
+static bool ascii_caseeq(const char *a, const char *b, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ca = (unsigned char)a[i], cb = (unsigned char)b[i];
+
+		if (ca >= 'A' && ca <= 'Z')
+			ca += 'a' - 'A';
+		if (cb >= 'A' && cb <= 'Z')
+			cb += 'a' - 'A';
+		if (ca != cb)
+			return false;
+	}
+	return true;
+}
+
+int sa_digest_alg_parse(const char *name, size_t len, enum sa_digest_alg *alg, bool *sess)
+{
+	static const char suffix[] = "-sess";
+	const size_t suffix_len = sizeof(suffix) - 1;
+
+	if (name == NULL)
+		return -1;
+	for (int i = 0; i < SA_ALG_COUNT; i++) {
+		size_t n = strlen(alg_names[i]);
+
+		if (len < n || !ascii_caseeq(name, alg_names[i], n))
+			continue;
+		if (len == n || (len == n + suffix_len && ascii_caseeq(name + n, suffix, suffix_len))) {
+			*alg = (enum sa_digest_alg)i;
+			*sess = len != n;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *sa_digest_alg_name(enum sa_digest_alg alg)
+{
+	if ((unsigned)alg >= SA_ALG_COUNT)
+		return NULL;
+	return alg_names[alg];
+}
+
+size_t sa_digest_hex_len(enum sa_digest_alg alg)
+{
+	return alg == SA_ALG_MD5 ? 32 : (unsigned)alg < SA_ALG_COUNT ? 64 : 0;
+}
+
+static void hex_encode(const unsigned char *raw, size_t len, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = hex[raw[i] >> 4];
+		out[2 * i + 1] = hex[raw[i] & 0x0f];
+	}
+	out[2 * len] = '\0';
+}
+
+/* Finish the digest in ctx into lower-case hex; the raw bytes may be an HA1, so wipe them. */
+static int final_hex(EVP_MD_CTX *ctx, char out[SA_DIGEST_HEX_MAX])
+{
+	unsigned char raw[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	int rc = -1;
+
+	if (EVP_DigestFinal_ex(ctx, raw, &len) == 1 && len <= DIGEST_RAW_MAX) {
+		hex_encode(raw, len, out);
+		rc = 0;
+	}
+	OPENSSL_cleanse(raw, sizeof(raw));
+	return rc;
+}
+
+/* out = H(parts[0] ":" parts[1] ":" ...), fed piecewise so nothing is concatenated or allocated. */
+static int hash_joined(EVP_MD_CTX *ctx, const EVP_MD *md, const char *const *parts, size_t n,
+                       char out[SA_DIGEST_HEX_MAX])
+{
+	if (EVP_DigestInit_ex(ctx, md, NULL) != 1)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (parts[i] == NULL)
+			return -1;
+		if (i > 0 && EVP_DigestUpdate(ctx, ":", 1) != 1)
+			return -1;
+		if (EVP_DigestUpdate(ctx, parts[i], strlen(parts[i])) != 1)
+			return -1;
+	}
+	return final_hex(ctx, out);
+}
+
+static int hash_bytes(EVP_MD_CTX *ctx, const EVP_MD *md, const void *data, size_t len,
+                      char out[SA_DIGEST_HEX_MAX])
+{
+	if (EVP_DigestInit_ex(ctx, md, NULL) != 1 || EVP_DigestUpdate(ctx, data, len) != 1)
+		return -1;
+	return final_hex(ctx, out);
+}
+
+int sa_digest_ha1(enum sa_digest_alg alg, const char *username, const char *realm,
+                  const char *password, char out[SA_DIGEST_HEX_MAX])
+{
+	const char *parts[] = { username, realm, password };
+	const EVP_MD *md = alg_md(alg);
+	EVP_MD_CTX *ctx;
+	int rc = -1;
+
+	if (md == NULL || (ctx = EVP_MD_CTX_new()) == NULL)
+		return -1;
+	rc = hash_joined(ctx, md, parts, 3, out);
+	EVP_MD_CTX_free(ctx);
+	return rc;
+}
+
+static bool qop_known(const char *qop)
+{
+	return qop == NULL || strcmp(qop, "auth") == 0 || strcmp(qop, "auth-int") == 0;
+}
+
+/* Reject what the formulas cannot be computed from, so a missing field never hashes as "". */
+static bool params_usable(const struct sa_digest_params *p, const char *ha1_hex)
+{
+	size_t hex_len = sa_digest_hex_len(p->alg);
+
+	if (hex_len == 0 || ha1_hex == NULL || strnlen(ha1_hex, hex_len + 1) != hex_len)
+		return false;
+	if (p->method == NULL || p->uri == NULL || p->nonce == NULL || !qop_known(p->qop))
+		return false;
+	if (p->qop != NULL && (p->nc == NULL || p->cnonce == NULL))
+		return false;
+	if (p->sess && p->cnonce == NULL)
+		return false;
+	return p->body != NULL || p->body_len == 0;
+}
+
+/* HA2 = H(method:uri) or, for auth-int, H(method:uri:H(body)). */
+static int digest_ha2(EVP_MD_CTX *ctx, const EVP_MD *md, const struct sa_digest_params *p,
+                      char out[SA_DIGEST_HEX_MAX])
+{
+	char body_hex[SA_DIGEST_HEX_MAX];
+	const char *parts[] = { p->method, p->uri, body_hex };
+	bool auth_int = p->qop != NULL && strcmp(p->qop, "auth-int") == 0;
+
+	if (auth_int && hash_bytes(ctx, md, p->body != NULL ? p->body : "", p->body_len, body_hex) != 0)
+		return -1;
+	return hash_joined(ctx, md, parts, auth_int ? 3 : 2, out);
+}
+
+static int digest_compute(EVP_MD_CTX *ctx, const struct sa_digest_params *p, const char *ha1_hex,
+                          char out[SA_DIGEST_HEX_MAX])
+{
+	const EVP_MD *md = alg_md(p->alg);
+	char ha1[SA_DIGEST_HEX_MAX], ha2[SA_DIGEST_HEX_MAX];
+	const char *sess_parts[] = { ha1_hex, p->nonce, p->cnonce };
+	const char *qop_parts[] = { ha1, p->nonce, p->nc, p->cnonce, p->qop, ha2 };
+	const char *rfc2069_parts[] = { ha1, p->nonce, ha2 };
+	int rc = -1;
+
+	if (p->sess) {
+		if (hash_joined(ctx, md, sess_parts, 3, ha1) != 0)
+			goto out;
+	} else {
+		memcpy(ha1, ha1_hex, sa_digest_hex_len(p->alg) + 1);
+	}
+	if (digest_ha2(ctx, md, p, ha2) != 0)
+		goto out;
+	if (p->qop != NULL)
+		rc = hash_joined(ctx, md, qop_parts, 6, out);
+	else
+		rc = hash_joined(ctx, md, rfc2069_parts, 3, out);
+out:
+	OPENSSL_cleanse(ha1, sizeof(ha1));
+	return rc;
+}
+
+int sa_digest_response(const struct sa_digest_params *p, const char *ha1_hex,
+                       char out[SA_DIGEST_HEX_MAX])
+{
+	EVP_MD_CTX *ctx;
+	int rc;
+
+	if (p == NULL || !params_usable(p, ha1_hex))
+		return -1;
+	/* one context for all three hashes: the only allocation on this path */
+	if ((ctx = EVP_MD_CTX_new()) == NULL)
+		return -1;
+	rc = digest_compute(ctx, p, ha1_hex, out);
+	EVP_MD_CTX_free(ctx);
+	return rc;
+}
+
+/* Lower-case exactly want bytes of the presented value; a short one is padded so the
+ * work and the compare below do not depend on how long the attacker's string was. */
+static void presented_lower(const char *response, size_t len, size_t want, char *out)
+{
+	for (size_t i = 0; i < want; i++) {
+		unsigned char c = i < len ? (unsigned char)response[i] : 0;
+
+		out[i] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+	}
+}
+
+bool sa_digest_verify(const struct sa_digest_params *p, const char *ha1_hex,
+                      const char *response, size_t len)
+{
+	char expected[SA_DIGEST_HEX_MAX], got[SA_DIGEST_HEX_MAX];
+	size_t want;
+	bool ok;
+
+	if (p == NULL || response == NULL || (want = sa_digest_hex_len(p->alg)) == 0)
+		return false;
+	ok = sa_digest_response(p, ha1_hex, expected) == 0;
+	if (!ok)
+		memset(expected, 0, sizeof(expected));
+	presented_lower(response, len, want, got);
+	ok = (CRYPTO_memcmp(expected, got, want) == 0) & ok & (len == want);
+	OPENSSL_cleanse(expected, sizeof(expected));
+	return ok;
+}

@@ -1,0 +1,351 @@
+/* nonce.c: stateless digest nonces (HMAC-SHA256, base64url) and the bounded nonce-count replay table. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+
+#include "nonce.h"
+
+#define NONCE_VERSION     1
+#define NONCE_MACED_LEN   11	/* bytes 0..10 of the layout in nonce.h */
+#define NONCE_MAC_LEN     16
+#define NONCE_FUTURE_SKEW 5	/* seconds a nonce may appear to come from the future */
+#define REPLAY_WINDOW     128	/* slots probed per key: bounds the cost of sa_nonce_use */
+
+struct nonce_key {
+	bool live;
+	uint8_t id;
+	EVP_MAC_CTX *mac;	/* keyed HMAC-SHA256, duplicated per use so checking stays const */
+};
+
+struct replay_entry {
+	bool used;
+	uint8_t key_id;
+	uint32_t issued;
+	uint32_t counter;
+	uint32_t nc_max;
+	uint64_t expires;
+};
+
+struct sa_nonce_ctx {
+	unsigned ttl;
+	uint32_t counter;
+	uint64_t hash_seed;
+	EVP_MAC *hmac;
+	struct nonce_key keys[SA_NONCE_KEYS];	/* [0] current, [1] previous */
+	size_t slots;
+	struct replay_entry *table;
+};
+
+static const char b64url[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* len must be a multiple of 3 (the nonce's 27 bytes are), so there is never padding. */
+static void b64url_encode(const unsigned char *in, size_t len, char *out)
+{
+	for (size_t i = 0; i + 2 < len; i += 3, out += 4) {
+		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+
+		out[0] = b64url[v >> 18 & 0x3f];
+		out[1] = b64url[v >> 12 & 0x3f];
+		out[2] = b64url[v >> 6 & 0x3f];
+		out[3] = b64url[v & 0x3f];
+	}
+	*out = '\0';
+}
+
+static int b64url_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '-')
+		return 62;
+	if (c == '_')
+		return 63;
+	return -1;
+}
+
+/* Decode len characters (a multiple of 4) into out; -1 on any character outside the alphabet. */
+static int b64url_decode(const char *in, size_t len, unsigned char *out)
+{
+	for (size_t i = 0; i + 3 < len; i += 4, out += 3) {
+		uint32_t v = 0;
+
+		for (size_t j = 0; j < 4; j++) {
+			int d = b64url_value((unsigned char)in[i + j]);
+
+			if (d < 0)
+				return -1;
+			v = v << 6 | (uint32_t)d;
+		}
+		out[0] = (unsigned char)(v >> 16);
+		out[1] = (unsigned char)(v >> 8);
+		out[2] = (unsigned char)v;
+	}
+	return 0;
+}
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+static uint32_t get_be32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+struct sa_nonce_ctx *sa_nonce_ctx_new(unsigned ttl, size_t replay_slots)
+{
+	struct sa_nonce_ctx *ctx = calloc(1, sizeof(*ctx));
+
+	if (ctx == NULL)
+		return NULL;
+	ctx->ttl = ttl;
+	ctx->slots = replay_slots;
+	if (replay_slots > 0 && (ctx->table = calloc(replay_slots, sizeof(*ctx->table))) == NULL)
+		goto fail;
+	if ((ctx->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL)
+		goto fail;
+	/* a random start keeps nonces from two processes (or restarts) from colliding */
+	if (RAND_bytes((unsigned char *)&ctx->counter, sizeof(ctx->counter)) != 1 ||
+	    RAND_bytes((unsigned char *)&ctx->hash_seed, sizeof(ctx->hash_seed)) != 1)
+		goto fail;
+	return ctx;
+fail:
+	sa_nonce_ctx_free(ctx);
+	return NULL;
+}
+
+static void key_clear(struct nonce_key *key)
+{
+	EVP_MAC_CTX_free(key->mac);	/* the provider wipes the key it holds */
+	memset(key, 0, sizeof(*key));
+}
+
+void sa_nonce_ctx_free(struct sa_nonce_ctx *ctx)
+{
+	if (ctx == NULL)
+		return;
+	for (int i = 0; i < SA_NONCE_KEYS; i++)
+		key_clear(&ctx->keys[i]);
+	EVP_MAC_free(ctx->hmac);
+	free(ctx->table);
+	free(ctx);
+}
+
+int sa_nonce_key_set(struct sa_nonce_ctx *ctx, uint8_t key_id,
+                     const unsigned char secret[SA_NONCE_SECRET_LEN])
+{
+	char digest[] = "SHA256";
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+		OSSL_PARAM_construct_end(),
+	};
+	EVP_MAC_CTX *mac;
+
+	if (ctx == NULL || secret == NULL || (mac = EVP_MAC_CTX_new(ctx->hmac)) == NULL)
+		return -1;
+	if (EVP_MAC_init(mac, secret, SA_NONCE_SECRET_LEN, params) != 1) {
+		EVP_MAC_CTX_free(mac);
+		return -1;
+	}
+	/* re-installing the current id replaces its secret and keeps the previous key */
+	if (ctx->keys[0].live && ctx->keys[0].id != key_id) {
+		key_clear(&ctx->keys[1]);
+		ctx->keys[1] = ctx->keys[0];
+	} else {
+		key_clear(&ctx->keys[0]);
+	}
+	ctx->keys[0] = (struct nonce_key){ .live = true, .id = key_id, .mac = mac };
+	return 0;
+}
+
+static const struct nonce_key *key_find(const struct sa_nonce_ctx *ctx, uint8_t key_id)
+{
+	for (int i = 0; i < SA_NONCE_KEYS; i++)
+		if (ctx->keys[i].live && ctx->keys[i].id == key_id)
+			return &ctx->keys[i];
+	return NULL;
+}
+
+/* HMAC-SHA256(secret, raw[0..10] || realm) truncated to NONCE_MAC_LEN. */
+static int nonce_mac(const struct nonce_key *key, const unsigned char *raw, const char *realm,
+                     unsigned char out[NONCE_MAC_LEN])
+{
+	unsigned char full[32];
+	size_t len = 0;
+	EVP_MAC_CTX *mac = EVP_MAC_CTX_dup(key->mac);
+	int rc = -1;
+
+	if (mac == NULL)
+		return -1;
+	if (EVP_MAC_update(mac, raw, NONCE_MACED_LEN) == 1 &&
+	    EVP_MAC_update(mac, (const unsigned char *)realm, strlen(realm)) == 1 &&
+	    EVP_MAC_final(mac, full, &len, sizeof(full)) == 1 && len == sizeof(full)) {
+		memcpy(out, full, NONCE_MAC_LEN);
+		rc = 0;
+	}
+	EVP_MAC_CTX_free(mac);
+	return rc;
+}
+
+int sa_nonce_issue(struct sa_nonce_ctx *ctx, const char *realm, enum sa_digest_alg alg,
+                   uint64_t now, char out[SA_NONCE_LEN + 1])
+{
+	const struct nonce_key *key;
+	unsigned char raw[SA_NONCE_RAW_LEN];
+
+	if (ctx == NULL || realm == NULL || (unsigned)alg >= SA_ALG_COUNT || now > UINT32_MAX)
+		return -1;
+	key = &ctx->keys[0];
+	if (!key->live)
+		return -1;
+	raw[0] = NONCE_VERSION;
+	raw[1] = key->id;
+	raw[2] = (unsigned char)alg;
+	put_be32(raw + 3, (uint32_t)now);
+	put_be32(raw + 7, ctx->counter++);
+	if (nonce_mac(key, raw, realm, raw + NONCE_MACED_LEN) != 0)
+		return -1;
+	b64url_encode(raw, sizeof(raw), out);
+	return 0;
+}
+
+/* The MAC-free part of checking: shape, version and algorithm. */
+static bool nonce_parse(const char *nonce, size_t len, enum sa_digest_alg alg,
+                        unsigned char raw[SA_NONCE_RAW_LEN])
+{
+	if (nonce == NULL || len != SA_NONCE_LEN || b64url_decode(nonce, len, raw) != 0)
+		return false;
+	return raw[0] == NONCE_VERSION && raw[2] == (unsigned char)alg;
+}
+
+static bool nonce_mac_ok(const struct nonce_key *key, const unsigned char *raw, const char *realm)
+{
+	unsigned char mac[NONCE_MAC_LEN];
+
+	if (nonce_mac(key, raw, realm, mac) != 0)
+		return false;
+	return CRYPTO_memcmp(mac, raw + NONCE_MACED_LEN, NONCE_MAC_LEN) == 0;
+}
+
+/* Our clocks may differ by a little (a fleet sharing the secret), never by more. */
+static bool nonce_from_future(uint32_t issued, uint64_t now)
+{
+	return issued > NONCE_FUTURE_SKEW && issued - NONCE_FUTURE_SKEW > now;
+}
+
+enum sa_nonce_status sa_nonce_check(const struct sa_nonce_ctx *ctx, const char *nonce,
+                                    size_t len, const char *realm, enum sa_digest_alg alg,
+                                    uint64_t now, struct sa_nonce_info *info)
+{
+	unsigned char raw[SA_NONCE_RAW_LEN];
+	const struct nonce_key *key;
+	struct sa_nonce_info parsed;
+	enum sa_nonce_status status = SA_NONCE_OK;
+
+	if (ctx == NULL || realm == NULL || !nonce_parse(nonce, len, alg, raw))
+		return SA_NONCE_INVALID;
+	parsed = (struct sa_nonce_info){ raw[1], get_be32(raw + 3), get_be32(raw + 7) };
+	/* a retired key cannot vouch for the nonce either way: ask the client to retry */
+	if ((key = key_find(ctx, parsed.key_id)) == NULL)
+		status = SA_NONCE_STALE;
+	else if (!nonce_mac_ok(key, raw, realm) || nonce_from_future(parsed.issued, now))
+		return SA_NONCE_INVALID;
+	else if (now > (uint64_t)parsed.issued + ctx->ttl)
+		status = SA_NONCE_STALE;
+	if (info != NULL)
+		*info = parsed;
+	return status;
+}
+
+/* splitmix64 finaliser over the entry key; the seed keeps slot placement unpredictable. */
+static size_t replay_hash(const struct sa_nonce_ctx *ctx, const struct sa_nonce_info *info)
+{
+	uint64_t x = ctx->hash_seed ^ ((uint64_t)info->issued << 32 | info->counter);
+
+	x ^= (uint64_t)info->key_id << 56;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	return (size_t)(x % ctx->slots);
+}
+
+static bool replay_live(const struct replay_entry *e, uint64_t now)
+{
+	return e->used && now <= e->expires;
+}
+
+static bool replay_match(const struct replay_entry *e, const struct sa_nonce_info *info)
+{
+	return e->key_id == info->key_id && e->issued == info->issued && e->counter == info->counter;
+}
+
+/*
+ * A nonce's entry only ever lives in the REPLAY_WINDOW slots from its hash, so a
+ * lookup is bounded and can never miss a live entry; expired entries in the window
+ * are free for reuse. Entries go into the first free slot, so every slot before a
+ * live entry was in use when it was placed and a never-used slot ends the search.
+ * Windows start to fill up when about three quarters of a large table is live:
+ * size replay_slots with that headroom.
+ */
+static struct replay_entry *replay_slot(struct sa_nonce_ctx *ctx, const struct sa_nonce_info *info,
+                                        uint64_t now, bool *found)
+{
+	size_t start = replay_hash(ctx, info);
+	size_t window = ctx->slots < REPLAY_WINDOW ? ctx->slots : REPLAY_WINDOW;
+	struct replay_entry *free_slot = NULL;
+
+	*found = false;
+	for (size_t i = 0; i < window; i++) {
+		struct replay_entry *e = &ctx->table[(start + i) % ctx->slots];
+
+		if (!replay_live(e, now)) {
+			if (free_slot == NULL)
+				free_slot = e;
+			if (!e->used)
+				break;
+			continue;
+		}
+		if (replay_match(e, info)) {
+			*found = true;
+			return e;
+		}
+	}
+	return free_slot;
+}
+
+enum sa_nonce_status sa_nonce_use(struct sa_nonce_ctx *ctx, const struct sa_nonce_info *info,
+                                  uint32_t nc, uint64_t now)
+{
+	struct replay_entry *e;
+	bool found;
+
+	if (ctx == NULL || info == NULL)
+		return SA_NONCE_INVALID;
+	/* past its lifetime the entry could be forgotten, so no answer can be trusted */
+	if (now > (uint64_t)info->issued + ctx->ttl || ctx->slots == 0)
+		return SA_NONCE_STALE;
+	if ((e = replay_slot(ctx, info, now, &found)) == NULL)
+		return SA_NONCE_STALE;
+	if (found && nc <= e->nc_max)
+		return SA_NONCE_REPLAY;
+	if (!found && nc == 0)
+		return SA_NONCE_REPLAY;
+	*e = (struct replay_entry){ .used = true, .key_id = info->key_id, .issued = info->issued,
+	                            .counter = info->counter, .nc_max = nc,
+	                            .expires = (uint64_t)info->issued + ctx->ttl };
+	return SA_NONCE_OK;
+}

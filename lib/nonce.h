@@ -1,0 +1,80 @@
+/* nonce.h: stateless digest nonces (issue, check) and the bounded nonce-count replay table. */
+#ifndef SA_NONCE_H
+#define SA_NONCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digest.h"
+
+/*
+ * Byte layout of a nonce before encoding (27 bytes, sent as 36 characters of
+ * unpadded base64url, RFC 4648 §5):
+ *
+ *   offset size  field
+ *   0      1     version, currently 1
+ *   1      1     key id: which of the live secrets made the MAC
+ *   2      1     algorithm (enum sa_digest_alg) the nonce was issued for
+ *   3      4     issue time, seconds since the epoch, big-endian (uint32)
+ *   7      4     counter, per process, big-endian: makes every nonce unique
+ *   11     16    HMAC-SHA256(secret[key id], bytes 0..10 || realm), truncated
+ *
+ * The realm is MACed but not carried: a nonce issued for one trunk does not
+ * verify for another. Nothing else is stored per issued nonce; a nonce only
+ * takes table space once it has been answered correctly (sa_nonce_use).
+ */
+#define SA_NONCE_RAW_LEN   27
+#define SA_NONCE_LEN       36                   /* encoded */
+#define SA_NONCE_SECRET_LEN 32
+#define SA_NONCE_KEYS      2                    /* live keys: current and previous */
+
+enum sa_nonce_status {
+	SA_NONCE_OK = 0,
+	SA_NONCE_STALE,      /* MAC good but expired, or made with a retired key */
+	SA_NONCE_INVALID,    /* garbage, bad MAC, wrong realm, wrong algorithm */
+	SA_NONCE_REPLAY,     /* from sa_nonce_use: nc already seen or not increasing */
+};
+
+/* What a good nonce carried, for sa_nonce_use. */
+struct sa_nonce_info {
+	uint8_t key_id;
+	uint32_t issued;
+	uint32_t counter;
+};
+
+struct sa_nonce_ctx;
+
+/* ttl: seconds a nonce stays valid; replay_slots: size of the replay table
+ * (bounded; expired entries are forgotten). NULL on allocation failure. */
+struct sa_nonce_ctx *sa_nonce_ctx_new(unsigned ttl, size_t replay_slots);
+void sa_nonce_ctx_free(struct sa_nonce_ctx *ctx);
+
+/* Install secret under key_id and make it the key new nonces are issued
+ * with. The previously current key stays live for checking until it is
+ * replaced in turn, so rotation never invalidates nonces already issued
+ * (they come back stale at worst). 0 or -1. */
+int sa_nonce_key_set(struct sa_nonce_ctx *ctx, uint8_t key_id,
+                     const unsigned char secret[SA_NONCE_SECRET_LEN]);
+
+/* Write a new NUL-terminated nonce for realm/alg into out (SA_NONCE_LEN + 1).
+ * Allocates nothing. 0, or -1 when no key is set. */
+int sa_nonce_issue(struct sa_nonce_ctx *ctx, const char *realm, enum sa_digest_alg alg,
+                   uint64_t now, char out[SA_NONCE_LEN + 1]);
+
+/* Check a nonce as received (len bytes, unquoted) for realm/alg at now.
+ * On SA_NONCE_OK and SA_NONCE_STALE, info (if not NULL) is filled. Stateless. */
+enum sa_nonce_status sa_nonce_check(const struct sa_nonce_ctx *ctx, const char *nonce,
+                                    size_t len, const char *realm, enum sa_digest_alg alg,
+                                    uint64_t now, struct sa_nonce_info *info);
+
+/* Record that a verified answer used nonce info with nonce-count nc
+ * (nc 1 when the client sent none). SA_NONCE_OK when nc is higher than any
+ * seen for this nonce, SA_NONCE_REPLAY otherwise. Entries are forgotten once
+ * their nonce has expired. When the table is full of live entries the answer
+ * is SA_NONCE_STALE (the caller challenges again, which is always safe); a
+ * live entry is never evicted, since that would let a replay through. */
+enum sa_nonce_status sa_nonce_use(struct sa_nonce_ctx *ctx, const struct sa_nonce_info *info,
+                                  uint32_t nc, uint64_t now);
+
+#endif

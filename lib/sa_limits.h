@@ -1,0 +1,21 @@
+/* sa_limits.h: every size limit sipauthd enforces, in one place, checked as data is read. */
+#ifndef SA_LIMITS_H
+#define SA_LIMITS_H
+
+#define SA_SIP_MAX_MSG          65535   /* largest SIP message accepted (UDP datagram or TCP frame) */
+#define SA_SIP_MAX_HEADERS      128     /* header fields per message */
+#define SA_SIP_MAX_CREDENTIALS  1024    /* one Authorization/Proxy-Authorization header value */
+#define SA_SIP_MAX_VIA          32      /* Via entries relayed back */
+
+#define SA_USERNAME_MAX         64      /* credential username: 1..64 of [A-Za-z0-9._-] */
+#define SA_PASSWORD_MIN         12      /* default minimum; configurable upwards only */
+#define SA_PASSWORD_MAX         128
+#define SA_NAME_MAX             128     /* account and trunk display names */
+#define SA_DOMAIN_MAX           190     /* SIP domain recorded at init */
+#define SA_ID_MAX               48      /* acc_/trunk_/cred_ ids incl. NUL */
+#define SA_REALM_MAX            (6 + SA_ID_MAX + 1 + SA_DOMAIN_MAX + 1)
+#define SA_APIKEY_LEN           (12 + 32) /* "tvx_sk_live_" + 32 base62 */
+
+#define SA_HTTP_MAX_BODY        16384   /* default [api] max_body */
+
+#endif

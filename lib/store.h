@@ -1,0 +1,159 @@
+/* store.h: the LMDB store: accounts, API keys, trunks, credentials, bindings, auth failures. */
+#ifndef SA_STORE_H
+#define SA_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digest.h"
+#include "sa_limits.h"
+
+#define SA_STORE_SCHEMA_VERSION 1
+#define SA_DEFAULT_DOMAIN "sip.tryvox.io"
+
+/* Errors are values: every function returns 0 on success or one of these. */
+enum sa_store_err {
+	SA_STORE_OK = 0,
+	SA_STORE_ENOTFOUND = -1,   /* no such account/trunk/credential/key */
+	SA_STORE_EEXISTS = -2,     /* duplicate (trunk, username), or init on an initialised store */
+	SA_STORE_EINVAL = -3,      /* input breaks a rule (see sa_store_strerror and the why text) */
+	SA_STORE_ENOTINIT = -4,    /* store not initialised (run sipauthctl init) */
+	SA_STORE_ESCHEMA = -5,     /* store written by an incompatible schema version */
+	SA_STORE_EIO = -6,         /* LMDB or system error */
+	SA_STORE_EFULL = -7,       /* a configured limit reached (e.g. contacts per credential) */
+};
+const char *sa_store_strerror(int err);
+
+struct sa_store;
+
+#define SA_STORE_RDONLY 0x1
+/* Open (creating the directory's data files if needed) the store in dir.
+ * Does not require init; most calls then return SA_STORE_ENOTINIT. */
+int sa_store_open(struct sa_store **out, const char *dir, unsigned flags);
+void sa_store_close(struct sa_store *st);
+
+/* Record schema version and SIP domain (NULL -> SA_DEFAULT_DOMAIN); once only. */
+int sa_store_init(struct sa_store *st, const char *domain);
+/* The domain recorded at init, copied into out (SA_DOMAIN_MAX + 1). */
+int sa_store_domain(struct sa_store *st, char *out, size_t outlen);
+/* The daemon's nonce secret, created on first call and kept in the store so
+ * nonces survive a restart. */
+int sa_store_nonce_secret(struct sa_store *st, unsigned char secret[32]);
+/* A number that changes whenever credentials, trunks or keys change (the
+ * daemon polls it to notice writes by sipauthctl). */
+int sa_store_generation(struct sa_store *st, uint64_t *gen);
+
+/* Realm for a trunk: "trunk-<trunk_id>.<domain>" into out (SA_REALM_MAX). */
+int sa_store_realm(const char *trunk_id, const char *domain, char *out, size_t outlen);
+
+/* ---- accounts and API keys ---- */
+struct sa_account {
+	char id[SA_ID_MAX];
+	char name[SA_NAME_MAX + 1];
+	int64_t created_at;
+};
+int sa_store_account_create(struct sa_store *st, const char *name, int64_t now, struct sa_account *out);
+int sa_store_account_get(struct sa_store *st, const char *account_id, struct sa_account *out);
+
+/* Creates "tvx_sk_live_" + 32 base62 chars into key (SA_APIKEY_LEN + 1); only
+ * its SHA-256 is stored. The key is returned once and never again. */
+int sa_store_apikey_create(struct sa_store *st, const char *account_id, int64_t now, char *key);
+/* Finds the account a presented key belongs to (compared by SHA-256). */
+int sa_store_apikey_account(struct sa_store *st, const char *key, size_t len, char account_id[SA_ID_MAX]);
+
+/* ---- trunks ---- */
+struct sa_trunk {
+	char id[SA_ID_MAX];
+	char account_id[SA_ID_MAX];
+	char name[SA_NAME_MAX + 1];
+	int64_t created_at;
+};
+int sa_store_trunk_create(struct sa_store *st, const char *account_id, const char *name,
+                          int64_t now, struct sa_trunk *out);
+int sa_store_trunk_get(struct sa_store *st, const char *trunk_id, struct sa_trunk *out);
+typedef int (*sa_store_trunk_cb)(const struct sa_trunk *t, void *arg);   /* non-zero stops */
+int sa_store_trunk_list(struct sa_store *st, const char *account_id, sa_store_trunk_cb cb, void *arg);
+
+/* ---- credentials ---- */
+struct sa_credential {
+	char id[SA_ID_MAX];
+	char trunk_id[SA_ID_MAX];
+	char username[SA_USERNAME_MAX + 1];
+	int64_t created_at;
+	char ha1[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];   /* H(username:realm:password) per algorithm */
+};
+
+/* Username 1..64 of [A-Za-z0-9._-]; password min_len..128 printable ASCII,
+ * not containing the username (ignoring case). 0, or SA_STORE_EINVAL with a
+ * one-line reason naming the rule in why. */
+int sa_credential_validate(const char *username, const char *password, size_t password_len,
+                           unsigned min_len, char *why, size_t whylen);
+
+/* Validates, computes HA1 for every algorithm with the trunk's realm, wipes
+ * the password copy, stores durably (fsync before returning). Unique per
+ * (trunk, lower-case username): SA_STORE_EEXISTS. why may be NULL. */
+int sa_store_credential_create(struct sa_store *st, const char *trunk_id, const char *username,
+                               const char *password, size_t password_len, unsigned min_len,
+                               int64_t now, struct sa_credential *out, char *why, size_t whylen);
+/* Hot path: the credential for (trunk, username), case-insensitive. Reuses
+ * one read transaction (reset/renew). */
+int sa_store_credential_find(struct sa_store *st, const char *trunk_id, const char *username,
+                             struct sa_credential *out);
+int sa_store_credential_get(struct sa_store *st, const char *cred_id, struct sa_credential *out);
+typedef int (*sa_store_credential_cb)(const struct sa_credential *c, void *arg);
+/* In creation order. */
+int sa_store_credential_list(struct sa_store *st, const char *trunk_id, sa_store_credential_cb cb, void *arg);
+/* Deletes the credential and its bindings, durably. ENOTFOUND when the id is
+ * not a credential of that trunk. */
+int sa_store_credential_delete(struct sa_store *st, const char *trunk_id, const char *cred_id);
+
+/* ---- registrations (bindings) ---- */
+#define SA_CONTACT_MAX 512
+#define SA_UA_MAX 128
+struct sa_binding {
+	char cred_id[SA_ID_MAX];
+	char trunk_id[SA_ID_MAX];
+	char contact[SA_CONTACT_MAX];      /* the Contact URI as registered */
+	char source[64];                   /* source address, no port */
+	uint16_t source_port;
+	char transport[8];                 /* "udp", "tcp", "tls" */
+	char user_agent[SA_UA_MAX];
+	char call_id[128];
+	uint32_t cseq;
+	int64_t registered_at;             /* first registration of this contact */
+	int64_t updated_at;                /* last refresh */
+	int64_t expires_at;
+};
+/* Add or refresh (same cred_id + contact). Written without fsync; see
+ * sa_store_flush. max_contacts per credential (0 = unlimited): EFULL. */
+int sa_store_binding_put(struct sa_store *st, const struct sa_binding *b, unsigned max_contacts);
+int sa_store_binding_delete(struct sa_store *st, const char *cred_id, const char *contact);
+int sa_store_binding_delete_all(struct sa_store *st, const char *cred_id);
+typedef int (*sa_store_binding_cb)(const struct sa_binding *b, void *arg);
+int sa_store_binding_list_credential(struct sa_store *st, const char *cred_id, sa_store_binding_cb cb, void *arg);
+int sa_store_binding_list_trunk(struct sa_store *st, const char *trunk_id, sa_store_binding_cb cb, void *arg);
+/* Removes bindings with expires_at <= now; returns how many (>= 0) or an error. */
+int sa_store_binding_expire(struct sa_store *st, int64_t now);
+/* Flush writes made without fsync (bindings) to disk. */
+int sa_store_flush(struct sa_store *st);
+
+/* ---- auth-failure log: bounded per trunk ---- */
+struct sa_authfail {
+	int64_t at;
+	char trunk_id[SA_ID_MAX];
+	char source[64];
+	uint16_t source_port;
+	char transport[8];
+	char username[SA_USERNAME_MAX + 1];  /* as tried, truncated */
+	char reason[16];   /* unknown_user bad_password stale_nonce replay malformed banned */
+	char method[16];
+};
+/* Appends; keeps at most keep records per trunk (oldest dropped). No fsync. */
+int sa_store_authfail_add(struct sa_store *st, const struct sa_authfail *f, unsigned keep);
+typedef int (*sa_store_authfail_cb)(const struct sa_authfail *f, void *arg);
+/* Newest first, at most limit, only at >= since. */
+int sa_store_authfail_list(struct sa_store *st, const char *trunk_id, int64_t since, unsigned limit,
+                           sa_store_authfail_cb cb, void *arg);
+
+#endif

@@ -1,0 +1,429 @@
+/* test_nonce.c: nonce issue/check (expiry, MAC, realm, algorithm, key rotation) and the nc replay table. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <check.h>
+
+#include "nonce.h"
+
+#define TTL   300
+#define NOW   1700000000u
+#define REALM "trunk-trunk_4f2a.sip.example.net"
+
+static const unsigned char secret1[SA_NONCE_SECRET_LEN] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+static const unsigned char secret2[SA_NONCE_SECRET_LEN] = { 0xa5, 0x5a, 0xff };
+static const unsigned char secret3[SA_NONCE_SECRET_LEN] = { 0x33 };
+
+static struct sa_nonce_ctx *ctx_with_key(size_t slots)
+{
+	struct sa_nonce_ctx *ctx = sa_nonce_ctx_new(TTL, slots);
+
+	ck_assert_ptr_nonnull(ctx);
+	ck_assert_int_eq(sa_nonce_key_set(ctx, 1, secret1), 0);
+	return ctx;
+}
+
+static void issue(struct sa_nonce_ctx *ctx, uint64_t now, char out[SA_NONCE_LEN + 1])
+{
+	ck_assert_int_eq(sa_nonce_issue(ctx, REALM, SA_ALG_SHA256, now, out), 0);
+}
+
+static enum sa_nonce_status check_at(const struct sa_nonce_ctx *ctx, const char *nonce, uint64_t now,
+                                     struct sa_nonce_info *info)
+{
+	return sa_nonce_check(ctx, nonce, strlen(nonce), REALM, SA_ALG_SHA256, now, info);
+}
+
+START_TEST(test_issue_then_check_round_trips)
+{
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	char nonce[SA_NONCE_LEN + 1];
+	struct sa_nonce_info info = { 0 };
+
+	issue(ctx, NOW, nonce);
+	ck_assert_uint_eq(strlen(nonce), SA_NONCE_LEN);
+	ck_assert_uint_eq(strspn(nonce, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+	                  36);
+	ck_assert_int_eq(check_at(ctx, nonce, NOW, &info), SA_NONCE_OK);
+	ck_assert_uint_eq(info.key_id, 1);
+	ck_assert_uint_eq(info.issued, NOW);
+	ck_assert_int_eq(check_at(ctx, nonce, NOW + TTL, NULL), SA_NONCE_OK);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_every_algorithm_round_trips)
+{
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	char nonce[SA_NONCE_LEN + 1];
+
+	for (int alg = 0; alg < SA_ALG_COUNT; alg++) {
+		ck_assert_int_eq(sa_nonce_issue(ctx, REALM, (enum sa_digest_alg)alg, NOW, nonce), 0);
+		ck_assert_int_eq(sa_nonce_check(ctx, nonce, SA_NONCE_LEN, REALM, (enum sa_digest_alg)alg,
+		                                NOW, NULL), SA_NONCE_OK);
+	}
+	ck_assert_int_eq(sa_nonce_issue(ctx, REALM, SA_ALG_COUNT, NOW, nonce), -1);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_expired_nonce_is_stale_with_info)
+{
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	char nonce[SA_NONCE_LEN + 1];
+	struct sa_nonce_info info = { 0 };
+
+	issue(ctx, NOW, nonce);
+	ck_assert_int_eq(check_at(ctx, nonce, NOW + TTL + 1, &info), SA_NONCE_STALE);
+	ck_assert_uint_eq(info.issued, NOW);
+	ck_assert_uint_eq(info.key_id, 1);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_nonce_from_the_future_is_invalid)
+{
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	char nonce[SA_NONCE_LEN + 1];
+
+	issue(ctx, NOW, nonce);
+	ck_assert_int_eq(check_at(ctx, nonce, NOW - 2, NULL), SA_NONCE_OK);
+	ck_assert_int_eq(check_at(ctx, nonce, NOW - 60, NULL), SA_NONCE_INVALID);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+/* A base64url character other than c, so the nonce keeps its shape and only its content changes. */
+static char other_char(char c)
+{
+	return c == 'A' ? 'B' : 'A';
+}
+
+START_TEST(test_tampered_character_is_refused)
+{
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	char nonce[SA_NONCE_LEN + 1];
+
+	issue(ctx, NOW, nonce);
+	for (int i = 0; i < SA_NONCE_LEN; i++) {
+		char orig = nonce[i];
+		enum sa_nonce_status st;
+
+		nonce[i] = other_char(orig);
+		st = check_at(ctx, nonce, NOW, NULL);
+		/* characters 1..3 also carry the key id: an unknown one is stale, not invalid */
+		if (i >= 4 || i == 0)
+			ck_assert_msg(st == SA_NONCE_INVALID, "char %d: %d", i, st);
+		else
+			ck_assert_msg(st != SA_NONCE_OK, "char %d", i);
+		nonce[i] = orig;
+	}
+	ck_assert_int_eq(check_at(ctx, nonce, NOW, NULL), SA_NONCE_OK);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_wrong_realm_is_invalid)
+{
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	char nonce[SA_NONCE_LEN + 1];
+
+	issue(ctx, NOW, nonce);
+	ck_assert_int_eq(sa_nonce_check(ctx, nonce, SA_NONCE_LEN, "trunk-trunk_4f2b.sip.example.net",
+	                                SA_ALG_SHA256, NOW, NULL), SA_NONCE_INVALID);
+	ck_assert_int_eq(sa_nonce_check(ctx, nonce, SA_NONCE_LEN, "", SA_ALG_SHA256, NOW, NULL),
+	                 SA_NONCE_INVALID);
+	ck_assert_int_eq(sa_nonce_check(ctx, nonce, SA_NONCE_LEN, NULL, SA_ALG_SHA256, NOW, NULL),
+	                 SA_NONCE_INVALID);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_wrong_algorithm_is_invalid)
+{
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	char nonce[SA_NONCE_LEN + 1];
+
+	issue(ctx, NOW, nonce);
+	ck_assert_int_eq(sa_nonce_check(ctx, nonce, SA_NONCE_LEN, REALM, SA_ALG_MD5, NOW, NULL),
+	                 SA_NONCE_INVALID);
+	ck_assert_int_eq(sa_nonce_check(ctx, nonce, SA_NONCE_LEN, REALM, SA_ALG_SHA512_256, NOW, NULL),
+	                 SA_NONCE_INVALID);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_garbage_is_invalid)
+{
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	char nonce[SA_NONCE_LEN + 1], longer[2 * SA_NONCE_LEN + 1];
+	char *huge = malloc(4096);
+
+	ck_assert_ptr_nonnull(huge);
+	memset(huge, 'A', 4096);
+	issue(ctx, NOW, nonce);
+	ck_assert_int_eq(sa_nonce_check(ctx, "", 0, REALM, SA_ALG_SHA256, NOW, NULL), SA_NONCE_INVALID);
+	ck_assert_int_eq(sa_nonce_check(ctx, NULL, 0, REALM, SA_ALG_SHA256, NOW, NULL), SA_NONCE_INVALID);
+	ck_assert_int_eq(sa_nonce_check(ctx, nonce, SA_NONCE_LEN - 1, REALM, SA_ALG_SHA256, NOW, NULL),
+	                 SA_NONCE_INVALID);
+	ck_assert_int_eq(sa_nonce_check(ctx, huge, 4096, REALM, SA_ALG_SHA256, NOW, NULL),
+	                 SA_NONCE_INVALID);
+	snprintf(longer, sizeof(longer), "%sA", nonce);
+	ck_assert_int_eq(check_at(ctx, longer, NOW, NULL), SA_NONCE_INVALID);
+	snprintf(longer, sizeof(longer), "%s%s", nonce, nonce);
+	ck_assert_int_eq(check_at(ctx, longer, NOW, NULL), SA_NONCE_INVALID);
+	/* characters from the other base64 alphabet, padding, quotes and non-ASCII */
+	const char *bad_chars = "+/=\"\\ \x80\xff";
+	for (const char *c = bad_chars; *c != '\0'; c++) {
+		char copy[SA_NONCE_LEN + 1];
+
+		memcpy(copy, nonce, sizeof(copy));
+		copy[17] = *c;
+		ck_assert_int_eq(check_at(ctx, copy, NOW, NULL), SA_NONCE_INVALID);
+	}
+	ck_assert_int_eq(check_at(ctx, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", NOW, NULL), SA_NONCE_INVALID);
+	free(huge);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_no_key_no_nonce)
+{
+	struct sa_nonce_ctx *ctx = sa_nonce_ctx_new(TTL, 16);
+	char nonce[SA_NONCE_LEN + 1];
+
+	ck_assert_ptr_nonnull(ctx);
+	ck_assert_int_eq(sa_nonce_issue(ctx, REALM, SA_ALG_MD5, NOW, nonce), -1);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_key_rotation_keeps_previous_key_only)
+{
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	char n1[SA_NONCE_LEN + 1], n2[SA_NONCE_LEN + 1];
+	struct sa_nonce_info info;
+
+	issue(ctx, NOW, n1);
+	ck_assert_int_eq(sa_nonce_key_set(ctx, 2, secret2), 0);
+	ck_assert_int_eq(check_at(ctx, n1, NOW + 1, NULL), SA_NONCE_OK);
+	issue(ctx, NOW + 1, n2);
+	ck_assert_int_eq(check_at(ctx, n2, NOW + 1, &info), SA_NONCE_OK);
+	ck_assert_uint_eq(info.key_id, 2);
+	ck_assert_int_eq(sa_nonce_key_set(ctx, 3, secret3), 0);
+	ck_assert_int_eq(check_at(ctx, n1, NOW + 2, &info), SA_NONCE_STALE);
+	ck_assert_uint_eq(info.key_id, 1);
+	ck_assert_int_eq(check_at(ctx, n2, NOW + 2, NULL), SA_NONCE_OK);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_other_secret_same_key_id_is_invalid)
+{
+	struct sa_nonce_ctx *a = ctx_with_key(16);
+	struct sa_nonce_ctx *b = sa_nonce_ctx_new(TTL, 16);
+	char nonce[SA_NONCE_LEN + 1];
+
+	ck_assert_ptr_nonnull(b);
+	ck_assert_int_eq(sa_nonce_key_set(b, 1, secret2), 0);
+	issue(a, NOW, nonce);
+	ck_assert_int_eq(check_at(b, nonce, NOW, NULL), SA_NONCE_INVALID);
+	sa_nonce_ctx_free(a);
+	sa_nonce_ctx_free(b);
+}
+END_TEST
+
+/* the point of stateless nonces: another worker or host sharing the secret accepts them */
+START_TEST(test_nonce_verifies_in_another_context_with_same_secret)
+{
+	struct sa_nonce_ctx *a = ctx_with_key(16);
+	struct sa_nonce_ctx *b = ctx_with_key(16);
+	char nonce[SA_NONCE_LEN + 1];
+
+	issue(a, NOW, nonce);
+	ck_assert_int_eq(check_at(b, nonce, NOW, NULL), SA_NONCE_OK);
+	sa_nonce_ctx_free(a);
+	sa_nonce_ctx_free(b);
+}
+END_TEST
+
+static int cmp_nonce(const void *a, const void *b)
+{
+	return memcmp(a, b, SA_NONCE_LEN + 1);
+}
+
+START_TEST(test_consecutive_nonces_are_unique)
+{
+	enum { N = 2000 };
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	char (*nonces)[SA_NONCE_LEN + 1] = calloc(N, sizeof(*nonces));
+
+	ck_assert_ptr_nonnull(nonces);
+	for (int i = 0; i < N; i++)
+		issue(ctx, NOW, nonces[i]);
+	qsort(nonces, N, sizeof(*nonces), cmp_nonce);
+	for (int i = 1; i < N; i++)
+		ck_assert_str_ne(nonces[i - 1], nonces[i]);
+	free(nonces);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+static struct sa_nonce_info issue_checked(struct sa_nonce_ctx *ctx, uint64_t now)
+{
+	char nonce[SA_NONCE_LEN + 1];
+	struct sa_nonce_info info;
+
+	issue(ctx, now, nonce);
+	ck_assert_int_eq(check_at(ctx, nonce, now, &info), SA_NONCE_OK);
+	return info;
+}
+
+START_TEST(test_replayed_nc_is_refused)
+{
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	struct sa_nonce_info info = issue_checked(ctx, NOW);
+
+	ck_assert_int_eq(sa_nonce_use(ctx, &info, 1, NOW), SA_NONCE_OK);
+	ck_assert_int_eq(sa_nonce_use(ctx, &info, 1, NOW), SA_NONCE_REPLAY);
+	ck_assert_int_eq(sa_nonce_use(ctx, &info, 2, NOW + 1), SA_NONCE_OK);
+	ck_assert_int_eq(sa_nonce_use(ctx, &info, 5, NOW + 2), SA_NONCE_OK);
+	ck_assert_int_eq(sa_nonce_use(ctx, &info, 4, NOW + 3), SA_NONCE_REPLAY);
+	ck_assert_int_eq(sa_nonce_use(ctx, &info, 5, NOW + 3), SA_NONCE_REPLAY);
+	ck_assert_int_eq(sa_nonce_use(ctx, &info, 6, NOW + 3), SA_NONCE_OK);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_nc_is_tracked_per_nonce)
+{
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	struct sa_nonce_info a = issue_checked(ctx, NOW), b = issue_checked(ctx, NOW);
+
+	ck_assert_int_eq(sa_nonce_use(ctx, &a, 1, NOW), SA_NONCE_OK);
+	ck_assert_int_eq(sa_nonce_use(ctx, &b, 1, NOW), SA_NONCE_OK);
+	ck_assert_int_eq(sa_nonce_use(ctx, &a, 1, NOW), SA_NONCE_REPLAY);
+	ck_assert_int_eq(sa_nonce_use(ctx, &b, 2, NOW), SA_NONCE_OK);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_use_after_expiry_is_stale)
+{
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	struct sa_nonce_info info = issue_checked(ctx, NOW);
+
+	ck_assert_int_eq(sa_nonce_use(ctx, &info, 1, NOW + TTL + 1), SA_NONCE_STALE);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_full_table_is_stale_until_entries_expire)
+{
+	enum { SLOTS = 4 };
+	struct sa_nonce_ctx *ctx = ctx_with_key(SLOTS);
+	struct sa_nonce_info held[SLOTS], extra;
+
+	for (int i = 0; i < SLOTS; i++) {
+		held[i] = issue_checked(ctx, NOW);
+		ck_assert_int_eq(sa_nonce_use(ctx, &held[i], 1, NOW), SA_NONCE_OK);
+	}
+	extra = issue_checked(ctx, NOW + 10);
+	ck_assert_int_eq(sa_nonce_use(ctx, &extra, 1, NOW + 10), SA_NONCE_STALE);
+	/* no live entry was evicted to make room */
+	for (int i = 0; i < SLOTS; i++)
+		ck_assert_int_eq(sa_nonce_use(ctx, &held[i], 1, NOW + 10), SA_NONCE_REPLAY);
+	/* once the held nonces expire their slots are reused */
+	ck_assert_int_eq(sa_nonce_use(ctx, &extra, 1, NOW + TTL + 1), SA_NONCE_OK);
+	ck_assert_int_eq(sa_nonce_use(ctx, &extra, 1, NOW + TTL + 1), SA_NONCE_REPLAY);
+	for (int i = 0; i < SLOTS - 1; i++) {
+		struct sa_nonce_info fresh = issue_checked(ctx, NOW + TTL + 1);
+
+		ck_assert_int_eq(sa_nonce_use(ctx, &fresh, 1, NOW + TTL + 1), SA_NONCE_OK);
+	}
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+/* An expired entry may sit in front of a live one in its probe window; it must not hide it. */
+START_TEST(test_expired_entries_do_not_hide_live_ones)
+{
+	enum { SLOTS = 8, ROUNDS = 32 };
+
+	/* placement depends on each context's random hash seed, so try many */
+	for (int round = 0; round < ROUNDS; round++) {
+		struct sa_nonce_ctx *ctx = ctx_with_key(SLOTS);
+		struct sa_nonce_info infos[SLOTS];
+
+		for (int i = 0; i < SLOTS; i++) {
+			uint64_t at = i % 2 == 0 ? NOW : NOW + 100;
+
+			infos[i] = issue_checked(ctx, at);
+			ck_assert_int_eq(sa_nonce_use(ctx, &infos[i], 1, at), SA_NONCE_OK);
+		}
+		for (int i = 1; i < SLOTS; i += 2)
+			ck_assert_int_eq(sa_nonce_use(ctx, &infos[i], 1, NOW + TTL + 1), SA_NONCE_REPLAY);
+		sa_nonce_ctx_free(ctx);
+	}
+}
+END_TEST
+
+START_TEST(test_large_table_holds_many_live_entries)
+{
+	enum { SLOTS = 4096, USED = SLOTS / 2 };
+	struct sa_nonce_ctx *ctx = ctx_with_key(SLOTS);
+	struct sa_nonce_info *infos = calloc(USED, sizeof(*infos));
+
+	ck_assert_ptr_nonnull(infos);
+	for (int i = 0; i < USED; i++) {
+		infos[i] = issue_checked(ctx, NOW);
+		ck_assert_int_eq(sa_nonce_use(ctx, &infos[i], 1, NOW), SA_NONCE_OK);
+	}
+	for (int i = 0; i < USED; i++)
+		ck_assert_int_eq(sa_nonce_use(ctx, &infos[i], 1, NOW), SA_NONCE_REPLAY);
+	free(infos);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+static Suite *nonce_suite(void)
+{
+	Suite *s = suite_create("nonce");
+	TCase *check = tcase_create("check");
+	TCase *replay = tcase_create("replay");
+
+	tcase_add_test(check, test_issue_then_check_round_trips);
+	tcase_add_test(check, test_every_algorithm_round_trips);
+	tcase_add_test(check, test_expired_nonce_is_stale_with_info);
+	tcase_add_test(check, test_nonce_from_the_future_is_invalid);
+	tcase_add_test(check, test_tampered_character_is_refused);
+	tcase_add_test(check, test_wrong_realm_is_invalid);
+	tcase_add_test(check, test_wrong_algorithm_is_invalid);
+	tcase_add_test(check, test_garbage_is_invalid);
+	tcase_add_test(check, test_no_key_no_nonce);
+	tcase_add_test(check, test_key_rotation_keeps_previous_key_only);
+	tcase_add_test(check, test_other_secret_same_key_id_is_invalid);
+	tcase_add_test(check, test_nonce_verifies_in_another_context_with_same_secret);
+	tcase_add_test(check, test_consecutive_nonces_are_unique);
+	suite_add_tcase(s, check);
+	tcase_add_test(replay, test_replayed_nc_is_refused);
+	tcase_add_test(replay, test_nc_is_tracked_per_nonce);
+	tcase_add_test(replay, test_use_after_expiry_is_stale);
+	tcase_add_test(replay, test_full_table_is_stale_until_entries_expire);
+	tcase_add_test(replay, test_expired_entries_do_not_hide_live_ones);
+	tcase_add_test(replay, test_large_table_holds_many_live_entries);
+	suite_add_tcase(s, replay);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(nonce_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed != 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
