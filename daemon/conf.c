@@ -1,0 +1,357 @@
+/* conf.c: the INI reader for sipauthd.conf; every key is known, every value checked. */
+#include "conf.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+
+struct parse {
+	struct sa_config *cfg;
+	const char *file;
+	unsigned line;
+	char *err;
+	size_t errlen;
+};
+
+static int perr(struct parse *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int perr(struct parse *p, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	snprintf(p->err, p->errlen, "%s:%u: %s", p->file, p->line, msg);
+	return -1;
+}
+
+const char *sa_proto_name(enum sa_proto pr)
+{
+	return pr == SA_PROTO_UDP ? "udp" : pr == SA_PROTO_TCP ? "tcp" : "tls";
+}
+
+static int addr_parse(const char *host, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
+{
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(port);
+		*len = sizeof(*s4);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(port);
+		*len = sizeof(*s6);
+		return 0;
+	}
+	return -1;
+}
+
+int sa_endpoint_parse(const char *s, struct sa_endpoint *ep)
+{
+	char buf[128];
+	memset(ep, 0, sizeof(*ep));
+	if (snprintf(buf, sizeof(buf), "%s", s) >= (int)sizeof(buf))
+		return -1;
+	char *colon = strchr(buf, ':');
+	if (!colon)
+		return -1;
+	*colon = '\0';
+	if (strcasecmp(buf, "udp") == 0)
+		ep->proto = SA_PROTO_UDP;
+	else if (strcasecmp(buf, "tcp") == 0)
+		ep->proto = SA_PROTO_TCP;
+	else if (strcasecmp(buf, "tls") == 0)
+		ep->proto = SA_PROTO_TLS;
+	else
+		return -1;
+	char *host = colon + 1, *portp;
+	if (*host == '[') {
+		char *rb = strchr(host, ']');
+		if (!rb || rb[1] != ':')
+			return -1;
+		*rb = '\0';
+		host++;
+		portp = rb + 2;
+	} else {
+		portp = strrchr(host, ':');
+		if (!portp)
+			return -1;
+		*portp++ = '\0';
+	}
+	char *end;
+	long port = strtol(portp, &end, 10);
+	if (*end || port < 1 || port > 65535 || strlen(host) >= sizeof(ep->host))
+		return -1;
+	snprintf(ep->host, sizeof(ep->host), "%s", host);
+	ep->port = (uint16_t)port;
+	return addr_parse(host, ep->port, &ep->ss, &ep->sslen);
+}
+
+static char *trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	char *e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+/* Split a comma list in place; calls fn for each trimmed non-empty item. */
+static int each_item(struct parse *p, char *v, int (*fn)(struct parse *, const char *))
+{
+	int n = 0;
+	for (char *save = NULL, *tok = strtok_r(v, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *t = trim(tok);
+		if (!*t)
+			continue;
+		if (fn(p, t) < 0)
+			return -1;
+		n++;
+	}
+	return n == 0 ? perr(p, "empty list") : 0;
+}
+
+static int add_listen(struct parse *p, const char *item)
+{
+	struct sa_config *c = p->cfg;
+	if (c->nlisten == SA_MAX_LISTEN)
+		return perr(p, "too many listen entries (at most %d)", SA_MAX_LISTEN);
+	if (sa_endpoint_parse(item, &c->listen[c->nlisten]) < 0)
+		return perr(p, "bad listen entry '%s' (want udp|tcp|tls:ADDRESS:PORT)", item);
+	c->nlisten++;
+	return 0;
+}
+
+static int add_trusted(struct parse *p, const char *item)
+{
+	struct sa_config *c = p->cfg;
+	char buf[64];
+	if (c->ntrusted == SA_MAX_TRUSTED)
+		return perr(p, "too many trusted networks (at most %d)", SA_MAX_TRUSTED);
+	snprintf(buf, sizeof(buf), "%s", item);
+	struct sa_net *n = &c->trusted[c->ntrusted];
+	char *slash = strchr(buf, '/');
+	if (slash)
+		*slash = '\0';
+	if (inet_pton(AF_INET, buf, n->addr) == 1) {
+		n->family = AF_INET;
+		n->prefix = 32;
+	} else if (inet_pton(AF_INET6, buf, n->addr) == 1) {
+		n->family = AF_INET6;
+		n->prefix = 128;
+	} else {
+		return perr(p, "bad trusted network '%s' (want ADDRESS[/PREFIX])", item);
+	}
+	if (slash) {
+		char *end;
+		long pre = strtol(slash + 1, &end, 10);
+		if (*end || pre < 0 || pre > (long)n->prefix)
+			return perr(p, "bad prefix length in '%s'", item);
+		n->prefix = (unsigned)pre;
+	}
+	c->ntrusted++;
+	return 0;
+}
+
+static int add_algorithm(struct parse *p, const char *item)
+{
+	struct sa_auth_cfg *a = &p->cfg->auth;
+	enum sa_digest_alg alg;
+	bool sess;
+	if (sa_digest_alg_parse(item, strlen(item), &alg, &sess) < 0 || sess)
+		return perr(p, "unknown algorithm '%s' (want SHA-512-256, SHA-256, MD5)", item);
+	for (unsigned i = 0; i < a->nalgs; i++)
+		if (a->algs[i] == alg)
+			return perr(p, "algorithm '%s' listed twice", item);
+	a->algs[a->nalgs++] = alg;
+	return 0;
+}
+
+static int set_uint(struct parse *p, const char *v, unsigned lo, unsigned hi, unsigned *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long n = strtoul(v, &end, 10);
+	if (errno || end == v || *end || n < lo || n > hi || v[0] == '-')
+		return perr(p, "'%s' is not a number from %u to %u", v, lo, hi);
+	*out = (unsigned)n;
+	return 0;
+}
+
+static int set_str(struct parse *p, const char *v, char *out, size_t outlen)
+{
+	if (!*v || strlen(v) >= outlen)
+		return perr(p, "value empty or too long");
+	memcpy(out, v, strlen(v) + 1);
+	return 0;
+}
+
+static int set_domain(struct parse *p, const char *v)
+{
+	for (const char *s = v; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '.' && *s != '-')
+			return perr(p, "bad domain '%s'", v);
+	return set_str(p, v, p->cfg->domain, sizeof(p->cfg->domain));
+}
+
+static int set_gateway(struct parse *p, const char *v)
+{
+	if (sa_endpoint_parse(v, &p->cfg->gateway) < 0)
+		return perr(p, "bad gateway '%s' (want udp|tcp:ADDRESS:PORT)", v);
+	return 0;
+}
+
+static int set_log_level(struct parse *p, const char *v)
+{
+	int l = sa_log_level_parse(v);
+	if (l < 0)
+		return perr(p, "unknown log level '%s' (want error, warning, info, debug)", v);
+	p->cfg->log_level = l;
+	return 0;
+}
+
+/* One key: dispatch on section and name. */
+static int set_key(struct parse *p, const char *sec, const char *k, char *v)
+{
+	struct sa_config *c = p->cfg;
+#define IS(s, n) (strcmp(sec, s) == 0 && strcmp(k, n) == 0)
+	if (IS("sip", "listen")) { c->nlisten = 0; return each_item(p, v, add_listen); }
+	if (IS("sip", "domain")) return set_domain(p, v);
+	if (IS("upstream", "gateway")) return set_gateway(p, v);
+	if (IS("upstream", "trusted")) { c->ntrusted = 0; return each_item(p, v, add_trusted); }
+	if (IS("auth", "algorithms")) { c->auth.nalgs = 0; return each_item(p, v, add_algorithm); }
+	if (IS("auth", "nonce_ttl")) return set_uint(p, v, 5, 3600, &c->nonce_ttl);
+	if (IS("store", "path")) return set_str(p, v, c->store_path, sizeof(c->store_path));
+	if (IS("registrar", "min_expires")) return set_uint(p, v, 1, 86400, &c->reg.min_expires);
+	if (IS("registrar", "max_expires")) return set_uint(p, v, 1, 604800, &c->reg.max_expires);
+	if (IS("registrar", "default_expires")) return set_uint(p, v, 1, 604800, &c->reg.default_expires);
+	if (IS("registrar", "max_contacts")) return set_uint(p, v, 0, 1000, &c->reg.max_contacts);
+	if (IS("proxy", "timer_c")) return set_uint(p, v, 181, 3600, &c->timer_c);
+	if (IS("proxy", "max_transactions")) return set_uint(p, v, 16, 10000000, &c->max_transactions);
+	if (IS("limits", "tcp_idle_timeout")) return set_uint(p, v, 5, 86400, &c->tcp_idle_timeout);
+	if (IS("limits", "max_connections")) return set_uint(p, v, 1, 1000000, &c->max_connections);
+	if (IS("log", "level")) return set_log_level(p, v);
+#undef IS
+	return perr(p, "unknown key '%s' in section [%s]", k, sec);
+}
+
+static void set_defaults(struct sa_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->domain, sizeof(c->domain), "%s", SA_DEFAULT_DOMAIN);
+	snprintf(c->store_path, sizeof(c->store_path), "/var/lib/sipauthd");
+	c->auth.algs[0] = SA_ALG_SHA256;
+	c->auth.algs[1] = SA_ALG_MD5;
+	c->auth.nalgs = 2;
+	c->nonce_ttl = 30;
+	c->reg = (struct sa_reg_cfg){ .min_expires = 60, .max_expires = 3600, .default_expires = 3600,
+	                              .max_contacts = 10 };
+	c->log_level = SA_LOG_INFO;
+	c->tcp_idle_timeout = 300;
+	c->max_connections = 4096;
+	c->max_transactions = 65536;
+	c->timer_c = 180;
+}
+
+/* Rules between keys, checked once the whole file is read. */
+static int check_whole(struct parse *p)
+{
+	struct sa_config *c = p->cfg;
+	p->line = 0;
+	if (c->nlisten == 0)
+		return perr(p, "[sip] listen is required");
+	if (c->gateway.port == 0)
+		return perr(p, "[upstream] gateway is required");
+	if (c->gateway.proto == SA_PROTO_TLS)
+		return perr(p, "[upstream] gateway over tls is not supported yet");
+	for (unsigned i = 0; i < c->nlisten; i++)
+		if (c->listen[i].proto == SA_PROTO_TLS)
+			return perr(p, "[sip] listen: tls listeners are not supported yet");
+	if (c->reg.min_expires > c->reg.max_expires)
+		return perr(p, "[registrar] min_expires is above max_expires");
+	if (c->reg.default_expires < c->reg.min_expires || c->reg.default_expires > c->reg.max_expires)
+		return perr(p, "[registrar] default_expires must lie between min_expires and max_expires");
+	return 0;
+}
+
+static int parse_line(struct parse *p, char *line, char *sec, size_t seclen)
+{
+	char *s = trim(line);
+	if (!*s || *s == '#' || *s == ';')
+		return 0;
+	if (*s == '[') {
+		char *e = strchr(s, ']');
+		if (!e || trim(e + 1)[0])
+			return perr(p, "bad section header");
+		*e = '\0';
+		const char *known[] = { "sip", "upstream", "auth", "store", "registrar", "proxy", "limits", "log" };
+		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+			if (strcmp(s + 1, known[i]) == 0) {
+				snprintf(sec, seclen, "%s", s + 1);
+				return 0;
+			}
+		return perr(p, "unknown section [%s]", s + 1);
+	}
+	char *eq = strchr(s, '=');
+	if (!eq)
+		return perr(p, "expected key = value");
+	if (!*sec)
+		return perr(p, "key outside a section");
+	*eq = '\0';
+	char *v = eq + 1, *hash = strstr(v, " #");
+	if (hash)
+		*hash = '\0';
+	return set_key(p, sec, trim(s), trim(v));
+}
+
+int sa_config_load(struct sa_config *cfg, const char *file, char *err, size_t errlen)
+{
+	struct parse p = { .cfg = cfg, .file = file, .err = err, .errlen = errlen };
+	char line[4096], sec[32] = "";
+	int rc = 0;
+
+	set_defaults(cfg);
+	snprintf(cfg->path, sizeof(cfg->path), "%s", file);
+	FILE *f = fopen(file, "r");
+	if (!f) {
+		snprintf(err, errlen, "%s: %s", file, strerror(errno));
+		return -1;
+	}
+	while (rc == 0 && fgets(line, sizeof(line), f)) {
+		p.line++;
+		rc = parse_line(&p, line, sec, sizeof(sec));
+	}
+	fclose(f);
+	return rc < 0 ? -1 : check_whole(&p);
+}
+
+static int net_match(const struct sa_net *n, const unsigned char *a)
+{
+	unsigned full = n->prefix / 8, rest = n->prefix % 8;
+	if (memcmp(n->addr, a, full) != 0)
+		return 0;
+	return rest == 0 || ((n->addr[full] ^ a[full]) & (0xff << (8 - rest))) == 0;
+}
+
+int sa_config_trusted(const struct sa_config *cfg, const struct sockaddr *sa)
+{
+	const unsigned char *a = sa->sa_family == AF_INET
+		? (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr
+		: (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+	for (unsigned i = 0; i < cfg->ntrusted; i++)
+		if (cfg->trusted[i].family == sa->sa_family && net_match(&cfg->trusted[i], a))
+			return 1;
+	return 0;
+}

@@ -1,0 +1,173 @@
+/* main.c: sipauthd start-up, signals and shutdown; everything else hangs off one sa_server. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+
+#include "conf.h"
+#include "config.h"
+#include "log.h"
+#include "server.h"
+
+#define REPLAY_SLOTS (1u << 18)
+#define HOUSEKEEPING_SEC 5
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: sipauthd --config FILE      run in the foreground\n"
+	           "       sipauthd --check-config FILE validate FILE and exit\n"
+	           "       sipauthd --version\n");
+}
+
+static void stop_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct sa_server *srv = arg;
+	log_info("event=stopping signal=%d", (int)sig);
+	srv->stopping = 1;
+	event_base_loopexit(srv->base, NULL);
+}
+
+static void hup_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct sa_server *srv = arg;
+	struct sa_config next;
+	char err[512];
+	if (sa_config_load(&next, srv->cfg.path, err, sizeof(err)) < 0) {
+		log_err("event=reload_refused error=\"%s\"", err);
+		return;
+	}
+	/* what can change without new sockets or a new store */
+	srv->cfg.reg = next.reg;
+	srv->cfg.log_level = next.log_level;
+	sa_log_set_level((enum sa_log_level)next.log_level);
+	log_info("event=reloaded config=%s", srv->cfg.path);
+}
+
+/* Periodic work: expire bindings, flush unsynced store writes. */
+static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_server *srv = arg;
+	int n = sa_store_binding_expire(srv->store, (int64_t)time(NULL));
+	if (n > 0)
+		log_info("event=bindings_expired count=%d", n);
+	sa_store_flush(srv->store);
+}
+
+static int open_store(struct sa_server *srv)
+{
+	unsigned char secret[SA_NONCE_SECRET_LEN];
+	int rc = sa_store_open(&srv->store, srv->cfg.store_path, 0);
+	if (rc == 0)
+		rc = sa_store_domain(srv->store, srv->domain, sizeof(srv->domain));
+	if (rc != 0) {
+		log_err("event=store_failed path=%s error=\"%s\"", srv->cfg.store_path, sa_store_strerror(rc));
+		return -1;
+	}
+	if (strcasecmp(srv->domain, srv->cfg.domain) != 0) {
+		log_err("event=domain_mismatch config=%s store=%s hint=\"credentials are hashed for the store's domain\"",
+		        srv->cfg.domain, srv->domain);
+		return -1;
+	}
+	srv->nonce = sa_nonce_ctx_new(srv->cfg.nonce_ttl, REPLAY_SLOTS);
+	if (!srv->nonce || sa_store_nonce_secret(srv->store, secret) != 0 ||
+	    sa_nonce_key_set(srv->nonce, 1, secret) != 0) {
+		OPENSSL_cleanse(secret, sizeof(secret));
+		log_err("event=nonce_setup_failed");
+		return -1;
+	}
+	OPENSSL_cleanse(secret, sizeof(secret));
+	return sa_auth_init(&srv->auth, srv->store, srv->nonce, &srv->cfg.auth);
+}
+
+static int add_signal(struct sa_server *srv, struct event **ev, int sig, event_callback_fn cb)
+{
+	*ev = evsignal_new(srv->base, sig, cb, srv);
+	return *ev && event_add(*ev, NULL) == 0 ? 0 : -1;
+}
+
+static int start(struct sa_server *srv)
+{
+	signal(SIGPIPE, SIG_IGN);
+	sa_sipmsg_init();
+	srv->base = event_base_new();
+	if (!srv->base || open_store(srv) < 0 || sa_sip_init(srv) < 0 || sa_transport_start(srv) < 0)
+		return -1;
+	if (add_signal(srv, &srv->sig_term, SIGTERM, stop_cb) < 0 || add_signal(srv, &srv->sig_int, SIGINT, stop_cb) < 0 ||
+	    add_signal(srv, &srv->sig_hup, SIGHUP, hup_cb) < 0)
+		return -1;
+	srv->housekeeping = event_new(srv->base, -1, EV_PERSIST, housekeeping_cb, srv);
+	struct timeval hk = { .tv_sec = HOUSEKEEPING_SEC };
+	return srv->housekeeping && event_add(srv->housekeeping, &hk) == 0 ? 0 : -1;
+}
+
+static void teardown(struct sa_server *srv)
+{
+	sa_transport_stop(srv);
+	sa_sip_shutdown(srv);
+	struct event *evs[] = { srv->sig_term, srv->sig_int, srv->sig_hup, srv->housekeeping };
+	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+		if (evs[i])
+			event_free(evs[i]);
+	if (srv->store) {
+		sa_store_flush(srv->store);
+		sa_store_close(srv->store);
+	}
+	sa_nonce_ctx_free(srv->nonce);
+	if (srv->base)
+		event_base_free(srv->base);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", required_argument, NULL, 'C' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config = NULL;
+	bool check_only = false;
+	int o;
+
+	while ((o = getopt_long(argc, argv, "c:C:Vh", opts, NULL)) != -1) {
+		switch (o) {
+		case 'c': config = optarg; break;
+		case 'C': config = optarg; check_only = true; break;
+		case 'V': printf("sipauthd %s\n", PACKAGE_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!config || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	sa_log_init();
+	static struct sa_server srv;
+	char err[512];
+	if (sa_config_load(&srv.cfg, config, err, sizeof(err)) < 0) {
+		fprintf(stderr, "sipauthd: %s\n", err);
+		return 1;
+	}
+	if (check_only) {
+		printf("sipauthd: %s: configuration ok\n", config);
+		return 0;
+	}
+	sa_log_set_level((enum sa_log_level)srv.cfg.log_level);
+	int rc = start(&srv);
+	if (rc == 0) {
+		log_info("event=started version=%s domain=%s", PACKAGE_VERSION, srv.domain);
+		event_base_dispatch(srv.base);
+	}
+	teardown(&srv);
+	log_info("event=stopped");
+	return rc == 0 ? 0 : 1;
+}

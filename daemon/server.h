@@ -1,0 +1,88 @@
+/* server.h: the daemon's one context: config snapshot, store, nonce keys, sockets, tables. */
+#ifndef SA_SERVER_H
+#define SA_SERVER_H
+
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+
+#include "auth.h"
+#include "conf.h"
+#include "nonce.h"
+#include "sipmsg.h"
+#include "store.h"
+
+/* A way back to a peer: the transport, the address, and for TCP the connection. */
+struct sa_flow {
+	enum sa_proto proto;
+	uint64_t conn_id;              /* 0 for UDP, or when a new connection may be opened */
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	unsigned lidx;                 /* the listener it arrived on / leaves from */
+};
+
+struct sa_listener {
+	struct sa_endpoint ep;
+	int fd;                         /* UDP socket */
+	struct event *ev;
+	struct evconnlistener *lev;     /* TCP */
+	struct sa_server *srv;
+	unsigned idx;
+};
+
+struct sa_conn;
+struct sa_txn;
+
+/* Counters for /metrics and the tests; one process, one loop: plain integers. */
+struct sa_counters {
+	uint64_t requests[16];          /* by enum sa_method */
+	uint64_t requests_by_proto[3];
+	uint64_t challenges;
+	uint64_t auth_ok;
+	uint64_t auth_fail[SA_AUTH_REASON_COUNT];
+	uint64_t registrations;
+	uint64_t rejected[700];         /* our own error answers by status */
+	uint64_t forwarded;
+	uint64_t retransmissions_absorbed;
+};
+
+struct sa_server {
+	struct event_base *base;
+	struct sa_config cfg;
+	struct sa_store *store;
+	struct sa_nonce_ctx *nonce;
+	struct sa_auth auth;
+	char domain[SA_DOMAIN_MAX + 1];
+	struct sa_listener listeners[SA_MAX_LISTEN];
+	unsigned nlisteners;
+	uint64_t next_id;
+	struct sa_conn **conn_by_id;    /* hash buckets */
+	unsigned nconns;
+	struct sa_txn **txn_by_skey;
+	struct sa_txn **txn_by_branch;
+	unsigned ntxns;
+	struct event *sig_term, *sig_int, *sig_hup, *housekeeping;
+	struct sa_counters counters;
+	char salt[9];                   /* random per process: our branches are unique */
+	int stopping;
+};
+
+/* transport.c */
+int sa_transport_start(struct sa_server *srv);
+void sa_transport_stop(struct sa_server *srv);
+/* Send bytes along a flow (opening a TCP connection when needed). 0 or -1. */
+int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const char *buf, size_t len);
+/* The listener to leave from towards proto (its address goes in Via/Record-Route). */
+unsigned sa_transport_listener_for(struct sa_server *srv, enum sa_proto proto);
+void sa_flow_peer(const struct sa_flow *fl, char *addr, size_t alen, uint16_t *port);
+
+/* sip.c: one message in */
+void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char *buf, size_t len);
+int sa_sip_init(struct sa_server *srv);
+void sa_sip_shutdown(struct sa_server *srv);
+
+uint64_t sa_now_ms(void);
+
+#endif

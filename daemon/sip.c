@@ -1,0 +1,767 @@
+/* sip.c: one SIP message in: validate, authenticate, register or forward, relay responses. */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "log.h"
+#include "proxy.h"
+#include "registrar.h"
+#include "server.h"
+
+#define TXN_BUCKETS 65536
+#define T1_MS 500
+#define T2_MS 4000
+#define LINGER_UDP_MS 32000       /* absorb retransmissions and the ACK (Timers J, I, D) */
+#define LINGER_STREAM_MS 2000
+
+/* One proxied transaction: the server side (towards the sender) and the
+ * client side (towards the next hop), RFC 3261 §16 and §17. */
+struct sa_txn {
+	struct sa_txn *snext, *cnext;
+	struct sa_server *srv;
+	char skey[320];                /* branch|sent-by|method of the request received */
+	char branch[48];               /* our branch towards the next hop */
+	enum sa_method method;
+	struct sa_flow from, to;
+	char *req;                     /* the request as we forwarded it */
+	size_t req_len;
+	char *resp;                    /* the last response we sent back */
+	size_t resp_len;
+	int resp_status;
+	int upstream_status;           /* highest status seen from the next hop */
+	unsigned interval_ms;
+	uint64_t started_ms;
+	struct event *timer;           /* retransmit / timeout / linger */
+	struct event *timer_c;         /* INVITE: how long it may ring */
+	bool completed;                /* final response relayed: lingering */
+};
+
+uint64_t sa_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_now(void)
+{
+	return (int64_t)time(NULL);
+}
+
+static uint32_t hash_str(const char *s)
+{
+	uint32_t h = 2166136261u;
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 16777619u;
+	return h;
+}
+
+/* ---- transaction table ---- */
+
+static struct sa_txn *txn_by_skey(struct sa_server *srv, const char *key)
+{
+	for (struct sa_txn *t = srv->txn_by_skey[hash_str(key) % TXN_BUCKETS]; t; t = t->snext)
+		if (strcmp(t->skey, key) == 0)
+			return t;
+	return NULL;
+}
+
+static struct sa_txn *txn_by_branch(struct sa_server *srv, const char *branch)
+{
+	for (struct sa_txn *t = srv->txn_by_branch[hash_str(branch) % TXN_BUCKETS]; t; t = t->cnext)
+		if (strcmp(t->branch, branch) == 0)
+			return t;
+	return NULL;
+}
+
+static void txn_free(struct sa_txn *t)
+{
+	struct sa_server *srv = t->srv;
+	struct sa_txn **pp = &srv->txn_by_skey[hash_str(t->skey) % TXN_BUCKETS];
+	while (*pp && *pp != t)
+		pp = &(*pp)->snext;
+	if (*pp)
+		*pp = t->snext;
+	pp = &srv->txn_by_branch[hash_str(t->branch) % TXN_BUCKETS];
+	while (*pp && *pp != t)
+		pp = &(*pp)->cnext;
+	if (*pp)
+		*pp = t->cnext;
+	srv->ntxns--;
+	event_free(t->timer);
+	if (t->timer_c)
+		event_free(t->timer_c);
+	free(t->req);
+	free(t->resp);
+	free(t);
+}
+
+static void txn_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void txn_timer_c_cb(evutil_socket_t fd, short what, void *arg);
+
+static void txn_arm(struct sa_txn *t, unsigned ms)
+{
+	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+	evtimer_add(t->timer, &tv);
+}
+
+/* The transaction key of a request as RFC 3261 §17.2.3 matches it; ACK
+ * matches the INVITE it acknowledges. */
+static void server_key(const struct sa_msg *m, char *out, size_t len)
+{
+	const char *method = m->method == SA_M_ACK ? "INVITE" : m->method_name;
+	snprintf(out, len, "%s|%s:%d|%s", m->branch, m->via_host, m->via_port, method);
+}
+
+static struct sa_txn *txn_new(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
+{
+	if (srv->ntxns >= srv->cfg.max_transactions)
+		return NULL;
+	struct sa_txn *t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->timer = evtimer_new(srv->base, txn_timer_cb, t);
+	if (!t->timer) {
+		free(t);
+		return NULL;
+	}
+	t->srv = srv;
+	t->method = m->method;
+	t->from = *from;
+	t->started_ms = sa_now_ms();
+	server_key(m, t->skey, sizeof(t->skey));
+	snprintf(t->branch, sizeof(t->branch), "z9hG4bK%s%llx", srv->salt, (unsigned long long)++srv->next_id);
+	uint32_t hs = hash_str(t->skey) % TXN_BUCKETS, hb = hash_str(t->branch) % TXN_BUCKETS;
+	t->snext = srv->txn_by_skey[hs];
+	srv->txn_by_skey[hs] = t;
+	t->cnext = srv->txn_by_branch[hb];
+	srv->txn_by_branch[hb] = t;
+	srv->ntxns++;
+	return t;
+}
+
+/* ---- sending ---- */
+
+static void peer_of(const struct sa_flow *fl, char *addr, size_t alen, struct sa_peer *p)
+{
+	sa_flow_peer(fl, addr, alen, &p->port);
+	p->addr = addr;
+	p->transport = sa_proto_name(fl->proto);
+}
+
+/* Answer m ourselves; the response is remembered by t (if any) for retransmissions. */
+static void reply(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from, int status,
+                  const char *reason, const char *extra, struct sa_txn *t)
+{
+	char out[8192], addr[64], tag[17];
+	struct sa_peer peer;
+
+	peer_of(from, addr, sizeof(addr), &peer);
+	sa_msg_local_tag(m, tag);
+	long n = sa_msg_response(m, &peer, status, reason, tag, extra, out, sizeof(out));
+	if (n < 0) {
+		log_warn("event=reply_too_large status=%d call_id=\"%s\"", status, m->call_id ? m->call_id : "");
+		return;
+	}
+	if (status >= 300 && status < 700)
+		srv->counters.rejected[status]++;
+	sa_transport_send(srv, from, out, (size_t)n);
+	if (t && status > t->resp_status) {
+		char *copy = malloc((size_t)n);
+		if (copy) {
+			memcpy(copy, out, (size_t)n);
+			free(t->resp);
+			t->resp = copy;
+			t->resp_len = (size_t)n;
+			t->resp_status = status;
+		}
+	}
+}
+
+/* Reject straight away, without a transaction (errors at the edge). */
+static void reject(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from, int status,
+                   const char *reason, const char *extra, const char *why)
+{
+	char addr[64];
+	uint16_t port;
+	sa_flow_peer(from, addr, sizeof(addr), &port);
+	log_info("event=reject status=%d reason=\"%s\" method=%s src=%s:%u proto=%s call_id=\"%s\"",
+	         status, why, m->method_name ? m->method_name : "-", addr, port,
+	         sa_proto_name(from->proto), m->call_id ? m->call_id : "");
+	if (m->method != SA_M_ACK)
+		reply(srv, m, from, status, reason, extra, NULL);
+}
+
+/* ---- our identity ---- */
+
+static const struct sa_endpoint *local_ep(struct sa_server *srv, unsigned lidx)
+{
+	return &srv->listeners[lidx < srv->nlisteners ? lidx : 0].ep;
+}
+
+static void via_value(struct sa_server *srv, const struct sa_flow *to, const char *branch, char *out, size_t len)
+{
+	const struct sa_endpoint *ep = local_ep(srv, sa_transport_listener_for(srv, to->proto));
+	const char *t = to->proto == SA_PROTO_UDP ? "UDP" : to->proto == SA_PROTO_TCP ? "TCP" : "TLS";
+	bool v6 = ep->ss.ss_family == AF_INET6;
+	snprintf(out, len, "SIP/2.0/%s %s%s%s:%u;branch=%s;rport", t, v6 ? "[" : "", ep->host,
+	         v6 ? "]" : "", ep->port, branch);
+}
+
+static void rr_value(const struct sa_endpoint *ep, char *out, size_t len)
+{
+	bool v6 = ep->ss.ss_family == AF_INET6;
+	snprintf(out, len, "<sip:%s%s%s:%u;%slr>", v6 ? "[" : "", ep->host, v6 ? "]" : "", ep->port,
+	         ep->proto == SA_PROTO_TCP ? "transport=tcp;" : ep->proto == SA_PROTO_TLS ? "transport=tls;" : "");
+}
+
+/* Is this URI one of our listeners (a Route that points at us)? */
+static bool uri_is_us(struct sa_server *srv, osip_uri_t *u)
+{
+	if (!u || !u->host)
+		return false;
+	int port = u->port ? atoi(u->port) : 5060;
+	for (unsigned i = 0; i < srv->nlisteners; i++) {
+		const struct sa_endpoint *ep = &srv->listeners[i].ep;
+		if (strcmp(u->host, ep->host) == 0 && port == ep->port)
+			return true;
+	}
+	return false;
+}
+
+/* How many leading Route values name us. */
+static unsigned routes_to_us(struct sa_server *srv, const struct sa_msg *m)
+{
+	unsigned n = 0;
+	osip_route_t *r;
+	while ((r = osip_list_get(&m->osip->routes, (int)n)) && uri_is_us(srv, r->url))
+		n++;
+	return n;
+}
+
+/* A flow to a URI's host:port;transport (numeric hosts only: no DNS at the edge). */
+static int flow_for_uri(struct sa_server *srv, osip_uri_t *u, struct sa_flow *fl)
+{
+	char spec[128];
+	osip_uri_param_t *tp = NULL;
+	osip_uri_uparam_get_byname(u, "transport", &tp);
+	const char *proto = tp && tp->gvalue ? tp->gvalue : "udp";
+	if (!u->host)
+		return -1;
+	bool v6 = strchr(u->host, ':') != NULL;
+	snprintf(spec, sizeof(spec), "%s:%s%s%s:%s", proto, v6 ? "[" : "", u->host, v6 ? "]" : "",
+	         u->port ? u->port : "5060");
+	struct sa_endpoint ep;
+	if (sa_endpoint_parse(spec, &ep) < 0)
+		return -1;
+	memset(fl, 0, sizeof(*fl));
+	fl->proto = ep.proto;
+	fl->ss = ep.ss;
+	fl->sslen = ep.sslen;
+	fl->lidx = sa_transport_listener_for(srv, fl->proto);
+	return 0;
+}
+
+static void flow_for_endpoint(struct sa_server *srv, const struct sa_endpoint *ep, struct sa_flow *fl)
+{
+	memset(fl, 0, sizeof(*fl));
+	fl->proto = ep->proto;
+	fl->ss = ep->ss;
+	fl->sslen = ep->sslen;
+	fl->lidx = sa_transport_listener_for(srv, ep->proto);
+}
+
+/* ---- forwarding ---- */
+
+/* Forward m statefully to `to`: 100 Trying for INVITE, our Via, Record-Route. */
+static void forward(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                    const struct sa_flow *to, const char *ruri, unsigned pop_routes, const char *strip_realm,
+                    bool record_route)
+{
+	char via[256], rr_in[160], rr_out[160], addr[64];
+	char *out = NULL;
+	struct sa_peer peer;
+	struct sa_txn *t = txn_new(srv, m, from);
+
+	if (!t) {
+		reject(srv, m, from, 503, "Service Unavailable", "Retry-After: 5\r\n", "transaction table full");
+		return;
+	}
+	if (m->method == SA_M_INVITE)
+		reply(srv, m, from, 100, NULL, NULL, t);
+	t->to = *to;
+	peer_of(from, addr, sizeof(addr), &peer);
+	via_value(srv, to, t->branch, via, sizeof(via));
+	struct sa_fwd f = { .ruri = ruri, .via = via, .peer = &peer, .pop_route = pop_routes,
+	                    .strip_realm = strip_realm };
+	if (record_route) {
+		const struct sa_endpoint *in = local_ep(srv, from->lidx), *outep = local_ep(srv, to->lidx);
+		/* two entries when the call crosses interfaces or transports (RFC 5658) */
+		rr_value(outep, rr_out, sizeof(rr_out));
+		rr_value(in, rr_in, sizeof(rr_in));
+		f.rr[0] = rr_out;
+		f.rr[1] = in == outep ? NULL : rr_in;
+	}
+	size_t cap = m->len + 2048;
+	out = malloc(cap);
+	long n = out ? sa_proxy_request(m, &f, out, cap) : -1;
+	if (n < 0) {
+		free(out);
+		reply(srv, m, from, 513, NULL, NULL, t);
+		t->completed = true;
+		txn_arm(t, LINGER_STREAM_MS);
+		return;
+	}
+	t->req = out;
+	t->req_len = (size_t)n;
+	srv->counters.forwarded++;
+	if (sa_transport_send(srv, to, out, (size_t)n) < 0)
+		log_warn("event=send_failed method=%s call_id=\"%s\"", m->method_name, m->call_id);
+	t->interval_ms = T1_MS;
+	txn_arm(t, to->proto == SA_PROTO_UDP ? T1_MS : 64 * T1_MS);
+	if (m->method == SA_M_INVITE) {
+		t->timer_c = evtimer_new(srv->base, txn_timer_c_cb, t);
+		struct timeval tc = { .tv_sec = srv->cfg.timer_c };
+		if (t->timer_c)
+			evtimer_add(t->timer_c, &tc);
+	}
+}
+
+/* Send a request we build ourselves (ACK, CANCEL) along a client flow. */
+static void send_hop_request(struct sa_server *srv, struct sa_txn *t, const struct sa_msg *resp, bool cancel)
+{
+	struct sa_msg fwd;
+	struct sa_msg_error err;
+	char out[8192];
+	if (!t->req || sa_msg_scan(&fwd, t->req, t->req_len, &err) < 0)
+		return;
+	long n = cancel ? sa_proxy_cancel(&fwd, out, sizeof(out)) : sa_proxy_ack(&fwd, resp, out, sizeof(out));
+	if (n > 0)
+		sa_transport_send(srv, &t->to, out, (size_t)n);
+}
+
+static void timeout_downstream(struct sa_txn *t)
+{
+	struct sa_msg m;
+	struct sa_msg_error err;
+	/* answer 408 from the request as we forwarded it: its second Via is the sender's */
+	char out[8192];
+	if (!t->req || sa_msg_scan(&m, t->req, t->req_len, &err) < 0)
+		return;
+	char resp[8192];
+	long n = sa_msg_response(&m, &(struct sa_peer){ .addr = "0.0.0.0", .port = 0, .transport = "udp" },
+	                         408, NULL, "timeout", NULL, resp, sizeof(resp));
+	if (n < 0)
+		return;
+	struct sa_msg r;
+	if (sa_msg_scan(&r, resp, (size_t)n, &err) < 0)
+		return;
+	long k = sa_proxy_response(&r, out, sizeof(out));
+	if (k > 0)
+		sa_transport_send(t->srv, &t->from, out, (size_t)k);
+}
+
+static void txn_complete(struct sa_txn *t)
+{
+	t->completed = true;
+	if (t->timer_c)
+		evtimer_del(t->timer_c);
+	txn_arm(t, t->from.proto == SA_PROTO_UDP || t->to.proto == SA_PROTO_UDP ? LINGER_UDP_MS : LINGER_STREAM_MS);
+}
+
+static void txn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_txn *t = arg;
+	uint64_t age = sa_now_ms() - t->started_ms;
+
+	if (t->completed) {
+		txn_free(t);
+		return;
+	}
+	if (age >= 64 * T1_MS) {
+		/* Timer B/F: the next hop never answered finally */
+		log_info("event=timeout method=%d branch=%s upstream_status=%d", t->method, t->branch, t->upstream_status);
+		if (t->upstream_status < 100 || t->method != SA_M_INVITE)
+			timeout_downstream(t);
+		if (t->method == SA_M_INVITE && t->upstream_status >= 100)
+			send_hop_request(t->srv, t, NULL, true);
+		txn_complete(t);
+		return;
+	}
+	if (t->to.proto == SA_PROTO_UDP && t->upstream_status < 100) {
+		sa_transport_send(t->srv, &t->to, t->req, t->req_len);   /* Timer A/E */
+		t->interval_ms = t->method == SA_M_INVITE ? t->interval_ms * 2
+		                 : (t->interval_ms * 2 > T2_MS ? T2_MS : t->interval_ms * 2);
+		txn_arm(t, t->interval_ms);
+		return;
+	}
+	txn_arm(t, (unsigned)(64 * T1_MS - age) + 1);
+}
+
+/* Timer C: an INVITE rang too long: CANCEL it upstream, 408 downstream. */
+static void txn_timer_c_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_txn *t = arg;
+	log_info("event=timer_c branch=%s", t->branch);
+	if (t->upstream_status >= 100)
+		send_hop_request(t->srv, t, NULL, true);
+	timeout_downstream(t);
+	txn_complete(t);
+}
+
+/* ---- responses ---- */
+
+/* A response with no transaction (e.g. a 2xx retransmission): forward it
+ * statelessly to where its next Via says (RFC 3261 §16.7, §18.2.2). */
+static void relay_stateless(struct sa_server *srv, const struct sa_msg *m, const char *out, size_t n)
+{
+	osip_via_t *via = osip_list_get(&m->osip->vias, 1);
+	if (!via || !via->host)
+		return;
+	osip_generic_param_t *rec = NULL, *rport = NULL;
+	osip_via_param_get_byname(via, "received", &rec);
+	osip_via_param_get_byname(via, "rport", &rport);
+	osip_uri_t u = { 0 };
+	u.host = rec && rec->gvalue ? rec->gvalue : via->host;
+	u.port = rport && rport->gvalue ? rport->gvalue : via->port;
+	struct sa_flow fl;
+	if (flow_for_uri(srv, &u, &fl) < 0)
+		return;
+	if (via->protocol && strcasecmp(via->protocol, "TCP") == 0)
+		fl.proto = SA_PROTO_TCP;
+	sa_transport_send(srv, &fl, out, n);
+}
+
+static void handle_response(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
+{
+	size_t cap = m->len;
+	char *out = malloc(cap);
+	long n = out ? sa_proxy_response(m, out, cap) : -1;
+	struct sa_txn *t = m->branch ? txn_by_branch(srv, m->branch) : NULL;
+
+	if (n < 0)
+		goto out;
+	if (!t) {
+		if (m->status >= 200 && m->status < 300)
+			relay_stateless(srv, m, out, (size_t)n);
+		goto out;
+	}
+	if (t->completed) {
+		/* a retransmitted final: ACK non-2xx again, relay 2xx end to end */
+		if (m->status >= 300 && t->method == SA_M_INVITE)
+			send_hop_request(srv, t, m, false);
+		else if (m->status >= 200 && m->status < 300)
+			sa_transport_send(srv, &t->from, out, (size_t)n);
+		goto out;
+	}
+	if (m->status > t->upstream_status)
+		t->upstream_status = m->status;
+	if (m->status == 100)
+		goto out;   /* hop by hop: we sent our own */
+	sa_transport_send(srv, &t->from, out, (size_t)n);
+	if (m->status < 200)
+		goto out;
+	if (m->status >= 300 && t->method == SA_M_INVITE)
+		send_hop_request(srv, t, m, false);
+	if (m->status >= 300 || t->method != SA_M_INVITE) {
+		free(t->resp);
+		t->resp = out;
+		t->resp_len = (size_t)n;
+		t->resp_status = m->status;
+		out = NULL;
+	}
+	txn_complete(t);
+out:
+	free(out);
+}
+
+/* ---- requests ---- */
+
+static bool is_trusted(struct sa_server *srv, const struct sa_flow *from)
+{
+	return sa_config_trusted(&srv->cfg, (const struct sockaddr *)&from->ss);
+}
+
+/* The trunk a request is for: Request-URI host, To host as fallback. */
+static int request_trunk(struct sa_server *srv, const struct sa_msg *m, char *trunk, size_t len)
+{
+	if (sa_auth_trunk_from_host(m->ruri_host, srv->domain, trunk, len) == 0)
+		return 0;
+	osip_to_t *to = m->osip->to;
+	if (to && to->url && sa_auth_trunk_from_host(to->url->host, srv->domain, trunk, len) == 0)
+		return 0;
+	return -1;
+}
+
+static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                             const char *trunk, const struct sa_auth_result *r)
+{
+	char addr[64];
+	uint16_t port;
+	sa_flow_peer(from, addr, sizeof(addr), &port);
+	srv->counters.auth_fail[r->reason]++;
+	log_info("event=auth_failure reason=%s trunk=%s username=\"%s\" method=%s src=%s:%u proto=%s call_id=\"%s\"",
+	         sa_auth_reason_name(r->reason), trunk ? trunk : "-", r->username, m->method_name, addr, port,
+	         sa_proto_name(from->proto), m->call_id);
+	if (!trunk)
+		return;
+	struct sa_authfail f = { .at = wall_now(), .source_port = port };
+	snprintf(f.trunk_id, sizeof(f.trunk_id), "%s", trunk);
+	snprintf(f.source, sizeof(f.source), "%s", addr);
+	snprintf(f.transport, sizeof(f.transport), "%s", sa_proto_name(from->proto));
+	snprintf(f.username, sizeof(f.username), "%s", r->username);
+	snprintf(f.reason, sizeof(f.reason), "%s", sa_auth_reason_name(r->reason));
+	snprintf(f.method, sizeof(f.method), "%s", m->method_name);
+	sa_store_authfail_add(srv->store, &f, 1000);
+}
+
+/* Challenge or accept. Returns true when the request may go on, cred filled. */
+static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                         struct sa_credential *cred, char *realm, size_t realm_len)
+{
+	char trunk[SA_ID_MAX], hdrs[1024];
+	struct sa_auth_result r;
+	bool known = request_trunk(srv, m, trunk, sizeof(trunk)) == 0;
+	bool reg = m->method == SA_M_REGISTER;
+
+	/* unknown trunk hosts get a realm of their own shape: same answer as a wrong password */
+	if (known)
+		sa_store_realm(trunk, srv->domain, realm, realm_len);
+	else
+		snprintf(realm, realm_len, "%s", m->ruri_host);
+	sa_auth_check(&srv->auth, m, known ? trunk : NULL, realm, (uint64_t)wall_now(), &r);
+	if (r.ok) {
+		srv->counters.auth_ok++;
+		*cred = r.cred;
+		OPENSSL_cleanse(r.cred.ha1, sizeof(r.cred.ha1));
+		return true;
+	}
+	if (r.reason != SA_AUTH_NONE)
+		log_auth_failure(srv, m, from, known ? trunk : NULL, &r);
+	srv->counters.challenges++;
+	long n = sa_auth_challenge(&srv->auth, realm, !reg, r.stale, (uint64_t)wall_now(), hdrs, sizeof(hdrs));
+	if (n < 0) {
+		reply(srv, m, from, 500, NULL, NULL, NULL);
+		return false;
+	}
+	reply(srv, m, from, reg ? 401 : 407, NULL, hdrs, NULL);
+	return false;
+}
+
+static void handle_register(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                            const struct sa_credential *cred)
+{
+	struct sa_reg_result res;
+	char addr[64];
+	struct sa_peer peer;
+
+	peer_of(from, addr, sizeof(addr), &peer);
+	sa_registrar_apply(srv->store, &srv->cfg.reg, m, cred, &peer, wall_now(), &res);
+	if (res.status == 200 && (res.added || res.removed)) {
+		srv->counters.registrations++;
+		log_info("event=register cred=%s trunk=%s src=%s:%u proto=%s added=%d removed=%d",
+		         cred->id, cred->trunk_id, addr, peer.port, peer.transport, res.added, res.removed);
+	}
+	reply(srv, m, from, res.status, res.reason, res.headers, NULL);
+}
+
+/* Inbound: the gateway calls a trunk: to its most recent registration. */
+static void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
+{
+	char trunk[SA_ID_MAX];
+	struct sa_binding b;
+	struct sa_flow to;
+
+	if (request_trunk(srv, m, trunk, sizeof(trunk)) < 0) {
+		reject(srv, m, from, 404, NULL, NULL, "not a trunk host");
+		return;
+	}
+	if (sa_registrar_lookup(srv->store, trunk, wall_now(), &b) != 0) {
+		reject(srv, m, from, 480, NULL, NULL, "trunk not registered");
+		return;
+	}
+	struct sa_endpoint ep;
+	char spec[128];
+	bool v6 = strchr(b.source, ':') != NULL;
+	snprintf(spec, sizeof(spec), "%s:%s%s%s:%u", b.transport, v6 ? "[" : "", b.source, v6 ? "]" : "",
+	         b.source_port);
+	if (sa_endpoint_parse(spec, &ep) < 0) {
+		reject(srv, m, from, 500, NULL, NULL, "bad binding address");
+		return;
+	}
+	flow_for_endpoint(srv, &ep, &to);
+	forward(srv, m, from, &to, b.contact, routes_to_us(srv, m), NULL, m->method == SA_M_INVITE);
+}
+
+/* In-dialog requests come back through our Record-Route: loose routing. */
+static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
+{
+	unsigned pop = routes_to_us(srv, m);
+	struct sa_flow to;
+	if (pop == 0) {
+		reject(srv, m, from, 403, NULL, NULL, "in-dialog request without our Route");
+		return;
+	}
+	osip_route_t *next = osip_list_get(&m->osip->routes, (int)pop);
+	osip_uri_t *target = next ? next->url : m->osip->req_uri;
+	if (flow_for_uri(srv, target, &to) < 0) {
+		reject(srv, m, from, 404, NULL, NULL, "next hop is not a numeric address");
+		return;
+	}
+	if (m->method == SA_M_ACK) {
+		/* ACK for a 2xx is end to end: pass it on without a transaction */
+		char via[256], br[48], addr[64];
+		struct sa_peer peer;
+		snprintf(br, sizeof(br), "z9hG4bK%s%08x", srv->salt, hash_str(m->branch));
+		via_value(srv, &to, br, via, sizeof(via));
+		peer_of(from, addr, sizeof(addr), &peer);
+		struct sa_fwd f = { .via = via, .peer = &peer, .pop_route = pop };
+		size_t cap = m->len + 1024;
+		char *out = malloc(cap);
+		long n = out ? sa_proxy_request(m, &f, out, cap) : -1;
+		if (n > 0)
+			sa_transport_send(srv, &to, out, (size_t)n);
+		free(out);
+		return;
+	}
+	forward(srv, m, from, &to, NULL, pop, NULL, false);
+}
+
+static void handle_cancel(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
+{
+	char key[320];
+	snprintf(key, sizeof(key), "%s|%s:%d|INVITE", m->branch, m->via_host, m->via_port);
+	struct sa_txn *t = txn_by_skey(srv, key);
+	if (!t) {
+		reject(srv, m, from, 481, NULL, NULL, "CANCEL for no transaction");
+		return;
+	}
+	reply(srv, m, from, 200, NULL, NULL, NULL);
+	if (!t->completed)
+		send_hop_request(srv, t, NULL, true);   /* the 487 comes back from upstream */
+}
+
+static int check_proxy_require(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
+{
+	const struct sa_hdr *h = sa_msg_header(m, SA_H_PROXY_REQUIRE, 0);
+	if (!h)
+		return 0;
+	char extra[600];
+	snprintf(extra, sizeof(extra), "Unsupported: %.*s\r\n", (int)(h->vlen > 500 ? 500 : h->vlen), h->value);
+	reject(srv, m, from, 420, NULL, extra, "unsupported Proxy-Require");
+	return -1;
+}
+
+/* OPTIONS for the proxy itself (no user part): a keep-alive, answered without auth. */
+static bool options_for_us(const struct sa_msg *m)
+{
+	return m->method == SA_M_OPTIONS && (!m->ruri_user || !m->ruri_user[0]) && !m->to_tag;
+}
+
+static void handle_request(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
+{
+	char key[320];
+
+	srv->counters.requests[m->method < 16 ? m->method : 0]++;
+	srv->counters.requests_by_proto[from->proto]++;
+	server_key(m, key, sizeof(key));
+	struct sa_txn *t = m->method == SA_M_CANCEL ? NULL : txn_by_skey(srv, key);
+	if (t) {
+		/* a retransmission, or the ACK for a non-2xx we relayed: absorb */
+		srv->counters.retransmissions_absorbed++;
+		if (m->method != SA_M_ACK && t->resp)
+			sa_transport_send(srv, from, t->resp, t->resp_len);
+		return;
+	}
+	if (options_for_us(m)) {
+		reply(srv, m, from, 200, NULL, "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, PRACK, INFO, REFER, NOTIFY, MESSAGE\r\n", NULL);
+		return;
+	}
+	if (m->max_forwards == 0) {
+		reject(srv, m, from, 483, NULL, NULL, "Max-Forwards is 0");
+		return;
+	}
+	if (check_proxy_require(srv, m, from) < 0)
+		return;
+	if (m->method == SA_M_CANCEL) {
+		handle_cancel(srv, m, from);
+		return;
+	}
+	if (m->to_tag) {
+		handle_in_dialog(srv, m, from);
+		return;
+	}
+	if (m->method == SA_M_ACK)
+		return;   /* an ACK out of any dialog or transaction: nothing to do */
+	if (is_trusted(srv, from) && m->method != SA_M_REGISTER) {
+		handle_inbound(srv, m, from);
+		return;
+	}
+	struct sa_credential cred;
+	char realm[SA_REALM_MAX];
+	if (!authenticate(srv, m, from, &cred, realm, sizeof(realm)))
+		return;
+	if (m->method == SA_M_REGISTER) {
+		handle_register(srv, m, from, &cred);
+	} else {
+		struct sa_flow to;
+		flow_for_endpoint(srv, &srv->cfg.gateway, &to);
+		forward(srv, m, from, &to, NULL, routes_to_us(srv, m), realm, true);
+	}
+	OPENSSL_cleanse(&cred, sizeof(cred));
+}
+
+void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char *buf, size_t len)
+{
+	struct sa_msg m;
+	struct sa_msg_error err = { 0 };
+
+	if (sa_msg_parse(&m, buf, len, from->proto != SA_PROTO_UDP, &err) < 0) {
+		char addr[64];
+		uint16_t port;
+		sa_flow_peer(from, addr, sizeof(addr), &port);
+		bool answerable = m.nhdr > 0 && len > 8 && memcmp(buf, "SIP/2.0 ", 8) != 0 &&
+		                  sa_msg_header(&m, SA_H_VIA, 0) && sa_msg_header(&m, SA_H_CALL_ID, 0) &&
+		                  sa_msg_header(&m, SA_H_CSEQ, 0) && sa_msg_header(&m, SA_H_FROM, 0) &&
+		                  sa_msg_header(&m, SA_H_TO, 0);
+		log_info("event=bad_message reason=\"%s\" status=%d src=%s:%u proto=%s", err.reason,
+		         answerable ? err.status : 0, addr, port, sa_proto_name(from->proto));
+		if (answerable && err.status)
+			reply(srv, &m, from, err.status, NULL, NULL, NULL);
+		sa_msg_free(&m);
+		return;
+	}
+	if (m.request)
+		handle_request(srv, &m, from);
+	else
+		handle_response(srv, &m, from);
+	sa_msg_free(&m);
+}
+
+int sa_sip_init(struct sa_server *srv)
+{
+	unsigned char r[4];
+	srv->txn_by_skey = calloc(TXN_BUCKETS, sizeof(*srv->txn_by_skey));
+	srv->txn_by_branch = calloc(TXN_BUCKETS, sizeof(*srv->txn_by_branch));
+	if (!srv->txn_by_skey || !srv->txn_by_branch || RAND_bytes(r, sizeof(r)) != 1)
+		return -1;
+	snprintf(srv->salt, sizeof(srv->salt), "%02x%02x%02x%02x", r[0], r[1], r[2], r[3]);
+	return 0;
+}
+
+void sa_sip_shutdown(struct sa_server *srv)
+{
+	if (srv->txn_by_skey)
+		for (unsigned b = 0; b < TXN_BUCKETS; b++)
+			while (srv->txn_by_skey[b])
+				txn_free(srv->txn_by_skey[b]);
+	free(srv->txn_by_skey);
+	free(srv->txn_by_branch);
+	srv->txn_by_skey = srv->txn_by_branch = NULL;
+}

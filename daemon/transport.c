@@ -1,0 +1,298 @@
+/* transport.c: UDP sockets and TCP connections on the libevent loop; framing by Content-Length. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "log.h"
+#include "server.h"
+
+#define CONN_BUCKETS 4096
+
+struct sa_conn {
+	uint64_t id;
+	struct sa_conn *next;           /* hash chain by id */
+	struct sa_server *srv;
+	struct bufferevent *bev;
+	struct sa_flow flow;
+};
+
+void sa_flow_peer(const struct sa_flow *fl, char *addr, size_t alen, uint16_t *port)
+{
+	if (fl->ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&fl->ss;
+		inet_ntop(AF_INET6, &s6->sin6_addr, addr, (socklen_t)alen);
+		*port = ntohs(s6->sin6_port);
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)&fl->ss;
+		inet_ntop(AF_INET, &s4->sin_addr, addr, (socklen_t)alen);
+		*port = ntohs(s4->sin_port);
+	}
+}
+
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+	return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+}
+
+static struct sa_conn *conn_find(struct sa_server *srv, uint64_t id)
+{
+	for (struct sa_conn *c = srv->conn_by_id[id % CONN_BUCKETS]; c; c = c->next)
+		if (c->id == id)
+			return c;
+	return NULL;
+}
+
+/* An open connection to the address, for reuse (RFC 3261 §18.1.1). */
+static struct sa_conn *conn_find_addr(struct sa_server *srv, enum sa_proto proto,
+                                      const struct sockaddr_storage *ss)
+{
+	for (unsigned b = 0; b < CONN_BUCKETS; b++)
+		for (struct sa_conn *c = srv->conn_by_id[b]; c; c = c->next)
+			if (c->flow.proto == proto && same_addr(&c->flow.ss, ss))
+				return c;
+	return NULL;
+}
+
+static void conn_free(struct sa_conn *c)
+{
+	struct sa_server *srv = c->srv;
+	struct sa_conn **pp = &srv->conn_by_id[c->id % CONN_BUCKETS];
+	while (*pp && *pp != c)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = c->next;
+	srv->nconns--;
+	bufferevent_free(c->bev);
+	free(c);
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct sa_conn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	for (;;) {
+		size_t avail = evbuffer_get_length(in), skip;
+		if (avail == 0)
+			return;
+		size_t look = avail > SA_SIP_MAX_MSG + 4 ? SA_SIP_MAX_MSG + 4 : avail;
+		const char *data = (const char *)evbuffer_pullup(in, (ev_ssize_t)look);
+		long n = sa_sip_frame(data, look, &skip);
+		if (n < 0) {
+			char a[64];
+			uint16_t port;
+			sa_flow_peer(&c->flow, a, sizeof(a), &port);
+			log_warn("event=tcp_close reason=bad_framing src=%s:%u", a, port);
+			conn_free(c);
+			return;
+		}
+		if (n == 0) {
+			evbuffer_drain(in, skip);
+			return;
+		}
+		/* copy out: the handler may free this connection */
+		char *msg = malloc((size_t)n);
+		if (!msg) {
+			conn_free(c);
+			return;
+		}
+		memcpy(msg, data + skip, (size_t)n);
+		evbuffer_drain(in, skip + (size_t)n);
+		struct sa_server *srv = c->srv;
+		uint64_t id = c->id;
+		sa_sip_input(srv, &c->flow, msg, (size_t)n);
+		free(msg);
+		if (!conn_find(srv, id))
+			return;
+	}
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct sa_conn *c = arg;
+	if (what & BEV_EVENT_CONNECTED)
+		return;
+	char a[64];
+	uint16_t port;
+	sa_flow_peer(&c->flow, a, sizeof(a), &port);
+	log_debug("event=tcp_close src=%s:%u reason=%s", a, port,
+	          (what & BEV_EVENT_TIMEOUT) ? "idle" : (what & BEV_EVENT_EOF) ? "eof" : "error");
+	conn_free(c);
+}
+
+static struct sa_conn *conn_new(struct sa_server *srv, evutil_socket_t fd, const struct sockaddr *sa,
+                                socklen_t len, unsigned lidx, enum sa_proto proto)
+{
+	if (srv->nconns >= srv->cfg.max_connections)
+		return NULL;
+	struct sa_conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (!c->bev) {
+		free(c);
+		return NULL;
+	}
+	c->srv = srv;
+	c->id = ++srv->next_id;
+	c->flow.proto = proto;
+	c->flow.conn_id = c->id;
+	c->flow.lidx = lidx;
+	memcpy(&c->flow.ss, sa, len);
+	c->flow.sslen = len;
+	c->next = srv->conn_by_id[c->id % CONN_BUCKETS];
+	srv->conn_by_id[c->id % CONN_BUCKETS] = c;
+	srv->nconns++;
+	struct timeval idle = { .tv_sec = srv->cfg.tcp_idle_timeout };
+	bufferevent_set_timeouts(c->bev, &idle, NULL);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, SA_SIP_MAX_MSG + 4096);
+	bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	return c;
+}
+
+static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
+{
+	struct sa_listener *l = arg;
+	if (!conn_new(l->srv, fd, sa, (socklen_t)len, l->idx, l->ep.proto)) {
+		log_warn("event=tcp_refused reason=connection_limit limit=%u", l->srv->cfg.max_connections);
+		evutil_closesocket(fd);
+	}
+}
+
+static void udp_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_listener *l = arg;
+	static char buf[SA_SIP_MAX_MSG + 1];   /* one loop, one datagram at a time */
+
+	for (int i = 0; i < 64; i++) {
+		struct sa_flow fl = { .proto = SA_PROTO_UDP, .lidx = l->idx, .sslen = sizeof(fl.ss) };
+		ssize_t n = recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&fl.ss, &fl.sslen);
+		if (n < 0)
+			return;
+		if ((size_t)n > SA_SIP_MAX_MSG) {
+			log_warn("event=drop reason=datagram_too_large proto=udp");
+			continue;
+		}
+		if (n < 4)
+			continue;   /* keep-alive CRLFs and noise */
+		sa_sip_input(l->srv, &fl, buf, (size_t)n);
+	}
+}
+
+static int bind_udp(struct sa_server *srv, struct sa_listener *l)
+{
+	l->fd = socket(l->ep.ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (l->fd < 0 || bind(l->fd, (struct sockaddr *)&l->ep.ss, l->ep.sslen) < 0)
+		return -1;
+	int sz = 4 << 20;
+	setsockopt(l->fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+	l->ev = event_new(srv->base, l->fd, EV_READ | EV_PERSIST, udp_read_cb, l);
+	return l->ev && event_add(l->ev, NULL) == 0 ? 0 : -1;
+}
+
+static int bind_tcp(struct sa_server *srv, struct sa_listener *l)
+{
+	l->lev = evconnlistener_new_bind(srv->base, accept_cb, l,
+	                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE,
+	                                 128, (struct sockaddr *)&l->ep.ss, (int)l->ep.sslen);
+	return l->lev ? 0 : -1;
+}
+
+int sa_transport_start(struct sa_server *srv)
+{
+	srv->conn_by_id = calloc(CONN_BUCKETS, sizeof(*srv->conn_by_id));
+	if (!srv->conn_by_id)
+		return -1;
+	for (unsigned i = 0; i < srv->cfg.nlisten; i++) {
+		struct sa_listener *l = &srv->listeners[i];
+		l->ep = srv->cfg.listen[i];
+		l->srv = srv;
+		l->idx = i;
+		l->fd = -1;
+		int rc = l->ep.proto == SA_PROTO_UDP ? bind_udp(srv, l) : bind_tcp(srv, l);
+		if (rc < 0) {
+			log_err("event=listen_failed listen=%s:%s:%u error=\"%s\"", sa_proto_name(l->ep.proto),
+			        l->ep.host, l->ep.port, strerror(errno));
+			return -1;
+		}
+		srv->nlisteners++;
+		log_info("event=listening proto=%s addr=%s port=%u", sa_proto_name(l->ep.proto), l->ep.host, l->ep.port);
+	}
+	return 0;
+}
+
+void sa_transport_stop(struct sa_server *srv)
+{
+	for (unsigned i = 0; i < srv->nlisteners; i++) {
+		struct sa_listener *l = &srv->listeners[i];
+		if (l->ev)
+			event_free(l->ev);
+		if (l->fd >= 0)
+			close(l->fd);
+		if (l->lev)
+			evconnlistener_free(l->lev);
+	}
+	srv->nlisteners = 0;
+	if (srv->conn_by_id)
+		for (unsigned b = 0; b < CONN_BUCKETS; b++)
+			while (srv->conn_by_id[b])
+				conn_free(srv->conn_by_id[b]);
+	free(srv->conn_by_id);
+	srv->conn_by_id = NULL;
+}
+
+unsigned sa_transport_listener_for(struct sa_server *srv, enum sa_proto proto)
+{
+	for (unsigned i = 0; i < srv->nlisteners; i++)
+		if (srv->listeners[i].ep.proto == proto)
+			return i;
+	return 0;
+}
+
+/* An outgoing TCP connection; the bufferevent queues writes until it is up. */
+static struct sa_conn *conn_connect(struct sa_server *srv, const struct sa_flow *fl)
+{
+	struct sa_conn *c = conn_new(srv, -1, (const struct sockaddr *)&fl->ss, fl->sslen,
+	                             sa_transport_listener_for(srv, fl->proto), fl->proto);
+	if (!c)
+		return NULL;
+	if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&fl->ss, (int)fl->sslen) < 0) {
+		conn_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const char *buf, size_t len)
+{
+	if (fl->proto == SA_PROTO_UDP) {
+		unsigned li = fl->lidx < srv->nlisteners && srv->listeners[fl->lidx].ep.proto == SA_PROTO_UDP
+			? fl->lidx : sa_transport_listener_for(srv, SA_PROTO_UDP);
+		struct sa_listener *l = &srv->listeners[li];
+		if (l->ep.proto != SA_PROTO_UDP)
+			return -1;
+		return sendto(l->fd, buf, len, MSG_DONTWAIT, (const struct sockaddr *)&fl->ss, fl->sslen) == (ssize_t)len ? 0 : -1;
+	}
+	struct sa_conn *c = fl->conn_id ? conn_find(srv, fl->conn_id) : NULL;
+	if (!c)
+		c = conn_find_addr(srv, fl->proto, &fl->ss);
+	if (!c)
+		c = conn_connect(srv, fl);
+	if (!c)
+		return -1;
+	return bufferevent_write(c->bev, buf, len);
+}

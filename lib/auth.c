@@ -1,0 +1,214 @@
+/* auth.c: digest verification of one request against the store, in constant work per attempt. */
+#include "auth.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+static const char *reason_names[SA_AUTH_REASON_COUNT] = {
+	"none", "unknown_user", "bad_password", "stale_nonce", "replay", "malformed", "banned",
+};
+
+const char *sa_auth_reason_name(enum sa_auth_reason r)
+{
+	return r < SA_AUTH_REASON_COUNT ? reason_names[r] : "unknown";
+}
+
+int sa_auth_init(struct sa_auth *a, struct sa_store *store, struct sa_nonce_ctx *nonce,
+                 const struct sa_auth_cfg *cfg)
+{
+	unsigned char rnd[16];
+	memset(a, 0, sizeof(*a));
+	a->store = store;
+	a->nonce = nonce;
+	a->cfg = *cfg;
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		return -1;
+	char pw[33];
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(pw + 2 * i, 3, "%02x", rnd[i]);
+	int rc = sa_digest_ha1(SA_ALG_SHA512_256, "dummy", "dummy", pw, a->dummy_ha1);
+	OPENSSL_cleanse(pw, sizeof(pw));
+	return rc;
+}
+
+int sa_auth_trunk_from_host(const char *host, const char *domain, char *out, size_t outlen)
+{
+	size_t hl = host ? strlen(host) : 0, dl = strlen(domain);
+	if (hl < 6 + 1 + 1 + dl || strncasecmp(host, "trunk-", 6) != 0)
+		return -1;
+	if (host[hl - dl - 1] != '.' || strcasecmp(host + hl - dl, domain) != 0)
+		return -1;
+	const char *id = host + 6;
+	size_t idl = hl - dl - 1 - 6;
+	if (idl + 1 > outlen)
+		return -1;
+	for (size_t i = 0; i < idl; i++) {
+		char c = (char)tolower((unsigned char)id[i]);
+		if (!isalnum((unsigned char)c) && c != '_' && c != '-')
+			return -1;
+		out[i] = c;
+	}
+	out[idl] = '\0';
+	/* DNS-safe form: "trunk-xxx" stands for the id "trunk_xxx" */
+	if (strncmp(out, "trunk-", 6) == 0)
+		out[5] = '_';
+	return 0;
+}
+
+/* Copy a parameter value without its quotes; -1 when absent, empty or too long. */
+static int unquote(const char *v, char *out, size_t outlen)
+{
+	if (!v)
+		return -1;
+	size_t n = strlen(v);
+	if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+		v++;
+		n -= 2;
+	}
+	if (n == 0 || n >= outlen)
+		return -1;
+	memcpy(out, v, n);
+	out[n] = '\0';
+	return 0;
+}
+
+/* The credentials header for our realm, if any. */
+static osip_authorization_t *find_credentials(const struct sa_msg *m, const char *realm)
+{
+	const osip_list_t *l = m->method == SA_M_REGISTER ? &m->osip->authorizations
+	                                                  : &m->osip->proxy_authorizations;
+	char r[SA_REALM_MAX];
+	for (int i = 0; i < osip_list_size(l); i++) {
+		osip_authorization_t *az = osip_list_get(l, i);
+		if (az && unquote(az->realm, r, sizeof(r)) == 0 && strcasecmp(r, realm) == 0)
+			return az;
+	}
+	return NULL;
+}
+
+/* The fields of one Digest answer, unquoted. */
+struct answer {
+	char username[SA_USERNAME_MAX + 1];
+	char nonce[SA_NONCE_LEN + 8];
+	char uri[512];
+	char response[SA_DIGEST_HEX_MAX + 2];
+	char cnonce[256];
+	char qop[16];
+	char nc[16];
+	uint32_t ncv;
+	struct sa_digest_params p;
+};
+
+static int parse_answer(const struct sa_msg *m, osip_authorization_t *az, const struct sa_auth_cfg *cfg,
+                        struct answer *an)
+{
+	if (!az->auth_type || strcasecmp(az->auth_type, "Digest") != 0)
+		return -1;
+	if (unquote(az->nonce, an->nonce, sizeof(an->nonce)) < 0 ||
+	    unquote(az->uri, an->uri, sizeof(an->uri)) < 0 ||
+	    unquote(az->response, an->response, sizeof(an->response)) < 0)
+		return -1;
+	char alg[24] = "MD5";
+	if (az->algorithm && unquote(az->algorithm, alg, sizeof(alg)) < 0)
+		return -1;
+	if (sa_digest_alg_parse(alg, strlen(alg), &an->p.alg, &an->p.sess) < 0 || an->p.sess)
+		return -1;
+	bool offered = false;
+	for (unsigned i = 0; i < cfg->nalgs; i++)
+		offered |= cfg->algs[i] == an->p.alg;
+	if (!offered)
+		return -1;
+	an->ncv = 1;
+	if (az->message_qop) {
+		char *ep;
+		if (unquote(az->message_qop, an->qop, sizeof(an->qop)) < 0 || strcmp(an->qop, "auth") != 0 ||
+		    unquote(az->cnonce, an->cnonce, sizeof(an->cnonce)) < 0 ||
+		    unquote(az->nonce_count, an->nc, sizeof(an->nc)) < 0)
+			return -1;
+		unsigned long v = strtoul(an->nc, &ep, 16);
+		if (*ep || v == 0 || v > UINT32_MAX)
+			return -1;
+		an->ncv = (uint32_t)v;
+		an->p.qop = an->qop;
+		an->p.nc = an->nc;
+		an->p.cnonce = an->cnonce;
+	} else if (an->p.alg != SA_ALG_MD5) {
+		return -1;   /* RFC 2069 answers exist for MD5 only */
+	}
+	an->p.method = m->method_name;
+	an->p.uri = an->uri;
+	an->p.nonce = an->nonce;
+	return 0;
+}
+
+void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_id,
+                   const char *realm, uint64_t now, struct sa_auth_result *r)
+{
+	struct answer an;
+	struct sa_nonce_info info;
+
+	memset(r, 0, sizeof(*r));
+	memset(&an, 0, sizeof(an));
+	osip_authorization_t *az = find_credentials(m, realm);
+	if (!az)
+		return;
+	char user[256];
+	if (unquote(az->username, user, sizeof(user)) == 0) {
+		size_t ul = strnlen(user, SA_USERNAME_MAX);
+		memcpy(r->username, user, ul);
+		r->username[ul] = '\0';
+	}
+	if (!r->username[0] || strlen(user) > SA_USERNAME_MAX || parse_answer(m, az, &a->cfg, &an) < 0) {
+		r->reason = SA_AUTH_MALFORMED;
+		return;
+	}
+	enum sa_nonce_status ns = sa_nonce_check(a->nonce, an.nonce, strlen(an.nonce), realm, an.p.alg, now, &info);
+	if (ns == SA_NONCE_INVALID) {
+		r->reason = SA_AUTH_MALFORMED;
+		return;
+	}
+	bool known = trunk_id && sa_store_credential_find(a->store, trunk_id, r->username, &r->cred) == 0;
+	const char *ha1 = known ? r->cred.ha1[an.p.alg] : a->dummy_ha1;
+	bool good = sa_digest_verify(&an.p, ha1, an.response, strlen(an.response)) && known;
+	if (!good) {
+		r->reason = known ? SA_AUTH_BAD_PASSWORD : SA_AUTH_UNKNOWN_USER;
+		goto out;
+	}
+	if (ns == SA_NONCE_STALE) {
+		r->reason = SA_AUTH_STALE_NONCE;
+		r->stale = true;
+		goto out;
+	}
+	ns = sa_nonce_use(a->nonce, &info, an.ncv, now);
+	if (ns != SA_NONCE_OK) {
+		r->reason = ns == SA_NONCE_REPLAY ? SA_AUTH_REPLAY : SA_AUTH_STALE_NONCE;
+		r->stale = ns != SA_NONCE_REPLAY;
+		goto out;
+	}
+	r->ok = true;
+out:
+	if (!r->ok)
+		OPENSSL_cleanse(r->cred.ha1, sizeof(r->cred.ha1));
+}
+
+long sa_auth_challenge(struct sa_auth *a, const char *realm, bool proxy, bool stale,
+                       uint64_t now, char *out, size_t cap)
+{
+	struct sa_buf b = { .p = out, .cap = cap };
+	char nonce[SA_NONCE_LEN + 1];
+
+	for (unsigned i = 0; i < a->cfg.nalgs; i++) {
+		if (sa_nonce_issue(a->nonce, realm, a->cfg.algs[i], now, nonce) < 0)
+			return -1;
+		sa_buf_printf(&b, "%s: Digest realm=\"%s\", nonce=\"%s\", algorithm=%s, qop=\"auth\"%s\r\n",
+		              proxy ? "Proxy-Authenticate" : "WWW-Authenticate", realm, nonce,
+		              sa_digest_alg_name(a->cfg.algs[i]), stale ? ", stale=true" : "");
+	}
+	return b.overflow ? -1 : (long)b.len;
+}

@@ -1,0 +1,66 @@
+/* auth.h: the verdict for one request: challenge it, or accept it with the credential that answered. */
+#ifndef SA_AUTH_H
+#define SA_AUTH_H
+
+#include <stdint.h>
+
+#include "digest.h"
+#include "nonce.h"
+#include "sipmsg.h"
+#include "store.h"
+
+enum sa_auth_reason {
+	SA_AUTH_NONE = 0,         /* no credentials for our realm yet: the normal first challenge */
+	SA_AUTH_UNKNOWN_USER,
+	SA_AUTH_BAD_PASSWORD,
+	SA_AUTH_STALE_NONCE,      /* right password, expired nonce: challenge with stale=true */
+	SA_AUTH_REPLAY,
+	SA_AUTH_MALFORMED,
+	SA_AUTH_BANNED,
+	SA_AUTH_REASON_COUNT
+};
+
+struct sa_auth_cfg {
+	enum sa_digest_alg algs[SA_ALG_COUNT];   /* offered, in this order */
+	unsigned nalgs;
+};
+
+struct sa_auth {
+	struct sa_store *store;
+	struct sa_nonce_ctx *nonce;
+	struct sa_auth_cfg cfg;
+	char dummy_ha1[SA_DIGEST_HEX_MAX];   /* spent on unknown users so they cost the same */
+};
+
+struct sa_auth_result {
+	bool ok;                             /* accepted: cred is filled */
+	enum sa_auth_reason reason;          /* why not (SA_AUTH_NONE: no credentials offered) */
+	bool stale;                          /* challenge with stale=true */
+	char username[SA_USERNAME_MAX + 1];  /* as tried, truncated; "" when none */
+	struct sa_credential cred;
+};
+
+/* Set up with a random dummy HA1. 0 or -1. */
+int sa_auth_init(struct sa_auth *a, struct sa_store *store, struct sa_nonce_ctx *nonce,
+                 const struct sa_auth_cfg *cfg);
+
+/* The trunk id a host names: "trunk-<id>.<domain>", id literal
+ * ("trunk_4x5y6z") or DNS-safe ("trunk-4x5y6z"), any case. Writes the
+ * literal id into out; 0, or -1 when host is not a trunk host of domain. */
+int sa_auth_trunk_from_host(const char *host, const char *domain, char *out, size_t outlen);
+
+/* Verify m's credentials for realm (trunk_id NULL: unknown trunk, which
+ * must look exactly like a wrong password). REGISTER answers with
+ * Authorization, everything else with Proxy-Authorization. */
+void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_id,
+                   const char *realm, uint64_t now, struct sa_auth_result *r);
+
+/* The challenge header lines (WWW- or Proxy-Authenticate), one per offered
+ * algorithm, strongest first, each with a fresh nonce and qop="auth".
+ * Length, or -1 when out is too small. */
+long sa_auth_challenge(struct sa_auth *a, const char *realm, bool proxy, bool stale,
+                       uint64_t now, char *out, size_t cap);
+
+const char *sa_auth_reason_name(enum sa_auth_reason r);
+
+#endif

@@ -1,0 +1,33 @@
+/* registrar.h: REGISTER for trunks: add, refresh and remove bindings; the 200 OK's contact list. */
+#ifndef SA_REGISTRAR_H
+#define SA_REGISTRAR_H
+
+#include "sipmsg.h"
+#include "store.h"
+
+struct sa_reg_cfg {
+	unsigned min_expires;       /* shorter asks get 423 with Min-Expires */
+	unsigned max_expires;       /* longer asks are cut to this */
+	unsigned default_expires;   /* when the PBX names none */
+	unsigned max_contacts;      /* per credential; 0 = unlimited */
+};
+
+/* The outcome: a status, and the header lines to send with it. */
+struct sa_reg_result {
+	int status;
+	const char *reason;         /* reason phrase, NULL for the standard one */
+	char headers[2048];         /* Contact lines (200) or Min-Expires (423) */
+	int added, removed;         /* bindings changed, for the counters */
+};
+
+/* Apply an authenticated REGISTER from peer for cred to the store (RFC 3261
+ * §10.3 steps 6-8) and fill res. Never fails silently: errors are a status. */
+void sa_registrar_apply(struct sa_store *st, const struct sa_reg_cfg *cfg, const struct sa_msg *m,
+                        const struct sa_credential *cred, const struct sa_peer *peer, int64_t now,
+                        struct sa_reg_result *res);
+
+/* The binding an inbound call to trunk_id goes to: the most recently
+ * refreshed live one. 0, or SA_STORE_ENOTFOUND. */
+int sa_registrar_lookup(struct sa_store *st, const char *trunk_id, int64_t now, struct sa_binding *out);
+
+#endif

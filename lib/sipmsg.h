@@ -1,0 +1,138 @@
+/* sipmsg.h: SIP bytes -> one parse -> a validated view; raw-line edits and direct response writing. */
+#ifndef SA_SIPMSG_H
+#define SA_SIPMSG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <osipparser2/osip_message.h>
+
+#include "sa_limits.h"
+
+/* Header names we act on; everything else is carried through untouched. */
+enum sa_hdr_kind {
+	SA_H_OTHER = 0,
+	SA_H_VIA, SA_H_FROM, SA_H_TO, SA_H_CALL_ID, SA_H_CSEQ, SA_H_MAX_FORWARDS,
+	SA_H_CONTACT, SA_H_ROUTE, SA_H_RECORD_ROUTE, SA_H_AUTHORIZATION,
+	SA_H_PROXY_AUTHORIZATION, SA_H_PROXY_REQUIRE, SA_H_CONTENT_LENGTH,
+	SA_H_EXPIRES, SA_H_USER_AGENT, SA_H_WWW_AUTHENTICATE, SA_H_PROXY_AUTHENTICATE,
+};
+
+/* One logical header line (folding included) as it sits in the buffer. */
+struct sa_hdr {
+	enum sa_hdr_kind kind;
+	const char *line;      /* start of the line (the name) */
+	size_t len;            /* up to, not including, CRLF */
+	const char *value;     /* after "name:" and whitespace */
+	size_t vlen;
+};
+
+enum sa_method {
+	SA_M_OTHER = 0, SA_M_REGISTER, SA_M_INVITE, SA_M_ACK, SA_M_CANCEL, SA_M_BYE,
+	SA_M_OPTIONS, SA_M_UPDATE, SA_M_PRACK, SA_M_INFO, SA_M_REFER, SA_M_NOTIFY,
+	SA_M_SUBSCRIBE, SA_M_MESSAGE, SA_M_PUBLISH,
+};
+
+/* The validated view of one message. Strings point into osip's structures
+ * or the buffer; both live as long as the view (sa_msg_free). */
+struct sa_msg {
+	osip_message_t *osip;
+	const char *buf;            /* the raw bytes, not owned */
+	size_t len;
+	const char *body;
+	size_t body_len;
+	bool request;
+	enum sa_method method;      /* requests: the method; responses: the CSeq method */
+	const char *method_name;    /* as received */
+	int status;                 /* responses */
+	const char *call_id;
+	unsigned long cseq;
+	const char *cseq_method;
+	const char *from_tag;       /* NULL when absent */
+	const char *to_tag;
+	const char *branch;         /* top Via branch, NULL when absent */
+	const char *via_host;       /* top Via sent-by */
+	int via_port;               /* 0 when absent */
+	const char *via_transport;  /* "UDP", "TCP", "TLS" */
+	bool via_rport;             /* rport present in top Via */
+	int max_forwards;           /* -1 when absent */
+	const char *ruri_scheme;
+	const char *ruri_host;
+	const char *ruri_user;
+	size_t start_line_len;      /* the first line, without CRLF */
+	struct sa_hdr hdr[SA_SIP_MAX_HEADERS];
+	unsigned nhdr;
+};
+
+/* Why a message was refused at the edge: the SIP status to answer with
+ * (0 = not even answerable: drop) and a short reason for the one log line. */
+struct sa_msg_error {
+	int status;
+	const char *reason;
+};
+
+/* Call once per process before any parsing (libosip2's tables). */
+void sa_sipmsg_init(void);
+
+/* TCP framing: length of the first complete message in buf, 0 when more
+ * bytes are needed, -1 when the stream is unusable (no Content-Length
+ * on a stream, a message over SA_SIP_MAX_MSG, garbage). Leading CRLF
+ * keep-alives are reported in *skip and are not part of the length. */
+long sa_sip_frame(const char *buf, size_t len, size_t *skip);
+
+/* Parse and validate buf. 0 on success, -1 with err filled otherwise; in
+ * both cases release with sa_msg_free. After a failure the raw header index
+ * may still be good enough for sa_msg_response (m->nhdr > 0). stream: the
+ * message came on TCP/TLS, so Content-Length is required. */
+int sa_msg_parse(struct sa_msg *m, const char *buf, size_t len, bool stream, struct sa_msg_error *err);
+void sa_msg_free(struct sa_msg *m);
+/* Only index the raw lines (no osip parse): for messages we wrote ourselves. */
+int sa_msg_scan(struct sa_msg *m, const char *buf, size_t len, struct sa_msg_error *err);
+/* Length of the first comma-separated value of a header value, honouring
+ * quoted strings and <...>. */
+size_t sa_hdr_first_value_len(const char *v, size_t vlen);
+
+/* The n-th header of a kind, or NULL. */
+const struct sa_hdr *sa_msg_header(const struct sa_msg *m, enum sa_hdr_kind kind, unsigned n);
+/* The method from its name. */
+enum sa_method sa_method_from_name(const char *name);
+
+/* A growing output buffer bounded by its capacity: writes past it set
+ * overflow and are dropped, so callers check once at the end. */
+struct sa_buf {
+	char *p;
+	size_t len, cap;
+	bool overflow;
+};
+void sa_buf_put(struct sa_buf *b, const void *s, size_t n);
+void sa_buf_puts(struct sa_buf *b, const char *s);
+void sa_buf_printf(struct sa_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Where a request came from, as responses must reflect it (RFC 3581). */
+struct sa_peer {
+	const char *addr;    /* numeric address */
+	uint16_t port;
+	const char *transport;  /* "udp" "tcp" "tls" */
+};
+
+/* Write the top Via value of m with received= and rport= filled in for
+ * peer (RFC 3261 §18.2.1, RFC 3581 §4). */
+void sa_msg_put_top_via(struct sa_buf *b, const struct sa_msg *m, const struct sa_peer *peer);
+
+/* Write a complete response to request m: status line, Via (top one fixed
+ * for peer), From, To (to_tag added when the request had none and tag is
+ * not NULL), Call-ID, CSeq, then extra (CRLF-terminated header lines, may
+ * be NULL), Content-Length: 0. Returns the length, or -1 when out is too small. */
+long sa_msg_response(const struct sa_msg *m, const struct sa_peer *peer, int status,
+                     const char *reason, const char *to_tag, const char *extra,
+                     char *out, size_t cap);
+
+/* A deterministic To tag for the responses we originate to m: the same for
+ * retransmissions, different for different transactions. */
+void sa_msg_local_tag(const struct sa_msg *m, char out[17]);
+
+/* The reason phrase for a status we send. */
+const char *sa_status_reason(int status);
+
+#endif
