@@ -1,0 +1,518 @@
+/* sipauthctl.c: the admin tool: initialise the store, manage accounts, API keys, trunks and credentials. */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "store.h"
+
+#define DEFAULT_STORE "/var/lib/sipauthd"
+#define PASSWORD_READ_MAX 256   /* more than SA_PASSWORD_MAX plus "\r\n" */
+
+/* exit statuses, documented in usage() */
+enum {
+	EXIT_OK = 0,
+	EXIT_USAGE = 1,      /* bad usage or input that breaks a rule */
+	EXIT_NOTFOUND = 2,   /* unknown account, trunk or credential */
+	EXIT_CONFLICT = 3,   /* duplicate username; store already initialised */
+	EXIT_NOTINIT = 4,    /* store not initialised or of another schema version */
+	EXIT_IO = 5,         /* the store could not be opened, read or written */
+};
+
+/* options, as bits in struct ctl.seen and in the command table */
+enum {
+	OPT_STORE = 1 << 0, OPT_MINLEN = 1 << 1, OPT_HELP = 1 << 2, OPT_DOMAIN = 1 << 3,
+	OPT_NAME = 1 << 4, OPT_ACCOUNT = 1 << 5, OPT_TRUNK = 1 << 6, OPT_USERNAME = 1 << 7,
+	OPT_PWSTDIN = 1 << 8, OPT_ID = 1 << 9,
+};
+#define OPT_GLOBAL (OPT_STORE | OPT_MINLEN | OPT_HELP)
+
+static const struct option long_opts[] = {
+	{ "store", required_argument, NULL, OPT_STORE },
+	{ "min-password-length", required_argument, NULL, OPT_MINLEN },
+	{ "help", no_argument, NULL, OPT_HELP },
+	{ "domain", required_argument, NULL, OPT_DOMAIN },
+	{ "name", required_argument, NULL, OPT_NAME },
+	{ "account", required_argument, NULL, OPT_ACCOUNT },
+	{ "trunk", required_argument, NULL, OPT_TRUNK },
+	{ "username", required_argument, NULL, OPT_USERNAME },
+	{ "password-stdin", no_argument, NULL, OPT_PWSTDIN },
+	{ "id", required_argument, NULL, OPT_ID },
+	{ NULL, 0, NULL, 0 },
+};
+
+struct ctl {
+	const char *store_dir;
+	unsigned min_len;
+	const char *domain, *name, *account, *trunk, *username, *id;
+	unsigned seen;
+	struct sa_store *st;
+};
+
+struct command {
+	const char *noun, *verb;     /* verb NULL: a one-word command */
+	unsigned required, allowed;  /* beyond the global options */
+	bool rdonly;
+	int (*run)(struct ctl *c);
+	const char *needs;           /* what a missing required option is called */
+};
+
+static int cmd_init(struct ctl *c);
+static int cmd_account_create(struct ctl *c);
+static int cmd_apikey_create(struct ctl *c);
+static int cmd_trunk_create(struct ctl *c);
+static int cmd_trunk_list(struct ctl *c);
+static int cmd_credential_create(struct ctl *c);
+static int cmd_credential_list(struct ctl *c);
+static int cmd_credential_delete(struct ctl *c);
+
+static const struct command commands[] = {
+	{ "init", NULL, 0, OPT_DOMAIN, false, cmd_init, "" },
+	{ "account", "create", OPT_NAME, OPT_NAME, false, cmd_account_create, "--name NAME" },
+	{ "apikey", "create", OPT_ACCOUNT, OPT_ACCOUNT, false, cmd_apikey_create, "--account ACC_ID" },
+	{ "trunk", "create", OPT_ACCOUNT, OPT_ACCOUNT | OPT_NAME, false, cmd_trunk_create, "--account ACC_ID" },
+	{ "trunk", "list", OPT_ACCOUNT, OPT_ACCOUNT, true, cmd_trunk_list, "--account ACC_ID" },
+	{ "credential", "create", OPT_TRUNK | OPT_USERNAME | OPT_PWSTDIN,
+	  OPT_TRUNK | OPT_USERNAME | OPT_PWSTDIN, false, cmd_credential_create,
+	  "--trunk TRUNK_ID --username U --password-stdin" },
+	{ "credential", "list", OPT_TRUNK, OPT_TRUNK, true, cmd_credential_list, "--trunk TRUNK_ID" },
+	{ "credential", "delete", OPT_TRUNK | OPT_ID, OPT_TRUNK | OPT_ID, false, cmd_credential_delete,
+	  "--trunk TRUNK_ID --id CRED_ID" },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: sipauthctl [--store DIR] [--min-password-length N] COMMAND [OPTIONS]\n"
+	    "\n"
+	    "  init [--domain DOMAIN]                       record the SIP domain (default " SA_DEFAULT_DOMAIN ")\n"
+	    "  account create --name NAME                   prints the acc_ id\n"
+	    "  apikey create --account ACC_ID               prints the API key, once\n"
+	    "  trunk create --account ACC_ID [--name NAME]  prints the trunk_ id\n"
+	    "  trunk list --account ACC_ID                  JSON {\"data\":[...]}\n"
+	    "  credential create --trunk TRUNK_ID --username U --password-stdin\n"
+	    "                                               password from stdin (one trailing newline\n"
+	    "                                               stripped); prints the credential as JSON\n"
+	    "  credential list --trunk TRUNK_ID             JSON {\"data\":[...]}, in creation order\n"
+	    "  credential delete --trunk TRUNK_ID --id CRED_ID\n"
+	    "\n"
+	    "  --store DIR                 the store directory (default " DEFAULT_STORE ")\n"
+	    "  --min-password-length N     minimum password length, %d..%d (default %d)\n"
+	    "  --help                      this text\n"
+	    "\n"
+	    "exit status: 0 ok, 1 bad usage or invalid input (weak password, bad username),\n"
+	    "2 unknown account, trunk or credential, 3 duplicate username or store already\n"
+	    "initialised, 4 store not initialised or of an incompatible version, 5 store I/O error.\n",
+	    SA_PASSWORD_MIN, SA_PASSWORD_MAX, SA_PASSWORD_MIN);
+}
+
+__attribute__((format(printf, 2, 3)))
+static int die(int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("sipauthctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return status;
+}
+
+/* The message and exit status for store errors every command shares. */
+static int store_fail(struct ctl *c, int err)
+{
+	switch (err) {
+	case SA_STORE_ENOTINIT:
+		return die(EXIT_NOTINIT, "store not initialised: run sipauthctl --store %s init", c->store_dir);
+	case SA_STORE_ESCHEMA:
+		return die(EXIT_NOTINIT, "store %s was written by an incompatible version (schema %d expected)",
+		           c->store_dir, SA_STORE_SCHEMA_VERSION);
+	case SA_STORE_EINVAL:
+		return die(EXIT_USAGE, "invalid input");
+	default:
+		return die(EXIT_IO, "store %s: %s", c->store_dir, sa_store_strerror(err));
+	}
+}
+
+static int64_t now(void)
+{
+	return (int64_t)time(NULL);
+}
+
+static json_t *rfc3339(int64_t t)
+{
+	char buf[32];
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (gmtime_r(&tt, &tm) == NULL || strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		return json_null();
+	return json_string(buf);
+}
+
+static int print_json(json_t *j)
+{
+	int rc = EXIT_OK;
+
+	if (j == NULL || json_dumpf(j, stdout, JSON_INDENT(2)) != 0 || fputc('\n', stdout) == EOF)
+		rc = die(EXIT_IO, "cannot write JSON output");
+	json_decref(j);
+	return rc;
+}
+
+/* Adds value to arr; false when value could not be made (e.g. invalid UTF-8). */
+static bool append(json_t *arr, json_t *value)
+{
+	return value != NULL && json_array_append_new(arr, value) == 0;
+}
+
+/* ---- commands ---- */
+
+static int cmd_init(struct ctl *c)
+{
+	char domain[SA_DOMAIN_MAX + 1];
+	int err = sa_store_init(c->st, c->domain);
+
+	if (err == SA_STORE_EINVAL)
+		return die(EXIT_USAGE, "invalid domain %s: use a DNS name like " SA_DEFAULT_DOMAIN, c->domain);
+	if (err == SA_STORE_EEXISTS) {
+		if (sa_store_domain(c->st, domain, sizeof domain) != SA_STORE_OK)
+			snprintf(domain, sizeof domain, "unknown");
+		return die(EXIT_CONFLICT, "store %s is already initialised (domain %s)", c->store_dir, domain);
+	}
+	if (err != SA_STORE_OK)
+		return store_fail(c, err);
+	if (sa_store_domain(c->st, domain, sizeof domain) != SA_STORE_OK)
+		return store_fail(c, SA_STORE_EIO);
+	printf("initialised %s for domain %s\n", c->store_dir, domain);
+	return EXIT_OK;
+}
+
+static int cmd_account_create(struct ctl *c)
+{
+	struct sa_account a;
+	int err = sa_store_account_create(c->st, c->name, now(), &a);
+
+	if (err == SA_STORE_EINVAL)
+		return die(EXIT_USAGE, "invalid account name: use 1 to %d characters of UTF-8 text without control characters",
+		           SA_NAME_MAX);
+	if (err != SA_STORE_OK)
+		return store_fail(c, err);
+	printf("%s\n", a.id);
+	return EXIT_OK;
+}
+
+static int cmd_apikey_create(struct ctl *c)
+{
+	char key[SA_APIKEY_LEN + 1];
+	int err = sa_store_apikey_create(c->st, c->account, now(), key);
+
+	if (err == SA_STORE_ENOTFOUND)
+		return die(EXIT_NOTFOUND, "unknown account %s", c->account);
+	if (err != SA_STORE_OK)
+		return store_fail(c, err);
+	printf("%s\n", key);
+	OPENSSL_cleanse(key, sizeof key);
+	return EXIT_OK;
+}
+
+static int cmd_trunk_create(struct ctl *c)
+{
+	struct sa_trunk t;
+	int err = sa_store_trunk_create(c->st, c->account, c->name, now(), &t);
+
+	if (err == SA_STORE_ENOTFOUND)
+		return die(EXIT_NOTFOUND, "unknown account %s", c->account);
+	if (err == SA_STORE_EINVAL)
+		return die(EXIT_USAGE, "invalid trunk name: use at most %d characters of UTF-8 text without control characters",
+		           SA_NAME_MAX);
+	if (err != SA_STORE_OK)
+		return store_fail(c, err);
+	printf("%s\n", t.id);
+	return EXIT_OK;
+}
+
+static int trunk_json_cb(const struct sa_trunk *t, void *arg)
+{
+	json_t *o = json_object();
+
+	json_object_set_new(o, "id", json_string(t->id));
+	json_object_set_new(o, "account_id", json_string(t->account_id));
+	json_object_set_new(o, "name", json_string(t->name));
+	json_object_set_new(o, "created_at", rfc3339(t->created_at));
+	return append(arg, o) ? 0 : -1;
+}
+
+static int cmd_trunk_list(struct ctl *c)
+{
+	json_t *data = json_array();
+	int err = sa_store_trunk_list(c->st, c->account, trunk_json_cb, data);
+
+	if (err != SA_STORE_OK) {
+		json_decref(data);
+		if (err == SA_STORE_ENOTFOUND)
+			return die(EXIT_NOTFOUND, "unknown account %s", c->account);
+		return store_fail(c, err);
+	}
+	return print_json(json_pack("{s:o}", "data", data));
+}
+
+/* The credential as the API shows it: never the password, never an HA1. */
+static json_t *credential_json(const struct sa_credential *cr)
+{
+	json_t *o = json_object();
+
+	json_object_set_new(o, "id", json_string(cr->id));
+	json_object_set_new(o, "trunk_id", json_string(cr->trunk_id));
+	json_object_set_new(o, "username", json_string(cr->username));
+	json_object_set_new(o, "created_at", rfc3339(cr->created_at));
+	return o;
+}
+
+/* Reads the whole of stdin and strips one trailing "\n" or "\r\n". */
+static int password_read(char *buf, size_t cap, size_t *len)
+{
+	size_t n = 0;
+
+	while (n < cap) {
+		ssize_t r = read(STDIN_FILENO, buf + n, cap - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return die(EXIT_IO, "cannot read the password from stdin: %s", strerror(errno));
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	if (n == cap)
+		return die(EXIT_USAGE, "weak password: password must be at most %d characters", SA_PASSWORD_MAX);
+	if (n > 0 && buf[n - 1] == '\n' && --n > 0 && buf[n - 1] == '\r')
+		n--;
+	*len = n;
+	return EXIT_OK;
+}
+
+static int credential_create_fail(struct ctl *c, int err, const char *why)
+{
+	switch (err) {
+	case SA_STORE_EINVAL:
+		if (strncmp(why, "password", 8) == 0)
+			return die(EXIT_USAGE, "weak password: %s", why);
+		return die(EXIT_USAGE, "invalid username: %s", why);
+	case SA_STORE_ENOTFOUND:
+		return die(EXIT_NOTFOUND, "unknown trunk %s", c->trunk);
+	case SA_STORE_EEXISTS:
+		return die(EXIT_CONFLICT, "duplicate username %s on trunk %s", c->username, c->trunk);
+	default:
+		return store_fail(c, err);
+	}
+}
+
+static int cmd_credential_create(struct ctl *c)
+{
+	char pw[PASSWORD_READ_MAX], why[160] = "";
+	struct sa_credential cr;
+	size_t len = 0;
+	int rc = password_read(pw, sizeof pw, &len);
+
+	if (rc == EXIT_OK) {
+		int err = sa_store_credential_create(c->st, c->trunk, c->username, pw, len, c->min_len,
+		                                     now(), &cr, why, sizeof why);
+		rc = err == SA_STORE_OK ? print_json(credential_json(&cr)) : credential_create_fail(c, err, why);
+		OPENSSL_cleanse(&cr, sizeof cr);
+	}
+	OPENSSL_cleanse(pw, sizeof pw);
+	return rc;
+}
+
+static int credential_json_cb(const struct sa_credential *cr, void *arg)
+{
+	return append(arg, credential_json(cr)) ? 0 : -1;
+}
+
+static int cmd_credential_list(struct ctl *c)
+{
+	json_t *data = json_array();
+	int err = sa_store_credential_list(c->st, c->trunk, credential_json_cb, data);
+
+	if (err != SA_STORE_OK) {
+		json_decref(data);
+		if (err == SA_STORE_ENOTFOUND)
+			return die(EXIT_NOTFOUND, "unknown trunk %s", c->trunk);
+		return store_fail(c, err);
+	}
+	return print_json(json_pack("{s:o}", "data", data));
+}
+
+static int cmd_credential_delete(struct ctl *c)
+{
+	struct sa_trunk t;
+	int err = sa_store_trunk_get(c->st, c->trunk, &t);
+
+	if (err == SA_STORE_ENOTFOUND)
+		return die(EXIT_NOTFOUND, "unknown trunk %s", c->trunk);
+	if (err == SA_STORE_OK)
+		err = sa_store_credential_delete(c->st, c->trunk, c->id);
+	if (err == SA_STORE_ENOTFOUND)
+		return die(EXIT_NOTFOUND, "unknown credential %s on trunk %s", c->id, c->trunk);
+	return err == SA_STORE_OK ? EXIT_OK : store_fail(c, err);
+}
+
+/* ---- argument handling ---- */
+
+static int parse_min_len(struct ctl *c, const char *arg)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(arg, &end, 10);
+	if (errno != 0 || end == arg || *end != '\0' || v < SA_PASSWORD_MIN || v > SA_PASSWORD_MAX)
+		return die(EXIT_USAGE, "--min-password-length must be a number from %d to %d",
+		           SA_PASSWORD_MIN, SA_PASSWORD_MAX);
+	c->min_len = (unsigned)v;
+	return EXIT_OK;
+}
+
+static int set_option(struct ctl *c, int opt, const char *arg)
+{
+	c->seen |= (unsigned)opt;
+	switch (opt) {
+	case OPT_STORE: c->store_dir = arg; return EXIT_OK;
+	case OPT_MINLEN: return parse_min_len(c, arg);
+	case OPT_HELP: return EXIT_OK;
+	case OPT_DOMAIN: c->domain = arg; return EXIT_OK;
+	case OPT_NAME: c->name = arg; return EXIT_OK;
+	case OPT_ACCOUNT: c->account = arg; return EXIT_OK;
+	case OPT_TRUNK: c->trunk = arg; return EXIT_OK;
+	case OPT_USERNAME: c->username = arg; return EXIT_OK;
+	case OPT_PWSTDIN: return EXIT_OK;
+	case OPT_ID: c->id = arg; return EXIT_OK;
+	default: return die(EXIT_USAGE, "unknown option (see sipauthctl --help)");
+	}
+}
+
+static int parse_options(struct ctl *c, int argc, char **argv)
+{
+	int opt, rc = EXIT_OK;
+
+	opterr = 0;
+	while (rc == EXIT_OK && (opt = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
+		if (opt == 'h')
+			opt = OPT_HELP;
+		if (opt == ':')
+			return die(EXIT_USAGE, "%s needs a value", argv[optind - 1]);
+		if (opt == '?')
+			return die(EXIT_USAGE, "bad option %s (see sipauthctl --help)", argv[optind - 1]);
+		rc = set_option(c, opt, optarg);
+	}
+	return rc;
+}
+
+static const struct command *find_command(int argc, char **argv, int *used)
+{
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+		const struct command *cmd = &commands[i];
+		if (strcmp(argv[0], cmd->noun) != 0)
+			continue;
+		if (cmd->verb == NULL) {
+			*used = 1;
+			return cmd;
+		}
+		if (argc > 1 && strcmp(argv[1], cmd->verb) == 0) {
+			*used = 2;
+			return cmd;
+		}
+	}
+	return NULL;
+}
+
+static const char *option_name(unsigned bit)
+{
+	for (const struct option *o = long_opts; o->name != NULL; o++)
+		if ((unsigned)o->val == bit)
+			return o->name;
+	return "?";
+}
+
+/* Options given that the command does not take, and required ones missing. */
+static int check_options(const struct ctl *c, const struct command *cmd)
+{
+	unsigned extra = c->seen & ~(cmd->allowed | OPT_GLOBAL);
+
+	for (unsigned bit = 1; extra != 0; bit <<= 1)
+		if (extra & bit)
+			return die(EXIT_USAGE, "--%s does not apply to %s%s%s", option_name(bit), cmd->noun,
+			           cmd->verb ? " " : "", cmd->verb ? cmd->verb : "");
+	if ((c->seen & cmd->required) != cmd->required)
+		return die(EXIT_USAGE, "%s %s needs %s", cmd->noun, cmd->verb, cmd->needs);
+	return EXIT_OK;
+}
+
+/* A store other than by init must exist: opening would create an empty one. */
+static int open_store(struct ctl *c, const struct command *cmd)
+{
+	char path[4096];
+	struct stat sb;
+
+	if (cmd->run != cmd_init) {
+		snprintf(path, sizeof path, "%s/data.mdb", c->store_dir);
+		if (stat(path, &sb) != 0 && errno == ENOENT)
+			return store_fail(c, SA_STORE_ENOTINIT);
+	}
+	int err = sa_store_open(&c->st, c->store_dir, cmd->rdonly ? SA_STORE_RDONLY : 0);
+	if (err == SA_STORE_EIO)
+		return die(EXIT_IO, "cannot open store %s: %s", c->store_dir, strerror(errno));
+	return err == SA_STORE_OK ? EXIT_OK : store_fail(c, err);
+}
+
+static int run(struct ctl *c, int argc, char **argv)
+{
+	const struct command *cmd;
+	int used = 0;
+
+	if (argc == 0) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	cmd = find_command(argc, argv, &used);
+	if (cmd == NULL)
+		return die(EXIT_USAGE, "unknown command '%s%s%s' (see sipauthctl --help)", argv[0],
+		           argc > 1 ? " " : "", argc > 1 ? argv[1] : "");
+	if (argc > used)
+		return die(EXIT_USAGE, "unexpected argument '%s'", argv[used]);
+	int rc = check_options(c, cmd);
+	if (rc == EXIT_OK)
+		rc = open_store(c, cmd);
+	if (rc == EXIT_OK)
+		rc = cmd->run(c);
+	sa_store_close(c->st);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	struct ctl c = { .store_dir = DEFAULT_STORE, .min_len = SA_PASSWORD_MIN };
+	int rc = parse_options(&c, argc, argv);
+
+	if (rc != EXIT_OK)
+		return rc;
+	if (c.seen & OPT_HELP) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	rc = run(&c, argc - optind, argv + optind);
+	if (fflush(stdout) != 0 && rc == EXIT_OK)
+		rc = die(EXIT_IO, "cannot write output");
+	return rc;
+}

@@ -1,0 +1,1626 @@
+/* store.c: the LMDB store: named databases, records, indexes and ids behind store.h. */
+#include <errno.h>
+#include <lmdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include "store.h"
+
+/*
+ * Layout. Every key made of several parts joins them with a NUL byte (ids and
+ * usernames never contain one); numbers inside keys are 8-byte big-endian so
+ * that LMDB's byte order is numeric order.
+ *
+ *   meta               "schema_version" -> decimal text; "domain" -> text;
+ *                      "nonce_secret" -> 32 bytes; "generation", "seq" -> u64
+ *   accounts           acc id -> struct sa_account
+ *   apikeys            SHA-256(key) -> struct apikey_rec
+ *   trunks             trunk id -> struct trunk_rec
+ *   trunks_by_account  acc id \0 seq -> trunk id           (creation order)
+ *   credentials        cred id -> struct cred_rec
+ *   cred_by_user       trunk id \0 lower(username) -> cred id   (unique)
+ *   cred_by_trunk      trunk id \0 seq -> cred id          (creation order)
+ *   bindings           cred id \0 SHA-256(contact) -> struct sa_binding
+ *   bindings_by_trunk  trunk id \0 <binding key> -> ""
+ *   bindings_by_expiry expires_at \0 <binding key> -> ""  (sign bit flipped)
+ *   authfail           trunk id \0 seq -> struct sa_authfail
+ *   authfail_state     trunk id -> struct authfail_state   (next seq, count)
+ *
+ * A contact URI can be longer than LMDB's 511-byte key limit, hence its hash
+ * in binding keys. Records are the fixed structs below; a change to any of
+ * them needs a new SA_STORE_SCHEMA_VERSION.
+ */
+enum {
+	DB_META, DB_ACCOUNTS, DB_APIKEYS, DB_TRUNKS, DB_TRUNKS_BY_ACCOUNT,
+	DB_CREDS, DB_CRED_BY_USER, DB_CRED_BY_TRUNK,
+	DB_BINDINGS, DB_BINDINGS_BY_TRUNK, DB_BINDINGS_BY_EXPIRY,
+	DB_AUTHFAIL, DB_AUTHFAIL_STATE, DB_COUNT
+};
+static const char *const db_names[DB_COUNT] = {
+	"meta", "accounts", "apikeys", "trunks", "trunks_by_account",
+	"credentials", "cred_by_user", "cred_by_trunk",
+	"bindings", "bindings_by_trunk", "bindings_by_expiry",
+	"authfail", "authfail_state",
+};
+
+#define MAP_SIZE        ((size_t)1 << 30)
+#define ID_RAND_LEN     16
+#define KEY_MAX         256
+#define HASH_LEN        SHA256_DIGEST_LENGTH
+#define WALK_STOP       1
+#define APIKEY_PREFIX   "tvx_sk_live_"
+
+static const char alnum_lower[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+static const char base62[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+struct sa_store {
+	MDB_env *env;
+	MDB_dbi dbi[DB_COUNT];
+	MDB_txn *rtxn;       /* the reused read transaction, reset between uses */
+	bool rdonly;
+	bool ready;          /* schema_version seen and matching */
+};
+
+struct apikey_rec {
+	char account_id[SA_ID_MAX];
+	int64_t created_at;
+};
+struct trunk_rec {
+	uint64_t seq;
+	struct sa_trunk t;
+};
+struct cred_rec {
+	uint64_t seq;
+	struct sa_credential c;
+};
+struct authfail_state {
+	uint64_t next_seq;
+	uint64_t count;
+};
+
+/* A key under construction: parts appended, NUL between them. */
+struct key {
+	unsigned char b[KEY_MAX];
+	size_t len;
+};
+
+const char *sa_store_strerror(int err)
+{
+	switch (err) {
+	case SA_STORE_OK: return "ok";
+	case SA_STORE_ENOTFOUND: return "not found";
+	case SA_STORE_EEXISTS: return "already exists";
+	case SA_STORE_EINVAL: return "invalid input";
+	case SA_STORE_ENOTINIT: return "store not initialised";
+	case SA_STORE_ESCHEMA: return "incompatible store schema version";
+	case SA_STORE_EIO: return "store I/O error";
+	case SA_STORE_EFULL: return "limit reached";
+	default: return "unknown store error";
+	}
+}
+
+/* ---- small helpers: keys, values, text ---- */
+
+static void key_put(struct key *k, const void *p, size_t n)
+{
+	memcpy(k->b + k->len, p, n);
+	k->len += n;
+}
+
+static void key_str(struct key *k, const char *s)
+{
+	key_put(k, s, strlen(s));
+}
+
+static void key_sep(struct key *k)
+{
+	k->b[k->len++] = '\0';
+}
+
+static void key_u64(struct key *k, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--)
+		k->b[k->len++] = (unsigned char)(v >> (i * 8));
+}
+
+static MDB_val key_val(const struct key *k)
+{
+	return (MDB_val){ .mv_size = k->len, .mv_data = (void *)k->b };
+}
+
+static MDB_val str_val(const char *s)
+{
+	return (MDB_val){ .mv_size = strlen(s), .mv_data = (void *)s };
+}
+
+static MDB_val mem_val(const void *p, size_t n)
+{
+	return (MDB_val){ .mv_size = n, .mv_data = (void *)p };
+}
+
+/* An id as found in our keys: 1..SA_ID_MAX-1 bytes. Anything else names nothing. */
+static bool id_ok(const char *id)
+{
+	if (id == NULL)
+		return false;
+	size_t n = strnlen(id, SA_ID_MAX);
+	return n > 0 && n < SA_ID_MAX;
+}
+
+static char ascii_lower(char c)
+{
+	return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+}
+
+/* Copies a value (not NUL-terminated in the store) into a C string. */
+static int val_str(const MDB_val *v, char *out, size_t outlen)
+{
+	if (v->mv_size >= outlen)
+		return SA_STORE_EIO;
+	memcpy(out, v->mv_data, v->mv_size);
+	out[v->mv_size] = '\0';
+	return SA_STORE_OK;
+}
+
+static int val_rec(const MDB_val *v, void *out, size_t len)
+{
+	if (v->mv_size != len)
+		return SA_STORE_EIO;
+	memcpy(out, v->mv_data, len);
+	return SA_STORE_OK;
+}
+
+static int map_err(int rc)
+{
+	switch (rc) {
+	case MDB_SUCCESS: return SA_STORE_OK;
+	case MDB_NOTFOUND: return SA_STORE_ENOTFOUND;
+	case MDB_KEYEXIST: return SA_STORE_EEXISTS;
+	default: return SA_STORE_EIO;
+	}
+}
+
+__attribute__((format(printf, 3, 4)))
+static void set_why(char *why, size_t whylen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (why == NULL || whylen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, whylen, fmt, ap);
+	va_end(ap);
+}
+
+/* Random characters from alphabet with rejection sampling: bytes at or above
+ * the largest multiple of radix are dropped, so every character is equally likely. */
+static int rand_chars(char *out, size_t n, const char *alphabet, unsigned radix)
+{
+	unsigned char buf[64];
+	unsigned limit = 256 - 256 % radix;
+	size_t got = 0;
+
+	while (got < n) {
+		if (RAND_bytes(buf, sizeof buf) != 1)
+			return SA_STORE_EIO;
+		for (size_t i = 0; i < sizeof buf && got < n; i++)
+			if (buf[i] < limit)
+				out[got++] = alphabet[buf[i] % radix];
+	}
+	OPENSSL_cleanse(buf, sizeof buf);
+	return SA_STORE_OK;
+}
+
+/* ---- transactions ---- */
+
+/* Refuses stores that were never initialised or were written by another schema. */
+static int store_check(struct sa_store *st, MDB_txn *txn)
+{
+	char want[16];
+	MDB_val k = str_val("schema_version"), v;
+
+	if (st->ready)
+		return SA_STORE_OK;
+	int rc = mdb_get(txn, st->dbi[DB_META], &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return SA_STORE_ENOTINIT;
+	if (rc != 0)
+		return SA_STORE_EIO;
+	snprintf(want, sizeof want, "%d", SA_STORE_SCHEMA_VERSION);
+	if (v.mv_size != strlen(want) || memcmp(v.mv_data, want, v.mv_size) != 0)
+		return SA_STORE_ESCHEMA;
+	st->ready = true;
+	return SA_STORE_OK;
+}
+
+/* A write transaction. Durable ones sync on commit (the environment's normal
+ * mode); nosync ones (bindings, auth failures) set MDB_NOSYNC for their
+ * duration, and wr_end always clears it again, so the next durable commit
+ * fsyncs the data file (covering the nosync pages) before its meta page. */
+static int wr_begin(struct sa_store *st, MDB_txn **txn, bool nosync, bool check)
+{
+	if (st->rdonly)
+		return SA_STORE_EIO;
+	if (nosync && mdb_env_set_flags(st->env, MDB_NOSYNC, 1) != 0)
+		return SA_STORE_EIO;
+	if (mdb_txn_begin(st->env, NULL, 0, txn) != 0) {
+		mdb_env_set_flags(st->env, MDB_NOSYNC, 0);
+		return SA_STORE_EIO;
+	}
+	int rc = check ? store_check(st, *txn) : SA_STORE_OK;
+	if (rc != SA_STORE_OK) {
+		mdb_txn_abort(*txn);
+		mdb_env_set_flags(st->env, MDB_NOSYNC, 0);
+	}
+	return rc;
+}
+
+/* Commits when rc is OK, aborts otherwise; returns rc or the commit's error. */
+static int wr_end(struct sa_store *st, MDB_txn *txn, int rc)
+{
+	if (rc == SA_STORE_OK)
+		rc = mdb_txn_commit(txn) == 0 ? SA_STORE_OK : SA_STORE_EIO;
+	else
+		mdb_txn_abort(txn);
+	mdb_env_set_flags(st->env, MDB_NOSYNC, 0);
+	return rc;
+}
+
+/* The shared read transaction (hot path): renewed here, reset by rd_end. */
+static int rd_begin(struct sa_store *st, MDB_txn **txn)
+{
+	int rc;
+
+	if (st->rtxn != NULL)
+		rc = mdb_txn_renew(st->rtxn);
+	else
+		rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &st->rtxn);
+	if (rc != 0) {
+		if (st->rtxn != NULL)
+			mdb_txn_abort(st->rtxn);
+		st->rtxn = NULL;
+		return SA_STORE_EIO;
+	}
+	*txn = st->rtxn;
+	rc = store_check(st, *txn);
+	if (rc != SA_STORE_OK)
+		mdb_txn_reset(*txn);
+	return rc;
+}
+
+static int rd_end(struct sa_store *st, int rc)
+{
+	mdb_txn_reset(st->rtxn);
+	return rc;
+}
+
+/* A read transaction of its own, for listings whose callbacks may call back
+ * into the store (and so use the shared one). */
+static int rd_own_begin(struct sa_store *st, MDB_txn **txn)
+{
+	if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, txn) != 0)
+		return SA_STORE_EIO;
+	int rc = store_check(st, *txn);
+	if (rc != SA_STORE_OK)
+		mdb_txn_abort(*txn);
+	return rc;
+}
+
+static int rd_own_end(MDB_txn *txn, int rc)
+{
+	mdb_txn_abort(txn);
+	return rc;
+}
+
+/* ---- generic record access ---- */
+
+static int db_get(struct sa_store *st, MDB_txn *txn, int db, MDB_val k, MDB_val *v)
+{
+	return map_err(mdb_get(txn, st->dbi[db], &k, v));
+}
+
+static int db_get_rec(struct sa_store *st, MDB_txn *txn, int db, MDB_val k, void *out, size_t len)
+{
+	MDB_val v;
+	int rc = db_get(st, txn, db, k, &v);
+	return rc != SA_STORE_OK ? rc : val_rec(&v, out, len);
+}
+
+static int db_put(struct sa_store *st, MDB_txn *txn, int db, MDB_val k, MDB_val v)
+{
+	return mdb_put(txn, st->dbi[db], &k, &v, 0) == 0 ? SA_STORE_OK : SA_STORE_EIO;
+}
+
+static int db_del(struct sa_store *st, MDB_txn *txn, int db, MDB_val k)
+{
+	return map_err(mdb_del(txn, st->dbi[db], &k, NULL));
+}
+
+static bool db_has(struct sa_store *st, MDB_txn *txn, int db, MDB_val k)
+{
+	MDB_val v;
+	return mdb_get(txn, st->dbi[db], &k, &v) == 0;
+}
+
+static int meta_get_u64(struct sa_store *st, MDB_txn *txn, const char *name, uint64_t *out)
+{
+	int rc = db_get_rec(st, txn, DB_META, str_val(name), out, sizeof *out);
+	if (rc == SA_STORE_ENOTFOUND) {
+		*out = 0;
+		rc = SA_STORE_OK;
+	}
+	return rc;
+}
+
+/* Increments a meta counter and returns its new value in out. */
+static int meta_bump(struct sa_store *st, MDB_txn *txn, const char *name, uint64_t *out)
+{
+	uint64_t v;
+	int rc = meta_get_u64(st, txn, name, &v);
+	if (rc != SA_STORE_OK)
+		return rc;
+	v++;
+	if (out != NULL)
+		*out = v;
+	return db_put(st, txn, DB_META, str_val(name), mem_val(&v, sizeof v));
+}
+
+/* A fresh id "<prefix><16 of [a-z0-9]>" not yet used as a key of db. */
+static int new_id(struct sa_store *st, MDB_txn *txn, int db, const char *prefix, char out[SA_ID_MAX])
+{
+	size_t plen = strlen(prefix);
+
+	do {
+		memcpy(out, prefix, plen);
+		if (rand_chars(out + plen, ID_RAND_LEN, alnum_lower, 36) != SA_STORE_OK)
+			return SA_STORE_EIO;
+		out[plen + ID_RAND_LEN] = '\0';
+	} while (db_has(st, txn, db, str_val(out)));
+	return SA_STORE_OK;
+}
+
+typedef int (*walk_fn)(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg);
+
+static bool has_prefix(const MDB_val *k, const struct key *prefix)
+{
+	return k->mv_size >= prefix->len && memcmp(k->mv_data, prefix->b, prefix->len) == 0;
+}
+
+/* Positions cur on the first key >= prefix (LMDB refuses an empty range key). */
+static int seek_prefix(MDB_cursor *cur, const struct key *prefix, MDB_val *k, MDB_val *v)
+{
+	*k = key_val(prefix);
+	return mdb_cursor_get(cur, k, v, prefix->len > 0 ? MDB_SET_RANGE : MDB_FIRST);
+}
+
+/* Calls fn for every key starting with prefix, in key order. fn returns 0 to
+ * go on, WALK_STOP to stop, or an error. */
+static int walk_prefix(struct sa_store *st, MDB_txn *txn, int db, const struct key *prefix,
+                       walk_fn fn, void *arg)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = SA_STORE_OK;
+
+	if (mdb_cursor_open(txn, st->dbi[db], &cur) != 0)
+		return SA_STORE_EIO;
+	int mrc = seek_prefix(cur, prefix, &k, &v);
+	while (mrc == 0 && has_prefix(&k, prefix)) {
+		rc = fn(st, txn, &k, &v, arg);
+		if (rc != SA_STORE_OK)
+			break;
+		mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(cur);
+	if (rc == WALK_STOP)
+		return SA_STORE_OK;
+	if (rc != SA_STORE_OK)
+		return rc;
+	return (mrc == 0 || mrc == MDB_NOTFOUND) ? SA_STORE_OK : SA_STORE_EIO;
+}
+
+/* The first key starting with prefix, copied into out. */
+static int first_with_prefix(struct sa_store *st, MDB_txn *txn, int db, const struct key *prefix,
+                             struct key *out)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = SA_STORE_ENOTFOUND;
+
+	if (mdb_cursor_open(txn, st->dbi[db], &cur) != 0)
+		return SA_STORE_EIO;
+	int mrc = seek_prefix(cur, prefix, &k, &v);
+	if (mrc == 0 && has_prefix(&k, prefix) && k.mv_size <= KEY_MAX) {
+		out->len = 0;
+		key_put(out, k.mv_data, k.mv_size);
+		rc = SA_STORE_OK;
+	} else if (mrc != 0 && mrc != MDB_NOTFOUND) {
+		rc = SA_STORE_EIO;
+	}
+	mdb_cursor_close(cur);
+	return rc;
+}
+
+/* ---- open, init, meta ---- */
+
+static int open_dbs(struct sa_store *st)
+{
+	MDB_txn *txn;
+	unsigned flags = st->rdonly ? 0 : MDB_CREATE;
+	int rc = SA_STORE_OK;
+
+	if (mdb_txn_begin(st->env, NULL, st->rdonly ? MDB_RDONLY : 0, &txn) != 0)
+		return SA_STORE_EIO;
+	for (int i = 0; i < DB_COUNT && rc == SA_STORE_OK; i++) {
+		int mrc = mdb_dbi_open(txn, db_names[i], flags, &st->dbi[i]);
+		rc = mrc == MDB_NOTFOUND ? SA_STORE_ENOTINIT : map_err(mrc);
+		/* check the schema before creating anything in a foreign store */
+		if (i == DB_META && rc == SA_STORE_OK) {
+			rc = store_check(st, txn);
+			if (rc == SA_STORE_ENOTINIT)
+				rc = SA_STORE_OK;
+		}
+	}
+	if (rc == SA_STORE_OK)
+		return mdb_txn_commit(txn) == 0 ? SA_STORE_OK : SA_STORE_EIO;
+	mdb_txn_abort(txn);
+	return rc;
+}
+
+static int open_env(struct sa_store *st, const char *dir)
+{
+	int dead, rc;
+
+	if (mdb_env_create(&st->env) != 0)
+		return ENOMEM;
+	if ((rc = mdb_env_set_maxdbs(st->env, DB_COUNT)) != 0 ||
+	    (rc = mdb_env_set_mapsize(st->env, MAP_SIZE)) != 0)
+		return rc;
+	rc = mdb_env_open(st->env, dir, MDB_NOTLS | (st->rdonly ? MDB_RDONLY : 0), 0600);
+	if (rc == 0)
+		mdb_reader_check(st->env, &dead);   /* slots left by killed readers */
+	return rc;
+}
+
+/* On a system error errno is left set to it, for the caller's message. */
+int sa_store_open(struct sa_store **out, const char *dir, unsigned flags)
+{
+	struct sa_store *st = calloc(1, sizeof *st);
+	int rc, sys = 0;
+
+	*out = NULL;
+	if (st == NULL)
+		return SA_STORE_EIO;
+	st->rdonly = (flags & SA_STORE_RDONLY) != 0;
+	if (!st->rdonly && mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		sys = errno;
+		rc = SA_STORE_EIO;
+		goto out;
+	}
+	sys = open_env(st, dir);
+	if (sys != 0) {
+		rc = (sys == ENOENT && st->rdonly) ? SA_STORE_ENOTINIT : SA_STORE_EIO;
+		goto out;
+	}
+	rc = open_dbs(st);
+out:
+	if (rc != SA_STORE_OK) {
+		sa_store_close(st);
+		errno = sys > 0 ? sys : EIO;
+		return rc;
+	}
+	*out = st;
+	return SA_STORE_OK;
+}
+
+void sa_store_close(struct sa_store *st)
+{
+	if (st == NULL)
+		return;
+	if (st->rtxn != NULL)
+		mdb_txn_abort(st->rtxn);
+	if (st->env != NULL)
+		mdb_env_close(st->env);
+	free(st);
+}
+
+/* Lower-cased DNS name: dot-separated labels of [a-z0-9-], 1..63 each, no
+ * label starting or ending with '-'. */
+static int domain_normalise(const char *in, char out[SA_DOMAIN_MAX + 1])
+{
+	size_t n = strnlen(in, SA_DOMAIN_MAX + 1), label = 0;
+
+	if (n == 0 || n > SA_DOMAIN_MAX)
+		return SA_STORE_EINVAL;
+	for (size_t i = 0; i <= n; i++) {
+		char c = ascii_lower(in[i]);
+		if (c == '.' || c == '\0') {
+			if (label == 0 || label > 63 || out[i - 1] == '-')
+				return SA_STORE_EINVAL;
+			label = 0;
+		} else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && label > 0)) {
+			label++;
+		} else {
+			return SA_STORE_EINVAL;
+		}
+		out[i] = c;
+	}
+	return SA_STORE_OK;
+}
+
+int sa_store_init(struct sa_store *st, const char *domain)
+{
+	char dom[SA_DOMAIN_MAX + 1], ver[16];
+	uint64_t zero = 0;
+	MDB_txn *txn;
+
+	if (domain_normalise(domain != NULL ? domain : SA_DEFAULT_DOMAIN, dom) != SA_STORE_OK)
+		return SA_STORE_EINVAL;
+	int rc = wr_begin(st, &txn, false, false);
+	if (rc != SA_STORE_OK)
+		return rc;
+	if (db_has(st, txn, DB_META, str_val("schema_version")))
+		return wr_end(st, txn, SA_STORE_EEXISTS);
+	snprintf(ver, sizeof ver, "%d", SA_STORE_SCHEMA_VERSION);
+	rc = db_put(st, txn, DB_META, str_val("schema_version"), str_val(ver));
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_META, str_val("domain"), str_val(dom));
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_META, str_val("seq"), mem_val(&zero, sizeof zero));
+	if (rc == SA_STORE_OK)
+		rc = meta_bump(st, txn, "generation", NULL);
+	return wr_end(st, txn, rc);
+}
+
+int sa_store_domain(struct sa_store *st, char *out, size_t outlen)
+{
+	MDB_txn *txn;
+	MDB_val v;
+	int rc = rd_begin(st, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = db_get(st, txn, DB_META, str_val("domain"), &v);
+	if (rc == SA_STORE_OK)
+		rc = v.mv_size < outlen ? val_str(&v, out, outlen) : SA_STORE_EINVAL;
+	else if (rc == SA_STORE_ENOTFOUND)
+		rc = SA_STORE_EIO;
+	return rd_end(st, rc);
+}
+
+static int nonce_secret_read(struct sa_store *st, MDB_txn *txn, unsigned char secret[32])
+{
+	return db_get_rec(st, txn, DB_META, str_val("nonce_secret"), secret, 32);
+}
+
+/* Creates the secret unless another process did so first. */
+static int nonce_secret_create(struct sa_store *st, unsigned char secret[32])
+{
+	MDB_txn *txn;
+	int rc = wr_begin(st, &txn, false, true);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = nonce_secret_read(st, txn, secret);
+	if (rc == SA_STORE_ENOTFOUND) {
+		rc = RAND_bytes(secret, 32) == 1 ? SA_STORE_OK : SA_STORE_EIO;
+		if (rc == SA_STORE_OK)
+			rc = db_put(st, txn, DB_META, str_val("nonce_secret"), mem_val(secret, 32));
+	}
+	return wr_end(st, txn, rc);
+}
+
+int sa_store_nonce_secret(struct sa_store *st, unsigned char secret[32])
+{
+	MDB_txn *txn;
+	int rc = rd_begin(st, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = rd_end(st, nonce_secret_read(st, txn, secret));
+	if (rc == SA_STORE_ENOTFOUND)
+		rc = nonce_secret_create(st, secret);
+	return rc;
+}
+
+int sa_store_generation(struct sa_store *st, uint64_t *gen)
+{
+	MDB_txn *txn;
+	int rc = rd_begin(st, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	return rd_end(st, meta_get_u64(st, txn, "generation", gen));
+}
+
+int sa_store_realm(const char *trunk_id, const char *domain, char *out, size_t outlen)
+{
+	if (trunk_id == NULL || domain == NULL || out == NULL)
+		return SA_STORE_EINVAL;
+	int n = snprintf(out, outlen, "trunk-%s.%s", trunk_id, domain);
+	return (n < 0 || (size_t)n >= outlen) ? SA_STORE_EINVAL : SA_STORE_OK;
+}
+
+/* ---- accounts and API keys ---- */
+
+/* Display names: 0..SA_NAME_MAX bytes of UTF-8 without control characters. */
+static size_t utf8_seq(const unsigned char *s, uint32_t *cp)
+{
+	size_t n = *s >= 0xf0 ? 4 : *s >= 0xe0 ? 3 : *s >= 0xc0 ? 2 : 1;
+	static const uint32_t min[5] = { 0, 0, 0x80, 0x800, 0x10000 };
+
+	if ((*s >= 0x80 && *s < 0xc0) || *s > 0xf4)
+		return 0;
+	*cp = n == 1 ? *s : (*s & (0x7f >> n));
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		*cp = (*cp << 6) | (s[i] & 0x3f);
+	}
+	if (*cp < min[n] || *cp > 0x10ffff || (*cp >= 0xd800 && *cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+static bool name_ok(const char *name)
+{
+	const unsigned char *s = (const unsigned char *)name;
+	uint32_t cp;
+
+	if (strnlen(name, SA_NAME_MAX + 1) > SA_NAME_MAX)
+		return false;
+	while (*s != '\0') {
+		size_t n = utf8_seq(s, &cp);
+		if (n == 0 || cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0))
+			return false;
+		s += n;
+	}
+	return true;
+}
+
+static int account_get_txn(struct sa_store *st, MDB_txn *txn, const char *id, struct sa_account *out)
+{
+	if (!id_ok(id))
+		return SA_STORE_ENOTFOUND;
+	return db_get_rec(st, txn, DB_ACCOUNTS, str_val(id), out, sizeof *out);
+}
+
+int sa_store_account_create(struct sa_store *st, const char *name, int64_t now, struct sa_account *out)
+{
+	struct sa_account a;
+	MDB_txn *txn;
+
+	if (name == NULL || name[0] == '\0' || !name_ok(name))
+		return SA_STORE_EINVAL;
+	int rc = wr_begin(st, &txn, false, true);
+	if (rc != SA_STORE_OK)
+		return rc;
+	memset(&a, 0, sizeof a);
+	rc = new_id(st, txn, DB_ACCOUNTS, "acc_", a.id);
+	snprintf(a.name, sizeof a.name, "%s", name);
+	a.created_at = now;
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_ACCOUNTS, str_val(a.id), mem_val(&a, sizeof a));
+	if (rc == SA_STORE_OK)
+		rc = meta_bump(st, txn, "generation", NULL);
+	rc = wr_end(st, txn, rc);
+	if (rc == SA_STORE_OK && out != NULL)
+		*out = a;
+	return rc;
+}
+
+int sa_store_account_get(struct sa_store *st, const char *account_id, struct sa_account *out)
+{
+	MDB_txn *txn;
+	int rc = rd_begin(st, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	return rd_end(st, account_get_txn(st, txn, account_id, out));
+}
+
+static void sha256(const void *p, size_t n, unsigned char out[HASH_LEN])
+{
+	SHA256(p, n, out);
+}
+
+static int apikey_make(char *key)
+{
+	size_t plen = strlen(APIKEY_PREFIX);
+
+	memcpy(key, APIKEY_PREFIX, plen);
+	if (rand_chars(key + plen, SA_APIKEY_LEN - plen, base62, 62) != SA_STORE_OK)
+		return SA_STORE_EIO;
+	key[SA_APIKEY_LEN] = '\0';
+	return SA_STORE_OK;
+}
+
+int sa_store_apikey_create(struct sa_store *st, const char *account_id, int64_t now, char *key)
+{
+	struct apikey_rec rec;
+	struct sa_account a;
+	unsigned char hash[HASH_LEN];
+	MDB_txn *txn;
+	int rc = wr_begin(st, &txn, false, true);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = account_get_txn(st, txn, account_id, &a);
+	if (rc == SA_STORE_OK)
+		rc = apikey_make(key);
+	if (rc == SA_STORE_OK) {
+		memset(&rec, 0, sizeof rec);
+		memcpy(rec.account_id, a.id, sizeof rec.account_id);
+		rec.created_at = now;
+		sha256(key, SA_APIKEY_LEN, hash);
+		rc = db_put(st, txn, DB_APIKEYS, mem_val(hash, sizeof hash), mem_val(&rec, sizeof rec));
+	}
+	if (rc == SA_STORE_OK)
+		rc = meta_bump(st, txn, "generation", NULL);
+	rc = wr_end(st, txn, rc);
+	if (rc != SA_STORE_OK && key != NULL)
+		OPENSSL_cleanse(key, SA_APIKEY_LEN + 1);
+	return rc;
+}
+
+int sa_store_apikey_account(struct sa_store *st, const char *key, size_t len, char account_id[SA_ID_MAX])
+{
+	unsigned char hash[HASH_LEN];
+	struct apikey_rec rec;
+	MDB_txn *txn;
+
+	if (key == NULL || len != SA_APIKEY_LEN)
+		return SA_STORE_ENOTFOUND;
+	sha256(key, len, hash);
+	int rc = rd_begin(st, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = db_get_rec(st, txn, DB_APIKEYS, mem_val(hash, sizeof hash), &rec, sizeof rec);
+	if (rc == SA_STORE_OK)
+		memcpy(account_id, rec.account_id, SA_ID_MAX);
+	return rd_end(st, rc);
+}
+
+/* ---- trunks ---- */
+
+static int trunk_get_txn(struct sa_store *st, MDB_txn *txn, const char *id, struct trunk_rec *out)
+{
+	if (!id_ok(id))
+		return SA_STORE_ENOTFOUND;
+	return db_get_rec(st, txn, DB_TRUNKS, str_val(id), out, sizeof *out);
+}
+
+static int trunk_put(struct sa_store *st, MDB_txn *txn, struct trunk_rec *r)
+{
+	struct key k = { .len = 0 };
+	int rc = meta_bump(st, txn, "seq", &r->seq);
+
+	key_str(&k, r->t.account_id);
+	key_sep(&k);
+	key_u64(&k, r->seq);
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_TRUNKS, str_val(r->t.id), mem_val(r, sizeof *r));
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_TRUNKS_BY_ACCOUNT, key_val(&k), str_val(r->t.id));
+	if (rc == SA_STORE_OK)
+		rc = meta_bump(st, txn, "generation", NULL);
+	return rc;
+}
+
+int sa_store_trunk_create(struct sa_store *st, const char *account_id, const char *name,
+                          int64_t now, struct sa_trunk *out)
+{
+	struct sa_account a;
+	struct trunk_rec r;
+	MDB_txn *txn;
+
+	if (name == NULL)
+		name = "";
+	if (!name_ok(name))
+		return SA_STORE_EINVAL;
+	int rc = wr_begin(st, &txn, false, true);
+	if (rc != SA_STORE_OK)
+		return rc;
+	memset(&r, 0, sizeof r);
+	rc = account_get_txn(st, txn, account_id, &a);
+	if (rc == SA_STORE_OK)
+		rc = new_id(st, txn, DB_TRUNKS, "trunk_", r.t.id);
+	if (rc == SA_STORE_OK)
+		memcpy(r.t.account_id, a.id, sizeof r.t.account_id);
+	snprintf(r.t.name, sizeof r.t.name, "%s", name);
+	r.t.created_at = now;
+	if (rc == SA_STORE_OK)
+		rc = trunk_put(st, txn, &r);
+	rc = wr_end(st, txn, rc);
+	if (rc == SA_STORE_OK && out != NULL)
+		*out = r.t;
+	return rc;
+}
+
+int sa_store_trunk_get(struct sa_store *st, const char *trunk_id, struct sa_trunk *out)
+{
+	struct trunk_rec r;
+	MDB_txn *txn;
+	int rc = rd_begin(st, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = rd_end(st, trunk_get_txn(st, txn, trunk_id, &r));
+	if (rc == SA_STORE_OK)
+		*out = r.t;
+	return rc;
+}
+
+struct trunk_walk {
+	sa_store_trunk_cb cb;
+	void *arg;
+};
+
+static int trunk_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct trunk_walk *w = arg;
+	struct trunk_rec r;
+	char id[SA_ID_MAX];
+	int rc = val_str(v, id, sizeof id);
+
+	if (rc == SA_STORE_OK)
+		rc = trunk_get_txn(st, txn, id, &r);
+	if (rc != SA_STORE_OK)
+		return rc == SA_STORE_ENOTFOUND ? SA_STORE_EIO : rc;
+	return w->cb(&r.t, w->arg) != 0 ? WALK_STOP : SA_STORE_OK;
+}
+
+int sa_store_trunk_list(struct sa_store *st, const char *account_id, sa_store_trunk_cb cb, void *arg)
+{
+	struct trunk_walk w = { cb, arg };
+	struct key prefix = { .len = 0 };
+	struct sa_account a;
+	MDB_txn *txn;
+	int rc = rd_own_begin(st, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = account_get_txn(st, txn, account_id, &a);
+	if (rc == SA_STORE_OK) {
+		key_str(&prefix, a.id);
+		key_sep(&prefix);
+		rc = walk_prefix(st, txn, DB_TRUNKS_BY_ACCOUNT, &prefix, trunk_walk_fn, &w);
+	}
+	return rd_own_end(txn, rc);
+}
+
+/* ---- credentials ---- */
+
+static bool username_char_ok(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '.' || c == '_' || c == '-';
+}
+
+static int username_validate(const char *username, char *why, size_t whylen)
+{
+	size_t n;
+
+	if (username == NULL || username[0] == '\0') {
+		set_why(why, whylen, "username must not be empty");
+		return SA_STORE_EINVAL;
+	}
+	n = strnlen(username, SA_USERNAME_MAX + 1);
+	if (n > SA_USERNAME_MAX) {
+		set_why(why, whylen, "username must be at most %d characters", SA_USERNAME_MAX);
+		return SA_STORE_EINVAL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!username_char_ok(username[i])) {
+			set_why(why, whylen, "username may contain only letters, digits, '.', '_' and '-'");
+			return SA_STORE_EINVAL;
+		}
+	}
+	return SA_STORE_OK;
+}
+
+/* true when needle (a C string) occurs in hay[0..haylen) ignoring ASCII case */
+static bool contains_nocase(const char *hay, size_t haylen, const char *needle)
+{
+	size_t n = strlen(needle);
+
+	for (size_t i = 0; n > 0 && i + n <= haylen; i++) {
+		size_t j = 0;
+		while (j < n && ascii_lower(hay[i + j]) == ascii_lower(needle[j]))
+			j++;
+		if (j == n)
+			return true;
+	}
+	return false;
+}
+
+static int password_validate(const char *username, const char *password, size_t len,
+                             unsigned min_len, char *why, size_t whylen)
+{
+	if (password == NULL || len < min_len) {
+		set_why(why, whylen, "password must be at least %u characters", min_len);
+		return SA_STORE_EINVAL;
+	}
+	if (len > SA_PASSWORD_MAX) {
+		set_why(why, whylen, "password must be at most %d characters", SA_PASSWORD_MAX);
+		return SA_STORE_EINVAL;
+	}
+	for (size_t i = 0; i < len; i++) {
+		if (password[i] < 0x20 || password[i] > 0x7e) {
+			set_why(why, whylen, "password must contain only printable ASCII characters");
+			return SA_STORE_EINVAL;
+		}
+	}
+	if (contains_nocase(password, len, username)) {
+		set_why(why, whylen, "password must not contain the username");
+		return SA_STORE_EINVAL;
+	}
+	return SA_STORE_OK;
+}
+
+int sa_credential_validate(const char *username, const char *password, size_t password_len,
+                           unsigned min_len, char *why, size_t whylen)
+{
+	if (min_len < SA_PASSWORD_MIN)
+		min_len = SA_PASSWORD_MIN;
+	if (min_len > SA_PASSWORD_MAX) {
+		set_why(why, whylen, "minimum password length must be at most %d", SA_PASSWORD_MAX);
+		return SA_STORE_EINVAL;
+	}
+	int rc = username_validate(username, why, whylen);
+	if (rc != SA_STORE_OK)
+		return rc;
+	return password_validate(username, password, password_len, min_len, why, whylen);
+}
+
+/* cred_by_user key: trunk id \0 lower(username) */
+static void user_key(struct key *k, const char *trunk_id, const char *username)
+{
+	k->len = 0;
+	key_str(k, trunk_id);
+	key_sep(k);
+	for (size_t i = 0; username[i] != '\0'; i++)
+		k->b[k->len++] = (unsigned char)ascii_lower(username[i]);
+}
+
+static void trunk_seq_key(struct key *k, const char *trunk_id, uint64_t seq)
+{
+	k->len = 0;
+	key_str(k, trunk_id);
+	key_sep(k);
+	key_u64(k, seq);
+}
+
+static int cred_get_txn(struct sa_store *st, MDB_txn *txn, MDB_val id, struct cred_rec *out)
+{
+	if (id.mv_size == 0 || id.mv_size >= SA_ID_MAX)
+		return SA_STORE_ENOTFOUND;
+	return db_get_rec(st, txn, DB_CREDS, id, out, sizeof *out);
+}
+
+/* HA1 for every algorithm, from a NUL-terminated copy of the password that is wiped. */
+static int cred_ha1(struct sa_credential *c, const char *realm, const char *password, size_t len)
+{
+	char pw[SA_PASSWORD_MAX + 1];
+	int rc = SA_STORE_OK;
+
+	memcpy(pw, password, len);
+	pw[len] = '\0';
+	for (int alg = 0; alg < SA_ALG_COUNT && rc == SA_STORE_OK; alg++)
+		if (sa_digest_ha1((enum sa_digest_alg)alg, c->username, realm, pw, c->ha1[alg]) != 0)
+			rc = SA_STORE_EIO;
+	OPENSSL_cleanse(pw, sizeof pw);
+	return rc;
+}
+
+static int cred_realm(struct sa_store *st, MDB_txn *txn, const char *trunk_id, char realm[SA_REALM_MAX])
+{
+	char domain[SA_DOMAIN_MAX + 1];
+	MDB_val v;
+	int rc = db_get(st, txn, DB_META, str_val("domain"), &v);
+
+	if (rc == SA_STORE_OK)
+		rc = val_str(&v, domain, sizeof domain);
+	if (rc == SA_STORE_OK)
+		rc = sa_store_realm(trunk_id, domain, realm, SA_REALM_MAX);
+	return rc == SA_STORE_OK ? rc : SA_STORE_EIO;
+}
+
+/* Writes the record and both indexes in the caller's transaction. */
+static int cred_put(struct sa_store *st, MDB_txn *txn, struct cred_rec *r)
+{
+	struct key uk, sk;
+	int rc = meta_bump(st, txn, "seq", &r->seq);
+
+	user_key(&uk, r->c.trunk_id, r->c.username);
+	trunk_seq_key(&sk, r->c.trunk_id, r->seq);
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_CREDS, str_val(r->c.id), mem_val(r, sizeof *r));
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_CRED_BY_USER, key_val(&uk), str_val(r->c.id));
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_CRED_BY_TRUNK, key_val(&sk), str_val(r->c.id));
+	if (rc == SA_STORE_OK)
+		rc = meta_bump(st, txn, "generation", NULL);
+	return rc;
+}
+
+/* Everything credential_create does inside its transaction. */
+static int cred_create_txn(struct sa_store *st, MDB_txn *txn, struct cred_rec *r,
+                           const char *password, size_t len, char *why, size_t whylen)
+{
+	struct trunk_rec t;
+	char realm[SA_REALM_MAX];
+	struct key uk;
+	int rc = trunk_get_txn(st, txn, r->c.trunk_id, &t);
+
+	if (rc == SA_STORE_ENOTFOUND)
+		set_why(why, whylen, "unknown trunk");
+	if (rc != SA_STORE_OK)
+		return rc;
+	user_key(&uk, r->c.trunk_id, r->c.username);
+	if (db_has(st, txn, DB_CRED_BY_USER, key_val(&uk))) {
+		set_why(why, whylen, "username already exists on this trunk");
+		return SA_STORE_EEXISTS;
+	}
+	rc = cred_realm(st, txn, r->c.trunk_id, realm);
+	if (rc == SA_STORE_OK)
+		rc = new_id(st, txn, DB_CREDS, "cred_", r->c.id);
+	if (rc == SA_STORE_OK)
+		rc = cred_ha1(&r->c, realm, password, len);
+	if (rc == SA_STORE_OK)
+		rc = cred_put(st, txn, r);
+	return rc;
+}
+
+int sa_store_credential_create(struct sa_store *st, const char *trunk_id, const char *username,
+                               const char *password, size_t password_len, unsigned min_len,
+                               int64_t now, struct sa_credential *out, char *why, size_t whylen)
+{
+	struct cred_rec r;
+	MDB_txn *txn;
+	int rc = sa_credential_validate(username, password, password_len, min_len, why, whylen);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	if (!id_ok(trunk_id)) {
+		set_why(why, whylen, "unknown trunk");
+		return SA_STORE_ENOTFOUND;
+	}
+	memset(&r, 0, sizeof r);
+	memcpy(r.c.trunk_id, trunk_id, strlen(trunk_id));
+	memcpy(r.c.username, username, strlen(username));
+	r.c.created_at = now;
+	rc = wr_begin(st, &txn, false, true);
+	if (rc == SA_STORE_OK)
+		rc = wr_end(st, txn, cred_create_txn(st, txn, &r, password, password_len, why, whylen));
+	if (rc == SA_STORE_OK && out != NULL)
+		*out = r.c;
+	OPENSSL_cleanse(&r, sizeof r);
+	return rc;
+}
+
+int sa_store_credential_find(struct sa_store *st, const char *trunk_id, const char *username,
+                             struct sa_credential *out)
+{
+	struct cred_rec r;
+	struct key uk;
+	MDB_txn *txn;
+	MDB_val id;
+
+	if (!id_ok(trunk_id) || username == NULL || username[0] == '\0' ||
+	    strnlen(username, SA_USERNAME_MAX + 1) > SA_USERNAME_MAX)
+		return SA_STORE_ENOTFOUND;
+	user_key(&uk, trunk_id, username);
+	int rc = rd_begin(st, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = db_get(st, txn, DB_CRED_BY_USER, key_val(&uk), &id);
+	if (rc == SA_STORE_OK)
+		rc = cred_get_txn(st, txn, id, &r);
+	rd_end(st, rc);
+	if (rc == SA_STORE_OK)
+		*out = r.c;
+	OPENSSL_cleanse(&r, sizeof r);
+	return rc;
+}
+
+int sa_store_credential_get(struct sa_store *st, const char *cred_id, struct sa_credential *out)
+{
+	struct cred_rec r;
+	MDB_txn *txn;
+
+	if (!id_ok(cred_id))
+		return SA_STORE_ENOTFOUND;
+	int rc = rd_begin(st, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = rd_end(st, cred_get_txn(st, txn, str_val(cred_id), &r));
+	if (rc == SA_STORE_OK)
+		*out = r.c;
+	OPENSSL_cleanse(&r, sizeof r);
+	return rc;
+}
+
+struct cred_walk {
+	sa_store_credential_cb cb;
+	void *arg;
+};
+
+static int cred_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct cred_walk *w = arg;
+	struct cred_rec r;
+	int rc = cred_get_txn(st, txn, *v, &r);
+
+	if (rc == SA_STORE_OK)
+		rc = w->cb(&r.c, w->arg) != 0 ? WALK_STOP : SA_STORE_OK;
+	else if (rc == SA_STORE_ENOTFOUND)
+		rc = SA_STORE_EIO;   /* an index entry without its record */
+	OPENSSL_cleanse(&r, sizeof r);
+	return rc;
+}
+
+int sa_store_credential_list(struct sa_store *st, const char *trunk_id, sa_store_credential_cb cb, void *arg)
+{
+	struct cred_walk w = { cb, arg };
+	struct trunk_rec t;
+	struct key prefix = { .len = 0 };
+	MDB_txn *txn;
+	int rc = rd_own_begin(st, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = trunk_get_txn(st, txn, trunk_id, &t);
+	if (rc == SA_STORE_OK) {
+		key_str(&prefix, t.t.id);
+		key_sep(&prefix);
+		rc = walk_prefix(st, txn, DB_CRED_BY_TRUNK, &prefix, cred_walk_fn, &w);
+	}
+	return rd_own_end(txn, rc);
+}
+
+static int bindings_remove_cred(struct sa_store *st, MDB_txn *txn, const char *cred_id);
+
+static int cred_delete_txn(struct sa_store *st, MDB_txn *txn, const char *trunk_id, const char *cred_id)
+{
+	struct cred_rec r;
+	struct key uk, sk;
+	int rc = cred_get_txn(st, txn, str_val(cred_id), &r);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	if (strcmp(r.c.trunk_id, trunk_id) != 0)
+		rc = SA_STORE_ENOTFOUND;
+	user_key(&uk, r.c.trunk_id, r.c.username);
+	trunk_seq_key(&sk, r.c.trunk_id, r.seq);
+	OPENSSL_cleanse(&r, sizeof r);
+	if (rc == SA_STORE_OK)
+		rc = db_del(st, txn, DB_CREDS, str_val(cred_id));
+	if (rc == SA_STORE_OK)
+		rc = db_del(st, txn, DB_CRED_BY_USER, key_val(&uk));
+	if (rc == SA_STORE_OK)
+		rc = db_del(st, txn, DB_CRED_BY_TRUNK, key_val(&sk));
+	if (rc == SA_STORE_OK)
+		rc = bindings_remove_cred(st, txn, cred_id);
+	if (rc == SA_STORE_OK)
+		rc = meta_bump(st, txn, "generation", NULL);
+	return rc;
+}
+
+int sa_store_credential_delete(struct sa_store *st, const char *trunk_id, const char *cred_id)
+{
+	MDB_txn *txn;
+
+	if (!id_ok(trunk_id) || !id_ok(cred_id))
+		return SA_STORE_ENOTFOUND;
+	int rc = wr_begin(st, &txn, false, true);
+	if (rc != SA_STORE_OK)
+		return rc;
+	return wr_end(st, txn, cred_delete_txn(st, txn, trunk_id, cred_id));
+}
+
+/* ---- bindings ---- */
+
+/* bindings key: cred id \0 SHA-256(contact) */
+static void binding_key(struct key *k, const char *cred_id, const char *contact)
+{
+	unsigned char h[HASH_LEN];
+
+	sha256(contact, strlen(contact), h);
+	k->len = 0;
+	key_str(k, cred_id);
+	key_sep(k);
+	key_put(k, h, sizeof h);
+}
+
+static void binding_trunk_key(struct key *k, const char *trunk_id, const struct key *bkey)
+{
+	k->len = 0;
+	key_str(k, trunk_id);
+	key_sep(k);
+	key_put(k, bkey->b, bkey->len);
+}
+
+/* Signed time as an unsigned number with the same order. */
+static void binding_expiry_key(struct key *k, int64_t expires_at, const struct key *bkey)
+{
+	k->len = 0;
+	key_u64(k, (uint64_t)expires_at ^ ((uint64_t)1 << 63));
+	key_sep(k);
+	key_put(k, bkey->b, bkey->len);
+}
+
+static MDB_val empty_val(void)
+{
+	return mem_val("", 1);
+}
+
+static int binding_index_put(struct sa_store *st, MDB_txn *txn, const struct sa_binding *b,
+                             const struct key *bkey)
+{
+	struct key tk, ek;
+
+	binding_trunk_key(&tk, b->trunk_id, bkey);
+	binding_expiry_key(&ek, b->expires_at, bkey);
+	int rc = db_put(st, txn, DB_BINDINGS_BY_TRUNK, key_val(&tk), empty_val());
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_BINDINGS_BY_EXPIRY, key_val(&ek), empty_val());
+	return rc;
+}
+
+static int binding_index_del(struct sa_store *st, MDB_txn *txn, const struct sa_binding *b,
+                             const struct key *bkey)
+{
+	struct key tk, ek;
+
+	binding_trunk_key(&tk, b->trunk_id, bkey);
+	binding_expiry_key(&ek, b->expires_at, bkey);
+	int rc = db_del(st, txn, DB_BINDINGS_BY_TRUNK, key_val(&tk));
+	if (rc == SA_STORE_OK)
+		rc = db_del(st, txn, DB_BINDINGS_BY_EXPIRY, key_val(&ek));
+	return rc == SA_STORE_ENOTFOUND ? SA_STORE_EIO : rc;
+}
+
+/* Removes one binding (by its key) and its index entries. */
+static int binding_remove(struct sa_store *st, MDB_txn *txn, const struct key *bkey)
+{
+	struct sa_binding b;
+	int rc = db_get_rec(st, txn, DB_BINDINGS, key_val(bkey), &b, sizeof b);
+
+	if (rc == SA_STORE_OK)
+		rc = db_del(st, txn, DB_BINDINGS, key_val(bkey));
+	if (rc == SA_STORE_OK)
+		rc = binding_index_del(st, txn, &b, bkey);
+	return rc;
+}
+
+static int bindings_remove_cred(struct sa_store *st, MDB_txn *txn, const char *cred_id)
+{
+	struct key prefix = { .len = 0 }, bkey;
+	int rc;
+
+	key_str(&prefix, cred_id);
+	key_sep(&prefix);
+	while ((rc = first_with_prefix(st, txn, DB_BINDINGS, &prefix, &bkey)) == SA_STORE_OK)
+		if ((rc = binding_remove(st, txn, &bkey)) != SA_STORE_OK)
+			return rc;
+	return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
+}
+
+static int count_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	(*(unsigned *)arg)++;
+	return SA_STORE_OK;
+}
+
+static int bindings_count(struct sa_store *st, MDB_txn *txn, const char *cred_id, unsigned *n)
+{
+	struct key prefix = { .len = 0 };
+
+	key_str(&prefix, cred_id);
+	key_sep(&prefix);
+	*n = 0;
+	return walk_prefix(st, txn, DB_BINDINGS, &prefix, count_fn, n);
+}
+
+/* A copy of the caller's binding with every string terminated. */
+static void binding_copy(struct sa_binding *dst, const struct sa_binding *src, const char *trunk_id)
+{
+	*dst = *src;
+	memcpy(dst->trunk_id, trunk_id, SA_ID_MAX);
+	dst->cred_id[sizeof dst->cred_id - 1] = '\0';
+	dst->contact[sizeof dst->contact - 1] = '\0';
+	dst->source[sizeof dst->source - 1] = '\0';
+	dst->transport[sizeof dst->transport - 1] = '\0';
+	dst->user_agent[sizeof dst->user_agent - 1] = '\0';
+	dst->call_id[sizeof dst->call_id - 1] = '\0';
+}
+
+/* Replaces an existing binding (keeping registered_at) or adds one within max. */
+static int binding_put_txn(struct sa_store *st, MDB_txn *txn, struct sa_binding *b,
+                           const struct key *bkey, unsigned max_contacts)
+{
+	struct sa_binding old;
+	unsigned n;
+	int rc = db_get_rec(st, txn, DB_BINDINGS, key_val(bkey), &old, sizeof old);
+
+	if (rc == SA_STORE_OK) {
+		b->registered_at = old.registered_at;
+		rc = binding_index_del(st, txn, &old, bkey);
+	} else if (rc == SA_STORE_ENOTFOUND) {
+		rc = bindings_count(st, txn, b->cred_id, &n);
+		if (rc == SA_STORE_OK && max_contacts > 0 && n >= max_contacts)
+			rc = SA_STORE_EFULL;
+	}
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_BINDINGS, key_val(bkey), mem_val(b, sizeof *b));
+	if (rc == SA_STORE_OK)
+		rc = binding_index_put(st, txn, b, bkey);
+	return rc;
+}
+
+int sa_store_binding_put(struct sa_store *st, const struct sa_binding *b, unsigned max_contacts)
+{
+	struct sa_binding rec;
+	struct cred_rec c;
+	struct key bkey;
+	MDB_txn *txn;
+
+	if (b == NULL || !id_ok(b->cred_id) || b->contact[0] == '\0' ||
+	    strnlen(b->contact, SA_CONTACT_MAX) >= SA_CONTACT_MAX)
+		return SA_STORE_EINVAL;
+	int rc = wr_begin(st, &txn, true, true);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = cred_get_txn(st, txn, str_val(b->cred_id), &c);
+	if (rc == SA_STORE_OK) {
+		binding_copy(&rec, b, c.c.trunk_id);
+		binding_key(&bkey, rec.cred_id, rec.contact);
+		rc = binding_put_txn(st, txn, &rec, &bkey, max_contacts);
+	}
+	OPENSSL_cleanse(&c, sizeof c);
+	return wr_end(st, txn, rc);
+}
+
+int sa_store_binding_delete(struct sa_store *st, const char *cred_id, const char *contact)
+{
+	struct key bkey;
+	MDB_txn *txn;
+
+	if (!id_ok(cred_id) || contact == NULL || strnlen(contact, SA_CONTACT_MAX) >= SA_CONTACT_MAX)
+		return SA_STORE_ENOTFOUND;
+	binding_key(&bkey, cred_id, contact);
+	int rc = wr_begin(st, &txn, true, true);
+	if (rc != SA_STORE_OK)
+		return rc;
+	return wr_end(st, txn, binding_remove(st, txn, &bkey));
+}
+
+int sa_store_binding_delete_all(struct sa_store *st, const char *cred_id)
+{
+	MDB_txn *txn;
+
+	if (!id_ok(cred_id))
+		return SA_STORE_OK;
+	int rc = wr_begin(st, &txn, true, true);
+	if (rc != SA_STORE_OK)
+		return rc;
+	return wr_end(st, txn, bindings_remove_cred(st, txn, cred_id));
+}
+
+struct binding_walk {
+	sa_store_binding_cb cb;
+	void *arg;
+	size_t skip;    /* bytes of index key before the binding key */
+};
+
+static int binding_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct binding_walk *w = arg;
+	struct sa_binding b;
+	int rc;
+
+	if (w->skip == 0) {
+		rc = val_rec(v, &b, sizeof b);
+	} else {
+		MDB_val bk = mem_val((const char *)k->mv_data + w->skip, k->mv_size - w->skip);
+		rc = db_get_rec(st, txn, DB_BINDINGS, bk, &b, sizeof b);
+	}
+	if (rc != SA_STORE_OK)
+		return rc == SA_STORE_ENOTFOUND ? SA_STORE_EIO : rc;
+	return w->cb(&b, w->arg) != 0 ? WALK_STOP : SA_STORE_OK;
+}
+
+static int binding_list(struct sa_store *st, int db, const char *id, sa_store_binding_cb cb, void *arg)
+{
+	struct key prefix = { .len = 0 };
+	MDB_txn *txn;
+
+	if (!id_ok(id))
+		return SA_STORE_OK;
+	key_str(&prefix, id);
+	key_sep(&prefix);
+	struct binding_walk w = { cb, arg, db == DB_BINDINGS ? 0 : prefix.len };
+	int rc = rd_own_begin(st, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	return rd_own_end(txn, walk_prefix(st, txn, db, &prefix, binding_walk_fn, &w));
+}
+
+int sa_store_binding_list_credential(struct sa_store *st, const char *cred_id, sa_store_binding_cb cb, void *arg)
+{
+	return binding_list(st, DB_BINDINGS, cred_id, cb, arg);
+}
+
+int sa_store_binding_list_trunk(struct sa_store *st, const char *trunk_id, sa_store_binding_cb cb, void *arg)
+{
+	return binding_list(st, DB_BINDINGS_BY_TRUNK, trunk_id, cb, arg);
+}
+
+/* The binding key of the earliest-expiring binding if it expires at or before now. */
+static int binding_next_expired(struct sa_store *st, MDB_txn *txn, int64_t now, struct key *bkey)
+{
+	struct key empty = { .len = 0 }, ek, limit;
+	int rc = first_with_prefix(st, txn, DB_BINDINGS_BY_EXPIRY, &empty, &ek);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	limit.len = 0;
+	key_u64(&limit, (uint64_t)now ^ ((uint64_t)1 << 63));
+	if (ek.len < 9 || memcmp(ek.b, limit.b, 8) > 0)
+		return SA_STORE_ENOTFOUND;
+	bkey->len = 0;
+	key_put(bkey, ek.b + 9, ek.len - 9);
+	return SA_STORE_OK;
+}
+
+int sa_store_binding_expire(struct sa_store *st, int64_t now)
+{
+	struct key bkey;
+	MDB_txn *txn;
+	int n = 0;
+	int rc = wr_begin(st, &txn, true, true);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	while ((rc = binding_next_expired(st, txn, now, &bkey)) == SA_STORE_OK) {
+		if ((rc = binding_remove(st, txn, &bkey)) != SA_STORE_OK)
+			break;
+		n++;
+	}
+	if (rc == SA_STORE_ENOTFOUND)
+		rc = SA_STORE_OK;
+	rc = wr_end(st, txn, rc);
+	return rc == SA_STORE_OK ? n : rc;
+}
+
+int sa_store_flush(struct sa_store *st)
+{
+	if (st->rdonly)
+		return SA_STORE_OK;
+	return mdb_env_sync(st->env, 1) == 0 ? SA_STORE_OK : SA_STORE_EIO;
+}
+
+/* ---- auth-failure log ---- */
+
+static void authfail_copy(struct sa_authfail *dst, const struct sa_authfail *src)
+{
+	*dst = *src;
+	dst->trunk_id[sizeof dst->trunk_id - 1] = '\0';
+	dst->source[sizeof dst->source - 1] = '\0';
+	dst->transport[sizeof dst->transport - 1] = '\0';
+	dst->username[sizeof dst->username - 1] = '\0';
+	dst->reason[sizeof dst->reason - 1] = '\0';
+	dst->method[sizeof dst->method - 1] = '\0';
+}
+
+/* Drops the oldest records of the trunk until at most keep remain. */
+static int authfail_trim(struct sa_store *st, MDB_txn *txn, const char *trunk_id,
+                         struct authfail_state *s, unsigned keep)
+{
+	struct key prefix = { .len = 0 }, oldest;
+	int rc = SA_STORE_OK;
+
+	key_str(&prefix, trunk_id);
+	key_sep(&prefix);
+	while (rc == SA_STORE_OK && s->count > keep) {
+		rc = first_with_prefix(st, txn, DB_AUTHFAIL, &prefix, &oldest);
+		if (rc == SA_STORE_OK)
+			rc = db_del(st, txn, DB_AUTHFAIL, key_val(&oldest));
+		s->count--;
+	}
+	return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
+}
+
+static int authfail_add_txn(struct sa_store *st, MDB_txn *txn, const struct sa_authfail *f, unsigned keep)
+{
+	struct authfail_state s = { 0, 0 };
+	struct trunk_rec t;
+	struct key k;
+	int rc = trunk_get_txn(st, txn, f->trunk_id, &t);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = db_get_rec(st, txn, DB_AUTHFAIL_STATE, str_val(t.t.id), &s, sizeof s);
+	if (rc != SA_STORE_OK && rc != SA_STORE_ENOTFOUND)
+		return rc;
+	trunk_seq_key(&k, t.t.id, s.next_seq++);
+	s.count++;
+	rc = db_put(st, txn, DB_AUTHFAIL, key_val(&k), mem_val(f, sizeof *f));
+	if (rc == SA_STORE_OK)
+		rc = authfail_trim(st, txn, t.t.id, &s, keep);
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_AUTHFAIL_STATE, str_val(t.t.id), mem_val(&s, sizeof s));
+	return rc;
+}
+
+int sa_store_authfail_add(struct sa_store *st, const struct sa_authfail *f, unsigned keep)
+{
+	struct sa_authfail rec;
+	MDB_txn *txn;
+
+	if (f == NULL || !id_ok(f->trunk_id))
+		return SA_STORE_ENOTFOUND;
+	if (keep == 0)
+		return SA_STORE_OK;
+	authfail_copy(&rec, f);
+	int rc = wr_begin(st, &txn, true, true);
+	if (rc != SA_STORE_OK)
+		return rc;
+	return wr_end(st, txn, authfail_add_txn(st, txn, &rec, keep));
+}
+
+/* Walks one trunk's records from the newest backwards. limit 0 means no limit. */
+static int authfail_walk_back(MDB_cursor *cur, const struct key *prefix, int64_t since, unsigned limit,
+                              sa_store_authfail_cb cb, void *arg)
+{
+	struct key last = *prefix;
+	struct sa_authfail f;
+	MDB_val k, v;
+	unsigned n = 0;
+
+	key_u64(&last, UINT64_MAX);
+	k = key_val(&last);
+	int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	mrc = mdb_cursor_get(cur, &k, &v, mrc == 0 ? MDB_PREV : MDB_LAST);
+	while (mrc == 0 && has_prefix(&k, prefix) && (limit == 0 || n < limit)) {
+		if (val_rec(&v, &f, sizeof f) != SA_STORE_OK)
+			return SA_STORE_EIO;
+		if (f.at >= since) {
+			n++;
+			if (cb(&f, arg) != 0)
+				return SA_STORE_OK;
+		}
+		mrc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+	}
+	return (mrc == 0 || mrc == MDB_NOTFOUND) ? SA_STORE_OK : SA_STORE_EIO;
+}
+
+int sa_store_authfail_list(struct sa_store *st, const char *trunk_id, int64_t since, unsigned limit,
+                           sa_store_authfail_cb cb, void *arg)
+{
+	struct key prefix = { .len = 0 };
+	MDB_cursor *cur;
+	MDB_txn *txn;
+
+	if (!id_ok(trunk_id))
+		return SA_STORE_OK;
+	key_str(&prefix, trunk_id);
+	key_sep(&prefix);
+	int rc = rd_own_begin(st, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	if (mdb_cursor_open(txn, st->dbi[DB_AUTHFAIL], &cur) != 0)
+		return rd_own_end(txn, SA_STORE_EIO);
+	rc = authfail_walk_back(cur, &prefix, since, limit, cb, arg);
+	mdb_cursor_close(cur);
+	return rd_own_end(txn, rc);
+}

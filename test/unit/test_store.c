@@ -1,0 +1,902 @@
+/* test_store.c: the LMDB store against a real environment in a fresh temporary directory. */
+#define _GNU_SOURCE
+#include <ftw.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <check.h>
+
+#include "store.h"
+
+#define NOW 1775731200   /* 2026-04-09T10:40:00Z */
+#define PRODUCT_USER "pbx-prod-01"
+#define PRODUCT_PASSWORD "secure_password_here_123"
+
+/* fixture state: one store per test (each test runs in its own process) */
+static char dir[64];
+static struct sa_store *st;
+static struct sa_account acc;
+static struct sa_trunk trunk;
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static void open_store(void)
+{
+	ck_assert_int_eq(sa_store_open(&st, dir, 0), SA_STORE_OK);
+}
+
+static void reopen_store(void)
+{
+	sa_store_close(st);
+	open_store();
+}
+
+static void setup_empty(void)
+{
+	snprintf(dir, sizeof dir, "%s", "/tmp/test_store.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	open_store();
+}
+
+static void setup(void)
+{
+	setup_empty();
+	ck_assert_int_eq(sa_store_init(st, NULL), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_account_create(st, "Acme", NOW, &acc), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_trunk_create(st, acc.id, "main", NOW, &trunk), SA_STORE_OK);
+}
+
+static void teardown(void)
+{
+	sa_store_close(st);
+	st = NULL;
+	nftw(dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static void create_cred(const char *trunk_id, const char *user, struct sa_credential *out)
+{
+	char why[128] = "";
+	int rc = sa_store_credential_create(st, trunk_id, user, PRODUCT_PASSWORD, strlen(PRODUCT_PASSWORD),
+	                                    0, NOW, out, why, sizeof why);
+	ck_assert_msg(rc == SA_STORE_OK, "create %s: %d %s", user, rc, why);
+}
+
+static bool id_looks_like(const char *id, const char *prefix)
+{
+	size_t p = strlen(prefix);
+
+	if (strncmp(id, prefix, p) != 0 || strlen(id) != p + 16)
+		return false;
+	return strspn(id + p, "abcdefghijklmnopqrstuvwxyz0123456789") == 16;
+}
+
+/* ---- collectors for the list callbacks ---- */
+
+struct names {
+	char v[16][SA_CONTACT_MAX];
+	int n;
+	int stop_after;   /* 0: never stop */
+};
+
+static int collect(struct names *c, const char *s)
+{
+	if (c->n < 16)
+		snprintf(c->v[c->n], sizeof c->v[0], "%s", s);
+	c->n++;
+	return c->stop_after != 0 && c->n >= c->stop_after;
+}
+
+static int cred_cb(const struct sa_credential *cr, void *arg) { return collect(arg, cr->username); }
+static int trunk_cb(const struct sa_trunk *t, void *arg) { return collect(arg, t->id); }
+static int binding_cb(const struct sa_binding *b, void *arg) { return collect(arg, b->contact); }
+static int authfail_cb(const struct sa_authfail *f, void *arg) { return collect(arg, f->username); }
+
+/* ---- open, init, schema ---- */
+
+START_TEST(test_uninitialised_store_answers_enotinit)
+{
+	struct sa_credential cr;
+	struct sa_account a;
+	uint64_t gen;
+
+	ck_assert_int_eq(sa_store_account_create(st, "x", NOW, &a), SA_STORE_ENOTINIT);
+	ck_assert_int_eq(sa_store_credential_find(st, "trunk_x", "u", &cr), SA_STORE_ENOTINIT);
+	ck_assert_int_eq(sa_store_generation(st, &gen), SA_STORE_ENOTINIT);
+}
+END_TEST
+
+START_TEST(test_rdonly_open_of_missing_store_is_enotinit)
+{
+	struct sa_store *ro = NULL;
+	char missing[96];
+
+	snprintf(missing, sizeof missing, "%s/nothing", dir);
+	ck_assert_int_eq(sa_store_open(&ro, missing, SA_STORE_RDONLY), SA_STORE_ENOTINIT);
+	ck_assert_ptr_null(ro);
+}
+END_TEST
+
+START_TEST(test_init_records_domain_once)
+{
+	char domain[SA_DOMAIN_MAX + 1];
+
+	ck_assert_int_eq(sa_store_init(st, "Sip.Example.COM"), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_domain(st, domain, sizeof domain), SA_STORE_OK);
+	ck_assert_str_eq(domain, "sip.example.com");
+	ck_assert_int_eq(sa_store_init(st, NULL), SA_STORE_EEXISTS);
+	reopen_store();
+	ck_assert_int_eq(sa_store_domain(st, domain, sizeof domain), SA_STORE_OK);
+	ck_assert_str_eq(domain, "sip.example.com");
+}
+END_TEST
+
+START_TEST(test_init_default_domain)
+{
+	char domain[SA_DOMAIN_MAX + 1];
+
+	ck_assert_int_eq(sa_store_init(st, NULL), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_domain(st, domain, sizeof domain), SA_STORE_OK);
+	ck_assert_str_eq(domain, SA_DEFAULT_DOMAIN);
+}
+END_TEST
+
+START_TEST(test_init_refuses_bad_domains)
+{
+	static const char *bad[] = { "", "a..b", ".a.b", "a.b.", "-a.com", "a-.com", "a_b.com", "a b.com", "a/b" };
+	char longd[300];
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		ck_assert_msg(sa_store_init(st, bad[i]) == SA_STORE_EINVAL, "domain '%s' accepted", bad[i]);
+	memset(longd, 'a', sizeof longd - 1);
+	longd[sizeof longd - 1] = '\0';
+	ck_assert_int_eq(sa_store_init(st, longd), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_init(st, "x"), SA_STORE_OK);
+}
+END_TEST
+
+/* Rewrites meta schema_version behind the store's back. */
+static void set_schema_version(const char *version)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = { strlen("schema_version"), (void *)"schema_version" };
+	MDB_val v = { strlen(version), (void *)version };
+
+	ck_assert_int_eq(mdb_env_create(&env), 0);
+	ck_assert_int_eq(mdb_env_set_maxdbs(env, 32), 0);
+	ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+START_TEST(test_schema_mismatch_refused)
+{
+	struct sa_store *other = NULL;
+
+	ck_assert_int_eq(sa_store_init(st, NULL), SA_STORE_OK);
+	sa_store_close(st);
+	st = NULL;
+	set_schema_version("99");
+	ck_assert_int_eq(sa_store_open(&other, dir, 0), SA_STORE_ESCHEMA);
+	ck_assert_int_eq(sa_store_open(&other, dir, SA_STORE_RDONLY), SA_STORE_ESCHEMA);
+	ck_assert_ptr_null(other);
+	set_schema_version("1");
+	open_store();
+}
+END_TEST
+
+START_TEST(test_realm_is_literal_trunk_id)
+{
+	char realm[SA_REALM_MAX], tiny[8];
+
+	ck_assert_int_eq(sa_store_realm("trunk_4x5y6z", "sip.tryvox.io", realm, sizeof realm), SA_STORE_OK);
+	ck_assert_str_eq(realm, "trunk-trunk_4x5y6z.sip.tryvox.io");
+	ck_assert_int_eq(sa_store_realm("trunk_4x5y6z", "sip.tryvox.io", tiny, sizeof tiny), SA_STORE_EINVAL);
+}
+END_TEST
+
+START_TEST(test_nonce_secret_created_once_and_kept)
+{
+	unsigned char a[32], b[32], zero[32] = { 0 };
+
+	ck_assert_int_eq(sa_store_nonce_secret(st, a), SA_STORE_OK);
+	ck_assert_mem_ne(a, zero, sizeof a);
+	reopen_store();
+	ck_assert_int_eq(sa_store_nonce_secret(st, b), SA_STORE_OK);
+	ck_assert_mem_eq(a, b, sizeof a);
+}
+END_TEST
+
+/* ---- accounts, keys, trunks ---- */
+
+START_TEST(test_account_create_and_get)
+{
+	struct sa_account a, got;
+
+	ck_assert(id_looks_like(acc.id, "acc_"));
+	ck_assert_int_eq(sa_store_account_get(st, acc.id, &got), SA_STORE_OK);
+	ck_assert_str_eq(got.name, "Acme");
+	ck_assert_int_eq(got.created_at, NOW);
+	ck_assert_int_eq(sa_store_account_get(st, "acc_0000000000000000", &got), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_account_create(st, "Müller GmbH", NOW, &a), SA_STORE_OK);
+	ck_assert_str_ne(a.id, acc.id);
+}
+END_TEST
+
+START_TEST(test_account_name_rules)
+{
+	struct sa_account a;
+	char longname[SA_NAME_MAX + 2];
+
+	ck_assert_int_eq(sa_store_account_create(st, "", NOW, &a), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_account_create(st, "tab\there", NOW, &a), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_account_create(st, "bad \xc3\x28", NOW, &a), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_account_create(st, "overlong \xc0\xaf", NOW, &a), SA_STORE_EINVAL);
+	memset(longname, 'n', sizeof longname - 1);
+	longname[sizeof longname - 1] = '\0';
+	ck_assert_int_eq(sa_store_account_create(st, longname, NOW, &a), SA_STORE_EINVAL);
+	longname[SA_NAME_MAX] = '\0';
+	ck_assert_int_eq(sa_store_account_create(st, longname, NOW, &a), SA_STORE_OK);
+}
+END_TEST
+
+START_TEST(test_apikey_create_and_lookup)
+{
+	char key[SA_APIKEY_LEN + 1], key2[SA_APIKEY_LEN + 1], found[SA_ID_MAX];
+
+	ck_assert_int_eq(sa_store_apikey_create(st, acc.id, NOW, key), SA_STORE_OK);
+	ck_assert_uint_eq(strlen(key), SA_APIKEY_LEN);
+	ck_assert_int_eq(strncmp(key, "tvx_sk_live_", 12), 0);
+	ck_assert_uint_eq(strspn(key + 12, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"), 32);
+	ck_assert_int_eq(sa_store_apikey_account(st, key, strlen(key), found), SA_STORE_OK);
+	ck_assert_str_eq(found, acc.id);
+	ck_assert_int_eq(sa_store_apikey_create(st, acc.id, NOW, key2), SA_STORE_OK);
+	ck_assert_str_ne(key, key2);
+	ck_assert_int_eq(sa_store_apikey_account(st, key2, strlen(key2), found), SA_STORE_OK);
+	ck_assert_str_eq(found, acc.id);
+}
+END_TEST
+
+START_TEST(test_apikey_unknown_and_malformed)
+{
+	char key[SA_APIKEY_LEN + 1], found[SA_ID_MAX];
+
+	ck_assert_int_eq(sa_store_apikey_create(st, "acc_nope", NOW, key), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_apikey_create(st, acc.id, NOW, key), SA_STORE_OK);
+	key[SA_APIKEY_LEN - 1] ^= 1;
+	ck_assert_int_eq(sa_store_apikey_account(st, key, strlen(key), found), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_apikey_account(st, key, 10, found), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_apikey_account(st, "", 0, found), SA_STORE_ENOTFOUND);
+}
+END_TEST
+
+START_TEST(test_trunk_create_get_list_in_order)
+{
+	struct sa_trunk t2, t3, got, other;
+	struct sa_account acc2;
+	struct names n = { .n = 0 };
+
+	ck_assert(id_looks_like(trunk.id, "trunk_"));
+	ck_assert_int_eq(sa_store_trunk_create(st, acc.id, NULL, NOW + 1, &t2), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_trunk_create(st, acc.id, "third", NOW + 2, &t3), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_account_create(st, "Other", NOW, &acc2), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_trunk_create(st, acc2.id, "theirs", NOW, &other), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_trunk_get(st, t2.id, &got), SA_STORE_OK);
+	ck_assert_str_eq(got.name, "");
+	ck_assert_str_eq(got.account_id, acc.id);
+	ck_assert_int_eq(sa_store_trunk_list(st, acc.id, trunk_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 3);
+	ck_assert_str_eq(n.v[0], trunk.id);
+	ck_assert_str_eq(n.v[1], t2.id);
+	ck_assert_str_eq(n.v[2], t3.id);
+}
+END_TEST
+
+START_TEST(test_trunk_unknown_account)
+{
+	struct sa_trunk t;
+	struct names n = { .n = 0 };
+
+	ck_assert_int_eq(sa_store_trunk_create(st, "acc_nope", NULL, NOW, &t), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_trunk_list(st, "acc_nope", trunk_cb, &n), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_trunk_get(st, "trunk_nope", &t), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_trunk_get(st, "", &t), SA_STORE_ENOTFOUND);
+}
+END_TEST
+
+/* ---- credentials ---- */
+
+START_TEST(test_credential_product_example_and_ha1)
+{
+	struct sa_credential cr;
+	char realm[SA_REALM_MAX], ha1[SA_DIGEST_HEX_MAX];
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	ck_assert(id_looks_like(cr.id, "cred_"));
+	ck_assert_str_eq(cr.trunk_id, trunk.id);
+	ck_assert_str_eq(cr.username, PRODUCT_USER);
+	ck_assert_int_eq(cr.created_at, NOW);
+	ck_assert_int_eq(sa_store_realm(trunk.id, SA_DEFAULT_DOMAIN, realm, sizeof realm), SA_STORE_OK);
+	for (int alg = 0; alg < SA_ALG_COUNT; alg++) {
+		ck_assert_int_eq(sa_digest_ha1((enum sa_digest_alg)alg, PRODUCT_USER, realm, PRODUCT_PASSWORD, ha1), 0);
+		ck_assert_str_eq(cr.ha1[alg], ha1);
+	}
+}
+END_TEST
+
+START_TEST(test_credential_ha1_uses_store_domain)
+{
+	struct sa_credential cr, found;
+	char realm[SA_REALM_MAX], ha1[SA_DIGEST_HEX_MAX];
+	struct sa_account a;
+	struct sa_trunk t;
+
+	teardown();
+	setup_empty();
+	ck_assert_int_eq(sa_store_init(st, "voice.example.net"), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_account_create(st, "A", NOW, &a), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_trunk_create(st, a.id, NULL, NOW, &t), SA_STORE_OK);
+	create_cred(t.id, PRODUCT_USER, &cr);
+	ck_assert_int_eq(sa_store_credential_find(st, t.id, PRODUCT_USER, &found), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_realm(t.id, "voice.example.net", realm, sizeof realm), SA_STORE_OK);
+	ck_assert_int_eq(sa_digest_ha1(SA_ALG_SHA256, PRODUCT_USER, realm, PRODUCT_PASSWORD, ha1), 0);
+	ck_assert_str_eq(found.ha1[SA_ALG_SHA256], ha1);
+}
+END_TEST
+
+START_TEST(test_credential_duplicate_username_ignoring_case)
+{
+	struct sa_credential cr;
+	struct sa_trunk t2;
+	char why[128] = "";
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	ck_assert_int_eq(sa_store_credential_create(st, trunk.id, "PBX-Prod-01", "another_password_456", 20, 0,
+	                                            NOW, &cr, why, sizeof why), SA_STORE_EEXISTS);
+	ck_assert_str_eq(why, "username already exists on this trunk");
+	ck_assert_int_eq(sa_store_trunk_create(st, acc.id, NULL, NOW, &t2), SA_STORE_OK);
+	create_cred(t2.id, PRODUCT_USER, &cr);
+}
+END_TEST
+
+START_TEST(test_credential_unknown_trunk)
+{
+	struct sa_credential cr;
+	char why[128] = "";
+
+	ck_assert_int_eq(sa_store_credential_create(st, "trunk_nope", PRODUCT_USER, PRODUCT_PASSWORD,
+	                                            strlen(PRODUCT_PASSWORD), 0, NOW, &cr, why, sizeof why),
+	                 SA_STORE_ENOTFOUND);
+	ck_assert_str_eq(why, "unknown trunk");
+}
+END_TEST
+
+static const struct {
+	const char *username, *password;
+	unsigned min_len;
+	const char *why;   /* NULL: valid */
+} rules[] = {
+	{ "pbx-prod-01", "secure_password_here_123", 0, NULL },
+	{ "A.b_c-9", "0123456789ab", 12, NULL },
+	{ "", "secure_password_here_123", 0, "username must not be empty" },
+	{ "pbx prod", "secure_password_here_123", 0, "username may contain only letters, digits, '.', '_' and '-'" },
+	{ "pbx@prod", "secure_password_here_123", 0, "username may contain only letters, digits, '.', '_' and '-'" },
+	{ "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "secure_password_here_123", 0,
+	  "username must be at most 64 characters" },
+	{ "pbx", "short", 0, "password must be at least 12 characters" },
+	{ "pbx", "elevenchars", 0, "password must be at least 12 characters" },
+	{ "pbx", "elevenchars", 4, "password must be at least 12 characters" },
+	{ "pbx", "fifteen_chars_x", 16, "password must be at least 16 characters" },
+	{ "pbx", "tab\there_password", 0, "password must contain only printable ASCII characters" },
+	{ "pbx", "caf\xc3\xa9_password_x", 0, "password must contain only printable ASCII characters" },
+	{ "pbx-prod-01", "my-PBX-PROD-01-password", 0, "password must not contain the username" },
+};
+
+START_TEST(test_credential_validation_rules)
+{
+	const char *pw = rules[_i].password;
+	char why[128] = "";
+	int rc = sa_credential_validate(rules[_i].username, pw, strlen(pw), rules[_i].min_len, why, sizeof why);
+
+	if (rules[_i].why == NULL) {
+		ck_assert_msg(rc == SA_STORE_OK, "rule %d refused: %s", _i, why);
+	} else {
+		ck_assert_int_eq(rc, SA_STORE_EINVAL);
+		ck_assert_str_eq(why, rules[_i].why);
+	}
+}
+END_TEST
+
+START_TEST(test_password_length_limits)
+{
+	char pw[SA_PASSWORD_MAX + 2], why[128] = "";
+
+	memset(pw, 'x', sizeof pw);
+	ck_assert_int_eq(sa_credential_validate("u1", pw, SA_PASSWORD_MAX, 0, why, sizeof why), SA_STORE_OK);
+	ck_assert_int_eq(sa_credential_validate("u1", pw, SA_PASSWORD_MAX + 1, 0, why, sizeof why), SA_STORE_EINVAL);
+	ck_assert_str_eq(why, "password must be at most 128 characters");
+	pw[5] = '\0';   /* an embedded NUL is not printable */
+	ck_assert_int_eq(sa_credential_validate("u1", pw, 20, 0, why, sizeof why), SA_STORE_EINVAL);
+	ck_assert_str_eq(why, "password must contain only printable ASCII characters");
+	ck_assert_int_eq(sa_credential_validate("u1", NULL, 0, 0, NULL, 0), SA_STORE_EINVAL);
+}
+END_TEST
+
+START_TEST(test_credential_create_reports_validation)
+{
+	struct sa_credential cr;
+	struct names n = { .n = 0 };
+	char why[128] = "";
+
+	ck_assert_int_eq(sa_store_credential_create(st, trunk.id, PRODUCT_USER, "short", 5, 0, NOW, &cr,
+	                                            why, sizeof why), SA_STORE_EINVAL);
+	ck_assert_str_eq(why, "password must be at least 12 characters");
+	ck_assert_int_eq(sa_store_credential_list(st, trunk.id, cred_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 0);
+}
+END_TEST
+
+START_TEST(test_credential_find_get_case_insensitive)
+{
+	struct sa_credential cr, found;
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "PBX-PROD-01", &found), SA_STORE_OK);
+	ck_assert_str_eq(found.id, cr.id);
+	ck_assert_str_eq(found.username, PRODUCT_USER);
+	ck_assert_str_eq(found.ha1[SA_ALG_MD5], cr.ha1[SA_ALG_MD5]);
+	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_OK);
+	ck_assert_str_eq(found.username, PRODUCT_USER);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "pbx-prod-02", &found), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_credential_find(st, "trunk_other", PRODUCT_USER, &found), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "", &found), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_credential_get(st, "cred_nope", &found), SA_STORE_ENOTFOUND);
+	/* the shared read transaction is reusable after a miss */
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_OK);
+}
+END_TEST
+
+START_TEST(test_credential_list_creation_order)
+{
+	static const char *users[] = { "zulu", "alpha", "mike", "Bravo", "yankee" };
+	struct sa_credential cr;
+	struct names n = { .n = 0 }, first = { .n = 0, .stop_after = 2 };
+
+	for (int i = 0; i < 5; i++)
+		create_cred(trunk.id, users[i], &cr);
+	ck_assert_int_eq(sa_store_credential_list(st, trunk.id, cred_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 5);
+	for (int i = 0; i < 5; i++)
+		ck_assert_str_eq(n.v[i], users[i]);
+	ck_assert_int_eq(sa_store_credential_list(st, trunk.id, cred_cb, &first), SA_STORE_OK);
+	ck_assert_int_eq(first.n, 2);
+	ck_assert_int_eq(sa_store_credential_list(st, "trunk_nope", cred_cb, &n), SA_STORE_ENOTFOUND);
+}
+END_TEST
+
+static struct sa_binding binding(const char *cred_id, const char *contact, int64_t at, int64_t expires)
+{
+	struct sa_binding b;
+
+	memset(&b, 0, sizeof b);
+	snprintf(b.cred_id, sizeof b.cred_id, "%s", cred_id);
+	snprintf(b.contact, sizeof b.contact, "%s", contact);
+	snprintf(b.source, sizeof b.source, "192.0.2.10");
+	b.source_port = 5060;
+	snprintf(b.transport, sizeof b.transport, "udp");
+	snprintf(b.call_id, sizeof b.call_id, "call-1");
+	b.cseq = 1;
+	b.registered_at = at;
+	b.updated_at = at;
+	b.expires_at = expires;
+	return b;
+}
+
+START_TEST(test_credential_delete_removes_it_and_bindings)
+{
+	struct sa_credential cr, keep, found;
+	struct sa_trunk t2;
+	struct names n = { .n = 0 };
+	struct sa_binding b = { .cred_id = "" };
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	create_cred(trunk.id, "other", &keep);
+	b = binding(cr.id, "sip:a@192.0.2.10", NOW, NOW + 3600);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_trunk_create(st, acc.id, NULL, NOW, &t2), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_delete(st, t2.id, cr.id), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, cr.id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, cr.id), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_binding_list_credential(st, cr.id, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_binding_list_trunk(st, trunk.id, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 0);
+	ck_assert_int_eq(sa_store_credential_list(st, trunk.id, cred_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 1);
+	ck_assert_str_eq(n.v[0], "other");
+	create_cred(trunk.id, PRODUCT_USER, &cr);   /* the username is free again */
+}
+END_TEST
+
+/* ---- bindings ---- */
+
+START_TEST(test_binding_put_refresh_list)
+{
+	struct sa_credential cr;
+	struct sa_binding b;
+	struct names n = { .n = 0 };
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	b = binding(cr.id, "sip:pbx@192.0.2.10:5060", NOW, NOW + 60);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	b = binding(cr.id, "sip:pbx@192.0.2.10:5060", NOW + 30, NOW + 90);
+	b.cseq = 2;
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_binding_list_credential(st, cr.id, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 1);
+	/* the refresh moved the expiry: nothing expires at the first one */
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 60), 0);
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 90), 1);
+	n.n = 0;
+	ck_assert_int_eq(sa_store_binding_list_trunk(st, trunk.id, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 0);
+}
+END_TEST
+
+static int binding_check_cb(const struct sa_binding *b, void *arg)
+{
+	*(struct sa_binding *)arg = *b;
+	return 0;
+}
+
+START_TEST(test_binding_refresh_keeps_registered_at)
+{
+	struct sa_credential cr;
+	struct sa_binding b, got;
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	b = binding(cr.id, "sip:pbx@192.0.2.10", NOW, NOW + 60);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	b = binding(cr.id, "sip:pbx@192.0.2.10", NOW + 30, NOW + 90);
+	b.registered_at = NOW + 30;
+	b.cseq = 7;
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_binding_list_trunk(st, trunk.id, binding_check_cb, &got), SA_STORE_OK);
+	ck_assert_int_eq(got.registered_at, NOW);
+	ck_assert_int_eq(got.updated_at, NOW + 30);
+	ck_assert_int_eq(got.expires_at, NOW + 90);
+	ck_assert_uint_eq(got.cseq, 7);
+	ck_assert_str_eq(got.trunk_id, trunk.id);
+	ck_assert_str_eq(got.source, "192.0.2.10");
+}
+END_TEST
+
+START_TEST(test_binding_max_contacts)
+{
+	struct sa_credential cr;
+	struct sa_binding b;
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	b = binding(cr.id, "sip:one@192.0.2.10", NOW, NOW + 60);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 2), SA_STORE_OK);
+	b = binding(cr.id, "sip:two@192.0.2.10", NOW, NOW + 60);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 2), SA_STORE_OK);
+	b = binding(cr.id, "sip:three@192.0.2.10", NOW, NOW + 60);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 2), SA_STORE_EFULL);
+	b = binding(cr.id, "sip:two@192.0.2.10", NOW + 10, NOW + 70);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 2), SA_STORE_OK);   /* refresh at the limit */
+	b = binding(cr.id, "sip:three@192.0.2.10", NOW, NOW + 60);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);   /* 0: unlimited */
+}
+END_TEST
+
+START_TEST(test_binding_lists_delete_expire)
+{
+	struct sa_credential c1, c2;
+	struct sa_binding b;
+	struct names n = { .n = 0 };
+	char longc[SA_CONTACT_MAX];
+
+	create_cred(trunk.id, "one", &c1);
+	create_cred(trunk.id, "two", &c2);
+	memset(longc, 'c', sizeof longc - 1);
+	memcpy(longc, "sip:", 4);
+	longc[sizeof longc - 1] = '\0';
+	b = binding(c1.id, longc, NOW, NOW + 10);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);   /* longer than an LMDB key */
+	b = binding(c1.id, "sip:b@192.0.2.11", NOW, NOW + 20);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	b = binding(c2.id, "sip:c@192.0.2.12", NOW, NOW + 30);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_binding_list_credential(st, c1.id, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 2);
+	n.n = 0;
+	ck_assert_int_eq(sa_store_binding_list_trunk(st, trunk.id, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 3);
+	ck_assert_int_eq(sa_store_binding_delete(st, c1.id, "sip:b@192.0.2.11"), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_binding_delete(st, c1.id, "sip:b@192.0.2.11"), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 9), 0);
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 10), 1);
+	ck_assert_int_eq(sa_store_binding_delete_all(st, c2.id), SA_STORE_OK);
+	n.n = 0;
+	ck_assert_int_eq(sa_store_binding_list_trunk(st, trunk.id, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 0);
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 1000), 0);
+}
+END_TEST
+
+START_TEST(test_binding_needs_existing_credential)
+{
+	struct sa_binding b = binding("cred_nope", "sip:x@192.0.2.1", NOW, NOW + 60);
+
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_ENOTFOUND);
+	b.contact[0] = '\0';
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_flush(st), SA_STORE_OK);
+}
+END_TEST
+
+/* ---- auth failures ---- */
+
+static struct sa_authfail failure(const char *trunk_id, int64_t at, const char *user)
+{
+	struct sa_authfail f;
+
+	memset(&f, 0, sizeof f);
+	f.at = at;
+	snprintf(f.trunk_id, sizeof f.trunk_id, "%s", trunk_id);
+	snprintf(f.source, sizeof f.source, "198.51.100.7");
+	f.source_port = 5062;
+	snprintf(f.transport, sizeof f.transport, "udp");
+	snprintf(f.username, sizeof f.username, "%s", user);
+	snprintf(f.reason, sizeof f.reason, "bad_password");
+	snprintf(f.method, sizeof f.method, "REGISTER");
+	return f;
+}
+
+START_TEST(test_authfail_bounded_newest_first)
+{
+	struct names n = { .n = 0 };
+	struct sa_trunk t2;
+	char user[16];
+
+	ck_assert_int_eq(sa_store_trunk_create(st, acc.id, NULL, NOW, &t2), SA_STORE_OK);
+	for (int i = 0; i < 10; i++) {
+		snprintf(user, sizeof user, "u%d", i);
+		struct sa_authfail f = failure(trunk.id, NOW + i, user);
+		ck_assert_int_eq(sa_store_authfail_add(st, &f, 5), SA_STORE_OK);
+	}
+	struct sa_authfail f = failure(t2.id, NOW, "elsewhere");
+	ck_assert_int_eq(sa_store_authfail_add(st, &f, 5), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_authfail_list(st, trunk.id, 0, 0, authfail_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 5);
+	for (int i = 0; i < 5; i++) {
+		snprintf(user, sizeof user, "u%d", 9 - i);
+		ck_assert_str_eq(n.v[i], user);
+	}
+	n.n = 0;
+	ck_assert_int_eq(sa_store_authfail_list(st, trunk.id, NOW + 8, 0, authfail_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 2);
+	n.n = 0;
+	ck_assert_int_eq(sa_store_authfail_list(st, trunk.id, 0, 3, authfail_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 3);
+	ck_assert_str_eq(n.v[2], "u7");
+	n.n = 0;
+	ck_assert_int_eq(sa_store_authfail_list(st, t2.id, 0, 0, authfail_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 1);
+	ck_assert_str_eq(n.v[0], "elsewhere");
+}
+END_TEST
+
+START_TEST(test_authfail_unknown_trunk_not_stored)
+{
+	struct sa_authfail f = failure("trunk_scanner", NOW, "admin");
+	struct names n = { .n = 0 };
+
+	ck_assert_int_eq(sa_store_authfail_add(st, &f, 5), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_authfail_list(st, "trunk_scanner", 0, 0, authfail_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 0);
+}
+END_TEST
+
+/* ---- generation, persistence, secrecy ---- */
+
+START_TEST(test_generation_changes_on_config_writes_only)
+{
+	uint64_t g0, g1, g2, g3, g4;
+	struct sa_credential cr;
+	struct sa_binding b;
+	char key[SA_APIKEY_LEN + 1];
+
+	ck_assert_int_eq(sa_store_generation(st, &g0), SA_STORE_OK);
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	ck_assert_int_eq(sa_store_generation(st, &g1), SA_STORE_OK);
+	ck_assert_uint_gt(g1, g0);
+	b = binding(cr.id, "sip:x@192.0.2.1", NOW, NOW + 60);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	struct sa_authfail f = failure(trunk.id, NOW, "x");
+	ck_assert_int_eq(sa_store_authfail_add(st, &f, 5), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_generation(st, &g2), SA_STORE_OK);
+	ck_assert_uint_eq(g2, g1);
+	ck_assert_int_eq(sa_store_apikey_create(st, acc.id, NOW, key), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_generation(st, &g3), SA_STORE_OK);
+	ck_assert_uint_gt(g3, g2);
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, cr.id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_generation(st, &g4), SA_STORE_OK);
+	ck_assert_uint_gt(g4, g3);
+}
+END_TEST
+
+START_TEST(test_reopen_keeps_everything)
+{
+	struct sa_credential cr, found;
+	struct sa_binding b;
+	struct names n = { .n = 0 };
+	char key[SA_APIKEY_LEN + 1], owner[SA_ID_MAX];
+	struct sa_trunk t;
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	ck_assert_int_eq(sa_store_apikey_create(st, acc.id, NOW, key), SA_STORE_OK);
+	b = binding(cr.id, "sip:x@192.0.2.1", NOW, NOW + 60);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	reopen_store();
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_OK);
+	ck_assert_str_eq(found.id, cr.id);
+	ck_assert_int_eq(sa_store_apikey_account(st, key, strlen(key), owner), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_trunk_get(st, trunk.id, &t), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_binding_list_credential(st, cr.id, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 1);
+}
+END_TEST
+
+START_TEST(test_rdonly_reads_but_does_not_write)
+{
+	struct sa_credential cr, found;
+	struct sa_store *ro;
+	struct sa_account a;
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	sa_store_close(st);
+	st = NULL;
+	ck_assert_int_eq(sa_store_open(&ro, dir, SA_STORE_RDONLY), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(ro, trunk.id, PRODUCT_USER, &found), SA_STORE_OK);
+	ck_assert_int_ne(sa_store_account_create(ro, "x", NOW, &a), SA_STORE_OK);
+	sa_store_close(ro);
+	open_store();
+}
+END_TEST
+
+/* The shared read transaction sees what another process committed since. */
+START_TEST(test_find_sees_writes_by_another_process)
+{
+	struct sa_credential cr;
+	pid_t pid;
+	int status;
+
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &cr), SA_STORE_ENOTFOUND);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct sa_store *other;
+		char why[64];
+		int rc = sa_store_open(&other, dir, 0);
+		if (rc == SA_STORE_OK)
+			rc = sa_store_credential_create(other, trunk.id, PRODUCT_USER, PRODUCT_PASSWORD,
+			                                strlen(PRODUCT_PASSWORD), 0, NOW, &cr, why, sizeof why);
+		_exit(rc == SA_STORE_OK ? 0 : 1);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &cr), SA_STORE_OK);
+}
+END_TEST
+
+static bool file_contains(const char *path, const void *needle, size_t len)
+{
+	FILE *f = fopen(path, "rb");
+	static char buf[4 << 20];
+	size_t n;
+
+	ck_assert_ptr_nonnull(f);
+	n = fread(buf, 1, sizeof buf, f);
+	ck_assert(feof(f));
+	fclose(f);
+	return memmem(buf, n, needle, len) != NULL;
+}
+
+START_TEST(test_password_and_key_never_in_files)
+{
+	static const char *pw = "Unmistakable-Secret-Pass-77";
+	struct sa_credential cr;
+	char key[SA_APIKEY_LEN + 1], path[128], why[64];
+
+	ck_assert_int_eq(sa_store_credential_create(st, trunk.id, "secret-holder", pw, strlen(pw), 0, NOW, &cr,
+	                                            why, sizeof why), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_apikey_create(st, acc.id, NOW, key), SA_STORE_OK);
+	sa_store_close(st);
+	st = NULL;
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	ck_assert(file_contains(path, "secret-holder", strlen("secret-holder")));   /* the check can see */
+	ck_assert(file_contains(path, cr.ha1[SA_ALG_SHA256], 64));
+	ck_assert(!file_contains(path, pw, strlen(pw)));
+	ck_assert(!file_contains(path, key, strlen(key)));
+	ck_assert(!file_contains(path, key + 12, 32));
+	snprintf(path, sizeof path, "%s/lock.mdb", dir);
+	ck_assert(!file_contains(path, pw, strlen(pw)));
+	open_store();
+}
+END_TEST
+
+static Suite *store_suite(void)
+{
+	Suite *s = suite_create("store");
+	TCase *empty = tcase_create("uninitialised");
+	TCase *tc = tcase_create("initialised");
+
+	tcase_add_checked_fixture(empty, setup_empty, teardown);
+	tcase_add_test(empty, test_uninitialised_store_answers_enotinit);
+	tcase_add_test(empty, test_rdonly_open_of_missing_store_is_enotinit);
+	tcase_add_test(empty, test_init_records_domain_once);
+	tcase_add_test(empty, test_init_default_domain);
+	tcase_add_test(empty, test_init_refuses_bad_domains);
+	tcase_add_test(empty, test_schema_mismatch_refused);
+	tcase_add_test(empty, test_realm_is_literal_trunk_id);
+	suite_add_tcase(s, empty);
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_nonce_secret_created_once_and_kept);
+	tcase_add_test(tc, test_account_create_and_get);
+	tcase_add_test(tc, test_account_name_rules);
+	tcase_add_test(tc, test_apikey_create_and_lookup);
+	tcase_add_test(tc, test_apikey_unknown_and_malformed);
+	tcase_add_test(tc, test_trunk_create_get_list_in_order);
+	tcase_add_test(tc, test_trunk_unknown_account);
+	tcase_add_test(tc, test_credential_product_example_and_ha1);
+	tcase_add_test(tc, test_credential_ha1_uses_store_domain);
+	tcase_add_test(tc, test_credential_duplicate_username_ignoring_case);
+	tcase_add_test(tc, test_credential_unknown_trunk);
+	tcase_add_loop_test(tc, test_credential_validation_rules, 0, (int)(sizeof rules / sizeof rules[0]));
+	tcase_add_test(tc, test_password_length_limits);
+	tcase_add_test(tc, test_credential_create_reports_validation);
+	tcase_add_test(tc, test_credential_find_get_case_insensitive);
+	tcase_add_test(tc, test_credential_list_creation_order);
+	tcase_add_test(tc, test_credential_delete_removes_it_and_bindings);
+	tcase_add_test(tc, test_binding_put_refresh_list);
+	tcase_add_test(tc, test_binding_refresh_keeps_registered_at);
+	tcase_add_test(tc, test_binding_max_contacts);
+	tcase_add_test(tc, test_binding_lists_delete_expire);
+	tcase_add_test(tc, test_binding_needs_existing_credential);
+	tcase_add_test(tc, test_authfail_bounded_newest_first);
+	tcase_add_test(tc, test_authfail_unknown_trunk_not_stored);
+	tcase_add_test(tc, test_generation_changes_on_config_writes_only);
+	tcase_add_test(tc, test_reopen_keeps_everything);
+	tcase_add_test(tc, test_rdonly_reads_but_does_not_write);
+	tcase_add_test(tc, test_find_sees_writes_by_another_process);
+	tcase_add_test(tc, test_password_and_key_never_in_files);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(store_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
