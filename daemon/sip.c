@@ -694,6 +694,10 @@ static void handle_request(struct sa_server *srv, const struct sa_msg *m, const 
 		return;
 	}
 	if (m->to_tag) {
+		char tag[17];
+		sa_msg_local_tag(m, tag);
+		if (m->method == SA_M_ACK && strcmp(m->to_tag, tag) == 0)
+			return;   /* the ACK for a 401/407/4xx we sent ourselves */
 		handle_in_dialog(srv, m, from);
 		return;
 	}

@@ -457,9 +457,13 @@ long sa_msg_response(const struct sa_msg *m, const struct sa_peer *peer, int sta
 
 void sa_msg_local_tag(const struct sa_msg *m, char out[17])
 {
-	/* FNV-1a over the transaction identity: stable across retransmissions */
+	/* FNV-1a over Call-ID, From tag and CSeq number: stable across
+	 * retransmissions and for the ACK of a non-2xx even when a sloppy
+	 * client gives that ACK a branch of its own */
 	uint64_t h = 1469598103934665603ULL;
-	const char *parts[] = { m->call_id, m->from_tag, m->branch };
+	char cseq[24];
+	snprintf(cseq, sizeof(cseq), "%lu", m->cseq);
+	const char *parts[] = { m->call_id, m->from_tag, cseq };
 	for (size_t i = 0; i < 3; i++)
 		for (const char *p = parts[i]; p && *p; p++) {
 			h ^= (unsigned char)*p;

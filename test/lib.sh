@@ -85,3 +85,63 @@ finish() {
 	if [ "$_failures" -gt 0 ]; then echo "$_failures assertion(s) failed"; exit 1; fi
 	exit 0
 }
+
+# ---- sipauthd fixtures ----
+# setup_store [DOMAIN]: a store in $T/store with account $ACC, trunk $TRUNK,
+# credential $CRED (user $SIP_USER, password $SIP_PASS); $TRUNK_HOST is the literal host.
+setup_store() {
+	STORE=$T/store
+	"$SIPAUTHCTL" --store "$STORE" init --domain "${1:-sip.tryvox.io}" >/dev/null || return 1
+	ACC=$("$SIPAUTHCTL" --store "$STORE" account create --name test) || return 1
+	TRUNK=$("$SIPAUTHCTL" --store "$STORE" trunk create --account "$ACC" --name test) || return 1
+	SIP_USER=pbx-prod-01
+	SIP_PASS=secure_password_here_123
+	CRED=$(printf '%s\n' "$SIP_PASS" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" \
+		--username "$SIP_USER" --password-stdin | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') || return 1
+	TRUNK_HOST="trunk-$TRUNK.${1:-sip.tryvox.io}"
+}
+
+# start_sipauthd [ALGORITHMS] [EXTRA_CONFIG_LINES]: write $T/sipauthd.conf and start the
+# daemon on 127.0.0.1:$SIP_PORT (UDP and TCP) with the gateway at 127.0.0.2:$GW_PORT.
+start_sipauthd() {
+	SIP_PORT=$(free_port 127.0.0.1)
+	GW_PORT=$(free_port 127.0.0.2)
+	cat >"$T/sipauthd.conf" <<CONF
+[sip]
+listen = udp:127.0.0.1:$SIP_PORT, tcp:127.0.0.1:$SIP_PORT
+domain = sip.tryvox.io
+[upstream]
+gateway = udp:127.0.0.2:$GW_PORT
+trusted = 127.0.0.2/32
+[auth]
+algorithms = ${1:-SHA-256, MD5}
+nonce_ttl = ${NONCE_TTL:-30}
+[store]
+path = $STORE
+${2:-}
+CONF
+	spawn "$T/sipauthd.log" "$SIPAUTHD" --config "$T/sipauthd.conf"
+	SIPAUTHD_PID=$!
+	wait_for grep -q "event=started" "$T/sipauthd.log" || { cat "$T/sipauthd.log"; return 1; }
+}
+
+SIPCLIENT="python3 $top_srcdir/test/sipclient.py"
+SIPP_DIR="$top_srcdir/test/sipp"
+
+# sipc ARGS...: run the test client against the daemon; JSON lines on stdout
+sipc() {
+	sub=$1; shift
+	$SIPCLIENT "$sub" --server "127.0.0.1:$SIP_PORT" "$@"
+}
+
+# json_get FIELD-EXPR: read the client's JSON lines on stdin, print a python expression over
+# `final` (the done event), `resp` (list of response events) and `sent` (list of sent events)
+json_get() {
+	python3 -c '
+import json, sys
+ev = [json.loads(l) for l in sys.stdin if l.strip().startswith("{")]
+final = next((e for e in ev if e.get("event") == "done"), {})
+resp = [e for e in ev if e.get("event") == "response"]
+sent = [e for e in ev if e.get("event") == "sent"]
+print(eval(sys.argv[1]))' "$1"
+}
