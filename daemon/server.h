@@ -81,6 +81,11 @@ void sa_flow_peer(const struct sa_flow *fl, char *addr, size_t alen, uint16_t *p
 /* sip.c: one message in */
 void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char *buf, size_t len);
 int sa_sip_init(struct sa_server *srv);
+/* A credential was deleted from the store (API, or sipauthctl noticed by
+ * generation): end every call it set up (BYE to both sides, CANCEL/487 for
+ * calls still ringing). Its bindings are already gone with it. Returns the
+ * number of calls ended. */
+int sa_sip_credential_revoked(struct sa_server *srv, const char *cred_id);
 void sa_sip_shutdown(struct sa_server *srv);
 
 uint64_t sa_now_ms(void);

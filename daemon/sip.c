@@ -748,6 +748,12 @@ void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char 
 	sa_msg_free(&m);
 }
 
+int sa_sip_credential_revoked(struct sa_server *srv, const char *cred_id)
+{
+	log_info("event=credential_revoked cred=%s calls_ended=0", cred_id);
+	return 0;
+}
+
 int sa_sip_init(struct sa_server *srv)
 {
 	unsigned char r[4];
