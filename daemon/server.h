@@ -34,6 +34,7 @@ struct sa_listener {
 
 struct sa_conn;
 struct sa_txn;
+struct sa_call;
 
 /* Counters for /metrics and the tests; one process, one loop: plain integers. */
 struct sa_counters {
@@ -46,6 +47,9 @@ struct sa_counters {
 	uint64_t rejected[700];         /* our own error answers by status */
 	uint64_t forwarded;
 	uint64_t retransmissions_absorbed;
+	uint64_t calls_started;
+	uint64_t calls_revoked;          /* calls ended because their credential was deleted */
+	uint64_t calls_reaped;           /* calls ended at max_call_age */
 };
 
 struct sa_server {
@@ -63,10 +67,15 @@ struct sa_server {
 	struct sa_txn **txn_by_skey;
 	struct sa_txn **txn_by_branch;
 	unsigned ntxns;
+	struct sa_call **calls;         /* established calls by Call-ID hash */
+	unsigned ncalls;
+	uint64_t store_generation;      /* last seen: a change means sipauthctl wrote */
+	struct event *revoke_poll;
 	struct event *sig_term, *sig_int, *sig_hup, *housekeeping;
 	struct sa_counters counters;
 	char salt[9];                   /* random per process: our branches are unique */
 	int stopping;
+	struct sa_http *http;           /* http.c: the [api] servers and their counters */
 };
 
 /* transport.c */
@@ -86,8 +95,27 @@ int sa_sip_init(struct sa_server *srv);
  * calls still ringing). Its bindings are already gone with it. Returns the
  * number of calls ended. */
 int sa_sip_credential_revoked(struct sa_server *srv, const char *cred_id);
+/* Periodic: end calls older than max_call_age. */
+void sa_sip_housekeeping(struct sa_server *srv);
+
+/* For the API: each active call of a trunk. */
+struct sa_call_info {
+	const char *call_id;
+	const char *cred_id;
+	const char *trunk_id;
+	bool inbound;
+	bool confirmed;          /* false: still ringing */
+	int64_t started_at;
+};
+typedef void (*sa_call_cb)(const struct sa_call_info *ci, void *arg);
+void sa_sip_calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb cb, void *arg);
 void sa_sip_shutdown(struct sa_server *srv);
 
 uint64_t sa_now_ms(void);
+
+/* http.c: the REST API, /dashboard, /healthz and /metrics on [api] listen
+ * (and /metrics alone on [api] metrics_listen). No listen: nothing. 0 or -1. */
+int sa_http_start(struct sa_server *srv);
+void sa_http_stop(struct sa_server *srv);
 
 #endif

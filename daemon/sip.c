@@ -1,4 +1,6 @@
 /* sip.c: one SIP message in: validate, authenticate, register or forward, relay responses. */
+#include "config.h"
+
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,12 +11,14 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "dialog.h"
 #include "log.h"
 #include "proxy.h"
 #include "registrar.h"
 #include "server.h"
 
 #define TXN_BUCKETS 65536
+#define CALL_BUCKETS 16384
 #define T1_MS 500
 #define T2_MS 4000
 #define LINGER_UDP_MS 32000       /* absorb retransmissions and the ACK (Timers J, I, D) */
@@ -40,6 +44,24 @@ struct sa_txn {
 	struct event *timer;           /* retransmit / timeout / linger */
 	struct event *timer_c;         /* INVITE: how long it may ring */
 	bool completed;                /* final response relayed: lingering */
+	bool local;                    /* we are the UAC (a BYE we send): absorb its responses */
+	bool inbound;                  /* INVITE from the gateway to a registered PBX */
+	char cred_id[SA_ID_MAX];       /* INVITE: the credential the call belongs to */
+	char trunk_id[SA_ID_MAX];
+};
+
+/* An established call: the dialog and the ways back to both ends. */
+struct sa_call {
+	struct sa_call *next;
+	struct sa_dialog d;
+	struct sa_flow caller, callee;
+};
+
+/* Whose call a forwarded INVITE starts. */
+struct call_owner {
+	const char *cred_id;
+	const char *trunk_id;
+	bool inbound;
 };
 
 uint64_t sa_now_ms(void)
@@ -119,6 +141,7 @@ static void server_key(const struct sa_msg *m, char *out, size_t len)
 	snprintf(out, len, "%s|%s:%d|%s", m->branch, m->via_host, m->via_port, method);
 }
 
+/* A transaction for request m from `from`, or (m NULL) one of our own. */
 static struct sa_txn *txn_new(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
 {
 	if (srv->ntxns >= srv->cfg.max_transactions)
@@ -132,11 +155,16 @@ static struct sa_txn *txn_new(struct sa_server *srv, const struct sa_msg *m, con
 		return NULL;
 	}
 	t->srv = srv;
-	t->method = m->method;
-	t->from = *from;
 	t->started_ms = sa_now_ms();
-	server_key(m, t->skey, sizeof(t->skey));
 	snprintf(t->branch, sizeof(t->branch), "z9hG4bK%s%llx", srv->salt, (unsigned long long)++srv->next_id);
+	if (m) {
+		t->method = m->method;
+		t->from = *from;
+		server_key(m, t->skey, sizeof(t->skey));
+	} else {
+		t->local = true;
+		snprintf(t->skey, sizeof(t->skey), "local|%s", t->branch);
+	}
 	uint32_t hs = hash_str(t->skey) % TXN_BUCKETS, hb = hash_str(t->branch) % TXN_BUCKETS;
 	t->snext = srv->txn_by_skey[hs];
 	srv->txn_by_skey[hs] = t;
@@ -282,8 +310,9 @@ static void flow_for_endpoint(struct sa_server *srv, const struct sa_endpoint *e
 /* Forward m statefully to `to`: 100 Trying for INVITE, our Via, Record-Route. */
 static void forward(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
                     const struct sa_flow *to, const char *ruri, unsigned pop_routes, const char *strip_realm,
-                    bool record_route)
+                    const struct call_owner *owner)
 {
+	bool record_route = owner != NULL;
 	char via[256], rr_in[160], rr_out[160], addr[64];
 	char *out = NULL;
 	struct sa_peer peer;
@@ -296,6 +325,11 @@ static void forward(struct sa_server *srv, const struct sa_msg *m, const struct 
 	if (m->method == SA_M_INVITE)
 		reply(srv, m, from, 100, NULL, NULL, t);
 	t->to = *to;
+	if (owner) {
+		snprintf(t->cred_id, sizeof(t->cred_id), "%s", owner->cred_id);
+		snprintf(t->trunk_id, sizeof(t->trunk_id), "%s", owner->trunk_id);
+		t->inbound = owner->inbound;
+	}
 	peer_of(from, addr, sizeof(addr), &peer);
 	via_value(srv, to, t->branch, via, sizeof(via));
 	struct sa_fwd f = { .ruri = ruri, .via = via, .peer = &peer, .pop_route = pop_routes,
@@ -346,7 +380,8 @@ static void send_hop_request(struct sa_server *srv, struct sa_txn *t, const stru
 		sa_transport_send(srv, &t->to, out, (size_t)n);
 }
 
-static void timeout_downstream(struct sa_txn *t)
+/* Answer the sender of t's request ourselves (408 on timeout, 487 when we end it). */
+static void answer_downstream(struct sa_txn *t, int status)
 {
 	struct sa_msg m;
 	struct sa_msg_error err;
@@ -355,8 +390,12 @@ static void timeout_downstream(struct sa_txn *t)
 	if (!t->req || sa_msg_scan(&m, t->req, t->req_len, &err) < 0)
 		return;
 	char resp[8192];
+	if (t->local)
+		return;
+	const struct sa_hdr *to = sa_msg_header(&m, SA_H_TO, 0);
+	bool tagged = to && memmem(to->value, to->vlen, "tag=", 4);
 	long n = sa_msg_response(&m, &(struct sa_peer){ .addr = "0.0.0.0", .port = 0, .transport = "udp" },
-	                         408, NULL, "timeout", NULL, resp, sizeof(resp));
+	                         status, NULL, tagged ? NULL : "sipauthd", NULL, resp, sizeof(resp));
 	if (n < 0)
 		return;
 	struct sa_msg r;
@@ -388,8 +427,8 @@ static void txn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		/* Timer B/F: the next hop never answered finally */
 		log_info("event=timeout method=%d branch=%s upstream_status=%d", t->method, t->branch, t->upstream_status);
 		if (t->upstream_status < 100 || t->method != SA_M_INVITE)
-			timeout_downstream(t);
-		if (t->method == SA_M_INVITE && t->upstream_status >= 100)
+			answer_downstream(t, 408);
+		if (t->method == SA_M_INVITE && t->upstream_status >= 100 && !t->local)
 			send_hop_request(t->srv, t, NULL, true);
 		txn_complete(t);
 		return;
@@ -411,8 +450,216 @@ static void txn_timer_c_cb(evutil_socket_t fd, short what, void *arg)
 	log_info("event=timer_c branch=%s", t->branch);
 	if (t->upstream_status >= 100)
 		send_hop_request(t->srv, t, NULL, true);
-	timeout_downstream(t);
+	answer_downstream(t, 408);
 	txn_complete(t);
+}
+
+/* ---- calls ---- */
+
+static struct sa_call **call_bucket(struct sa_server *srv, const char *call_id)
+{
+	return &srv->calls[hash_str(call_id) % CALL_BUCKETS];
+}
+
+/* The call an in-dialog message belongs to, and from which side (1 caller, 2 callee). */
+static struct sa_call *call_find(struct sa_server *srv, const struct sa_msg *m, int *side)
+{
+	if (!m->call_id)
+		return NULL;
+	for (struct sa_call *c = *call_bucket(srv, m->call_id); c; c = c->next)
+		if ((*side = sa_dialog_match(&c->d, m)) != 0)
+			return c;
+	return NULL;
+}
+
+static void call_remove(struct sa_server *srv, struct sa_call *c)
+{
+	struct sa_call **pp = call_bucket(srv, c->d.call_id);
+	while (*pp && *pp != c)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = c->next;
+	srv->ncalls--;
+	free(c);
+}
+
+static bool is_us_cb(osip_uri_t *u, void *arg)
+{
+	return uri_is_us(arg, u);
+}
+
+/* A 2xx to an INVITE we forwarded for a credential: the call is up. */
+static void call_create(struct sa_server *srv, struct sa_txn *t, const struct sa_msg *ok)
+{
+	struct sa_msg inv;
+	struct sa_msg_error err;
+	int side;
+	if (call_find(srv, ok, &side) || sa_msg_scan(&inv, t->req, t->req_len, &err) < 0)
+		return;
+	struct sa_call *c = calloc(1, sizeof(*c));
+	if (!c)
+		return;
+	if (sa_dialog_from_2xx(&c->d, &inv, ok, is_us_cb, srv) < 0) {
+		log_warn("event=call_untracked reason=\"2xx without Contact or tags\" call_id=\"%s\"", ok->call_id);
+		free(c);
+		return;
+	}
+	snprintf(c->d.cred_id, sizeof(c->d.cred_id), "%s", t->cred_id);
+	snprintf(c->d.trunk_id, sizeof(c->d.trunk_id), "%s", t->trunk_id);
+	c->d.inbound = t->inbound;
+	c->d.started_at = wall_now();
+	c->caller = t->from;
+	c->callee = t->to;
+	struct sa_call **b = call_bucket(srv, c->d.call_id);
+	c->next = *b;
+	*b = c;
+	srv->ncalls++;
+	srv->counters.calls_started++;
+	log_info("event=call_start call_id=\"%s\" cred=%s trunk=%s direction=%s", c->d.call_id, c->d.cred_id,
+	         c->d.trunk_id, c->d.inbound ? "inbound" : "outbound");
+}
+
+/* Send a request of our own (a BYE) along a flow, with retransmissions. */
+static void send_local(struct sa_server *srv, const struct sa_flow *to, struct sa_call *c, bool to_caller,
+                       const char *reason)
+{
+	char via[256], out[8192];
+	struct sa_txn *t = txn_new(srv, NULL, NULL);
+	if (!t)
+		return;
+	t->method = SA_M_BYE;
+	t->to = *to;
+	via_value(srv, to, t->branch, via, sizeof(via));
+	long n = sa_dialog_bye(&c->d, to_caller, via, reason, out, sizeof(out));
+	if (n < 0 || !(t->req = malloc((size_t)n))) {
+		t->completed = true;
+		txn_arm(t, 0);
+		return;
+	}
+	memcpy(t->req, out, (size_t)n);
+	t->req_len = (size_t)n;
+	sa_transport_send(srv, to, out, (size_t)n);
+	t->interval_ms = T1_MS;
+	txn_arm(t, to->proto == SA_PROTO_UDP ? T1_MS : 64 * T1_MS);
+}
+
+/* End a call from the middle: BYE to both ends. */
+static void call_end(struct sa_server *srv, struct sa_call *c, const char *why, const char *reason)
+{
+	log_info("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=%s", c->d.call_id, c->d.cred_id,
+	         c->d.trunk_id, why);
+	send_local(srv, &c->caller, c, true, reason);
+	send_local(srv, &c->callee, c, false, reason);
+	call_remove(srv, c);
+}
+
+/* A ringing INVITE whose credential went away: CANCEL upstream, 487 to the caller. */
+static void call_cancel_early(struct sa_server *srv, struct sa_txn *t)
+{
+	log_info("event=call_cancel call_id_branch=%s cred=%s reason=credential_revoked", t->branch, t->cred_id);
+	if (t->upstream_status >= 100)
+		send_hop_request(srv, t, NULL, true);
+	answer_downstream(t, 487);
+	txn_complete(t);
+}
+
+#define REVOKED_REASON "SIP;cause=403;text=\"credential revoked\""
+
+int sa_sip_credential_revoked(struct sa_server *srv, const char *cred_id)
+{
+	int n = 0;
+	for (unsigned b = 0; b < CALL_BUCKETS; b++)
+		for (struct sa_call *c = srv->calls[b], *next; c; c = next) {
+			next = c->next;
+			if (strcmp(c->d.cred_id, cred_id) == 0) {
+				call_end(srv, c, "credential_revoked", REVOKED_REASON);
+				n++;
+			}
+		}
+	for (unsigned b = 0; b < TXN_BUCKETS; b++)
+		for (struct sa_txn *t = srv->txn_by_skey[b], *next; t; t = next) {
+			next = t->snext;
+			if (t->method == SA_M_INVITE && !t->completed && !t->local && strcmp(t->cred_id, cred_id) == 0) {
+				call_cancel_early(srv, t);
+				n++;
+			}
+		}
+	srv->counters.calls_revoked += (uint64_t)n;
+	log_info("event=credential_revoked cred=%s calls_ended=%d", cred_id, n);
+	return n;
+}
+
+static bool credential_gone(struct sa_server *srv, const char *cred_id)
+{
+	struct sa_credential cred;
+	int rc = sa_store_credential_get(srv->store, cred_id, &cred);
+	OPENSSL_cleanse(cred.ha1, sizeof(cred.ha1));
+	return rc == SA_STORE_ENOTFOUND;
+}
+
+/* sipauthctl writes to the store from outside: when the generation moves,
+ * end the calls of credentials that no longer exist. */
+static void revoke_poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_server *srv = arg;
+	uint64_t gen;
+	if (sa_store_generation(srv->store, &gen) != 0 || gen == srv->store_generation)
+		return;
+	srv->store_generation = gen;
+	char gone[64][SA_ID_MAX];
+	unsigned ngone = 0;
+	for (unsigned b = 0; b < CALL_BUCKETS && ngone < 64; b++)
+		for (struct sa_call *c = srv->calls[b]; c && ngone < 64; c = c->next)
+			if (credential_gone(srv, c->d.cred_id))
+				snprintf(gone[ngone++], SA_ID_MAX, "%s", c->d.cred_id);
+	for (unsigned b = 0; b < TXN_BUCKETS && ngone < 64; b++)
+		for (struct sa_txn *t = srv->txn_by_skey[b]; t && ngone < 64; t = t->snext)
+			if (t->method == SA_M_INVITE && !t->completed && t->cred_id[0] && credential_gone(srv, t->cred_id))
+				snprintf(gone[ngone++], SA_ID_MAX, "%s", t->cred_id);
+	for (unsigned i = 0; i < ngone; i++)
+		if (i == 0 || strcmp(gone[i], gone[i - 1]) != 0)
+			sa_sip_credential_revoked(srv, gone[i]);
+	if (ngone == 64)
+		srv->store_generation = 0;   /* more to do: look again next tick */
+}
+
+void sa_sip_housekeeping(struct sa_server *srv)
+{
+	int64_t oldest = wall_now() - (int64_t)srv->cfg.max_call_age;
+	for (unsigned b = 0; b < CALL_BUCKETS; b++)
+		for (struct sa_call *c = srv->calls[b], *next; c; c = next) {
+			next = c->next;
+			if (c->d.started_at <= oldest) {
+				srv->counters.calls_reaped++;
+				call_end(srv, c, "max_call_age", "SIP;cause=408;text=\"maximum call duration\"");
+			}
+		}
+}
+
+void sa_sip_calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb cb, void *arg)
+{
+	for (unsigned b = 0; b < CALL_BUCKETS; b++)
+		for (struct sa_call *c = srv->calls[b]; c; c = c->next)
+			if (!trunk_id || strcmp(c->d.trunk_id, trunk_id) == 0)
+				cb(&(struct sa_call_info){ .call_id = c->d.call_id, .cred_id = c->d.cred_id,
+				                           .trunk_id = c->d.trunk_id, .inbound = c->d.inbound,
+				                           .confirmed = true, .started_at = c->d.started_at }, arg);
+	for (unsigned b = 0; b < TXN_BUCKETS; b++)
+		for (struct sa_txn *t = srv->txn_by_skey[b]; t; t = t->snext)
+			if (t->method == SA_M_INVITE && !t->completed && t->cred_id[0] &&
+			    (!trunk_id || strcmp(t->trunk_id, trunk_id) == 0)) {
+				struct sa_msg m;
+				struct sa_msg_error err;
+				const struct sa_hdr *cid = NULL;
+				char callid[256] = "";
+				if (t->req && sa_msg_scan(&m, t->req, t->req_len, &err) == 0 &&
+				    (cid = sa_msg_header(&m, SA_H_CALL_ID, 0)))
+					snprintf(callid, sizeof(callid), "%.*s", (int)cid->vlen, cid->value);
+				cb(&(struct sa_call_info){ .call_id = callid, .cred_id = t->cred_id, .trunk_id = t->trunk_id,
+				                           .inbound = t->inbound, .confirmed = false,
+				                           .started_at = wall_now() - (int64_t)((sa_now_ms() - t->started_ms) / 1000) },
+				   arg);
+			}
 }
 
 /* ---- responses ---- */
@@ -445,8 +692,14 @@ static void handle_response(struct sa_server *srv, const struct sa_msg *m, const
 	long n = out ? sa_proxy_response(m, out, cap) : -1;
 	struct sa_txn *t = m->branch ? txn_by_branch(srv, m->branch) : NULL;
 
-	if (n < 0)
+	if (t && t->local) {
+		/* the answer to a BYE of our own: it ends here */
+		if (m->status >= 200 && !t->completed)
+			txn_complete(t);
 		goto out;
+	}
+	if (n < 0 || m->method == SA_M_CANCEL)
+		goto out;   /* answers to our own hop-by-hop CANCELs stop here too */
 	if (!t) {
 		if (m->status >= 200 && m->status < 300)
 			relay_stateless(srv, m, out, (size_t)n);
@@ -469,6 +722,8 @@ static void handle_response(struct sa_server *srv, const struct sa_msg *m, const
 		goto out;
 	if (m->status >= 300 && t->method == SA_M_INVITE)
 		send_hop_request(srv, t, m, false);
+	if (m->status < 300 && t->method == SA_M_INVITE && t->cred_id[0])
+		call_create(srv, t, m);
 	if (m->status >= 300 || t->method != SA_M_INVITE) {
 		free(t->resp);
 		t->resp = out;
@@ -596,7 +851,12 @@ static void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const 
 		return;
 	}
 	flow_for_endpoint(srv, &ep, &to);
-	forward(srv, m, from, &to, b.contact, routes_to_us(srv, m), NULL, m->method == SA_M_INVITE);
+	if (m->method == SA_M_INVITE && srv->ncalls >= srv->cfg.max_calls) {
+		reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
+		return;
+	}
+	struct call_owner own = { .cred_id = b.cred_id, .trunk_id = b.trunk_id, .inbound = true };
+	forward(srv, m, from, &to, b.contact, routes_to_us(srv, m), NULL, &own);
 }
 
 /* In-dialog requests come back through our Record-Route: loose routing. */
@@ -610,7 +870,17 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 	}
 	osip_route_t *next = osip_list_get(&m->osip->routes, (int)pop);
 	osip_uri_t *target = next ? next->url : m->osip->req_uri;
-	if (flow_for_uri(srv, target, &to) < 0) {
+	int side = 0;
+	struct sa_call *c = call_find(srv, m, &side);
+	if (c) {
+		struct sa_dialog_side *ds = side == 1 ? &c->d.caller : &c->d.callee;
+		if (m->method != SA_M_ACK && m->cseq > ds->cseq)
+			ds->cseq = m->cseq;
+	}
+	if (c && !next) {
+		/* the last hop: the way we know the other end is reachable (NAT, TCP) */
+		to = side == 1 ? c->callee : c->caller;
+	} else if (flow_for_uri(srv, target, &to) < 0) {
 		reject(srv, m, from, 404, NULL, NULL, "next hop is not a numeric address");
 		return;
 	}
@@ -630,7 +900,12 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 		free(out);
 		return;
 	}
-	forward(srv, m, from, &to, NULL, pop, NULL, false);
+	if (c && m->method == SA_M_BYE) {
+		log_info("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=bye", c->d.call_id, c->d.cred_id,
+		         c->d.trunk_id);
+		call_remove(srv, c);
+	}
+	forward(srv, m, from, &to, NULL, pop, NULL, NULL);
 }
 
 static void handle_cancel(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
@@ -716,7 +991,11 @@ static void handle_request(struct sa_server *srv, const struct sa_msg *m, const 
 	} else {
 		struct sa_flow to;
 		flow_for_endpoint(srv, &srv->cfg.gateway, &to);
-		forward(srv, m, from, &to, NULL, routes_to_us(srv, m), realm, true);
+		struct call_owner own = { .cred_id = cred.id, .trunk_id = cred.trunk_id };
+		if (m->method == SA_M_INVITE && srv->ncalls >= srv->cfg.max_calls)
+			reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
+		else
+			forward(srv, m, from, &to, NULL, routes_to_us(srv, m), realm, &own);
 	}
 	OPENSSL_cleanse(&cred, sizeof(cred));
 }
@@ -748,18 +1027,18 @@ void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char 
 	sa_msg_free(&m);
 }
 
-int sa_sip_credential_revoked(struct sa_server *srv, const char *cred_id)
-{
-	log_info("event=credential_revoked cred=%s calls_ended=0", cred_id);
-	return 0;
-}
-
 int sa_sip_init(struct sa_server *srv)
 {
 	unsigned char r[4];
 	srv->txn_by_skey = calloc(TXN_BUCKETS, sizeof(*srv->txn_by_skey));
 	srv->txn_by_branch = calloc(TXN_BUCKETS, sizeof(*srv->txn_by_branch));
-	if (!srv->txn_by_skey || !srv->txn_by_branch || RAND_bytes(r, sizeof(r)) != 1)
+	srv->calls = calloc(CALL_BUCKETS, sizeof(*srv->calls));
+	if (!srv->txn_by_skey || !srv->txn_by_branch || !srv->calls || RAND_bytes(r, sizeof(r)) != 1)
+		return -1;
+	sa_store_generation(srv->store, &srv->store_generation);
+	srv->revoke_poll = event_new(srv->base, -1, EV_PERSIST, revoke_poll_cb, srv);
+	struct timeval poll = { .tv_sec = 0, .tv_usec = 250000 };
+	if (!srv->revoke_poll || event_add(srv->revoke_poll, &poll) < 0)
 		return -1;
 	snprintf(srv->salt, sizeof(srv->salt), "%02x%02x%02x%02x", r[0], r[1], r[2], r[3]);
 	return 0;
@@ -774,4 +1053,13 @@ void sa_sip_shutdown(struct sa_server *srv)
 	free(srv->txn_by_skey);
 	free(srv->txn_by_branch);
 	srv->txn_by_skey = srv->txn_by_branch = NULL;
+	if (srv->calls)
+		for (unsigned b = 0; b < CALL_BUCKETS; b++)
+			while (srv->calls[b])
+				call_remove(srv, srv->calls[b]);
+	free(srv->calls);
+	srv->calls = NULL;
+	if (srv->revoke_poll)
+		event_free(srv->revoke_poll);
+	srv->revoke_poll = NULL;
 }

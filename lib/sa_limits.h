@@ -6,6 +6,7 @@
 #define SA_SIP_MAX_HEADERS      128     /* header fields per message */
 #define SA_SIP_MAX_CREDENTIALS  1024    /* one Authorization/Proxy-Authorization header value */
 #define SA_SIP_MAX_VIA          32      /* Via entries relayed back */
+#define SA_SIP_MAX_CALL_ID      255     /* longer Call-IDs are refused with 400 */
 
 #define SA_USERNAME_MAX         64      /* credential username: 1..64 of [A-Za-z0-9._-] */
 #define SA_PASSWORD_MIN         12      /* default minimum; configurable upwards only */

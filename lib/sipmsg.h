@@ -46,7 +46,8 @@ struct sa_msg {
 	enum sa_method method;      /* requests: the method; responses: the CSeq method */
 	const char *method_name;    /* as received */
 	int status;                 /* responses */
-	const char *call_id;
+	const char *call_id;        /* the whole Call-ID, word@host */
+	char call_id_buf[SA_SIP_MAX_CALL_ID + 1];
 	unsigned long cseq;
 	const char *cseq_method;
 	const char *from_tag;       /* NULL when absent */

@@ -1,0 +1,95 @@
+#!/bin/sh
+# revoke.sh: deleting a credential ends the calls it set up (issue 5): confirmed calls get a BYE on
+# both sides within one second, ringing calls get CANCEL upstream and 487 downstream, calls of
+# other credentials go on, and the deleted credential can no longer register.
+. "$top_srcdir/test/lib.sh"
+need sipp
+setup_store || { fail "store setup"; finish; }
+start_sipauthd "MD5" || { fail "sipauthd did not start"; finish; }
+USER2=pbx-prod-02
+PASS2=another_password_456
+CRED2=$(printf '%s\n' "$PASS2" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" \
+	--username "$USER2" --password-stdin | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+
+bg_sipp() {
+	name=$1; shift
+	spawn "$T/$name.out" timeout 30 sipp "$@" -nostdin -trace_err -error_file "$T/$name.err" \
+		-trace_msg -message_file "$T/$name.msg"
+}
+# first_received FILE START_OF_MESSAGE: epoch seconds when sipp received it, or "none"
+first_received() {
+	python3 - "$1" "$2" <<'PY'
+import re, sys, datetime
+text = open(sys.argv[1], errors="replace").read()
+for block in re.split(r"\n-{20,} ", text):
+    head, _, rest = block.partition("\n")
+    if "received" in rest.split("\n", 1)[0] and rest.split("\n\n", 1)[-1].startswith(sys.argv[2]):
+        t = datetime.datetime.strptime(head.strip()[:26], "%Y-%m-%d %H:%M:%S.%f")
+        print("%.3f" % t.replace(tzinfo=datetime.timezone.utc).timestamp()); break
+else:
+    print("none")
+PY
+}
+# within_1s T0 T1: T1 is set and within one second after T0
+within_1s() { python3 -c "import sys; t0,t1=sys.argv[1:]; sys.exit(0 if t1!='none' and 0<=float(t1)-float(t0)<=1.0 else 1)" "$1" "$2"; }
+now() { python3 -c 'import time; print("%.3f" % time.time())'; }
+PBX1="-au $SIP_USER -ap $SIP_PASS -key trunk_host $TRUNK_HOST"
+PBX2="-au $USER2 -ap $PASS2 -key trunk_host $TRUNK_HOST"
+
+# PBX 1 registers (for the inbound call) from PBX_PORT
+PBX_PORT=$(free_port 127.0.0.1)
+timeout 20 sipp -sf "$SIPP_DIR/pbx_register.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$PBX_PORT" -m 1 -nostdin \
+	-s "$SIP_USER" $PBX1 -key expires 300 >/dev/null 2>&1
+assert_eq "PBX 1 registers" 0 $?
+
+# phase 1: calls of credential 1 (outbound over UDP and TCP, inbound), one call of credential 2
+bg_sipp gw -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT" -m 3; gw=$!  # one UAS serves the three outbound calls
+bg_sipp pbx_uas -m 1 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.1 -p "$PBX_PORT"; pbx_uas=$!
+sleep 0.3
+bg_sipp out_udp -m 1 -sf "$SIPP_DIR/pbx_call_hold.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -s 15550000001 $PBX1
+out_udp=$!
+bg_sipp out_tcp -m 1 -sf "$SIPP_DIR/pbx_call_hold.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -t t1 -s 15550000002 $PBX1
+out_tcp=$!
+bg_sipp inbound -m 1 -sf "$SIPP_DIR/gateway_call_hold.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.2 -p "$(free_port 127.0.0.2)" \
+	-s "$SIP_USER" -key trunk_host "$TRUNK_HOST"
+inbound=$!
+bg_sipp other -m 1 -sf "$SIPP_DIR/pbx_call.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -s 15550000003 $PBX2 -d 2500
+other=$!
+for _ in $(seq 1 50); do
+	[ "$(grep -c "event=call_start" "$T/sipauthd.log")" -ge 4 ] && break
+	sleep 0.1
+done
+assert_eq "four calls are up (3 of credential 1, 1 of credential 2)" 4 "$(grep -c "event=call_start" "$T/sipauthd.log")"
+
+t0=$(now)
+"$SIPAUTHCTL" --store "$STORE" credential delete --trunk "$TRUNK" --id "$CRED"
+assert_eq "sipauthctl deletes credential 1 while the daemon runs" 0 $?
+wait "$out_udp"; assert_eq "PBX (UDP) got a BYE for its call and answered it" 0 $?
+wait "$out_tcp"; assert_eq "PBX (TCP) got a BYE for its call and answered it" 0 $?
+wait "$inbound"; assert_eq "gateway got a BYE for its inbound call and answered it" 0 $?
+wait "$pbx_uas"; assert_eq "registered PBX got a BYE for the inbound call" 0 $?
+wait "$other"; assert_eq "the call of credential 2 went on and ended with its own BYE" 0 $?
+wait "$gw"; assert_eq "gateway got a BYE for each of the three outbound calls" 0 $?
+for f in out_udp out_tcp inbound pbx_uas; do
+	t1=$(first_received "$T/$f.msg" BYE)
+	within_1s "$t0" "$t1" && pass "$f: BYE within one second ($t0 -> $t1)" || fail "$f: BYE not within one second ($t0 -> $t1)"
+done
+assert_eq "gateway received 3 BYEs" 3 "$(grep -c '^BYE sip:' "$T/gw.msg")"
+assert_match "the BYEs say why" 'Reason: SIP;cause=403;text="credential revoked"' "$(cat "$T/gw.msg")"
+assert_match "the daemon logged the revocation" "event=credential_revoked cred=$CRED calls_ended=3" "$(cat "$T/sipauthd.log")"
+
+# the deleted credential can no longer register
+timeout 20 sipp -sf "$SIPP_DIR/pbx_register_fail.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -m 1 -nostdin \
+	-s "$SIP_USER" $PBX1 >/dev/null 2>&1
+assert_eq "REGISTER with the deleted credential is refused (401 again)" 0 $?
+
+# phase 2: a ringing call of credential 2 gets CANCEL upstream and 487 downstream
+bg_sipp gw_early -m 1 -sf "$SIPP_DIR/gateway_cancelled.xml" -i 127.0.0.2 -p "$GW_PORT"; gw_early=$!
+sleep 0.3
+bg_sipp early -m 1 -sf "$SIPP_DIR/pbx_call_early.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -s 15550000004 $PBX2
+early=$!
+wait_for grep -q "180 Ringing" "$T/early.msg" || fail "early call did not ring"
+"$SIPAUTHCTL" --store "$STORE" credential delete --trunk "$TRUNK" --id "$CRED2"
+wait "$early"; assert_eq "the ringing PBX got 487 and sent its ACK" 0 $?
+wait "$gw_early"; assert_eq "the gateway got CANCEL for the ringing call" 0 $?
+finish
