@@ -664,27 +664,6 @@ void sa_sip_calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb c
 
 /* ---- responses ---- */
 
-/* A response with no transaction (e.g. a 2xx retransmission): forward it
- * statelessly to where its next Via says (RFC 3261 §16.7, §18.2.2). */
-static void relay_stateless(struct sa_server *srv, const struct sa_msg *m, const char *out, size_t n)
-{
-	osip_via_t *via = osip_list_get(&m->osip->vias, 1);
-	if (!via || !via->host)
-		return;
-	osip_generic_param_t *rec = NULL, *rport = NULL;
-	osip_via_param_get_byname(via, "received", &rec);
-	osip_via_param_get_byname(via, "rport", &rport);
-	osip_uri_t u = { 0 };
-	u.host = rec && rec->gvalue ? rec->gvalue : via->host;
-	u.port = rport && rport->gvalue ? rport->gvalue : via->port;
-	struct sa_flow fl;
-	if (flow_for_uri(srv, &u, &fl) < 0)
-		return;
-	if (via->protocol && strcasecmp(via->protocol, "TCP") == 0)
-		fl.proto = SA_PROTO_TCP;
-	sa_transport_send(srv, &fl, out, n);
-}
-
 static void handle_response(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
 {
 	size_t cap = m->len;
@@ -701,8 +680,11 @@ static void handle_response(struct sa_server *srv, const struct sa_msg *m, const
 	if (n < 0 || m->method == SA_M_CANCEL)
 		goto out;   /* answers to our own hop-by-hop CANCELs stop here too */
 	if (!t) {
-		if (m->status >= 200 && m->status < 300)
-			relay_stateless(srv, m, out, (size_t)n);
+		/* a 2xx retransmitted after its transaction ended: only along a call we know */
+		int side;
+		struct sa_call *c = m->status >= 200 && m->status < 300 ? call_find(srv, m, &side) : NULL;
+		if (c)
+			sa_transport_send(srv, side == 1 ? &c->caller : &c->callee, out, (size_t)n);
 		goto out;
 	}
 	if (t->completed) {
@@ -872,12 +854,17 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 	osip_uri_t *target = next ? next->url : m->osip->req_uri;
 	int side = 0;
 	struct sa_call *c = call_find(srv, m, &side);
-	if (c) {
-		struct sa_dialog_side *ds = side == 1 ? &c->d.caller : &c->d.callee;
-		if (m->method != SA_M_ACK && m->cseq > ds->cseq)
-			ds->cseq = m->cseq;
+	if (!c) {
+		/* only calls we set up pass without credentials: anything else
+		 * would make a forged To tag an open relay */
+		if (m->method != SA_M_ACK)
+			reject(srv, m, from, 481, NULL, NULL, "no such call");
+		return;
 	}
-	if (c && !next) {
+	struct sa_dialog_side *ds = side == 1 ? &c->d.caller : &c->d.callee;
+	if (m->method != SA_M_ACK && m->cseq > ds->cseq)
+		ds->cseq = m->cseq;
+	if (!next) {
 		/* the last hop: the way we know the other end is reachable (NAT, TCP) */
 		to = side == 1 ? c->callee : c->caller;
 	} else if (flow_for_uri(srv, target, &to) < 0) {
@@ -900,7 +887,7 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 		free(out);
 		return;
 	}
-	if (c && m->method == SA_M_BYE) {
+	if (m->method == SA_M_BYE) {
 		log_info("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=bye", c->d.call_id, c->d.cred_id,
 		         c->d.trunk_id);
 		call_remove(srv, c);
