@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -116,6 +117,8 @@ static void txn_free(struct sa_txn *t)
 	if (*pp)
 		*pp = t->cnext;
 	srv->ntxns--;
+	if (!t->completed)
+		srv->nactive--;
 	event_free(t->timer);
 	if (t->timer_c)
 		event_free(t->timer_c);
@@ -126,6 +129,7 @@ static void txn_free(struct sa_txn *t)
 
 static void txn_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void txn_timer_c_cb(evutil_socket_t fd, short what, void *arg);
+static void txn_complete(struct sa_txn *t);
 
 static void txn_arm(struct sa_txn *t, unsigned ms)
 {
@@ -171,6 +175,7 @@ static struct sa_txn *txn_new(struct sa_server *srv, const struct sa_msg *m, con
 	t->cnext = srv->txn_by_branch[hb];
 	srv->txn_by_branch[hb] = t;
 	srv->ntxns++;
+	srv->nactive++;
 	return t;
 }
 
@@ -348,8 +353,7 @@ static void forward(struct sa_server *srv, const struct sa_msg *m, const struct 
 	if (n < 0) {
 		free(out);
 		reply(srv, m, from, 513, NULL, NULL, t);
-		t->completed = true;
-		txn_arm(t, LINGER_STREAM_MS);
+		txn_complete(t);
 		return;
 	}
 	t->req = out;
@@ -408,6 +412,8 @@ static void answer_downstream(struct sa_txn *t, int status)
 
 static void txn_complete(struct sa_txn *t)
 {
+	if (!t->completed)
+		t->srv->nactive--;
 	t->completed = true;
 	if (t->timer_c)
 		evtimer_del(t->timer_c);
@@ -532,8 +538,7 @@ static void send_local(struct sa_server *srv, const struct sa_flow *to, struct s
 	via_value(srv, to, t->branch, via, sizeof(via));
 	long n = sa_dialog_bye(&c->d, to_caller, via, reason, out, sizeof(out));
 	if (n < 0 || !(t->req = malloc((size_t)n))) {
-		t->completed = true;
-		txn_arm(t, 0);
+		txn_complete(t);
 		return;
 	}
 	memcpy(t->req, out, (size_t)n);
@@ -909,14 +914,18 @@ static void handle_cancel(struct sa_server *srv, const struct sa_msg *m, const s
 		send_hop_request(srv, t, NULL, true);   /* the 487 comes back from upstream */
 }
 
+/* We support no extensions: Proxy-Require always, and Require where we are
+ * the UAS (REGISTER), get 420 listing what was asked (RFC 3261 §8.2.2.3, §16.3). */
 static int check_proxy_require(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
 {
 	const struct sa_hdr *h = sa_msg_header(m, SA_H_PROXY_REQUIRE, 0);
+	if (!h && m->method == SA_M_REGISTER)
+		h = sa_msg_header(m, SA_H_REQUIRE, 0);
 	if (!h)
 		return 0;
 	char extra[600];
 	snprintf(extra, sizeof(extra), "Unsupported: %.*s\r\n", (int)(h->vlen > 500 ? 500 : h->vlen), h->value);
-	reject(srv, m, from, 420, NULL, extra, "unsupported Proxy-Require");
+	reject(srv, m, from, 420, NULL, extra, "unsupported extension required");
 	return -1;
 }
 
@@ -941,6 +950,16 @@ static void handle_request(struct sa_server *srv, const struct sa_msg *m, const 
 			sa_transport_send(srv, from, t->resp, t->resp_len);
 		return;
 	}
+	if (m->method == SA_M_ACK && m->to_tag) {
+		char tag[17];
+		sa_msg_local_tag(m, tag);
+		if (strcmp(m->to_tag, tag) == 0)
+			return;   /* the ACK for a 401/407/4xx we sent ourselves */
+	}
+	if (srv->stopping && !m->to_tag && m->method != SA_M_ACK && m->method != SA_M_CANCEL) {
+		reject(srv, m, from, 503, NULL, "Retry-After: 5\r\n", "stopping");
+		return;
+	}
 	if (options_for_us(m)) {
 		reply(srv, m, from, 200, NULL, "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, PRACK, INFO, REFER, NOTIFY, MESSAGE\r\n", NULL);
 		return;
@@ -956,10 +975,6 @@ static void handle_request(struct sa_server *srv, const struct sa_msg *m, const 
 		return;
 	}
 	if (m->to_tag) {
-		char tag[17];
-		sa_msg_local_tag(m, tag);
-		if (m->method == SA_M_ACK && strcmp(m->to_tag, tag) == 0)
-			return;   /* the ACK for a 401/407/4xx we sent ourselves */
 		handle_in_dialog(srv, m, from);
 		return;
 	}
@@ -996,8 +1011,10 @@ void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char 
 		char addr[64];
 		uint16_t port;
 		sa_flow_peer(from, addr, sizeof(addr), &port);
+		/* a request with a Via can be answered from the headers it has
+		 * (RFC 3261 §8.2.6); never a response, never an ACK */
 		bool answerable = m.nhdr > 0 && len > 8 && memcmp(buf, "SIP/2.0 ", 8) != 0 &&
-		                  sa_msg_header(&m, SA_H_VIA, 0) && sa_msg_header(&m, SA_H_CALL_ID, 0) &&
+		                  memcmp(buf, "ACK ", 4) != 0 && sa_msg_header(&m, SA_H_VIA, 0) &&
 		                  sa_msg_header(&m, SA_H_CSEQ, 0) && sa_msg_header(&m, SA_H_FROM, 0) &&
 		                  sa_msg_header(&m, SA_H_TO, 0);
 		log_info("event=bad_message reason=\"%s\" status=%d src=%s:%u proto=%s", err.reason,
@@ -1014,6 +1031,72 @@ void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char 
 	sa_msg_free(&m);
 }
 
+/* Calls outlive a restart: written at a clean stop, read at start, so
+ * in-dialog requests and revocation keep working across it. */
+#define CALLS_MAGIC 0x53414331u   /* "SAC1": bump when struct sa_call changes */
+
+static void calls_path(struct sa_server *srv, char *out, size_t len)
+{
+	snprintf(out, len, "%s/calls.state", srv->cfg.store_path);
+}
+
+int sa_sip_calls_save(struct sa_server *srv)
+{
+	char path[PATH_MAX + 16], tmp[PATH_MAX + 32];
+	calls_path(srv, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *f = fopen(tmp, "wb");
+	if (!f)
+		return -1;
+	uint32_t magic = CALLS_MAGIC;
+	bool ok = fwrite(&magic, sizeof(magic), 1, f) == 1;
+	for (unsigned b = 0; ok && b < CALL_BUCKETS; b++)
+		for (struct sa_call *c = srv->calls[b]; ok && c; c = c->next) {
+			struct sa_call copy = *c;
+			copy.next = NULL;
+			copy.caller.conn_id = copy.callee.conn_id = 0;   /* connections do not survive */
+			ok = fwrite(&copy, sizeof(copy), 1, f) == 1;
+		}
+	ok = fclose(f) == 0 && ok;
+	if (!ok || rename(tmp, path) < 0) {
+		unlink(tmp);
+		return -1;
+	}
+	log_info("event=calls_saved count=%u", srv->ncalls);
+	return 0;
+}
+
+static void calls_load(struct sa_server *srv)
+{
+	char path[PATH_MAX + 16];
+	calls_path(srv, path, sizeof(path));
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return;
+	uint32_t magic = 0;
+	struct sa_call rec;
+	if (fread(&magic, sizeof(magic), 1, f) == 1 && magic == CALLS_MAGIC)
+		while (fread(&rec, sizeof(rec), 1, f) == 1 && srv->ncalls < srv->cfg.max_calls) {
+			struct sa_call *c = malloc(sizeof(*c));
+			if (!c)
+				break;
+			*c = rec;
+			c->d.call_id[sizeof(c->d.call_id) - 1] = '\0';
+			struct sa_call **b = call_bucket(srv, c->d.call_id);
+			c->next = *b;
+			*b = c;
+			srv->ncalls++;
+		}
+	fclose(f);
+	unlink(path);
+	log_info("event=calls_restored count=%u", srv->ncalls);
+}
+
+unsigned sa_sip_in_flight(const struct sa_server *srv)
+{
+	return srv->nactive;
+}
+
 int sa_sip_init(struct sa_server *srv)
 {
 	unsigned char r[4];
@@ -1023,6 +1106,7 @@ int sa_sip_init(struct sa_server *srv)
 	if (!srv->txn_by_skey || !srv->txn_by_branch || !srv->calls || RAND_bytes(r, sizeof(r)) != 1)
 		return -1;
 	sa_store_generation(srv->store, &srv->store_generation);
+	calls_load(srv);
 	srv->revoke_poll = event_new(srv->base, -1, EV_PERSIST, revoke_poll_cb, srv);
 	struct timeval poll = { .tv_sec = 0, .tv_usec = 250000 };
 	if (!srv->revoke_poll || event_add(srv->revoke_poll, &poll) < 0)

@@ -146,6 +146,66 @@ static int check_contacts(const struct sa_reg_cfg *cfg, const struct sa_msg *m, 
 	return 0;
 }
 
+struct count_ctx {
+	const struct sa_msg *m;
+	unsigned dflt;
+	int64_t now;
+	int live, added, removed;
+};
+
+/* Is uri among the request's contacts, and with what expiry? -2 when absent. */
+static long asked_expiry(const struct sa_msg *m, const char *uri, unsigned dflt)
+{
+	for (int i = 0; i < osip_list_size(&m->osip->contacts); i++) {
+		osip_contact_t *c = osip_list_get(&m->osip->contacts, i);
+		char *s = NULL;
+		if (!c->url || osip_uri_to_str(c->url, &s) != 0)
+			continue;
+		bool same = strcmp(s, uri) == 0;
+		osip_free(s);
+		if (same)
+			return contact_expires(m, c, dflt);
+	}
+	return -2;
+}
+
+static int count_existing_cb(const struct sa_binding *bd, void *arg)
+{
+	struct count_ctx *cc = arg;
+	if (bd->expires_at <= cc->now)
+		return 0;
+	cc->live++;
+	if (asked_expiry(cc->m, bd->contact, cc->dflt) == 0)
+		cc->removed++;
+	return 0;
+}
+
+/* All or nothing: would the request leave more than max_contacts bound? */
+static int check_limit(struct sa_store *st, const struct sa_reg_cfg *cfg, const struct sa_msg *m,
+                       const struct sa_credential *cred, int64_t now, struct sa_reg_result *res)
+{
+	if (cfg->max_contacts == 0)
+		return 0;
+	struct count_ctx cc = { .m = m, .dflt = cfg->default_expires, .now = now };
+	sa_store_binding_list_credential(st, cred->id, count_existing_cb, &cc);
+	for (int i = 0; i < osip_list_size(&m->osip->contacts); i++) {
+		osip_contact_t *c = osip_list_get(&m->osip->contacts, i);
+		char *s = NULL;
+		if (contact_expires(m, c, cfg->default_expires) == 0 || osip_uri_to_str(c->url, &s) != 0)
+			continue;
+		struct find_ctx fc = { .contact = s };
+		sa_store_binding_list_credential(st, cred->id, find_cb, &fc);
+		if (!fc.hit || fc.found.expires_at <= now)
+			cc.added++;
+		osip_free(s);
+	}
+	if (cc.live + cc.added - cc.removed > (int)cfg->max_contacts) {
+		set_status(res, 503, "Too Many Registered Contacts");
+		return -1;
+	}
+	return 0;
+}
+
 static int apply_wildcard(struct sa_store *st, const struct sa_msg *m, const struct sa_credential *cred,
                           struct sa_reg_result *res)
 {
@@ -174,7 +234,7 @@ void sa_registrar_apply(struct sa_store *st, const struct sa_reg_cfg *cfg, const
 		if (apply_wildcard(st, m, cred, res) < 0)
 			return;
 	} else {
-		if (check_contacts(cfg, m, res) < 0)
+		if (check_contacts(cfg, m, res) < 0 || check_limit(st, cfg, m, cred, now, res) < 0)
 			return;
 		for (int i = 0; i < osip_list_size(&m->osip->contacts); i++) {
 			osip_contact_t *c = osip_list_get(&m->osip->contacts, i);

@@ -1,0 +1,63 @@
+#!/bin/sh
+# lifecycle.sh: SIGTERM drains transactions in flight and exits 0; calls survive a clean restart;
+# SIGHUP applies a changed configuration and refuses a broken one, keeping the old.
+. "$top_srcdir/test/lib.sh"
+need sipp
+setup_store || { fail "store setup"; finish; }
+start_sipauthd "MD5" "[log]
+level = info" || { fail "sipauthd did not start"; finish; }
+PBX="-au $SIP_USER -ap $SIP_PASS -key trunk_host $TRUNK_HOST"
+bg_sipp() {
+	name=$1; shift
+	spawn "$T/$name.out" timeout 30 sipp "$@" -m 1 -nostdin -trace_err -error_file "$T/$name.err" \
+		-trace_msg -message_file "$T/$name.msg"
+}
+options_status() {
+	sipc options --host "$TRUNK_HOST" --timeout 1 | json_get 'final.get("final_status")'
+}
+
+# --- SIGHUP: a changed log level applies; a broken file is refused and the old one stays
+sed -i 's/^level = info/level = debug/' "$T/sipauthd.conf"
+kill -HUP "$SIPAUTHD_PID"
+wait_for grep -q "event=reloaded" "$T/sipauthd.log"
+assert_match "SIGHUP reloads the configuration" "event=reloaded" "$(cat "$T/sipauthd.log")"
+sipc options --transport tcp --host "$TRUNK_HOST" >/dev/null
+wait_for grep -q "level=debug" "$T/sipauthd.log"
+assert_match "the new log level is in force" "level=debug" "$(cat "$T/sipauthd.log")"
+cp "$T/sipauthd.conf" "$T/good.conf"
+echo "bogus_key = 1" >> "$T/sipauthd.conf"
+kill -HUP "$SIPAUTHD_PID"
+wait_for grep -q "event=reload_refused" "$T/sipauthd.log"
+assert_match "a broken configuration is refused with file and line" "event=reload_refused error=\".*sipauthd.conf:[0-9]+: unknown key 'bogus_key'" "$(cat "$T/sipauthd.log")"
+assert_eq "the daemon goes on answering after a refused reload" 200 "$(options_status)"
+cp "$T/good.conf" "$T/sipauthd.conf"
+
+# --- SIGTERM during an established call: exit 0, the call is saved and restored
+bg_sipp gw -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT"; gw=$!
+sleep 0.3
+bg_sipp call -sf "$SIPP_DIR/pbx_call.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -s 15550000001 $PBX -d 3000
+call=$!
+wait_for grep -q "event=call_start" "$T/sipauthd.log" || fail "call did not start"
+kill -TERM "$SIPAUTHD_PID"
+wait "$SIPAUTHD_PID"
+assert_eq "SIGTERM with a call up: exit status 0" 0 $?
+assert_match "the call is saved at stop" "event=calls_saved count=1" "$(cat "$T/sipauthd.log")"
+spawn "$T/sipauthd2.log" "$SIPAUTHD" --config "$T/sipauthd.conf"
+SIPAUTHD_PID=$!
+wait_for grep -q "event=started" "$T/sipauthd2.log"
+assert_match "the call is restored at start" "event=calls_restored count=1" "$(cat "$T/sipauthd2.log")"
+wait "$call"; assert_eq "the PBX's BYE after the restart is answered" 0 $?
+wait "$gw"; assert_eq "the gateway got the BYE through the restarted daemon" 0 $?
+
+# --- SIGTERM with a transaction in flight: new requests get 503, the INVITE still completes
+bg_sipp slow -sf "$SIPP_DIR/gateway_slow.xml" -i 127.0.0.2 -p "$GW_PORT"
+bg_sipp call2 -sf "$SIPP_DIR/pbx_call.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -s 15550000002 $PBX -d 100
+wait_for grep -q "180 Ringing" "$T/call2.msg" || fail "second call did not ring"
+kill -TERM "$SIPAUTHD_PID"
+sleep 0.2
+assert_eq "while draining, a new request gets 503" 503 "$(options_status)"
+wait "$SIPAUTHD_PID"
+assert_eq "after draining: exit status 0" 0 $?
+assert_match "the PBX got the 200 that arrived while draining" "SIP/2.0 200 OK" "$(cat "$T/call2.msg")"
+assert_match "the daemon waited for the transaction" "event=drained in_flight=0" "$(cat "$T/sipauthd2.log")"
+finish
