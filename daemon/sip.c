@@ -730,6 +730,17 @@ static bool is_trusted(struct sa_server *srv, const struct sa_flow *from)
 	return sa_config_trusted(&srv->cfg, (const struct sockaddr *)&from->ss);
 }
 
+/* The source address bytes of a flow, for the abuse table. */
+static const void *flow_addr(const struct sa_flow *fl, size_t *len)
+{
+	if (fl->ss.ss_family == AF_INET6) {
+		*len = 16;
+		return &((const struct sockaddr_in6 *)&fl->ss)->sin6_addr;
+	}
+	*len = 4;
+	return &((const struct sockaddr_in *)&fl->ss)->sin_addr;
+}
+
 /* The trunk a request is for: Request-URI host, To host as fallback. */
 static int request_trunk(struct sa_server *srv, const struct sa_msg *m, char *trunk, size_t len)
 {
@@ -751,16 +762,27 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 	log_info("event=auth_failure reason=%s trunk=%s username=\"%s\" method=%s src=%s:%u proto=%s call_id=\"%s\"",
 	         sa_auth_reason_name(r->reason), trunk ? trunk : "-", r->username, m->method_name, addr, port,
 	         sa_proto_name(from->proto), m->call_id);
-	if (!trunk)
-		return;
 	struct sa_authfail f = { .at = wall_now(), .source_port = port };
-	snprintf(f.trunk_id, sizeof(f.trunk_id), "%s", trunk);
+	snprintf(f.trunk_id, sizeof(f.trunk_id), "%s", trunk ? trunk : "");
 	snprintf(f.source, sizeof(f.source), "%s", addr);
 	snprintf(f.transport, sizeof(f.transport), "%s", sa_proto_name(from->proto));
 	snprintf(f.username, sizeof(f.username), "%s", r->username);
 	snprintf(f.reason, sizeof(f.reason), "%s", sa_auth_reason_name(r->reason));
 	snprintf(f.method, sizeof(f.method), "%s", m->method_name);
-	sa_store_authfail_add(srv->store, &f, 1000);
+	if (trunk)
+		sa_store_authfail_add(srv->store, &f, 1000);
+	size_t alen;
+	const void *a = flow_addr(from, &alen);
+	if (r->reason != SA_AUTH_STALE_NONCE &&
+	    sa_abuse_failure(srv->abuse, &srv->cfg.abuse, a, alen, (uint64_t)wall_now())) {
+		srv->counters.bans++;
+		srv->counters.auth_fail[SA_AUTH_BANNED]++;
+		log_warn("event=ban src=%s failures=%u window=%u ban_time=%u trunk=%s", addr, srv->cfg.abuse.max_failures,
+		         srv->cfg.abuse.window, srv->cfg.abuse.ban_time, trunk ? trunk : "-");
+		snprintf(f.reason, sizeof(f.reason), "%s", sa_auth_reason_name(SA_AUTH_BANNED));
+		if (trunk)
+			sa_store_authfail_add(srv->store, &f, 1000);
+	}
 }
 
 /* Challenge or accept. Returns true when the request may go on, cred filled. */
@@ -941,6 +963,12 @@ static void handle_request(struct sa_server *srv, const struct sa_msg *m, const 
 
 	srv->counters.requests[m->method < 16 ? m->method : 0]++;
 	srv->counters.requests_by_proto[from->proto]++;
+	size_t alen;
+	const void *a = flow_addr(from, &alen);
+	if (sa_abuse_banned(srv->abuse, &srv->cfg.abuse, a, alen, (uint64_t)wall_now()) && !is_trusted(srv, from)) {
+		srv->counters.banned_dropped++;   /* a banned source learns nothing, costs nothing */
+		return;
+	}
 	server_key(m, key, sizeof(key));
 	struct sa_txn *t = m->method == SA_M_CANCEL ? NULL : txn_by_skey(srv, key);
 	if (t) {
@@ -1103,7 +1131,8 @@ int sa_sip_init(struct sa_server *srv)
 	srv->txn_by_skey = calloc(TXN_BUCKETS, sizeof(*srv->txn_by_skey));
 	srv->txn_by_branch = calloc(TXN_BUCKETS, sizeof(*srv->txn_by_branch));
 	srv->calls = calloc(CALL_BUCKETS, sizeof(*srv->calls));
-	if (!srv->txn_by_skey || !srv->txn_by_branch || !srv->calls || RAND_bytes(r, sizeof(r)) != 1)
+	srv->abuse = sa_abuse_new(65536);
+	if (!srv->txn_by_skey || !srv->txn_by_branch || !srv->calls || !srv->abuse || RAND_bytes(r, sizeof(r)) != 1)
 		return -1;
 	sa_store_generation(srv->store, &srv->store_generation);
 	calls_load(srv);
@@ -1130,6 +1159,8 @@ void sa_sip_shutdown(struct sa_server *srv)
 				call_remove(srv, srv->calls[b]);
 	free(srv->calls);
 	srv->calls = NULL;
+	sa_abuse_free(srv->abuse);
+	srv->abuse = NULL;
 	if (srv->revoke_poll)
 		event_free(srv->revoke_poll);
 	srv->revoke_poll = NULL;

@@ -118,6 +118,9 @@ algorithms = ${1:-SHA-256, MD5}
 nonce_ttl = ${NONCE_TTL:-30}
 [store]
 path = $STORE
+[abuse]
+# bans are tested on their own (abuse.sh); elsewhere many failures are on purpose
+max_failures = ${ABUSE_MAX_FAILURES:-0}
 ${2:-}
 CONF
 	spawn "$T/sipauthd.log" "$SIPAUTHD" --config "$T/sipauthd.conf"

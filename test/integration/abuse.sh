@@ -1,0 +1,41 @@
+#!/bin/sh
+# abuse.sh: a source that keeps failing is banned (its requests dropped unanswered) for
+# ban_time, then served again; the trusted gateway is never banned; SIGHUP changes thresholds.
+. "$top_srcdir/test/lib.sh"
+setup_store || { fail "store setup"; finish; }
+ABUSE_MAX_FAILURES=3 start_sipauthd "SHA-256, MD5" "[abuse]
+window = 60
+ban_time = 3" || { fail "sipauthd did not start"; finish; }
+
+reg() { sipc register --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --timeout 1 "$@"; }
+status_of() { json_get 'final.get("final_status")'; }
+
+assert_eq "a good registration before any failure" 200 "$(reg | status_of)"
+for i in 1 2; do
+	assert_eq "wrong password $i: challenged again" 401 "$(reg --wrong-password wrong_password_$i | status_of)"
+done
+assert_eq "wrong password 3: still a 401 (the ban starts now)" 401 "$(reg --wrong-password wrong_password_3 | status_of)"
+assert_match "the ban is logged once with its source" "event=ban src=127.0.0.1 failures=3 window=60 ban_time=3" "$(cat "$T/sipauthd.log")"
+reg >"$T/banned.json"
+assert_eq "a banned source gets no answer, even with the right password (exit 3 = no answer)" 3 $?
+assert_eq "nothing came back to the banned source" 0 "$(json_get 'len(resp)' <"$T/banned.json")"
+assert_eq "another source is served meanwhile" 200 \
+	"$(sipc options --local-ip 127.0.0.3 --host "$TRUNK_HOST" --timeout 1 | status_of)"
+sleep 3.2
+assert_eq "after ban_time the source is served again" 200 "$(reg | status_of)"
+
+# the trusted gateway address is never banned, however often it fails
+for i in 1 2 3 4; do
+	sipc register --local-ip 127.0.0.2 --host "$TRUNK_HOST" --user "$SIP_USER" --password x --wrong-password bad_one_$i \
+		--timeout 1 >/dev/null
+done
+assert_eq "the trusted gateway is still answered" 200 \
+	"$(sipc options --local-ip 127.0.0.2 --host "$TRUNK_HOST" --timeout 1 | status_of)"
+
+# SIGHUP: max_failures = 0 turns banning off without a restart
+sed -i 's/^max_failures = 3/max_failures = 0/' "$T/sipauthd.conf"
+kill -HUP "$SIPAUTHD_PID"
+wait_for grep -q "event=reloaded" "$T/sipauthd.log"
+for i in 1 2 3 4 5; do reg --wrong-password wrong_again_$i >/dev/null; done
+assert_eq "with banning off after reload, failures never ban" 200 "$(reg | status_of)"
+finish
