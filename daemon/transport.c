@@ -8,6 +8,9 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "log.h"
 #include "server.h"
@@ -20,6 +23,8 @@ struct sa_conn {
 	struct sa_server *srv;
 	struct bufferevent *bev;
 	struct sa_flow flow;
+	bool handshaking;               /* TLS: counted in srv->nhandshakes until done */
+	struct event *hs_deadline;      /* TLS: closes the connection if the handshake is not done */
 };
 
 void sa_flow_peer(const struct sa_flow *fl, char *addr, size_t alen, uint16_t *port)
@@ -75,6 +80,10 @@ static void conn_free(struct sa_conn *c)
 	if (*pp)
 		*pp = c->next;
 	srv->nconns--;
+	if (c->handshaking)
+		srv->nhandshakes--;
+	if (c->hs_deadline)
+		event_free(c->hs_deadline);
 	bufferevent_free(c->bev);
 	free(c);
 }
@@ -120,28 +129,99 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 	}
 }
 
+/* The TLS handshake is over: from now on the idle timeout applies. */
+static void conn_tls_up(struct sa_conn *c)
+{
+	struct sa_server *srv = c->srv;
+	struct timeval idle = { .tv_sec = srv->cfg.tcp_idle_timeout };
+	if (c->handshaking) {
+		c->handshaking = false;
+		srv->nhandshakes--;
+	}
+	if (c->hs_deadline) {
+		event_free(c->hs_deadline);
+		c->hs_deadline = NULL;
+	}
+	bufferevent_set_timeouts(c->bev, &idle, NULL);
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+	log_debug("event=tls_up conn=%llu version=%s cipher=%s", (unsigned long long)c->id,
+	          SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+}
+
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct sa_conn *c = arg;
-	if (what & BEV_EVENT_CONNECTED)
+	if (what & BEV_EVENT_CONNECTED) {
+		if (c->flow.proto == SA_PROTO_TLS)
+			conn_tls_up(c);
 		return;
+	}
 	char a[64];
 	uint16_t port;
 	sa_flow_peer(&c->flow, a, sizeof(a), &port);
+	if (c->flow.proto == SA_PROTO_TLS && ((what & BEV_EVENT_ERROR) || c->handshaking)) {
+		unsigned long e = bufferevent_get_openssl_error(bev);
+		char reason[160] = "";
+		if (e)
+			ERR_error_string_n(e, reason, sizeof(reason));
+		log_info("event=tls_close src=%s:%u handshake=%s reason=\"%s\"", a, port,
+		         c->handshaking ? "incomplete" : "done",
+		         (what & BEV_EVENT_TIMEOUT) ? "timeout" : reason[0] ? reason : "eof");
+		conn_free(c);
+		return;
+	}
 	log_debug("event=tcp_close src=%s:%u reason=%s", a, port,
 	          (what & BEV_EVENT_TIMEOUT) ? "idle" : (what & BEV_EVENT_EOF) ? "eof" : "error");
 	conn_free(c);
 }
 
+static void hs_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_conn *c = arg;
+	char a[64];
+	uint16_t port;
+	sa_flow_peer(&c->flow, a, sizeof(a), &port);
+	log_info("event=tls_close src=%s:%u handshake=incomplete reason=\"timeout\"", a, port);
+	conn_free(c);
+}
+
+/* The bufferevent for a connection: plain, or TLS accepting / connecting. */
+static struct bufferevent *conn_bev(struct sa_server *srv, evutil_socket_t fd, enum sa_proto proto,
+                                    bool accepting, bool to_gateway)
+{
+	if (proto != SA_PROTO_TLS)
+		return bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	SSL *ssl = SSL_new(accepting ? srv->tls_server : srv->tls_client);
+	if (!ssl)
+		return NULL;
+	if (!accepting && to_gateway) {
+		SSL_set_tlsext_host_name(ssl, srv->cfg.tls.gateway_name);
+		SSL_set1_host(ssl, srv->cfg.tls.gateway_name);
+	} else if (!accepting) {
+		SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);   /* a PBX's certificate is rarely one a CA signed */
+	}
+	struct bufferevent *bev = bufferevent_openssl_socket_new(srv->base, fd, ssl,
+		accepting ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	if (!bev) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+}
+
 static struct sa_conn *conn_new(struct sa_server *srv, evutil_socket_t fd, const struct sockaddr *sa,
-                                socklen_t len, unsigned lidx, enum sa_proto proto)
+                                socklen_t len, unsigned lidx, enum sa_proto proto, bool accepting)
 {
 	if (srv->nconns >= srv->cfg.max_connections)
+		return NULL;
+	if (proto == SA_PROTO_TLS && srv->nhandshakes >= srv->cfg.tls.max_handshakes)
 		return NULL;
 	struct sa_conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
-	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	bool to_gateway = !accepting && len == srv->cfg.gateway.sslen && memcmp(sa, &srv->cfg.gateway.ss, len) == 0;
+	c->bev = conn_bev(srv, fd, proto, accepting, to_gateway);
 	if (!c->bev) {
 		free(c);
 		return NULL;
@@ -157,6 +237,15 @@ static struct sa_conn *conn_new(struct sa_server *srv, evutil_socket_t fd, const
 	srv->conn_by_id[c->id % CONN_BUCKETS] = c;
 	srv->nconns++;
 	struct timeval idle = { .tv_sec = srv->cfg.tcp_idle_timeout };
+	if (proto == SA_PROTO_TLS) {
+		/* a handshake gets little time: a peer that never finishes must not hold a slot */
+		c->handshaking = true;
+		srv->nhandshakes++;
+		idle.tv_sec = srv->cfg.tls.handshake_timeout;
+		c->hs_deadline = evtimer_new(srv->base, hs_deadline_cb, c);
+		if (c->hs_deadline)
+			evtimer_add(c->hs_deadline, &idle);
+	}
 	bufferevent_set_timeouts(c->bev, &idle, NULL);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, SA_SIP_MAX_MSG + 4096);
 	bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
@@ -167,8 +256,9 @@ static struct sa_conn *conn_new(struct sa_server *srv, evutil_socket_t fd, const
 static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
 {
 	struct sa_listener *l = arg;
-	if (!conn_new(l->srv, fd, sa, (socklen_t)len, l->idx, l->ep.proto)) {
-		log_warn("event=tcp_refused reason=connection_limit limit=%u", l->srv->cfg.max_connections);
+	if (!conn_new(l->srv, fd, sa, (socklen_t)len, l->idx, l->ep.proto, true)) {
+		log_warn("event=tcp_refused proto=%s reason=limit connections=%u handshakes=%u", sa_proto_name(l->ep.proto),
+		         l->srv->nconns, l->srv->nhandshakes);
 		evutil_closesocket(fd);
 	}
 }
@@ -212,10 +302,100 @@ static int bind_tcp(struct sa_server *srv, struct sa_listener *l)
 	return l->lev ? 0 : -1;
 }
 
+static SSL_CTX *tls_ctx_base(const SSL_METHOD *method, const struct sa_tls_config *tc)
+{
+	SSL_CTX *ctx = SSL_CTX_new(method);
+	if (!ctx)
+		return NULL;
+	SSL_CTX_set_min_proto_version(ctx, tc->min_version);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	if (SSL_CTX_set_cipher_list(ctx, tc->ciphers) != 1) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+static void tls_log_error(const char *what, const char *path)
+{
+	char reason[200] = "";
+	ERR_error_string_n(ERR_get_error(), reason, sizeof(reason));
+	ERR_clear_error();
+	log_err("event=tls_config_failed what=%s file=\"%s\" reason=\"%s\"", what, path, reason);
+}
+
+/* The server context: our certificate and key, optionally client verification. */
+static SSL_CTX *tls_server_ctx(const struct sa_tls_config *tc)
+{
+	SSL_CTX *ctx = tls_ctx_base(TLS_server_method(), tc);
+	if (!ctx) {
+		tls_log_error("ciphers", tc->ciphers);
+		return NULL;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx, tc->certificate) != 1) {
+		tls_log_error("certificate", tc->certificate);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, tc->private_key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		tls_log_error("private_key", tc->private_key);
+		goto fail;
+	}
+	SSL_CTX_set_num_tickets(ctx, 0);
+	if (tc->client_ca[0]) {
+		if (SSL_CTX_load_verify_locations(ctx, tc->client_ca, NULL) != 1) {
+			tls_log_error("client_ca", tc->client_ca);
+			goto fail;
+		}
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	}
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* The client context: the gateway's certificate is verified (system store or tls_ca). */
+static SSL_CTX *tls_client_ctx(const struct sa_tls_config *tc)
+{
+	SSL_CTX *ctx = tls_ctx_base(TLS_client_method(), tc);
+	if (!ctx)
+		return NULL;
+	int ok = tc->gateway_ca[0] ? SSL_CTX_load_verify_locations(ctx, tc->gateway_ca, NULL)
+	                           : SSL_CTX_set_default_verify_paths(ctx);
+	if (ok != 1) {
+		tls_log_error("tls_ca", tc->gateway_ca);
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	return ctx;
+}
+
+int sa_transport_tls_reload(struct sa_server *srv, const struct sa_tls_config *tc)
+{
+	bool serving = false;
+	for (unsigned i = 0; i < srv->cfg.nlisten; i++)
+		serving |= srv->cfg.listen[i].proto == SA_PROTO_TLS;
+	SSL_CTX *server = serving ? tls_server_ctx(tc) : NULL;
+	SSL_CTX *client = tls_client_ctx(tc);
+	if ((serving && !server) || !client) {
+		SSL_CTX_free(server);
+		SSL_CTX_free(client);
+		return -1;
+	}
+	/* connections hold their own reference: they go on with the old context */
+	SSL_CTX_free(srv->tls_server);
+	SSL_CTX_free(srv->tls_client);
+	srv->tls_server = server;
+	srv->tls_client = client;
+	return 0;
+}
+
 int sa_transport_start(struct sa_server *srv)
 {
 	srv->conn_by_id = calloc(CONN_BUCKETS, sizeof(*srv->conn_by_id));
-	if (!srv->conn_by_id)
+	if (!srv->conn_by_id || sa_transport_tls_reload(srv, &srv->cfg.tls) < 0)
 		return -1;
 	for (unsigned i = 0; i < srv->cfg.nlisten; i++) {
 		struct sa_listener *l = &srv->listeners[i];
@@ -253,6 +433,9 @@ void sa_transport_stop(struct sa_server *srv)
 				conn_free(srv->conn_by_id[b]);
 	free(srv->conn_by_id);
 	srv->conn_by_id = NULL;
+	SSL_CTX_free(srv->tls_server);
+	SSL_CTX_free(srv->tls_client);
+	srv->tls_server = srv->tls_client = NULL;
 }
 
 unsigned sa_transport_listener_for(struct sa_server *srv, enum sa_proto proto)
@@ -267,7 +450,7 @@ unsigned sa_transport_listener_for(struct sa_server *srv, enum sa_proto proto)
 static struct sa_conn *conn_connect(struct sa_server *srv, const struct sa_flow *fl)
 {
 	struct sa_conn *c = conn_new(srv, -1, (const struct sockaddr *)&fl->ss, fl->sslen,
-	                             sa_transport_listener_for(srv, fl->proto), fl->proto);
+	                             sa_transport_listener_for(srv, fl->proto), fl->proto, false);
 	if (!c)
 		return NULL;
 	if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&fl->ss, (int)fl->sslen) < 0) {
