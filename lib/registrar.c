@@ -40,103 +40,71 @@ static bool is_wildcard(const struct sa_msg *m)
 	return h && h->vlen == 1 && h->value[0] == '*';
 }
 
-struct list_ctx {
-	struct sa_buf b;
+#define MAX_ASKED 32   /* contacts in one REGISTER; more is a 400 */
+
+/* The credential's bindings, read once per REGISTER and kept up to date in
+ * memory as the request is applied, so the 200 needs no second walk. */
+struct bindings {
+	struct sa_binding *b;
+	int n, cap;
 	int64_t now;
-	int count;
 };
 
-static int put_contact_cb(const struct sa_binding *bd, void *arg)
+static int collect_cb(const struct sa_binding *bd, void *arg)
 {
-	struct list_ctx *lc = arg;
-	if (bd->expires_at <= lc->now)
+	struct bindings *bl = arg;
+	if (bd->expires_at <= bl->now)
 		return 0;
-	sa_buf_printf(&lc->b, "Contact: <%s>;expires=%lld\r\n", bd->contact,
-	              (long long)(bd->expires_at - lc->now));
-	lc->count++;
+	if (bl->n == bl->cap) {
+		int cap = bl->cap ? 2 * bl->cap : 8;
+		struct sa_binding *nb = realloc(bl->b, (size_t)cap * sizeof(*nb));
+		if (!nb)
+			return 1;
+		bl->b = nb;
+		bl->cap = cap;
+	}
+	bl->b[bl->n++] = *bd;
 	return 0;
 }
 
-static int count_cb(const struct sa_binding *bd, void *arg)
+static struct sa_binding *bindings_find(struct bindings *bl, const char *uri)
 {
-	struct list_ctx *lc = arg;
-	if (bd->expires_at > lc->now)
-		lc->count++;
-	return 0;
+	for (int i = 0; i < bl->n; i++)
+		if (strcmp(bl->b[i].contact, uri) == 0)
+			return &bl->b[i];
+	return NULL;
 }
 
-/* Out-of-order check of §10.3 step 7: same Call-ID, CSeq not higher. */
-struct find_ctx {
-	const char *contact;
-	struct sa_binding found;
-	bool hit;
+/* What the REGISTER asks for: each contact's URI and expiry. */
+struct asked {
+	char *uri[MAX_ASKED];
+	long expires[MAX_ASKED];
+	int n;
 };
 
-static int find_cb(const struct sa_binding *bd, void *arg)
+static void asked_free(struct asked *a)
 {
-	struct find_ctx *fc = arg;
-	if (strcmp(bd->contact, fc->contact) != 0)
-		return 0;
-	fc->found = *bd;
-	fc->hit = true;
-	return 1;
+	for (int i = 0; i < a->n; i++)
+		osip_free(a->uri[i]);
 }
 
-static int apply_contact(struct sa_store *st, const struct sa_reg_cfg *cfg, const struct sa_msg *m,
-                         const struct sa_credential *cred, const struct sa_peer *peer, int64_t now,
-                         const char *uri, long expires, struct sa_reg_result *res)
+/* Every contact well-formed and none too brief; nothing is written yet. */
+static int read_contacts(const struct sa_reg_cfg *cfg, const struct sa_msg *m, struct asked *a,
+                         struct sa_reg_result *res)
 {
-	struct find_ctx fc = { .contact = uri };
-	sa_store_binding_list_credential(st, cred->id, find_cb, &fc);
-	if (fc.hit && strcmp(fc.found.call_id, m->call_id) == 0 && fc.found.cseq >= m->cseq) {
-		set_status(res, 500, "Out of order REGISTER");
+	int n = osip_list_size(&m->osip->contacts);
+	if (n > MAX_ASKED) {
+		set_status(res, 400, "Too many Contacts");
 		return -1;
 	}
-	if (expires == 0) {
-		if (fc.hit && sa_store_binding_delete(st, cred->id, uri) == 0)
-			res->removed++;
-		return 0;
-	}
-	struct sa_binding b;
-	memset(&b, 0, sizeof(b));
-	snprintf(b.cred_id, sizeof(b.cred_id), "%s", cred->id);
-	snprintf(b.trunk_id, sizeof(b.trunk_id), "%s", cred->trunk_id);
-	snprintf(b.contact, sizeof(b.contact), "%s", uri);
-	snprintf(b.source, sizeof(b.source), "%s", peer->addr);
-	b.source_port = peer->port;
-	snprintf(b.transport, sizeof(b.transport), "%s", peer->transport);
-	const struct sa_hdr *ua = sa_msg_header(m, SA_H_USER_AGENT, 0);
-	if (ua)
-		snprintf(b.user_agent, sizeof(b.user_agent), "%.*s", (int)ua->vlen, ua->value);
-	snprintf(b.call_id, sizeof(b.call_id), "%s", m->call_id);
-	b.cseq = (uint32_t)m->cseq;
-	b.registered_at = fc.hit ? fc.found.registered_at : now;
-	b.updated_at = now;
-	b.expires_at = now + (expires > (long)cfg->max_expires ? (long)cfg->max_expires : expires);
-	int rc = sa_store_binding_put(st, &b, cfg->max_contacts);
-	if (rc == SA_STORE_EFULL) {
-		set_status(res, 503, "Too Many Registered Contacts");
-		return -1;
-	}
-	if (rc != 0) {
-		set_status(res, 500, NULL);
-		return -1;
-	}
-	if (!fc.hit)
-		res->added++;
-	return 0;
-}
-
-/* First pass: every contact well-formed and none too brief (nothing written yet). */
-static int check_contacts(const struct sa_reg_cfg *cfg, const struct sa_msg *m, struct sa_reg_result *res)
-{
-	for (int i = 0; i < osip_list_size(&m->osip->contacts); i++) {
+	for (int i = 0; i < n; i++) {
 		osip_contact_t *c = osip_list_get(&m->osip->contacts, i);
 		long e = contact_expires(m, c, cfg->default_expires);
-		if (!c->url || e < 0) {
+		if (!c->url || e < 0 || osip_uri_to_str(c->url, &a->uri[a->n]) != 0) {
 			set_status(res, 400, "Bad Contact");
 			return -1;
 		}
+		a->expires[a->n++] = e;
 		if (e > 0 && e < (long)cfg->min_expires) {
 			set_status(res, 423, NULL);
 			snprintf(res->headers, sizeof(res->headers), "Min-Expires: %u\r\n", cfg->min_expires);
@@ -146,115 +114,132 @@ static int check_contacts(const struct sa_reg_cfg *cfg, const struct sa_msg *m, 
 	return 0;
 }
 
-struct count_ctx {
-	const struct sa_msg *m;
-	unsigned dflt;
-	int64_t now;
-	int live, added, removed;
-};
-
-/* Is uri among the request's contacts, and with what expiry? -2 when absent. */
-static long asked_expiry(const struct sa_msg *m, const char *uri, unsigned dflt)
+/* All or nothing (§10.3): out-of-order refreshes and the contact limit are
+ * checked for every contact before the first write. */
+static int check_request(const struct sa_reg_cfg *cfg, const struct sa_msg *m, struct bindings *bl,
+                         const struct asked *a, struct sa_reg_result *res)
 {
-	for (int i = 0; i < osip_list_size(&m->osip->contacts); i++) {
-		osip_contact_t *c = osip_list_get(&m->osip->contacts, i);
-		char *s = NULL;
-		if (!c->url || osip_uri_to_str(c->url, &s) != 0)
-			continue;
-		bool same = strcmp(s, uri) == 0;
-		osip_free(s);
-		if (same)
-			return contact_expires(m, c, dflt);
+	int count = bl->n;
+	for (int i = 0; i < a->n; i++) {
+		const struct sa_binding *old = bindings_find(bl, a->uri[i]);
+		if (old && strcmp(old->call_id, m->call_id) == 0 && old->cseq >= m->cseq) {
+			set_status(res, 500, "Out of order REGISTER");
+			return -1;
+		}
+		count += (!old && a->expires[i] > 0) - (old && a->expires[i] == 0);
 	}
-	return -2;
-}
-
-static int count_existing_cb(const struct sa_binding *bd, void *arg)
-{
-	struct count_ctx *cc = arg;
-	if (bd->expires_at <= cc->now)
-		return 0;
-	cc->live++;
-	if (asked_expiry(cc->m, bd->contact, cc->dflt) == 0)
-		cc->removed++;
-	return 0;
-}
-
-/* All or nothing: would the request leave more than max_contacts bound? */
-static int check_limit(struct sa_store *st, const struct sa_reg_cfg *cfg, const struct sa_msg *m,
-                       const struct sa_credential *cred, int64_t now, struct sa_reg_result *res)
-{
-	if (cfg->max_contacts == 0)
-		return 0;
-	struct count_ctx cc = { .m = m, .dflt = cfg->default_expires, .now = now };
-	sa_store_binding_list_credential(st, cred->id, count_existing_cb, &cc);
-	for (int i = 0; i < osip_list_size(&m->osip->contacts); i++) {
-		osip_contact_t *c = osip_list_get(&m->osip->contacts, i);
-		char *s = NULL;
-		if (contact_expires(m, c, cfg->default_expires) == 0 || osip_uri_to_str(c->url, &s) != 0)
-			continue;
-		struct find_ctx fc = { .contact = s };
-		sa_store_binding_list_credential(st, cred->id, find_cb, &fc);
-		if (!fc.hit || fc.found.expires_at <= now)
-			cc.added++;
-		osip_free(s);
-	}
-	if (cc.live + cc.added - cc.removed > (int)cfg->max_contacts) {
+	if (cfg->max_contacts && count > (int)cfg->max_contacts) {
 		set_status(res, 503, "Too Many Registered Contacts");
 		return -1;
 	}
 	return 0;
 }
 
+static void binding_fill(struct sa_binding *b, const struct sa_reg_cfg *cfg, const struct sa_msg *m,
+                         const struct sa_credential *cred, const struct sa_peer *peer, int64_t now,
+                         const char *uri, long expires, const struct sa_binding *old)
+{
+	memset(b, 0, sizeof(*b));
+	snprintf(b->cred_id, sizeof(b->cred_id), "%s", cred->id);
+	snprintf(b->trunk_id, sizeof(b->trunk_id), "%s", cred->trunk_id);
+	snprintf(b->contact, sizeof(b->contact), "%s", uri);
+	snprintf(b->source, sizeof(b->source), "%s", peer->addr);
+	b->source_port = peer->port;
+	snprintf(b->transport, sizeof(b->transport), "%s", peer->transport);
+	const struct sa_hdr *ua = sa_msg_header(m, SA_H_USER_AGENT, 0);
+	if (ua)
+		snprintf(b->user_agent, sizeof(b->user_agent), "%.*s", (int)ua->vlen, ua->value);
+	snprintf(b->call_id, sizeof(b->call_id), "%s", m->call_id);
+	b->cseq = (uint32_t)m->cseq;
+	b->registered_at = old ? old->registered_at : now;
+	b->updated_at = now;
+	b->expires_at = now + (expires > (long)cfg->max_expires ? (long)cfg->max_expires : expires);
+}
+
+static int apply_contact(struct sa_store *st, const struct sa_reg_cfg *cfg, const struct sa_msg *m,
+                         const struct sa_credential *cred, const struct sa_peer *peer, int64_t now,
+                         const char *uri, long expires, struct bindings *bl, struct sa_reg_result *res)
+{
+	struct sa_binding *old = bindings_find(bl, uri);
+	if (expires == 0) {
+		if (old && sa_store_binding_delete(st, cred->id, uri) == 0) {
+			res->removed++;
+			old->expires_at = now;   /* gone from the 200's list */
+		}
+		return 0;
+	}
+	struct sa_binding b;
+	binding_fill(&b, cfg, m, cred, peer, now, uri, expires, old);
+	int rc = sa_store_binding_put(st, &b, 0);   /* the limit was checked for the whole request */
+	if (rc != 0) {
+		set_status(res, rc == SA_STORE_EFULL ? 503 : 500, NULL);
+		return -1;
+	}
+	if (old) {
+		*old = b;
+	} else {
+		res->added++;
+		collect_cb(&b, bl);
+	}
+	return 0;
+}
+
 static int apply_wildcard(struct sa_store *st, const struct sa_msg *m, const struct sa_credential *cred,
-                          struct sa_reg_result *res)
+                          struct bindings *bl, struct sa_reg_result *res)
 {
 	const struct sa_hdr *h = sa_msg_header(m, SA_H_EXPIRES, 0);
 	if (sa_msg_header(m, SA_H_CONTACT, 1) || !h || strtol(h->value, NULL, 10) != 0 || h->value[0] != '0') {
 		set_status(res, 400, "Wildcard needs Expires: 0");
 		return -1;
 	}
-	struct list_ctx lc = { .now = 0 };
-	sa_store_binding_list_credential(st, cred->id, count_cb, &lc);
 	if (sa_store_binding_delete_all(st, cred->id) != 0) {
 		set_status(res, 500, NULL);
 		return -1;
 	}
-	res->removed = lc.count;
+	res->removed = bl->n;
+	bl->n = 0;
 	return 0;
+}
+
+static void list_contacts(const struct bindings *bl, struct sa_reg_result *res)
+{
+	struct sa_buf b = { .p = res->headers, .cap = sizeof(res->headers) - 1 };
+	for (int i = 0; i < bl->n; i++)
+		if (bl->b[i].expires_at > bl->now)
+			sa_buf_printf(&b, "Contact: <%s>;expires=%lld\r\n", bl->b[i].contact,
+			              (long long)(bl->b[i].expires_at - bl->now));
+	if (b.overflow)
+		b.len = 0;   /* a huge list is not worth a broken 200: send none */
+	res->headers[b.len] = '\0';
 }
 
 void sa_registrar_apply(struct sa_store *st, const struct sa_reg_cfg *cfg, const struct sa_msg *m,
                         const struct sa_credential *cred, const struct sa_peer *peer, int64_t now,
                         struct sa_reg_result *res)
 {
+	struct bindings bl = { .now = now };
+	struct asked a = { .n = 0 };
+
 	memset(res, 0, sizeof(*res));
 	set_status(res, 200, NULL);
-	if (is_wildcard(m)) {
-		if (apply_wildcard(st, m, cred, res) < 0)
-			return;
-	} else {
-		if (check_contacts(cfg, m, res) < 0 || check_limit(st, cfg, m, cred, now, res) < 0)
-			return;
-		for (int i = 0; i < osip_list_size(&m->osip->contacts); i++) {
-			osip_contact_t *c = osip_list_get(&m->osip->contacts, i);
-			char *uri = NULL;
-			if (osip_uri_to_str(c->url, &uri) != 0) {
-				set_status(res, 500, NULL);
-				return;
-			}
-			int rc = apply_contact(st, cfg, m, cred, peer, now, uri,
-			                       contact_expires(m, c, cfg->default_expires), res);
-			osip_free(uri);
-			if (rc < 0)
-				return;
-		}
+	if (sa_store_binding_list_credential(st, cred->id, collect_cb, &bl) != 0) {
+		set_status(res, 500, NULL);
+		goto out;
 	}
-	struct list_ctx lc = { .b = { .p = res->headers, .cap = sizeof(res->headers) - 1 }, .now = now };
-	sa_store_binding_list_credential(st, cred->id, put_contact_cb, &lc);
-	if (lc.b.overflow)
-		lc.b.len = 0;   /* a huge list is not worth a broken 200: send none */
-	res->headers[lc.b.len] = '\0';
+	if (is_wildcard(m)) {
+		if (apply_wildcard(st, m, cred, &bl, res) < 0)
+			goto out;
+	} else {
+		if (read_contacts(cfg, m, &a, res) < 0 || check_request(cfg, m, &bl, &a, res) < 0)
+			goto out;
+		for (int i = 0; i < a.n; i++)
+			if (apply_contact(st, cfg, m, cred, peer, now, a.uri[i], a.expires[i], &bl, res) < 0)
+				goto out;
+	}
+	list_contacts(&bl, res);
+out:
+	asked_free(&a);
+	free(bl.b);
 }
 
 struct latest_ctx {
