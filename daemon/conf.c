@@ -134,6 +134,28 @@ static int add_listen(struct parse *p, const char *item)
 	return 0;
 }
 
+/* An HTTP address: "127.0.0.1:8080" or "[::1]:8080". */
+static int add_http(struct parse *p, const char *item, struct sa_endpoint *eps, unsigned *n)
+{
+	char buf[128];
+	if (*n == SA_MAX_LISTEN)
+		return perr(p, "too many HTTP addresses (at most %d)", SA_MAX_LISTEN);
+	if (snprintf(buf, sizeof(buf), "tcp:%s", item) >= (int)sizeof(buf) || sa_endpoint_parse(buf, &eps[*n]) < 0)
+		return perr(p, "bad HTTP address '%s' (want ADDRESS:PORT, IPv6 as [ADDRESS]:PORT)", item);
+	(*n)++;
+	return 0;
+}
+
+static int add_api_listen(struct parse *p, const char *item)
+{
+	return add_http(p, item, p->cfg->api_listen, &p->cfg->napi_listen);
+}
+
+static int add_metrics_listen(struct parse *p, const char *item)
+{
+	return add_http(p, item, p->cfg->metrics_listen, &p->cfg->nmetrics_listen);
+}
+
 static int add_trusted(struct parse *p, const char *item)
 {
 	struct sa_config *c = p->cfg;
@@ -213,6 +235,17 @@ static int set_gateway(struct parse *p, const char *v)
 	return 0;
 }
 
+static int set_tls_version(struct parse *p, const char *v)
+{
+	if (strcmp(v, "TLSv1.2") == 0)
+		p->cfg->tls.min_version = 0x0303;
+	else if (strcmp(v, "TLSv1.3") == 0)
+		p->cfg->tls.min_version = 0x0304;
+	else
+		return perr(p, "min_version '%s' is not allowed (want TLSv1.2 or TLSv1.3)", v);
+	return 0;
+}
+
 static int set_log_level(struct parse *p, const char *v)
 {
 	int l = sa_log_level_parse(v);
@@ -240,9 +273,28 @@ static int set_key(struct parse *p, const char *sec, const char *k, char *v)
 	if (IS("registrar", "max_contacts")) return set_uint(p, v, 0, 1000, &c->reg.max_contacts);
 	if (IS("proxy", "timer_c")) return set_uint(p, v, 181, 3600, &c->timer_c);
 	if (IS("proxy", "max_transactions")) return set_uint(p, v, 16, 10000000, &c->max_transactions);
+	if (IS("proxy", "max_calls")) return set_uint(p, v, 1, 10000000, &c->max_calls);
+	if (IS("proxy", "max_call_age")) return set_uint(p, v, 60, 604800, &c->max_call_age);
 	if (IS("limits", "tcp_idle_timeout")) return set_uint(p, v, 5, 86400, &c->tcp_idle_timeout);
 	if (IS("limits", "max_connections")) return set_uint(p, v, 1, 1000000, &c->max_connections);
 	if (IS("log", "level")) return set_log_level(p, v);
+	if (IS("abuse", "max_failures")) return set_uint(p, v, 0, 100000, &c->abuse.max_failures);
+	if (IS("abuse", "window")) return set_uint(p, v, 1, 86400, &c->abuse.window);
+	if (IS("abuse", "ban_time")) return set_uint(p, v, 1, 604800, &c->abuse.ban_time);
+	if (IS("tls", "certificate")) return set_str(p, v, c->tls.certificate, sizeof(c->tls.certificate));
+	if (IS("tls", "private_key")) return set_str(p, v, c->tls.private_key, sizeof(c->tls.private_key));
+	if (IS("tls", "min_version")) return set_tls_version(p, v);
+	if (IS("tls", "ciphers")) return set_str(p, v, c->tls.ciphers, sizeof(c->tls.ciphers));
+	if (IS("tls", "client_ca")) return set_str(p, v, c->tls.client_ca, sizeof(c->tls.client_ca));
+	if (IS("tls", "handshake_timeout")) return set_uint(p, v, 1, 120, &c->tls.handshake_timeout);
+	if (IS("tls", "max_handshakes")) return set_uint(p, v, 1, 100000, &c->tls.max_handshakes);
+	if (IS("upstream", "tls_ca")) return set_str(p, v, c->tls.gateway_ca, sizeof(c->tls.gateway_ca));
+	if (IS("upstream", "tls_server_name")) return set_str(p, v, c->tls.gateway_name, sizeof(c->tls.gateway_name));
+	if (IS("api", "listen")) { c->napi_listen = 0; return each_item(p, v, add_api_listen); }
+	if (IS("api", "metrics_listen")) { c->nmetrics_listen = 0; return each_item(p, v, add_metrics_listen); }
+	if (IS("api", "max_body")) return set_uint(p, v, 256, 1048576, &c->api_max_body);
+	if (IS("api", "min_password_length"))
+		return set_uint(p, v, SA_PASSWORD_MIN, SA_PASSWORD_MAX, &c->api_min_password_len);
 #undef IS
 	return perr(p, "unknown key '%s' in section [%s]", k, sec);
 }
@@ -262,7 +314,16 @@ static void set_defaults(struct sa_config *c)
 	c->tcp_idle_timeout = 300;
 	c->max_connections = 4096;
 	c->max_transactions = 65536;
-	c->timer_c = 180;
+	c->timer_c = 181;
+	c->max_calls = 10000;
+	c->abuse = (struct sa_abuse_cfg){ .max_failures = 10, .window = 60, .ban_time = 600 };
+	c->tls.min_version = 0x0303;
+	snprintf(c->tls.ciphers, sizeof(c->tls.ciphers), "%s", SA_TLS_DEFAULT_CIPHERS);
+	c->tls.handshake_timeout = 10;
+	c->tls.max_handshakes = 256;
+	c->max_call_age = 14400;
+	c->api_max_body = SA_HTTP_MAX_BODY;
+	c->api_min_password_len = SA_PASSWORD_MIN;
 }
 
 /* Rules between keys, checked once the whole file is read. */
@@ -274,11 +335,11 @@ static int check_whole(struct parse *p)
 		return perr(p, "[sip] listen is required");
 	if (c->gateway.port == 0)
 		return perr(p, "[upstream] gateway is required");
-	if (c->gateway.proto == SA_PROTO_TLS)
-		return perr(p, "[upstream] gateway over tls is not supported yet");
 	for (unsigned i = 0; i < c->nlisten; i++)
-		if (c->listen[i].proto == SA_PROTO_TLS)
-			return perr(p, "[sip] listen: tls listeners are not supported yet");
+		if (c->listen[i].proto == SA_PROTO_TLS && (!c->tls.certificate[0] || !c->tls.private_key[0]))
+			return perr(p, "[sip] listen has a tls listener: [tls] certificate and private_key are required");
+	if (c->gateway.proto == SA_PROTO_TLS && !c->tls.gateway_name[0])
+		return perr(p, "[upstream] gateway over tls needs tls_server_name (the name its certificate must carry)");
 	if (c->reg.min_expires > c->reg.max_expires)
 		return perr(p, "[registrar] min_expires is above max_expires");
 	if (c->reg.default_expires < c->reg.min_expires || c->reg.default_expires > c->reg.max_expires)
@@ -296,7 +357,7 @@ static int parse_line(struct parse *p, char *line, char *sec, size_t seclen)
 		if (!e || trim(e + 1)[0])
 			return perr(p, "bad section header");
 		*e = '\0';
-		const char *known[] = { "sip", "upstream", "auth", "store", "registrar", "proxy", "limits", "log" };
+		const char *known[] = { "sip", "upstream", "auth", "store", "registrar", "proxy", "limits", "log", "api", "tls", "abuse" };
 		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 			if (strcmp(s + 1, known[i]) == 0) {
 				snprintf(sec, seclen, "%s", s + 1);

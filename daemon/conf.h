@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <stdint.h>
 
+#include "abuse.h"
 #include "auth.h"
 #include "registrar.h"
 
@@ -28,6 +29,23 @@ struct sa_net {
 	unsigned prefix;
 };
 
+/* TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are OpenSSL's defaults) */
+#define SA_TLS_DEFAULT_CIPHERS "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+struct sa_tls_config {
+	char certificate[PATH_MAX];      /* PEM chain, leaf first */
+	char private_key[PATH_MAX];
+	int min_version;                 /* TLS1_2_VERSION or TLS1_3_VERSION */
+	char ciphers[512];               /* TLS 1.2 cipher list */
+	char client_ca[PATH_MAX];        /* verify client certificates against this CA file ("" = don't ask) */
+	unsigned handshake_timeout;      /* seconds a handshake may take */
+	unsigned max_handshakes;         /* handshakes in progress at once */
+	char gateway_ca[PATH_MAX];       /* CA file for the gateway's certificate ("" = system store) */
+	char gateway_name[256];          /* the name the gateway's certificate must carry */
+};
+
 struct sa_config {
 	char path[PATH_MAX];
 	struct sa_endpoint listen[SA_MAX_LISTEN];
@@ -45,6 +63,17 @@ struct sa_config {
 	unsigned max_connections;
 	unsigned max_transactions;
 	unsigned timer_c;                /* seconds an INVITE may ring */
+	unsigned max_calls;              /* dialogs tracked at once; more get 503 */
+	unsigned max_call_age;           /* seconds: calls whose BYE never came are ended */
+	struct sa_tls_config tls;
+	struct sa_abuse_cfg abuse;       /* [abuse]: bans for sources that keep failing */
+	/* [api]: HTTP for the REST API, dashboard, /healthz and /metrics; no listen, no HTTP */
+	struct sa_endpoint api_listen[SA_MAX_LISTEN];
+	unsigned napi_listen;
+	struct sa_endpoint metrics_listen[SA_MAX_LISTEN];   /* when set, /metrics is served only here */
+	unsigned nmetrics_listen;
+	unsigned api_max_body;           /* bytes of request body; more get 413 */
+	unsigned api_min_password_len;   /* for credentials created over the API */
 };
 
 /* Parse file into cfg (defaults first). 0, or -1 with one line in err:

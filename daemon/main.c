@@ -14,6 +14,7 @@
 #include "conf.h"
 #include "config.h"
 #include "log.h"
+#include "notify.h"
 #include "server.h"
 
 #define REPLAY_SLOTS (1u << 18)
@@ -26,12 +27,33 @@ static void usage(FILE *f)
 	           "       sipauthd --version\n");
 }
 
+#define DRAIN_SEC 5           /* transactions in flight get this long to finish at SIGTERM */
+
+/* Stopping: new requests get 503 (sip.c); leave once nothing is in flight or time is up. */
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_server *srv = arg;
+	if (sa_sip_in_flight(srv) > 0 && sa_now_ms() < srv->stop_deadline_ms)
+		return;
+	log_info("event=drained in_flight=%u", sa_sip_in_flight(srv));
+	event_base_loopexit(srv->base, NULL);
+}
+
 static void stop_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct sa_server *srv = arg;
-	log_info("event=stopping signal=%d", (int)sig);
+	if (srv->stopping) {
+		event_base_loopexit(srv->base, NULL);   /* a second signal: now */
+		return;
+	}
+	log_info("event=stopping signal=%d in_flight=%u", (int)sig, sa_sip_in_flight(srv));
 	srv->stopping = 1;
-	event_base_loopexit(srv->base, NULL);
+	sa_notify_stopping();
+	srv->stop_deadline_ms = sa_now_ms() + DRAIN_SEC * 1000;
+	struct timeval tick = { .tv_sec = 0, .tv_usec = 50000 };
+	srv->drain = event_new(srv->base, -1, EV_PERSIST, drain_cb, srv);
+	if (!srv->drain || event_add(srv->drain, &tick) < 0)
+		event_base_loopexit(srv->base, NULL);
 }
 
 static void hup_cb(evutil_socket_t sig, short what, void *arg)
@@ -39,15 +61,26 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	struct sa_server *srv = arg;
 	struct sa_config next;
 	char err[512];
+	sa_notify_reloading();
 	if (sa_config_load(&next, srv->cfg.path, err, sizeof(err)) < 0) {
 		log_err("event=reload_refused error=\"%s\"", err);
+		sa_notify_ready();
+		sa_notify_status("serving; reload refused: %s", err);
 		return;
 	}
 	/* what can change without new sockets or a new store */
+	if (sa_transport_tls_reload(srv, &next.tls) < 0) {
+		log_err("event=reload_refused error=\"TLS certificate or key did not load; the old ones stay\"");
+		sa_notify_ready();
+		return;
+	}
+	srv->cfg.tls = next.tls;
 	srv->cfg.reg = next.reg;
+	srv->cfg.abuse = next.abuse;
 	srv->cfg.log_level = next.log_level;
 	sa_log_set_level((enum sa_log_level)next.log_level);
 	log_info("event=reloaded config=%s", srv->cfg.path);
+	sa_notify_ready();
 }
 
 /* Periodic work: expire bindings, flush unsynced store writes. */
@@ -57,6 +90,7 @@ static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 	int n = sa_store_binding_expire(srv->store, (int64_t)time(NULL));
 	if (n > 0)
 		log_info("event=bindings_expired count=%d", n);
+	sa_sip_housekeeping(srv);
 	sa_store_flush(srv->store);
 }
 
@@ -97,7 +131,8 @@ static int start(struct sa_server *srv)
 	signal(SIGPIPE, SIG_IGN);
 	sa_sipmsg_init();
 	srv->base = event_base_new();
-	if (!srv->base || open_store(srv) < 0 || sa_sip_init(srv) < 0 || sa_transport_start(srv) < 0)
+	if (!srv->base || open_store(srv) < 0 || sa_sip_init(srv) < 0 || sa_transport_start(srv) < 0 ||
+	    sa_http_start(srv) < 0)
 		return -1;
 	if (add_signal(srv, &srv->sig_term, SIGTERM, stop_cb) < 0 || add_signal(srv, &srv->sig_int, SIGINT, stop_cb) < 0 ||
 	    add_signal(srv, &srv->sig_hup, SIGHUP, hup_cb) < 0)
@@ -109,9 +144,12 @@ static int start(struct sa_server *srv)
 
 static void teardown(struct sa_server *srv)
 {
+	if (srv->calls && sa_sip_calls_save(srv) < 0)
+		log_err("event=calls_save_failed path=%s", srv->cfg.store_path);
 	sa_transport_stop(srv);
+	sa_http_stop(srv);
 	sa_sip_shutdown(srv);
-	struct event *evs[] = { srv->sig_term, srv->sig_int, srv->sig_hup, srv->housekeeping };
+	struct event *evs[] = { srv->sig_term, srv->sig_int, srv->sig_hup, srv->housekeeping, srv->drain };
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i])
 			event_free(evs[i]);
@@ -165,6 +203,9 @@ int main(int argc, char **argv)
 	int rc = start(&srv);
 	if (rc == 0) {
 		log_info("event=started version=%s domain=%s", PACKAGE_VERSION, srv.domain);
+		sa_notify_ready();
+		if (sa_notify_watchdog_start(srv.base) < 0)
+			log_warn("event=watchdog_failed error=\"cannot schedule keep-alives\"");
 		event_base_dispatch(srv.base);
 	}
 	teardown(&srv);

@@ -7,6 +7,7 @@
 #include <event2/event.h>
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
+#include <openssl/ssl.h>
 
 #include "auth.h"
 #include "conf.h"
@@ -33,6 +34,7 @@ struct sa_listener {
 };
 
 struct sa_conn;
+struct sa_rx;
 struct sa_txn;
 struct sa_call;
 
@@ -47,6 +49,8 @@ struct sa_counters {
 	uint64_t rejected[700];         /* our own error answers by status */
 	uint64_t forwarded;
 	uint64_t retransmissions_absorbed;
+	uint64_t bans;                   /* sources banned */
+	uint64_t banned_dropped;         /* requests from banned sources, dropped unanswered */
 	uint64_t calls_started;
 	uint64_t calls_revoked;          /* calls ended because their credential was deleted */
 	uint64_t calls_reaped;           /* calls ended at max_call_age */
@@ -63,10 +67,15 @@ struct sa_server {
 	unsigned nlisteners;
 	uint64_t next_id;
 	struct sa_conn **conn_by_id;    /* hash buckets */
+	struct sa_rx *rx;               /* datagram receive buffers */
 	unsigned nconns;
 	struct sa_txn **txn_by_skey;
 	struct sa_txn **txn_by_branch;
 	unsigned ntxns;
+	SSL_CTX *tls_server;            /* swapped on SIGHUP; live connections keep theirs */
+	SSL_CTX *tls_client;            /* towards the gateway (verified) and PBXs */
+	unsigned nhandshakes;           /* TLS handshakes in progress */
+	struct sa_abuse *abuse;         /* failure counts and bans per source */
 	struct sa_call **calls;         /* established calls by Call-ID hash */
 	unsigned ncalls;
 	uint64_t store_generation;      /* last seen: a change means sipauthctl wrote */
@@ -74,13 +83,19 @@ struct sa_server {
 	struct event *sig_term, *sig_int, *sig_hup, *housekeeping;
 	struct sa_counters counters;
 	char salt[9];                   /* random per process: our branches are unique */
-	int stopping;
+	int stopping;                   /* SIGTERM: draining transactions in flight */
+	uint64_t stop_deadline_ms;
+	struct event *drain;
+	unsigned nactive;               /* transactions not yet answered finally */
 	struct sa_http *http;           /* http.c: the [api] servers and their counters */
 };
 
 /* transport.c */
 int sa_transport_start(struct sa_server *srv);
 void sa_transport_stop(struct sa_server *srv);
+/* Load the certificate and key anew (SIGHUP); established connections keep
+ * the old ones. 0, or -1 with the old context still in force. */
+int sa_transport_tls_reload(struct sa_server *srv, const struct sa_tls_config *tc);
 /* Send bytes along a flow (opening a TCP connection when needed). 0 or -1. */
 int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const char *buf, size_t len);
 /* The listener to leave from towards proto (its address goes in Via/Record-Route). */
@@ -110,6 +125,10 @@ struct sa_call_info {
 typedef void (*sa_call_cb)(const struct sa_call_info *ci, void *arg);
 void sa_sip_calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb cb, void *arg);
 void sa_sip_shutdown(struct sa_server *srv);
+/* Transactions still waiting for a final answer (graceful stop waits for them). */
+unsigned sa_sip_in_flight(const struct sa_server *srv);
+/* Write the calls in progress next to the store (clean stop); read back at start. */
+int sa_sip_calls_save(struct sa_server *srv);
 
 uint64_t sa_now_ms(void);
 

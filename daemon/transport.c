@@ -1,4 +1,6 @@
 /* transport.c: UDP sockets and TCP connections on the libevent loop; framing by Content-Length. */
+#include "config.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -263,23 +265,44 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	}
 }
 
+/* Datagrams are read in batches: one recvmmsg per wake-up when traffic is
+ * light, and never a read that only says "nothing more". */
+#define RX_BATCH 8
+
+struct sa_rx {
+	char buf[RX_BATCH][SA_SIP_MAX_MSG + 1];
+	struct sockaddr_storage from[RX_BATCH];
+	struct iovec iov[RX_BATCH];
+	struct mmsghdr msg[RX_BATCH];
+};
+
 static void udp_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sa_listener *l = arg;
-	static char buf[SA_SIP_MAX_MSG + 1];   /* one loop, one datagram at a time */
+	struct sa_rx *rx = l->srv->rx;
 
-	for (int i = 0; i < 64; i++) {
-		struct sa_flow fl = { .proto = SA_PROTO_UDP, .lidx = l->idx, .sslen = sizeof(fl.ss) };
-		ssize_t n = recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&fl.ss, &fl.sslen);
-		if (n < 0)
-			return;
-		if ((size_t)n > SA_SIP_MAX_MSG) {
-			log_warn("event=drop reason=datagram_too_large proto=udp");
-			continue;
+	for (int round = 0; round < 8; round++) {
+		for (int i = 0; i < RX_BATCH; i++) {
+			rx->iov[i] = (struct iovec){ .iov_base = rx->buf[i], .iov_len = sizeof(rx->buf[i]) };
+			rx->msg[i].msg_hdr = (struct msghdr){ .msg_name = &rx->from[i], .msg_namelen = sizeof(rx->from[i]),
+			                                      .msg_iov = &rx->iov[i], .msg_iovlen = 1 };
 		}
-		if (n < 4)
-			continue;   /* keep-alive CRLFs and noise */
-		sa_sip_input(l->srv, &fl, buf, (size_t)n);
+		int n = recvmmsg(fd, rx->msg, RX_BATCH, MSG_DONTWAIT, NULL);
+		for (int i = 0; i < n; i++) {
+			size_t len = rx->msg[i].msg_len;
+			if (rx->msg[i].msg_hdr.msg_flags & MSG_TRUNC || len > SA_SIP_MAX_MSG) {
+				log_warn("event=drop reason=datagram_too_large proto=udp");
+				continue;
+			}
+			if (len < 4)
+				continue;   /* keep-alive CRLFs and noise */
+			struct sa_flow fl = { .proto = SA_PROTO_UDP, .lidx = l->idx,
+			                      .sslen = rx->msg[i].msg_hdr.msg_namelen };
+			memcpy(&fl.ss, &rx->from[i], sizeof(fl.ss));
+			sa_sip_input(l->srv, &fl, rx->buf[i], len);
+		}
+		if (n < RX_BATCH)
+			return;
 	}
 }
 
@@ -395,7 +418,8 @@ int sa_transport_tls_reload(struct sa_server *srv, const struct sa_tls_config *t
 int sa_transport_start(struct sa_server *srv)
 {
 	srv->conn_by_id = calloc(CONN_BUCKETS, sizeof(*srv->conn_by_id));
-	if (!srv->conn_by_id || sa_transport_tls_reload(srv, &srv->cfg.tls) < 0)
+	srv->rx = malloc(sizeof(*srv->rx));
+	if (!srv->conn_by_id || !srv->rx || sa_transport_tls_reload(srv, &srv->cfg.tls) < 0)
 		return -1;
 	for (unsigned i = 0; i < srv->cfg.nlisten; i++) {
 		struct sa_listener *l = &srv->listeners[i];
@@ -433,6 +457,8 @@ void sa_transport_stop(struct sa_server *srv)
 				conn_free(srv->conn_by_id[b]);
 	free(srv->conn_by_id);
 	srv->conn_by_id = NULL;
+	free(srv->rx);
+	srv->rx = NULL;
 	SSL_CTX_free(srv->tls_server);
 	SSL_CTX_free(srv->tls_client);
 	srv->tls_server = srv->tls_client = NULL;

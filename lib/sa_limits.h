@@ -4,6 +4,7 @@
 
 #define SA_SIP_MAX_MSG          65535   /* largest SIP message accepted (UDP datagram or TCP frame) */
 #define SA_SIP_MAX_HEADERS      128     /* header fields per message */
+#define SA_SIP_MAX_HEADER_LINES 512     /* TCP: physical lines (folding included) before the blank one */
 #define SA_SIP_MAX_CREDENTIALS  1024    /* one Authorization/Proxy-Authorization header value */
 #define SA_SIP_MAX_VIA          32      /* Via entries relayed back */
 #define SA_SIP_MAX_CALL_ID      255     /* longer Call-IDs are refused with 400 */
@@ -18,5 +19,8 @@
 #define SA_APIKEY_LEN           (12 + 32) /* "tvx_sk_live_" + 32 base62 */
 
 #define SA_HTTP_MAX_BODY        16384   /* default [api] max_body */
+#define SA_HTTP_MAX_HEADERS     8192    /* request line and headers of one HTTP request */
+#define SA_HTTP_TIMEOUT         30      /* seconds an HTTP connection may sit idle or half-sent */
+#define SA_HTTP_BODY_CUTOFF     4       /* bodies past max_body x this: evhttp keeps none and answers 413 */
 
 #endif

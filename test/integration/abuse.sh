@@ -3,9 +3,12 @@
 # ban_time, then served again; the trusted gateway is never banned; SIGHUP changes thresholds.
 . "$top_srcdir/test/lib.sh"
 setup_store || { fail "store setup"; finish; }
+API_PORT=$(free_port 127.0.0.1)
 ABUSE_MAX_FAILURES=3 start_sipauthd "SHA-256, MD5" "[abuse]
 window = 60
-ban_time = 3" || { fail "sipauthd did not start"; finish; }
+ban_time = 3
+[api]
+listen = 127.0.0.1:$API_PORT" || { fail "sipauthd did not start"; finish; }
 
 reg() { sipc register --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --timeout 1 "$@"; }
 status_of() { json_get 'final.get("final_status")'; }
@@ -19,6 +22,10 @@ assert_match "the ban is logged once with its source" "event=ban src=127.0.0.1 f
 reg >"$T/banned.json"
 assert_eq "a banned source gets no answer, even with the right password (exit 3 = no answer)" 3 $?
 assert_eq "nothing came back to the banned source" 0 "$(json_get 'len(resp)' <"$T/banned.json")"
+metrics=$(curl -s "http://127.0.0.1:$API_PORT/metrics")
+assert_match "metrics count the ban" "sipauthd_bans_total 1" "$metrics"
+assert_match "metrics count the dropped request" "sipauthd_banned_requests_dropped_total [1-9]" "$metrics"
+assert_match "metrics show one source banned now" "sipauthd_banned_sources 1" "$metrics"
 assert_eq "another source is served meanwhile" 200 \
 	"$(sipc options --local-ip 127.0.0.3 --host "$TRUNK_HOST" --timeout 1 | status_of)"
 sleep 3.2

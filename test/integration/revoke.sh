@@ -5,7 +5,11 @@
 . "$top_srcdir/test/lib.sh"
 need sipp
 setup_store || { fail "store setup"; finish; }
-start_sipauthd "MD5" || { fail "sipauthd did not start"; finish; }
+API_PORT=$(free_port 127.0.0.1)
+start_sipauthd "MD5" "[api]
+listen = 127.0.0.1:$API_PORT" || { fail "sipauthd did not start"; finish; }
+API_KEY=$("$SIPAUTHCTL" --store "$STORE" apikey create --account "$ACC")
+API="http://127.0.0.1:$API_PORT/v1/account/$ACC/trunks/$TRUNK"
 USER2=pbx-prod-02
 PASS2=another_password_456
 CRED2=$(printf '%s\n' "$PASS2" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" \
@@ -92,4 +96,30 @@ wait_for grep -q "180 Ringing" "$T/early.msg" || fail "early call did not ring"
 "$SIPAUTHCTL" --store "$STORE" credential delete --trunk "$TRUNK" --id "$CRED2"
 wait "$early"; assert_eq "the ringing PBX got 487 and sent its ACK" 0 $?
 wait "$gw_early"; assert_eq "the gateway got CANCEL for the ringing call" 0 $?
+
+# phase 3: the API lists the call, DELETE over the API ends it within one second
+USER3=pbx-prod-03
+PASS3=third_password_789
+CRED3=$(curl -s -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
+	-d "{\"username\":\"$USER3\",\"password\":\"$PASS3\"}" "$API/credentials" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+bg_sipp gw3 -m 1 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT"; gw3=$!
+sleep 0.3
+bg_sipp out3 -m 1 -sf "$SIPP_DIR/pbx_call_hold.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -s 15550000005 \
+	-au "$USER3" -ap "$PASS3" -key trunk_host "$TRUNK_HOST"
+out3=$!
+wait_for grep -q "event=call_start.*cred=$CRED3" "$T/sipauthd.log" || fail "call of credential 3 did not start"
+calls=$(curl -s -H "Authorization: Bearer $API_KEY" "$API/calls")
+assert_eq "GET calls lists the call with its credential, direction and state" "1 $CRED3 outbound confirmed" \
+	"$(printf '%s' "$calls" | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(len(d), d[0]["credential_id"], d[0]["direction"], d[0]["state"])')"
+t0=$(now)
+assert_eq "DELETE over the API answers 204" 204 \
+	"$(curl -s -o /dev/null -w '%{http_code}' -X DELETE -H "Authorization: Bearer $API_KEY" "$API/credentials/$CRED3")"
+wait "$out3"; assert_eq "PBX got the BYE after the API delete" 0 $?
+wait "$gw3"; assert_eq "gateway got the BYE after the API delete" 0 $?
+t1=$(first_received "$T/out3.msg" BYE)
+within_1s "$t0" "$t1" && pass "API delete: BYE within one second ($t0 -> $t1)" || fail "API delete: BYE not within one second ($t0 -> $t1)"
+assert_eq "GET calls is empty afterwards" 0 \
+	"$(curl -s -H "Authorization: Bearer $API_KEY" "$API/calls" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]))')"
+assert_match "metrics count the calls ended by revocation" "sipauthd_calls_revoked_total 5" \
+	"$(curl -s "http://127.0.0.1:$API_PORT/metrics")"
 finish

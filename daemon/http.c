@@ -1,0 +1,439 @@
+/* http.c: sipauthd's HTTP side on the SIP loop (evhttp): /v1 to lib/api, /dashboard, /healthz, /metrics. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "api.h"
+#include "log.h"
+#include "metrics.h"
+#include "server.h"
+
+#define JSON_TYPE "application/json"
+
+/* daemon/dashboard.c, generated from daemon/dashboard.html at build time */
+extern const unsigned char sa_dashboard_html[];
+extern const size_t sa_dashboard_html_len;
+
+struct sa_http {
+	struct sa_server *srv;
+	struct evhttp *api;             /* [api] listen: everything */
+	struct evhttp *metrics;         /* [api] metrics_listen: /metrics and /healthz only; or NULL */
+	struct sa_api_ctx ctx;
+	uint64_t answers[SA_METRICS_STATUSES];   /* by status, for /metrics */
+	uint64_t next_id;               /* request ids for the log */
+	int64_t started_at;
+	char csp[256];                  /* the dashboard's policy, with its script's hash */
+};
+
+/* One request while it is answered. */
+struct exchange {
+	struct sa_http *h;
+	struct evhttp_request *req;
+	const char *method;
+	const char *path;
+	uint64_t id;
+};
+
+static const char *method_name(enum evhttp_cmd_type t)
+{
+	switch (t) {
+	case EVHTTP_REQ_GET: return "GET";
+	case EVHTTP_REQ_POST: return "POST";
+	case EVHTTP_REQ_HEAD: return "HEAD";
+	case EVHTTP_REQ_PUT: return "PUT";
+	case EVHTTP_REQ_DELETE: return "DELETE";
+	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+	case EVHTTP_REQ_TRACE: return "TRACE";
+	case EVHTTP_REQ_CONNECT: return "CONNECT";
+	case EVHTTP_REQ_PATCH: return "PATCH";
+	default: return "OTHER";
+	}
+}
+
+/* A path as it may appear in a log line: printable, no quotes, bounded. */
+static void log_safe(const char *in, char *out, size_t outlen)
+{
+	size_t i;
+
+	for (i = 0; in[i] != '\0' && i + 1 < outlen; i++)
+		out[i] = (in[i] > 0x20 && in[i] < 0x7f && in[i] != '"' && in[i] != '\\') ? in[i] : '?';
+	out[i] = '\0';
+}
+
+static void add_header(struct evhttp_request *req, const char *name, const char *value)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(req), name, value);
+}
+
+/* Send status and body (copied unless it is static). Counts the answer. */
+static void send_answer(struct exchange *x, int status, const char *type, const void *body, size_t len,
+                        int is_static)
+{
+	struct evbuffer *buf = evbuffer_new();
+
+	if (type != NULL)
+		add_header(x->req, "Content-Type", type);
+	add_header(x->req, "X-Content-Type-Options", "nosniff");
+	add_header(x->req, "Cache-Control", "no-store");
+	if (buf != NULL && len > 0) {
+		if (is_static)
+			evbuffer_add_reference(buf, body, len, NULL, NULL);
+		else
+			evbuffer_add(buf, body, len);
+	}
+	if (status >= 0 && status < SA_METRICS_STATUSES)
+		x->h->answers[status]++;
+	evhttp_send_reply(x->req, status, NULL, buf);
+	if (buf != NULL)
+		evbuffer_free(buf);
+}
+
+/* One log line per HTTP error, where the answer is decided: never a body, key or password. */
+static void log_error(struct exchange *x, int status, const char *code, const char *account)
+{
+	char path[160], *addr = NULL;
+	ev_uint16_t port = 0;
+
+	evhttp_connection_get_peer(evhttp_request_get_connection(x->req), &addr, &port);
+	log_safe(x->path, path, sizeof(path));
+	sa_log(status >= 500 ? SA_LOG_ERR : SA_LOG_INFO,
+	       "event=api_error req=%llu method=%s path=\"%s\" status=%d code=%s account=%s src=%s:%u",
+	       (unsigned long long)x->id, x->method, path, status, code ? code : "-",
+	       account && *account ? account : "-", addr ? addr : "-", (unsigned)port);
+}
+
+static void send_api_response(struct exchange *x, const struct sa_api_response *r)
+{
+	for (unsigned i = 0; i < r->nhdr; i++)
+		add_header(x->req, r->hdr[i].name, r->hdr[i].value);
+	if (r->status >= 400)
+		log_error(x, r->status, r->error_code, r->account_id);
+	send_answer(x, r->status, r->body ? JSON_TYPE : NULL, r->body, r->body ? r->body_len : 0, 0);
+}
+
+/* An answer the HTTP layer gives itself, in the API's error shape. */
+static void send_error(struct exchange *x, int status, const char *code, const char *message, const char *allow)
+{
+	struct sa_api_response r = { 0 };
+
+	sa_api_error(&r, status, code, message);
+	if (allow != NULL)
+		add_header(x->req, "Allow", allow);
+	send_api_response(x, &r);
+	sa_api_response_free(&r);
+}
+
+/* ---- /v1 ---- */
+
+/* What the API changed that the rest of the daemon must act on, and the audit lines. */
+static void api_effects(struct exchange *x, const struct sa_api_response *r)
+{
+	if (r->created_cred[0] != '\0')
+		log_info("event=credential_created cred=%s trunk=%s username=\"%s\" account=%s via=api",
+		         r->created_cred, r->trunk_id, r->created_user, r->account_id);
+	if (r->deleted_cred[0] != '\0') {
+		int ended = sa_sip_credential_revoked(x->h->srv, r->deleted_cred);
+		log_info("event=credential_deleted cred=%s trunk=%s account=%s via=api calls_ended=%d",
+		         r->deleted_cred, r->trunk_id, r->account_id, ended);
+	}
+}
+
+static void api_too_large(struct exchange *x)
+{
+	char msg[96];
+
+	snprintf(msg, sizeof(msg), "request body is larger than %u bytes", x->h->srv->cfg.api_max_body);
+	send_error(x, 413, "body_too_large", msg, NULL);
+}
+
+/* The body (it may hold a password) and the key are wiped as soon as they are read. */
+static void api_serve(struct exchange *x, const char *query)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(x->req);
+	const char *authz = evhttp_find_header(evhttp_request_get_input_headers(x->req), "Authorization");
+	size_t len = evbuffer_get_length(in);
+	unsigned char *body = len > 0 ? evbuffer_pullup(in, -1) : NULL;
+	int too_large = len > x->h->srv->cfg.api_max_body;
+	struct sa_api_response r;
+
+	if (!too_large) {
+		struct sa_api_request ar = { .method = x->method, .path = x->path, .query = query,
+		                             .authorization = authz, .body = (const char *)body, .body_len = len,
+		                             .now = (int64_t)time(NULL) };
+		sa_api_handle(&x->h->ctx, &ar, &r);
+	}
+	if (body != NULL)
+		OPENSSL_cleanse(body, len);
+	if (authz != NULL)
+		OPENSSL_cleanse((char *)authz, strlen(authz));
+	if (too_large) {
+		api_too_large(x);
+		return;
+	}
+	api_effects(x, &r);
+	send_api_response(x, &r);
+	sa_api_response_free(&r);
+}
+
+/* ---- /healthz, /metrics, /dashboard ---- */
+
+/* Healthy while the store answers and the daemon is not stopping. */
+static void healthz_serve(struct exchange *x)
+{
+	static const char ok[] = "{\"status\":\"ok\"}\n", down[] = "{\"status\":\"unavailable\"}\n";
+	uint64_t gen;
+
+	if (x->h->srv->stopping || sa_store_generation(x->h->srv->store, &gen) != SA_STORE_OK) {
+		log_error(x, 503, "unavailable", NULL);
+		send_answer(x, 503, JSON_TYPE, down, sizeof(down) - 1, 1);
+		return;
+	}
+	send_answer(x, 200, JSON_TYPE, ok, sizeof(ok) - 1, 1);
+}
+
+static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
+{
+	const struct sa_counters *c = &h->srv->counters;
+
+	memset(m, 0, sizeof(*m));
+	m->version = PACKAGE_VERSION;
+	m->start_time = h->started_at;
+	memcpy(m->sip_requests, c->requests, sizeof(m->sip_requests));
+	memcpy(m->sip_requests_by_transport, c->requests_by_proto, sizeof(m->sip_requests_by_transport));
+	m->challenges = c->challenges;
+	m->auth_ok = c->auth_ok;
+	memcpy(m->auth_fail, c->auth_fail, sizeof(m->auth_fail));
+	m->registrations = c->registrations;
+	m->registrations_active = -1;   /* the store keeps no count of bindings yet */
+	memcpy(m->sip_rejected, c->rejected, sizeof(m->sip_rejected));
+	m->sip_forwarded = c->forwarded;
+	m->sip_retransmissions_absorbed = c->retransmissions_absorbed;
+	m->calls_active = h->srv->ncalls;
+	m->calls_started = c->calls_started;
+	m->calls_revoked = c->calls_revoked;
+	m->calls_reaped = c->calls_reaped;
+	m->bans = c->bans;
+	m->banned_dropped = c->banned_dropped;
+	m->banned_active = sa_abuse_banned_count(h->srv->abuse, (uint64_t)time(NULL));
+	memcpy(m->api_requests, h->answers, sizeof(m->api_requests));
+}
+
+static void metrics_serve(struct exchange *x)
+{
+	struct sa_metrics m;
+	size_t len = 0;
+	char *text;
+
+	/* count this answer before rendering, so the scrape sees itself */
+	x->h->answers[200]++;
+	metrics_fill(x->h, &m);
+	x->h->answers[200]--;
+	text = sa_metrics_render(&m, &len);
+	if (text == NULL) {
+		send_error(x, 500, "internal", "out of memory", NULL);
+		return;
+	}
+	send_answer(x, 200, SA_METRICS_CONTENT_TYPE, text, len, 0);
+	free(text);
+}
+
+static void dashboard_serve(struct exchange *x)
+{
+	add_header(x->req, "Content-Security-Policy", x->h->csp);
+	add_header(x->req, "X-Frame-Options", "DENY");
+	add_header(x->req, "Referrer-Policy", "no-referrer");
+	send_answer(x, 200, "text/html; charset=utf-8", sa_dashboard_html, sa_dashboard_html_len, 1);
+}
+
+/* Nothing outside the page may load, and only the page's own script may run
+ * (its SHA-256 goes in the policy): a username tried over SIP is attacker
+ * text that the page shows. */
+static int dashboard_csp(struct sa_http *h)
+{
+	const char *page = (const char *)sa_dashboard_html, *end = page + sa_dashboard_html_len;
+	const char *s = memmem(page, sa_dashboard_html_len, "<script>", 8), *e;
+	unsigned char md[32];
+	unsigned int mdlen = 0;
+	char b64[48];
+
+	if (s == NULL || (e = memmem(s + 8, (size_t)(end - s - 8), "</script>", 9)) == NULL)
+		return -1;
+	if (EVP_Digest(s + 8, (size_t)(e - s - 8), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != sizeof(md))
+		return -1;
+	EVP_EncodeBlock((unsigned char *)b64, md, sizeof(md));
+	snprintf(h->csp, sizeof(h->csp),
+	         "default-src 'none'; script-src 'sha256-%s'; style-src 'unsafe-inline'; connect-src 'self'; "
+	         "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'", b64);
+	return 0;
+}
+
+/* ---- dispatch ---- */
+
+static int is_get(const struct exchange *x)
+{
+	return strcmp(x->method, "GET") == 0 || strcmp(x->method, "HEAD") == 0;
+}
+
+static void exchange_init(struct exchange *x, struct sa_http *h, struct evhttp_request *req, const char **query)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+
+	x->h = h;
+	x->req = req;
+	x->id = ++h->next_id;
+	x->method = method_name(evhttp_request_get_command(req));
+	x->path = uri && evhttp_uri_get_path(uri) ? evhttp_uri_get_path(uri) : "";
+	*query = uri ? evhttp_uri_get_query(uri) : NULL;
+}
+
+/* The pages outside /v1: GET or HEAD only. 1 when served. */
+static int page_serve(struct exchange *x, int metrics_here, int dashboard_here)
+{
+	void (*serve)(struct exchange *) = NULL;
+
+	if (strcmp(x->path, "/healthz") == 0)
+		serve = healthz_serve;
+	else if (strcmp(x->path, "/metrics") == 0 && metrics_here)
+		serve = metrics_serve;
+	else if (strcmp(x->path, "/dashboard") == 0 && dashboard_here)
+		serve = dashboard_serve;
+	if (serve == NULL)
+		return 0;
+	if (!is_get(x))
+		send_error(x, 405, "method_not_allowed", "only GET and HEAD are allowed here", "GET, HEAD");
+	else
+		serve(x);
+	return 1;
+}
+
+static void api_cb(struct evhttp_request *req, void *arg)
+{
+	struct exchange x;
+	const char *query;
+
+	exchange_init(&x, arg, req, &query);
+	if (strcmp(x.path, "/") == 0 && is_get(&x)) {
+		add_header(req, "Location", "/dashboard");
+		send_answer(&x, 302, NULL, NULL, 0, 1);
+	} else if (strncmp(x.path, "/v1/", 4) == 0) {
+		api_serve(&x, query);
+	} else if (!page_serve(&x, x.h->metrics == NULL, 1)) {
+		send_error(&x, 404, "not_found", "no such resource", NULL);
+	}
+}
+
+static void metrics_cb(struct evhttp_request *req, void *arg)
+{
+	struct exchange x;
+	const char *query;
+
+	exchange_init(&x, arg, req, &query);
+	if (!page_serve(&x, 1, 0))
+		send_error(&x, 404, "not_found", "no such resource (this address serves /metrics and /healthz)", NULL);
+}
+
+/* ---- start and stop ---- */
+
+static struct evhttp *server_new(struct sa_http *h, const struct sa_endpoint *eps, unsigned n,
+                                 void (*cb)(struct evhttp_request *, void *))
+{
+	struct evhttp *http = evhttp_new(h->srv->base);
+
+	if (http == NULL)
+		return NULL;
+	/* bodies up to the cutoff are read and answered 413 in JSON; past it
+	 * evhttp stores no more and answers 413 itself, after draining the rest
+	 * (lingering close) so that a client still sending sees the 413 rather
+	 * than a reset; the idle timeout bounds how long that may take */
+	evhttp_set_max_body_size(http, (ev_ssize_t)h->srv->cfg.api_max_body * SA_HTTP_BODY_CUTOFF);
+	evhttp_set_flags(http, EVHTTP_SERVER_LINGERING_CLOSE);
+	evhttp_set_max_headers_size(http, SA_HTTP_MAX_HEADERS);
+	evhttp_set_timeout(http, SA_HTTP_TIMEOUT);
+	/* every method reaches us, so that a wrong one gets a JSON 405 with Allow */
+	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
+	                                 EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+	                                 EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+	evhttp_set_gencb(http, cb, h);
+	for (unsigned i = 0; i < n; i++) {
+		if (evhttp_bind_socket_with_handle(http, eps[i].host, eps[i].port) == NULL) {
+			log_err("event=http_bind_failed addr=%s port=%u error=\"%s\"", eps[i].host, eps[i].port,
+			        strerror(errno));
+			evhttp_free(http);
+			return NULL;
+		}
+		log_info("event=http_listening addr=%s port=%u serves=%s", eps[i].host, eps[i].port,
+		         cb == api_cb ? "api" : "metrics");
+	}
+	return http;
+}
+
+/* GET .../calls: the call table of sip.c, in the API's terms. */
+struct calls_adapter {
+	sa_api_call_cb cb;
+	void *arg;
+};
+
+static void call_info_cb(const struct sa_call_info *ci, void *arg)
+{
+	struct calls_adapter *ad = arg;
+	struct sa_api_call c = { .call_id = ci->call_id, .cred_id = ci->cred_id, .inbound = ci->inbound,
+	                         .confirmed = ci->confirmed, .started_at = ci->started_at };
+	ad->cb(&c, ad->arg);
+}
+
+static void calls_each(void *owner, const char *trunk_id, sa_api_call_cb cb, void *arg)
+{
+	struct calls_adapter ad = { .cb = cb, .arg = arg };
+	sa_sip_calls_each(owner, trunk_id, call_info_cb, &ad);
+}
+
+int sa_http_start(struct sa_server *srv)
+{
+	const struct sa_config *c = &srv->cfg;
+	struct sa_http *h;
+
+	if (c->napi_listen == 0 && c->nmetrics_listen == 0)
+		return 0;
+	h = calloc(1, sizeof(*h));
+	if (h == NULL)
+		return -1;
+	srv->http = h;
+	h->srv = srv;
+	h->started_at = (int64_t)time(NULL);
+	h->ctx = (struct sa_api_ctx){ .store = srv->store, .min_password_len = c->api_min_password_len,
+	                              .calls_each = calls_each, .calls_owner = srv };
+	if (dashboard_csp(h) < 0) {
+		log_err("event=http_failed error=\"the dashboard page has no <script> element\"");
+		return -1;
+	}
+	if (c->napi_listen > 0 && (h->api = server_new(h, c->api_listen, c->napi_listen, api_cb)) == NULL)
+		return -1;
+	if (c->nmetrics_listen > 0 &&
+	    (h->metrics = server_new(h, c->metrics_listen, c->nmetrics_listen, metrics_cb)) == NULL)
+		return -1;
+	return 0;
+}
+
+void sa_http_stop(struct sa_server *srv)
+{
+	struct sa_http *h = srv->http;
+
+	if (h == NULL)
+		return;
+	if (h->api != NULL)
+		evhttp_free(h->api);
+	if (h->metrics != NULL)
+		evhttp_free(h->metrics);
+	free(h);
+	srv->http = NULL;
+}

@@ -1,0 +1,880 @@
+/* api.c: the credential REST API: authenticate the key, route the path, answer in JSON; no HTTP library here. */
+#include "api.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+
+/* What a path names. Every resource but the trunk list lives under one trunk. */
+enum resource {
+	RES_TRUNKS = 0,         /* /v1/account/{a}/trunks */
+	RES_TRUNK,              /* .../trunks/{t} */
+	RES_CREDENTIALS,        /* .../trunks/{t}/credentials */
+	RES_CREDENTIAL,         /* .../trunks/{t}/credentials/{c} */
+	RES_REGISTRATIONS,      /* .../trunks/{t}/registrations */
+	RES_AUTHFAILS,          /* .../trunks/{t}/auth-failures */
+	RES_CALLS,              /* .../trunks/{t}/calls */
+	RES_COUNT
+};
+
+struct target {
+	enum resource res;
+	char account[SA_ID_MAX];
+	char trunk[SA_ID_MAX];
+	char cred[SA_ID_MAX];
+};
+
+typedef void handler_fn(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                        const struct target *t, struct sa_api_response *resp);
+
+static handler_fn trunks_list, trunk_show, credentials_list, credential_create, credential_show,
+	credential_delete, registrations_list, authfails_list, calls_list;
+
+/* Per resource: the methods it answers (the Allow header) and who answers them. */
+static const struct route {
+	const char *allow;
+	handler_fn *get, *post, *del;
+	bool takes_query;
+} routes[RES_COUNT] = {
+	[RES_TRUNKS] = { "GET", trunks_list, NULL, NULL, false },
+	[RES_TRUNK] = { "GET", trunk_show, NULL, NULL, false },
+	[RES_CREDENTIALS] = { "GET, POST", credentials_list, credential_create, NULL, false },
+	[RES_CREDENTIAL] = { "GET, DELETE", credential_show, NULL, credential_delete, false },
+	[RES_REGISTRATIONS] = { "GET", registrations_list, NULL, NULL, false },
+	[RES_AUTHFAILS] = { "GET", authfails_list, NULL, NULL, true },
+	[RES_CALLS] = { "GET", calls_list, NULL, NULL, false },
+};
+
+/* The segment after /trunks/{t}/ for each trunk-scoped collection. */
+static const struct {
+	const char *name;
+	enum resource res;
+} trunk_children[] = {
+	{ "credentials", RES_CREDENTIALS },
+	{ "registrations", RES_REGISTRATIONS },
+	{ "auth-failures", RES_AUTHFAILS },
+	{ "calls", RES_CALLS },
+};
+
+/* ---- responses ---- */
+
+static void header_add(struct sa_api_response *r, const char *name, const char *value)
+{
+	if (r->nhdr == SA_API_MAX_HEADERS)
+		return;
+	snprintf(r->hdr[r->nhdr].name, sizeof r->hdr[0].name, "%s", name);
+	snprintf(r->hdr[r->nhdr].value, sizeof r->hdr[0].value, "%s", value);
+	r->nhdr++;
+}
+
+/* The answer when even building an answer failed: a 500 with a fixed body. */
+static void respond_internal(struct sa_api_response *r)
+{
+	static const char body[] = "{\n  \"error\": {\n    \"code\": \"internal\",\n"
+	                           "    \"message\": \"internal error\"\n  }\n}\n";
+
+	free(r->body);
+	r->status = 500;
+	r->error_code = "internal";
+	r->body = strdup(body);
+	r->body_len = r->body ? strlen(body) : 0;
+}
+
+/* Takes j. Pretty-printed like sipauthctl's output, so both read the same. */
+static void respond_json(struct sa_api_response *r, int status, json_t *j)
+{
+	char *s = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
+	size_t n = s ? strlen(s) : 0;
+
+	json_decref(j);
+	if (s == NULL) {
+		respond_internal(r);
+		return;
+	}
+	r->body = realloc(s, n + 2);
+	if (r->body == NULL) {
+		free(s);
+		respond_internal(r);
+		return;
+	}
+	memcpy(r->body + n, "\n", 2);
+	r->body_len = n + 1;
+	r->status = status;
+}
+
+void sa_api_error(struct sa_api_response *r, int status, const char *code, const char *message)
+{
+	free(r->body);
+	r->body = NULL;
+	r->error_code = code;
+	respond_json(r, status, json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message));
+}
+
+__attribute__((format(printf, 4, 5)))
+static void errorf(struct sa_api_response *r, int status, const char *code, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	sa_api_error(r, status, code, msg);
+}
+
+static void store_error(struct sa_api_response *r, int err)
+{
+	errorf(r, 500, "internal", "store error: %s", sa_store_strerror(err));
+}
+
+void sa_api_response_free(struct sa_api_response *r)
+{
+	free(r->body);
+	r->body = NULL;
+	r->body_len = 0;
+}
+
+/* ---- JSON values ---- */
+
+static json_t *rfc3339(int64_t t)
+{
+	char buf[32];
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (gmtime_r(&tt, &tm) == NULL || strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		return json_null();
+	return json_string(buf);
+}
+
+/* Text that came from the network (a username tried, a User-Agent) may be
+ * any bytes: shown as-is when it is UTF-8, else with '?' for each odd byte. */
+static json_t *net_string(const char *s)
+{
+	char buf[SA_CONTACT_MAX];
+	size_t i;
+	json_t *j = json_string(s);
+
+	if (j != NULL)
+		return j;
+	for (i = 0; s[i] != '\0' && i < sizeof buf - 1; i++)
+		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+	buf[i] = '\0';
+	return json_string(buf);
+}
+
+/* Adds o to arr; false when o could not be made. */
+static bool append(json_t *arr, json_t *o)
+{
+	return o != NULL && json_array_append_new(arr, o) == 0;
+}
+
+/* Collections are answered as {"data":[...]}; a listing callback that fails
+ * sets failed and stops the walk. */
+struct listing {
+	json_t *data;
+	bool failed;
+};
+
+static void respond_listing(struct sa_api_response *r, struct listing *l, int err)
+{
+	if (err != SA_STORE_OK) {
+		json_decref(l->data);
+		if (err == SA_STORE_ENOTFOUND)   /* gone since it was checked */
+			sa_api_error(r, 404, "not_found", "trunk not found");
+		else
+			store_error(r, err);
+		return;
+	}
+	if (l->failed) {
+		json_decref(l->data);
+		respond_internal(r);
+		return;
+	}
+	respond_json(r, 200, json_pack("{s:o}", "data", l->data));
+}
+
+/* ---- trunks ---- */
+
+/* The same shape as `sipauthctl trunk list`. */
+static json_t *trunk_json(const struct sa_trunk *t)
+{
+	return json_pack("{s:s,s:s,s:s,s:o}", "id", t->id, "account_id", t->account_id, "name", t->name,
+	                 "created_at", rfc3339(t->created_at));
+}
+
+static int trunk_cb(const struct sa_trunk *t, void *arg)
+{
+	struct listing *l = arg;
+
+	l->failed = !append(l->data, trunk_json(t));
+	return l->failed;
+}
+
+static void trunks_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                        const struct target *t, struct sa_api_response *r)
+{
+	struct listing l = { .data = json_array() };
+
+	respond_listing(r, &l, sa_store_trunk_list(ctx->store, t->account, trunk_cb, &l));
+}
+
+static void trunk_show(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                       const struct target *t, struct sa_api_response *r)
+{
+	struct sa_trunk tr;
+	int err = sa_store_trunk_get(ctx->store, t->trunk, &tr);
+
+	if (err != SA_STORE_OK)
+		store_error(r, err);
+	else
+		respond_json(r, 200, trunk_json(&tr));
+}
+
+/* ---- credentials ---- */
+
+/* The credential as the API and sipauthctl show it: never the password, never an HA1. */
+static json_t *credential_json(const struct sa_credential *c)
+{
+	return json_pack("{s:s,s:s,s:s,s:o}", "id", c->id, "trunk_id", c->trunk_id, "username", c->username,
+	                 "created_at", rfc3339(c->created_at));
+}
+
+static int credential_cb(const struct sa_credential *c, void *arg)
+{
+	struct listing *l = arg;
+
+	l->failed = !append(l->data, credential_json(c));
+	return l->failed;
+}
+
+static void credentials_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                             const struct target *t, struct sa_api_response *r)
+{
+	struct listing l = { .data = json_array() };
+
+	respond_listing(r, &l, sa_store_credential_list(ctx->store, t->trunk, credential_cb, &l));
+}
+
+/* A credential of this trunk, or the same 404 whether it is unknown or another trunk's. */
+static int credential_of_trunk(const struct sa_api_ctx *ctx, const struct target *t,
+                               struct sa_credential *c, struct sa_api_response *r)
+{
+	int err = sa_store_credential_get(ctx->store, t->cred, c);
+
+	if (err == SA_STORE_OK && strcmp(c->trunk_id, t->trunk) != 0)
+		err = SA_STORE_ENOTFOUND;
+	if (err == SA_STORE_ENOTFOUND)
+		errorf(r, 404, "not_found", "credential %s not found on trunk %s", t->cred, t->trunk);
+	else if (err != SA_STORE_OK)
+		store_error(r, err);
+	OPENSSL_cleanse(c->ha1, sizeof c->ha1);
+	return err;
+}
+
+static void credential_show(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                            const struct target *t, struct sa_api_response *r)
+{
+	struct sa_credential c;
+
+	if (credential_of_trunk(ctx, t, &c, r) == SA_STORE_OK)
+		respond_json(r, 200, credential_json(&c));
+}
+
+static void credential_delete(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                              const struct target *t, struct sa_api_response *r)
+{
+	int err = sa_store_credential_delete(ctx->store, t->trunk, t->cred);
+
+	if (err == SA_STORE_ENOTFOUND) {
+		errorf(r, 404, "not_found", "credential %s not found on trunk %s", t->cred, t->trunk);
+		return;
+	}
+	if (err != SA_STORE_OK) {
+		store_error(r, err);
+		return;
+	}
+	r->status = 204;
+	snprintf(r->deleted_cred, sizeof r->deleted_cred, "%s", t->cred);
+}
+
+/* The POST body's two fields: wrong types are a 400, absent ones a 422. */
+struct cred_input {
+	const char *username;
+	const char *password;
+	size_t password_len;
+};
+
+static int field_string(json_t *body, const char *name, json_t **out, struct sa_api_response *r)
+{
+	*out = json_object_get(body, name);
+	if (*out != NULL && !json_is_string(*out)) {
+		errorf(r, 400, "invalid_field", "%s must be a string", name);
+		return -1;
+	}
+	return 0;
+}
+
+static int cred_input_read(json_t *body, struct cred_input *in, struct sa_api_response *r)
+{
+	json_t *u, *p;
+
+	if (!json_is_object(body)) {
+		sa_api_error(r, 400, "invalid_json", "request body must be a JSON object");
+		return -1;
+	}
+	if (field_string(body, "username", &u, r) < 0 || field_string(body, "password", &p, r) < 0)
+		return -1;
+	if (u == NULL || p == NULL) {
+		errorf(r, 422, "missing_field", "%s is required", u == NULL ? "username" : "password");
+		return -1;
+	}
+	in->username = json_string_value(u);
+	in->password = json_string_value(p);
+	in->password_len = json_string_length(p);
+	return 0;
+}
+
+static void credential_create_fail(struct sa_api_response *r, int err, const char *user, const char *why)
+{
+	switch (err) {
+	case SA_STORE_EINVAL:
+		if (strncmp(why, "password", 8) == 0)
+			sa_api_error(r, 422, "weak_password", why);
+		else
+			sa_api_error(r, 422, "invalid_username", why);
+		break;
+	case SA_STORE_EEXISTS:
+		errorf(r, 409, "duplicate_username",
+		       "username %s is already used on this trunk (usernames are unique ignoring case)", user);
+		break;
+	case SA_STORE_ENOTFOUND:
+		sa_api_error(r, 404, "not_found", "trunk not found");
+		break;
+	default:
+		store_error(r, err);
+	}
+}
+
+static void credential_created(struct sa_api_response *r, const struct target *t, struct sa_credential *c)
+{
+	char loc[sizeof r->hdr[0].value];
+
+	snprintf(loc, sizeof loc, "/v1/account/%s/trunks/%s/credentials/%s", t->account, t->trunk, c->id);
+	header_add(r, "Location", loc);
+	snprintf(r->created_cred, sizeof r->created_cred, "%s", c->id);
+	snprintf(r->created_user, sizeof r->created_user, "%s", c->username);
+	OPENSSL_cleanse(c->ha1, sizeof c->ha1);
+	respond_json(r, 201, credential_json(c));
+}
+
+/* The password lives in the parsed body only; it is wiped before the body is freed. */
+static void body_free(json_t *body)
+{
+	json_t *p = json_is_object(body) ? json_object_get(body, "password") : NULL;
+
+	if (json_is_string(p))
+		OPENSSL_cleanse((char *)json_string_value(p), json_string_length(p));
+	json_decref(body);
+}
+
+static void credential_create(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                              const struct target *t, struct sa_api_response *r)
+{
+	char why[160] = "";
+	struct sa_credential c;
+	struct cred_input in;
+	json_error_t jerr;
+	json_t *body = json_loadb(req->body ? req->body : "", req->body_len,
+	                          JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+
+	/* jansson's error text quotes the input near the fault, which may be the
+	 * password: say where, not what */
+	if (body == NULL) {
+		errorf(r, 400, "invalid_json", "request body is not valid JSON (line %d, column %d)", jerr.line,
+		       jerr.column);
+		return;
+	}
+	if (cred_input_read(body, &in, r) == 0) {
+		int err = sa_store_credential_create(ctx->store, t->trunk, in.username, in.password, in.password_len,
+		                                     ctx->min_password_len, req->now, &c, why, sizeof why);
+		if (err == SA_STORE_OK)
+			credential_created(r, t, &c);
+		else
+			credential_create_fail(r, err, in.username, why);
+	}
+	body_free(body);
+}
+
+/* ---- registrations ---- */
+
+/* Bindings are gathered first so that usernames can be looked up afterwards. */
+struct bindings {
+	struct sa_binding *b;
+	size_t n, cap;
+	bool failed;
+	int64_t now;
+};
+
+static int binding_cb(const struct sa_binding *b, void *arg)
+{
+	struct bindings *bs = arg;
+
+	if (b->expires_at <= bs->now)   /* expired, not yet swept by housekeeping */
+		return 0;
+	if (bs->n == bs->cap) {
+		size_t cap = bs->cap ? bs->cap * 2 : 16;
+		struct sa_binding *nb = realloc(bs->b, cap * sizeof *nb);
+		if (nb == NULL) {
+			bs->failed = true;
+			return 1;
+		}
+		bs->b = nb;
+		bs->cap = cap;
+	}
+	bs->b[bs->n++] = *b;
+	return 0;
+}
+
+static json_t *binding_json(const struct sa_api_ctx *ctx, const struct sa_binding *b)
+{
+	struct sa_credential c;
+	json_t *user;
+
+	if (sa_store_credential_get(ctx->store, b->cred_id, &c) == SA_STORE_OK) {
+		OPENSSL_cleanse(c.ha1, sizeof c.ha1);
+		user = json_string(c.username);
+	} else {
+		user = json_null();   /* deleted between the two reads */
+	}
+	return json_pack("{s:s,s:o,s:o,s:o,s:i,s:s,s:o,s:o,s:o,s:o}",
+	                 "credential_id", b->cred_id, "username", user,
+	                 "contact", net_string(b->contact), "source_address", net_string(b->source),
+	                 "source_port", (json_int_t)b->source_port, "transport", b->transport,
+	                 "user_agent", net_string(b->user_agent),
+	                 "registered_at", rfc3339(b->registered_at), "updated_at", rfc3339(b->updated_at),
+	                 "expires_at", rfc3339(b->expires_at));
+}
+
+static void registrations_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                               const struct target *t, struct sa_api_response *r)
+{
+	struct bindings bs = { .now = req->now };
+	struct listing l = { .data = json_array() };
+	int err = sa_store_binding_list_trunk(ctx->store, t->trunk, binding_cb, &bs);
+
+	for (size_t i = 0; err == SA_STORE_OK && !bs.failed && !l.failed && i < bs.n; i++)
+		l.failed = !append(l.data, binding_json(ctx, &bs.b[i]));
+	l.failed = l.failed || bs.failed;
+	free(bs.b);
+	respond_listing(r, &l, err);
+}
+
+/* ---- calls ---- */
+
+static void call_cb(const struct sa_api_call *c, void *arg)
+{
+	struct listing *l = arg;
+	if (l->failed)
+		return;
+	json_t *o = json_pack("{s:o,s:s,s:s,s:s,s:o}", "call_id", net_string(c->call_id),
+	                      "credential_id", c->cred_id, "direction", c->inbound ? "inbound" : "outbound",
+	                      "state", c->confirmed ? "confirmed" : "early", "started_at", rfc3339(c->started_at));
+	l->failed = !append(l->data, o);
+}
+
+static void calls_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                       const struct target *t, struct sa_api_response *r)
+{
+	struct listing l = { .data = json_array() };
+	if (ctx->calls_each)
+		ctx->calls_each(ctx->calls_owner, t->trunk, call_cb, &l);
+	respond_listing(r, &l, SA_STORE_OK);
+}
+
+/* ---- auth failures ---- */
+
+static int authfail_cb(const struct sa_authfail *f, void *arg)
+{
+	struct listing *l = arg;
+	json_t *o = json_pack("{s:o,s:o,s:i,s:s,s:o,s:s,s:o}",
+	                      "time", rfc3339(f->at), "source_address", net_string(f->source),
+	                      "source_port", (json_int_t)f->source_port, "transport", f->transport,
+	                      "username", net_string(f->username), "reason", f->reason,
+	                      "method", net_string(f->method));
+
+	l->failed = !append(l->data, o);
+	return l->failed;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = (char)tolower((unsigned char)c);
+	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Percent-decodes s[0..n) into out. '+' stays '+' (this is not a form), so
+ * an RFC 3339 offset may be written as is. -1 on bad escapes or overflow. */
+static int pct_decode(const char *s, size_t n, char *out, size_t outlen)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (c == '%') {
+			if (i + 2 >= n)
+				return -1;
+			int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+				return -1;
+			c = (char)(hi * 16 + lo);
+			i += 2;
+		}
+		if (o + 1 >= outlen)
+			return -1;
+		out[o++] = c;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+struct authfail_query {
+	int64_t since;
+	unsigned limit;
+	bool seen_since, seen_limit;
+};
+
+static int limit_parse(const char *v, unsigned *out)
+{
+	char *end;
+	unsigned long n;
+
+	errno = 0;
+	n = strtoul(v, &end, 10);
+	if (!isdigit((unsigned char)v[0]) || *end != '\0' || errno != 0 || n < 1 || n > SA_API_AUTHFAIL_LIMIT_MAX)
+		return -1;
+	*out = (unsigned)n;
+	return 0;
+}
+
+/* One name=value pair of the auth-failures query. */
+static int authfail_param(struct authfail_query *q, const char *name, const char *value,
+                          struct sa_api_response *r)
+{
+	if (strcmp(name, "since") == 0 && !q->seen_since) {
+		q->seen_since = true;
+		if (sa_api_parse_time(value, &q->since) == 0)
+			return 0;
+		sa_api_error(r, 400, "invalid_parameter",
+		             "since must be an RFC 3339 time (2026-04-09T10:35:00Z) or epoch seconds");
+		return -1;
+	}
+	if (strcmp(name, "limit") == 0 && !q->seen_limit) {
+		q->seen_limit = true;
+		if (limit_parse(value, &q->limit) == 0)
+			return 0;
+		errorf(r, 400, "invalid_parameter", "limit must be a number from 1 to %d", SA_API_AUTHFAIL_LIMIT_MAX);
+		return -1;
+	}
+	if (strcmp(name, "since") == 0 || strcmp(name, "limit") == 0)
+		errorf(r, 400, "invalid_parameter", "%s given twice", name);
+	else
+		sa_api_error(r, 400, "invalid_parameter", "unknown query parameter (auth-failures takes since and limit)");
+	return -1;
+}
+
+static int authfail_query_parse(const char *query, struct authfail_query *q, struct sa_api_response *r)
+{
+	char name[16], value[64];
+	const char *p = query ? query : "";
+
+	while (*p != '\0') {
+		size_t len = strcspn(p, "&");
+		const char *eq = memchr(p, '=', len);
+		size_t nlen = eq ? (size_t)(eq - p) : len;
+		if (len > 0) {
+			if (pct_decode(p, nlen, name, sizeof name) < 0 ||
+			    pct_decode(eq ? eq + 1 : p + len, eq ? len - nlen - 1 : 0, value, sizeof value) < 0) {
+				sa_api_error(r, 400, "invalid_parameter", "malformed query string");
+				return -1;
+			}
+			if (authfail_param(q, name, value, r) < 0)
+				return -1;
+		}
+		p += len + (p[len] == '&');
+	}
+	return 0;
+}
+
+static void authfails_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                           const struct target *t, struct sa_api_response *r)
+{
+	struct authfail_query q = { .since = INT64_MIN, .limit = SA_API_AUTHFAIL_LIMIT_DEFAULT };
+	struct listing l;
+
+	if (authfail_query_parse(req->query, &q, r) < 0)
+		return;
+	l = (struct listing){ .data = json_array() };
+	respond_listing(r, &l, sa_store_authfail_list(ctx->store, t->trunk, q.since, q.limit, authfail_cb, &l));
+}
+
+/* ---- time ---- */
+
+static int digits(const char **p, int n, int *out)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++, (*p)++) {
+		if (!isdigit((unsigned char)**p))
+			return -1;
+		v = v * 10 + (**p - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+static int expect(const char **p, const char *one_of)
+{
+	if (**p == '\0' || strchr(one_of, **p) == NULL)
+		return -1;
+	(*p)++;
+	return 0;
+}
+
+/* The zone suffix: "Z" or "+HH:MM" / "-HH:MM", as seconds east of UTC. */
+static int zone_parse(const char *p, int *offset)
+{
+	int sign, hh, mm;
+
+	if ((*p == 'Z' || *p == 'z') && p[1] == '\0') {
+		*offset = 0;
+		return 0;
+	}
+	if (*p != '+' && *p != '-')
+		return -1;
+	sign = *p++ == '-' ? -1 : 1;
+	if (digits(&p, 2, &hh) < 0 || expect(&p, ":") < 0 || digits(&p, 2, &mm) < 0 || *p != '\0' ||
+	    hh > 23 || mm > 59)
+		return -1;
+	*offset = sign * (hh * 3600 + mm * 60);
+	return 0;
+}
+
+static int rfc3339_parse(const char *p, int64_t *out)
+{
+	struct tm tm = { 0 }, back;
+	int y, mo, d, h, mi, s, offset;
+
+	if (digits(&p, 4, &y) < 0 || expect(&p, "-") < 0 || digits(&p, 2, &mo) < 0 || expect(&p, "-") < 0 ||
+	    digits(&p, 2, &d) < 0 || expect(&p, "Tt ") < 0 || digits(&p, 2, &h) < 0 || expect(&p, ":") < 0 ||
+	    digits(&p, 2, &mi) < 0 || expect(&p, ":") < 0 || digits(&p, 2, &s) < 0)
+		return -1;
+	if (*p == '.')
+		for (p++; isdigit((unsigned char)*p); p++)
+			;
+	if (zone_parse(p, &offset) < 0 || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || s > 60)
+		return -1;
+	tm = (struct tm){ .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi,
+	                  .tm_sec = s > 59 ? 59 : s };
+	time_t t = timegm(&tm);
+	/* timegm normalises Feb 30 to Mar 2: a day that moved did not exist */
+	if (t == (time_t)-1 || gmtime_r(&t, &back) == NULL || back.tm_mday != d)
+		return -1;
+	*out = (int64_t)t - offset;
+	return 0;
+}
+
+int sa_api_parse_time(const char *s, int64_t *out)
+{
+	size_t n = strspn(s, "0123456789");
+
+	if (n > 0 && s[n] == '\0') {
+		if (n > 12)   /* beyond year 33000: a mistake, not a time */
+			return -1;
+		*out = strtoll(s, NULL, 10);
+		return 0;
+	}
+	return rfc3339_parse(s, out);
+}
+
+/* ---- authentication and routing ---- */
+
+/* "Bearer <token>", scheme in any case; the token without surrounding blanks. */
+static int bearer_token(const char *h, const char **tok, size_t *len)
+{
+	if (h == NULL)
+		return -1;
+	h += strspn(h, " \t");
+	if (strncasecmp(h, "Bearer", 6) != 0 || (h[6] != ' ' && h[6] != '\t'))
+		return -1;
+	h += 6 + strspn(h + 6, " \t");
+	size_t n = strlen(h);
+	while (n > 0 && (h[n - 1] == ' ' || h[n - 1] == '\t'))
+		n--;
+	*tok = h;
+	*len = n;
+	return n > 0 ? 0 : -1;
+}
+
+/* The key's account into resp->account_id; else a 401 (or 500) answer. */
+static int authenticate(const struct sa_api_ctx *ctx, const struct sa_api_request *req, struct sa_api_response *r)
+{
+	const char *tok;
+	size_t len;
+
+	if (bearer_token(req->authorization, &tok, &len) < 0) {
+		header_add(r, "WWW-Authenticate", "Bearer realm=\"sipauthd\"");
+		sa_api_error(r, 401, "unauthorized", "missing API key: send Authorization: Bearer <key>");
+		return -1;
+	}
+	int err = sa_store_apikey_account(ctx->store, tok, len, r->account_id);
+	if (err == SA_STORE_OK)
+		return 0;
+	r->account_id[0] = '\0';
+	if (err != SA_STORE_ENOTFOUND) {
+		store_error(r, err);
+		return -1;
+	}
+	header_add(r, "WWW-Authenticate", "Bearer realm=\"sipauthd\", error=\"invalid_token\"");
+	sa_api_error(r, 401, "unauthorized", "invalid API key");
+	return -1;
+}
+
+/* Copies the next path segment if it could be an id (the store's ids are
+ * [a-z0-9_]; anything else, or too long, names nothing). */
+static int segment_id(const char **p, char out[SA_ID_MAX])
+{
+	size_t n = strcspn(*p, "/");
+
+	if (n == 0 || n >= SA_ID_MAX)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)(*p)[i]) && (*p)[i] != '_' && (*p)[i] != '-')
+			return -1;
+	memcpy(out, *p, n);
+	out[n] = '\0';
+	*p += n;
+	return 0;
+}
+
+static int segment_is(const char **p, const char *word)
+{
+	size_t n = strlen(word);
+
+	if (strncmp(*p, word, n) != 0 || ((*p)[n] != '/' && (*p)[n] != '\0'))
+		return -1;
+	*p += n;
+	return 0;
+}
+
+/* After /trunks/{t}: nothing, or a collection, or credentials/{c}. */
+static int target_trunk_child(const char *p, struct target *t)
+{
+	if (*p == '\0') {
+		t->res = RES_TRUNK;
+		return 0;
+	}
+	p++;
+	for (size_t i = 0; i < sizeof trunk_children / sizeof trunk_children[0]; i++) {
+		if (segment_is(&p, trunk_children[i].name) < 0)
+			continue;
+		t->res = trunk_children[i].res;
+		if (*p == '\0')
+			return 0;
+		if (t->res != RES_CREDENTIALS || *++p == '\0' || segment_id(&p, t->cred) < 0 || *p != '\0')
+			return -1;
+		t->res = RES_CREDENTIAL;
+		return 0;
+	}
+	return -1;
+}
+
+static int target_parse(const char *path, struct target *t)
+{
+	const char *p = path;
+
+	memset(t, 0, sizeof *t);
+	if (strncmp(p, "/v1/account/", 12) != 0)
+		return -1;
+	p += 12;
+	if (segment_id(&p, t->account) < 0 || *p++ != '/' || segment_is(&p, "trunks") < 0)
+		return -1;
+	if (*p == '\0') {
+		t->res = RES_TRUNKS;
+		return 0;
+	}
+	if (*p++ != '/' || segment_id(&p, t->trunk) < 0)
+		return -1;
+	return target_trunk_child(p, t);
+}
+
+static handler_fn *route_handler(const struct route *rt, const char *method)
+{
+	if (strcmp(method, "GET") == 0)
+		return rt->get;
+	if (strcmp(method, "POST") == 0)
+		return rt->post;
+	if (strcmp(method, "DELETE") == 0)
+		return rt->del;
+	return NULL;
+}
+
+/* The trunk must exist and be the key's account's; both misses read the same. */
+static int trunk_check(const struct sa_api_ctx *ctx, const struct target *t, struct sa_api_response *r)
+{
+	struct sa_trunk tr;
+	int err = sa_store_trunk_get(ctx->store, t->trunk, &tr);
+
+	if (err == SA_STORE_OK && strcmp(tr.account_id, t->account) == 0) {
+		snprintf(r->trunk_id, sizeof r->trunk_id, "%s", tr.id);
+		return 0;
+	}
+	if (err == SA_STORE_OK || err == SA_STORE_ENOTFOUND)
+		errorf(r, 404, "not_found", "trunk %s not found", t->trunk);
+	else
+		store_error(r, err);
+	return -1;
+}
+
+void sa_api_handle(const struct sa_api_ctx *ctx, const struct sa_api_request *req, struct sa_api_response *r)
+{
+	struct target t;
+	handler_fn *fn;
+
+	memset(r, 0, sizeof *r);
+	if (authenticate(ctx, req, r) < 0)
+		return;
+	if (target_parse(req->path, &t) < 0) {
+		sa_api_error(r, 404, "not_found", "no such resource");
+		return;
+	}
+	if (strcmp(t.account, r->account_id) != 0) {
+		errorf(r, 404, "not_found", "account %s not found", t.account);
+		return;
+	}
+	fn = route_handler(&routes[t.res], req->method);
+	if (fn == NULL) {
+		header_add(r, "Allow", routes[t.res].allow);
+		errorf(r, 405, "method_not_allowed", "%s is not allowed here (allowed: %s)", req->method,
+		       routes[t.res].allow);
+		return;
+	}
+	if (!routes[t.res].takes_query && req->query != NULL && req->query[0] != '\0') {
+		sa_api_error(r, 400, "invalid_parameter", "this resource takes no query parameters");
+		return;
+	}
+	if (t.res != RES_TRUNKS && trunk_check(ctx, &t, r) < 0)
+		return;
+	fn(ctx, req, &t, r);
+}

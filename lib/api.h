@@ -1,0 +1,80 @@
+/* api.h: the credential REST API as plain functions: a request's parts in, status, JSON body and headers out. */
+#ifndef SA_API_H
+#define SA_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sa_limits.h"
+#include "store.h"
+
+#define SA_API_AUTHFAIL_LIMIT_DEFAULT 100
+#define SA_API_AUTHFAIL_LIMIT_MAX     1000
+#define SA_API_MAX_HEADERS            4
+
+/* One active call, as GET .../calls lists it. */
+struct sa_api_call {
+	const char *call_id;
+	const char *cred_id;
+	bool inbound;                  /* gateway -> PBX */
+	bool confirmed;                /* false: still ringing */
+	int64_t started_at;
+};
+typedef void (*sa_api_call_cb)(const struct sa_api_call *c, void *arg);
+
+/* What a handler needs; the daemon builds one at start-up. */
+struct sa_api_ctx {
+	struct sa_store *store;
+	unsigned min_password_len;     /* [api] min_password_length, SA_PASSWORD_MIN or more */
+	/* the daemon's call table: cb for each active call of trunk_id (NULL: no calls known) */
+	void (*calls_each)(void *owner, const char *trunk_id, sa_api_call_cb cb, void *arg);
+	void *calls_owner;
+};
+
+/* One request, as the HTTP layer read it. Nothing here is evhttp's. */
+struct sa_api_request {
+	const char *method;            /* "GET", "POST", ... */
+	const char *path;              /* raw (not percent-decoded), without the query */
+	const char *query;             /* raw, without '?'; NULL or "" when none */
+	const char *authorization;     /* the Authorization header value, NULL when absent */
+	const char *body;              /* not NUL-terminated; may be NULL when body_len is 0 */
+	size_t body_len;
+	int64_t now;                   /* wall clock, seconds since the epoch */
+};
+
+struct sa_api_header {
+	char name[32];
+	char value[SA_ID_MAX * 3 + 64];  /* fits a Location of /v1/account/../trunks/../credentials/.. */
+};
+
+struct sa_api_response {
+	int status;
+	char *body;                    /* JSON text (malloc'd, ends in "\n"); NULL for 204 */
+	size_t body_len;
+	struct sa_api_header hdr[SA_API_MAX_HEADERS];
+	unsigned nhdr;
+	/* for the caller's one log line and its side effects: never a secret */
+	const char *error_code;        /* static string, NULL on success */
+	char account_id[SA_ID_MAX];    /* the key's account once authenticated, else "" */
+	char created_cred[SA_ID_MAX];  /* POST .../credentials succeeded: its id */
+	char created_user[SA_USERNAME_MAX + 1];
+	char deleted_cred[SA_ID_MAX];  /* DELETE succeeded: end its calls */
+	char trunk_id[SA_ID_MAX];      /* the trunk the request was about, when found */
+};
+
+/* Answer one request under /v1/. Never fails: an allocation or store failure
+ * is a 500 answer. Free with sa_api_response_free. */
+void sa_api_handle(const struct sa_api_ctx *ctx, const struct sa_api_request *req, struct sa_api_response *resp);
+
+/* A JSON error answer {"error":{"code","message"}} (used by the HTTP layer
+ * for answers it gives itself: 413, 404 outside /v1, 405 on /metrics). */
+void sa_api_error(struct sa_api_response *resp, int status, const char *code, const char *message);
+
+void sa_api_response_free(struct sa_api_response *resp);
+
+/* "since" as RFC 3339 ("2026-04-09T10:35:00Z", "...T12:35:00+02:00",
+ * fractions ignored) or as epoch seconds ("1775731200"). 0 or -1. */
+int sa_api_parse_time(const char *s, int64_t *out);
+
+#endif

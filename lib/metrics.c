@@ -1,0 +1,123 @@
+/* metrics.c: the Prometheus text exposition of one sa_metrics snapshot. */
+#include "metrics.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* In enum sa_method order (lib/sipmsg.h); keep the two in step. */
+static const char *const method_names[SA_M_PUBLISH + 1] = {
+	"other", "REGISTER", "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "PRACK",
+	"INFO", "REFER", "NOTIFY", "SUBSCRIBE", "MESSAGE", "PUBLISH",
+};
+
+_Static_assert(SA_M_PUBLISH < SA_METRICS_METHODS, "sa_metrics.sip_requests is too small for enum sa_method");
+
+static const char *const transport_names[SA_METRICS_TRANSPORTS] = { "udp", "tcp", "tls" };
+
+static void head(FILE *f, const char *name, const char *type, const char *help)
+{
+	fprintf(f, "# HELP sipauthd_%s %s\n# TYPE sipauthd_%s %s\n", name, help, name, type);
+}
+
+static void counter(FILE *f, const char *name, const char *help, uint64_t v)
+{
+	head(f, name, "counter", help);
+	fprintf(f, "sipauthd_%s %" PRIu64 "\n", name, v);
+}
+
+static void gauge(FILE *f, const char *name, const char *help, int64_t v)
+{
+	head(f, name, "gauge", help);
+	fprintf(f, "sipauthd_%s %" PRId64 "\n", name, v);
+}
+
+/* Every named series even at zero, so that rate() sees it from the start. */
+static void sip_requests(FILE *f, const struct sa_metrics *m)
+{
+	head(f, "sip_requests_total", "counter", "SIP requests received, by method.");
+	for (int i = 0; i <= SA_M_PUBLISH; i++)
+		fprintf(f, "sipauthd_sip_requests_total{method=\"%s\"} %" PRIu64 "\n", method_names[i],
+		        m->sip_requests[i]);
+	head(f, "sip_requests_by_transport_total", "counter", "SIP requests received, by transport.");
+	for (int i = 0; i < SA_METRICS_TRANSPORTS; i++)
+		fprintf(f, "sipauthd_sip_requests_by_transport_total{transport=\"%s\"} %" PRIu64 "\n",
+		        transport_names[i], m->sip_requests_by_transport[i]);
+}
+
+/* Stale nonces are a right password with an old nonce: a normal part of
+ * digest, so they are counted apart from the failures an operator acts on. */
+static void auth(FILE *f, const struct sa_metrics *m)
+{
+	counter(f, "auth_challenges_total", "Digest challenges sent (401/407).", m->challenges);
+	counter(f, "auth_successes_total", "Requests whose digest credentials were accepted.", m->auth_ok);
+	head(f, "auth_failures_total", "counter", "Digest authentication failures, by reason.");
+	for (int r = SA_AUTH_NONE + 1; r < SA_AUTH_REASON_COUNT; r++)
+		if (r != SA_AUTH_STALE_NONCE)
+			fprintf(f, "sipauthd_auth_failures_total{reason=\"%s\"} %" PRIu64 "\n",
+			        sa_auth_reason_name((enum sa_auth_reason)r), m->auth_fail[r]);
+	counter(f, "auth_stale_nonces_total", "Right answers to an expired nonce, challenged again with stale=true.",
+	        m->auth_fail[SA_AUTH_STALE_NONCE]);
+}
+
+/* Sparse: only the statuses that occurred. */
+static void by_status(FILE *f, const char *name, const char *help, const uint64_t *v)
+{
+	head(f, name, "counter", help);
+	for (int s = 100; s < SA_METRICS_STATUSES; s++)
+		if (v[s] != 0)
+			fprintf(f, "sipauthd_%s{status=\"%d\"} %" PRIu64 "\n", name, s, v[s]);
+}
+
+static void registrations_and_calls(FILE *f, const struct sa_metrics *m)
+{
+	counter(f, "registrations_total", "REGISTER requests that added or removed bindings.", m->registrations);
+	if (m->registrations_active >= 0)
+		gauge(f, "registrations_active", "Current bindings (registered contacts).", m->registrations_active);
+	gauge(f, "calls_active", "Calls in progress through the proxy.", (int64_t)m->calls_active);
+	counter(f, "calls_started_total", "Calls established.", m->calls_started);
+	counter(f, "calls_revoked_total", "Calls ended because their credential was deleted.", m->calls_revoked);
+	counter(f, "calls_reaped_total", "Calls ended at the maximum call age.", m->calls_reaped);
+}
+
+static void abuse(FILE *f, const struct sa_metrics *m)
+{
+	counter(f, "bans_total", "Sources banned for repeated authentication failures.", m->bans);
+	counter(f, "banned_requests_dropped_total", "Requests from banned sources, dropped unanswered.",
+	        m->banned_dropped);
+	gauge(f, "banned_sources", "Sources banned now.", (int64_t)m->banned_active);
+}
+
+char *sa_metrics_render(const struct sa_metrics *m, size_t *len)
+{
+	char *buf = NULL;
+	size_t n = 0;
+	FILE *f = open_memstream(&buf, &n);
+
+	if (f == NULL)
+		return NULL;
+	head(f, "build_info", "gauge", "Always 1; the version as a label.");
+	fprintf(f, "sipauthd_build_info{version=\"%s\"} 1\n", m->version ? m->version : "unknown");
+	gauge(f, "start_time_seconds", "When the daemon started, seconds since the epoch.", m->start_time);
+	sip_requests(f, m);
+	auth(f, m);
+	registrations_and_calls(f, m);
+	abuse(f, m);
+	by_status(f, "sip_rejected_total", "SIP error answers sipauthd gave itself, by status.", m->sip_rejected);
+	counter(f, "sip_forwarded_total", "SIP messages forwarded.", m->sip_forwarded);
+	counter(f, "sip_retransmissions_absorbed_total", "Retransmissions answered from transaction state.",
+	        m->sip_retransmissions_absorbed);
+	by_status(f, "api_requests_total", "HTTP requests answered (API, dashboard, metrics, health), by status.",
+	          m->api_requests);
+	if (ferror(f)) {
+		fclose(f);
+		free(buf);
+		return NULL;
+	}
+	if (fclose(f) != 0) {
+		free(buf);
+		return NULL;
+	}
+	*len = n;
+	return buf;
+}

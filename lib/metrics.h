@@ -1,0 +1,42 @@
+/* metrics.h: a snapshot of sipauthd's counters and gauges, rendered in the Prometheus text format. */
+#ifndef SA_METRICS_H
+#define SA_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth.h"
+
+#define SA_METRICS_METHODS    16    /* by enum sa_method (lib/sipmsg.h) */
+#define SA_METRICS_TRANSPORTS 3     /* udp, tcp, tls */
+#define SA_METRICS_STATUSES   700   /* HTTP and SIP status codes */
+
+/* Plain numbers the daemon copies in; lib reads no clock and no globals. */
+struct sa_metrics {
+	const char *version;
+	int64_t start_time;                              /* seconds since the epoch */
+	uint64_t sip_requests[SA_METRICS_METHODS];
+	uint64_t sip_requests_by_transport[SA_METRICS_TRANSPORTS];
+	uint64_t challenges;
+	uint64_t auth_ok;
+	uint64_t auth_fail[SA_AUTH_REASON_COUNT];        /* [SA_AUTH_STALE_NONCE] is rendered apart */
+	uint64_t registrations;                          /* REGISTERs that added or removed bindings */
+	int64_t registrations_active;                    /* gauge; < 0: unknown, not rendered */
+	uint64_t sip_rejected[SA_METRICS_STATUSES];      /* our own SIP error answers by status */
+	uint64_t sip_forwarded;
+	uint64_t sip_retransmissions_absorbed;
+	uint64_t calls_active;                           /* gauge */
+	uint64_t calls_started, calls_revoked, calls_reaped;
+	uint64_t bans;                                   /* sources banned for repeated failures */
+	uint64_t banned_dropped;                         /* requests from banned sources, unanswered */
+	uint64_t banned_active;                          /* gauge: sources banned now */
+	uint64_t api_requests[SA_METRICS_STATUSES];      /* HTTP answers by status */
+};
+
+/* The text exposition (version 0.0.4) into a malloc'd, NUL-terminated
+ * buffer; its length in *len. NULL when out of memory. */
+char *sa_metrics_render(const struct sa_metrics *m, size_t *len);
+
+#define SA_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+#endif
