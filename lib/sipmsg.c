@@ -31,6 +31,7 @@ static const struct hdr_name hdr_names[] = {
 	H("Authorization", 0, SA_H_AUTHORIZATION),
 	H("Proxy-Authorization", 0, SA_H_PROXY_AUTHORIZATION),
 	H("Proxy-Require", 0, SA_H_PROXY_REQUIRE),
+	H("Require", 0, SA_H_REQUIRE),
 	H("Content-Length", 'l', SA_H_CONTENT_LENGTH),
 	H("Expires", 0, SA_H_EXPIRES),
 	H("User-Agent", 0, SA_H_USER_AGENT),
@@ -50,9 +51,39 @@ static const struct {
 	{ "MESSAGE", SA_M_MESSAGE }, { "PUBLISH", SA_M_PUBLISH },
 };
 
+static void osip_trace_cb(const char *fi, int li, osip_trace_level_t level, const char *chfr, va_list ap)
+{
+}
+
 void sa_sipmsg_init(void)
 {
 	parser_init();
+	/* libosip2 traces every parse error to stderr unless given a sink; a bad
+	 * message gets one log line, written by the caller that decides what to
+	 * do with it */
+	osip_trace_initialize_func(TRACE_LEVEL0, osip_trace_cb);
+	for (int l = TRACE_LEVEL0; l < END_TRACE_LEVEL; l++)
+		osip_trace_disable_level((osip_trace_level_t)l);
+}
+
+/* An unsigned decimal field (Content-Length, CSeq, Max-Forwards, port):
+ * digits up to max, then nothing but whitespace. -1 otherwise, so an
+ * overlarge or signed value is never taken for a smaller one. */
+static long long parse_decimal(const char *v, const char *end, unsigned long long max)
+{
+	unsigned long long n = 0;
+	const char *p = v;
+	if (p == end || !isdigit((unsigned char)*p))
+		return -1;
+	for (; p < end && isdigit((unsigned char)*p); p++) {
+		n = n * 10 + (unsigned long long)(*p - '0');
+		if (n > max)
+			return -1;
+	}
+	for (; p < end; p++)
+		if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
+			return -1;
+	return (long long)n;
 }
 
 enum sa_method sa_method_from_name(const char *name)
@@ -79,10 +110,13 @@ static enum sa_hdr_kind hdr_kind(const char *name, size_t len)
  * included): returns the offset of its '\n', or -1 when none. */
 static long line_end(const char *buf, size_t len, size_t p)
 {
-	for (size_t i = p; i < len; i++) {
-		if (buf[i] != '\n')
-			continue;
-		if (i + 1 < len && (buf[i + 1] == ' ' || buf[i + 1] == '\t'))
+	for (const char *nl = memchr(buf + p, '\n', len - p); nl;
+	     nl = memchr(nl + 1, '\n', (size_t)(buf + len - nl - 1))) {
+		size_t i = (size_t)(nl - buf);
+		/* the blank line ending the headers is never folded: the body may
+		 * start with a space */
+		bool blank = i == p || (i == p + 1 && buf[p] == '\r');
+		if (!blank && i + 1 < len && (buf[i + 1] == ' ' || buf[i + 1] == '\t'))
 			continue;
 		return (long)i;
 	}
@@ -95,6 +129,7 @@ static int scan_lines(struct sa_msg *m, struct sa_msg_error *err)
 	const char *b = m->buf;
 	size_t len = m->len, p;
 	long e = line_end(b, len, 0);
+	bool bare_cr = false;
 
 	if (e < 0)
 		goto bad;
@@ -107,8 +142,17 @@ static int scan_lines(struct sa_msg *m, struct sa_msg_error *err)
 		if (l == 0) {
 			m->body = b + e + 1;
 			m->body_len = len - (size_t)e - 1;
-			return 0;
+			if (!bare_cr)
+				return 0;
+			err->status = 400;
+			err->reason = "bare CR in a header";
+			return -1;
 		}
+		/* a CR is only ever part of a line break: a next hop that took a
+		 * bare one for the end of a line would see a header we never saw */
+		for (const char *cr = memchr(b + p, '\r', l); cr && !bare_cr;
+		     cr = memchr(cr + 1, '\r', (size_t)(b + p + l - cr - 1)))
+			bare_cr = cr[1] != '\n';
 		if (m->nhdr == SA_SIP_MAX_HEADERS) {
 			err->status = 400;
 			err->reason = "too many headers";
@@ -136,6 +180,24 @@ bad:
 	return -1;
 }
 
+/* Where the headers of a stream message end (the offset just past its blank
+ * line), 0 when they have not ended yet, -1 when they never will within
+ * the limits. The daemon calls sa_sip_frame again on every read while a
+ * message trickles in, so the work per call is bounded by the number of
+ * lines, not only by the bytes. An empty physical line is always the
+ * blank one: line_end never folds it. */
+static long headers_end(const char *buf, size_t len)
+{
+	const char *p = buf, *end = buf + len, *nl;
+	for (unsigned lines = 0; (nl = memchr(p, '\n', (size_t)(end - p))) != NULL; p = nl + 1) {
+		if (lines > 0 && (nl == p || (nl == p + 1 && *p == '\r')))
+			return (long)(nl + 1 - buf);
+		if (++lines > SA_SIP_MAX_HEADER_LINES)
+			return -1;
+	}
+	return len > SA_SIP_MAX_MSG ? -1 : 0;
+}
+
 long sa_sip_frame(const char *buf, size_t len, size_t *skip)
 {
 	size_t s = 0;
@@ -145,37 +207,36 @@ long sa_sip_frame(const char *buf, size_t len, size_t *skip)
 	*skip = s;
 	buf += s;
 	len -= s;
-	const char *end = NULL;
-	for (size_t i = 0; i + 3 < len; i++)
-		if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n') {
-			end = buf + i + 4;
-			break;
-		}
-	if (!end)
-		return len > SA_SIP_MAX_MSG ? -1 : 0;
-	long clen = -1;
-	for (const char *p = buf; p < end;) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		if (!nl)
-			break;
-		const char *colon = memchr(p, ':', (size_t)(nl - p));
-		if (colon) {
-			size_t nlen = (size_t)(colon - p);
-			while (nlen > 0 && (p[nlen - 1] == ' ' || p[nlen - 1] == '\t'))
-				nlen--;
-			if (hdr_kind(p, nlen) == SA_H_CONTENT_LENGTH) {
-				char *ep;
-				clen = strtol(colon + 1, &ep, 10);
-				if (ep == colon + 1 || clen < 0)
-					return -1;
-			}
-		}
-		p = nl + 1;
-	}
-	if (clen < 0)
+	long hend = headers_end(buf, len);
+	if (hend <= 0)
+		return hend;
+	if (hend > SA_SIP_MAX_MSG)
 		return -1;
-	size_t total = (size_t)(end - buf) + (size_t)clen;
-	if (total > SA_SIP_MAX_MSG)
+	/* the same lines and folding as scan_lines sees, so that the frame and
+	 * the parse never disagree on where the body is */
+	long long clen = -1;
+	for (long e = line_end(buf, (size_t)hend, 0); e >= 0;) {
+		size_t p = (size_t)e + 1;
+		if ((e = line_end(buf, (size_t)hend, p)) < 0)
+			break;
+		size_t l = (size_t)e - p - (e > (long)p && buf[e - 1] == '\r');
+		const char *colon = l ? memchr(buf + p, ':', l) : NULL;
+		if (!colon)
+			continue;
+		size_t nlen = (size_t)(colon - (buf + p));
+		while (nlen > 0 && (buf[p + nlen - 1] == ' ' || buf[p + nlen - 1] == '\t'))
+			nlen--;
+		if ((nlen != 1 && nlen != 14) || hdr_kind(buf + p, nlen) != SA_H_CONTENT_LENGTH)
+			continue;   /* only "l" and "Content-Length" matter here */
+		const char *v = colon + 1, *vend = buf + p + l;
+		while (v < vend && (*v == ' ' || *v == '\t'))
+			v++;
+		/* two lengths are a framing error even when they agree */
+		if (clen >= 0 || (clen = parse_decimal(v, vend, SA_SIP_MAX_MSG)) < 0)
+			return -1;
+	}
+	size_t total = (size_t)hend + (size_t)(clen < 0 ? 0 : clen);
+	if (clen < 0 || total > SA_SIP_MAX_MSG)
 		return -1;
 	return total <= len ? (long)total : 0;
 }
@@ -202,9 +263,10 @@ static int check_body(struct sa_msg *m, bool stream, struct sa_msg_error *err)
 	const struct sa_hdr *h = sa_msg_header(m, SA_H_CONTENT_LENGTH, 0);
 	if (!h)
 		return stream ? fail(err, 400, "missing Content-Length") : 0;
-	char *ep;
-	long cl = strtol(h->value, &ep, 10);
-	if (ep == h->value || cl < 0)
+	if (sa_msg_header(m, SA_H_CONTENT_LENGTH, 1))
+		return fail(err, 400, "multiple Content-Length");
+	long long cl = parse_decimal(h->value, h->value + h->vlen, SA_SIP_MAX_MSG);
+	if (cl < 0)
 		return fail(err, 400, "bad Content-Length");
 	if ((size_t)cl > m->body_len)
 		return fail(err, 400, "Content-Length larger than the message");
@@ -241,26 +303,41 @@ static int fill_view(struct sa_msg *m, struct sa_msg_error *err)
 	m->branch = via_param(via, "branch", NULL);
 	via_param(via, "rport", &m->via_rport);
 	m->via_host = via->host;
-	m->via_port = via->port ? atoi(via->port) : 0;
+	if (via->port) {
+		long long port = parse_decimal(via->port, via->port + strlen(via->port), 65535);
+		if (port <= 0)
+			return fail(err, 400, "bad Via port");
+		m->via_port = (int)port;
+	}
 	m->via_transport = via->protocol;
-	m->call_id = o->call_id->number;
-	char *ep;
-	m->cseq = strtoul(o->cseq->number, &ep, 10);
-	if (*ep || ep == o->cseq->number)
+	const struct sa_hdr *cid = sa_msg_header(m, SA_H_CALL_ID, 0);
+	if (!cid || cid->vlen == 0 || cid->vlen > SA_SIP_MAX_CALL_ID)
+		return fail(err, 400, "bad Call-ID");
+	memcpy(m->call_id_buf, cid->value, cid->vlen);
+	m->call_id_buf[cid->vlen] = '\0';
+	m->call_id = m->call_id_buf;
+	/* a CSeq must fit 32 bits (RFC 3261 §8.1.1.5); strtoul would saturate */
+	long long cseq = parse_decimal(o->cseq->number, o->cseq->number + strlen(o->cseq->number), UINT32_MAX);
+	if (cseq < 0)
 		return fail(err, 400, "bad CSeq");
+	m->cseq = (unsigned long)cseq;
 	m->cseq_method = o->cseq->method;
 	m->from_tag = tag_of(o->from);
 	m->to_tag = tag_of(o->to);
 	if (!m->request) {
+		if (o->status_code < 100 || o->status_code > 699)
+			return fail(err, 400, "bad status code");
 		m->status = o->status_code;
 		m->method = sa_method_from_name(m->cseq_method);
 		return 0;
 	}
+	if (!o->sip_version || strcasecmp(o->sip_version, "SIP/2.0") != 0)
+		return fail(err, 505, "unsupported SIP version");
 	if (!m->branch || !m->via_host)
 		return fail(err, 400, "missing Via branch");
 	m->method_name = o->sip_method;
 	m->method = sa_method_from_name(o->sip_method);
-	if (strcmp(o->sip_method, m->cseq_method) != 0)
+	if (!o->sip_method || strcmp(o->sip_method, m->cseq_method) != 0)
 		return fail(err, 400, "CSeq method does not match");
 	if (!o->req_uri || !o->req_uri->scheme)
 		return fail(err, 400, "bad Request-URI");
@@ -271,15 +348,97 @@ static int fill_view(struct sa_msg *m, struct sa_msg_error *err)
 		return fail(err, 416, "unsupported URI scheme");
 	if (!m->ruri_host || !m->ruri_host[0])
 		return fail(err, 400, "bad Request-URI");
+	/* headers are not allowed in a Request-URI (RFC 3261 §19.1.1) and
+	 * must never turn into real ones on the way on (RFC 4475 §3.1.2.11) */
+	if (osip_list_size(&o->req_uri->url_headers) > 0)
+		return fail(err, 400, "headers in Request-URI");
 	m->max_forwards = -1;
 	const struct sa_hdr *mf = sa_msg_header(m, SA_H_MAX_FORWARDS, 0);
 	if (mf) {
-		long v = strtol(mf->value, &ep, 10);
-		if (ep == mf->value || v < 0 || v > 255)
+		long long v = parse_decimal(mf->value, mf->value + mf->vlen, 255);
+		if (v < 0)
 			return fail(err, 400, "bad Max-Forwards");
 		m->max_forwards = (int)v;
 	}
 	return 0;
+}
+
+/* The start line's version and Request-URI scheme, read from the raw bytes:
+ * libosip2 refuses some well-formed lines (a scheme with a '.' such as
+ * soap.beep, RFC 4475 §3.3.3) that must get 416, not 400, and an unknown
+ * version gets 505 (RFC 4475 §3.1.2.16). Anything else is left to osip. */
+static int check_start_line(const struct sa_msg *m, struct sa_msg_error *err)
+{
+	const char *l = m->buf, *end = m->buf + m->start_line_len;
+	if (m->start_line_len >= 4 && strncasecmp(l, "SIP/", 4) == 0)
+		return 0;   /* a response */
+	const char *sp1 = memchr(l, ' ', m->start_line_len);
+	const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(end - sp1 - 1)) : NULL;
+	if (!sp2)
+		return 0;
+	const char *ver = sp2 + 1, *uri = sp1 + 1;
+	size_t vlen = (size_t)(end - ver);
+	if (vlen > 4 && strncasecmp(ver, "SIP/", 4) == 0 && !memchr(ver, ' ', vlen) &&
+	    !(vlen == 7 && strncasecmp(ver, "SIP/2.0", 7) == 0))
+		return fail(err, 505, "unsupported SIP version");
+	/* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":" (RFC 3986 §3.1) */
+	const char *p = uri;
+	if (p == sp2 || !isalpha((unsigned char)*p))
+		return 0;
+	while (p < sp2 && (isalnum((unsigned char)*p) || *p == '+' || *p == '-' || *p == '.'))
+		p++;
+	if (p == sp2 || *p != ':')
+		return 0;
+	size_t slen = (size_t)(p - uri);
+	if ((slen == 3 && strncasecmp(uri, "sip", 3) == 0) || (slen == 4 && strncasecmp(uri, "sips", 4) == 0))
+		return 0;
+	return fail(err, 416, "unsupported URI scheme");
+}
+
+/* libosip2 reads header text as C strings, so a NUL there would cut it
+ * short. The only place one is legal is a quoted-pair inside a quoted
+ * string (RFC 3261 §25.1, RFC 4475 §3.1.1.2). Returns 0 when the header
+ * section has no NUL, 1 when every NUL is such a quoted-pair (osip must
+ * then parse a copy), -1 otherwise. */
+static int header_nuls(const char *h, size_t len)
+{
+	if (!memchr(h, '\0', len))
+		return 0;
+	bool quoted = false;
+	for (size_t i = 0; i < len; i++) {
+		char c = h[i];
+		if (c == '\0')
+			return -1;
+		if (quoted && c == '\\' && i + 1 < len)
+			i++;                /* the escaped octet, NUL included */
+		else if (c == '"')
+			quoted = !quoted;
+		else if (c == '\n' && !(i + 1 < len && (h[i + 1] == ' ' || h[i + 1] == '\t')))
+			quoted = false;     /* a quoted string ends with its line */
+	}
+	return 1;
+}
+
+/* Let osip parse the message; a copy with quoted NULs made blank when needed. */
+static int osip_parse(struct sa_msg *m, size_t len, struct sa_msg_error *err)
+{
+	size_t hlen = (size_t)(m->body - m->buf);
+	int nuls = header_nuls(m->buf, hlen);
+	if (nuls < 0)
+		return fail(err, 400, "NUL byte in a header");
+	if (nuls == 0)
+		return osip_message_parse(m->osip, m->buf, len) == 0 ? 0 : fail(err, 400, "unparseable");
+	/* only display names and parameter values can hold one: nothing we act on */
+	char *copy = malloc(len);
+	if (!copy)
+		return fail(err, 500, "out of memory");
+	memcpy(copy, m->buf, len);
+	for (size_t i = 0; i < hlen; i++)
+		if (copy[i] == '\0')
+			copy[i] = ' ';
+	int rc = osip_message_parse(m->osip, copy, len);   /* osip keeps copies, not pointers */
+	free(copy);
+	return rc == 0 ? 0 : fail(err, 400, "unparseable");
 }
 
 int sa_msg_scan(struct sa_msg *m, const char *buf, size_t len, struct sa_msg_error *err)
@@ -292,17 +451,24 @@ int sa_msg_scan(struct sa_msg *m, const char *buf, size_t len, struct sa_msg_err
 	return scan_lines(m, err);
 }
 
+/* A request we forward gains our Via, up to two Record-Route and a
+ * Max-Forwards (lib/proxy.c), and must still fit the header index when
+ * we scan it again to build its CANCEL, ACK or 408. */
+#define HDRS_ADDED_ON_FORWARD 4
+
 int sa_msg_parse(struct sa_msg *m, const char *buf, size_t len, bool stream, struct sa_msg_error *err)
 {
 	if (sa_msg_scan(m, buf, len, err) < 0)
 		return -1;
-	if (check_body(m, stream, err) < 0)
+	if (m->nhdr > SA_SIP_MAX_HEADERS - HDRS_ADDED_ON_FORWARD)
+		return fail(err, 400, "too many headers");
+	if (check_body(m, stream, err) < 0 || check_start_line(m, err) < 0)
 		return -1;
 	if (osip_message_init(&m->osip) != 0)
 		return fail(err, 500, "out of memory");
 	/* osip reads the body by Content-Length; give it exactly the message */
-	if (osip_message_parse(m->osip, buf, (size_t)(m->body - buf) + m->body_len) != 0)
-		return fail(err, 400, "unparseable");
+	if (osip_parse(m, (size_t)(m->body - buf) + m->body_len, err) < 0)
+		return -1;
 	return fill_view(m, err);
 }
 
@@ -391,7 +557,9 @@ void sa_msg_put_top_via(struct sa_buf *b, const struct sa_msg *m, const struct s
 	if (!h)
 		return;
 	size_t n = sa_hdr_first_value_len(h->value, h->vlen);
-	while (n > 0 && (h->value[n - 1] == ' ' || h->value[n - 1] == '\t'))
+	/* a folded value may end in CRLF SP: drop the line break with the
+	 * blanks, or the parameters we add would start a line of their own */
+	while (n > 0 && strchr(" \t\r\n", h->value[n - 1]))
 		n--;
 	put_via_params_filtered(b, h->value, n);
 	sa_buf_printf(b, ";received=%s", peer->addr);
@@ -422,6 +590,7 @@ static void put_vias(struct sa_buf *b, const struct sa_msg *m, const struct sa_p
 	}
 }
 
+/* Copy one header line; nothing at all when the request lacked it. */
 static void put_header(struct sa_buf *b, const struct sa_msg *m, enum sa_hdr_kind kind, const char *name)
 {
 	const struct sa_hdr *h = sa_msg_header(m, kind, 0);
@@ -429,6 +598,7 @@ static void put_header(struct sa_buf *b, const struct sa_msg *m, enum sa_hdr_kin
 		return;
 	sa_buf_puts(b, name);
 	sa_buf_put(b, h->value, h->vlen);
+	sa_buf_puts(b, "\r\n");
 }
 
 long sa_msg_response(const struct sa_msg *m, const struct sa_peer *peer, int status,
@@ -440,15 +610,16 @@ long sa_msg_response(const struct sa_msg *m, const struct sa_peer *peer, int sta
 	sa_buf_printf(&b, "SIP/2.0 %d %s\r\n", status, reason ? reason : sa_status_reason(status));
 	put_vias(&b, m, peer);
 	put_header(&b, m, SA_H_FROM, "From: ");
-	sa_buf_puts(&b, "\r\n");
-	put_header(&b, m, SA_H_TO, "To: ");
-	if (!m->to_tag && to_tag && status > 100)
-		sa_buf_printf(&b, ";tag=%s", to_tag);
-	sa_buf_puts(&b, "\r\n");
+	const struct sa_hdr *to = sa_msg_header(m, SA_H_TO, 0);
+	if (to) {
+		sa_buf_puts(&b, "To: ");
+		sa_buf_put(&b, to->value, to->vlen);
+		if (!m->to_tag && to_tag && status > 100)
+			sa_buf_printf(&b, ";tag=%s", to_tag);
+		sa_buf_puts(&b, "\r\n");
+	}
 	put_header(&b, m, SA_H_CALL_ID, "Call-ID: ");
-	sa_buf_puts(&b, "\r\n");
 	put_header(&b, m, SA_H_CSEQ, "CSeq: ");
-	sa_buf_puts(&b, "\r\n");
 	if (extra)
 		sa_buf_puts(&b, extra);
 	sa_buf_puts(&b, "Content-Length: 0\r\n\r\n");
@@ -495,6 +666,7 @@ const char *sa_status_reason(int status)
 	case 488: return "Not Acceptable Here";
 	case 500: return "Server Internal Error";
 	case 503: return "Service Unavailable";
+	case 505: return "Version Not Supported";
 	case 513: return "Message Too Large";
 	default: return "Unknown";
 	}

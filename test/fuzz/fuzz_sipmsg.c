@@ -1,0 +1,119 @@
+/* fuzz_sipmsg.c: libFuzzer harness: parse one message, answer it, and rewrite it as the proxy would. */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy.h"
+#include "sipmsg.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static const struct sa_peer peer = { .addr = "192.0.2.7", .port = 5062, .transport = "udp" };
+
+/* A bare CR in the input may be echoed back to its sender in our 400. */
+static bool input_bare_cr;
+
+/* Whatever we write must frame as a message again: the daemon re-scans the
+ * requests it forwarded to build ACK and CANCEL, and its own responses for 408. */
+static void must_scan(const char *out, long n)
+{
+	struct sa_msg m;
+	struct sa_msg_error err;
+	if (n > 0 && sa_msg_scan(&m, out, (size_t)n, &err) < 0 &&
+	    !(input_bare_cr && strcmp(err.reason, "bare CR in a header") == 0))
+		abort();
+}
+
+/* refused: the answer may echo up to a full index of Vias, one header more
+ * than we would take in; it only goes back to the sender */
+static void answer(const struct sa_msg *m, int status, bool refused)
+{
+	char out[8192], tag[17];
+	struct sa_msg r;
+	struct sa_msg_error err;
+	sa_msg_local_tag(m, tag);
+	long n = sa_msg_response(m, &peer, status, NULL, tag,
+	                         "Proxy-Authenticate: Digest realm=\"r\", nonce=\"n\"\r\n", out, sizeof(out));
+	if (refused && n > 0 && sa_msg_scan(&r, out, (size_t)n, &err) < 0 &&
+	    strcmp(err.reason, "too many headers") == 0)
+		return;
+	must_scan(out, n);
+}
+
+/* Forward as sipauthd does (our Via and Record-Route, a Route popped,
+ * credentials for our realm dropped), then build the CANCEL and the ACK
+ * from the forwarded copy. */
+static void forward(const struct sa_msg *m, const char *ruri)
+{
+	struct sa_fwd f = {
+		.ruri = ruri,
+		.via = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKfuzz1;rport",
+		.peer = &peer,
+		.rr = { "<sip:192.0.2.1:5060;lr>", "<sip:192.0.2.1:5060;transport=tcp;lr>" },
+		.pop_route = 1,
+		.strip_realm = "trunk-trunk_x.sip.example.com",
+	};
+	size_t cap = m->len + 2048;
+	char *out = malloc(cap);
+	if (!out)
+		return;
+	long n = sa_proxy_request(m, &f, out, cap);
+	must_scan(out, n);
+	struct sa_msg fwd;
+	struct sa_msg_error err;
+	if (n > 0 && sa_msg_scan(&fwd, out, (size_t)n, &err) == 0) {
+		char hop[8192];
+		const char *uri;
+		size_t ulen;
+		must_scan(hop, sa_proxy_cancel(&fwd, hop, sizeof(hop)));
+		must_scan(hop, sa_proxy_ack(&fwd, m, hop, sizeof(hop)));
+		sa_proxy_ruri(&fwd, &uri, &ulen);
+	}
+	free(out);
+}
+
+static void relay(const struct sa_msg *m)
+{
+	char *out = malloc(m->len ? m->len : 1);
+	if (!out)
+		return;
+	must_scan(out, sa_proxy_response(m, out, m->len));
+	free(out);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static int ready;
+	if (!ready) {
+		sa_sipmsg_init();
+		ready = 1;
+	}
+	if (size > SA_SIP_MAX_MSG)
+		return 0;
+	/* an exact-size copy, so that any read past the end is caught */
+	char *buf = malloc(size ? size : 1);
+	if (!buf)
+		return 0;
+	memcpy(buf, data, size);
+	input_bare_cr = false;
+	for (size_t i = 0; i < size; i++)
+		input_bare_cr |= buf[i] == '\r' && (i + 1 == size || buf[i + 1] != '\n');
+	for (int stream = 0; stream < 2; stream++) {
+		struct sa_msg m;
+		struct sa_msg_error err = { 0 };
+		if (sa_msg_parse(&m, buf, size, stream, &err) < 0) {
+			if (m.nhdr > 0 && err.status)
+				answer(&m, err.status, true);
+		} else if (m.request) {
+			answer(&m, 407, false);
+			forward(&m, NULL);
+			forward(&m, "sip:pbx@192.0.2.9:5070;transport=udp");
+		} else {
+			relay(&m);
+		}
+		sa_msg_free(&m);
+	}
+	free(buf);
+	return 0;
+}

@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""make_seeds.py: (re)generate the seed corpora in test/fuzz/corpus/ from the RFC 4475
+messages (test/rfc4475/messages), the project's own sipp scenarios (test/sipp/*.xml)
+and the hand-written messages below. Files named crash-* or found-* in a corpus are
+inputs the fuzzers found; this script never touches them.
+
+  python3 test/fuzz/make_seeds.py            # from the top of the source tree
+"""
+
+import os
+import re
+import sys
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OUT = os.path.join(TOP, "test", "fuzz", "corpus")
+HOST = "trunk-trunk_seed01.sip.tryvox.io"
+
+# ---------------------------------------------------------------- sipp scenarios
+
+
+def sipp_messages(path, host, auth):
+    """The <send> messages of a sipp scenario with its keywords filled in."""
+    xml = open(path, encoding="iso-8859-1").read()
+    out = []
+    for i, block in enumerate(re.findall(r"<send[^>]*>\s*<!\[CDATA\[(.*?)\]\]>", xml, re.S)):
+        lines = [l.strip() for l in block.strip("\n").splitlines()]
+        while lines and not lines[0]:
+            lines.pop(0)
+        while lines and not lines[-1]:
+            lines.pop()
+        text = "\r\n".join(lines)
+        n = f"{os.path.basename(path)[:-4]}{i}"
+        kw = {
+            "service": "15551234567", "trunk_host": host, "transport": "UDP",
+            "local_ip": "192.0.2.10", "local_port": "5070", "branch": f"z9hG4bK-seed-{n}",
+            "pid": "4242", "call_number": "1", "call_id": f"seed-{n}@192.0.2.10",
+            "local_ip_type": "4", "media_ip": "192.0.2.10", "media_ip_type": "4",
+            "media_port": "6000", "expires": "300", "peer_tag_param": ";tag=peer1",
+            "authentication": auth(text.split(" ", 1)[0]),
+            "last_Via:": "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKproxy1;rport=5060,"
+                         " SIP/2.0/UDP 192.0.2.10:5070;received=192.0.2.10;branch=z9hG4bKpbx1;rport=5070",
+            "last_From:": f"From: <sip:pbx@{host}>;tag=4242call1",
+            "last_To:": f"To: <sip:15551234567@{host}>",
+            "last_Call-ID:": f"Call-ID: seed-{n}@192.0.2.10",
+            "last_CSeq:": "CSeq: 2 INVITE",
+            "last_Record-Route:": "Record-Route: <sip:127.0.0.1:5060;lr>",
+            "routes": "Route: <sip:127.0.0.1:5060;lr>",
+            "next_url": "sip:gw@192.0.2.20:5080;transport=udp",
+            "$invite_via": "SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKinv1",
+            "$pbx_via": "SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKpbx1",
+        }
+        text = re.sub(r"\[([^\]\[]+)\]", lambda m: kw.get(m.group(1), m.group(0)), text)
+        head, _, body = text.partition("\r\n\r\n")
+        body = body + "\r\n" if body else ""
+        head = head.replace("[len]", str(len(body.encode())))
+        head = "\r\n".join(l for l in head.split("\r\n") if l)   # an empty [authentication]
+        out.append((n, (head + "\r\n\r\n" + body).encode()))
+    return out
+
+
+def fixed_auth(method):
+    name = "Authorization" if method == "REGISTER" else "Proxy-Authorization"
+    return (f'{name}: Digest username="pbx-prod-01", realm="{HOST}", '
+            f'nonce="AQEBZWVlZWVlZWVlZWVlZWVlZWVlZWVlZWVl", uri="sip:{HOST}", '
+            f'response="0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", '
+            f'algorithm=SHA-256, cnonce="abc", qop=auth, nc=00000001')
+
+
+def placeholder_auth(method):
+    name = "Authorization" if method == "REGISTER" else "Proxy-Authorization"
+    return (f'{name}: Digest username="@USER@", realm="@REALM@", nonce="@NONCE256@", '
+            f'uri="sip:@HOST@", response="@RESP@", algorithm=SHA-256, cnonce="c0ffee", '
+            f'qop=auth, nc=00000001')
+
+
+# ---------------------------------------------------------------- hand-written
+
+
+def msg(start, headers, body=b"", cl=True):
+    h = list(headers)
+    if cl:
+        h.append(f"Content-Length: {len(body)}")
+    return (start + "\r\n" + "\r\n".join(h) + "\r\n\r\n").encode() + body
+
+
+def base(method, ruri, extra=(), tag="", via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-own1;rport"):
+    return [f"Via: {via}", "Max-Forwards: 70", f"From: <sip:pbx@{HOST}>;tag=own1",
+            f"To: <{ruri}>{tag}", "Call-ID: own-1@192.0.2.10", f"CSeq: 1 {method}", *extra]
+
+
+SDP = b"v=0\r\no=x 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n"
+
+OWN = {
+    "register": msg(f"REGISTER sip:{HOST} SIP/2.0", base("REGISTER", f"sip:pbx@{HOST}",
+                    ["Contact: <sip:pbx@192.0.2.10:5070>;expires=300", "Expires: 300"])),
+    "invite-sdp": msg(f"INVITE sip:1555@{HOST} SIP/2.0", base("INVITE", f"sip:1555@{HOST}",
+                      ["Contact: <sip:pbx@192.0.2.10:5070>", "Content-Type: application/sdp"]), SDP),
+    "bye-routes": msg("BYE sip:gw@192.0.2.20:5080 SIP/2.0", base("BYE", f"sip:1555@{HOST}",
+                      ["Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:5060;transport=tcp;lr>",
+                       "Route: <sip:192.0.2.99;lr>"], tag=";tag=gw1")),
+    "ack-2xx": msg("ACK sip:gw@192.0.2.20:5080 SIP/2.0", base("ACK", f"sip:1555@{HOST}",
+                   ["Route: <sip:127.0.0.1:5060;lr>"], tag=";tag=gw1")),
+    "cancel": msg(f"CANCEL sip:1555@{HOST} SIP/2.0", base("CANCEL", f"sip:1555@{HOST}")),
+    "options-keepalive": msg("OPTIONS sip:127.0.0.1:5060 SIP/2.0", base("OPTIONS", "sip:127.0.0.1:5060")),
+    "resp-180-two-vias": msg("SIP/2.0 180 Ringing", [
+        "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKabcd1;rport=5060",
+        "Via: SIP/2.0/UDP 192.0.2.10:5070;received=192.0.2.10;branch=z9hG4bK-own1;rport=5070",
+        f"From: <sip:pbx@{HOST}>;tag=own1", f"To: <sip:1555@{HOST}>;tag=gw1",
+        "Call-ID: own-1@192.0.2.10", "CSeq: 1 INVITE", "Record-Route: <sip:127.0.0.1:5060;lr>"]),
+    "resp-200-one-via-comma": msg("SIP/2.0 200 OK", [
+        "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKabcd1, SIP/2.0/TCP 192.0.2.10:5070;branch=z9hG4bK-own1",
+        f"From: <sip:pbx@{HOST}>;tag=own1", f"To: <sip:1555@{HOST}>;tag=gw1",
+        "Call-ID: own-1@192.0.2.10", "CSeq: 1 INVITE", "Content-Type: application/sdp"], SDP),
+    "resp-407": msg("SIP/2.0 407 Proxy Authentication Required", [
+        "Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-own1;received=192.0.2.10;rport=5070",
+        f"From: <sip:pbx@{HOST}>;tag=own1", f"To: <sip:1555@{HOST}>;tag=1234",
+        "Call-ID: own-1@192.0.2.10", "CSeq: 1 INVITE",
+        f'Proxy-Authenticate: Digest realm="{HOST}", nonce="AQEB", algorithm=SHA-256, qop="auth"']),
+    "folded-and-compact": (f"INVITE sip:1555@{HOST} SIP/2.0\r\nv: SIP/2.0/UDP 192.0.2.10\r\n ;branch=z9hG4bK-f1\r\n"
+                           f"f: <sip:pbx@{HOST}>\r\n\t;tag=f1\r\nt: <sip:1555@{HOST}>\r\ni: fold@x\r\n"
+                           "CSeq: 1\r\n INVITE\r\nMax-Forwards: 70\r\nl: 0\r\n\r\n").encode(),
+    "lf-only": (f"OPTIONS sip:1555@{HOST} SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK-lf\n"
+                f"From: <sip:pbx@{HOST}>;tag=lf\nTo: <sip:1555@{HOST}>\nCall-ID: lf@x\n"
+                "CSeq: 1 OPTIONS\nContent-Length: 0\n\n").encode(),
+    "body-starts-with-space": msg(f"MESSAGE sip:1555@{HOST} SIP/2.0", base("MESSAGE", f"sip:1555@{HOST}",
+                                  ["Content-Type: text/plain"]), b" leading space\r\nX: not a header\r\n"),
+    "max-headers": msg(f"OPTIONS sip:1555@{HOST} SIP/2.0",
+                       base("OPTIONS", f"sip:1555@{HOST}", [f"X-H{i}: {i}" for i in range(130)])),
+    "many-vias": msg(f"INVITE sip:1555@{HOST} SIP/2.0",
+                     [f"Via: SIP/2.0/UDP 192.0.2.{i};branch=z9hG4bK-v{i}" for i in range(40)]
+                     + base("INVITE", f"sip:1555@{HOST}")[1:]),
+    "ipv6": msg("INVITE sip:1555@[2001:db8::1]:5060 SIP/2.0",
+                base("INVITE", "sip:1555@[2001:db8::1]", via="SIP/2.0/TCP [2001:db8::10]:5070;branch=z9hG4bK-v6;rport")),
+    "port-overflow": msg(f"OPTIONS sip:1555@{HOST}:99999999999999999999 SIP/2.0",
+                         base("OPTIONS", f"sip:1555@{HOST}", via="SIP/2.0/UDP 192.0.2.10:4294967297;branch=z9hG4bK-p")),
+    "quoted-nul": msg(f"OPTIONS sip:1555@{HOST} SIP/2.0", base("OPTIONS", f"sip:1555@{HOST}",
+                      ['Subject: "a \\\x00 b"'])),
+    "bare-nul": msg(f"OPTIONS sip:1555@{HOST} SIP/2.0", base("OPTIONS", f"sip:1555@{HOST}", ["Subject: a \x00 b"])),
+    "proxy-require": msg(f"INVITE sip:1555@{HOST} SIP/2.0", base("INVITE", f"sip:1555@{HOST}",
+                         ["Proxy-Require: foo, bar", "Require: 100rel"])),
+    "tel-uri": msg("INVITE tel:+15551234567 SIP/2.0", base("INVITE", "tel:+15551234567")),
+}
+
+# digest answers for fuzz_auth: the placeholders are filled in by the harness
+A = 'Digest username="@USER@", realm="@REALM@", uri="sip:@HOST@"'
+AUTH = {
+    "reg-sha256": ("REGISTER", f'{A}, nonce="@NONCE256@", response="@RESP@", algorithm=SHA-256, cnonce="c1", qop=auth, nc=00000001'),
+    "reg-md5-qop": ("REGISTER", f'{A}, nonce="@NONCE@", response="@RESP@", algorithm=MD5, cnonce="c1", qop=auth, nc=00000001'),
+    "reg-md5-rfc2069": ("REGISTER", f'{A}, nonce="@NONCE@", response="@RESP@"'),
+    "reg-sha512": ("REGISTER", f'{A}, nonce="@NONCE512@", response="@RESP@", algorithm=SHA-512-256, cnonce="c1", qop=auth, nc=0000000a'),
+    "reg-stale": ("REGISTER", f'{A}, nonce="@OLDNONCE@", response="@RESP@", algorithm=SHA-256, cnonce="c1", qop=auth, nc=00000001'),
+    "reg-wrong": ("REGISTER", f'{A}, nonce="@NONCE256@", response="{"ab" * 32}", algorithm=SHA-256, cnonce="c1", qop=auth, nc=00000001'),
+    "reg-unknown-user": ("REGISTER", 'Digest username="nobody", realm="@REALM@", uri="sip:@HOST@", nonce="@NONCE@", response="@RESP@", algorithm=MD5, cnonce="c", qop=auth, nc=00000001'),
+    "reg-sess": ("REGISTER", f'{A}, nonce="@NONCE256@", response="@RESP@", algorithm=SHA-256-sess, cnonce="c1", qop=auth, nc=00000001'),
+    "reg-auth-int": ("REGISTER", f'{A}, nonce="@NONCE256@", response="@RESP@", algorithm=SHA-256, cnonce="c1", qop=auth-int, nc=00000001'),
+    "reg-nc-bad": ("REGISTER", f'{A}, nonce="@NONCE256@", response="@RESP@", algorithm=SHA-256, cnonce="c1", qop=auth, nc=zz'),
+    "reg-nc-zero": ("REGISTER", f'{A}, nonce="@NONCE256@", response="@RESP@", algorithm=SHA-256, cnonce="c1", qop=auth, nc=00000000'),
+    "reg-no-nonce": ("REGISTER", f'{A}, response="@RESP@", algorithm=SHA-256'),
+    "reg-garbage-nonce": ("REGISTER", f'{A}, nonce="!!!!", response="@RESP@", algorithm=MD5'),
+    "reg-long-user": ("REGISTER", f'Digest username="{"u" * 300}", realm="@REALM@", uri="sip:@HOST@", nonce="@NONCE@", response="@RESP@"'),
+    "reg-other-realm-first": ("REGISTER", 'Digest username="x", realm="other.example", uri="sip:x", nonce="n", response="r"'),
+    "reg-unknown-scheme": ("REGISTER", "NoOneKnowsThisScheme opaque-data=here"),
+    "reg-unquoted": ("REGISTER", 'Digest username=@USER@, realm=@REALM@, uri=sip:@HOST@, nonce=@NONCE@, response=@RESP@'),
+    "inv-sha256": ("INVITE", f'{A}, nonce="@NONCE256@", response="@RESP@", algorithm=SHA-256, cnonce="c1", qop=auth, nc=00000001'),
+    "inv-md5": ("INVITE", f'{A}, nonce="@NONCE@", response="@RESP@", algorithm=MD5, cnonce="c1", qop=auth, nc=00000002'),
+    "bye-md5": ("BYE", f'{A}, nonce="@NONCE@", response="@RESP@", algorithm=MD5, cnonce="c1", qop=auth, nc=00000003'),
+}
+
+
+def auth_seed(method, value, host="@HOST@", second=None):
+    name = "Authorization" if method == "REGISTER" else "Proxy-Authorization"
+    extra = [f"{name}: {value}"] + ([f"{name}: {second}"] if second else [])
+    if method == "REGISTER":
+        extra.append("Contact: <sip:pbx@192.0.2.10:5070>;expires=300")
+    lines = [f"Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-auth1;rport", "Max-Forwards: 70",
+             "From: <sip:@USER@@@HOST@>;tag=a1", "To: <sip:@USER@@@HOST@>", "Call-ID: auth-1@192.0.2.10",
+             f"CSeq: 2 {method}", *extra]
+    return msg(f"{method} sip:{host} SIP/2.0", lines)
+
+
+def write(corpus, name, data):
+    d = os.path.join(OUT, corpus)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def main():
+    rfc_dir = os.path.join(TOP, "test", "rfc4475", "messages")
+    rfc = {f[:-4]: open(os.path.join(rfc_dir, f), "rb").read() for f in sorted(os.listdir(rfc_dir)) if f.endswith(".dat")}
+    sipp_dir = os.path.join(TOP, "test", "sipp")
+    sipp = []
+    for f in sorted(os.listdir(sipp_dir)):
+        if f.endswith(".xml"):
+            sipp += sipp_messages(os.path.join(sipp_dir, f), HOST, fixed_auth)
+    for name, data in rfc.items():
+        write("sipmsg", f"rfc4475-{name}", data)
+        write("frame", f"rfc4475-{name}", data)
+    for name, data in sipp:
+        write("sipmsg", f"sipp-{name}", data)
+    for name, data in OWN.items():
+        write("sipmsg", f"own-{name}", data)
+        write("frame", f"own-{name}", data)
+    # streams: several messages back to back, keep-alives, a trailing partial message
+    write("frame", "stream-pipelined", rfc["zeromf"] + rfc["bext01"] + OWN["invite-sdp"])
+    write("frame", "stream-keepalives", b"\r\n\r\n\r\n" + OWN["register"] + b"\r\n\r\n" + OWN["cancel"])
+    write("frame", "stream-partial", OWN["invite-sdp"] + OWN["register"][:40])
+    write("frame", "stream-sipp-call", b"".join(d for n, d in sipp if n.startswith("pbx_call")))
+    write("frame", "stream-two-lengths", OWN["cancel"].replace(b"Content-Length: 0", b"Content-Length: 0\r\nl: 0"))
+    write("frame", "stream-huge-length", OWN["cancel"].replace(b"Content-Length: 0", b"Content-Length: 99999999999999999999"))
+    for name, (method, value) in AUTH.items():
+        write("auth", name, auth_seed(method, value))
+    write("auth", "reg-dns-host", auth_seed("REGISTER", AUTH["reg-sha256"][1], host="@DNSHOST@"))
+    write("auth", "reg-two-credentials", auth_seed("REGISTER", AUTH["reg-other-realm-first"][1],
+                                                   second=AUTH["reg-md5-qop"][1]))
+    write("auth", "inv-unknown-trunk", auth_seed("INVITE", AUTH["inv-sha256"][1], host="trunk-trunk_nope.sip.example.com"))
+    for name, data in sipp:
+        if name.startswith(("pbx_register", "pbx_call")):
+            d2 = sipp_messages(os.path.join(sipp_dir, name.rstrip("0123456789") + ".xml"), "@HOST@", placeholder_auth)
+            write("auth", f"sipp-{name}", dict(d2)[name])
+    write("auth", "rfc4475-regaut01", rfc["regaut01"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
