@@ -47,6 +47,17 @@ static const char *level_name(enum sa_log_level lvl)
 	}
 }
 
+const char *sa_log_quote(const char *s, char *buf, size_t len)
+{
+	size_t i = 0;
+	for (; s && s[i] && i + 1 < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		buf[i] = (c < 0x20 || c == 0x7f || c == '"' || c == '\\') ? '?' : (char)c;
+	}
+	buf[i] = '\0';
+	return buf;
+}
+
 void sa_log(enum sa_log_level lvl, const char *fmt, ...)
 {
 	char line[1024];

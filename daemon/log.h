@@ -2,12 +2,19 @@
 #ifndef SA_LOG_H
 #define SA_LOG_H
 
+#include <stddef.h>
+
 enum sa_log_level { SA_LOG_ERR = 3, SA_LOG_WARNING = 4, SA_LOG_INFO = 6, SA_LOG_DEBUG = 7 };
 
 void sa_log_init(void);
 void sa_log_set_level(enum sa_log_level lvl);
 int sa_log_level_parse(const char *name);
 void sa_log(enum sa_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A value from the network made safe inside key="...": quotes, backslashes
+ * and control bytes become '?', so it cannot fake fields or lines. */
+const char *sa_log_quote(const char *s, char *buf, size_t len);
+#define LOGQ(s) sa_log_quote((s), (char[192]){ 0 }, 192)
 
 #define log_err(...) sa_log(SA_LOG_ERR, __VA_ARGS__)
 #define log_warn(...) sa_log(SA_LOG_WARNING, __VA_ARGS__)

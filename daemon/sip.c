@@ -199,7 +199,7 @@ static void reply(struct sa_server *srv, const struct sa_msg *m, const struct sa
 	sa_msg_local_tag(m, tag);
 	long n = sa_msg_response(m, &peer, status, reason, tag, extra, out, sizeof(out));
 	if (n < 0) {
-		log_warn("event=reply_too_large status=%d call_id=\"%s\"", status, m->call_id ? m->call_id : "");
+		log_warn("event=reply_too_large status=%d call_id=\"%s\"", status, LOGQ(m->call_id));
 		return;
 	}
 	if (status >= 300 && status < 700)
@@ -226,7 +226,7 @@ static void reject(struct sa_server *srv, const struct sa_msg *m, const struct s
 	sa_flow_peer(from, addr, sizeof(addr), &port);
 	log_info("event=reject status=%d reason=\"%s\" method=%s src=%s:%u proto=%s call_id=\"%s\"",
 	         status, why, m->method_name ? m->method_name : "-", addr, port,
-	         sa_proto_name(from->proto), m->call_id ? m->call_id : "");
+	         sa_proto_name(from->proto), LOGQ(m->call_id));
 	if (m->method != SA_M_ACK)
 		reply(srv, m, from, status, reason, extra, NULL);
 }
@@ -259,7 +259,7 @@ static bool uri_is_us(struct sa_server *srv, osip_uri_t *u)
 {
 	if (!u || !u->host)
 		return false;
-	int port = u->port ? atoi(u->port) : 5060;
+	long port = u->port ? strtol(u->port, NULL, 10) : 5060;
 	for (unsigned i = 0; i < srv->nlisteners; i++) {
 		const struct sa_endpoint *ep = &srv->listeners[i].ep;
 		if (strcmp(u->host, ep->host) == 0 && port == ep->port)
@@ -360,7 +360,7 @@ static void forward(struct sa_server *srv, const struct sa_msg *m, const struct 
 	t->req_len = (size_t)n;
 	srv->counters.forwarded++;
 	if (sa_transport_send(srv, to, out, (size_t)n) < 0)
-		log_warn("event=send_failed method=%s call_id=\"%s\"", m->method_name, m->call_id);
+		log_warn("event=send_failed method=%s call_id=\"%s\"", m->method_name, LOGQ(m->call_id));
 	t->interval_ms = T1_MS;
 	txn_arm(t, to->proto == SA_PROTO_UDP ? T1_MS : 64 * T1_MS);
 	if (m->method == SA_M_INVITE) {
@@ -506,7 +506,7 @@ static void call_create(struct sa_server *srv, struct sa_txn *t, const struct sa
 	if (!c)
 		return;
 	if (sa_dialog_from_2xx(&c->d, &inv, ok, is_us_cb, srv) < 0) {
-		log_warn("event=call_untracked reason=\"2xx without Contact or tags\" call_id=\"%s\"", ok->call_id);
+		log_warn("event=call_untracked reason=\"2xx without Contact or tags\" call_id=\"%s\"", LOGQ(ok->call_id));
 		free(c);
 		return;
 	}
@@ -521,7 +521,7 @@ static void call_create(struct sa_server *srv, struct sa_txn *t, const struct sa
 	*b = c;
 	srv->ncalls++;
 	srv->counters.calls_started++;
-	log_info("event=call_start call_id=\"%s\" cred=%s trunk=%s direction=%s", c->d.call_id, c->d.cred_id,
+	log_info("event=call_start call_id=\"%s\" cred=%s trunk=%s direction=%s", LOGQ(c->d.call_id), c->d.cred_id,
 	         c->d.trunk_id, c->d.inbound ? "inbound" : "outbound");
 }
 
@@ -551,7 +551,7 @@ static void send_local(struct sa_server *srv, const struct sa_flow *to, struct s
 /* End a call from the middle: BYE to both ends. */
 static void call_end(struct sa_server *srv, struct sa_call *c, const char *why, const char *reason)
 {
-	log_info("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=%s", c->d.call_id, c->d.cred_id,
+	log_info("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=%s", LOGQ(c->d.call_id), c->d.cred_id,
 	         c->d.trunk_id, why);
 	send_local(srv, &c->caller, c, true, reason);
 	send_local(srv, &c->callee, c, false, reason);
@@ -760,8 +760,8 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 	sa_flow_peer(from, addr, sizeof(addr), &port);
 	srv->counters.auth_fail[r->reason]++;
 	log_info("event=auth_failure reason=%s trunk=%s username=\"%s\" method=%s src=%s:%u proto=%s call_id=\"%s\"",
-	         sa_auth_reason_name(r->reason), trunk ? trunk : "-", r->username, m->method_name, addr, port,
-	         sa_proto_name(from->proto), m->call_id);
+	         sa_auth_reason_name(r->reason), trunk ? trunk : "-", LOGQ(r->username), m->method_name, addr, port,
+	         sa_proto_name(from->proto), LOGQ(m->call_id));
 	struct sa_authfail f = { .at = wall_now(), .source_port = port };
 	snprintf(f.trunk_id, sizeof(f.trunk_id), "%s", trunk ? trunk : "");
 	snprintf(f.source, sizeof(f.source), "%s", addr);
@@ -915,7 +915,7 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 		return;
 	}
 	if (m->method == SA_M_BYE) {
-		log_info("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=bye", c->d.call_id, c->d.cred_id,
+		log_info("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=bye", LOGQ(c->d.call_id), c->d.cred_id,
 		         c->d.trunk_id);
 		call_remove(srv, c);
 	}

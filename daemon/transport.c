@@ -90,6 +90,26 @@ static void conn_free(struct sa_conn *c)
 	free(c);
 }
 
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+
+static void conn_drained_cb(struct bufferevent *bev, void *arg)
+{
+	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		conn_free(arg);
+}
+
+/* Stop reading, send what is queued (answers to earlier messages), then close. */
+static void conn_close_after_write(struct sa_conn *c)
+{
+	evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+	bufferevent_disable(c->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+		conn_free(c);
+		return;
+	}
+	bufferevent_setcb(c->bev, NULL, conn_drained_cb, conn_event_cb, c);
+}
+
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct sa_conn *c = arg;
@@ -107,7 +127,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 			uint16_t port;
 			sa_flow_peer(&c->flow, a, sizeof(a), &port);
 			log_warn("event=tcp_close reason=bad_framing src=%s:%u", a, port);
-			conn_free(c);
+			conn_close_after_write(c);
 			return;
 		}
 		if (n == 0) {
