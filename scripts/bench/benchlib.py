@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Helpers for scripts/bench/run (Python standard library only).
+
+  benchlib.py freeport ADDR             a port free for UDP and TCP on ADDR
+  benchlib.py tree PID                  PID and all its descendants, one per line
+  benchlib.py cpu PID...                CPU time used so far by the PIDs, all their threads and
+                                        all their descendants: "ns user_ticks system_ticks"
+  benchlib.py sippstat CSVFILE          "successful failed retransmissions" from sipp -trace_stat
+  benchlib.py md5 TEXT                  hex MD5 of TEXT
+  benchlib.py report TSV                the results table from run's per-round rows
+  benchlib.py bound ADDR PORT           exit 0 when something has bound UDP ADDR:PORT
+"""
+import hashlib
+import os
+import random
+import socket
+import sys
+
+
+def freeport(addr):
+    for _ in range(500):
+        p = random.randint(20000, 60000)
+        try:
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                s = socket.socket(socket.AF_INET, kind)
+                try:
+                    s.bind((addr, p))
+                finally:
+                    s.close()
+        except OSError:
+            continue
+        return p
+    raise SystemExit("no free port on " + addr)
+
+
+def children_map():
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: fields follow the last ')'
+        ppid = int(st[st.rindex(")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def tree(pid):
+    kids = children_map()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def task_cpu_ns(pid, tid):
+    """On-CPU time of one thread in ns: schedstat (ns resolution), else utime+stime (ticks)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            st = f.read()
+        fields = st[st.rindex(")") + 2:].split()
+        ticks = int(fields[11]) + int(fields[12])   # utime, stime (fields 14 and 15)
+        return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def task_ticks(pid, tid):
+    """utime and stime of one thread, in clock ticks (for the user/system split)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            st = f.read()
+        fields = st[st.rindex(")") + 2:].split()
+        return int(fields[11]), int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+
+
+def cpu(pids):
+    total = ut = st = 0
+    for root in pids:
+        for p in tree(root):
+            try:
+                tids = os.listdir(f"/proc/{p}/task")
+            except OSError:
+                continue
+            for t in tids:
+                total += task_cpu_ns(p, t)
+                u, s = task_ticks(p, t)
+                ut += u
+                st += s
+    return total, ut, st
+
+
+def sippstat(path):
+    """Last row of a sipp -trace_stat CSV file (';'-separated, header first)."""
+    with open(path, encoding="latin-1") as f:
+        rows = [l.rstrip("\n").split(";") for l in f if l.strip()]
+    if len(rows) < 2:
+        raise SystemExit(f"{path}: no statistics")
+    head, last = rows[0], rows[-1]
+    col = {name: i for i, name in enumerate(head)}
+
+    def get(name):
+        i = col.get(name)
+        return int(last[i]) if i is not None and i < len(last) and last[i].strip().isdigit() else 0
+
+    return get("SuccessfulCall(C)"), get("FailedCall(C)"), get("Retransmissions(C)")
+
+
+def report(path):
+    """Rows: round server phase status ok failed retrans cpu_ns wall_s user_ticks sys_ticks."""
+    import statistics
+    agg = {}
+    for line in open(path):
+        f = line.rstrip("\n").split("\t")
+        if len(f) < 9:
+            continue
+        key = (f[2], f[1])
+        a = agg.setdefault(key, {"status": "ok", "ok": 0, "fail": 0, "retr": 0, "cpu": 0, "us": [], "ut": 0, "st": 0})
+        if len(f) >= 11:
+            a["ut"] += int(f[9])
+            a["st"] += int(f[10])
+        ok, fail, retr, cpu_ns = int(f[4]), int(f[5]), int(f[6]), int(f[7])
+        if f[3] != "ok":
+            a["status"] = "FAILED"
+        a["ok"] += ok
+        a["fail"] += fail
+        a["retr"] += retr
+        a["cpu"] += cpu_ns
+        if ok:
+            a["us"].append(cpu_ns / 1000 / ok)
+    # (user/system ticks are kept in the rows but not shown: at 10 ms a tick, the split of
+    # a server that runs in bursts of tens of microseconds is too coarse to print)
+    fmt = "%-9s %-9s %-6s %9s %7s %8s %8s %9s %9s  %s"
+    print(fmt % ("phase", "server", "status", "completed", "failed", "retrans", "CPU ms", "us/each",
+                 "(median)", "per round"))
+    med = {}
+    for phase in ("register", "call"):
+        for server in ("sipauthd", "kamailio"):
+            a = agg.get((phase, server))
+            if not a:
+                continue
+            pooled = "%.1f" % (a["cpu"] / 1000 / a["ok"]) if a["ok"] else "-"
+            m = statistics.median(a["us"]) if a["us"] else None
+            med[(phase, server)] = (m, a["status"])
+            print(fmt % (phase, server, a["status"], a["ok"], a["fail"], a["retr"], "%.0f" % (a["cpu"] / 1e6), pooled,
+                         "%.1f" % m if m is not None else "-", " ".join("%.1f" % u for u in a["us"])))
+    print()
+    failed = [f"{s} {p}" for (p, s), a in agg.items() if a["status"] != "ok"]
+    for phase, unit in (("register", "REGISTER exchange"), ("call", "call")):
+        s_, k_ = med.get((phase, "sipauthd")), med.get((phase, "kamailio"))
+        if not s_ or not k_ or s_[0] is None or k_[0] is None:
+            continue
+        r = s_[0] / k_[0]
+        verdict = "meets" if r <= 0.5 else "misses"
+        print(f"ratio sipauthd/kamailio per {unit}: {r:.2f} ({s_[0]:.1f} / {k_[0]:.1f} us CPU, medians);"
+              f" target <= 0.50: {verdict}")
+    if failed:
+        print("WARNING: sipp reported failed or missing calls in: " + ", ".join(sorted(failed)) +
+              " (their figures are not comparable)")
+
+
+def main(argv):
+    if len(argv) < 2:
+        raise SystemExit(__doc__)
+    cmd = argv[1]
+    if cmd == "freeport":
+        print(freeport(argv[2] if len(argv) > 2 else "127.0.0.1"))
+    elif cmd == "tree":
+        print("\n".join(str(p) for p in tree(int(argv[2]))))
+    elif cmd == "cpu":
+        print(*cpu([int(p) for p in argv[2:]]))
+    elif cmd == "sippstat":
+        print(*sippstat(argv[2]))
+    elif cmd == "bound":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind((argv[2], int(argv[3])))
+        except OSError:
+            sys.exit(0)
+        finally:
+            s.close()
+        sys.exit(1)
+    elif cmd == "report":
+        report(argv[2])
+    elif cmd == "md5":
+        print(hashlib.md5(argv[2].encode()).hexdigest())
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
