@@ -13,6 +13,7 @@
 
 #include <openssl/crypto.h>
 
+#include "api.h"
 #include "store.h"
 
 #define DEFAULT_STORE "/var/lib/sipauthd"
@@ -149,17 +150,6 @@ static int64_t now(void)
 	return (int64_t)time(NULL);
 }
 
-static json_t *rfc3339(int64_t t)
-{
-	char buf[32];
-	time_t tt = (time_t)t;
-	struct tm tm;
-
-	if (gmtime_r(&tt, &tm) == NULL || strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		return json_null();
-	return json_string(buf);
-}
-
 static int print_json(json_t *j)
 {
 	int rc = EXIT_OK;
@@ -244,13 +234,7 @@ static int cmd_trunk_create(struct ctl *c)
 
 static int trunk_json_cb(const struct sa_trunk *t, void *arg)
 {
-	json_t *o = json_object();
-
-	json_object_set_new(o, "id", json_string(t->id));
-	json_object_set_new(o, "account_id", json_string(t->account_id));
-	json_object_set_new(o, "name", json_string(t->name));
-	json_object_set_new(o, "created_at", rfc3339(t->created_at));
-	return append(arg, o) ? 0 : -1;
+	return append(arg, sa_api_trunk_json(t)) ? 0 : -1;
 }
 
 static int cmd_trunk_list(struct ctl *c)
@@ -265,18 +249,6 @@ static int cmd_trunk_list(struct ctl *c)
 		return store_fail(c, err);
 	}
 	return print_json(json_pack("{s:o}", "data", data));
-}
-
-/* The credential as the API shows it: never the password, never an HA1. */
-static json_t *credential_json(const struct sa_credential *cr)
-{
-	json_t *o = json_object();
-
-	json_object_set_new(o, "id", json_string(cr->id));
-	json_object_set_new(o, "trunk_id", json_string(cr->trunk_id));
-	json_object_set_new(o, "username", json_string(cr->username));
-	json_object_set_new(o, "created_at", rfc3339(cr->created_at));
-	return o;
 }
 
 /* Reads the whole of stdin and strips one trailing "\n" or "\r\n". */
@@ -328,7 +300,7 @@ static int cmd_credential_create(struct ctl *c)
 	if (rc == EXIT_OK) {
 		int err = sa_store_credential_create(c->st, c->trunk, c->username, pw, len, c->min_len,
 		                                     now(), &cr, why, sizeof why);
-		rc = err == SA_STORE_OK ? print_json(credential_json(&cr)) : credential_create_fail(c, err, why);
+		rc = err == SA_STORE_OK ? print_json(sa_api_credential_json(&cr)) : credential_create_fail(c, err, why);
 		OPENSSL_cleanse(&cr, sizeof cr);
 	}
 	OPENSSL_cleanse(pw, sizeof pw);
@@ -337,7 +309,7 @@ static int cmd_credential_create(struct ctl *c)
 
 static int credential_json_cb(const struct sa_credential *cr, void *arg)
 {
-	return append(arg, credential_json(cr)) ? 0 : -1;
+	return append(arg, sa_api_credential_json(cr)) ? 0 : -1;
 }
 
 static int cmd_credential_list(struct ctl *c)

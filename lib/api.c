@@ -205,8 +205,8 @@ static void respond_listing(struct sa_api_response *r, struct listing *l, int er
 
 /* ---- trunks ---- */
 
-/* The same shape as `sipauthctl trunk list`. */
-static json_t *trunk_json(const struct sa_trunk *t)
+/* The same shape in the API and in `sipauthctl trunk list`. */
+json_t *sa_api_trunk_json(const struct sa_trunk *t)
 {
 	return json_pack("{s:s,s:s,s:s,s:o}", "id", t->id, "account_id", t->account_id, "name", t->name,
 	                 "created_at", rfc3339(t->created_at));
@@ -216,7 +216,7 @@ static int trunk_cb(const struct sa_trunk *t, void *arg)
 {
 	struct listing *l = arg;
 
-	l->failed = !append(l->data, trunk_json(t));
+	l->failed = !append(l->data, sa_api_trunk_json(t));
 	return l->failed;
 }
 
@@ -237,13 +237,13 @@ static void trunk_show(const struct sa_api_ctx *ctx, const struct sa_api_request
 	if (err != SA_STORE_OK)
 		store_error(r, err);
 	else
-		respond_json(r, 200, trunk_json(&tr));
+		respond_json(r, 200, sa_api_trunk_json(&tr));
 }
 
 /* ---- credentials ---- */
 
 /* The credential as the API and sipauthctl show it: never the password, never an HA1. */
-static json_t *credential_json(const struct sa_credential *c)
+json_t *sa_api_credential_json(const struct sa_credential *c)
 {
 	return json_pack("{s:s,s:s,s:s,s:o}", "id", c->id, "trunk_id", c->trunk_id, "username", c->username,
 	                 "created_at", rfc3339(c->created_at));
@@ -253,7 +253,7 @@ static int credential_cb(const struct sa_credential *c, void *arg)
 {
 	struct listing *l = arg;
 
-	l->failed = !append(l->data, credential_json(c));
+	l->failed = !append(l->data, sa_api_credential_json(c));
 	return l->failed;
 }
 
@@ -287,7 +287,7 @@ static void credential_show(const struct sa_api_ctx *ctx, const struct sa_api_re
 	struct sa_credential c;
 
 	if (credential_of_trunk(ctx, t, &c, r) == SA_STORE_OK)
-		respond_json(r, 200, credential_json(&c));
+		respond_json(r, 200, sa_api_credential_json(&c));
 }
 
 static void credential_delete(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
@@ -374,7 +374,7 @@ static void credential_created(struct sa_api_response *r, const struct target *t
 	snprintf(r->created_cred, sizeof r->created_cred, "%s", c->id);
 	snprintf(r->created_user, sizeof r->created_user, "%s", c->username);
 	OPENSSL_cleanse(c->ha1, sizeof c->ha1);
-	respond_json(r, 201, credential_json(c));
+	respond_json(r, 201, sa_api_credential_json(c));
 }
 
 /* The password lives in the parsed body only; it is wiped before the body is freed. */

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "sa_limits.h"
 #include "store.h"
 
@@ -72,6 +74,10 @@ void sa_api_handle(const struct sa_api_ctx *ctx, const struct sa_api_request *re
 void sa_api_error(struct sa_api_response *resp, int status, const char *code, const char *message);
 
 void sa_api_response_free(struct sa_api_response *resp);
+
+/* The JSON shapes shared with sipauthctl, so both print exactly the same. */
+json_t *sa_api_trunk_json(const struct sa_trunk *t);
+json_t *sa_api_credential_json(const struct sa_credential *c);
 
 /* "since" as RFC 3339 ("2026-04-09T10:35:00Z", "...T12:35:00+02:00",
  * fractions ignored) or as epoch seconds ("1775731200"). 0 or -1. */
