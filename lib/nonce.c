@@ -1,12 +1,17 @@
 /* nonce.c: stateless digest nonces (HMAC-SHA256, base64url) and the bounded nonce-count replay table. */
+/* HMAC-SHA256 is computed from SHA-256 states precomputed per key and copied
+ * per nonce: a struct copy instead of OpenSSL 3's MAC context dup, which costs
+ * five times as much on the path every scanner's request takes. The
+ * low-level SHA-256 calls are deprecated in OpenSSL 3 but kept and supported. */
+#define OPENSSL_API_COMPAT 0x10100000L
+
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/params.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #include "nonce.h"
 
@@ -19,7 +24,7 @@
 struct nonce_key {
 	bool live;
 	uint8_t id;
-	EVP_MAC_CTX *mac;	/* keyed HMAC-SHA256, duplicated per use so checking stays const */
+	SHA256_CTX inner, outer;	/* after K ^ ipad and K ^ opad: HMAC's two keyed starts */
 };
 
 struct replay_entry {
@@ -35,7 +40,6 @@ struct sa_nonce_ctx {
 	unsigned ttl;
 	uint32_t counter;
 	uint64_t hash_seed;
-	EVP_MAC *hmac;
 	struct nonce_key keys[SA_NONCE_KEYS];	/* [0] current, [1] previous */
 	size_t slots;
 	struct replay_entry *table;
@@ -116,8 +120,6 @@ struct sa_nonce_ctx *sa_nonce_ctx_new(unsigned ttl, size_t replay_slots)
 	ctx->slots = replay_slots;
 	if (replay_slots > 0 && (ctx->table = calloc(replay_slots, sizeof(*ctx->table))) == NULL)
 		goto fail;
-	if ((ctx->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL)
-		goto fail;
 	/* a random start keeps nonces from two processes (or restarts) from colliding */
 	if (RAND_bytes((unsigned char *)&ctx->counter, sizeof(ctx->counter)) != 1 ||
 	    RAND_bytes((unsigned char *)&ctx->hash_seed, sizeof(ctx->hash_seed)) != 1)
@@ -130,8 +132,7 @@ fail:
 
 static void key_clear(struct nonce_key *key)
 {
-	EVP_MAC_CTX_free(key->mac);	/* the provider wipes the key it holds */
-	memset(key, 0, sizeof(*key));
+	OPENSSL_cleanse(key, sizeof(*key));	/* the keyed states stand for the secret */
 }
 
 void sa_nonce_ctx_free(struct sa_nonce_ctx *ctx)
@@ -140,27 +141,28 @@ void sa_nonce_ctx_free(struct sa_nonce_ctx *ctx)
 		return;
 	for (int i = 0; i < SA_NONCE_KEYS; i++)
 		key_clear(&ctx->keys[i]);
-	EVP_MAC_free(ctx->hmac);
 	free(ctx->table);
 	free(ctx);
+}
+
+/* Start SHA-256 over the secret XOR pad, padded to one block (RFC 2104). */
+static void keyed_start(SHA256_CTX *c, const unsigned char secret[SA_NONCE_SECRET_LEN], unsigned char pad)
+{
+	unsigned char block[SHA256_CBLOCK];
+
+	memset(block, pad, sizeof(block));
+	for (size_t i = 0; i < SA_NONCE_SECRET_LEN; i++)
+		block[i] ^= secret[i];
+	SHA256_Init(c);
+	SHA256_Update(c, block, sizeof(block));
+	OPENSSL_cleanse(block, sizeof(block));
 }
 
 int sa_nonce_key_set(struct sa_nonce_ctx *ctx, uint8_t key_id,
                      const unsigned char secret[SA_NONCE_SECRET_LEN])
 {
-	char digest[] = "SHA256";
-	OSSL_PARAM params[] = {
-		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-		OSSL_PARAM_construct_end(),
-	};
-	EVP_MAC_CTX *mac;
-
-	if (ctx == NULL || secret == NULL || (mac = EVP_MAC_CTX_new(ctx->hmac)) == NULL)
+	if (ctx == NULL || secret == NULL)
 		return -1;
-	if (EVP_MAC_init(mac, secret, SA_NONCE_SECRET_LEN, params) != 1) {
-		EVP_MAC_CTX_free(mac);
-		return -1;
-	}
 	/* re-installing the current id replaces its secret and keeps the previous key */
 	if (ctx->keys[0].live && ctx->keys[0].id != key_id) {
 		key_clear(&ctx->keys[1]);
@@ -168,7 +170,11 @@ int sa_nonce_key_set(struct sa_nonce_ctx *ctx, uint8_t key_id,
 	} else {
 		key_clear(&ctx->keys[0]);
 	}
-	ctx->keys[0] = (struct nonce_key){ .live = true, .id = key_id, .mac = mac };
+	struct nonce_key *k = &ctx->keys[0];
+	keyed_start(&k->inner, secret, 0x36);
+	keyed_start(&k->outer, secret, 0x5c);
+	k->id = key_id;
+	k->live = true;
 	return 0;
 }
 
@@ -184,21 +190,18 @@ static const struct nonce_key *key_find(const struct sa_nonce_ctx *ctx, uint8_t 
 static int nonce_mac(const struct nonce_key *key, const unsigned char *raw, const char *realm,
                      unsigned char out[NONCE_MAC_LEN])
 {
-	unsigned char full[32];
-	size_t len = 0;
-	EVP_MAC_CTX *mac = EVP_MAC_CTX_dup(key->mac);
-	int rc = -1;
+	unsigned char inner[SHA256_DIGEST_LENGTH], full[SHA256_DIGEST_LENGTH];
+	SHA256_CTX c = key->inner;
 
-	if (mac == NULL)
-		return -1;
-	if (EVP_MAC_update(mac, raw, NONCE_MACED_LEN) == 1 &&
-	    EVP_MAC_update(mac, (const unsigned char *)realm, strlen(realm)) == 1 &&
-	    EVP_MAC_final(mac, full, &len, sizeof(full)) == 1 && len == sizeof(full)) {
-		memcpy(out, full, NONCE_MAC_LEN);
-		rc = 0;
-	}
-	EVP_MAC_CTX_free(mac);
-	return rc;
+	SHA256_Update(&c, raw, NONCE_MACED_LEN);
+	SHA256_Update(&c, realm, strlen(realm));
+	SHA256_Final(inner, &c);
+	c = key->outer;
+	SHA256_Update(&c, inner, sizeof(inner));
+	SHA256_Final(full, &c);
+	memcpy(out, full, NONCE_MAC_LEN);
+	OPENSSL_cleanse(&c, sizeof(c));
+	return 0;
 }
 
 int sa_nonce_issue(struct sa_nonce_ctx *ctx, const char *realm, enum sa_digest_alg alg,

@@ -4,6 +4,8 @@
 #include <string.h>
 
 #include <check.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "nonce.h"
 
@@ -49,6 +51,47 @@ START_TEST(test_issue_then_check_round_trips)
 	ck_assert_uint_eq(info.key_id, 1);
 	ck_assert_uint_eq(info.issued, NOW);
 	ck_assert_int_eq(check_at(ctx, nonce, NOW + TTL, NULL), SA_NONCE_OK);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+static int b64url_digit(char c)
+{
+	const char *alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	const char *p = strchr(alphabet, c);
+	return p && c ? (int)(p - alphabet) : -1;
+}
+
+/* The layout nonce.h documents, checked against OpenSSL's own HMAC(): bytes
+ * 11..26 are HMAC-SHA256(secret, bytes 0..10 || realm) truncated to 16. */
+START_TEST(test_layout_and_mac_match_the_documentation)
+{
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	char nonce[SA_NONCE_LEN + 1];
+	unsigned char raw[SA_NONCE_RAW_LEN], msg[11 + sizeof(REALM)], mac[32];
+	unsigned int maclen = 0;
+
+	issue(ctx, NOW, nonce);
+	for (int i = 0; i < SA_NONCE_LEN; i += 4) {
+		unsigned v = 0;
+		for (int j = 0; j < 4; j++) {
+			int d = b64url_digit(nonce[i + j]);
+			ck_assert_int_ge(d, 0);
+			v = v << 6 | (unsigned)d;
+		}
+		raw[i / 4 * 3] = (unsigned char)(v >> 16);
+		raw[i / 4 * 3 + 1] = (unsigned char)(v >> 8);
+		raw[i / 4 * 3 + 2] = (unsigned char)v;
+	}
+	ck_assert_uint_eq(raw[0], 1);                 /* version */
+	ck_assert_uint_eq(raw[1], 1);                 /* key id */
+	ck_assert_uint_eq(raw[2], SA_ALG_SHA256);
+	ck_assert_uint_eq((unsigned)raw[3] << 24 | (unsigned)raw[4] << 16 | (unsigned)raw[5] << 8 | raw[6], NOW);
+	memcpy(msg, raw, 11);
+	memcpy(msg + 11, REALM, strlen(REALM));
+	HMAC(EVP_sha256(), secret1, sizeof(secret1), msg, 11 + strlen(REALM), mac, &maclen);
+	ck_assert_uint_eq(maclen, 32);
+	ck_assert_mem_eq(raw + 11, mac, 16);
 	sa_nonce_ctx_free(ctx);
 }
 END_TEST
@@ -394,6 +437,7 @@ static Suite *nonce_suite(void)
 	TCase *replay = tcase_create("replay");
 
 	tcase_add_test(check, test_issue_then_check_round_trips);
+	tcase_add_test(check, test_layout_and_mac_match_the_documentation);
 	tcase_add_test(check, test_every_algorithm_round_trips);
 	tcase_add_test(check, test_expired_nonce_is_stale_with_info);
 	tcase_add_test(check, test_nonce_from_the_future_is_invalid);
