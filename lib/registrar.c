@@ -104,6 +104,11 @@ static int read_contacts(const struct sa_reg_cfg *cfg, const struct sa_msg *m, s
 			set_status(res, 400, "Bad Contact");
 			return -1;
 		}
+		if (strlen(a->uri[a->n++]) >= SA_CONTACT_MAX) {
+			set_status(res, 400, "Contact too long");
+			return -1;
+		}
+		a->n--;
 		a->expires[a->n++] = e;
 		if (e > 0 && e < (long)cfg->min_expires) {
 			set_status(res, 423, NULL);
@@ -135,21 +140,32 @@ static int check_request(const struct sa_reg_cfg *cfg, const struct sa_msg *m, s
 	return 0;
 }
 
+/* strlcpy: copy what fits, always terminated (snprintf("%s") costs ten times as much here). */
+static void copy_str(char *dst, size_t size, const char *src, size_t len)
+{
+	if (len >= size)
+		len = size - 1;
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
+#define COPY(dst, src) copy_str((dst), sizeof(dst), (src), strlen(src))
+
 static void binding_fill(struct sa_binding *b, const struct sa_reg_cfg *cfg, const struct sa_msg *m,
                          const struct sa_credential *cred, const struct sa_peer *peer, int64_t now,
                          const char *uri, long expires, const struct sa_binding *old)
 {
 	memset(b, 0, sizeof(*b));
-	snprintf(b->cred_id, sizeof(b->cred_id), "%s", cred->id);
-	snprintf(b->trunk_id, sizeof(b->trunk_id), "%s", cred->trunk_id);
-	snprintf(b->contact, sizeof(b->contact), "%s", uri);
-	snprintf(b->source, sizeof(b->source), "%s", peer->addr);
+	COPY(b->cred_id, cred->id);
+	COPY(b->trunk_id, cred->trunk_id);
+	COPY(b->contact, uri);
+	COPY(b->source, peer->addr);
 	b->source_port = peer->port;
-	snprintf(b->transport, sizeof(b->transport), "%s", peer->transport);
+	COPY(b->transport, peer->transport);
 	const struct sa_hdr *ua = sa_msg_header(m, SA_H_USER_AGENT, 0);
 	if (ua)
-		snprintf(b->user_agent, sizeof(b->user_agent), "%.*s", (int)ua->vlen, ua->value);
-	snprintf(b->call_id, sizeof(b->call_id), "%s", m->call_id);
+		copy_str(b->user_agent, sizeof(b->user_agent), ua->value, ua->vlen);
+	COPY(b->call_id, m->call_id);
 	b->cseq = (uint32_t)m->cseq;
 	b->registered_at = old ? old->registered_at : now;
 	b->updated_at = now;

@@ -419,25 +419,49 @@ static int header_nuls(const char *h, size_t len)
 	return 1;
 }
 
-/* Let osip parse the message; a copy with quoted NULs made blank when needed. */
+/* Headers whose parsed form we read (everything else is used as raw lines
+ * or carried through untouched, as a proxy should). */
+static bool osip_wanted(enum sa_hdr_kind k)
+{
+	switch (k) {
+	case SA_H_VIA: case SA_H_FROM: case SA_H_TO: case SA_H_CALL_ID: case SA_H_CSEQ:
+	case SA_H_CONTACT: case SA_H_ROUTE: case SA_H_RECORD_ROUTE:
+	case SA_H_AUTHORIZATION: case SA_H_PROXY_AUTHORIZATION:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Let osip parse the start line and the headers we read, nothing else: it
+ * builds a structure for every header and the body it is given, and that is
+ * most of the cost of a message. Quoted NULs are made blank in the copy. */
 static int osip_parse(struct sa_msg *m, size_t len, struct sa_msg_error *err)
 {
 	size_t hlen = (size_t)(m->body - m->buf);
 	int nuls = header_nuls(m->buf, hlen);
 	if (nuls < 0)
 		return fail(err, 400, "NUL byte in a header");
-	if (nuls == 0)
-		return osip_message_parse(m->osip, m->buf, len) == 0 ? 0 : fail(err, 400, "unparseable");
-	/* only display names and parameter values can hold one: nothing we act on */
-	char *copy = malloc(len);
+	size_t cap = hlen + 2 * (size_t)m->nhdr + 8;   /* LF-only lines grow to CRLF */
+	char *copy = malloc(cap);
 	if (!copy)
 		return fail(err, 500, "out of memory");
-	memcpy(copy, m->buf, len);
-	for (size_t i = 0; i < hlen; i++)
-		if (copy[i] == '\0')
-			copy[i] = ' ';
-	int rc = osip_message_parse(m->osip, copy, len);   /* osip keeps copies, not pointers */
+	struct sa_buf b = { .p = copy, .cap = cap };
+	sa_buf_put(&b, m->buf, m->start_line_len);
+	sa_buf_puts(&b, "\r\n");
+	for (unsigned i = 0; i < m->nhdr; i++)
+		if (osip_wanted(m->hdr[i].kind)) {
+			sa_buf_put(&b, m->hdr[i].line, m->hdr[i].len);
+			sa_buf_puts(&b, "\r\n");
+		}
+	sa_buf_puts(&b, "\r\n");
+	if (nuls > 0)   /* only display names and parameter values can hold one: nothing we act on */
+		for (size_t i = 0; i < b.len; i++)
+			if (copy[i] == '\0')
+				copy[i] = ' ';
+	int rc = b.overflow ? -1 : osip_message_parse(m->osip, copy, b.len);   /* osip keeps copies */
 	free(copy);
+	(void)len;
 	return rc == 0 ? 0 : fail(err, 400, "unparseable");
 }
 
