@@ -100,16 +100,17 @@ static int read_contacts(const struct sa_reg_cfg *cfg, const struct sa_msg *m, s
 	for (int i = 0; i < n; i++) {
 		osip_contact_t *c = osip_list_get(&m->osip->contacts, i);
 		long e = contact_expires(m, c, cfg->default_expires);
-		if (!c->url || e < 0 || osip_uri_to_str(c->url, &a->uri[a->n]) != 0) {
+		char *uri = NULL;
+		if (!c->url || e < 0 || osip_uri_to_str(c->url, &uri) != 0) {
 			set_status(res, 400, "Bad Contact");
 			return -1;
 		}
-		if (strlen(a->uri[a->n++]) >= SA_CONTACT_MAX) {
+		a->uri[a->n] = uri;
+		a->expires[a->n++] = e;
+		if (strlen(uri) >= SA_CONTACT_MAX) {
 			set_status(res, 400, "Contact too long");
 			return -1;
 		}
-		a->n--;
-		a->expires[a->n++] = e;
 		if (e > 0 && e < (long)cfg->min_expires) {
 			set_status(res, 423, NULL);
 			snprintf(res->headers, sizeof(res->headers), "Min-Expires: %u\r\n", cfg->min_expires);
