@@ -274,7 +274,7 @@ static int set_key(struct parse *p, const char *sec, const char *k, char *v)
 	if (IS("proxy", "timer_c")) return set_uint(p, v, 181, 3600, &c->timer_c);
 	if (IS("proxy", "max_transactions")) return set_uint(p, v, 16, 10000000, &c->max_transactions);
 	if (IS("proxy", "max_calls")) return set_uint(p, v, 1, 10000000, &c->max_calls);
-	if (IS("proxy", "max_call_age")) return set_uint(p, v, 60, 604800, &c->max_call_age);
+	if (IS("proxy", "max_call_age")) return set_uint(p, v, 5, 604800, &c->max_call_age);
 	if (IS("limits", "tcp_idle_timeout")) return set_uint(p, v, 5, 86400, &c->tcp_idle_timeout);
 	if (IS("limits", "max_connections")) return set_uint(p, v, 1, 1000000, &c->max_connections);
 	if (IS("log", "level")) return set_log_level(p, v);
