@@ -207,28 +207,55 @@ static void hs_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	conn_free(c);
 }
 
-/* The bufferevent for a connection: plain, or TLS accepting / connecting. */
-static struct bufferevent *conn_bev(struct sa_server *srv, evutil_socket_t fd, enum sa_proto proto,
-                                    bool accepting, bool to_gateway)
+/* The SSL object for a new TLS connection: the gateway's certificate must
+ * carry the configured name; a PBX's is rarely one a CA signed. */
+static SSL *conn_ssl(struct sa_server *srv, bool accepting, bool to_gateway)
 {
-	if (proto != SA_PROTO_TLS)
-		return bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	SSL *ssl = SSL_new(accepting ? srv->tls_server : srv->tls_client);
-	if (!ssl)
-		return NULL;
-	if (!accepting && to_gateway) {
+	if (!ssl || accepting)
+		return ssl;
+	if (to_gateway) {
 		SSL_set_tlsext_host_name(ssl, srv->cfg.tls.gateway_name);
 		SSL_set1_host(ssl, srv->cfg.tls.gateway_name);
-	} else if (!accepting) {
-		SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);   /* a PBX's certificate is rarely one a CA signed */
+	} else {
+		SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
 	}
-	struct bufferevent *bev = bufferevent_openssl_socket_new(srv->base, fd, ssl,
-		accepting ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	return ssl;
+}
+
+/* The bufferevent for a connection. Accepted TLS works on the socket itself
+ * (alerts reach the peer before we close); an outgoing connection is made on
+ * a plain socket first, with TLS as a filter on top once it is up. */
+static struct bufferevent *conn_bev(struct sa_server *srv, evutil_socket_t fd, enum sa_proto proto,
+                                    bool accepting, bool to_gateway, const struct sockaddr *sa, socklen_t len)
+{
+	struct bufferevent *bev = NULL;
+	SSL *ssl = proto == SA_PROTO_TLS ? conn_ssl(srv, accepting, to_gateway) : NULL;
+
+	if (proto == SA_PROTO_TLS && !ssl)
+		return NULL;
+	if (accepting && ssl) {
+		bev = bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	} else {
+		bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+		if (bev && !accepting && bufferevent_socket_connect(bev, sa, (int)len) < 0) {
+			bufferevent_free(bev);
+			bev = NULL;
+		}
+		if (bev && ssl) {
+			struct bufferevent *tls = bufferevent_openssl_filter_new(srv->base, bev, ssl,
+				BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+			if (!tls)
+				bufferevent_free(bev);
+			bev = tls;
+		}
+	}
 	if (!bev) {
 		SSL_free(ssl);
 		return NULL;
 	}
-	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	if (ssl)
+		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	return bev;
 }
 
@@ -243,7 +270,7 @@ static struct sa_conn *conn_new(struct sa_server *srv, evutil_socket_t fd, const
 	if (!c)
 		return NULL;
 	bool to_gateway = !accepting && len == srv->cfg.gateway.sslen && memcmp(sa, &srv->cfg.gateway.ss, len) == 0;
-	c->bev = conn_bev(srv, fd, proto, accepting, to_gateway);
+	c->bev = conn_bev(srv, fd, proto, accepting, to_gateway, sa, len);
 	if (!c->bev) {
 		free(c);
 		return NULL;
@@ -497,12 +524,6 @@ static struct sa_conn *conn_connect(struct sa_server *srv, const struct sa_flow 
 {
 	struct sa_conn *c = conn_new(srv, -1, (const struct sockaddr *)&fl->ss, fl->sslen,
 	                             sa_transport_listener_for(srv, fl->proto), fl->proto, false);
-	if (!c)
-		return NULL;
-	if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&fl->ss, (int)fl->sslen) < 0) {
-		conn_free(c);
-		return NULL;
-	}
 	return c;
 }
 
