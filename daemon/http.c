@@ -214,7 +214,8 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	m->auth_ok = c->auth_ok;
 	memcpy(m->auth_fail, c->auth_fail, sizeof(m->auth_fail));
 	m->registrations = c->registrations;
-	m->registrations_active = -1;   /* the store keeps no count of bindings yet */
+	uint64_t nb;
+	m->registrations_active = sa_store_binding_count(h->srv->store, &nb) == SA_STORE_OK ? (int64_t)nb : -1;
 	memcpy(m->sip_rejected, c->rejected, sizeof(m->sip_rejected));
 	m->sip_forwarded = c->forwarded;
 	m->sip_retransmissions_absorbed = c->retransmissions_absorbed;

@@ -1505,6 +1505,19 @@ int sa_store_binding_expire(struct sa_store *st, int64_t now)
 	return rc == SA_STORE_OK ? n : rc;
 }
 
+int sa_store_binding_count(struct sa_store *st, uint64_t *n)
+{
+	MDB_txn *txn;
+	MDB_stat ms;
+	int rc = rd_begin(st, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = mdb_stat(txn, st->dbi[DB_BINDINGS], &ms) == 0 ? SA_STORE_OK : SA_STORE_EIO;
+	*n = rc == SA_STORE_OK ? ms.ms_entries : 0;
+	return rd_end(st, rc);
+}
+
 int sa_store_flush(struct sa_store *st)
 {
 	if (st->rdonly)

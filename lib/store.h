@@ -135,6 +135,8 @@ int sa_store_binding_list_credential(struct sa_store *st, const char *cred_id, s
 int sa_store_binding_list_trunk(struct sa_store *st, const char *trunk_id, sa_store_binding_cb cb, void *arg);
 /* Removes bindings with expires_at <= now; returns how many (>= 0) or an error. */
 int sa_store_binding_expire(struct sa_store *st, int64_t now);
+/* How many bindings the store holds (expired ones go at the next sa_store_binding_expire). */
+int sa_store_binding_count(struct sa_store *st, uint64_t *n);
 /* Flush writes made without fsync (bindings) to disk. */
 int sa_store_flush(struct sa_store *st);
 

@@ -14,6 +14,8 @@ reg() { sipc register --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_P
 status_of() { json_get 'final.get("final_status")'; }
 
 assert_eq "a good registration before any failure" 200 "$(reg | status_of)"
+assert_match "metrics show the registration" "sipauthd_registrations_active 1" \
+	"$(curl -s "http://127.0.0.1:$API_PORT/metrics")"
 for i in 1 2; do
 	assert_eq "wrong password $i: challenged again" 401 "$(reg --wrong-password wrong_password_$i | status_of)"
 done

@@ -546,9 +546,14 @@ START_TEST(test_binding_put_refresh_list)
 	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
 	ck_assert_int_eq(sa_store_binding_list_credential(st, cr.id, binding_cb, &n), SA_STORE_OK);
 	ck_assert_int_eq(n.n, 1);
+	uint64_t count = 99;
+	ck_assert_int_eq(sa_store_binding_count(st, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 1);
 	/* the refresh moved the expiry: nothing expires at the first one */
 	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 60), 0);
 	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 90), 1);
+	ck_assert_int_eq(sa_store_binding_count(st, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 0);
 	n.n = 0;
 	ck_assert_int_eq(sa_store_binding_list_trunk(st, trunk.id, binding_cb, &n), SA_STORE_OK);
 	ck_assert_int_eq(n.n, 0);
