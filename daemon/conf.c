@@ -288,6 +288,8 @@ static int set_key(struct parse *p, const char *sec, const char *k, char *v)
 	if (IS("tls", "client_ca")) return set_str(p, v, c->tls.client_ca, sizeof(c->tls.client_ca));
 	if (IS("tls", "handshake_timeout")) return set_uint(p, v, 1, 120, &c->tls.handshake_timeout);
 	if (IS("tls", "max_handshakes")) return set_uint(p, v, 1, 100000, &c->tls.max_handshakes);
+	if (IS("tls", "max_handshakes_per_source"))
+		return set_uint(p, v, 1, 100000, &c->tls.max_handshakes_per_source);
 	if (IS("upstream", "tls_ca")) return set_str(p, v, c->tls.gateway_ca, sizeof(c->tls.gateway_ca));
 	if (IS("upstream", "tls_server_name")) return set_str(p, v, c->tls.gateway_name, sizeof(c->tls.gateway_name));
 	if (IS("api", "listen")) { c->napi_listen = 0; return each_item(p, v, add_api_listen); }
@@ -321,6 +323,7 @@ static void set_defaults(struct sa_config *c)
 	snprintf(c->tls.ciphers, sizeof(c->tls.ciphers), "%s", SA_TLS_DEFAULT_CIPHERS);
 	c->tls.handshake_timeout = 10;
 	c->tls.max_handshakes = 256;
+	c->tls.max_handshakes_per_source = 16;
 	c->max_call_age = 14400;
 	c->api_max_body = SA_HTTP_MAX_BODY;
 	c->api_min_password_len = SA_PASSWORD_MIN;

@@ -42,6 +42,7 @@ struct sa_tls_config {
 	char client_ca[PATH_MAX];        /* verify client certificates against this CA file ("" = don't ask) */
 	unsigned handshake_timeout;      /* seconds a handshake may take */
 	unsigned max_handshakes;         /* handshakes in progress at once */
+	unsigned max_handshakes_per_source;   /* ... of them from one address */
 	char gateway_ca[PATH_MAX];       /* CA file for the gateway's certificate ("" = system store) */
 	char gateway_name[256];          /* the name the gateway's certificate must carry */
 };

@@ -207,6 +207,27 @@ static void hs_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	conn_free(c);
 }
 
+static bool same_host(const struct sockaddr_storage *a, const struct sockaddr *b)
+{
+	if (a->ss_family != b->sa_family)
+		return false;
+	if (b->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+}
+
+/* May another handshake start, overall and from this address? */
+static bool handshake_slot_free(struct sa_server *srv, const struct sockaddr *sa)
+{
+	if (srv->nhandshakes >= srv->cfg.tls.max_handshakes)
+		return false;
+	unsigned mine = 0;
+	for (unsigned b = 0; b < CONN_BUCKETS && srv->nhandshakes > 0; b++)
+		for (struct sa_conn *c = srv->conn_by_id[b]; c; c = c->next)
+			mine += c->handshaking && same_host(&c->flow.ss, sa);
+	return mine < srv->cfg.tls.max_handshakes_per_source;
+}
+
 /* The SSL object for a new TLS connection: the gateway's certificate must
  * carry the configured name; a PBX's is rarely one a CA signed. */
 static SSL *conn_ssl(struct sa_server *srv, bool accepting, bool to_gateway)
@@ -264,7 +285,7 @@ static struct sa_conn *conn_new(struct sa_server *srv, evutil_socket_t fd, const
 {
 	if (srv->nconns >= srv->cfg.max_connections)
 		return NULL;
-	if (proto == SA_PROTO_TLS && srv->nhandshakes >= srv->cfg.tls.max_handshakes)
+	if (proto == SA_PROTO_TLS && accepting && !handshake_slot_free(srv, sa))
 		return NULL;
 	struct sa_conn *c = calloc(1, sizeof(*c));
 	if (!c)

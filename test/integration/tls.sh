@@ -194,4 +194,29 @@ timeout 10 "$SIPAUTHD" --config "$T/d3.conf" >"$T/d3.log" 2>&1
 rc=$?
 assert_eq "min_version = TLSv1.1 is a configuration error (exit status)" 1 "$rc"
 assert_match "the error names the setting" "min_version 'TLSv1.1' is not allowed" "$(cat "$T/d3.log")"
+
+# --- 5. max_handshakes_per_source = 2: a third silent client from one address is refused at
+# once, while a client from another address is served
+make_cert server sipauthd-test-1 && cp "$T/server.pem" "$T/ca1.pem"
+start_tls_sipauthd d4 "SHA-256, MD5" "handshake_timeout = 5
+max_handshakes_per_source = 2" || { fail "sipauthd did not start (per-source limit)"; finish; }
+cat >"$T/persource.py" <<'PY'
+import socket, ssl, sys, time
+port, ca = int(sys.argv[1]), sys.argv[2]
+silent = [socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.3", 0)) for _ in range(2)]
+time.sleep(0.3)
+ctx = ssl.create_default_context(cafile=ca)
+try:
+    ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=3, source_address=("127.0.0.3", 0)),
+                    server_hostname="127.0.0.1")
+    print("third from the same address accepted")
+except (OSError, ssl.SSLError):
+    print("third from the same address refused")
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=3), server_hostname="127.0.0.1")
+print("another address", s.version())
+PY
+assert_eq "per-source handshake limit: the same address is refused, another is served" \
+"third from the same address refused
+another address TLSv1.3" "$(python3 "$T/persource.py" "$TLS_PORT" "$T/ca1.pem" 2>&1)"
+stop "$SIPAUTHD_PID"
 finish
