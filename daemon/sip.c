@@ -495,12 +495,13 @@ static bool is_us_cb(osip_uri_t *u, void *arg)
 }
 
 /* A 2xx to an INVITE we forwarded for a credential: the call is up. */
-static void call_create(struct sa_server *srv, struct sa_txn *t, const struct sa_msg *ok)
+static void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *ok)
 {
 	struct sa_msg inv;
 	struct sa_msg_error err;
 	int side;
-	if (call_find(srv, ok, &side) || sa_msg_scan(&inv, t->req, t->req_len, &err) < 0)
+	if (call_find(srv, ok, &side) || sa_msg_scan(&inv, t->req, t->req_len, &err) < 0 ||
+	    sa_msg_full(ok, &err) < 0)
 		return;
 	struct sa_call *c = calloc(1, sizeof(*c));
 	if (!c)
@@ -669,7 +670,7 @@ void sa_sip_calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb c
 
 /* ---- responses ---- */
 
-static void handle_response(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
+static void handle_response(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from)
 {
 	size_t cap = m->len;
 	char *out = malloc(cap);

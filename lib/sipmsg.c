@@ -480,6 +480,117 @@ int sa_msg_scan(struct sa_msg *m, const char *buf, size_t len, struct sa_msg_err
  * we scan it again to build its CANCEL, ACK or 408. */
 #define HDRS_ADDED_ON_FORWARD 4
 
+/* ---- responses: read from the raw lines, osip only when asked ---- */
+
+/* The value of parameter name (";name=value") in params, into out. */
+static bool raw_param(const char *p, const char *end, const char *name, char *out, size_t outlen)
+{
+	size_t nl = strlen(name);
+	for (; p < end; p++) {
+		if (*p != ';')
+			continue;
+		const char *q = p + 1;
+		while (q < end && (*q == ' ' || *q == '\t'))
+			q++;
+		if ((size_t)(end - q) <= nl || strncasecmp(q, name, nl) != 0)
+			continue;
+		q += nl;
+		while (q < end && (*q == ' ' || *q == '\t'))
+			q++;
+		if (q == end || *q != '=')
+			continue;
+		q++;
+		while (q < end && (*q == ' ' || *q == '\t'))
+			q++;
+		const char *v = q;
+		while (q < end && *q != ';' && *q != ',' && *q != ' ' && *q != '\t' && *q != '\r' && *q != '\n')
+			q++;
+		if (q == v || (size_t)(q - v) >= outlen)
+			return false;
+		memcpy(out, v, (size_t)(q - v));
+		out[q - v] = '\0';
+		return true;
+	}
+	return false;
+}
+
+/* The tag of a From or To value: its parameters start after the name-addr's '>'. */
+static bool raw_tag(const struct sa_hdr *h, char *out, size_t outlen)
+{
+	const char *p = h->value, *end = h->value + h->vlen;
+	bool quoted = false;
+	const char *params = NULL;
+	for (const char *q = p; q < end && !params; q++) {
+		if (quoted) {
+			if (*q == '\\' && q + 1 < end)
+				q++;
+			else if (*q == '"')
+				quoted = false;
+		} else if (*q == '"') {
+			quoted = true;
+		} else if (*q == '<') {
+			const char *gt = memchr(q, '>', (size_t)(end - q));
+			params = gt ? gt + 1 : end;
+		}
+	}
+	if (!params) {   /* addr-spec form: parameters belong to the header */
+		params = memchr(p, ';', h->vlen);
+		if (!params)
+			return false;
+	}
+	return raw_param(params, end, "tag", out, outlen);
+}
+
+/* The view of a response from its raw lines: what relaying needs. */
+static int fill_response_view(struct sa_msg *m, struct sa_msg_error *err)
+{
+	const struct sa_hdr *via = sa_msg_header(m, SA_H_VIA, 0), *cseq = sa_msg_header(m, SA_H_CSEQ, 0);
+	const struct sa_hdr *from = sa_msg_header(m, SA_H_FROM, 0), *to = sa_msg_header(m, SA_H_TO, 0);
+	const struct sa_hdr *cid = sa_msg_header(m, SA_H_CALL_ID, 0);
+
+	m->request = false;
+	if (!via || !cseq || !from || !to || !cid)
+		return fail(err, 400, "missing essential header");
+	if (m->start_line_len < 12 || m->buf[7] != ' ' || m->buf[11] != ' ')
+		return fail(err, 400, "bad status line");
+	long long st = parse_decimal(m->buf + 8, m->buf + 11, 699);
+	if (st < 100)
+		return fail(err, 400, "bad status code");
+	m->status = (int)st;
+	if (cid->vlen == 0 || cid->vlen > SA_SIP_MAX_CALL_ID)
+		return fail(err, 400, "bad Call-ID");
+	memcpy(m->call_id_buf, cid->value, cid->vlen);
+	m->call_id_buf[cid->vlen] = '\0';
+	m->call_id = m->call_id_buf;
+	const char *sp = memchr(cseq->value, ' ', cseq->vlen);
+	long long n = sp ? parse_decimal(cseq->value, sp, UINT32_MAX) : -1;
+	size_t ml = sp ? (size_t)(cseq->value + cseq->vlen - sp - 1) : 0;
+	if (n < 0 || ml == 0 || ml >= sizeof(m->raw.cseq_method))
+		return fail(err, 400, "bad CSeq");
+	m->cseq = (unsigned long)n;
+	memcpy(m->raw.cseq_method, sp + 1, ml);
+	m->raw.cseq_method[ml] = '\0';
+	m->cseq_method = m->raw.cseq_method;
+	m->method = sa_method_from_name(m->cseq_method);
+	size_t vlen = sa_hdr_first_value_len(via->value, via->vlen);
+	if (raw_param(via->value, via->value + vlen, "branch", m->raw.branch, sizeof(m->raw.branch)))
+		m->branch = m->raw.branch;
+	if (raw_tag(from, m->raw.from_tag, sizeof(m->raw.from_tag)))
+		m->from_tag = m->raw.from_tag;
+	if (raw_tag(to, m->raw.to_tag, sizeof(m->raw.to_tag)))
+		m->to_tag = m->raw.to_tag;
+	return 0;
+}
+
+int sa_msg_full(struct sa_msg *m, struct sa_msg_error *err)
+{
+	if (m->osip)
+		return 0;
+	if (osip_message_init(&m->osip) != 0)
+		return fail(err, 500, "out of memory");
+	return osip_parse(m, (size_t)(m->body - m->buf) + m->body_len, err);
+}
+
 int sa_msg_parse(struct sa_msg *m, const char *buf, size_t len, bool stream, struct sa_msg_error *err)
 {
 	if (sa_msg_scan(m, buf, len, err) < 0)
@@ -488,6 +599,8 @@ int sa_msg_parse(struct sa_msg *m, const char *buf, size_t len, bool stream, str
 		return fail(err, 400, "too many headers");
 	if (check_body(m, stream, err) < 0 || check_start_line(m, err) < 0)
 		return -1;
+	if (m->start_line_len > 8 && memcmp(buf, "SIP/2.0 ", 8) == 0)
+		return fill_response_view(m, err);
 	if (osip_message_init(&m->osip) != 0)
 		return fail(err, 500, "out of memory");
 	/* osip reads the body by Content-Length; give it exactly the message */
