@@ -522,7 +522,7 @@ static void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *
 	*b = c;
 	srv->ncalls++;
 	srv->counters.calls_started++;
-	log_info("event=call_start call_id=\"%s\" cred=%s trunk=%s direction=%s", LOGQ(c->d.call_id), c->d.cred_id,
+	log_debug("event=call_start call_id=\"%s\" cred=%s trunk=%s direction=%s", LOGQ(c->d.call_id), c->d.cred_id,
 	         c->d.trunk_id, c->d.inbound ? "inbound" : "outbound");
 }
 
@@ -916,7 +916,7 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 		return;
 	}
 	if (m->method == SA_M_BYE) {
-		log_info("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=bye", LOGQ(c->d.call_id), c->d.cred_id,
+		log_debug("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=bye", LOGQ(c->d.call_id), c->d.cred_id,
 		         c->d.trunk_id);
 		call_remove(srv, c);
 	}

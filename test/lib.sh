@@ -121,6 +121,9 @@ path = $STORE
 [abuse]
 # bans are tested on their own (abuse.sh); elsewhere many failures are on purpose
 max_failures = ${ABUSE_MAX_FAILURES:-0}
+[log]
+# per-call lines (call_start, call_end) are debug lines; tests wait for them
+level = ${LOG_LEVEL:-debug}
 ${2:-}
 CONF
 	spawn "$T/sipauthd.log" "$SIPAUTHD" --config "$T/sipauthd.conf"

@@ -33,6 +33,8 @@ trusted = 127.0.0.2/32
 algorithms = $2
 [store]
 path = $STORE
+[log]
+level = debug
 ${4:-}
 [tls]
 certificate = $T/server.pem
