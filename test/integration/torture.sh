@@ -5,7 +5,7 @@
 . "$top_srcdir/test/lib.sh"
 need python3
 setup_store || { fail "store setup"; finish; }
-start_sipauthd || { fail "sipauthd did not start"; finish; }
+LOG_LEVEL=info start_sipauthd || { fail "sipauthd did not start"; finish; }
 
 timeout 50 python3 "$top_srcdir/test/torture.py" --server "127.0.0.1:$SIP_PORT" \
 	--messages "$top_srcdir/test/rfc4475/messages" --expectations "$top_srcdir/test/rfc4475/expectations.tsv" \
