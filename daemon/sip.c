@@ -273,6 +273,8 @@ static unsigned routes_to_us(struct sa_server *srv, const struct sa_msg *m)
 {
 	unsigned n = 0;
 	osip_route_t *r;
+	if (!m->osip)
+		return 0;   /* read from raw lines: it had no Route */
 	while ((r = osip_list_get(&m->osip->routes, (int)n)) && uri_is_us(srv, r->url))
 		n++;
 	return n;
@@ -747,7 +749,7 @@ static int request_trunk(struct sa_server *srv, const struct sa_msg *m, char *tr
 {
 	if (sa_auth_trunk_from_host(m->ruri_host, srv->domain, trunk, len) == 0)
 		return 0;
-	osip_to_t *to = m->osip->to;
+	osip_to_t *to = m->osip ? m->osip->to : NULL;
 	if (to && to->url && sa_auth_trunk_from_host(to->url->host, srv->domain, trunk, len) == 0)
 		return 0;
 	return -1;
@@ -958,7 +960,18 @@ static bool options_for_us(const struct sa_msg *m)
 	return m->method == SA_M_OPTIONS && (!m->ruri_user || !m->ruri_user[0]) && !m->to_tag;
 }
 
-static void handle_request(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
+/* Simple requests arrive read from their raw lines; what needs more gets the
+ * full parse here, and a message osip refuses gets its 400 as at the edge. */
+static bool ensure_full(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from)
+{
+	struct sa_msg_error err = { 0 };
+	if (sa_msg_full(m, &err) == 0)
+		return true;
+	reject(srv, m, from, err.status ? err.status : 400, NULL, NULL, err.reason ? err.reason : "unparseable");
+	return false;
+}
+
+static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from)
 {
 	char key[320];
 
@@ -1010,11 +1023,16 @@ static void handle_request(struct sa_server *srv, const struct sa_msg *m, const 
 	if (m->method == SA_M_ACK)
 		return;   /* an ACK out of any dialog or transaction: nothing to do */
 	if (is_trusted(srv, from) && m->method != SA_M_REGISTER) {
-		handle_inbound(srv, m, from);
+		if (ensure_full(srv, m, from))
+			handle_inbound(srv, m, from);
 		return;
 	}
 	struct sa_credential cred;
 	char realm[SA_REALM_MAX];
+	char trunk[SA_ID_MAX];
+	if (!m->osip && sa_auth_trunk_from_host(m->ruri_host, srv->domain, trunk, sizeof(trunk)) < 0 &&
+	    !ensure_full(srv, m, from))
+		return;   /* the To host may name the trunk: that takes the full parse */
 	if (!authenticate(srv, m, from, &cred, realm, sizeof(realm)))
 		return;
 	if (m->method == SA_M_REGISTER) {

@@ -81,6 +81,8 @@ static int unquote(const char *v, char *out, size_t outlen)
 /* The credentials header for our realm, if any. */
 static osip_authorization_t *find_credentials(const struct sa_msg *m, const char *realm)
 {
+	if (!m->osip)
+		return NULL;   /* read from raw lines: it carried no credentials */
 	const osip_list_t *l = m->method == SA_M_REGISTER ? &m->osip->authorizations
 	                                                  : &m->osip->proxy_authorizations;
 	char r[SA_REALM_MAX];

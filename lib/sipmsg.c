@@ -582,6 +582,130 @@ static int fill_response_view(struct sa_msg *m, struct sa_msg_error *err)
 	return 0;
 }
 
+/* ---- simple requests: the challenge path without osip ---- */
+
+/* "SIP/2.0/UDP host[:port];params" in its plain form; false when anything
+ * is unusual, and osip then judges the message. */
+static bool raw_via(struct sa_msg *m, const struct sa_hdr *via)
+{
+	const char *v = via->value, *end = v + sa_hdr_first_value_len(via->value, via->vlen);
+	if (end - v < 9 || strncasecmp(v, "SIP/2.0/", 8) != 0)
+		return false;
+	const char *t = v + 8, *p = t;
+	while (p < end && isalpha((unsigned char)*p))
+		p++;
+	if (p == t || (size_t)(p - t) >= sizeof(m->raw.via_transport) || p == end || *p != ' ')
+		return false;
+	memcpy(m->raw.via_transport, t, (size_t)(p - t));
+	m->raw.via_transport[p - t] = '\0';
+	const char *h = ++p;
+	while (p < end && (isalnum((unsigned char)*p) || *p == '.' || *p == '-'))
+		p++;
+	if (p == h || (size_t)(p - h) >= sizeof(m->raw.via_host))
+		return false;
+	memcpy(m->raw.via_host, h, (size_t)(p - h));
+	m->raw.via_host[p - h] = '\0';
+	if (p < end && *p == ':') {
+		const char *ps = ++p;
+		while (p < end && isdigit((unsigned char)*p))
+			p++;
+		long long port = parse_decimal(ps, p, 65535);
+		if (port <= 0)
+			return false;
+		m->via_port = (int)port;
+	}
+	if (p < end && *p != ';')
+		return false;
+	if (!raw_param(p, end, "branch", m->raw.branch, sizeof(m->raw.branch)))
+		return false;
+	for (const char *q = p; q + 6 <= end; q++)
+		if (strncasecmp(q, ";rport", 6) == 0 && (q + 6 == end || q[6] == ';' || q[6] == '='))
+			m->via_rport = true;
+	m->branch = m->raw.branch;
+	m->via_host = m->raw.via_host;
+	m->via_transport = m->raw.via_transport;
+	return true;
+}
+
+static bool raw_request_line(struct sa_msg *m)
+{
+	const char *l = m->buf, *end = l + m->start_line_len;
+	const char *sp1 = memchr(l, ' ', m->start_line_len);
+	const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(end - sp1 - 1)) : NULL;
+	if (!sp2 || sp1 == l || (size_t)(sp1 - l) >= sizeof(m->raw.method) || end - sp2 - 1 != 7 ||
+	    memcmp(sp2 + 1, "SIP/2.0", 7) != 0)
+		return false;
+	for (const char *p = l; p < sp1; p++)
+		if (!isupper((unsigned char)*p))
+			return false;
+	memcpy(m->raw.method, l, (size_t)(sp1 - l));
+	m->raw.method[sp1 - l] = '\0';
+	char uri[1024];
+	size_t ulen = (size_t)(sp2 - sp1 - 1);
+	if (ulen == 0 || ulen >= sizeof(uri))
+		return false;
+	memcpy(uri, sp1 + 1, ulen);
+	uri[ulen] = '\0';
+	if (osip_uri_init(&m->raw.ruri) != 0 || osip_uri_parse(m->raw.ruri, uri) != 0 || !m->raw.ruri->scheme ||
+	    !m->raw.ruri->host || !m->raw.ruri->host[0] || osip_list_size(&m->raw.ruri->url_headers) > 0 ||
+	    (strcasecmp(m->raw.ruri->scheme, "sip") != 0 && strcasecmp(m->raw.ruri->scheme, "sips") != 0))
+		return false;
+	return true;
+}
+
+/* A request with no credentials, no To tag and no Route can only be
+ * challenged, refused or answered by us: its raw lines say all we need.
+ * false when it is anything else or unusual in any way (osip judges it). */
+static bool fill_request_raw(struct sa_msg *m)
+{
+	const struct sa_hdr *via = sa_msg_header(m, SA_H_VIA, 0), *cseq = sa_msg_header(m, SA_H_CSEQ, 0);
+	const struct sa_hdr *from = sa_msg_header(m, SA_H_FROM, 0), *to = sa_msg_header(m, SA_H_TO, 0);
+	const struct sa_hdr *cid = sa_msg_header(m, SA_H_CALL_ID, 0);
+	char tag[128];
+
+	if (!via || !cseq || !from || !to || !cid || cid->vlen == 0 || cid->vlen > SA_SIP_MAX_CALL_ID ||
+	    sa_msg_header(m, SA_H_AUTHORIZATION, 0) || sa_msg_header(m, SA_H_PROXY_AUTHORIZATION, 0) ||
+	    sa_msg_header(m, SA_H_ROUTE, 0) || sa_msg_header(m, SA_H_FROM, 1) || sa_msg_header(m, SA_H_TO, 1) ||
+	    sa_msg_header(m, SA_H_CALL_ID, 1) || sa_msg_header(m, SA_H_CSEQ, 1) || raw_tag(to, tag, sizeof(tag)))
+		return false;
+	if (!raw_request_line(m) || !raw_via(m, via))
+		return false;
+	const char *sp = memchr(cseq->value, ' ', cseq->vlen);
+	long long n = sp ? parse_decimal(cseq->value, sp, UINT32_MAX) : -1;
+	size_t ml = sp ? (size_t)(cseq->value + cseq->vlen - sp - 1) : 0;
+	if (n < 0 || ml != strlen(m->raw.method) || memcmp(sp + 1, m->raw.method, ml) != 0)
+		return false;
+	const struct sa_hdr *mf = sa_msg_header(m, SA_H_MAX_FORWARDS, 0);
+	long long mfv = mf ? parse_decimal(mf->value, mf->value + mf->vlen, 255) : -1;
+	if (mf && mfv < 0)
+		return false;
+	memcpy(m->call_id_buf, cid->value, cid->vlen);
+	m->call_id_buf[cid->vlen] = '\0';
+	m->call_id = m->call_id_buf;
+	m->cseq = (unsigned long)n;
+	m->cseq_method = m->method_name = m->raw.method;
+	m->method = sa_method_from_name(m->raw.method);
+	m->request = true;
+	m->max_forwards = (int)mfv;
+	m->ruri_scheme = m->raw.ruri->scheme;
+	m->ruri_host = m->raw.ruri->host;
+	m->ruri_user = m->raw.ruri->username;
+	if (raw_tag(from, m->raw.from_tag, sizeof(m->raw.from_tag)))
+		m->from_tag = m->raw.from_tag;
+	return m->from_tag != NULL;
+}
+
+/* Start again from the raw lines, as if the fast path had not been tried. */
+static void reset_raw_view(struct sa_msg *m)
+{
+	if (m->raw.ruri)
+		osip_uri_free(m->raw.ruri);
+	memset(&m->raw, 0, sizeof(m->raw));
+	m->branch = m->via_host = m->via_transport = m->from_tag = m->to_tag = NULL;
+	m->via_port = 0;
+	m->via_rport = false;
+}
+
 int sa_msg_full(struct sa_msg *m, struct sa_msg_error *err)
 {
 	if (m->osip)
@@ -601,6 +725,9 @@ int sa_msg_parse(struct sa_msg *m, const char *buf, size_t len, bool stream, str
 		return -1;
 	if (m->start_line_len > 8 && memcmp(buf, "SIP/2.0 ", 8) == 0)
 		return fill_response_view(m, err);
+	if (fill_request_raw(m))
+		return 0;
+	reset_raw_view(m);
 	if (osip_message_init(&m->osip) != 0)
 		return fail(err, 500, "out of memory");
 	/* osip reads the body by Content-Length; give it exactly the message */
@@ -611,6 +738,9 @@ int sa_msg_parse(struct sa_msg *m, const char *buf, size_t len, bool stream, str
 
 void sa_msg_free(struct sa_msg *m)
 {
+	if (m->raw.ruri)
+		osip_uri_free(m->raw.ruri);
+	m->raw.ruri = NULL;
 	if (m->osip)
 		osip_message_free(m->osip);
 	m->osip = NULL;

@@ -63,11 +63,15 @@ struct sa_msg {
 	const char *ruri_host;
 	const char *ruri_user;
 	size_t start_line_len;      /* the first line, without CRLF */
-	struct {                    /* a response's fields, read from its raw lines */
+	struct {                    /* fields read from the raw lines (responses, simple requests) */
 		char branch[128];
 		char from_tag[128];
 		char to_tag[128];
 		char cseq_method[32];
+		char method[32];
+		char via_host[128];
+		char via_transport[8];
+		osip_uri_t *ruri;       /* the Request-URI, parsed on its own */
 	} raw;
 	struct sa_hdr hdr[SA_SIP_MAX_HEADERS];
 	unsigned nhdr;
@@ -95,8 +99,9 @@ long sa_sip_frame(const char *buf, size_t len, size_t *skip);
  * message came on TCP/TLS, so Content-Length is required. */
 int sa_msg_parse(struct sa_msg *m, const char *buf, size_t len, bool stream, struct sa_msg_error *err);
 void sa_msg_free(struct sa_msg *m);
-/* Responses are read from their raw lines (relaying needs no more); the
- * parsed form (m->osip) is made on demand by this. 0, or -1 with err. */
+/* Responses, and requests that can only be challenged (no credentials, no
+ * To tag, no Route), are read from their raw lines; the parsed form
+ * (m->osip) is made on demand by this. 0, or -1 with err. */
 int sa_msg_full(struct sa_msg *m, struct sa_msg_error *err);
 /* Only index the raw lines (no osip parse): for messages we wrote ourselves. */
 int sa_msg_scan(struct sa_msg *m, const char *buf, size_t len, struct sa_msg_error *err);

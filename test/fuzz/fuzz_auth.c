@@ -124,6 +124,8 @@ static void unq(const char *v, char *out, size_t cap)
 /* The right response for m's credentials for our realm, as a client knowing the password computes it. */
 static int right_response(const struct sa_msg *m, char out[SA_DIGEST_HEX_MAX])
 {
+	if (!m->osip)
+		return -1;   /* read from raw lines: it carries no credentials */
 	const osip_list_t *l = m->method == SA_M_REGISTER ? &m->osip->authorizations : &m->osip->proxy_authorizations;
 	for (int i = 0; i < osip_list_size(l); i++) {
 		osip_authorization_t *az = osip_list_get(l, i);
