@@ -272,10 +272,8 @@ static bool uri_is_us(struct sa_server *srv, osip_uri_t *u)
 static unsigned routes_to_us(struct sa_server *srv, const struct sa_msg *m)
 {
 	unsigned n = 0;
-	osip_route_t *r;
-	if (!m->osip)
-		return 0;   /* read from raw lines: it had no Route */
-	while ((r = osip_list_get(&m->osip->routes, (int)n)) && uri_is_us(srv, r->url))
+	osip_uri_t *u;
+	while ((u = sa_msg_route_uri(m, (int)n)) && uri_is_us(srv, u))
 		n++;
 	return n;
 }
@@ -880,8 +878,8 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 		reject(srv, m, from, 403, NULL, NULL, "in-dialog request without our Route");
 		return;
 	}
-	osip_route_t *next = osip_list_get(&m->osip->routes, (int)pop);
-	osip_uri_t *target = next ? next->url : m->osip->req_uri;
+	osip_uri_t *next = sa_msg_route_uri(m, (int)pop);
+	osip_uri_t *target = next ? next : sa_msg_ruri(m);
 	int side = 0;
 	struct sa_call *c = call_find(srv, m, &side);
 	if (!c) {

@@ -653,22 +653,61 @@ static bool raw_request_line(struct sa_msg *m)
 	return true;
 }
 
-/* A request with no credentials, no To tag and no Route can only be
- * challenged, refused or answered by us: its raw lines say all we need.
+/* Each Route value parsed on its own; false past four or on anything odd. */
+static bool raw_routes(struct sa_msg *m)
+{
+	for (unsigned i = 0; i < m->nhdr; i++) {
+		const struct sa_hdr *h = &m->hdr[i];
+		const char *v = h->value, *end = h->value + h->vlen;
+		while (h->kind == SA_H_ROUTE && v < end) {
+			size_t n = sa_hdr_first_value_len(v, (size_t)(end - v));
+			char buf[512];
+			if (n == 0 || n >= sizeof(buf) || m->raw.nroutes == 4)
+				return false;
+			memcpy(buf, v, n);
+			buf[n] = '\0';
+			osip_route_t *r = NULL;
+			if (osip_route_init(&r) != 0)
+				return false;
+			m->raw.routes[m->raw.nroutes++] = r;
+			if (osip_route_parse(r, buf) != 0 || !r->url)
+				return false;
+			v += n;
+			while (v < end && (*v == ',' || *v == ' ' || *v == '\t'))
+				v++;
+		}
+	}
+	return true;
+}
+
+osip_uri_t *sa_msg_route_uri(const struct sa_msg *m, int n)
+{
+	if (m->osip) {
+		osip_route_t *r = osip_list_get(&m->osip->routes, n);
+		return r ? r->url : NULL;
+	}
+	return n >= 0 && n < m->raw.nroutes ? m->raw.routes[n]->url : NULL;
+}
+
+osip_uri_t *sa_msg_ruri(const struct sa_msg *m)
+{
+	return m->osip ? m->osip->req_uri : m->raw.ruri;
+}
+
+/* A request without credentials is challenged, refused, answered by us or
+ * (in a dialog) loose-routed: its raw lines and its Routes say all we need.
  * false when it is anything else or unusual in any way (osip judges it). */
 static bool fill_request_raw(struct sa_msg *m)
 {
 	const struct sa_hdr *via = sa_msg_header(m, SA_H_VIA, 0), *cseq = sa_msg_header(m, SA_H_CSEQ, 0);
 	const struct sa_hdr *from = sa_msg_header(m, SA_H_FROM, 0), *to = sa_msg_header(m, SA_H_TO, 0);
 	const struct sa_hdr *cid = sa_msg_header(m, SA_H_CALL_ID, 0);
-	char tag[128];
-
 	if (!via || !cseq || !from || !to || !cid || cid->vlen == 0 || cid->vlen > SA_SIP_MAX_CALL_ID ||
 	    sa_msg_header(m, SA_H_AUTHORIZATION, 0) || sa_msg_header(m, SA_H_PROXY_AUTHORIZATION, 0) ||
-	    sa_msg_header(m, SA_H_ROUTE, 0) || sa_msg_header(m, SA_H_FROM, 1) || sa_msg_header(m, SA_H_TO, 1) ||
-	    sa_msg_header(m, SA_H_CALL_ID, 1) || sa_msg_header(m, SA_H_CSEQ, 1) || raw_tag(to, tag, sizeof(tag)))
+	    sa_msg_header(m, SA_H_FROM, 1) || sa_msg_header(m, SA_H_TO, 1) ||
+	    sa_msg_header(m, SA_H_CALL_ID, 1) || sa_msg_header(m, SA_H_CSEQ, 1))
 		return false;
-	if (!raw_request_line(m) || !raw_via(m, via))
+	if (!raw_request_line(m) || !raw_via(m, via) || !raw_routes(m))
 		return false;
 	const char *sp = memchr(cseq->value, ' ', cseq->vlen);
 	long long n = sp ? parse_decimal(cseq->value, sp, UINT32_MAX) : -1;
@@ -692,14 +731,25 @@ static bool fill_request_raw(struct sa_msg *m)
 	m->ruri_user = m->raw.ruri->username;
 	if (raw_tag(from, m->raw.from_tag, sizeof(m->raw.from_tag)))
 		m->from_tag = m->raw.from_tag;
+	if (raw_tag(to, m->raw.to_tag, sizeof(m->raw.to_tag)))
+		m->to_tag = m->raw.to_tag;
 	return m->from_tag != NULL;
 }
 
 /* Start again from the raw lines, as if the fast path had not been tried. */
-static void reset_raw_view(struct sa_msg *m)
+static void raw_free(struct sa_msg *m)
 {
 	if (m->raw.ruri)
 		osip_uri_free(m->raw.ruri);
+	for (int i = 0; i < m->raw.nroutes; i++)
+		osip_route_free(m->raw.routes[i]);
+	m->raw.ruri = NULL;
+	m->raw.nroutes = 0;
+}
+
+static void reset_raw_view(struct sa_msg *m)
+{
+	raw_free(m);
 	memset(&m->raw, 0, sizeof(m->raw));
 	m->branch = m->via_host = m->via_transport = m->from_tag = m->to_tag = NULL;
 	m->via_port = 0;
@@ -738,9 +788,7 @@ int sa_msg_parse(struct sa_msg *m, const char *buf, size_t len, bool stream, str
 
 void sa_msg_free(struct sa_msg *m)
 {
-	if (m->raw.ruri)
-		osip_uri_free(m->raw.ruri);
-	m->raw.ruri = NULL;
+	raw_free(m);
 	if (m->osip)
 		osip_message_free(m->osip);
 	m->osip = NULL;

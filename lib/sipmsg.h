@@ -72,6 +72,8 @@ struct sa_msg {
 		char via_host[128];
 		char via_transport[8];
 		osip_uri_t *ruri;       /* the Request-URI, parsed on its own */
+		osip_route_t *routes[4];   /* the Route values, each parsed on its own */
+		int nroutes;
 	} raw;
 	struct sa_hdr hdr[SA_SIP_MAX_HEADERS];
 	unsigned nhdr;
@@ -99,15 +101,19 @@ long sa_sip_frame(const char *buf, size_t len, size_t *skip);
  * message came on TCP/TLS, so Content-Length is required. */
 int sa_msg_parse(struct sa_msg *m, const char *buf, size_t len, bool stream, struct sa_msg_error *err);
 void sa_msg_free(struct sa_msg *m);
-/* Responses, and requests that can only be challenged (no credentials, no
- * To tag, no Route), are read from their raw lines; the parsed form
- * (m->osip) is made on demand by this. 0, or -1 with err. */
+/* Responses, and requests without credentials, are read from their raw
+ * lines (a few values, such as Routes, parsed one by one); the parsed form of
+ * the whole message (m->osip) is made on demand by this. 0, or -1 with err. */
 int sa_msg_full(struct sa_msg *m, struct sa_msg_error *err);
 /* Only index the raw lines (no osip parse): for messages we wrote ourselves. */
 int sa_msg_scan(struct sa_msg *m, const char *buf, size_t len, struct sa_msg_error *err);
 /* Length of the first comma-separated value of a header value, honouring
  * quoted strings and <...>. */
 size_t sa_hdr_first_value_len(const char *v, size_t vlen);
+
+/* The n-th Route's URI and the Request-URI, however the message was read. */
+osip_uri_t *sa_msg_route_uri(const struct sa_msg *m, int n);
+osip_uri_t *sa_msg_ruri(const struct sa_msg *m);
 
 /* The n-th header of a kind, or NULL. */
 const struct sa_hdr *sa_msg_header(const struct sa_msg *m, enum sa_hdr_kind kind, unsigned n);
