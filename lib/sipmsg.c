@@ -436,7 +436,7 @@ static bool osip_wanted(enum sa_hdr_kind k)
 /* Let osip parse the start line and the headers we read, nothing else: it
  * builds a structure for every header and the body it is given, and that is
  * most of the cost of a message. Quoted NULs are made blank in the copy. */
-static int osip_parse(struct sa_msg *m, size_t len, struct sa_msg_error *err)
+static int osip_parse(struct sa_msg *m, struct sa_msg_error *err)
 {
 	size_t hlen = (size_t)(m->body - m->buf);
 	int nuls = header_nuls(m->buf, hlen);
@@ -461,7 +461,6 @@ static int osip_parse(struct sa_msg *m, size_t len, struct sa_msg_error *err)
 				copy[i] = ' ';
 	int rc = b.overflow ? -1 : osip_message_parse(m->osip, copy, b.len);   /* osip keeps copies */
 	free(copy);
-	(void)len;
 	return rc == 0 ? 0 : fail(err, 400, "unparseable");
 }
 
@@ -762,7 +761,7 @@ int sa_msg_full(struct sa_msg *m, struct sa_msg_error *err)
 		return 0;
 	if (osip_message_init(&m->osip) != 0)
 		return fail(err, 500, "out of memory");
-	return osip_parse(m, (size_t)(m->body - m->buf) + m->body_len, err);
+	return osip_parse(m, err);
 }
 
 int sa_msg_parse(struct sa_msg *m, const char *buf, size_t len, bool stream, struct sa_msg_error *err)
@@ -780,8 +779,7 @@ int sa_msg_parse(struct sa_msg *m, const char *buf, size_t len, bool stream, str
 	reset_raw_view(m);
 	if (osip_message_init(&m->osip) != 0)
 		return fail(err, 500, "out of memory");
-	/* osip reads the body by Content-Length; give it exactly the message */
-	if (osip_parse(m, (size_t)(m->body - buf) + m->body_len, err) < 0)
+	if (osip_parse(m, err) < 0)
 		return -1;
 	return fill_view(m, err);
 }
