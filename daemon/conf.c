@@ -28,7 +28,10 @@ static int perr(struct parse *p, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	snprintf(p->err, p->errlen, "%s:%u: %s", p->file, p->line, msg);
+	if (p->line)
+		snprintf(p->err, p->errlen, "%s:%u: %s", p->file, p->line, msg);
+	else   /* a rule about the file as a whole */
+		snprintf(p->err, p->errlen, "%s: %s", p->file, msg);
 	return -1;
 }
 

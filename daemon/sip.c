@@ -279,26 +279,29 @@ static unsigned routes_to_us(struct sa_server *srv, const struct sa_msg *m)
 }
 
 /* A flow to a URI's host:port;transport (numeric hosts only: no DNS at the edge). */
-static int flow_for_uri(struct sa_server *srv, osip_uri_t *u, struct sa_flow *fl)
+static void flow_for_endpoint(struct sa_server *srv, const struct sa_endpoint *ep, struct sa_flow *fl);
+
+/* A flow to transport/host/port written as text (a URI's, a binding's). */
+static int flow_for_text(struct sa_server *srv, const char *proto, const char *host, const char *port,
+                         struct sa_flow *fl)
 {
-	char spec[128];
-	osip_uri_param_t *tp = NULL;
-	osip_uri_uparam_get_byname(u, "transport", &tp);
-	const char *proto = tp && tp->gvalue ? tp->gvalue : "udp";
-	if (!u->host)
-		return -1;
-	bool v6 = strchr(u->host, ':') != NULL;
-	snprintf(spec, sizeof(spec), "%s:%s%s%s:%s", proto, v6 ? "[" : "", u->host, v6 ? "]" : "",
-	         u->port ? u->port : "5060");
+	char spec[160];
 	struct sa_endpoint ep;
+	bool v6 = strchr(host, ':') != NULL;
+	snprintf(spec, sizeof(spec), "%s:%s%s%s:%s", proto, v6 ? "[" : "", host, v6 ? "]" : "", port);
 	if (sa_endpoint_parse(spec, &ep) < 0)
 		return -1;
-	memset(fl, 0, sizeof(*fl));
-	fl->proto = ep.proto;
-	fl->ss = ep.ss;
-	fl->sslen = ep.sslen;
-	fl->lidx = sa_transport_listener_for(srv, fl->proto);
+	flow_for_endpoint(srv, &ep, fl);
 	return 0;
+}
+
+static int flow_for_uri(struct sa_server *srv, osip_uri_t *u, struct sa_flow *fl)
+{
+	osip_uri_param_t *tp = NULL;
+	osip_uri_uparam_get_byname(u, "transport", &tp);
+	if (!u->host)
+		return -1;
+	return flow_for_text(srv, tp && tp->gvalue ? tp->gvalue : "udp", u->host, u->port ? u->port : "5060", fl);
 }
 
 static void flow_for_endpoint(struct sa_server *srv, const struct sa_endpoint *ep, struct sa_flow *fl)
@@ -851,16 +854,12 @@ static void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const 
 		reject(srv, m, from, 480, NULL, NULL, "trunk not registered");
 		return;
 	}
-	struct sa_endpoint ep;
-	char spec[128];
-	bool v6 = strchr(b.source, ':') != NULL;
-	snprintf(spec, sizeof(spec), "%s:%s%s%s:%u", b.transport, v6 ? "[" : "", b.source, v6 ? "]" : "",
-	         b.source_port);
-	if (sa_endpoint_parse(spec, &ep) < 0) {
+	char port[8];
+	snprintf(port, sizeof(port), "%u", b.source_port);
+	if (flow_for_text(srv, b.transport, b.source, port, &to) < 0) {
 		reject(srv, m, from, 500, NULL, NULL, "bad binding address");
 		return;
 	}
-	flow_for_endpoint(srv, &ep, &to);
 	if (m->method == SA_M_INVITE && srv->ncalls >= srv->cfg.max_calls) {
 		reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
 		return;
@@ -1028,8 +1027,7 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 	struct sa_credential cred;
 	char realm[SA_REALM_MAX];
 	char trunk[SA_ID_MAX];
-	if (!m->osip && sa_auth_trunk_from_host(m->ruri_host, srv->domain, trunk, sizeof(trunk)) < 0 &&
-	    !ensure_full(srv, m, from))
+	if (!m->osip && request_trunk(srv, m, trunk, sizeof(trunk)) < 0 && !ensure_full(srv, m, from))
 		return;   /* the To host may name the trunk: that takes the full parse */
 	if (!authenticate(srv, m, from, &cred, realm, sizeof(realm)))
 		return;
