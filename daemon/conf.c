@@ -276,6 +276,12 @@ static int set_key(struct parse *p, const char *sec, const char *k, char *v)
 	if (IS("registrar", "max_contacts")) return set_uint(p, v, 0, 1000, &c->reg.max_contacts);
 	if (IS("proxy", "timer_c")) return set_uint(p, v, 181, 3600, &c->timer_c);
 	if (IS("proxy", "max_transactions")) return set_uint(p, v, 16, 10000000, &c->max_transactions);
+	if (IS("proxy", "max_transactions_per_source"))
+		return set_uint(p, v, 0, 10000000, &c->max_transactions_per_source);
+	if (IS("proxy", "max_transactions_per_credential"))
+		return set_uint(p, v, 0, 10000000, &c->max_transactions_per_credential);
+	if (IS("proxy", "max_transaction_memory"))
+		return set_uint(p, v, 1, 65536, &c->max_transaction_memory);
 	if (IS("proxy", "max_calls")) return set_uint(p, v, 1, 10000000, &c->max_calls);
 	if (IS("proxy", "max_call_age")) return set_uint(p, v, 5, 604800, &c->max_call_age);
 	if (IS("limits", "tcp_idle_timeout")) return set_uint(p, v, 5, 86400, &c->tcp_idle_timeout);
@@ -319,6 +325,9 @@ static void set_defaults(struct sa_config *c)
 	c->tcp_idle_timeout = 300;
 	c->max_connections = 4096;
 	c->max_transactions = 65536;
+	c->max_transactions_per_source = 1000;
+	c->max_transactions_per_credential = 1000;
+	c->max_transaction_memory = 128;
 	c->timer_c = 181;
 	c->max_calls = 10000;
 	c->abuse = (struct sa_abuse_cfg){ .max_failures = 10, .window = 60, .ban_time = 600 };

@@ -9,11 +9,10 @@
 #include "abuse.h"
 #include "auth.h"
 #include "registrar.h"
+#include "route.h"
 
 #define SA_MAX_LISTEN 8
 #define SA_MAX_TRUSTED 32
-
-enum sa_proto { SA_PROTO_UDP = 0, SA_PROTO_TCP, SA_PROTO_TLS };
 
 struct sa_endpoint {
 	enum sa_proto proto;
@@ -63,6 +62,9 @@ struct sa_config {
 	unsigned tcp_idle_timeout;       /* seconds */
 	unsigned max_connections;
 	unsigned max_transactions;
+	unsigned max_transactions_per_source;      /* in progress from one untrusted address; 0: no limit */
+	unsigned max_transactions_per_credential;  /* in progress for one credential's calls; 0: no limit */
+	unsigned max_transaction_memory;           /* MiB of messages all transactions may keep */
 	unsigned timer_c;                /* seconds an INVITE may ring */
 	unsigned max_calls;              /* dialogs tracked at once; more get 503 */
 	unsigned max_call_age;           /* seconds: calls whose BYE never came are ended */

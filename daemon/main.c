@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #include "conf.h"
 #include "config.h"
@@ -109,9 +110,17 @@ static int open_store(struct sa_server *srv)
 		        srv->cfg.domain, srv->domain);
 		return -1;
 	}
+	/* A fresh nonce key each start: the nonce-count replay table lives in
+	 * memory, so a nonce from before the start must not verify after it. A
+	 * nonce of the previous run names a key id we no longer hold and is
+	 * answered stale=true, or (1 in 255, same id) fails its MAC. */
+	unsigned char key_id = 0;
 	srv->nonce = sa_nonce_ctx_new(srv->cfg.nonce_ttl, REPLAY_SLOTS);
-	if (!srv->nonce || sa_store_nonce_secret(srv->store, secret) != 0 ||
-	    sa_nonce_key_set(srv->nonce, 1, secret) != 0) {
+	while (key_id == 0)
+		if (RAND_bytes(&key_id, 1) != 1)
+			break;
+	if (!srv->nonce || key_id == 0 || RAND_bytes(secret, sizeof(secret)) != 1 ||
+	    sa_nonce_key_set(srv->nonce, key_id, secret) != 0) {
 		OPENSSL_cleanse(secret, sizeof(secret));
 		log_err("event=nonce_setup_failed");
 		return -1;

@@ -3,6 +3,7 @@
 #define SA_SERVER_H
 
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include <event2/event.h>
 #include <event2/bufferevent.h>
@@ -12,17 +13,10 @@
 #include "auth.h"
 #include "conf.h"
 #include "nonce.h"
+#include "route.h"
 #include "sipmsg.h"
 #include "store.h"
-
-/* A way back to a peer: the transport, the address, and for TCP the connection. */
-struct sa_flow {
-	enum sa_proto proto;
-	uint64_t conn_id;              /* 0 for UDP, or when a new connection may be opened */
-	struct sockaddr_storage ss;
-	socklen_t sslen;
-	unsigned lidx;                 /* the listener it arrived on / leaves from */
-};
+#include "txn.h"
 
 struct sa_listener {
 	struct sa_endpoint ep;
@@ -54,6 +48,10 @@ struct sa_counters {
 	uint64_t calls_started;
 	uint64_t calls_revoked;          /* calls ended because their credential was deleted */
 	uint64_t calls_reaped;           /* calls ended at max_call_age */
+	uint64_t transactions_refused;   /* 503: a source, credential or the memory budget was full */
+	uint64_t transactions_evicted;   /* finished transactions dropped early to make room */
+	uint64_t responses_refused;      /* answers from a peer the request was not sent to */
+	uint64_t relay_refused;          /* in-dialog requests not from the call's ends, or routed outside it */
 };
 
 struct sa_server {
@@ -72,6 +70,10 @@ struct sa_server {
 	struct sa_txn **txn_by_skey;
 	struct sa_txn **txn_by_branch;
 	unsigned ntxns;
+	unsigned ntxns_peak;            /* since the heap was last trimmed */
+	TAILQ_HEAD(, sa_txn) txn_done;  /* finished transactions, oldest first */
+	struct sa_txn_budget *txn_budget;   /* what each source and credential holds */
+	unsigned char tag_key[SA_TAG_KEY_LEN];   /* keys the To tags we make */
 	SSL_CTX *tls_server;            /* swapped on SIGHUP; live connections keep theirs */
 	SSL_CTX *tls_client;            /* towards the gateway (verified) and PBXs */
 	unsigned nhandshakes;           /* TLS handshakes in progress */
@@ -82,7 +84,6 @@ struct sa_server {
 	struct event *revoke_poll;
 	struct event *sig_term, *sig_int, *sig_hup, *housekeeping;
 	struct sa_counters counters;
-	char salt[9];                   /* random per process: our branches are unique */
 	int stopping;                   /* SIGTERM: draining transactions in flight */
 	uint64_t stop_deadline_ms;
 	struct event *drain;
@@ -101,6 +102,8 @@ int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const cha
 /* The listener to leave from towards proto (its address goes in Via/Record-Route). */
 unsigned sa_transport_listener_for(struct sa_server *srv, enum sa_proto proto);
 void sa_flow_peer(const struct sa_flow *fl, char *addr, size_t alen, uint16_t *port);
+/* Is the TCP/TLS connection with this id still open? */
+bool sa_transport_conn_open(struct sa_server *srv, uint64_t conn_id);
 
 /* sip.c: one message in */
 void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char *buf, size_t len);

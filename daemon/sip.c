@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <malloc.h>
+#include <sys/queue.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -16,22 +18,24 @@
 #include "log.h"
 #include "proxy.h"
 #include "registrar.h"
+#include "route.h"
 #include "server.h"
+#include "txn.h"
 
 #define TXN_BUCKETS 65536
 #define CALL_BUCKETS 16384
-#define T1_MS 500
-#define T2_MS 4000
-#define LINGER_UDP_MS 32000       /* absorb retransmissions and the ACK (Timers J, I, D) */
+#define LINGER_UDP_MS (64 * SA_TXN_T1_MS)   /* absorb retransmissions and the ACK (Timers J, I, D; RFC 6026 L, M) */
 #define LINGER_STREAM_MS 2000
 
 /* One proxied transaction: the server side (towards the sender) and the
  * client side (towards the next hop), RFC 3261 §16 and §17. */
 struct sa_txn {
 	struct sa_txn *snext, *cnext;
+	TAILQ_ENTRY(sa_txn) done;      /* completed ones, oldest first: the first to make room */
 	struct sa_server *srv;
 	char skey[320];                /* branch|sent-by|method of the request received */
-	char branch[48];               /* our branch towards the next hop */
+	char branch[SA_TXN_BRANCH_LEN + 1];   /* ours towards the next hop: random, unguessable */
+	char local_tag[17];            /* the To tag of answers we make ourselves (408, 487) */
 	enum sa_method method;
 	struct sa_flow from, to;
 	char *req;                     /* the request as we forwarded it */
@@ -45,10 +49,12 @@ struct sa_txn {
 	struct event *timer;           /* retransmit / timeout / linger */
 	struct event *timer_c;         /* INVITE: how long it may ring */
 	bool completed;                /* final response relayed: lingering */
+	bool charged;                  /* counted in its source's and credential's budget */
 	bool local;                    /* we are the UAC (a BYE we send): absorb its responses */
 	bool inbound;                  /* INVITE from the gateway to a registered PBX */
 	char cred_id[SA_ID_MAX];       /* INVITE: the credential the call belongs to */
 	char trunk_id[SA_ID_MAX];
+	char budget_cred[SA_ID_MAX];   /* the credential it is charged to ("" none) */
 };
 
 /* An established call: the dialog and the ways back to both ends. */
@@ -85,6 +91,9 @@ static uint32_t hash_str(const char *s)
 	return h;
 }
 
+static bool is_trusted(struct sa_server *srv, const struct sa_flow *from);
+static const void *flow_addr(const struct sa_flow *fl, size_t *len);
+
 /* ---- transaction table ---- */
 
 static struct sa_txn *txn_by_skey(struct sa_server *srv, const char *key)
@@ -103,6 +112,26 @@ static struct sa_txn *txn_by_branch(struct sa_server *srv, const char *branch)
 	return NULL;
 }
 
+/* Give back the transaction's place in its source's and credential's budget. */
+static void txn_discharge(struct sa_txn *t)
+{
+	if (!t->charged)
+		return;
+	size_t alen;
+	const void *a = flow_addr(&t->from, &alen);
+	sa_txn_budget_release(t->srv->txn_budget, a, alen, t->budget_cred);
+	t->charged = false;
+}
+
+/* Keep a copy of a message in *slot (its bytes counted against max_transaction_memory). */
+static void txn_keep(struct sa_txn *t, char **slot, size_t *lenp, char *buf, size_t n)
+{
+	sa_txn_budget_bytes(t->srv->txn_budget, (long)n - (long)(*slot ? *lenp : 0));
+	free(*slot);
+	*slot = buf;
+	*lenp = n;
+}
+
 static void txn_free(struct sa_txn *t)
 {
 	struct sa_server *srv = t->srv;
@@ -117,13 +146,16 @@ static void txn_free(struct sa_txn *t)
 	if (*pp)
 		*pp = t->cnext;
 	srv->ntxns--;
-	if (!t->completed)
+	if (t->completed)
+		TAILQ_REMOVE(&srv->txn_done, t, done);
+	else
 		srv->nactive--;
+	txn_discharge(t);
 	event_free(t->timer);
 	if (t->timer_c)
 		event_free(t->timer_c);
-	free(t->req);
-	free(t->resp);
+	txn_keep(t, &t->req, &t->req_len, NULL, 0);
+	txn_keep(t, &t->resp, &t->resp_len, NULL, 0);
 	free(t);
 }
 
@@ -145,26 +177,71 @@ static void server_key(const struct sa_msg *m, char *out, size_t len)
 	snprintf(out, len, "%s|%s:%d|%s", m->branch, m->via_host, m->via_port, method);
 }
 
-/* A transaction for request m from `from`, or (m NULL) one of our own. */
-static struct sa_txn *txn_new(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
+/* Room for one more transaction keeping `bytes`: finished transactions only
+ * absorb retransmissions, so the oldest of them go first. */
+static bool txn_make_room(struct sa_server *srv, size_t bytes)
 {
-	if (srv->ntxns >= srv->cfg.max_transactions)
+	struct sa_txn_limits lim = { .max_bytes = (size_t)srv->cfg.max_transaction_memory << 20 };
+	while (srv->ntxns >= srv->cfg.max_transactions || !sa_txn_budget_bytes_ok(srv->txn_budget, &lim, bytes)) {
+		struct sa_txn *oldest = TAILQ_FIRST(&srv->txn_done);
+		if (!oldest)
+			return false;
+		srv->counters.transactions_evicted++;
+		txn_free(oldest);
+	}
+	return true;
+}
+
+/* Charge a new transaction from `from` (for cred_id) to their budgets;
+ * trusted gateways have no per-source limit. */
+static enum sa_txn_admit txn_admit(struct sa_server *srv, const struct sa_flow *from, const char *cred_id,
+                                   size_t bytes)
+{
+	if (!txn_make_room(srv, bytes))
+		return srv->ntxns >= srv->cfg.max_transactions ? SA_TXN_SOURCE_FULL : SA_TXN_MEMORY_FULL;
+	struct sa_txn_limits lim = { .per_source = is_trusted(srv, from) ? 0 : srv->cfg.max_transactions_per_source,
+	                             .per_credential = srv->cfg.max_transactions_per_credential };
+	size_t alen;
+	const void *a = flow_addr(from, &alen);
+	return sa_txn_budget_admit(srv->txn_budget, &lim, a, alen, cred_id);
+}
+
+/* A transaction for request m from `from`, charged to budget_cred, keeping
+ * about `bytes`; or (m NULL) one of our own. NULL with *why when refused. */
+static struct sa_txn *txn_new(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                              const char *budget_cred, size_t bytes, const char **why)
+{
+	*why = "out of memory";
+	if (m) {
+		enum sa_txn_admit adm = txn_admit(srv, from, budget_cred, bytes);
+		if (adm != SA_TXN_ADMIT) {
+			*why = adm == SA_TXN_SOURCE_FULL && srv->ntxns >= srv->cfg.max_transactions
+			       ? "transaction table full" : sa_txn_admit_reason(adm);
+			return NULL;
+		}
+	} else if (!txn_make_room(srv, bytes)) {
+		*why = "transaction table full";
 		return NULL;
+	}
 	struct sa_txn *t = calloc(1, sizeof(*t));
-	if (!t)
-		return NULL;
-	t->timer = evtimer_new(srv->base, txn_timer_cb, t);
-	if (!t->timer) {
+	if (!t || sa_txn_branch_new(t->branch) < 0 || !(t->timer = evtimer_new(srv->base, txn_timer_cb, t))) {
 		free(t);
+		if (m) {
+			size_t alen;
+			const void *a = flow_addr(from, &alen);
+			sa_txn_budget_release(srv->txn_budget, a, alen, budget_cred);
+		}
 		return NULL;
 	}
 	t->srv = srv;
 	t->started_ms = sa_now_ms();
-	snprintf(t->branch, sizeof(t->branch), "z9hG4bK%s%llx", srv->salt, (unsigned long long)++srv->next_id);
 	if (m) {
 		t->method = m->method;
 		t->from = *from;
+		t->charged = true;
+		snprintf(t->budget_cred, sizeof(t->budget_cred), "%s", budget_cred ? budget_cred : "");
 		server_key(m, t->skey, sizeof(t->skey));
+		sa_msg_local_tag(m, srv->tag_key, t->local_tag);
 	} else {
 		t->local = true;
 		snprintf(t->skey, sizeof(t->skey), "local|%s", t->branch);
@@ -176,6 +253,8 @@ static struct sa_txn *txn_new(struct sa_server *srv, const struct sa_msg *m, con
 	srv->txn_by_branch[hb] = t;
 	srv->ntxns++;
 	srv->nactive++;
+	if (srv->ntxns > srv->ntxns_peak)
+		srv->ntxns_peak = srv->ntxns;
 	return t;
 }
 
@@ -196,7 +275,7 @@ static void reply(struct sa_server *srv, const struct sa_msg *m, const struct sa
 	struct sa_peer peer;
 
 	peer_of(from, addr, sizeof(addr), &peer);
-	sa_msg_local_tag(m, tag);
+	sa_msg_local_tag(m, srv->tag_key, tag);
 	long n = sa_msg_response(m, &peer, status, reason, tag, extra, out, sizeof(out));
 	if (n < 0) {
 		log_warn("event=reply_too_large status=%d call_id=\"%s\"", status, LOGQ(m->call_id));
@@ -209,9 +288,7 @@ static void reply(struct sa_server *srv, const struct sa_msg *m, const struct sa
 		char *copy = malloc((size_t)n);
 		if (copy) {
 			memcpy(copy, out, (size_t)n);
-			free(t->resp);
-			t->resp = copy;
-			t->resp_len = (size_t)n;
+			txn_keep(t, &t->resp, &t->resp_len, copy, (size_t)n);
 			t->resp_status = status;
 		}
 	}
@@ -315,19 +392,23 @@ static void flow_for_endpoint(struct sa_server *srv, const struct sa_endpoint *e
 
 /* ---- forwarding ---- */
 
-/* Forward m statefully to `to`: 100 Trying for INVITE, our Via, Record-Route. */
+/* Forward m statefully to `to`: 100 Trying for INVITE, our Via, Record-Route.
+ * The transaction is charged to budget_cred (the credential whose call or
+ * request it is; NULL for none). */
 static void forward(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
                     const struct sa_flow *to, const char *ruri, unsigned pop_routes, const char *strip_realm,
-                    const struct call_owner *owner)
+                    const struct call_owner *owner, const char *budget_cred)
 {
 	bool record_route = owner != NULL;
 	char via[256], rr_in[160], rr_out[160], addr[64];
-	char *out = NULL;
 	struct sa_peer peer;
-	struct sa_txn *t = txn_new(srv, m, from);
+	size_t cap = m->len + 2048;
+	const char *why;
+	struct sa_txn *t = txn_new(srv, m, from, budget_cred, cap, &why);
 
 	if (!t) {
-		reject(srv, m, from, 503, "Service Unavailable", "Retry-After: 5\r\n", "transaction table full");
+		srv->counters.transactions_refused++;
+		reject(srv, m, from, 503, "Service Unavailable", "Retry-After: 5\r\n", why);
 		return;
 	}
 	if (m->method == SA_M_INVITE)
@@ -350,8 +431,7 @@ static void forward(struct sa_server *srv, const struct sa_msg *m, const struct 
 		f.rr[0] = rr_out;
 		f.rr[1] = in == outep ? NULL : rr_in;
 	}
-	size_t cap = m->len + 2048;
-	out = malloc(cap);
+	char *out = malloc(cap);
 	long n = out ? sa_proxy_request(m, &f, out, cap) : -1;
 	if (n < 0) {
 		free(out);
@@ -359,13 +439,12 @@ static void forward(struct sa_server *srv, const struct sa_msg *m, const struct 
 		txn_complete(t);
 		return;
 	}
-	t->req = out;
-	t->req_len = (size_t)n;
+	txn_keep(t, &t->req, &t->req_len, out, (size_t)n);
 	srv->counters.forwarded++;
 	if (sa_transport_send(srv, to, out, (size_t)n) < 0)
 		log_warn("event=send_failed method=%s call_id=\"%s\"", m->method_name, LOGQ(m->call_id));
-	t->interval_ms = T1_MS;
-	txn_arm(t, to->proto == SA_PROTO_UDP ? T1_MS : 64 * T1_MS);
+	t->interval_ms = SA_TXN_T1_MS;
+	txn_arm(t, to->proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
 	if (m->method == SA_M_INVITE) {
 		t->timer_c = evtimer_new(srv->base, txn_timer_c_cb, t);
 		struct timeval tc = { .tv_sec = srv->cfg.timer_c };
@@ -387,26 +466,20 @@ static void send_hop_request(struct sa_server *srv, struct sa_txn *t, const stru
 		sa_transport_send(srv, &t->to, out, (size_t)n);
 }
 
-/* Answer the sender of t's request ourselves (408 on timeout, 487 when we end it). */
+/* Answer the sender of t's request ourselves (408 on timeout, 487 when we
+ * end it), from the request as we forwarded it: its second Via is the sender's. */
 static void answer_downstream(struct sa_txn *t, int status)
 {
-	struct sa_msg m;
+	struct sa_msg m, r;
 	struct sa_msg_error err;
-	/* answer 408 from the request as we forwarded it: its second Via is the sender's */
-	char out[8192];
-	if (!t->req || sa_msg_scan(&m, t->req, t->req_len, &err) < 0)
-		return;
-	char resp[8192];
-	if (t->local)
+	char out[8192], resp[8192];
+	if (t->local || !t->req || sa_msg_scan(&m, t->req, t->req_len, &err) < 0)
 		return;
 	const struct sa_hdr *to = sa_msg_header(&m, SA_H_TO, 0);
 	bool tagged = to && memmem(to->value, to->vlen, "tag=", 4);
 	long n = sa_msg_response(&m, &(struct sa_peer){ .addr = "0.0.0.0", .port = 0, .transport = "udp" },
-	                         status, NULL, tagged ? NULL : "sipauthd", NULL, resp, sizeof(resp));
-	if (n < 0)
-		return;
-	struct sa_msg r;
-	if (sa_msg_scan(&r, resp, (size_t)n, &err) < 0)
+	                         status, NULL, tagged ? NULL : t->local_tag, NULL, resp, sizeof(resp));
+	if (n < 0 || sa_msg_scan(&r, resp, (size_t)n, &err) < 0)
 		return;
 	long k = sa_proxy_response(&r, out, sizeof(out));
 	if (k > 0)
@@ -415,52 +488,53 @@ static void answer_downstream(struct sa_txn *t, int status)
 
 static void txn_complete(struct sa_txn *t)
 {
-	if (!t->completed)
-		t->srv->nactive--;
+	if (t->completed)
+		return;
+	t->srv->nactive--;
 	t->completed = true;
+	TAILQ_INSERT_TAIL(&t->srv->txn_done, t, done);
+	txn_discharge(t);
 	if (t->timer_c)
 		evtimer_del(t->timer_c);
 	txn_arm(t, t->from.proto == SA_PROTO_UDP || t->to.proto == SA_PROTO_UDP ? LINGER_UDP_MS : LINGER_STREAM_MS);
 }
 
+/* Carry out what lib/txn decided for a timer. */
+static void txn_act(struct sa_txn *t, unsigned act, const char *timer)
+{
+	if (act & SA_TXN_ACT_RETRANSMIT)
+		sa_transport_send(t->srv, &t->to, t->req, t->req_len);
+	if (act & SA_TXN_ACT_COMPLETE)
+		log_info("event=timeout timer=%s method=%d upstream_status=%d", timer, t->method, t->upstream_status);
+	if ((act & SA_TXN_ACT_CANCEL) && !t->local)
+		send_hop_request(t->srv, t, NULL, true);
+	if (act & SA_TXN_ACT_ANSWER_408)
+		answer_downstream(t, 408);
+	if (act & SA_TXN_ACT_COMPLETE)
+		txn_complete(t);
+}
+
 static void txn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sa_txn *t = arg;
-	uint64_t age = sa_now_ms() - t->started_ms;
+	unsigned next;
 
 	if (t->completed) {
 		txn_free(t);
 		return;
 	}
-	if (age >= 64 * T1_MS) {
-		/* Timer B/F: the next hop never answered finally */
-		log_info("event=timeout method=%d branch=%s upstream_status=%d", t->method, t->branch, t->upstream_status);
-		if (t->upstream_status < 100 || t->method != SA_M_INVITE)
-			answer_downstream(t, 408);
-		if (t->method == SA_M_INVITE && t->upstream_status >= 100 && !t->local)
-			send_hop_request(t->srv, t, NULL, true);
-		txn_complete(t);
-		return;
-	}
-	if (t->to.proto == SA_PROTO_UDP && t->upstream_status < 100) {
-		sa_transport_send(t->srv, &t->to, t->req, t->req_len);   /* Timer A/E */
-		t->interval_ms = t->method == SA_M_INVITE ? t->interval_ms * 2
-		                 : (t->interval_ms * 2 > T2_MS ? T2_MS : t->interval_ms * 2);
-		txn_arm(t, t->interval_ms);
-		return;
-	}
-	txn_arm(t, (unsigned)(64 * T1_MS - age) + 1);
+	unsigned act = sa_txn_client_timer(t->method, t->to.proto != SA_PROTO_UDP, sa_now_ms() - t->started_ms,
+	                                   t->upstream_status, &t->interval_ms, &next);
+	txn_act(t, act, "B/F");
+	if (!t->completed && next)
+		txn_arm(t, next);
 }
 
 /* Timer C: an INVITE rang too long: CANCEL it upstream, 408 downstream. */
 static void txn_timer_c_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sa_txn *t = arg;
-	log_info("event=timer_c branch=%s", t->branch);
-	if (t->upstream_status >= 100)
-		send_hop_request(t->srv, t, NULL, true);
-	answer_downstream(t, 408);
-	txn_complete(t);
+	txn_act(t, sa_txn_timer_c(t->upstream_status), "C");
 }
 
 /* ---- calls ---- */
@@ -533,23 +607,26 @@ static void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *
 static void send_local(struct sa_server *srv, const struct sa_flow *to, struct sa_call *c, bool to_caller,
                        const char *reason)
 {
-	char via[256], out[8192];
-	struct sa_txn *t = txn_new(srv, NULL, NULL);
-	if (!t)
+	char via[256], out[8192], *copy;
+	const char *why;
+	struct sa_txn *t = txn_new(srv, NULL, NULL, NULL, 1024, &why);
+	if (!t) {
+		log_warn("event=bye_not_sent reason=\"%s\" call_id=\"%s\"", why, LOGQ(c->d.call_id));
 		return;
+	}
 	t->method = SA_M_BYE;
 	t->to = *to;
 	via_value(srv, to, t->branch, via, sizeof(via));
 	long n = sa_dialog_bye(&c->d, to_caller, via, reason, out, sizeof(out));
-	if (n < 0 || !(t->req = malloc((size_t)n))) {
+	if (n < 0 || !(copy = malloc((size_t)n))) {
 		txn_complete(t);
 		return;
 	}
-	memcpy(t->req, out, (size_t)n);
-	t->req_len = (size_t)n;
+	memcpy(copy, out, (size_t)n);
+	txn_keep(t, &t->req, &t->req_len, copy, (size_t)n);
 	sa_transport_send(srv, to, out, (size_t)n);
-	t->interval_ms = T1_MS;
-	txn_arm(t, to->proto == SA_PROTO_UDP ? T1_MS : 64 * T1_MS);
+	t->interval_ms = SA_TXN_T1_MS;
+	txn_arm(t, to->proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
 }
 
 /* End a call from the middle: BYE to both ends. */
@@ -634,6 +711,12 @@ static void revoke_poll_cb(evutil_socket_t fd, short what, void *arg)
 
 void sa_sip_housekeeping(struct sa_server *srv)
 {
+	/* after a burst, give the freed messages back to the system: the heap
+	 * would otherwise keep its high-water mark for good */
+	if (srv->ntxns_peak > 1024 && srv->ntxns < srv->ntxns_peak / 2) {
+		malloc_trim(0);
+		srv->ntxns_peak = srv->ntxns;
+	}
 	int64_t oldest = wall_now() - (int64_t)srv->cfg.max_call_age;
 	for (unsigned b = 0; b < CALL_BUCKETS; b++)
 		for (struct sa_call *c = srv->calls[b], *next; c; c = next) {
@@ -673,6 +756,37 @@ void sa_sip_calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb c
 
 /* ---- responses ---- */
 
+/* A response that nothing we sent asked for, or that came from elsewhere
+ * than the request went: dropped, counted, one (rate-limited) log line. */
+static void response_refused(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                             const char *why)
+{
+	char addr[64];
+	uint16_t port;
+	sa_flow_peer(from, addr, sizeof(addr), &port);
+	srv->counters.responses_refused++;
+	log_info("event=response_dropped reason=\"%s\" status=%d src=%s:%u proto=%s call_id=\"%s\"", why, m->status,
+	         addr, port, sa_proto_name(from->proto), LOGQ(m->call_id));
+}
+
+/* A 2xx retransmitted after its transaction ended goes along the call, and
+ * only when it comes from the end that sent it. */
+static void relay_late_2xx(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                           const char *out, size_t n)
+{
+	int side;
+	struct sa_call *c = m->status >= 200 && m->status < 300 ? call_find(srv, m, &side) : NULL;
+	if (!c)
+		return;
+	/* tags as in the dialog's requests from the caller (side 1): the answer travels to the caller */
+	const struct sa_flow *sender = side == 1 ? &c->callee : &c->caller;
+	if (!sa_route_response_ok(sender, from)) {
+		response_refused(srv, m, from, "2xx not from the call's end");
+		return;
+	}
+	sa_transport_send(srv, side == 1 ? &c->caller : &c->callee, out, n);
+}
+
 static void handle_response(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from)
 {
 	size_t cap = m->len;
@@ -680,6 +794,10 @@ static void handle_response(struct sa_server *srv, struct sa_msg *m, const struc
 	long n = out ? sa_proxy_response(m, out, cap) : -1;
 	struct sa_txn *t = m->branch ? txn_by_branch(srv, m->branch) : NULL;
 
+	if (t && !sa_route_response_ok(&t->to, from)) {
+		response_refused(srv, m, from, "not from the peer the request went to");
+		goto out;
+	}
 	if (t && t->local) {
 		/* the answer to a BYE of our own: it ends here */
 		if (m->status >= 200 && !t->completed)
@@ -689,11 +807,7 @@ static void handle_response(struct sa_server *srv, struct sa_msg *m, const struc
 	if (n < 0 || m->method == SA_M_CANCEL)
 		goto out;   /* answers to our own hop-by-hop CANCELs stop here too */
 	if (!t) {
-		/* a 2xx retransmitted after its transaction ended: only along a call we know */
-		int side;
-		struct sa_call *c = m->status >= 200 && m->status < 300 ? call_find(srv, m, &side) : NULL;
-		if (c)
-			sa_transport_send(srv, side == 1 ? &c->caller : &c->callee, out, (size_t)n);
+		relay_late_2xx(srv, m, from, out, (size_t)n);
 		goto out;
 	}
 	if (t->completed) {
@@ -716,9 +830,7 @@ static void handle_response(struct sa_server *srv, struct sa_msg *m, const struc
 	if (m->status < 300 && t->method == SA_M_INVITE && t->cred_id[0])
 		call_create(srv, t, m);
 	if (m->status >= 300 || t->method != SA_M_INVITE) {
-		free(t->resp);
-		t->resp = out;
-		t->resp_len = (size_t)n;
+		txn_keep(t, &t->resp, &t->resp_len, out, (size_t)n);
 		t->resp_status = m->status;
 		out = NULL;
 	}
@@ -777,7 +889,11 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 		sa_store_authfail_add(srv->store, &f, 1000);
 	size_t alen;
 	const void *a = flow_addr(from, &alen);
-	if (r->reason != SA_AUTH_STALE_NONCE &&
+	/* a UDP source address can be forged: its failures count toward a ban
+	 * only once it answered a nonce issued to that address, which it can
+	 * only have read there (nonces are bound to their source) */
+	bool proven = from->proto != SA_PROTO_UDP || r->nonce_ours;
+	if (r->reason != SA_AUTH_STALE_NONCE && proven &&
 	    sa_abuse_failure(srv->abuse, &srv->cfg.abuse, a, alen, (uint64_t)wall_now())) {
 		srv->counters.bans++;
 		srv->counters.auth_fail[SA_AUTH_BANNED]++;
@@ -798,27 +914,40 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 	bool known = request_trunk(srv, m, trunk, sizeof(trunk)) == 0;
 	bool reg = m->method == SA_M_REGISTER;
 
-	/* unknown trunk hosts get a realm of their own shape: same answer as a wrong password */
+	/* a trunk host, known or not, gets its realm: an unknown trunk answers
+	 * as a wrong password does. Any other host is never echoed (it may
+	 * carry quotes): the realm is then our domain. */
 	if (known)
 		sa_store_realm(trunk, srv->domain, realm, realm_len);
 	else
-		snprintf(realm, realm_len, "%s", m->ruri_host);
-	sa_auth_check(&srv->auth, m, known ? trunk : NULL, realm, (uint64_t)wall_now(), &r);
+		snprintf(realm, realm_len, "%s", srv->domain);
+	char addr[64];
+	uint16_t port;
+	uint64_t now = (uint64_t)wall_now();
+	sa_flow_peer(from, addr, sizeof(addr), &port);
+	sa_auth_check(&srv->auth, m, known ? trunk : NULL, realm, addr, now, &r);
 	if (r.ok) {
 		srv->counters.auth_ok++;
 		*cred = r.cred;
 		OPENSSL_cleanse(r.cred.ha1, sizeof(r.cred.ha1));
+		/* it registers or calls from here: forged failures must not ban it
+		 * for as long as such a registration may live */
+		size_t alen;
+		const void *a = flow_addr(from, &alen);
+		sa_abuse_vouch(srv->abuse, a, alen, now, now + srv->cfg.reg.max_expires);
 		return true;
 	}
+	srv->counters.challenges++;
+	long n = sa_auth_challenge(&srv->auth, realm, addr, !reg, r.stale, now, hdrs, sizeof(hdrs));
+	if (n < 0)
+		reply(srv, m, from, 500, NULL, NULL, NULL);
+	else
+		reply(srv, m, from, reg ? 401 : 407, NULL, hdrs, NULL);
+	/* after the answer: the failure's bookkeeping (a store write for a
+	 * known trunk) must not tell unknown trunk, unknown user and wrong
+	 * password apart by the time the answer takes */
 	if (r.reason != SA_AUTH_NONE)
 		log_auth_failure(srv, m, from, known ? trunk : NULL, &r);
-	srv->counters.challenges++;
-	long n = sa_auth_challenge(&srv->auth, realm, !reg, r.stale, (uint64_t)wall_now(), hdrs, sizeof(hdrs));
-	if (n < 0) {
-		reply(srv, m, from, 500, NULL, NULL, NULL);
-		return false;
-	}
-	reply(srv, m, from, reg ? 401 : 407, NULL, hdrs, NULL);
 	return false;
 }
 
@@ -865,20 +994,43 @@ static void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const 
 		return;
 	}
 	struct call_owner own = { .cred_id = b.cred_id, .trunk_id = b.trunk_id, .inbound = true };
-	forward(srv, m, from, &to, b.contact, routes_to_us(srv, m), NULL, &own);
+	forward(srv, m, from, &to, b.contact, routes_to_us(srv, m), NULL, &own, b.cred_id);
 }
 
-/* In-dialog requests come back through our Record-Route: loose routing. */
+/* Is the TCP/TLS connection of a call's end still open? (UDP: always.) */
+static bool flow_open(struct sa_server *srv, const struct sa_flow *fl)
+{
+	return fl->proto == SA_PROTO_UDP || (fl->conn_id && sa_transport_conn_open(srv, fl->conn_id));
+}
+
+/* Pass an ACK for a 2xx on without a transaction: it is end to end. */
+static void forward_ack(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                        const struct sa_flow *to, unsigned pop)
+{
+	char via[256], br[SA_TXN_BRANCH_LEN + 1], addr[64];
+	struct sa_peer peer;
+	if (sa_txn_branch_new(br) < 0)
+		return;
+	via_value(srv, to, br, via, sizeof(via));
+	peer_of(from, addr, sizeof(addr), &peer);
+	struct sa_fwd f = { .via = via, .peer = &peer, .pop_route = pop };
+	size_t cap = m->len + 1024;
+	char *out = malloc(cap);
+	long n = out ? sa_proxy_request(m, &f, out, cap) : -1;
+	if (n > 0)
+		sa_transport_send(srv, to, out, (size_t)n);
+	free(out);
+}
+
+/* In-dialog requests come back through our Record-Route: loose routing,
+ * narrowed to the call (lib/route): only from its ends, only to the other. */
 static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
 {
 	unsigned pop = routes_to_us(srv, m);
-	struct sa_flow to;
 	if (pop == 0) {
 		reject(srv, m, from, 403, NULL, NULL, "in-dialog request without our Route");
 		return;
 	}
-	osip_uri_t *next = sa_msg_route_uri(m, (int)pop);
-	osip_uri_t *target = next ? next : sa_msg_ruri(m);
 	int side = 0;
 	struct sa_call *c = call_find(srv, m, &side);
 	if (!c) {
@@ -888,38 +1040,39 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 			reject(srv, m, from, 481, NULL, NULL, "no such call");
 		return;
 	}
+	struct sa_flow *end = side == 1 ? &c->caller : &c->callee, *other = side == 1 ? &c->callee : &c->caller;
+	struct sa_flow next;
+	osip_uri_t *nu = sa_msg_route_uri(m, (int)pop);
+	struct sa_route_in_dialog r = { .from = from, .end = end, .end_open = flow_open(srv, end), .other = other,
+	                                .has_next_route = nu != NULL,
+	                                .next = nu && flow_for_uri(srv, nu, &next) == 0 ? &next : NULL };
+	enum sa_route_verdict v = sa_route_in_dialog(&r);
+	if (v != SA_ROUTE_FORWARD) {
+		srv->counters.relay_refused++;
+		if (m->method == SA_M_ACK)
+			log_info("event=ack_dropped reason=\"%s\" call_id=\"%s\"", sa_route_verdict_reason(v), LOGQ(m->call_id));
+		else
+			reject(srv, m, from, 403, NULL, NULL, sa_route_verdict_reason(v));
+		return;
+	}
+	if (!sa_route_same_peer(end, from))
+		*end = *from;   /* the end came back on a new connection: answer it there */
 	struct sa_dialog_side *ds = side == 1 ? &c->d.caller : &c->d.callee;
 	if (m->method != SA_M_ACK && m->cseq > ds->cseq)
 		ds->cseq = m->cseq;
-	if (!next) {
-		/* the last hop: the way we know the other end is reachable (NAT, TCP) */
-		to = side == 1 ? c->callee : c->caller;
-	} else if (flow_for_uri(srv, target, &to) < 0) {
-		reject(srv, m, from, 404, NULL, NULL, "next hop is not a numeric address");
-		return;
-	}
+	struct sa_flow to = *other;
 	if (m->method == SA_M_ACK) {
-		/* ACK for a 2xx is end to end: pass it on without a transaction */
-		char via[256], br[48], addr[64];
-		struct sa_peer peer;
-		snprintf(br, sizeof(br), "z9hG4bK%s%08x", srv->salt, hash_str(m->branch));
-		via_value(srv, &to, br, via, sizeof(via));
-		peer_of(from, addr, sizeof(addr), &peer);
-		struct sa_fwd f = { .via = via, .peer = &peer, .pop_route = pop };
-		size_t cap = m->len + 1024;
-		char *out = malloc(cap);
-		long n = out ? sa_proxy_request(m, &f, out, cap) : -1;
-		if (n > 0)
-			sa_transport_send(srv, &to, out, (size_t)n);
-		free(out);
+		forward_ack(srv, m, from, &to, pop);
 		return;
 	}
+	char cred[SA_ID_MAX];
+	snprintf(cred, sizeof(cred), "%s", c->d.cred_id);
 	if (m->method == SA_M_BYE) {
 		log_debug("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=bye", LOGQ(c->d.call_id), c->d.cred_id,
 		         c->d.trunk_id);
 		call_remove(srv, c);
 	}
-	forward(srv, m, from, &to, NULL, pop, NULL, NULL);
+	forward(srv, m, from, &to, NULL, pop, NULL, NULL, cred);
 }
 
 static void handle_cancel(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
@@ -927,7 +1080,8 @@ static void handle_cancel(struct sa_server *srv, const struct sa_msg *m, const s
 	char key[320];
 	snprintf(key, sizeof(key), "%s|%s:%d|INVITE", m->branch, m->via_host, m->via_port);
 	struct sa_txn *t = txn_by_skey(srv, key);
-	if (!t) {
+	/* a branch and a Via can be copied; only the INVITE's sender may cancel it */
+	if (!t || !sa_route_same_sender(&t->from, from)) {
 		reject(srv, m, from, 481, NULL, NULL, "CANCEL for no transaction");
 		return;
 	}
@@ -982,6 +1136,11 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 	}
 	server_key(m, key, sizeof(key));
 	struct sa_txn *t = m->method == SA_M_CANCEL ? NULL : txn_by_skey(srv, key);
+	if (t && !sa_route_same_sender(&t->from, from)) {
+		/* another sender copied the branch and sent-by: it gets nothing of the transaction */
+		reject(srv, m, from, 482, NULL, NULL, "transaction of another sender");
+		return;
+	}
 	if (t) {
 		/* a retransmission, or the ACK for a non-2xx we relayed: absorb */
 		srv->counters.retransmissions_absorbed++;
@@ -991,7 +1150,7 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 	}
 	if (m->method == SA_M_ACK && m->to_tag) {
 		char tag[17];
-		sa_msg_local_tag(m, tag);
+		sa_msg_local_tag(m, srv->tag_key, tag);
 		if (strcmp(m->to_tag, tag) == 0)
 			return;   /* the ACK for a 401/407/4xx we sent ourselves */
 	}
@@ -1040,7 +1199,7 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 		if (m->method == SA_M_INVITE && srv->ncalls >= srv->cfg.max_calls)
 			reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
 		else
-			forward(srv, m, from, &to, NULL, routes_to_us(srv, m), realm, &own);
+			forward(srv, m, from, &to, NULL, routes_to_us(srv, m), realm, &own, cred.id);
 	}
 	OPENSSL_cleanse(&cred, sizeof(cred));
 }
@@ -1142,20 +1301,24 @@ unsigned sa_sip_in_flight(const struct sa_server *srv)
 
 int sa_sip_init(struct sa_server *srv)
 {
-	unsigned char r[4];
 	srv->txn_by_skey = calloc(TXN_BUCKETS, sizeof(*srv->txn_by_skey));
 	srv->txn_by_branch = calloc(TXN_BUCKETS, sizeof(*srv->txn_by_branch));
 	srv->calls = calloc(CALL_BUCKETS, sizeof(*srv->calls));
 	srv->abuse = sa_abuse_new(65536);
-	if (!srv->txn_by_skey || !srv->txn_by_branch || !srv->calls || !srv->abuse || RAND_bytes(r, sizeof(r)) != 1)
+	/* each transaction in progress holds at most a source and a credential */
+	srv->txn_budget = sa_txn_budget_new(srv->cfg.max_transactions);
+	TAILQ_INIT(&srv->txn_done);
+	if (!srv->txn_by_skey || !srv->txn_by_branch || !srv->calls || !srv->abuse || !srv->txn_budget ||
+	    RAND_bytes(srv->tag_key, sizeof(srv->tag_key)) != 1)
 		return -1;
+	srv->auth.uri_is_local = is_us_cb;   /* a digest uri naming us stands for the Request-URI */
+	srv->auth.uri_is_local_arg = srv;
 	sa_store_generation(srv->store, &srv->store_generation);
 	calls_load(srv);
 	srv->revoke_poll = event_new(srv->base, -1, EV_PERSIST, revoke_poll_cb, srv);
 	struct timeval poll = { .tv_sec = 0, .tv_usec = 250000 };
 	if (!srv->revoke_poll || event_add(srv->revoke_poll, &poll) < 0)
 		return -1;
-	snprintf(srv->salt, sizeof(srv->salt), "%02x%02x%02x%02x", r[0], r[1], r[2], r[3]);
 	return 0;
 }
 
@@ -1176,6 +1339,9 @@ void sa_sip_shutdown(struct sa_server *srv)
 	srv->calls = NULL;
 	sa_abuse_free(srv->abuse);
 	srv->abuse = NULL;
+	sa_txn_budget_free(srv->txn_budget);
+	srv->txn_budget = NULL;
+	OPENSSL_cleanse(srv->tag_key, sizeof(srv->tag_key));
 	if (srv->revoke_poll)
 		event_free(srv->revoke_poll);
 	srv->revoke_poll = NULL;

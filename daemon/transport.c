@@ -567,3 +567,8 @@ int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const cha
 		return -1;
 	return bufferevent_write(c->bev, buf, len);
 }
+
+bool sa_transport_conn_open(struct sa_server *srv, uint64_t conn_id)
+{
+	return conn_find(srv, conn_id) != NULL;
+}

@@ -13,6 +13,7 @@ struct entry {
 	uint64_t window_start;
 	uint64_t banned_until;
 	uint64_t last_seen;
+	uint64_t vouched_until;
 };
 
 struct sa_abuse {
@@ -72,7 +73,7 @@ static struct entry *claim(struct sa_abuse *a, const void *addr, size_t len, uin
 			victim = e;
 			break;
 		}
-		if (e->banned_until <= now && (!victim || e->last_seen < victim->last_seen))
+		if (e->banned_until <= now && e->vouched_until <= now && (!victim || e->last_seen < victim->last_seen))
 			victim = e;
 	}
 	if (!victim)
@@ -89,7 +90,7 @@ bool sa_abuse_banned(const struct sa_abuse *a, const struct sa_abuse_cfg *cfg, c
 	if (cfg->max_failures == 0 || len > 16)
 		return false;
 	const struct entry *e = find(a, addr, len);
-	return e && e->banned_until > now;
+	return e && e->banned_until > now && e->vouched_until <= now;
 }
 
 bool sa_abuse_failure(struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const void *addr, size_t len,
@@ -101,7 +102,7 @@ bool sa_abuse_failure(struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const 
 	if (!e && !(e = claim(a, addr, len, now)))
 		return false;
 	e->last_seen = now;
-	if (e->banned_until > now)
+	if (e->banned_until > now || e->vouched_until > now)
 		return false;
 	if (now - e->window_start >= cfg->window) {
 		e->window_start = now;
@@ -112,6 +113,20 @@ bool sa_abuse_failure(struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const 
 	e->banned_until = now + cfg->ban_time;
 	e->failures = 0;
 	return true;
+}
+
+void sa_abuse_vouch(struct sa_abuse *a, const void *addr, size_t len, uint64_t now, uint64_t until)
+{
+	if (len > 16)
+		return;
+	struct entry *e = find(a, addr, len);
+	if (!e && !(e = claim(a, addr, len, now)))
+		return;
+	e->last_seen = now;
+	e->banned_until = 0;
+	e->failures = 0;
+	if (until > e->vouched_until)
+		e->vouched_until = until;
 }
 
 unsigned sa_abuse_banned_count(const struct sa_abuse *a, uint64_t now)

@@ -22,9 +22,15 @@ void sa_abuse_free(struct sa_abuse *a);
 bool sa_abuse_banned(const struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const void *addr,
                      size_t len, uint64_t now);
 
-/* Count one authentication failure; true when this one starts a ban. */
+/* Count one authentication failure; true when this one starts a ban. A
+ * source vouched for (below) is never counted nor banned. */
 bool sa_abuse_failure(struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const void *addr, size_t len,
                       uint64_t now);
+
+/* The source authenticated: it holds a live registration or call on a flow
+ * that proved itself, so failures under its address (a forged UDP source
+ * among them) must not ban it until `until`. */
+void sa_abuse_vouch(struct sa_abuse *a, const void *addr, size_t len, uint64_t now, uint64_t until);
 
 /* How many sources are banned at now (for /metrics). */
 unsigned sa_abuse_banned_count(const struct sa_abuse *a, uint64_t now);

@@ -11,7 +11,7 @@
 #include <openssl/rand.h>
 
 static const char *reason_names[SA_AUTH_REASON_COUNT] = {
-	"none", "unknown_user", "bad_password", "stale_nonce", "replay", "malformed", "banned",
+	"none", "unknown_user", "bad_password", "stale_nonce", "replay", "malformed", "uri_mismatch", "banned",
 };
 
 const char *sa_auth_reason_name(enum sa_auth_reason r)
@@ -149,9 +149,59 @@ static int parse_answer(const struct sa_msg *m, osip_authorization_t *az, const 
 	return 0;
 }
 
-void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_id,
-                   const char *realm, uint64_t now, struct sa_auth_result *r)
+static bool same_str(const char *a, const char *b, bool nocase)
 {
+	if (!a || !b)
+		return !a && !b;
+	return nocase ? strcasecmp(a, b) == 0 : strcmp(a, b) == 0;
+}
+
+static const char *uri_port(const osip_uri_t *u)
+{
+	if (u->port && u->port[0])
+		return u->port;
+	return u->scheme && strcasecmp(u->scheme, "sips") == 0 ? "5061" : "5060";
+}
+
+/* RFC 3261 §22.4, RFC 7616 §3.4.6: the digest uri is the Request-URI, so an
+ * answer cannot be carried over to another request. Accepted: the same text;
+ * the same URI by RFC 3261 §19.1.4 for what routes a request (scheme, user,
+ * host, port), since a client may escape or order parameters its own way;
+ * or, as clients with an outbound proxy do (sipp among them), a URI naming
+ * this proxy's own address with the Request-URI's user or none. */
+static bool uri_is_request_uri(const struct sa_auth *a, const struct sa_msg *m, const char *uri)
+{
+	const char *start = memchr(m->buf, ' ', m->start_line_len);
+	if (start) {
+		const char *end = memchr(start + 1, ' ', m->start_line_len - (size_t)(start + 1 - m->buf));
+		size_t n = end ? (size_t)(end - start - 1) : 0;
+		if (n && strlen(uri) == n && memcmp(uri, start + 1, n) == 0)
+			return true;
+	}
+	osip_uri_t *ruri = sa_msg_ruri(m), *u = NULL;
+	bool same = false;
+	if (ruri && osip_uri_init(&u) == 0 && osip_uri_parse(u, uri) == 0 && same_str(u->scheme, ruri->scheme, true)) {
+		bool same_user = same_str(u->username, ruri->username, false);
+		same = (same_user && same_str(u->host, ruri->host, true) && strcmp(uri_port(u), uri_port(ruri)) == 0) ||
+		       ((same_user || !u->username) && a->uri_is_local && a->uri_is_local(u, a->uri_is_local_arg));
+	}
+	osip_uri_free(u);
+	return same;
+}
+
+/* What a nonce's MAC covers besides its own bytes: the realm, and the source it was issued to. */
+static const char *nonce_scope(const char *realm, const char *source, char *buf, size_t len)
+{
+	if (!source)
+		return realm;
+	snprintf(buf, len, "%s|%s", realm, source);
+	return buf;
+}
+
+void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_id,
+                   const char *realm, const char *source, uint64_t now, struct sa_auth_result *r)
+{
+	char scope[SA_REALM_MAX + 64];
 	struct answer an;
 	struct sa_nonce_info info;
 
@@ -170,16 +220,22 @@ void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_
 		r->reason = SA_AUTH_MALFORMED;
 		return;
 	}
-	enum sa_nonce_status ns = sa_nonce_check(a->nonce, an.nonce, strlen(an.nonce), realm, an.p.alg, now, &info);
+	enum sa_nonce_status ns = sa_nonce_check(a->nonce, an.nonce, strlen(an.nonce),
+	                                         nonce_scope(realm, source, scope, sizeof(scope)), an.p.alg, now, &info);
 	if (ns == SA_NONCE_INVALID) {
 		r->reason = SA_AUTH_MALFORMED;
 		return;
 	}
+	r->nonce_ours = ns == SA_NONCE_OK;
 	bool known = trunk_id && sa_store_credential_find(a->store, trunk_id, r->username, &r->cred) == 0;
 	const char *ha1 = known ? r->cred.ha1[an.p.alg] : a->dummy_ha1;
 	bool good = sa_digest_verify(&an.p, ha1, an.response, strlen(an.response)) && known;
 	if (!good) {
 		r->reason = known ? SA_AUTH_BAD_PASSWORD : SA_AUTH_UNKNOWN_USER;
+		goto out;
+	}
+	if (!uri_is_request_uri(a, m, an.uri)) {
+		r->reason = SA_AUTH_URI_MISMATCH;
 		goto out;
 	}
 	if (ns == SA_NONCE_STALE) {
@@ -199,14 +255,15 @@ out:
 		OPENSSL_cleanse(r->cred.ha1, sizeof(r->cred.ha1));
 }
 
-long sa_auth_challenge(struct sa_auth *a, const char *realm, bool proxy, bool stale,
+long sa_auth_challenge(struct sa_auth *a, const char *realm, const char *source, bool proxy, bool stale,
                        uint64_t now, char *out, size_t cap)
 {
 	struct sa_buf b = { .p = out, .cap = cap };
-	char nonce[SA_NONCE_LEN + 1];
+	char nonce[SA_NONCE_LEN + 1], scope[SA_REALM_MAX + 64];
+	const char *mac_scope = nonce_scope(realm, source, scope, sizeof(scope));
 
 	for (unsigned i = 0; i < a->cfg.nalgs; i++) {
-		if (sa_nonce_issue(a->nonce, realm, a->cfg.algs[i], now, nonce) < 0)
+		if (sa_nonce_issue(a->nonce, mac_scope, a->cfg.algs[i], now, nonce) < 0)
 			return -1;
 		sa_buf_printf(&b, "%s: Digest realm=\"%s\", nonce=\"%s\", algorithm=%s, qop=\"auth\"%s\r\n",
 		              proxy ? "Proxy-Authenticate" : "WWW-Authenticate", realm, nonce,

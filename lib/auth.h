@@ -16,6 +16,7 @@ enum sa_auth_reason {
 	SA_AUTH_STALE_NONCE,      /* right password, expired nonce: challenge with stale=true */
 	SA_AUTH_REPLAY,
 	SA_AUTH_MALFORMED,
+	SA_AUTH_URI_MISMATCH,     /* right password, but the digest uri is not this request's Request-URI */
 	SA_AUTH_BANNED,
 	SA_AUTH_REASON_COUNT
 };
@@ -30,12 +31,16 @@ struct sa_auth {
 	struct sa_nonce_ctx *nonce;
 	struct sa_auth_cfg cfg;
 	char dummy_ha1[SA_DIGEST_HEX_MAX];   /* spent on unknown users so they cost the same */
+	/* Does a URI name this proxy (one of its listening addresses)? NULL: never. */
+	bool (*uri_is_local)(osip_uri_t *uri, void *arg);
+	void *uri_is_local_arg;
 };
 
 struct sa_auth_result {
 	bool ok;                             /* accepted: cred is filled */
 	enum sa_auth_reason reason;          /* why not (SA_AUTH_NONE: no credentials offered) */
 	bool stale;                          /* challenge with stale=true */
+	bool nonce_ours;                     /* it answered a nonce we issued to this source: the source receives */
 	char username[SA_USERNAME_MAX + 1];  /* as tried, truncated; "" when none */
 	struct sa_credential cred;
 };
@@ -51,14 +56,17 @@ int sa_auth_trunk_from_host(const char *host, const char *domain, char *out, siz
 
 /* Verify m's credentials for realm (trunk_id NULL: unknown trunk, which
  * must look exactly like a wrong password). REGISTER answers with
- * Authorization, everything else with Proxy-Authorization. */
+ * Authorization, everything else with Proxy-Authorization. source: the
+ * sender's numeric address, or NULL; nonces are bound to the address they
+ * were issued to (as Kamailio's auth_checks source-IP flag does), so a
+ * sender forging another's address cannot answer a challenge it never saw. */
 void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_id,
-                   const char *realm, uint64_t now, struct sa_auth_result *r);
+                   const char *realm, const char *source, uint64_t now, struct sa_auth_result *r);
 
 /* The challenge header lines (WWW- or Proxy-Authenticate), one per offered
  * algorithm, strongest first, each with a fresh nonce and qop="auth".
  * Length, or -1 when out is too small. */
-long sa_auth_challenge(struct sa_auth *a, const char *realm, bool proxy, bool stale,
+long sa_auth_challenge(struct sa_auth *a, const char *realm, const char *source, bool proxy, bool stale,
                        uint64_t now, char *out, size_t cap);
 
 const char *sa_auth_reason_name(enum sa_auth_reason r);

@@ -1,4 +1,6 @@
 /* sipmsg.c: parse SIP once at the edge, index its raw header lines, write simple responses directly. */
+/* the low-level SHA-256 calls are deprecated in OpenSSL 3 but kept and supported */
+#define OPENSSL_API_COMPAT 0x10100000L
 #include "sipmsg.h"
 
 #include <ctype.h>
@@ -8,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <osipparser2/osip_parser.h>
 
 struct hdr_name {
@@ -939,21 +943,28 @@ long sa_msg_response(const struct sa_msg *m, const struct sa_peer *peer, int sta
 	return b.overflow ? -1 : (long)b.len;
 }
 
-void sa_msg_local_tag(const struct sa_msg *m, char out[17])
+void sa_msg_local_tag(const struct sa_msg *m, const unsigned char key[SA_TAG_KEY_LEN], char out[17])
 {
-	/* FNV-1a over Call-ID, From tag and CSeq number: stable across
+	/* 64 bits of SHA-256 over a secret and Call-ID, From tag and CSeq
+	 * number: unguessable (RFC 3261 §19.3), yet the same for
 	 * retransmissions and for the ACK of a non-2xx even when a sloppy
 	 * client gives that ACK a branch of its own */
-	uint64_t h = 1469598103934665603ULL;
+	unsigned char md[SHA256_DIGEST_LENGTH];
 	char cseq[24];
-	snprintf(cseq, sizeof(cseq), "%lu", m->cseq);
-	const char *parts[] = { m->call_id, m->from_tag, cseq };
-	for (size_t i = 0; i < 3; i++)
-		for (const char *p = parts[i]; p && *p; p++) {
-			h ^= (unsigned char)*p;
-			h *= 1099511628211ULL;
-		}
-	snprintf(out, 17, "%016llx", (unsigned long long)h);
+	SHA256_CTX c;
+	int n = snprintf(cseq, sizeof(cseq), "|%lu", m->cseq);
+	SHA256_Init(&c);
+	SHA256_Update(&c, key, SA_TAG_KEY_LEN);
+	if (m->call_id)
+		SHA256_Update(&c, m->call_id, strlen(m->call_id));
+	SHA256_Update(&c, "|", 1);
+	if (m->from_tag)
+		SHA256_Update(&c, m->from_tag, strlen(m->from_tag));
+	SHA256_Update(&c, cseq, (size_t)n);
+	SHA256_Final(md, &c);
+	for (int i = 0; i < 8; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+	OPENSSL_cleanse(&c, sizeof(c));
 }
 
 const char *sa_status_reason(int status)

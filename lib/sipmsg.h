@@ -150,9 +150,11 @@ long sa_msg_response(const struct sa_msg *m, const struct sa_peer *peer, int sta
                      const char *reason, const char *to_tag, const char *extra,
                      char *out, size_t cap);
 
-/* A deterministic To tag for the responses we originate to m: the same for
- * retransmissions, different for different transactions. */
-void sa_msg_local_tag(const struct sa_msg *m, char out[17]);
+/* The To tag for the responses we originate to m, keyed by a per-process
+ * secret: the same for retransmissions, different for different
+ * transactions, and unguessable without the key. */
+#define SA_TAG_KEY_LEN 32
+void sa_msg_local_tag(const struct sa_msg *m, const unsigned char key[SA_TAG_KEY_LEN], char out[17]);
 
 /* The reason phrase for a status we send. */
 const char *sa_status_reason(int status);

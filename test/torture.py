@@ -87,7 +87,8 @@ PARSED_RESPONSES = {"unreason", "noreason", "bcast"}
 
 # Extra checks on the (first) response: name -> regexes that must match it.
 RESPONSE_MUST = {
-    "regaut01": [r"\r\nWWW-Authenticate: Digest realm=\"example\.com\""],
+    # example.com is no trunk host: the realm is our domain, never the host echoed
+    "regaut01": [r"\r\nWWW-Authenticate: Digest realm=\"sip\.tryvox\.io\""],
     "bext01": [r"\r\nUnsupported: noProxiesSupportThis, norDoAnyProxiesSupportThis\r\n"],
     "zeromf": [r"\r\nCall-ID: zeromf\.jfasdlfnm2o2l43r5u0asdfas\r\n"],
     "badvers": [r"^SIP/2\.0 505 Version Not Supported\r\n"],

@@ -158,15 +158,15 @@ static void check(struct sa_auth *a, const char *buf, size_t len, bool knows_pas
 	if (sa_msg_parse(&m, buf, len, false, &err) == 0 && m.request) {
 		bool known = sa_auth_trunk_from_host(m.ruri_host, DOMAIN, trunk, sizeof(trunk)) == 0;
 		for (int pass = 0; pass < 2; pass++) {   /* the second time it is a replay */
-			sa_auth_check(a, &m, known ? trunk : NULL, fx.realm, NOW, &r);
+			sa_auth_check(a, &m, known ? trunk : NULL, fx.realm, NULL, NOW, &r);
 			/* nothing but the password opens the door, and only for its own credential */
 			if (r.ok && (!knows_password || strcmp(r.cred.id, fx.cred.id) != 0))
 				abort();
 		}
-		sa_auth_check(a, &m, NULL, m.ruri_host ? m.ruri_host : "x", NOW, &r);
+		sa_auth_check(a, &m, NULL, m.ruri_host ? m.ruri_host : "x", "127.0.0.1", NOW, &r);
 		if (r.ok)
 			abort();
-		sa_auth_challenge(a, fx.realm, m.method != SA_M_REGISTER, r.stale, NOW, hdrs, sizeof(hdrs));
+		sa_auth_challenge(a, fx.realm, NULL, m.method != SA_M_REGISTER, r.stale, NOW, hdrs, sizeof(hdrs));
 	}
 	sa_msg_free(&m);
 }

@@ -32,7 +32,8 @@ static void answer(const struct sa_msg *m, int status, bool refused)
 	char out[8192], tag[17];
 	struct sa_msg r;
 	struct sa_msg_error err;
-	sa_msg_local_tag(m, tag);
+	static const unsigned char key[SA_TAG_KEY_LEN] = { 1 };
+	sa_msg_local_tag(m, key, tag);
 	long n = sa_msg_response(m, &peer, status, NULL, tag,
 	                         "Proxy-Authenticate: Digest realm=\"r\", nonce=\"n\"\r\n", out, sizeof(out));
 	if (refused && n > 0 && sa_msg_scan(&r, out, (size_t)n, &err) < 0 &&

@@ -83,6 +83,32 @@ START_TEST(ipv6_sources_are_kept_apart_from_ipv4)
 }
 END_TEST
 
+/* A source that authenticated is not banned by failures under its address
+ * (forged UDP among them) while it is vouched for; then it is again. */
+START_TEST(a_vouched_source_is_never_banned)
+{
+	struct sa_abuse *a = sa_abuse_new(1024);
+	sa_abuse_vouch(a, A, 4, 1000, 4600);
+	for (int i = 0; i < 10; i++)
+		ck_assert(!sa_abuse_failure(a, &cfg, A, 4, 1001 + (uint64_t)i));
+	ck_assert(!sa_abuse_banned(a, &cfg, A, 4, 1011));
+	ck_assert_uint_eq(sa_abuse_banned_count(a, 1011), 0);
+	/* B, never vouched for, is banned as before */
+	for (int i = 0; i < 3; i++)
+		sa_abuse_failure(a, &cfg, B, 4, 1001);
+	ck_assert(sa_abuse_banned(a, &cfg, B, 4, 1002));
+	/* after the vouching ends, failures count again */
+	ck_assert(!sa_abuse_failure(a, &cfg, A, 4, 4601));
+	ck_assert(!sa_abuse_failure(a, &cfg, A, 4, 4602));
+	ck_assert(sa_abuse_failure(a, &cfg, A, 4, 4603));
+	ck_assert(sa_abuse_banned(a, &cfg, A, 4, 4603));
+	/* authenticating again lifts a ban (it could only happen from a flow that answers) */
+	sa_abuse_vouch(a, A, 4, 4604, 8200);
+	ck_assert(!sa_abuse_banned(a, &cfg, A, 4, 4604));
+	sa_abuse_free(a);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("abuse");
@@ -92,6 +118,7 @@ int main(void)
 	tcase_add_test(tc, zero_max_failures_disables_banning);
 	tcase_add_test(tc, a_full_table_keeps_its_bans);
 	tcase_add_test(tc, ipv6_sources_are_kept_apart_from_ipv4);
+	tcase_add_test(tc, a_vouched_source_is_never_banned);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

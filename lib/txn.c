@@ -1,0 +1,237 @@
+/* txn.c: client transaction timer outcomes, random branches, and the per-source/per-credential transaction budget. */
+#include "txn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+int sa_txn_branch_new(char out[SA_TXN_BRANCH_LEN + 1])
+{
+	unsigned char r[17];   /* 128 bits used, one byte of slack for the 6-bit groups */
+	if (RAND_bytes(r, 16) != 1)
+		return -1;
+	r[16] = 0;
+	memcpy(out, "z9hG4bK", 7);
+	for (int i = 0; i < 22; i++) {
+		int bit = i * 6, byte = bit / 8, shift = bit % 8;
+		unsigned v = ((unsigned)r[byte] << 8 | r[byte + 1]) >> (10 - shift);
+		out[7 + i] = b64url[v & 63];
+	}
+	out[SA_TXN_BRANCH_LEN] = '\0';
+	return 0;
+}
+
+unsigned sa_txn_client_timer(enum sa_method method, bool reliable, uint64_t elapsed_ms, int upstream_status,
+                             unsigned *interval_ms, unsigned *next_ms)
+{
+	const uint64_t timeout = 64 * SA_TXN_T1_MS;   /* Timer B and F */
+	bool invite = method == SA_M_INVITE;
+
+	*next_ms = 0;
+	if (invite && upstream_status >= 100)
+		return SA_TXN_ACT_NONE;   /* Proceeding: the INVITE may ring until Timer C */
+	if (elapsed_ms >= timeout)
+		return invite ? SA_TXN_ACT_ANSWER_408 | SA_TXN_ACT_COMPLETE : SA_TXN_ACT_COMPLETE;
+	unsigned left = (unsigned)(timeout - elapsed_ms);
+	if (reliable) {
+		*next_ms = left;
+		return SA_TXN_ACT_NONE;
+	}
+	if (!invite && upstream_status >= 100)
+		*interval_ms = SA_TXN_T2_MS;   /* §17.1.2.2: Proceeding retransmits every T2 */
+	else if (invite)
+		*interval_ms *= 2;             /* Timer A doubles without bound */
+	else
+		*interval_ms = *interval_ms * 2 > SA_TXN_T2_MS ? SA_TXN_T2_MS : *interval_ms * 2;
+	*next_ms = *interval_ms < left ? *interval_ms : left;
+	return SA_TXN_ACT_RETRANSMIT;
+}
+
+unsigned sa_txn_timer_c(int upstream_status)
+{
+	unsigned act = SA_TXN_ACT_ANSWER_408 | SA_TXN_ACT_COMPLETE;
+	return upstream_status >= 100 ? act | SA_TXN_ACT_CANCEL : act;
+}
+
+/* ---- budget ---- */
+
+/* One counted key: a 64-bit keyed fingerprint of "s" + address bytes or
+ * "c" + credential id (0 = empty slot). The seed is random per table, so
+ * nobody can aim two keys at one slot or fingerprint. */
+struct slot {
+	uint64_t fp;
+	uint32_t count;
+};
+
+struct sa_txn_budget {
+	size_t mask;
+	struct slot *s;
+	uint64_t seed;
+	size_t used;     /* slots taken */
+	size_t bytes;
+};
+
+struct sa_txn_budget *sa_txn_budget_new(size_t slots)
+{
+	struct sa_txn_budget *b = calloc(1, sizeof(*b));
+	size_t n = 64;
+	while (n < slots * 2)
+		n *= 2;
+	if (!b || !(b->s = calloc(n, sizeof(*b->s))) || RAND_bytes((unsigned char *)&b->seed, sizeof(b->seed)) != 1) {
+		sa_txn_budget_free(b);
+		return NULL;
+	}
+	b->mask = n - 1;
+	return b;
+}
+
+void sa_txn_budget_free(struct sa_txn_budget *b)
+{
+	if (!b)
+		return;
+	free(b->s);
+	free(b);
+}
+
+static uint64_t fingerprint(const struct sa_txn_budget *b, char kind, const void *key, size_t len)
+{
+	uint64_t h = (1469598103934665603ULL ^ b->seed) * 1099511628211ULL;
+	h = (h ^ (unsigned char)kind) * 1099511628211ULL;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ ((const unsigned char *)key)[i]) * 1099511628211ULL;
+	h ^= h >> 31;   /* splitmix64's finaliser spreads FNV's low bits */
+	h *= 0x7fb5d329728ea185ULL;
+	h ^= h >> 27;
+	h *= 0x81dadef4bc2dd44dULL;
+	h ^= h >> 33;
+	return h ? h : 1;
+}
+
+static struct slot *lookup(const struct sa_txn_budget *b, uint64_t fp, bool *found)
+{
+	for (size_t i = fp & b->mask;; i = (i + 1) & b->mask) {
+		if (b->s[i].fp == fp || b->s[i].fp == 0) {
+			*found = b->s[i].fp == fp;
+			return &b->s[i];
+		}
+	}
+}
+
+/* Linear probing's deletion: pull later entries of the run back over the hole. */
+static void remove_slot(struct sa_txn_budget *b, struct slot *hole)
+{
+	size_t i = (size_t)(hole - b->s), j = i;
+	for (;;) {
+		j = (j + 1) & b->mask;
+		if (b->s[j].fp == 0)
+			break;
+		size_t home = b->s[j].fp & b->mask;
+		/* move j into i unless its home lies cyclically in (i, j] */
+		if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
+			b->s[i] = b->s[j];
+			i = j;
+		}
+	}
+	b->s[i] = (struct slot){ 0 };
+	b->used--;
+}
+
+static unsigned count_of(const struct sa_txn_budget *b, uint64_t fp)
+{
+	bool found;
+	struct slot *s = lookup(b, fp, &found);
+	return found ? s->count : 0;
+}
+
+static void charge(struct sa_txn_budget *b, uint64_t fp)
+{
+	bool found;
+	struct slot *s = lookup(b, fp, &found);
+	if (!found) {
+		s->fp = fp;
+		s->count = 0;
+		b->used++;
+	}
+	s->count++;
+}
+
+static void discharge(struct sa_txn_budget *b, uint64_t fp)
+{
+	bool found;
+	struct slot *s = lookup(b, fp, &found);
+	if (found && --s->count == 0)
+		remove_slot(b, s);
+}
+
+static bool has_cred(const char *cred_id)
+{
+	return cred_id && cred_id[0];
+}
+
+enum sa_txn_admit sa_txn_budget_admit(struct sa_txn_budget *b, const struct sa_txn_limits *lim,
+                                      const void *src, size_t srclen, const char *cred_id)
+{
+	uint64_t fs = fingerprint(b, 's', src, srclen);
+	uint64_t fc = has_cred(cred_id) ? fingerprint(b, 'c', cred_id, strlen(cred_id)) : 0;
+	if (lim->per_source && count_of(b, fs) >= lim->per_source)
+		return SA_TXN_SOURCE_FULL;
+	if (fc && lim->per_credential && count_of(b, fc) >= lim->per_credential)
+		return SA_TXN_CREDENTIAL_FULL;
+	/* keep the table at most half full so that probes stay short; the
+	 * caller sizes it for twice its transactions, so this is a safety net */
+	if (b->used + 2 > (b->mask + 1) / 2)
+		return SA_TXN_SOURCE_FULL;
+	charge(b, fs);
+	if (fc)
+		charge(b, fc);
+	return SA_TXN_ADMIT;
+}
+
+void sa_txn_budget_release(struct sa_txn_budget *b, const void *src, size_t srclen, const char *cred_id)
+{
+	discharge(b, fingerprint(b, 's', src, srclen));
+	if (has_cred(cred_id))
+		discharge(b, fingerprint(b, 'c', cred_id, strlen(cred_id)));
+}
+
+unsigned sa_txn_budget_count(const struct sa_txn_budget *b, const void *src, size_t srclen, const char *cred_id)
+{
+	return src ? count_of(b, fingerprint(b, 's', src, srclen))
+	           : has_cred(cred_id) ? count_of(b, fingerprint(b, 'c', cred_id, strlen(cred_id))) : 0;
+}
+
+void sa_txn_budget_bytes(struct sa_txn_budget *b, long delta)
+{
+	if (delta < 0 && (size_t)-delta > b->bytes)
+		b->bytes = 0;
+	else
+		b->bytes = (size_t)((long)b->bytes + delta);
+}
+
+bool sa_txn_budget_bytes_ok(const struct sa_txn_budget *b, const struct sa_txn_limits *lim, size_t more)
+{
+	return !lim->max_bytes || b->bytes + more <= lim->max_bytes;
+}
+
+size_t sa_txn_budget_bytes_used(const struct sa_txn_budget *b)
+{
+	return b->bytes;
+}
+
+const char *sa_txn_admit_reason(enum sa_txn_admit a)
+{
+	switch (a) {
+	case SA_TXN_ADMIT:
+		return "admitted";
+	case SA_TXN_SOURCE_FULL:
+		return "too many transactions from this source";
+	case SA_TXN_CREDENTIAL_FULL:
+		return "too many transactions for this credential";
+	case SA_TXN_MEMORY_FULL:
+		return "transaction memory full";
+	}
+	return "unknown";
+}

@@ -1,0 +1,228 @@
+/* test_txn.c: timer outcomes one by one (RFC 3261 §17.1, RFC 4320), random branches, and the per-source budget. */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "txn.h"
+
+#define T1 SA_TXN_T1_MS
+#define T2 SA_TXN_T2_MS
+
+START_TEST(branches_are_random_and_carry_the_cookie)
+{
+	char a[SA_TXN_BRANCH_LEN + 1], b[SA_TXN_BRANCH_LEN + 1];
+	ck_assert_int_eq(sa_txn_branch_new(a), 0);
+	ck_assert_int_eq(sa_txn_branch_new(b), 0);
+	ck_assert_uint_eq(strlen(a), 29);
+	ck_assert(strncmp(a, "z9hG4bK", 7) == 0);
+	ck_assert_str_ne(a, b);
+	/* token characters only (RFC 3261 §25.1) */
+	ck_assert_uint_eq(strspn(a + 7, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"), 22);
+	/* no two of many share a prefix the way a counter's would */
+	char prev[SA_TXN_BRANCH_LEN + 1];
+	strcpy(prev, a);
+	int same_prefix = 0;
+	for (int i = 0; i < 1000; i++) {
+		ck_assert_int_eq(sa_txn_branch_new(b), 0);
+		same_prefix += memcmp(prev + 7, b + 7, 4) == 0;
+		strcpy(prev, b);
+	}
+	ck_assert_int_le(same_prefix, 2);
+}
+END_TEST
+
+/* Timer A: INVITE over UDP retransmits at T1, 2T1, 4T1... until Timer B at 64*T1, then 408. */
+START_TEST(timer_a_doubles_and_timer_b_answers_408)
+{
+	unsigned interval = T1, next, act;
+	uint64_t t = T1;
+	unsigned expect[] = { 2 * T1, 4 * T1, 8 * T1, 16 * T1 };
+	for (int i = 0; i < 4; i++) {
+		act = sa_txn_client_timer(SA_M_INVITE, false, t, 0, &interval, &next);
+		ck_assert_uint_eq(act, SA_TXN_ACT_RETRANSMIT);
+		ck_assert_uint_eq(next, expect[i]);
+		t += next;
+	}
+	/* sent at 0, T1, 3T1, 7T1, 15T1, 31T1 and 63T1; the last wait is cut to what is left of 64*T1 */
+	ck_assert_uint_eq(t, 31 * T1);
+	act = sa_txn_client_timer(SA_M_INVITE, false, t, 0, &interval, &next);
+	ck_assert_uint_eq(act, SA_TXN_ACT_RETRANSMIT);
+	ck_assert_uint_eq(next, 32 * T1);
+	act = sa_txn_client_timer(SA_M_INVITE, false, 63 * T1, 0, &interval, &next);
+	ck_assert_uint_eq(act, SA_TXN_ACT_RETRANSMIT);
+	ck_assert_uint_eq(next, T1);
+	act = sa_txn_client_timer(SA_M_INVITE, false, 64 * T1, 0, &interval, &next);
+	ck_assert_uint_eq(act, SA_TXN_ACT_ANSWER_408 | SA_TXN_ACT_COMPLETE);
+	ck_assert_uint_eq(next, 0);
+}
+END_TEST
+
+/* Timer E: non-INVITE doubles up to T2; Timer F ends it WITHOUT a 408 (RFC 4320 §4.1). */
+START_TEST(timer_e_caps_at_t2_and_timer_f_sends_no_408)
+{
+	unsigned interval = T1, next, act;
+	uint64_t t = T1;
+	unsigned expect[] = { 2 * T1, 4 * T1, T2, T2, T2 };
+	for (int i = 0; i < 5; i++) {
+		act = sa_txn_client_timer(SA_M_PUBLISH, false, t, 0, &interval, &next);
+		ck_assert_uint_eq(act, SA_TXN_ACT_RETRANSMIT);
+		ck_assert_uint_eq(next, expect[i]);
+		t += next;
+	}
+	act = sa_txn_client_timer(SA_M_PUBLISH, false, 64 * T1, 0, &interval, &next);
+	ck_assert_uint_eq(act, SA_TXN_ACT_COMPLETE);
+	ck_assert(!(act & SA_TXN_ACT_ANSWER_408));
+	act = sa_txn_client_timer(SA_M_BYE, true, 64 * T1 + 5, 0, &interval, &next);
+	ck_assert_uint_eq(act, SA_TXN_ACT_COMPLETE);
+}
+END_TEST
+
+/* §17.1.2.2: a non-INVITE in Proceeding retransmits every T2. */
+START_TEST(non_invite_proceeding_retransmits_at_t2)
+{
+	unsigned interval = T1, next;
+	unsigned act = sa_txn_client_timer(SA_M_MESSAGE, false, T1, 100, &interval, &next);
+	ck_assert_uint_eq(act, SA_TXN_ACT_RETRANSMIT);
+	ck_assert_uint_eq(next, T2);
+	act = sa_txn_client_timer(SA_M_MESSAGE, false, 64 * T1, 183, &interval, &next);
+	ck_assert_uint_eq(act, SA_TXN_ACT_COMPLETE);
+}
+END_TEST
+
+/* An INVITE that rang is left to Timer C: Timer B never cancels a ringing call at 32 s. */
+START_TEST(a_ringing_invite_outlives_timer_b)
+{
+	unsigned interval = T1, next;
+	ck_assert_uint_eq(sa_txn_client_timer(SA_M_INVITE, false, 64 * T1, 180, &interval, &next), SA_TXN_ACT_NONE);
+	ck_assert_uint_eq(next, 0);
+	ck_assert_uint_eq(sa_txn_client_timer(SA_M_INVITE, true, 120000, 183, &interval, &next), SA_TXN_ACT_NONE);
+	ck_assert_uint_eq(next, 0);
+}
+END_TEST
+
+/* Reliable transports: no retransmission, only the timeout. */
+START_TEST(reliable_transports_only_wait)
+{
+	unsigned interval = T1, next;
+	ck_assert_uint_eq(sa_txn_client_timer(SA_M_INVITE, true, 1000, 0, &interval, &next), SA_TXN_ACT_NONE);
+	ck_assert_uint_eq(next, 64 * T1 - 1000);
+	ck_assert_uint_eq(sa_txn_client_timer(SA_M_INVITE, true, 64 * T1, 0, &interval, &next),
+	                  SA_TXN_ACT_ANSWER_408 | SA_TXN_ACT_COMPLETE);
+}
+END_TEST
+
+START_TEST(timer_c_cancels_only_what_rang)
+{
+	ck_assert_uint_eq(sa_txn_timer_c(180), SA_TXN_ACT_CANCEL | SA_TXN_ACT_ANSWER_408 | SA_TXN_ACT_COMPLETE);
+	ck_assert_uint_eq(sa_txn_timer_c(0), SA_TXN_ACT_ANSWER_408 | SA_TXN_ACT_COMPLETE);
+}
+END_TEST
+
+static const unsigned char SRC_A[4] = { 203, 0, 113, 66 }, SRC_B[4] = { 198, 51, 100, 7 };
+
+/* One flooding source hits its own limit; another source goes on. */
+START_TEST(one_source_cannot_take_the_table)
+{
+	struct sa_txn_budget *b = sa_txn_budget_new(4096);
+	struct sa_txn_limits lim = { .per_source = 100, .per_credential = 0 };
+	ck_assert_ptr_nonnull(b);
+	for (int i = 0; i < 100; i++)
+		ck_assert_int_eq(sa_txn_budget_admit(b, &lim, SRC_A, 4, NULL), SA_TXN_ADMIT);
+	ck_assert_int_eq(sa_txn_budget_admit(b, &lim, SRC_A, 4, NULL), SA_TXN_SOURCE_FULL);
+	ck_assert_int_eq(sa_txn_budget_admit(b, &lim, SRC_B, 4, NULL), SA_TXN_ADMIT);
+	ck_assert_uint_eq(sa_txn_budget_count(b, SRC_A, 4, NULL), 100);
+	/* answered transactions give their place back */
+	sa_txn_budget_release(b, SRC_A, 4, NULL);
+	ck_assert_int_eq(sa_txn_budget_admit(b, &lim, SRC_A, 4, NULL), SA_TXN_ADMIT);
+	for (int i = 0; i < 100; i++)
+		sa_txn_budget_release(b, SRC_A, 4, NULL);
+	ck_assert_uint_eq(sa_txn_budget_count(b, SRC_A, 4, NULL), 0);
+	ck_assert_uint_eq(sa_txn_budget_count(b, SRC_B, 4, NULL), 1);
+	sa_txn_budget_free(b);
+}
+END_TEST
+
+/* A credential's calls from many addresses share one limit. */
+START_TEST(one_credential_cannot_take_the_table_from_many_sources)
+{
+	struct sa_txn_budget *b = sa_txn_budget_new(4096);
+	struct sa_txn_limits lim = { .per_source = 0, .per_credential = 50 };
+	unsigned char src[4] = { 10, 0, 0, 0 };
+	for (int i = 0; i < 50; i++) {
+		src[3] = (unsigned char)i;
+		ck_assert_int_eq(sa_txn_budget_admit(b, &lim, src, 4, "cred_abc"), SA_TXN_ADMIT);
+	}
+	src[3] = 200;
+	ck_assert_int_eq(sa_txn_budget_admit(b, &lim, src, 4, "cred_abc"), SA_TXN_CREDENTIAL_FULL);
+	ck_assert_int_eq(sa_txn_budget_admit(b, &lim, src, 4, "cred_xyz"), SA_TXN_ADMIT);
+	ck_assert_int_eq(sa_txn_budget_admit(b, &lim, src, 4, ""), SA_TXN_ADMIT);
+	ck_assert_uint_eq(sa_txn_budget_count(b, NULL, 0, "cred_abc"), 50);
+	/* a refused one charged nothing */
+	ck_assert_uint_eq(sa_txn_budget_count(b, src, 4, NULL), 2);
+	sa_txn_budget_free(b);
+}
+END_TEST
+
+/* Many sources come and go: slots are reused and counts stay exact. */
+START_TEST(counts_survive_churn)
+{
+	struct sa_txn_budget *b = sa_txn_budget_new(64);
+	struct sa_txn_limits lim = { .per_source = 3 };
+	unsigned char src[4] = { 10, 1, 0, 0 };
+	for (int round = 0; round < 50; round++) {
+		for (int i = 0; i < 30; i++) {
+			src[2] = (unsigned char)round;
+			src[3] = (unsigned char)i;
+			ck_assert_int_eq(sa_txn_budget_admit(b, &lim, src, 4, NULL), SA_TXN_ADMIT);
+			ck_assert_int_eq(sa_txn_budget_admit(b, &lim, src, 4, NULL), SA_TXN_ADMIT);
+		}
+		for (int i = 0; i < 30; i++) {
+			src[3] = (unsigned char)i;
+			ck_assert_uint_eq(sa_txn_budget_count(b, src, 4, NULL), 2);
+			sa_txn_budget_release(b, src, 4, NULL);
+			sa_txn_budget_release(b, src, 4, NULL);
+			ck_assert_uint_eq(sa_txn_budget_count(b, src, 4, NULL), 0);
+		}
+	}
+	sa_txn_budget_free(b);
+}
+END_TEST
+
+START_TEST(bytes_are_bounded)
+{
+	struct sa_txn_budget *b = sa_txn_budget_new(64);
+	struct sa_txn_limits lim = { .max_bytes = 100000 };
+	ck_assert(sa_txn_budget_bytes_ok(b, &lim, 100000));
+	sa_txn_budget_bytes(b, 60000);
+	ck_assert(!sa_txn_budget_bytes_ok(b, &lim, 60000));
+	ck_assert(sa_txn_budget_bytes_ok(b, &lim, 40000));
+	sa_txn_budget_bytes(b, -60000);
+	ck_assert_uint_eq(sa_txn_budget_bytes_used(b), 0);
+	sa_txn_budget_bytes(b, -5);   /* never below zero */
+	ck_assert_uint_eq(sa_txn_budget_bytes_used(b), 0);
+	sa_txn_budget_free(b);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("txn");
+	TCase *tc = tcase_create("txn");
+	tcase_add_test(tc, branches_are_random_and_carry_the_cookie);
+	tcase_add_test(tc, timer_a_doubles_and_timer_b_answers_408);
+	tcase_add_test(tc, timer_e_caps_at_t2_and_timer_f_sends_no_408);
+	tcase_add_test(tc, non_invite_proceeding_retransmits_at_t2);
+	tcase_add_test(tc, a_ringing_invite_outlives_timer_b);
+	tcase_add_test(tc, reliable_transports_only_wait);
+	tcase_add_test(tc, timer_c_cancels_only_what_rang);
+	tcase_add_test(tc, one_source_cannot_take_the_table);
+	tcase_add_test(tc, one_credential_cannot_take_the_table_from_many_sources);
+	tcase_add_test(tc, counts_survive_churn);
+	tcase_add_test(tc, bytes_are_bounded);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
