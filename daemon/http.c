@@ -226,6 +226,12 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	m->bans = c->bans;
 	m->banned_dropped = c->banned_dropped;
 	m->banned_active = sa_abuse_banned_count(h->srv->abuse, (uint64_t)time(NULL));
+	m->transactions = h->srv->ntxns;
+	m->transaction_bytes = sa_txn_budget_bytes_used(h->srv->txn_budget);
+	m->transactions_refused = c->transactions_refused;
+	m->transactions_evicted = c->transactions_evicted;
+	m->responses_refused = c->responses_refused;
+	m->relay_refused = c->relay_refused;
 	memcpy(m->api_requests, h->answers, sizeof(m->api_requests));
 }
 

@@ -88,6 +88,21 @@ static void abuse(FILE *f, const struct sa_metrics *m)
 	gauge(f, "banned_sources", "Sources banned now.", (int64_t)m->banned_active);
 }
 
+static void transactions(FILE *f, const struct sa_metrics *m)
+{
+	gauge(f, "sip_transactions", "SIP transactions kept (in progress and finished).", (int64_t)m->transactions);
+	gauge(f, "sip_transaction_bytes", "Bytes of SIP messages the transactions keep.", (int64_t)m->transaction_bytes);
+	counter(f, "sip_transactions_refused_total",
+	        "Requests answered 503 because their source, credential or the transaction memory was at its limit.",
+	        m->transactions_refused);
+	counter(f, "sip_transactions_evicted_total", "Finished transactions dropped early to make room.",
+	        m->transactions_evicted);
+	counter(f, "sip_responses_refused_total", "Responses dropped: not from the peer the request was sent to.",
+	        m->responses_refused);
+	counter(f, "relay_refused_total",
+	        "In-dialog requests refused: not from an end of the call, or routed outside it.", m->relay_refused);
+}
+
 char *sa_metrics_render(const struct sa_metrics *m, size_t *len)
 {
 	char *buf = NULL;
@@ -107,6 +122,7 @@ char *sa_metrics_render(const struct sa_metrics *m, size_t *len)
 	counter(f, "sip_forwarded_total", "SIP messages forwarded.", m->sip_forwarded);
 	counter(f, "sip_retransmissions_absorbed_total", "Retransmissions answered from transaction state.",
 	        m->sip_retransmissions_absorbed);
+	transactions(f, m);
 	by_status(f, "api_requests_total", "HTTP requests answered (API, dashboard, metrics, health), by status.",
 	          m->api_requests);
 	if (ferror(f)) {

@@ -31,6 +31,12 @@ struct sa_metrics {
 	uint64_t banned_dropped;                         /* requests from banned sources, unanswered */
 	uint64_t banned_active;                          /* gauge: sources banned now */
 	uint64_t api_requests[SA_METRICS_STATUSES];      /* HTTP answers by status */
+	uint64_t transactions;                           /* gauge: transactions kept now */
+	uint64_t transaction_bytes;                      /* gauge: bytes of messages they keep */
+	uint64_t transactions_refused;                   /* 503: a source, credential or memory budget full */
+	uint64_t transactions_evicted;                   /* finished ones dropped early to make room */
+	uint64_t responses_refused;                      /* answers from a peer the request was not sent to */
+	uint64_t relay_refused;                          /* in-dialog requests not from the call's ends */
 };
 
 /* The text exposition (version 0.0.4) into a malloc'd, NUL-terminated
