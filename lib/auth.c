@@ -33,6 +33,7 @@ int sa_auth_init(struct sa_auth *a, struct sa_store *store, struct sa_nonce_ctx 
 	for (size_t i = 0; i < sizeof(rnd); i++)
 		snprintf(pw + 2 * i, 3, "%02x", rnd[i]);
 	int rc = sa_digest_ha1(SA_ALG_SHA512_256, "dummy", "dummy", pw, a->dummy_ha1);
+	snprintf(a->decoy_id, sizeof(a->decoy_id), "cred_%.16s", pw);
 	OPENSSL_cleanse(pw, sizeof(pw));
 	return rc;
 }
@@ -228,6 +229,12 @@ void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_
 	}
 	r->nonce_ours = ns == SA_NONCE_OK;
 	bool known = trunk_id && sa_store_credential_find(a->store, trunk_id, r->username, &r->cred) == 0;
+	if (!known) {
+		/* a known user costs a second lookup (its record by id): an
+		 * unknown trunk or user makes one too, so the time tells nothing */
+		sa_store_credential_get(a->store, a->decoy_id, &r->cred);
+		OPENSSL_cleanse(&r->cred, sizeof(r->cred));
+	}
 	const char *ha1 = known ? r->cred.ha1[an.p.alg] : a->dummy_ha1;
 	bool good = sa_digest_verify(&an.p, ha1, an.response, strlen(an.response)) && known;
 	if (!good) {

@@ -31,6 +31,7 @@ struct sa_auth {
 	struct sa_nonce_ctx *nonce;
 	struct sa_auth_cfg cfg;
 	char dummy_ha1[SA_DIGEST_HEX_MAX];   /* spent on unknown users so they cost the same */
+	char decoy_id[SA_ID_MAX];            /* a credential id that exists nowhere: looked up for them too */
 	/* Does a URI name this proxy (one of its listening addresses)? NULL: never. */
 	bool (*uri_is_local)(osip_uri_t *uri, void *arg);
 	void *uri_is_local_arg;

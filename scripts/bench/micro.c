@@ -29,6 +29,8 @@
 #define PASS "secure_password_here_123"
 #define BATCHES 7
 
+static const unsigned char tag_key[SA_TAG_KEY_LEN] = { 7 };
+
 static double cpu_now(void)
 {
 	struct timespec ts;
@@ -160,7 +162,7 @@ int main(int argc, char **argv)
 		char line[1024];
 		reg2.buf[i] = malloc(4096);
 		inv2.buf[i] = malloc(4096);
-		snprintf(uri, sizeof(uri), "sip:%s", host);
+		snprintf(uri, sizeof(uri), "sip:%s@%s", USER, host);
 		make_answer(nc, realm, ha1, "REGISTER", uri, false, (uint64_t)now, line, sizeof(line));
 		reg2.len[i] = make_request(reg2.buf[i], 4096, "REGISTER", host, 2, line, i);
 		snprintf(uri, sizeof(uri), "sip:15551234567@%s", host);
@@ -210,20 +212,20 @@ int main(int argc, char **argv)
 	BENCH("challenge: parse + check + sa_auth_challenge + 401 written", {
 		if (sa_msg_parse(&m, reg1, (size_t)reg1_len, false, &err) < 0)
 			die("parse reg1");
-		sa_auth_check(&auth, &m, tr.id, realm, (uint64_t)now, &r);
-		long n = sa_auth_challenge(&auth, realm, false, false, (uint64_t)now, hdrs, sizeof(hdrs));
-		sa_msg_local_tag(&m, tag);
+		sa_auth_check(&auth, &m, tr.id, realm, NULL, (uint64_t)now, &r);
+		long n = sa_auth_challenge(&auth, realm, "127.0.0.1", false, false, (uint64_t)now, hdrs, sizeof(hdrs));
+		sa_msg_local_tag(&m, tag_key, tag);
 		n = sa_msg_response(&m, &peer, 401, NULL, tag, hdrs, out, sizeof(out));
 		sink += n;
 		sa_msg_free(&m);
 	});
 	BENCH("  of which sa_auth_challenge alone (nonce HMAC + header)", {
-		sink += sa_auth_challenge(&auth, realm, false, false, (uint64_t)now, hdrs, sizeof(hdrs));
+		sink += sa_auth_challenge(&auth, realm, "127.0.0.1", false, false, (uint64_t)now, hdrs, sizeof(hdrs));
 	});
 	BENCH("verify: parse + sa_auth_check of a good MD5 REGISTER answer", {
 		if (sa_msg_parse(&m, reg2.buf[i], (size_t)reg2.len[i], false, &err) < 0)
 			die("parse reg2");
-		sa_auth_check(&auth, &m, tr.id, realm, (uint64_t)now, &r);
+		sa_auth_check(&auth, &m, tr.id, realm, NULL, (uint64_t)now, &r);
 		if (!r.ok)
 			die("REGISTER answer refused");
 		sa_msg_free(&m);
@@ -247,9 +249,9 @@ int main(int argc, char **argv)
 	BENCH("challenge INVITE: parse + check + 407 written", {
 		if (sa_msg_parse(&m, inv1, (size_t)inv1_len, false, &err) < 0)
 			die("parse inv1");
-		sa_auth_check(&auth, &m, tr.id, realm, (uint64_t)now, &r);
-		long n = sa_auth_challenge(&auth, realm, true, false, (uint64_t)now, hdrs, sizeof(hdrs));
-		sa_msg_local_tag(&m, tag);
+		sa_auth_check(&auth, &m, tr.id, realm, NULL, (uint64_t)now, &r);
+		long n = sa_auth_challenge(&auth, realm, "127.0.0.1", true, false, (uint64_t)now, hdrs, sizeof(hdrs));
+		sa_msg_local_tag(&m, tag_key, tag);
 		n = sa_msg_response(&m, &peer, 407, NULL, tag, hdrs, out, sizeof(out));
 		sink += n;
 		sa_msg_free(&m);
@@ -257,7 +259,7 @@ int main(int argc, char **argv)
 	BENCH("verify INVITE: parse + sa_auth_check of a good answer", {
 		if (sa_msg_parse(&m, inv2.buf[i], (size_t)inv2.len[i], false, &err) < 0)
 			die("parse inv2");
-		sa_auth_check(&auth, &m, tr.id, realm, (uint64_t)now, &r);
+		sa_auth_check(&auth, &m, tr.id, realm, NULL, (uint64_t)now, &r);
 		if (!r.ok)
 			die("INVITE answer refused");
 		sa_msg_free(&m);
