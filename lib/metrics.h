@@ -31,6 +31,10 @@ struct sa_metrics {
 	uint64_t banned_dropped;                         /* requests from banned sources, unanswered */
 	uint64_t banned_active;                          /* gauge: sources banned now */
 	uint64_t api_requests[SA_METRICS_STATUSES];      /* HTTP answers by status */
+	/* the store; map_size 0: unknown, not rendered */
+	uint64_t store_map_size;                         /* gauge: bytes */
+	uint64_t store_used;                             /* gauge: bytes in pages holding data */
+	uint64_t store_write_failures;                   /* writes that failed or were refused */
 };
 
 /* The text exposition (version 0.0.4) into a malloc'd, NUL-terminated
