@@ -1104,6 +1104,25 @@ START_TEST(test_errors_name_their_cause)
 }
 END_TEST
 
+START_TEST(test_map_size_parse)
+{
+	static const struct { const char *text; int rc; uint64_t bytes; } sizes[] = {
+		{ "1048576", SA_STORE_OK, 1048576 }, { "1M", SA_STORE_OK, 1048576 }, { "64m", SA_STORE_OK, 64 << 20 },
+		{ "2G", SA_STORE_OK, (uint64_t)2 << 30 }, { "1T", SA_STORE_OK, (uint64_t)1 << 40 },
+		{ "1024K", SA_STORE_OK, 1048576 }, { "1023K", SA_STORE_EINVAL, 0 }, { "2T", SA_STORE_EINVAL, 0 },
+		{ "", SA_STORE_EINVAL, 0 }, { "G", SA_STORE_EINVAL, 0 }, { "-1G", SA_STORE_EINVAL, 0 },
+		{ "1GB", SA_STORE_EINVAL, 0 }, { "1 G", SA_STORE_EINVAL, 0 }, { "1X", SA_STORE_EINVAL, 0 },
+		{ "99999999999999999999", SA_STORE_EINVAL, 0 }, { "18014398509481984K", SA_STORE_EINVAL, 0 },
+	};
+	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+		uint64_t got = 0;
+		ck_assert_msg(sa_store_size_parse(sizes[i].text, &got) == sizes[i].rc, "%s", sizes[i].text);
+		if (sizes[i].rc == SA_STORE_OK)
+			ck_assert_msg(got == sizes[i].bytes, "%s: %llu", sizes[i].text, (unsigned long long)got);
+	}
+}
+END_TEST
+
 START_TEST(test_open_names_permission_and_garbage)
 {
 	char why[256] = "";
@@ -1143,6 +1162,7 @@ static Suite *store_suite(void)
 	tcase_add_test(empty, test_schema_mismatch_refused);
 	tcase_add_test(empty, test_realm_is_literal_trunk_id);
 	tcase_add_test(empty, test_errors_name_their_cause);
+	tcase_add_test(empty, test_map_size_parse);
 	tcase_add_test(empty, test_open_names_permission_and_garbage);
 	suite_add_tcase(s, empty);
 
