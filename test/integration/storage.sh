@@ -168,15 +168,19 @@ assert_match "full map: the alarm was logged once" '^1$' "$(grep -c event=store_
 n_lines=$(grep -c event=store_write_failed "$T/sipauthd.log")
 [ "$n_lines" -le 3 ] && pass "failures are summed per tick ($n_lines lines)" || fail "$n_lines store_write_failed lines"
 
-# deletes always work, by the API and by sipauthctl
+# deletes always work, by the API and by sipauthctl, with bindings or without
+ctl --store "$T/small" credential delete --trunk "$TRUNK" --id "$CRED"
+assert_eq "full map: sipauthctl deletes the credential that has bindings" 0 "$rc"
+wait_for sh -c "[ \"\$(curl -s '$BASE/metrics' | sed -n 's/^sipauthd_registrations_active //p')\" = 0 ]" \
+	&& pass "its bindings are gone: registrations_active 0" || fail "registrations_active: $(metric registrations_active)"
+assert_eq "full map: the API lists no registration" "[]" "$(api_contacts)"
 api DELETE "/v1/account/$ACC/trunks/$TRUNK/credentials/$FILLER"
 assert_eq "full map: API delete is 204" 204 "$st"
-ctl --store "$T/small" credential delete --trunk "$TRUNK" --id "$(sed -n 2p "$T/writer.out")"
-assert_eq "full map: sipauthctl delete exits 0" 0 "$rc"
 
 # growing the map (with the daemon running) makes room; the daemon takes the new size up
 ctl_pw --store "$T/small" --map-size 8M credential create --trunk "$TRUNK" --username after-growth --password-stdin
 assert_eq "sipauthctl --map-size 8M grows the map and creates" 0 "$rc"
+SIP_USER=after-growth
 wait_for sh -c "curl -s '$BASE/metrics' | grep -q '^sipauthd_store_map_size_bytes 8388608$'" \
 	&& pass "the daemon follows the grown map" || fail "map size metric: $(metric store_map_size_bytes)"
 assert_eq "a REGISTER adding a contact after the growth" 200 "$(reg --contact "$C1" --header "Contact: <sip:new-1@127.0.0.1:5070>")"
