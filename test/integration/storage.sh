@@ -142,7 +142,8 @@ assert_match "full map: the message says so and what to do" \
 # a REGISTER that adds contacts is refused whole: the refresh in it is not kept either
 assert_eq "full map: a REGISTER adding two contacts gets 503" 503 \
 	"$(reg --contact "$C1" --header "Contact: <sip:new-1@127.0.0.1:5070>" --header "Contact: <sip:new-2@127.0.0.1:5070>")"
-assert_eq "full map: the 503 asks to retry later" "Registrar Storage Full" "$(json_get 'resp[-1].get("reason")' < "$T/reg.out")"
+assert_eq "full map: the 503 says why and asks to retry later" "Registrar Storage Full ['60']" \
+	"$(json_get 'resp[-1].get("reason") + " " + str(resp[-1]["headers"].get("retry-after"))' < "$T/reg.out")"
 assert_eq "full map: nothing of that REGISTER was stored" "['$C1', '$C2', '$C3']" "$(api_contacts)"
 assert_eq "full map: a refresh of the registered contacts is 200" 200 \
 	"$(reg --contact "$C1" --header "Contact: <$C2>" --header "Contact: <$C3>")"
