@@ -215,6 +215,13 @@ static int set_uint(struct parse *p, const char *v, unsigned lo, unsigned hi, un
 	return 0;
 }
 
+static int set_map_size(struct parse *p, const char *v, uint64_t *out)
+{
+	if (sa_store_size_parse(v, out) != SA_STORE_OK)
+		return perr(p, "'%s' is not a map size from 1M to 1T (bytes, or a number with K, M, G or T)", v);
+	return 0;
+}
+
 static int set_str(struct parse *p, const char *v, char *out, size_t outlen)
 {
 	if (!*v || strlen(v) >= outlen)
@@ -270,6 +277,7 @@ static int set_key(struct parse *p, const char *sec, const char *k, char *v)
 	if (IS("auth", "algorithms")) { c->auth.nalgs = 0; return each_item(p, v, add_algorithm); }
 	if (IS("auth", "nonce_ttl")) return set_uint(p, v, 5, 3600, &c->nonce_ttl);
 	if (IS("store", "path")) return set_str(p, v, c->store_path, sizeof(c->store_path));
+	if (IS("store", "map_size")) return set_map_size(p, v, &c->store_map_size);
 	if (IS("registrar", "min_expires")) return set_uint(p, v, 1, 86400, &c->reg.min_expires);
 	if (IS("registrar", "max_expires")) return set_uint(p, v, 1, 604800, &c->reg.max_expires);
 	if (IS("registrar", "default_expires")) return set_uint(p, v, 1, 604800, &c->reg.default_expires);

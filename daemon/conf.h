@@ -57,6 +57,7 @@ struct sa_config {
 	struct sa_auth_cfg auth;
 	unsigned nonce_ttl;
 	char store_path[PATH_MAX];
+	uint64_t store_map_size;         /* bytes; 0: the size the store records */
 	struct sa_reg_cfg reg;
 	int log_level;
 	unsigned tcp_idle_timeout;       /* seconds */

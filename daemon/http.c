@@ -187,15 +187,40 @@ static void api_serve(struct exchange *x, const char *query)
 
 /* ---- /healthz, /metrics, /dashboard ---- */
 
-/* Healthy while the store answers and the daemon is not stopping. */
-static void healthz_serve(struct exchange *x)
+/* Healthy while the store answers, takes writes (the last one did not fail)
+ * and has room for new records, and the daemon is not stopping. The body
+ * says which, for whoever looks. */
+static const char *health_problem(struct sa_server *srv)
 {
-	static const char ok[] = "{\"status\":\"ok\"}\n", down[] = "{\"status\":\"unavailable\"}\n";
+	struct sa_store_usage u;
+	struct sa_store_fault f;
 	uint64_t gen;
 
-	if (x->h->srv->stopping || sa_store_generation(x->h->srv->store, &gen) != SA_STORE_OK) {
-		log_error(x, 503, "unavailable", NULL);
-		send_answer(x, 503, JSON_TYPE, down, sizeof(down) - 1, 1);
+	if (srv->stopping)
+		return "stopping";
+	if (sa_store_generation(srv->store, &gen) != SA_STORE_OK)
+		return "store_unreadable";
+	sa_store_fault(srv->store, &f);
+	if (f.failing)
+		return f.err == SA_STORE_EMAPFULL ? "store_map_full" : f.err == SA_STORE_ENOSPC ? "store_disk_full"
+		                                                                                : "store_write_failed";
+	if (sa_store_usage(srv->store, &u) != SA_STORE_OK)
+		return "store_unreadable";
+	if (u.percent >= SA_STORE_HEADROOM_PERCENT)
+		return "store_map_full";
+	return NULL;
+}
+
+static void healthz_serve(struct exchange *x)
+{
+	static const char ok[] = "{\"status\":\"ok\"}\n";
+	const char *problem = health_problem(x->h->srv);
+	char down[128];
+
+	if (problem != NULL) {
+		int n = snprintf(down, sizeof(down), "{\"status\":\"unavailable\",\"reason\":\"%s\"}\n", problem);
+		log_error(x, 503, problem, NULL);
+		send_answer(x, 503, JSON_TYPE, down, (size_t)n, 0);
 		return;
 	}
 	send_answer(x, 200, JSON_TYPE, ok, sizeof(ok) - 1, 1);
@@ -215,7 +240,16 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	memcpy(m->auth_fail, c->auth_fail, sizeof(m->auth_fail));
 	m->registrations = c->registrations;
 	uint64_t nb;
-	m->registrations_active = sa_store_binding_count(h->srv->store, &nb) == SA_STORE_OK ? (int64_t)nb : -1;
+	m->registrations_active =
+		sa_store_binding_count(h->srv->store, (int64_t)time(NULL), &nb) == SA_STORE_OK ? (int64_t)nb : -1;
+	struct sa_store_usage u;
+	struct sa_store_fault f;
+	if (sa_store_usage(h->srv->store, &u) == SA_STORE_OK) {
+		m->store_map_size = u.map_size;
+		m->store_used = u.used;
+	}
+	sa_store_fault(h->srv->store, &f);
+	m->store_write_failures = f.failures;
 	memcpy(m->sip_rejected, c->rejected, sizeof(m->sip_rejected));
 	m->sip_forwarded = c->forwarded;
 	m->sip_retransmissions_absorbed = c->retransmissions_absorbed;

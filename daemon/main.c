@@ -84,6 +84,36 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	sa_notify_ready();
 }
 
+/* One line when store writes failed since the last look (the SIP path does
+ * not log them: a flood of failing REGISTERs is one line per tick), and one
+ * when the map crosses the alarm level either way. */
+static void store_watch(struct sa_server *srv)
+{
+	struct sa_store_watch *w = &srv->store_watch;
+	struct sa_store_usage u;
+	struct sa_store_fault f;
+
+	sa_store_fault(srv->store, &f);
+	if (f.failures != w->failures_logged) {
+		log_err("event=store_write_failed cause=%s error=\"%s\" code=%d failures=%llu path=%s",
+		        sa_store_cause(f.err), f.detail, f.code, (unsigned long long)(f.failures - w->failures_logged),
+		        srv->cfg.store_path);
+		w->failures_logged = f.failures;
+	}
+	if (sa_store_usage(srv->store, &u) != SA_STORE_OK)
+		return;
+	bool high = u.percent >= SA_STORE_ALARM_PERCENT;
+	if (high && !w->map_high)
+		log_warn("event=store_map_high used_mib=%llu map_mib=%llu percent=%u refused_above=%d "
+		         "hint=\"raise [store] map_size, or delete credentials\"",
+		         (unsigned long long)(u.used >> 20), (unsigned long long)(u.map_size >> 20), u.percent,
+		         SA_STORE_HEADROOM_PERCENT);
+	else if (!high && w->map_high)
+		log_info("event=store_map_ok used_mib=%llu map_mib=%llu percent=%u", (unsigned long long)(u.used >> 20),
+		         (unsigned long long)(u.map_size >> 20), u.percent);
+	w->map_high = high;
+}
+
 /* Periodic work: expire bindings, flush unsynced store writes. */
 static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -93,18 +123,28 @@ static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 		log_info("event=bindings_expired count=%d", n);
 	sa_sip_housekeeping(srv);
 	sa_store_flush(srv->store);
+	store_watch(srv);
 }
 
 static int open_store(struct sa_server *srv)
 {
 	unsigned char secret[SA_NONCE_SECRET_LEN];
-	int rc = sa_store_open(&srv->store, srv->cfg.store_path, 0);
+	struct sa_store_opts o = { .map_size = srv->cfg.store_map_size };
+	char why[256] = "";
+	int rc = sa_store_open_with(&srv->store, srv->cfg.store_path, &o, why, sizeof(why));
+	int sys = rc != 0 ? errno : 0;
 	if (rc == 0)
 		rc = sa_store_domain(srv->store, srv->domain, sizeof(srv->domain));
 	if (rc != 0) {
-		log_err("event=store_failed path=%s error=\"%s\"", srv->cfg.store_path, sa_store_strerror(rc));
+		log_err("event=store_failed path=%s cause=%s error=\"%s\" reason=\"%s\" errno=%d", srv->cfg.store_path,
+		        sa_store_cause(rc), sa_store_strerror(rc), why, sys);
 		return -1;
 	}
+	struct sa_store_usage u;
+	if (sa_store_usage(srv->store, &u) == 0)
+		log_info("event=store_opened path=%s map_mib=%llu used_mib=%llu percent=%u reserved=%s",
+		         srv->cfg.store_path, (unsigned long long)(u.map_size >> 20), (unsigned long long)(u.used >> 20),
+		         u.percent, u.reserved ? "yes" : "no");
 	if (strcasecmp(srv->domain, srv->cfg.domain) != 0) {
 		log_err("event=domain_mismatch config=%s store=%s hint=\"credentials are hashed for the store's domain\"",
 		        srv->cfg.domain, srv->domain);

@@ -54,6 +54,12 @@ struct sa_counters {
 	uint64_t relay_refused;          /* in-dialog requests not from the call's ends, or routed outside it */
 };
 
+/* What the log was last told about the store, so that each change is one line. */
+struct sa_store_watch {
+	uint64_t failures_logged;       /* sa_store_fault's count at the last line */
+	bool map_high;                  /* above SA_STORE_ALARM_PERCENT at the last look */
+};
+
 struct sa_server {
 	struct event_base *base;
 	struct sa_config cfg;
@@ -81,6 +87,7 @@ struct sa_server {
 	struct sa_call **calls;         /* established calls by Call-ID hash */
 	unsigned ncalls;
 	uint64_t store_generation;      /* last seen: a change means sipauthctl wrote */
+	struct sa_store_watch store_watch;   /* main.c: what housekeeping last told of the store */
 	struct event *revoke_poll;
 	struct event *sig_term, *sig_int, *sig_hup, *housekeeping;
 	struct sa_counters counters;

@@ -26,16 +26,18 @@ enum {
 	EXIT_NOTFOUND = 2,   /* unknown account, trunk or credential */
 	EXIT_CONFLICT = 3,   /* duplicate username; store already initialised */
 	EXIT_NOTINIT = 4,    /* store not initialised or of another schema version */
-	EXIT_IO = 5,         /* the store could not be opened, read or written */
+	EXIT_IO = 5,         /* the store could not be opened, read or written (I/O, permission) */
+	EXIT_CORRUPT = 6,    /* data.mdb is empty, truncated or damaged */
+	EXIT_FULL = 7,       /* the store's map or the file system is full */
 };
 
 /* options, as bits in struct ctl.seen and in the command table */
 enum {
 	OPT_STORE = 1 << 0, OPT_MINLEN = 1 << 1, OPT_HELP = 1 << 2, OPT_DOMAIN = 1 << 3,
 	OPT_NAME = 1 << 4, OPT_ACCOUNT = 1 << 5, OPT_TRUNK = 1 << 6, OPT_USERNAME = 1 << 7,
-	OPT_PWSTDIN = 1 << 8, OPT_ID = 1 << 9,
+	OPT_PWSTDIN = 1 << 8, OPT_ID = 1 << 9, OPT_MAPSIZE = 1 << 10,
 };
-#define OPT_GLOBAL (OPT_STORE | OPT_MINLEN | OPT_HELP)
+#define OPT_GLOBAL (OPT_STORE | OPT_MINLEN | OPT_HELP | OPT_MAPSIZE)
 
 static const struct option long_opts[] = {
 	{ "store", required_argument, NULL, OPT_STORE },
@@ -48,12 +50,14 @@ static const struct option long_opts[] = {
 	{ "username", required_argument, NULL, OPT_USERNAME },
 	{ "password-stdin", no_argument, NULL, OPT_PWSTDIN },
 	{ "id", required_argument, NULL, OPT_ID },
+	{ "map-size", required_argument, NULL, OPT_MAPSIZE },
 	{ NULL, 0, NULL, 0 },
 };
 
 struct ctl {
 	const char *store_dir;
 	unsigned min_len;
+	uint64_t map_size;           /* --map-size: grow the map to this; 0: the store's own */
 	const char *domain, *name, *account, *trunk, *username, *id;
 	unsigned seen;
 	struct sa_store *st;
@@ -93,7 +97,7 @@ static const struct command commands[] = {
 static void usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: sipauthctl [--store DIR] [--min-password-length N] COMMAND [OPTIONS]\n"
+	    "usage: sipauthctl [--store DIR] [--min-password-length N] [--map-size SIZE] COMMAND [OPTIONS]\n"
 	    "\n"
 	    "  init [--domain DOMAIN]                       record the SIP domain (default " SA_DEFAULT_DOMAIN ")\n"
 	    "  account create --name NAME                   prints the acc_ id\n"
@@ -108,11 +112,16 @@ static void usage(FILE *f)
 	    "\n"
 	    "  --store DIR                 the store directory (default " DEFAULT_STORE ")\n"
 	    "  --min-password-length N     minimum password length, %d..%d (default %d)\n"
+	    "  --map-size SIZE             commands that write: the store's map grows to SIZE\n"
+	    "                              (bytes, or with K, M, G, T; it never shrinks); for init,\n"
+	    "                              the new store's map (default 1G). data.mdb takes SIZE on disk\n"
 	    "  --help                      this text\n"
 	    "\n"
 	    "exit status: 0 ok, 1 bad usage or invalid input (weak password, bad username),\n"
 	    "2 unknown account, trunk or credential, 3 duplicate username or store already\n"
-	    "initialised, 4 store not initialised or of an incompatible version, 5 store I/O error.\n",
+	    "initialised, 4 store not initialised or of an incompatible version, 5 store I/O\n"
+	    "error or permission denied, 6 store corrupted (data.mdb empty, truncated or\n"
+	    "damaged), 7 store full (its map, or the file system).\n",
 	    SA_PASSWORD_MIN, SA_PASSWORD_MAX, SA_PASSWORD_MIN);
 }
 
@@ -129,20 +138,49 @@ static int die(int status, const char *fmt, ...)
 	return status;
 }
 
-/* The message and exit status for store errors every command shares. */
-static int store_fail(struct ctl *c, int err)
+/* What the store said about its last failure, when it is about err. */
+static const char *fault_detail(struct ctl *c, int err)
 {
+	static struct sa_store_fault f;
+
+	if (c->st == NULL)
+		return "";
+	sa_store_fault(c->st, &f);
+	return f.err == err ? f.detail : "";
+}
+
+/* The message and exit status for store errors every command shares: each
+ * names its cause, and the LMDB or system error behind it (detail). */
+static int store_fail_why(struct ctl *c, int err, const char *detail)
+{
+	const char *sep = detail[0] != '\0' ? ": " : "";
+
 	switch (err) {
 	case SA_STORE_ENOTINIT:
 		return die(EXIT_NOTINIT, "store not initialised: run sipauthctl --store %s init", c->store_dir);
 	case SA_STORE_ESCHEMA:
-		return die(EXIT_NOTINIT, "store %s was written by an incompatible version (schema %d expected)",
-		           c->store_dir, SA_STORE_SCHEMA_VERSION);
+		return die(EXIT_NOTINIT, "store %s was written by an incompatible version (schema %d expected)%s%s",
+		           c->store_dir, SA_STORE_SCHEMA_VERSION, sep, detail);
 	case SA_STORE_EINVAL:
 		return die(EXIT_USAGE, "invalid input");
+	case SA_STORE_EMAPFULL:
+		return die(EXIT_FULL, "store %s: map full%s%s; deletes still work; grow the map with "
+		           "sipauthctl --map-size SIZE or [store] map_size", c->store_dir, sep, detail);
+	case SA_STORE_ENOSPC:
+		return die(EXIT_FULL, "store %s: disk full%s%s", c->store_dir, sep, detail);
+	case SA_STORE_ECORRUPT:
+		return die(EXIT_CORRUPT, "store %s: corrupted%s%s", c->store_dir, sep, detail);
+	case SA_STORE_EACCES:
+		return die(EXIT_IO, "store %s: permission denied%s%s (run as the store's owner, e.g. sudo -u sipauthd)",
+		           c->store_dir, sep, detail);
 	default:
-		return die(EXIT_IO, "store %s: %s", c->store_dir, sa_store_strerror(err));
+		return die(EXIT_IO, "store %s: I/O error%s%s", c->store_dir, sep, detail);
 	}
+}
+
+static int store_fail(struct ctl *c, int err)
+{
+	return store_fail_why(c, err, fault_detail(c, err));
 }
 
 static int64_t now(void)
@@ -370,6 +408,10 @@ static int set_option(struct ctl *c, int opt, const char *arg)
 	case OPT_USERNAME: c->username = arg; return EXIT_OK;
 	case OPT_PWSTDIN: return EXIT_OK;
 	case OPT_ID: c->id = arg; return EXIT_OK;
+	case OPT_MAPSIZE:
+		if (sa_store_size_parse(arg, &c->map_size) != SA_STORE_OK)
+			return die(EXIT_USAGE, "--map-size must be a size from 1M to 1T (bytes, or a number with K, M, G or T)");
+		return EXIT_OK;
 	default: return die(EXIT_USAGE, "unknown option (see sipauthctl --help)");
 	}
 }
@@ -434,18 +476,23 @@ static int check_options(const struct ctl *c, const struct command *cmd)
 /* A store other than by init must exist: opening would create an empty one. */
 static int open_store(struct ctl *c, const struct command *cmd)
 {
-	char path[4096];
+	struct sa_store_opts o = { .flags = cmd->rdonly ? SA_STORE_RDONLY : 0, .map_size = c->map_size };
+	char path[4096], why[512] = "";
 	struct stat sb;
 
+	if (cmd->rdonly && c->map_size != 0)
+		return die(EXIT_USAGE, "--map-size applies to commands that write");
 	if (cmd->run != cmd_init) {
 		snprintf(path, sizeof path, "%s/data.mdb", c->store_dir);
 		if (stat(path, &sb) != 0 && errno == ENOENT)
 			return store_fail(c, SA_STORE_ENOTINIT);
 	}
-	int err = sa_store_open(&c->st, c->store_dir, cmd->rdonly ? SA_STORE_RDONLY : 0);
+	int err = sa_store_open_with(&c->st, c->store_dir, &o, why, sizeof why);
+	if (err == SA_STORE_OK || err == SA_STORE_ENOTINIT)
+		return err == SA_STORE_OK ? EXIT_OK : store_fail(c, err);
 	if (err == SA_STORE_EIO)
-		return die(EXIT_IO, "cannot open store %s: %s", c->store_dir, strerror(errno));
-	return err == SA_STORE_OK ? EXIT_OK : store_fail(c, err);
+		return die(EXIT_IO, "cannot open store %s: %s", c->store_dir, why[0] ? why : strerror(errno));
+	return store_fail_why(c, err, why);
 }
 
 static int run(struct ctl *c, int argc, char **argv)

@@ -131,9 +131,16 @@ static void errorf(struct sa_api_response *r, int status, const char *code, cons
 	sa_api_error(r, status, code, msg);
 }
 
+/* A full store (map or disk) is 507 (RFC 4918 §11.5): the request was fine
+ * and may succeed once space is made; deletes still work. Anything else the
+ * store says is ours to fix: 500, naming the cause. */
 static void store_error(struct sa_api_response *r, int err)
 {
-	errorf(r, 500, "internal", "store error: %s", sa_store_strerror(err));
+	if (err == SA_STORE_EMAPFULL || err == SA_STORE_ENOSPC)
+		errorf(r, 507, "insufficient_storage", "store error: %s: new records are refused until space is made",
+		       sa_store_strerror(err));
+	else
+		errorf(r, 500, "internal", "store error: %s", sa_store_strerror(err));
 }
 
 void sa_api_response_free(struct sa_api_response *r)

@@ -103,6 +103,20 @@ static void transactions(FILE *f, const struct sa_metrics *m)
 	        "In-dialog requests refused: not from an end of the call, or routed outside it.", m->relay_refused);
 }
 
+/* used / size is the alarm: new records are refused above 0.9 (SA_STORE_HEADROOM_PERCENT). */
+static void store(FILE *f, const struct sa_metrics *m)
+{
+	if (m->store_map_size == 0)
+		return;
+	gauge(f, "store_map_size_bytes", "Size of the store's map (the most data it can hold).",
+	      (int64_t)m->store_map_size);
+	gauge(f, "store_map_used_bytes", "Bytes of the map in pages that hold data.", (int64_t)m->store_used);
+	head(f, "store_map_used_ratio", "gauge", "Share of the map that holds data; new records are refused above 0.9.");
+	fprintf(f, "sipauthd_store_map_used_ratio %.4f\n", (double)m->store_used / (double)m->store_map_size);
+	counter(f, "store_write_failures_total", "Store writes that failed or were refused (map or disk full, I/O).",
+	        m->store_write_failures);
+}
+
 char *sa_metrics_render(const struct sa_metrics *m, size_t *len)
 {
 	char *buf = NULL;
@@ -117,6 +131,7 @@ char *sa_metrics_render(const struct sa_metrics *m, size_t *len)
 	sip_requests(f, m);
 	auth(f, m);
 	registrations_and_calls(f, m);
+	store(f, m);
 	abuse(f, m);
 	by_status(f, "sip_rejected_total", "SIP error answers sipauthd gave itself, by status.", m->sip_rejected);
 	counter(f, "sip_forwarded_total", "SIP messages forwarded.", m->sip_forwarded);

@@ -37,6 +37,10 @@ struct sa_metrics {
 	uint64_t transactions_evicted;                   /* finished ones dropped early to make room */
 	uint64_t responses_refused;                      /* answers from a peer the request was not sent to */
 	uint64_t relay_refused;                          /* in-dialog requests not from the call's ends */
+	/* the store; map_size 0: unknown, not rendered */
+	uint64_t store_map_size;                         /* gauge: bytes */
+	uint64_t store_used;                             /* gauge: bytes in pages holding data */
+	uint64_t store_write_failures;                   /* writes that failed or were refused */
 };
 
 /* The text exposition (version 0.0.4) into a malloc'd, NUL-terminated

@@ -173,30 +173,58 @@ static void binding_fill(struct sa_binding *b, const struct sa_reg_cfg *cfg, con
 	b->expires_at = now + (expires > (long)cfg->max_expires ? (long)cfg->max_expires : expires);
 }
 
-static int apply_contact(struct sa_store *st, const struct sa_reg_cfg *cfg, const struct sa_msg *m,
-                         const struct sa_credential *cred, const struct sa_peer *peer, int64_t now,
-                         const char *uri, long expires, struct bindings *bl, struct sa_reg_result *res)
+/* A store that cannot take the write: full (map or disk) is temporary for
+ * the PBX (503, retry later); anything else is our fault (500). */
+static void store_failed(struct sa_reg_result *res, int err)
 {
-	struct sa_binding *old = bindings_find(bl, uri);
-	if (expires == 0) {
-		if (old && sa_store_binding_delete(st, cred->id, uri) == 0) {
-			res->removed++;
-			old->expires_at = now;   /* gone from the 200's list */
-		}
-		return 0;
+	if (err == SA_STORE_EFULL) {
+		set_status(res, 503, "Too Many Registered Contacts");
+	} else if (err == SA_STORE_EMAPFULL || err == SA_STORE_ENOSPC) {
+		set_status(res, 503, "Registrar Storage Full");
+		snprintf(res->headers, sizeof(res->headers), "Retry-After: %d\r\n", SA_REG_RETRY_AFTER);
+	} else {
+		set_status(res, 500, NULL);
 	}
-	struct sa_binding b;
-	binding_fill(&b, cfg, m, cred, peer, now, uri, expires, old);
-	int rc = sa_store_binding_put(st, &b, 0);   /* the limit was checked for the whole request */
-	if (rc != 0) {
-		set_status(res, rc == SA_STORE_EFULL ? 503 : 500, NULL);
+}
+
+/* Every contact's change written in one store transaction (all or nothing,
+ * §10.3), then the in-memory list updated to match. */
+static int apply_contacts(struct sa_store *st, const struct sa_reg_cfg *cfg, const struct sa_msg *m,
+                          const struct sa_credential *cred, const struct sa_peer *peer, int64_t now,
+                          const struct asked *a, struct bindings *bl, struct sa_reg_result *res)
+{
+	struct sa_binding nb[MAX_ASKED];
+	struct sa_binding_change ch[MAX_ASKED];
+	struct sa_binding *old[MAX_ASKED];
+	int n = 0;
+
+	for (int i = 0; i < a->n; i++) {
+		old[i] = bindings_find(bl, a->uri[i]);
+		if (a->expires[i] == 0 && !old[i])
+			continue;   /* removing what is not there changes nothing */
+		if (a->expires[i] > 0)
+			binding_fill(&nb[i], cfg, m, cred, peer, now, a->uri[i], a->expires[i], old[i]);
+		ch[n++] = (struct sa_binding_change){ .contact = a->uri[i], .b = a->expires[i] > 0 ? &nb[i] : NULL };
+	}
+	int rc = n > 0 ? sa_store_binding_apply(st, cred->id, ch, (size_t)n, 0) : SA_STORE_OK;
+	if (rc != SA_STORE_OK) {   /* the limit was checked for the whole request */
+		store_failed(res, rc);
 		return -1;
 	}
-	if (old) {
-		*old = b;
-	} else {
-		res->added++;
-		collect_cb(&b, bl);
+	for (int i = 0; i < a->n; i++) {   /* found again: collect_cb may move the list */
+		struct sa_binding *o = bindings_find(bl, a->uri[i]);
+		if (a->expires[i] == 0) {
+			if (o && o->expires_at > now) {
+				res->removed++;
+				o->expires_at = now;   /* gone from the 200's list */
+			}
+		} else if (o) {
+			nb[i].registered_at = o->registered_at;
+			*o = nb[i];
+		} else {
+			res->added++;
+			collect_cb(&nb[i], bl);
+		}
 	}
 	return 0;
 }
@@ -209,8 +237,9 @@ static int apply_wildcard(struct sa_store *st, const struct sa_msg *m, const str
 		set_status(res, 400, "Wildcard needs Expires: 0");
 		return -1;
 	}
-	if (sa_store_binding_delete_all(st, cred->id) != 0) {
-		set_status(res, 500, NULL);
+	int rc = sa_store_binding_delete_all(st, cred->id);
+	if (rc != SA_STORE_OK) {
+		store_failed(res, rc);
 		return -1;
 	}
 	res->removed = bl->n;
@@ -247,11 +276,9 @@ void sa_registrar_apply(struct sa_store *st, const struct sa_reg_cfg *cfg, const
 		if (apply_wildcard(st, m, cred, &bl, res) < 0)
 			goto out;
 	} else {
-		if (read_contacts(cfg, m, &a, res) < 0 || check_request(cfg, m, &bl, &a, res) < 0)
+		if (read_contacts(cfg, m, &a, res) < 0 || check_request(cfg, m, &bl, &a, res) < 0 ||
+		    apply_contacts(st, cfg, m, cred, peer, now, &a, &bl, res) < 0)
 			goto out;
-		for (int i = 0; i < a.n; i++)
-			if (apply_contact(st, cfg, m, cred, peer, now, a.uri[i], a.expires[i], &bl, res) < 0)
-				goto out;
 	}
 	list_contacts(&bl, res);
 out:

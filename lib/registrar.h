@@ -12,11 +12,14 @@ struct sa_reg_cfg {
 	unsigned max_contacts;      /* per credential; 0 = unlimited */
 };
 
+/* Seconds a PBX is asked to wait (Retry-After) when the store is full. */
+#define SA_REG_RETRY_AFTER 60
+
 /* The outcome: a status, and the header lines to send with it. */
 struct sa_reg_result {
 	int status;
 	const char *reason;         /* reason phrase, NULL for the standard one */
-	char headers[2048];         /* Contact lines (200) or Min-Expires (423) */
+	char headers[2048];         /* Contact lines (200), Min-Expires (423) or Retry-After (503) */
 	int added, removed;         /* bindings changed, for the counters */
 };
 

@@ -1,11 +1,14 @@
 /* store.c: the LMDB store: named databases, records, indexes and ids behind store.h. */
+#define _GNU_SOURCE   /* fallocate */
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -50,8 +53,8 @@ static const char *const db_names[DB_COUNT] = {
 	"authfail", "authfail_state",
 };
 
-#define MAP_SIZE        ((size_t)1 << 30)
 #define ID_RAND_LEN     16
+#define EXPIRE_BATCH    1000   /* bindings removed per transaction: short writer-lock holds */
 #define KEY_MAX         256
 #define HASH_LEN        SHA256_DIGEST_LENGTH
 #define WALK_STOP       1
@@ -66,6 +69,11 @@ struct sa_store {
 	MDB_txn *rtxn;       /* the reused read transaction, reset between uses */
 	bool rdonly;
 	bool ready;          /* schema_version seen and matching */
+	bool reserved;       /* writable map, every page of it allocated on disk */
+	uint64_t psize;      /* LMDB page size */
+	struct sa_store_fault fault;
+	int code;            /* LMDB or errno value of the last failing call in this transaction */
+	char detail[128];    /* ... or our own words for it (the headroom rule) */
 };
 
 struct apikey_rec {
@@ -102,7 +110,29 @@ const char *sa_store_strerror(int err)
 	case SA_STORE_ESCHEMA: return "incompatible store schema version";
 	case SA_STORE_EIO: return "store I/O error";
 	case SA_STORE_EFULL: return "limit reached";
+	case SA_STORE_EMAPFULL: return "store map full";
+	case SA_STORE_ENOSPC: return "disk full";
+	case SA_STORE_ECORRUPT: return "store corrupted";
+	case SA_STORE_EACCES: return "permission denied";
 	default: return "unknown store error";
+	}
+}
+
+const char *sa_store_cause(int err)
+{
+	switch (err) {
+	case SA_STORE_OK: return "ok";
+	case SA_STORE_ENOTFOUND: return "not_found";
+	case SA_STORE_EEXISTS: return "exists";
+	case SA_STORE_EINVAL: return "invalid";
+	case SA_STORE_ENOTINIT: return "not_initialised";
+	case SA_STORE_ESCHEMA: return "version_mismatch";
+	case SA_STORE_EFULL: return "limit";
+	case SA_STORE_EMAPFULL: return "map_full";
+	case SA_STORE_ENOSPC: return "disk_full";
+	case SA_STORE_ECORRUPT: return "corrupted";
+	case SA_STORE_EACCES: return "permission";
+	default: return "io";
 	}
 }
 
@@ -177,14 +207,63 @@ static int val_rec(const MDB_val *v, void *out, size_t len)
 	return SA_STORE_OK;
 }
 
+/* An LMDB return value (LMDB's own codes or an errno) as a store error. */
 static int map_err(int rc)
 {
 	switch (rc) {
 	case MDB_SUCCESS: return SA_STORE_OK;
 	case MDB_NOTFOUND: return SA_STORE_ENOTFOUND;
 	case MDB_KEYEXIST: return SA_STORE_EEXISTS;
+	case MDB_MAP_FULL: return SA_STORE_EMAPFULL;
+	case ENOSPC: case EDQUOT: return SA_STORE_ENOSPC;
+	case MDB_CORRUPTED: case MDB_PAGE_NOTFOUND: case MDB_INVALID: case MDB_BAD_TXN:
+		return SA_STORE_ECORRUPT;
+	case MDB_VERSION_MISMATCH: return SA_STORE_ESCHEMA;
+	case EACCES: case EPERM: case EROFS: return SA_STORE_EACCES;
 	default: return SA_STORE_EIO;
 	}
+}
+
+/* As map_err, remembering a failure's LMDB or errno value for the fault report. */
+static int note_err(struct sa_store *st, int rc)
+{
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND && rc != MDB_KEYEXIST) {
+		st->code = rc;
+		st->detail[0] = '\0';
+	}
+	return map_err(rc);
+}
+
+/* Errors that say the store itself is in trouble (not the request). */
+static bool store_trouble(int err)
+{
+	return err == SA_STORE_EIO || err == SA_STORE_EMAPFULL || err == SA_STORE_ENOSPC ||
+	       err == SA_STORE_ECORRUPT || err == SA_STORE_EACCES;
+}
+
+/* Records how a write ended, for sa_store_fault. */
+static void fault_note(struct sa_store *st, int err)
+{
+	if (!store_trouble(err)) {
+		if (err == SA_STORE_OK)
+			st->fault.failing = false;
+		return;
+	}
+	st->fault.err = err;
+	st->fault.failing = true;
+	st->fault.code = st->code;
+	st->fault.failures++;
+	if (st->detail[0] != '\0')
+		snprintf(st->fault.detail, sizeof st->fault.detail, "%s", st->detail);
+	else if (st->code != 0)
+		snprintf(st->fault.detail, sizeof st->fault.detail, "%s", mdb_strerror(st->code));
+	else
+		snprintf(st->fault.detail, sizeof st->fault.detail, "%s", sa_store_strerror(err));
+}
+
+void sa_store_fault(const struct sa_store *st, struct sa_store_fault *f)
+{
+	*f = st->fault;
 }
 
 __attribute__((format(printf, 3, 4)))
@@ -232,12 +311,36 @@ static int store_check(struct sa_store *st, MDB_txn *txn)
 	if (rc == MDB_NOTFOUND)
 		return SA_STORE_ENOTINIT;
 	if (rc != 0)
-		return SA_STORE_EIO;
+		return note_err(st, rc);
 	snprintf(want, sizeof want, "%d", SA_STORE_SCHEMA_VERSION);
 	if (v.mv_size != strlen(want) || memcmp(v.mv_data, want, v.mv_size) != 0)
 		return SA_STORE_ESCHEMA;
 	st->ready = true;
 	return SA_STORE_OK;
+}
+
+static int map_reserve(struct sa_store *st, uint64_t size, char *why, size_t whylen);
+
+/* Another process grew the map past ours (sipauthctl --map-size): take its
+ * size, and make sure the new pages are reserved too. */
+static int map_adopt(struct sa_store *st)
+{
+	MDB_envinfo ei;
+	int rc = mdb_env_set_mapsize(st->env, 0);
+
+	if (rc != 0)
+		return note_err(st, rc);
+	mdb_env_info(st->env, &ei);
+	return st->reserved ? map_reserve(st, ei.me_mapsize, NULL, 0) : SA_STORE_OK;
+}
+
+static int txn_begin(struct sa_store *st, unsigned flags, MDB_txn **txn)
+{
+	int rc = mdb_txn_begin(st->env, NULL, flags, txn);
+
+	if (rc == MDB_MAP_RESIZED && map_adopt(st) == SA_STORE_OK)
+		rc = mdb_txn_begin(st->env, NULL, flags, txn);
+	return note_err(st, rc);
 }
 
 /* A write transaction. Durable ones sync on commit (the environment's normal
@@ -246,15 +349,19 @@ static int store_check(struct sa_store *st, MDB_txn *txn)
  * fsyncs the data file (covering the nosync pages) before its meta page. */
 static int wr_begin(struct sa_store *st, MDB_txn **txn, bool nosync, bool check)
 {
+	st->code = 0;
+	st->detail[0] = '\0';
 	if (st->rdonly)
 		return SA_STORE_EIO;
 	if (nosync && mdb_env_set_flags(st->env, MDB_NOSYNC, 1) != 0)
 		return SA_STORE_EIO;
-	if (mdb_txn_begin(st->env, NULL, 0, txn) != 0) {
+	int rc = txn_begin(st, 0, txn);
+	if (rc != SA_STORE_OK) {
 		mdb_env_set_flags(st->env, MDB_NOSYNC, 0);
-		return SA_STORE_EIO;
+		fault_note(st, rc);
+		return rc;
 	}
-	int rc = check ? store_check(st, *txn) : SA_STORE_OK;
+	rc = check ? store_check(st, *txn) : SA_STORE_OK;
 	if (rc != SA_STORE_OK) {
 		mdb_txn_abort(*txn);
 		mdb_env_set_flags(st->env, MDB_NOSYNC, 0);
@@ -266,27 +373,35 @@ static int wr_begin(struct sa_store *st, MDB_txn **txn, bool nosync, bool check)
 static int wr_end(struct sa_store *st, MDB_txn *txn, int rc)
 {
 	if (rc == SA_STORE_OK)
-		rc = mdb_txn_commit(txn) == 0 ? SA_STORE_OK : SA_STORE_EIO;
+		rc = note_err(st, mdb_txn_commit(txn));
 	else
 		mdb_txn_abort(txn);
 	mdb_env_set_flags(st->env, MDB_NOSYNC, 0);
+	fault_note(st, rc);
 	return rc;
 }
 
 /* The shared read transaction (hot path): renewed here, reset by rd_end. */
 static int rd_begin(struct sa_store *st, MDB_txn **txn)
 {
-	int rc;
+	int rc = 0;
 
-	if (st->rtxn != NULL)
+	if (st->rtxn != NULL) {
 		rc = mdb_txn_renew(st->rtxn);
+		if (rc == MDB_MAP_RESIZED) {
+			mdb_txn_abort(st->rtxn);
+			st->rtxn = NULL;
+		}
+	}
+	if (st->rtxn == NULL)
+		rc = txn_begin(st, MDB_RDONLY, &st->rtxn);
 	else
-		rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &st->rtxn);
-	if (rc != 0) {
+		rc = note_err(st, rc);
+	if (rc != SA_STORE_OK) {
 		if (st->rtxn != NULL)
 			mdb_txn_abort(st->rtxn);
 		st->rtxn = NULL;
-		return SA_STORE_EIO;
+		return rc;
 	}
 	*txn = st->rtxn;
 	rc = store_check(st, *txn);
@@ -305,9 +420,11 @@ static int rd_end(struct sa_store *st, int rc)
  * into the store (and so use the shared one). */
 static int rd_own_begin(struct sa_store *st, MDB_txn **txn)
 {
-	if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, txn) != 0)
-		return SA_STORE_EIO;
-	int rc = store_check(st, *txn);
+	int rc = txn_begin(st, MDB_RDONLY, txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = store_check(st, *txn);
 	if (rc != SA_STORE_OK)
 		mdb_txn_abort(*txn);
 	return rc;
@@ -323,7 +440,7 @@ static int rd_own_end(MDB_txn *txn, int rc)
 
 static int db_get(struct sa_store *st, MDB_txn *txn, int db, MDB_val k, MDB_val *v)
 {
-	return map_err(mdb_get(txn, st->dbi[db], &k, v));
+	return note_err(st, mdb_get(txn, st->dbi[db], &k, v));
 }
 
 static int db_get_rec(struct sa_store *st, MDB_txn *txn, int db, MDB_val k, void *out, size_t len)
@@ -335,12 +452,12 @@ static int db_get_rec(struct sa_store *st, MDB_txn *txn, int db, MDB_val k, void
 
 static int db_put(struct sa_store *st, MDB_txn *txn, int db, MDB_val k, MDB_val v)
 {
-	return mdb_put(txn, st->dbi[db], &k, &v, 0) == 0 ? SA_STORE_OK : SA_STORE_EIO;
+	return note_err(st, mdb_put(txn, st->dbi[db], &k, &v, 0));
 }
 
 static int db_del(struct sa_store *st, MDB_txn *txn, int db, MDB_val k)
 {
-	return map_err(mdb_del(txn, st->dbi[db], &k, NULL));
+	return note_err(st, mdb_del(txn, st->dbi[db], &k, NULL));
 }
 
 static bool db_has(struct sa_store *st, MDB_txn *txn, int db, MDB_val k)
@@ -423,7 +540,7 @@ static int walk_prefix(struct sa_store *st, MDB_txn *txn, int db, const struct k
 		return SA_STORE_OK;
 	if (rc != SA_STORE_OK)
 		return rc;
-	return (mrc == 0 || mrc == MDB_NOTFOUND) ? SA_STORE_OK : SA_STORE_EIO;
+	return (mrc == 0 || mrc == MDB_NOTFOUND) ? SA_STORE_OK : note_err(st, mrc);
 }
 
 /* The first key starting with prefix, copied into out. */
@@ -448,19 +565,150 @@ static int first_with_prefix(struct sa_store *st, MDB_txn *txn, int db, const st
 	return rc;
 }
 
+/* ---- how full the map is ---- */
+
+int sa_store_size_parse(const char *text, uint64_t *bytes)
+{
+	static const char units[] = "KMGT";
+	char *end;
+	const char *u;
+
+	if (text == NULL || text[0] < '0' || text[0] > '9')
+		return SA_STORE_EINVAL;
+	errno = 0;
+	unsigned long long n = strtoull(text, &end, 10);
+	if (errno != 0)
+		return SA_STORE_EINVAL;
+	if (*end != '\0') {
+		char c = *end >= 'a' && *end <= 'z' ? (char)(*end - 'a' + 'A') : *end;
+		if (end[1] != '\0' || c == '\0' || (u = strchr(units, c)) == NULL)
+			return SA_STORE_EINVAL;
+		for (const char *x = units; x <= u && n <= SA_STORE_MAX_MAP_SIZE; x++)
+			n *= 1024;
+	}
+	if (n < SA_STORE_MIN_MAP_SIZE || n > SA_STORE_MAX_MAP_SIZE)
+		return SA_STORE_EINVAL;
+	*bytes = n;
+	return SA_STORE_OK;
+}
+
+/* Pages on LMDB's free list (dbi 0): each record holds a page-number list
+ * whose first word is its length. They are reusable, so not "used". */
+static int free_pages(struct sa_store *st, MDB_txn *txn, uint64_t *n)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int mrc;
+
+	*n = 0;
+	if ((mrc = mdb_cursor_open(txn, 0, &cur)) != 0)
+		return note_err(st, mrc);
+	while ((mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
+		size_t len;
+		if (v.mv_size < sizeof len)
+			continue;
+		memcpy(&len, v.mv_data, sizeof len);
+		*n += len;
+	}
+	mdb_cursor_close(cur);
+	return mrc == MDB_NOTFOUND ? SA_STORE_OK : note_err(st, mrc);
+}
+
+/* Bytes up to the last page ever written, and the map's size. */
+static void high_water(struct sa_store *st, uint64_t *hw, uint64_t *map)
+{
+	MDB_envinfo ei;
+
+	mdb_env_info(st->env, &ei);
+	*hw = ((uint64_t)ei.me_last_pgno + 1) * st->psize;
+	*map = ei.me_mapsize;
+}
+
+/* Bytes in pages that hold data, as of txn. */
+static int used_bytes(struct sa_store *st, MDB_txn *txn, uint64_t *used, uint64_t *map)
+{
+	uint64_t hw, nfree;
+
+	high_water(st, &hw, map);
+	int rc = free_pages(st, txn, &nfree);
+	*used = hw > nfree * st->psize ? hw - nfree * st->psize : 0;
+	return rc;
+}
+
+/* The headroom rule: a write that adds a record may start only while at
+ * most SA_STORE_HEADROOM_PERCENT of the map holds data. The rest is for
+ * deletes, expiry and refreshes: copy-on-write needs new pages before old
+ * ones are freed, and a store that cannot delete stays full for good.
+ * Below the limit by the high-water mark alone, the free list is not read. */
+static int room_for_new(struct sa_store *st)
+{
+	uint64_t hw, map, used;
+
+	high_water(st, &hw, &map);
+	uint64_t limit = map / 100 * SA_STORE_HEADROOM_PERCENT;
+	if (hw <= limit)
+		return SA_STORE_OK;
+	/* LMDB lets only read transactions walk the free list; one of our own
+	 * sees what the write transaction started from */
+	MDB_txn *rtxn;
+	int rc = rd_own_begin(st, &rtxn);
+	if (rc == SA_STORE_OK)
+		rc = rd_own_end(rtxn, used_bytes(st, rtxn, &used, &map));
+	if (rc != SA_STORE_OK || used <= limit)
+		return rc;
+	st->code = MDB_MAP_FULL;
+	snprintf(st->detail, sizeof st->detail,
+	         "%llu of %llu MiB used (%llu%%); new records are refused above %d%%",
+	         (unsigned long long)(used >> 20), (unsigned long long)(map >> 20),
+	         (unsigned long long)(used * 100 / map), SA_STORE_HEADROOM_PERCENT);
+	return SA_STORE_EMAPFULL;
+}
+
+/* A map grown by another process (sipauthctl --map-size) is recorded in meta
+ * "map_size"; a long-running process takes it up here, between transactions. */
+static void map_follow(struct sa_store *st, uint64_t recorded, uint64_t map)
+{
+	if (recorded > map)
+		map_adopt(st);
+}
+
+int sa_store_usage(struct sa_store *st, struct sa_store_usage *u)
+{
+	uint64_t recorded = 0;
+	MDB_txn *txn;
+	int rc = rd_begin(st, &txn);
+
+	memset(u, 0, sizeof *u);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = used_bytes(st, txn, &u->used, &u->map_size);
+	if (rc == SA_STORE_OK)
+		rc = meta_get_u64(st, txn, "map_size", &recorded);
+	rd_end(st, rc);
+	if (rc != SA_STORE_OK)
+		return rc;
+	map_follow(st, recorded, u->map_size);
+	u->percent = u->map_size > 0 ? (unsigned)(u->used * 100 / u->map_size) : 0;
+	u->reserved = st->reserved;
+	return SA_STORE_OK;
+}
+
 /* ---- open, init, meta ---- */
 
-static int open_dbs(struct sa_store *st)
+/* Creates (or opens) the named databases. When this process grew the map,
+ * the new size is written into the store now: LMDB records a larger map
+ * size only with a commit that changes something, and until it does, a
+ * writer that opens the store with the recorded, smaller size would cut
+ * data.mdb back under this process's map. */
+static int open_dbs(struct sa_store *st, bool grew)
 {
 	MDB_txn *txn;
 	unsigned flags = st->rdonly ? 0 : MDB_CREATE;
-	int rc = SA_STORE_OK;
+	int rc = txn_begin(st, st->rdonly ? MDB_RDONLY : 0, &txn);
 
-	if (mdb_txn_begin(st->env, NULL, st->rdonly ? MDB_RDONLY : 0, &txn) != 0)
-		return SA_STORE_EIO;
 	for (int i = 0; i < DB_COUNT && rc == SA_STORE_OK; i++) {
 		int mrc = mdb_dbi_open(txn, db_names[i], flags, &st->dbi[i]);
-		rc = mrc == MDB_NOTFOUND ? SA_STORE_ENOTINIT : map_err(mrc);
+		rc = mrc == MDB_NOTFOUND ? SA_STORE_ENOTINIT : note_err(st, mrc);
 		/* check the schema before creating anything in a foreign store */
 		if (i == DB_META && rc == SA_STORE_OK) {
 			rc = store_check(st, txn);
@@ -468,59 +716,241 @@ static int open_dbs(struct sa_store *st)
 				rc = SA_STORE_OK;
 		}
 	}
+	if (rc == SA_STORE_OK && grew) {
+		MDB_envinfo ei;
+		mdb_env_info(st->env, &ei);
+		uint64_t size = ei.me_mapsize;
+		rc = db_put(st, txn, DB_META, str_val("map_size"), mem_val(&size, sizeof size));
+	}
 	if (rc == SA_STORE_OK)
-		return mdb_txn_commit(txn) == 0 ? SA_STORE_OK : SA_STORE_EIO;
-	mdb_txn_abort(txn);
+		return note_err(st, mdb_txn_commit(txn));
+	if (txn != NULL)
+		mdb_txn_abort(txn);
 	return rc;
 }
 
-static int open_env(struct sa_store *st, const char *dir)
+/*
+ * Why the whole map is allocated on disk. With a writable map (MDB_WRITEMAP)
+ * LMDB writes pages through memory, into a data.mdb that it made as large as
+ * the map with ftruncate: a sparse file. On a full file system the first
+ * store into a page without a block behind it raises SIGBUS, which killed the
+ * daemon. The alternatives: without a writable map every commit costs a
+ * pwrite per dirty page run and one for the meta page (measured: see the
+ * README), and a full disk becomes an ENOSPC from mdb_txn_commit; or keep the
+ * writable map and make every page exist on disk before it can be touched.
+ * We do the latter: fallocate(2) the whole map at open, so a full file
+ * system can no longer fail a write (it fails this open instead, with
+ * SA_STORE_ENOSPC, and nothing was written). data.mdb then uses its map size
+ * on disk, which is what [store] map_size sizes. On file systems without
+ * fallocate (EOPNOTSUPP), every process falls back to plain writes the same
+ * way (the same file system gives every writer the same answer, and LMDB
+ * wants writers to agree on MDB_WRITEMAP).
+ */
+static int map_reserve(struct sa_store *st, uint64_t size, char *why, size_t whylen)
 {
-	int dead, rc;
+	int fd, rc;
 
-	if (mdb_env_create(&st->env) != 0)
-		return ENOMEM;
+	if (mdb_env_get_fd(st->env, &fd) != 0)
+		return SA_STORE_EIO;
+	do
+		rc = fallocate(fd, 0, 0, (off_t)size);
+	while (rc != 0 && errno == EINTR);
+	if (rc == 0)
+		return SA_STORE_OK;
+	st->code = errno;
+	set_why(why, whylen, "cannot reserve the store's map of %llu MiB on disk: %s",
+	        (unsigned long long)(size >> 20), strerror(errno));
+	return map_err(errno);
+}
+
+/* What a probe learnt from data.mdb before the real open. */
+struct probe {
+	bool exists;
+	uint64_t map_size;     /* as recorded in the store */
+};
+
+/*
+ * A data.mdb shorter than the pages its meta page says are in use would be
+ * read through the map past its end: SIGBUS. A writable-map open would first
+ * grow it back with ftruncate and then read zeros as pages. So it is looked
+ * at with a read-only, lock-free LMDB handle first: LMDB reads the two meta
+ * pages with pread (a file shorter than them is refused there), and the file
+ * must then hold every page up to the last one in use. An empty data.mdb is
+ * refused too: LMDB would write a fresh store into it.
+ */
+static int probe_data_file(const char *dir, struct probe *pr, char *why, size_t whylen)
+{
+	char path[4096];
+	struct stat sb;
+	MDB_env *env;
+	MDB_envinfo ei;
+	MDB_stat ms;
+	int rc;
+
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	if (stat(path, &sb) != 0) {
+		if (errno == ENOENT)
+			return SA_STORE_OK;
+		set_why(why, whylen, "cannot read %s: %s", path, strerror(errno));
+		return map_err(errno);
+	}
+	pr->exists = true;
+	if (sb.st_size == 0) {
+		set_why(why, whylen, "%s is empty (0 bytes): not a store; restore it from a backup, "
+		        "or remove it to start a new store", path);
+		return SA_STORE_ECORRUPT;
+	}
+	if ((rc = mdb_env_create(&env)) != 0)
+		return map_err(rc);
+	rc = mdb_env_open(env, dir, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0600);
+	if (rc == 0 && (rc = mdb_env_info(env, &ei)) == 0)
+		rc = mdb_env_stat(env, &ms);
+	if (rc != 0) {
+		set_why(why, whylen, "cannot open %s: %s", path, mdb_strerror(rc));
+		mdb_env_close(env);
+		return map_err(rc);
+	}
+	uint64_t need = ((uint64_t)ei.me_last_pgno + 1) * ms.ms_psize;
+	pr->map_size = ei.me_mapsize;
+	mdb_env_close(env);
+	if ((uint64_t)sb.st_size < need) {
+		set_why(why, whylen, "%s is truncated: %llu bytes, but its pages in use need %llu", path,
+		        (unsigned long long)sb.st_size, (unsigned long long)need);
+		return SA_STORE_ECORRUPT;
+	}
+	return SA_STORE_OK;
+}
+
+static uint64_t round_up(uint64_t v, uint64_t unit)
+{
+	return (v + unit - 1) / unit * unit;
+}
+
+/* The map size this open uses: the store's own, grown to the asked size. */
+static uint64_t map_size_for(const struct probe *pr, uint64_t asked)
+{
+	uint64_t size = pr->exists ? pr->map_size : SA_STORE_DEFAULT_MAP_SIZE;
+	long page = sysconf(_SC_PAGESIZE);
+
+	if (!pr->exists && asked > 0)
+		size = asked;
+	else if (asked > size)
+		size = asked;
+	return round_up(size, page > 0 ? (uint64_t)page : 4096);
+}
+
+static int env_open(struct sa_store *st, const char *dir, uint64_t map_size, bool writemap)
+{
+	int rc;
+
+	if ((rc = mdb_env_create(&st->env)) != 0)
+		return rc;
 	if ((rc = mdb_env_set_maxdbs(st->env, DB_COUNT)) != 0 ||
-	    (rc = mdb_env_set_mapsize(st->env, MAP_SIZE)) != 0)
+	    (rc = mdb_env_set_mapsize(st->env, (size_t)map_size)) != 0)
 		return rc;
 	/* A writable map: a registration refresh written without sync then costs
 	 * no system call at all, where pwrite costs six. Every writer must agree
-	 * on it (LMDB: do not mix), so every read-write open uses it. */
-	rc = mdb_env_open(st->env, dir, MDB_NOTLS | (st->rdonly ? MDB_RDONLY : MDB_WRITEMAP), 0600);
-	if (rc == 0)
-		mdb_reader_check(st->env, &dead);   /* slots left by killed readers */
-	return rc;
+	 * on it (LMDB: do not mix), so every read-write open uses it (unless the
+	 * file system cannot reserve it: see map_reserve). */
+	unsigned flags = MDB_NOTLS | (st->rdonly ? MDB_RDONLY : writemap ? MDB_WRITEMAP : 0);
+	return mdb_env_open(st->env, dir, flags, 0600);
+}
+
+static void env_close(struct sa_store *st)
+{
+	if (st->env != NULL)
+		mdb_env_close(st->env);
+	st->env = NULL;
+}
+
+/* Opens the environment; a writer reserves its map (or, where the file
+ * system cannot, opens without the writable map). */
+static int open_env(struct sa_store *st, const char *dir, uint64_t map_size, char *why, size_t whylen)
+{
+	int dead, rc = env_open(st, dir, map_size, true);
+
+	if (rc != 0) {
+		st->code = rc;
+		set_why(why, whylen, "cannot open the store in %s: %s", dir, mdb_strerror(rc));
+		return (rc == ENOENT && st->rdonly) ? SA_STORE_ENOTINIT : map_err(rc);
+	}
+	if (!st->rdonly) {
+		rc = map_reserve(st, map_size, why, whylen);
+		st->reserved = rc == SA_STORE_OK;
+		if (rc != SA_STORE_OK && (st->code == EOPNOTSUPP || st->code == ENOSYS)) {
+			env_close(st);
+			rc = env_open(st, dir, map_size, false);
+			if (rc != 0) {
+				set_why(why, whylen, "cannot open the store in %s: %s", dir, mdb_strerror(rc));
+				return map_err(rc);
+			}
+		} else if (rc != SA_STORE_OK) {
+			return rc;
+		}
+	}
+	mdb_reader_check(st->env, &dead);   /* slots left by killed readers */
+	MDB_stat ms;
+	st->psize = mdb_env_stat(st->env, &ms) == 0 ? ms.ms_psize : 4096;
+	return SA_STORE_OK;
+}
+
+/* A new store that could not be made leaves no files behind: an empty
+ * data.mdb would be refused by every later open. */
+static void remove_new_files(const char *dir)
+{
+	char path[4096];
+
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	unlink(path);
+	snprintf(path, sizeof path, "%s/lock.mdb", dir);
+	unlink(path);
+}
+
+int sa_store_open_with(struct sa_store **out, const char *dir, const struct sa_store_opts *o,
+                       char *why, size_t whylen)
+{
+	struct sa_store *st = calloc(1, sizeof *st);
+	struct probe pr = { .exists = false };
+	int rc;
+
+	*out = NULL;
+	set_why(why, whylen, "%s", "");
+	if (st == NULL)
+		return SA_STORE_EIO;
+	st->rdonly = (o->flags & SA_STORE_RDONLY) != 0;
+	if (!st->rdonly && mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		set_why(why, whylen, "cannot create %s: %s", dir, strerror(errno));
+		rc = map_err(errno);
+		goto out;
+	}
+	rc = probe_data_file(dir, &pr, why, whylen);
+	if (rc != SA_STORE_OK)
+		goto out;
+	uint64_t size = map_size_for(&pr, o->map_size);
+	rc = open_env(st, dir, size, why, whylen);
+	if (rc == SA_STORE_OK)
+		rc = open_dbs(st, pr.exists && size > pr.map_size);
+	if (rc != SA_STORE_OK && why != NULL && why[0] == '\0' && st->code != 0)
+		set_why(why, whylen, "%s", mdb_strerror(st->code));
+out:
+	if (rc != SA_STORE_OK) {
+		int code = st->code;
+		sa_store_close(st);
+		if (!pr.exists && !(o->flags & SA_STORE_RDONLY) && rc != SA_STORE_EACCES)
+			remove_new_files(dir);
+		errno = code > 0 ? code : EIO;
+		return rc;
+	}
+	*out = st;
+	return SA_STORE_OK;
 }
 
 /* On a system error errno is left set to it, for the caller's message. */
 int sa_store_open(struct sa_store **out, const char *dir, unsigned flags)
 {
-	struct sa_store *st = calloc(1, sizeof *st);
-	int rc, sys = 0;
+	struct sa_store_opts o = { .flags = flags, .map_size = 0 };
 
-	*out = NULL;
-	if (st == NULL)
-		return SA_STORE_EIO;
-	st->rdonly = (flags & SA_STORE_RDONLY) != 0;
-	if (!st->rdonly && mkdir(dir, 0700) != 0 && errno != EEXIST) {
-		sys = errno;
-		rc = SA_STORE_EIO;
-		goto out;
-	}
-	sys = open_env(st, dir);
-	if (sys != 0) {
-		rc = (sys == ENOENT && st->rdonly) ? SA_STORE_ENOTINIT : SA_STORE_EIO;
-		goto out;
-	}
-	rc = open_dbs(st);
-out:
-	if (rc != SA_STORE_OK) {
-		sa_store_close(st);
-		errno = sys > 0 ? sys : EIO;
-		return rc;
-	}
-	*out = st;
-	return SA_STORE_OK;
+	return sa_store_open_with(out, dir, &o, NULL, 0);
 }
 
 void sa_store_close(struct sa_store *st)
@@ -706,7 +1136,9 @@ int sa_store_account_create(struct sa_store *st, const char *name, int64_t now, 
 	if (rc != SA_STORE_OK)
 		return rc;
 	memset(&a, 0, sizeof a);
-	rc = new_id(st, txn, DB_ACCOUNTS, "acc_", a.id);
+	rc = room_for_new(st);
+	if (rc == SA_STORE_OK)
+		rc = new_id(st, txn, DB_ACCOUNTS, "acc_", a.id);
 	snprintf(a.name, sizeof a.name, "%s", name);
 	a.created_at = now;
 	if (rc == SA_STORE_OK)
@@ -756,6 +1188,8 @@ int sa_store_apikey_create(struct sa_store *st, const char *account_id, int64_t 
 	if (rc != SA_STORE_OK)
 		return rc;
 	rc = account_get_txn(st, txn, account_id, &a);
+	if (rc == SA_STORE_OK)
+		rc = room_for_new(st);
 	if (rc == SA_STORE_OK)
 		rc = apikey_make(key);
 	if (rc == SA_STORE_OK) {
@@ -833,6 +1267,8 @@ int sa_store_trunk_create(struct sa_store *st, const char *account_id, const cha
 		return rc;
 	memset(&r, 0, sizeof r);
 	rc = account_get_txn(st, txn, account_id, &a);
+	if (rc == SA_STORE_OK)
+		rc = room_for_new(st);
 	if (rc == SA_STORE_OK)
 		rc = new_id(st, txn, DB_TRUNKS, "trunk_", r.t.id);
 	if (rc == SA_STORE_OK)
@@ -1073,7 +1509,9 @@ static int cred_create_txn(struct sa_store *st, MDB_txn *txn, struct cred_rec *r
 		set_why(why, whylen, "username already exists on this trunk");
 		return SA_STORE_EEXISTS;
 	}
-	rc = cred_realm(st, txn, r->c.trunk_id, realm);
+	rc = room_for_new(st);
+	if (rc == SA_STORE_OK)
+		rc = cred_realm(st, txn, r->c.trunk_id, realm);
 	if (rc == SA_STORE_OK)
 		rc = new_id(st, txn, DB_CREDS, "cred_", r->c.id);
 	if (rc == SA_STORE_OK)
@@ -1347,50 +1785,95 @@ static void binding_copy(struct sa_binding *dst, const struct sa_binding *src, c
 	dst->call_id[sizeof dst->call_id - 1] = '\0';
 }
 
-/* Replaces an existing binding (keeping registered_at) or adds one within max. */
-static int binding_put_txn(struct sa_store *st, MDB_txn *txn, struct sa_binding *b,
-                           const struct key *bkey, unsigned max_contacts)
-{
-	struct sa_binding old;
-	unsigned n;
-	int rc = db_get_rec(st, txn, DB_BINDINGS, key_val(bkey), &old, sizeof old);
+/* The credential's bindings while one request's changes are applied. */
+struct apply_state {
+	unsigned count;        /* how many it has, as changed so far */
+	bool added;            /* a new binding was added (the headroom rule was checked) */
+};
 
+/* Replaces an existing binding (keeping registered_at) or adds one. */
+static int change_put(struct sa_store *st, MDB_txn *txn, const struct cred_rec *c, const struct sa_binding *b,
+                      struct apply_state *as)
+{
+	struct sa_binding rec, old;
+	struct key bkey;
+
+	binding_copy(&rec, b, c->c.trunk_id);
+	memcpy(rec.cred_id, c->c.id, SA_ID_MAX);
+	binding_key(&bkey, rec.cred_id, rec.contact);
+	int rc = db_get_rec(st, txn, DB_BINDINGS, key_val(&bkey), &old, sizeof old);
 	if (rc == SA_STORE_OK) {
-		b->registered_at = old.registered_at;
-		rc = binding_index_del(st, txn, &old, bkey);
+		rec.registered_at = old.registered_at;
+		rc = binding_index_del(st, txn, &old, &bkey);
 	} else if (rc == SA_STORE_ENOTFOUND) {
-		rc = bindings_count(st, txn, b->cred_id, &n);
-		if (rc == SA_STORE_OK && max_contacts > 0 && n >= max_contacts)
-			rc = SA_STORE_EFULL;
+		rc = as->added ? SA_STORE_OK : room_for_new(st);
+		as->added = true;
+		as->count++;
 	}
 	if (rc == SA_STORE_OK)
-		rc = db_put(st, txn, DB_BINDINGS, key_val(bkey), mem_val(b, sizeof *b));
+		rc = db_put(st, txn, DB_BINDINGS, key_val(&bkey), mem_val(&rec, sizeof rec));
 	if (rc == SA_STORE_OK)
-		rc = binding_index_put(st, txn, b, bkey);
+		rc = binding_index_put(st, txn, &rec, &bkey);
 	return rc;
+}
+
+static int change_remove(struct sa_store *st, MDB_txn *txn, const char *cred_id, const char *contact,
+                         struct apply_state *as)
+{
+	struct key bkey;
+
+	binding_key(&bkey, cred_id, contact);
+	int rc = binding_remove(st, txn, &bkey);
+	if (rc == SA_STORE_OK)
+		as->count--;
+	return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
+}
+
+static int apply_txn(struct sa_store *st, MDB_txn *txn, const char *cred_id, const struct sa_binding_change *ch,
+                     size_t n, unsigned max_contacts)
+{
+	struct apply_state as = { 0, false };
+	struct cred_rec c;
+	int rc = cred_get_txn(st, txn, str_val(cred_id), &c);
+
+	if (rc == SA_STORE_OK && max_contacts > 0)
+		rc = bindings_count(st, txn, cred_id, &as.count);
+	for (size_t i = 0; i < n && rc == SA_STORE_OK; i++)
+		rc = ch[i].b != NULL ? change_put(st, txn, &c, ch[i].b, &as)
+		                     : change_remove(st, txn, c.c.id, ch[i].contact, &as);
+	if (rc == SA_STORE_OK && as.added && max_contacts > 0 && as.count > max_contacts)
+		rc = SA_STORE_EFULL;
+	OPENSSL_cleanse(&c, sizeof c);
+	return rc;
+}
+
+static bool contact_ok(const char *contact)
+{
+	return contact != NULL && contact[0] != '\0' && strnlen(contact, SA_CONTACT_MAX) < SA_CONTACT_MAX;
+}
+
+int sa_store_binding_apply(struct sa_store *st, const char *cred_id, const struct sa_binding_change *ch,
+                           size_t n, unsigned max_contacts)
+{
+	MDB_txn *txn;
+
+	if (!id_ok(cred_id))
+		return SA_STORE_EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!contact_ok(ch[i].b != NULL ? ch[i].b->contact : ch[i].contact))
+			return SA_STORE_EINVAL;
+	int rc = wr_begin(st, &txn, true, true);
+	if (rc != SA_STORE_OK)
+		return rc;
+	return wr_end(st, txn, apply_txn(st, txn, cred_id, ch, n, max_contacts));
 }
 
 int sa_store_binding_put(struct sa_store *st, const struct sa_binding *b, unsigned max_contacts)
 {
-	struct sa_binding rec;
-	struct cred_rec c;
-	struct key bkey;
-	MDB_txn *txn;
-
-	if (b == NULL || !id_ok(b->cred_id) || b->contact[0] == '\0' ||
-	    strnlen(b->contact, SA_CONTACT_MAX) >= SA_CONTACT_MAX)
+	if (b == NULL || strnlen(b->cred_id, SA_ID_MAX) >= SA_ID_MAX)
 		return SA_STORE_EINVAL;
-	int rc = wr_begin(st, &txn, true, true);
-	if (rc != SA_STORE_OK)
-		return rc;
-	rc = cred_get_txn(st, txn, str_val(b->cred_id), &c);
-	if (rc == SA_STORE_OK) {
-		binding_copy(&rec, b, c.c.trunk_id);
-		binding_key(&bkey, rec.cred_id, rec.contact);
-		rc = binding_put_txn(st, txn, &rec, &bkey, max_contacts);
-	}
-	OPENSSL_cleanse(&c, sizeof c);
-	return wr_end(st, txn, rc);
+	struct sa_binding_change ch = { .contact = b->contact, .b = b };
+	return sa_store_binding_apply(st, b->cred_id, &ch, 1, max_contacts);
 }
 
 int sa_store_binding_delete(struct sa_store *st, const char *cred_id, const char *contact)
@@ -1485,36 +1968,80 @@ static int binding_next_expired(struct sa_store *st, MDB_txn *txn, int64_t now, 
 	return SA_STORE_OK;
 }
 
-int sa_store_binding_expire(struct sa_store *st, int64_t now)
+/* Removes up to EXPIRE_BATCH expired bindings in one transaction; *more
+ * when it stopped at the batch limit. */
+static int expire_batch(struct sa_store *st, int64_t now, int *n, bool *more)
 {
 	struct key bkey;
 	MDB_txn *txn;
-	int n = 0;
-	int rc = wr_begin(st, &txn, true, true);
+	int rc = wr_begin(st, &txn, true, true), done = 0;
 
+	*more = false;
 	if (rc != SA_STORE_OK)
 		return rc;
 	while ((rc = binding_next_expired(st, txn, now, &bkey)) == SA_STORE_OK) {
+		if (done == EXPIRE_BATCH) {
+			*more = true;
+			break;
+		}
 		if ((rc = binding_remove(st, txn, &bkey)) != SA_STORE_OK)
 			break;
-		n++;
+		done++;
 	}
 	if (rc == SA_STORE_ENOTFOUND)
 		rc = SA_STORE_OK;
 	rc = wr_end(st, txn, rc);
+	if (rc == SA_STORE_OK)
+		*n += done;
+	return rc;
+}
+
+/* In batches, so that the writer lock is never held for long and each
+ * transaction needs little of the headroom. */
+int sa_store_binding_expire(struct sa_store *st, int64_t now)
+{
+	bool more = true;
+	int n = 0, rc = SA_STORE_OK;
+
+	while (more && rc == SA_STORE_OK)
+		rc = expire_batch(st, now, &n, &more);
 	return rc == SA_STORE_OK ? n : rc;
 }
 
-int sa_store_binding_count(struct sa_store *st, uint64_t *n)
+struct expired_count {
+	struct key limit;      /* now, as the expiry index writes it */
+	uint64_t n;
+};
+
+static int expired_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
 {
+	struct expired_count *ec = arg;
+
+	if (k->mv_size < 8 || memcmp(k->mv_data, ec->limit.b, 8) > 0)
+		return WALK_STOP;
+	ec->n++;
+	return SA_STORE_OK;
+}
+
+/* Live bindings: all of them less those expired and not yet swept, found
+ * from the start of the expiry index (few: housekeeping sweeps them). */
+int sa_store_binding_count(struct sa_store *st, int64_t now, uint64_t *n)
+{
+	struct expired_count ec = { .limit = { .len = 0 }, .n = 0 };
+	struct key empty = { .len = 0 };
 	MDB_txn *txn;
 	MDB_stat ms;
 	int rc = rd_begin(st, &txn);
 
+	*n = 0;
 	if (rc != SA_STORE_OK)
 		return rc;
-	rc = mdb_stat(txn, st->dbi[DB_BINDINGS], &ms) == 0 ? SA_STORE_OK : SA_STORE_EIO;
-	*n = rc == SA_STORE_OK ? ms.ms_entries : 0;
+	key_u64(&ec.limit, (uint64_t)now ^ ((uint64_t)1 << 63));
+	rc = note_err(st, mdb_stat(txn, st->dbi[DB_BINDINGS], &ms));
+	if (rc == SA_STORE_OK)
+		rc = walk_prefix(st, txn, DB_BINDINGS_BY_EXPIRY, &empty, expired_fn, &ec);
+	if (rc == SA_STORE_OK)
+		*n = ms.ms_entries >= ec.n ? ms.ms_entries - ec.n : 0;
 	return rd_end(st, rc);
 }
 
@@ -1522,7 +2049,11 @@ int sa_store_flush(struct sa_store *st)
 {
 	if (st->rdonly)
 		return SA_STORE_OK;
-	return mdb_env_sync(st->env, 1) == 0 ? SA_STORE_OK : SA_STORE_EIO;
+	st->code = 0;
+	st->detail[0] = '\0';
+	int rc = note_err(st, mdb_env_sync(st->env, 1));
+	fault_note(st, rc);
+	return rc;
 }
 
 /* ---- auth-failure log ---- */
@@ -1563,6 +2094,8 @@ static int authfail_add_txn(struct sa_store *st, MDB_txn *txn, const struct sa_a
 	struct key k;
 	int rc = trunk_get_txn(st, txn, f->trunk_id, &t);
 
+	if (rc == SA_STORE_OK)
+		rc = room_for_new(st);
 	if (rc != SA_STORE_OK)
 		return rc;
 	rc = db_get_rec(st, txn, DB_AUTHFAIL_STATE, str_val(t.t.id), &s, sizeof s);

@@ -22,16 +22,75 @@ enum sa_store_err {
 	SA_STORE_ESCHEMA = -5,     /* store written by an incompatible schema version */
 	SA_STORE_EIO = -6,         /* LMDB or system error */
 	SA_STORE_EFULL = -7,       /* a configured limit reached (e.g. contacts per credential) */
+	SA_STORE_EMAPFULL = -8,    /* the map is (nearly) full: new records refused, deletes still run */
+	SA_STORE_ENOSPC = -9,      /* the file system is full (or over quota) */
+	SA_STORE_ECORRUPT = -10,   /* data.mdb is empty, truncated or damaged */
+	SA_STORE_EACCES = -11,     /* the store's files may not be opened (permission) */
 };
 const char *sa_store_strerror(int err);
+/* A short token for logs and metrics: "map_full", "disk_full", "corrupted",
+ * "version_mismatch", "permission", "io" (or "ok", "not_found"...). */
+const char *sa_store_cause(int err);
 
 struct sa_store;
 
 #define SA_STORE_RDONLY 0x1
 /* Open (creating the directory's data files if needed) the store in dir.
- * Does not require init; most calls then return SA_STORE_ENOTINIT. */
+ * Does not require init; most calls then return SA_STORE_ENOTINIT.
+ * Same as sa_store_open_with with map_size 0 and no reason text. */
 int sa_store_open(struct sa_store **out, const char *dir, unsigned flags);
+
+#define SA_STORE_DEFAULT_MAP_SIZE ((uint64_t)1 << 30)
+#define SA_STORE_MIN_MAP_SIZE     ((uint64_t)1 << 20)
+#define SA_STORE_MAX_MAP_SIZE     ((uint64_t)1 << 40)
+/* New records (bindings, credentials, accounts, keys, trunks, failure-log
+ * records) are refused with SA_STORE_EMAPFULL once this share of the map
+ * holds data; the rest is headroom that deletes and expiry always have. */
+#define SA_STORE_HEADROOM_PERCENT 90
+/* The daemon warns from here on (log line), before anything is refused. */
+#define SA_STORE_ALARM_PERCENT 80
+
+/* A map size as an administrator writes it: bytes, or a number with K, M, G
+ * or T (powers of 1024), from SA_STORE_MIN_MAP_SIZE to SA_STORE_MAX_MAP_SIZE.
+ * 0, or SA_STORE_EINVAL. */
+int sa_store_size_parse(const char *text, uint64_t *bytes);
+
+struct sa_store_opts {
+	unsigned flags;        /* SA_STORE_RDONLY */
+	uint64_t map_size;     /* bytes; 0: the size the store records (a new store: the default).
+	                        * A store's map only grows: a smaller value keeps the recorded one. */
+};
+/* As sa_store_open, and on failure a one-line reason in why (may be NULL),
+ * naming the cause and the system or LMDB error. An empty or truncated
+ * data.mdb is refused (SA_STORE_ECORRUPT), never reinitialised or grown.
+ * A writer reserves the whole map on disk (see store.c), so that a full
+ * file system later cannot fail a write; SA_STORE_ENOSPC when it cannot. */
+int sa_store_open_with(struct sa_store **out, const char *dir, const struct sa_store_opts *o,
+                       char *why, size_t whylen);
 void sa_store_close(struct sa_store *st);
+
+/* How full the map is. used counts the pages that hold data (pages freed
+ * by deletes are reusable and not counted). */
+struct sa_store_usage {
+	uint64_t map_size;     /* bytes */
+	uint64_t used;         /* bytes */
+	unsigned percent;      /* used * 100 / map_size */
+	bool reserved;         /* the map is reserved on disk (writable map) */
+};
+int sa_store_usage(struct sa_store *st, struct sa_store_usage *u);
+
+/* The last write that failed. failing: the last write failed (no write has
+ * succeeded since). failures counts failed writes since open (refusals of
+ * the headroom rule included). detail names the LMDB or system error, or
+ * the rule ("MDB_MAP_FULL: ...", "No space left on device"). */
+struct sa_store_fault {
+	int err;               /* of the last failure; 0: none yet */
+	bool failing;
+	int code;              /* its LMDB or errno value, 0 if none */
+	uint64_t failures;
+	char detail[128];
+};
+void sa_store_fault(const struct sa_store *st, struct sa_store_fault *f);
 
 /* Record schema version and SIP domain (NULL -> SA_DEFAULT_DOMAIN); once only. */
 int sa_store_init(struct sa_store *st, const char *domain);
@@ -135,8 +194,20 @@ int sa_store_binding_list_credential(struct sa_store *st, const char *cred_id, s
 int sa_store_binding_list_trunk(struct sa_store *st, const char *trunk_id, sa_store_binding_cb cb, void *arg);
 /* Removes bindings with expires_at <= now; returns how many (>= 0) or an error. */
 int sa_store_binding_expire(struct sa_store *st, int64_t now);
-/* How many bindings the store holds (expired ones go at the next sa_store_binding_expire). */
-int sa_store_binding_count(struct sa_store *st, uint64_t *n);
+/* One change of a REGISTER: b adds or refreshes the binding b->contact of
+ * cred_id; b NULL removes contact (absent: nothing to do). */
+struct sa_binding_change {
+	const char *contact;
+	const struct sa_binding *b;
+};
+/* Applies every change in one transaction: all of them, or none (the error).
+ * A change that adds a binding is refused above the headroom (EMAPFULL);
+ * refreshes and removals are not. max_contacts: as sa_store_binding_put,
+ * for the credential's bindings after the whole request. */
+int sa_store_binding_apply(struct sa_store *st, const char *cred_id, const struct sa_binding_change *ch,
+                           size_t n, unsigned max_contacts);
+/* How many live bindings (expires_at > now) the store holds: what the API lists. */
+int sa_store_binding_count(struct sa_store *st, int64_t now, uint64_t *n);
 /* Flush writes made without fsync (bindings) to disk. */
 int sa_store_flush(struct sa_store *st);
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -547,12 +548,12 @@ START_TEST(test_binding_put_refresh_list)
 	ck_assert_int_eq(sa_store_binding_list_credential(st, cr.id, binding_cb, &n), SA_STORE_OK);
 	ck_assert_int_eq(n.n, 1);
 	uint64_t count = 99;
-	ck_assert_int_eq(sa_store_binding_count(st, &count), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_binding_count(st, NOW, &count), SA_STORE_OK);
 	ck_assert_uint_eq(count, 1);
 	/* the refresh moved the expiry: nothing expires at the first one */
 	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 60), 0);
 	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 90), 1);
-	ck_assert_int_eq(sa_store_binding_count(st, &count), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_binding_count(st, NOW, &count), SA_STORE_OK);
 	ck_assert_uint_eq(count, 0);
 	n.n = 0;
 	ck_assert_int_eq(sa_store_binding_list_trunk(st, trunk.id, binding_cb, &n), SA_STORE_OK);
@@ -854,6 +855,298 @@ START_TEST(test_password_and_key_never_in_files)
 }
 END_TEST
 
+
+/* ---- storage under stress: open checks, reserved map, headroom, errors ---- */
+
+#define SMALL_MAP ((uint64_t)1 << 20)
+
+static char data_path[96];
+
+static void setup_small(void)
+{
+	struct sa_store_opts o = { .flags = 0, .map_size = SMALL_MAP };
+
+	snprintf(dir, sizeof dir, "%s", "/tmp/test_store.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(data_path, sizeof data_path, "%s/data.mdb", dir);
+	ck_assert_int_eq(sa_store_open_with(&st, dir, &o, NULL, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_init(st, NULL), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_account_create(st, "Acme", NOW, &acc), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_trunk_create(st, acc.id, "main", NOW, &trunk), SA_STORE_OK);
+}
+
+static off_t file_size(const char *path)
+{
+	struct stat sb;
+
+	ck_assert_int_eq(stat(path, &sb), 0);
+	return sb.st_size;
+}
+
+/* Adds bindings of one credential until the store refuses one; how many went in. */
+static int fill_with_bindings(const char *cred_id)
+{
+	char contact[64];
+	int n = 0, rc;
+
+	do {
+		snprintf(contact, sizeof contact, "sip:fill-%d@192.0.2.10", n);
+		struct sa_binding b = binding(cred_id, contact, NOW, NOW + 3600);
+		rc = sa_store_binding_put(st, &b, 0);
+		n += rc == SA_STORE_OK;
+	} while (rc == SA_STORE_OK && n < 100000);
+	ck_assert_int_eq(rc, SA_STORE_EMAPFULL);
+	return n;
+}
+
+START_TEST(test_open_refuses_empty_data_file_and_leaves_it)
+{
+	char why[256] = "";
+	struct sa_store_opts o = { .flags = 0, .map_size = 0 };
+	struct sa_store *other = NULL;
+
+	sa_store_close(st);
+	st = NULL;
+	snprintf(data_path, sizeof data_path, "%s/data.mdb", dir);
+	ck_assert_int_eq(truncate(data_path, 0), 0);
+	ck_assert_int_eq(sa_store_open_with(&other, dir, &o, why, sizeof why), SA_STORE_ECORRUPT);
+	ck_assert_ptr_null(other);
+	ck_assert_msg(strstr(why, "is empty (0 bytes)") != NULL, "why: %s", why);
+	o.flags = SA_STORE_RDONLY;
+	ck_assert_int_eq(sa_store_open_with(&other, dir, &o, why, sizeof why), SA_STORE_ECORRUPT);
+	ck_assert_int_eq(file_size(data_path), 0);   /* not made into a fresh store */
+}
+END_TEST
+
+START_TEST(test_open_refuses_truncated_data_file_without_growing_it)
+{
+	char why[256] = "";
+	struct sa_store_opts o = { .flags = SA_STORE_RDONLY, .map_size = 0 };
+	struct sa_store *other = NULL;
+	struct sa_credential cr;
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	sa_store_close(st);
+	st = NULL;
+	ck_assert_int_eq(truncate(data_path, 3 * 4096), 0);
+	ck_assert_int_eq(sa_store_open_with(&other, dir, &o, why, sizeof why), SA_STORE_ECORRUPT);
+	ck_assert_msg(strstr(why, "is truncated: 12288 bytes, but its pages in use need ") != NULL, "why: %s", why);
+	o.flags = 0;
+	ck_assert_int_eq(sa_store_open_with(&other, dir, &o, why, sizeof why), SA_STORE_ECORRUPT);
+	ck_assert_ptr_null(other);
+	ck_assert_int_eq(file_size(data_path), 3 * 4096);   /* a writer did not grow it back */
+}
+END_TEST
+
+START_TEST(test_writer_reserves_whole_map_on_disk)
+{
+	struct sa_store_usage u;
+	struct stat sb;
+
+	ck_assert_int_eq(sa_store_usage(st, &u), SA_STORE_OK);
+	ck_assert(u.reserved);
+	ck_assert_uint_eq(u.map_size, SMALL_MAP);
+	ck_assert_int_eq(stat(data_path, &sb), 0);
+	ck_assert_int_eq(sb.st_size, (off_t)SMALL_MAP);
+	ck_assert_msg((uint64_t)sb.st_blocks * 512 >= SMALL_MAP, "only %lld bytes allocated",
+	              (long long)sb.st_blocks * 512);
+}
+END_TEST
+
+START_TEST(test_map_size_grows_and_never_shrinks)
+{
+	struct sa_store_opts o = { .flags = 0, .map_size = 4 * SMALL_MAP };
+	struct sa_store_usage u;
+
+	sa_store_close(st);
+	ck_assert_int_eq(sa_store_open_with(&st, dir, &o, NULL, 0), SA_STORE_OK);
+	sa_store_close(st);
+	o.map_size = 0;   /* the store's own, as recorded by the last open */
+	ck_assert_int_eq(sa_store_open_with(&st, dir, &o, NULL, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_usage(st, &u), SA_STORE_OK);
+	ck_assert_uint_eq(u.map_size, 4 * SMALL_MAP);
+	sa_store_close(st);
+	o.map_size = 2 * SMALL_MAP;
+	ck_assert_int_eq(sa_store_open_with(&st, dir, &o, NULL, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_usage(st, &u), SA_STORE_OK);
+	ck_assert_uint_eq(u.map_size, 4 * SMALL_MAP);
+	ck_assert_int_eq(file_size(data_path), (off_t)(4 * SMALL_MAP));
+}
+END_TEST
+
+START_TEST(test_headroom_refuses_new_records_but_not_deletes)
+{
+	struct sa_credential c1, c2;
+	struct sa_store_usage u;
+	struct sa_store_fault f;
+	struct sa_authfail af = { .at = NOW };
+	char why[160] = "";
+	uint64_t n;
+
+	create_cred(trunk.id, "pbx-a", &c1);
+	create_cred(trunk.id, "pbx-b", &c2);
+	int added = fill_with_bindings(c1.id);
+	ck_assert_int_gt(added, 50);
+	ck_assert_int_eq(sa_store_usage(st, &u), SA_STORE_OK);
+	ck_assert_uint_ge(u.percent, SA_STORE_HEADROOM_PERCENT);
+	ck_assert_uint_lt(u.percent, 100);
+	sa_store_fault(st, &f);
+	ck_assert_int_eq(f.err, SA_STORE_EMAPFULL);
+	ck_assert(f.failing);
+	ck_assert_uint_eq(f.failures, 1);
+	ck_assert_msg(strstr(f.detail, "new records are refused above 90%") != NULL, "detail: %s", f.detail);
+
+	/* every kind of new record is refused... */
+	ck_assert_int_eq(sa_store_credential_create(st, trunk.id, "pbx-c", PRODUCT_PASSWORD, strlen(PRODUCT_PASSWORD),
+	                                            0, NOW, &c2, why, sizeof why), SA_STORE_EMAPFULL);
+	ck_assert_int_eq(sa_store_account_create(st, "Other", NOW, &acc), SA_STORE_EMAPFULL);
+	snprintf(af.trunk_id, sizeof af.trunk_id, "%s", trunk.id);
+	snprintf(af.username, sizeof af.username, "nobody");
+	ck_assert_int_eq(sa_store_authfail_add(st, &af, 1000), SA_STORE_EMAPFULL);
+	struct sa_binding b = binding(c2.id, "sip:new@192.0.2.20", NOW, NOW + 3600);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_EMAPFULL);
+
+	/* ...a refresh, expiry and deletes are not */
+	b = binding(c1.id, "sip:fill-0@192.0.2.10", NOW + 10, NOW + 10);
+	b.cseq = 2;
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	sa_store_fault(st, &f);
+	ck_assert(!f.failing);
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 10), 1);
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, c1.id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_binding_count(st, NOW, &n), SA_STORE_OK);
+	ck_assert_uint_eq(n, 0);
+
+	/* and the room they made is used again */
+	ck_assert_int_eq(sa_store_usage(st, &u), SA_STORE_OK);
+	ck_assert_uint_lt(u.percent, 50);
+	b = binding(c2.id, "sip:new@192.0.2.20", NOW, NOW + 3600);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	ck_assert_int_ge(fill_with_bindings(c2.id), added * 9 / 10);   /* freed pages are used again */
+}
+END_TEST
+
+static int count_cb(const struct sa_binding *b, void *arg)
+{
+	(*(int *)arg)++;
+	return 0;
+}
+
+START_TEST(test_binding_apply_is_all_or_nothing)
+{
+	struct sa_credential c1, c2;
+	struct sa_binding b[3];
+	int n = 0;
+
+	create_cred(trunk.id, "pbx-a", &c1);
+	create_cred(trunk.id, "pbx-b", &c2);
+	b[0] = binding(c1.id, "sip:one@192.0.2.10", NOW, NOW + 3600);
+	ck_assert_int_eq(sa_store_binding_put(st, &b[0], 0), SA_STORE_OK);
+
+	/* over the contact limit once all changes are made: none is kept */
+	b[0].cseq = 7;
+	b[1] = binding(c1.id, "sip:two@192.0.2.10", NOW, NOW + 3600);
+	b[2] = binding(c1.id, "sip:three@192.0.2.10", NOW, NOW + 3600);
+	struct sa_binding_change ch[3] = { { b[0].contact, &b[0] }, { b[1].contact, &b[1] }, { b[2].contact, &b[2] } };
+	ck_assert_int_eq(sa_store_binding_apply(st, c1.id, ch, 3, 2), SA_STORE_EFULL);
+	ck_assert_int_eq(sa_store_binding_list_credential(st, c1.id, count_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n, 1);
+
+	/* a full map: the refresh that came first in the request is not kept either */
+	fill_with_bindings(c2.id);
+	ck_assert_int_eq(sa_store_binding_apply(st, c1.id, ch, 3, 0), SA_STORE_EMAPFULL);
+	struct names got = { .n = 0 };
+	ck_assert_int_eq(sa_store_binding_list_credential(st, c1.id, binding_cb, &got), SA_STORE_OK);
+	ck_assert_int_eq(got.n, 1);
+	ck_assert_str_eq(got.v[0], "sip:one@192.0.2.10");
+
+	/* removals and refreshes alone go through */
+	struct sa_binding_change rm[2] = { { "sip:one@192.0.2.10", NULL }, { "sip:never@192.0.2.10", NULL } };
+	ck_assert_int_eq(sa_store_binding_apply(st, c1.id, rm, 2, 0), SA_STORE_OK);
+	n = 0;
+	ck_assert_int_eq(sa_store_binding_list_credential(st, c1.id, count_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n, 0);
+}
+END_TEST
+
+START_TEST(test_binding_count_is_live_bindings)
+{
+	struct sa_credential cr;
+	uint64_t n = 99;
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	struct sa_binding b = binding(cr.id, "sip:a@192.0.2.10", NOW - 60, NOW);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	b = binding(cr.id, "sip:b@192.0.2.10", NOW, NOW + 60);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	/* the first has expired and is not swept yet: the API lists one */
+	ck_assert_int_eq(sa_store_binding_count(st, NOW, &n), SA_STORE_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(sa_store_binding_count(st, NOW - 1, &n), SA_STORE_OK);
+	ck_assert_uint_eq(n, 2);
+}
+END_TEST
+
+START_TEST(test_errors_name_their_cause)
+{
+	static const struct { int err; const char *text, *cause; } names[] = {
+		{ SA_STORE_EMAPFULL, "store map full", "map_full" },
+		{ SA_STORE_ENOSPC, "disk full", "disk_full" },
+		{ SA_STORE_ECORRUPT, "store corrupted", "corrupted" },
+		{ SA_STORE_EACCES, "permission denied", "permission" },
+		{ SA_STORE_ESCHEMA, "incompatible store schema version", "version_mismatch" },
+		{ SA_STORE_EIO, "store I/O error", "io" },
+	};
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+		ck_assert_str_eq(sa_store_strerror(names[i].err), names[i].text);
+		ck_assert_str_eq(sa_store_cause(names[i].err), names[i].cause);
+	}
+}
+END_TEST
+
+START_TEST(test_map_size_parse)
+{
+	static const struct { const char *text; int rc; uint64_t bytes; } sizes[] = {
+		{ "1048576", SA_STORE_OK, 1048576 }, { "1M", SA_STORE_OK, 1048576 }, { "64m", SA_STORE_OK, 64 << 20 },
+		{ "2G", SA_STORE_OK, (uint64_t)2 << 30 }, { "1T", SA_STORE_OK, (uint64_t)1 << 40 },
+		{ "1024K", SA_STORE_OK, 1048576 }, { "1023K", SA_STORE_EINVAL, 0 }, { "2T", SA_STORE_EINVAL, 0 },
+		{ "", SA_STORE_EINVAL, 0 }, { "G", SA_STORE_EINVAL, 0 }, { "-1G", SA_STORE_EINVAL, 0 },
+		{ "1GB", SA_STORE_EINVAL, 0 }, { "1 G", SA_STORE_EINVAL, 0 }, { "1X", SA_STORE_EINVAL, 0 },
+		{ "99999999999999999999", SA_STORE_EINVAL, 0 }, { "18014398509481984K", SA_STORE_EINVAL, 0 },
+	};
+	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+		uint64_t got = 0;
+		ck_assert_msg(sa_store_size_parse(sizes[i].text, &got) == sizes[i].rc, "%s", sizes[i].text);
+		if (sizes[i].rc == SA_STORE_OK)
+			ck_assert_msg(got == sizes[i].bytes, "%s: %llu", sizes[i].text, (unsigned long long)got);
+	}
+}
+END_TEST
+
+START_TEST(test_open_names_permission_and_garbage)
+{
+	char why[256] = "";
+	struct sa_store_opts o = { .flags = SA_STORE_RDONLY, .map_size = 0 };
+	struct sa_store *other = NULL;
+	FILE *f;
+
+	sa_store_close(st);
+	st = NULL;
+	snprintf(data_path, sizeof data_path, "%s/data.mdb", dir);
+	ck_assert_ptr_nonnull(f = fopen(data_path, "w"));
+	for (int i = 0; i < 4 * 4096; i++)
+		fputc('x', f);
+	fclose(f);
+	ck_assert_int_eq(sa_store_open_with(&other, dir, &o, why, sizeof why), SA_STORE_ECORRUPT);
+	ck_assert_msg(strstr(why, "MDB_INVALID") != NULL, "why: %s", why);
+	if (geteuid() == 0)
+		return;   /* root opens anything */
+	ck_assert_int_eq(chmod(data_path, 0), 0);
+	ck_assert_int_eq(sa_store_open_with(&other, dir, &o, why, sizeof why), SA_STORE_EACCES);
+	ck_assert_msg(strstr(why, "Permission denied") != NULL, "why: %s", why);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
 	Suite *s = suite_create("store");
@@ -868,7 +1161,22 @@ static Suite *store_suite(void)
 	tcase_add_test(empty, test_init_refuses_bad_domains);
 	tcase_add_test(empty, test_schema_mismatch_refused);
 	tcase_add_test(empty, test_realm_is_literal_trunk_id);
+	tcase_add_test(empty, test_errors_name_their_cause);
+	tcase_add_test(empty, test_map_size_parse);
+	tcase_add_test(empty, test_open_names_permission_and_garbage);
 	suite_add_tcase(s, empty);
+
+	TCase *small = tcase_create("small_map");
+	tcase_add_checked_fixture(small, setup_small, teardown);
+	tcase_set_timeout(small, 60);
+	tcase_add_test(small, test_open_refuses_empty_data_file_and_leaves_it);
+	tcase_add_test(small, test_open_refuses_truncated_data_file_without_growing_it);
+	tcase_add_test(small, test_writer_reserves_whole_map_on_disk);
+	tcase_add_test(small, test_map_size_grows_and_never_shrinks);
+	tcase_add_test(small, test_headroom_refuses_new_records_but_not_deletes);
+	tcase_add_test(small, test_binding_apply_is_all_or_nothing);
+	tcase_add_test(small, test_binding_count_is_live_bindings);
+	suite_add_tcase(s, small);
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 30);
