@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 
 #include "api.h"
+#include "calls.h"
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
@@ -142,7 +143,8 @@ static void api_effects(struct exchange *x, const struct sa_api_response *r)
 		log_info("event=credential_created cred=%s trunk=%s username=\"%s\" account=%s via=api",
 		         r->created_cred, r->trunk_id, r->created_user, r->account_id);
 	if (r->deleted_cred[0] != '\0') {
-		int ended = sa_sip_credential_revoked(x->h->srv, r->deleted_cred);
+		/* the same path as a delete by sipauthctl: the store's generation moved */
+		int ended = sa_sip_revocation_check(x->h->srv);
 		log_info("event=credential_deleted cred=%s trunk=%s account=%s via=api calls_ended=%d",
 		         r->deleted_cred, r->trunk_id, r->account_id, ended);
 	}
@@ -253,7 +255,7 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	memcpy(m->sip_rejected, c->rejected, sizeof(m->sip_rejected));
 	m->sip_forwarded = c->forwarded;
 	m->sip_retransmissions_absorbed = c->retransmissions_absorbed;
-	m->calls_active = h->srv->ncalls;
+	m->calls_active = sa_calls_count(h->srv->calls);
 	m->calls_started = c->calls_started;
 	m->calls_revoked = c->calls_revoked;
 	m->calls_reaped = c->calls_reaped;

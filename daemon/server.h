@@ -84,8 +84,8 @@ struct sa_server {
 	SSL_CTX *tls_client;            /* towards the gateway (verified) and PBXs */
 	unsigned nhandshakes;           /* TLS handshakes in progress */
 	struct sa_abuse *abuse;         /* failure counts and bans per source */
-	struct sa_call **calls;         /* established calls by Call-ID hash */
-	unsigned ncalls;
+	struct sa_calls *calls;         /* established calls (lib/calls) */
+	TAILQ_HEAD(, sa_txn) txn_ringing;   /* INVITEs of credentials' calls not answered finally */
 	uint64_t store_generation;      /* last seen: a change means sipauthctl wrote */
 	struct sa_store_watch store_watch;   /* main.c: what housekeeping last told of the store */
 	struct event *revoke_poll;
@@ -115,11 +115,15 @@ bool sa_transport_conn_open(struct sa_server *srv, uint64_t conn_id);
 /* sip.c: one message in */
 void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char *buf, size_t len);
 int sa_sip_init(struct sa_server *srv);
-/* A credential was deleted from the store (API, or sipauthctl noticed by
- * generation): end every call it set up (BYE to both sides, CANCEL/487 for
- * calls still ringing). Its bindings are already gone with it. Returns the
- * number of calls ended. */
+/* End every call a deleted credential set up (BYE to both sides,
+ * CANCEL/487 for calls still ringing). Its bindings are already gone with
+ * it. Returns the number of calls ended. */
 int sa_sip_credential_revoked(struct sa_server *srv, const char *cred_id);
+/* The one revocation path: when the store's generation moved (a delete by
+ * the API, sipauthctl or anyone), end the calls and ringing INVITEs of
+ * credentials that are gone. The poll runs it every 250 ms; the API runs it
+ * at once after its own delete. Returns the calls ended. */
+int sa_sip_revocation_check(struct sa_server *srv);
 /* Periodic: end calls older than max_call_age. */
 void sa_sip_housekeeping(struct sa_server *srv);
 

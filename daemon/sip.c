@@ -12,8 +12,10 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <jansson.h>
 #include <openssl/rand.h>
 
+#include "calls.h"
 #include "dialog.h"
 #include "log.h"
 #include "proxy.h"
@@ -23,7 +25,6 @@
 #include "txn.h"
 
 #define TXN_BUCKETS 65536
-#define CALL_BUCKETS 16384
 #define LINGER_UDP_MS (64 * SA_TXN_T1_MS)   /* absorb retransmissions and the ACK (Timers J, I, D; RFC 6026 L, M) */
 #define LINGER_STREAM_MS 2000
 
@@ -32,6 +33,8 @@
 struct sa_txn {
 	struct sa_txn *snext, *cnext;
 	TAILQ_ENTRY(sa_txn) done;      /* completed ones, oldest first: the first to make room */
+	TAILQ_ENTRY(sa_txn) ringing;   /* an INVITE of a credential's call, not answered finally yet */
+	bool is_ringing;
 	struct sa_server *srv;
 	char skey[320];                /* branch|sent-by|method of the request received */
 	char branch[SA_TXN_BRANCH_LEN + 1];   /* ours towards the next hop: random, unguessable */
@@ -55,13 +58,6 @@ struct sa_txn {
 	char cred_id[SA_ID_MAX];       /* INVITE: the credential the call belongs to */
 	char trunk_id[SA_ID_MAX];
 	char budget_cred[SA_ID_MAX];   /* the credential it is charged to ("" none) */
-};
-
-/* An established call: the dialog and the ways back to both ends. */
-struct sa_call {
-	struct sa_call *next;
-	struct sa_dialog d;
-	struct sa_flow caller, callee;
 };
 
 /* Whose call a forwarded INVITE starts. */
@@ -150,6 +146,8 @@ static void txn_free(struct sa_txn *t)
 		TAILQ_REMOVE(&srv->txn_done, t, done);
 	else
 		srv->nactive--;
+	if (t->is_ringing)
+		TAILQ_REMOVE(&srv->txn_ringing, t, ringing);
 	txn_discharge(t);
 	event_free(t->timer);
 	if (t->timer_c)
@@ -418,6 +416,10 @@ static void forward(struct sa_server *srv, const struct sa_msg *m, const struct 
 		snprintf(t->cred_id, sizeof(t->cred_id), "%s", owner->cred_id);
 		snprintf(t->trunk_id, sizeof(t->trunk_id), "%s", owner->trunk_id);
 		t->inbound = owner->inbound;
+		if (m->method == SA_M_INVITE && t->cred_id[0]) {
+			TAILQ_INSERT_TAIL(&srv->txn_ringing, t, ringing);   /* revocation finds it here */
+			t->is_ringing = true;
+		}
 	}
 	peer_of(from, addr, sizeof(addr), &peer);
 	via_value(srv, to, t->branch, via, sizeof(via));
@@ -493,6 +495,10 @@ static void txn_complete(struct sa_txn *t)
 	t->srv->nactive--;
 	t->completed = true;
 	TAILQ_INSERT_TAIL(&t->srv->txn_done, t, done);
+	if (t->is_ringing) {
+		TAILQ_REMOVE(&t->srv->txn_ringing, t, ringing);
+		t->is_ringing = false;
+	}
 	txn_discharge(t);
 	if (t->timer_c)
 		evtimer_del(t->timer_c);
@@ -539,31 +545,14 @@ static void txn_timer_c_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- calls ---- */
 
-static struct sa_call **call_bucket(struct sa_server *srv, const char *call_id)
-{
-	return &srv->calls[hash_str(call_id) % CALL_BUCKETS];
-}
-
-/* The call an in-dialog message belongs to, and from which side (1 caller, 2 callee). */
 static struct sa_call *call_find(struct sa_server *srv, const struct sa_msg *m, int *side)
 {
-	if (!m->call_id)
-		return NULL;
-	for (struct sa_call *c = *call_bucket(srv, m->call_id); c; c = c->next)
-		if ((*side = sa_dialog_match(&c->d, m)) != 0)
-			return c;
-	return NULL;
+	return sa_calls_find(srv->calls, m, side);
 }
 
 static void call_remove(struct sa_server *srv, struct sa_call *c)
 {
-	struct sa_call **pp = call_bucket(srv, c->d.call_id);
-	while (*pp && *pp != c)
-		pp = &(*pp)->next;
-	if (*pp)
-		*pp = c->next;
-	srv->ncalls--;
-	free(c);
+	sa_calls_remove(srv->calls, c);
 }
 
 static bool is_us_cb(osip_uri_t *u, void *arg)
@@ -580,12 +569,12 @@ static void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *
 	if (call_find(srv, ok, &side) || sa_msg_scan(&inv, t->req, t->req_len, &err) < 0 ||
 	    sa_msg_full(ok, &err) < 0)
 		return;
-	struct sa_call *c = calloc(1, sizeof(*c));
+	struct sa_call *c = sa_call_new();
 	if (!c)
 		return;
 	if (sa_dialog_from_2xx(&c->d, &inv, ok, is_us_cb, srv) < 0) {
 		log_warn("event=call_untracked reason=\"2xx without Contact or tags\" call_id=\"%s\"", LOGQ(ok->call_id));
-		free(c);
+		sa_call_free(c);
 		return;
 	}
 	snprintf(c->d.cred_id, sizeof(c->d.cred_id), "%s", t->cred_id);
@@ -594,10 +583,11 @@ static void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *
 	c->d.started_at = wall_now();
 	c->caller = t->from;
 	c->callee = t->to;
-	struct sa_call **b = call_bucket(srv, c->d.call_id);
-	c->next = *b;
-	*b = c;
-	srv->ncalls++;
+	if (sa_calls_add(srv->calls, c) < 0) {
+		log_warn("event=call_untracked reason=\"out of memory\" call_id=\"%s\"", LOGQ(ok->call_id));
+		sa_call_free(c);
+		return;
+	}
 	srv->counters.calls_started++;
 	log_debug("event=call_start call_id=\"%s\" cred=%s trunk=%s direction=%s", LOGQ(c->d.call_id), c->d.cred_id,
 	         c->d.trunk_id, c->d.inbound ? "inbound" : "outbound");
@@ -654,22 +644,18 @@ static void call_cancel_early(struct sa_server *srv, struct sa_txn *t)
 int sa_sip_credential_revoked(struct sa_server *srv, const char *cred_id)
 {
 	int n = 0;
-	for (unsigned b = 0; b < CALL_BUCKETS; b++)
-		for (struct sa_call *c = srv->calls[b], *next; c; c = next) {
-			next = c->next;
-			if (strcmp(c->d.cred_id, cred_id) == 0) {
-				call_end(srv, c, "credential_revoked", REVOKED_REASON);
-				n++;
-			}
+	struct sa_call *c;
+	while ((c = sa_calls_of_credential(srv->calls, cred_id))) {
+		call_end(srv, c, "credential_revoked", REVOKED_REASON);
+		n++;
+	}
+	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing), *next; t; t = next) {
+		next = TAILQ_NEXT(t, ringing);
+		if (strcmp(t->cred_id, cred_id) == 0) {
+			call_cancel_early(srv, t);
+			n++;
 		}
-	for (unsigned b = 0; b < TXN_BUCKETS; b++)
-		for (struct sa_txn *t = srv->txn_by_skey[b], *next; t; t = next) {
-			next = t->snext;
-			if (t->method == SA_M_INVITE && !t->completed && !t->local && strcmp(t->cred_id, cred_id) == 0) {
-				call_cancel_early(srv, t);
-				n++;
-			}
-		}
+	}
 	srv->counters.calls_revoked += (uint64_t)n;
 	log_info("event=credential_revoked cred=%s calls_ended=%d", cred_id, n);
 	return n;
@@ -683,30 +669,54 @@ static bool credential_gone(struct sa_server *srv, const char *cred_id)
 	return rc == SA_STORE_ENOTFOUND;
 }
 
-/* sipauthctl writes to the store from outside: when the generation moves,
- * end the calls of credentials that no longer exist. */
+#define GONE_MAX 64
+
+/* Credentials of calls or ringing INVITEs that the store no longer has. */
+struct gone {
+	struct sa_server *srv;
+	char id[GONE_MAX][SA_ID_MAX];
+	unsigned n;
+};
+
+static void gone_check_cb(const char *cred_id, void *arg)
+{
+	struct gone *g = arg;
+	if (g->n < GONE_MAX && credential_gone(g->srv, cred_id))
+		snprintf(g->id[g->n++], SA_ID_MAX, "%s", cred_id);
+}
+
+/* The one revocation path: whoever deleted a credential (the API, sipauthctl,
+ * another process), the store's generation moves; then the calls and ringing
+ * INVITEs of credentials that no longer exist are ended. */
+static void revoke_poll_cb(evutil_socket_t fd, short what, void *arg);
+
+int sa_sip_revocation_check(struct sa_server *srv)
+{
+	uint64_t gen;
+	int ended = 0;
+	if (sa_store_generation(srv->store, &gen) != 0 || gen == srv->store_generation)
+		return 0;
+	srv->store_generation = gen;
+	struct gone *g = calloc(1, sizeof(*g));
+	if (!g) {
+		srv->store_generation = 0;   /* look again next tick */
+		return 0;
+	}
+	g->srv = srv;
+	sa_calls_each_credential(srv->calls, gone_check_cb, g);
+	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing); t && g->n < GONE_MAX; t = TAILQ_NEXT(t, ringing))
+		gone_check_cb(t->cred_id, g);
+	for (unsigned i = 0; i < g->n; i++)
+		ended += sa_sip_credential_revoked(srv, g->id[i]);   /* a second time for the same id ends nothing */
+	if (g->n == GONE_MAX)
+		srv->store_generation = 0;   /* more to do: look again next tick */
+	free(g);
+	return ended;
+}
+
 static void revoke_poll_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct sa_server *srv = arg;
-	uint64_t gen;
-	if (sa_store_generation(srv->store, &gen) != 0 || gen == srv->store_generation)
-		return;
-	srv->store_generation = gen;
-	char gone[64][SA_ID_MAX];
-	unsigned ngone = 0;
-	for (unsigned b = 0; b < CALL_BUCKETS && ngone < 64; b++)
-		for (struct sa_call *c = srv->calls[b]; c && ngone < 64; c = c->next)
-			if (credential_gone(srv, c->d.cred_id))
-				snprintf(gone[ngone++], SA_ID_MAX, "%s", c->d.cred_id);
-	for (unsigned b = 0; b < TXN_BUCKETS && ngone < 64; b++)
-		for (struct sa_txn *t = srv->txn_by_skey[b]; t && ngone < 64; t = t->snext)
-			if (t->method == SA_M_INVITE && !t->completed && t->cred_id[0] && credential_gone(srv, t->cred_id))
-				snprintf(gone[ngone++], SA_ID_MAX, "%s", t->cred_id);
-	for (unsigned i = 0; i < ngone; i++)
-		if (i == 0 || strcmp(gone[i], gone[i - 1]) != 0)
-			sa_sip_credential_revoked(srv, gone[i]);
-	if (ngone == 64)
-		srv->store_generation = 0;   /* more to do: look again next tick */
+	sa_sip_revocation_check(arg);
 }
 
 void sa_sip_housekeeping(struct sa_server *srv)
@@ -717,41 +727,36 @@ void sa_sip_housekeeping(struct sa_server *srv)
 		malloc_trim(0);
 		srv->ntxns_peak = srv->ntxns;
 	}
+	/* calls start in order and max_call_age is one value: the oldest come first */
 	int64_t oldest = wall_now() - (int64_t)srv->cfg.max_call_age;
-	for (unsigned b = 0; b < CALL_BUCKETS; b++)
-		for (struct sa_call *c = srv->calls[b], *next; c; c = next) {
-			next = c->next;
-			if (c->d.started_at <= oldest) {
-				srv->counters.calls_reaped++;
-				call_end(srv, c, "max_call_age", "SIP;cause=408;text=\"maximum call duration\"");
-			}
-		}
+	struct sa_call *c;
+	while ((c = sa_calls_oldest(srv->calls)) && c->d.started_at <= oldest) {
+		srv->counters.calls_reaped++;
+		call_end(srv, c, "max_call_age", "SIP;cause=408;text=\"maximum call duration\"");
+	}
 }
 
 void sa_sip_calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb cb, void *arg)
 {
-	for (unsigned b = 0; b < CALL_BUCKETS; b++)
-		for (struct sa_call *c = srv->calls[b]; c; c = c->next)
-			if (!trunk_id || strcmp(c->d.trunk_id, trunk_id) == 0)
-				cb(&(struct sa_call_info){ .call_id = c->d.call_id, .cred_id = c->d.cred_id,
-				                           .trunk_id = c->d.trunk_id, .inbound = c->d.inbound,
-				                           .confirmed = true, .started_at = c->d.started_at }, arg);
-	for (unsigned b = 0; b < TXN_BUCKETS; b++)
-		for (struct sa_txn *t = srv->txn_by_skey[b]; t; t = t->snext)
-			if (t->method == SA_M_INVITE && !t->completed && t->cred_id[0] &&
-			    (!trunk_id || strcmp(t->trunk_id, trunk_id) == 0)) {
-				struct sa_msg m;
-				struct sa_msg_error err;
-				const struct sa_hdr *cid = NULL;
-				char callid[256] = "";
-				if (t->req && sa_msg_scan(&m, t->req, t->req_len, &err) == 0 &&
-				    (cid = sa_msg_header(&m, SA_H_CALL_ID, 0)))
-					snprintf(callid, sizeof(callid), "%.*s", (int)cid->vlen, cid->value);
-				cb(&(struct sa_call_info){ .call_id = callid, .cred_id = t->cred_id, .trunk_id = t->trunk_id,
-				                           .inbound = t->inbound, .confirmed = false,
-				                           .started_at = wall_now() - (int64_t)((sa_now_ms() - t->started_ms) / 1000) },
-				   arg);
-			}
+	for (struct sa_call *c = sa_calls_oldest(srv->calls); c; c = sa_calls_newer(c))
+		if (!trunk_id || strcmp(c->d.trunk_id, trunk_id) == 0)
+			cb(&(struct sa_call_info){ .call_id = c->d.call_id, .cred_id = c->d.cred_id,
+			                           .trunk_id = c->d.trunk_id, .inbound = c->d.inbound,
+			                           .confirmed = true, .started_at = c->d.started_at }, arg);
+	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing); t; t = TAILQ_NEXT(t, ringing))
+		if (!trunk_id || strcmp(t->trunk_id, trunk_id) == 0) {
+			struct sa_msg m;
+			struct sa_msg_error err;
+			const struct sa_hdr *cid = NULL;
+			char callid[256] = "";
+			if (t->req && sa_msg_scan(&m, t->req, t->req_len, &err) == 0 &&
+			    (cid = sa_msg_header(&m, SA_H_CALL_ID, 0)))
+				snprintf(callid, sizeof(callid), "%.*s", (int)cid->vlen, cid->value);
+			cb(&(struct sa_call_info){ .call_id = callid, .cred_id = t->cred_id, .trunk_id = t->trunk_id,
+			                           .inbound = t->inbound, .confirmed = false,
+			                           .started_at = wall_now() - (int64_t)((sa_now_ms() - t->started_ms) / 1000) },
+			   arg);
+		}
 }
 
 /* ---- responses ---- */
@@ -989,7 +994,7 @@ static void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const 
 		reject(srv, m, from, 500, NULL, NULL, "bad binding address");
 		return;
 	}
-	if (m->method == SA_M_INVITE && srv->ncalls >= srv->cfg.max_calls) {
+	if (m->method == SA_M_INVITE && sa_calls_count(srv->calls) >= srv->cfg.max_calls) {
 		reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
 		return;
 	}
@@ -1196,7 +1201,7 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 		struct sa_flow to;
 		flow_for_endpoint(srv, &srv->cfg.gateway, &to);
 		struct call_owner own = { .cred_id = cred.id, .trunk_id = cred.trunk_id };
-		if (m->method == SA_M_INVITE && srv->ncalls >= srv->cfg.max_calls)
+		if (m->method == SA_M_INVITE && sa_calls_count(srv->calls) >= srv->cfg.max_calls)
 			reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
 		else
 			forward(srv, m, from, &to, NULL, routes_to_us(srv, m), realm, &own, cred.id);
@@ -1234,12 +1239,50 @@ void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char 
 }
 
 /* Calls outlive a restart: written at a clean stop, read at start, so
- * in-dialog requests and revocation keep working across it. */
-#define CALLS_MAGIC 0x53414331u   /* "SAC1": bump when struct sa_call changes */
+ * in-dialog requests and revocation keep working across it. The file is JSON
+ * lines: a header naming its version, then one call per line, listeners by
+ * their address (their order may change with the configuration). */
+#define CALLS_VERSION 2
 
 static void calls_path(struct sa_server *srv, char *out, size_t len)
 {
 	snprintf(out, len, "%s/calls.state", srv->cfg.store_path);
+}
+
+static json_t *flow_json(struct sa_server *srv, const struct sa_flow *fl)
+{
+	char addr[64];
+	uint16_t port;
+	sa_flow_peer(fl, addr, sizeof(addr), &port);
+	const struct sa_endpoint *ep = local_ep(srv, fl->lidx);
+	char listener[96];
+	snprintf(listener, sizeof(listener), "%s:%s%s%s:%u", sa_proto_name(ep->proto), strchr(ep->host, ':') ? "[" : "",
+	         ep->host, strchr(ep->host, ':') ? "]" : "", ep->port);
+	return json_pack("{s:s, s:s, s:i, s:s}", "transport", sa_proto_name(fl->proto), "address", addr, "port", port,
+	                 "listener", listener);
+}
+
+static json_t *side_json(struct sa_server *srv, const struct sa_dialog_side *ds, const struct sa_flow *fl)
+{
+	return json_pack("{s:s, s:s, s:s, s:I, s:o}", "target", ds->target, "route", ds->route, "name", ds->name,
+	                 "cseq", (json_int_t)ds->cseq, "flow", flow_json(srv, fl));
+}
+
+static json_t *call_json(struct sa_server *srv, const struct sa_call *c)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:o, s:o}", "call_id", c->d.call_id, "caller_tag",
+	                 c->d.caller_tag, "callee_tag", c->d.callee_tag, "cred_id", c->d.cred_id, "trunk_id",
+	                 c->d.trunk_id, "inbound", c->d.inbound, "started_at", (json_int_t)c->d.started_at, "caller",
+	                 side_json(srv, &c->d.caller, &c->caller), "callee", side_json(srv, &c->d.callee, &c->callee));
+}
+
+static bool write_json_line(FILE *f, json_t *j)
+{
+	char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	bool ok = line && fprintf(f, "%s\n", line) > 0;
+	free(line);
+	json_decref(j);
+	return ok;
 }
 
 int sa_sip_calls_save(struct sa_server *srv)
@@ -1247,51 +1290,125 @@ int sa_sip_calls_save(struct sa_server *srv)
 	char path[PATH_MAX + 16], tmp[PATH_MAX + 32];
 	calls_path(srv, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	FILE *f = fopen(tmp, "wb");
+	FILE *f = fopen(tmp, "w");
 	if (!f)
 		return -1;
-	uint32_t magic = CALLS_MAGIC;
-	bool ok = fwrite(&magic, sizeof(magic), 1, f) == 1;
-	for (unsigned b = 0; ok && b < CALL_BUCKETS; b++)
-		for (struct sa_call *c = srv->calls[b]; ok && c; c = c->next) {
-			struct sa_call copy = *c;
-			copy.next = NULL;
-			copy.caller.conn_id = copy.callee.conn_id = 0;   /* connections do not survive */
-			ok = fwrite(&copy, sizeof(copy), 1, f) == 1;
-		}
+	bool ok = write_json_line(f, json_pack("{s:s, s:i, s:I}", "kind", "sipauthd-calls", "version", CALLS_VERSION,
+	                                       "calls", (json_int_t)sa_calls_count(srv->calls)));
+	for (struct sa_call *c = sa_calls_oldest(srv->calls); ok && c; c = sa_calls_newer(c))
+		ok = write_json_line(f, call_json(srv, c));
 	ok = fclose(f) == 0 && ok;
 	if (!ok || rename(tmp, path) < 0) {
 		unlink(tmp);
 		return -1;
 	}
-	log_info("event=calls_saved count=%u", srv->ncalls);
+	log_info("event=calls_saved count=%u", sa_calls_count(srv->calls));
 	return 0;
+}
+
+/* A saved flow back: the listener by its address (or any of the transport). */
+static int flow_from_json(struct sa_server *srv, json_t *j, struct sa_flow *fl)
+{
+	const char *transport, *address, *listener;
+	int port;
+	char portstr[8];
+	if (json_unpack(j, "{s:s, s:s, s:i, s:s}", "transport", &transport, "address", &address, "port", &port,
+	                "listener", &listener) < 0 || port < 1 || port > 65535)
+		return -1;
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	if (flow_for_text(srv, transport, address, portstr, fl) < 0)
+		return -1;
+	struct sa_endpoint ep;
+	if (sa_endpoint_parse(listener, &ep) == 0)
+		for (unsigned i = 0; i < srv->nlisteners; i++)
+			if (srv->listeners[i].ep.proto == ep.proto && srv->listeners[i].ep.port == ep.port &&
+			    strcmp(srv->listeners[i].ep.host, ep.host) == 0)
+				fl->lidx = i;
+	return 0;   /* connections do not survive a restart: conn_id stays 0 */
+}
+
+static int side_from_json(json_t *j, const char **target, const char **route, const char **name,
+                          unsigned long *cseq, json_t **flow)
+{
+	json_int_t cs;
+	if (json_unpack(j, "{s:s, s:s, s:s, s:I, s:o}", "target", target, "route", route, "name", name, "cseq", &cs,
+	                "flow", flow) < 0 || cs < 0)
+		return -1;
+	*cseq = (unsigned long)cs;
+	return 0;
+}
+
+static struct sa_call *call_from_json(struct sa_server *srv, json_t *j)
+{
+	const char *t[SA_DT_COUNT], *cred, *trunk;
+	int inbound;
+	json_int_t started;
+	json_t *caller, *callee, *fa, *fb;
+	unsigned long csa, csb;
+	if (json_unpack(j, "{s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:o, s:o}", "call_id", &t[SA_DT_CALL_ID], "caller_tag",
+	                &t[SA_DT_CALLER_TAG], "callee_tag", &t[SA_DT_CALLEE_TAG], "cred_id", &cred, "trunk_id", &trunk,
+	                "inbound", &inbound, "started_at", &started, "caller", &caller, "callee", &callee) < 0 ||
+	    side_from_json(caller, &t[SA_DT_CALLER_TARGET], &t[SA_DT_CALLER_ROUTE], &t[SA_DT_CALLER_NAME], &csa, &fa) < 0 ||
+	    side_from_json(callee, &t[SA_DT_CALLEE_TARGET], &t[SA_DT_CALLEE_ROUTE], &t[SA_DT_CALLEE_NAME], &csb, &fb) < 0 ||
+	    strlen(cred) >= SA_ID_MAX || strlen(trunk) >= SA_ID_MAX || strlen(t[SA_DT_CALL_ID]) > SA_SIP_MAX_CALL_ID)
+		return NULL;
+	struct sa_call *c = sa_call_new();
+	if (!c || sa_dialog_set_text(&c->d, t) < 0 || flow_from_json(srv, fa, &c->caller) < 0 ||
+	    flow_from_json(srv, fb, &c->callee) < 0) {
+		sa_call_free(c);
+		return NULL;
+	}
+	snprintf(c->d.cred_id, sizeof(c->d.cred_id), "%s", cred);
+	snprintf(c->d.trunk_id, sizeof(c->d.trunk_id), "%s", trunk);
+	c->d.inbound = inbound;
+	c->d.started_at = started;
+	c->d.caller.cseq = csa;
+	c->d.callee.cseq = csb;
+	return c;
+}
+
+/* The header line: ours, and of this version? */
+static bool calls_header_ok(const char *line)
+{
+	json_t *h = json_loads(line, 0, NULL);
+	const char *kind = NULL;
+	int version = 0;
+	bool ok = h && json_unpack(h, "{s:s, s:i}", "kind", &kind, "version", &version) == 0 &&
+	          strcmp(kind, "sipauthd-calls") == 0 && version == CALLS_VERSION;
+	json_decref(h);
+	return ok;
 }
 
 static void calls_load(struct sa_server *srv)
 {
 	char path[PATH_MAX + 16];
 	calls_path(srv, path, sizeof(path));
-	FILE *f = fopen(path, "rb");
+	FILE *f = fopen(path, "r");
 	if (!f)
 		return;
-	uint32_t magic = 0;
-	struct sa_call rec;
-	if (fread(&magic, sizeof(magic), 1, f) == 1 && magic == CALLS_MAGIC)
-		while (fread(&rec, sizeof(rec), 1, f) == 1 && srv->ncalls < srv->cfg.max_calls) {
-			struct sa_call *c = malloc(sizeof(*c));
-			if (!c)
-				break;
-			*c = rec;
-			c->d.call_id[sizeof(c->d.call_id) - 1] = '\0';
-			struct sa_call **b = call_bucket(srv, c->d.call_id);
-			c->next = *b;
-			*b = c;
-			srv->ncalls++;
+	char *line = NULL;
+	size_t cap = 0;
+	unsigned bad = 0;
+	if (getline(&line, &cap, f) < 0 || !calls_header_ok(line)) {
+		/* another version (or no header): never guess at its layout */
+		log_warn("event=calls_not_restored path=%s reason=\"not a version %d calls file\"", path, CALLS_VERSION);
+		free(line);
+		fclose(f);
+		return;
+	}
+	while (getline(&line, &cap, f) > 0 && sa_calls_count(srv->calls) < srv->cfg.max_calls) {
+		json_t *j = json_loads(line, 0, NULL);
+		struct sa_call *c = j ? call_from_json(srv, j) : NULL;
+		json_decref(j);
+		if (!c || sa_calls_add(srv->calls, c) < 0) {
+			sa_call_free(c);
+			bad++;
 		}
+	}
+	free(line);
 	fclose(f);
 	unlink(path);
-	log_info("event=calls_restored count=%u", srv->ncalls);
+	log_info("event=calls_restored count=%u refused=%u", sa_calls_count(srv->calls), bad);
 }
 
 unsigned sa_sip_in_flight(const struct sa_server *srv)
@@ -1303,7 +1420,8 @@ int sa_sip_init(struct sa_server *srv)
 {
 	srv->txn_by_skey = calloc(TXN_BUCKETS, sizeof(*srv->txn_by_skey));
 	srv->txn_by_branch = calloc(TXN_BUCKETS, sizeof(*srv->txn_by_branch));
-	srv->calls = calloc(CALL_BUCKETS, sizeof(*srv->calls));
+	srv->calls = sa_calls_new();
+	TAILQ_INIT(&srv->txn_ringing);
 	srv->abuse = sa_abuse_new(65536);
 	/* each transaction in progress holds at most a source and a credential */
 	srv->txn_budget = sa_txn_budget_new(srv->cfg.max_transactions);
@@ -1331,11 +1449,7 @@ void sa_sip_shutdown(struct sa_server *srv)
 	free(srv->txn_by_skey);
 	free(srv->txn_by_branch);
 	srv->txn_by_skey = srv->txn_by_branch = NULL;
-	if (srv->calls)
-		for (unsigned b = 0; b < CALL_BUCKETS; b++)
-			while (srv->calls[b])
-				call_remove(srv, srv->calls[b]);
-	free(srv->calls);
+	sa_calls_free(srv->calls);
 	srv->calls = NULL;
 	sa_abuse_free(srv->abuse);
 	srv->abuse = NULL;

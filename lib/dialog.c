@@ -52,7 +52,8 @@ static void route_append(char *route, size_t len, osip_record_route_t *rr)
 
 /* The 2xx's Record-Route, as the callee built it: entries above ours lead
  * to the callee (nearest first, so reversed), entries below lead to the caller. */
-static void split_routes(struct sa_dialog *d, const struct sa_msg *ok, sa_dialog_is_us_fn is_us, void *arg)
+static void split_routes(const struct sa_msg *ok, sa_dialog_is_us_fn is_us, void *arg, char *caller_route,
+                         char *callee_route, size_t len)
 {
 	const osip_list_t *rrs = &ok->osip->record_routes;
 	int n = osip_list_size(rrs), first = -1, last = -1;
@@ -67,32 +68,93 @@ static void split_routes(struct sa_dialog *d, const struct sa_msg *ok, sa_dialog
 	if (first < 0)
 		return;
 	for (int i = first - 1; i >= 0; i--)
-		route_append(d->callee.route, sizeof(d->callee.route), osip_list_get(rrs, i));
+		route_append(callee_route, len, osip_list_get(rrs, i));
 	for (int i = last + 1; i < n; i++)
-		route_append(d->caller.route, sizeof(d->caller.route), osip_list_get(rrs, i));
+		route_append(caller_route, len, osip_list_get(rrs, i));
 }
+
+#define DIALOG_TEXT_MAX 1024   /* one string: longer Contacts, names or Route sets are refused */
+
+int sa_dialog_set_text(struct sa_dialog *d, const char *const texts[SA_DT_COUNT])
+{
+	size_t len[SA_DT_COUNT], total = 0;
+	for (int i = 0; i < SA_DT_COUNT; i++) {
+		len[i] = texts[i] ? strlen(texts[i]) : 0;
+		if (len[i] > DIALOG_TEXT_MAX)
+			return -1;
+		total += len[i] + 1;
+	}
+	char *p = malloc(total);
+	if (!p)
+		return -1;
+	free(d->text);
+	d->text = p;
+	const char **slot[SA_DT_COUNT] = {
+		&d->call_id, &d->caller_tag, &d->callee_tag,
+		&d->caller.target, &d->caller.route, &d->caller.name,
+		&d->callee.target, &d->callee.route, &d->callee.name,
+	};
+	for (int i = 0; i < SA_DT_COUNT; i++) {
+		memcpy(p, texts[i] ? texts[i] : "", len[i]);
+		p[len[i]] = '\0';
+		*slot[i] = p;
+		p += len[i] + 1;
+	}
+	return 0;
+}
+
+const char *sa_dialog_text(const struct sa_dialog *d, enum sa_dialog_text which)
+{
+	const char *v[SA_DT_COUNT] = {
+		d->call_id, d->caller_tag, d->callee_tag,
+		d->caller.target, d->caller.route, d->caller.name,
+		d->callee.target, d->callee.route, d->callee.name,
+	};
+	return (unsigned)which < SA_DT_COUNT && v[which] ? v[which] : "";
+}
+
+void sa_dialog_free(struct sa_dialog *d)
+{
+	free(d->text);
+	d->text = NULL;
+}
+
+/* The texts of a dialog while it is being built from the 2xx. */
+struct dialog_draft {
+	char caller_target[SA_CONTACT_MAX], callee_target[SA_CONTACT_MAX];
+	char caller_route[DIALOG_TEXT_MAX + 1], callee_route[DIALOG_TEXT_MAX + 1];
+	char caller_name[DIALOG_TEXT_MAX + 1], callee_name[DIALOG_TEXT_MAX + 1];
+};
 
 int sa_dialog_from_2xx(struct sa_dialog *d, const struct sa_msg *invite, const struct sa_msg *ok,
                        sa_dialog_is_us_fn is_us, void *arg)
 {
 	const struct sa_hdr *ic = sa_msg_header(invite, SA_H_CONTACT, 0);
 	const struct sa_hdr *oc = sa_msg_header(ok, SA_H_CONTACT, 0);
+	struct dialog_draft *dr = calloc(1, sizeof(*dr));
 
 	memset(d, 0, sizeof(*d));
-	if (!ok->call_id || !ok->from_tag || !ok->to_tag || !ic || !oc)
-		return -1;
-	if (snprintf(d->call_id, sizeof(d->call_id), "%s", ok->call_id) >= (int)sizeof(d->call_id) ||
-	    snprintf(d->caller_tag, sizeof(d->caller_tag), "%s", ok->from_tag) >= (int)sizeof(d->caller_tag) ||
-	    snprintf(d->callee_tag, sizeof(d->callee_tag), "%s", ok->to_tag) >= (int)sizeof(d->callee_tag))
-		return -1;
-	if (contact_uri(ic->value, ic->vlen, d->caller.target, sizeof(d->caller.target)) < 0 ||
-	    contact_uri(oc->value, oc->vlen, d->callee.target, sizeof(d->callee.target)) < 0 ||
-	    copy_value(sa_msg_header(ok, SA_H_FROM, 0), d->caller.name, sizeof(d->caller.name)) < 0 ||
-	    copy_value(sa_msg_header(ok, SA_H_TO, 0), d->callee.name, sizeof(d->callee.name)) < 0)
-		return -1;
+	int rc = -1;
+	if (!dr || !ok->call_id || !ok->from_tag || !ok->to_tag || !ic || !oc)
+		goto out;
+	if (contact_uri(ic->value, ic->vlen, dr->caller_target, sizeof(dr->caller_target)) < 0 ||
+	    contact_uri(oc->value, oc->vlen, dr->callee_target, sizeof(dr->callee_target)) < 0 ||
+	    copy_value(sa_msg_header(ok, SA_H_FROM, 0), dr->caller_name, sizeof(dr->caller_name)) < 0 ||
+	    copy_value(sa_msg_header(ok, SA_H_TO, 0), dr->callee_name, sizeof(dr->callee_name)) < 0)
+		goto out;
+	split_routes(ok, is_us, arg, dr->caller_route, dr->callee_route, sizeof(dr->caller_route));
+	const char *texts[SA_DT_COUNT] = {
+		ok->call_id, ok->from_tag, ok->to_tag,
+		dr->caller_target, dr->caller_route, dr->caller_name,
+		dr->callee_target, dr->callee_route, dr->callee_name,
+	};
+	if (strlen(ok->call_id) > SA_SIP_MAX_CALL_ID || sa_dialog_set_text(d, texts) < 0)
+		goto out;
 	d->caller.cseq = ok->cseq;
-	split_routes(d, ok, is_us, arg);
-	return 0;
+	rc = 0;
+out:
+	free(dr);
+	return rc;
 }
 
 int sa_dialog_match(const struct sa_dialog *d, const struct sa_msg *m)

@@ -8,30 +8,48 @@
 #include "sipmsg.h"
 #include "store.h"
 
-/* One end of the call. */
+/* One end of the call. The strings live in the dialog's one allocation. */
 struct sa_dialog_side {
-	char target[SA_CONTACT_MAX];   /* its Contact URI: where in-dialog requests to it go */
-	char route[1024];              /* Route values from us to it ("" when we are the last hop) */
-	char name[512];                /* its From/To value with its tag, as it names itself */
+	const char *target;            /* its Contact URI: where in-dialog requests to it go */
+	const char *route;             /* Route values from us to it ("" when we are the last hop) */
+	const char *name;              /* its From/To value with its tag, as it names itself */
 	unsigned long cseq;            /* highest CSeq it has sent in this dialog */
 };
 
+/* What the dialog keeps as text, in this order (for building and saving). */
+enum sa_dialog_text {
+	SA_DT_CALL_ID, SA_DT_CALLER_TAG, SA_DT_CALLEE_TAG,
+	SA_DT_CALLER_TARGET, SA_DT_CALLER_ROUTE, SA_DT_CALLER_NAME,
+	SA_DT_CALLEE_TARGET, SA_DT_CALLEE_ROUTE, SA_DT_CALLEE_NAME,
+	SA_DT_COUNT
+};
+
 struct sa_dialog {
-	char call_id[256];
-	char caller_tag[128];
-	char callee_tag[128];
+	const char *call_id;
+	const char *caller_tag;
+	const char *callee_tag;
 	struct sa_dialog_side caller, callee;
 	char cred_id[SA_ID_MAX];       /* the credential that set the call up (inbound: of the binding) */
 	char trunk_id[SA_ID_MAX];
 	bool inbound;                  /* gateway -> PBX */
 	int64_t started_at;
+	char *text;                    /* owns every string above, one allocation sized to fit */
 };
+
+/* Fill d's strings from texts[SA_DT_COUNT] (NULL counts as ""), in one
+ * allocation. 0, or -1 when out of memory or a text is too long. */
+int sa_dialog_set_text(struct sa_dialog *d, const char *const texts[SA_DT_COUNT]);
+/* The string d keeps for one enum sa_dialog_text. */
+const char *sa_dialog_text(const struct sa_dialog *d, enum sa_dialog_text which);
+/* Release the strings. */
+void sa_dialog_free(struct sa_dialog *d);
 
 /* Is this Record-Route URI one of ours? */
 typedef bool (*sa_dialog_is_us_fn)(osip_uri_t *uri, void *arg);
 
 /* Fill d from the INVITE as we forwarded it (raw-scanned) and the 2xx that
- * answered it (parsed). 0, or -1 when the 2xx lacks what a dialog needs. */
+ * answered it (parsed). 0, or -1 when the 2xx lacks what a dialog needs;
+ * release with sa_dialog_free either way. */
 int sa_dialog_from_2xx(struct sa_dialog *d, const struct sa_msg *invite, const struct sa_msg *ok,
                        sa_dialog_is_us_fn is_us, void *arg);
 

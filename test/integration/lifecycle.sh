@@ -42,6 +42,12 @@ kill -TERM "$SIPAUTHD_PID"
 wait "$SIPAUTHD_PID"
 assert_eq "SIGTERM with a call up: exit status 0" 0 $?
 assert_match "the call is saved at stop" "event=calls_saved count=1" "$(cat "$T/sipauthd.log")"
+assert_eq "calls.state starts with its kind and version" '{"kind":"sipauthd-calls","version":2,"calls":1}' \
+	"$(head -1 "$STORE/calls.state")"
+assert_eq "the call is one JSON line: its credential, and its listeners named by address" \
+	"$CRED udp:127.0.0.1:$SIP_PORT udp:127.0.0.1:$SIP_PORT" \
+	"$(sed -n 2p "$STORE/calls.state" | python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["cred_id"], c["caller"]["flow"]["listener"], c["callee"]["flow"]["listener"])')"
+cp "$STORE/calls.state" "$T/calls.state.saved"
 spawn "$T/sipauthd2.log" "$SIPAUTHD" --config "$T/sipauthd.conf"
 SIPAUTHD_PID=$!
 wait_for grep -q "event=started" "$T/sipauthd2.log"
@@ -60,4 +66,19 @@ wait "$SIPAUTHD_PID"
 assert_eq "after draining: exit status 0" 0 $?
 assert_match "the PBX got the 200 that arrived while draining" "SIP/2.0 200 OK" "$(cat "$T/call2.msg")"
 assert_match "the daemon waited for the transaction" "event=drained in_flight=0" "$(cat "$T/sipauthd2.log")"
+
+# --- calls.state of another version (the first one was raw struct bytes) is refused, never misread
+printf 'SAC1\001\002\003garbage' >"$STORE/calls.state"
+spawn "$T/sipauthd3.log" "$SIPAUTHD" --config "$T/sipauthd.conf"
+SIPAUTHD_PID=$!
+wait_for grep -q "event=started" "$T/sipauthd3.log" || fail "sipauthd did not start over an old calls.state"
+assert_match "an old calls.state is refused with one log line" \
+	"event=calls_not_restored path=$STORE/calls.state reason=\"not a version 2 calls file\"" "$(cat "$T/sipauthd3.log")"
+assert_eq "nothing was read from it" 0 "$(grep -c 'event=calls_restored' "$T/sipauthd3.log")"
+kill "$SIPAUTHD_PID"; wait "$SIPAUTHD_PID" 2>/dev/null
+sed 's/"version":2/"version":3/' "$T/calls.state.saved" >"$STORE/calls.state"
+spawn "$T/sipauthd4.log" "$SIPAUTHD" --config "$T/sipauthd.conf"
+SIPAUTHD_PID=$!
+wait_for grep -q "event=started" "$T/sipauthd4.log"
+assert_match "a calls.state of a later version is refused too" "event=calls_not_restored" "$(cat "$T/sipauthd4.log")"
 finish

@@ -1,0 +1,62 @@
+/* calls.h: the call table: calls by Call-ID and tags, by credential and by age; what revocation and reaping act on. */
+#ifndef SA_CALLS_H
+#define SA_CALLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "dialog.h"
+#include "route.h"
+
+/* An established call: the dialog and the flows of both ends. The table
+ * owns it from sa_calls_add until sa_calls_remove. */
+struct sa_call {
+	struct sa_dialog d;
+	struct sa_flow caller, callee;
+	/* the table's links */
+	struct sa_call *id_next;       /* same Call-ID bucket */
+	struct sa_call *cred_next;     /* same credential */
+	struct sa_calls_cred *cred;
+	TAILQ_ENTRY(sa_call) age;      /* oldest first: calls start in order, max_call_age is one value */
+};
+
+struct sa_calls;
+
+/* An empty table; its index grows with the calls it holds. NULL on failure. */
+struct sa_calls *sa_calls_new(void);
+/* Frees the table and every call in it. */
+void sa_calls_free(struct sa_calls *t);
+
+/* A zeroed call to fill (dialog, flows) before sa_calls_add; sa_call_free
+ * releases one that was never added. */
+struct sa_call *sa_call_new(void);
+void sa_call_free(struct sa_call *c);
+
+/* Take c into the table (indexed by Call-ID, credential and age). 0, or -1
+ * out of memory (c is then still the caller's). */
+int sa_calls_add(struct sa_calls *t, struct sa_call *c);
+/* Unlink and free c. */
+void sa_calls_remove(struct sa_calls *t, struct sa_call *c);
+unsigned sa_calls_count(const struct sa_calls *t);
+
+/* The call an in-dialog message belongs to, and from which side (1 caller,
+ * 2 callee); NULL when none. */
+struct sa_call *sa_calls_find(const struct sa_calls *t, const struct sa_msg *m, int *side);
+
+/* The calls of one credential: the first (after NULL) and each next. */
+struct sa_call *sa_calls_of_credential(const struct sa_calls *t, const char *cred_id);
+struct sa_call *sa_calls_next_of_credential(const struct sa_call *c);
+/* How many calls a credential has now. */
+unsigned sa_calls_credential_count(const struct sa_calls *t, const char *cred_id);
+
+/* Every call, oldest first. */
+struct sa_call *sa_calls_oldest(const struct sa_calls *t);
+struct sa_call *sa_calls_newer(const struct sa_call *c);
+
+/* The credentials that have calls: call fn once for each (the id stays valid
+ * only during the call; fn must not change the table). */
+void sa_calls_each_credential(const struct sa_calls *t, void (*fn)(const char *cred_id, void *arg), void *arg);
+
+#endif

@@ -1,0 +1,159 @@
+/* test_calls.c: the call table: lookup by Call-ID and tags from either side, by credential, by age, growth. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "calls.h"
+
+static struct sa_call *make_call(const char *call_id, const char *ftag, const char *ttag, const char *cred,
+                                 int64_t started)
+{
+	struct sa_call *c = sa_call_new();
+	const char *t[SA_DT_COUNT] = { call_id, ftag, ttag, "sip:pbx@198.51.100.7", "", "<sip:pbx@x>;tag=a",
+	                               "sip:gw@192.0.2.10", "<sip:gw@192.0.2.10;lr>", "<sip:100@x>;tag=b" };
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(sa_dialog_set_text(&c->d, t), 0);
+	snprintf(c->d.cred_id, sizeof(c->d.cred_id), "%s", cred);
+	snprintf(c->d.trunk_id, sizeof(c->d.trunk_id), "trunk_t1");
+	c->d.started_at = started;
+	return c;
+}
+
+/* An in-dialog message as the raw path fills it. */
+static struct sa_msg msg(const char *call_id, const char *from_tag, const char *to_tag)
+{
+	struct sa_msg m;
+	memset(&m, 0, sizeof(m));
+	m.call_id = call_id;
+	m.from_tag = from_tag;
+	m.to_tag = to_tag;
+	return m;
+}
+
+START_TEST(found_from_either_side_and_not_with_other_tags)
+{
+	struct sa_calls *t = sa_calls_new();
+	ck_assert_int_eq(sa_calls_add(t, make_call("abc@h", "caller1", "callee1", "cred_a", 100)), 0);
+	int side = 0;
+	struct sa_msg m = msg("abc@h", "caller1", "callee1");
+	ck_assert_ptr_nonnull(sa_calls_find(t, &m, &side));
+	ck_assert_int_eq(side, 1);
+	m = msg("abc@h", "callee1", "caller1");
+	ck_assert_ptr_nonnull(sa_calls_find(t, &m, &side));
+	ck_assert_int_eq(side, 2);
+	/* a stranger guessing a tag, another Call-ID, or no To tag: nothing */
+	m = msg("abc@h", "caller1", "guess");
+	ck_assert_ptr_null(sa_calls_find(t, &m, &side));
+	m = msg("abd@h", "caller1", "callee1");
+	ck_assert_ptr_null(sa_calls_find(t, &m, &side));
+	m = msg("abc@h", "caller1", NULL);
+	ck_assert_ptr_null(sa_calls_find(t, &m, &side));
+	sa_calls_free(t);
+}
+END_TEST
+
+START_TEST(calls_by_credential_and_by_age)
+{
+	struct sa_calls *t = sa_calls_new();
+	char id[32];
+	for (int i = 0; i < 30; i++) {
+		snprintf(id, sizeof(id), "call-%d", i);
+		ck_assert_int_eq(sa_calls_add(t, make_call(id, "f", "t", i % 3 == 0 ? "cred_a" : "cred_b", 100 + i)), 0);
+	}
+	ck_assert_uint_eq(sa_calls_count(t), 30);
+	ck_assert_uint_eq(sa_calls_credential_count(t, "cred_a"), 10);
+	ck_assert_uint_eq(sa_calls_credential_count(t, "cred_b"), 20);
+	ck_assert_uint_eq(sa_calls_credential_count(t, "cred_zz"), 0);
+	int n = 0;
+	for (struct sa_call *c = sa_calls_of_credential(t, "cred_a"); c; c = sa_calls_next_of_credential(c)) {
+		ck_assert_str_eq(c->d.cred_id, "cred_a");
+		n++;
+	}
+	ck_assert_int_eq(n, 10);
+	/* revocation: end every call of one credential, the others stay */
+	struct sa_call *c;
+	while ((c = sa_calls_of_credential(t, "cred_a")))
+		sa_calls_remove(t, c);
+	ck_assert_uint_eq(sa_calls_count(t), 20);
+	ck_assert_ptr_null(sa_calls_of_credential(t, "cred_a"));
+	/* oldest first, in the order they started */
+	int64_t last = 0;
+	n = 0;
+	for (c = sa_calls_oldest(t); c; c = sa_calls_newer(c), n++) {
+		ck_assert_int_gt(c->d.started_at, last);
+		last = c->d.started_at;
+	}
+	ck_assert_int_eq(n, 20);
+	ck_assert_int_eq(sa_calls_oldest(t)->d.started_at, 101);
+	sa_calls_free(t);
+}
+END_TEST
+
+static void count_cb(const char *cred_id, void *arg)
+{
+	(void)cred_id;
+	(*(int *)arg)++;
+}
+
+START_TEST(the_table_grows_and_lookups_stay_exact)
+{
+	struct sa_calls *t = sa_calls_new();
+	char id[48], cred[48];
+	for (int i = 0; i < 20000; i++) {
+		snprintf(id, sizeof(id), "%08x@grow", i * 2654435761u);
+		snprintf(cred, sizeof(cred), "cred_%d", i % 5000);
+		ck_assert_int_eq(sa_calls_add(t, make_call(id, "f", "t", cred, i)), 0);
+	}
+	int side;
+	for (int i = 0; i < 20000; i += 97) {
+		snprintf(id, sizeof(id), "%08x@grow", i * 2654435761u);
+		struct sa_msg m = msg(id, "t", "f");
+		struct sa_call *c = sa_calls_find(t, &m, &side);
+		ck_assert_ptr_nonnull(c);
+		ck_assert_str_eq(c->d.call_id, id);
+		ck_assert_int_eq(side, 2);
+	}
+	ck_assert_uint_eq(sa_calls_credential_count(t, "cred_4999"), 4);
+	int ncreds = 0;
+	sa_calls_each_credential(t, count_cb, &ncreds);
+	ck_assert_int_eq(ncreds, 5000);
+	sa_calls_free(t);
+}
+END_TEST
+
+START_TEST(dialog_text_is_one_allocation_and_refuses_the_oversized)
+{
+	struct sa_dialog d;
+	memset(&d, 0, sizeof(d));
+	char big[2000];
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	const char *t[SA_DT_COUNT] = { "id", "a", "b", big, "", "", "", "", "" };
+	ck_assert_int_eq(sa_dialog_set_text(&d, t), -1);
+	t[SA_DT_CALLER_TARGET] = "sip:pbx@h";
+	ck_assert_int_eq(sa_dialog_set_text(&d, t), 0);
+	ck_assert_str_eq(sa_dialog_text(&d, SA_DT_CALLER_TARGET), "sip:pbx@h");
+	ck_assert_str_eq(d.callee.route, "");
+	ck_assert_str_eq(d.call_id, "id");
+	sa_dialog_free(&d);
+	ck_assert_ptr_null(d.text);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("calls");
+	TCase *tc = tcase_create("calls");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, found_from_either_side_and_not_with_other_tags);
+	tcase_add_test(tc, calls_by_credential_and_by_age);
+	tcase_add_test(tc, the_table_grows_and_lookups_stay_exact);
+	tcase_add_test(tc, dialog_text_is_one_allocation_and_refuses_the_oversized);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
