@@ -36,7 +36,7 @@ struct sa_txn {
 	TAILQ_ENTRY(sa_txn) ringing;   /* an INVITE of a credential's call, not answered finally yet */
 	bool is_ringing;
 	struct sa_server *srv;
-	char skey[320];                /* branch|sent-by|method of the request received */
+	char *skey;                    /* branch|sent-by|method of the request received (sized to fit) */
 	char branch[SA_TXN_BRANCH_LEN + 1];   /* ours towards the next hop: random, unguessable */
 	char local_tag[17];            /* the To tag of answers we make ourselves (408, 487) */
 	enum sa_method method;
@@ -154,6 +154,7 @@ static void txn_free(struct sa_txn *t)
 		event_free(t->timer_c);
 	txn_keep(t, &t->req, &t->req_len, NULL, 0);
 	txn_keep(t, &t->resp, &t->resp_len, NULL, 0);
+	free(t->skey);
 	free(t);
 }
 
@@ -221,8 +222,18 @@ static struct sa_txn *txn_new(struct sa_server *srv, const struct sa_msg *m, con
 		*why = "transaction table full";
 		return NULL;
 	}
+	char key[320];
 	struct sa_txn *t = calloc(1, sizeof(*t));
-	if (!t || sa_txn_branch_new(t->branch) < 0 || !(t->timer = evtimer_new(srv->base, txn_timer_cb, t))) {
+	if (m)
+		server_key(m, key, sizeof(key));
+	if (!t || sa_txn_branch_new(t->branch) < 0)
+		goto fail;
+	if (!m)
+		snprintf(key, sizeof(key), "local|%s", t->branch);
+	if (!(t->skey = strdup(key)) || !(t->timer = evtimer_new(srv->base, txn_timer_cb, t))) {
+fail:
+		if (t)
+			free(t->skey);
 		free(t);
 		if (m) {
 			size_t alen;
@@ -238,11 +249,9 @@ static struct sa_txn *txn_new(struct sa_server *srv, const struct sa_msg *m, con
 		t->from = *from;
 		t->charged = true;
 		snprintf(t->budget_cred, sizeof(t->budget_cred), "%s", budget_cred ? budget_cred : "");
-		server_key(m, t->skey, sizeof(t->skey));
 		sa_msg_local_tag(m, srv->tag_key, t->local_tag);
 	} else {
 		t->local = true;
-		snprintf(t->skey, sizeof(t->skey), "local|%s", t->branch);
 	}
 	uint32_t hs = hash_str(t->skey) % TXN_BUCKETS, hb = hash_str(t->branch) % TXN_BUCKETS;
 	t->snext = srv->txn_by_skey[hs];
@@ -495,6 +504,10 @@ static void txn_complete(struct sa_txn *t)
 	t->srv->nactive--;
 	t->completed = true;
 	TAILQ_INSERT_TAIL(&t->srv->txn_done, t, done);
+	/* what a finished transaction still needs: its answer for retransmitted
+	 * requests, and the request only to ACK a late non-2xx to an INVITE */
+	if (t->method != SA_M_INVITE || (t->upstream_status >= 200 && t->upstream_status < 300))
+		txn_keep(t, &t->req, &t->req_len, NULL, 0);
 	if (t->is_ringing) {
 		TAILQ_REMOVE(&t->srv->txn_ringing, t, ringing);
 		t->is_ringing = false;
@@ -566,7 +579,7 @@ static void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *
 	struct sa_msg inv;
 	struct sa_msg_error err;
 	int side;
-	if (call_find(srv, ok, &side) || sa_msg_scan(&inv, t->req, t->req_len, &err) < 0 ||
+	if (call_find(srv, ok, &side) || !t->req || sa_msg_scan(&inv, t->req, t->req_len, &err) < 0 ||
 	    sa_msg_full(ok, &err) < 0)
 		return;
 	struct sa_call *c = sa_call_new();
