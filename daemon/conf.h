@@ -60,8 +60,10 @@ struct sa_config {
 	char store_path[PATH_MAX];
 	struct sa_reg_cfg reg;
 	int log_level;
+	unsigned log_rate_limit;         /* lines per second from one place in the code; 0: no limit */
 	unsigned tcp_idle_timeout;       /* seconds */
-	unsigned max_connections;
+	unsigned max_connections;        /* SIP TCP/TLS connections, accepted and opened */
+	unsigned max_connections_per_source;   /* accepted from one address (IPv6: one /64) */
 	unsigned max_transactions;
 	unsigned timer_c;                /* seconds an INVITE may ring */
 	unsigned max_calls;              /* dialogs tracked at once; more get 503 */
@@ -74,6 +76,7 @@ struct sa_config {
 	struct sa_endpoint metrics_listen[SA_MAX_LISTEN];   /* when set, /metrics is served only here */
 	unsigned nmetrics_listen;
 	unsigned api_max_body;           /* bytes of request body; more get 413 */
+	unsigned api_max_connections;    /* HTTP connections open at once (API and metrics); more are closed */
 	unsigned api_min_password_len;   /* for credentials created over the API */
 };
 

@@ -11,6 +11,7 @@
 
 #include "auth.h"
 #include "conf.h"
+#include "connlimit.h"
 #include "nonce.h"
 #include "sipmsg.h"
 #include "store.h"
@@ -31,6 +32,7 @@ struct sa_listener {
 	struct evconnlistener *lev;     /* TCP */
 	struct sa_server *srv;
 	unsigned idx;
+	struct event *resume;           /* TCP: re-enables accepting after an accept() failure */
 };
 
 struct sa_conn;
@@ -54,6 +56,9 @@ struct sa_counters {
 	uint64_t calls_started;
 	uint64_t calls_revoked;          /* calls ended because their credential was deleted */
 	uint64_t calls_reaped;           /* calls ended at max_call_age */
+	uint64_t tcp_refused[SA_CONN_VERDICT_COUNT];   /* accepted connections closed at once, by limit */
+	uint64_t tcp_idle_closed;        /* connections closed at tcp_idle_timeout */
+	uint64_t accept_paused;          /* accept() failures (out of descriptors): the listener rested */
 };
 
 struct sa_server {
@@ -68,13 +73,12 @@ struct sa_server {
 	uint64_t next_id;
 	struct sa_conn **conn_by_id;    /* hash buckets */
 	struct sa_rx *rx;               /* datagram receive buffers */
-	unsigned nconns;
 	struct sa_txn **txn_by_skey;
 	struct sa_txn **txn_by_branch;
 	unsigned ntxns;
 	SSL_CTX *tls_server;            /* swapped on SIGHUP; live connections keep theirs */
 	SSL_CTX *tls_client;            /* towards the gateway (verified) and PBXs */
-	unsigned nhandshakes;           /* TLS handshakes in progress */
+	struct sa_connlimit *connlimit; /* TCP/TLS connections and handshakes, overall and per source */
 	struct sa_abuse *abuse;         /* failure counts and bans per source */
 	struct sa_call **calls;         /* established calls by Call-ID hash */
 	unsigned ncalls;
