@@ -320,7 +320,7 @@ static void set_defaults(struct sa_config *c)
 	c->reg = (struct sa_reg_cfg){ .min_expires = 60, .max_expires = 3600, .default_expires = 3600,
 	                              .max_contacts = 10 };
 	c->log_level = SA_LOG_INFO;
-	c->log_rate_limit = 10;
+	c->log_rate_limit = 20;
 	c->tcp_idle_timeout = 300;
 	c->max_connections = 4096;
 	c->max_connections_per_source = 64;
