@@ -294,7 +294,10 @@ static int set_key(struct parse *p, const char *sec, const char *k, char *v)
 	if (IS("proxy", "max_call_age")) return set_uint(p, v, 5, 604800, &c->max_call_age);
 	if (IS("limits", "tcp_idle_timeout")) return set_uint(p, v, 5, 86400, &c->tcp_idle_timeout);
 	if (IS("limits", "max_connections")) return set_uint(p, v, 1, 1000000, &c->max_connections);
+	if (IS("limits", "max_connections_per_source"))
+		return set_uint(p, v, 1, 1000000, &c->max_connections_per_source);
 	if (IS("log", "level")) return set_log_level(p, v);
+	if (IS("log", "rate_limit")) return set_uint(p, v, 0, 1000000, &c->log_rate_limit);
 	if (IS("abuse", "max_failures")) return set_uint(p, v, 0, 100000, &c->abuse.max_failures);
 	if (IS("abuse", "window")) return set_uint(p, v, 1, 86400, &c->abuse.window);
 	if (IS("abuse", "ban_time")) return set_uint(p, v, 1, 604800, &c->abuse.ban_time);
@@ -312,6 +315,7 @@ static int set_key(struct parse *p, const char *sec, const char *k, char *v)
 	if (IS("api", "listen")) { c->napi_listen = 0; return each_item(p, v, add_api_listen); }
 	if (IS("api", "metrics_listen")) { c->nmetrics_listen = 0; return each_item(p, v, add_metrics_listen); }
 	if (IS("api", "max_body")) return set_uint(p, v, 256, 1048576, &c->api_max_body);
+	if (IS("api", "max_connections")) return set_uint(p, v, 1, 1000000, &c->api_max_connections);
 	if (IS("api", "min_password_length"))
 		return set_uint(p, v, SA_PASSWORD_MIN, SA_PASSWORD_MAX, &c->api_min_password_len);
 #undef IS
@@ -330,8 +334,10 @@ static void set_defaults(struct sa_config *c)
 	c->reg = (struct sa_reg_cfg){ .min_expires = 60, .max_expires = 3600, .default_expires = 3600,
 	                              .max_contacts = 10 };
 	c->log_level = SA_LOG_INFO;
+	c->log_rate_limit = 20;
 	c->tcp_idle_timeout = 300;
 	c->max_connections = 4096;
+	c->max_connections_per_source = 64;
 	c->max_transactions = 65536;
 	c->max_transactions_per_source = 1000;
 	c->max_transactions_per_credential = 1000;
@@ -346,6 +352,7 @@ static void set_defaults(struct sa_config *c)
 	c->tls.max_handshakes_per_source = 16;
 	c->max_call_age = 14400;
 	c->api_max_body = SA_HTTP_MAX_BODY;
+	c->api_max_connections = SA_HTTP_MAX_CONNECTIONS;
 	c->api_min_password_len = SA_PASSWORD_MIN;
 }
 

@@ -60,8 +60,10 @@ struct sa_config {
 	uint64_t store_map_size;         /* bytes; 0: the size the store records */
 	struct sa_reg_cfg reg;
 	int log_level;
+	unsigned log_rate_limit;         /* lines per second from one place in the code; 0: no limit */
 	unsigned tcp_idle_timeout;       /* seconds */
-	unsigned max_connections;
+	unsigned max_connections;        /* SIP TCP/TLS connections, accepted and opened */
+	unsigned max_connections_per_source;   /* accepted from one address (IPv6: one /64) */
 	unsigned max_transactions;
 	unsigned max_transactions_per_source;      /* in progress from one untrusted address; 0: no limit */
 	unsigned max_transactions_per_credential;  /* in progress for one credential's calls; 0: no limit */
@@ -77,6 +79,7 @@ struct sa_config {
 	struct sa_endpoint metrics_listen[SA_MAX_LISTEN];   /* when set, /metrics is served only here */
 	unsigned nmetrics_listen;
 	unsigned api_max_body;           /* bytes of request body; more get 413 */
+	unsigned api_max_connections;    /* HTTP connections open at once (API and metrics); more are closed */
 	unsigned api_min_password_len;   /* for credentials created over the API */
 };
 

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <openssl/crypto.h>
@@ -20,6 +21,7 @@
 #include "server.h"
 
 #define JSON_TYPE "application/json"
+#define ACCEPT_BACKOFF_MS 250     /* out of descriptors: a listener rests this long */
 
 /* daemon/dashboard.c, generated from daemon/dashboard.html at build time */
 extern const unsigned char sa_dashboard_html[];
@@ -34,6 +36,13 @@ struct sa_http {
 	uint64_t next_id;               /* request ids for the log */
 	int64_t started_at;
 	char csp[256];                  /* the dashboard's policy, with its script's hash */
+	/* [api] max_connections over both servers: counted from the bufferevent
+	 * evhttp asks us for to the connection's close callback */
+	unsigned nconns;
+	uint64_t conns_refused;
+	struct bufferevent **adopt;     /* accepted, evhttp's connection not yet known */
+	unsigned nadopt, adopt_cap;
+	struct event *adopt_ev;
 };
 
 /* One request while it is answered. */
@@ -269,6 +278,14 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	m->responses_refused = c->responses_refused;
 	m->relay_refused = c->relay_refused;
 	memcpy(m->api_requests, h->answers, sizeof(m->api_requests));
+	m->tcp_connections = sa_connlimit_connections(h->srv->connlimit);
+	m->tls_handshakes = sa_connlimit_handshakes(h->srv->connlimit);
+	memcpy(m->tcp_refused, c->tcp_refused, sizeof(m->tcp_refused));
+	m->tcp_idle_closed = c->tcp_idle_closed;
+	m->accept_paused = c->accept_paused;
+	m->http_connections = h->nconns;
+	m->http_refused = h->conns_refused;
+	m->log_suppressed = sa_log_suppressed_total();
 }
 
 static void metrics_serve(struct exchange *x)
@@ -385,6 +402,107 @@ static void metrics_cb(struct evhttp_request *req, void *arg)
 		send_error(&x, 404, "not_found", "no such resource (this address serves /metrics and /healthz)", NULL);
 }
 
+/* ---- connection cap ---- */
+
+/* libevent 2.1 has no evhttp_set_max_connections (2.2 does) and no hook
+ * when evhttp accepts, but it asks evhttp_set_bevcb's callback for each new
+ * connection's bufferevent, before the connection exists. The bufferevent is
+ * kept (a reference, so that it stays valid whatever evhttp does meanwhile)
+ * and, once the accept callback is over, its connection is found: evhttp
+ * makes the connection the bufferevent's callback argument (checked below
+ * with evhttp_connection_get_bufferevent). Then the connection is counted,
+ * with a close callback to uncount it, or closed at once over the cap. */
+static void http_conn_closed_cb(struct evhttp_connection *evcon, void *arg)
+{
+	struct sa_http *h = arg;
+	h->nconns--;
+}
+
+static void http_conn_adopt(struct sa_http *h, struct bufferevent *bev)
+{
+	bufferevent_data_cb readcb = NULL;
+	void *cbarg = NULL;
+	bufferevent_getcb(bev, &readcb, NULL, NULL, &cbarg);
+	struct evhttp_connection *evcon = cbarg;
+	if (readcb == NULL || evcon == NULL || evhttp_connection_get_bufferevent(evcon) != bev)
+		return;   /* evhttp gave up on it already */
+	if (h->nconns >= h->srv->cfg.api_max_connections) {
+		char *addr = NULL;
+		ev_uint16_t port = 0;
+		evhttp_connection_get_peer(evcon, &addr, &port);
+		h->conns_refused++;
+		log_warn("event=http_refused reason=max_connections src=%s:%u connections=%u", addr ? addr : "-",
+		         (unsigned)port, h->nconns);
+		evhttp_connection_free(evcon);
+		return;
+	}
+	h->nconns++;
+	evhttp_connection_set_closecb(evcon, http_conn_closed_cb, h);
+}
+
+static void http_adopt_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_http *h = arg;
+	for (unsigned i = 0; i < h->nadopt; i++) {
+		http_conn_adopt(h, h->adopt[i]);
+		bufferevent_decref(h->adopt[i]);
+	}
+	h->nadopt = 0;
+}
+
+static struct bufferevent *http_bev_cb(struct event_base *base, void *arg)
+{
+	struct sa_http *h = arg;
+	if (h->nadopt == h->adopt_cap) {
+		unsigned cap = h->adopt_cap ? 2 * h->adopt_cap : 64;
+		struct bufferevent **a = realloc(h->adopt, cap * sizeof(*a));
+		if (a == NULL)
+			return NULL;   /* evhttp makes its own: uncounted, but served */
+		h->adopt = a;
+		h->adopt_cap = cap;
+	}
+	struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)
+		return NULL;
+	bufferevent_incref(bev);
+	h->adopt[h->nadopt++] = bev;
+	event_active(h->adopt_ev, EV_TIMEOUT, 1);
+	return bev;
+}
+
+/* accept() failed (most often: out of descriptors). The socket stays
+ * readable, so retrying at once would spin: the listener rests instead. The
+ * callback gets evhttp's argument, not ours, hence the listener as the
+ * timer's argument; the loop never runs again after sa_http_stop frees it. */
+static void http_accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	evconnlistener_enable(arg);
+}
+
+static void http_accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	int err = errno;
+	struct timeval tv = { .tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MS * 1000 };
+	evconnlistener_disable(lev);
+	event_base_once(evconnlistener_get_base(lev), -1, EV_TIMEOUT, http_accept_resume_cb, lev, &tv);
+	log_warn("event=accept_paused proto=http error=\"%s\" retry_ms=%u", strerror(err), ACCEPT_BACKOFF_MS);
+}
+
+static int http_bind(struct sa_http *h, struct evhttp *http, const struct sa_endpoint *ep)
+{
+	struct evconnlistener *lev = evconnlistener_new_bind(h->srv->base, NULL, NULL,
+		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE, 128,
+		(const struct sockaddr *)&ep->ss, (int)ep->sslen);
+	if (lev == NULL)
+		return -1;
+	evconnlistener_set_error_cb(lev, http_accept_error_cb);
+	if (evhttp_bind_listener(http, lev) == NULL) {
+		evconnlistener_free(lev);
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- start and stop ---- */
 
 static struct evhttp *server_new(struct sa_http *h, const struct sa_endpoint *eps, unsigned n,
@@ -407,8 +525,9 @@ static struct evhttp *server_new(struct sa_http *h, const struct sa_endpoint *ep
 	                                 EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
 	                                 EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(http, cb, h);
+	evhttp_set_bevcb(http, http_bev_cb, h);
 	for (unsigned i = 0; i < n; i++) {
-		if (evhttp_bind_socket_with_handle(http, eps[i].host, eps[i].port) == NULL) {
+		if (http_bind(h, http, &eps[i]) < 0) {
 			log_err("event=http_bind_failed addr=%s port=%u error=\"%s\"", eps[i].host, eps[i].port,
 			        strerror(errno));
 			evhttp_free(http);
@@ -455,6 +574,8 @@ int sa_http_start(struct sa_server *srv)
 	h->started_at = (int64_t)time(NULL);
 	h->ctx = (struct sa_api_ctx){ .store = srv->store, .min_password_len = c->api_min_password_len,
 	                              .calls_each = calls_each, .calls_owner = srv };
+	if ((h->adopt_ev = event_new(srv->base, -1, 0, http_adopt_cb, h)) == NULL)
+		return -1;
 	if (dashboard_csp(h) < 0) {
 		log_err("event=http_failed error=\"the dashboard page has no <script> element\"");
 		return -1;
@@ -477,6 +598,12 @@ void sa_http_stop(struct sa_server *srv)
 		evhttp_free(h->api);
 	if (h->metrics != NULL)
 		evhttp_free(h->metrics);
+	/* accepted in the last loop pass and not yet adopted */
+	for (unsigned i = 0; i < h->nadopt; i++)
+		bufferevent_decref(h->adopt[i]);
+	free(h->adopt);
+	if (h->adopt_ev != NULL)
+		event_free(h->adopt_ev);
 	free(h);
 	srv->http = NULL;
 }

@@ -1,4 +1,4 @@
-/* log.c: stderr logging; the only process-wide state is the level and the output format. */
+/* log.c: stderr logging; the only process-wide state is the level, the output format and the line budget. */
 #include "log.h"
 
 #include <stdarg.h>
@@ -8,8 +8,14 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "loglimit.h"
+
 static enum sa_log_level log_level = SA_LOG_INFO;
 static int log_journal;   /* stderr is connected to journald: use <N> prefixes, no timestamp */
+/* Lines a remote peer can trigger (a refused handshake, a bad datagram) must
+ * not become a disk-filling flood: each call site (its format string) gets a
+ * budget per second once the daemon serves. Start-up is never limited. */
+static struct sa_loglimit log_limiter;
 
 void sa_log_init(void)
 {
@@ -58,16 +64,8 @@ const char *sa_log_quote(const char *s, char *buf, size_t len)
 	return buf;
 }
 
-void sa_log(enum sa_log_level lvl, const char *fmt, ...)
+static void log_write(enum sa_log_level lvl, const char *line)
 {
-	char line[1024];
-	va_list ap;
-
-	if (lvl > log_level)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
 	if (log_journal) {
 		fprintf(stderr, "<%d>level=%s %s\n", (int)lvl, level_name(lvl), line);
 		return;
@@ -79,4 +77,55 @@ void sa_log(enum sa_log_level lvl, const char *fmt, ...)
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
 	fprintf(stderr, "%s.%03ldZ level=%s %s\n", when, ts.tv_nsec / 1000000, level_name(lvl), line);
+}
+
+static uint64_t log_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The summary names the site by its format, made safe for key="...". */
+static void log_suppressed_cb(const void *site, uint32_t count, void *arg)
+{
+	char line[256], fmt[120];
+	(void)arg;
+	snprintf(line, sizeof(line), "event=log_suppressed count=%u window_ms=%u site=\"%s\"", (unsigned)count,
+	         SA_LOGLIMIT_WINDOW_MS, site ? sa_log_quote(site, fmt, sizeof(fmt)) : "(several)");
+	log_write(SA_LOG_WARNING, line);
+}
+
+void sa_log_limit(unsigned per_second)
+{
+	log_limiter.per_second = per_second;
+}
+
+void sa_log_flush(int at_stop)
+{
+	sa_loglimit_expired(&log_limiter, log_now_ms(), at_stop != 0, log_suppressed_cb, NULL);
+}
+
+uint64_t sa_log_suppressed_total(void)
+{
+	return log_limiter.suppressed_total;
+}
+
+void sa_log(enum sa_log_level lvl, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	uint32_t report;
+
+	if (lvl > log_level)
+		return;
+	/* debug is asked for by the operator, to see everything */
+	if (lvl != SA_LOG_DEBUG && !sa_loglimit_allow(&log_limiter, fmt, log_now_ms(), &report))
+		return;
+	if (lvl != SA_LOG_DEBUG && report > 0)
+		log_suppressed_cb(fmt, report, NULL);
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	log_write(lvl, line);
 }

@@ -3,6 +3,7 @@
 #define SA_LOG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 enum sa_log_level { SA_LOG_ERR = 3, SA_LOG_WARNING = 4, SA_LOG_INFO = 6, SA_LOG_DEBUG = 7 };
 
@@ -10,6 +11,16 @@ void sa_log_init(void);
 void sa_log_set_level(enum sa_log_level lvl);
 int sa_log_level_parse(const char *name);
 void sa_log(enum sa_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* At most per_second lines per second from each call site (0: no limit; the
+ * default until the daemon serves, so start-up lines are never dropped).
+ * Lines past the budget are counted and summarised as one
+ * event=log_suppressed line when the site's window ends. Debug lines are
+ * never limited. */
+void sa_log_limit(unsigned per_second);
+/* Write the summaries of windows that have ended (periodic; at_stop: all). */
+void sa_log_flush(int at_stop);
+uint64_t sa_log_suppressed_total(void);
 
 /* A value from the network made safe inside key="...": quotes, backslashes
  * and control bytes become '?', so it cannot fake fields or lines. */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <openssl/crypto.h>
@@ -14,6 +15,7 @@
 
 #include "conf.h"
 #include "config.h"
+#include "sa_limits.h"
 #include "log.h"
 #include "notify.h"
 #include "server.h"
@@ -79,7 +81,11 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	srv->cfg.reg = next.reg;
 	srv->cfg.abuse = next.abuse;
 	srv->cfg.log_level = next.log_level;
+	srv->cfg.log_rate_limit = next.log_rate_limit;
+	srv->cfg.tcp_idle_timeout = next.tcp_idle_timeout;
+	srv->cfg.max_connections_per_source = next.max_connections_per_source;
 	sa_log_set_level((enum sa_log_level)next.log_level);
+	sa_log_limit(next.log_rate_limit);
 	log_info("event=reloaded config=%s", srv->cfg.path);
 	sa_notify_ready();
 }
@@ -124,6 +130,50 @@ static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 	sa_sip_housekeeping(srv);
 	sa_store_flush(srv->store);
 	store_watch(srv);
+	sa_log_flush(0);
+}
+
+/* The descriptors the configuration may hold open at once must fit under
+ * RLIMIT_NOFILE: past it accept() fails and a full server cannot even
+ * answer. Raise the soft limit as far as needed (the hard limit allows
+ * it), or refuse to start, naming the keys. */
+static int fd_budget_check(const struct sa_config *c)
+{
+	struct rlimit rl;
+	unsigned http = c->napi_listen + c->nmetrics_listen > 0 ? c->api_max_connections : 0;
+	rlim_t need = (rlim_t)c->max_connections + http + c->nlisten + c->napi_listen + c->nmetrics_listen +
+	              SA_FD_MARGIN;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_err("event=fd_limit_unknown error=\"%s\"", strerror(errno));
+		return -1;
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+		return 0;
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+		log_err("event=fd_limit_too_low need=%llu soft=%llu hard=%llu max_connections=%u api_max_connections=%u "
+		        "hint=\"lower [limits] max_connections or [api] max_connections, or raise the limit "
+		        "(LimitNOFILE=, ulimit -n)\"", (unsigned long long)need, (unsigned long long)rl.rlim_cur,
+		        (unsigned long long)rl.rlim_max, c->max_connections, c->api_max_connections);
+		return -1;
+	}
+	rlim_t was = rl.rlim_cur;
+	rl.rlim_cur = need;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_err("event=fd_limit_raise_failed need=%llu error=\"%s\"", (unsigned long long)need, strerror(errno));
+		return -1;
+	}
+	log_info("event=fd_limit_raised from=%llu to=%llu", (unsigned long long)was, (unsigned long long)need);
+	return 0;
+}
+
+/* libevent's own warnings (accept() failures among them) go through our log
+ * and its line budget instead of straight to stderr. */
+static void libevent_log_cb(int severity, const char *msg)
+{
+	char q[192];
+	sa_log(severity >= EVENT_LOG_ERR ? SA_LOG_ERR : severity == EVENT_LOG_WARN ? SA_LOG_WARNING
+	       : severity == EVENT_LOG_MSG ? SA_LOG_INFO : SA_LOG_DEBUG,
+	       "event=libevent msg=\"%s\"", sa_log_quote(msg, q, sizeof(q)));
 }
 
 static int open_store(struct sa_server *srv)
@@ -179,6 +229,9 @@ static int start(struct sa_server *srv)
 {
 	signal(SIGPIPE, SIG_IGN);
 	sa_sipmsg_init();
+	event_set_log_callback(libevent_log_cb);
+	if (fd_budget_check(&srv->cfg) < 0)
+		return -1;
 	srv->base = event_base_new();
 	if (!srv->base || open_store(srv) < 0 || sa_sip_init(srv) < 0 || sa_transport_start(srv) < 0 ||
 	    sa_http_start(srv) < 0)
@@ -252,12 +305,14 @@ int main(int argc, char **argv)
 	int rc = start(&srv);
 	if (rc == 0) {
 		log_info("event=started version=%s domain=%s", PACKAGE_VERSION, srv.domain);
+		sa_log_limit(srv.cfg.log_rate_limit);   /* from here on, peers can trigger lines */
 		sa_notify_ready();
 		if (sa_notify_watchdog_start(srv.base) < 0)
 			log_warn("event=watchdog_failed error=\"cannot schedule keep-alives\"");
 		event_base_dispatch(srv.base);
 	}
 	teardown(&srv);
+	sa_log_flush(1);
 	log_info("event=stopped");
 	return rc == 0 ? 0 : 1;
 }

@@ -12,6 +12,7 @@
 
 #include "auth.h"
 #include "conf.h"
+#include "connlimit.h"
 #include "nonce.h"
 #include "route.h"
 #include "sipmsg.h"
@@ -25,6 +26,7 @@ struct sa_listener {
 	struct evconnlistener *lev;     /* TCP */
 	struct sa_server *srv;
 	unsigned idx;
+	struct event *resume;           /* TCP: re-enables accepting after an accept() failure */
 };
 
 struct sa_conn;
@@ -52,6 +54,9 @@ struct sa_counters {
 	uint64_t transactions_evicted;   /* finished transactions dropped early to make room */
 	uint64_t responses_refused;      /* answers from a peer the request was not sent to */
 	uint64_t relay_refused;          /* in-dialog requests not from the call's ends, or routed outside it */
+	uint64_t tcp_refused[SA_CONN_VERDICT_COUNT];   /* accepted connections closed at once, by limit */
+	uint64_t tcp_idle_closed;        /* connections closed at tcp_idle_timeout */
+	uint64_t accept_paused;          /* accept() failures (out of descriptors): the listener rested */
 };
 
 /* What the log was last told about the store, so that each change is one line. */
@@ -72,7 +77,6 @@ struct sa_server {
 	uint64_t next_id;
 	struct sa_conn **conn_by_id;    /* hash buckets */
 	struct sa_rx *rx;               /* datagram receive buffers */
-	unsigned nconns;
 	struct sa_txn **txn_by_skey;
 	struct sa_txn **txn_by_branch;
 	unsigned ntxns;
@@ -82,7 +86,7 @@ struct sa_server {
 	unsigned char tag_key[SA_TAG_KEY_LEN];   /* keys the To tags we make */
 	SSL_CTX *tls_server;            /* swapped on SIGHUP; live connections keep theirs */
 	SSL_CTX *tls_client;            /* towards the gateway (verified) and PBXs */
-	unsigned nhandshakes;           /* TLS handshakes in progress */
+	struct sa_connlimit *connlimit; /* TCP/TLS connections and handshakes, overall and per source */
 	struct sa_abuse *abuse;         /* failure counts and bans per source */
 	struct sa_calls *calls;         /* established calls (lib/calls) */
 	TAILQ_HEAD(, sa_txn) txn_ringing;   /* INVITEs of credentials' calls not answered finally */

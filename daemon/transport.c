@@ -1,4 +1,4 @@
-/* transport.c: UDP sockets and TCP connections on the libevent loop; framing by Content-Length. */
+/* transport.c: UDP sockets and TCP connections on the libevent loop; framing by Content-Length; connection limits. */
 #include "config.h"
 
 #include <arpa/inet.h>
@@ -12,12 +12,14 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 
 #include "log.h"
 #include "server.h"
 
 #define CONN_BUCKETS 4096
+#define ACCEPT_BACKOFF_MS 250     /* out of descriptors: the listener rests this long, then tries again */
 
 struct sa_conn {
 	uint64_t id;
@@ -25,8 +27,15 @@ struct sa_conn {
 	struct sa_server *srv;
 	struct bufferevent *bev;
 	struct sa_flow flow;
-	bool handshaking;               /* TLS: counted in srv->nhandshakes until done */
-	struct event *hs_deadline;      /* TLS: closes the connection if the handshake is not done */
+	struct sa_connsrc *src;         /* accepted: its source's counts; NULL for connections we opened */
+	bool handshaking;               /* TLS: counted as a handshake in progress until done */
+	/* One timer: the handshake deadline, then the idle check. Only a
+	 * complete message (or an RFC 5626 CRLFCRLF ping) moves last_msg_ms,
+	 * so a peer trickling bytes of a message that never ends is closed at
+	 * tcp_idle_timeout like a silent one. */
+	struct event *timer;
+	uint64_t last_msg_ms;
+	unsigned crlfs;                 /* CR and LF bytes read since the last message */
 };
 
 void sa_flow_peer(const struct sa_flow *fl, char *addr, size_t alen, uint16_t *port)
@@ -73,6 +82,18 @@ static struct sa_conn *conn_find_addr(struct sa_server *srv, enum sa_proto proto
 	return NULL;
 }
 
+/* The counts a connection holds: its source's when it was accepted. */
+static void conn_release(struct sa_server *srv, struct sa_connsrc *src, bool handshaking)
+{
+	if (src) {
+		sa_connlimit_release(srv->connlimit, src, handshaking);
+		return;
+	}
+	sa_connlimit_outgoing(srv->connlimit, -1);
+	if (handshaking)
+		sa_connlimit_outgoing_handshake(srv->connlimit, -1);
+}
+
 static void conn_free(struct sa_conn *c)
 {
 	struct sa_server *srv = c->srv;
@@ -81,13 +102,32 @@ static void conn_free(struct sa_conn *c)
 		pp = &(*pp)->next;
 	if (*pp)
 		*pp = c->next;
-	srv->nconns--;
-	if (c->handshaking)
-		srv->nhandshakes--;
-	if (c->hs_deadline)
-		event_free(c->hs_deadline);
+	conn_release(srv, c->src, c->handshaking);
+	if (c->timer)
+		event_free(c->timer);
 	bufferevent_free(c->bev);
 	free(c);
+}
+
+static void conn_timer_arm(struct sa_conn *c, uint64_t ms)
+{
+	struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+	if (c->timer)
+		evtimer_add(c->timer, &tv);
+}
+
+/* CR and LF between messages: keep-alives. A CRLFCRLF is an RFC 5626 ping:
+ * it counts as a message for the idle timeout and is answered with a CRLF
+ * pong (RFC 3261 §7.5: a stack ignores CRLF before a start line, so a peer
+ * that did not ask for it is not disturbed). */
+static void conn_keepalive(struct sa_conn *c, size_t crlfs)
+{
+	c->crlfs += (unsigned)crlfs;
+	if (c->crlfs < 4)
+		return;
+	c->crlfs = 0;
+	c->last_msg_ms = sa_now_ms();
+	bufferevent_write(c->bev, "\r\n", 2);
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
@@ -132,8 +172,12 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		}
 		if (n == 0) {
 			evbuffer_drain(in, skip);
+			if (skip > 0)
+				conn_keepalive(c, skip);
 			return;
 		}
+		c->crlfs = 0;
+		c->last_msg_ms = sa_now_ms();
 		/* copy out: the handler may free this connection */
 		char *msg = malloc((size_t)n);
 		if (!msg) {
@@ -155,16 +199,15 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 static void conn_tls_up(struct sa_conn *c)
 {
 	struct sa_server *srv = c->srv;
-	struct timeval idle = { .tv_sec = srv->cfg.tcp_idle_timeout };
 	if (c->handshaking) {
 		c->handshaking = false;
-		srv->nhandshakes--;
+		if (c->src)
+			sa_connlimit_handshake_done(srv->connlimit, c->src);
+		else
+			sa_connlimit_outgoing_handshake(srv->connlimit, -1);
 	}
-	if (c->hs_deadline) {
-		event_free(c->hs_deadline);
-		c->hs_deadline = NULL;
-	}
-	bufferevent_set_timeouts(c->bev, &idle, NULL);
+	c->last_msg_ms = sa_now_ms();
+	conn_timer_arm(c, (uint64_t)srv->cfg.tcp_idle_timeout * 1000);
 	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
 	log_debug("event=tls_up conn=%llu version=%s cipher=%s", (unsigned long long)c->id,
 	          SSL_get_version(ssl), SSL_get_cipher_name(ssl));
@@ -197,35 +240,56 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	conn_free(c);
 }
 
-static void hs_deadline_cb(evutil_socket_t fd, short what, void *arg)
+/* The handshake deadline, or the idle check: quiet since the last complete
+ * message for tcp_idle_timeout closes; otherwise look again when it would be. */
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sa_conn *c = arg;
+	struct sa_server *srv = c->srv;
 	char a[64];
 	uint16_t port;
 	sa_flow_peer(&c->flow, a, sizeof(a), &port);
-	log_info("event=tls_close src=%s:%u handshake=incomplete reason=\"timeout\"", a, port);
+	if (c->handshaking) {
+		log_info("event=tls_close src=%s:%u handshake=incomplete reason=\"timeout\"", a, port);
+		conn_free(c);
+		return;
+	}
+	uint64_t idle = (uint64_t)srv->cfg.tcp_idle_timeout * 1000, quiet = sa_now_ms() - c->last_msg_ms;
+	if (quiet < idle) {
+		conn_timer_arm(c, idle - quiet);
+		return;
+	}
+	srv->counters.tcp_idle_closed++;
+	log_debug("event=tcp_close src=%s:%u reason=idle", a, port);
 	conn_free(c);
 }
 
-static bool same_host(const struct sockaddr_storage *a, const struct sockaddr *b)
+static struct sa_connlimit_cfg conn_limits(const struct sa_config *cfg)
 {
-	if (a->ss_family != b->sa_family)
-		return false;
-	if (b->sa_family == AF_INET)
-		return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+	return (struct sa_connlimit_cfg){ .max_connections = cfg->max_connections,
+	                                  .max_connections_per_source = cfg->max_connections_per_source,
+	                                  .max_handshakes = cfg->tls.max_handshakes,
+	                                  .max_handshakes_per_source = cfg->tls.max_handshakes_per_source };
 }
 
-/* May another handshake start, overall and from this address? */
-static bool handshake_slot_free(struct sa_server *srv, const struct sockaddr *sa)
+/* May this connection be had? Accepted ones count for their source too. */
+static enum sa_conn_verdict conn_admit(struct sa_server *srv, const struct sockaddr *sa, enum sa_proto proto,
+                                       bool accepting, struct sa_connsrc **src)
 {
-	if (srv->nhandshakes >= srv->cfg.tls.max_handshakes)
-		return false;
-	unsigned mine = 0;
-	for (unsigned b = 0; b < CONN_BUCKETS && srv->nhandshakes > 0; b++)
-		for (struct sa_conn *c = srv->conn_by_id[b]; c; c = c->next)
-			mine += c->handshaking && same_host(&c->flow.ss, sa);
-	return mine < srv->cfg.tls.max_handshakes_per_source;
+	struct sa_connlimit_cfg lc = conn_limits(&srv->cfg);
+	*src = NULL;
+	if (accepting) {
+		const void *addr = sa->sa_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+		                                             : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+		return sa_connlimit_admit(srv->connlimit, &lc, addr, sa->sa_family == AF_INET6 ? 16 : 4,
+		                          proto == SA_PROTO_TLS, src);
+	}
+	if (sa_connlimit_connections(srv->connlimit) >= lc.max_connections)
+		return SA_CONN_FULL;
+	sa_connlimit_outgoing(srv->connlimit, 1);
+	if (proto == SA_PROTO_TLS)
+		sa_connlimit_outgoing_handshake(srv->connlimit, 1);
+	return SA_CONN_OK;
 }
 
 /* The SSL object for a new TLS connection: the gateway's certificate must
@@ -280,23 +344,26 @@ static struct bufferevent *conn_bev(struct sa_server *srv, evutil_socket_t fd, e
 	return bev;
 }
 
+/* A connection, or NULL with *why (a limit, or no memory). */
 static struct sa_conn *conn_new(struct sa_server *srv, evutil_socket_t fd, const struct sockaddr *sa,
-                                socklen_t len, unsigned lidx, enum sa_proto proto, bool accepting)
+                                socklen_t len, unsigned lidx, enum sa_proto proto, bool accepting,
+                                enum sa_conn_verdict *why)
 {
-	if (srv->nconns >= srv->cfg.max_connections)
+	struct sa_connsrc *src;
+	struct sa_conn *c = NULL;
+	*why = conn_admit(srv, sa, proto, accepting, &src);
+	if (*why != SA_CONN_OK)
 		return NULL;
-	if (proto == SA_PROTO_TLS && accepting && !handshake_slot_free(srv, sa))
-		return NULL;
-	struct sa_conn *c = calloc(1, sizeof(*c));
-	if (!c)
-		return NULL;
+	*why = SA_CONN_NO_MEMORY;
+	if (!(c = calloc(1, sizeof(*c))) || !(c->timer = evtimer_new(srv->base, conn_timer_cb, c)))
+		goto fail;
 	bool to_gateway = !accepting && len == srv->cfg.gateway.sslen && memcmp(sa, &srv->cfg.gateway.ss, len) == 0;
 	c->bev = conn_bev(srv, fd, proto, accepting, to_gateway, sa, len);
-	if (!c->bev) {
-		free(c);
-		return NULL;
-	}
+	if (!c->bev)
+		goto fail;
+	*why = SA_CONN_OK;
 	c->srv = srv;
+	c->src = src;
 	c->id = ++srv->next_id;
 	c->flow.proto = proto;
 	c->flow.conn_id = c->id;
@@ -305,32 +372,63 @@ static struct sa_conn *conn_new(struct sa_server *srv, evutil_socket_t fd, const
 	c->flow.sslen = len;
 	c->next = srv->conn_by_id[c->id % CONN_BUCKETS];
 	srv->conn_by_id[c->id % CONN_BUCKETS] = c;
-	srv->nconns++;
-	struct timeval idle = { .tv_sec = srv->cfg.tcp_idle_timeout };
-	if (proto == SA_PROTO_TLS) {
-		/* a handshake gets little time: a peer that never finishes must not hold a slot */
-		c->handshaking = true;
-		srv->nhandshakes++;
-		idle.tv_sec = srv->cfg.tls.handshake_timeout;
-		c->hs_deadline = evtimer_new(srv->base, hs_deadline_cb, c);
-		if (c->hs_deadline)
-			evtimer_add(c->hs_deadline, &idle);
-	}
-	bufferevent_set_timeouts(c->bev, &idle, NULL);
+	c->last_msg_ms = sa_now_ms();
+	/* a handshake gets little time: a peer that never finishes must not hold a slot */
+	c->handshaking = proto == SA_PROTO_TLS;
+	conn_timer_arm(c, (uint64_t)(c->handshaking ? srv->cfg.tls.handshake_timeout : srv->cfg.tcp_idle_timeout) * 1000);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, SA_SIP_MAX_MSG + 4096);
 	bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	return c;
+fail:
+	if (c && c->timer)
+		event_free(c->timer);
+	free(c);
+	conn_release(srv, src, proto == SA_PROTO_TLS);
+	return NULL;
 }
 
+/* Refused for a limit: closed at once, counted, one line (the log budget
+ * keeps a flood of them from flooding the log). */
 static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
 {
 	struct sa_listener *l = arg;
-	if (!conn_new(l->srv, fd, sa, (socklen_t)len, l->idx, l->ep.proto, true)) {
-		log_warn("event=tcp_refused proto=%s reason=limit connections=%u handshakes=%u", sa_proto_name(l->ep.proto),
-		         l->srv->nconns, l->srv->nhandshakes);
-		evutil_closesocket(fd);
-	}
+	struct sa_server *srv = l->srv;
+	enum sa_conn_verdict why;
+	if (conn_new(srv, fd, sa, (socklen_t)len, l->idx, l->ep.proto, true, &why))
+		return;
+	evutil_closesocket(fd);
+	srv->counters.tcp_refused[why]++;
+	struct sa_flow fl = { .sslen = (socklen_t)len };
+	memcpy(&fl.ss, sa, (size_t)len < sizeof(fl.ss) ? (size_t)len : sizeof(fl.ss));
+	char a[64];
+	uint16_t port;
+	sa_flow_peer(&fl, a, sizeof(a), &port);
+	log_warn("event=tcp_refused proto=%s reason=%s src=%s connections=%u handshakes=%u", sa_proto_name(l->ep.proto),
+	         sa_conn_verdict_name(why), a, sa_connlimit_connections(srv->connlimit),
+	         sa_connlimit_handshakes(srv->connlimit));
+}
+
+/* accept() failed for a reason other than a peer giving up: most often no
+ * descriptor is left (EMFILE, ENFILE). The pending connection stays in the
+ * backlog and the socket stays readable, so retrying at once would spin:
+ * the listener rests for ACCEPT_BACKOFF_MS instead. */
+static void accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	struct sa_listener *l = arg;
+	int err = errno;
+	struct timeval tv = { .tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MS * 1000 };
+	evconnlistener_disable(lev);
+	evtimer_add(l->resume, &tv);
+	l->srv->counters.accept_paused++;
+	log_warn("event=accept_paused proto=%s port=%u error=\"%s\" retry_ms=%u", sa_proto_name(l->ep.proto),
+	         l->ep.port, strerror(err), ACCEPT_BACKOFF_MS);
+}
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_listener *l = arg;
+	evconnlistener_enable(l->lev);
 }
 
 /* Datagrams are read in batches: one recvmmsg per wake-up when traffic is
@@ -390,7 +488,11 @@ static int bind_tcp(struct sa_server *srv, struct sa_listener *l)
 	l->lev = evconnlistener_new_bind(srv->base, accept_cb, l,
 	                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE,
 	                                 128, (struct sockaddr *)&l->ep.ss, (int)l->ep.sslen);
-	return l->lev ? 0 : -1;
+	l->resume = evtimer_new(srv->base, accept_resume_cb, l);
+	if (!l->lev || !l->resume)
+		return -1;
+	evconnlistener_set_error_cb(l->lev, accept_error_cb);
+	return 0;
 }
 
 static SSL_CTX *tls_ctx_base(const SSL_METHOD *method, const struct sa_tls_config *tc)
@@ -485,9 +587,13 @@ int sa_transport_tls_reload(struct sa_server *srv, const struct sa_tls_config *t
 
 int sa_transport_start(struct sa_server *srv)
 {
+	uint64_t seed;
 	srv->conn_by_id = calloc(CONN_BUCKETS, sizeof(*srv->conn_by_id));
 	srv->rx = malloc(sizeof(*srv->rx));
-	if (!srv->conn_by_id || !srv->rx || sa_transport_tls_reload(srv, &srv->cfg.tls) < 0)
+	if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1)
+		return -1;
+	srv->connlimit = sa_connlimit_new(srv->cfg.max_connections, seed);
+	if (!srv->conn_by_id || !srv->rx || !srv->connlimit || sa_transport_tls_reload(srv, &srv->cfg.tls) < 0)
 		return -1;
 	for (unsigned i = 0; i < srv->cfg.nlisten; i++) {
 		struct sa_listener *l = &srv->listeners[i];
@@ -517,6 +623,8 @@ void sa_transport_stop(struct sa_server *srv)
 			close(l->fd);
 		if (l->lev)
 			evconnlistener_free(l->lev);
+		if (l->resume)
+			event_free(l->resume);
 	}
 	srv->nlisteners = 0;
 	if (srv->conn_by_id)
@@ -525,6 +633,8 @@ void sa_transport_stop(struct sa_server *srv)
 				conn_free(srv->conn_by_id[b]);
 	free(srv->conn_by_id);
 	srv->conn_by_id = NULL;
+	sa_connlimit_free(srv->connlimit);
+	srv->connlimit = NULL;
 	free(srv->rx);
 	srv->rx = NULL;
 	SSL_CTX_free(srv->tls_server);
@@ -543,9 +653,9 @@ unsigned sa_transport_listener_for(struct sa_server *srv, enum sa_proto proto)
 /* An outgoing TCP connection; the bufferevent queues writes until it is up. */
 static struct sa_conn *conn_connect(struct sa_server *srv, const struct sa_flow *fl)
 {
-	struct sa_conn *c = conn_new(srv, -1, (const struct sockaddr *)&fl->ss, fl->sslen,
-	                             sa_transport_listener_for(srv, fl->proto), fl->proto, false);
-	return c;
+	enum sa_conn_verdict why;
+	return conn_new(srv, -1, (const struct sockaddr *)&fl->ss, fl->sslen,
+	                sa_transport_listener_for(srv, fl->proto), fl->proto, false, &why);
 }
 
 int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const char *buf, size_t len)

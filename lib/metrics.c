@@ -117,6 +117,25 @@ static void store(FILE *f, const struct sa_metrics *m)
 	        m->store_write_failures);
 }
 
+static void connections(FILE *f, const struct sa_metrics *m)
+{
+	gauge(f, "tcp_connections", "SIP TCP and TLS connections open.", (int64_t)m->tcp_connections);
+	gauge(f, "tls_handshakes", "TLS handshakes in progress.", (int64_t)m->tls_handshakes);
+	head(f, "tcp_refused_total", "counter", "SIP TCP/TLS connections closed at once on accept, by the limit reached.");
+	for (int v = SA_CONN_OK + 1; v < SA_CONN_VERDICT_COUNT; v++)
+		fprintf(f, "sipauthd_tcp_refused_total{reason=\"%s\"} %" PRIu64 "\n",
+		        sa_conn_verdict_name((enum sa_conn_verdict)v), m->tcp_refused[v]);
+	counter(f, "tcp_idle_closed_total", "SIP TCP/TLS connections closed after tcp_idle_timeout without a message.",
+	        m->tcp_idle_closed);
+	counter(f, "accept_paused_total", "Times a SIP listener rested after accept() failed (out of descriptors).",
+	        m->accept_paused);
+	gauge(f, "http_connections", "HTTP connections open (API and metrics).", (int64_t)m->http_connections);
+	counter(f, "http_refused_total", "HTTP connections closed at once over [api] max_connections.",
+	        m->http_refused);
+	counter(f, "log_lines_suppressed_total", "Log lines dropped over the per-call-site budget ([log] rate_limit).",
+	        m->log_suppressed);
+}
+
 char *sa_metrics_render(const struct sa_metrics *m, size_t *len)
 {
 	char *buf = NULL;
@@ -140,6 +159,7 @@ char *sa_metrics_render(const struct sa_metrics *m, size_t *len)
 	transactions(f, m);
 	by_status(f, "api_requests_total", "HTTP requests answered (API, dashboard, metrics, health), by status.",
 	          m->api_requests);
+	connections(f, m);
 	if (ferror(f)) {
 		fclose(f);
 		free(buf);

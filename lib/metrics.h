@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "auth.h"
+#include "connlimit.h"
 
 #define SA_METRICS_METHODS    16    /* by enum sa_method (lib/sipmsg.h) */
 #define SA_METRICS_TRANSPORTS 3     /* udp, tcp, tls */
@@ -41,6 +42,15 @@ struct sa_metrics {
 	uint64_t store_map_size;                         /* gauge: bytes */
 	uint64_t store_used;                             /* gauge: bytes in pages holding data */
 	uint64_t store_write_failures;                   /* writes that failed or were refused */
+	/* connections and what the limits turned away */
+	uint64_t tcp_connections;                        /* gauge: SIP TCP/TLS connections open */
+	uint64_t tls_handshakes;                         /* gauge: TLS handshakes in progress */
+	uint64_t tcp_refused[SA_CONN_VERDICT_COUNT];     /* accepted and closed at once, by limit */
+	uint64_t tcp_idle_closed;                        /* closed at tcp_idle_timeout */
+	uint64_t accept_paused;                          /* accept() failed (no descriptor): listener rested */
+	uint64_t http_connections;                       /* gauge: API and metrics connections open */
+	uint64_t http_refused;                           /* closed at once over [api] max_connections */
+	uint64_t log_suppressed;                         /* log lines over the per-site budget */
 };
 
 /* The text exposition (version 0.0.4) into a malloc'd, NUL-terminated

@@ -22,5 +22,12 @@
 #define SA_HTTP_MAX_HEADERS     8192    /* request line and headers of one HTTP request */
 #define SA_HTTP_TIMEOUT         30      /* seconds an HTTP connection may sit idle or half-sent */
 #define SA_HTTP_BODY_CUTOFF     4       /* bodies past max_body x this: evhttp keeps none and answers 413 */
+#define SA_HTTP_MAX_CONNECTIONS 256     /* default [api] max_connections */
+
+/* Descriptors the daemon needs besides its SIP and HTTP connections and
+ * listeners: stdio, the store (data.mdb, lock.mdb), the event loop (epoll,
+ * signal and notification pipes), the journal and systemd sockets, and room
+ * for what libraries open (certificate files at reload, resolver). */
+#define SA_FD_MARGIN            64
 
 #endif

@@ -41,6 +41,7 @@ import os
 import re
 import secrets
 import socket
+import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -486,8 +487,20 @@ class TcpTransport:
         self.sock.close()
 
 
+class TlsTransport(TcpTransport):
+    """TCP with TLS on top; the server's certificate is not checked (tls.sh does that)."""
+    name = "TLS"
+
+    def __init__(self, args):
+        super().__init__(args)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=args.server[0])
+
+
 def open_transport(args):
-    return TcpTransport(args) if args.transport == "tcp" else UdpTransport(args)
+    kinds = {"tcp": TcpTransport, "tls": TlsTransport}
+    return kinds.get(args.transport, UdpTransport)(args)
 
 # ---------------------------------------------------------------- output
 
@@ -543,7 +556,7 @@ class Client:
         self.from_tag = secrets.token_hex(5)
         self.cseq = 0
         self.aor = f"sip:{args.user}@{args.host}"
-        tcp = ";transport=tcp" if args.transport == "tcp" else ""
+        tcp = f";transport={args.transport}" if args.transport in ("tcp", "tls") else ""
         self.contact = args.contact or f"sip:{args.user}@{self.local}{tcp}"
         self.nc = {}             # nonce -> last nc sent (RFC 7616 §3.4: counts per nonce)
         self.finals = []         # [(method, status)]
@@ -1116,7 +1129,7 @@ def header_arg(text):
 def network_options():
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--server", required=True, type=server_arg, metavar="HOST:PORT")
-    p.add_argument("--transport", choices=("udp", "tcp"), default="udp")
+    p.add_argument("--transport", choices=("udp", "tcp", "tls"), default="udp")
     p.add_argument("--local-ip", default="127.0.0.1", help="bind address")
     p.add_argument("--local-port", type=int, default=0, help="bind port (default: any)")
     p.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS",

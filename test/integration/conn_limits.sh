@@ -1,0 +1,178 @@
+#!/bin/sh
+# conn_limits.sh: a few addresses cannot fill the daemon's global caps (issue 10, item 5).
+# One address holding idle TCP connections stops at max_connections_per_source while a PBX
+# from another address still registers; a connection that trickles bytes of a message that
+# never ends is closed at tcp_idle_timeout, while one sending RFC 5626 CRLFCRLF keep-alives
+# gets its pongs and stays; two addresses stalling TLS handshakes cannot take every handshake
+# slot from a PBX registering over TLS. 127.0.0.3 and .4 attack, 127.0.0.5 is the good PBX.
+. "$top_srcdir/test/lib.sh"
+. "$top_srcdir/test/tls_lib.sh"
+setup_store || { fail "store setup"; finish; }
+make_cert server sipauthd-test-1 || { fail "openssl made no certificate"; finish; }
+API_PORT=$(free_port 127.0.0.1)
+start_tls_sipauthd d "SHA-256, MD5" "max_handshakes = 12
+max_handshakes_per_source = 6
+handshake_timeout = 20" "[limits]
+max_connections = 48
+max_connections_per_source = 8
+tcp_idle_timeout = 5
+[api]
+listen = 127.0.0.1:$API_PORT" || { fail "sipauthd did not start"; finish; }
+metric() { curl -s "http://127.0.0.1:$API_PORT/metrics" | sed -n "s/^sipauthd_$1 //p"; }
+
+# --- 1. one address opens 60 idle TCP connections (max_connections is 48): it keeps 8, the
+# others are closed at once; another address connects, and a PBX registers over TCP
+cat >"$T/hold.py" <<'PY'
+# hold.py PORT SRC N DIR [ping]: open N connections from SRC at once, count those the daemon
+# closes within 0.5 s, hold the others until DIR/release (with "ping": sending CRLFCRLF
+# keep-alives every 2 s, which keep a connection alive in the old code and the new)
+import os, select, socket, sys, time
+port, src, n, d = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+ping = sys.argv[5:] == ["ping"]
+socks = [socket.create_connection(("127.0.0.1", port), source_address=(src, 0)) for _ in range(n)]
+time.sleep(0.5)
+held, refused = [], 0
+for s in socks:
+    r, _, _ = select.select([s], [], [], 0)
+    gone = False
+    if r:
+        try:
+            gone = s.recv(1) == b""
+        except OSError:
+            gone = True
+    if gone:
+        refused += 1
+        s.close()
+    else:
+        held.append(s)
+print(f"{src}: {len(held)} held, {refused} closed at once", flush=True)
+open(os.path.join(d, "held." + src), "w").close()
+deadline = time.monotonic() + 60
+while not os.path.exists(os.path.join(d, "release")) and time.monotonic() < deadline:
+    time.sleep(0.1)
+    if ping and int(time.monotonic() * 10) % 20 == 0:
+        for s in held:
+            try:
+                s.sendall(b"\r\n\r\n")
+            except OSError:
+                pass
+PY
+rm -f "$T"/held.* "$T/release"
+spawn "$T/hold3.out" python3 "$T/hold.py" "$SIP_PORT" 127.0.0.3 60 "$T" ping
+hold_pid=$!
+for _ in $(seq 1 100); do [ -f "$T/held.127.0.0.3" ] && break; sleep 0.2; done
+assert_eq "one address: 8 connections held, 52 closed at once" "127.0.0.3: 8 held, 52 closed at once" \
+	"$(cat "$T/hold3.out")"
+assert_eq "another address still connects" "127.0.0.4: 1 held, 0 closed at once" \
+	"$(timeout 10 python3 - "$SIP_PORT" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), source_address=("127.0.0.4", 0))
+s.settimeout(0.5)
+try:
+    gone = s.recv(1) == b""
+except socket.timeout:
+    gone = False
+print("127.0.0.4: 1 held, 0 closed at once" if not gone else "127.0.0.4: closed")
+PY
+)"
+out=$(sipc register --transport tcp --local-ip 127.0.0.5 --host "$TRUNK_HOST" --user "$SIP_USER" \
+	--password "$SIP_PASS" --timeout 3)
+assert_eq "a PBX from a third address registers over TCP (401, then 200)" "['REGISTER 401', 'REGISTER 200']" \
+	"$(printf '%s\n' "$out" | json_get 'final.get("finals")')"
+assert_match "the refusal is logged with its reason and source" \
+	"event=tcp_refused proto=tcp reason=source_connections src=127.0.0.3 connections=8 handshakes=0" "$(cat "$T/d.log")"
+assert_eq "/metrics counts the 52 refusals by reason" 52 "$(metric 'tcp_refused_total{reason="source_connections"}')"
+assert_eq "/metrics: nothing was refused for the global cap" 0 "$(metric 'tcp_refused_total{reason="connections"}')"
+: >"$T/release"
+wait "$hold_pid"
+wait_for sh -c "[ \"\$(curl -s http://127.0.0.1:$API_PORT/metrics | sed -n 's/^sipauthd_tcp_connections //p')\" = 0 ]"
+assert_eq "when they close, the connections are counted down to 0" 0 "$(metric tcp_connections)"
+
+# --- 2. tcp_idle_timeout (5 s) counts complete messages, not bytes: a client trickling an
+# OPTIONS one byte a second is closed after 5 s; one sending CRLFCRLF every 2 s gets a CRLF
+# pong each time and is still open after 9 s
+idle0=$(metric tcp_idle_closed_total)
+python3 - "$SIP_PORT" "$TRUNK_HOST" >"$T/idle.out" 2>&1 <<'PY'
+import socket, sys, threading, time
+port, h = int(sys.argv[1]), sys.argv[2]
+msg = (f"OPTIONS sip:{h} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.3:5999;branch=z9hG4bKdrip1;rport\r\n"
+       f"Max-Forwards: 70\r\nFrom: <sip:a@{h}>;tag=1\r\nTo: <sip:{h}>\r\nCall-ID: drip1@test\r\n"
+       f"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+out = {}
+def dribble():
+    s = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.3", 0))
+    t0 = time.monotonic()
+    for b in msg:
+        try:
+            s.send(bytes([b]))
+        except OSError:
+            break
+        s.settimeout(1.0)
+        try:
+            if s.recv(100) == b"":
+                break
+        except socket.timeout:
+            pass
+        except ConnectionResetError:
+            break
+        if time.monotonic() - t0 > 12:
+            break
+    dt = time.monotonic() - t0
+    out["drip"] = "closed after %d s" % round(dt) if dt <= 12 else "still open after 12 s"
+def keepalive():
+    s = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.4", 0))
+    s.settimeout(1.5)
+    pongs = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 9:
+        s.sendall(b"\r\n\r\n")
+        try:
+            d = s.recv(100)
+        except socket.timeout:
+            d = None
+        if d == b"":
+            out["ping"] = "closed after %d s" % round(time.monotonic() - t0)
+            return
+        pongs += d == b"\r\n"
+        time.sleep(2)
+    out["ping"] = f"open after 9 s, pongs={pongs}"
+ts = [threading.Thread(target=f) for f in (dribble, keepalive)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+print("drip", out["drip"])
+print("ping", out["ping"])
+PY
+assert_match "a message trickled one byte a second is cut off at tcp_idle_timeout (5 s)" \
+	"^drip closed after [56] s$" "$(grep drip "$T/idle.out")"
+assert_match "CRLFCRLF keep-alives every 2 s keep a connection open, each answered by a CRLF pong" \
+	"^ping open after 9 s, pongs=[45]$" "$(grep ping "$T/idle.out")"
+assert_eq "/metrics counts the idle close (one more)" $((idle0 + 1)) "$(metric tcp_idle_closed_total)"
+
+# --- 3. two addresses open 8 silent connections each to the TLS port (max_handshakes 12,
+# 6 per source): 127.0.0.3 gets 6 slots, 127.0.0.4 only 1 (past half of the slots, a source
+# with a handshake in progress gets no other), and a PBX registers over TLS meanwhile. Before,
+# 6 + 6 took all 12 slots and the PBX was refused.
+rm -f "$T"/held.* "$T/release"
+spawn "$T/hs3.out" python3 "$T/hold.py" "$TLS_PORT" 127.0.0.3 8 "$T"
+hs3=$!
+for _ in $(seq 1 100); do [ -f "$T/held.127.0.0.3" ] && break; sleep 0.2; done
+spawn "$T/hs4.out" python3 "$T/hold.py" "$TLS_PORT" 127.0.0.4 8 "$T"
+hs4=$!
+for _ in $(seq 1 100); do [ -f "$T/held.127.0.0.4" ] && break; sleep 0.2; done
+assert_eq "first address: 6 handshakes held (its per-source cap), 2 closed at once" \
+	"127.0.0.3: 6 held, 2 closed at once" "$(cat "$T/hs3.out")"
+assert_eq "second address: 1 handshake held, 7 closed at once" "127.0.0.4: 1 held, 7 closed at once" \
+	"$(cat "$T/hs4.out")"
+assert_eq "/metrics: 7 handshakes in progress" 7 "$(metric tls_handshakes)"
+out=$(python3 "$top_srcdir/test/sipclient.py" register --server "127.0.0.1:$TLS_PORT" --transport tls \
+	--local-ip 127.0.0.5 --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --timeout 3)
+assert_eq "a PBX from a third address registers over TLS while they stall (401, then 200)" \
+	"['REGISTER 401', 'REGISTER 200']" "$(printf '%s\n' "$out" | json_get 'final.get("finals")')"
+assert_eq "/metrics counts the 9 refusals by reason" 9 "$(metric 'tcp_refused_total{reason="source_handshakes"}')"
+: >"$T/release"
+wait "$hs3" "$hs4"
+
+kill -0 "$SIPAUTHD_PID" 2>/dev/null
+assert_eq "the daemon is still running" 0 $?
+stop "$SIPAUTHD_PID"
+finish
