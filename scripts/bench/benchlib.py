@@ -9,6 +9,9 @@
   benchlib.py md5 TEXT                  hex MD5 of TEXT
   benchlib.py report TSV                the results table from run's per-round rows
   benchlib.py bound ADDR PORT           exit 0 when something has bound UDP ADDR:PORT
+  benchlib.py samples SAMPLES RTT STAT  the --sample table: per 10 s, RSS, open fds, calls set up and
+                                        failed (sipp -trace_stat), p50/p99 of the authenticated
+                                        INVITE -> 200 time (sipp -trace_rtt)
 """
 import hashlib
 import os
@@ -172,6 +175,48 @@ def report(path):
               " (their figures are not comparable)")
 
 
+def samples(sample_path, rtt_path, stat_path):
+    """Join the sampler's rows (t rss_kb fds) with sipp's response times and call counters."""
+    rows = [l.split() for l in open(sample_path) if l.strip()]
+    rtts = []   # (ms since sipp started, response ms)
+    try:
+        for line in open(rtt_path, encoding="latin-1"):
+            parts = line.strip().split(";")
+            if len(parts) >= 2 and parts[0].replace(".", "").isdigit():
+                rtts.append((float(parts[0]), float(parts[1])))
+    except OSError:
+        pass
+    start = 0.0
+    stats = []  # (epoch s, successful, failed)
+    try:
+        lines = [l.rstrip("\n").split(";") for l in open(stat_path, encoding="latin-1") if l.strip()]
+        col = {n: i for i, n in enumerate(lines[0])}
+        start = float(lines[1][col["StartTime"]].split("\t")[-1])
+        for r in lines[1:]:
+            try:
+                stats.append((float(r[col["CurrentTime"]].split("\t")[-1]), int(r[col["SuccessfulCall(C)"]]),
+                              int(r[col["FailedCall(C)"]])))
+            except (KeyError, ValueError, IndexError):
+                continue
+    except (OSError, IndexError):
+        pass
+    print(f"{'t_s':>5} {'rss_mb':>7} {'fds':>5} {'calls_ok':>9} {'failed':>7} {'setup_p50_ms':>13} {'setup_p99_ms':>13}")
+    prev_t = None
+    for t, rss_kb, fds in rows:
+        t = float(t)
+        window = sorted(ms for when, ms in rtts
+                        if (prev_t is None or start + when / 1000 > prev_t) and start + when / 1000 <= t)
+        ok = fail = "-"
+        done = [s for s in stats if s[0] <= t]
+        if done:
+            ok, fail = done[-1][1], done[-1][2]
+        p50 = f"{window[len(window) // 2]:.1f}" if window else "-"
+        p99 = f"{window[min(len(window) - 1, int(len(window) * 0.99))]:.1f}" if window else "-"
+        t0 = float(rows[0][0]) - 10
+        print(f"{t - t0:5.0f} {int(rss_kb) / 1024:7.1f} {fds:>5} {ok:>9} {fail:>7} {p50:>13} {p99:>13}")
+        prev_t = t
+
+
 def main(argv):
     if len(argv) < 2:
         raise SystemExit(__doc__)
@@ -195,6 +240,8 @@ def main(argv):
         sys.exit(1)
     elif cmd == "report":
         report(argv[2])
+    elif cmd == "samples":
+        samples(argv[2], argv[3], argv[4])
     elif cmd == "md5":
         print(hashlib.md5(argv[2].encode()).hexdigest())
     else:
