@@ -76,6 +76,7 @@ struct sa_server {
 	unsigned nlisteners;
 	uint64_t next_id;
 	struct sa_conn **conn_by_id;    /* hash buckets */
+	struct sa_conn **conn_by_addr;  /* the same connections by transport and peer address */
 	struct sa_rx *rx;               /* datagram receive buffers */
 	struct sa_txn **txn_by_skey;
 	struct sa_txn **txn_by_branch;

@@ -24,6 +24,7 @@
 struct sa_conn {
 	uint64_t id;
 	struct sa_conn *next;           /* hash chain by id */
+	struct sa_conn *addr_next;      /* hash chain by transport and peer address */
 	struct sa_server *srv;
 	struct bufferevent *bev;
 	struct sa_flow flow;
@@ -71,14 +72,34 @@ static struct sa_conn *conn_find(struct sa_server *srv, uint64_t id)
 	return NULL;
 }
 
-/* An open connection to the address, for reuse (RFC 3261 §18.1.1). */
+/* The bucket of a transport and peer address (port included). */
+static struct sa_conn **addr_bucket(struct sa_server *srv, enum sa_proto proto, const struct sockaddr_storage *ss)
+{
+	const unsigned char *p;
+	size_t n;
+	uint16_t port;
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)ss;
+		p = (const unsigned char *)&s6->sin6_addr, n = 16, port = s6->sin6_port;
+	} else {
+		const struct sockaddr_in *s4 = (const void *)ss;
+		p = (const unsigned char *)&s4->sin_addr, n = 4, port = s4->sin_port;
+	}
+	uint32_t h = (2166136261u ^ (unsigned)proto) * 16777619u;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 16777619u;
+	h = ((h ^ (port & 0xff)) * 16777619u ^ (port >> 8)) * 16777619u;
+	return &srv->conn_by_addr[h % CONN_BUCKETS];
+}
+
+/* An open connection to the address, for reuse (RFC 3261 §18.1.1): one
+ * bucket, not a walk of every connection on each request to a TCP gateway. */
 static struct sa_conn *conn_find_addr(struct sa_server *srv, enum sa_proto proto,
                                       const struct sockaddr_storage *ss)
 {
-	for (unsigned b = 0; b < CONN_BUCKETS; b++)
-		for (struct sa_conn *c = srv->conn_by_id[b]; c; c = c->next)
-			if (c->flow.proto == proto && same_addr(&c->flow.ss, ss))
-				return c;
+	for (struct sa_conn *c = *addr_bucket(srv, proto, ss); c; c = c->addr_next)
+		if (c->flow.proto == proto && same_addr(&c->flow.ss, ss))
+			return c;
 	return NULL;
 }
 
@@ -102,6 +123,10 @@ static void conn_free(struct sa_conn *c)
 		pp = &(*pp)->next;
 	if (*pp)
 		*pp = c->next;
+	for (pp = addr_bucket(srv, c->flow.proto, &c->flow.ss); *pp && *pp != c; pp = &(*pp)->addr_next)
+		;
+	if (*pp)
+		*pp = c->addr_next;
 	conn_release(srv, c->src, c->handshaking);
 	if (c->timer)
 		event_free(c->timer);
@@ -372,6 +397,9 @@ static struct sa_conn *conn_new(struct sa_server *srv, evutil_socket_t fd, const
 	c->flow.sslen = len;
 	c->next = srv->conn_by_id[c->id % CONN_BUCKETS];
 	srv->conn_by_id[c->id % CONN_BUCKETS] = c;
+	struct sa_conn **ab = addr_bucket(srv, proto, &c->flow.ss);
+	c->addr_next = *ab;
+	*ab = c;
 	c->last_msg_ms = sa_now_ms();
 	/* a handshake gets little time: a peer that never finishes must not hold a slot */
 	c->handshaking = proto == SA_PROTO_TLS;
@@ -589,11 +617,12 @@ int sa_transport_start(struct sa_server *srv)
 {
 	uint64_t seed;
 	srv->conn_by_id = calloc(CONN_BUCKETS, sizeof(*srv->conn_by_id));
+	srv->conn_by_addr = calloc(CONN_BUCKETS, sizeof(*srv->conn_by_addr));
 	srv->rx = malloc(sizeof(*srv->rx));
 	if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1)
 		return -1;
 	srv->connlimit = sa_connlimit_new(srv->cfg.max_connections, seed);
-	if (!srv->conn_by_id || !srv->rx || !srv->connlimit || sa_transport_tls_reload(srv, &srv->cfg.tls) < 0)
+	if (!srv->conn_by_id || !srv->conn_by_addr || !srv->rx || !srv->connlimit || sa_transport_tls_reload(srv, &srv->cfg.tls) < 0)
 		return -1;
 	for (unsigned i = 0; i < srv->cfg.nlisten; i++) {
 		struct sa_listener *l = &srv->listeners[i];
@@ -632,7 +661,8 @@ void sa_transport_stop(struct sa_server *srv)
 			while (srv->conn_by_id[b])
 				conn_free(srv->conn_by_id[b]);
 	free(srv->conn_by_id);
-	srv->conn_by_id = NULL;
+	free(srv->conn_by_addr);
+	srv->conn_by_id = srv->conn_by_addr = NULL;
 	sa_connlimit_free(srv->connlimit);
 	srv->connlimit = NULL;
 	free(srv->rx);
