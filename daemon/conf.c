@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <stddef.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -265,61 +266,150 @@ static int set_log_level(struct parse *p, const char *v)
 	return 0;
 }
 
-/* One key: dispatch on section and name. */
+static int set_domain_key(struct parse *p, char *v)
+{
+	return set_domain(p, v);
+}
+
+static int set_gateway_key(struct parse *p, char *v)
+{
+	return set_gateway(p, v);
+}
+
+static int set_tls_version_key(struct parse *p, char *v)
+{
+	return set_tls_version(p, v);
+}
+
+static int set_log_level_key(struct parse *p, char *v)
+{
+	return set_log_level(p, v);
+}
+
+static int set_map_size_key(struct parse *p, char *v)
+{
+	return set_map_size(p, v, &p->cfg->store_map_size);
+}
+
+/* Every key: where it lives, how it is read, its limits, and whether SIGHUP
+ * applies it (the others need a restart: sockets, the store, sized tables). */
+enum key_kind { KEY_UINT, KEY_STR, KEY_LIST, KEY_FN };
+
+struct key {
+	const char *sec, *name;
+	enum key_kind kind;
+	size_t off, size;          /* the field it sets */
+	size_t count_off;          /* KEY_LIST: its count, reset before the items are read */
+	unsigned lo, hi;           /* KEY_UINT */
+	int (*item)(struct parse *, const char *);   /* KEY_LIST: one item */
+	int (*fn)(struct parse *, char *);           /* KEY_FN: the whole value */
+	bool reload;
+};
+
+#define FIELD(f) offsetof(struct sa_config, f), sizeof(((struct sa_config *)0)->f)
+#define UINT(s, n, f, lo, hi, r) { s, n, KEY_UINT, FIELD(f), 0, lo, hi, NULL, NULL, r }
+#define STR(s, n, f, r) { s, n, KEY_STR, FIELD(f), 0, 0, 0, NULL, NULL, r }
+#define LIST(s, n, f, cnt, item, r) { s, n, KEY_LIST, FIELD(f), offsetof(struct sa_config, cnt), 0, 0, item, NULL, r }
+#define FN(s, n, f, fn, r) { s, n, KEY_FN, FIELD(f), 0, 0, 0, NULL, fn, r }
+
+static const struct key keys[] = {
+	LIST("sip", "listen", listen, nlisten, add_listen, false),
+	FN("sip", "domain", domain, set_domain_key, false),
+	FN("upstream", "gateway", gateway, set_gateway_key, false),
+	LIST("upstream", "trusted", trusted, ntrusted, add_trusted, false),
+	STR("upstream", "tls_ca", tls.gateway_ca, true),
+	STR("upstream", "tls_server_name", tls.gateway_name, true),
+	LIST("auth", "algorithms", auth.algs, auth.nalgs, add_algorithm, false),
+	UINT("auth", "nonce_ttl", nonce_ttl, 5, 3600, false),
+	STR("store", "path", store_path, false),
+	FN("store", "map_size", store_map_size, set_map_size_key, false),
+	UINT("registrar", "min_expires", reg.min_expires, 1, 86400, true),
+	UINT("registrar", "max_expires", reg.max_expires, 1, 604800, true),
+	UINT("registrar", "default_expires", reg.default_expires, 1, 604800, true),
+	UINT("registrar", "max_contacts", reg.max_contacts, 0, 1000, true),
+	UINT("proxy", "timer_c", timer_c, 181, 3600, true),
+	UINT("proxy", "max_transactions", max_transactions, 16, 10000000, false),
+	UINT("proxy", "max_transactions_per_source", max_transactions_per_source, 0, 10000000, true),
+	UINT("proxy", "max_transactions_per_credential", max_transactions_per_credential, 0, 10000000, true),
+	UINT("proxy", "max_transaction_memory", max_transaction_memory, 1, 65536, true),
+	UINT("proxy", "max_calls", max_calls, 1, 10000000, true),
+	UINT("proxy", "max_call_age", max_call_age, 5, 604800, true),
+	UINT("limits", "tcp_idle_timeout", tcp_idle_timeout, 5, 86400, true),
+	UINT("limits", "max_connections", max_connections, 1, 1000000, false),
+	UINT("limits", "max_connections_per_source", max_connections_per_source, 1, 1000000, true),
+	FN("log", "level", log_level, set_log_level_key, true),
+	UINT("log", "rate_limit", log_rate_limit, 0, 1000000, true),
+	UINT("abuse", "max_failures", abuse.max_failures, 0, 100000, true),
+	UINT("abuse", "window", abuse.window, 1, 86400, true),
+	UINT("abuse", "ban_time", abuse.ban_time, 1, 604800, true),
+	STR("tls", "certificate", tls.certificate, true),
+	STR("tls", "private_key", tls.private_key, true),
+	FN("tls", "min_version", tls.min_version, set_tls_version_key, true),
+	STR("tls", "ciphers", tls.ciphers, true),
+	STR("tls", "client_ca", tls.client_ca, true),
+	UINT("tls", "handshake_timeout", tls.handshake_timeout, 1, 120, true),
+	UINT("tls", "max_handshakes", tls.max_handshakes, 1, 100000, true),
+	UINT("tls", "max_handshakes_per_source", tls.max_handshakes_per_source, 1, 100000, true),
+	LIST("api", "listen", api_listen, napi_listen, add_api_listen, false),
+	LIST("api", "metrics_listen", metrics_listen, nmetrics_listen, add_metrics_listen, false),
+	UINT("api", "max_body", api_max_body, 256, 1048576, false),
+	UINT("api", "max_connections", api_max_connections, 1, 1000000, false),
+	UINT("api", "min_password_length", api_min_password_len, SA_PASSWORD_MIN, SA_PASSWORD_MAX, false),
+};
+
+static void *field(struct sa_config *c, size_t off)
+{
+	return (char *)c + off;
+}
+
+/* One key: found in the table, read as its kind says. */
 static int set_key(struct parse *p, const char *sec, const char *k, char *v)
 {
-	struct sa_config *c = p->cfg;
-#define IS(s, n) (strcmp(sec, s) == 0 && strcmp(k, n) == 0)
-	if (IS("sip", "listen")) { c->nlisten = 0; return each_item(p, v, add_listen); }
-	if (IS("sip", "domain")) return set_domain(p, v);
-	if (IS("upstream", "gateway")) return set_gateway(p, v);
-	if (IS("upstream", "trusted")) { c->ntrusted = 0; return each_item(p, v, add_trusted); }
-	if (IS("auth", "algorithms")) { c->auth.nalgs = 0; return each_item(p, v, add_algorithm); }
-	if (IS("auth", "nonce_ttl")) return set_uint(p, v, 5, 3600, &c->nonce_ttl);
-	if (IS("store", "path")) return set_str(p, v, c->store_path, sizeof(c->store_path));
-	if (IS("store", "map_size")) return set_map_size(p, v, &c->store_map_size);
-	if (IS("registrar", "min_expires")) return set_uint(p, v, 1, 86400, &c->reg.min_expires);
-	if (IS("registrar", "max_expires")) return set_uint(p, v, 1, 604800, &c->reg.max_expires);
-	if (IS("registrar", "default_expires")) return set_uint(p, v, 1, 604800, &c->reg.default_expires);
-	if (IS("registrar", "max_contacts")) return set_uint(p, v, 0, 1000, &c->reg.max_contacts);
-	if (IS("proxy", "timer_c")) return set_uint(p, v, 181, 3600, &c->timer_c);
-	if (IS("proxy", "max_transactions")) return set_uint(p, v, 16, 10000000, &c->max_transactions);
-	if (IS("proxy", "max_transactions_per_source"))
-		return set_uint(p, v, 0, 10000000, &c->max_transactions_per_source);
-	if (IS("proxy", "max_transactions_per_credential"))
-		return set_uint(p, v, 0, 10000000, &c->max_transactions_per_credential);
-	if (IS("proxy", "max_transaction_memory"))
-		return set_uint(p, v, 1, 65536, &c->max_transaction_memory);
-	if (IS("proxy", "max_calls")) return set_uint(p, v, 1, 10000000, &c->max_calls);
-	if (IS("proxy", "max_call_age")) return set_uint(p, v, 5, 604800, &c->max_call_age);
-	if (IS("limits", "tcp_idle_timeout")) return set_uint(p, v, 5, 86400, &c->tcp_idle_timeout);
-	if (IS("limits", "max_connections")) return set_uint(p, v, 1, 1000000, &c->max_connections);
-	if (IS("limits", "max_connections_per_source"))
-		return set_uint(p, v, 1, 1000000, &c->max_connections_per_source);
-	if (IS("log", "level")) return set_log_level(p, v);
-	if (IS("log", "rate_limit")) return set_uint(p, v, 0, 1000000, &c->log_rate_limit);
-	if (IS("abuse", "max_failures")) return set_uint(p, v, 0, 100000, &c->abuse.max_failures);
-	if (IS("abuse", "window")) return set_uint(p, v, 1, 86400, &c->abuse.window);
-	if (IS("abuse", "ban_time")) return set_uint(p, v, 1, 604800, &c->abuse.ban_time);
-	if (IS("tls", "certificate")) return set_str(p, v, c->tls.certificate, sizeof(c->tls.certificate));
-	if (IS("tls", "private_key")) return set_str(p, v, c->tls.private_key, sizeof(c->tls.private_key));
-	if (IS("tls", "min_version")) return set_tls_version(p, v);
-	if (IS("tls", "ciphers")) return set_str(p, v, c->tls.ciphers, sizeof(c->tls.ciphers));
-	if (IS("tls", "client_ca")) return set_str(p, v, c->tls.client_ca, sizeof(c->tls.client_ca));
-	if (IS("tls", "handshake_timeout")) return set_uint(p, v, 1, 120, &c->tls.handshake_timeout);
-	if (IS("tls", "max_handshakes")) return set_uint(p, v, 1, 100000, &c->tls.max_handshakes);
-	if (IS("tls", "max_handshakes_per_source"))
-		return set_uint(p, v, 1, 100000, &c->tls.max_handshakes_per_source);
-	if (IS("upstream", "tls_ca")) return set_str(p, v, c->tls.gateway_ca, sizeof(c->tls.gateway_ca));
-	if (IS("upstream", "tls_server_name")) return set_str(p, v, c->tls.gateway_name, sizeof(c->tls.gateway_name));
-	if (IS("api", "listen")) { c->napi_listen = 0; return each_item(p, v, add_api_listen); }
-	if (IS("api", "metrics_listen")) { c->nmetrics_listen = 0; return each_item(p, v, add_metrics_listen); }
-	if (IS("api", "max_body")) return set_uint(p, v, 256, 1048576, &c->api_max_body);
-	if (IS("api", "max_connections")) return set_uint(p, v, 1, 1000000, &c->api_max_connections);
-	if (IS("api", "min_password_length"))
-		return set_uint(p, v, SA_PASSWORD_MIN, SA_PASSWORD_MAX, &c->api_min_password_len);
-#undef IS
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const struct key *key = &keys[i];
+		if (strcmp(sec, key->sec) != 0 || strcmp(k, key->name) != 0)
+			continue;
+		switch (key->kind) {
+		case KEY_UINT:
+			return set_uint(p, v, key->lo, key->hi, field(p->cfg, key->off));
+		case KEY_STR:
+			return set_str(p, v, field(p->cfg, key->off), key->size);
+		case KEY_LIST:
+			*(unsigned *)field(p->cfg, key->count_off) = 0;
+			return each_item(p, v, key->item);
+		case KEY_FN:
+			return key->fn(p, v);
+		}
+	}
 	return perr(p, "unknown key '%s' in section [%s]", k, sec);
+}
+
+/* Does a key's value differ between two configurations? (Both were built
+ * from zeroed memory, so padding compares equal.) */
+static bool key_differs(const struct key *key, const struct sa_config *a, const struct sa_config *b)
+{
+	if (memcmp((const char *)a + key->off, (const char *)b + key->off, key->size) != 0)
+		return true;
+	return key->kind == KEY_LIST &&
+	       memcmp((const char *)a + key->count_off, (const char *)b + key->count_off, sizeof(unsigned)) != 0;
+}
+
+unsigned sa_config_reload(struct sa_config *cur, const struct sa_config *next,
+                          void (*restart_needed)(const char *sec, const char *name, void *arg), void *arg)
+{
+	unsigned applied = 0;
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const struct key *key = &keys[i];
+		if (!key_differs(key, cur, next))
+			continue;
+		if (!key->reload) {
+			restart_needed(key->sec, key->name, arg);
+			continue;
+		}
+		memcpy((char *)cur + key->off, (const char *)next + key->off, key->size);
+		applied++;
+	}
+	return applied;
 }
 
 static void set_defaults(struct sa_config *c)

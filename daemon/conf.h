@@ -87,6 +87,12 @@ struct sa_config {
  * "FILE:LINE: reason". */
 int sa_config_load(struct sa_config *cfg, const char *file, char *err, size_t errlen);
 
+/* SIGHUP: copy into cur every reloadable key whose value next changes, and
+ * call restart_needed for each changed key that only a restart applies.
+ * Returns how many keys were applied. */
+unsigned sa_config_reload(struct sa_config *cur, const struct sa_config *next,
+                          void (*restart_needed)(const char *sec, const char *name, void *arg), void *arg);
+
 /* Parse "udp:127.0.0.1:5060" (IPv6 as "udp:[::1]:5060"). 0 or -1. */
 int sa_endpoint_parse(const char *s, struct sa_endpoint *ep);
 const char *sa_proto_name(enum sa_proto p);   /* "udp", "tcp", "tls" */

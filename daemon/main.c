@@ -59,6 +59,14 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
 		event_base_loopexit(srv->base, NULL);
 }
 
+/* A changed key that SIGHUP cannot apply: one line each, never silence. */
+static void restart_needed_cb(const char *sec, const char *name, void *arg)
+{
+	(*(unsigned *)arg)++;
+	log_warn("event=reload_needs_restart key=\"[%s] %s\" hint=\"the running value stays until sipauthd restarts\"",
+	         sec, name);
+}
+
 static void hup_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct sa_server *srv = arg;
@@ -77,16 +85,11 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 		sa_notify_ready();
 		return;
 	}
-	srv->cfg.tls = next.tls;
-	srv->cfg.reg = next.reg;
-	srv->cfg.abuse = next.abuse;
-	srv->cfg.log_level = next.log_level;
-	srv->cfg.log_rate_limit = next.log_rate_limit;
-	srv->cfg.tcp_idle_timeout = next.tcp_idle_timeout;
-	srv->cfg.max_connections_per_source = next.max_connections_per_source;
-	sa_log_set_level((enum sa_log_level)next.log_level);
-	sa_log_limit(next.log_rate_limit);
-	log_info("event=reloaded config=%s", srv->cfg.path);
+	unsigned restart = 0;
+	unsigned applied = sa_config_reload(&srv->cfg, &next, restart_needed_cb, &restart);
+	sa_log_set_level((enum sa_log_level)srv->cfg.log_level);
+	sa_log_limit(srv->cfg.log_rate_limit);
+	log_info("event=reloaded config=%s applied=%u restart_needed=%u", srv->cfg.path, applied, restart);
 	sa_notify_ready();
 }
 

@@ -43,9 +43,14 @@ assert_eq "the trusted gateway is still answered" 200 \
 	"$(sipc options --local-ip 127.0.0.2 --host "$TRUNK_HOST" --timeout 1 | status_of)"
 
 # SIGHUP: max_failures = 0 turns banning off without a restart
-sed -i 's/^max_failures = 3/max_failures = 0/' "$T/sipauthd.conf"
+sed -i 's/^max_failures = 3/max_failures = 0/; s/^nonce_ttl = .*/nonce_ttl = 45/' "$T/sipauthd.conf"
 kill -HUP "$SIPAUTHD_PID"
 wait_for grep -q "event=reloaded" "$T/sipauthd.log"
+# a changed key that only a restart applies is named, never silently ignored
+assert_match "SIGHUP names the changed key it cannot apply" \
+	'event=reload_needs_restart key="\[auth\] nonce_ttl"' "$(cat "$T/sipauthd.log")"
+assert_match "... and counts what it applied" "event=reloaded config=$T/sipauthd.conf applied=1 restart_needed=1" \
+	"$(cat "$T/sipauthd.log")"
 for i in 1 2 3 4 5; do reg --wrong-password wrong_again_$i >/dev/null; done
 assert_eq "with banning off after reload, failures never ban" 200 "$(reg | status_of)"
 finish

@@ -11,8 +11,8 @@ need make
 CONF_C="$top_srcdir/daemon/conf.c"
 SAMPLE="$top_srcdir/conf/sipauthd.conf"
 MAN5="$top_srcdir/man/sipauthd.conf.5"
-keys=$(sed -n 's/.*IS("\([a-z_]*\)", *"\([a-z_]*\)").*/\1.\2/p' "$CONF_C" | sort -u)
-[ -n "$keys" ] || fail "no keys found in $CONF_C (did set_key change shape?)"
+keys=$(sed -n 's/^\t\(UINT\|STR\|LIST\|FN\)("\([a-z_]*\)", *"\([a-z_]*\)".*/\2.\3/p' "$CONF_C" | sort -u)
+[ -n "$keys" ] || fail "no keys found in $CONF_C (did the keys[] table change shape?)"
 # the sample's keys as section.key, set ("key = v") or shown unset ("# key = v")
 sample_keys=$(awk '/^\[/{gsub(/[][ \t]/, ""); sec=$0; next}
 	{l = $0; sub(/^#[ \t]*/, "", l)} l ~ /^[a-z_]+[ \t]*=/ {sub(/[ \t]*=.*/, "", l); print sec "." l}' "$SAMPLE" | sort -u)
