@@ -82,6 +82,7 @@ struct sa_server {
 	struct sa_txn **txn_by_branch;
 	unsigned ntxns;
 	unsigned ntxns_peak;            /* since the heap was last trimmed */
+	size_t txn_bytes_peak;          /* bytes the transactions kept at most since then (sampled) */
 	TAILQ_HEAD(, sa_txn) txn_done;  /* finished transactions, oldest first */
 	struct sa_txn_budget *txn_budget;   /* what each source and credential holds */
 	unsigned char tag_key[SA_TAG_KEY_LEN];   /* keys the To tags we make */

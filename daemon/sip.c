@@ -736,9 +736,14 @@ void sa_sip_housekeeping(struct sa_server *srv)
 {
 	/* after a burst, give the freed messages back to the system: the heap
 	 * would otherwise keep its high-water mark for good */
-	if (srv->ntxns_peak > 1024 && srv->ntxns < srv->ntxns_peak / 2) {
+	size_t bytes = sa_txn_budget_bytes_used(srv->txn_budget);
+	if (bytes > srv->txn_bytes_peak)
+		srv->txn_bytes_peak = bytes;
+	if ((srv->txn_bytes_peak > (4u << 20) && bytes < srv->txn_bytes_peak / 2) ||
+	    (srv->ntxns_peak > 1024 && srv->ntxns < srv->ntxns_peak / 2)) {
 		malloc_trim(0);
 		srv->ntxns_peak = srv->ntxns;
+		srv->txn_bytes_peak = bytes;
 	}
 	/* calls start in order and max_call_age is one value: the oldest come first */
 	int64_t oldest = wall_now() - (int64_t)srv->cfg.max_call_age;
