@@ -278,12 +278,13 @@ static void peer_of(const struct sa_flow *fl, char *addr, size_t alen, struct sa
 static void reply(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from, int status,
                   const char *reason, const char *extra, struct sa_txn *t)
 {
-	char out[8192], addr[64], tag[17];
+	char out[8192], addr[64], tag[17] = "";
 	struct sa_peer peer;
 
 	peer_of(from, addr, sizeof(addr), &peer);
-	sa_msg_local_tag(m, srv->tag_key, tag);
-	long n = sa_msg_response(m, &peer, status, reason, tag, extra, out, sizeof(out));
+	if (status > 100 && !m->to_tag)   /* only then does the answer carry our tag */
+		sa_msg_local_tag(m, srv->tag_key, tag);
+	long n = sa_msg_response(m, &peer, status, reason, status > 100 ? tag : NULL, extra, out, sizeof(out));
 	if (n < 0) {
 		log_warn("event=reply_too_large status=%d call_id=\"%s\"", status, LOGQ(m->call_id));
 		return;
