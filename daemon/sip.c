@@ -27,6 +27,7 @@
 #define TXN_BUCKETS 65536
 #define LINGER_UDP_MS (64 * SA_TXN_T1_MS)   /* absorb retransmissions and the ACK (Timers J, I, D; RFC 6026 L, M) */
 #define LINGER_STREAM_MS 2000
+#define LINGER_2XX_MS 5000
 
 /* One proxied transaction: the server side (towards the sender) and the
  * client side (towards the next hop), RFC 3261 §16 and §17. */
@@ -498,6 +499,18 @@ static void answer_downstream(struct sa_txn *t, int status)
 		sa_transport_send(t->srv, &t->from, out, (size_t)k);
 }
 
+/* How long a finished transaction stays to absorb retransmissions. An INVITE
+ * answered 2xx only absorbs INVITE retransmissions, which stop at our 100
+ * Trying: the call table relays the 2xx retransmissions and the ACK (the
+ * RFC 6026 Accepted state's other work), so it goes after LINGER_2XX_MS, as
+ * Kamailio's tm frees its transactions. Others keep RFC 3261's Timers J and I. */
+static unsigned txn_linger_ms(const struct sa_txn *t)
+{
+	if (t->method == SA_M_INVITE && t->upstream_status >= 200 && t->upstream_status < 300)
+		return LINGER_2XX_MS;
+	return t->from.proto == SA_PROTO_UDP || t->to.proto == SA_PROTO_UDP ? LINGER_UDP_MS : LINGER_STREAM_MS;
+}
+
 static void txn_complete(struct sa_txn *t)
 {
 	if (t->completed)
@@ -514,9 +527,11 @@ static void txn_complete(struct sa_txn *t)
 		t->is_ringing = false;
 	}
 	txn_discharge(t);
-	if (t->timer_c)
-		evtimer_del(t->timer_c);
-	txn_arm(t, t->from.proto == SA_PROTO_UDP || t->to.proto == SA_PROTO_UDP ? LINGER_UDP_MS : LINGER_STREAM_MS);
+	if (t->timer_c) {
+		event_free(t->timer_c);
+		t->timer_c = NULL;
+	}
+	txn_arm(t, txn_linger_ms(t));
 }
 
 /* Carry out what lib/txn decided for a timer. */
