@@ -394,7 +394,7 @@ static void flow_for_endpoint(struct sa_server *srv, const struct sa_endpoint *e
 {
 	memset(fl, 0, sizeof(*fl));
 	fl->proto = ep->proto;
-	fl->ss = ep->ss;
+	memcpy(&fl->ss, &ep->ss, ep->sslen < sizeof(fl->ss) ? ep->sslen : sizeof(fl->ss));
 	fl->sslen = ep->sslen;
 	fl->lidx = sa_transport_listener_for(srv, ep->proto);
 }
@@ -882,18 +882,18 @@ out:
 
 static bool is_trusted(struct sa_server *srv, const struct sa_flow *from)
 {
-	return sa_config_trusted(&srv->cfg, (const struct sockaddr *)&from->ss);
+	return sa_config_trusted(&srv->cfg, &from->ss.sa);
 }
 
 /* The source address bytes of a flow, for the abuse table. */
 static const void *flow_addr(const struct sa_flow *fl, size_t *len)
 {
-	if (fl->ss.ss_family == AF_INET6) {
+	if (fl->ss.sa.sa_family == AF_INET6) {
 		*len = 16;
-		return &((const struct sockaddr_in6 *)&fl->ss)->sin6_addr;
+		return &fl->ss.in6.sin6_addr;
 	}
 	*len = 4;
-	return &((const struct sockaddr_in *)&fl->ss)->sin_addr;
+	return &fl->ss.in.sin_addr;
 }
 
 /* The trunk a request is for: Request-URI host, To host as fallback. */

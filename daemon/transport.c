@@ -41,27 +41,13 @@ struct sa_conn {
 
 void sa_flow_peer(const struct sa_flow *fl, char *addr, size_t alen, uint16_t *port)
 {
-	if (fl->ss.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&fl->ss;
-		inet_ntop(AF_INET6, &s6->sin6_addr, addr, (socklen_t)alen);
-		*port = ntohs(s6->sin6_port);
+	if (fl->ss.sa.sa_family == AF_INET6) {
+		inet_ntop(AF_INET6, &fl->ss.in6.sin6_addr, addr, (socklen_t)alen);
+		*port = ntohs(fl->ss.in6.sin6_port);
 	} else {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)&fl->ss;
-		inet_ntop(AF_INET, &s4->sin_addr, addr, (socklen_t)alen);
-		*port = ntohs(s4->sin_port);
+		inet_ntop(AF_INET, &fl->ss.in.sin_addr, addr, (socklen_t)alen);
+		*port = ntohs(fl->ss.in.sin_port);
 	}
-}
-
-static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-	if (a->ss_family != b->ss_family)
-		return false;
-	if (a->ss_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-	return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
 }
 
 static struct sa_conn *conn_find(struct sa_server *srv, uint64_t id)
@@ -73,18 +59,16 @@ static struct sa_conn *conn_find(struct sa_server *srv, uint64_t id)
 }
 
 /* The bucket of a transport and peer address (port included). */
-static struct sa_conn **addr_bucket(struct sa_server *srv, enum sa_proto proto, const struct sockaddr_storage *ss)
+static struct sa_conn **addr_bucket(struct sa_server *srv, const struct sa_flow *fl)
 {
 	const unsigned char *p;
 	size_t n;
 	uint16_t port;
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const void *)ss;
-		p = (const unsigned char *)&s6->sin6_addr, n = 16, port = s6->sin6_port;
-	} else {
-		const struct sockaddr_in *s4 = (const void *)ss;
-		p = (const unsigned char *)&s4->sin_addr, n = 4, port = s4->sin_port;
-	}
+	enum sa_proto proto = fl->proto;
+	if (fl->ss.sa.sa_family == AF_INET6)
+		p = (const unsigned char *)&fl->ss.in6.sin6_addr, n = 16, port = fl->ss.in6.sin6_port;
+	else
+		p = (const unsigned char *)&fl->ss.in.sin_addr, n = 4, port = fl->ss.in.sin_port;
 	uint32_t h = (2166136261u ^ (unsigned)proto) * 16777619u;
 	for (size_t i = 0; i < n; i++)
 		h = (h ^ p[i]) * 16777619u;
@@ -94,11 +78,10 @@ static struct sa_conn **addr_bucket(struct sa_server *srv, enum sa_proto proto, 
 
 /* An open connection to the address, for reuse (RFC 3261 §18.1.1): one
  * bucket, not a walk of every connection on each request to a TCP gateway. */
-static struct sa_conn *conn_find_addr(struct sa_server *srv, enum sa_proto proto,
-                                      const struct sockaddr_storage *ss)
+static struct sa_conn *conn_find_addr(struct sa_server *srv, const struct sa_flow *fl)
 {
-	for (struct sa_conn *c = *addr_bucket(srv, proto, ss); c; c = c->addr_next)
-		if (c->flow.proto == proto && same_addr(&c->flow.ss, ss))
+	for (struct sa_conn *c = *addr_bucket(srv, fl); c; c = c->addr_next)
+		if (sa_route_same_peer(&c->flow, fl))
 			return c;
 	return NULL;
 }
@@ -123,7 +106,7 @@ static void conn_free(struct sa_conn *c)
 		pp = &(*pp)->next;
 	if (*pp)
 		*pp = c->next;
-	for (pp = addr_bucket(srv, c->flow.proto, &c->flow.ss); *pp && *pp != c; pp = &(*pp)->addr_next)
+	for (pp = addr_bucket(srv, &c->flow); *pp && *pp != c; pp = &(*pp)->addr_next)
 		;
 	if (*pp)
 		*pp = c->addr_next;
@@ -393,11 +376,11 @@ static struct sa_conn *conn_new(struct sa_server *srv, evutil_socket_t fd, const
 	c->flow.proto = proto;
 	c->flow.conn_id = c->id;
 	c->flow.lidx = lidx;
-	memcpy(&c->flow.ss, sa, len);
+	memcpy(&c->flow.ss, sa, len < sizeof(c->flow.ss) ? len : sizeof(c->flow.ss));
 	c->flow.sslen = len;
 	c->next = srv->conn_by_id[c->id % CONN_BUCKETS];
 	srv->conn_by_id[c->id % CONN_BUCKETS] = c;
-	struct sa_conn **ab = addr_bucket(srv, proto, &c->flow.ss);
+	struct sa_conn **ab = addr_bucket(srv, &c->flow);
 	c->addr_next = *ab;
 	*ab = c;
 	c->last_msg_ms = sa_now_ms();
@@ -684,7 +667,7 @@ unsigned sa_transport_listener_for(struct sa_server *srv, enum sa_proto proto)
 static struct sa_conn *conn_connect(struct sa_server *srv, const struct sa_flow *fl)
 {
 	enum sa_conn_verdict why;
-	return conn_new(srv, -1, (const struct sockaddr *)&fl->ss, fl->sslen,
+	return conn_new(srv, -1, &fl->ss.sa, fl->sslen,
 	                sa_transport_listener_for(srv, fl->proto), fl->proto, false, &why);
 }
 
@@ -696,11 +679,11 @@ int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const cha
 		struct sa_listener *l = &srv->listeners[li];
 		if (l->ep.proto != SA_PROTO_UDP)
 			return -1;
-		return sendto(l->fd, buf, len, MSG_DONTWAIT, (const struct sockaddr *)&fl->ss, fl->sslen) == (ssize_t)len ? 0 : -1;
+		return sendto(l->fd, buf, len, MSG_DONTWAIT, &fl->ss.sa, fl->sslen) == (ssize_t)len ? 0 : -1;
 	}
 	struct sa_conn *c = fl->conn_id ? conn_find(srv, fl->conn_id) : NULL;
 	if (!c)
-		c = conn_find_addr(srv, fl->proto, &fl->ss);
+		c = conn_find_addr(srv, fl);
 	if (!c)
 		c = conn_connect(srv, fl);
 	if (!c)

@@ -4,18 +4,14 @@
 #include <netinet/in.h>
 #include <string.h>
 
-static bool same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b, bool port)
+static bool same_address(const union sa_sockaddr *a, const union sa_sockaddr *b, bool port)
 {
-	if (a->ss_family != b->ss_family)
+	if (a->sa.sa_family != b->sa.sa_family)
 		return false;
-	if (a->ss_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-		return x->sin_addr.s_addr == y->sin_addr.s_addr && (!port || x->sin_port == y->sin_port);
-	}
-	if (a->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-		return memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0 && (!port || x->sin6_port == y->sin6_port);
-	}
+	if (a->sa.sa_family == AF_INET)
+		return a->in.sin_addr.s_addr == b->in.sin_addr.s_addr && (!port || a->in.sin_port == b->in.sin_port);
+	if (a->sa.sa_family == AF_INET6)
+		return memcmp(&a->in6.sin6_addr, &b->in6.sin6_addr, 16) == 0 && (!port || a->in6.sin6_port == b->in6.sin6_port);
 	return false;
 }
 

@@ -4,16 +4,25 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 enum sa_proto { SA_PROTO_UDP = 0, SA_PROTO_TCP, SA_PROTO_TLS };
+
+/* An IPv4 or IPv6 address with its port, in 28 bytes rather than a
+ * sockaddr_storage's 128: every transaction and call keeps two. */
+union sa_sockaddr {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+};
 
 /* A way to or from a peer: the transport, the peer's address and port, and
  * for TCP/TLS the connection (0 for UDP, or when a new one may be opened). */
 struct sa_flow {
 	enum sa_proto proto;
 	uint64_t conn_id;
-	struct sockaddr_storage ss;
+	union sa_sockaddr ss;
 	socklen_t sslen;
 	unsigned lidx;                 /* the listener it arrived on / leaves from */
 };
