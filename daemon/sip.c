@@ -56,10 +56,26 @@ struct sa_txn {
 	bool charged;                  /* counted in its source's and credential's budget */
 	bool local;                    /* we are the UAC (a BYE we send): absorb its responses */
 	bool inbound;                  /* INVITE from the gateway to a registered PBX */
-	char cred_id[SA_ID_MAX];       /* INVITE: the credential the call belongs to */
+	struct txn_owner *own;         /* whose it is, while in progress; NULL: nobody's */
+};
+
+/* Whose a transaction is: needed only until its final answer (a finished
+ * transaction lingers without it). */
+struct txn_owner {
+	char cred_id[SA_ID_MAX];       /* INVITE: the credential the call belongs to ("" none) */
 	char trunk_id[SA_ID_MAX];
 	char budget_cred[SA_ID_MAX];   /* the credential it is charged to ("" none) */
 };
+
+static const char *txn_cred(const struct sa_txn *t)
+{
+	return t->own ? t->own->cred_id : "";
+}
+
+static const char *txn_trunk(const struct sa_txn *t)
+{
+	return t->own ? t->own->trunk_id : "";
+}
 
 /* Whose call a forwarded INVITE starts. */
 struct call_owner {
@@ -116,7 +132,7 @@ static void txn_discharge(struct sa_txn *t)
 		return;
 	size_t alen;
 	const void *a = flow_addr(&t->from, &alen);
-	sa_txn_budget_release(t->srv->txn_budget, a, alen, t->budget_cred);
+	sa_txn_budget_release(t->srv->txn_budget, a, alen, t->own ? t->own->budget_cred : NULL);
 	t->charged = false;
 }
 
@@ -150,6 +166,7 @@ static void txn_free(struct sa_txn *t)
 	if (t->is_ringing)
 		TAILQ_REMOVE(&srv->txn_ringing, t, ringing);
 	txn_discharge(t);
+	free(t->own);
 	event_free(t->timer);
 	if (t->timer_c)
 		event_free(t->timer_c);
@@ -249,7 +266,8 @@ fail:
 		t->method = m->method;
 		t->from = *from;
 		t->charged = true;
-		snprintf(t->budget_cred, sizeof(t->budget_cred), "%s", budget_cred ? budget_cred : "");
+		if (budget_cred && budget_cred[0] && (t->own = calloc(1, sizeof(*t->own))))
+			snprintf(t->own->budget_cred, sizeof(t->own->budget_cred), "%s", budget_cred);
 		sa_msg_local_tag(m, srv->tag_key, t->local_tag);
 	} else {
 		t->local = true;
@@ -423,11 +441,11 @@ static void forward(struct sa_server *srv, const struct sa_msg *m, const struct 
 	if (m->method == SA_M_INVITE)
 		reply(srv, m, from, 100, NULL, NULL, t);
 	t->to = *to;
-	if (owner) {
-		snprintf(t->cred_id, sizeof(t->cred_id), "%s", owner->cred_id);
-		snprintf(t->trunk_id, sizeof(t->trunk_id), "%s", owner->trunk_id);
+	if (owner && (t->own || (t->own = calloc(1, sizeof(*t->own))))) {
+		snprintf(t->own->cred_id, sizeof(t->own->cred_id), "%s", owner->cred_id);
+		snprintf(t->own->trunk_id, sizeof(t->own->trunk_id), "%s", owner->trunk_id);
 		t->inbound = owner->inbound;
-		if (m->method == SA_M_INVITE && t->cred_id[0]) {
+		if (m->method == SA_M_INVITE && t->own->cred_id[0]) {
 			TAILQ_INSERT_TAIL(&srv->txn_ringing, t, ringing);   /* revocation finds it here */
 			t->is_ringing = true;
 		}
@@ -527,6 +545,8 @@ static void txn_complete(struct sa_txn *t)
 		t->is_ringing = false;
 	}
 	txn_discharge(t);
+	free(t->own);   /* discharged: nobody's any more */
+	t->own = NULL;
 	if (t->timer_c) {
 		event_free(t->timer_c);
 		t->timer_c = NULL;
@@ -606,8 +626,8 @@ static void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *
 		sa_call_free(c);
 		return;
 	}
-	snprintf(c->d.cred_id, sizeof(c->d.cred_id), "%s", t->cred_id);
-	snprintf(c->d.trunk_id, sizeof(c->d.trunk_id), "%s", t->trunk_id);
+	snprintf(c->d.cred_id, sizeof(c->d.cred_id), "%s", txn_cred(t));
+	snprintf(c->d.trunk_id, sizeof(c->d.trunk_id), "%s", txn_trunk(t));
 	c->d.inbound = t->inbound;
 	c->d.started_at = wall_now();
 	c->caller = t->from;
@@ -661,7 +681,7 @@ static void call_end(struct sa_server *srv, struct sa_call *c, const char *why, 
 /* A ringing INVITE whose credential went away: CANCEL upstream, 487 to the caller. */
 static void call_cancel_early(struct sa_server *srv, struct sa_txn *t)
 {
-	log_info("event=call_cancel call_id_branch=%s cred=%s reason=credential_revoked", t->branch, t->cred_id);
+	log_info("event=call_cancel call_id_branch=%s cred=%s reason=credential_revoked", t->branch, txn_cred(t));
 	if (t->upstream_status >= 100)
 		send_hop_request(srv, t, NULL, true);
 	answer_downstream(t, 487);
@@ -680,7 +700,7 @@ int sa_sip_credential_revoked(struct sa_server *srv, const char *cred_id)
 	}
 	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing), *next; t; t = next) {
 		next = TAILQ_NEXT(t, ringing);
-		if (strcmp(t->cred_id, cred_id) == 0) {
+		if (strcmp(txn_cred(t), cred_id) == 0) {
 			call_cancel_early(srv, t);
 			n++;
 		}
@@ -734,7 +754,7 @@ int sa_sip_revocation_check(struct sa_server *srv)
 	g->srv = srv;
 	sa_calls_each_credential(srv->calls, gone_check_cb, g);
 	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing); t && g->n < GONE_MAX; t = TAILQ_NEXT(t, ringing))
-		gone_check_cb(t->cred_id, g);
+		gone_check_cb(txn_cred(t), g);
 	for (unsigned i = 0; i < g->n; i++)
 		ended += sa_sip_credential_revoked(srv, g->id[i]);   /* a second time for the same id ends nothing */
 	if (g->n == GONE_MAX)
@@ -778,7 +798,7 @@ void sa_sip_calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb c
 			                           .trunk_id = c->d.trunk_id, .inbound = c->d.inbound,
 			                           .confirmed = true, .started_at = c->d.started_at }, arg);
 	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing); t; t = TAILQ_NEXT(t, ringing))
-		if (!trunk_id || strcmp(t->trunk_id, trunk_id) == 0) {
+		if (!trunk_id || strcmp(txn_trunk(t), trunk_id) == 0) {
 			struct sa_msg m;
 			struct sa_msg_error err;
 			const struct sa_hdr *cid = NULL;
@@ -786,7 +806,7 @@ void sa_sip_calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb c
 			if (t->req && sa_msg_scan(&m, t->req, t->req_len, &err) == 0 &&
 			    (cid = sa_msg_header(&m, SA_H_CALL_ID, 0)))
 				snprintf(callid, sizeof(callid), "%.*s", (int)cid->vlen, cid->value);
-			cb(&(struct sa_call_info){ .call_id = callid, .cred_id = t->cred_id, .trunk_id = t->trunk_id,
+			cb(&(struct sa_call_info){ .call_id = callid, .cred_id = txn_cred(t), .trunk_id = txn_trunk(t),
 			                           .inbound = t->inbound, .confirmed = false,
 			                           .started_at = wall_now() - (int64_t)((sa_now_ms() - t->started_ms) / 1000) },
 			   arg);
@@ -866,7 +886,7 @@ static void handle_response(struct sa_server *srv, struct sa_msg *m, const struc
 		goto out;
 	if (m->status >= 300 && t->method == SA_M_INVITE)
 		send_hop_request(srv, t, m, false);
-	if (m->status < 300 && t->method == SA_M_INVITE && t->cred_id[0])
+	if (m->status < 300 && t->method == SA_M_INVITE && txn_cred(t)[0])
 		call_create(srv, t, m);
 	if (m->status >= 300 || t->method != SA_M_INVITE) {
 		txn_keep(t, &t->resp, &t->resp_len, out, (size_t)n);
