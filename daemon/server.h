@@ -83,7 +83,8 @@ struct sa_server {
 	unsigned ntxns;
 	unsigned ntxns_peak;            /* since the heap was last trimmed */
 	size_t txn_bytes_peak;          /* bytes the transactions kept at most since then (sampled) */
-	TAILQ_HEAD(, sa_txn) txn_done;  /* finished transactions, oldest first */
+	TAILQ_HEAD(sa_txn_list, sa_txn) txn_done[3];   /* finished transactions by lingering time, oldest first */
+	struct event *txn_sweep;        /* frees them when their time is up */
 	struct sa_txn_budget *txn_budget;   /* what each source and credential holds */
 	unsigned char tag_key[SA_TAG_KEY_LEN];   /* keys the To tags we make */
 	SSL_CTX *tls_server;            /* swapped on SIGHUP; live connections keep theirs */

@@ -28,12 +28,21 @@
 #define LINGER_UDP_MS (64 * SA_TXN_T1_MS)   /* absorb retransmissions and the ACK (Timers J, I, D; RFC 6026 L, M) */
 #define LINGER_STREAM_MS 2000
 #define LINGER_2XX_MS 5000
+#define SWEEP_MS 250               /* how often finished transactions past their time are freed */
+
+/* Finished transactions wait in one list per lingering time, each in the
+ * order they finished, so that one sweep frees them from the head without a
+ * timer of their own. */
+enum linger_class { LINGER_2XX, LINGER_UDP, LINGER_STREAM, LINGER_CLASSES };
+static const unsigned linger_ms[LINGER_CLASSES] = { LINGER_2XX_MS, LINGER_UDP_MS, LINGER_STREAM_MS };
 
 /* One proxied transaction: the server side (towards the sender) and the
  * client side (towards the next hop), RFC 3261 §16 and §17. */
 struct sa_txn {
 	struct sa_txn *snext, *cnext;
 	TAILQ_ENTRY(sa_txn) done;      /* completed ones, oldest first: the first to make room */
+	uint64_t done_ms;              /* when it finished; it goes LINGER[linger] later */
+	unsigned char linger;          /* which finished list: enum linger_class */
 	TAILQ_ENTRY(sa_txn) ringing;   /* an INVITE of a credential's call, not answered finally yet */
 	bool is_ringing;
 	struct sa_server *srv;
@@ -160,14 +169,15 @@ static void txn_free(struct sa_txn *t)
 		*pp = t->cnext;
 	srv->ntxns--;
 	if (t->completed)
-		TAILQ_REMOVE(&srv->txn_done, t, done);
+		TAILQ_REMOVE(&srv->txn_done[t->linger], t, done);
 	else
 		srv->nactive--;
 	if (t->is_ringing)
 		TAILQ_REMOVE(&srv->txn_ringing, t, ringing);
 	txn_discharge(t);
 	free(t->own);
-	event_free(t->timer);
+	if (t->timer)
+		event_free(t->timer);
 	if (t->timer_c)
 		event_free(t->timer_c);
 	txn_keep(t, &t->req, &t->req_len, NULL, 0);
@@ -200,7 +210,12 @@ static bool txn_make_room(struct sa_server *srv, size_t bytes)
 {
 	struct sa_txn_limits lim = { .max_bytes = (size_t)srv->cfg.max_transaction_memory << 20 };
 	while (srv->ntxns >= srv->cfg.max_transactions || !sa_txn_budget_bytes_ok(srv->txn_budget, &lim, bytes)) {
-		struct sa_txn *oldest = TAILQ_FIRST(&srv->txn_done);
+		struct sa_txn *oldest = NULL;
+		for (int c = 0; c < LINGER_CLASSES; c++) {
+			struct sa_txn *head = TAILQ_FIRST(&srv->txn_done[c]);
+			if (head && (!oldest || head->done_ms < oldest->done_ms))
+				oldest = head;
+		}
 		if (!oldest)
 			return false;
 		srv->counters.transactions_evicted++;
@@ -522,11 +537,11 @@ static void answer_downstream(struct sa_txn *t, int status)
  * Trying: the call table relays the 2xx retransmissions and the ACK (the
  * RFC 6026 Accepted state's other work), so it goes after LINGER_2XX_MS, as
  * Kamailio's tm frees its transactions. Others keep RFC 3261's Timers J and I. */
-static unsigned txn_linger_ms(const struct sa_txn *t)
+static enum linger_class txn_linger(const struct sa_txn *t)
 {
 	if (t->method == SA_M_INVITE && t->upstream_status >= 200 && t->upstream_status < 300)
-		return LINGER_2XX_MS;
-	return t->from.proto == SA_PROTO_UDP || t->to.proto == SA_PROTO_UDP ? LINGER_UDP_MS : LINGER_STREAM_MS;
+		return LINGER_2XX;
+	return t->from.proto == SA_PROTO_UDP || t->to.proto == SA_PROTO_UDP ? LINGER_UDP : LINGER_STREAM;
 }
 
 static void txn_complete(struct sa_txn *t)
@@ -535,7 +550,9 @@ static void txn_complete(struct sa_txn *t)
 		return;
 	t->srv->nactive--;
 	t->completed = true;
-	TAILQ_INSERT_TAIL(&t->srv->txn_done, t, done);
+	t->linger = (unsigned char)txn_linger(t);
+	t->done_ms = sa_now_ms();
+	TAILQ_INSERT_TAIL(&t->srv->txn_done[t->linger], t, done);
 	/* what a finished transaction still needs: its answer for retransmitted
 	 * requests, and the request only to ACK a late non-2xx to an INVITE */
 	if (t->method != SA_M_INVITE || (t->upstream_status >= 200 && t->upstream_status < 300))
@@ -551,7 +568,20 @@ static void txn_complete(struct sa_txn *t)
 		event_free(t->timer_c);
 		t->timer_c = NULL;
 	}
-	txn_arm(t, txn_linger_ms(t));
+	event_free(t->timer);   /* the sweep frees it when its time is up */
+	t->timer = NULL;
+}
+
+/* Free the finished transactions whose lingering time is over. */
+static void txn_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_server *srv = arg;
+	uint64_t now = sa_now_ms();
+	for (int c = 0; c < LINGER_CLASSES; c++) {
+		struct sa_txn *t;
+		while ((t = TAILQ_FIRST(&srv->txn_done[c])) && t->done_ms + linger_ms[c] <= now)
+			txn_free(t);
+	}
 }
 
 /* Carry out what lib/txn decided for a timer. */
@@ -574,10 +604,6 @@ static void txn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct sa_txn *t = arg;
 	unsigned next;
 
-	if (t->completed) {
-		txn_free(t);
-		return;
-	}
 	unsigned act = sa_txn_client_timer(t->method, t->to.proto != SA_PROTO_UDP, sa_now_ms() - t->started_ms,
 	                                   t->upstream_status, &t->interval_ms, &next);
 	txn_act(t, act, "B/F");
@@ -1479,7 +1505,8 @@ int sa_sip_init(struct sa_server *srv)
 	srv->abuse = sa_abuse_new(65536);
 	/* each transaction in progress holds at most a source and a credential */
 	srv->txn_budget = sa_txn_budget_new(srv->cfg.max_transactions);
-	TAILQ_INIT(&srv->txn_done);
+	for (int c = 0; c < LINGER_CLASSES; c++)
+		TAILQ_INIT(&srv->txn_done[c]);
 	if (!srv->txn_by_skey || !srv->txn_by_branch || !srv->calls || !srv->abuse || !srv->txn_budget ||
 	    RAND_bytes(srv->tag_key, sizeof(srv->tag_key)) != 1)
 		return -1;
@@ -1490,6 +1517,10 @@ int sa_sip_init(struct sa_server *srv)
 	srv->revoke_poll = event_new(srv->base, -1, EV_PERSIST, revoke_poll_cb, srv);
 	struct timeval poll = { .tv_sec = 0, .tv_usec = 250000 };
 	if (!srv->revoke_poll || event_add(srv->revoke_poll, &poll) < 0)
+		return -1;
+	srv->txn_sweep = event_new(srv->base, -1, EV_PERSIST, txn_sweep_cb, srv);
+	struct timeval sweep = { .tv_sec = 0, .tv_usec = SWEEP_MS * 1000 };
+	if (!srv->txn_sweep || event_add(srv->txn_sweep, &sweep) < 0)
 		return -1;
 	return 0;
 }
@@ -1503,6 +1534,9 @@ void sa_sip_shutdown(struct sa_server *srv)
 	free(srv->txn_by_skey);
 	free(srv->txn_by_branch);
 	srv->txn_by_skey = srv->txn_by_branch = NULL;
+	if (srv->txn_sweep)
+		event_free(srv->txn_sweep);
+	srv->txn_sweep = NULL;
 	sa_calls_free(srv->calls);
 	srv->calls = NULL;
 	sa_abuse_free(srv->abuse);
