@@ -142,6 +142,21 @@ static void check_refused(const char *err, size_t errlen)
 	CHECK(strchr(err, '\n') == NULL);
 }
 
+/* No byte of the file may be dropped unread: a NUL byte or a line over 4096 bytes is refused. */
+static bool readable_whole(const uint8_t *data, size_t size)
+{
+	size_t len = 0;
+
+	for (size_t i = 0; i < size; i++) {
+		if (data[i] == '\0')
+			return false;
+		len = data[i] == '\n' ? 0 : len + 1;
+		if (len > 4096)
+			return false;
+	}
+	return true;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static int ready;
@@ -163,9 +178,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!cfg)
 		abort();
 	memset(err, 'x', sizeof(err));
-	if (sa_config_load(cfg, fx.path, err, sizeof(err)) == 0)
+	if (sa_config_load(cfg, fx.path, err, sizeof(err)) == 0) {
+		CHECK(readable_whole(data, size));
 		check_loaded(cfg);
-	else
+	} else
 		check_refused(err, sizeof(err));
 	free(cfg);
 	return 0;
