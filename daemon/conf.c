@@ -165,7 +165,9 @@ static int add_trusted(struct parse *p, const char *item)
 	char buf[64];
 	if (c->ntrusted == SA_MAX_TRUSTED)
 		return perr(p, "too many trusted networks (at most %d)", SA_MAX_TRUSTED);
-	snprintf(buf, sizeof(buf), "%s", item);
+	/* cut short, "10.0.0.0/000...08" would read as /0: trust everyone */
+	if (snprintf(buf, sizeof(buf), "%s", item) >= (int)sizeof(buf))
+		return perr(p, "bad trusted network '%s' (want ADDRESS[/PREFIX])", item);
 	struct sa_net *n = &c->trusted[c->ntrusted];
 	char *slash = strchr(buf, '/');
 	if (slash)

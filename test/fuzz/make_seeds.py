@@ -270,6 +270,7 @@ CONF_EDGE = {
     "bad-too-many-listen": "[sip]\nlisten = " + ", ".join(f"udp:127.0.0.1:{5060 + i}" for i in range(9)) + "\n",
     "bad-empty-list": MIN_CONF + "[upstream]\ntrusted = , ,\n",
     "bad-prefix": MIN_CONF + "[upstream]\ntrusted = 10.0.0.0/33\n",
+    "bad-prefix-long": MIN_CONF + "[upstream]\ntrusted = 192.0.2.1/" + "0" * 58 + "32\n",
     "bad-algorithm-twice": MIN_CONF + "[auth]\nalgorithms = MD5, md5\n",
     "bad-algorithm-sess": MIN_CONF + "[auth]\nalgorithms = SHA-256-sess\n",
     "bad-number-negative": MIN_CONF + "[auth]\nnonce_ttl = -1\n",
