@@ -166,7 +166,9 @@ static int add_trusted(struct parse *p, const char *item)
 	char buf[64];
 	if (c->ntrusted == SA_MAX_TRUSTED)
 		return perr(p, "too many trusted networks (at most %d)", SA_MAX_TRUSTED);
-	snprintf(buf, sizeof(buf), "%s", item);
+	/* cut short, "10.0.0.0/000...08" would read as /0: trust everyone */
+	if (snprintf(buf, sizeof(buf), "%s", item) >= (int)sizeof(buf))
+		return perr(p, "bad trusted network '%s' (want ADDRESS[/PREFIX])", item);
 	struct sa_net *n = &c->trusted[c->ntrusted];
 	char *slash = strchr(buf, '/');
 	if (slash)
@@ -497,10 +499,27 @@ static int parse_line(struct parse *p, char *line, char *sec, size_t seclen)
 	return set_key(p, sec, trim(s), trim(v));
 }
 
+/* Longest line, newline not counted. */
+#define CONF_LINE_MAX 4096
+
+/* A line is refused rather than cut: a line longer than the limit would be
+ * read as two (its value cut short, the rest taken for a line of its own)
+ * and a NUL byte would end it early, both silently. */
+static int read_line(struct parse *p, const char *line, ssize_t n)
+{
+	if (memchr(line, '\0', (size_t)n))
+		return perr(p, "NUL byte in line");
+	if (n - (line[n - 1] == '\n') > CONF_LINE_MAX)
+		return perr(p, "line longer than %d bytes", CONF_LINE_MAX);
+	return 0;
+}
+
 int sa_config_load(struct sa_config *cfg, const char *file, char *err, size_t errlen)
 {
 	struct parse p = { .cfg = cfg, .file = file, .err = err, .errlen = errlen };
-	char line[4096], sec[32] = "";
+	char *line = NULL, sec[32] = "";
+	size_t cap = 0;
+	ssize_t n;
 	int rc = 0;
 
 	set_defaults(cfg);
@@ -510,10 +529,20 @@ int sa_config_load(struct sa_config *cfg, const char *file, char *err, size_t er
 		snprintf(err, errlen, "%s: %s", file, strerror(errno));
 		return -1;
 	}
-	while (rc == 0 && fgets(line, sizeof(line), f)) {
+	while (rc == 0) {
+		errno = 0;
+		if ((n = getline(&line, &cap, f)) < 0) {
+			/* end of file, or a read or allocation failure that must not pass for one */
+			if (errno != 0 || ferror(f))
+				rc = perr(&p, "cannot read: %s", strerror(errno ? errno : EIO));
+			break;
+		}
 		p.line++;
-		rc = parse_line(&p, line, sec, sizeof(sec));
+		rc = read_line(&p, line, n);
+		if (rc == 0)
+			rc = parse_line(&p, line, sec, sizeof(sec));
 	}
+	free(line);
 	fclose(f);
 	return rc < 0 ? -1 : check_whole(&p);
 }

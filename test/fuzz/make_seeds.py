@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """make_seeds.py: (re)generate the seed corpora in test/fuzz/corpus/ from the RFC 4475
-messages (test/rfc4475/messages), the project's own sipp scenarios (test/sipp/*.xml)
-and the hand-written messages below. Files named crash-* or found-* in a corpus are
+messages (test/rfc4475/messages), the project's own sipp scenarios (test/sipp/*.xml),
+the sample configuration (conf/sipauthd.conf), the configurations the integration
+tests write, and the hand-written messages, configurations and API requests below. Files named crash-* or found-* in a corpus are
 inputs the fuzzers found; this script never touches them.
 
   python3 test/fuzz/make_seeds.py            # from the top of the source tree
@@ -178,6 +179,193 @@ def auth_seed(method, value, host="@HOST@", second=None):
     return msg(f"{method} sip:{host} SIP/2.0", lines)
 
 
+# ---------------------------------------------------------------- configurations (fuzz_config)
+
+# test/lib.sh start_sipauthd, with the variables the tests fill in
+LIB_CONF = """[sip]
+listen = udp:127.0.0.1:5060, tcp:127.0.0.1:5060
+domain = sip.tryvox.io
+[upstream]
+gateway = udp:127.0.0.2:5070
+trusted = 127.0.0.2/32
+[auth]
+algorithms = {algs}
+nonce_ttl = 30
+[store]
+path = /tmp/sipauthd-test/store
+[abuse]
+# bans are tested on their own (abuse.sh); elsewhere many failures are on purpose
+max_failures = 0
+[log]
+# per-call lines (call_start, call_end) are debug lines; tests wait for them
+level = debug
+{extra}
+"""
+
+# the lines each integration test adds (test/integration/*.sh, test/tls_lib.sh)
+LIB_EXTRA = {
+    "plain": ("SHA-256, MD5", ""),
+    "md5": ("MD5", ""),
+    "api": ("SHA-256, MD5", "[api]\nlisten = 127.0.0.1:8080\nmax_body = 4096"),
+    "api-metrics": ("SHA-256, MD5", "[api]\nlisten = 127.0.0.1:8080\nmetrics_listen = 127.0.0.1:9100"),
+    "abuse": ("SHA-256, MD5", "[abuse]\nwindow = 60\nban_time = 3\n[api]\nlisten = 127.0.0.1:8080"),
+    "hardening": ("MD5", "[proxy]\nmax_transactions_per_source = 5\nmax_transactions_per_credential = 100\n"
+                         "[api]\nlisten = 127.0.0.1:8080"),
+    "storage": ("SHA-256, MD5", "[api]\nlisten = 127.0.0.1:8080\n[store]\nmap_size = 2M"),
+}
+
+TLS_CONF = """[sip]
+listen = udp:127.0.0.1:5060, tcp:127.0.0.1:5060, tls:127.0.0.1:5061
+domain = sip.tryvox.io
+[upstream]
+gateway = udp:127.0.0.2:5070
+trusted = 127.0.0.2/32
+[auth]
+algorithms = SHA-256, MD5
+[store]
+path = /tmp/sipauthd-test/store
+[log]
+level = debug
+[tls]
+certificate = /tmp/sipauthd-test/server.pem
+private_key = /tmp/sipauthd-test/server.key
+handshake_timeout = 2
+min_version = TLSv1.3
+"""
+
+TLS_UPSTREAM_CONF = """[sip]
+listen = udp:127.0.0.1:5060
+[upstream]
+gateway = tls:127.0.0.2:5071
+tls_ca = /tmp/sipauthd-test/ca.pem
+tls_server_name = gw.example.test
+[auth]
+algorithms = SHA-256, MD5
+[store]
+path = /tmp/sipauthd-test/store
+"""
+
+MIN_CONF = "[sip]\nlisten = udp:127.0.0.1:5060\n[upstream]\ngateway = udp:127.0.0.2:5060\n"
+
+# each refused for one reason (and a few accepted edge cases), on top of the minimal file
+CONF_EDGE = {
+    "ipv6": "[sip]\nlisten = udp:[::1]:5060, tcp:::1:5061\n[upstream]\ngateway = tcp:[2001:db8::1]:5060\n"
+            "trusted = 2001:db8::/32, 10.0.0.0/8, 192.0.2.1\n[api]\nlisten = [::1]:8080, 127.0.0.1:8081\n",
+    "crlf-comments": MIN_CONF.replace("\n", "\r\n") + "; a comment\r\n  # another\r\n[auth]\r\n"
+                     "nonce_ttl = 60 # trailing comment\r\nalgorithms=SHA-512-256,SHA-256 , MD5\r\n",
+    "no-final-newline": MIN_CONF + "[log]\nlevel = warning",
+    "all-limits-high": MIN_CONF + "[registrar]\nmin_expires = 86400\nmax_expires = 604800\ndefault_expires = 604800\n"
+                       "max_contacts = 1000\n[proxy]\ntimer_c = 3600\nmax_transactions = 10000000\n"
+                       "max_transaction_memory = 65536\nmax_calls = 10000000\nmax_call_age = 604800\n"
+                       "[limits]\ntcp_idle_timeout = 86400\nmax_connections = 1000000\n[abuse]\nmax_failures = 100000\n"
+                       "[api]\nmax_body = 1048576\nmin_password_length = 128\n[store]\nmap_size = 1T\n",
+    "bad-unknown-key": MIN_CONF + "[sip]\nbogus_key = 1\n",
+    "bad-unknown-section": MIN_CONF + "[nope]\n",
+    "bad-section-header": MIN_CONF + "[sip] trailing\n",
+    "bad-key-outside-section": "listen = udp:127.0.0.1:5060\n",
+    "bad-no-equals": MIN_CONF + "[auth]\nnonce_ttl 30\n",
+    "bad-listen": "[sip]\nlisten = sctp:127.0.0.1:5060\n",
+    "bad-listen-host": "[sip]\nlisten = udp:localhost:5060\n",
+    "bad-listen-port": "[sip]\nlisten = udp:127.0.0.1:65536\n",
+    "bad-too-many-listen": "[sip]\nlisten = " + ", ".join(f"udp:127.0.0.1:{5060 + i}" for i in range(9)) + "\n",
+    "bad-empty-list": MIN_CONF + "[upstream]\ntrusted = , ,\n",
+    "bad-prefix": MIN_CONF + "[upstream]\ntrusted = 10.0.0.0/33\n",
+    "bad-prefix-long": MIN_CONF + "[upstream]\ntrusted = 192.0.2.1/" + "0" * 58 + "32\n",
+    "bad-algorithm-twice": MIN_CONF + "[auth]\nalgorithms = MD5, md5\n",
+    "bad-algorithm-sess": MIN_CONF + "[auth]\nalgorithms = SHA-256-sess\n",
+    "bad-number-negative": MIN_CONF + "[auth]\nnonce_ttl = -1\n",
+    "bad-number-huge": MIN_CONF + "[proxy]\nmax_calls = 99999999999999999999999\n",
+    "bad-number-suffix": MIN_CONF + "[limits]\nmax_connections = 10k\n",
+    "bad-map-size": MIN_CONF + "[store]\nmap_size = 2P\n",
+    "bad-domain": MIN_CONF + "[sip]\ndomain = sip_tryvox.io\n",
+    "bad-log-level": MIN_CONF + "[log]\nlevel = verbose\n",
+    "bad-tls-version": MIN_CONF + "[tls]\nmin_version = TLSv1.1\n",
+    "bad-tls-no-cert": "[sip]\nlisten = tls:127.0.0.1:5061\n[upstream]\ngateway = udp:127.0.0.2:5060\n",
+    "bad-gateway-tls-no-name": "[sip]\nlisten = udp:127.0.0.1:5060\n[upstream]\ngateway = tls:127.0.0.2:5061\n",
+    "bad-no-gateway": "[sip]\nlisten = udp:127.0.0.1:5060\n",
+    "bad-no-listen": "[upstream]\ngateway = udp:127.0.0.2:5060\n",
+    "bad-expires-order": MIN_CONF + "[registrar]\nmin_expires = 600\nmax_expires = 300\n",
+    "bad-default-expires": MIN_CONF + "[registrar]\ndefault_expires = 30\n",
+    "bad-empty-value": MIN_CONF + "[store]\npath =\n",
+    "bad-api-address": MIN_CONF + "[api]\nlisten = udp:127.0.0.1:8080\n",
+    "bad-long-line": MIN_CONF + "[tls]\ncertificate = /" + "a" * 4200 + "\n",
+    "nul-in-value": MIN_CONF + "[log]\nlevel = info\0garbage\n",
+}
+
+
+# ---------------------------------------------------------------- API requests (fuzz_api)
+
+ACC = "/v1/account/@ACC@"
+TR = ACC + "/trunks/@TRUNK@"
+CR = TR + "/credentials"
+KEY = "Bearer @KEY@"
+GOOD = '{"username": "pbx-prod-01", "password": "@PW@"}'
+
+
+def req(method, path, auth=KEY, body=""):
+    return f"{method}\n{path}\n{auth}\n{body}"
+
+
+# name: the requests of one input (fuzz_api.c documents the format and the placeholders)
+API = {
+    "trunks-list": [req("GET", ACC + "/trunks")],
+    "trunk-show": [req("GET", TR)],
+    "credentials-list": [req("GET", CR)],
+    "credential-show": [req("GET", CR + "/@CRED@")],
+    "credential-create": [req("POST", CR, body=GOOD)],
+    "credential-create-show-delete": [req("POST", CR, body=GOOD), req("GET", CR), req("GET", CR + "/@NEW@"),
+                                      req("DELETE", CR + "/@NEW@"), req("GET", CR + "/@NEW@")],
+    "credential-delete-fixture": [req("DELETE", CR + "/@CRED@"), req("GET", TR + "/registrations"),
+                                  req("POST", CR, body='{"username": "pbx-fuzz-01", "password": "@PW@"}')],
+    "credential-duplicate": [req("POST", CR, body='{"username": "PBX-FUZZ-01", "password": "@PW@"}')],
+    "credential-weak-short": [req("POST", CR, body='{"username": "pbx-prod-02", "password": "short"}')],
+    "credential-weak-contains-user": [req("POST", CR, body='{"username": "pbx", "password": "my-PBX-password-1"}')],
+    "credential-weak-unprintable": [req("POST", CR, body='{"username": "pbx-2", "password": "tab\\there-password\\u00e9"}')],
+    "credential-weak-long": [req("POST", CR, body='{"username": "pbx-3", "password": "' + "p" * 129 + '"}')],
+    "credential-bad-username": [req("POST", CR, body='{"username": "bad user!", "password": "@PW@"}'),
+                                req("POST", CR, body='{"username": "' + "u" * 65 + '", "password": "@PW@"}'),
+                                req("POST", CR, body='{"username": "", "password": "@PW@"}')],
+    "credential-missing-fields": [req("POST", CR, body='{"username": "pbx-4"}'), req("POST", CR, body='{"password": "@PW@"}'),
+                                  req("POST", CR, body="{}")],
+    "credential-wrong-types": [req("POST", CR, body='{"username": 1, "password": true}'), req("POST", CR, body="[]"),
+                               req("POST", CR, body='"@PW@"'), req("POST", CR, body="null")],
+    "credential-bad-json": [req("POST", CR, body='{"username": "x", "password": '),
+                            req("POST", CR, body='{"username": "a\\u0000b", "password": "@PW@"}'),
+                            req("POST", CR, body='{"username": "x", "username": "y", "password": "@PW@"}'),
+                            req("POST", CR, body="[" * 300), req("POST", CR)],
+    "credential-other-trunk": [req("GET", CR + "/@CREDB@"), req("DELETE", CR + "/@CREDB@"),
+                               req("POST", ACC + "/trunks/@TRUNKB@/credentials", body=GOOD)],
+    "credential-unknown": [req("GET", CR + "/cred_doesnotexist"), req("DELETE", CR + "/cred_doesnotexist")],
+    "registrations": [req("GET", TR + "/registrations")],
+    "calls": [req("GET", TR + "/calls"), req("GET", TR + "/calls?x=1")],
+    "auth-failures": [req("GET", TR + "/auth-failures?since=2026-04-09T00:00:00Z&limit=50")],
+    "auth-failures-forms": [req("GET", TR + "/auth-failures"), req("GET", TR + "/auth-failures?since=1775731000"),
+                            req("GET", TR + "/auth-failures?since=2026-04-09T12:35:00.123%2B02:00&limit=1"),
+                            req("GET", TR + "/auth-failures?limit=1000&since=2026-04-09t10:00:00-01:30"),
+                            req("GET", TR + "/auth-failures?")],
+    "auth-failures-bad": [req("GET", TR + "/auth-failures?since=2026-02-30T00:00:00Z"),
+                          req("GET", TR + "/auth-failures?limit=0"), req("GET", TR + "/auth-failures?limit=1001"),
+                          req("GET", TR + "/auth-failures?limit=1&limit=2"), req("GET", TR + "/auth-failures?page=2"),
+                          req("GET", TR + "/auth-failures?since=%zz"), req("GET", TR + "/auth-failures?since=%00"),
+                          req("GET", TR + "/auth-failures?since=9999999999999"), req("GET", TR + "/auth-failures?since=&&")],
+    "method-not-allowed": [req("PUT", ACC + "/trunks"), req("POST", TR), req("DELETE", CR), req("PATCH", CR + "/@CRED@"),
+                           req("HEAD", TR + "/calls")],
+    "no-key": [req("GET", ACC + "/trunks", auth="")],
+    "bad-keys": [req("GET", ACC + "/trunks", auth="Basic dXNlcjpwYXNz"), req("GET", ACC + "/trunks", auth="Bearer"),
+                 req("GET", ACC + "/trunks", auth="Bearer    "),
+                 req("GET", ACC + "/trunks", auth="Bearer tvx_sk_live_0000000000000000000000000000000"),
+                 req("GET", ACC + "/trunks", auth="Bearertvx_sk_live_x"),
+                 req("GET", ACC + "/trunks", auth=" \tbearer\t@KEY@  ")],
+    "other-account": [req("GET", ACC + "/trunks", auth="Bearer @KEYB@"), req("GET", CR, auth="Bearer @KEYB@"),
+                      req("GET", "/v1/account/@ACCB@/trunks/@TRUNK@/credentials", auth="Bearer @KEYB@"),
+                      req("GET", "/v1/account/@ACCB@/trunks/@TRUNKB@/credentials", auth="Bearer @KEYB@")],
+    "paths": [req("GET", "/v1/"), req("GET", ACC), req("GET", ACC + "/trunks/"), req("GET", ACC + "//trunks"),
+              req("GET", CR + "/@CRED@/extra"), req("GET", CR + "/"), req("GET", TR + "/nothing"),
+              req("GET", ACC + "/trunks/trunk.bad"), req("GET", ACC + "/trunks/" + "t" * 48),
+              req("GET", "/v1/account/" + "a" * 47 + "/trunks"), req("GET", "")],
+}
+
+
 def write(corpus, name, data):
     d = os.path.join(OUT, corpus)
     os.makedirs(d, exist_ok=True)
@@ -219,6 +407,16 @@ def main():
             d2 = sipp_messages(os.path.join(sipp_dir, name.rstrip("0123456789") + ".xml"), "@HOST@", placeholder_auth)
             write("auth", f"sipp-{name}", dict(d2)[name])
     write("auth", "rfc4475-regaut01", rfc["regaut01"])
+    write("config", "conf-sample", open(os.path.join(TOP, "conf", "sipauthd.conf"), "rb").read())
+    for name, (algs, extra) in LIB_EXTRA.items():
+        write("config", f"test-{name}", LIB_CONF.format(algs=algs, extra=extra).encode())
+    write("config", "test-tls", TLS_CONF.encode())
+    write("config", "test-tls-upstream", TLS_UPSTREAM_CONF.encode())
+    write("config", "minimal", MIN_CONF.encode())
+    for name, text in CONF_EDGE.items():
+        write("config", name, text.encode())
+    for name, reqs in API.items():
+        write("api", name, "\n%%\n".join(reqs).encode())
     return 0
 
 
