@@ -992,7 +992,7 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 
 /* Challenge or accept. Returns true when the request may go on, cred filled. */
 static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
-                         struct sa_credential *cred, char *realm, size_t realm_len)
+                         struct sa_credential *cred, bool *retransmission, char *realm, size_t realm_len)
 {
 	char trunk[SA_ID_MAX], hdrs[1024];
 	struct sa_auth_result r;
@@ -1014,6 +1014,7 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 	if (r.ok) {
 		srv->counters.auth_ok++;
 		*cred = r.cred;
+		*retransmission = r.retransmission;
 		OPENSSL_cleanse(r.cred.ha1, sizeof(r.cred.ha1));
 		/* it registers or calls from here: forged failures must not ban it
 		 * for as long as such a registration may live */
@@ -1037,14 +1038,14 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 }
 
 static void handle_register(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
-                            const struct sa_credential *cred)
+                            const struct sa_credential *cred, bool retransmission)
 {
 	struct sa_reg_result res;
 	char addr[64];
 	struct sa_peer peer;
 
 	peer_of(from, addr, sizeof(addr), &peer);
-	sa_registrar_apply(srv->store, &srv->cfg.reg, m, cred, &peer, wall_now(), &res);
+	sa_registrar_apply(srv->store, &srv->cfg.reg, m, retransmission, cred, &peer, wall_now(), &res);
 	if (res.status == 200 && (res.added || res.removed)) {
 		srv->counters.registrations++;
 		log_info("event=register cred=%s trunk=%s src=%s:%u proto=%s added=%d removed=%d",
@@ -1273,10 +1274,11 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 	char trunk[SA_ID_MAX];
 	if (!m->osip && request_trunk(srv, m, trunk, sizeof(trunk)) < 0 && !ensure_full(srv, m, from))
 		return;   /* the To host may name the trunk: that takes the full parse */
-	if (!authenticate(srv, m, from, &cred, realm, sizeof(realm)))
+	bool retransmission = false;
+	if (!authenticate(srv, m, from, &cred, &retransmission, realm, sizeof(realm)))
 		return;
 	if (m->method == SA_M_REGISTER) {
-		handle_register(srv, m, from, &cred);
+		handle_register(srv, m, from, &cred, retransmission);
 	} else {
 		struct sa_flow to;
 		flow_for_endpoint(srv, &srv->cfg.gateway, &to);

@@ -190,6 +190,23 @@ static bool uri_is_request_uri(const struct sa_auth *a, const struct sa_msg *m, 
 	return same;
 }
 
+/* A REGISTER retransmitted over UDP carries the very branch and Call-ID of
+ * the one whose nonce count was used: tag it, so it is answered again rather
+ * than refused as a replay. Only REGISTER: it is idempotent (the same
+ * bindings), where a second INVITE would be a second call. 0: no tag. */
+static uint32_t retransmission_tag(const struct sa_msg *m)
+{
+	if (m->method != SA_M_REGISTER || !m->branch || !m->call_id)
+		return 0;
+	uint32_t h = 2166136261u;
+	for (const char *s = m->branch; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	h = (h ^ '|') * 16777619u;
+	for (const char *s = m->call_id; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h ? h : 1;
+}
+
 /* What a nonce's MAC covers besides its own bytes: the realm, and the source it was issued to. */
 static const char *nonce_scope(const char *realm, const char *source, char *buf, size_t len)
 {
@@ -250,7 +267,11 @@ void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_
 		r->stale = true;
 		goto out;
 	}
-	ns = sa_nonce_use(a->nonce, &info, an.ncv, now);
+	ns = sa_nonce_use_tagged(a->nonce, &info, an.ncv, retransmission_tag(m), now);
+	if (ns == SA_NONCE_RETRANSMISSION) {
+		ns = SA_NONCE_OK;   /* a REGISTER sent again as it was: answer it again, it changes nothing */
+		r->retransmission = true;
+	}
 	if (ns != SA_NONCE_OK) {
 		r->reason = ns == SA_NONCE_REPLAY ? SA_AUTH_REPLAY : SA_AUTH_STALE_NONCE;
 		r->stale = ns != SA_NONCE_REPLAY;

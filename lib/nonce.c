@@ -33,6 +33,7 @@ struct replay_entry {
 	uint32_t issued;
 	uint32_t counter;
 	uint32_t nc_max;
+	uint32_t tag;            /* sa_nonce_use_tagged: which request used nc_max (0: none) */
 	uint64_t expires;
 };
 
@@ -330,8 +331,8 @@ static struct replay_entry *replay_slot(struct sa_nonce_ctx *ctx, const struct s
 	return free_slot;
 }
 
-enum sa_nonce_status sa_nonce_use(struct sa_nonce_ctx *ctx, const struct sa_nonce_info *info,
-                                  uint32_t nc, uint64_t now)
+enum sa_nonce_status sa_nonce_use_tagged(struct sa_nonce_ctx *ctx, const struct sa_nonce_info *info,
+                                         uint32_t nc, uint32_t tag, uint64_t now)
 {
 	struct replay_entry *e;
 	bool found;
@@ -343,12 +344,20 @@ enum sa_nonce_status sa_nonce_use(struct sa_nonce_ctx *ctx, const struct sa_nonc
 		return SA_NONCE_STALE;
 	if ((e = replay_slot(ctx, info, now, &found)) == NULL)
 		return SA_NONCE_STALE;
+	if (found && nc == e->nc_max && tag != 0 && tag == e->tag)
+		return SA_NONCE_RETRANSMISSION;
 	if (found && nc <= e->nc_max)
 		return SA_NONCE_REPLAY;
 	if (!found && nc == 0)
 		return SA_NONCE_REPLAY;
 	*e = (struct replay_entry){ .used = true, .key_id = info->key_id, .issued = info->issued,
-	                            .counter = info->counter, .nc_max = nc,
+	                            .counter = info->counter, .nc_max = nc, .tag = tag,
 	                            .expires = (uint64_t)info->issued + ctx->ttl };
 	return SA_NONCE_OK;
+}
+
+enum sa_nonce_status sa_nonce_use(struct sa_nonce_ctx *ctx, const struct sa_nonce_info *info,
+                                  uint32_t nc, uint64_t now)
+{
+	return sa_nonce_use_tagged(ctx, info, nc, 0, now);
 }

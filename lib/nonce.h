@@ -34,6 +34,7 @@ enum sa_nonce_status {
 	SA_NONCE_STALE,      /* MAC good but expired, or made with a retired key */
 	SA_NONCE_INVALID,    /* garbage, bad MAC, wrong realm, wrong algorithm */
 	SA_NONCE_REPLAY,     /* from sa_nonce_use: nc already seen or not increasing */
+	SA_NONCE_RETRANSMISSION,   /* from sa_nonce_use_tagged: the very request that used this nc, again */
 };
 
 /* What a good nonce carried, for sa_nonce_use. */
@@ -76,5 +77,12 @@ enum sa_nonce_status sa_nonce_check(const struct sa_nonce_ctx *ctx, const char *
  * live entry is never evicted, since that would let a replay through. */
 enum sa_nonce_status sa_nonce_use(struct sa_nonce_ctx *ctx, const struct sa_nonce_info *info,
                                   uint32_t nc, uint64_t now);
+
+/* The same, remembering tag (non-zero: a hash of the request's branch and
+ * Call-ID) with the highest nc: the same nc again with the same tag is
+ * SA_NONCE_RETRANSMISSION, a UDP retransmission of a request already
+ * accepted, which an idempotent request (REGISTER) may be answered again. */
+enum sa_nonce_status sa_nonce_use_tagged(struct sa_nonce_ctx *ctx, const struct sa_nonce_info *info,
+                                         uint32_t nc, uint32_t tag, uint64_t now);
 
 #endif

@@ -122,13 +122,14 @@ static int read_contacts(const struct sa_reg_cfg *cfg, const struct sa_msg *m, s
 
 /* All or nothing (§10.3): out-of-order refreshes and the contact limit are
  * checked for every contact before the first write. */
-static int check_request(const struct sa_reg_cfg *cfg, const struct sa_msg *m, struct bindings *bl,
-                         const struct asked *a, struct sa_reg_result *res)
+static int check_request(const struct sa_reg_cfg *cfg, const struct sa_msg *m, bool retransmission,
+                         struct bindings *bl, const struct asked *a, struct sa_reg_result *res)
 {
 	int count = bl->n;
 	for (int i = 0; i < a->n; i++) {
 		const struct sa_binding *old = bindings_find(bl, a->uri[i]);
-		if (old && strcmp(old->call_id, m->call_id) == 0 && old->cseq >= m->cseq) {
+		if (old && strcmp(old->call_id, m->call_id) == 0 &&
+		    (old->cseq > m->cseq || (old->cseq == m->cseq && !retransmission))) {
 			set_status(res, 500, "Out of order REGISTER");
 			return -1;
 		}
@@ -259,7 +260,7 @@ static void list_contacts(const struct bindings *bl, struct sa_reg_result *res)
 	res->headers[b.len] = '\0';
 }
 
-void sa_registrar_apply(struct sa_store *st, const struct sa_reg_cfg *cfg, const struct sa_msg *m,
+void sa_registrar_apply(struct sa_store *st, const struct sa_reg_cfg *cfg, const struct sa_msg *m, bool retransmission,
                         const struct sa_credential *cred, const struct sa_peer *peer, int64_t now,
                         struct sa_reg_result *res)
 {
@@ -276,7 +277,7 @@ void sa_registrar_apply(struct sa_store *st, const struct sa_reg_cfg *cfg, const
 		if (apply_wildcard(st, m, cred, &bl, res) < 0)
 			goto out;
 	} else {
-		if (read_contacts(cfg, m, &a, res) < 0 || check_request(cfg, m, &bl, &a, res) < 0 ||
+		if (read_contacts(cfg, m, &a, res) < 0 || check_request(cfg, m, retransmission, &bl, &a, res) < 0 ||
 		    apply_contacts(st, cfg, m, cred, peer, now, &a, &bl, res) < 0)
 			goto out;
 	}

@@ -181,9 +181,10 @@ def cmd_auth(a):
     sock = udp_socket(a.local_ip, a.local_port)
     if a.replay:
         req = open(a.replay, "rb").read()
-        # a new branch only: the same credentials, nonce and nc as before
-        head, sep, rest = req.partition(b";branch=")
-        req = head + sep + new_branch().encode() + rest[rest.index(b";"):]
+        if not a.exact:
+            # a new branch only: the same credentials, nonce and nc as before
+            head, sep, rest = req.partition(b";branch=")
+            req = head + sep + new_branch().encode() + rest[rest.index(b";"):]
         sock.sendto(req, hostport(a.server))
         final = first_status(recv_all(sock, a.timeout))
         stale = final and any("stale=true" in v for v in final.headers.get("www-authenticate", []) +
@@ -356,6 +357,7 @@ def main():
     u.add_argument("--count", type=int, default=1)
     u.add_argument("--save")
     u.add_argument("--replay")
+    u.add_argument("--exact", action="store_true", help="with --replay: byte for byte (a retransmission)")
     u.add_argument("--no-wait", action="store_true")
     u.add_argument("--dont-send", action="store_true", help="save the authenticated request, do not send it")
     u.add_argument("--listen", type=float, default=0.0)

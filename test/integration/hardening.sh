@@ -109,6 +109,9 @@ out=$($STRANGER auth --server "$SRV" --method INVITE --host "$TRUNK_HOST" --uri 
 assert_eq "... but not with another dialled number" "[407]" "$(echo "$out" | field statuses)"
 out=$($STRANGER auth --server "$SRV" --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --save "$T/used.req")
 assert_eq "a REGISTER authenticates" "[200]" "$(echo "$out" | field statuses)"
+out=$($STRANGER auth --server "$SRV" --replay "$T/used.req" --exact)
+assert_eq "the same REGISTER retransmitted byte for byte (same branch) is answered again, not taken for a replay" \
+	"200 False" "$(echo "$out" | field 'f"{status} {stale}"')"
 out=$($STRANGER auth --server "$SRV" --replay "$T/used.req")
 assert_eq "its Authorization replayed is refused" "401 False" "$(echo "$out" | field 'f"{status} {stale}"')"
 kill "$SIPAUTHD_PID"; wait "$SIPAUTHD_PID" 2>/dev/null

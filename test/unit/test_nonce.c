@@ -323,6 +323,26 @@ static struct sa_nonce_info issue_checked(struct sa_nonce_ctx *ctx, uint64_t now
 	return info;
 }
 
+/* The very request that used an nc, sent again (same tag): a retransmission;
+ * anything else with that nc, or an untagged one: a replay. */
+START_TEST(test_tagged_retransmission_is_told_from_a_replay)
+{
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	struct sa_nonce_info info = issue_checked(ctx, NOW);
+
+	ck_assert_int_eq(sa_nonce_use_tagged(ctx, &info, 1, 0xabcd, NOW), SA_NONCE_OK);
+	ck_assert_int_eq(sa_nonce_use_tagged(ctx, &info, 1, 0xabcd, NOW), SA_NONCE_RETRANSMISSION);
+	ck_assert_int_eq(sa_nonce_use_tagged(ctx, &info, 1, 0xabce, NOW), SA_NONCE_REPLAY);
+	ck_assert_int_eq(sa_nonce_use_tagged(ctx, &info, 1, 0, NOW), SA_NONCE_REPLAY);
+	ck_assert_int_eq(sa_nonce_use(ctx, &info, 1, NOW), SA_NONCE_REPLAY);
+	ck_assert_int_eq(sa_nonce_use_tagged(ctx, &info, 2, 0x1111, NOW), SA_NONCE_OK);
+	/* the earlier request's nc is now below the highest: never again */
+	ck_assert_int_eq(sa_nonce_use_tagged(ctx, &info, 1, 0xabcd, NOW), SA_NONCE_REPLAY);
+	ck_assert_int_eq(sa_nonce_use_tagged(ctx, &info, 2, 0x1111, NOW), SA_NONCE_RETRANSMISSION);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(test_replayed_nc_is_refused)
 {
 	struct sa_nonce_ctx *ctx = ctx_with_key(16);
@@ -453,6 +473,7 @@ static Suite *nonce_suite(void)
 	suite_add_tcase(s, check);
 	tcase_add_test(replay, test_replayed_nc_is_refused);
 	tcase_add_test(replay, test_nc_is_tracked_per_nonce);
+	tcase_add_test(replay, test_tagged_retransmission_is_told_from_a_replay);
 	tcase_add_test(replay, test_use_after_expiry_is_stale);
 	tcase_add_test(replay, test_full_table_is_stale_until_entries_expire);
 	tcase_add_test(replay, test_expired_entries_do_not_hide_live_ones);
