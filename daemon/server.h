@@ -29,6 +29,9 @@ struct sa_listener {
 	struct event *resume;           /* TCP: re-enables accepting after an accept() failure */
 };
 
+/* Lingering times of finished transactions (sip.c: 2xx INVITE, UDP, stream). */
+#define SA_LINGER_CLASSES 3
+
 struct sa_conn;
 struct sa_rx;
 struct sa_txn;
@@ -83,7 +86,7 @@ struct sa_server {
 	unsigned ntxns;
 	unsigned ntxns_peak;            /* since the heap was last trimmed */
 	size_t txn_bytes_peak;          /* bytes the transactions kept at most since then (sampled) */
-	TAILQ_HEAD(sa_txn_list, sa_txn) txn_done[3];   /* finished transactions by lingering time, oldest first */
+	TAILQ_HEAD(sa_txn_list, sa_txn) txn_done[SA_LINGER_CLASSES];   /* finished transactions by lingering time, oldest first */
 	struct event *txn_sweep;        /* frees them when their time is up */
 	struct sa_txn_budget *txn_budget;   /* what each source and credential holds */
 	unsigned char tag_key[SA_TAG_KEY_LEN];   /* keys the To tags we make */

@@ -34,6 +34,7 @@
  * order they finished, so that one sweep frees them from the head without a
  * timer of their own. */
 enum linger_class { LINGER_2XX, LINGER_UDP, LINGER_STREAM, LINGER_CLASSES };
+_Static_assert(LINGER_CLASSES == SA_LINGER_CLASSES, "server.h sizes txn_done by SA_LINGER_CLASSES");
 static const unsigned linger_ms[LINGER_CLASSES] = { LINGER_2XX_MS, LINGER_UDP_MS, LINGER_STREAM_MS };
 
 /* One proxied transaction: the server side (towards the sender) and the
