@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,9 +20,11 @@
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
+#include "work.h"
 
 #define JSON_TYPE "application/json"
 #define ACCEPT_BACKOFF_MS 250     /* out of descriptors: a listener rests this long */
+#define BIG_ANSWER (4u << 20)     /* after an API answer this large, the heap is trimmed */
 
 /* daemon/dashboard.c, generated from daemon/dashboard.html at build time */
 extern const unsigned char sa_dashboard_html[];
@@ -114,7 +117,9 @@ static void log_error(struct exchange *x, int status, const char *code, const ch
 	char path[160], *addr = NULL;
 	ev_uint16_t port = 0;
 
-	evhttp_connection_get_peer(evhttp_request_get_connection(x->req), &addr, &port);
+	struct evhttp_connection *evcon = evhttp_request_get_connection(x->req);
+	if (evcon != NULL)   /* NULL: the client left while the store thread worked */
+		evhttp_connection_get_peer(evcon, &addr, &port);
 	log_safe(x->path, path, sizeof(path));
 	sa_log(status >= 500 ? SA_LOG_ERR : SA_LOG_INFO,
 	       "event=api_error req=%llu method=%s path=\"%s\" status=%d code=%s account=%s src=%s:%u",
@@ -167,33 +172,143 @@ static void api_too_large(struct exchange *x)
 	send_error(x, 413, "body_too_large", msg, NULL);
 }
 
-/* The body (it may hold a password) and the key are wiped as soon as they are read. */
+/* A /v1 request on its way through the store thread (work.c). The text
+ * holds copies of the path, query, key and body; the key and body are wiped
+ * on the thread as soon as the answer is made. */
+struct api_job {
+	struct exchange x;
+	struct sa_api_ctx ctx;
+	struct sa_api_request ar;
+	struct sa_api_response resp;
+	char *secret;               /* the key and body, within text */
+	size_t secret_len;
+	char text[];
+};
+
+static void api_job_run(struct sa_store *st, void *arg)
+{
+	struct api_job *j = arg;
+
+	j->ctx.store = st;
+	sa_api_handle(&j->ctx, &j->ar, &j->resp);
+	OPENSSL_cleanse(j->secret, j->secret_len);
+}
+
+/* glibc keeps a thread's freed memory in that thread's arena for good */
+static void heap_trim_run(struct sa_store *st, void *arg)
+{
+	malloc_trim(0);
+}
+
+static void api_job_done(void *arg, bool cancelled)
+{
+	struct api_job *j = arg;
+	struct sa_work *w = j->x.h->srv->work;
+	bool big = j->resp.body_len > BIG_ANSWER;
+
+	if (!cancelled) {
+		api_effects(&j->x, &j->resp);
+		send_api_response(&j->x, &j->resp);
+	}
+	sa_api_response_free(&j->resp);
+	free(j);
+	if (big && !cancelled)   /* a list of 100 000 credentials is ~40 MB: give it back, on the thread */
+		sa_work_submit(w, heap_trim_run, NULL, NULL);
+}
+
+/* Copies s (n bytes, or up to its NUL when n is SIZE_MAX) to *at; NULL stays NULL. */
+static const char *job_text(char **at, const char *s, size_t n)
+{
+	if (s == NULL)
+		return NULL;
+	if (n == SIZE_MAX)
+		n = strlen(s);
+	char *d = *at;
+	memcpy(d, s, n);
+	d[n] = '\0';
+	*at += n + 1;
+	return d;
+}
+
+/* The request as a job for the store thread; NULL when out of memory. */
+static struct api_job *api_job_new(struct exchange *x, const char *query, const char *authz,
+                                   const unsigned char *body, size_t len)
+{
+	size_t n = strlen(x->path) + 1 + (query ? strlen(query) + 1 : 0) + (authz ? strlen(authz) + 1 : 0) + len + 1;
+	struct api_job *j = calloc(1, sizeof(*j) + n);
+
+	if (j == NULL)
+		return NULL;
+	char *at = j->text;
+	j->x = *x;
+	j->x.path = job_text(&at, x->path, SIZE_MAX);
+	j->ctx = x->h->ctx;
+	j->ctx.calls_each = NULL;   /* the call table is the loop's: see sa_api_reads_calls */
+	j->ar = (struct sa_api_request){ .method = x->method, .path = j->x.path,
+	                                 .query = job_text(&at, query, SIZE_MAX), .body_len = len,
+	                                 .now = (int64_t)time(NULL) };
+	j->secret = at;
+	j->ar.authorization = job_text(&at, authz, SIZE_MAX);
+	j->ar.body = job_text(&at, (const char *)body, len);
+	j->secret_len = (size_t)(at - j->secret);
+	return j;
+}
+
+/* Answers on the loop: requests that read the call table, which is the
+ * loop's (a key check and a trunk read: microseconds), and all of them when
+ * there is no store thread. */
+static void api_serve_here(struct exchange *x, const char *query, const char *authz,
+                           const unsigned char *body, size_t len)
+{
+	struct sa_api_response r;
+	struct sa_api_request ar = { .method = x->method, .path = x->path, .query = query,
+	                             .authorization = authz, .body = (const char *)body, .body_len = len,
+	                             .now = (int64_t)time(NULL) };
+
+	sa_api_handle(&x->h->ctx, &ar, &r);
+	api_effects(x, &r);
+	send_api_response(x, &r);
+	sa_api_response_free(&r);
+}
+
+/* Everything else goes to the store thread (work.c says why). A full queue
+ * is a 503 the client can retry, never a wait on the loop. */
+static void api_hand_over(struct exchange *x, struct sa_work *w, const char *query, const char *authz,
+                          const unsigned char *body, size_t len)
+{
+	struct api_job *j = api_job_new(x, query, authz, body, len);
+
+	if (j != NULL && sa_work_submit(w, api_job_run, api_job_done, j) == 0)
+		return;
+	const char *why = j ? "the API has too many requests in progress; retry" : "out of memory; retry";
+	if (j != NULL) {
+		OPENSSL_cleanse(j->secret, j->secret_len);
+		free(j);
+	}
+	add_header(x->req, "Retry-After", "1");
+	send_error(x, 503, "busy", why, NULL);
+}
+
+/* The body (it may hold a password) and the key are wiped as soon as they
+ * are read or copied. */
 static void api_serve(struct exchange *x, const char *query)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(x->req);
 	const char *authz = evhttp_find_header(evhttp_request_get_input_headers(x->req), "Authorization");
 	size_t len = evbuffer_get_length(in);
 	unsigned char *body = len > 0 ? evbuffer_pullup(in, -1) : NULL;
-	int too_large = len > x->h->srv->cfg.api_max_body;
-	struct sa_api_response r;
+	struct sa_work *w = x->h->srv->work;
 
-	if (!too_large) {
-		struct sa_api_request ar = { .method = x->method, .path = x->path, .query = query,
-		                             .authorization = authz, .body = (const char *)body, .body_len = len,
-		                             .now = (int64_t)time(NULL) };
-		sa_api_handle(&x->h->ctx, &ar, &r);
-	}
+	if (len > x->h->srv->cfg.api_max_body)
+		api_too_large(x);
+	else if (w == NULL || sa_api_reads_calls(x->path))
+		api_serve_here(x, query, authz, body, len);
+	else
+		api_hand_over(x, w, query, authz, body, len);
 	if (body != NULL)
 		OPENSSL_cleanse(body, len);
 	if (authz != NULL)
 		OPENSSL_cleanse((char *)authz, strlen(authz));
-	if (too_large) {
-		api_too_large(x);
-		return;
-	}
-	api_effects(x, &r);
-	send_api_response(x, &r);
-	sa_api_response_free(&r);
 }
 
 /* ---- /healthz, /metrics, /dashboard ---- */

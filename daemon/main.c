@@ -19,9 +19,12 @@
 #include "log.h"
 #include "notify.h"
 #include "server.h"
+#include "work.h"
 
 #define REPLAY_SLOTS (1u << 18)
 #define HOUSEKEEPING_SEC 5
+#define FLUSH_MS 1000          /* registrations written without sync reach the disk this often */
+#define WORK_QUEUE 256         /* API requests waiting for the store thread, at most */
 
 static void usage(FILE *f)
 {
@@ -131,7 +134,8 @@ static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 	if (n > 0)
 		log_info("event=bindings_expired count=%d", n);
 	sa_sip_housekeeping(srv);
-	sa_store_flush(srv->store);
+	if (srv->work == NULL)   /* else the store thread flushes */
+		sa_store_flush(srv->store);
 	store_watch(srv);
 	sa_log_flush(0);
 }
@@ -236,8 +240,13 @@ static int start(struct sa_server *srv)
 	if (fd_budget_check(&srv->cfg) < 0)
 		return -1;
 	srv->base = event_base_new();
-	if (!srv->base || open_store(srv) < 0 || sa_sip_init(srv) < 0 || sa_transport_start(srv) < 0 ||
-	    sa_http_start(srv) < 0)
+	if (!srv->base || open_store(srv) < 0)
+		return -1;
+	if ((srv->work = sa_work_start(srv->base, srv->store, FLUSH_MS, WORK_QUEUE)) == NULL) {
+		log_err("event=store_thread_failed error=\"%s\"", strerror(errno));
+		return -1;
+	}
+	if (sa_sip_init(srv) < 0 || sa_transport_start(srv) < 0 || sa_http_start(srv) < 0)
 		return -1;
 	if (add_signal(srv, &srv->sig_term, SIGTERM, stop_cb) < 0 || add_signal(srv, &srv->sig_int, SIGINT, stop_cb) < 0 ||
 	    add_signal(srv, &srv->sig_hup, SIGHUP, hup_cb) < 0)
@@ -252,6 +261,8 @@ static void teardown(struct sa_server *srv)
 	if (srv->calls && sa_sip_calls_save(srv) < 0)
 		log_err("event=calls_save_failed path=%s", srv->cfg.store_path);
 	sa_transport_stop(srv);
+	sa_work_stop(srv->work);   /* before the HTTP side: its jobs hold HTTP requests */
+	srv->work = NULL;
 	sa_http_stop(srv);
 	sa_sip_shutdown(srv);
 	struct event *evs[] = { srv->sig_term, srv->sig_int, srv->sig_hup, srv->housekeeping, srv->drain };

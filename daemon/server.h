@@ -106,6 +106,7 @@ struct sa_server {
 	struct event *drain;
 	unsigned nactive;               /* transactions not yet answered finally */
 	struct sa_http *http;           /* http.c: the [api] servers and their counters */
+	struct sa_work *work;           /* work.c: the store thread (API, flushes) */
 };
 
 /* transport.c */

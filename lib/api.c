@@ -854,6 +854,13 @@ static int trunk_check(const struct sa_api_ctx *ctx, const struct target *t, str
 	return -1;
 }
 
+bool sa_api_reads_calls(const char *path)
+{
+	struct target t;
+
+	return target_parse(path, &t) == 0 && t.res == RES_CALLS;
+}
+
 void sa_api_handle(const struct sa_api_ctx *ctx, const struct sa_api_request *req, struct sa_api_response *r)
 {
 	struct target t;

@@ -69,6 +69,11 @@ struct sa_api_response {
  * is a 500 answer. Free with sa_api_response_free. */
 void sa_api_handle(const struct sa_api_ctx *ctx, const struct sa_api_request *req, struct sa_api_response *resp);
 
+/* Whether answering path reads the daemon's call table (GET .../calls),
+ * which lives on the SIP loop: such requests are answered there, every
+ * other one may be answered by any thread with a store handle of its own. */
+bool sa_api_reads_calls(const char *path);
+
 /* A JSON error answer {"error":{"code","message"}} (used by the HTTP layer
  * for answers it gives itself: 413, 404 outside /v1, 405 on /metrics). */
 void sa_api_error(struct sa_api_response *resp, int status, const char *code, const char *message);
