@@ -36,7 +36,10 @@ enum {
 	OPT_STORE = 1 << 0, OPT_MINLEN = 1 << 1, OPT_HELP = 1 << 2, OPT_DOMAIN = 1 << 3,
 	OPT_NAME = 1 << 4, OPT_ACCOUNT = 1 << 5, OPT_TRUNK = 1 << 6, OPT_USERNAME = 1 << 7,
 	OPT_PWSTDIN = 1 << 8, OPT_ID = 1 << 9, OPT_MAPSIZE = 1 << 10,
+	OPT_MAXCALLS = 1 << 11, OPT_CPS = 1 << 12, OPT_SOURCES = 1 << 13, OPT_IPAUTH = 1 << 14,
+	OPT_TLS = 1 << 15, OPT_ALGS = 1 << 16,
 };
+#define OPT_POLICY (OPT_MAXCALLS | OPT_CPS | OPT_SOURCES | OPT_IPAUTH | OPT_TLS | OPT_ALGS)
 #define OPT_GLOBAL (OPT_STORE | OPT_MINLEN | OPT_HELP | OPT_MAPSIZE)
 
 static const struct option long_opts[] = {
@@ -51,6 +54,12 @@ static const struct option long_opts[] = {
 	{ "password-stdin", no_argument, NULL, OPT_PWSTDIN },
 	{ "id", required_argument, NULL, OPT_ID },
 	{ "map-size", required_argument, NULL, OPT_MAPSIZE },
+	{ "max-concurrent-calls", required_argument, NULL, OPT_MAXCALLS },
+	{ "max-calls-per-second", required_argument, NULL, OPT_CPS },
+	{ "allowed-sources", required_argument, NULL, OPT_SOURCES },
+	{ "ip-authentication", required_argument, NULL, OPT_IPAUTH },
+	{ "require-tls", required_argument, NULL, OPT_TLS },
+	{ "digest-algorithms", required_argument, NULL, OPT_ALGS },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -59,6 +68,7 @@ struct ctl {
 	unsigned min_len;
 	uint64_t map_size;           /* --map-size: grow the map to this; 0: the store's own */
 	const char *domain, *name, *account, *trunk, *username, *id;
+	json_t *patch;               /* trunk set: the settings given, as the API's PATCH body */
 	unsigned seen;
 	struct sa_store *st;
 };
@@ -76,6 +86,7 @@ static int cmd_account_create(struct ctl *c);
 static int cmd_apikey_create(struct ctl *c);
 static int cmd_trunk_create(struct ctl *c);
 static int cmd_trunk_list(struct ctl *c);
+static int cmd_trunk_set(struct ctl *c);
 static int cmd_credential_create(struct ctl *c);
 static int cmd_credential_list(struct ctl *c);
 static int cmd_credential_delete(struct ctl *c);
@@ -86,6 +97,7 @@ static const struct command commands[] = {
 	{ "apikey", "create", OPT_ACCOUNT, OPT_ACCOUNT, false, cmd_apikey_create, "--account ACC_ID" },
 	{ "trunk", "create", OPT_ACCOUNT, OPT_ACCOUNT | OPT_NAME, false, cmd_trunk_create, "--account ACC_ID" },
 	{ "trunk", "list", OPT_ACCOUNT, OPT_ACCOUNT, true, cmd_trunk_list, "--account ACC_ID" },
+	{ "trunk", "set", OPT_TRUNK, OPT_TRUNK | OPT_POLICY, false, cmd_trunk_set, "--trunk TRUNK_ID" },
 	{ "credential", "create", OPT_TRUNK | OPT_USERNAME | OPT_PWSTDIN,
 	  OPT_TRUNK | OPT_USERNAME | OPT_PWSTDIN, false, cmd_credential_create,
 	  "--trunk TRUNK_ID --username U --password-stdin" },
@@ -104,6 +116,14 @@ static void usage(FILE *f)
 	    "  apikey create --account ACC_ID               prints the API key, once\n"
 	    "  trunk create --account ACC_ID [--name NAME]  prints the trunk_ id\n"
 	    "  trunk list --account ACC_ID                  JSON {\"data\":[...]}\n"
+	    "  trunk set --trunk TRUNK_ID SETTING...        the trunk's carrier controls (as the API's\n"
+	    "                                               PATCH); prints the trunk as JSON. SETTING:\n"
+	    "      --max-concurrent-calls N|none            calls at once, inbound and outbound\n"
+	    "      --max-calls-per-second R|none            new calls per second (burst: one second)\n"
+	    "      --allowed-sources CIDR[,CIDR...]|none    the only source networks (none: any)\n"
+	    "      --ip-authentication true|false           allowed sources need no digest\n"
+	    "      --require-tls true|false                 refuse UDP and TCP for this trunk\n"
+	    "      --digest-algorithms ALG[,ALG...]|default challenge order, e.g. MD5,SHA-256\n"
 	    "  credential create --trunk TRUNK_ID --username U --password-stdin\n"
 	    "                                               password from stdin (one trailing newline\n"
 	    "                                               stripped); prints the credential as JSON\n"
@@ -270,15 +290,26 @@ static int cmd_trunk_create(struct ctl *c)
 	return EXIT_OK;
 }
 
+struct trunk_json {
+	json_t *data;
+	struct sa_store *st;
+};
+
 static int trunk_json_cb(const struct sa_trunk *t, void *arg)
 {
-	return append(arg, sa_api_trunk_json(t)) ? 0 : -1;
+	struct trunk_json *tj = arg;
+	struct sa_trunk_policy p;
+
+	if (sa_store_trunk_policy_get(tj->st, t->id, &p) != SA_STORE_OK)
+		return -1;
+	return append(tj->data, sa_api_trunk_json(t, &p)) ? 0 : -1;
 }
 
 static int cmd_trunk_list(struct ctl *c)
 {
 	json_t *data = json_array();
-	int err = sa_store_trunk_list(c->st, c->account, trunk_json_cb, data);
+	struct trunk_json tj = { data, c->st };
+	int err = sa_store_trunk_list(c->st, c->account, trunk_json_cb, &tj);
 
 	if (err != SA_STORE_OK) {
 		json_decref(data);
@@ -287,6 +318,65 @@ static int cmd_trunk_list(struct ctl *c)
 		return store_fail(c, err);
 	}
 	return print_json(json_pack("{s:o}", "data", data));
+}
+
+/* The same rules as PATCH .../trunks/{id}: lib/policy.c decides. */
+static int cmd_trunk_set(struct ctl *c)
+{
+	char field[SA_POLICY_FIELD_MAX], why[200];
+	struct sa_trunk_policy p;
+	struct sa_trunk t;
+
+	if ((c->seen & OPT_POLICY) == 0)
+		return die(EXIT_USAGE, "trunk set needs at least one setting (see sipauthctl --help)");
+	int err = sa_store_trunk_get(c->st, c->trunk, &t);
+	if (err == SA_STORE_OK)
+		err = sa_store_trunk_policy_get(c->st, c->trunk, &p);
+	if (err == SA_STORE_ENOTFOUND)
+		return die(EXIT_NOTFOUND, "unknown trunk %s", c->trunk);
+	if (err != SA_STORE_OK)
+		return store_fail(c, err);
+	if (sa_policy_patch(&p, c->patch, field, why, sizeof why) < 0)
+		return die(EXIT_USAGE, "%s %s", field, why);
+	err = sa_store_trunk_policy_set(c->st, c->trunk, &p);
+	if (err == SA_STORE_ENOTFOUND)
+		return die(EXIT_NOTFOUND, "unknown trunk %s", c->trunk);
+	if (err != SA_STORE_OK)
+		return store_fail(c, err);
+	return print_json(sa_api_trunk_json(&t, &p));
+}
+
+/* A setting's text as the JSON value PATCH would carry: "none" (or
+ * "default") is null, numbers and true/false are themselves, a list is an
+ * array of its comma-separated items. Anything else stays a string, which
+ * the policy then refuses with its rule. */
+static json_t *setting_json(const char *arg, bool list)
+{
+	if (strcmp(arg, "none") == 0 || strcmp(arg, "default") == 0)
+		return list ? json_array() : json_null();
+	if (list) {
+		json_t *a = json_array();
+		char *copy = strdup(arg), *save = NULL;
+		for (char *tok = copy ? strtok_r(copy, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save))
+			json_array_append_new(a, json_string(tok));
+		free(copy);
+		return a;
+	}
+	json_error_t e;
+	json_t *v = json_loads(arg, JSON_DECODE_ANY, &e);
+	if (v != NULL && (json_is_number(v) || json_is_boolean(v)))
+		return v;
+	json_decref(v);
+	return json_string(arg);
+}
+
+static int patch_set(struct ctl *c, const char *field, json_t *v)
+{
+	if (c->patch == NULL)
+		c->patch = json_object();
+	if (c->patch == NULL || v == NULL || json_object_set_new(c->patch, field, v) != 0)
+		return die(EXIT_IO, "out of memory");
+	return EXIT_OK;
 }
 
 /* Reads the whole of stdin and strips one trailing "\n" or "\r\n". */
@@ -408,6 +498,14 @@ static int set_option(struct ctl *c, int opt, const char *arg)
 	case OPT_USERNAME: c->username = arg; return EXIT_OK;
 	case OPT_PWSTDIN: return EXIT_OK;
 	case OPT_ID: c->id = arg; return EXIT_OK;
+	case OPT_MAXCALLS: return patch_set(c, "max_concurrent_calls", setting_json(arg, false));
+	case OPT_CPS: return patch_set(c, "max_calls_per_second", setting_json(arg, false));
+	case OPT_SOURCES: return patch_set(c, "allowed_sources", setting_json(arg, true));
+	case OPT_IPAUTH: return patch_set(c, "ip_authentication", setting_json(arg, false));
+	case OPT_TLS: return patch_set(c, "require_tls", setting_json(arg, false));
+	case OPT_ALGS:
+		return patch_set(c, "digest_algorithms",
+		                 strcmp(arg, "default") == 0 || strcmp(arg, "none") == 0 ? json_null() : setting_json(arg, true));
 	case OPT_MAPSIZE:
 		if (sa_store_size_parse(arg, &c->map_size) != SA_STORE_OK)
 			return die(EXIT_USAGE, "--map-size must be a size from 1M to 1T (bytes, or a number with K, M, G or T)");
@@ -524,13 +622,16 @@ int main(int argc, char **argv)
 	struct ctl c = { .store_dir = DEFAULT_STORE, .min_len = SA_PASSWORD_MIN };
 	int rc = parse_options(&c, argc, argv);
 
-	if (rc != EXIT_OK)
+	if (rc != EXIT_OK) {
+		json_decref(c.patch);
 		return rc;
+	}
 	if (c.seen & OPT_HELP) {
 		usage(stdout);
 		return EXIT_OK;
 	}
 	rc = run(&c, argc - optind, argv + optind);
+	json_decref(c.patch);
 	if (fflush(stdout) != 0 && rc == EXIT_OK)
 		rc = die(EXIT_IO, "cannot write output");
 	return rc;

@@ -36,22 +36,22 @@ struct target {
 typedef void handler_fn(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                         const struct target *t, struct sa_api_response *resp);
 
-static handler_fn trunks_list, trunk_show, credentials_list, credential_create, credential_show,
+static handler_fn trunks_list, trunk_show, trunk_patch, credentials_list, credential_create, credential_show,
 	credential_delete, registrations_list, authfails_list, calls_list;
 
 /* Per resource: the methods it answers (the Allow header) and who answers them. */
 static const struct route {
 	const char *allow;
-	handler_fn *get, *post, *del;
+	handler_fn *get, *post, *del, *patch;
 	bool takes_query;
 } routes[RES_COUNT] = {
-	[RES_TRUNKS] = { "GET", trunks_list, NULL, NULL, false },
-	[RES_TRUNK] = { "GET", trunk_show, NULL, NULL, false },
-	[RES_CREDENTIALS] = { "GET, POST", credentials_list, credential_create, NULL, false },
-	[RES_CREDENTIAL] = { "GET, DELETE", credential_show, NULL, credential_delete, false },
-	[RES_REGISTRATIONS] = { "GET", registrations_list, NULL, NULL, false },
-	[RES_AUTHFAILS] = { "GET", authfails_list, NULL, NULL, true },
-	[RES_CALLS] = { "GET", calls_list, NULL, NULL, false },
+	[RES_TRUNKS] = { "GET", trunks_list, NULL, NULL, NULL, false },
+	[RES_TRUNK] = { "GET, PATCH", trunk_show, NULL, NULL, trunk_patch, false },
+	[RES_CREDENTIALS] = { "GET, POST", credentials_list, credential_create, NULL, NULL, false },
+	[RES_CREDENTIAL] = { "GET, DELETE", credential_show, NULL, credential_delete, NULL, false },
+	[RES_REGISTRATIONS] = { "GET", registrations_list, NULL, NULL, NULL, false },
+	[RES_AUTHFAILS] = { "GET", authfails_list, NULL, NULL, NULL, true },
+	[RES_CALLS] = { "GET", calls_list, NULL, NULL, NULL, false },
 };
 
 /* The segment after /trunks/{t}/ for each trunk-scoped collection. */
@@ -212,39 +212,100 @@ static void respond_listing(struct sa_api_response *r, struct listing *l, int er
 
 /* ---- trunks ---- */
 
-/* The same shape in the API and in `sipauthctl trunk list`. */
-json_t *sa_api_trunk_json(const struct sa_trunk *t)
+/* The same shape in the API and in `sipauthctl trunk list`: the trunk and
+ * its carrier controls (p NULL: the defaults). */
+json_t *sa_api_trunk_json(const struct sa_trunk *t, const struct sa_trunk_policy *p)
 {
-	return json_pack("{s:s,s:s,s:s,s:o}", "id", t->id, "account_id", t->account_id, "name", t->name,
-	                 "created_at", rfc3339(t->created_at));
+	struct sa_trunk_policy def;
+	json_t *o = json_pack("{s:s,s:s,s:s,s:o}", "id", t->id, "account_id", t->account_id, "name", t->name,
+	                      "created_at", rfc3339(t->created_at));
+
+	if (p == NULL) {
+		sa_policy_default(&def);
+		p = &def;
+	}
+	if (o != NULL && sa_policy_to_json(p, o) < 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
 }
+
+struct trunk_listing {
+	struct listing l;
+	struct sa_store *store;
+};
 
 static int trunk_cb(const struct sa_trunk *t, void *arg)
 {
-	struct listing *l = arg;
+	struct trunk_listing *tl = arg;
+	struct sa_trunk_policy p;
+	int err = sa_store_trunk_policy_get(tl->store, t->id, &p);
 
-	l->failed = !append(l->data, sa_api_trunk_json(t));
-	return l->failed;
+	tl->l.failed = err != SA_STORE_OK || !append(tl->l.data, sa_api_trunk_json(t, &p));
+	return tl->l.failed;
 }
 
 static void trunks_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                         const struct target *t, struct sa_api_response *r)
 {
-	struct listing l = { .data = json_array() };
+	struct trunk_listing tl = { .l = { .data = json_array() }, .store = ctx->store };
 
-	respond_listing(r, &l, sa_store_trunk_list(ctx->store, t->account, trunk_cb, &l));
+	respond_listing(r, &tl.l, sa_store_trunk_list(ctx->store, t->account, trunk_cb, &tl));
+}
+
+static void trunk_respond(const struct sa_api_ctx *ctx, const struct target *t, struct sa_api_response *r)
+{
+	struct sa_trunk tr;
+	struct sa_trunk_policy p;
+	int err = sa_store_trunk_get(ctx->store, t->trunk, &tr);
+
+	if (err == SA_STORE_OK)
+		err = sa_store_trunk_policy_get(ctx->store, t->trunk, &p);
+	if (err != SA_STORE_OK)
+		store_error(r, err);
+	else
+		respond_json(r, 200, sa_api_trunk_json(&tr, &p));
 }
 
 static void trunk_show(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                        const struct target *t, struct sa_api_response *r)
 {
-	struct sa_trunk tr;
-	int err = sa_store_trunk_get(ctx->store, t->trunk, &tr);
+	trunk_respond(ctx, t, r);
+}
 
-	if (err != SA_STORE_OK)
+/* PATCH: any of the carrier controls; the others keep their values. A bad
+ * value is a 422 naming the field and its rule, and changes nothing. */
+static void trunk_patch(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                        const struct target *t, struct sa_api_response *r)
+{
+	char field[SA_POLICY_FIELD_MAX], why[200];
+	struct sa_trunk_policy p;
+	json_error_t jerr;
+	json_t *body = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
+	                          &jerr);
+
+	if (body == NULL) {
+		errorf(r, 400, "invalid_json", "request body is not valid JSON (line %d, column %d)", jerr.line,
+		       jerr.column);
+		return;
+	}
+	int err = sa_store_trunk_policy_get(ctx->store, t->trunk, &p);
+	if (err != SA_STORE_OK) {
 		store_error(r, err);
-	else
-		respond_json(r, 200, sa_api_trunk_json(&tr));
+	} else if (sa_policy_patch(&p, body, field, why, sizeof why) < 0) {
+		char msg[256];
+		snprintf(msg, sizeof msg, "%s%s%s", field, field[0] ? " " : "", why);
+		r->error_code = "invalid_field";
+		respond_json(r, 422, json_pack("{s:{s:s,s:s,s:s*}}", "error", "code", "invalid_field", "message", msg,
+		                               "field", field[0] ? field : NULL));
+	} else if ((err = sa_store_trunk_policy_set(ctx->store, t->trunk, &p)) != SA_STORE_OK) {
+		store_error(r, err);
+	} else {
+		snprintf(r->patched_trunk, sizeof r->patched_trunk, "%s", t->trunk);
+		trunk_respond(ctx, t, r);
+	}
+	json_decref(body);
 }
 
 /* ---- credentials ---- */
@@ -499,13 +560,38 @@ static void call_cb(const struct sa_api_call *c, void *arg)
 	l->failed = !append(l->data, o);
 }
 
+/* The calls, and how many channels they take against the trunk's limits:
+ * every call listed (ringing or answered, either direction) holds one. */
 static void calls_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                        const struct target *t, struct sa_api_response *r)
 {
 	struct listing l = { .data = json_array() };
-	if (ctx->calls_each)
+	struct sa_trunk_policy p;
+	int err = sa_store_trunk_policy_get(ctx->store, t->trunk, &p);
+
+	if (ctx->calls_each && err == SA_STORE_OK)
 		ctx->calls_each(ctx->calls_owner, t->trunk, call_cb, &l);
-	respond_listing(r, &l, SA_STORE_OK);
+	if (err != SA_STORE_OK || l.failed || l.data == NULL) {
+		respond_listing(r, &l, err);
+		return;
+	}
+	json_t *usage = json_object(), *limits = json_object();
+	int rc = usage && limits ? 0 : -1;
+	if (rc == 0 && sa_policy_to_json(&p, limits) == 0) {
+		rc |= json_object_set_new(usage, "concurrent_calls", json_integer((json_int_t)json_array_size(l.data)));
+		rc |= json_object_set(usage, "max_concurrent_calls", json_object_get(limits, "max_concurrent_calls"));
+		rc |= json_object_set(usage, "max_calls_per_second", json_object_get(limits, "max_calls_per_second"));
+	} else {
+		rc = -1;
+	}
+	json_decref(limits);
+	if (rc != 0) {
+		json_decref(usage);
+		json_decref(l.data);
+		respond_internal(r);
+		return;
+	}
+	respond_json(r, 200, json_pack("{s:o,s:o}", "data", l.data, "usage", usage));
 }
 
 /* ---- auth failures ---- */
@@ -834,6 +920,8 @@ static handler_fn *route_handler(const struct route *rt, const char *method)
 		return rt->post;
 	if (strcmp(method, "DELETE") == 0)
 		return rt->del;
+	if (strcmp(method, "PATCH") == 0)
+		return rt->patch;
 	return NULL;
 }
 

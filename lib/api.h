@@ -62,6 +62,7 @@ struct sa_api_response {
 	char created_cred[SA_ID_MAX];  /* POST .../credentials succeeded: its id */
 	char created_user[SA_USERNAME_MAX + 1];
 	char deleted_cred[SA_ID_MAX];  /* DELETE succeeded: end its calls */
+	char patched_trunk[SA_ID_MAX]; /* PATCH of a trunk's controls succeeded */
 	char trunk_id[SA_ID_MAX];      /* the trunk the request was about, when found */
 };
 
@@ -81,7 +82,7 @@ void sa_api_error(struct sa_api_response *resp, int status, const char *code, co
 void sa_api_response_free(struct sa_api_response *resp);
 
 /* The JSON shapes shared with sipauthctl, so both print exactly the same. */
-json_t *sa_api_trunk_json(const struct sa_trunk *t);
+json_t *sa_api_trunk_json(const struct sa_trunk *t, const struct sa_trunk_policy *p);
 json_t *sa_api_credential_json(const struct sa_credential *c);
 
 /* "since" as RFC 3339 ("2026-04-09T10:35:00Z", "...T12:35:00+02:00",

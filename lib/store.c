@@ -31,6 +31,9 @@
  *   credentials        cred id -> struct cred_rec
  *   cred_by_user       trunk id \0 lower(username) -> cred id   (unique)
  *   cred_by_trunk      trunk id \0 seq -> cred id          (creation order)
+ *   trunk_policy       trunk id -> struct sa_trunk_policy   (absent: the defaults;
+ *                      added after schema 1 was released: a read-only open of an
+ *                      older store finds no such database and reads defaults)
  *   bindings           cred id \0 SHA-256(contact) -> struct sa_binding
  *   bindings_by_trunk  trunk id \0 <binding key> -> ""
  *   bindings_by_expiry expires_at \0 <binding key> -> ""  (sign bit flipped)
@@ -43,13 +46,13 @@
  */
 enum {
 	DB_META, DB_ACCOUNTS, DB_APIKEYS, DB_TRUNKS, DB_TRUNKS_BY_ACCOUNT,
-	DB_CREDS, DB_CRED_BY_USER, DB_CRED_BY_TRUNK,
+	DB_CREDS, DB_CRED_BY_USER, DB_CRED_BY_TRUNK, DB_TRUNK_POLICY,
 	DB_BINDINGS, DB_BINDINGS_BY_TRUNK, DB_BINDINGS_BY_EXPIRY,
 	DB_AUTHFAIL, DB_AUTHFAIL_STATE, DB_COUNT
 };
 static const char *const db_names[DB_COUNT] = {
 	"meta", "accounts", "apikeys", "trunks", "trunks_by_account",
-	"credentials", "cred_by_user", "cred_by_trunk",
+	"credentials", "cred_by_user", "cred_by_trunk", "trunk_policy",
 	"bindings", "bindings_by_trunk", "bindings_by_expiry",
 	"authfail", "authfail_state",
 };
@@ -86,6 +89,7 @@ struct shared {
 	struct senv env[ENV_COUNT];
 	MDB_dbi dbi[DB_COUNT];
 	bool rdonly;
+	bool no_policy_db;   /* a read-only open of a store from before trunk_policy */
 	pthread_mutex_t mu;  /* guards refs and fault */
 	unsigned refs;
 	struct sa_store_fault fault;
@@ -840,6 +844,10 @@ static int open_dbs(struct sa_store *st, bool grew)
 		return rc;
 	for (int i = 0; i < DB_COUNT && rc == SA_STORE_OK; i++) {
 		int mrc = mdb_dbi_open(txn, db_names[i], rdonly ? 0 : MDB_CREATE, &st->sh->dbi[i]);
+		if (mrc == MDB_NOTFOUND && i == DB_TRUNK_POLICY) {
+			st->sh->no_policy_db = true;   /* an older store, read-only: every trunk has the defaults */
+			continue;
+		}
 		rc = mrc == MDB_NOTFOUND ? SA_STORE_ENOTINIT : note_err(st, mrc);
 		/* check the schema before creating anything in a foreign store */
 		if (i == DB_META && rc == SA_STORE_OK) {
@@ -1509,6 +1517,42 @@ int sa_store_trunk_get(struct sa_store *st, const char *trunk_id, struct sa_trun
 	if (rc == SA_STORE_OK)
 		*out = r.t;
 	return rc;
+}
+
+int sa_store_trunk_policy_get(struct sa_store *st, const char *trunk_id, struct sa_trunk_policy *out)
+{
+	struct trunk_rec r;
+	MDB_txn *txn;
+	int rc = rd_begin(st, &txn);
+
+	sa_policy_default(out);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = trunk_get_txn(st, txn, trunk_id, &r);
+	if (rc == SA_STORE_OK && !st->sh->no_policy_db) {
+		rc = db_get_rec(st, txn, DB_TRUNK_POLICY, str_val(r.t.id), out, sizeof *out);
+		if (rc == SA_STORE_ENOTFOUND) {
+			sa_policy_default(out);
+			rc = SA_STORE_OK;
+		}
+	}
+	return rd_end(st, rc);
+}
+
+int sa_store_trunk_policy_set(struct sa_store *st, const char *trunk_id, const struct sa_trunk_policy *p)
+{
+	struct trunk_rec r;
+	MDB_txn *txn;
+	int rc = wr_begin(st, &txn, false, true);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = trunk_get_txn(st, txn, trunk_id, &r);
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_TRUNK_POLICY, str_val(r.t.id), mem_val(p, sizeof *p));
+	if (rc == SA_STORE_OK)
+		rc = meta_bump(st, txn, "generation", NULL);
+	return wr_end(st, txn, rc);
 }
 
 struct trunk_walk {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "digest.h"
+#include "policy.h"
 #include "sa_limits.h"
 
 #define SA_STORE_SCHEMA_VERSION 1
@@ -145,6 +146,10 @@ struct sa_trunk {
 int sa_store_trunk_create(struct sa_store *st, const char *account_id, const char *name,
                           int64_t now, struct sa_trunk *out);
 int sa_store_trunk_get(struct sa_store *st, const char *trunk_id, struct sa_trunk *out);
+/* The trunk's carrier controls (lib/policy.h): the defaults until set.
+ * ENOTFOUND when there is no such trunk. Set is durable. */
+int sa_store_trunk_policy_get(struct sa_store *st, const char *trunk_id, struct sa_trunk_policy *out);
+int sa_store_trunk_policy_set(struct sa_store *st, const char *trunk_id, const struct sa_trunk_policy *p);
 typedef int (*sa_store_trunk_cb)(const struct sa_trunk *t, void *arg);   /* non-zero stops */
 int sa_store_trunk_list(struct sa_store *st, const char *account_id, sa_store_trunk_cb cb, void *arg);
 

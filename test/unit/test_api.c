@@ -240,7 +240,8 @@ START_TEST(test_trunks_lists_only_the_accounts_own)
 	ck_assert_str_eq(str_at(t, "account_id"), acc_a.id);
 	ck_assert_str_eq(str_at(t, "name"), "main");
 	ck_assert_str_eq(str_at(t, "created_at"), NOW_TEXT);
-	ck_assert_uint_eq(json_object_size(t), 4);
+	ck_assert_uint_eq(json_object_size(t), 10);   /* 4, and the 6 carrier controls */
+	ck_assert(json_is_null(json_object_get(t, "max_concurrent_calls")));
 	ck_assert_str_eq(str_at(json_array_get(data(), 1), "id"), second.id);
 }
 END_TEST
@@ -250,6 +251,53 @@ START_TEST(test_trunk_show)
 	ck_assert_int_eq(call("GET", path_of("/v1/account/%s/trunks/%s", acc_a.id, trunk_a.id), NULL, auth_a, NULL), 200);
 	ck_assert_str_eq(str_at(answer, "id"), trunk_a.id);
 	ck_assert_str_eq(resp.trunk_id, trunk_a.id);
+}
+END_TEST
+
+/* PATCH: the controls change, GET shows them, the others keep their values */
+START_TEST(test_trunk_patch)
+{
+	const char *path = path_of("/v1/account/%s/trunks/%s", acc_a.id, trunk_a.id);
+	ck_assert_int_eq(call("PATCH", path, NULL, auth_a, "{\"max_concurrent_calls\": 2, \"require_tls\": true,"
+	                      " \"digest_algorithms\": [\"MD5\", \"SHA-256\"]}"), 200);
+	ck_assert_str_eq(resp.patched_trunk, trunk_a.id);
+	ck_assert_int_eq(json_integer_value(json_object_get(answer, "max_concurrent_calls")), 2);
+	ck_assert(json_is_true(json_object_get(answer, "require_tls")));
+	ck_assert_int_eq(call("PATCH", path, NULL, auth_a, "{\"max_calls_per_second\": 5}"), 200);
+	ck_assert_int_eq(call("GET", path, NULL, auth_a, NULL), 200);
+	ck_assert_int_eq(json_integer_value(json_object_get(answer, "max_concurrent_calls")), 2);
+	ck_assert_int_eq(json_integer_value(json_object_get(answer, "max_calls_per_second")), 5);
+	ck_assert_str_eq(json_string_value(json_array_get(json_object_get(answer, "digest_algorithms"), 1)), "SHA-256");
+	struct sa_trunk_policy p;
+	ck_assert_int_eq(sa_store_trunk_policy_get(st, trunk_a.id, &p), SA_STORE_OK);
+	ck_assert_int_eq(p.max_concurrent_calls, 2);
+	ck_assert(p.require_tls);
+}
+END_TEST
+
+/* 422 names the field and the rule (and a "field" member says which); nothing changes */
+START_TEST(test_trunk_patch_invalid)
+{
+	const char *path = path_of("/v1/account/%s/trunks/%s", acc_a.id, trunk_a.id);
+	ck_assert_int_eq(call("PATCH", path, NULL, auth_a, "{\"max_concurrent_calls\": -3}"), 422);
+	json_t *e = json_object_get(answer, "error");
+	ck_assert_str_eq(str_at(e, "code"), "invalid_field");
+	ck_assert_str_eq(str_at(e, "field"), "max_concurrent_calls");
+	ck_assert_str_eq(str_at(e, "message"),
+	                 "max_concurrent_calls must be an integer from 0 to 1000000, or null for no limit");
+	ck_assert_int_eq(call("PATCH", path, NULL, auth_a, "{\"allowed_sources\": [\"10.0.0.1/8\"]}"), 422);
+	ck_assert_str_eq(str_at(json_object_get(answer, "error"), "field"), "allowed_sources");
+	ck_assert_int_eq(call("PATCH", path, NULL, auth_a, "[]"), 422);
+	ck_assert_ptr_null(json_object_get(json_object_get(answer, "error"), "field"));
+	ck_assert_int_eq(call("PATCH", path, NULL, auth_a, "{\"max_concurrent_calls\": "), 400);
+	error_is(400, "invalid_json");
+	/* another account's trunk: 404, as for every trunk-scoped request */
+	ck_assert_int_eq(call("PATCH", path, NULL, auth_b, "{\"require_tls\": true}"), 404);
+	struct sa_trunk_policy p;
+	ck_assert_int_eq(sa_store_trunk_policy_get(st, trunk_a.id, &p), SA_STORE_OK);
+	ck_assert_int_eq(p.max_concurrent_calls, SA_POLICY_NO_LIMIT);
+	ck_assert(!p.require_tls);
+	ck_assert_int_eq(p.nsources, 0);
 }
 END_TEST
 
@@ -458,7 +506,7 @@ static const struct {
 	{ "PATCH", "/v1/account/{a}/trunks/{t}/credentials/cred_x", "GET, DELETE" },
 	{ "POST", "/v1/account/{a}/trunks/{t}/credentials/cred_x", "GET, DELETE" },
 	{ "POST", "/v1/account/{a}/trunks", "GET" },
-	{ "DELETE", "/v1/account/{a}/trunks/{t}", "GET" },
+	{ "DELETE", "/v1/account/{a}/trunks/{t}", "GET, PATCH" },
 	{ "POST", "/v1/account/{a}/trunks/{t}/registrations", "GET" },
 	{ "DELETE", "/v1/account/{a}/trunks/{t}/auth-failures", "GET" },
 	{ "HEAD", "/v1/account/{a}/trunks/{t}/auth-failures", "GET" },
@@ -782,6 +830,8 @@ static Suite *api_suite(void)
 	tcase_add_test(tc, test_auth_comes_before_routing);
 	tcase_add_test(tc, test_trunks_lists_only_the_accounts_own);
 	tcase_add_test(tc, test_trunk_show);
+	tcase_add_test(tc, test_trunk_patch);
+	tcase_add_test(tc, test_trunk_patch_invalid);
 	tcase_add_test(tc, test_create_product_example_201);
 	tcase_add_test(tc, test_created_credential_answers_digest);
 	tcase_add_test(tc, test_list_in_creation_order_without_secrets);
