@@ -364,6 +364,16 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	m->challenges = c->challenges;
 	m->auth_ok = c->auth_ok;
 	memcpy(m->auth_fail, c->auth_fail, sizeof(m->auth_fail));
+	m->auth_by_address = c->auth_by_address;
+	memcpy(m->trunk_refused, c->trunk_refused, sizeof(m->trunk_refused));
+	if (h->srv->work) {
+		struct sa_work_stats ws;
+		sa_work_stats(h->srv->work, &ws);
+		m->work_queued = ws.queued;
+		m->work_jobs = ws.jobs_run;
+		m->work_refused = ws.jobs_refused;
+		m->work_busy_us = ws.busy_us;
+	}
 	m->registrations = c->registrations;
 	uint64_t nb;
 	m->registrations_active =

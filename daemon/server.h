@@ -43,7 +43,9 @@ struct sa_counters {
 	uint64_t requests_by_proto[3];
 	uint64_t challenges;
 	uint64_t auth_ok;
+	uint64_t auth_by_address;       /* requests a trunk's ip_authentication let through without a digest */
 	uint64_t auth_fail[SA_AUTH_REASON_COUNT];
+	uint64_t trunk_refused[SA_POLICY_VERDICT_COUNT];   /* by lib/policy verdict */
 	uint64_t registrations;
 	uint64_t rejected[700];         /* our own error answers by status */
 	uint64_t forwarded;
@@ -106,6 +108,7 @@ struct sa_server {
 	struct event *drain;
 	unsigned nactive;               /* transactions not yet answered finally */
 	struct sa_http *http;           /* http.c: the [api] servers and their counters */
+	struct sa_trunk_table *trunks;  /* sip.c: channels and call-rate buckets per trunk (lib/policy) */
 	struct sa_work *work;           /* work.c: the store thread (API, flushes) */
 };
 

@@ -66,6 +66,7 @@ struct sa_txn {
 	bool charged;                  /* counted in its source's and credential's budget */
 	bool local;                    /* we are the UAC (a BYE we send): absorb its responses */
 	bool inbound;                  /* INVITE from the gateway to a registered PBX */
+	bool holds_channel;            /* INVITE: holds a channel of its trunk until a call takes it over */
 	struct txn_owner *own;         /* whose it is, while in progress; NULL: nobody's */
 };
 
@@ -89,10 +90,27 @@ static const char *txn_trunk(const struct sa_txn *t)
 
 /* Whose call a forwarded INVITE starts. */
 struct call_owner {
-	const char *cred_id;
+	const char *cred_id;           /* "" for a trunk that authenticates by address */
 	const char *trunk_id;
 	bool inbound;
+	bool holds_channel;            /* admitted against the trunk's limits: the transaction holds it */
 };
+
+/* ---- trunk channels (lib/policy) ---- */
+
+static void channel_release(struct sa_server *srv, const char *trunk_id)
+{
+	struct sa_trunk_usage *u = trunk_id[0] ? sa_trunk_usage(srv->trunks, trunk_id) : NULL;
+	if (u)
+		sa_policy_release(u);
+}
+
+static void channel_hold(struct sa_server *srv, const char *trunk_id)
+{
+	struct sa_trunk_usage *u = trunk_id[0] ? sa_trunk_usage(srv->trunks, trunk_id) : NULL;
+	if (u)
+		sa_policy_hold(u);
+}
 
 uint64_t sa_now_ms(void)
 {
@@ -438,7 +456,8 @@ static void flow_for_endpoint(struct sa_server *srv, const struct sa_endpoint *e
 /* Forward m statefully to `to`: 100 Trying for INVITE, our Via, Record-Route.
  * The transaction is charged to budget_cred (the credential whose call or
  * request it is; NULL for none). */
-static void forward(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+/* false when no transaction could be made (the sender got its 503). */
+static bool forward(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
                     const struct sa_flow *to, const char *ruri, unsigned pop_routes, const char *strip_realm,
                     const struct call_owner *owner, const char *budget_cred)
 {
@@ -452,7 +471,7 @@ static void forward(struct sa_server *srv, const struct sa_msg *m, const struct 
 	if (!t) {
 		srv->counters.transactions_refused++;
 		reject(srv, m, from, 503, "Service Unavailable", "Retry-After: 5\r\n", why);
-		return;
+		return false;
 	}
 	if (m->method == SA_M_INVITE)
 		reply(srv, m, from, 100, NULL, NULL, t);
@@ -461,6 +480,7 @@ static void forward(struct sa_server *srv, const struct sa_msg *m, const struct 
 		snprintf(t->own->cred_id, sizeof(t->own->cred_id), "%s", owner->cred_id);
 		snprintf(t->own->trunk_id, sizeof(t->own->trunk_id), "%s", owner->trunk_id);
 		t->inbound = owner->inbound;
+		t->holds_channel = owner->holds_channel;
 		if (m->method == SA_M_INVITE && t->own->cred_id[0]) {
 			TAILQ_INSERT_TAIL(&srv->txn_ringing, t, ringing);   /* revocation finds it here */
 			t->is_ringing = true;
@@ -484,7 +504,7 @@ static void forward(struct sa_server *srv, const struct sa_msg *m, const struct 
 		free(out);
 		reply(srv, m, from, 513, NULL, NULL, t);
 		txn_complete(t);
-		return;
+		return true;
 	}
 	txn_keep(t, &t->req, &t->req_len, out, (size_t)n);
 	srv->counters.forwarded++;
@@ -498,6 +518,7 @@ static void forward(struct sa_server *srv, const struct sa_msg *m, const struct 
 		if (t->timer_c)
 			evtimer_add(t->timer_c, &tc);
 	}
+	return true;
 }
 
 /* Send a request we build ourselves (ACK, CANCEL) along a client flow. */
@@ -563,6 +584,10 @@ static void txn_complete(struct sa_txn *t)
 		t->is_ringing = false;
 	}
 	txn_discharge(t);
+	if (t->holds_channel) {   /* ended without a call: the channel is free again */
+		channel_release(t->srv, txn_trunk(t));
+		t->holds_channel = false;
+	}
 	free(t->own);   /* discharged: nobody's any more */
 	t->own = NULL;
 	if (t->timer_c) {
@@ -628,6 +653,7 @@ static struct sa_call *call_find(struct sa_server *srv, const struct sa_msg *m, 
 
 static void call_remove(struct sa_server *srv, struct sa_call *c)
 {
+	channel_release(srv, c->d.trunk_id);
 	sa_calls_remove(srv->calls, c);
 }
 
@@ -664,6 +690,10 @@ static void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *
 		sa_call_free(c);
 		return;
 	}
+	if (t->holds_channel)
+		t->holds_channel = false;   /* the call holds the INVITE's channel now */
+	else
+		channel_hold(srv, c->d.trunk_id);
 	srv->counters.calls_started++;
 	log_debug("event=call_start call_id=\"%s\" cred=%s trunk=%s direction=%s", LOGQ(c->d.call_id), c->d.cred_id,
 	         c->d.trunk_id, c->d.inbound ? "inbound" : "outbound");
@@ -740,6 +770,8 @@ int sa_sip_credential_revoked(struct sa_server *srv, const char *cred_id)
 static bool credential_gone(struct sa_server *srv, const char *cred_id)
 {
 	struct sa_credential cred;
+	if (!cred_id[0])
+		return false;   /* a call of a trunk that authenticates by address: no credential to lose */
 	int rc = sa_store_credential_get(srv->store, cred_id, &cred);
 	OPENSSL_cleanse(cred.ha1, sizeof(cred.ha1));
 	return rc == SA_STORE_ENOTFOUND;
@@ -913,7 +945,7 @@ static void handle_response(struct sa_server *srv, struct sa_msg *m, const struc
 		goto out;
 	if (m->status >= 300 && t->method == SA_M_INVITE)
 		send_hop_request(srv, t, m, false);
-	if (m->status < 300 && t->method == SA_M_INVITE && txn_cred(t)[0])
+	if (m->status < 300 && t->method == SA_M_INVITE && t->own)
 		call_create(srv, t, m);
 	if (m->status >= 300 || t->method != SA_M_INVITE) {
 		txn_keep(t, &t->resp, &t->resp_len, out, (size_t)n);
@@ -979,7 +1011,10 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 	 * only once it answered a nonce issued to that address, which it can
 	 * only have read there (nonces are bound to their source) */
 	bool proven = from->proto != SA_PROTO_UDP || r->nonce_ours;
-	if (r->reason != SA_AUTH_STALE_NONCE && proven &&
+	/* a trunk's policy refusing a source or transport is configuration, not guessing */
+	bool guess = r->reason != SA_AUTH_STALE_NONCE && r->reason != SA_AUTH_SOURCE_NOT_ALLOWED &&
+	             r->reason != SA_AUTH_TLS_REQUIRED;
+	if (guess && proven &&
 	    sa_abuse_failure(srv->abuse, &srv->cfg.abuse, a, alen, (uint64_t)wall_now())) {
 		srv->counters.bans++;
 		srv->counters.auth_fail[SA_AUTH_BANNED]++;
@@ -993,7 +1028,8 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 
 /* Challenge or accept. Returns true when the request may go on, cred filled. */
 static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
-                         struct sa_credential *cred, bool *retransmission, char *realm, size_t realm_len)
+                         const struct sa_trunk_policy *pol, struct sa_credential *cred, bool *retransmission,
+                         char *realm, size_t realm_len)
 {
 	char trunk[SA_ID_MAX], hdrs[1024];
 	struct sa_auth_result r;
@@ -1025,7 +1061,12 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 		return true;
 	}
 	srv->counters.challenges++;
-	long n = sa_auth_challenge(&srv->auth, realm, addr, !reg, r.stale, now, hdrs, sizeof(hdrs));
+	/* a trunk may order the algorithms for gear that reads the first challenge only */
+	struct sa_auth_cfg order = { .nalgs = pol ? pol->nalgs : 0 };
+	for (unsigned i = 0; i < order.nalgs && i < SA_ALG_COUNT; i++)
+		order.algs[i] = (enum sa_digest_alg)pol->algs[i];
+	long n = sa_auth_challenge_in(&srv->auth, order.nalgs ? &order : NULL, realm, addr, !reg, r.stale, now, hdrs,
+	                              sizeof(hdrs));
 	if (n < 0)
 		reply(srv, m, from, 500, NULL, NULL, NULL);
 	else
@@ -1035,6 +1076,69 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 	 * password apart by the time the answer takes */
 	if (r.reason != SA_AUTH_NONE)
 		log_auth_failure(srv, m, from, known ? trunk : NULL, &r);
+	return false;
+}
+
+/* A trunk's policy refuses a new call: 503s that say which limit (and are
+ * counted apart from overload), one log line, a failure-log record. */
+static void trunk_limit_refuse(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                               const char *trunk, const char *username, enum sa_policy_verdict v)
+{
+	char addr[64];
+	uint16_t port;
+	sa_flow_peer(from, addr, sizeof(addr), &port);
+	srv->counters.trunk_refused[v]++;
+	if (v == SA_POLICY_CHANNEL_LIMIT)
+		reply(srv, m, from, 503, NULL, "Retry-After: 5\r\nReason: SIP;cause=503;text=\"trunk channel limit\"\r\n", NULL);
+	else
+		reply(srv, m, from, 503, NULL, "Retry-After: 1\r\nReason: SIP;cause=503;text=\"trunk call rate limit\"\r\n",
+		      NULL);
+	log_info("event=trunk_limit reason=%s trunk=%s username=\"%s\" method=%s src=%s:%u proto=%s call_id=\"%s\"",
+	         sa_policy_verdict_name(v), trunk, LOGQ(username), m->method_name, addr, port, sa_proto_name(from->proto),
+	         LOGQ(m->call_id));
+	struct sa_authfail f = { .at = wall_now(), .source_port = port };
+	snprintf(f.trunk_id, sizeof(f.trunk_id), "%s", trunk);
+	snprintf(f.source, sizeof(f.source), "%s", addr);
+	snprintf(f.transport, sizeof(f.transport), "%s", sa_proto_name(from->proto));
+	snprintf(f.username, sizeof(f.username), "%s", username);
+	snprintf(f.reason, sizeof(f.reason), "%s", sa_policy_verdict_name(v));
+	snprintf(f.method, sizeof(f.method), "%s", m->method_name);
+	sa_store_authfail_add(srv->store, &f, 1000);
+}
+
+/* A new call for a trunk: within its channels (and, from the customer, its
+ * call rate)? On admission the caller's INVITE holds a channel. */
+static bool trunk_admit(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                        const char *trunk, const struct sa_trunk_policy *pol, const char *username, bool from_customer)
+{
+	struct sa_trunk_usage *u = sa_trunk_usage(srv->trunks, trunk);
+	if (!u) {
+		reject(srv, m, from, 503, NULL, "Retry-After: 5\r\n", "out of memory");
+		return false;
+	}
+	enum sa_policy_verdict v = sa_policy_admit_call(pol, u, from_customer, (int64_t)sa_now_ms());
+	if (v == SA_POLICY_ADMIT)
+		return true;
+	trunk_limit_refuse(srv, m, from, trunk, username, v);
+	return false;
+}
+
+/* Before any challenge: the trunk's transport and source rules. A refusal
+ * is a 403 that says why, logged and recorded as an authentication failure. */
+static bool trunk_arrival_ok(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                             const char *trunk, const struct sa_trunk_policy *pol)
+{
+	enum sa_policy_verdict v = sa_policy_check_arrival(pol, from->proto == SA_PROTO_TLS, &from->ss.sa);
+	if (v == SA_POLICY_ADMIT)
+		return true;
+	srv->counters.trunk_refused[v]++;
+	reply(srv, m, from, 403, v == SA_POLICY_TLS_REQUIRED ? "TLS Required" : "Source Not Allowed", NULL, NULL);
+	struct sa_auth_result r = { .reason = v == SA_POLICY_TLS_REQUIRED ? SA_AUTH_TLS_REQUIRED
+	                                                                  : SA_AUTH_SOURCE_NOT_ALLOWED };
+	char realm[SA_REALM_MAX];
+	sa_store_realm(trunk, srv->domain, realm, sizeof(realm));
+	sa_auth_username(m, realm, r.username, sizeof(r.username));
+	log_auth_failure(srv, m, from, trunk, &r);
 	return false;
 }
 
@@ -1080,8 +1184,17 @@ static void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const 
 		reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
 		return;
 	}
-	struct call_owner own = { .cred_id = b.cred_id, .trunk_id = b.trunk_id, .inbound = true };
-	forward(srv, m, from, &to, b.contact, routes_to_us(srv, m), NULL, &own, b.cred_id);
+	/* inbound calls take the trunk's channels too (the rate limits the customer's calls only) */
+	struct sa_trunk_policy pol;
+	bool held = false;
+	if (m->method == SA_M_INVITE && sa_store_trunk_policy_get(srv->store, b.trunk_id, &pol) == SA_STORE_OK) {
+		if (!trunk_admit(srv, m, from, b.trunk_id, &pol, "", false))
+			return;
+		held = true;
+	}
+	struct call_owner own = { .cred_id = b.cred_id, .trunk_id = b.trunk_id, .inbound = true, .holds_channel = held };
+	if (!forward(srv, m, from, &to, b.contact, routes_to_us(srv, m), NULL, &own, b.cred_id) && held)
+		channel_release(srv, b.trunk_id);
 }
 
 /* Is the TCP/TLS connection of a call's end still open? (UDP: always.) */
@@ -1275,19 +1388,37 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 	char trunk[SA_ID_MAX];
 	if (!m->osip && request_trunk(srv, m, trunk, sizeof(trunk)) < 0 && !ensure_full(srv, m, from))
 		return;   /* the To host may name the trunk: that takes the full parse */
-	bool retransmission = false;
-	if (!authenticate(srv, m, from, &cred, &retransmission, realm, sizeof(realm)))
+	/* the trunk's controls (lib/policy): an unknown trunk has none, and is
+	 * refused by authentication as a wrong password is */
+	struct sa_trunk_policy pol;
+	sa_policy_default(&pol);
+	bool policy = request_trunk(srv, m, trunk, sizeof(trunk)) == 0 &&
+	              sa_store_trunk_policy_get(srv->store, trunk, &pol) == SA_STORE_OK;
+	if (policy && !trunk_arrival_ok(srv, m, from, trunk, &pol))
 		return;
+	bool retransmission = false;
+	if (policy && m->method != SA_M_REGISTER && sa_policy_ip_authenticates(&pol, &from->ss.sa)) {
+		/* the trunk trusts this network: no digest, and no credential owns the call */
+		memset(&cred, 0, sizeof(cred));
+		snprintf(cred.trunk_id, sizeof(cred.trunk_id), "%s", trunk);
+		sa_store_realm(trunk, srv->domain, realm, sizeof(realm));
+		srv->counters.auth_by_address++;
+	} else if (!authenticate(srv, m, from, policy ? &pol : NULL, &cred, &retransmission, realm, sizeof(realm))) {
+		return;
+	}
 	if (m->method == SA_M_REGISTER) {
 		handle_register(srv, m, from, &cred, retransmission);
 	} else {
 		struct sa_flow to;
 		flow_for_endpoint(srv, &srv->cfg.gateway, &to);
-		struct call_owner own = { .cred_id = cred.id, .trunk_id = cred.trunk_id };
-		if (m->method == SA_M_INVITE && sa_calls_count(srv->calls) >= srv->cfg.max_calls)
+		bool invite = m->method == SA_M_INVITE;
+		struct call_owner own = { .cred_id = cred.id, .trunk_id = cred.trunk_id, .holds_channel = invite };
+		if (invite && sa_calls_count(srv->calls) >= srv->cfg.max_calls)
 			reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
-		else
-			forward(srv, m, from, &to, NULL, routes_to_us(srv, m), realm, &own, cred.id);
+		else if (invite && !trunk_admit(srv, m, from, cred.trunk_id, &pol, cred.username, true))
+			;   /* refused with a 503 that names the limit */
+		else if (!forward(srv, m, from, &to, NULL, routes_to_us(srv, m), realm, &own, cred.id) && invite)
+			channel_release(srv, cred.trunk_id);
 	}
 	OPENSSL_cleanse(&cred, sizeof(cred));
 }
@@ -1486,6 +1617,8 @@ static void calls_load(struct sa_server *srv)
 		if (!c || sa_calls_add(srv->calls, c) < 0) {
 			sa_call_free(c);
 			bad++;
+		} else {
+			channel_hold(srv, c->d.trunk_id);   /* whatever the limit is now */
 		}
 	}
 	free(line);
@@ -1504,13 +1637,14 @@ int sa_sip_init(struct sa_server *srv)
 	srv->txn_by_skey = calloc(TXN_BUCKETS, sizeof(*srv->txn_by_skey));
 	srv->txn_by_branch = calloc(TXN_BUCKETS, sizeof(*srv->txn_by_branch));
 	srv->calls = sa_calls_new();
+	srv->trunks = sa_trunk_table_new();
 	TAILQ_INIT(&srv->txn_ringing);
 	srv->abuse = sa_abuse_new(65536);
 	/* each transaction in progress holds at most a source and a credential */
 	srv->txn_budget = sa_txn_budget_new(srv->cfg.max_transactions);
 	for (int c = 0; c < LINGER_CLASSES; c++)
 		TAILQ_INIT(&srv->txn_done[c]);
-	if (!srv->txn_by_skey || !srv->txn_by_branch || !srv->calls || !srv->abuse || !srv->txn_budget ||
+	if (!srv->txn_by_skey || !srv->txn_by_branch || !srv->calls || !srv->trunks || !srv->abuse || !srv->txn_budget ||
 	    RAND_bytes(srv->tag_key, sizeof(srv->tag_key)) != 1)
 		return -1;
 	srv->auth.uri_is_local = is_us_cb;   /* a digest uri naming us stands for the Request-URI */
@@ -1542,6 +1676,8 @@ void sa_sip_shutdown(struct sa_server *srv)
 	srv->txn_sweep = NULL;
 	sa_calls_free(srv->calls);
 	srv->calls = NULL;
+	sa_trunk_table_free(srv->trunks);
+	srv->trunks = NULL;
 	sa_abuse_free(srv->abuse);
 	srv->abuse = NULL;
 	sa_txn_budget_free(srv->txn_budget);

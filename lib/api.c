@@ -554,8 +554,10 @@ static void call_cb(const struct sa_api_call *c, void *arg)
 	struct listing *l = arg;
 	if (l->failed)
 		return;
-	json_t *o = json_pack("{s:o,s:s,s:s,s:s,s:o}", "call_id", net_string(c->call_id),
-	                      "credential_id", c->cred_id, "direction", c->inbound ? "inbound" : "outbound",
+	/* a trunk that authenticates by address sets calls up with no credential */
+	json_t *o = json_pack("{s:o,s:o,s:s,s:s,s:o}", "call_id", net_string(c->call_id),
+	                      "credential_id", c->cred_id && c->cred_id[0] ? json_string(c->cred_id) : json_null(),
+	                      "direction", c->inbound ? "inbound" : "outbound",
 	                      "state", c->confirmed ? "confirmed" : "early", "started_at", rfc3339(c->started_at));
 	l->failed = !append(l->data, o);
 }

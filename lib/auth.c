@@ -11,7 +11,8 @@
 #include <openssl/rand.h>
 
 static const char *reason_names[SA_AUTH_REASON_COUNT] = {
-	"none", "unknown_user", "bad_password", "stale_nonce", "replay", "malformed", "uri_mismatch", "banned",
+	"none", "unknown_user", "bad_password", "stale_nonce", "replay", "malformed", "uri_mismatch", "source_not_allowed",
+	"tls_required", "banned",
 };
 
 const char *sa_auth_reason_name(enum sa_auth_reason r)
@@ -216,6 +217,17 @@ static const char *nonce_scope(const char *realm, const char *source, char *buf,
 	return buf;
 }
 
+void sa_auth_username(const struct sa_msg *m, const char *realm, char *out, size_t outlen)
+{
+	osip_authorization_t *az = find_credentials(m, realm);
+	char user[256];
+
+	if (outlen > 0)
+		out[0] = '\0';
+	if (az && unquote(az->username, user, sizeof(user)) == 0)
+		snprintf(out, outlen, "%.*s", SA_USERNAME_MAX, user);
+}
+
 void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_id,
                    const char *realm, const char *source, uint64_t now, struct sa_auth_result *r)
 {
@@ -283,19 +295,27 @@ out:
 		OPENSSL_cleanse(r->cred.ha1, sizeof(r->cred.ha1));
 }
 
-long sa_auth_challenge(struct sa_auth *a, const char *realm, const char *source, bool proxy, bool stale,
-                       uint64_t now, char *out, size_t cap)
+long sa_auth_challenge_in(struct sa_auth *a, const struct sa_auth_cfg *order, const char *realm, const char *source,
+                          bool proxy, bool stale, uint64_t now, char *out, size_t cap)
 {
 	struct sa_buf b = { .p = out, .cap = cap };
 	char nonce[SA_NONCE_LEN + 1], scope[SA_REALM_MAX + 64];
 	const char *mac_scope = nonce_scope(realm, source, scope, sizeof(scope));
 
-	for (unsigned i = 0; i < a->cfg.nalgs; i++) {
-		if (sa_nonce_issue(a->nonce, mac_scope, a->cfg.algs[i], now, nonce) < 0)
+	if (order == NULL)
+		order = &a->cfg;
+	for (unsigned i = 0; i < order->nalgs && i < SA_ALG_COUNT; i++) {
+		if (sa_nonce_issue(a->nonce, mac_scope, order->algs[i], now, nonce) < 0)
 			return -1;
 		sa_buf_printf(&b, "%s: Digest realm=\"%s\", nonce=\"%s\", algorithm=%s, qop=\"auth\"%s\r\n",
 		              proxy ? "Proxy-Authenticate" : "WWW-Authenticate", realm, nonce,
-		              sa_digest_alg_name(a->cfg.algs[i]), stale ? ", stale=true" : "");
+		              sa_digest_alg_name(order->algs[i]), stale ? ", stale=true" : "");
 	}
 	return b.overflow ? -1 : (long)b.len;
+}
+
+long sa_auth_challenge(struct sa_auth *a, const char *realm, const char *source, bool proxy, bool stale,
+                       uint64_t now, char *out, size_t cap)
+{
+	return sa_auth_challenge_in(a, NULL, realm, source, proxy, stale, now, out, cap);
 }

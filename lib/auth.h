@@ -17,6 +17,8 @@ enum sa_auth_reason {
 	SA_AUTH_REPLAY,
 	SA_AUTH_MALFORMED,
 	SA_AUTH_URI_MISMATCH,     /* right password, but the digest uri is not this request's Request-URI */
+	SA_AUTH_SOURCE_NOT_ALLOWED,  /* the trunk's allowed_sources do not hold the sender: 403, no challenge */
+	SA_AUTH_TLS_REQUIRED,     /* the trunk takes TLS only: 403, no challenge */
 	SA_AUTH_BANNED,
 	SA_AUTH_REASON_COUNT
 };
@@ -70,7 +72,12 @@ void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_
  * Length, or -1 when out is too small. */
 long sa_auth_challenge(struct sa_auth *a, const char *realm, const char *source, bool proxy, bool stale,
                        uint64_t now, char *out, size_t cap);
+/* The same in another order (a trunk's digest_algorithms); order NULL: a's. */
+long sa_auth_challenge_in(struct sa_auth *a, const struct sa_auth_cfg *order, const char *realm, const char *source,
+                          bool proxy, bool stale, uint64_t now, char *out, size_t cap);
 
 const char *sa_auth_reason_name(enum sa_auth_reason r);
+/* The username m's credentials for realm name, as tried (truncated); "" when none. */
+void sa_auth_username(const struct sa_msg *m, const char *realm, char *out, size_t outlen);
 
 #endif

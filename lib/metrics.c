@@ -51,6 +51,13 @@ static void auth(FILE *f, const struct sa_metrics *m)
 {
 	counter(f, "auth_challenges_total", "Digest challenges sent (401/407).", m->challenges);
 	counter(f, "auth_successes_total", "Requests whose digest credentials were accepted.", m->auth_ok);
+	counter(f, "auth_by_address_total", "Requests a trunk's ip_authentication let through without a digest.",
+	        m->auth_by_address);
+	head(f, "trunk_refusals_total", "counter",
+	     "Requests refused by a trunk's controls (not overload), by reason.");
+	for (int v = SA_POLICY_TLS_REQUIRED; v < SA_POLICY_VERDICT_COUNT; v++)
+		fprintf(f, "sipauthd_trunk_refusals_total{reason=\"%s\"} %" PRIu64 "\n",
+		        sa_policy_verdict_name((enum sa_policy_verdict)v), m->trunk_refused[v]);
 	head(f, "auth_failures_total", "counter", "Digest authentication failures, by reason.");
 	for (int r = SA_AUTH_NONE + 1; r < SA_AUTH_REASON_COUNT; r++)
 		if (r != SA_AUTH_STALE_NONCE)
@@ -134,6 +141,13 @@ static void connections(FILE *f, const struct sa_metrics *m)
 	        m->http_refused);
 	counter(f, "log_lines_suppressed_total", "Log lines dropped over the per-call-site budget ([log] rate_limit).",
 	        m->log_suppressed);
+	gauge(f, "store_thread_queue", "API requests waiting for or running on the store thread.", (int64_t)m->work_queued);
+	counter(f, "store_thread_jobs_total", "Jobs the store thread ran (API requests, heap trims).", m->work_jobs);
+	counter(f, "store_thread_refused_total", "API requests answered 503: the store thread's queue was full.",
+	        m->work_refused);
+	fprintf(f, "# HELP sipauthd_store_thread_busy_seconds_total Time the store thread spent on jobs and flushes.\n"
+	           "# TYPE sipauthd_store_thread_busy_seconds_total counter\n"
+	           "sipauthd_store_thread_busy_seconds_total %.6f\n", (double)m->work_busy_us / 1e6);
 }
 
 char *sa_metrics_render(const struct sa_metrics *m, size_t *len)

@@ -7,6 +7,7 @@
 
 #include "auth.h"
 #include "connlimit.h"
+#include "policy.h"
 
 #define SA_METRICS_METHODS    16    /* by enum sa_method (lib/sipmsg.h) */
 #define SA_METRICS_TRANSPORTS 3     /* udp, tcp, tls */
@@ -21,6 +22,8 @@ struct sa_metrics {
 	uint64_t challenges;
 	uint64_t auth_ok;
 	uint64_t auth_fail[SA_AUTH_REASON_COUNT];        /* [SA_AUTH_STALE_NONCE] is rendered apart */
+	uint64_t auth_by_address;                        /* let through by a trunk's ip_authentication */
+	uint64_t trunk_refused[SA_POLICY_VERDICT_COUNT]; /* by a trunk's controls, by verdict */
 	uint64_t registrations;                          /* REGISTERs that added or removed bindings */
 	int64_t registrations_active;                    /* gauge; < 0: unknown, not rendered */
 	uint64_t sip_rejected[SA_METRICS_STATUSES];      /* our own SIP error answers by status */
@@ -51,6 +54,11 @@ struct sa_metrics {
 	uint64_t http_connections;                       /* gauge: API and metrics connections open */
 	uint64_t http_refused;                           /* closed at once over [api] max_connections */
 	uint64_t log_suppressed;                         /* log lines over the per-site budget */
+	/* the store thread (daemon/work.c) */
+	uint64_t work_queued;                            /* gauge: API requests waiting or running */
+	uint64_t work_jobs;                              /* jobs run */
+	uint64_t work_refused;                           /* refused: the queue was full (503) */
+	uint64_t work_busy_us;                           /* time the thread spent working */
 };
 
 /* The text exposition (version 0.0.4) into a malloc'd, NUL-terminated

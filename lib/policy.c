@@ -324,3 +324,116 @@ bool sa_policy_rate_take(const struct sa_trunk_policy *p, struct sa_rate_bucket 
 	b->tokens_milli -= 1000;
 	return true;
 }
+
+/* ---- admission ---- */
+
+const char *sa_policy_verdict_name(enum sa_policy_verdict v)
+{
+	static const char *const names[SA_POLICY_VERDICT_COUNT] = {
+		"admit", "tls_required", "source_not_allowed", "channel_limit", "rate_limit",
+	};
+	return v < SA_POLICY_VERDICT_COUNT ? names[v] : "unknown";
+}
+
+enum sa_policy_verdict sa_policy_check_arrival(const struct sa_trunk_policy *p, bool over_tls,
+                                               const struct sockaddr *src)
+{
+	if (p->require_tls && !over_tls)
+		return SA_POLICY_TLS_REQUIRED;
+	if (!sa_policy_source_allowed(p, src))
+		return SA_POLICY_SOURCE_NOT_ALLOWED;
+	return SA_POLICY_ADMIT;
+}
+
+bool sa_policy_ip_authenticates(const struct sa_trunk_policy *p, const struct sockaddr *src)
+{
+	return p->ip_authentication && p->nsources > 0 && sa_policy_source_allowed(p, src);
+}
+
+#define TRUNK_BUCKETS 256
+
+struct sa_trunk_table {
+	struct sa_trunk_usage *b[TRUNK_BUCKETS];
+};
+
+static unsigned trunk_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 16777619u;
+	return h % TRUNK_BUCKETS;
+}
+
+struct sa_trunk_table *sa_trunk_table_new(void)
+{
+	return calloc(1, sizeof(struct sa_trunk_table));
+}
+
+void sa_trunk_table_free(struct sa_trunk_table *t)
+{
+	if (t == NULL)
+		return;
+	for (unsigned i = 0; i < TRUNK_BUCKETS; i++)
+		while (t->b[i] != NULL) {
+			struct sa_trunk_usage *u = t->b[i];
+			t->b[i] = u->next;
+			free(u);
+		}
+	free(t);
+}
+
+/* Entries are never removed: one per trunk that has had a call on this node. */
+struct sa_trunk_usage *sa_trunk_usage(struct sa_trunk_table *t, const char *trunk_id)
+{
+	if (trunk_id == NULL || strlen(trunk_id) >= sizeof t->b[0]->trunk_id)
+		return NULL;
+	unsigned h = trunk_hash(trunk_id);
+	for (struct sa_trunk_usage *u = t->b[h]; u != NULL; u = u->next)
+		if (strcmp(u->trunk_id, trunk_id) == 0)
+			return u;
+	struct sa_trunk_usage *u = calloc(1, sizeof *u);
+	if (u == NULL)
+		return NULL;
+	snprintf(u->trunk_id, sizeof u->trunk_id, "%s", trunk_id);
+	u->next = t->b[h];
+	t->b[h] = u;
+	return u;
+}
+
+void sa_trunk_table_each(struct sa_trunk_table *t, void (*cb)(const struct sa_trunk_usage *u, void *arg), void *arg)
+{
+	for (unsigned i = 0; i < TRUNK_BUCKETS; i++)
+		for (struct sa_trunk_usage *u = t->b[i]; u != NULL; u = u->next)
+			cb(u, arg);
+}
+
+/* The channel check comes first, so that a call refused for channels does
+ * not spend a token of the rate. */
+enum sa_policy_verdict sa_policy_admit_call(const struct sa_trunk_policy *p, struct sa_trunk_usage *u,
+                                            bool rate_limited, int64_t now_ms)
+{
+	enum sa_policy_verdict v = SA_POLICY_ADMIT;
+
+	if (p->max_concurrent_calls != SA_POLICY_NO_LIMIT && (int64_t)u->channels >= p->max_concurrent_calls)
+		v = SA_POLICY_CHANNEL_LIMIT;
+	else if (rate_limited && !sa_policy_rate_take(p, &u->rate, now_ms))
+		v = SA_POLICY_RATE_LIMIT;
+	if (v != SA_POLICY_ADMIT) {
+		u->refused[v]++;
+		return v;
+	}
+	u->channels++;
+	return v;
+}
+
+void sa_policy_hold(struct sa_trunk_usage *u)
+{
+	u->channels++;
+}
+
+void sa_policy_release(struct sa_trunk_usage *u)
+{
+	if (u->channels > 0)
+		u->channels--;
+}

@@ -69,4 +69,53 @@ struct sa_rate_bucket {
  * policy without a rate always allows. */
 bool sa_policy_rate_take(const struct sa_trunk_policy *p, struct sa_rate_bucket *b, int64_t now_ms);
 
+/* ---- admission ---- */
+
+enum sa_policy_verdict {
+	SA_POLICY_ADMIT = 0,
+	SA_POLICY_TLS_REQUIRED,        /* 403 before any challenge */
+	SA_POLICY_SOURCE_NOT_ALLOWED,  /* 403 before any challenge */
+	SA_POLICY_CHANNEL_LIMIT,       /* 503 with Retry-After and a Reason */
+	SA_POLICY_RATE_LIMIT,          /* 503 with Retry-After: 1 */
+	SA_POLICY_VERDICT_COUNT
+};
+/* "admit", "tls_required", "source_not_allowed", "channel_limit", "rate_limit" */
+const char *sa_policy_verdict_name(enum sa_policy_verdict v);
+
+/* Before authentication: may a request for the trunk arrive this way at all?
+ * TLS first (an allowed address on UDP is still refused), then the source. */
+enum sa_policy_verdict sa_policy_check_arrival(const struct sa_trunk_policy *p, bool over_tls,
+                                               const struct sockaddr *src);
+/* Does the trunk take this source without a digest? (ip_authentication,
+ * and the source in allowed_sources.) */
+bool sa_policy_ip_authenticates(const struct sa_trunk_policy *p, const struct sockaddr *src);
+
+/* What the daemon counts per trunk, on one node: channels held by calls up
+ * or ringing, in either direction, and the call-rate bucket. */
+struct sa_trunk_usage {
+	char trunk_id[64];
+	unsigned channels;
+	struct sa_rate_bucket rate;
+	uint64_t refused[SA_POLICY_VERDICT_COUNT];
+	struct sa_trunk_usage *next;
+};
+struct sa_trunk_table;
+struct sa_trunk_table *sa_trunk_table_new(void);
+void sa_trunk_table_free(struct sa_trunk_table *t);
+/* The trunk's usage, made on first use; NULL when out of memory or the id is too long. */
+struct sa_trunk_usage *sa_trunk_usage(struct sa_trunk_table *t, const char *trunk_id);
+/* Each trunk's usage, for metrics. */
+void sa_trunk_table_each(struct sa_trunk_table *t, void (*cb)(const struct sa_trunk_usage *u, void *arg), void *arg);
+
+/* A new call (out-of-dialog INVITE) for the trunk: within max_concurrent_calls
+ * and, when rate_limited (calls from the customer), max_calls_per_second? On
+ * SA_POLICY_ADMIT it holds a channel until sa_policy_release. A refusal is
+ * counted in u->refused. */
+enum sa_policy_verdict sa_policy_admit_call(const struct sa_trunk_policy *p, struct sa_trunk_usage *u,
+                                            bool rate_limited, int64_t now_ms);
+/* A call that exists whatever the limits say (restored at start, or set up
+ * before a limit was lowered) holds a channel too. */
+void sa_policy_hold(struct sa_trunk_usage *u);
+void sa_policy_release(struct sa_trunk_usage *u);
+
 #endif

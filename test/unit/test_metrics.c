@@ -58,7 +58,7 @@ START_TEST(test_every_line_is_valid_exposition)
 	m.api_requests[201] = 1;
 	m.sip_rejected[403] = 2;
 	render();
-	ck_assert_int_eq(regcomp(&sample, "^sipauthd_[a-z_]+(\\{[a-z_]+=\"[^\"]*\"\\})? -?[0-9]+$", REG_EXTENDED), 0);
+	ck_assert_int_eq(regcomp(&sample, "^sipauthd_[a-z_]+(\\{[a-z_]+=\"[^\"]*\"\\})? -?[0-9]+(\\.[0-9]+)?$", REG_EXTENDED), 0);
 	ck_assert_int_eq(regcomp(&comment, "^# (HELP sipauthd_[a-z_]+ .+|TYPE sipauthd_[a-z_]+ (counter|gauge))$",
 	                         REG_EXTENDED), 0);
 	ck_assert_msg(len > 0 && text[len - 1] == '\n', "ends with a newline");

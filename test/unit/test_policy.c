@@ -202,6 +202,68 @@ START_TEST(slow_rate_still_allows_one_call)
 }
 END_TEST
 
+START_TEST(arrival_tls_then_source)
+{
+	struct sockaddr_storage in = addr("203.0.113.5"), out = addr("198.51.100.1");
+	ck_assert_int_eq(sa_policy_check_arrival(&pol, false, (struct sockaddr *)&out), SA_POLICY_ADMIT);
+	ck_assert_int_eq(patch("{\"allowed_sources\": [\"203.0.113.0/24\"], \"require_tls\": true}"), 0);
+	ck_assert_int_eq(sa_policy_check_arrival(&pol, true, (struct sockaddr *)&in), SA_POLICY_ADMIT);
+	ck_assert_int_eq(sa_policy_check_arrival(&pol, false, (struct sockaddr *)&in), SA_POLICY_TLS_REQUIRED);
+	ck_assert_int_eq(sa_policy_check_arrival(&pol, true, (struct sockaddr *)&out), SA_POLICY_SOURCE_NOT_ALLOWED);
+	ck_assert_int_eq(sa_policy_check_arrival(&pol, false, (struct sockaddr *)&out), SA_POLICY_TLS_REQUIRED);
+	ck_assert(!sa_policy_ip_authenticates(&pol, (struct sockaddr *)&in));
+	ck_assert_int_eq(patch("{\"ip_authentication\": true}"), 0);
+	ck_assert(sa_policy_ip_authenticates(&pol, (struct sockaddr *)&in));
+	ck_assert(!sa_policy_ip_authenticates(&pol, (struct sockaddr *)&out));
+	ck_assert_str_eq(sa_policy_verdict_name(SA_POLICY_SOURCE_NOT_ALLOWED), "source_not_allowed");
+	ck_assert_str_eq(sa_policy_verdict_name(SA_POLICY_CHANNEL_LIMIT), "channel_limit");
+}
+END_TEST
+
+START_TEST(channels_held_and_released)
+{
+	struct sa_trunk_table *tt = sa_trunk_table_new();
+	struct sa_trunk_usage *u = sa_trunk_usage(tt, "trunk_a");
+	ck_assert_ptr_eq(sa_trunk_usage(tt, "trunk_a"), u);
+	ck_assert_ptr_ne(sa_trunk_usage(tt, "trunk_b"), u);
+	ck_assert_int_eq(patch("{\"max_concurrent_calls\": 2}"), 0);
+	ck_assert_int_eq(sa_policy_admit_call(&pol, u, true, 0), SA_POLICY_ADMIT);
+	ck_assert_int_eq(sa_policy_admit_call(&pol, u, false, 0), SA_POLICY_ADMIT);
+	ck_assert_int_eq(sa_policy_admit_call(&pol, u, true, 0), SA_POLICY_CHANNEL_LIMIT);
+	ck_assert_int_eq(u->channels, 2);
+	ck_assert_int_eq(u->refused[SA_POLICY_CHANNEL_LIMIT], 1);
+	sa_policy_release(u);
+	ck_assert_int_eq(sa_policy_admit_call(&pol, u, true, 0), SA_POLICY_ADMIT);
+	sa_policy_hold(u);   /* a restored call counts even above the limit */
+	ck_assert_int_eq(u->channels, 3);
+	sa_policy_release(u);
+	sa_policy_release(u);
+	sa_policy_release(u);
+	sa_policy_release(u);   /* never below zero */
+	ck_assert_int_eq(u->channels, 0);
+	sa_trunk_table_free(tt);
+}
+END_TEST
+
+/* a call refused for channels spends no token; only rate-limited calls take tokens */
+START_TEST(rate_only_after_channels)
+{
+	struct sa_trunk_table *tt = sa_trunk_table_new();
+	struct sa_trunk_usage *u = sa_trunk_usage(tt, "trunk_a");
+	ck_assert_int_eq(patch("{\"max_concurrent_calls\": 1, \"max_calls_per_second\": 2}"), 0);
+	ck_assert_int_eq(sa_policy_admit_call(&pol, u, true, 0), SA_POLICY_ADMIT);
+	for (int i = 0; i < 5; i++)
+		ck_assert_int_eq(sa_policy_admit_call(&pol, u, true, 0), SA_POLICY_CHANNEL_LIMIT);
+	sa_policy_release(u);
+	ck_assert_int_eq(sa_policy_admit_call(&pol, u, true, 0), SA_POLICY_ADMIT);   /* the 2nd token */
+	sa_policy_release(u);
+	ck_assert_int_eq(sa_policy_admit_call(&pol, u, true, 0), SA_POLICY_RATE_LIMIT);
+	ck_assert_int_eq(sa_policy_admit_call(&pol, u, false, 0), SA_POLICY_ADMIT);   /* inbound: no rate */
+	ck_assert_int_eq(u->refused[SA_POLICY_RATE_LIMIT], 1);
+	sa_trunk_table_free(tt);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("policy");
@@ -214,6 +276,9 @@ int main(void)
 	tcase_add_test(tc, cidr_text_round_trip);
 	tcase_add_test(tc, rate_bucket_holds_one_second);
 	tcase_add_test(tc, slow_rate_still_allows_one_call);
+	tcase_add_test(tc, arrival_tls_then_source);
+	tcase_add_test(tc, channels_held_and_released);
+	tcase_add_test(tc, rate_only_after_channels);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -1,0 +1,214 @@
+#!/bin/sh
+# trunk_controls.sh: a trunk's carrier controls (issue 14) end to end: PATCH and its 422s,
+# sipauthctl trunk set, channels (a held call plus a second one, outbound and inbound), the call
+# rate (a burst above it), the allow-list from two loopback sources, IP authentication without
+# credentials, TLS only (sipsak over TLS and over UDP), the challenge order, and the limits
+# surviving a restart.
+. "$top_srcdir/test/lib.sh"
+. "$top_srcdir/test/tls_lib.sh"
+need sipp
+need curl
+setup_store || { fail "store setup"; finish; }
+TRUNK_DNS=$(printf '%s' "$TRUNK_HOST" | tr _ -)
+make_cert server sipauthd-test || { fail "openssl made no certificate"; finish; }
+API_PORT=$(free_port 127.0.0.1)
+BASE="http://127.0.0.1:$API_PORT"
+KEY=$("$SIPAUTHCTL" --store "$STORE" apikey create --account "$ACC")
+start_tls_sipauthd d "SHA-256, MD5" "" "[api]
+listen = 127.0.0.1:$API_PORT" || { fail "sipauthd did not start"; finish; }
+LOG=$T/d.log
+TPATH="/v1/account/$ACC/trunks/$TRUNK"
+# api METHOD PATH [BODY]: status in $st, the answer in $T/body
+api() {
+	st=$(curl -s -o "$T/body" -w '%{http_code}' -X "$1" -H "Authorization: Bearer $KEY" \
+		-H 'Content-Type: application/json' ${3:+--data-binary "$3"} "$BASE$2")
+}
+jf() { python3 -c 'import json,sys; d=json.load(open(sys.argv[2])); print(eval(sys.argv[1]))' "$1" "$T/body"; }
+metric() { curl -s "$BASE/metrics" | sed -n "s/^sipauthd_$1 //p"; }
+call() {   # NAME [sipclient invite args]: a call from the PBX; its JSON lines in $T/NAME.json
+	_n=$1; shift
+	sipc invite --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 --timeout 2 "$@" \
+		>"$T/$_n.json"
+}
+status_of() { json_get 'final.get("final_status")' <"$T/$1.json"; }
+
+# ---- the PATCH validation table: each bad value is a 422 naming the field and the rule
+check_422() {   # BODY FIELD MESSAGE
+	api PATCH "$TPATH" "$1"
+	assert_eq "PATCH $1 is 422" 422 "$st"
+	assert_eq "... naming $2 and the rule" "invalid_field|$2|$3" \
+		"$(jf 'd["error"]["code"] + "|" + d["error"].get("field", "") + "|" + d["error"]["message"]')"
+}
+check_422 '{"max_concurrent_calls": -1}' max_concurrent_calls \
+	"max_concurrent_calls must be an integer from 0 to 1000000, or null for no limit"
+check_422 '{"max_concurrent_calls": "2"}' max_concurrent_calls \
+	"max_concurrent_calls must be an integer from 0 to 1000000, or null for no limit"
+check_422 '{"max_calls_per_second": 0}' max_calls_per_second \
+	"max_calls_per_second must be a number of calls per second from 0.001 to 10000, or null for no limit"
+check_422 '{"allowed_sources": ["10.0.0.1/8"]}' allowed_sources \
+	'allowed_sources entry 0 is not an IPv4 or IPv6 network with its host bits zero ("203.0.113.0/24", "2001:db8::/32" or an address)'
+check_422 '{"allowed_sources": "10.0.0.0/8"}' allowed_sources \
+	'allowed_sources must be an array of up to 64 networks such as "203.0.113.0/24"'
+check_422 '{"ip_authentication": true}' ip_authentication \
+	"ip_authentication needs allowed_sources: without them any address would be trusted"
+check_422 '{"require_tls": "yes"}' require_tls "require_tls must be true or false"
+check_422 '{"digest_algorithms": ["SHA-1"]}' digest_algorithms \
+	'digest_algorithms must be null (the daemon'"'"'s [auth] algorithms) or a list of distinct names from "MD5", "SHA-256" and "SHA-512-256", in challenge order'
+check_422 '{"channels": 2}' channels \
+	"channels is not a trunk setting (max_concurrent_calls, max_calls_per_second, allowed_sources, ip_authentication, require_tls, digest_algorithms)"
+api PATCH "$TPATH" '{"max_concurrent_calls": 2,'
+assert_eq "PATCH with broken JSON is 400" "400 invalid_json" "$st $(jf 'd["error"]["code"]')"
+api GET "$TPATH"
+assert_eq "after the refusals nothing changed (GET shows the defaults)" \
+	"None None [] False False None" \
+	"$(jf 'd["max_concurrent_calls"], d["max_calls_per_second"], d["allowed_sources"], d["ip_authentication"], d["require_tls"], d["digest_algorithms"]' | tr -d '(),')"
+
+# ---- sipauthctl trunk set: the same rules, the same shape
+out=$("$SIPAUTHCTL" --store "$STORE" trunk set --trunk "$TRUNK" --max-concurrent-calls x 2>&1); rc=$?
+assert_eq "sipauthctl trunk set refuses a bad value (exit 1, the rule)" \
+	"1 sipauthctl: max_concurrent_calls must be an integer from 0 to 1000000, or null for no limit" "$rc $out"
+out=$("$SIPAUTHCTL" --store "$STORE" trunk set --trunk trunk_nope --require-tls true 2>&1); rc=$?
+assert_eq "sipauthctl trunk set on an unknown trunk exits 2" "2 sipauthctl: unknown trunk trunk_nope" "$rc $out"
+
+# ---- digest_algorithms: the trunk's challenge order (the daemon offers SHA-256 first)
+sipc register --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" >"$T/reg1.json"
+assert_eq "by default the first challenge is the daemon's first algorithm" "SHA-256" \
+	"$(json_get 'resp[0]["headers"]["www-authenticate"][0].split("algorithm=")[1].split(",")[0]' <"$T/reg1.json")"
+api PATCH "$TPATH" '{"digest_algorithms": ["MD5", "SHA-256"]}'
+assert_eq "PATCH digest_algorithms is 200" 200 "$st"
+sipc register --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 >"$T/reg2.json"
+assert_eq "the trunk's order: MD5 first, then SHA-256" "['MD5', 'SHA-256']" \
+	"$(json_get '[h.split("algorithm=")[1].split(",")[0] for h in resp[0]["headers"]["www-authenticate"]]' <"$T/reg2.json")"
+assert_eq "a client that answers the first challenge only registers (200)" 200 "$(status_of reg2)"
+
+# ---- channels: a held call plus a second one
+spawn "$T/gw.out" timeout 60 sipp -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT" -nostdin -m 20
+gw=$!
+sleep 0.3
+api PATCH "$TPATH" '{"max_concurrent_calls": 1}'
+assert_eq "PATCH max_concurrent_calls 1 is 200 and shows it" "200 1" "$st $(jf 'd["max_concurrent_calls"]')"
+spawn "$T/held.json" $SIPCLIENT invite --server "127.0.0.1:$SIP_PORT" --host "$TRUNK_HOST" --user "$SIP_USER" \
+	--password "$SIP_PASS" --algorithms MD5 --timeout 2 --hold 4
+held=$!
+wait_for grep -q "event=call_start" "$LOG" || fail "the held call did not start"
+api GET "$TPATH/calls"
+assert_eq "GET .../calls shows the usage against the limit" "1 1 None" \
+	"$(jf 'd["usage"]["concurrent_calls"], d["usage"]["max_concurrent_calls"], d["usage"]["max_calls_per_second"]' | tr -d '(),')"
+call second
+assert_eq "a second call over the channel limit gets 503" 503 "$(status_of second)"
+assert_eq "... with Retry-After and a Reason naming the limit" \
+	"['5'] ['SIP;cause=503;text=\"trunk channel limit\"']" \
+	"$(json_get 'str(resp[-1]["headers"].get("retry-after")) + " " + str(resp[-1]["headers"].get("reason"))' <"$T/second.json")"
+# inbound takes the trunk's channels too: the PBX registers, the gateway calls it
+sipc register --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 \
+	--contact "sip:$SIP_USER@127.0.0.1:$(free_port 127.0.0.1)" >/dev/null
+$SIPCLIENT invite --server "127.0.0.1:$SIP_PORT" --local-ip 127.0.0.2 --host "$TRUNK_HOST" --to 5550100 \
+	--no-auth --timeout 2 >"$T/inbound.json"
+assert_eq "an inbound call over the channel limit gets 503 too" \
+	"503 ['SIP;cause=503;text=\"trunk channel limit\"']" \
+	"$(json_get 'str(final.get("final_status")) + " " + str(resp[-1]["headers"].get("reason"))' <"$T/inbound.json")"
+assert_match "the refusal is logged as a trunk limit, not overload" \
+	"event=trunk_limit reason=channel_limit trunk=$TRUNK username=\"$SIP_USER\" method=INVITE src=127.0.0.1:" "$(cat "$LOG")"
+assert_eq "/metrics counts the channel refusals apart" 2 "$(metric 'trunk_refusals_total{reason="channel_limit"}')"
+api GET "$TPATH/auth-failures?limit=5"
+assert_eq "the failure log has the refusals" "channel_limit channel_limit" "$(jf '" ".join(f["reason"] for f in d["data"][:2])')"
+wait "$held"
+assert_eq "the held call ended normally" 0 $?
+wait_for grep -q "event=call_end\|BYE" "$T/held.json"
+call third
+assert_eq "once the held call ended, a new call goes through (200)" 200 "$(status_of third)"
+
+# ---- the call rate: a burst above it (0.1/s: one call, then 503 for ten seconds)
+api PATCH "$TPATH" '{"max_concurrent_calls": null, "max_calls_per_second": 0.1}'
+assert_eq "PATCH max_calls_per_second 0.1 is 200" "200 0.1" "$st $(jf 'd["max_calls_per_second"]')"
+for i in 1 2 3 4; do call "burst$i"; done
+assert_eq "of a burst of four calls, the first goes through and three get 503" "200 503 503 503" \
+	"$(for i in 1 2 3 4; do status_of "burst$i"; done | tr '\n' ' ' | sed 's/ $//')"
+assert_eq "the rate 503 says retry in a second and why" \
+	"['1'] ['SIP;cause=503;text=\"trunk call rate limit\"']" \
+	"$(json_get 'str(resp[-1]["headers"].get("retry-after")) + " " + str(resp[-1]["headers"].get("reason"))' <"$T/burst2.json")"
+assert_eq "/metrics counts the rate refusals" 3 "$(metric 'trunk_refusals_total{reason="rate_limit"}')"
+api PATCH "$TPATH" '{"max_calls_per_second": null}'
+
+# ---- allowed_sources from two loopback sources: 403 before any challenge elsewhere
+api PATCH "$TPATH" '{"allowed_sources": ["127.0.0.1"]}'
+assert_eq "PATCH allowed_sources is 200" "200 ['127.0.0.1/32']" "$st $(jf 'd["allowed_sources"]')"
+sipc register --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 >"$T/allowed.json"
+assert_eq "a REGISTER from the allowed address is 200" 200 "$(status_of allowed)"
+sipc register --local-ip 127.0.0.3 --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 \
+	>"$T/elsewhere.json"
+assert_eq "from 127.0.0.3: 403 Source Not Allowed, the only answer (no challenge)" "[(403, 'Source Not Allowed')]" \
+	"$(json_get '[(r["status"], r["reason"]) for r in resp]' <"$T/elsewhere.json")"
+api GET "$TPATH/auth-failures?limit=1"
+assert_eq "logged as a failure with reason source_not_allowed" "source_not_allowed 127.0.0.3 REGISTER" \
+	"$(jf 'd["data"][0]["reason"] + " " + d["data"][0]["source_address"] + " " + d["data"][0]["method"]')"
+assert_eq "/metrics: auth failures by reason source_not_allowed" 1 \
+	"$(metric 'auth_failures_total{reason="source_not_allowed"}')"
+
+# ---- ip_authentication: calls from the allowed network need no digest and no credential
+api PATCH "$TPATH" '{"ip_authentication": true}'
+assert_eq "PATCH ip_authentication is 200" "200 True" "$st $(jf 'd["ip_authentication"]')"
+sipc invite --host "$TRUNK_HOST" --user someone --no-auth --timeout 2 --hold 3 >"$T/ipauth.json" &
+ipauth=$!
+sleep 1
+api GET "$TPATH/calls"
+assert_eq "the call without credentials is up, owned by no credential" "1 None" \
+	"$(jf 'len(d["data"]), d["data"][0]["credential_id"] if d["data"] else "-"' | tr -d '(),')"
+api DELETE "$TPATH/credentials/$CRED"
+assert_eq "deleting the trunk's credential" 204 "$st"
+sleep 0.5
+api GET "$TPATH/calls"
+assert_eq "... does not end the call authenticated by address" 1 "$(jf 'len(d["data"])')"
+wait "$ipauth"
+assert_eq "the call without credentials went through (200)" 200 "$(status_of ipauth)"
+assert_eq "/metrics counts requests let through by address" 1 "$(metric auth_by_address_total | head -1 | cut -c1)"
+sipc invite --local-ip 127.0.0.3 --host "$TRUNK_HOST" --user someone --no-auth --timeout 2 >"$T/ipauth3.json"
+assert_eq "from outside the network it is still 403" 403 "$(status_of ipauth3)"
+api PATCH "$TPATH" '{"ip_authentication": false, "allowed_sources": []}'
+SIP_PASS=another_secure_password_456
+CRED=$(printf '%s\n' "$SIP_PASS" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" \
+	--username "$SIP_USER" --password-stdin | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+
+# ---- require_tls: sipsak over TLS registers, over UDP it is told TLS is required
+out=$("$SIPAUTHCTL" --store "$STORE" trunk set --trunk "$TRUNK" --require-tls true); rc=$?
+assert_eq "sipauthctl trunk set --require-tls true" "0 True" "$rc $(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["require_tls"])')"
+printf '127.0.0.1 localhost %s\n127.0.0.1 %s\n' "$(uname -n)" "$TRUNK_DNS" >"$T/hosts"
+printf 'nameserver 127.0.0.1\n' >"$T/resolv.conf"
+sipsak_reg() {   # NAME TRANSPORT PORT: exit status; readable output in $T/NAME.txt
+	env GNUTLS_SYSTEM_PRIORITY_FILE="$T/gnutls-tls12.conf" timeout 20 unshare -m sh -c \
+		'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && shift 2 && exec "$@"' \
+		sh "$T/hosts" "$T/resolv.conf" \
+		sipsak -U -C "sip:$SIP_USER@127.0.0.1:$(free_port 127.0.0.1)" -s "sip:$SIP_USER@$TRUNK_DNS" -r "$3" \
+		--transport="$2" --tls-ca-cert "$T/server.pem" -u "$SIP_USER" -a "$SIP_PASS" -x 300 -i -vvv \
+		>"$T/$1.out" 2>&1
+	_rc=$?
+	tr -cd '\11\12\15\40-\176' <"$T/$1.out" >"$T/$1.txt"
+	return $_rc
+}
+printf '[overrides]\ndisabled-version = tls1.3\n' >"$T/gnutls-tls12.conf"
+if ! command -v sipsak >/dev/null 2>&1 || ! unshare -m true 2>/dev/null; then
+	echo "SKIP (require_tls with sipsak): sipsak missing or no mount namespace"
+else
+	sipsak_reg tls tls "$TLS_PORT"
+	assert_eq "sipsak over TLS registers (exit 0)" 0 $?
+	sipsak_reg udp udp "$SIP_PORT"
+	assert_match "sipsak over UDP is answered 403 TLS Required" "SIP/2.0 403 TLS Required" "$(cat "$T/udp.txt")"
+fi
+sipc register --transport tcp --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 \
+	>"$T/tcp.json"
+assert_eq "over TCP too: 403 TLS Required, no challenge" "[(403, 'TLS Required')]" \
+	"$(json_get '[(r["status"], r["reason"]) for r in resp]' <"$T/tcp.json")"
+
+# ---- the limits survive a restart
+api PATCH "$TPATH" '{"require_tls": false, "max_concurrent_calls": 0}'
+stop "$SIPAUTHD_PID"
+start_tls_sipauthd d "SHA-256, MD5" "" "[api]
+listen = 127.0.0.1:$API_PORT" || { fail "sipauthd did not start again"; finish; }
+api GET "$TPATH"
+assert_eq "after a restart GET shows the limits" "0 ['MD5', 'SHA-256']" \
+	"$(jf 'd["max_concurrent_calls"], d["digest_algorithms"]' | sed 's/^(//; s/)$//; s/, \[/ [/')"
+call after_restart
+assert_eq "after a restart the channel limit (0) still refuses calls" 503 "$(status_of after_restart)"
+stop "$SIPAUTHD_PID"
+kill "$gw" 2>/dev/null
+finish
