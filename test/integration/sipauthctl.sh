@@ -119,7 +119,7 @@ expect "trunk create without account" 1 "sipauthctl: trunk create needs --accoun
 ctl --store "$S" trunk list --account "$ACC"
 assert_eq "trunk list: exit status" 0 "$rc"
 json "trunk list: two trunks in creation order" "[t['id'] for t in j['data']] == ['$TR', '$TR2']" "$out"
-json "trunk list: fields" "j['data'][0] == dict(id='$TR', account_id='$ACC', name='main', created_at=j['data'][0]['created_at'])" "$out"
+json "trunk list: fields" "j['data'][0] == dict(id='$TR', account_id='$ACC', name='main', created_at=j['data'][0]['created_at'], max_concurrent_calls=None, max_calls_per_second=None, allowed_sources=[], ip_authentication=False, require_tls=False, digest_algorithms=None)" "$out"
 json "trunk list: unnamed trunk" "j['data'][1]['name'] == ''" "$out"
 json "trunk list: created_at is RFC 3339 UTC" "$(printf "$RFC3339" "j['data'][0]['created_at']")" "$out"
 ctl --store "$S" trunk list --account "$ACC2"
