@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,15 +64,41 @@ static const char *const db_names[DB_COUNT] = {
 static const char alnum_lower[] = "abcdefghijklmnopqrstuvwxyz0123456789";
 static const char base62[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-struct sa_store {
+/* The environments an open store holds; a handle's transactions are per environment. */
+enum { ENV_MAIN, ENV_COUNT };
+
+/* One LMDB environment as this process holds it. LMDB lets a process open
+ * an environment once, and its map may be resized only while no transaction
+ * of the process is open on it: every transaction holds lock for reading
+ * from begin to end, a map change holds it for writing. */
+struct senv {
 	MDB_env *env;
-	MDB_dbi dbi[DB_COUNT];
-	MDB_txn *rtxn;       /* the reused read transaction, reset between uses */
-	bool rdonly;
-	bool ready;          /* schema_version seen and matching */
 	bool reserved;       /* writable map, every page of it allocated on disk */
 	uint64_t psize;      /* LMDB page size */
+	pthread_rwlock_t lock;
+	pthread_mutex_t wmu; /* this process's write transaction: see wr_begin */
+	bool locked;         /* lock and wmu initialised */
+};
+
+/* What every handle on one open store shares (sa_store_dup). The
+ * environments close with the last handle. */
+struct shared {
+	struct senv env[ENV_COUNT];
+	MDB_dbi dbi[DB_COUNT];
+	bool rdonly;
+	pthread_mutex_t mu;  /* guards refs and fault */
+	unsigned refs;
 	struct sa_store_fault fault;
+};
+
+/* A handle: used by one thread at a time; its own read transactions and
+ * error state. */
+struct sa_store {
+	struct shared *sh;
+	MDB_txn *rtxn[ENV_COUNT];   /* the reused read transactions, reset between uses */
+	MDB_txn *wtxn[ENV_COUNT];   /* the write transaction in progress */
+	unsigned held[ENV_COUNT];   /* read locks this handle holds (transactions nest) */
+	bool ready;          /* schema_version seen and matching */
 	int code;            /* LMDB or errno value of the last failing call in this transaction */
 	char detail[128];    /* ... or our own words for it (the headroom rule) */
 };
@@ -241,29 +268,36 @@ static bool store_trouble(int err)
 	       err == SA_STORE_ECORRUPT || err == SA_STORE_EACCES;
 }
 
-/* Records how a write ended, for sa_store_fault. */
+/* Records how a write ended, for sa_store_fault (one report for all handles). */
 static void fault_note(struct sa_store *st, int err)
 {
+	struct sa_store_fault *f = &st->sh->fault;
+
+	pthread_mutex_lock(&st->sh->mu);
 	if (!store_trouble(err)) {
 		if (err == SA_STORE_OK)
-			st->fault.failing = false;
+			f->failing = false;
+		pthread_mutex_unlock(&st->sh->mu);
 		return;
 	}
-	st->fault.err = err;
-	st->fault.failing = true;
-	st->fault.code = st->code;
-	st->fault.failures++;
+	f->err = err;
+	f->failing = true;
+	f->code = st->code;
+	f->failures++;
 	if (st->detail[0] != '\0')
-		snprintf(st->fault.detail, sizeof st->fault.detail, "%s", st->detail);
+		snprintf(f->detail, sizeof f->detail, "%s", st->detail);
 	else if (st->code != 0)
-		snprintf(st->fault.detail, sizeof st->fault.detail, "%s", mdb_strerror(st->code));
+		snprintf(f->detail, sizeof f->detail, "%s", mdb_strerror(st->code));
 	else
-		snprintf(st->fault.detail, sizeof st->fault.detail, "%s", sa_store_strerror(err));
+		snprintf(f->detail, sizeof f->detail, "%s", sa_store_strerror(err));
+	pthread_mutex_unlock(&st->sh->mu);
 }
 
 void sa_store_fault(const struct sa_store *st, struct sa_store_fault *f)
 {
-	*f = st->fault;
+	pthread_mutex_lock(&st->sh->mu);
+	*f = st->sh->fault;
+	pthread_mutex_unlock(&st->sh->mu);
 }
 
 __attribute__((format(printf, 3, 4)))
@@ -307,7 +341,7 @@ static int store_check(struct sa_store *st, MDB_txn *txn)
 
 	if (st->ready)
 		return SA_STORE_OK;
-	int rc = mdb_get(txn, st->dbi[DB_META], &k, &v);
+	int rc = mdb_get(txn, st->sh->dbi[DB_META], &k, &v);
 	if (rc == MDB_NOTFOUND)
 		return SA_STORE_ENOTINIT;
 	if (rc != 0)
@@ -319,52 +353,129 @@ static int store_check(struct sa_store *st, MDB_txn *txn)
 	return SA_STORE_OK;
 }
 
-static int map_reserve(struct sa_store *st, uint64_t size, char *why, size_t whylen);
+static int map_reserve(struct sa_store *st, int e, uint64_t size, char *why, size_t whylen);
 
-/* Another process grew the map past ours (sipauthctl --map-size): take its
- * size, and make sure the new pages are reserved too. */
-static int map_adopt(struct sa_store *st)
+/* Takes and drops an environment's lock for a transaction of this handle. */
+static void env_hold(struct sa_store *st, int e)
 {
-	MDB_envinfo ei;
-	int rc = mdb_env_set_mapsize(st->env, 0);
-
-	if (rc != 0)
-		return note_err(st, rc);
-	mdb_env_info(st->env, &ei);
-	return st->reserved ? map_reserve(st, ei.me_mapsize, NULL, 0) : SA_STORE_OK;
+	pthread_rwlock_rdlock(&st->sh->env[e].lock);
+	st->held[e]++;
 }
 
-static int txn_begin(struct sa_store *st, unsigned flags, MDB_txn **txn)
+static void env_release(struct sa_store *st, int e)
 {
-	int rc = mdb_txn_begin(st->env, NULL, flags, txn);
+	st->held[e]--;
+	pthread_rwlock_unlock(&st->sh->env[e].lock);
+}
 
-	if (rc == MDB_MAP_RESIZED && map_adopt(st) == SA_STORE_OK)
-		rc = mdb_txn_begin(st->env, NULL, flags, txn);
-	return note_err(st, rc);
+static bool holds_any(const struct sa_store *st)
+{
+	for (int e = 0; e < ENV_COUNT; e++)
+		if (st->held[e] > 0)
+			return true;
+	return false;
+}
+
+/* Another process grew the map past ours (sipauthctl --map-size): take its
+ * size, and make sure the new pages are reserved too. LMDB remaps only while
+ * no transaction of this process is open on the environment: so this waits
+ * for the other handles' transactions, and a handle inside a transaction of
+ * its own (a nested one) cannot do it and fails instead (the next call
+ * outside will). */
+static int map_adopt(struct sa_store *st, int e)
+{
+	struct senv *v = &st->sh->env[e];
+	MDB_envinfo ei;
+
+	if (holds_any(st))
+		return note_err(st, MDB_MAP_RESIZED);
+	pthread_rwlock_wrlock(&v->lock);
+	int rc = note_err(st, mdb_env_set_mapsize(v->env, 0));
+	if (rc == SA_STORE_OK) {
+		mdb_env_info(v->env, &ei);
+		rc = v->reserved ? map_reserve(st, e, ei.me_mapsize, NULL, 0) : SA_STORE_OK;
+	}
+	pthread_rwlock_unlock(&v->lock);
+	return rc;
+}
+
+/* Begins a transaction on environment e, holding its lock until the
+ * transaction ends (txn_commit, txn_abort, or rd_reset for the reused one),
+ * and for a write transaction the process's writer mutex too. A map grown
+ * by another process is adopted with neither held. */
+static int txn_begin(struct sa_store *st, int e, unsigned flags, MDB_txn **txn)
+{
+	struct senv *v = &st->sh->env[e];
+	bool write = (flags & MDB_RDONLY) == 0;
+
+	for (int tries = 0;; tries++) {
+		if (write)
+			pthread_mutex_lock(&v->wmu);
+		env_hold(st, e);
+		int rc = mdb_txn_begin(v->env, NULL, flags, txn);
+		if (rc == MDB_SUCCESS) {
+			if (write)
+				st->wtxn[e] = *txn;
+			return SA_STORE_OK;
+		}
+		env_release(st, e);
+		if (write)
+			pthread_mutex_unlock(&v->wmu);
+		if (rc != MDB_MAP_RESIZED || tries > 0 || map_adopt(st, e) != SA_STORE_OK)
+			return note_err(st, rc);
+	}
+}
+
+static void txn_done(struct sa_store *st, int e, MDB_txn *txn)
+{
+	env_release(st, e);
+	if (txn == st->wtxn[e]) {
+		st->wtxn[e] = NULL;
+		pthread_mutex_unlock(&st->sh->env[e].wmu);
+	}
+}
+
+static void txn_abort(struct sa_store *st, int e, MDB_txn *txn)
+{
+	mdb_txn_abort(txn);
+	txn_done(st, e, txn);
+}
+
+static int txn_commit(struct sa_store *st, int e, MDB_txn *txn)
+{
+	int rc = note_err(st, mdb_txn_commit(txn));
+
+	txn_done(st, e, txn);
+	return rc;
 }
 
 /* A write transaction. Durable ones sync on commit (the environment's normal
- * mode); nosync ones (bindings, auth failures) set MDB_NOSYNC for their
- * duration, and wr_end always clears it again, so the next durable commit
- * fsyncs the data file (covering the nosync pages) before its meta page. */
+ * mode); nosync ones (bindings, auth failures) set MDB_NOSYNC on the
+ * environment for their duration (LMDB 0.9 has no per-transaction flag), and
+ * wr_end clears it again, so the next durable commit syncs the data file
+ * (covering the nosync pages) before its meta page. The flag is changed only
+ * while this process's writer mutex is held, so that a durable write of
+ * another thread never commits under it. */
 static int wr_begin(struct sa_store *st, MDB_txn **txn, bool nosync, bool check)
 {
+	MDB_env *env = st->sh->env[ENV_MAIN].env;
+
 	st->code = 0;
 	st->detail[0] = '\0';
-	if (st->rdonly)
+	if (st->sh->rdonly)
 		return SA_STORE_EIO;
-	if (nosync && mdb_env_set_flags(st->env, MDB_NOSYNC, 1) != 0)
-		return SA_STORE_EIO;
-	int rc = txn_begin(st, 0, txn);
+	int rc = txn_begin(st, ENV_MAIN, 0, txn);
 	if (rc != SA_STORE_OK) {
-		mdb_env_set_flags(st->env, MDB_NOSYNC, 0);
 		fault_note(st, rc);
 		return rc;
 	}
-	rc = check ? store_check(st, *txn) : SA_STORE_OK;
+	if (nosync && mdb_env_set_flags(env, MDB_NOSYNC, 1) != 0)
+		rc = SA_STORE_EIO;
+	if (rc == SA_STORE_OK && check)
+		rc = store_check(st, *txn);
 	if (rc != SA_STORE_OK) {
-		mdb_txn_abort(*txn);
-		mdb_env_set_flags(st->env, MDB_NOSYNC, 0);
+		mdb_env_set_flags(env, MDB_NOSYNC, 0);
+		txn_abort(st, ENV_MAIN, *txn);
 	}
 	return rc;
 }
@@ -372,47 +483,66 @@ static int wr_begin(struct sa_store *st, MDB_txn **txn, bool nosync, bool check)
 /* Commits when rc is OK, aborts otherwise; returns rc or the commit's error. */
 static int wr_end(struct sa_store *st, MDB_txn *txn, int rc)
 {
-	if (rc == SA_STORE_OK)
+	MDB_env *env = st->sh->env[ENV_MAIN].env;
+
+	if (rc == SA_STORE_OK) {
 		rc = note_err(st, mdb_txn_commit(txn));
-	else
+	} else {
 		mdb_txn_abort(txn);
-	mdb_env_set_flags(st->env, MDB_NOSYNC, 0);
+	}
+	mdb_env_set_flags(env, MDB_NOSYNC, 0);
+	txn_done(st, ENV_MAIN, txn);
 	fault_note(st, rc);
 	return rc;
+}
+
+/* The handle's reused read transaction on e, renewed (and locked) here. */
+static int rd_renew(struct sa_store *st, int e, MDB_txn **txn)
+{
+	MDB_txn **rt = &st->rtxn[e];
+
+	if (*rt != NULL) {
+		env_hold(st, e);
+		int rc = mdb_txn_renew(*rt);
+		if (rc == MDB_SUCCESS) {
+			*txn = *rt;
+			return SA_STORE_OK;
+		}
+		mdb_txn_abort(*rt);
+		*rt = NULL;
+		env_release(st, e);
+		if (rc != MDB_MAP_RESIZED)
+			return note_err(st, rc);
+	}
+	int rc = txn_begin(st, e, MDB_RDONLY, rt);
+	if (rc != SA_STORE_OK)
+		*rt = NULL;
+	*txn = *rt;
+	return rc;
+}
+
+static void rd_reset(struct sa_store *st, int e)
+{
+	mdb_txn_reset(st->rtxn[e]);
+	env_release(st, e);
 }
 
 /* The shared read transaction (hot path): renewed here, reset by rd_end. */
 static int rd_begin(struct sa_store *st, MDB_txn **txn)
 {
-	int rc = 0;
+	int rc = rd_renew(st, ENV_MAIN, txn);
 
-	if (st->rtxn != NULL) {
-		rc = mdb_txn_renew(st->rtxn);
-		if (rc == MDB_MAP_RESIZED) {
-			mdb_txn_abort(st->rtxn);
-			st->rtxn = NULL;
-		}
-	}
-	if (st->rtxn == NULL)
-		rc = txn_begin(st, MDB_RDONLY, &st->rtxn);
-	else
-		rc = note_err(st, rc);
-	if (rc != SA_STORE_OK) {
-		if (st->rtxn != NULL)
-			mdb_txn_abort(st->rtxn);
-		st->rtxn = NULL;
+	if (rc != SA_STORE_OK)
 		return rc;
-	}
-	*txn = st->rtxn;
 	rc = store_check(st, *txn);
 	if (rc != SA_STORE_OK)
-		mdb_txn_reset(*txn);
+		rd_reset(st, ENV_MAIN);
 	return rc;
 }
 
 static int rd_end(struct sa_store *st, int rc)
 {
-	mdb_txn_reset(st->rtxn);
+	rd_reset(st, ENV_MAIN);
 	return rc;
 }
 
@@ -420,19 +550,19 @@ static int rd_end(struct sa_store *st, int rc)
  * into the store (and so use the shared one). */
 static int rd_own_begin(struct sa_store *st, MDB_txn **txn)
 {
-	int rc = txn_begin(st, MDB_RDONLY, txn);
+	int rc = txn_begin(st, ENV_MAIN, MDB_RDONLY, txn);
 
 	if (rc != SA_STORE_OK)
 		return rc;
 	rc = store_check(st, *txn);
 	if (rc != SA_STORE_OK)
-		mdb_txn_abort(*txn);
+		txn_abort(st, ENV_MAIN, *txn);
 	return rc;
 }
 
-static int rd_own_end(MDB_txn *txn, int rc)
+static int rd_own_end(struct sa_store *st, MDB_txn *txn, int rc)
 {
-	mdb_txn_abort(txn);
+	txn_abort(st, ENV_MAIN, txn);
 	return rc;
 }
 
@@ -440,7 +570,7 @@ static int rd_own_end(MDB_txn *txn, int rc)
 
 static int db_get(struct sa_store *st, MDB_txn *txn, int db, MDB_val k, MDB_val *v)
 {
-	return note_err(st, mdb_get(txn, st->dbi[db], &k, v));
+	return note_err(st, mdb_get(txn, st->sh->dbi[db], &k, v));
 }
 
 static int db_get_rec(struct sa_store *st, MDB_txn *txn, int db, MDB_val k, void *out, size_t len)
@@ -452,18 +582,18 @@ static int db_get_rec(struct sa_store *st, MDB_txn *txn, int db, MDB_val k, void
 
 static int db_put(struct sa_store *st, MDB_txn *txn, int db, MDB_val k, MDB_val v)
 {
-	return note_err(st, mdb_put(txn, st->dbi[db], &k, &v, 0));
+	return note_err(st, mdb_put(txn, st->sh->dbi[db], &k, &v, 0));
 }
 
 static int db_del(struct sa_store *st, MDB_txn *txn, int db, MDB_val k)
 {
-	return note_err(st, mdb_del(txn, st->dbi[db], &k, NULL));
+	return note_err(st, mdb_del(txn, st->sh->dbi[db], &k, NULL));
 }
 
 static bool db_has(struct sa_store *st, MDB_txn *txn, int db, MDB_val k)
 {
 	MDB_val v;
-	return mdb_get(txn, st->dbi[db], &k, &v) == 0;
+	return mdb_get(txn, st->sh->dbi[db], &k, &v) == 0;
 }
 
 static int meta_get_u64(struct sa_store *st, MDB_txn *txn, const char *name, uint64_t *out)
@@ -526,7 +656,7 @@ static int walk_prefix(struct sa_store *st, MDB_txn *txn, int db, const struct k
 	MDB_val k, v;
 	int rc = SA_STORE_OK;
 
-	if (mdb_cursor_open(txn, st->dbi[db], &cur) != 0)
+	if (mdb_cursor_open(txn, st->sh->dbi[db], &cur) != 0)
 		return SA_STORE_EIO;
 	int mrc = seek_prefix(cur, prefix, &k, &v);
 	while (mrc == 0 && has_prefix(&k, prefix)) {
@@ -551,7 +681,7 @@ static int first_with_prefix(struct sa_store *st, MDB_txn *txn, int db, const st
 	MDB_val k, v;
 	int rc = SA_STORE_ENOTFOUND;
 
-	if (mdb_cursor_open(txn, st->dbi[db], &cur) != 0)
+	if (mdb_cursor_open(txn, st->sh->dbi[db], &cur) != 0)
 		return SA_STORE_EIO;
 	int mrc = seek_prefix(cur, prefix, &k, &v);
 	if (mrc == 0 && has_prefix(&k, prefix) && k.mv_size <= KEY_MAX) {
@@ -619,19 +749,19 @@ static void high_water(struct sa_store *st, uint64_t *hw, uint64_t *map)
 {
 	MDB_envinfo ei;
 
-	mdb_env_info(st->env, &ei);
-	*hw = ((uint64_t)ei.me_last_pgno + 1) * st->psize;
+	mdb_env_info(st->sh->env[ENV_MAIN].env, &ei);
+	*hw = ((uint64_t)ei.me_last_pgno + 1) * st->sh->env[ENV_MAIN].psize;
 	*map = ei.me_mapsize;
 }
 
 /* Bytes in pages that hold data, as of txn. */
 static int used_bytes(struct sa_store *st, MDB_txn *txn, uint64_t *used, uint64_t *map)
 {
-	uint64_t hw, nfree;
+	uint64_t hw, nfree, psize = st->sh->env[ENV_MAIN].psize;
 
 	high_water(st, &hw, map);
 	int rc = free_pages(st, txn, &nfree);
-	*used = hw > nfree * st->psize ? hw - nfree * st->psize : 0;
+	*used = hw > nfree * psize ? hw - nfree * psize : 0;
 	return rc;
 }
 
@@ -653,7 +783,7 @@ static int room_for_new(struct sa_store *st)
 	MDB_txn *rtxn;
 	int rc = rd_own_begin(st, &rtxn);
 	if (rc == SA_STORE_OK)
-		rc = rd_own_end(rtxn, used_bytes(st, rtxn, &used, &map));
+		rc = rd_own_end(st, rtxn, used_bytes(st, rtxn, &used, &map));
 	if (rc != SA_STORE_OK || used <= limit)
 		return rc;
 	st->code = MDB_MAP_FULL;
@@ -669,7 +799,7 @@ static int room_for_new(struct sa_store *st)
 static void map_follow(struct sa_store *st, uint64_t recorded, uint64_t map)
 {
 	if (recorded > map)
-		map_adopt(st);
+		map_adopt(st, ENV_MAIN);
 }
 
 int sa_store_usage(struct sa_store *st, struct sa_store_usage *u)
@@ -689,7 +819,7 @@ int sa_store_usage(struct sa_store *st, struct sa_store_usage *u)
 		return rc;
 	map_follow(st, recorded, u->map_size);
 	u->percent = u->map_size > 0 ? (unsigned)(u->used * 100 / u->map_size) : 0;
-	u->reserved = st->reserved;
+	u->reserved = st->sh->env[ENV_MAIN].reserved;
 	return SA_STORE_OK;
 }
 
@@ -703,11 +833,13 @@ int sa_store_usage(struct sa_store *st, struct sa_store_usage *u)
 static int open_dbs(struct sa_store *st, bool grew)
 {
 	MDB_txn *txn;
-	unsigned flags = st->rdonly ? 0 : MDB_CREATE;
-	int rc = txn_begin(st, st->rdonly ? MDB_RDONLY : 0, &txn);
+	bool rdonly = st->sh->rdonly;
+	int rc = txn_begin(st, ENV_MAIN, rdonly ? MDB_RDONLY : 0, &txn);
 
+	if (rc != SA_STORE_OK)
+		return rc;
 	for (int i = 0; i < DB_COUNT && rc == SA_STORE_OK; i++) {
-		int mrc = mdb_dbi_open(txn, db_names[i], flags, &st->dbi[i]);
+		int mrc = mdb_dbi_open(txn, db_names[i], rdonly ? 0 : MDB_CREATE, &st->sh->dbi[i]);
 		rc = mrc == MDB_NOTFOUND ? SA_STORE_ENOTINIT : note_err(st, mrc);
 		/* check the schema before creating anything in a foreign store */
 		if (i == DB_META && rc == SA_STORE_OK) {
@@ -718,14 +850,13 @@ static int open_dbs(struct sa_store *st, bool grew)
 	}
 	if (rc == SA_STORE_OK && grew) {
 		MDB_envinfo ei;
-		mdb_env_info(st->env, &ei);
+		mdb_env_info(st->sh->env[ENV_MAIN].env, &ei);
 		uint64_t size = ei.me_mapsize;
 		rc = db_put(st, txn, DB_META, str_val("map_size"), mem_val(&size, sizeof size));
 	}
 	if (rc == SA_STORE_OK)
-		return note_err(st, mdb_txn_commit(txn));
-	if (txn != NULL)
-		mdb_txn_abort(txn);
+		return txn_commit(st, ENV_MAIN, txn);
+	txn_abort(st, ENV_MAIN, txn);
 	return rc;
 }
 
@@ -746,11 +877,11 @@ static int open_dbs(struct sa_store *st, bool grew)
  * way (the same file system gives every writer the same answer, and LMDB
  * wants writers to agree on MDB_WRITEMAP).
  */
-static int map_reserve(struct sa_store *st, uint64_t size, char *why, size_t whylen)
+static int map_reserve(struct sa_store *st, int e, uint64_t size, char *why, size_t whylen)
 {
 	int fd, rc;
 
-	if (mdb_env_get_fd(st->env, &fd) != 0)
+	if (mdb_env_get_fd(st->sh->env[e].env, &fd) != 0)
 		return SA_STORE_EIO;
 	do
 		rc = fallocate(fd, 0, 0, (off_t)size);
@@ -839,47 +970,49 @@ static uint64_t map_size_for(const struct probe *pr, uint64_t asked)
 	return round_up(size, page > 0 ? (uint64_t)page : 4096);
 }
 
-static int env_open(struct sa_store *st, const char *dir, uint64_t map_size, bool writemap)
+static int env_open(struct sa_store *st, int e, const char *dir, uint64_t map_size, bool writemap)
 {
+	MDB_env **env = &st->sh->env[e].env;
 	int rc;
 
-	if ((rc = mdb_env_create(&st->env)) != 0)
+	if ((rc = mdb_env_create(env)) != 0)
 		return rc;
-	if ((rc = mdb_env_set_maxdbs(st->env, DB_COUNT)) != 0 ||
-	    (rc = mdb_env_set_mapsize(st->env, (size_t)map_size)) != 0)
+	if ((rc = mdb_env_set_maxdbs(*env, DB_COUNT)) != 0 ||
+	    (rc = mdb_env_set_mapsize(*env, (size_t)map_size)) != 0)
 		return rc;
 	/* A writable map: a registration refresh written without sync then costs
 	 * no system call at all, where pwrite costs six. Every writer must agree
 	 * on it (LMDB: do not mix), so every read-write open uses it (unless the
 	 * file system cannot reserve it: see map_reserve). */
-	unsigned flags = MDB_NOTLS | (st->rdonly ? MDB_RDONLY : writemap ? MDB_WRITEMAP : 0);
-	return mdb_env_open(st->env, dir, flags, 0600);
+	unsigned flags = MDB_NOTLS | (st->sh->rdonly ? MDB_RDONLY : writemap ? MDB_WRITEMAP : 0);
+	return mdb_env_open(*env, dir, flags, 0600);
 }
 
-static void env_close(struct sa_store *st)
+static void env_close(struct shared *sh, int e)
 {
-	if (st->env != NULL)
-		mdb_env_close(st->env);
-	st->env = NULL;
+	if (sh->env[e].env != NULL)
+		mdb_env_close(sh->env[e].env);
+	sh->env[e].env = NULL;
 }
 
-/* Opens the environment; a writer reserves its map (or, where the file
+/* Opens environment e; a writer reserves its map (or, where the file
  * system cannot, opens without the writable map). */
-static int open_env(struct sa_store *st, const char *dir, uint64_t map_size, char *why, size_t whylen)
+static int open_env(struct sa_store *st, int e, const char *dir, uint64_t map_size, char *why, size_t whylen)
 {
-	int dead, rc = env_open(st, dir, map_size, true);
+	struct senv *v = &st->sh->env[e];
+	int dead, rc = env_open(st, e, dir, map_size, true);
 
 	if (rc != 0) {
 		st->code = rc;
 		set_why(why, whylen, "cannot open the store in %s: %s", dir, mdb_strerror(rc));
-		return (rc == ENOENT && st->rdonly) ? SA_STORE_ENOTINIT : map_err(rc);
+		return (rc == ENOENT && st->sh->rdonly) ? SA_STORE_ENOTINIT : map_err(rc);
 	}
-	if (!st->rdonly) {
-		rc = map_reserve(st, map_size, why, whylen);
-		st->reserved = rc == SA_STORE_OK;
+	if (!st->sh->rdonly) {
+		rc = map_reserve(st, e, map_size, why, whylen);
+		v->reserved = rc == SA_STORE_OK;
 		if (rc != SA_STORE_OK && (st->code == EOPNOTSUPP || st->code == ENOSYS)) {
-			env_close(st);
-			rc = env_open(st, dir, map_size, false);
+			env_close(st->sh, e);
+			rc = env_open(st, e, dir, map_size, false);
 			if (rc != 0) {
 				set_why(why, whylen, "cannot open the store in %s: %s", dir, mdb_strerror(rc));
 				return map_err(rc);
@@ -888,9 +1021,9 @@ static int open_env(struct sa_store *st, const char *dir, uint64_t map_size, cha
 			return rc;
 		}
 	}
-	mdb_reader_check(st->env, &dead);   /* slots left by killed readers */
+	mdb_reader_check(v->env, &dead);   /* slots left by killed readers */
 	MDB_stat ms;
-	st->psize = mdb_env_stat(st->env, &ms) == 0 ? ms.ms_psize : 4096;
+	v->psize = mdb_env_stat(v->env, &ms) == 0 ? ms.ms_psize : 4096;
 	return SA_STORE_OK;
 }
 
@@ -906,19 +1039,81 @@ static void remove_new_files(const char *dir)
 	unlink(path);
 }
 
+static void shared_free(struct shared *sh)
+{
+	for (int e = 0; e < ENV_COUNT; e++) {
+		env_close(sh, e);
+		if (sh->env[e].locked) {
+			pthread_rwlock_destroy(&sh->env[e].lock);
+			pthread_mutex_destroy(&sh->env[e].wmu);
+		}
+	}
+	pthread_mutex_destroy(&sh->mu);
+	free(sh);
+}
+
+/* The locks of a new shared part. Readers are preferred (glibc's default,
+ * asked for by name): a handle's transactions nest (a listing's callback
+ * reads again), and a second read lock must not wait behind a map change
+ * queued between the two. */
+static struct shared *shared_new(bool rdonly)
+{
+	struct shared *sh = calloc(1, sizeof *sh);
+	pthread_rwlockattr_t attr;
+
+	if (sh == NULL)
+		return NULL;
+	if (pthread_mutex_init(&sh->mu, NULL) != 0) {
+		free(sh);
+		return NULL;
+	}
+	sh->rdonly = rdonly;
+	sh->refs = 1;
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_READER_NP);
+	for (int e = 0; e < ENV_COUNT; e++) {
+		if (pthread_rwlock_init(&sh->env[e].lock, &attr) != 0)
+			continue;
+		sh->env[e].locked = pthread_mutex_init(&sh->env[e].wmu, NULL) == 0;
+		if (!sh->env[e].locked)
+			pthread_rwlock_destroy(&sh->env[e].lock);
+	}
+	pthread_rwlockattr_destroy(&attr);
+	for (int e = 0; e < ENV_COUNT; e++) {
+		if (!sh->env[e].locked) {
+			shared_free(sh);
+			return NULL;
+		}
+	}
+	return sh;
+}
+
+static struct sa_store *handle_new(struct shared *sh)
+{
+	struct sa_store *st = calloc(1, sizeof *st);
+
+	if (st != NULL)
+		st->sh = sh;
+	return st;
+}
+
 int sa_store_open_with(struct sa_store **out, const char *dir, const struct sa_store_opts *o,
                        char *why, size_t whylen)
 {
-	struct sa_store *st = calloc(1, sizeof *st);
+	bool rdonly = (o->flags & SA_STORE_RDONLY) != 0;
+	struct shared *sh = shared_new(rdonly);
+	struct sa_store *st = sh != NULL ? handle_new(sh) : NULL;
 	struct probe pr = { .exists = false };
 	int rc;
 
 	*out = NULL;
 	set_why(why, whylen, "%s", "");
-	if (st == NULL)
+	if (st == NULL) {
+		if (sh != NULL)
+			shared_free(sh);
 		return SA_STORE_EIO;
-	st->rdonly = (o->flags & SA_STORE_RDONLY) != 0;
-	if (!st->rdonly && mkdir(dir, 0700) != 0 && errno != EEXIST) {
+	}
+	if (!rdonly && mkdir(dir, 0700) != 0 && errno != EEXIST) {
 		set_why(why, whylen, "cannot create %s: %s", dir, strerror(errno));
 		rc = map_err(errno);
 		goto out;
@@ -927,7 +1122,7 @@ int sa_store_open_with(struct sa_store **out, const char *dir, const struct sa_s
 	if (rc != SA_STORE_OK)
 		goto out;
 	uint64_t size = map_size_for(&pr, o->map_size);
-	rc = open_env(st, dir, size, why, whylen);
+	rc = open_env(st, ENV_MAIN, dir, size, why, whylen);
 	if (rc == SA_STORE_OK)
 		rc = open_dbs(st, pr.exists && size > pr.map_size);
 	if (rc != SA_STORE_OK && why != NULL && why[0] == '\0' && st->code != 0)
@@ -936,7 +1131,7 @@ out:
 	if (rc != SA_STORE_OK) {
 		int code = st->code;
 		sa_store_close(st);
-		if (!pr.exists && !(o->flags & SA_STORE_RDONLY) && rc != SA_STORE_EACCES)
+		if (!pr.exists && !rdonly && rc != SA_STORE_EACCES)
 			remove_new_files(dir);
 		errno = code > 0 ? code : EIO;
 		return rc;
@@ -953,14 +1148,33 @@ int sa_store_open(struct sa_store **out, const char *dir, unsigned flags)
 	return sa_store_open_with(out, dir, &o, NULL, 0);
 }
 
+int sa_store_dup(struct sa_store *st, struct sa_store **out)
+{
+	struct sa_store *d = handle_new(st->sh);
+
+	*out = NULL;
+	if (d == NULL)
+		return SA_STORE_EIO;
+	d->ready = st->ready;
+	pthread_mutex_lock(&st->sh->mu);
+	st->sh->refs++;
+	pthread_mutex_unlock(&st->sh->mu);
+	*out = d;
+	return SA_STORE_OK;
+}
+
 void sa_store_close(struct sa_store *st)
 {
 	if (st == NULL)
 		return;
-	if (st->rtxn != NULL)
-		mdb_txn_abort(st->rtxn);
-	if (st->env != NULL)
-		mdb_env_close(st->env);
+	for (int e = 0; e < ENV_COUNT; e++)
+		if (st->rtxn[e] != NULL)
+			mdb_txn_abort(st->rtxn[e]);
+	pthread_mutex_lock(&st->sh->mu);
+	bool last = --st->sh->refs == 0;
+	pthread_mutex_unlock(&st->sh->mu);
+	if (last)
+		shared_free(st->sh);
 	free(st);
 }
 
@@ -1332,7 +1546,7 @@ int sa_store_trunk_list(struct sa_store *st, const char *account_id, sa_store_tr
 		key_sep(&prefix);
 		rc = walk_prefix(st, txn, DB_TRUNKS_BY_ACCOUNT, &prefix, trunk_walk_fn, &w);
 	}
-	return rd_own_end(txn, rc);
+	return rd_own_end(st, txn, rc);
 }
 
 /* ---- credentials ---- */
@@ -1625,7 +1839,7 @@ int sa_store_credential_list(struct sa_store *st, const char *trunk_id, sa_store
 		key_sep(&prefix);
 		rc = walk_prefix(st, txn, DB_CRED_BY_TRUNK, &prefix, cred_walk_fn, &w);
 	}
-	return rd_own_end(txn, rc);
+	return rd_own_end(st, txn, rc);
 }
 
 static int bindings_remove_cred(struct sa_store *st, MDB_txn *txn, const char *cred_id);
@@ -1938,7 +2152,7 @@ static int binding_list(struct sa_store *st, int db, const char *id, sa_store_bi
 	int rc = rd_own_begin(st, &txn);
 	if (rc != SA_STORE_OK)
 		return rc;
-	return rd_own_end(txn, walk_prefix(st, txn, db, &prefix, binding_walk_fn, &w));
+	return rd_own_end(st, txn, walk_prefix(st, txn, db, &prefix, binding_walk_fn, &w));
 }
 
 int sa_store_binding_list_credential(struct sa_store *st, const char *cred_id, sa_store_binding_cb cb, void *arg)
@@ -2037,7 +2251,7 @@ int sa_store_binding_count(struct sa_store *st, int64_t now, uint64_t *n)
 	if (rc != SA_STORE_OK)
 		return rc;
 	key_u64(&ec.limit, (uint64_t)now ^ ((uint64_t)1 << 63));
-	rc = note_err(st, mdb_stat(txn, st->dbi[DB_BINDINGS], &ms));
+	rc = note_err(st, mdb_stat(txn, st->sh->dbi[DB_BINDINGS], &ms));
 	if (rc == SA_STORE_OK)
 		rc = walk_prefix(st, txn, DB_BINDINGS_BY_EXPIRY, &empty, expired_fn, &ec);
 	if (rc == SA_STORE_OK)
@@ -2047,11 +2261,11 @@ int sa_store_binding_count(struct sa_store *st, int64_t now, uint64_t *n)
 
 int sa_store_flush(struct sa_store *st)
 {
-	if (st->rdonly)
+	if (st->sh->rdonly)
 		return SA_STORE_OK;
 	st->code = 0;
 	st->detail[0] = '\0';
-	int rc = note_err(st, mdb_env_sync(st->env, 1));
+	int rc = note_err(st, mdb_env_sync(st->sh->env[ENV_MAIN].env, 1));
 	fault_note(st, rc);
 	return rc;
 }
@@ -2167,9 +2381,9 @@ int sa_store_authfail_list(struct sa_store *st, const char *trunk_id, int64_t si
 	int rc = rd_own_begin(st, &txn);
 	if (rc != SA_STORE_OK)
 		return rc;
-	if (mdb_cursor_open(txn, st->dbi[DB_AUTHFAIL], &cur) != 0)
-		return rd_own_end(txn, SA_STORE_EIO);
+	if (mdb_cursor_open(txn, st->sh->dbi[DB_AUTHFAIL], &cur) != 0)
+		return rd_own_end(st, txn, SA_STORE_EIO);
 	rc = authfail_walk_back(cur, &prefix, since, limit, cb, arg);
 	mdb_cursor_close(cur);
-	return rd_own_end(txn, rc);
+	return rd_own_end(st, txn, rc);
 }

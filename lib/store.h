@@ -67,7 +67,21 @@ struct sa_store_opts {
  * file system later cannot fail a write; SA_STORE_ENOSPC when it cannot. */
 int sa_store_open_with(struct sa_store **out, const char *dir, const struct sa_store_opts *o,
                        char *why, size_t whylen);
+/* Closes a handle; the store's files close with the last handle (see sa_store_dup). */
 void sa_store_close(struct sa_store *st);
+
+/*
+ * Threads. A handle is used by one thread at a time. For another thread,
+ * sa_store_dup makes a second handle on the same open store (LMDB opens an
+ * environment once per process): it has its own cached read transactions
+ * and its own error state, and shares the fault report (sa_store_fault).
+ * Every function of this header may then run concurrently in two threads,
+ * each on its own handle. Each handle is closed with sa_store_close; the
+ * environments close with the last one. A map grown by another process is
+ * taken up only while no thread of this process is inside a transaction on
+ * it (the adopting call waits for the others' to end).
+ */
+int sa_store_dup(struct sa_store *st, struct sa_store **out);
 
 /* How full the map is. used counts the pages that hold data (pages freed
  * by deletes are reusable and not counted). */

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <ftw.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -809,6 +810,104 @@ START_TEST(test_find_sees_writes_by_another_process)
 }
 END_TEST
 
+/* ---- a second handle for another thread ---- */
+
+#define DUP_ROUNDS 200
+
+/* What the second thread does with its own handle while the first writes. */
+struct dup_work {
+	struct sa_store *h;
+	const char *cred_id;
+	const char *trunk_id;
+	int failures;          /* calls that did not return what they should */
+	char first[160];       /* the first of them */
+};
+
+static void dup_fail(struct dup_work *w, const char *what, int rc)
+{
+	if (w->failures++ == 0)
+		snprintf(w->first, sizeof w->first, "%s: %d", what, rc);
+}
+
+static int dup_names_cb(const struct sa_credential *c, void *arg) { return 0; }
+
+static void *dup_thread(void *arg)
+{
+	struct dup_work *w = arg;
+	struct sa_credential cr;
+	struct sa_store_usage u;
+	char contact[64];
+	uint64_t gen;
+	int rc;
+
+	for (int i = 0; i < DUP_ROUNDS; i++) {
+		snprintf(contact, sizeof contact, "sip:thread-%d@192.0.2.30", i);
+		struct sa_binding b = binding(w->cred_id, contact, NOW, NOW + 3600);
+		struct sa_authfail f = failure(w->trunk_id, NOW + i, "t2");
+		if ((rc = sa_store_binding_put(w->h, &b, 0)) != SA_STORE_OK)
+			dup_fail(w, "binding_put", rc);
+		if ((rc = sa_store_credential_find(w->h, w->trunk_id, PRODUCT_USER, &cr)) != SA_STORE_OK)
+			dup_fail(w, "credential_find", rc);
+		if ((rc = sa_store_authfail_add(w->h, &f, 1000)) != SA_STORE_OK)
+			dup_fail(w, "authfail_add", rc);
+		if ((rc = sa_store_usage(w->h, &u)) != SA_STORE_OK)
+			dup_fail(w, "usage", rc);
+		if ((rc = sa_store_generation(w->h, &gen)) != SA_STORE_OK)
+			dup_fail(w, "generation", rc);
+		if ((rc = sa_store_credential_list(w->h, w->trunk_id, dup_names_cb, NULL)) != SA_STORE_OK)
+			dup_fail(w, "credential_list", rc);
+	}
+	return NULL;
+}
+
+/* Two threads, two handles on one open store, at the same time: every call
+ * of each succeeds, each sees the other's writes, and the store stays open
+ * until the last handle is closed. */
+START_TEST(test_dup_handle_works_from_a_second_thread)
+{
+	struct sa_credential owner, cr;
+	struct sa_store *h2 = NULL;
+	struct sa_store_fault f1, f2;
+	char user[32], contact[64];
+	pthread_t t;
+	uint64_t n;
+
+	create_cred(trunk.id, PRODUCT_USER, &owner);
+	ck_assert_int_eq(sa_store_dup(st, &h2), SA_STORE_OK);
+	ck_assert_ptr_nonnull(h2);
+	struct dup_work w = { .h = h2, .cred_id = owner.id, .trunk_id = trunk.id };
+	ck_assert_int_eq(pthread_create(&t, NULL, dup_thread, &w), 0);
+	for (int i = 0; i < 20; i++) {
+		snprintf(user, sizeof user, "main-%d", i);
+		create_cred(trunk.id, user, &cr);   /* durable writes, while the other thread writes nosync */
+		snprintf(contact, sizeof contact, "sip:main-%d@192.0.2.31", i);
+		struct sa_binding b = binding(cr.id, contact, NOW, NOW + 3600);
+		ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+		ck_assert_int_eq(sa_store_credential_find(st, trunk.id, user, &cr), SA_STORE_OK);
+	}
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ck_assert_msg(w.failures == 0, "%d calls failed in the second thread, first %s", w.failures, w.first);
+
+	/* each handle sees everything, and the fault report is one */
+	ck_assert_int_eq(sa_store_binding_count(st, NOW, &n), SA_STORE_OK);
+	ck_assert_uint_eq(n, DUP_ROUNDS + 20);
+	ck_assert_int_eq(sa_store_credential_find(h2, trunk.id, "main-19", &cr), SA_STORE_OK);
+	struct sa_authfail af = failure("trunk_scanner", NOW, "x");
+	ck_assert_int_eq(sa_store_authfail_add(h2, &af, 5), SA_STORE_ENOTFOUND);
+	sa_store_fault(st, &f1);
+	sa_store_fault(h2, &f2);
+	ck_assert_uint_eq(f1.failures, 0);
+	ck_assert(memcmp(&f1, &f2, sizeof f1) == 0);
+
+	/* the first handle closed, the second still reads and writes */
+	sa_store_close(st);
+	st = h2;
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &cr), SA_STORE_OK);
+	struct sa_binding b = binding(owner.id, "sip:after@192.0.2.32", NOW, NOW + 60);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+}
+END_TEST
+
 /* Reads the whole file in chunks that overlap by len - 1 bytes, so a match
  * across a chunk boundary is found too (the writable map makes the file large). */
 static bool file_contains(const char *path, const void *needle, size_t len)
@@ -1026,6 +1125,66 @@ START_TEST(test_headroom_refuses_new_records_but_not_deletes)
 }
 END_TEST
 
+/* Another process grows the map and writes past the end of ours. */
+static void grow_in_child(const char *cred_id, uint64_t map_size, uint64_t past)
+{
+	pid_t pid = fork();
+	int status;
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct sa_store_opts o = { .flags = 0, .map_size = map_size };
+		struct sa_store_usage u = { .used = 0 };
+		struct sa_store *other;
+		char contact[64];
+		int rc = sa_store_open_with(&other, dir, &o, NULL, 0);
+		for (int i = 0; rc == SA_STORE_OK && u.used <= past; i++) {
+			snprintf(contact, sizeof contact, "sip:grown-%d@192.0.2.40", i);
+			struct sa_binding b = binding(cred_id, contact, NOW, NOW + 3600);
+			rc = sa_store_binding_put(other, &b, 0);
+			if (rc == SA_STORE_OK)
+				rc = sa_store_usage(other, &u);
+		}
+		_exit(rc == SA_STORE_OK ? 0 : 1);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* Both threads meet the grown map at once: one takes it up while the other
+ * waits outside its transaction, and neither call fails. */
+START_TEST(test_dup_threads_take_up_a_map_grown_by_another_process)
+{
+	struct sa_credential c1, cr;
+	struct sa_store_usage u;
+	struct sa_store *h2 = NULL;
+	char contact[64];
+	pthread_t t;
+
+	create_cred(trunk.id, PRODUCT_USER, &c1);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &cr), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_dup(st, &h2), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(h2, trunk.id, PRODUCT_USER, &cr), SA_STORE_OK);
+	grow_in_child(c1.id, 4 * SMALL_MAP, SMALL_MAP + SMALL_MAP / 2);
+	struct dup_work w = { .h = h2, .cred_id = c1.id, .trunk_id = trunk.id };
+	ck_assert_int_eq(pthread_create(&t, NULL, dup_thread, &w), 0);
+	for (int i = 0; i < DUP_ROUNDS; i++) {
+		snprintf(contact, sizeof contact, "sip:main-%d@192.0.2.31", i);
+		struct sa_binding b = binding(c1.id, contact, NOW, NOW + 3600);
+		ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+		ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &cr), SA_STORE_OK);
+	}
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ck_assert_msg(w.failures == 0, "%d calls failed in the second thread, first %s", w.failures, w.first);
+	ck_assert_int_eq(sa_store_usage(st, &u), SA_STORE_OK);
+	ck_assert_uint_eq(u.map_size, 4 * SMALL_MAP);
+	ck_assert_uint_gt(u.used, SMALL_MAP);
+	ck_assert_int_eq(sa_store_usage(h2, &u), SA_STORE_OK);
+	ck_assert_uint_eq(u.map_size, 4 * SMALL_MAP);
+	sa_store_close(h2);
+}
+END_TEST
+
 static int count_cb(const struct sa_binding *b, void *arg)
 {
 	(*(int *)arg)++;
@@ -1176,6 +1335,7 @@ static Suite *store_suite(void)
 	tcase_add_test(small, test_headroom_refuses_new_records_but_not_deletes);
 	tcase_add_test(small, test_binding_apply_is_all_or_nothing);
 	tcase_add_test(small, test_binding_count_is_live_bindings);
+	tcase_add_test(small, test_dup_threads_take_up_a_map_grown_by_another_process);
 	suite_add_tcase(s, small);
 
 	tcase_add_checked_fixture(tc, setup, teardown);
@@ -1209,6 +1369,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_rdonly_reads_but_does_not_write);
 	tcase_add_test(tc, test_find_sees_writes_by_another_process);
 	tcase_add_test(tc, test_password_and_key_never_in_files);
+	tcase_add_test(tc, test_dup_handle_works_from_a_second_thread);
 	suite_add_tcase(s, tc);
 	return s;
 }
