@@ -123,10 +123,53 @@ static void store_watch(struct sa_server *srv)
 	w->map_high = high;
 }
 
+struct sweep {
+	struct sa_server *srv;
+	bool failed;
+};
+
+static int tombstone_cb(const char *cred_id, void *arg)
+{
+	struct sweep *sw = arg;
+	sw->failed = sa_store_binding_delete_all(sw->srv->store, cred_id) != SA_STORE_OK;
+	return sw->failed;
+}
+
+static int count_cb(const char *cred_id, void *arg)
+{
+	(*(uint64_t *)arg)++;
+	return 0;
+}
+
+/* Bindings of credentials deleted since the last look (by the API or by
+ * sipauthctl, which cannot write runtime/: readers skip them meanwhile).
+ * Follows the tombstones, a few per tick, instead of walking the bindings;
+ * only when tombstones were dropped before they were read (the daemon was
+ * stopped across more deletes than the store keeps) does it look at all. */
+static void bindings_of_deleted(struct sa_server *srv)
+{
+	uint64_t *pos = &srv->store_watch.tombstone, last = *pos, seen = 0, removed;
+	if (sa_store_deleted_since(srv->store, *pos, count_cb, &seen, &last) != SA_STORE_OK || seen == 0)
+		return;
+	if (last - *pos > seen) {
+		int rc = sa_store_binding_purge_orphans(srv->store, &removed);
+		log_warn("event=bindings_purged cause=tombstones_dropped removed=%llu result=%s",
+		         (unsigned long long)removed, sa_store_cause(rc));
+		if (rc == SA_STORE_OK)
+			*pos = last;
+		return;
+	}
+	struct sweep sw = { srv, false };
+	uint64_t done = *pos;
+	if (sa_store_deleted_since(srv->store, *pos, tombstone_cb, &sw, &done) == SA_STORE_OK && !sw.failed)
+		*pos = done;   /* after a failed removal, the same tombstones again next tick */
+}
+
 /* Periodic work: expire bindings, flush unsynced store writes. */
 static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sa_server *srv = arg;
+	bindings_of_deleted(srv);
 	int n = sa_store_binding_expire(srv->store, (int64_t)time(NULL));
 	if (n > 0)
 		log_info("event=bindings_expired count=%d", n);
@@ -179,10 +222,28 @@ static void libevent_log_cb(int severity, const char *msg)
 	       "event=libevent msg=\"%s\"", sa_log_quote(msg, q, sizeof(q)));
 }
 
+/* Before serving: the bindings of every credential deleted while the daemon
+ * was away (sipauthctl cannot remove them), found by looking at each
+ * credential that has bindings; from here on the loop follows the
+ * tombstones (bindings_of_deleted). The position is taken first, so that a
+ * delete during the purge is followed later. A failure is logged and the
+ * daemon goes on: readers skip such bindings anyway. */
+static void orphans_start(struct sa_server *srv)
+{
+	uint64_t removed = 0, seen = 0;
+	int rc = sa_store_deleted_since(srv->store, 0, count_cb, &seen, &srv->store_watch.tombstone);
+	if (rc == SA_STORE_OK)
+		rc = sa_store_binding_purge_orphans(srv->store, &removed);
+	if (rc != SA_STORE_OK)
+		log_err("event=bindings_purge_failed cause=%s error=\"%s\"", sa_store_cause(rc), sa_store_strerror(rc));
+	else if (removed > 0)
+		log_info("event=bindings_purged cause=credentials_deleted removed=%llu", (unsigned long long)removed);
+}
+
 static int open_store(struct sa_server *srv)
 {
 	unsigned char secret[SA_NONCE_SECRET_LEN];
-	struct sa_store_opts o = { .map_size = srv->cfg.store_map_size };
+	struct sa_store_opts o = { .flags = SA_STORE_RUNTIME, .map_size = srv->cfg.store_map_size };
 	char why[256] = "";
 	int rc = sa_store_open_with(&srv->store, srv->cfg.store_path, &o, why, sizeof(why));
 	int sys = rc != 0 ? errno : 0;
@@ -203,6 +264,7 @@ static int open_store(struct sa_server *srv)
 		        srv->cfg.domain, srv->domain);
 		return -1;
 	}
+	orphans_start(srv);
 	/* A fresh nonce key each start: the nonce-count replay table lives in
 	 * memory, so a nonce from before the start must not verify after it. A
 	 * nonce of the previous run names a key id we no longer hold and is

@@ -66,6 +66,7 @@ struct sa_counters {
 struct sa_store_watch {
 	uint64_t failures_logged;       /* sa_store_fault's count at the last line */
 	bool map_high;                  /* above SA_STORE_ALARM_PERCENT at the last look */
+	uint64_t tombstone;             /* deleted credentials whose bindings are removed, up to here */
 };
 
 struct sa_server {
