@@ -59,7 +59,8 @@
  * credential deleted in main (by a process that cannot write runtime/)
  * leaves a tombstone, every binding read skips bindings whose credential is
  * gone, and the daemon removes them (sa_store_deleted_since,
- * sa_store_binding_purge_orphans).
+ * sa_store_binding_purge_orphans). Stores made before the split keep the
+ * runtime databases in data.mdb; the first SA_STORE_RUNTIME open moves them.
  *
  * A contact URI can be longer than LMDB's 511-byte key limit, hence its hash
  * in binding keys. Records are the fixed structs below; a change to any of
@@ -74,13 +75,14 @@ enum {
 	DB_AUTHFAIL, DB_AUTHFAIL_STATE, DB_RT_META, DB_COUNT
 };
 #define DB_RT_FIRST DB_BINDINGS   /* from here on, the runtime environment's */
+#define DB_LEGACY_COUNT (DB_RT_META - DB_RT_FIRST)   /* kept in main before the split */
 static const char *const db_names[DB_COUNT] = {
 	"meta", "accounts", "apikeys", "trunks", "trunks_by_account",
 	"credentials", "cred_by_user", "cred_by_trunk", "cred_deleted",
 	"bindings", "bindings_by_trunk", "bindings_by_expiry",
 	"authfail", "authfail_state", "meta",
 };
-#define MAX_DBS 32                 /* per environment */
+#define MAX_DBS 32                 /* per environment: ours and the legacy names */
 #define TOMBSTONES_KEEP 100000     /* a daemon away longer than this many deletes purges all */
 
 #define ID_RAND_LEN     16
@@ -932,10 +934,23 @@ static int map_record(struct sa_store *st, int e, MDB_txn *txn)
 	return db_put(st, txn, e == ENV_MAIN ? DB_META : DB_RT_META, str_val("map_size"), mem_val(&size, sizeof size));
 }
 
-/* Creates (or opens) main's databases. cred_deleted came with the split: a
- * read-only open of an older store goes without it (no tombstones), a
- * writable one creates it. */
-static int open_main_dbs(struct sa_store *st, bool grew)
+/* The runtime databases as a store made before the split keeps them in
+ * data.mdb; present[i] for DB_RT_FIRST + i. */
+struct legacy {
+	MDB_dbi dbi[DB_LEGACY_COUNT];
+	bool present[DB_LEGACY_COUNT];
+};
+
+static void legacy_find(MDB_txn *txn, struct legacy *lg)
+{
+	for (int i = 0; i < DB_LEGACY_COUNT; i++)
+		lg->present[i] = mdb_dbi_open(txn, db_names[DB_RT_FIRST + i], 0, &lg->dbi[i]) == MDB_SUCCESS;
+}
+
+/* Creates (or opens) main's databases, and finds legacy ones when lg is
+ * given. cred_deleted came with the split: a read-only open of an older
+ * store goes without it (no tombstones), a writable one creates it. */
+static int open_main_dbs(struct sa_store *st, bool grew, struct legacy *lg)
 {
 	MDB_txn *txn;
 	bool rdonly = st->sh->rdonly;
@@ -956,6 +971,8 @@ static int open_main_dbs(struct sa_store *st, bool grew)
 				rc = SA_STORE_OK;
 		}
 	}
+	if (rc == SA_STORE_OK && lg != NULL)
+		legacy_find(txn, lg);
 	if (rc == SA_STORE_OK && grew)
 		rc = map_record(st, ENV_MAIN, txn);
 	if (rc == SA_STORE_OK)
@@ -1222,10 +1239,11 @@ struct opened {
 	bool main_new;         /* data.mdb did not exist */
 	bool rt_new;           /* runtime/data.mdb did not exist */
 	uint64_t size;         /* the main map's size */
+	struct legacy lg;
 };
 
-static int open_main(struct sa_store *st, const char *dir, uint64_t asked, struct opened *op,
-                     char *why, size_t whylen)
+static int open_main(struct sa_store *st, const char *dir, uint64_t asked, bool find_legacy,
+                     struct opened *op, char *why, size_t whylen)
 {
 	struct probe pr = { .exists = false };
 	int rc;
@@ -1241,7 +1259,7 @@ static int open_main(struct sa_store *st, const char *dir, uint64_t asked, struc
 	op->size = map_size_for(&pr, asked);
 	rc = open_env(st, ENV_MAIN, dir, op->size, why, whylen);
 	if (rc == SA_STORE_OK)
-		rc = open_main_dbs(st, pr.exists && op->size > pr.map_size);
+		rc = open_main_dbs(st, pr.exists && op->size > pr.map_size, find_legacy ? &op->lg : NULL);
 	return rc;
 }
 
@@ -1270,6 +1288,8 @@ static int open_runtime(struct sa_store *st, const char *dir, struct opened *op,
 	return rc;
 }
 
+static int legacy_move(struct sa_store *st, const struct legacy *lg);
+
 int sa_store_open_with(struct sa_store **out, const char *dir, const struct sa_store_opts *o,
                        char *why, size_t whylen)
 {
@@ -1286,9 +1306,11 @@ int sa_store_open_with(struct sa_store **out, const char *dir, const struct sa_s
 			shared_free(sh);
 		return SA_STORE_EIO;
 	}
-	int rc = open_main(st, dir, o->map_size, &op, why, whylen);
+	int rc = open_main(st, dir, o->map_size, runtime && !rdonly, &op, why, whylen);
 	if (rc == SA_STORE_OK && runtime)
 		rc = open_runtime(st, dir, &op, why, whylen);
+	if (rc == SA_STORE_OK && runtime && !rdonly)
+		rc = legacy_move(st, &op.lg);
 	if (rc != SA_STORE_OK && why != NULL && why[0] == '\0' && st->code != 0)
 		set_why(why, whylen, "%s", mdb_strerror(st->code));
 	if (rc != SA_STORE_OK) {
@@ -2700,6 +2722,109 @@ int sa_store_flush(struct sa_store *st)
 	int rc = note_err(st, mdb_env_sync(st->sh->env[ENV_RT].env, 1));
 	fault_note(st, rc);
 	return rc;
+}
+
+/* ---- the move from a store made before the split ---- */
+
+/* A legacy binding, unless runtime has it already (a move interrupted
+ * after its runtime commit runs again), with its index entries rebuilt. */
+static int legacy_binding_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	MDB_txn *rt = arg;
+	struct sa_binding b;
+	struct key bkey = { .len = 0 };
+
+	if (k->mv_size > KEY_MAX || val_rec(v, &b, sizeof b) != SA_STORE_OK)
+		return SA_STORE_EIO;
+	key_put(&bkey, k->mv_data, k->mv_size);
+	if (db_has(st, rt, DB_BINDINGS, *k))
+		return SA_STORE_OK;
+	int rc = db_put(st, rt, DB_BINDINGS, *k, *v);
+	return rc == SA_STORE_OK ? binding_index_put(st, rt, &b, &bkey) : rc;
+}
+
+/* The failure log's records and per-trunk state, unless already there. */
+struct legacy_copy {
+	MDB_txn *rt;
+	int db;
+};
+
+static int legacy_copy_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct legacy_copy *lc = arg;
+	MDB_val kk = *k, vv = *v;
+	int mrc = mdb_put(lc->rt, st->sh->dbi[lc->db], &kk, &vv, MDB_NOOVERWRITE);
+
+	return mrc == MDB_KEYEXIST ? SA_STORE_OK : note_err(st, mrc);
+}
+
+/* Walks a legacy database (its handle is not in dbi[]: a cursor of its own). */
+static int legacy_walk(struct sa_store *st, MDB_txn *mtxn, MDB_dbi dbi, walk_fn fn, void *arg)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = SA_STORE_OK, mrc;
+
+	if ((mrc = mdb_cursor_open(mtxn, dbi, &cur)) != 0)
+		return note_err(st, mrc);
+	while (rc == SA_STORE_OK && (mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0)
+		rc = fn(st, mtxn, &k, &v, arg);
+	mdb_cursor_close(cur);
+	if (rc != SA_STORE_OK)
+		return rc;
+	return mrc == MDB_NOTFOUND ? SA_STORE_OK : note_err(st, mrc);
+}
+
+/* Copies into the runtime environment, in one transaction. The indexes are
+ * rebuilt from the bindings rather than copied. */
+static int legacy_copy(struct sa_store *st, const struct legacy *lg)
+{
+	MDB_txn *rt, *mtxn;
+	int rc = wr_begin(st, ENV_RT, &rt, false);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	if ((rc = txn_begin(st, ENV_MAIN, MDB_RDONLY, &mtxn)) != SA_STORE_OK)
+		return wr_end(st, ENV_RT, rt, rc);
+	if (lg->present[DB_BINDINGS - DB_RT_FIRST])
+		rc = legacy_walk(st, mtxn, lg->dbi[DB_BINDINGS - DB_RT_FIRST], legacy_binding_fn, rt);
+	for (int db = DB_AUTHFAIL; db <= DB_AUTHFAIL_STATE && rc == SA_STORE_OK; db++) {
+		struct legacy_copy lc = { rt, db };
+		if (lg->present[db - DB_RT_FIRST])
+			rc = legacy_walk(st, mtxn, lg->dbi[db - DB_RT_FIRST], legacy_copy_fn, &lc);
+	}
+	txn_abort(st, ENV_MAIN, mtxn);
+	return wr_end(st, ENV_RT, rt, rc);
+}
+
+/* Then drops them from main, in one durable transaction. */
+static int legacy_drop(struct sa_store *st, const struct legacy *lg)
+{
+	MDB_txn *txn;
+	int rc = wr_begin(st, ENV_MAIN, &txn, false);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	for (int i = 0; i < DB_LEGACY_COUNT && rc == SA_STORE_OK; i++)
+		if (lg->present[i])
+			rc = note_err(st, mdb_drop(txn, lg->dbi[i], 1));
+	return wr_end(st, ENV_MAIN, txn, rc);
+}
+
+/* A store made before the split keeps bindings and the failure log in
+ * data.mdb. The first open that has runtime/ moves them there: runtime
+ * committed first, then main's copies dropped, so that an open interrupted
+ * between the two only copies again (skipping what is there). */
+static int legacy_move(struct sa_store *st, const struct legacy *lg)
+{
+	bool any = false;
+
+	for (int i = 0; i < DB_LEGACY_COUNT; i++)
+		any |= lg->present[i];
+	if (!any)
+		return SA_STORE_OK;
+	int rc = legacy_copy(st, lg);
+	return rc == SA_STORE_OK ? legacy_drop(st, lg) : rc;
 }
 
 /* ---- auth-failure log ---- */

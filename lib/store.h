@@ -44,8 +44,10 @@ struct sa_store;
 
 #define SA_STORE_RDONLY 0x1
 /* Open runtime/ too (the daemon; never sipauthctl, so that an administrator's
- * process never takes the runtime writer lock). A writable open creates it;
- * a read-only open of a store without runtime/ opens without it. */
+ * process never takes the runtime writer lock). A writable open creates it,
+ * and moves the bindings and failure log of a store made before the split
+ * out of data.mdb into it. A read-only open of a store without runtime/
+ * opens without it. */
 #define SA_STORE_RUNTIME 0x2
 /* Open (creating the directory's data files if needed) the store in dir.
  * Does not require init; most calls then return SA_STORE_ENOTINIT.

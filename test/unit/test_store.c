@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <check.h>
+#include <openssl/sha.h>
 
 #include "store.h"
 
@@ -1309,6 +1310,112 @@ START_TEST(test_main_writer_does_not_block_binding_writes)
 }
 END_TEST
 
+/* ---- a store made before the split ---- */
+
+/* struct authfail_state, as store.c keeps it */
+struct legacy_state {
+	uint64_t next_seq;
+	uint64_t count;
+};
+
+/* Writes what the single-environment layout kept in data.mdb: a binding
+ * with its two index entries, and the failure log with its state. */
+static void legacy_records(const struct sa_credential *cr)
+{
+	unsigned char k[256], h[SHA256_DIGEST_LENGTH];
+	struct sa_binding b = binding(cr->id, "sip:legacy@192.0.2.50", NOW, NOW + 600);
+	struct sa_authfail f = failure(trunk.id, NOW, "old-failure");
+	struct legacy_state s = { 1, 1 };
+	size_t n, bk;
+	MDB_txn *txn;
+
+	snprintf(b.trunk_id, sizeof b.trunk_id, "%s", trunk.id);
+	MDB_env *env = raw_open(dir);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	SHA256((const unsigned char *)b.contact, strlen(b.contact), h);
+	bk = strlen(cr->id) + 1;
+	memcpy(k, cr->id, bk);
+	memcpy(k + bk, h, sizeof h);
+	bk += sizeof h;
+	raw_put(txn, "bindings", k, bk, &b, sizeof b);
+	n = strlen(trunk.id) + 1;
+	memmove(k + n, k, bk);
+	memcpy(k, trunk.id, n);
+	raw_put(txn, "bindings_by_trunk", k, n + bk, "", 1);
+	memmove(k, k + n, bk);
+	memmove(k + 9, k, bk);
+	be64(k, (uint64_t)(NOW + 600) ^ ((uint64_t)1 << 63));
+	k[8] = '\0';
+	raw_put(txn, "bindings_by_expiry", k, 9 + bk, "", 1);
+	n = strlen(trunk.id) + 1;
+	memcpy(k, trunk.id, n);
+	n += be64(k + n, 0);
+	raw_put(txn, "authfail", k, n, &f, sizeof f);
+	raw_put(txn, "authfail_state", trunk.id, strlen(trunk.id), &s, sizeof s);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+static bool legacy_in_main(void)
+{
+	MDB_env *env = raw_open(dir);
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	bool any = false;
+
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	for (const char **db = (const char *[]){ "bindings", "bindings_by_trunk", "bindings_by_expiry", "authfail",
+	                                         "authfail_state", NULL }; *db != NULL; db++)
+		any |= mdb_dbi_open(txn, *db, 0, &dbi) == 0;
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return any;
+}
+
+/* The daemon's first open moves the bindings and the failure log out of
+ * data.mdb; a second move (as after an interruption between its two
+ * commits) adds nothing twice. */
+START_TEST(test_open_moves_a_legacy_store)
+{
+	struct sa_credential cr;
+	struct names n = { .n = 0 };
+	uint64_t count;
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	sa_store_close(st);
+	st = NULL;
+	for (int round = 0; round < 2; round++) {
+		legacy_records(&cr);
+		ck_assert(legacy_in_main());
+		/* sipauthctl's open leaves them where they are */
+		ck_assert_int_eq(sa_store_open(&st, dir, 0), SA_STORE_OK);
+		sa_store_close(st);
+		ck_assert(legacy_in_main());
+		open_store();
+		sa_store_close(st);
+		st = NULL;
+		ck_assert(!legacy_in_main());
+	}
+	open_store();
+	ck_assert_int_eq(sa_store_binding_list_credential(st, cr.id, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 1);
+	ck_assert_str_eq(n.v[0], "sip:legacy@192.0.2.50");
+	n.n = 0;
+	ck_assert_int_eq(sa_store_binding_list_trunk(st, trunk.id, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 1);   /* the trunk index was rebuilt */
+	ck_assert_int_eq(sa_store_binding_count(st, NOW, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 1);
+	n.n = 0;
+	struct sa_authfail f = failure(trunk.id, NOW + 1, "new-failure");
+	ck_assert_int_eq(sa_store_authfail_add(st, &f, 5), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_authfail_list(st, trunk.id, 0, 0, authfail_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 2);   /* the log continues after the moved record */
+	ck_assert_str_eq(n.v[0], "new-failure");
+	ck_assert_str_eq(n.v[1], "old-failure");
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 600), 1);   /* the expiry index was rebuilt */
+}
+END_TEST
+
 /* ---- storage under stress: open checks, reserved map, headroom, errors ---- */
 
 #define SMALL_MAP ((uint64_t)1 << 20)
@@ -1875,6 +1982,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_tombstones_lead_to_the_bindings);
 	tcase_add_test(tc, test_open_without_runtime_refuses_binding_calls);
 	tcase_add_test(tc, test_main_writer_does_not_block_binding_writes);
+	tcase_add_test(tc, test_open_moves_a_legacy_store);
 	suite_add_tcase(s, tc);
 	return s;
 }
