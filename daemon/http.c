@@ -199,7 +199,7 @@ static void api_serve(struct exchange *x, const char *query)
 /* ---- /healthz, /metrics, /dashboard ---- */
 
 /* Healthy while the store answers, takes writes (the last one did not fail)
- * and has room for new records, and the daemon is not stopping. The body
+ * and has room for new records in both files, and the daemon is not stopping. The body
  * says which, for whoever looks. */
 static const char *health_problem(struct sa_server *srv)
 {
@@ -219,6 +219,10 @@ static const char *health_problem(struct sa_server *srv)
 		return "store_unreadable";
 	if (u.percent >= SA_STORE_HEADROOM_PERCENT)
 		return "store_map_full";
+	if (sa_store_runtime_usage(srv->store, &u) != SA_STORE_OK)
+		return "store_unreadable";
+	if (u.percent >= SA_STORE_HEADROOM_PERCENT)
+		return "store_map_full";   /* runtime/: no room for new registrations */
 	return NULL;
 }
 
@@ -258,6 +262,10 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	if (sa_store_usage(h->srv->store, &u) == SA_STORE_OK) {
 		m->store_map_size = u.map_size;
 		m->store_used = u.used;
+	}
+	if (sa_store_runtime_usage(h->srv->store, &u) == SA_STORE_OK) {
+		m->store_runtime_map_size = u.map_size;
+		m->store_runtime_used = u.used;
 	}
 	sa_store_fault(h->srv->store, &f);
 	m->store_write_failures = f.failures;

@@ -93,9 +93,24 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	sa_notify_ready();
 }
 
+/* One line when a map crosses the alarm level either way. */
+static void map_watch(const char *file, const struct sa_store_usage *u, bool *was_high, const char *hint)
+{
+	bool high = u->percent >= SA_STORE_ALARM_PERCENT;
+	if (high && !*was_high)
+		log_warn("event=store_map_high file=%s used_mib=%llu map_mib=%llu percent=%u refused_above=%d hint=\"%s\"",
+		         file, (unsigned long long)(u->used >> 20), (unsigned long long)(u->map_size >> 20), u->percent,
+		         SA_STORE_HEADROOM_PERCENT, hint);
+	else if (!high && *was_high)
+		log_info("event=store_map_ok file=%s used_mib=%llu map_mib=%llu percent=%u", file,
+		         (unsigned long long)(u->used >> 20), (unsigned long long)(u->map_size >> 20), u->percent);
+	*was_high = high;
+}
+
 /* One line when store writes failed since the last look (the SIP path does
- * not log them: a flood of failing REGISTERs is one line per tick), and one
- * when the map crosses the alarm level either way. */
+ * not log them: a flood of failing REGISTERs is one line per tick), and the
+ * map alarms of both files: data.mdb (credentials) and runtime/
+ * (registrations, the failure log). */
 static void store_watch(struct sa_server *srv)
 {
 	struct sa_store_watch *w = &srv->store_watch;
@@ -109,18 +124,11 @@ static void store_watch(struct sa_server *srv)
 		        srv->cfg.store_path);
 		w->failures_logged = f.failures;
 	}
-	if (sa_store_usage(srv->store, &u) != SA_STORE_OK)
-		return;
-	bool high = u.percent >= SA_STORE_ALARM_PERCENT;
-	if (high && !w->map_high)
-		log_warn("event=store_map_high used_mib=%llu map_mib=%llu percent=%u refused_above=%d "
-		         "hint=\"raise [store] map_size, or delete credentials\"",
-		         (unsigned long long)(u.used >> 20), (unsigned long long)(u.map_size >> 20), u.percent,
-		         SA_STORE_HEADROOM_PERCENT);
-	else if (!high && w->map_high)
-		log_info("event=store_map_ok used_mib=%llu map_mib=%llu percent=%u", (unsigned long long)(u.used >> 20),
-		         (unsigned long long)(u.map_size >> 20), u.percent);
-	w->map_high = high;
+	if (sa_store_usage(srv->store, &u) == SA_STORE_OK)
+		map_watch("store", &u, &w->map_high, "raise [store] map_size, or delete credentials");
+	if (sa_store_runtime_usage(srv->store, &u) == SA_STORE_OK)
+		map_watch("runtime", &u, &w->runtime_map_high,
+		          "raise [store] map_size or sipauthctl --map-size: registrations and the failure log fill it");
 }
 
 struct sweep {
@@ -257,6 +265,10 @@ static int open_store(struct sa_server *srv)
 	struct sa_store_usage u;
 	if (sa_store_usage(srv->store, &u) == 0)
 		log_info("event=store_opened path=%s map_mib=%llu used_mib=%llu percent=%u reserved=%s",
+		         srv->cfg.store_path, (unsigned long long)(u.map_size >> 20), (unsigned long long)(u.used >> 20),
+		         u.percent, u.reserved ? "yes" : "no");
+	if (sa_store_runtime_usage(srv->store, &u) == 0)
+		log_info("event=store_runtime_opened path=%s/runtime map_mib=%llu used_mib=%llu percent=%u reserved=%s",
 		         srv->cfg.store_path, (unsigned long long)(u.map_size >> 20), (unsigned long long)(u.used >> 20),
 		         u.percent, u.reserved ? "yes" : "no");
 	if (strcasecmp(srv->domain, srv->cfg.domain) != 0) {

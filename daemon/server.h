@@ -65,7 +65,8 @@ struct sa_counters {
 /* What the log was last told about the store, so that each change is one line. */
 struct sa_store_watch {
 	uint64_t failures_logged;       /* sa_store_fault's count at the last line */
-	bool map_high;                  /* above SA_STORE_ALARM_PERCENT at the last look */
+	bool map_high;                  /* data.mdb above SA_STORE_ALARM_PERCENT at the last look */
+	bool runtime_map_high;          /* runtime/ likewise */
 	uint64_t tombstone;             /* deleted credentials whose bindings are removed, up to here */
 };
 

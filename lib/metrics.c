@@ -115,6 +115,15 @@ static void store(FILE *f, const struct sa_metrics *m)
 	fprintf(f, "sipauthd_store_map_used_ratio %.4f\n", (double)m->store_used / (double)m->store_map_size);
 	counter(f, "store_write_failures_total", "Store writes that failed or were refused (map or disk full, I/O).",
 	        m->store_write_failures);
+	if (m->store_runtime_map_size == 0)
+		return;
+	gauge(f, "store_runtime_map_size_bytes",
+	      "Size of the runtime file's map (registrations and the failure log: the most it can hold).",
+	      (int64_t)m->store_runtime_map_size);
+	head(f, "store_runtime_map_used_ratio", "gauge",
+	     "Share of the runtime file's map that holds data; new registrations are refused above 0.9.");
+	fprintf(f, "sipauthd_store_runtime_map_used_ratio %.4f\n",
+	        (double)m->store_runtime_used / (double)m->store_runtime_map_size);
 }
 
 static void connections(FILE *f, const struct sa_metrics *m)
