@@ -271,6 +271,8 @@ static void api_serve_here(struct exchange *x, const char *query, const char *au
 	sa_api_response_free(&r);
 }
 
+static int is_get(const struct exchange *x);
+
 /* Everything else goes to the store thread (work.c says why). A full queue
  * is a 503 the client can retry, never a wait on the loop. */
 static void api_hand_over(struct exchange *x, struct sa_work *w, const char *query, const char *authz,
@@ -297,7 +299,9 @@ static void api_serve(struct exchange *x, const char *query)
 	const char *authz = evhttp_find_header(evhttp_request_get_input_headers(x->req), "Authorization");
 	size_t len = evbuffer_get_length(in);
 	unsigned char *body = len > 0 ? evbuffer_pullup(in, -1) : NULL;
-	struct sa_work *w = x->h->srv->work;
+	/* reads and writes on threads of their own: a write waiting for an
+	 * administrator's lock holds up no GET, a big GET no write */
+	struct sa_work *w = is_get(x) ? x->h->srv->work_read : x->h->srv->work;
 
 	if (len > x->h->srv->cfg.api_max_body)
 		api_too_large(x);
@@ -314,7 +318,7 @@ static void api_serve(struct exchange *x, const char *query)
 /* ---- /healthz, /metrics, /dashboard ---- */
 
 /* Healthy while the store answers, takes writes (the last one did not fail)
- * and has room for new records, and the daemon is not stopping. The body
+ * and has room for new records in both files, and the daemon is not stopping. The body
  * says which, for whoever looks. */
 static const char *health_problem(struct sa_server *srv)
 {
@@ -334,6 +338,10 @@ static const char *health_problem(struct sa_server *srv)
 		return "store_unreadable";
 	if (u.percent >= SA_STORE_HEADROOM_PERCENT)
 		return "store_map_full";
+	if (sa_store_runtime_usage(srv->store, &u) != SA_STORE_OK)
+		return "store_unreadable";
+	if (u.percent >= SA_STORE_HEADROOM_PERCENT)
+		return "store_map_full";   /* runtime/: no room for new registrations */
 	return NULL;
 }
 
@@ -366,13 +374,16 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	memcpy(m->auth_fail, c->auth_fail, sizeof(m->auth_fail));
 	m->auth_by_address = c->auth_by_address;
 	memcpy(m->trunk_refused, c->trunk_refused, sizeof(m->trunk_refused));
-	if (h->srv->work) {
+	struct sa_work *threads[] = { h->srv->work, h->srv->work_read };
+	for (size_t i = 0; i < sizeof(threads) / sizeof(threads[0]); i++) {
 		struct sa_work_stats ws;
-		sa_work_stats(h->srv->work, &ws);
-		m->work_queued = ws.queued;
-		m->work_jobs = ws.jobs_run;
-		m->work_refused = ws.jobs_refused;
-		m->work_busy_us = ws.busy_us;
+		if (!threads[i])
+			continue;
+		sa_work_stats(threads[i], &ws);
+		m->work_queued += ws.queued;
+		m->work_jobs += ws.jobs_run;
+		m->work_refused += ws.jobs_refused;
+		m->work_busy_us += ws.busy_us;
 	}
 	m->registrations = c->registrations;
 	uint64_t nb;
@@ -383,6 +394,10 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	if (sa_store_usage(h->srv->store, &u) == SA_STORE_OK) {
 		m->store_map_size = u.map_size;
 		m->store_used = u.used;
+	}
+	if (sa_store_runtime_usage(h->srv->store, &u) == SA_STORE_OK) {
+		m->store_runtime_map_size = u.map_size;
+		m->store_runtime_used = u.used;
 	}
 	sa_store_fault(h->srv->store, &f);
 	m->store_write_failures = f.failures;

@@ -96,9 +96,24 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	sa_notify_ready();
 }
 
+/* One line when a map crosses the alarm level either way. */
+static void map_watch(const char *file, const struct sa_store_usage *u, bool *was_high, const char *hint)
+{
+	bool high = u->percent >= SA_STORE_ALARM_PERCENT;
+	if (high && !*was_high)
+		log_warn("event=store_map_high file=%s used_mib=%llu map_mib=%llu percent=%u refused_above=%d hint=\"%s\"",
+		         file, (unsigned long long)(u->used >> 20), (unsigned long long)(u->map_size >> 20), u->percent,
+		         SA_STORE_HEADROOM_PERCENT, hint);
+	else if (!high && *was_high)
+		log_info("event=store_map_ok file=%s used_mib=%llu map_mib=%llu percent=%u", file,
+		         (unsigned long long)(u->used >> 20), (unsigned long long)(u->map_size >> 20), u->percent);
+	*was_high = high;
+}
+
 /* One line when store writes failed since the last look (the SIP path does
- * not log them: a flood of failing REGISTERs is one line per tick), and one
- * when the map crosses the alarm level either way. */
+ * not log them: a flood of failing REGISTERs is one line per tick), and the
+ * map alarms of both files: data.mdb (credentials) and runtime/
+ * (registrations, the failure log). */
 static void store_watch(struct sa_server *srv)
 {
 	struct sa_store_watch *w = &srv->store_watch;
@@ -112,24 +127,60 @@ static void store_watch(struct sa_server *srv)
 		        srv->cfg.store_path);
 		w->failures_logged = f.failures;
 	}
-	if (sa_store_usage(srv->store, &u) != SA_STORE_OK)
+	if (sa_store_usage(srv->store, &u) == SA_STORE_OK)
+		map_watch("store", &u, &w->map_high, "raise [store] map_size, or delete credentials");
+	if (sa_store_runtime_usage(srv->store, &u) == SA_STORE_OK)
+		map_watch("runtime", &u, &w->runtime_map_high,
+		          "raise [store] map_size or sipauthctl --map-size: registrations and the failure log fill it");
+}
+
+struct sweep {
+	struct sa_server *srv;
+	bool failed;
+};
+
+static int tombstone_cb(const char *cred_id, void *arg)
+{
+	struct sweep *sw = arg;
+	sw->failed = sa_store_binding_delete_all(sw->srv->store, cred_id) != SA_STORE_OK;
+	return sw->failed;
+}
+
+static int count_cb(const char *cred_id, void *arg)
+{
+	(*(uint64_t *)arg)++;
+	return 0;
+}
+
+/* Bindings of credentials deleted since the last look (by the API or by
+ * sipauthctl, which cannot write runtime/: readers skip them meanwhile).
+ * Follows the tombstones, a few per tick, instead of walking the bindings;
+ * only when tombstones were dropped before they were read (the daemon was
+ * stopped across more deletes than the store keeps) does it look at all. */
+static void bindings_of_deleted(struct sa_server *srv)
+{
+	uint64_t *pos = &srv->store_watch.tombstone, last = *pos, seen = 0, removed;
+	if (sa_store_deleted_since(srv->store, *pos, count_cb, &seen, &last) != SA_STORE_OK || seen == 0)
 		return;
-	bool high = u.percent >= SA_STORE_ALARM_PERCENT;
-	if (high && !w->map_high)
-		log_warn("event=store_map_high used_mib=%llu map_mib=%llu percent=%u refused_above=%d "
-		         "hint=\"raise [store] map_size, or delete credentials\"",
-		         (unsigned long long)(u.used >> 20), (unsigned long long)(u.map_size >> 20), u.percent,
-		         SA_STORE_HEADROOM_PERCENT);
-	else if (!high && w->map_high)
-		log_info("event=store_map_ok used_mib=%llu map_mib=%llu percent=%u", (unsigned long long)(u.used >> 20),
-		         (unsigned long long)(u.map_size >> 20), u.percent);
-	w->map_high = high;
+	if (last - *pos > seen) {
+		int rc = sa_store_binding_purge_orphans(srv->store, &removed);
+		log_warn("event=bindings_purged cause=tombstones_dropped removed=%llu result=%s",
+		         (unsigned long long)removed, sa_store_cause(rc));
+		if (rc == SA_STORE_OK)
+			*pos = last;
+		return;
+	}
+	struct sweep sw = { srv, false };
+	uint64_t done = *pos;
+	if (sa_store_deleted_since(srv->store, *pos, tombstone_cb, &sw, &done) == SA_STORE_OK && !sw.failed)
+		*pos = done;   /* after a failed removal, the same tombstones again next tick */
 }
 
 /* Periodic work: expire bindings, flush unsynced store writes. */
 static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sa_server *srv = arg;
+	bindings_of_deleted(srv);
 	int n = sa_store_binding_expire(srv->store, (int64_t)time(NULL));
 	if (n > 0)
 		log_info("event=bindings_expired count=%d", n);
@@ -183,10 +234,28 @@ static void libevent_log_cb(int severity, const char *msg)
 	       "event=libevent msg=\"%s\"", sa_log_quote(msg, q, sizeof(q)));
 }
 
+/* Before serving: the bindings of every credential deleted while the daemon
+ * was away (sipauthctl cannot remove them), found by looking at each
+ * credential that has bindings; from here on the loop follows the
+ * tombstones (bindings_of_deleted). The position is taken first, so that a
+ * delete during the purge is followed later. A failure is logged and the
+ * daemon goes on: readers skip such bindings anyway. */
+static void orphans_start(struct sa_server *srv)
+{
+	uint64_t removed = 0, seen = 0;
+	int rc = sa_store_deleted_since(srv->store, 0, count_cb, &seen, &srv->store_watch.tombstone);
+	if (rc == SA_STORE_OK)
+		rc = sa_store_binding_purge_orphans(srv->store, &removed);
+	if (rc != SA_STORE_OK)
+		log_err("event=bindings_purge_failed cause=%s error=\"%s\"", sa_store_cause(rc), sa_store_strerror(rc));
+	else if (removed > 0)
+		log_info("event=bindings_purged cause=credentials_deleted removed=%llu", (unsigned long long)removed);
+}
+
 static int open_store(struct sa_server *srv)
 {
 	unsigned char secret[SA_NONCE_SECRET_LEN];
-	struct sa_store_opts o = { .map_size = srv->cfg.store_map_size };
+	struct sa_store_opts o = { .flags = SA_STORE_RUNTIME, .map_size = srv->cfg.store_map_size };
 	char why[256] = "";
 	int rc = sa_store_open_with(&srv->store, srv->cfg.store_path, &o, why, sizeof(why));
 	int sys = rc != 0 ? errno : 0;
@@ -202,11 +271,16 @@ static int open_store(struct sa_server *srv)
 		log_info("event=store_opened path=%s map_mib=%llu used_mib=%llu percent=%u reserved=%s",
 		         srv->cfg.store_path, (unsigned long long)(u.map_size >> 20), (unsigned long long)(u.used >> 20),
 		         u.percent, u.reserved ? "yes" : "no");
+	if (sa_store_runtime_usage(srv->store, &u) == 0)
+		log_info("event=store_runtime_opened path=%s/runtime map_mib=%llu used_mib=%llu percent=%u reserved=%s",
+		         srv->cfg.store_path, (unsigned long long)(u.map_size >> 20), (unsigned long long)(u.used >> 20),
+		         u.percent, u.reserved ? "yes" : "no");
 	if (strcasecmp(srv->domain, srv->cfg.domain) != 0) {
 		log_err("event=domain_mismatch config=%s store=%s hint=\"credentials are hashed for the store's domain\"",
 		        srv->cfg.domain, srv->domain);
 		return -1;
 	}
+	orphans_start(srv);
 	/* A fresh nonce key each start: the nonce-count replay table lives in
 	 * memory, so a nonce from before the start must not verify after it. A
 	 * nonce of the previous run names a key id we no longer hold and is
@@ -242,7 +316,8 @@ static int start(struct sa_server *srv)
 	srv->base = event_base_new();
 	if (!srv->base || open_store(srv) < 0)
 		return -1;
-	if ((srv->work = sa_work_start(srv->base, srv->store, FLUSH_MS, WORK_QUEUE)) == NULL) {
+	if ((srv->work = sa_work_start(srv->base, srv->store, FLUSH_MS, WORK_QUEUE)) == NULL ||
+	    (srv->work_read = sa_work_start(srv->base, srv->store, 0, WORK_QUEUE)) == NULL) {
 		log_err("event=store_thread_failed error=\"%s\"", strerror(errno));
 		return -1;
 	}
@@ -262,7 +337,8 @@ static void teardown(struct sa_server *srv)
 		log_err("event=calls_save_failed path=%s", srv->cfg.store_path);
 	sa_transport_stop(srv);
 	sa_work_stop(srv->work);   /* before the HTTP side: its jobs hold HTTP requests */
-	srv->work = NULL;
+	sa_work_stop(srv->work_read);
+	srv->work = srv->work_read = NULL;
 	sa_http_stop(srv);
 	sa_sip_shutdown(srv);
 	struct event *evs[] = { srv->sig_term, srv->sig_int, srv->sig_hup, srv->housekeeping, srv->drain };

@@ -67,7 +67,9 @@ struct sa_counters {
 /* What the log was last told about the store, so that each change is one line. */
 struct sa_store_watch {
 	uint64_t failures_logged;       /* sa_store_fault's count at the last line */
-	bool map_high;                  /* above SA_STORE_ALARM_PERCENT at the last look */
+	bool map_high;                  /* data.mdb above SA_STORE_ALARM_PERCENT at the last look */
+	bool runtime_map_high;          /* runtime/ likewise */
+	uint64_t tombstone;             /* deleted credentials whose bindings are removed, up to here */
 };
 
 struct sa_server {
@@ -109,7 +111,8 @@ struct sa_server {
 	unsigned nactive;               /* transactions not yet answered finally */
 	struct sa_http *http;           /* http.c: the [api] servers and their counters */
 	struct sa_trunk_table *trunks;  /* sip.c: channels and call-rate buckets per trunk (lib/policy) */
-	struct sa_work *work;           /* work.c: the store thread (API, flushes) */
+	struct sa_work *work;           /* work.c: the store thread for API writes and flushes */
+	struct sa_work *work_read;      /* ... and one for API reads: a write waiting for the lock holds up no GET */
 };
 
 /* transport.c */

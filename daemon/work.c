@@ -28,9 +28,11 @@
  * REGISTER and INVITE behind it. Here they run one at a time on a thread of
  * their own with a store handle of its own (sa_store_dup); the loop hands a
  * job over and learns of its end through an eventfd, so nothing on the loop
- * ever waits for the thread. One thread, not a pool: API writes are
- * serialised by LMDB's writer lock anyway, and an operator's burst of big
- * GETs then delays other API answers, never SIP.
+ * ever waits for the thread. The daemon runs two: one for API writes (and
+ * the flush), one for reads, so that a write waiting for an administrator's
+ * writer lock holds up no GET. Not a pool: writes are serialised by LMDB's
+ * writer lock anyway, and an operator's burst of big GETs then delays other
+ * reads, never SIP.
  */
 
 struct job {

@@ -122,6 +122,15 @@ static void store(FILE *f, const struct sa_metrics *m)
 	fprintf(f, "sipauthd_store_map_used_ratio %.4f\n", (double)m->store_used / (double)m->store_map_size);
 	counter(f, "store_write_failures_total", "Store writes that failed or were refused (map or disk full, I/O).",
 	        m->store_write_failures);
+	if (m->store_runtime_map_size == 0)
+		return;
+	gauge(f, "store_runtime_map_size_bytes",
+	      "Size of the runtime file's map (registrations and the failure log: the most it can hold).",
+	      (int64_t)m->store_runtime_map_size);
+	head(f, "store_runtime_map_used_ratio", "gauge",
+	     "Share of the runtime file's map that holds data; new registrations are refused above 0.9.");
+	fprintf(f, "sipauthd_store_runtime_map_used_ratio %.4f\n",
+	        (double)m->store_runtime_used / (double)m->store_runtime_map_size);
 }
 
 static void connections(FILE *f, const struct sa_metrics *m)
@@ -141,13 +150,14 @@ static void connections(FILE *f, const struct sa_metrics *m)
 	        m->http_refused);
 	counter(f, "log_lines_suppressed_total", "Log lines dropped over the per-call-site budget ([log] rate_limit).",
 	        m->log_suppressed);
-	gauge(f, "store_thread_queue", "API requests waiting for or running on the store thread.", (int64_t)m->work_queued);
-	counter(f, "store_thread_jobs_total", "Jobs the store thread ran (API requests, heap trims).", m->work_jobs);
-	counter(f, "store_thread_refused_total", "API requests answered 503: the store thread's queue was full.",
+	gauge(f, "background_queue", "API requests waiting for or running on the store threads (off the SIP loop).",
+	      (int64_t)m->work_queued);
+	counter(f, "background_jobs_total", "Jobs the store threads ran (API requests, heap trims).", m->work_jobs);
+	counter(f, "background_refused_total", "API requests answered 503: a store thread's queue was full.",
 	        m->work_refused);
-	fprintf(f, "# HELP sipauthd_store_thread_busy_seconds_total Time the store thread spent on jobs and flushes.\n"
-	           "# TYPE sipauthd_store_thread_busy_seconds_total counter\n"
-	           "sipauthd_store_thread_busy_seconds_total %.6f\n", (double)m->work_busy_us / 1e6);
+	fprintf(f, "# HELP sipauthd_background_busy_seconds_total Time the store threads spent on jobs and flushes.\n"
+	           "# TYPE sipauthd_background_busy_seconds_total counter\n"
+	           "sipauthd_background_busy_seconds_total %.6f\n", (double)m->work_busy_us / 1e6);
 }
 
 char *sa_metrics_render(const struct sa_metrics *m, size_t *len)

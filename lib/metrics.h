@@ -45,6 +45,8 @@ struct sa_metrics {
 	uint64_t store_map_size;                         /* gauge: bytes */
 	uint64_t store_used;                             /* gauge: bytes in pages holding data */
 	uint64_t store_write_failures;                   /* writes that failed or were refused */
+	uint64_t store_runtime_map_size;                 /* gauge: bytes of runtime/'s map; 0: not rendered */
+	uint64_t store_runtime_used;                     /* gauge: bytes in its pages holding data */
 	/* connections and what the limits turned away */
 	uint64_t tcp_connections;                        /* gauge: SIP TCP/TLS connections open */
 	uint64_t tls_handshakes;                         /* gauge: TLS handshakes in progress */

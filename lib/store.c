@@ -18,12 +18,27 @@
 #include "store.h"
 
 /*
- * Layout. Every key made of several parts joins them with a NUL byte (ids and
+ * Layout. Two LMDB environments in the store's directory:
+ *
+ *   main (data.mdb)       what administrators write, durably (fsync per commit):
+ *                         sipauthctl, the API, the daemon's nonce secret
+ *   runtime (runtime/)    what the SIP path writes, without sync (flushed
+ *                         every few seconds): registrations, the failure log
+ *
+ * They are apart so that an administrator's process holding the main
+ * writer lock (stopped, or slow on a large change) never holds up a binding
+ * write, and so that a full main map (credentials) and a full runtime map
+ * (registrations) are separate conditions. Only a handle opened with
+ * SA_STORE_RUNTIME (the daemon, never sipauthctl) opens runtime/.
+ *
+ * Every key made of several parts joins them with a NUL byte (ids and
  * usernames never contain one); numbers inside keys are 8-byte big-endian so
  * that LMDB's byte order is numeric order.
  *
+ * main:
  *   meta               "schema_version" -> decimal text; "domain" -> text;
- *                      "nonce_secret" -> 32 bytes; "generation", "seq" -> u64
+ *                      "nonce_secret" -> 32 bytes; "generation", "seq",
+ *                      "del_seq", "map_size" -> u64
  *   accounts           acc id -> struct sa_account
  *   apikeys            SHA-256(key) -> struct apikey_rec
  *   trunks             trunk id -> struct trunk_rec
@@ -31,44 +46,56 @@
  *   credentials        cred id -> struct cred_rec
  *   cred_by_user       trunk id \0 lower(username) -> cred id   (unique)
  *   cred_by_trunk      trunk id \0 seq -> cred id          (creation order)
- *   trunk_policy       trunk id -> struct sa_trunk_policy   (absent: the defaults;
- *                      added after schema 1 was released: a read-only open of an
- *                      older store finds no such database and reads defaults)
+ *   cred_deleted       del_seq -> cred id                  (tombstones, newest TOMBSTONES_KEEP)
+ *   trunk_policy       trunk id -> struct sa_trunk_policy   (absent: the defaults)
+ * runtime:
  *   bindings           cred id \0 SHA-256(contact) -> struct sa_binding
  *   bindings_by_trunk  trunk id \0 <binding key> -> ""
  *   bindings_by_expiry expires_at \0 <binding key> -> ""  (sign bit flipped)
  *   authfail           trunk id \0 seq -> struct sa_authfail
  *   authfail_state     trunk id -> struct authfail_state   (next seq, count)
+ *   meta               "map_size" -> u64
+ *
+ * A binding names its credential, which lives in the other environment: a
+ * credential deleted in main (by a process that cannot write runtime/)
+ * leaves a tombstone, every binding read skips bindings whose credential is
+ * gone, and the daemon removes them (sa_store_deleted_since,
+ * sa_store_binding_purge_orphans). Stores made before the split keep the
+ * runtime databases in data.mdb; the first SA_STORE_RUNTIME open moves them.
  *
  * A contact URI can be longer than LMDB's 511-byte key limit, hence its hash
  * in binding keys. Records are the fixed structs below; a change to any of
  * them needs a new SA_STORE_SCHEMA_VERSION.
  */
+enum { ENV_MAIN, ENV_RT, ENV_COUNT };
+
 enum {
 	DB_META, DB_ACCOUNTS, DB_APIKEYS, DB_TRUNKS, DB_TRUNKS_BY_ACCOUNT,
-	DB_CREDS, DB_CRED_BY_USER, DB_CRED_BY_TRUNK, DB_TRUNK_POLICY,
+	DB_CREDS, DB_CRED_BY_USER, DB_CRED_BY_TRUNK, DB_CRED_DELETED, DB_TRUNK_POLICY,
 	DB_BINDINGS, DB_BINDINGS_BY_TRUNK, DB_BINDINGS_BY_EXPIRY,
-	DB_AUTHFAIL, DB_AUTHFAIL_STATE, DB_COUNT
+	DB_AUTHFAIL, DB_AUTHFAIL_STATE, DB_RT_META, DB_COUNT
 };
+#define DB_RT_FIRST DB_BINDINGS   /* from here on, the runtime environment's */
+#define DB_LEGACY_COUNT (DB_RT_META - DB_RT_FIRST)   /* kept in main before the split */
 static const char *const db_names[DB_COUNT] = {
 	"meta", "accounts", "apikeys", "trunks", "trunks_by_account",
-	"credentials", "cred_by_user", "cred_by_trunk", "trunk_policy",
+	"credentials", "cred_by_user", "cred_by_trunk", "cred_deleted", "trunk_policy",
 	"bindings", "bindings_by_trunk", "bindings_by_expiry",
-	"authfail", "authfail_state",
+	"authfail", "authfail_state", "meta",
 };
+#define MAX_DBS 32                 /* per environment: ours and the legacy names */
+#define TOMBSTONES_KEEP 100000     /* a daemon away longer than this many deletes purges all */
 
 #define ID_RAND_LEN     16
 #define EXPIRE_BATCH    1000   /* bindings removed per transaction: short writer-lock holds */
 #define KEY_MAX         256
+#define PATH_LEN        4096   /* the store's directory and runtime/ in it */
 #define HASH_LEN        SHA256_DIGEST_LENGTH
 #define WALK_STOP       1
 #define APIKEY_PREFIX   "tvx_sk_live_"
 
 static const char alnum_lower[] = "abcdefghijklmnopqrstuvwxyz0123456789";
 static const char base62[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-
-/* The environments an open store holds; a handle's transactions are per environment. */
-enum { ENV_MAIN, ENV_COUNT };
 
 /* One LMDB environment as this process holds it. LMDB lets a process open
  * an environment once, and its map may be resized only while no transaction
@@ -79,20 +106,21 @@ struct senv {
 	bool reserved;       /* writable map, every page of it allocated on disk */
 	uint64_t psize;      /* LMDB page size */
 	pthread_rwlock_t lock;
-	pthread_mutex_t wmu; /* this process's write transaction: see wr_begin */
-	bool locked;         /* lock and wmu initialised */
+	bool locked;         /* lock initialised */
 };
 
 /* What every handle on one open store shares (sa_store_dup). The
  * environments close with the last handle. */
 struct shared {
-	struct senv env[ENV_COUNT];
+	struct senv env[ENV_COUNT];   /* env[ENV_RT].env NULL: opened without SA_STORE_RUNTIME */
 	MDB_dbi dbi[DB_COUNT];
 	bool rdonly;
-	bool no_policy_db;   /* a read-only open of a store from before trunk_policy */
-	pthread_mutex_t mu;  /* guards refs and fault */
+	bool tombstones;     /* main has cred_deleted (a read-only open of an older store may not) */
+	bool policies;       /* main has trunk_policy (likewise) */
+	pthread_mutex_t mu;  /* guards refs, fault and swept */
 	unsigned refs;
 	struct sa_store_fault fault;
+	uint64_t swept;      /* tombstones up to here have no bindings left (binding_count) */
 };
 
 /* A handle: used by one thread at a time; its own read transactions and
@@ -100,7 +128,6 @@ struct shared {
 struct sa_store {
 	struct shared *sh;
 	MDB_txn *rtxn[ENV_COUNT];   /* the reused read transactions, reset between uses */
-	MDB_txn *wtxn[ENV_COUNT];   /* the write transaction in progress */
 	unsigned held[ENV_COUNT];   /* read locks this handle holds (transactions nest) */
 	bool ready;          /* schema_version seen and matching */
 	int code;            /* LMDB or errno value of the last failing call in this transaction */
@@ -337,7 +364,8 @@ static int rand_chars(char *out, size_t n, const char *alphabet, unsigned radix)
 
 /* ---- transactions ---- */
 
-/* Refuses stores that were never initialised or were written by another schema. */
+/* Refuses stores that were never initialised or were written by another
+ * schema. txn is a main-environment transaction. */
 static int store_check(struct sa_store *st, MDB_txn *txn)
 {
 	char want[16];
@@ -380,123 +408,69 @@ static bool holds_any(const struct sa_store *st)
 	return false;
 }
 
-/* Another process grew the map past ours (sipauthctl --map-size): take its
- * size, and make sure the new pages are reserved too. LMDB remaps only while
- * no transaction of this process is open on the environment: so this waits
- * for the other handles' transactions, and a handle inside a transaction of
- * its own (a nested one) cannot do it and fails instead (the next call
- * outside will). */
-static int map_adopt(struct sa_store *st, int e)
+/* Changes environment e's map (size 0: take the size another process gave
+ * it) and reserves the new pages on disk when the map is reserved. LMDB
+ * remaps only while no transaction of this process is open on the
+ * environment: so this waits for the other handles' transactions, and a
+ * handle inside a transaction of its own (a nested call) cannot do it and
+ * fails instead (the next call outside will). A map grown by this process
+ * is reserved first, so that its new pages never exist without a block. */
+static int map_change(struct sa_store *st, int e, uint64_t size)
 {
 	struct senv *v = &st->sh->env[e];
 	MDB_envinfo ei;
+	int rc = SA_STORE_OK;
 
 	if (holds_any(st))
 		return note_err(st, MDB_MAP_RESIZED);
 	pthread_rwlock_wrlock(&v->lock);
-	int rc = note_err(st, mdb_env_set_mapsize(v->env, 0));
-	if (rc == SA_STORE_OK) {
+	if (size > 0 && v->reserved)
+		rc = map_reserve(st, e, size, NULL, 0);
+	if (rc == SA_STORE_OK)
+		rc = note_err(st, mdb_env_set_mapsize(v->env, (size_t)size));
+	if (rc == SA_STORE_OK && size == 0 && v->reserved) {
 		mdb_env_info(v->env, &ei);
-		rc = v->reserved ? map_reserve(st, e, ei.me_mapsize, NULL, 0) : SA_STORE_OK;
+		rc = map_reserve(st, e, ei.me_mapsize, NULL, 0);
 	}
 	pthread_rwlock_unlock(&v->lock);
 	return rc;
 }
 
-/* Begins a transaction on environment e, holding its lock until the
- * transaction ends (txn_commit, txn_abort, or rd_reset for the reused one),
- * and for a write transaction the process's writer mutex too. A map grown
- * by another process is adopted with neither held. */
-static int txn_begin(struct sa_store *st, int e, unsigned flags, MDB_txn **txn)
+/* Another process grew the map past ours (sipauthctl --map-size): take its size. */
+static int map_adopt(struct sa_store *st, int e)
 {
-	struct senv *v = &st->sh->env[e];
-	bool write = (flags & MDB_RDONLY) == 0;
-
-	for (int tries = 0;; tries++) {
-		if (write)
-			pthread_mutex_lock(&v->wmu);
-		env_hold(st, e);
-		int rc = mdb_txn_begin(v->env, NULL, flags, txn);
-		if (rc == MDB_SUCCESS) {
-			if (write)
-				st->wtxn[e] = *txn;
-			return SA_STORE_OK;
-		}
-		env_release(st, e);
-		if (write)
-			pthread_mutex_unlock(&v->wmu);
-		if (rc != MDB_MAP_RESIZED || tries > 0 || map_adopt(st, e) != SA_STORE_OK)
-			return note_err(st, rc);
-	}
+	return map_change(st, e, 0);
 }
 
-static void txn_done(struct sa_store *st, int e, MDB_txn *txn)
+/* Begins a transaction on environment e, holding its lock until the
+ * transaction ends (txn_commit, txn_abort, or rd_reset for the reused one).
+ * A map grown by another process is adopted with the lock not held. */
+static int txn_begin(struct sa_store *st, int e, unsigned flags, MDB_txn **txn)
 {
-	env_release(st, e);
-	if (txn == st->wtxn[e]) {
-		st->wtxn[e] = NULL;
-		pthread_mutex_unlock(&st->sh->env[e].wmu);
+	MDB_env *env = st->sh->env[e].env;
+
+	for (int tries = 0;; tries++) {
+		env_hold(st, e);
+		int rc = mdb_txn_begin(env, NULL, flags, txn);
+		if (rc == MDB_SUCCESS)
+			return SA_STORE_OK;
+		env_release(st, e);
+		if (rc != MDB_MAP_RESIZED || tries > 0 || map_adopt(st, e) != SA_STORE_OK)
+			return note_err(st, rc);
 	}
 }
 
 static void txn_abort(struct sa_store *st, int e, MDB_txn *txn)
 {
 	mdb_txn_abort(txn);
-	txn_done(st, e, txn);
+	env_release(st, e);
 }
 
 static int txn_commit(struct sa_store *st, int e, MDB_txn *txn)
 {
 	int rc = note_err(st, mdb_txn_commit(txn));
 
-	txn_done(st, e, txn);
-	return rc;
-}
-
-/* A write transaction. Durable ones sync on commit (the environment's normal
- * mode); nosync ones (bindings, auth failures) set MDB_NOSYNC on the
- * environment for their duration (LMDB 0.9 has no per-transaction flag), and
- * wr_end clears it again, so the next durable commit syncs the data file
- * (covering the nosync pages) before its meta page. The flag is changed only
- * while this process's writer mutex is held, so that a durable write of
- * another thread never commits under it. */
-static int wr_begin(struct sa_store *st, MDB_txn **txn, bool nosync, bool check)
-{
-	MDB_env *env = st->sh->env[ENV_MAIN].env;
-
-	st->code = 0;
-	st->detail[0] = '\0';
-	if (st->sh->rdonly)
-		return SA_STORE_EIO;
-	int rc = txn_begin(st, ENV_MAIN, 0, txn);
-	if (rc != SA_STORE_OK) {
-		fault_note(st, rc);
-		return rc;
-	}
-	if (nosync && mdb_env_set_flags(env, MDB_NOSYNC, 1) != 0)
-		rc = SA_STORE_EIO;
-	if (rc == SA_STORE_OK && check)
-		rc = store_check(st, *txn);
-	if (rc != SA_STORE_OK) {
-		mdb_env_set_flags(env, MDB_NOSYNC, 0);
-		txn_abort(st, ENV_MAIN, *txn);
-	}
-	return rc;
-}
-
-/* Commits when rc is OK, aborts otherwise; returns rc or the commit's error. */
-static int wr_end(struct sa_store *st, MDB_txn *txn, int rc)
-{
-	MDB_env *env = st->sh->env[ENV_MAIN].env;
-
-	if (rc == SA_STORE_OK) {
-		rc = note_err(st, mdb_txn_commit(txn));
-	} else {
-		mdb_txn_abort(txn);
-	}
-	mdb_env_set_flags(env, MDB_NOSYNC, 0);
-	txn_done(st, ENV_MAIN, txn);
-	fault_note(st, rc);
+	env_release(st, e);
 	return rc;
 }
 
@@ -531,43 +505,104 @@ static void rd_reset(struct sa_store *st, int e)
 	env_release(st, e);
 }
 
-/* The shared read transaction (hot path): renewed here, reset by rd_end. */
-static int rd_begin(struct sa_store *st, MDB_txn **txn)
-{
-	int rc = rd_renew(st, ENV_MAIN, txn);
+/* The shared read transaction on e (hot path): renewed here, reset by
+ * rd_end. The schema is checked in main, for the runtime environment too. */
+static int rd_begin(struct sa_store *st, int e, MDB_txn **txn);
 
-	if (rc != SA_STORE_OK)
+static int ready_check(struct sa_store *st)
+{
+	MDB_txn *txn;
+	int rc;
+
+	if (st->ready)
+		return SA_STORE_OK;
+	if ((rc = rd_renew(st, ENV_MAIN, &txn)) != SA_STORE_OK)
 		return rc;
-	rc = store_check(st, *txn);
-	if (rc != SA_STORE_OK)
-		rd_reset(st, ENV_MAIN);
+	rc = store_check(st, txn);
+	rd_reset(st, ENV_MAIN);
 	return rc;
 }
 
-static int rd_end(struct sa_store *st, int rc)
+static int rd_begin(struct sa_store *st, int e, MDB_txn **txn)
 {
-	rd_reset(st, ENV_MAIN);
+	int rc = e == ENV_MAIN ? SA_STORE_OK : ready_check(st);
+
+	if (rc == SA_STORE_OK)
+		rc = rd_renew(st, e, txn);
+	if (rc != SA_STORE_OK || e != ENV_MAIN)
+		return rc;
+	rc = store_check(st, *txn);
+	if (rc != SA_STORE_OK)
+		rd_reset(st, e);
+	return rc;
+}
+
+static int rd_end(struct sa_store *st, int e, int rc)
+{
+	rd_reset(st, e);
 	return rc;
 }
 
 /* A read transaction of its own, for listings whose callbacks may call back
  * into the store (and so use the shared one). */
-static int rd_own_begin(struct sa_store *st, MDB_txn **txn)
+static int rd_own_begin(struct sa_store *st, int e, MDB_txn **txn)
 {
-	int rc = txn_begin(st, ENV_MAIN, MDB_RDONLY, txn);
+	int rc = e == ENV_MAIN ? SA_STORE_OK : ready_check(st);
 
-	if (rc != SA_STORE_OK)
+	if (rc == SA_STORE_OK)
+		rc = txn_begin(st, e, MDB_RDONLY, txn);
+	if (rc != SA_STORE_OK || e != ENV_MAIN)
 		return rc;
 	rc = store_check(st, *txn);
 	if (rc != SA_STORE_OK)
-		txn_abort(st, ENV_MAIN, *txn);
+		txn_abort(st, e, *txn);
 	return rc;
 }
 
-static int rd_own_end(struct sa_store *st, MDB_txn *txn, int rc)
+static int rd_own_end(struct sa_store *st, int e, MDB_txn *txn, int rc)
 {
-	txn_abort(st, ENV_MAIN, txn);
+	txn_abort(st, e, txn);
 	return rc;
+}
+
+/* A write transaction on e. The main environment syncs every commit (what
+ * administrators write is acknowledged only once on disk); the runtime
+ * environment is opened with MDB_NOSYNC and synced by sa_store_flush. */
+static int wr_begin(struct sa_store *st, int e, MDB_txn **txn, bool check)
+{
+	st->code = 0;
+	st->detail[0] = '\0';
+	if (st->sh->rdonly)
+		return SA_STORE_EIO;
+	int rc = check && e != ENV_MAIN ? ready_check(st) : SA_STORE_OK;
+	if (rc == SA_STORE_OK)
+		rc = txn_begin(st, e, 0, txn);
+	if (rc != SA_STORE_OK) {
+		fault_note(st, rc);
+		return rc;
+	}
+	if (check && e == ENV_MAIN)
+		rc = store_check(st, *txn);
+	if (rc != SA_STORE_OK)
+		txn_abort(st, e, *txn);
+	return rc;
+}
+
+/* Commits when rc is OK, aborts otherwise; returns rc or the commit's error. */
+static int wr_end(struct sa_store *st, int e, MDB_txn *txn, int rc)
+{
+	if (rc == SA_STORE_OK)
+		rc = txn_commit(st, e, txn);
+	else
+		txn_abort(st, e, txn);
+	fault_note(st, rc);
+	return rc;
+}
+
+/* Bindings and the failure log need the runtime environment. */
+static bool has_runtime(const struct sa_store *st)
+{
+	return st->sh->env[ENV_RT].env != NULL;
 }
 
 /* ---- generic record access ---- */
@@ -600,14 +635,20 @@ static bool db_has(struct sa_store *st, MDB_txn *txn, int db, MDB_val k)
 	return mdb_get(txn, st->sh->dbi[db], &k, &v) == 0;
 }
 
-static int meta_get_u64(struct sa_store *st, MDB_txn *txn, const char *name, uint64_t *out)
+/* A u64 under name in a meta database (absent: 0). */
+static int rec_get_u64(struct sa_store *st, MDB_txn *txn, int db, const char *name, uint64_t *out)
 {
-	int rc = db_get_rec(st, txn, DB_META, str_val(name), out, sizeof *out);
+	int rc = db_get_rec(st, txn, db, str_val(name), out, sizeof *out);
 	if (rc == SA_STORE_ENOTFOUND) {
 		*out = 0;
 		rc = SA_STORE_OK;
 	}
 	return rc;
+}
+
+static int meta_get_u64(struct sa_store *st, MDB_txn *txn, const char *name, uint64_t *out)
+{
+	return rec_get_u64(st, txn, DB_META, name, out);
 }
 
 /* Increments a meta counter and returns its new value in out. */
@@ -651,10 +692,10 @@ static int seek_prefix(MDB_cursor *cur, const struct key *prefix, MDB_val *k, MD
 	return mdb_cursor_get(cur, k, v, prefix->len > 0 ? MDB_SET_RANGE : MDB_FIRST);
 }
 
-/* Calls fn for every key starting with prefix, in key order. fn returns 0 to
- * go on, WALK_STOP to stop, or an error. */
-static int walk_prefix(struct sa_store *st, MDB_txn *txn, int db, const struct key *prefix,
-                       walk_fn fn, void *arg)
+/* Calls fn for every key from the first >= from on while it starts with
+ * prefix, in key order. fn returns 0 to go on, WALK_STOP to stop, or an error. */
+static int walk_range(struct sa_store *st, MDB_txn *txn, int db, const struct key *from,
+                      const struct key *prefix, walk_fn fn, void *arg)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
@@ -662,7 +703,7 @@ static int walk_prefix(struct sa_store *st, MDB_txn *txn, int db, const struct k
 
 	if (mdb_cursor_open(txn, st->sh->dbi[db], &cur) != 0)
 		return SA_STORE_EIO;
-	int mrc = seek_prefix(cur, prefix, &k, &v);
+	int mrc = seek_prefix(cur, from, &k, &v);
 	while (mrc == 0 && has_prefix(&k, prefix)) {
 		rc = fn(st, txn, &k, &v, arg);
 		if (rc != SA_STORE_OK)
@@ -677,9 +718,16 @@ static int walk_prefix(struct sa_store *st, MDB_txn *txn, int db, const struct k
 	return (mrc == 0 || mrc == MDB_NOTFOUND) ? SA_STORE_OK : note_err(st, mrc);
 }
 
-/* The first key starting with prefix, copied into out. */
-static int first_with_prefix(struct sa_store *st, MDB_txn *txn, int db, const struct key *prefix,
-                             struct key *out)
+/* Every key starting with prefix. */
+static int walk_prefix(struct sa_store *st, MDB_txn *txn, int db, const struct key *prefix,
+                       walk_fn fn, void *arg)
+{
+	return walk_range(st, txn, db, prefix, prefix, fn, arg);
+}
+
+/* The first key >= from that starts with prefix, copied into out. */
+static int first_from(struct sa_store *st, MDB_txn *txn, int db, const struct key *from,
+                      const struct key *prefix, struct key *out)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
@@ -687,7 +735,7 @@ static int first_with_prefix(struct sa_store *st, MDB_txn *txn, int db, const st
 
 	if (mdb_cursor_open(txn, st->sh->dbi[db], &cur) != 0)
 		return SA_STORE_EIO;
-	int mrc = seek_prefix(cur, prefix, &k, &v);
+	int mrc = seek_prefix(cur, from, &k, &v);
 	if (mrc == 0 && has_prefix(&k, prefix) && k.mv_size <= KEY_MAX) {
 		out->len = 0;
 		key_put(out, k.mv_data, k.mv_size);
@@ -697,6 +745,12 @@ static int first_with_prefix(struct sa_store *st, MDB_txn *txn, int db, const st
 	}
 	mdb_cursor_close(cur);
 	return rc;
+}
+
+static int first_with_prefix(struct sa_store *st, MDB_txn *txn, int db, const struct key *prefix,
+                             struct key *out)
+{
+	return first_from(st, txn, db, prefix, prefix, out);
 }
 
 /* ---- how full the map is ---- */
@@ -748,46 +802,47 @@ static int free_pages(struct sa_store *st, MDB_txn *txn, uint64_t *n)
 	return mrc == MDB_NOTFOUND ? SA_STORE_OK : note_err(st, mrc);
 }
 
-/* Bytes up to the last page ever written, and the map's size. */
-static void high_water(struct sa_store *st, uint64_t *hw, uint64_t *map)
+/* Bytes up to the last page ever written in environment e, and its map's size. */
+static void high_water(struct sa_store *st, int e, uint64_t *hw, uint64_t *map)
 {
 	MDB_envinfo ei;
 
-	mdb_env_info(st->sh->env[ENV_MAIN].env, &ei);
-	*hw = ((uint64_t)ei.me_last_pgno + 1) * st->sh->env[ENV_MAIN].psize;
+	mdb_env_info(st->sh->env[e].env, &ei);
+	*hw = ((uint64_t)ei.me_last_pgno + 1) * st->sh->env[e].psize;
 	*map = ei.me_mapsize;
 }
 
-/* Bytes in pages that hold data, as of txn. */
-static int used_bytes(struct sa_store *st, MDB_txn *txn, uint64_t *used, uint64_t *map)
+/* Bytes in pages that hold data, as of txn (on e). */
+static int used_bytes(struct sa_store *st, int e, MDB_txn *txn, uint64_t *used, uint64_t *map)
 {
-	uint64_t hw, nfree, psize = st->sh->env[ENV_MAIN].psize;
+	uint64_t hw, nfree, psize = st->sh->env[e].psize;
 
-	high_water(st, &hw, map);
+	high_water(st, e, &hw, map);
 	int rc = free_pages(st, txn, &nfree);
 	*used = hw > nfree * psize ? hw - nfree * psize : 0;
 	return rc;
 }
 
 /* The headroom rule: a write that adds a record may start only while at
- * most SA_STORE_HEADROOM_PERCENT of the map holds data. The rest is for
- * deletes, expiry and refreshes: copy-on-write needs new pages before old
- * ones are freed, and a store that cannot delete stays full for good.
- * Below the limit by the high-water mark alone, the free list is not read. */
-static int room_for_new(struct sa_store *st)
+ * most SA_STORE_HEADROOM_PERCENT of its environment's map holds data. The
+ * rest is for deletes, expiry and refreshes: copy-on-write needs new pages
+ * before old ones are freed, and a store that cannot delete stays full for
+ * good. Below the limit by the high-water mark alone, the free list is not
+ * read. Called inside a write transaction on e. */
+static int room_for_new(struct sa_store *st, int e)
 {
 	uint64_t hw, map, used;
 
-	high_water(st, &hw, &map);
+	high_water(st, e, &hw, &map);
 	uint64_t limit = map / 100 * SA_STORE_HEADROOM_PERCENT;
 	if (hw <= limit)
 		return SA_STORE_OK;
 	/* LMDB lets only read transactions walk the free list; one of our own
 	 * sees what the write transaction started from */
 	MDB_txn *rtxn;
-	int rc = rd_own_begin(st, &rtxn);
+	int rc = txn_begin(st, e, MDB_RDONLY, &rtxn);
 	if (rc == SA_STORE_OK)
-		rc = rd_own_end(st, rtxn, used_bytes(st, rtxn, &used, &map));
+		rc = rd_own_end(st, e, rtxn, used_bytes(st, e, rtxn, &used, &map));
 	if (rc != SA_STORE_OK || used <= limit)
 		return rc;
 	st->code = MDB_MAP_FULL;
@@ -798,43 +853,106 @@ static int room_for_new(struct sa_store *st)
 	return SA_STORE_EMAPFULL;
 }
 
-/* A map grown by another process (sipauthctl --map-size) is recorded in meta
- * "map_size"; a long-running process takes it up here, between transactions. */
-static void map_follow(struct sa_store *st, uint64_t recorded, uint64_t map)
-{
-	if (recorded > map)
-		map_adopt(st, ENV_MAIN);
-}
+static int map_record(struct sa_store *st, int e, MDB_txn *txn);
 
-int sa_store_usage(struct sa_store *st, struct sa_store_usage *u)
+/* One environment's usage, and the size another process recorded for it. */
+static int usage_of(struct sa_store *st, int e, struct sa_store_usage *u, uint64_t *recorded)
 {
-	uint64_t recorded = 0;
 	MDB_txn *txn;
-	int rc = rd_begin(st, &txn);
+	int rc = rd_begin(st, e, &txn);
 
 	memset(u, 0, sizeof *u);
+	*recorded = 0;
 	if (rc != SA_STORE_OK)
 		return rc;
-	rc = used_bytes(st, txn, &u->used, &u->map_size);
+	rc = used_bytes(st, e, txn, &u->used, &u->map_size);
 	if (rc == SA_STORE_OK)
-		rc = meta_get_u64(st, txn, "map_size", &recorded);
-	rd_end(st, rc);
-	if (rc != SA_STORE_OK)
-		return rc;
-	map_follow(st, recorded, u->map_size);
+		rc = rec_get_u64(st, txn, e == ENV_MAIN ? DB_META : DB_RT_META, "map_size", recorded);
+	rd_end(st, e, rc);
 	u->percent = u->map_size > 0 ? (unsigned)(u->used * 100 / u->map_size) : 0;
-	u->reserved = st->sh->env[ENV_MAIN].reserved;
-	return SA_STORE_OK;
+	u->reserved = st->sh->env[e].reserved;
+	return rc;
+}
+
+/* A map grown by another process (sipauthctl --map-size) is recorded in meta
+ * "map_size"; a long-running process takes it up here, between transactions. */
+int sa_store_usage(struct sa_store *st, struct sa_store_usage *u)
+{
+	uint64_t recorded;
+	int rc = usage_of(st, ENV_MAIN, u, &recorded);
+
+	if (rc == SA_STORE_OK && recorded > u->map_size && map_adopt(st, ENV_MAIN) == SA_STORE_OK)
+		rc = usage_of(st, ENV_MAIN, u, &recorded);
+	return rc;
+}
+
+/* The runtime map grows to this process's main map, which follows
+ * sipauthctl --map-size: so a grown store makes room for registrations
+ * too, without a restart (sipauthctl itself never opens runtime/). The new
+ * size is committed at once, so that another writer opening the runtime
+ * file later does not cut it back to its recorded size. */
+static int runtime_follow(struct sa_store *st, uint64_t recorded, uint64_t map)
+{
+	uint64_t main_map, hw;
+	MDB_txn *txn;
+
+	env_hold(st, ENV_MAIN);
+	high_water(st, ENV_MAIN, &hw, &main_map);
+	env_release(st, ENV_MAIN);
+	if (main_map <= map || st->sh->rdonly)
+		return recorded > map ? map_adopt(st, ENV_RT) : SA_STORE_OK;
+	int rc = map_change(st, ENV_RT, main_map);
+	if (rc == SA_STORE_OK && (rc = wr_begin(st, ENV_RT, &txn, false)) == SA_STORE_OK)
+		rc = wr_end(st, ENV_RT, txn, map_record(st, ENV_RT, txn));
+	return rc;
+}
+
+int sa_store_runtime_usage(struct sa_store *st, struct sa_store_usage *u)
+{
+	uint64_t recorded;
+
+	memset(u, 0, sizeof *u);
+	if (!has_runtime(st))
+		return SA_STORE_EINVAL;
+	int rc = usage_of(st, ENV_RT, u, &recorded);
+	if (rc == SA_STORE_OK && runtime_follow(st, recorded, u->map_size) == SA_STORE_OK)
+		rc = usage_of(st, ENV_RT, u, &recorded);
+	return rc;
 }
 
 /* ---- open, init, meta ---- */
 
-/* Creates (or opens) the named databases. When this process grew the map,
- * the new size is written into the store now: LMDB records a larger map
- * size only with a commit that changes something, and until it does, a
- * writer that opens the store with the recorded, smaller size would cut
- * data.mdb back under this process's map. */
-static int open_dbs(struct sa_store *st, bool grew)
+/* The map size this process uses for e, into e's meta "map_size". When this
+ * process grew the map, the new size is written into the store at once:
+ * LMDB records a larger map size only with a commit that changes something,
+ * and until it does, a writer that opens the store with the recorded,
+ * smaller size would cut data.mdb back under this process's map. */
+static int map_record(struct sa_store *st, int e, MDB_txn *txn)
+{
+	MDB_envinfo ei;
+
+	mdb_env_info(st->sh->env[e].env, &ei);
+	uint64_t size = ei.me_mapsize;
+	return db_put(st, txn, e == ENV_MAIN ? DB_META : DB_RT_META, str_val("map_size"), mem_val(&size, sizeof size));
+}
+
+/* The runtime databases as a store made before the split keeps them in
+ * data.mdb; present[i] for DB_RT_FIRST + i. */
+struct legacy {
+	MDB_dbi dbi[DB_LEGACY_COUNT];
+	bool present[DB_LEGACY_COUNT];
+};
+
+static void legacy_find(MDB_txn *txn, struct legacy *lg)
+{
+	for (int i = 0; i < DB_LEGACY_COUNT; i++)
+		lg->present[i] = mdb_dbi_open(txn, db_names[DB_RT_FIRST + i], 0, &lg->dbi[i]) == MDB_SUCCESS;
+}
+
+/* Creates (or opens) main's databases, and finds legacy ones when lg is
+ * given. cred_deleted came with the split: a read-only open of an older
+ * store goes without it (no tombstones), a writable one creates it. */
+static int open_main_dbs(struct sa_store *st, bool grew, struct legacy *lg)
 {
 	MDB_txn *txn;
 	bool rdonly = st->sh->rdonly;
@@ -842,12 +960,12 @@ static int open_dbs(struct sa_store *st, bool grew)
 
 	if (rc != SA_STORE_OK)
 		return rc;
-	for (int i = 0; i < DB_COUNT && rc == SA_STORE_OK; i++) {
+	for (int i = 0; i < DB_RT_FIRST && rc == SA_STORE_OK; i++) {
 		int mrc = mdb_dbi_open(txn, db_names[i], rdonly ? 0 : MDB_CREATE, &st->sh->dbi[i]);
-		if (mrc == MDB_NOTFOUND && i == DB_TRUNK_POLICY) {
-			st->sh->no_policy_db = true;   /* an older store, read-only: every trunk has the defaults */
+		if ((i == DB_CRED_DELETED || i == DB_TRUNK_POLICY) && rdonly && mrc == MDB_NOTFOUND)
 			continue;
-		}
+		st->sh->tombstones |= i == DB_CRED_DELETED && mrc == MDB_SUCCESS;
+		st->sh->policies |= i == DB_TRUNK_POLICY && mrc == MDB_SUCCESS;
 		rc = mrc == MDB_NOTFOUND ? SA_STORE_ENOTINIT : note_err(st, mrc);
 		/* check the schema before creating anything in a foreign store */
 		if (i == DB_META && rc == SA_STORE_OK) {
@@ -856,15 +974,33 @@ static int open_dbs(struct sa_store *st, bool grew)
 				rc = SA_STORE_OK;
 		}
 	}
-	if (rc == SA_STORE_OK && grew) {
-		MDB_envinfo ei;
-		mdb_env_info(st->sh->env[ENV_MAIN].env, &ei);
-		uint64_t size = ei.me_mapsize;
-		rc = db_put(st, txn, DB_META, str_val("map_size"), mem_val(&size, sizeof size));
-	}
+	if (rc == SA_STORE_OK && lg != NULL)
+		legacy_find(txn, lg);
+	if (rc == SA_STORE_OK && grew)
+		rc = map_record(st, ENV_MAIN, txn);
 	if (rc == SA_STORE_OK)
 		return txn_commit(st, ENV_MAIN, txn);
 	txn_abort(st, ENV_MAIN, txn);
+	return rc;
+}
+
+static int open_rt_dbs(struct sa_store *st, bool grew)
+{
+	MDB_txn *txn;
+	bool rdonly = st->sh->rdonly;
+	int rc = txn_begin(st, ENV_RT, rdonly ? MDB_RDONLY : 0, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	for (int i = DB_RT_FIRST; i < DB_COUNT && rc == SA_STORE_OK; i++) {
+		int mrc = mdb_dbi_open(txn, db_names[i], rdonly ? 0 : MDB_CREATE, &st->sh->dbi[i]);
+		rc = mrc == MDB_NOTFOUND ? SA_STORE_ENOTINIT : note_err(st, mrc);
+	}
+	if (rc == SA_STORE_OK && grew)
+		rc = map_record(st, ENV_RT, txn);
+	if (rc == SA_STORE_OK)
+		return txn_commit(st, ENV_RT, txn);
+	txn_abort(st, ENV_RT, txn);
 	return rc;
 }
 
@@ -919,7 +1055,7 @@ struct probe {
  */
 static int probe_data_file(const char *dir, struct probe *pr, char *why, size_t whylen)
 {
-	char path[4096];
+	char path[PATH_LEN + 16];
 	struct stat sb;
 	MDB_env *env;
 	MDB_envinfo ei;
@@ -985,14 +1121,17 @@ static int env_open(struct sa_store *st, int e, const char *dir, uint64_t map_si
 
 	if ((rc = mdb_env_create(env)) != 0)
 		return rc;
-	if ((rc = mdb_env_set_maxdbs(*env, DB_COUNT)) != 0 ||
+	if ((rc = mdb_env_set_maxdbs(*env, MAX_DBS)) != 0 ||
 	    (rc = mdb_env_set_mapsize(*env, (size_t)map_size)) != 0)
 		return rc;
 	/* A writable map: a registration refresh written without sync then costs
 	 * no system call at all, where pwrite costs six. Every writer must agree
 	 * on it (LMDB: do not mix), so every read-write open uses it (unless the
-	 * file system cannot reserve it: see map_reserve). */
+	 * file system cannot reserve it: see map_reserve). The runtime
+	 * environment never syncs on commit (sa_store_flush does). */
 	unsigned flags = MDB_NOTLS | (st->sh->rdonly ? MDB_RDONLY : writemap ? MDB_WRITEMAP : 0);
+	if (e == ENV_RT && !st->sh->rdonly)
+		flags |= MDB_NOSYNC;
 	return mdb_env_open(*env, dir, flags, 0600);
 }
 
@@ -1039,7 +1178,7 @@ static int open_env(struct sa_store *st, int e, const char *dir, uint64_t map_si
  * data.mdb would be refused by every later open. */
 static void remove_new_files(const char *dir)
 {
-	char path[4096];
+	char path[PATH_LEN + 16];
 
 	snprintf(path, sizeof path, "%s/data.mdb", dir);
 	unlink(path);
@@ -1051,10 +1190,8 @@ static void shared_free(struct shared *sh)
 {
 	for (int e = 0; e < ENV_COUNT; e++) {
 		env_close(sh, e);
-		if (sh->env[e].locked) {
+		if (sh->env[e].locked)
 			pthread_rwlock_destroy(&sh->env[e].lock);
-			pthread_mutex_destroy(&sh->env[e].wmu);
-		}
 	}
 	pthread_mutex_destroy(&sh->mu);
 	free(sh);
@@ -1079,13 +1216,8 @@ static struct shared *shared_new(bool rdonly)
 	sh->refs = 1;
 	pthread_rwlockattr_init(&attr);
 	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_READER_NP);
-	for (int e = 0; e < ENV_COUNT; e++) {
-		if (pthread_rwlock_init(&sh->env[e].lock, &attr) != 0)
-			continue;
-		sh->env[e].locked = pthread_mutex_init(&sh->env[e].wmu, NULL) == 0;
-		if (!sh->env[e].locked)
-			pthread_rwlock_destroy(&sh->env[e].lock);
-	}
+	for (int e = 0; e < ENV_COUNT; e++)
+		sh->env[e].locked = pthread_rwlock_init(&sh->env[e].lock, &attr) == 0;
 	pthread_rwlockattr_destroy(&attr);
 	for (int e = 0; e < ENV_COUNT; e++) {
 		if (!sh->env[e].locked) {
@@ -1105,14 +1237,70 @@ static struct sa_store *handle_new(struct shared *sh)
 	return st;
 }
 
+/* What an open made, for undoing it when it fails. */
+struct opened {
+	bool main_new;         /* data.mdb did not exist */
+	bool rt_new;           /* runtime/data.mdb did not exist */
+	uint64_t size;         /* the main map's size */
+	struct legacy lg;
+};
+
+static int open_main(struct sa_store *st, const char *dir, uint64_t asked, bool find_legacy,
+                     struct opened *op, char *why, size_t whylen)
+{
+	struct probe pr = { .exists = false };
+	int rc;
+
+	if (!st->sh->rdonly && mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		set_why(why, whylen, "cannot create %s: %s", dir, strerror(errno));
+		return map_err(errno);
+	}
+	rc = probe_data_file(dir, &pr, why, whylen);
+	op->main_new = !pr.exists && rc == SA_STORE_OK;
+	if (rc != SA_STORE_OK)
+		return rc;
+	op->size = map_size_for(&pr, asked);
+	rc = open_env(st, ENV_MAIN, dir, op->size, why, whylen);
+	if (rc == SA_STORE_OK)
+		rc = open_main_dbs(st, pr.exists && op->size > pr.map_size, find_legacy ? &op->lg : NULL);
+	return rc;
+}
+
+/* runtime/ in the store's directory, mapped at least as large as main. A
+ * read-only open of a store whose daemon never ran finds none: then there
+ * is no registration to read, and the binding calls say so (EINVAL). */
+static int open_runtime(struct sa_store *st, const char *dir, struct opened *op, char *why, size_t whylen)
+{
+	struct probe pr = { .exists = false };
+	char rdir[PATH_LEN];
+	int rc;
+
+	snprintf(rdir, sizeof rdir, "%s/runtime", dir);
+	if (!st->sh->rdonly && mkdir(rdir, 0700) != 0 && errno != EEXIST) {
+		set_why(why, whylen, "cannot create %s: %s", rdir, strerror(errno));
+		return map_err(errno);
+	}
+	rc = probe_data_file(rdir, &pr, why, whylen);
+	op->rt_new = !pr.exists && rc == SA_STORE_OK && !st->sh->rdonly;
+	if (rc != SA_STORE_OK || (st->sh->rdonly && !pr.exists))
+		return rc;
+	uint64_t size = map_size_for(&pr, op->size);
+	rc = open_env(st, ENV_RT, rdir, size, why, whylen);
+	if (rc == SA_STORE_OK)
+		rc = open_rt_dbs(st, pr.exists && size > pr.map_size);
+	return rc;
+}
+
+static int legacy_move(struct sa_store *st, const struct legacy *lg);
+
 int sa_store_open_with(struct sa_store **out, const char *dir, const struct sa_store_opts *o,
                        char *why, size_t whylen)
 {
-	bool rdonly = (o->flags & SA_STORE_RDONLY) != 0;
+	bool rdonly = (o->flags & SA_STORE_RDONLY) != 0, runtime = (o->flags & SA_STORE_RUNTIME) != 0;
 	struct shared *sh = shared_new(rdonly);
 	struct sa_store *st = sh != NULL ? handle_new(sh) : NULL;
-	struct probe pr = { .exists = false };
-	int rc;
+	struct opened op = { .main_new = false };
+	char rdir[PATH_LEN];
 
 	*out = NULL;
 	set_why(why, whylen, "%s", "");
@@ -1121,25 +1309,20 @@ int sa_store_open_with(struct sa_store **out, const char *dir, const struct sa_s
 			shared_free(sh);
 		return SA_STORE_EIO;
 	}
-	if (!rdonly && mkdir(dir, 0700) != 0 && errno != EEXIST) {
-		set_why(why, whylen, "cannot create %s: %s", dir, strerror(errno));
-		rc = map_err(errno);
-		goto out;
-	}
-	rc = probe_data_file(dir, &pr, why, whylen);
-	if (rc != SA_STORE_OK)
-		goto out;
-	uint64_t size = map_size_for(&pr, o->map_size);
-	rc = open_env(st, ENV_MAIN, dir, size, why, whylen);
-	if (rc == SA_STORE_OK)
-		rc = open_dbs(st, pr.exists && size > pr.map_size);
+	int rc = open_main(st, dir, o->map_size, runtime && !rdonly, &op, why, whylen);
+	if (rc == SA_STORE_OK && runtime)
+		rc = open_runtime(st, dir, &op, why, whylen);
+	if (rc == SA_STORE_OK && runtime && !rdonly)
+		rc = legacy_move(st, &op.lg);
 	if (rc != SA_STORE_OK && why != NULL && why[0] == '\0' && st->code != 0)
 		set_why(why, whylen, "%s", mdb_strerror(st->code));
-out:
 	if (rc != SA_STORE_OK) {
 		int code = st->code;
 		sa_store_close(st);
-		if (!pr.exists && !rdonly && rc != SA_STORE_EACCES)
+		snprintf(rdir, sizeof rdir, "%s/runtime", dir);
+		if (op.rt_new && rc != SA_STORE_EACCES)
+			remove_new_files(rdir);
+		if (op.main_new && !rdonly && rc != SA_STORE_EACCES)
 			remove_new_files(dir);
 		errno = code > 0 ? code : EIO;
 		return rc;
@@ -1218,11 +1401,11 @@ int sa_store_init(struct sa_store *st, const char *domain)
 
 	if (domain_normalise(domain != NULL ? domain : SA_DEFAULT_DOMAIN, dom) != SA_STORE_OK)
 		return SA_STORE_EINVAL;
-	int rc = wr_begin(st, &txn, false, false);
+	int rc = wr_begin(st, ENV_MAIN, &txn, false);
 	if (rc != SA_STORE_OK)
 		return rc;
 	if (db_has(st, txn, DB_META, str_val("schema_version")))
-		return wr_end(st, txn, SA_STORE_EEXISTS);
+		return wr_end(st, ENV_MAIN, txn, SA_STORE_EEXISTS);
 	snprintf(ver, sizeof ver, "%d", SA_STORE_SCHEMA_VERSION);
 	rc = db_put(st, txn, DB_META, str_val("schema_version"), str_val(ver));
 	if (rc == SA_STORE_OK)
@@ -1231,14 +1414,14 @@ int sa_store_init(struct sa_store *st, const char *domain)
 		rc = db_put(st, txn, DB_META, str_val("seq"), mem_val(&zero, sizeof zero));
 	if (rc == SA_STORE_OK)
 		rc = meta_bump(st, txn, "generation", NULL);
-	return wr_end(st, txn, rc);
+	return wr_end(st, ENV_MAIN, txn, rc);
 }
 
 int sa_store_domain(struct sa_store *st, char *out, size_t outlen)
 {
 	MDB_txn *txn;
 	MDB_val v;
-	int rc = rd_begin(st, &txn);
+	int rc = rd_begin(st, ENV_MAIN, &txn);
 
 	if (rc != SA_STORE_OK)
 		return rc;
@@ -1247,7 +1430,7 @@ int sa_store_domain(struct sa_store *st, char *out, size_t outlen)
 		rc = v.mv_size < outlen ? val_str(&v, out, outlen) : SA_STORE_EINVAL;
 	else if (rc == SA_STORE_ENOTFOUND)
 		rc = SA_STORE_EIO;
-	return rd_end(st, rc);
+	return rd_end(st, ENV_MAIN, rc);
 }
 
 static int nonce_secret_read(struct sa_store *st, MDB_txn *txn, unsigned char secret[32])
@@ -1259,7 +1442,7 @@ static int nonce_secret_read(struct sa_store *st, MDB_txn *txn, unsigned char se
 static int nonce_secret_create(struct sa_store *st, unsigned char secret[32])
 {
 	MDB_txn *txn;
-	int rc = wr_begin(st, &txn, false, true);
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
 
 	if (rc != SA_STORE_OK)
 		return rc;
@@ -1269,17 +1452,17 @@ static int nonce_secret_create(struct sa_store *st, unsigned char secret[32])
 		if (rc == SA_STORE_OK)
 			rc = db_put(st, txn, DB_META, str_val("nonce_secret"), mem_val(secret, 32));
 	}
-	return wr_end(st, txn, rc);
+	return wr_end(st, ENV_MAIN, txn, rc);
 }
 
 int sa_store_nonce_secret(struct sa_store *st, unsigned char secret[32])
 {
 	MDB_txn *txn;
-	int rc = rd_begin(st, &txn);
+	int rc = rd_begin(st, ENV_MAIN, &txn);
 
 	if (rc != SA_STORE_OK)
 		return rc;
-	rc = rd_end(st, nonce_secret_read(st, txn, secret));
+	rc = rd_end(st, ENV_MAIN, nonce_secret_read(st, txn, secret));
 	if (rc == SA_STORE_ENOTFOUND)
 		rc = nonce_secret_create(st, secret);
 	return rc;
@@ -1288,11 +1471,11 @@ int sa_store_nonce_secret(struct sa_store *st, unsigned char secret[32])
 int sa_store_generation(struct sa_store *st, uint64_t *gen)
 {
 	MDB_txn *txn;
-	int rc = rd_begin(st, &txn);
+	int rc = rd_begin(st, ENV_MAIN, &txn);
 
 	if (rc != SA_STORE_OK)
 		return rc;
-	return rd_end(st, meta_get_u64(st, txn, "generation", gen));
+	return rd_end(st, ENV_MAIN, meta_get_u64(st, txn, "generation", gen));
 }
 
 int sa_store_realm(const char *trunk_id, const char *domain, char *out, size_t outlen)
@@ -1354,11 +1537,11 @@ int sa_store_account_create(struct sa_store *st, const char *name, int64_t now, 
 
 	if (name == NULL || name[0] == '\0' || !name_ok(name))
 		return SA_STORE_EINVAL;
-	int rc = wr_begin(st, &txn, false, true);
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
 	if (rc != SA_STORE_OK)
 		return rc;
 	memset(&a, 0, sizeof a);
-	rc = room_for_new(st);
+	rc = room_for_new(st, ENV_MAIN);
 	if (rc == SA_STORE_OK)
 		rc = new_id(st, txn, DB_ACCOUNTS, "acc_", a.id);
 	snprintf(a.name, sizeof a.name, "%s", name);
@@ -1367,7 +1550,7 @@ int sa_store_account_create(struct sa_store *st, const char *name, int64_t now, 
 		rc = db_put(st, txn, DB_ACCOUNTS, str_val(a.id), mem_val(&a, sizeof a));
 	if (rc == SA_STORE_OK)
 		rc = meta_bump(st, txn, "generation", NULL);
-	rc = wr_end(st, txn, rc);
+	rc = wr_end(st, ENV_MAIN, txn, rc);
 	if (rc == SA_STORE_OK && out != NULL)
 		*out = a;
 	return rc;
@@ -1376,11 +1559,11 @@ int sa_store_account_create(struct sa_store *st, const char *name, int64_t now, 
 int sa_store_account_get(struct sa_store *st, const char *account_id, struct sa_account *out)
 {
 	MDB_txn *txn;
-	int rc = rd_begin(st, &txn);
+	int rc = rd_begin(st, ENV_MAIN, &txn);
 
 	if (rc != SA_STORE_OK)
 		return rc;
-	return rd_end(st, account_get_txn(st, txn, account_id, out));
+	return rd_end(st, ENV_MAIN, account_get_txn(st, txn, account_id, out));
 }
 
 static void sha256(const void *p, size_t n, unsigned char out[HASH_LEN])
@@ -1405,13 +1588,13 @@ int sa_store_apikey_create(struct sa_store *st, const char *account_id, int64_t 
 	struct sa_account a;
 	unsigned char hash[HASH_LEN];
 	MDB_txn *txn;
-	int rc = wr_begin(st, &txn, false, true);
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
 
 	if (rc != SA_STORE_OK)
 		return rc;
 	rc = account_get_txn(st, txn, account_id, &a);
 	if (rc == SA_STORE_OK)
-		rc = room_for_new(st);
+		rc = room_for_new(st, ENV_MAIN);
 	if (rc == SA_STORE_OK)
 		rc = apikey_make(key);
 	if (rc == SA_STORE_OK) {
@@ -1423,7 +1606,7 @@ int sa_store_apikey_create(struct sa_store *st, const char *account_id, int64_t 
 	}
 	if (rc == SA_STORE_OK)
 		rc = meta_bump(st, txn, "generation", NULL);
-	rc = wr_end(st, txn, rc);
+	rc = wr_end(st, ENV_MAIN, txn, rc);
 	if (rc != SA_STORE_OK && key != NULL)
 		OPENSSL_cleanse(key, SA_APIKEY_LEN + 1);
 	return rc;
@@ -1438,13 +1621,13 @@ int sa_store_apikey_account(struct sa_store *st, const char *key, size_t len, ch
 	if (key == NULL || len != SA_APIKEY_LEN)
 		return SA_STORE_ENOTFOUND;
 	sha256(key, len, hash);
-	int rc = rd_begin(st, &txn);
+	int rc = rd_begin(st, ENV_MAIN, &txn);
 	if (rc != SA_STORE_OK)
 		return rc;
 	rc = db_get_rec(st, txn, DB_APIKEYS, mem_val(hash, sizeof hash), &rec, sizeof rec);
 	if (rc == SA_STORE_OK)
 		memcpy(account_id, rec.account_id, SA_ID_MAX);
-	return rd_end(st, rc);
+	return rd_end(st, ENV_MAIN, rc);
 }
 
 /* ---- trunks ---- */
@@ -1484,13 +1667,13 @@ int sa_store_trunk_create(struct sa_store *st, const char *account_id, const cha
 		name = "";
 	if (!name_ok(name))
 		return SA_STORE_EINVAL;
-	int rc = wr_begin(st, &txn, false, true);
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
 	if (rc != SA_STORE_OK)
 		return rc;
 	memset(&r, 0, sizeof r);
 	rc = account_get_txn(st, txn, account_id, &a);
 	if (rc == SA_STORE_OK)
-		rc = room_for_new(st);
+		rc = room_for_new(st, ENV_MAIN);
 	if (rc == SA_STORE_OK)
 		rc = new_id(st, txn, DB_TRUNKS, "trunk_", r.t.id);
 	if (rc == SA_STORE_OK)
@@ -1499,7 +1682,7 @@ int sa_store_trunk_create(struct sa_store *st, const char *account_id, const cha
 	r.t.created_at = now;
 	if (rc == SA_STORE_OK)
 		rc = trunk_put(st, txn, &r);
-	rc = wr_end(st, txn, rc);
+	rc = wr_end(st, ENV_MAIN, txn, rc);
 	if (rc == SA_STORE_OK && out != NULL)
 		*out = r.t;
 	return rc;
@@ -1509,11 +1692,11 @@ int sa_store_trunk_get(struct sa_store *st, const char *trunk_id, struct sa_trun
 {
 	struct trunk_rec r;
 	MDB_txn *txn;
-	int rc = rd_begin(st, &txn);
+	int rc = rd_begin(st, ENV_MAIN, &txn);
 
 	if (rc != SA_STORE_OK)
 		return rc;
-	rc = rd_end(st, trunk_get_txn(st, txn, trunk_id, &r));
+	rc = rd_end(st, ENV_MAIN, trunk_get_txn(st, txn, trunk_id, &r));
 	if (rc == SA_STORE_OK)
 		*out = r.t;
 	return rc;
@@ -1523,27 +1706,27 @@ int sa_store_trunk_policy_get(struct sa_store *st, const char *trunk_id, struct 
 {
 	struct trunk_rec r;
 	MDB_txn *txn;
-	int rc = rd_begin(st, &txn);
+	int rc = rd_begin(st, ENV_MAIN, &txn);
 
 	sa_policy_default(out);
 	if (rc != SA_STORE_OK)
 		return rc;
 	rc = trunk_get_txn(st, txn, trunk_id, &r);
-	if (rc == SA_STORE_OK && !st->sh->no_policy_db) {
+	if (rc == SA_STORE_OK && st->sh->policies) {
 		rc = db_get_rec(st, txn, DB_TRUNK_POLICY, str_val(r.t.id), out, sizeof *out);
 		if (rc == SA_STORE_ENOTFOUND) {
 			sa_policy_default(out);
 			rc = SA_STORE_OK;
 		}
 	}
-	return rd_end(st, rc);
+	return rd_end(st, ENV_MAIN, rc);
 }
 
 int sa_store_trunk_policy_set(struct sa_store *st, const char *trunk_id, const struct sa_trunk_policy *p)
 {
 	struct trunk_rec r;
 	MDB_txn *txn;
-	int rc = wr_begin(st, &txn, false, true);
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
 
 	if (rc != SA_STORE_OK)
 		return rc;
@@ -1552,7 +1735,7 @@ int sa_store_trunk_policy_set(struct sa_store *st, const char *trunk_id, const s
 		rc = db_put(st, txn, DB_TRUNK_POLICY, str_val(r.t.id), mem_val(p, sizeof *p));
 	if (rc == SA_STORE_OK)
 		rc = meta_bump(st, txn, "generation", NULL);
-	return wr_end(st, txn, rc);
+	return wr_end(st, ENV_MAIN, txn, rc);
 }
 
 struct trunk_walk {
@@ -1580,7 +1763,7 @@ int sa_store_trunk_list(struct sa_store *st, const char *account_id, sa_store_tr
 	struct key prefix = { .len = 0 };
 	struct sa_account a;
 	MDB_txn *txn;
-	int rc = rd_own_begin(st, &txn);
+	int rc = rd_own_begin(st, ENV_MAIN, &txn);
 
 	if (rc != SA_STORE_OK)
 		return rc;
@@ -1590,7 +1773,7 @@ int sa_store_trunk_list(struct sa_store *st, const char *account_id, sa_store_tr
 		key_sep(&prefix);
 		rc = walk_prefix(st, txn, DB_TRUNKS_BY_ACCOUNT, &prefix, trunk_walk_fn, &w);
 	}
-	return rd_own_end(st, txn, rc);
+	return rd_own_end(st, ENV_MAIN, txn, rc);
 }
 
 /* ---- credentials ---- */
@@ -1767,7 +1950,7 @@ static int cred_create_txn(struct sa_store *st, MDB_txn *txn, struct cred_rec *r
 		set_why(why, whylen, "username already exists on this trunk");
 		return SA_STORE_EEXISTS;
 	}
-	rc = room_for_new(st);
+	rc = room_for_new(st, ENV_MAIN);
 	if (rc == SA_STORE_OK)
 		rc = cred_realm(st, txn, r->c.trunk_id, realm);
 	if (rc == SA_STORE_OK)
@@ -1797,9 +1980,9 @@ int sa_store_credential_create(struct sa_store *st, const char *trunk_id, const 
 	memcpy(r.c.trunk_id, trunk_id, strlen(trunk_id));
 	memcpy(r.c.username, username, strlen(username));
 	r.c.created_at = now;
-	rc = wr_begin(st, &txn, false, true);
+	rc = wr_begin(st, ENV_MAIN, &txn, true);
 	if (rc == SA_STORE_OK)
-		rc = wr_end(st, txn, cred_create_txn(st, txn, &r, password, password_len, why, whylen));
+		rc = wr_end(st, ENV_MAIN, txn, cred_create_txn(st, txn, &r, password, password_len, why, whylen));
 	if (rc == SA_STORE_OK && out != NULL)
 		*out = r.c;
 	OPENSSL_cleanse(&r, sizeof r);
@@ -1818,13 +2001,13 @@ int sa_store_credential_find(struct sa_store *st, const char *trunk_id, const ch
 	    strnlen(username, SA_USERNAME_MAX + 1) > SA_USERNAME_MAX)
 		return SA_STORE_ENOTFOUND;
 	user_key(&uk, trunk_id, username);
-	int rc = rd_begin(st, &txn);
+	int rc = rd_begin(st, ENV_MAIN, &txn);
 	if (rc != SA_STORE_OK)
 		return rc;
 	rc = db_get(st, txn, DB_CRED_BY_USER, key_val(&uk), &id);
 	if (rc == SA_STORE_OK)
 		rc = cred_get_txn(st, txn, id, &r);
-	rd_end(st, rc);
+	rd_end(st, ENV_MAIN, rc);
 	if (rc == SA_STORE_OK)
 		*out = r.c;
 	OPENSSL_cleanse(&r, sizeof r);
@@ -1838,10 +2021,10 @@ int sa_store_credential_get(struct sa_store *st, const char *cred_id, struct sa_
 
 	if (!id_ok(cred_id))
 		return SA_STORE_ENOTFOUND;
-	int rc = rd_begin(st, &txn);
+	int rc = rd_begin(st, ENV_MAIN, &txn);
 	if (rc != SA_STORE_OK)
 		return rc;
-	rc = rd_end(st, cred_get_txn(st, txn, str_val(cred_id), &r));
+	rc = rd_end(st, ENV_MAIN, cred_get_txn(st, txn, str_val(cred_id), &r));
 	if (rc == SA_STORE_OK)
 		*out = r.c;
 	OPENSSL_cleanse(&r, sizeof r);
@@ -1873,7 +2056,7 @@ int sa_store_credential_list(struct sa_store *st, const char *trunk_id, sa_store
 	struct trunk_rec t;
 	struct key prefix = { .len = 0 };
 	MDB_txn *txn;
-	int rc = rd_own_begin(st, &txn);
+	int rc = rd_own_begin(st, ENV_MAIN, &txn);
 
 	if (rc != SA_STORE_OK)
 		return rc;
@@ -1883,10 +2066,40 @@ int sa_store_credential_list(struct sa_store *st, const char *trunk_id, sa_store
 		key_sep(&prefix);
 		rc = walk_prefix(st, txn, DB_CRED_BY_TRUNK, &prefix, cred_walk_fn, &w);
 	}
-	return rd_own_end(st, txn, rc);
+	return rd_own_end(st, ENV_MAIN, txn, rc);
 }
 
-static int bindings_remove_cred(struct sa_store *st, MDB_txn *txn, const char *cred_id);
+/* ---- tombstones: credentials deleted, for the bindings in the runtime environment ---- */
+
+/* tombstone key: del_seq (contiguous: a gap after a reader's position means
+ * tombstones were dropped before it read them) */
+static void tombstone_key(struct key *k, uint64_t seq)
+{
+	k->len = 0;
+	key_u64(k, seq);
+}
+
+/* Adds the tombstone of cred_id and drops the oldest beyond TOMBSTONES_KEEP,
+ * in the delete's own transaction. */
+static int tombstone_add(struct sa_store *st, MDB_txn *txn, const char *cred_id)
+{
+	struct key k, oldest, all = { .len = 0 };
+	MDB_stat ms = { .ms_entries = 0 };
+	uint64_t seq;
+	int rc = meta_bump(st, txn, "del_seq", &seq);
+
+	tombstone_key(&k, seq);
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_CRED_DELETED, key_val(&k), str_val(cred_id));
+	if (rc == SA_STORE_OK)
+		rc = note_err(st, mdb_stat(txn, st->sh->dbi[DB_CRED_DELETED], &ms));
+	for (size_t n = ms.ms_entries; rc == SA_STORE_OK && n > TOMBSTONES_KEEP; n--) {
+		rc = first_with_prefix(st, txn, DB_CRED_DELETED, &all, &oldest);
+		if (rc == SA_STORE_OK)
+			rc = db_del(st, txn, DB_CRED_DELETED, key_val(&oldest));
+	}
+	return rc;
+}
 
 static int cred_delete_txn(struct sa_store *st, MDB_txn *txn, const char *trunk_id, const char *cred_id)
 {
@@ -1908,22 +2121,60 @@ static int cred_delete_txn(struct sa_store *st, MDB_txn *txn, const char *trunk_
 	if (rc == SA_STORE_OK)
 		rc = db_del(st, txn, DB_CRED_BY_TRUNK, key_val(&sk));
 	if (rc == SA_STORE_OK)
-		rc = bindings_remove_cred(st, txn, cred_id);
+		rc = tombstone_add(st, txn, cred_id);
 	if (rc == SA_STORE_OK)
 		rc = meta_bump(st, txn, "generation", NULL);
 	return rc;
 }
 
+/* The bindings stay in the runtime environment, which this process may not
+ * have open: every binding read skips them from this commit on, and the
+ * daemon removes them from the tombstone. */
 int sa_store_credential_delete(struct sa_store *st, const char *trunk_id, const char *cred_id)
 {
 	MDB_txn *txn;
 
 	if (!id_ok(trunk_id) || !id_ok(cred_id))
 		return SA_STORE_ENOTFOUND;
-	int rc = wr_begin(st, &txn, false, true);
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
 	if (rc != SA_STORE_OK)
 		return rc;
-	return wr_end(st, txn, cred_delete_txn(st, txn, trunk_id, cred_id));
+	return wr_end(st, ENV_MAIN, txn, cred_delete_txn(st, txn, trunk_id, cred_id));
+}
+
+struct deleted_walk {
+	sa_store_deleted_cb cb;
+	void *arg;
+	uint64_t *last;
+};
+
+static int deleted_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct deleted_walk *w = arg;
+	char id[SA_ID_MAX];
+	uint64_t seq = 0;
+
+	if (k->mv_size != 8 || val_str(v, id, sizeof id) != SA_STORE_OK)
+		return SA_STORE_EIO;
+	for (int i = 0; i < 8; i++)
+		seq = seq << 8 | ((const unsigned char *)k->mv_data)[i];
+	*w->last = seq;
+	return w->cb(id, w->arg) != 0 ? WALK_STOP : SA_STORE_OK;
+}
+
+int sa_store_deleted_since(struct sa_store *st, uint64_t after, sa_store_deleted_cb cb, void *arg, uint64_t *last)
+{
+	struct deleted_walk w = { cb, arg, last };
+	struct key from, all = { .len = 0 };
+	MDB_txn *txn;
+
+	if (!st->sh->tombstones || after == UINT64_MAX)
+		return SA_STORE_OK;
+	tombstone_key(&from, after + 1);
+	int rc = rd_own_begin(st, ENV_MAIN, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	return rd_own_end(st, ENV_MAIN, txn, walk_range(st, txn, DB_CRED_DELETED, &from, &all, deleted_walk_fn, &w));
 }
 
 /* ---- bindings ---- */
@@ -1938,6 +2189,15 @@ static void binding_key(struct key *k, const char *cred_id, const char *contact)
 	key_str(k, cred_id);
 	key_sep(k);
 	key_put(k, h, sizeof h);
+}
+
+/* The first key after every "cred_id \0 ..." binding key: the next
+ * credential's bindings start there. */
+static void binding_key_after(struct key *k, const char *cred_id)
+{
+	k->len = 0;
+	key_str(k, cred_id);
+	k->b[k->len++] = 1;
 }
 
 static void binding_trunk_key(struct key *k, const char *trunk_id, const struct key *bkey)
@@ -2001,16 +2261,22 @@ static int binding_remove(struct sa_store *st, MDB_txn *txn, const struct key *b
 	return rc;
 }
 
-static int bindings_remove_cred(struct sa_store *st, MDB_txn *txn, const char *cred_id)
+/* Removes every binding of cred_id; how many in *n (may be NULL). */
+static int bindings_remove_cred(struct sa_store *st, MDB_txn *txn, const char *cred_id, unsigned *n)
 {
 	struct key prefix = { .len = 0 }, bkey;
+	unsigned done = 0;
 	int rc;
 
 	key_str(&prefix, cred_id);
 	key_sep(&prefix);
-	while ((rc = first_with_prefix(st, txn, DB_BINDINGS, &prefix, &bkey)) == SA_STORE_OK)
+	while ((rc = first_with_prefix(st, txn, DB_BINDINGS, &prefix, &bkey)) == SA_STORE_OK) {
 		if ((rc = binding_remove(st, txn, &bkey)) != SA_STORE_OK)
 			return rc;
+		done++;
+	}
+	if (n != NULL)
+		*n = done;
 	return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
 }
 
@@ -2028,6 +2294,17 @@ static int bindings_count(struct sa_store *st, MDB_txn *txn, const char *cred_id
 	key_sep(&prefix);
 	*n = 0;
 	return walk_prefix(st, txn, DB_BINDINGS, &prefix, count_fn, n);
+}
+
+/* Whether cred_id still exists, in a main-environment transaction begun
+ * after the runtime one that holds its bindings: a binding is written only
+ * for a credential that existed, so one missing here was deleted. A read
+ * error counts as existing: a failing read must not hide registrations. */
+static bool cred_live(struct sa_store *st, MDB_txn *mtxn, const char *cred_id)
+{
+	MDB_val k = str_val(cred_id), v;
+
+	return mdb_get(mtxn, st->sh->dbi[DB_CREDS], &k, &v) != MDB_NOTFOUND;
 }
 
 /* A copy of the caller's binding with every string terminated. */
@@ -2050,21 +2327,21 @@ struct apply_state {
 };
 
 /* Replaces an existing binding (keeping registered_at) or adds one. */
-static int change_put(struct sa_store *st, MDB_txn *txn, const struct cred_rec *c, const struct sa_binding *b,
+static int change_put(struct sa_store *st, MDB_txn *txn, const struct sa_credential *c, const struct sa_binding *b,
                       struct apply_state *as)
 {
 	struct sa_binding rec, old;
 	struct key bkey;
 
-	binding_copy(&rec, b, c->c.trunk_id);
-	memcpy(rec.cred_id, c->c.id, SA_ID_MAX);
+	binding_copy(&rec, b, c->trunk_id);
+	memcpy(rec.cred_id, c->id, SA_ID_MAX);
 	binding_key(&bkey, rec.cred_id, rec.contact);
 	int rc = db_get_rec(st, txn, DB_BINDINGS, key_val(&bkey), &old, sizeof old);
 	if (rc == SA_STORE_OK) {
 		rec.registered_at = old.registered_at;
 		rc = binding_index_del(st, txn, &old, &bkey);
 	} else if (rc == SA_STORE_ENOTFOUND) {
-		rc = as->added ? SA_STORE_OK : room_for_new(st);
+		rc = as->added ? SA_STORE_OK : room_for_new(st, ENV_RT);
 		as->added = true;
 		as->count++;
 	}
@@ -2087,21 +2364,18 @@ static int change_remove(struct sa_store *st, MDB_txn *txn, const char *cred_id,
 	return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
 }
 
-static int apply_txn(struct sa_store *st, MDB_txn *txn, const char *cred_id, const struct sa_binding_change *ch,
-                     size_t n, unsigned max_contacts)
+/* Everything a REGISTER changes, in one runtime transaction. */
+static int apply_txn(struct sa_store *st, MDB_txn *txn, const struct sa_credential *c,
+                     const struct sa_binding_change *ch, size_t n, unsigned max_contacts)
 {
 	struct apply_state as = { 0, false };
-	struct cred_rec c;
-	int rc = cred_get_txn(st, txn, str_val(cred_id), &c);
+	int rc = max_contacts > 0 ? bindings_count(st, txn, c->id, &as.count) : SA_STORE_OK;
 
-	if (rc == SA_STORE_OK && max_contacts > 0)
-		rc = bindings_count(st, txn, cred_id, &as.count);
 	for (size_t i = 0; i < n && rc == SA_STORE_OK; i++)
-		rc = ch[i].b != NULL ? change_put(st, txn, &c, ch[i].b, &as)
-		                     : change_remove(st, txn, c.c.id, ch[i].contact, &as);
+		rc = ch[i].b != NULL ? change_put(st, txn, c, ch[i].b, &as)
+		                     : change_remove(st, txn, c->id, ch[i].contact, &as);
 	if (rc == SA_STORE_OK && as.added && max_contacts > 0 && as.count > max_contacts)
 		rc = SA_STORE_EFULL;
-	OPENSSL_cleanse(&c, sizeof c);
 	return rc;
 }
 
@@ -2110,20 +2384,39 @@ static bool contact_ok(const char *contact)
 	return contact != NULL && contact[0] != '\0' && strnlen(contact, SA_CONTACT_MAX) < SA_CONTACT_MAX;
 }
 
+/* The credential a binding write is for, from main's shared read transaction. */
+static int cred_lookup(struct sa_store *st, const char *cred_id, struct cred_rec *c)
+{
+	MDB_txn *txn;
+	int rc = rd_begin(st, ENV_MAIN, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	return rd_end(st, ENV_MAIN, cred_get_txn(st, txn, str_val(cred_id), c));
+}
+
+/* The credential is read from main first, then the changes are written in
+ * one runtime transaction: main's writer lock (an administrator) is never
+ * waited for. A credential deleted between the two leaves bindings that
+ * readers skip and the daemon removes from the tombstone. */
 int sa_store_binding_apply(struct sa_store *st, const char *cred_id, const struct sa_binding_change *ch,
                            size_t n, unsigned max_contacts)
 {
+	struct cred_rec c;
 	MDB_txn *txn;
 
-	if (!id_ok(cred_id))
+	if (!has_runtime(st) || !id_ok(cred_id))
 		return SA_STORE_EINVAL;
 	for (size_t i = 0; i < n; i++)
 		if (!contact_ok(ch[i].b != NULL ? ch[i].b->contact : ch[i].contact))
 			return SA_STORE_EINVAL;
-	int rc = wr_begin(st, &txn, true, true);
-	if (rc != SA_STORE_OK)
-		return rc;
-	return wr_end(st, txn, apply_txn(st, txn, cred_id, ch, n, max_contacts));
+	int rc = cred_lookup(st, cred_id, &c);
+	if (rc == SA_STORE_OK)
+		rc = wr_begin(st, ENV_RT, &txn, true);
+	if (rc == SA_STORE_OK)
+		rc = wr_end(st, ENV_RT, txn, apply_txn(st, txn, &c.c, ch, n, max_contacts));
+	OPENSSL_cleanse(&c, sizeof c);
+	return rc;
 }
 
 int sa_store_binding_put(struct sa_store *st, const struct sa_binding *b, unsigned max_contacts)
@@ -2139,31 +2432,38 @@ int sa_store_binding_delete(struct sa_store *st, const char *cred_id, const char
 	struct key bkey;
 	MDB_txn *txn;
 
+	if (!has_runtime(st))
+		return SA_STORE_EINVAL;
 	if (!id_ok(cred_id) || contact == NULL || strnlen(contact, SA_CONTACT_MAX) >= SA_CONTACT_MAX)
 		return SA_STORE_ENOTFOUND;
 	binding_key(&bkey, cred_id, contact);
-	int rc = wr_begin(st, &txn, true, true);
+	int rc = wr_begin(st, ENV_RT, &txn, true);
 	if (rc != SA_STORE_OK)
 		return rc;
-	return wr_end(st, txn, binding_remove(st, txn, &bkey));
+	return wr_end(st, ENV_RT, txn, binding_remove(st, txn, &bkey));
 }
 
 int sa_store_binding_delete_all(struct sa_store *st, const char *cred_id)
 {
 	MDB_txn *txn;
 
+	if (!has_runtime(st))
+		return SA_STORE_EINVAL;
 	if (!id_ok(cred_id))
 		return SA_STORE_OK;
-	int rc = wr_begin(st, &txn, true, true);
+	int rc = wr_begin(st, ENV_RT, &txn, true);
 	if (rc != SA_STORE_OK)
 		return rc;
-	return wr_end(st, txn, bindings_remove_cred(st, txn, cred_id));
+	return wr_end(st, ENV_RT, txn, bindings_remove_cred(st, txn, cred_id, NULL));
 }
 
 struct binding_walk {
 	sa_store_binding_cb cb;
 	void *arg;
-	size_t skip;    /* bytes of index key before the binding key */
+	size_t skip;           /* bytes of index key before the binding key */
+	MDB_txn *mtxn;         /* main, for cred_live */
+	char cred[SA_ID_MAX];  /* the credential last looked up (bindings come grouped by it) */
+	bool live;
 };
 
 static int binding_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
@@ -2180,23 +2480,37 @@ static int binding_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, 
 	}
 	if (rc != SA_STORE_OK)
 		return rc == SA_STORE_ENOTFOUND ? SA_STORE_EIO : rc;
+	b.cred_id[sizeof b.cred_id - 1] = '\0';
+	if (strcmp(b.cred_id, w->cred) != 0) {
+		memcpy(w->cred, b.cred_id, sizeof w->cred);
+		w->live = cred_live(st, w->mtxn, b.cred_id);
+	}
+	if (!w->live)
+		return SA_STORE_OK;
 	return w->cb(&b, w->arg) != 0 ? WALK_STOP : SA_STORE_OK;
 }
 
+/* Own read transactions (the callback may call into the store): runtime
+ * first, then main, so that a credential missing from main was deleted. */
 static int binding_list(struct sa_store *st, int db, const char *id, sa_store_binding_cb cb, void *arg)
 {
 	struct key prefix = { .len = 0 };
 	MDB_txn *txn;
 
+	if (!has_runtime(st))
+		return SA_STORE_EINVAL;
 	if (!id_ok(id))
 		return SA_STORE_OK;
 	key_str(&prefix, id);
 	key_sep(&prefix);
-	struct binding_walk w = { cb, arg, db == DB_BINDINGS ? 0 : prefix.len };
-	int rc = rd_own_begin(st, &txn);
+	struct binding_walk w = { cb, arg, db == DB_BINDINGS ? 0 : prefix.len, NULL, "", false };
+	int rc = rd_own_begin(st, ENV_RT, &txn);
 	if (rc != SA_STORE_OK)
 		return rc;
-	return rd_own_end(st, txn, walk_prefix(st, txn, db, &prefix, binding_walk_fn, &w));
+	rc = rd_own_begin(st, ENV_MAIN, &w.mtxn);
+	if (rc == SA_STORE_OK)
+		rc = rd_own_end(st, ENV_MAIN, w.mtxn, walk_prefix(st, txn, db, &prefix, binding_walk_fn, &w));
+	return rd_own_end(st, ENV_RT, txn, rc);
 }
 
 int sa_store_binding_list_credential(struct sa_store *st, const char *cred_id, sa_store_binding_cb cb, void *arg)
@@ -2232,7 +2546,7 @@ static int expire_batch(struct sa_store *st, int64_t now, int *n, bool *more)
 {
 	struct key bkey;
 	MDB_txn *txn;
-	int rc = wr_begin(st, &txn, true, true), done = 0;
+	int rc = wr_begin(st, ENV_RT, &txn, true), done = 0;
 
 	*more = false;
 	if (rc != SA_STORE_OK)
@@ -2248,7 +2562,7 @@ static int expire_batch(struct sa_store *st, int64_t now, int *n, bool *more)
 	}
 	if (rc == SA_STORE_ENOTFOUND)
 		rc = SA_STORE_OK;
-	rc = wr_end(st, txn, rc);
+	rc = wr_end(st, ENV_RT, txn, rc);
 	if (rc == SA_STORE_OK)
 		*n += done;
 	return rc;
@@ -2261,9 +2575,69 @@ int sa_store_binding_expire(struct sa_store *st, int64_t now)
 	bool more = true;
 	int n = 0, rc = SA_STORE_OK;
 
+	if (!has_runtime(st))
+		return SA_STORE_EINVAL;
 	while (more && rc == SA_STORE_OK)
 		rc = expire_batch(st, now, &n, &more);
 	return rc == SA_STORE_OK ? n : rc;
+}
+
+/* Removes the bindings of deleted credentials from *from on, up to about
+ * EXPIRE_BATCH of them in one runtime transaction (a credential's are
+ * removed together); *from moves past what was looked at, *more when it
+ * stopped at the limit. */
+static int purge_batch(struct sa_store *st, struct key *from, uint64_t *removed, bool *more)
+{
+	struct key all = { .len = 0 }, bkey;
+	MDB_txn *txn, *mtxn;
+	char cred[SA_ID_MAX];
+	unsigned done = 0, n;
+	int rc = wr_begin(st, ENV_RT, &txn, true);
+
+	*more = false;
+	if (rc != SA_STORE_OK)
+		return rc;
+	if ((rc = rd_own_begin(st, ENV_MAIN, &mtxn)) != SA_STORE_OK)
+		return wr_end(st, ENV_RT, txn, rc);
+	while (done < EXPIRE_BATCH && (rc = first_from(st, txn, DB_BINDINGS, from, &all, &bkey)) == SA_STORE_OK) {
+		size_t idlen = strnlen((const char *)bkey.b, bkey.len);
+		if (idlen == 0 || idlen >= SA_ID_MAX || idlen == bkey.len) {
+			rc = SA_STORE_EIO;   /* not a binding key */
+			break;
+		}
+		memcpy(cred, bkey.b, idlen);
+		cred[idlen] = '\0';
+		binding_key_after(from, cred);
+		if (cred_live(st, mtxn, cred))
+			continue;
+		if ((rc = bindings_remove_cred(st, txn, cred, &n)) != SA_STORE_OK)
+			break;
+		done += n;
+	}
+	*more = rc == SA_STORE_OK;
+	if (rc == SA_STORE_ENOTFOUND)
+		rc = SA_STORE_OK;
+	rd_own_end(st, ENV_MAIN, mtxn, SA_STORE_OK);
+	rc = wr_end(st, ENV_RT, txn, rc);
+	if (rc == SA_STORE_OK)
+		*removed += done;
+	return rc;
+}
+
+/* Walks the credentials that have bindings, not every binding: a seek
+ * per credential. */
+int sa_store_binding_purge_orphans(struct sa_store *st, uint64_t *removed)
+{
+	struct key from = { .len = 0 };
+	bool more = true;
+	int rc = SA_STORE_OK;
+
+	*removed = 0;
+	if (!has_runtime(st))
+		return SA_STORE_EINVAL;
+	while (more && rc == SA_STORE_OK)
+		rc = purge_batch(st, &from, removed, &more);
+	return rc;
 }
 
 struct expired_count {
@@ -2281,37 +2655,243 @@ static int expired_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const
 	return SA_STORE_OK;
 }
 
+/* The live bindings of deleted credentials that are not removed yet: found
+ * from the tombstones after the last position known clean, since every
+ * binding of a deleted credential was written before its tombstone. */
+struct orphan_count {
+	MDB_txn *rtxn;         /* runtime, where the bindings are */
+	int64_t now;
+	uint64_t live;         /* orphans not expired (expired ones are counted as expired) */
+	uint64_t total;        /* of the tombstone in hand */
+	uint64_t clean;        /* tombstones up to here have no binding left */
+	bool dirty;            /* one with bindings left was seen: clean stops moving */
+};
+
+static int orphan_binding_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct orphan_count *oc = arg;
+	struct sa_binding b;
+
+	if (val_rec(v, &b, sizeof b) != SA_STORE_OK)
+		return SA_STORE_EIO;
+	oc->total++;
+	oc->live += b.expires_at > oc->now;
+	return SA_STORE_OK;
+}
+
+static int orphan_tombstone_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct orphan_count *oc = arg;
+	struct key prefix = { .len = 0 };
+	char id[SA_ID_MAX];
+	uint64_t seq = 0;
+
+	if (k->mv_size != 8 || val_str(v, id, sizeof id) != SA_STORE_OK)
+		return SA_STORE_EIO;
+	for (int i = 0; i < 8; i++)
+		seq = seq << 8 | ((const unsigned char *)k->mv_data)[i];
+	oc->total = 0;
+	key_str(&prefix, id);
+	key_sep(&prefix);
+	int rc = cred_live(st, txn, id) ? SA_STORE_OK
+	                                 : walk_prefix(st, oc->rtxn, DB_BINDINGS, &prefix, orphan_binding_fn, oc);
+	oc->dirty |= oc->total > 0;
+	if (!oc->dirty)
+		oc->clean = seq;
+	return rc;
+}
+
+static int orphans_count(struct sa_store *st, MDB_txn *rtxn, MDB_txn *mtxn, int64_t now, uint64_t *n)
+{
+	struct orphan_count oc = { .rtxn = rtxn, .now = now };
+	struct key from, all = { .len = 0 };
+
+	*n = 0;
+	if (!st->sh->tombstones)
+		return SA_STORE_OK;
+	pthread_mutex_lock(&st->sh->mu);
+	oc.clean = st->sh->swept;
+	pthread_mutex_unlock(&st->sh->mu);
+	tombstone_key(&from, oc.clean + 1);
+	int rc = walk_range(st, mtxn, DB_CRED_DELETED, &from, &all, orphan_tombstone_fn, &oc);
+	if (rc != SA_STORE_OK)
+		return rc;
+	pthread_mutex_lock(&st->sh->mu);
+	if (oc.clean > st->sh->swept)
+		st->sh->swept = oc.clean;
+	pthread_mutex_unlock(&st->sh->mu);
+	*n = oc.live;
+	return SA_STORE_OK;
+}
+
 /* Live bindings: all of them less those expired and not yet swept, found
- * from the start of the expiry index (few: housekeeping sweeps them). */
+ * from the start of the expiry index (few: housekeeping sweeps them), and
+ * less those of deleted credentials not yet purged (few: see orphans_count). */
 int sa_store_binding_count(struct sa_store *st, int64_t now, uint64_t *n)
 {
 	struct expired_count ec = { .limit = { .len = 0 }, .n = 0 };
 	struct key empty = { .len = 0 };
-	MDB_txn *txn;
+	MDB_txn *txn, *mtxn;
+	uint64_t orphans = 0;
 	MDB_stat ms;
-	int rc = rd_begin(st, &txn);
 
 	*n = 0;
+	if (!has_runtime(st))
+		return SA_STORE_EINVAL;
+	int rc = rd_begin(st, ENV_RT, &txn);
 	if (rc != SA_STORE_OK)
 		return rc;
 	key_u64(&ec.limit, (uint64_t)now ^ ((uint64_t)1 << 63));
 	rc = note_err(st, mdb_stat(txn, st->sh->dbi[DB_BINDINGS], &ms));
 	if (rc == SA_STORE_OK)
 		rc = walk_prefix(st, txn, DB_BINDINGS_BY_EXPIRY, &empty, expired_fn, &ec);
+	if (rc == SA_STORE_OK && (rc = rd_begin(st, ENV_MAIN, &mtxn)) == SA_STORE_OK)
+		rc = rd_end(st, ENV_MAIN, orphans_count(st, txn, mtxn, now, &orphans));
 	if (rc == SA_STORE_OK)
-		*n = ms.ms_entries >= ec.n ? ms.ms_entries - ec.n : 0;
-	return rd_end(st, rc);
+		*n = ms.ms_entries >= ec.n + orphans ? ms.ms_entries - ec.n - orphans : 0;
+	return rd_end(st, ENV_RT, rc);
 }
 
 int sa_store_flush(struct sa_store *st)
 {
-	if (st->sh->rdonly)
+	if (st->sh->rdonly || !has_runtime(st))
 		return SA_STORE_OK;
 	st->code = 0;
 	st->detail[0] = '\0';
-	int rc = note_err(st, mdb_env_sync(st->sh->env[ENV_MAIN].env, 1));
+	int rc = note_err(st, mdb_env_sync(st->sh->env[ENV_RT].env, 1));
 	fault_note(st, rc);
 	return rc;
+}
+
+/* ---- the move from a store made before the split ---- */
+
+/* A legacy binding, unless runtime has it already (a move interrupted
+ * after its runtime commit runs again), with its index entries rebuilt. */
+static int legacy_binding_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	MDB_txn *rt = arg;
+	struct sa_binding b;
+	struct key bkey = { .len = 0 };
+
+	if (k->mv_size > KEY_MAX || val_rec(v, &b, sizeof b) != SA_STORE_OK)
+		return SA_STORE_EIO;
+	key_put(&bkey, k->mv_data, k->mv_size);
+	if (db_has(st, rt, DB_BINDINGS, *k))
+		return SA_STORE_OK;
+	int rc = db_put(st, rt, DB_BINDINGS, *k, *v);
+	return rc == SA_STORE_OK ? binding_index_put(st, rt, &b, &bkey) : rc;
+}
+
+/* The failure log's records and per-trunk state, unless already there. */
+struct legacy_copy {
+	MDB_txn *rt;
+	int db;
+};
+
+/* A failure-log record as schema 1 wrote it in main (reason 16 bytes). */
+struct authfail_v1 {
+	int64_t at;
+	char trunk_id[SA_ID_MAX];
+	char source[64];
+	uint16_t source_port;
+	char transport[8];
+	char username[SA_USERNAME_MAX + 1];
+	char reason[16];
+	char method[16];
+};
+
+static int legacy_copy_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct legacy_copy *lc = arg;
+	MDB_val kk = *k, vv = *v;
+	struct sa_authfail now;
+	struct authfail_v1 old;
+
+	if (lc->db == DB_AUTHFAIL && v->mv_size == sizeof old) {
+		memcpy(&old, v->mv_data, sizeof old);
+		memset(&now, 0, sizeof now);
+		now.at = old.at;
+		now.source_port = old.source_port;
+		memcpy(now.trunk_id, old.trunk_id, sizeof now.trunk_id);
+		memcpy(now.source, old.source, sizeof now.source);
+		memcpy(now.transport, old.transport, sizeof now.transport);
+		memcpy(now.username, old.username, sizeof now.username);
+		memcpy(now.reason, old.reason, sizeof old.reason);
+		memcpy(now.method, old.method, sizeof now.method);
+		vv = mem_val(&now, sizeof now);
+	}
+	int mrc = mdb_put(lc->rt, st->sh->dbi[lc->db], &kk, &vv, MDB_NOOVERWRITE);
+
+	return mrc == MDB_KEYEXIST ? SA_STORE_OK : note_err(st, mrc);
+}
+
+/* Walks a legacy database (its handle is not in dbi[]: a cursor of its own). */
+static int legacy_walk(struct sa_store *st, MDB_txn *mtxn, MDB_dbi dbi, walk_fn fn, void *arg)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = SA_STORE_OK, mrc;
+
+	if ((mrc = mdb_cursor_open(mtxn, dbi, &cur)) != 0)
+		return note_err(st, mrc);
+	while (rc == SA_STORE_OK && (mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0)
+		rc = fn(st, mtxn, &k, &v, arg);
+	mdb_cursor_close(cur);
+	if (rc != SA_STORE_OK)
+		return rc;
+	return mrc == MDB_NOTFOUND ? SA_STORE_OK : note_err(st, mrc);
+}
+
+/* Copies into the runtime environment, in one transaction. The indexes are
+ * rebuilt from the bindings rather than copied. */
+static int legacy_copy(struct sa_store *st, const struct legacy *lg)
+{
+	MDB_txn *rt, *mtxn;
+	int rc = wr_begin(st, ENV_RT, &rt, false);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	if ((rc = txn_begin(st, ENV_MAIN, MDB_RDONLY, &mtxn)) != SA_STORE_OK)
+		return wr_end(st, ENV_RT, rt, rc);
+	if (lg->present[DB_BINDINGS - DB_RT_FIRST])
+		rc = legacy_walk(st, mtxn, lg->dbi[DB_BINDINGS - DB_RT_FIRST], legacy_binding_fn, rt);
+	for (int db = DB_AUTHFAIL; db <= DB_AUTHFAIL_STATE && rc == SA_STORE_OK; db++) {
+		struct legacy_copy lc = { rt, db };
+		if (lg->present[db - DB_RT_FIRST])
+			rc = legacy_walk(st, mtxn, lg->dbi[db - DB_RT_FIRST], legacy_copy_fn, &lc);
+	}
+	txn_abort(st, ENV_MAIN, mtxn);
+	return wr_end(st, ENV_RT, rt, rc);
+}
+
+/* Then drops them from main, in one durable transaction. */
+static int legacy_drop(struct sa_store *st, const struct legacy *lg)
+{
+	MDB_txn *txn;
+	int rc = wr_begin(st, ENV_MAIN, &txn, false);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	for (int i = 0; i < DB_LEGACY_COUNT && rc == SA_STORE_OK; i++)
+		if (lg->present[i])
+			rc = note_err(st, mdb_drop(txn, lg->dbi[i], 1));
+	return wr_end(st, ENV_MAIN, txn, rc);
+}
+
+/* A store made before the split keeps bindings and the failure log in
+ * data.mdb. The first open that has runtime/ moves them there: runtime
+ * committed first, then main's copies dropped, so that an open interrupted
+ * between the two only copies again (skipping what is there). */
+static int legacy_move(struct sa_store *st, const struct legacy *lg)
+{
+	bool any = false;
+
+	for (int i = 0; i < DB_LEGACY_COUNT; i++)
+		any |= lg->present[i];
+	if (!any)
+		return SA_STORE_OK;
+	int rc = legacy_copy(st, lg);
+	return rc == SA_STORE_OK ? legacy_drop(st, lg) : rc;
 }
 
 /* ---- auth-failure log ---- */
@@ -2345,44 +2925,52 @@ static int authfail_trim(struct sa_store *st, MDB_txn *txn, const char *trunk_id
 	return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
 }
 
+/* In the runtime transaction; the trunk was found in main. */
 static int authfail_add_txn(struct sa_store *st, MDB_txn *txn, const struct sa_authfail *f, unsigned keep)
 {
 	struct authfail_state s = { 0, 0 };
-	struct trunk_rec t;
 	struct key k;
-	int rc = trunk_get_txn(st, txn, f->trunk_id, &t);
+	int rc = room_for_new(st, ENV_RT);
 
-	if (rc == SA_STORE_OK)
-		rc = room_for_new(st);
 	if (rc != SA_STORE_OK)
 		return rc;
-	rc = db_get_rec(st, txn, DB_AUTHFAIL_STATE, str_val(t.t.id), &s, sizeof s);
+	rc = db_get_rec(st, txn, DB_AUTHFAIL_STATE, str_val(f->trunk_id), &s, sizeof s);
 	if (rc != SA_STORE_OK && rc != SA_STORE_ENOTFOUND)
 		return rc;
-	trunk_seq_key(&k, t.t.id, s.next_seq++);
+	trunk_seq_key(&k, f->trunk_id, s.next_seq++);
 	s.count++;
 	rc = db_put(st, txn, DB_AUTHFAIL, key_val(&k), mem_val(f, sizeof *f));
 	if (rc == SA_STORE_OK)
-		rc = authfail_trim(st, txn, t.t.id, &s, keep);
+		rc = authfail_trim(st, txn, f->trunk_id, &s, keep);
 	if (rc == SA_STORE_OK)
-		rc = db_put(st, txn, DB_AUTHFAIL_STATE, str_val(t.t.id), mem_val(&s, sizeof s));
+		rc = db_put(st, txn, DB_AUTHFAIL_STATE, str_val(f->trunk_id), mem_val(&s, sizeof s));
 	return rc;
 }
 
+/* Records go only to trunks that exist (scanners name any): looked up in
+ * main's shared read transaction, then written in runtime. */
 int sa_store_authfail_add(struct sa_store *st, const struct sa_authfail *f, unsigned keep)
 {
 	struct sa_authfail rec;
+	struct trunk_rec t;
 	MDB_txn *txn;
 
+	if (!has_runtime(st))
+		return SA_STORE_EINVAL;
 	if (f == NULL || !id_ok(f->trunk_id))
 		return SA_STORE_ENOTFOUND;
 	if (keep == 0)
 		return SA_STORE_OK;
 	authfail_copy(&rec, f);
-	int rc = wr_begin(st, &txn, true, true);
+	int rc = rd_begin(st, ENV_MAIN, &txn);
 	if (rc != SA_STORE_OK)
 		return rc;
-	return wr_end(st, txn, authfail_add_txn(st, txn, &rec, keep));
+	if ((rc = rd_end(st, ENV_MAIN, trunk_get_txn(st, txn, rec.trunk_id, &t))) != SA_STORE_OK)
+		return rc;
+	memcpy(rec.trunk_id, t.t.id, sizeof rec.trunk_id);
+	if ((rc = wr_begin(st, ENV_RT, &txn, true)) != SA_STORE_OK)
+		return rc;
+	return wr_end(st, ENV_RT, txn, authfail_add_txn(st, txn, &rec, keep));
 }
 
 /* Walks one trunk's records from the newest backwards. limit 0 means no limit. */
@@ -2418,16 +3006,18 @@ int sa_store_authfail_list(struct sa_store *st, const char *trunk_id, int64_t si
 	MDB_cursor *cur;
 	MDB_txn *txn;
 
+	if (!has_runtime(st))
+		return SA_STORE_EINVAL;
 	if (!id_ok(trunk_id))
 		return SA_STORE_OK;
 	key_str(&prefix, trunk_id);
 	key_sep(&prefix);
-	int rc = rd_own_begin(st, &txn);
+	int rc = rd_own_begin(st, ENV_RT, &txn);
 	if (rc != SA_STORE_OK)
 		return rc;
 	if (mdb_cursor_open(txn, st->sh->dbi[DB_AUTHFAIL], &cur) != 0)
-		return rd_own_end(st, txn, SA_STORE_EIO);
+		return rd_own_end(st, ENV_RT, txn, SA_STORE_EIO);
 	rc = authfail_walk_back(cur, &prefix, since, limit, cb, arg);
 	mdb_cursor_close(cur);
-	return rd_own_end(st, txn, rc);
+	return rd_own_end(st, ENV_RT, txn, rc);
 }

@@ -1,4 +1,12 @@
-/* store.h: the LMDB store: accounts, API keys, trunks, credentials, bindings, auth failures. */
+/* store.h: the LMDB store: accounts, API keys, trunks, credentials, bindings, auth failures.
+ *
+ * Two files in the store's directory: data.mdb (accounts, keys, trunks,
+ * credentials: written durably by sipauthctl and the API) and runtime/
+ * (registrations and the failure log: written by the daemon's SIP path
+ * without sync, flushed by sa_store_flush). An administrator's write on
+ * data.mdb never holds up a binding write. Only a handle opened with
+ * SA_STORE_RUNTIME has runtime/; on others the binding and failure-log
+ * calls return SA_STORE_EINVAL. */
 #ifndef SA_STORE_H
 #define SA_STORE_H
 
@@ -36,6 +44,12 @@ const char *sa_store_cause(int err);
 struct sa_store;
 
 #define SA_STORE_RDONLY 0x1
+/* Open runtime/ too (the daemon; never sipauthctl, so that an administrator's
+ * process never takes the runtime writer lock). A writable open creates it,
+ * and moves the bindings and failure log of a store made before the split
+ * out of data.mdb into it. A read-only open of a store without runtime/
+ * opens without it. */
+#define SA_STORE_RUNTIME 0x2
 /* Open (creating the directory's data files if needed) the store in dir.
  * Does not require init; most calls then return SA_STORE_ENOTINIT.
  * Same as sa_store_open_with with map_size 0 and no reason text. */
@@ -45,8 +59,9 @@ int sa_store_open(struct sa_store **out, const char *dir, unsigned flags);
 #define SA_STORE_MIN_MAP_SIZE     ((uint64_t)1 << 20)
 #define SA_STORE_MAX_MAP_SIZE     ((uint64_t)1 << 40)
 /* New records (bindings, credentials, accounts, keys, trunks, failure-log
- * records) are refused with SA_STORE_EMAPFULL once this share of the map
- * holds data; the rest is headroom that deletes and expiry always have. */
+ * records) are refused with SA_STORE_EMAPFULL once this share of their
+ * file's map holds data; the rest is headroom that deletes and expiry always
+ * have. data.mdb and runtime/ fill up separately. */
 #define SA_STORE_HEADROOM_PERCENT 90
 /* The daemon warns from here on (log line), before anything is refused. */
 #define SA_STORE_ALARM_PERCENT 80
@@ -57,9 +72,11 @@ int sa_store_open(struct sa_store **out, const char *dir, unsigned flags);
 int sa_store_size_parse(const char *text, uint64_t *bytes);
 
 struct sa_store_opts {
-	unsigned flags;        /* SA_STORE_RDONLY */
+	unsigned flags;        /* SA_STORE_RDONLY, SA_STORE_RUNTIME */
 	uint64_t map_size;     /* bytes; 0: the size the store records (a new store: the default).
-	                        * A store's map only grows: a smaller value keeps the recorded one. */
+	                        * A store's map only grows: a smaller value keeps the recorded one.
+	                        * It sizes each file: runtime/ is mapped (and reserved) as large as
+	                        * data.mdb, and grows with it while open (sa_store_runtime_usage). */
 };
 /* As sa_store_open, and on failure a one-line reason in why (may be NULL),
  * naming the cause and the system or LMDB error. An empty or truncated
@@ -84,7 +101,7 @@ void sa_store_close(struct sa_store *st);
  */
 int sa_store_dup(struct sa_store *st, struct sa_store **out);
 
-/* How full the map is. used counts the pages that hold data (pages freed
+/* How full a map is. used counts the pages that hold data (pages freed
  * by deletes are reusable and not counted). */
 struct sa_store_usage {
 	uint64_t map_size;     /* bytes */
@@ -92,7 +109,11 @@ struct sa_store_usage {
 	unsigned percent;      /* used * 100 / map_size */
 	bool reserved;         /* the map is reserved on disk (writable map) */
 };
+/* data.mdb's; takes up a map grown by another process (sipauthctl --map-size). */
 int sa_store_usage(struct sa_store *st, struct sa_store_usage *u);
+/* runtime/'s; grows its map to data.mdb's when that grew. SA_STORE_EINVAL
+ * without SA_STORE_RUNTIME. */
+int sa_store_runtime_usage(struct sa_store *st, struct sa_store_usage *u);
 
 /* The last write that failed. failing: the last write failed (no write has
  * succeeded since). failures counts failed writes since open (refusals of
@@ -182,11 +203,21 @@ int sa_store_credential_get(struct sa_store *st, const char *cred_id, struct sa_
 typedef int (*sa_store_credential_cb)(const struct sa_credential *c, void *arg);
 /* In creation order. */
 int sa_store_credential_list(struct sa_store *st, const char *trunk_id, sa_store_credential_cb cb, void *arg);
-/* Deletes the credential and its bindings, durably. ENOTFOUND when the id is
- * not a credential of that trunk. */
+/* Deletes the credential durably, with a tombstone (see sa_store_deleted_since).
+ * Its bindings (in runtime/, which the caller may not have open) are skipped
+ * by every binding read from then on and removed by the daemon. ENOTFOUND
+ * when the id is not a credential of that trunk. */
 int sa_store_credential_delete(struct sa_store *st, const char *trunk_id, const char *cred_id);
 
-/* ---- registrations (bindings) ---- */
+/* Credentials deleted after tombstone position after (0: from the first), in
+ * order: cb gets each id (non-zero stops); *last is set to the highest
+ * position seen (unchanged if none). The newest 100 000 tombstones are kept;
+ * positions are consecutive, so a first position beyond after + 1 means some
+ * were dropped unseen (then sa_store_binding_purge_orphans). */
+typedef int (*sa_store_deleted_cb)(const char *cred_id, void *arg);
+int sa_store_deleted_since(struct sa_store *st, uint64_t after, sa_store_deleted_cb cb, void *arg, uint64_t *last);
+
+/* ---- registrations (bindings): in runtime/, SA_STORE_EINVAL without SA_STORE_RUNTIME ---- */
 #define SA_CONTACT_MAX 512
 #define SA_UA_MAX 128
 struct sa_binding {
@@ -213,6 +244,10 @@ int sa_store_binding_list_credential(struct sa_store *st, const char *cred_id, s
 int sa_store_binding_list_trunk(struct sa_store *st, const char *trunk_id, sa_store_binding_cb cb, void *arg);
 /* Removes bindings with expires_at <= now; returns how many (>= 0) or an error. */
 int sa_store_binding_expire(struct sa_store *st, int64_t now);
+/* Removes the bindings of credentials that no longer exist, a batch per
+ * transaction; how many in *removed. Looks at every credential that has
+ * bindings: for the daemon's start, not its loop (there, the tombstones). */
+int sa_store_binding_purge_orphans(struct sa_store *st, uint64_t *removed);
 /* One change of a REGISTER: b adds or refreshes the binding b->contact of
  * cred_id; b NULL removes contact (absent: nothing to do). */
 struct sa_binding_change {
@@ -220,17 +255,20 @@ struct sa_binding_change {
 	const struct sa_binding *b;
 };
 /* Applies every change in one transaction: all of them, or none (the error).
- * A change that adds a binding is refused above the headroom (EMAPFULL);
- * refreshes and removals are not. max_contacts: as sa_store_binding_put,
- * for the credential's bindings after the whole request. */
+ * A change that adds a binding is refused above runtime/'s headroom
+ * (EMAPFULL); refreshes and removals are not. max_contacts: as
+ * sa_store_binding_put, for the credential's bindings after the whole
+ * request. The credential is read from data.mdb first: a writer holding
+ * data.mdb's lock is not waited for. */
 int sa_store_binding_apply(struct sa_store *st, const char *cred_id, const struct sa_binding_change *ch,
                            size_t n, unsigned max_contacts);
-/* How many live bindings (expires_at > now) the store holds: what the API lists. */
+/* How many live bindings (expires_at > now) the store holds: what the API
+ * lists. The listings and the count skip bindings of deleted credentials. */
 int sa_store_binding_count(struct sa_store *st, int64_t now, uint64_t *n);
-/* Flush writes made without fsync (bindings) to disk. */
+/* Flush writes made without fsync (runtime/: bindings, failure log) to disk. */
 int sa_store_flush(struct sa_store *st);
 
-/* ---- auth-failure log: bounded per trunk ---- */
+/* ---- auth-failure log: bounded per trunk, in runtime/ (SA_STORE_EINVAL without it) ---- */
 struct sa_authfail {
 	int64_t at;
 	char trunk_id[SA_ID_MAX];
@@ -238,10 +276,12 @@ struct sa_authfail {
 	uint16_t source_port;
 	char transport[8];
 	char username[SA_USERNAME_MAX + 1];  /* as tried, truncated */
-	char reason[16];   /* unknown_user bad_password stale_nonce replay malformed banned */
+	char reason[24];   /* unknown_user bad_password stale_nonce replay malformed uri_mismatch
+	                      source_not_allowed tls_required channel_limit rate_limit banned */
 	char method[16];
 };
-/* Appends; keeps at most keep records per trunk (oldest dropped). No fsync. */
+/* Appends; keeps at most keep records per trunk (oldest dropped). No fsync.
+ * ENOTFOUND for a trunk that does not exist. */
 int sa_store_authfail_add(struct sa_store *st, const struct sa_authfail *f, unsigned keep);
 typedef int (*sa_store_authfail_cb)(const struct sa_authfail *f, void *arg);
 /* Newest first, at most limit, only at >= since. */

@@ -1,4 +1,8 @@
-/* durability_writer.c: creates credentials one by one, printing each id only once its create returned OK. */
+/* durability_writer.c: writes to a store from a process of its own, for the integration tests:
+ * credentials one by one (durability.sh, storage.sh), bindings until the runtime file is full
+ * (storage.sh), or a write transaction held by a stopped administrator's process (admin_lock.sh). */
+#include <lmdb.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +13,16 @@
 
 #define PASSWORD "durability-test-password-0123"
 
-static int write_loop(struct sa_store *st, const char *trunk_id, long count)
+static void usage(void)
+{
+	fprintf(stderr, "usage: durability_writer STORE_DIR TRUNK_ID COUNT      credentials (COUNT 0: until refused)\n"
+	                "       durability_writer --bindings STORE_DIR CRED_ID    bindings until the store refuses one\n"
+	                "       durability_writer --hold STORE_DIR                open as sipauthctl does, begin a write\n"
+	                "                                                          transaction, print \"holding\", stop\n");
+}
+
+/* Prints each id only once its create returned OK: the acknowledgement. */
+static int credentials(struct sa_store *st, const char *trunk_id, long count)
 {
 	struct sa_credential cr;
 	char user[SA_USERNAME_MAX + 1], why[160];
@@ -22,20 +35,93 @@ static int write_loop(struct sa_store *st, const char *trunk_id, long count)
 			fprintf(stderr, "durability_writer: create %s: %s (%s)\n", user, sa_store_strerror(rc), why);
 			return 1;
 		}
-		/* the acknowledgement: only now may the id be reported */
 		if (printf("%s\n", cr.id) < 0 || fflush(stdout) != 0)
 			return 1;
 	}
 	return 0;
 }
 
-int main(int argc, char **argv)
+/* Another process writing the runtime file (only sipauthctl must not):
+ * bindings of one credential, valid for a day, each contact printed once
+ * stored, until a write is refused. */
+static int bindings(struct sa_store *st, const char *cred_id)
 {
-	struct sa_store *st;
+	int64_t now = (int64_t)time(NULL);
+	struct sa_binding b;
 	int rc;
 
-	if (argc != 4) {
-		fprintf(stderr, "usage: durability_writer STORE_DIR TRUNK_ID COUNT (0 = until killed)\n");
+	for (long i = 0;; i++) {
+		memset(&b, 0, sizeof b);
+		snprintf(b.cred_id, sizeof b.cred_id, "%s", cred_id);
+		snprintf(b.contact, sizeof b.contact, "sip:filler-%ld-%ld@192.0.2.99:5060", (long)getpid(), i);
+		snprintf(b.source, sizeof b.source, "192.0.2.99");
+		snprintf(b.transport, sizeof b.transport, "udp");
+		b.registered_at = b.updated_at = now;
+		b.expires_at = now + 86400;
+		if ((rc = sa_store_binding_put(st, &b, 0)) != SA_STORE_OK)
+			break;
+		if (printf("%s\n", b.contact) < 0 || fflush(stdout) != 0)
+			return 1;
+	}
+	fprintf(stderr, "durability_writer: binding: %s\n", sa_store_strerror(rc));
+	return 1;
+}
+
+/* An administrator's process stopped inside a write transaction: the
+ * store opened the way sipauthctl opens it (and closed: LMDB opens an
+ * environment once per process), then the main environment's writer lock
+ * taken and kept while this process stops itself. */
+static int hold(const char *dir)
+{
+	struct sa_store_opts o = { .flags = 0, .map_size = 0 };
+	struct sa_store_usage u;
+	struct sa_store *st;
+	MDB_env *env;
+	MDB_txn *txn;
+	char why[256];
+
+	if (sa_store_open_with(&st, dir, &o, why, sizeof why) != SA_STORE_OK) {
+		fprintf(stderr, "durability_writer: open %s: %s\n", dir, why);
+		return 1;
+	}
+	int rc = sa_store_usage(st, &u);
+	sa_store_close(st);
+	/* the store's own map size: a smaller one would cut data.mdb under the daemon's map */
+	if (rc != SA_STORE_OK || mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 64) != 0 ||
+	    mdb_env_set_mapsize(env, (size_t)u.map_size) != 0 ||
+	    mdb_env_open(env, dir, MDB_WRITEMAP | MDB_NOTLS, 0600) != 0 ||
+	    mdb_txn_begin(env, NULL, 0, &txn) != 0) {
+		fprintf(stderr, "durability_writer: cannot begin a write transaction in %s\n", dir);
+		return 1;
+	}
+	if (printf("holding\n") < 0 || fflush(stdout) != 0)
+		return 1;
+	raise(SIGSTOP);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct sa_store_opts o = { .flags = SA_STORE_RUNTIME, .map_size = 0 };
+	struct sa_store *st;
+	char why[256];
+	int rc;
+
+	if (argc == 3 && strcmp(argv[1], "--hold") == 0)
+		return hold(argv[2]);
+	if (argc == 4 && strcmp(argv[1], "--bindings") == 0) {
+		if (sa_store_open_with(&st, argv[2], &o, why, sizeof why) != SA_STORE_OK) {
+			fprintf(stderr, "durability_writer: open %s: %s\n", argv[2], why);
+			return 1;
+		}
+		rc = bindings(st, argv[3]);
+		sa_store_close(st);
+		return rc;
+	}
+	if (argc != 4 || argv[1][0] == '-') {
+		usage();
 		return 2;
 	}
 	rc = sa_store_open(&st, argv[1], 0);
@@ -43,7 +129,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "durability_writer: open %s: %s\n", argv[1], sa_store_strerror(rc));
 		return 1;
 	}
-	rc = write_loop(st, argv[2], strtol(argv[3], NULL, 10));
+	rc = credentials(st, argv[2], strtol(argv[3], NULL, 10));
 	sa_store_close(st);
 	return rc;
 }

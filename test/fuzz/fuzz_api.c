@@ -63,7 +63,7 @@ static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *
 
 static void store_open(void)
 {
-	struct sa_store_opts o = { .map_size = 8u << 20 };
+	struct sa_store_opts o = { .flags = SA_STORE_RUNTIME, .map_size = 8u << 20 };   /* as the daemon opens it */
 	char why[256] = "";
 
 	if (sa_store_open_with(&fx.st, fx.dir, &o, why, sizeof(why)) != SA_STORE_OK) {
@@ -374,6 +374,9 @@ static void restore(const struct run *r)
 		int err = sa_store_credential_delete(fx.st, r->created[i].trunk, r->created[i].cred);
 		CHECK(err == SA_STORE_OK || err == SA_STORE_ENOTFOUND);   /* the input may have deleted it itself */
 	}
+	/* as the daemon's housekeeping does: a deleted credential's bindings stay in runtime/ until removed */
+	uint64_t removed;
+	CHECK(sa_store_binding_purge_orphans(fx.st, &removed) == SA_STORE_OK);
 	if (r->deleted_a)
 		credential_make(&fx.a, "pbx-fuzz-01");
 	if (r->deleted_b)

@@ -1,8 +1,9 @@
 #!/bin/sh
-# storage.sh: the store under stress (issue 10, items 12-15): an empty or truncated data.mdb is refused
+# storage.sh: the store under stress (issue 10, items 12-16): an empty or truncated data.mdb is refused
 # with exit 6 and never read past its end or grown back; a full map refuses new records (sipauthctl
 # exit 7, SIP 503, API 507, /healthz 503, one log line, metrics) while refreshes and deletes go on and
-# no REGISTER is half stored; a full file system (a real loop-mounted ext4) crashes nothing.
+# no REGISTER is half stored; data.mdb (credentials) and runtime/ (registrations) fill up apart, and
+# a grown map grows both; a full file system (a real loop-mounted ext4) crashes nothing.
 . "$top_srcdir/test/lib.sh"
 
 [ -x "$SIPAUTHCTL" ] || skip "$SIPAUTHCTL is not built"
@@ -127,8 +128,13 @@ ctl --store "$T/trunc" init
 assert_eq "empty: init exits 6 rather than making a new store in it" 6 "$rc"
 assert_eq "empty: still 0 bytes" 0 "$(size_of "$D")"
 
-# ---- 13: a full map ----
+# ---- 13: full maps. data.mdb (credentials, written by sipauthctl and the API) and runtime/
+# (registrations and the failure log, written by the daemon) fill up apart ----
 new_store "$T/small" --map-size 2M || { fail "small store setup"; finish; }
+# a second trunk whose registrations will fill runtime/ (made while data.mdb has room)
+TRUNK2=$("$SIPAUTHCTL" --store "$T/small" trunk create --account "$ACC" --name filler)
+CRED2=$(printf 'another_secret_pw_789\n' | "$SIPAUTHCTL" --store "$T/small" credential create --trunk "$TRUNK2" \
+	--username filler-pbx --password-stdin | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 start "$T/small" || { fail "sipauthd did not start"; finish; }
 assert_eq "three contacts registered" 200 "$(reg --contact "$C1" --header "Contact: <$C2>" --header "Contact: <$C3>")"
 "$WRITER" "$T/small" "$TRUNK" 0 > "$T/writer.out" 2> "$T/writer.err"
@@ -139,54 +145,91 @@ assert_eq "full map: credential create exits 7" 7 "$rc"
 assert_match "full map: the message says so and what to do" \
 	"^sipauthctl: store $T/small: map full: [0-9]+ of 2 MiB used \([0-9]+%\); new records are refused above 90%; deletes still work; grow the map with sipauthctl --map-size SIZE or \[store\] map_size$" "$err"
 
+# data.mdb full: registrations are in runtime/, which has room
+assert_eq "data.mdb full: a REGISTER adding a contact is still 200" 200 \
+	"$(reg --contact "$C1" --header "Contact: <sip:new-0@127.0.0.1:5070>")"
+assert_eq "data.mdb full: and removing it again" 200 "$(reg --contact "sip:new-0@127.0.0.1:5070" --expires 0)"
+st=$(curl -s -o "$T/health" -w '%{http_code}' "$BASE/healthz")
+assert_eq "data.mdb full: /healthz is 503" 503 "$st"
+assert_eq "data.mdb full: /healthz says why" '{"status":"unavailable","reason":"store_map_full"}' "$(cat "$T/health")"
+assert_match "data.mdb full: the used ratio metric is at the limit" '^0\.9[0-9]*$' "$(metric store_map_used_ratio)"
+assert_eq "full map: the map size metric" 2097152 "$(metric store_map_size_bytes)"
+assert_match "data.mdb full: runtime/ is not" '^0\.[0-7][0-9]*$' "$(metric store_runtime_map_used_ratio)"
+assert_eq "the runtime map size metric: [store] map_size sizes each file" 2097152 "$(metric store_runtime_map_size_bytes)"
+api POST "/v1/account/$ACC/trunks/$TRUNK/credentials" '{"username":"api-new","password":"another_secret_pw_456"}'
+assert_eq "full map: API create is 507" 507 "$st"
+assert_eq "full map: API error code" insufficient_storage "$(jf 'd["error"]["code"]')"
+wait_for grep -q "event=store_map_high file=store" "$T/sipauthd.log" && pass "data.mdb's alarm was logged" \
+	|| fail "no store_map_high file=store"
+
+# runtime/ full too: another process fills it with the second trunk's registrations (any process
+# may write runtime/ but sipauthctl, which never opens it)
+"$WRITER" --bindings "$T/small" "$CRED2" > "$T/bindings.out" 2> "$T/bindings.err"
+assert_match "the writer filled runtime/" "binding: store map full" "$(cat "$T/bindings.err")"
+NB=$(wc -l < "$T/bindings.out")
+[ "$NB" -gt 100 ] && pass "runtime/ took $NB registrations" || fail "runtime/ took only $NB registrations"
+
+assert_match "runtime/ full: its used ratio metric is at the limit" '^0\.9[0-9]*$' "$(metric store_runtime_map_used_ratio)"
+
 # a REGISTER that adds contacts is refused whole: the refresh in it is not kept either
 assert_eq "full map: a REGISTER adding two contacts gets 503" 503 \
 	"$(reg --contact "$C1" --header "Contact: <sip:new-1@127.0.0.1:5070>" --header "Contact: <sip:new-2@127.0.0.1:5070>")"
 assert_eq "full map: the 503 says why and asks to retry later" "Registrar Storage Full ['60']" \
 	"$(json_get 'resp[-1].get("reason") + " " + str(resp[-1]["headers"].get("retry-after"))' < "$T/reg.out")"
 assert_eq "full map: nothing of that REGISTER was stored" "['$C1', '$C2', '$C3']" "$(api_contacts)"
-assert_eq "full map: a refresh of the registered contacts is 200" 200 \
-	"$(reg --contact "$C1" --header "Contact: <$C2>" --header "Contact: <$C3>")"
-assert_eq "full map: removing a contact is 200" 200 "$(reg --contact "$C3" --expires 0)"
-assert_eq "full map: the API lists what is left" "['$C1', '$C2']" "$(api_contacts)"
-assert_eq "registrations_active agrees with the API" 2 "$(metric registrations_active)"
-
+for i in 1 2 3 4 5; do sipc register --host "$TRUNK_HOST" --user "nobody-$i" --password x --timeout 1 >/dev/null; done
+kill -0 "$SIPAUTHD_PID" 2>/dev/null && pass "failure-log writes refused: the daemon runs" || fail "the daemon died"
+api GET "/v1/account/$ACC/trunks/$TRUNK/auth-failures?limit=1000"
+assert_eq "full map: the failure log took none of them" 0 "$(jf 'len(d["data"])')"
 st=$(curl -s -o "$T/health" -w '%{http_code}' "$BASE/healthz")
 assert_eq "full map: /healthz is 503" 503 "$st"
 assert_eq "full map: /healthz says why" '{"status":"unavailable","reason":"store_map_full"}' "$(cat "$T/health")"
-assert_match "full map: the used ratio metric is at the limit" '^0\.9[0-9]*$' "$(metric store_map_used_ratio)"
-assert_eq "full map: the map size metric" 2097152 "$(metric store_map_size_bytes)"
-api POST "/v1/account/$ACC/trunks/$TRUNK/credentials" '{"username":"api-new","password":"another_secret_pw_456"}'
-assert_eq "full map: API create is 507" 507 "$st"
-assert_eq "full map: API error code" insufficient_storage "$(jf 'd["error"]["code"]')"
-for i in 1 2 3 4 5; do sipc register --host "$TRUNK_HOST" --user "nobody-$i" --password x --timeout 1 >/dev/null; done
-kill -0 "$SIPAUTHD_PID" 2>/dev/null && pass "failure-log writes refused: the daemon runs" || fail "the daemon died"
 wait_for grep -q "event=store_write_failed" "$T/sipauthd.log"
 assert_match "full map: one log line names the cause" \
 	'event=store_write_failed cause=map_full error="[0-9]+ of 2 MiB used \([0-9]+%\); new records are refused above 90%" code=-30792 failures=[0-9]+' \
 	"$(grep event=store_write_failed "$T/sipauthd.log" | head -1)"
-assert_match "full map: the alarm was logged once" '^1$' "$(grep -c event=store_map_high "$T/sipauthd.log")"
+wait_for grep -q "event=store_map_high file=runtime" "$T/sipauthd.log"
+assert_match "full map: data.mdb's alarm was logged once" '^1$' "$(grep -c 'event=store_map_high file=store' "$T/sipauthd.log")"
+assert_match "full map: runtime/'s alarm was logged once" '^1$' "$(grep -c 'event=store_map_high file=runtime' "$T/sipauthd.log")"
 n_lines=$(grep -c event=store_write_failed "$T/sipauthd.log")
 [ "$n_lines" -le 3 ] && pass "failures are summed per tick ($n_lines lines)" || fail "$n_lines store_write_failed lines"
+
+# refreshes and removals go on in the headroom
+assert_eq "full map: a refresh of the registered contacts is 200" 200 \
+	"$(reg --contact "$C1" --header "Contact: <$C2>" --header "Contact: <$C3>")"
+assert_eq "full map: removing a contact is 200" 200 "$(reg --contact "$C3" --expires 0)"
+assert_eq "full map: the API lists what is left" "['$C1', '$C2']" "$(api_contacts)"
+assert_eq "registrations_active agrees with the API and the writer" $((NB + 2)) "$(metric registrations_active)"
 
 # deletes always work, by the API and by sipauthctl, with bindings or without
 ctl --store "$T/small" credential delete --trunk "$TRUNK" --id "$CRED"
 assert_eq "full map: sipauthctl deletes the credential that has bindings" 0 "$rc"
-wait_for sh -c "[ \"\$(curl -s '$BASE/metrics' | sed -n 's/^sipauthd_registrations_active //p')\" = 0 ]" \
-	&& pass "its bindings are gone: registrations_active 0" || fail "registrations_active: $(metric registrations_active)"
+wait_for sh -c "[ \"\$(curl -s '$BASE/metrics' | sed -n 's/^sipauthd_registrations_active //p')\" = $NB ]" \
+	&& pass "its bindings are gone: registrations_active $NB" || fail "registrations_active: $(metric registrations_active)"
 assert_eq "full map: the API lists no registration" "[]" "$(api_contacts)"
 api DELETE "/v1/account/$ACC/trunks/$TRUNK/credentials/$FILLER"
 assert_eq "full map: API delete is 204" 204 "$st"
+ctl --store "$T/small" credential delete --trunk "$TRUNK2" --id "$CRED2"
+assert_eq "full map: sipauthctl deletes the credential that filled runtime/" 0 "$rc"
+assert_eq "its registrations are not listed any more" 0 "$(metric registrations_active)"
+wait_for sh -c "curl -s '$BASE/metrics' | grep -Eq '^sipauthd_store_runtime_map_used_ratio 0\.[0-4]'" \
+	&& pass "the daemon removed them from runtime/ (sipauthctl cannot)" \
+	|| fail "runtime ratio: $(metric store_runtime_map_used_ratio)"
+wait_for grep -q "event=store_map_ok file=runtime" "$T/sipauthd.log" && pass "runtime/'s alarm ended" \
+	|| fail "no store_map_ok file=runtime"
 
-# growing the map (with the daemon running) makes room; the daemon takes the new size up
+# growing the map (with the daemon running) makes room; the daemon takes the new size up, for both files
 ctl_pw --store "$T/small" --map-size 8M credential create --trunk "$TRUNK" --username after-growth --password-stdin
 assert_eq "sipauthctl --map-size 8M grows the map and creates" 0 "$rc"
 SIP_USER=after-growth
 wait_for sh -c "curl -s '$BASE/metrics' | grep -q '^sipauthd_store_map_size_bytes 8388608$'" \
 	&& pass "the daemon follows the grown map" || fail "map size metric: $(metric store_map_size_bytes)"
+wait_for sh -c "curl -s '$BASE/metrics' | grep -q '^sipauthd_store_runtime_map_size_bytes 8388608$'" \
+	&& pass "runtime/ grows with it" || fail "runtime map size metric: $(metric store_runtime_map_size_bytes)"
+assert_eq "runtime/ is reserved at its new size" 8388608 "$(size_of "$T/small/runtime/data.mdb")"
 assert_eq "a REGISTER adding a contact after the growth" 200 "$(reg --contact "$C1" --header "Contact: <sip:new-1@127.0.0.1:5070>")"
 wait_for sh -c "curl -sf '$BASE/healthz' >/dev/null" && pass "/healthz is ok again" || fail "/healthz: $(curl -s "$BASE/healthz")"
-wait_for grep -q "event=store_map_ok" "$T/sipauthd.log" && pass "the alarm's end was logged" || fail "no store_map_ok"
+wait_for grep -q "event=store_map_ok file=store" "$T/sipauthd.log" && pass "the alarm's end was logged" || fail "no store_map_ok"
 stop "$SIPAUTHD_PID"
 
 # ---- 12: a full file system ----
@@ -202,6 +245,7 @@ fi
 new_store "$MNT/store" --map-size 4M || { fail "store on the small file system"; finish; }
 start "$MNT/store" || { fail "sipauthd did not start on the small file system"; finish; }
 assert_match "the map is reserved on disk" "event=store_opened .* map_mib=4 .* reserved=yes" "$(cat "$T/sipauthd.log")"
+assert_match "runtime/'s map too" "event=store_runtime_opened .* map_mib=4 .* reserved=yes" "$(cat "$T/sipauthd.log")"
 dd if=/dev/zero of="$MNT/fill" bs=64k status=none 2>/dev/null
 dd if=/dev/zero of="$MNT/fill" bs=1k oflag=append conv=notrunc status=none 2>/dev/null
 assert_eq "the file system is full" 0 "$(df --output=avail -B1 "$MNT" | tail -1 | tr -d ' ')"

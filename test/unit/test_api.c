@@ -39,7 +39,7 @@ static void setup(void)
 {
 	snprintf(dir, sizeof dir, "%s", "/tmp/test_api.XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(dir));
-	ck_assert_int_eq(sa_store_open(&st, dir, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_open(&st, dir, SA_STORE_RUNTIME), SA_STORE_OK);
 	ck_assert_int_eq(sa_store_init(st, NULL), SA_STORE_OK);
 	ck_assert_int_eq(sa_store_account_create(st, "Acme", NOW, &acc_a), SA_STORE_OK);
 	ck_assert_int_eq(sa_store_account_create(st, "Other", NOW, &acc_b), SA_STORE_OK);

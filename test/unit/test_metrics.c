@@ -178,6 +178,30 @@ START_TEST(test_gauges_and_calls)
 }
 END_TEST
 
+/* Both store files: data.mdb's lines as they always were, runtime/'s beside them. */
+START_TEST(test_store_maps_main_and_runtime)
+{
+	render();
+	ck_assert_ptr_null(strstr(text, "sipauthd_store_"));   /* sizes unknown: nothing */
+	m.store_map_size = 2097152;
+	m.store_used = 1887437;
+	m.store_write_failures = 3;
+	render();
+	ck_line("sipauthd_store_map_size_bytes 2097152");
+	ck_line("sipauthd_store_map_used_bytes 1887437");
+	ck_line("sipauthd_store_map_used_ratio 0.9000");
+	ck_line("sipauthd_store_write_failures_total 3");
+	ck_assert_ptr_null(strstr(text, "runtime"));
+	m.store_runtime_map_size = 4194304;
+	m.store_runtime_used = 1048576;
+	render();
+	ck_line("# TYPE sipauthd_store_runtime_map_size_bytes gauge");
+	ck_line("sipauthd_store_runtime_map_size_bytes 4194304");
+	ck_line("# TYPE sipauthd_store_runtime_map_used_ratio gauge");
+	ck_line("sipauthd_store_runtime_map_used_ratio 0.2500");
+}
+END_TEST
+
 START_TEST(test_build_info_and_start_time)
 {
 	m.sip_forwarded = 1;
@@ -204,6 +228,7 @@ static Suite *metrics_suite(void)
 	tcase_add_test(tc, test_statuses_are_sparse);
 	tcase_add_test(tc, test_gauges_and_calls);
 	tcase_add_test(tc, test_build_info_and_start_time);
+	tcase_add_test(tc, test_store_maps_main_and_runtime);
 	suite_add_tcase(s, tc);
 	return s;
 }

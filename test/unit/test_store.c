@@ -8,9 +8,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <check.h>
+#include <openssl/sha.h>
 
 #include "store.h"
 
@@ -29,9 +31,10 @@ static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *
 	return remove(path);
 }
 
+/* The daemon's kind of handle: with runtime/ (bindings, the failure log). */
 static void open_store(void)
 {
-	ck_assert_int_eq(sa_store_open(&st, dir, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_open(&st, dir, SA_STORE_RUNTIME), SA_STORE_OK);
 }
 
 static void reopen_store(void)
@@ -955,6 +958,464 @@ START_TEST(test_password_and_key_never_in_files)
 END_TEST
 
 
+/* ---- two files: runtime/ apart from data.mdb ---- */
+
+/* In a child process, as sipauthctl would: open without runtime/, run fn. */
+static void as_sipauthctl(int (*fn)(struct sa_store *, void *), void *arg)
+{
+	pid_t pid = fork();
+	int status;
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct sa_store *admin;
+		int rc = sa_store_open(&admin, dir, 0);
+		if (rc == SA_STORE_OK)
+			rc = fn(admin, arg);
+		sa_store_close(admin);
+		_exit(rc == SA_STORE_OK ? 0 : 1);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static int delete_cred_fn(struct sa_store *admin, void *arg)
+{
+	return sa_store_credential_delete(admin, trunk.id, arg);
+}
+
+struct deleted {
+	char id[8][SA_ID_MAX];
+	int n;
+	int stop_after;
+};
+
+static int deleted_cb(const char *cred_id, void *arg)
+{
+	struct deleted *d = arg;
+
+	if (d->n < 8)
+		snprintf(d->id[d->n], SA_ID_MAX, "%s", cred_id);
+	d->n++;
+	return d->stop_after != 0 && d->n >= d->stop_after;
+}
+
+START_TEST(test_tombstones_name_deleted_credentials_in_order)
+{
+	struct sa_credential c[3];
+	struct deleted d = { .n = 0 };
+	uint64_t last = 77;
+
+	ck_assert_int_eq(sa_store_deleted_since(st, 0, deleted_cb, &d, &last), SA_STORE_OK);
+	ck_assert_int_eq(d.n, 0);
+	ck_assert_uint_eq(last, 77);   /* none: unchanged */
+	create_cred(trunk.id, "one", &c[0]);
+	create_cred(trunk.id, "two", &c[1]);
+	create_cred(trunk.id, "three", &c[2]);
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, c[1].id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, c[0].id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, "cred_nope"), SA_STORE_ENOTFOUND);   /* no tombstone */
+	ck_assert_int_eq(sa_store_deleted_since(st, 0, deleted_cb, &d, &last), SA_STORE_OK);
+	ck_assert_int_eq(d.n, 2);
+	ck_assert_str_eq(d.id[0], c[1].id);
+	ck_assert_str_eq(d.id[1], c[0].id);
+	ck_assert_uint_eq(last, 2);
+	d.n = 0;
+	ck_assert_int_eq(sa_store_deleted_since(st, 1, deleted_cb, &d, &last), SA_STORE_OK);
+	ck_assert_int_eq(d.n, 1);
+	ck_assert_str_eq(d.id[0], c[0].id);
+	d = (struct deleted){ .n = 0, .stop_after = 1 };
+	last = 0;
+	ck_assert_int_eq(sa_store_deleted_since(st, 0, deleted_cb, &d, &last), SA_STORE_OK);
+	ck_assert_int_eq(d.n, 1);
+	ck_assert_uint_eq(last, 1);   /* the callback stopped at the first */
+	/* a delete by a process without runtime/ leaves one too, and the reader sees it */
+	as_sipauthctl(delete_cred_fn, c[2].id);
+	d.n = 0;
+	d.stop_after = 0;
+	ck_assert_int_eq(sa_store_deleted_since(st, 2, deleted_cb, &d, &last), SA_STORE_OK);
+	ck_assert_int_eq(d.n, 1);
+	ck_assert_str_eq(d.id[0], c[2].id);
+	ck_assert_uint_eq(last, 3);
+}
+END_TEST
+
+/* Writes raw records into main behind the store's back (the store closed:
+ * LMDB opens an environment once per process). */
+static MDB_env *raw_open(const char *path)
+{
+	MDB_env *env;
+	struct stat sb;
+
+	ck_assert_int_eq(stat(path, &sb), 0);
+	ck_assert_int_eq(mdb_env_create(&env), 0);
+	ck_assert_int_eq(mdb_env_set_maxdbs(env, 32), 0);
+	ck_assert_int_eq(mdb_env_open(env, path, MDB_WRITEMAP, 0600), 0);
+	return env;
+}
+
+static void raw_put(MDB_txn *txn, const char *db, const void *k, size_t klen, const void *v, size_t vlen)
+{
+	MDB_dbi dbi;
+	MDB_val kk = { klen, (void *)k }, vv = { vlen, (void *)v };
+
+	ck_assert_int_eq(mdb_dbi_open(txn, db, MDB_CREATE, &dbi), 0);
+	ck_assert_int_eq(mdb_put(txn, dbi, &kk, &vv, 0), 0);
+}
+
+static size_t be64(unsigned char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--)
+		*p++ = (unsigned char)(v >> (i * 8));
+	return 8;
+}
+
+/* The newest 100 000 tombstones are kept: positions stay consecutive, so a
+ * reader that was behind sees the gap. */
+START_TEST(test_tombstones_keep_the_newest_100000)
+{
+	struct sa_credential cr;
+	struct deleted d = { .n = 0, .stop_after = 1 };
+	unsigned char k[8];
+	uint64_t last = 0, seq = 100000;
+	MDB_txn *txn;
+
+	create_cred(trunk.id, "one", &cr);
+	sa_store_close(st);
+	st = NULL;
+	MDB_env *env = raw_open(dir);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	for (uint64_t i = 1; i <= 100000; i++)
+		raw_put(txn, "cred_deleted", k, be64(k, i), "cred_gone", 9);
+	raw_put(txn, "meta", "del_seq", 7, &seq, sizeof seq);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	open_store();
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, cr.id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_deleted_since(st, 0, deleted_cb, &d, &last), SA_STORE_OK);
+	ck_assert_uint_eq(last, 2);   /* the oldest one was dropped: a reader at 0 sees the gap */
+	d = (struct deleted){ .n = 0 };
+	ck_assert_int_eq(sa_store_deleted_since(st, 100000, deleted_cb, &d, &last), SA_STORE_OK);
+	ck_assert_int_eq(d.n, 1);
+	ck_assert_str_eq(d.id[0], cr.id);
+	ck_assert_uint_eq(last, 100001);
+	d = (struct deleted){ .n = 0 };
+	ck_assert_int_eq(sa_store_deleted_since(st, 0, deleted_cb, &d, &last), SA_STORE_OK);
+	ck_assert_int_eq(d.n, 100000);
+}
+END_TEST
+
+/* A credential deleted by a process without runtime/ (sipauthctl): its
+ * bindings vanish for every reader at once, and the purge removes them. */
+START_TEST(test_deleted_credentials_bindings_are_skipped_then_purged)
+{
+	struct sa_credential gone, kept;
+	struct names n = { .n = 0 };
+	struct sa_store_usage u0, u1;
+	uint64_t count, removed = 99;
+	char contact[64];
+
+	create_cred(trunk.id, "gone", &gone);
+	create_cred(trunk.id, "kept", &kept);
+	for (int i = 0; i < 40; i++) {
+		snprintf(contact, sizeof contact, "sip:gone-%d@192.0.2.10", i);
+		struct sa_binding b = binding(gone.id, contact, NOW, i == 0 ? NOW - 1 : NOW + 3600);
+		ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	}
+	struct sa_binding b = binding(kept.id, "sip:kept@192.0.2.11", NOW, NOW + 3600);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_binding_count(st, NOW, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 40);   /* one of gone's has expired */
+
+	as_sipauthctl(delete_cred_fn, gone.id);
+	ck_assert_int_eq(sa_store_binding_list_trunk(st, trunk.id, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 1);
+	ck_assert_str_eq(n.v[0], "sip:kept@192.0.2.11");
+	n.n = 0;
+	ck_assert_int_eq(sa_store_binding_list_credential(st, gone.id, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 0);
+	ck_assert_int_eq(sa_store_binding_count(st, NOW, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 1);
+	ck_assert_int_eq(sa_store_binding_count(st, NOW - 10, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 1);   /* the expired one is not subtracted twice */
+
+	/* they still take room until purged */
+	ck_assert_int_eq(sa_store_runtime_usage(st, &u0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_binding_purge_orphans(st, &removed), SA_STORE_OK);
+	ck_assert_uint_eq(removed, 40);
+	ck_assert_int_eq(sa_store_runtime_usage(st, &u1), SA_STORE_OK);
+	ck_assert_uint_lt(u1.used, u0.used);
+	ck_assert_int_eq(sa_store_binding_purge_orphans(st, &removed), SA_STORE_OK);
+	ck_assert_uint_eq(removed, 0);
+	ck_assert_int_eq(sa_store_binding_count(st, NOW, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 1);
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 7200), 1);   /* the indexes went with them */
+}
+END_TEST
+
+/* The daemon's way: the tombstones, and delete_all for each. */
+START_TEST(test_tombstones_lead_to_the_bindings)
+{
+	struct sa_credential c1, c2;
+	struct deleted d = { .n = 0 };
+	uint64_t pos = 0, count;
+
+	create_cred(trunk.id, "one", &c1);
+	create_cred(trunk.id, "two", &c2);
+	struct sa_binding b = binding(c1.id, "sip:one@192.0.2.10", NOW, NOW + 3600);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	b = binding(c2.id, "sip:two@192.0.2.10", NOW, NOW + 3600);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, c1.id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_deleted_since(st, pos, deleted_cb, &d, &pos), SA_STORE_OK);
+	ck_assert_int_eq(d.n, 1);
+	ck_assert_int_eq(sa_store_binding_delete_all(st, d.id[0]), SA_STORE_OK);
+	uint64_t removed = 9;
+	ck_assert_int_eq(sa_store_binding_purge_orphans(st, &removed), SA_STORE_OK);
+	ck_assert_uint_eq(removed, 0);   /* nothing left for the purge */
+	ck_assert_int_eq(sa_store_binding_count(st, NOW, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 1);
+}
+END_TEST
+
+/* A store written before tombstones existed, opened read-only (sipauthctl's
+ * list commands): no cred_deleted, read as none; a writable open makes it. */
+START_TEST(test_store_without_tombstones_reads_as_none)
+{
+	struct sa_credential cr;
+	struct deleted d = { .n = 0 };
+	struct sa_store *ro;
+	uint64_t last = 5;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	sa_store_close(st);
+	st = NULL;
+	MDB_env *env = raw_open(dir);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "cred_deleted", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_drop(txn, dbi, 1), 0);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	ck_assert_int_eq(sa_store_open(&ro, dir, SA_STORE_RDONLY), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_deleted_since(ro, 0, deleted_cb, &d, &last), SA_STORE_OK);
+	ck_assert_int_eq(d.n, 0);
+	ck_assert_uint_eq(last, 5);
+	ck_assert_int_eq(sa_store_credential_find(ro, trunk.id, PRODUCT_USER, &cr), SA_STORE_OK);
+	sa_store_close(ro);
+	open_store();
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, cr.id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_deleted_since(st, 0, deleted_cb, &d, &last), SA_STORE_OK);
+	ck_assert_int_eq(d.n, 1);
+	ck_assert_str_eq(d.id[0], cr.id);
+}
+END_TEST
+
+/* sipauthctl's open never has runtime/: the binding and failure-log calls
+ * say so, and a new store gets no runtime/ from it. */
+START_TEST(test_open_without_runtime_refuses_binding_calls)
+{
+	struct sa_credential cr;
+	struct sa_store_usage u;
+	struct names n = { .n = 0 };
+	struct stat sb;
+	char path[96];
+	uint64_t count, removed;
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	sa_store_close(st);
+	ck_assert_int_eq(sa_store_open(&st, dir, 0), SA_STORE_OK);
+	struct sa_binding b = binding(cr.id, "sip:x@192.0.2.1", NOW, NOW + 60);
+	struct sa_binding_change ch = { b.contact, &b };
+	struct sa_authfail f = failure(trunk.id, NOW, "x");
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_binding_apply(st, cr.id, &ch, 1, 0), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_binding_delete(st, cr.id, b.contact), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_binding_delete_all(st, cr.id), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_binding_list_credential(st, cr.id, binding_cb, &n), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_binding_list_trunk(st, trunk.id, binding_cb, &n), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_binding_count(st, NOW, &count), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_binding_purge_orphans(st, &removed), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_authfail_add(st, &f, 5), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_authfail_list(st, trunk.id, 0, 0, authfail_cb, &n), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_runtime_usage(st, &u), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_flush(st), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &cr), SA_STORE_OK);
+	sa_store_close(st);
+	st = NULL;
+
+	/* a new store made without runtime/ has none */
+	snprintf(path, sizeof path, "%s/new", dir);
+	ck_assert_int_eq(sa_store_open(&st, path, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_init(st, NULL), SA_STORE_OK);
+	sa_store_close(st);
+	snprintf(path, sizeof path, "%s/new/runtime", dir);
+	ck_assert_int_eq(stat(path, &sb), -1);
+	open_store();
+}
+END_TEST
+
+/* A write transaction held on data.mdb by another process (an
+ * administrator's, stopped): bindings and failure-log records go in at once. */
+START_TEST(test_main_writer_does_not_block_binding_writes)
+{
+	struct sa_credential cr;
+	struct sa_store_usage u;
+	struct timespec t0, t1;
+	int ready[2], status;
+	char c;
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	ck_assert_int_eq(sa_store_usage(st, &u), SA_STORE_OK);
+	ck_assert_int_eq(pipe(ready), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		MDB_env *env;
+		MDB_txn *txn;
+		if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 32) != 0 ||
+		    mdb_env_set_mapsize(env, (size_t)u.map_size) != 0 ||
+		    mdb_env_open(env, dir, MDB_WRITEMAP | MDB_NOTLS, 0600) != 0 || mdb_txn_begin(env, NULL, 0, &txn) != 0)
+			_exit(1);
+		if (write(ready[1], "x", 1) != 1)
+			_exit(1);
+		sleep(2);
+		mdb_txn_abort(txn);
+		mdb_env_close(env);
+		_exit(0);
+	}
+	close(ready[1]);
+	ck_assert_int_eq(read(ready[0], &c, 1), 1);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	struct sa_binding b = binding(cr.id, "sip:new@192.0.2.10", NOW, NOW + 3600);
+	struct sa_binding_change ch = { b.contact, &b };
+	ck_assert_int_eq(sa_store_binding_apply(st, cr.id, &ch, 1, 0), SA_STORE_OK);
+	struct sa_authfail f = failure(trunk.id, NOW, "x");
+	ck_assert_int_eq(sa_store_authfail_add(st, &f, 5), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &cr), SA_STORE_OK);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	ck_assert_msg(took < 1.0, "binding writes waited %.2f s behind data.mdb's writer", took);
+	/* the lock was held: a credential write waits for it */
+	struct sa_account a;
+	ck_assert_int_eq(sa_store_account_create(st, "waits", NOW, &a), SA_STORE_OK);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	ck_assert_msg(took >= 1.0, "the account was created after %.2f s: the other writer held nothing", took);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close(ready[0]);
+}
+END_TEST
+
+/* ---- a store made before the split ---- */
+
+/* struct authfail_state, as store.c keeps it */
+struct legacy_state {
+	uint64_t next_seq;
+	uint64_t count;
+};
+
+/* Writes what the single-environment layout kept in data.mdb: a binding
+ * with its two index entries, and the failure log with its state. */
+static void legacy_records(const struct sa_credential *cr)
+{
+	unsigned char k[256], h[SHA256_DIGEST_LENGTH];
+	struct sa_binding b = binding(cr->id, "sip:legacy@192.0.2.50", NOW, NOW + 600);
+	struct sa_authfail f = failure(trunk.id, NOW, "old-failure");
+	struct legacy_state s = { 1, 1 };
+	size_t n, bk;
+	MDB_txn *txn;
+
+	snprintf(b.trunk_id, sizeof b.trunk_id, "%s", trunk.id);
+	MDB_env *env = raw_open(dir);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	SHA256((const unsigned char *)b.contact, strlen(b.contact), h);
+	bk = strlen(cr->id) + 1;
+	memcpy(k, cr->id, bk);
+	memcpy(k + bk, h, sizeof h);
+	bk += sizeof h;
+	raw_put(txn, "bindings", k, bk, &b, sizeof b);
+	n = strlen(trunk.id) + 1;
+	memmove(k + n, k, bk);
+	memcpy(k, trunk.id, n);
+	raw_put(txn, "bindings_by_trunk", k, n + bk, "", 1);
+	memmove(k, k + n, bk);
+	memmove(k + 9, k, bk);
+	be64(k, (uint64_t)(NOW + 600) ^ ((uint64_t)1 << 63));
+	k[8] = '\0';
+	raw_put(txn, "bindings_by_expiry", k, 9 + bk, "", 1);
+	n = strlen(trunk.id) + 1;
+	memcpy(k, trunk.id, n);
+	n += be64(k + n, 0);
+	raw_put(txn, "authfail", k, n, &f, sizeof f);
+	raw_put(txn, "authfail_state", trunk.id, strlen(trunk.id), &s, sizeof s);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+static bool legacy_in_main(void)
+{
+	MDB_env *env = raw_open(dir);
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	bool any = false;
+
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	for (const char **db = (const char *[]){ "bindings", "bindings_by_trunk", "bindings_by_expiry", "authfail",
+	                                         "authfail_state", NULL }; *db != NULL; db++)
+		any |= mdb_dbi_open(txn, *db, 0, &dbi) == 0;
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return any;
+}
+
+/* The daemon's first open moves the bindings and the failure log out of
+ * data.mdb; a second move (as after an interruption between its two
+ * commits) adds nothing twice. */
+START_TEST(test_open_moves_a_legacy_store)
+{
+	struct sa_credential cr;
+	struct names n = { .n = 0 };
+	uint64_t count;
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	sa_store_close(st);
+	st = NULL;
+	for (int round = 0; round < 2; round++) {
+		legacy_records(&cr);
+		ck_assert(legacy_in_main());
+		/* sipauthctl's open leaves them where they are */
+		ck_assert_int_eq(sa_store_open(&st, dir, 0), SA_STORE_OK);
+		sa_store_close(st);
+		ck_assert(legacy_in_main());
+		open_store();
+		sa_store_close(st);
+		st = NULL;
+		ck_assert(!legacy_in_main());
+	}
+	open_store();
+	ck_assert_int_eq(sa_store_binding_list_credential(st, cr.id, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 1);
+	ck_assert_str_eq(n.v[0], "sip:legacy@192.0.2.50");
+	n.n = 0;
+	ck_assert_int_eq(sa_store_binding_list_trunk(st, trunk.id, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 1);   /* the trunk index was rebuilt */
+	ck_assert_int_eq(sa_store_binding_count(st, NOW, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 1);
+	n.n = 0;
+	struct sa_authfail f = failure(trunk.id, NOW + 1, "new-failure");
+	ck_assert_int_eq(sa_store_authfail_add(st, &f, 5), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_authfail_list(st, trunk.id, 0, 0, authfail_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 2);   /* the log continues after the moved record */
+	ck_assert_str_eq(n.v[0], "new-failure");
+	ck_assert_str_eq(n.v[1], "old-failure");
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 600), 1);   /* the expiry index was rebuilt */
+}
+END_TEST
+
 /* ---- storage under stress: open checks, reserved map, headroom, errors ---- */
 
 #define SMALL_MAP ((uint64_t)1 << 20)
@@ -963,7 +1424,7 @@ static char data_path[96];
 
 static void setup_small(void)
 {
-	struct sa_store_opts o = { .flags = 0, .map_size = SMALL_MAP };
+	struct sa_store_opts o = { .flags = SA_STORE_RUNTIME, .map_size = SMALL_MAP };
 
 	snprintf(dir, sizeof dir, "%s", "/tmp/test_store.XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(dir));
@@ -1073,39 +1534,59 @@ START_TEST(test_map_size_grows_and_never_shrinks)
 }
 END_TEST
 
+/* Adds credentials until the store refuses one; how many went in. */
+static int fill_with_credentials(void)
+{
+	struct sa_credential cr;
+	char user[32], why[160];
+	int n = 0, rc;
+
+	do {
+		snprintf(user, sizeof user, "fill-%d", n);
+		rc = sa_store_credential_create(st, trunk.id, user, PRODUCT_PASSWORD, strlen(PRODUCT_PASSWORD), 0, NOW,
+		                                &cr, why, sizeof why);
+		n += rc == SA_STORE_OK;
+	} while (rc == SA_STORE_OK && n < 10000);
+	ck_assert_int_eq(rc, SA_STORE_EMAPFULL);
+	return n;
+}
+
+/* runtime/ full of bindings: new bindings and failure-log records are
+ * refused, refreshes, expiry and deletes are not, and data.mdb still takes
+ * credentials. */
 START_TEST(test_headroom_refuses_new_records_but_not_deletes)
 {
-	struct sa_credential c1, c2;
+	struct sa_credential c1, c2, c3;
 	struct sa_store_usage u;
 	struct sa_store_fault f;
 	struct sa_authfail af = { .at = NOW };
-	char why[160] = "";
 	uint64_t n;
 
 	create_cred(trunk.id, "pbx-a", &c1);
 	create_cred(trunk.id, "pbx-b", &c2);
 	int added = fill_with_bindings(c1.id);
 	ck_assert_int_gt(added, 50);
-	ck_assert_int_eq(sa_store_usage(st, &u), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_runtime_usage(st, &u), SA_STORE_OK);
 	ck_assert_uint_ge(u.percent, SA_STORE_HEADROOM_PERCENT);
 	ck_assert_uint_lt(u.percent, 100);
+	ck_assert_int_eq(sa_store_usage(st, &u), SA_STORE_OK);
+	ck_assert_uint_lt(u.percent, 50);   /* the other file */
 	sa_store_fault(st, &f);
 	ck_assert_int_eq(f.err, SA_STORE_EMAPFULL);
 	ck_assert(f.failing);
 	ck_assert_uint_eq(f.failures, 1);
 	ck_assert_msg(strstr(f.detail, "new records are refused above 90%") != NULL, "detail: %s", f.detail);
 
-	/* every kind of new record is refused... */
-	ck_assert_int_eq(sa_store_credential_create(st, trunk.id, "pbx-c", PRODUCT_PASSWORD, strlen(PRODUCT_PASSWORD),
-	                                            0, NOW, &c2, why, sizeof why), SA_STORE_EMAPFULL);
-	ck_assert_int_eq(sa_store_account_create(st, "Other", NOW, &acc), SA_STORE_EMAPFULL);
+	/* every kind of new runtime record is refused... */
 	snprintf(af.trunk_id, sizeof af.trunk_id, "%s", trunk.id);
 	snprintf(af.username, sizeof af.username, "nobody");
 	ck_assert_int_eq(sa_store_authfail_add(st, &af, 1000), SA_STORE_EMAPFULL);
 	struct sa_binding b = binding(c2.id, "sip:new@192.0.2.20", NOW, NOW + 3600);
 	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_EMAPFULL);
+	/* ...while credentials, in data.mdb, still go in */
+	create_cred(trunk.id, "pbx-c", &c3);
 
-	/* ...a refresh, expiry and deletes are not */
+	/* a refresh, expiry and deletes are not refused */
 	b = binding(c1.id, "sip:fill-0@192.0.2.10", NOW + 10, NOW + 10);
 	b.cseq = 2;
 	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
@@ -1114,14 +1595,43 @@ START_TEST(test_headroom_refuses_new_records_but_not_deletes)
 	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 10), 1);
 	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, c1.id), SA_STORE_OK);
 	ck_assert_int_eq(sa_store_binding_count(st, NOW, &n), SA_STORE_OK);
-	ck_assert_uint_eq(n, 0);
+	ck_assert_uint_eq(n, 0);   /* its bindings are skipped at once... */
+	uint64_t removed = 0;
+	ck_assert_int_eq(sa_store_binding_purge_orphans(st, &removed), SA_STORE_OK);
+	ck_assert_uint_eq(removed, (uint64_t)added - 1);   /* ...and removed by the purge */
 
 	/* and the room they made is used again */
-	ck_assert_int_eq(sa_store_usage(st, &u), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_runtime_usage(st, &u), SA_STORE_OK);
 	ck_assert_uint_lt(u.percent, 50);
 	b = binding(c2.id, "sip:new@192.0.2.20", NOW, NOW + 3600);
 	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
 	ck_assert_int_ge(fill_with_bindings(c2.id), added * 9 / 10);   /* freed pages are used again */
+}
+END_TEST
+
+/* data.mdb full of credentials: new accounts, keys, trunks and credentials
+ * are refused, deletes are not, and runtime/ still takes bindings. */
+START_TEST(test_main_full_refuses_credentials_but_not_bindings)
+{
+	struct sa_credential c1, c2;
+	struct sa_store_usage u;
+	char key[SA_APIKEY_LEN + 1], why[160];
+	struct sa_trunk t2;
+
+	create_cred(trunk.id, "pbx-a", &c1);
+	ck_assert_int_gt(fill_with_credentials(), 50);
+	ck_assert_int_eq(sa_store_usage(st, &u), SA_STORE_OK);
+	ck_assert_uint_ge(u.percent, SA_STORE_HEADROOM_PERCENT);
+	ck_assert_int_eq(sa_store_credential_create(st, trunk.id, "pbx-b", PRODUCT_PASSWORD, strlen(PRODUCT_PASSWORD),
+	                                            0, NOW, &c2, why, sizeof why), SA_STORE_EMAPFULL);
+	ck_assert_int_eq(sa_store_account_create(st, "Other", NOW, &acc), SA_STORE_EMAPFULL);
+	ck_assert_int_eq(sa_store_apikey_create(st, acc.id, NOW, key), SA_STORE_EMAPFULL);
+	ck_assert_int_eq(sa_store_trunk_create(st, acc.id, "x", NOW, &t2), SA_STORE_EMAPFULL);
+	struct sa_binding b = binding(c1.id, "sip:new@192.0.2.20", NOW, NOW + 3600);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	struct sa_authfail af = failure(trunk.id, NOW, "nobody");
+	ck_assert_int_eq(sa_store_authfail_add(st, &af, 1000), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, c1.id), SA_STORE_OK);
 }
 END_TEST
 
@@ -1133,7 +1643,7 @@ static void grow_in_child(const char *cred_id, uint64_t map_size, uint64_t past)
 
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
-		struct sa_store_opts o = { .flags = 0, .map_size = map_size };
+		struct sa_store_opts o = { .flags = SA_STORE_RUNTIME, .map_size = map_size };
 		struct sa_store_usage u = { .used = 0 };
 		struct sa_store *other;
 		char contact[64];
@@ -1143,7 +1653,7 @@ static void grow_in_child(const char *cred_id, uint64_t map_size, uint64_t past)
 			struct sa_binding b = binding(cred_id, contact, NOW, NOW + 3600);
 			rc = sa_store_binding_put(other, &b, 0);
 			if (rc == SA_STORE_OK)
-				rc = sa_store_usage(other, &u);
+				rc = sa_store_runtime_usage(other, &u);
 		}
 		_exit(rc == SA_STORE_OK ? 0 : 1);
 	}
@@ -1176,12 +1686,103 @@ START_TEST(test_dup_threads_take_up_a_map_grown_by_another_process)
 	}
 	ck_assert_int_eq(pthread_join(t, NULL), 0);
 	ck_assert_msg(w.failures == 0, "%d calls failed in the second thread, first %s", w.failures, w.first);
-	ck_assert_int_eq(sa_store_usage(st, &u), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_runtime_usage(st, &u), SA_STORE_OK);
 	ck_assert_uint_eq(u.map_size, 4 * SMALL_MAP);
 	ck_assert_uint_gt(u.used, SMALL_MAP);
-	ck_assert_int_eq(sa_store_usage(h2, &u), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_runtime_usage(h2, &u), SA_STORE_OK);
 	ck_assert_uint_eq(u.map_size, 4 * SMALL_MAP);
+	ck_assert_int_eq(sa_store_usage(h2, &u), SA_STORE_OK);
+	ck_assert_uint_eq(u.map_size, 4 * SMALL_MAP);   /* data.mdb, recorded grown by the other process */
 	sa_store_close(h2);
+}
+END_TEST
+
+/* runtime/ is mapped and reserved like data.mdb. */
+START_TEST(test_runtime_file_is_reserved_like_main)
+{
+	struct sa_store_usage u;
+	char path[128];
+	struct stat sb;
+
+	ck_assert_int_eq(sa_store_runtime_usage(st, &u), SA_STORE_OK);
+	ck_assert(u.reserved);
+	ck_assert_uint_eq(u.map_size, SMALL_MAP);
+	snprintf(path, sizeof path, "%s/runtime/data.mdb", dir);
+	ck_assert_int_eq(stat(path, &sb), 0);
+	ck_assert_int_eq(sb.st_size, (off_t)SMALL_MAP);
+	ck_assert_msg((uint64_t)sb.st_blocks * 512 >= SMALL_MAP, "only %lld bytes allocated",
+	              (long long)sb.st_blocks * 512);
+	snprintf(path, sizeof path, "%s/runtime", dir);
+	ck_assert_int_eq(stat(path, &sb), 0);
+	ck_assert_int_eq(sb.st_mode & 0777, 0700);
+}
+END_TEST
+
+/* sipauthctl --map-size grows data.mdb only (it never opens runtime/); the
+ * daemon's runtime map follows, reserved on disk, and stays grown. */
+START_TEST(test_runtime_map_follows_main_growth)
+{
+	struct sa_store_opts o = { .flags = 0, .map_size = 4 * SMALL_MAP };
+	struct sa_store_usage u;
+	char path[128];
+	struct stat sb;
+	int status;
+
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct sa_store *admin;
+		int rc = sa_store_open_with(&admin, dir, &o, NULL, 0);
+		sa_store_close(admin);
+		_exit(rc == SA_STORE_OK ? 0 : 1);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	snprintf(path, sizeof path, "%s/runtime/data.mdb", dir);
+	ck_assert_int_eq(file_size(path), (off_t)SMALL_MAP);   /* the other process left runtime/ alone */
+	ck_assert_int_eq(sa_store_usage(st, &u), SA_STORE_OK);
+	ck_assert_uint_eq(u.map_size, 4 * SMALL_MAP);
+	ck_assert_int_eq(sa_store_runtime_usage(st, &u), SA_STORE_OK);
+	ck_assert_uint_eq(u.map_size, 4 * SMALL_MAP);
+	ck_assert_int_eq(stat(path, &sb), 0);
+	ck_assert_int_eq(sb.st_size, (off_t)(4 * SMALL_MAP));
+	ck_assert((uint64_t)sb.st_blocks * 512 >= 4 * SMALL_MAP);
+	sa_store_close(st);
+	o.flags = SA_STORE_RUNTIME;
+	o.map_size = 0;
+	ck_assert_int_eq(sa_store_open_with(&st, dir, &o, NULL, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_runtime_usage(st, &u), SA_STORE_OK);
+	ck_assert_uint_eq(u.map_size, 4 * SMALL_MAP);
+}
+END_TEST
+
+/* A truncated runtime/data.mdb is refused like data.mdb, by the daemon's
+ * open only: sipauthctl does not read it. */
+START_TEST(test_open_refuses_truncated_runtime_file)
+{
+	struct sa_store_opts o = { .flags = SA_STORE_RUNTIME, .map_size = 0 };
+	struct sa_store *other = NULL;
+	struct sa_credential cr;
+	char path[128], why[256] = "";
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	for (int i = 0; i < 50; i++) {
+		char contact[64];
+		snprintf(contact, sizeof contact, "sip:t-%d@192.0.2.10", i);
+		struct sa_binding b = binding(cr.id, contact, NOW, NOW + 3600);
+		ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	}
+	sa_store_close(st);
+	st = NULL;
+	snprintf(path, sizeof path, "%s/runtime/data.mdb", dir);
+	ck_assert_int_eq(truncate(path, 3 * 4096), 0);
+	ck_assert_int_eq(sa_store_open_with(&other, dir, &o, why, sizeof why), SA_STORE_ECORRUPT);
+	ck_assert_ptr_null(other);
+	ck_assert_msg(strstr(why, "runtime/data.mdb is truncated: 12288 bytes") != NULL, "why: %s", why);
+	ck_assert_int_eq(file_size(path), 3 * 4096);
+	o.flags = 0;
+	ck_assert_int_eq(sa_store_open_with(&st, dir, &o, why, sizeof why), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &cr), SA_STORE_OK);
 }
 END_TEST
 
@@ -1333,6 +1934,10 @@ static Suite *store_suite(void)
 	tcase_add_test(small, test_writer_reserves_whole_map_on_disk);
 	tcase_add_test(small, test_map_size_grows_and_never_shrinks);
 	tcase_add_test(small, test_headroom_refuses_new_records_but_not_deletes);
+	tcase_add_test(small, test_main_full_refuses_credentials_but_not_bindings);
+	tcase_add_test(small, test_runtime_file_is_reserved_like_main);
+	tcase_add_test(small, test_runtime_map_follows_main_growth);
+	tcase_add_test(small, test_open_refuses_truncated_runtime_file);
 	tcase_add_test(small, test_binding_apply_is_all_or_nothing);
 	tcase_add_test(small, test_binding_count_is_live_bindings);
 	tcase_add_test(small, test_dup_threads_take_up_a_map_grown_by_another_process);
@@ -1370,6 +1975,14 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_find_sees_writes_by_another_process);
 	tcase_add_test(tc, test_password_and_key_never_in_files);
 	tcase_add_test(tc, test_dup_handle_works_from_a_second_thread);
+	tcase_add_test(tc, test_tombstones_name_deleted_credentials_in_order);
+	tcase_add_test(tc, test_tombstones_keep_the_newest_100000);
+	tcase_add_test(tc, test_store_without_tombstones_reads_as_none);
+	tcase_add_test(tc, test_deleted_credentials_bindings_are_skipped_then_purged);
+	tcase_add_test(tc, test_tombstones_lead_to_the_bindings);
+	tcase_add_test(tc, test_open_without_runtime_refuses_binding_calls);
+	tcase_add_test(tc, test_main_writer_does_not_block_binding_writes);
+	tcase_add_test(tc, test_open_moves_a_legacy_store);
 	suite_add_tcase(s, tc);
 	return s;
 }
