@@ -243,10 +243,12 @@ static int set_domain(struct parse *p, const char *v)
 
 static int set_gateway(struct parse *p, const char *v)
 {
-	if (sa_endpoint_parse(v, &p->cfg->gateway) < 0)
-		return perr(p, "bad gateway '%s' (want udp|tcp:ADDRESS:PORT)", v);
+	char why[512];
+	if (sa_upstream_spec_parse(&p->cfg->gateway, v, why, sizeof(why)) < 0)
+		return perr(p, "%s", why);
 	return 0;
 }
+
 
 static int set_tls_version(struct parse *p, const char *v)
 {
@@ -319,6 +321,9 @@ static const struct key keys[] = {
 	FN("sip", "domain", domain, set_domain_key, false),
 	FN("upstream", "gateway", gateway, set_gateway_key, false),
 	LIST("upstream", "trusted", trusted, ntrusted, add_trusted, false),
+	UINT("upstream", "failover_timeout_ms", failover_timeout_ms, 100, 32000, true),
+	UINT("upstream", "down_after", down_after, 1, 100, false),
+	UINT("upstream", "up_after", up_after, 1, 100, false),
 	STR("upstream", "tls_ca", tls.gateway_ca, true),
 	STR("upstream", "tls_server_name", tls.gateway_name, true),
 	LIST("auth", "algorithms", auth.algs, auth.nalgs, add_algorithm, false),
@@ -435,6 +440,9 @@ static void set_defaults(struct sa_config *c)
 	c->max_transactions_per_credential = 1000;
 	c->max_transaction_memory = 128;
 	c->timer_c = 181;
+	c->failover_timeout_ms = 2000;
+	c->down_after = 3;
+	c->up_after = 1;
 	c->max_calls = 10000;
 	c->abuse = (struct sa_abuse_cfg){ .max_failures = 10, .window = 60, .ban_time = 600 };
 	c->tls.min_version = 0x0303;
@@ -455,13 +463,14 @@ static int check_whole(struct parse *p)
 	p->line = 0;
 	if (c->nlisten == 0)
 		return perr(p, "[sip] listen is required");
-	if (c->gateway.port == 0)
+	if (c->gateway.n == 0)
 		return perr(p, "[upstream] gateway is required");
 	for (unsigned i = 0; i < c->nlisten; i++)
 		if (c->listen[i].proto == SA_PROTO_TLS && (!c->tls.certificate[0] || !c->tls.private_key[0]))
 			return perr(p, "[sip] listen has a tls listener: [tls] certificate and private_key are required");
-	if (c->gateway.proto == SA_PROTO_TLS && !c->tls.gateway_name[0])
-		return perr(p, "[upstream] gateway over tls needs tls_server_name (the name its certificate must carry)");
+	for (unsigned i = 0; i < c->gateway.n; i++)
+		if (c->gateway.e[i].proto == SA_PROTO_TLS && !c->tls.gateway_name[0])
+			return perr(p, "[upstream] gateway over tls needs tls_server_name (the name its certificate must carry)");
 	if (c->reg.min_expires > c->reg.max_expires)
 		return perr(p, "[registrar] min_expires is above max_expires");
 	if (c->reg.default_expires < c->reg.min_expires || c->reg.default_expires > c->reg.max_expires)

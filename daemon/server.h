@@ -18,6 +18,7 @@
 #include "sipmsg.h"
 #include "store.h"
 #include "txn.h"
+#include "upstream.h"
 
 struct sa_listener {
 	struct sa_endpoint ep;
@@ -106,6 +107,7 @@ struct sa_server {
 	struct event *drain;
 	unsigned nactive;               /* transactions not yet answered finally */
 	struct sa_http *http;           /* http.c: the [api] servers and their counters */
+	struct sa_upstream *upstream;   /* upstream.c: the gateways, their addresses and health */
 };
 
 /* transport.c */
@@ -155,6 +157,21 @@ unsigned sa_sip_in_flight(const struct sa_server *srv);
 int sa_sip_calls_save(struct sa_server *srv);
 
 uint64_t sa_now_ms(void);
+
+/* upstream.c: the gateways (lib/upstream) on the loop */
+#define SA_GATEWAY_RETRY_MS 30000   /* without probes, a gateway that went down is tried again after this */
+int sa_gateways_start(struct sa_server *srv);
+void sa_gateways_stop(struct sa_server *srv);
+/* The failover order for one INVITE, as flows. 0: no gateway has an address. */
+unsigned sa_gateways_order(struct sa_server *srv, struct sa_flow *flows, unsigned max);
+const char *sa_gateways_none_reason(struct sa_server *srv);
+void sa_gateways_sent(struct sa_server *srv, const struct sa_flow *to);
+void sa_gateways_failover(struct sa_server *srv, const struct sa_flow *from);
+/* What the gateway at `to` did (health; logs a line when it goes down or up). */
+void sa_gateways_report(struct sa_server *srv, const struct sa_flow *to, enum sa_up_event ev);
+bool sa_gateways_has_addr(struct sa_server *srv, const struct sockaddr *sa);
+/* sip.c: a connection we opened failed or closed: requests waiting on it move on. */
+void sa_sip_flow_failed(struct sa_server *srv, const struct sa_flow *fl);
 
 /* http.c: the REST API, /dashboard, /healthz and /metrics on [api] listen
  * (and /metrics alone on [api] metrics_listen). No listen: nothing. 0 or -1. */

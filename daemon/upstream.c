@@ -1,0 +1,113 @@
+/* upstream.c: the gateways on the loop: lib/upstream's state with the clock, random draws and log lines. */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "log.h"
+#include "server.h"
+
+static uint32_t rand_cb(void *arg)
+{
+	uint32_t r = 0;
+	if (RAND_bytes((unsigned char *)&r, sizeof(r)) != 1)
+		r = (uint32_t)random();
+	return r;
+}
+
+static void target_name(const struct sa_up_target *t, char *out, size_t len)
+{
+	bool v6 = strchr(t->host, ':') != NULL;
+	snprintf(out, len, "%s:%s%s%s:%u", sa_proto_name(t->proto), v6 ? "[" : "", t->host, v6 ? "]" : "", t->port);
+}
+
+int sa_gateways_start(struct sa_server *srv)
+{
+	const struct sa_config *c = &srv->cfg;
+	struct sa_upstream_cfg uc = { .down_after = c->down_after, .up_after = c->up_after,
+	                              .probing = c->probe_interval > 0, .retry_ms = SA_GATEWAY_RETRY_MS };
+	srv->upstream = calloc(1, sizeof(*srv->upstream));
+	if (!srv->upstream)
+		return -1;
+	sa_upstream_init(srv->upstream, &c->gateway, &uc);
+	return 0;
+}
+
+void sa_gateways_stop(struct sa_server *srv)
+{
+	free(srv->upstream);
+	srv->upstream = NULL;
+}
+
+static void flow_of(struct sa_server *srv, const struct sa_up_target *t, struct sa_flow *fl)
+{
+	memset(fl, 0, sizeof(*fl));
+	fl->proto = t->proto;
+	fl->ss = t->addr[0];
+	fl->sslen = t->addrlen[0];
+	fl->lidx = sa_transport_listener_for(srv, t->proto);
+}
+
+unsigned sa_gateways_order(struct sa_server *srv, struct sa_flow *flows, unsigned max)
+{
+	unsigned idx[SA_UPSTREAM_MAX];
+	unsigned n = sa_upstream_order(srv->upstream, sa_now_ms(), rand_cb, NULL, idx,
+	                               max < SA_UPSTREAM_MAX ? max : SA_UPSTREAM_MAX);
+	for (unsigned i = 0; i < n; i++)
+		flow_of(srv, &srv->upstream->t[idx[i]], &flows[i]);
+	return n;
+}
+
+/* Why no gateway has an address, for the one log line a 503 gets. */
+const char *sa_gateways_none_reason(struct sa_server *srv)
+{
+	const struct sa_upstream *u = srv->upstream;
+	if (u->spec.service && u->service_failed)
+		return "gateway name does not resolve";
+	for (unsigned i = 0; i < u->n; i++)
+		if (u->t[i].resolve_failed)
+			return "gateway name does not resolve";
+	return "gateway name not resolved yet";
+}
+
+static int target_of(struct sa_server *srv, const struct sa_flow *fl)
+{
+	return sa_upstream_find_addr(srv->upstream, &fl->ss.sa, false);
+}
+
+void sa_gateways_sent(struct sa_server *srv, const struct sa_flow *to)
+{
+	int i = target_of(srv, to);
+	if (i >= 0)
+		srv->upstream->t[i].sent++;
+}
+
+void sa_gateways_failover(struct sa_server *srv, const struct sa_flow *from)
+{
+	int i = target_of(srv, from);
+	if (i >= 0)
+		srv->upstream->t[i].failovers++;
+}
+
+void sa_gateways_report(struct sa_server *srv, const struct sa_flow *to, enum sa_up_event ev)
+{
+	int i = target_of(srv, to);
+	if (i < 0)
+		return;
+	struct sa_up_target *t = &srv->upstream->t[i];
+	if (!sa_upstream_report(srv->upstream, (unsigned)i, ev, sa_now_ms()))
+		return;
+	char name[SA_UPSTREAM_HOST_MAX + 32];
+	target_name(t, name, sizeof(name));
+	if (t->down)
+		log_warn("event=gateway_down gateway=%s reason=%s failures=%u", name, sa_up_event_name(ev), t->fails);
+	else
+		log_info("event=gateway_up gateway=%s reason=%s", name, sa_up_event_name(ev));
+}
+
+bool sa_gateways_has_addr(struct sa_server *srv, const struct sockaddr *sa)
+{
+	return srv->upstream && sa_upstream_find_addr(srv->upstream, sa, false) >= 0;
+}

@@ -1,0 +1,131 @@
+#!/bin/sh
+# upstream.sh: several gateways (issue 13): failover of an INVITE on 503, on silence and on a
+# transport error, before any final answer reaches the PBX; CANCEL follows the live branch; a
+# gateway that keeps failing is put down and skipped. sipp plays the PBX and two gateways
+# (127.0.0.2 and 127.0.0.3); which gateway got each call is counted in their message traces.
+. "$top_srcdir/test/lib.sh"
+need sipp
+setup_store || { fail "store setup"; finish; }
+PBX_ARGS="-au $SIP_USER -ap $SIP_PASS -key trunk_host $TRUNK_HOST"
+
+run_sipp() {
+	name=$1; shift
+	timeout 30 sipp "$@" -nostdin -trace_err -error_file "$T/$name.err" \
+		-trace_msg -message_file "$T/$name.msg" >"$T/$name.out" 2>&1
+}
+bg_sipp() {
+	name=$1; shift
+	spawn "$T/$name.out" timeout 40 sipp "$@" -nostdin -trace_err -error_file "$T/$name.err" \
+		-trace_msg -message_file "$T/$name.msg"
+}
+# invites NAME: INVITEs a sipp gateway received
+invites() { grep -c '^INVITE ' "$T/$1.msg" 2>/dev/null || echo 0; }
+pbx_call() {
+	name=$1; shift
+	run_sipp "$name" -sf "$SIPP_DIR/pbx_call.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port 127.0.0.1)" \
+		-s 15551234567 $PBX_ARGS -d 100 "$@"
+}
+# daemon GATEWAYS [EXTRA]: (re)start sipauthd with these gateways; G1 (127.0.0.2) and
+# G2 (127.0.0.3) are fresh ports each time
+daemon() {
+	[ -n "${SIPAUTHD_PID:-}" ] && stop "$SIPAUTHD_PID"
+	G1=$(free_port 127.0.0.2)
+	G2=$(free_port 127.0.0.3)
+	gws=$1
+	start_sipauthd "MD5" "[upstream]
+gateway = $(eval echo "$gws")
+trusted = 127.0.0.2/32, 127.0.0.3/32
+failover_timeout_ms = 1000
+down_after = 2
+${2:-}" || { fail "sipauthd did not start"; finish; }
+}
+
+# ---- 1. a 503 from the first gateway: the call completes through the second
+daemon 'udp:127.0.0.2:$G1, udp:127.0.0.3:$G2'
+bg_sipp gw1_503 -sf "$SIPP_DIR/gateway_503.xml" -i 127.0.0.2 -p "$G1" -m 1
+gw1=$!
+bg_sipp gw2_ok -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.3 -p "$G2" -m 1
+gw2=$!
+sleep 0.3
+pbx_call call_503 -m 1
+assert_eq "the PBX's call completes although the first gateway answered 503" 0 $?
+wait "$gw1"; assert_eq "the first gateway got the INVITE and the ACK for its 503" 0 $?
+wait "$gw2"; assert_eq "the second gateway got INVITE, ACK and BYE" 0 $?
+assert_eq "one INVITE reached each gateway" "1 1" "$(invites gw1_503) $(invites gw2_ok)"
+assert_nomatch "no 503 reached the PBX" "SIP/2.0 503" "$(cat "$T/call_503.msg")"
+assert_match "the failover is logged with its reason" \
+	"event=failover reason=503 from=udp:127.0.0.2:$G1 to=udp:127.0.0.3:$G2" "$(cat "$T/sipauthd.log")"
+
+# ---- 2. CANCEL follows the live branch: 503 from the first, the second rings, the PBX cancels
+bg_sipp gw1_503c -sf "$SIPP_DIR/gateway_503.xml" -i 127.0.0.2 -p "$G1" -m 1
+gw1=$!
+bg_sipp gw2_cancel -sf "$SIPP_DIR/gateway_cancelled.xml" -i 127.0.0.3 -p "$G2" -m 1
+gw2=$!
+sleep 0.3
+run_sipp cancel -sf "$SIPP_DIR/pbx_cancel.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port 127.0.0.1)" \
+	-s 15551234567 $PBX_ARGS -m 1
+assert_eq "the PBX cancels the call ringing on the second gateway: 200 and 487" 0 $?
+wait "$gw2"; assert_eq "the second gateway got the CANCEL and the ACK for its 487" 0 $?
+wait "$gw1"
+assert_match "the CANCEL went to the second gateway" "^CANCEL sip:" "$(cat "$T/gw2_cancel.msg")"
+assert_nomatch "no CANCEL went to the first" "^CANCEL" "$(cat "$T/gw1_503c.msg")"
+
+# ---- 3. the first gateway gone (nothing listens there): the second answers within a few seconds;
+# after down_after silent calls the first is down and calls go straight to the second
+daemon 'udp:127.0.0.2:$G1, udp:127.0.0.3:$G2'
+bg_sipp gw2_gone -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.3 -p "$G2" -m 3
+gw2=$!
+sleep 0.3
+t0=$(date +%s%N)
+pbx_call call_gone -m 1
+rc=$?
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+assert_eq "a call completes with the first gateway gone" 0 $rc
+if [ "$ms" -lt 3000 ]; then pass "it took $ms ms (failover_timeout_ms 1000, under 3 s)"; else fail "it took $ms ms"; fi
+assert_match "the failover is logged as a timeout" \
+	"event=failover reason=timeout from=udp:127.0.0.2:$G1 to=udp:127.0.0.3:$G2" "$(cat "$T/sipauthd.log")"
+pbx_call call_gone2 -m 1
+assert_eq "a second call completes too" 0 $?
+assert_match "after two failures in a row the first gateway is down" \
+	"event=gateway_down gateway=udp:127.0.0.2:$G1 reason=timeout failures=2" "$(cat "$T/sipauthd.log")"
+t0=$(date +%s%N)
+pbx_call call_gone3 -m 1
+rc=$?
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+assert_eq "a third call completes" 0 $rc
+assert_eq "it did not wait for the down gateway: two failovers logged in all" 2 \
+	"$(grep -c 'event=failover' "$T/sipauthd.log")"
+if [ "$ms" -lt 900 ]; then pass "the third call took $ms ms (no failover wait)"; else fail "the third call took $ms ms"; fi
+wait "$gw2"; assert_eq "the second gateway took all three calls" 0 $?
+
+# ---- 4. a transport error: the first gateway is TCP and refuses the connection
+daemon 'tcp:127.0.0.2:$G1, udp:127.0.0.3:$G2'
+bg_sipp gw2_tcp -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.3 -p "$G2" -m 1
+gw2=$!
+sleep 0.3
+t0=$(date +%s%N)
+pbx_call call_refused -m 1
+rc=$?
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+assert_eq "a call completes when the first gateway refuses the TCP connection" 0 $rc
+assert_match "the failover is logged as a transport error" \
+	"event=failover reason=transport_error from=tcp:127.0.0.2:$G1 to=udp:127.0.0.3:$G2" "$(cat "$T/sipauthd.log")"
+if [ "$ms" -lt 900 ]; then pass "no failover wait on a refused connection ($ms ms)"; else fail "refused connection took $ms ms"; fi
+wait "$gw2"; assert_eq "the second gateway took the call" 0 $?
+
+# ---- 5. every gateway answers 503: the PBX gets the last 503
+daemon 'udp:127.0.0.2:$G1, udp:127.0.0.3:$G2'
+bg_sipp gw1_all -sf "$SIPP_DIR/gateway_503.xml" -i 127.0.0.2 -p "$G1" -m 1
+gw1=$!
+bg_sipp gw2_all -sf "$SIPP_DIR/gateway_503.xml" -i 127.0.0.3 -p "$G2" -m 1
+gw2=$!
+sleep 0.3
+run_sipp all503 -sf "$SIPP_DIR/pbx_call.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port 127.0.0.1)" \
+	-s 15551234567 $PBX_ARGS -m 1
+wait "$gw1"; assert_eq "the first gateway's 503 was ACKed" 0 $?
+wait "$gw2"; assert_eq "the second gateway's 503 was ACKed" 0 $?
+assert_eq "the PBX got exactly one 503 (the last gateway's)" 1 \
+	"$(grep -A2 '^UDP message received \['  "$T/all503.msg" | grep -c '^SIP/2.0 503')"
+assert_match "both gateways were tried, in order" \
+	"event=failover reason=503 from=udp:127.0.0.2:$G1 to=udp:127.0.0.3:$G2" "$(cat "$T/sipauthd.log")"
+finish
