@@ -138,6 +138,20 @@ static int add_listen(struct parse *p, const char *item)
 	return 0;
 }
 
+/* A DNS server: "127.0.0.53:53" or "[::1]:53". */
+static int add_dns_server(struct parse *p, const char *item)
+{
+	struct sa_config *c = p->cfg;
+	char buf[128];
+	if (c->ndns_servers == SA_MAX_DNS_SERVERS)
+		return perr(p, "too many DNS servers (at most %d)", SA_MAX_DNS_SERVERS);
+	if (snprintf(buf, sizeof(buf), "udp:%s", item) >= (int)sizeof(buf) ||
+	    sa_endpoint_parse(buf, &c->dns_servers[c->ndns_servers]) < 0)
+		return perr(p, "bad DNS server '%s' (want ADDRESS:PORT, IPv6 as [ADDRESS]:PORT)", item);
+	c->ndns_servers++;
+	return 0;
+}
+
 /* An HTTP address: "127.0.0.1:8080" or "[::1]:8080". */
 static int add_http(struct parse *p, const char *item, struct sa_endpoint *eps, unsigned *n)
 {
@@ -324,6 +338,7 @@ static const struct key keys[] = {
 	UINT("upstream", "failover_timeout_ms", failover_timeout_ms, 100, 32000, true),
 	UINT("upstream", "down_after", down_after, 1, 100, false),
 	UINT("upstream", "up_after", up_after, 1, 100, false),
+	LIST("dns", "servers", dns_servers, ndns_servers, add_dns_server, false),
 	STR("upstream", "tls_ca", tls.gateway_ca, true),
 	STR("upstream", "tls_server_name", tls.gateway_name, true),
 	LIST("auth", "algorithms", auth.algs, auth.nalgs, add_algorithm, false),
@@ -488,7 +503,7 @@ static int parse_line(struct parse *p, char *line, char *sec, size_t seclen)
 		if (!e || trim(e + 1)[0])
 			return perr(p, "bad section header");
 		*e = '\0';
-		const char *known[] = { "sip", "upstream", "auth", "store", "registrar", "proxy", "limits", "log", "api", "tls", "abuse" };
+		const char *known[] = { "sip", "upstream", "auth", "store", "registrar", "proxy", "limits", "log", "api", "tls", "abuse", "dns" };
 		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 			if (strcmp(s + 1, known[i]) == 0) {
 				snprintf(sec, seclen, "%s", s + 1);

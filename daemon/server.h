@@ -108,6 +108,7 @@ struct sa_server {
 	unsigned nactive;               /* transactions not yet answered finally */
 	struct sa_http *http;           /* http.c: the [api] servers and their counters */
 	struct sa_upstream *upstream;   /* upstream.c: the gateways, their addresses and health */
+	struct sa_resolver *resolver;   /* resolve.c: c-ares on the loop; NULL when no gateway is named */
 };
 
 /* transport.c */
@@ -170,6 +171,9 @@ void sa_gateways_failover(struct sa_server *srv, const struct sa_flow *from);
 /* What the gateway at `to` did (health; logs a line when it goes down or up). */
 void sa_gateways_report(struct sa_server *srv, const struct sa_flow *to, enum sa_up_event ev);
 bool sa_gateways_has_addr(struct sa_server *srv, const struct sockaddr *sa);
+/* resolve.c: the gateways' names asked as their answers expire (nothing when all are numeric) */
+int sa_resolver_start(struct sa_server *srv);
+void sa_resolver_stop(struct sa_server *srv);
 /* sip.c: a connection we opened failed or closed: requests waiting on it move on. */
 void sa_sip_flow_failed(struct sa_server *srv, const struct sa_flow *fl);
 

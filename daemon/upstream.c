@@ -32,11 +32,12 @@ int sa_gateways_start(struct sa_server *srv)
 	if (!srv->upstream)
 		return -1;
 	sa_upstream_init(srv->upstream, &c->gateway, &uc);
-	return 0;
+	return sa_resolver_start(srv);
 }
 
 void sa_gateways_stop(struct sa_server *srv)
 {
+	sa_resolver_stop(srv);
 	free(srv->upstream);
 	srv->upstream = NULL;
 }
