@@ -336,6 +336,7 @@ static const struct key keys[] = {
 	FN("upstream", "gateway", gateway, set_gateway_key, false),
 	LIST("upstream", "trusted", trusted, ntrusted, add_trusted, false),
 	UINT("upstream", "failover_timeout_ms", failover_timeout_ms, 100, 32000, true),
+	UINT("upstream", "probe_interval", probe_interval, 0, 3600, false),
 	UINT("upstream", "down_after", down_after, 1, 100, false),
 	UINT("upstream", "up_after", up_after, 1, 100, false),
 	LIST("dns", "servers", dns_servers, ndns_servers, add_dns_server, false),

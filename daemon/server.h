@@ -109,6 +109,7 @@ struct sa_server {
 	struct sa_http *http;           /* http.c: the [api] servers and their counters */
 	struct sa_upstream *upstream;   /* upstream.c: the gateways, their addresses and health */
 	struct sa_resolver *resolver;   /* resolve.c: c-ares on the loop; NULL when no gateway is named */
+	struct event *probe;            /* upstream.c: OPTIONS to every gateway each probe_interval */
 };
 
 /* transport.c */
@@ -171,11 +172,15 @@ void sa_gateways_failover(struct sa_server *srv, const struct sa_flow *from);
 /* What the gateway at `to` did (health; logs a line when it goes down or up). */
 void sa_gateways_report(struct sa_server *srv, const struct sa_flow *to, enum sa_up_event ev);
 bool sa_gateways_has_addr(struct sa_server *srv, const struct sockaddr *sa);
+/* A probe's final answer from the gateway at `from`. */
+void sa_gateways_probe_answer(struct sa_server *srv, const struct sa_flow *from, int status);
 /* resolve.c: the gateways' names asked as their answers expire (nothing when all are numeric) */
 int sa_resolver_start(struct sa_server *srv);
 void sa_resolver_stop(struct sa_server *srv);
 /* sip.c: a connection we opened failed or closed: requests waiting on it move on. */
 void sa_sip_flow_failed(struct sa_server *srv, const struct sa_flow *fl);
+/* Send gateway idx an OPTIONS probe (a transaction of our own). 0 or -1. */
+int sa_sip_probe(struct sa_server *srv, unsigned idx, const struct sa_flow *to);
 
 /* http.c: the REST API, /dashboard, /healthz and /metrics on [api] listen
  * (and /metrics alone on [api] metrics_listen). No listen: nothing. 0 or -1. */

@@ -67,6 +67,7 @@ struct sa_txn {
 	bool local;                    /* we are the UAC (a BYE we send): absorb its responses */
 	bool inbound;                  /* INVITE from the gateway to a registered PBX */
 	bool send_failed;              /* the last send of the request failed at once */
+	bool probe;                    /* an OPTIONS probe of ours to a gateway */
 	struct txn_owner *own;         /* whose it is, while in progress; NULL: nobody's */
 	struct txn_failover *fo;       /* an INVITE to the gateways: the ones left to try */
 };
@@ -854,6 +855,35 @@ static void send_local(struct sa_server *srv, const struct sa_flow *to, struct s
 	txn_arm(t, to->proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
 }
 
+int sa_sip_probe(struct sa_server *srv, unsigned idx, const struct sa_flow *to)
+{
+	char via[256], out[2048], id[SA_TXN_BRANCH_LEN + 1], *copy;
+	const char *why;
+	struct sa_txn *t = txn_new(srv, NULL, NULL, NULL, 1024, &why);
+	if (!t)
+		return -1;
+	t->method = SA_M_OPTIONS;
+	t->probe = true;
+	t->to = *to;
+	via_value(srv, to, t->branch, via, sizeof(via));
+	snprintf(id, sizeof(id), "%s", t->branch + 7);   /* random: the branch's 128 bits */
+	const struct sa_endpoint *ep = local_ep(srv, to->lidx);
+	long n = sa_upstream_probe_request(srv->upstream, idx, via, ep->host, id, out, sizeof(out));
+	if (n < 0 || !(copy = malloc((size_t)n))) {
+		txn_complete(t);
+		return -1;
+	}
+	memcpy(copy, out, (size_t)n);
+	txn_keep(t, &t->req, &t->req_len, copy, (size_t)n);
+	if (sa_transport_send(srv, to, out, (size_t)n) < 0) {
+		txn_complete(t);
+		return -1;
+	}
+	t->interval_ms = SA_TXN_T1_MS;
+	txn_arm(t, to->proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
+	return 0;
+}
+
 /* End a call from the middle: BYE to both ends. */
 static void call_end(struct sa_server *srv, struct sa_call *c, const char *why, const char *reason)
 {
@@ -1044,7 +1074,9 @@ static void handle_response(struct sa_server *srv, struct sa_msg *m, const struc
 		goto out;
 	}
 	if (t && t->local) {
-		/* the answer to a BYE of our own: it ends here */
+		/* the answer to a BYE or probe of our own: it ends here */
+		if (m->status >= 200 && !t->completed && t->probe)
+			sa_gateways_probe_answer(srv, &t->to, m->status);
 		if (m->status >= 200 && !t->completed)
 			txn_complete(t);
 		goto out;

@@ -23,6 +23,31 @@ static void target_name(const struct sa_up_target *t, char *out, size_t len)
 	snprintf(out, len, "%s:%s%s%s:%u", sa_proto_name(t->proto), v6 ? "[" : "", t->host, v6 ? "]" : "", t->port);
 }
 
+static void flow_of(struct sa_server *srv, const struct sa_up_target *t, struct sa_flow *fl);
+
+/* Every probe_interval: a probe still unanswered failed; each gateway with
+ * an address gets a new one. */
+static void probe_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_server *srv = arg;
+	struct sa_upstream *u = srv->upstream;
+	for (unsigned i = 0; i < u->n; i++) {
+		struct sa_up_target *t = &u->t[i];
+		if (t->naddr == 0)
+			continue;
+		struct sa_flow to;
+		flow_of(srv, t, &to);
+		if (t->probe_out) {
+			t->probe_out = false;
+			sa_gateways_report(srv, &to, SA_UP_PROBE_FAIL);
+		}
+		if (sa_sip_probe(srv, i, &to) == 0)
+			t->probe_out = true;
+		else
+			sa_gateways_report(srv, &to, SA_UP_PROBE_FAIL);
+	}
+}
+
 int sa_gateways_start(struct sa_server *srv)
 {
 	const struct sa_config *c = &srv->cfg;
@@ -32,12 +57,21 @@ int sa_gateways_start(struct sa_server *srv)
 	if (!srv->upstream)
 		return -1;
 	sa_upstream_init(srv->upstream, &c->gateway, &uc);
+	if (c->probe_interval) {
+		struct timeval tv = { .tv_sec = c->probe_interval };
+		srv->probe = event_new(srv->base, -1, EV_PERSIST, probe_cb, srv);
+		if (!srv->probe || event_add(srv->probe, &tv) < 0)
+			return -1;
+	}
 	return sa_resolver_start(srv);
 }
 
 void sa_gateways_stop(struct sa_server *srv)
 {
 	sa_resolver_stop(srv);
+	if (srv->probe)
+		event_free(srv->probe);
+	srv->probe = NULL;
 	free(srv->upstream);
 	srv->upstream = NULL;
 }
@@ -106,6 +140,15 @@ void sa_gateways_report(struct sa_server *srv, const struct sa_flow *to, enum sa
 		log_warn("event=gateway_down gateway=%s reason=%s failures=%u", name, sa_up_event_name(ev), t->fails);
 	else
 		log_info("event=gateway_up gateway=%s reason=%s", name, sa_up_event_name(ev));
+}
+
+void sa_gateways_probe_answer(struct sa_server *srv, const struct sa_flow *from, int status)
+{
+	int i = target_of(srv, from);
+	if (i < 0 || !srv->upstream->t[i].probe_out)
+		return;
+	srv->upstream->t[i].probe_out = false;
+	sa_gateways_report(srv, from, sa_upstream_probe_verdict(status));
 }
 
 bool sa_gateways_has_addr(struct sa_server *srv, const struct sockaddr *sa)

@@ -538,6 +538,35 @@ long sa_upstream_dns_min_ttl(const unsigned char *m, size_t len, uint16_t type)
 	return best;
 }
 
+long sa_upstream_probe_request(const struct sa_upstream *u, unsigned idx, const char *via, const char *local_host,
+                               const char *id, char *out, size_t cap)
+{
+	if (idx >= u->n)
+		return -1;
+	const struct sa_up_target *t = &u->t[idx];
+	bool v6 = strchr(t->host, ':') != NULL;
+	char uri[SA_UPSTREAM_HOST_MAX + 40];
+	snprintf(uri, sizeof(uri), "sip:%s%s%s:%u%s", v6 ? "[" : "", t->host, v6 ? "]" : "", t->port,
+	         t->proto == SA_PROTO_TCP ? ";transport=tcp" : t->proto == SA_PROTO_TLS ? ";transport=tls" : "");
+	int n = snprintf(out, cap,
+	                 "OPTIONS %s SIP/2.0\r\n"
+	                 "Via: %s\r\n"
+	                 "Max-Forwards: 70\r\n"
+	                 "From: <sip:sipauthd@%s>;tag=%.16s\r\n"
+	                 "To: <%s>\r\n"
+	                 "Call-ID: %s@sipauthd\r\n"
+	                 "CSeq: 1 OPTIONS\r\n"
+	                 "Accept: application/sdp\r\n"
+	                 "Content-Length: 0\r\n\r\n",
+	                 uri, via, local_host, id, uri, id);
+	return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
+enum sa_up_event sa_upstream_probe_verdict(int status)
+{
+	return status == 503 ? SA_UP_PROBE_FAIL : SA_UP_PROBE_OK;
+}
+
 const char *sa_up_event_name(enum sa_up_event ev)
 {
 	static const char *names[SA_UP_EVENTS] = { "answered", "503", "timeout", "transport_error", "probe_ok",

@@ -80,6 +80,7 @@ struct sa_up_target {
 	uint64_t sent;                         /* INVITEs tried on it */
 	uint64_t events[SA_UP_EVENTS];
 	uint64_t failovers;                    /* INVITEs moved from it to the next gateway */
+	bool probe_out;                        /* an OPTIONS probe waits for its answer */
 };
 
 /* An SRV record as the resolver gives it. */
@@ -162,5 +163,15 @@ int sa_upstream_find_addr(const struct sa_upstream *u, const struct sockaddr *sa
 long sa_upstream_dns_min_ttl(const unsigned char *msg, size_t len, uint16_t type);
 
 const char *sa_up_event_name(enum sa_up_event ev);
+
+/* The OPTIONS probe for t[idx] (RFC 3261 §11): Request-URI its host and
+ * port, our Via; id (hex, 16+ chars) makes the From tag and Call-ID.
+ * Length, or -1 when out is too small. */
+long sa_upstream_probe_request(const struct sa_upstream *u, unsigned idx, const char *via, const char *local_host,
+                               const char *id, char *out, size_t cap);
+
+/* A probe's answer: 503 (or none, at the next probe) fails it; any other
+ * final answer passes: the gateway is there and speaks SIP. */
+enum sa_up_event sa_upstream_probe_verdict(int status);
 
 #endif

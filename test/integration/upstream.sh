@@ -1,7 +1,8 @@
 #!/bin/sh
 # upstream.sh: several gateways (issue 13): failover of an INVITE on 503, on silence and on a
 # transport error, before any final answer reaches the PBX; CANCEL follows the live branch; a
-# gateway that keeps failing is put down and skipped. sipp plays the PBX and two gateways
+# gateway that keeps failing is put down and skipped; OPTIONS probes put a silent gateway down
+# and bring it back when it answers. sipp plays the PBX and two gateways
 # (127.0.0.2 and 127.0.0.3); which gateway got each call is counted in their message traces.
 . "$top_srcdir/test/lib.sh"
 need sipp
@@ -128,4 +129,30 @@ assert_eq "the PBX got exactly one 503 (the last gateway's)" 1 \
 	"$(grep -A2 '^UDP message received \['  "$T/all503.msg" | grep -c '^SIP/2.0 503')"
 assert_match "both gateways were tried, in order" \
 	"event=failover reason=503 from=udp:127.0.0.2:$G1 to=udp:127.0.0.3:$G2" "$(cat "$T/sipauthd.log")"
+
+# ---- 6. probes: the first gateway is silent, probes put it down before any call tries it; calls
+# go straight to the second; once it answers a probe it is up and takes the next call
+daemon 'udp:127.0.0.2:$G1, udp:127.0.0.3:$G2' "probe_interval = 1"
+STRANGER="python3 $top_srcdir/test/stranger.py"
+spawn "$T/probe_gw2.out" $STRANGER uas --listen "127.0.0.3:$G2" --duration 60
+sleep 0.3
+wait_for grep -q "event=gateway_down gateway=udp:127.0.0.2:$G1 reason=probe_failed" "$T/sipauthd.log"
+assert_match "unanswered probes put the first gateway down" \
+	"event=gateway_down gateway=udp:127.0.0.2:$G1 reason=probe_failed failures=2" "$(cat "$T/sipauthd.log")"
+assert_match "the second gateway answers its probes" '"method":"OPTIONS"' "$(cat "$T/probe_gw2.out")"
+t0=$(date +%s%N)
+pbx_call probe_call1 -m 1
+rc=$?
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+assert_eq "a call completes while the first gateway is down" 0 $rc
+if [ "$ms" -lt 900 ]; then pass "without waiting for the down gateway ($ms ms)"; else fail "took $ms ms"; fi
+assert_nomatch "no failover was needed" "event=failover" "$(cat "$T/sipauthd.log")"
+spawn "$T/probe_gw1.out" $STRANGER uas --listen "127.0.0.2:$G1" --duration 60
+wait_for grep -q "event=gateway_up gateway=udp:127.0.0.2:$G1 reason=probe_ok" "$T/sipauthd.log"
+assert_match "a probe answered brings the first gateway back" \
+	"event=gateway_up gateway=udp:127.0.0.2:$G1 reason=probe_ok" "$(cat "$T/sipauthd.log")"
+pbx_call probe_call2 -m 1
+assert_eq "the next call completes" 0 $?
+assert_eq "it went to the first gateway again" 1 "$(grep -c '"method":"INVITE"' "$T/probe_gw1.out")"
+assert_eq "the second gateway had only the call before" 1 "$(grep -c '"method":"INVITE"' "$T/probe_gw2.out")"
 finish

@@ -318,6 +318,26 @@ START_TEST(find_addr_by_address_and_port)
 }
 END_TEST
 
+START_TEST(a_probe_is_an_options_to_the_gateway)
+{
+	struct sa_upstream u = up_of("tcp:gw.example:5080");
+	char out[1024];
+	long n = sa_upstream_probe_request(&u, 0, "SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKabc;rport", "127.0.0.1",
+	                                   "0123456789abcdef0123", out, sizeof(out));
+	ck_assert_int_gt(n, 0);
+	ck_assert_int_eq((int)strlen(out), (int)n);
+	ck_assert(strncmp(out, "OPTIONS sip:gw.example:5080;transport=tcp SIP/2.0\r\n", 51) == 0);
+	ck_assert_ptr_nonnull(strstr(out, "\r\nFrom: <sip:sipauthd@127.0.0.1>;tag=0123456789abcdef\r\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\r\nCSeq: 1 OPTIONS\r\n"));
+	ck_assert(n > 4 && memcmp(out + n - 4, "\r\n\r\n", 4) == 0);
+	ck_assert_int_eq(sa_upstream_probe_request(&u, 0, "v", "h", "0123456789abcdef", out, 40), -1);
+	ck_assert_int_eq(sa_upstream_probe_request(&u, 1, "v", "h", "0123456789abcdef", out, sizeof(out)), -1);
+	ck_assert_int_eq(sa_upstream_probe_verdict(200), SA_UP_PROBE_OK);
+	ck_assert_int_eq(sa_upstream_probe_verdict(405), SA_UP_PROBE_OK);
+	ck_assert_int_eq(sa_upstream_probe_verdict(503), SA_UP_PROBE_FAIL);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("upstream");
@@ -336,6 +356,7 @@ int main(void)
 	tcase_add_test(tc, naptr_picks_sip_udp_and_tcp_by_order);
 	tcase_add_test(tc, dns_answer_ttl_is_the_smallest_of_the_type);
 	tcase_add_test(tc, find_addr_by_address_and_port);
+	tcase_add_test(tc, a_probe_is_an_options_to_the_gateway);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
