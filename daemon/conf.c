@@ -377,6 +377,7 @@ static const struct key keys[] = {
 	LIST("api", "metrics_listen", metrics_listen, nmetrics_listen, add_metrics_listen, false),
 	UINT("api", "max_body", api_max_body, 256, 1048576, false),
 	UINT("api", "max_connections", api_max_connections, 1, 1000000, false),
+	STR("api", "admin_token_file", api_admin_token_file, false),
 	UINT("api", "min_password_length", api_min_password_len, SA_PASSWORD_MIN, SA_PASSWORD_MAX, false),
 };
 

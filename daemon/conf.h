@@ -89,6 +89,7 @@ struct sa_config {
 	unsigned api_max_body;           /* bytes of request body; more get 413 */
 	unsigned api_max_connections;    /* HTTP connections open at once (API and metrics); more are closed */
 	unsigned api_min_password_len;   /* for credentials created over the API */
+	char api_admin_token_file[PATH_MAX];   /* holds the token for the admin API (GET /v1/upstream); "": none */
 };
 
 /* Parse file into cfg (defaults first). 0, or -1 with one line in err:

@@ -172,6 +172,9 @@ void sa_gateways_failover(struct sa_server *srv, const struct sa_flow *from);
 /* What the gateway at `to` did (health; logs a line when it goes down or up). */
 void sa_gateways_report(struct sa_server *srv, const struct sa_flow *to, enum sa_up_event ev);
 bool sa_gateways_has_addr(struct sa_server *srv, const struct sockaddr *sa);
+/* For /metrics (appended to *buf) and GET /v1/upstream (malloc'd JSON). */
+int sa_gateways_metrics(struct sa_server *srv, char **buf, size_t *len);
+char *sa_gateways_json(struct sa_server *srv);
 /* A probe's final answer from the gateway at `from`. */
 void sa_gateways_probe_answer(struct sa_server *srv, const struct sa_flow *from, int status);
 /* resolve.c: the gateways' names asked as their answers expire (nothing when all are numeric) */

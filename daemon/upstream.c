@@ -142,6 +142,16 @@ void sa_gateways_report(struct sa_server *srv, const struct sa_flow *to, enum sa
 		log_info("event=gateway_up gateway=%s reason=%s", name, sa_up_event_name(ev));
 }
 
+int sa_gateways_metrics(struct sa_server *srv, char **buf, size_t *len)
+{
+	return sa_upstream_metrics(srv->upstream, sa_now_ms(), buf, len);
+}
+
+char *sa_gateways_json(struct sa_server *srv)
+{
+	return sa_upstream_json(srv->upstream, sa_now_ms());
+}
+
 void sa_gateways_probe_answer(struct sa_server *srv, const struct sa_flow *from, int status)
 {
 	int i = target_of(srv, from);

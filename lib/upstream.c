@@ -3,10 +3,13 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <jansson.h>
 
 bool sa_upstream_host_numeric(const char *s)
 {
@@ -536,6 +539,129 @@ long sa_upstream_dns_min_ttl(const unsigned char *m, size_t len, uint16_t type)
 			best = (long)(ttl & 0x7fffffff);
 	}
 	return best;
+}
+
+void sa_upstream_target_name(const struct sa_up_target *t, char *out, size_t len)
+{
+	bool v6 = strchr(t->host, ':') != NULL;
+	const char *proto = t->proto == SA_PROTO_UDP ? "udp" : t->proto == SA_PROTO_TCP ? "tcp" : "tls";
+	snprintf(out, len, "%s:%s%s%s:%u", proto, v6 ? "[" : "", t->host, v6 ? "]" : "", t->port);
+}
+
+static int appendf(char **buf, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int appendf(char **buf, size_t *len, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(line))
+		return -1;
+	char *p = realloc(*buf, *len + (size_t)n + 1);
+	if (!p)
+		return -1;
+	memcpy(p + *len, line, (size_t)n + 1);
+	*buf = p;
+	*len += (size_t)n;
+	return 0;
+}
+
+int sa_upstream_metrics(const struct sa_upstream *u, uint64_t now_ms, char **buf, size_t *len)
+{
+	static const char *ev_label[SA_UP_EVENTS] = { "answered", "503", "timeout", "transport_error", "probe_ok",
+	                                              "probe_failed" };
+	int rc = 0;
+	rc |= appendf(buf, len, "# HELP sipauthd_gateway_up Whether a gateway is up (1) or down (0).\n"
+	                        "# TYPE sipauthd_gateway_up gauge\n");
+	for (unsigned i = 0; i < u->n; i++) {
+		char g[SA_UPSTREAM_HOST_MAX + 32];
+		sa_upstream_target_name(&u->t[i], g, sizeof(g));
+		rc |= appendf(buf, len, "sipauthd_gateway_up{gateway=\"%s\"} %d\n", g, !sa_upstream_is_down(u, i, now_ms));
+	}
+	rc |= appendf(buf, len, "# HELP sipauthd_gateway_addresses Addresses a gateway's name resolved to (numeric: 1).\n"
+	                        "# TYPE sipauthd_gateway_addresses gauge\n");
+	for (unsigned i = 0; i < u->n; i++) {
+		char g[SA_UPSTREAM_HOST_MAX + 32];
+		sa_upstream_target_name(&u->t[i], g, sizeof(g));
+		rc |= appendf(buf, len, "sipauthd_gateway_addresses{gateway=\"%s\"} %u\n", g, u->t[i].naddr);
+	}
+	rc |= appendf(buf, len, "# HELP sipauthd_gateway_invites_total INVITEs sent to a gateway (first tries and failovers).\n"
+	                        "# TYPE sipauthd_gateway_invites_total counter\n");
+	for (unsigned i = 0; i < u->n; i++) {
+		char g[SA_UPSTREAM_HOST_MAX + 32];
+		sa_upstream_target_name(&u->t[i], g, sizeof(g));
+		rc |= appendf(buf, len, "sipauthd_gateway_invites_total{gateway=\"%s\"} %llu\n", g,
+		              (unsigned long long)u->t[i].sent);
+	}
+	rc |= appendf(buf, len, "# HELP sipauthd_gateway_failovers_total INVITEs moved from a gateway to the next.\n"
+	                        "# TYPE sipauthd_gateway_failovers_total counter\n");
+	for (unsigned i = 0; i < u->n; i++) {
+		char g[SA_UPSTREAM_HOST_MAX + 32];
+		sa_upstream_target_name(&u->t[i], g, sizeof(g));
+		rc |= appendf(buf, len, "sipauthd_gateway_failovers_total{gateway=\"%s\"} %llu\n", g,
+		              (unsigned long long)u->t[i].failovers);
+	}
+	rc |= appendf(buf, len, "# HELP sipauthd_gateway_events_total What a gateway did: answered, 503, timeout, "
+	                        "transport_error, probe_ok, probe_failed.\n"
+	                        "# TYPE sipauthd_gateway_events_total counter\n");
+	for (unsigned i = 0; i < u->n; i++) {
+		char g[SA_UPSTREAM_HOST_MAX + 32];
+		sa_upstream_target_name(&u->t[i], g, sizeof(g));
+		for (int e = 0; e < SA_UP_EVENTS; e++)
+			rc |= appendf(buf, len, "sipauthd_gateway_events_total{gateway=\"%s\",event=\"%s\"} %llu\n", g,
+			              ev_label[e], (unsigned long long)u->t[i].events[e]);
+	}
+	return rc ? -1 : 0;
+}
+
+static json_t *target_json(const struct sa_upstream *u, unsigned i, uint64_t now_ms)
+{
+	const struct sa_up_target *t = &u->t[i];
+	char g[SA_UPSTREAM_HOST_MAX + 32];
+	sa_upstream_target_name(t, g, sizeof(g));
+	json_t *addrs = json_array();
+	for (unsigned k = 0; addrs && k < t->naddr; k++) {
+		char a[INET6_ADDRSTRLEN] = "";
+		if (t->addr[k].sa.sa_family == AF_INET6)
+			inet_ntop(AF_INET6, &t->addr[k].in6.sin6_addr, a, sizeof(a));
+		else
+			inet_ntop(AF_INET, &t->addr[k].in.sin_addr, a, sizeof(a));
+		json_array_append_new(addrs, json_string(a));
+	}
+	json_int_t ttl_left = t->numeric ? -1 : t->expires_ms > now_ms ? (json_int_t)((t->expires_ms - now_ms) / 1000) : 0;
+	return json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:o, s:I, s:b, s:s, s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}",
+	                 "gateway", g, "transport", t->proto == SA_PROTO_UDP ? "udp" : t->proto == SA_PROTO_TCP ? "tcp" : "tls",
+	                 "host", t->host, "port", t->port, "priority", t->priority, "weight", t->weight,
+	                 "addresses", addrs ? addrs : json_array(), "ttl_left", ttl_left,
+	                 "resolve_failed", t->resolve_failed,
+	                 "state", sa_upstream_is_down(u, i, now_ms) ? "down" : "up", "failures_in_a_row", t->fails,
+	                 "counters", "invites", (json_int_t)t->sent, "failovers", (json_int_t)t->failovers,
+	                 "answered", (json_int_t)t->events[SA_UP_ANSWERED], "503", (json_int_t)t->events[SA_UP_503],
+	                 "timeouts", (json_int_t)t->events[SA_UP_TIMEOUT],
+	                 "transport_errors", (json_int_t)t->events[SA_UP_TRANSPORT],
+	                 "probes_ok", (json_int_t)t->events[SA_UP_PROBE_OK],
+	                 "probes_failed", (json_int_t)t->events[SA_UP_PROBE_FAIL]);
+}
+
+char *sa_upstream_json(const struct sa_upstream *u, uint64_t now_ms)
+{
+	json_t *list = json_array(), *root = NULL;
+	char *text = NULL;
+	for (unsigned i = 0; list && i < u->n; i++) {
+		json_t *g = target_json(u, i, now_ms);
+		if (!g || json_array_append_new(list, g) < 0)
+			goto out;
+	}
+	root = json_pack("{s:o, s:o}", "service", u->spec.service ? json_string(u->spec.e[0].host) : json_null(),
+	                 "gateways", list);
+	list = NULL;
+	if (root)
+		text = json_dumps(root, JSON_COMPACT);
+out:
+	json_decref(list);
+	json_decref(root);
+	return text;
 }
 
 long sa_upstream_probe_request(const struct sa_upstream *u, unsigned idx, const char *via, const char *local_host,

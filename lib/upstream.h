@@ -164,6 +164,16 @@ long sa_upstream_dns_min_ttl(const unsigned char *msg, size_t len, uint16_t type
 
 const char *sa_up_event_name(enum sa_up_event ev);
 
+/* "udp:gw1.example:5060": how logs, /metrics and the API name a gateway. */
+void sa_upstream_target_name(const struct sa_up_target *t, char *out, size_t len);
+
+/* Per-gateway state and counters in Prometheus text (appended to a
+ * malloc'd *buf of *len bytes). 0, or -1 out of memory (*buf stays valid). */
+int sa_upstream_metrics(const struct sa_upstream *u, uint64_t now_ms, char **buf, size_t *len);
+
+/* GET /v1/upstream: {"gateways":[...]} as a malloc'd JSON text, or NULL. */
+char *sa_upstream_json(const struct sa_upstream *u, uint64_t now_ms);
+
 /* The OPTIONS probe for t[idx] (RFC 3261 §11): Request-URI its host and
  * port, our Via; id (hex, 16+ chars) makes the From tag and Call-ID.
  * Length, or -1 when out is too small. */

@@ -2,7 +2,8 @@
 # upstream.sh: several gateways (issue 13): failover of an INVITE on 503, on silence and on a
 # transport error, before any final answer reaches the PBX; CANCEL follows the live branch; a
 # gateway that keeps failing is put down and skipped; OPTIONS probes put a silent gateway down
-# and bring it back when it answers. sipp plays the PBX and two gateways
+# and bring it back when it answers; per-gateway counters in /metrics and GET /v1/upstream (admin
+# token only). sipp plays the PBX and two gateways
 # (127.0.0.2 and 127.0.0.3); which gateway got each call is counted in their message traces.
 . "$top_srcdir/test/lib.sh"
 need sipp
@@ -155,4 +156,47 @@ pbx_call probe_call2 -m 1
 assert_eq "the next call completes" 0 $?
 assert_eq "it went to the first gateway again" 1 "$(grep -c '"method":"INVITE"' "$T/probe_gw1.out")"
 assert_eq "the second gateway had only the call before" 1 "$(grep -c '"method":"INVITE"' "$T/probe_gw2.out")"
+
+# ---- 7. per-gateway state and counters: /metrics, and GET /v1/upstream for the admin only
+API_PORT=$(free_port 127.0.0.1)
+daemon 'udp:127.0.0.2:$G1, udp:127.0.0.3:$G2' "[api]
+listen = 127.0.0.1:$API_PORT"
+code=$(curl -s -o "$T/noadmin.json" -w '%{http_code}' "http://127.0.0.1:$API_PORT/v1/upstream")
+assert_eq "without [api] admin_token_file, GET /v1/upstream is 403" 403 "$code"
+assert_match "in the API's error shape" '"code": ?"forbidden"' "$(cat "$T/noadmin.json")"
+ADMIN_TOKEN=adm_$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+printf '%s\n' "$ADMIN_TOKEN" >"$T/admin.token"
+daemon 'udp:127.0.0.2:$G1, udp:127.0.0.3:$G2' "[api]
+listen = 127.0.0.1:$API_PORT
+admin_token_file = $T/admin.token"
+bg_sipp gw1_m -sf "$SIPP_DIR/gateway_503.xml" -i 127.0.0.2 -p "$G1" -m 1
+gw1=$!
+bg_sipp gw2_m -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.3 -p "$G2" -m 1
+gw2=$!
+sleep 0.3
+pbx_call call_m -m 1
+assert_eq "a call fails over from 503" 0 $?
+wait "$gw1"; wait "$gw2"
+code=$(curl -s -o "$T/nokey.json" -D "$T/nokey.h" -w '%{http_code}' "http://127.0.0.1:$API_PORT/v1/upstream")
+assert_eq "no token: 401" 401 "$code"
+assert_match "with WWW-Authenticate: Bearer" "WWW-Authenticate: Bearer" "$(cat "$T/nokey.h")"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${ADMIN_TOKEN}x" "http://127.0.0.1:$API_PORT/v1/upstream")
+assert_eq "a wrong token: 401" 401 "$code"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer tvx_sk_live_notanadmin" "http://127.0.0.1:$API_PORT/v1/upstream")
+assert_eq "an account's API key is no admin token: 401" 401 "$code"
+code=$(curl -s -o "$T/up.json" -w '%{http_code}' -H "Authorization: Bearer $ADMIN_TOKEN" "http://127.0.0.1:$API_PORT/v1/upstream")
+assert_eq "the admin token: 200" 200 "$code"
+up() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$T/up.json" "$1"; }
+assert_eq "two gateways, in order" "udp:127.0.0.2:$G1 udp:127.0.0.3:$G2" "$(up '" ".join(g["gateway"] for g in d["gateways"])')"
+assert_eq "the first: 1 INVITE, 1 503, 1 failover, up" "1 1 1 up" \
+	"$(up '" ".join(str(x) for x in (d["gateways"][0]["counters"]["invites"], d["gateways"][0]["counters"]["503"], d["gateways"][0]["counters"]["failovers"], d["gateways"][0]["state"]))')"
+assert_eq "the second: 1 INVITE answered" "1 1" \
+	"$(up '" ".join(str(x) for x in (d["gateways"][1]["counters"]["invites"], d["gateways"][1]["counters"]["answered"]))')"
+assert_nomatch "the token is never logged" "$ADMIN_TOKEN" "$(cat "$T/sipauthd.log")"
+m=$(curl -s "http://127.0.0.1:$API_PORT/metrics")
+assert_match "/metrics: the first gateway's 503" \
+	"sipauthd_gateway_events_total\{gateway=\"udp:127.0.0.2:$G1\",event=\"503\"\} 1" "$m"
+assert_match "/metrics: its failover" "sipauthd_gateway_failovers_total\{gateway=\"udp:127.0.0.2:$G1\"\} 1" "$m"
+assert_match "/metrics: the second's INVITE" "sipauthd_gateway_invites_total\{gateway=\"udp:127.0.0.3:$G2\"\} 1" "$m"
+assert_match "/metrics: both up" "sipauthd_gateway_up\{gateway=\"udp:127.0.0.3:$G2\"\} 1" "$m"
 finish

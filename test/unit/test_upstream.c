@@ -338,6 +338,32 @@ START_TEST(a_probe_is_an_options_to_the_gateway)
 }
 END_TEST
 
+START_TEST(metrics_and_json_name_each_gateway)
+{
+	struct sa_upstream u = up_of("udp:127.0.0.2:5070, tcp:gw2.example:5080");
+	u.t[0].sent = 3;
+	sa_upstream_report(&u, 0, SA_UP_503, 0);
+	sa_upstream_report(&u, 0, SA_UP_TIMEOUT, 0);   /* down_after 2: down */
+	char *buf = NULL;
+	size_t len = 0;
+	ck_assert_int_eq(sa_upstream_metrics(&u, 0, &buf, &len), 0);
+	ck_assert_ptr_nonnull(strstr(buf, "\nsipauthd_gateway_up{gateway=\"udp:127.0.0.2:5070\"} 0\n"));
+	ck_assert_ptr_nonnull(strstr(buf, "\nsipauthd_gateway_up{gateway=\"tcp:gw2.example:5080\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(buf, "\nsipauthd_gateway_invites_total{gateway=\"udp:127.0.0.2:5070\"} 3\n"));
+	ck_assert_ptr_nonnull(strstr(buf, "sipauthd_gateway_events_total{gateway=\"udp:127.0.0.2:5070\",event=\"503\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(buf, "sipauthd_gateway_addresses{gateway=\"tcp:gw2.example:5080\"} 0\n"));
+	ck_assert_uint_eq(strlen(buf), len);
+	free(buf);
+	char *j = sa_upstream_json(&u, 0);
+	ck_assert_ptr_nonnull(j);
+	ck_assert_ptr_nonnull(strstr(j, "\"gateway\":\"udp:127.0.0.2:5070\""));
+	ck_assert_ptr_nonnull(strstr(j, "\"state\":\"down\""));
+	ck_assert_ptr_nonnull(strstr(j, "\"addresses\":[\"127.0.0.2\"]"));
+	ck_assert_ptr_nonnull(strstr(j, "\"service\":null"));
+	free(j);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("upstream");
@@ -357,6 +383,7 @@ int main(void)
 	tcase_add_test(tc, dns_answer_ttl_is_the_smallest_of_the_type);
 	tcase_add_test(tc, find_addr_by_address_and_port);
 	tcase_add_test(tc, a_probe_is_an_options_to_the_gateway);
+	tcase_add_test(tc, metrics_and_json_name_each_gateway);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
