@@ -177,13 +177,14 @@ static int add_metrics_listen(struct parse *p, const char *item)
 static int add_trusted(struct parse *p, const char *item)
 {
 	struct sa_config *c = p->cfg;
-	char buf[64];
+	char buf[SA_UPSTREAM_HOST_MAX + 8];
 	if (c->ntrusted == SA_MAX_TRUSTED)
 		return perr(p, "too many trusted networks (at most %d)", SA_MAX_TRUSTED);
 	/* cut short, "10.0.0.0/000...08" would read as /0: trust everyone */
 	if (snprintf(buf, sizeof(buf), "%s", item) >= (int)sizeof(buf))
 		return perr(p, "bad trusted network '%s' (want ADDRESS[/PREFIX])", item);
 	struct sa_net *n = &c->trusted[c->ntrusted];
+	memset(n, 0, sizeof(*n));   /* a key set twice: nothing of the first value stays */
 	char *slash = strchr(buf, '/');
 	if (slash)
 		*slash = '\0';
@@ -193,8 +194,12 @@ static int add_trusted(struct parse *p, const char *item)
 	} else if (inet_pton(AF_INET6, buf, n->addr) == 1) {
 		n->family = AF_INET6;
 		n->prefix = 128;
+	} else if (!slash && sa_upstream_host_name_ok(buf) && strchr(buf, '.')) {
+		snprintf(n->name, sizeof(n->name), "%.*s", SA_UPSTREAM_HOST_MAX, buf);   /* every address it resolves to */
+		c->ntrusted++;
+		return 0;
 	} else {
-		return perr(p, "bad trusted network '%s' (want ADDRESS[/PREFIX])", item);
+		return perr(p, "bad trusted network '%s' (want ADDRESS[/PREFIX] or a host name)", item);
 	}
 	if (slash) {
 		char *end;

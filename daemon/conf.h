@@ -25,9 +25,10 @@ struct sa_endpoint {
 };
 
 struct sa_net {
-	int family;
+	int family;                    /* 0: a name, resolved like the gateways' */
 	unsigned char addr[16];
 	unsigned prefix;
+	char name[SA_UPSTREAM_HOST_MAX + 1];
 };
 
 /* TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are OpenSSL's defaults) */

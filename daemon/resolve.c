@@ -33,6 +33,7 @@ struct sa_resolver {
 /* One question out: what it was for. */
 struct question {
 	struct sa_resolver *r;
+	struct sa_upstream *u;          /* the gateways, or the trusted names */
 	enum sa_up_ask kind;
 	char name[SA_UPSTREAM_HOST_MAX + 1];
 	/* the service's walk: NAPTR, then each SRV name in turn, then NAME's A/AAAA */
@@ -133,7 +134,7 @@ static void host_cb(void *arg, int status, int timeouts, struct ares_addrinfo *r
 			ttl = (uint32_t)nd->ai_ttl;
 		n++;
 	}
-	struct sa_upstream *u = r->srv->upstream;
+	struct sa_upstream *u = q->u;
 	uint64_t now = sa_now_ms();
 	if (n == 0)
 		log_warn("event=dns_failed name=%s type=A/AAAA reason=\"%s\" retry_ms=%u", q->name,
@@ -149,8 +150,9 @@ static void host_cb(void *arg, int status, int timeouts, struct ares_addrinfo *r
 			if (n)
 				sa_flow_peer(&(struct sa_flow){ .ss = u->t[i].addr[0] }, after, sizeof(after), &port);
 			if (n && strcmp(before, after) != 0)
-				log_info("event=gateway_address name=%s address=%s port=%u ttl=%u", q->name, after, u->t[i].port,
-				         ttl == UINT32_MAX ? 0 : ttl);
+				log_info("event=%s name=%s address=%s port=%u ttl=%u",
+				         u == r->srv->upstream ? "gateway_address" : "trusted_address", q->name, after,
+				         u->t[i].port, ttl == UINT32_MAX ? 0 : ttl);
 		}
 	ask_due(r);
 out:
@@ -159,12 +161,13 @@ out:
 	free(q);
 }
 
-static void ask_host(struct sa_resolver *r, const char *name)
+static void ask_host(struct sa_resolver *r, struct sa_upstream *u, const char *name)
 {
 	struct question *q = question_new(r, SA_UP_ASK_HOST, name);
 	struct ares_addrinfo_hints hints = { .ai_family = AF_UNSPEC };
 	if (!q)
 		return;
+	q->u = u;
 	ares_getaddrinfo(r->channel, name, NULL, &hints, host_cb, q);
 }
 
@@ -265,12 +268,14 @@ static void ask_due(struct sa_resolver *r)
 {
 	unsigned idx;
 	enum sa_up_ask k;
-	while ((k = sa_upstream_next_question(r->srv->upstream, sa_now_ms(), &idx)) != SA_UP_ASK_NONE) {
-		if (k == SA_UP_ASK_SERVICE)
-			ask_service(r);
-		else
-			ask_host(r, r->srv->upstream->t[idx].host);
-	}
+	struct sa_upstream *lists[] = { r->srv->upstream, r->srv->trusted_names };
+	for (unsigned l = 0; l < 2; l++)
+		while (lists[l] && (k = sa_upstream_next_question(lists[l], sa_now_ms(), &idx)) != SA_UP_ASK_NONE) {
+			if (k == SA_UP_ASK_SERVICE)
+				ask_service(r);
+			else
+				ask_host(r, lists[l], lists[l]->t[idx].host);
+		}
 	timeout_arm(r);
 }
 
@@ -308,7 +313,7 @@ static bool needs_dns(const struct sa_upstream *u)
 
 int sa_resolver_start(struct sa_server *srv)
 {
-	if (!needs_dns(srv->upstream))
+	if (!needs_dns(srv->upstream) && !srv->trusted_names)
 		return 0;   /* numeric gateways only: no resolver at all */
 	struct sa_resolver *r = calloc(1, sizeof(*r));
 	char csv[512];

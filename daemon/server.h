@@ -108,6 +108,7 @@ struct sa_server {
 	unsigned nactive;               /* transactions not yet answered finally */
 	struct sa_http *http;           /* http.c: the [api] servers and their counters */
 	struct sa_upstream *upstream;   /* upstream.c: the gateways, their addresses and health */
+	struct sa_upstream *trusted_names;   /* [upstream] trusted entries that are names; NULL: none */
 	struct sa_resolver *resolver;   /* resolve.c: c-ares on the loop; NULL when no gateway is named */
 	struct event *probe;            /* upstream.c: OPTIONS to every gateway each probe_interval */
 };
@@ -172,6 +173,11 @@ void sa_gateways_failover(struct sa_server *srv, const struct sa_flow *from);
 /* What the gateway at `to` did (health; logs a line when it goes down or up). */
 void sa_gateways_report(struct sa_server *srv, const struct sa_flow *to, enum sa_up_event ev);
 bool sa_gateways_has_addr(struct sa_server *srv, const struct sockaddr *sa);
+/* Is the address one a trusted name resolved to? */
+bool sa_gateways_trusted_name(struct sa_server *srv, const struct sockaddr *sa);
+/* The address a gateway or trusted name resolved to (port not set), for a
+ * Route naming it. false: no such name is resolved here. */
+bool sa_gateways_name_addr(struct sa_server *srv, const char *name, union sa_sockaddr *out);
 /* For /metrics (appended to *buf) and GET /v1/upstream (malloc'd JSON). */
 int sa_gateways_metrics(struct sa_server *srv, char **buf, size_t *len);
 char *sa_gateways_json(struct sa_server *srv);

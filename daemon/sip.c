@@ -420,12 +420,27 @@ static bool uri_is_us(struct sa_server *srv, osip_uri_t *u)
 	return false;
 }
 
+/* A Route naming us by name: our SIP domain or a trunk host (a PBX whose
+ * outbound proxy is trunk-<id>.<domain>), on a port we listen on. */
+static bool route_names_us(struct sa_server *srv, osip_uri_t *u)
+{
+	char trunk[SA_ID_MAX];
+	if (!u || !u->host || (strcasecmp(u->host, srv->domain) != 0 &&
+	                       sa_auth_trunk_from_host(u->host, srv->domain, trunk, sizeof(trunk)) != 0))
+		return false;
+	long port = u->port ? strtol(u->port, NULL, 10) : 5060;
+	for (unsigned i = 0; i < srv->nlisteners; i++)
+		if (port == srv->listeners[i].ep.port)
+			return true;
+	return false;
+}
+
 /* How many leading Route values name us. */
 static unsigned routes_to_us(struct sa_server *srv, const struct sa_msg *m)
 {
 	unsigned n = 0;
 	osip_uri_t *u;
-	while ((u = sa_msg_route_uri(m, (int)n)) && uri_is_us(srv, u))
+	while ((u = sa_msg_route_uri(m, (int)n)) && (uri_is_us(srv, u) || route_names_us(srv, u)))
 		n++;
 	return n;
 }
@@ -447,13 +462,23 @@ static int flow_for_text(struct sa_server *srv, const char *proto, const char *h
 	return 0;
 }
 
+/* A URI's host:port;transport as a flow. A name is taken from the names
+ * resolved here (gateways, trusted): nothing on this path waits for DNS. */
 static int flow_for_uri(struct sa_server *srv, osip_uri_t *u, struct sa_flow *fl)
 {
 	osip_uri_param_t *tp = NULL;
 	osip_uri_uparam_get_byname(u, "transport", &tp);
 	if (!u->host)
 		return -1;
-	return flow_for_text(srv, tp && tp->gvalue ? tp->gvalue : "udp", u->host, u->port ? u->port : "5060", fl);
+	const char *host = u->host;
+	char addr[64];
+	union sa_sockaddr sa;
+	if (!sa_upstream_host_numeric(host) && sa_gateways_name_addr(srv, host, &sa)) {
+		uint16_t ignored;
+		sa_flow_peer(&(struct sa_flow){ .ss = sa }, addr, sizeof(addr), &ignored);
+		host = addr;
+	}
+	return flow_for_text(srv, tp && tp->gvalue ? tp->gvalue : "udp", host, u->port ? u->port : "5060", fl);
 }
 
 static void flow_for_endpoint(struct sa_server *srv, const struct sa_endpoint *ep, struct sa_flow *fl)
@@ -1128,7 +1153,7 @@ out:
 
 static bool is_trusted(struct sa_server *srv, const struct sa_flow *from)
 {
-	return sa_config_trusted(&srv->cfg, &from->ss.sa);
+	return sa_config_trusted(&srv->cfg, &from->ss.sa) || sa_gateways_trusted_name(srv, &from->ss.sa);
 }
 
 /* The source address bytes of a flow, for the abuse table. */

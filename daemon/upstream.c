@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/rand.h>
 
@@ -57,6 +58,15 @@ int sa_gateways_start(struct sa_server *srv)
 	if (!srv->upstream)
 		return -1;
 	sa_upstream_init(srv->upstream, &c->gateway, &uc);
+	struct sa_upstream_spec names = { 0 };
+	for (unsigned i = 0; i < c->ntrusted; i++)
+		if (c->trusted[i].family == 0 && names.n < SA_UPSTREAM_MAX)
+			snprintf(names.e[names.n++].host, sizeof(names.e[0].host), "%s", c->trusted[i].name);
+	if (names.n) {
+		if (!(srv->trusted_names = calloc(1, sizeof(*srv->trusted_names))))
+			return -1;
+		sa_upstream_init(srv->trusted_names, &names, &uc);
+	}
 	if (c->probe_interval) {
 		struct timeval tv = { .tv_sec = c->probe_interval };
 		srv->probe = event_new(srv->base, -1, EV_PERSIST, probe_cb, srv);
@@ -74,6 +84,8 @@ void sa_gateways_stop(struct sa_server *srv)
 	srv->probe = NULL;
 	free(srv->upstream);
 	srv->upstream = NULL;
+	free(srv->trusted_names);
+	srv->trusted_names = NULL;
 }
 
 static void flow_of(struct sa_server *srv, const struct sa_up_target *t, struct sa_flow *fl)
@@ -159,6 +171,23 @@ void sa_gateways_probe_answer(struct sa_server *srv, const struct sa_flow *from,
 		return;
 	srv->upstream->t[i].probe_out = false;
 	sa_gateways_report(srv, from, sa_upstream_probe_verdict(status));
+}
+
+bool sa_gateways_trusted_name(struct sa_server *srv, const struct sockaddr *sa)
+{
+	return srv->trusted_names && sa_upstream_find_addr(srv->trusted_names, sa, true) >= 0;
+}
+
+bool sa_gateways_name_addr(struct sa_server *srv, const char *name, union sa_sockaddr *out)
+{
+	const struct sa_upstream *lists[] = { srv->upstream, srv->trusted_names };
+	for (unsigned l = 0; l < 2; l++)
+		for (unsigned i = 0; lists[l] && i < lists[l]->n; i++)
+			if (lists[l]->t[i].naddr && strcasecmp(lists[l]->t[i].host, name) == 0) {
+				*out = lists[l]->t[i].addr[0];
+				return true;
+			}
+	return false;
 }
 
 bool sa_gateways_has_addr(struct sa_server *srv, const struct sockaddr *sa)

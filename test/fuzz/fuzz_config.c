@@ -84,6 +84,10 @@ static void check_trusted(const struct sa_config *c, const struct sa_net *n)
 {
 	struct sockaddr_storage ss = { 0 };
 
+	if (n->family == 0) {   /* a name: resolved at run time */
+		CHECK(TERMINATED(n->name) && sa_upstream_host_name_ok(n->name));
+		return;
+	}
 	CHECK(n->family == AF_INET ? n->prefix <= 32 : n->family == AF_INET6 && n->prefix <= 128);
 	if (n->family == AF_INET) {
 		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;

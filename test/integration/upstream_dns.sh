@@ -42,6 +42,7 @@ cat >"$T/hosts" <<HOSTS
 127.0.0.2 gw1.test
 127.0.0.3 gw2.test
 127.0.0.2 moving.test
+127.0.0.2 gw-in.test
 HOSTS
 spawn "$T/dnsmasq.log" "$DNSMASQ" --no-daemon --port="$DNS_PORT" --listen-address=$DNS_ADDR --bind-interfaces \
 	--no-resolv --no-hosts --conf-file=/dev/null --pid-file="$T/dnsmasq.pid" --user=root --log-queries \
@@ -160,4 +161,34 @@ assert_match "after the TTL the new address is taken" "event=gateway_address nam
 pbx_call m_call2 -m 1
 assert_eq "the next call completes" 0 $?
 wait "$gw2"; assert_eq "at the new address" 0 $?
+
+# ---- 8. trusted by name: gw-in.test (127.0.0.2) calls the trunk unchallenged, 127.0.0.4 does not;
+# a PBX whose outbound proxy is the trunk host sends Route: <sip:TRUNK_HOST:PORT;lr>: that is us
+daemon "udp:127.0.0.3:$G2" "[upstream]
+trusted = gw-in.test"
+wait_for grep -q "event=trusted_address name=gw-in.test address=127.0.0.2" "$T/sipauthd.log"
+assert_match "the trusted name is resolved" "event=trusted_address name=gw-in.test address=127.0.0.2 port=0 ttl=2" \
+	"$(cat "$T/sipauthd.log")"
+PBX_PORT=$(free_port 127.0.0.1)
+run_sipp t_reg -sf "$SIPP_DIR/pbx_register.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$PBX_PORT" \
+	-s "$SIP_USER" $PBX_ARGS -key expires 300 -m 1
+assert_eq "the PBX registers" 0 $?
+bg_sipp t_pbx -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.1 -p "$PBX_PORT" -m 1
+pbx=$!
+sleep 0.3
+run_sipp t_in -sf "$SIPP_DIR/gateway_call.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.2 -p "$(free_port 127.0.0.2)" \
+	-s "$SIP_USER" -key trunk_host "$TRUNK_HOST" -d 100 -m 1
+assert_eq "an inbound call from gw-in.test's address reaches the PBX unchallenged" 0 $?
+wait "$pbx"; assert_eq "the PBX took it" 0 $?
+run_sipp t_stranger -sf "$SIPP_DIR/gateway_call.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.4 -p "$(free_port 127.0.0.4)" \
+	-s "$SIP_USER" -key trunk_host "$TRUNK_HOST" -d 100 -m 1
+assert_match "the same call from 127.0.0.4 is challenged" "SIP/2.0 407 " "$(cat "$T/t_stranger.msg")"
+bg_sipp r_gw2 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.3 -p "$G2" -m 1
+gw2=$!
+sleep 0.3
+run_sipp r_call -sf "$SIPP_DIR/pbx_call_route.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port 127.0.0.1)" \
+	-s 15551234567 $PBX_ARGS -d 100 -m 1
+assert_eq "a call with Route: <sip:TRUNK_HOST:PORT;lr> completes" 0 $?
+wait "$gw2"; assert_eq "the gateway took it" 0 $?
+assert_nomatch "the Route naming us by the trunk host is removed" "^Route: <sip:$TRUNK_HOST" "$(cat "$T/r_gw2.msg")"
 finish
