@@ -30,7 +30,7 @@ pbx_call() {
 # daemon GATEWAYS [EXTRA]: (re)start sipauthd with these gateways; G1 (127.0.0.2) and
 # G2 (127.0.0.3) are fresh ports each time
 daemon() {
-	[ -n "${SIPAUTHD_PID:-}" ] && stop "$SIPAUTHD_PID"
+	[ -n "${SIPAUTHD_PID:-}" ] && stop "$SIPAUTHD_PID" && cat "$T/sipauthd.log" >>"$T/all.log"
 	G1=$(free_port 127.0.0.2)
 	G2=$(free_port 127.0.0.3)
 	gws=$1
@@ -199,4 +199,8 @@ assert_match "/metrics: the first gateway's 503" \
 assert_match "/metrics: its failover" "sipauthd_gateway_failovers_total\{gateway=\"udp:127.0.0.2:$G1\"\} 1" "$m"
 assert_match "/metrics: the second's INVITE" "sipauthd_gateway_invites_total\{gateway=\"udp:127.0.0.3:$G2\"\} 1" "$m"
 assert_match "/metrics: both up" "sipauthd_gateway_up\{gateway=\"udp:127.0.0.3:$G2\"\} 1" "$m"
+stop "$SIPAUTHD_PID"
+cat "$T/sipauthd.log" >>"$T/all.log"
+assert_nomatch "no sanitizer report from any of the daemons" "Sanitizer|runtime error" "$(cat "$T/all.log")"
+assert_eq "every daemon stopped cleanly" "$(grep -c 'event=started' "$T/all.log")" "$(grep -c 'event=stopped' "$T/all.log")"
 finish

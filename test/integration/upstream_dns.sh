@@ -58,7 +58,7 @@ wait_for sh -c "grep -q 'started' '$T/dnsmasq.log'" || { cat "$T/dnsmasq.log"; f
 
 # daemon GATEWAY [EXTRA]: (re)start sipauthd with this gateway value and our DNS server
 daemon() {
-	[ -n "${SIPAUTHD_PID:-}" ] && stop "$SIPAUTHD_PID"
+	[ -n "${SIPAUTHD_PID:-}" ] && stop "$SIPAUTHD_PID" && cat "$T/sipauthd.log" >>"$T/all.log"
 	start_sipauthd "MD5" "[upstream]
 gateway = $1
 trusted = 127.0.0.2/32, 127.0.0.3/32
@@ -191,4 +191,8 @@ run_sipp r_call -sf "$SIPP_DIR/pbx_call_route.xml" "127.0.0.1:$SIP_PORT" -i 127.
 assert_eq "a call with Route: <sip:TRUNK_HOST:PORT;lr> completes" 0 $?
 wait "$gw2"; assert_eq "the gateway took it" 0 $?
 assert_nomatch "the Route naming us by the trunk host is removed" "^Route: <sip:$TRUNK_HOST" "$(cat "$T/r_gw2.msg")"
+stop "$SIPAUTHD_PID"
+cat "$T/sipauthd.log" >>"$T/all.log"
+assert_nomatch "no sanitizer report from any of the daemons" "Sanitizer|runtime error" "$(cat "$T/all.log")"
+assert_eq "every daemon stopped cleanly" "$(grep -c 'event=started' "$T/all.log")" "$(grep -c 'event=stopped' "$T/all.log")"
 finish
