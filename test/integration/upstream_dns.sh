@@ -191,6 +191,20 @@ run_sipp r_call -sf "$SIPP_DIR/pbx_call_route.xml" "127.0.0.1:$SIP_PORT" -i 127.
 assert_eq "a call with Route: <sip:TRUNK_HOST:PORT;lr> completes" 0 $?
 wait "$gw2"; assert_eq "the gateway took it" 0 $?
 assert_nomatch "the Route naming us by the trunk host is removed" "^Route: <sip:$TRUNK_HOST" "$(cat "$T/r_gw2.msg")"
+# ---- 9. a gateway that record-routes itself by its name (gw1.test, an SRV target): the PBX's
+# ACK and BYE carry Route: <sip:gw1.test:PORT;lr> past ours, read with gw1.test's address
+daemon "sip:carrier.test"
+wait_for grep -q "event=gateway_address name=gw1.test" "$T/sipauthd.log"
+bg_sipp rr_gw1 -sf "$SIPP_DIR/gateway_uas_rr.xml" -i 127.0.0.2 -p "$G1" -m 1 -key rr_host gw1.test
+gw1=$!
+sleep 0.3
+pbx_call rr_call -m 1
+assert_eq "a call whose gateway record-routes by name completes" 0 $?
+wait "$gw1"; assert_eq "the gateway got the ACK and the BYE through the named Route" 0 $?
+assert_match "the PBX's BYE named the gateway in its Route" "^Route: .*<sip:gw1.test:$G1;lr>" \
+	"$(grep -A12 '^BYE ' "$T/rr_call.msg")"
+assert_nomatch "nothing was refused as leading outside the call" "Route leads outside the call" \
+	"$(cat "$T/sipauthd.log")"
 stop "$SIPAUTHD_PID"
 cat "$T/sipauthd.log" >>"$T/all.log"
 assert_nomatch "no sanitizer report from any of the daemons" "Sanitizer|runtime error" "$(cat "$T/all.log")"
