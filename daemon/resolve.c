@@ -154,6 +154,8 @@ static void host_cb(void *arg, int status, int timeouts, struct ares_addrinfo *r
 				         u == r->srv->upstream ? "gateway_address" : "trusted_address", q->name, after,
 				         u->t[i].port, ttl == UINT32_MAX ? 0 : ttl);
 		}
+	if (u == r->srv->route_names)
+		sa_gateways_unpark(r->srv, q->name, false);
 	ask_due(r);
 out:
 	if (res)
@@ -268,8 +270,8 @@ static void ask_due(struct sa_resolver *r)
 {
 	unsigned idx;
 	enum sa_up_ask k;
-	struct sa_upstream *lists[] = { r->srv->upstream, r->srv->trusted_names };
-	for (unsigned l = 0; l < 2; l++)
+	struct sa_upstream *lists[] = { r->srv->upstream, r->srv->trusted_names, r->srv->route_names };
+	for (unsigned l = 0; l < 3; l++)
 		while (lists[l] && (k = sa_upstream_next_question(lists[l], sa_now_ms(), &idx)) != SA_UP_ASK_NONE) {
 			if (k == SA_UP_ASK_SERVICE)
 				ask_service(r);
@@ -281,7 +283,9 @@ static void ask_due(struct sa_resolver *r)
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
-	ask_due(arg);
+	struct sa_resolver *r = arg;
+	sa_gateways_unpark(r->srv, NULL, false);   /* waited SA_PARKED_MS: go on without the answer */
+	ask_due(r);
 }
 
 /* "a:p,[v6]:p" for c-ares from [dns] servers. */
@@ -311,9 +315,22 @@ static bool needs_dns(const struct sa_upstream *u)
 	return false;
 }
 
+int sa_resolver_ensure(struct sa_server *srv)
+{
+	if (srv->resolver) {
+		ask_due(srv->resolver);
+		return 0;
+	}
+	if (sa_resolver_start(srv) < 0) {
+		sa_resolver_stop(srv);   /* half made: gone, so that the next try starts afresh */
+		return -1;
+	}
+	return 0;
+}
+
 int sa_resolver_start(struct sa_server *srv)
 {
-	if (!needs_dns(srv->upstream) && !srv->trusted_names)
+	if (!needs_dns(srv->upstream) && !srv->trusted_names && !srv->route_names)
 		return 0;   /* numeric gateways only: no resolver at all */
 	struct sa_resolver *r = calloc(1, sizeof(*r));
 	char csv[512];

@@ -109,6 +109,9 @@ struct sa_server {
 	struct sa_http *http;           /* http.c: the [api] servers and their counters */
 	struct sa_upstream *upstream;   /* upstream.c: the gateways, their addresses and health */
 	struct sa_upstream *trusted_names;   /* [upstream] trusted entries that are names; NULL: none */
+	struct sa_upstream *route_names;     /* hosts of Routes that named no address we knew */
+	struct sa_parked *parked;       /* in-dialog requests waiting for their Route's name */
+	unsigned nparked;
 	struct sa_resolver *resolver;   /* resolve.c: c-ares on the loop; NULL when no gateway is named */
 	struct event *probe;            /* upstream.c: OPTIONS to every gateway each probe_interval */
 };
@@ -178,6 +181,18 @@ bool sa_gateways_trusted_name(struct sa_server *srv, const struct sockaddr *sa);
 /* The address a gateway or trusted name resolved to (port not set), for a
  * Route naming it. false: no such name is resolved here. */
 bool sa_gateways_name_addr(struct sa_server *srv, const char *name, union sa_sockaddr *out);
+/* An in-dialog request whose next Route names `host`, not resolved yet:
+ * kept (at most SA_PARKED_MAX, for SA_PARKED_MS at most) while DNS is asked,
+ * then fed to sa_sip_input again. 0 when kept; -1: go on without it (the
+ * name was just answered, or no room). */
+#define SA_PARKED_MAX 64
+#define SA_PARKED_MS 3000
+int sa_gateways_park(struct sa_server *srv, const char *host, const struct sa_flow *from, const char *buf,
+                     size_t len);
+/* resolve.c: an answer for a Route name came, or time passed: requests waiting on it go on. */
+void sa_gateways_unpark(struct sa_server *srv, const char *host, bool all_due);
+/* Start the resolver if it is not running (a Route name needs it). 0 or -1. */
+int sa_resolver_ensure(struct sa_server *srv);
 /* For /metrics (appended to *buf) and GET /v1/upstream (malloc'd JSON). */
 int sa_gateways_metrics(struct sa_server *srv, char **buf, size_t *len);
 char *sa_gateways_json(struct sa_server *srv);

@@ -1354,6 +1354,11 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 	struct sa_flow *end = side == 1 ? &c->caller : &c->callee, *other = side == 1 ? &c->callee : &c->caller;
 	struct sa_flow next;
 	osip_uri_t *nu = sa_msg_route_uri(m, (int)pop);
+	/* a Route past ours naming a host we have no address for: from the call's
+	 * own end, the request waits while DNS is asked (nothing here blocks) */
+	if (nu && nu->host && !sa_upstream_host_numeric(nu->host) && flow_for_uri(srv, nu, &next) < 0 &&
+	    sa_route_same_peer(end, from) && sa_gateways_park(srv, nu->host, from, m->buf, m->len) == 0)
+		return;
 	struct sa_route_in_dialog r = { .from = from, .end = end, .end_open = flow_open(srv, end), .other = other,
 	                                .has_next_route = nu != NULL,
 	                                .next = nu && flow_for_uri(srv, nu, &next) == 0 ? &next : NULL };

@@ -10,6 +10,15 @@
 #include "log.h"
 #include "server.h"
 
+/* An in-dialog request waiting for its Route's name (sa_gateways_park). */
+struct sa_parked {
+	char host[SA_UPSTREAM_HOST_MAX + 1];
+	struct sa_flow from;
+	char *buf;
+	size_t len;
+	uint64_t at_ms;
+};
+
 static uint32_t rand_cb(void *arg)
 {
 	uint32_t r = 0;
@@ -86,6 +95,13 @@ void sa_gateways_stop(struct sa_server *srv)
 	srv->upstream = NULL;
 	free(srv->trusted_names);
 	srv->trusted_names = NULL;
+	for (unsigned i = 0; i < srv->nparked; i++)
+		free(srv->parked[i].buf);
+	free(srv->parked);
+	srv->parked = NULL;
+	srv->nparked = 0;
+	free(srv->route_names);
+	srv->route_names = NULL;
 }
 
 static void flow_of(struct sa_server *srv, const struct sa_up_target *t, struct sa_flow *fl)
@@ -173,6 +189,51 @@ void sa_gateways_probe_answer(struct sa_server *srv, const struct sa_flow *from,
 	sa_gateways_report(srv, from, sa_upstream_probe_verdict(status));
 }
 
+int sa_gateways_park(struct sa_server *srv, const char *host, const struct sa_flow *from, const char *buf,
+                     size_t len)
+{
+	uint64_t now = sa_now_ms();
+	if (!srv->route_names && !(srv->route_names = calloc(1, sizeof(*srv->route_names))))
+		return -1;
+	if (!srv->parked && !(srv->parked = calloc(SA_PARKED_MAX, sizeof(*srv->parked))))
+		return -1;
+	/* answered a moment ago (it did not resolve, or not to this end): no second wait */
+	if (srv->nparked == SA_PARKED_MAX || sa_upstream_name_answered(srv->route_names, host, now) ||
+	    sa_upstream_name_add(srv->route_names, host, now) < 0)
+		return -1;
+	struct sa_parked *p = &srv->parked[srv->nparked];
+	if (!(p->buf = malloc(len)))
+		return -1;
+	memcpy(p->buf, buf, len);
+	p->len = len;
+	p->from = *from;
+	p->at_ms = now;
+	snprintf(p->host, sizeof(p->host), "%s", host);
+	srv->nparked++;
+	log_debug("event=route_name_asked name=%s parked=%u", host, srv->nparked);
+	/* stored first: an answer from /etc/hosts comes back before this returns */
+	if (sa_resolver_ensure(srv) < 0) {
+		free(srv->parked[--srv->nparked].buf);   /* no resolver: it goes on, without the name */
+		return -1;
+	}
+	return 0;
+}
+
+void sa_gateways_unpark(struct sa_server *srv, const char *host, bool all_due)
+{
+	uint64_t now = sa_now_ms();
+	for (unsigned i = 0; i < srv->nparked;) {
+		struct sa_parked p = srv->parked[i];
+		if (host ? strcasecmp(p.host, host) != 0 : !(all_due || p.at_ms + SA_PARKED_MS <= now)) {
+			i++;
+			continue;
+		}
+		srv->parked[i] = srv->parked[--srv->nparked];   /* out first: the request may park again */
+		sa_sip_input(srv, &p.from, p.buf, p.len);
+		free(p.buf);
+	}
+}
+
 bool sa_gateways_trusted_name(struct sa_server *srv, const struct sockaddr *sa)
 {
 	return srv->trusted_names && sa_upstream_find_addr(srv->trusted_names, sa, true) >= 0;
@@ -180,8 +241,8 @@ bool sa_gateways_trusted_name(struct sa_server *srv, const struct sockaddr *sa)
 
 bool sa_gateways_name_addr(struct sa_server *srv, const char *name, union sa_sockaddr *out)
 {
-	const struct sa_upstream *lists[] = { srv->upstream, srv->trusted_names };
-	for (unsigned l = 0; l < 2; l++)
+	const struct sa_upstream *lists[] = { srv->upstream, srv->trusted_names, srv->route_names };
+	for (unsigned l = 0; l < 3; l++)
 		for (unsigned i = 0; lists[l] && i < lists[l]->n; i++)
 			if (lists[l]->t[i].naddr && strcasecmp(lists[l]->t[i].host, name) == 0) {
 				*out = lists[l]->t[i].addr[0];

@@ -214,6 +214,42 @@ void sa_upstream_init(struct sa_upstream *u, const struct sa_upstream_spec *spec
 	u->service_expires_ms = UINT64_MAX;
 }
 
+static int name_find(const struct sa_upstream *u, const char *host)
+{
+	for (unsigned i = 0; i < u->n; i++)
+		if (strcasecmp(u->t[i].host, host) == 0)
+			return (int)i;
+	return -1;
+}
+
+int sa_upstream_name_add(struct sa_upstream *u, const char *host, uint64_t now_ms)
+{
+	int i = name_find(u, host);
+	if (i >= 0 || !sa_upstream_host_name_ok(host))
+		return i;
+	unsigned k = u->n;
+	if (k == SA_UPSTREAM_MAX) {
+		int best = -1;
+		for (unsigned j = 0; j < u->n; j++)
+			if (!u->t[j].resolving && (best < 0 || u->t[j].expires_ms < u->t[best].expires_ms))
+				best = (int)j;
+		if (best < 0)
+			return -1;
+		k = (unsigned)best;
+	} else {
+		u->n++;
+	}
+	target_set(&u->t[k], SA_PROTO_UDP, host, 0, 0, 0);
+	(void)now_ms;   /* expires_ms 0: due at once */
+	return (int)k;
+}
+
+bool sa_upstream_name_answered(const struct sa_upstream *u, const char *host, uint64_t now_ms)
+{
+	int i = name_find(u, host);
+	return i >= 0 && !u->t[i].resolving && u->t[i].expires_ms > now_ms;
+}
+
 enum sa_up_ask sa_upstream_next_question(struct sa_upstream *u, uint64_t now_ms, unsigned *idx)
 {
 	if (u->spec.service && !u->service_resolving && now_ms >= u->service_expires_ms) {

@@ -119,6 +119,13 @@ enum sa_up_ask {
 	SA_UP_ASK_HOST,             /* t[*idx].host: A/AAAA */
 };
 
+/* A name to keep resolved (a Route's host): its index, an existing one
+ * if the name is there already. A full list gives up the entry that
+ * expires first (none asked at the moment); -1 when all are being asked. */
+int sa_upstream_name_add(struct sa_upstream *u, const char *host, uint64_t now_ms);
+/* Has host an answer (addresses, or a failure) that is still current? */
+bool sa_upstream_name_answered(const struct sa_upstream *u, const char *host, uint64_t now_ms);
+
 /* The next question that is due at now (an answer expired, or never got),
  * marked as asked. Call until SA_UP_ASK_NONE. */
 enum sa_up_ask sa_upstream_next_question(struct sa_upstream *u, uint64_t now_ms, unsigned *idx);

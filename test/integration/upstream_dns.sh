@@ -2,7 +2,9 @@
 # upstream_dns.sh: named gateways (issue 13) resolved through a real DNS server: dnsmasq on a
 # loopback address serving NAPTR, SRV and A records. SRV priority order, a 503 and a gateway gone
 # behind SRV, weights spreading calls, NAPTR leading to SRV, a name that does not resolve (503 and
-# one log line, the loop still serving), and a TTL expiry moving calls to the new address.
+# one log line, the loop still serving), a TTL expiry moving calls to the new address, a trusted
+# source given by name, a Route naming sipauthd by the trunk host, and a gateway record-routing
+# by its name (a gateway's name, and a name nothing else resolves: the request waits for DNS).
 # sipp plays the PBX and two gateways (127.0.0.2, 127.0.0.3); their message traces say which
 # gateway got each call.
 . "$top_srcdir/test/lib.sh"
@@ -43,6 +45,7 @@ cat >"$T/hosts" <<HOSTS
 127.0.0.3 gw2.test
 127.0.0.2 moving.test
 127.0.0.2 gw-in.test
+127.0.0.2 edge.test
 HOSTS
 spawn "$T/dnsmasq.log" "$DNSMASQ" --no-daemon --port="$DNS_PORT" --listen-address=$DNS_ADDR --bind-interfaces \
 	--no-resolv --no-hosts --conf-file=/dev/null --pid-file="$T/dnsmasq.pid" --user=root --log-queries \
@@ -205,6 +208,22 @@ assert_match "the PBX's BYE named the gateway in its Route" "^Route: .*<sip:gw1.
 	"$(grep -A12 '^BYE ' "$T/rr_call.msg")"
 assert_nomatch "nothing was refused as leading outside the call" "Route leads outside the call" \
 	"$(cat "$T/sipauthd.log")"
+# ---- 10. the gateway record-routes by a name nothing here resolves (edge.test; the gateway itself
+# is numeric, so no resolver runs): the PBX's ACK and BYE wait while edge.test is asked, then pass
+daemon "udp:127.0.0.2:$G1"
+assert_nomatch "numeric gateways only: no resolver at first" "event=dns_started" "$(cat "$T/sipauthd.log")"
+bg_sipp edge_gw1 -sf "$SIPP_DIR/gateway_uas_rr.xml" -i 127.0.0.2 -p "$G1" -m 1 -key rr_host edge.test
+gw1=$!
+sleep 0.3
+pbx_call edge_call -m 1
+assert_eq "a call whose gateway record-routes by an unknown name completes" 0 $?
+wait "$gw1"; assert_eq "the gateway got the ACK and the BYE once edge.test resolved" 0 $?
+assert_match "the Route's name was asked" "event=route_name_asked name=edge.test" "$(cat "$T/sipauthd.log")"
+assert_match "the resolver started for it" "event=dns_started servers=$DNS_ADDR:$DNS_PORT" "$(cat "$T/sipauthd.log")"
+assert_match "dnsmasq was asked for edge.test" "query\[A\] edge.test" "$(cat "$T/dnsmasq.log")"
+assert_nomatch "nothing was refused as leading outside the call" "Route leads outside the call" \
+	"$(cat "$T/sipauthd.log")"
+
 stop "$SIPAUTHD_PID"
 cat "$T/sipauthd.log" >>"$T/all.log"
 assert_nomatch "no sanitizer report from any of the daemons" "Sanitizer|runtime error" "$(cat "$T/all.log")"

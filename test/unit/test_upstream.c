@@ -1,6 +1,7 @@
 /* test_upstream.c: the gateways: parsing, SRV priority and weight, health, TTLs, DNS answer TTLs. */
 #include <arpa/inet.h>
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -364,6 +365,32 @@ START_TEST(metrics_and_json_name_each_gateway)
 }
 END_TEST
 
+START_TEST(route_names_are_kept_and_evicted_by_expiry)
+{
+	struct sa_upstream_spec none = { 0 };
+	struct sa_upstream u;
+	sa_upstream_init(&u, &none, &cfg);
+	ck_assert_int_eq(sa_upstream_name_add(&u, "edge.example", 0), 0);
+	ck_assert_int_eq(sa_upstream_name_add(&u, "EDGE.example", 0), 0);   /* the same name */
+	ck_assert_int_eq(sa_upstream_name_add(&u, "bad name", 0), -1);
+	ck_assert(!sa_upstream_name_answered(&u, "edge.example", 0));
+	unsigned idx;
+	ck_assert_int_eq(sa_upstream_next_question(&u, 0, &idx), SA_UP_ASK_HOST);
+	ck_assert(!sa_upstream_name_answered(&u, "edge.example", 0));   /* still asking */
+	sa_upstream_host_answer(&u, idx, NULL, 0, 0, 100);   /* did not resolve */
+	ck_assert(sa_upstream_name_answered(&u, "edge.example", 100));
+	ck_assert(!sa_upstream_name_answered(&u, "edge.example", 100 + SA_UPSTREAM_NEG_TTL_MS));
+	char name[32];
+	for (int i = 1; i < SA_UPSTREAM_MAX; i++) {
+		snprintf(name, sizeof(name), "n%d.example", i);
+		ck_assert_int_eq(sa_upstream_name_add(&u, name, 0), i);
+	}
+	/* full: the entry that expires first gives way (n1.example, never asked: 0) */
+	ck_assert_int_eq(sa_upstream_name_add(&u, "new.example", 0), 1);
+	ck_assert_str_eq(u.t[1].host, "new.example");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("upstream");
@@ -384,6 +411,7 @@ int main(void)
 	tcase_add_test(tc, find_addr_by_address_and_port);
 	tcase_add_test(tc, a_probe_is_an_options_to_the_gateway);
 	tcase_add_test(tc, metrics_and_json_name_each_gateway);
+	tcase_add_test(tc, route_names_are_kept_and_evicted_by_expiry);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
