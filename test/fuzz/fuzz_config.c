@@ -148,6 +148,10 @@ static void check_loaded(const struct sa_config *c)
 	for (unsigned i = 0; i < c->nmetrics_listen; i++)
 		check_endpoint(&c->metrics_listen[i], true);
 	CHECK(IN(c->api_max_body, 256, 1048576) && IN(c->api_min_password_len, SA_PASSWORD_MIN, SA_PASSWORD_MAX));
+	CHECK(TERMINATED(c->api_admin_token_file));
+	CHECK(c->ndns_servers <= SA_MAX_DNS_SERVERS && c->probe_interval <= 3600);
+	for (unsigned i = 0; i < c->ndns_servers; i++)
+		check_endpoint(&c->dns_servers[i], false);
 }
 
 /* A refusal is one line naming the file ("FILE:LINE: reason" or "FILE: reason"). */
