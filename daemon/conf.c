@@ -138,6 +138,20 @@ static int add_listen(struct parse *p, const char *item)
 	return 0;
 }
 
+/* A DNS server: "127.0.0.53:53" or "[::1]:53". */
+static int add_dns_server(struct parse *p, const char *item)
+{
+	struct sa_config *c = p->cfg;
+	char buf[128];
+	if (c->ndns_servers == SA_MAX_DNS_SERVERS)
+		return perr(p, "too many DNS servers (at most %d)", SA_MAX_DNS_SERVERS);
+	if (snprintf(buf, sizeof(buf), "udp:%s", item) >= (int)sizeof(buf) ||
+	    sa_endpoint_parse(buf, &c->dns_servers[c->ndns_servers]) < 0)
+		return perr(p, "bad DNS server '%s' (want ADDRESS:PORT, IPv6 as [ADDRESS]:PORT)", item);
+	c->ndns_servers++;
+	return 0;
+}
+
 /* An HTTP address: "127.0.0.1:8080" or "[::1]:8080". */
 static int add_http(struct parse *p, const char *item, struct sa_endpoint *eps, unsigned *n)
 {
@@ -163,13 +177,14 @@ static int add_metrics_listen(struct parse *p, const char *item)
 static int add_trusted(struct parse *p, const char *item)
 {
 	struct sa_config *c = p->cfg;
-	char buf[64];
+	char buf[SA_UPSTREAM_HOST_MAX + 8];
 	if (c->ntrusted == SA_MAX_TRUSTED)
 		return perr(p, "too many trusted networks (at most %d)", SA_MAX_TRUSTED);
 	/* cut short, "10.0.0.0/000...08" would read as /0: trust everyone */
 	if (snprintf(buf, sizeof(buf), "%s", item) >= (int)sizeof(buf))
 		return perr(p, "bad trusted network '%s' (want ADDRESS[/PREFIX])", item);
 	struct sa_net *n = &c->trusted[c->ntrusted];
+	memset(n, 0, sizeof(*n));   /* a key set twice: nothing of the first value stays */
 	char *slash = strchr(buf, '/');
 	if (slash)
 		*slash = '\0';
@@ -179,8 +194,12 @@ static int add_trusted(struct parse *p, const char *item)
 	} else if (inet_pton(AF_INET6, buf, n->addr) == 1) {
 		n->family = AF_INET6;
 		n->prefix = 128;
+	} else if (!slash && sa_upstream_host_name_ok(buf) && strchr(buf, '.')) {
+		snprintf(n->name, sizeof(n->name), "%.*s", SA_UPSTREAM_HOST_MAX, buf);   /* every address it resolves to */
+		c->ntrusted++;
+		return 0;
 	} else {
-		return perr(p, "bad trusted network '%s' (want ADDRESS[/PREFIX])", item);
+		return perr(p, "bad trusted network '%s' (want ADDRESS[/PREFIX] or a host name)", item);
 	}
 	if (slash) {
 		char *end;
@@ -243,10 +262,12 @@ static int set_domain(struct parse *p, const char *v)
 
 static int set_gateway(struct parse *p, const char *v)
 {
-	if (sa_endpoint_parse(v, &p->cfg->gateway) < 0)
-		return perr(p, "bad gateway '%s' (want udp|tcp:ADDRESS:PORT)", v);
+	char why[512];
+	if (sa_upstream_spec_parse(&p->cfg->gateway, v, why, sizeof(why)) < 0)
+		return perr(p, "%s", why);
 	return 0;
 }
+
 
 static int set_tls_version(struct parse *p, const char *v)
 {
@@ -319,6 +340,11 @@ static const struct key keys[] = {
 	FN("sip", "domain", domain, set_domain_key, false),
 	FN("upstream", "gateway", gateway, set_gateway_key, false),
 	LIST("upstream", "trusted", trusted, ntrusted, add_trusted, false),
+	UINT("upstream", "failover_timeout_ms", failover_timeout_ms, 100, 32000, true),
+	UINT("upstream", "probe_interval", probe_interval, 0, 3600, false),
+	UINT("upstream", "down_after", down_after, 1, 100, false),
+	UINT("upstream", "up_after", up_after, 1, 100, false),
+	LIST("dns", "servers", dns_servers, ndns_servers, add_dns_server, false),
 	STR("upstream", "tls_ca", tls.gateway_ca, true),
 	STR("upstream", "tls_server_name", tls.gateway_name, true),
 	LIST("auth", "algorithms", auth.algs, auth.nalgs, add_algorithm, false),
@@ -356,6 +382,7 @@ static const struct key keys[] = {
 	LIST("api", "metrics_listen", metrics_listen, nmetrics_listen, add_metrics_listen, false),
 	UINT("api", "max_body", api_max_body, 256, 1048576, false),
 	UINT("api", "max_connections", api_max_connections, 1, 1000000, false),
+	STR("api", "admin_token_file", api_admin_token_file, false),
 	UINT("api", "min_password_length", api_min_password_len, SA_PASSWORD_MIN, SA_PASSWORD_MAX, false),
 };
 
@@ -435,6 +462,9 @@ static void set_defaults(struct sa_config *c)
 	c->max_transactions_per_credential = 1000;
 	c->max_transaction_memory = 128;
 	c->timer_c = 181;
+	c->failover_timeout_ms = 2000;
+	c->down_after = 3;
+	c->up_after = 1;
 	c->max_calls = 10000;
 	c->abuse = (struct sa_abuse_cfg){ .max_failures = 10, .window = 60, .ban_time = 600 };
 	c->tls.min_version = 0x0303;
@@ -455,13 +485,14 @@ static int check_whole(struct parse *p)
 	p->line = 0;
 	if (c->nlisten == 0)
 		return perr(p, "[sip] listen is required");
-	if (c->gateway.port == 0)
+	if (c->gateway.n == 0)
 		return perr(p, "[upstream] gateway is required");
 	for (unsigned i = 0; i < c->nlisten; i++)
 		if (c->listen[i].proto == SA_PROTO_TLS && (!c->tls.certificate[0] || !c->tls.private_key[0]))
 			return perr(p, "[sip] listen has a tls listener: [tls] certificate and private_key are required");
-	if (c->gateway.proto == SA_PROTO_TLS && !c->tls.gateway_name[0])
-		return perr(p, "[upstream] gateway over tls needs tls_server_name (the name its certificate must carry)");
+	for (unsigned i = 0; i < c->gateway.n; i++)
+		if (c->gateway.e[i].proto == SA_PROTO_TLS && !c->tls.gateway_name[0])
+			return perr(p, "[upstream] gateway over tls needs tls_server_name (the name its certificate must carry)");
 	if (c->reg.min_expires > c->reg.max_expires)
 		return perr(p, "[registrar] min_expires is above max_expires");
 	if (c->reg.default_expires < c->reg.min_expires || c->reg.default_expires > c->reg.max_expires)
@@ -479,7 +510,7 @@ static int parse_line(struct parse *p, char *line, char *sec, size_t seclen)
 		if (!e || trim(e + 1)[0])
 			return perr(p, "bad section header");
 		*e = '\0';
-		const char *known[] = { "sip", "upstream", "auth", "store", "registrar", "proxy", "limits", "log", "api", "tls", "abuse" };
+		const char *known[] = { "sip", "upstream", "auth", "store", "registrar", "proxy", "limits", "log", "api", "tls", "abuse", "dns" };
 		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 			if (strcmp(s + 1, known[i]) == 0) {
 				snprintf(sec, seclen, "%s", s + 1);

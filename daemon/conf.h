@@ -10,9 +10,11 @@
 #include "auth.h"
 #include "registrar.h"
 #include "route.h"
+#include "upstream.h"
 
 #define SA_MAX_LISTEN 8
 #define SA_MAX_TRUSTED 32
+#define SA_MAX_DNS_SERVERS 3
 
 struct sa_endpoint {
 	enum sa_proto proto;
@@ -23,9 +25,10 @@ struct sa_endpoint {
 };
 
 struct sa_net {
-	int family;
+	int family;                    /* 0: a name, resolved like the gateways' */
 	unsigned char addr[16];
 	unsigned prefix;
+	char name[SA_UPSTREAM_HOST_MAX + 1];
 };
 
 /* TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are OpenSSL's defaults) */
@@ -51,7 +54,13 @@ struct sa_config {
 	struct sa_endpoint listen[SA_MAX_LISTEN];
 	unsigned nlisten;
 	char domain[SA_DOMAIN_MAX + 1];
-	struct sa_endpoint gateway;
+	struct sa_upstream_spec gateway;   /* [upstream] gateway: sip:NAME, or a list in priority order */
+	unsigned failover_timeout_ms;    /* an INVITE no gateway answered within this goes to the next */
+	unsigned probe_interval;         /* seconds between OPTIONS probes per gateway; 0: none */
+	unsigned down_after;             /* failures in a row that put a gateway down */
+	unsigned up_after;               /* probes answered in a row that bring it back */
+	struct sa_endpoint dns_servers[SA_MAX_DNS_SERVERS];   /* [dns] servers; none: /etc/resolv.conf */
+	unsigned ndns_servers;
 	struct sa_net trusted[SA_MAX_TRUSTED];
 	unsigned ntrusted;
 	struct sa_auth_cfg auth;
@@ -81,6 +90,7 @@ struct sa_config {
 	unsigned api_max_body;           /* bytes of request body; more get 413 */
 	unsigned api_max_connections;    /* HTTP connections open at once (API and metrics); more are closed */
 	unsigned api_min_password_len;   /* for credentials created over the API */
+	char api_admin_token_file[PATH_MAX];   /* holds the token for the admin API (GET /v1/upstream); "": none */
 };
 
 /* Parse file into cfg (defaults first). 0, or -1 with one line in err:

@@ -14,6 +14,8 @@
 #include <event2/keyvalq_struct.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <strings.h>
 
 #include "api.h"
 #include "calls.h"
@@ -43,6 +45,8 @@ struct sa_http {
 	 * evhttp asks us for to the connection's close callback */
 	unsigned nconns;
 	uint64_t conns_refused;
+	bool admin_token;               /* [api] admin_token_file was read */
+	unsigned char admin_digest[32]; /* its token's SHA-256: the token itself is not kept */
 	struct bufferevent **adopt;     /* accepted, evhttp's connection not yet known */
 	unsigned nadopt, adopt_cap;
 	struct event *adopt_ev;
@@ -439,6 +443,10 @@ static void metrics_serve(struct exchange *x)
 	metrics_fill(x->h, &m);
 	x->h->answers[200]--;
 	text = sa_metrics_render(&m, &len);
+	if (text != NULL && sa_gateways_metrics(x->h->srv, &text, &len) < 0) {
+		free(text);
+		text = NULL;
+	}
 	if (text == NULL) {
 		send_error(x, 500, "internal", "out of memory", NULL);
 		return;
@@ -475,6 +483,73 @@ static int dashboard_csp(struct sa_http *h)
 	         "default-src 'none'; script-src 'sha256-%s'; style-src 'unsafe-inline'; connect-src 'self'; "
 	         "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'", b64);
 	return 0;
+}
+
+/* ---- /v1/upstream: the admin's view of the gateways ---- */
+
+static int is_get(const struct exchange *x);
+
+/* The token in [api] admin_token_file (first line), kept as its SHA-256. */
+static int admin_token_load(struct sa_http *h, const char *path)
+{
+	char tok[512] = "";
+	FILE *f = fopen(path, "r");
+	if (f == NULL) {
+		log_err("event=admin_token_unreadable path=%s reason=\"%s\"", path, strerror(errno));
+		return -1;
+	}
+	bool ok = fgets(tok, sizeof(tok), f) != NULL;
+	fclose(f);
+	size_t n = strcspn(tok, "\r\n");
+	tok[n] = '\0';
+	if (!ok || n < 16) {
+		OPENSSL_cleanse(tok, sizeof(tok));
+		log_err("event=admin_token_unreadable path=%s reason=\"the first line must hold a token of 16 characters or more\"",
+		        path);
+		return -1;
+	}
+	ok = SHA256((const unsigned char *)tok, n, h->admin_digest) != NULL;
+	OPENSSL_cleanse(tok, sizeof(tok));
+	h->admin_token = ok;
+	return ok ? 0 : -1;
+}
+
+/* Bearer the admin token? Compared as digests, in constant time. */
+static int admin_ok(struct exchange *x)
+{
+	const char *authz = evhttp_find_header(evhttp_request_get_input_headers(x->req), "Authorization");
+	unsigned char md[32];
+	if (authz == NULL || strncasecmp(authz, "Bearer ", 7) != 0)
+		return 0;
+	const char *tok = authz + 7;
+	int ok = SHA256((const unsigned char *)tok, strlen(tok), md) != NULL &&
+	         CRYPTO_memcmp(md, x->h->admin_digest, sizeof(md)) == 0;
+	OPENSSL_cleanse((char *)tok, strlen(tok));
+	return ok;
+}
+
+static void upstream_serve(struct exchange *x)
+{
+	if (!is_get(x)) {
+		send_error(x, 405, "method_not_allowed", "only GET and HEAD are allowed here", "GET, HEAD");
+		return;
+	}
+	if (!x->h->admin_token) {
+		send_error(x, 403, "forbidden", "no admin token is configured ([api] admin_token_file)", NULL);
+		return;
+	}
+	if (!admin_ok(x)) {
+		add_header(x->req, "WWW-Authenticate", "Bearer realm=\"sipauthd admin\"");
+		send_error(x, 401, "unauthorized", "missing or wrong admin token", NULL);
+		return;
+	}
+	char *body = sa_gateways_json(x->h->srv);
+	if (body == NULL) {
+		send_error(x, 500, "internal", "out of memory", NULL);
+		return;
+	}
+	send_answer(x, 200, JSON_TYPE, body, strlen(body), 0);
+	free(body);
 }
 
 /* ---- dispatch ---- */
@@ -525,6 +600,8 @@ static void api_cb(struct evhttp_request *req, void *arg)
 	if (strcmp(x.path, "/") == 0 && is_get(&x)) {
 		add_header(req, "Location", "/dashboard");
 		send_answer(&x, 302, NULL, NULL, 0, 1);
+	} else if (strcmp(x.path, "/v1/upstream") == 0) {
+		upstream_serve(&x);   /* admin, not an account's: before the API's routes */
 	} else if (strncmp(x.path, "/v1/", 4) == 0) {
 		api_serve(&x, query);
 	} else if (!page_serve(&x, x.h->metrics == NULL, 1)) {
@@ -720,6 +797,8 @@ int sa_http_start(struct sa_server *srv)
 		log_err("event=http_failed error=\"the dashboard page has no <script> element\"");
 		return -1;
 	}
+	if (c->api_admin_token_file[0] && admin_token_load(h, c->api_admin_token_file) < 0)
+		return -1;
 	if (c->napi_listen > 0 && (h->api = server_new(h, c->api_listen, c->napi_listen, api_cb)) == NULL)
 		return -1;
 	if (c->nmetrics_listen > 0 &&

@@ -18,6 +18,7 @@
 #include "sipmsg.h"
 #include "store.h"
 #include "txn.h"
+#include "upstream.h"
 
 struct sa_listener {
 	struct sa_endpoint ep;
@@ -113,6 +114,13 @@ struct sa_server {
 	struct sa_trunk_table *trunks;  /* sip.c: channels and call-rate buckets per trunk (lib/policy) */
 	struct sa_work *work;           /* work.c: the store thread for API writes and flushes */
 	struct sa_work *work_read;      /* ... and one for API reads: a write waiting for the lock holds up no GET */
+	struct sa_upstream *upstream;   /* upstream.c: the gateways, their addresses and health */
+	struct sa_upstream *trusted_names;   /* [upstream] trusted entries that are names; NULL: none */
+	struct sa_upstream *route_names;     /* hosts of Routes that named no address we knew */
+	struct sa_parked *parked;       /* in-dialog requests waiting for their Route's name */
+	unsigned nparked;
+	struct sa_resolver *resolver;   /* resolve.c: c-ares on the loop; NULL when no gateway is named */
+	struct event *probe;            /* upstream.c: OPTIONS to every gateway each probe_interval */
 };
 
 /* transport.c */
@@ -162,6 +170,48 @@ unsigned sa_sip_in_flight(const struct sa_server *srv);
 int sa_sip_calls_save(struct sa_server *srv);
 
 uint64_t sa_now_ms(void);
+
+/* upstream.c: the gateways (lib/upstream) on the loop */
+#define SA_GATEWAY_RETRY_MS 30000   /* without probes, a gateway that went down is tried again after this */
+int sa_gateways_start(struct sa_server *srv);
+void sa_gateways_stop(struct sa_server *srv);
+/* The failover order for one INVITE, as flows. 0: no gateway has an address. */
+unsigned sa_gateways_order(struct sa_server *srv, struct sa_flow *flows, unsigned max);
+const char *sa_gateways_none_reason(struct sa_server *srv);
+void sa_gateways_sent(struct sa_server *srv, const struct sa_flow *to);
+void sa_gateways_failover(struct sa_server *srv, const struct sa_flow *from);
+/* What the gateway at `to` did (health; logs a line when it goes down or up). */
+void sa_gateways_report(struct sa_server *srv, const struct sa_flow *to, enum sa_up_event ev);
+bool sa_gateways_has_addr(struct sa_server *srv, const struct sockaddr *sa);
+/* Is the address one a trusted name resolved to? */
+bool sa_gateways_trusted_name(struct sa_server *srv, const struct sockaddr *sa);
+/* The address a gateway or trusted name resolved to (port not set), for a
+ * Route naming it. false: no such name is resolved here. */
+bool sa_gateways_name_addr(struct sa_server *srv, const char *name, union sa_sockaddr *out);
+/* An in-dialog request whose next Route names `host`, not resolved yet:
+ * kept (at most SA_PARKED_MAX, for SA_PARKED_MS at most) while DNS is asked,
+ * then fed to sa_sip_input again. 0 when kept; -1: go on without it (the
+ * name was just answered, or no room). */
+#define SA_PARKED_MAX 64
+#define SA_PARKED_MS 3000
+int sa_gateways_park(struct sa_server *srv, const char *host, const struct sa_flow *from, const char *buf,
+                     size_t len);
+/* resolve.c: an answer for a Route name came, or time passed: requests waiting on it go on. */
+void sa_gateways_unpark(struct sa_server *srv, const char *host, bool all_due);
+/* Start the resolver if it is not running (a Route name needs it). 0 or -1. */
+int sa_resolver_ensure(struct sa_server *srv);
+/* For /metrics (appended to *buf) and GET /v1/upstream (malloc'd JSON). */
+int sa_gateways_metrics(struct sa_server *srv, char **buf, size_t *len);
+char *sa_gateways_json(struct sa_server *srv);
+/* A probe's final answer from the gateway at `from`. */
+void sa_gateways_probe_answer(struct sa_server *srv, const struct sa_flow *from, int status);
+/* resolve.c: the gateways' names asked as their answers expire (nothing when all are numeric) */
+int sa_resolver_start(struct sa_server *srv);
+void sa_resolver_stop(struct sa_server *srv);
+/* sip.c: a connection we opened failed or closed: requests waiting on it move on. */
+void sa_sip_flow_failed(struct sa_server *srv, const struct sa_flow *fl);
+/* Send gateway idx an OPTIONS probe (a transaction of our own). 0 or -1. */
+int sa_sip_probe(struct sa_server *srv, unsigned idx, const struct sa_flow *to);
 
 /* http.c: the REST API, /dashboard, /healthz and /metrics on [api] listen
  * (and /metrics alone on [api] metrics_listen). No listen: nothing. 0 or -1. */

@@ -67,7 +67,25 @@ struct sa_txn {
 	bool local;                    /* we are the UAC (a BYE we send): absorb its responses */
 	bool inbound;                  /* INVITE from the gateway to a registered PBX */
 	bool holds_channel;            /* INVITE: holds a channel of its trunk until a call takes it over */
+	bool send_failed;              /* the last send of the request failed at once */
+	bool probe;                    /* an OPTIONS probe of ours to a gateway */
 	struct txn_owner *own;         /* whose it is, while in progress; NULL: nobody's */
+	struct txn_failover *fo;       /* an INVITE to the gateways: the ones left to try */
+};
+
+/* An INVITE towards the gateways, until its final answer: what it takes to
+ * try the next one (a new client transaction, RFC 3263 §4.3) when the live
+ * one answers 503, fails to send, or stays silent for failover_timeout_ms. */
+struct txn_failover {
+	char *orig;                    /* the request as received, rewritten again for each gateway */
+	size_t orig_len;
+	bool stream;
+	unsigned pop;                  /* Route values naming us */
+	char realm[SA_REALM_MAX];      /* Proxy-Authorization to strip */
+	struct event *timer;           /* no answer from the live gateway */
+	bool cancelled;                /* the caller sent CANCEL: no new gateway */
+	unsigned cur, n;               /* flows[cur] is live */
+	struct sa_flow flows[];
 };
 
 /* Whose a transaction is: needed only until its final answer (a finished
@@ -173,6 +191,19 @@ static void txn_keep(struct sa_txn *t, char **slot, size_t *lenp, char *buf, siz
 	*lenp = n;
 }
 
+static void txn_fo_free(struct sa_txn *t)
+{
+	struct txn_failover *fo = t->fo;
+	if (!fo)
+		return;
+	if (fo->timer)
+		event_free(fo->timer);
+	sa_txn_budget_bytes(t->srv->txn_budget, -(long)fo->orig_len);
+	free(fo->orig);
+	free(fo);
+	t->fo = NULL;
+}
+
 static void txn_free(struct sa_txn *t)
 {
 	struct sa_server *srv = t->srv;
@@ -195,6 +226,7 @@ static void txn_free(struct sa_txn *t)
 		TAILQ_REMOVE(&srv->txn_ringing, t, ringing);
 	txn_discharge(t);
 	free(t->own);
+	txn_fo_free(t);
 	if (t->timer)
 		event_free(t->timer);
 	if (t->timer_c)
@@ -406,12 +438,27 @@ static bool uri_is_us(struct sa_server *srv, osip_uri_t *u)
 	return false;
 }
 
+/* A Route naming us by name: our SIP domain or a trunk host (a PBX whose
+ * outbound proxy is trunk-<id>.<domain>), on a port we listen on. */
+static bool route_names_us(struct sa_server *srv, osip_uri_t *u)
+{
+	char trunk[SA_ID_MAX];
+	if (!u || !u->host || (strcasecmp(u->host, srv->domain) != 0 &&
+	                       sa_auth_trunk_from_host(u->host, srv->domain, trunk, sizeof(trunk)) != 0))
+		return false;
+	long port = u->port ? strtol(u->port, NULL, 10) : 5060;
+	for (unsigned i = 0; i < srv->nlisteners; i++)
+		if (port == srv->listeners[i].ep.port)
+			return true;
+	return false;
+}
+
 /* How many leading Route values name us. */
 static unsigned routes_to_us(struct sa_server *srv, const struct sa_msg *m)
 {
 	unsigned n = 0;
 	osip_uri_t *u;
-	while ((u = sa_msg_route_uri(m, (int)n)) && uri_is_us(srv, u))
+	while ((u = sa_msg_route_uri(m, (int)n)) && (uri_is_us(srv, u) || route_names_us(srv, u)))
 		n++;
 	return n;
 }
@@ -433,13 +480,23 @@ static int flow_for_text(struct sa_server *srv, const char *proto, const char *h
 	return 0;
 }
 
+/* A URI's host:port;transport as a flow. A name is taken from the names
+ * resolved here (gateways, trusted): nothing on this path waits for DNS. */
 static int flow_for_uri(struct sa_server *srv, osip_uri_t *u, struct sa_flow *fl)
 {
 	osip_uri_param_t *tp = NULL;
 	osip_uri_uparam_get_byname(u, "transport", &tp);
 	if (!u->host)
 		return -1;
-	return flow_for_text(srv, tp && tp->gvalue ? tp->gvalue : "udp", u->host, u->port ? u->port : "5060", fl);
+	const char *host = u->host;
+	char addr[64];
+	union sa_sockaddr sa;
+	if (!sa_upstream_host_numeric(host) && sa_gateways_name_addr(srv, host, &sa)) {
+		uint16_t ignored;
+		sa_flow_peer(&(struct sa_flow){ .ss = sa }, addr, sizeof(addr), &ignored);
+		host = addr;
+	}
+	return flow_for_text(srv, tp && tp->gvalue ? tp->gvalue : "udp", host, u->port ? u->port : "5060", fl);
 }
 
 static void flow_for_endpoint(struct sa_server *srv, const struct sa_endpoint *ep, struct sa_flow *fl)
@@ -453,25 +510,59 @@ static void flow_for_endpoint(struct sa_server *srv, const struct sa_endpoint *e
 
 /* ---- forwarding ---- */
 
-/* Forward m statefully to `to`: 100 Trying for INVITE, our Via, Record-Route.
- * The transaction is charged to budget_cred (the credential whose call or
- * request it is; NULL for none). */
-/* false when no transaction could be made (the sender got its 503). */
-static bool forward(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
-                    const struct sa_flow *to, const char *ruri, unsigned pop_routes, const char *strip_realm,
-                    const struct call_owner *owner, const char *budget_cred)
+/* Rewrite m for t's next hop (t->to, t->branch) and send it: our Via,
+ * Record-Route when it starts a call; the retransmission timer armed.
+ * 0, or -1 when the request does not fit (nothing sent). */
+static int txn_send_request(struct sa_txn *t, const struct sa_msg *m, const char *ruri, unsigned pop_routes,
+                            const char *strip_realm, bool record_route)
 {
-	bool record_route = owner != NULL;
+	struct sa_server *srv = t->srv;
 	char via[256], rr_in[160], rr_out[160], addr[64];
 	struct sa_peer peer;
 	size_t cap = m->len + 2048;
+
+	peer_of(&t->from, addr, sizeof(addr), &peer);
+	via_value(srv, &t->to, t->branch, via, sizeof(via));
+	struct sa_fwd f = { .ruri = ruri, .via = via, .peer = &peer, .pop_route = pop_routes,
+	                    .strip_realm = strip_realm };
+	if (record_route) {
+		const struct sa_endpoint *in = local_ep(srv, t->from.lidx), *outep = local_ep(srv, t->to.lidx);
+		/* two entries when the call crosses interfaces or transports (RFC 5658) */
+		rr_value(outep, rr_out, sizeof(rr_out));
+		rr_value(in, rr_in, sizeof(rr_in));
+		f.rr[0] = rr_out;
+		f.rr[1] = in == outep ? NULL : rr_in;
+	}
+	char *out = malloc(cap);
+	long n = out ? sa_proxy_request(m, &f, out, cap) : -1;
+	if (n < 0) {
+		free(out);
+		return -1;
+	}
+	txn_keep(t, &t->req, &t->req_len, out, (size_t)n);
+	srv->counters.forwarded++;
+	t->send_failed = sa_transport_send(srv, &t->to, out, (size_t)n) < 0;
+	if (t->send_failed)
+		log_warn("event=send_failed method=%s call_id=\"%s\"", m->method_name, LOGQ(m->call_id));
+	t->interval_ms = SA_TXN_T1_MS;
+	txn_arm(t, t->to.proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
+	return 0;
+}
+
+/* Forward m statefully to `to`: 100 Trying for INVITE, our Via, Record-Route.
+ * The transaction is charged to budget_cred (the credential whose call or
+ * request it is; NULL for none). Returns it while it waits for an answer. */
+static struct sa_txn *forward(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                              const struct sa_flow *to, const char *ruri, unsigned pop_routes,
+                              const char *strip_realm, const struct call_owner *owner, const char *budget_cred)
+{
 	const char *why;
-	struct sa_txn *t = txn_new(srv, m, from, budget_cred, cap, &why);
+	struct sa_txn *t = txn_new(srv, m, from, budget_cred, m->len + 2048, &why);
 
 	if (!t) {
 		srv->counters.transactions_refused++;
 		reject(srv, m, from, 503, "Service Unavailable", "Retry-After: 5\r\n", why);
-		return false;
+		return NULL;
 	}
 	if (m->method == SA_M_INVITE)
 		reply(srv, m, from, 100, NULL, NULL, t);
@@ -486,39 +577,19 @@ static bool forward(struct sa_server *srv, const struct sa_msg *m, const struct 
 			t->is_ringing = true;
 		}
 	}
-	peer_of(from, addr, sizeof(addr), &peer);
-	via_value(srv, to, t->branch, via, sizeof(via));
-	struct sa_fwd f = { .ruri = ruri, .via = via, .peer = &peer, .pop_route = pop_routes,
-	                    .strip_realm = strip_realm };
-	if (record_route) {
-		const struct sa_endpoint *in = local_ep(srv, from->lidx), *outep = local_ep(srv, to->lidx);
-		/* two entries when the call crosses interfaces or transports (RFC 5658) */
-		rr_value(outep, rr_out, sizeof(rr_out));
-		rr_value(in, rr_in, sizeof(rr_in));
-		f.rr[0] = rr_out;
-		f.rr[1] = in == outep ? NULL : rr_in;
-	}
-	char *out = malloc(cap);
-	long n = out ? sa_proxy_request(m, &f, out, cap) : -1;
-	if (n < 0) {
-		free(out);
+	if (txn_send_request(t, m, ruri, pop_routes, strip_realm, owner != NULL) < 0) {
 		reply(srv, m, from, 513, NULL, NULL, t);
+		t->holds_channel = false;   /* NULL: the caller gives the channel back */
 		txn_complete(t);
-		return true;
+		return NULL;
 	}
-	txn_keep(t, &t->req, &t->req_len, out, (size_t)n);
-	srv->counters.forwarded++;
-	if (sa_transport_send(srv, to, out, (size_t)n) < 0)
-		log_warn("event=send_failed method=%s call_id=\"%s\"", m->method_name, LOGQ(m->call_id));
-	t->interval_ms = SA_TXN_T1_MS;
-	txn_arm(t, to->proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
 	if (m->method == SA_M_INVITE) {
 		t->timer_c = evtimer_new(srv->base, txn_timer_c_cb, t);
 		struct timeval tc = { .tv_sec = srv->cfg.timer_c };
 		if (t->timer_c)
 			evtimer_add(t->timer_c, &tc);
 	}
-	return true;
+	return t;
 }
 
 /* Send a request we build ourselves (ACK, CANCEL) along a client flow. */
@@ -588,6 +659,7 @@ static void txn_complete(struct sa_txn *t)
 		channel_release(t->srv, txn_trunk(t));
 		t->holds_channel = false;
 	}
+	txn_fo_free(t);   /* answered finally: no other gateway now */
 	free(t->own);   /* discharged: nobody's any more */
 	t->own = NULL;
 	if (t->timer_c) {
@@ -642,6 +714,118 @@ static void txn_timer_c_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sa_txn *t = arg;
 	txn_act(t, sa_txn_timer_c(t->upstream_status), "C");
+}
+
+/* ---- failover between gateways ---- */
+
+static void fo_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static void fo_arm(struct sa_txn *t)
+{
+	unsigned ms = t->srv->cfg.failover_timeout_ms;
+	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+	if (t->fo->timer)
+		evtimer_add(t->fo->timer, &tv);
+}
+
+/* A new branch for the next gateway: answers to the old one no longer match. */
+static void txn_rebranch(struct sa_txn *t)
+{
+	struct sa_server *srv = t->srv;
+	struct sa_txn **pp = &srv->txn_by_branch[hash_str(t->branch) % TXN_BUCKETS];
+	while (*pp && *pp != t)
+		pp = &(*pp)->cnext;
+	if (*pp)
+		*pp = t->cnext;
+	if (sa_txn_branch_new(t->branch) < 0)
+		t->branch[SA_TXN_BRANCH_LEN - 1] ^= 1;   /* no randomness left: still a new branch */
+	uint32_t hb = hash_str(t->branch) % TXN_BUCKETS;
+	t->cnext = srv->txn_by_branch[hb];
+	srv->txn_by_branch[hb] = t;
+}
+
+/* The live gateway did `ev` (a 503, a failure to send, silence). Send the
+ * INVITE to the next one when there is one and no final answer went back;
+ * true when it went. */
+static bool fo_next(struct sa_txn *t, enum sa_up_event ev)
+{
+	struct sa_server *srv = t->srv;
+	struct txn_failover *fo = t->fo;
+	sa_gateways_report(srv, &t->to, ev);
+	if (!fo || fo->cancelled || t->completed || fo->cur + 1 >= fo->n)
+		return false;
+	char a[64], b[64];
+	uint16_t pa, pb;
+	sa_flow_peer(&t->to, a, sizeof(a), &pa);
+	sa_flow_peer(&fo->flows[fo->cur + 1], b, sizeof(b), &pb);
+	sa_gateways_failover(srv, &t->to);
+	struct sa_msg m;
+	struct sa_msg_error err = { 0 };
+	if (sa_msg_parse(&m, fo->orig, fo->orig_len, fo->stream, &err) < 0)
+		return false;
+	log_info("event=failover reason=%s from=%s:%s:%u to=%s:%s:%u call_id=\"%s\"", sa_up_event_name(ev),
+	         sa_proto_name(t->to.proto), a, pa, sa_proto_name(fo->flows[fo->cur + 1].proto), b, pb, LOGQ(m.call_id));
+	fo->cur++;
+	txn_rebranch(t);
+	t->to = fo->flows[fo->cur];
+	t->upstream_status = 0;
+	t->started_ms = sa_now_ms();
+	int rc = txn_send_request(t, &m, NULL, fo->pop, fo->realm[0] ? fo->realm : NULL, true);
+	sa_msg_free(&m);
+	if (rc < 0)
+		return false;
+	sa_gateways_sent(srv, &t->to);
+	fo_arm(t);
+	if (t->send_failed)
+		fo_next(t, SA_UP_TRANSPORT);   /* bounded: each call moves one gateway on */
+	return true;
+}
+
+/* The live gateway said nothing within failover_timeout_ms. */
+static void fo_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_txn *t = arg;
+	if (t->completed || t->upstream_status > 0)
+		return;
+	if (t->fo->cancelled) {
+		/* nobody answers the CANCEL's INVITE: end it as the caller asked */
+		answer_downstream(t, 487);
+		txn_complete(t);
+		return;
+	}
+	fo_next(t, SA_UP_TIMEOUT);
+}
+
+/* Keep what the INVITE needs to go to the next gateways in flows[1..n). */
+static void fo_attach(struct sa_txn *t, const struct sa_msg *m, const struct sa_flow *from, const struct sa_flow *flows,
+                      unsigned n, unsigned pop, const char *realm)
+{
+	struct txn_failover *fo = calloc(1, sizeof(*fo) + n * sizeof(fo->flows[0]));
+	if (!fo || !(fo->orig = malloc(m->len)) || !(fo->timer = evtimer_new(t->srv->base, fo_timer_cb, t))) {
+		if (fo)
+			free(fo->orig);
+		free(fo);
+		return;   /* no failover for this one: it still goes to the first */
+	}
+	memcpy(fo->orig, m->buf, m->len);
+	fo->orig_len = m->len;
+	sa_txn_budget_bytes(t->srv->txn_budget, (long)m->len);
+	fo->stream = from->proto != SA_PROTO_UDP;
+	fo->pop = pop;
+	snprintf(fo->realm, sizeof(fo->realm), "%s", realm ? realm : "");
+	memcpy(fo->flows, flows, n * sizeof(flows[0]));
+	fo->n = n;
+	t->fo = fo;
+	fo_arm(t);
+}
+
+void sa_sip_flow_failed(struct sa_server *srv, const struct sa_flow *fl)
+{
+	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing), *next; t; t = next) {
+		next = TAILQ_NEXT(t, ringing);
+		if (t->fo && !t->completed && t->upstream_status < 200 && sa_route_same_peer(&t->to, fl))
+			fo_next(t, SA_UP_TRANSPORT);
+	}
 }
 
 /* ---- calls ---- */
@@ -723,6 +907,35 @@ static void send_local(struct sa_server *srv, const struct sa_flow *to, struct s
 	sa_transport_send(srv, to, out, (size_t)n);
 	t->interval_ms = SA_TXN_T1_MS;
 	txn_arm(t, to->proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
+}
+
+int sa_sip_probe(struct sa_server *srv, unsigned idx, const struct sa_flow *to)
+{
+	char via[256], out[2048], id[SA_TXN_BRANCH_LEN + 1], *copy;
+	const char *why;
+	struct sa_txn *t = txn_new(srv, NULL, NULL, NULL, 1024, &why);
+	if (!t)
+		return -1;
+	t->method = SA_M_OPTIONS;
+	t->probe = true;
+	t->to = *to;
+	via_value(srv, to, t->branch, via, sizeof(via));
+	snprintf(id, sizeof(id), "%s", t->branch + 7);   /* random: the branch's 128 bits */
+	const struct sa_endpoint *ep = local_ep(srv, to->lidx);
+	long n = sa_upstream_probe_request(srv->upstream, idx, via, ep->host, id, out, sizeof(out));
+	if (n < 0 || !(copy = malloc((size_t)n))) {
+		txn_complete(t);
+		return -1;
+	}
+	memcpy(copy, out, (size_t)n);
+	txn_keep(t, &t->req, &t->req_len, copy, (size_t)n);
+	if (sa_transport_send(srv, to, out, (size_t)n) < 0) {
+		txn_complete(t);
+		return -1;
+	}
+	t->interval_ms = SA_TXN_T1_MS;
+	txn_arm(t, to->proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
+	return 0;
 }
 
 /* End a call from the middle: BYE to both ends. */
@@ -917,7 +1130,9 @@ static void handle_response(struct sa_server *srv, struct sa_msg *m, const struc
 		goto out;
 	}
 	if (t && t->local) {
-		/* the answer to a BYE of our own: it ends here */
+		/* the answer to a BYE or probe of our own: it ends here */
+		if (m->status >= 200 && !t->completed && t->probe)
+			sa_gateways_probe_answer(srv, &t->to, m->status);
 		if (m->status >= 200 && !t->completed)
 			txn_complete(t);
 		goto out;
@@ -936,6 +1151,14 @@ static void handle_response(struct sa_server *srv, struct sa_msg *m, const struc
 			sa_transport_send(srv, &t->from, out, (size_t)n);
 		goto out;
 	}
+	if (t->fo && t->upstream_status == 0 && m->status != 503)
+		sa_gateways_report(srv, &t->to, SA_UP_ANSWERED);
+	if (t->fo && m->status == 503) {
+		send_hop_request(srv, t, m, false);   /* ACK it on its own branch first */
+		t->upstream_status = m->status;
+		if (fo_next(t, SA_UP_503))
+			goto out;
+	}
 	if (m->status > t->upstream_status)
 		t->upstream_status = m->status;
 	if (m->status == 100)
@@ -943,7 +1166,7 @@ static void handle_response(struct sa_server *srv, struct sa_msg *m, const struc
 	sa_transport_send(srv, &t->from, out, (size_t)n);
 	if (m->status < 200)
 		goto out;
-	if (m->status >= 300 && t->method == SA_M_INVITE)
+	if (m->status >= 300 && t->method == SA_M_INVITE && !(t->fo && m->status == 503))
 		send_hop_request(srv, t, m, false);
 	if (m->status < 300 && t->method == SA_M_INVITE && t->own)
 		call_create(srv, t, m);
@@ -961,7 +1184,7 @@ out:
 
 static bool is_trusted(struct sa_server *srv, const struct sa_flow *from)
 {
-	return sa_config_trusted(&srv->cfg, &from->ss.sa);
+	return sa_config_trusted(&srv->cfg, &from->ss.sa) || sa_gateways_trusted_name(srv, &from->ss.sa);
 }
 
 /* The source address bytes of a flow, for the abuse table. */
@@ -1243,6 +1466,11 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 	struct sa_flow *end = side == 1 ? &c->caller : &c->callee, *other = side == 1 ? &c->callee : &c->caller;
 	struct sa_flow next;
 	osip_uri_t *nu = sa_msg_route_uri(m, (int)pop);
+	/* a Route past ours naming a host we have no address for: from the call's
+	 * own end, the request waits while DNS is asked (nothing here blocks) */
+	if (nu && nu->host && !sa_upstream_host_numeric(nu->host) && flow_for_uri(srv, nu, &next) < 0 &&
+	    sa_route_same_peer(end, from) && sa_gateways_park(srv, nu->host, from, m->buf, m->len) == 0)
+		return;
 	struct sa_route_in_dialog r = { .from = from, .end = end, .end_open = flow_open(srv, end), .other = other,
 	                                .has_next_route = nu != NULL,
 	                                .next = nu && flow_for_uri(srv, nu, &next) == 0 ? &next : NULL };
@@ -1275,6 +1503,28 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 	forward(srv, m, from, &to, NULL, pop, NULL, NULL, cred);
 }
 
+/* Out to the gateways: the first in the failover order; an INVITE keeps
+ * the rest to move on to. No gateway with an address: 503. false when no
+ * transaction was made (the sender has its answer). */
+static bool forward_upstream(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                             const char *realm, const struct call_owner *own)
+{
+	struct sa_flow flows[SA_UPSTREAM_MAX];
+	unsigned n = sa_gateways_order(srv, flows, SA_UPSTREAM_MAX), pop = routes_to_us(srv, m);
+	if (n == 0) {
+		reject(srv, m, from, 503, NULL, "Retry-After: 5\r\n", sa_gateways_none_reason(srv));
+		return false;
+	}
+	struct sa_txn *t = forward(srv, m, from, &flows[0], NULL, pop, realm, own, own->cred_id);
+	if (!t || m->method != SA_M_INVITE)
+		return t != NULL;
+	sa_gateways_sent(srv, &flows[0]);
+	fo_attach(t, m, from, flows, n, pop, realm);
+	if (t->send_failed)
+		fo_next(t, SA_UP_TRANSPORT);
+	return true;
+}
+
 static void handle_cancel(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
 {
 	char key[320];
@@ -1286,8 +1536,10 @@ static void handle_cancel(struct sa_server *srv, const struct sa_msg *m, const s
 		return;
 	}
 	reply(srv, m, from, 200, NULL, NULL, NULL);
+	if (t->fo)
+		t->fo->cancelled = true;   /* it stays on the gateway it is on */
 	if (!t->completed)
-		send_hop_request(srv, t, NULL, true);   /* the 487 comes back from upstream */
+		send_hop_request(srv, t, NULL, true);   /* the 487 comes back from upstream (the live branch) */
 }
 
 /* We support no extensions: Proxy-Require always, and Require where we are
@@ -1409,15 +1661,13 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 	if (m->method == SA_M_REGISTER) {
 		handle_register(srv, m, from, &cred, retransmission);
 	} else {
-		struct sa_flow to;
-		flow_for_endpoint(srv, &srv->cfg.gateway, &to);
 		bool invite = m->method == SA_M_INVITE;
 		struct call_owner own = { .cred_id = cred.id, .trunk_id = cred.trunk_id, .holds_channel = invite };
 		if (invite && sa_calls_count(srv->calls) >= srv->cfg.max_calls)
 			reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
 		else if (invite && !trunk_admit(srv, m, from, cred.trunk_id, &pol, cred.username, true))
 			;   /* refused with a 503 that names the limit */
-		else if (!forward(srv, m, from, &to, NULL, routes_to_us(srv, m), realm, &own, cred.id) && invite)
+		else if (!forward_upstream(srv, m, from, realm, &own) && invite)
 			channel_release(srv, cred.trunk_id);
 	}
 	OPENSSL_cleanse(&cred, sizeof(cred));
@@ -1647,6 +1897,8 @@ int sa_sip_init(struct sa_server *srv)
 	if (!srv->txn_by_skey || !srv->txn_by_branch || !srv->calls || !srv->trunks || !srv->abuse || !srv->txn_budget ||
 	    RAND_bytes(srv->tag_key, sizeof(srv->tag_key)) != 1)
 		return -1;
+	if (sa_gateways_start(srv) < 0)
+		return -1;
 	srv->auth.uri_is_local = is_us_cb;   /* a digest uri naming us stands for the Request-URI */
 	srv->auth.uri_is_local_arg = srv;
 	sa_store_generation(srv->store, &srv->store_generation);
@@ -1683,6 +1935,7 @@ void sa_sip_shutdown(struct sa_server *srv)
 	sa_txn_budget_free(srv->txn_budget);
 	srv->txn_budget = NULL;
 	OPENSSL_cleanse(srv->tag_key, sizeof(srv->tag_key));
+	sa_gateways_stop(srv);
 	if (srv->revoke_poll)
 		event_free(srv->revoke_poll);
 	srv->revoke_poll = NULL;

@@ -221,6 +221,18 @@ static void conn_tls_up(struct sa_conn *c)
 	          SSL_get_version(ssl), SSL_get_cipher_name(ssl));
 }
 
+/* A connection ended by its peer or an error: one we opened (towards a
+ * gateway) may leave requests waiting for answers that cannot come. */
+static void conn_gone(struct sa_conn *c)
+{
+	struct sa_server *srv = c->srv;
+	struct sa_flow fl = c->flow;
+	bool ours = c->src == NULL;
+	conn_free(c);
+	if (ours)
+		sa_sip_flow_failed(srv, &fl);
+}
+
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct sa_conn *c = arg;
@@ -240,12 +252,12 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		log_info("event=tls_close src=%s:%u handshake=%s reason=\"%s\"", a, port,
 		         c->handshaking ? "incomplete" : "done",
 		         (what & BEV_EVENT_TIMEOUT) ? "timeout" : reason[0] ? reason : "eof");
-		conn_free(c);
+		conn_gone(c);
 		return;
 	}
 	log_debug("event=tcp_close src=%s:%u reason=%s", a, port,
 	          (what & BEV_EVENT_TIMEOUT) ? "idle" : (what & BEV_EVENT_EOF) ? "eof" : "error");
-	conn_free(c);
+	conn_gone(c);
 }
 
 /* The handshake deadline, or the idle check: quiet since the last complete
@@ -365,7 +377,7 @@ static struct sa_conn *conn_new(struct sa_server *srv, evutil_socket_t fd, const
 	*why = SA_CONN_NO_MEMORY;
 	if (!(c = calloc(1, sizeof(*c))) || !(c->timer = evtimer_new(srv->base, conn_timer_cb, c)))
 		goto fail;
-	bool to_gateway = !accepting && len == srv->cfg.gateway.sslen && memcmp(sa, &srv->cfg.gateway.ss, len) == 0;
+	bool to_gateway = !accepting && sa_gateways_has_addr(srv, sa);
 	c->bev = conn_bev(srv, fd, proto, accepting, to_gateway, sa, len);
 	if (!c->bev)
 		goto fail;

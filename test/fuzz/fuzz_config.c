@@ -64,11 +64,30 @@ static void check_endpoint(const struct sa_endpoint *ep, bool http)
 	CHECK(again.sslen == ep->sslen && memcmp(&again.ss, &ep->ss, ep->sslen) == 0);
 }
 
+/* Each gateway is a host DNS could hold or a numeric address, with a port
+ * (sip:NAME may leave it out); tls ones have the name to verify. */
+static void check_gateways(const struct sa_config *c)
+{
+	const struct sa_upstream_spec *g = &c->gateway;
+	CHECK(IN(g->n, 1, SA_UPSTREAM_MAX) && (!g->service || g->n == 1));
+	for (unsigned i = 0; i < g->n; i++) {
+		const struct sa_upstream_entry *e = &g->e[i];
+		CHECK(TERMINATED(e->host) && (sa_upstream_host_numeric(e->host) || sa_upstream_host_name_ok(e->host)));
+		CHECK(e->port > 0 || g->service);
+		CHECK(e->proto != SA_PROTO_TLS || c->tls.gateway_name[0]);
+	}
+	CHECK(IN(c->failover_timeout_ms, 100, 32000) && IN(c->down_after, 1, 100) && IN(c->up_after, 1, 100));
+}
+
 /* A trusted network contains its own address, and an address of the other family never matches it. */
 static void check_trusted(const struct sa_config *c, const struct sa_net *n)
 {
 	struct sockaddr_storage ss = { 0 };
 
+	if (n->family == 0) {   /* a name: resolved at run time */
+		CHECK(TERMINATED(n->name) && sa_upstream_host_name_ok(n->name));
+		return;
+	}
 	CHECK(n->family == AF_INET ? n->prefix <= 32 : n->family == AF_INET6 && n->prefix <= 128);
 	if (n->family == AF_INET) {
 		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
@@ -94,8 +113,7 @@ static void check_loaded(const struct sa_config *c)
 	}
 	CHECK(TERMINATED(c->domain) && c->domain[0]);
 	CHECK(strspn(c->domain, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == strlen(c->domain));
-	check_endpoint(&c->gateway, false);
-	CHECK(c->gateway.proto != SA_PROTO_TLS || c->tls.gateway_name[0]);
+	check_gateways(c);
 	CHECK(c->ntrusted <= SA_MAX_TRUSTED);
 	for (unsigned i = 0; i < c->ntrusted; i++)
 		check_trusted(c, &c->trusted[i]);
@@ -130,6 +148,10 @@ static void check_loaded(const struct sa_config *c)
 	for (unsigned i = 0; i < c->nmetrics_listen; i++)
 		check_endpoint(&c->metrics_listen[i], true);
 	CHECK(IN(c->api_max_body, 256, 1048576) && IN(c->api_min_password_len, SA_PASSWORD_MIN, SA_PASSWORD_MAX));
+	CHECK(TERMINATED(c->api_admin_token_file));
+	CHECK(c->ndns_servers <= SA_MAX_DNS_SERVERS && c->probe_interval <= 3600);
+	for (unsigned i = 0; i < c->ndns_servers; i++)
+		check_endpoint(&c->dns_servers[i], false);
 }
 
 /* A refusal is one line naming the file ("FILE:LINE: reason" or "FILE: reason"). */
