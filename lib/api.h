@@ -11,8 +11,13 @@
 #include "sa_limits.h"
 #include "store.h"
 
-#define SA_API_AUTHFAIL_LIMIT_DEFAULT 100
-#define SA_API_AUTHFAIL_LIMIT_MAX     1000
+/* Every list pages: ?limit=1..MAX (default DEFAULT)&starting_after=<id>. */
+#define SA_API_PAGE_LIMIT_DEFAULT     100
+#define SA_API_PAGE_LIMIT_MAX         1000
+#define SA_API_AUTHFAIL_LIMIT_DEFAULT SA_API_PAGE_LIMIT_DEFAULT
+#define SA_API_AUTHFAIL_LIMIT_MAX     SA_API_PAGE_LIMIT_MAX
+/* starting_after, percent-decoded: a call's Call-ID is the longest id */
+#define SA_API_CURSOR_MAX             (SA_SIP_MAX_CALL_ID + 1)
 #define SA_API_MAX_HEADERS            4
 
 /* One active call, as GET .../calls lists it. */

@@ -2069,6 +2069,45 @@ int sa_store_credential_list(struct sa_store *st, const char *trunk_id, sa_store
 	return rd_own_end(st, ENV_MAIN, txn, rc);
 }
 
+/* The index key just past the credential after_id, which must be the trunk's. */
+static int cred_after_key(struct sa_store *st, MDB_txn *txn, const char *trunk_id, const char *after_id,
+                          struct key *start)
+{
+	struct cred_rec r;
+	int rc = id_ok(after_id) ? cred_get_txn(st, txn, str_val(after_id), &r) : SA_STORE_ENOTFOUND;
+
+	if (rc == SA_STORE_OK && strcmp(r.c.trunk_id, trunk_id) != 0)
+		rc = SA_STORE_ENOTFOUND;
+	if (rc == SA_STORE_OK)
+		trunk_seq_key(start, trunk_id, r.seq + 1);
+	OPENSSL_cleanse(&r, sizeof r);
+	return rc == SA_STORE_ENOTFOUND ? SA_STORE_EINVAL : rc;
+}
+
+int sa_store_credential_list_after(struct sa_store *st, const char *trunk_id, const char *after_id,
+                                   sa_store_credential_cb cb, void *arg)
+{
+	struct cred_walk w = { cb, arg };
+	struct trunk_rec t;
+	struct key prefix = { .len = 0 }, start;
+	MDB_txn *txn;
+	int rc = rd_own_begin(st, ENV_MAIN, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = trunk_get_txn(st, txn, trunk_id, &t);
+	if (rc == SA_STORE_OK) {
+		key_str(&prefix, t.t.id);
+		key_sep(&prefix);
+		start = prefix;
+		if (after_id != NULL && after_id[0] != '\0')
+			rc = cred_after_key(st, txn, t.t.id, after_id, &start);
+	}
+	if (rc == SA_STORE_OK)
+		rc = walk_range(st, txn, DB_CRED_BY_TRUNK, &start, &prefix, cred_walk_fn, &w);
+	return rd_own_end(st, ENV_MAIN, txn, rc);
+}
+
 /* ---- tombstones: credentials deleted, for the bindings in the runtime environment ---- */
 
 /* tombstone key: del_seq (contiguous: a gap after a reader's position means
@@ -3018,6 +3057,58 @@ int sa_store_authfail_list(struct sa_store *st, const char *trunk_id, int64_t si
 	if (mdb_cursor_open(txn, st->sh->dbi[DB_AUTHFAIL], &cur) != 0)
 		return rd_own_end(st, ENV_RT, txn, SA_STORE_EIO);
 	rc = authfail_walk_back(cur, &prefix, since, limit, cb, arg);
+	mdb_cursor_close(cur);
+	return rd_own_end(st, ENV_RT, txn, rc);
+}
+
+/* Older than before_seq, newest first; the sequence is the key's last 8 bytes. */
+static int authfail_walk_seq(MDB_cursor *cur, const struct key *prefix, int64_t since, uint64_t before_seq,
+                             unsigned limit, sa_store_authfail_seq_cb cb, void *arg)
+{
+	struct key from = *prefix;
+	struct sa_authfail f;
+	MDB_val k, v;
+	unsigned n = 0;
+
+	key_u64(&from, before_seq);
+	k = key_val(&from);
+	int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	mrc = mdb_cursor_get(cur, &k, &v, mrc == 0 ? MDB_PREV : MDB_LAST);
+	while (mrc == 0 && has_prefix(&k, prefix) && (limit == 0 || n < limit)) {
+		uint64_t seq = 0;
+		if (k.mv_size != prefix->len + 8 || val_rec(&v, &f, sizeof f) != SA_STORE_OK)
+			return SA_STORE_EIO;
+		for (size_t i = 0; i < 8; i++)
+			seq = seq << 8 | ((const unsigned char *)k.mv_data)[prefix->len + i];
+		if (f.at >= since) {
+			n++;
+			if (cb(&f, seq, arg) != 0)
+				return SA_STORE_OK;
+		}
+		mrc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+	}
+	return (mrc == 0 || mrc == MDB_NOTFOUND) ? SA_STORE_OK : SA_STORE_EIO;
+}
+
+int sa_store_authfail_page(struct sa_store *st, const char *trunk_id, int64_t since, uint64_t before_seq,
+                           unsigned limit, sa_store_authfail_seq_cb cb, void *arg)
+{
+	struct key prefix = { .len = 0 };
+	MDB_cursor *cur;
+	MDB_txn *txn;
+
+	if (!has_runtime(st))
+		return SA_STORE_EINVAL;
+	if (!id_ok(trunk_id))
+		return SA_STORE_OK;
+	key_str(&prefix, trunk_id);
+	key_sep(&prefix);
+	int rc = rd_own_begin(st, ENV_RT, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	if (mdb_cursor_open(txn, st->sh->dbi[DB_AUTHFAIL], &cur) != 0)
+		return rd_own_end(st, ENV_RT, txn, SA_STORE_EIO);
+	rc = authfail_walk_seq(cur, &prefix, since, before_seq, limit, cb, arg);
 	mdb_cursor_close(cur);
 	return rd_own_end(st, ENV_RT, txn, rc);
 }

@@ -203,6 +203,12 @@ int sa_store_credential_get(struct sa_store *st, const char *cred_id, struct sa_
 typedef int (*sa_store_credential_cb)(const struct sa_credential *c, void *arg);
 /* In creation order. */
 int sa_store_credential_list(struct sa_store *st, const char *trunk_id, sa_store_credential_cb cb, void *arg);
+/* The same walk starting after credential after_id of that trunk (NULL or
+ * "": from the first), so that a page reads only what it returns: cb
+ * returns non-zero to stop. ENOTFOUND: no such trunk; EINVAL: after_id is
+ * no credential of the trunk (unknown, another trunk's, or deleted). */
+int sa_store_credential_list_after(struct sa_store *st, const char *trunk_id, const char *after_id,
+                                   sa_store_credential_cb cb, void *arg);
 /* Deletes the credential durably, with a tombstone (see sa_store_deleted_since).
  * Its bindings (in runtime/, which the caller may not have open) are skipped
  * by every binding read from then on and removed by the daemon. ENOTFOUND
@@ -287,5 +293,12 @@ typedef int (*sa_store_authfail_cb)(const struct sa_authfail *f, void *arg);
 /* Newest first, at most limit, only at >= since. */
 int sa_store_authfail_list(struct sa_store *st, const char *trunk_id, int64_t since, unsigned limit,
                            sa_store_authfail_cb cb, void *arg);
+/* As sa_store_authfail_list, only records older than before_seq (UINT64_MAX:
+ * from the newest), each with its sequence number: its place in the trunk's
+ * log, which only grows, so it stays a valid position after the record has
+ * been trimmed. */
+typedef int (*sa_store_authfail_seq_cb)(const struct sa_authfail *f, uint64_t seq, void *arg);
+int sa_store_authfail_page(struct sa_store *st, const char *trunk_id, int64_t since, uint64_t before_seq,
+                           unsigned limit, sa_store_authfail_seq_cb cb, void *arg);
 
 #endif
