@@ -357,6 +357,8 @@ static const struct key keys[] = {
 	UINT("api", "max_body", api_max_body, 256, 1048576, false),
 	UINT("api", "max_connections", api_max_connections, 1, 1000000, false),
 	UINT("api", "min_password_length", api_min_password_len, SA_PASSWORD_MIN, SA_PASSWORD_MAX, false),
+	UINT("api", "rate_limit", api_rate_limit, 0, 1000000, true),
+	UINT("api", "rate_burst", api_rate_burst, 1, 1000000, true),
 };
 
 static void *field(struct sa_config *c, size_t off)
@@ -446,6 +448,8 @@ static void set_defaults(struct sa_config *c)
 	c->api_max_body = SA_HTTP_MAX_BODY;
 	c->api_max_connections = SA_HTTP_MAX_CONNECTIONS;
 	c->api_min_password_len = SA_PASSWORD_MIN;
+	c->api_rate_limit = SA_HTTP_RATE_LIMIT;
+	c->api_rate_burst = SA_HTTP_RATE_BURST;
 }
 
 /* Rules between keys, checked once the whole file is read. */

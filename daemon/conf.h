@@ -81,6 +81,8 @@ struct sa_config {
 	unsigned api_max_body;           /* bytes of request body; more get 413 */
 	unsigned api_max_connections;    /* HTTP connections open at once (API and metrics); more are closed */
 	unsigned api_min_password_len;   /* for credentials created over the API */
+	unsigned api_rate_limit;         /* /v1 requests per second per API key; 0: no limit */
+	unsigned api_rate_burst;         /* ... in a bucket of this many */
 };
 
 /* Parse file into cfg (defaults first). 0, or -1 with one line in err:

@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 
 #include "api.h"
+#include "apilimit.h"
 #include "calls.h"
 #include "log.h"
 #include "metrics.h"
@@ -35,6 +36,7 @@ struct sa_http {
 	struct evhttp *api;             /* [api] listen: everything */
 	struct evhttp *metrics;         /* [api] metrics_listen: /metrics and /healthz only; or NULL */
 	struct sa_api_ctx ctx;
+	struct sa_apilimit *rate;       /* [api] rate_limit: a bucket per key hash */
 	uint64_t answers[SA_METRICS_STATUSES];   /* by status, for /metrics */
 	uint64_t next_id;               /* request ids for the log */
 	int64_t started_at;
@@ -291,6 +293,31 @@ static void api_hand_over(struct exchange *x, struct sa_work *w, const char *que
 	send_error(x, 503, "busy", why, NULL);
 }
 
+/* A request over its key's budget gets 429 here, on the loop, before any
+ * work is queued for the store thread: the key is known only there, so the
+ * bucket is the hash of the key as presented, valid or not. 0: go on. */
+static int api_rate_check(struct exchange *x, const char *authz)
+{
+	const struct sa_config *c = &x->h->srv->cfg;
+	unsigned char hash[SA_APILIMIT_HASH];
+	char retry[16], msg[160];
+	const char *tok;
+	size_t len;
+
+	if (c->api_rate_limit == 0 || sa_api_bearer_token(authz, &tok, &len) < 0)
+		return 0;
+	sa_apilimit_key(tok, len, hash);
+	unsigned wait = sa_apilimit_take(x->h->rate, hash, c->api_rate_limit, c->api_rate_burst, (int64_t)sa_now_ms());
+	if (wait == 0)
+		return 0;
+	snprintf(retry, sizeof(retry), "%u", wait);
+	snprintf(msg, sizeof(msg), "too many requests with this API key: at most %u a second, bursts of %u; retry in %u s",
+	         c->api_rate_limit, c->api_rate_burst, wait);
+	add_header(x->req, "Retry-After", retry);
+	send_error(x, 429, "rate_limited", msg, NULL);
+	return -1;
+}
+
 /* The body (it may hold a password) and the key are wiped as soon as they
  * are read or copied. */
 static void api_serve(struct exchange *x, const char *query)
@@ -303,12 +330,15 @@ static void api_serve(struct exchange *x, const char *query)
 	 * administrator's lock holds up no GET, a big GET no write */
 	struct sa_work *w = is_get(x) ? x->h->srv->work_read : x->h->srv->work;
 
+	if (api_rate_check(x, authz) < 0)
+		goto out;
 	if (len > x->h->srv->cfg.api_max_body)
 		api_too_large(x);
 	else if (w == NULL || sa_api_reads_calls(x->path))
 		api_serve_here(x, query, authz, body, len);
 	else
 		api_hand_over(x, w, query, authz, body, len);
+out:
 	if (body != NULL)
 		OPENSSL_cleanse(body, len);
 	if (authz != NULL)
@@ -425,6 +455,8 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	m->accept_paused = c->accept_paused;
 	m->http_connections = h->nconns;
 	m->http_refused = h->conns_refused;
+	m->api_rate_limited = h->rate->refused;
+	m->api_rate_limit_keys = sa_apilimit_keys(h->rate);
 	m->log_suppressed = sa_log_suppressed_total();
 }
 
@@ -716,6 +748,9 @@ int sa_http_start(struct sa_server *srv)
 	                              .calls_each = calls_each, .calls_owner = srv };
 	if ((h->adopt_ev = event_new(srv->base, -1, 0, http_adopt_cb, h)) == NULL)
 		return -1;
+	if ((h->rate = malloc(sizeof(*h->rate))) == NULL)
+		return -1;
+	sa_apilimit_init(h->rate);
 	if (dashboard_csp(h) < 0) {
 		log_err("event=http_failed error=\"the dashboard page has no <script> element\"");
 		return -1;
@@ -744,6 +779,7 @@ void sa_http_stop(struct sa_server *srv)
 	free(h->adopt);
 	if (h->adopt_ev != NULL)
 		event_free(h->adopt_ev);
+	free(h->rate);
 	free(h);
 	srv->http = NULL;
 }

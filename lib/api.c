@@ -1053,7 +1053,7 @@ int sa_api_parse_time(const char *s, int64_t *out)
 /* ---- authentication and routing ---- */
 
 /* "Bearer <token>", scheme in any case; the token without surrounding blanks. */
-static int bearer_token(const char *h, const char **tok, size_t *len)
+int sa_api_bearer_token(const char *h, const char **tok, size_t *len)
 {
 	if (h == NULL)
 		return -1;
@@ -1075,7 +1075,7 @@ static int authenticate(const struct sa_api_ctx *ctx, const struct sa_api_reques
 	const char *tok;
 	size_t len;
 
-	if (bearer_token(req->authorization, &tok, &len) < 0) {
+	if (sa_api_bearer_token(req->authorization, &tok, &len) < 0) {
 		header_add(r, "WWW-Authenticate", "Bearer realm=\"sipauthd\"");
 		sa_api_error(r, 401, "unauthorized", "missing API key: send Authorization: Bearer <key>");
 		return -1;

@@ -90,6 +90,10 @@ void sa_api_response_free(struct sa_api_response *resp);
 json_t *sa_api_trunk_json(const struct sa_trunk *t, const struct sa_trunk_policy *p);
 json_t *sa_api_credential_json(const struct sa_credential *c);
 
+/* The token of an Authorization "Bearer <token>" value (scheme in any
+ * case, blanks around it dropped): 0, or -1 when h is NULL or not that. */
+int sa_api_bearer_token(const char *h, const char **tok, size_t *len);
+
 /* "since" as RFC 3339 ("2026-04-09T10:35:00Z", "...T12:35:00+02:00",
  * fractions ignored) or as epoch seconds ("1775731200"). 0 or -1. */
 int sa_api_parse_time(const char *s, int64_t *out);
