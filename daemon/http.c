@@ -10,10 +10,12 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 
 #include "api.h"
 #include "apilimit.h"
@@ -35,6 +37,10 @@ struct sa_http {
 	struct sa_server *srv;
 	struct evhttp *api;             /* [api] listen: everything */
 	struct evhttp *metrics;         /* [api] metrics_listen: /metrics and /healthz only; or NULL */
+	struct evhttp *api_tls;         /* the same over HTTPS (https: addresses; evhttp makes each */
+	struct evhttp *metrics_tls;     /* connection's bufferevent per server, not per listener) */
+	bool metrics_apart;             /* metrics_listen is set: /metrics is not on listen */
+	SSL_CTX *tls;                   /* [api] certificate and private_key; swapped on SIGHUP */
 	struct sa_api_ctx ctx;
 	struct sa_apilimit *rate;       /* [api] rate_limit: a bucket per key hash */
 	uint64_t answers[SA_METRICS_STATUSES];   /* by status, for /metrics */
@@ -559,7 +565,7 @@ static void api_cb(struct evhttp_request *req, void *arg)
 		send_answer(&x, 302, NULL, NULL, 0, 1);
 	} else if (strncmp(x.path, "/v1/", 4) == 0) {
 		api_serve(&x, query);
-	} else if (!page_serve(&x, x.h->metrics == NULL, 1)) {
+	} else if (!page_serve(&x, !x.h->metrics_apart, 1)) {
 		send_error(&x, 404, "not_found", "no such resource", NULL);
 	}
 }
@@ -622,24 +628,52 @@ static void http_adopt_cb(evutil_socket_t fd, short what, void *arg)
 	h->nadopt = 0;
 }
 
-static struct bufferevent *http_bev_cb(struct event_base *base, void *arg)
+/* The bufferevent of a new connection: plain, or (tls) TLS with the
+ * current context; the connection keeps that context across a reload. */
+static struct bufferevent *http_bev_new(struct sa_http *h, struct event_base *base, bool tls)
 {
-	struct sa_http *h = arg;
+	struct bufferevent *bev = NULL;
+
+	if (tls) {
+		/* out of memory here, evhttp makes a plain bufferevent of its own: a
+		 * TLS client's hello then reads as a bad request and is closed */
+		SSL *ssl = SSL_new(h->tls);
+		if (ssl == NULL)
+			return NULL;
+		bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+		if (bev == NULL) {
+			SSL_free(ssl);
+			return NULL;
+		}
+		/* a client that closes without close_notify is not an error worth a log line */
+		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	} else {
+		bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	}
+	if (bev == NULL)
+		return NULL;
 	if (h->nadopt == h->adopt_cap) {
 		unsigned cap = h->adopt_cap ? 2 * h->adopt_cap : 64;
 		struct bufferevent **a = realloc(h->adopt, cap * sizeof(*a));
 		if (a == NULL)
-			return NULL;   /* evhttp makes its own: uncounted, but served */
+			return bev;   /* uncounted, but served */
 		h->adopt = a;
 		h->adopt_cap = cap;
 	}
-	struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (bev == NULL)
-		return NULL;
 	bufferevent_incref(bev);
 	h->adopt[h->nadopt++] = bev;
 	event_active(h->adopt_ev, EV_TIMEOUT, 1);
 	return bev;
+}
+
+static struct bufferevent *http_bev_cb(struct event_base *base, void *arg)
+{
+	return http_bev_new(arg, base, false);
+}
+
+static struct bufferevent *https_bev_cb(struct event_base *base, void *arg)
+{
+	return http_bev_new(arg, base, true);
 }
 
 /* accept() failed (most often: out of descriptors). The socket stays
@@ -677,13 +711,21 @@ static int http_bind(struct sa_http *h, struct evhttp *http, const struct sa_end
 
 /* ---- start and stop ---- */
 
-static struct evhttp *server_new(struct sa_http *h, const struct sa_endpoint *eps, unsigned n,
-                                 void (*cb)(struct evhttp_request *, void *))
+/* One evhttp for the addresses of eps that are (tls) or are not HTTPS;
+ * 0 with *out NULL when there are none, -1 on failure. */
+static int server_new(struct sa_http *h, const struct sa_endpoint *eps, unsigned n,
+                      void (*cb)(struct evhttp_request *, void *), bool tls, struct evhttp **out)
 {
-	struct evhttp *http = evhttp_new(h->srv->base);
+	unsigned mine = 0;
+	struct evhttp *http;
 
-	if (http == NULL)
-		return NULL;
+	*out = NULL;
+	for (unsigned i = 0; i < n; i++)
+		mine += (eps[i].proto == SA_PROTO_TLS) == tls;
+	if (mine == 0)
+		return 0;
+	if ((http = evhttp_new(h->srv->base)) == NULL)
+		return -1;
 	/* bodies up to the cutoff are read and answered 413 in JSON; past it
 	 * evhttp stores no more and answers 413 itself, after draining the rest
 	 * (lingering close) so that a client still sending sees the 413 rather
@@ -697,18 +739,61 @@ static struct evhttp *server_new(struct sa_http *h, const struct sa_endpoint *ep
 	                                 EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
 	                                 EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(http, cb, h);
-	evhttp_set_bevcb(http, http_bev_cb, h);
+	evhttp_set_bevcb(http, tls ? https_bev_cb : http_bev_cb, h);
 	for (unsigned i = 0; i < n; i++) {
+		if ((eps[i].proto == SA_PROTO_TLS) != tls)
+			continue;
 		if (http_bind(h, http, &eps[i]) < 0) {
 			log_err("event=http_bind_failed addr=%s port=%u error=\"%s\"", eps[i].host, eps[i].port,
 			        strerror(errno));
 			evhttp_free(http);
-			return NULL;
+			return -1;
 		}
-		log_info("event=http_listening addr=%s port=%u serves=%s", eps[i].host, eps[i].port,
-		         cb == api_cb ? "api" : "metrics");
+		log_info("event=http_listening addr=%s port=%u scheme=%s serves=%s", eps[i].host, eps[i].port,
+		         tls ? "https" : "http", cb == api_cb ? "api" : "metrics");
 	}
-	return http;
+	*out = http;
+	return 0;
+}
+
+static bool https_wanted(const struct sa_config *c)
+{
+	for (unsigned i = 0; i < c->napi_listen; i++)
+		if (c->api_listen[i].proto == SA_PROTO_TLS)
+			return true;
+	for (unsigned i = 0; i < c->nmetrics_listen; i++)
+		if (c->metrics_listen[i].proto == SA_PROTO_TLS)
+			return true;
+	return false;
+}
+
+/* The HTTPS context from next's [api] certificate and key, with [tls]'s
+ * ciphers and minimum version (TLS 1.2 at least) and no client
+ * certificates. NULL when a file does not load (logged, naming it). */
+static SSL_CTX *https_ctx(const struct sa_config *next)
+{
+	struct sa_tls_config tc = next->tls;
+
+	snprintf(tc.certificate, sizeof(tc.certificate), "%s", next->api_certificate);
+	snprintf(tc.private_key, sizeof(tc.private_key), "%s", next->api_private_key);
+	tc.client_ca[0] = '\0';
+	if (tc.min_version < TLS1_2_VERSION)
+		tc.min_version = TLS1_2_VERSION;
+	return sa_transport_tls_server_ctx(&tc);
+}
+
+int sa_http_tls_reload(struct sa_server *srv, const struct sa_config *next)
+{
+	struct sa_http *h = srv->http;
+
+	if (h == NULL || h->tls == NULL)
+		return 0;   /* no HTTPS: https: addresses are a restart's business */
+	SSL_CTX *ctx = https_ctx(next);
+	if (ctx == NULL)
+		return -1;
+	SSL_CTX_free(h->tls);   /* connections hold their own reference */
+	h->tls = ctx;
+	return 0;
 }
 
 /* GET .../calls: the call table of sip.c, in the API's terms. */
@@ -755,10 +840,13 @@ int sa_http_start(struct sa_server *srv)
 		log_err("event=http_failed error=\"the dashboard page has no <script> element\"");
 		return -1;
 	}
-	if (c->napi_listen > 0 && (h->api = server_new(h, c->api_listen, c->napi_listen, api_cb)) == NULL)
+	h->metrics_apart = c->nmetrics_listen > 0;
+	if (https_wanted(c) && (h->tls = https_ctx(c)) == NULL)
 		return -1;
-	if (c->nmetrics_listen > 0 &&
-	    (h->metrics = server_new(h, c->metrics_listen, c->nmetrics_listen, metrics_cb)) == NULL)
+	if (server_new(h, c->api_listen, c->napi_listen, api_cb, false, &h->api) < 0 ||
+	    server_new(h, c->api_listen, c->napi_listen, api_cb, true, &h->api_tls) < 0 ||
+	    server_new(h, c->metrics_listen, c->nmetrics_listen, metrics_cb, false, &h->metrics) < 0 ||
+	    server_new(h, c->metrics_listen, c->nmetrics_listen, metrics_cb, true, &h->metrics_tls) < 0)
 		return -1;
 	return 0;
 }
@@ -773,6 +861,11 @@ void sa_http_stop(struct sa_server *srv)
 		evhttp_free(h->api);
 	if (h->metrics != NULL)
 		evhttp_free(h->metrics);
+	if (h->api_tls != NULL)
+		evhttp_free(h->api_tls);
+	if (h->metrics_tls != NULL)
+		evhttp_free(h->metrics_tls);
+	SSL_CTX_free(h->tls);
 	/* accepted in the last loop pass and not yet adopted */
 	for (unsigned i = 0; i < h->nadopt; i++)
 		bufferevent_decref(h->adopt[i]);
