@@ -32,6 +32,9 @@
 /* daemon/dashboard.c, generated from daemon/dashboard.html at build time */
 extern const unsigned char sa_dashboard_html[];
 extern const size_t sa_dashboard_html_len;
+/* daemon/openapi.c, generated from daemon/openapi.json */
+extern const unsigned char sa_openapi_json[];
+extern const size_t sa_openapi_json_len;
 
 struct sa_http {
 	struct sa_server *srv;
@@ -485,6 +488,12 @@ static void metrics_serve(struct exchange *x)
 	free(text);
 }
 
+/* The API's description: public, like the product page it documents. */
+static void openapi_serve(struct exchange *x)
+{
+	send_answer(x, 200, JSON_TYPE, sa_openapi_json, sa_openapi_json_len, 1);
+}
+
 static void dashboard_serve(struct exchange *x)
 {
 	add_header(x->req, "Content-Security-Policy", x->h->csp);
@@ -545,6 +554,8 @@ static int page_serve(struct exchange *x, int metrics_here, int dashboard_here)
 		serve = metrics_serve;
 	else if (strcmp(x->path, "/dashboard") == 0 && dashboard_here)
 		serve = dashboard_serve;
+	else if (strcmp(x->path, "/v1/openapi.json") == 0 && dashboard_here)
+		serve = openapi_serve;
 	if (serve == NULL)
 		return 0;
 	if (!is_get(x))
@@ -563,9 +574,11 @@ static void api_cb(struct evhttp_request *req, void *arg)
 	if (strcmp(x.path, "/") == 0 && is_get(&x)) {
 		add_header(req, "Location", "/dashboard");
 		send_answer(&x, 302, NULL, NULL, 0, 1);
+	} else if (page_serve(&x, !x.h->metrics_apart, 1)) {
+		/* answered: /healthz, /metrics, /dashboard, /v1/openapi.json */
 	} else if (strncmp(x.path, "/v1/", 4) == 0) {
 		api_serve(&x, query);
-	} else if (!page_serve(&x, !x.h->metrics_apart, 1)) {
+	} else {
 		send_error(&x, 404, "not_found", "no such resource", NULL);
 	}
 }

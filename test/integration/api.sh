@@ -34,6 +34,7 @@ req() {
 	fi
 	body=$(cat "$T/body")
 	cat "$T/hdr" "$T/body" >> "$T/answers"
+	api_record "$1" "$2" "$st" "$T/body" "$T/hdr"
 }
 # jf EXPR: a python expression over d, the last answer's JSON
 jf() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$T/body" "$1"; }
@@ -235,4 +236,5 @@ assert_eq "the API still answers after a restart" 200 \
 	"$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY" "http://127.0.0.1:$API_PORT$CREDS")"
 stop "$SIPAUTHD_PID"
 assert_eq "sipauthd stops cleanly with HTTP running" 0 $?
+openapi_check
 finish

@@ -22,12 +22,14 @@ H="Authorization: Bearer $KEY"
 
 assert_eq "the log names the https listener" 1 \
 	"$(grep -c "event=http_listening addr=127.0.0.1 port=$HTTPS_PORT scheme=https serves=api" "$T/sipauthd.log")"
-st=$(curl -s --cacert "$T/api1.pem" -o "$T/body" -w '%{http_code} %{ssl_verify_result}' -H "$H" "$S/v1/account/$ACC/trunks")
+st=$(curl -s --cacert "$T/api1.pem" -o "$T/body" -D "$T/hdr" -w '%{http_code} %{ssl_verify_result}' -H "$H" "$S/v1/account/$ACC/trunks")
+api_record GET "$S/v1/account/$ACC/trunks" "${st% *}" "$T/body" "$T/hdr"
 assert_eq "GET trunks over HTTPS, the certificate verified" "200 0" "$st"
 assert_eq "the answer is the trunk list" "$TRUNK" \
 	"$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"][0]["id"])' "$T/body")"
-st=$(curl -s --cacert "$T/api1.pem" -o "$T/body" -w '%{http_code}' -H "$H" -H 'Content-Type: application/json' \
+st=$(curl -s --cacert "$T/api1.pem" -o "$T/body" -D "$T/hdr" -w '%{http_code}' -H "$H" -H 'Content-Type: application/json' \
 	-d '{"username":"pbx-tls-01","password":"secure_password_here_123"}' "$S/v1/account/$ACC/trunks/$TRUNK/credentials")
+api_record POST "$S/v1/account/$ACC/trunks/$TRUNK/credentials" "$st" "$T/body" "$T/hdr"
 assert_eq "POST a credential over HTTPS" 201 "$st"
 assert_eq "/healthz over HTTPS" '{"status":"ok"}' "$(curl -s --cacert "$T/api1.pem" "$S/healthz")"
 assert_match "/metrics over HTTPS" '^sipauthd_api_requests_total\{status="201"\} 1$' \
@@ -79,4 +81,5 @@ CONF
 out=$("$SIPAUTHD" --check-config "$T/bad.conf" 2>&1); rc=$?
 assert_eq "--check-config refuses https: without certificate" \
 	"1 sipauthd: $T/bad.conf: [api] has an https: address: [api] certificate and private_key are required" "$rc $out"
+openapi_check
 finish

@@ -18,16 +18,19 @@ B="http://127.0.0.1:$API_PORT/v1/account/$ACC"
 N=2500
 
 # create N credentials over the API (one keep-alive connection; each write is durable)
-python3 - "$API_PORT" "$B/trunks/$TRUNK/credentials" "$KEY" "$N" > "$T/create.out" <<'PY'
+python3 - "$API_PORT" "$B/trunks/$TRUNK/credentials" "$KEY" "$N" "$T/api-answers.jsonl" > "$T/create.out" <<'PY'
 import http.client, json, sys
 port, url, key, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+record = open(sys.argv[5], "a")   # every answer, for the OpenAPI check
 path = url[url.index("/v1/"):]
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 codes = {}
 for i in range(n):
     body = json.dumps({"username": "pbx-%05d" % i, "password": "secure_password_here_123"})
     c.request("POST", path, body, {"Authorization": "Bearer " + key, "Content-Type": "application/json"})
-    r = c.getresponse(); r.read()
+    r = c.getresponse(); text = r.read().decode()
+    record.write(json.dumps({"method": "POST", "path": path, "status": r.status, "body": text,
+                             "content_type": r.getheader("Content-Type", "")}) + "\n")
     codes[r.status] = codes.get(r.status, 0) + 1
 print(json.dumps(codes, sort_keys=True))
 PY
@@ -40,7 +43,8 @@ walk() {
 	while :; do
 		_q="limit=$2"
 		[ -n "$_after" ] && _q="$_q&starting_after=$_after"
-		_st=$(curl -s -o "$T/page" -w '%{http_code}' -H "$H" "$1?$_q")
+		_st=$(curl -s -o "$T/page" -D "$T/hdr" -w '%{http_code}' -H "$H" "$1?$_q")
+		api_record GET "$1?$_q" "$_st" "$T/page" "$T/hdr"
 		[ "$_st" = 200 ] || { echo "status $_st" >> "$T/pages"; break; }
 		python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))
 print("\n".join(x["id"] for x in d["data"]))' "$T/page" | sed '/^$/d' >> "$T/walk"
@@ -102,10 +106,12 @@ assert_eq "calls: data, has_more and usage" "200 ['data', 'has_more', 'usage'] F
 for list in trunks "trunks/$TRUNK/credentials" "trunks/$TRUNK/registrations" "trunks/$TRUNK/auth-failures" "trunks/$TRUNK/calls"; do
 	for q in "limit=0|limit" "limit=1001|limit" "limit=x|limit" "starting_after=|starting_after" \
 	         "starting_after=nosuch_id|starting_after"; do
-		st=$(curl -s -o "$T/page" -w '%{http_code}' -H "$H" "$B/$list?${q%|*}")
+		st=$(curl -s -o "$T/page" -D "$T/hdr" -w '%{http_code}' -H "$H" "$B/$list?${q%|*}")
+		api_record GET "$B/$list?${q%|*}" "$st" "$T/page" "$T/hdr"
 		case $list in */calls) [ "${q%|*}" = starting_after=nosuch_id ] && continue ;; esac
 		assert_eq "$list?${q%|*}: 400 invalid_parameter naming ${q#*|}" "400 invalid_parameter ${q#*|}" \
 			"$st $(python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["error"]; print(e["code"], e["message"].split()[0].rstrip(":"))' "$T/page")"
 	done
 done
+openapi_check
 finish

@@ -30,6 +30,7 @@ burst() {
 
 assert_eq "a burst of 12 with rate 1/s, burst 5: exactly 5 answered, 7 refused" "200:5 429:7" "$(burst "$KEY" 12)"
 st=$(curl -s -o "$T/body" -D "$T/hdr" -w '%{http_code}' -H "Authorization: Bearer $KEY" "$URL")
+api_record GET "$URL" "$st" "$T/body" "$T/hdr"
 assert_eq "the next one is 429" 429 "$st"
 assert_eq "429 has Retry-After: 1" 1 "$(sed -n 's/^Retry-After: \(.*\)\r$/\1/Ip' "$T/hdr")"
 assert_eq "429 is the API's error shape with code rate_limited" "rate_limited ['code', 'message']" \
@@ -55,4 +56,5 @@ assert_nomatch "no reload_needs_restart for the rate keys" "reload_needs_restart
 assert_eq "the rate-limited requests are logged" yes \
 	"$(grep -q 'event=api_error .*status=429 code=rate_limited' "$T/sipauthd.log" && echo yes || echo no)"
 assert_eq "no key appears in the log" 0 "$(grep -c -e "$KEY" -e "$KEY2" -e "$UNKNOWN" "$T/sipauthd.log")"
+openapi_check
 finish
