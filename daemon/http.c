@@ -241,11 +241,18 @@ static const char *job_text(char **at, const char *s, size_t n)
 	return d;
 }
 
+static const char *idempotency_key(struct exchange *x)
+{
+	return evhttp_find_header(evhttp_request_get_input_headers(x->req), "Idempotency-Key");
+}
+
 /* The request as a job for the store thread; NULL when out of memory. */
 static struct api_job *api_job_new(struct exchange *x, const char *query, const char *authz,
                                    const unsigned char *body, size_t len)
 {
-	size_t n = strlen(x->path) + 1 + (query ? strlen(query) + 1 : 0) + (authz ? strlen(authz) + 1 : 0) + len + 1;
+	const char *idem = idempotency_key(x);
+	size_t n = strlen(x->path) + 1 + (query ? strlen(query) + 1 : 0) + (authz ? strlen(authz) + 1 : 0) + len + 1 +
+	           (idem ? strlen(idem) + 1 : 0);
 	struct api_job *j = calloc(1, sizeof(*j) + n);
 
 	if (j == NULL)
@@ -257,7 +264,7 @@ static struct api_job *api_job_new(struct exchange *x, const char *query, const 
 	j->ctx.calls_each = NULL;   /* the call table is the loop's: see sa_api_reads_calls */
 	j->ar = (struct sa_api_request){ .method = x->method, .path = j->x.path,
 	                                 .query = job_text(&at, query, SIZE_MAX), .body_len = len,
-	                                 .now = (int64_t)time(NULL) };
+	                                 .idempotency_key = job_text(&at, idem, SIZE_MAX), .now = (int64_t)time(NULL) };
 	j->secret = at;
 	j->ar.authorization = job_text(&at, authz, SIZE_MAX);
 	j->ar.body = job_text(&at, (const char *)body, len);
@@ -274,7 +281,7 @@ static void api_serve_here(struct exchange *x, const char *query, const char *au
 	struct sa_api_response r;
 	struct sa_api_request ar = { .method = x->method, .path = x->path, .query = query,
 	                             .authorization = authz, .body = (const char *)body, .body_len = len,
-	                             .now = (int64_t)time(NULL) };
+	                             .idempotency_key = idempotency_key(x), .now = (int64_t)time(NULL) };
 
 	sa_api_handle(&x->h->ctx, &ar, &r);
 	api_effects(x, &r);

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 /* What a path names. Every resource but the trunk list lives under one trunk. */
@@ -1191,6 +1192,105 @@ static int trunk_check(const struct sa_api_ctx *ctx, const struct target *t, str
 	return -1;
 }
 
+/* ---- idempotency ---- */
+
+/* What a replay must match: the method, the path and the body (the
+ * password included, hashed as its HA1s already are). */
+static int idem_fingerprint(const struct sa_api_request *req, unsigned char out[SA_IDEM_HASH])
+{
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	int ok = c != NULL && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+	         EVP_DigestUpdate(c, req->method, strlen(req->method) + 1) == 1 &&
+	         EVP_DigestUpdate(c, req->path, strlen(req->path) + 1) == 1 &&
+	         (req->body_len == 0 || EVP_DigestUpdate(c, req->body, req->body_len) == 1) &&
+	         EVP_DigestFinal_ex(c, out, NULL) == 1;
+
+	EVP_MD_CTX_free(c);
+	return ok ? 0 : -1;
+}
+
+static bool idem_key_ok(const char *k)
+{
+	size_t n = strlen(k);
+
+	if (n == 0 || n > SA_API_IDEM_KEY_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (k[i] < 0x20 || k[i] > 0x7e)
+			return false;
+	return true;
+}
+
+static void idem_replay(struct sa_api_response *r, struct sa_idem *kept)
+{
+	r->status = kept->status;
+	r->body = kept->body;   /* taken over */
+	r->body_len = kept->body_len;
+	kept->body = NULL;
+	if (r->status >= 400)   /* for the log line; the body says the same */
+		r->error_code = "replayed_error";
+	if (kept->location[0] != '\0') {
+		char loc[sizeof r->hdr[0].value];
+		memcpy(loc, kept->location, sizeof loc - 1);
+		loc[sizeof loc - 1] = '\0';
+		header_add(r, "Location", loc);
+	}
+	header_add(r, "Idempotent-Replayed", "true");
+}
+
+/* Keeps the first answer, unless the failure was ours or passing (5xx, a
+ * full store): the retry should then run again. A failure to keep it
+ * changes nothing in this answer; a retry is then simply run again. */
+static void idem_keep(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                      const unsigned char key[SA_IDEM_HASH], const unsigned char fp[SA_IDEM_HASH],
+                      const struct sa_api_response *r)
+{
+	struct sa_idem in = { .created_at = req->now, .status = r->status, .body = r->body,
+	                      .body_len = r->body ? r->body_len : 0 };
+
+	if (r->status >= 500 || r->status == 429)
+		return;
+	memcpy(in.fingerprint, fp, SA_IDEM_HASH);
+	for (unsigned i = 0; i < r->nhdr; i++)
+		if (strcmp(r->hdr[i].name, "Location") == 0)
+			snprintf(in.location, sizeof in.location, "%s", r->hdr[i].value);
+	(void)sa_store_idem_put(ctx->store, r->account_id, key, &in, req->now);
+}
+
+/* A POST with an Idempotency-Key: the first answer within a day is given
+ * again (same status, body and Location) and nothing runs; the same key
+ * with another request is 409. Keys are per account. */
+static void idem_serve(const struct sa_api_ctx *ctx, const struct sa_api_request *req, const struct target *t,
+                       handler_fn *fn, struct sa_api_response *r)
+{
+	unsigned char key[SA_IDEM_HASH], fp[SA_IDEM_HASH];
+	struct sa_idem kept = { 0 };
+
+	if (!idem_key_ok(req->idempotency_key)) {
+		errorf(r, 400, "invalid_parameter", "Idempotency-Key must be 1 to %d printable ASCII characters",
+		       SA_API_IDEM_KEY_MAX);
+		return;
+	}
+	SHA256((const unsigned char *)req->idempotency_key, strlen(req->idempotency_key), key);
+	if (idem_fingerprint(req, fp) < 0) {
+		respond_internal(r);
+		return;
+	}
+	int err = sa_store_idem_get(ctx->store, r->account_id, key, req->now, &kept);
+	if (err == SA_STORE_OK && CRYPTO_memcmp(kept.fingerprint, fp, SA_IDEM_HASH) != 0)
+		sa_api_error(r, 409, "idempotency_key_reused",
+		             "this Idempotency-Key was used within the last 24 hours for another request");
+	else if (err == SA_STORE_OK)
+		idem_replay(r, &kept);
+	else if (err != SA_STORE_ENOTFOUND)
+		store_error(r, err);
+	free(kept.body);
+	if (err != SA_STORE_ENOTFOUND)
+		return;
+	fn(ctx, req, t, r);
+	idem_keep(ctx, req, key, fp, r);
+}
+
 bool sa_api_reads_calls(const char *path)
 {
 	struct target t;
@@ -1230,5 +1330,8 @@ void sa_api_handle(const struct sa_api_ctx *ctx, const struct sa_api_request *re
 		return;
 	if (t.res != RES_TRUNKS && trunk_check(ctx, &t, r) < 0)
 		return;
-	fn(ctx, req, &t, r);
+	if (req->idempotency_key != NULL && strcmp(req->method, "POST") == 0)
+		idem_serve(ctx, req, &t, fn, r);
+	else
+		fn(ctx, req, &t, r);
 }

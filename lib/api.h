@@ -19,6 +19,7 @@
 /* starting_after, percent-decoded: a call's Call-ID is the longest id */
 #define SA_API_CURSOR_MAX             (SA_SIP_MAX_CALL_ID + 1)
 #define SA_API_MAX_HEADERS            4
+#define SA_API_IDEM_KEY_MAX           255   /* Idempotency-Key: 1..255 printable ASCII */
 
 /* One active call, as GET .../calls lists it. */
 struct sa_api_call {
@@ -45,6 +46,7 @@ struct sa_api_request {
 	const char *path;              /* raw (not percent-decoded), without the query */
 	const char *query;             /* raw, without '?'; NULL or "" when none */
 	const char *authorization;     /* the Authorization header value, NULL when absent */
+	const char *idempotency_key;   /* the Idempotency-Key header value, NULL when absent */
 	const char *body;              /* not NUL-terminated; may be NULL when body_len is 0 */
 	size_t body_len;
 	int64_t now;                   /* wall clock, seconds since the epoch */

@@ -301,4 +301,26 @@ typedef int (*sa_store_authfail_seq_cb)(const struct sa_authfail *f, uint64_t se
 int sa_store_authfail_page(struct sa_store *st, const char *trunk_id, int64_t since, uint64_t before_seq,
                            unsigned limit, sa_store_authfail_seq_cb cb, void *arg);
 
+/* ---- idempotency: the first answer to a POST with an Idempotency-Key ---- */
+#define SA_STORE_IDEM_TTL    (24 * 3600)   /* seconds an answer is replayed */
+#define SA_IDEM_HASH         32
+#define SA_IDEM_LOCATION_MAX 256
+#define SA_IDEM_BODY_MAX     65536
+struct sa_idem {
+	int64_t created_at;
+	unsigned char fingerprint[SA_IDEM_HASH];   /* of the request: a replay must match it */
+	int status;
+	char location[SA_IDEM_LOCATION_MAX];       /* the answer's Location, "" when none */
+	char *body;                                /* sa_store_idem_get: malloc'd, NUL-terminated; free() it */
+	size_t body_len;
+};
+/* The answer kept for (account, hash of the key), unless it is
+ * SA_STORE_IDEM_TTL old at now: ENOTFOUND. */
+int sa_store_idem_get(struct sa_store *st, const char *account_id, const unsigned char hash[SA_IDEM_HASH],
+                      int64_t now, struct sa_idem *out);
+/* Keeps an answer durably (replacing an expired one under the same key) and
+ * removes a few that expired by now. EMAPFULL above the headroom. */
+int sa_store_idem_put(struct sa_store *st, const char *account_id, const unsigned char hash[SA_IDEM_HASH],
+                      const struct sa_idem *in, int64_t now);
+
 #endif

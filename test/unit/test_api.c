@@ -1061,6 +1061,102 @@ START_TEST(test_lists_default_limit_100_max_1000)
 }
 END_TEST
 
+/* ---- idempotency ---- */
+
+static int post_idem(const char *key, const char *body, int64_t now)
+{
+	struct sa_api_request req = { .method = "POST", .path = creds_path(&trunk_a, &acc_a), .authorization = auth_a,
+	                              .idempotency_key = key, .body = body, .body_len = strlen(body), .now = now };
+	json_error_t err;
+
+	json_decref(answer);
+	answer = NULL;
+	sa_api_response_free(&resp);
+	sa_api_handle(&ctx, &req, &resp);
+	if (resp.body != NULL)
+		ck_assert_ptr_nonnull(answer = json_loads(resp.body, 0, &err));
+	return resp.status;
+}
+
+static size_t creds_in_store(void)
+{
+	ck_assert_int_eq(call("GET", creds_path(&trunk_a, &acc_a), "limit=1000", auth_a, NULL), 200);
+	return json_array_size(data());
+}
+
+START_TEST(test_idempotent_post_replays_the_first_answer)
+{
+	char first[512], loc[256];
+
+	ck_assert_int_eq(post_idem("order-1", PRODUCT_BODY, NOW), 201);
+	snprintf(first, sizeof first, "%s", resp.body);
+	snprintf(loc, sizeof loc, "%s", header("Location"));
+	ck_assert_ptr_null(header("Idempotent-Replayed"));
+	ck_assert_str_eq(resp.created_cred, str_at(answer, "id"));
+	ck_assert_int_eq(post_idem("order-1", PRODUCT_BODY, NOW + 86399), 201);
+	ck_assert_str_eq(resp.body, first);
+	ck_assert_str_eq(header("Location"), loc);
+	ck_assert_str_eq(header("Idempotent-Replayed"), "true");
+	ck_assert_str_eq(resp.created_cred, "");   /* nothing was created: no side effects */
+	ck_assert_uint_eq(creds_in_store(), 1);
+}
+END_TEST
+
+START_TEST(test_idempotency_key_with_another_body_409)
+{
+	ck_assert_int_eq(post_idem("order-1", PRODUCT_BODY, NOW), 201);
+	ck_assert_int_eq(post_idem("order-1", "{\"username\":\"other\",\"password\":\"secure_password_here_123\"}", NOW + 5),
+	                 409);
+	error_is(409, "idempotency_key_reused");
+	ck_assert_uint_eq(creds_in_store(), 1);
+}
+END_TEST
+
+START_TEST(test_idempotency_replays_errors_and_expires)
+{
+	const char *weak = "{\"username\":\"pbx-x\",\"password\":\"short\"}";
+
+	ck_assert_int_eq(post_idem("k", weak, NOW), 422);
+	ck_assert_int_eq(post_idem("k", weak, NOW + 10), 422);
+	ck_assert_str_eq(header("Idempotent-Replayed"), "true");
+	ck_assert_int_eq(post_idem("k2", PRODUCT_BODY, NOW), 201);
+	/* a day later the key is free again: the request runs (and finds the username taken) */
+	ck_assert_int_eq(post_idem("k2", PRODUCT_BODY, NOW + 86400), 409);
+	error_is(409, "duplicate_username");
+	ck_assert_ptr_null(header("Idempotent-Replayed"));
+}
+END_TEST
+
+START_TEST(test_idempotency_keys_are_per_account)
+{
+	ck_assert_int_eq(post_idem("shared", PRODUCT_BODY, NOW), 201);
+	struct sa_api_request req = { .method = "POST", .path = creds_path(&trunk_b, &acc_b), .authorization = auth_b,
+	                              .idempotency_key = "shared", .body = "{\"username\":\"b\",\"password\":\"secure_password_here_123\"}",
+	                              .now = NOW };
+	req.body_len = strlen(req.body);
+	sa_api_response_free(&resp);
+	sa_api_handle(&ctx, &req, &resp);
+	ck_assert_int_eq(resp.status, 201);
+	ck_assert_ptr_null(header("Idempotent-Replayed"));
+}
+END_TEST
+
+static const char *const bad_idem_keys[] = { "", "tab\there", "\x7f", "caf\xc3\xa9" };
+
+START_TEST(test_bad_idempotency_key_400)
+{
+	char longkey[300];
+
+	if (_i == 4) {
+		memset(longkey, 'k', 256);
+		longkey[256] = '\0';
+	}
+	post_idem(_i == 4 ? longkey : bad_idem_keys[_i], PRODUCT_BODY, NOW);
+	ck_assert_str_eq(error_is(400, "invalid_parameter"), "Idempotency-Key must be 1 to 255 printable ASCII characters");
+	ck_assert_uint_eq(creds_in_store(), 0);
+}
+END_TEST
+
 /* ---- time parsing ---- */
 
 START_TEST(test_parse_time)
@@ -1151,6 +1247,11 @@ static Suite *api_suite(void)
 	tcase_add_loop_test(tc, test_authfails_bad_query_400, 0, (int)(sizeof bad_queries / sizeof bad_queries[0]));
 	tcase_add_test(tc, test_authfails_odd_bytes_stay_valid_json);
 	tcase_add_test(tc, test_authfails_of_other_accounts_trunk_404);
+	tcase_add_test(tc, test_idempotent_post_replays_the_first_answer);
+	tcase_add_test(tc, test_idempotency_key_with_another_body_409);
+	tcase_add_test(tc, test_idempotency_replays_errors_and_expires);
+	tcase_add_test(tc, test_idempotency_keys_are_per_account);
+	tcase_add_loop_test(tc, test_bad_idempotency_key_400, 0, 5);
 	tcase_add_test(tc, test_parse_time);
 	tcase_add_test(tc, test_error_helper_shape);
 	suite_add_tcase(s, tc);
