@@ -686,12 +686,12 @@ static json_t *binding_json(const struct sa_api_ctx *ctx, const struct sa_bindin
 	}
 	reg_id(b, id);
 	o = json_pack("{s:s,s:s,s:o,s:o,s:o,s:i,s:s,s:o,s:o,s:o,s:o}", "id", id,
-	                 "credential_id", b->cred_id, "username", user,
-	                 "contact", net_string(b->contact), "source_address", net_string(b->source),
-	                 "source_port", (json_int_t)b->source_port, "transport", b->transport,
-	                 "user_agent", net_string(b->user_agent),
-	                 "registered_at", rfc3339(b->registered_at), "updated_at", rfc3339(b->updated_at),
-	                 "expires_at", rfc3339(b->expires_at));
+	              "credential_id", b->cred_id, "username", user,
+	              "contact", net_string(b->contact), "source_address", net_string(b->source),
+	              "source_port", (json_int_t)b->source_port, "transport", b->transport,
+	              "user_agent", net_string(b->user_agent),
+	              "registered_at", rfc3339(b->registered_at), "updated_at", rfc3339(b->updated_at),
+	              "expires_at", rfc3339(b->expires_at));
 	return o;
 }
 
