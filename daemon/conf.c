@@ -152,14 +152,23 @@ static int add_dns_server(struct parse *p, const char *item)
 	return 0;
 }
 
-/* An HTTP address: "127.0.0.1:8080" or "[::1]:8080". */
+/* An HTTP address: "127.0.0.1:8080" or "[::1]:8080", "http:" before it
+ * allowed; "https:127.0.0.1:8443" serves HTTPS (the endpoint's proto is
+ * then SA_PROTO_TLS). */
 static int add_http(struct parse *p, const char *item, struct sa_endpoint *eps, unsigned *n)
 {
+	const char *proto = "tcp";
 	char buf[128];
 	if (*n == SA_MAX_LISTEN)
 		return perr(p, "too many HTTP addresses (at most %d)", SA_MAX_LISTEN);
-	if (snprintf(buf, sizeof(buf), "tcp:%s", item) >= (int)sizeof(buf) || sa_endpoint_parse(buf, &eps[*n]) < 0)
-		return perr(p, "bad HTTP address '%s' (want ADDRESS:PORT, IPv6 as [ADDRESS]:PORT)", item);
+	if (strncasecmp(item, "https:", 6) == 0) {
+		proto = "tls";
+		item += 6;
+	} else if (strncasecmp(item, "http:", 5) == 0) {
+		item += 5;
+	}
+	if (snprintf(buf, sizeof(buf), "%s:%s", proto, item) >= (int)sizeof(buf) || sa_endpoint_parse(buf, &eps[*n]) < 0)
+		return perr(p, "bad HTTP address '%s' (want [http:|https:]ADDRESS:PORT, IPv6 as [ADDRESS]:PORT)", item);
 	(*n)++;
 	return 0;
 }
@@ -384,6 +393,10 @@ static const struct key keys[] = {
 	UINT("api", "max_connections", api_max_connections, 1, 1000000, false),
 	STR("api", "admin_token_file", api_admin_token_file, false),
 	UINT("api", "min_password_length", api_min_password_len, SA_PASSWORD_MIN, SA_PASSWORD_MAX, false),
+	UINT("api", "rate_limit", api_rate_limit, 0, 1000000, true),
+	UINT("api", "rate_burst", api_rate_burst, 1, 1000000, true),
+	STR("api", "certificate", api_certificate, true),
+	STR("api", "private_key", api_private_key, true),
 };
 
 static void *field(struct sa_config *c, size_t off)
@@ -476,6 +489,8 @@ static void set_defaults(struct sa_config *c)
 	c->api_max_body = SA_HTTP_MAX_BODY;
 	c->api_max_connections = SA_HTTP_MAX_CONNECTIONS;
 	c->api_min_password_len = SA_PASSWORD_MIN;
+	c->api_rate_limit = SA_HTTP_RATE_LIMIT;
+	c->api_rate_burst = SA_HTTP_RATE_BURST;
 }
 
 /* Rules between keys, checked once the whole file is read. */
@@ -490,6 +505,13 @@ static int check_whole(struct parse *p)
 	for (unsigned i = 0; i < c->nlisten; i++)
 		if (c->listen[i].proto == SA_PROTO_TLS && (!c->tls.certificate[0] || !c->tls.private_key[0]))
 			return perr(p, "[sip] listen has a tls listener: [tls] certificate and private_key are required");
+	bool https = false;
+	for (unsigned i = 0; i < c->napi_listen; i++)
+		https |= c->api_listen[i].proto == SA_PROTO_TLS;
+	for (unsigned i = 0; i < c->nmetrics_listen; i++)
+		https |= c->metrics_listen[i].proto == SA_PROTO_TLS;
+	if (https && (!c->api_certificate[0] || !c->api_private_key[0]))
+		return perr(p, "[api] has an https: address: [api] certificate and private_key are required");
 	for (unsigned i = 0; i < c->gateway.n; i++)
 		if (c->gateway.e[i].proto == SA_PROTO_TLS && !c->tls.gateway_name[0])
 			return perr(p, "[upstream] gateway over tls needs tls_server_name (the name its certificate must carry)");

@@ -91,6 +91,10 @@ struct sa_config {
 	unsigned api_max_connections;    /* HTTP connections open at once (API and metrics); more are closed */
 	unsigned api_min_password_len;   /* for credentials created over the API */
 	char api_admin_token_file[PATH_MAX];   /* holds the token for the admin API (GET /v1/upstream); "": none */
+	unsigned api_rate_limit;         /* /v1 requests per second per API key; 0: no limit */
+	unsigned api_rate_burst;         /* ... in a bucket of this many */
+	char api_certificate[PATH_MAX];  /* for https: listeners (PEM chain, leaf first) */
+	char api_private_key[PATH_MAX];
 };
 
 /* Parse file into cfg (defaults first). 0, or -1 with one line in err:

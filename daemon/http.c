@@ -10,14 +10,17 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <strings.h>
+#include <openssl/ssl.h>
 
 #include "api.h"
+#include "apilimit.h"
 #include "calls.h"
 #include "log.h"
 #include "metrics.h"
@@ -31,12 +34,20 @@
 /* daemon/dashboard.c, generated from daemon/dashboard.html at build time */
 extern const unsigned char sa_dashboard_html[];
 extern const size_t sa_dashboard_html_len;
+/* daemon/openapi.c, generated from daemon/openapi.json */
+extern const unsigned char sa_openapi_json[];
+extern const size_t sa_openapi_json_len;
 
 struct sa_http {
 	struct sa_server *srv;
 	struct evhttp *api;             /* [api] listen: everything */
 	struct evhttp *metrics;         /* [api] metrics_listen: /metrics and /healthz only; or NULL */
+	struct evhttp *api_tls;         /* the same over HTTPS (https: addresses; evhttp makes each */
+	struct evhttp *metrics_tls;     /* connection's bufferevent per server, not per listener) */
+	bool metrics_apart;             /* metrics_listen is set: /metrics is not on listen */
+	SSL_CTX *tls;                   /* [api] certificate and private_key; swapped on SIGHUP */
 	struct sa_api_ctx ctx;
+	struct sa_apilimit *rate;       /* [api] rate_limit: a bucket per key hash */
 	uint64_t answers[SA_METRICS_STATUSES];   /* by status, for /metrics */
 	uint64_t next_id;               /* request ids for the log */
 	int64_t started_at;
@@ -234,11 +245,18 @@ static const char *job_text(char **at, const char *s, size_t n)
 	return d;
 }
 
+static const char *idempotency_key(struct exchange *x)
+{
+	return evhttp_find_header(evhttp_request_get_input_headers(x->req), "Idempotency-Key");
+}
+
 /* The request as a job for the store thread; NULL when out of memory. */
 static struct api_job *api_job_new(struct exchange *x, const char *query, const char *authz,
                                    const unsigned char *body, size_t len)
 {
-	size_t n = strlen(x->path) + 1 + (query ? strlen(query) + 1 : 0) + (authz ? strlen(authz) + 1 : 0) + len + 1;
+	const char *idem = idempotency_key(x);
+	size_t n = strlen(x->path) + 1 + (query ? strlen(query) + 1 : 0) + (authz ? strlen(authz) + 1 : 0) + len + 1 +
+	           (idem ? strlen(idem) + 1 : 0);
 	struct api_job *j = calloc(1, sizeof(*j) + n);
 
 	if (j == NULL)
@@ -250,7 +268,7 @@ static struct api_job *api_job_new(struct exchange *x, const char *query, const 
 	j->ctx.calls_each = NULL;   /* the call table is the loop's: see sa_api_reads_calls */
 	j->ar = (struct sa_api_request){ .method = x->method, .path = j->x.path,
 	                                 .query = job_text(&at, query, SIZE_MAX), .body_len = len,
-	                                 .now = (int64_t)time(NULL) };
+	                                 .idempotency_key = job_text(&at, idem, SIZE_MAX), .now = (int64_t)time(NULL) };
 	j->secret = at;
 	j->ar.authorization = job_text(&at, authz, SIZE_MAX);
 	j->ar.body = job_text(&at, (const char *)body, len);
@@ -267,7 +285,7 @@ static void api_serve_here(struct exchange *x, const char *query, const char *au
 	struct sa_api_response r;
 	struct sa_api_request ar = { .method = x->method, .path = x->path, .query = query,
 	                             .authorization = authz, .body = (const char *)body, .body_len = len,
-	                             .now = (int64_t)time(NULL) };
+	                             .idempotency_key = idempotency_key(x), .now = (int64_t)time(NULL) };
 
 	sa_api_handle(&x->h->ctx, &ar, &r);
 	api_effects(x, &r);
@@ -295,6 +313,31 @@ static void api_hand_over(struct exchange *x, struct sa_work *w, const char *que
 	send_error(x, 503, "busy", why, NULL);
 }
 
+/* A request over its key's budget gets 429 here, on the loop, before any
+ * work is queued for the store thread: the key is known only there, so the
+ * bucket is the hash of the key as presented, valid or not. 0: go on. */
+static int api_rate_check(struct exchange *x, const char *authz)
+{
+	const struct sa_config *c = &x->h->srv->cfg;
+	unsigned char hash[SA_APILIMIT_HASH];
+	char retry[16], msg[160];
+	const char *tok;
+	size_t len;
+
+	if (c->api_rate_limit == 0 || sa_api_bearer_token(authz, &tok, &len) < 0)
+		return 0;
+	sa_apilimit_key(tok, len, hash);
+	unsigned wait = sa_apilimit_take(x->h->rate, hash, c->api_rate_limit, c->api_rate_burst, (int64_t)sa_now_ms());
+	if (wait == 0)
+		return 0;
+	snprintf(retry, sizeof(retry), "%u", wait);
+	snprintf(msg, sizeof(msg), "too many requests with this API key: at most %u a second, bursts of %u; retry in %u s",
+	         c->api_rate_limit, c->api_rate_burst, wait);
+	add_header(x->req, "Retry-After", retry);
+	send_error(x, 429, "rate_limited", msg, NULL);
+	return -1;
+}
+
 /* The body (it may hold a password) and the key are wiped as soon as they
  * are read or copied. */
 static void api_serve(struct exchange *x, const char *query)
@@ -307,12 +350,15 @@ static void api_serve(struct exchange *x, const char *query)
 	 * administrator's lock holds up no GET, a big GET no write */
 	struct sa_work *w = is_get(x) ? x->h->srv->work_read : x->h->srv->work;
 
+	if (api_rate_check(x, authz) < 0)
+		goto out;
 	if (len > x->h->srv->cfg.api_max_body)
 		api_too_large(x);
 	else if (w == NULL || sa_api_reads_calls(x->path))
 		api_serve_here(x, query, authz, body, len);
 	else
 		api_hand_over(x, w, query, authz, body, len);
+out:
 	if (body != NULL)
 		OPENSSL_cleanse(body, len);
 	if (authz != NULL)
@@ -429,6 +475,8 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	m->accept_paused = c->accept_paused;
 	m->http_connections = h->nconns;
 	m->http_refused = h->conns_refused;
+	m->api_rate_limited = h->rate->refused;
+	m->api_rate_limit_keys = sa_apilimit_keys(h->rate);
 	m->log_suppressed = sa_log_suppressed_total();
 }
 
@@ -453,6 +501,12 @@ static void metrics_serve(struct exchange *x)
 	}
 	send_answer(x, 200, SA_METRICS_CONTENT_TYPE, text, len, 0);
 	free(text);
+}
+
+/* The API's description: public, like the product page it documents. */
+static void openapi_serve(struct exchange *x)
+{
+	send_answer(x, 200, JSON_TYPE, sa_openapi_json, sa_openapi_json_len, 1);
 }
 
 static void dashboard_serve(struct exchange *x)
@@ -582,6 +636,8 @@ static int page_serve(struct exchange *x, int metrics_here, int dashboard_here)
 		serve = metrics_serve;
 	else if (strcmp(x->path, "/dashboard") == 0 && dashboard_here)
 		serve = dashboard_serve;
+	else if (strcmp(x->path, "/v1/openapi.json") == 0 && dashboard_here)
+		serve = openapi_serve;
 	if (serve == NULL)
 		return 0;
 	if (!is_get(x))
@@ -602,9 +658,11 @@ static void api_cb(struct evhttp_request *req, void *arg)
 		send_answer(&x, 302, NULL, NULL, 0, 1);
 	} else if (strcmp(x.path, "/v1/upstream") == 0) {
 		upstream_serve(&x);   /* admin, not an account's: before the API's routes */
+	} else if (page_serve(&x, !x.h->metrics_apart, 1)) {
+		/* answered: /healthz, /metrics, /dashboard, /v1/openapi.json */
 	} else if (strncmp(x.path, "/v1/", 4) == 0) {
 		api_serve(&x, query);
-	} else if (!page_serve(&x, x.h->metrics == NULL, 1)) {
+	} else {
 		send_error(&x, 404, "not_found", "no such resource", NULL);
 	}
 }
@@ -667,24 +725,52 @@ static void http_adopt_cb(evutil_socket_t fd, short what, void *arg)
 	h->nadopt = 0;
 }
 
-static struct bufferevent *http_bev_cb(struct event_base *base, void *arg)
+/* The bufferevent of a new connection: plain, or (tls) TLS with the
+ * current context; the connection keeps that context across a reload. */
+static struct bufferevent *http_bev_new(struct sa_http *h, struct event_base *base, bool tls)
 {
-	struct sa_http *h = arg;
+	struct bufferevent *bev = NULL;
+
+	if (tls) {
+		/* out of memory here, evhttp makes a plain bufferevent of its own: a
+		 * TLS client's hello then reads as a bad request and is closed */
+		SSL *ssl = SSL_new(h->tls);
+		if (ssl == NULL)
+			return NULL;
+		bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+		if (bev == NULL) {
+			SSL_free(ssl);
+			return NULL;
+		}
+		/* a client that closes without close_notify is not an error worth a log line */
+		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	} else {
+		bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	}
+	if (bev == NULL)
+		return NULL;
 	if (h->nadopt == h->adopt_cap) {
 		unsigned cap = h->adopt_cap ? 2 * h->adopt_cap : 64;
 		struct bufferevent **a = realloc(h->adopt, cap * sizeof(*a));
 		if (a == NULL)
-			return NULL;   /* evhttp makes its own: uncounted, but served */
+			return bev;   /* uncounted, but served */
 		h->adopt = a;
 		h->adopt_cap = cap;
 	}
-	struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (bev == NULL)
-		return NULL;
 	bufferevent_incref(bev);
 	h->adopt[h->nadopt++] = bev;
 	event_active(h->adopt_ev, EV_TIMEOUT, 1);
 	return bev;
+}
+
+static struct bufferevent *http_bev_cb(struct event_base *base, void *arg)
+{
+	return http_bev_new(arg, base, false);
+}
+
+static struct bufferevent *https_bev_cb(struct event_base *base, void *arg)
+{
+	return http_bev_new(arg, base, true);
 }
 
 /* accept() failed (most often: out of descriptors). The socket stays
@@ -722,13 +808,21 @@ static int http_bind(struct sa_http *h, struct evhttp *http, const struct sa_end
 
 /* ---- start and stop ---- */
 
-static struct evhttp *server_new(struct sa_http *h, const struct sa_endpoint *eps, unsigned n,
-                                 void (*cb)(struct evhttp_request *, void *))
+/* One evhttp for the addresses of eps that are (tls) or are not HTTPS;
+ * 0 with *out NULL when there are none, -1 on failure. */
+static int server_new(struct sa_http *h, const struct sa_endpoint *eps, unsigned n,
+                      void (*cb)(struct evhttp_request *, void *), bool tls, struct evhttp **out)
 {
-	struct evhttp *http = evhttp_new(h->srv->base);
+	unsigned mine = 0;
+	struct evhttp *http;
 
-	if (http == NULL)
-		return NULL;
+	*out = NULL;
+	for (unsigned i = 0; i < n; i++)
+		mine += (eps[i].proto == SA_PROTO_TLS) == tls;
+	if (mine == 0)
+		return 0;
+	if ((http = evhttp_new(h->srv->base)) == NULL)
+		return -1;
 	/* bodies up to the cutoff are read and answered 413 in JSON; past it
 	 * evhttp stores no more and answers 413 itself, after draining the rest
 	 * (lingering close) so that a client still sending sees the 413 rather
@@ -742,18 +836,61 @@ static struct evhttp *server_new(struct sa_http *h, const struct sa_endpoint *ep
 	                                 EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
 	                                 EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(http, cb, h);
-	evhttp_set_bevcb(http, http_bev_cb, h);
+	evhttp_set_bevcb(http, tls ? https_bev_cb : http_bev_cb, h);
 	for (unsigned i = 0; i < n; i++) {
+		if ((eps[i].proto == SA_PROTO_TLS) != tls)
+			continue;
 		if (http_bind(h, http, &eps[i]) < 0) {
 			log_err("event=http_bind_failed addr=%s port=%u error=\"%s\"", eps[i].host, eps[i].port,
 			        strerror(errno));
 			evhttp_free(http);
-			return NULL;
+			return -1;
 		}
-		log_info("event=http_listening addr=%s port=%u serves=%s", eps[i].host, eps[i].port,
-		         cb == api_cb ? "api" : "metrics");
+		log_info("event=http_listening addr=%s port=%u scheme=%s serves=%s", eps[i].host, eps[i].port,
+		         tls ? "https" : "http", cb == api_cb ? "api" : "metrics");
 	}
-	return http;
+	*out = http;
+	return 0;
+}
+
+static bool https_wanted(const struct sa_config *c)
+{
+	for (unsigned i = 0; i < c->napi_listen; i++)
+		if (c->api_listen[i].proto == SA_PROTO_TLS)
+			return true;
+	for (unsigned i = 0; i < c->nmetrics_listen; i++)
+		if (c->metrics_listen[i].proto == SA_PROTO_TLS)
+			return true;
+	return false;
+}
+
+/* The HTTPS context from next's [api] certificate and key, with [tls]'s
+ * ciphers and minimum version (TLS 1.2 at least) and no client
+ * certificates. NULL when a file does not load (logged, naming it). */
+static SSL_CTX *https_ctx(const struct sa_config *next)
+{
+	struct sa_tls_config tc = next->tls;
+
+	snprintf(tc.certificate, sizeof(tc.certificate), "%s", next->api_certificate);
+	snprintf(tc.private_key, sizeof(tc.private_key), "%s", next->api_private_key);
+	tc.client_ca[0] = '\0';
+	if (tc.min_version < TLS1_2_VERSION)
+		tc.min_version = TLS1_2_VERSION;
+	return sa_transport_tls_server_ctx(&tc);
+}
+
+int sa_http_tls_reload(struct sa_server *srv, const struct sa_config *next)
+{
+	struct sa_http *h = srv->http;
+
+	if (h == NULL || h->tls == NULL)
+		return 0;   /* no HTTPS: https: addresses are a restart's business */
+	SSL_CTX *ctx = https_ctx(next);
+	if (ctx == NULL)
+		return -1;
+	SSL_CTX_free(h->tls);   /* connections hold their own reference */
+	h->tls = ctx;
+	return 0;
 }
 
 /* GET .../calls: the call table of sip.c, in the API's terms. */
@@ -793,16 +930,22 @@ int sa_http_start(struct sa_server *srv)
 	                              .calls_each = calls_each, .calls_owner = srv };
 	if ((h->adopt_ev = event_new(srv->base, -1, 0, http_adopt_cb, h)) == NULL)
 		return -1;
+	if ((h->rate = malloc(sizeof(*h->rate))) == NULL)
+		return -1;
+	sa_apilimit_init(h->rate);
 	if (dashboard_csp(h) < 0) {
 		log_err("event=http_failed error=\"the dashboard page has no <script> element\"");
 		return -1;
 	}
 	if (c->api_admin_token_file[0] && admin_token_load(h, c->api_admin_token_file) < 0)
 		return -1;
-	if (c->napi_listen > 0 && (h->api = server_new(h, c->api_listen, c->napi_listen, api_cb)) == NULL)
+	h->metrics_apart = c->nmetrics_listen > 0;
+	if (https_wanted(c) && (h->tls = https_ctx(c)) == NULL)
 		return -1;
-	if (c->nmetrics_listen > 0 &&
-	    (h->metrics = server_new(h, c->metrics_listen, c->nmetrics_listen, metrics_cb)) == NULL)
+	if (server_new(h, c->api_listen, c->napi_listen, api_cb, false, &h->api) < 0 ||
+	    server_new(h, c->api_listen, c->napi_listen, api_cb, true, &h->api_tls) < 0 ||
+	    server_new(h, c->metrics_listen, c->nmetrics_listen, metrics_cb, false, &h->metrics) < 0 ||
+	    server_new(h, c->metrics_listen, c->nmetrics_listen, metrics_cb, true, &h->metrics_tls) < 0)
 		return -1;
 	return 0;
 }
@@ -817,12 +960,18 @@ void sa_http_stop(struct sa_server *srv)
 		evhttp_free(h->api);
 	if (h->metrics != NULL)
 		evhttp_free(h->metrics);
+	if (h->api_tls != NULL)
+		evhttp_free(h->api_tls);
+	if (h->metrics_tls != NULL)
+		evhttp_free(h->metrics_tls);
+	SSL_CTX_free(h->tls);
 	/* accepted in the last loop pass and not yet adopted */
 	for (unsigned i = 0; i < h->nadopt; i++)
 		bufferevent_decref(h->adopt[i]);
 	free(h->adopt);
 	if (h->adopt_ev != NULL)
 		event_free(h->adopt_ev);
+	free(h->rate);
 	free(h);
 	srv->http = NULL;
 }

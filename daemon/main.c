@@ -83,6 +83,11 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	/* what can change without new sockets or a new store */
+	if (sa_http_tls_reload(srv, &next) < 0) {
+		log_err("event=reload_refused error=\"[api] certificate or private_key did not load; the old ones stay\"");
+		sa_notify_ready();
+		return;
+	}
 	if (sa_transport_tls_reload(srv, &next.tls) < 0) {
 		log_err("event=reload_refused error=\"TLS certificate or key did not load; the old ones stay\"");
 		sa_notify_ready();

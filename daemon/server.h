@@ -129,6 +129,9 @@ void sa_transport_stop(struct sa_server *srv);
 /* Load the certificate and key anew (SIGHUP); established connections keep
  * the old ones. 0, or -1 with the old context still in force. */
 int sa_transport_tls_reload(struct sa_server *srv, const struct sa_tls_config *tc);
+/* A TLS server context from tc's certificate, key, version, ciphers and
+ * client CA; NULL (logged, naming the file) when one does not load. */
+SSL_CTX *sa_transport_tls_server_ctx(const struct sa_tls_config *tc);
 /* Send bytes along a flow (opening a TCP connection when needed). 0 or -1. */
 int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const char *buf, size_t len);
 /* The listener to leave from towards proto (its address goes in Via/Record-Route). */
@@ -217,5 +220,8 @@ int sa_sip_probe(struct sa_server *srv, unsigned idx, const struct sa_flow *to);
  * (and /metrics alone on [api] metrics_listen). No listen: nothing. 0 or -1. */
 int sa_http_start(struct sa_server *srv);
 void sa_http_stop(struct sa_server *srv);
+/* SIGHUP: HTTPS takes next's [api] certificate and key for new connections.
+ * -1 (logged) when they do not load: the old ones stay. */
+int sa_http_tls_reload(struct sa_server *srv, const struct sa_config *next);
 
 #endif

@@ -541,7 +541,7 @@ static void tls_log_error(const char *what, const char *path)
 }
 
 /* The server context: our certificate and key, optionally client verification. */
-static SSL_CTX *tls_server_ctx(const struct sa_tls_config *tc)
+SSL_CTX *sa_transport_tls_server_ctx(const struct sa_tls_config *tc)
 {
 	SSL_CTX *ctx = tls_ctx_base(TLS_server_method(), tc);
 	if (!ctx) {
@@ -593,7 +593,7 @@ int sa_transport_tls_reload(struct sa_server *srv, const struct sa_tls_config *t
 	bool serving = false;
 	for (unsigned i = 0; i < srv->cfg.nlisten; i++)
 		serving |= srv->cfg.listen[i].proto == SA_PROTO_TLS;
-	SSL_CTX *server = serving ? tls_server_ctx(tc) : NULL;
+	SSL_CTX *server = serving ? sa_transport_tls_server_ctx(tc) : NULL;
 	SSL_CTX *client = tls_client_ctx(tc);
 	if ((serving && !server) || !client) {
 		SSL_CTX_free(server);

@@ -13,6 +13,8 @@
 #include <time.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 
 /* What a path names. Every resource but the trunk list lives under one trunk. */
 enum resource {
@@ -26,11 +28,26 @@ enum resource {
 	RES_COUNT
 };
 
+/* What a list's query asks for (see "paging" below). */
+enum query_kind {
+	Q_NONE = 0,             /* no query parameters */
+	Q_PAGE,                 /* limit, starting_after */
+	Q_PAGE_SINCE,           /* limit, starting_after, since */
+};
+
+struct list_query {
+	unsigned limit;
+	char after[SA_API_CURSOR_MAX];   /* "" when not given */
+	int64_t since;
+	bool seen_limit, seen_after, seen_since;
+};
+
 struct target {
 	enum resource res;
 	char account[SA_ID_MAX];
 	char trunk[SA_ID_MAX];
 	char cred[SA_ID_MAX];
+	struct list_query q;
 };
 
 typedef void handler_fn(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
@@ -43,15 +60,15 @@ static handler_fn trunks_list, trunk_show, trunk_patch, credentials_list, creden
 static const struct route {
 	const char *allow;
 	handler_fn *get, *post, *del, *patch;
-	bool takes_query;
+	enum query_kind query;   /* of GET; other methods take none */
 } routes[RES_COUNT] = {
-	[RES_TRUNKS] = { "GET", trunks_list, NULL, NULL, NULL, false },
-	[RES_TRUNK] = { "GET, PATCH", trunk_show, NULL, NULL, trunk_patch, false },
-	[RES_CREDENTIALS] = { "GET, POST", credentials_list, credential_create, NULL, NULL, false },
-	[RES_CREDENTIAL] = { "GET, DELETE", credential_show, NULL, credential_delete, NULL, false },
-	[RES_REGISTRATIONS] = { "GET", registrations_list, NULL, NULL, NULL, false },
-	[RES_AUTHFAILS] = { "GET", authfails_list, NULL, NULL, NULL, true },
-	[RES_CALLS] = { "GET", calls_list, NULL, NULL, NULL, false },
+	[RES_TRUNKS] = { "GET", trunks_list, NULL, NULL, NULL, Q_PAGE },
+	[RES_TRUNK] = { "GET, PATCH", trunk_show, NULL, NULL, trunk_patch, Q_NONE },
+	[RES_CREDENTIALS] = { "GET, POST", credentials_list, credential_create, NULL, NULL, Q_PAGE },
+	[RES_CREDENTIAL] = { "GET, DELETE", credential_show, NULL, credential_delete, NULL, Q_NONE },
+	[RES_REGISTRATIONS] = { "GET", registrations_list, NULL, NULL, NULL, Q_PAGE },
+	[RES_AUTHFAILS] = { "GET", authfails_list, NULL, NULL, NULL, Q_PAGE_SINCE },
+	[RES_CALLS] = { "GET", calls_list, NULL, NULL, NULL, Q_PAGE },
 };
 
 /* The segment after /trunks/{t}/ for each trunk-scoped collection. */
@@ -185,12 +202,41 @@ static bool append(json_t *arr, json_t *o)
 	return o != NULL && json_array_append_new(arr, o) == 0;
 }
 
-/* Collections are answered as {"data":[...]}; a listing callback that fails
- * sets failed and stops the walk. */
+/* Collections are answered as {"data":[...],"has_more":bool}, a page of at
+ * most limit items; a listing callback that fails sets failed and stops
+ * the walk. */
 struct listing {
 	json_t *data;
+	unsigned limit;
+	bool has_more;
 	bool failed;
 };
+
+static struct listing listing_new(const struct target *t)
+{
+	return (struct listing){ .data = json_array(), .limit = t->q.limit };
+}
+
+/* Whether the page is full: the walk stops at the first item past it,
+ * which only says that there is more. */
+static bool page_full(struct listing *l)
+{
+	if (json_array_size(l->data) < l->limit)
+		return false;
+	l->has_more = true;
+	return true;
+}
+
+/* Adds o to the page; non-zero stops the walk (full or failed). */
+static int page_add(struct listing *l, json_t *o)
+{
+	if (page_full(l)) {
+		json_decref(o);
+		return 1;
+	}
+	l->failed = !append(l->data, o);
+	return l->failed;
+}
 
 static void respond_listing(struct sa_api_response *r, struct listing *l, int err)
 {
@@ -207,7 +253,15 @@ static void respond_listing(struct sa_api_response *r, struct listing *l, int er
 		respond_internal(r);
 		return;
 	}
-	respond_json(r, 200, json_pack("{s:o}", "data", l->data));
+	respond_json(r, 200, json_pack("{s:o,s:b}", "data", l->data, "has_more", l->has_more));
+}
+
+/* starting_after names nothing this list can start after. */
+static void cursor_unknown(struct sa_api_response *r, struct listing *l, const char *what)
+{
+	json_decref(l->data);
+	l->data = NULL;
+	errorf(r, 400, "invalid_parameter", "starting_after must be the id of %s", what);
 }
 
 /* ---- trunks ---- */
@@ -231,17 +285,26 @@ json_t *sa_api_trunk_json(const struct sa_trunk *t, const struct sa_trunk_policy
 	return o;
 }
 
+/* An account has few trunks: the page is cut from the whole walk. */
 struct trunk_listing {
 	struct listing l;
 	struct sa_store *store;
+	const char *after;      /* skipping up to this trunk; NULL once passed */
 };
 
 static int trunk_cb(const struct sa_trunk *t, void *arg)
 {
 	struct trunk_listing *tl = arg;
 	struct sa_trunk_policy p;
-	int err = sa_store_trunk_policy_get(tl->store, t->id, &p);
 
+	if (tl->after != NULL) {
+		if (strcmp(t->id, tl->after) == 0)
+			tl->after = NULL;
+		return 0;
+	}
+	if (page_full(&tl->l))
+		return 1;
+	int err = sa_store_trunk_policy_get(tl->store, t->id, &p);
 	tl->l.failed = err != SA_STORE_OK || !append(tl->l.data, sa_api_trunk_json(t, &p));
 	return tl->l.failed;
 }
@@ -249,9 +312,14 @@ static int trunk_cb(const struct sa_trunk *t, void *arg)
 static void trunks_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                         const struct target *t, struct sa_api_response *r)
 {
-	struct trunk_listing tl = { .l = { .data = json_array() }, .store = ctx->store };
+	struct trunk_listing tl = { .l = listing_new(t), .store = ctx->store,
+	                            .after = t->q.after[0] ? t->q.after : NULL };
+	int err = sa_store_trunk_list(ctx->store, t->account, trunk_cb, &tl);
 
-	respond_listing(r, &tl.l, sa_store_trunk_list(ctx->store, t->account, trunk_cb, &tl));
+	if (err == SA_STORE_OK && tl.after != NULL)
+		cursor_unknown(r, &tl.l, "a trunk of this account");
+	else
+		respond_listing(r, &tl.l, err);
 }
 
 static void trunk_respond(const struct sa_api_ctx *ctx, const struct target *t, struct sa_api_response *r)
@@ -321,16 +389,24 @@ static int credential_cb(const struct sa_credential *c, void *arg)
 {
 	struct listing *l = arg;
 
+	if (page_full(l))
+		return 1;
 	l->failed = !append(l->data, sa_api_credential_json(c));
 	return l->failed;
 }
 
+/* A trunk may hold 100 000 credentials: the store starts the walk after
+ * the cursor and it stops one past the page. */
 static void credentials_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                              const struct target *t, struct sa_api_response *r)
 {
-	struct listing l = { .data = json_array() };
+	struct listing l = listing_new(t);
+	int err = sa_store_credential_list_after(ctx->store, t->trunk, t->q.after, credential_cb, &l);
 
-	respond_listing(r, &l, sa_store_credential_list(ctx->store, t->trunk, credential_cb, &l));
+	if (err == SA_STORE_EINVAL)
+		cursor_unknown(r, &l, "a credential of this trunk");
+	else
+		respond_listing(r, &l, err);
 }
 
 /* A credential of this trunk, or the same 404 whether it is unknown or another trunk's. */
@@ -485,11 +561,88 @@ static void credential_create(const struct sa_api_ctx *ctx, const struct sa_api_
 
 /* ---- registrations ---- */
 
-/* Bindings are gathered first so that usernames can be looked up afterwards. */
+static int hexval(char c);
+
+/* A registration's id is "reg_", the hex of its credential id and the hex
+ * of its contact's SHA-256: the binding's identity (one per credential and
+ * contact) and its place in the store's order of a trunk's bindings
+ * (credential id, then the contact's hash). A page can then start after a
+ * binding that has expired or been removed since. Clients treat it as opaque. */
+#define REG_PREFIX "reg_"
+#define REG_HASH_HEX (2 * SHA256_DIGEST_LENGTH)
+
+struct reg_pos {
+	char cred[SA_ID_MAX];
+	unsigned char hash[SHA256_DIGEST_LENGTH];
+};
+
+static void hex_put(const unsigned char *in, size_t n, char *out)
+{
+	static const char digit[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digit[in[i] >> 4];
+		out[2 * i + 1] = digit[in[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* n bytes from 2n hex digits (lower case only: ids are written so). */
+static int hex_get(const char *in, size_t n, unsigned char *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		int hi = hexval(in[2 * i]), lo = hexval(in[2 * i + 1]);
+		if (hi < 0 || lo < 0 || isupper((unsigned char)in[2 * i]) || isupper((unsigned char)in[2 * i + 1]))
+			return -1;
+		out[i] = (unsigned char)(hi * 16 + lo);
+	}
+	return 0;
+}
+
+static void reg_id(const struct sa_binding *b, char out[SA_API_CURSOR_MAX])
+{
+	unsigned char h[SHA256_DIGEST_LENGTH];
+	size_t n = strnlen(b->cred_id, SA_ID_MAX - 1);
+
+	SHA256((const unsigned char *)b->contact, strnlen(b->contact, sizeof b->contact), h);
+	memcpy(out, REG_PREFIX, 4);
+	hex_put((const unsigned char *)b->cred_id, n, out + 4);
+	hex_put(h, sizeof h, out + 4 + 2 * n);
+}
+
+static int reg_id_parse(const char *id, struct reg_pos *pos)
+{
+	size_t len = strlen(id), n;
+
+	if (strncmp(id, REG_PREFIX, 4) != 0 || len <= 4 + REG_HASH_HEX || (len - 4 - REG_HASH_HEX) % 2 != 0)
+		return -1;
+	n = (len - 4 - REG_HASH_HEX) / 2;
+	if (n >= SA_ID_MAX || hex_get(id + 4, n, (unsigned char *)pos->cred) < 0 ||
+	    hex_get(id + 4 + 2 * n, sizeof pos->hash, pos->hash) < 0 || memchr(pos->cred, '\0', n) != NULL)
+		return -1;
+	pos->cred[n] = '\0';
+	return 0;
+}
+
+/* Whether b comes after pos in the store's order. */
+static bool reg_after(const struct sa_binding *b, const struct reg_pos *pos)
+{
+	unsigned char h[SHA256_DIGEST_LENGTH];
+	int c = strcmp(b->cred_id, pos->cred);
+
+	if (c != 0)
+		return c > 0;
+	SHA256((const unsigned char *)b->contact, strnlen(b->contact, sizeof b->contact), h);
+	return memcmp(h, pos->hash, sizeof h) > 0;
+}
+
+/* A page of bindings is gathered first so that usernames can be looked up afterwards. */
 struct bindings {
 	struct sa_binding *b;
 	size_t n, cap;
-	bool failed;
+	bool failed, has_more;
+	unsigned limit;
+	const struct reg_pos *after;   /* NULL: from the first */
 	int64_t now;
 };
 
@@ -499,6 +652,12 @@ static int binding_cb(const struct sa_binding *b, void *arg)
 
 	if (b->expires_at <= bs->now)   /* expired, not yet swept by housekeeping */
 		return 0;
+	if (bs->after != NULL && !reg_after(b, bs->after))
+		return 0;
+	if (bs->n == bs->limit) {
+		bs->has_more = true;
+		return 1;
+	}
 	if (bs->n == bs->cap) {
 		size_t cap = bs->cap ? bs->cap * 2 : 16;
 		struct sa_binding *nb = realloc(bs->b, cap * sizeof *nb);
@@ -516,7 +675,8 @@ static int binding_cb(const struct sa_binding *b, void *arg)
 static json_t *binding_json(const struct sa_api_ctx *ctx, const struct sa_binding *b)
 {
 	struct sa_credential c;
-	json_t *user;
+	char id[SA_API_CURSOR_MAX];
+	json_t *user, *o;
 
 	if (sa_store_credential_get(ctx->store, b->cred_id, &c) == SA_STORE_OK) {
 		OPENSSL_cleanse(c.ha1, sizeof c.ha1);
@@ -524,21 +684,30 @@ static json_t *binding_json(const struct sa_api_ctx *ctx, const struct sa_bindin
 	} else {
 		user = json_null();   /* deleted between the two reads */
 	}
-	return json_pack("{s:s,s:o,s:o,s:o,s:i,s:s,s:o,s:o,s:o,s:o}",
-	                 "credential_id", b->cred_id, "username", user,
-	                 "contact", net_string(b->contact), "source_address", net_string(b->source),
-	                 "source_port", (json_int_t)b->source_port, "transport", b->transport,
-	                 "user_agent", net_string(b->user_agent),
-	                 "registered_at", rfc3339(b->registered_at), "updated_at", rfc3339(b->updated_at),
-	                 "expires_at", rfc3339(b->expires_at));
+	reg_id(b, id);
+	o = json_pack("{s:s,s:s,s:o,s:o,s:o,s:i,s:s,s:o,s:o,s:o,s:o}", "id", id,
+	              "credential_id", b->cred_id, "username", user,
+	              "contact", net_string(b->contact), "source_address", net_string(b->source),
+	              "source_port", (json_int_t)b->source_port, "transport", b->transport,
+	              "user_agent", net_string(b->user_agent),
+	              "registered_at", rfc3339(b->registered_at), "updated_at", rfc3339(b->updated_at),
+	              "expires_at", rfc3339(b->expires_at));
+	return o;
 }
 
 static void registrations_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                                const struct target *t, struct sa_api_response *r)
 {
-	struct bindings bs = { .now = req->now };
-	struct listing l = { .data = json_array() };
+	struct reg_pos pos;
+	struct bindings bs = { .now = req->now, .limit = t->q.limit, .after = t->q.after[0] ? &pos : NULL };
+	struct listing l = listing_new(t);
+
+	if (bs.after != NULL && reg_id_parse(t->q.after, &pos) < 0) {
+		cursor_unknown(r, &l, "a registration (reg_...)");
+		return;
+	}
 	int err = sa_store_binding_list_trunk(ctx->store, t->trunk, binding_cb, &bs);
+	l.has_more = bs.has_more;
 
 	for (size_t i = 0; err == SA_STORE_OK && !bs.failed && !l.failed && i < bs.n; i++)
 		l.failed = !append(l.data, binding_json(ctx, &bs.b[i]));
@@ -554,12 +723,45 @@ static void call_cb(const struct sa_api_call *c, void *arg)
 	struct listing *l = arg;
 	if (l->failed)
 		return;
-	/* a trunk that authenticates by address sets calls up with no credential */
-	json_t *o = json_pack("{s:o,s:o,s:s,s:s,s:o}", "call_id", net_string(c->call_id),
+	/* a trunk that authenticates by address sets calls up with no credential;
+	 * the id is the Call-ID again, so that every list's items have an id */
+	json_t *o = json_pack("{s:o,s:o,s:o,s:s,s:s,s:o}", "id", net_string(c->call_id),
+	                      "call_id", net_string(c->call_id),
 	                      "credential_id", c->cred_id && c->cred_id[0] ? json_string(c->cred_id) : json_null(),
 	                      "direction", c->inbound ? "inbound" : "outbound",
 	                      "state", c->confirmed ? "confirmed" : "early", "started_at", rfc3339(c->started_at));
 	l->failed = !append(l->data, o);
+}
+
+static const char *item_id(json_t *const *o)
+{
+	return json_string_value(json_object_get(*o, "id"));
+}
+
+static int call_cmp(const void *a, const void *b)
+{
+	return strcmp(item_id(a), item_id(b));
+}
+
+/* The call table is in memory and bounded ([proxy] max_calls): the calls
+ * are ordered by Call-ID, which a page can start after even when that call
+ * has ended since. */
+static int calls_page(const struct target *t, json_t *all, struct listing *l)
+{
+	size_t n = json_array_size(all);
+	json_t **v = malloc((n ? n : 1) * sizeof *v);
+
+	if (v == NULL)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		v[i] = json_array_get(all, i);
+	qsort(v, n, sizeof *v, call_cmp);
+	for (size_t i = 0; i < n && !l->failed; i++)
+		if ((t->q.after[0] == '\0' || strcmp(item_id(&v[i]), t->q.after) > 0) &&
+		    page_add(l, json_incref(v[i])) != 0)
+			break;
+	free(v);
+	return l->failed ? -1 : 0;
 }
 
 /* The calls, and how many channels they take against the trunk's limits:
@@ -567,41 +769,69 @@ static void call_cb(const struct sa_api_call *c, void *arg)
 static void calls_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                        const struct target *t, struct sa_api_response *r)
 {
-	struct listing l = { .data = json_array() };
+	struct listing all = { .data = json_array() }, l = listing_new(t);
 	struct sa_trunk_policy p;
 	int err = sa_store_trunk_policy_get(ctx->store, t->trunk, &p);
 
-	if (ctx->calls_each && err == SA_STORE_OK)
-		ctx->calls_each(ctx->calls_owner, t->trunk, call_cb, &l);
-	if (err != SA_STORE_OK || l.failed || l.data == NULL) {
-		respond_listing(r, &l, err);
+	if (ctx->calls_each && err == SA_STORE_OK && all.data != NULL)
+		ctx->calls_each(ctx->calls_owner, t->trunk, call_cb, &all);
+	if (err != SA_STORE_OK || all.failed || all.data == NULL || l.data == NULL ||
+	    calls_page(t, all.data, &l) < 0) {
+		json_decref(l.data);
+		respond_listing(r, &all, err);
 		return;
 	}
 	json_t *usage = json_object(), *limits = json_object();
 	int rc = usage && limits ? 0 : -1;
 	if (rc == 0 && sa_policy_to_json(&p, limits) == 0) {
-		rc |= json_object_set_new(usage, "concurrent_calls", json_integer((json_int_t)json_array_size(l.data)));
+		rc |= json_object_set_new(usage, "concurrent_calls", json_integer((json_int_t)json_array_size(all.data)));
 		rc |= json_object_set(usage, "max_concurrent_calls", json_object_get(limits, "max_concurrent_calls"));
 		rc |= json_object_set(usage, "max_calls_per_second", json_object_get(limits, "max_calls_per_second"));
 	} else {
 		rc = -1;
 	}
 	json_decref(limits);
+	json_decref(all.data);
 	if (rc != 0) {
 		json_decref(usage);
 		json_decref(l.data);
 		respond_internal(r);
 		return;
 	}
-	respond_json(r, 200, json_pack("{s:o,s:o}", "data", l.data, "usage", usage));
+	respond_json(r, 200, json_pack("{s:o,s:b,s:o}", "data", l.data, "has_more", l.has_more, "usage", usage));
 }
 
 /* ---- auth failures ---- */
 
-static int authfail_cb(const struct sa_authfail *f, void *arg)
+/* A failure's id is "fail_" and its sequence number in the trunk's log, in
+ * 16 hex digits: newer failures have larger ones, and the number stays a
+ * valid place to start after when the record has been trimmed from the log. */
+#define FAIL_PREFIX "fail_"
+
+static int fail_id_parse(const char *id, uint64_t *seq)
+{
+	unsigned char b[8];
+
+	if (strncmp(id, FAIL_PREFIX, 5) != 0 || strlen(id) != 5 + 16 || hex_get(id + 5, 8, b) < 0)
+		return -1;
+	*seq = 0;
+	for (int i = 0; i < 8; i++)
+		*seq = *seq << 8 | b[i];
+	return 0;
+}
+
+static int authfail_cb(const struct sa_authfail *f, uint64_t seq, void *arg)
 {
 	struct listing *l = arg;
-	json_t *o = json_pack("{s:o,s:o,s:i,s:s,s:o,s:s,s:o}",
+	unsigned char b[8];
+	char id[5 + 16 + 1] = FAIL_PREFIX;
+
+	if (page_full(l))
+		return 1;
+	for (int i = 0; i < 8; i++)
+		b[i] = (unsigned char)(seq >> (56 - 8 * i));
+	hex_put(b, sizeof b, id + 5);
+	json_t *o = json_pack("{s:s,s:o,s:o,s:i,s:s,s:o,s:s,s:o}", "id", id,
 	                      "time", rfc3339(f->at), "source_address", net_string(f->source),
 	                      "source_port", (json_int_t)f->source_port, "transport", f->transport,
 	                      "username", net_string(f->username), "reason", f->reason,
@@ -644,12 +874,6 @@ static int pct_decode(const char *s, size_t n, char *out, size_t outlen)
 	return 0;
 }
 
-struct authfail_query {
-	int64_t since;
-	unsigned limit;
-	bool seen_since, seen_limit;
-};
-
 static int limit_parse(const char *v, unsigned *out)
 {
 	char *end;
@@ -657,17 +881,17 @@ static int limit_parse(const char *v, unsigned *out)
 
 	errno = 0;
 	n = strtoul(v, &end, 10);
-	if (!isdigit((unsigned char)v[0]) || *end != '\0' || errno != 0 || n < 1 || n > SA_API_AUTHFAIL_LIMIT_MAX)
+	if (!isdigit((unsigned char)v[0]) || *end != '\0' || errno != 0 || n < 1 || n > SA_API_PAGE_LIMIT_MAX)
 		return -1;
 	*out = (unsigned)n;
 	return 0;
 }
 
-/* One name=value pair of the auth-failures query. */
-static int authfail_param(struct authfail_query *q, const char *name, const char *value,
-                          struct sa_api_response *r)
+/* One name=value pair of a list's query; the message names the parameter. */
+static int list_param(struct list_query *q, enum query_kind kind, const char *name, const char *value,
+                      struct sa_api_response *r)
 {
-	if (strcmp(name, "since") == 0 && !q->seen_since) {
+	if (strcmp(name, "since") == 0 && kind == Q_PAGE_SINCE && !q->seen_since) {
 		q->seen_since = true;
 		if (sa_api_parse_time(value, &q->since) == 0)
 			return 0;
@@ -679,32 +903,52 @@ static int authfail_param(struct authfail_query *q, const char *name, const char
 		q->seen_limit = true;
 		if (limit_parse(value, &q->limit) == 0)
 			return 0;
-		errorf(r, 400, "invalid_parameter", "limit must be a number from 1 to %d", SA_API_AUTHFAIL_LIMIT_MAX);
+		errorf(r, 400, "invalid_parameter", "limit must be a number from 1 to %d", SA_API_PAGE_LIMIT_MAX);
 		return -1;
 	}
-	if (strcmp(name, "since") == 0 || strcmp(name, "limit") == 0)
+	if (strcmp(name, "starting_after") == 0 && !q->seen_after) {
+		q->seen_after = true;
+		if (value[0] != '\0') {
+			snprintf(q->after, sizeof q->after, "%s", value);
+			return 0;
+		}
+		sa_api_error(r, 400, "invalid_parameter", "starting_after must be the id of an item of this list");
+		return -1;
+	}
+	if (strcmp(name, "limit") == 0 || strcmp(name, "starting_after") == 0 ||
+	    (strcmp(name, "since") == 0 && kind == Q_PAGE_SINCE))
 		errorf(r, 400, "invalid_parameter", "%s given twice", name);
+	else if (kind == Q_PAGE_SINCE)
+		sa_api_error(r, 400, "invalid_parameter",
+		             "unknown query parameter (auth-failures takes since, limit and starting_after)");
 	else
-		sa_api_error(r, 400, "invalid_parameter", "unknown query parameter (auth-failures takes since and limit)");
+		sa_api_error(r, 400, "invalid_parameter", "unknown query parameter (a list takes limit and starting_after)");
 	return -1;
 }
 
-static int authfail_query_parse(const char *query, struct authfail_query *q, struct sa_api_response *r)
+static int list_query_parse(const char *query, enum query_kind kind, struct list_query *q,
+                            struct sa_api_response *r)
 {
-	char name[16], value[64];
+	char name[16], value[SA_API_CURSOR_MAX];
 	const char *p = query ? query : "";
 
+	*q = (struct list_query){ .since = INT64_MIN, .limit = SA_API_PAGE_LIMIT_DEFAULT };
 	while (*p != '\0') {
 		size_t len = strcspn(p, "&");
 		const char *eq = memchr(p, '=', len);
 		size_t nlen = eq ? (size_t)(eq - p) : len;
 		if (len > 0) {
-			if (pct_decode(p, nlen, name, sizeof name) < 0 ||
-			    pct_decode(eq ? eq + 1 : p + len, eq ? len - nlen - 1 : 0, value, sizeof value) < 0) {
+			if (pct_decode(p, nlen, name, sizeof name) < 0) {
 				sa_api_error(r, 400, "invalid_parameter", "malformed query string");
 				return -1;
 			}
-			if (authfail_param(q, name, value, r) < 0)
+			if (pct_decode(eq ? eq + 1 : p + len, eq ? len - nlen - 1 : 0, value, sizeof value) < 0) {
+				errorf(r, 400, "invalid_parameter", "%s: malformed or too long value",
+				       strcmp(name, "limit") == 0 || strcmp(name, "since") == 0 ||
+				       strcmp(name, "starting_after") == 0 ? name : "query string");
+				return -1;
+			}
+			if (list_param(q, kind, name, value, r) < 0)
 				return -1;
 		}
 		p += len + (p[len] == '&');
@@ -712,16 +956,20 @@ static int authfail_query_parse(const char *query, struct authfail_query *q, str
 	return 0;
 }
 
+/* Newest first; the store is asked for one record past the page, which
+ * only says that there is more. */
 static void authfails_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                            const struct target *t, struct sa_api_response *r)
 {
-	struct authfail_query q = { .since = INT64_MIN, .limit = SA_API_AUTHFAIL_LIMIT_DEFAULT };
-	struct listing l;
+	struct listing l = listing_new(t);
+	uint64_t before = UINT64_MAX;
 
-	if (authfail_query_parse(req->query, &q, r) < 0)
+	if (t->q.after[0] != '\0' && fail_id_parse(t->q.after, &before) < 0) {
+		cursor_unknown(r, &l, "an auth failure (fail_...)");
 		return;
-	l = (struct listing){ .data = json_array() };
-	respond_listing(r, &l, sa_store_authfail_list(ctx->store, t->trunk, q.since, q.limit, authfail_cb, &l));
+	}
+	respond_listing(r, &l, sa_store_authfail_page(ctx->store, t->trunk, t->q.since, before, t->q.limit + 1,
+	                                              authfail_cb, &l));
 }
 
 /* ---- time ---- */
@@ -806,7 +1054,7 @@ int sa_api_parse_time(const char *s, int64_t *out)
 /* ---- authentication and routing ---- */
 
 /* "Bearer <token>", scheme in any case; the token without surrounding blanks. */
-static int bearer_token(const char *h, const char **tok, size_t *len)
+int sa_api_bearer_token(const char *h, const char **tok, size_t *len)
 {
 	if (h == NULL)
 		return -1;
@@ -828,7 +1076,7 @@ static int authenticate(const struct sa_api_ctx *ctx, const struct sa_api_reques
 	const char *tok;
 	size_t len;
 
-	if (bearer_token(req->authorization, &tok, &len) < 0) {
+	if (sa_api_bearer_token(req->authorization, &tok, &len) < 0) {
 		header_add(r, "WWW-Authenticate", "Bearer realm=\"sipauthd\"");
 		sa_api_error(r, 401, "unauthorized", "missing API key: send Authorization: Bearer <key>");
 		return -1;
@@ -944,6 +1192,105 @@ static int trunk_check(const struct sa_api_ctx *ctx, const struct target *t, str
 	return -1;
 }
 
+/* ---- idempotency ---- */
+
+/* What a replay must match: the method, the path and the body (the
+ * password included, hashed as its HA1s already are). */
+static int idem_fingerprint(const struct sa_api_request *req, unsigned char out[SA_IDEM_HASH])
+{
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	int ok = c != NULL && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+	         EVP_DigestUpdate(c, req->method, strlen(req->method) + 1) == 1 &&
+	         EVP_DigestUpdate(c, req->path, strlen(req->path) + 1) == 1 &&
+	         (req->body_len == 0 || EVP_DigestUpdate(c, req->body, req->body_len) == 1) &&
+	         EVP_DigestFinal_ex(c, out, NULL) == 1;
+
+	EVP_MD_CTX_free(c);
+	return ok ? 0 : -1;
+}
+
+static bool idem_key_ok(const char *k)
+{
+	size_t n = strlen(k);
+
+	if (n == 0 || n > SA_API_IDEM_KEY_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (k[i] < 0x20 || k[i] > 0x7e)
+			return false;
+	return true;
+}
+
+static void idem_replay(struct sa_api_response *r, struct sa_idem *kept)
+{
+	r->status = kept->status;
+	r->body = kept->body;   /* taken over */
+	r->body_len = kept->body_len;
+	kept->body = NULL;
+	if (r->status >= 400)   /* for the log line; the body says the same */
+		r->error_code = "replayed_error";
+	if (kept->location[0] != '\0') {
+		char loc[sizeof r->hdr[0].value];
+		memcpy(loc, kept->location, sizeof loc - 1);
+		loc[sizeof loc - 1] = '\0';
+		header_add(r, "Location", loc);
+	}
+	header_add(r, "Idempotent-Replayed", "true");
+}
+
+/* Keeps the first answer, unless the failure was ours or passing (5xx, a
+ * full store): the retry should then run again. A failure to keep it
+ * changes nothing in this answer; a retry is then simply run again. */
+static void idem_keep(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                      const unsigned char key[SA_IDEM_HASH], const unsigned char fp[SA_IDEM_HASH],
+                      const struct sa_api_response *r)
+{
+	struct sa_idem in = { .created_at = req->now, .status = r->status, .body = r->body,
+	                      .body_len = r->body ? r->body_len : 0 };
+
+	if (r->status >= 500 || r->status == 429)
+		return;
+	memcpy(in.fingerprint, fp, SA_IDEM_HASH);
+	for (unsigned i = 0; i < r->nhdr; i++)
+		if (strcmp(r->hdr[i].name, "Location") == 0)
+			snprintf(in.location, sizeof in.location, "%s", r->hdr[i].value);
+	(void)sa_store_idem_put(ctx->store, r->account_id, key, &in, req->now);
+}
+
+/* A POST with an Idempotency-Key: the first answer within a day is given
+ * again (same status, body and Location) and nothing runs; the same key
+ * with another request is 409. Keys are per account. */
+static void idem_serve(const struct sa_api_ctx *ctx, const struct sa_api_request *req, const struct target *t,
+                       handler_fn *fn, struct sa_api_response *r)
+{
+	unsigned char key[SA_IDEM_HASH], fp[SA_IDEM_HASH];
+	struct sa_idem kept = { 0 };
+
+	if (!idem_key_ok(req->idempotency_key)) {
+		errorf(r, 400, "invalid_parameter", "Idempotency-Key must be 1 to %d printable ASCII characters",
+		       SA_API_IDEM_KEY_MAX);
+		return;
+	}
+	SHA256((const unsigned char *)req->idempotency_key, strlen(req->idempotency_key), key);
+	if (idem_fingerprint(req, fp) < 0) {
+		respond_internal(r);
+		return;
+	}
+	int err = sa_store_idem_get(ctx->store, r->account_id, key, req->now, &kept);
+	if (err == SA_STORE_OK && CRYPTO_memcmp(kept.fingerprint, fp, SA_IDEM_HASH) != 0)
+		sa_api_error(r, 409, "idempotency_key_reused",
+		             "this Idempotency-Key was used within the last 24 hours for another request");
+	else if (err == SA_STORE_OK)
+		idem_replay(r, &kept);
+	else if (err != SA_STORE_ENOTFOUND)
+		store_error(r, err);
+	free(kept.body);
+	if (err != SA_STORE_ENOTFOUND)
+		return;
+	fn(ctx, req, t, r);
+	idem_keep(ctx, req, key, fp, r);
+}
+
 bool sa_api_reads_calls(const char *path)
 {
 	struct target t;
@@ -974,11 +1321,17 @@ void sa_api_handle(const struct sa_api_ctx *ctx, const struct sa_api_request *re
 		       routes[t.res].allow);
 		return;
 	}
-	if (!routes[t.res].takes_query && req->query != NULL && req->query[0] != '\0') {
+	enum query_kind kind = strcmp(req->method, "GET") == 0 ? routes[t.res].query : Q_NONE;
+	if (kind == Q_NONE && req->query != NULL && req->query[0] != '\0') {
 		sa_api_error(r, 400, "invalid_parameter", "this resource takes no query parameters");
 		return;
 	}
+	if (kind != Q_NONE && list_query_parse(req->query, kind, &t.q, r) < 0)
+		return;
 	if (t.res != RES_TRUNKS && trunk_check(ctx, &t, r) < 0)
 		return;
-	fn(ctx, req, &t, r);
+	if (req->idempotency_key != NULL && strcmp(req->method, "POST") == 0)
+		idem_serve(ctx, req, &t, fn, r);
+	else
+		fn(ctx, req, &t, r);
 }

@@ -11,9 +11,15 @@
 #include "sa_limits.h"
 #include "store.h"
 
-#define SA_API_AUTHFAIL_LIMIT_DEFAULT 100
-#define SA_API_AUTHFAIL_LIMIT_MAX     1000
+/* Every list pages: ?limit=1..MAX (default DEFAULT)&starting_after=<id>. */
+#define SA_API_PAGE_LIMIT_DEFAULT     100
+#define SA_API_PAGE_LIMIT_MAX         1000
+#define SA_API_AUTHFAIL_LIMIT_DEFAULT SA_API_PAGE_LIMIT_DEFAULT
+#define SA_API_AUTHFAIL_LIMIT_MAX     SA_API_PAGE_LIMIT_MAX
+/* starting_after, percent-decoded: a call's Call-ID is the longest id */
+#define SA_API_CURSOR_MAX             (SA_SIP_MAX_CALL_ID + 1)
 #define SA_API_MAX_HEADERS            4
+#define SA_API_IDEM_KEY_MAX           255   /* Idempotency-Key: 1..255 printable ASCII */
 
 /* One active call, as GET .../calls lists it. */
 struct sa_api_call {
@@ -40,6 +46,7 @@ struct sa_api_request {
 	const char *path;              /* raw (not percent-decoded), without the query */
 	const char *query;             /* raw, without '?'; NULL or "" when none */
 	const char *authorization;     /* the Authorization header value, NULL when absent */
+	const char *idempotency_key;   /* the Idempotency-Key header value, NULL when absent */
 	const char *body;              /* not NUL-terminated; may be NULL when body_len is 0 */
 	size_t body_len;
 	int64_t now;                   /* wall clock, seconds since the epoch */
@@ -84,6 +91,10 @@ void sa_api_response_free(struct sa_api_response *resp);
 /* The JSON shapes shared with sipauthctl, so both print exactly the same. */
 json_t *sa_api_trunk_json(const struct sa_trunk *t, const struct sa_trunk_policy *p);
 json_t *sa_api_credential_json(const struct sa_credential *c);
+
+/* The token of an Authorization "Bearer <token>" value (scheme in any
+ * case, blanks around it dropped): 0, or -1 when h is NULL or not that. */
+int sa_api_bearer_token(const char *h, const char **tok, size_t *len);
 
 /* "since" as RFC 3339 ("2026-04-09T10:35:00Z", "...T12:35:00+02:00",
  * fractions ignored) or as epoch seconds ("1775731200"). 0 or -1. */

@@ -148,6 +148,10 @@ static void connections(FILE *f, const struct sa_metrics *m)
 	gauge(f, "http_connections", "HTTP connections open (API and metrics).", (int64_t)m->http_connections);
 	counter(f, "http_refused_total", "HTTP connections closed at once over [api] max_connections.",
 	        m->http_refused);
+	counter(f, "api_rate_limited_total", "API requests answered 429: over their key's [api] rate_limit.",
+	        m->api_rate_limited);
+	gauge(f, "api_rate_limit_keys", "API keys (as presented, valid or not) with a rate-limit bucket.",
+	      (int64_t)m->api_rate_limit_keys);
 	counter(f, "log_lines_suppressed_total", "Log lines dropped over the per-call-site budget ([log] rate_limit).",
 	        m->log_suppressed);
 	gauge(f, "background_queue", "API requests waiting for or running on the store threads (off the SIP loop).",

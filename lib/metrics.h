@@ -55,6 +55,8 @@ struct sa_metrics {
 	uint64_t accept_paused;                          /* accept() failed (no descriptor): listener rested */
 	uint64_t http_connections;                       /* gauge: API and metrics connections open */
 	uint64_t http_refused;                           /* closed at once over [api] max_connections */
+	uint64_t api_rate_limited;                       /* /v1 requests answered 429 over [api] rate_limit */
+	uint64_t api_rate_limit_keys;                    /* API key hashes with a bucket */
 	uint64_t log_suppressed;                         /* log lines over the per-site budget */
 	/* the store thread (daemon/work.c) */
 	uint64_t work_queued;                            /* gauge: API requests waiting or running */

@@ -48,6 +48,8 @@
  *   cred_by_trunk      trunk id \0 seq -> cred id          (creation order)
  *   cred_deleted       del_seq -> cred id                  (tombstones, newest TOMBSTONES_KEEP)
  *   trunk_policy       trunk id -> struct sa_trunk_policy   (absent: the defaults)
+ *   idempotency        acc id \0 SHA-256(Idempotency-Key) -> struct idem_rec + body
+ *   idem_by_time       created_at \0 <idempotency key> -> ""   (expiry order)
  * runtime:
  *   bindings           cred id \0 SHA-256(contact) -> struct sa_binding
  *   bindings_by_trunk  trunk id \0 <binding key> -> ""
@@ -72,6 +74,7 @@ enum { ENV_MAIN, ENV_RT, ENV_COUNT };
 enum {
 	DB_META, DB_ACCOUNTS, DB_APIKEYS, DB_TRUNKS, DB_TRUNKS_BY_ACCOUNT,
 	DB_CREDS, DB_CRED_BY_USER, DB_CRED_BY_TRUNK, DB_CRED_DELETED, DB_TRUNK_POLICY,
+	DB_IDEM, DB_IDEM_BY_TIME,
 	DB_BINDINGS, DB_BINDINGS_BY_TRUNK, DB_BINDINGS_BY_EXPIRY,
 	DB_AUTHFAIL, DB_AUTHFAIL_STATE, DB_RT_META, DB_COUNT
 };
@@ -80,6 +83,7 @@ enum {
 static const char *const db_names[DB_COUNT] = {
 	"meta", "accounts", "apikeys", "trunks", "trunks_by_account",
 	"credentials", "cred_by_user", "cred_by_trunk", "cred_deleted", "trunk_policy",
+	"idempotency", "idem_by_time",
 	"bindings", "bindings_by_trunk", "bindings_by_expiry",
 	"authfail", "authfail_state", "meta",
 };
@@ -117,6 +121,7 @@ struct shared {
 	bool rdonly;
 	bool tombstones;     /* main has cred_deleted (a read-only open of an older store may not) */
 	bool policies;       /* main has trunk_policy (likewise) */
+	bool idem;           /* main has idempotency (likewise) */
 	pthread_mutex_t mu;  /* guards refs, fault and swept */
 	unsigned refs;
 	struct sa_store_fault fault;
@@ -962,10 +967,12 @@ static int open_main_dbs(struct sa_store *st, bool grew, struct legacy *lg)
 		return rc;
 	for (int i = 0; i < DB_RT_FIRST && rc == SA_STORE_OK; i++) {
 		int mrc = mdb_dbi_open(txn, db_names[i], rdonly ? 0 : MDB_CREATE, &st->sh->dbi[i]);
-		if ((i == DB_CRED_DELETED || i == DB_TRUNK_POLICY) && rdonly && mrc == MDB_NOTFOUND)
+		if ((i == DB_CRED_DELETED || i == DB_TRUNK_POLICY || i == DB_IDEM || i == DB_IDEM_BY_TIME) && rdonly &&
+		    mrc == MDB_NOTFOUND)
 			continue;
 		st->sh->tombstones |= i == DB_CRED_DELETED && mrc == MDB_SUCCESS;
 		st->sh->policies |= i == DB_TRUNK_POLICY && mrc == MDB_SUCCESS;
+		st->sh->idem |= i == DB_IDEM && mrc == MDB_SUCCESS;
 		rc = mrc == MDB_NOTFOUND ? SA_STORE_ENOTINIT : note_err(st, mrc);
 		/* check the schema before creating anything in a foreign store */
 		if (i == DB_META && rc == SA_STORE_OK) {
@@ -2069,6 +2076,45 @@ int sa_store_credential_list(struct sa_store *st, const char *trunk_id, sa_store
 	return rd_own_end(st, ENV_MAIN, txn, rc);
 }
 
+/* The index key just past the credential after_id, which must be the trunk's. */
+static int cred_after_key(struct sa_store *st, MDB_txn *txn, const char *trunk_id, const char *after_id,
+                          struct key *start)
+{
+	struct cred_rec r;
+	int rc = id_ok(after_id) ? cred_get_txn(st, txn, str_val(after_id), &r) : SA_STORE_ENOTFOUND;
+
+	if (rc == SA_STORE_OK && strcmp(r.c.trunk_id, trunk_id) != 0)
+		rc = SA_STORE_ENOTFOUND;
+	if (rc == SA_STORE_OK)
+		trunk_seq_key(start, trunk_id, r.seq + 1);
+	OPENSSL_cleanse(&r, sizeof r);
+	return rc == SA_STORE_ENOTFOUND ? SA_STORE_EINVAL : rc;
+}
+
+int sa_store_credential_list_after(struct sa_store *st, const char *trunk_id, const char *after_id,
+                                   sa_store_credential_cb cb, void *arg)
+{
+	struct cred_walk w = { cb, arg };
+	struct trunk_rec t;
+	struct key prefix = { .len = 0 }, start;
+	MDB_txn *txn;
+	int rc = rd_own_begin(st, ENV_MAIN, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = trunk_get_txn(st, txn, trunk_id, &t);
+	if (rc == SA_STORE_OK) {
+		key_str(&prefix, t.t.id);
+		key_sep(&prefix);
+		start = prefix;
+		if (after_id != NULL && after_id[0] != '\0')
+			rc = cred_after_key(st, txn, t.t.id, after_id, &start);
+	}
+	if (rc == SA_STORE_OK)
+		rc = walk_range(st, txn, DB_CRED_BY_TRUNK, &start, &prefix, cred_walk_fn, &w);
+	return rd_own_end(st, ENV_MAIN, txn, rc);
+}
+
 /* ---- tombstones: credentials deleted, for the bindings in the runtime environment ---- */
 
 /* tombstone key: del_seq (contiguous: a gap after a reader's position means
@@ -3020,4 +3066,218 @@ int sa_store_authfail_list(struct sa_store *st, const char *trunk_id, int64_t si
 	rc = authfail_walk_back(cur, &prefix, since, limit, cb, arg);
 	mdb_cursor_close(cur);
 	return rd_own_end(st, ENV_RT, txn, rc);
+}
+
+/* Older than before_seq, newest first; the sequence is the key's last 8 bytes. */
+static int authfail_walk_seq(MDB_cursor *cur, const struct key *prefix, int64_t since, uint64_t before_seq,
+                             unsigned limit, sa_store_authfail_seq_cb cb, void *arg)
+{
+	struct key from = *prefix;
+	struct sa_authfail f;
+	MDB_val k, v;
+	unsigned n = 0;
+
+	key_u64(&from, before_seq);
+	k = key_val(&from);
+	int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	mrc = mdb_cursor_get(cur, &k, &v, mrc == 0 ? MDB_PREV : MDB_LAST);
+	while (mrc == 0 && has_prefix(&k, prefix) && (limit == 0 || n < limit)) {
+		uint64_t seq = 0;
+		if (k.mv_size != prefix->len + 8 || val_rec(&v, &f, sizeof f) != SA_STORE_OK)
+			return SA_STORE_EIO;
+		for (size_t i = 0; i < 8; i++)
+			seq = seq << 8 | ((const unsigned char *)k.mv_data)[prefix->len + i];
+		if (f.at >= since) {
+			n++;
+			if (cb(&f, seq, arg) != 0)
+				return SA_STORE_OK;
+		}
+		mrc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+	}
+	return (mrc == 0 || mrc == MDB_NOTFOUND) ? SA_STORE_OK : SA_STORE_EIO;
+}
+
+int sa_store_authfail_page(struct sa_store *st, const char *trunk_id, int64_t since, uint64_t before_seq,
+                           unsigned limit, sa_store_authfail_seq_cb cb, void *arg)
+{
+	struct key prefix = { .len = 0 };
+	MDB_cursor *cur;
+	MDB_txn *txn;
+
+	if (!has_runtime(st))
+		return SA_STORE_EINVAL;
+	if (!id_ok(trunk_id))
+		return SA_STORE_OK;
+	key_str(&prefix, trunk_id);
+	key_sep(&prefix);
+	int rc = rd_own_begin(st, ENV_RT, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	if (mdb_cursor_open(txn, st->sh->dbi[DB_AUTHFAIL], &cur) != 0)
+		return rd_own_end(st, ENV_RT, txn, SA_STORE_EIO);
+	rc = authfail_walk_seq(cur, &prefix, since, before_seq, limit, cb, arg);
+	mdb_cursor_close(cur);
+	return rd_own_end(st, ENV_RT, txn, rc);
+}
+
+/* ---- idempotency: a POST's first answer, kept SA_STORE_IDEM_TTL seconds ---- */
+
+struct idem_rec {          /* followed by body_len bytes */
+	int64_t created_at;
+	unsigned char fingerprint[SA_IDEM_HASH];
+	int32_t status;
+	uint32_t body_len;
+	char location[SA_IDEM_LOCATION_MAX];
+};
+
+#define IDEM_PRUNE 32      /* expired answers removed per write: the table stays bounded by a day's POSTs */
+
+static void idem_key(struct key *k, const char *account_id, const unsigned char hash[SA_IDEM_HASH])
+{
+	k->len = 0;
+	key_str(k, account_id);
+	key_sep(k);
+	key_put(k, hash, SA_IDEM_HASH);
+}
+
+static void idem_time_key(struct key *k, int64_t created_at, const struct key *ik)
+{
+	k->len = 0;
+	key_u64(k, (uint64_t)created_at ^ (UINT64_C(1) << 63));
+	key_sep(k);
+	key_put(k, ik->b, ik->len);
+}
+
+int sa_store_idem_get(struct sa_store *st, const char *account_id, const unsigned char hash[SA_IDEM_HASH],
+                      int64_t now, struct sa_idem *out)
+{
+	struct idem_rec r;
+	struct key k;
+	MDB_txn *txn;
+	MDB_val v;
+
+	if (!id_ok(account_id) || !st->sh->idem)
+		return SA_STORE_ENOTFOUND;
+	idem_key(&k, account_id, hash);
+	int rc = rd_begin(st, ENV_MAIN, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = db_get(st, txn, DB_IDEM, key_val(&k), &v);
+	if (rc == SA_STORE_OK && v.mv_size < sizeof r)
+		rc = SA_STORE_EIO;
+	if (rc == SA_STORE_OK) {
+		memcpy(&r, v.mv_data, sizeof r);
+		if (v.mv_size != sizeof r + r.body_len)
+			rc = SA_STORE_EIO;
+		else if (r.created_at + SA_STORE_IDEM_TTL <= now)
+			rc = SA_STORE_ENOTFOUND;   /* expired, not yet pruned */
+		else if ((out->body = malloc(r.body_len + 1)) == NULL)
+			rc = SA_STORE_EIO;
+	}
+	if (rc == SA_STORE_OK) {
+		memcpy(out->body, (const char *)v.mv_data + sizeof r, r.body_len);
+		out->body[r.body_len] = '\0';
+		out->body_len = r.body_len;
+		out->created_at = r.created_at;
+		memcpy(out->fingerprint, r.fingerprint, SA_IDEM_HASH);
+		out->status = r.status;
+		memcpy(out->location, r.location, sizeof out->location);
+		out->location[sizeof out->location - 1] = '\0';
+	}
+	return rd_end(st, ENV_MAIN, rc);
+}
+
+/* Removes the answer under ik (if any) with its expiry entry. */
+static int idem_remove(struct sa_store *st, MDB_txn *txn, const struct key *ik)
+{
+	struct idem_rec r;
+	struct key tk;
+	MDB_val v;
+	int rc = db_get(st, txn, DB_IDEM, key_val(ik), &v);
+
+	if (rc == SA_STORE_ENOTFOUND)
+		return SA_STORE_OK;
+	if (rc != SA_STORE_OK || v.mv_size < sizeof r)
+		return rc != SA_STORE_OK ? rc : SA_STORE_EIO;
+	memcpy(&r, v.mv_data, sizeof r);
+	idem_time_key(&tk, r.created_at, ik);
+	rc = db_del(st, txn, DB_IDEM_BY_TIME, key_val(&tk));
+	if (rc == SA_STORE_OK || rc == SA_STORE_ENOTFOUND)
+		rc = db_del(st, txn, DB_IDEM, key_val(ik));
+	return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
+}
+
+/* Removes up to IDEM_PRUNE answers that expired by now, oldest first. */
+static int idem_prune(struct sa_store *st, MDB_txn *txn, int64_t now)
+{
+	struct key empty = { .len = 0 }, first, ik;
+	int rc = SA_STORE_OK;
+
+	for (int n = 0; n < IDEM_PRUNE && rc == SA_STORE_OK; n++) {
+		rc = first_with_prefix(st, txn, DB_IDEM_BY_TIME, &empty, &first);
+		if (rc != SA_STORE_OK || first.len < 9)
+			break;
+		uint64_t t = 0;
+		for (int i = 0; i < 8; i++)
+			t = t << 8 | first.b[i];
+		if ((int64_t)(t ^ (UINT64_C(1) << 63)) + SA_STORE_IDEM_TTL > now)
+			break;
+		ik.len = 0;
+		key_put(&ik, first.b + 9, first.len - 9);
+		rc = db_del(st, txn, DB_IDEM_BY_TIME, key_val(&first));
+		if (rc == SA_STORE_OK)
+			rc = db_del(st, txn, DB_IDEM, key_val(&ik));
+		if (rc == SA_STORE_ENOTFOUND)
+			rc = SA_STORE_OK;
+	}
+	return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
+}
+
+static int idem_put_txn(struct sa_store *st, MDB_txn *txn, const struct key *ik, const struct sa_idem *in,
+                        int64_t now)
+{
+	struct idem_rec r;
+	struct key tk;
+	int rc = room_for_new(st, ENV_MAIN);
+
+	if (rc == SA_STORE_OK)
+		rc = idem_prune(st, txn, now);
+	if (rc == SA_STORE_OK)
+		rc = idem_remove(st, txn, ik);
+	if (rc != SA_STORE_OK)
+		return rc;
+	memset(&r, 0, sizeof r);
+	r.created_at = in->created_at;
+	memcpy(r.fingerprint, in->fingerprint, SA_IDEM_HASH);
+	r.status = in->status;
+	r.body_len = (uint32_t)in->body_len;
+	snprintf(r.location, sizeof r.location, "%s", in->location);
+	unsigned char *buf = malloc(sizeof r + in->body_len);
+	if (buf == NULL)
+		return SA_STORE_EIO;
+	memcpy(buf, &r, sizeof r);
+	memcpy(buf + sizeof r, in->body, in->body_len);
+	idem_time_key(&tk, in->created_at, ik);
+	rc = db_put(st, txn, DB_IDEM, key_val(ik), mem_val(buf, sizeof r + in->body_len));
+	free(buf);
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_IDEM_BY_TIME, key_val(&tk), mem_val("", 0));
+	return rc;
+}
+
+int sa_store_idem_put(struct sa_store *st, const char *account_id, const unsigned char hash[SA_IDEM_HASH],
+                      const struct sa_idem *in, int64_t now)
+{
+	struct key ik;
+	MDB_txn *txn;
+
+	if (!id_ok(account_id) || in->body_len > SA_IDEM_BODY_MAX || (in->body_len > 0 && in->body == NULL))
+		return SA_STORE_EINVAL;
+	if (!st->sh->idem)
+		return SA_STORE_EIO;
+	idem_key(&ik, account_id, hash);
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
+	if (rc != SA_STORE_OK)
+		return rc;
+	return wr_end(st, ENV_MAIN, txn, idem_put_txn(st, txn, &ik, in, now));
 }

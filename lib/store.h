@@ -203,6 +203,12 @@ int sa_store_credential_get(struct sa_store *st, const char *cred_id, struct sa_
 typedef int (*sa_store_credential_cb)(const struct sa_credential *c, void *arg);
 /* In creation order. */
 int sa_store_credential_list(struct sa_store *st, const char *trunk_id, sa_store_credential_cb cb, void *arg);
+/* The same walk starting after credential after_id of that trunk (NULL or
+ * "": from the first), so that a page reads only what it returns: cb
+ * returns non-zero to stop. ENOTFOUND: no such trunk; EINVAL: after_id is
+ * no credential of the trunk (unknown, another trunk's, or deleted). */
+int sa_store_credential_list_after(struct sa_store *st, const char *trunk_id, const char *after_id,
+                                   sa_store_credential_cb cb, void *arg);
 /* Deletes the credential durably, with a tombstone (see sa_store_deleted_since).
  * Its bindings (in runtime/, which the caller may not have open) are skipped
  * by every binding read from then on and removed by the daemon. ENOTFOUND
@@ -287,5 +293,34 @@ typedef int (*sa_store_authfail_cb)(const struct sa_authfail *f, void *arg);
 /* Newest first, at most limit, only at >= since. */
 int sa_store_authfail_list(struct sa_store *st, const char *trunk_id, int64_t since, unsigned limit,
                            sa_store_authfail_cb cb, void *arg);
+/* As sa_store_authfail_list, only records older than before_seq (UINT64_MAX:
+ * from the newest), each with its sequence number: its place in the trunk's
+ * log, which only grows, so it stays a valid position after the record has
+ * been trimmed. */
+typedef int (*sa_store_authfail_seq_cb)(const struct sa_authfail *f, uint64_t seq, void *arg);
+int sa_store_authfail_page(struct sa_store *st, const char *trunk_id, int64_t since, uint64_t before_seq,
+                           unsigned limit, sa_store_authfail_seq_cb cb, void *arg);
+
+/* ---- idempotency: the first answer to a POST with an Idempotency-Key ---- */
+#define SA_STORE_IDEM_TTL    (24 * 3600)   /* seconds an answer is replayed */
+#define SA_IDEM_HASH         32
+#define SA_IDEM_LOCATION_MAX 256
+#define SA_IDEM_BODY_MAX     65536
+struct sa_idem {
+	int64_t created_at;
+	unsigned char fingerprint[SA_IDEM_HASH];   /* of the request: a replay must match it */
+	int status;
+	char location[SA_IDEM_LOCATION_MAX];       /* the answer's Location, "" when none */
+	char *body;                                /* sa_store_idem_get: malloc'd, NUL-terminated; free() it */
+	size_t body_len;
+};
+/* The answer kept for (account, hash of the key), unless it is
+ * SA_STORE_IDEM_TTL old at now: ENOTFOUND. */
+int sa_store_idem_get(struct sa_store *st, const char *account_id, const unsigned char hash[SA_IDEM_HASH],
+                      int64_t now, struct sa_idem *out);
+/* Keeps an answer durably (replacing an expired one under the same key) and
+ * removes a few that expired by now. EMAPFULL above the headroom. */
+int sa_store_idem_put(struct sa_store *st, const char *account_id, const unsigned char hash[SA_IDEM_HASH],
+                      const struct sa_idem *in, int64_t now);
 
 #endif

@@ -151,3 +151,29 @@ resp = [e for e in ev if e.get("event") == "response"]
 sent = [e for e in ev if e.get("event") == "sent"]
 print(eval(sys.argv[1]))' "$1"
 }
+
+# ---- the API's answers, checked against its OpenAPI document (daemon/openapi.json) ----
+# api_record METHOD PATH STATUS BODYFILE [HEADERFILE]: keep one answer in $T/api-answers.jsonl
+api_record() {
+	python3 - "$@" >> "$T/api-answers.jsonl" <<'PY'
+import json, re, sys
+method, path, status, bodyfile = sys.argv[1:5]
+ctype = ""
+if len(sys.argv) > 5:
+    for l in open(sys.argv[5], errors="replace"):
+        m = re.match(r"(?i)content-type:\s*(.*?)\s*$", l)
+        if m: ctype = m.group(1)
+body = open(bodyfile, errors="replace").read() if bodyfile != "-" else ""
+print(json.dumps({"method": method, "path": re.sub(r"^https?://[^/]+", "", path), "status": int(status),
+                  "body": body, "content_type": ctype}))
+PY
+}
+# openapi_check: every answer kept so far validates against the document (one assertion)
+openapi_check() {
+	_out=$(python3 "$top_srcdir/test/openapi_check.py" "$top_srcdir/daemon/openapi.json" "$T/api-answers.jsonl" 2>&1)
+	case $? in
+	0) pass "$(printf '%s' "$_out" | tail -n 1)" ;;
+	77) echo "$_out" ;;
+	*) fail "answers against the OpenAPI document: $_out" ;;
+	esac
+}

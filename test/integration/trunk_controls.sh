@@ -20,8 +20,9 @@ LOG=$T/d.log
 TPATH="/v1/account/$ACC/trunks/$TRUNK"
 # api METHOD PATH [BODY]: status in $st, the answer in $T/body
 api() {
-	st=$(curl -s -o "$T/body" -w '%{http_code}' -X "$1" -H "Authorization: Bearer $KEY" \
+	st=$(curl -s -o "$T/body" -D "$T/hdr" -w '%{http_code}' -X "$1" -H "Authorization: Bearer $KEY" \
 		-H 'Content-Type: application/json' ${3:+--data-binary "$3"} "$BASE$2")
+	api_record "$1" "$2" "$st" "$T/body" "$T/hdr"
 }
 jf() { python3 -c 'import json,sys; d=json.load(open(sys.argv[2])); print(eval(sys.argv[1]))' "$1" "$T/body"; }
 metric() { curl -s "$BASE/metrics" | sed -n "s/^sipauthd_$1 //p"; }
@@ -217,4 +218,5 @@ call after_restart
 assert_eq "after a restart the channel limit (0) still refuses calls" 503 "$(status_of after_restart)"
 stop "$SIPAUTHD_PID"
 kill "$gw" 2>/dev/null
+openapi_check
 finish

@@ -337,7 +337,8 @@ START_TEST(test_list_in_creation_order_without_secrets)
 	create_ok("alpha", id2);
 	create_ok("mid.dle_-1", id3);
 	ck_assert_int_eq(call("GET", creds_path(&trunk_a, &acc_a), NULL, auth_a, NULL), 200);
-	ck_assert_uint_eq(json_object_size(answer), 1);
+	ck_assert_uint_eq(json_object_size(answer), 2);
+	ck_assert(json_is_false(json_object_get(answer, "has_more")));
 	ck_assert_uint_eq(json_array_size(data()), 3);
 	ck_assert_str_eq(str_at(json_array_get(data(), 0), "id"), id1);
 	ck_assert_str_eq(str_at(json_array_get(data(), 1), "id"), id2);
@@ -606,7 +607,14 @@ END_TEST
 
 START_TEST(test_query_on_resource_without_parameters_400)
 {
-	call("GET", creds_path(&trunk_a, &acc_a), "limit=5", auth_a, NULL);
+	char id[SA_ID_MAX];
+
+	create_ok(PRODUCT_USER, id);
+	call("GET", path_of("/v1/account/%s/trunks/%s", acc_a.id, trunk_a.id), "limit=5", auth_a, NULL);
+	error_is(400, "invalid_parameter");
+	call("GET", path_of("%s/%s", creds_path(&trunk_a, &acc_a), id), "limit=5", auth_a, NULL);
+	error_is(400, "invalid_parameter");
+	call("POST", creds_path(&trunk_a, &acc_a), "limit=5", auth_a, PRODUCT_BODY);
 	error_is(400, "invalid_parameter");
 	ck_assert_int_eq(call("GET", creds_path(&trunk_a, &acc_a), "", auth_a, NULL), 200);
 }
@@ -778,6 +786,377 @@ START_TEST(test_authfails_of_other_accounts_trunk_404)
 }
 END_TEST
 
+/* ---- paging ---- */
+
+/* The ids of the page just answered, joined by spaces; has_more in *more. */
+static const char *page_ids(bool *more)
+{
+	static char buf[32768];
+	size_t o = 0, i;
+	json_t *it;
+
+	buf[0] = '\0';
+	json_array_foreach(data(), i, it)
+		if (o < sizeof buf)
+			o += (size_t)snprintf(buf + o, sizeof buf - o, "%s%s", o ? " " : "", str_at(it, "id"));
+	ck_assert(json_is_boolean(json_object_get(answer, "has_more")));
+	*more = json_is_true(json_object_get(answer, "has_more"));
+	return buf;
+}
+
+/* Every item of path, read limit at a time; each page must be 200. */
+static const char *walk_pages(const char *path, unsigned limit, unsigned *pages)
+{
+	static char all[8192];
+	char q[512], last[SA_API_CURSOR_MAX] = "";
+	bool more = true;
+	size_t o = 0;
+
+	all[0] = '\0';
+	*pages = 0;
+	while (more) {
+		if (last[0])
+			snprintf(q, sizeof q, "limit=%u&starting_after=%s", limit, last);
+		else
+			snprintf(q, sizeof q, "limit=%u", limit);
+		ck_assert_int_eq(call("GET", path, q, auth_a, NULL), 200);
+		const char *ids = page_ids(&more);
+		ck_assert_uint_le(json_array_size(data()), limit);
+		if (more)
+			ck_assert_uint_eq(json_array_size(data()), limit);
+		if (json_array_size(data()) > 0)
+			snprintf(last, sizeof last, "%s", str_at(json_array_get(data(), json_array_size(data()) - 1), "id"));
+		if (o < sizeof all)
+			o += (size_t)snprintf(all + o, sizeof all - o, "%s%s", o && ids[0] ? " " : "", ids);
+		(*pages)++;
+		ck_assert_uint_lt(*pages, 100);
+	}
+	return all;
+}
+
+START_TEST(test_credentials_pages_in_creation_order)
+{
+	char id[5][SA_ID_MAX], expect[512];
+	const char *users[5] = { "pbx-e", "pbx-d", "pbx-c", "pbx-b", "pbx-a" };
+	unsigned pages;
+	bool more;
+
+	for (int i = 0; i < 5; i++)
+		create_ok(users[i], id[i]);
+	snprintf(expect, sizeof expect, "%s %s %s %s %s", id[0], id[1], id[2], id[3], id[4]);
+	ck_assert_str_eq(walk_pages(creds_path(&trunk_a, &acc_a), 2, &pages), expect);
+	ck_assert_uint_eq(pages, 3);
+	ck_assert_str_eq(walk_pages(creds_path(&trunk_a, &acc_a), 5, &pages), expect);
+	ck_assert_uint_eq(pages, 1);
+	ck_assert_int_eq(call("GET", creds_path(&trunk_a, &acc_a), path_of("starting_after=%s", id[4]), auth_a, NULL),
+	                 200);
+	ck_assert_str_eq(page_ids(&more), "");
+	ck_assert(!more);
+	ck_assert_int_eq(call("GET", creds_path(&trunk_a, &acc_a), path_of("starting_after=%s&limit=1", id[1]), auth_a,
+	                      NULL), 200);
+	ck_assert_str_eq(page_ids(&more), id[2]);
+	ck_assert(more);
+}
+END_TEST
+
+START_TEST(test_credentials_cursor_must_be_the_trunks)
+{
+	char id[SA_ID_MAX], theirs[SA_ID_MAX];
+	struct sa_credential c;
+
+	create_ok(PRODUCT_USER, id);
+	ck_assert_int_eq(sa_store_credential_create(st, trunk_b.id, "x", PRODUCT_PASSWORD, strlen(PRODUCT_PASSWORD),
+	                                            SA_PASSWORD_MIN, NOW, &c, NULL, 0), SA_STORE_OK);
+	snprintf(theirs, sizeof theirs, "%s", c.id);
+	call("GET", creds_path(&trunk_a, &acc_a), path_of("starting_after=%s", theirs), auth_a, NULL);
+	ck_assert_str_eq(error_is(400, "invalid_parameter"), "starting_after must be the id of a credential of this trunk");
+	call("GET", creds_path(&trunk_a, &acc_a), "starting_after=cred_nosuchthing00", auth_a, NULL);
+	error_is(400, "invalid_parameter");
+	ck_assert_int_eq(call("DELETE", path_of("%s/%s", creds_path(&trunk_a, &acc_a), id), NULL, auth_a, NULL), 204);
+	call("GET", creds_path(&trunk_a, &acc_a), path_of("starting_after=%s", id), auth_a, NULL);
+	error_is(400, "invalid_parameter");
+}
+END_TEST
+
+START_TEST(test_trunks_pages)
+{
+	struct sa_trunk t2, t3;
+	char expect[256];
+	unsigned pages;
+
+	ck_assert_int_eq(sa_store_trunk_create(st, acc_a.id, "two", NOW, &t2), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_trunk_create(st, acc_a.id, "three", NOW, &t3), SA_STORE_OK);
+	snprintf(expect, sizeof expect, "%s %s %s", trunk_a.id, t2.id, t3.id);
+	ck_assert_str_eq(walk_pages(path_of("/v1/account/%s/trunks", acc_a.id), 1, &pages), expect);
+	ck_assert_uint_eq(pages, 3);
+	call("GET", path_of("/v1/account/%s/trunks", acc_a.id), path_of("starting_after=%s", trunk_b.id), auth_a, NULL);
+	ck_assert_str_eq(error_is(400, "invalid_parameter"), "starting_after must be the id of a trunk of this account");
+}
+END_TEST
+
+START_TEST(test_registrations_page_by_binding_identity)
+{
+	char c1[SA_ID_MAX], c2[SA_ID_MAX], first[SA_API_CURSOR_MAX], all[1024];
+	const char *path = path_of("/v1/account/%s/trunks/%s/registrations", acc_a.id, trunk_a.id);
+	unsigned pages;
+	bool more;
+
+	create_ok("one", c1);
+	create_ok("two", c2);
+	binding_add(c1, "sip:a@198.51.100.7", NOW + 300, "ua");
+	binding_add(c1, "sip:b@198.51.100.7", NOW + 300, "ua");
+	binding_add(c2, "sip:c@198.51.100.7", NOW + 300, "ua");
+	binding_add(c2, "sip:gone@198.51.100.7", NOW, "ua");   /* expired: never listed */
+	ck_assert_int_eq(call("GET", path, NULL, auth_a, NULL), 200);
+	snprintf(all, sizeof all, "%s", page_ids(&more));
+	ck_assert(!more);
+	ck_assert_uint_eq(json_array_size(data()), 3);
+	ck_assert_ptr_eq(strstr(all, "reg_"), all);
+	ck_assert_str_eq(walk_pages(path, 1, &pages), all);
+	ck_assert_uint_eq(pages, 3);
+	ck_assert_str_eq(walk_pages(path, 2, &pages), all);
+	ck_assert_uint_eq(pages, 2);
+	/* a page may start after a binding that is gone since */
+	ck_assert_int_eq(call("GET", path, "limit=1", auth_a, NULL), 200);
+	snprintf(first, sizeof first, "%s", str_at(json_array_get(data(), 0), "id"));
+	ck_assert_int_eq(sa_store_binding_delete(st, str_at(json_array_get(data(), 0), "credential_id"),
+	                                         str_at(json_array_get(data(), 0), "contact")), SA_STORE_OK);
+	ck_assert_int_eq(call("GET", path, path_of("starting_after=%s", first), auth_a, NULL), 200);
+	ck_assert_str_eq(page_ids(&more), strchr(all, ' ') + 1);
+	ck_assert(!more);
+}
+END_TEST
+
+static const char *const bad_cursors[] = {
+	"reg_", "reg_zz", "cred_x", "reg_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+	"reg_6372Ed5f00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+	"reg_0063112233445566778899aabbccddeeff00112233445566778899aabbccddeeff00112233",
+};
+
+START_TEST(test_registrations_bad_cursor_400)
+{
+	call("GET", path_of("/v1/account/%s/trunks/%s/registrations", acc_a.id, trunk_a.id),
+	     path_of("starting_after=%s", bad_cursors[_i]), auth_a, NULL);
+	ck_assert_str_eq(error_is(400, "invalid_parameter"), "starting_after must be the id of a registration (reg_...)");
+}
+END_TEST
+
+static int fake_calls_n;
+
+static void fake_calls(void *owner, const char *trunk_id, sa_api_call_cb cb, void *arg)
+{
+	static const char *const ids[] = { "zz@pbx", "aa@pbx", "mm@pbx", "bb@pbx" };
+
+	for (int i = 0; i < fake_calls_n; i++)
+		cb(&(struct sa_api_call){ .call_id = ids[i], .cred_id = "", .confirmed = true, .started_at = NOW }, arg);
+}
+
+START_TEST(test_calls_page_by_call_id)
+{
+	const char *path = path_of("/v1/account/%s/trunks/%s/calls", acc_a.id, trunk_a.id);
+	unsigned pages;
+	bool more;
+
+	ctx.calls_each = fake_calls;
+	fake_calls_n = 4;
+	ck_assert_str_eq(walk_pages(path, 3, &pages), "aa@pbx bb@pbx mm@pbx zz@pbx");
+	ck_assert_uint_eq(pages, 2);
+	ck_assert_int_eq(call("GET", path, "limit=1&starting_after=cc%40pbx", auth_a, NULL), 200);
+	ck_assert_str_eq(page_ids(&more), "mm@pbx");
+	ck_assert(more);
+	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(answer, "usage"), "concurrent_calls")), 4);
+	ck_assert_str_eq(str_at(json_array_get(data(), 0), "call_id"), "mm@pbx");
+	fake_calls_n = 0;
+	ck_assert_int_eq(call("GET", path, NULL, auth_a, NULL), 200);
+	ck_assert_str_eq(page_ids(&more), "");
+	ck_assert(!more);
+}
+END_TEST
+
+START_TEST(test_authfails_page_newest_first)
+{
+	unsigned pages;
+	bool more;
+	char first[64];
+
+	for (int i = 0; i < 5; i++)
+		fail_add(&trunk_a, NOW - 50 + i * 10, "u", "bad_password");
+	const char *all = walk_pages(fails_path(), 2, &pages);
+	ck_assert_uint_eq(pages, 3);
+	ck_assert_str_eq(all, "fail_0000000000000004 fail_0000000000000003 fail_0000000000000002 "
+	                      "fail_0000000000000001 fail_0000000000000000");
+	ck_assert_int_eq(call("GET", fails_path(), "limit=1", auth_a, NULL), 200);
+	snprintf(first, sizeof first, "%s", page_ids(&more));
+	ck_assert_str_eq(str_at(json_array_get(data(), 0), "time"), "2026-04-09T10:39:50Z");
+	/* since and starting_after together */
+	ck_assert_int_eq(call("GET", fails_path(), "since=1775731170&starting_after=fail_0000000000000004", auth_a,
+	                      NULL), 200);
+	ck_assert_str_eq(page_ids(&more), "fail_0000000000000003 fail_0000000000000002");
+	ck_assert(!more);
+	/* a cursor stays valid when the log has been trimmed past it */
+	for (int i = 0; i < 3; i++) {
+		struct sa_authfail f = { .at = NOW, .source_port = 1 };
+		snprintf(f.trunk_id, sizeof f.trunk_id, "%s", trunk_a.id);
+		ck_assert_int_eq(sa_store_authfail_add(st, &f, 2), SA_STORE_OK);
+	}
+	ck_assert_int_eq(call("GET", fails_path(), "starting_after=fail_0000000000000007", auth_a, NULL), 200);
+	ck_assert_str_eq(page_ids(&more), "fail_0000000000000006");
+	ck_assert_int_eq(call("GET", fails_path(), "starting_after=fail_0000000000000002", auth_a, NULL), 200);
+	ck_assert_str_eq(page_ids(&more), "");
+}
+END_TEST
+
+static const char *const list_paths[] = {
+	"/v1/account/{a}/trunks", "/v1/account/{a}/trunks/{t}/credentials", "/v1/account/{a}/trunks/{t}/registrations",
+	"/v1/account/{a}/trunks/{t}/auth-failures", "/v1/account/{a}/trunks/{t}/calls",
+};
+static const struct {
+	const char *query, *message;
+} bad_page_queries[] = {
+	{ "limit=0", "limit must be a number from 1 to 1000" },
+	{ "limit=1001", "limit must be a number from 1 to 1000" },
+	{ "limit=ten", "limit must be a number from 1 to 1000" },
+	{ "limit=", "limit must be a number from 1 to 1000" },
+	{ "starting_after=", "starting_after must be the id of an item of this list" },
+	{ "starting_after=a&starting_after=b", "starting_after given twice" },
+	{ "limit=1&limit=2", "limit given twice" },
+	{ "starting_after=%zz", "starting_after: malformed or too long value" },
+};
+
+START_TEST(test_lists_refuse_bad_paging_400)
+{
+	for (size_t i = 0; i < sizeof list_paths / sizeof list_paths[0]; i++) {
+		call("GET", expand(list_paths[i]), bad_page_queries[_i].query, auth_a, NULL);
+		ck_assert_str_eq(error_is(400, "invalid_parameter"), bad_page_queries[_i].message);
+	}
+}
+END_TEST
+
+START_TEST(test_lists_default_limit_100_max_1000)
+{
+	char id[SA_ID_MAX], name[16];
+	bool more;
+
+	for (int i = 0; i < 1001; i++) {
+		snprintf(name, sizeof name, "u%04d", i);
+		ck_assert_int_eq(sa_store_credential_create(st, trunk_a.id, name, PRODUCT_PASSWORD,
+		                                            strlen(PRODUCT_PASSWORD), SA_PASSWORD_MIN, NOW, NULL, NULL, 0),
+		                 SA_STORE_OK);
+	}
+	ck_assert_int_eq(call("GET", creds_path(&trunk_a, &acc_a), NULL, auth_a, NULL), 200);
+	page_ids(&more);
+	ck_assert_uint_eq(json_array_size(data()), 100);
+	ck_assert(more);
+	ck_assert_int_eq(call("GET", creds_path(&trunk_a, &acc_a), "limit=1000", auth_a, NULL), 200);
+	page_ids(&more);
+	ck_assert_uint_eq(json_array_size(data()), 1000);
+	ck_assert(more);
+	snprintf(id, sizeof id, "%s", str_at(json_array_get(data(), 999), "id"));
+	ck_assert_int_eq(call("GET", creds_path(&trunk_a, &acc_a), path_of("limit=1000&starting_after=%s", id), auth_a,
+	                      NULL), 200);
+	page_ids(&more);
+	ck_assert_uint_eq(json_array_size(data()), 1);
+	ck_assert_str_eq(str_at(json_array_get(data(), 0), "username"), "u1000");
+	ck_assert(!more);
+}
+END_TEST
+
+/* ---- idempotency ---- */
+
+static int post_idem(const char *key, const char *body, int64_t now)
+{
+	struct sa_api_request req = { .method = "POST", .path = creds_path(&trunk_a, &acc_a), .authorization = auth_a,
+	                              .idempotency_key = key, .body = body, .body_len = strlen(body), .now = now };
+	json_error_t err;
+
+	json_decref(answer);
+	answer = NULL;
+	sa_api_response_free(&resp);
+	sa_api_handle(&ctx, &req, &resp);
+	if (resp.body != NULL)
+		ck_assert_ptr_nonnull(answer = json_loads(resp.body, 0, &err));
+	return resp.status;
+}
+
+static size_t creds_in_store(void)
+{
+	ck_assert_int_eq(call("GET", creds_path(&trunk_a, &acc_a), "limit=1000", auth_a, NULL), 200);
+	return json_array_size(data());
+}
+
+START_TEST(test_idempotent_post_replays_the_first_answer)
+{
+	char first[512], loc[256];
+
+	ck_assert_int_eq(post_idem("order-1", PRODUCT_BODY, NOW), 201);
+	snprintf(first, sizeof first, "%s", resp.body);
+	snprintf(loc, sizeof loc, "%s", header("Location"));
+	ck_assert_ptr_null(header("Idempotent-Replayed"));
+	ck_assert_str_eq(resp.created_cred, str_at(answer, "id"));
+	ck_assert_int_eq(post_idem("order-1", PRODUCT_BODY, NOW + 86399), 201);
+	ck_assert_str_eq(resp.body, first);
+	ck_assert_str_eq(header("Location"), loc);
+	ck_assert_str_eq(header("Idempotent-Replayed"), "true");
+	ck_assert_str_eq(resp.created_cred, "");   /* nothing was created: no side effects */
+	ck_assert_uint_eq(creds_in_store(), 1);
+}
+END_TEST
+
+START_TEST(test_idempotency_key_with_another_body_409)
+{
+	ck_assert_int_eq(post_idem("order-1", PRODUCT_BODY, NOW), 201);
+	ck_assert_int_eq(post_idem("order-1", "{\"username\":\"other\",\"password\":\"secure_password_here_123\"}", NOW + 5),
+	                 409);
+	error_is(409, "idempotency_key_reused");
+	ck_assert_uint_eq(creds_in_store(), 1);
+}
+END_TEST
+
+START_TEST(test_idempotency_replays_errors_and_expires)
+{
+	const char *weak = "{\"username\":\"pbx-x\",\"password\":\"short\"}";
+
+	ck_assert_int_eq(post_idem("k", weak, NOW), 422);
+	ck_assert_int_eq(post_idem("k", weak, NOW + 10), 422);
+	ck_assert_str_eq(header("Idempotent-Replayed"), "true");
+	ck_assert_int_eq(post_idem("k2", PRODUCT_BODY, NOW), 201);
+	/* a day later the key is free again: the request runs (and finds the username taken) */
+	ck_assert_int_eq(post_idem("k2", PRODUCT_BODY, NOW + 86400), 409);
+	error_is(409, "duplicate_username");
+	ck_assert_ptr_null(header("Idempotent-Replayed"));
+}
+END_TEST
+
+START_TEST(test_idempotency_keys_are_per_account)
+{
+	ck_assert_int_eq(post_idem("shared", PRODUCT_BODY, NOW), 201);
+	struct sa_api_request req = { .method = "POST", .path = creds_path(&trunk_b, &acc_b), .authorization = auth_b,
+	                              .idempotency_key = "shared", .body = "{\"username\":\"b\",\"password\":\"secure_password_here_123\"}",
+	                              .now = NOW };
+	req.body_len = strlen(req.body);
+	sa_api_response_free(&resp);
+	sa_api_handle(&ctx, &req, &resp);
+	ck_assert_int_eq(resp.status, 201);
+	ck_assert_ptr_null(header("Idempotent-Replayed"));
+}
+END_TEST
+
+static const char *const bad_idem_keys[] = { "", "tab\there", "\x7f", "caf\xc3\xa9" };
+
+START_TEST(test_bad_idempotency_key_400)
+{
+	char longkey[300];
+
+	if (_i == 4) {
+		memset(longkey, 'k', 256);
+		longkey[256] = '\0';
+	}
+	post_idem(_i == 4 ? longkey : bad_idem_keys[_i], PRODUCT_BODY, NOW);
+	ck_assert_str_eq(error_is(400, "invalid_parameter"), "Idempotency-Key must be 1 to 255 printable ASCII characters");
+	ck_assert_uint_eq(creds_in_store(), 0);
+}
+END_TEST
+
 /* ---- time parsing ---- */
 
 START_TEST(test_parse_time)
@@ -850,6 +1229,16 @@ static Suite *api_suite(void)
 	tcase_add_test(tc, test_duplicate_username_ignoring_case_409);
 	tcase_add_test(tc, test_unknown_fields_are_ignored);
 	tcase_add_test(tc, test_query_on_resource_without_parameters_400);
+	tcase_add_test(tc, test_credentials_pages_in_creation_order);
+	tcase_add_test(tc, test_credentials_cursor_must_be_the_trunks);
+	tcase_add_test(tc, test_trunks_pages);
+	tcase_add_test(tc, test_registrations_page_by_binding_identity);
+	tcase_add_loop_test(tc, test_registrations_bad_cursor_400, 0, (int)(sizeof bad_cursors / sizeof bad_cursors[0]));
+	tcase_add_test(tc, test_calls_page_by_call_id);
+	tcase_add_test(tc, test_authfails_page_newest_first);
+	tcase_add_loop_test(tc, test_lists_refuse_bad_paging_400, 0,
+	                    (int)(sizeof bad_page_queries / sizeof bad_page_queries[0]));
+	tcase_add_test(tc, test_lists_default_limit_100_max_1000);
 	tcase_add_test(tc, test_registrations_current_bindings);
 	tcase_add_test(tc, test_registrations_of_other_accounts_trunk_404);
 	tcase_add_test(tc, test_authfails_newest_first_with_fields);
@@ -858,6 +1247,11 @@ static Suite *api_suite(void)
 	tcase_add_loop_test(tc, test_authfails_bad_query_400, 0, (int)(sizeof bad_queries / sizeof bad_queries[0]));
 	tcase_add_test(tc, test_authfails_odd_bytes_stay_valid_json);
 	tcase_add_test(tc, test_authfails_of_other_accounts_trunk_404);
+	tcase_add_test(tc, test_idempotent_post_replays_the_first_answer);
+	tcase_add_test(tc, test_idempotency_key_with_another_body_409);
+	tcase_add_test(tc, test_idempotency_replays_errors_and_expires);
+	tcase_add_test(tc, test_idempotency_keys_are_per_account);
+	tcase_add_loop_test(tc, test_bad_idempotency_key_400, 0, 5);
 	tcase_add_test(tc, test_parse_time);
 	tcase_add_test(tc, test_error_helper_shape);
 	suite_add_tcase(s, tc);

@@ -1907,6 +1907,31 @@ START_TEST(test_open_names_permission_and_garbage)
 }
 END_TEST
 
+START_TEST(test_idempotent_answers_expire_and_are_pruned)
+{
+	unsigned char k1[SA_IDEM_HASH] = { 1 }, k2[SA_IDEM_HASH] = { 2 };
+	struct sa_idem in = { .created_at = NOW, .status = 201, .location = "/v1/x", .body = "{}\n", .body_len = 3 };
+	struct sa_idem out;
+
+	in.fingerprint[0] = 7;
+	ck_assert_int_eq(sa_store_idem_put(st, acc.id, k1, &in, NOW), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_idem_get(st, acc.id, k1, NOW + SA_STORE_IDEM_TTL - 1, &out), SA_STORE_OK);
+	ck_assert_int_eq(out.status, 201);
+	ck_assert_str_eq(out.body, "{}\n");
+	ck_assert_str_eq(out.location, "/v1/x");
+	ck_assert_int_eq(out.fingerprint[0], 7);
+	free(out.body);
+	ck_assert_int_eq(sa_store_idem_get(st, "acc_other", k1, NOW, &out), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_idem_get(st, acc.id, k1, NOW + SA_STORE_IDEM_TTL, &out), SA_STORE_ENOTFOUND);
+	/* the next write a day later removes it for good */
+	in.created_at = NOW + SA_STORE_IDEM_TTL;
+	ck_assert_int_eq(sa_store_idem_put(st, acc.id, k2, &in, NOW + SA_STORE_IDEM_TTL), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_idem_get(st, acc.id, k1, NOW, &out), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_idem_get(st, acc.id, k2, NOW + SA_STORE_IDEM_TTL, &out), SA_STORE_OK);
+	free(out.body);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
 	Suite *s = suite_create("store");
@@ -1983,6 +2008,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_open_without_runtime_refuses_binding_calls);
 	tcase_add_test(tc, test_main_writer_does_not_block_binding_writes);
 	tcase_add_test(tc, test_open_moves_a_legacy_store);
+	tcase_add_test(tc, test_idempotent_answers_expire_and_are_pruned);
 	suite_add_tcase(s, tc);
 	return s;
 }
