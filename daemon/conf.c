@@ -71,13 +71,7 @@ int sa_endpoint_parse(const char *s, struct sa_endpoint *ep)
 	if (!colon)
 		return -1;
 	*colon = '\0';
-	if (strcasecmp(buf, "udp") == 0)
-		ep->proto = SA_PROTO_UDP;
-	else if (strcasecmp(buf, "tcp") == 0)
-		ep->proto = SA_PROTO_TCP;
-	else if (strcasecmp(buf, "tls") == 0)
-		ep->proto = SA_PROTO_TLS;
-	else
+	if (sa_proto_parse(buf, &ep->proto) < 0)
 		return -1;
 	char *host = colon + 1, *portp;
 	if (*host == '[') {

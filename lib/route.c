@@ -3,6 +3,7 @@
 
 #include <netinet/in.h>
 #include <string.h>
+#include <strings.h>
 
 static bool same_address(const union sa_sockaddr *a, const union sa_sockaddr *b, bool port)
 {
@@ -60,4 +61,16 @@ const char *sa_route_verdict_reason(enum sa_route_verdict v)
 		return "Route leads outside the call";
 	}
 	return "unknown";
+}
+
+int sa_proto_parse(const char *name, enum sa_proto *out)
+{
+	static const char *const names[] = { "udp", "tcp", "tls" };
+
+	for (int i = 0; i < 3; i++)
+		if (strcasecmp(name, names[i]) == 0) {
+			*out = (enum sa_proto)i;
+			return 0;
+		}
+	return -1;
 }

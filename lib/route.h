@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 
 enum sa_proto { SA_PROTO_UDP = 0, SA_PROTO_TCP, SA_PROTO_TLS };
+/* "udp", "tcp" or "tls" in any case (len bytes of name). 0, or -1 for anything else. */
+int sa_proto_parse(const char *name, enum sa_proto *out);
 
 /* An IPv4 or IPv6 address with its port, in 28 bytes rather than a
  * sockaddr_storage's 128: every transaction and call keeps two. */

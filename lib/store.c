@@ -3019,55 +3019,6 @@ int sa_store_authfail_add(struct sa_store *st, const struct sa_authfail *f, unsi
 	return wr_end(st, ENV_RT, txn, authfail_add_txn(st, txn, &rec, keep));
 }
 
-/* Walks one trunk's records from the newest backwards. limit 0 means no limit. */
-static int authfail_walk_back(MDB_cursor *cur, const struct key *prefix, int64_t since, unsigned limit,
-                              sa_store_authfail_cb cb, void *arg)
-{
-	struct key last = *prefix;
-	struct sa_authfail f;
-	MDB_val k, v;
-	unsigned n = 0;
-
-	key_u64(&last, UINT64_MAX);
-	k = key_val(&last);
-	int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-	mrc = mdb_cursor_get(cur, &k, &v, mrc == 0 ? MDB_PREV : MDB_LAST);
-	while (mrc == 0 && has_prefix(&k, prefix) && (limit == 0 || n < limit)) {
-		if (val_rec(&v, &f, sizeof f) != SA_STORE_OK)
-			return SA_STORE_EIO;
-		if (f.at >= since) {
-			n++;
-			if (cb(&f, arg) != 0)
-				return SA_STORE_OK;
-		}
-		mrc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
-	}
-	return (mrc == 0 || mrc == MDB_NOTFOUND) ? SA_STORE_OK : SA_STORE_EIO;
-}
-
-int sa_store_authfail_list(struct sa_store *st, const char *trunk_id, int64_t since, unsigned limit,
-                           sa_store_authfail_cb cb, void *arg)
-{
-	struct key prefix = { .len = 0 };
-	MDB_cursor *cur;
-	MDB_txn *txn;
-
-	if (!has_runtime(st))
-		return SA_STORE_EINVAL;
-	if (!id_ok(trunk_id))
-		return SA_STORE_OK;
-	key_str(&prefix, trunk_id);
-	key_sep(&prefix);
-	int rc = rd_own_begin(st, ENV_RT, &txn);
-	if (rc != SA_STORE_OK)
-		return rc;
-	if (mdb_cursor_open(txn, st->sh->dbi[DB_AUTHFAIL], &cur) != 0)
-		return rd_own_end(st, ENV_RT, txn, SA_STORE_EIO);
-	rc = authfail_walk_back(cur, &prefix, since, limit, cb, arg);
-	mdb_cursor_close(cur);
-	return rd_own_end(st, ENV_RT, txn, rc);
-}
-
 /* Older than before_seq, newest first; the sequence is the key's last 8 bytes. */
 static int authfail_walk_seq(MDB_cursor *cur, const struct key *prefix, int64_t since, uint64_t before_seq,
                              unsigned limit, sa_store_authfail_seq_cb cb, void *arg)
@@ -3280,4 +3231,23 @@ int sa_store_idem_put(struct sa_store *st, const char *account_id, const unsigne
 	if (rc != SA_STORE_OK)
 		return rc;
 	return wr_end(st, ENV_MAIN, txn, idem_put_txn(st, txn, &ik, in, now));
+}
+
+/* The whole log of a trunk, newest first: a page that starts at the end. */
+struct authfail_all {
+	sa_store_authfail_cb cb;
+	void *arg;
+};
+
+static int authfail_all_fn(const struct sa_authfail *f, uint64_t seq, void *arg)
+{
+	struct authfail_all *all = arg;
+	return all->cb(f, all->arg);
+}
+
+int sa_store_authfail_list(struct sa_store *st, const char *trunk_id, int64_t since, unsigned limit,
+                           sa_store_authfail_cb cb, void *arg)
+{
+	struct authfail_all all = { cb, arg };
+	return sa_store_authfail_page(st, trunk_id, since, UINT64_MAX, limit, authfail_all_fn, &all);
 }

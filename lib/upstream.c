@@ -108,13 +108,7 @@ static int parse_entry(struct sa_upstream_entry *e, char *item)
 	if (!colon)
 		return -1;
 	*colon = '\0';
-	if (strcasecmp(item, "udp") == 0)
-		e->proto = SA_PROTO_UDP;
-	else if (strcasecmp(item, "tcp") == 0)
-		e->proto = SA_PROTO_TCP;
-	else if (strcasecmp(item, "tls") == 0)
-		e->proto = SA_PROTO_TLS;
-	else
+	if (sa_proto_parse(item, &e->proto) < 0)
 		return -1;
 	if (host_port(colon + 1, false, &host, &port) < 0 || !host_ok(host))
 		return -1;
