@@ -572,8 +572,10 @@ static struct sa_txn *forward(struct sa_server *srv, const struct sa_msg *m, con
 		snprintf(t->own->trunk_id, sizeof(t->own->trunk_id), "%s", owner->trunk_id);
 		t->inbound = owner->inbound;
 		t->holds_channel = owner->holds_channel;
-		if (m->method == SA_M_INVITE && t->own->cred_id[0]) {
-			TAILQ_INSERT_TAIL(&srv->txn_ringing, t, ringing);   /* revocation finds it here */
+		if (m->method == SA_M_INVITE) {
+			/* listed as an early call, and found here by revocation (a call of a
+			 * trunk that authenticates by address has no credential to lose) */
+			TAILQ_INSERT_TAIL(&srv->txn_ringing, t, ringing);
 			t->is_ringing = true;
 		}
 	}
