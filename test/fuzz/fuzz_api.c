@@ -231,15 +231,21 @@ static bool contains(const char *hay, size_t n, const char *needle)
 	return hay && memmem(hay, n, needle, strlen(needle)) != NULL;
 }
 
-/* Where an answer may echo request text: the method (405), the path's ids (404, Location)
- * and the username (201, 409). The username as the handler reads it: decoded JSON. */
+/* Where an answer may echo request text: the method (405), the path's ids (404, Location),
+ * the username (201, 409) and, for a PATCH of a trunk, the name of a field that is not a
+ * setting (422 names it; values are never echoed). As the handler reads them: decoded JSON. */
 static bool request_echoes(const struct sa_api_request *q, const char *secret)
 {
 	bool echo = strstr(q->method, secret) || strstr(q->path, secret);
 	json_t *body = q->body_len ? json_loadb(q->body, q->body_len, JSON_DECODE_ANY, NULL) : NULL;
 	const char *user = json_string_value(json_object_get(body, "username"));
+	const char *key;
+	json_t *v;
 
 	echo = echo || (user && strstr(user, secret));
+	if (strcmp(q->method, "PATCH") == 0 && json_is_object(body))
+		json_object_foreach(body, key, v)
+			echo = echo || strstr(key, secret);
 	json_decref(body);
 	return echo;
 }
