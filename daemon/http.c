@@ -466,6 +466,7 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	m->transactions_refused = c->transactions_refused;
 	m->transactions_evicted = c->transactions_evicted;
 	m->responses_refused = c->responses_refused;
+	m->failover_late_answers = c->failover_late_answers;
 	m->relay_refused = c->relay_refused;
 	memcpy(m->api_requests, h->answers, sizeof(m->api_requests));
 	m->tcp_connections = sa_connlimit_connections(h->srv->connlimit);

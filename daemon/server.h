@@ -59,6 +59,7 @@ struct sa_counters {
 	uint64_t transactions_refused;   /* 503: a source, credential or the memory budget was full */
 	uint64_t transactions_evicted;   /* finished transactions dropped early to make room */
 	uint64_t responses_refused;      /* answers from a peer the request was not sent to */
+	uint64_t failover_late_answers;  /* answers from a gateway failover had left: CANCELled or ended */
 	uint64_t relay_refused;          /* in-dialog requests not from the call's ends, or routed outside it */
 	uint64_t tcp_refused[SA_CONN_VERDICT_COUNT];   /* accepted connections closed at once, by limit */
 	uint64_t tcp_idle_closed;        /* connections closed at tcp_idle_timeout */

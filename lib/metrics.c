@@ -106,6 +106,9 @@ static void transactions(FILE *f, const struct sa_metrics *m)
 	        m->transactions_evicted);
 	counter(f, "sip_responses_refused_total", "Responses dropped: not from the peer the request was sent to.",
 	        m->responses_refused);
+	counter(f, "sip_failover_late_answers_total",
+	        "Answers from a gateway that failover had left for silence: ringing CANCELled, 2xx ACKed and ended with BYE.",
+	        m->failover_late_answers);
 	counter(f, "relay_refused_total",
 	        "In-dialog requests refused: not from an end of the call, or routed outside it.", m->relay_refused);
 }
