@@ -1765,9 +1765,11 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 	 * refused by authentication as a wrong password is */
 	struct sa_trunk_policy pol;
 	sa_policy_default(&pol);
-	bool policy = request_trunk(srv, m, trunk, sizeof(trunk)) == 0 &&
-	              sa_store_trunk_policy_get(srv->store, trunk, &pol) == SA_STORE_OK;
-	if (policy && !trunk_arrival_ok(srv, m, from, trunk, &pol))
+	bool trunk_host = request_trunk(srv, m, trunk, sizeof(trunk)) == 0;
+	bool policy = trunk_host && sa_store_trunk_policy_get(srv->store, trunk, &pol) == SA_STORE_OK;
+	/* an unknown trunk's default policy is checked too (it admits): the
+	 * same work, so the time does not tell which trunks exist */
+	if (trunk_host && !trunk_arrival_ok(srv, m, from, trunk, &pol))
 		return;
 	bool retransmission = false;
 	if (policy && m->method != SA_M_REGISTER && sa_policy_ip_authenticates(&pol, &from->ss.sa)) {
