@@ -18,6 +18,7 @@
 #include "calls.h"
 #include "dialog.h"
 #include "log.h"
+#include "pace.h"
 #include "proxy.h"
 #include "registrar.h"
 #include "route.h"
@@ -71,6 +72,8 @@ struct sa_txn {
 	bool probe;                    /* an OPTIONS probe of ours to a gateway */
 	bool abandoned;                /* an INVITE's branch to a gateway that failover left for silence */
 	bool cancel_sent;              /* abandoned: it rang late and got our CANCEL */
+	bool own_bye;                  /* a BYE of ours: counted in byes_pending until answered */
+	struct sa_pace_item *paced;    /* a BYE of ours waiting for its turn (lib/pace) */
 	struct txn_owner *own;         /* whose it is, while in progress; NULL: nobody's */
 	struct txn_failover *fo;       /* an INVITE to the gateways: the ones left to try */
 };
@@ -220,6 +223,10 @@ static void txn_free(struct sa_txn *t)
 	if (*pp)
 		*pp = t->cnext;
 	srv->ntxns--;
+	if (t->paced)
+		sa_pacer_cancel(srv->pacer, t->paced);
+	if (t->own_bye && !t->completed)
+		srv->byes_pending--;
 	if (t->completed)
 		TAILQ_REMOVE(&srv->txn_done[t->linger], t, done);
 	else
@@ -647,6 +654,13 @@ static void txn_complete(struct sa_txn *t)
 		return;
 	t->srv->nactive--;
 	t->completed = true;
+	if (t->own_bye) {
+		t->srv->byes_pending--;
+		if (t->resp_status >= 200)
+			t->srv->counters.byes_answered++;
+		else
+			t->srv->counters.byes_timed_out++;
+	}
 	t->linger = (unsigned char)txn_linger(t);
 	t->done_ms = sa_now_ms();
 	TAILQ_INSERT_TAIL(&t->srv->txn_done[t->linger], t, done);
@@ -689,8 +703,11 @@ static void txn_sweep_cb(evutil_socket_t fd, short what, void *arg)
 /* Carry out what lib/txn decided for a timer. */
 static void txn_act(struct sa_txn *t, unsigned act, const char *timer)
 {
-	if (act & SA_TXN_ACT_RETRANSMIT)
+	if (act & SA_TXN_ACT_RETRANSMIT) {
 		sa_transport_send(t->srv, &t->to, t->req, t->req_len);
+		if (t->own_bye)
+			t->srv->counters.bye_retransmissions++;
+	}
 	if (act & SA_TXN_ACT_COMPLETE)
 		log_info("event=timeout timer=%s method=%d upstream_status=%d", timer, t->method, t->upstream_status);
 	if ((act & SA_TXN_ACT_CANCEL) && !t->local)
@@ -937,7 +954,47 @@ static void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *
 	         c->d.trunk_id, c->d.inbound ? "inbound" : "outbound");
 }
 
-/* Send a request of our own (a BYE) along a flow, with retransmissions. */
+/* Send a BYE of ours now: its timers run from here. */
+static void own_send(struct sa_txn *t)
+{
+	t->paced = NULL;
+	t->started_ms = sa_now_ms();
+	sa_transport_send(t->srv, &t->to, t->req, t->req_len);
+	t->interval_ms = SA_TXN_T1_MS;
+	txn_arm(t, t->to.proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
+}
+
+static void pace_send_cb(void *payload, void *arg)
+{
+	own_send(payload);
+}
+
+static void pace_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_server *srv = arg;
+	if (sa_pacer_run(srv->pacer, srv->cfg.bye_rate, sa_now_ms(), pace_send_cb, NULL) > 0) {
+		struct timeval tv = { .tv_sec = 0, .tv_usec = 10000 };
+		evtimer_add(srv->pace_timer, &tv);
+	}
+}
+
+/* A destination's key for pacing: its address, port and transport. */
+static size_t pace_key(const struct sa_flow *fl, unsigned char key[SA_PACE_KEY_MAX])
+{
+	size_t alen;
+	const void *a = flow_addr(fl, &alen);
+	char addr[64];
+	uint16_t port;
+	sa_flow_peer(fl, addr, sizeof(addr), &port);
+	memcpy(key, a, alen);
+	memcpy(key + alen, &port, sizeof(port));
+	key[alen + sizeof(port)] = (unsigned char)fl->proto;
+	return alen + sizeof(port) + 1;
+}
+
+/* Send a request of our own (a BYE) along a flow, with retransmissions.
+ * Thousands at once (a revocation) are paced per destination at bye_rate,
+ * so that no peer's socket buffer overflows and drops most of them. */
 static void send_local(struct sa_server *srv, const struct sa_flow *to, const struct sa_dialog *d, bool to_caller,
                        const char *reason)
 {
@@ -950,6 +1007,8 @@ static void send_local(struct sa_server *srv, const struct sa_flow *to, const st
 	}
 	t->method = SA_M_BYE;
 	t->to = *to;
+	t->own_bye = true;
+	srv->byes_pending++;
 	via_value(srv, to, t->branch, via, sizeof(via));
 	long n = sa_dialog_bye(d, to_caller, via, reason, out, sizeof(out));
 	if (n < 0 || !(copy = malloc((size_t)n))) {
@@ -958,9 +1017,13 @@ static void send_local(struct sa_server *srv, const struct sa_flow *to, const st
 	}
 	memcpy(copy, out, (size_t)n);
 	txn_keep(t, &t->req, &t->req_len, copy, (size_t)n);
-	sa_transport_send(srv, to, out, (size_t)n);
-	t->interval_ms = SA_TXN_T1_MS;
-	txn_arm(t, to->proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
+	unsigned char key[SA_PACE_KEY_MAX];
+	if (srv->cfg.bye_rate == 0 || !(t->paced = sa_pacer_push(srv->pacer, key, pace_key(to, key), t))) {
+		own_send(t);
+		return;
+	}
+	if (!evtimer_pending(srv->pace_timer, NULL))
+		pace_timer_cb(-1, 0, srv);   /* the first burst goes now */
 }
 
 int sa_sip_probe(struct sa_server *srv, unsigned idx, const struct sa_flow *to)
@@ -1254,8 +1317,10 @@ static void handle_response(struct sa_server *srv, struct sa_msg *m, const struc
 		/* the answer to a BYE or probe of our own: it ends here */
 		if (m->status >= 200 && !t->completed && t->probe)
 			sa_gateways_probe_answer(srv, &t->to, m->status);
-		if (m->status >= 200 && !t->completed)
+		if (m->status >= 200 && !t->completed) {
+			t->resp_status = m->status;
 			txn_complete(t);
+		}
 		goto out;
 	}
 	if (n < 0 || m->method == SA_M_CANCEL)
@@ -2030,6 +2095,8 @@ int sa_sip_init(struct sa_server *srv)
 	struct timeval poll = { .tv_sec = 0, .tv_usec = 250000 };
 	if (!srv->revoke_poll || event_add(srv->revoke_poll, &poll) < 0)
 		return -1;
+	if (!(srv->pacer = sa_pacer_new()) || !(srv->pace_timer = evtimer_new(srv->base, pace_timer_cb, srv)))
+		return -1;
 	srv->txn_sweep = event_new(srv->base, -1, EV_PERSIST, txn_sweep_cb, srv);
 	struct timeval sweep = { .tv_sec = 0, .tv_usec = SWEEP_MS * 1000 };
 	if (!srv->txn_sweep || event_add(srv->txn_sweep, &sweep) < 0)
@@ -2045,6 +2112,11 @@ void sa_sip_shutdown(struct sa_server *srv)
 				txn_free(srv->txn_by_skey[b]);
 	free(srv->txn_by_skey);
 	free(srv->txn_by_branch);
+	if (srv->pace_timer)
+		event_free(srv->pace_timer);
+	srv->pace_timer = NULL;
+	sa_pacer_free(srv->pacer);
+	srv->pacer = NULL;
 	srv->txn_by_skey = srv->txn_by_branch = NULL;
 	if (srv->txn_sweep)
 		event_free(srv->txn_sweep);
