@@ -136,7 +136,9 @@ size_t sa_pacer_run(struct sa_pacer *p, unsigned rate, uint64_t now_ms, void (*c
 			d->tokens -= 1.0;
 			cb(payload, arg);
 		}
-		if (!d->head) {   /* nothing left for it: forget it (a new queue starts with a full bucket) */
+		if (!d->head && d->tokens >= burst) {
+			/* nothing queued and the bucket full again: forget it (a new
+			 * queue starts with a full bucket, which is then the same) */
 			*pp = d->next;
 			p->ndests--;
 			free(d);

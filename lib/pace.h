@@ -24,13 +24,15 @@ void sa_pacer_cancel(struct sa_pacer *p, struct sa_pace_item *it);
 /* Hand out what `rate` per second per destination allows by now_ms, oldest
  * first per destination: cb(payload, arg) each, after the item left the
  * queue. A destination's allowance refills continuously and holds at most
- * burst = rate / 100 (at least 1): a new destination gets that at once.
- * Returns how many are still queued (run again in about 10 ms when > 0). */
+ * burst = rate / 100 (at least 1): a new destination gets that at once, and
+ * one whose queue ran empty is kept until its allowance is full again (so
+ * pushing and running one at a time is paced too). Returns how many are
+ * still queued (run again in about 10 ms when > 0). */
 size_t sa_pacer_run(struct sa_pacer *p, unsigned rate, uint64_t now_ms, void (*cb)(void *payload, void *arg),
                     void *arg);
 
 size_t sa_pacer_queued(const struct sa_pacer *p);
-/* Destinations with something queued (for tests). */
+/* Destinations known: something queued, or an allowance not full yet (for tests). */
 size_t sa_pacer_destinations(const struct sa_pacer *p);
 
 #endif

@@ -60,10 +60,12 @@ START_TEST(destinations_are_paced_apart)
 	ck_assert_int_eq(gw, 2);
 	ck_assert_int_eq(pbx, 2);
 	/* 10 ms later 2 more each (the burst caps what 30 ms would allow), 10 ms after
-	 * that the last 2 each: all out, and both destinations forgotten */
+	 * that the last 2 each: all out; forgotten once their allowance is full again */
 	ck_assert_uint_eq(sa_pacer_run(p, 200, 30, take, &g), 4);
 	ck_assert_uint_eq(sa_pacer_run(p, 200, 40, take, &g), 0);
 	ck_assert_int_eq(g.n, 12);
+	ck_assert_uint_eq(sa_pacer_destinations(p), 2);   /* allowances spent */
+	ck_assert_uint_eq(sa_pacer_run(p, 200, 60, take, &g), 0);
 	ck_assert_uint_eq(sa_pacer_destinations(p), 0);
 	sa_pacer_free(p);
 }
@@ -107,6 +109,28 @@ START_TEST(a_low_rate_still_sends_one_at_a_time_and_bad_keys_are_refused)
 }
 END_TEST
 
+/* The daemon pushes one BYE and runs the pacer at once, thousands of times in
+ * the same millisecond: that must be paced like one big push. */
+START_TEST(pushing_and_running_one_at_a_time_is_paced_too)
+{
+	struct sa_pacer *p = sa_pacer_new();
+	struct got g = { .n = 0 };
+	for (intptr_t i = 1; i <= 30; i++) {
+		sa_pacer_push(p, "pbx", 3, (void *)i);
+		sa_pacer_run(p, 1000, 7000, take, &g);
+	}
+	ck_assert_int_eq(g.n, 10);   /* the burst, not 30 */
+	ck_assert_uint_eq(sa_pacer_queued(p), 20);
+	ck_assert_uint_eq(sa_pacer_run(p, 1000, 7020, take, &g), 10);
+	ck_assert_uint_eq(sa_pacer_run(p, 1000, 7040, take, &g), 0);
+	ck_assert_int_eq(g.n, 30);
+	ck_assert_uint_eq(sa_pacer_destinations(p), 1);   /* its allowance is spent */
+	ck_assert_uint_eq(sa_pacer_run(p, 1000, 7060, take, &g), 0);
+	ck_assert_uint_eq(sa_pacer_destinations(p), 0);   /* full again: forgotten */
+	sa_pacer_free(p);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pace");
@@ -115,6 +139,7 @@ int main(void)
 	tcase_add_test(tc, destinations_are_paced_apart);
 	tcase_add_test(tc, a_cancelled_item_is_never_handed_out);
 	tcase_add_test(tc, a_low_rate_still_sends_one_at_a_time_and_bad_keys_are_refused);
+	tcase_add_test(tc, pushing_and_running_one_at_a_time_is_paced_too);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
