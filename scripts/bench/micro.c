@@ -236,7 +236,7 @@ int main(int argc, char **argv)
 			die("parse reg2");
 		struct sa_reg_result res;
 		memset(&res, 0, sizeof(res));
-		sa_registrar_apply(st, &rcfg, &m, false, &cred, &peer, now, &res);
+		sa_registrar_apply(st, &rcfg, &m, false, &cred, 1, &peer, now, &res);
 		if (res.status != 200)
 			die("registrar refused the refresh");
 		sa_msg_free(&m);
