@@ -69,6 +69,9 @@ struct sa_api_response {
 	char created_cred[SA_ID_MAX];  /* POST .../credentials succeeded: its id */
 	char created_user[SA_USERNAME_MAX + 1];
 	char deleted_cred[SA_ID_MAX];  /* DELETE succeeded: end its calls */
+	char rotated_cred[SA_ID_MAX];  /* POST .../rotate succeeded (its calls go on) */
+	uint32_t rotated_version;      /* ... to this password version */
+	unsigned rotated_overlap;      /* ... the previous password going on for this many seconds */
 	char patched_trunk[SA_ID_MAX]; /* PATCH of a trunk's controls succeeded */
 	char trunk_id[SA_ID_MAX];      /* the trunk the request was about, when found */
 };
