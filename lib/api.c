@@ -400,7 +400,7 @@ static json_t *rfc3339_or_null(int64_t t)
 }
 
 /* The product page's answer to a create: never the password, never an HA1. */
-static json_t *credential_created_json(const struct sa_credential *c)
+json_t *sa_api_credential_created_json(const struct sa_credential *c)
 {
 	return json_pack("{s:s,s:s,s:s,s:o}", "id", c->id, "trunk_id", c->trunk_id, "username", c->username,
 	                 "created_at", rfc3339(c->created_at));
@@ -412,7 +412,7 @@ static json_t *credential_created_json(const struct sa_credential *c)
  * null: never rotated). */
 json_t *sa_api_credential_json(const struct sa_credential *c)
 {
-	json_t *o = credential_created_json(c);
+	json_t *o = sa_api_credential_created_json(c);
 	bool prev = sa_credential_has_previous(c);
 
 	if (o != NULL && json_object_update_new(o, json_pack("{s:I,s:o,s:o}", "password_version",
@@ -559,7 +559,7 @@ static void credential_created(struct sa_api_response *r, const struct target *t
 	snprintf(r->created_cred, sizeof r->created_cred, "%s", c->id);
 	snprintf(r->created_user, sizeof r->created_user, "%s", c->username);
 	sa_credential_wipe(c);
-	respond_json(r, 201, credential_created_json(c));
+	respond_json(r, 201, sa_api_credential_created_json(c));
 }
 
 /* The password lives in the parsed body only; it is wiped before the body is freed. */

@@ -93,7 +93,9 @@ void sa_api_response_free(struct sa_api_response *resp);
 
 /* The JSON shapes shared with sipauthctl, so both print exactly the same. */
 json_t *sa_api_trunk_json(const struct sa_trunk *t, const struct sa_trunk_policy *p);
+/* As GET and the list show it (with password_version), and as a create answers (the product page's four fields). */
 json_t *sa_api_credential_json(const struct sa_credential *c);
+json_t *sa_api_credential_created_json(const struct sa_credential *c);
 
 /* The token of an Authorization "Bearer <token>" value (scheme in any
  * case, blanks around it dropped): 0, or -1 when h is NULL or not that. */
