@@ -33,7 +33,9 @@ int sa_auth_init(struct sa_auth *a, struct sa_store *store, struct sa_nonce_ctx 
 	char pw[33];
 	for (size_t i = 0; i < sizeof(rnd); i++)
 		snprintf(pw + 2 * i, 3, "%02x", rnd[i]);
-	int rc = sa_digest_ha1(SA_ALG_SHA512_256, "dummy", "dummy", pw, a->dummy_ha1);
+	int rc = 0;
+	for (int alg = 0; alg < SA_ALG_COUNT && rc == 0; alg++)
+		rc = sa_digest_ha1((enum sa_digest_alg)alg, "dummy", "dummy", pw, a->dummy_ha1[alg]);
 	snprintf(a->decoy_id, sizeof(a->decoy_id), "cred_%.16s", pw);
 	OPENSSL_cleanse(pw, sizeof(pw));
 	return rc;
@@ -218,21 +220,21 @@ static const char *nonce_scope(const char *realm, const char *source, char *buf,
 }
 
 /* The answer against the current password and the previous one. Both are
- * always computed (the dummy HA1 standing in for a password that is not
- * there) and the verdict taken from both afterwards: an unknown user, a
- * credential never rotated, one in its overlap and one past it all cost two
- * digests, whether the answer is right or wrong. Sets r->password_version
- * (see auth.h). */
+ * always computed (the dummy HA1 of the answer's algorithm standing in for
+ * a password that is not there) and the verdict taken from both
+ * afterwards: an unknown user, a credential never rotated, one in its
+ * overlap and one past it all cost one HA2 and two responses, whether the
+ * answer is right or wrong. Sets r->password_version (see auth.h). */
 static bool password_check(const struct sa_auth *a, const struct answer *an, bool known, int64_t now,
                            struct sa_auth_result *r)
 {
 	const struct sa_credential *c = &r->cred;
 	bool has_prev = known && sa_credential_has_previous(c);
-	const char *cur_ha1 = known ? c->ha1[an->p.alg] : a->dummy_ha1;
-	const char *prev_ha1 = has_prev ? c->previous_ha1[an->p.alg] : a->dummy_ha1;
-	size_t len = strlen(an->response);
-	bool cur = sa_digest_verify(&an->p, cur_ha1, an->response, len);
-	bool prev = sa_digest_verify(&an->p, prev_ha1, an->response, len);
+	const char *cur_ha1 = known ? c->ha1[an->p.alg] : a->dummy_ha1[an->p.alg];
+	const char *prev_ha1 = has_prev ? c->previous_ha1[an->p.alg] : a->dummy_ha1[an->p.alg];
+	bool cur, prev;
+
+	sa_digest_verify_pair(&an->p, cur_ha1, prev_ha1, an->response, strlen(an->response), &cur, &prev);
 
 	if (known && cur) {
 		r->password_version = c->password_version;
