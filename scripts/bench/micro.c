@@ -127,7 +127,7 @@ int main(int argc, char **argv)
 	struct sa_credential cred;
 	char why[128];
 	int64_t now = (int64_t)time(NULL);
-	if (sa_store_open(&st, dir, 0) != 0 || sa_store_init(st, DOMAIN) != 0 ||
+	if (sa_store_open(&st, dir, SA_STORE_RUNTIME) != 0 || sa_store_init(st, DOMAIN) != 0 ||
 	    sa_store_account_create(st, "micro", now, &acc) != 0 ||
 	    sa_store_trunk_create(st, acc.id, "micro", now, &tr) != 0 ||
 	    sa_store_credential_create(st, tr.id, USER, PASS, strlen(PASS), 8, now, &cred, why, sizeof(why)) != 0)
