@@ -167,6 +167,21 @@ static void field_errorf(struct sa_api_response *r, const char *code, const char
 	                               field != NULL && field[0] != '\0' ? field : NULL));
 }
 
+/* The request's body as JSON (any value), or NULL having answered 400.
+ * jansson's error text quotes the input near the fault, which may be a
+ * password: the answer says where, not what. */
+static json_t *body_parse(const struct sa_api_request *req, struct sa_api_response *r)
+{
+	json_error_t jerr;
+	json_t *body = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
+	                          &jerr);
+
+	if (body == NULL)
+		errorf(r, 400, "invalid_json", "request body is not valid JSON (line %d, column %d)", jerr.line,
+		       jerr.column);
+	return body;
+}
+
 /* A full store (map or disk) is 507 (RFC 4918 §11.5): the request was fine
  * and may succeed once space is made; deletes still work. Anything else the
  * store says is ours to fix: 500, naming the cause. */
@@ -368,15 +383,10 @@ static void trunk_patch(const struct sa_api_ctx *ctx, const struct sa_api_reques
 {
 	char field[SA_POLICY_FIELD_MAX], why[200];
 	struct sa_trunk_policy p;
-	json_error_t jerr;
-	json_t *body = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
-	                          &jerr);
+	json_t *body = body_parse(req, r);
 
-	if (body == NULL) {
-		errorf(r, 400, "invalid_json", "request body is not valid JSON (line %d, column %d)", jerr.line,
-		       jerr.column);
+	if (body == NULL)
 		return;
-	}
 	int err = sa_store_trunk_policy_get(ctx->store, t->trunk, &p);
 	if (err != SA_STORE_OK) {
 		store_error(r, err);
@@ -578,17 +588,10 @@ static void credential_create(const struct sa_api_ctx *ctx, const struct sa_api_
 	char why[160] = "";
 	struct sa_credential c;
 	struct cred_input in;
-	json_error_t jerr;
-	json_t *body = json_loadb(req->body ? req->body : "", req->body_len,
-	                          JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	json_t *body = body_parse(req, r);
 
-	/* jansson's error text quotes the input near the fault, which may be the
-	 * password: say where, not what */
-	if (body == NULL) {
-		errorf(r, 400, "invalid_json", "request body is not valid JSON (line %d, column %d)", jerr.line,
-		       jerr.column);
+	if (body == NULL)
 		return;
-	}
 	if (cred_input_read(body, &in, r) == 0) {
 		int err = sa_store_credential_create(ctx->store, t->trunk, in.username, in.password, in.password_len,
 		                                     ctx->min_password_len, req->now, &c, why, sizeof why);
@@ -677,15 +680,10 @@ static void credential_rotate(const struct sa_api_ctx *ctx, const struct sa_api_
 	char why[160] = "";
 	struct sa_credential c;
 	struct rotate_input in;
-	json_error_t jerr;
-	json_t *body = json_loadb(req->body ? req->body : "", req->body_len,
-	                          JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	json_t *body = body_parse(req, r);
 
-	if (body == NULL) {   /* where, not what: the text near the fault may be the password */
-		errorf(r, 400, "invalid_json", "request body is not valid JSON (line %d, column %d)", jerr.line,
-		       jerr.column);
+	if (body == NULL)
 		return;
-	}
 	if (rotate_input_read(body, &in, r) == 0) {
 		int err = sa_store_credential_rotate(ctx->store, t->trunk, t->cred, in.password, in.password_len,
 		                                     ctx->min_password_len, in.overlap, req->now, &c, why, sizeof why);

@@ -1454,19 +1454,27 @@ START_TEST(test_rotated_password_never_in_files)
 }
 END_TEST
 
+/* A credential with one binding and one failure, each of these password versions. */
+static void records_of_versions(const char *contact, uint32_t bv, int64_t fv, struct sa_credential *cr,
+                                struct sa_binding *b, struct sa_authfail *f)
+{
+	create_cred(trunk.id, PRODUCT_USER, cr);
+	*b = binding(cr->id, contact, NOW, NOW + 60);
+	b->password_version = bv;
+	ck_assert_int_eq(sa_store_binding_put(st, b, 0), SA_STORE_OK);
+	*f = failure(trunk.id, NOW, "x");
+	f->password_version = fv;
+	ck_assert_int_eq(sa_store_authfail_add(st, f, 5), SA_STORE_OK);
+}
+
 /* Bindings and failures keep the password version they were made with. */
 START_TEST(test_binding_and_failure_keep_password_version)
 {
 	struct sa_credential cr;
 	struct sa_binding b;
-	struct sa_authfail f = failure(trunk.id, NOW, "x");
+	struct sa_authfail f;
 
-	create_cred(trunk.id, PRODUCT_USER, &cr);
-	b = binding(cr.id, "sip:v2@192.0.2.1", NOW, NOW + 60);
-	b.password_version = 2;
-	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
-	f.password_version = 7;
-	ck_assert_int_eq(sa_store_authfail_add(st, &f, 5), SA_STORE_OK);
+	records_of_versions("sip:v2@192.0.2.1", 2, 7, &cr, &b, &f);
 	reopen_store();
 	ck_assert_int_eq(sa_store_binding_list_credential(st, cr.id, version_binding_cb, &b), SA_STORE_OK);
 	ck_assert_uint_eq(b.password_version, 2);
@@ -1542,16 +1550,11 @@ START_TEST(test_schema_1_store_reads_and_upgrades)
 {
 	struct sa_credential cr, found;
 	struct sa_binding b;
-	struct sa_authfail f = failure(trunk.id, NOW, "x");
+	struct sa_authfail f;
 	struct sa_store *ro;
 	char rdir[96], old[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];
 
-	create_cred(trunk.id, PRODUCT_USER, &cr);
-	b = binding(cr.id, "sip:old@192.0.2.1", NOW, NOW + 60);
-	b.password_version = 9;
-	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
-	f.password_version = 9;
-	ck_assert_int_eq(sa_store_authfail_add(st, &f, 5), SA_STORE_OK);
+	records_of_versions("sip:old@192.0.2.1", 9, 9, &cr, &b, &f);
 	sa_store_close(st);
 	st = NULL;
 	snprintf(rdir, sizeof rdir, "%s/runtime", dir);
