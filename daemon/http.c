@@ -178,6 +178,12 @@ static void api_effects(struct exchange *x, const struct sa_api_response *r)
 		log_info("event=credential_deleted cred=%s trunk=%s account=%s via=api calls_ended=%d",
 		         r->deleted_cred, r->trunk_id, r->account_id, ended);
 	}
+	if (r->rotated_cred[0] != '\0') {
+		/* no revocation: nothing was deleted, and the calls it set up go on */
+		x->h->srv->counters.credential_rotations++;
+		log_info("event=credential_rotated cred=%s trunk=%s account=%s via=api password_version=%u overlap=%u",
+		         r->rotated_cred, r->trunk_id, r->account_id, r->rotated_version, r->rotated_overlap);
+	}
 }
 
 static void api_too_large(struct exchange *x)
@@ -458,6 +464,7 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	m->calls_active = sa_calls_count(h->srv->calls);
 	m->calls_started = c->calls_started;
 	m->calls_revoked = c->calls_revoked;
+	m->credential_rotations = c->credential_rotations;
 	m->calls_reaped = c->calls_reaped;
 	m->bans = c->bans;
 	m->banned_dropped = c->banned_dropped;

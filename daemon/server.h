@@ -55,6 +55,7 @@ struct sa_counters {
 	uint64_t banned_dropped;         /* requests from banned sources, dropped unanswered */
 	uint64_t calls_started;
 	uint64_t calls_revoked;          /* calls ended because their credential was deleted */
+	uint64_t credential_rotations;   /* passwords rotated over the API (their calls go on) */
 	uint64_t calls_reaped;           /* calls ended at max_call_age */
 	uint64_t transactions_refused;   /* 503: a source, credential or the memory budget was full */
 	uint64_t transactions_evicted;   /* finished transactions dropped early to make room */

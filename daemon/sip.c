@@ -1103,7 +1103,7 @@ static bool credential_gone(struct sa_server *srv, const char *cred_id)
 	if (!cred_id[0])
 		return false;   /* a call of a trunk that authenticates by address: no credential to lose */
 	int rc = sa_store_credential_get(srv->store, cred_id, &cred);
-	OPENSSL_cleanse(cred.ha1, sizeof(cred.ha1));
+	sa_credential_wipe(&cred);
 	return rc == SA_STORE_ENOTFOUND;
 }
 
@@ -1412,6 +1412,7 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 	snprintf(f.username, sizeof(f.username), "%s", r->username);
 	snprintf(f.reason, sizeof(f.reason), "%s", sa_auth_reason_name(r->reason));
 	snprintf(f.method, sizeof(f.method), "%s", m->method_name);
+	f.password_version = r->password_version;
 	if (trunk)
 		sa_store_authfail_add(srv->store, &f, 1000);
 	size_t alen;
@@ -1435,10 +1436,16 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 	}
 }
 
-/* Challenge or accept. Returns true when the request may go on, cred filled. */
+/* Who a request proved to be. */
+struct authed {
+	struct sa_credential cred;     /* HA1s wiped */
+	bool retransmission;           /* the very REGISTER already accepted, sent again */
+	uint32_t password_version;     /* the password it answered with (rotation) */
+};
+
+/* Challenge or accept. Returns true when the request may go on, who filled. */
 static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
-                         const struct sa_trunk_policy *pol, struct sa_credential *cred, bool *retransmission,
-                         char *realm, size_t realm_len)
+                         const struct sa_trunk_policy *pol, struct authed *who, char *realm, size_t realm_len)
 {
 	char trunk[SA_ID_MAX], hdrs[1024];
 	struct sa_auth_result r;
@@ -1459,9 +1466,10 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 	sa_auth_check(&srv->auth, m, known ? trunk : NULL, realm, addr, now, &r);
 	if (r.ok) {
 		srv->counters.auth_ok++;
-		*cred = r.cred;
-		*retransmission = r.retransmission;
-		OPENSSL_cleanse(r.cred.ha1, sizeof(r.cred.ha1));
+		sa_credential_wipe(&r.cred);
+		who->cred = r.cred;
+		who->retransmission = r.retransmission;
+		who->password_version = r.password_version;
 		/* it registers or calls from here: forged failures must not ban it
 		 * for as long as such a registration may live */
 		size_t alen;
@@ -1491,7 +1499,8 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 /* A trunk's policy refuses a new call: 503s that say which limit (and are
  * counted apart from overload), one log line, a failure-log record. */
 static void trunk_limit_refuse(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
-                               const char *trunk, const char *username, enum sa_policy_verdict v)
+                               const char *trunk, const char *username, uint32_t password_version,
+                               enum sa_policy_verdict v)
 {
 	char addr[64];
 	uint16_t port;
@@ -1512,13 +1521,15 @@ static void trunk_limit_refuse(struct sa_server *srv, const struct sa_msg *m, co
 	snprintf(f.username, sizeof(f.username), "%s", username);
 	snprintf(f.reason, sizeof(f.reason), "%s", sa_policy_verdict_name(v));
 	snprintf(f.method, sizeof(f.method), "%s", m->method_name);
+	f.password_version = password_version;
 	sa_store_authfail_add(srv->store, &f, 1000);
 }
 
 /* A new call for a trunk: within its channels (and, from the customer, its
  * call rate)? On admission the caller's INVITE holds a channel. */
 static bool trunk_admit(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
-                        const char *trunk, const struct sa_trunk_policy *pol, const char *username, bool from_customer)
+                        const char *trunk, const struct sa_trunk_policy *pol, const char *username,
+                        uint32_t password_version, bool from_customer)
 {
 	struct sa_trunk_usage *u = sa_trunk_usage(srv->trunks, trunk);
 	if (!u) {
@@ -1528,7 +1539,7 @@ static bool trunk_admit(struct sa_server *srv, const struct sa_msg *m, const str
 	enum sa_policy_verdict v = sa_policy_admit_call(pol, u, from_customer, (int64_t)sa_now_ms());
 	if (v == SA_POLICY_ADMIT)
 		return true;
-	trunk_limit_refuse(srv, m, from, trunk, username, v);
+	trunk_limit_refuse(srv, m, from, trunk, username, password_version, v);
 	return false;
 }
 
@@ -1552,14 +1563,16 @@ static bool trunk_arrival_ok(struct sa_server *srv, const struct sa_msg *m, cons
 }
 
 static void handle_register(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
-                            const struct sa_credential *cred, bool retransmission)
+                            const struct authed *who)
 {
+	const struct sa_credential *cred = &who->cred;
 	struct sa_reg_result res;
 	char addr[64];
 	struct sa_peer peer;
 
 	peer_of(from, addr, sizeof(addr), &peer);
-	sa_registrar_apply(srv->store, &srv->cfg.reg, m, retransmission, cred, &peer, wall_now(), &res);
+	sa_registrar_apply(srv->store, &srv->cfg.reg, m, who->retransmission, cred, who->password_version, &peer,
+	                   wall_now(), &res);
 	if (res.status == 200 && (res.added || res.removed)) {
 		srv->counters.registrations++;
 		log_info("event=register cred=%s trunk=%s src=%s:%u proto=%s added=%d removed=%d",
@@ -1597,7 +1610,7 @@ static void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const 
 	struct sa_trunk_policy pol;
 	bool held = false;
 	if (m->method == SA_M_INVITE && sa_store_trunk_policy_get(srv->store, b.trunk_id, &pol) == SA_STORE_OK) {
-		if (!trunk_admit(srv, m, from, b.trunk_id, &pol, "", false))
+		if (!trunk_admit(srv, m, from, b.trunk_id, &pol, "", 0, false))
 			return;
 		held = true;
 	}
@@ -1821,7 +1834,8 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 			handle_inbound(srv, m, from);
 		return;
 	}
-	struct sa_credential cred;
+	struct authed who = { .password_version = 0 };
+	const struct sa_credential *cred = &who.cred;
 	char realm[SA_REALM_MAX];
 	char trunk[SA_ID_MAX];
 	if (!m->osip && request_trunk(srv, m, trunk, sizeof(trunk)) < 0 && !ensure_full(srv, m, from))
@@ -1836,29 +1850,29 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 	 * same work, so the time does not tell which trunks exist */
 	if (trunk_host && !trunk_arrival_ok(srv, m, from, trunk, &pol))
 		return;
-	bool retransmission = false;
 	if (policy && m->method != SA_M_REGISTER && sa_policy_ip_authenticates(&pol, &from->ss.sa)) {
 		/* the trunk trusts this network: no digest, and no credential owns the call */
-		memset(&cred, 0, sizeof(cred));
-		snprintf(cred.trunk_id, sizeof(cred.trunk_id), "%s", trunk);
+		memset(&who, 0, sizeof(who));
+		snprintf(who.cred.trunk_id, sizeof(who.cred.trunk_id), "%s", trunk);
 		sa_store_realm(trunk, srv->domain, realm, sizeof(realm));
 		srv->counters.auth_by_address++;
-	} else if (!authenticate(srv, m, from, policy ? &pol : NULL, &cred, &retransmission, realm, sizeof(realm))) {
+	} else if (!authenticate(srv, m, from, policy ? &pol : NULL, &who, realm, sizeof(realm))) {
 		return;
 	}
 	if (m->method == SA_M_REGISTER) {
-		handle_register(srv, m, from, &cred, retransmission);
+		handle_register(srv, m, from, &who);
 	} else {
 		bool invite = m->method == SA_M_INVITE;
-		struct call_owner own = { .cred_id = cred.id, .trunk_id = cred.trunk_id, .holds_channel = invite };
+		struct call_owner own = { .cred_id = cred->id, .trunk_id = cred->trunk_id, .holds_channel = invite };
 		if (invite && sa_calls_count(srv->calls) >= srv->cfg.max_calls)
 			reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
-		else if (invite && !trunk_admit(srv, m, from, cred.trunk_id, &pol, cred.username, true))
+		else if (invite && !trunk_admit(srv, m, from, cred->trunk_id, &pol, cred->username, who.password_version,
+		                                true))
 			;   /* refused with a 503 that names the limit */
 		else if (!forward_upstream(srv, m, from, realm, &own) && invite)
-			channel_release(srv, cred.trunk_id);
+			channel_release(srv, cred->trunk_id);
 	}
-	OPENSSL_cleanse(&cred, sizeof(cred));
+	OPENSSL_cleanse(&who, sizeof(who));
 }
 
 void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char *buf, size_t len)

@@ -22,6 +22,7 @@ enum resource {
 	RES_TRUNK,              /* .../trunks/{t} */
 	RES_CREDENTIALS,        /* .../trunks/{t}/credentials */
 	RES_CREDENTIAL,         /* .../trunks/{t}/credentials/{c} */
+	RES_ROTATE,             /* .../trunks/{t}/credentials/{c}/rotate */
 	RES_REGISTRATIONS,      /* .../trunks/{t}/registrations */
 	RES_AUTHFAILS,          /* .../trunks/{t}/auth-failures */
 	RES_CALLS,              /* .../trunks/{t}/calls */
@@ -54,7 +55,7 @@ typedef void handler_fn(const struct sa_api_ctx *ctx, const struct sa_api_reques
                         const struct target *t, struct sa_api_response *resp);
 
 static handler_fn trunks_list, trunk_show, trunk_patch, credentials_list, credential_create, credential_show,
-	credential_delete, registrations_list, authfails_list, calls_list;
+	credential_delete, credential_rotate, registrations_list, authfails_list, calls_list;
 
 /* Per resource: the methods it answers (the Allow header) and who answers them. */
 static const struct route {
@@ -66,6 +67,7 @@ static const struct route {
 	[RES_TRUNK] = { "GET, PATCH", trunk_show, NULL, NULL, trunk_patch, Q_NONE },
 	[RES_CREDENTIALS] = { "GET, POST", credentials_list, credential_create, NULL, NULL, Q_PAGE },
 	[RES_CREDENTIAL] = { "GET, DELETE", credential_show, NULL, credential_delete, NULL, Q_NONE },
+	[RES_ROTATE] = { "POST", NULL, credential_rotate, NULL, NULL, Q_NONE },
 	[RES_REGISTRATIONS] = { "GET", registrations_list, NULL, NULL, NULL, Q_PAGE },
 	[RES_AUTHFAILS] = { "GET", authfails_list, NULL, NULL, NULL, Q_PAGE_SINCE },
 	[RES_CALLS] = { "GET", calls_list, NULL, NULL, NULL, Q_PAGE },
@@ -146,6 +148,38 @@ static void errorf(struct sa_api_response *r, int status, const char *code, cons
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
 	sa_api_error(r, status, code, msg);
+}
+
+/* A 422 that names the field that broke a rule ("" or NULL: none). */
+__attribute__((format(printf, 4, 5)))
+static void field_errorf(struct sa_api_response *r, const char *code, const char *field, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	free(r->body);
+	r->body = NULL;
+	r->error_code = code;
+	respond_json(r, 422, json_pack("{s:{s:s,s:s,s:s*}}", "error", "code", code, "message", msg, "field",
+	                               field != NULL && field[0] != '\0' ? field : NULL));
+}
+
+/* The request's body as JSON (any value), or NULL having answered 400.
+ * jansson's error text quotes the input near the fault, which may be a
+ * password: the answer says where, not what. */
+static json_t *body_parse(const struct sa_api_request *req, struct sa_api_response *r)
+{
+	json_error_t jerr;
+	json_t *body = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
+	                          &jerr);
+
+	if (body == NULL)
+		errorf(r, 400, "invalid_json", "request body is not valid JSON (line %d, column %d)", jerr.line,
+		       jerr.column);
+	return body;
 }
 
 /* A full store (map or disk) is 507 (RFC 4918 §11.5): the request was fine
@@ -349,24 +383,15 @@ static void trunk_patch(const struct sa_api_ctx *ctx, const struct sa_api_reques
 {
 	char field[SA_POLICY_FIELD_MAX], why[200];
 	struct sa_trunk_policy p;
-	json_error_t jerr;
-	json_t *body = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
-	                          &jerr);
+	json_t *body = body_parse(req, r);
 
-	if (body == NULL) {
-		errorf(r, 400, "invalid_json", "request body is not valid JSON (line %d, column %d)", jerr.line,
-		       jerr.column);
+	if (body == NULL)
 		return;
-	}
 	int err = sa_store_trunk_policy_get(ctx->store, t->trunk, &p);
 	if (err != SA_STORE_OK) {
 		store_error(r, err);
 	} else if (sa_policy_patch(&p, body, field, why, sizeof why) < 0) {
-		char msg[256];
-		snprintf(msg, sizeof msg, "%s%s%s", field, field[0] ? " " : "", why);
-		r->error_code = "invalid_field";
-		respond_json(r, 422, json_pack("{s:{s:s,s:s,s:s*}}", "error", "code", "invalid_field", "message", msg,
-		                               "field", field[0] ? field : NULL));
+		field_errorf(r, "invalid_field", field, "%s%s%s", field, field[0] ? " " : "", why);
 	} else if ((err = sa_store_trunk_policy_set(ctx->store, t->trunk, &p)) != SA_STORE_OK) {
 		store_error(r, err);
 	} else {
@@ -378,11 +403,37 @@ static void trunk_patch(const struct sa_api_ctx *ctx, const struct sa_api_reques
 
 /* ---- credentials ---- */
 
-/* The credential as the API and sipauthctl show it: never the password, never an HA1. */
-json_t *sa_api_credential_json(const struct sa_credential *c)
+/* A time, or null for 0 (never). */
+static json_t *rfc3339_or_null(int64_t t)
+{
+	return t != 0 ? rfc3339(t) : json_null();
+}
+
+/* The product page's answer to a create: never the password, never an HA1. */
+json_t *sa_api_credential_created_json(const struct sa_credential *c)
 {
 	return json_pack("{s:s,s:s,s:s,s:o}", "id", c->id, "trunk_id", c->trunk_id, "username", c->username,
 	                 "created_at", rfc3339(c->created_at));
+}
+
+/* The credential as GET, the list, rotate and sipauthctl show it: the
+ * create answer, and which password is current (password_version), when it
+ * was rotated and until when the one before it authenticates or did (both
+ * null: never rotated). */
+json_t *sa_api_credential_json(const struct sa_credential *c)
+{
+	json_t *o = sa_api_credential_created_json(c);
+	bool prev = sa_credential_has_previous(c);
+
+	if (o != NULL && json_object_update_new(o, json_pack("{s:I,s:o,s:o}", "password_version",
+	                                                      (json_int_t)c->password_version, "rotated_at",
+	                                                      rfc3339_or_null(c->rotated_at),
+	                                                      "previous_password_expires_at",
+	                                                      prev ? rfc3339(c->previous_until) : json_null())) < 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
 }
 
 static int credential_cb(const struct sa_credential *c, void *arg)
@@ -421,7 +472,7 @@ static int credential_of_trunk(const struct sa_api_ctx *ctx, const struct target
 		errorf(r, 404, "not_found", "credential %s not found on trunk %s", t->cred, t->trunk);
 	else if (err != SA_STORE_OK)
 		store_error(r, err);
-	OPENSSL_cleanse(c->ha1, sizeof c->ha1);
+	sa_credential_wipe(c);
 	return err;
 }
 
@@ -517,8 +568,8 @@ static void credential_created(struct sa_api_response *r, const struct target *t
 	header_add(r, "Location", loc);
 	snprintf(r->created_cred, sizeof r->created_cred, "%s", c->id);
 	snprintf(r->created_user, sizeof r->created_user, "%s", c->username);
-	OPENSSL_cleanse(c->ha1, sizeof c->ha1);
-	respond_json(r, 201, sa_api_credential_json(c));
+	sa_credential_wipe(c);
+	respond_json(r, 201, sa_api_credential_created_json(c));
 }
 
 /* The password lives in the parsed body only; it is wiped before the body is freed. */
@@ -537,17 +588,10 @@ static void credential_create(const struct sa_api_ctx *ctx, const struct sa_api_
 	char why[160] = "";
 	struct sa_credential c;
 	struct cred_input in;
-	json_error_t jerr;
-	json_t *body = json_loadb(req->body ? req->body : "", req->body_len,
-	                          JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	json_t *body = body_parse(req, r);
 
-	/* jansson's error text quotes the input near the fault, which may be the
-	 * password: say where, not what */
-	if (body == NULL) {
-		errorf(r, 400, "invalid_json", "request body is not valid JSON (line %d, column %d)", jerr.line,
-		       jerr.column);
+	if (body == NULL)
 		return;
-	}
 	if (cred_input_read(body, &in, r) == 0) {
 		int err = sa_store_credential_create(ctx->store, t->trunk, in.username, in.password, in.password_len,
 		                                     ctx->min_password_len, req->now, &c, why, sizeof why);
@@ -555,6 +599,103 @@ static void credential_create(const struct sa_api_ctx *ctx, const struct sa_api_
 			credential_created(r, t, &c);
 		else
 			credential_create_fail(r, err, in.username, why);
+	}
+	body_free(body);
+}
+
+/* ---- rotation ---- */
+
+/* The rotate body: password (required) and overlap_seconds (0..max,
+ * default SA_ROTATE_OVERLAP_DEFAULT); anything else is refused, so that a
+ * misspelt overlap is not silently the default. Every bad field is a 422
+ * naming it. */
+struct rotate_input {
+	const char *password;
+	size_t password_len;
+	unsigned overlap;
+};
+
+static int rotate_field(const char *key, json_t *v, struct rotate_input *in, struct sa_api_response *r)
+{
+	if (strcmp(key, "password") == 0) {
+		if (!json_is_string(v)) {
+			field_errorf(r, "invalid_field", key, "password must be a string");
+			return -1;
+		}
+		in->password = json_string_value(v);
+		in->password_len = json_string_length(v);
+		return 0;
+	}
+	if (strcmp(key, "overlap_seconds") == 0) {
+		json_int_t n = json_is_integer(v) ? json_integer_value(v) : -1;
+		if (n < 0 || n > SA_ROTATE_OVERLAP_MAX) {
+			field_errorf(r, "invalid_field", key, "overlap_seconds must be an integer from 0 to %d",
+			             SA_ROTATE_OVERLAP_MAX);
+			return -1;
+		}
+		in->overlap = (unsigned)n;
+		return 0;
+	}
+	field_errorf(r, "invalid_field", key, "%s is not a rotation field (password, overlap_seconds)", key);
+	return -1;
+}
+
+static int rotate_input_read(json_t *body, struct rotate_input *in, struct sa_api_response *r)
+{
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(body)) {
+		sa_api_error(r, 400, "invalid_json", "request body must be a JSON object");
+		return -1;
+	}
+	in->password = NULL;
+	in->overlap = SA_ROTATE_OVERLAP_DEFAULT;
+	json_object_foreach(body, key, v) {
+		if (rotate_field(key, v, in, r) < 0)
+			return -1;
+	}
+	if (in->password == NULL) {
+		field_errorf(r, "missing_field", "password", "password is required");
+		return -1;
+	}
+	return 0;
+}
+
+static void credential_rotate_fail(struct sa_api_response *r, const struct target *t, int err, const char *why)
+{
+	if (err == SA_STORE_EINVAL)
+		field_errorf(r, "weak_password", "password", "%s", why);
+	else if (err == SA_STORE_ENOTFOUND)
+		errorf(r, 404, "not_found", "credential %s not found on trunk %s", t->cred, t->trunk);
+	else
+		store_error(r, err);
+}
+
+/* POST .../credentials/{c}/rotate: a new password, the old one going on for
+ * the overlap. The calls it set up go on (nothing is deleted). */
+static void credential_rotate(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                              const struct target *t, struct sa_api_response *r)
+{
+	char why[160] = "";
+	struct sa_credential c;
+	struct rotate_input in;
+	json_t *body = body_parse(req, r);
+
+	if (body == NULL)
+		return;
+	if (rotate_input_read(body, &in, r) == 0) {
+		int err = sa_store_credential_rotate(ctx->store, t->trunk, t->cred, in.password, in.password_len,
+		                                     ctx->min_password_len, in.overlap, req->now, &c, why, sizeof why);
+		if (err == SA_STORE_OK) {
+			sa_credential_wipe(&c);
+			snprintf(r->rotated_cred, sizeof r->rotated_cred, "%s", c.id);
+			r->rotated_version = c.password_version;
+			r->rotated_overlap = in.overlap;
+			respond_json(r, 200, sa_api_credential_json(&c));
+		} else {
+			credential_rotate_fail(r, t, err, why);
+		}
 	}
 	body_free(body);
 }
@@ -679,19 +820,19 @@ static json_t *binding_json(const struct sa_api_ctx *ctx, const struct sa_bindin
 	json_t *user, *o;
 
 	if (sa_store_credential_get(ctx->store, b->cred_id, &c) == SA_STORE_OK) {
-		OPENSSL_cleanse(c.ha1, sizeof c.ha1);
+		sa_credential_wipe(&c);
 		user = json_string(c.username);
 	} else {
 		user = json_null();   /* deleted between the two reads */
 	}
 	reg_id(b, id);
-	o = json_pack("{s:s,s:s,s:o,s:o,s:o,s:i,s:s,s:o,s:o,s:o,s:o}", "id", id,
+	o = json_pack("{s:s,s:s,s:o,s:o,s:o,s:i,s:s,s:o,s:o,s:o,s:o,s:I}", "id", id,
 	              "credential_id", b->cred_id, "username", user,
 	              "contact", net_string(b->contact), "source_address", net_string(b->source),
 	              "source_port", (json_int_t)b->source_port, "transport", b->transport,
 	              "user_agent", net_string(b->user_agent),
 	              "registered_at", rfc3339(b->registered_at), "updated_at", rfc3339(b->updated_at),
-	              "expires_at", rfc3339(b->expires_at));
+	              "expires_at", rfc3339(b->expires_at), "password_version", (json_int_t)b->password_version);
 	return o;
 }
 
@@ -831,11 +972,12 @@ static int authfail_cb(const struct sa_authfail *f, uint64_t seq, void *arg)
 	for (int i = 0; i < 8; i++)
 		b[i] = (unsigned char)(seq >> (56 - 8 * i));
 	hex_put(b, sizeof b, id + 5);
-	json_t *o = json_pack("{s:s,s:o,s:o,s:i,s:s,s:o,s:s,s:o}", "id", id,
+	json_t *o = json_pack("{s:s,s:o,s:o,s:i,s:s,s:o,s:s,s:o,s:o}", "id", id,
 	                      "time", rfc3339(f->at), "source_address", net_string(f->source),
 	                      "source_port", (json_int_t)f->source_port, "transport", f->transport,
 	                      "username", net_string(f->username), "reason", f->reason,
-	                      "method", net_string(f->method));
+	                      "method", net_string(f->method), "password_version",
+	                      f->password_version > 0 ? json_integer((json_int_t)f->password_version) : json_null());
 
 	l->failed = !append(l->data, o);
 	return l->failed;
@@ -1121,7 +1263,7 @@ static int segment_is(const char **p, const char *word)
 	return 0;
 }
 
-/* After /trunks/{t}: nothing, or a collection, or credentials/{c}. */
+/* After /trunks/{t}: nothing, or a collection, or credentials/{c}, or credentials/{c}/rotate. */
 static int target_trunk_child(const char *p, struct target *t)
 {
 	if (*p == '\0') {
@@ -1135,9 +1277,15 @@ static int target_trunk_child(const char *p, struct target *t)
 		t->res = trunk_children[i].res;
 		if (*p == '\0')
 			return 0;
-		if (t->res != RES_CREDENTIALS || *++p == '\0' || segment_id(&p, t->cred) < 0 || *p != '\0')
+		if (t->res != RES_CREDENTIALS || *++p == '\0' || segment_id(&p, t->cred) < 0)
 			return -1;
 		t->res = RES_CREDENTIAL;
+		if (*p == '\0')
+			return 0;
+		p++;
+		if (segment_is(&p, "rotate") < 0 || *p != '\0')
+			return -1;
+		t->res = RES_ROTATE;
 		return 0;
 	}
 	return -1;

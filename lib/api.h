@@ -69,6 +69,9 @@ struct sa_api_response {
 	char created_cred[SA_ID_MAX];  /* POST .../credentials succeeded: its id */
 	char created_user[SA_USERNAME_MAX + 1];
 	char deleted_cred[SA_ID_MAX];  /* DELETE succeeded: end its calls */
+	char rotated_cred[SA_ID_MAX];  /* POST .../rotate succeeded (its calls go on) */
+	uint32_t rotated_version;      /* ... to this password version */
+	unsigned rotated_overlap;      /* ... the previous password going on for this many seconds */
 	char patched_trunk[SA_ID_MAX]; /* PATCH of a trunk's controls succeeded */
 	char trunk_id[SA_ID_MAX];      /* the trunk the request was about, when found */
 };
@@ -90,7 +93,9 @@ void sa_api_response_free(struct sa_api_response *resp);
 
 /* The JSON shapes shared with sipauthctl, so both print exactly the same. */
 json_t *sa_api_trunk_json(const struct sa_trunk *t, const struct sa_trunk_policy *p);
+/* As GET and the list show it (with password_version), and as a create answers (the product page's four fields). */
 json_t *sa_api_credential_json(const struct sa_credential *c);
+json_t *sa_api_credential_created_json(const struct sa_credential *c);
 
 /* The token of an Authorization "Bearer <token>" value (scheme in any
  * case, blanks around it dropped): 0, or -1 when h is NULL or not that. */

@@ -84,6 +84,7 @@ static void registrations_and_calls(FILE *f, const struct sa_metrics *m)
 	gauge(f, "calls_active", "Calls in progress through the proxy.", (int64_t)m->calls_active);
 	counter(f, "calls_started_total", "Calls established.", m->calls_started);
 	counter(f, "calls_revoked_total", "Calls ended because their credential was deleted.", m->calls_revoked);
+	counter(f, "credential_rotations_total", "Credential passwords rotated over the API.", m->credential_rotations);
 	counter(f, "calls_reaped_total", "Calls ended at the maximum call age.", m->calls_reaped);
 }
 

@@ -31,6 +31,7 @@ struct sa_metrics {
 	uint64_t sip_retransmissions_absorbed;
 	uint64_t calls_active;                           /* gauge */
 	uint64_t calls_started, calls_revoked, calls_reaped;
+	uint64_t credential_rotations;                   /* passwords rotated over the API */
 	uint64_t bans;                                   /* sources banned for repeated failures */
 	uint64_t banned_dropped;                         /* requests from banned sources, unanswered */
 	uint64_t banned_active;                          /* gauge: sources banned now */

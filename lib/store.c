@@ -5,6 +5,7 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +68,13 @@
  *
  * A contact URI can be longer than LMDB's 511-byte key limit, hence its hash
  * in binding keys. Records are the fixed structs below; a change to any of
- * them needs a new SA_STORE_SCHEMA_VERSION.
+ * them needs a new SA_STORE_SCHEMA_VERSION, and the readers keep reading
+ * the layout before it, told apart by size (see "records of older layouts").
+ * Schema 2 (rotation) grew the credential, the binding and the failure-log
+ * record; schema-1 records are read as version 1 (credentials, bindings)
+ * or an unknown version (failures), and rewritten in the new layout when
+ * they next change. A writable open of a schema-1 store records 2, so that
+ * an older sipauthd refuses the store rather than misread its records.
  */
 enum { ENV_MAIN, ENV_RT, ENV_COUNT };
 
@@ -151,6 +158,51 @@ struct cred_rec {
 	uint64_t seq;
 	struct sa_credential c;
 };
+
+/* ---- records of older layouts, frozen: read, never written ---- */
+
+/* A credential as schema 1 wrote it: no version, no previous password. */
+struct cred_rec_v1 {
+	uint64_t seq;
+	struct {
+		char id[SA_ID_MAX];
+		char trunk_id[SA_ID_MAX];
+		char username[SA_USERNAME_MAX + 1];
+		int64_t created_at;
+		char ha1[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];
+	} c;
+};
+/* A binding as schema 1 wrote it: struct sa_binding up to expires_at. */
+struct binding_v1 {
+	char cred_id[SA_ID_MAX];
+	char trunk_id[SA_ID_MAX];
+	char contact[SA_CONTACT_MAX];
+	char source[64];
+	uint16_t source_port;
+	char transport[8];
+	char user_agent[SA_UA_MAX];
+	char call_id[128];
+	uint32_t cseq;
+	int64_t registered_at;
+	int64_t updated_at;
+	int64_t expires_at;
+};
+/* A failure as schema 1 wrote it in runtime/: struct sa_authfail up to method. */
+struct authfail_v2 {
+	int64_t at;
+	char trunk_id[SA_ID_MAX];
+	char source[64];
+	uint16_t source_port;
+	char transport[8];
+	char username[SA_USERNAME_MAX + 1];
+	char reason[24];
+	char method[16];
+};
+/* The readers tell layouts apart by size (val_rec_older): each older one
+ * is smaller, and its fields lead the new struct at the same places. */
+_Static_assert(sizeof(struct cred_rec_v1) < sizeof(struct cred_rec), "credential layouts share a size");
+_Static_assert(sizeof(struct binding_v1) < sizeof(struct sa_binding), "binding layouts share a size");
+_Static_assert(sizeof(struct authfail_v2) < sizeof(struct sa_authfail), "failure layouts share a size");
 struct authfail_state {
 	uint64_t next_seq;
 	uint64_t count;
@@ -270,6 +322,20 @@ static int val_rec(const MDB_val *v, void *out, size_t len)
 	return SA_STORE_OK;
 }
 
+/* A record of the current layout (len bytes), or of the older one it grew
+ * from (old_len, its fields leading the new struct): copied whole, or the
+ * older part over zeros with *older set, for the caller to fill in every
+ * field the older layout lacked (its padding may have been copied in). */
+static int val_rec_older(const MDB_val *v, void *out, size_t len, size_t old_len, bool *older)
+{
+	*older = v->mv_size == old_len;
+	if (!*older)
+		return val_rec(v, out, len);
+	memset(out, 0, len);
+	memcpy(out, v->mv_data, old_len);
+	return SA_STORE_OK;
+}
+
 /* An LMDB return value (LMDB's own codes or an errno) as a store error. */
 static int map_err(int rc)
 {
@@ -369,25 +435,61 @@ static int rand_chars(char *out, size_t n, const char *alphabet, unsigned radix)
 
 /* ---- transactions ---- */
 
-/* Refuses stores that were never initialised or were written by another
- * schema. txn is a main-environment transaction. */
+/* The oldest schema this code reads (and upgrades, see the layout comment). */
+#define SCHEMA_OLDEST 1
+
+/* The store's schema version; 0 when it records none (not initialised). */
+static int schema_read(struct sa_store *st, MDB_txn *txn, int *version)
+{
+	char text[16];
+	MDB_val k = str_val("schema_version"), v;
+	int rc = mdb_get(txn, st->sh->dbi[DB_META], &k, &v);
+
+	*version = 0;
+	if (rc == MDB_NOTFOUND)
+		return SA_STORE_OK;
+	if (rc != 0)
+		return note_err(st, rc);
+	if (val_str(&v, text, sizeof text) != SA_STORE_OK || text[0] == '\0' ||
+	    strspn(text, "0123456789") != strlen(text) || text[0] == '0' || strlen(text) > 4)
+		return SA_STORE_ESCHEMA;
+	*version = atoi(text);
+	return SA_STORE_OK;
+}
+
+/* Refuses stores that were never initialised or were written by a schema
+ * this code does not read. txn is a main-environment transaction. */
 static int store_check(struct sa_store *st, MDB_txn *txn)
 {
-	char want[16];
-	MDB_val k = str_val("schema_version"), v;
+	int version;
 
 	if (st->ready)
 		return SA_STORE_OK;
-	int rc = mdb_get(txn, st->sh->dbi[DB_META], &k, &v);
-	if (rc == MDB_NOTFOUND)
+	int rc = schema_read(st, txn, &version);
+	if (rc != SA_STORE_OK)
+		return rc;
+	if (version == 0)
 		return SA_STORE_ENOTINIT;
-	if (rc != 0)
-		return note_err(st, rc);
-	snprintf(want, sizeof want, "%d", SA_STORE_SCHEMA_VERSION);
-	if (v.mv_size != strlen(want) || memcmp(v.mv_data, want, v.mv_size) != 0)
+	if (version < SCHEMA_OLDEST || version > SA_STORE_SCHEMA_VERSION)
 		return SA_STORE_ESCHEMA;
 	st->ready = true;
 	return SA_STORE_OK;
+}
+
+/* A writable open records the current schema over an older one: records
+ * are read in either layout, and from here on written in the new one,
+ * which an older sipauthd must not read (it refuses the version). */
+static int schema_upgrade(struct sa_store *st, MDB_txn *txn)
+{
+	char ver[16];
+	int version;
+	int rc = schema_read(st, txn, &version);
+
+	if (rc != SA_STORE_OK || version == 0 || version >= SA_STORE_SCHEMA_VERSION)
+		return rc;
+	snprintf(ver, sizeof ver, "%d", SA_STORE_SCHEMA_VERSION);
+	MDB_val k = str_val("schema_version"), v = str_val(ver);
+	return note_err(st, mdb_put(txn, st->sh->dbi[DB_META], &k, &v, 0));
 }
 
 static int map_reserve(struct sa_store *st, int e, uint64_t size, char *why, size_t whylen);
@@ -979,6 +1081,8 @@ static int open_main_dbs(struct sa_store *st, bool grew, struct legacy *lg)
 			rc = store_check(st, txn);
 			if (rc == SA_STORE_ENOTINIT)
 				rc = SA_STORE_OK;
+			if (rc == SA_STORE_OK && !rdonly)
+				rc = schema_upgrade(st, txn);
 		}
 	}
 	if (rc == SA_STORE_OK && lg != NULL)
@@ -1887,11 +1991,29 @@ static void trunk_seq_key(struct key *k, const char *trunk_id, uint64_t seq)
 	key_u64(k, seq);
 }
 
+/* A credential record of either layout; schema 1's is at version 1, never rotated. */
+static int cred_decode(const MDB_val *v, struct cred_rec *out)
+{
+	bool older;
+	int rc = val_rec_older(v, out, sizeof *out, sizeof(struct cred_rec_v1), &older);
+
+	if (rc == SA_STORE_OK && older) {
+		out->c.password_version = 1;
+		out->c.rotated_at = 0;
+		out->c.previous_until = 0;
+		memset(out->c.previous_ha1, 0, sizeof out->c.previous_ha1);
+	}
+	return rc;
+}
+
 static int cred_get_txn(struct sa_store *st, MDB_txn *txn, MDB_val id, struct cred_rec *out)
 {
+	MDB_val v;
+
 	if (id.mv_size == 0 || id.mv_size >= SA_ID_MAX)
 		return SA_STORE_ENOTFOUND;
-	return db_get_rec(st, txn, DB_CREDS, id, out, sizeof *out);
+	int rc = db_get(st, txn, DB_CREDS, id, &v);
+	return rc != SA_STORE_OK ? rc : cred_decode(&v, out);
 }
 
 /* HA1 for every algorithm, from a NUL-terminated copy of the password that is wiped. */
@@ -1989,6 +2111,7 @@ int sa_store_credential_create(struct sa_store *st, const char *trunk_id, const 
 	memcpy(r.c.trunk_id, trunk_id, strlen(trunk_id));
 	memcpy(r.c.username, username, strlen(username));
 	r.c.created_at = now;
+	r.c.password_version = 1;
 	rc = wr_begin(st, ENV_MAIN, &txn, true);
 	if (rc == SA_STORE_OK)
 		rc = wr_end(st, ENV_MAIN, txn, cred_create_txn(st, txn, &r, password, password_len, why, whylen));
@@ -2190,6 +2313,110 @@ int sa_store_credential_delete(struct sa_store *st, const char *trunk_id, const 
 	return wr_end(st, ENV_MAIN, txn, cred_delete_txn(st, txn, trunk_id, cred_id));
 }
 
+/* ---- rotation ---- */
+
+bool sa_credential_has_previous(const struct sa_credential *c)
+{
+	return c->password_version > 1;
+}
+
+bool sa_credential_previous_live(const struct sa_credential *c, int64_t now)
+{
+	return sa_credential_has_previous(c) && now < c->previous_until;
+}
+
+void sa_credential_wipe(struct sa_credential *c)
+{
+	OPENSSL_cleanse(c->ha1, sizeof c->ha1);
+	OPENSSL_cleanse(c->previous_ha1, sizeof c->previous_ha1);
+}
+
+/* The new password's HA1s become current; the current ones previous (the
+ * one before them is dropped, at once). Refuses the current password
+ * again: a rotation that changes nothing would only cut the overlap. */
+static int cred_rotate_rec(struct sa_store *st, MDB_txn *txn, struct cred_rec *r, const char *password,
+                           size_t len, unsigned overlap, int64_t now, char *why, size_t whylen)
+{
+	struct sa_credential next = r->c;
+	char realm[SA_REALM_MAX];
+	int rc = cred_realm(st, txn, r->c.trunk_id, realm);
+
+	if (rc == SA_STORE_OK)
+		rc = cred_ha1(&next, realm, password, len);
+	if (rc == SA_STORE_OK && CRYPTO_memcmp(next.ha1, r->c.ha1, sizeof next.ha1) == 0) {
+		set_why(why, whylen, "password must differ from the current password");
+		rc = SA_STORE_EINVAL;
+	}
+	if (rc == SA_STORE_OK && r->c.password_version == UINT32_MAX) {
+		set_why(why, whylen, "password version at its limit");
+		rc = SA_STORE_EFULL;
+	}
+	if (rc == SA_STORE_OK) {
+		memcpy(next.previous_ha1, r->c.ha1, sizeof next.previous_ha1);
+		next.previous_until = now + (int64_t)overlap;
+		next.password_version = r->c.password_version + 1;
+		next.rotated_at = now;
+		r->c = next;
+	}
+	sa_credential_wipe(&next);
+	return rc;
+}
+
+/* Everything a rotation does inside its transaction: the record is
+ * rewritten in place (same seq, same indexes); the generation moves so
+ * that the daemon looks, and finds nothing deleted. */
+static int cred_rotate_txn(struct sa_store *st, MDB_txn *txn, const char *trunk_id, const char *cred_id,
+                           const char *password, size_t len, unsigned min_len, unsigned overlap, int64_t now,
+                           struct cred_rec *r, char *why, size_t whylen)
+{
+	int rc = cred_get_txn(st, txn, str_val(cred_id), r);
+
+	if (rc == SA_STORE_OK && strcmp(r->c.trunk_id, trunk_id) != 0)
+		rc = SA_STORE_ENOTFOUND;
+	if (rc == SA_STORE_ENOTFOUND)
+		set_why(why, whylen, "unknown credential");
+	if (rc == SA_STORE_OK)
+		rc = password_validate(r->c.username, password, len, min_len, why, whylen);
+	if (rc == SA_STORE_OK)
+		rc = cred_rotate_rec(st, txn, r, password, len, overlap, now, why, whylen);
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_CREDS, str_val(r->c.id), mem_val(r, sizeof *r));
+	if (rc == SA_STORE_OK)
+		rc = meta_bump(st, txn, "generation", NULL);
+	return rc;
+}
+
+int sa_store_credential_rotate(struct sa_store *st, const char *trunk_id, const char *cred_id,
+                               const char *password, size_t password_len, unsigned min_len, unsigned overlap,
+                               int64_t now, struct sa_credential *out, char *why, size_t whylen)
+{
+	struct cred_rec r;
+	MDB_txn *txn;
+
+	set_why(why, whylen, "%s", "");
+	if (!id_ok(trunk_id) || !id_ok(cred_id)) {
+		set_why(why, whylen, "unknown credential");
+		return SA_STORE_ENOTFOUND;
+	}
+	if (overlap > SA_ROTATE_OVERLAP_MAX) {
+		set_why(why, whylen, "overlap must be 0 to %d seconds", SA_ROTATE_OVERLAP_MAX);
+		return SA_STORE_EINVAL;
+	}
+	if (min_len > SA_PASSWORD_MAX) {
+		set_why(why, whylen, "minimum password length must be at most %d", SA_PASSWORD_MAX);
+		return SA_STORE_EINVAL;
+	}
+	memset(&r, 0, sizeof r);
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
+	if (rc == SA_STORE_OK)
+		rc = wr_end(st, ENV_MAIN, txn, cred_rotate_txn(st, txn, trunk_id, cred_id, password, password_len,
+		                                               min_len, overlap, now, &r, why, whylen));
+	if (rc == SA_STORE_OK && out != NULL)
+		*out = r.c;
+	OPENSSL_cleanse(&r, sizeof r);
+	return rc;
+}
+
 struct deleted_walk {
 	sa_store_deleted_cb cb;
 	void *arg;
@@ -2296,11 +2523,30 @@ static int binding_index_del(struct sa_store *st, MDB_txn *txn, const struct sa_
 	return rc == SA_STORE_ENOTFOUND ? SA_STORE_EIO : rc;
 }
 
+/* A binding record of either layout; schema 1's were all made with version 1. */
+static int binding_decode(const MDB_val *v, struct sa_binding *b)
+{
+	bool older;
+	int rc = val_rec_older(v, b, sizeof *b, sizeof(struct binding_v1), &older);
+
+	if (rc == SA_STORE_OK && older)
+		b->password_version = 1;
+	return rc;
+}
+
+static int binding_get(struct sa_store *st, MDB_txn *txn, const struct key *bkey, struct sa_binding *b)
+{
+	MDB_val v;
+	int rc = db_get(st, txn, DB_BINDINGS, key_val(bkey), &v);
+
+	return rc != SA_STORE_OK ? rc : binding_decode(&v, b);
+}
+
 /* Removes one binding (by its key) and its index entries. */
 static int binding_remove(struct sa_store *st, MDB_txn *txn, const struct key *bkey)
 {
 	struct sa_binding b;
-	int rc = db_get_rec(st, txn, DB_BINDINGS, key_val(bkey), &b, sizeof b);
+	int rc = binding_get(st, txn, bkey, &b);
 
 	if (rc == SA_STORE_OK)
 		rc = db_del(st, txn, DB_BINDINGS, key_val(bkey));
@@ -2384,7 +2630,7 @@ static int change_put(struct sa_store *st, MDB_txn *txn, const struct sa_credent
 	binding_copy(&rec, b, c->trunk_id);
 	memcpy(rec.cred_id, c->id, SA_ID_MAX);
 	binding_key(&bkey, rec.cred_id, rec.contact);
-	int rc = db_get_rec(st, txn, DB_BINDINGS, key_val(&bkey), &old, sizeof old);
+	int rc = binding_get(st, txn, &bkey, &old);
 	if (rc == SA_STORE_OK) {
 		rec.registered_at = old.registered_at;
 		rc = binding_index_del(st, txn, &old, &bkey);
@@ -2521,10 +2767,13 @@ static int binding_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, 
 	int rc;
 
 	if (w->skip == 0) {
-		rc = val_rec(v, &b, sizeof b);
+		rc = binding_decode(v, &b);
 	} else {
 		MDB_val bk = mem_val((const char *)k->mv_data + w->skip, k->mv_size - w->skip);
-		rc = db_get_rec(st, txn, DB_BINDINGS, bk, &b, sizeof b);
+		MDB_val bv;
+		rc = db_get(st, txn, DB_BINDINGS, bk, &bv);
+		if (rc == SA_STORE_OK)
+			rc = binding_decode(&bv, &b);
 	}
 	if (rc != SA_STORE_OK)
 		return rc == SA_STORE_ENOTFOUND ? SA_STORE_EIO : rc;
@@ -2720,7 +2969,7 @@ static int orphan_binding_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k
 	struct orphan_count *oc = arg;
 	struct sa_binding b;
 
-	if (val_rec(v, &b, sizeof b) != SA_STORE_OK)
+	if (binding_decode(v, &b) != SA_STORE_OK)
 		return SA_STORE_EIO;
 	oc->total++;
 	oc->live += b.expires_at > oc->now;
@@ -2821,7 +3070,7 @@ static int legacy_binding_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k
 	struct sa_binding b;
 	struct key bkey = { .len = 0 };
 
-	if (k->mv_size > KEY_MAX || val_rec(v, &b, sizeof b) != SA_STORE_OK)
+	if (k->mv_size > KEY_MAX || binding_decode(v, &b) != SA_STORE_OK)
 		return SA_STORE_EIO;
 	key_put(&bkey, k->mv_data, k->mv_size);
 	if (db_has(st, rt, DB_BINDINGS, *k))
@@ -3021,6 +3270,17 @@ int sa_store_authfail_add(struct sa_store *st, const struct sa_authfail *f, unsi
 	return wr_end(st, ENV_RT, txn, authfail_add_txn(st, txn, &rec, keep));
 }
 
+/* A failure record of either layout; schema 1's say no password version. */
+static int authfail_decode(const MDB_val *v, struct sa_authfail *f)
+{
+	bool older;
+	int rc = val_rec_older(v, f, sizeof *f, sizeof(struct authfail_v2), &older);
+
+	if (rc == SA_STORE_OK && older)
+		f->password_version = 0;
+	return rc;
+}
+
 /* Older than before_seq, newest first; the sequence is the key's last 8 bytes. */
 static int authfail_walk_seq(MDB_cursor *cur, const struct key *prefix, int64_t since, uint64_t before_seq,
                              unsigned limit, sa_store_authfail_seq_cb cb, void *arg)
@@ -3036,7 +3296,7 @@ static int authfail_walk_seq(MDB_cursor *cur, const struct key *prefix, int64_t 
 	mrc = mdb_cursor_get(cur, &k, &v, mrc == 0 ? MDB_PREV : MDB_LAST);
 	while (mrc == 0 && has_prefix(&k, prefix) && (limit == 0 || n < limit)) {
 		uint64_t seq = 0;
-		if (k.mv_size != prefix->len + 8 || val_rec(&v, &f, sizeof f) != SA_STORE_OK)
+		if (k.mv_size != prefix->len + 8 || authfail_decode(&v, &f) != SA_STORE_OK)
 			return SA_STORE_EIO;
 		for (size_t i = 0; i < 8; i++)
 			seq = seq << 8 | ((const unsigned char *)k.mv_data)[prefix->len + i];

@@ -18,7 +18,10 @@
 #include "policy.h"
 #include "sa_limits.h"
 
-#define SA_STORE_SCHEMA_VERSION 1
+/* 2: credentials keep a password version and the previous password's HA1s
+ * (rotation). A schema-1 store is read as it is (every credential at
+ * version 1) and marked 2 by the first writable open. */
+#define SA_STORE_SCHEMA_VERSION 2
 #define SA_DEFAULT_DOMAIN "sip.tryvox.io"
 
 /* Errors are values: every function returns 0 on success or one of these. */
@@ -181,7 +184,22 @@ struct sa_credential {
 	char username[SA_USERNAME_MAX + 1];
 	int64_t created_at;
 	char ha1[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];   /* H(username:realm:password) per algorithm */
+	uint32_t password_version;         /* the current password's: 1 at creation, +1 per rotation */
+	int64_t rotated_at;                /* the last rotation; 0: never rotated */
+	/* The password before the current one (version password_version - 1,
+	 * when that is >= 1): it authenticates while now < previous_until. Its
+	 * HA1s are kept past that until the next rotation, so that a PBX still
+	 * using it is named in the failure log. */
+	int64_t previous_until;
+	char previous_ha1[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];
 };
+
+/* Whether c has a previous password at all (rotated at least once). */
+bool sa_credential_has_previous(const struct sa_credential *c);
+/* Whether c's previous password still authenticates at now. */
+bool sa_credential_previous_live(const struct sa_credential *c, int64_t now);
+/* Wipes both HA1 sets of a copy that is done with. */
+void sa_credential_wipe(struct sa_credential *c);
 
 /* Username 1..64 of [A-Za-z0-9._-]; password min_len..128 printable ASCII,
  * not containing the username (ignoring case). 0, or SA_STORE_EINVAL with a
@@ -215,6 +233,20 @@ int sa_store_credential_list_after(struct sa_store *st, const char *trunk_id, co
  * when the id is not a credential of that trunk. */
 int sa_store_credential_delete(struct sa_store *st, const char *trunk_id, const char *cred_id);
 
+/* Rotation: the longest overlap, and the one taken when none is asked for. */
+#define SA_ROTATE_OVERLAP_MAX     86400
+#define SA_ROTATE_OVERLAP_DEFAULT 3600
+/* Gives credential cred_id of trunk_id a new password (validated as at
+ * create; it must differ from the current one): the current password
+ * becomes the previous one, authenticating for overlap seconds more
+ * (0..SA_ROTATE_OVERLAP_MAX; 0: not at all), and the one before it stops
+ * at once. password_version goes up by one; seq, bindings and calls are
+ * untouched. Durable. ENOTFOUND: not a credential of that trunk; EINVAL
+ * with why (may be NULL) naming the rule. */
+int sa_store_credential_rotate(struct sa_store *st, const char *trunk_id, const char *cred_id,
+                               const char *password, size_t password_len, unsigned min_len, unsigned overlap,
+                               int64_t now, struct sa_credential *out, char *why, size_t whylen);
+
 /* Credentials deleted after tombstone position after (0: from the first), in
  * order: cb gets each id (non-zero stops); *last is set to the highest
  * position seen (unchanged if none). The newest 100 000 tombstones are kept;
@@ -239,6 +271,7 @@ struct sa_binding {
 	int64_t registered_at;             /* first registration of this contact */
 	int64_t updated_at;                /* last refresh */
 	int64_t expires_at;
+	uint32_t password_version;         /* of the password the REGISTER answered with (1 in older stores) */
 };
 /* Add or refresh (same cred_id + contact). Written without fsync; see
  * sa_store_flush. max_contacts per credential (0 = unlimited): EFULL. */
@@ -285,6 +318,11 @@ struct sa_authfail {
 	char reason[24];   /* unknown_user bad_password stale_nonce replay malformed uri_mismatch
 	                      source_not_allowed tls_required channel_limit rate_limit banned */
 	char method[16];
+	/* the version of the credential's password the request answered with
+	 * (a wrong one: the previous password after its overlap, when it was
+	 * that); 0 when not known. 64 bits keep the record's size apart from
+	 * the layout before it (a 32-bit field would fit in its padding). */
+	int64_t password_version;
 };
 /* Appends; keeps at most keep records per trunk (oldest dropped). No fsync.
  * ENOTFOUND for a trunk that does not exist. */

@@ -106,7 +106,7 @@ static void credential_make(struct side *s, const char *user)
 {
 	CHECK(sa_store_credential_create(fx.st, s->trunk.id, user, FIXTURE_PW, strlen(FIXTURE_PW), SA_PASSWORD_MIN,
 	                                 NOW - 1000, &s->cred, NULL, 0) == SA_STORE_OK);
-	OPENSSL_cleanse(s->cred.ha1, sizeof(s->cred.ha1));
+	sa_credential_wipe(&s->cred);
 	bindings_add(s);
 }
 
@@ -404,7 +404,7 @@ static void reopen_check(void)
 	CHECK(sa_store_apikey_account(fx.st, fx.b.key, strlen(fx.b.key), acc) == SA_STORE_OK && strcmp(acc, fx.b.acc.id) == 0);
 	CHECK(sa_store_credential_get(fx.st, fx.a.cred.id, &c) == SA_STORE_OK && strcmp(c.trunk_id, fx.a.trunk.id) == 0);
 	CHECK(sa_store_credential_get(fx.st, fx.b.cred.id, &c) == SA_STORE_OK && strcmp(c.trunk_id, fx.b.trunk.id) == 0);
-	OPENSSL_cleanse(c.ha1, sizeof(c.ha1));
+	sa_credential_wipe(&c);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
