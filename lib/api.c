@@ -1,5 +1,6 @@
 /* api.c: the credential REST API: authenticate the key, route the path, answer in JSON; no HTTP library here. */
 #include "api.h"
+#include "webhook.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -25,6 +26,9 @@ enum resource {
 	RES_REGISTRATIONS,      /* .../trunks/{t}/registrations */
 	RES_AUTHFAILS,          /* .../trunks/{t}/auth-failures */
 	RES_CALLS,              /* .../trunks/{t}/calls */
+	RES_WEBHOOKS,           /* /v1/account/{a}/webhooks */
+	RES_WEBHOOK,            /* .../webhooks/{w} */
+	RES_DELIVERIES,         /* .../webhooks/{w}/deliveries */
 	RES_COUNT
 };
 
@@ -47,6 +51,7 @@ struct target {
 	char account[SA_ID_MAX];
 	char trunk[SA_ID_MAX];
 	char cred[SA_ID_MAX];
+	char webhook[SA_ID_MAX];
 	struct list_query q;
 };
 
@@ -54,7 +59,8 @@ typedef void handler_fn(const struct sa_api_ctx *ctx, const struct sa_api_reques
                         const struct target *t, struct sa_api_response *resp);
 
 static handler_fn trunks_list, trunk_show, trunk_patch, credentials_list, credential_create, credential_show,
-	credential_delete, registrations_list, authfails_list, calls_list;
+	credential_delete, registrations_list, authfails_list, calls_list, webhooks_list, webhook_create, webhook_show,
+	webhook_delete, deliveries_list;
 
 /* Per resource: the methods it answers (the Allow header) and who answers them. */
 static const struct route {
@@ -69,6 +75,9 @@ static const struct route {
 	[RES_REGISTRATIONS] = { "GET", registrations_list, NULL, NULL, NULL, Q_PAGE },
 	[RES_AUTHFAILS] = { "GET", authfails_list, NULL, NULL, NULL, Q_PAGE_SINCE },
 	[RES_CALLS] = { "GET", calls_list, NULL, NULL, NULL, Q_PAGE },
+	[RES_WEBHOOKS] = { "GET, POST", webhooks_list, webhook_create, NULL, NULL, Q_PAGE },
+	[RES_WEBHOOK] = { "GET, DELETE", webhook_show, NULL, webhook_delete, NULL, Q_NONE },
+	[RES_DELIVERIES] = { "GET", deliveries_list, NULL, NULL, NULL, Q_PAGE },
 };
 
 /* The segment after /trunks/{t}/ for each trunk-scoped collection. */
@@ -972,6 +981,229 @@ static void authfails_list(const struct sa_api_ctx *ctx, const struct sa_api_req
 	                                              authfail_cb, &l));
 }
 
+/* ---- webhooks ---- */
+
+static json_t *webhook_events_json(uint32_t events)
+{
+	json_t *a = json_array();
+
+	for (int e = 0; e < SA_WH_EVENT_COUNT && a != NULL; e++)
+		if ((events & (1u << e)) && !append(a, json_string(sa_wh_event_name((enum sa_wh_event)e)))) {
+			json_decref(a);
+			return NULL;
+		}
+	return a;
+}
+
+/* The webhook as listed: never its secret. */
+static json_t *webhook_json(const struct sa_webhook *w)
+{
+	return json_pack("{s:s,s:s,s:s,s:o,s:o}", "id", w->id, "account_id", w->account_id, "url", w->url, "events",
+	                 webhook_events_json(w->events), "created_at", rfc3339(w->created_at));
+}
+
+static int webhook_cb(const struct sa_webhook *w, void *arg)
+{
+	struct listing *l = arg;
+
+	if (page_full(l))
+		return 1;
+	l->failed = !append(l->data, webhook_json(w));
+	return l->failed;
+}
+
+static void webhooks_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                          const struct target *t, struct sa_api_response *r)
+{
+	struct listing l = listing_new(t);
+	int err = sa_store_webhook_list_after(ctx->store, t->account, t->q.after, webhook_cb, &l);
+
+	if (err == SA_STORE_EINVAL)
+		cursor_unknown(r, &l, "a webhook of this account");
+	else
+		respond_listing(r, &l, err);
+}
+
+static void webhook_show(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                         const struct target *t, struct sa_api_response *r)
+{
+	struct sa_webhook w;
+	int err = sa_store_webhook_get(ctx->store, t->webhook, &w);
+
+	if (err == SA_STORE_OK)
+		respond_json(r, 200, webhook_json(&w));
+	else if (err == SA_STORE_ENOTFOUND)   /* deleted since it was checked */
+		errorf(r, 404, "not_found", "webhook %s not found", t->webhook);
+	else
+		store_error(r, err);
+	OPENSSL_cleanse(w.secret, sizeof w.secret);
+}
+
+static void webhook_delete(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                           const struct target *t, struct sa_api_response *r)
+{
+	int err = sa_store_webhook_delete(ctx->store, t->account, t->webhook);
+
+	if (err == SA_STORE_OK)
+		r->status = 204;
+	else if (err == SA_STORE_ENOTFOUND)
+		errorf(r, 404, "not_found", "webhook %s not found", t->webhook);
+	else
+		store_error(r, err);
+}
+
+/* A 422 naming the field, in the shape of the trunk PATCH's. */
+__attribute__((format(printf, 4, 5)))
+static int field_refuse(struct sa_api_response *r, const char *code, const char *field, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	r->error_code = code;
+	respond_json(r, 422, json_pack("{s:{s:s,s:s,s:s}}", "error", "code", code, "message", msg, "field", field));
+	return -1;
+}
+
+static int webhook_events_read(json_t *v, uint32_t *events, struct sa_api_response *r)
+{
+	size_t i;
+	json_t *e;
+
+	*events = 0;
+	if (!json_is_array(v) || json_array_size(v) == 0)
+		return field_refuse(r, "invalid_field", "events",
+		                    "events must be a non-empty array of event names (auth.failed, source.banned, "
+		                    "credential.created, credential.deleted, credential.rotated, registration.created, "
+		                    "registration.expired, call.revoked)");
+	json_array_foreach(v, i, e) {
+		int ev = json_is_string(e) ? sa_wh_event_parse(json_string_value(e)) : -1;
+		if (ev < 0)
+			return field_refuse(r, "invalid_field", "events", "events[%zu] is not a known event name", i);
+		*events |= 1u << ev;
+	}
+	return 0;
+}
+
+/* {"url": "...", "events": [...]}: anything missing, wrong or unknown is a 422 naming the field. */
+static int webhook_input_read(json_t *body, const char **url, uint32_t *events, struct sa_api_response *r)
+{
+	struct sa_wh_url u;
+	char why[160];
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(body)) {
+		sa_api_error(r, 400, "invalid_json", "request body must be a JSON object");
+		return -1;
+	}
+	json_object_foreach(body, key, v)
+		if (strcmp(key, "url") != 0 && strcmp(key, "events") != 0)
+			return field_refuse(r, "invalid_field", key, "%s is not a webhook field (url, events)", key);
+	json_t *jurl = json_object_get(body, "url"), *jev = json_object_get(body, "events");
+	if (jurl == NULL || jev == NULL)
+		return field_refuse(r, "missing_field", jurl ? "events" : "url", "%s is required",
+		                    jurl ? "events" : "url");
+	if (!json_is_string(jurl))
+		return field_refuse(r, "invalid_field", "url", "url must be a string");
+	if (sa_wh_url_parse(json_string_value(jurl), &u, why, sizeof why) < 0)
+		return field_refuse(r, "invalid_field", "url", "%s", why);
+	*url = json_string_value(jurl);
+	return webhook_events_read(jev, events, r);
+}
+
+/* An account's webhooks, at most SA_API_WEBHOOKS_MAX: each event is sent to each. */
+static int webhook_count_cb(const struct sa_webhook *w, void *arg)
+{
+	(*(unsigned *)arg)++;
+	return 0;
+}
+
+/* The answer to a creation is the only one that carries the secret. */
+static void webhook_created(struct sa_api_response *r, const struct target *t, struct sa_webhook *w)
+{
+	char loc[sizeof r->hdr[0].value];
+	json_t *o = webhook_json(w);
+
+	snprintf(loc, sizeof loc, "/v1/account/%s/webhooks/%s", t->account, w->id);
+	header_add(r, "Location", loc);
+	snprintf(r->created_webhook, sizeof r->created_webhook, "%s", w->id);
+	if (o != NULL && json_object_set_new(o, "secret", json_string(w->secret)) < 0) {
+		json_decref(o);
+		o = NULL;
+	}
+	respond_json(r, 201, o);
+}
+
+static void webhook_create(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                           const struct target *t, struct sa_api_response *r)
+{
+	struct sa_webhook w;
+	const char *url;
+	uint32_t events;
+	unsigned n = 0;
+	json_error_t jerr;
+	json_t *body = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
+	                          &jerr);
+
+	if (body == NULL) {
+		errorf(r, 400, "invalid_json", "request body is not valid JSON (line %d, column %d)", jerr.line,
+		       jerr.column);
+		return;
+	}
+	if (webhook_input_read(body, &url, &events, r) == 0) {
+		int err = sa_store_webhook_list_after(ctx->store, t->account, NULL, webhook_count_cb, &n);
+		if (err == SA_STORE_OK && n >= SA_API_WEBHOOKS_MAX)
+			errorf(r, 409, "limit_reached", "an account may have at most %d webhooks", SA_API_WEBHOOKS_MAX);
+		else if (err == SA_STORE_OK && (err = sa_store_webhook_create(ctx->store, t->account, url, events, req->now,
+		                                                              &w)) == SA_STORE_OK)
+			webhook_created(r, t, &w);
+		if (err != SA_STORE_OK)
+			store_error(r, err);
+		OPENSSL_cleanse(w.secret, sizeof w.secret);
+	}
+	json_decref(body);
+}
+
+static const char *delivery_status_name(int32_t s)
+{
+	return s == SA_DLV_PENDING ? "pending" : s == SA_DLV_DELIVERED ? "delivered" : "failed";
+}
+
+static json_t *delivery_json(const struct sa_delivery *d)
+{
+	return json_pack("{s:s,s:s,s:s,s:s,s:i,s:o,s:o,s:o,s:o}", "id", d->id, "webhook_id", d->webhook_id, "event",
+	                 d->event, "status", delivery_status_name(d->status), "attempts", (json_int_t)d->attempts,
+	                 "last_status_code", d->last_status_code ? json_integer(d->last_status_code) : json_null(),
+	                 "last_error", d->last_error[0] ? json_string(d->last_error) : json_null(),
+	                 "next_attempt_at", d->status == SA_DLV_PENDING ? rfc3339(d->next_attempt_at) : json_null(),
+	                 "created_at", rfc3339(d->created_at));
+}
+
+static int delivery_cb(const struct sa_delivery *d, void *arg)
+{
+	struct listing *l = arg;
+
+	if (page_full(l))
+		return 1;
+	l->failed = !append(l->data, delivery_json(d));
+	return l->failed;
+}
+
+static void deliveries_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                            const struct target *t, struct sa_api_response *r)
+{
+	struct listing l = listing_new(t);
+	int err = sa_store_delivery_list_after(ctx->store, t->webhook, t->q.after, delivery_cb, &l);
+
+	if (err == SA_STORE_EINVAL)
+		cursor_unknown(r, &l, "a delivery of this webhook");
+	else
+		respond_listing(r, &l, err);
+}
+
 /* ---- time ---- */
 
 static int digits(const char **p, int n, int *out)
@@ -1143,6 +1375,24 @@ static int target_trunk_child(const char *p, struct target *t)
 	return -1;
 }
 
+/* After /webhooks: nothing, {w}, or {w}/deliveries. */
+static int target_webhook(const char *p, struct target *t)
+{
+	t->res = RES_WEBHOOKS;
+	if (*p == '\0')
+		return 0;
+	if (*p++ != '/' || segment_id(&p, t->webhook) < 0)
+		return -1;
+	t->res = RES_WEBHOOK;
+	if (*p == '\0')
+		return 0;
+	p++;
+	if (segment_is(&p, "deliveries") < 0 || *p != '\0')
+		return -1;
+	t->res = RES_DELIVERIES;
+	return 0;
+}
+
 static int target_parse(const char *path, struct target *t)
 {
 	const char *p = path;
@@ -1151,7 +1401,11 @@ static int target_parse(const char *path, struct target *t)
 	if (strncmp(p, "/v1/account/", 12) != 0)
 		return -1;
 	p += 12;
-	if (segment_id(&p, t->account) < 0 || *p++ != '/' || segment_is(&p, "trunks") < 0)
+	if (segment_id(&p, t->account) < 0 || *p++ != '/')
+		return -1;
+	if (segment_is(&p, "webhooks") == 0)
+		return target_webhook(p, t);
+	if (segment_is(&p, "trunks") < 0)
 		return -1;
 	if (*p == '\0') {
 		t->res = RES_TRUNKS;
@@ -1190,6 +1444,37 @@ static int trunk_check(const struct sa_api_ctx *ctx, const struct target *t, str
 	else
 		store_error(r, err);
 	return -1;
+}
+
+/* The webhook must exist and be the key's account's; both misses read the same. */
+static int webhook_check(const struct sa_api_ctx *ctx, const struct target *t, struct sa_api_response *r)
+{
+	struct sa_webhook w;
+	int err = sa_store_webhook_get(ctx->store, t->webhook, &w);
+
+	OPENSSL_cleanse(w.secret, sizeof w.secret);
+	if (err == SA_STORE_OK && strcmp(w.account_id, t->account) == 0)
+		return 0;
+	if (err == SA_STORE_OK || err == SA_STORE_ENOTFOUND)
+		errorf(r, 404, "not_found", "webhook %s not found", t->webhook);
+	else
+		store_error(r, err);
+	return -1;
+}
+
+/* What the path names under the account must be the account's. */
+static int owner_check(const struct sa_api_ctx *ctx, const struct target *t, struct sa_api_response *r)
+{
+	switch (t->res) {
+	case RES_TRUNKS:
+	case RES_WEBHOOKS:
+		return 0;
+	case RES_WEBHOOK:
+	case RES_DELIVERIES:
+		return webhook_check(ctx, t, r);
+	default:
+		return trunk_check(ctx, t, r);
+	}
 }
 
 /* ---- idempotency ---- */
@@ -1328,7 +1613,7 @@ void sa_api_handle(const struct sa_api_ctx *ctx, const struct sa_api_request *re
 	}
 	if (kind != Q_NONE && list_query_parse(req->query, kind, &t.q, r) < 0)
 		return;
-	if (t.res != RES_TRUNKS && trunk_check(ctx, &t, r) < 0)
+	if (owner_check(ctx, &t, r) < 0)
 		return;
 	if (req->idempotency_key != NULL && strcmp(req->method, "POST") == 0)
 		idem_serve(ctx, req, &t, fn, r);

@@ -20,6 +20,7 @@
 #define SA_API_CURSOR_MAX             (SA_SIP_MAX_CALL_ID + 1)
 #define SA_API_MAX_HEADERS            4
 #define SA_API_IDEM_KEY_MAX           255   /* Idempotency-Key: 1..255 printable ASCII */
+#define SA_API_WEBHOOKS_MAX           16    /* per account: each event goes to each of them */
 
 /* One active call, as GET .../calls lists it. */
 struct sa_api_call {
@@ -70,6 +71,7 @@ struct sa_api_response {
 	char created_user[SA_USERNAME_MAX + 1];
 	char deleted_cred[SA_ID_MAX];  /* DELETE succeeded: end its calls */
 	char patched_trunk[SA_ID_MAX]; /* PATCH of a trunk's controls succeeded */
+	char created_webhook[SA_ID_MAX];  /* POST .../webhooks succeeded: events may now have a subscriber */
 	char trunk_id[SA_ID_MAX];      /* the trunk the request was about, when found */
 };
 
