@@ -268,5 +268,30 @@ api GET "$HOOKS/$W1/deliveries"
 assert_eq "... with its deliveries" 404 "$st"
 api GET "$HOOKS"
 assert_eq "two webhooks left" 2 "$(field 'len(j["data"])')"
+
+# ---- the queue is bounded: with the thread held by a target that never answers, the oldest go ----
+stop "$SIPAUTHD_PID"
+HOLE_PORT=$(free_port 127.0.0.1)
+spawn "$T/hole.out" python3 -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(64); print("listening", flush=True)
+time.sleep(120)' "$HOLE_PORT"   # connections complete in the backlog; nothing is ever read or answered
+wait_for grep -q listening "$T/hole.out"
+ABUSE_MAX_FAILURES=3 start_sipauthd "" "$CONF
+queue_max = 2
+timeout = 3" || { fail "sipauthd did not restart"; finish; }
+api POST "$HOOKS" "{\"url\":\"http://127.0.0.1:$HOLE_PORT/\",\"events\":[\"credential.created\"]}"
+WH=$(field 'j["id"]')
+api POST "/v1/account/$ACC/trunks/$TRUNK/credentials" '{"username":"pbx-q-00","password":"another_password_456"}'
+sleep 0.5   # the thread is now waiting on the silent target, for up to 3 s
+for i in 1 2 3 4 5; do
+	api POST "/v1/account/$ACC/trunks/$TRUNK/credentials" "{\"username\":\"pbx-q-0$i\",\"password\":\"another_password_456\"}"
+done
+assert_match "five events for a queue of two: three dropped, counted" \
+	'sipauthd_webhook_events_dropped_total\{reason="queue_full"\} 3' "$(curl -s "$BASE/metrics")"
+ndeliveries() { curl -s -H "Authorization: Bearer $KEY" "$BASE$HOOKS/$WH/deliveries" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]))'; }
+for _ in $(seq 1 100); do [ "$(ndeliveries)" -ge 3 ] && break; sleep 0.1; done
+api GET "$HOOKS/$WH/deliveries"
+assert_eq "the first event and the two kept in the queue have deliveries" 3 "$(field 'len(j["data"])')"
+assert_eq "... the first timed out" "True" "$(field 'j["data"][0]["last_error"] == "receive: timed out"')"
 openapi_check
 finish
