@@ -149,33 +149,6 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static json_t *rfc3339(int64_t t)
-{
-	char buf[32];
-	time_t tt = (time_t)t;
-	struct tm tm;
-
-	if (gmtime_r(&tt, &tm) == NULL || strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		return json_null();
-	return json_string(buf);
-}
-
-/* Text from the network (a username tried) may be any bytes: as-is when it
- * is UTF-8, else with '?' for each byte outside printable ASCII. */
-static json_t *net_text(const char *s)
-{
-	char buf[256];
-	size_t i;
-	json_t *j = json_string(s);
-
-	if (j != NULL)
-		return j;
-	for (i = 0; s[i] != '\0' && i < sizeof buf - 1; i++)
-		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-	buf[i] = '\0';
-	return json_string(buf);
-}
-
 /* ---- sending one attempt (the thread) ---- */
 
 struct attempt_result {
@@ -508,7 +481,7 @@ static char *payload_make(const struct wh_item *it, const char *account, size_t 
 	for (size_t i = 0; i < sizeof rnd; i++)
 		snprintf(id + 4 + 2 * i, 3, "%02x", rnd[i]);
 	json_t *o = json_pack("{s:s,s:s,s:o,s:s,s:O}", "id", id, "type", sa_wh_event_name(it->ev), "created",
-	                      rfc3339(it->at), "account_id", account, "data", it->data);
+	                      sa_api_rfc3339(it->at), "account_id", account, "data", it->data);
 	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
 
 	json_decref(o);
@@ -656,7 +629,7 @@ void sa_webhooks_source_banned(struct sa_server *srv, const char *trunk, const c
 		emit(srv, SA_WH_SOURCE_BANNED, NULL, trunk,
 		     json_pack("{s:s,s:s,s:i,s:i,s:o}", "trunk_id", trunk, "source", source, "failures", (json_int_t)failures,
 		               "ban_seconds", (json_int_t)ban_seconds, "banned_until",
-		               rfc3339((int64_t)time(NULL) + ban_seconds)));
+		               sa_api_rfc3339((int64_t)time(NULL) + ban_seconds)));
 }
 
 void sa_webhooks_credential_created(struct sa_server *srv, const char *account, const char *trunk,
@@ -682,7 +655,7 @@ void sa_webhooks_credential_rotated(struct sa_server *srv, const char *account, 
 	if (wanted(srv))
 		emit(srv, SA_WH_CREDENTIAL_ROTATED, account, trunk,
 		     json_pack("{s:s,s:s,s:i,s:o}", "credential_id", cred, "trunk_id", trunk, "password_version",
-		               (json_int_t)password_version, "old_password_valid_until", rfc3339(old_valid_until)));
+		               (json_int_t)password_version, "old_password_valid_until", sa_api_rfc3339(old_valid_until)));
 }
 
 void sa_webhooks_registration_created(struct sa_server *srv, const struct sa_credential *cred, const char *source,
@@ -703,9 +676,9 @@ int sa_webhooks_registration_expired(const struct sa_binding *b, void *arg)
 	if (wanted(srv))
 		emit(srv, SA_WH_REGISTRATION_EXPIRED, NULL, b->trunk_id,
 		     json_pack("{s:s,s:s,s:o,s:s,s:i,s:s,s:o,s:o}", "credential_id", b->cred_id, "trunk_id", b->trunk_id,
-		               "contact", net_text(b->contact), "source", b->source, "source_port",
+		               "contact", sa_api_net_string(b->contact), "source", b->source, "source_port",
 		               (json_int_t)b->source_port, "transport", b->transport, "registered_at",
-		               rfc3339(b->registered_at), "expired_at", rfc3339(b->expires_at)));
+		               sa_api_rfc3339(b->registered_at), "expired_at", sa_api_rfc3339(b->expires_at)));
 	return 0;
 }
 
@@ -714,7 +687,7 @@ void sa_webhooks_call_revoked(struct sa_server *srv, const char *call_id, const 
 {
 	if (wanted(srv))
 		emit(srv, SA_WH_CALL_REVOKED, NULL, trunk,
-		     json_pack("{s:o,s:s,s:s,s:s}", "call_id", net_text(call_id), "credential_id", cred, "trunk_id", trunk,
+		     json_pack("{s:o,s:s,s:s,s:s}", "call_id", sa_api_net_string(call_id), "credential_id", cred, "trunk_id", trunk,
 		               "state", answered ? "answered" : "ringing"));
 }
 
@@ -723,7 +696,7 @@ static json_t *names_json(const struct sa_wh_agg_name *names, unsigned n, const 
 	json_t *a = json_array();
 
 	for (unsigned i = 0; i < n && i < SA_WH_AGG_TOP && a != NULL; i++)
-		json_array_append_new(a, json_pack("{s:o,s:i}", key, net_text(names[i].name), "failures",
+		json_array_append_new(a, json_pack("{s:o,s:i}", key, sa_api_net_string(names[i].name), "failures",
 		                                   (json_int_t)names[i].count));
 	return a;
 }
@@ -738,8 +711,8 @@ static void window_trunk_cb(const struct sa_wh_agg_trunk *t, void *arg)
 	struct window *w = arg;
 
 	emit(w->srv, SA_WH_AUTH_FAILED, NULL, t->trunk_id,
-	     json_pack("{s:s,s:o,s:o,s:i,s:o,s:o}", "trunk_id", t->trunk_id, "window_start", rfc3339(w->start),
-	               "window_end", rfc3339(w->end), "failures", (json_int_t)t->count, "top_sources",
+	     json_pack("{s:s,s:o,s:o,s:i,s:o,s:o}", "trunk_id", t->trunk_id, "window_start", sa_api_rfc3339(w->start),
+	               "window_end", sa_api_rfc3339(w->end), "failures", (json_int_t)t->count, "top_sources",
 	               names_json(t->sources, t->nsources, "source"), "top_usernames",
 	               names_json(t->usernames, t->nusernames, "username")));
 }

@@ -178,7 +178,7 @@ void sa_api_response_free(struct sa_api_response *r)
 
 /* ---- JSON values ---- */
 
-static json_t *rfc3339(int64_t t)
+json_t *sa_api_rfc3339(int64_t t)
 {
 	char buf[32];
 	time_t tt = (time_t)t;
@@ -191,7 +191,7 @@ static json_t *rfc3339(int64_t t)
 
 /* Text that came from the network (a username tried, a User-Agent) may be
  * any bytes: shown as-is when it is UTF-8, else with '?' for each odd byte. */
-static json_t *net_string(const char *s)
+json_t *sa_api_net_string(const char *s)
 {
 	char buf[SA_CONTACT_MAX];
 	size_t i;
@@ -273,6 +273,16 @@ static void cursor_unknown(struct sa_api_response *r, struct listing *l, const c
 	errorf(r, 400, "invalid_parameter", "starting_after must be the id of %s", what);
 }
 
+/* The answer to a store walk that started after the cursor: EINVAL is a
+ * cursor that is not the id of `what`. */
+static void respond_walk(struct sa_api_response *r, struct listing *l, int err, const char *what)
+{
+	if (err == SA_STORE_EINVAL)
+		cursor_unknown(r, l, what);
+	else
+		respond_listing(r, l, err);
+}
+
 /* ---- trunks ---- */
 
 /* The same shape in the API and in `sipauthctl trunk list`: the trunk and
@@ -281,7 +291,7 @@ json_t *sa_api_trunk_json(const struct sa_trunk *t, const struct sa_trunk_policy
 {
 	struct sa_trunk_policy def;
 	json_t *o = json_pack("{s:s,s:s,s:s,s:o}", "id", t->id, "account_id", t->account_id, "name", t->name,
-	                      "created_at", rfc3339(t->created_at));
+	                      "created_at", sa_api_rfc3339(t->created_at));
 
 	if (p == NULL) {
 		sa_policy_default(&def);
@@ -391,7 +401,7 @@ static void trunk_patch(const struct sa_api_ctx *ctx, const struct sa_api_reques
 json_t *sa_api_credential_json(const struct sa_credential *c)
 {
 	return json_pack("{s:s,s:s,s:s,s:o}", "id", c->id, "trunk_id", c->trunk_id, "username", c->username,
-	                 "created_at", rfc3339(c->created_at));
+	                 "created_at", sa_api_rfc3339(c->created_at));
 }
 
 static int credential_cb(const struct sa_credential *c, void *arg)
@@ -410,12 +420,8 @@ static void credentials_list(const struct sa_api_ctx *ctx, const struct sa_api_r
                              const struct target *t, struct sa_api_response *r)
 {
 	struct listing l = listing_new(t);
-	int err = sa_store_credential_list_after(ctx->store, t->trunk, t->q.after, credential_cb, &l);
-
-	if (err == SA_STORE_EINVAL)
-		cursor_unknown(r, &l, "a credential of this trunk");
-	else
-		respond_listing(r, &l, err);
+	respond_walk(r, &l, sa_store_credential_list_after(ctx->store, t->trunk, t->q.after, credential_cb, &l),
+	             "a credential of this trunk");
 }
 
 /* A credential of this trunk, or the same 404 whether it is unknown or another trunk's. */
@@ -696,11 +702,11 @@ static json_t *binding_json(const struct sa_api_ctx *ctx, const struct sa_bindin
 	reg_id(b, id);
 	o = json_pack("{s:s,s:s,s:o,s:o,s:o,s:i,s:s,s:o,s:o,s:o,s:o}", "id", id,
 	              "credential_id", b->cred_id, "username", user,
-	              "contact", net_string(b->contact), "source_address", net_string(b->source),
+	              "contact", sa_api_net_string(b->contact), "source_address", sa_api_net_string(b->source),
 	              "source_port", (json_int_t)b->source_port, "transport", b->transport,
-	              "user_agent", net_string(b->user_agent),
-	              "registered_at", rfc3339(b->registered_at), "updated_at", rfc3339(b->updated_at),
-	              "expires_at", rfc3339(b->expires_at));
+	              "user_agent", sa_api_net_string(b->user_agent),
+	              "registered_at", sa_api_rfc3339(b->registered_at), "updated_at", sa_api_rfc3339(b->updated_at),
+	              "expires_at", sa_api_rfc3339(b->expires_at));
 	return o;
 }
 
@@ -734,11 +740,11 @@ static void call_cb(const struct sa_api_call *c, void *arg)
 		return;
 	/* a trunk that authenticates by address sets calls up with no credential;
 	 * the id is the Call-ID again, so that every list's items have an id */
-	json_t *o = json_pack("{s:o,s:o,s:o,s:s,s:s,s:o}", "id", net_string(c->call_id),
-	                      "call_id", net_string(c->call_id),
+	json_t *o = json_pack("{s:o,s:o,s:o,s:s,s:s,s:o}", "id", sa_api_net_string(c->call_id),
+	                      "call_id", sa_api_net_string(c->call_id),
 	                      "credential_id", c->cred_id && c->cred_id[0] ? json_string(c->cred_id) : json_null(),
 	                      "direction", c->inbound ? "inbound" : "outbound",
-	                      "state", c->confirmed ? "confirmed" : "early", "started_at", rfc3339(c->started_at));
+	                      "state", c->confirmed ? "confirmed" : "early", "started_at", sa_api_rfc3339(c->started_at));
 	l->failed = !append(l->data, o);
 }
 
@@ -841,10 +847,10 @@ static int authfail_cb(const struct sa_authfail *f, uint64_t seq, void *arg)
 		b[i] = (unsigned char)(seq >> (56 - 8 * i));
 	hex_put(b, sizeof b, id + 5);
 	json_t *o = json_pack("{s:s,s:o,s:o,s:i,s:s,s:o,s:s,s:o}", "id", id,
-	                      "time", rfc3339(f->at), "source_address", net_string(f->source),
+	                      "time", sa_api_rfc3339(f->at), "source_address", sa_api_net_string(f->source),
 	                      "source_port", (json_int_t)f->source_port, "transport", f->transport,
-	                      "username", net_string(f->username), "reason", f->reason,
-	                      "method", net_string(f->method));
+	                      "username", sa_api_net_string(f->username), "reason", f->reason,
+	                      "method", sa_api_net_string(f->method));
 
 	l->failed = !append(l->data, o);
 	return l->failed;
@@ -999,29 +1005,20 @@ static json_t *webhook_events_json(uint32_t events)
 static json_t *webhook_json(const struct sa_webhook *w)
 {
 	return json_pack("{s:s,s:s,s:s,s:o,s:o}", "id", w->id, "account_id", w->account_id, "url", w->url, "events",
-	                 webhook_events_json(w->events), "created_at", rfc3339(w->created_at));
+	                 webhook_events_json(w->events), "created_at", sa_api_rfc3339(w->created_at));
 }
 
 static int webhook_cb(const struct sa_webhook *w, void *arg)
 {
-	struct listing *l = arg;
-
-	if (page_full(l))
-		return 1;
-	l->failed = !append(l->data, webhook_json(w));
-	return l->failed;
+	return page_add(arg, webhook_json(w));
 }
 
 static void webhooks_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                           const struct target *t, struct sa_api_response *r)
 {
 	struct listing l = listing_new(t);
-	int err = sa_store_webhook_list_after(ctx->store, t->account, t->q.after, webhook_cb, &l);
-
-	if (err == SA_STORE_EINVAL)
-		cursor_unknown(r, &l, "a webhook of this account");
-	else
-		respond_listing(r, &l, err);
+	respond_walk(r, &l, sa_store_webhook_list_after(ctx->store, t->account, t->q.after, webhook_cb, &l),
+	             "a webhook of this account");
 }
 
 static void webhook_show(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
@@ -1178,30 +1175,21 @@ static json_t *delivery_json(const struct sa_delivery *d)
 	                 d->event, "status", delivery_status_name(d->status), "attempts", (json_int_t)d->attempts,
 	                 "last_status_code", d->last_status_code ? json_integer(d->last_status_code) : json_null(),
 	                 "last_error", d->last_error[0] ? json_string(d->last_error) : json_null(),
-	                 "next_attempt_at", d->status == SA_DLV_PENDING ? rfc3339(d->next_attempt_at) : json_null(),
-	                 "created_at", rfc3339(d->created_at));
+	                 "next_attempt_at", d->status == SA_DLV_PENDING ? sa_api_rfc3339(d->next_attempt_at) : json_null(),
+	                 "created_at", sa_api_rfc3339(d->created_at));
 }
 
 static int delivery_cb(const struct sa_delivery *d, void *arg)
 {
-	struct listing *l = arg;
-
-	if (page_full(l))
-		return 1;
-	l->failed = !append(l->data, delivery_json(d));
-	return l->failed;
+	return page_add(arg, delivery_json(d));
 }
 
 static void deliveries_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                             const struct target *t, struct sa_api_response *r)
 {
 	struct listing l = listing_new(t);
-	int err = sa_store_delivery_list_after(ctx->store, t->webhook, t->q.after, delivery_cb, &l);
-
-	if (err == SA_STORE_EINVAL)
-		cursor_unknown(r, &l, "a delivery of this webhook");
-	else
-		respond_listing(r, &l, err);
+	respond_walk(r, &l, sa_store_delivery_list_after(ctx->store, t->webhook, t->q.after, delivery_cb, &l),
+	             "a delivery of this webhook");
 }
 
 /* ---- time ---- */

@@ -94,6 +94,12 @@ void sa_api_response_free(struct sa_api_response *resp);
 json_t *sa_api_trunk_json(const struct sa_trunk *t, const struct sa_trunk_policy *p);
 json_t *sa_api_credential_json(const struct sa_credential *c);
 
+/* A time as RFC 3339 UTC ("2026-04-09T10:35:00Z"; null if it cannot be
+ * written), and text from the network as a JSON string ('?' for each byte
+ * when it is not UTF-8): the API's forms, shared with the webhook events. */
+json_t *sa_api_rfc3339(int64_t t);
+json_t *sa_api_net_string(const char *s);
+
 /* The token of an Authorization "Bearer <token>" value (scheme in any
  * case, blanks around it dropped): 0, or -1 when h is NULL or not that. */
 int sa_api_bearer_token(const char *h, const char **tok, size_t *len);

@@ -3509,24 +3509,33 @@ static int index_after(struct sa_store *st, MDB_txn *txn, int db, const struct k
 	return SA_STORE_OK;
 }
 
-int sa_store_webhook_list_after(struct sa_store *st, const char *account_id, const char *after_id,
-                                sa_store_webhook_cb cb, void *arg)
+/* A page of an "<owner>\0<id>" index (webhooks of an account, deliveries
+ * of a webhook), from after `after`, each entry to fn. */
+static int index_walk_after(struct sa_store *st, int db, const char *owner, const char *after, walk_fn fn,
+                            void *arg)
 {
 	struct key prefix = { .len = 0 }, start;
 	MDB_txn *txn;
 
-	if (!id_ok(account_id) || !st->sh->webhooks)
-		return after_id && after_id[0] ? SA_STORE_EINVAL : SA_STORE_OK;
-	key_str(&prefix, account_id);
+	if (!id_ok(owner) || !st->sh->webhooks)
+		return after && after[0] ? SA_STORE_EINVAL : SA_STORE_OK;
+	key_str(&prefix, owner);
 	key_sep(&prefix);
 	int rc = rd_own_begin(st, ENV_MAIN, &txn);
 	if (rc != SA_STORE_OK)
 		return rc;
-	struct wh_walk ww = { cb, arg, prefix.len };
-	rc = index_after(st, txn, DB_WH_BY_ACCOUNT, &prefix, after_id, &start);
+	rc = index_after(st, txn, db, &prefix, after, &start);
 	if (rc == SA_STORE_OK)
-		rc = walk_range(st, txn, DB_WH_BY_ACCOUNT, &start, &prefix, wh_walk_fn, &ww);
+		rc = walk_range(st, txn, db, &start, &prefix, fn, arg);
 	return rd_own_end(st, ENV_MAIN, txn, rc);
+}
+
+int sa_store_webhook_list_after(struct sa_store *st, const char *account_id, const char *after_id,
+                                sa_store_webhook_cb cb, void *arg)
+{
+	struct wh_walk ww = { cb, arg, account_id ? strlen(account_id) + 1 : 0 };
+
+	return index_walk_after(st, DB_WH_BY_ACCOUNT, account_id, after_id, wh_walk_fn, &ww);
 }
 
 int sa_store_webhook_count(struct sa_store *st, uint64_t *n)
@@ -3758,21 +3767,9 @@ static int dlv_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, cons
 int sa_store_delivery_list_after(struct sa_store *st, const char *webhook_id, const char *after_id,
                                  sa_store_delivery_cb cb, void *arg)
 {
-	struct key prefix = { .len = 0 }, start;
-	MDB_txn *txn;
+	struct dlv_walk dw = { cb, arg, webhook_id ? strlen(webhook_id) + 1 : 0 };
 
-	if (!id_ok(webhook_id) || !st->sh->webhooks)
-		return after_id && after_id[0] ? SA_STORE_EINVAL : SA_STORE_OK;
-	key_str(&prefix, webhook_id);
-	key_sep(&prefix);
-	int rc = rd_own_begin(st, ENV_MAIN, &txn);
-	if (rc != SA_STORE_OK)
-		return rc;
-	struct dlv_walk dw = { cb, arg, prefix.len };
-	rc = index_after(st, txn, DB_DLV_BY_WEBHOOK, &prefix, after_id, &start);
-	if (rc == SA_STORE_OK)
-		rc = walk_range(st, txn, DB_DLV_BY_WEBHOOK, &start, &prefix, dlv_walk_fn, &dw);
-	return rd_own_end(st, ENV_MAIN, txn, rc);
+	return index_walk_after(st, DB_DLV_BY_WEBHOOK, webhook_id, after_id, dlv_walk_fn, &dw);
 }
 
 /* The deliveries table is in creation order (ids are a sequence): the

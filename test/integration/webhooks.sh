@@ -67,47 +67,36 @@ api() {
 }
 # field EXPR: a python expression over the last answer's JSON (j)
 field() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$T/body" "$1"; }
-# events NAME TYPE: the requests receiver NAME got for event TYPE, answered 2xx with a good signature
-events() {
+# received NAME TYPE [EXPR]: of the requests receiver NAME answered 2xx for event TYPE (with a
+# good signature), how many; with EXPR, EXPR over the first one's body (b)
+received() {
 	python3 -c '
 import json, sys
-n = 0
-for l in open(sys.argv[1]):
-    r = json.loads(l)
-    if r["event"] == sys.argv[2] and r["sig_ok"] and r["answered"] < 300: n += 1
-print(n)' "$T/$1.jsonl" "$2"
+ok = [json.loads(l) for l in open(sys.argv[1])]
+ok = [r["body"] for r in ok if r["event"] == sys.argv[2] and r["sig_ok"] and r["answered"] < 300]
+print(eval(sys.argv[3], {"b": ok[0]}) if len(sys.argv) > 3 and ok else "" if len(sys.argv) > 3 else len(ok))' \
+		"$T/$1.jsonl" "$2" ${3+"$3"}
 }
 # got NAME TYPE: receiver NAME has TYPE (waits up to 10 s)
-got() { [ "$(events "$1" "$2")" -ge 1 ]; }
-# body_of NAME TYPE EXPR: EXPR over the body (b) of the first such delivery
-body_of() {
-	python3 -c '
-import json, sys
-for l in open(sys.argv[1]):
-    r = json.loads(l)
-    if r["event"] == sys.argv[2] and r["sig_ok"] and r["answered"] < 300:
-        b = r["body"]; print(eval(sys.argv[3])); break' "$T/$1.jsonl" "$2" "$3"
-}
+got() { [ "$(received "$1" "$2")" -ge 1 ]; }
 
 # ---- validation: 422 naming the field, in the API's error shape ----
-api POST "$HOOKS" '{"events":["auth.failed"]}'
-assert_eq "no url: 422 missing_field url" "422 missing_field url" "$st $(field 'j["error"]["code"], j["error"]["field"]' | tr -d "(),'")"
-api POST "$HOOKS" '{"url":"ftp://127.0.0.1/x","events":["auth.failed"]}'
-assert_eq "an ftp url: 422 invalid_field url" "422 invalid_field url" "$st $(field 'j["error"]["code"], j["error"]["field"]' | tr -d "(),'")"
+# refused BODY WHAT "STATUS CODE FIELD": a POST of BODY is refused so ($T/body keeps the answer)
+refused() {
+	api POST "$HOOKS" "$1"
+	assert_eq "$2" "$3" "$st $(field 'j["error"]["code"] + " " + j["error"].get("field", "-")')"
+}
+refused '{"events":["auth.failed"]}' "no url" "422 missing_field url"
+refused '{"url":"ftp://127.0.0.1/x","events":["auth.failed"]}' "an ftp url" "422 invalid_field url"
 assert_eq "... saying why" "url must be an http:// or https:// URL" "$(field 'j["error"]["message"]')"
-api POST "$HOOKS" '{"url":"http://127.0.0.1/x"}'
-assert_eq "no events: 422 missing_field events" "422 missing_field events" "$st $(field 'j["error"]["code"], j["error"]["field"]' | tr -d "(),'")"
-api POST "$HOOKS" '{"url":"http://127.0.0.1/x","events":[]}'
-assert_eq "empty events: 422 invalid_field events" "422 invalid_field events" "$st $(field 'j["error"]["code"], j["error"]["field"]' | tr -d "(),'")"
-api POST "$HOOKS" '{"url":"http://127.0.0.1/x","events":["auth.failed","call.ended"]}'
-assert_eq "an unknown event: 422 invalid_field events" "422 invalid_field events" "$st $(field 'j["error"]["code"], j["error"]["field"]' | tr -d "(),'")"
+refused '{"url":"http://127.0.0.1/x"}' "no events" "422 missing_field events"
+refused '{"url":"http://127.0.0.1/x","events":[]}' "empty events" "422 invalid_field events"
+refused '{"url":"http://127.0.0.1/x","events":["auth.failed","call.ended"]}' "an unknown event" "422 invalid_field events"
 assert_eq "... naming the element" "events[1] is not a known event name" "$(field 'j["error"]["message"]')"
-api POST "$HOOKS" '{"url":"http://127.0.0.1/x","events":"auth.failed"}'
-assert_eq "events not an array: 422 invalid_field events" "422 events" "$st $(field 'j["error"]["field"]')"
-api POST "$HOOKS" '{"url":"http://127.0.0.1/x","events":["auth.failed"],"secret":"mine"}'
-assert_eq "an unknown field: 422 naming it" "422 invalid_field secret" "$st $(field 'j["error"]["code"], j["error"]["field"]' | tr -d "(),'")"
-api POST "$HOOKS" '{"url":'
-assert_eq "not JSON: 400 invalid_json" "400 invalid_json" "$st $(field 'j["error"]["code"]')"
+refused '{"url":"http://127.0.0.1/x","events":"auth.failed"}' "events not an array" "422 invalid_field events"
+refused '{"url":"http://127.0.0.1/x","events":["auth.failed"],"secret":"mine"}' "an unknown field, named" \
+	"422 invalid_field secret"
+refused '{"url":' "not JSON" "400 invalid_json -"
 api GET "$HOOKS"
 assert_eq "none of them created anything" "200 0" "$st $(field 'len(j["data"])')"
 
@@ -150,14 +139,14 @@ assert_eq "B lists only its own" "1 $WB" "$(field 'len(j["data"]), j["data"][0][
 api POST "/v1/account/$ACC/trunks/$TRUNK/credentials" '{"username":"pbx-hook-02","password":"another_password_456"}'
 CRED2=$(field 'j["id"]')
 wait_for got R1 credential.created
-assert_eq "R1 gets credential.created, signed, after two 500s" 1 "$(events R1 credential.created)"
+assert_eq "R1 gets credential.created, signed, after two 500s" 1 "$(received R1 credential.created)"
 assert_eq "... it took three requests" "500 500 204" "$(python3 -c 'import json,sys; print(" ".join(str(json.loads(l)["answered"]) for l in open(sys.argv[1])))' "$T/R1.jsonl")"
 assert_eq "... the body names the credential, its trunk and account" "credential.created $CRED2 $TRUNK pbx-hook-02 $ACC" \
-	"$(body_of R1 credential.created '" ".join([b["type"], b["data"]["credential_id"], b["data"]["trunk_id"], b["data"]["username"], b["account_id"]])')"
+	"$(received R1 credential.created '" ".join([b["type"], b["data"]["credential_id"], b["data"]["trunk_id"], b["data"]["username"], b["account_id"]])')"
 assert_eq "... as JSON" "application/json" "$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["content_type"])' "$T/R1.jsonl")"
 assert_eq "... at the URL's path and query" "/hook?r=1" "$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["path"])' "$T/R1.jsonl")"
 wait_for got R2 credential.created
-assert_eq "R2 (https, the test CA via ca_file) gets it" 1 "$(events R2 credential.created)"
+assert_eq "R2 (https, the test CA via ca_file) gets it" 1 "$(received R2 credential.created)"
 sleep 1
 assert_eq "R3 (https, self-signed) gets nothing" 0 "$(grep -c . "$T/R3.jsonl")"
 api GET "$HOOKS/$W3/deliveries"
@@ -174,19 +163,19 @@ assert_eq "B's receiver got nothing of A's" 0 "$(grep -c . "$T/RB.jsonl")"
 api POST "/v1/account/$ACC_B/trunks/$TRUNK_B/credentials" '{"username":"pbx-b-01","password":"another_password_456"}' "$KEY_B"
 wait_for got RB credential.created
 assert_eq "B's credential.created reaches B's receiver, for account B" "1 $ACC_B" \
-	"$(events RB credential.created) $(body_of RB credential.created 'b["account_id"]')"
+	"$(received RB credential.created) $(received RB credential.created 'b["account_id"]')"
 sleep 1
-assert_eq "... and not A's" 1 "$(events R1 credential.created)"
+assert_eq "... and not A's" 1 "$(received R1 credential.created)"
 
 # ---- SIP: registration.created, registration.expired ----
 sipc register --host "$TRUNK_HOST" --user pbx-hook-02 --password another_password_456 --expires 2 >"$T/reg.out"
 assert_eq "pbx-hook-02 registers for 2 s" 200 "$(json_get 'final["final_status"]' <"$T/reg.out")"
 wait_for got R1 registration.created
 assert_eq "registration.created, naming the credential and source" "$CRED2 127.0.0.1 udp" \
-	"$(body_of R1 registration.created '" ".join([b["data"]["credential_id"], b["data"]["source"], b["data"]["transport"]])')"
+	"$(received R1 registration.created '" ".join([b["data"]["credential_id"], b["data"]["source"], b["data"]["transport"]])')"
 for _ in 1 2; do wait_for got R1 registration.expired && break; done   # housekeeping: every 5 s
 assert_eq "registration.expired once it lapsed" "1 $CRED2" \
-	"$(events R1 registration.expired) $(body_of R1 registration.expired 'b["data"]["credential_id"]')"
+	"$(received R1 registration.expired) $(received R1 registration.expired 'b["data"]["credential_id"]')"
 
 # ---- auth.failed (summed per trunk and window) and source.banned ----
 for i in 1 2 3; do
@@ -194,12 +183,12 @@ for i in 1 2 3; do
 done
 wait_for got R1 source.banned
 assert_eq "source.banned for 127.0.0.5 after 3 failures" "127.0.0.5 3 $TRUNK" \
-	"$(body_of R1 source.banned '" ".join([b["data"]["source"], str(b["data"]["failures"]), b["data"]["trunk_id"]])')"
+	"$(received R1 source.banned '" ".join([b["data"]["source"], str(b["data"]["failures"]), b["data"]["trunk_id"]])')"
 wait_for got R1 auth.failed
 assert_eq "auth.failed: one event for the trunk's window, 3 failures" "1 $TRUNK 3" \
-	"$(events R1 auth.failed) $(body_of R1 auth.failed '" ".join([b["data"]["trunk_id"], str(b["data"]["failures"])])')"
+	"$(received R1 auth.failed) $(received R1 auth.failed '" ".join([b["data"]["trunk_id"], str(b["data"]["failures"])])')"
 assert_eq "... top sources and usernames" "127.0.0.5:3 $SIP_USER:3" \
-	"$(body_of R1 auth.failed '" ".join("%s:%d" % (x["source"], x["failures"]) for x in b["data"]["top_sources"]) + " " + " ".join("%s:%d" % (x["username"], x["failures"]) for x in b["data"]["top_usernames"])')"
+	"$(received R1 auth.failed '" ".join("%s:%d" % (x["source"], x["failures"]) for x in b["data"]["top_sources"]) + " " + " ".join("%s:%d" % (x["username"], x["failures"]) for x in b["data"]["top_usernames"])')"
 
 # ---- credential.deleted and call.revoked ----
 spawn "$T/gw.out" timeout 30 sipp -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT" -m 1 -nostdin
@@ -211,10 +200,10 @@ api DELETE "/v1/account/$ACC/trunks/$TRUNK/credentials/$CRED2"
 assert_eq "deleting the calling credential: 204" 204 "$st"
 wait_for got R1 call.revoked
 assert_eq "call.revoked for the answered call" "1 $CRED2 answered" \
-	"$(events R1 call.revoked) $(body_of R1 call.revoked '" ".join([b["data"]["credential_id"], b["data"]["state"]])')"
+	"$(received R1 call.revoked) $(received R1 call.revoked '" ".join([b["data"]["credential_id"], b["data"]["state"]])')"
 wait_for got R1 credential.deleted
 assert_eq "credential.deleted, with the calls it ended" "$CRED2 1" \
-	"$(body_of R1 credential.deleted '" ".join([b["data"]["credential_id"], str(b["data"]["calls_ended"])])')"
+	"$(received R1 credential.deleted '" ".join([b["data"]["credential_id"], str(b["data"]["calls_ended"])])')"
 
 # ---- the deliveries list pages ----
 api GET "$HOOKS/$W1/deliveries?limit=2"
@@ -257,7 +246,7 @@ ABUSE_MAX_FAILURES=3 start_sipauthd "" "$CONF" || { fail "sipauthd did not resta
 BASE="http://127.0.0.1:$API_PORT"
 for _ in 1 2 3; do wait_for got R1 credential.created && break; done   # the next retry is at most 8 s away
 assert_eq "after the restart the pending delivery arrives" "1 $CRED3" \
-	"$(events R1 credential.created) $(body_of R1 credential.created 'b["data"]["credential_id"]')"
+	"$(received R1 credential.created) $(received R1 credential.created 'b["data"]["credential_id"]')"
 
 # ---- deletion ----
 api DELETE "$HOOKS/$W1"
