@@ -156,10 +156,14 @@ struct attempt_result {
 	char error[SA_STORE_WH_ERROR_MAX];
 };
 
+/* The socket sa_webhooks_stop shuts down to end an attempt at once (and a
+ * socket made after the stop was asked for ends at once too). */
 static void active_fd_set(struct sa_webhooks *wh, int fd)
 {
 	pthread_mutex_lock(&wh->mu);
 	wh->active_fd = fd;
+	if (fd >= 0 && wh->stop)
+		shutdown(fd, SHUT_RDWR);
 	pthread_mutex_unlock(&wh->mu);
 }
 

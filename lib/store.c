@@ -3422,8 +3422,8 @@ static int dlv_remove(struct sa_store *st, MDB_txn *txn, const char *id)
 	return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
 }
 
-/* The id after "<webhook id>\0" in a dlv_by_webhook key, into id. */
-static int dlv_id_of_key(const MDB_val *k, size_t prefix_len, char id[SA_ID_MAX])
+/* The id after "<owner id>\0" in a key of an owner's index (webhooks_by_account, dlv_by_webhook). */
+static int id_of_index_key(const MDB_val *k, size_t prefix_len, char id[SA_ID_MAX])
 {
 	size_t n = k->mv_size - prefix_len;
 
@@ -3454,7 +3454,7 @@ int sa_store_webhook_delete(struct sa_store *st, const char *account_id, const c
 	/* a delivery at a time, from the first: the walk's cursor must not see its own deletes */
 	while (rc == SA_STORE_OK && first_with_prefix(st, txn, DB_DLV_BY_WEBHOOK, &prefix, &first) == SA_STORE_OK) {
 		MDB_val fk = key_val(&first);
-		rc = dlv_id_of_key(&fk, prefix.len, id);
+		rc = id_of_index_key(&fk, prefix.len, id);
 		if (rc == SA_STORE_OK)
 			rc = dlv_remove(st, txn, id);
 		if (rc == SA_STORE_OK)   /* an index entry whose delivery is gone */
@@ -3479,7 +3479,7 @@ static int wh_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const
 	struct wh_walk *ww = arg;
 	struct sa_webhook w;
 	char id[SA_ID_MAX];
-	int rc = dlv_id_of_key(k, ww->prefix_len, id);
+	int rc = id_of_index_key(k, ww->prefix_len, id);
 
 	if (rc == SA_STORE_OK)
 		rc = webhook_get_txn(st, txn, id, &w);
@@ -3752,7 +3752,7 @@ static int dlv_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, cons
 	struct dlv_rec r;
 	MDB_val rv;
 	char id[SA_ID_MAX];
-	int rc = dlv_id_of_key(k, dw->prefix_len, id);
+	int rc = id_of_index_key(k, dw->prefix_len, id);
 
 	if (rc == SA_STORE_OK)
 		rc = dlv_rec_get(st, txn, id, &r, &rv);

@@ -6,7 +6,7 @@ Sipauthd-Signature the way a customer would (HMAC-SHA256 keyed with the
 secret read from --secret-file at each request, over "<t>.<body>", compared
 in constant time, t within 300 s of the clock) and appends one JSON line per
 request to --out:
-  {"n": 1, "answered": 500, "sig_ok": true, "path": "/hook", "event": "...",
+  {"n": 1, "at": 1775731200.5, "answered": 500, "sig_ok": true, "path": "/hook", "event": "...",
    "delivery": "dlv_...", "body": {...}}
 It answers 500 to the first --fail-first requests (to make the sender
 retry), 400 to a bad signature, else 204.
@@ -64,7 +64,7 @@ def main():
                 except ValueError:
                     parsed = None
                 with open(args.out, "a") as f:
-                    f.write(json.dumps({"n": n, "answered": status, "sig_ok": ok, "path": self.path,
+                    f.write(json.dumps({"n": n, "at": time.time(), "answered": status, "sig_ok": ok, "path": self.path,
                                         "event": self.headers.get("Sipauthd-Event"),
                                         "delivery": self.headers.get("Sipauthd-Delivery"),
                                         "content_type": self.headers.get("Content-Type"),
