@@ -387,11 +387,11 @@ static void attempt_send(struct sa_webhooks *wh, const struct sa_wh_url *u, cons
 static enum outcome attempt_judge(struct sa_webhooks *wh, struct sa_delivery *d, const struct attempt_result *res,
                                   int64_t now)
 {
+	bool ok = res->status >= 200 && res->status <= 299;
+
 	d->last_status_code = res->status;
-	snprintf(d->last_error, sizeof d->last_error, "%s", res->status >= 200 && res->status <= 299 ? "" : res->error);
-	if (d->last_error[0] == '\0' && !(res->status >= 200 && res->status <= 299))
-		snprintf(d->last_error, sizeof d->last_error, "no answer");
-	if (res->status >= 200 && res->status <= 299) {
+	snprintf(d->last_error, sizeof d->last_error, "%s", ok ? "" : res->error[0] ? res->error : "no answer");
+	if (ok) {
 		d->status = SA_DLV_DELIVERED;
 		return OUT_DELIVERED;
 	}
