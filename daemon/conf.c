@@ -365,6 +365,7 @@ static const struct key keys[] = {
 	UINT("proxy", "max_transaction_memory", max_transaction_memory, 1, 65536, true),
 	UINT("proxy", "max_calls", max_calls, 1, 10000000, true),
 	UINT("proxy", "max_call_age", max_call_age, 5, 604800, true),
+	UINT("proxy", "bye_rate", bye_rate, 0, 1000000, true),
 	UINT("limits", "tcp_idle_timeout", tcp_idle_timeout, 5, 86400, true),
 	UINT("limits", "max_connections", max_connections, 1, 1000000, false),
 	UINT("limits", "max_connections_per_source", max_connections_per_source, 1, 1000000, true),
@@ -485,6 +486,7 @@ static void set_defaults(struct sa_config *c)
 	c->tls.max_handshakes = 256;
 	c->tls.max_handshakes_per_source = 16;
 	c->max_call_age = 14400;
+	c->bye_rate = 2500;
 	c->api_max_body = SA_HTTP_MAX_BODY;
 	c->api_max_connections = SA_HTTP_MAX_CONNECTIONS;
 	c->api_min_password_len = SA_PASSWORD_MIN;

@@ -80,6 +80,7 @@ struct sa_config {
 	unsigned timer_c;                /* seconds an INVITE may ring */
 	unsigned max_calls;              /* dialogs tracked at once; more get 503 */
 	unsigned max_call_age;           /* seconds: calls whose BYE never came are ended */
+	unsigned bye_rate;               /* BYEs of ours per second per destination; 0: all at once */
 	struct sa_tls_config tls;
 	struct sa_abuse_cfg abuse;       /* [abuse]: bans for sources that keep failing */
 	/* [api]: HTTP for the REST API, dashboard, /healthz and /metrics; no listen, no HTTP */

@@ -22,6 +22,7 @@
 #include "api.h"
 #include "apilimit.h"
 #include "calls.h"
+#include "pace.h"
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
@@ -473,6 +474,12 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	m->transactions_refused = c->transactions_refused;
 	m->transactions_evicted = c->transactions_evicted;
 	m->responses_refused = c->responses_refused;
+	m->failover_late_answers = c->failover_late_answers;
+	m->byes_answered = c->byes_answered;
+	m->byes_timed_out = c->byes_timed_out;
+	m->bye_retransmissions = c->bye_retransmissions;
+	m->byes_pending = h->srv->byes_pending;
+	m->byes_queued = h->srv->pacer ? sa_pacer_queued(h->srv->pacer) : 0;
 	m->relay_refused = c->relay_refused;
 	memcpy(m->api_requests, h->answers, sizeof(m->api_requests));
 	m->tcp_connections = sa_connlimit_connections(h->srv->connlimit);

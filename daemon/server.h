@@ -59,6 +59,10 @@ struct sa_counters {
 	uint64_t transactions_refused;   /* 503: a source, credential or the memory budget was full */
 	uint64_t transactions_evicted;   /* finished transactions dropped early to make room */
 	uint64_t responses_refused;      /* answers from a peer the request was not sent to */
+	uint64_t failover_late_answers;  /* answers from a gateway failover had left: CANCELled or ended */
+	uint64_t byes_answered;          /* our BYEs (revocation, max_call_age, late 2xx) that got a final answer */
+	uint64_t byes_timed_out;         /* ... that got none within 64*T1 */
+	uint64_t bye_retransmissions;
 	uint64_t relay_refused;          /* in-dialog requests not from the call's ends, or routed outside it */
 	uint64_t tcp_refused[SA_CONN_VERDICT_COUNT];   /* accepted connections closed at once, by limit */
 	uint64_t tcp_idle_closed;        /* connections closed at tcp_idle_timeout */
@@ -104,6 +108,9 @@ struct sa_server {
 	uint64_t store_generation;      /* last seen: a change means sipauthctl wrote */
 	struct sa_store_watch store_watch;   /* main.c: what housekeeping last told of the store */
 	struct event *revoke_poll;
+	struct sa_pacer *pacer;         /* our BYEs, paced per destination (lib/pace) */
+	struct event *pace_timer;
+	unsigned byes_pending;          /* our BYEs not answered yet (queued or sent) */
 	struct event *sig_term, *sig_int, *sig_hup, *housekeeping;
 	struct sa_counters counters;
 	int stopping;                   /* SIGTERM: draining transactions in flight */

@@ -33,7 +33,9 @@ int sa_auth_init(struct sa_auth *a, struct sa_store *store, struct sa_nonce_ctx 
 	char pw[33];
 	for (size_t i = 0; i < sizeof(rnd); i++)
 		snprintf(pw + 2 * i, 3, "%02x", rnd[i]);
-	int rc = sa_digest_ha1(SA_ALG_SHA512_256, "dummy", "dummy", pw, a->dummy_ha1);
+	int rc = 0;
+	for (int alg = 0; alg < SA_ALG_COUNT && rc == 0; alg++)
+		rc = sa_digest_ha1((enum sa_digest_alg)alg, "dummy", "dummy", pw, a->dummy_ha1[alg]);
 	snprintf(a->decoy_id, sizeof(a->decoy_id), "cred_%.16s", pw);
 	OPENSSL_cleanse(pw, sizeof(pw));
 	return rc;
@@ -264,7 +266,7 @@ void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_
 		sa_store_credential_get(a->store, a->decoy_id, &r->cred);
 		OPENSSL_cleanse(&r->cred, sizeof(r->cred));
 	}
-	const char *ha1 = known ? r->cred.ha1[an.p.alg] : a->dummy_ha1;
+	const char *ha1 = known ? r->cred.ha1[an.p.alg] : a->dummy_ha1[an.p.alg];
 	bool good = sa_digest_verify(&an.p, ha1, an.response, strlen(an.response)) && known;
 	if (!good) {
 		r->reason = known ? SA_AUTH_BAD_PASSWORD : SA_AUTH_UNKNOWN_USER;

@@ -32,7 +32,9 @@ struct sa_auth {
 	struct sa_store *store;
 	struct sa_nonce_ctx *nonce;
 	struct sa_auth_cfg cfg;
-	char dummy_ha1[SA_DIGEST_HEX_MAX];   /* spent on unknown users so they cost the same */
+	/* spent on unknown users so they cost the same: one per algorithm, since
+	 * an HA1 of the wrong length is refused before any hashing */
+	char dummy_ha1[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];
 	char decoy_id[SA_ID_MAX];            /* a credential id that exists nowhere: looked up for them too */
 	/* Does a URI name this proxy (one of its listening addresses)? NULL: never. */
 	bool (*uri_is_local)(osip_uri_t *uri, void *arg);

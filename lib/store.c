@@ -1729,12 +1729,14 @@ int sa_store_trunk_policy_get(struct sa_store *st, const char *trunk_id, struct 
 	if (rc != SA_STORE_OK)
 		return rc;
 	rc = trunk_get_txn(st, txn, trunk_id, &r);
-	if (rc == SA_STORE_OK && st->sh->policies) {
-		rc = db_get_rec(st, txn, DB_TRUNK_POLICY, str_val(r.t.id), out, sizeof *out);
-		if (rc == SA_STORE_ENOTFOUND) {
+	if (st->sh->policies && id_ok(trunk_id)) {
+		/* an unknown trunk is asked for its policy too: the time a
+		 * challenge takes must not tell which trunks exist (issue 10/8) */
+		int prc = db_get_rec(st, txn, DB_TRUNK_POLICY, str_val(trunk_id), out, sizeof *out);
+		if (rc == SA_STORE_OK && prc != SA_STORE_ENOTFOUND)
+			rc = prc;
+		if (rc != SA_STORE_OK || prc == SA_STORE_ENOTFOUND)
 			sa_policy_default(out);
-			rc = SA_STORE_OK;
-		}
 	}
 	return rd_end(st, ENV_MAIN, rc);
 }

@@ -146,7 +146,10 @@ def main():
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(2)
         known = f"trunk-{trunk}.{DOMAIN}"
-        cases = {"unknown trunk": (f"trunk-trunk_doesnotexist0.{DOMAIN}", "pbx-timing"),
+        # an unknown trunk id of the real one's length and alphabet, as a guesser would send
+        other = "trunk_" + "".join(random.Random(7).choice("abcdefghijklmnopqrstuvwxyz0123456789")
+                                   for _ in range(len(trunk) - len("trunk_")))
+        cases = {"unknown trunk": (f"trunk-{other}.{DOMAIN}", "pbx-timing"),
                  "unknown user": (known, "pbx-nobody"),
                  "wrong password": (known, "pbx-timing")}
         times = {c: [] for c in cases}
