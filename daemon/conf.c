@@ -392,6 +392,11 @@ static const struct key keys[] = {
 	UINT("api", "rate_burst", api_rate_burst, 1, 1000000, true),
 	STR("api", "certificate", api_certificate, true),
 	STR("api", "private_key", api_private_key, true),
+	STR("webhooks", "ca_file", webhooks_ca_file, false),
+	UINT("webhooks", "queue_max", webhooks_queue_max, 1, 1000000, false),
+	UINT("webhooks", "retry_base", webhooks_retry_base, 1, 3600, false),
+	UINT("webhooks", "timeout", webhooks_timeout, 1, 60, false),
+	UINT("webhooks", "auth_failed_window", webhooks_auth_failed_window, 1, 3600, false),
 };
 
 static void *field(struct sa_config *c, size_t off)
@@ -487,6 +492,10 @@ static void set_defaults(struct sa_config *c)
 	c->api_min_password_len = SA_PASSWORD_MIN;
 	c->api_rate_limit = SA_HTTP_RATE_LIMIT;
 	c->api_rate_burst = SA_HTTP_RATE_BURST;
+	c->webhooks_queue_max = 10000;
+	c->webhooks_retry_base = 30;
+	c->webhooks_timeout = 10;
+	c->webhooks_auth_failed_window = 60;
 }
 
 /* Rules between keys, checked once the whole file is read. */
@@ -528,7 +537,8 @@ static int parse_line(struct parse *p, char *line, char *sec, size_t seclen)
 		if (!e || trim(e + 1)[0])
 			return perr(p, "bad section header");
 		*e = '\0';
-		const char *known[] = { "sip", "upstream", "auth", "store", "registrar", "proxy", "limits", "log", "api", "tls", "abuse", "dns" };
+		const char *known[] = { "sip", "upstream", "auth", "store", "registrar", "proxy", "limits", "log", "api", "tls", "abuse", "dns",
+		                        "webhooks" };
 		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 			if (strcmp(s + 1, known[i]) == 0) {
 				snprintf(sec, seclen, "%s", s + 1);

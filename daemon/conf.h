@@ -96,6 +96,12 @@ struct sa_config {
 	unsigned api_rate_burst;         /* ... in a bucket of this many */
 	char api_certificate[PATH_MAX];  /* for https: listeners (PEM chain, leaf first) */
 	char api_private_key[PATH_MAX];
+	/* [webhooks]: deliveries of account events (daemon/webhook.c) */
+	char webhooks_ca_file[PATH_MAX]; /* CAs trusted for https targets besides the system's; "": none */
+	unsigned webhooks_queue_max;     /* events waiting for the delivery thread; the oldest go first */
+	unsigned webhooks_retry_base;    /* seconds before the first retry; doubled each time, at most an hour */
+	unsigned webhooks_timeout;       /* seconds for one attempt: connect, TLS, request, status line */
+	unsigned webhooks_auth_failed_window;   /* seconds of auth failures summed in one auth.failed event */
 };
 
 /* Parse file into cfg (defaults first). 0, or -1 with one line in err:

@@ -129,6 +129,7 @@ struct sa_server {
 	unsigned nparked;
 	struct sa_resolver *resolver;   /* resolve.c: c-ares on the loop; NULL when no gateway is named */
 	struct event *probe;            /* upstream.c: OPTIONS to every gateway each probe_interval */
+	struct sa_webhooks *webhooks;   /* webhook.c: the event queue and the delivery thread */
 };
 
 /* transport.c */
@@ -231,5 +232,36 @@ void sa_http_stop(struct sa_server *srv);
 /* SIGHUP: HTTPS takes next's [api] certificate and key for new connections.
  * -1 (logged) when they do not load: the old ones stay. */
 int sa_http_tls_reload(struct sa_server *srv, const struct sa_config *next);
+
+/* webhook.c: account events to the account's webhooks. Start after the
+ * store is open; stop before it closes. The emitters run on the loop and
+ * only queue (nothing when no webhook exists): the delivery thread finds
+ * the subscribers, records, signs, sends and retries. Each names the trunk;
+ * the account is the trunk's unless given. */
+int sa_webhooks_start(struct sa_server *srv);
+void sa_webhooks_stop(struct sa_server *srv);
+/* A webhook was created (the API): events are worth building from now on. */
+void sa_webhooks_created(struct sa_server *srv);
+/* Summed per trunk over [webhooks] auth_failed_window: one auth.failed per trunk and window. */
+void sa_webhooks_auth_failed(struct sa_server *srv, const char *trunk, const char *source, const char *username);
+void sa_webhooks_source_banned(struct sa_server *srv, const char *trunk, const char *source, unsigned failures,
+                               unsigned ban_seconds);
+void sa_webhooks_credential_created(struct sa_server *srv, const char *account, const char *trunk,
+                                    const char *cred, const char *username);
+void sa_webhooks_credential_deleted(struct sa_server *srv, const char *account, const char *trunk,
+                                    const char *cred, int calls_ended);
+/* A rotation through the API (POST .../credentials/{id}/rotate): the new
+ * version, and until when the old password still authenticates. */
+void sa_webhooks_credential_rotated(struct sa_server *srv, const char *account, const char *trunk,
+                                    const char *cred, unsigned password_version, int64_t old_valid_until);
+void sa_webhooks_registration_created(struct sa_server *srv, const struct sa_credential *cred, const char *source,
+                                      uint16_t port, const char *transport, int added);
+/* An sa_store_binding_cb for sa_store_binding_expire_each (arg: the server). */
+int sa_webhooks_registration_expired(const struct sa_binding *b, void *arg);
+/* A call (answered) or INVITE (ringing) ended because its credential was deleted. */
+void sa_webhooks_call_revoked(struct sa_server *srv, const char *call_id, const char *cred, const char *trunk,
+                              bool answered);
+/* For /metrics: appended to *buf. 0 or -1. */
+int sa_webhooks_metrics(struct sa_server *srv, char **buf, size_t *len);
 
 #endif

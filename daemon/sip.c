@@ -1077,17 +1077,33 @@ static void call_cancel_early(struct sa_server *srv, struct sa_txn *t)
 
 #define REVOKED_REASON "SIP;cause=403;text=\"credential revoked\""
 
+/* A ringing INVITE's Call-ID, read again from the request it keeps ("" when it keeps none). */
+static const char *txn_call_id(const struct sa_txn *t, char *out, size_t len)
+{
+	struct sa_msg m;
+	struct sa_msg_error err;
+	const struct sa_hdr *cid = NULL;
+
+	out[0] = '\0';
+	if (t->req && sa_msg_scan(&m, t->req, t->req_len, &err) == 0 && (cid = sa_msg_header(&m, SA_H_CALL_ID, 0)))
+		snprintf(out, len, "%.*s", (int)cid->vlen, cid->value);
+	return out;
+}
+
 int sa_sip_credential_revoked(struct sa_server *srv, const char *cred_id)
 {
 	int n = 0;
 	struct sa_call *c;
 	while ((c = sa_calls_of_credential(srv->calls, cred_id))) {
+		sa_webhooks_call_revoked(srv, c->d.call_id, cred_id, c->d.trunk_id, true);
 		call_end(srv, c, "credential_revoked", REVOKED_REASON);
 		n++;
 	}
 	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing), *next; t; t = next) {
 		next = TAILQ_NEXT(t, ringing);
 		if (strcmp(txn_cred(t), cred_id) == 0) {
+			char callid[256];
+			sa_webhooks_call_revoked(srv, txn_call_id(t, callid, sizeof(callid)), cred_id, txn_trunk(t), false);
 			call_cancel_early(srv, t);
 			n++;
 		}
@@ -1188,14 +1204,8 @@ void sa_sip_calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb c
 			                           .confirmed = true, .started_at = c->d.started_at }, arg);
 	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing); t; t = TAILQ_NEXT(t, ringing))
 		if (!trunk_id || strcmp(txn_trunk(t), trunk_id) == 0) {
-			struct sa_msg m;
-			struct sa_msg_error err;
-			const struct sa_hdr *cid = NULL;
-			char callid[256] = "";
-			if (t->req && sa_msg_scan(&m, t->req, t->req_len, &err) == 0 &&
-			    (cid = sa_msg_header(&m, SA_H_CALL_ID, 0)))
-				snprintf(callid, sizeof(callid), "%.*s", (int)cid->vlen, cid->value);
-			cb(&(struct sa_call_info){ .call_id = callid, .cred_id = txn_cred(t), .trunk_id = txn_trunk(t),
+			char callid[256];
+			cb(&(struct sa_call_info){ .call_id = txn_call_id(t, callid, sizeof(callid)), .cred_id = txn_cred(t), .trunk_id = txn_trunk(t),
 			                           .inbound = t->inbound, .confirmed = false,
 			                           .started_at = wall_now() - (int64_t)((sa_now_ms() - t->started_ms) / 1000) },
 			   arg);
@@ -1413,8 +1423,10 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 	snprintf(f.reason, sizeof(f.reason), "%s", sa_auth_reason_name(r->reason));
 	snprintf(f.method, sizeof(f.method), "%s", m->method_name);
 	f.password_version = r->password_version;
-	if (trunk)
+	if (trunk) {
 		sa_store_authfail_add(srv->store, &f, 1000);
+		sa_webhooks_auth_failed(srv, trunk, addr, r->username);
+	}
 	size_t alen;
 	const void *a = flow_addr(from, &alen);
 	/* a UDP source address can be forged: its failures count toward a ban
@@ -1431,8 +1443,10 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 		log_warn("event=ban src=%s failures=%u window=%u ban_time=%u trunk=%s", addr, srv->cfg.abuse.max_failures,
 		         srv->cfg.abuse.window, srv->cfg.abuse.ban_time, trunk ? trunk : "-");
 		snprintf(f.reason, sizeof(f.reason), "%s", sa_auth_reason_name(SA_AUTH_BANNED));
-		if (trunk)
+		if (trunk) {   /* a ban is told to the account of the trunk whose failure set it off */
 			sa_store_authfail_add(srv->store, &f, 1000);
+			sa_webhooks_source_banned(srv, trunk, addr, srv->cfg.abuse.max_failures, srv->cfg.abuse.ban_time);
+		}
 	}
 }
 
@@ -1577,6 +1591,8 @@ static void handle_register(struct sa_server *srv, const struct sa_msg *m, const
 		srv->counters.registrations++;
 		log_info("event=register cred=%s trunk=%s src=%s:%u proto=%s added=%d removed=%d",
 		         cred->id, cred->trunk_id, addr, peer.port, peer.transport, res.added, res.removed);
+		if (res.added > 0)
+			sa_webhooks_registration_created(srv, cred, addr, peer.port, peer.transport, res.added);
 	}
 	reply(srv, m, from, res.status, res.reason, res.headers, NULL);
 }

@@ -51,6 +51,11 @@
  *   trunk_policy       trunk id -> struct sa_trunk_policy   (absent: the defaults)
  *   idempotency        acc id \0 SHA-256(Idempotency-Key) -> struct idem_rec + body
  *   idem_by_time       created_at \0 <idempotency key> -> ""   (expiry order)
+ *   webhooks           wh id -> struct sa_webhook
+ *   webhooks_by_account acc id \0 wh id -> ""
+ *   deliveries         dlv id -> struct dlv_rec + payload   (ids in creation order)
+ *   dlv_by_webhook     wh id \0 dlv id -> ""
+ *   dlv_due            next_attempt_at \0 dlv id -> ""     (pending only; sign bit flipped)
  * runtime:
  *   bindings           cred id \0 SHA-256(contact) -> struct sa_binding
  *   bindings_by_trunk  trunk id \0 <binding key> -> ""
@@ -82,6 +87,7 @@ enum {
 	DB_META, DB_ACCOUNTS, DB_APIKEYS, DB_TRUNKS, DB_TRUNKS_BY_ACCOUNT,
 	DB_CREDS, DB_CRED_BY_USER, DB_CRED_BY_TRUNK, DB_CRED_DELETED, DB_TRUNK_POLICY,
 	DB_IDEM, DB_IDEM_BY_TIME,
+	DB_WEBHOOKS, DB_WH_BY_ACCOUNT, DB_DELIVERIES, DB_DLV_BY_WEBHOOK, DB_DLV_DUE,
 	DB_BINDINGS, DB_BINDINGS_BY_TRUNK, DB_BINDINGS_BY_EXPIRY,
 	DB_AUTHFAIL, DB_AUTHFAIL_STATE, DB_RT_META, DB_COUNT
 };
@@ -91,6 +97,7 @@ static const char *const db_names[DB_COUNT] = {
 	"meta", "accounts", "apikeys", "trunks", "trunks_by_account",
 	"credentials", "cred_by_user", "cred_by_trunk", "cred_deleted", "trunk_policy",
 	"idempotency", "idem_by_time",
+	"webhooks", "webhooks_by_account", "deliveries", "dlv_by_webhook", "dlv_due",
 	"bindings", "bindings_by_trunk", "bindings_by_expiry",
 	"authfail", "authfail_state", "meta",
 };
@@ -129,6 +136,7 @@ struct shared {
 	bool tombstones;     /* main has cred_deleted (a read-only open of an older store may not) */
 	bool policies;       /* main has trunk_policy (likewise) */
 	bool idem;           /* main has idempotency (likewise) */
+	bool webhooks;       /* main has webhooks and deliveries (likewise) */
 	pthread_mutex_t mu;  /* guards refs, fault and swept */
 	unsigned refs;
 	struct sa_store_fault fault;
@@ -1069,12 +1077,14 @@ static int open_main_dbs(struct sa_store *st, bool grew, struct legacy *lg)
 		return rc;
 	for (int i = 0; i < DB_RT_FIRST && rc == SA_STORE_OK; i++) {
 		int mrc = mdb_dbi_open(txn, db_names[i], rdonly ? 0 : MDB_CREATE, &st->sh->dbi[i]);
-		if ((i == DB_CRED_DELETED || i == DB_TRUNK_POLICY || i == DB_IDEM || i == DB_IDEM_BY_TIME) && rdonly &&
-		    mrc == MDB_NOTFOUND)
+		bool added_later = i == DB_CRED_DELETED || i == DB_TRUNK_POLICY || i == DB_IDEM || i == DB_IDEM_BY_TIME ||
+		                   (i >= DB_WEBHOOKS && i <= DB_DLV_DUE);
+		if (added_later && rdonly && mrc == MDB_NOTFOUND)
 			continue;
 		st->sh->tombstones |= i == DB_CRED_DELETED && mrc == MDB_SUCCESS;
 		st->sh->policies |= i == DB_TRUNK_POLICY && mrc == MDB_SUCCESS;
 		st->sh->idem |= i == DB_IDEM && mrc == MDB_SUCCESS;
+		st->sh->webhooks |= i == DB_WEBHOOKS && mrc == MDB_SUCCESS;
 		rc = mrc == MDB_NOTFOUND ? SA_STORE_ENOTINIT : note_err(st, mrc);
 		/* check the schema before creating anything in a foreign store */
 		if (i == DB_META && rc == SA_STORE_OK) {
@@ -2839,8 +2849,9 @@ static int binding_next_expired(struct sa_store *st, MDB_txn *txn, int64_t now, 
 
 /* Removes up to EXPIRE_BATCH expired bindings in one transaction; *more
  * when it stopped at the batch limit. */
-static int expire_batch(struct sa_store *st, int64_t now, int *n, bool *more)
+static int expire_batch(struct sa_store *st, int64_t now, int *n, bool *more, sa_store_binding_cb cb, void *arg)
 {
+	struct sa_binding b;
 	struct key bkey;
 	MDB_txn *txn;
 	int rc = wr_begin(st, ENV_RT, &txn, true), done = 0;
@@ -2853,6 +2864,8 @@ static int expire_batch(struct sa_store *st, int64_t now, int *n, bool *more)
 			*more = true;
 			break;
 		}
+		if (cb != NULL && db_get_rec(st, txn, DB_BINDINGS, key_val(&bkey), &b, sizeof b) == SA_STORE_OK)
+			cb(&b, arg);
 		if ((rc = binding_remove(st, txn, &bkey)) != SA_STORE_OK)
 			break;
 		done++;
@@ -2867,7 +2880,7 @@ static int expire_batch(struct sa_store *st, int64_t now, int *n, bool *more)
 
 /* In batches, so that the writer lock is never held for long and each
  * transaction needs little of the headroom. */
-int sa_store_binding_expire(struct sa_store *st, int64_t now)
+int sa_store_binding_expire_each(struct sa_store *st, int64_t now, sa_store_binding_cb cb, void *arg)
 {
 	bool more = true;
 	int n = 0, rc = SA_STORE_OK;
@@ -2875,8 +2888,13 @@ int sa_store_binding_expire(struct sa_store *st, int64_t now)
 	if (!has_runtime(st))
 		return SA_STORE_EINVAL;
 	while (more && rc == SA_STORE_OK)
-		rc = expire_batch(st, now, &n, &more);
+		rc = expire_batch(st, now, &n, &more, cb, arg);
 	return rc == SA_STORE_OK ? n : rc;
+}
+
+int sa_store_binding_expire(struct sa_store *st, int64_t now)
+{
+	return sa_store_binding_expire_each(st, now, NULL, NULL);
 }
 
 /* Removes the bindings of deleted credentials from *from on, up to about
@@ -3512,4 +3530,538 @@ int sa_store_authfail_list(struct sa_store *st, const char *trunk_id, int64_t si
 {
 	struct authfail_all all = { cb, arg };
 	return sa_store_authfail_page(st, trunk_id, since, UINT64_MAX, limit, authfail_all_fn, &all);
+}
+
+/* ---- webhooks and their deliveries ---- */
+
+static int webhook_get_txn(struct sa_store *st, MDB_txn *txn, const char *id, struct sa_webhook *out)
+{
+	if (!id_ok(id) || !st->sh->webhooks)
+		return SA_STORE_ENOTFOUND;
+	int rc = db_get_rec(st, txn, DB_WEBHOOKS, str_val(id), out, sizeof *out);
+	if (rc == SA_STORE_OK)
+		out->secret[sizeof out->secret - 1] = out->url[sizeof out->url - 1] = '\0';
+	return rc;
+}
+
+static void wh_account_key(struct key *k, const char *account_id, const char *webhook_id)
+{
+	k->len = 0;
+	key_str(k, account_id);
+	key_sep(k);
+	key_str(k, webhook_id);
+}
+
+/* "whsec_" and 32 random bytes as 43 base64url characters. */
+static int webhook_secret_make(char out[SA_STORE_WH_SECRET_MAX])
+{
+	unsigned char raw[32];
+	static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	size_t o = 6;
+
+	if (RAND_bytes(raw, sizeof raw) != 1)
+		return SA_STORE_EIO;
+	memcpy(out, "whsec_", 6);
+	for (size_t bit = 0; bit < sizeof raw * 8; bit += 6) {
+		unsigned v = 0;
+		for (size_t b = bit; b < bit + 6; b++)
+			v = v << 1 | (b < sizeof raw * 8 ? (raw[b / 8] >> (7 - b % 8)) & 1u : 0u);
+		out[o++] = b64url[v];
+	}
+	out[o] = '\0';
+	OPENSSL_cleanse(raw, sizeof raw);
+	return SA_STORE_OK;
+}
+
+int sa_store_webhook_create(struct sa_store *st, const char *account_id, const char *url, uint32_t events,
+                            int64_t now, struct sa_webhook *out)
+{
+	struct sa_account acc;
+	struct key k;
+	MDB_txn *txn;
+
+	if (!id_ok(account_id) || strlen(url) >= sizeof out->url)
+		return SA_STORE_EINVAL;
+	if (!st->sh->webhooks)
+		return SA_STORE_EIO;
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = room_for_new(st, ENV_MAIN);
+	if (rc == SA_STORE_OK)
+		rc = db_get_rec(st, txn, DB_ACCOUNTS, str_val(account_id), &acc, sizeof acc);
+	memset(out, 0, sizeof *out);
+	if (rc == SA_STORE_OK)
+		rc = new_id(st, txn, DB_WEBHOOKS, "wh_", out->id);
+	if (rc == SA_STORE_OK)
+		rc = webhook_secret_make(out->secret);
+	if (rc == SA_STORE_OK) {
+		snprintf(out->account_id, sizeof out->account_id, "%s", account_id);
+		snprintf(out->url, sizeof out->url, "%s", url);
+		out->events = events;
+		out->created_at = now;
+		wh_account_key(&k, account_id, out->id);
+		rc = db_put(st, txn, DB_WEBHOOKS, str_val(out->id), mem_val(out, sizeof *out));
+	}
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_WH_BY_ACCOUNT, key_val(&k), mem_val("", 0));
+	return wr_end(st, ENV_MAIN, txn, rc);
+}
+
+int sa_store_webhook_get(struct sa_store *st, const char *webhook_id, struct sa_webhook *out)
+{
+	MDB_txn *txn;
+	int rc = rd_begin(st, ENV_MAIN, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	return rd_end(st, ENV_MAIN, webhook_get_txn(st, txn, webhook_id, out));
+}
+
+struct dlv_rec {           /* followed by payload_len bytes */
+	char webhook_id[SA_ID_MAX];
+	char event[SA_STORE_WH_EVENT_MAX];
+	int32_t status;
+	uint32_t attempts;
+	int32_t last_status_code;
+	uint32_t payload_len;
+	char last_error[SA_STORE_WH_ERROR_MAX];
+	int64_t next_attempt_at;
+	int64_t created_at;
+};
+
+static void dlv_due_key(struct key *k, int64_t at, const char *dlv_id)
+{
+	k->len = 0;
+	key_u64(k, (uint64_t)at ^ (UINT64_C(1) << 63));
+	key_sep(k);
+	key_str(k, dlv_id);
+}
+
+static void dlv_webhook_key(struct key *k, const char *webhook_id, const char *dlv_id)
+{
+	k->len = 0;
+	key_str(k, webhook_id);
+	key_sep(k);
+	key_str(k, dlv_id);
+}
+
+static int dlv_rec_get(struct sa_store *st, MDB_txn *txn, const char *id, struct dlv_rec *r, MDB_val *v)
+{
+	if (!id_ok(id) || !st->sh->webhooks)
+		return SA_STORE_ENOTFOUND;
+	int rc = db_get(st, txn, DB_DELIVERIES, str_val(id), v);
+	if (rc == SA_STORE_OK && v->mv_size < sizeof *r)
+		rc = SA_STORE_EIO;
+	if (rc == SA_STORE_OK) {
+		memcpy(r, v->mv_data, sizeof *r);
+		if (v->mv_size != sizeof *r + r->payload_len)
+			rc = SA_STORE_EIO;
+		r->last_error[sizeof r->last_error - 1] = r->event[sizeof r->event - 1] = '\0';
+	}
+	return rc;
+}
+
+/* Removes one delivery with its index entries. */
+static int dlv_remove(struct sa_store *st, MDB_txn *txn, const char *id)
+{
+	struct dlv_rec r;
+	struct key k;
+	MDB_val v;
+	int rc = dlv_rec_get(st, txn, id, &r, &v);
+
+	if (rc != SA_STORE_OK)
+		return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
+	if (r.status == SA_DLV_PENDING) {
+		dlv_due_key(&k, r.next_attempt_at, id);
+		rc = db_del(st, txn, DB_DLV_DUE, key_val(&k));
+	}
+	dlv_webhook_key(&k, r.webhook_id, id);
+	if (rc == SA_STORE_OK || rc == SA_STORE_ENOTFOUND)
+		rc = db_del(st, txn, DB_DLV_BY_WEBHOOK, key_val(&k));
+	if (rc == SA_STORE_OK || rc == SA_STORE_ENOTFOUND)
+		rc = db_del(st, txn, DB_DELIVERIES, str_val(id));
+	return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
+}
+
+/* The id after "<owner id>\0" in a key of an owner's index (webhooks_by_account, dlv_by_webhook). */
+static int id_of_index_key(const MDB_val *k, size_t prefix_len, char id[SA_ID_MAX])
+{
+	size_t n = k->mv_size - prefix_len;
+
+	if (n == 0 || n >= SA_ID_MAX)
+		return SA_STORE_EIO;
+	memcpy(id, (const char *)k->mv_data + prefix_len, n);
+	id[n] = '\0';
+	return SA_STORE_OK;
+}
+
+int sa_store_webhook_delete(struct sa_store *st, const char *account_id, const char *webhook_id)
+{
+	struct sa_webhook w;
+	struct key k, prefix = { .len = 0 }, first;
+	char id[SA_ID_MAX];
+	MDB_txn *txn;
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = webhook_get_txn(st, txn, webhook_id, &w);
+	if (rc == SA_STORE_OK && strcmp(w.account_id, account_id) != 0)
+		rc = SA_STORE_ENOTFOUND;
+	if (rc == SA_STORE_OK) {
+		key_str(&prefix, webhook_id);
+		key_sep(&prefix);
+	}
+	/* a delivery at a time, from the first: the walk's cursor must not see its own deletes */
+	while (rc == SA_STORE_OK && first_with_prefix(st, txn, DB_DLV_BY_WEBHOOK, &prefix, &first) == SA_STORE_OK) {
+		MDB_val fk = key_val(&first);
+		rc = id_of_index_key(&fk, prefix.len, id);
+		if (rc == SA_STORE_OK)
+			rc = dlv_remove(st, txn, id);
+		if (rc == SA_STORE_OK)   /* an index entry whose delivery is gone */
+			(void)db_del(st, txn, DB_DLV_BY_WEBHOOK, key_val(&first));
+	}
+	wh_account_key(&k, account_id, webhook_id);
+	if (rc == SA_STORE_OK)
+		rc = db_del(st, txn, DB_WH_BY_ACCOUNT, key_val(&k));
+	if (rc == SA_STORE_OK)
+		rc = db_del(st, txn, DB_WEBHOOKS, str_val(webhook_id));
+	return wr_end(st, ENV_MAIN, txn, rc);
+}
+
+struct wh_walk {
+	sa_store_webhook_cb cb;
+	void *arg;
+	size_t prefix_len;
+};
+
+static int wh_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct wh_walk *ww = arg;
+	struct sa_webhook w;
+	char id[SA_ID_MAX];
+	int rc = id_of_index_key(k, ww->prefix_len, id);
+
+	if (rc == SA_STORE_OK)
+		rc = webhook_get_txn(st, txn, id, &w);
+	if (rc == SA_STORE_ENOTFOUND)
+		return SA_STORE_OK;
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = ww->cb(&w, ww->arg) ? WALK_STOP : SA_STORE_OK;
+	OPENSSL_cleanse(w.secret, sizeof w.secret);
+	return rc;
+}
+
+/* Where a page after `after` starts in an index of "<owner>\0<id>" keys:
+ * just past that key, which must exist. */
+static int index_after(struct sa_store *st, MDB_txn *txn, int db, const struct key *prefix, const char *after,
+                       struct key *start)
+{
+	*start = *prefix;
+	if (after == NULL || after[0] == '\0')
+		return SA_STORE_OK;
+	if (strlen(after) >= SA_ID_MAX)
+		return SA_STORE_EINVAL;
+	key_str(start, after);
+	if (!db_has(st, txn, db, key_val(start)))
+		return SA_STORE_EINVAL;
+	key_sep(start);   /* the smallest key past it: ids never hold a NUL */
+	return SA_STORE_OK;
+}
+
+/* A page of an "<owner>\0<id>" index (webhooks of an account, deliveries
+ * of a webhook), from after `after`, each entry to fn. */
+static int index_walk_after(struct sa_store *st, int db, const char *owner, const char *after, walk_fn fn,
+                            void *arg)
+{
+	struct key prefix = { .len = 0 }, start;
+	MDB_txn *txn;
+
+	if (!id_ok(owner) || !st->sh->webhooks)
+		return after && after[0] ? SA_STORE_EINVAL : SA_STORE_OK;
+	key_str(&prefix, owner);
+	key_sep(&prefix);
+	int rc = rd_own_begin(st, ENV_MAIN, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = index_after(st, txn, db, &prefix, after, &start);
+	if (rc == SA_STORE_OK)
+		rc = walk_range(st, txn, db, &start, &prefix, fn, arg);
+	return rd_own_end(st, ENV_MAIN, txn, rc);
+}
+
+int sa_store_webhook_list_after(struct sa_store *st, const char *account_id, const char *after_id,
+                                sa_store_webhook_cb cb, void *arg)
+{
+	struct wh_walk ww = { cb, arg, account_id ? strlen(account_id) + 1 : 0 };
+
+	return index_walk_after(st, DB_WH_BY_ACCOUNT, account_id, after_id, wh_walk_fn, &ww);
+}
+
+int sa_store_webhook_count(struct sa_store *st, uint64_t *n)
+{
+	MDB_stat ms;
+	MDB_txn *txn;
+
+	*n = 0;
+	if (!st->sh->webhooks)
+		return SA_STORE_OK;
+	int rc = rd_begin(st, ENV_MAIN, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = note_err(st, mdb_stat(txn, st->sh->dbi[DB_WEBHOOKS], &ms));
+	if (rc == SA_STORE_OK)
+		*n = ms.ms_entries;
+	return rd_end(st, ENV_MAIN, rc);
+}
+
+/* One pending delivery, due at now. */
+static int dlv_add_one(struct sa_store *st, MDB_txn *txn, const char *webhook_id, const char *event,
+                       const unsigned char *buf, size_t len, int64_t now, char id[SA_ID_MAX])
+{
+	struct key k;
+	uint64_t seq;
+	int rc = meta_bump(st, txn, "dlv_seq", &seq);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	snprintf(id, SA_ID_MAX, "dlv_%016llx", (unsigned long long)seq);
+	struct dlv_rec *r = (struct dlv_rec *)(void *)buf;
+	snprintf(r->webhook_id, sizeof r->webhook_id, "%s", webhook_id);
+	rc = db_put(st, txn, DB_DELIVERIES, str_val(id), mem_val(buf, len));
+	dlv_webhook_key(&k, webhook_id, id);
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_DLV_BY_WEBHOOK, key_val(&k), mem_val("", 0));
+	dlv_due_key(&k, now, id);
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_DLV_DUE, key_val(&k), mem_val("", 0));
+	return rc;
+}
+
+int sa_store_delivery_add(struct sa_store *st, const char (*webhook_ids)[SA_ID_MAX], unsigned n, const char *event,
+                          const char *payload, size_t payload_len, int64_t now, char (*ids)[SA_ID_MAX])
+{
+	struct dlv_rec r = { .status = SA_DLV_PENDING, .next_attempt_at = now, .created_at = now,
+	                     .payload_len = (uint32_t)payload_len };
+	char id[SA_ID_MAX];
+	MDB_txn *txn;
+
+	if (!st->sh->webhooks)
+		return SA_STORE_EIO;
+	if (payload_len > UINT32_MAX / 2 || strlen(event) >= sizeof r.event)
+		return SA_STORE_EINVAL;
+	snprintf(r.event, sizeof r.event, "%s", event);
+	unsigned char *buf = malloc(sizeof r + payload_len);
+	if (buf == NULL)
+		return SA_STORE_EIO;
+	memcpy(buf, &r, sizeof r);
+	memcpy(buf + sizeof r, payload, payload_len);
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
+	if (rc != SA_STORE_OK) {
+		free(buf);
+		return rc;
+	}
+	rc = room_for_new(st, ENV_MAIN);
+	for (unsigned i = 0; i < n && rc == SA_STORE_OK; i++) {
+		rc = dlv_add_one(st, txn, webhook_ids[i], event, buf, sizeof r + payload_len, now, id);
+		if (rc == SA_STORE_OK && ids != NULL)
+			memcpy(ids[i], id, SA_ID_MAX);
+	}
+	free(buf);
+	return wr_end(st, ENV_MAIN, txn, rc);
+}
+
+static void dlv_from_rec(const struct dlv_rec *r, const char *id, struct sa_delivery *d)
+{
+	memset(d, 0, sizeof *d);
+	snprintf(d->id, sizeof d->id, "%s", id);
+	snprintf(d->webhook_id, sizeof d->webhook_id, "%.*s", SA_ID_MAX - 1, r->webhook_id);
+	snprintf(d->event, sizeof d->event, "%s", r->event);
+	d->status = r->status;
+	d->attempts = r->attempts;
+	d->last_status_code = r->last_status_code;
+	snprintf(d->last_error, sizeof d->last_error, "%s", r->last_error);
+	d->next_attempt_at = r->next_attempt_at;
+	d->created_at = r->created_at;
+	d->payload_len = r->payload_len;
+}
+
+int sa_store_delivery_get(struct sa_store *st, const char *delivery_id, struct sa_delivery *out)
+{
+	struct dlv_rec r;
+	MDB_txn *txn;
+	MDB_val v;
+	int rc = rd_begin(st, ENV_MAIN, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = dlv_rec_get(st, txn, delivery_id, &r, &v);
+	if (rc == SA_STORE_OK) {
+		dlv_from_rec(&r, delivery_id, out);
+		if ((out->payload = malloc(r.payload_len + 1)) == NULL) {
+			rc = SA_STORE_EIO;
+		} else {
+			memcpy(out->payload, (const char *)v.mv_data + sizeof r, r.payload_len);
+			out->payload[r.payload_len] = '\0';
+		}
+	}
+	return rd_end(st, ENV_MAIN, rc);
+}
+
+static int dlv_update_txn(struct sa_store *st, MDB_txn *txn, const struct sa_delivery *d)
+{
+	struct dlv_rec r;
+	struct key k;
+	MDB_val v;
+	int rc = dlv_rec_get(st, txn, d->id, &r, &v);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	unsigned char *buf = malloc(v.mv_size);
+	if (buf == NULL)
+		return SA_STORE_EIO;
+	memcpy(buf, v.mv_data, v.mv_size);
+	if (r.status == SA_DLV_PENDING) {
+		dlv_due_key(&k, r.next_attempt_at, d->id);
+		rc = db_del(st, txn, DB_DLV_DUE, key_val(&k));
+		rc = rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
+	}
+	r.status = d->status;
+	r.attempts = d->attempts;
+	r.last_status_code = d->last_status_code;
+	snprintf(r.last_error, sizeof r.last_error, "%s", d->last_error);
+	r.next_attempt_at = d->status == SA_DLV_PENDING ? d->next_attempt_at : 0;
+	memcpy(buf, &r, sizeof r);
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_DELIVERIES, str_val(d->id), mem_val(buf, v.mv_size));
+	free(buf);
+	if (rc == SA_STORE_OK && r.status == SA_DLV_PENDING) {
+		dlv_due_key(&k, r.next_attempt_at, d->id);
+		rc = db_put(st, txn, DB_DLV_DUE, key_val(&k), mem_val("", 0));
+	}
+	return rc;
+}
+
+int sa_store_delivery_update(struct sa_store *st, const struct sa_delivery *d)
+{
+	MDB_txn *txn;
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	return wr_end(st, ENV_MAIN, txn, dlv_update_txn(st, txn, d));
+}
+
+struct due_walk {
+	int64_t now;
+	char (*ids)[SA_ID_MAX];
+	unsigned max, n;
+	int64_t next;
+};
+
+static int due_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct due_walk *dw = arg;
+	const unsigned char *b = k->mv_data;
+	uint64_t t = 0;
+
+	if (k->mv_size < 10 || k->mv_size - 9 >= SA_ID_MAX)
+		return SA_STORE_OK;
+	for (int i = 0; i < 8; i++)
+		t = t << 8 | b[i];
+	int64_t at = (int64_t)(t ^ (UINT64_C(1) << 63));
+	if (at > dw->now || dw->n == dw->max) {
+		dw->next = at > dw->now ? at : dw->now;
+		return WALK_STOP;
+	}
+	memcpy(dw->ids[dw->n], b + 9, k->mv_size - 9);
+	dw->ids[dw->n++][k->mv_size - 9] = '\0';
+	return SA_STORE_OK;
+}
+
+int sa_store_delivery_due(struct sa_store *st, int64_t now, char (*ids)[SA_ID_MAX], unsigned max, unsigned *n,
+                          int64_t *next)
+{
+	struct due_walk dw = { .now = now, .ids = ids, .max = max, .next = INT64_MAX };
+	struct key all = { .len = 0 };
+	MDB_txn *txn;
+
+	*n = 0;
+	*next = INT64_MAX;
+	if (!st->sh->webhooks)
+		return SA_STORE_OK;
+	int rc = rd_own_begin(st, ENV_MAIN, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = walk_prefix(st, txn, DB_DLV_DUE, &all, due_walk_fn, &dw);
+	*n = dw.n;
+	*next = dw.next;
+	return rd_own_end(st, ENV_MAIN, txn, rc);
+}
+
+struct dlv_walk {
+	sa_store_delivery_cb cb;
+	void *arg;
+	size_t prefix_len;
+};
+
+static int dlv_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct dlv_walk *dw = arg;
+	struct sa_delivery d;
+	struct dlv_rec r;
+	MDB_val rv;
+	char id[SA_ID_MAX];
+	int rc = id_of_index_key(k, dw->prefix_len, id);
+
+	if (rc == SA_STORE_OK)
+		rc = dlv_rec_get(st, txn, id, &r, &rv);
+	if (rc == SA_STORE_ENOTFOUND)
+		return SA_STORE_OK;
+	if (rc != SA_STORE_OK)
+		return rc;
+	dlv_from_rec(&r, id, &d);
+	return dw->cb(&d, dw->arg) ? WALK_STOP : SA_STORE_OK;
+}
+
+int sa_store_delivery_list_after(struct sa_store *st, const char *webhook_id, const char *after_id,
+                                 sa_store_delivery_cb cb, void *arg)
+{
+	struct dlv_walk dw = { cb, arg, webhook_id ? strlen(webhook_id) + 1 : 0 };
+
+	return index_walk_after(st, DB_DLV_BY_WEBHOOK, webhook_id, after_id, dlv_walk_fn, &dw);
+}
+
+/* The deliveries table is in creation order (ids are a sequence): the
+ * oldest come first, and the walk stops at the first one too young. A
+ * pending delivery among the old ones stops it too (it is still running). */
+int sa_store_delivery_prune(struct sa_store *st, int64_t before, unsigned max, unsigned *removed)
+{
+	struct key all = { .len = 0 }, first;
+	struct dlv_rec r;
+	char id[SA_ID_MAX];
+	MDB_txn *txn;
+	MDB_val v;
+
+	*removed = 0;
+	if (!st->sh->webhooks)
+		return SA_STORE_OK;
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
+	if (rc != SA_STORE_OK)
+		return rc;
+	while (rc == SA_STORE_OK && *removed < max &&
+	       first_with_prefix(st, txn, DB_DELIVERIES, &all, &first) == SA_STORE_OK) {
+		if (first.len >= SA_ID_MAX)
+			break;
+		memcpy(id, first.b, first.len);
+		id[first.len] = '\0';
+		rc = dlv_rec_get(st, txn, id, &r, &v);
+		if (rc != SA_STORE_OK || r.created_at >= before || r.status == SA_DLV_PENDING)
+			break;
+		rc = dlv_remove(st, txn, id);
+		(*removed)++;
+	}
+	return wr_end(st, ENV_MAIN, txn, rc);
 }

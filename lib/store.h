@@ -283,6 +283,10 @@ int sa_store_binding_list_credential(struct sa_store *st, const char *cred_id, s
 int sa_store_binding_list_trunk(struct sa_store *st, const char *trunk_id, sa_store_binding_cb cb, void *arg);
 /* Removes bindings with expires_at <= now; returns how many (>= 0) or an error. */
 int sa_store_binding_expire(struct sa_store *st, int64_t now);
+/* The same, calling cb with each binding as it is removed (inside the
+ * removing transaction: cb must not call into the store; its return value
+ * is ignored). */
+int sa_store_binding_expire_each(struct sa_store *st, int64_t now, sa_store_binding_cb cb, void *arg);
 /* Removes the bindings of credentials that no longer exist, a batch per
  * transaction; how many in *removed. Looks at every credential that has
  * bindings: for the daemon's start, not its loop (there, the tombstones). */
@@ -360,5 +364,72 @@ int sa_store_idem_get(struct sa_store *st, const char *account_id, const unsigne
  * removes a few that expired by now. EMAPFULL above the headroom. */
 int sa_store_idem_put(struct sa_store *st, const char *account_id, const unsigned char hash[SA_IDEM_HASH],
                       const struct sa_idem *in, int64_t now);
+
+/* ---- webhooks: an account's subscriptions, and each event's deliveries ---- */
+
+#define SA_STORE_WH_URL_MAX      1024
+#define SA_STORE_WH_SECRET_MAX   64
+#define SA_STORE_WH_EVENT_MAX    32
+#define SA_STORE_WH_ERROR_MAX    128
+#define SA_STORE_WH_KEEP_DAYS    7        /* finished deliveries are listed this long, then pruned */
+struct sa_webhook {
+	char id[SA_ID_MAX];                   /* "wh_" + 16 of [a-z0-9] */
+	char account_id[SA_ID_MAX];
+	char url[SA_STORE_WH_URL_MAX];
+	uint32_t events;                      /* bit (1 << enum sa_wh_event) per event */
+	char secret[SA_STORE_WH_SECRET_MAX];  /* the signing key: shown at creation, then only used */
+	int64_t created_at;
+};
+/* Stores durably a new webhook with a fresh id and secret (out). The URL
+ * and events are the caller's to validate. EMAPFULL above the headroom. */
+int sa_store_webhook_create(struct sa_store *st, const char *account_id, const char *url, uint32_t events,
+                            int64_t now, struct sa_webhook *out);
+int sa_store_webhook_get(struct sa_store *st, const char *webhook_id, struct sa_webhook *out);
+/* Removes the webhook (ENOTFOUND unless it is account_id's) and its deliveries. */
+int sa_store_webhook_delete(struct sa_store *st, const char *account_id, const char *webhook_id);
+typedef int (*sa_store_webhook_cb)(const struct sa_webhook *w, void *arg);   /* non-zero stops */
+/* An account's webhooks in id order, from after after_id ("" or NULL: the
+ * first); EINVAL when after_id is not one of the account's. */
+int sa_store_webhook_list_after(struct sa_store *st, const char *account_id, const char *after_id,
+                                sa_store_webhook_cb cb, void *arg);
+/* How many webhooks there are, all accounts together. */
+int sa_store_webhook_count(struct sa_store *st, uint64_t *n);
+
+enum sa_delivery_status { SA_DLV_PENDING = 0, SA_DLV_DELIVERED, SA_DLV_FAILED };
+struct sa_delivery {
+	char id[SA_ID_MAX];                   /* "dlv_" + 16 hex digits: creation order */
+	char webhook_id[SA_ID_MAX];
+	char event[SA_STORE_WH_EVENT_MAX];
+	int32_t status;                       /* enum sa_delivery_status */
+	uint32_t attempts;
+	int32_t last_status_code;             /* the target's HTTP status; 0: none yet or no answer */
+	char last_error[SA_STORE_WH_ERROR_MAX];   /* "" when none */
+	int64_t next_attempt_at;              /* pending only; else 0 */
+	int64_t created_at;
+	char *payload;                        /* the body sent each time (malloc'd by the reads that say so) */
+	size_t payload_len;
+};
+/* Adds pending deliveries of one event (payload, payload_len) to each of
+ * n webhooks, due at once, in one durable transaction; their ids into
+ * ids[i] (may be NULL). */
+int sa_store_delivery_add(struct sa_store *st, const char (*webhook_ids)[SA_ID_MAX], unsigned n, const char *event,
+                          const char *payload, size_t payload_len, int64_t now, char (*ids)[SA_ID_MAX]);
+/* A delivery with its payload (free out->payload). */
+int sa_store_delivery_get(struct sa_store *st, const char *delivery_id, struct sa_delivery *out);
+/* Records an attempt's outcome: status, attempts, last_status_code,
+ * last_error and next_attempt_at as in d (payload not touched); a pending
+ * delivery stays due at next_attempt_at, another one leaves the due list. */
+int sa_store_delivery_update(struct sa_store *st, const struct sa_delivery *d);
+/* Up to max ids of pending deliveries due by now, soonest first; their
+ * count in *n, and the soonest later due time in *next (INT64_MAX: none). */
+int sa_store_delivery_due(struct sa_store *st, int64_t now, char (*ids)[SA_ID_MAX], unsigned max, unsigned *n,
+                          int64_t *next);
+typedef int (*sa_store_delivery_cb)(const struct sa_delivery *d, void *arg);   /* no payload; non-zero stops */
+/* A webhook's deliveries in creation order, from after after_id; EINVAL when
+ * after_id is not one of this webhook's. */
+int sa_store_delivery_list_after(struct sa_store *st, const char *webhook_id, const char *after_id,
+                                 sa_store_delivery_cb cb, void *arg);
+/* Removes up to max finished deliveries created before `before`; how many in *removed. */
+int sa_store_delivery_prune(struct sa_store *st, int64_t before, unsigned max, unsigned *removed);
 
 #endif

@@ -491,6 +491,10 @@ static const char *const bad_paths[] = {
 	"/v1/account/{a}",
 	"/v1/account/{a}/trunks/trunk_0000000000000000000000000000000000000000000000000000000",
 	"/v2/account/{a}/trunks",
+	"/v1/account/{a}/webhooks/",
+	"/v1/account/{a}/webhooks/wh_x/nothing",
+	"/v1/account/{a}/webhooks/wh_x/deliveries/dlv_1",
+	"/v1/account/{a}/webhookz",
 };
 
 START_TEST(test_unknown_paths_are_404)
@@ -516,6 +520,9 @@ static const struct {
 	{ "HEAD", "/v1/account/{a}/trunks/{t}/auth-failures", "GET" },
 	{ "GET", "/v1/account/{a}/trunks/{t}/credentials/cred_x/rotate", "POST" },
 	{ "DELETE", "/v1/account/{a}/trunks/{t}/credentials/cred_x/rotate", "POST" },
+	{ "PUT", "/v1/account/{a}/webhooks", "GET, POST" },
+	{ "POST", "/v1/account/{a}/webhooks/wh_x", "GET, DELETE" },
+	{ "DELETE", "/v1/account/{a}/webhooks/wh_x/deliveries", "GET" },
 };
 
 START_TEST(test_wrong_method_is_405_with_allow)
@@ -1368,6 +1375,108 @@ START_TEST(test_error_helper_shape)
 }
 END_TEST
 
+/* ---- webhooks ---- */
+
+#define HOOK_BODY "{\"url\":\"https://hooks.example.com/x\",\"events\":[\"call.revoked\",\"auth.failed\"]}"
+
+static const struct {
+	const char *body;
+	int status;
+	const char *code, *field;
+} webhook_refusals[] = {
+	{ "{\"events\":[\"auth.failed\"]}", 422, "missing_field", "url" },
+	{ "{\"url\":\"https://h/\"}", 422, "missing_field", "events" },
+	{ "{\"url\":5,\"events\":[\"auth.failed\"]}", 422, "invalid_field", "url" },
+	{ "{\"url\":\"gopher://h/\",\"events\":[\"auth.failed\"]}", 422, "invalid_field", "url" },
+	{ "{\"url\":\"https://u@h/\",\"events\":[\"auth.failed\"]}", 422, "invalid_field", "url" },
+	{ "{\"url\":\"https://h/\",\"events\":[]}", 422, "invalid_field", "events" },
+	{ "{\"url\":\"https://h/\",\"events\":[\"auth.failed\",7]}", 422, "invalid_field", "events" },
+	{ "{\"url\":\"https://h/\",\"events\":{\"auth.failed\":true}}", 422, "invalid_field", "events" },
+	{ "{\"url\":\"https://h/\",\"events\":[\"auth.failed\"],\"active\":true}", 422, "invalid_field", "active" },
+	{ "[]", 400, "invalid_json", NULL },
+	{ "{\"url\":", 400, "invalid_json", NULL },
+};
+
+START_TEST(test_webhook_refusals_name_the_field)
+{
+	const char *path = path_of("/v1/account/%s/webhooks", acc_a.id);
+	json_t *e;
+
+	call("POST", path, NULL, auth_a, webhook_refusals[_i].body);
+	ck_assert_int_eq(resp.status, webhook_refusals[_i].status);
+	e = json_object_get(answer, "error");
+	ck_assert_str_eq(str_at(e, "code"), webhook_refusals[_i].code);
+	if (webhook_refusals[_i].field != NULL)
+		ck_assert_str_eq(str_at(e, "field"), webhook_refusals[_i].field);
+	else
+		ck_assert_ptr_null(json_object_get(e, "field"));
+	ck_assert_int_eq(call("GET", path, NULL, auth_a, NULL), 200);
+	ck_assert_uint_eq(json_array_size(data()), 0);   /* nothing created */
+}
+END_TEST
+
+START_TEST(test_webhook_secret_only_in_the_creation_answer)
+{
+	char path[128], id[SA_ID_MAX], secret[SA_STORE_WH_SECRET_MAX];
+
+	snprintf(path, sizeof path, "/v1/account/%s/webhooks", acc_a.id);   /* path_of's buffers rotate */
+
+	ck_assert_int_eq(call("POST", path, NULL, auth_a, HOOK_BODY), 201);
+	snprintf(id, sizeof id, "%s", str_at(answer, "id"));
+	snprintf(secret, sizeof secret, "%s", str_at(answer, "secret"));
+	ck_assert_uint_eq(strlen(secret), 6 + 43);
+	ck_assert_str_eq(resp.created_webhook, id);
+	ck_assert_str_eq(header("Location"), path_of("%s/%s", path, id));
+	/* the events in the API's order, whatever the request's */
+	ck_assert_str_eq(json_string_value(json_array_get(json_object_get(answer, "events"), 0)), "auth.failed");
+	ck_assert_str_eq(json_string_value(json_array_get(json_object_get(answer, "events"), 1)), "call.revoked");
+	ck_assert_int_eq(call("GET", path_of("%s/%s", path, id), NULL, auth_a, NULL), 200);
+	ck_assert_ptr_null(json_object_get(answer, "secret"));
+	ck_assert_ptr_null(strstr(resp.body, secret));
+	ck_assert_int_eq(call("GET", path, NULL, auth_a, NULL), 200);
+	ck_assert_uint_eq(json_array_size(data()), 1);
+	ck_assert_ptr_null(strstr(resp.body, secret));
+	ck_assert_int_eq(call("GET", path_of("%s/%s/deliveries", path, id), NULL, auth_a, NULL), 200);
+	ck_assert_uint_eq(json_array_size(data()), 0);
+	ck_assert_int_eq(call("DELETE", path_of("%s/%s", path, id), NULL, auth_a, NULL), 204);
+	ck_assert_int_eq(call("GET", path_of("%s/%s", path, id), NULL, auth_a, NULL), 404);
+}
+END_TEST
+
+START_TEST(test_webhooks_are_the_accounts_own)
+{
+	char mine[128], theirs[192], id[SA_ID_MAX];
+
+	snprintf(mine, sizeof mine, "/v1/account/%s/webhooks", acc_a.id);
+	ck_assert_int_eq(call("POST", mine, NULL, auth_a, HOOK_BODY), 201);
+	snprintf(id, sizeof id, "%s", str_at(answer, "id"));
+	snprintf(theirs, sizeof theirs, "/v1/account/%s/webhooks/%s", acc_b.id, id);
+	call("GET", theirs, NULL, auth_b, NULL);
+	error_is(404, "not_found");
+	call("GET", path_of("%s/deliveries", theirs), NULL, auth_b, NULL);
+	error_is(404, "not_found");
+	call("DELETE", theirs, NULL, auth_b, NULL);
+	error_is(404, "not_found");
+	call("GET", mine, NULL, auth_b, NULL);
+	error_is(404, "not_found");
+	ck_assert_int_eq(call("GET", path_of("/v1/account/%s/webhooks", acc_b.id), NULL, auth_b, NULL), 200);
+	ck_assert_uint_eq(json_array_size(data()), 0);
+	ck_assert_int_eq(call("GET", path_of("%s/%s", mine, id), NULL, auth_a, NULL), 200);   /* still there */
+}
+END_TEST
+
+START_TEST(test_webhooks_per_account_are_bounded)
+{
+	const char *path = path_of("/v1/account/%s/webhooks", acc_a.id);
+
+	for (int i = 0; i < SA_API_WEBHOOKS_MAX; i++)
+		ck_assert_int_eq(call("POST", path, NULL, auth_a, HOOK_BODY), 201);
+	call("POST", path, NULL, auth_a, HOOK_BODY);
+	error_is(409, "limit_reached");
+	ck_assert_int_eq(call("POST", path_of("/v1/account/%s/webhooks", acc_b.id), NULL, auth_b, HOOK_BODY), 201);
+}
+END_TEST
+
 static Suite *api_suite(void)
 {
 	Suite *s = suite_create("api");
@@ -1428,6 +1537,11 @@ static Suite *api_suite(void)
 	tcase_add_test(tc, test_idempotency_replays_errors_and_expires);
 	tcase_add_test(tc, test_idempotency_keys_are_per_account);
 	tcase_add_test(tc, test_idempotent_rotate_rotates_once);
+	tcase_add_loop_test(tc, test_webhook_refusals_name_the_field, 0,
+	                    (int)(sizeof webhook_refusals / sizeof webhook_refusals[0]));
+	tcase_add_test(tc, test_webhook_secret_only_in_the_creation_answer);
+	tcase_add_test(tc, test_webhooks_are_the_accounts_own);
+	tcase_add_test(tc, test_webhooks_per_account_are_bounded);
 	tcase_add_loop_test(tc, test_bad_idempotency_key_400, 0, 5);
 	tcase_add_test(tc, test_parse_time);
 	tcase_add_test(tc, test_error_helper_shape);

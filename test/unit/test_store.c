@@ -2221,6 +2221,153 @@ START_TEST(test_idempotent_answers_expire_and_are_pruned)
 }
 END_TEST
 
+static int webhook_cb(const struct sa_webhook *w, void *arg) { return collect(arg, w->id); }
+static int delivery_cb(const struct sa_delivery *d, void *arg) { return collect(arg, d->id); }
+
+START_TEST(test_webhooks_per_account_with_a_secret_each)
+{
+	struct sa_webhook a, b, got;
+	struct sa_account other;
+	struct names n = { .n = 0 };
+	uint64_t count;
+
+	ck_assert_int_eq(sa_store_webhook_create(st, acc.id, "https://h/a", 5, NOW, &a), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_webhook_create(st, acc.id, "https://h/b", 1, NOW, &b), SA_STORE_OK);
+	ck_assert(id_looks_like(a.id, "wh_"));
+	ck_assert_str_ne(a.secret, b.secret);
+	ck_assert_uint_eq(strlen(a.secret), 6 + 43);
+	ck_assert_int_eq(strncmp(a.secret, "whsec_", 6), 0);
+	ck_assert_int_eq(sa_store_webhook_get(st, a.id, &got), SA_STORE_OK);
+	ck_assert_str_eq(got.secret, a.secret);
+	ck_assert_str_eq(got.url, "https://h/a");
+	ck_assert_uint_eq(got.events, 5);
+	ck_assert_int_eq(sa_store_webhook_create(st, "acc_nobody", "https://h/c", 1, NOW, &got), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_account_create(st, "other", NOW, &other), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_webhook_list_after(st, other.id, NULL, webhook_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 0);
+	ck_assert_int_eq(sa_store_webhook_list_after(st, acc.id, NULL, webhook_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 2);
+	ck_assert_str_lt(n.v[0], n.v[1]);   /* id order */
+	const char *first = strcmp(a.id, b.id) < 0 ? a.id : b.id, *second = first == a.id ? b.id : a.id;
+	n.n = 0;
+	ck_assert_int_eq(sa_store_webhook_list_after(st, acc.id, first, webhook_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 1);
+	ck_assert_str_eq(n.v[0], second);
+	ck_assert_int_eq(sa_store_webhook_list_after(st, acc.id, "wh_gone", webhook_cb, &n), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_webhook_list_after(st, other.id, a.id, webhook_cb, &n), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_webhook_delete(st, other.id, a.id), SA_STORE_ENOTFOUND);   /* not its own */
+	ck_assert_int_eq(sa_store_webhook_count(st, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 2);
+	ck_assert_int_eq(sa_store_webhook_delete(st, acc.id, a.id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_webhook_get(st, a.id, &got), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_webhook_count(st, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 1);
+}
+END_TEST
+
+START_TEST(test_deliveries_due_updated_listed_and_removed)
+{
+	struct sa_webhook a, b;
+	char ids[2][SA_ID_MAX], due[4][SA_ID_MAX];
+	struct sa_delivery d;
+	struct names n = { .n = 0 };
+	unsigned nd, removed;
+	int64_t next;
+
+	ck_assert_int_eq(sa_store_webhook_create(st, acc.id, "https://h/a", 1, NOW, &a), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_webhook_create(st, acc.id, "https://h/b", 1, NOW, &b), SA_STORE_OK);
+	char wh[2][SA_ID_MAX];
+	snprintf(wh[0], SA_ID_MAX, "%s", a.id);
+	snprintf(wh[1], SA_ID_MAX, "%s", b.id);
+	ck_assert_int_eq(sa_store_delivery_add(st, (const char (*)[SA_ID_MAX])wh, 2, "auth.failed", "{\"x\":1}", 7, NOW,
+	                                       ids), SA_STORE_OK);
+	ck_assert_str_eq(ids[0], "dlv_0000000000000001");
+	ck_assert_str_eq(ids[1], "dlv_0000000000000002");
+	ck_assert_int_eq(sa_store_delivery_due(st, NOW, due, 4, &nd, &next), SA_STORE_OK);
+	ck_assert_uint_eq(nd, 2);
+	ck_assert_int_eq(next, INT64_MAX);
+	ck_assert_int_eq(sa_store_delivery_get(st, ids[0], &d), SA_STORE_OK);
+	ck_assert_str_eq(d.payload, "{\"x\":1}");
+	ck_assert_str_eq(d.webhook_id, a.id);
+	ck_assert_str_eq(d.event, "auth.failed");
+	ck_assert_int_eq(d.status, SA_DLV_PENDING);
+	free(d.payload);
+	/* one delivered, one to try again in 10 s */
+	d.status = SA_DLV_DELIVERED;
+	d.attempts = 1;
+	d.last_status_code = 204;
+	ck_assert_int_eq(sa_store_delivery_update(st, &d), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_delivery_get(st, ids[1], &d), SA_STORE_OK);
+	free(d.payload);
+	d.attempts = 1;
+	d.last_status_code = 500;
+	snprintf(d.last_error, sizeof d.last_error, "HTTP 500");
+	d.next_attempt_at = NOW + 10;
+	ck_assert_int_eq(sa_store_delivery_update(st, &d), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_delivery_due(st, NOW, due, 4, &nd, &next), SA_STORE_OK);
+	ck_assert_uint_eq(nd, 0);
+	ck_assert_int_eq(next, NOW + 10);
+	ck_assert_int_eq(sa_store_delivery_due(st, NOW + 10, due, 4, &nd, &next), SA_STORE_OK);
+	ck_assert_uint_eq(nd, 1);
+	ck_assert_str_eq(due[0], ids[1]);
+	ck_assert_int_eq(sa_store_delivery_get(st, ids[0], &d), SA_STORE_OK);
+	ck_assert_int_eq(d.status, SA_DLV_DELIVERED);
+	ck_assert_int_eq(d.last_status_code, 204);
+	free(d.payload);
+	ck_assert_int_eq(sa_store_delivery_list_after(st, a.id, NULL, delivery_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 1);
+	ck_assert_str_eq(n.v[0], ids[0]);
+	ck_assert_int_eq(sa_store_delivery_list_after(st, a.id, ids[1], delivery_cb, &n), SA_STORE_EINVAL);
+	/* the finished one is pruned once old enough; the pending one stays */
+	ck_assert_int_eq(sa_store_delivery_prune(st, NOW, 10, &removed), SA_STORE_OK);
+	ck_assert_uint_eq(removed, 0);
+	ck_assert_int_eq(sa_store_delivery_prune(st, NOW + 1, 10, &removed), SA_STORE_OK);
+	ck_assert_uint_eq(removed, 1);
+	ck_assert_int_eq(sa_store_delivery_get(st, ids[0], &d), SA_STORE_ENOTFOUND);
+	/* deleting a webhook takes its deliveries, pending ones included, off the due list */
+	ck_assert_int_eq(sa_store_webhook_delete(st, acc.id, b.id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_delivery_get(st, ids[1], &d), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_delivery_due(st, NOW + 100, due, 4, &nd, &next), SA_STORE_OK);
+	ck_assert_uint_eq(nd, 0);
+}
+END_TEST
+
+/* A store made before webhooks: read-only it has none; a writable open adds them. */
+START_TEST(test_store_without_webhooks_reads_as_none)
+{
+	static const char *const dbs[] = { "webhooks", "webhooks_by_account", "deliveries", "dlv_by_webhook",
+	                                   "dlv_due" };
+	struct names n = { .n = 0 };
+	struct sa_webhook w;
+	struct sa_store *ro;
+	uint64_t count = 9;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+
+	sa_store_close(st);
+	st = NULL;
+	MDB_env *env = raw_open(dir);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+		ck_assert_int_eq(mdb_dbi_open(txn, dbs[i], 0, &dbi), 0);
+		ck_assert_int_eq(mdb_drop(txn, dbi, 1), 0);
+	}
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	ck_assert_int_eq(sa_store_open(&ro, dir, SA_STORE_RDONLY), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_webhook_count(ro, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 0);
+	ck_assert_int_eq(sa_store_webhook_list_after(ro, acc.id, NULL, webhook_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 0);
+	ck_assert_int_eq(sa_store_webhook_get(ro, "wh_x", &w), SA_STORE_ENOTFOUND);
+	sa_store_close(ro);
+	open_store();
+	ck_assert_int_eq(sa_store_webhook_create(st, acc.id, "https://h/a", 1, NOW, &w), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_webhook_count(st, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 1);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
 	Suite *s = suite_create("store");
@@ -2304,6 +2451,9 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_main_writer_does_not_block_binding_writes);
 	tcase_add_test(tc, test_open_moves_a_legacy_store);
 	tcase_add_test(tc, test_idempotent_answers_expire_and_are_pruned);
+	tcase_add_test(tc, test_webhooks_per_account_with_a_secret_each);
+	tcase_add_test(tc, test_deliveries_due_updated_listed_and_removed);
+	tcase_add_test(tc, test_store_without_webhooks_reads_as_none);
 	suite_add_tcase(s, tc);
 	return s;
 }
