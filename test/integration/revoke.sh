@@ -1,7 +1,8 @@
 #!/bin/sh
 # revoke.sh: deleting a credential ends the calls it set up (issue 5): confirmed calls get a BYE on
 # both sides within one second, ringing calls get CANCEL upstream and 487 downstream, calls of
-# other credentials go on, and the deleted credential can no longer register.
+# other credentials go on, and the deleted credential can no longer register; the BYEs of many
+# calls are paced per destination (bye_rate).
 . "$top_srcdir/test/lib.sh"
 need sipp
 setup_store || { fail "store setup"; finish; }
@@ -122,4 +123,38 @@ assert_eq "GET calls is empty afterwards" 0 \
 	"$(curl -s -H "Authorization: Bearer $API_KEY" "$API/calls" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]))')"
 assert_match "metrics count the calls ended by revocation" "sipauthd_calls_revoked_total 5" \
 	"$(curl -s "http://127.0.0.1:$API_PORT/metrics")"
+
+# phase 4: the BYEs of a revocation are paced per destination ([proxy] bye_rate, reloaded on
+# SIGHUP): at 1 per second, three calls' six BYEs go one to the PBX and one to the gateway at
+# once, the other four queued, and the last ones about two seconds later
+printf '[proxy]\nbye_rate = 1\n' >>"$T/sipauthd.conf"
+kill -HUP "$SIPAUTHD_PID"
+wait_for grep -q "event=reloaded" "$T/sipauthd.log" || fail "no reload"
+USER4=pbx-prod-04
+PASS4=fourth_password_246
+CRED4=$(curl -s -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
+	-d "{\"username\":\"$USER4\",\"password\":\"$PASS4\"}" "$API/credentials" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+bg_sipp gw4 -m 3 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT"; gw4=$!
+sleep 0.3
+bg_sipp out4 -m 3 -r 10 -sf "$SIPP_DIR/pbx_call_hold.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" \
+	-s 15550000006 -au "$USER4" -ap "$PASS4" -key trunk_host "$TRUNK_HOST"
+out4=$!
+wait_for sh -c "[ \$(grep -c 'event=call_start.*cred=$CRED4' '$T/sipauthd.log') = 3 ]" || fail "the three calls did not start"
+metric() { curl -s "http://127.0.0.1:$API_PORT/metrics" | sed -n "s/^sipauthd_$1 //p"; }
+answered0=$(metric 'sip_byes_total{outcome="answered"}')
+t0=$(now)
+assert_eq "DELETE of the credential with three calls: 204" 204 \
+	"$(curl -s -o /dev/null -w '%{http_code}' -X DELETE -H "Authorization: Bearer $API_KEY" "$API/credentials/$CRED4")"
+assert_eq "right after it: 4 BYEs wait for their turn" 4 "$(metric sip_byes_queued)"
+pending=$(metric sip_byes_pending)   # the two sent at once may be answered by now
+if [ "$pending" -ge 4 ] && [ "$pending" -le 6 ]; then pass "$pending of the 6 not answered yet"; else fail "pending: $pending"; fi
+wait_for sh -c "curl -s http://127.0.0.1:$API_PORT/metrics | grep -q '^sipauthd_sip_byes_pending 0'"
+t1=$(now)
+assert_eq "all six answered, none retransmitted or timed out" "6 0 0" \
+	"$(( $(metric 'sip_byes_total{outcome="answered"}') - answered0 )) $(metric 'sip_byes_total{outcome="timeout"}') $(metric sip_bye_retransmissions_total)"
+python3 -c "import sys; sys.exit(0 if float(sys.argv[2]) - float(sys.argv[1]) >= 1.9 else 1)" "$t0" "$t1" &&
+	pass "paced: the last BYE went about two seconds after the first ($t0 -> $t1)" ||
+	fail "not paced: every BYE answered within $t0 -> $t1"
+wait "$out4"; assert_eq "the PBX got its three BYEs" 0 $?
+wait "$gw4"; assert_eq "the gateway got its three BYEs" 0 $?
 finish
