@@ -73,6 +73,25 @@ struct sa_store_watch {
 	uint64_t tombstone;             /* deleted credentials whose bindings are removed, up to here */
 };
 
+struct sa_cluster;
+
+/* What fleet mode's feed reports (/metrics). */
+struct sa_cluster_stats {
+	const char *state;               /* "down", "connecting", "up", "refused" (another domain) */
+	bool up;
+	uint64_t applied;                /* last change log sequence in the local store */
+	uint64_t head;                   /* ... and in the database, at the last look */
+	int64_t lag_ms;                  /* the last change applied: from its write to its commit here */
+	uint64_t changes_applied;
+	uint64_t resyncs;
+	uint64_t notifications;
+	uint64_t connects;
+	uint64_t connect_failures;       /* in a row, since the last connection */
+	uint64_t query_failures;
+	uint64_t apply_failures;
+	char error[160];                 /* the last reason the connection went down */
+};
+
 struct sa_server {
 	struct event_base *base;
 	struct sa_config cfg;
@@ -121,6 +140,7 @@ struct sa_server {
 	unsigned nparked;
 	struct sa_resolver *resolver;   /* resolve.c: c-ares on the loop; NULL when no gateway is named */
 	struct event *probe;            /* upstream.c: OPTIONS to every gateway each probe_interval */
+	struct sa_cluster *cluster;     /* cluster.c: fleet mode's feed; NULL: a single host */
 };
 
 /* transport.c */
@@ -215,6 +235,14 @@ void sa_resolver_stop(struct sa_server *srv);
 void sa_sip_flow_failed(struct sa_server *srv, const struct sa_flow *fl);
 /* Send gateway idx an OPTIONS probe (a transaction of our own). 0 or -1. */
 int sa_sip_probe(struct sa_server *srv, unsigned idx, const struct sa_flow *to);
+
+/* cluster.c (built with libpq): fleet mode. A new node's store is made from
+ * the database before serving (blocking, at start-up only): 0 or -1, logged. */
+int sa_cluster_mirror_init(struct sa_server *srv);
+/* The feed on the loop; applies on srv->work. Stop it after sa_work_stop. */
+int sa_cluster_start(struct sa_server *srv);
+void sa_cluster_stop(struct sa_cluster *c);
+void sa_cluster_stats(const struct sa_cluster *c, struct sa_cluster_stats *s);
 
 /* http.c: the REST API, /dashboard, /healthz and /metrics on [api] listen
  * (and /metrics alone on [api] metrics_listen). No listen: nothing. 0 or -1. */

@@ -106,4 +106,155 @@ assert_eq "database away: exit status 5" 5 "$rc"
 assert_match "database away: says it cannot connect" "^sipauthctl: cannot connect to the database: " "$(cat "$T/stderr")"
 assert_nomatch "database away: the connection string's password is not printed" "hunter2secret" "$(cat "$T/stderr")"
 
+# ---- two sipauthd nodes sharing one database ----
+need sipp
+psql_q "CREATE DATABASE fleet" >/dev/null
+DB="host=127.0.0.1 port=$PG_PORT user=postgres dbname=fleet connect_timeout=3"
+ctl_db() { "$SIPAUTHCTL" --database "$DB" "$@"; }
+ctl_db init --domain sip.tryvox.io >/dev/null
+ACC=$(ctl_db account create --name fleet)
+TRUNK=$(ctl_db trunk create --account "$ACC" --name fleet)
+TRUNK_HOST="trunk-$TRUNK.sip.tryvox.io"
+# cred USER: creates a credential with password $PW through the database, prints its id
+cred() {
+	printf '%s\n' "$PW" | ctl_db credential create --trunk "$TRUNK" --username "$1" --password-stdin |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+}
+CRED1=$(cred pbx-a)
+GW_PORT=$(free_port 127.0.0.2)
+
+# node NAME ADDR: a sipauthd with its own (new) store on ADDR, a node of the fleet
+node() {
+	_port=$(free_port "$2")
+	cat >"$T/$1.conf" <<CONF
+[sip]
+listen = udp:$2:$_port, tcp:$2:$_port
+domain = sip.tryvox.io
+[upstream]
+gateway = udp:127.0.0.2:$GW_PORT
+trusted = 127.0.0.2/32
+[auth]
+algorithms = MD5
+[store]
+path = $T/$1-store
+[abuse]
+max_failures = 0
+[log]
+level = debug
+[cluster]
+database = $DB
+node = $1
+CONF
+	spawn "$T/$1.log" "$SIPAUTHD" --config "$T/$1.conf"
+	eval "${1}_PID=\$!; ${1}_PORT=\$_port; ${1}_ADDR=$2"
+}
+node A 127.0.0.21
+node B 127.0.0.22
+for n in A B; do
+	wait_for grep -q "event=cluster_connected" "$T/$n.log" || { cat "$T/$n.log"; fail "node $n did not connect"; finish; }
+done
+pass "both nodes started from an empty store and connected"
+assert_match "node A made its store from the database" "event=cluster_mirror_created node=A .* domain=sip.tryvox.io" "$(cat "$T/A.log")"
+
+# reg NODE USER [SRC_IP]: REGISTER with $PW at NODE; prints the final status
+reg() {
+	eval "_addr=\$${1}_ADDR; _port=\$${1}_PORT"
+	$SIPCLIENT register --server "$_addr:$_port" --local-ip "${3:-127.0.0.1}" --host "$TRUNK_HOST" --user "$2" \
+		--password "$PW" --algorithms MD5 --expires 60 --timeout 2 | json_get 'final.get("final_status")'
+}
+# reg_until NODE USER STATUS: REGISTER every 20 ms until STATUS (at most 3 s); prints the status
+reg_until() {
+	for _ in $(seq 1 60); do
+		_st=$(reg "$1" "$2")
+		[ "$_st" = "$3" ] && break
+		sleep 0.02
+	done
+	echo "$_st"
+}
+assert_eq "credential made before the nodes started: REGISTER at A" 200 "$(reg A pbx-a)"
+assert_eq "credential made before the nodes started: REGISTER at B" 200 "$(reg B pbx-a)"
+
+# propagation: credentials created through the database authenticate at both nodes within 2 s;
+# each node logs the lag from the change's write to its commit in the local store
+for i in $(seq 1 20); do
+	t0=$(date +%s.%N)
+	cred "prop-$i" >/dev/null
+	a=$(reg_until A "prop-$i" 200); b=$(reg_until B "prop-$i" 200)
+	t1=$(date +%s.%N)
+	echo "$t0 $t1" >>"$T/prop.txt"
+	[ "$a$b" = 200200 ] || fail "credential prop-$i: REGISTER at A=$a B=$b"
+done
+assert_eq "20 new credentials registered at both nodes" 20 "$(wc -l <"$T/prop.txt")"
+slow=$(python3 -c "import sys; print(sum(1 for l in open(sys.argv[1]) if float(l.split()[1]) - float(l.split()[0]) > 2.0))" "$T/prop.txt")
+assert_eq "each within 2 s of its creation (sipauthctl included)" 0 "$slow"
+lags=$(cat "$T/A.log" "$T/B.log" | sed -n 's/.*event=cluster_applied node=.* changes=1 lag_ms=\([0-9-]*\).*/\1/p')
+echo "propagation lag (change written -> applied at a node), ms: $(echo $lags | tr ' ' ',')"
+python3 -c "
+import sys, statistics
+v = sorted(int(x) for x in sys.argv[1:])
+print('propagation p50=%d ms max=%d ms over %d applies' % (statistics.median(v), v[-1], len(v)))" $lags | tee "$T/lag.txt"
+assert_match "lags were measured at both nodes (40 or more applies)" "over (4[0-9]|[5-9][0-9]) applies" "$(cat "$T/lag.txt")"
+
+# revocation: a call of pbx-a through node A ends when the credential is deleted through the database
+CRED_CALL=$(cred pbx-call)
+reg_until A pbx-call 200 >/dev/null
+spawn "$T/gw.out" timeout 30 sipp -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT" -m 1 -nostdin \
+	-trace_err -error_file "$T/gw.err"
+gw=$!
+sleep 0.3
+spawn "$T/call.out" timeout 30 sipp -sf "$SIPP_DIR/pbx_call_hold.xml" "$A_ADDR:$A_PORT" -i 127.0.0.1 -p "$(free_port)" -m 1 \
+	-s 15550000001 -au pbx-call -ap "$PW" -key trunk_host "$TRUNK_HOST" -nostdin -trace_err -error_file "$T/call.err"
+call=$!
+wait_for grep -q "event=call_start" "$T/A.log"
+assert_match "the call is up at node A" "event=call_start" "$(grep event=call_start "$T/A.log")"
+t0=$(date +%s.%N)
+ctl_db credential delete --trunk "$TRUNK" --id "$CRED_CALL"
+assert_eq "sipauthctl --database deletes the credential" 0 $?
+wait "$call"; assert_eq "the PBX got a BYE for its call at node A and answered it" 0 $?
+wait "$gw"; assert_eq "the gateway got a BYE for the call" 0 $?
+t1=$(date +%s.%N)
+python3 -c "import sys; sys.exit(0 if float(sys.argv[2]) - float(sys.argv[1]) < 2.0 else 1)" "$t0" "$t1"
+assert_eq "the call ended within 2 s of the delete ($t0 -> $t1)" 0 $?
+assert_match "node A revoked the credential" "event=credential_revoked cred=$CRED_CALL calls_ended=1" "$(cat "$T/A.log")"
+assert_eq "REGISTER with the deleted credential is refused at A" 401 "$(reg A pbx-call)"
+assert_eq "REGISTER with the deleted credential is refused at B" 401 "$(reg B pbx-call)"
+
+# the database away: SIP goes on from each node's mirror
+pg_stop
+wait_for grep -q "event=cluster_down" "$T/A.log"
+wait_for grep -q "event=cluster_down" "$T/B.log"
+assert_match "node A noticed the database went away" "event=cluster_down node=A" "$(cat "$T/A.log")"
+assert_eq "database stopped: REGISTER at A from the mirror" 200 "$(reg A pbx-a)"
+assert_eq "database stopped: REGISTER at B from the mirror" 200 "$(reg B prop-3)"
+assert_eq "database stopped: a wrong user is still refused at B" 401 "$(reg B nobody)"
+sleep 2
+assert_eq "database still away after 2 s: REGISTER at A" 200 "$(reg A prop-4)"
+pg_restart || fail "PostgreSQL restarted"
+cred pbx-after >/dev/null
+assert_eq "after the restart the feed catches up: new credential at A" 200 "$(reg_until A pbx-after 200)"
+assert_eq "after the restart the feed catches up: new credential at B" 200 "$(reg_until B pbx-after 200)"
+assert_eq "node A connected again" 2 "$(grep -c "event=cluster_connected" "$T/A.log")"
+
+# the log pruned past a node: node B, stopped meanwhile, resyncs the whole database
+kill -STOP "$B_PID"
+CRED_GONE=$(ctl_db credential list --trunk "$TRUNK" | python3 -c 'import json,sys; print([c["id"] for c in json.load(sys.stdin)["data"] if c["username"] == "prop-5"][0])')
+ctl_db credential delete --trunk "$TRUNK" --id "$CRED_GONE"
+cred pbx-resync >/dev/null
+assert_eq "node A applied both changes" 200 "$(reg_until A pbx-resync 200)"
+psql_q "DELETE FROM change_log" >/dev/null
+kill -CONT "$B_PID"
+assert_eq "node B after the log was pruned: the new credential registers" 200 "$(reg_until B pbx-resync 200)"
+assert_eq "node B after the log was pruned: the deleted credential is refused" 401 "$(reg B prop-5)"
+assert_match "node B did a full resync" "event=cluster_resynced node=B seq=$(psql_q 'SELECT last FROM change_seq')" "$(cat "$T/B.log")"
+assert_eq "node B: other credentials still register" 200 "$(reg B prop-6)"
+hb=$(psql_q "SELECT string_agg(name || '=' || address, ' ' ORDER BY name) FROM nodes")
+assert_eq "both nodes beat in the nodes table with their address" "A=udp:127.0.0.21:$A_PORT B=udp:127.0.0.22:$B_PORT" "$hb"
+
+for n in A B; do
+	eval "stop \$${n}_PID"
+	assert_eq "node $n stops cleanly" 0 $?
+	assert_nomatch "node $n logged no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/$n.log")"
+	assert_nomatch "node $n never logged a password" "$PW" "$(cat "$T/$n.log")"
+done
+
 finish
