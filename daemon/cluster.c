@@ -67,7 +67,7 @@ struct sa_cluster {
 	uint64_t since_ms;           /* when the query in flight was sent, or the connection started */
 	PGresult *rows;              /* the rows of the query in flight */
 	char address[96];
-	struct sa_cluster_stats stats;
+	struct sa_metrics_fleet stats;
 };
 
 static void look(struct sa_cluster *c);
@@ -108,7 +108,7 @@ static const char *one_line(const char *msg, char *out, size_t outlen)
 /* Drops the connection (logged once per change of state); the tick tries again. */
 static void down(struct sa_cluster *c, const char *msg, enum conn_state to)
 {
-	char q[256], why[sizeof(c->stats.error)];
+	char q[256], why[192];
 
 	one_line(msg, why, sizeof(why));
 
@@ -120,7 +120,6 @@ static void down(struct sa_cluster *c, const char *msg, enum conn_state to)
 		         "retrying every second\"", c->srv->cfg.cluster_node, sa_log_quote(why, q, sizeof(q)));
 	if (c->state != CS_UP)
 		c->stats.connect_failures++;
-	snprintf(c->stats.error, sizeof(c->stats.error), "%s", why);
 	events_free(c);
 	PQclear(c->rows);
 	c->rows = NULL;
@@ -183,7 +182,6 @@ static void up(struct sa_cluster *c)
 	c->state = CS_UP;
 	c->stats.connects++;
 	c->stats.connect_failures = 0;
-	c->stats.error[0] = '\0';
 	log_info("event=cluster_connected node=%s database=\"%s on %s:%s\" applied=%llu", c->srv->cfg.cluster_node,
 	         PQdb(c->conn), PQhost(c->conn), PQport(c->conn), (unsigned long long)c->applied);
 	if (watch(c, EV_READ | EV_PERSIST) < 0) {
@@ -216,7 +214,7 @@ static void connect_step(struct sa_cluster *c)
 
 static void connect_start(struct sa_cluster *c)
 {
-	c->conn = PQconnectStart(c->srv->cfg.cluster_database);
+	c->conn = sa_pg_connect_start(c->srv->cfg.cluster_database);
 	c->since_ms = sa_now_ms();
 	if (c->conn == NULL || PQstatus(c->conn) == CONNECTION_BAD || PQsetnonblocking(c->conn, 1) != 0) {
 		down(c, c->conn ? PQerrorMessage(c->conn) : "out of memory", CS_DOWN);
@@ -461,6 +459,15 @@ static void query_done(struct sa_cluster *c)
 		look(c);
 }
 
+/* Each NOTIFY libpq has read: a change to look for. */
+static void notifications(struct sa_cluster *c)
+{
+	for (PGnotify *n; (n = PQnotifies(c->conn)) != NULL; PQfreemem(n)) {
+		c->stats.notifications++;
+		c->again = true;
+	}
+}
+
 static void io_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sa_cluster *c = arg;
@@ -473,13 +480,13 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
 		down(c, PQerrorMessage(c->conn), CS_DOWN);
 		return;
 	}
-	for (PGnotify *n; (n = PQnotifies(c->conn)) != NULL; PQfreemem(n)) {
-		c->stats.notifications++;
-		c->again = true;
-	}
+	notifications(c);
 	while (c->step != ST_IDLE && c->step != ST_APPLYING && !PQisBusy(c->conn)) {
 		PGresult *r = PQgetResult(c->conn);
 		if (r == NULL) {
+			/* reading the results may have read a NOTIFY behind them: no
+			 * socket event comes for it */
+			notifications(c);
 			query_done(c);
 			return;
 		}
@@ -614,7 +621,7 @@ void sa_cluster_stop(struct sa_cluster *c)
 	free(c);
 }
 
-void sa_cluster_stats(const struct sa_cluster *c, struct sa_cluster_stats *s)
+void sa_cluster_stats(const struct sa_cluster *c, struct sa_metrics_fleet *s)
 {
 	*s = c->stats;
 	s->applied = c->applied;

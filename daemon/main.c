@@ -353,6 +353,10 @@ static int start(struct sa_server *srv)
 		log_err("event=store_thread_failed error=\"%s\"", strerror(errno));
 		return -1;
 	}
+	if (srv->cfg.cluster_database[0]) {   /* fleet mode: the API's records are the database's */
+		sa_work_database_set(srv->work, srv->cfg.cluster_database);
+		sa_work_database_set(srv->work_read, srv->cfg.cluster_database);
+	}
 	if (sa_sip_init(srv) < 0 || sa_transport_start(srv) < 0 || sa_http_start(srv) < 0 || cluster_start(srv) < 0)
 		return -1;
 	if (add_signal(srv, &srv->sig_term, SIGTERM, stop_cb) < 0 || add_signal(srv, &srv->sig_int, SIGINT, stop_cb) < 0 ||

@@ -12,6 +12,7 @@
 
 #include "auth.h"
 #include "conf.h"
+#include "metrics.h"
 #include "connlimit.h"
 #include "nonce.h"
 #include "route.h"
@@ -74,23 +75,6 @@ struct sa_store_watch {
 };
 
 struct sa_cluster;
-
-/* What fleet mode's feed reports (/metrics). */
-struct sa_cluster_stats {
-	const char *state;               /* "down", "connecting", "up", "refused" (another domain) */
-	bool up;
-	uint64_t applied;                /* last change log sequence in the local store */
-	uint64_t head;                   /* ... and in the database, at the last look */
-	int64_t lag_ms;                  /* the last change applied: from its write to its commit here */
-	uint64_t changes_applied;
-	uint64_t resyncs;
-	uint64_t notifications;
-	uint64_t connects;
-	uint64_t connect_failures;       /* in a row, since the last connection */
-	uint64_t query_failures;
-	uint64_t apply_failures;
-	char error[160];                 /* the last reason the connection went down */
-};
 
 struct sa_server {
 	struct event_base *base;
@@ -242,7 +226,7 @@ int sa_cluster_mirror_init(struct sa_server *srv);
 /* The feed on the loop; applies on srv->work. Stop it after sa_work_stop. */
 int sa_cluster_start(struct sa_server *srv);
 void sa_cluster_stop(struct sa_cluster *c);
-void sa_cluster_stats(const struct sa_cluster *c, struct sa_cluster_stats *s);
+void sa_cluster_stats(const struct sa_cluster *c, struct sa_metrics_fleet *s);
 
 /* http.c: the REST API, /dashboard, /healthz and /metrics on [api] listen
  * (and /metrics alone on [api] metrics_listen). No listen: nothing. 0 or -1. */

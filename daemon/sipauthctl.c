@@ -37,6 +37,7 @@ enum {
 	EXIT_IO = 5,         /* the store could not be opened, read or written (I/O, permission) */
 	EXIT_CORRUPT = 6,    /* data.mdb is empty, truncated or damaged */
 	EXIT_FULL = 7,       /* the store's map or the file system is full */
+	EXIT_UNKNOWN = 8,    /* --database: the connection broke after a write was sent */
 };
 
 /* options, as bits in struct ctl.seen and in the command table */
@@ -157,7 +158,8 @@ static void usage(FILE *f)
 	    "initialised, 4 store not initialised or of an incompatible version, 5 store I/O\n"
 	    "error or permission denied, 6 store corrupted (data.mdb empty, truncated or\n"
 	    "damaged), 7 store full (its map, or the file system). With --database: 4 schema\n"
-	    "absent or of another version, 5 connection or database error, 7 database disk full.\n",
+	    "absent or of another version, 5 connection or database error, 7 database disk full,\n"
+	    "8 the connection broke after a change was sent: it may or may not have been made.\n",
 	    SA_PASSWORD_MIN, SA_PASSWORD_MAX, SA_PASSWORD_MIN);
 }
 
@@ -230,6 +232,11 @@ static int database_fail(struct ctl *c, int err)
 		return die(EXIT_USAGE, "invalid input");
 	case SA_STORE_ENOSPC:
 		return die(EXIT_FULL, "database %s: disk full: %s", name, detail);
+	case SA_STORE_EUNAVAIL:
+		return die(EXIT_IO, "database %s went away: %s", name, detail);
+	case SA_STORE_EUNKNOWN:
+		return die(EXIT_UNKNOWN, "database %s went away after the change was sent: it may or may not have been "
+		           "made; look (list) before trying again", name);
 	case SA_STORE_EACCES:
 		return die(EXIT_IO, "database %s: permission denied: %s (grant the role sipauthd's tables: see README)",
 		           name, detail);

@@ -50,7 +50,10 @@ static const char schema_v1[] =
 	"CREATE INDEX registrations_by_node ON registrations (node);"
 	"CREATE TABLE nonce_keys (id smallint PRIMARY KEY CHECK (id BETWEEN 1 AND 255),"
 	"  secret bytea NOT NULL CHECK (length(secret) = 32), created_at bigint NOT NULL, retired_at bigint);"
-	"CREATE FUNCTION sipauthd_log_change() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+	/* SECURITY DEFINER: writers need no right on change_log or change_seq,
+	 * so that nobody but this trigger writes the log */
+	"CREATE FUNCTION sipauthd_log_change() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
+	"  SET search_path FROM CURRENT AS $$\n"
 	"DECLARE s bigint;\n"
 	"BEGIN\n"
 	"  UPDATE change_seq SET last = last + 1 RETURNING last INTO s;\n"
@@ -98,6 +101,7 @@ const char sa_pg_heartbeat_sql[] =
 
 struct sa_pg {
 	PGconn *conn;
+	int64_t used_at;             /* when sa_pg_alive last found it working */
 	char detail[256];
 	char name[192];
 	char domain[SA_DOMAIN_MAX + 1];   /* once sa_pg_check has read it */
@@ -129,11 +133,27 @@ static int err_of_state(const char *state)
 	return SA_STORE_EIO;
 }
 
+/* Statements that change something: when the connection breaks under one,
+ * nobody knows whether it was done. */
+static bool is_write(const char *sql)
+{
+	static const char *const verbs[] = { "INSERT", "UPDATE", "DELETE", "COMMIT" };
+
+	for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+		if (strncmp(sql, verbs[i], strlen(verbs[i])) == 0)
+			return true;
+	return false;
+}
+
 /* Runs sql with text parameters (without any, sql may be several
  * statements: the schema). OK with the result in *res (the caller clears
  * it), or the error (detail set, nothing to clear). */
 static int exec(struct sa_pg *pg, const char *sql, int n, const char *const *params, PGresult **res)
 {
+	if (PQstatus(pg->conn) != CONNECTION_OK) {
+		detail_set(pg, PQerrorMessage(pg->conn));
+		return SA_STORE_EUNAVAIL;
+	}
 	PGresult *r = n == 0 ? PQexec(pg->conn, sql) : PQexecParams(pg->conn, sql, n, NULL, params, NULL, NULL, 0);
 	ExecStatusType s = PQresultStatus(r);
 
@@ -143,6 +163,8 @@ static int exec(struct sa_pg *pg, const char *sql, int n, const char *const *par
 	}
 	detail_set(pg, r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(pg->conn));
 	int err = r != NULL ? err_of_state(PQresultErrorField(r, PG_DIAG_SQLSTATE)) : SA_STORE_EIO;
+	if (PQstatus(pg->conn) != CONNECTION_OK)
+		err = is_write(sql) ? SA_STORE_EUNKNOWN : SA_STORE_EUNAVAIL;
 	PQclear(r);
 	return err;
 }
@@ -160,25 +182,56 @@ static int run(struct sa_pg *pg, const char *sql, int n, const char *const *para
 	return rc;
 }
 
+/* Our defaults first, the administrator's connection string (dbname,
+ * expanded) last: libpq keeps the last value of a key, so the string
+ * overrides any of them. */
+#define CONN_DEFAULTS(conninfo) \
+	const char *const keys[] = { "connect_timeout", "tcp_user_timeout", "keepalives_idle", \
+	                             "keepalives_interval", "keepalives_count", "dbname", NULL }; \
+	const char *const vals[] = { "3", "5000", "5", "2", "2", conninfo, NULL }
+
+struct pg_conn *sa_pg_connect_start(const char *conninfo)
+{
+	CONN_DEFAULTS(conninfo);
+
+	return PQconnectStartParams(keys, vals, 1);
+}
+
 int sa_pg_open(struct sa_pg **out, const char *conninfo, char *why, size_t whylen)
 {
+	CONN_DEFAULTS(conninfo);
 	struct sa_pg *pg = calloc(1, sizeof *pg);
 
 	*out = NULL;
 	if (pg == NULL)
 		return SA_STORE_EIO;
-	pg->conn = PQconnectdb(conninfo);
+	pg->conn = PQconnectdbParams(keys, vals, 1);
 	if (PQstatus(pg->conn) != CONNECTION_OK) {
 		detail_set(pg, PQerrorMessage(pg->conn));
 		snprintf(why, whylen, "%s", pg->detail);
 		sa_pg_close(pg);
-		return SA_STORE_EIO;
+		return SA_STORE_EUNAVAIL;
 	}
 	snprintf(pg->name, sizeof pg->name, "%s on %s:%s", PQdb(pg->conn), PQhost(pg->conn), PQport(pg->conn));
 	/* the schema's notices (CREATE ... IF NOT EXISTS and the like) are no news */
 	run(pg, "SET client_min_messages = warning", 0, NULL, NULL);
 	*out = pg;
 	return SA_STORE_OK;
+}
+
+bool sa_pg_alive(struct sa_pg *pg, int64_t now, int64_t idle_secs)
+{
+	PGresult *r;
+
+	if (PQstatus(pg->conn) != CONNECTION_OK)
+		return false;
+	if (now - pg->used_at < idle_secs)
+		return true;
+	if (exec(pg, "SELECT 1", 0, NULL, &r) != SA_STORE_OK)
+		return false;
+	PQclear(r);
+	pg->used_at = now;
+	return true;
 }
 
 void sa_pg_close(struct sa_pg *pg)
@@ -582,25 +635,88 @@ static int cred_row(const PGresult *r, int row, struct sa_credential *c)
 	return rc;
 }
 
+#define CRED_COLS "id, trunk_id, username, created_at"
+#define CRED_CHUNK "1000"   /* rows per query: a walk that stops early reads little more than it shows */
+
+/* The position (ord) just before the walk starts: the trunk's start, or
+ * after_id's place, which must be a credential of the trunk (EINVAL). */
+static int cred_start(struct sa_pg *pg, const char *trunk_id, const char *after_id, char ord[24])
+{
+	const char *params[] = { after_id, trunk_id };
+	PGresult *r;
+	int rc;
+
+	snprintf(ord, 24, "0");
+	if (after_id == NULL || after_id[0] == '\0')
+		return SA_STORE_OK;
+	rc = exec(pg, "SELECT ord FROM credentials WHERE id = $1 AND trunk_id = $2", 2, params, &r);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = PQntuples(r) == 1 ? SA_STORE_OK : SA_STORE_EINVAL;
+	if (rc == SA_STORE_OK)
+		snprintf(ord, 24, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return rc;
+}
+
+/* One chunk after ord: each row to cb. *more: a full chunk, and cb wants more. */
+static int cred_chunk(struct sa_pg *pg, const char *trunk_id, char ord[24], sa_store_credential_cb cb, void *arg,
+                      bool *more)
+{
+	const char *params[] = { trunk_id, ord };
+	struct sa_credential c;
+	PGresult *r;
+	/* the HA1s stay in the database: a listing shows none */
+	int rc = exec(pg, "SELECT " CRED_COLS ", ord FROM credentials WHERE trunk_id = $1 AND ord > $2::bigint"
+	                  " ORDER BY ord LIMIT " CRED_CHUNK, 2, params, &r);
+	bool got = rc == SA_STORE_OK;
+	int n = got ? PQntuples(r) : 0;
+
+	*more = n == atoi(CRED_CHUNK);
+	for (int i = 0; rc == SA_STORE_OK && i < n; i++) {
+		memset(&c, 0, sizeof c);
+		rc = cred_row(r, i, &c);
+		snprintf(ord, 24, "%s", PQgetvalue(r, i, 4));
+		if (rc == SA_STORE_OK && cb(&c, arg) != 0) {
+			*more = false;
+			break;
+		}
+	}
+	if (got)
+		PQclear(r);
+	return rc;
+}
+
+int sa_pg_credential_list_after(struct sa_pg *pg, const char *trunk_id, const char *after_id,
+                                sa_store_credential_cb cb, void *arg)
+{
+	char ord[24];
+	struct sa_trunk t;
+	bool more = true;
+	int rc = sa_pg_trunk_get(pg, trunk_id, &t);
+
+	if (rc == SA_STORE_OK)
+		rc = cred_start(pg, trunk_id, after_id, ord);
+	while (rc == SA_STORE_OK && more)
+		rc = cred_chunk(pg, trunk_id, ord, cb, arg, &more);
+	return rc;
+}
+
 int sa_pg_credential_list(struct sa_pg *pg, const char *trunk_id, sa_store_credential_cb cb, void *arg)
 {
-	const char *params[] = { trunk_id };
-	struct sa_credential c;
-	struct sa_trunk t;
-	PGresult *r = NULL;
-	int rc = sa_pg_trunk_get(pg, trunk_id, &t);
+	return sa_pg_credential_list_after(pg, trunk_id, NULL, cb, arg);
+}
+
+int sa_pg_credential_get(struct sa_pg *pg, const char *cred_id, struct sa_credential *out)
+{
+	const char *params[] = { cred_id };
+	PGresult *r;
+	int rc = exec(pg, "SELECT " CRED_COLS " FROM credentials WHERE id = $1", 1, params, &r);
 
 	if (rc != SA_STORE_OK)
 		return rc;
-	/* the HA1s stay in the database: a listing shows none */
-	rc = exec(pg, "SELECT id, trunk_id, username, created_at FROM credentials WHERE trunk_id = $1 ORDER BY ord",
-	          1, params, &r);
-	for (int i = 0; rc == SA_STORE_OK && i < PQntuples(r); i++) {
-		memset(&c, 0, sizeof c);
-		rc = cred_row(r, i, &c);
-		if (rc == SA_STORE_OK && cb(&c, arg) != 0)
-			break;
-	}
+	memset(out, 0, sizeof *out);
+	rc = PQntuples(r) == 1 ? cred_row(r, 0, out) : SA_STORE_ENOTFOUND;
 	PQclear(r);
 	return rc;
 }

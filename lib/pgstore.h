@@ -27,9 +27,18 @@
 
 struct sa_pg;
 
-/* Connects (libpq connection string). SA_STORE_EIO with the server's or
- * libpq's words in why when it cannot. */
+/* Connects (libpq connection string; unless it says otherwise, a connection
+ * attempt gives up after 3 s and a connection whose sent data is not
+ * acknowledged for 5 s is dropped: a database away answers EUNAVAIL soon).
+ * SA_STORE_EUNAVAIL with the server's or libpq's words in why when it cannot.
+ * Errors of every call: EUNAVAIL when the connection is (or went) down before
+ * anything was written; EUNKNOWN when it broke after a write was sent. */
 int sa_pg_open(struct sa_pg **out, const char *conninfo, char *why, size_t whylen);
+/* The same defaults for the feed's asynchronous connection (PQconnectStartParams). */
+struct pg_conn *sa_pg_connect_start(const char *conninfo);
+/* Still connected? A connection idle for a while is asked (SELECT 1) first,
+ * so that a server restarted meanwhile costs a reconnection, not a request. */
+bool sa_pg_alive(struct sa_pg *pg, int64_t now, int64_t idle_secs);
 void sa_pg_close(struct sa_pg *pg);
 /* The last failure in the server's or libpq's words (one line; "" if none). */
 const char *sa_pg_detail(const struct sa_pg *pg);
@@ -57,6 +66,11 @@ int sa_pg_credential_create(struct sa_pg *pg, const char *trunk_id, const char *
                             size_t password_len, unsigned min_len, int64_t now, struct sa_credential *out,
                             char *why, size_t whylen);
 int sa_pg_credential_list(struct sa_pg *pg, const char *trunk_id, sa_store_credential_cb cb, void *arg);
+/* As sa_store_credential_list_after (EINVAL: after_id is no credential of the trunk). */
+int sa_pg_credential_list_after(struct sa_pg *pg, const char *trunk_id, const char *after_id,
+                                sa_store_credential_cb cb, void *arg);
+/* As sa_store_credential_get, without the HA1s (they stay in the database). */
+int sa_pg_credential_get(struct sa_pg *pg, const char *cred_id, struct sa_credential *out);
 int sa_pg_credential_delete(struct sa_pg *pg, const char *trunk_id, const char *cred_id);
 
 /* ---- the change feed (daemon/cluster.c sends these asynchronously) ----

@@ -177,6 +177,8 @@ const char *sa_store_strerror(int err)
 	case SA_STORE_ENOSPC: return "disk full";
 	case SA_STORE_ECORRUPT: return "store corrupted";
 	case SA_STORE_EACCES: return "permission denied";
+	case SA_STORE_EUNAVAIL: return "database unavailable";
+	case SA_STORE_EUNKNOWN: return "database did not confirm the write";
 	default: return "unknown store error";
 	}
 }
@@ -195,6 +197,8 @@ const char *sa_store_cause(int err)
 	case SA_STORE_ENOSPC: return "disk_full";
 	case SA_STORE_ECORRUPT: return "corrupted";
 	case SA_STORE_EACCES: return "permission";
+	case SA_STORE_EUNAVAIL: return "database_unavailable";
+	case SA_STORE_EUNKNOWN: return "outcome_unknown";
 	default: return "io";
 	}
 }

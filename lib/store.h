@@ -35,6 +35,9 @@ enum sa_store_err {
 	SA_STORE_ENOSPC = -9,      /* the file system is full (or over quota) */
 	SA_STORE_ECORRUPT = -10,   /* data.mdb is empty, truncated or damaged */
 	SA_STORE_EACCES = -11,     /* the store's files may not be opened (permission) */
+	/* fleet mode's database (lib/pgstore) only: */
+	SA_STORE_EUNAVAIL = -12,   /* the database cannot be reached (nothing was written) */
+	SA_STORE_EUNKNOWN = -13,   /* the connection broke after a write was sent: it may or may not be done */
 };
 const char *sa_store_strerror(int err);
 /* A short token for logs and metrics: "map_full", "disk_full", "corrupted",
