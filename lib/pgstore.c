@@ -464,16 +464,28 @@ static int col_copy(const PGresult *r, int row, int col, char *out, size_t outle
 	return (size_t)snprintf(out, outlen, "%s", v) < outlen ? SA_STORE_OK : SA_STORE_EIO;
 }
 
+/* Trunks and credentials both read as three text columns and a time. */
+struct row_text {
+	char *out;
+	size_t len;
+};
+
+static int row_read(const PGresult *r, int row, const struct row_text text[3], int64_t *created_at)
+{
+	int rc = SA_STORE_OK;
+
+	for (int col = 0; col < 3 && rc == SA_STORE_OK; col++)
+		rc = col_copy(r, row, col, text[col].out, text[col].len);
+	*created_at = strtoll(PQgetvalue(r, row, 3), NULL, 10);
+	return rc;
+}
+
 static int trunk_row(const PGresult *r, int row, struct sa_trunk *t)
 {
-	int rc = col_copy(r, row, 0, t->id, sizeof t->id);
+	const struct row_text text[3] = { { t->id, sizeof t->id }, { t->account_id, sizeof t->account_id },
+	                                  { t->name, sizeof t->name } };
 
-	if (rc == SA_STORE_OK)
-		rc = col_copy(r, row, 1, t->account_id, sizeof t->account_id);
-	if (rc == SA_STORE_OK)
-		rc = col_copy(r, row, 2, t->name, sizeof t->name);
-	t->created_at = strtoll(PQgetvalue(r, row, 3), NULL, 10);
-	return rc;
+	return row_read(r, row, text, &t->created_at);
 }
 
 #define TRUNK_COLS "id, account_id, name, created_at"
@@ -625,14 +637,10 @@ int sa_pg_credential_create(struct sa_pg *pg, const char *trunk_id, const char *
 
 static int cred_row(const PGresult *r, int row, struct sa_credential *c)
 {
-	int rc = col_copy(r, row, 0, c->id, sizeof c->id);
+	const struct row_text text[3] = { { c->id, sizeof c->id }, { c->trunk_id, sizeof c->trunk_id },
+	                                  { c->username, sizeof c->username } };
 
-	if (rc == SA_STORE_OK)
-		rc = col_copy(r, row, 1, c->trunk_id, sizeof c->trunk_id);
-	if (rc == SA_STORE_OK)
-		rc = col_copy(r, row, 2, c->username, sizeof c->username);
-	c->created_at = strtoll(PQgetvalue(r, row, 3), NULL, 10);
-	return rc;
+	return row_read(r, row, text, &c->created_at);
 }
 
 #define CRED_COLS "id, trunk_id, username, created_at"
