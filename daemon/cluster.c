@@ -111,7 +111,6 @@ static void down(struct sa_cluster *c, const char *msg, enum conn_state to)
 	char q[256], why[192];
 
 	one_line(msg, why, sizeof(why));
-
 	if (c->state == CS_UP || to == CS_REFUSED)
 		log_warn("event=cluster_down node=%s error=\"%s\" applied=%llu", c->srv->cfg.cluster_node,
 		         sa_log_quote(why, q, sizeof(q)), (unsigned long long)c->applied);

@@ -343,6 +343,37 @@ assert_nomatch "node B caught up without a resync" "event=cluster_resync" "$(cat
 assert_eq "credentials written by SQL while node B was stopped register at B" "200 200" "$(reg B bulk-1) $(reg B bulk-100)"
 assert_eq "the mirror at B still has pbx-a" 200 "$(reg B pbx-a)"
 
+# a write whose answer never comes (its connection ends while it waits for the change log's
+# lock) is reported as of unknown outcome, never as a plain failure
+# hold_log_lock: a session holding change_seq's row lock for 4 s; $LOCKER is its pid
+hold_log_lock() {
+	psql -X -q "$DB" -c "BEGIN; UPDATE change_seq SET last = last; SELECT pg_sleep(4); ROLLBACK;" >/dev/null 2>&1 &
+	LOCKER=$!
+	wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(4)%' AND state = 'active' AND pid <> pg_backend_pid()\")\" = 1 ]"
+}
+# end_waiting_insert: ends the backend whose INSERT INTO credentials waits for that lock
+end_waiting_insert() {
+	wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO credentials%' AND wait_event_type = 'Lock'\")\" = 1 ]"
+	psql_q "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO credentials%' AND wait_event_type = 'Lock'"
+}
+hold_log_lock
+api A POST /credentials "{\"username\":\"lost-1\",\"password\":\"$PW\"}" >"$T/lost.out" &
+poster=$!
+assert_eq "the API's INSERT waits for the lock; its connection is ended" 1 "$(end_waiting_insert)"
+wait "$poster"
+assert_match "the API answers 503 outcome_unknown" '^503 .*"code": *"outcome_unknown"' "$(cat "$T/lost.out")"
+assert_match "... saying the change may or may not have been made" 'may or may not have been made' "$(cat "$T/lost.out")"
+wait "$LOCKER"
+hold_log_lock
+printf '%s\n' "$PW" | ctl_db credential create --trunk "$TRUNK" --username lost-2 --password-stdin >/dev/null 2>"$T/lost.err" &
+ctl=$!
+end_waiting_insert >/dev/null
+wait "$ctl"
+assert_eq "sipauthctl: exit status 8 (outcome unknown)" 8 $?
+assert_match "sipauthctl says it may or may not have been made" "went away after the change was sent: it may or may not have been made" "$(cat "$T/lost.err")"
+wait "$LOCKER"
+assert_match "the node's API works again on a new connection" '^201 ' "$(api A POST /credentials "{\"username\":\"lost-3\",\"password\":\"$PW\"}")"
+
 # the database away: SIP goes on from each node's mirror
 pg_stop
 wait_for grep -q "event=cluster_down" "$T/A.log"
