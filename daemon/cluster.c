@@ -61,7 +61,8 @@ struct sa_cluster {
 	struct event *tick;
 	bool again;                  /* woken while busy: look again once idle */
 	bool resync;                 /* the next look takes the whole database */
-	bool hello_ok;               /* the hello's domain matched */
+	bool hello_seen;             /* the hello's domain came */
+	bool hello_ok;               /* ... and matched */
 	uint64_t applied;            /* last sequence in the mirror */
 	uint64_t head;               /* last sequence the database had at the last look */
 	uint64_t since_ms;           /* when the query in flight was sent, or the connection started */
@@ -187,7 +188,7 @@ static void up(struct sa_cluster *c)
 		down(c, "cannot watch the connection", CS_DOWN);
 		return;
 	}
-	c->hello_ok = false;
+	c->hello_seen = c->hello_ok = false;
 	send_query(c, ST_HELLO, "LISTEN " SA_PG_CHANNEL "; SELECT value FROM settings WHERE name = 'domain'", 0, NULL);
 }
 
@@ -231,6 +232,7 @@ static void hello_result(struct sa_cluster *c, PGresult *r)
 {
 	const char *domain = PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "";
 
+	c->hello_seen = true;
 	c->hello_ok = strcasecmp(domain, c->srv->domain) == 0;
 	if (!c->hello_ok)
 		log_err("event=cluster_domain_mismatch node=%s database=%s store=%s hint=\"credentials are hashed for "
@@ -439,6 +441,10 @@ static void query_done(struct sa_cluster *c)
 	c->step = ST_IDLE;
 	switch (step) {
 	case ST_HELLO:
+		if (!c->hello_seen) {   /* refused (logged): a schema not made yet, a right missing */
+			down(c, "the database did not answer LISTEN and the domain", CS_DOWN);
+			return;
+		}
 		if (!c->hello_ok) {
 			down(c, "the database's domain is not this store's", CS_REFUSED);
 			return;

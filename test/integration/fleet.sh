@@ -142,7 +142,7 @@ node() {
 	cat >"$T/$1.conf" <<CONF
 [sip]
 listen = udp:$2:$_port, tcp:$2:$_port
-domain = sip.tryvox.io
+domain = ${NODE_DOMAIN:-sip.tryvox.io}
 [upstream]
 gateway = udp:127.0.0.2:$GW_PORT
 trusted = 127.0.0.2/32
@@ -412,6 +412,20 @@ assert_match "node B did a full resync" "event=cluster_resynced node=B seq=$(psq
 assert_eq "node B: other credentials still register" 200 "$(reg B prop-6)"
 hb=$(psql_q "SELECT string_agg(name || '=' || address, ' ' ORDER BY name) FROM nodes")
 assert_eq "both nodes beat in the nodes table with their address" "A=udp:127.0.0.21:$A_PORT B=udp:127.0.0.22:$B_PORT" "$hb"
+
+# a node whose store was made for another domain is refused by the feed (its HA1s could not
+# match) and says so; it serves SIP from its own store meanwhile
+"$SIPAUTHCTL" --store "$T/C-store" init --domain other.example >/dev/null
+NODE_DOMAIN=other.example node C 127.0.0.23
+wait_for grep -q "event=cluster_domain_mismatch" "$T/C.log"
+assert_match "node C: the domain mismatch is logged" \
+	"event=cluster_domain_mismatch node=C database=sip.tryvox.io store=other.example" "$(cat "$T/C.log")"
+assert_match "node C: /metrics says refused" 'sipauthd_cluster_state\{state="refused"\} 1' \
+	"$(curl -s "http://$C_ADDR:$C_API_PORT/metrics")"
+sleep 1.5
+assert_eq "node C does not retry a refused database" 1 "$(grep -c "event=cluster_down" "$T/C.log")"
+stop "$C_PID"
+assert_eq "node C stops cleanly" 0 $?
 
 openapi_check
 for n in A B; do
