@@ -386,6 +386,7 @@ static const struct key keys[] = {
 	UINT("proxy", "max_transaction_memory", max_transaction_memory, 1, 65536, true),
 	UINT("proxy", "max_calls", max_calls, 1, 10000000, true),
 	UINT("proxy", "max_call_age", max_call_age, 5, 604800, true),
+	UINT("proxy", "bye_rate", bye_rate, 0, 1000000, true),
 	UINT("limits", "tcp_idle_timeout", tcp_idle_timeout, 5, 86400, true),
 	UINT("limits", "max_connections", max_connections, 1, 1000000, false),
 	UINT("limits", "max_connections_per_source", max_connections_per_source, 1, 1000000, true),
@@ -415,6 +416,11 @@ static const struct key keys[] = {
 	STR("cluster", "database", cluster_database, false),
 	FN("cluster", "node", cluster_node, set_node_key, false),
 	FN("cluster", "address", cluster_address, set_node_address_key, false),
+	STR("webhooks", "ca_file", webhooks_ca_file, false),
+	UINT("webhooks", "queue_max", webhooks_queue_max, 1, 1000000, false),
+	UINT("webhooks", "retry_base", webhooks_retry_base, 1, 3600, false),
+	UINT("webhooks", "timeout", webhooks_timeout, 1, 60, false),
+	UINT("webhooks", "auth_failed_window", webhooks_auth_failed_window, 1, 3600, false),
 };
 
 static void *field(struct sa_config *c, size_t off)
@@ -504,11 +510,16 @@ static void set_defaults(struct sa_config *c)
 	c->tls.max_handshakes = 256;
 	c->tls.max_handshakes_per_source = 16;
 	c->max_call_age = 14400;
+	c->bye_rate = 2500;
 	c->api_max_body = SA_HTTP_MAX_BODY;
 	c->api_max_connections = SA_HTTP_MAX_CONNECTIONS;
 	c->api_min_password_len = SA_PASSWORD_MIN;
 	c->api_rate_limit = SA_HTTP_RATE_LIMIT;
 	c->api_rate_burst = SA_HTTP_RATE_BURST;
+	c->webhooks_queue_max = 10000;
+	c->webhooks_retry_base = 30;
+	c->webhooks_timeout = 10;
+	c->webhooks_auth_failed_window = 60;
 }
 
 /* Rules between keys, checked once the whole file is read. */
@@ -554,7 +565,8 @@ static int parse_line(struct parse *p, char *line, char *sec, size_t seclen)
 		if (!e || trim(e + 1)[0])
 			return perr(p, "bad section header");
 		*e = '\0';
-		const char *known[] = { "sip", "upstream", "auth", "store", "registrar", "proxy", "limits", "log", "api", "tls", "abuse", "dns", "cluster" };
+		const char *known[] = { "sip", "upstream", "auth", "store", "registrar", "proxy", "limits", "log", "api", "tls", "abuse", "dns",
+		                        "webhooks", "cluster" };
 		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 			if (strcmp(s + 1, known[i]) == 0) {
 				snprintf(sec, seclen, "%s", s + 1);

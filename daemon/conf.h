@@ -80,6 +80,7 @@ struct sa_config {
 	unsigned timer_c;                /* seconds an INVITE may ring */
 	unsigned max_calls;              /* dialogs tracked at once; more get 503 */
 	unsigned max_call_age;           /* seconds: calls whose BYE never came are ended */
+	unsigned bye_rate;               /* BYEs of ours per second per destination; 0: all at once */
 	struct sa_tls_config tls;
 	struct sa_abuse_cfg abuse;       /* [abuse]: bans for sources that keep failing */
 	/* [api]: HTTP for the REST API, dashboard, /healthz and /metrics; no listen, no HTTP */
@@ -99,6 +100,12 @@ struct sa_config {
 	char cluster_database[1024];     /* a libpq connection string */
 	char cluster_node[64];           /* this node's name, unique in the fleet */
 	char cluster_address[96];        /* how other nodes reach it: udp:ADDRESS:PORT (default: the first udp listen) */
+	/* [webhooks]: deliveries of account events (daemon/webhook.c) */
+	char webhooks_ca_file[PATH_MAX]; /* CAs trusted for https targets besides the system's; "": none */
+	unsigned webhooks_queue_max;     /* events waiting for the delivery thread; the oldest go first */
+	unsigned webhooks_retry_base;    /* seconds before the first retry; doubled each time, at most an hour */
+	unsigned webhooks_timeout;       /* seconds for one attempt: connect, TLS, request, status line */
+	unsigned webhooks_auth_failed_window;   /* seconds of auth failures summed in one auth.failed event */
 };
 
 /* Parse file into cfg (defaults first). 0, or -1 with one line in err:

@@ -22,6 +22,7 @@
 #include "api.h"
 #include "apilimit.h"
 #include "calls.h"
+#include "pace.h"
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
@@ -168,14 +169,29 @@ static void send_error(struct exchange *x, int status, const char *code, const c
 /* What the API changed that the rest of the daemon must act on, and the audit lines. */
 static void api_effects(struct exchange *x, const struct sa_api_response *r)
 {
-	if (r->created_cred[0] != '\0')
+	if (r->created_cred[0] != '\0') {
 		log_info("event=credential_created cred=%s trunk=%s username=\"%s\" account=%s via=api",
 		         r->created_cred, r->trunk_id, r->created_user, r->account_id);
+		sa_webhooks_credential_created(x->h->srv, r->account_id, r->trunk_id, r->created_cred, r->created_user);
+	}
 	if (r->deleted_cred[0] != '\0') {
 		/* the same path as a delete by sipauthctl: the store's generation moved */
 		int ended = sa_sip_revocation_check(x->h->srv);
 		log_info("event=credential_deleted cred=%s trunk=%s account=%s via=api calls_ended=%d",
 		         r->deleted_cred, r->trunk_id, r->account_id, ended);
+		sa_webhooks_credential_deleted(x->h->srv, r->account_id, r->trunk_id, r->deleted_cred, ended);
+	}
+	if (r->created_webhook[0] != '\0') {
+		log_info("event=webhook_created webhook=%s account=%s via=api", r->created_webhook, r->account_id);
+		sa_webhooks_created(x->h->srv);
+	}
+	if (r->rotated_cred[0] != '\0') {
+		/* no revocation: nothing was deleted, and the calls it set up go on */
+		x->h->srv->counters.credential_rotations++;
+		log_info("event=credential_rotated cred=%s trunk=%s account=%s via=api password_version=%u overlap=%u",
+		         r->rotated_cred, r->trunk_id, r->account_id, r->rotated_version, r->rotated_overlap);
+		sa_webhooks_credential_rotated(x->h->srv, r->account_id, r->trunk_id, r->rotated_cred, r->rotated_version,
+		                               (int64_t)time(NULL) + (int64_t)r->rotated_overlap);
 	}
 }
 
@@ -495,6 +511,7 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	m->calls_active = sa_calls_count(h->srv->calls);
 	m->calls_started = c->calls_started;
 	m->calls_revoked = c->calls_revoked;
+	m->credential_rotations = c->credential_rotations;
 	m->calls_reaped = c->calls_reaped;
 	m->bans = c->bans;
 	m->banned_dropped = c->banned_dropped;
@@ -504,6 +521,12 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	m->transactions_refused = c->transactions_refused;
 	m->transactions_evicted = c->transactions_evicted;
 	m->responses_refused = c->responses_refused;
+	m->failover_late_answers = c->failover_late_answers;
+	m->byes_answered = c->byes_answered;
+	m->byes_timed_out = c->byes_timed_out;
+	m->bye_retransmissions = c->bye_retransmissions;
+	m->byes_pending = h->srv->byes_pending;
+	m->byes_queued = h->srv->pacer ? sa_pacer_queued(h->srv->pacer) : 0;
 	m->relay_refused = c->relay_refused;
 	memcpy(m->api_requests, h->answers, sizeof(m->api_requests));
 	m->tcp_connections = sa_connlimit_connections(h->srv->connlimit);
@@ -544,7 +567,8 @@ static void metrics_serve(struct exchange *x)
 	metrics_fill(x->h, &m);
 	x->h->answers[200]--;
 	text = sa_metrics_render(&m, &len);
-	if (text != NULL && (sa_gateways_metrics(x->h->srv, &text, &len) < 0 || fleet_metrics(x->h->srv, &text, &len) < 0)) {
+	if (text != NULL && (sa_gateways_metrics(x->h->srv, &text, &len) < 0 ||
+	                     sa_webhooks_metrics(x->h->srv, &text, &len) < 0 || fleet_metrics(x->h->srv, &text, &len) < 0)) {
 		free(text);
 		text = NULL;
 	}

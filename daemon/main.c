@@ -186,7 +186,7 @@ static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sa_server *srv = arg;
 	bindings_of_deleted(srv);
-	int n = sa_store_binding_expire(srv->store, (int64_t)time(NULL));
+	int n = sa_store_binding_expire_each(srv->store, (int64_t)time(NULL), sa_webhooks_registration_expired, srv);
 	if (n > 0)
 		log_info("event=bindings_expired count=%d", n);
 	sa_sip_housekeeping(srv);
@@ -357,6 +357,10 @@ static int start(struct sa_server *srv)
 		sa_work_database_set(srv->work, srv->cfg.cluster_database);
 		sa_work_database_set(srv->work_read, srv->cfg.cluster_database);
 	}
+	if (sa_webhooks_start(srv) < 0) {
+		log_err("event=webhooks_failed error=\"cannot start the delivery thread\"");
+		return -1;
+	}
 	if (sa_sip_init(srv) < 0 || sa_transport_start(srv) < 0 || sa_http_start(srv) < 0 || cluster_start(srv) < 0)
 		return -1;
 	if (add_signal(srv, &srv->sig_term, SIGTERM, stop_cb) < 0 || add_signal(srv, &srv->sig_int, SIGINT, stop_cb) < 0 ||
@@ -381,6 +385,7 @@ static void teardown(struct sa_server *srv)
 #endif
 	sa_http_stop(srv);
 	sa_sip_shutdown(srv);
+	sa_webhooks_stop(srv);   /* after the loop's last events; before the store closes */
 	struct event *evs[] = { srv->sig_term, srv->sig_int, srv->sig_hup, srv->housekeeping, srv->drain };
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i])

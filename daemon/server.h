@@ -56,10 +56,15 @@ struct sa_counters {
 	uint64_t banned_dropped;         /* requests from banned sources, dropped unanswered */
 	uint64_t calls_started;
 	uint64_t calls_revoked;          /* calls ended because their credential was deleted */
+	uint64_t credential_rotations;   /* passwords rotated over the API (their calls go on) */
 	uint64_t calls_reaped;           /* calls ended at max_call_age */
 	uint64_t transactions_refused;   /* 503: a source, credential or the memory budget was full */
 	uint64_t transactions_evicted;   /* finished transactions dropped early to make room */
 	uint64_t responses_refused;      /* answers from a peer the request was not sent to */
+	uint64_t failover_late_answers;  /* answers from a gateway failover had left: CANCELled or ended */
+	uint64_t byes_answered;          /* our BYEs (revocation, max_call_age, late 2xx) that got a final answer */
+	uint64_t byes_timed_out;         /* ... that got none within 64*T1 */
+	uint64_t bye_retransmissions;
 	uint64_t relay_refused;          /* in-dialog requests not from the call's ends, or routed outside it */
 	uint64_t tcp_refused[SA_CONN_VERDICT_COUNT];   /* accepted connections closed at once, by limit */
 	uint64_t tcp_idle_closed;        /* connections closed at tcp_idle_timeout */
@@ -107,6 +112,9 @@ struct sa_server {
 	uint64_t store_generation;      /* last seen: a change means sipauthctl wrote */
 	struct sa_store_watch store_watch;   /* main.c: what housekeeping last told of the store */
 	struct event *revoke_poll;
+	struct sa_pacer *pacer;         /* our BYEs, paced per destination (lib/pace) */
+	struct event *pace_timer;
+	unsigned byes_pending;          /* our BYEs not answered yet (queued or sent) */
 	struct event *sig_term, *sig_int, *sig_hup, *housekeeping;
 	struct sa_counters counters;
 	int stopping;                   /* SIGTERM: draining transactions in flight */
@@ -125,6 +133,7 @@ struct sa_server {
 	struct sa_resolver *resolver;   /* resolve.c: c-ares on the loop; NULL when no gateway is named */
 	struct event *probe;            /* upstream.c: OPTIONS to every gateway each probe_interval */
 	struct sa_cluster *cluster;     /* cluster.c: fleet mode's feed; NULL: a single host */
+	struct sa_webhooks *webhooks;   /* webhook.c: the event queue and the delivery thread */
 };
 
 /* transport.c */
@@ -235,5 +244,36 @@ void sa_http_stop(struct sa_server *srv);
 /* SIGHUP: HTTPS takes next's [api] certificate and key for new connections.
  * -1 (logged) when they do not load: the old ones stay. */
 int sa_http_tls_reload(struct sa_server *srv, const struct sa_config *next);
+
+/* webhook.c: account events to the account's webhooks. Start after the
+ * store is open; stop before it closes. The emitters run on the loop and
+ * only queue (nothing when no webhook exists): the delivery thread finds
+ * the subscribers, records, signs, sends and retries. Each names the trunk;
+ * the account is the trunk's unless given. */
+int sa_webhooks_start(struct sa_server *srv);
+void sa_webhooks_stop(struct sa_server *srv);
+/* A webhook was created (the API): events are worth building from now on. */
+void sa_webhooks_created(struct sa_server *srv);
+/* Summed per trunk over [webhooks] auth_failed_window: one auth.failed per trunk and window. */
+void sa_webhooks_auth_failed(struct sa_server *srv, const char *trunk, const char *source, const char *username);
+void sa_webhooks_source_banned(struct sa_server *srv, const char *trunk, const char *source, unsigned failures,
+                               unsigned ban_seconds);
+void sa_webhooks_credential_created(struct sa_server *srv, const char *account, const char *trunk,
+                                    const char *cred, const char *username);
+void sa_webhooks_credential_deleted(struct sa_server *srv, const char *account, const char *trunk,
+                                    const char *cred, int calls_ended);
+/* A rotation through the API (POST .../credentials/{id}/rotate): the new
+ * version, and until when the old password still authenticates. */
+void sa_webhooks_credential_rotated(struct sa_server *srv, const char *account, const char *trunk,
+                                    const char *cred, unsigned password_version, int64_t old_valid_until);
+void sa_webhooks_registration_created(struct sa_server *srv, const struct sa_credential *cred, const char *source,
+                                      uint16_t port, const char *transport, int added);
+/* An sa_store_binding_cb for sa_store_binding_expire_each (arg: the server). */
+int sa_webhooks_registration_expired(const struct sa_binding *b, void *arg);
+/* A call (answered) or INVITE (ringing) ended because its credential was deleted. */
+void sa_webhooks_call_revoked(struct sa_server *srv, const char *call_id, const char *cred, const char *trunk,
+                              bool answered);
+/* For /metrics: appended to *buf. 0 or -1. */
+int sa_webhooks_metrics(struct sa_server *srv, char **buf, size_t *len);
 
 #endif

@@ -18,6 +18,7 @@
 #include "calls.h"
 #include "dialog.h"
 #include "log.h"
+#include "pace.h"
 #include "proxy.h"
 #include "registrar.h"
 #include "route.h"
@@ -69,6 +70,10 @@ struct sa_txn {
 	bool holds_channel;            /* INVITE: holds a channel of its trunk until a call takes it over */
 	bool send_failed;              /* the last send of the request failed at once */
 	bool probe;                    /* an OPTIONS probe of ours to a gateway */
+	bool abandoned;                /* an INVITE's branch to a gateway that failover left for silence */
+	bool cancel_sent;              /* abandoned: it rang late and got our CANCEL */
+	bool own_bye;                  /* a BYE of ours: counted in byes_pending until answered */
+	struct sa_pace_item *paced;    /* a BYE of ours waiting for its turn (lib/pace) */
 	struct txn_owner *own;         /* whose it is, while in progress; NULL: nobody's */
 	struct txn_failover *fo;       /* an INVITE to the gateways: the ones left to try */
 };
@@ -218,6 +223,10 @@ static void txn_free(struct sa_txn *t)
 	if (*pp)
 		*pp = t->cnext;
 	srv->ntxns--;
+	if (t->paced)
+		sa_pacer_cancel(srv->pacer, t->paced);
+	if (t->own_bye && !t->completed)
+		srv->byes_pending--;
 	if (t->completed)
 		TAILQ_REMOVE(&srv->txn_done[t->linger], t, done);
 	else
@@ -645,6 +654,13 @@ static void txn_complete(struct sa_txn *t)
 		return;
 	t->srv->nactive--;
 	t->completed = true;
+	if (t->own_bye) {
+		t->srv->byes_pending--;
+		if (t->resp_status >= 200)
+			t->srv->counters.byes_answered++;
+		else
+			t->srv->counters.byes_timed_out++;
+	}
 	t->linger = (unsigned char)txn_linger(t);
 	t->done_ms = sa_now_ms();
 	TAILQ_INSERT_TAIL(&t->srv->txn_done[t->linger], t, done);
@@ -687,8 +703,11 @@ static void txn_sweep_cb(evutil_socket_t fd, short what, void *arg)
 /* Carry out what lib/txn decided for a timer. */
 static void txn_act(struct sa_txn *t, unsigned act, const char *timer)
 {
-	if (act & SA_TXN_ACT_RETRANSMIT)
+	if (act & SA_TXN_ACT_RETRANSMIT) {
 		sa_transport_send(t->srv, &t->to, t->req, t->req_len);
+		if (t->own_bye)
+			t->srv->counters.bye_retransmissions++;
+	}
 	if (act & SA_TXN_ACT_COMPLETE)
 		log_info("event=timeout timer=%s method=%d upstream_status=%d", timer, t->method, t->upstream_status);
 	if ((act & SA_TXN_ACT_CANCEL) && !t->local)
@@ -704,6 +723,10 @@ static void txn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct sa_txn *t = arg;
 	unsigned next;
 
+	if (t->abandoned) {   /* its time is up: nothing more is expected from that gateway */
+		txn_complete(t);
+		return;
+	}
 	unsigned act = sa_txn_client_timer(t->method, t->to.proto != SA_PROTO_UDP, sa_now_ms() - t->started_ms,
 	                                   t->upstream_status, &t->interval_ms, &next);
 	txn_act(t, act, "B/F");
@@ -730,20 +753,63 @@ static void fo_arm(struct sa_txn *t)
 		evtimer_add(t->fo->timer, &tv);
 }
 
-/* A new branch for the next gateway: answers to the old one no longer match. */
-static void txn_rebranch(struct sa_txn *t)
+static void branch_unlink(struct sa_txn *t)
 {
-	struct sa_server *srv = t->srv;
-	struct sa_txn **pp = &srv->txn_by_branch[hash_str(t->branch) % TXN_BUCKETS];
+	struct sa_txn **pp = &t->srv->txn_by_branch[hash_str(t->branch) % TXN_BUCKETS];
 	while (*pp && *pp != t)
 		pp = &(*pp)->cnext;
 	if (*pp)
 		*pp = t->cnext;
+}
+
+static void branch_link(struct sa_txn *t)
+{
+	uint32_t hb = hash_str(t->branch) % TXN_BUCKETS;
+	t->cnext = t->srv->txn_by_branch[hb];
+	t->srv->txn_by_branch[hb] = t;
+}
+
+/* A new branch for the next gateway: answers to the old one no longer match. */
+static void txn_rebranch(struct sa_txn *t)
+{
+	branch_unlink(t);
 	if (sa_txn_branch_new(t->branch) < 0)
 		t->branch[SA_TXN_BRANCH_LEN - 1] ^= 1;   /* no randomness left: still a new branch */
-	uint32_t hb = hash_str(t->branch) % TXN_BUCKETS;
-	t->cnext = srv->txn_by_branch[hb];
-	srv->txn_by_branch[hb] = t;
+	branch_link(t);
+}
+
+/* Failover leaves a gateway that stayed silent, but the INVITE may have
+ * reached it and be answered late. Its branch goes on as a transaction of
+ * our own (RFC 3261 §16.7, §9.1): a late provisional gets a CANCEL, a late
+ * final an ACK, a late 2xx an ACK and a BYE, since the caller's call goes
+ * through another gateway now. It lives 64*T1 unless it rings. t takes the
+ * new transaction's fresh branch. */
+static void fo_abandon(struct sa_txn *t)
+{
+	const char *why;
+	char *copy;
+	struct sa_txn *a = t->req ? txn_new(t->srv, NULL, NULL, NULL, t->req_len, &why) : NULL;
+	if (!a || !(copy = malloc(t->req_len))) {
+		if (a)
+			txn_complete(a);
+		txn_rebranch(t);   /* then its late answers are dropped */
+		return;
+	}
+	a->method = SA_M_INVITE;
+	a->abandoned = true;
+	a->to = t->to;
+	a->started_ms = t->started_ms;
+	memcpy(copy, t->req, t->req_len);
+	txn_keep(a, &a->req, &a->req_len, copy, t->req_len);
+	branch_unlink(a);
+	branch_unlink(t);
+	char b[sizeof(t->branch)];
+	memcpy(b, a->branch, sizeof(b));
+	memcpy(a->branch, t->branch, sizeof(b));
+	memcpy(t->branch, b, sizeof(b));
+	branch_link(a);
+	branch_link(t);
+	txn_arm(a, 64 * SA_TXN_T1_MS);
 }
 
 /* The live gateway did `ev` (a 503, a failure to send, silence). Send the
@@ -768,7 +834,10 @@ static bool fo_next(struct sa_txn *t, enum sa_up_event ev)
 	log_info("event=failover reason=%s from=%s:%s:%u to=%s:%s:%u call_id=\"%s\"", sa_up_event_name(ev),
 	         sa_proto_name(t->to.proto), a, pa, sa_proto_name(fo->flows[fo->cur + 1].proto), b, pb, LOGQ(m.call_id));
 	fo->cur++;
-	txn_rebranch(t);
+	if (ev == SA_UP_TIMEOUT)
+		fo_abandon(t);
+	else
+		txn_rebranch(t);
 	t->to = fo->flows[fo->cur];
 	t->upstream_status = 0;
 	t->started_ms = sa_now_ms();
@@ -885,30 +954,76 @@ static void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *
 	         c->d.trunk_id, c->d.inbound ? "inbound" : "outbound");
 }
 
-/* Send a request of our own (a BYE) along a flow, with retransmissions. */
-static void send_local(struct sa_server *srv, const struct sa_flow *to, struct sa_call *c, bool to_caller,
+/* Send a BYE of ours now: its timers run from here. */
+static void own_send(struct sa_txn *t)
+{
+	t->paced = NULL;
+	t->started_ms = sa_now_ms();
+	sa_transport_send(t->srv, &t->to, t->req, t->req_len);
+	t->interval_ms = SA_TXN_T1_MS;
+	txn_arm(t, t->to.proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
+}
+
+static void pace_send_cb(void *payload, void *arg)
+{
+	own_send(payload);
+}
+
+static void pace_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_server *srv = arg;
+	if (sa_pacer_run(srv->pacer, srv->cfg.bye_rate, sa_now_ms(), pace_send_cb, NULL) > 0) {
+		struct timeval tv = { .tv_sec = 0, .tv_usec = 10000 };
+		evtimer_add(srv->pace_timer, &tv);
+	}
+}
+
+/* A destination's key for pacing: its address, port and transport. */
+static size_t pace_key(const struct sa_flow *fl, unsigned char key[SA_PACE_KEY_MAX])
+{
+	size_t alen;
+	const void *a = flow_addr(fl, &alen);
+	char addr[64];
+	uint16_t port;
+	sa_flow_peer(fl, addr, sizeof(addr), &port);
+	memcpy(key, a, alen);
+	memcpy(key + alen, &port, sizeof(port));
+	key[alen + sizeof(port)] = (unsigned char)fl->proto;
+	return alen + sizeof(port) + 1;
+}
+
+/* Send a request of our own (a BYE) along a flow, with retransmissions.
+ * Thousands at once (a revocation) are paced per destination at bye_rate,
+ * so that no peer's socket buffer overflows and drops most of them. */
+static void send_local(struct sa_server *srv, const struct sa_flow *to, const struct sa_dialog *d, bool to_caller,
                        const char *reason)
 {
 	char via[256], out[8192], *copy;
 	const char *why;
 	struct sa_txn *t = txn_new(srv, NULL, NULL, NULL, 1024, &why);
 	if (!t) {
-		log_warn("event=bye_not_sent reason=\"%s\" call_id=\"%s\"", why, LOGQ(c->d.call_id));
+		log_warn("event=bye_not_sent reason=\"%s\" call_id=\"%s\"", why, LOGQ(d->call_id));
 		return;
 	}
 	t->method = SA_M_BYE;
 	t->to = *to;
+	t->own_bye = true;
+	srv->byes_pending++;
 	via_value(srv, to, t->branch, via, sizeof(via));
-	long n = sa_dialog_bye(&c->d, to_caller, via, reason, out, sizeof(out));
+	long n = sa_dialog_bye(d, to_caller, via, reason, out, sizeof(out));
 	if (n < 0 || !(copy = malloc((size_t)n))) {
 		txn_complete(t);
 		return;
 	}
 	memcpy(copy, out, (size_t)n);
 	txn_keep(t, &t->req, &t->req_len, copy, (size_t)n);
-	sa_transport_send(srv, to, out, (size_t)n);
-	t->interval_ms = SA_TXN_T1_MS;
-	txn_arm(t, to->proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
+	unsigned char key[SA_PACE_KEY_MAX];
+	if (srv->cfg.bye_rate == 0 || !(t->paced = sa_pacer_push(srv->pacer, key, pace_key(to, key), t))) {
+		own_send(t);
+		return;
+	}
+	if (!evtimer_pending(srv->pace_timer, NULL))
+		pace_timer_cb(-1, 0, srv);   /* the first burst goes now */
 }
 
 int sa_sip_probe(struct sa_server *srv, unsigned idx, const struct sa_flow *to)
@@ -945,8 +1060,8 @@ static void call_end(struct sa_server *srv, struct sa_call *c, const char *why, 
 {
 	log_info("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=%s", LOGQ(c->d.call_id), c->d.cred_id,
 	         c->d.trunk_id, why);
-	send_local(srv, &c->caller, c, true, reason);
-	send_local(srv, &c->callee, c, false, reason);
+	send_local(srv, &c->caller, &c->d, true, reason);
+	send_local(srv, &c->callee, &c->d, false, reason);
 	call_remove(srv, c);
 }
 
@@ -962,17 +1077,33 @@ static void call_cancel_early(struct sa_server *srv, struct sa_txn *t)
 
 #define REVOKED_REASON "SIP;cause=403;text=\"credential revoked\""
 
+/* A ringing INVITE's Call-ID, read again from the request it keeps ("" when it keeps none). */
+static const char *txn_call_id(const struct sa_txn *t, char *out, size_t len)
+{
+	struct sa_msg m;
+	struct sa_msg_error err;
+	const struct sa_hdr *cid = NULL;
+
+	out[0] = '\0';
+	if (t->req && sa_msg_scan(&m, t->req, t->req_len, &err) == 0 && (cid = sa_msg_header(&m, SA_H_CALL_ID, 0)))
+		snprintf(out, len, "%.*s", (int)cid->vlen, cid->value);
+	return out;
+}
+
 int sa_sip_credential_revoked(struct sa_server *srv, const char *cred_id)
 {
 	int n = 0;
 	struct sa_call *c;
 	while ((c = sa_calls_of_credential(srv->calls, cred_id))) {
+		sa_webhooks_call_revoked(srv, c->d.call_id, cred_id, c->d.trunk_id, true);
 		call_end(srv, c, "credential_revoked", REVOKED_REASON);
 		n++;
 	}
 	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing), *next; t; t = next) {
 		next = TAILQ_NEXT(t, ringing);
 		if (strcmp(txn_cred(t), cred_id) == 0) {
+			char callid[256];
+			sa_webhooks_call_revoked(srv, txn_call_id(t, callid, sizeof(callid)), cred_id, txn_trunk(t), false);
 			call_cancel_early(srv, t);
 			n++;
 		}
@@ -988,7 +1119,7 @@ static bool credential_gone(struct sa_server *srv, const char *cred_id)
 	if (!cred_id[0])
 		return false;   /* a call of a trunk that authenticates by address: no credential to lose */
 	int rc = sa_store_credential_get(srv->store, cred_id, &cred);
-	OPENSSL_cleanse(cred.ha1, sizeof(cred.ha1));
+	sa_credential_wipe(&cred);
 	return rc == SA_STORE_ENOTFOUND;
 }
 
@@ -1073,14 +1204,8 @@ void sa_sip_calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb c
 			                           .confirmed = true, .started_at = c->d.started_at }, arg);
 	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing); t; t = TAILQ_NEXT(t, ringing))
 		if (!trunk_id || strcmp(txn_trunk(t), trunk_id) == 0) {
-			struct sa_msg m;
-			struct sa_msg_error err;
-			const struct sa_hdr *cid = NULL;
-			char callid[256] = "";
-			if (t->req && sa_msg_scan(&m, t->req, t->req_len, &err) == 0 &&
-			    (cid = sa_msg_header(&m, SA_H_CALL_ID, 0)))
-				snprintf(callid, sizeof(callid), "%.*s", (int)cid->vlen, cid->value);
-			cb(&(struct sa_call_info){ .call_id = callid, .cred_id = txn_cred(t), .trunk_id = txn_trunk(t),
+			char callid[256];
+			cb(&(struct sa_call_info){ .call_id = txn_call_id(t, callid, sizeof(callid)), .cred_id = txn_cred(t), .trunk_id = txn_trunk(t),
 			                           .inbound = t->inbound, .confirmed = false,
 			                           .started_at = wall_now() - (int64_t)((sa_now_ms() - t->started_ms) / 1000) },
 			   arg);
@@ -1120,6 +1245,69 @@ static void relay_late_2xx(struct sa_server *srv, const struct sa_msg *m, const 
 	sa_transport_send(srv, side == 1 ? &c->caller : &c->callee, out, n);
 }
 
+#define LATE_2XX_REASON "SIP;cause=200;text=\"answered after failover to another gateway\""
+
+/* A late 2xx on an abandoned branch: ACK it, then end its dialog with a BYE. */
+static void abandoned_2xx(struct sa_server *srv, struct sa_txn *t, struct sa_msg *ok)
+{
+	struct sa_msg inv;
+	struct sa_msg_error err;
+	struct sa_dialog d = { 0 };
+	char via[256], branch[SA_TXN_BRANCH_LEN + 1], out[8192], *copy;
+	if (!t->req || sa_msg_scan(&inv, t->req, t->req_len, &err) < 0 || sa_msg_full(ok, &err) < 0 ||
+	    sa_dialog_from_2xx(&d, &inv, ok, is_us_cb, srv) < 0 || sa_txn_branch_new(branch) < 0) {
+		log_warn("event=failover_late_answer status=%d outcome=untracked call_id=\"%s\"", ok->status,
+		         LOGQ(ok->call_id));
+		sa_dialog_free(&d);
+		return;
+	}
+	via_value(srv, &t->to, branch, via, sizeof(via));
+	long n = sa_dialog_ack(&d, via, out, sizeof(out));
+	if (n > 0 && (copy = malloc((size_t)n))) {
+		memcpy(copy, out, (size_t)n);
+		txn_keep(t, &t->resp, &t->resp_len, copy, (size_t)n);   /* again for each 2xx retransmission */
+		sa_transport_send(srv, &t->to, out, (size_t)n);
+	}
+	send_local(srv, &t->to, &d, false, LATE_2XX_REASON);
+	sa_dialog_free(&d);
+}
+
+/* An answer on a branch that failover left for silence (fo_abandon). */
+static void abandoned_answer(struct sa_server *srv, struct sa_txn *t, struct sa_msg *m)
+{
+	char addr[64];
+	uint16_t port;
+	if (m->method != SA_M_INVITE)
+		return;   /* the answer to our CANCEL */
+	if (t->completed) {   /* a retransmitted final: acknowledge it again */
+		if (m->status >= 300)
+			send_hop_request(srv, t, m, false);
+		else if (m->status >= 200 && t->resp)
+			sa_transport_send(srv, &t->to, t->resp, t->resp_len);
+		return;
+	}
+	if (m->status > t->upstream_status)
+		t->upstream_status = m->status;
+	if (m->status < 200 && t->cancel_sent)
+		return;
+	sa_flow_peer(&t->to, addr, sizeof(addr), &port);
+	srv->counters.failover_late_answers++;
+	log_info("event=failover_late_answer status=%d gateway=%s:%s:%u outcome=%s call_id=\"%s\"", m->status,
+	         sa_proto_name(t->to.proto), addr, port,
+	         m->status < 200 ? "cancel" : m->status < 300 ? "ack_bye" : "ack", LOGQ(m->call_id));
+	if (m->status < 200) {
+		send_hop_request(srv, t, NULL, true);
+		t->cancel_sent = true;
+		txn_arm(t, 64 * SA_TXN_T1_MS);   /* for its final answer (487) */
+		return;
+	}
+	if (m->status >= 300)
+		send_hop_request(srv, t, m, false);
+	else
+		abandoned_2xx(srv, t, m);
+	txn_complete(t);
+}
+
 static void handle_response(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from)
 {
 	size_t cap = m->len;
@@ -1131,12 +1319,18 @@ static void handle_response(struct sa_server *srv, struct sa_msg *m, const struc
 		response_refused(srv, m, from, "not from the peer the request went to");
 		goto out;
 	}
+	if (t && t->abandoned) {
+		abandoned_answer(srv, t, m);
+		goto out;
+	}
 	if (t && t->local) {
 		/* the answer to a BYE or probe of our own: it ends here */
 		if (m->status >= 200 && !t->completed && t->probe)
 			sa_gateways_probe_answer(srv, &t->to, m->status);
-		if (m->status >= 200 && !t->completed)
+		if (m->status >= 200 && !t->completed) {
+			t->resp_status = m->status;
 			txn_complete(t);
+		}
 		goto out;
 	}
 	if (n < 0 || m->method == SA_M_CANCEL)
@@ -1228,8 +1422,11 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 	snprintf(f.username, sizeof(f.username), "%s", r->username);
 	snprintf(f.reason, sizeof(f.reason), "%s", sa_auth_reason_name(r->reason));
 	snprintf(f.method, sizeof(f.method), "%s", m->method_name);
-	if (trunk)
+	f.password_version = r->password_version;
+	if (trunk) {
 		sa_store_authfail_add(srv->store, &f, 1000);
+		sa_webhooks_auth_failed(srv, trunk, addr, r->username);
+	}
 	size_t alen;
 	const void *a = flow_addr(from, &alen);
 	/* a UDP source address can be forged: its failures count toward a ban
@@ -1246,15 +1443,23 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 		log_warn("event=ban src=%s failures=%u window=%u ban_time=%u trunk=%s", addr, srv->cfg.abuse.max_failures,
 		         srv->cfg.abuse.window, srv->cfg.abuse.ban_time, trunk ? trunk : "-");
 		snprintf(f.reason, sizeof(f.reason), "%s", sa_auth_reason_name(SA_AUTH_BANNED));
-		if (trunk)
+		if (trunk) {   /* a ban is told to the account of the trunk whose failure set it off */
 			sa_store_authfail_add(srv->store, &f, 1000);
+			sa_webhooks_source_banned(srv, trunk, addr, srv->cfg.abuse.max_failures, srv->cfg.abuse.ban_time);
+		}
 	}
 }
 
-/* Challenge or accept. Returns true when the request may go on, cred filled. */
+/* Who a request proved to be. */
+struct authed {
+	struct sa_credential cred;     /* HA1s wiped */
+	bool retransmission;           /* the very REGISTER already accepted, sent again */
+	uint32_t password_version;     /* the password it answered with (rotation) */
+};
+
+/* Challenge or accept. Returns true when the request may go on, who filled. */
 static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
-                         const struct sa_trunk_policy *pol, struct sa_credential *cred, bool *retransmission,
-                         char *realm, size_t realm_len)
+                         const struct sa_trunk_policy *pol, struct authed *who, char *realm, size_t realm_len)
 {
 	char trunk[SA_ID_MAX], hdrs[1024];
 	struct sa_auth_result r;
@@ -1275,9 +1480,10 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 	sa_auth_check(&srv->auth, m, known ? trunk : NULL, realm, addr, now, &r);
 	if (r.ok) {
 		srv->counters.auth_ok++;
-		*cred = r.cred;
-		*retransmission = r.retransmission;
-		OPENSSL_cleanse(r.cred.ha1, sizeof(r.cred.ha1));
+		sa_credential_wipe(&r.cred);
+		who->cred = r.cred;
+		who->retransmission = r.retransmission;
+		who->password_version = r.password_version;
 		/* it registers or calls from here: forged failures must not ban it
 		 * for as long as such a registration may live */
 		size_t alen;
@@ -1307,7 +1513,8 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 /* A trunk's policy refuses a new call: 503s that say which limit (and are
  * counted apart from overload), one log line, a failure-log record. */
 static void trunk_limit_refuse(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
-                               const char *trunk, const char *username, enum sa_policy_verdict v)
+                               const char *trunk, const char *username, uint32_t password_version,
+                               enum sa_policy_verdict v)
 {
 	char addr[64];
 	uint16_t port;
@@ -1328,13 +1535,15 @@ static void trunk_limit_refuse(struct sa_server *srv, const struct sa_msg *m, co
 	snprintf(f.username, sizeof(f.username), "%s", username);
 	snprintf(f.reason, sizeof(f.reason), "%s", sa_policy_verdict_name(v));
 	snprintf(f.method, sizeof(f.method), "%s", m->method_name);
+	f.password_version = password_version;
 	sa_store_authfail_add(srv->store, &f, 1000);
 }
 
 /* A new call for a trunk: within its channels (and, from the customer, its
  * call rate)? On admission the caller's INVITE holds a channel. */
 static bool trunk_admit(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
-                        const char *trunk, const struct sa_trunk_policy *pol, const char *username, bool from_customer)
+                        const char *trunk, const struct sa_trunk_policy *pol, const char *username,
+                        uint32_t password_version, bool from_customer)
 {
 	struct sa_trunk_usage *u = sa_trunk_usage(srv->trunks, trunk);
 	if (!u) {
@@ -1344,7 +1553,7 @@ static bool trunk_admit(struct sa_server *srv, const struct sa_msg *m, const str
 	enum sa_policy_verdict v = sa_policy_admit_call(pol, u, from_customer, (int64_t)sa_now_ms());
 	if (v == SA_POLICY_ADMIT)
 		return true;
-	trunk_limit_refuse(srv, m, from, trunk, username, v);
+	trunk_limit_refuse(srv, m, from, trunk, username, password_version, v);
 	return false;
 }
 
@@ -1368,18 +1577,22 @@ static bool trunk_arrival_ok(struct sa_server *srv, const struct sa_msg *m, cons
 }
 
 static void handle_register(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
-                            const struct sa_credential *cred, bool retransmission)
+                            const struct authed *who)
 {
+	const struct sa_credential *cred = &who->cred;
 	struct sa_reg_result res;
 	char addr[64];
 	struct sa_peer peer;
 
 	peer_of(from, addr, sizeof(addr), &peer);
-	sa_registrar_apply(srv->store, &srv->cfg.reg, m, retransmission, cred, &peer, wall_now(), &res);
+	sa_registrar_apply(srv->store, &srv->cfg.reg, m, who->retransmission, cred, who->password_version, &peer,
+	                   wall_now(), &res);
 	if (res.status == 200 && (res.added || res.removed)) {
 		srv->counters.registrations++;
 		log_info("event=register cred=%s trunk=%s src=%s:%u proto=%s added=%d removed=%d",
 		         cred->id, cred->trunk_id, addr, peer.port, peer.transport, res.added, res.removed);
+		if (res.added > 0)
+			sa_webhooks_registration_created(srv, cred, addr, peer.port, peer.transport, res.added);
 	}
 	reply(srv, m, from, res.status, res.reason, res.headers, NULL);
 }
@@ -1413,7 +1626,7 @@ static void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const 
 	struct sa_trunk_policy pol;
 	bool held = false;
 	if (m->method == SA_M_INVITE && sa_store_trunk_policy_get(srv->store, b.trunk_id, &pol) == SA_STORE_OK) {
-		if (!trunk_admit(srv, m, from, b.trunk_id, &pol, "", false))
+		if (!trunk_admit(srv, m, from, b.trunk_id, &pol, "", 0, false))
 			return;
 		held = true;
 	}
@@ -1637,7 +1850,8 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 			handle_inbound(srv, m, from);
 		return;
 	}
-	struct sa_credential cred;
+	struct authed who = { .password_version = 0 };
+	const struct sa_credential *cred = &who.cred;
 	char realm[SA_REALM_MAX];
 	char trunk[SA_ID_MAX];
 	if (!m->osip && request_trunk(srv, m, trunk, sizeof(trunk)) < 0 && !ensure_full(srv, m, from))
@@ -1646,33 +1860,35 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 	 * refused by authentication as a wrong password is */
 	struct sa_trunk_policy pol;
 	sa_policy_default(&pol);
-	bool policy = request_trunk(srv, m, trunk, sizeof(trunk)) == 0 &&
-	              sa_store_trunk_policy_get(srv->store, trunk, &pol) == SA_STORE_OK;
-	if (policy && !trunk_arrival_ok(srv, m, from, trunk, &pol))
+	bool trunk_host = request_trunk(srv, m, trunk, sizeof(trunk)) == 0;
+	bool policy = trunk_host && sa_store_trunk_policy_get(srv->store, trunk, &pol) == SA_STORE_OK;
+	/* an unknown trunk's default policy is checked too (it admits): the
+	 * same work, so the time does not tell which trunks exist */
+	if (trunk_host && !trunk_arrival_ok(srv, m, from, trunk, &pol))
 		return;
-	bool retransmission = false;
 	if (policy && m->method != SA_M_REGISTER && sa_policy_ip_authenticates(&pol, &from->ss.sa)) {
 		/* the trunk trusts this network: no digest, and no credential owns the call */
-		memset(&cred, 0, sizeof(cred));
-		snprintf(cred.trunk_id, sizeof(cred.trunk_id), "%s", trunk);
+		memset(&who, 0, sizeof(who));
+		snprintf(who.cred.trunk_id, sizeof(who.cred.trunk_id), "%s", trunk);
 		sa_store_realm(trunk, srv->domain, realm, sizeof(realm));
 		srv->counters.auth_by_address++;
-	} else if (!authenticate(srv, m, from, policy ? &pol : NULL, &cred, &retransmission, realm, sizeof(realm))) {
+	} else if (!authenticate(srv, m, from, policy ? &pol : NULL, &who, realm, sizeof(realm))) {
 		return;
 	}
 	if (m->method == SA_M_REGISTER) {
-		handle_register(srv, m, from, &cred, retransmission);
+		handle_register(srv, m, from, &who);
 	} else {
 		bool invite = m->method == SA_M_INVITE;
-		struct call_owner own = { .cred_id = cred.id, .trunk_id = cred.trunk_id, .holds_channel = invite };
+		struct call_owner own = { .cred_id = cred->id, .trunk_id = cred->trunk_id, .holds_channel = invite };
 		if (invite && sa_calls_count(srv->calls) >= srv->cfg.max_calls)
 			reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
-		else if (invite && !trunk_admit(srv, m, from, cred.trunk_id, &pol, cred.username, true))
+		else if (invite && !trunk_admit(srv, m, from, cred->trunk_id, &pol, cred->username, who.password_version,
+		                                true))
 			;   /* refused with a 503 that names the limit */
 		else if (!forward_upstream(srv, m, from, realm, &own) && invite)
-			channel_release(srv, cred.trunk_id);
+			channel_release(srv, cred->trunk_id);
 	}
-	OPENSSL_cleanse(&cred, sizeof(cred));
+	OPENSSL_cleanse(&who, sizeof(who));
 }
 
 void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char *buf, size_t len)
@@ -1909,6 +2125,8 @@ int sa_sip_init(struct sa_server *srv)
 	struct timeval poll = { .tv_sec = 0, .tv_usec = 250000 };
 	if (!srv->revoke_poll || event_add(srv->revoke_poll, &poll) < 0)
 		return -1;
+	if (!(srv->pacer = sa_pacer_new()) || !(srv->pace_timer = evtimer_new(srv->base, pace_timer_cb, srv)))
+		return -1;
 	srv->txn_sweep = event_new(srv->base, -1, EV_PERSIST, txn_sweep_cb, srv);
 	struct timeval sweep = { .tv_sec = 0, .tv_usec = SWEEP_MS * 1000 };
 	if (!srv->txn_sweep || event_add(srv->txn_sweep, &sweep) < 0)
@@ -1924,6 +2142,11 @@ void sa_sip_shutdown(struct sa_server *srv)
 				txn_free(srv->txn_by_skey[b]);
 	free(srv->txn_by_skey);
 	free(srv->txn_by_branch);
+	if (srv->pace_timer)
+		event_free(srv->pace_timer);
+	srv->pace_timer = NULL;
+	sa_pacer_free(srv->pacer);
+	srv->pacer = NULL;
 	srv->txn_by_skey = srv->txn_by_branch = NULL;
 	if (srv->txn_sweep)
 		event_free(srv->txn_sweep);

@@ -46,7 +46,7 @@ enum {
 	OPT_NAME = 1 << 4, OPT_ACCOUNT = 1 << 5, OPT_TRUNK = 1 << 6, OPT_USERNAME = 1 << 7,
 	OPT_PWSTDIN = 1 << 8, OPT_ID = 1 << 9, OPT_MAPSIZE = 1 << 10,
 	OPT_MAXCALLS = 1 << 11, OPT_CPS = 1 << 12, OPT_SOURCES = 1 << 13, OPT_IPAUTH = 1 << 14,
-	OPT_TLS = 1 << 15, OPT_ALGS = 1 << 16, OPT_DATABASE = 1 << 17,
+	OPT_TLS = 1 << 15, OPT_ALGS = 1 << 16, OPT_OVERLAP = 1 << 17, OPT_DATABASE = 1 << 18,
 };
 #define OPT_POLICY (OPT_MAXCALLS | OPT_CPS | OPT_SOURCES | OPT_IPAUTH | OPT_TLS | OPT_ALGS)
 #define OPT_GLOBAL (OPT_STORE | OPT_MINLEN | OPT_HELP | OPT_MAPSIZE | OPT_DATABASE)
@@ -70,6 +70,7 @@ static const struct option long_opts[] = {
 	{ "ip-authentication", required_argument, NULL, OPT_IPAUTH },
 	{ "require-tls", required_argument, NULL, OPT_TLS },
 	{ "digest-algorithms", required_argument, NULL, OPT_ALGS },
+	{ "overlap-seconds", required_argument, NULL, OPT_OVERLAP },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -80,6 +81,7 @@ struct ctl {
 	uint64_t map_size;           /* --map-size: grow the map to this; 0: the store's own */
 	const char *domain, *name, *account, *trunk, *username, *id;
 	json_t *patch;               /* trunk set: the settings given, as the API's PATCH body */
+	unsigned overlap;            /* credential rotate: seconds the old password goes on */
 	unsigned seen;
 	struct sa_store *st;
 	struct sa_pg *pg;            /* --database: the connection; then st stays NULL */
@@ -102,6 +104,7 @@ static int cmd_trunk_set(struct ctl *c);
 static int cmd_credential_create(struct ctl *c);
 static int cmd_credential_list(struct ctl *c);
 static int cmd_credential_delete(struct ctl *c);
+static int cmd_credential_rotate(struct ctl *c);
 
 static const struct command commands[] = {
 	{ "init", NULL, 0, OPT_DOMAIN, false, cmd_init, "" },
@@ -116,6 +119,8 @@ static const struct command commands[] = {
 	{ "credential", "list", OPT_TRUNK, OPT_TRUNK, true, cmd_credential_list, "--trunk TRUNK_ID" },
 	{ "credential", "delete", OPT_TRUNK | OPT_ID, OPT_TRUNK | OPT_ID, false, cmd_credential_delete,
 	  "--trunk TRUNK_ID --id CRED_ID" },
+	{ "credential", "rotate", OPT_TRUNK | OPT_ID | OPT_PWSTDIN, OPT_TRUNK | OPT_ID | OPT_PWSTDIN | OPT_OVERLAP, false,
+	  cmd_credential_rotate, "--trunk TRUNK_ID --id CRED_ID --password-stdin" },
 };
 
 static void usage(FILE *f)
@@ -142,6 +147,9 @@ static void usage(FILE *f)
 	    "                                               stripped); prints the credential as JSON\n"
 	    "  credential list --trunk TRUNK_ID             JSON {\"data\":[...]}, in creation order\n"
 	    "  credential delete --trunk TRUNK_ID --id CRED_ID\n"
+	    "  credential rotate --trunk TRUNK_ID --id CRED_ID --password-stdin [--overlap-seconds N]\n"
+	    "                                               a new password; the old one goes on for N\n"
+	    "                                               seconds (0..86400, default 3600); calls go on\n"
 	    "\n"
 	    "  --store DIR                 the store directory (default " DEFAULT_STORE ")\n"
 	    "  --database CONNINFO         fleet mode: the PostgreSQL database instead (a libpq connection\n"
@@ -513,7 +521,39 @@ static int cmd_credential_create(struct ctl *c)
 		                                         why, sizeof why),
 		              sa_store_credential_create(c->st, c->trunk, c->username, pw, len, c->min_len, now(), &cr,
 		                                         why, sizeof why));
-		rc = err == SA_STORE_OK ? print_json(sa_api_credential_json(&cr)) : credential_create_fail(c, err, why);
+		rc = err == SA_STORE_OK ? print_json(sa_api_credential_created_json(&cr)) : credential_create_fail(c, err, why);
+		OPENSSL_cleanse(&cr, sizeof cr);
+	}
+	OPENSSL_cleanse(pw, sizeof pw);
+	return rc;
+}
+
+static int credential_rotate_fail(struct ctl *c, int err, const char *why)
+{
+	switch (err) {
+	case SA_STORE_EINVAL:
+		return die(EXIT_USAGE, "%s", why);
+	case SA_STORE_ENOTFOUND:
+		return die(EXIT_NOTFOUND, "unknown credential %s on trunk %s", c->id, c->trunk);
+	default:
+		return store_fail(c, err);
+	}
+}
+
+/* As the API's rotate: the same rules, the same JSON. */
+static int cmd_credential_rotate(struct ctl *c)
+{
+	char pw[PASSWORD_READ_MAX], why[160] = "";
+	struct sa_credential cr;
+	size_t len = 0;
+	int rc = password_read(pw, sizeof pw, &len);
+
+	if (rc == EXIT_OK) {
+		int err = VIA(c, sa_pg_credential_rotate(c->pg, c->trunk, c->id, pw, len, c->min_len, c->overlap, now(), &cr,
+		                                         why, sizeof why),
+		              sa_store_credential_rotate(c->st, c->trunk, c->id, pw, len, c->min_len, c->overlap, now(), &cr,
+		                                         why, sizeof why));
+		rc = err == SA_STORE_OK ? print_json(sa_api_credential_json(&cr)) : credential_rotate_fail(c, err, why);
 		OPENSSL_cleanse(&cr, sizeof cr);
 	}
 	OPENSSL_cleanse(pw, sizeof pw);
@@ -570,6 +610,19 @@ static int parse_min_len(struct ctl *c, const char *arg)
 	return EXIT_OK;
 }
 
+static int parse_overlap(struct ctl *c, const char *arg)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(arg, &end, 10);
+	if (errno != 0 || end == arg || *end != '\0' || arg[0] == '-' || v > SA_ROTATE_OVERLAP_MAX)
+		return die(EXIT_USAGE, "--overlap-seconds must be a number from 0 to %d", SA_ROTATE_OVERLAP_MAX);
+	c->overlap = (unsigned)v;
+	return EXIT_OK;
+}
+
 static int set_option(struct ctl *c, int opt, const char *arg)
 {
 	c->seen |= (unsigned)opt;
@@ -585,6 +638,7 @@ static int set_option(struct ctl *c, int opt, const char *arg)
 	case OPT_USERNAME: c->username = arg; return EXIT_OK;
 	case OPT_PWSTDIN: return EXIT_OK;
 	case OPT_ID: c->id = arg; return EXIT_OK;
+	case OPT_OVERLAP: return parse_overlap(c, arg);
 	case OPT_MAXCALLS: return patch_set(c, "max_concurrent_calls", setting_json(arg, false));
 	case OPT_CPS: return patch_set(c, "max_calls_per_second", setting_json(arg, false));
 	case OPT_SOURCES: return patch_set(c, "allowed_sources", setting_json(arg, true));
@@ -732,7 +786,7 @@ static int run(struct ctl *c, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	struct ctl c = { .store_dir = DEFAULT_STORE, .min_len = SA_PASSWORD_MIN };
+	struct ctl c = { .store_dir = DEFAULT_STORE, .min_len = SA_PASSWORD_MIN, .overlap = SA_ROTATE_OVERLAP_DEFAULT };
 	int rc = parse_options(&c, argc, argv);
 
 	if (rc != EXIT_OK) {

@@ -312,16 +312,25 @@ static enum sa_conn_verdict conn_admit(struct sa_server *srv, const struct socka
 	return SA_CONN_OK;
 }
 
+/* The name a gateway's certificate must carry: tls_server_name, else the
+ * domain of `gateway = sip:NAME` (RFC 5922 §4: the URI's, not an SRV target's). */
+static const char *gateway_cert_name(const struct sa_server *srv)
+{
+	if (srv->cfg.tls.gateway_name[0] || !srv->cfg.gateway.service)
+		return srv->cfg.tls.gateway_name;
+	return srv->cfg.gateway.e[0].host;
+}
+
 /* The SSL object for a new TLS connection: the gateway's certificate must
- * carry the configured name; a PBX's is rarely one a CA signed. */
+ * carry its name; a PBX's is rarely one a CA signed. */
 static SSL *conn_ssl(struct sa_server *srv, bool accepting, bool to_gateway)
 {
 	SSL *ssl = SSL_new(accepting ? srv->tls_server : srv->tls_client);
 	if (!ssl || accepting)
 		return ssl;
 	if (to_gateway) {
-		SSL_set_tlsext_host_name(ssl, srv->cfg.tls.gateway_name);
-		SSL_set1_host(ssl, srv->cfg.tls.gateway_name);
+		SSL_set_tlsext_host_name(ssl, gateway_cert_name(srv));
+		SSL_set1_host(ssl, gateway_cert_name(srv));
 	} else {
 		SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
 	}

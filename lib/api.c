@@ -3,6 +3,7 @@
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
+#include "webhook.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -33,9 +34,13 @@ enum resource {
 	RES_TRUNK,              /* .../trunks/{t} */
 	RES_CREDENTIALS,        /* .../trunks/{t}/credentials */
 	RES_CREDENTIAL,         /* .../trunks/{t}/credentials/{c} */
+	RES_ROTATE,             /* .../trunks/{t}/credentials/{c}/rotate */
 	RES_REGISTRATIONS,      /* .../trunks/{t}/registrations */
 	RES_AUTHFAILS,          /* .../trunks/{t}/auth-failures */
 	RES_CALLS,              /* .../trunks/{t}/calls */
+	RES_WEBHOOKS,           /* /v1/account/{a}/webhooks */
+	RES_WEBHOOK,            /* .../webhooks/{w} */
+	RES_DELIVERIES,         /* .../webhooks/{w}/deliveries */
 	RES_COUNT
 };
 
@@ -58,6 +63,7 @@ struct target {
 	char account[SA_ID_MAX];
 	char trunk[SA_ID_MAX];
 	char cred[SA_ID_MAX];
+	char webhook[SA_ID_MAX];
 	struct list_query q;
 };
 
@@ -65,7 +71,8 @@ typedef void handler_fn(const struct sa_api_ctx *ctx, const struct sa_api_reques
                         const struct target *t, struct sa_api_response *resp);
 
 static handler_fn trunks_list, trunk_show, trunk_patch, credentials_list, credential_create, credential_show,
-	credential_delete, registrations_list, authfails_list, calls_list;
+	credential_delete, credential_rotate, registrations_list, authfails_list, calls_list, webhooks_list,
+	webhook_create, webhook_show, webhook_delete, deliveries_list;
 
 /* Per resource: the methods it answers (the Allow header) and who answers them. */
 static const struct route {
@@ -77,9 +84,13 @@ static const struct route {
 	[RES_TRUNK] = { "GET, PATCH", trunk_show, NULL, NULL, trunk_patch, Q_NONE },
 	[RES_CREDENTIALS] = { "GET, POST", credentials_list, credential_create, NULL, NULL, Q_PAGE },
 	[RES_CREDENTIAL] = { "GET, DELETE", credential_show, NULL, credential_delete, NULL, Q_NONE },
+	[RES_ROTATE] = { "POST", NULL, credential_rotate, NULL, NULL, Q_NONE },
 	[RES_REGISTRATIONS] = { "GET", registrations_list, NULL, NULL, NULL, Q_PAGE },
 	[RES_AUTHFAILS] = { "GET", authfails_list, NULL, NULL, NULL, Q_PAGE_SINCE },
 	[RES_CALLS] = { "GET", calls_list, NULL, NULL, NULL, Q_PAGE },
+	[RES_WEBHOOKS] = { "GET, POST", webhooks_list, webhook_create, NULL, NULL, Q_PAGE },
+	[RES_WEBHOOK] = { "GET, DELETE", webhook_show, NULL, webhook_delete, NULL, Q_NONE },
+	[RES_DELIVERIES] = { "GET", deliveries_list, NULL, NULL, NULL, Q_PAGE },
 };
 
 /* The segment after /trunks/{t}/ for each trunk-scoped collection. */
@@ -159,6 +170,38 @@ static void errorf(struct sa_api_response *r, int status, const char *code, cons
 	sa_api_error(r, status, code, msg);
 }
 
+/* A 422 that names the field that broke a rule ("" or NULL: none). */
+__attribute__((format(printf, 4, 5)))
+static void field_errorf(struct sa_api_response *r, const char *code, const char *field, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	free(r->body);
+	r->body = NULL;
+	r->error_code = code;
+	respond_json(r, 422, json_pack("{s:{s:s,s:s,s:s*}}", "error", "code", code, "message", msg, "field",
+	                               field != NULL && field[0] != '\0' ? field : NULL));
+}
+
+/* The request's body as JSON (any value), or NULL having answered 400.
+ * jansson's error text quotes the input near the fault, which may be a
+ * password: the answer says where, not what. */
+static json_t *body_parse(const struct sa_api_request *req, struct sa_api_response *r)
+{
+	json_error_t jerr;
+	json_t *body = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
+	                          &jerr);
+
+	if (body == NULL)
+		errorf(r, 400, "invalid_json", "request body is not valid JSON (line %d, column %d)", jerr.line,
+		       jerr.column);
+	return body;
+}
+
 /* A full store (map or disk) is 507 (RFC 4918 §11.5): the request was fine
  * and may succeed once space is made; deletes still work. Anything else the
  * store says is ours to fix: 500, naming the cause. */
@@ -186,7 +229,7 @@ void sa_api_response_free(struct sa_api_response *r)
 
 /* ---- JSON values ---- */
 
-static json_t *rfc3339(int64_t t)
+json_t *sa_api_rfc3339(int64_t t)
 {
 	char buf[32];
 	time_t tt = (time_t)t;
@@ -199,7 +242,7 @@ static json_t *rfc3339(int64_t t)
 
 /* Text that came from the network (a username tried, a User-Agent) may be
  * any bytes: shown as-is when it is UTF-8, else with '?' for each odd byte. */
-static json_t *net_string(const char *s)
+json_t *sa_api_net_string(const char *s)
 {
 	char buf[SA_CONTACT_MAX];
 	size_t i;
@@ -281,6 +324,16 @@ static void cursor_unknown(struct sa_api_response *r, struct listing *l, const c
 	errorf(r, 400, "invalid_parameter", "starting_after must be the id of %s", what);
 }
 
+/* The answer to a store walk that started after the cursor: EINVAL is a
+ * cursor that is not the id of `what`. */
+static void respond_walk(struct sa_api_response *r, struct listing *l, int err, const char *what)
+{
+	if (err == SA_STORE_EINVAL)
+		cursor_unknown(r, l, what);
+	else
+		respond_listing(r, l, err);
+}
+
 /* ---- trunks ---- */
 
 /* The same shape in the API and in `sipauthctl trunk list`: the trunk and
@@ -289,7 +342,7 @@ json_t *sa_api_trunk_json(const struct sa_trunk *t, const struct sa_trunk_policy
 {
 	struct sa_trunk_policy def;
 	json_t *o = json_pack("{s:s,s:s,s:s,s:o}", "id", t->id, "account_id", t->account_id, "name", t->name,
-	                      "created_at", rfc3339(t->created_at));
+	                      "created_at", sa_api_rfc3339(t->created_at));
 
 	if (p == NULL) {
 		sa_policy_default(&def);
@@ -367,24 +420,15 @@ static void trunk_patch(const struct sa_api_ctx *ctx, const struct sa_api_reques
 {
 	char field[SA_POLICY_FIELD_MAX], why[200];
 	struct sa_trunk_policy p;
-	json_error_t jerr;
-	json_t *body = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
-	                          &jerr);
+	json_t *body = body_parse(req, r);
 
-	if (body == NULL) {
-		errorf(r, 400, "invalid_json", "request body is not valid JSON (line %d, column %d)", jerr.line,
-		       jerr.column);
+	if (body == NULL)
 		return;
-	}
 	int err = SOR(ctx, sa_pg_trunk_policy_get(ctx->pg, t->trunk, &p), sa_store_trunk_policy_get(ctx->store, t->trunk, &p));
 	if (err != SA_STORE_OK) {
 		sa_api_store_error(r, err);
 	} else if (sa_policy_patch(&p, body, field, why, sizeof why) < 0) {
-		char msg[256];
-		snprintf(msg, sizeof msg, "%s%s%s", field, field[0] ? " " : "", why);
-		r->error_code = "invalid_field";
-		respond_json(r, 422, json_pack("{s:{s:s,s:s,s:s*}}", "error", "code", "invalid_field", "message", msg,
-		                               "field", field[0] ? field : NULL));
+		field_errorf(r, "invalid_field", field, "%s%s%s", field, field[0] ? " " : "", why);
 	} else if ((err = SOR(ctx, sa_pg_trunk_policy_set(ctx->pg, t->trunk, &p),
 	                      sa_store_trunk_policy_set(ctx->store, t->trunk, &p))) != SA_STORE_OK) {
 		sa_api_store_error(r, err);
@@ -397,11 +441,37 @@ static void trunk_patch(const struct sa_api_ctx *ctx, const struct sa_api_reques
 
 /* ---- credentials ---- */
 
-/* The credential as the API and sipauthctl show it: never the password, never an HA1. */
-json_t *sa_api_credential_json(const struct sa_credential *c)
+/* A time, or null for 0 (never). */
+static json_t *rfc3339_or_null(int64_t t)
+{
+	return t != 0 ? sa_api_rfc3339(t) : json_null();
+}
+
+/* The product page's answer to a create: never the password, never an HA1. */
+json_t *sa_api_credential_created_json(const struct sa_credential *c)
 {
 	return json_pack("{s:s,s:s,s:s,s:o}", "id", c->id, "trunk_id", c->trunk_id, "username", c->username,
-	                 "created_at", rfc3339(c->created_at));
+	                 "created_at", sa_api_rfc3339(c->created_at));
+}
+
+/* The credential as GET, the list, rotate and sipauthctl show it: the
+ * create answer, and which password is current (password_version), when it
+ * was rotated and until when the one before it authenticates or did (both
+ * null: never rotated). */
+json_t *sa_api_credential_json(const struct sa_credential *c)
+{
+	json_t *o = sa_api_credential_created_json(c);
+	bool prev = sa_credential_has_previous(c);
+
+	if (o != NULL && json_object_update_new(o, json_pack("{s:I,s:o,s:o}", "password_version",
+	                                                      (json_int_t)c->password_version, "rotated_at",
+	                                                      rfc3339_or_null(c->rotated_at),
+	                                                      "previous_password_expires_at",
+	                                                      prev ? sa_api_rfc3339(c->previous_until) : json_null())) < 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
 }
 
 static int credential_cb(const struct sa_credential *c, void *arg)
@@ -420,13 +490,9 @@ static void credentials_list(const struct sa_api_ctx *ctx, const struct sa_api_r
                              const struct target *t, struct sa_api_response *r)
 {
 	struct listing l = listing_new(t);
-	int err = SOR(ctx, sa_pg_credential_list_after(ctx->pg, t->trunk, t->q.after, credential_cb, &l),
-	              sa_store_credential_list_after(ctx->store, t->trunk, t->q.after, credential_cb, &l));
-
-	if (err == SA_STORE_EINVAL)
-		cursor_unknown(r, &l, "a credential of this trunk");
-	else
-		respond_listing(r, &l, err);
+	respond_walk(r, &l, SOR(ctx, sa_pg_credential_list_after(ctx->pg, t->trunk, t->q.after, credential_cb, &l),
+	                        sa_store_credential_list_after(ctx->store, t->trunk, t->q.after, credential_cb, &l)),
+	             "a credential of this trunk");
 }
 
 /* A credential of this trunk, or the same 404 whether it is unknown or another trunk's. */
@@ -441,7 +507,7 @@ static int credential_of_trunk(const struct sa_api_ctx *ctx, const struct target
 		errorf(r, 404, "not_found", "credential %s not found on trunk %s", t->cred, t->trunk);
 	else if (err != SA_STORE_OK)
 		sa_api_store_error(r, err);
-	OPENSSL_cleanse(c->ha1, sizeof c->ha1);
+	sa_credential_wipe(c);
 	return err;
 }
 
@@ -538,8 +604,8 @@ static void credential_created(struct sa_api_response *r, const struct target *t
 	header_add(r, "Location", loc);
 	snprintf(r->created_cred, sizeof r->created_cred, "%s", c->id);
 	snprintf(r->created_user, sizeof r->created_user, "%s", c->username);
-	OPENSSL_cleanse(c->ha1, sizeof c->ha1);
-	respond_json(r, 201, sa_api_credential_json(c));
+	sa_credential_wipe(c);
+	respond_json(r, 201, sa_api_credential_created_json(c));
 }
 
 /* The password lives in the parsed body only; it is wiped before the body is freed. */
@@ -558,17 +624,10 @@ static void credential_create(const struct sa_api_ctx *ctx, const struct sa_api_
 	char why[160] = "";
 	struct sa_credential c;
 	struct cred_input in;
-	json_error_t jerr;
-	json_t *body = json_loadb(req->body ? req->body : "", req->body_len,
-	                          JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	json_t *body = body_parse(req, r);
 
-	/* jansson's error text quotes the input near the fault, which may be the
-	 * password: say where, not what */
-	if (body == NULL) {
-		errorf(r, 400, "invalid_json", "request body is not valid JSON (line %d, column %d)", jerr.line,
-		       jerr.column);
+	if (body == NULL)
 		return;
-	}
 	if (cred_input_read(body, &in, r) == 0) {
 		int err = SOR(ctx, sa_pg_credential_create(ctx->pg, t->trunk, in.username, in.password, in.password_len,
 		                                           ctx->min_password_len, req->now, &c, why, sizeof why),
@@ -578,6 +637,105 @@ static void credential_create(const struct sa_api_ctx *ctx, const struct sa_api_
 			credential_created(r, t, &c);
 		else
 			credential_create_fail(r, err, in.username, why);
+	}
+	body_free(body);
+}
+
+/* ---- rotation ---- */
+
+/* The rotate body: password (required) and overlap_seconds (0..max,
+ * default SA_ROTATE_OVERLAP_DEFAULT); anything else is refused, so that a
+ * misspelt overlap is not silently the default. Every bad field is a 422
+ * naming it. */
+struct rotate_input {
+	const char *password;
+	size_t password_len;
+	unsigned overlap;
+};
+
+static int rotate_field(const char *key, json_t *v, struct rotate_input *in, struct sa_api_response *r)
+{
+	if (strcmp(key, "password") == 0) {
+		if (!json_is_string(v)) {
+			field_errorf(r, "invalid_field", key, "password must be a string");
+			return -1;
+		}
+		in->password = json_string_value(v);
+		in->password_len = json_string_length(v);
+		return 0;
+	}
+	if (strcmp(key, "overlap_seconds") == 0) {
+		json_int_t n = json_is_integer(v) ? json_integer_value(v) : -1;
+		if (n < 0 || n > SA_ROTATE_OVERLAP_MAX) {
+			field_errorf(r, "invalid_field", key, "overlap_seconds must be an integer from 0 to %d",
+			             SA_ROTATE_OVERLAP_MAX);
+			return -1;
+		}
+		in->overlap = (unsigned)n;
+		return 0;
+	}
+	field_errorf(r, "invalid_field", key, "%s is not a rotation field (password, overlap_seconds)", key);
+	return -1;
+}
+
+static int rotate_input_read(json_t *body, struct rotate_input *in, struct sa_api_response *r)
+{
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(body)) {
+		sa_api_error(r, 400, "invalid_json", "request body must be a JSON object");
+		return -1;
+	}
+	in->password = NULL;
+	in->overlap = SA_ROTATE_OVERLAP_DEFAULT;
+	json_object_foreach(body, key, v) {
+		if (rotate_field(key, v, in, r) < 0)
+			return -1;
+	}
+	if (in->password == NULL) {
+		field_errorf(r, "missing_field", "password", "password is required");
+		return -1;
+	}
+	return 0;
+}
+
+static void credential_rotate_fail(struct sa_api_response *r, const struct target *t, int err, const char *why)
+{
+	if (err == SA_STORE_EINVAL)
+		field_errorf(r, "weak_password", "password", "%s", why);
+	else if (err == SA_STORE_ENOTFOUND)
+		errorf(r, 404, "not_found", "credential %s not found on trunk %s", t->cred, t->trunk);
+	else
+		sa_api_store_error(r, err);
+}
+
+/* POST .../credentials/{c}/rotate: a new password, the old one going on for
+ * the overlap. The calls it set up go on (nothing is deleted). */
+static void credential_rotate(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                              const struct target *t, struct sa_api_response *r)
+{
+	char why[160] = "";
+	struct sa_credential c;
+	struct rotate_input in;
+	json_t *body = body_parse(req, r);
+
+	if (body == NULL)
+		return;
+	if (rotate_input_read(body, &in, r) == 0) {
+		int err = SOR(ctx, sa_pg_credential_rotate(ctx->pg, t->trunk, t->cred, in.password, in.password_len,
+		                                           ctx->min_password_len, in.overlap, req->now, &c, why, sizeof why),
+		              sa_store_credential_rotate(ctx->store, t->trunk, t->cred, in.password, in.password_len,
+		                                         ctx->min_password_len, in.overlap, req->now, &c, why, sizeof why));
+		if (err == SA_STORE_OK) {
+			sa_credential_wipe(&c);
+			snprintf(r->rotated_cred, sizeof r->rotated_cred, "%s", c.id);
+			r->rotated_version = c.password_version;
+			r->rotated_overlap = in.overlap;
+			respond_json(r, 200, sa_api_credential_json(&c));
+		} else {
+			credential_rotate_fail(r, t, err, why);
+		}
 	}
 	body_free(body);
 }
@@ -702,19 +860,19 @@ static json_t *binding_json(const struct sa_api_ctx *ctx, const struct sa_bindin
 	json_t *user, *o;
 
 	if (sa_store_credential_get(ctx->store, b->cred_id, &c) == SA_STORE_OK) {
-		OPENSSL_cleanse(c.ha1, sizeof c.ha1);
+		sa_credential_wipe(&c);
 		user = json_string(c.username);
 	} else {
 		user = json_null();   /* deleted between the two reads */
 	}
 	reg_id(b, id);
-	o = json_pack("{s:s,s:s,s:o,s:o,s:o,s:i,s:s,s:o,s:o,s:o,s:o}", "id", id,
+	o = json_pack("{s:s,s:s,s:o,s:o,s:o,s:i,s:s,s:o,s:o,s:o,s:o,s:I}", "id", id,
 	              "credential_id", b->cred_id, "username", user,
-	              "contact", net_string(b->contact), "source_address", net_string(b->source),
+	              "contact", sa_api_net_string(b->contact), "source_address", sa_api_net_string(b->source),
 	              "source_port", (json_int_t)b->source_port, "transport", b->transport,
-	              "user_agent", net_string(b->user_agent),
-	              "registered_at", rfc3339(b->registered_at), "updated_at", rfc3339(b->updated_at),
-	              "expires_at", rfc3339(b->expires_at));
+	              "user_agent", sa_api_net_string(b->user_agent),
+	              "registered_at", sa_api_rfc3339(b->registered_at), "updated_at", sa_api_rfc3339(b->updated_at),
+	              "expires_at", sa_api_rfc3339(b->expires_at), "password_version", (json_int_t)b->password_version);
 	return o;
 }
 
@@ -748,11 +906,11 @@ static void call_cb(const struct sa_api_call *c, void *arg)
 		return;
 	/* a trunk that authenticates by address sets calls up with no credential;
 	 * the id is the Call-ID again, so that every list's items have an id */
-	json_t *o = json_pack("{s:o,s:o,s:o,s:s,s:s,s:o}", "id", net_string(c->call_id),
-	                      "call_id", net_string(c->call_id),
+	json_t *o = json_pack("{s:o,s:o,s:o,s:s,s:s,s:o}", "id", sa_api_net_string(c->call_id),
+	                      "call_id", sa_api_net_string(c->call_id),
 	                      "credential_id", c->cred_id && c->cred_id[0] ? json_string(c->cred_id) : json_null(),
 	                      "direction", c->inbound ? "inbound" : "outbound",
-	                      "state", c->confirmed ? "confirmed" : "early", "started_at", rfc3339(c->started_at));
+	                      "state", c->confirmed ? "confirmed" : "early", "started_at", sa_api_rfc3339(c->started_at));
 	l->failed = !append(l->data, o);
 }
 
@@ -854,11 +1012,12 @@ static int authfail_cb(const struct sa_authfail *f, uint64_t seq, void *arg)
 	for (int i = 0; i < 8; i++)
 		b[i] = (unsigned char)(seq >> (56 - 8 * i));
 	hex_put(b, sizeof b, id + 5);
-	json_t *o = json_pack("{s:s,s:o,s:o,s:i,s:s,s:o,s:s,s:o}", "id", id,
-	                      "time", rfc3339(f->at), "source_address", net_string(f->source),
+	json_t *o = json_pack("{s:s,s:o,s:o,s:i,s:s,s:o,s:s,s:o,s:o}", "id", id,
+	                      "time", sa_api_rfc3339(f->at), "source_address", sa_api_net_string(f->source),
 	                      "source_port", (json_int_t)f->source_port, "transport", f->transport,
-	                      "username", net_string(f->username), "reason", f->reason,
-	                      "method", net_string(f->method));
+	                      "username", sa_api_net_string(f->username), "reason", f->reason,
+	                      "method", sa_api_net_string(f->method), "password_version",
+	                      f->password_version > 0 ? json_integer((json_int_t)f->password_version) : json_null());
 
 	l->failed = !append(l->data, o);
 	return l->failed;
@@ -993,6 +1152,211 @@ static void authfails_list(const struct sa_api_ctx *ctx, const struct sa_api_req
 	}
 	respond_listing(r, &l, sa_store_authfail_page(ctx->store, t->trunk, t->q.since, before, t->q.limit + 1,
 	                                              authfail_cb, &l));
+}
+
+/* ---- webhooks ---- */
+
+static json_t *webhook_events_json(uint32_t events)
+{
+	json_t *a = json_array();
+
+	for (int e = 0; e < SA_WH_EVENT_COUNT && a != NULL; e++)
+		if ((events & (1u << e)) && !append(a, json_string(sa_wh_event_name((enum sa_wh_event)e)))) {
+			json_decref(a);
+			return NULL;
+		}
+	return a;
+}
+
+/* The webhook as listed: never its secret. */
+static json_t *webhook_json(const struct sa_webhook *w)
+{
+	return json_pack("{s:s,s:s,s:s,s:o,s:o}", "id", w->id, "account_id", w->account_id, "url", w->url, "events",
+	                 webhook_events_json(w->events), "created_at", sa_api_rfc3339(w->created_at));
+}
+
+static int webhook_cb(const struct sa_webhook *w, void *arg)
+{
+	return page_add(arg, webhook_json(w));
+}
+
+static void webhooks_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                          const struct target *t, struct sa_api_response *r)
+{
+	struct listing l = listing_new(t);
+	respond_walk(r, &l, sa_store_webhook_list_after(ctx->store, t->account, t->q.after, webhook_cb, &l),
+	             "a webhook of this account");
+}
+
+static void webhook_show(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                         const struct target *t, struct sa_api_response *r)
+{
+	struct sa_webhook w;
+	int err = sa_store_webhook_get(ctx->store, t->webhook, &w);
+
+	if (err == SA_STORE_OK)
+		respond_json(r, 200, webhook_json(&w));
+	else if (err == SA_STORE_ENOTFOUND)   /* deleted since it was checked */
+		errorf(r, 404, "not_found", "webhook %s not found", t->webhook);
+	else
+		sa_api_store_error(r, err);
+	OPENSSL_cleanse(w.secret, sizeof w.secret);
+}
+
+static void webhook_delete(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                           const struct target *t, struct sa_api_response *r)
+{
+	int err = sa_store_webhook_delete(ctx->store, t->account, t->webhook);
+
+	if (err == SA_STORE_OK)
+		r->status = 204;
+	else if (err == SA_STORE_ENOTFOUND)
+		errorf(r, 404, "not_found", "webhook %s not found", t->webhook);
+	else
+		sa_api_store_error(r, err);
+}
+
+/* A 422 naming the field, in the shape of the trunk PATCH's. */
+__attribute__((format(printf, 4, 5)))
+static int field_refuse(struct sa_api_response *r, const char *code, const char *field, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	r->error_code = code;
+	respond_json(r, 422, json_pack("{s:{s:s,s:s,s:s}}", "error", "code", code, "message", msg, "field", field));
+	return -1;
+}
+
+static int webhook_events_read(json_t *v, uint32_t *events, struct sa_api_response *r)
+{
+	size_t i;
+	json_t *e;
+
+	*events = 0;
+	if (!json_is_array(v) || json_array_size(v) == 0)
+		return field_refuse(r, "invalid_field", "events",
+		                    "events must be a non-empty array of event names (auth.failed, source.banned, "
+		                    "credential.created, credential.deleted, credential.rotated, registration.created, "
+		                    "registration.expired, call.revoked)");
+	json_array_foreach(v, i, e) {
+		int ev = json_is_string(e) ? sa_wh_event_parse(json_string_value(e)) : -1;
+		if (ev < 0)
+			return field_refuse(r, "invalid_field", "events", "events[%zu] is not a known event name", i);
+		*events |= 1u << ev;
+	}
+	return 0;
+}
+
+/* {"url": "...", "events": [...]}: anything missing, wrong or unknown is a 422 naming the field. */
+static int webhook_input_read(json_t *body, const char **url, uint32_t *events, struct sa_api_response *r)
+{
+	struct sa_wh_url u;
+	char why[160];
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(body)) {
+		sa_api_error(r, 400, "invalid_json", "request body must be a JSON object");
+		return -1;
+	}
+	json_object_foreach(body, key, v)
+		if (strcmp(key, "url") != 0 && strcmp(key, "events") != 0)
+			return field_refuse(r, "invalid_field", key, "%s is not a webhook field (url, events)", key);
+	json_t *jurl = json_object_get(body, "url"), *jev = json_object_get(body, "events");
+	if (jurl == NULL || jev == NULL)
+		return field_refuse(r, "missing_field", jurl ? "events" : "url", "%s is required",
+		                    jurl ? "events" : "url");
+	if (!json_is_string(jurl))
+		return field_refuse(r, "invalid_field", "url", "url must be a string");
+	if (sa_wh_url_parse(json_string_value(jurl), &u, why, sizeof why) < 0)
+		return field_refuse(r, "invalid_field", "url", "%s", why);
+	*url = json_string_value(jurl);
+	return webhook_events_read(jev, events, r);
+}
+
+/* An account's webhooks, at most SA_API_WEBHOOKS_MAX: each event is sent to each. */
+static int webhook_count_cb(const struct sa_webhook *w, void *arg)
+{
+	(*(unsigned *)arg)++;
+	return 0;
+}
+
+/* The answer to a creation is the only one that carries the secret. */
+static void webhook_created(struct sa_api_response *r, const struct target *t, struct sa_webhook *w)
+{
+	char loc[sizeof r->hdr[0].value];
+	json_t *o = webhook_json(w);
+
+	snprintf(loc, sizeof loc, "/v1/account/%s/webhooks/%s", t->account, w->id);
+	header_add(r, "Location", loc);
+	snprintf(r->created_webhook, sizeof r->created_webhook, "%s", w->id);
+	if (o != NULL && json_object_set_new(o, "secret", json_string(w->secret)) < 0) {
+		json_decref(o);
+		o = NULL;
+	}
+	respond_json(r, 201, o);
+}
+
+static void webhook_create(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                           const struct target *t, struct sa_api_response *r)
+{
+	struct sa_webhook w;
+	const char *url;
+	uint32_t events;
+	unsigned n = 0;
+	json_error_t jerr;
+	json_t *body = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
+	                          &jerr);
+
+	if (body == NULL) {
+		errorf(r, 400, "invalid_json", "request body is not valid JSON (line %d, column %d)", jerr.line,
+		       jerr.column);
+		return;
+	}
+	if (webhook_input_read(body, &url, &events, r) == 0) {
+		int err = sa_store_webhook_list_after(ctx->store, t->account, NULL, webhook_count_cb, &n);
+		if (err == SA_STORE_OK && n >= SA_API_WEBHOOKS_MAX)
+			errorf(r, 409, "limit_reached", "an account may have at most %d webhooks", SA_API_WEBHOOKS_MAX);
+		else if (err == SA_STORE_OK && (err = sa_store_webhook_create(ctx->store, t->account, url, events, req->now,
+		                                                              &w)) == SA_STORE_OK)
+			webhook_created(r, t, &w);
+		if (err != SA_STORE_OK)
+			sa_api_store_error(r, err);
+		OPENSSL_cleanse(w.secret, sizeof w.secret);
+	}
+	json_decref(body);
+}
+
+static const char *delivery_status_name(int32_t s)
+{
+	return s == SA_DLV_PENDING ? "pending" : s == SA_DLV_DELIVERED ? "delivered" : "failed";
+}
+
+static json_t *delivery_json(const struct sa_delivery *d)
+{
+	return json_pack("{s:s,s:s,s:s,s:s,s:i,s:o,s:o,s:o,s:o}", "id", d->id, "webhook_id", d->webhook_id, "event",
+	                 d->event, "status", delivery_status_name(d->status), "attempts", (json_int_t)d->attempts,
+	                 "last_status_code", d->last_status_code ? json_integer(d->last_status_code) : json_null(),
+	                 "last_error", d->last_error[0] ? json_string(d->last_error) : json_null(),
+	                 "next_attempt_at", d->status == SA_DLV_PENDING ? sa_api_rfc3339(d->next_attempt_at) : json_null(),
+	                 "created_at", sa_api_rfc3339(d->created_at));
+}
+
+static int delivery_cb(const struct sa_delivery *d, void *arg)
+{
+	return page_add(arg, delivery_json(d));
+}
+
+static void deliveries_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
+                            const struct target *t, struct sa_api_response *r)
+{
+	struct listing l = listing_new(t);
+	respond_walk(r, &l, sa_store_delivery_list_after(ctx->store, t->webhook, t->q.after, delivery_cb, &l),
+	             "a delivery of this webhook");
 }
 
 /* ---- time ---- */
@@ -1144,7 +1508,7 @@ static int segment_is(const char **p, const char *word)
 	return 0;
 }
 
-/* After /trunks/{t}: nothing, or a collection, or credentials/{c}. */
+/* After /trunks/{t}: nothing, or a collection, or credentials/{c}, or credentials/{c}/rotate. */
 static int target_trunk_child(const char *p, struct target *t)
 {
 	if (*p == '\0') {
@@ -1158,12 +1522,36 @@ static int target_trunk_child(const char *p, struct target *t)
 		t->res = trunk_children[i].res;
 		if (*p == '\0')
 			return 0;
-		if (t->res != RES_CREDENTIALS || *++p == '\0' || segment_id(&p, t->cred) < 0 || *p != '\0')
+		if (t->res != RES_CREDENTIALS || *++p == '\0' || segment_id(&p, t->cred) < 0)
 			return -1;
 		t->res = RES_CREDENTIAL;
+		if (*p == '\0')
+			return 0;
+		p++;
+		if (segment_is(&p, "rotate") < 0 || *p != '\0')
+			return -1;
+		t->res = RES_ROTATE;
 		return 0;
 	}
 	return -1;
+}
+
+/* After /webhooks: nothing, {w}, or {w}/deliveries. */
+static int target_webhook(const char *p, struct target *t)
+{
+	t->res = RES_WEBHOOKS;
+	if (*p == '\0')
+		return 0;
+	if (*p++ != '/' || segment_id(&p, t->webhook) < 0)
+		return -1;
+	t->res = RES_WEBHOOK;
+	if (*p == '\0')
+		return 0;
+	p++;
+	if (segment_is(&p, "deliveries") < 0 || *p != '\0')
+		return -1;
+	t->res = RES_DELIVERIES;
+	return 0;
 }
 
 static int target_parse(const char *path, struct target *t)
@@ -1174,7 +1562,11 @@ static int target_parse(const char *path, struct target *t)
 	if (strncmp(p, "/v1/account/", 12) != 0)
 		return -1;
 	p += 12;
-	if (segment_id(&p, t->account) < 0 || *p++ != '/' || segment_is(&p, "trunks") < 0)
+	if (segment_id(&p, t->account) < 0 || *p++ != '/')
+		return -1;
+	if (segment_is(&p, "webhooks") == 0)
+		return target_webhook(p, t);
+	if (segment_is(&p, "trunks") < 0)
 		return -1;
 	if (*p == '\0') {
 		t->res = RES_TRUNKS;
@@ -1202,7 +1594,7 @@ static handler_fn *route_handler(const struct route *rt, const char *method)
 static int trunk_check(const struct sa_api_ctx *ctx, const struct target *t, struct sa_api_response *r)
 {
 	struct sa_trunk tr;
-	int err = sa_store_trunk_get(ctx->store, t->trunk, &tr);
+	int err = SOR(ctx, sa_pg_trunk_get(ctx->pg, t->trunk, &tr), sa_store_trunk_get(ctx->store, t->trunk, &tr));
 
 	if (err == SA_STORE_OK && strcmp(tr.account_id, t->account) == 0) {
 		snprintf(r->trunk_id, sizeof r->trunk_id, "%s", tr.id);
@@ -1213,6 +1605,37 @@ static int trunk_check(const struct sa_api_ctx *ctx, const struct target *t, str
 	else
 		sa_api_store_error(r, err);
 	return -1;
+}
+
+/* The webhook must exist and be the key's account's; both misses read the same. */
+static int webhook_check(const struct sa_api_ctx *ctx, const struct target *t, struct sa_api_response *r)
+{
+	struct sa_webhook w;
+	int err = sa_store_webhook_get(ctx->store, t->webhook, &w);
+
+	OPENSSL_cleanse(w.secret, sizeof w.secret);
+	if (err == SA_STORE_OK && strcmp(w.account_id, t->account) == 0)
+		return 0;
+	if (err == SA_STORE_OK || err == SA_STORE_ENOTFOUND)
+		errorf(r, 404, "not_found", "webhook %s not found", t->webhook);
+	else
+		sa_api_store_error(r, err);
+	return -1;
+}
+
+/* What the path names under the account must be the account's. */
+static int owner_check(const struct sa_api_ctx *ctx, const struct target *t, struct sa_api_response *r)
+{
+	switch (t->res) {
+	case RES_TRUNKS:
+	case RES_WEBHOOKS:
+		return 0;
+	case RES_WEBHOOK:
+	case RES_DELIVERIES:
+		return webhook_check(ctx, t, r);
+	default:
+		return trunk_check(ctx, t, r);
+	}
 }
 
 /* ---- idempotency ---- */
@@ -1351,7 +1774,7 @@ void sa_api_handle(const struct sa_api_ctx *ctx, const struct sa_api_request *re
 	}
 	if (kind != Q_NONE && list_query_parse(req->query, kind, &t.q, r) < 0)
 		return;
-	if (t.res != RES_TRUNKS && trunk_check(ctx, &t, r) < 0)
+	if (owner_check(ctx, &t, r) < 0)
 		return;
 	if (req->idempotency_key != NULL && strcmp(req->method, "POST") == 0)
 		idem_serve(ctx, req, &t, fn, r);

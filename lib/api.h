@@ -20,6 +20,7 @@
 #define SA_API_CURSOR_MAX             (SA_SIP_MAX_CALL_ID + 1)
 #define SA_API_MAX_HEADERS            4
 #define SA_API_IDEM_KEY_MAX           255   /* Idempotency-Key: 1..255 printable ASCII */
+#define SA_API_WEBHOOKS_MAX           16    /* per account: each event goes to each of them */
 
 /* One active call, as GET .../calls lists it. */
 struct sa_api_call {
@@ -74,7 +75,11 @@ struct sa_api_response {
 	char created_cred[SA_ID_MAX];  /* POST .../credentials succeeded: its id */
 	char created_user[SA_USERNAME_MAX + 1];
 	char deleted_cred[SA_ID_MAX];  /* DELETE succeeded: end its calls */
+	char rotated_cred[SA_ID_MAX];  /* POST .../rotate succeeded (its calls go on) */
+	uint32_t rotated_version;      /* ... to this password version */
+	unsigned rotated_overlap;      /* ... the previous password going on for this many seconds */
 	char patched_trunk[SA_ID_MAX]; /* PATCH of a trunk's controls succeeded */
+	char created_webhook[SA_ID_MAX];  /* POST .../webhooks succeeded: events may now have a subscriber */
 	char trunk_id[SA_ID_MAX];      /* the trunk the request was about, when found */
 };
 
@@ -99,7 +104,15 @@ void sa_api_response_free(struct sa_api_response *resp);
 
 /* The JSON shapes shared with sipauthctl, so both print exactly the same. */
 json_t *sa_api_trunk_json(const struct sa_trunk *t, const struct sa_trunk_policy *p);
+/* As GET and the list show it (with password_version), and as a create answers (the product page's four fields). */
 json_t *sa_api_credential_json(const struct sa_credential *c);
+json_t *sa_api_credential_created_json(const struct sa_credential *c);
+
+/* A time as RFC 3339 UTC ("2026-04-09T10:35:00Z"; null if it cannot be
+ * written), and text from the network as a JSON string ('?' for each byte
+ * when it is not UTF-8): the API's forms, shared with the webhook events. */
+json_t *sa_api_rfc3339(int64_t t);
+json_t *sa_api_net_string(const char *s);
 
 /* The token of an Authorization "Bearer <token>" value (scheme in any
  * case, blanks around it dropped): 0, or -1 when h is NULL or not that. */

@@ -33,7 +33,9 @@ int sa_auth_init(struct sa_auth *a, struct sa_store *store, struct sa_nonce_ctx 
 	char pw[33];
 	for (size_t i = 0; i < sizeof(rnd); i++)
 		snprintf(pw + 2 * i, 3, "%02x", rnd[i]);
-	int rc = sa_digest_ha1(SA_ALG_SHA512_256, "dummy", "dummy", pw, a->dummy_ha1);
+	int rc = 0;
+	for (int alg = 0; alg < SA_ALG_COUNT && rc == 0; alg++)
+		rc = sa_digest_ha1((enum sa_digest_alg)alg, "dummy", "dummy", pw, a->dummy_ha1[alg]);
 	snprintf(a->decoy_id, sizeof(a->decoy_id), "cred_%.16s", pw);
 	OPENSSL_cleanse(pw, sizeof(pw));
 	return rc;
@@ -217,6 +219,34 @@ static const char *nonce_scope(const char *realm, const char *source, char *buf,
 	return buf;
 }
 
+/* The answer against the current password and the previous one. Both are
+ * always computed (the dummy HA1 of the answer's algorithm standing in for
+ * a password that is not there) and the verdict taken from both
+ * afterwards: an unknown user, a credential never rotated, one in its
+ * overlap and one past it all cost one HA2 and two responses, whether the
+ * answer is right or wrong. Sets r->password_version (see auth.h). */
+static bool password_check(const struct sa_auth *a, const struct answer *an, bool known, int64_t now,
+                           struct sa_auth_result *r)
+{
+	const struct sa_credential *c = &r->cred;
+	bool has_prev = known && sa_credential_has_previous(c);
+	const char *cur_ha1 = known ? c->ha1[an->p.alg] : a->dummy_ha1[an->p.alg];
+	const char *prev_ha1 = has_prev ? c->previous_ha1[an->p.alg] : a->dummy_ha1[an->p.alg];
+	bool cur, prev;
+
+	sa_digest_verify_pair(&an->p, cur_ha1, prev_ha1, an->response, strlen(an->response), &cur, &prev);
+
+	if (known && cur) {
+		r->password_version = c->password_version;
+		return true;
+	}
+	if (has_prev && prev) {
+		r->password_version = c->password_version - 1;   /* named in the failure log when refused */
+		return sa_credential_previous_live(c, now);
+	}
+	return false;
+}
+
 void sa_auth_username(const struct sa_msg *m, const char *realm, char *out, size_t outlen)
 {
 	osip_authorization_t *az = find_credentials(m, realm);
@@ -264,9 +294,7 @@ void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_
 		sa_store_credential_get(a->store, a->decoy_id, &r->cred);
 		OPENSSL_cleanse(&r->cred, sizeof(r->cred));
 	}
-	const char *ha1 = known ? r->cred.ha1[an.p.alg] : a->dummy_ha1;
-	bool good = sa_digest_verify(&an.p, ha1, an.response, strlen(an.response)) && known;
-	if (!good) {
+	if (!password_check(a, &an, known, (int64_t)now, r)) {
 		r->reason = known ? SA_AUTH_BAD_PASSWORD : SA_AUTH_UNKNOWN_USER;
 		goto out;
 	}
@@ -292,7 +320,7 @@ void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_
 	r->ok = true;
 out:
 	if (!r->ok)
-		OPENSSL_cleanse(r->cred.ha1, sizeof(r->cred.ha1));
+		sa_credential_wipe(&r->cred);
 }
 
 long sa_auth_challenge_in(struct sa_auth *a, const struct sa_auth_cfg *order, const char *realm, const char *source,

@@ -32,7 +32,10 @@ struct sa_auth {
 	struct sa_store *store;
 	struct sa_nonce_ctx *nonce;
 	struct sa_auth_cfg cfg;
-	char dummy_ha1[SA_DIGEST_HEX_MAX];   /* spent on unknown users so they cost the same */
+	/* per algorithm, of a random password: spent on unknown users, and in
+	 * place of a previous password a credential does not have, so that
+	 * every answer costs the same two digests */
+	char dummy_ha1[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];
 	char decoy_id[SA_ID_MAX];            /* a credential id that exists nowhere: looked up for them too */
 	/* Does a URI name this proxy (one of its listening addresses)? NULL: never. */
 	bool (*uri_is_local)(osip_uri_t *uri, void *arg);
@@ -46,6 +49,11 @@ struct sa_auth_result {
 	bool nonce_ours;                     /* it answered a nonce we issued to this source: the source receives */
 	bool retransmission;                 /* ok: the very REGISTER already accepted, sent again */
 	char username[SA_USERNAME_MAX + 1];  /* as tried, truncated; "" when none */
+	/* which of the credential's passwords answered (its password_version,
+	 * or the one before during a rotation's overlap); for a wrong answer,
+	 * the previous password's version when it was that one after its
+	 * overlap; 0 when not known (no credential, or no password matched) */
+	uint32_t password_version;
 	struct sa_credential cred;
 };
 
@@ -59,7 +67,9 @@ int sa_auth_init(struct sa_auth *a, struct sa_store *store, struct sa_nonce_ctx 
 int sa_auth_trunk_from_host(const char *host, const char *domain, char *out, size_t outlen);
 
 /* Verify m's credentials for realm (trunk_id NULL: unknown trunk, which
- * must look exactly like a wrong password). REGISTER answers with
+ * must look exactly like a wrong password). The answer is checked against
+ * the current password and the previous one (rotation) every time, so
+ * that the work does not tell which matched, or whether either did. REGISTER answers with
  * Authorization, everything else with Proxy-Authorization. source: the
  * sender's numeric address, or NULL; nonces are bound to the address they
  * were issued to (as Kamailio's auth_checks source-IP flag does), so a

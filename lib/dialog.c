@@ -168,14 +168,15 @@ int sa_dialog_match(const struct sa_dialog *d, const struct sa_msg *m)
 	return 0;
 }
 
-long sa_dialog_bye(const struct sa_dialog *d, bool to_caller, const char *via, const char *reason,
-                   char *out, size_t cap)
+/* A request to one side (to_caller) as if the other side sent it. */
+static long dialog_request(const struct sa_dialog *d, bool to_caller, const char *method, unsigned long cseq,
+                           const char *via, const char *reason, char *out, size_t cap)
 {
 	const struct sa_dialog_side *to = to_caller ? &d->caller : &d->callee;
 	const struct sa_dialog_side *from = to_caller ? &d->callee : &d->caller;
 	struct sa_buf b = { .p = out, .cap = cap };
 
-	sa_buf_printf(&b, "BYE %s SIP/2.0\r\n", to->target);
+	sa_buf_printf(&b, "%s %s SIP/2.0\r\n", method, to->target);
 	sa_buf_printf(&b, "Via: %s\r\n", via);
 	sa_buf_puts(&b, "Max-Forwards: 70\r\n");
 	if (to->route[0])
@@ -183,9 +184,21 @@ long sa_dialog_bye(const struct sa_dialog *d, bool to_caller, const char *via, c
 	sa_buf_printf(&b, "From: %s\r\n", from->name);
 	sa_buf_printf(&b, "To: %s\r\n", to->name);
 	sa_buf_printf(&b, "Call-ID: %s\r\n", d->call_id);
-	sa_buf_printf(&b, "CSeq: %lu BYE\r\n", from->cseq + 1);
+	sa_buf_printf(&b, "CSeq: %lu %s\r\n", cseq, method);
 	if (reason)
 		sa_buf_printf(&b, "Reason: %s\r\n", reason);
 	sa_buf_puts(&b, "Content-Length: 0\r\n\r\n");
 	return b.overflow ? -1 : (long)b.len;
+}
+
+long sa_dialog_bye(const struct sa_dialog *d, bool to_caller, const char *via, const char *reason,
+                   char *out, size_t cap)
+{
+	const struct sa_dialog_side *from = to_caller ? &d->callee : &d->caller;
+	return dialog_request(d, to_caller, "BYE", from->cseq + 1, via, reason, out, cap);
+}
+
+long sa_dialog_ack(const struct sa_dialog *d, const char *via, char *out, size_t cap)
+{
+	return dialog_request(d, false, "ACK", d->caller.cseq, via, NULL, out, cap);
 }

@@ -63,4 +63,9 @@ int sa_dialog_match(const struct sa_dialog *d, const struct sa_msg *m);
 long sa_dialog_bye(const struct sa_dialog *d, bool to_caller, const char *via, const char *reason,
                    char *out, size_t cap);
 
+/* The ACK for the 2xx that made d (RFC 3261 §13.2.2.4), sent by us as the
+ * caller: to the callee's target along its Route set, the INVITE's CSeq
+ * number. via is our Via value with a new branch. Length or -1. */
+long sa_dialog_ack(const struct sa_dialog *d, const char *via, char *out, size_t cap);
+
 #endif

@@ -177,11 +177,11 @@ static int digest_ha2(EVP_MD_CTX *ctx, const EVP_MD *md, const struct sa_digest_
 	return hash_joined(ctx, md, parts, auth_int ? 3 : 2, out);
 }
 
-static int digest_compute(EVP_MD_CTX *ctx, const struct sa_digest_params *p, const char *ha1_hex,
-                          char out[SA_DIGEST_HEX_MAX])
+/* The response from HA1 and a computed HA2. */
+static int digest_final(EVP_MD_CTX *ctx, const EVP_MD *md, const struct sa_digest_params *p, const char *ha1_hex,
+                        const char *ha2, char out[SA_DIGEST_HEX_MAX])
 {
-	const EVP_MD *md = alg_md(p->alg);
-	char ha1[SA_DIGEST_HEX_MAX], ha2[SA_DIGEST_HEX_MAX];
+	char ha1[SA_DIGEST_HEX_MAX];
 	const char *sess_parts[] = { ha1_hex, p->nonce, p->cnonce };
 	const char *qop_parts[] = { ha1, p->nonce, p->nc, p->cnonce, p->qop, ha2 };
 	const char *rfc2069_parts[] = { ha1, p->nonce, ha2 };
@@ -193,8 +193,6 @@ static int digest_compute(EVP_MD_CTX *ctx, const struct sa_digest_params *p, con
 	} else {
 		memcpy(ha1, ha1_hex, sa_digest_hex_len(p->alg) + 1);
 	}
-	if (digest_ha2(ctx, md, p, ha2) != 0)
-		goto out;
 	if (p->qop != NULL)
 		rc = hash_joined(ctx, md, qop_parts, 6, out);
 	else
@@ -202,6 +200,17 @@ static int digest_compute(EVP_MD_CTX *ctx, const struct sa_digest_params *p, con
 out:
 	OPENSSL_cleanse(ha1, sizeof(ha1));
 	return rc;
+}
+
+static int digest_compute(EVP_MD_CTX *ctx, const struct sa_digest_params *p, const char *ha1_hex,
+                          char out[SA_DIGEST_HEX_MAX])
+{
+	const EVP_MD *md = alg_md(p->alg);
+	char ha2[SA_DIGEST_HEX_MAX];
+
+	if (digest_ha2(ctx, md, p, ha2) != 0)
+		return -1;
+	return digest_final(ctx, md, p, ha1_hex, ha2, out);
 }
 
 int sa_digest_response(const struct sa_digest_params *p, const char *ha1_hex,
@@ -247,4 +256,36 @@ bool sa_digest_verify(const struct sa_digest_params *p, const char *ha1_hex,
 	ok = (CRYPTO_memcmp(expected, got, want) == 0) & ok & (len == want);
 	OPENSSL_cleanse(expected, sizeof(expected));
 	return ok;
+}
+
+/* The expected response for one HA1 (HA2 given), wiped after the constant-time compare. */
+static bool verify_one(EVP_MD_CTX *ctx, const struct sa_digest_params *p, const char *ha1_hex, const char *ha2,
+                       bool ha2_ok, const char *got, size_t len, size_t want)
+{
+	char expected[SA_DIGEST_HEX_MAX];
+	bool ok = ha2_ok && params_usable(p, ha1_hex) && digest_final(ctx, alg_md(p->alg), p, ha1_hex, ha2, expected) == 0;
+
+	if (!ok)
+		memset(expected, 0, sizeof(expected));
+	ok = (CRYPTO_memcmp(expected, got, want) == 0) & ok & (len == want);
+	OPENSSL_cleanse(expected, sizeof(expected));
+	return ok;
+}
+
+void sa_digest_verify_pair(const struct sa_digest_params *p, const char *ha1_a, const char *ha1_b,
+                           const char *response, size_t len, bool *a, bool *b)
+{
+	char ha2[SA_DIGEST_HEX_MAX], got[SA_DIGEST_HEX_MAX];
+	size_t want;
+	EVP_MD_CTX *ctx;
+
+	*a = *b = false;
+	if (p == NULL || response == NULL || (want = sa_digest_hex_len(p->alg)) == 0 ||
+	    (ctx = EVP_MD_CTX_new()) == NULL)
+		return;
+	bool ha2_ok = (params_usable(p, ha1_a) || params_usable(p, ha1_b)) && digest_ha2(ctx, alg_md(p->alg), p, ha2) == 0;
+	presented_lower(response, len, want, got);
+	*a = verify_one(ctx, p, ha1_a, ha2, ha2_ok, got, len, want);
+	*b = verify_one(ctx, p, ha1_b, ha2, ha2_ok, got, len, want);
+	EVP_MD_CTX_free(ctx);
 }

@@ -56,4 +56,10 @@ int sa_digest_response(const struct sa_digest_params *p, const char *ha1_hex,
 bool sa_digest_verify(const struct sa_digest_params *p, const char *ha1_hex,
                       const char *response, size_t len);
 
+/* The same for two HA1s at once (a credential's current and previous
+ * password), HA2 computed once: *a and *b say which matched. Both are
+ * always computed and compared, whatever the first gave. */
+void sa_digest_verify_pair(const struct sa_digest_params *p, const char *ha1_a, const char *ha1_b,
+                           const char *response, size_t len, bool *a, bool *b);
+
 #endif

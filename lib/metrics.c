@@ -86,6 +86,7 @@ static void registrations_and_calls(FILE *f, const struct sa_metrics *m)
 	gauge(f, "calls_active", "Calls in progress through the proxy.", (int64_t)m->calls_active);
 	counter(f, "calls_started_total", "Calls established.", m->calls_started);
 	counter(f, "calls_revoked_total", "Calls ended because their credential was deleted.", m->calls_revoked);
+	counter(f, "credential_rotations_total", "Credential passwords rotated over the API.", m->credential_rotations);
 	counter(f, "calls_reaped_total", "Calls ended at the maximum call age.", m->calls_reaped);
 }
 
@@ -108,6 +109,18 @@ static void transactions(FILE *f, const struct sa_metrics *m)
 	        m->transactions_evicted);
 	counter(f, "sip_responses_refused_total", "Responses dropped: not from the peer the request was sent to.",
 	        m->responses_refused);
+	counter(f, "sip_failover_late_answers_total",
+	        "Answers from a gateway that failover had left for silence: ringing CANCELled, 2xx ACKed and ended with BYE.",
+	        m->failover_late_answers);
+	head(f, "sip_byes_total", "counter",
+	     "BYEs sipauthd sent itself (calls ended from the middle), by outcome: a final answer, or none within 32 s.");
+	fprintf(f, "sipauthd_sip_byes_total{outcome=\"answered\"} %" PRIu64 "\n", m->byes_answered);
+	fprintf(f, "sipauthd_sip_byes_total{outcome=\"timeout\"} %" PRIu64 "\n", m->byes_timed_out);
+	counter(f, "sip_bye_retransmissions_total", "Retransmissions of sipauthd's own BYEs (UDP).",
+	        m->bye_retransmissions);
+	gauge(f, "sip_byes_pending", "sipauthd's own BYEs not answered yet, queued or sent.", (int64_t)m->byes_pending);
+	gauge(f, "sip_byes_queued", "sipauthd's own BYEs waiting for their turn ([proxy] bye_rate per destination).",
+	      (int64_t)m->byes_queued);
 	counter(f, "relay_refused_total",
 	        "In-dialog requests refused: not from an end of the call, or routed outside it.", m->relay_refused);
 }

@@ -33,6 +33,7 @@ struct sa_metrics {
 	uint64_t sip_retransmissions_absorbed;
 	uint64_t calls_active;                           /* gauge */
 	uint64_t calls_started, calls_revoked, calls_reaped;
+	uint64_t credential_rotations;                   /* passwords rotated over the API */
 	uint64_t bans;                                   /* sources banned for repeated failures */
 	uint64_t banned_dropped;                         /* requests from banned sources, unanswered */
 	uint64_t banned_active;                          /* gauge: sources banned now */
@@ -42,6 +43,11 @@ struct sa_metrics {
 	uint64_t transactions_refused;                   /* 503: a source, credential or memory budget full */
 	uint64_t transactions_evicted;                   /* finished ones dropped early to make room */
 	uint64_t responses_refused;                      /* answers from a peer the request was not sent to */
+	uint64_t failover_late_answers;                  /* answers from a gateway failover had left */
+	uint64_t byes_answered, byes_timed_out;          /* our BYEs (calls ended from the middle) */
+	uint64_t bye_retransmissions;
+	uint64_t byes_pending;                           /* ours not answered yet */
+	uint64_t byes_queued;                            /* ... of which waiting for their turn (bye_rate) */
 	uint64_t relay_refused;                          /* in-dialog requests not from the call's ends */
 	/* the store; map_size 0: unknown, not rendered */
 	uint64_t store_map_size;                         /* gauge: bytes */

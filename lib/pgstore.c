@@ -32,7 +32,11 @@ static const char schema_v1[] =
 	"CREATE INDEX trunks_by_account ON trunks (account_id, ord);"
 	"CREATE TABLE credentials (id text PRIMARY KEY, trunk_id text NOT NULL REFERENCES trunks(id),"
 	"  username text NOT NULL, created_at bigint NOT NULL, ord bigserial NOT NULL UNIQUE,"
-	"  ha1_md5 text NOT NULL, ha1_sha256 text NOT NULL, ha1_sha512_256 text NOT NULL);"
+	"  ha1_md5 text NOT NULL, ha1_sha256 text NOT NULL, ha1_sha512_256 text NOT NULL,"
+	/* rotation, as the LMDB store keeps it: the previous password's HA1s ("" before the first) */
+	"  password_version bigint NOT NULL DEFAULT 1, rotated_at bigint NOT NULL DEFAULT 0,"
+	"  previous_until bigint NOT NULL DEFAULT 0, prev_ha1_md5 text NOT NULL DEFAULT '',"
+	"  prev_ha1_sha256 text NOT NULL DEFAULT '', prev_ha1_sha512_256 text NOT NULL DEFAULT '');"
 	"CREATE UNIQUE INDEX credentials_username ON credentials (trunk_id, lower(username));"
 	"CREATE INDEX credentials_by_trunk ON credentials (trunk_id, ord);"
 	"CREATE TABLE change_seq (one boolean PRIMARY KEY DEFAULT true CHECK (one), last bigint NOT NULL);"
@@ -615,6 +619,7 @@ int sa_pg_credential_create(struct sa_pg *pg, const char *trunk_id, const char *
 		return rc;
 	memset(&c, 0, sizeof c);
 	c.created_at = now;
+	c.password_version = 1;
 	snprintf(c.username, sizeof c.username, "%s", username);
 	if (trunk_id == NULL || (size_t)snprintf(c.trunk_id, sizeof c.trunk_id, "%s", trunk_id) >= sizeof c.trunk_id) {
 		snprintf(why, whylen, "unknown trunk");
@@ -635,15 +640,19 @@ int sa_pg_credential_create(struct sa_pg *pg, const char *trunk_id, const char *
 	return rc;
 }
 
+/* CRED_COLS: the record without its HA1s, which stay in the database. */
 static int cred_row(const PGresult *r, int row, struct sa_credential *c)
 {
 	const struct row_text text[3] = { { c->id, sizeof c->id }, { c->trunk_id, sizeof c->trunk_id },
 	                                  { c->username, sizeof c->username } };
 
+	c->password_version = (uint32_t)strtoul(PQgetvalue(r, row, 4), NULL, 10);
+	c->rotated_at = strtoll(PQgetvalue(r, row, 5), NULL, 10);
+	c->previous_until = strtoll(PQgetvalue(r, row, 6), NULL, 10);
 	return row_read(r, row, text, &c->created_at);
 }
 
-#define CRED_COLS "id, trunk_id, username, created_at"
+#define CRED_COLS "id, trunk_id, username, created_at, password_version, rotated_at, previous_until"
 #define CRED_CHUNK "1000"   /* rows per query: a walk that stops early reads little more than it shows */
 
 /* The position (ord) just before the walk starts: the trunk's start, or
@@ -677,6 +686,7 @@ static int cred_chunk(struct sa_pg *pg, const char *trunk_id, char ord[24], sa_s
 	/* the HA1s stay in the database: a listing shows none */
 	int rc = exec(pg, "SELECT " CRED_COLS ", ord FROM credentials WHERE trunk_id = $1 AND ord > $2::bigint"
 	                  " ORDER BY ord LIMIT " CRED_CHUNK, 2, params, &r);
+	const int ord_col = 7;
 	bool got = rc == SA_STORE_OK;
 	int n = got ? PQntuples(r) : 0;
 
@@ -684,7 +694,7 @@ static int cred_chunk(struct sa_pg *pg, const char *trunk_id, char ord[24], sa_s
 	for (int i = 0; rc == SA_STORE_OK && i < n; i++) {
 		memset(&c, 0, sizeof c);
 		rc = cred_row(r, i, &c);
-		snprintf(ord, 24, "%s", PQgetvalue(r, i, 4));
+		snprintf(ord, 24, "%s", PQgetvalue(r, i, ord_col));
 		if (rc == SA_STORE_OK && cb(&c, arg) != 0) {
 			*more = false;
 			break;
@@ -726,6 +736,88 @@ int sa_pg_credential_get(struct sa_pg *pg, const char *cred_id, struct sa_creden
 	memset(out, 0, sizeof *out);
 	rc = PQntuples(r) == 1 ? cred_row(r, 0, out) : SA_STORE_ENOTFOUND;
 	PQclear(r);
+	return rc;
+}
+
+/* The HA1s of a credential (current, then previous), locked for the rotation's transaction. */
+static int cred_lock(struct sa_pg *pg, const char *trunk_id, const char *cred_id, struct sa_credential *c)
+{
+	const char *params[] = { cred_id, trunk_id };
+	PGresult *r;
+	int rc = exec(pg, "SELECT " CRED_COLS ", ha1_md5, ha1_sha256, ha1_sha512_256 FROM credentials"
+	                  " WHERE id = $1 AND trunk_id = $2 FOR UPDATE", 2, params, &r);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	memset(c, 0, sizeof *c);
+	rc = PQntuples(r) == 1 ? cred_row(r, 0, c) : SA_STORE_ENOTFOUND;
+	for (int alg = 0; alg < SA_ALG_COUNT && rc == SA_STORE_OK; alg++)
+		rc = col_copy(r, 0, 7 + alg, c->ha1[alg], sizeof c->ha1[alg]);
+	PQclear(r);
+	return rc;
+}
+
+static int cred_rotated_write(struct sa_pg *pg, const struct sa_credential *c)
+{
+	char version[24], rotated[24], until[24];
+	const char *params[] = { c->id, c->ha1[SA_ALG_MD5], c->ha1[SA_ALG_SHA256], c->ha1[SA_ALG_SHA512_256],
+	                         c->previous_ha1[SA_ALG_MD5], c->previous_ha1[SA_ALG_SHA256],
+	                         c->previous_ha1[SA_ALG_SHA512_256], version, rotated, until };
+
+	i64_text(c->password_version, version);
+	i64_text(c->rotated_at, rotated);
+	i64_text(c->previous_until, until);
+	return run(pg, "UPDATE credentials SET ha1_md5 = $2, ha1_sha256 = $3, ha1_sha512_256 = $4, prev_ha1_md5 = $5,"
+	               " prev_ha1_sha256 = $6, prev_ha1_sha512_256 = $7, password_version = $8::bigint,"
+	               " rotated_at = $9::bigint, previous_until = $10::bigint WHERE id = $1", 10, params, NULL);
+}
+
+/* Inside the rotation's transaction: the same rules as the LMDB store's. */
+static int rotate_txn(struct sa_pg *pg, const char *trunk_id, const char *cred_id, const char *password, size_t len,
+                      unsigned min_len, unsigned overlap, int64_t now, struct sa_credential *c, char *why,
+                      size_t whylen)
+{
+	char realm[SA_REALM_MAX], domain[SA_DOMAIN_MAX + 1];
+	int rc = cred_lock(pg, trunk_id, cred_id, c);
+
+	if (rc == SA_STORE_ENOTFOUND)
+		snprintf(why, whylen, "unknown credential");
+	if (rc == SA_STORE_OK)
+		rc = sa_credential_validate(c->username, password, len, min_len, why, whylen);
+	if (rc == SA_STORE_OK)
+		rc = sa_pg_domain(pg, domain, sizeof domain);
+	if (rc == SA_STORE_OK)
+		rc = sa_store_realm(trunk_id, domain, realm, sizeof realm);
+	if (rc == SA_STORE_OK)
+		rc = sa_credential_rotate_apply(c, realm, password, len, overlap, now, why, whylen);
+	if (rc == SA_STORE_OK)
+		rc = cred_rotated_write(pg, c);
+	return rc;
+}
+
+int sa_pg_credential_rotate(struct sa_pg *pg, const char *trunk_id, const char *cred_id, const char *password,
+                            size_t password_len, unsigned min_len, unsigned overlap, int64_t now,
+                            struct sa_credential *out, char *why, size_t whylen)
+{
+	struct sa_credential c;
+	char dummy[8];
+
+	if (why == NULL) {
+		why = dummy;
+		whylen = sizeof dummy;
+	}
+	if (overlap > SA_ROTATE_OVERLAP_MAX)
+		return SA_STORE_EINVAL;
+	int rc = run(pg, "BEGIN", 0, NULL, NULL);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = rotate_txn(pg, trunk_id, cred_id, password, password_len, min_len, overlap, now, &c, why, whylen);
+	int end = run(pg, rc == SA_STORE_OK ? "COMMIT" : "ROLLBACK", 0, NULL, NULL);
+	if (rc == SA_STORE_OK)
+		rc = end;
+	if (rc == SA_STORE_OK && out != NULL)
+		*out = c;
+	sa_credential_wipe(&c);
 	return rc;
 }
 
@@ -813,6 +905,33 @@ static int decode_trunk(const json_t *o, struct sa_mirror_change *ch)
 	return rc;
 }
 
+/* The rotation's fields: the previous HA1s are "" until the first rotation. */
+static int decode_rotation(const json_t *o, struct sa_credential *c)
+{
+	static const char *const prev_cols[SA_ALG_COUNT] = {
+		[SA_ALG_MD5] = "prev_ha1_md5", [SA_ALG_SHA256] = "prev_ha1_sha256",
+		[SA_ALG_SHA512_256] = "prev_ha1_sha512_256",
+	};
+	int64_t version = 0;
+	int rc = json_i64(o, "password_version", &version);
+
+	if (rc == SA_STORE_OK && (version < 1 || version > UINT32_MAX))
+		rc = SA_STORE_EINVAL;
+	c->password_version = (uint32_t)version;
+	if (rc == SA_STORE_OK)
+		rc = json_i64(o, "rotated_at", &c->rotated_at);
+	if (rc == SA_STORE_OK)
+		rc = json_i64(o, "previous_until", &c->previous_until);
+	for (int alg = 0; alg < SA_ALG_COUNT && rc == SA_STORE_OK; alg++) {
+		size_t n;
+		rc = json_text(o, prev_cols[alg], c->previous_ha1[alg], sizeof c->previous_ha1[alg]);
+		n = strlen(c->previous_ha1[alg]);
+		if (rc == SA_STORE_OK && n != 0 && n != sa_digest_hex_len((enum sa_digest_alg)alg))
+			rc = SA_STORE_EINVAL;
+	}
+	return rc;
+}
+
 static int decode_credential(const json_t *o, struct sa_mirror_change *ch, bool gone)
 {
 	static const char *const ha1_cols[SA_ALG_COUNT] = {
@@ -832,7 +951,7 @@ static int decode_credential(const json_t *o, struct sa_mirror_change *ch, bool 
 		if (rc == SA_STORE_OK && strlen(ch->cred.ha1[alg]) != sa_digest_hex_len((enum sa_digest_alg)alg))
 			rc = SA_STORE_EINVAL;
 	}
-	return rc;
+	return rc == SA_STORE_OK ? decode_rotation(o, &ch->cred) : rc;
 }
 
 /* Which mirror change a (table, op) is; NONE for what the mirror does not keep. */

@@ -72,6 +72,10 @@ int sa_pg_credential_list_after(struct sa_pg *pg, const char *trunk_id, const ch
 /* As sa_store_credential_get, without the HA1s (they stay in the database). */
 int sa_pg_credential_get(struct sa_pg *pg, const char *cred_id, struct sa_credential *out);
 int sa_pg_credential_delete(struct sa_pg *pg, const char *trunk_id, const char *cred_id);
+/* As sa_store_credential_rotate (the same rules: sa_credential_rotate_apply), in one transaction. */
+int sa_pg_credential_rotate(struct sa_pg *pg, const char *trunk_id, const char *cred_id, const char *password,
+                            size_t password_len, unsigned min_len, unsigned overlap, int64_t now,
+                            struct sa_credential *out, char *why, size_t whylen);
 
 /* ---- the change feed (daemon/cluster.c sends these asynchronously) ----
  * Both answer rows of (seq, kind, op, payload, at_ms), the first one the

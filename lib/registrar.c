@@ -153,10 +153,20 @@ static void copy_str(char *dst, size_t size, const char *src, size_t len)
 
 #define COPY(dst, src) copy_str((dst), sizeof(dst), (src), strlen(src))
 
+/* Who registers: the credential, the password version it answered with, from where. */
+struct reg_who {
+	const struct sa_credential *cred;
+	uint32_t password_version;
+	const struct sa_peer *peer;
+};
+
 static void binding_fill(struct sa_binding *b, const struct sa_reg_cfg *cfg, const struct sa_msg *m,
-                         const struct sa_credential *cred, const struct sa_peer *peer, int64_t now,
-                         const char *uri, long expires, const struct sa_binding *old)
+                         const struct reg_who *who, int64_t now, const char *uri, long expires,
+                         const struct sa_binding *old)
 {
+	const struct sa_credential *cred = who->cred;
+	const struct sa_peer *peer = who->peer;
+
 	memset(b, 0, sizeof(*b));
 	COPY(b->cred_id, cred->id);
 	COPY(b->trunk_id, cred->trunk_id);
@@ -172,6 +182,7 @@ static void binding_fill(struct sa_binding *b, const struct sa_reg_cfg *cfg, con
 	b->registered_at = old ? old->registered_at : now;
 	b->updated_at = now;
 	b->expires_at = now + (expires > (long)cfg->max_expires ? (long)cfg->max_expires : expires);
+	b->password_version = who->password_version;
 }
 
 /* A store that cannot take the write: full (map or disk) is temporary for
@@ -191,8 +202,8 @@ static void store_failed(struct sa_reg_result *res, int err)
 /* Every contact's change written in one store transaction (all or nothing,
  * §10.3), then the in-memory list updated to match. */
 static int apply_contacts(struct sa_store *st, const struct sa_reg_cfg *cfg, const struct sa_msg *m,
-                          const struct sa_credential *cred, const struct sa_peer *peer, int64_t now,
-                          const struct asked *a, struct bindings *bl, struct sa_reg_result *res)
+                          const struct reg_who *who, int64_t now, const struct asked *a, struct bindings *bl,
+                          struct sa_reg_result *res)
 {
 	struct sa_binding nb[MAX_ASKED];
 	struct sa_binding_change ch[MAX_ASKED];
@@ -204,10 +215,10 @@ static int apply_contacts(struct sa_store *st, const struct sa_reg_cfg *cfg, con
 		if (a->expires[i] == 0 && !old[i])
 			continue;   /* removing what is not there changes nothing */
 		if (a->expires[i] > 0)
-			binding_fill(&nb[i], cfg, m, cred, peer, now, a->uri[i], a->expires[i], old[i]);
+			binding_fill(&nb[i], cfg, m, who, now, a->uri[i], a->expires[i], old[i]);
 		ch[n++] = (struct sa_binding_change){ .contact = a->uri[i], .b = a->expires[i] > 0 ? &nb[i] : NULL };
 	}
-	int rc = n > 0 ? sa_store_binding_apply(st, cred->id, ch, (size_t)n, 0) : SA_STORE_OK;
+	int rc = n > 0 ? sa_store_binding_apply(st, who->cred->id, ch, (size_t)n, 0) : SA_STORE_OK;
 	if (rc != SA_STORE_OK) {   /* the limit was checked for the whole request */
 		store_failed(res, rc);
 		return -1;
@@ -261,9 +272,10 @@ static void list_contacts(const struct bindings *bl, struct sa_reg_result *res)
 }
 
 void sa_registrar_apply(struct sa_store *st, const struct sa_reg_cfg *cfg, const struct sa_msg *m, bool retransmission,
-                        const struct sa_credential *cred, const struct sa_peer *peer, int64_t now,
-                        struct sa_reg_result *res)
+                        const struct sa_credential *cred, uint32_t password_version, const struct sa_peer *peer,
+                        int64_t now, struct sa_reg_result *res)
 {
+	struct reg_who who = { cred, password_version, peer };
 	struct bindings bl = { .now = now };
 	struct asked a = { .n = 0 };
 
@@ -278,7 +290,7 @@ void sa_registrar_apply(struct sa_store *st, const struct sa_reg_cfg *cfg, const
 			goto out;
 	} else {
 		if (read_contacts(cfg, m, &a, res) < 0 || check_request(cfg, m, retransmission, &bl, &a, res) < 0 ||
-		    apply_contacts(st, cfg, m, cred, peer, now, &a, &bl, res) < 0)
+		    apply_contacts(st, cfg, m, &who, now, &a, &bl, res) < 0)
 			goto out;
 	}
 	list_contacts(&bl, res);

@@ -24,14 +24,15 @@ struct sa_reg_result {
 };
 
 /* Apply an authenticated REGISTER from peer for cred to the store (RFC 3261
- * §10.3 steps 6-8) and fill res. Never fails silently: errors are a status. */
+ * §10.3 steps 6-8) and fill res. Never fails silently: errors are a status.
+ * password_version: of the password it answered with, kept in its bindings. */
 /* retransmission: the auth layer knows m is the very REGISTER already
  * applied (same branch, Call-ID, nonce and nc): its equal CSeq is then not
  * "out of order" (RFC 3261 §10.3 step 7 leaves retransmissions to the
  * transaction layer, which REGISTER does not go through here). */
 void sa_registrar_apply(struct sa_store *st, const struct sa_reg_cfg *cfg, const struct sa_msg *m, bool retransmission,
-                        const struct sa_credential *cred, const struct sa_peer *peer, int64_t now,
-                        struct sa_reg_result *res);
+                        const struct sa_credential *cred, uint32_t password_version, const struct sa_peer *peer,
+                        int64_t now, struct sa_reg_result *res);
 
 /* The binding an inbound call to trunk_id goes to: the most recently
  * refreshed live one. 0, or SA_STORE_ENOTFOUND. */

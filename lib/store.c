@@ -5,6 +5,7 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,11 @@
  *   trunk_policy       trunk id -> struct sa_trunk_policy   (absent: the defaults)
  *   idempotency        acc id \0 SHA-256(Idempotency-Key) -> struct idem_rec + body
  *   idem_by_time       created_at \0 <idempotency key> -> ""   (expiry order)
+ *   webhooks           wh id -> struct sa_webhook
+ *   webhooks_by_account acc id \0 wh id -> ""
+ *   deliveries         dlv id -> struct dlv_rec + payload   (ids in creation order)
+ *   dlv_by_webhook     wh id \0 dlv id -> ""
+ *   dlv_due            next_attempt_at \0 dlv id -> ""     (pending only; sign bit flipped)
  * runtime:
  *   bindings           cred id \0 SHA-256(contact) -> struct sa_binding
  *   bindings_by_trunk  trunk id \0 <binding key> -> ""
@@ -67,7 +73,13 @@
  *
  * A contact URI can be longer than LMDB's 511-byte key limit, hence its hash
  * in binding keys. Records are the fixed structs below; a change to any of
- * them needs a new SA_STORE_SCHEMA_VERSION.
+ * them needs a new SA_STORE_SCHEMA_VERSION, and the readers keep reading
+ * the layout before it, told apart by size (see "records of older layouts").
+ * Schema 2 (rotation) grew the credential, the binding and the failure-log
+ * record; schema-1 records are read as version 1 (credentials, bindings)
+ * or an unknown version (failures), and rewritten in the new layout when
+ * they next change. A writable open of a schema-1 store records 2, so that
+ * an older sipauthd refuses the store rather than misread its records.
  */
 enum { ENV_MAIN, ENV_RT, ENV_COUNT };
 
@@ -75,6 +87,7 @@ enum {
 	DB_META, DB_ACCOUNTS, DB_APIKEYS, DB_TRUNKS, DB_TRUNKS_BY_ACCOUNT,
 	DB_CREDS, DB_CRED_BY_USER, DB_CRED_BY_TRUNK, DB_CRED_DELETED, DB_TRUNK_POLICY,
 	DB_IDEM, DB_IDEM_BY_TIME,
+	DB_WEBHOOKS, DB_WH_BY_ACCOUNT, DB_DELIVERIES, DB_DLV_BY_WEBHOOK, DB_DLV_DUE,
 	DB_BINDINGS, DB_BINDINGS_BY_TRUNK, DB_BINDINGS_BY_EXPIRY,
 	DB_AUTHFAIL, DB_AUTHFAIL_STATE, DB_RT_META, DB_COUNT
 };
@@ -84,6 +97,7 @@ static const char *const db_names[DB_COUNT] = {
 	"meta", "accounts", "apikeys", "trunks", "trunks_by_account",
 	"credentials", "cred_by_user", "cred_by_trunk", "cred_deleted", "trunk_policy",
 	"idempotency", "idem_by_time",
+	"webhooks", "webhooks_by_account", "deliveries", "dlv_by_webhook", "dlv_due",
 	"bindings", "bindings_by_trunk", "bindings_by_expiry",
 	"authfail", "authfail_state", "meta",
 };
@@ -122,6 +136,7 @@ struct shared {
 	bool tombstones;     /* main has cred_deleted (a read-only open of an older store may not) */
 	bool policies;       /* main has trunk_policy (likewise) */
 	bool idem;           /* main has idempotency (likewise) */
+	bool webhooks;       /* main has webhooks and deliveries (likewise) */
 	pthread_mutex_t mu;  /* guards refs, fault and swept */
 	unsigned refs;
 	struct sa_store_fault fault;
@@ -151,6 +166,51 @@ struct cred_rec {
 	uint64_t seq;
 	struct sa_credential c;
 };
+
+/* ---- records of older layouts, frozen: read, never written ---- */
+
+/* A credential as schema 1 wrote it: no version, no previous password. */
+struct cred_rec_v1 {
+	uint64_t seq;
+	struct {
+		char id[SA_ID_MAX];
+		char trunk_id[SA_ID_MAX];
+		char username[SA_USERNAME_MAX + 1];
+		int64_t created_at;
+		char ha1[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];
+	} c;
+};
+/* A binding as schema 1 wrote it: struct sa_binding up to expires_at. */
+struct binding_v1 {
+	char cred_id[SA_ID_MAX];
+	char trunk_id[SA_ID_MAX];
+	char contact[SA_CONTACT_MAX];
+	char source[64];
+	uint16_t source_port;
+	char transport[8];
+	char user_agent[SA_UA_MAX];
+	char call_id[128];
+	uint32_t cseq;
+	int64_t registered_at;
+	int64_t updated_at;
+	int64_t expires_at;
+};
+/* A failure as schema 1 wrote it in runtime/: struct sa_authfail up to method. */
+struct authfail_v2 {
+	int64_t at;
+	char trunk_id[SA_ID_MAX];
+	char source[64];
+	uint16_t source_port;
+	char transport[8];
+	char username[SA_USERNAME_MAX + 1];
+	char reason[24];
+	char method[16];
+};
+/* The readers tell layouts apart by size (val_rec_older): each older one
+ * is smaller, and its fields lead the new struct at the same places. */
+_Static_assert(sizeof(struct cred_rec_v1) < sizeof(struct cred_rec), "credential layouts share a size");
+_Static_assert(sizeof(struct binding_v1) < sizeof(struct sa_binding), "binding layouts share a size");
+_Static_assert(sizeof(struct authfail_v2) < sizeof(struct sa_authfail), "failure layouts share a size");
 struct authfail_state {
 	uint64_t next_seq;
 	uint64_t count;
@@ -274,6 +334,20 @@ static int val_rec(const MDB_val *v, void *out, size_t len)
 	return SA_STORE_OK;
 }
 
+/* A record of the current layout (len bytes), or of the older one it grew
+ * from (old_len, its fields leading the new struct): copied whole, or the
+ * older part over zeros with *older set, for the caller to fill in every
+ * field the older layout lacked (its padding may have been copied in). */
+static int val_rec_older(const MDB_val *v, void *out, size_t len, size_t old_len, bool *older)
+{
+	*older = v->mv_size == old_len;
+	if (!*older)
+		return val_rec(v, out, len);
+	memset(out, 0, len);
+	memcpy(out, v->mv_data, old_len);
+	return SA_STORE_OK;
+}
+
 /* An LMDB return value (LMDB's own codes or an errno) as a store error. */
 static int map_err(int rc)
 {
@@ -373,25 +447,61 @@ static int rand_chars(char *out, size_t n, const char *alphabet, unsigned radix)
 
 /* ---- transactions ---- */
 
-/* Refuses stores that were never initialised or were written by another
- * schema. txn is a main-environment transaction. */
+/* The oldest schema this code reads (and upgrades, see the layout comment). */
+#define SCHEMA_OLDEST 1
+
+/* The store's schema version; 0 when it records none (not initialised). */
+static int schema_read(struct sa_store *st, MDB_txn *txn, int *version)
+{
+	char text[16];
+	MDB_val k = str_val("schema_version"), v;
+	int rc = mdb_get(txn, st->sh->dbi[DB_META], &k, &v);
+
+	*version = 0;
+	if (rc == MDB_NOTFOUND)
+		return SA_STORE_OK;
+	if (rc != 0)
+		return note_err(st, rc);
+	if (val_str(&v, text, sizeof text) != SA_STORE_OK || text[0] == '\0' ||
+	    strspn(text, "0123456789") != strlen(text) || text[0] == '0' || strlen(text) > 4)
+		return SA_STORE_ESCHEMA;
+	*version = atoi(text);
+	return SA_STORE_OK;
+}
+
+/* Refuses stores that were never initialised or were written by a schema
+ * this code does not read. txn is a main-environment transaction. */
 static int store_check(struct sa_store *st, MDB_txn *txn)
 {
-	char want[16];
-	MDB_val k = str_val("schema_version"), v;
+	int version;
 
 	if (st->ready)
 		return SA_STORE_OK;
-	int rc = mdb_get(txn, st->sh->dbi[DB_META], &k, &v);
-	if (rc == MDB_NOTFOUND)
+	int rc = schema_read(st, txn, &version);
+	if (rc != SA_STORE_OK)
+		return rc;
+	if (version == 0)
 		return SA_STORE_ENOTINIT;
-	if (rc != 0)
-		return note_err(st, rc);
-	snprintf(want, sizeof want, "%d", SA_STORE_SCHEMA_VERSION);
-	if (v.mv_size != strlen(want) || memcmp(v.mv_data, want, v.mv_size) != 0)
+	if (version < SCHEMA_OLDEST || version > SA_STORE_SCHEMA_VERSION)
 		return SA_STORE_ESCHEMA;
 	st->ready = true;
 	return SA_STORE_OK;
+}
+
+/* A writable open records the current schema over an older one: records
+ * are read in either layout, and from here on written in the new one,
+ * which an older sipauthd must not read (it refuses the version). */
+static int schema_upgrade(struct sa_store *st, MDB_txn *txn)
+{
+	char ver[16];
+	int version;
+	int rc = schema_read(st, txn, &version);
+
+	if (rc != SA_STORE_OK || version == 0 || version >= SA_STORE_SCHEMA_VERSION)
+		return rc;
+	snprintf(ver, sizeof ver, "%d", SA_STORE_SCHEMA_VERSION);
+	MDB_val k = str_val("schema_version"), v = str_val(ver);
+	return note_err(st, mdb_put(txn, st->sh->dbi[DB_META], &k, &v, 0));
 }
 
 static int map_reserve(struct sa_store *st, int e, uint64_t size, char *why, size_t whylen);
@@ -980,18 +1090,22 @@ static int open_main_dbs(struct sa_store *st, bool grew, struct legacy *lg)
 		return rc;
 	for (int i = 0; i < DB_RT_FIRST && rc == SA_STORE_OK; i++) {
 		int mrc = mdb_dbi_open(txn, db_names[i], rdonly ? 0 : MDB_CREATE, &st->sh->dbi[i]);
-		if ((i == DB_CRED_DELETED || i == DB_TRUNK_POLICY || i == DB_IDEM || i == DB_IDEM_BY_TIME) && rdonly &&
-		    mrc == MDB_NOTFOUND)
+		bool added_later = i == DB_CRED_DELETED || i == DB_TRUNK_POLICY || i == DB_IDEM || i == DB_IDEM_BY_TIME ||
+		                   (i >= DB_WEBHOOKS && i <= DB_DLV_DUE);
+		if (added_later && rdonly && mrc == MDB_NOTFOUND)
 			continue;
 		st->sh->tombstones |= i == DB_CRED_DELETED && mrc == MDB_SUCCESS;
 		st->sh->policies |= i == DB_TRUNK_POLICY && mrc == MDB_SUCCESS;
 		st->sh->idem |= i == DB_IDEM && mrc == MDB_SUCCESS;
+		st->sh->webhooks |= i == DB_WEBHOOKS && mrc == MDB_SUCCESS;
 		rc = mrc == MDB_NOTFOUND ? SA_STORE_ENOTINIT : note_err(st, mrc);
 		/* check the schema before creating anything in a foreign store */
 		if (i == DB_META && rc == SA_STORE_OK) {
 			rc = store_check(st, txn);
 			if (rc == SA_STORE_ENOTINIT)
 				rc = SA_STORE_OK;
+			if (rc == SA_STORE_OK && !rdonly)
+				rc = schema_upgrade(st, txn);
 		}
 	}
 	if (rc == SA_STORE_OK && lg != NULL)
@@ -1732,12 +1846,14 @@ int sa_store_trunk_policy_get(struct sa_store *st, const char *trunk_id, struct 
 	if (rc != SA_STORE_OK)
 		return rc;
 	rc = trunk_get_txn(st, txn, trunk_id, &r);
-	if (rc == SA_STORE_OK && st->sh->policies) {
-		rc = db_get_rec(st, txn, DB_TRUNK_POLICY, str_val(r.t.id), out, sizeof *out);
-		if (rc == SA_STORE_ENOTFOUND) {
+	if (st->sh->policies && id_ok(trunk_id)) {
+		/* an unknown trunk is asked for its policy too: the time a
+		 * challenge takes must not tell which trunks exist (issue 10/8) */
+		int prc = db_get_rec(st, txn, DB_TRUNK_POLICY, str_val(trunk_id), out, sizeof *out);
+		if (rc == SA_STORE_OK && prc != SA_STORE_ENOTFOUND)
+			rc = prc;
+		if (rc != SA_STORE_OK || prc == SA_STORE_ENOTFOUND)
 			sa_policy_default(out);
-			rc = SA_STORE_OK;
-		}
 	}
 	return rd_end(st, ENV_MAIN, rc);
 }
@@ -1898,11 +2014,29 @@ static void trunk_seq_key(struct key *k, const char *trunk_id, uint64_t seq)
 	key_u64(k, seq);
 }
 
+/* A credential record of either layout; schema 1's is at version 1, never rotated. */
+static int cred_decode(const MDB_val *v, struct cred_rec *out)
+{
+	bool older;
+	int rc = val_rec_older(v, out, sizeof *out, sizeof(struct cred_rec_v1), &older);
+
+	if (rc == SA_STORE_OK && older) {
+		out->c.password_version = 1;
+		out->c.rotated_at = 0;
+		out->c.previous_until = 0;
+		memset(out->c.previous_ha1, 0, sizeof out->c.previous_ha1);
+	}
+	return rc;
+}
+
 static int cred_get_txn(struct sa_store *st, MDB_txn *txn, MDB_val id, struct cred_rec *out)
 {
+	MDB_val v;
+
 	if (id.mv_size == 0 || id.mv_size >= SA_ID_MAX)
 		return SA_STORE_ENOTFOUND;
-	return db_get_rec(st, txn, DB_CREDS, id, out, sizeof *out);
+	int rc = db_get(st, txn, DB_CREDS, id, &v);
+	return rc != SA_STORE_OK ? rc : cred_decode(&v, out);
 }
 
 /* HA1 for every algorithm, from a NUL-terminated copy of the password that is wiped. */
@@ -2000,6 +2134,7 @@ int sa_store_credential_create(struct sa_store *st, const char *trunk_id, const 
 	memcpy(r.c.trunk_id, trunk_id, strlen(trunk_id));
 	memcpy(r.c.username, username, strlen(username));
 	r.c.created_at = now;
+	r.c.password_version = 1;
 	rc = wr_begin(st, ENV_MAIN, &txn, true);
 	if (rc == SA_STORE_OK)
 		rc = wr_end(st, ENV_MAIN, txn, cred_create_txn(st, txn, &r, password, password_len, why, whylen));
@@ -2201,6 +2336,118 @@ int sa_store_credential_delete(struct sa_store *st, const char *trunk_id, const 
 	return wr_end(st, ENV_MAIN, txn, cred_delete_txn(st, txn, trunk_id, cred_id));
 }
 
+/* ---- rotation ---- */
+
+bool sa_credential_has_previous(const struct sa_credential *c)
+{
+	return c->password_version > 1;
+}
+
+bool sa_credential_previous_live(const struct sa_credential *c, int64_t now)
+{
+	return sa_credential_has_previous(c) && now < c->previous_until;
+}
+
+void sa_credential_wipe(struct sa_credential *c)
+{
+	OPENSSL_cleanse(c->ha1, sizeof c->ha1);
+	OPENSSL_cleanse(c->previous_ha1, sizeof c->previous_ha1);
+}
+
+/* The new password's HA1s become current; the current ones previous (the
+ * one before them is dropped, at once). Refuses the current password
+ * again: a rotation that changes nothing would only cut the overlap. */
+int sa_credential_rotate_apply(struct sa_credential *c, const char *realm, const char *password, size_t len,
+                               unsigned overlap, int64_t now, char *why, size_t whylen)
+{
+	struct sa_credential next = *c;
+	int rc = sa_credential_ha1(&next, realm, password, len);
+
+	if (rc == SA_STORE_OK && CRYPTO_memcmp(next.ha1, c->ha1, sizeof next.ha1) == 0) {
+		set_why(why, whylen, "password must differ from the current password");
+		rc = SA_STORE_EINVAL;
+	}
+	if (rc == SA_STORE_OK && c->password_version == UINT32_MAX) {
+		set_why(why, whylen, "password version at its limit");
+		rc = SA_STORE_EFULL;
+	}
+	if (rc == SA_STORE_OK) {
+		memcpy(next.previous_ha1, c->ha1, sizeof next.previous_ha1);
+		next.previous_until = now + (int64_t)overlap;
+		next.password_version = c->password_version + 1;
+		next.rotated_at = now;
+		*c = next;
+	}
+	sa_credential_wipe(&next);
+	return rc;
+}
+
+static int cred_rotate_rec(struct sa_store *st, MDB_txn *txn, struct cred_rec *r, const char *password,
+                           size_t len, unsigned overlap, int64_t now, char *why, size_t whylen)
+{
+	char realm[SA_REALM_MAX];
+	int rc = cred_realm(st, txn, r->c.trunk_id, realm);
+
+	if (rc == SA_STORE_OK)
+		rc = sa_credential_rotate_apply(&r->c, realm, password, len, overlap, now, why, whylen);
+	return rc;
+}
+
+/* Everything a rotation does inside its transaction: the record is
+ * rewritten in place (same seq, same indexes); the generation moves so
+ * that the daemon looks, and finds nothing deleted. */
+static int cred_rotate_txn(struct sa_store *st, MDB_txn *txn, const char *trunk_id, const char *cred_id,
+                           const char *password, size_t len, unsigned min_len, unsigned overlap, int64_t now,
+                           struct cred_rec *r, char *why, size_t whylen)
+{
+	int rc = cred_get_txn(st, txn, str_val(cred_id), r);
+
+	if (rc == SA_STORE_OK && strcmp(r->c.trunk_id, trunk_id) != 0)
+		rc = SA_STORE_ENOTFOUND;
+	if (rc == SA_STORE_ENOTFOUND)
+		set_why(why, whylen, "unknown credential");
+	if (rc == SA_STORE_OK)
+		rc = password_validate(r->c.username, password, len, min_len, why, whylen);
+	if (rc == SA_STORE_OK)
+		rc = cred_rotate_rec(st, txn, r, password, len, overlap, now, why, whylen);
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_CREDS, str_val(r->c.id), mem_val(r, sizeof *r));
+	if (rc == SA_STORE_OK)
+		rc = meta_bump(st, txn, "generation", NULL);
+	return rc;
+}
+
+int sa_store_credential_rotate(struct sa_store *st, const char *trunk_id, const char *cred_id,
+                               const char *password, size_t password_len, unsigned min_len, unsigned overlap,
+                               int64_t now, struct sa_credential *out, char *why, size_t whylen)
+{
+	struct cred_rec r;
+	MDB_txn *txn;
+
+	set_why(why, whylen, "%s", "");
+	if (!id_ok(trunk_id) || !id_ok(cred_id)) {
+		set_why(why, whylen, "unknown credential");
+		return SA_STORE_ENOTFOUND;
+	}
+	if (overlap > SA_ROTATE_OVERLAP_MAX) {
+		set_why(why, whylen, "overlap must be 0 to %d seconds", SA_ROTATE_OVERLAP_MAX);
+		return SA_STORE_EINVAL;
+	}
+	if (min_len > SA_PASSWORD_MAX) {
+		set_why(why, whylen, "minimum password length must be at most %d", SA_PASSWORD_MAX);
+		return SA_STORE_EINVAL;
+	}
+	memset(&r, 0, sizeof r);
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
+	if (rc == SA_STORE_OK)
+		rc = wr_end(st, ENV_MAIN, txn, cred_rotate_txn(st, txn, trunk_id, cred_id, password, password_len,
+		                                               min_len, overlap, now, &r, why, whylen));
+	if (rc == SA_STORE_OK && out != NULL)
+		*out = r.c;
+	OPENSSL_cleanse(&r, sizeof r);
+	return rc;
+}
+
 struct deleted_walk {
 	sa_store_deleted_cb cb;
 	void *arg;
@@ -2270,8 +2517,9 @@ static int mirror_trunk(struct sa_store *st, MDB_txn *txn, const struct sa_trunk
 	return rc;
 }
 
-/* Credentials never change: a known id stays as it is. A (trunk, username)
- * held by another id means that one was deleted in the database. */
+/* A known id is rewritten in place (a rotation: same seq, same indexes;
+ * its trunk and username never change). A (trunk, username) held by
+ * another id means that one was deleted in the database. */
 static int mirror_credential(struct sa_store *st, MDB_txn *txn, const struct sa_credential *c)
 {
 	char other[SA_ID_MAX];
@@ -2282,6 +2530,12 @@ static int mirror_credential(struct sa_store *st, MDB_txn *txn, const struct sa_
 	if (!id_ok(c->id) || !id_ok(c->trunk_id) || username_validate(c->username, NULL, 0) != SA_STORE_OK)
 		return SA_STORE_EINVAL;
 	int rc = cred_get_txn(st, txn, str_val(c->id), &r);
+	if (rc == SA_STORE_OK && (strcmp(r.c.trunk_id, c->trunk_id) != 0 || strcmp(r.c.username, c->username) != 0))
+		rc = SA_STORE_EINVAL;
+	if (rc == SA_STORE_OK) {
+		r.c = *c;
+		rc = db_put(st, txn, DB_CREDS, str_val(c->id), mem_val(&r, sizeof r));
+	}
 	OPENSSL_cleanse(&r, sizeof r);
 	if (rc != SA_STORE_ENOTFOUND)
 		return rc;
@@ -2489,11 +2743,30 @@ static int binding_index_del(struct sa_store *st, MDB_txn *txn, const struct sa_
 	return rc == SA_STORE_ENOTFOUND ? SA_STORE_EIO : rc;
 }
 
+/* A binding record of either layout; schema 1's were all made with version 1. */
+static int binding_decode(const MDB_val *v, struct sa_binding *b)
+{
+	bool older;
+	int rc = val_rec_older(v, b, sizeof *b, sizeof(struct binding_v1), &older);
+
+	if (rc == SA_STORE_OK && older)
+		b->password_version = 1;
+	return rc;
+}
+
+static int binding_get(struct sa_store *st, MDB_txn *txn, const struct key *bkey, struct sa_binding *b)
+{
+	MDB_val v;
+	int rc = db_get(st, txn, DB_BINDINGS, key_val(bkey), &v);
+
+	return rc != SA_STORE_OK ? rc : binding_decode(&v, b);
+}
+
 /* Removes one binding (by its key) and its index entries. */
 static int binding_remove(struct sa_store *st, MDB_txn *txn, const struct key *bkey)
 {
 	struct sa_binding b;
-	int rc = db_get_rec(st, txn, DB_BINDINGS, key_val(bkey), &b, sizeof b);
+	int rc = binding_get(st, txn, bkey, &b);
 
 	if (rc == SA_STORE_OK)
 		rc = db_del(st, txn, DB_BINDINGS, key_val(bkey));
@@ -2577,7 +2850,7 @@ static int change_put(struct sa_store *st, MDB_txn *txn, const struct sa_credent
 	binding_copy(&rec, b, c->trunk_id);
 	memcpy(rec.cred_id, c->id, SA_ID_MAX);
 	binding_key(&bkey, rec.cred_id, rec.contact);
-	int rc = db_get_rec(st, txn, DB_BINDINGS, key_val(&bkey), &old, sizeof old);
+	int rc = binding_get(st, txn, &bkey, &old);
 	if (rc == SA_STORE_OK) {
 		rec.registered_at = old.registered_at;
 		rc = binding_index_del(st, txn, &old, &bkey);
@@ -2714,10 +2987,13 @@ static int binding_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, 
 	int rc;
 
 	if (w->skip == 0) {
-		rc = val_rec(v, &b, sizeof b);
+		rc = binding_decode(v, &b);
 	} else {
 		MDB_val bk = mem_val((const char *)k->mv_data + w->skip, k->mv_size - w->skip);
-		rc = db_get_rec(st, txn, DB_BINDINGS, bk, &b, sizeof b);
+		MDB_val bv;
+		rc = db_get(st, txn, DB_BINDINGS, bk, &bv);
+		if (rc == SA_STORE_OK)
+			rc = binding_decode(&bv, &b);
 	}
 	if (rc != SA_STORE_OK)
 		return rc == SA_STORE_ENOTFOUND ? SA_STORE_EIO : rc;
@@ -2783,8 +3059,9 @@ static int binding_next_expired(struct sa_store *st, MDB_txn *txn, int64_t now, 
 
 /* Removes up to EXPIRE_BATCH expired bindings in one transaction; *more
  * when it stopped at the batch limit. */
-static int expire_batch(struct sa_store *st, int64_t now, int *n, bool *more)
+static int expire_batch(struct sa_store *st, int64_t now, int *n, bool *more, sa_store_binding_cb cb, void *arg)
 {
+	struct sa_binding b;
 	struct key bkey;
 	MDB_txn *txn;
 	int rc = wr_begin(st, ENV_RT, &txn, true), done = 0;
@@ -2797,6 +3074,8 @@ static int expire_batch(struct sa_store *st, int64_t now, int *n, bool *more)
 			*more = true;
 			break;
 		}
+		if (cb != NULL && db_get_rec(st, txn, DB_BINDINGS, key_val(&bkey), &b, sizeof b) == SA_STORE_OK)
+			cb(&b, arg);
 		if ((rc = binding_remove(st, txn, &bkey)) != SA_STORE_OK)
 			break;
 		done++;
@@ -2811,7 +3090,7 @@ static int expire_batch(struct sa_store *st, int64_t now, int *n, bool *more)
 
 /* In batches, so that the writer lock is never held for long and each
  * transaction needs little of the headroom. */
-int sa_store_binding_expire(struct sa_store *st, int64_t now)
+int sa_store_binding_expire_each(struct sa_store *st, int64_t now, sa_store_binding_cb cb, void *arg)
 {
 	bool more = true;
 	int n = 0, rc = SA_STORE_OK;
@@ -2819,8 +3098,13 @@ int sa_store_binding_expire(struct sa_store *st, int64_t now)
 	if (!has_runtime(st))
 		return SA_STORE_EINVAL;
 	while (more && rc == SA_STORE_OK)
-		rc = expire_batch(st, now, &n, &more);
+		rc = expire_batch(st, now, &n, &more, cb, arg);
 	return rc == SA_STORE_OK ? n : rc;
+}
+
+int sa_store_binding_expire(struct sa_store *st, int64_t now)
+{
+	return sa_store_binding_expire_each(st, now, NULL, NULL);
 }
 
 /* Removes the bindings of deleted credentials from *from on, up to about
@@ -2913,7 +3197,7 @@ static int orphan_binding_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k
 	struct orphan_count *oc = arg;
 	struct sa_binding b;
 
-	if (val_rec(v, &b, sizeof b) != SA_STORE_OK)
+	if (binding_decode(v, &b) != SA_STORE_OK)
 		return SA_STORE_EIO;
 	oc->total++;
 	oc->live += b.expires_at > oc->now;
@@ -3014,7 +3298,7 @@ static int legacy_binding_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k
 	struct sa_binding b;
 	struct key bkey = { .len = 0 };
 
-	if (k->mv_size > KEY_MAX || val_rec(v, &b, sizeof b) != SA_STORE_OK)
+	if (k->mv_size > KEY_MAX || binding_decode(v, &b) != SA_STORE_OK)
 		return SA_STORE_EIO;
 	key_put(&bkey, k->mv_data, k->mv_size);
 	if (db_has(st, rt, DB_BINDINGS, *k))
@@ -3214,6 +3498,17 @@ int sa_store_authfail_add(struct sa_store *st, const struct sa_authfail *f, unsi
 	return wr_end(st, ENV_RT, txn, authfail_add_txn(st, txn, &rec, keep));
 }
 
+/* A failure record of either layout; schema 1's say no password version. */
+static int authfail_decode(const MDB_val *v, struct sa_authfail *f)
+{
+	bool older;
+	int rc = val_rec_older(v, f, sizeof *f, sizeof(struct authfail_v2), &older);
+
+	if (rc == SA_STORE_OK && older)
+		f->password_version = 0;
+	return rc;
+}
+
 /* Older than before_seq, newest first; the sequence is the key's last 8 bytes. */
 static int authfail_walk_seq(MDB_cursor *cur, const struct key *prefix, int64_t since, uint64_t before_seq,
                              unsigned limit, sa_store_authfail_seq_cb cb, void *arg)
@@ -3229,7 +3524,7 @@ static int authfail_walk_seq(MDB_cursor *cur, const struct key *prefix, int64_t 
 	mrc = mdb_cursor_get(cur, &k, &v, mrc == 0 ? MDB_PREV : MDB_LAST);
 	while (mrc == 0 && has_prefix(&k, prefix) && (limit == 0 || n < limit)) {
 		uint64_t seq = 0;
-		if (k.mv_size != prefix->len + 8 || val_rec(&v, &f, sizeof f) != SA_STORE_OK)
+		if (k.mv_size != prefix->len + 8 || authfail_decode(&v, &f) != SA_STORE_OK)
 			return SA_STORE_EIO;
 		for (size_t i = 0; i < 8; i++)
 			seq = seq << 8 | ((const unsigned char *)k.mv_data)[prefix->len + i];
@@ -3445,4 +3740,538 @@ int sa_store_authfail_list(struct sa_store *st, const char *trunk_id, int64_t si
 {
 	struct authfail_all all = { cb, arg };
 	return sa_store_authfail_page(st, trunk_id, since, UINT64_MAX, limit, authfail_all_fn, &all);
+}
+
+/* ---- webhooks and their deliveries ---- */
+
+static int webhook_get_txn(struct sa_store *st, MDB_txn *txn, const char *id, struct sa_webhook *out)
+{
+	if (!id_ok(id) || !st->sh->webhooks)
+		return SA_STORE_ENOTFOUND;
+	int rc = db_get_rec(st, txn, DB_WEBHOOKS, str_val(id), out, sizeof *out);
+	if (rc == SA_STORE_OK)
+		out->secret[sizeof out->secret - 1] = out->url[sizeof out->url - 1] = '\0';
+	return rc;
+}
+
+static void wh_account_key(struct key *k, const char *account_id, const char *webhook_id)
+{
+	k->len = 0;
+	key_str(k, account_id);
+	key_sep(k);
+	key_str(k, webhook_id);
+}
+
+/* "whsec_" and 32 random bytes as 43 base64url characters. */
+static int webhook_secret_make(char out[SA_STORE_WH_SECRET_MAX])
+{
+	unsigned char raw[32];
+	static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	size_t o = 6;
+
+	if (RAND_bytes(raw, sizeof raw) != 1)
+		return SA_STORE_EIO;
+	memcpy(out, "whsec_", 6);
+	for (size_t bit = 0; bit < sizeof raw * 8; bit += 6) {
+		unsigned v = 0;
+		for (size_t b = bit; b < bit + 6; b++)
+			v = v << 1 | (b < sizeof raw * 8 ? (raw[b / 8] >> (7 - b % 8)) & 1u : 0u);
+		out[o++] = b64url[v];
+	}
+	out[o] = '\0';
+	OPENSSL_cleanse(raw, sizeof raw);
+	return SA_STORE_OK;
+}
+
+int sa_store_webhook_create(struct sa_store *st, const char *account_id, const char *url, uint32_t events,
+                            int64_t now, struct sa_webhook *out)
+{
+	struct sa_account acc;
+	struct key k;
+	MDB_txn *txn;
+
+	if (!id_ok(account_id) || strlen(url) >= sizeof out->url)
+		return SA_STORE_EINVAL;
+	if (!st->sh->webhooks)
+		return SA_STORE_EIO;
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = room_for_new(st, ENV_MAIN);
+	if (rc == SA_STORE_OK)
+		rc = db_get_rec(st, txn, DB_ACCOUNTS, str_val(account_id), &acc, sizeof acc);
+	memset(out, 0, sizeof *out);
+	if (rc == SA_STORE_OK)
+		rc = new_id(st, txn, DB_WEBHOOKS, "wh_", out->id);
+	if (rc == SA_STORE_OK)
+		rc = webhook_secret_make(out->secret);
+	if (rc == SA_STORE_OK) {
+		snprintf(out->account_id, sizeof out->account_id, "%s", account_id);
+		snprintf(out->url, sizeof out->url, "%s", url);
+		out->events = events;
+		out->created_at = now;
+		wh_account_key(&k, account_id, out->id);
+		rc = db_put(st, txn, DB_WEBHOOKS, str_val(out->id), mem_val(out, sizeof *out));
+	}
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_WH_BY_ACCOUNT, key_val(&k), mem_val("", 0));
+	return wr_end(st, ENV_MAIN, txn, rc);
+}
+
+int sa_store_webhook_get(struct sa_store *st, const char *webhook_id, struct sa_webhook *out)
+{
+	MDB_txn *txn;
+	int rc = rd_begin(st, ENV_MAIN, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	return rd_end(st, ENV_MAIN, webhook_get_txn(st, txn, webhook_id, out));
+}
+
+struct dlv_rec {           /* followed by payload_len bytes */
+	char webhook_id[SA_ID_MAX];
+	char event[SA_STORE_WH_EVENT_MAX];
+	int32_t status;
+	uint32_t attempts;
+	int32_t last_status_code;
+	uint32_t payload_len;
+	char last_error[SA_STORE_WH_ERROR_MAX];
+	int64_t next_attempt_at;
+	int64_t created_at;
+};
+
+static void dlv_due_key(struct key *k, int64_t at, const char *dlv_id)
+{
+	k->len = 0;
+	key_u64(k, (uint64_t)at ^ (UINT64_C(1) << 63));
+	key_sep(k);
+	key_str(k, dlv_id);
+}
+
+static void dlv_webhook_key(struct key *k, const char *webhook_id, const char *dlv_id)
+{
+	k->len = 0;
+	key_str(k, webhook_id);
+	key_sep(k);
+	key_str(k, dlv_id);
+}
+
+static int dlv_rec_get(struct sa_store *st, MDB_txn *txn, const char *id, struct dlv_rec *r, MDB_val *v)
+{
+	if (!id_ok(id) || !st->sh->webhooks)
+		return SA_STORE_ENOTFOUND;
+	int rc = db_get(st, txn, DB_DELIVERIES, str_val(id), v);
+	if (rc == SA_STORE_OK && v->mv_size < sizeof *r)
+		rc = SA_STORE_EIO;
+	if (rc == SA_STORE_OK) {
+		memcpy(r, v->mv_data, sizeof *r);
+		if (v->mv_size != sizeof *r + r->payload_len)
+			rc = SA_STORE_EIO;
+		r->last_error[sizeof r->last_error - 1] = r->event[sizeof r->event - 1] = '\0';
+	}
+	return rc;
+}
+
+/* Removes one delivery with its index entries. */
+static int dlv_remove(struct sa_store *st, MDB_txn *txn, const char *id)
+{
+	struct dlv_rec r;
+	struct key k;
+	MDB_val v;
+	int rc = dlv_rec_get(st, txn, id, &r, &v);
+
+	if (rc != SA_STORE_OK)
+		return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
+	if (r.status == SA_DLV_PENDING) {
+		dlv_due_key(&k, r.next_attempt_at, id);
+		rc = db_del(st, txn, DB_DLV_DUE, key_val(&k));
+	}
+	dlv_webhook_key(&k, r.webhook_id, id);
+	if (rc == SA_STORE_OK || rc == SA_STORE_ENOTFOUND)
+		rc = db_del(st, txn, DB_DLV_BY_WEBHOOK, key_val(&k));
+	if (rc == SA_STORE_OK || rc == SA_STORE_ENOTFOUND)
+		rc = db_del(st, txn, DB_DELIVERIES, str_val(id));
+	return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
+}
+
+/* The id after "<owner id>\0" in a key of an owner's index (webhooks_by_account, dlv_by_webhook). */
+static int id_of_index_key(const MDB_val *k, size_t prefix_len, char id[SA_ID_MAX])
+{
+	size_t n = k->mv_size - prefix_len;
+
+	if (n == 0 || n >= SA_ID_MAX)
+		return SA_STORE_EIO;
+	memcpy(id, (const char *)k->mv_data + prefix_len, n);
+	id[n] = '\0';
+	return SA_STORE_OK;
+}
+
+int sa_store_webhook_delete(struct sa_store *st, const char *account_id, const char *webhook_id)
+{
+	struct sa_webhook w;
+	struct key k, prefix = { .len = 0 }, first;
+	char id[SA_ID_MAX];
+	MDB_txn *txn;
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = webhook_get_txn(st, txn, webhook_id, &w);
+	if (rc == SA_STORE_OK && strcmp(w.account_id, account_id) != 0)
+		rc = SA_STORE_ENOTFOUND;
+	if (rc == SA_STORE_OK) {
+		key_str(&prefix, webhook_id);
+		key_sep(&prefix);
+	}
+	/* a delivery at a time, from the first: the walk's cursor must not see its own deletes */
+	while (rc == SA_STORE_OK && first_with_prefix(st, txn, DB_DLV_BY_WEBHOOK, &prefix, &first) == SA_STORE_OK) {
+		MDB_val fk = key_val(&first);
+		rc = id_of_index_key(&fk, prefix.len, id);
+		if (rc == SA_STORE_OK)
+			rc = dlv_remove(st, txn, id);
+		if (rc == SA_STORE_OK)   /* an index entry whose delivery is gone */
+			(void)db_del(st, txn, DB_DLV_BY_WEBHOOK, key_val(&first));
+	}
+	wh_account_key(&k, account_id, webhook_id);
+	if (rc == SA_STORE_OK)
+		rc = db_del(st, txn, DB_WH_BY_ACCOUNT, key_val(&k));
+	if (rc == SA_STORE_OK)
+		rc = db_del(st, txn, DB_WEBHOOKS, str_val(webhook_id));
+	return wr_end(st, ENV_MAIN, txn, rc);
+}
+
+struct wh_walk {
+	sa_store_webhook_cb cb;
+	void *arg;
+	size_t prefix_len;
+};
+
+static int wh_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct wh_walk *ww = arg;
+	struct sa_webhook w;
+	char id[SA_ID_MAX];
+	int rc = id_of_index_key(k, ww->prefix_len, id);
+
+	if (rc == SA_STORE_OK)
+		rc = webhook_get_txn(st, txn, id, &w);
+	if (rc == SA_STORE_ENOTFOUND)
+		return SA_STORE_OK;
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = ww->cb(&w, ww->arg) ? WALK_STOP : SA_STORE_OK;
+	OPENSSL_cleanse(w.secret, sizeof w.secret);
+	return rc;
+}
+
+/* Where a page after `after` starts in an index of "<owner>\0<id>" keys:
+ * just past that key, which must exist. */
+static int index_after(struct sa_store *st, MDB_txn *txn, int db, const struct key *prefix, const char *after,
+                       struct key *start)
+{
+	*start = *prefix;
+	if (after == NULL || after[0] == '\0')
+		return SA_STORE_OK;
+	if (strlen(after) >= SA_ID_MAX)
+		return SA_STORE_EINVAL;
+	key_str(start, after);
+	if (!db_has(st, txn, db, key_val(start)))
+		return SA_STORE_EINVAL;
+	key_sep(start);   /* the smallest key past it: ids never hold a NUL */
+	return SA_STORE_OK;
+}
+
+/* A page of an "<owner>\0<id>" index (webhooks of an account, deliveries
+ * of a webhook), from after `after`, each entry to fn. */
+static int index_walk_after(struct sa_store *st, int db, const char *owner, const char *after, walk_fn fn,
+                            void *arg)
+{
+	struct key prefix = { .len = 0 }, start;
+	MDB_txn *txn;
+
+	if (!id_ok(owner) || !st->sh->webhooks)
+		return after && after[0] ? SA_STORE_EINVAL : SA_STORE_OK;
+	key_str(&prefix, owner);
+	key_sep(&prefix);
+	int rc = rd_own_begin(st, ENV_MAIN, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = index_after(st, txn, db, &prefix, after, &start);
+	if (rc == SA_STORE_OK)
+		rc = walk_range(st, txn, db, &start, &prefix, fn, arg);
+	return rd_own_end(st, ENV_MAIN, txn, rc);
+}
+
+int sa_store_webhook_list_after(struct sa_store *st, const char *account_id, const char *after_id,
+                                sa_store_webhook_cb cb, void *arg)
+{
+	struct wh_walk ww = { cb, arg, account_id ? strlen(account_id) + 1 : 0 };
+
+	return index_walk_after(st, DB_WH_BY_ACCOUNT, account_id, after_id, wh_walk_fn, &ww);
+}
+
+int sa_store_webhook_count(struct sa_store *st, uint64_t *n)
+{
+	MDB_stat ms;
+	MDB_txn *txn;
+
+	*n = 0;
+	if (!st->sh->webhooks)
+		return SA_STORE_OK;
+	int rc = rd_begin(st, ENV_MAIN, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = note_err(st, mdb_stat(txn, st->sh->dbi[DB_WEBHOOKS], &ms));
+	if (rc == SA_STORE_OK)
+		*n = ms.ms_entries;
+	return rd_end(st, ENV_MAIN, rc);
+}
+
+/* One pending delivery, due at now. */
+static int dlv_add_one(struct sa_store *st, MDB_txn *txn, const char *webhook_id, const char *event,
+                       const unsigned char *buf, size_t len, int64_t now, char id[SA_ID_MAX])
+{
+	struct key k;
+	uint64_t seq;
+	int rc = meta_bump(st, txn, "dlv_seq", &seq);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	snprintf(id, SA_ID_MAX, "dlv_%016llx", (unsigned long long)seq);
+	struct dlv_rec *r = (struct dlv_rec *)(void *)buf;
+	snprintf(r->webhook_id, sizeof r->webhook_id, "%s", webhook_id);
+	rc = db_put(st, txn, DB_DELIVERIES, str_val(id), mem_val(buf, len));
+	dlv_webhook_key(&k, webhook_id, id);
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_DLV_BY_WEBHOOK, key_val(&k), mem_val("", 0));
+	dlv_due_key(&k, now, id);
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_DLV_DUE, key_val(&k), mem_val("", 0));
+	return rc;
+}
+
+int sa_store_delivery_add(struct sa_store *st, const char (*webhook_ids)[SA_ID_MAX], unsigned n, const char *event,
+                          const char *payload, size_t payload_len, int64_t now, char (*ids)[SA_ID_MAX])
+{
+	struct dlv_rec r = { .status = SA_DLV_PENDING, .next_attempt_at = now, .created_at = now,
+	                     .payload_len = (uint32_t)payload_len };
+	char id[SA_ID_MAX];
+	MDB_txn *txn;
+
+	if (!st->sh->webhooks)
+		return SA_STORE_EIO;
+	if (payload_len > UINT32_MAX / 2 || strlen(event) >= sizeof r.event)
+		return SA_STORE_EINVAL;
+	snprintf(r.event, sizeof r.event, "%s", event);
+	unsigned char *buf = malloc(sizeof r + payload_len);
+	if (buf == NULL)
+		return SA_STORE_EIO;
+	memcpy(buf, &r, sizeof r);
+	memcpy(buf + sizeof r, payload, payload_len);
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
+	if (rc != SA_STORE_OK) {
+		free(buf);
+		return rc;
+	}
+	rc = room_for_new(st, ENV_MAIN);
+	for (unsigned i = 0; i < n && rc == SA_STORE_OK; i++) {
+		rc = dlv_add_one(st, txn, webhook_ids[i], event, buf, sizeof r + payload_len, now, id);
+		if (rc == SA_STORE_OK && ids != NULL)
+			memcpy(ids[i], id, SA_ID_MAX);
+	}
+	free(buf);
+	return wr_end(st, ENV_MAIN, txn, rc);
+}
+
+static void dlv_from_rec(const struct dlv_rec *r, const char *id, struct sa_delivery *d)
+{
+	memset(d, 0, sizeof *d);
+	snprintf(d->id, sizeof d->id, "%s", id);
+	snprintf(d->webhook_id, sizeof d->webhook_id, "%.*s", SA_ID_MAX - 1, r->webhook_id);
+	snprintf(d->event, sizeof d->event, "%s", r->event);
+	d->status = r->status;
+	d->attempts = r->attempts;
+	d->last_status_code = r->last_status_code;
+	snprintf(d->last_error, sizeof d->last_error, "%s", r->last_error);
+	d->next_attempt_at = r->next_attempt_at;
+	d->created_at = r->created_at;
+	d->payload_len = r->payload_len;
+}
+
+int sa_store_delivery_get(struct sa_store *st, const char *delivery_id, struct sa_delivery *out)
+{
+	struct dlv_rec r;
+	MDB_txn *txn;
+	MDB_val v;
+	int rc = rd_begin(st, ENV_MAIN, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = dlv_rec_get(st, txn, delivery_id, &r, &v);
+	if (rc == SA_STORE_OK) {
+		dlv_from_rec(&r, delivery_id, out);
+		if ((out->payload = malloc(r.payload_len + 1)) == NULL) {
+			rc = SA_STORE_EIO;
+		} else {
+			memcpy(out->payload, (const char *)v.mv_data + sizeof r, r.payload_len);
+			out->payload[r.payload_len] = '\0';
+		}
+	}
+	return rd_end(st, ENV_MAIN, rc);
+}
+
+static int dlv_update_txn(struct sa_store *st, MDB_txn *txn, const struct sa_delivery *d)
+{
+	struct dlv_rec r;
+	struct key k;
+	MDB_val v;
+	int rc = dlv_rec_get(st, txn, d->id, &r, &v);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	unsigned char *buf = malloc(v.mv_size);
+	if (buf == NULL)
+		return SA_STORE_EIO;
+	memcpy(buf, v.mv_data, v.mv_size);
+	if (r.status == SA_DLV_PENDING) {
+		dlv_due_key(&k, r.next_attempt_at, d->id);
+		rc = db_del(st, txn, DB_DLV_DUE, key_val(&k));
+		rc = rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
+	}
+	r.status = d->status;
+	r.attempts = d->attempts;
+	r.last_status_code = d->last_status_code;
+	snprintf(r.last_error, sizeof r.last_error, "%s", d->last_error);
+	r.next_attempt_at = d->status == SA_DLV_PENDING ? d->next_attempt_at : 0;
+	memcpy(buf, &r, sizeof r);
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_DELIVERIES, str_val(d->id), mem_val(buf, v.mv_size));
+	free(buf);
+	if (rc == SA_STORE_OK && r.status == SA_DLV_PENDING) {
+		dlv_due_key(&k, r.next_attempt_at, d->id);
+		rc = db_put(st, txn, DB_DLV_DUE, key_val(&k), mem_val("", 0));
+	}
+	return rc;
+}
+
+int sa_store_delivery_update(struct sa_store *st, const struct sa_delivery *d)
+{
+	MDB_txn *txn;
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	return wr_end(st, ENV_MAIN, txn, dlv_update_txn(st, txn, d));
+}
+
+struct due_walk {
+	int64_t now;
+	char (*ids)[SA_ID_MAX];
+	unsigned max, n;
+	int64_t next;
+};
+
+static int due_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct due_walk *dw = arg;
+	const unsigned char *b = k->mv_data;
+	uint64_t t = 0;
+
+	if (k->mv_size < 10 || k->mv_size - 9 >= SA_ID_MAX)
+		return SA_STORE_OK;
+	for (int i = 0; i < 8; i++)
+		t = t << 8 | b[i];
+	int64_t at = (int64_t)(t ^ (UINT64_C(1) << 63));
+	if (at > dw->now || dw->n == dw->max) {
+		dw->next = at > dw->now ? at : dw->now;
+		return WALK_STOP;
+	}
+	memcpy(dw->ids[dw->n], b + 9, k->mv_size - 9);
+	dw->ids[dw->n++][k->mv_size - 9] = '\0';
+	return SA_STORE_OK;
+}
+
+int sa_store_delivery_due(struct sa_store *st, int64_t now, char (*ids)[SA_ID_MAX], unsigned max, unsigned *n,
+                          int64_t *next)
+{
+	struct due_walk dw = { .now = now, .ids = ids, .max = max, .next = INT64_MAX };
+	struct key all = { .len = 0 };
+	MDB_txn *txn;
+
+	*n = 0;
+	*next = INT64_MAX;
+	if (!st->sh->webhooks)
+		return SA_STORE_OK;
+	int rc = rd_own_begin(st, ENV_MAIN, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = walk_prefix(st, txn, DB_DLV_DUE, &all, due_walk_fn, &dw);
+	*n = dw.n;
+	*next = dw.next;
+	return rd_own_end(st, ENV_MAIN, txn, rc);
+}
+
+struct dlv_walk {
+	sa_store_delivery_cb cb;
+	void *arg;
+	size_t prefix_len;
+};
+
+static int dlv_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct dlv_walk *dw = arg;
+	struct sa_delivery d;
+	struct dlv_rec r;
+	MDB_val rv;
+	char id[SA_ID_MAX];
+	int rc = id_of_index_key(k, dw->prefix_len, id);
+
+	if (rc == SA_STORE_OK)
+		rc = dlv_rec_get(st, txn, id, &r, &rv);
+	if (rc == SA_STORE_ENOTFOUND)
+		return SA_STORE_OK;
+	if (rc != SA_STORE_OK)
+		return rc;
+	dlv_from_rec(&r, id, &d);
+	return dw->cb(&d, dw->arg) ? WALK_STOP : SA_STORE_OK;
+}
+
+int sa_store_delivery_list_after(struct sa_store *st, const char *webhook_id, const char *after_id,
+                                 sa_store_delivery_cb cb, void *arg)
+{
+	struct dlv_walk dw = { cb, arg, webhook_id ? strlen(webhook_id) + 1 : 0 };
+
+	return index_walk_after(st, DB_DLV_BY_WEBHOOK, webhook_id, after_id, dlv_walk_fn, &dw);
+}
+
+/* The deliveries table is in creation order (ids are a sequence): the
+ * oldest come first, and the walk stops at the first one too young. A
+ * pending delivery among the old ones stops it too (it is still running). */
+int sa_store_delivery_prune(struct sa_store *st, int64_t before, unsigned max, unsigned *removed)
+{
+	struct key all = { .len = 0 }, first;
+	struct dlv_rec r;
+	char id[SA_ID_MAX];
+	MDB_txn *txn;
+	MDB_val v;
+
+	*removed = 0;
+	if (!st->sh->webhooks)
+		return SA_STORE_OK;
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
+	if (rc != SA_STORE_OK)
+		return rc;
+	while (rc == SA_STORE_OK && *removed < max &&
+	       first_with_prefix(st, txn, DB_DELIVERIES, &all, &first) == SA_STORE_OK) {
+		if (first.len >= SA_ID_MAX)
+			break;
+		memcpy(id, first.b, first.len);
+		id[first.len] = '\0';
+		rc = dlv_rec_get(st, txn, id, &r, &v);
+		if (rc != SA_STORE_OK || r.created_at >= before || r.status == SA_DLV_PENDING)
+			break;
+		rc = dlv_remove(st, txn, id);
+		(*removed)++;
+	}
+	return wr_end(st, ENV_MAIN, txn, rc);
 }

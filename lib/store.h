@@ -18,7 +18,10 @@
 #include "policy.h"
 #include "sa_limits.h"
 
-#define SA_STORE_SCHEMA_VERSION 1
+/* 2: credentials keep a password version and the previous password's HA1s
+ * (rotation). A schema-1 store is read as it is (every credential at
+ * version 1) and marked 2 by the first writable open. */
+#define SA_STORE_SCHEMA_VERSION 2
 #define SA_DEFAULT_DOMAIN "sip.tryvox.io"
 
 /* Errors are values: every function returns 0 on success or one of these. */
@@ -195,7 +198,22 @@ struct sa_credential {
 	char username[SA_USERNAME_MAX + 1];
 	int64_t created_at;
 	char ha1[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];   /* H(username:realm:password) per algorithm */
+	uint32_t password_version;         /* the current password's: 1 at creation, +1 per rotation */
+	int64_t rotated_at;                /* the last rotation; 0: never rotated */
+	/* The password before the current one (version password_version - 1,
+	 * when that is >= 1): it authenticates while now < previous_until. Its
+	 * HA1s are kept past that until the next rotation, so that a PBX still
+	 * using it is named in the failure log. */
+	int64_t previous_until;
+	char previous_ha1[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];
 };
+
+/* Whether c has a previous password at all (rotated at least once). */
+bool sa_credential_has_previous(const struct sa_credential *c);
+/* Whether c's previous password still authenticates at now. */
+bool sa_credential_previous_live(const struct sa_credential *c, int64_t now);
+/* Wipes both HA1 sets of a copy that is done with. */
+void sa_credential_wipe(struct sa_credential *c);
 
 /* Username 1..64 of [A-Za-z0-9._-]; password min_len..128 printable ASCII,
  * not containing the username (ignoring case). 0, or SA_STORE_EINVAL with a
@@ -232,6 +250,27 @@ int sa_store_credential_list_after(struct sa_store *st, const char *trunk_id, co
  * by every binding read from then on and removed by the daemon. ENOTFOUND
  * when the id is not a credential of that trunk. */
 int sa_store_credential_delete(struct sa_store *st, const char *trunk_id, const char *cred_id);
+
+/* Rotation: the longest overlap, and the one taken when none is asked for. */
+#define SA_ROTATE_OVERLAP_MAX     86400
+#define SA_ROTATE_OVERLAP_DEFAULT 3600
+/* Gives credential cred_id of trunk_id a new password (validated as at
+ * create; it must differ from the current one): the current password
+ * becomes the previous one, authenticating for overlap seconds more
+ * (0..SA_ROTATE_OVERLAP_MAX; 0: not at all), and the one before it stops
+ * at once. password_version goes up by one; seq, bindings and calls are
+ * untouched. Durable. ENOTFOUND: not a credential of that trunk; EINVAL
+ * with why (may be NULL) naming the rule. */
+int sa_store_credential_rotate(struct sa_store *st, const char *trunk_id, const char *cred_id,
+                               const char *password, size_t password_len, unsigned min_len, unsigned overlap,
+                               int64_t now, struct sa_credential *out, char *why, size_t whylen);
+
+/* The rotation itself, for the database's store (lib/pgstore) too: c takes
+ * the new password's HA1s (with realm), its current ones become the
+ * previous, valid until now + overlap; the version goes up. EINVAL (the
+ * same password) or EFULL (the version's limit) with why; c unchanged then. */
+int sa_credential_rotate_apply(struct sa_credential *c, const char *realm, const char *password, size_t len,
+                               unsigned overlap, int64_t now, char *why, size_t whylen);
 
 /* Credentials deleted after tombstone position after (0: from the first), in
  * order: cb gets each id (non-zero stops); *last is set to the highest
@@ -300,6 +339,7 @@ struct sa_binding {
 	int64_t registered_at;             /* first registration of this contact */
 	int64_t updated_at;                /* last refresh */
 	int64_t expires_at;
+	uint32_t password_version;         /* of the password the REGISTER answered with (1 in older stores) */
 };
 /* Add or refresh (same cred_id + contact). Written without fsync; see
  * sa_store_flush. max_contacts per credential (0 = unlimited): EFULL. */
@@ -311,6 +351,10 @@ int sa_store_binding_list_credential(struct sa_store *st, const char *cred_id, s
 int sa_store_binding_list_trunk(struct sa_store *st, const char *trunk_id, sa_store_binding_cb cb, void *arg);
 /* Removes bindings with expires_at <= now; returns how many (>= 0) or an error. */
 int sa_store_binding_expire(struct sa_store *st, int64_t now);
+/* The same, calling cb with each binding as it is removed (inside the
+ * removing transaction: cb must not call into the store; its return value
+ * is ignored). */
+int sa_store_binding_expire_each(struct sa_store *st, int64_t now, sa_store_binding_cb cb, void *arg);
 /* Removes the bindings of credentials that no longer exist, a batch per
  * transaction; how many in *removed. Looks at every credential that has
  * bindings: for the daemon's start, not its loop (there, the tombstones). */
@@ -346,6 +390,11 @@ struct sa_authfail {
 	char reason[24];   /* unknown_user bad_password stale_nonce replay malformed uri_mismatch
 	                      source_not_allowed tls_required channel_limit rate_limit banned */
 	char method[16];
+	/* the version of the credential's password the request answered with
+	 * (a wrong one: the previous password after its overlap, when it was
+	 * that); 0 when not known. 64 bits keep the record's size apart from
+	 * the layout before it (a 32-bit field would fit in its padding). */
+	int64_t password_version;
 };
 /* Appends; keeps at most keep records per trunk (oldest dropped). No fsync.
  * ENOTFOUND for a trunk that does not exist. */
@@ -383,5 +432,72 @@ int sa_store_idem_get(struct sa_store *st, const char *account_id, const unsigne
  * removes a few that expired by now. EMAPFULL above the headroom. */
 int sa_store_idem_put(struct sa_store *st, const char *account_id, const unsigned char hash[SA_IDEM_HASH],
                       const struct sa_idem *in, int64_t now);
+
+/* ---- webhooks: an account's subscriptions, and each event's deliveries ---- */
+
+#define SA_STORE_WH_URL_MAX      1024
+#define SA_STORE_WH_SECRET_MAX   64
+#define SA_STORE_WH_EVENT_MAX    32
+#define SA_STORE_WH_ERROR_MAX    128
+#define SA_STORE_WH_KEEP_DAYS    7        /* finished deliveries are listed this long, then pruned */
+struct sa_webhook {
+	char id[SA_ID_MAX];                   /* "wh_" + 16 of [a-z0-9] */
+	char account_id[SA_ID_MAX];
+	char url[SA_STORE_WH_URL_MAX];
+	uint32_t events;                      /* bit (1 << enum sa_wh_event) per event */
+	char secret[SA_STORE_WH_SECRET_MAX];  /* the signing key: shown at creation, then only used */
+	int64_t created_at;
+};
+/* Stores durably a new webhook with a fresh id and secret (out). The URL
+ * and events are the caller's to validate. EMAPFULL above the headroom. */
+int sa_store_webhook_create(struct sa_store *st, const char *account_id, const char *url, uint32_t events,
+                            int64_t now, struct sa_webhook *out);
+int sa_store_webhook_get(struct sa_store *st, const char *webhook_id, struct sa_webhook *out);
+/* Removes the webhook (ENOTFOUND unless it is account_id's) and its deliveries. */
+int sa_store_webhook_delete(struct sa_store *st, const char *account_id, const char *webhook_id);
+typedef int (*sa_store_webhook_cb)(const struct sa_webhook *w, void *arg);   /* non-zero stops */
+/* An account's webhooks in id order, from after after_id ("" or NULL: the
+ * first); EINVAL when after_id is not one of the account's. */
+int sa_store_webhook_list_after(struct sa_store *st, const char *account_id, const char *after_id,
+                                sa_store_webhook_cb cb, void *arg);
+/* How many webhooks there are, all accounts together. */
+int sa_store_webhook_count(struct sa_store *st, uint64_t *n);
+
+enum sa_delivery_status { SA_DLV_PENDING = 0, SA_DLV_DELIVERED, SA_DLV_FAILED };
+struct sa_delivery {
+	char id[SA_ID_MAX];                   /* "dlv_" + 16 hex digits: creation order */
+	char webhook_id[SA_ID_MAX];
+	char event[SA_STORE_WH_EVENT_MAX];
+	int32_t status;                       /* enum sa_delivery_status */
+	uint32_t attempts;
+	int32_t last_status_code;             /* the target's HTTP status; 0: none yet or no answer */
+	char last_error[SA_STORE_WH_ERROR_MAX];   /* "" when none */
+	int64_t next_attempt_at;              /* pending only; else 0 */
+	int64_t created_at;
+	char *payload;                        /* the body sent each time (malloc'd by the reads that say so) */
+	size_t payload_len;
+};
+/* Adds pending deliveries of one event (payload, payload_len) to each of
+ * n webhooks, due at once, in one durable transaction; their ids into
+ * ids[i] (may be NULL). */
+int sa_store_delivery_add(struct sa_store *st, const char (*webhook_ids)[SA_ID_MAX], unsigned n, const char *event,
+                          const char *payload, size_t payload_len, int64_t now, char (*ids)[SA_ID_MAX]);
+/* A delivery with its payload (free out->payload). */
+int sa_store_delivery_get(struct sa_store *st, const char *delivery_id, struct sa_delivery *out);
+/* Records an attempt's outcome: status, attempts, last_status_code,
+ * last_error and next_attempt_at as in d (payload not touched); a pending
+ * delivery stays due at next_attempt_at, another one leaves the due list. */
+int sa_store_delivery_update(struct sa_store *st, const struct sa_delivery *d);
+/* Up to max ids of pending deliveries due by now, soonest first; their
+ * count in *n, and the soonest later due time in *next (INT64_MAX: none). */
+int sa_store_delivery_due(struct sa_store *st, int64_t now, char (*ids)[SA_ID_MAX], unsigned max, unsigned *n,
+                          int64_t *next);
+typedef int (*sa_store_delivery_cb)(const struct sa_delivery *d, void *arg);   /* no payload; non-zero stops */
+/* A webhook's deliveries in creation order, from after after_id; EINVAL when
+ * after_id is not one of this webhook's. */
+int sa_store_delivery_list_after(struct sa_store *st, const char *webhook_id, const char *after_id,
+                                 sa_store_delivery_cb cb, void *arg);
+/* Removes up to max finished deliveries created before `before`; how many in *removed. */
+int sa_store_delivery_prune(struct sa_store *st, int64_t before, unsigned max, unsigned *removed);
 
 #endif

@@ -296,7 +296,9 @@ void sa_upstream_host_answer(struct sa_upstream *u, unsigned idx, const union sa
 	t->expires_ms = now_ms + ttl_ms(ttl_s);
 }
 
-/* RFC 3263 §4.1: NAPTR records for SIP over UDP and TCP, flag "s", by order then preference. */
+/* RFC 3263 §4.1: NAPTR records for SIP over UDP and TCP, and over TLS (a
+ * client resolving a SIP URI SHOULD keep SIPS ones when it speaks TLS), flag
+ * "s", by order then preference. */
 static int naptr_cmp(const void *a, const void *b)
 {
 	const struct sa_up_naptr *x = *(const struct sa_up_naptr *const *)a, *y = *(const struct sa_up_naptr *const *)b;
@@ -312,13 +314,15 @@ unsigned sa_upstream_naptr_pick(const struct sa_up_naptr *recs, unsigned n, char
 	unsigned k = 0, out = 0;
 	for (unsigned i = 0; i < n && k < SA_UPSTREAM_MAX; i++)
 		if (recs[i].flags && strcasecmp(recs[i].flags, "s") == 0 && recs[i].service && recs[i].replacement &&
-		    (strcasecmp(recs[i].service, "SIP+D2U") == 0 || strcasecmp(recs[i].service, "SIP+D2T") == 0) &&
+		    (strcasecmp(recs[i].service, "SIP+D2U") == 0 || strcasecmp(recs[i].service, "SIP+D2T") == 0 ||
+		     strcasecmp(recs[i].service, "SIPS+D2T") == 0) &&
 		    sa_upstream_host_name_ok(recs[i].replacement))
 			p[k++] = &recs[i];
 	qsort(p, k, sizeof(p[0]), naptr_cmp);
 	for (unsigned i = 0; i < k && out < max; i++) {
 		snprintf(names[out], SA_UPSTREAM_HOST_MAX + 1, "%s", p[i]->replacement);
-		protos[out++] = strcasecmp(p[i]->service, "SIP+D2U") == 0 ? SA_PROTO_UDP : SA_PROTO_TCP;
+		protos[out++] = strcasecmp(p[i]->service, "SIP+D2U") == 0 ? SA_PROTO_UDP
+		                : strcasecmp(p[i]->service, "SIP+D2T") == 0 ? SA_PROTO_TCP : SA_PROTO_TLS;
 	}
 	return out;
 }

@@ -15,7 +15,10 @@ Subcommands (one JSON object per line on stdout):
              address; --count N sends N authenticated requests (one challenge each).
   uas        a gateway stand-in: answers INVITE (180, then 200 after --delay for users
              in --slow), BYE and ACK; never answers --silent methods or users; saves
-             each INVITE as received (--save-dir) with its Call-ID and tags.
+             each INVITE as received (--save-dir) with its Call-ID and tags. With
+             --late S it says nothing for S seconds, then sends --late-status (180,
+             then 200 after --delay unless CANCELled; or 200 at once); retransmitted
+             INVITEs are not answered again; a CANCEL gets 200 and the INVITE 487.
   spoof      REGISTERs with Authorization from a forged UDP source address (raw socket,
              root only), which can never read the challenge.
 """
@@ -279,14 +282,17 @@ def cmd_uas(a):
     import os
     sock = udp_socket(*hostport(a.listen))
     ip, port = sock.getsockname()
-    pending = []   # (time to send, bytes, addr)
+    pending = []   # (time to send, bytes, addr, call_id)
     deadline = time.monotonic() + a.duration
     n = 0
+    seen = {}      # --late: call_id -> (INVITE, to tag)
     while time.monotonic() < deadline:
         now = time.monotonic()
         for item in [p for p in pending if p[0] <= now]:
             sock.sendto(item[1], item[2])
             pending.remove(item)
+            if a.late is not None:
+                emit(event="sent", status=int(item[1].split(b" ")[1]), call_id=item[3])
         sock.settimeout(0.05)
         try:
             data, src = sock.recvfrom(65535)
@@ -299,14 +305,23 @@ def cmd_uas(a):
         if not m.method:
             emit(event="response", status=m.status, src=f"{src[0]}:{src[1]}")
             continue
-        emit(event="request", method=m.method, uri=m.uri, src=f"{src[0]}:{src[1]}", call_id=m.first("call-id"))
+        emit(event="request", method=m.method, uri=m.uri, src=f"{src[0]}:{src[1]}", call_id=m.first("call-id"),
+             reason=m.first("reason"))
         if m.method in a.silent or user_of(m.uri) in a.silent:
             continue
         if m.method == "ACK":
             continue
+        if m.method == "CANCEL" and m.first("call-id") in seen:
+            inv, tag = seen[m.first("call-id")]
+            pending[:] = [p for p in pending if p[3] != m.first("call-id")]
+            sock.sendto(response_to(m, 200, "OK"), src)
+            sock.sendto(response_to(inv, 487, "Request Terminated", tag), src)
+            continue
         if m.method != "INVITE":
             sock.sendto(response_to(m, 200, "OK"), src)
             continue
+        if a.late is not None and m.first("call-id") in seen:
+            continue   # a retransmission: answered when its time comes
         n += 1
         tag = f"uas{n}{secrets.token_hex(3)}"
         from_tag = m.first("from").split("tag=")[-1].split(";")[0]
@@ -314,9 +329,20 @@ def cmd_uas(a):
             open(os.path.join(a.save_dir, f"invite-{user_of(m.uri)}.msg"), "wb").write(m.raw)
             json.dump({"call_id": m.first("call-id"), "from_tag": from_tag, "to_tag": tag},
                       open(os.path.join(a.save_dir, f"invite-{user_of(m.uri)}.json"), "w"))
+        ok = response_to(m, 200, "OK", tag, f"sip:gw@{ip}:{port}")
+        cid = m.first("call-id")
+        if a.late is not None:
+            seen[cid] = (m, tag)
+            at = time.monotonic() + a.late
+            if a.late_status == 200:
+                pending.append((at, ok, src, cid))
+            else:
+                pending.append((at, response_to(m, 180, "Ringing", tag), src, cid))
+                pending.append((at + a.delay, ok, src, cid))
+            continue
         sock.sendto(response_to(m, 180, "Ringing", tag), src)
         delay = a.delay if user_of(m.uri) in a.slow else 0.0
-        pending.append((time.monotonic() + delay, response_to(m, 200, "OK", tag, f"sip:gw@{ip}:{port}"), src))
+        pending.append((time.monotonic() + delay, ok, src, cid))
 
 
 def main():
@@ -370,6 +396,8 @@ def main():
     g.add_argument("--slow", action="append", default=[])
     g.add_argument("--silent", action="append", default=[])
     g.add_argument("--save-dir")
+    g.add_argument("--late", type=float)
+    g.add_argument("--late-status", type=int, choices=(180, 200), default=200)
     g.set_defaults(func=cmd_uas)
     s = sub.add_parser("spoof")
     s.add_argument("--server", required=True)

@@ -127,7 +127,7 @@ int main(int argc, char **argv)
 	struct sa_credential cred;
 	char why[128];
 	int64_t now = (int64_t)time(NULL);
-	if (sa_store_open(&st, dir, 0) != 0 || sa_store_init(st, DOMAIN) != 0 ||
+	if (sa_store_open(&st, dir, SA_STORE_RUNTIME) != 0 || sa_store_init(st, DOMAIN) != 0 ||
 	    sa_store_account_create(st, "micro", now, &acc) != 0 ||
 	    sa_store_trunk_create(st, acc.id, "micro", now, &tr) != 0 ||
 	    sa_store_credential_create(st, tr.id, USER, PASS, strlen(PASS), 8, now, &cred, why, sizeof(why)) != 0)
@@ -236,7 +236,7 @@ int main(int argc, char **argv)
 			die("parse reg2");
 		struct sa_reg_result res;
 		memset(&res, 0, sizeof(res));
-		sa_registrar_apply(st, &rcfg, &m, false, &cred, &peer, now, &res);
+		sa_registrar_apply(st, &rcfg, &m, false, &cred, 1, &peer, now, &res);
 		if (res.status != 200)
 			die("registrar refused the refresh");
 		sa_msg_free(&m);

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """scripts/bench/timing.py: can the time of a 401 tell unknown trunk, unknown user and wrong
-password apart? (issue 10, item 8). Python standard library only.
+password apart? (issue 10, item 8). Python standard library only. Where sipauthctl can rotate
+(issue 15), a fourth case: a wrong password for a credential in a rotation's overlap (whose
+answers are checked against two passwords).
 
 Starts sipauthd on a store of its own (one trunk, one credential), then, round-robin so that
 drift hits every case alike (in a shuffled order each round), answers a fresh challenge wrongly in each of the three ways and
@@ -49,7 +51,15 @@ def setup(tmp, sipauthctl):
     trunk = ctl(["trunk", "create", "--account", acc, "--name", "timing"], sipauthctl, store)
     ctl(["credential", "create", "--trunk", trunk, "--username", "pbx-timing", "--password-stdin"], sipauthctl,
         store, stdin="timing_password_123\n")
-    return store, trunk
+    out = ctl(["credential", "create", "--trunk", trunk, "--username", "pbx-rotated", "--password-stdin"], sipauthctl,
+              store, stdin="timing_password_123\n")
+    try:
+        ctl(["credential", "rotate", "--trunk", trunk, "--id", json.loads(out)["id"], "--password-stdin",
+             "--overlap-seconds", "86400"], sipauthctl, store, stdin="timing_password_456\n")
+        rotated = True
+    except subprocess.CalledProcessError:   # a sipauthctl from before rotation
+        rotated = False
+    return store, trunk, rotated
 
 
 def start(tmp, sipauthd, store, port):
@@ -138,7 +148,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="sipauthd-timing.")
     proc = None
     try:
-        store, trunk = setup(tmp, a.sipauthctl)
+        store, trunk, rotated = setup(tmp, a.sipauthctl)
         port = freeport()
         proc = start(tmp, a.sipauthd, store, port)
         server = ("127.0.0.1", port)
@@ -146,9 +156,14 @@ def main():
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(2)
         known = f"trunk-{trunk}.{DOMAIN}"
-        cases = {"unknown trunk": (f"trunk-trunk_doesnotexist0.{DOMAIN}", "pbx-timing"),
+        # an unknown trunk id of the real one's length and alphabet, as a guesser would send
+        other = "trunk_" + "".join(random.Random(7).choice("abcdefghijklmnopqrstuvwxyz0123456789")
+                                   for _ in range(len(trunk) - len("trunk_")))
+        cases = {"unknown trunk": (f"trunk-{other}.{DOMAIN}", "pbx-timing"),
                  "unknown user": (known, "pbx-nobody"),
                  "wrong password": (known, "pbx-timing")}
+        if rotated:
+            cases["wrong, rotated"] = (known, "pbx-rotated")
         times = {c: [] for c in cases}
         for n in range(50):   # warm up
             for host, user in cases.values():

@@ -25,6 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  *   @KEY@ @ACC@ @TRUNK@ @CRED@       account A's API key, its id, its trunk, that trunk's credential
  *   @KEYB@ @ACCB@ @TRUNKB@ @CREDB@   the same of account B
  *   @PW@   a strong password          @NEW@ the credential the last 201 of this input created
+ *   @WH@   the webhook the last 201 of this input created
  * The store is put back after each input (what it created deleted, the
  * fixture's credentials made again if it deleted them) and checked, so
  * every input starts from the same records and the store stays small.
@@ -106,7 +107,7 @@ static void credential_make(struct side *s, const char *user)
 {
 	CHECK(sa_store_credential_create(fx.st, s->trunk.id, user, FIXTURE_PW, strlen(FIXTURE_PW), SA_PASSWORD_MIN,
 	                                 NOW - 1000, &s->cred, NULL, 0) == SA_STORE_OK);
-	OPENSSL_cleanse(s->cred.ha1, sizeof(s->cred.ha1));
+	sa_credential_wipe(&s->cred);
 	bindings_add(s);
 }
 
@@ -168,6 +169,7 @@ static void setup(void)
 
 struct run {
 	char new_cred[SA_ID_MAX];                 /* @NEW@ */
+	char new_webhook[SA_ID_MAX];              /* @WH@ */
 	struct { char cred[SA_ID_MAX], trunk[SA_ID_MAX]; } created[MAX_REQUESTS];
 	unsigned ncreated;
 	bool deleted_a, deleted_b;
@@ -182,6 +184,7 @@ static char *expand(const char *s, size_t n, const struct run *r, size_t *len)
 		{ "@KEY@", fx.a.key }, { "@ACC@", fx.a.acc.id }, { "@TRUNK@", fx.a.trunk.id }, { "@CRED@", fx.a.cred.id },
 		{ "@KEYB@", fx.b.key }, { "@ACCB@", fx.b.acc.id }, { "@TRUNKB@", fx.b.trunk.id },
 		{ "@CREDB@", fx.b.cred.id }, { "@PW@", PLACEHOLDER_PW }, { "@NEW@", r->new_cred },
+		{ "@WH@", r->new_webhook },
 	};
 	size_t nk = sizeof(subst) / sizeof(subst[0]), o = 0;
 	/* the shortest key is 4 bytes, the longest value SA_APIKEY_LEN */
@@ -232,8 +235,9 @@ static bool contains(const char *hay, size_t n, const char *needle)
 }
 
 /* Where an answer may echo request text: the method (405), the path's ids (404, Location),
- * the username (201, 409) and, for a PATCH of a trunk, the name of a field that is not a
- * setting (422 names it; values are never echoed). As the handler reads them: decoded JSON. */
+ * the username (201, 409), for a PATCH of a trunk or a POST of a webhook the name of a field
+ * that is not theirs (422 names it), and a webhook's url (shown by every answer about it).
+ * As the handler reads them: decoded JSON. */
 static bool request_echoes(const struct sa_api_request *q, const char *secret)
 {
 	bool echo = strstr(q->method, secret) || strstr(q->path, secret);
@@ -243,7 +247,9 @@ static bool request_echoes(const struct sa_api_request *q, const char *secret)
 	json_t *v;
 
 	echo = echo || (user && strstr(user, secret));
-	if (strcmp(q->method, "PATCH") == 0 && json_is_object(body))
+	const char *url = strstr(q->path, "/webhooks") ? json_string_value(json_object_get(body, "url")) : NULL;
+	echo = echo || (url && strstr(url, secret));
+	if ((strcmp(q->method, "PATCH") == 0 || strstr(q->path, "/webhooks")) && json_is_object(body))
 		json_object_foreach(body, key, v)
 			echo = echo || strstr(key, secret);
 	json_decref(body);
@@ -278,7 +284,8 @@ static void check_answer(const struct sa_api_request *q, const struct sa_api_res
 	CHECK(memchr(a->created_cred, 0, SA_ID_MAX) && memchr(a->deleted_cred, 0, SA_ID_MAX));
 	CHECK(memchr(a->created_user, 0, sizeof(a->created_user)));
 	if (a->status == 204) {
-		CHECK(a->body == NULL && a->body_len == 0 && a->deleted_cred[0] && strcmp(q->method, "DELETE") == 0);
+		CHECK(a->body == NULL && a->body_len == 0 && strcmp(q->method, "DELETE") == 0);
+		CHECK(a->deleted_cred[0] || strstr(q->path, "/webhooks/"));
 	} else {
 		json_error_t jerr;
 		CHECK(a->body != NULL && a->body_len > 0 && strlen(a->body) == a->body_len && a->body[a->body_len - 1] == '\n');
@@ -295,10 +302,12 @@ static void check_answer(const struct sa_api_request *q, const struct sa_api_res
 		json_decref(j);
 	}
 	if (a->status == 201) {
-		CHECK(a->created_cred[0] && a->created_user[0] && a->nhdr == 1 && strcmp(a->hdr[0].name, "Location") == 0);
-		CHECK(strstr(a->hdr[0].value, a->created_cred) && strcmp(q->method, "POST") == 0);
+		const char *id = a->created_cred[0] ? a->created_cred : a->created_webhook;
+		CHECK(!a->created_cred[0] != !a->created_webhook[0] && (!a->created_cred[0] || a->created_user[0]));
+		CHECK(a->nhdr == 1 && strcmp(a->hdr[0].name, "Location") == 0);
+		CHECK(strstr(a->hdr[0].value, id) && strcmp(q->method, "POST") == 0);
 	} else {
-		CHECK(!a->created_cred[0]);
+		CHECK(!a->created_cred[0] && !a->created_webhook[0]);
 	}
 	if (a->status == 401)
 		CHECK(!a->account_id[0] && a->nhdr == 1 && strcmp(a->hdr[0].name, "WWW-Authenticate") == 0);
@@ -359,6 +368,8 @@ static void run_one(const char *raw, size_t n, struct run *r)
 		r->ncreated++;
 		snprintf(r->new_cred, sizeof(r->new_cred), "%s", a.created_cred);
 	}
+	if (a.created_webhook[0])
+		snprintf(r->new_webhook, sizeof(r->new_webhook), "%s", a.created_webhook);
 	r->deleted_a = r->deleted_a || strcmp(a.deleted_cred, fx.a.cred.id) == 0;
 	r->deleted_b = r->deleted_b || strcmp(a.deleted_cred, fx.b.cred.id) == 0;
 	sa_api_response_free(&a);
@@ -369,6 +380,29 @@ static int count_cb(const struct sa_credential *c, void *arg)
 {
 	(*(unsigned *)arg)++;
 	return 0;
+}
+
+/* The fixture has no webhooks: whatever an input made goes (a few per input at most). */
+struct hooks {
+	char id[MAX_REQUESTS][SA_ID_MAX];
+	unsigned n;
+};
+
+static int hook_cb(const struct sa_webhook *w, void *arg)
+{
+	struct hooks *h = arg;
+	if (h->n < MAX_REQUESTS)
+		snprintf(h->id[h->n++], SA_ID_MAX, "%s", w->id);
+	return 0;
+}
+
+static void webhooks_remove(const struct side *s)
+{
+	struct hooks h = { .n = 0 };
+
+	CHECK(sa_store_webhook_list_after(fx.st, s->acc.id, NULL, hook_cb, &h) == SA_STORE_OK);
+	for (unsigned i = 0; i < h.n; i++)
+		CHECK(sa_store_webhook_delete(fx.st, s->acc.id, h.id[i]) == SA_STORE_OK);
 }
 
 /* Back to the fixture: what the input created goes, what it deleted comes back. */
@@ -383,6 +417,8 @@ static void restore(const struct run *r)
 	/* as the daemon's housekeeping does: a deleted credential's bindings stay in runtime/ until removed */
 	uint64_t removed;
 	CHECK(sa_store_binding_purge_orphans(fx.st, &removed) == SA_STORE_OK);
+	webhooks_remove(&fx.a);
+	webhooks_remove(&fx.b);
 	if (r->deleted_a)
 		credential_make(&fx.a, "pbx-fuzz-01");
 	if (r->deleted_b)
@@ -404,13 +440,13 @@ static void reopen_check(void)
 	CHECK(sa_store_apikey_account(fx.st, fx.b.key, strlen(fx.b.key), acc) == SA_STORE_OK && strcmp(acc, fx.b.acc.id) == 0);
 	CHECK(sa_store_credential_get(fx.st, fx.a.cred.id, &c) == SA_STORE_OK && strcmp(c.trunk_id, fx.a.trunk.id) == 0);
 	CHECK(sa_store_credential_get(fx.st, fx.b.cred.id, &c) == SA_STORE_OK && strcmp(c.trunk_id, fx.b.trunk.id) == 0);
-	OPENSSL_cleanse(c.ha1, sizeof(c.ha1));
+	sa_credential_wipe(&c);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static int ready;
-	struct run r = { .new_cred = "cred_none" };
+	struct run r = { .new_cred = "cred_none", .new_webhook = "wh_none" };
 	const char *s = (const char *)data, *end = s + size;
 
 	if (!ready) {

@@ -154,7 +154,7 @@ assert_eq "the binding names its credential, user, source and transport" \
 	"$CRED2 pbx-prod-02 127.0.0.1 udp" \
 	"$(jf '" ".join(str(d["data"][0][k]) for k in ("credential_id", "username", "source_address", "transport"))')"
 assert_eq "the binding has every field" \
-	"['contact', 'credential_id', 'expires_at', 'id', 'registered_at', 'source_address', 'source_port', 'transport', 'updated_at', 'user_agent', 'username']" \
+	"['contact', 'credential_id', 'expires_at', 'id', 'password_version', 'registered_at', 'source_address', 'source_port', 'transport', 'updated_at', 'user_agent', 'username']" \
 	"$(jf 'sorted(d["data"][0])')"
 assert_match "the binding shows the contact and user agent" "sip:pbx-prod-02@127.0.0.1:[0-9]+ sipauthd-test-sipclient" \
 	"$(jf 'd["data"][0]["contact"] + " " + d["data"][0]["user_agent"]')"

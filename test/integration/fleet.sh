@@ -29,7 +29,7 @@ transcript() {
 		printf '%s | %s | %s\n' "$_rc" "$_o" "$(cat "$T/stderr")" | sed -E \
 			-e 's/acc_[a-z0-9]{16}/ACC/g; s/trunk_[a-z0-9]{16}/TRUNK/g; s/cred_[a-z0-9]{16}/CRED/g' \
 			-e 's/tvx_sk_live_[A-Za-z0-9]{32}/KEY/g' \
-			-e 's/"created_at": "[^"]*"/"created_at": T/g' \
+			-e 's/"(created_at|rotated_at|previous_password_expires_at)": "[^"]*"/"\1": T/g' \
 			-e 's#(store|database [^ ]+ on [^ ]+) not initialised#TARGET not initialised#' \
 			-e 's#(store [^ ]+|database [^ ]+ on [^ ]+) is already#TARGET is already#' \
 			-e 's#initialised (database )?[^ ]+( on [^ ]+)? for#initialised TARGET for#' \
@@ -74,12 +74,19 @@ transcript() {
 	_ctl "$@" credential delete --trunk "$_t" --id "$_c"
 	_ctl "$@" credential list --trunk "$_t"
 	_ctl_in "$PW\n" "$@" credential create --trunk "$_t" --username pbx-1 --password-stdin
+	_c=$("$SIPAUTHCTL" "$@" credential list --trunk "$_t" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][-1]["id"])')
+	_ctl_in "$PW\n" "$@" credential rotate --trunk "$_t" --id "$_c" --password-stdin
+	_ctl_in "another_password_456\n" "$@" credential rotate --trunk "$_t" --id "$_c" --password-stdin --overlap-seconds 90000
+	_ctl_in "another_password_456\n" "$@" credential rotate --trunk "$_t" --id cred_nope --password-stdin
+	_ctl_in "another_password_456\n" "$@" credential rotate --trunk "$_t" --id "$_c" --password-stdin --overlap-seconds 0
+	_ctl_in "third_password_789\n" "$@" credential rotate --trunk "$_t" --id "$_c" --password-stdin
+	_ctl "$@" credential list --trunk "$_t"
 }
 
 transcript --store "$T/ctlstore" >"$T/store.txt"
 transcript --database "$DB" >"$T/db.txt"
 n=$(wc -l <"$T/store.txt")
-assert_eq "the transcripts have every command" 33 "$n"
+assert_eq "the transcripts have every command" 39 "$n"
 i=0
 while IFS= read -r want && IFS= read -r got <&3; do
 	i=$((i + 1))
@@ -129,6 +136,8 @@ CREATE ROLE sipauthd_node LOGIN;
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO sipauthd_node;
 GRANT INSERT, UPDATE ON nodes TO sipauthd_node;
 GRANT INSERT, DELETE ON credentials TO sipauthd_node;
+GRANT UPDATE (ha1_md5, ha1_sha256, ha1_sha512_256, password_version, rotated_at, previous_until,
+  prev_ha1_md5, prev_ha1_sha256, prev_ha1_sha512_256) ON credentials TO sipauthd_node;
 GRANT UPDATE (policy) ON trunks TO sipauthd_node;
 GRANT USAGE ON SEQUENCE credentials_ord_seq TO sipauthd_node;
 SQL
@@ -245,9 +254,23 @@ out=$(api A PATCH "" '{"max_concurrent_calls": 7}')
 assert_match "PATCH the trunk at node A" '^200 .*"max_concurrent_calls": *7' "$out"
 assert_match "node B reads the new limit" '^200 .*"max_concurrent_calls": *7' "$(api B GET "")"
 wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c 'SELECT min(applied_seq) FROM nodes')\" = \"\$(psql -X -qtA \"$DB\" -c 'SELECT last FROM change_seq')\" ]"
+# a rotation at node A: at node B the new password works at once and the old one through the overlap
+out=$(api A POST "/credentials/$CRED_API/rotate" '{"password":"rotated_password_2468","overlap_seconds":600}')
+assert_match "rotate at node A: 200, version 2" '^200 .*"password_version": *2' "$out"
+# regpw NODE USER PASSWORD: REGISTER with that password; the final status
+regpw() {
+	eval "_addr=\$${1}_ADDR; _port=\$${1}_PORT"
+	$SIPCLIENT register --server "$_addr:$_port" --host "$TRUNK_HOST" --user "$2" --password "$3" --algorithms MD5 \
+		--expires 60 --timeout 2 | json_get 'final.get("final_status")'
+}
+for _ in $(seq 1 60); do [ "$(regpw B api-a rotated_password_2468)" = 200 ] && break; sleep 0.05; done
+assert_eq "node B: the new password registers" 200 "$(regpw B api-a rotated_password_2468)"
+assert_eq "node B: the old one too, within the overlap" 200 "$(regpw B api-a "$PW")"
+assert_match "node B's API shows the rotation" '^200 .*"password_version": *2' "$(api B GET "/credentials/$CRED_API")"
 out=$(api B DELETE "/credentials/$CRED_API")
 assert_match "DELETE it at node B: 204" "^204" "$out"
 assert_eq "the credential deleted at node B's API is refused at node A" 401 "$(reg_until A api-a 401)"
+assert_eq "... with its new password too" 401 "$(regpw A api-a rotated_password_2468)"
 assert_eq "... and gone from the database" 0 "$(psql_q "SELECT count(*) FROM credentials WHERE id = '$CRED_API'")"
 m=$(curl -s "http://$A_ADDR:$A_API_PORT/metrics")
 assert_match "/metrics: connected" "sipauthd_cluster_connected 1" "$m"

@@ -38,10 +38,11 @@ doc, acc, trunk, cred = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], 
 for tmpl, item in doc["paths"].items():
     if not tmpl.startswith("/v1/account/"):
         continue
-    path = tmpl.replace("{account_id}", acc).replace("{trunk_id}", trunk).replace("{credential_id}", cred)
+    path = tmpl.replace("{account_id}", acc).replace("{trunk_id}", trunk).replace("{credential_id}", cred) \
+        .replace("{webhook_id}", "wh_none")   # the method is checked before the webhook
     print(path, ", ".join(sorted(m.upper() for m in item if m in ("get", "post", "patch", "delete", "put"))))
 PY
-assert_eq "the document has the 7 /v1/account paths" 7 "$(wc -l < "$T/paths")"
+assert_eq "the document has the 11 /v1/account paths" 11 "$(wc -l < "$T/paths")"
 while read -r path methods; do
 	r PUT "$path"
 	assert_eq "PUT $path: 405, Allow lists the document's methods" "405 $methods" \
@@ -64,6 +65,11 @@ r POST "$A/$TRUNK/credentials" '{"username":"pbx-doc-02","password":"short"}'; r
 r POST "$A/$TRUNK/credentials" 'not json'; r POST "$A/$TRUNK/credentials" '{"username":"x"}'
 r GET "$A/$TRUNK/credentials"; r GET "$A/$TRUNK/credentials/$NEW"; r GET "$A/$TRUNK/credentials?limit=1"
 r GET "$A/$TRUNK/credentials?limit=0"; r GET "$A/$TRUNK/credentials?starting_after=cred_gone"
+r POST "$A/$TRUNK/credentials/$NEW/rotate" '{"password":"rotated_password_456","overlap_seconds":60}'
+assert_eq "rotate is 200" 200 "$st"
+r POST "$A/$TRUNK/credentials/$NEW/rotate" '{"password":"rotated_password_789","overlap_seconds":-1}'
+r POST "$A/$TRUNK/credentials/$NEW/rotate" '{"overlap_seconds":60}'; r POST "$A/$TRUNK/credentials/cred_gone/rotate" '{}'
+r GET "$A/$TRUNK/credentials/$NEW"
 sipc register --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --expires 300 > /dev/null
 sipc register --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --wrong-password wrong_password_999x > /dev/null
 r GET "$A/$TRUNK/registrations"

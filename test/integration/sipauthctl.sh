@@ -35,6 +35,7 @@ print('yes' if ($2) else 'no: ' + json.dumps(j))" 2>&1)
 }
 RFC3339='re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", %s)'
 CRED_KEYS="['id', 'trunk_id', 'username', 'created_at']"
+LIST_KEYS="['id', 'trunk_id', 'username', 'created_at', 'password_version', 'rotated_at', 'previous_password_expires_at']"
 
 # ---- usage ----
 ctl --help
@@ -176,12 +177,29 @@ assert_eq "same username on another trunk" 0 "$rc"
 ctl --store "$S" credential list --trunk "$TR"
 assert_eq "credential list: exit status" 0 "$rc"
 json "credential list: creation order" "[c['username'] for c in j['data']] == ['pbx-prod-01', 'pbx-crlf', 'alpha']" "$out"
-json "credential list: exactly the API's fields" "all(list(c.keys()) == $CRED_KEYS for c in j['data'])" "$out"
-json "credential list: same object as create" "j['data'][0] == json.loads('''$CREATED1''')" "$out"
+json "credential list: exactly the API's fields" "all(list(c.keys()) == $LIST_KEYS for c in j['data'])" "$out"
+json "credential list: same object as create, at password_version 1" \
+	"dict((k, j['data'][0][k]) for k in $CRED_KEYS) == json.loads('''$CREATED1''') and j['data'][0]['password_version'] == 1" "$out"
 json "credential list: only the top-level data key" "list(j.keys()) == ['data']" "$out"
-assert_nomatch "credential list: no password or HA1" "$PW|ha1|password" "$out"
+assert_nomatch "credential list: no password or HA1" "$PW|ha1|\"password\"" "$out"
 ctl --store "$S" credential list --trunk trunk_nope
 expect "credential list unknown trunk" 2 "sipauthctl: unknown trunk trunk_nope"
+
+# ---- rotate: the API's rules and JSON ----
+ctl_in "rotated_password_456\n" --store "$S" credential rotate --trunk "$TR" --id "$C3" --password-stdin --overlap-seconds 60
+expect "rotate" 0 ""
+json "rotate: version 2, the old password until rotated_at + 60 s" \
+	"j['id'] == '$C3' and j['password_version'] == 2 and list(j.keys()) == $LIST_KEYS and $(printf "$RFC3339" "j['rotated_at']") is not None and j['previous_password_expires_at'] > j['rotated_at']" "$out"
+assert_nomatch "rotate: no password or HA1" "rotated_password_456|$PW|ha1|\"password\"" "$out"
+ctl_in "rotated_password_456\n" --store "$S" credential rotate --trunk "$TR" --id "$C3" --password-stdin
+expect "rotate to the current password" 1 "sipauthctl: password must differ from the current password"
+ctl_in "third_password_789\n" --store "$S" credential rotate --trunk "$TR" --id "$C3" --password-stdin --overlap-seconds 86401
+expect "rotate: overlap over a day" 1 "sipauthctl: --overlap-seconds must be a number from 0 to 86400"
+ctl_in "third_password_789\n" --store "$S" credential rotate --trunk "$TR2" --id "$C3" --password-stdin
+expect "rotate on the wrong trunk" 2 "sipauthctl: unknown credential $C3 on trunk $TR2"
+ctl --store "$S" credential list --trunk "$TR"
+json "the list shows the rotation" "[c['password_version'] for c in j['data'] if c['id'] == '$C3'] == [2]" "$out"
+assert_eq "the rotated password is not in data.mdb" 0 "$(grep -c rotated_password_456 "$S/data.mdb")"
 
 ctl --store "$S" credential delete --trunk "$TR2" --id "$C1"
 expect "delete on the wrong trunk" 2 "sipauthctl: unknown credential $C1 on trunk $TR2"

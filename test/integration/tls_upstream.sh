@@ -1,8 +1,9 @@
 #!/bin/sh
 # tls_upstream.sh: the gateway over TLS (gateway = tls:...): the certificate is verified against
 # [upstream] tls_ca and must carry tls_server_name; an authenticated INVITE then reaches the
-# gateway over TLS, and with the wrong name nothing is sent. openssl s_server stands in for the
-# gateway: it shows what arrives over the TLS connection.
+# gateway over TLS, and with the wrong name nothing is sent. A small Python TLS server stands in
+# for the gateway: it shows what arrives over the TLS connection. Then gateway = sip:secure.test
+# with a SIPS+D2T NAPTR (dnsmasq): TLS to the SRV target, verified against the URI's domain.
 . "$top_srcdir/test/lib.sh"
 . "$top_srcdir/test/tls_lib.sh"
 setup_store || { fail "store setup"; finish; }
@@ -75,4 +76,69 @@ wait_for grep -q "event=tls_close" "$T/wrong.log"
 assert_match "a gateway certificate without the configured name is refused" \
 	"event=tls_close src=127.0.0.2:$GW_TLS_PORT handshake=incomplete reason=\".*certificate verify failed" "$(cat "$T/wrong.log")"
 assert_nomatch "nothing was sent to the wrong gateway" "INVITE" "$(cat "$T/wrong.gw")"
+stop "$SIPAUTHD_PID"
+stop "$GW_PID"
+
+# ---- gateway = sip:secure.test whose NAPTR offers SIPS+D2T (RFC 3263 §4.1): TLS to the SRV
+# target, the certificate checked against the URI's domain (RFC 5922 §4), no tls_server_name
+DNSMASQ=$(command -v dnsmasq || echo /usr/sbin/dnsmasq)
+if [ ! -x "$DNSMASQ" ]; then
+	echo "SKIP (part): dnsmasq is not installed (Debian dnsmasq-base): SIPS+D2T not tried"
+	finish
+fi
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=secure.test" \
+	-keyout "$T/sec.key" -out "$T/sec.csr" >/dev/null 2>&1
+printf 'subjectAltName=DNS:secure.test\n' >"$T/sec.ext"
+openssl x509 -req -in "$T/sec.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial -days 2 \
+	-extfile "$T/sec.ext" -out "$T/sec.pem" >/dev/null 2>&1 || { fail "could not make certificates"; finish; }
+DNS_ADDR=127.0.0.35
+DNS_PORT=$(free_port $DNS_ADDR)
+# secure_gw NAME CERT KEY: the stand-in with this certificate, and a daemon with gateway = sip:secure.test
+secure_gw() {
+	GW_TLS_PORT=$(free_port 127.0.0.2)
+	printf '127.0.0.2 gw.secure.test\n' >"$T/hosts"
+	spawn "$T/$1.dns" "$DNSMASQ" --no-daemon --port="$DNS_PORT" --listen-address=$DNS_ADDR --bind-interfaces \
+		--no-resolv --no-hosts --conf-file=/dev/null --pid-file="$T/dnsmasq.pid" --user=root --log-queries \
+		--log-facility=- --local=/test/ --addn-hosts="$T/hosts" \
+		--naptr-record=secure.test,10,10,s,SIPS+D2T,,_sips._tcp.secure.test \
+		--srv-host=_sips._tcp.secure.test,gw.secure.test,$GW_TLS_PORT,10,0
+	DNS_PID=$!
+	wait_for sh -c "grep -q 'started' '$T/$1.dns'" || { fail "dnsmasq did not start"; finish; }
+	spawn "$T/$1.gw" python3 -u "$T/gateway.py" "$GW_TLS_PORT" "$2" "$3"
+	GW_PID=$!
+	SIP_PORT=$(free_port 127.0.0.1)
+	cat >"$T/$1.conf" <<CONF
+[sip]
+listen = udp:127.0.0.1:$SIP_PORT
+[upstream]
+gateway = sip:secure.test
+tls_ca = $T/ca.pem
+[dns]
+servers = $DNS_ADDR:$DNS_PORT
+[auth]
+algorithms = SHA-256, MD5
+[store]
+path = $STORE
+CONF
+	spawn "$T/$1.log" "$SIPAUTHD" --config "$T/$1.conf"
+	SIPAUTHD_PID=$!
+	wait_for grep -q "event=started" "$T/$1.log" || { cat "$T/$1.log"; fail "start"; finish; }
+	wait_for grep -q "event=gateway_address name=gw.secure.test" "$T/$1.log" || fail "$1: the SRV target was not resolved"
+}
+secure_gw naptr "$T/sec.pem" "$T/sec.key"
+sipc invite --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --timeout 2 >"$T/naptr.json"
+wait_for grep -q "^INVITE sip:" "$T/naptr.gw"
+assert_match "the INVITE reached the SIPS+D2T target over TLS" "^INVITE sip:100@$TRUNK_HOST SIP/2.0" "$(cat "$T/naptr.gw")"
+assert_match "our Via names TLS" "Via: SIP/2.0/TLS 127.0.0.1:$SIP_PORT;branch=z9hG4bK" "$(cat "$T/naptr.gw")"
+assert_match "the NAPTR and the _sips SRV were asked" "query\[SRV\] _sips._tcp.secure.test" "$(cat "$T/naptr.dns")"
+stop "$SIPAUTHD_PID"; stop "$GW_PID"; stop "$DNS_PID"
+
+secure_gw target "$T/gw.pem" "$T/gw.key"   # a certificate for another name: refused
+sipc invite --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --timeout 2 >"$T/target.json"
+wait_for grep -q "event=tls_close" "$T/target.log"
+assert_match "a certificate without the URI's domain is refused" \
+	"event=tls_close src=127.0.0.2:$GW_TLS_PORT handshake=incomplete reason=\".*certificate verify failed" \
+	"$(cat "$T/target.log")"
+assert_nomatch "nothing was sent to it" "INVITE" "$(cat "$T/target.gw")"
+stop "$SIPAUTHD_PID"; stop "$GW_PID"; stop "$DNS_PID"
 finish

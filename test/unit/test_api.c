@@ -343,7 +343,10 @@ START_TEST(test_list_in_creation_order_without_secrets)
 	ck_assert_str_eq(str_at(json_array_get(data(), 0), "id"), id1);
 	ck_assert_str_eq(str_at(json_array_get(data(), 1), "id"), id2);
 	ck_assert_str_eq(str_at(json_array_get(data(), 2), "username"), "mid.dle_-1");
-	ck_assert_uint_eq(json_object_size(json_array_get(data(), 2)), 4);
+	ck_assert_uint_eq(json_object_size(json_array_get(data(), 2)), 7);
+	ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(data(), 2), "password_version")), 1);
+	ck_assert(json_is_null(json_object_get(json_array_get(data(), 2), "rotated_at")));
+	ck_assert(json_is_null(json_object_get(json_array_get(data(), 2), "previous_password_expires_at")));
 	ck_assert_ptr_null(strstr(resp.body, PRODUCT_PASSWORD));
 	ck_assert_ptr_null(strstr(resp.body, "ha1"));
 }
@@ -488,6 +491,10 @@ static const char *const bad_paths[] = {
 	"/v1/account/{a}",
 	"/v1/account/{a}/trunks/trunk_0000000000000000000000000000000000000000000000000000000",
 	"/v2/account/{a}/trunks",
+	"/v1/account/{a}/webhooks/",
+	"/v1/account/{a}/webhooks/wh_x/nothing",
+	"/v1/account/{a}/webhooks/wh_x/deliveries/dlv_1",
+	"/v1/account/{a}/webhookz",
 };
 
 START_TEST(test_unknown_paths_are_404)
@@ -511,6 +518,11 @@ static const struct {
 	{ "POST", "/v1/account/{a}/trunks/{t}/registrations", "GET" },
 	{ "DELETE", "/v1/account/{a}/trunks/{t}/auth-failures", "GET" },
 	{ "HEAD", "/v1/account/{a}/trunks/{t}/auth-failures", "GET" },
+	{ "GET", "/v1/account/{a}/trunks/{t}/credentials/cred_x/rotate", "POST" },
+	{ "DELETE", "/v1/account/{a}/trunks/{t}/credentials/cred_x/rotate", "POST" },
+	{ "PUT", "/v1/account/{a}/webhooks", "GET, POST" },
+	{ "POST", "/v1/account/{a}/webhooks/wh_x", "GET, DELETE" },
+	{ "DELETE", "/v1/account/{a}/webhooks/wh_x/deliveries", "GET" },
 };
 
 START_TEST(test_wrong_method_is_405_with_allow)
@@ -625,7 +637,7 @@ END_TEST
 static void binding_add(const char *cred_id, const char *contact, int64_t expires_at, const char *ua)
 {
 	struct sa_binding b = { .source_port = 5062, .registered_at = NOW - 100, .updated_at = NOW - 10,
-	                        .expires_at = expires_at };
+	                        .expires_at = expires_at, .password_version = 2 };
 
 	snprintf(b.cred_id, sizeof b.cred_id, "%s", cred_id);
 	snprintf(b.trunk_id, sizeof b.trunk_id, "%s", trunk_a.id);
@@ -661,6 +673,8 @@ START_TEST(test_registrations_current_bindings)
 	ck_assert_str_eq(str_at(b, "registered_at"), "2026-04-09T10:38:20Z");
 	ck_assert_str_eq(str_at(b, "updated_at"), "2026-04-09T10:39:50Z");
 	ck_assert_str_eq(str_at(b, "expires_at"), "2026-04-09T10:45:00Z");
+	ck_assert_int_eq(json_integer_value(json_object_get(b, "password_version")), 2);
+	ck_assert_uint_eq(json_object_size(b), 12);
 	ck_assert_ptr_nonnull(strstr(resp.body, "bad ?? utf8"));
 }
 END_TEST
@@ -674,9 +688,10 @@ END_TEST
 
 /* ---- auth failures ---- */
 
-static void fail_add(const struct sa_trunk *t, int64_t at, const char *user, const char *reason)
+static void fail_add_version(const struct sa_trunk *t, int64_t at, const char *user, const char *reason,
+                             int64_t password_version)
 {
-	struct sa_authfail f = { .at = at, .source_port = 40000 };
+	struct sa_authfail f = { .at = at, .source_port = 40000, .password_version = password_version };
 
 	snprintf(f.trunk_id, sizeof f.trunk_id, "%s", t->id);
 	snprintf(f.source, sizeof f.source, "203.0.113.9");
@@ -685,6 +700,11 @@ static void fail_add(const struct sa_trunk *t, int64_t at, const char *user, con
 	snprintf(f.reason, sizeof f.reason, "%s", reason);
 	snprintf(f.method, sizeof f.method, "REGISTER");
 	ck_assert_int_eq(sa_store_authfail_add(st, &f, 1000), SA_STORE_OK);
+}
+
+static void fail_add(const struct sa_trunk *t, int64_t at, const char *user, const char *reason)
+{
+	fail_add_version(t, at, user, reason, 0);
 }
 
 static const char *fails_path(void)
@@ -697,8 +717,8 @@ START_TEST(test_authfails_newest_first_with_fields)
 	json_t *f;
 
 	fail_add(&trunk_a, NOW - 30, "admin", "unknown_user");
-	fail_add(&trunk_a, NOW - 20, PRODUCT_USER, "bad_password");
-	fail_add(&trunk_a, NOW - 10, PRODUCT_USER, "stale_nonce");
+	fail_add_version(&trunk_a, NOW - 20, PRODUCT_USER, "bad_password", 1);
+	fail_add_version(&trunk_a, NOW - 10, PRODUCT_USER, "stale_nonce", 2);
 	fail_add(&trunk_b, NOW - 5, "theirs", "bad_password");
 	ck_assert_int_eq(call("GET", fails_path(), NULL, auth_a, NULL), 200);
 	ck_assert_uint_eq(json_array_size(data()), 3);
@@ -713,6 +733,11 @@ START_TEST(test_authfails_newest_first_with_fields)
 	ck_assert_str_eq(str_at(json_array_get(data(), 1), "reason"), "bad_password");
 	ck_assert_str_eq(str_at(json_array_get(data(), 2), "reason"), "unknown_user");
 	ck_assert_str_eq(str_at(json_array_get(data(), 2), "username"), "admin");
+	/* which password each answered with: 2, the previous (1), not known */
+	ck_assert_int_eq(json_integer_value(json_object_get(f, "password_version")), 2);
+	ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(data(), 1), "password_version")), 1);
+	ck_assert(json_is_null(json_object_get(json_array_get(data(), 2), "password_version")));
+	ck_assert_uint_eq(json_object_size(f), 9);
 }
 END_TEST
 
@@ -1061,11 +1086,138 @@ START_TEST(test_lists_default_limit_100_max_1000)
 }
 END_TEST
 
+/* ---- rotation ---- */
+
+#define NEW_PASSWORD "another_secret_456789"
+
+static const char *rotate_path(const char *cred_id)
+{
+	return path_of("/v1/account/%s/trunks/%s/credentials/%s/rotate", acc_a.id, trunk_a.id, cred_id);
+}
+
+/* The 422 of a bad field: {"error":{"code","message","field"}}. */
+static void field_error_is(const char *code, const char *field)
+{
+	json_t *e = json_object_get(answer, "error");
+
+	ck_assert_int_eq(resp.status, 422);
+	ck_assert_uint_eq(json_object_size(e), 3);
+	ck_assert_str_eq(str_at(e, "code"), code);
+	ck_assert_str_eq(str_at(e, "field"), field);
+	ck_assert_str_eq(resp.error_code, code);
+}
+
+START_TEST(test_rotate_answers_the_credential_at_version_2)
+{
+	char id[SA_ID_MAX];
+	struct sa_credential c;
+
+	create_ok(PRODUCT_USER, id);
+	ck_assert_int_eq(call("POST", rotate_path(id), NULL, auth_a, "{\"password\": \"" NEW_PASSWORD "\"}"), 200);
+	ck_assert_str_eq(str_at(answer, "id"), id);
+	ck_assert_int_eq(json_integer_value(json_object_get(answer, "password_version")), 2);
+	ck_assert_str_eq(str_at(answer, "rotated_at"), NOW_TEXT);
+	ck_assert_str_eq(str_at(answer, "previous_password_expires_at"), "2026-04-09T11:40:00Z");   /* default 3600 */
+	ck_assert_uint_eq(json_object_size(answer), 7);
+	ck_assert_ptr_null(strstr(resp.body, NEW_PASSWORD));
+	ck_assert_ptr_null(strstr(resp.body, "ha1"));
+	ck_assert_str_eq(resp.rotated_cred, id);
+	ck_assert_uint_eq(resp.rotated_version, 2);
+	ck_assert_uint_eq(resp.rotated_overlap, 3600);
+	ck_assert_str_eq(resp.deleted_cred, "");   /* nothing for revocation to act on */
+	ck_assert_int_eq(sa_store_credential_get(st, id, &c), SA_STORE_OK);
+	ck_assert_uint_eq(c.password_version, 2);
+	ck_assert_int_eq(c.previous_until, NOW + 3600);
+	/* GET says the same */
+	ck_assert_int_eq(call("GET", path_of("%s/%s", creds_path(&trunk_a, &acc_a), id), NULL, auth_a, NULL), 200);
+	ck_assert_int_eq(json_integer_value(json_object_get(answer, "password_version")), 2);
+	ck_assert_str_eq(str_at(answer, "previous_password_expires_at"), "2026-04-09T11:40:00Z");
+}
+END_TEST
+
+START_TEST(test_rotate_overlap_bounds)
+{
+	char id[SA_ID_MAX];
+
+	create_ok(PRODUCT_USER, id);
+	ck_assert_int_eq(call("POST", rotate_path(id), NULL, auth_a,
+	                      "{\"password\": \"" NEW_PASSWORD "\", \"overlap_seconds\": 0}"), 200);
+	ck_assert_str_eq(str_at(answer, "previous_password_expires_at"), NOW_TEXT);
+	ck_assert_int_eq(call("POST", rotate_path(id), NULL, auth_a,
+	                      "{\"password\": \"" PRODUCT_PASSWORD "\", \"overlap_seconds\": 86400}"), 200);
+	ck_assert_int_eq(json_integer_value(json_object_get(answer, "password_version")), 3);
+	ck_assert_str_eq(str_at(answer, "previous_password_expires_at"), "2026-04-10T10:40:00Z");
+}
+END_TEST
+
+static const struct {
+	const char *body, *code, *field;
+} bad_rotations[] = {
+	{ "{\"overlap_seconds\": 60}", "missing_field", "password" },
+	{ "{}", "missing_field", "password" },
+	{ "{\"password\": 12345678901234}", "invalid_field", "password" },
+	{ "{\"password\": \"" NEW_PASSWORD "\", \"overlap_seconds\": -1}", "invalid_field", "overlap_seconds" },
+	{ "{\"password\": \"" NEW_PASSWORD "\", \"overlap_seconds\": 86401}", "invalid_field", "overlap_seconds" },
+	{ "{\"password\": \"" NEW_PASSWORD "\", \"overlap_seconds\": 1.5}", "invalid_field", "overlap_seconds" },
+	{ "{\"password\": \"" NEW_PASSWORD "\", \"overlap_seconds\": \"60\"}", "invalid_field", "overlap_seconds" },
+	{ "{\"password\": \"" NEW_PASSWORD "\", \"overlap_seconds\": null}", "invalid_field", "overlap_seconds" },
+	{ "{\"password\": \"" NEW_PASSWORD "\", \"overlap\": 60}", "invalid_field", "overlap" },
+	{ "{\"password\": \"short\"}", "weak_password", "password" },
+	{ "{\"password\": \"x-pbx-prod-01-x-long\"}", "weak_password", "password" },   /* holds the username */
+	{ "{\"password\": \"" PRODUCT_PASSWORD "\"}", "weak_password", "password" },     /* the current one */
+};
+
+/* Every bad body is a 422 naming the field, and changes nothing. */
+START_TEST(test_rotate_bad_bodies_422)
+{
+	char id[SA_ID_MAX];
+	struct sa_credential c;
+
+	create_ok(PRODUCT_USER, id);
+	call("POST", rotate_path(id), NULL, auth_a, bad_rotations[_i].body);
+	field_error_is(bad_rotations[_i].code, bad_rotations[_i].field);
+	ck_assert_str_eq(resp.rotated_cred, "");
+	ck_assert_int_eq(sa_store_credential_get(st, id, &c), SA_STORE_OK);
+	ck_assert_uint_eq(c.password_version, 1);
+}
+END_TEST
+
+START_TEST(test_rotate_unknown_or_foreign_credential_404)
+{
+	char id[SA_ID_MAX];
+	struct sa_credential theirs;
+	const char *body = "{\"password\": \"" NEW_PASSWORD "\"}";
+
+	create_ok(PRODUCT_USER, id);
+	ck_assert_int_eq(sa_store_credential_create(st, trunk_b.id, "theirs", PRODUCT_PASSWORD, strlen(PRODUCT_PASSWORD),
+	                                            0, NOW, &theirs, NULL, 0), SA_STORE_OK);
+	call("POST", rotate_path("cred_nothere"), NULL, auth_a, body);
+	error_is(404, "not_found");
+	call("POST", rotate_path(theirs.id), NULL, auth_a, body);   /* another trunk's, named under ours */
+	error_is(404, "not_found");
+	call("POST", path_of("/v1/account/%s/trunks/%s/credentials/%s/rotate", acc_b.id, trunk_b.id, theirs.id), NULL,
+	     auth_a, body);   /* another account's */
+	error_is(404, "not_found");
+	call("POST", path_of("%s/%s/rotated", creds_path(&trunk_a, &acc_a), id), NULL, auth_a, body);
+	error_is(404, "not_found");
+	call("POST", path_of("%s/%s/rotate/x", creds_path(&trunk_a, &acc_a), id), NULL, auth_a, body);
+	error_is(404, "not_found");
+	call("POST", rotate_path(id), NULL, auth_a, "{\"password\": ");
+	error_is(400, "invalid_json");
+	call("POST", rotate_path(id), NULL, auth_a, "[]");
+	error_is(400, "invalid_json");
+	call("POST", rotate_path(id), "overlap_seconds=5", auth_a, body);
+	error_is(400, "invalid_parameter");
+	ck_assert_int_eq(sa_store_credential_get(st, theirs.id, &theirs), SA_STORE_OK);
+	ck_assert_uint_eq(theirs.password_version, 1);
+}
+END_TEST
+
 /* ---- idempotency ---- */
 
-static int post_idem(const char *key, const char *body, int64_t now)
+static int post_idem_to(const char *path, const char *key, const char *body, int64_t now)
 {
-	struct sa_api_request req = { .method = "POST", .path = creds_path(&trunk_a, &acc_a), .authorization = auth_a,
+	struct sa_api_request req = { .method = "POST", .path = path, .authorization = auth_a,
 	                              .idempotency_key = key, .body = body, .body_len = strlen(body), .now = now };
 	json_error_t err;
 
@@ -1076,6 +1228,11 @@ static int post_idem(const char *key, const char *body, int64_t now)
 	if (resp.body != NULL)
 		ck_assert_ptr_nonnull(answer = json_loads(resp.body, 0, &err));
 	return resp.status;
+}
+
+static int post_idem(const char *key, const char *body, int64_t now)
+{
+	return post_idem_to(creds_path(&trunk_a, &acc_a), key, body, now);
 }
 
 static size_t creds_in_store(void)
@@ -1124,6 +1281,28 @@ START_TEST(test_idempotency_replays_errors_and_expires)
 	ck_assert_int_eq(post_idem("k2", PRODUCT_BODY, NOW + 86400), 409);
 	error_is(409, "duplicate_username");
 	ck_assert_ptr_null(header("Idempotent-Replayed"));
+}
+END_TEST
+
+/* A rotation retried with its key is not a second rotation; another
+ * password under the same key is a 409 and rotates nothing either. */
+START_TEST(test_idempotent_rotate_rotates_once)
+{
+	char id[SA_ID_MAX], first[1024];
+	struct sa_credential c;
+
+	create_ok(PRODUCT_USER, id);
+	ck_assert_int_eq(post_idem_to(rotate_path(id), "rot-1", "{\"password\": \"" NEW_PASSWORD "\"}", NOW), 200);
+	snprintf(first, sizeof first, "%s", resp.body);
+	ck_assert_int_eq(post_idem_to(rotate_path(id), "rot-1", "{\"password\": \"" NEW_PASSWORD "\"}", NOW + 60), 200);
+	ck_assert_str_eq(resp.body, first);
+	ck_assert_str_eq(header("Idempotent-Replayed"), "true");
+	ck_assert_str_eq(resp.rotated_cred, "");   /* nothing ran: no counter, no log line */
+	ck_assert_int_eq(post_idem_to(rotate_path(id), "rot-1", "{\"password\": \"third_password_7890\"}", NOW + 61),
+	                 409);
+	error_is(409, "idempotency_key_reused");
+	ck_assert_int_eq(sa_store_credential_get(st, id, &c), SA_STORE_OK);
+	ck_assert_uint_eq(c.password_version, 2);
 }
 END_TEST
 
@@ -1196,6 +1375,108 @@ START_TEST(test_error_helper_shape)
 }
 END_TEST
 
+/* ---- webhooks ---- */
+
+#define HOOK_BODY "{\"url\":\"https://hooks.example.com/x\",\"events\":[\"call.revoked\",\"auth.failed\"]}"
+
+static const struct {
+	const char *body;
+	int status;
+	const char *code, *field;
+} webhook_refusals[] = {
+	{ "{\"events\":[\"auth.failed\"]}", 422, "missing_field", "url" },
+	{ "{\"url\":\"https://h/\"}", 422, "missing_field", "events" },
+	{ "{\"url\":5,\"events\":[\"auth.failed\"]}", 422, "invalid_field", "url" },
+	{ "{\"url\":\"gopher://h/\",\"events\":[\"auth.failed\"]}", 422, "invalid_field", "url" },
+	{ "{\"url\":\"https://u@h/\",\"events\":[\"auth.failed\"]}", 422, "invalid_field", "url" },
+	{ "{\"url\":\"https://h/\",\"events\":[]}", 422, "invalid_field", "events" },
+	{ "{\"url\":\"https://h/\",\"events\":[\"auth.failed\",7]}", 422, "invalid_field", "events" },
+	{ "{\"url\":\"https://h/\",\"events\":{\"auth.failed\":true}}", 422, "invalid_field", "events" },
+	{ "{\"url\":\"https://h/\",\"events\":[\"auth.failed\"],\"active\":true}", 422, "invalid_field", "active" },
+	{ "[]", 400, "invalid_json", NULL },
+	{ "{\"url\":", 400, "invalid_json", NULL },
+};
+
+START_TEST(test_webhook_refusals_name_the_field)
+{
+	const char *path = path_of("/v1/account/%s/webhooks", acc_a.id);
+	json_t *e;
+
+	call("POST", path, NULL, auth_a, webhook_refusals[_i].body);
+	ck_assert_int_eq(resp.status, webhook_refusals[_i].status);
+	e = json_object_get(answer, "error");
+	ck_assert_str_eq(str_at(e, "code"), webhook_refusals[_i].code);
+	if (webhook_refusals[_i].field != NULL)
+		ck_assert_str_eq(str_at(e, "field"), webhook_refusals[_i].field);
+	else
+		ck_assert_ptr_null(json_object_get(e, "field"));
+	ck_assert_int_eq(call("GET", path, NULL, auth_a, NULL), 200);
+	ck_assert_uint_eq(json_array_size(data()), 0);   /* nothing created */
+}
+END_TEST
+
+START_TEST(test_webhook_secret_only_in_the_creation_answer)
+{
+	char path[128], id[SA_ID_MAX], secret[SA_STORE_WH_SECRET_MAX];
+
+	snprintf(path, sizeof path, "/v1/account/%s/webhooks", acc_a.id);   /* path_of's buffers rotate */
+
+	ck_assert_int_eq(call("POST", path, NULL, auth_a, HOOK_BODY), 201);
+	snprintf(id, sizeof id, "%s", str_at(answer, "id"));
+	snprintf(secret, sizeof secret, "%s", str_at(answer, "secret"));
+	ck_assert_uint_eq(strlen(secret), 6 + 43);
+	ck_assert_str_eq(resp.created_webhook, id);
+	ck_assert_str_eq(header("Location"), path_of("%s/%s", path, id));
+	/* the events in the API's order, whatever the request's */
+	ck_assert_str_eq(json_string_value(json_array_get(json_object_get(answer, "events"), 0)), "auth.failed");
+	ck_assert_str_eq(json_string_value(json_array_get(json_object_get(answer, "events"), 1)), "call.revoked");
+	ck_assert_int_eq(call("GET", path_of("%s/%s", path, id), NULL, auth_a, NULL), 200);
+	ck_assert_ptr_null(json_object_get(answer, "secret"));
+	ck_assert_ptr_null(strstr(resp.body, secret));
+	ck_assert_int_eq(call("GET", path, NULL, auth_a, NULL), 200);
+	ck_assert_uint_eq(json_array_size(data()), 1);
+	ck_assert_ptr_null(strstr(resp.body, secret));
+	ck_assert_int_eq(call("GET", path_of("%s/%s/deliveries", path, id), NULL, auth_a, NULL), 200);
+	ck_assert_uint_eq(json_array_size(data()), 0);
+	ck_assert_int_eq(call("DELETE", path_of("%s/%s", path, id), NULL, auth_a, NULL), 204);
+	ck_assert_int_eq(call("GET", path_of("%s/%s", path, id), NULL, auth_a, NULL), 404);
+}
+END_TEST
+
+START_TEST(test_webhooks_are_the_accounts_own)
+{
+	char mine[128], theirs[192], id[SA_ID_MAX];
+
+	snprintf(mine, sizeof mine, "/v1/account/%s/webhooks", acc_a.id);
+	ck_assert_int_eq(call("POST", mine, NULL, auth_a, HOOK_BODY), 201);
+	snprintf(id, sizeof id, "%s", str_at(answer, "id"));
+	snprintf(theirs, sizeof theirs, "/v1/account/%s/webhooks/%s", acc_b.id, id);
+	call("GET", theirs, NULL, auth_b, NULL);
+	error_is(404, "not_found");
+	call("GET", path_of("%s/deliveries", theirs), NULL, auth_b, NULL);
+	error_is(404, "not_found");
+	call("DELETE", theirs, NULL, auth_b, NULL);
+	error_is(404, "not_found");
+	call("GET", mine, NULL, auth_b, NULL);
+	error_is(404, "not_found");
+	ck_assert_int_eq(call("GET", path_of("/v1/account/%s/webhooks", acc_b.id), NULL, auth_b, NULL), 200);
+	ck_assert_uint_eq(json_array_size(data()), 0);
+	ck_assert_int_eq(call("GET", path_of("%s/%s", mine, id), NULL, auth_a, NULL), 200);   /* still there */
+}
+END_TEST
+
+START_TEST(test_webhooks_per_account_are_bounded)
+{
+	const char *path = path_of("/v1/account/%s/webhooks", acc_a.id);
+
+	for (int i = 0; i < SA_API_WEBHOOKS_MAX; i++)
+		ck_assert_int_eq(call("POST", path, NULL, auth_a, HOOK_BODY), 201);
+	call("POST", path, NULL, auth_a, HOOK_BODY);
+	error_is(409, "limit_reached");
+	ck_assert_int_eq(call("POST", path_of("/v1/account/%s/webhooks", acc_b.id), NULL, auth_b, HOOK_BODY), 201);
+}
+END_TEST
+
 static Suite *api_suite(void)
 {
 	Suite *s = suite_create("api");
@@ -1247,10 +1528,20 @@ static Suite *api_suite(void)
 	tcase_add_loop_test(tc, test_authfails_bad_query_400, 0, (int)(sizeof bad_queries / sizeof bad_queries[0]));
 	tcase_add_test(tc, test_authfails_odd_bytes_stay_valid_json);
 	tcase_add_test(tc, test_authfails_of_other_accounts_trunk_404);
+	tcase_add_test(tc, test_rotate_answers_the_credential_at_version_2);
+	tcase_add_test(tc, test_rotate_overlap_bounds);
+	tcase_add_loop_test(tc, test_rotate_bad_bodies_422, 0, (int)(sizeof bad_rotations / sizeof bad_rotations[0]));
+	tcase_add_test(tc, test_rotate_unknown_or_foreign_credential_404);
 	tcase_add_test(tc, test_idempotent_post_replays_the_first_answer);
 	tcase_add_test(tc, test_idempotency_key_with_another_body_409);
 	tcase_add_test(tc, test_idempotency_replays_errors_and_expires);
 	tcase_add_test(tc, test_idempotency_keys_are_per_account);
+	tcase_add_test(tc, test_idempotent_rotate_rotates_once);
+	tcase_add_loop_test(tc, test_webhook_refusals_name_the_field, 0,
+	                    (int)(sizeof webhook_refusals / sizeof webhook_refusals[0]));
+	tcase_add_test(tc, test_webhook_secret_only_in_the_creation_answer);
+	tcase_add_test(tc, test_webhooks_are_the_accounts_own);
+	tcase_add_test(tc, test_webhooks_per_account_are_bounded);
 	tcase_add_loop_test(tc, test_bad_idempotency_key_400, 0, 5);
 	tcase_add_test(tc, test_parse_time);
 	tcase_add_test(tc, test_error_helper_shape);

@@ -141,6 +141,37 @@ START_TEST(dialog_text_is_one_allocation_and_refuses_the_oversized)
 }
 END_TEST
 
+/* The ACK for a late 2xx and the BYE after it: to the callee's target along
+ * its Route set, as the caller; the ACK with the INVITE's CSeq, the BYE one above. */
+START_TEST(ack_and_bye_to_the_callee)
+{
+	struct sa_call *c = make_call("late@h", "ftag", "ttag", "cred_a", 1);
+	c->d.caller.cseq = 7;
+	char out[1024];
+	long n = sa_dialog_ack(&c->d, "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKack", out, sizeof(out));
+	ck_assert_int_gt(n, 0);
+	out[n] = '\0';
+	ck_assert_str_eq(out, "ACK sip:gw@192.0.2.10 SIP/2.0\r\n"
+	                      "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKack\r\n"
+	                      "Max-Forwards: 70\r\n"
+	                      "Route: <sip:gw@192.0.2.10;lr>\r\n"
+	                      "From: <sip:pbx@x>;tag=a\r\n"
+	                      "To: <sip:100@x>;tag=b\r\n"
+	                      "Call-ID: late@h\r\n"
+	                      "CSeq: 7 ACK\r\n"
+	                      "Content-Length: 0\r\n\r\n");
+	n = sa_dialog_bye(&c->d, false, "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKbye", "SIP;cause=200;text=\"x\"",
+	                  out, sizeof(out));
+	ck_assert_int_gt(n, 0);
+	out[n] = '\0';
+	ck_assert_ptr_nonnull(strstr(out, "BYE sip:gw@192.0.2.10 SIP/2.0\r\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\r\nCSeq: 8 BYE\r\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\r\nReason: SIP;cause=200;text=\"x\"\r\n"));
+	ck_assert_int_eq(sa_dialog_ack(&c->d, "v", out, 40), -1);   /* does not fit: refused, not cut */
+	sa_call_free(c);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("calls");
@@ -150,6 +181,7 @@ int main(void)
 	tcase_add_test(tc, calls_by_credential_and_by_age);
 	tcase_add_test(tc, the_table_grows_and_lookups_stay_exact);
 	tcase_add_test(tc, dialog_text_is_one_allocation_and_refuses_the_oversized);
+	tcase_add_test(tc, ack_and_bye_to_the_callee);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -5,6 +5,7 @@
 
 #include <check.h>
 
+#include "auth.h"
 #include "digest.h"
 
 /*
@@ -219,6 +220,34 @@ static const struct vector *vector_by_id(const char *id)
 	return NULL;
 }
 
+/* verify_pair says which of two HA1s the answer was made with, for every
+ * vector (auth, auth-int, sess, no qop), as sa_digest_verify does for each. */
+START_TEST(test_vector_pair_names_the_matching_ha1)
+{
+	const struct vector *v = &vectors[_i];
+	struct sa_digest_params p = vector_params(v);
+	char ha1[SA_DIGEST_HEX_MAX], other[SA_DIGEST_HEX_MAX];
+	bool a, b;
+
+	if (v->response == NULL)
+		return;
+	vector_ha1(v, ha1);
+	ck_assert_int_eq(sa_digest_ha1(p.alg, "someone", "else", "other_password_123", other), 0);
+	sa_digest_verify_pair(&p, ha1, other, v->response, strlen(v->response), &a, &b);
+	ck_assert_msg(a == v->verifies && !b, "vector %s: current", v->id);
+	sa_digest_verify_pair(&p, other, ha1, v->response, strlen(v->response), &a, &b);
+	ck_assert_msg(!a && b == v->verifies, "vector %s: previous", v->id);
+	sa_digest_verify_pair(&p, ha1, ha1, v->response, strlen(v->response), &a, &b);
+	ck_assert_msg(a == v->verifies && b == v->verifies, "vector %s: both", v->id);
+	sa_digest_verify_pair(&p, ha1, "short", v->response, strlen(v->response), &a, &b);
+	ck_assert_msg(a == v->verifies && !b, "vector %s: an unusable second HA1", v->id);
+	sa_digest_verify_pair(&p, "short", ha1, v->response, strlen(v->response), &a, &b);
+	ck_assert_msg(!a && b == v->verifies, "vector %s: an unusable first HA1", v->id);
+	sa_digest_verify_pair(&p, ha1, other, v->response, strlen(v->response) - 1, &a, &b);
+	ck_assert_msg(!a && !b, "vector %s: a short answer", v->id);
+}
+END_TEST
+
 START_TEST(test_auth_int_body_is_copied_exactly_and_bound)
 {
 	const struct vector *v = vector_by_id("sofia-auth-int-register");
@@ -405,6 +434,26 @@ START_TEST(test_alg_parse_reads_only_len_bytes)
 }
 END_TEST
 
+/* An unknown user's answer is checked against a decoy HA1 so that it costs
+ * what a wrong password costs: the decoy must be usable with the answer's
+ * algorithm (one of the wrong length is refused before any hashing, which
+ * made unknown users 6 us faster than wrong passwords: issue 10, item 8). */
+START_TEST(test_unknown_user_decoy_is_hashed_like_a_real_ha1)
+{
+	struct sa_auth a;
+	struct sa_auth_cfg cfg = { .nalgs = 0 };
+	ck_assert_int_eq(sa_auth_init(&a, NULL, NULL, &cfg), 0);
+	for (int alg = 0; alg < SA_ALG_COUNT; alg++) {
+		struct sa_digest_params p = { .alg = (enum sa_digest_alg)alg,
+		                              .nonce = "n", .method = "REGISTER", .uri = "sip:x", .qop = "auth",
+		                              .nc = "00000001", .cnonce = "c" };
+		char out[SA_DIGEST_HEX_MAX];
+		ck_assert_uint_eq(strlen(a.dummy_ha1[alg]), sa_digest_hex_len((enum sa_digest_alg)alg));
+		ck_assert_int_eq(sa_digest_response(&p, a.dummy_ha1[alg], out), 0);
+	}
+}
+END_TEST
+
 START_TEST(test_alg_names_and_lengths)
 {
 	ck_assert_str_eq(sa_digest_alg_name(SA_ALG_MD5), "MD5");
@@ -427,6 +476,7 @@ static Suite *digest_suite(void)
 	tcase_add_loop_test(tc, test_vector_ha1_matches_published, 0, N_VECTORS);
 	tcase_add_loop_test(tc, test_vector_response_verifies_exactly_when_published_value_is_right, 0,
 	                    N_VECTORS);
+	tcase_add_loop_test(tc, test_vector_pair_names_the_matching_ha1, 0, N_VECTORS);
 	tcase_add_test(tc, test_auth_int_body_is_copied_exactly_and_bound);
 	tcase_add_test(tc, test_nine_digit_nc_is_hashed_as_sent);
 	tcase_add_test(tc, test_sess_variant_uses_session_ha1);
@@ -438,6 +488,7 @@ static Suite *digest_suite(void)
 	tcase_add_loop_test(edge, test_alg_parse_table, 0, (int)(sizeof(alg_names) / sizeof(alg_names[0])));
 	tcase_add_test(edge, test_alg_parse_reads_only_len_bytes);
 	tcase_add_test(edge, test_alg_names_and_lengths);
+	tcase_add_test(edge, test_unknown_user_decoy_is_hashed_like_a_real_ha1);
 	suite_add_tcase(s, edge);
 	return s;
 }

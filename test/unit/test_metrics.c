@@ -163,12 +163,14 @@ START_TEST(test_gauges_and_calls)
 	m.calls_active = 4;
 	m.calls_started = 10;
 	m.calls_revoked = 2;
+	m.credential_rotations = 3;
 	m.registrations = 8;
 	render();
 	ck_line("# TYPE sipauthd_calls_active gauge");
 	ck_line("sipauthd_calls_active 4");
 	ck_line("sipauthd_calls_started_total 10");
 	ck_line("sipauthd_calls_revoked_total 2");
+	ck_line("sipauthd_credential_rotations_total 3");
 	ck_line("sipauthd_registrations_total 8");
 	ck_assert_ptr_null(strstr(text, "registrations_active"));   /* unknown: not rendered */
 	m.registrations_active = 5;

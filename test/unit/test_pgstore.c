@@ -13,7 +13,15 @@
 static const char cred_row[] =
 	"{\"id\": \"cred_x8mpv2ab4d1kq9zz\", \"ord\": 7, \"ha1_md5\": \"" HA1_MD5 "\", \"trunk_id\": \"trunk_a\", "
 	"\"username\": \"pbx-1\", \"created_at\": 1775731200, \"ha1_sha256\": \"" HA1_256 "\", "
-	"\"ha1_sha512_256\": \"" HA1_256 "\"}";
+	"\"ha1_sha512_256\": \"" HA1_256 "\", \"password_version\": 1, \"rotated_at\": 0, \"previous_until\": 0, "
+	"\"prev_ha1_md5\": \"\", \"prev_ha1_sha256\": \"\", \"prev_ha1_sha512_256\": \"\"}";
+/* the same after a rotation: the previous password's HA1s, valid until previous_until */
+static const char rotated_row[] =
+	"{\"id\": \"cred_x8mpv2ab4d1kq9zz\", \"ord\": 7, \"ha1_md5\": \"ffffffffffffffffffffffffffffffff\", "
+	"\"trunk_id\": \"trunk_a\", \"username\": \"pbx-1\", \"created_at\": 1775731200, \"ha1_sha256\": \"" HA1_256 "\", "
+	"\"ha1_sha512_256\": \"" HA1_256 "\", \"password_version\": 2, \"rotated_at\": 1775731300, "
+	"\"previous_until\": 1775734900, \"prev_ha1_md5\": \"" HA1_MD5 "\", \"prev_ha1_sha256\": \"" HA1_256 "\", "
+	"\"prev_ha1_sha512_256\": \"" HA1_256 "\"}";
 
 START_TEST(test_credential_row)
 {
@@ -28,6 +36,15 @@ START_TEST(test_credential_row)
 	ck_assert_str_eq(ch.cred.ha1[SA_ALG_MD5], HA1_MD5);
 	ck_assert_str_eq(ch.cred.ha1[SA_ALG_SHA256], HA1_256);
 	ck_assert_str_eq(ch.cred.ha1[SA_ALG_SHA512_256], HA1_256);
+	ck_assert_uint_eq(ch.cred.password_version, 1);
+	ck_assert_str_eq(ch.cred.previous_ha1[SA_ALG_MD5], "");
+	ck_assert_int_eq(sa_pg_change_decode("credentials", "update", rotated_row, &ch), SA_STORE_OK);
+	ck_assert_int_eq(ch.kind, SA_MIRROR_CREDENTIAL);
+	ck_assert_uint_eq(ch.cred.password_version, 2);
+	ck_assert_int_eq(ch.cred.rotated_at, 1775731300);
+	ck_assert_int_eq(ch.cred.previous_until, 1775734900);
+	ck_assert_str_eq(ch.cred.ha1[SA_ALG_MD5], "ffffffffffffffffffffffffffffffff");
+	ck_assert_str_eq(ch.cred.previous_ha1[SA_ALG_MD5], HA1_MD5);
 	ck_assert_int_eq(sa_pg_change_decode("credentials", "delete", cred_row, &ch), SA_STORE_OK);
 	ck_assert_int_eq(ch.kind, SA_MIRROR_CREDENTIAL_GONE);
 	ck_assert_str_eq(ch.cred.id, "cred_x8mpv2ab4d1kq9zz");
@@ -92,6 +109,14 @@ static const char *const bad_rows[][2] = {
 	{ "credentials", "{\"id\": \"cred_a\", \"trunk_id\": \"trunk_a\", \"username\": \"u\", \"created_at\": 1, "
 	                 "\"ha1_md5\": \"abc\", \"ha1_sha256\": \"" HA1_256 "\", \"ha1_sha512_256\": \"" HA1_256 "\"}" },
 	{ "credentials", "{\"id\": \"cred_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\", \"trunk_id\": \"t\"}" },
+	{ "credentials", "{\"id\": \"cred_a\", \"trunk_id\": \"trunk_a\", \"username\": \"u\", \"created_at\": 1, "
+	                 "\"ha1_md5\": \"" HA1_MD5 "\", \"ha1_sha256\": \"" HA1_256 "\", \"ha1_sha512_256\": \"" HA1_256 "\", "
+	                 "\"password_version\": 0, \"rotated_at\": 0, \"previous_until\": 0, \"prev_ha1_md5\": \"\", "
+	                 "\"prev_ha1_sha256\": \"\", \"prev_ha1_sha512_256\": \"\"}" },
+	{ "credentials", "{\"id\": \"cred_a\", \"trunk_id\": \"trunk_a\", \"username\": \"u\", \"created_at\": 1, "
+	                 "\"ha1_md5\": \"" HA1_MD5 "\", \"ha1_sha256\": \"" HA1_256 "\", \"ha1_sha512_256\": \"" HA1_256 "\", "
+	                 "\"password_version\": 2, \"rotated_at\": 5, \"previous_until\": 9, \"prev_ha1_md5\": \"abc\", "
+	                 "\"prev_ha1_sha256\": \"\", \"prev_ha1_sha512_256\": \"\"}" },
 	{ "accounts", "{\"id\": \"acc_a\", \"name\": \"Acme\", \"created_at\": \"yesterday\"}" },
 	{ "api_keys", "{\"hash\": \"\\\\xzz\", \"account_id\": \"acc_a\", \"created_at\": 6}" },
 	{ "trunks", "{\"id\": \"trunk_a\", \"name\": \"m\", \"account_id\": \"acc_a\", \"created_at\": 1, "

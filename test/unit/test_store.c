@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <check.h>
+#include <stddef.h>
 #include <openssl/sha.h>
 
 #include "store.h"
@@ -102,6 +103,9 @@ static int cred_cb(const struct sa_credential *cr, void *arg) { return collect(a
 static int trunk_cb(const struct sa_trunk *t, void *arg) { return collect(arg, t->id); }
 static int binding_cb(const struct sa_binding *b, void *arg) { return collect(arg, b->contact); }
 static int authfail_cb(const struct sa_authfail *f, void *arg) { return collect(arg, f->username); }
+/* Keep the (one) record seen. */
+static int version_binding_cb(const struct sa_binding *b, void *arg) { *(struct sa_binding *)arg = *b; return 0; }
+static int version_fail_cb(const struct sa_authfail *f, void *arg) { *(struct sa_authfail *)arg = *f; return 0; }
 
 /* ---- open, init, schema ---- */
 
@@ -1310,6 +1314,291 @@ START_TEST(test_main_writer_does_not_block_binding_writes)
 }
 END_TEST
 
+
+/* ---- rotation ---- */
+
+#define NEW_PASSWORD "another_secret_456789"
+#define THIRD_PASSWORD "third_secret_098765"
+
+static void ha1s_of(const char *password, char out[SA_ALG_COUNT][SA_DIGEST_HEX_MAX])
+{
+	char realm[SA_REALM_MAX];
+
+	ck_assert_int_eq(sa_store_realm(trunk.id, SA_DEFAULT_DOMAIN, realm, sizeof realm), SA_STORE_OK);
+	for (int alg = 0; alg < SA_ALG_COUNT; alg++)
+		ck_assert_int_eq(sa_digest_ha1((enum sa_digest_alg)alg, PRODUCT_USER, realm, password, out[alg]), 0);
+}
+
+static int rotate(const char *cred_id, const char *password, unsigned overlap, int64_t now, struct sa_credential *out,
+                  char *why, size_t whylen)
+{
+	return sa_store_credential_rotate(st, trunk.id, cred_id, password, strlen(password), 0, overlap, now, out, why,
+	                                  whylen);
+}
+
+/* The new password's HA1s are current, the old ones previous until the
+ * overlap ends; the record keeps its place, and nothing is deleted. */
+START_TEST(test_rotate_keeps_the_old_password_for_the_overlap)
+{
+	struct sa_credential cr, rot, found;
+	struct names n = { .n = 0 };
+	char old[SA_ALG_COUNT][SA_DIGEST_HEX_MAX], new[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];
+	uint64_t g0, g1, last = 0;
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	create_cred(trunk.id, "second", &found);
+	ck_assert_uint_eq(cr.password_version, 1);
+	ck_assert(!sa_credential_has_previous(&cr));
+	ck_assert_int_eq(sa_store_generation(st, &g0), SA_STORE_OK);
+	ck_assert_int_eq(rotate(cr.id, NEW_PASSWORD, 600, NOW + 10, &rot, NULL, 0), SA_STORE_OK);
+	ha1s_of(PRODUCT_PASSWORD, old);
+	ha1s_of(NEW_PASSWORD, new);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_OK);
+	for (int alg = 0; alg < SA_ALG_COUNT; alg++) {
+		ck_assert_str_eq(found.ha1[alg], new[alg]);
+		ck_assert_str_eq(found.previous_ha1[alg], old[alg]);
+		ck_assert_str_eq(rot.ha1[alg], new[alg]);
+	}
+	ck_assert_str_eq(found.id, cr.id);
+	ck_assert_uint_eq(found.password_version, 2);
+	ck_assert_int_eq(found.rotated_at, NOW + 10);
+	ck_assert_int_eq(found.previous_until, NOW + 610);
+	ck_assert_int_eq(found.created_at, NOW);
+	ck_assert(sa_credential_previous_live(&found, NOW + 609));
+	ck_assert(!sa_credential_previous_live(&found, NOW + 610));
+	/* still first in creation order, and no tombstone: revocation finds nothing */
+	ck_assert_int_eq(sa_store_credential_list(st, trunk.id, cred_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 2);
+	ck_assert_str_eq(n.v[0], PRODUCT_USER);
+	ck_assert_int_eq(sa_store_deleted_since(st, 0, NULL, NULL, &last), SA_STORE_OK);
+	ck_assert_uint_eq(last, 0);
+	ck_assert_int_eq(sa_store_generation(st, &g1), SA_STORE_OK);
+	ck_assert_uint_gt(g1, g0);   /* the daemon looks, and finds nothing gone */
+	sa_credential_wipe(&found);
+	for (int alg = 0; alg < SA_ALG_COUNT; alg++)
+		ck_assert_str_eq(found.previous_ha1[alg], "");
+}
+END_TEST
+
+/* A second rotation within the overlap keeps only current and previous:
+ * the first password stops at once. Overlap 0 ends the previous at once. */
+START_TEST(test_rotate_again_drops_the_oldest_password)
+{
+	struct sa_credential cr, found;
+	char second[SA_ALG_COUNT][SA_DIGEST_HEX_MAX], third[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	ck_assert_int_eq(rotate(cr.id, NEW_PASSWORD, 3600, NOW, NULL, NULL, 0), SA_STORE_OK);
+	ck_assert_int_eq(rotate(cr.id, THIRD_PASSWORD, 3600, NOW + 5, NULL, NULL, 0), SA_STORE_OK);
+	ha1s_of(NEW_PASSWORD, second);
+	ha1s_of(THIRD_PASSWORD, third);
+	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_OK);
+	ck_assert_uint_eq(found.password_version, 3);
+	ck_assert_str_eq(found.ha1[SA_ALG_SHA256], third[SA_ALG_SHA256]);
+	ck_assert_str_eq(found.previous_ha1[SA_ALG_SHA256], second[SA_ALG_SHA256]);
+	ck_assert_int_eq(found.previous_until, NOW + 3605);
+	/* back to the first password is allowed (it is not the current one), with no overlap */
+	ck_assert_int_eq(rotate(cr.id, PRODUCT_PASSWORD, 0, NOW + 6, &found, NULL, 0), SA_STORE_OK);
+	ck_assert_uint_eq(found.password_version, 4);
+	ck_assert_int_eq(found.previous_until, NOW + 6);
+	ck_assert(!sa_credential_previous_live(&found, NOW + 6));
+	ck_assert_str_eq(found.previous_ha1[SA_ALG_SHA256], third[SA_ALG_SHA256]);
+}
+END_TEST
+
+START_TEST(test_rotate_refuses_bad_input_and_changes_nothing)
+{
+	struct sa_credential cr, other, found;
+	char why[160];
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	ck_assert_int_eq(rotate(cr.id, PRODUCT_PASSWORD, 60, NOW, NULL, why, sizeof why), SA_STORE_EINVAL);
+	ck_assert_str_eq(why, "password must differ from the current password");
+	ck_assert_int_eq(rotate(cr.id, "bad\001password", 60, NOW, NULL, why, sizeof why), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_credential_rotate(st, trunk.id, cr.id, "short_but_ok_1", 14, 20, 60, NOW, NULL, why,
+	                                            sizeof why), SA_STORE_EINVAL);
+	ck_assert_str_eq(why, "password must be at least 20 characters");
+	ck_assert_int_eq(rotate(cr.id, "xx-PBX-PROD-01-xx", 60, NOW, NULL, why, sizeof why), SA_STORE_EINVAL);
+	ck_assert_str_eq(why, "password must not contain the username");
+	ck_assert_int_eq(rotate(cr.id, NEW_PASSWORD, SA_ROTATE_OVERLAP_MAX + 1, NOW, NULL, why, sizeof why),
+	                 SA_STORE_EINVAL);
+	ck_assert_str_eq(why, "overlap must be 0 to 86400 seconds");
+	ck_assert_int_eq(rotate("cred_none", NEW_PASSWORD, 60, NOW, NULL, why, sizeof why), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(rotate("", NEW_PASSWORD, 60, NOW, NULL, NULL, 0), SA_STORE_ENOTFOUND);
+	/* another trunk's credential, named under this trunk */
+	struct sa_trunk t2;
+	ck_assert_int_eq(sa_store_trunk_create(st, acc.id, "second", NOW, &t2), SA_STORE_OK);
+	create_cred(t2.id, PRODUCT_USER, &other);
+	ck_assert_int_eq(rotate(other.id, NEW_PASSWORD, 60, NOW, NULL, NULL, 0), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_OK);
+	ck_assert_uint_eq(found.password_version, 1);
+	ck_assert_int_eq(sa_store_credential_get(st, other.id, &found), SA_STORE_OK);
+	ck_assert_uint_eq(found.password_version, 1);
+}
+END_TEST
+
+/* The password is never stored, the new one no more than the first. */
+START_TEST(test_rotated_password_never_in_files)
+{
+	struct sa_credential cr;
+	char path[96];
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	ck_assert_int_eq(rotate(cr.id, NEW_PASSWORD, 60, NOW, NULL, NULL, 0), SA_STORE_OK);
+	sa_store_close(st);
+	st = NULL;
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	ck_assert(!file_contains(path, NEW_PASSWORD, strlen(NEW_PASSWORD)));
+	ck_assert(!file_contains(path, PRODUCT_PASSWORD, strlen(PRODUCT_PASSWORD)));
+	open_store();
+}
+END_TEST
+
+/* A credential with one binding and one failure, each of these password versions. */
+static void records_of_versions(const char *contact, uint32_t bv, int64_t fv, struct sa_credential *cr,
+                                struct sa_binding *b, struct sa_authfail *f)
+{
+	create_cred(trunk.id, PRODUCT_USER, cr);
+	*b = binding(cr->id, contact, NOW, NOW + 60);
+	b->password_version = bv;
+	ck_assert_int_eq(sa_store_binding_put(st, b, 0), SA_STORE_OK);
+	*f = failure(trunk.id, NOW, "x");
+	f->password_version = fv;
+	ck_assert_int_eq(sa_store_authfail_add(st, f, 5), SA_STORE_OK);
+}
+
+/* Bindings and failures keep the password version they were made with. */
+START_TEST(test_binding_and_failure_keep_password_version)
+{
+	struct sa_credential cr;
+	struct sa_binding b;
+	struct sa_authfail f;
+
+	records_of_versions("sip:v2@192.0.2.1", 2, 7, &cr, &b, &f);
+	reopen_store();
+	ck_assert_int_eq(sa_store_binding_list_credential(st, cr.id, version_binding_cb, &b), SA_STORE_OK);
+	ck_assert_uint_eq(b.password_version, 2);
+	ck_assert_int_eq(sa_store_authfail_list(st, trunk.id, 0, 0, version_fail_cb, &f), SA_STORE_OK);
+	ck_assert_int_eq(f.password_version, 7);
+}
+END_TEST
+
+/* ---- a schema-1 store: records before rotation ---- */
+
+/* What schema 1 wrote: struct cred_rec without version and previous password. */
+struct cred_rec_s1 {
+	uint64_t seq;
+	struct {
+		char id[SA_ID_MAX];
+		char trunk_id[SA_ID_MAX];
+		char username[SA_USERNAME_MAX + 1];
+		int64_t created_at;
+		char ha1[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];
+	} c;
+};
+
+/* Cuts every record of db (at most 8) to its first keep bytes: the
+ * schema-1 layout, whose fields lead the new one. */
+static void raw_shrink(const char *path, const char *db, size_t keep)
+{
+	MDB_env *env = raw_open(path);
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	unsigned char keys[8][256], vals[8][1024];
+	size_t klen[8], n = 0;
+
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
+	ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cur), 0);
+	while (n < 8 && mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0) {
+		ck_assert_uint_gt(v.mv_size, keep);
+		memcpy(keys[n], k.mv_data, k.mv_size);
+		klen[n] = k.mv_size;
+		memcpy(vals[n], v.mv_data, keep);
+		n++;
+	}
+	mdb_cursor_close(cur);
+	ck_assert_uint_gt(n, 0);
+	for (size_t i = 0; i < n; i++)
+		raw_put(txn, db, keys[i], klen[i], vals[i], keep);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+static void schema_is(const char *want)
+{
+	MDB_env *env = raw_open(dir);
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = { strlen("schema_version"), (void *)"schema_version" }, v;
+
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
+	ck_assert_uint_eq(v.mv_size, strlen(want));
+	ck_assert_int_eq(memcmp(v.mv_data, want, v.mv_size), 0);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+}
+
+/* A schema-1 store reads as it is: every credential and binding at version
+ * 1, failures without one. A read-only open leaves it at 1; the first
+ * writable open marks it 2; a rotation writes the new layout. */
+START_TEST(test_schema_1_store_reads_and_upgrades)
+{
+	struct sa_credential cr, found;
+	struct sa_binding b;
+	struct sa_authfail f;
+	struct sa_store *ro;
+	char rdir[96], old[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];
+
+	records_of_versions("sip:old@192.0.2.1", 9, 9, &cr, &b, &f);
+	sa_store_close(st);
+	st = NULL;
+	snprintf(rdir, sizeof rdir, "%s/runtime", dir);
+	raw_shrink(dir, "credentials", sizeof(struct cred_rec_s1));
+	raw_shrink(rdir, "bindings", offsetof(struct sa_binding, password_version));
+	raw_shrink(rdir, "authfail", offsetof(struct sa_authfail, password_version));
+	set_schema_version("1");
+
+	ck_assert_int_eq(sa_store_open(&ro, dir, SA_STORE_RDONLY), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_get(ro, cr.id, &found), SA_STORE_OK);
+	ck_assert_uint_eq(found.password_version, 1);
+	ck_assert(!sa_credential_has_previous(&found));
+	ck_assert_int_eq(found.rotated_at, 0);
+	ck_assert_str_eq(found.ha1[SA_ALG_SHA512_256], cr.ha1[SA_ALG_SHA512_256]);
+	sa_store_close(ro);
+	schema_is("1");
+
+	open_store();
+	schema_is("2");
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_OK);
+	ck_assert_uint_eq(found.password_version, 1);
+	ck_assert_str_eq(found.previous_ha1[SA_ALG_MD5], "");
+	ck_assert_int_eq(sa_store_binding_list_credential(st, cr.id, version_binding_cb, &b), SA_STORE_OK);
+	ck_assert_uint_eq(b.password_version, 1);
+	ck_assert_str_eq(b.contact, "sip:old@192.0.2.1");
+	ck_assert_int_eq(sa_store_authfail_list(st, trunk.id, 0, 0, version_fail_cb, &f), SA_STORE_OK);
+	ck_assert_int_eq(f.password_version, 0);
+	ck_assert_str_eq(f.username, "x");
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 60), 1);   /* an old record is removed as well */
+	ck_assert_int_eq(rotate(cr.id, NEW_PASSWORD, 60, NOW, NULL, NULL, 0), SA_STORE_OK);
+	ha1s_of(PRODUCT_PASSWORD, old);
+	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_OK);
+	ck_assert_uint_eq(found.password_version, 2);
+	ck_assert_str_eq(found.previous_ha1[SA_ALG_SHA256], old[SA_ALG_SHA256]);
+	/* the store is 2 now: a schema this code does not know is still refused */
+	sa_store_close(st);
+	st = NULL;
+	set_schema_version("3");
+	ck_assert_int_eq(sa_store_open(&ro, dir, SA_STORE_RDONLY), SA_STORE_ESCHEMA);
+	set_schema_version("2");
+	open_store();
+}
+END_TEST
+
 /* ---- a store made before the split ---- */
 
 /* struct authfail_state, as store.c keeps it */
@@ -2025,6 +2314,17 @@ START_TEST(test_mirror_applies_records_as_the_database_gave_them)
 	ck_assert_int_eq(apply_list(ch, 4, 42, NULL), SA_STORE_OK);
 	ck_assert_int_eq(sa_store_credential_find(st, t.id, "PBX-1", &c), SA_STORE_OK);
 	ck_assert_str_eq(c.id, "cred_000000000000db1");
+	/* a rotation in the database: the record is rewritten, the previous HA1s kept */
+	memcpy(ch[3].cred.previous_ha1, ch[3].cred.ha1, sizeof ch[3].cred.ha1);
+	memset(ch[3].cred.ha1[SA_ALG_MD5], 'f', 32);
+	ch[3].cred.password_version = 2;
+	ch[3].cred.previous_until = NOW + 60;
+	ck_assert_int_eq(apply_list(&ch[3], 1, 43, NULL), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(st, t.id, "pbx-1", &c), SA_STORE_OK);
+	ck_assert_uint_eq(c.password_version, 2);
+	ck_assert_str_eq(c.ha1[SA_ALG_MD5], "ffffffffffffffffffffffffffffffff");
+	ck_assert_str_eq(c.previous_ha1[SA_ALG_MD5], "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	ck_assert(sa_credential_previous_live(&c, NOW + 59));
 }
 END_TEST
 
@@ -2099,6 +2399,153 @@ START_TEST(test_mirror_apply_is_all_or_nothing)
 }
 END_TEST
 
+static int webhook_cb(const struct sa_webhook *w, void *arg) { return collect(arg, w->id); }
+static int delivery_cb(const struct sa_delivery *d, void *arg) { return collect(arg, d->id); }
+
+START_TEST(test_webhooks_per_account_with_a_secret_each)
+{
+	struct sa_webhook a, b, got;
+	struct sa_account other;
+	struct names n = { .n = 0 };
+	uint64_t count;
+
+	ck_assert_int_eq(sa_store_webhook_create(st, acc.id, "https://h/a", 5, NOW, &a), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_webhook_create(st, acc.id, "https://h/b", 1, NOW, &b), SA_STORE_OK);
+	ck_assert(id_looks_like(a.id, "wh_"));
+	ck_assert_str_ne(a.secret, b.secret);
+	ck_assert_uint_eq(strlen(a.secret), 6 + 43);
+	ck_assert_int_eq(strncmp(a.secret, "whsec_", 6), 0);
+	ck_assert_int_eq(sa_store_webhook_get(st, a.id, &got), SA_STORE_OK);
+	ck_assert_str_eq(got.secret, a.secret);
+	ck_assert_str_eq(got.url, "https://h/a");
+	ck_assert_uint_eq(got.events, 5);
+	ck_assert_int_eq(sa_store_webhook_create(st, "acc_nobody", "https://h/c", 1, NOW, &got), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_account_create(st, "other", NOW, &other), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_webhook_list_after(st, other.id, NULL, webhook_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 0);
+	ck_assert_int_eq(sa_store_webhook_list_after(st, acc.id, NULL, webhook_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 2);
+	ck_assert_str_lt(n.v[0], n.v[1]);   /* id order */
+	const char *first = strcmp(a.id, b.id) < 0 ? a.id : b.id, *second = first == a.id ? b.id : a.id;
+	n.n = 0;
+	ck_assert_int_eq(sa_store_webhook_list_after(st, acc.id, first, webhook_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 1);
+	ck_assert_str_eq(n.v[0], second);
+	ck_assert_int_eq(sa_store_webhook_list_after(st, acc.id, "wh_gone", webhook_cb, &n), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_webhook_list_after(st, other.id, a.id, webhook_cb, &n), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_webhook_delete(st, other.id, a.id), SA_STORE_ENOTFOUND);   /* not its own */
+	ck_assert_int_eq(sa_store_webhook_count(st, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 2);
+	ck_assert_int_eq(sa_store_webhook_delete(st, acc.id, a.id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_webhook_get(st, a.id, &got), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_webhook_count(st, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 1);
+}
+END_TEST
+
+START_TEST(test_deliveries_due_updated_listed_and_removed)
+{
+	struct sa_webhook a, b;
+	char ids[2][SA_ID_MAX], due[4][SA_ID_MAX];
+	struct sa_delivery d;
+	struct names n = { .n = 0 };
+	unsigned nd, removed;
+	int64_t next;
+
+	ck_assert_int_eq(sa_store_webhook_create(st, acc.id, "https://h/a", 1, NOW, &a), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_webhook_create(st, acc.id, "https://h/b", 1, NOW, &b), SA_STORE_OK);
+	char wh[2][SA_ID_MAX];
+	snprintf(wh[0], SA_ID_MAX, "%s", a.id);
+	snprintf(wh[1], SA_ID_MAX, "%s", b.id);
+	ck_assert_int_eq(sa_store_delivery_add(st, (const char (*)[SA_ID_MAX])wh, 2, "auth.failed", "{\"x\":1}", 7, NOW,
+	                                       ids), SA_STORE_OK);
+	ck_assert_str_eq(ids[0], "dlv_0000000000000001");
+	ck_assert_str_eq(ids[1], "dlv_0000000000000002");
+	ck_assert_int_eq(sa_store_delivery_due(st, NOW, due, 4, &nd, &next), SA_STORE_OK);
+	ck_assert_uint_eq(nd, 2);
+	ck_assert_int_eq(next, INT64_MAX);
+	ck_assert_int_eq(sa_store_delivery_get(st, ids[0], &d), SA_STORE_OK);
+	ck_assert_str_eq(d.payload, "{\"x\":1}");
+	ck_assert_str_eq(d.webhook_id, a.id);
+	ck_assert_str_eq(d.event, "auth.failed");
+	ck_assert_int_eq(d.status, SA_DLV_PENDING);
+	free(d.payload);
+	/* one delivered, one to try again in 10 s */
+	d.status = SA_DLV_DELIVERED;
+	d.attempts = 1;
+	d.last_status_code = 204;
+	ck_assert_int_eq(sa_store_delivery_update(st, &d), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_delivery_get(st, ids[1], &d), SA_STORE_OK);
+	free(d.payload);
+	d.attempts = 1;
+	d.last_status_code = 500;
+	snprintf(d.last_error, sizeof d.last_error, "HTTP 500");
+	d.next_attempt_at = NOW + 10;
+	ck_assert_int_eq(sa_store_delivery_update(st, &d), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_delivery_due(st, NOW, due, 4, &nd, &next), SA_STORE_OK);
+	ck_assert_uint_eq(nd, 0);
+	ck_assert_int_eq(next, NOW + 10);
+	ck_assert_int_eq(sa_store_delivery_due(st, NOW + 10, due, 4, &nd, &next), SA_STORE_OK);
+	ck_assert_uint_eq(nd, 1);
+	ck_assert_str_eq(due[0], ids[1]);
+	ck_assert_int_eq(sa_store_delivery_get(st, ids[0], &d), SA_STORE_OK);
+	ck_assert_int_eq(d.status, SA_DLV_DELIVERED);
+	ck_assert_int_eq(d.last_status_code, 204);
+	free(d.payload);
+	ck_assert_int_eq(sa_store_delivery_list_after(st, a.id, NULL, delivery_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 1);
+	ck_assert_str_eq(n.v[0], ids[0]);
+	ck_assert_int_eq(sa_store_delivery_list_after(st, a.id, ids[1], delivery_cb, &n), SA_STORE_EINVAL);
+	/* the finished one is pruned once old enough; the pending one stays */
+	ck_assert_int_eq(sa_store_delivery_prune(st, NOW, 10, &removed), SA_STORE_OK);
+	ck_assert_uint_eq(removed, 0);
+	ck_assert_int_eq(sa_store_delivery_prune(st, NOW + 1, 10, &removed), SA_STORE_OK);
+	ck_assert_uint_eq(removed, 1);
+	ck_assert_int_eq(sa_store_delivery_get(st, ids[0], &d), SA_STORE_ENOTFOUND);
+	/* deleting a webhook takes its deliveries, pending ones included, off the due list */
+	ck_assert_int_eq(sa_store_webhook_delete(st, acc.id, b.id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_delivery_get(st, ids[1], &d), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_delivery_due(st, NOW + 100, due, 4, &nd, &next), SA_STORE_OK);
+	ck_assert_uint_eq(nd, 0);
+}
+END_TEST
+
+/* A store made before webhooks: read-only it has none; a writable open adds them. */
+START_TEST(test_store_without_webhooks_reads_as_none)
+{
+	static const char *const dbs[] = { "webhooks", "webhooks_by_account", "deliveries", "dlv_by_webhook",
+	                                   "dlv_due" };
+	struct names n = { .n = 0 };
+	struct sa_webhook w;
+	struct sa_store *ro;
+	uint64_t count = 9;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+
+	sa_store_close(st);
+	st = NULL;
+	MDB_env *env = raw_open(dir);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+		ck_assert_int_eq(mdb_dbi_open(txn, dbs[i], 0, &dbi), 0);
+		ck_assert_int_eq(mdb_drop(txn, dbi, 1), 0);
+	}
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	ck_assert_int_eq(sa_store_open(&ro, dir, SA_STORE_RDONLY), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_webhook_count(ro, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 0);
+	ck_assert_int_eq(sa_store_webhook_list_after(ro, acc.id, NULL, webhook_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 0);
+	ck_assert_int_eq(sa_store_webhook_get(ro, "wh_x", &w), SA_STORE_ENOTFOUND);
+	sa_store_close(ro);
+	open_store();
+	ck_assert_int_eq(sa_store_webhook_create(st, acc.id, "https://h/a", 1, NOW, &w), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_webhook_count(st, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 1);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
 	Suite *s = suite_create("store");
@@ -2162,6 +2609,12 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_authfail_bounded_newest_first);
 	tcase_add_test(tc, test_authfail_unknown_trunk_not_stored);
 	tcase_add_test(tc, test_generation_changes_on_config_writes_only);
+	tcase_add_test(tc, test_rotate_keeps_the_old_password_for_the_overlap);
+	tcase_add_test(tc, test_rotate_again_drops_the_oldest_password);
+	tcase_add_test(tc, test_rotate_refuses_bad_input_and_changes_nothing);
+	tcase_add_test(tc, test_rotated_password_never_in_files);
+	tcase_add_test(tc, test_binding_and_failure_keep_password_version);
+	tcase_add_test(tc, test_schema_1_store_reads_and_upgrades);
 	tcase_add_test(tc, test_reopen_keeps_everything);
 	tcase_add_test(tc, test_rdonly_reads_but_does_not_write);
 	tcase_add_test(tc, test_find_sees_writes_by_another_process);
@@ -2180,6 +2633,9 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_mirror_deletes_leave_tombstones);
 	tcase_add_test(tc, test_mirror_full_resync_drops_what_the_database_lost);
 	tcase_add_test(tc, test_mirror_apply_is_all_or_nothing);
+	tcase_add_test(tc, test_webhooks_per_account_with_a_secret_each);
+	tcase_add_test(tc, test_deliveries_due_updated_listed_and_removed);
+	tcase_add_test(tc, test_store_without_webhooks_reads_as_none);
 	suite_add_tcase(s, tc);
 	return s;
 }

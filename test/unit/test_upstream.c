@@ -271,21 +271,24 @@ START_TEST(srv_answer_again_keeps_health_and_counters)
 }
 END_TEST
 
-START_TEST(naptr_picks_sip_udp_and_tcp_by_order)
+START_TEST(naptr_picks_sip_udp_tcp_and_tls_by_order)
 {
 	struct sa_up_naptr r[] = {
 		{ 20, 10, "s", "SIP+D2T", "_sip._tcp.example" },
 		{ 10, 10, "s", "SIP+D2U", "_sip._udp.example" },
 		{ 5, 10, "s", "SIPS+D2T", "_sips._tcp.example" },
 		{ 1, 1, "u", "SIP+D2U", "bad" },
+		{ 2, 1, "s", "SIP+D2S", "_sip._sctp.example" },   /* SCTP: not spoken */
 	};
-	char names[4][SA_UPSTREAM_HOST_MAX + 1];
-	enum sa_proto pr[4];
-	ck_assert_uint_eq(sa_upstream_naptr_pick(r, 4, names, pr, 4), 2);
-	ck_assert_str_eq(names[0], "_sip._udp.example");
-	ck_assert_int_eq(pr[0], SA_PROTO_UDP);
-	ck_assert_str_eq(names[1], "_sip._tcp.example");
-	ck_assert_int_eq(pr[1], SA_PROTO_TCP);
+	char names[5][SA_UPSTREAM_HOST_MAX + 1];
+	enum sa_proto pr[5];
+	ck_assert_uint_eq(sa_upstream_naptr_pick(r, 5, names, pr, 5), 3);
+	ck_assert_str_eq(names[0], "_sips._tcp.example");
+	ck_assert_int_eq(pr[0], SA_PROTO_TLS);
+	ck_assert_str_eq(names[1], "_sip._udp.example");
+	ck_assert_int_eq(pr[1], SA_PROTO_UDP);
+	ck_assert_str_eq(names[2], "_sip._tcp.example");
+	ck_assert_int_eq(pr[2], SA_PROTO_TCP);
 }
 END_TEST
 
@@ -406,7 +409,7 @@ int main(void)
 	tcase_add_test(tc, ttl_expiry_asks_again_and_switches);
 	tcase_add_test(tc, a_name_that_never_resolves_gives_no_gateway);
 	tcase_add_test(tc, srv_answer_again_keeps_health_and_counters);
-	tcase_add_test(tc, naptr_picks_sip_udp_and_tcp_by_order);
+	tcase_add_test(tc, naptr_picks_sip_udp_tcp_and_tls_by_order);
 	tcase_add_test(tc, dns_answer_ttl_is_the_smallest_of_the_type);
 	tcase_add_test(tc, find_addr_by_address_and_port);
 	tcase_add_test(tc, a_probe_is_an_options_to_the_gateway);

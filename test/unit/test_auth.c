@@ -1,0 +1,209 @@
+/* test_auth.c: the verdict on a digest answer through a credential's rotation, against a real store. */
+#define _GNU_SOURCE
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <check.h>
+
+#include "auth.h"
+
+#define NOW 1775731200   /* 2026-04-09T10:40:00Z */
+#define DOMAIN "sip.tryvox.io"
+#define USER "pbx-prod-01"
+#define PASS1 "secure_password_here_123"
+#define PASS2 "rotated_password_456"
+#define PASS3 "third_password_789"
+
+static char dir[64];
+static struct sa_store *st;
+static struct sa_nonce_ctx *nc;
+static struct sa_auth auth;
+static struct sa_trunk trunk;
+static struct sa_credential cred;
+static char realm[SA_REALM_MAX];
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static void setup(void)
+{
+	struct sa_account acc;
+	unsigned char secret[SA_NONCE_SECRET_LEN];
+	struct sa_auth_cfg cfg = { .algs = { SA_ALG_SHA256, SA_ALG_MD5 }, .nalgs = 2 };
+
+	sa_sipmsg_init();
+	snprintf(dir, sizeof dir, "%s", "/tmp/test_auth.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(sa_store_open(&st, dir, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_init(st, DOMAIN), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_account_create(st, "Acme", NOW, &acc), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_trunk_create(st, acc.id, "main", NOW, &trunk), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_create(st, trunk.id, USER, PASS1, strlen(PASS1), 12, NOW, &cred, NULL, 0),
+	                 SA_STORE_OK);
+	ck_assert_int_eq(sa_store_realm(trunk.id, DOMAIN, realm, sizeof realm), SA_STORE_OK);
+	ck_assert_ptr_nonnull(nc = sa_nonce_ctx_new(30, 1024));
+	ck_assert_int_eq(sa_store_nonce_secret(st, secret), SA_STORE_OK);
+	ck_assert_int_eq(sa_nonce_key_set(nc, 1, secret), 0);
+	ck_assert_int_eq(sa_auth_init(&auth, st, nc, &cfg), 0);
+}
+
+static void teardown(void)
+{
+	sa_nonce_ctx_free(nc);
+	sa_store_close(st);
+	nftw(dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A REGISTER answering a fresh SHA-256 challenge at now with password as user. */
+static int make_register(const char *user, const char *password, uint64_t now, char *out, size_t cap)
+{
+	static int n;
+	char nonce[SA_NONCE_LEN + 1], ha1[SA_DIGEST_HEX_MAX], resp[SA_DIGEST_HEX_MAX], uri[SA_REALM_MAX + 8];
+
+	snprintf(uri, sizeof uri, "sip:%s", realm);
+	ck_assert_int_eq(sa_nonce_issue(nc, realm, SA_ALG_SHA256, now, nonce), 0);
+	ck_assert_int_eq(sa_digest_ha1(SA_ALG_SHA256, user, realm, password, ha1), 0);
+	struct sa_digest_params p = { .alg = SA_ALG_SHA256, .method = "REGISTER", .uri = uri, .nonce = nonce,
+	                              .nc = "00000001", .cnonce = "6b8b4567", .qop = "auth" };
+	ck_assert_int_eq(sa_digest_response(&p, ha1, resp), 0);
+	n++;
+	return snprintf(out, cap,
+	                "REGISTER %s SIP/2.0\r\n"
+	                "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-rot-%d;rport\r\n"
+	                "From: <sip:%s@%s>;tag=rot%d\r\n"
+	                "To: <sip:%s@%s>\r\n"
+	                "Call-ID: rot-%d@127.0.0.1\r\n"
+	                "CSeq: 2 REGISTER\r\n"
+	                "Contact: <sip:%s@127.0.0.1:5070>\r\n"
+	                "Authorization: Digest username=\"%s\",realm=\"%s\",cnonce=\"6b8b4567\",nc=00000001,"
+	                "qop=auth,uri=\"%s\",nonce=\"%s\",response=\"%s\",algorithm=SHA-256\r\n"
+	                "Max-Forwards: 70\r\n"
+	                "Expires: 300\r\n"
+	                "Content-Length: 0\r\n\r\n",
+	                uri, n, user, realm, n, user, realm, n, user, user, realm, uri, nonce, resp);
+}
+
+/* The verdict on an answer made with password at now. */
+static struct sa_auth_result check_as(const char *user, const char *password, uint64_t now)
+{
+	char buf[4096];
+	struct sa_msg m;
+	struct sa_msg_error err = { 0 };
+	struct sa_auth_result r;
+	int len = make_register(user, password, now, buf, sizeof buf);
+
+	ck_assert_int_eq(sa_msg_parse(&m, buf, (size_t)len, false, &err), 0);
+	ck_assert_int_eq(sa_msg_full(&m, &err), 0);
+	sa_auth_check(&auth, &m, trunk.id, realm, NULL, now, &r);
+	sa_msg_free(&m);
+	return r;
+}
+
+static struct sa_auth_result check(const char *password, uint64_t now)
+{
+	return check_as(USER, password, now);
+}
+
+static void rotate(const char *password, unsigned overlap, int64_t now)
+{
+	ck_assert_int_eq(sa_store_credential_rotate(st, trunk.id, cred.id, password, strlen(password), 12, overlap, now,
+	                                            NULL, NULL, 0), SA_STORE_OK);
+}
+
+/* ok, its reason and the version named, in one assertion each */
+#define VERDICT(r, ok_, reason_, version_) do { \
+		struct sa_auth_result r_ = (r); \
+		ck_assert_int_eq(r_.ok, (ok_)); \
+		ck_assert_int_eq(r_.reason, (reason_)); \
+		ck_assert_uint_eq(r_.password_version, (version_)); \
+	} while (0)
+
+START_TEST(test_never_rotated_answers_version_1)
+{
+	VERDICT(check(PASS1, NOW), true, SA_AUTH_NONE, 1);
+	VERDICT(check(PASS2, NOW), false, SA_AUTH_BAD_PASSWORD, 0);
+	VERDICT(check_as("nobody", PASS1, NOW), false, SA_AUTH_UNKNOWN_USER, 0);
+}
+END_TEST
+
+/* Both passwords while the overlap lasts, each named by its version;
+ * after it, the old one is a wrong password that the failure log can name. */
+START_TEST(test_overlap_takes_both_then_only_the_new)
+{
+	struct sa_auth_result r;
+
+	rotate(PASS2, 60, NOW);
+	r = check(PASS1, NOW + 59);
+	VERDICT(r, true, SA_AUTH_NONE, 1);
+	ck_assert_str_eq(r.cred.id, cred.id);
+	ck_assert_uint_eq(r.cred.password_version, 2);   /* the credential is at 2; the answer used 1 */
+	VERDICT(check(PASS2, NOW + 59), true, SA_AUTH_NONE, 2);
+	VERDICT(check(PASS3, NOW + 59), false, SA_AUTH_BAD_PASSWORD, 0);
+	r = check(PASS1, NOW + 60);
+	VERDICT(r, false, SA_AUTH_BAD_PASSWORD, 1);
+	ck_assert_str_eq(r.cred.ha1[SA_ALG_SHA256], "");            /* a refused answer keeps no HA1 */
+	ck_assert_str_eq(r.cred.previous_ha1[SA_ALG_SHA256], "");
+	VERDICT(check(PASS2, NOW + 60), true, SA_AUTH_NONE, 2);
+}
+END_TEST
+
+/* A second rotation keeps current and previous only; overlap 0 keeps one. */
+START_TEST(test_rotating_again_drops_the_oldest_at_once)
+{
+	rotate(PASS2, 3600, NOW);
+	rotate(PASS3, 3600, NOW + 10);
+	VERDICT(check(PASS1, NOW + 11), false, SA_AUTH_BAD_PASSWORD, 0);
+	VERDICT(check(PASS2, NOW + 11), true, SA_AUTH_NONE, 2);
+	VERDICT(check(PASS3, NOW + 11), true, SA_AUTH_NONE, 3);
+	rotate(PASS1, 0, NOW + 20);
+	VERDICT(check(PASS3, NOW + 20), false, SA_AUTH_BAD_PASSWORD, 3);
+	VERDICT(check(PASS2, NOW + 20), false, SA_AUTH_BAD_PASSWORD, 0);
+	VERDICT(check(PASS1, NOW + 20), true, SA_AUTH_NONE, 4);
+}
+END_TEST
+
+/* A right answer to an expired nonce is stale, and says which password it was. */
+START_TEST(test_stale_nonce_names_the_version)
+{
+	char buf[4096];
+	struct sa_msg m;
+	struct sa_msg_error err = { 0 };
+	struct sa_auth_result r;
+
+	rotate(PASS2, 3600, NOW);
+	int len = make_register(USER, PASS1, NOW, buf, sizeof buf);
+	ck_assert_int_eq(sa_msg_parse(&m, buf, (size_t)len, false, &err), 0);
+	ck_assert_int_eq(sa_msg_full(&m, &err), 0);
+	sa_auth_check(&auth, &m, trunk.id, realm, NULL, NOW + 100, &r);
+	sa_msg_free(&m);
+	VERDICT(r, false, SA_AUTH_STALE_NONCE, 1);
+	ck_assert(r.stale);
+}
+END_TEST
+
+static Suite *auth_suite(void)
+{
+	Suite *s = suite_create("auth");
+	TCase *tc = tcase_create("rotation");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_never_rotated_answers_version_1);
+	tcase_add_test(tc, test_overlap_takes_both_then_only_the_new);
+	tcase_add_test(tc, test_rotating_again_drops_the_oldest_at_once);
+	tcase_add_test(tc, test_stale_nonce_names_the_version);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(auth_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
