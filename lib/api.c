@@ -1305,8 +1305,8 @@ static void webhook_create(const struct sa_api_ctx *ctx, const struct sa_api_req
                            const struct target *t, struct sa_api_response *r)
 {
 	struct sa_webhook w;
-	const char *url;
-	uint32_t events;
+	const char *url = NULL;   /* set by webhook_input_read; gcc -O2 without sanitizers cannot tell */
+	uint32_t events = 0;
 	unsigned n = 0;
 	json_error_t jerr;
 	json_t *body = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,

@@ -6,7 +6,8 @@
 [ -x "$SIPAUTHCTL" ] || skip "$SIPAUTHCTL is not built"
 need python3
 need psql
-"$SIPAUTHCTL" --help | grep -q -- "--database CONNINFO" || skip "sipauthctl was built without libpq"
+"$SIPAUTHCTL" --database "host=127.0.0.1 port=1 connect_timeout=1" init 2>&1 | grep -q "built without PostgreSQL" &&
+	skip "sipauthctl was built without libpq: fleet mode is not built in"
 pg_start || { fail "PostgreSQL did not start"; finish; }
 
 PW=secure_password_here_123
