@@ -6,6 +6,7 @@
 [ -x "$SIPAUTHCTL" ] || skip "$SIPAUTHCTL is not built"
 need python3
 need psql
+need flock
 "$SIPAUTHCTL" --database "host=127.0.0.1 port=1 connect_timeout=1" init 2>&1 | grep -q "built without PostgreSQL" &&
 	skip "sipauthctl was built without libpq: fleet mode is not built in"
 pg_start || { fail "PostgreSQL did not start"; finish; }
@@ -232,7 +233,7 @@ api() {
 	_f=$(mktemp "$T/api.XXXXXX")   # its own files: writers run at once
 	_st=$(curl -s -o "$_f.body" -D "$_f.hdr" -w '%{http_code}' -X "$2" -H "Authorization: Bearer $KEY" \
 		${4:+-H 'Content-Type: application/json' --data "$4"} "$_url")
-	api_record "$2" "$_url" "$_st" "$_f.body" "$_f.hdr"
+	{ flock 9; api_record "$2" "$_url" "$_st" "$_f.body" "$_f.hdr"; } 9>"$T/api.lock"   # one line at a time
 	echo "$_st $(tr -d '\n' <"$_f.body")"
 }
 out=$(api A POST /credentials "{\"username\":\"api-a\",\"password\":\"$PW\"}")
