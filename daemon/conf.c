@@ -317,6 +317,27 @@ static int set_map_size_key(struct parse *p, char *v)
 	return set_map_size(p, v, &p->cfg->store_map_size);
 }
 
+/* A node's name: 1..63 of [A-Za-z0-9._-], as it appears in logs and the nodes table. */
+static int set_node_key(struct parse *p, char *v)
+{
+	size_t n = strlen(v);
+	if (n == 0 || n >= sizeof(p->cfg->cluster_node) || strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	                                                         "0123456789._-") != n)
+		return perr(p, "[cluster] node must be 1 to 63 of letters, digits, '.', '_' and '-'");
+	memcpy(p->cfg->cluster_node, v, n + 1);
+	return 0;
+}
+
+/* udp:ADDRESS:PORT, numeric, as [sip] listen writes it. */
+static int set_node_address_key(struct parse *p, char *v)
+{
+	struct sa_endpoint ep;
+	if (sa_endpoint_parse(v, &ep) < 0 || ep.proto != SA_PROTO_UDP || strlen(v) >= sizeof(p->cfg->cluster_address))
+		return perr(p, "[cluster] address must be udp:ADDRESS:PORT");
+	memcpy(p->cfg->cluster_address, v, strlen(v) + 1);
+	return 0;
+}
+
 /* Every key: where it lives, how it is read, its limits, and whether SIGHUP
  * applies it (the others need a restart: sockets, the store, sized tables). */
 enum key_kind { KEY_UINT, KEY_STR, KEY_LIST, KEY_FN };
@@ -392,6 +413,9 @@ static const struct key keys[] = {
 	UINT("api", "rate_burst", api_rate_burst, 1, 1000000, true),
 	STR("api", "certificate", api_certificate, true),
 	STR("api", "private_key", api_private_key, true),
+	STR("cluster", "database", cluster_database, false),
+	FN("cluster", "node", cluster_node, set_node_key, false),
+	FN("cluster", "address", cluster_address, set_node_address_key, false),
 	STR("webhooks", "ca_file", webhooks_ca_file, false),
 	UINT("webhooks", "queue_max", webhooks_queue_max, 1, 1000000, false),
 	UINT("webhooks", "retry_base", webhooks_retry_base, 1, 3600, false),
@@ -520,6 +544,10 @@ static int check_whole(struct parse *p)
 	for (unsigned i = 0; i < c->gateway.n; i++)
 		if (c->gateway.e[i].proto == SA_PROTO_TLS && !c->tls.gateway_name[0])
 			return perr(p, "[upstream] gateway over tls needs tls_server_name (the name its certificate must carry)");
+	if (c->cluster_database[0] && !c->cluster_node[0])
+		return perr(p, "[cluster] database is set: [cluster] node (this host's unique name) is required");
+	if (!c->cluster_database[0] && (c->cluster_node[0] || c->cluster_address[0]))
+		return perr(p, "[cluster] needs database (a libpq connection string)");
 	if (c->reg.min_expires > c->reg.max_expires)
 		return perr(p, "[registrar] min_expires is above max_expires");
 	if (c->reg.default_expires < c->reg.min_expires || c->reg.default_expires > c->reg.max_expires)
@@ -538,7 +566,7 @@ static int parse_line(struct parse *p, char *line, char *sec, size_t seclen)
 			return perr(p, "bad section header");
 		*e = '\0';
 		const char *known[] = { "sip", "upstream", "auth", "store", "registrar", "proxy", "limits", "log", "api", "tls", "abuse", "dns",
-		                        "webhooks" };
+		                        "webhooks", "cluster" };
 		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 			if (strcmp(s + 1, known[i]) == 0) {
 				snprintf(sec, seclen, "%s", s + 1);

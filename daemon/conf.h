@@ -96,6 +96,10 @@ struct sa_config {
 	unsigned api_rate_burst;         /* ... in a bucket of this many */
 	char api_certificate[PATH_MAX];  /* for https: listeners (PEM chain, leaf first) */
 	char api_private_key[PATH_MAX];
+	/* [cluster]: fleet mode; database "": a single host (LMDB only) */
+	char cluster_database[1024];     /* a libpq connection string */
+	char cluster_node[64];           /* this node's name, unique in the fleet */
+	char cluster_address[96];        /* how other nodes reach it: udp:ADDRESS:PORT (default: the first udp listen) */
 	/* [webhooks]: deliveries of account events (daemon/webhook.c) */
 	char webhooks_ca_file[PATH_MAX]; /* CAs trusted for https targets besides the system's; "": none */
 	unsigned webhooks_queue_max;     /* events waiting for the delivery thread; the oldest go first */

@@ -208,6 +208,8 @@ static void api_too_large(struct exchange *x)
  * on the thread as soon as the answer is made. */
 struct api_job {
 	struct exchange x;
+	struct sa_work *w;          /* the thread it runs on */
+	bool fleet;                 /* [cluster]: the thread's database connection answers it */
 	struct sa_api_ctx ctx;
 	struct sa_api_request ar;
 	struct sa_api_response resp;
@@ -221,7 +223,11 @@ static void api_job_run(struct sa_store *st, void *arg)
 	struct api_job *j = arg;
 
 	j->ctx.store = st;
-	sa_api_handle(&j->ctx, &j->ar, &j->resp);
+	j->ctx.pg = j->fleet ? sa_work_database(j->w) : NULL;
+	if (j->fleet && j->ctx.pg == NULL)
+		sa_api_store_error(&j->resp, SA_STORE_EUNAVAIL);
+	else
+		sa_api_handle(&j->ctx, &j->ar, &j->resp);
 	OPENSSL_cleanse(j->secret, j->secret_len);
 }
 
@@ -318,6 +324,10 @@ static void api_hand_over(struct exchange *x, struct sa_work *w, const char *que
 {
 	struct api_job *j = api_job_new(x, query, authz, body, len);
 
+	if (j != NULL) {
+		j->w = w;
+		j->fleet = x->h->srv->cfg.cluster_database[0] != '\0';
+	}
 	if (j != NULL && sa_work_submit(w, api_job_run, api_job_done, j) == 0)
 		return;
 	const char *why = j ? "the API has too many requests in progress; retry" : "out of memory; retry";
@@ -354,6 +364,32 @@ static int api_rate_check(struct exchange *x, const char *authz)
 	return -1;
 }
 
+/* Fleet mode with the feed's connection down: the database is away, and a
+ * request would only wait for the store thread's attempt to fail. */
+static bool database_away(struct exchange *x)
+{
+#ifdef HAVE_LIBPQ
+	struct sa_metrics_fleet s;
+
+	if (x->h->srv->cluster == NULL)
+		return false;
+	sa_cluster_stats(x->h->srv->cluster, &s);
+	return !s.up;
+#else
+	return false;
+#endif
+}
+
+static void api_database_away(struct exchange *x)
+{
+	struct sa_api_response r = { 0 };
+
+	sa_api_store_error(&r, SA_STORE_EUNAVAIL);
+	add_header(x->req, "Retry-After", "1");
+	send_api_response(x, &r);
+	sa_api_response_free(&r);
+}
+
 /* The body (it may hold a password) and the key are wiped as soon as they
  * are read or copied. */
 static void api_serve(struct exchange *x, const char *query)
@@ -372,6 +408,8 @@ static void api_serve(struct exchange *x, const char *query)
 		api_too_large(x);
 	else if (w == NULL || sa_api_reads_calls(x->path))
 		api_serve_here(x, query, authz, body, len);
+	else if (database_away(x))
+		api_database_away(x);
 	else
 		api_hand_over(x, w, query, authz, body, len);
 out:
@@ -503,6 +541,21 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	m->log_suppressed = sa_log_suppressed_total();
 }
 
+/* Fleet mode: the feed's state and lag. Nothing on a single host. */
+static int fleet_metrics(struct sa_server *srv, char **text, size_t *len)
+{
+#ifdef HAVE_LIBPQ
+	struct sa_metrics_fleet f;
+
+	if (srv->cluster == NULL)
+		return 0;
+	sa_cluster_stats(srv->cluster, &f);
+	return sa_metrics_fleet_render(&f, text, len);
+#else
+	return 0;
+#endif
+}
+
 static void metrics_serve(struct exchange *x)
 {
 	struct sa_metrics m;
@@ -515,7 +568,7 @@ static void metrics_serve(struct exchange *x)
 	x->h->answers[200]--;
 	text = sa_metrics_render(&m, &len);
 	if (text != NULL && (sa_gateways_metrics(x->h->srv, &text, &len) < 0 ||
-	                     sa_webhooks_metrics(x->h->srv, &text, &len) < 0)) {
+	                     sa_webhooks_metrics(x->h->srv, &text, &len) < 0 || fleet_metrics(x->h->srv, &text, &len) < 0)) {
 		free(text);
 		text = NULL;
 	}

@@ -257,6 +257,28 @@ static void orphans_start(struct sa_server *srv)
 		log_info("event=bindings_purged cause=credentials_deleted removed=%llu", (unsigned long long)removed);
 }
 
+/* Fleet mode needs libpq; a build without it says so instead of running as a single host. */
+static int cluster_mirror_init(struct sa_server *srv)
+{
+#ifdef HAVE_LIBPQ
+	return sa_cluster_mirror_init(srv);
+#else
+	log_err("event=cluster_not_built hint=\"[cluster] needs a sipauthd built with libpq (Debian: libpq-dev)\"");
+	return -1;
+#endif
+}
+
+static int cluster_start(struct sa_server *srv)
+{
+	if (!srv->cfg.cluster_database[0])
+		return 0;
+#ifdef HAVE_LIBPQ
+	return sa_cluster_start(srv);
+#else
+	return cluster_mirror_init(srv);
+#endif
+}
+
 static int open_store(struct sa_server *srv)
 {
 	unsigned char secret[SA_NONCE_SECRET_LEN];
@@ -266,6 +288,11 @@ static int open_store(struct sa_server *srv)
 	int sys = rc != 0 ? errno : 0;
 	if (rc == 0)
 		rc = sa_store_domain(srv->store, srv->domain, sizeof(srv->domain));
+	if (rc == SA_STORE_ENOTINIT && srv->cfg.cluster_database[0]) {   /* a new node: its mirror from the database */
+		if (cluster_mirror_init(srv) < 0)
+			return -1;
+		rc = sa_store_domain(srv->store, srv->domain, sizeof(srv->domain));
+	}
 	if (rc != 0) {
 		log_err("event=store_failed path=%s cause=%s error=\"%s\" reason=\"%s\" errno=%d", srv->cfg.store_path,
 		        sa_store_cause(rc), sa_store_strerror(rc), why, sys);
@@ -326,11 +353,15 @@ static int start(struct sa_server *srv)
 		log_err("event=store_thread_failed error=\"%s\"", strerror(errno));
 		return -1;
 	}
+	if (srv->cfg.cluster_database[0]) {   /* fleet mode: the API's records are the database's */
+		sa_work_database_set(srv->work, srv->cfg.cluster_database);
+		sa_work_database_set(srv->work_read, srv->cfg.cluster_database);
+	}
 	if (sa_webhooks_start(srv) < 0) {
 		log_err("event=webhooks_failed error=\"cannot start the delivery thread\"");
 		return -1;
 	}
-	if (sa_sip_init(srv) < 0 || sa_transport_start(srv) < 0 || sa_http_start(srv) < 0)
+	if (sa_sip_init(srv) < 0 || sa_transport_start(srv) < 0 || sa_http_start(srv) < 0 || cluster_start(srv) < 0)
 		return -1;
 	if (add_signal(srv, &srv->sig_term, SIGTERM, stop_cb) < 0 || add_signal(srv, &srv->sig_int, SIGINT, stop_cb) < 0 ||
 	    add_signal(srv, &srv->sig_hup, SIGHUP, hup_cb) < 0)
@@ -348,6 +379,10 @@ static void teardown(struct sa_server *srv)
 	sa_work_stop(srv->work);   /* before the HTTP side: its jobs hold HTTP requests */
 	sa_work_stop(srv->work_read);
 	srv->work = srv->work_read = NULL;
+#ifdef HAVE_LIBPQ
+	sa_cluster_stop(srv->cluster);   /* after the store thread: no apply job comes back */
+	srv->cluster = NULL;
+#endif
 	sa_http_stop(srv);
 	sa_sip_shutdown(srv);
 	sa_webhooks_stop(srv);   /* after the loop's last events; before the store closes */

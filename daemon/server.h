@@ -12,6 +12,7 @@
 
 #include "auth.h"
 #include "conf.h"
+#include "metrics.h"
 #include "connlimit.h"
 #include "nonce.h"
 #include "route.h"
@@ -78,6 +79,8 @@ struct sa_store_watch {
 	uint64_t tombstone;             /* deleted credentials whose bindings are removed, up to here */
 };
 
+struct sa_cluster;
+
 struct sa_server {
 	struct event_base *base;
 	struct sa_config cfg;
@@ -129,6 +132,7 @@ struct sa_server {
 	unsigned nparked;
 	struct sa_resolver *resolver;   /* resolve.c: c-ares on the loop; NULL when no gateway is named */
 	struct event *probe;            /* upstream.c: OPTIONS to every gateway each probe_interval */
+	struct sa_cluster *cluster;     /* cluster.c: fleet mode's feed; NULL: a single host */
 	struct sa_webhooks *webhooks;   /* webhook.c: the event queue and the delivery thread */
 };
 
@@ -224,6 +228,14 @@ void sa_resolver_stop(struct sa_server *srv);
 void sa_sip_flow_failed(struct sa_server *srv, const struct sa_flow *fl);
 /* Send gateway idx an OPTIONS probe (a transaction of our own). 0 or -1. */
 int sa_sip_probe(struct sa_server *srv, unsigned idx, const struct sa_flow *to);
+
+/* cluster.c (built with libpq): fleet mode. A new node's store is made from
+ * the database before serving (blocking, at start-up only): 0 or -1, logged. */
+int sa_cluster_mirror_init(struct sa_server *srv);
+/* The feed on the loop; applies on srv->work. Stop it after sa_work_stop. */
+int sa_cluster_start(struct sa_server *srv);
+void sa_cluster_stop(struct sa_cluster *c);
+void sa_cluster_stats(const struct sa_cluster *c, struct sa_metrics_fleet *s);
 
 /* http.c: the REST API, /dashboard, /healthz and /metrics on [api] listen
  * (and /metrics alone on [api] metrics_listen). No listen: nothing. 0 or -1. */

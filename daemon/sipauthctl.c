@@ -14,7 +14,15 @@
 #include <openssl/crypto.h>
 
 #include "api.h"
+#include "config.h"
 #include "store.h"
+#ifdef HAVE_LIBPQ
+#include "pgstore.h"
+/* --database: the same call on PostgreSQL (lib/pgstore) instead of LMDB */
+#define VIA(c, pgcall, stcall) ((c)->pg != NULL ? (pgcall) : (stcall))
+#else
+#define VIA(c, pgcall, stcall) (stcall)
+#endif
 
 #define DEFAULT_STORE "/var/lib/sipauthd"
 #define PASSWORD_READ_MAX 256   /* more than SA_PASSWORD_MAX plus "\r\n" */
@@ -29,6 +37,7 @@ enum {
 	EXIT_IO = 5,         /* the store could not be opened, read or written (I/O, permission) */
 	EXIT_CORRUPT = 6,    /* data.mdb is empty, truncated or damaged */
 	EXIT_FULL = 7,       /* the store's map or the file system is full */
+	EXIT_UNKNOWN = 8,    /* --database: the connection broke after a write was sent */
 };
 
 /* options, as bits in struct ctl.seen and in the command table */
@@ -37,13 +46,14 @@ enum {
 	OPT_NAME = 1 << 4, OPT_ACCOUNT = 1 << 5, OPT_TRUNK = 1 << 6, OPT_USERNAME = 1 << 7,
 	OPT_PWSTDIN = 1 << 8, OPT_ID = 1 << 9, OPT_MAPSIZE = 1 << 10,
 	OPT_MAXCALLS = 1 << 11, OPT_CPS = 1 << 12, OPT_SOURCES = 1 << 13, OPT_IPAUTH = 1 << 14,
-	OPT_TLS = 1 << 15, OPT_ALGS = 1 << 16, OPT_OVERLAP = 1 << 17,
+	OPT_TLS = 1 << 15, OPT_ALGS = 1 << 16, OPT_OVERLAP = 1 << 17, OPT_DATABASE = 1 << 18,
 };
 #define OPT_POLICY (OPT_MAXCALLS | OPT_CPS | OPT_SOURCES | OPT_IPAUTH | OPT_TLS | OPT_ALGS)
-#define OPT_GLOBAL (OPT_STORE | OPT_MINLEN | OPT_HELP | OPT_MAPSIZE)
+#define OPT_GLOBAL (OPT_STORE | OPT_MINLEN | OPT_HELP | OPT_MAPSIZE | OPT_DATABASE)
 
 static const struct option long_opts[] = {
 	{ "store", required_argument, NULL, OPT_STORE },
+	{ "database", required_argument, NULL, OPT_DATABASE },
 	{ "min-password-length", required_argument, NULL, OPT_MINLEN },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ "domain", required_argument, NULL, OPT_DOMAIN },
@@ -66,6 +76,7 @@ static const struct option long_opts[] = {
 
 struct ctl {
 	const char *store_dir;
+	const char *database;        /* --database: a libpq connection string (never printed: it may hold a password) */
 	unsigned min_len;
 	uint64_t map_size;           /* --map-size: grow the map to this; 0: the store's own */
 	const char *domain, *name, *account, *trunk, *username, *id;
@@ -73,6 +84,7 @@ struct ctl {
 	unsigned overlap;            /* credential rotate: seconds the old password goes on */
 	unsigned seen;
 	struct sa_store *st;
+	struct sa_pg *pg;            /* --database: the connection; then st stays NULL */
 };
 
 struct command {
@@ -114,7 +126,8 @@ static const struct command commands[] = {
 static void usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: sipauthctl [--store DIR] [--min-password-length N] [--map-size SIZE] COMMAND [OPTIONS]\n"
+	    "usage: sipauthctl [--store DIR | --database CONNINFO] [--min-password-length N] [--map-size SIZE]\n"
+	    "                  COMMAND [OPTIONS]\n"
 	    "\n"
 	    "  init [--domain DOMAIN]                       record the SIP domain (default " SA_DEFAULT_DOMAIN ")\n"
 	    "  account create --name NAME                   prints the acc_ id\n"
@@ -139,6 +152,9 @@ static void usage(FILE *f)
 	    "                                               seconds (0..86400, default 3600); calls go on\n"
 	    "\n"
 	    "  --store DIR                 the store directory (default " DEFAULT_STORE ")\n"
+	    "  --database CONNINFO         fleet mode: the PostgreSQL database instead (a libpq connection\n"
+	    "                              string, e.g. \"host=10.0.0.5 dbname=sipauthd user=sipauthd\");\n"
+	    "                              init creates its schema or upgrades it. Needs a build with libpq\n"
 	    "  --min-password-length N     minimum password length, %d..%d (default %d)\n"
 	    "  --map-size SIZE             commands that write: the store's map grows to SIZE\n"
 	    "                              (bytes, or with K, M, G, T; it never shrinks); for init,\n"
@@ -149,7 +165,9 @@ static void usage(FILE *f)
 	    "2 unknown account, trunk or credential, 3 duplicate username or store already\n"
 	    "initialised, 4 store not initialised or of an incompatible version, 5 store I/O\n"
 	    "error or permission denied, 6 store corrupted (data.mdb empty, truncated or\n"
-	    "damaged), 7 store full (its map, or the file system).\n",
+	    "damaged), 7 store full (its map, or the file system). With --database: 4 schema\n"
+	    "absent or of another version, 5 connection or database error, 7 database disk full,\n"
+	    "8 the connection broke after a change was sent: it may or may not have been made.\n",
 	    SA_PASSWORD_MIN, SA_PASSWORD_MAX, SA_PASSWORD_MIN);
 }
 
@@ -206,9 +224,39 @@ static int store_fail_why(struct ctl *c, int err, const char *detail)
 	}
 }
 
+#ifdef HAVE_LIBPQ
+/* The same causes and exit statuses as store_fail_why, for the database. */
+static int database_fail(struct ctl *c, int err)
+{
+	const char *name = sa_pg_name(c->pg), *detail = sa_pg_detail(c->pg);
+
+	switch (err) {
+	case SA_STORE_ENOTINIT:
+		return die(EXIT_NOTINIT, "database %s not initialised: run sipauthctl --database CONNINFO init", name);
+	case SA_STORE_ESCHEMA:
+		return die(EXIT_NOTINIT, "database %s has another schema version (%d expected): init upgrades an "
+		           "older one; a newer one needs a newer sipauthctl", name, SA_PG_SCHEMA_VERSION);
+	case SA_STORE_EINVAL:
+		return die(EXIT_USAGE, "invalid input");
+	case SA_STORE_ENOSPC:
+		return die(EXIT_FULL, "database %s: disk full: %s", name, detail);
+	case SA_STORE_EUNAVAIL:
+		return die(EXIT_IO, "database %s went away: %s", name, detail);
+	case SA_STORE_EUNKNOWN:
+		return die(EXIT_UNKNOWN, "database %s went away after the change was sent: it may or may not have been "
+		           "made; look (list) before trying again", name);
+	case SA_STORE_EACCES:
+		return die(EXIT_IO, "database %s: permission denied: %s (grant the role sipauthd's tables: see README)",
+		           name, detail);
+	default:
+		return die(EXIT_IO, "database %s: %s", name, detail[0] ? detail : "error");
+	}
+}
+#endif
+
 static int store_fail(struct ctl *c, int err)
 {
-	return store_fail_why(c, err, fault_detail(c, err));
+	return VIA(c, database_fail(c, err), store_fail_why(c, err, fault_detail(c, err)));
 }
 
 static int64_t now(void)
@@ -234,9 +282,40 @@ static bool append(json_t *arr, json_t *value)
 
 /* ---- commands ---- */
 
+#ifdef HAVE_LIBPQ
+/* Creates the schema, or upgrades an older one; the domain is recorded once. */
+static int cmd_init_database(struct ctl *c)
+{
+	char domain[SA_DOMAIN_MAX + 1];
+	int from = 0, err = sa_pg_init(c->pg, c->domain, &from);
+
+	if (err == SA_STORE_EINVAL)
+		return die(EXIT_USAGE, "invalid domain %s: use a DNS name like " SA_DEFAULT_DOMAIN, c->domain);
+	if (err == SA_STORE_EEXISTS) {
+		if (sa_pg_domain(c->pg, domain, sizeof domain) != SA_STORE_OK)
+			snprintf(domain, sizeof domain, "unknown");
+		return die(EXIT_CONFLICT, "database %s is already initialised (domain %s)", sa_pg_name(c->pg), domain);
+	}
+	if (err == SA_STORE_OK)
+		err = sa_pg_domain(c->pg, domain, sizeof domain);
+	if (err != SA_STORE_OK)
+		return store_fail(c, err);
+	if (from == 0)
+		printf("initialised database %s for domain %s\n", sa_pg_name(c->pg), domain);
+	else
+		printf("upgraded database %s from schema %d to %d (domain %s)\n", sa_pg_name(c->pg), from,
+		       SA_PG_SCHEMA_VERSION, domain);
+	return EXIT_OK;
+}
+#endif
+
 static int cmd_init(struct ctl *c)
 {
 	char domain[SA_DOMAIN_MAX + 1];
+#ifdef HAVE_LIBPQ
+	if (c->pg != NULL)
+		return cmd_init_database(c);
+#endif
 	int err = sa_store_init(c->st, c->domain);
 
 	if (err == SA_STORE_EINVAL)
@@ -257,7 +336,7 @@ static int cmd_init(struct ctl *c)
 static int cmd_account_create(struct ctl *c)
 {
 	struct sa_account a;
-	int err = sa_store_account_create(c->st, c->name, now(), &a);
+	int err = VIA(c, sa_pg_account_create(c->pg, c->name, now(), &a), sa_store_account_create(c->st, c->name, now(), &a));
 
 	if (err == SA_STORE_EINVAL)
 		return die(EXIT_USAGE, "invalid account name: use 1 to %d characters of UTF-8 text without control characters",
@@ -271,7 +350,8 @@ static int cmd_account_create(struct ctl *c)
 static int cmd_apikey_create(struct ctl *c)
 {
 	char key[SA_APIKEY_LEN + 1];
-	int err = sa_store_apikey_create(c->st, c->account, now(), key);
+	int err = VIA(c, sa_pg_apikey_create(c->pg, c->account, now(), key),
+	              sa_store_apikey_create(c->st, c->account, now(), key));
 
 	if (err == SA_STORE_ENOTFOUND)
 		return die(EXIT_NOTFOUND, "unknown account %s", c->account);
@@ -285,7 +365,8 @@ static int cmd_apikey_create(struct ctl *c)
 static int cmd_trunk_create(struct ctl *c)
 {
 	struct sa_trunk t;
-	int err = sa_store_trunk_create(c->st, c->account, c->name, now(), &t);
+	int err = VIA(c, sa_pg_trunk_create(c->pg, c->account, c->name, now(), &t),
+	              sa_store_trunk_create(c->st, c->account, c->name, now(), &t));
 
 	if (err == SA_STORE_ENOTFOUND)
 		return die(EXIT_NOTFOUND, "unknown account %s", c->account);
@@ -300,15 +381,16 @@ static int cmd_trunk_create(struct ctl *c)
 
 struct trunk_json {
 	json_t *data;
-	struct sa_store *st;
+	struct ctl *c;
 };
 
 static int trunk_json_cb(const struct sa_trunk *t, void *arg)
 {
 	struct trunk_json *tj = arg;
 	struct sa_trunk_policy p;
+	struct ctl *c = tj->c;
 
-	if (sa_store_trunk_policy_get(tj->st, t->id, &p) != SA_STORE_OK)
+	if (VIA(c, sa_pg_trunk_policy_get(c->pg, t->id, &p), sa_store_trunk_policy_get(c->st, t->id, &p)) != SA_STORE_OK)
 		return -1;
 	return append(tj->data, sa_api_trunk_json(t, &p)) ? 0 : -1;
 }
@@ -316,8 +398,9 @@ static int trunk_json_cb(const struct sa_trunk *t, void *arg)
 static int cmd_trunk_list(struct ctl *c)
 {
 	json_t *data = json_array();
-	struct trunk_json tj = { data, c->st };
-	int err = sa_store_trunk_list(c->st, c->account, trunk_json_cb, &tj);
+	struct trunk_json tj = { data, c };
+	int err = VIA(c, sa_pg_trunk_list(c->pg, c->account, trunk_json_cb, &tj),
+	              sa_store_trunk_list(c->st, c->account, trunk_json_cb, &tj));
 
 	if (err != SA_STORE_OK) {
 		json_decref(data);
@@ -337,16 +420,16 @@ static int cmd_trunk_set(struct ctl *c)
 
 	if ((c->seen & OPT_POLICY) == 0)
 		return die(EXIT_USAGE, "trunk set needs at least one setting (see sipauthctl --help)");
-	int err = sa_store_trunk_get(c->st, c->trunk, &t);
+	int err = VIA(c, sa_pg_trunk_get(c->pg, c->trunk, &t), sa_store_trunk_get(c->st, c->trunk, &t));
 	if (err == SA_STORE_OK)
-		err = sa_store_trunk_policy_get(c->st, c->trunk, &p);
+		err = VIA(c, sa_pg_trunk_policy_get(c->pg, c->trunk, &p), sa_store_trunk_policy_get(c->st, c->trunk, &p));
 	if (err == SA_STORE_ENOTFOUND)
 		return die(EXIT_NOTFOUND, "unknown trunk %s", c->trunk);
 	if (err != SA_STORE_OK)
 		return store_fail(c, err);
 	if (sa_policy_patch(&p, c->patch, field, why, sizeof why) < 0)
 		return die(EXIT_USAGE, "%s %s", field, why);
-	err = sa_store_trunk_policy_set(c->st, c->trunk, &p);
+	err = VIA(c, sa_pg_trunk_policy_set(c->pg, c->trunk, &p), sa_store_trunk_policy_set(c->st, c->trunk, &p));
 	if (err == SA_STORE_ENOTFOUND)
 		return die(EXIT_NOTFOUND, "unknown trunk %s", c->trunk);
 	if (err != SA_STORE_OK)
@@ -434,8 +517,10 @@ static int cmd_credential_create(struct ctl *c)
 	int rc = password_read(pw, sizeof pw, &len);
 
 	if (rc == EXIT_OK) {
-		int err = sa_store_credential_create(c->st, c->trunk, c->username, pw, len, c->min_len,
-		                                     now(), &cr, why, sizeof why);
+		int err = VIA(c, sa_pg_credential_create(c->pg, c->trunk, c->username, pw, len, c->min_len, now(), &cr,
+		                                         why, sizeof why),
+		              sa_store_credential_create(c->st, c->trunk, c->username, pw, len, c->min_len, now(), &cr,
+		                                         why, sizeof why));
 		rc = err == SA_STORE_OK ? print_json(sa_api_credential_created_json(&cr)) : credential_create_fail(c, err, why);
 		OPENSSL_cleanse(&cr, sizeof cr);
 	}
@@ -464,8 +549,10 @@ static int cmd_credential_rotate(struct ctl *c)
 	int rc = password_read(pw, sizeof pw, &len);
 
 	if (rc == EXIT_OK) {
-		int err = sa_store_credential_rotate(c->st, c->trunk, c->id, pw, len, c->min_len, c->overlap, now(), &cr,
-		                                     why, sizeof why);
+		int err = VIA(c, sa_pg_credential_rotate(c->pg, c->trunk, c->id, pw, len, c->min_len, c->overlap, now(), &cr,
+		                                         why, sizeof why),
+		              sa_store_credential_rotate(c->st, c->trunk, c->id, pw, len, c->min_len, c->overlap, now(), &cr,
+		                                         why, sizeof why));
 		rc = err == SA_STORE_OK ? print_json(sa_api_credential_json(&cr)) : credential_rotate_fail(c, err, why);
 		OPENSSL_cleanse(&cr, sizeof cr);
 	}
@@ -481,7 +568,8 @@ static int credential_json_cb(const struct sa_credential *cr, void *arg)
 static int cmd_credential_list(struct ctl *c)
 {
 	json_t *data = json_array();
-	int err = sa_store_credential_list(c->st, c->trunk, credential_json_cb, data);
+	int err = VIA(c, sa_pg_credential_list(c->pg, c->trunk, credential_json_cb, data),
+	              sa_store_credential_list(c->st, c->trunk, credential_json_cb, data));
 
 	if (err != SA_STORE_OK) {
 		json_decref(data);
@@ -495,12 +583,12 @@ static int cmd_credential_list(struct ctl *c)
 static int cmd_credential_delete(struct ctl *c)
 {
 	struct sa_trunk t;
-	int err = sa_store_trunk_get(c->st, c->trunk, &t);
+	int err = VIA(c, sa_pg_trunk_get(c->pg, c->trunk, &t), sa_store_trunk_get(c->st, c->trunk, &t));
 
 	if (err == SA_STORE_ENOTFOUND)
 		return die(EXIT_NOTFOUND, "unknown trunk %s", c->trunk);
 	if (err == SA_STORE_OK)
-		err = sa_store_credential_delete(c->st, c->trunk, c->id);
+		err = VIA(c, sa_pg_credential_delete(c->pg, c->trunk, c->id), sa_store_credential_delete(c->st, c->trunk, c->id));
 	if (err == SA_STORE_ENOTFOUND)
 		return die(EXIT_NOTFOUND, "unknown credential %s on trunk %s", c->id, c->trunk);
 	return err == SA_STORE_OK ? EXIT_OK : store_fail(c, err);
@@ -540,6 +628,7 @@ static int set_option(struct ctl *c, int opt, const char *arg)
 	c->seen |= (unsigned)opt;
 	switch (opt) {
 	case OPT_STORE: c->store_dir = arg; return EXIT_OK;
+	case OPT_DATABASE: c->database = arg; return EXIT_OK;
 	case OPT_MINLEN: return parse_min_len(c, arg);
 	case OPT_HELP: return EXIT_OK;
 	case OPT_DOMAIN: c->domain = arg; return EXIT_OK;
@@ -623,9 +712,32 @@ static int check_options(const struct ctl *c, const struct command *cmd)
 	return EXIT_OK;
 }
 
+/* --database: connect, and for commands other than init, the schema must be there. */
+static int open_database(struct ctl *c, const struct command *cmd)
+{
+	if (c->seen & OPT_STORE)
+		return die(EXIT_USAGE, "--store and --database exclude each other");
+	if (c->seen & OPT_MAPSIZE)
+		return die(EXIT_USAGE, "--map-size applies to --store");
+#ifdef HAVE_LIBPQ
+	char why[256] = "";
+	int err = sa_pg_open(&c->pg, c->database, why, sizeof why);
+	if (err != SA_STORE_OK)
+		return die(EXIT_IO, "cannot connect to the database: %s", why);
+	if (cmd->run != cmd_init && (err = sa_pg_check(c->pg)) != SA_STORE_OK)
+		return store_fail(c, err);
+	return EXIT_OK;
+#else
+	return die(EXIT_USAGE, "--database: this sipauthctl was built without PostgreSQL support "
+	           "(configure found no libpq; Debian: libpq-dev)");
+#endif
+}
+
 /* A store other than by init must exist: opening would create an empty one. */
 static int open_store(struct ctl *c, const struct command *cmd)
 {
+	if (c->seen & OPT_DATABASE)
+		return open_database(c, cmd);
 	struct sa_store_opts o = { .flags = cmd->rdonly ? SA_STORE_RDONLY : 0, .map_size = c->map_size };
 	char path[4096], why[512] = "";
 	struct stat sb;
@@ -666,6 +778,9 @@ static int run(struct ctl *c, int argc, char **argv)
 	if (rc == EXIT_OK)
 		rc = cmd->run(c);
 	sa_store_close(c->st);
+#ifdef HAVE_LIBPQ
+	sa_pg_close(c->pg);
+#endif
 	return rc;
 }
 

@@ -14,9 +14,15 @@
 #include <event2/event.h>
 
 #include "log.h"
+#ifdef HAVE_LIBPQ
+#include "pgstore.h"
+#endif
 #include "server.h"
 #include "store.h"
 #include "work.h"
+
+#define DB_RETRY_MS 1000      /* a database that did not answer is not asked again sooner */
+#define DB_IDLE_CHECK_S 5     /* a connection idle this long is checked before a job uses it */
 
 /*
  * Why a thread. The SIP loop answers every request from memory and from
@@ -57,6 +63,9 @@ struct sa_work {
 	struct event *done_ev;      /* on the loop */
 	struct sa_store *store;     /* the thread's own handle */
 	unsigned flush_ms;          /* period of the registrations' flush; 0: none */
+	const char *conninfo;       /* fleet mode: the database; NULL: none */
+	struct sa_pg *db;           /* the thread's connection to it, when made */
+	uint64_t db_tried_us;       /* the last failed attempt */
 	/* counters, read by the loop under mu */
 	uint64_t jobs_run;
 	uint64_t jobs_refused;
@@ -174,6 +183,38 @@ int sa_work_submit(struct sa_work *w, sa_work_fn fn, sa_work_done_fn done, void 
 	return 0;
 }
 
+void sa_work_database_set(struct sa_work *w, const char *conninfo)
+{
+	w->conninfo = conninfo;
+}
+
+#ifdef HAVE_LIBPQ
+struct sa_pg *sa_work_database(struct sa_work *w)
+{
+	char why[256];
+
+	if (w->conninfo == NULL)
+		return NULL;
+	if (w->db != NULL && sa_pg_alive(w->db, (int64_t)time(NULL), DB_IDLE_CHECK_S))
+		return w->db;
+	sa_pg_close(w->db);
+	w->db = NULL;
+	if (w->db_tried_us != 0 && mono_us() - w->db_tried_us < DB_RETRY_MS * 1000u)
+		return NULL;
+	if (sa_pg_open(&w->db, w->conninfo, why, sizeof(why)) != SA_STORE_OK) {
+		w->db_tried_us = mono_us();
+		return NULL;
+	}
+	w->db_tried_us = 0;
+	return w->db;
+}
+#else
+struct sa_pg *sa_work_database(struct sa_work *w)
+{
+	return NULL;
+}
+#endif
+
 void sa_work_stats(struct sa_work *w, struct sa_work_stats *s)
 {
 	pthread_mutex_lock(&w->mu);
@@ -233,6 +274,9 @@ void sa_work_stop(struct sa_work *w)
 		close(w->efd);
 	if (w->store)
 		sa_store_close(w->store);
+#ifdef HAVE_LIBPQ
+	sa_pg_close(w->db);
+#endif
 	pthread_cond_destroy(&w->cv);
 	pthread_mutex_destroy(&w->mu);
 	free(w);

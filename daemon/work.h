@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 struct event_base;
+struct sa_pg;
 struct sa_store;
 struct sa_work;
 
@@ -23,6 +24,14 @@ void sa_work_stop(struct sa_work *w);
 
 /* Queues fn; done follows on the loop. -1 (nothing queued) when the queue is full. */
 int sa_work_submit(struct sa_work *w, sa_work_fn fn, sa_work_done_fn done, void *arg);
+
+/* Fleet mode: the thread keeps a connection of its own to this database
+ * (conninfo must outlive w). Set before the first job. */
+void sa_work_database_set(struct sa_work *w, const char *conninfo);
+/* In a job, on the thread: its connection, made on first use and again once
+ * it broke (at most one attempt a second); NULL when the database cannot be
+ * reached now. Without a database set, or a build without libpq: NULL. */
+struct sa_pg *sa_work_database(struct sa_work *w);
 
 struct sa_work_stats {
 	unsigned queued;          /* waiting or running now */

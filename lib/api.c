@@ -1,5 +1,8 @@
 /* api.c: the credential REST API: authenticate the key, route the path, answer in JSON; no HTTP library here. */
 #include "api.h"
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
 #include "webhook.h"
 
 #include <ctype.h>
@@ -16,6 +19,14 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#ifdef HAVE_LIBPQ
+#include "pgstore.h"
+/* Fleet mode: trunks, policies and credentials are the database's (ctx->pg);
+ * keys, registrations, failures, calls and idempotency stay the node's. */
+#define SOR(ctx, pgcall, stcall) ((ctx)->pg != NULL ? (pgcall) : (stcall))
+#else
+#define SOR(ctx, pgcall, stcall) (stcall)
+#endif
 
 /* What a path names. Every resource but the trunk list lives under one trunk. */
 enum resource {
@@ -194,9 +205,15 @@ static json_t *body_parse(const struct sa_api_request *req, struct sa_api_respon
 /* A full store (map or disk) is 507 (RFC 4918 §11.5): the request was fine
  * and may succeed once space is made; deletes still work. Anything else the
  * store says is ours to fix: 500, naming the cause. */
-static void store_error(struct sa_api_response *r, int err)
+void sa_api_store_error(struct sa_api_response *r, int err)
 {
-	if (err == SA_STORE_EMAPFULL || err == SA_STORE_ENOSPC)
+	if (err == SA_STORE_EUNAVAIL)
+		errorf(r, 503, "database_unavailable", "the database is unavailable: nothing was changed; retry later "
+		       "(SIP goes on from this node's copy)");
+	else if (err == SA_STORE_EUNKNOWN)
+		errorf(r, 503, "outcome_unknown", "the database went away after the change was sent: it may or may not "
+		       "have been made; look (GET) before trying again");
+	else if (err == SA_STORE_EMAPFULL || err == SA_STORE_ENOSPC)
 		errorf(r, 507, "insufficient_storage", "store error: %s: new records are refused until space is made",
 		       sa_store_strerror(err));
 	else
@@ -288,7 +305,7 @@ static void respond_listing(struct sa_api_response *r, struct listing *l, int er
 		if (err == SA_STORE_ENOTFOUND)   /* gone since it was checked */
 			sa_api_error(r, 404, "not_found", "trunk not found");
 		else
-			store_error(r, err);
+			sa_api_store_error(r, err);
 		return;
 	}
 	if (l->failed) {
@@ -341,7 +358,7 @@ json_t *sa_api_trunk_json(const struct sa_trunk *t, const struct sa_trunk_policy
 /* An account has few trunks: the page is cut from the whole walk. */
 struct trunk_listing {
 	struct listing l;
-	struct sa_store *store;
+	const struct sa_api_ctx *ctx;
 	const char *after;      /* skipping up to this trunk; NULL once passed */
 };
 
@@ -357,7 +374,7 @@ static int trunk_cb(const struct sa_trunk *t, void *arg)
 	}
 	if (page_full(&tl->l))
 		return 1;
-	int err = sa_store_trunk_policy_get(tl->store, t->id, &p);
+	int err = SOR(tl->ctx, sa_pg_trunk_policy_get(tl->ctx->pg, t->id, &p), sa_store_trunk_policy_get(tl->ctx->store, t->id, &p));
 	tl->l.failed = err != SA_STORE_OK || !append(tl->l.data, sa_api_trunk_json(t, &p));
 	return tl->l.failed;
 }
@@ -365,9 +382,10 @@ static int trunk_cb(const struct sa_trunk *t, void *arg)
 static void trunks_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                         const struct target *t, struct sa_api_response *r)
 {
-	struct trunk_listing tl = { .l = listing_new(t), .store = ctx->store,
+	struct trunk_listing tl = { .l = listing_new(t), .ctx = ctx,
 	                            .after = t->q.after[0] ? t->q.after : NULL };
-	int err = sa_store_trunk_list(ctx->store, t->account, trunk_cb, &tl);
+	int err = SOR(ctx, sa_pg_trunk_list(ctx->pg, t->account, trunk_cb, &tl),
+	              sa_store_trunk_list(ctx->store, t->account, trunk_cb, &tl));
 
 	if (err == SA_STORE_OK && tl.after != NULL)
 		cursor_unknown(r, &tl.l, "a trunk of this account");
@@ -379,12 +397,12 @@ static void trunk_respond(const struct sa_api_ctx *ctx, const struct target *t, 
 {
 	struct sa_trunk tr;
 	struct sa_trunk_policy p;
-	int err = sa_store_trunk_get(ctx->store, t->trunk, &tr);
+	int err = SOR(ctx, sa_pg_trunk_get(ctx->pg, t->trunk, &tr), sa_store_trunk_get(ctx->store, t->trunk, &tr));
 
 	if (err == SA_STORE_OK)
-		err = sa_store_trunk_policy_get(ctx->store, t->trunk, &p);
+		err = SOR(ctx, sa_pg_trunk_policy_get(ctx->pg, t->trunk, &p), sa_store_trunk_policy_get(ctx->store, t->trunk, &p));
 	if (err != SA_STORE_OK)
-		store_error(r, err);
+		sa_api_store_error(r, err);
 	else
 		respond_json(r, 200, sa_api_trunk_json(&tr, &p));
 }
@@ -406,13 +424,14 @@ static void trunk_patch(const struct sa_api_ctx *ctx, const struct sa_api_reques
 
 	if (body == NULL)
 		return;
-	int err = sa_store_trunk_policy_get(ctx->store, t->trunk, &p);
+	int err = SOR(ctx, sa_pg_trunk_policy_get(ctx->pg, t->trunk, &p), sa_store_trunk_policy_get(ctx->store, t->trunk, &p));
 	if (err != SA_STORE_OK) {
-		store_error(r, err);
+		sa_api_store_error(r, err);
 	} else if (sa_policy_patch(&p, body, field, why, sizeof why) < 0) {
 		field_errorf(r, "invalid_field", field, "%s%s%s", field, field[0] ? " " : "", why);
-	} else if ((err = sa_store_trunk_policy_set(ctx->store, t->trunk, &p)) != SA_STORE_OK) {
-		store_error(r, err);
+	} else if ((err = SOR(ctx, sa_pg_trunk_policy_set(ctx->pg, t->trunk, &p),
+	                      sa_store_trunk_policy_set(ctx->store, t->trunk, &p))) != SA_STORE_OK) {
+		sa_api_store_error(r, err);
 	} else {
 		snprintf(r->patched_trunk, sizeof r->patched_trunk, "%s", t->trunk);
 		trunk_respond(ctx, t, r);
@@ -471,7 +490,8 @@ static void credentials_list(const struct sa_api_ctx *ctx, const struct sa_api_r
                              const struct target *t, struct sa_api_response *r)
 {
 	struct listing l = listing_new(t);
-	respond_walk(r, &l, sa_store_credential_list_after(ctx->store, t->trunk, t->q.after, credential_cb, &l),
+	respond_walk(r, &l, SOR(ctx, sa_pg_credential_list_after(ctx->pg, t->trunk, t->q.after, credential_cb, &l),
+	                        sa_store_credential_list_after(ctx->store, t->trunk, t->q.after, credential_cb, &l)),
 	             "a credential of this trunk");
 }
 
@@ -479,14 +499,14 @@ static void credentials_list(const struct sa_api_ctx *ctx, const struct sa_api_r
 static int credential_of_trunk(const struct sa_api_ctx *ctx, const struct target *t,
                                struct sa_credential *c, struct sa_api_response *r)
 {
-	int err = sa_store_credential_get(ctx->store, t->cred, c);
+	int err = SOR(ctx, sa_pg_credential_get(ctx->pg, t->cred, c), sa_store_credential_get(ctx->store, t->cred, c));
 
 	if (err == SA_STORE_OK && strcmp(c->trunk_id, t->trunk) != 0)
 		err = SA_STORE_ENOTFOUND;
 	if (err == SA_STORE_ENOTFOUND)
 		errorf(r, 404, "not_found", "credential %s not found on trunk %s", t->cred, t->trunk);
 	else if (err != SA_STORE_OK)
-		store_error(r, err);
+		sa_api_store_error(r, err);
 	sa_credential_wipe(c);
 	return err;
 }
@@ -503,14 +523,15 @@ static void credential_show(const struct sa_api_ctx *ctx, const struct sa_api_re
 static void credential_delete(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                               const struct target *t, struct sa_api_response *r)
 {
-	int err = sa_store_credential_delete(ctx->store, t->trunk, t->cred);
+	int err = SOR(ctx, sa_pg_credential_delete(ctx->pg, t->trunk, t->cred),
+	              sa_store_credential_delete(ctx->store, t->trunk, t->cred));
 
 	if (err == SA_STORE_ENOTFOUND) {
 		errorf(r, 404, "not_found", "credential %s not found on trunk %s", t->cred, t->trunk);
 		return;
 	}
 	if (err != SA_STORE_OK) {
-		store_error(r, err);
+		sa_api_store_error(r, err);
 		return;
 	}
 	r->status = 204;
@@ -571,7 +592,7 @@ static void credential_create_fail(struct sa_api_response *r, int err, const cha
 		sa_api_error(r, 404, "not_found", "trunk not found");
 		break;
 	default:
-		store_error(r, err);
+		sa_api_store_error(r, err);
 	}
 }
 
@@ -608,8 +629,10 @@ static void credential_create(const struct sa_api_ctx *ctx, const struct sa_api_
 	if (body == NULL)
 		return;
 	if (cred_input_read(body, &in, r) == 0) {
-		int err = sa_store_credential_create(ctx->store, t->trunk, in.username, in.password, in.password_len,
-		                                     ctx->min_password_len, req->now, &c, why, sizeof why);
+		int err = SOR(ctx, sa_pg_credential_create(ctx->pg, t->trunk, in.username, in.password, in.password_len,
+		                                           ctx->min_password_len, req->now, &c, why, sizeof why),
+		              sa_store_credential_create(ctx->store, t->trunk, in.username, in.password, in.password_len,
+		                                         ctx->min_password_len, req->now, &c, why, sizeof why));
 		if (err == SA_STORE_OK)
 			credential_created(r, t, &c);
 		else
@@ -684,7 +707,7 @@ static void credential_rotate_fail(struct sa_api_response *r, const struct targe
 	else if (err == SA_STORE_ENOTFOUND)
 		errorf(r, 404, "not_found", "credential %s not found on trunk %s", t->cred, t->trunk);
 	else
-		store_error(r, err);
+		sa_api_store_error(r, err);
 }
 
 /* POST .../credentials/{c}/rotate: a new password, the old one going on for
@@ -700,8 +723,10 @@ static void credential_rotate(const struct sa_api_ctx *ctx, const struct sa_api_
 	if (body == NULL)
 		return;
 	if (rotate_input_read(body, &in, r) == 0) {
-		int err = sa_store_credential_rotate(ctx->store, t->trunk, t->cred, in.password, in.password_len,
-		                                     ctx->min_password_len, in.overlap, req->now, &c, why, sizeof why);
+		int err = SOR(ctx, sa_pg_credential_rotate(ctx->pg, t->trunk, t->cred, in.password, in.password_len,
+		                                           ctx->min_password_len, in.overlap, req->now, &c, why, sizeof why),
+		              sa_store_credential_rotate(ctx->store, t->trunk, t->cred, in.password, in.password_len,
+		                                         ctx->min_password_len, in.overlap, req->now, &c, why, sizeof why));
 		if (err == SA_STORE_OK) {
 			sa_credential_wipe(&c);
 			snprintf(r->rotated_cred, sizeof r->rotated_cred, "%s", c.id);
@@ -1174,7 +1199,7 @@ static void webhook_show(const struct sa_api_ctx *ctx, const struct sa_api_reque
 	else if (err == SA_STORE_ENOTFOUND)   /* deleted since it was checked */
 		errorf(r, 404, "not_found", "webhook %s not found", t->webhook);
 	else
-		store_error(r, err);
+		sa_api_store_error(r, err);
 	OPENSSL_cleanse(w.secret, sizeof w.secret);
 }
 
@@ -1188,7 +1213,7 @@ static void webhook_delete(const struct sa_api_ctx *ctx, const struct sa_api_req
 	else if (err == SA_STORE_ENOTFOUND)
 		errorf(r, 404, "not_found", "webhook %s not found", t->webhook);
 	else
-		store_error(r, err);
+		sa_api_store_error(r, err);
 }
 
 /* A 422 naming the field, in the shape of the trunk PATCH's. */
@@ -1280,8 +1305,8 @@ static void webhook_create(const struct sa_api_ctx *ctx, const struct sa_api_req
                            const struct target *t, struct sa_api_response *r)
 {
 	struct sa_webhook w;
-	const char *url;
-	uint32_t events;
+	const char *url = NULL;   /* set by webhook_input_read; gcc -O2 without sanitizers cannot tell */
+	uint32_t events = 0;
 	unsigned n = 0;
 	json_error_t jerr;
 	json_t *body = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
@@ -1300,7 +1325,7 @@ static void webhook_create(const struct sa_api_ctx *ctx, const struct sa_api_req
 		                                                              &w)) == SA_STORE_OK)
 			webhook_created(r, t, &w);
 		if (err != SA_STORE_OK)
-			store_error(r, err);
+			sa_api_store_error(r, err);
 		OPENSSL_cleanse(w.secret, sizeof w.secret);
 	}
 	json_decref(body);
@@ -1448,7 +1473,7 @@ static int authenticate(const struct sa_api_ctx *ctx, const struct sa_api_reques
 		return 0;
 	r->account_id[0] = '\0';
 	if (err != SA_STORE_ENOTFOUND) {
-		store_error(r, err);
+		sa_api_store_error(r, err);
 		return -1;
 	}
 	header_add(r, "WWW-Authenticate", "Bearer realm=\"sipauthd\", error=\"invalid_token\"");
@@ -1569,7 +1594,7 @@ static handler_fn *route_handler(const struct route *rt, const char *method)
 static int trunk_check(const struct sa_api_ctx *ctx, const struct target *t, struct sa_api_response *r)
 {
 	struct sa_trunk tr;
-	int err = sa_store_trunk_get(ctx->store, t->trunk, &tr);
+	int err = SOR(ctx, sa_pg_trunk_get(ctx->pg, t->trunk, &tr), sa_store_trunk_get(ctx->store, t->trunk, &tr));
 
 	if (err == SA_STORE_OK && strcmp(tr.account_id, t->account) == 0) {
 		snprintf(r->trunk_id, sizeof r->trunk_id, "%s", tr.id);
@@ -1578,7 +1603,7 @@ static int trunk_check(const struct sa_api_ctx *ctx, const struct target *t, str
 	if (err == SA_STORE_OK || err == SA_STORE_ENOTFOUND)
 		errorf(r, 404, "not_found", "trunk %s not found", t->trunk);
 	else
-		store_error(r, err);
+		sa_api_store_error(r, err);
 	return -1;
 }
 
@@ -1594,7 +1619,7 @@ static int webhook_check(const struct sa_api_ctx *ctx, const struct target *t, s
 	if (err == SA_STORE_OK || err == SA_STORE_ENOTFOUND)
 		errorf(r, 404, "not_found", "webhook %s not found", t->webhook);
 	else
-		store_error(r, err);
+		sa_api_store_error(r, err);
 	return -1;
 }
 
@@ -1704,7 +1729,7 @@ static void idem_serve(const struct sa_api_ctx *ctx, const struct sa_api_request
 	else if (err == SA_STORE_OK)
 		idem_replay(r, &kept);
 	else if (err != SA_STORE_ENOTFOUND)
-		store_error(r, err);
+		sa_api_store_error(r, err);
 	free(kept.body);
 	if (err != SA_STORE_ENOTFOUND)
 		return;

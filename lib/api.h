@@ -33,8 +33,13 @@ struct sa_api_call {
 typedef void (*sa_api_call_cb)(const struct sa_api_call *c, void *arg);
 
 /* What a handler needs; the daemon builds one at start-up. */
+struct sa_pg;
 struct sa_api_ctx {
 	struct sa_store *store;
+	/* fleet mode (lib/pgstore): trunks, their policies and credentials are read
+	 * and written here instead of store (keys, registrations, failures, calls
+	 * and idempotency stay the node's); NULL: a single host */
+	struct sa_pg *pg;
 	unsigned min_password_len;     /* [api] min_password_length, SA_PASSWORD_MIN or more */
 	/* the daemon's call table: cb for each active call of trunk_id (NULL: no calls known) */
 	void (*calls_each)(void *owner, const char *trunk_id, sa_api_call_cb cb, void *arg);
@@ -90,6 +95,10 @@ bool sa_api_reads_calls(const char *path);
 /* A JSON error answer {"error":{"code","message"}} (used by the HTTP layer
  * for answers it gives itself: 413, 404 outside /v1, 405 on /metrics). */
 void sa_api_error(struct sa_api_response *resp, int status, const char *code, const char *message);
+/* The answer for a store (or database) error: 507 when full, 503 when the
+ * database is away (database_unavailable) or lost a write's answer
+ * (outcome_unknown), 500 otherwise. */
+void sa_api_store_error(struct sa_api_response *resp, int err);
 
 void sa_api_response_free(struct sa_api_response *resp);
 

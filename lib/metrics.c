@@ -2,8 +2,10 @@
 #include "metrics.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* In enum sa_method order (lib/sipmsg.h); keep the two in step. */
 static const char *const method_names[SA_M_PUBLISH + 1] = {
@@ -212,4 +214,66 @@ char *sa_metrics_render(const struct sa_metrics *m, size_t *len)
 	}
 	*len = n;
 	return buf;
+}
+
+int sa_metrics_appendf(char **buf, size_t *len, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(line))
+		return -1;
+	char *p = realloc(*buf, *len + (size_t)n + 1);
+	if (!p)
+		return -1;
+	memcpy(p + *len, line, (size_t)n + 1);
+	*buf = p;
+	*len += (size_t)n;
+	return 0;
+}
+
+/* One family with one sample: HELP, TYPE and the value. */
+static int family(char **buf, size_t *len, const char *name, const char *type, const char *help, uint64_t v)
+{
+	return sa_metrics_appendf(buf, len, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type,
+	                          name, v);
+}
+
+int sa_metrics_fleet_render(const struct sa_metrics_fleet *f, char **buf, size_t *len)
+{
+	int rc = 0;
+
+	rc |= family(buf, len, "sipauthd_cluster_connected", "gauge",
+	             "Whether the feed is connected to the fleet's database (1) or not (0).", f->up);
+	rc |= sa_metrics_appendf(buf, len, "# HELP sipauthd_cluster_state The feed's connection state (1 for the current one).\n"
+	                                   "# TYPE sipauthd_cluster_state gauge\nsipauthd_cluster_state{state=\"%s\"} 1\n",
+	                         f->state);
+	rc |= family(buf, len, "sipauthd_cluster_applied_seq", "gauge",
+	             "The last change log sequence applied to the local store.", f->applied);
+	rc |= family(buf, len, "sipauthd_cluster_head_seq", "gauge",
+	             "The database's last change log sequence, at the feed's last look.", f->head);
+	rc |= family(buf, len, "sipauthd_cluster_lag_changes", "gauge",
+	             "Changes the database had that the local store had not applied, at the last look.",
+	             f->head > f->applied ? f->head - f->applied : 0);
+	rc |= sa_metrics_appendf(buf, len, "# HELP sipauthd_cluster_lag_seconds From the last change's write in the "
+	                                   "database to its commit in the local store.\n"
+	                                   "# TYPE sipauthd_cluster_lag_seconds gauge\nsipauthd_cluster_lag_seconds %.3f\n",
+	                         (double)(f->lag_ms > 0 ? f->lag_ms : 0) / 1000.0);
+	rc |= family(buf, len, "sipauthd_cluster_changes_applied_total", "counter",
+	             "Changes applied from the change log (full resyncs not counted).", f->changes_applied);
+	rc |= family(buf, len, "sipauthd_cluster_resyncs_total", "counter",
+	             "Full resyncs: the change log no longer reached back to the local store.", f->resyncs);
+	rc |= family(buf, len, "sipauthd_cluster_notifications_total", "counter",
+	             "NOTIFYs received from the database.", f->notifications);
+	rc |= family(buf, len, "sipauthd_cluster_connects_total", "counter", "Connections made to the database.",
+	             f->connects);
+	rc |= family(buf, len, "sipauthd_cluster_connect_failures", "gauge",
+	             "Failed connection attempts since the last connection.", f->connect_failures);
+	rc |= family(buf, len, "sipauthd_cluster_query_failures_total", "counter", "Feed queries the database refused.",
+	             f->query_failures);
+	rc |= family(buf, len, "sipauthd_cluster_apply_failures_total", "counter",
+	             "Batches of changes the local store could not apply (tried again).", f->apply_failures);
+	return rc;
 }

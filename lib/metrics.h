@@ -3,6 +3,8 @@
 #define SA_METRICS_H
 
 #include <stddef.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "auth.h"
@@ -76,5 +78,26 @@ struct sa_metrics {
 char *sa_metrics_render(const struct sa_metrics *m, size_t *len);
 
 #define SA_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+/* Appends a printf-formatted line (at most 511 bytes) to *buf (malloc'd, NUL-terminated). 0 or -1. */
+int sa_metrics_appendf(char **buf, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Fleet mode's feed (daemon/cluster.c), as /metrics shows it. */
+struct sa_metrics_fleet {
+	const char *state;               /* "down", "connecting", "up", "refused" (another domain) */
+	bool up;                         /* connected to the database */
+	uint64_t applied;                /* last change log sequence in the local store */
+	uint64_t head;                   /* ... and in the database, at the last look */
+	int64_t lag_ms;                  /* the last change applied: from its write to its commit here */
+	uint64_t changes_applied;
+	uint64_t resyncs;
+	uint64_t notifications;
+	uint64_t connects;
+	uint64_t connect_failures;       /* in a row, since the last connection */
+	uint64_t query_failures;
+	uint64_t apply_failures;
+};
+/* Appends the sipauthd_cluster_* families to *buf. 0 or -1. */
+int sa_metrics_fleet_render(const struct sa_metrics_fleet *f, char **buf, size_t *len);
 
 #endif

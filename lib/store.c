@@ -237,6 +237,8 @@ const char *sa_store_strerror(int err)
 	case SA_STORE_ENOSPC: return "disk full";
 	case SA_STORE_ECORRUPT: return "store corrupted";
 	case SA_STORE_EACCES: return "permission denied";
+	case SA_STORE_EUNAVAIL: return "database unavailable";
+	case SA_STORE_EUNKNOWN: return "database did not confirm the write";
 	default: return "unknown store error";
 	}
 }
@@ -255,6 +257,8 @@ const char *sa_store_cause(int err)
 	case SA_STORE_ENOSPC: return "disk_full";
 	case SA_STORE_ECORRUPT: return "corrupted";
 	case SA_STORE_EACCES: return "permission";
+	case SA_STORE_EUNAVAIL: return "database_unavailable";
+	case SA_STORE_EUNKNOWN: return "outcome_unknown";
 	default: return "io";
 	}
 }
@@ -779,16 +783,25 @@ static int meta_bump(struct sa_store *st, MDB_txn *txn, const char *name, uint64
 	return db_put(st, txn, DB_META, str_val(name), mem_val(&v, sizeof v));
 }
 
-/* A fresh id "<prefix><16 of [a-z0-9]>" not yet used as a key of db. */
-static int new_id(struct sa_store *st, MDB_txn *txn, int db, const char *prefix, char out[SA_ID_MAX])
+int sa_store_id_make(const char *prefix, char out[SA_ID_MAX])
 {
 	size_t plen = strlen(prefix);
 
+	if (plen + ID_RAND_LEN >= SA_ID_MAX)
+		return SA_STORE_EINVAL;
+	memcpy(out, prefix, plen);
+	if (rand_chars(out + plen, ID_RAND_LEN, alnum_lower, 36) != SA_STORE_OK)
+		return SA_STORE_EIO;
+	out[plen + ID_RAND_LEN] = '\0';
+	return SA_STORE_OK;
+}
+
+/* A fresh id "<prefix><16 of [a-z0-9]>" not yet used as a key of db. */
+static int new_id(struct sa_store *st, MDB_txn *txn, int db, const char *prefix, char out[SA_ID_MAX])
+{
 	do {
-		memcpy(out, prefix, plen);
-		if (rand_chars(out + plen, ID_RAND_LEN, alnum_lower, 36) != SA_STORE_OK)
+		if (sa_store_id_make(prefix, out) != SA_STORE_OK)
 			return SA_STORE_EIO;
-		out[plen + ID_RAND_LEN] = '\0';
 	} while (db_has(st, txn, db, str_val(out)));
 	return SA_STORE_OK;
 }
@@ -1492,7 +1505,7 @@ void sa_store_close(struct sa_store *st)
 
 /* Lower-cased DNS name: dot-separated labels of [a-z0-9-], 1..63 each, no
  * label starting or ending with '-'. */
-static int domain_normalise(const char *in, char out[SA_DOMAIN_MAX + 1])
+int sa_store_domain_normalise(const char *in, char out[SA_DOMAIN_MAX + 1])
 {
 	size_t n = strnlen(in, SA_DOMAIN_MAX + 1), label = 0;
 
@@ -1520,7 +1533,7 @@ int sa_store_init(struct sa_store *st, const char *domain)
 	uint64_t zero = 0;
 	MDB_txn *txn;
 
-	if (domain_normalise(domain != NULL ? domain : SA_DEFAULT_DOMAIN, dom) != SA_STORE_OK)
+	if (sa_store_domain_normalise(domain != NULL ? domain : SA_DEFAULT_DOMAIN, dom) != SA_STORE_OK)
 		return SA_STORE_EINVAL;
 	int rc = wr_begin(st, ENV_MAIN, &txn, false);
 	if (rc != SA_STORE_OK)
@@ -1628,7 +1641,7 @@ static size_t utf8_seq(const unsigned char *s, uint32_t *cp)
 	return n;
 }
 
-static bool name_ok(const char *name)
+bool sa_store_name_ok(const char *name)
 {
 	const unsigned char *s = (const unsigned char *)name;
 	uint32_t cp;
@@ -1656,7 +1669,7 @@ int sa_store_account_create(struct sa_store *st, const char *name, int64_t now, 
 	struct sa_account a;
 	MDB_txn *txn;
 
-	if (name == NULL || name[0] == '\0' || !name_ok(name))
+	if (name == NULL || name[0] == '\0' || !sa_store_name_ok(name))
 		return SA_STORE_EINVAL;
 	int rc = wr_begin(st, ENV_MAIN, &txn, true);
 	if (rc != SA_STORE_OK)
@@ -1692,7 +1705,7 @@ static void sha256(const void *p, size_t n, unsigned char out[HASH_LEN])
 	SHA256(p, n, out);
 }
 
-static int apikey_make(char *key)
+int sa_store_apikey_make(char *key, unsigned char hash[SA_APIKEY_HASH_LEN])
 {
 	size_t plen = strlen(APIKEY_PREFIX);
 
@@ -1700,6 +1713,7 @@ static int apikey_make(char *key)
 	if (rand_chars(key + plen, SA_APIKEY_LEN - plen, base62, 62) != SA_STORE_OK)
 		return SA_STORE_EIO;
 	key[SA_APIKEY_LEN] = '\0';
+	sha256(key, SA_APIKEY_LEN, hash);
 	return SA_STORE_OK;
 }
 
@@ -1717,12 +1731,11 @@ int sa_store_apikey_create(struct sa_store *st, const char *account_id, int64_t 
 	if (rc == SA_STORE_OK)
 		rc = room_for_new(st, ENV_MAIN);
 	if (rc == SA_STORE_OK)
-		rc = apikey_make(key);
+		rc = sa_store_apikey_make(key, hash);
 	if (rc == SA_STORE_OK) {
 		memset(&rec, 0, sizeof rec);
 		memcpy(rec.account_id, a.id, sizeof rec.account_id);
 		rec.created_at = now;
-		sha256(key, SA_APIKEY_LEN, hash);
 		rc = db_put(st, txn, DB_APIKEYS, mem_val(hash, sizeof hash), mem_val(&rec, sizeof rec));
 	}
 	if (rc == SA_STORE_OK)
@@ -1786,7 +1799,7 @@ int sa_store_trunk_create(struct sa_store *st, const char *account_id, const cha
 
 	if (name == NULL)
 		name = "";
-	if (!name_ok(name))
+	if (!sa_store_name_ok(name))
 		return SA_STORE_EINVAL;
 	int rc = wr_begin(st, ENV_MAIN, &txn, true);
 	if (rc != SA_STORE_OK)
@@ -2027,7 +2040,7 @@ static int cred_get_txn(struct sa_store *st, MDB_txn *txn, MDB_val id, struct cr
 }
 
 /* HA1 for every algorithm, from a NUL-terminated copy of the password that is wiped. */
-static int cred_ha1(struct sa_credential *c, const char *realm, const char *password, size_t len)
+int sa_credential_ha1(struct sa_credential *c, const char *realm, const char *password, size_t len)
 {
 	char pw[SA_PASSWORD_MAX + 1];
 	int rc = SA_STORE_OK;
@@ -2097,7 +2110,7 @@ static int cred_create_txn(struct sa_store *st, MDB_txn *txn, struct cred_rec *r
 	if (rc == SA_STORE_OK)
 		rc = new_id(st, txn, DB_CREDS, "cred_", r->c.id);
 	if (rc == SA_STORE_OK)
-		rc = cred_ha1(&r->c, realm, password, len);
+		rc = sa_credential_ha1(&r->c, realm, password, len);
 	if (rc == SA_STORE_OK)
 		rc = cred_put(st, txn, r);
 	return rc;
@@ -2344,31 +2357,39 @@ void sa_credential_wipe(struct sa_credential *c)
 /* The new password's HA1s become current; the current ones previous (the
  * one before them is dropped, at once). Refuses the current password
  * again: a rotation that changes nothing would only cut the overlap. */
-static int cred_rotate_rec(struct sa_store *st, MDB_txn *txn, struct cred_rec *r, const char *password,
-                           size_t len, unsigned overlap, int64_t now, char *why, size_t whylen)
+int sa_credential_rotate_apply(struct sa_credential *c, const char *realm, const char *password, size_t len,
+                               unsigned overlap, int64_t now, char *why, size_t whylen)
 {
-	struct sa_credential next = r->c;
-	char realm[SA_REALM_MAX];
-	int rc = cred_realm(st, txn, r->c.trunk_id, realm);
+	struct sa_credential next = *c;
+	int rc = sa_credential_ha1(&next, realm, password, len);
 
-	if (rc == SA_STORE_OK)
-		rc = cred_ha1(&next, realm, password, len);
-	if (rc == SA_STORE_OK && CRYPTO_memcmp(next.ha1, r->c.ha1, sizeof next.ha1) == 0) {
+	if (rc == SA_STORE_OK && CRYPTO_memcmp(next.ha1, c->ha1, sizeof next.ha1) == 0) {
 		set_why(why, whylen, "password must differ from the current password");
 		rc = SA_STORE_EINVAL;
 	}
-	if (rc == SA_STORE_OK && r->c.password_version == UINT32_MAX) {
+	if (rc == SA_STORE_OK && c->password_version == UINT32_MAX) {
 		set_why(why, whylen, "password version at its limit");
 		rc = SA_STORE_EFULL;
 	}
 	if (rc == SA_STORE_OK) {
-		memcpy(next.previous_ha1, r->c.ha1, sizeof next.previous_ha1);
+		memcpy(next.previous_ha1, c->ha1, sizeof next.previous_ha1);
 		next.previous_until = now + (int64_t)overlap;
-		next.password_version = r->c.password_version + 1;
+		next.password_version = c->password_version + 1;
 		next.rotated_at = now;
-		r->c = next;
+		*c = next;
 	}
 	sa_credential_wipe(&next);
+	return rc;
+}
+
+static int cred_rotate_rec(struct sa_store *st, MDB_txn *txn, struct cred_rec *r, const char *password,
+                           size_t len, unsigned overlap, int64_t now, char *why, size_t whylen)
+{
+	char realm[SA_REALM_MAX];
+	int rc = cred_realm(st, txn, r->c.trunk_id, realm);
+
+	if (rc == SA_STORE_OK)
+		rc = sa_credential_rotate_apply(&r->c, realm, password, len, overlap, now, why, whylen);
 	return rc;
 }
 
@@ -2460,6 +2481,195 @@ int sa_store_deleted_since(struct sa_store *st, uint64_t after, sa_store_deleted
 	if (rc != SA_STORE_OK)
 		return rc;
 	return rd_own_end(st, ENV_MAIN, txn, walk_range(st, txn, DB_CRED_DELETED, &from, &all, deleted_walk_fn, &w));
+}
+
+/* ---- fleet mode: the mirror of the database ---- */
+
+static int mirror_apikey(struct sa_store *st, MDB_txn *txn, const struct sa_mirror_change *ch)
+{
+	struct apikey_rec rec;
+
+	memset(&rec, 0, sizeof rec);
+	if (!id_ok(ch->apikey.account_id))
+		return SA_STORE_EINVAL;
+	memcpy(rec.account_id, ch->apikey.account_id, sizeof rec.account_id);
+	rec.created_at = ch->apikey.created_at;
+	return db_put(st, txn, DB_APIKEYS, mem_val(ch->apikey.hash, SA_APIKEY_HASH_LEN), mem_val(&rec, sizeof rec));
+}
+
+/* A trunk new to the mirror takes its place in its account's order; a
+ * known one keeps it. */
+static int mirror_trunk(struct sa_store *st, MDB_txn *txn, const struct sa_trunk *t, const struct sa_trunk_policy *p)
+{
+	struct trunk_rec r;
+	int rc = id_ok(t->id) && id_ok(t->account_id) ? trunk_get_txn(st, txn, t->id, &r) : SA_STORE_EINVAL;
+
+	if (rc == SA_STORE_ENOTFOUND) {
+		memset(&r, 0, sizeof r);
+		r.t = *t;
+		rc = trunk_put(st, txn, &r);
+	} else if (rc == SA_STORE_OK) {
+		r.t = *t;
+		rc = db_put(st, txn, DB_TRUNKS, str_val(r.t.id), mem_val(&r, sizeof r));
+	}
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_TRUNK_POLICY, str_val(t->id), mem_val(p, sizeof *p));
+	return rc;
+}
+
+/* A known id is rewritten in place (a rotation: same seq, same indexes;
+ * its trunk and username never change). A (trunk, username) held by
+ * another id means that one was deleted in the database. */
+static int mirror_credential(struct sa_store *st, MDB_txn *txn, const struct sa_credential *c)
+{
+	char other[SA_ID_MAX];
+	struct cred_rec r;
+	struct key uk;
+	MDB_val id;
+
+	if (!id_ok(c->id) || !id_ok(c->trunk_id) || username_validate(c->username, NULL, 0) != SA_STORE_OK)
+		return SA_STORE_EINVAL;
+	int rc = cred_get_txn(st, txn, str_val(c->id), &r);
+	if (rc == SA_STORE_OK && (strcmp(r.c.trunk_id, c->trunk_id) != 0 || strcmp(r.c.username, c->username) != 0))
+		rc = SA_STORE_EINVAL;
+	if (rc == SA_STORE_OK) {
+		r.c = *c;
+		rc = db_put(st, txn, DB_CREDS, str_val(c->id), mem_val(&r, sizeof r));
+	}
+	OPENSSL_cleanse(&r, sizeof r);
+	if (rc != SA_STORE_ENOTFOUND)
+		return rc;
+	user_key(&uk, c->trunk_id, c->username);
+	rc = db_get(st, txn, DB_CRED_BY_USER, key_val(&uk), &id);
+	if (rc == SA_STORE_OK)
+		rc = val_str(&id, other, sizeof other);
+	if (rc == SA_STORE_OK)
+		rc = cred_delete_txn(st, txn, c->trunk_id, other);
+	else if (rc == SA_STORE_ENOTFOUND)
+		rc = SA_STORE_OK;
+	memset(&r, 0, sizeof r);
+	r.c = *c;
+	if (rc == SA_STORE_OK)
+		rc = cred_put(st, txn, &r);
+	OPENSSL_cleanse(&r, sizeof r);
+	return rc;
+}
+
+static int not_found_ok(int rc)
+{
+	return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
+}
+
+static int mirror_one(struct sa_store *st, MDB_txn *txn, const struct sa_mirror_change *ch)
+{
+	switch (ch->kind) {
+	case SA_MIRROR_NONE:
+		return SA_STORE_OK;
+	case SA_MIRROR_ACCOUNT:
+		if (!id_ok(ch->account.id))
+			return SA_STORE_EINVAL;
+		return db_put(st, txn, DB_ACCOUNTS, str_val(ch->account.id), mem_val(&ch->account, sizeof ch->account));
+	case SA_MIRROR_APIKEY:
+		return mirror_apikey(st, txn, ch);
+	case SA_MIRROR_APIKEY_GONE:
+		return not_found_ok(db_del(st, txn, DB_APIKEYS, mem_val(ch->apikey.hash, SA_APIKEY_HASH_LEN)));
+	case SA_MIRROR_TRUNK:
+		return mirror_trunk(st, txn, &ch->trunk, &ch->policy);
+	case SA_MIRROR_CREDENTIAL:
+		return mirror_credential(st, txn, &ch->cred);
+	case SA_MIRROR_CREDENTIAL_GONE:
+		if (!id_ok(ch->cred.id))
+			return SA_STORE_EINVAL;
+		return not_found_ok(cred_delete_txn(st, txn, ch->cred.trunk_id, ch->cred.id));
+	}
+	return SA_STORE_EINVAL;
+}
+
+/* The credentials a full resync drops: collected first, deleted after the
+ * walk (a delete under the walk's cursor would move it). */
+struct mirror_sweep {
+	sa_mirror_keep_fn keep;
+	void *arg;
+	struct gone_cred { char id[SA_ID_MAX]; char trunk_id[SA_ID_MAX]; } *gone;
+	size_t n, cap;
+};
+
+static int sweep_add(struct mirror_sweep *sw, const struct sa_credential *c)
+{
+	if (sw->n == sw->cap) {
+		size_t cap = sw->cap ? sw->cap * 2 : 64;
+		void *g = realloc(sw->gone, cap * sizeof *sw->gone);
+		if (g == NULL)
+			return SA_STORE_EIO;
+		sw->gone = g;
+		sw->cap = cap;
+	}
+	memcpy(sw->gone[sw->n].id, c->id, SA_ID_MAX);
+	memcpy(sw->gone[sw->n++].trunk_id, c->trunk_id, SA_ID_MAX);
+	return SA_STORE_OK;
+}
+
+static int sweep_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct mirror_sweep *sw = arg;
+	struct cred_rec r;
+	int rc = val_rec(v, &r, sizeof r);
+
+	if (rc == SA_STORE_OK && !sw->keep(sw->arg, r.c.id))
+		rc = sweep_add(sw, &r.c);
+	OPENSSL_cleanse(&r, sizeof r);
+	return rc;
+}
+
+static int mirror_sweep(struct sa_store *st, MDB_txn *txn, sa_mirror_keep_fn keep, void *arg)
+{
+	struct mirror_sweep sw = { .keep = keep, .arg = arg };
+	struct key all = { .len = 0 };
+	int rc = walk_prefix(st, txn, DB_CREDS, &all, sweep_fn, &sw);
+
+	for (size_t i = 0; i < sw.n && rc == SA_STORE_OK; i++)
+		rc = not_found_ok(cred_delete_txn(st, txn, sw.gone[i].trunk_id, sw.gone[i].id));
+	free(sw.gone);
+	return rc;
+}
+
+int sa_store_mirror_apply(struct sa_store *st, sa_mirror_next_fn next, sa_mirror_keep_fn keep, void *arg,
+                          uint64_t seq)
+{
+	struct sa_mirror_change *ch = malloc(sizeof *ch);
+	MDB_txn *txn;
+	int rc = ch != NULL ? wr_begin(st, ENV_MAIN, &txn, true) : SA_STORE_EIO;
+
+	if (rc != SA_STORE_OK) {
+		free(ch);
+		return rc;
+	}
+	if (keep != NULL)
+		rc = mirror_sweep(st, txn, keep, arg);
+	for (int more = 1; rc == SA_STORE_OK && more > 0;) {
+		more = next(arg, ch);
+		if (more < 0)
+			rc = more;
+		else if (more > 0)
+			rc = mirror_one(st, txn, ch);
+	}
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_META, str_val("mirror_seq"), mem_val(&seq, sizeof seq));
+	if (rc == SA_STORE_OK)
+		rc = meta_bump(st, txn, "generation", NULL);
+	OPENSSL_cleanse(ch, sizeof *ch);
+	free(ch);
+	return wr_end(st, ENV_MAIN, txn, rc);
+}
+
+int sa_store_mirror_seq(struct sa_store *st, uint64_t *seq)
+{
+	MDB_txn *txn;
+	int rc = rd_begin(st, ENV_MAIN, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	return rd_end(st, ENV_MAIN, meta_get_u64(st, txn, "mirror_seq", seq));
 }
 
 /* ---- bindings ---- */

@@ -38,6 +38,9 @@ enum sa_store_err {
 	SA_STORE_ENOSPC = -9,      /* the file system is full (or over quota) */
 	SA_STORE_ECORRUPT = -10,   /* data.mdb is empty, truncated or damaged */
 	SA_STORE_EACCES = -11,     /* the store's files may not be opened (permission) */
+	/* fleet mode's database (lib/pgstore) only: */
+	SA_STORE_EUNAVAIL = -12,   /* the database cannot be reached (nothing was written) */
+	SA_STORE_EUNKNOWN = -13,   /* the connection broke after a write was sent: it may or may not be done */
 };
 const char *sa_store_strerror(int err);
 /* A short token for logs and metrics: "map_full", "disk_full", "corrupted",
@@ -145,6 +148,17 @@ int sa_store_generation(struct sa_store *st, uint64_t *gen);
 /* Realm for a trunk: "trunk-<trunk_id>.<domain>" into out (SA_REALM_MAX). */
 int sa_store_realm(const char *trunk_id, const char *domain, char *out, size_t outlen);
 
+/* ---- what the PostgreSQL store (lib/pgstore) makes the same way ---- */
+/* The domain as init records it (lower case, DNS labels); EINVAL. */
+int sa_store_domain_normalise(const char *in, char out[SA_DOMAIN_MAX + 1]);
+/* A display name for an account ("" refused) or trunk: UTF-8 without control characters. */
+bool sa_store_name_ok(const char *name);
+/* A fresh random id "<prefix><16 of [a-z0-9]>" (uniqueness is the caller's). */
+int sa_store_id_make(const char *prefix, char out[SA_ID_MAX]);
+/* A new API key into key (SA_APIKEY_LEN + 1) and its SHA-256, what is stored. */
+#define SA_APIKEY_HASH_LEN 32
+int sa_store_apikey_make(char *key, unsigned char hash[SA_APIKEY_HASH_LEN]);
+
 /* ---- accounts and API keys ---- */
 struct sa_account {
 	char id[SA_ID_MAX];
@@ -207,6 +221,10 @@ void sa_credential_wipe(struct sa_credential *c);
 int sa_credential_validate(const char *username, const char *password, size_t password_len,
                            unsigned min_len, char *why, size_t whylen);
 
+/* HA1 for every algorithm of c->username with realm, from a password of
+ * len bytes (a NUL-terminated copy is made and wiped). 0 or SA_STORE_EIO. */
+int sa_credential_ha1(struct sa_credential *c, const char *realm, const char *password, size_t len);
+
 /* Validates, computes HA1 for every algorithm with the trunk's realm, wipes
  * the password copy, stores durably (fsync before returning). Unique per
  * (trunk, lower-case username): SA_STORE_EEXISTS. why may be NULL. */
@@ -247,6 +265,13 @@ int sa_store_credential_rotate(struct sa_store *st, const char *trunk_id, const 
                                const char *password, size_t password_len, unsigned min_len, unsigned overlap,
                                int64_t now, struct sa_credential *out, char *why, size_t whylen);
 
+/* The rotation itself, for the database's store (lib/pgstore) too: c takes
+ * the new password's HA1s (with realm), its current ones become the
+ * previous, valid until now + overlap; the version goes up. EINVAL (the
+ * same password) or EFULL (the version's limit) with why; c unchanged then. */
+int sa_credential_rotate_apply(struct sa_credential *c, const char *realm, const char *password, size_t len,
+                               unsigned overlap, int64_t now, char *why, size_t whylen);
+
 /* Credentials deleted after tombstone position after (0: from the first), in
  * order: cb gets each id (non-zero stops); *last is set to the highest
  * position seen (unchanged if none). The newest 100 000 tombstones are kept;
@@ -254,6 +279,49 @@ int sa_store_credential_rotate(struct sa_store *st, const char *trunk_id, const 
  * were dropped unseen (then sa_store_binding_purge_orphans). */
 typedef int (*sa_store_deleted_cb)(const char *cred_id, void *arg);
 int sa_store_deleted_since(struct sa_store *st, uint64_t after, sa_store_deleted_cb cb, void *arg, uint64_t *last);
+
+/* ---- fleet mode: this store as the mirror of the database ----
+ * With [cluster], PostgreSQL is the system of record and the daemon applies
+ * its change log here (daemon/cluster.c, decoded by lib/pgstore): records
+ * arrive with the ids, HA1s and times the database gave them. */
+enum sa_mirror_kind {
+	SA_MIRROR_NONE,                  /* a change the mirror has no use for (skipped) */
+	SA_MIRROR_ACCOUNT,
+	SA_MIRROR_APIKEY,
+	SA_MIRROR_APIKEY_GONE,
+	SA_MIRROR_TRUNK,                 /* the trunk and its policy */
+	SA_MIRROR_CREDENTIAL,
+	SA_MIRROR_CREDENTIAL_GONE,       /* cred.id, cred.trunk_id */
+};
+struct sa_mirror_change {
+	enum sa_mirror_kind kind;
+	struct sa_account account;
+	struct {
+		unsigned char hash[SA_APIKEY_HASH_LEN];
+		char account_id[SA_ID_MAX];
+		int64_t created_at;
+	} apikey;
+	struct sa_trunk trunk;
+	struct sa_trunk_policy policy;
+	struct sa_credential cred;
+};
+/* Fills out with the next change: 1, or 0 when there is none left, or a
+ * negative store error (the whole apply is then abandoned). */
+typedef int (*sa_mirror_next_fn)(void *arg, struct sa_mirror_change *out);
+/* In a full resync: does the database still hold this credential? */
+typedef bool (*sa_mirror_keep_fn)(void *arg, const char *cred_id);
+/* Applies every change next gives, and records seq as the last sequence
+ * applied, in one durable transaction: all of it or none. A record that
+ * exists is replaced (a credential of the same id is kept as it is: they
+ * never change); a credential that takes a (trunk, username) another id
+ * holds removes that one first. keep non-NULL: a full resync, the changes
+ * are the whole database, and every credential for which keep says false is
+ * deleted. Deletes leave tombstones and move the generation, so revocation
+ * and the removal of bindings follow as for any delete. */
+int sa_store_mirror_apply(struct sa_store *st, sa_mirror_next_fn next, sa_mirror_keep_fn keep, void *arg,
+                          uint64_t seq);
+/* The last sequence applied (0: none yet). */
+int sa_store_mirror_seq(struct sa_store *st, uint64_t *seq);
 
 /* ---- registrations (bindings): in runtime/, SA_STORE_EINVAL without SA_STORE_RUNTIME ---- */
 #define SA_CONTACT_MAX 512

@@ -1,5 +1,6 @@
 /* upstream.c: the gateways: which to try, in which order, and how each stands. No sockets, no clock: answers and `now` come in. */
 #include "upstream.h"
+#include "metrics.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -582,68 +583,49 @@ void sa_upstream_target_name(const struct sa_up_target *t, char *out, size_t len
 	snprintf(out, len, "%s:%s%s%s:%u", proto, v6 ? "[" : "", t->host, v6 ? "]" : "", t->port);
 }
 
-static int appendf(char **buf, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int appendf(char **buf, size_t *len, const char *fmt, ...)
-{
-	char line[512];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(line))
-		return -1;
-	char *p = realloc(*buf, *len + (size_t)n + 1);
-	if (!p)
-		return -1;
-	memcpy(p + *len, line, (size_t)n + 1);
-	*buf = p;
-	*len += (size_t)n;
-	return 0;
-}
-
 int sa_upstream_metrics(const struct sa_upstream *u, uint64_t now_ms, char **buf, size_t *len)
 {
 	static const char *ev_label[SA_UP_EVENTS] = { "answered", "503", "timeout", "transport_error", "probe_ok",
 	                                              "probe_failed" };
 	int rc = 0;
-	rc |= appendf(buf, len, "# HELP sipauthd_gateway_up Whether a gateway is up (1) or down (0).\n"
+	rc |= sa_metrics_appendf(buf, len, "# HELP sipauthd_gateway_up Whether a gateway is up (1) or down (0).\n"
 	                        "# TYPE sipauthd_gateway_up gauge\n");
 	for (unsigned i = 0; i < u->n; i++) {
 		char g[SA_UPSTREAM_HOST_MAX + 32];
 		sa_upstream_target_name(&u->t[i], g, sizeof(g));
-		rc |= appendf(buf, len, "sipauthd_gateway_up{gateway=\"%s\"} %d\n", g, !sa_upstream_is_down(u, i, now_ms));
+		rc |= sa_metrics_appendf(buf, len, "sipauthd_gateway_up{gateway=\"%s\"} %d\n", g, !sa_upstream_is_down(u, i, now_ms));
 	}
-	rc |= appendf(buf, len, "# HELP sipauthd_gateway_addresses Addresses a gateway's name resolved to (numeric: 1).\n"
+	rc |= sa_metrics_appendf(buf, len, "# HELP sipauthd_gateway_addresses Addresses a gateway's name resolved to (numeric: 1).\n"
 	                        "# TYPE sipauthd_gateway_addresses gauge\n");
 	for (unsigned i = 0; i < u->n; i++) {
 		char g[SA_UPSTREAM_HOST_MAX + 32];
 		sa_upstream_target_name(&u->t[i], g, sizeof(g));
-		rc |= appendf(buf, len, "sipauthd_gateway_addresses{gateway=\"%s\"} %u\n", g, u->t[i].naddr);
+		rc |= sa_metrics_appendf(buf, len, "sipauthd_gateway_addresses{gateway=\"%s\"} %u\n", g, u->t[i].naddr);
 	}
-	rc |= appendf(buf, len, "# HELP sipauthd_gateway_invites_total INVITEs sent to a gateway (first tries and failovers).\n"
+	rc |= sa_metrics_appendf(buf, len, "# HELP sipauthd_gateway_invites_total INVITEs sent to a gateway (first tries and failovers).\n"
 	                        "# TYPE sipauthd_gateway_invites_total counter\n");
 	for (unsigned i = 0; i < u->n; i++) {
 		char g[SA_UPSTREAM_HOST_MAX + 32];
 		sa_upstream_target_name(&u->t[i], g, sizeof(g));
-		rc |= appendf(buf, len, "sipauthd_gateway_invites_total{gateway=\"%s\"} %llu\n", g,
+		rc |= sa_metrics_appendf(buf, len, "sipauthd_gateway_invites_total{gateway=\"%s\"} %llu\n", g,
 		              (unsigned long long)u->t[i].sent);
 	}
-	rc |= appendf(buf, len, "# HELP sipauthd_gateway_failovers_total INVITEs moved from a gateway to the next.\n"
+	rc |= sa_metrics_appendf(buf, len, "# HELP sipauthd_gateway_failovers_total INVITEs moved from a gateway to the next.\n"
 	                        "# TYPE sipauthd_gateway_failovers_total counter\n");
 	for (unsigned i = 0; i < u->n; i++) {
 		char g[SA_UPSTREAM_HOST_MAX + 32];
 		sa_upstream_target_name(&u->t[i], g, sizeof(g));
-		rc |= appendf(buf, len, "sipauthd_gateway_failovers_total{gateway=\"%s\"} %llu\n", g,
+		rc |= sa_metrics_appendf(buf, len, "sipauthd_gateway_failovers_total{gateway=\"%s\"} %llu\n", g,
 		              (unsigned long long)u->t[i].failovers);
 	}
-	rc |= appendf(buf, len, "# HELP sipauthd_gateway_events_total What a gateway did: answered, 503, timeout, "
+	rc |= sa_metrics_appendf(buf, len, "# HELP sipauthd_gateway_events_total What a gateway did: answered, 503, timeout, "
 	                        "transport_error, probe_ok, probe_failed.\n"
 	                        "# TYPE sipauthd_gateway_events_total counter\n");
 	for (unsigned i = 0; i < u->n; i++) {
 		char g[SA_UPSTREAM_HOST_MAX + 32];
 		sa_upstream_target_name(&u->t[i], g, sizeof(g));
 		for (int e = 0; e < SA_UP_EVENTS; e++)
-			rc |= appendf(buf, len, "sipauthd_gateway_events_total{gateway=\"%s\",event=\"%s\"} %llu\n", g,
+			rc |= sa_metrics_appendf(buf, len, "sipauthd_gateway_events_total{gateway=\"%s\",event=\"%s\"} %llu\n", g,
 			              ev_label[e], (unsigned long long)u->t[i].events[e]);
 	}
 	return rc ? -1 : 0;

@@ -126,6 +126,11 @@ static void check_loaded(const struct sa_config *c)
 	CHECK(IN(c->nonce_ttl, 5, 3600));
 	CHECK(TERMINATED(c->store_path) && c->store_path[0]);
 	CHECK(c->store_map_size == 0 || IN(c->store_map_size, SA_STORE_MIN_MAP_SIZE, SA_STORE_MAX_MAP_SIZE));
+	/* [cluster]: a database needs a node name; a node name or address needs a database */
+	CHECK(TERMINATED(c->cluster_database) && TERMINATED(c->cluster_node) && TERMINATED(c->cluster_address));
+	CHECK(!c->cluster_database[0] == !c->cluster_node[0] && (c->cluster_database[0] || !c->cluster_address[0]));
+	CHECK(strspn(c->cluster_node, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") ==
+	      strlen(c->cluster_node));
 	CHECK(IN(c->reg.min_expires, 1, 86400) && IN(c->reg.max_expires, 1, 604800));
 	CHECK(IN(c->reg.default_expires, c->reg.min_expires, c->reg.max_expires) && c->reg.max_contacts <= 1000);
 	CHECK(IN(c->timer_c, 181, 3600) && IN(c->max_transactions, 16, 10000000));

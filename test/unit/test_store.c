@@ -2221,6 +2221,184 @@ START_TEST(test_idempotent_answers_expire_and_are_pruned)
 }
 END_TEST
 
+
+/* ---- fleet mode: the mirror ---- */
+
+/* A list of changes handed out one by one, as the feed does. */
+struct changes {
+	const struct sa_mirror_change *ch;
+	size_t n, next;
+	int fail_at;                 /* >= 0: the next call at this index fails */
+	const char *const *keep;     /* a full resync: the credential ids kept */
+};
+
+static int changes_next(void *arg, struct sa_mirror_change *out)
+{
+	struct changes *c = arg;
+
+	if ((int)c->next == c->fail_at)
+		return SA_STORE_EINVAL;
+	if (c->next == c->n)
+		return 0;
+	*out = c->ch[c->next++];
+	return 1;
+}
+
+static bool changes_keep(void *arg, const char *cred_id)
+{
+	struct changes *c = arg;
+
+	for (const char *const *k = c->keep; *k != NULL; k++)
+		if (strcmp(*k, cred_id) == 0)
+			return true;
+	return false;
+}
+
+static struct sa_mirror_change mirror_cred(const char *id, const char *trunk_id, const char *user)
+{
+	struct sa_mirror_change ch = { .kind = SA_MIRROR_CREDENTIAL };
+
+	snprintf(ch.cred.id, sizeof ch.cred.id, "%s", id);
+	snprintf(ch.cred.trunk_id, sizeof ch.cred.trunk_id, "%s", trunk_id);
+	snprintf(ch.cred.username, sizeof ch.cred.username, "%s", user);
+	ch.cred.created_at = NOW;
+	for (int alg = 0; alg < SA_ALG_COUNT; alg++)
+		memset(ch.cred.ha1[alg], 'a' + alg, sa_digest_hex_len((enum sa_digest_alg)alg));
+	return ch;
+}
+
+static int apply_list(const struct sa_mirror_change *ch, size_t n, uint64_t seq, const char *const *keep)
+{
+	struct changes c = { .ch = ch, .n = n, .fail_at = -1, .keep = keep };
+
+	return sa_store_mirror_apply(st, changes_next, keep ? changes_keep : NULL, &c, seq);
+}
+
+START_TEST(test_mirror_applies_records_as_the_database_gave_them)
+{
+	struct sa_mirror_change ch[4] = { { .kind = SA_MIRROR_ACCOUNT }, { .kind = SA_MIRROR_APIKEY },
+	                                  { .kind = SA_MIRROR_TRUNK } };
+	const char *key = "tvx_sk_live_0123456789abcdefghijABCDEFGHIJ01";
+	char found[SA_ID_MAX];
+	struct sa_credential c;
+	struct sa_trunk_policy p;
+	struct sa_trunk t;
+	uint64_t seq = 99, gen0, gen1;
+
+	snprintf(ch[0].account.id, SA_ID_MAX, "acc_0000000000000db1");
+	snprintf(ch[0].account.name, sizeof ch[0].account.name, "fleet");
+	SHA256((const unsigned char *)key, strlen(key), ch[1].apikey.hash);
+	snprintf(ch[1].apikey.account_id, SA_ID_MAX, "acc_0000000000000db1");
+	snprintf(ch[2].trunk.id, SA_ID_MAX, "trunk_000000000000db1");
+	snprintf(ch[2].trunk.account_id, SA_ID_MAX, "acc_0000000000000db1");
+	sa_policy_default(&ch[2].policy);
+	ch[2].policy.max_concurrent_calls = 7;
+	ch[3] = mirror_cred("cred_000000000000db1", "trunk_000000000000db1", "Pbx-1");
+	ck_assert_int_eq(sa_store_mirror_seq(st, &seq), SA_STORE_OK);
+	ck_assert_uint_eq(seq, 0);
+	ck_assert_int_eq(sa_store_generation(st, &gen0), SA_STORE_OK);
+	ck_assert_int_eq(apply_list(ch, 4, 42, NULL), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_mirror_seq(st, &seq), SA_STORE_OK);
+	ck_assert_uint_eq(seq, 42);
+	ck_assert_int_eq(sa_store_generation(st, &gen1), SA_STORE_OK);
+	ck_assert_uint_ne(gen0, gen1);
+	ck_assert_int_eq(sa_store_apikey_account(st, key, strlen(key), found), SA_STORE_OK);
+	ck_assert_str_eq(found, "acc_0000000000000db1");
+	ck_assert_int_eq(sa_store_trunk_get(st, "trunk_000000000000db1", &t), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_trunk_policy_get(st, t.id, &p), SA_STORE_OK);
+	ck_assert_int_eq(p.max_concurrent_calls, 7);
+	ck_assert_int_eq(sa_store_credential_find(st, t.id, "pbx-1", &c), SA_STORE_OK);
+	ck_assert_str_eq(c.id, "cred_000000000000db1");
+	ck_assert_str_eq(c.ha1[SA_ALG_MD5], "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	/* the same changes again (a replay after a crash between apply and ack) change nothing */
+	ck_assert_int_eq(apply_list(ch, 4, 42, NULL), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(st, t.id, "PBX-1", &c), SA_STORE_OK);
+	ck_assert_str_eq(c.id, "cred_000000000000db1");
+	/* a rotation in the database: the record is rewritten, the previous HA1s kept */
+	memcpy(ch[3].cred.previous_ha1, ch[3].cred.ha1, sizeof ch[3].cred.ha1);
+	memset(ch[3].cred.ha1[SA_ALG_MD5], 'f', 32);
+	ch[3].cred.password_version = 2;
+	ch[3].cred.previous_until = NOW + 60;
+	ck_assert_int_eq(apply_list(&ch[3], 1, 43, NULL), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(st, t.id, "pbx-1", &c), SA_STORE_OK);
+	ck_assert_uint_eq(c.password_version, 2);
+	ck_assert_str_eq(c.ha1[SA_ALG_MD5], "ffffffffffffffffffffffffffffffff");
+	ck_assert_str_eq(c.previous_ha1[SA_ALG_MD5], "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	ck_assert(sa_credential_previous_live(&c, NOW + 59));
+}
+END_TEST
+
+START_TEST(test_mirror_deletes_leave_tombstones)
+{
+	struct sa_mirror_change ch[3];
+	struct sa_credential c;
+	struct deleted d = { .n = 0 };
+	uint64_t last = 0;
+
+	ch[0] = mirror_cred("cred_00000000000000a1", trunk.id, "pbx-a");
+	ch[1] = mirror_cred("cred_00000000000000b1", trunk.id, "pbx-b");
+	ck_assert_int_eq(apply_list(ch, 2, 2, NULL), SA_STORE_OK);
+	/* deleted in the database, and its username taken by a new credential */
+	ch[0] = (struct sa_mirror_change){ .kind = SA_MIRROR_CREDENTIAL_GONE };
+	snprintf(ch[0].cred.id, SA_ID_MAX, "cred_00000000000000a1");
+	snprintf(ch[0].cred.trunk_id, SA_ID_MAX, "%s", trunk.id);
+	ch[1] = mirror_cred("cred_00000000000000b2", trunk.id, "PBX-B");
+	ck_assert_int_eq(apply_list(ch, 2, 4, NULL), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_get(st, "cred_00000000000000a1", &c), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_credential_get(st, "cred_00000000000000b1", &c), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "pbx-b", &c), SA_STORE_OK);
+	ck_assert_str_eq(c.id, "cred_00000000000000b2");
+	ck_assert_int_eq(sa_store_deleted_since(st, 0, deleted_cb, &d, &last), SA_STORE_OK);
+	ck_assert_int_eq(d.n, 2);
+	ck_assert_str_eq(d.id[0], "cred_00000000000000a1");
+	ck_assert_str_eq(d.id[1], "cred_00000000000000b1");
+	/* a delete the mirror never saw the record of is no error */
+	ck_assert_int_eq(apply_list(ch, 1, 5, NULL), SA_STORE_OK);
+}
+END_TEST
+
+START_TEST(test_mirror_full_resync_drops_what_the_database_lost)
+{
+	struct sa_mirror_change ch[3];
+	const char *const keep[] = { "cred_00000000000000k1", "cred_00000000000000n1", NULL };
+	struct sa_credential c;
+	uint64_t seq;
+
+	ch[0] = mirror_cred("cred_00000000000000k1", trunk.id, "keep");
+	ch[1] = mirror_cred("cred_00000000000000g1", trunk.id, "gone");
+	ck_assert_int_eq(apply_list(ch, 2, 10, NULL), SA_STORE_OK);
+	ch[1] = mirror_cred("cred_00000000000000n1", trunk.id, "new");
+	ck_assert_int_eq(apply_list(ch, 2, 500, keep), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_get(st, "cred_00000000000000k1", &c), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_get(st, "cred_00000000000000n1", &c), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_get(st, "cred_00000000000000g1", &c), SA_STORE_ENOTFOUND);
+	/* the store's own credential (made before this store was a mirror) is dropped too */
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &c), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_mirror_seq(st, &seq), SA_STORE_OK);
+	ck_assert_uint_eq(seq, 500);
+}
+END_TEST
+
+START_TEST(test_mirror_apply_is_all_or_nothing)
+{
+	struct sa_mirror_change ch[2];
+	struct changes bad = { .ch = ch, .n = 2, .fail_at = 1 };
+	struct sa_credential c;
+	uint64_t seq;
+
+	ch[0] = mirror_cred("cred_00000000000000x1", trunk.id, "first");
+	ch[1] = mirror_cred("cred_00000000000000x2", trunk.id, "second");
+	ck_assert_int_eq(sa_store_mirror_apply(st, changes_next, NULL, &bad, 7), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_credential_get(st, "cred_00000000000000x1", &c), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_mirror_seq(st, &seq), SA_STORE_OK);
+	ck_assert_uint_eq(seq, 0);
+	/* a record that breaks the store's rules is refused the same way */
+	snprintf(ch[1].cred.username, sizeof ch[1].cred.username, "bad user");
+	ck_assert_int_eq(apply_list(ch, 2, 8, NULL), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_credential_get(st, "cred_00000000000000x1", &c), SA_STORE_ENOTFOUND);
+}
+END_TEST
+
 static int webhook_cb(const struct sa_webhook *w, void *arg) { return collect(arg, w->id); }
 static int delivery_cb(const struct sa_delivery *d, void *arg) { return collect(arg, d->id); }
 
@@ -2451,6 +2629,10 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_main_writer_does_not_block_binding_writes);
 	tcase_add_test(tc, test_open_moves_a_legacy_store);
 	tcase_add_test(tc, test_idempotent_answers_expire_and_are_pruned);
+	tcase_add_test(tc, test_mirror_applies_records_as_the_database_gave_them);
+	tcase_add_test(tc, test_mirror_deletes_leave_tombstones);
+	tcase_add_test(tc, test_mirror_full_resync_drops_what_the_database_lost);
+	tcase_add_test(tc, test_mirror_apply_is_all_or_nothing);
 	tcase_add_test(tc, test_webhooks_per_account_with_a_secret_each);
 	tcase_add_test(tc, test_deliveries_due_updated_listed_and_removed);
 	tcase_add_test(tc, test_store_without_webhooks_reads_as_none);

@@ -1,0 +1,635 @@
+/* cluster.c: fleet mode: PostgreSQL's change log applied to the local store, and the node's heartbeat. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#include "log.h"
+#include "pgstore.h"
+#include "server.h"
+#include "work.h"
+
+/*
+ * The feed. The SIP path reads the local LMDB store only; with [cluster]
+ * that store is a mirror of the database, kept by this feed:
+ *
+ *   connect -> LISTEN sipauthd_changes (and check the domain) -> look
+ *   look:   changes after the last sequence applied, BATCH at a time;
+ *           applied on the store thread (daemon/work.c) in one LMDB
+ *           transaction with their last sequence, then look again
+ *   wake:   a NOTIFY, or the 1 s tick (a safety net for a lost one)
+ *   resync: when the log no longer reaches back to the mirror (pruned) or
+ *           went backwards (another database), the whole database at once
+ *
+ * LISTEN comes before the first look so that no change committed between
+ * the two goes unnoticed. Everything runs on the loop through libpq's
+ * asynchronous calls (PQconnectStart/Poll, PQsendQuery*, PQconsumeInput,
+ * PQisBusy) on a non-blocking connection: the loop never waits for the
+ * database. A query that gets no answer in QUERY_TIMEOUT_MS, or a broken
+ * connection, drops the connection; the tick connects again. Meanwhile SIP
+ * goes on from the mirror as it is.
+ *
+ * Libpq resolves a host name inside PQconnectStart (blocking): [cluster]
+ * database should name the server by address (host=10.0.0.5 or hostaddr=).
+ */
+
+#define BATCH 1000               /* changes per look (and per LMDB transaction) */
+#define TICK_MS 1000             /* the safety-net poll, the heartbeat, reconnection */
+#define QUERY_TIMEOUT_MS 5000    /* a connection or query this long without an answer is dropped */
+
+enum conn_state { CS_DOWN, CS_CONNECTING, CS_UP, CS_REFUSED };
+enum step { ST_IDLE, ST_HELLO, ST_CHANGES, ST_SNAPSHOT, ST_HEARTBEAT, ST_APPLYING };
+
+static const char *const state_names[] = {
+	[CS_DOWN] = "down", [CS_CONNECTING] = "connecting", [CS_UP] = "up", [CS_REFUSED] = "refused",
+};
+
+struct sa_cluster {
+	struct sa_server *srv;
+	PGconn *conn;
+	enum conn_state state;
+	enum step step;
+	struct event *io;            /* PQsocket: read while up; read or write while connecting */
+	struct event *wr;            /* PQsocket: write, while libpq holds output it could not send */
+	struct event *tick;
+	bool again;                  /* woken while busy: look again once idle */
+	bool resync;                 /* the next look takes the whole database */
+	bool hello_seen;             /* the hello's domain came */
+	bool hello_ok;               /* ... and matched */
+	uint64_t applied;            /* last sequence in the mirror */
+	uint64_t head;               /* last sequence the database had at the last look */
+	uint64_t since_ms;           /* when the query in flight was sent, or the connection started */
+	PGresult *rows;              /* the rows of the query in flight */
+	char address[96];
+	struct sa_metrics_fleet stats;
+};
+
+static void look(struct sa_cluster *c);
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- the connection ---- */
+
+static void events_free(struct sa_cluster *c)
+{
+	if (c->io)
+		event_free(c->io);
+	if (c->wr)
+		event_free(c->wr);
+	c->io = c->wr = NULL;
+}
+
+/* libpq's messages run over several lines ("...\n\tThis probably means..."): one line of them. */
+static const char *one_line(const char *msg, char *out, size_t outlen)
+{
+	size_t n = 0;
+
+	for (const char *s = msg; *s && n + 1 < outlen; s++)
+		if (!(*s == ' ' || *s == '\n' || *s == '\t') || (n > 0 && out[n - 1] != ' '))
+			out[n++] = *s == '\n' || *s == '\t' ? ' ' : *s;
+	while (n > 0 && out[n - 1] == ' ')
+		n--;
+	out[n] = '\0';
+	return out;
+}
+
+/* Drops the connection (logged once per change of state); the tick tries again. */
+static void down(struct sa_cluster *c, const char *msg, enum conn_state to)
+{
+	char q[256], why[192];
+
+	one_line(msg, why, sizeof(why));
+	if (c->state == CS_UP || to == CS_REFUSED)
+		log_warn("event=cluster_down node=%s error=\"%s\" applied=%llu", c->srv->cfg.cluster_node,
+		         sa_log_quote(why, q, sizeof(q)), (unsigned long long)c->applied);
+	else if (c->stats.connect_failures == 0)
+		log_warn("event=cluster_connect_failed node=%s error=\"%s\" hint=\"SIP goes on from the local store; "
+		         "retrying every second\"", c->srv->cfg.cluster_node, sa_log_quote(why, q, sizeof(q)));
+	if (c->state != CS_UP)
+		c->stats.connect_failures++;
+	events_free(c);
+	PQclear(c->rows);
+	c->rows = NULL;
+	PQfinish(c->conn);
+	c->conn = NULL;
+	c->state = to;
+	if (c->step != ST_APPLYING)
+		c->step = ST_IDLE;
+}
+
+static void io_cb(evutil_socket_t fd, short what, void *arg);
+static void write_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Waits for the socket (it may change while connecting): what, once or for good. */
+static int watch(struct sa_cluster *c, short what)
+{
+	events_free(c);
+	int fd = PQsocket(c->conn);
+	c->io = fd >= 0 ? event_new(c->srv->base, fd, what, io_cb, c) : NULL;
+	return c->io != NULL && event_add(c->io, NULL) == 0 ? 0 : -1;
+}
+
+/* libpq could not send everything: the rest when the socket takes it. */
+static int flush(struct sa_cluster *c)
+{
+	int r = PQflush(c->conn);
+
+	if (r == 0 || (r == 1 && c->wr != NULL))
+		return r == 0 ? 0 : event_add(c->wr, NULL);
+	if (r == 1) {
+		c->wr = event_new(c->srv->base, PQsocket(c->conn), EV_WRITE, write_cb, c);
+		return c->wr != NULL && event_add(c->wr, NULL) == 0 ? 0 : -1;
+	}
+	return -1;
+}
+
+static void write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_cluster *c = arg;
+
+	if (flush(c) < 0)
+		down(c, PQerrorMessage(c->conn), CS_DOWN);
+}
+
+static void send_query(struct sa_cluster *c, enum step step, const char *sql, int n, const char *const *params)
+{
+	int ok = n == 0 ? PQsendQuery(c->conn, sql) : PQsendQueryParams(c->conn, sql, n, NULL, params, NULL, NULL, 0);
+
+	if (!ok || flush(c) < 0) {
+		down(c, PQerrorMessage(c->conn), CS_DOWN);
+		return;
+	}
+	c->step = step;
+	c->since_ms = sa_now_ms();
+}
+
+/* Connected: LISTEN first, then the first look (hello's answer). */
+static void up(struct sa_cluster *c)
+{
+	c->state = CS_UP;
+	c->stats.connects++;
+	c->stats.connect_failures = 0;
+	log_info("event=cluster_connected node=%s database=\"%s on %s:%s\" applied=%llu", c->srv->cfg.cluster_node,
+	         PQdb(c->conn), PQhost(c->conn), PQport(c->conn), (unsigned long long)c->applied);
+	if (watch(c, EV_READ | EV_PERSIST) < 0) {
+		down(c, "cannot watch the connection", CS_DOWN);
+		return;
+	}
+	c->hello_seen = c->hello_ok = false;
+	send_query(c, ST_HELLO, "LISTEN " SA_PG_CHANNEL "; SELECT value FROM settings WHERE name = 'domain'", 0, NULL);
+}
+
+static void connect_step(struct sa_cluster *c)
+{
+	switch (PQconnectPoll(c->conn)) {
+	case PGRES_POLLING_READING:
+		if (watch(c, EV_READ) < 0)
+			down(c, "cannot watch the connection", CS_DOWN);
+		return;
+	case PGRES_POLLING_WRITING:
+		if (watch(c, EV_WRITE) < 0)
+			down(c, "cannot watch the connection", CS_DOWN);
+		return;
+	case PGRES_POLLING_OK:
+		up(c);
+		return;
+	default:
+		down(c, PQerrorMessage(c->conn), CS_DOWN);
+		return;
+	}
+}
+
+static void connect_start(struct sa_cluster *c)
+{
+	c->conn = sa_pg_connect_start(c->srv->cfg.cluster_database);
+	c->since_ms = sa_now_ms();
+	if (c->conn == NULL || PQstatus(c->conn) == CONNECTION_BAD || PQsetnonblocking(c->conn, 1) != 0) {
+		down(c, c->conn ? PQerrorMessage(c->conn) : "out of memory", CS_DOWN);
+		return;
+	}
+	c->state = CS_CONNECTING;
+	/* libpq: after PQconnectStart, act as if polling had said "writing" */
+	if (watch(c, EV_WRITE) < 0)
+		down(c, "cannot watch the connection", CS_DOWN);
+}
+
+/* ---- answers ---- */
+
+static void hello_result(struct sa_cluster *c, PGresult *r)
+{
+	const char *domain = PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "";
+
+	c->hello_seen = true;
+	c->hello_ok = strcasecmp(domain, c->srv->domain) == 0;
+	if (!c->hello_ok)
+		log_err("event=cluster_domain_mismatch node=%s database=%s store=%s hint=\"credentials are hashed for "
+		        "the database's domain: give this node a store of that domain\"", c->srv->cfg.cluster_node,
+		        domain[0] ? domain : "(not initialised)", c->srv->domain);
+}
+
+/* One result of the query in flight. */
+static void result(struct sa_cluster *c, PGresult *r)
+{
+	ExecStatusType s = PQresultStatus(r);
+
+	if (s == PGRES_TUPLES_OK && c->step == ST_HELLO)
+		hello_result(c, r);
+	else if (s == PGRES_TUPLES_OK && PQnfields(r) == 5 && c->rows == NULL) {
+		c->rows = r;
+		return;
+	} else if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
+		char q[256], line[192];
+		c->stats.query_failures++;
+		log_err("event=cluster_query_failed node=%s error=\"%s\"", c->srv->cfg.cluster_node,
+		        sa_log_quote(one_line(PQresultErrorMessage(r), line, sizeof(line)), q, sizeof(q)));
+	}
+	PQclear(r);
+}
+
+/* ---- applying changes (on the store thread) ---- */
+
+struct apply {
+	struct sa_cluster *c;
+	PGresult *rows;
+	int next_row;                /* 1: row 0 is the head */
+	bool full;
+	uint64_t seq;                /* recorded with the changes */
+	char **keep;                 /* full: the credential ids the database holds, sorted */
+	size_t nkeep;
+	int rc;
+	int bad_row;                 /* a row that did not decode, or -1 */
+	int64_t lag_ms;              /* from the last change's write to its commit here */
+};
+
+static int apply_next(void *arg, struct sa_mirror_change *out)
+{
+	struct apply *a = arg;
+
+	if (a->next_row >= PQntuples(a->rows))
+		return 0;
+	int row = a->next_row++;
+	int rc = sa_pg_change_decode(PQgetvalue(a->rows, row, 1), PQgetvalue(a->rows, row, 2),
+	                             PQgetvalue(a->rows, row, 3), out);
+	if (rc != SA_STORE_OK) {
+		a->bad_row = row;
+		return rc;
+	}
+	return 1;
+}
+
+static int id_cmp(const void *x, const void *y)
+{
+	return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+static bool apply_keep(void *arg, const char *cred_id)
+{
+	struct apply *a = arg;
+
+	return bsearch(&cred_id, a->keep, a->nkeep, sizeof(*a->keep), id_cmp) != NULL;
+}
+
+/* The ids of the snapshot's credentials (each row's "id"), sorted for apply_keep. */
+static int keep_collect(struct apply *a)
+{
+	int n = PQntuples(a->rows);
+
+	a->keep = calloc((size_t)n + 1, sizeof(*a->keep));
+	if (a->keep == NULL)
+		return SA_STORE_EIO;
+	for (int i = 1; i < n; i++) {
+		if (strcmp(PQgetvalue(a->rows, i, 1), "credentials") != 0)
+			continue;
+		json_error_t e;
+		json_t *o = json_loads(PQgetvalue(a->rows, i, 3), 0, &e);
+		const char *id = json_string_value(json_object_get(o, "id"));
+		char *copy = id != NULL ? strdup(id) : NULL;
+		json_decref(o);
+		if (copy == NULL) {
+			a->bad_row = i;
+			return SA_STORE_EINVAL;
+		}
+		a->keep[a->nkeep++] = copy;
+	}
+	qsort(a->keep, a->nkeep, sizeof(*a->keep), id_cmp);
+	return SA_STORE_OK;
+}
+
+static void apply_fn(struct sa_store *st, void *arg)
+{
+	struct apply *a = arg;
+	int n = PQntuples(a->rows);
+
+	a->rc = a->full ? keep_collect(a) : SA_STORE_OK;
+	if (a->rc == SA_STORE_OK)
+		a->rc = sa_store_mirror_apply(st, apply_next, a->full ? apply_keep : NULL, a, a->seq);
+	if (a->rc == SA_STORE_OK && !a->full && n > 1)
+		a->lag_ms = wall_ms() - strtoll(PQgetvalue(a->rows, n - 1, 4), NULL, 10);
+}
+
+static void apply_free(struct apply *a)
+{
+	for (size_t i = 0; i < a->nkeep; i++)
+		free(a->keep[i]);
+	free(a->keep);
+	PQclear(a->rows);
+	free(a);
+}
+
+static void apply_done(void *arg, bool cancelled)
+{
+	struct apply *a = arg;
+	struct sa_cluster *c = a->c;
+	uint64_t changes = (uint64_t)PQntuples(a->rows) - 1;
+
+	if (cancelled) {
+		apply_free(a);
+		return;
+	}
+	c->step = ST_IDLE;
+	if (a->rc == SA_STORE_OK) {
+		log_debug("event=cluster_applied node=%s from=%llu to=%llu changes=%llu lag_ms=%lld",
+		          c->srv->cfg.cluster_node, (unsigned long long)c->applied, (unsigned long long)a->seq,
+		          (unsigned long long)changes, (long long)a->lag_ms);
+		if (a->full)
+			log_info("event=cluster_resynced node=%s seq=%llu records=%llu credentials=%zu",
+			         c->srv->cfg.cluster_node, (unsigned long long)a->seq, (unsigned long long)changes, a->nkeep);
+		c->applied = a->seq;
+		c->stats.changes_applied += a->full ? 0 : changes;
+		c->stats.resyncs += a->full;
+		if (!a->full)
+			c->stats.lag_ms = a->lag_ms;
+		c->again |= changes >= BATCH;
+		sa_sip_revocation_check(c->srv);   /* a delete ends its calls now, not at the next poll */
+	} else {
+		c->stats.apply_failures++;
+		log_err("event=cluster_apply_failed node=%s cause=%s seq=%s hint=\"the same changes are tried again "
+		        "each second\"", c->srv->cfg.cluster_node, sa_store_cause(a->rc),
+		        a->bad_row >= 0 ? PQgetvalue(a->rows, a->bad_row, 0) : "-");
+	}
+	apply_free(a);
+	if (c->again)
+		look(c);
+}
+
+static void apply_start(struct sa_cluster *c, bool full, uint64_t seq)
+{
+	struct apply *a = calloc(1, sizeof(*a));
+
+	if (a == NULL) {
+		PQclear(c->rows);
+		c->rows = NULL;
+		return;
+	}
+	*a = (struct apply){ .c = c, .rows = c->rows, .next_row = 1, .full = full, .seq = seq, .bad_row = -1 };
+	c->rows = NULL;
+	c->step = ST_APPLYING;
+	if (sa_work_submit(c->srv->work, apply_fn, apply_done, a) < 0) {
+		c->step = ST_IDLE;   /* the store thread is full: the tick comes back */
+		apply_free(a);
+	}
+}
+
+/* What the changes' answer calls for: nothing, an apply, or a resync. */
+static void changes_done(struct sa_cluster *c, bool full)
+{
+	PGresult *r = c->rows;
+	int n = r != NULL ? PQntuples(r) : 0;
+
+	if (n == 0 || strcmp(PQgetvalue(r, 0, 1), "head") != 0) {
+		PQclear(r);
+		c->rows = NULL;
+		return;
+	}
+	c->head = strtoull(PQgetvalue(r, 0, 3), NULL, 10);
+	c->stats.head = c->head;
+	uint64_t first = n > 1 ? strtoull(PQgetvalue(r, 1, 0), NULL, 10) : 0;
+	bool gap = !full && ((n == 1 && c->head != c->applied) || (n > 1 && first != c->applied + 1));
+	if (full || (n > 1 && !gap)) {
+		apply_start(c, full, full ? c->head : strtoull(PQgetvalue(r, n - 1, 0), NULL, 10));
+		return;
+	}
+	PQclear(r);
+	c->rows = NULL;
+	if (gap) {
+		log_warn("event=cluster_resync node=%s applied=%llu head=%llu reason=\"%s\"", c->srv->cfg.cluster_node,
+		         (unsigned long long)c->applied, (unsigned long long)c->head,
+		         c->head < c->applied ? "the database is behind this mirror" : "the change log was pruned past this mirror");
+		c->resync = true;
+		c->again = true;
+	}
+}
+
+/* The query in flight has given every result. */
+static void query_done(struct sa_cluster *c)
+{
+	enum step step = c->step;
+
+	c->step = ST_IDLE;
+	switch (step) {
+	case ST_HELLO:
+		if (!c->hello_seen) {   /* refused (logged): a schema not made yet, a right missing */
+			down(c, "the database did not answer LISTEN and the domain", CS_DOWN);
+			return;
+		}
+		if (!c->hello_ok) {
+			down(c, "the database's domain is not this store's", CS_REFUSED);
+			return;
+		}
+		c->again = true;
+		break;
+	case ST_CHANGES:
+	case ST_SNAPSHOT:
+		if (step == ST_SNAPSHOT && c->rows != NULL)
+			c->resync = false;
+		changes_done(c, step == ST_SNAPSHOT);
+		break;
+	default:
+		break;
+	}
+	if (c->step == ST_IDLE && c->again)
+		look(c);
+}
+
+/* Each NOTIFY libpq has read: a change to look for. */
+static void notifications(struct sa_cluster *c)
+{
+	for (PGnotify *n; (n = PQnotifies(c->conn)) != NULL; PQfreemem(n)) {
+		c->stats.notifications++;
+		c->again = true;
+	}
+}
+
+static void io_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_cluster *c = arg;
+
+	if (c->state == CS_CONNECTING) {
+		connect_step(c);
+		return;
+	}
+	if (!PQconsumeInput(c->conn)) {
+		down(c, PQerrorMessage(c->conn), CS_DOWN);
+		return;
+	}
+	notifications(c);
+	while (c->step != ST_IDLE && c->step != ST_APPLYING && !PQisBusy(c->conn)) {
+		PGresult *r = PQgetResult(c->conn);
+		if (r == NULL) {
+			/* reading the results may have read a NOTIFY behind them: no
+			 * socket event comes for it */
+			notifications(c);
+			query_done(c);
+			return;
+		}
+		result(c, r);
+	}
+	if (c->step == ST_IDLE && c->again)
+		look(c);
+}
+
+/* ---- looking for changes ---- */
+
+static void look(struct sa_cluster *c)
+{
+	char after[24], batch[24];
+	const char *params[] = { after, batch };
+
+	if (c->state != CS_UP || c->step != ST_IDLE) {
+		c->again = c->again || c->state == CS_UP;
+		return;
+	}
+	c->again = false;
+	if (c->resync) {
+		send_query(c, ST_SNAPSHOT, sa_pg_snapshot_sql, 0, NULL);
+		return;
+	}
+	snprintf(after, sizeof(after), "%llu", (unsigned long long)c->applied);
+	snprintf(batch, sizeof(batch), "%d", BATCH);
+	send_query(c, ST_CHANGES, sa_pg_changes_sql, 2, params);
+}
+
+static void heartbeat(struct sa_cluster *c)
+{
+	char applied[24];
+	const char *params[] = { c->srv->cfg.cluster_node, c->address, applied };
+
+	snprintf(applied, sizeof(applied), "%llu", (unsigned long long)c->applied);
+	send_query(c, ST_HEARTBEAT, sa_pg_heartbeat_sql, 3, params);
+}
+
+/* Each second: connect when down, drop what hangs, beat, and look (the safety net). */
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_cluster *c = arg;
+	bool waiting = c->state == CS_CONNECTING || (c->state == CS_UP && c->step != ST_IDLE && c->step != ST_APPLYING);
+
+	if (waiting && sa_now_ms() - c->since_ms > QUERY_TIMEOUT_MS) {
+		down(c, c->state == CS_CONNECTING ? "no connection within 5 s" : "no answer within 5 s", CS_DOWN);
+		return;
+	}
+	if (c->state == CS_DOWN) {
+		connect_start(c);
+		return;
+	}
+	if (c->state != CS_UP)
+		return;
+	c->again = true;
+	if (c->step == ST_IDLE)
+		heartbeat(c);
+}
+
+/* ---- the daemon's side ---- */
+
+/* The address other nodes reach this one at: [cluster] address, or the first udp listen. */
+static void address_pick(struct sa_cluster *c)
+{
+	const struct sa_config *cfg = &c->srv->cfg;
+
+	snprintf(c->address, sizeof(c->address), "%s", cfg->cluster_address);
+	for (unsigned i = 0; !c->address[0] && i < cfg->nlisten; i++)
+		if (cfg->listen[i].proto == SA_PROTO_UDP)
+			snprintf(c->address, sizeof(c->address), strchr(cfg->listen[i].host, ':') ? "udp:[%s]:%u" : "udp:%s:%u",
+			         cfg->listen[i].host, cfg->listen[i].port);
+}
+
+int sa_cluster_mirror_init(struct sa_server *srv)
+{
+	char why[256] = "", domain[SA_DOMAIN_MAX + 1];
+	struct sa_pg *pg = NULL;
+	int rc = sa_pg_open(&pg, srv->cfg.cluster_database, why, sizeof(why));
+
+	if (rc == SA_STORE_OK)
+		rc = sa_pg_check(pg);
+	if (rc == SA_STORE_OK)
+		rc = sa_pg_domain(pg, domain, sizeof(domain));
+	if (rc == SA_STORE_OK)
+		rc = sa_store_init(srv->store, domain);
+	if (rc != SA_STORE_OK)
+		log_err("event=cluster_mirror_init_failed node=%s cause=%s error=\"%s\" hint=\"a new node's store is made "
+		        "from the database: it must be reachable and initialised (sipauthctl --database CONNINFO init)\"",
+		        srv->cfg.cluster_node, sa_store_cause(rc), why[0] ? why : sa_pg_detail(pg));
+	else
+		log_info("event=cluster_mirror_created node=%s path=%s domain=%s", srv->cfg.cluster_node,
+		         srv->cfg.store_path, domain);
+	sa_pg_close(pg);
+	return rc == SA_STORE_OK ? 0 : -1;
+}
+
+int sa_cluster_start(struct sa_server *srv)
+{
+	struct sa_cluster *c = calloc(1, sizeof(*c));
+	struct timeval tick = { .tv_sec = TICK_MS / 1000, .tv_usec = (TICK_MS % 1000) * 1000 };
+
+	if (c == NULL || sa_store_mirror_seq(srv->store, &c->applied) != SA_STORE_OK) {
+		free(c);
+		log_err("event=cluster_start_failed node=%s", srv->cfg.cluster_node);
+		return -1;
+	}
+	c->srv = srv;
+	address_pick(c);
+	c->tick = event_new(srv->base, -1, EV_PERSIST, tick_cb, c);
+	if (c->tick == NULL || event_add(c->tick, &tick) < 0) {
+		sa_cluster_stop(c);
+		return -1;
+	}
+	srv->cluster = c;
+	log_info("event=cluster_started node=%s address=%s applied=%llu", srv->cfg.cluster_node, c->address,
+	         (unsigned long long)c->applied);
+	connect_start(c);
+	return 0;
+}
+
+/* After sa_work_stop: no apply job can come back to c. */
+void sa_cluster_stop(struct sa_cluster *c)
+{
+	if (c == NULL)
+		return;
+	events_free(c);
+	if (c->tick)
+		event_free(c->tick);
+	PQclear(c->rows);
+	PQfinish(c->conn);
+	free(c);
+}
+
+void sa_cluster_stats(const struct sa_cluster *c, struct sa_metrics_fleet *s)
+{
+	*s = c->stats;
+	s->applied = c->applied;
+	s->state = state_names[c->state];
+	s->up = c->state == CS_UP;
+}

@@ -1,0 +1,999 @@
+/* pgstore.c: fleet mode's PostgreSQL store: the schema, sipauthctl's commands through libpq, change log rows. */
+#include <errno.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "pgstore.h"
+
+/*
+ * Schema 1. Ids, names, HA1s and times are the LMDB store's (text ids made
+ * by sa_store_id_make, times in seconds); the mirror takes them as they are.
+ * `ord` keeps creation order for listings. change_seq has one row: its row
+ * lock, taken by the trigger of the first change of a transaction, orders
+ * writers, so change_log has no gaps and a reader that saw sequence N has
+ * seen everything before it. at_ms is when the change was written (for the
+ * feed's lag). registrations, nodes and nonce_keys are for the fleet's
+ * registrations and nonces.
+ */
+static const char schema_v1[] =
+	"CREATE TABLE schema_version (version integer NOT NULL);"
+	"CREATE TABLE settings (name text PRIMARY KEY, value text NOT NULL);"
+	"CREATE TABLE accounts (id text PRIMARY KEY, name text NOT NULL, created_at bigint NOT NULL);"
+	"CREATE TABLE api_keys (hash bytea PRIMARY KEY CHECK (length(hash) = 32),"
+	"  account_id text NOT NULL REFERENCES accounts(id), created_at bigint NOT NULL);"
+	"CREATE TABLE trunks (id text PRIMARY KEY, account_id text NOT NULL REFERENCES accounts(id),"
+	"  name text NOT NULL, created_at bigint NOT NULL, ord bigserial NOT NULL UNIQUE,"
+	"  policy jsonb NOT NULL DEFAULT '{}');"
+	"CREATE INDEX trunks_by_account ON trunks (account_id, ord);"
+	"CREATE TABLE credentials (id text PRIMARY KEY, trunk_id text NOT NULL REFERENCES trunks(id),"
+	"  username text NOT NULL, created_at bigint NOT NULL, ord bigserial NOT NULL UNIQUE,"
+	"  ha1_md5 text NOT NULL, ha1_sha256 text NOT NULL, ha1_sha512_256 text NOT NULL,"
+	/* rotation, as the LMDB store keeps it: the previous password's HA1s ("" before the first) */
+	"  password_version bigint NOT NULL DEFAULT 1, rotated_at bigint NOT NULL DEFAULT 0,"
+	"  previous_until bigint NOT NULL DEFAULT 0, prev_ha1_md5 text NOT NULL DEFAULT '',"
+	"  prev_ha1_sha256 text NOT NULL DEFAULT '', prev_ha1_sha512_256 text NOT NULL DEFAULT '');"
+	"CREATE UNIQUE INDEX credentials_username ON credentials (trunk_id, lower(username));"
+	"CREATE INDEX credentials_by_trunk ON credentials (trunk_id, ord);"
+	"CREATE TABLE change_seq (one boolean PRIMARY KEY DEFAULT true CHECK (one), last bigint NOT NULL);"
+	"INSERT INTO change_seq VALUES (true, 0);"
+	"CREATE TABLE change_log (seq bigint PRIMARY KEY, kind text NOT NULL, op text NOT NULL,"
+	"  payload jsonb NOT NULL, at_ms bigint NOT NULL);"
+	"CREATE TABLE nodes (name text PRIMARY KEY, address text NOT NULL, started_at bigint NOT NULL,"
+	"  heartbeat_at bigint NOT NULL, applied_seq bigint NOT NULL DEFAULT 0);"
+	"CREATE TABLE registrations (credential_id text NOT NULL REFERENCES credentials(id) ON DELETE CASCADE,"
+	"  contact text NOT NULL, node text NOT NULL REFERENCES nodes(name), trunk_id text NOT NULL,"
+	"  source text NOT NULL, source_port integer NOT NULL, transport text NOT NULL,"
+	"  user_agent text NOT NULL DEFAULT '', call_id text NOT NULL, cseq bigint NOT NULL,"
+	"  registered_at bigint NOT NULL, updated_at bigint NOT NULL, expires_at bigint NOT NULL,"
+	"  PRIMARY KEY (credential_id, contact));"
+	"CREATE INDEX registrations_by_node ON registrations (node);"
+	"CREATE TABLE nonce_keys (id smallint PRIMARY KEY CHECK (id BETWEEN 1 AND 255),"
+	"  secret bytea NOT NULL CHECK (length(secret) = 32), created_at bigint NOT NULL, retired_at bigint);"
+	/* SECURITY DEFINER: writers need no right on change_log or change_seq,
+	 * so that nobody but this trigger writes the log */
+	"CREATE FUNCTION sipauthd_log_change() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
+	"  SET search_path FROM CURRENT AS $$\n"
+	"DECLARE s bigint;\n"
+	"BEGIN\n"
+	"  UPDATE change_seq SET last = last + 1 RETURNING last INTO s;\n"
+	"  INSERT INTO change_log VALUES (s, TG_TABLE_NAME, lower(TG_OP),\n"
+	"    CASE WHEN TG_OP = 'DELETE' THEN to_jsonb(OLD) ELSE to_jsonb(NEW) END,\n"
+	"    (extract(epoch FROM clock_timestamp()) * 1000)::bigint);\n"
+	"  PERFORM pg_notify('" SA_PG_CHANNEL "', s::text);\n"
+	"  RETURN NULL;\n"
+	"END $$;"
+	"CREATE TRIGGER accounts_log AFTER INSERT OR UPDATE OR DELETE ON accounts"
+	"  FOR EACH ROW EXECUTE FUNCTION sipauthd_log_change();"
+	"CREATE TRIGGER api_keys_log AFTER INSERT OR UPDATE OR DELETE ON api_keys"
+	"  FOR EACH ROW EXECUTE FUNCTION sipauthd_log_change();"
+	"CREATE TRIGGER trunks_log AFTER INSERT OR UPDATE OR DELETE ON trunks"
+	"  FOR EACH ROW EXECUTE FUNCTION sipauthd_log_change();"
+	"CREATE TRIGGER credentials_log AFTER INSERT OR UPDATE OR DELETE ON credentials"
+	"  FOR EACH ROW EXECUTE FUNCTION sipauthd_log_change();";
+
+/* Upgrades: upgrades[v] takes schema v to v + 1 (none yet). */
+static const char *const upgrades[SA_PG_SCHEMA_VERSION] = { NULL };
+
+/* init and upgrades hold this advisory lock: two at once would both see no schema */
+#define INIT_LOCK "SELECT pg_advisory_xact_lock(7316020512)"
+
+const char sa_pg_changes_sql[] =
+	"SELECT 0::bigint AS seq, 'head' AS kind, '' AS op, last::text AS payload, 0::bigint AS at_ms FROM change_seq"
+	" UNION ALL (SELECT seq, kind, op, payload::text, at_ms FROM change_log WHERE seq > $1::bigint"
+	" ORDER BY seq LIMIT $2::bigint) ORDER BY seq";
+
+const char sa_pg_snapshot_sql[] =
+	"SELECT seq, kind, op, payload, at_ms FROM ("
+	" SELECT 0 AS g, 0::bigint AS o, last AS seq, 'head' AS kind, '' AS op, last::text AS payload, 0::bigint AS at_ms"
+	"  FROM change_seq"
+	" UNION ALL SELECT 1, 0, 0, 'accounts', 'insert', to_jsonb(a)::text, 0 FROM accounts a"
+	" UNION ALL SELECT 2, 0, 0, 'api_keys', 'insert', to_jsonb(k)::text, 0 FROM api_keys k"
+	" UNION ALL SELECT 3, t.ord, 0, 'trunks', 'insert', to_jsonb(t)::text, 0 FROM trunks t"
+	" UNION ALL SELECT 4, c.ord, 0, 'credentials', 'insert', to_jsonb(c)::text, 0 FROM credentials c"
+	") s ORDER BY g, o";
+
+const char sa_pg_heartbeat_sql[] =
+	"INSERT INTO nodes (name, address, started_at, heartbeat_at, applied_seq)"
+	" VALUES ($1, $2, extract(epoch FROM now())::bigint, extract(epoch FROM now())::bigint, $3::bigint)"
+	" ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, heartbeat_at = EXCLUDED.heartbeat_at,"
+	" applied_seq = EXCLUDED.applied_seq";
+
+struct sa_pg {
+	PGconn *conn;
+	int64_t used_at;             /* when sa_pg_alive last found it working */
+	char detail[256];
+	char name[192];
+	char domain[SA_DOMAIN_MAX + 1];   /* once sa_pg_check has read it */
+};
+
+/* ---- connection and errors ---- */
+
+/* The first line of a libpq or server message. */
+static void detail_set(struct sa_pg *pg, const char *msg)
+{
+	snprintf(pg->detail, sizeof pg->detail, "%s", msg != NULL ? msg : "");
+	pg->detail[strcspn(pg->detail, "\n")] = '\0';
+}
+
+/* SQLSTATE classes as store errors. */
+static int err_of_state(const char *state)
+{
+	static const struct { const char *state; int err; } map[] = {
+		{ "23505", SA_STORE_EEXISTS },     /* unique_violation */
+		{ "23503", SA_STORE_ENOTFOUND },   /* foreign_key_violation: the account or trunk named */
+		{ "42P01", SA_STORE_ENOTINIT },    /* undefined_table: no schema */
+		{ "53100", SA_STORE_ENOSPC },      /* disk_full */
+		{ "42501", SA_STORE_EACCES },      /* insufficient_privilege */
+		{ "22P02", SA_STORE_EINVAL },      /* invalid_text_representation */
+	};
+	for (size_t i = 0; state != NULL && i < sizeof map / sizeof map[0]; i++)
+		if (strcmp(state, map[i].state) == 0)
+			return map[i].err;
+	return SA_STORE_EIO;
+}
+
+/* Statements that change something: when the connection breaks under one,
+ * nobody knows whether it was done. */
+static bool is_write(const char *sql)
+{
+	static const char *const verbs[] = { "INSERT", "UPDATE", "DELETE", "COMMIT" };
+
+	for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+		if (strncmp(sql, verbs[i], strlen(verbs[i])) == 0)
+			return true;
+	return false;
+}
+
+/* Runs sql with text parameters (without any, sql may be several
+ * statements: the schema). OK with the result in *res (the caller clears
+ * it), or the error (detail set, nothing to clear). */
+static int exec(struct sa_pg *pg, const char *sql, int n, const char *const *params, PGresult **res)
+{
+	if (PQstatus(pg->conn) != CONNECTION_OK) {
+		detail_set(pg, PQerrorMessage(pg->conn));
+		return SA_STORE_EUNAVAIL;
+	}
+	PGresult *r = n == 0 ? PQexec(pg->conn, sql) : PQexecParams(pg->conn, sql, n, NULL, params, NULL, NULL, 0);
+	ExecStatusType s = PQresultStatus(r);
+
+	if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK) {
+		*res = r;
+		return SA_STORE_OK;
+	}
+	detail_set(pg, r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(pg->conn));
+	int err = r != NULL ? err_of_state(PQresultErrorField(r, PG_DIAG_SQLSTATE)) : SA_STORE_EIO;
+	if (PQstatus(pg->conn) != CONNECTION_OK)
+		err = is_write(sql) ? SA_STORE_EUNKNOWN : SA_STORE_EUNAVAIL;
+	PQclear(r);
+	return err;
+}
+
+/* As exec, for statements whose rows nobody reads; *affected: rows changed (may be NULL). */
+static int run(struct sa_pg *pg, const char *sql, int n, const char *const *params, long *affected)
+{
+	PGresult *r;
+	int rc = exec(pg, sql, n, params, &r);
+
+	if (rc == SA_STORE_OK && affected != NULL)
+		*affected = strtol(PQcmdTuples(r), NULL, 10);
+	if (rc == SA_STORE_OK)
+		PQclear(r);
+	return rc;
+}
+
+/* Our defaults first, the administrator's connection string (dbname,
+ * expanded) last: libpq keeps the last value of a key, so the string
+ * overrides any of them. */
+#define CONN_DEFAULTS(conninfo) \
+	const char *const keys[] = { "connect_timeout", "tcp_user_timeout", "keepalives_idle", \
+	                             "keepalives_interval", "keepalives_count", "dbname", NULL }; \
+	const char *const vals[] = { "3", "5000", "5", "2", "2", conninfo, NULL }
+
+struct pg_conn *sa_pg_connect_start(const char *conninfo)
+{
+	CONN_DEFAULTS(conninfo);
+
+	return PQconnectStartParams(keys, vals, 1);
+}
+
+int sa_pg_open(struct sa_pg **out, const char *conninfo, char *why, size_t whylen)
+{
+	CONN_DEFAULTS(conninfo);
+	struct sa_pg *pg = calloc(1, sizeof *pg);
+
+	*out = NULL;
+	if (pg == NULL)
+		return SA_STORE_EIO;
+	pg->conn = PQconnectdbParams(keys, vals, 1);
+	if (PQstatus(pg->conn) != CONNECTION_OK) {
+		detail_set(pg, PQerrorMessage(pg->conn));
+		snprintf(why, whylen, "%s", pg->detail);
+		sa_pg_close(pg);
+		return SA_STORE_EUNAVAIL;
+	}
+	snprintf(pg->name, sizeof pg->name, "%s on %s:%s", PQdb(pg->conn), PQhost(pg->conn), PQport(pg->conn));
+	/* the schema's notices (CREATE ... IF NOT EXISTS and the like) are no news */
+	run(pg, "SET client_min_messages = warning", 0, NULL, NULL);
+	*out = pg;
+	return SA_STORE_OK;
+}
+
+bool sa_pg_alive(struct sa_pg *pg, int64_t now, int64_t idle_secs)
+{
+	PGresult *r;
+
+	if (PQstatus(pg->conn) != CONNECTION_OK)
+		return false;
+	if (now - pg->used_at < idle_secs)
+		return true;
+	if (exec(pg, "SELECT 1", 0, NULL, &r) != SA_STORE_OK)
+		return false;
+	PQclear(r);
+	pg->used_at = now;
+	return true;
+}
+
+void sa_pg_close(struct sa_pg *pg)
+{
+	if (pg == NULL)
+		return;
+	PQfinish(pg->conn);
+	free(pg);
+}
+
+const char *sa_pg_detail(const struct sa_pg *pg)
+{
+	return pg != NULL ? pg->detail : "";
+}
+
+const char *sa_pg_name(const struct sa_pg *pg)
+{
+	return pg != NULL ? pg->name : "";
+}
+
+/* ---- schema ---- */
+
+/* The recorded version: 0 when there is no schema. */
+static int schema_version(struct sa_pg *pg, int *version)
+{
+	PGresult *r;
+	/* asked first, so that a missing table fails no transaction it is in */
+	int rc = exec(pg, "SELECT 1 WHERE to_regclass('schema_version') IS NOT NULL", 0, NULL, &r);
+	bool present = rc == SA_STORE_OK && PQntuples(r) == 1;
+
+	*version = 0;
+	if (rc == SA_STORE_OK)
+		PQclear(r);
+	if (rc != SA_STORE_OK || !present)
+		return rc;
+	rc = exec(pg, "SELECT version FROM schema_version", 0, NULL, &r);
+	if (rc != SA_STORE_OK)
+		return rc;
+	if (PQntuples(r) == 1)
+		*version = atoi(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return SA_STORE_OK;
+}
+
+static int schema_create(struct sa_pg *pg, const char *domain)
+{
+	const char *params[] = { domain };
+	int rc = run(pg, schema_v1, 0, NULL, NULL);
+
+	if (rc == SA_STORE_OK)
+		rc = run(pg, "INSERT INTO settings VALUES ('domain', $1)", 1, params, NULL);
+	return rc;
+}
+
+static int schema_upgrade(struct sa_pg *pg, int from)
+{
+	int rc = SA_STORE_OK;
+
+	for (int v = from; v < SA_PG_SCHEMA_VERSION && rc == SA_STORE_OK; v++)
+		if (upgrades[v] != NULL)
+			rc = run(pg, upgrades[v], 0, NULL, NULL);
+	return rc;
+}
+
+/* Inside init's transaction: create, upgrade, or say why neither. */
+static int init_txn(struct sa_pg *pg, const char *domain, int *from)
+{
+	char ver[16];
+	const char *params[] = { ver };
+	int rc = run(pg, INIT_LOCK, 0, NULL, NULL);
+
+	if (rc == SA_STORE_OK)
+		rc = schema_version(pg, from);
+	if (rc != SA_STORE_OK)
+		return rc;
+	if (*from == SA_PG_SCHEMA_VERSION)
+		return SA_STORE_EEXISTS;
+	if (*from > SA_PG_SCHEMA_VERSION)
+		return SA_STORE_ESCHEMA;
+	rc = *from == 0 ? schema_create(pg, domain) : schema_upgrade(pg, *from);
+	snprintf(ver, sizeof ver, "%d", SA_PG_SCHEMA_VERSION);
+	if (rc == SA_STORE_OK)
+		rc = run(pg, "DELETE FROM schema_version", 0, NULL, NULL);
+	if (rc == SA_STORE_OK)
+		rc = run(pg, "INSERT INTO schema_version VALUES ($1::integer)", 1, params, NULL);
+	return rc;
+}
+
+int sa_pg_init(struct sa_pg *pg, const char *domain, int *from)
+{
+	char dom[SA_DOMAIN_MAX + 1];
+
+	if (sa_store_domain_normalise(domain != NULL ? domain : SA_DEFAULT_DOMAIN, dom) != SA_STORE_OK)
+		return SA_STORE_EINVAL;
+	int rc = run(pg, "BEGIN", 0, NULL, NULL);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = init_txn(pg, dom, from);
+	int end = run(pg, rc == SA_STORE_OK ? "COMMIT" : "ROLLBACK", 0, NULL, NULL);
+	return rc != SA_STORE_OK ? rc : end;
+}
+
+int sa_pg_check(struct sa_pg *pg)
+{
+	PGresult *r;
+	int version, rc = schema_version(pg, &version);
+
+	if (rc == SA_STORE_OK && version == 0)
+		rc = SA_STORE_ENOTINIT;
+	else if (rc == SA_STORE_OK && version != SA_PG_SCHEMA_VERSION)
+		rc = SA_STORE_ESCHEMA;
+	if (rc == SA_STORE_OK)
+		rc = exec(pg, "SELECT value FROM settings WHERE name = 'domain'", 0, NULL, &r);
+	if (rc != SA_STORE_OK)
+		return rc;
+	if (PQntuples(r) != 1 || strlen(PQgetvalue(r, 0, 0)) > SA_DOMAIN_MAX)
+		rc = SA_STORE_EIO;
+	else
+		snprintf(pg->domain, sizeof pg->domain, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return rc;
+}
+
+int sa_pg_domain(struct sa_pg *pg, char *out, size_t outlen)
+{
+	int rc = pg->domain[0] != '\0' ? SA_STORE_OK : sa_pg_check(pg);
+
+	if (rc == SA_STORE_OK && (size_t)snprintf(out, outlen, "%s", pg->domain) >= outlen)
+		rc = SA_STORE_EINVAL;
+	return rc;
+}
+
+/* ---- accounts, keys, trunks ---- */
+
+static void i64_text(int64_t v, char out[24])
+{
+	snprintf(out, 24, "%lld", (long long)v);
+}
+
+int sa_pg_account_create(struct sa_pg *pg, const char *name, int64_t now, struct sa_account *out)
+{
+	struct sa_account a = { .created_at = now };
+	char at[24];
+	const char *params[] = { a.id, name, at };
+
+	if (name == NULL || name[0] == '\0' || !sa_store_name_ok(name))
+		return SA_STORE_EINVAL;
+	int rc = sa_store_id_make("acc_", a.id);
+	snprintf(a.name, sizeof a.name, "%s", name);
+	i64_text(now, at);
+	if (rc == SA_STORE_OK)
+		rc = run(pg, "INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3::bigint)", 3, params, NULL);
+	if (rc == SA_STORE_OK && out != NULL)
+		*out = a;
+	return rc;
+}
+
+static void hex(const unsigned char *p, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[p[i] >> 4];
+		out[2 * i + 1] = digits[p[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+int sa_pg_apikey_create(struct sa_pg *pg, const char *account_id, int64_t now, char *key)
+{
+	unsigned char hash[SA_APIKEY_HASH_LEN];
+	char hashtext[3 + 2 * SA_APIKEY_HASH_LEN], at[24];
+	const char *params[] = { hashtext, account_id, at };
+	int rc = sa_store_apikey_make(key, hash);
+
+	memcpy(hashtext, "\\x", 2);
+	hex(hash, sizeof hash, hashtext + 2);
+	i64_text(now, at);
+	if (rc == SA_STORE_OK)
+		rc = run(pg, "INSERT INTO api_keys (hash, account_id, created_at) VALUES ($1::bytea, $2, $3::bigint)", 3,
+		         params, NULL);
+	if (rc != SA_STORE_OK)
+		OPENSSL_cleanse(key, SA_APIKEY_LEN + 1);
+	return rc;
+}
+
+static int policy_text(const struct sa_trunk_policy *p, char **out)
+{
+	json_t *o = json_object();
+
+	*out = o != NULL && sa_policy_to_json(p, o) == 0 ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	return *out != NULL ? SA_STORE_OK : SA_STORE_EIO;
+}
+
+int sa_pg_trunk_create(struct sa_pg *pg, const char *account_id, const char *name, int64_t now,
+                       struct sa_trunk *out)
+{
+	struct sa_trunk_policy p;
+	struct sa_trunk t = { .created_at = now };
+	char at[24], *policy = NULL;
+	const char *params[] = { t.id, account_id, name, at, NULL };
+
+	if (name == NULL)
+		params[2] = name = "";
+	if (!sa_store_name_ok(name))
+		return SA_STORE_EINVAL;
+	sa_policy_default(&p);
+	int rc = sa_store_id_make("trunk_", t.id);
+	if (rc == SA_STORE_OK)
+		rc = policy_text(&p, &policy);
+	params[4] = policy;
+	snprintf(t.account_id, sizeof t.account_id, "%s", account_id);
+	snprintf(t.name, sizeof t.name, "%s", name);
+	i64_text(now, at);
+	if (rc == SA_STORE_OK)
+		rc = run(pg, "INSERT INTO trunks (id, account_id, name, created_at, policy)"
+		             " VALUES ($1, $2, $3, $4::bigint, $5::jsonb)", 5, params, NULL);
+	free(policy);
+	if (rc == SA_STORE_OK && out != NULL)
+		*out = t;
+	return rc;
+}
+
+/* Copies a column into a fixed field; EIO when it does not fit (not ours). */
+static int col_copy(const PGresult *r, int row, int col, char *out, size_t outlen)
+{
+	const char *v = PQgetvalue(r, row, col);
+
+	return (size_t)snprintf(out, outlen, "%s", v) < outlen ? SA_STORE_OK : SA_STORE_EIO;
+}
+
+/* Trunks and credentials both read as three text columns and a time. */
+struct row_text {
+	char *out;
+	size_t len;
+};
+
+static int row_read(const PGresult *r, int row, const struct row_text text[3], int64_t *created_at)
+{
+	int rc = SA_STORE_OK;
+
+	for (int col = 0; col < 3 && rc == SA_STORE_OK; col++)
+		rc = col_copy(r, row, col, text[col].out, text[col].len);
+	*created_at = strtoll(PQgetvalue(r, row, 3), NULL, 10);
+	return rc;
+}
+
+static int trunk_row(const PGresult *r, int row, struct sa_trunk *t)
+{
+	const struct row_text text[3] = { { t->id, sizeof t->id }, { t->account_id, sizeof t->account_id },
+	                                  { t->name, sizeof t->name } };
+
+	return row_read(r, row, text, &t->created_at);
+}
+
+#define TRUNK_COLS "id, account_id, name, created_at"
+
+int sa_pg_trunk_get(struct sa_pg *pg, const char *trunk_id, struct sa_trunk *out)
+{
+	const char *params[] = { trunk_id };
+	PGresult *r;
+	int rc = exec(pg, "SELECT " TRUNK_COLS " FROM trunks WHERE id = $1", 1, params, &r);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = PQntuples(r) == 1 ? trunk_row(r, 0, out) : SA_STORE_ENOTFOUND;
+	PQclear(r);
+	return rc;
+}
+
+/* A trunk's policy as the database keeps it: the GET form, read as a PATCH onto the defaults. */
+static int policy_parse(const char *text, struct sa_trunk_policy *out)
+{
+	char field[SA_POLICY_FIELD_MAX], why[160];
+	json_error_t e;
+	json_t *j = json_loads(text, 0, &e);
+	int rc = json_is_object(j) ? SA_STORE_OK : SA_STORE_EINVAL;
+
+	sa_policy_default(out);
+	if (rc == SA_STORE_OK && sa_policy_patch(out, j, field, why, sizeof why) < 0)
+		rc = SA_STORE_EINVAL;
+	json_decref(j);
+	return rc;
+}
+
+int sa_pg_trunk_policy_get(struct sa_pg *pg, const char *trunk_id, struct sa_trunk_policy *out)
+{
+	const char *params[] = { trunk_id };
+	PGresult *r;
+	int rc = exec(pg, "SELECT policy::text FROM trunks WHERE id = $1", 1, params, &r);
+
+	sa_policy_default(out);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = PQntuples(r) == 1 ? policy_parse(PQgetvalue(r, 0, 0), out) : SA_STORE_ENOTFOUND;
+	PQclear(r);
+	return rc == SA_STORE_EINVAL ? SA_STORE_EIO : rc;
+}
+
+int sa_pg_trunk_policy_set(struct sa_pg *pg, const char *trunk_id, const struct sa_trunk_policy *p)
+{
+	char *policy = NULL;
+	const char *params[] = { trunk_id, NULL };
+	long n = 0;
+	int rc = policy_text(p, &policy);
+
+	params[1] = policy;
+	if (rc == SA_STORE_OK)
+		rc = run(pg, "UPDATE trunks SET policy = $2::jsonb WHERE id = $1", 2, params, &n);
+	free(policy);
+	return rc == SA_STORE_OK && n == 0 ? SA_STORE_ENOTFOUND : rc;
+}
+
+static bool account_exists(struct sa_pg *pg, const char *account_id, int *rc)
+{
+	const char *params[] = { account_id };
+	PGresult *r;
+	bool found = false;
+
+	*rc = exec(pg, "SELECT 1 FROM accounts WHERE id = $1", 1, params, &r);
+	if (*rc == SA_STORE_OK) {
+		found = PQntuples(r) == 1;
+		PQclear(r);
+	}
+	return found;
+}
+
+int sa_pg_trunk_list(struct sa_pg *pg, const char *account_id, sa_store_trunk_cb cb, void *arg)
+{
+	const char *params[] = { account_id };
+	struct sa_trunk t;
+	PGresult *r = NULL;
+	int rc;
+
+	if (!account_exists(pg, account_id, &rc))
+		return rc != SA_STORE_OK ? rc : SA_STORE_ENOTFOUND;
+	rc = exec(pg, "SELECT " TRUNK_COLS " FROM trunks WHERE account_id = $1 ORDER BY ord", 1, params, &r);
+	for (int i = 0; rc == SA_STORE_OK && i < PQntuples(r); i++) {
+		memset(&t, 0, sizeof t);
+		rc = trunk_row(r, i, &t);
+		if (rc == SA_STORE_OK && cb(&t, arg) != 0)
+			break;
+	}
+	PQclear(r);
+	return rc;
+}
+
+/* ---- credentials ---- */
+
+static int cred_insert(struct sa_pg *pg, const struct sa_credential *c, char *why, size_t whylen)
+{
+	char at[24];
+	const char *params[] = { c->id, c->trunk_id, c->username, at, c->ha1[SA_ALG_MD5], c->ha1[SA_ALG_SHA256],
+	                         c->ha1[SA_ALG_SHA512_256] };
+	int rc;
+
+	i64_text(c->created_at, at);
+	rc = run(pg, "INSERT INTO credentials (id, trunk_id, username, created_at, ha1_md5, ha1_sha256, ha1_sha512_256)"
+	             " VALUES ($1, $2, $3, $4::bigint, $5, $6, $7)", 7, params, NULL);
+	if (rc == SA_STORE_EEXISTS)
+		snprintf(why, whylen, "username already exists on this trunk");
+	else if (rc == SA_STORE_ENOTFOUND)
+		snprintf(why, whylen, "unknown trunk");
+	return rc;
+}
+
+int sa_pg_credential_create(struct sa_pg *pg, const char *trunk_id, const char *username, const char *password,
+                            size_t password_len, unsigned min_len, int64_t now, struct sa_credential *out,
+                            char *why, size_t whylen)
+{
+	char realm[SA_REALM_MAX], domain[SA_DOMAIN_MAX + 1], dummy[8];
+	struct sa_credential c;
+	int rc = sa_credential_validate(username, password, password_len, min_len, why, whylen);
+
+	if (why == NULL) {
+		why = dummy;
+		whylen = sizeof dummy;
+	}
+	if (rc != SA_STORE_OK)
+		return rc;
+	memset(&c, 0, sizeof c);
+	c.created_at = now;
+	c.password_version = 1;
+	snprintf(c.username, sizeof c.username, "%s", username);
+	if (trunk_id == NULL || (size_t)snprintf(c.trunk_id, sizeof c.trunk_id, "%s", trunk_id) >= sizeof c.trunk_id) {
+		snprintf(why, whylen, "unknown trunk");
+		return SA_STORE_ENOTFOUND;
+	}
+	rc = sa_pg_domain(pg, domain, sizeof domain);
+	if (rc == SA_STORE_OK)
+		rc = sa_store_realm(trunk_id, domain, realm, sizeof realm);
+	if (rc == SA_STORE_OK)
+		rc = sa_store_id_make("cred_", c.id);
+	if (rc == SA_STORE_OK)
+		rc = sa_credential_ha1(&c, realm, password, password_len);
+	if (rc == SA_STORE_OK)
+		rc = cred_insert(pg, &c, why, whylen);
+	if (rc == SA_STORE_OK && out != NULL)
+		*out = c;
+	OPENSSL_cleanse(&c, sizeof c);
+	return rc;
+}
+
+/* CRED_COLS: the record without its HA1s, which stay in the database. */
+static int cred_row(const PGresult *r, int row, struct sa_credential *c)
+{
+	const struct row_text text[3] = { { c->id, sizeof c->id }, { c->trunk_id, sizeof c->trunk_id },
+	                                  { c->username, sizeof c->username } };
+
+	c->password_version = (uint32_t)strtoul(PQgetvalue(r, row, 4), NULL, 10);
+	c->rotated_at = strtoll(PQgetvalue(r, row, 5), NULL, 10);
+	c->previous_until = strtoll(PQgetvalue(r, row, 6), NULL, 10);
+	return row_read(r, row, text, &c->created_at);
+}
+
+#define CRED_COLS "id, trunk_id, username, created_at, password_version, rotated_at, previous_until"
+#define CRED_CHUNK "1000"   /* rows per query: a walk that stops early reads little more than it shows */
+
+/* The position (ord) just before the walk starts: the trunk's start, or
+ * after_id's place, which must be a credential of the trunk (EINVAL). */
+static int cred_start(struct sa_pg *pg, const char *trunk_id, const char *after_id, char ord[24])
+{
+	const char *params[] = { after_id, trunk_id };
+	PGresult *r;
+	int rc;
+
+	snprintf(ord, 24, "0");
+	if (after_id == NULL || after_id[0] == '\0')
+		return SA_STORE_OK;
+	rc = exec(pg, "SELECT ord FROM credentials WHERE id = $1 AND trunk_id = $2", 2, params, &r);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = PQntuples(r) == 1 ? SA_STORE_OK : SA_STORE_EINVAL;
+	if (rc == SA_STORE_OK)
+		snprintf(ord, 24, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return rc;
+}
+
+/* One chunk after ord: each row to cb. *more: a full chunk, and cb wants more. */
+static int cred_chunk(struct sa_pg *pg, const char *trunk_id, char ord[24], sa_store_credential_cb cb, void *arg,
+                      bool *more)
+{
+	const char *params[] = { trunk_id, ord };
+	struct sa_credential c;
+	PGresult *r;
+	/* the HA1s stay in the database: a listing shows none */
+	int rc = exec(pg, "SELECT " CRED_COLS ", ord FROM credentials WHERE trunk_id = $1 AND ord > $2::bigint"
+	                  " ORDER BY ord LIMIT " CRED_CHUNK, 2, params, &r);
+	const int ord_col = 7;
+	bool got = rc == SA_STORE_OK;
+	int n = got ? PQntuples(r) : 0;
+
+	*more = n == atoi(CRED_CHUNK);
+	for (int i = 0; rc == SA_STORE_OK && i < n; i++) {
+		memset(&c, 0, sizeof c);
+		rc = cred_row(r, i, &c);
+		snprintf(ord, 24, "%s", PQgetvalue(r, i, ord_col));
+		if (rc == SA_STORE_OK && cb(&c, arg) != 0) {
+			*more = false;
+			break;
+		}
+	}
+	if (got)
+		PQclear(r);
+	return rc;
+}
+
+int sa_pg_credential_list_after(struct sa_pg *pg, const char *trunk_id, const char *after_id,
+                                sa_store_credential_cb cb, void *arg)
+{
+	char ord[24];
+	struct sa_trunk t;
+	bool more = true;
+	int rc = sa_pg_trunk_get(pg, trunk_id, &t);
+
+	if (rc == SA_STORE_OK)
+		rc = cred_start(pg, trunk_id, after_id, ord);
+	while (rc == SA_STORE_OK && more)
+		rc = cred_chunk(pg, trunk_id, ord, cb, arg, &more);
+	return rc;
+}
+
+int sa_pg_credential_list(struct sa_pg *pg, const char *trunk_id, sa_store_credential_cb cb, void *arg)
+{
+	return sa_pg_credential_list_after(pg, trunk_id, NULL, cb, arg);
+}
+
+int sa_pg_credential_get(struct sa_pg *pg, const char *cred_id, struct sa_credential *out)
+{
+	const char *params[] = { cred_id };
+	PGresult *r;
+	int rc = exec(pg, "SELECT " CRED_COLS " FROM credentials WHERE id = $1", 1, params, &r);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	memset(out, 0, sizeof *out);
+	rc = PQntuples(r) == 1 ? cred_row(r, 0, out) : SA_STORE_ENOTFOUND;
+	PQclear(r);
+	return rc;
+}
+
+/* The HA1s of a credential (current, then previous), locked for the rotation's transaction. */
+static int cred_lock(struct sa_pg *pg, const char *trunk_id, const char *cred_id, struct sa_credential *c)
+{
+	const char *params[] = { cred_id, trunk_id };
+	PGresult *r;
+	int rc = exec(pg, "SELECT " CRED_COLS ", ha1_md5, ha1_sha256, ha1_sha512_256 FROM credentials"
+	                  " WHERE id = $1 AND trunk_id = $2 FOR UPDATE", 2, params, &r);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	memset(c, 0, sizeof *c);
+	rc = PQntuples(r) == 1 ? cred_row(r, 0, c) : SA_STORE_ENOTFOUND;
+	for (int alg = 0; alg < SA_ALG_COUNT && rc == SA_STORE_OK; alg++)
+		rc = col_copy(r, 0, 7 + alg, c->ha1[alg], sizeof c->ha1[alg]);
+	PQclear(r);
+	return rc;
+}
+
+static int cred_rotated_write(struct sa_pg *pg, const struct sa_credential *c)
+{
+	char version[24], rotated[24], until[24];
+	const char *params[] = { c->id, c->ha1[SA_ALG_MD5], c->ha1[SA_ALG_SHA256], c->ha1[SA_ALG_SHA512_256],
+	                         c->previous_ha1[SA_ALG_MD5], c->previous_ha1[SA_ALG_SHA256],
+	                         c->previous_ha1[SA_ALG_SHA512_256], version, rotated, until };
+
+	i64_text(c->password_version, version);
+	i64_text(c->rotated_at, rotated);
+	i64_text(c->previous_until, until);
+	return run(pg, "UPDATE credentials SET ha1_md5 = $2, ha1_sha256 = $3, ha1_sha512_256 = $4, prev_ha1_md5 = $5,"
+	               " prev_ha1_sha256 = $6, prev_ha1_sha512_256 = $7, password_version = $8::bigint,"
+	               " rotated_at = $9::bigint, previous_until = $10::bigint WHERE id = $1", 10, params, NULL);
+}
+
+/* Inside the rotation's transaction: the same rules as the LMDB store's. */
+static int rotate_txn(struct sa_pg *pg, const char *trunk_id, const char *cred_id, const char *password, size_t len,
+                      unsigned min_len, unsigned overlap, int64_t now, struct sa_credential *c, char *why,
+                      size_t whylen)
+{
+	char realm[SA_REALM_MAX], domain[SA_DOMAIN_MAX + 1];
+	int rc = cred_lock(pg, trunk_id, cred_id, c);
+
+	if (rc == SA_STORE_ENOTFOUND)
+		snprintf(why, whylen, "unknown credential");
+	if (rc == SA_STORE_OK)
+		rc = sa_credential_validate(c->username, password, len, min_len, why, whylen);
+	if (rc == SA_STORE_OK)
+		rc = sa_pg_domain(pg, domain, sizeof domain);
+	if (rc == SA_STORE_OK)
+		rc = sa_store_realm(trunk_id, domain, realm, sizeof realm);
+	if (rc == SA_STORE_OK)
+		rc = sa_credential_rotate_apply(c, realm, password, len, overlap, now, why, whylen);
+	if (rc == SA_STORE_OK)
+		rc = cred_rotated_write(pg, c);
+	return rc;
+}
+
+int sa_pg_credential_rotate(struct sa_pg *pg, const char *trunk_id, const char *cred_id, const char *password,
+                            size_t password_len, unsigned min_len, unsigned overlap, int64_t now,
+                            struct sa_credential *out, char *why, size_t whylen)
+{
+	struct sa_credential c;
+	char dummy[8];
+
+	if (why == NULL) {
+		why = dummy;
+		whylen = sizeof dummy;
+	}
+	if (overlap > SA_ROTATE_OVERLAP_MAX)
+		return SA_STORE_EINVAL;
+	int rc = run(pg, "BEGIN", 0, NULL, NULL);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = rotate_txn(pg, trunk_id, cred_id, password, password_len, min_len, overlap, now, &c, why, whylen);
+	int end = run(pg, rc == SA_STORE_OK ? "COMMIT" : "ROLLBACK", 0, NULL, NULL);
+	if (rc == SA_STORE_OK)
+		rc = end;
+	if (rc == SA_STORE_OK && out != NULL)
+		*out = c;
+	sa_credential_wipe(&c);
+	return rc;
+}
+
+int sa_pg_credential_delete(struct sa_pg *pg, const char *trunk_id, const char *cred_id)
+{
+	const char *params[] = { cred_id, trunk_id };
+	long n = 0;
+	int rc = run(pg, "DELETE FROM credentials WHERE id = $1 AND trunk_id = $2", 2, params, &n);
+
+	return rc == SA_STORE_OK && n == 0 ? SA_STORE_ENOTFOUND : rc;
+}
+
+/* ---- change log rows ---- */
+
+static int json_text(const json_t *o, const char *field, char *out, size_t outlen)
+{
+	const char *s = json_string_value(json_object_get(o, field));
+
+	if (s == NULL || (size_t)snprintf(out, outlen, "%s", s) >= outlen)
+		return SA_STORE_EINVAL;
+	return SA_STORE_OK;
+}
+
+static int json_i64(const json_t *o, const char *field, int64_t *out)
+{
+	const json_t *v = json_object_get(o, field);
+
+	if (!json_is_integer(v))
+		return SA_STORE_EINVAL;
+	*out = (int64_t)json_integer_value(v);
+	return SA_STORE_OK;
+}
+
+static int unhex(const char *s, unsigned char *out, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned v;
+		if (sscanf(s + 2 * i, "%2x", &v) != 1)
+			return SA_STORE_EINVAL;
+		out[i] = (unsigned char)v;
+	}
+	return s[2 * n] == '\0' ? SA_STORE_OK : SA_STORE_EINVAL;
+}
+
+static int decode_account(const json_t *o, struct sa_mirror_change *ch)
+{
+	int rc = json_text(o, "id", ch->account.id, sizeof ch->account.id);
+
+	if (rc == SA_STORE_OK)
+		rc = json_text(o, "name", ch->account.name, sizeof ch->account.name);
+	if (rc == SA_STORE_OK)
+		rc = json_i64(o, "created_at", &ch->account.created_at);
+	return rc;
+}
+
+/* bytea in JSON is "\x" and hex */
+static int decode_apikey(const json_t *o, struct sa_mirror_change *ch)
+{
+	const char *h = json_string_value(json_object_get(o, "hash"));
+	int rc = h != NULL && strncmp(h, "\\x", 2) == 0 ? unhex(h + 2, ch->apikey.hash, SA_APIKEY_HASH_LEN)
+	                                                 : SA_STORE_EINVAL;
+
+	if (rc == SA_STORE_OK)
+		rc = json_text(o, "account_id", ch->apikey.account_id, sizeof ch->apikey.account_id);
+	if (rc == SA_STORE_OK)
+		rc = json_i64(o, "created_at", &ch->apikey.created_at);
+	return rc;
+}
+
+static int decode_trunk(const json_t *o, struct sa_mirror_change *ch)
+{
+	char field[SA_POLICY_FIELD_MAX], why[160];
+	const json_t *policy = json_object_get(o, "policy");
+	int rc = json_text(o, "id", ch->trunk.id, sizeof ch->trunk.id);
+
+	if (rc == SA_STORE_OK)
+		rc = json_text(o, "account_id", ch->trunk.account_id, sizeof ch->trunk.account_id);
+	if (rc == SA_STORE_OK)
+		rc = json_text(o, "name", ch->trunk.name, sizeof ch->trunk.name);
+	if (rc == SA_STORE_OK)
+		rc = json_i64(o, "created_at", &ch->trunk.created_at);
+	sa_policy_default(&ch->policy);
+	if (rc == SA_STORE_OK && (!json_is_object(policy) || sa_policy_patch(&ch->policy, policy, field, why, sizeof why) < 0))
+		rc = SA_STORE_EINVAL;
+	return rc;
+}
+
+/* The rotation's fields: the previous HA1s are "" until the first rotation. */
+static int decode_rotation(const json_t *o, struct sa_credential *c)
+{
+	static const char *const prev_cols[SA_ALG_COUNT] = {
+		[SA_ALG_MD5] = "prev_ha1_md5", [SA_ALG_SHA256] = "prev_ha1_sha256",
+		[SA_ALG_SHA512_256] = "prev_ha1_sha512_256",
+	};
+	int64_t version = 0;
+	int rc = json_i64(o, "password_version", &version);
+
+	if (rc == SA_STORE_OK && (version < 1 || version > UINT32_MAX))
+		rc = SA_STORE_EINVAL;
+	c->password_version = (uint32_t)version;
+	if (rc == SA_STORE_OK)
+		rc = json_i64(o, "rotated_at", &c->rotated_at);
+	if (rc == SA_STORE_OK)
+		rc = json_i64(o, "previous_until", &c->previous_until);
+	for (int alg = 0; alg < SA_ALG_COUNT && rc == SA_STORE_OK; alg++) {
+		size_t n;
+		rc = json_text(o, prev_cols[alg], c->previous_ha1[alg], sizeof c->previous_ha1[alg]);
+		n = strlen(c->previous_ha1[alg]);
+		if (rc == SA_STORE_OK && n != 0 && n != sa_digest_hex_len((enum sa_digest_alg)alg))
+			rc = SA_STORE_EINVAL;
+	}
+	return rc;
+}
+
+static int decode_credential(const json_t *o, struct sa_mirror_change *ch, bool gone)
+{
+	static const char *const ha1_cols[SA_ALG_COUNT] = {
+		[SA_ALG_MD5] = "ha1_md5", [SA_ALG_SHA256] = "ha1_sha256", [SA_ALG_SHA512_256] = "ha1_sha512_256",
+	};
+	int rc = json_text(o, "id", ch->cred.id, sizeof ch->cred.id);
+
+	if (rc == SA_STORE_OK)
+		rc = json_text(o, "trunk_id", ch->cred.trunk_id, sizeof ch->cred.trunk_id);
+	if (gone || rc != SA_STORE_OK)
+		return rc;
+	rc = json_text(o, "username", ch->cred.username, sizeof ch->cred.username);
+	if (rc == SA_STORE_OK)
+		rc = json_i64(o, "created_at", &ch->cred.created_at);
+	for (int alg = 0; alg < SA_ALG_COUNT && rc == SA_STORE_OK; alg++) {
+		rc = json_text(o, ha1_cols[alg], ch->cred.ha1[alg], sizeof ch->cred.ha1[alg]);
+		if (rc == SA_STORE_OK && strlen(ch->cred.ha1[alg]) != sa_digest_hex_len((enum sa_digest_alg)alg))
+			rc = SA_STORE_EINVAL;
+	}
+	return rc == SA_STORE_OK ? decode_rotation(o, &ch->cred) : rc;
+}
+
+/* Which mirror change a (table, op) is; NONE for what the mirror does not keep. */
+static enum sa_mirror_kind change_kind(const char *table, const char *op)
+{
+	bool del = strcmp(op, "delete") == 0;
+
+	if (strcmp(table, "accounts") == 0)
+		return del ? SA_MIRROR_NONE : SA_MIRROR_ACCOUNT;
+	if (strcmp(table, "api_keys") == 0)
+		return del ? SA_MIRROR_APIKEY_GONE : SA_MIRROR_APIKEY;
+	if (strcmp(table, "trunks") == 0)
+		return del ? SA_MIRROR_NONE : SA_MIRROR_TRUNK;
+	if (strcmp(table, "credentials") == 0)
+		return del ? SA_MIRROR_CREDENTIAL_GONE : SA_MIRROR_CREDENTIAL;
+	return SA_MIRROR_NONE;
+}
+
+int sa_pg_change_decode(const char *table, const char *op, const char *payload, struct sa_mirror_change *out)
+{
+	json_error_t e;
+	json_t *o;
+	int rc = SA_STORE_EINVAL;
+
+	memset(out, 0, sizeof *out);
+	out->kind = change_kind(table, op);
+	if (out->kind == SA_MIRROR_NONE)
+		return SA_STORE_OK;
+	o = json_loads(payload, 0, &e);
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return SA_STORE_EINVAL;
+	}
+	switch (out->kind) {
+	case SA_MIRROR_ACCOUNT: rc = decode_account(o, out); break;
+	case SA_MIRROR_APIKEY:
+	case SA_MIRROR_APIKEY_GONE: rc = decode_apikey(o, out); break;
+	case SA_MIRROR_TRUNK: rc = decode_trunk(o, out); break;
+	case SA_MIRROR_CREDENTIAL: rc = decode_credential(o, out, false); break;
+	case SA_MIRROR_CREDENTIAL_GONE: rc = decode_credential(o, out, true); break;
+	case SA_MIRROR_NONE: break;
+	}
+	json_decref(o);
+	return rc;
+}

@@ -1,0 +1,94 @@
+/* pgstore.h: fleet mode's system of record in PostgreSQL: schema, the admin commands, the change log's rows.
+ *
+ * Built only when configure found libpq (HAVE_LIBPQ). The calls mirror
+ * store.h's for what sipauthctl does, with the same errors (enum
+ * sa_store_err) and the same rules (lib/store.c's validation, HA1s, ids),
+ * so that `sipauthctl --database` and `--store` answer alike. They block:
+ * for sipauthctl and the daemon's start-up, never its loop (daemon/cluster.c
+ * drives libpq's asynchronous calls with the queries below).
+ *
+ * Every write goes through a table whose trigger appends the row to
+ * change_log under a lock on change_seq taken by the same transaction, so
+ * sequences are gap-free and in commit order, and NOTIFYs sipauthd_changes
+ * as a wake-up: whoever writes (sipauthctl, the API of any node, an
+ * operator's SQL) is seen by every node. See SCHEMA in pgstore.c.
+ */
+#ifndef SA_PGSTORE_H
+#define SA_PGSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+#define SA_PG_SCHEMA_VERSION 1
+#define SA_PG_CHANNEL "sipauthd_changes"   /* NOTIFY payload: the new sequence */
+
+struct sa_pg;
+
+/* Connects (libpq connection string; unless it says otherwise, a connection
+ * attempt gives up after 3 s and a connection whose sent data is not
+ * acknowledged for 5 s is dropped: a database away answers EUNAVAIL soon).
+ * SA_STORE_EUNAVAIL with the server's or libpq's words in why when it cannot.
+ * Errors of every call: EUNAVAIL when the connection is (or went) down before
+ * anything was written; EUNKNOWN when it broke after a write was sent. */
+int sa_pg_open(struct sa_pg **out, const char *conninfo, char *why, size_t whylen);
+/* The same defaults for the feed's asynchronous connection (PQconnectStartParams). */
+struct pg_conn *sa_pg_connect_start(const char *conninfo);
+/* Still connected? A connection idle for a while is asked (SELECT 1) first,
+ * so that a server restarted meanwhile costs a reconnection, not a request. */
+bool sa_pg_alive(struct sa_pg *pg, int64_t now, int64_t idle_secs);
+void sa_pg_close(struct sa_pg *pg);
+/* The last failure in the server's or libpq's words (one line; "" if none). */
+const char *sa_pg_detail(const struct sa_pg *pg);
+/* "DBNAME on HOST:PORT", for messages: never the connection string, which may hold a password. */
+const char *sa_pg_name(const struct sa_pg *pg);
+
+/* Creates the schema and records domain (NULL: SA_DEFAULT_DOMAIN), or
+ * upgrades an older schema (domain is then the recorded one). *from: 0 when
+ * created, else the version upgraded from. EEXISTS: already at this
+ * version; ESCHEMA: a newer one; EINVAL: a bad domain. */
+int sa_pg_init(struct sa_pg *pg, const char *domain, int *from);
+/* The schema is there and of this version: ENOTINIT, ESCHEMA otherwise. */
+int sa_pg_check(struct sa_pg *pg);
+int sa_pg_domain(struct sa_pg *pg, char *out, size_t outlen);
+
+int sa_pg_account_create(struct sa_pg *pg, const char *name, int64_t now, struct sa_account *out);
+int sa_pg_apikey_create(struct sa_pg *pg, const char *account_id, int64_t now, char *key);
+int sa_pg_trunk_create(struct sa_pg *pg, const char *account_id, const char *name, int64_t now,
+                       struct sa_trunk *out);
+int sa_pg_trunk_get(struct sa_pg *pg, const char *trunk_id, struct sa_trunk *out);
+int sa_pg_trunk_policy_get(struct sa_pg *pg, const char *trunk_id, struct sa_trunk_policy *out);
+int sa_pg_trunk_policy_set(struct sa_pg *pg, const char *trunk_id, const struct sa_trunk_policy *p);
+int sa_pg_trunk_list(struct sa_pg *pg, const char *account_id, sa_store_trunk_cb cb, void *arg);
+int sa_pg_credential_create(struct sa_pg *pg, const char *trunk_id, const char *username, const char *password,
+                            size_t password_len, unsigned min_len, int64_t now, struct sa_credential *out,
+                            char *why, size_t whylen);
+int sa_pg_credential_list(struct sa_pg *pg, const char *trunk_id, sa_store_credential_cb cb, void *arg);
+/* As sa_store_credential_list_after (EINVAL: after_id is no credential of the trunk). */
+int sa_pg_credential_list_after(struct sa_pg *pg, const char *trunk_id, const char *after_id,
+                                sa_store_credential_cb cb, void *arg);
+/* As sa_store_credential_get, without the HA1s (they stay in the database). */
+int sa_pg_credential_get(struct sa_pg *pg, const char *cred_id, struct sa_credential *out);
+int sa_pg_credential_delete(struct sa_pg *pg, const char *trunk_id, const char *cred_id);
+/* As sa_store_credential_rotate (the same rules: sa_credential_rotate_apply), in one transaction. */
+int sa_pg_credential_rotate(struct sa_pg *pg, const char *trunk_id, const char *cred_id, const char *password,
+                            size_t password_len, unsigned min_len, unsigned overlap, int64_t now,
+                            struct sa_credential *out, char *why, size_t whylen);
+
+/* ---- the change feed (daemon/cluster.c sends these asynchronously) ----
+ * Both answer rows of (seq, kind, op, payload, at_ms), the first one the
+ * head: kind "head", payload the last sequence written (change_seq), so
+ * that a reader sees whether the log still reaches back to it. */
+/* $1: the last sequence applied, $2: at most this many changes, in order. */
+extern const char sa_pg_changes_sql[];
+/* The whole database as changes (one snapshot), for a full resync. */
+extern const char sa_pg_snapshot_sql[];
+/* $1 node, $2 address, $3 last sequence applied: the node's heartbeat. */
+extern const char sa_pg_heartbeat_sql[];
+/* A change log row (table name, "insert"/"update"/"delete", the row as
+ * JSON) as a mirror change. SA_STORE_EINVAL when it does not decode. */
+int sa_pg_change_decode(const char *table, const char *op, const char *payload, struct sa_mirror_change *out);
+
+#endif

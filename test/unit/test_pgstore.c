@@ -1,0 +1,157 @@
+/* test_pgstore.c: the change log's rows (PostgreSQL's to_jsonb of each table's row) as mirror changes. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <check.h>
+
+#include "pgstore.h"
+
+#define HA1_MD5 "0123456789abcdef0123456789abcdef"
+#define HA1_256 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+/* rows as the trigger writes them (to_jsonb(NEW) or to_jsonb(OLD)) */
+static const char cred_row[] =
+	"{\"id\": \"cred_x8mpv2ab4d1kq9zz\", \"ord\": 7, \"ha1_md5\": \"" HA1_MD5 "\", \"trunk_id\": \"trunk_a\", "
+	"\"username\": \"pbx-1\", \"created_at\": 1775731200, \"ha1_sha256\": \"" HA1_256 "\", "
+	"\"ha1_sha512_256\": \"" HA1_256 "\", \"password_version\": 1, \"rotated_at\": 0, \"previous_until\": 0, "
+	"\"prev_ha1_md5\": \"\", \"prev_ha1_sha256\": \"\", \"prev_ha1_sha512_256\": \"\"}";
+/* the same after a rotation: the previous password's HA1s, valid until previous_until */
+static const char rotated_row[] =
+	"{\"id\": \"cred_x8mpv2ab4d1kq9zz\", \"ord\": 7, \"ha1_md5\": \"ffffffffffffffffffffffffffffffff\", "
+	"\"trunk_id\": \"trunk_a\", \"username\": \"pbx-1\", \"created_at\": 1775731200, \"ha1_sha256\": \"" HA1_256 "\", "
+	"\"ha1_sha512_256\": \"" HA1_256 "\", \"password_version\": 2, \"rotated_at\": 1775731300, "
+	"\"previous_until\": 1775734900, \"prev_ha1_md5\": \"" HA1_MD5 "\", \"prev_ha1_sha256\": \"" HA1_256 "\", "
+	"\"prev_ha1_sha512_256\": \"" HA1_256 "\"}";
+
+START_TEST(test_credential_row)
+{
+	struct sa_mirror_change ch;
+
+	ck_assert_int_eq(sa_pg_change_decode("credentials", "insert", cred_row, &ch), SA_STORE_OK);
+	ck_assert_int_eq(ch.kind, SA_MIRROR_CREDENTIAL);
+	ck_assert_str_eq(ch.cred.id, "cred_x8mpv2ab4d1kq9zz");
+	ck_assert_str_eq(ch.cred.trunk_id, "trunk_a");
+	ck_assert_str_eq(ch.cred.username, "pbx-1");
+	ck_assert_int_eq(ch.cred.created_at, 1775731200);
+	ck_assert_str_eq(ch.cred.ha1[SA_ALG_MD5], HA1_MD5);
+	ck_assert_str_eq(ch.cred.ha1[SA_ALG_SHA256], HA1_256);
+	ck_assert_str_eq(ch.cred.ha1[SA_ALG_SHA512_256], HA1_256);
+	ck_assert_uint_eq(ch.cred.password_version, 1);
+	ck_assert_str_eq(ch.cred.previous_ha1[SA_ALG_MD5], "");
+	ck_assert_int_eq(sa_pg_change_decode("credentials", "update", rotated_row, &ch), SA_STORE_OK);
+	ck_assert_int_eq(ch.kind, SA_MIRROR_CREDENTIAL);
+	ck_assert_uint_eq(ch.cred.password_version, 2);
+	ck_assert_int_eq(ch.cred.rotated_at, 1775731300);
+	ck_assert_int_eq(ch.cred.previous_until, 1775734900);
+	ck_assert_str_eq(ch.cred.ha1[SA_ALG_MD5], "ffffffffffffffffffffffffffffffff");
+	ck_assert_str_eq(ch.cred.previous_ha1[SA_ALG_MD5], HA1_MD5);
+	ck_assert_int_eq(sa_pg_change_decode("credentials", "delete", cred_row, &ch), SA_STORE_OK);
+	ck_assert_int_eq(ch.kind, SA_MIRROR_CREDENTIAL_GONE);
+	ck_assert_str_eq(ch.cred.id, "cred_x8mpv2ab4d1kq9zz");
+	ck_assert_str_eq(ch.cred.trunk_id, "trunk_a");
+}
+END_TEST
+
+START_TEST(test_trunk_row_with_policy)
+{
+	struct sa_mirror_change ch;
+	const char *row = "{\"id\": \"trunk_a\", \"ord\": 1, \"name\": \"main\", \"policy\": {\"require_tls\": true, "
+	                  "\"allowed_sources\": [\"10.0.0.0/8\"], \"digest_algorithms\": [\"MD5\"], "
+	                  "\"ip_authentication\": false, \"max_calls_per_second\": 0.5, \"max_concurrent_calls\": 5}, "
+	                  "\"account_id\": \"acc_a\", \"created_at\": 1775731200}";
+
+	ck_assert_int_eq(sa_pg_change_decode("trunks", "update", row, &ch), SA_STORE_OK);
+	ck_assert_int_eq(ch.kind, SA_MIRROR_TRUNK);
+	ck_assert_str_eq(ch.trunk.id, "trunk_a");
+	ck_assert_str_eq(ch.trunk.account_id, "acc_a");
+	ck_assert_str_eq(ch.trunk.name, "main");
+	ck_assert_int_eq(ch.policy.max_concurrent_calls, 5);
+	ck_assert_int_eq(ch.policy.max_calls_per_second_milli, 500);
+	ck_assert_uint_eq(ch.policy.nsources, 1);
+	ck_assert(ch.policy.require_tls);
+	ck_assert_uint_eq(ch.policy.nalgs, 1);
+	ck_assert_int_eq(ch.policy.algs[0], SA_ALG_MD5);
+}
+END_TEST
+
+START_TEST(test_account_and_key_rows)
+{
+	struct sa_mirror_change ch;
+	char key[200] = "{\"hash\": \"\\\\x";
+
+	ck_assert_int_eq(sa_pg_change_decode("accounts", "insert",
+	                                     "{\"id\": \"acc_a\", \"name\": \"Acme\", \"created_at\": 5}", &ch), SA_STORE_OK);
+	ck_assert_int_eq(ch.kind, SA_MIRROR_ACCOUNT);
+	ck_assert_str_eq(ch.account.name, "Acme");
+	for (int i = 0; i < 32; i++)
+		strcat(key, i == 0 ? "ff" : "01");
+	strcat(key, "\", \"account_id\": \"acc_a\", \"created_at\": 6}");
+	ck_assert_int_eq(sa_pg_change_decode("api_keys", "insert", key, &ch), SA_STORE_OK);
+	ck_assert_int_eq(ch.kind, SA_MIRROR_APIKEY);
+	ck_assert_uint_eq(ch.apikey.hash[0], 0xff);
+	ck_assert_uint_eq(ch.apikey.hash[31], 0x01);
+	ck_assert_str_eq(ch.apikey.account_id, "acc_a");
+	ck_assert_int_eq(sa_pg_change_decode("api_keys", "delete", key, &ch), SA_STORE_OK);
+	ck_assert_int_eq(ch.kind, SA_MIRROR_APIKEY_GONE);
+	/* what the mirror does not keep is skipped, not refused */
+	ck_assert_int_eq(sa_pg_change_decode("accounts", "delete", "{}", &ch), SA_STORE_OK);
+	ck_assert_int_eq(ch.kind, SA_MIRROR_NONE);
+	ck_assert_int_eq(sa_pg_change_decode("nodes", "insert", "not json", &ch), SA_STORE_OK);
+	ck_assert_int_eq(ch.kind, SA_MIRROR_NONE);
+}
+END_TEST
+
+/* rows that are not what the schema writes are refused, whole */
+static const char *const bad_rows[][2] = {
+	{ "credentials", "not json" },
+	{ "credentials", "[1, 2]" },
+	{ "credentials", "{\"id\": \"cred_a\", \"trunk_id\": \"trunk_a\", \"username\": \"u\", \"created_at\": 1}" },
+	{ "credentials", "{\"id\": \"cred_a\", \"trunk_id\": \"trunk_a\", \"username\": \"u\", \"created_at\": 1, "
+	                 "\"ha1_md5\": \"abc\", \"ha1_sha256\": \"" HA1_256 "\", \"ha1_sha512_256\": \"" HA1_256 "\"}" },
+	{ "credentials", "{\"id\": \"cred_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\", \"trunk_id\": \"t\"}" },
+	{ "credentials", "{\"id\": \"cred_a\", \"trunk_id\": \"trunk_a\", \"username\": \"u\", \"created_at\": 1, "
+	                 "\"ha1_md5\": \"" HA1_MD5 "\", \"ha1_sha256\": \"" HA1_256 "\", \"ha1_sha512_256\": \"" HA1_256 "\", "
+	                 "\"password_version\": 0, \"rotated_at\": 0, \"previous_until\": 0, \"prev_ha1_md5\": \"\", "
+	                 "\"prev_ha1_sha256\": \"\", \"prev_ha1_sha512_256\": \"\"}" },
+	{ "credentials", "{\"id\": \"cred_a\", \"trunk_id\": \"trunk_a\", \"username\": \"u\", \"created_at\": 1, "
+	                 "\"ha1_md5\": \"" HA1_MD5 "\", \"ha1_sha256\": \"" HA1_256 "\", \"ha1_sha512_256\": \"" HA1_256 "\", "
+	                 "\"password_version\": 2, \"rotated_at\": 5, \"previous_until\": 9, \"prev_ha1_md5\": \"abc\", "
+	                 "\"prev_ha1_sha256\": \"\", \"prev_ha1_sha512_256\": \"\"}" },
+	{ "accounts", "{\"id\": \"acc_a\", \"name\": \"Acme\", \"created_at\": \"yesterday\"}" },
+	{ "api_keys", "{\"hash\": \"\\\\xzz\", \"account_id\": \"acc_a\", \"created_at\": 6}" },
+	{ "trunks", "{\"id\": \"trunk_a\", \"name\": \"m\", \"account_id\": \"acc_a\", \"created_at\": 1, "
+	            "\"policy\": {\"max_concurrent_calls\": -3}}" },
+	{ "trunks", "{\"id\": \"trunk_a\", \"name\": \"m\", \"account_id\": \"acc_a\", \"created_at\": 1}" },
+};
+
+START_TEST(test_bad_rows_refused)
+{
+	struct sa_mirror_change ch;
+
+	ck_assert_int_eq(sa_pg_change_decode(bad_rows[_i][0], "insert", bad_rows[_i][1], &ch), SA_STORE_EINVAL);
+}
+END_TEST
+
+static Suite *pgstore_suite(void)
+{
+	Suite *s = suite_create("pgstore");
+	TCase *tc = tcase_create("decode");
+
+	tcase_add_test(tc, test_credential_row);
+	tcase_add_test(tc, test_trunk_row_with_policy);
+	tcase_add_test(tc, test_account_and_key_rows);
+	tcase_add_loop_test(tc, test_bad_rows_refused, 0, (int)(sizeof bad_rows / sizeof bad_rows[0]));
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(pgstore_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
