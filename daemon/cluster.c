@@ -241,12 +241,27 @@ static void hello_result(struct sa_cluster *c, PGresult *r)
 }
 
 /* One result of the query in flight. */
+/* The heartbeat's answer: how many nodes share the trunks' limits now. */
+static void nodes_alive(struct sa_cluster *c, const char *v)
+{
+	char *end;
+	unsigned long n = strtoul(v, &end, 10);
+	if (*end != '\0' || n == 0 || n > 10000)
+		return;
+	if (n != c->srv->fleet_nodes)
+		log_info("event=cluster_nodes node=%s alive=%lu", c->srv->cfg.cluster_node, n);
+	c->srv->fleet_nodes = (unsigned)n;
+	c->stats.nodes_alive = n;
+}
+
 static void result(struct sa_cluster *c, PGresult *r)
 {
 	ExecStatusType s = PQresultStatus(r);
 
 	if (s == PGRES_TUPLES_OK && c->step == ST_HELLO)
 		hello_result(c, r);
+	else if (s == PGRES_TUPLES_OK && c->step == ST_HEARTBEAT && PQntuples(r) == 1 && PQnfields(r) == 1)
+		nodes_alive(c, PQgetvalue(r, 0, 0));
 	else if (s == PGRES_TUPLES_OK && PQnfields(r) == 5 && c->rows == NULL) {
 		c->rows = r;
 		return;

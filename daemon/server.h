@@ -133,6 +133,7 @@ struct sa_server {
 	struct sa_resolver *resolver;   /* resolve.c: c-ares on the loop; NULL when no gateway is named */
 	struct event *probe;            /* upstream.c: OPTIONS to every gateway each probe_interval */
 	struct sa_cluster *cluster;     /* cluster.c: fleet mode's feed; NULL: a single host */
+	unsigned fleet_nodes;           /* nodes alive at the last heartbeat (0 or 1: this one alone) */
 	struct sa_webhooks *webhooks;   /* webhook.c: the event queue and the delivery thread */
 };
 

@@ -275,5 +275,8 @@ int sa_metrics_fleet_render(const struct sa_metrics_fleet *f, char **buf, size_t
 	             f->query_failures);
 	rc |= family(buf, len, "sipauthd_cluster_apply_failures_total", "counter",
 	             "Batches of changes the local store could not apply (tried again).", f->apply_failures);
+	rc |= family(buf, len, "sipauthd_cluster_nodes_alive", "gauge",
+	             "Nodes alive at the last heartbeat (this one included): each enforces its share of a trunk's limits.",
+	             f->nodes_alive);
 	return rc;
 }

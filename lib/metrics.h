@@ -96,6 +96,7 @@ struct sa_metrics_fleet {
 	uint64_t connect_failures;       /* in a row, since the last connection */
 	uint64_t query_failures;
 	uint64_t apply_failures;
+	uint64_t nodes_alive;            /* this node and the others that beat within 6 s, at the last heartbeat */
 };
 /* Appends the sipauthd_cluster_* families to *buf. 0 or -1. */
 int sa_metrics_fleet_render(const struct sa_metrics_fleet *f, char **buf, size_t *len);

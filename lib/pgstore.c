@@ -98,10 +98,14 @@ const char sa_pg_snapshot_sql[] =
 	") s ORDER BY g, o";
 
 const char sa_pg_heartbeat_sql[] =
-	"INSERT INTO nodes (name, address, started_at, heartbeat_at, applied_seq)"
+	"WITH beat AS (INSERT INTO nodes (name, address, started_at, heartbeat_at, applied_seq)"
 	" VALUES ($1, $2, extract(epoch FROM now())::bigint, extract(epoch FROM now())::bigint, $3::bigint)"
 	" ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, heartbeat_at = EXCLUDED.heartbeat_at,"
-	" applied_seq = EXCLUDED.applied_seq";
+	" applied_seq = EXCLUDED.applied_seq RETURNING 1)"
+	/* the nodes alive: this one, and the others that beat within 6 s (the
+	 * statement sees the table as it was before its own insert) */
+	" SELECT 1 + (SELECT count(*) FROM nodes WHERE name <> $1"
+	"   AND heartbeat_at >= extract(epoch FROM now())::bigint - 6) FROM beat";
 
 struct sa_pg {
 	PGconn *conn;

@@ -432,6 +432,21 @@ void sa_policy_hold(struct sa_trunk_usage *u)
 	u->channels++;
 }
 
+static int64_t share_of(int64_t limit, unsigned nodes)
+{
+	if (limit == SA_POLICY_NO_LIMIT || limit <= 0)
+		return limit;
+	return (limit + (int64_t)nodes - 1) / (int64_t)nodes;
+}
+
+void sa_policy_share(struct sa_trunk_policy *p, unsigned nodes)
+{
+	if (nodes <= 1)
+		return;
+	p->max_concurrent_calls = share_of(p->max_concurrent_calls, nodes);
+	p->max_calls_per_second_milli = share_of(p->max_calls_per_second_milli, nodes);
+}
+
 void sa_policy_release(struct sa_trunk_usage *u)
 {
 	if (u->channels > 0)

@@ -116,6 +116,13 @@ enum sa_policy_verdict sa_policy_admit_call(const struct sa_trunk_policy *p, str
 /* A call that exists whatever the limits say (restored at start, or set up
  * before a limit was lowered) holds a channel too. */
 void sa_policy_hold(struct sa_trunk_usage *u);
+/* A fleet of `nodes` live nodes enforces a trunk's limits without talking:
+ * each takes its share, the limit divided by the nodes and rounded up (a
+ * limit above 0 leaves each node at least 1). Calls spread evenly by DNS
+ * stay within the limit; a node that gets more than its share refuses
+ * early, and rounding up lets the fleet as a whole go over by at most
+ * nodes - 1 channels (or calls per second). nodes 0 or 1: unchanged. */
+void sa_policy_share(struct sa_trunk_policy *p, unsigned nodes);
 void sa_policy_release(struct sa_trunk_usage *u);
 
 #endif

@@ -331,6 +331,39 @@ done
 assert_eq "REGISTER with the deleted credential is refused at A" 401 "$(reg A pbx-call)"
 assert_eq "REGISTER with the deleted credential is refused at B" 401 "$(reg B pbx-call)"
 
+# a trunk's limits are shared by the nodes alive (issue 14): max_concurrent_calls 2 with two
+# nodes is one channel per node. A second call at node A is refused while its first holds the
+# channel; a call at node B goes through.
+for n in A B; do
+	wait_for grep -q "event=cluster_nodes node=$n alive=2" "$T/$n.log" || fail "node $n did not count two nodes"
+done
+assert_match "/metrics: two nodes alive" "sipauthd_cluster_nodes_alive 2" \
+	"$(curl -s "http://$A_ADDR:$A_API_PORT/metrics")"
+ctl_db trunk set --trunk "$TRUNK" --max-concurrent-calls 2 >/dev/null
+assert_eq "sipauthctl --database trunk set" 0 $?
+CRED_LIM=$(cred pbx-lim)
+reg_until A pbx-lim 200 >/dev/null
+reg_until B pbx-lim 200 >/dev/null
+wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM nodes WHERE applied_seq = (SELECT last FROM change_seq)\")\" = 2 ]"
+spawn "$T/gwlim.out" timeout 30 sipp -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT" -m 2 -nostdin
+gwlim=$!
+sleep 0.3
+spawn "$T/limA.out" timeout 30 sipp -sf "$SIPP_DIR/pbx_call.xml" "$A_ADDR:$A_PORT" -i 127.0.0.1 -p "$(free_port)" \
+	-m 1 -s 15550000021 -au pbx-lim -ap "$PW" -key trunk_host "$TRUNK_HOST" -d 4000 -nostdin
+limA=$!
+wait_for grep -q "event=call_start.*cred=$CRED_LIM" "$T/A.log" || fail "the first call at A did not start"
+$SIPCLIENT invite --server "$A_ADDR:$A_PORT" --host "$TRUNK_HOST" --user pbx-lim --password "$PW" --algorithms MD5 \
+	--to 15550000022 --timeout 3 >"$T/limA2.json"
+assert_eq "a second call at node A: 503 for its share (1 of the trunk's 2 channels)" 503 \
+	"$(json_get 'final.get("final_status")' <"$T/limA2.json")"
+assert_match "... naming the channel limit" 'trunk channel limit' "$(cat "$T/limA2.json")"
+$SIPCLIENT invite --server "$B_ADDR:$B_PORT" --host "$TRUNK_HOST" --user pbx-lim --password "$PW" --algorithms MD5 \
+	--to 15550000023 --timeout 3 >"$T/limB.json"
+assert_eq "a call at node B meanwhile: through (its own share)" 200 \
+	"$(json_get '[r["status"] for r in resp if r["method"] == "INVITE"][-1]' <"$T/limB.json")"
+wait "$limA"; assert_eq "the call at A completed" 0 $?
+wait "$gwlim"; assert_eq "the gateway answered exactly the two admitted calls" 0 $?
+
 # concurrent writers: the APIs of both nodes create at once; nothing lost, nothing twice, and a
 # username stays unique per trunk (one of two nodes creating the same one gets 409)
 writers=""

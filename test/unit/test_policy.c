@@ -264,6 +264,34 @@ START_TEST(rate_only_after_channels)
 }
 END_TEST
 
+/* Each node of a fleet takes the limit divided by the nodes alive, rounded up. */
+START_TEST(a_fleet_shares_the_limits)
+{
+	struct sa_trunk_policy p;
+	sa_policy_default(&p);
+	p.max_concurrent_calls = 10;
+	p.max_calls_per_second_milli = 5000;
+	struct sa_trunk_policy one = p;
+	sa_policy_share(&one, 1);
+	ck_assert_int_eq(one.max_concurrent_calls, 10);
+	sa_policy_share(&one, 0);
+	ck_assert_int_eq(one.max_concurrent_calls, 10);
+	struct sa_trunk_policy three = p;
+	sa_policy_share(&three, 3);
+	ck_assert_int_eq(three.max_concurrent_calls, 4);          /* 10/3 rounded up */
+	ck_assert_int_eq(three.max_calls_per_second_milli, 1667); /* 5/s over three: 1.667/s each */
+	struct sa_trunk_policy many = p;
+	sa_policy_share(&many, 64);
+	ck_assert_int_eq(many.max_concurrent_calls, 1);           /* never 0 from a limit above 0 */
+	struct sa_trunk_policy none;
+	sa_policy_default(&none);
+	none.max_concurrent_calls = 0;                            /* 0: no call at all, anywhere */
+	sa_policy_share(&none, 4);
+	ck_assert_int_eq(none.max_concurrent_calls, 0);
+	ck_assert_int_eq(none.max_calls_per_second_milli, SA_POLICY_NO_LIMIT);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("policy");
@@ -279,6 +307,7 @@ int main(void)
 	tcase_add_test(tc, arrival_tls_then_source);
 	tcase_add_test(tc, channels_held_and_released);
 	tcase_add_test(tc, rate_only_after_channels);
+	tcase_add_test(tc, a_fleet_shares_the_limits);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
