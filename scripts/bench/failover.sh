@@ -27,23 +27,8 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
-TOP=$PWD
-W=$(mktemp -d /tmp/sipauthd-bench-failover.XXXXXX)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	if [ "$KEEP" = 1 ]; then echo "kept $W"; else rm -rf "$W"; fi
-}
-trap cleanup EXIT
-port() { python3 -c "import random,socket
-for _ in range(200):
-    p=random.randint(20000,60000)
-    try:
-        for k in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-            s=socket.socket(socket.AF_INET,k); s.bind(('$1',p)); s.close()
-    except OSError: continue
-    print(p); break"; }
+. scripts/bench/common.sh
+bench_workdir failover
 
 CTL="$TOP/daemon/sipauthctl --store $W/store"
 $CTL init >/dev/null

@@ -27,23 +27,8 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
-TOP=$PWD
-W=$(mktemp -d /tmp/sipauthd-bench-revoke.XXXXXX)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	if [ "$KEEP" = 1 ]; then echo "kept $W"; else rm -rf "$W"; fi
-}
-trap cleanup EXIT
-port() { python3 -c "import random,socket
-for _ in range(200):
-    p=random.randint(20000,60000)
-    try:
-        for k in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-            s=socket.socket(socket.AF_INET,k); s.bind(('$1',p)); s.close()
-    except OSError: continue
-    print(p); break"; }
+. scripts/bench/common.sh
+bench_workdir revoke
 rcvbuf_errors() {   # the host's UDP datagrams dropped for a full receive buffer so far (/proc/net/snmp)
 	awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp
 }

@@ -103,22 +103,24 @@ wait "$gw2"; assert_eq "the second gateway took all three calls" 0 $?
 # ---- 3b. the first gateway answers after failover left it (RFC 3261 §9.1, §16.7): a late 200 is
 # ACKed and ended with a BYE, a late 180 gets a CANCEL; the PBX's call goes on through the second
 STRANGER="python3 $top_srcdir/test/stranger.py"
-late_gw() {   # late_gw NAME STATUS: gateway 1 answers STATUS 1.6 s after the INVITE (failover at 1 s)
+# late_call NAME STATUS: gateway 1 answers STATUS 1.6 s after the INVITE (failover at 1 s), the
+# second answers at once; the PBX's call must complete through the second
+late_call() {
 	spawn "$T/$1.json" $STRANGER uas --listen "127.0.0.2:$G1" --duration 8 --late 1.6 --late-status "$2" --delay 3
+	gw1=$!
+	bg_sipp "gw2_$1" -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.3 -p "$G2" -m 1
+	gw2=$!
+	sleep 0.3
+	pbx_call "call_$1" -m 1 -d 3000
+	assert_eq "$1: the PBX's call completes through the second gateway" 0 $?
+	wait "$gw2"; assert_eq "$1: the second gateway got INVITE, ACK and BYE" 0 $?
+	wait "$gw1"
 }
 count_req() { grep -c "\"event\":\"request\",\"method\":\"$2\"" "$T/$1.json"; }
 API_PORT=$(free_port 127.0.0.1)
 daemon 'udp:127.0.0.2:$G1, udp:127.0.0.3:$G2' "[api]
 listen = 127.0.0.1:$API_PORT"
-late_gw late200 200
-gw1=$!
-bg_sipp gw2_late200 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.3 -p "$G2" -m 1
-gw2=$!
-sleep 0.3
-pbx_call call_late200 -m 1 -d 3000
-assert_eq "the PBX's call completes through the second gateway" 0 $?
-wait "$gw2"; assert_eq "the second gateway got INVITE, ACK and BYE" 0 $?
-wait "$gw1"
+late_call late200 200
 assert_eq "the first gateway's late 200 got one ACK and one BYE" "1 1" \
 	"$(count_req late200 ACK) $(count_req late200 BYE)"
 assert_match "the BYE says why" \
@@ -131,15 +133,7 @@ assert_match "the late answer is logged with what was done" \
 assert_match "/metrics counts it" "sipauthd_sip_failover_late_answers_total 1" \
 	"$(curl -s "http://127.0.0.1:$API_PORT/metrics")"
 
-late_gw late180 180
-gw1=$!
-bg_sipp gw2_late180 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.3 -p "$G2" -m 1
-gw2=$!
-sleep 0.3
-pbx_call call_late180 -m 1 -d 3000
-assert_eq "the PBX's second call completes through the second gateway" 0 $?
-wait "$gw2"; assert_eq "the second gateway got INVITE, ACK and BYE" 0 $?
-wait "$gw1"
+late_call late180 180
 assert_eq "the first gateway's late 180 got a CANCEL, its 487 an ACK, and no BYE" "1 1 0" \
 	"$(count_req late180 CANCEL) $(count_req late180 ACK) $(count_req late180 BYE)"
 assert_nomatch "the CANCELled gateway never sent its 200" '"status":200' "$(cat "$T/late180.json")"
