@@ -286,7 +286,18 @@ void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_
 		r->reason = SA_AUTH_MALFORMED;
 		return;
 	}
-	r->nonce_ours = ns == SA_NONCE_OK;
+	if (ns == SA_NONCE_STALE && !info.authentic) {
+		/* a nonce no live key of ours vouches for (another node's, or one
+		 * from before this start): a new one with stale=true, and no word on
+		 * the password, since anyone can make such a nonce up, and a verdict
+		 * on it would be a guessing oracle no ban counts (the source is not
+		 * proven to receive) */
+		r->reason = SA_AUTH_STALE_NONCE;
+		r->stale = true;
+		return;
+	}
+	/* ours, fresh or expired: issued to this source, which therefore receives */
+	r->nonce_ours = true;
 	bool known = trunk_id && sa_store_credential_find(a->store, trunk_id, r->username, &r->cred) == 0;
 	if (!known) {
 		/* a known user costs a second lookup (its record by id): an

@@ -46,7 +46,7 @@ struct sa_auth_result {
 	bool ok;                             /* accepted: cred is filled */
 	enum sa_auth_reason reason;          /* why not (SA_AUTH_NONE: no credentials offered) */
 	bool stale;                          /* challenge with stale=true */
-	bool nonce_ours;                     /* it answered a nonce we issued to this source: the source receives */
+	bool nonce_ours;                     /* it answered a nonce we issued to this source (fresh or expired): the source receives */
 	bool retransmission;                 /* ok: the very REGISTER already accepted, sent again */
 	char username[SA_USERNAME_MAX + 1];  /* as tried, truncated; "" when none */
 	/* which of the credential's passwords answered (its password_version,

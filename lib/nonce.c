@@ -262,13 +262,13 @@ enum sa_nonce_status sa_nonce_check(const struct sa_nonce_ctx *ctx, const char *
 
 	if (ctx == NULL || realm == NULL || !nonce_parse(nonce, len, alg, raw))
 		return SA_NONCE_INVALID;
-	parsed = (struct sa_nonce_info){ raw[1], get_be32(raw + 3), get_be32(raw + 7) };
+	parsed = (struct sa_nonce_info){ raw[1], get_be32(raw + 3), get_be32(raw + 7), false };
 	/* a retired key cannot vouch for the nonce either way: ask the client to retry */
 	if ((key = key_find(ctx, parsed.key_id)) == NULL)
 		status = SA_NONCE_STALE;
 	else if (!nonce_mac_ok(key, raw, realm) || nonce_from_future(parsed.issued, now))
 		return SA_NONCE_INVALID;
-	else if (now > (uint64_t)parsed.issued + ctx->ttl)
+	else if ((parsed.authentic = true) && now > (uint64_t)parsed.issued + ctx->ttl)
 		status = SA_NONCE_STALE;
 	if (info != NULL)
 		*info = parsed;

@@ -42,6 +42,7 @@ struct sa_nonce_info {
 	uint8_t key_id;
 	uint32_t issued;
 	uint32_t counter;
+	bool authentic;      /* a live key's MAC verified: we issued it (for this realm), expired or not */
 };
 
 struct sa_nonce_ctx;

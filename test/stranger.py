@@ -10,7 +10,8 @@ Subcommands (one JSON object per line on stdout):
   forge      a response built from a request as a gateway received it (its Via, branch,
              tags), sent from another address.
   auth       an authenticated request (REGISTER, MESSAGE, INVITE...) answering the
-             challenge, with a digest uri of one's choice; saves the authenticated
+             challenge (or, --made-up-nonce, a nonce of its shape under a key sipauthd
+             never uses), with a digest uri of one's choice; saves the authenticated
              request to --save, or replays a saved one (--replay) from the same socket
              address; --count N sends N authenticated requests (one challenge each).
   uas        a gateway stand-in: answers INVITE (180, then 200 after --delay for users
@@ -153,10 +154,22 @@ def cmd_forge(a):
 
 # ---------------------------------------------------------------- auth
 
-def challenge_answer(resp, method, uri, user, password, digest_uri):
+def made_up_nonce(nonce):
+    """The nonce's shape (version, algorithm, time) under key id 0, which sipauthd never uses,
+    with a random MAC: what anyone can make without asking for a challenge."""
+    import base64
+    raw = bytearray(base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4)))
+    raw[1] = 0
+    raw[11:] = secrets.token_bytes(len(raw) - 11)
+    return base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+
+
+def challenge_answer(resp, method, uri, user, password, digest_uri, made_up=False):
     name = "www-authenticate" if resp.status == 401 else "proxy-authenticate"
     chs = [sipclient.parse_challenge(v) for v in resp.headers.get(name, [])]
     ch = sipclient.choose_challenge(chs, ["MD5"])
+    if made_up:
+        ch.params["nonce"] = made_up_nonce(ch.params["nonce"])
     cnonce = secrets.token_hex(8)
     value = sipclient.digest_credentials(ch, "MD5", "MD5", user, password, method, digest_uri or uri,
                                          "auth", "00000001", cnonce, b"")
@@ -173,7 +186,7 @@ def one_auth(a, sock, n):
     ch = first_status(recv_all(sock, a.timeout))
     if not ch or ch.status not in (401, 407):
         return None, ch
-    auth = challenge_answer(ch, a.method, uri, a.user, a.password, a.digest_uri)
+    auth = challenge_answer(ch, a.method, uri, a.user, a.password, a.digest_uri, a.made_up_nonce)
     req = request_text(a.method, uri, sock, call_id, fr, to, 2, extra + [auth], body)
     if not a.dont_send:
         sock.sendto(req, hostport(a.server))
@@ -211,7 +224,9 @@ def cmd_auth(a):
         final = first_status(got)
         statuses.append(final.status if final else None)
         if final:
-            emit(event="response", status=final.status, reason=final.reason,
+            stale = any("stale=true" in v for v in final.headers.get("www-authenticate", []) +
+                        final.headers.get("proxy-authenticate", []))
+            emit(event="response", status=final.status, reason=final.reason, stale=stale,
                  to=final.first("to"), headers={k: v for k, v in final.headers.items() if k in ("retry-after",)})
     if a.listen:
         late = [{"status": m.status, "to": m.first("to")} for m in recv_all(sock, a.listen)
@@ -385,6 +400,8 @@ def main():
     u.add_argument("--replay")
     u.add_argument("--exact", action="store_true", help="with --replay: byte for byte (a retransmission)")
     u.add_argument("--no-wait", action="store_true")
+    u.add_argument("--made-up-nonce", action="store_true",
+                   help="answer with a nonce of the challenge's shape under a key sipauthd never uses")
     u.add_argument("--dont-send", action="store_true", help="save the authenticated request, do not send it")
     u.add_argument("--listen", type=float, default=0.0)
     u.add_argument("--timeout", type=float, default=2.0)

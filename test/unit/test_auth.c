@@ -185,6 +185,61 @@ START_TEST(test_stale_nonce_names_the_version)
 }
 END_TEST
 
+/* The verdict on an answer made at issued_at and checked at now. */
+static struct sa_auth_result check_later(const char *password, uint64_t issued_at, uint64_t now)
+{
+	char buf[4096];
+	struct sa_msg m;
+	struct sa_msg_error err = { 0 };
+	struct sa_auth_result r;
+	int len = make_register(USER, password, issued_at, buf, sizeof buf);
+
+	ck_assert_int_eq(sa_msg_parse(&m, buf, (size_t)len, false, &err), 0);
+	ck_assert_int_eq(sa_msg_full(&m, &err), 0);
+	sa_auth_check(&auth, &m, trunk.id, realm, NULL, now, &r);
+	sa_msg_free(&m);
+	return r;
+}
+
+/* An expired nonce of ours was issued to this source: a wrong password on it
+ * is a failure that counts (the source receives), as on a fresh one. */
+START_TEST(test_expired_nonce_of_ours_still_judges_the_password)
+{
+	struct sa_auth_result r = check_later("not-the-password-1", NOW, NOW + 100);
+	ck_assert_int_eq(r.reason, SA_AUTH_BAD_PASSWORD);
+	ck_assert(r.nonce_ours);
+	ck_assert(!r.stale);
+}
+END_TEST
+
+/* A nonce no live key vouches for (another node's, or from before a start)
+ * could be made up by anyone: stale=true whatever the password, so it is no
+ * guessing oracle (the source is not proven, so no ban would count it). */
+START_TEST(test_nonce_of_a_retired_key_says_nothing_of_the_password)
+{
+	unsigned char s2[SA_NONCE_SECRET_LEN] = { 2 }, s3[SA_NONCE_SECRET_LEN] = { 3 };
+	char buf[4096], good[4096];
+	struct sa_msg m;
+	struct sa_msg_error err = { 0 };
+	struct sa_auth_result r;
+	int lw = make_register(USER, "not-the-password-1", NOW, buf, sizeof buf);
+	int lg = make_register(USER, PASS1, NOW, good, sizeof good);
+
+	ck_assert_int_eq(sa_nonce_key_set(nc, 2, s2), 0);
+	ck_assert_int_eq(sa_nonce_key_set(nc, 3, s3), 0);   /* key 1 is retired */
+	for (int i = 0; i < 2; i++) {
+		ck_assert_int_eq(sa_msg_parse(&m, i ? good : buf, (size_t)(i ? lg : lw), false, &err), 0);
+		ck_assert_int_eq(sa_msg_full(&m, &err), 0);
+		sa_auth_check(&auth, &m, trunk.id, realm, NULL, NOW + 1, &r);
+		sa_msg_free(&m);
+		ck_assert(!r.ok);
+		ck_assert_int_eq(r.reason, SA_AUTH_STALE_NONCE);
+		ck_assert(r.stale);
+		ck_assert(!r.nonce_ours);
+	}
+}
+END_TEST
+
 static Suite *auth_suite(void)
 {
 	Suite *s = suite_create("auth");
@@ -195,6 +250,8 @@ static Suite *auth_suite(void)
 	tcase_add_test(tc, test_overlap_takes_both_then_only_the_new);
 	tcase_add_test(tc, test_rotating_again_drops_the_oldest_at_once);
 	tcase_add_test(tc, test_stale_nonce_names_the_version);
+	tcase_add_test(tc, test_expired_nonce_of_ours_still_judges_the_password);
+	tcase_add_test(tc, test_nonce_of_a_retired_key_says_nothing_of_the_password);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -121,6 +121,7 @@ START_TEST(test_expired_nonce_is_stale_with_info)
 	ck_assert_int_eq(check_at(ctx, nonce, NOW + TTL + 1, &info), SA_NONCE_STALE);
 	ck_assert_uint_eq(info.issued, NOW);
 	ck_assert_uint_eq(info.key_id, 1);
+	ck_assert(info.authentic);   /* ours, only old */
 	sa_nonce_ctx_free(ctx);
 }
 END_TEST
@@ -257,6 +258,7 @@ START_TEST(test_key_rotation_keeps_previous_key_only)
 	ck_assert_int_eq(sa_nonce_key_set(ctx, 3, secret3), 0);
 	ck_assert_int_eq(check_at(ctx, n1, NOW + 2, &info), SA_NONCE_STALE);
 	ck_assert_uint_eq(info.key_id, 1);
+	ck_assert(!info.authentic);   /* no live key vouches for it */
 	ck_assert_int_eq(check_at(ctx, n2, NOW + 2, NULL), SA_NONCE_OK);
 	sa_nonce_ctx_free(ctx);
 }
