@@ -225,6 +225,23 @@ v = sorted(int(x) for x in sys.argv[1:])
 print('propagation p50=%d ms max=%d ms over %d applies' % (statistics.median(v), v[-1], len(v)))" $lags | tee "$T/lag.txt"
 assert_match "lags were measured at both nodes (40 or more applies)" "over (4[0-9]|[5-9][0-9]) applies" "$(cat "$T/lag.txt")"
 
+# an answer to node A's challenge that reaches node B: B's key does not vouch for A's nonce, so
+# B challenges again with stale=true (no verdict on the password), and the answer to B's own
+# nonce is taken
+STRANGER="python3 $top_srcdir/test/stranger.py"
+$STRANGER auth --server "$A_ADDR:$A_PORT" --local-ip 127.0.0.1 --host "$TRUNK_HOST" --user pbx-a --password "$PW" \
+	--save "$T/at-a.sip" --dont-send >/dev/null
+$STRANGER auth --server "$B_ADDR:$B_PORT" --local-ip 127.0.0.1 --host "$TRUNK_HOST" --user pbx-a --password "$PW" \
+	--save "$T/at-b.sip" --dont-send >/dev/null
+keyid() { python3 -c 'import base64,re,sys; n=re.search(r"nonce=\"([^\"]+)\"", open(sys.argv[1]).read()).group(1); print(base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))[1])' "$1"; }
+if [ "$(keyid "$T/at-a.sip")" = "$(keyid "$T/at-b.sip")" ]; then
+	pass "nodes A and B drew the same nonce key id (1 in 255): the cross-node answer is not tried"
+else
+	assert_eq "node A's nonce answered at node B: 401 with stale=true" "401 True" \
+		"$($STRANGER auth --server "$B_ADDR:$B_PORT" --replay "$T/at-a.sip" --timeout 2 | json_get 'final.get("status"), final.get("stale")' | tr -d "(),'")"
+fi
+assert_eq "... and a new answer to node B's nonce registers there" 200 "$(reg B pbx-a)"
+
 # the REST API of every node reads and writes the database
 # api NODE METHOD PATH [BODY]: prints "STATUS BODY" (body on one line); keeps the answer for openapi_check
 api() {
