@@ -3,7 +3,8 @@
 # deleted through the API; how long until sipauthd has every one of its 2N BYEs answered (the
 # PBX's and the gateway's), how many it had to retransmit, and how many got no answer. Run once
 # with the BYEs all at once ([proxy] bye_rate = 0, the old behaviour) and once paced per
-# destination (bye_rate, default 2500/s), side by side. sipp plays the PBX (127.0.0.1, holding
+# destination (bye_rate, default 2500/s), side by side. Also prints sipauthd's RSS with the N
+# calls up (issue 11's memory target is about 10 000 calls). sipp plays the PBX (127.0.0.1, holding
 # every call until the BYE) and the gateway (127.0.0.2); sipauthd's /metrics is polled every
 # 20 ms (sipauthd_sip_byes_pending, _byes_total, _bye_retransmissions_total).
 #
@@ -93,7 +94,8 @@ CONF
 		curl -s "http://127.0.0.1:$api/metrics" >"$W/metrics"
 		active=$(metric calls_active); active=${active:-0}
 	done
-	local t0 t1 pending=1 code drops
+	local t0 t1 pending=1 code drops rss
+	rss=$(awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$d/status")   # with the N calls up
 	drops=$(rcvbuf_errors)
 	t0=$(date +%s%N)
 	code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE -H "Authorization: Bearer $KEY" \
@@ -106,8 +108,8 @@ CONF
 	done
 	t1=$(date +%s%N)
 	drops=$(( $(rcvbuf_errors) - drops ))
-	printf 'bye_rate %-5s %d calls up (%s set up), DELETE %s: every BYE answered after %5d ms; %s answered, %s timed out, %s retransmitted; %d datagrams dropped by full receive buffers\n' \
-		"$rate" "$active" "$N" "$code" $(( (t1 - t0) / 1000000 )) "$(metric 'sip_byes_total{outcome="answered"}')" \
+	printf 'bye_rate %-5s %d calls up (%s set up, RSS %s MB), DELETE %s: every BYE answered after %5d ms; %s answered, %s timed out, %s retransmitted; %d datagrams dropped by full receive buffers\n' \
+		"$rate" "$active" "$N" "$rss" "$code" $(( (t1 - t0) / 1000000 )) "$(metric 'sip_byes_total{outcome="answered"}')" \
 		"$(metric 'sip_byes_total{outcome="timeout"}')" "$(metric sip_bye_retransmissions_total)" "$drops"
 	wait "$p" 2>/dev/null || true
 	wait "$g" 2>/dev/null || true
