@@ -1007,14 +1007,16 @@ static void send_local(struct sa_server *srv, const struct sa_flow *to, const st
 	}
 	t->method = SA_M_BYE;
 	t->to = *to;
-	t->own_bye = true;
-	srv->byes_pending++;
 	via_value(srv, to, t->branch, via, sizeof(via));
 	long n = sa_dialog_bye(d, to_caller, via, reason, out, sizeof(out));
 	if (n < 0 || !(copy = malloc((size_t)n))) {
+		log_warn("event=bye_not_sent reason=\"%s\" call_id=\"%s\"", n < 0 ? "too long" : "out of memory",
+		         LOGQ(d->call_id));
 		txn_complete(t);
 		return;
 	}
+	t->own_bye = true;   /* counted until answered, or not by 64*T1 */
+	srv->byes_pending++;
 	memcpy(copy, out, (size_t)n);
 	txn_keep(t, &t->req, &t->req_len, copy, (size_t)n);
 	unsigned char key[SA_PACE_KEY_MAX];
