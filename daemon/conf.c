@@ -177,6 +177,18 @@ static int add_metrics_listen(struct parse *p, const char *item)
 	return add_http(p, item, p->cfg->metrics_listen, &p->cfg->nmetrics_listen);
 }
 
+/* [webhooks] private_targets: a loopback or private network webhook URLs may reach. */
+static int add_webhook_private(struct parse *p, const char *item)
+{
+	struct sa_config *c = p->cfg;
+	if (c->nwebhooks_private == SA_WH_PRIVATE_MAX)
+		return perr(p, "too many private_targets networks (at most %d)", SA_WH_PRIVATE_MAX);
+	if (sa_cidr_parse(item, &c->webhooks_private[c->nwebhooks_private]) != 0)
+		return perr(p, "bad private_targets network '%s' (want ADDRESS[/PREFIX])", item);
+	c->nwebhooks_private++;
+	return 0;
+}
+
 static int add_trusted(struct parse *p, const char *item)
 {
 	struct sa_config *c = p->cfg;
@@ -417,6 +429,7 @@ static const struct key keys[] = {
 	FN("cluster", "node", cluster_node, set_node_key, false),
 	FN("cluster", "address", cluster_address, set_node_address_key, false),
 	STR("webhooks", "ca_file", webhooks_ca_file, false),
+	LIST("webhooks", "private_targets", webhooks_private, nwebhooks_private, add_webhook_private, false),
 	UINT("webhooks", "queue_max", webhooks_queue_max, 1, 1000000, false),
 	UINT("webhooks", "retry_base", webhooks_retry_base, 1, 3600, false),
 	UINT("webhooks", "timeout", webhooks_timeout, 1, 60, false),

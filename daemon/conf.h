@@ -8,9 +8,12 @@
 
 #include "abuse.h"
 #include "auth.h"
+#include "policy.h"
 #include "registrar.h"
 #include "route.h"
 #include "upstream.h"
+
+#define SA_WH_PRIVATE_MAX 16          /* [webhooks] private_targets networks */
 
 #define SA_MAX_LISTEN 8
 #define SA_MAX_TRUSTED 32
@@ -102,6 +105,8 @@ struct sa_config {
 	char cluster_address[96];        /* how other nodes reach it: udp:ADDRESS:PORT (default: the first udp listen) */
 	/* [webhooks]: deliveries of account events (daemon/webhook.c) */
 	char webhooks_ca_file[PATH_MAX]; /* CAs trusted for https targets besides the system's; "": none */
+	struct sa_cidr webhooks_private[SA_WH_PRIVATE_MAX];   /* loopback/private networks targets may reach */
+	unsigned nwebhooks_private;
 	unsigned webhooks_queue_max;     /* events waiting for the delivery thread; the oldest go first */
 	unsigned webhooks_retry_base;    /* seconds before the first retry; doubled each time, at most an hour */
 	unsigned webhooks_timeout;       /* seconds for one attempt: connect, TLS, request, status line */

@@ -212,6 +212,13 @@ static int connect_to(struct sa_webhooks *wh, const struct sa_wh_url *u, int64_t
 		return -1;
 	}
 	for (struct addrinfo *a = ai; a != NULL && fd < 0; a = a->ai_next) {
+		if (!sa_wh_address_allowed(a->ai_addr, wh->srv->cfg.webhooks_private, wh->srv->cfg.nwebhooks_private)) {
+			char ip[INET6_ADDRSTRLEN] = "?";
+			getnameinfo(a->ai_addr, a->ai_addrlen, ip, sizeof ip, NULL, 0, NI_NUMERICHOST);
+			snprintf(res->error, sizeof res->error,
+			         "address not allowed: %s is loopback or private (not in [webhooks] private_targets)", ip);
+			continue;
+		}
 		fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
 		if (fd < 0) {
 			snprintf(res->error, sizeof res->error, "socket: %s", strerror(errno));

@@ -1,5 +1,9 @@
 /* webhook.c: webhook rules: event names, target URLs, signatures, the retry schedule, auth.failed aggregation. */
 #include "webhook.h"
+#include "policy.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <ctype.h>
 #include <inttypes.h>
@@ -311,4 +315,40 @@ uint64_t sa_wh_agg_take(struct sa_wh_agg *a, sa_wh_agg_cb cb, void *arg)
 	agg_clear(a);
 	a->dropped = 0;
 	return dropped;
+}
+
+/* 4 address bytes: not a public unicast address? */
+static bool v4_special(const uint8_t a[4])
+{
+	return a[0] == 0 || a[0] == 10 || a[0] == 127 || (a[0] == 100 && (a[1] & 0xc0) == 64) ||
+	       (a[0] == 169 && a[1] == 254) || (a[0] == 172 && (a[1] & 0xf0) == 16) || (a[0] == 192 && a[1] == 168) ||
+	       (a[0] == 192 && a[1] == 0 && a[2] == 0) || (a[0] == 198 && (a[1] & 0xfe) == 18) || a[0] >= 224;
+}
+
+static bool v6_special(const uint8_t a[16])
+{
+	static const uint8_t zero[16];
+	if (memcmp(a, zero, 15) == 0 && (a[15] == 0 || a[15] == 1))
+		return true;                                   /* :: and ::1 */
+	return (a[0] & 0xfe) == 0xfc || (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) || a[0] == 0xff;
+}
+
+bool sa_wh_address_allowed(const struct sockaddr *sa, const struct sa_cidr *allowed, unsigned n)
+{
+	bool special;
+	if (sa->sa_family == AF_INET) {
+		special = v4_special((const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr);
+	} else if (sa->sa_family == AF_INET6) {
+		const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+		static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+		special = memcmp(a, mapped, 12) == 0 ? v4_special(a + 12) : v6_special(a);
+	} else {
+		return false;
+	}
+	if (!special)
+		return true;
+	for (unsigned i = 0; i < n; i++)
+		if (sa_cidr_contains(&allowed[i], sa))
+			return true;
+	return false;
 }

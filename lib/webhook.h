@@ -110,4 +110,14 @@ bool sa_wh_agg_add(struct sa_wh_agg *a, const char *trunk_id, const char *source
 typedef void (*sa_wh_agg_cb)(const struct sa_wh_agg_trunk *t, void *arg);
 uint64_t sa_wh_agg_take(struct sa_wh_agg *a, sa_wh_agg_cb cb, void *arg);
 
+/* May a delivery go to this address? Public unicast addresses yes; loopback,
+ * private (RFC 1918, fc00::/7), link-local, shared (100.64.0.0/10),
+ * unspecified, multicast and reserved ones only when one of the n networks
+ * in allowed holds it ([webhooks] private_targets): a customer's URL must
+ * not reach the edge host's own services or the carrier's inside network.
+ * IPv4-mapped IPv6 addresses are judged as the IPv4 address. */
+struct sockaddr;
+struct sa_cidr;
+bool sa_wh_address_allowed(const struct sockaddr *sa, const struct sa_cidr *allowed, unsigned n);
+
 #endif

@@ -52,6 +52,8 @@ listen = 127.0.0.1:$API_PORT
 min_expires = 1
 [webhooks]
 ca_file = $T/ca.pem
+# the receivers listen on loopback, which a webhook reaches only when named here
+private_targets = 127.0.0.1/32
 retry_base = 1
 auth_failed_window = 2"
 ABUSE_MAX_FAILURES=3 start_sipauthd "" "$CONF" || { fail "sipauthd did not start"; finish; }
@@ -125,6 +127,8 @@ api POST "$HOOKS" "{\"url\":\"https://127.0.0.1:$R2_PORT/\",\"events\":[\"creden
 W2=$(field 'j["id"]'); field 'j["secret"]' >"$T/R2.secret"
 api POST "$HOOKS" "{\"url\":\"https://127.0.0.1:$R3_PORT/\",\"events\":[\"credential.created\"]}"
 W3=$(field 'j["id"]'); field 'j["secret"]' >"$T/R3.secret"
+api POST "$HOOKS" "{\"url\":\"http://127.0.0.9:$R1_PORT/\",\"events\":[\"credential.created\"]}"
+W4=$(field 'j["id"]')   # a loopback address not in private_targets
 api POST "/v1/account/$ACC_B/webhooks" "{\"url\":\"http://127.0.0.1:$RB_PORT/b\",\"events\":$ALL}" "$KEY_B"
 assert_eq "account B creates its own: 201" 201 "$st"
 WB=$(field 'j["id"]'); field 'j["secret"]' >"$T/RB.secret"
@@ -162,6 +166,12 @@ assert_eq "R3's delivery: pending, with the verification failure as its error" \
 	"200 pending credential.created True True" \
 	"$st $(field 'j["data"][0]["status"], j["data"][0]["event"], j["data"][0]["last_error"].startswith("tls: certificate verify failed"), j["data"][0]["attempts"] >= 1' | tr -d "(),'")"
 assert_eq "... no status code from it" None "$(field 'j["data"][0]["last_status_code"]')"
+api GET "$HOOKS/$W4/deliveries"
+assert_eq "a URL naming a loopback address outside private_targets: never connected, and says why" \
+	"200 pending True" \
+	"$st $(field 'j["data"][0]["status"], j["data"][0]["last_error"].startswith("address not allowed: 127.0.0.9 is loopback or private")' | tr -d "(),'")"
+api DELETE "$HOOKS/$W4"
+assert_eq "... that webhook deleted: 204" 204 "$st"
 api GET "$HOOKS/$W1/deliveries"
 assert_eq "R1's delivery: delivered on attempt 3 with 200-range status 204" "200 delivered 3 204 None None" \
 	"$st $(field 'j["data"][0]["status"], j["data"][0]["attempts"], j["data"][0]["last_status_code"], j["data"][0]["last_error"], j["data"][0]["next_attempt_at"]' | tr -d "(),'")"

@@ -5,6 +5,10 @@
 
 #include <check.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include "policy.h"
 #include "webhook.h"
 
 /* Vectors from Python's hmac module: hmac.new(b"whsec_test", b"<t>.<body>", sha256). */
@@ -226,6 +230,38 @@ START_TEST(test_agg_is_bounded_in_trunks)
 }
 END_TEST
 
+static bool allowed(const char *ip, const struct sa_cidr *nets, unsigned n)
+{
+	struct sockaddr_in6 s6 = { .sin6_family = AF_INET6 };
+	struct sockaddr_in s4 = { .sin_family = AF_INET };
+	if (inet_pton(AF_INET, ip, &s4.sin_addr) == 1)
+		return sa_wh_address_allowed((struct sockaddr *)&s4, nets, n);
+	ck_assert_int_eq(inet_pton(AF_INET6, ip, &s6.sin6_addr), 1);
+	return sa_wh_address_allowed((struct sockaddr *)&s6, nets, n);
+}
+
+/* A customer's URL reaches public addresses only, unless the operator names a network. */
+START_TEST(test_private_targets_need_the_operators_word)
+{
+	static const char *refused[] = { "127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1",
+	                                 "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1", "::1", "::",
+	                                 "fd00::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "198.18.0.1" };
+	static const char *public_ips[] = { "203.0.113.7", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:db8::1",
+	                                    "::ffff:8.8.8.8" };
+	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+		ck_assert_msg(!allowed(refused[i], NULL, 0), "%s allowed", refused[i]);
+	for (size_t i = 0; i < sizeof public_ips / sizeof public_ips[0]; i++)
+		ck_assert_msg(allowed(public_ips[i], NULL, 0), "%s refused", public_ips[i]);
+	struct sa_cidr nets[2];
+	ck_assert_int_eq(sa_cidr_parse("127.0.0.1/32", &nets[0]), 0);
+	ck_assert_int_eq(sa_cidr_parse("10.0.0.0/8", &nets[1]), 0);
+	ck_assert(allowed("127.0.0.1", nets, 2));
+	ck_assert(!allowed("127.0.0.9", nets, 2));
+	ck_assert(allowed("10.200.0.1", nets, 2));
+	ck_assert(!allowed("192.168.1.1", nets, 2));
+}
+END_TEST
+
 static Suite *webhook_suite(void)
 {
 	Suite *s = suite_create("webhook");
@@ -242,6 +278,7 @@ static Suite *webhook_suite(void)
 	tcase_add_test(tc, test_agg_sums_per_trunk_and_ranks_names);
 	tcase_add_test(tc, test_agg_finds_the_heavy_source_among_many);
 	tcase_add_test(tc, test_agg_is_bounded_in_trunks);
+	tcase_add_test(tc, test_private_targets_need_the_operators_word);
 	suite_add_tcase(s, tc);
 	return s;
 }
