@@ -1552,9 +1552,13 @@ static bool trunk_admit(struct sa_server *srv, const struct sa_msg *m, const str
 		reject(srv, m, from, 503, NULL, "Retry-After: 5\r\n", "out of memory");
 		return false;
 	}
-	struct sa_trunk_policy share = *pol;   /* in a fleet: this node's share of the trunk's limits */
-	sa_policy_share(&share, srv->fleet_nodes);
-	enum sa_policy_verdict v = sa_policy_admit_call(&share, u, from_customer, (int64_t)sa_now_ms());
+	struct sa_trunk_policy share;   /* in a fleet: this node's share of the trunk's limits */
+	if (srv->fleet_nodes > 1) {
+		share = *pol;
+		sa_policy_share(&share, srv->fleet_nodes);
+		pol = &share;
+	}
+	enum sa_policy_verdict v = sa_policy_admit_call(pol, u, from_customer, (int64_t)sa_now_ms());
 	if (v == SA_POLICY_ADMIT)
 		return true;
 	trunk_limit_refuse(srv, m, from, trunk, username, password_version, v);
