@@ -134,6 +134,20 @@ CONF
 SIPCLIENT="python3 $top_srcdir/test/sipclient.py"
 SIPP_DIR="$top_srcdir/test/sipp"
 
+# run_sipp NAME ARGS...: sipp in the foreground (at most $SIPP_TIMEOUT s, 30), its errors in
+# $T/NAME.err, its messages in $T/NAME.msg, its output in $T/NAME.out; sipp's exit status
+run_sipp() {
+	_name=$1; shift
+	timeout "${SIPP_TIMEOUT:-30}" sipp "$@" -nostdin -trace_err -error_file "$T/$_name.err" \
+		-trace_msg -message_file "$T/$_name.msg" >"$T/$_name.out" 2>&1
+}
+# bg_sipp NAME ARGS...: the same in the background (at most $SIPP_BG_TIMEOUT s, 40); $! is its pid
+bg_sipp() {
+	_name=$1; shift
+	spawn "$T/$_name.out" timeout "${SIPP_BG_TIMEOUT:-40}" sipp "$@" -nostdin -trace_err -error_file "$T/$_name.err" \
+		-trace_msg -message_file "$T/$_name.msg"
+}
+
 # sipc ARGS...: run the test client against the daemon; JSON lines on stdout
 sipc() {
 	sub=$1; shift

@@ -9,11 +9,6 @@ start_sipauthd "MD5" "[proxy]
 max_calls = 1
 max_call_age = 5" || { fail "sipauthd did not start"; finish; }
 PBX="-au $SIP_USER -ap $SIP_PASS -key trunk_host $TRUNK_HOST"
-bg_sipp() {
-	name=$1; shift
-	spawn "$T/$name.out" timeout 40 sipp "$@" -nostdin -trace_err -error_file "$T/$name.err" \
-		-trace_msg -message_file "$T/$name.msg"
-}
 
 # one call fills the table; a second INVITE gets 503 with Retry-After
 bg_sipp gw -m 1 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT"; gw=$!

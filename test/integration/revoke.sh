@@ -16,11 +16,6 @@ PASS2=another_password_456
 CRED2=$(printf '%s\n' "$PASS2" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" \
 	--username "$USER2" --password-stdin | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 
-bg_sipp() {
-	name=$1; shift
-	spawn "$T/$name.out" timeout 30 sipp "$@" -nostdin -trace_err -error_file "$T/$name.err" \
-		-trace_msg -message_file "$T/$name.msg"
-}
 # first_received FILE START_OF_MESSAGE: epoch seconds when sipp received it, or "none"
 first_received() {
 	python3 - "$1" "$2" <<'PY'

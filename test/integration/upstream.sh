@@ -10,16 +10,6 @@ need sipp
 setup_store || { fail "store setup"; finish; }
 PBX_ARGS="-au $SIP_USER -ap $SIP_PASS -key trunk_host $TRUNK_HOST"
 
-run_sipp() {
-	name=$1; shift
-	timeout 30 sipp "$@" -nostdin -trace_err -error_file "$T/$name.err" \
-		-trace_msg -message_file "$T/$name.msg" >"$T/$name.out" 2>&1
-}
-bg_sipp() {
-	name=$1; shift
-	spawn "$T/$name.out" timeout 40 sipp "$@" -nostdin -trace_err -error_file "$T/$name.err" \
-		-trace_msg -message_file "$T/$name.msg"
-}
 # invites NAME: INVITEs a sipp gateway received
 invites() { grep -c '^INVITE ' "$T/$1.msg" 2>/dev/null || echo 0; }
 pbx_call() {

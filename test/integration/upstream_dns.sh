@@ -14,16 +14,7 @@ DNSMASQ=$(command -v dnsmasq || echo /usr/sbin/dnsmasq)
 setup_store || { fail "store setup"; finish; }
 PBX_ARGS="-au $SIP_USER -ap $SIP_PASS -key trunk_host $TRUNK_HOST"
 
-run_sipp() {
-	name=$1; shift
-	timeout 60 sipp "$@" -nostdin -trace_err -error_file "$T/$name.err" \
-		-trace_msg -message_file "$T/$name.msg" >"$T/$name.out" 2>&1
-}
-bg_sipp() {
-	name=$1; shift
-	spawn "$T/$name.out" timeout 90 sipp "$@" -nostdin -trace_err -error_file "$T/$name.err" \
-		-trace_msg -message_file "$T/$name.msg"
-}
+SIPP_TIMEOUT=60 SIPP_BG_TIMEOUT=90   # DNS answers and failovers take their time
 invites() { grep -c '^INVITE ' "$T/$1.msg" 2>/dev/null || echo 0; }
 pbx_call() {
 	name=$1; shift
