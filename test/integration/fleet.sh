@@ -380,6 +380,20 @@ assert_eq "a call at node B meanwhile: through (its own share)" 200 \
 	"$(json_get '[r["status"] for r in resp if r["method"] == "INVITE"][-1]' <"$T/limB.json")"
 wait "$limA"; assert_eq "the call at A completed" 0 $?
 wait "$gwlim"; assert_eq "the gateway answered exactly the two admitted calls" 0 $?
+# a node that stops beating leaves its share to the others within 6-8 s
+alone() { grep -c "event=cluster_nodes node=A alive=1" "$T/A.log"; }
+both() { grep -c "event=cluster_nodes node=A alive=2" "$T/A.log"; }
+n1=$(alone); n2=$(both)
+t0=$(date +%s.%N)
+kill -STOP "$B_PID"
+for _ in $(seq 1 120); do [ "$(alone)" -gt "$n1" ] && break; sleep 0.1; done
+t1=$(date +%s.%N)
+assert_eq "node A counts itself alone once B stopped beating" $((n1 + 1)) "$(alone)"
+python3 -c "import sys; d = float(sys.argv[2]) - float(sys.argv[1]); print('share taken over after %.1f s' % d); sys.exit(0 if d <= 8.5 else 1)" "$t0" "$t1"
+assert_eq "... within 8.5 s (6 s of heartbeat age in whole seconds, plus the next beat)" 0 $?
+kill -CONT "$B_PID"
+for _ in $(seq 1 150); do [ "$(both)" -gt "$n2" ] && break; sleep 0.1; done
+assert_eq "... and counts two again once B beats again" $((n2 + 1)) "$(both)"
 
 # concurrent writers: the APIs of both nodes create at once; nothing lost, nothing twice, and a
 # username stays unique per trunk (one of two nodes creating the same one gets 409)
