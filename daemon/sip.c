@@ -1310,22 +1310,33 @@ static void abandoned_answer(struct sa_server *srv, struct sa_txn *t, struct sa_
 	txn_complete(t);
 }
 
+static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_msg *m, unsigned steps, char *out,
+                           size_t n);
+
+/* A response on its way back along the transaction it answers (lib/route decides). */
 static void handle_response(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from)
 {
 	size_t cap = m->len;
 	char *out = malloc(cap);
 	long n = out ? sa_proxy_response(m, out, cap) : -1;
 	struct sa_txn *t = m->branch ? txn_by_branch(srv, m->branch) : NULL;
-
-	if (t && !sa_route_response_ok(&t->to, from)) {
-		response_refused(srv, m, from, "not from the peer the request went to");
-		goto out;
-	}
-	if (t && t->abandoned) {
+	struct sa_route_response facts = {
+		.status = m->status, .cseq_cancel = m->method == SA_M_CANCEL, .relayable = n >= 0, .txn = t != NULL,
+		.from_sent_peer = t && sa_route_response_ok(&t->to, from), .abandoned = t && t->abandoned,
+		.local = t && t->local, .completed = t && t->completed, .invite = t && t->method == SA_M_INVITE,
+		.owns_call = t && t->own, .failover = t && t->fo,
+	};
+	struct sa_route_resp_decision d = sa_route_response(&facts);
+	switch (d.action) {
+	case SA_RR_DROP:
+		break;
+	case SA_RR_REFUSE:
+		response_refused(srv, m, from, d.reason);
+		break;
+	case SA_RR_ABANDONED:
 		abandoned_answer(srv, t, m);
-		goto out;
-	}
-	if (t && t->local) {
+		break;
+	case SA_RR_LOCAL:
 		/* the answer to a BYE or probe of our own: it ends here */
 		if (m->status >= 200 && !t->completed && t->probe)
 			sa_gateways_probe_answer(srv, &t->to, m->status);
@@ -1333,49 +1344,54 @@ static void handle_response(struct sa_server *srv, struct sa_msg *m, const struc
 			t->resp_status = m->status;
 			txn_complete(t);
 		}
-		goto out;
-	}
-	if (n < 0 || m->method == SA_M_CANCEL)
-		goto out;   /* answers to our own hop-by-hop CANCELs stop here too */
-	if (!t) {
+		break;
+	case SA_RR_NO_TXN:
 		relay_late_2xx(srv, m, from, out, (size_t)n);
-		goto out;
-	}
-	if (t->completed) {
+		break;
+	case SA_RR_FINAL_AGAIN:
 		/* a retransmitted final: ACK non-2xx again, relay 2xx end to end */
 		if (m->status >= 300 && t->method == SA_M_INVITE)
 			send_hop_request(srv, t, m, false);
 		else if (m->status >= 200 && m->status < 300)
 			sa_transport_send(srv, &t->from, out, (size_t)n);
-		goto out;
+		break;
+	case SA_RR_RELAY:
+		if (relay_response(srv, t, m, d.steps, out, (size_t)n))
+			out = NULL;
+		break;
 	}
+	free(out);
+}
+
+/* The steps of SA_RR_RELAY. true when the transaction kept `out`. */
+static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_msg *m, unsigned steps, char *out,
+                           size_t n)
+{
 	if (t->fo && t->upstream_status == 0 && m->status != 503)
 		sa_gateways_report(srv, &t->to, SA_UP_ANSWERED);
-	if (t->fo && m->status == 503) {
+	if (steps & SA_RR_TRY_NEXT) {
 		send_hop_request(srv, t, m, false);   /* ACK it on its own branch first */
 		t->upstream_status = m->status;
 		if (fo_next(t, SA_UP_503))
-			goto out;
+			return false;
 	}
 	if (m->status > t->upstream_status)
 		t->upstream_status = m->status;
-	if (m->status == 100)
-		goto out;   /* hop by hop: we sent our own */
-	sa_transport_send(srv, &t->from, out, (size_t)n);
-	if (m->status < 200)
-		goto out;
-	if (m->status >= 300 && t->method == SA_M_INVITE && !(t->fo && m->status == 503))
+	if (steps & SA_RR_FORWARD)
+		sa_transport_send(srv, &t->from, out, n);
+	if (steps & SA_RR_ACK)
 		send_hop_request(srv, t, m, false);
-	if (m->status < 300 && t->method == SA_M_INVITE && t->own)
+	if (steps & SA_RR_CALL)
 		call_create(srv, t, m);
-	if (m->status >= 300 || t->method != SA_M_INVITE) {
-		txn_keep(t, &t->resp, &t->resp_len, out, (size_t)n);
+	bool kept = false;
+	if (steps & SA_RR_KEEP) {
+		txn_keep(t, &t->resp, &t->resp_len, out, n);
 		t->resp_status = m->status;
-		out = NULL;
+		kept = true;
 	}
-	txn_complete(t);
-out:
-	free(out);
+	if (steps & SA_RR_COMPLETE)
+		txn_complete(t);
+	return kept;
 }
 
 /* ---- requests ---- */
@@ -1754,7 +1770,7 @@ static void handle_cancel(struct sa_server *srv, const struct sa_msg *m, const s
 	snprintf(key, sizeof(key), "%s|%s:%d|INVITE", m->branch, m->via_host, m->via_port);
 	struct sa_txn *t = txn_by_skey(srv, key);
 	/* a branch and a Via can be copied; only the INVITE's sender may cancel it */
-	if (!t || !sa_route_same_sender(&t->from, from)) {
+	if (sa_route_cancel(t != NULL, t && sa_route_same_sender(&t->from, from)) != 0) {
 		reject(srv, m, from, 481, NULL, NULL, "CANCEL for no transaction");
 		return;
 	}
@@ -1767,17 +1783,20 @@ static void handle_cancel(struct sa_server *srv, const struct sa_msg *m, const s
 
 /* We support no extensions: Proxy-Require always, and Require where we are
  * the UAS (REGISTER), get 420 listing what was asked (RFC 3261 §8.2.2.3, §16.3). */
-static int check_proxy_require(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
+static const struct sa_hdr *required_extension(const struct sa_msg *m)
 {
 	const struct sa_hdr *h = sa_msg_header(m, SA_H_PROXY_REQUIRE, 0);
 	if (!h && m->method == SA_M_REGISTER)
 		h = sa_msg_header(m, SA_H_REQUIRE, 0);
-	if (!h)
-		return 0;
+	return h;
+}
+
+static void refuse_extension(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                             const struct sa_hdr *h)
+{
 	char extra[600];
 	snprintf(extra, sizeof(extra), "Unsupported: %.*s\r\n", (int)(h->vlen > 500 ? 500 : h->vlen), h->value);
 	reject(srv, m, from, 420, NULL, extra, "unsupported extension required");
-	return -1;
 }
 
 /* OPTIONS for the proxy itself (no user part): a keep-alive, answered without auth. */
@@ -1797,67 +1816,85 @@ static bool ensure_full(struct sa_server *srv, struct sa_msg *m, const struct sa
 	return false;
 }
 
+static void handle_customer(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from);
+
+/* What lib/route needs to know of a request before it decides its way. */
+static void request_facts(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                          struct sa_txn *t, struct sa_route_request *r)
+{
+	size_t alen;
+	const void *a = flow_addr(from, &alen);
+	*r = (struct sa_route_request){
+		.method = m->method,
+		.to_tag = m->to_tag != NULL,
+		.trusted = is_trusted(srv, from),
+		.txn_match = t != NULL,
+		.txn_same_sender = t && sa_route_same_sender(&t->from, from),
+		.txn_answered = t && t->resp,
+		.stopping = srv->stopping,
+		.options_for_us = options_for_us(m),
+		.max_forwards_zero = m->max_forwards == 0,
+		.requires_extension = required_extension(m) != NULL,
+	};
+	r->banned = !r->trusted && sa_abuse_banned(srv->abuse, &srv->cfg.abuse, a, alen, (uint64_t)wall_now());
+	if (m->method == SA_M_ACK && m->to_tag) {
+		char tag[17];
+		sa_msg_local_tag(m, srv->tag_key, tag);
+		r->own_ack = strcmp(m->to_tag, tag) == 0;
+	}
+}
+
 static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from)
 {
 	char key[320];
 
 	srv->counters.requests[m->method < 16 ? m->method : 0]++;
 	srv->counters.requests_by_proto[from->proto]++;
-	size_t alen;
-	const void *a = flow_addr(from, &alen);
-	if (sa_abuse_banned(srv->abuse, &srv->cfg.abuse, a, alen, (uint64_t)wall_now()) && !is_trusted(srv, from)) {
-		srv->counters.banned_dropped++;   /* a banned source learns nothing, costs nothing */
-		return;
-	}
 	server_key(m, key, sizeof(key));
 	struct sa_txn *t = m->method == SA_M_CANCEL ? NULL : txn_by_skey(srv, key);
-	if (t && !sa_route_same_sender(&t->from, from)) {
-		/* another sender copied the branch and sent-by: it gets nothing of the transaction */
-		reject(srv, m, from, 482, NULL, NULL, "transaction of another sender");
+	struct sa_route_request facts;
+	request_facts(srv, m, from, t, &facts);
+	struct sa_route_decision d = sa_route_request(&facts);
+	switch (d.action) {
+	case SA_RA_DROP:
 		return;
-	}
-	if (t) {
-		/* a retransmission, or the ACK for a non-2xx we relayed: absorb */
+	case SA_RA_DROP_BANNED:
+		srv->counters.banned_dropped++;
+		return;
+	case SA_RA_REFUSE:
+		reject(srv, m, from, d.status, NULL, d.extra, d.reason);
+		return;
+	case SA_RA_ABSORB:
 		srv->counters.retransmissions_absorbed++;
-		if (m->method != SA_M_ACK && t->resp)
+		if (d.resend)
 			sa_transport_send(srv, from, t->resp, t->resp_len);
 		return;
-	}
-	if (m->method == SA_M_ACK && m->to_tag) {
-		char tag[17];
-		sa_msg_local_tag(m, srv->tag_key, tag);
-		if (strcmp(m->to_tag, tag) == 0)
-			return;   /* the ACK for a 401/407/4xx we sent ourselves */
-	}
-	if (srv->stopping && !m->to_tag && m->method != SA_M_ACK && m->method != SA_M_CANCEL) {
-		reject(srv, m, from, 503, NULL, "Retry-After: 5\r\n", "stopping");
-		return;
-	}
-	if (options_for_us(m)) {
+	case SA_RA_OPTIONS:
 		reply(srv, m, from, 200, NULL, "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, PRACK, INFO, REFER, NOTIFY, MESSAGE\r\n", NULL);
 		return;
-	}
-	if (m->max_forwards == 0) {
-		reject(srv, m, from, 483, NULL, NULL, "Max-Forwards is 0");
+	case SA_RA_UNSUPPORTED:
+		refuse_extension(srv, m, from, required_extension(m));
 		return;
-	}
-	if (check_proxy_require(srv, m, from) < 0)
-		return;
-	if (m->method == SA_M_CANCEL) {
+	case SA_RA_CANCEL:
 		handle_cancel(srv, m, from);
 		return;
-	}
-	if (m->to_tag) {
+	case SA_RA_IN_DIALOG:
 		handle_in_dialog(srv, m, from);
 		return;
-	}
-	if (m->method == SA_M_ACK)
-		return;   /* an ACK out of any dialog or transaction: nothing to do */
-	if (is_trusted(srv, from) && m->method != SA_M_REGISTER) {
+	case SA_RA_INBOUND:
 		if (ensure_full(srv, m, from))
 			handle_inbound(srv, m, from);
 		return;
+	case SA_RA_AUTHENTICATE:
+		handle_customer(srv, m, from);
+		return;
 	}
+}
+
+/* A request from a customer's PBX: its trunk's controls, then digest (or the
+ * trunk's trusted network), then the registrar or the gateways. */
+static void handle_customer(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from)
+{
 	struct authed who = { .password_version = 0 };
 	const struct sa_credential *cred = &who.cred;
 	char realm[SA_REALM_MAX];

@@ -63,6 +63,100 @@ const char *sa_route_verdict_reason(enum sa_route_verdict v)
 	return "unknown";
 }
 
+static struct sa_route_decision refuse(int status, const char *reason, const char *extra)
+{
+	return (struct sa_route_decision){ .action = SA_RA_REFUSE, .status = status, .reason = reason, .extra = extra };
+}
+
+static struct sa_route_decision act(enum sa_route_action a)
+{
+	return (struct sa_route_decision){ .action = a };
+}
+
+struct sa_route_decision sa_route_request(const struct sa_route_request *r)
+{
+	if (r->banned && !r->trusted)
+		return act(SA_RA_DROP_BANNED);
+	if (r->txn_match && r->method != SA_M_CANCEL) {
+		/* another sender copied the branch and sent-by: it gets nothing of the transaction */
+		if (!r->txn_same_sender)
+			return refuse(482, "transaction of another sender", NULL);
+		/* a retransmission, or the ACK for a non-2xx we relayed */
+		struct sa_route_decision d = act(SA_RA_ABSORB);
+		d.resend = r->method != SA_M_ACK && r->txn_answered;
+		return d;
+	}
+	if (r->method == SA_M_ACK && r->own_ack)
+		return act(SA_RA_DROP);   /* the ACK for a 401/407/4xx we sent ourselves */
+	if (r->stopping && !r->to_tag && r->method != SA_M_ACK && r->method != SA_M_CANCEL)
+		return refuse(503, "stopping", "Retry-After: 5\r\n");
+	if (r->options_for_us)
+		return act(SA_RA_OPTIONS);
+	if (r->max_forwards_zero)
+		return refuse(483, "Max-Forwards is 0", NULL);
+	if (r->requires_extension)
+		return act(SA_RA_UNSUPPORTED);
+	if (r->method == SA_M_CANCEL)
+		return act(SA_RA_CANCEL);
+	if (r->to_tag)
+		return act(SA_RA_IN_DIALOG);
+	if (r->method == SA_M_ACK)
+		return act(SA_RA_DROP);   /* out of any dialog or transaction: nothing to do */
+	/* a gateway's REGISTER is a customer's like any other: it authenticates */
+	if (r->trusted && r->method != SA_M_REGISTER)
+		return act(SA_RA_INBOUND);
+	return act(SA_RA_AUTHENTICATE);
+}
+
+int sa_route_cancel(bool txn_found, bool same_sender)
+{
+	return txn_found && same_sender ? 0 : 481;
+}
+
+static struct sa_route_resp_decision relay_steps(const struct sa_route_response *r)
+{
+	struct sa_route_resp_decision d = { .action = SA_RR_RELAY };
+	bool next_gw = r->failover && r->status == 503;
+	if (next_gw)
+		d.steps |= SA_RR_TRY_NEXT;
+	if (r->status == 100)
+		return d;   /* hop by hop: we sent our own */
+	d.steps |= SA_RR_FORWARD;
+	if (r->status < 200)
+		return d;
+	if (r->status >= 300 && r->invite && !next_gw)
+		d.steps |= SA_RR_ACK;   /* (TRY_NEXT acknowledged it already) */
+	if (r->status < 300 && r->invite && r->owns_call)
+		d.steps |= SA_RR_CALL;
+	if (r->status >= 300 || !r->invite)
+		d.steps |= SA_RR_KEEP;
+	d.steps |= SA_RR_COMPLETE;
+	return d;
+}
+
+struct sa_route_resp_decision sa_route_response(const struct sa_route_response *r)
+{
+	struct sa_route_resp_decision d = { .action = SA_RR_DROP };
+	if (r->txn && !r->from_sent_peer) {
+		d.action = SA_RR_REFUSE;
+		d.reason = "not from the peer the request went to";
+		return d;
+	}
+	if (r->txn && r->abandoned)
+		d.action = SA_RR_ABANDONED;
+	else if (r->txn && r->local)
+		d.action = SA_RR_LOCAL;
+	else if (!r->relayable || r->cseq_cancel)
+		d.action = SA_RR_DROP;   /* answers to our own hop-by-hop CANCELs stop here too */
+	else if (!r->txn)
+		d.action = r->status >= 200 && r->status < 300 ? SA_RR_NO_TXN : SA_RR_DROP;
+	else if (r->completed)
+		d.action = SA_RR_FINAL_AGAIN;
+	else
+		d = relay_steps(r);
+	return d;
+}
+
 int sa_proto_parse(const char *name, enum sa_proto *out)
 {
 	static const char *const names[] = { "udp", "tcp", "tls" };

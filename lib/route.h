@@ -7,6 +7,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "sipmsg.h"
+
 enum sa_proto { SA_PROTO_UDP = 0, SA_PROTO_TCP, SA_PROTO_TLS };
 /* "udp", "tcp" or "tls" in any case (len bytes of name). 0, or -1 for anything else. */
 int sa_proto_parse(const char *name, enum sa_proto *out);
@@ -68,5 +70,101 @@ bool sa_route_response_ok(const struct sa_flow *sent_to, const struct sa_flow *f
 bool sa_route_same_sender(const struct sa_flow *txn_from, const struct sa_flow *from);
 
 const char *sa_route_verdict_reason(enum sa_route_verdict v);
+
+/* ---- requests: which way one goes, before any credential is looked at ---- */
+
+/* What the request path knows of a request when it arrives. */
+struct sa_route_request {
+	enum sa_method method;
+	bool to_tag;              /* in a dialog (or the ACK of a final answer) */
+	bool trusted;             /* from a gateway or a trusted network */
+	bool banned;              /* the source is banned (lib/abuse) */
+	bool txn_match;           /* a server transaction has its branch, sent-by and method */
+	bool txn_same_sender;     /* ... and its request came from this very flow */
+	bool txn_answered;        /* ... and has an answer to send again */
+	bool own_ack;             /* an ACK whose To tag is one we made (for our 4xx) */
+	bool stopping;            /* graceful stop: draining what is in flight */
+	bool options_for_us;      /* OPTIONS without a user part: a keep-alive for the proxy */
+	bool max_forwards_zero;
+	bool requires_extension;  /* Proxy-Require, or Require on a REGISTER (we are its UAS) */
+};
+
+enum sa_route_action {
+	SA_RA_DROP = 0,           /* nothing is sent back */
+	SA_RA_DROP_BANNED,        /* a banned source learns nothing, costs nothing */
+	SA_RA_REFUSE,             /* answer status with reason (and extra headers) */
+	SA_RA_ABSORB,             /* a retransmission: the transaction's answer again, if it has one */
+	SA_RA_OPTIONS,            /* 200 with Allow */
+	SA_RA_UNSUPPORTED,        /* 420 listing what was required */
+	SA_RA_CANCEL,             /* match it with the INVITE it cancels (sa_route_cancel) */
+	SA_RA_IN_DIALOG,          /* along a call we set up (sa_route_in_dialog) */
+	SA_RA_INBOUND,            /* from a gateway: to the trunk's registration */
+	SA_RA_AUTHENTICATE,       /* from a customer: digest or trusted network, then register or upstream */
+};
+
+struct sa_route_decision {
+	enum sa_route_action action;
+	bool resend;              /* SA_RA_ABSORB: send the kept answer again */
+	int status;               /* SA_RA_REFUSE */
+	const char *reason;       /* SA_RA_REFUSE: the reason phrase's detail for the log */
+	const char *extra;        /* SA_RA_REFUSE: headers to add, or NULL */
+};
+
+/* The first verdict on a request (RFC 3261 §16.3, §17.2.3). Only a gateway
+ * or trusted network reaches a registration without credentials; everything
+ * else that is not a retransmission, a keep-alive, a CANCEL or part of a call
+ * of ours must authenticate. */
+struct sa_route_decision sa_route_request(const struct sa_route_request *r);
+
+/* May this CANCEL cancel the INVITE transaction found by its branch and
+ * sent-by? Only the INVITE's own sender may (a branch can be copied):
+ * 0, or 481. */
+int sa_route_cancel(bool txn_found, bool same_sender);
+
+/* ---- responses: what one does to the transaction it answers ---- */
+
+struct sa_route_response {
+	int status;
+	bool cseq_cancel;         /* the answer to a CANCEL (ours are hop by hop) */
+	bool relayable;           /* it could be rewritten for the next hop (our Via off) */
+	bool txn;                 /* a client transaction has its branch */
+	bool from_sent_peer;      /* ... and it comes from where that request went */
+	bool abandoned;           /* ... a branch failover left for silence */
+	bool local;               /* ... a request of our own (BYE, probe): it ends here */
+	bool completed;           /* ... has had its final answer */
+	bool invite;              /* ... is an INVITE */
+	bool owns_call;           /* ... an INVITE of a credential: its 2xx makes a call */
+	bool failover;            /* ... may still move on to another gateway */
+};
+
+enum sa_route_resp_action {
+	SA_RR_DROP = 0,           /* nothing more to do */
+	SA_RR_REFUSE,             /* from another peer than the request went to: dropped, counted, logged */
+	SA_RR_ABANDONED,          /* for the branch failover left (fo_abandon's rules) */
+	SA_RR_LOCAL,              /* ends our own request's transaction */
+	SA_RR_NO_TXN,             /* a 2xx after its transaction: along the call, from its end only */
+	SA_RR_FINAL_AGAIN,        /* a retransmitted final: ACK a non-2xx again, relay a 2xx end to end */
+	SA_RR_RELAY,              /* the steps below */
+};
+
+/* SA_RR_RELAY steps, in the order the daemon takes them. */
+enum {
+	SA_RR_TRY_NEXT = 1 << 0,   /* a 503 with gateways left: ACK it, move on; stop if that worked */
+	SA_RR_FORWARD = 1 << 1,    /* to the request's sender (a 100 is hop by hop: never) */
+	SA_RR_ACK = 1 << 2,        /* ACK a non-2xx final to an INVITE on its branch (RFC 3261 §17.1.1.3) */
+	SA_RR_CALL = 1 << 3,       /* a 2xx to a credential's INVITE: the call is set up */
+	SA_RR_KEEP = 1 << 4,       /* keep the answer for retransmissions of the request */
+	SA_RR_COMPLETE = 1 << 5,   /* the transaction has its final answer */
+};
+
+struct sa_route_resp_decision {
+	enum sa_route_resp_action action;
+	unsigned steps;            /* SA_RR_RELAY */
+	const char *reason;        /* SA_RR_REFUSE */
+};
+
+/* What a response does (RFC 3261 §16.7, §17.1; RFC 6026: a 2xx to an INVITE
+ * is relayed end to end and its retransmissions too, and is not kept). */
+struct sa_route_resp_decision sa_route_response(const struct sa_route_response *r);
 
 #endif

@@ -161,6 +161,264 @@ START_TEST(every_verdict_has_a_reason)
 }
 END_TEST
 
+/* ---- the request verdict ---- */
+
+static struct sa_route_request req(enum sa_method method)
+{
+	return (struct sa_route_request){ .method = method };
+}
+
+static enum sa_route_action action_of(struct sa_route_request r)
+{
+	return sa_route_request(&r).action;
+}
+
+START_TEST(a_strangers_new_request_must_authenticate_whatever_it_is_for)
+{
+	/* no request of an untrusted source reaches anything without credentials:
+	 * the open relay is shut at the first verdict */
+	static const enum sa_method methods[] = { SA_M_INVITE, SA_M_REGISTER, SA_M_OPTIONS, SA_M_MESSAGE,
+	                                          SA_M_SUBSCRIBE, SA_M_NOTIFY, SA_M_REFER, SA_M_OTHER };
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+		ck_assert_int_eq(action_of(req(methods[i])), SA_RA_AUTHENTICATE);
+}
+END_TEST
+
+START_TEST(a_gateway_reaches_registrations_but_registers_like_anyone)
+{
+	struct sa_route_request r = req(SA_M_INVITE);
+	r.trusted = true;
+	ck_assert_int_eq(action_of(r), SA_RA_INBOUND);
+	r.method = SA_M_MESSAGE;
+	ck_assert_int_eq(action_of(r), SA_RA_INBOUND);
+	r.method = SA_M_REGISTER;
+	ck_assert_int_eq(action_of(r), SA_RA_AUTHENTICATE);
+}
+END_TEST
+
+START_TEST(a_banned_source_gets_nothing_a_trusted_one_is_never_banned)
+{
+	struct sa_route_request r = req(SA_M_INVITE);
+	r.banned = true;
+	ck_assert_int_eq(action_of(r), SA_RA_DROP_BANNED);
+	/* not even its retransmissions or keep-alives are answered */
+	r.txn_match = r.txn_same_sender = r.txn_answered = true;
+	ck_assert_int_eq(action_of(r), SA_RA_DROP_BANNED);
+	r = req(SA_M_OPTIONS);
+	r.banned = r.options_for_us = true;
+	ck_assert_int_eq(action_of(r), SA_RA_DROP_BANNED);
+	r = req(SA_M_INVITE);
+	r.banned = r.trusted = true;
+	ck_assert_int_eq(action_of(r), SA_RA_INBOUND);
+}
+END_TEST
+
+START_TEST(a_copied_branch_from_another_flow_gets_482)
+{
+	struct sa_route_request r = req(SA_M_INVITE);
+	r.txn_match = true;
+	r.txn_answered = true;
+	struct sa_route_decision d = sa_route_request(&r);
+	ck_assert_int_eq(d.action, SA_RA_REFUSE);
+	ck_assert_int_eq(d.status, 482);
+	ck_assert_str_eq(d.reason, "transaction of another sender");
+	/* nor may a copied ACK reach the transaction */
+	r.method = SA_M_ACK;
+	ck_assert_int_eq(sa_route_request(&r).status, 482);
+}
+END_TEST
+
+START_TEST(a_retransmission_gets_the_kept_answer_and_an_ack_is_absorbed)
+{
+	struct sa_route_request r = req(SA_M_INVITE);
+	r.txn_match = r.txn_same_sender = true;
+	struct sa_route_decision d = sa_route_request(&r);
+	ck_assert_int_eq(d.action, SA_RA_ABSORB);
+	ck_assert(!d.resend);   /* nothing to send again yet */
+	r.txn_answered = true;
+	ck_assert(sa_route_request(&r).resend);
+	r.method = SA_M_ACK;   /* the ACK for a non-2xx we relayed */
+	d = sa_route_request(&r);
+	ck_assert_int_eq(d.action, SA_RA_ABSORB);
+	ck_assert(!d.resend);
+}
+END_TEST
+
+START_TEST(a_cancel_is_matched_with_its_invite_by_sender)
+{
+	struct sa_route_request r = req(SA_M_CANCEL);
+	r.txn_match = true;   /* never used for CANCEL: its own transaction is looked up apart */
+	ck_assert_int_eq(action_of(r), SA_RA_CANCEL);
+	ck_assert_int_eq(sa_route_cancel(true, true), 0);
+	ck_assert_int_eq(sa_route_cancel(true, false), 481);   /* copied branch, other flow */
+	ck_assert_int_eq(sa_route_cancel(false, false), 481);
+	/* a stranger's CANCEL is not even let past a ban */
+	r.banned = true;
+	ck_assert_int_eq(action_of(r), SA_RA_DROP_BANNED);
+}
+END_TEST
+
+START_TEST(in_dialog_requests_and_acks)
+{
+	struct sa_route_request r = req(SA_M_BYE);
+	r.to_tag = true;
+	ck_assert_int_eq(action_of(r), SA_RA_IN_DIALOG);
+	r.method = SA_M_ACK;   /* the ACK of a 2xx: end to end, along the call */
+	ck_assert_int_eq(action_of(r), SA_RA_IN_DIALOG);
+	r.own_ack = true;      /* the ACK of a 4xx we made: ours */
+	ck_assert_int_eq(action_of(r), SA_RA_DROP);
+	r = req(SA_M_ACK);     /* no tag, no transaction: nothing to do */
+	ck_assert_int_eq(action_of(r), SA_RA_DROP);
+	r.trusted = true;      /* not even from a gateway */
+	ck_assert_int_eq(action_of(r), SA_RA_DROP);
+}
+END_TEST
+
+START_TEST(stopping_refuses_new_work_and_lets_calls_end)
+{
+	struct sa_route_request r = req(SA_M_INVITE);
+	r.stopping = true;
+	struct sa_route_decision d = sa_route_request(&r);
+	ck_assert_int_eq(d.action, SA_RA_REFUSE);
+	ck_assert_int_eq(d.status, 503);
+	ck_assert_str_eq(d.extra, "Retry-After: 5\r\n");
+	r.trusted = true;
+	ck_assert_int_eq(sa_route_request(&r).status, 503);
+	r = req(SA_M_BYE);
+	r.stopping = r.to_tag = true;
+	ck_assert_int_eq(action_of(r), SA_RA_IN_DIALOG);
+	r = req(SA_M_CANCEL);
+	r.stopping = true;
+	ck_assert_int_eq(action_of(r), SA_RA_CANCEL);
+}
+END_TEST
+
+START_TEST(keepalives_max_forwards_and_extensions)
+{
+	struct sa_route_request r = req(SA_M_OPTIONS);
+	r.options_for_us = true;
+	ck_assert_int_eq(action_of(r), SA_RA_OPTIONS);
+	r = req(SA_M_INVITE);
+	r.max_forwards_zero = true;
+	struct sa_route_decision d = sa_route_request(&r);
+	ck_assert_int_eq(d.action, SA_RA_REFUSE);
+	ck_assert_int_eq(d.status, 483);
+	/* a loop is refused before anything else is looked at, in a dialog too */
+	r.to_tag = true;
+	ck_assert_int_eq(sa_route_request(&r).status, 483);
+	r = req(SA_M_INVITE);
+	r.requires_extension = true;
+	ck_assert_int_eq(action_of(r), SA_RA_UNSUPPORTED);
+	r.trusted = true;
+	ck_assert_int_eq(action_of(r), SA_RA_UNSUPPORTED);
+}
+END_TEST
+
+/* ---- the response verdict ---- */
+
+/* An answer to an INVITE we relayed to the gateway, from the gateway. */
+static struct sa_route_response invite_answer(int status)
+{
+	return (struct sa_route_response){ .status = status, .relayable = true, .txn = true, .from_sent_peer = true,
+	                                   .invite = true, .owns_call = true };
+}
+
+START_TEST(an_answer_from_anyone_but_the_peer_is_refused)
+{
+	for (int status = 100; status < 700; status += 83) {
+		struct sa_route_response r = invite_answer(status);
+		r.from_sent_peer = false;
+		struct sa_route_resp_decision d = sa_route_response(&r);
+		ck_assert_int_eq(d.action, SA_RR_REFUSE);
+		ck_assert_str_eq(d.reason, "not from the peer the request went to");
+		r.local = true;   /* our own BYE's answer too */
+		ck_assert_int_eq(sa_route_response(&r).action, SA_RR_REFUSE);
+	}
+}
+END_TEST
+
+START_TEST(provisionals_go_back_but_100_is_hop_by_hop)
+{
+	struct sa_route_response r = invite_answer(100);
+	struct sa_route_resp_decision d = sa_route_response(&r);
+	ck_assert_int_eq(d.action, SA_RR_RELAY);
+	ck_assert_uint_eq(d.steps, 0);
+	r.status = 180;
+	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD);
+}
+END_TEST
+
+START_TEST(a_2xx_to_an_invite_sets_up_the_call_and_is_not_kept)
+{
+	struct sa_route_response r = invite_answer(200);
+	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD | SA_RR_CALL | SA_RR_COMPLETE);
+	r.owns_call = false;   /* an inbound call, or a trunk trusting the network: no credential */
+	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD | SA_RR_COMPLETE);
+}
+END_TEST
+
+START_TEST(a_failure_to_an_invite_is_acked_and_kept)
+{
+	struct sa_route_response r = invite_answer(486);
+	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD | SA_RR_ACK | SA_RR_KEEP | SA_RR_COMPLETE);
+}
+END_TEST
+
+START_TEST(a_503_with_gateways_left_tries_the_next_and_is_acked_once)
+{
+	struct sa_route_response r = invite_answer(503);
+	r.failover = true;
+	unsigned steps = sa_route_response(&r).steps;
+	ck_assert_uint_eq(steps, SA_RR_TRY_NEXT | SA_RR_FORWARD | SA_RR_KEEP | SA_RR_COMPLETE);
+	ck_assert(!(steps & SA_RR_ACK));   /* TRY_NEXT acknowledged it */
+	r.status = 486;   /* any other failure is the caller's answer */
+	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD | SA_RR_ACK | SA_RR_KEEP | SA_RR_COMPLETE);
+}
+END_TEST
+
+START_TEST(a_final_to_another_request_is_kept_and_not_acked)
+{
+	struct sa_route_response r = invite_answer(200);
+	r.invite = false;
+	r.owns_call = false;
+	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD | SA_RR_KEEP | SA_RR_COMPLETE);
+	r.status = 404;
+	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD | SA_RR_KEEP | SA_RR_COMPLETE);
+}
+END_TEST
+
+START_TEST(answers_after_the_final_and_without_a_transaction)
+{
+	struct sa_route_response r = invite_answer(200);
+	r.completed = true;
+	ck_assert_int_eq(sa_route_response(&r).action, SA_RR_FINAL_AGAIN);
+	/* RFC 6026: a 2xx after its transaction ended travels along the call */
+	r = (struct sa_route_response){ .status = 200, .relayable = true };
+	ck_assert_int_eq(sa_route_response(&r).action, SA_RR_NO_TXN);
+	r.status = 486;   /* a failure nobody asked for: dropped */
+	ck_assert_int_eq(sa_route_response(&r).action, SA_RR_DROP);
+	r.status = 180;
+	ck_assert_int_eq(sa_route_response(&r).action, SA_RR_DROP);
+}
+END_TEST
+
+START_TEST(our_own_requests_and_cancels_end_here)
+{
+	struct sa_route_response r = invite_answer(200);
+	r.local = true;
+	ck_assert_int_eq(sa_route_response(&r).action, SA_RR_LOCAL);
+	r = invite_answer(200);
+	r.abandoned = true;
+	ck_assert_int_eq(sa_route_response(&r).action, SA_RR_ABANDONED);
+	r = invite_answer(200);
+	r.cseq_cancel = true;   /* the 200 to our hop-by-hop CANCEL */
+	ck_assert_int_eq(sa_route_response(&r).action, SA_RR_DROP);
+	r = invite_answer(200);
+	r.relayable = false;    /* only our Via, or none */
+	ck_assert_int_eq(sa_route_response(&r).action, SA_RR_DROP);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("route");
@@ -177,6 +435,23 @@ int main(void)
 	tcase_add_test(tc, ipv6_peers_compare_by_address_and_port);
 	tcase_add_test(tc, only_the_sender_matches_its_transaction);
 	tcase_add_test(tc, every_verdict_has_a_reason);
+	tcase_add_test(tc, a_strangers_new_request_must_authenticate_whatever_it_is_for);
+	tcase_add_test(tc, a_gateway_reaches_registrations_but_registers_like_anyone);
+	tcase_add_test(tc, a_banned_source_gets_nothing_a_trusted_one_is_never_banned);
+	tcase_add_test(tc, a_copied_branch_from_another_flow_gets_482);
+	tcase_add_test(tc, a_retransmission_gets_the_kept_answer_and_an_ack_is_absorbed);
+	tcase_add_test(tc, a_cancel_is_matched_with_its_invite_by_sender);
+	tcase_add_test(tc, in_dialog_requests_and_acks);
+	tcase_add_test(tc, stopping_refuses_new_work_and_lets_calls_end);
+	tcase_add_test(tc, keepalives_max_forwards_and_extensions);
+	tcase_add_test(tc, an_answer_from_anyone_but_the_peer_is_refused);
+	tcase_add_test(tc, provisionals_go_back_but_100_is_hop_by_hop);
+	tcase_add_test(tc, a_2xx_to_an_invite_sets_up_the_call_and_is_not_kept);
+	tcase_add_test(tc, a_failure_to_an_invite_is_acked_and_kept);
+	tcase_add_test(tc, a_503_with_gateways_left_tries_the_next_and_is_acked_once);
+	tcase_add_test(tc, a_final_to_another_request_is_kept_and_not_acked);
+	tcase_add_test(tc, answers_after_the_final_and_without_a_transaction);
+	tcase_add_test(tc, our_own_requests_and_cancels_end_here);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
