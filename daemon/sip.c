@@ -26,9 +26,6 @@
 #include "txn.h"
 
 #define TXN_BUCKETS 65536
-#define LINGER_UDP_MS (64 * SA_TXN_T1_MS)   /* absorb retransmissions and the ACK (Timers J, I, D; RFC 6026 L, M) */
-#define LINGER_STREAM_MS 2000
-#define LINGER_2XX_MS 5000
 #define SWEEP_MS 250               /* how often finished transactions past their time are freed */
 
 /* Finished transactions wait in one list per lingering time, each in the
@@ -36,7 +33,8 @@
  * timer of their own. */
 enum linger_class { LINGER_2XX, LINGER_UDP, LINGER_STREAM, LINGER_CLASSES };
 _Static_assert(LINGER_CLASSES == SA_LINGER_CLASSES, "server.h sizes txn_done by SA_LINGER_CLASSES");
-static const unsigned linger_ms[LINGER_CLASSES] = { LINGER_2XX_MS, LINGER_UDP_MS, LINGER_STREAM_MS };
+static const unsigned linger_ms[LINGER_CLASSES] = { SA_TXN_LINGER_2XX_MS, SA_TXN_LINGER_UDP_MS,
+                                                     SA_TXN_LINGER_STREAM_MS };
 
 /* One proxied transaction: the server side (towards the sender) and the
  * client side (towards the next hop), RFC 3261 §16 and §17. */
@@ -63,7 +61,7 @@ struct sa_txn {
 	uint64_t started_ms;
 	struct event *timer;           /* retransmit / timeout / linger */
 	struct event *timer_c;         /* INVITE: how long it may ring */
-	bool completed;                /* final response relayed: lingering */
+	enum sa_txn_state state;       /* the client side's (lib/txn): finished ones linger */
 	bool charged;                  /* counted in its source's and credential's budget */
 	bool local;                    /* we are the UAC (a BYE we send): absorb its responses */
 	bool inbound;                  /* INVITE from the gateway to a registered PBX */
@@ -100,6 +98,21 @@ struct txn_owner {
 	char trunk_id[SA_ID_MAX];
 	char budget_cred[SA_ID_MAX];   /* the credential it is charged to ("" none) */
 };
+
+static bool txn_finished(const struct sa_txn *t)
+{
+	return sa_txn_finished(t->state);
+}
+
+/* A response from the next hop: a provisional moves it to Proceeding; a
+ * final one is taken by txn_complete, which makes the transaction finished. */
+static void txn_heard(struct sa_txn *t, int status)
+{
+	if (status > t->upstream_status)
+		t->upstream_status = status;
+	if (status < 200)
+		t->state = sa_txn_on_response(t->state, t->method, status);
+}
 
 static const char *txn_cred(const struct sa_txn *t)
 {
@@ -225,9 +238,9 @@ static void txn_free(struct sa_txn *t)
 	srv->ntxns--;
 	if (t->paced)
 		sa_pacer_cancel(srv->pacer, t->paced);
-	if (t->own_bye && !t->completed)
+	if (t->own_bye && !txn_finished(t))
 		srv->byes_pending--;
-	if (t->completed)
+	if (txn_finished(t))
 		TAILQ_REMOVE(&srv->txn_done[t->linger], t, done);
 	else
 		srv->nactive--;
@@ -247,6 +260,7 @@ static void txn_free(struct sa_txn *t)
 }
 
 static void txn_timer_cb(evutil_socket_t fd, short what, void *arg);
+
 static void txn_timer_c_cb(evutil_socket_t fd, short what, void *arg);
 static void txn_complete(struct sa_txn *t);
 
@@ -339,6 +353,7 @@ fail:
 	t->started_ms = sa_now_ms();
 	if (m) {
 		t->method = m->method;
+		t->state = sa_txn_initial(m->method);
 		t->from = *from;
 		t->charged = true;
 		if (budget_cred && budget_cred[0] && (t->own = calloc(1, sizeof(*t->own))))
@@ -636,24 +651,24 @@ static void answer_downstream(struct sa_txn *t, int status)
 		sa_transport_send(t->srv, &t->from, out, (size_t)k);
 }
 
-/* How long a finished transaction stays to absorb retransmissions. An INVITE
- * answered 2xx only absorbs INVITE retransmissions, which stop at our 100
- * Trying: the call table relays the 2xx retransmissions and the ACK (the
- * RFC 6026 Accepted state's other work), so it goes after LINGER_2XX_MS, as
- * Kamailio's tm frees its transactions. Others keep RFC 3261's Timers J and I. */
+/* The list a finished transaction waits in: the one of its lingering time (lib/txn). */
 static enum linger_class txn_linger(const struct sa_txn *t)
 {
-	if (t->method == SA_M_INVITE && t->upstream_status >= 200 && t->upstream_status < 300)
-		return LINGER_2XX;
-	return t->from.proto == SA_PROTO_UDP || t->to.proto == SA_PROTO_UDP ? LINGER_UDP : LINGER_STREAM;
+	unsigned ms = sa_txn_linger_ms(t->state, t->from.proto == SA_PROTO_UDP || t->to.proto == SA_PROTO_UDP);
+	for (int c = 0; c < LINGER_CLASSES; c++)
+		if (linger_ms[c] == ms)
+			return (enum linger_class)c;
+	return LINGER_UDP;
 }
 
+/* The final answer came (upstream_status), or a timer ended it without one. */
 static void txn_complete(struct sa_txn *t)
 {
-	if (t->completed)
+	if (txn_finished(t))
 		return;
 	t->srv->nactive--;
-	t->completed = true;
+	t->state = t->upstream_status >= 200 ? sa_txn_on_response(t->state, t->method, t->upstream_status)
+	                                     : sa_txn_on_timeout(t->state);
 	if (t->own_bye) {
 		t->srv->byes_pending--;
 		if (t->resp_status >= 200)
@@ -730,7 +745,7 @@ static void txn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	unsigned act = sa_txn_client_timer(t->method, t->to.proto != SA_PROTO_UDP, sa_now_ms() - t->started_ms,
 	                                   t->upstream_status, &t->interval_ms, &next);
 	txn_act(t, act, "B/F");
-	if (!t->completed && next)
+	if (!txn_finished(t) && next)
 		txn_arm(t, next);
 }
 
@@ -820,7 +835,7 @@ static bool fo_next(struct sa_txn *t, enum sa_up_event ev)
 	struct sa_server *srv = t->srv;
 	struct txn_failover *fo = t->fo;
 	sa_gateways_report(srv, &t->to, ev);
-	if (!fo || fo->cancelled || t->completed || fo->cur + 1 >= fo->n)
+	if (!fo || fo->cancelled || txn_finished(t) || fo->cur + 1 >= fo->n)
 		return false;
 	char a[64], b[64];
 	uint16_t pa, pb;
@@ -839,7 +854,8 @@ static bool fo_next(struct sa_txn *t, enum sa_up_event ev)
 	else
 		txn_rebranch(t);
 	t->to = fo->flows[fo->cur];
-	t->upstream_status = 0;
+	t->upstream_status = 0;   /* a new client transaction (RFC 3263 §4.3) */
+	t->state = sa_txn_initial(t->method);
 	t->started_ms = sa_now_ms();
 	int rc = txn_send_request(t, &m, NULL, fo->pop, fo->realm[0] ? fo->realm : NULL, true);
 	sa_msg_free(&m);
@@ -856,7 +872,7 @@ static bool fo_next(struct sa_txn *t, enum sa_up_event ev)
 static void fo_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sa_txn *t = arg;
-	if (t->completed || t->upstream_status > 0)
+	if (txn_finished(t) || t->upstream_status > 0)
 		return;
 	if (t->fo->cancelled) {
 		/* nobody answers the CANCEL's INVITE: end it as the caller asked */
@@ -894,7 +910,7 @@ void sa_sip_flow_failed(struct sa_server *srv, const struct sa_flow *fl)
 {
 	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing), *next; t; t = next) {
 		next = TAILQ_NEXT(t, ringing);
-		if (t->fo && !t->completed && t->upstream_status < 200 && sa_route_same_peer(&t->to, fl))
+		if (t->fo && !txn_finished(t) && t->upstream_status < 200 && sa_route_same_peer(&t->to, fl))
 			fo_next(t, SA_UP_TRANSPORT);
 	}
 }
@@ -1006,6 +1022,7 @@ static void send_local(struct sa_server *srv, const struct sa_flow *to, const st
 		return;
 	}
 	t->method = SA_M_BYE;
+	t->state = SA_TXN_TRYING;
 	t->to = *to;
 	via_value(srv, to, t->branch, via, sizeof(via));
 	long n = sa_dialog_bye(d, to_caller, via, reason, out, sizeof(out));
@@ -1036,6 +1053,7 @@ int sa_sip_probe(struct sa_server *srv, unsigned idx, const struct sa_flow *to)
 	if (!t)
 		return -1;
 	t->method = SA_M_OPTIONS;
+	t->state = SA_TXN_TRYING;
 	t->probe = true;
 	t->to = *to;
 	via_value(srv, to, t->branch, via, sizeof(via));
@@ -1281,15 +1299,14 @@ static void abandoned_answer(struct sa_server *srv, struct sa_txn *t, struct sa_
 	uint16_t port;
 	if (m->method != SA_M_INVITE)
 		return;   /* the answer to our CANCEL */
-	if (t->completed) {   /* a retransmitted final: acknowledge it again */
+	if (txn_finished(t)) {   /* a retransmitted final: acknowledge it again */
 		if (m->status >= 300)
 			send_hop_request(srv, t, m, false);
 		else if (m->status >= 200 && t->resp)
 			sa_transport_send(srv, &t->to, t->resp, t->resp_len);
 		return;
 	}
-	if (m->status > t->upstream_status)
-		t->upstream_status = m->status;
+	txn_heard(t, m->status);
 	if (m->status < 200 && t->cancel_sent)
 		return;
 	sa_flow_peer(&t->to, addr, sizeof(addr), &port);
@@ -1323,7 +1340,7 @@ static void handle_response(struct sa_server *srv, struct sa_msg *m, const struc
 	struct sa_route_response facts = {
 		.status = m->status, .cseq_cancel = m->method == SA_M_CANCEL, .relayable = n >= 0, .txn = t != NULL,
 		.from_sent_peer = t && sa_route_response_ok(&t->to, from), .abandoned = t && t->abandoned,
-		.local = t && t->local, .completed = t && t->completed, .invite = t && t->method == SA_M_INVITE,
+		.local = t && t->local, .completed = t && txn_finished(t), .invite = t && t->method == SA_M_INVITE,
 		.owns_call = t && t->own, .failover = t && t->fo,
 	};
 	struct sa_route_resp_decision d = sa_route_response(&facts);
@@ -1338,9 +1355,9 @@ static void handle_response(struct sa_server *srv, struct sa_msg *m, const struc
 		break;
 	case SA_RR_LOCAL:
 		/* the answer to a BYE or probe of our own: it ends here */
-		if (m->status >= 200 && !t->completed && t->probe)
+		if (m->status >= 200 && !txn_finished(t) && t->probe)
 			sa_gateways_probe_answer(srv, &t->to, m->status);
-		if (m->status >= 200 && !t->completed) {
+		if (m->status >= 200 && !txn_finished(t)) {
 			t->resp_status = m->status;
 			txn_complete(t);
 		}
@@ -1375,8 +1392,7 @@ static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_ms
 		if (fo_next(t, SA_UP_503))
 			return false;
 	}
-	if (m->status > t->upstream_status)
-		t->upstream_status = m->status;
+	txn_heard(t, m->status);
 	if (steps & SA_RR_FORWARD)
 		sa_transport_send(srv, &t->from, out, n);
 	if (steps & SA_RR_ACK)
@@ -1777,7 +1793,7 @@ static void handle_cancel(struct sa_server *srv, const struct sa_msg *m, const s
 	reply(srv, m, from, 200, NULL, NULL, NULL);
 	if (t->fo)
 		t->fo->cancelled = true;   /* it stays on the gateway it is on */
-	if (!t->completed)
+	if (!txn_finished(t))
 		send_hop_request(srv, t, NULL, true);   /* the 487 comes back from upstream (the live branch) */
 }
 

@@ -56,6 +56,50 @@ unsigned sa_txn_timer_c(int upstream_status)
 	return upstream_status >= 100 ? act | SA_TXN_ACT_CANCEL : act;
 }
 
+/* ---- states ---- */
+
+enum sa_txn_state sa_txn_initial(enum sa_method method)
+{
+	return method == SA_M_INVITE ? SA_TXN_CALLING : SA_TXN_TRYING;
+}
+
+bool sa_txn_finished(enum sa_txn_state s)
+{
+	return s == SA_TXN_COMPLETED || s == SA_TXN_ACCEPTED || s == SA_TXN_TERMINATED;
+}
+
+enum sa_txn_state sa_txn_on_response(enum sa_txn_state s, enum sa_method method, int status)
+{
+	if (sa_txn_finished(s) || status < 100 || status > 699)
+		return s;
+	if (status < 200)
+		return SA_TXN_PROCEEDING;
+	if (method == SA_M_INVITE && status < 300)
+		return SA_TXN_ACCEPTED;
+	return SA_TXN_COMPLETED;
+}
+
+enum sa_txn_state sa_txn_on_timeout(enum sa_txn_state s)
+{
+	return sa_txn_finished(s) ? s : SA_TXN_COMPLETED;
+}
+
+unsigned sa_txn_linger_ms(enum sa_txn_state s, bool any_udp)
+{
+	if (s == SA_TXN_ACCEPTED)
+		return SA_TXN_LINGER_2XX_MS;
+	if (s == SA_TXN_TERMINATED)
+		return 0;
+	return any_udp ? SA_TXN_LINGER_UDP_MS : SA_TXN_LINGER_STREAM_MS;
+}
+
+const char *sa_txn_state_name(enum sa_txn_state s)
+{
+	static const char *const names[SA_TXN_STATE_COUNT] = { "calling", "trying", "proceeding", "completed",
+	                                                        "accepted", "terminated" };
+	return s < SA_TXN_STATE_COUNT ? names[s] : "unknown";
+}
+
 /* ---- budget ---- */
 
 /* One counted key: a 64-bit keyed fingerprint of "s" + address bytes or

@@ -39,6 +39,47 @@ unsigned sa_txn_client_timer(enum sa_method method, bool reliable, uint64_t elap
 /* Timer C (an INVITE rang for timer_c seconds): CANCEL if it rang, 408 to the caller. */
 unsigned sa_txn_timer_c(int upstream_status);
 
+/* ---- the client side's states (RFC 3261 §17.1, RFC 6026 §7.2) ---- */
+
+enum sa_txn_state {
+	SA_TXN_CALLING = 0,       /* an INVITE sent, nothing heard: Timers A and B */
+	SA_TXN_TRYING,            /* another request sent, nothing heard: Timers E and F */
+	SA_TXN_PROCEEDING,        /* a provisional came: an INVITE waits for Timer C, others retransmit at T2 */
+	SA_TXN_COMPLETED,         /* a final answer (for an INVITE: a failure, ACKed by us): retransmissions absorbed */
+	SA_TXN_ACCEPTED,          /* RFC 6026: a 2xx to an INVITE: its retransmissions go on to the caller */
+	SA_TXN_TERMINATED,        /* gone */
+	SA_TXN_STATE_COUNT,
+};
+
+/* The state a client transaction starts in, for its method. */
+enum sa_txn_state sa_txn_initial(enum sa_method method);
+
+/* The state after a response with `status` (100-699) arrives. A final answer
+ * never moves a finished transaction again (a retransmitted final leaves it
+ * where it is); a provisional never moves one past Proceeding. */
+enum sa_txn_state sa_txn_on_response(enum sa_txn_state s, enum sa_method method, int status);
+
+/* The state after Timer B, F or C ended the transaction with no final answer
+ * (we answered 408 ourselves, or nothing: RFC 4320). */
+enum sa_txn_state sa_txn_on_timeout(enum sa_txn_state s);
+
+/* Has it had its final answer (or timed out): Completed, Accepted or Terminated. */
+bool sa_txn_finished(enum sa_txn_state s);
+
+/* How long a finished transaction lingers (ms) before it is freed: what it
+ * still has to absorb or relay. Accepted: LINGER_2XX_MS: the call table relays
+ * the 2xx retransmissions and the ACK, the transaction only absorbs INVITE
+ * retransmissions, which stop at our 100 Trying (as Kamailio's tm frees them
+ * after its wait timer). Otherwise Timer J/D over UDP (64*T1: the sender
+ * may retransmit its request until its own Timer F), a short time over a
+ * reliable transport (nothing is retransmitted; what is in flight arrives). */
+#define SA_TXN_LINGER_2XX_MS 5000
+#define SA_TXN_LINGER_UDP_MS (64 * SA_TXN_T1_MS)
+#define SA_TXN_LINGER_STREAM_MS 2000
+unsigned sa_txn_linger_ms(enum sa_txn_state s, bool any_udp);
+
+const char *sa_txn_state_name(enum sa_txn_state s);
+
 /* ---- the budget: what one source and one credential may hold ---- */
 
 struct sa_txn_limits {

@@ -204,10 +204,90 @@ START_TEST(bytes_are_bounded)
 }
 END_TEST
 
+
+/* ---- states (RFC 3261 §17.1.1, §17.1.2; RFC 6026 §7.2) ---- */
+
+START_TEST(an_invite_calls_then_proceeds_then_is_accepted_or_completed)
+{
+	enum sa_txn_state s = sa_txn_initial(SA_M_INVITE);
+	ck_assert_int_eq(s, SA_TXN_CALLING);
+	ck_assert(!sa_txn_finished(s));
+	s = sa_txn_on_response(s, SA_M_INVITE, 100);
+	ck_assert_int_eq(s, SA_TXN_PROCEEDING);
+	ck_assert_int_eq(sa_txn_on_response(s, SA_M_INVITE, 183), SA_TXN_PROCEEDING);
+	ck_assert_int_eq(sa_txn_on_response(s, SA_M_INVITE, 200), SA_TXN_ACCEPTED);
+	ck_assert_int_eq(sa_txn_on_response(s, SA_M_INVITE, 299), SA_TXN_ACCEPTED);
+	ck_assert_int_eq(sa_txn_on_response(s, SA_M_INVITE, 300), SA_TXN_COMPLETED);
+	ck_assert_int_eq(sa_txn_on_response(s, SA_M_INVITE, 486), SA_TXN_COMPLETED);
+	/* a final straight from Calling */
+	ck_assert_int_eq(sa_txn_on_response(SA_TXN_CALLING, SA_M_INVITE, 200), SA_TXN_ACCEPTED);
+	ck_assert_int_eq(sa_txn_on_response(SA_TXN_CALLING, SA_M_INVITE, 503), SA_TXN_COMPLETED);
+}
+END_TEST
+
+START_TEST(other_requests_try_then_complete_on_any_final)
+{
+	static const enum sa_method methods[] = { SA_M_BYE, SA_M_OPTIONS, SA_M_MESSAGE, SA_M_REGISTER, SA_M_CANCEL };
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+		enum sa_txn_state s = sa_txn_initial(methods[i]);
+		ck_assert_int_eq(s, SA_TXN_TRYING);
+		ck_assert_int_eq(sa_txn_on_response(s, methods[i], 180), SA_TXN_PROCEEDING);
+		/* never Accepted: that is an INVITE's 2xx only */
+		ck_assert_int_eq(sa_txn_on_response(s, methods[i], 200), SA_TXN_COMPLETED);
+		ck_assert_int_eq(sa_txn_on_response(SA_TXN_PROCEEDING, methods[i], 404), SA_TXN_COMPLETED);
+	}
+}
+END_TEST
+
+START_TEST(a_finished_transaction_stays_where_it_is)
+{
+	/* retransmitted finals and late provisionals do not move it */
+	ck_assert_int_eq(sa_txn_on_response(SA_TXN_ACCEPTED, SA_M_INVITE, 200), SA_TXN_ACCEPTED);
+	ck_assert_int_eq(sa_txn_on_response(SA_TXN_ACCEPTED, SA_M_INVITE, 180), SA_TXN_ACCEPTED);
+	ck_assert_int_eq(sa_txn_on_response(SA_TXN_ACCEPTED, SA_M_INVITE, 486), SA_TXN_ACCEPTED);
+	ck_assert_int_eq(sa_txn_on_response(SA_TXN_COMPLETED, SA_M_INVITE, 200), SA_TXN_COMPLETED);
+	ck_assert_int_eq(sa_txn_on_response(SA_TXN_COMPLETED, SA_M_BYE, 100), SA_TXN_COMPLETED);
+	ck_assert_int_eq(sa_txn_on_response(SA_TXN_TERMINATED, SA_M_INVITE, 200), SA_TXN_TERMINATED);
+	/* and a status outside 100-699 moves nothing */
+	ck_assert_int_eq(sa_txn_on_response(SA_TXN_CALLING, SA_M_INVITE, 99), SA_TXN_CALLING);
+	ck_assert_int_eq(sa_txn_on_response(SA_TXN_TRYING, SA_M_BYE, 700), SA_TXN_TRYING);
+}
+END_TEST
+
+START_TEST(a_timeout_completes_what_was_in_progress)
+{
+	ck_assert_int_eq(sa_txn_on_timeout(SA_TXN_CALLING), SA_TXN_COMPLETED);
+	ck_assert_int_eq(sa_txn_on_timeout(SA_TXN_TRYING), SA_TXN_COMPLETED);
+	ck_assert_int_eq(sa_txn_on_timeout(SA_TXN_PROCEEDING), SA_TXN_COMPLETED);
+	ck_assert_int_eq(sa_txn_on_timeout(SA_TXN_ACCEPTED), SA_TXN_ACCEPTED);
+	ck_assert(sa_txn_finished(SA_TXN_COMPLETED) && sa_txn_finished(SA_TXN_ACCEPTED) &&
+	          sa_txn_finished(SA_TXN_TERMINATED));
+	ck_assert(!sa_txn_finished(SA_TXN_PROCEEDING));
+}
+END_TEST
+
+/* The lingering table, one entry at a time. */
+START_TEST(lingering_times)
+{
+	ck_assert_uint_eq(sa_txn_linger_ms(SA_TXN_ACCEPTED, true), 5000);     /* the call table relays 2xx retransmissions */
+	ck_assert_uint_eq(sa_txn_linger_ms(SA_TXN_ACCEPTED, false), 5000);
+	ck_assert_uint_eq(sa_txn_linger_ms(SA_TXN_COMPLETED, true), 64 * T1); /* Timer J/D: the sender's Timer F */
+	ck_assert_uint_eq(sa_txn_linger_ms(SA_TXN_COMPLETED, false), 2000);   /* reliable: nothing is retransmitted */
+	ck_assert_uint_eq(sa_txn_linger_ms(SA_TXN_TERMINATED, true), 0);
+	ck_assert_str_eq(sa_txn_state_name(SA_TXN_ACCEPTED), "accepted");
+	ck_assert_str_eq(sa_txn_state_name(SA_TXN_STATE_COUNT), "unknown");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("txn");
 	TCase *tc = tcase_create("txn");
+	tcase_add_test(tc, an_invite_calls_then_proceeds_then_is_accepted_or_completed);
+	tcase_add_test(tc, other_requests_try_then_complete_on_any_final);
+	tcase_add_test(tc, a_finished_transaction_stays_where_it_is);
+	tcase_add_test(tc, a_timeout_completes_what_was_in_progress);
+	tcase_add_test(tc, lingering_times);
 	tcase_add_test(tc, branches_are_random_and_carry_the_cookie);
 	tcase_add_test(tc, timer_a_doubles_and_timer_b_answers_408);
 	tcase_add_test(tc, timer_e_caps_at_t2_and_timer_f_sends_no_408);
