@@ -21,8 +21,6 @@
 
 #include "api.h"
 #include "apilimit.h"
-#include "calls.h"
-#include "pace.h"
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
@@ -187,7 +185,7 @@ static void api_effects(struct exchange *x, const struct sa_api_response *r)
 	}
 	if (r->rotated_cred[0] != '\0') {
 		/* no revocation: nothing was deleted, and the calls it set up go on */
-		x->h->srv->counters.credential_rotations++;
+		x->h->srv->metrics.credential_rotations++;
 		log_info("event=credential_rotated cred=%s trunk=%s account=%s via=api password_version=%u overlap=%u",
 		         r->rotated_cred, r->trunk_id, r->account_id, r->rotated_version, r->rotated_overlap);
 		sa_webhooks_credential_rotated(x->h->srv, r->account_id, r->trunk_id, r->rotated_cred, r->rotated_version,
@@ -464,20 +462,12 @@ static void healthz_serve(struct exchange *x)
 	send_answer(x, 200, JSON_TYPE, ok, sizeof(ok) - 1, 1);
 }
 
+/* The counters as the daemon keeps them, and the gauges each part reports of its own tables. */
 static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 {
-	const struct sa_counters *c = &h->srv->counters;
-
-	memset(m, 0, sizeof(*m));
+	*m = h->srv->metrics;
 	m->version = PACKAGE_VERSION;
 	m->start_time = h->started_at;
-	memcpy(m->sip_requests, c->requests, sizeof(m->sip_requests));
-	memcpy(m->sip_requests_by_transport, c->requests_by_proto, sizeof(m->sip_requests_by_transport));
-	m->challenges = c->challenges;
-	m->auth_ok = c->auth_ok;
-	memcpy(m->auth_fail, c->auth_fail, sizeof(m->auth_fail));
-	m->auth_by_address = c->auth_by_address;
-	memcpy(m->trunk_refused, c->trunk_refused, sizeof(m->trunk_refused));
 	struct sa_work *threads[] = { h->srv->work, h->srv->work_read };
 	for (size_t i = 0; i < sizeof(threads) / sizeof(threads[0]); i++) {
 		struct sa_work_stats ws;
@@ -489,7 +479,6 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 		m->work_refused += ws.jobs_refused;
 		m->work_busy_us += ws.busy_us;
 	}
-	m->registrations = c->registrations;
 	uint64_t nb;
 	m->registrations_active =
 		sa_store_binding_count(h->srv->store, (int64_t)time(NULL), &nb) == SA_STORE_OK ? (int64_t)nb : -1;
@@ -505,35 +494,9 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	}
 	sa_store_fault(h->srv->store, &f);
 	m->store_write_failures = f.failures;
-	memcpy(m->sip_rejected, c->rejected, sizeof(m->sip_rejected));
-	m->sip_forwarded = c->forwarded;
-	m->sip_retransmissions_absorbed = c->retransmissions_absorbed;
-	m->calls_active = sa_calls_count(h->srv->calls);
-	m->calls_started = c->calls_started;
-	m->calls_revoked = c->calls_revoked;
-	m->credential_rotations = c->credential_rotations;
-	m->calls_reaped = c->calls_reaped;
-	m->bans = c->bans;
-	m->banned_dropped = c->banned_dropped;
-	m->banned_active = sa_abuse_banned_count(h->srv->abuse, (uint64_t)time(NULL));
-	m->transactions = h->srv->ntxns;
-	m->transaction_bytes = sa_txn_budget_bytes_used(h->srv->txn_budget);
-	m->transactions_refused = c->transactions_refused;
-	m->transactions_evicted = c->transactions_evicted;
-	m->responses_refused = c->responses_refused;
-	m->failover_late_answers = c->failover_late_answers;
-	m->byes_answered = c->byes_answered;
-	m->byes_timed_out = c->byes_timed_out;
-	m->bye_retransmissions = c->bye_retransmissions;
-	m->byes_pending = h->srv->byes_pending;
-	m->byes_queued = h->srv->pacer ? sa_pacer_queued(h->srv->pacer) : 0;
-	m->relay_refused = c->relay_refused;
+	sa_sip_gauges(h->srv, m);
+	sa_transport_gauges(h->srv, m);
 	memcpy(m->api_requests, h->answers, sizeof(m->api_requests));
-	m->tcp_connections = sa_connlimit_connections(h->srv->connlimit);
-	m->tls_handshakes = sa_connlimit_handshakes(h->srv->connlimit);
-	memcpy(m->tcp_refused, c->tcp_refused, sizeof(m->tcp_refused));
-	m->tcp_idle_closed = c->tcp_idle_closed;
-	m->accept_paused = c->accept_paused;
 	m->http_connections = h->nconns;
 	m->http_refused = h->conns_refused;
 	m->api_rate_limited = h->rate->refused;

@@ -373,7 +373,7 @@ static int start(struct sa_server *srv)
 
 static void teardown(struct sa_server *srv)
 {
-	if (srv->calls && sa_sip_calls_save(srv) < 0)
+	if (sa_sip_calls_save(srv) < 0)
 		log_err("event=calls_save_failed path=%s", srv->cfg.store_path);
 	sa_transport_stop(srv);
 	sa_work_stop(srv->work);   /* before the HTTP side: its jobs hold HTTP requests */

@@ -39,37 +39,6 @@ struct sa_rx;
 struct sa_txn;
 struct sa_call;
 
-/* Counters for /metrics and the tests; one process, one loop: plain integers. */
-struct sa_counters {
-	uint64_t requests[16];          /* by enum sa_method */
-	uint64_t requests_by_proto[3];
-	uint64_t challenges;
-	uint64_t auth_ok;
-	uint64_t auth_by_address;       /* requests a trunk's ip_authentication let through without a digest */
-	uint64_t auth_fail[SA_AUTH_REASON_COUNT];
-	uint64_t trunk_refused[SA_POLICY_VERDICT_COUNT];   /* by lib/policy verdict */
-	uint64_t registrations;
-	uint64_t rejected[700];         /* our own error answers by status */
-	uint64_t forwarded;
-	uint64_t retransmissions_absorbed;
-	uint64_t bans;                   /* sources banned */
-	uint64_t banned_dropped;         /* requests from banned sources, dropped unanswered */
-	uint64_t calls_started;
-	uint64_t calls_revoked;          /* calls ended because their credential was deleted */
-	uint64_t credential_rotations;   /* passwords rotated over the API (their calls go on) */
-	uint64_t calls_reaped;           /* calls ended at max_call_age */
-	uint64_t transactions_refused;   /* 503: a source, credential or the memory budget was full */
-	uint64_t transactions_evicted;   /* finished transactions dropped early to make room */
-	uint64_t responses_refused;      /* answers from a peer the request was not sent to */
-	uint64_t failover_late_answers;  /* answers from a gateway failover had left: CANCELled or ended */
-	uint64_t byes_answered;          /* our BYEs (revocation, max_call_age, late 2xx) that got a final answer */
-	uint64_t byes_timed_out;         /* ... that got none within 64*T1 */
-	uint64_t bye_retransmissions;
-	uint64_t relay_refused;          /* in-dialog requests not from the call's ends, or routed outside it */
-	uint64_t tcp_refused[SA_CONN_VERDICT_COUNT];   /* accepted connections closed at once, by limit */
-	uint64_t tcp_idle_closed;        /* connections closed at tcp_idle_timeout */
-	uint64_t accept_paused;          /* accept() failures (out of descriptors): the listener rested */
-};
 
 /* What the log was last told about the store, so that each change is one line. */
 struct sa_store_watch {
@@ -116,7 +85,7 @@ struct sa_server {
 	struct event *pace_timer;
 	unsigned byes_pending;          /* our BYEs not answered yet (queued or sent) */
 	struct event *sig_term, *sig_int, *sig_hup, *housekeeping;
-	struct sa_counters counters;
+	struct sa_metrics metrics;      /* the counters; gauges are filled in when /metrics is read */
 	int stopping;                   /* SIGTERM: draining transactions in flight */
 	uint64_t stop_deadline_ms;
 	struct event *drain;
@@ -153,6 +122,8 @@ unsigned sa_transport_listener_for(struct sa_server *srv, enum sa_proto proto);
 void sa_flow_peer(const struct sa_flow *fl, char *addr, size_t alen, uint16_t *port);
 /* Is the TCP/TLS connection with this id still open? */
 bool sa_transport_conn_open(struct sa_server *srv, uint64_t conn_id);
+/* For /metrics: the gauges of the connections (counters are srv->metrics). */
+void sa_transport_gauges(const struct sa_server *srv, struct sa_metrics *m);
 
 /* sip.c: one message in */
 void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char *buf, size_t len);
@@ -183,6 +154,8 @@ void sa_sip_calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb c
 void sa_sip_shutdown(struct sa_server *srv);
 /* Transactions still waiting for a final answer (graceful stop waits for them). */
 unsigned sa_sip_in_flight(const struct sa_server *srv);
+/* For /metrics: the gauges of the SIP core's tables (calls, transactions, bans, our BYEs). */
+void sa_sip_gauges(const struct sa_server *srv, struct sa_metrics *m);
 /* Write the calls in progress next to the store (clean stop); read back at start. */
 int sa_sip_calls_save(struct sa_server *srv);
 

@@ -292,7 +292,7 @@ static bool txn_make_room(struct sa_server *srv, size_t bytes)
 		}
 		if (!oldest)
 			return false;
-		srv->counters.transactions_evicted++;
+		srv->metrics.transactions_evicted++;
 		txn_free(oldest);
 	}
 	return true;
@@ -399,7 +399,7 @@ static void reply(struct sa_server *srv, const struct sa_msg *m, const struct sa
 		return;
 	}
 	if (status >= 300 && status < 700)
-		srv->counters.rejected[status]++;
+		srv->metrics.sip_rejected[status]++;
 	sa_transport_send(srv, from, out, (size_t)n);
 	if (t && status > t->resp_status) {
 		char *copy = malloc((size_t)n);
@@ -564,7 +564,7 @@ static int txn_send_request(struct sa_txn *t, const struct sa_msg *m, const char
 		return -1;
 	}
 	txn_keep(t, &t->req, &t->req_len, out, (size_t)n);
-	srv->counters.forwarded++;
+	srv->metrics.sip_forwarded++;
 	t->send_failed = sa_transport_send(srv, &t->to, out, (size_t)n) < 0;
 	if (t->send_failed)
 		log_warn("event=send_failed method=%s call_id=\"%s\"", m->method_name, LOGQ(m->call_id));
@@ -584,7 +584,7 @@ static struct sa_txn *forward(struct sa_server *srv, const struct sa_msg *m, con
 	struct sa_txn *t = txn_new(srv, m, from, budget_cred, m->len + 2048, &why);
 
 	if (!t) {
-		srv->counters.transactions_refused++;
+		srv->metrics.transactions_refused++;
 		reject(srv, m, from, 503, "Service Unavailable", "Retry-After: 5\r\n", why);
 		return NULL;
 	}
@@ -672,9 +672,9 @@ static void txn_complete(struct sa_txn *t)
 	if (t->own_bye) {
 		t->srv->byes_pending--;
 		if (t->resp_status >= 200)
-			t->srv->counters.byes_answered++;
+			t->srv->metrics.byes_answered++;
 		else
-			t->srv->counters.byes_timed_out++;
+			t->srv->metrics.byes_timed_out++;
 	}
 	t->linger = (unsigned char)txn_linger(t);
 	t->done_ms = sa_now_ms();
@@ -721,7 +721,7 @@ static void txn_act(struct sa_txn *t, unsigned act, const char *timer)
 	if (act & SA_TXN_ACT_RETRANSMIT) {
 		sa_transport_send(t->srv, &t->to, t->req, t->req_len);
 		if (t->own_bye)
-			t->srv->counters.bye_retransmissions++;
+			t->srv->metrics.bye_retransmissions++;
 	}
 	if (act & SA_TXN_ACT_COMPLETE)
 		log_info("event=timeout timer=%s method=%d upstream_status=%d", timer, t->method, t->upstream_status);
@@ -965,7 +965,7 @@ static void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *
 		t->holds_channel = false;   /* the call holds the INVITE's channel now */
 	else
 		channel_hold(srv, c->d.trunk_id);
-	srv->counters.calls_started++;
+	srv->metrics.calls_started++;
 	log_debug("event=call_start call_id=\"%s\" cred=%s trunk=%s direction=%s", LOGQ(c->d.call_id), c->d.cred_id,
 	         c->d.trunk_id, c->d.inbound ? "inbound" : "outbound");
 }
@@ -1128,7 +1128,7 @@ int sa_sip_credential_revoked(struct sa_server *srv, const char *cred_id)
 			n++;
 		}
 	}
-	srv->counters.calls_revoked += (uint64_t)n;
+	srv->metrics.calls_revoked += (uint64_t)n;
 	log_info("event=credential_revoked cred=%s calls_ended=%d", cred_id, n);
 	return n;
 }
@@ -1210,7 +1210,7 @@ void sa_sip_housekeeping(struct sa_server *srv)
 	int64_t oldest = wall_now() - (int64_t)srv->cfg.max_call_age;
 	struct sa_call *c;
 	while ((c = sa_calls_oldest(srv->calls)) && c->d.started_at <= oldest) {
-		srv->counters.calls_reaped++;
+		srv->metrics.calls_reaped++;
 		call_end(srv, c, "max_call_age", "SIP;cause=408;text=\"maximum call duration\"");
 	}
 }
@@ -1242,7 +1242,7 @@ static void response_refused(struct sa_server *srv, const struct sa_msg *m, cons
 	char addr[64];
 	uint16_t port;
 	sa_flow_peer(from, addr, sizeof(addr), &port);
-	srv->counters.responses_refused++;
+	srv->metrics.responses_refused++;
 	log_info("event=response_dropped reason=\"%s\" status=%d src=%s:%u proto=%s call_id=\"%s\"", why, m->status,
 	         addr, port, sa_proto_name(from->proto), LOGQ(m->call_id));
 }
@@ -1310,7 +1310,7 @@ static void abandoned_answer(struct sa_server *srv, struct sa_txn *t, struct sa_
 	if (m->status < 200 && t->cancel_sent)
 		return;
 	sa_flow_peer(&t->to, addr, sizeof(addr), &port);
-	srv->counters.failover_late_answers++;
+	srv->metrics.failover_late_answers++;
 	log_info("event=failover_late_answer status=%d gateway=%s:%s:%u outcome=%s call_id=\"%s\"", m->status,
 	         sa_proto_name(t->to.proto), addr, port,
 	         m->status < 200 ? "cancel" : m->status < 300 ? "ack_bye" : "ack", LOGQ(m->call_id));
@@ -1445,7 +1445,7 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 	char addr[64];
 	uint16_t port;
 	sa_flow_peer(from, addr, sizeof(addr), &port);
-	srv->counters.auth_fail[r->reason]++;
+	srv->metrics.auth_fail[r->reason]++;
 	log_info("event=auth_failure reason=%s trunk=%s username=\"%s\" method=%s src=%s:%u proto=%s call_id=\"%s\"",
 	         sa_auth_reason_name(r->reason), trunk ? trunk : "-", LOGQ(r->username), m->method_name, addr, port,
 	         sa_proto_name(from->proto), LOGQ(m->call_id));
@@ -1472,8 +1472,8 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 	             r->reason != SA_AUTH_TLS_REQUIRED;
 	if (guess && proven &&
 	    sa_abuse_failure(srv->abuse, &srv->cfg.abuse, a, alen, (uint64_t)wall_now())) {
-		srv->counters.bans++;
-		srv->counters.auth_fail[SA_AUTH_BANNED]++;
+		srv->metrics.bans++;
+		srv->metrics.auth_fail[SA_AUTH_BANNED]++;
 		log_warn("event=ban src=%s failures=%u window=%u ban_time=%u trunk=%s", addr, srv->cfg.abuse.max_failures,
 		         srv->cfg.abuse.window, srv->cfg.abuse.ban_time, trunk ? trunk : "-");
 		snprintf(f.reason, sizeof(f.reason), "%s", sa_auth_reason_name(SA_AUTH_BANNED));
@@ -1513,7 +1513,7 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 	sa_flow_peer(from, addr, sizeof(addr), &port);
 	sa_auth_check(&srv->auth, m, known ? trunk : NULL, realm, addr, now, &r);
 	if (r.ok) {
-		srv->counters.auth_ok++;
+		srv->metrics.auth_ok++;
 		sa_credential_wipe(&r.cred);
 		who->cred = r.cred;
 		who->retransmission = r.retransmission;
@@ -1525,7 +1525,7 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 		sa_abuse_vouch(srv->abuse, a, alen, now, now + srv->cfg.reg.max_expires);
 		return true;
 	}
-	srv->counters.challenges++;
+	srv->metrics.challenges++;
 	/* a trunk may order the algorithms for gear that reads the first challenge only */
 	struct sa_auth_cfg order = { .nalgs = pol ? pol->nalgs : 0 };
 	for (unsigned i = 0; i < order.nalgs && i < SA_ALG_COUNT; i++)
@@ -1553,7 +1553,7 @@ static void trunk_limit_refuse(struct sa_server *srv, const struct sa_msg *m, co
 	char addr[64];
 	uint16_t port;
 	sa_flow_peer(from, addr, sizeof(addr), &port);
-	srv->counters.trunk_refused[v]++;
+	srv->metrics.trunk_refused[v]++;
 	if (v == SA_POLICY_CHANNEL_LIMIT)
 		reply(srv, m, from, 503, NULL, "Retry-After: 5\r\nReason: SIP;cause=503;text=\"trunk channel limit\"\r\n", NULL);
 	else
@@ -1605,7 +1605,7 @@ static bool trunk_arrival_ok(struct sa_server *srv, const struct sa_msg *m, cons
 	enum sa_policy_verdict v = sa_policy_check_arrival(pol, from->proto == SA_PROTO_TLS, &from->ss.sa);
 	if (v == SA_POLICY_ADMIT)
 		return true;
-	srv->counters.trunk_refused[v]++;
+	srv->metrics.trunk_refused[v]++;
 	reply(srv, m, from, 403, v == SA_POLICY_TLS_REQUIRED ? "TLS Required" : "Source Not Allowed", NULL, NULL);
 	struct sa_auth_result r = { .reason = v == SA_POLICY_TLS_REQUIRED ? SA_AUTH_TLS_REQUIRED
 	                                                                  : SA_AUTH_SOURCE_NOT_ALLOWED };
@@ -1628,7 +1628,7 @@ static void handle_register(struct sa_server *srv, const struct sa_msg *m, const
 	sa_registrar_apply(srv->store, &srv->cfg.reg, m, who->retransmission, cred, who->password_version, &peer,
 	                   wall_now(), &res);
 	if (res.status == 200 && (res.added || res.removed)) {
-		srv->counters.registrations++;
+		srv->metrics.registrations++;
 		log_info("event=register cred=%s trunk=%s src=%s:%u proto=%s added=%d removed=%d",
 		         cred->id, cred->trunk_id, addr, peer.port, peer.transport, res.added, res.removed);
 		if (res.added > 0)
@@ -1731,7 +1731,7 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 	                                .next = nu && flow_for_uri(srv, nu, &next) == 0 ? &next : NULL };
 	enum sa_route_verdict v = sa_route_in_dialog(&r);
 	if (v != SA_ROUTE_FORWARD) {
-		srv->counters.relay_refused++;
+		srv->metrics.relay_refused++;
 		if (m->method == SA_M_ACK)
 			log_info("event=ack_dropped reason=\"%s\" call_id=\"%s\"", sa_route_verdict_reason(v), LOGQ(m->call_id));
 		else
@@ -1864,8 +1864,8 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 {
 	char key[320];
 
-	srv->counters.requests[m->method < 16 ? m->method : 0]++;
-	srv->counters.requests_by_proto[from->proto]++;
+	srv->metrics.sip_requests[m->method < 16 ? m->method : 0]++;
+	srv->metrics.sip_requests_by_transport[from->proto]++;
 	server_key(m, key, sizeof(key));
 	struct sa_txn *t = m->method == SA_M_CANCEL ? NULL : txn_by_skey(srv, key);
 	struct sa_route_request facts;
@@ -1875,13 +1875,13 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 	case SA_RA_DROP:
 		return;
 	case SA_RA_DROP_BANNED:
-		srv->counters.banned_dropped++;
+		srv->metrics.banned_dropped++;
 		return;
 	case SA_RA_REFUSE:
 		reject(srv, m, from, d.status, NULL, d.extra, d.reason);
 		return;
 	case SA_RA_ABSORB:
-		srv->counters.retransmissions_absorbed++;
+		srv->metrics.sip_retransmissions_absorbed++;
 		if (d.resend)
 			sa_transport_send(srv, from, t->resp, t->resp_len);
 		return;
@@ -1932,7 +1932,7 @@ static void handle_customer(struct sa_server *srv, struct sa_msg *m, const struc
 		memset(&who, 0, sizeof(who));
 		snprintf(who.cred.trunk_id, sizeof(who.cred.trunk_id), "%s", trunk);
 		sa_store_realm(trunk, srv->domain, realm, sizeof(realm));
-		srv->counters.auth_by_address++;
+		srv->metrics.auth_by_address++;
 	} else if (!authenticate(srv, m, from, policy ? &pol : NULL, &who, realm, sizeof(realm))) {
 		return;
 	}
@@ -2031,6 +2031,8 @@ static bool write_json_line(FILE *f, json_t *j)
 int sa_sip_calls_save(struct sa_server *srv)
 {
 	char path[PATH_MAX + 16], tmp[PATH_MAX + 32];
+	if (!srv->calls)
+		return 0;   /* never started: nothing to save, and nothing to overwrite */
 	calls_path(srv, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	FILE *f = fopen(tmp, "w");
@@ -2154,6 +2156,16 @@ static void calls_load(struct sa_server *srv)
 	fclose(f);
 	unlink(path);
 	log_info("event=calls_restored count=%u refused=%u", sa_calls_count(srv->calls), bad);
+}
+
+void sa_sip_gauges(const struct sa_server *srv, struct sa_metrics *m)
+{
+	m->calls_active = sa_calls_count(srv->calls);
+	m->banned_active = sa_abuse_banned_count(srv->abuse, (uint64_t)wall_now());
+	m->transactions = srv->ntxns;
+	m->transaction_bytes = sa_txn_budget_bytes_used(srv->txn_budget);
+	m->byes_pending = srv->byes_pending;
+	m->byes_queued = srv->pacer ? sa_pacer_queued(srv->pacer) : 0;
 }
 
 unsigned sa_sip_in_flight(const struct sa_server *srv)

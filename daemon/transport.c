@@ -279,7 +279,7 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		conn_timer_arm(c, idle - quiet);
 		return;
 	}
-	srv->counters.tcp_idle_closed++;
+	srv->metrics.tcp_idle_closed++;
 	log_debug("event=tcp_close src=%s:%u reason=idle", a, port);
 	conn_free(c);
 }
@@ -430,7 +430,7 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	if (conn_new(srv, fd, sa, (socklen_t)len, l->idx, l->ep.proto, true, &why))
 		return;
 	evutil_closesocket(fd);
-	srv->counters.tcp_refused[why]++;
+	srv->metrics.tcp_refused[why]++;
 	struct sa_flow fl = { .sslen = (socklen_t)len };
 	memcpy(&fl.ss, sa, (size_t)len < sizeof(fl.ss) ? (size_t)len : sizeof(fl.ss));
 	char a[64];
@@ -452,7 +452,7 @@ static void accept_error_cb(struct evconnlistener *lev, void *arg)
 	struct timeval tv = { .tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MS * 1000 };
 	evconnlistener_disable(lev);
 	evtimer_add(l->resume, &tv);
-	l->srv->counters.accept_paused++;
+	l->srv->metrics.accept_paused++;
 	log_warn("event=accept_paused proto=%s port=%u error=\"%s\" retry_ms=%u", sa_proto_name(l->ep.proto),
 	         l->ep.port, strerror(err), ACCEPT_BACKOFF_MS);
 }
@@ -710,6 +710,12 @@ int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const cha
 	if (!c)
 		return -1;
 	return bufferevent_write(c->bev, buf, len);
+}
+
+void sa_transport_gauges(const struct sa_server *srv, struct sa_metrics *m)
+{
+	m->tcp_connections = sa_connlimit_connections(srv->connlimit);
+	m->tls_handshakes = sa_connlimit_handshakes(srv->connlimit);
 }
 
 bool sa_transport_conn_open(struct sa_server *srv, uint64_t conn_id)
