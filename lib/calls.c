@@ -131,6 +131,9 @@ int sa_calls_add(struct sa_calls *t, struct sa_call *c)
 	}
 	c->cred = r;
 	c->cred_next = r->calls;
+	if (r->calls)
+		r->calls->cred_pprev = &c->cred_next;
+	c->cred_pprev = &r->calls;
 	r->calls = c;
 	r->n++;
 	size_t k = hash_str(c->d.call_id) & (t->id_buckets - 1);
@@ -149,11 +152,11 @@ void sa_calls_remove(struct sa_calls *t, struct sa_call *c)
 		pp = &(*pp)->id_next;
 	if (*pp)
 		*pp = c->id_next;
+	/* O(1): a credential may hold thousands of calls (one trunk's PBX) */
 	struct sa_calls_cred *r = c->cred;
-	for (pp = &r->calls; *pp && *pp != c; pp = &(*pp)->cred_next)
-		;
-	if (*pp)
-		*pp = c->cred_next;
+	*c->cred_pprev = c->cred_next;
+	if (c->cred_next)
+		c->cred_next->cred_pprev = c->cred_pprev;
 	if (--r->n == 0) {
 		struct sa_calls_cred **rp = cred_slot(t, r->id);
 		*rp = r->next;

@@ -18,6 +18,7 @@ struct sa_call {
 	/* the table's links */
 	struct sa_call *id_next;       /* same Call-ID bucket */
 	struct sa_call *cred_next;     /* same credential */
+	struct sa_call **cred_pprev;   /* what points at this one in that list: removal without a walk */
 	struct sa_calls_cred *cred;
 	TAILQ_ENTRY(sa_call) age;      /* oldest first: calls start in order, max_call_age is one value */
 };

@@ -90,6 +90,39 @@ START_TEST(calls_by_credential_and_by_age)
 }
 END_TEST
 
+/* Calls of one credential end in any order (the oldest first is the far end
+ * of its list): the list stays exact after each removal. */
+START_TEST(calls_of_one_credential_end_in_any_order)
+{
+	struct sa_calls *t = sa_calls_new();
+	struct sa_call *calls[1000];
+	char id[32];
+	for (int i = 0; i < 1000; i++) {
+		snprintf(id, sizeof(id), "one-%d", i);
+		calls[i] = make_call(id, "f", "t", "cred_pbx", i);
+		ck_assert_int_eq(sa_calls_add(t, calls[i]), 0);
+	}
+	for (int i = 0; i < 1000; i += 2)   /* every other one, oldest first */
+		sa_calls_remove(t, calls[i]);
+	sa_calls_remove(t, calls[999]);    /* the newest: the head of the list */
+	ck_assert_uint_eq(sa_calls_credential_count(t, "cred_pbx"), 499);
+	int n = 0;
+	for (struct sa_call *c = sa_calls_of_credential(t, "cred_pbx"); c; c = sa_calls_next_of_credential(c)) {
+		int i = (int)c->d.started_at;
+		ck_assert_int_eq(i % 2, 1);
+		ck_assert_int_ne(i, 999);
+		n++;
+	}
+	ck_assert_int_eq(n, 499);
+	struct sa_call *c;
+	while ((c = sa_calls_oldest(t)))
+		sa_calls_remove(t, c);
+	ck_assert_uint_eq(sa_calls_count(t), 0);
+	ck_assert_ptr_null(sa_calls_of_credential(t, "cred_pbx"));
+	sa_calls_free(t);
+}
+END_TEST
+
 static void count_cb(const char *cred_id, void *arg)
 {
 	(void)cred_id;
@@ -179,6 +212,7 @@ int main(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, found_from_either_side_and_not_with_other_tags);
 	tcase_add_test(tc, calls_by_credential_and_by_age);
+	tcase_add_test(tc, calls_of_one_credential_end_in_any_order);
 	tcase_add_test(tc, the_table_grows_and_lookups_stay_exact);
 	tcase_add_test(tc, dialog_text_is_one_allocation_and_refuses_the_oversized);
 	tcase_add_test(tc, ack_and_bye_to_the_callee);
