@@ -949,10 +949,17 @@ void sa_msg_local_tag(const struct sa_msg *m, const unsigned char key[SA_TAG_KEY
 	 * number: unguessable (RFC 3261 §19.3), yet the same for
 	 * retransmissions and for the ACK of a non-2xx even when a sloppy
 	 * client gives that ACK a branch of its own */
+	static const char hex[] = "0123456789abcdef";
 	unsigned char md[SHA256_DIGEST_LENGTH];
 	char cseq[24];
 	SHA256_CTX c;
-	int n = snprintf(cseq, sizeof(cseq), "|%lu", m->cseq);
+	/* every transaction and every answer of ours makes one: no snprintf */
+	int n = (int)sizeof(cseq);
+	unsigned long v = m->cseq;
+	do
+		cseq[--n] = (char)('0' + v % 10);
+	while ((v /= 10) && n > 1);
+	cseq[--n] = '|';
 	SHA256_Init(&c);
 	SHA256_Update(&c, key, SA_TAG_KEY_LEN);
 	if (m->call_id)
@@ -960,10 +967,13 @@ void sa_msg_local_tag(const struct sa_msg *m, const unsigned char key[SA_TAG_KEY
 	SHA256_Update(&c, "|", 1);
 	if (m->from_tag)
 		SHA256_Update(&c, m->from_tag, strlen(m->from_tag));
-	SHA256_Update(&c, cseq, (size_t)n);
+	SHA256_Update(&c, cseq + n, sizeof(cseq) - (size_t)n);
 	SHA256_Final(md, &c);
-	for (int i = 0; i < 8; i++)
-		snprintf(out + 2 * i, 3, "%02x", md[i]);
+	for (int i = 0; i < 8; i++) {
+		out[2 * i] = hex[md[i] >> 4];
+		out[2 * i + 1] = hex[md[i] & 15];
+	}
+	out[16] = '\0';
 	OPENSSL_cleanse(&c, sizeof(c));
 }
 

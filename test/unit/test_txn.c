@@ -279,6 +279,32 @@ START_TEST(lingering_times)
 }
 END_TEST
 
+/* The To tag of our own answers: the first 64 bits of SHA-256 over the key,
+ * Call-ID, From tag and CSeq number, in hex (values from Python's hashlib). */
+START_TEST(our_answers_to_tag)
+{
+	static const struct { const char *call_id, *from_tag; unsigned long cseq; const char *tag; } v[] = {
+		{ "a84b4c76e66710@pc33.atlanta.com", "1928301774", 314159, "217b293d93a16e11" },
+		{ "x@y", "t", 0, "ae6603f9692c6ced" },
+		{ "x@y", "t", 4294967295ul, "f48f41cb06cdd5e5" },
+	};
+	unsigned char key[SA_TAG_KEY_LEN];
+	for (int i = 0; i < SA_TAG_KEY_LEN; i++)
+		key[i] = (unsigned char)i;
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		struct sa_msg m;
+		memset(&m, 0, sizeof(m));
+		m.call_id = v[i].call_id;
+		m.from_tag = v[i].from_tag;
+		m.cseq = v[i].cseq;
+		char out[17];
+		memset(out, 'x', sizeof(out));
+		sa_msg_local_tag(&m, key, out);
+		ck_assert_str_eq(out, v[i].tag);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("txn");
@@ -288,6 +314,7 @@ int main(void)
 	tcase_add_test(tc, a_finished_transaction_stays_where_it_is);
 	tcase_add_test(tc, a_timeout_completes_what_was_in_progress);
 	tcase_add_test(tc, lingering_times);
+	tcase_add_test(tc, our_answers_to_tag);
 	tcase_add_test(tc, branches_are_random_and_carry_the_cookie);
 	tcase_add_test(tc, timer_a_doubles_and_timer_b_answers_408);
 	tcase_add_test(tc, timer_e_caps_at_t2_and_timer_f_sends_no_408);
