@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
-#include <jansson.h>
 #include <openssl/rand.h>
 
 #include "calls.h"
@@ -1985,46 +1984,45 @@ void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char 
  * in-dialog requests and revocation keep working across it. The file is JSON
  * lines: a header naming its version, then one call per line, listeners by
  * their address (their order may change with the configuration). */
-#define CALLS_VERSION 2
 
 static void calls_path(struct sa_server *srv, char *out, size_t len)
 {
 	snprintf(out, len, "%s/calls.state", srv->cfg.store_path);
 }
 
-static json_t *flow_json(struct sa_server *srv, const struct sa_flow *fl)
+/* An end's flow as calls.state writes it: the listener named by its address. */
+static void flow_text(struct sa_server *srv, const struct sa_flow *fl, struct sa_call_flow_text *ft)
 {
-	char addr[64];
 	uint16_t port;
-	sa_flow_peer(fl, addr, sizeof(addr), &port);
+	sa_flow_peer(fl, ft->address, sizeof(ft->address), &port);
+	ft->port = port;
+	snprintf(ft->transport, sizeof(ft->transport), "%s", sa_proto_name(fl->proto));
 	const struct sa_endpoint *ep = local_ep(srv, fl->lidx);
-	char listener[96];
-	snprintf(listener, sizeof(listener), "%s:%s%s%s:%u", sa_proto_name(ep->proto), strchr(ep->host, ':') ? "[" : "",
-	         ep->host, strchr(ep->host, ':') ? "]" : "", ep->port);
-	return json_pack("{s:s, s:s, s:i, s:s}", "transport", sa_proto_name(fl->proto), "address", addr, "port", port,
-	                 "listener", listener);
+	bool v6 = strchr(ep->host, ':') != NULL;
+	snprintf(ft->listener, sizeof(ft->listener), "%s:%s%s%s:%u", sa_proto_name(ep->proto), v6 ? "[" : "", ep->host,
+	         v6 ? "]" : "", ep->port);
 }
 
-static json_t *side_json(struct sa_server *srv, const struct sa_dialog_side *ds, const struct sa_flow *fl)
+/* A saved flow back: the listener by its address (or any of the transport). */
+static int flow_from_text(struct sa_server *srv, const struct sa_call_flow_text *ft, struct sa_flow *fl)
 {
-	return json_pack("{s:s, s:s, s:s, s:I, s:o}", "target", ds->target, "route", ds->route, "name", ds->name,
-	                 "cseq", (json_int_t)ds->cseq, "flow", flow_json(srv, fl));
+	char portstr[8];
+	snprintf(portstr, sizeof(portstr), "%u", ft->port);
+	if (flow_for_text(srv, ft->transport, ft->address, portstr, fl) < 0)
+		return -1;
+	struct sa_endpoint ep;
+	if (sa_endpoint_parse(ft->listener, &ep) == 0)
+		for (unsigned i = 0; i < srv->nlisteners; i++)
+			if (srv->listeners[i].ep.proto == ep.proto && srv->listeners[i].ep.port == ep.port &&
+			    strcmp(srv->listeners[i].ep.host, ep.host) == 0)
+				fl->lidx = i;
+	return 0;   /* connections do not survive a restart: conn_id stays 0 */
 }
 
-static json_t *call_json(struct sa_server *srv, const struct sa_call *c)
+static bool write_line(FILE *f, char *line)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:o, s:o}", "call_id", c->d.call_id, "caller_tag",
-	                 c->d.caller_tag, "callee_tag", c->d.callee_tag, "cred_id", c->d.cred_id, "trunk_id",
-	                 c->d.trunk_id, "inbound", c->d.inbound, "started_at", (json_int_t)c->d.started_at, "caller",
-	                 side_json(srv, &c->d.caller, &c->caller), "callee", side_json(srv, &c->d.callee, &c->callee));
-}
-
-static bool write_json_line(FILE *f, json_t *j)
-{
-	char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	bool ok = line && fprintf(f, "%s\n", line) > 0;
 	free(line);
-	json_decref(j);
 	return ok;
 }
 
@@ -2038,10 +2036,13 @@ int sa_sip_calls_save(struct sa_server *srv)
 	FILE *f = fopen(tmp, "w");
 	if (!f)
 		return -1;
-	bool ok = write_json_line(f, json_pack("{s:s, s:i, s:I}", "kind", "sipauthd-calls", "version", CALLS_VERSION,
-	                                       "calls", (json_int_t)sa_calls_count(srv->calls)));
-	for (struct sa_call *c = sa_calls_oldest(srv->calls); ok && c; c = sa_calls_newer(c))
-		ok = write_json_line(f, call_json(srv, c));
+	bool ok = write_line(f, sa_calls_header_line(sa_calls_count(srv->calls)));
+	for (struct sa_call *c = sa_calls_oldest(srv->calls); ok && c; c = sa_calls_newer(c)) {
+		struct sa_call_flow_text ends[2];
+		flow_text(srv, &c->caller, &ends[0]);
+		flow_text(srv, &c->callee, &ends[1]);
+		ok = write_line(f, sa_call_line(c, ends));
+	}
 	ok = fclose(f) == 0 && ok;
 	if (!ok || rename(tmp, path) < 0) {
 		unlink(tmp);
@@ -2051,77 +2052,15 @@ int sa_sip_calls_save(struct sa_server *srv)
 	return 0;
 }
 
-/* A saved flow back: the listener by its address (or any of the transport). */
-static int flow_from_json(struct sa_server *srv, json_t *j, struct sa_flow *fl)
+static struct sa_call *call_from_line(struct sa_server *srv, const char *line)
 {
-	const char *transport, *address, *listener;
-	int port;
-	char portstr[8];
-	if (json_unpack(j, "{s:s, s:s, s:i, s:s}", "transport", &transport, "address", &address, "port", &port,
-	                "listener", &listener) < 0 || port < 1 || port > 65535)
-		return -1;
-	snprintf(portstr, sizeof(portstr), "%d", port);
-	if (flow_for_text(srv, transport, address, portstr, fl) < 0)
-		return -1;
-	struct sa_endpoint ep;
-	if (sa_endpoint_parse(listener, &ep) == 0)
-		for (unsigned i = 0; i < srv->nlisteners; i++)
-			if (srv->listeners[i].ep.proto == ep.proto && srv->listeners[i].ep.port == ep.port &&
-			    strcmp(srv->listeners[i].ep.host, ep.host) == 0)
-				fl->lidx = i;
-	return 0;   /* connections do not survive a restart: conn_id stays 0 */
-}
-
-static int side_from_json(json_t *j, const char **target, const char **route, const char **name,
-                          unsigned long *cseq, json_t **flow)
-{
-	json_int_t cs;
-	if (json_unpack(j, "{s:s, s:s, s:s, s:I, s:o}", "target", target, "route", route, "name", name, "cseq", &cs,
-	                "flow", flow) < 0 || cs < 0)
-		return -1;
-	*cseq = (unsigned long)cs;
-	return 0;
-}
-
-static struct sa_call *call_from_json(struct sa_server *srv, json_t *j)
-{
-	const char *t[SA_DT_COUNT], *cred, *trunk;
-	int inbound;
-	json_int_t started;
-	json_t *caller, *callee, *fa, *fb;
-	unsigned long csa, csb;
-	if (json_unpack(j, "{s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:o, s:o}", "call_id", &t[SA_DT_CALL_ID], "caller_tag",
-	                &t[SA_DT_CALLER_TAG], "callee_tag", &t[SA_DT_CALLEE_TAG], "cred_id", &cred, "trunk_id", &trunk,
-	                "inbound", &inbound, "started_at", &started, "caller", &caller, "callee", &callee) < 0 ||
-	    side_from_json(caller, &t[SA_DT_CALLER_TARGET], &t[SA_DT_CALLER_ROUTE], &t[SA_DT_CALLER_NAME], &csa, &fa) < 0 ||
-	    side_from_json(callee, &t[SA_DT_CALLEE_TARGET], &t[SA_DT_CALLEE_ROUTE], &t[SA_DT_CALLEE_NAME], &csb, &fb) < 0 ||
-	    strlen(cred) >= SA_ID_MAX || strlen(trunk) >= SA_ID_MAX || strlen(t[SA_DT_CALL_ID]) > SA_SIP_MAX_CALL_ID)
-		return NULL;
-	struct sa_call *c = sa_call_new();
-	if (!c || sa_dialog_set_text(&c->d, t) < 0 || flow_from_json(srv, fa, &c->caller) < 0 ||
-	    flow_from_json(srv, fb, &c->callee) < 0) {
+	struct sa_call_flow_text ends[2];
+	struct sa_call *c = sa_call_from_line(line, ends);
+	if (c && (flow_from_text(srv, &ends[0], &c->caller) < 0 || flow_from_text(srv, &ends[1], &c->callee) < 0)) {
 		sa_call_free(c);
 		return NULL;
 	}
-	snprintf(c->d.cred_id, sizeof(c->d.cred_id), "%s", cred);
-	snprintf(c->d.trunk_id, sizeof(c->d.trunk_id), "%s", trunk);
-	c->d.inbound = inbound;
-	c->d.started_at = started;
-	c->d.caller.cseq = csa;
-	c->d.callee.cseq = csb;
 	return c;
-}
-
-/* The header line: ours, and of this version? */
-static bool calls_header_ok(const char *line)
-{
-	json_t *h = json_loads(line, 0, NULL);
-	const char *kind = NULL;
-	int version = 0;
-	bool ok = h && json_unpack(h, "{s:s, s:i}", "kind", &kind, "version", &version) == 0 &&
-	          strcmp(kind, "sipauthd-calls") == 0 && version == CALLS_VERSION;
-	json_decref(h);
-	return ok;
 }
 
 static void calls_load(struct sa_server *srv)
@@ -2134,17 +2073,16 @@ static void calls_load(struct sa_server *srv)
 	char *line = NULL;
 	size_t cap = 0;
 	unsigned bad = 0;
-	if (getline(&line, &cap, f) < 0 || !calls_header_ok(line)) {
+	if (getline(&line, &cap, f) < 0 || !sa_calls_header_ok(line)) {
 		/* another version (or no header): never guess at its layout */
-		log_warn("event=calls_not_restored path=%s reason=\"not a version %d calls file\"", path, CALLS_VERSION);
+		log_warn("event=calls_not_restored path=%s reason=\"not a version %d calls file\"", path,
+		         SA_CALLS_FILE_VERSION);
 		free(line);
 		fclose(f);
 		return;
 	}
 	while (getline(&line, &cap, f) > 0 && sa_calls_count(srv->calls) < srv->cfg.max_calls) {
-		json_t *j = json_loads(line, 0, NULL);
-		struct sa_call *c = j ? call_from_json(srv, j) : NULL;
-		json_decref(j);
+		struct sa_call *c = call_from_line(srv, line);
 		if (!c || sa_calls_add(srv->calls, c) < 0) {
 			sa_call_free(c);
 			bad++;

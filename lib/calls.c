@@ -1,6 +1,8 @@
 /* calls.c: chained hash tables that grow with the load (by Call-ID, by credential) and an age list. */
 #include "calls.h"
 
+#include <jansson.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -215,4 +217,119 @@ void sa_calls_each_credential(const struct sa_calls *t, void (*fn)(const char *c
 	for (size_t i = 0; i < t->cred_buckets; i++)
 		for (struct sa_calls_cred *r = t->by_cred[i]; r; r = r->next)
 			fn(r->id, arg);
+}
+
+/* ---- calls.state lines ---- */
+
+char *sa_calls_header_line(unsigned count)
+{
+	json_t *h = json_pack("{s:s, s:i, s:I}", "kind", "sipauthd-calls", "version", SA_CALLS_FILE_VERSION, "calls",
+	                      (json_int_t)count);
+	char *line = h ? json_dumps(h, JSON_COMPACT) : NULL;
+	json_decref(h);
+	return line;
+}
+
+bool sa_calls_header_ok(const char *line)
+{
+	json_t *h = json_loads(line, 0, NULL);
+	const char *kind = NULL;
+	int version = 0;
+	bool ok = h && json_unpack(h, "{s:s, s:i}", "kind", &kind, "version", &version) == 0 &&
+	          strcmp(kind, "sipauthd-calls") == 0 && version == SA_CALLS_FILE_VERSION;
+	json_decref(h);
+	return ok;
+}
+
+static json_t *flow_json(const struct sa_call_flow_text *f)
+{
+	return json_pack("{s:s, s:s, s:i, s:s}", "transport", f->transport, "address", f->address, "port", (int)f->port,
+	                 "listener", f->listener);
+}
+
+static json_t *side_json(const struct sa_dialog_side *ds, const struct sa_call_flow_text *f)
+{
+	return json_pack("{s:s, s:s, s:s, s:I, s:o}", "target", ds->target, "route", ds->route, "name", ds->name,
+	                 "cseq", (json_int_t)ds->cseq, "flow", flow_json(f));
+}
+
+char *sa_call_line(const struct sa_call *c, const struct sa_call_flow_text ends[2])
+{
+	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:o, s:o}", "call_id", c->d.call_id, "caller_tag",
+	                      c->d.caller_tag, "callee_tag", c->d.callee_tag, "cred_id", c->d.cred_id, "trunk_id",
+	                      c->d.trunk_id, "inbound", c->d.inbound, "started_at", (json_int_t)c->d.started_at, "caller",
+	                      side_json(&c->d.caller, &ends[0]), "callee", side_json(&c->d.callee, &ends[1]));
+	char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	return line;
+}
+
+static int copy_text(const char *v, char *out, size_t outlen)
+{
+	size_t n = strlen(v);
+	if (n >= outlen)
+		return -1;
+	memcpy(out, v, n + 1);
+	return 0;
+}
+
+static int flow_from_json(json_t *j, struct sa_call_flow_text *f)
+{
+	const char *transport, *address, *listener;
+	int port;
+	if (json_unpack(j, "{s:s, s:s, s:i, s:s}", "transport", &transport, "address", &address, "port", &port,
+	                "listener", &listener) < 0 || port < 1 || port > 65535 ||
+	    copy_text(transport, f->transport, sizeof(f->transport)) < 0 ||
+	    copy_text(address, f->address, sizeof(f->address)) < 0 ||
+	    copy_text(listener, f->listener, sizeof(f->listener)) < 0)
+		return -1;
+	f->port = (unsigned)port;
+	return 0;
+}
+
+static int side_from_json(json_t *j, const char **target, const char **route, const char **name,
+                          unsigned long *cseq, struct sa_call_flow_text *f)
+{
+	json_int_t cs;
+	json_t *flow;
+	if (json_unpack(j, "{s:s, s:s, s:s, s:I, s:o}", "target", target, "route", route, "name", name, "cseq", &cs,
+	                "flow", &flow) < 0 || cs < 0 || flow_from_json(flow, f) < 0)
+		return -1;
+	*cseq = (unsigned long)cs;
+	return 0;
+}
+
+struct sa_call *sa_call_from_line(const char *line, struct sa_call_flow_text ends[2])
+{
+	const char *t[SA_DT_COUNT], *cred, *trunk;
+	int inbound;
+	json_int_t started;
+	json_t *caller, *callee;
+	unsigned long csa, csb;
+	struct sa_call *c = NULL;
+	json_t *j = json_loads(line, 0, NULL);
+	if (!j || json_unpack(j, "{s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:o, s:o}", "call_id", &t[SA_DT_CALL_ID],
+	                      "caller_tag", &t[SA_DT_CALLER_TAG], "callee_tag", &t[SA_DT_CALLEE_TAG], "cred_id", &cred,
+	                      "trunk_id", &trunk, "inbound", &inbound, "started_at", &started, "caller", &caller,
+	                      "callee", &callee) < 0 ||
+	    side_from_json(caller, &t[SA_DT_CALLER_TARGET], &t[SA_DT_CALLER_ROUTE], &t[SA_DT_CALLER_NAME], &csa,
+	                   &ends[0]) < 0 ||
+	    side_from_json(callee, &t[SA_DT_CALLEE_TARGET], &t[SA_DT_CALLEE_ROUTE], &t[SA_DT_CALLEE_NAME], &csb,
+	                   &ends[1]) < 0 ||
+	    strlen(cred) >= SA_ID_MAX || strlen(trunk) >= SA_ID_MAX || strlen(t[SA_DT_CALL_ID]) > SA_SIP_MAX_CALL_ID)
+		goto out;
+	if (!(c = sa_call_new()) || sa_dialog_set_text(&c->d, t) < 0) {
+		sa_call_free(c);
+		c = NULL;
+		goto out;
+	}
+	memcpy(c->d.cred_id, cred, strlen(cred) + 1);
+	memcpy(c->d.trunk_id, trunk, strlen(trunk) + 1);
+	c->d.inbound = inbound;
+	c->d.started_at = started;
+	c->d.caller.cseq = csa;
+	c->d.callee.cseq = csb;
+out:
+	json_decref(j);   /* after the dialog took its copies of the strings */
+	return c;
 }

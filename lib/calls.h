@@ -60,4 +60,30 @@ struct sa_call *sa_calls_newer(const struct sa_call *c);
  * only during the call; fn must not change the table). */
 void sa_calls_each_credential(const struct sa_calls *t, void (*fn)(const char *cred_id, void *arg), void *arg);
 
+/* ---- calls.state: what survives a restart, as JSON lines (jansson) ----
+ *
+ * A header line {"kind":"sipauthd-calls","version":N,"calls":COUNT}, then one
+ * line per call. A file of another version is refused whole, never guessed at.
+ * The flows of the ends are text here (listeners named by address); the
+ * daemon turns them into flows and back. */
+#define SA_CALLS_FILE_VERSION 2
+
+struct sa_call_flow_text {
+	char transport[4];          /* udp, tcp, tls */
+	char address[64];           /* numeric */
+	unsigned port;
+	char listener[96];          /* the listener it used: TRANSPORT:ADDRESS:PORT ([v6]) */
+};
+
+/* The header line (malloc'd, no newline); NULL out of memory. */
+char *sa_calls_header_line(unsigned count);
+/* Is line the header of a calls file of this version? */
+bool sa_calls_header_ok(const char *line);
+/* One call as a line (malloc'd, no newline); NULL out of memory. */
+char *sa_call_line(const struct sa_call *c, const struct sa_call_flow_text ends[2]);
+/* A call back from its line: its dialog filled, its flows in ends[0] (the
+ * caller's) and ends[1] for the daemon to turn into flows. NULL when the line
+ * is not a whole call (missing or mistyped fields, values too long). */
+struct sa_call *sa_call_from_line(const char *line, struct sa_call_flow_text ends[2]);
+
 #endif

@@ -205,6 +205,104 @@ START_TEST(ack_and_bye_to_the_callee)
 }
 END_TEST
 
+/* ---- calls.state lines ---- */
+
+static const struct sa_call_flow_text PBX_END = { "udp", "198.51.100.7", 5060, "udp:192.0.2.1:5060" };
+static const struct sa_call_flow_text GW_END = { "tcp", "2001:db8::10", 5070, "tcp:[2001:db8::1]:5060" };
+
+START_TEST(a_call_line_round_trips)
+{
+	struct sa_call *c = make_call("abc@pbx", "caller-tag", "callee-tag", "cred_x", 1796000000);
+	c->d.inbound = true;
+	c->d.caller.cseq = 7;
+	c->d.callee.cseq = 4294967296ul;
+	struct sa_call_flow_text ends[2] = { PBX_END, GW_END }, back[2];
+	char *line = sa_call_line(c, ends);
+	ck_assert_ptr_nonnull(line);
+	ck_assert_ptr_null(strchr(line, '\n'));   /* one line */
+	struct sa_call *r = sa_call_from_line(line, back);
+	ck_assert_ptr_nonnull(r);
+	ck_assert_str_eq(r->d.call_id, "abc@pbx");
+	ck_assert_str_eq(r->d.caller_tag, c->d.caller_tag);
+	ck_assert_str_eq(r->d.callee_tag, c->d.callee_tag);
+	ck_assert_str_eq(r->d.caller.target, c->d.caller.target);
+	ck_assert_str_eq(r->d.caller.route, c->d.caller.route);
+	ck_assert_str_eq(r->d.callee.name, c->d.callee.name);
+	ck_assert_str_eq(r->d.cred_id, "cred_x");
+	ck_assert_str_eq(r->d.trunk_id, "trunk_t1");
+	ck_assert(r->d.inbound);
+	ck_assert_int_eq(r->d.started_at, 1796000000);
+	ck_assert_uint_eq(r->d.caller.cseq, 7);
+	ck_assert_uint_eq(r->d.callee.cseq, 4294967296ul);
+	ck_assert_str_eq(back[0].transport, "udp");
+	ck_assert_str_eq(back[0].address, "198.51.100.7");
+	ck_assert_uint_eq(back[0].port, 5060);
+	ck_assert_str_eq(back[0].listener, "udp:192.0.2.1:5060");
+	ck_assert_str_eq(back[1].address, "2001:db8::10");
+	ck_assert_str_eq(back[1].listener, "tcp:[2001:db8::1]:5060");
+	free(line);
+	sa_call_free(c);
+	sa_call_free(r);
+}
+END_TEST
+
+START_TEST(the_header_names_kind_and_version)
+{
+	char *h = sa_calls_header_line(3);
+	ck_assert_ptr_nonnull(h);
+	ck_assert_str_eq(h, "{\"kind\":\"sipauthd-calls\",\"version\":2,\"calls\":3}");
+	ck_assert(sa_calls_header_ok(h));
+	free(h);
+	/* another version, another kind, or the raw struct bytes of version 1: refused */
+	ck_assert(!sa_calls_header_ok("{\"kind\":\"sipauthd-calls\",\"version\":3,\"calls\":3}"));
+	ck_assert(!sa_calls_header_ok("{\"kind\":\"sipauthd-calls\",\"version\":1}"));
+	ck_assert(!sa_calls_header_ok("{\"kind\":\"other\",\"version\":2}"));
+	ck_assert(!sa_calls_header_ok("{\"version\":2}"));
+	ck_assert(!sa_calls_header_ok("\x01\x02SACL"));
+	ck_assert(!sa_calls_header_ok(""));
+}
+END_TEST
+
+START_TEST(a_damaged_line_is_no_call)
+{
+	struct sa_call *c = make_call("abc@pbx", "f", "t", "cred_x", 5);
+	struct sa_call_flow_text ends[2] = { PBX_END, GW_END }, back[2];
+	char *line = sa_call_line(c, ends);
+	ck_assert_ptr_nonnull(line);
+	/* cut anywhere: never a call */
+	size_t n = strlen(line);
+	for (size_t cut = 0; cut < n; cut += 7) {
+		char *part = strndup(line, cut);
+		ck_assert_ptr_null(sa_call_from_line(part, back));
+		free(part);
+	}
+	/* a field of the wrong type, a port out of range, an over-long credential id */
+	ck_assert_ptr_null(sa_call_from_line("{\"call_id\":1}", back));
+	char *bad = strdup(line), *p = strstr(bad, "\"port\":5060");
+	ck_assert_ptr_nonnull(p);
+	memcpy(p, "\"port\":0000", 11);
+	ck_assert_ptr_null(sa_call_from_line(bad, back));
+	free(bad);
+	snprintf(c->d.cred_id, sizeof(c->d.cred_id), "%0*d", (int)sizeof(c->d.cred_id) - 1, 7);
+	char *longer = sa_call_line(c, ends);
+	char *q = strstr(longer, "\"cred_id\":\"");
+	ck_assert_ptr_nonnull(q);
+	size_t at = (size_t)(q - longer) + 11;
+	char *grown = malloc(strlen(longer) + 2);
+	memcpy(grown, longer, at);
+	grown[at] = '9';
+	strcpy(grown + at + 1, longer + at);
+	ck_assert_ptr_null(sa_call_from_line(grown, back));
+	struct sa_call *fits = sa_call_from_line(longer, back);   /* the longest id that fits */
+	ck_assert_ptr_nonnull(fits);
+	sa_call_free(fits);
+	free(grown);
+	free(longer);
+	free(line);
+	sa_call_free(c);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("calls");
@@ -213,6 +311,9 @@ int main(void)
 	tcase_add_test(tc, found_from_either_side_and_not_with_other_tags);
 	tcase_add_test(tc, calls_by_credential_and_by_age);
 	tcase_add_test(tc, calls_of_one_credential_end_in_any_order);
+	tcase_add_test(tc, a_call_line_round_trips);
+	tcase_add_test(tc, the_header_names_kind_and_version);
+	tcase_add_test(tc, a_damaged_line_is_no_call);
 	tcase_add_test(tc, the_table_grows_and_lookups_stay_exact);
 	tcase_add_test(tc, dialog_text_is_one_allocation_and_refuses_the_oversized);
 	tcase_add_test(tc, ack_and_bye_to_the_callee);
