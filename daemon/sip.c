@@ -271,12 +271,6 @@ static void txn_arm(struct sa_txn *t, unsigned ms)
 
 /* The transaction key of a request as RFC 3261 §17.2.3 matches it; ACK
  * matches the INVITE it acknowledges. */
-static void server_key(const struct sa_msg *m, char *out, size_t len)
-{
-	const char *method = m->method == SA_M_ACK ? "INVITE" : m->method_name;
-	snprintf(out, len, "%s|%s:%d|%s", m->branch, m->via_host, m->via_port, method);
-}
-
 /* Room for one more transaction keeping `bytes`: finished transactions only
  * absorb retransmissions, so the oldest of them go first. */
 static bool txn_make_room(struct sa_server *srv, size_t bytes)
@@ -328,10 +322,10 @@ static struct sa_txn *txn_new(struct sa_server *srv, const struct sa_msg *m, con
 		*why = "transaction table full";
 		return NULL;
 	}
-	char key[320];
+	char key[SA_TXN_KEY_MAX];
 	struct sa_txn *t = calloc(1, sizeof(*t));
 	if (m)
-		server_key(m, key, sizeof(key));
+		sa_txn_server_key(m, key);
 	if (!t || sa_txn_branch_new(t->branch) < 0)
 		goto fail;
 	if (!m)
@@ -1781,9 +1775,8 @@ static bool forward_upstream(struct sa_server *srv, const struct sa_msg *m, cons
 
 static void handle_cancel(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
 {
-	char key[320];
-	snprintf(key, sizeof(key), "%s|%s:%d|INVITE", m->branch, m->via_host, m->via_port);
-	struct sa_txn *t = txn_by_skey(srv, key);
+	char key[SA_TXN_KEY_MAX];
+	struct sa_txn *t = txn_by_skey(srv, sa_txn_cancelled_key(m, key));
 	/* a branch and a Via can be copied; only the INVITE's sender may cancel it */
 	if (sa_route_cancel(t != NULL, t && sa_route_same_sender(&t->from, from)) != 0) {
 		reject(srv, m, from, 481, NULL, NULL, "CANCEL for no transaction");
@@ -1861,11 +1854,11 @@ static void request_facts(struct sa_server *srv, const struct sa_msg *m, const s
 
 static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from)
 {
-	char key[320];
+	char key[SA_TXN_KEY_MAX];
 
 	srv->metrics.sip_requests[m->method < 16 ? m->method : 0]++;
 	srv->metrics.sip_requests_by_transport[from->proto]++;
-	server_key(m, key, sizeof(key));
+	sa_txn_server_key(m, key);
 	struct sa_txn *t = m->method == SA_M_CANCEL ? NULL : txn_by_skey(srv, key);
 	struct sa_route_request facts;
 	request_facts(srv, m, from, t, &facts);

@@ -56,6 +56,45 @@ unsigned sa_txn_timer_c(int upstream_status)
 	return upstream_status >= 100 ? act | SA_TXN_ACT_CANCEL : act;
 }
 
+/* ---- server transaction keys ---- */
+
+/* Appends s (n bytes) at *at, leaving room for the NUL; false when cut. */
+static bool key_put(char *out, size_t *at, const char *s, size_t n)
+{
+	size_t room = SA_TXN_KEY_MAX - 1 - *at;
+	bool fits = n <= room;
+	memcpy(out + *at, s, fits ? n : room);
+	*at += fits ? n : room;
+	return fits;
+}
+
+static char *key_make(const struct sa_msg *m, const char *method, char out[SA_TXN_KEY_MAX])
+{
+	char port[12];
+	size_t at = 0, p = sizeof(port);
+	unsigned v = m->via_port > 0 ? (unsigned)m->via_port : 0;
+	do
+		port[--p] = (char)('0' + v % 10);
+	while ((v /= 10) && p > 0);
+	const char *branch = m->branch ? m->branch : "(null)", *host = m->via_host ? m->via_host : "(null)";
+	(void)(key_put(out, &at, branch, strlen(branch)) && key_put(out, &at, "|", 1) &&
+	       key_put(out, &at, host, strlen(host)) && key_put(out, &at, ":", 1) &&
+	       key_put(out, &at, port + p, sizeof(port) - p) && key_put(out, &at, "|", 1) &&
+	       key_put(out, &at, method, strlen(method)));
+	out[at] = '\0';
+	return out;
+}
+
+char *sa_txn_server_key(const struct sa_msg *m, char out[SA_TXN_KEY_MAX])
+{
+	return key_make(m, m->method == SA_M_ACK ? "INVITE" : m->method_name ? m->method_name : "", out);
+}
+
+char *sa_txn_cancelled_key(const struct sa_msg *m, char out[SA_TXN_KEY_MAX])
+{
+	return key_make(m, "INVITE", out);
+}
+
 /* ---- states ---- */
 
 enum sa_txn_state sa_txn_initial(enum sa_method method)

@@ -39,6 +39,18 @@ unsigned sa_txn_client_timer(enum sa_method method, bool reliable, uint64_t elap
 /* Timer C (an INVITE rang for timer_c seconds): CANCEL if it rang, 408 to the caller. */
 unsigned sa_txn_timer_c(int upstream_status);
 
+/* ---- matching a request to its server transaction (RFC 3261 §17.2.3) ---- */
+
+#define SA_TXN_KEY_MAX 320
+
+/* The key of the server transaction m belongs to: top Via branch, sent-by and
+ * method, an ACK keyed as the INVITE it acknowledges (a non-2xx's ACK has the
+ * INVITE's branch). A CANCEL has its own transaction; sa_txn_cancelled_key
+ * is the INVITE it cancels. Keys that do not fit are cut (they then match
+ * nothing longer). Returns out. */
+char *sa_txn_server_key(const struct sa_msg *m, char out[SA_TXN_KEY_MAX]);
+char *sa_txn_cancelled_key(const struct sa_msg *m, char out[SA_TXN_KEY_MAX]);
+
 /* ---- the client side's states (RFC 3261 §17.1, RFC 6026 §7.2) ---- */
 
 enum sa_txn_state {

@@ -305,6 +305,46 @@ START_TEST(our_answers_to_tag)
 }
 END_TEST
 
+static struct sa_msg keyed(enum sa_method method, const char *name, const char *branch, const char *host, int port)
+{
+	struct sa_msg m;
+	memset(&m, 0, sizeof(m));
+	m.method = method;
+	m.method_name = name;
+	m.branch = branch;
+	m.via_host = host;
+	m.via_port = port;
+	return m;
+}
+
+/* RFC 3261 §17.2.3: branch, sent-by and method; the ACK of a non-2xx is the INVITE's. */
+START_TEST(server_transaction_keys)
+{
+	char a[SA_TXN_KEY_MAX], b[SA_TXN_KEY_MAX];
+	struct sa_msg inv = keyed(SA_M_INVITE, "INVITE", "z9hG4bK776asdhds", "pc33.atlanta.com", 5060);
+	ck_assert_str_eq(sa_txn_server_key(&inv, a), "z9hG4bK776asdhds|pc33.atlanta.com:5060|INVITE");
+	struct sa_msg ack = keyed(SA_M_ACK, "ACK", "z9hG4bK776asdhds", "pc33.atlanta.com", 5060);
+	ck_assert_str_eq(sa_txn_server_key(&ack, b), a);
+	/* a CANCEL is a transaction of its own, and names the INVITE it cancels */
+	struct sa_msg cancel = keyed(SA_M_CANCEL, "CANCEL", "z9hG4bK776asdhds", "pc33.atlanta.com", 5060);
+	ck_assert_str_eq(sa_txn_server_key(&cancel, b), "z9hG4bK776asdhds|pc33.atlanta.com:5060|CANCEL");
+	ck_assert_str_eq(sa_txn_cancelled_key(&cancel, b), a);
+	/* another sent-by or port is another transaction */
+	struct sa_msg other = keyed(SA_M_INVITE, "INVITE", "z9hG4bK776asdhds", "pc33.atlanta.com", 5062);
+	ck_assert_str_ne(sa_txn_server_key(&other, b), a);
+	other = keyed(SA_M_INVITE, "INVITE", "z9hG4bK776asdhds", "pc34.atlanta.com", 5060);
+	ck_assert_str_ne(sa_txn_server_key(&other, b), a);
+	struct sa_msg noport = keyed(SA_M_BYE, "BYE", "z9hG4bKx", "192.0.2.1", 0);
+	ck_assert_str_eq(sa_txn_server_key(&noport, b), "z9hG4bKx|192.0.2.1:0|BYE");
+	/* a branch too long for the key is cut, never overflows */
+	char longbranch[400];
+	memset(longbranch, 'b', sizeof(longbranch) - 1);
+	longbranch[sizeof(longbranch) - 1] = '\0';
+	struct sa_msg huge = keyed(SA_M_INVITE, "INVITE", longbranch, "h", 1);
+	ck_assert_uint_eq(strlen(sa_txn_server_key(&huge, b)), SA_TXN_KEY_MAX - 1);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("txn");
@@ -315,6 +355,7 @@ int main(void)
 	tcase_add_test(tc, a_timeout_completes_what_was_in_progress);
 	tcase_add_test(tc, lingering_times);
 	tcase_add_test(tc, our_answers_to_tag);
+	tcase_add_test(tc, server_transaction_keys);
 	tcase_add_test(tc, branches_are_random_and_carry_the_cookie);
 	tcase_add_test(tc, timer_a_doubles_and_timer_b_answers_408);
 	tcase_add_test(tc, timer_e_caps_at_t2_and_timer_f_sends_no_408);
