@@ -63,8 +63,7 @@ struct sa_server {
 	struct sa_conn **conn_by_id;    /* hash buckets */
 	struct sa_conn **conn_by_addr;  /* the same connections by transport and peer address */
 	struct sa_rx *rx;               /* datagram receive buffers */
-	struct sa_txn **txn_by_skey;
-	struct sa_txn **txn_by_branch;
+	struct sa_txn_index *txns;      /* lib/txn: transactions by server key and by branch, growing with them */
 	unsigned ntxns;
 	unsigned ntxns_peak;            /* since the heap was last trimmed */
 	size_t txn_bytes_peak;          /* bytes the transactions kept at most since then (sampled) */

@@ -24,7 +24,6 @@
 #include "server.h"
 #include "txn.h"
 
-#define TXN_BUCKETS 65536
 #define SWEEP_MS 250               /* how often finished transactions past their time are freed */
 
 /* Finished transactions wait in one list per lingering time, each in the
@@ -38,7 +37,7 @@ static const unsigned linger_ms[LINGER_CLASSES] = { SA_TXN_LINGER_2XX_MS, SA_TXN
 /* One proxied transaction: the server side (towards the sender) and the
  * client side (towards the next hop), RFC 3261 §16 and §17. */
 struct sa_txn {
-	struct sa_txn *snext, *cnext;
+	struct sa_txn_node node;       /* in srv->txns (lib/txn): by skey and by branch */
 	TAILQ_ENTRY(sa_txn) done;      /* completed ones, oldest first: the first to make room */
 	uint64_t done_ms;              /* when it finished; it goes LINGER[linger] later */
 	unsigned char linger;          /* which finished list: enum linger_class */
@@ -159,33 +158,23 @@ static int64_t wall_now(void)
 	return (int64_t)time(NULL);
 }
 
-static uint32_t hash_str(const char *s)
-{
-	uint32_t h = 2166136261u;
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 16777619u;
-	return h;
-}
-
 static bool is_trusted(struct sa_server *srv, const struct sa_flow *from);
 static const void *flow_addr(const struct sa_flow *fl, size_t *len);
 
 /* ---- transaction table ---- */
 
+#define TXN_OF(n) ((struct sa_txn *)((char *)(n) - offsetof(struct sa_txn, node)))
+
 static struct sa_txn *txn_by_skey(struct sa_server *srv, const char *key)
 {
-	for (struct sa_txn *t = srv->txn_by_skey[hash_str(key) % TXN_BUCKETS]; t; t = t->snext)
-		if (strcmp(t->skey, key) == 0)
-			return t;
-	return NULL;
+	struct sa_txn_node *n = sa_txn_index_by_skey(srv->txns, key);
+	return n ? TXN_OF(n) : NULL;
 }
 
 static struct sa_txn *txn_by_branch(struct sa_server *srv, const char *branch)
 {
-	for (struct sa_txn *t = srv->txn_by_branch[hash_str(branch) % TXN_BUCKETS]; t; t = t->cnext)
-		if (strcmp(t->branch, branch) == 0)
-			return t;
-	return NULL;
+	struct sa_txn_node *n = sa_txn_index_by_branch(srv->txns, branch);
+	return n ? TXN_OF(n) : NULL;
 }
 
 /* Give back the transaction's place in its source's and credential's budget. */
@@ -224,16 +213,7 @@ static void txn_fo_free(struct sa_txn *t)
 static void txn_free(struct sa_txn *t)
 {
 	struct sa_server *srv = t->srv;
-	struct sa_txn **pp = &srv->txn_by_skey[hash_str(t->skey) % TXN_BUCKETS];
-	while (*pp && *pp != t)
-		pp = &(*pp)->snext;
-	if (*pp)
-		*pp = t->snext;
-	pp = &srv->txn_by_branch[hash_str(t->branch) % TXN_BUCKETS];
-	while (*pp && *pp != t)
-		pp = &(*pp)->cnext;
-	if (*pp)
-		*pp = t->cnext;
+	sa_txn_index_remove(srv->txns, &t->node);
 	srv->ntxns--;
 	if (t->paced)
 		sa_pacer_cancel(srv->pacer, t->paced);
@@ -355,11 +335,9 @@ fail:
 	} else {
 		t->local = true;
 	}
-	uint32_t hs = hash_str(t->skey) % TXN_BUCKETS, hb = hash_str(t->branch) % TXN_BUCKETS;
-	t->snext = srv->txn_by_skey[hs];
-	srv->txn_by_skey[hs] = t;
-	t->cnext = srv->txn_by_branch[hb];
-	srv->txn_by_branch[hb] = t;
+	t->node.skey = t->skey;
+	t->node.branch = t->branch;
+	sa_txn_index_add(srv->txns, &t->node);   /* both keys are set: it cannot refuse */
 	srv->ntxns++;
 	srv->nactive++;
 	if (srv->ntxns > srv->ntxns_peak)
@@ -761,29 +739,13 @@ static void fo_arm(struct sa_txn *t)
 		evtimer_add(t->fo->timer, &tv);
 }
 
-static void branch_unlink(struct sa_txn *t)
-{
-	struct sa_txn **pp = &t->srv->txn_by_branch[hash_str(t->branch) % TXN_BUCKETS];
-	while (*pp && *pp != t)
-		pp = &(*pp)->cnext;
-	if (*pp)
-		*pp = t->cnext;
-}
-
-static void branch_link(struct sa_txn *t)
-{
-	uint32_t hb = hash_str(t->branch) % TXN_BUCKETS;
-	t->cnext = t->srv->txn_by_branch[hb];
-	t->srv->txn_by_branch[hb] = t;
-}
-
 /* A new branch for the next gateway: answers to the old one no longer match. */
 static void txn_rebranch(struct sa_txn *t)
 {
-	branch_unlink(t);
+	sa_txn_index_branch_out(t->srv->txns, &t->node);
 	if (sa_txn_branch_new(t->branch) < 0)
 		t->branch[SA_TXN_BRANCH_LEN - 1] ^= 1;   /* no randomness left: still a new branch */
-	branch_link(t);
+	sa_txn_index_branch_in(t->srv->txns, &t->node);
 }
 
 /* Failover leaves a gateway that stayed silent, but the INVITE may have
@@ -809,14 +771,14 @@ static void fo_abandon(struct sa_txn *t)
 	a->started_ms = t->started_ms;
 	memcpy(copy, t->req, t->req_len);
 	txn_keep(a, &a->req, &a->req_len, copy, t->req_len);
-	branch_unlink(a);
-	branch_unlink(t);
+	sa_txn_index_branch_out(t->srv->txns, &a->node);
+	sa_txn_index_branch_out(t->srv->txns, &t->node);
 	char b[sizeof(t->branch)];
 	memcpy(b, a->branch, sizeof(b));
 	memcpy(a->branch, t->branch, sizeof(b));
 	memcpy(t->branch, b, sizeof(b));
-	branch_link(a);
-	branch_link(t);
+	sa_txn_index_branch_in(t->srv->txns, &a->node);
+	sa_txn_index_branch_in(t->srv->txns, &t->node);
 	txn_arm(a, 64 * SA_TXN_T1_MS);
 }
 
@@ -2106,8 +2068,7 @@ unsigned sa_sip_in_flight(const struct sa_server *srv)
 
 int sa_sip_init(struct sa_server *srv)
 {
-	srv->txn_by_skey = calloc(TXN_BUCKETS, sizeof(*srv->txn_by_skey));
-	srv->txn_by_branch = calloc(TXN_BUCKETS, sizeof(*srv->txn_by_branch));
+	srv->txns = sa_txn_index_new();
 	srv->calls = sa_calls_new();
 	srv->trunks = sa_trunk_table_new();
 	TAILQ_INIT(&srv->txn_ringing);
@@ -2116,7 +2077,7 @@ int sa_sip_init(struct sa_server *srv)
 	srv->txn_budget = sa_txn_budget_new(srv->cfg.max_transactions);
 	for (int c = 0; c < LINGER_CLASSES; c++)
 		TAILQ_INIT(&srv->txn_done[c]);
-	if (!srv->txn_by_skey || !srv->txn_by_branch || !srv->calls || !srv->trunks || !srv->abuse || !srv->txn_budget ||
+	if (!srv->txns || !srv->calls || !srv->trunks || !srv->abuse || !srv->txn_budget ||
 	    RAND_bytes(srv->tag_key, sizeof(srv->tag_key)) != 1)
 		return -1;
 	if (sa_gateways_start(srv) < 0)
@@ -2138,20 +2099,23 @@ int sa_sip_init(struct sa_server *srv)
 	return 0;
 }
 
+static void txn_drained(struct sa_txn_node *n, void *arg)
+{
+	(void)arg;
+	txn_free(TXN_OF(n));
+}
+
 void sa_sip_shutdown(struct sa_server *srv)
 {
-	if (srv->txn_by_skey)
-		for (unsigned b = 0; b < TXN_BUCKETS; b++)
-			while (srv->txn_by_skey[b])
-				txn_free(srv->txn_by_skey[b]);
-	free(srv->txn_by_skey);
-	free(srv->txn_by_branch);
+	if (srv->txns)
+		sa_txn_index_drain(srv->txns, txn_drained, NULL);
+	sa_txn_index_free(srv->txns);
+	srv->txns = NULL;
 	if (srv->pace_timer)
 		event_free(srv->pace_timer);
 	srv->pace_timer = NULL;
 	sa_pacer_free(srv->pacer);
 	srv->pacer = NULL;
-	srv->txn_by_skey = srv->txn_by_branch = NULL;
 	if (srv->txn_sweep)
 		event_free(srv->txn_sweep);
 	srv->txn_sweep = NULL;

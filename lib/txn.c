@@ -95,6 +95,176 @@ char *sa_txn_cancelled_key(const struct sa_msg *m, char out[SA_TXN_KEY_MAX])
 	return key_make(m, "INVITE", out);
 }
 
+/* ---- the index ---- */
+
+#define INDEX_MIN_BUCKETS 1024
+
+struct sa_txn_index {
+	struct sa_txn_node **by_skey, **by_branch;
+	size_t buckets;           /* both tables: a power of two */
+	size_t count;
+};
+
+static size_t str_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;   /* FNV-1a */
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return (size_t)(h ^ (h >> 29));
+}
+
+struct sa_txn_index *sa_txn_index_new(void)
+{
+	struct sa_txn_index *x = calloc(1, sizeof(*x));
+	if (!x)
+		return NULL;
+	x->buckets = INDEX_MIN_BUCKETS;
+	x->by_skey = calloc(x->buckets, sizeof(*x->by_skey));
+	x->by_branch = calloc(x->buckets, sizeof(*x->by_branch));
+	if (!x->by_skey || !x->by_branch) {
+		sa_txn_index_free(x);
+		return NULL;
+	}
+	return x;
+}
+
+void sa_txn_index_free(struct sa_txn_index *x)
+{
+	if (!x)
+		return;
+	free(x->by_skey);
+	free(x->by_branch);
+	free(x);
+}
+
+static struct sa_txn_node **skey_slot(const struct sa_txn_index *x, const char *skey)
+{
+	return &x->by_skey[str_hash(skey) & (x->buckets - 1)];
+}
+
+static struct sa_txn_node **branch_slot(const struct sa_txn_index *x, const char *branch)
+{
+	return &x->by_branch[str_hash(branch) & (x->buckets - 1)];
+}
+
+static void link_skey(struct sa_txn_index *x, struct sa_txn_node *n)
+{
+	struct sa_txn_node **b = skey_slot(x, n->skey);
+	n->skey_next = *b;
+	*b = n;
+}
+
+static void link_branch(struct sa_txn_index *x, struct sa_txn_node *n)
+{
+	struct sa_txn_node **b = branch_slot(x, n->branch);
+	n->branch_next = *b;
+	*b = n;
+}
+
+/* Twice the buckets, every node relinked; on allocation failure the index
+ * stays as it is (slower, still right). */
+static void grow(struct sa_txn_index *x)
+{
+	size_t old = x->buckets;
+	struct sa_txn_node **s = calloc(old * 2, sizeof(*s)), **b = calloc(old * 2, sizeof(*b));
+	if (!s || !b) {
+		free(s);
+		free(b);
+		return;
+	}
+	struct sa_txn_node **os = x->by_skey, **ob = x->by_branch;
+	x->by_skey = s;
+	x->by_branch = b;
+	x->buckets = old * 2;
+	for (size_t i = 0; i < old; i++) {
+		for (struct sa_txn_node *n = os[i], *next; n; n = next) {
+			next = n->skey_next;
+			link_skey(x, n);
+		}
+		for (struct sa_txn_node *n = ob[i], *next; n; n = next) {
+			next = n->branch_next;
+			link_branch(x, n);
+		}
+	}
+	free(os);
+	free(ob);
+}
+
+int sa_txn_index_add(struct sa_txn_index *x, struct sa_txn_node *n)
+{
+	if (!n->skey || !n->branch)
+		return -1;
+	if (x->count + 1 > 2 * x->buckets)
+		grow(x);
+	link_skey(x, n);
+	link_branch(x, n);
+	x->count++;
+	return 0;
+}
+
+static void unlink_branch(struct sa_txn_index *x, struct sa_txn_node *n)
+{
+	struct sa_txn_node **pp = branch_slot(x, n->branch);
+	while (*pp && *pp != n)
+		pp = &(*pp)->branch_next;
+	if (*pp)
+		*pp = n->branch_next;
+}
+
+void sa_txn_index_remove(struct sa_txn_index *x, struct sa_txn_node *n)
+{
+	struct sa_txn_node **pp = skey_slot(x, n->skey);
+	while (*pp && *pp != n)
+		pp = &(*pp)->skey_next;
+	if (!*pp)
+		return;   /* not indexed */
+	*pp = n->skey_next;
+	unlink_branch(x, n);
+	x->count--;
+}
+
+void sa_txn_index_branch_out(struct sa_txn_index *x, struct sa_txn_node *n)
+{
+	unlink_branch(x, n);
+}
+
+void sa_txn_index_branch_in(struct sa_txn_index *x, struct sa_txn_node *n)
+{
+	link_branch(x, n);
+}
+
+struct sa_txn_node *sa_txn_index_by_skey(const struct sa_txn_index *x, const char *skey)
+{
+	for (struct sa_txn_node *n = *skey_slot(x, skey); n; n = n->skey_next)
+		if (strcmp(n->skey, skey) == 0)
+			return n;
+	return NULL;
+}
+
+struct sa_txn_node *sa_txn_index_by_branch(const struct sa_txn_index *x, const char *branch)
+{
+	for (struct sa_txn_node *n = *branch_slot(x, branch); n; n = n->branch_next)
+		if (strcmp(n->branch, branch) == 0)
+			return n;
+	return NULL;
+}
+
+size_t sa_txn_index_count(const struct sa_txn_index *x)
+{
+	return x->count;
+}
+
+void sa_txn_index_drain(struct sa_txn_index *x, void (*fn)(struct sa_txn_node *n, void *arg), void *arg)
+{
+	for (size_t i = 0; i < x->buckets; i++) {
+		struct sa_txn_node *n;
+		while ((n = x->by_skey[i])) {
+			sa_txn_index_remove(x, n);
+			fn(n, arg);
+		}
+	}
+}
+
 /* ---- states ---- */
 
 enum sa_txn_state sa_txn_initial(enum sa_method method)

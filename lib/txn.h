@@ -51,6 +51,36 @@ unsigned sa_txn_timer_c(int upstream_status);
 char *sa_txn_server_key(const struct sa_msg *m, char out[SA_TXN_KEY_MAX]);
 char *sa_txn_cancelled_key(const struct sa_msg *m, char out[SA_TXN_KEY_MAX]);
 
+/* ---- the transaction index: by server key and by our branch ----
+ *
+ * Intrusive: the daemon's transaction embeds a node; the index links nodes
+ * and never owns them. Both tables double their buckets when they hold twice
+ * as many entries, so a lookup stays O(1) at any load (no fixed size that
+ * a sustained call rate outgrows). */
+struct sa_txn_node {
+	struct sa_txn_node *skey_next, *branch_next;
+	const char *skey;         /* the request's server key (sa_txn_server_key), or ours for local ones */
+	const char *branch;       /* the branch of our request towards the next hop */
+};
+
+struct sa_txn_index;
+
+struct sa_txn_index *sa_txn_index_new(void);
+/* Frees the index, not the nodes. */
+void sa_txn_index_free(struct sa_txn_index *x);
+/* Index n by its skey and branch (both set). 0, or -1 out of memory (n not indexed). */
+int sa_txn_index_add(struct sa_txn_index *x, struct sa_txn_node *n);
+void sa_txn_index_remove(struct sa_txn_index *x, struct sa_txn_node *n);
+/* n's branch changes (a new client transaction for the next gateway): take it
+ * out of the branch index under the old branch, change it, put it back. */
+void sa_txn_index_branch_out(struct sa_txn_index *x, struct sa_txn_node *n);
+void sa_txn_index_branch_in(struct sa_txn_index *x, struct sa_txn_node *n);
+struct sa_txn_node *sa_txn_index_by_skey(const struct sa_txn_index *x, const char *skey);
+struct sa_txn_node *sa_txn_index_by_branch(const struct sa_txn_index *x, const char *branch);
+size_t sa_txn_index_count(const struct sa_txn_index *x);
+/* Unindex every node and hand each to fn (which may free it): shutdown. */
+void sa_txn_index_drain(struct sa_txn_index *x, void (*fn)(struct sa_txn_node *n, void *arg), void *arg);
+
 /* ---- the client side's states (RFC 3261 §17.1, RFC 6026 §7.2) ---- */
 
 enum sa_txn_state {

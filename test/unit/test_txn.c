@@ -345,6 +345,71 @@ START_TEST(server_transaction_keys)
 }
 END_TEST
 
+/* ---- the index ---- */
+
+struct entry {
+	struct sa_txn_node node;
+	char skey[32], branch[32];
+	int drained;
+};
+
+static void drained_cb(struct sa_txn_node *n, void *arg)
+{
+	((struct entry *)n)->drained++;
+	(*(int *)arg)++;
+}
+
+START_TEST(the_index_grows_and_finds_every_transaction_by_both_keys)
+{
+	enum { N = 20000 };
+	struct sa_txn_index *x = sa_txn_index_new();
+	struct entry *e = calloc(N, sizeof(*e));
+	ck_assert_ptr_nonnull(x);
+	ck_assert_ptr_nonnull(e);
+	for (int i = 0; i < N; i++) {
+		snprintf(e[i].skey, sizeof(e[i].skey), "z9hG4bK%d|h:5060|INVITE", i);
+		snprintf(e[i].branch, sizeof(e[i].branch), "z9hG4bKours%d", i);
+		e[i].node.skey = e[i].skey;
+		e[i].node.branch = e[i].branch;
+		ck_assert_int_eq(sa_txn_index_add(x, &e[i].node), 0);
+	}
+	ck_assert_uint_eq(sa_txn_index_count(x), N);
+	for (int i = 0; i < N; i += 7) {
+		ck_assert_ptr_eq(sa_txn_index_by_skey(x, e[i].skey), &e[i].node);
+		ck_assert_ptr_eq(sa_txn_index_by_branch(x, e[i].branch), &e[i].node);
+	}
+	ck_assert_ptr_null(sa_txn_index_by_skey(x, "z9hG4bKnone|h:5060|INVITE"));
+	ck_assert_ptr_null(sa_txn_index_by_branch(x, "z9hG4bKours-1"));
+	/* every third goes: the others stay found, the gone ones are not */
+	for (int i = 0; i < N; i += 3)
+		sa_txn_index_remove(x, &e[i].node);
+	sa_txn_index_remove(x, &e[0].node);   /* twice: nothing happens */
+	ck_assert_uint_eq(sa_txn_index_count(x), N - (N + 2) / 3);
+	for (int i = 0; i < N; i++) {
+		struct sa_txn_node *want = i % 3 ? &e[i].node : NULL;
+		ck_assert_ptr_eq(sa_txn_index_by_skey(x, e[i].skey), want);
+		ck_assert_ptr_eq(sa_txn_index_by_branch(x, e[i].branch), want);
+	}
+	/* a new branch (failover to the next gateway): found by it, not by the old */
+	sa_txn_index_branch_out(x, &e[1].node);
+	snprintf(e[1].branch, sizeof(e[1].branch), "z9hG4bKnext");
+	sa_txn_index_branch_in(x, &e[1].node);
+	ck_assert_ptr_eq(sa_txn_index_by_branch(x, "z9hG4bKnext"), &e[1].node);
+	ck_assert_ptr_null(sa_txn_index_by_branch(x, "z9hG4bKours1"));
+	ck_assert_ptr_eq(sa_txn_index_by_skey(x, e[1].skey), &e[1].node);
+	/* drained: each remaining one handed out once, none left */
+	int n = 0;
+	sa_txn_index_drain(x, drained_cb, &n);
+	ck_assert_int_eq(n, N - (N + 2) / 3);
+	for (int i = 0; i < N; i++)
+		ck_assert_int_eq(e[i].drained, i % 3 ? 1 : 0);
+	ck_assert_uint_eq(sa_txn_index_count(x), 0);
+	ck_assert_ptr_null(sa_txn_index_by_skey(x, e[1].skey));
+	sa_txn_index_free(x);
+	free(e);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("txn");
@@ -356,6 +421,7 @@ int main(void)
 	tcase_add_test(tc, lingering_times);
 	tcase_add_test(tc, our_answers_to_tag);
 	tcase_add_test(tc, server_transaction_keys);
+	tcase_add_test(tc, the_index_grows_and_finds_every_transaction_by_both_keys);
 	tcase_add_test(tc, branches_are_random_and_carry_the_cookie);
 	tcase_add_test(tc, timer_a_doubles_and_timer_b_answers_408);
 	tcase_add_test(tc, timer_e_caps_at_t2_and_timer_f_sends_no_408);
