@@ -1,6 +1,7 @@
 /* cluster.c: fleet mode: PostgreSQL's change log applied to the local store, and the node's heartbeat. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,46 @@
 #define QUERY_TIMEOUT_MS 5000    /* a connection or query this long without an answer is dropped */
 
 enum conn_state { CS_DOWN, CS_CONNECTING, CS_UP, CS_REFUSED };
-enum step { ST_IDLE, ST_HELLO, ST_CHANGES, ST_SNAPSHOT, ST_HEARTBEAT, ST_APPLYING };
+enum step { ST_IDLE, ST_HELLO, ST_CHANGES, ST_SNAPSHOT, ST_HEARTBEAT, ST_APPLYING, ST_REG_LOAD, ST_REG_PUT };
+
+/*
+ * Registrations. A binding is owned by the node that holds the PBX's flow
+ * and is written by it alone (sa_cluster_binding_changed: the credentials
+ * whose bindings changed, written together at the next look). The other
+ * nodes learn it from the change log (insert, delete, or a move to another
+ * owner: a refresh is not logged) into `remote`, in memory on the loop, so
+ * an inbound call finds its owner without asking the database. remote is
+ * loaded whole at each connection and after a resync, then kept by the
+ * feed's rows newer than the load.
+ *
+ * An owner is alive while its heartbeat_at (seconds, written each second)
+ * keeps moving: each heartbeat answer lists the other nodes, and a node
+ * whose value has not moved for STALE_MS here is skipped. Counting from
+ * our own sightings, not the database's seconds, puts a stopped node's end
+ * at most STALE_MS + 2 ticks after its last beat (about 5.5 s), within the
+ * 6 s the fleet promises.
+ */
+#define STALE_MS 3500
+#define NODES_MAX 64
+#define REMOTE_BUCKETS 1024
+#define DIRTY_MAX 4096           /* credentials waiting to be written; more are dropped (logged) */
+#define PUT_MAX 256              /* credentials per write */
+
+struct fleet_node {
+	char name[SA_NODE_MAX];
+	char proto[8], host[64], port[8];   /* its address, udp:HOST:PORT */
+	int family;
+	unsigned char addr[16];
+	int64_t beat;                /* its heartbeat_at at the last answer */
+	uint64_t moved_ms;           /* when its heartbeat was last seen to move */
+	bool listed;                 /* in the last answer */
+};
+
+struct remote {
+	struct remote *next;         /* same bucket (by trunk) */
+	struct sa_binding b;
+	char node[SA_NODE_MAX];
+};
 
 static const char *const state_names[] = {
 	[CS_DOWN] = "down", [CS_CONNECTING] = "connecting", [CS_UP] = "up", [CS_REFUSED] = "refused",
@@ -59,6 +99,7 @@ struct sa_cluster {
 	struct event *io;            /* PQsocket: read while up; read or write while connecting */
 	struct event *wr;            /* PQsocket: write, while libpq holds output it could not send */
 	struct event *tick;
+	struct event *kick;          /* bindings changed: write them from the loop's next turn */
 	bool again;                  /* woken while busy: look again once idle */
 	bool resync;                 /* the next look takes the whole database */
 	bool hello_seen;             /* the hello's domain came */
@@ -69,6 +110,19 @@ struct sa_cluster {
 	PGresult *rows;              /* the rows of the query in flight */
 	char address[96];
 	struct sa_metrics_fleet stats;
+	/* registrations */
+	bool beat_ok;                /* our nodes row is there (registrations refer to it) */
+	bool reg_load;               /* the next look loads the other nodes' bindings */
+	uint64_t reg_seq;            /* the sequence remote is as of */
+	uint64_t view_ms;            /* the last heartbeat answer */
+	struct fleet_node nodes[NODES_MAX];
+	unsigned nnodes;
+	struct remote *remote[REMOTE_BUCKETS];
+	unsigned nremote;
+	char (*dirty)[SA_ID_MAX];    /* credentials whose bindings changed here */
+	unsigned ndirty;
+	unsigned put_count;          /* credentials in the write in flight */
+	bool dirty_dropped;          /* logged once until the set empties */
 };
 
 static void look(struct sa_cluster *c);
@@ -189,6 +243,7 @@ static void up(struct sa_cluster *c)
 		return;
 	}
 	c->hello_seen = c->hello_ok = false;
+	c->reg_load = true;
 	send_query(c, ST_HELLO, "LISTEN " SA_PG_CHANNEL "; SELECT value FROM settings WHERE name = 'domain'", 0, NULL);
 }
 
@@ -240,6 +295,332 @@ static void hello_result(struct sa_cluster *c, PGresult *r)
 		        domain[0] ? domain : "(not initialised)", c->srv->domain);
 }
 
+static const char *step_name(enum step st)
+{
+	static const char *const names[] = {
+		[ST_IDLE] = "idle", [ST_HELLO] = "hello", [ST_CHANGES] = "changes", [ST_SNAPSHOT] = "snapshot",
+		[ST_HEARTBEAT] = "heartbeat", [ST_APPLYING] = "applying", [ST_REG_LOAD] = "registrations_load",
+		[ST_REG_PUT] = "registrations_write",
+	};
+	return names[st];
+}
+
+/* ---- the other nodes ---- */
+
+/* "udp:HOST:PORT" (HOST may be [v6]) into the node's parts; false when it is not one. */
+static bool node_address_parse(struct fleet_node *n, const char *address)
+{
+	const char *colon = strchr(address, ':'), *host, *end;
+	size_t hlen;
+
+	if (colon == NULL || (size_t)(colon - address) >= sizeof(n->proto))
+		return false;
+	snprintf(n->proto, sizeof(n->proto), "%.*s", (int)(colon - address), address);
+	host = colon + 1;
+	if (*host == '[') {
+		end = strchr(++host, ']');
+		if (end == NULL || end[1] != ':')
+			return false;
+		hlen = (size_t)(end - host);
+		end++;
+	} else {
+		end = strrchr(host, ':');
+		if (end == NULL)
+			return false;
+		hlen = (size_t)(end - host);
+	}
+	if (hlen == 0 || hlen >= sizeof(n->host) || strlen(end + 1) == 0 || strlen(end + 1) >= sizeof(n->port))
+		return false;
+	snprintf(n->host, sizeof(n->host), "%.*s", (int)hlen, host);
+	snprintf(n->port, sizeof(n->port), "%s", end + 1);
+	n->family = strchr(n->host, ':') ? AF_INET6 : AF_INET;
+	return inet_pton(n->family, n->host, n->addr) == 1;
+}
+
+static struct fleet_node *node_find(struct sa_cluster *c, const char *name)
+{
+	for (unsigned i = 0; i < c->nnodes; i++)
+		if (strcmp(c->nodes[i].name, name) == 0)
+			return &c->nodes[i];
+	return NULL;
+}
+
+/* Alive: its heartbeat moved within STALE_MS of our last look at the
+ * nodes (while the database is away, the view stays as it was). */
+static bool node_alive(const struct sa_cluster *c, const struct fleet_node *n)
+{
+	uint64_t ref = c->state == CS_UP ? sa_now_ms() : c->view_ms;
+
+	return n->listed && ref - n->moved_ms <= STALE_MS;
+}
+
+/* One node of the heartbeat's answer: [name, address, heartbeat_at]. */
+static void node_seen(struct sa_cluster *c, json_t *row, int64_t db_now, uint64_t now_ms)
+{
+	const char *name = json_string_value(json_array_get(row, 0));
+	const char *address = json_string_value(json_array_get(row, 1));
+	int64_t beat = json_integer_value(json_array_get(row, 2));
+	struct fleet_node *n = name ? node_find(c, name) : NULL;
+
+	if (name == NULL || address == NULL || strlen(name) >= SA_NODE_MAX)
+		return;
+	if (n == NULL && c->nnodes < NODES_MAX) {
+		n = &c->nodes[c->nnodes++];
+		memset(n, 0, sizeof(*n));
+		snprintf(n->name, sizeof(n->name), "%s", name);
+		/* first sight: it moved as long ago as the database says it beat */
+		int64_t age = db_now - beat;
+		n->moved_ms = now_ms - (uint64_t)(age > 0 ? (age < 60 ? age : 60) * 1000 : 0);
+		n->beat = beat;
+		log_info("event=cluster_node_seen node=%s other=%s address=%s", c->srv->cfg.cluster_node, name, address);
+	}
+	if (n == NULL)
+		return;
+	if (!node_address_parse(n, address))
+		n->host[0] = '\0';
+	if (beat != n->beat) {
+		if (!node_alive(c, n))
+			log_info("event=cluster_node_alive node=%s other=%s", c->srv->cfg.cluster_node, name);
+		n->beat = beat;
+		n->moved_ms = now_ms;
+	}
+	n->listed = true;
+}
+
+/* The heartbeat's list of the other nodes (those that beat within a minute). */
+static void nodes_seen(struct sa_cluster *c, const char *list, int64_t db_now)
+{
+	json_error_t e;
+	json_t *a = json_loads(list, 0, &e), *row;
+	uint64_t now_ms = sa_now_ms();
+	size_t i;
+	bool alive[NODES_MAX];
+
+	if (!json_is_array(a)) {
+		json_decref(a);
+		return;
+	}
+	for (unsigned k = 0; k < c->nnodes; k++) {
+		alive[k] = node_alive(c, &c->nodes[k]);
+		c->nodes[k].listed = false;
+	}
+	json_array_foreach(a, i, row)
+		node_seen(c, row, db_now, now_ms);
+	json_decref(a);
+	c->view_ms = now_ms;
+	c->beat_ok = true;
+	for (unsigned k = 0; k < c->nnodes; k++)
+		if (alive[k] && !node_alive(c, &c->nodes[k]))
+			log_warn("event=cluster_node_stale node=%s other=%s silent_ms=%llu hint=\"its registrations are "
+			         "skipped until it beats again\"", c->srv->cfg.cluster_node, c->nodes[k].name,
+			         (unsigned long long)(now_ms - c->nodes[k].moved_ms));
+}
+
+bool sa_cluster_is_node(const struct sa_cluster *c, const struct sockaddr *sa)
+{
+	const void *a = sa->sa_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+	                                           : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+	size_t len = sa->sa_family == AF_INET6 ? 16 : 4;
+
+	for (unsigned i = 0; c != NULL && i < c->nnodes; i++)
+		if (c->nodes[i].host[0] && c->nodes[i].family == sa->sa_family && memcmp(c->nodes[i].addr, a, len) == 0)
+			return true;
+	return false;
+}
+
+/* ---- the other nodes' bindings ---- */
+
+static unsigned bucket_of(const char *trunk_id)
+{
+	uint32_t h = 2166136261u;
+
+	for (const unsigned char *p = (const unsigned char *)trunk_id; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h % REMOTE_BUCKETS;
+}
+
+static struct remote **remote_slot(struct sa_cluster *c, const struct sa_binding *b)
+{
+	struct remote **p = &c->remote[bucket_of(b->trunk_id)];
+
+	while (*p && (strcmp((*p)->b.cred_id, b->cred_id) != 0 || strcmp((*p)->b.contact, b->contact) != 0))
+		p = &(*p)->next;
+	return p;
+}
+
+static void remote_clear(struct sa_cluster *c)
+{
+	for (unsigned i = 0; i < REMOTE_BUCKETS; i++)
+		while (c->remote[i]) {
+			struct remote *r = c->remote[i];
+			c->remote[i] = r->next;
+			free(r);
+		}
+	c->nremote = 0;
+}
+
+/* One registrations row of the log (or of the load): the binding is
+ * another node's now, or nobody's (deleted, or ours). */
+static void remote_apply(struct sa_cluster *c, const char *op, const char *payload)
+{
+	struct sa_binding b;
+	char node[SA_NODE_MAX];
+
+	if (sa_pg_binding_decode(payload, &b, node, sizeof(node)) != SA_STORE_OK) {
+		log_warn("event=cluster_registration_unreadable node=%s", c->srv->cfg.cluster_node);
+		return;
+	}
+	struct remote **p = remote_slot(c, &b);
+	if (strcmp(op, "delete") == 0 || strcmp(node, c->srv->cfg.cluster_node) == 0) {
+		if (*p) {
+			struct remote *gone = *p;
+			*p = gone->next;
+			free(gone);
+			c->nremote--;
+		}
+		return;
+	}
+	if (*p == NULL) {
+		*p = calloc(1, sizeof(**p));
+		if (*p == NULL)
+			return;
+		c->nremote++;
+	}
+	(*p)->b = b;
+	snprintf((*p)->node, sizeof((*p)->node), "%s", node);
+	log_debug("event=cluster_registration node=%s owner=%s cred=%s trunk=%s", c->srv->cfg.cluster_node, node,
+	          b.cred_id, b.trunk_id);
+}
+
+static void remote_load(struct sa_cluster *c, PGresult *r)
+{
+	int n = PQntuples(r);
+
+	if (n == 0 || strcmp(PQgetvalue(r, 0, 1), "head") != 0)
+		return;
+	remote_clear(c);
+	c->reg_seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+	for (int i = 1; i < n; i++)
+		remote_apply(c, "insert", PQgetvalue(r, i, 3));
+	c->reg_load = false;
+	log_info("event=cluster_registrations_loaded node=%s seq=%llu remote=%u", c->srv->cfg.cluster_node,
+	         (unsigned long long)c->reg_seq, c->nremote);
+}
+
+/* The feed's registrations rows newer than the load, before the batch is applied. */
+static void remote_feed(struct sa_cluster *c, PGresult *r)
+{
+	for (int i = 1; i < PQntuples(r); i++) {
+		uint64_t seq = strtoull(PQgetvalue(r, i, 0), NULL, 10);
+		if (seq > c->reg_seq && strcmp(PQgetvalue(r, i, 1), "registrations") == 0) {
+			remote_apply(c, PQgetvalue(r, i, 2), PQgetvalue(r, i, 3));
+			c->reg_seq = seq;
+		}
+	}
+}
+
+int sa_cluster_remote_binding(struct sa_cluster *c, const char *trunk_id, struct sa_binding *out,
+                              struct sa_fleet_owner *to)
+{
+	const struct remote *best = NULL;
+	const struct fleet_node *owner = NULL;
+
+	for (const struct remote *r = c ? c->remote[bucket_of(trunk_id)] : NULL; r; r = r->next) {
+		const struct fleet_node *n = node_find(c, r->node);
+		if (strcmp(r->b.trunk_id, trunk_id) != 0 || n == NULL || !n->host[0] || !node_alive(c, n))
+			continue;
+		if (best == NULL || r->b.updated_at > best->b.updated_at) {
+			best = r;
+			owner = n;
+		}
+	}
+	if (best == NULL)
+		return -1;
+	*out = best->b;
+	snprintf(to->proto, sizeof(to->proto), "%s", owner->proto);
+	snprintf(to->host, sizeof(to->host), "%s", owner->host);
+	snprintf(to->port, sizeof(to->port), "%s", owner->port);
+	snprintf(to->node, sizeof(to->node), "%s", owner->name);
+	return 0;
+}
+
+/* ---- this node's bindings, to the database ---- */
+
+void sa_cluster_binding_changed(struct sa_cluster *c, const char *cred_id)
+{
+	if (c == NULL)
+		return;
+	for (unsigned i = 0; i < c->ndirty; i++)
+		if (strcmp(c->dirty[i], cred_id) == 0)
+			return;
+	if (c->ndirty == DIRTY_MAX) {
+		if (!c->dirty_dropped)
+			log_warn("event=cluster_registrations_behind node=%s hint=\"more than %d credentials wait to be "
+			         "written; the rest are written at their next REGISTER\"", c->srv->cfg.cluster_node, DIRTY_MAX);
+		c->dirty_dropped = true;
+		return;
+	}
+	snprintf(c->dirty[c->ndirty++], SA_ID_MAX, "%s", cred_id);
+	/* written from the loop's next turn: the caller may be inside a store
+	 * transaction (expiry), and what more changes meanwhile goes along */
+	if (c->kick != NULL)
+		event_active(c->kick, 0, 0);
+}
+
+static void kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	look(arg);
+}
+
+struct put {
+	json_t *rows;
+	int64_t now;
+	const char *node;
+};
+
+static int put_binding_cb(const struct sa_binding *b, void *arg)
+{
+	struct put *p = arg;
+	json_t *row = b->expires_at > p->now ? sa_pg_binding_json(b, p->node) : NULL;
+
+	if (row != NULL)
+		json_array_append_new(p->rows, row);
+	return 0;
+}
+
+/* Up to PUT_MAX credentials' bindings as they are in the store now, in one statement. */
+static void registrations_put(struct sa_cluster *c)
+{
+	struct put p = { .rows = json_array(), .now = (int64_t)time(NULL), .node = c->srv->cfg.cluster_node };
+	json_t *ids = json_array();
+	unsigned n = c->ndirty < PUT_MAX ? c->ndirty : PUT_MAX;
+	char *rows_text = NULL, *ids_text = NULL;
+
+	for (unsigned i = 0; p.rows && ids && i < n; i++) {
+		json_array_append_new(ids, json_string(c->dirty[i]));
+		sa_store_binding_list_credential(c->srv->store, c->dirty[i], put_binding_cb, &p);
+	}
+	if (p.rows && ids) {
+		rows_text = json_dumps(p.rows, JSON_COMPACT);
+		ids_text = json_dumps(ids, JSON_COMPACT);
+	}
+	memmove(c->dirty, c->dirty + n, (c->ndirty - n) * sizeof(*c->dirty));
+	c->ndirty -= n;
+	if (c->ndirty == 0)
+		c->dirty_dropped = false;
+	if (rows_text && ids_text) {
+		const char *params[] = { c->srv->cfg.cluster_node, rows_text, ids_text };
+		c->put_count = n;
+		log_debug("event=cluster_registrations_write node=%s credentials=%u bindings=%zu", c->srv->cfg.cluster_node,
+		          n, json_array_size(p.rows));
+		send_query(c, ST_REG_PUT, sa_pg_registrations_put_sql, 3, params);
+	}
+	free(rows_text);
+	free(ids_text);
+	json_decref(p.rows);
+	json_decref(ids);
+}
+
 /* One result of the query in flight. */
 /* The heartbeat's answer: how many nodes share the trunks' limits now. */
 static void nodes_alive(struct sa_cluster *c, const char *v)
@@ -260,16 +641,21 @@ static void result(struct sa_cluster *c, PGresult *r)
 
 	if (s == PGRES_TUPLES_OK && c->step == ST_HELLO)
 		hello_result(c, r);
-	else if (s == PGRES_TUPLES_OK && c->step == ST_HEARTBEAT && PQntuples(r) == 1 && PQnfields(r) == 1)
+	else if (s == PGRES_TUPLES_OK && c->step == ST_HEARTBEAT && PQntuples(r) == 1 && PQnfields(r) == 3) {
 		nodes_alive(c, PQgetvalue(r, 0, 0));
+		nodes_seen(c, PQgetvalue(r, 0, 1), strtoll(PQgetvalue(r, 0, 2), NULL, 10));
+	} else if (s == PGRES_TUPLES_OK && c->step == ST_REG_LOAD && PQnfields(r) == 5)
+		remote_load(c, r);
+	else if (s == PGRES_COMMAND_OK && c->step == ST_REG_PUT)
+		c->put_count = 0;
 	else if (s == PGRES_TUPLES_OK && PQnfields(r) == 5 && c->rows == NULL) {
 		c->rows = r;
 		return;
 	} else if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
 		char q[256], line[192];
 		c->stats.query_failures++;
-		log_err("event=cluster_query_failed node=%s error=\"%s\"", c->srv->cfg.cluster_node,
-		        sa_log_quote(one_line(PQresultErrorMessage(r), line, sizeof(line)), q, sizeof(q)));
+		log_err("event=cluster_query_failed node=%s step=%s error=\"%s\"", c->srv->cfg.cluster_node,
+		        step_name(c->step), sa_log_quote(one_line(PQresultErrorMessage(r), line, sizeof(line)), q, sizeof(q)));
 	}
 	PQclear(r);
 }
@@ -434,6 +820,10 @@ static void changes_done(struct sa_cluster *c, bool full)
 	uint64_t first = n > 1 ? strtoull(PQgetvalue(r, 1, 0), NULL, 10) : 0;
 	bool gap = !full && ((n == 1 && c->head != c->applied) || (n > 1 && first != c->applied + 1));
 	if (full || (n > 1 && !gap)) {
+		if (full)
+			c->reg_load = true;   /* the log no longer reaches back: load the bindings again too */
+		else
+			remote_feed(c, r);
 		apply_start(c, full, full ? c->head : strtoull(PQgetvalue(r, n - 1, 0), NULL, 10));
 		return;
 	}
@@ -465,6 +855,11 @@ static void query_done(struct sa_cluster *c)
 			return;
 		}
 		c->again = true;
+		break;
+	case ST_REG_LOAD:
+	case ST_REG_PUT:
+	case ST_HEARTBEAT:
+		c->again = true;   /* what waited behind it */
 		break;
 	case ST_CHANGES:
 	case ST_SNAPSHOT:
@@ -528,6 +923,16 @@ static void look(struct sa_cluster *c)
 		return;
 	}
 	c->again = false;
+	if (c->reg_load) {
+		const char *node[] = { c->srv->cfg.cluster_node };
+		send_query(c, ST_REG_LOAD, sa_pg_registrations_load_sql, 1, node);
+		return;
+	}
+	if (c->ndirty > 0 && c->beat_ok) {
+		registrations_put(c);
+		if (c->step != ST_IDLE)
+			return;
+	}
 	if (c->resync) {
 		send_query(c, ST_SNAPSHOT, sa_pg_snapshot_sql, 0, NULL);
 		return;
@@ -615,9 +1020,15 @@ int sa_cluster_start(struct sa_server *srv)
 		return -1;
 	}
 	c->srv = srv;
+	c->dirty = calloc(DIRTY_MAX, sizeof(*c->dirty));
+	if (c->dirty == NULL) {
+		free(c);
+		return -1;
+	}
 	address_pick(c);
 	c->tick = event_new(srv->base, -1, EV_PERSIST, tick_cb, c);
-	if (c->tick == NULL || event_add(c->tick, &tick) < 0) {
+	c->kick = event_new(srv->base, -1, 0, kick_cb, c);
+	if (c->tick == NULL || c->kick == NULL || event_add(c->tick, &tick) < 0) {
 		sa_cluster_stop(c);
 		return -1;
 	}
@@ -636,8 +1047,12 @@ void sa_cluster_stop(struct sa_cluster *c)
 	events_free(c);
 	if (c->tick)
 		event_free(c->tick);
+	if (c->kick)
+		event_free(c->kick);
 	PQclear(c->rows);
 	PQfinish(c->conn);
+	remote_clear(c);
+	free(c->dirty);
 	free(c);
 }
 

@@ -181,12 +181,23 @@ static void bindings_of_deleted(struct sa_server *srv)
 		*pos = done;   /* after a failed removal, the same tombstones again next tick */
 }
 
+/* A binding expired: its webhook, and in a fleet its row goes (the owner writes it). */
+static int binding_expired_cb(const struct sa_binding *b, void *arg)
+{
+	struct sa_server *srv = arg;
+
+#ifdef HAVE_LIBPQ
+	sa_cluster_binding_changed(srv->cluster, b->cred_id);
+#endif
+	return sa_webhooks_registration_expired(b, srv);
+}
+
 /* Periodic work: expire bindings, flush unsynced store writes. */
 static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sa_server *srv = arg;
 	bindings_of_deleted(srv);
-	int n = sa_store_binding_expire_each(srv->store, (int64_t)time(NULL), sa_webhooks_registration_expired, srv);
+	int n = sa_store_binding_expire_each(srv->store, (int64_t)time(NULL), binding_expired_cb, srv);
 	if (n > 0)
 		log_info("event=bindings_expired count=%d", n);
 	sa_sip_housekeeping(srv);

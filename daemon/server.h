@@ -209,6 +209,20 @@ int sa_cluster_mirror_init(struct sa_server *srv);
 int sa_cluster_start(struct sa_server *srv);
 void sa_cluster_stop(struct sa_cluster *c);
 void sa_cluster_stats(const struct sa_cluster *c, struct sa_metrics_fleet *s);
+/* Registrations across the fleet (the loop's calls; c NULL: a single host,
+ * nothing). The credential's bindings changed here: written to the database
+ * soon, coalesced. */
+void sa_cluster_binding_changed(struct sa_cluster *c, const char *cred_id);
+/* Is sa the address of a node of the fleet (from the nodes table)? */
+bool sa_cluster_is_node(const struct sa_cluster *c, const struct sockaddr *sa);
+/* The trunk's newest binding owned by another node that is alive, and that
+ * node's address: 0, or -1 when there is none. Memory only: no database. */
+struct sa_fleet_owner {
+	char node[64];
+	char proto[8], host[64], port[8];
+};
+int sa_cluster_remote_binding(struct sa_cluster *c, const char *trunk_id, struct sa_binding *out,
+                              struct sa_fleet_owner *to);
 
 /* http.c: the REST API, /dashboard, /healthz and /metrics on [api] listen
  * (and /metrics alone on [api] metrics_listen). No listen: nothing. 0 or -1. */

@@ -1367,9 +1367,54 @@ static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_ms
 
 /* ---- requests ---- */
 
+/* ---- the fleet (daemon/cluster.c; a single host has none) ---- */
+
+/* A request from another node of the fleet: a call it relays to a PBX registered here. */
+static bool from_fleet_node(struct sa_server *srv, const struct sa_flow *from)
+{
+#ifdef HAVE_LIBPQ
+	return srv->cluster != NULL && sa_cluster_is_node(srv->cluster, &from->ss.sa);
+#else
+	(void)srv;
+	(void)from;
+	return false;
+#endif
+}
+
+static void fleet_binding_changed(struct sa_server *srv, const char *cred_id)
+{
+#ifdef HAVE_LIBPQ
+	sa_cluster_binding_changed(srv->cluster, cred_id);
+#else
+	(void)srv;
+	(void)cred_id;
+#endif
+}
+
+/* The trunk's binding at another node, when it should take the call: there
+ * is no binding here, or the PBX registered there after it did here (it
+ * moved). Its owner's address in *owner. */
+static bool fleet_remote_binding(struct sa_server *srv, const char *trunk, const struct sa_binding *local,
+                                 struct sa_binding *out, struct sa_flow *owner, char *node, size_t nodelen)
+{
+#ifdef HAVE_LIBPQ
+	struct sa_fleet_owner to;
+	if (srv->cluster == NULL || sa_cluster_remote_binding(srv->cluster, trunk, out, &to) < 0)
+		return false;
+	if (local != NULL && local->updated_at >= out->updated_at)
+		return false;
+	snprintf(node, nodelen, "%s", to.node);
+	return flow_for_text(srv, to.proto, to.host, to.port, owner) == 0;
+#else
+	(void)srv, (void)trunk, (void)local, (void)out, (void)owner, (void)node, (void)nodelen;
+	return false;
+#endif
+}
+
 static bool is_trusted(struct sa_server *srv, const struct sa_flow *from)
 {
-	return sa_config_trusted(&srv->cfg, &from->ss.sa) || sa_gateways_trusted_name(srv, &from->ss.sa);
+	return sa_config_trusted(&srv->cfg, &from->ss.sa) || sa_gateways_trusted_name(srv, &from->ss.sa) ||
+	       from_fleet_node(srv, from);
 }
 
 /* The source address bytes of a flow, for the abuse table. */
@@ -1582,6 +1627,8 @@ static void handle_register(struct sa_server *srv, const struct sa_msg *m, const
 	peer_of(from, addr, sizeof(addr), &peer);
 	sa_registrar_apply(srv->store, &srv->cfg.reg, m, who->retransmission, cred, who->password_version, &peer,
 	                   wall_now(), &res);
+	if (res.status == 200)
+		fleet_binding_changed(srv, cred->id);   /* the fleet learns who holds the PBX's flow */
 	if (res.status == 200 && (res.added || res.removed)) {
 		srv->metrics.registrations++;
 		log_info("event=register cred=%s trunk=%s src=%s:%u proto=%s added=%d removed=%d",
@@ -1590,6 +1637,32 @@ static void handle_register(struct sa_server *srv, const struct sa_msg *m, const
 			sa_webhooks_registration_created(srv, cred, addr, peer.port, peer.transport, res.added);
 	}
 	reply(srv, m, from, res.status, res.reason, res.headers, NULL);
+}
+
+/* Inbound for a PBX whose flow another node holds: to that node, which
+ * sends it down the flow (RFC 3327's pattern: our Via and Record-Route keep
+ * the answers and the dialog on this path). The owner counts the call
+ * against the trunk's channels and lists it; here it is only passed on.
+ * false: no other node should take it. */
+static bool relay_to_owner(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                           const char *trunk, const struct sa_binding *local)
+{
+	struct sa_binding rb;
+	struct sa_flow owner;
+	char node[64];
+
+	if (!fleet_remote_binding(srv, trunk, local, &rb, &owner, node, sizeof(node)))
+		return false;
+	if (m->method == SA_M_INVITE && sa_calls_count(srv->calls) >= srv->cfg.max_calls) {
+		reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
+		return true;
+	}
+	log_info("event=relay method=%s call_id=\"%s\" trunk=%s cred=%s owner=%s", m->method_name, LOGQ(m->call_id),
+	         trunk, rb.cred_id, node);
+	struct call_owner own = { .cred_id = rb.cred_id, .trunk_id = "", .inbound = true };
+	forward(srv, m, from, &owner, NULL, routes_to_us(srv, m), NULL, &own, rb.cred_id);
+	srv->metrics.fleet_relayed++;
+	return true;
 }
 
 /* Inbound: the gateway calls a trunk: to its most recent registration. */
@@ -1603,7 +1676,12 @@ static void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const 
 		reject(srv, m, from, 404, NULL, NULL, "not a trunk host");
 		return;
 	}
-	if (sa_registrar_lookup(srv->store, trunk, wall_now(), &b) != 0) {
+	bool local = sa_registrar_lookup(srv->store, trunk, wall_now(), &b) == 0;
+	/* a call another node relays is for a PBX registered here, or for none:
+	 * never relayed on (two nodes could pass it back and forth) */
+	if (!from_fleet_node(srv, from) && relay_to_owner(srv, m, from, trunk, local ? &b : NULL))
+		return;
+	if (!local) {
 		reject(srv, m, from, 480, NULL, NULL, "trunk not registered");
 		return;
 	}

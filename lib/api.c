@@ -22,7 +22,8 @@
 #ifdef HAVE_LIBPQ
 #include "pgstore.h"
 /* Fleet mode: trunks, policies and credentials are the database's (ctx->pg);
- * keys, registrations, failures, calls and idempotency stay the node's. */
+ * so are registrations (each with its owning node). Keys, failures, calls and
+ * idempotency stay the node's. */
 #define SOR(ctx, pgcall, stcall) ((ctx)->pg != NULL ? (pgcall) : (stcall))
 #else
 #define SOR(ctx, pgcall, stcall) (stcall)
@@ -825,6 +826,7 @@ struct bindings {
 	unsigned limit;
 	const struct reg_pos *after;   /* NULL: from the first */
 	int64_t now;
+	char (*node)[64];              /* fleet mode: each binding's owner */
 };
 
 static int binding_cb(const struct sa_binding *b, void *arg)
@@ -853,7 +855,30 @@ static int binding_cb(const struct sa_binding *b, void *arg)
 	return 0;
 }
 
-static json_t *binding_json(const struct sa_api_ctx *ctx, const struct sa_binding *b)
+#ifdef HAVE_LIBPQ
+/* Fleet mode: the database's bindings, each with the node that holds its flow. */
+static int fleet_binding_cb(const struct sa_binding *b, const char *node, void *arg)
+{
+	struct bindings *bs = arg;
+	size_t n = bs->n, cap = bs->cap;
+	int stop = binding_cb(b, bs);
+
+	if (bs->n == n)
+		return stop;
+	if (bs->cap != cap || bs->node == NULL) {
+		char (*nn)[64] = realloc(bs->node, bs->cap * sizeof *nn);
+		if (nn == NULL) {
+			bs->failed = true;
+			return 1;
+		}
+		bs->node = nn;
+	}
+	snprintf(bs->node[n], sizeof bs->node[n], "%s", node);
+	return stop;
+}
+#endif
+
+static json_t *binding_json(const struct sa_api_ctx *ctx, const struct sa_binding *b, const char *node)
 {
 	struct sa_credential c;
 	char id[SA_API_CURSOR_MAX];
@@ -873,6 +898,10 @@ static json_t *binding_json(const struct sa_api_ctx *ctx, const struct sa_bindin
 	              "user_agent", sa_api_net_string(b->user_agent),
 	              "registered_at", sa_api_rfc3339(b->registered_at), "updated_at", sa_api_rfc3339(b->updated_at),
 	              "expires_at", sa_api_rfc3339(b->expires_at), "password_version", (json_int_t)b->password_version);
+	if (o != NULL && node != NULL && json_object_set_new(o, "node", json_string(node)) < 0) {
+		json_decref(o);
+		o = NULL;
+	}
 	return o;
 }
 
@@ -887,13 +916,16 @@ static void registrations_list(const struct sa_api_ctx *ctx, const struct sa_api
 		cursor_unknown(r, &l, "a registration (reg_...)");
 		return;
 	}
-	int err = sa_store_binding_list_trunk(ctx->store, t->trunk, binding_cb, &bs);
+	/* fleet mode: every node's bindings, from the database */
+	int err = SOR(ctx, sa_pg_registration_list_trunk(ctx->pg, t->trunk, req->now, fleet_binding_cb, &bs),
+	              sa_store_binding_list_trunk(ctx->store, t->trunk, binding_cb, &bs));
 	l.has_more = bs.has_more;
 
 	for (size_t i = 0; err == SA_STORE_OK && !bs.failed && !l.failed && i < bs.n; i++)
-		l.failed = !append(l.data, binding_json(ctx, &bs.b[i]));
+		l.failed = !append(l.data, binding_json(ctx, &bs.b[i], bs.node != NULL ? bs.node[i] : NULL));
 	l.failed = l.failed || bs.failed;
 	free(bs.b);
+	free(bs.node);
 	respond_listing(r, &l, err);
 }
 

@@ -123,6 +123,8 @@ static void transactions(FILE *f, const struct sa_metrics *m)
 	      (int64_t)m->byes_queued);
 	counter(f, "relay_refused_total",
 	        "In-dialog requests refused: not from an end of the call, or routed outside it.", m->relay_refused);
+	counter(f, "fleet_relayed_total",
+	        "Inbound requests relayed to the fleet node that holds the PBX's flow.", m->fleet_relayed);
 }
 
 /* used / size is the alarm: new records are refused above 0.9 (SA_STORE_HEADROOM_PERCENT). */

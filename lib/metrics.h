@@ -49,6 +49,7 @@ struct sa_metrics {
 	uint64_t byes_pending;                           /* ours not answered yet */
 	uint64_t byes_queued;                            /* ... of which waiting for their turn (bye_rate) */
 	uint64_t relay_refused;                          /* in-dialog requests not from the call's ends */
+	uint64_t fleet_relayed;                          /* inbound requests relayed to the owner node */
 	/* the store; map_size 0: unknown, not rendered */
 	uint64_t store_map_size;                         /* gauge: bytes */
 	uint64_t store_used;                             /* gauge: bytes in pages holding data */

@@ -76,8 +76,27 @@ static const char schema_v1[] =
 	"CREATE TRIGGER credentials_log AFTER INSERT OR UPDATE OR DELETE ON credentials"
 	"  FOR EACH ROW EXECUTE FUNCTION sipauthd_log_change();";
 
-/* Upgrades: upgrades[v] takes schema v to v + 1 (none yet). */
-static const char *const upgrades[SA_PG_SCHEMA_VERSION] = { NULL };
+/*
+ * Schema 2: registrations shared by the fleet. The owner (the node holding
+ * the PBX's flow) writes its bindings; a binding's arrival, removal or move
+ * (another owner, source or transport) is a change like any other, so that
+ * every node learns where to relay a call from the feed, never from a query
+ * on the call's path. A refresh that changes nothing but times is not
+ * logged: it would wake every node for nothing.
+ */
+static const char upgrade_v2[] =
+	"ALTER TABLE registrations ADD COLUMN password_version bigint NOT NULL DEFAULT 1;"
+	"CREATE INDEX registrations_by_trunk ON registrations (trunk_id);"
+	"CREATE TRIGGER registrations_log AFTER INSERT OR DELETE ON registrations"
+	"  FOR EACH ROW EXECUTE FUNCTION sipauthd_log_change();"
+	"CREATE TRIGGER registrations_moved_log AFTER UPDATE ON registrations FOR EACH ROW"
+	"  WHEN (OLD.node IS DISTINCT FROM NEW.node OR OLD.source IS DISTINCT FROM NEW.source"
+	"    OR OLD.source_port IS DISTINCT FROM NEW.source_port OR OLD.transport IS DISTINCT FROM NEW.transport"
+	"    OR OLD.registered_at IS DISTINCT FROM NEW.registered_at)"
+	"  EXECUTE FUNCTION sipauthd_log_change();";
+
+/* Upgrades: upgrades[v] takes schema v to v + 1. */
+static const char *const upgrades[SA_PG_SCHEMA_VERSION] = { NULL, upgrade_v2 };
 
 /* init and upgrades hold this advisory lock: two at once would both see no schema */
 #define INIT_LOCK "SELECT pg_advisory_xact_lock(7316020512)"
@@ -97,6 +116,9 @@ const char sa_pg_snapshot_sql[] =
 	" UNION ALL SELECT 4, c.ord, 0, 'credentials', 'insert', to_jsonb(c)::text, 0 FROM credentials c"
 	") s ORDER BY g, o";
 
+/* The heartbeat also answers the other nodes seen within a minute, as
+ * [[name, address, heartbeat_at], ...], and the database's time: whose
+ * bindings to relay to, and whose requests to trust (daemon/cluster.c). */
 const char sa_pg_heartbeat_sql[] =
 	"WITH beat AS (INSERT INTO nodes (name, address, started_at, heartbeat_at, applied_seq)"
 	" VALUES ($1, $2, extract(epoch FROM now())::bigint, extract(epoch FROM now())::bigint, $3::bigint)"
@@ -105,7 +127,41 @@ const char sa_pg_heartbeat_sql[] =
 	/* the nodes alive: this one, and the others that beat within 6 s (the
 	 * statement sees the table as it was before its own insert) */
 	" SELECT 1 + (SELECT count(*) FROM nodes WHERE name <> $1"
-	"   AND heartbeat_at >= extract(epoch FROM now())::bigint - 6) FROM beat";
+	"   AND heartbeat_at >= extract(epoch FROM now())::bigint - 6),"
+	" (SELECT coalesce(json_agg(json_build_array(name, address, heartbeat_at)), '[]') FROM nodes"
+	"   WHERE name <> $1 AND heartbeat_at >= extract(epoch FROM now())::bigint - 60)::text,"
+	" extract(epoch FROM now())::bigint FROM beat";
+
+/* The owner's bindings of some credentials, as they are now. $1 the node,
+ * $2 its bindings of those credentials (a JSON array of registrations
+ * rows), $3 the credentials' ids (a JSON array): a binding of one of them
+ * owned here and not in $2 is gone. A binding another node took after this
+ * one's last REGISTER stays the other node's. Bindings expired a minute ago
+ * (those of a node that stopped) are removed on the way; none of the three
+ * parts touches a row another one does. */
+const char sa_pg_registrations_put_sql[] =
+	"WITH b AS (SELECT * FROM json_populate_recordset(NULL::registrations, $2::json)),"
+	" gone AS (DELETE FROM registrations r USING json_array_elements_text($3::json) AS c(id)"
+	"   WHERE r.credential_id = c.id AND r.node = $1"
+	"   AND NOT EXISTS (SELECT 1 FROM b WHERE b.credential_id = r.credential_id AND b.contact = r.contact)),"
+	" old AS (DELETE FROM registrations r WHERE r.expires_at < extract(epoch FROM now())::bigint - 60"
+	"   AND NOT EXISTS (SELECT 1 FROM b WHERE b.credential_id = r.credential_id AND b.contact = r.contact))"
+	" INSERT INTO registrations AS r SELECT * FROM b"
+	"  WHERE EXISTS (SELECT 1 FROM credentials c WHERE c.id = b.credential_id)"
+	" ON CONFLICT (credential_id, contact) DO UPDATE SET node = EXCLUDED.node, trunk_id = EXCLUDED.trunk_id,"
+	"  source = EXCLUDED.source, source_port = EXCLUDED.source_port, transport = EXCLUDED.transport,"
+	"  user_agent = EXCLUDED.user_agent, call_id = EXCLUDED.call_id, cseq = EXCLUDED.cseq,"
+	"  registered_at = EXCLUDED.registered_at, updated_at = EXCLUDED.updated_at,"
+	"  expires_at = EXCLUDED.expires_at, password_version = EXCLUDED.password_version"
+	"  WHERE r.node = EXCLUDED.node OR r.updated_at <= EXCLUDED.updated_at";
+
+/* Every other node's bindings, after a head row (the sequence they are as
+ * of, payload NULL), in the changes' five columns. */
+const char sa_pg_registrations_load_sql[] =
+	"SELECT seq, kind, op, payload, at_ms FROM ("
+	" SELECT 0 AS g, last AS seq, 'head' AS kind, '' AS op, last::text AS payload, 0::bigint AS at_ms FROM change_seq"
+	" UNION ALL SELECT 1, 0, 'registrations', 'insert', to_jsonb(r)::text, 0 FROM registrations r WHERE r.node <> $1"
+	") s ORDER BY g";
 
 struct sa_pg {
 	PGconn *conn;
@@ -294,6 +350,8 @@ static int schema_create(struct sa_pg *pg, const char *domain)
 	return rc;
 }
 
+static int schema_upgrade(struct sa_pg *pg, int from);
+
 static int schema_upgrade(struct sa_pg *pg, int from)
 {
 	int rc = SA_STORE_OK;
@@ -319,7 +377,10 @@ static int init_txn(struct sa_pg *pg, const char *domain, int *from)
 		return SA_STORE_EEXISTS;
 	if (*from > SA_PG_SCHEMA_VERSION)
 		return SA_STORE_ESCHEMA;
-	rc = *from == 0 ? schema_create(pg, domain) : schema_upgrade(pg, *from);
+	/* a new schema is made as schema 1 was, then upgraded like any other */
+	rc = *from == 0 ? schema_create(pg, domain) : SA_STORE_OK;
+	if (rc == SA_STORE_OK)
+		rc = schema_upgrade(pg, *from == 0 ? 1 : *from);
 	snprintf(ver, sizeof ver, "%d", SA_PG_SCHEMA_VERSION);
 	if (rc == SA_STORE_OK)
 		rc = run(pg, "DELETE FROM schema_version", 0, NULL, NULL);
@@ -999,5 +1060,88 @@ int sa_pg_change_decode(const char *table, const char *op, const char *payload, 
 	case SA_MIRROR_NONE: break;
 	}
 	json_decref(o);
+	return rc;
+}
+
+/* ---- registrations ---- */
+
+int sa_pg_binding_decode(const char *payload, struct sa_binding *b, char *node, size_t nodelen)
+{
+	json_error_t e;
+	json_t *o = json_loads(payload, 0, &e);
+	int64_t port = 0, cseq = 0, version = 1;
+	int rc = json_is_object(o) ? SA_STORE_OK : SA_STORE_EINVAL;
+
+	memset(b, 0, sizeof *b);
+	if (rc == SA_STORE_OK)
+		rc = json_text(o, "credential_id", b->cred_id, sizeof b->cred_id);
+	if (rc == SA_STORE_OK)
+		rc = json_text(o, "contact", b->contact, sizeof b->contact);
+	if (rc == SA_STORE_OK)
+		rc = json_text(o, "node", node, nodelen);
+	if (rc == SA_STORE_OK)
+		rc = json_text(o, "trunk_id", b->trunk_id, sizeof b->trunk_id);
+	if (rc == SA_STORE_OK)
+		rc = json_text(o, "source", b->source, sizeof b->source);
+	if (rc == SA_STORE_OK)
+		rc = json_text(o, "transport", b->transport, sizeof b->transport);
+	if (rc == SA_STORE_OK)
+		rc = json_i64(o, "source_port", &port);
+	if (rc == SA_STORE_OK)
+		rc = json_i64(o, "registered_at", &b->registered_at);
+	if (rc == SA_STORE_OK)
+		rc = json_i64(o, "updated_at", &b->updated_at);
+	if (rc == SA_STORE_OK)
+		rc = json_i64(o, "expires_at", &b->expires_at);
+	if (rc == SA_STORE_OK && (port <= 0 || port > 65535))
+		rc = SA_STORE_EINVAL;
+	/* what the relay does not need may be missing or too long for the struct */
+	json_text(o, "user_agent", b->user_agent, sizeof b->user_agent);
+	json_text(o, "call_id", b->call_id, sizeof b->call_id);
+	json_i64(o, "cseq", &cseq);
+	json_i64(o, "password_version", &version);
+	b->source_port = (uint16_t)port;
+	b->cseq = (uint32_t)cseq;
+	b->password_version = (uint32_t)version;
+	json_decref(o);
+	return rc;
+}
+
+json_t *sa_pg_binding_json(const struct sa_binding *b, const char *node)
+{
+	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "credential_id", b->cred_id,
+	                 "contact", b->contact, "node", node, "trunk_id", b->trunk_id, "source", b->source,
+	                 "source_port", (int)b->source_port, "transport", b->transport, "user_agent", b->user_agent,
+	                 "call_id", b->call_id, "cseq", (json_int_t)b->cseq, "registered_at", (json_int_t)b->registered_at,
+	                 "updated_at", (json_int_t)b->updated_at, "expires_at", (json_int_t)b->expires_at,
+	                 "password_version", (json_int_t)b->password_version);
+}
+
+/* A trunk's live bindings whose owner beat within 5 s (a stopped node's are
+ * listed no more within 6 s), in the order of the LMDB store's listing:
+ * credential id, then the SHA-256 of the contact. */
+int sa_pg_registration_list_trunk(struct sa_pg *pg, const char *trunk_id, int64_t now, sa_pg_binding_cb cb, void *arg)
+{
+	char at[24];
+	const char *params[] = { trunk_id, at };
+	PGresult *r;
+
+	i64_text(now, at);
+	int rc = exec(pg, "SELECT to_jsonb(r)::text FROM registrations r JOIN nodes n ON n.name = r.node"
+	                  " WHERE r.trunk_id = $1 AND r.expires_at > $2::bigint"
+	                  " AND n.heartbeat_at >= extract(epoch FROM now())::bigint - 5"
+	                  " ORDER BY r.credential_id COLLATE \"C\", sha256(convert_to(r.contact, 'UTF8'))",
+	              2, params, &r);
+	if (rc != SA_STORE_OK)
+		return rc;
+	for (int i = 0; i < PQntuples(r) && rc == SA_STORE_OK; i++) {
+		struct sa_binding b;
+		char node[SA_NODE_MAX];
+		if (sa_pg_binding_decode(PQgetvalue(r, i, 0), &b, node, sizeof node) != SA_STORE_OK)
+			continue;   /* not one of ours: skipped, as the store skips what it cannot read */
+		if (cb(&b, node, arg) != 0)
+			break;
+	}
+	PQclear(r);
 	return rc;
 }

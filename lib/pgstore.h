@@ -20,9 +20,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "store.h"
 
-#define SA_PG_SCHEMA_VERSION 1
+#define SA_PG_SCHEMA_VERSION 2
 #define SA_PG_CHANNEL "sipauthd_changes"   /* NOTIFY payload: the new sequence */
 
 struct sa_pg;
@@ -87,8 +89,26 @@ extern const char sa_pg_changes_sql[];
 extern const char sa_pg_snapshot_sql[];
 /* $1 node, $2 address, $3 last sequence applied: the node's heartbeat. */
 extern const char sa_pg_heartbeat_sql[];
+/* $1 node, $2 its bindings of some credentials (JSON array of registrations
+ * rows, sa_pg_binding_json), $3 those credentials' ids (JSON array). */
+extern const char sa_pg_registrations_put_sql[];
+/* $1 node: a head row, then every other node's binding, as changes' rows. */
+extern const char sa_pg_registrations_load_sql[];
 /* A change log row (table name, "insert"/"update"/"delete", the row as
  * JSON) as a mirror change. SA_STORE_EINVAL when it does not decode. */
 int sa_pg_change_decode(const char *table, const char *op, const char *payload, struct sa_mirror_change *out);
+
+
+/* ---- registrations: each owned by the node that holds the PBX's flow ---- */
+#define SA_NODE_MAX 64
+/* A registrations row (to_jsonb) as a binding and its owner. EINVAL when it does not decode. */
+int sa_pg_binding_decode(const char *payload, struct sa_binding *b, char *node, size_t nodelen);
+/* A binding as a registrations row for sa_pg_registrations_put_sql (NULL: a
+ * string that is not UTF-8). */
+json_t *sa_pg_binding_json(const struct sa_binding *b, const char *node);
+typedef int (*sa_pg_binding_cb)(const struct sa_binding *b, const char *node, void *arg);
+/* A trunk's live bindings in the fleet whose owner is alive, in the order
+ * of sa_store_binding_list_trunk; cb returns non-zero to stop. */
+int sa_pg_registration_list_trunk(struct sa_pg *pg, const char *trunk_id, int64_t now, sa_pg_binding_cb cb, void *arg);
 
 #endif

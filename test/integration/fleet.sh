@@ -96,7 +96,7 @@ while IFS= read -r want && IFS= read -r got <&3; do
 done <"$T/store.txt" 3<"$T/db.txt"
 
 # what the database holds: hashes, never a password or a key
-assert_eq "schema version recorded" 1 "$(psql_q 'SELECT version FROM schema_version')"
+assert_eq "schema version recorded" 2 "$(psql_q 'SELECT version FROM schema_version')"
 assert_eq "domain recorded as init normalised it" sip.example.com "$(psql_q "SELECT value FROM settings WHERE name = 'domain'")"
 assert_eq "API keys kept as SHA-256 (32 bytes)" 32 "$(psql_q 'SELECT DISTINCT length(hash) FROM api_keys')"
 assert_eq "no password anywhere in the database" 0 \
@@ -142,6 +142,7 @@ GRANT UPDATE (ha1_md5, ha1_sha256, ha1_sha512_256, password_version, rotated_at,
   prev_ha1_md5, prev_ha1_sha256, prev_ha1_sha512_256) ON credentials TO sipauthd_node;
 GRANT UPDATE (policy) ON trunks TO sipauthd_node;
 GRANT USAGE ON SEQUENCE credentials_ord_seq TO sipauthd_node;
+GRANT INSERT, UPDATE, DELETE ON registrations TO sipauthd_node;
 SQL
 NODE_DB="host=127.0.0.1 port=$PG_PORT user=sipauthd_node dbname=fleet"
 
