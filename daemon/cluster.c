@@ -79,6 +79,7 @@ struct fleet_node {
 	int64_t beat;                /* its heartbeat_at at the last answer */
 	uint64_t moved_ms;           /* when its heartbeat was last seen to move */
 	bool listed;                 /* in the last answer */
+	bool stale;                  /* at the last answer (logged when it changes) */
 };
 
 struct remote {
@@ -379,8 +380,6 @@ static void node_seen(struct sa_cluster *c, json_t *row, int64_t db_now, uint64_
 	if (!node_address_parse(n, address))
 		n->host[0] = '\0';
 	if (beat != n->beat) {
-		if (!node_alive(c, n))
-			log_info("event=cluster_node_alive node=%s other=%s", c->srv->cfg.cluster_node, name);
 		n->beat = beat;
 		n->moved_ms = now_ms;
 	}
@@ -394,26 +393,29 @@ static void nodes_seen(struct sa_cluster *c, const char *list, int64_t db_now)
 	json_t *a = json_loads(list, 0, &e), *row;
 	uint64_t now_ms = sa_now_ms();
 	size_t i;
-	bool alive[NODES_MAX];
 
 	if (!json_is_array(a)) {
 		json_decref(a);
 		return;
 	}
-	for (unsigned k = 0; k < c->nnodes; k++) {
-		alive[k] = node_alive(c, &c->nodes[k]);
+	for (unsigned k = 0; k < c->nnodes; k++)
 		c->nodes[k].listed = false;
-	}
 	json_array_foreach(a, i, row)
 		node_seen(c, row, db_now, now_ms);
 	json_decref(a);
 	c->view_ms = now_ms;
 	c->beat_ok = true;
-	for (unsigned k = 0; k < c->nnodes; k++)
-		if (alive[k] && !node_alive(c, &c->nodes[k]))
+	for (unsigned k = 0; k < c->nnodes; k++) {
+		struct fleet_node *n = &c->nodes[k];
+		bool stale = !node_alive(c, n);
+		if (stale && !n->stale)
 			log_warn("event=cluster_node_stale node=%s other=%s silent_ms=%llu hint=\"its registrations are "
-			         "skipped until it beats again\"", c->srv->cfg.cluster_node, c->nodes[k].name,
-			         (unsigned long long)(now_ms - c->nodes[k].moved_ms));
+			         "skipped until it beats again\"", c->srv->cfg.cluster_node, n->name,
+			         (unsigned long long)(now_ms - n->moved_ms));
+		else if (!stale && n->stale)
+			log_info("event=cluster_node_alive node=%s other=%s", c->srv->cfg.cluster_node, n->name);
+		n->stale = stale;
+	}
 }
 
 bool sa_cluster_is_node(const struct sa_cluster *c, const struct sockaddr *sa)

@@ -1117,9 +1117,11 @@ json_t *sa_pg_binding_json(const struct sa_binding *b, const char *node)
 	                 "password_version", (json_int_t)b->password_version);
 }
 
-/* A trunk's live bindings whose owner beat within 5 s (a stopped node's are
- * listed no more within 6 s), in the order of the LMDB store's listing:
- * credential id, then the SHA-256 of the contact. */
+/* A trunk's live bindings whose owner beat within 4 s, in the order of the
+ * LMDB store's listing: credential id, then the SHA-256 of the contact.
+ * heartbeat_at is whole seconds (rounded): a stopped node's bindings leave
+ * the listing at most 4.5 s after its last beat, and a live node (beating
+ * every second) has more than 2 s to spare. */
 int sa_pg_registration_list_trunk(struct sa_pg *pg, const char *trunk_id, int64_t now, sa_pg_binding_cb cb, void *arg)
 {
 	char at[24];
@@ -1129,7 +1131,7 @@ int sa_pg_registration_list_trunk(struct sa_pg *pg, const char *trunk_id, int64_
 	i64_text(now, at);
 	int rc = exec(pg, "SELECT to_jsonb(r)::text FROM registrations r JOIN nodes n ON n.name = r.node"
 	                  " WHERE r.trunk_id = $1 AND r.expires_at > $2::bigint"
-	                  " AND n.heartbeat_at >= extract(epoch FROM now())::bigint - 5"
+	                  " AND n.heartbeat_at >= extract(epoch FROM now()) - 4"
 	                  " ORDER BY r.credential_id COLLATE \"C\", sha256(convert_to(r.contact, 'UTF8'))",
 	              2, params, &r);
 	if (rc != SA_STORE_OK)

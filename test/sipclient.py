@@ -10,6 +10,9 @@ Subcommands (`sipclient.py SUBCOMMAND -h` lists every flag):
   register  REGISTER, answering a 401/407 challenge
   options   OPTIONS, answering a challenge when --password is given
   invite    INVITE with SDP -> ACK -> [--hold S] -> BYE along the Record-Route set
+  pbx       REGISTER, then take --calls inbound INVITEs on the same flow (UDP socket or
+            TCP/TLS connection): 180, 200 with SDP, the ACK, then the caller's BYE or
+            (--hangup S) our own BYE along the INVITE's Record-Route
   raw       send a file (or stdin) verbatim and print what comes back
   selftest  check the digest code against published vectors
 
@@ -915,6 +918,131 @@ def cmd_invite(args):
     return run_client(args, script)
 
 
+def respond(c, req, src, status, reason, to_tag, extra=(), body=b""):
+    """A response to req along its Via, To with our tag."""
+    to = req.first("to") or ""
+    if not re.search(r";\s*tag=", to, re.I):
+        to += f";tag={to_tag}"
+    lines = [f"SIP/2.0 {status} {reason}"] + [f"Via: {v}" for v in req.headers.get("via", [])]
+    lines += [f"From: {req.first('from')}", f"To: {to}", f"Call-ID: {req.first('call-id')}",
+              f"CSeq: {req.first('cseq')}", *[f"{n}: {v}" for n, v in extra],
+              f"User-Agent: {USER_AGENT}", f"Content-Length: {len(body)}"]
+    c.t.send(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body, src)
+    emit("sent_response", status=status, method=req.cseq()[1])
+    return to
+
+
+def next_message(c, deadline, waiting_for):
+    """The next message (request or response) and its source; NoAnswer at the deadline."""
+    while True:
+        try:
+            got = c.t.recv(deadline)
+        except PeerClosed:
+            raise NoAnswer("closed", waiting_for) from None
+        if got is None:
+            raise NoAnswer("timeout", waiting_for)
+        try:
+            msg = parse_message(got[0])
+        except ValueError as e:
+            emit("unparsed", error=str(e), raw=text_of(got[0]))
+            continue
+        msg.src = got[1]
+        return msg
+
+
+class InboundCall:
+    """The PBX's side of one inbound call (RFC 3261 §12.1.1: the route set is the
+    INVITE's Record-Route in order, the remote target its Contact)."""
+
+    def __init__(self, c, invite):
+        self.c, self.invite, self.src = c, invite, invite.src
+        self.call_id = invite.first("call-id")
+        self.tag = secrets.token_hex(5)
+        self.to = None
+        self.ok = None
+
+    def answer(self):
+        inv, c = self.invite, self.c
+        rr = [("Record-Route", v) for v in inv.headers.get("record-route", [])]
+        respond(c, inv, self.src, 180, "Ringing", self.tag, rr)
+        extra = [*rr, ("Contact", contact_value(c.contact)), ("Content-Type", "application/sdp")]
+        self.ok = (extra, make_sdp(c.t.local[0]))
+        self.to = respond(c, inv, self.src, 200, "OK", self.tag, *self.ok)
+
+    def wait(self, method, deadline):
+        """Until a request of this call with method arrives (answering a BYE; the 200
+        again for a retransmitted INVITE); other requests are answered as usual."""
+        while True:
+            msg = next_message(self.c, deadline, method)
+            if msg.status:
+                self.c.stray(msg)
+                continue
+            emit("request", method=msg.method, uri=msg.uri, src=hostport(*msg.src), headers=msg.headers)
+            mine = msg.first("call-id") == self.call_id
+            if mine and msg.method == "INVITE":
+                respond(self.c, msg, msg.src, 200, "OK", self.tag, *self.ok)
+            elif mine and msg.method == "BYE":
+                respond(self.c, msg, msg.src, 200, "OK", self.tag)
+            elif msg.method != "ACK" and not mine:
+                respond(self.c, msg, msg.src, 481, "Call/Transaction Does Not Exist", self.tag)
+            if mine and msg.method == method:
+                return msg
+
+    def hang_up(self, timeout):
+        """Our BYE: to the INVITE's Contact, along its Record-Route, to the hop it came from."""
+        inv, c = self.invite, self.c
+        routes = [("Route", v) for v in inv.headers.get("record-route", [])]
+        c.cseq += 1
+        headers = [("From", self.to), ("To", inv.first("from")), ("Call-ID", self.call_id),
+                   ("CSeq", f"{c.cseq} BYE"), *routes, ("User-Agent", USER_AGENT)]
+        bye = c.make("BYE", uri_of(inv.first("contact")), headers, cseq=c.cseq)
+        c.t.send(bye.encode(), self.src)
+        emit("sent", method="BYE", cseq=bye.cseq, uri=bye.uri, transport=c.t.name, dest=hostport(*self.src))
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = next_message(c, deadline, "BYE")
+            if msg.status and msg.branch() == bye.branch:
+                c.finals.append(("BYE", msg.status))
+                c.report(msg)
+                if msg.status >= 200:
+                    return
+            elif not msg.status:
+                c.answer_request(msg, msg.src)
+
+
+def cmd_pbx(args):
+    def script(c):
+        expires = [("Expires", str(args.expires))] if args.expires is not None else []
+
+        def build(auth):
+            return c.request("REGISTER", f"sip:{args.host}", f"<{c.aor}>", [*expires, *auth])
+        _, resp = c.run_with_auth(build)
+        emit("registered", status=resp.status, local=c.local)
+        if resp.status != 200:
+            return
+        for _ in range(args.calls):
+            deadline = time.monotonic() + args.wait
+            while True:
+                msg = next_message(c, deadline, "INVITE")
+                if msg.status:
+                    c.stray(msg)
+                    continue
+                emit("request", method=msg.method, uri=msg.uri, src=hostport(*msg.src), headers=msg.headers)
+                if msg.method == "INVITE":
+                    break
+                c.answer_request(msg, msg.src)
+            call = InboundCall(c, msg)
+            call.answer()
+            call.wait("ACK", time.monotonic() + args.timeout)
+            if args.hangup is not None:
+                c.listen(args.hangup)
+                call.hang_up(args.timeout)
+            else:
+                call.wait("BYE", time.monotonic() + args.wait)
+            c.finals.append(("INVITE", 200))
+    return run_client(args, script)
+
+
 def read_input(path, crlf):
     data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
     # shell heredocs give LF; --crlf makes them SIP line ends without hand-editing
@@ -1198,6 +1326,14 @@ def build_parser():
                      help="keep the call up this long (a BYE from the peer ends it)")
     inv.add_argument("--no-bye", action="store_true", help="do not send BYE")
     inv.set_defaults(func=cmd_invite)
+    pbx = sub.add_parser("pbx", parents=[net, ua], help="REGISTER, then take inbound calls")
+    pbx.add_argument("--expires", type=int, metavar="N")
+    pbx.add_argument("--calls", type=int, default=1, metavar="N", help="inbound calls to take")
+    pbx.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                     help="how long to wait for each INVITE, and for the caller's BYE")
+    pbx.add_argument("--hangup", type=float, metavar="SECONDS",
+                     help="send our own BYE this long after the ACK")
+    pbx.set_defaults(func=cmd_pbx)
     raw = sub.add_parser("raw", parents=[net], help="send bytes verbatim")
     raw.add_argument("file", nargs="?", default="-", help="file to send (default: stdin)")
     raw.add_argument("--crlf", action="store_true", help="turn bare LF into CRLF first")
