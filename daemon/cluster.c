@@ -58,14 +58,14 @@ enum step { ST_IDLE, ST_HELLO, ST_CHANGES, ST_SNAPSHOT, ST_HEARTBEAT, ST_APPLYIN
  * loaded whole at each connection and after a resync, then kept by the
  * feed's rows newer than the load.
  *
- * An owner is alive while its heartbeat_at (seconds, written each second)
- * keeps moving: each heartbeat answer lists the other nodes, and a node
- * whose value has not moved for STALE_MS here is skipped. Counting from
- * our own sightings, not the database's seconds, puts a stopped node's end
- * at most STALE_MS + 2 ticks after its last beat (about 5.5 s), within the
- * 6 s the fleet promises.
+ * An owner is alive while its last beat (nodes.heartbeat_ms, by the
+ * database's clock) is at most STALE_MS old. Each heartbeat answer gives
+ * every other node's beat and the database's time; between answers the age
+ * runs on with our own clock, so a stopped node is skipped STALE_MS after
+ * its last beat, not at our next look. A live node beats every second:
+ * 3 s to spare for a slow loop or database.
  */
-#define STALE_MS 3500
+#define STALE_MS 4000
 #define NODES_MAX 64
 #define REMOTE_BUCKETS 1024
 #define DIRTY_MAX 4096           /* credentials waiting to be written; more are dropped (logged) */
@@ -76,8 +76,7 @@ struct fleet_node {
 	char proto[8], host[64], port[8];   /* its address, udp:HOST:PORT */
 	int family;
 	unsigned char addr[16];
-	int64_t beat;                /* its heartbeat_at at the last answer */
-	uint64_t moved_ms;           /* when its heartbeat was last seen to move */
+	int64_t age_ms;              /* of its last beat, at the last answer */
 	bool listed;                 /* in the last answer */
 	bool stale;                  /* at the last answer (logged when it changes) */
 };
@@ -346,17 +345,22 @@ static struct fleet_node *node_find(struct sa_cluster *c, const char *name)
 	return NULL;
 }
 
-/* Alive: its heartbeat moved within STALE_MS of our last look at the
- * nodes (while the database is away, the view stays as it was). */
-static bool node_alive(const struct sa_cluster *c, const struct fleet_node *n)
+/* How old its last beat is now (while the database is away, the view
+ * stays as it was at the last answer: nobody is judged on our silence). */
+static int64_t node_age(const struct sa_cluster *c, const struct fleet_node *n)
 {
 	uint64_t ref = c->state == CS_UP ? sa_now_ms() : c->view_ms;
 
-	return n->listed && ref - n->moved_ms <= STALE_MS;
+	return n->age_ms + (int64_t)(ref - c->view_ms);
 }
 
-/* One node of the heartbeat's answer: [name, address, heartbeat_at]. */
-static void node_seen(struct sa_cluster *c, json_t *row, int64_t db_now, uint64_t now_ms)
+static bool node_alive(const struct sa_cluster *c, const struct fleet_node *n)
+{
+	return n->listed && node_age(c, n) <= STALE_MS;
+}
+
+/* One node of the heartbeat's answer: [name, address, heartbeat_ms]. */
+static void node_seen(struct sa_cluster *c, json_t *row, int64_t db_now)
 {
 	const char *name = json_string_value(json_array_get(row, 0));
 	const char *address = json_string_value(json_array_get(row, 1));
@@ -369,20 +373,14 @@ static void node_seen(struct sa_cluster *c, json_t *row, int64_t db_now, uint64_
 		n = &c->nodes[c->nnodes++];
 		memset(n, 0, sizeof(*n));
 		snprintf(n->name, sizeof(n->name), "%s", name);
-		/* first sight: it moved as long ago as the database says it beat */
-		int64_t age = db_now - beat;
-		n->moved_ms = now_ms - (uint64_t)(age > 0 ? (age < 60 ? age : 60) * 1000 : 0);
-		n->beat = beat;
+		n->stale = true;   /* until this answer says otherwise */
 		log_info("event=cluster_node_seen node=%s other=%s address=%s", c->srv->cfg.cluster_node, name, address);
 	}
 	if (n == NULL)
 		return;
 	if (!node_address_parse(n, address))
 		n->host[0] = '\0';
-	if (beat != n->beat) {
-		n->beat = beat;
-		n->moved_ms = now_ms;
-	}
+	n->age_ms = db_now - beat;
 	n->listed = true;
 }
 
@@ -400,18 +398,17 @@ static void nodes_seen(struct sa_cluster *c, const char *list, int64_t db_now)
 	}
 	for (unsigned k = 0; k < c->nnodes; k++)
 		c->nodes[k].listed = false;
-	json_array_foreach(a, i, row)
-		node_seen(c, row, db_now, now_ms);
-	json_decref(a);
 	c->view_ms = now_ms;
+	json_array_foreach(a, i, row)
+		node_seen(c, row, db_now);
+	json_decref(a);
 	c->beat_ok = true;
 	for (unsigned k = 0; k < c->nnodes; k++) {
 		struct fleet_node *n = &c->nodes[k];
 		bool stale = !node_alive(c, n);
 		if (stale && !n->stale)
-			log_warn("event=cluster_node_stale node=%s other=%s silent_ms=%llu hint=\"its registrations are "
-			         "skipped until it beats again\"", c->srv->cfg.cluster_node, n->name,
-			         (unsigned long long)(now_ms - n->moved_ms));
+			log_warn("event=cluster_node_stale node=%s other=%s silent_ms=%lld hint=\"its registrations are "
+			         "skipped until it beats again\"", c->srv->cfg.cluster_node, n->name, (long long)node_age(c, n));
 		else if (!stale && n->stale)
 			log_info("event=cluster_node_alive node=%s other=%s", c->srv->cfg.cluster_node, n->name);
 		n->stale = stale;
@@ -645,7 +642,7 @@ static void result(struct sa_cluster *c, PGresult *r)
 		hello_result(c, r);
 	else if (s == PGRES_TUPLES_OK && c->step == ST_HEARTBEAT && PQntuples(r) == 1 && PQnfields(r) == 3) {
 		nodes_alive(c, PQgetvalue(r, 0, 0));
-		nodes_seen(c, PQgetvalue(r, 0, 1), strtoll(PQgetvalue(r, 0, 2), NULL, 10));
+		nodes_seen(c, PQgetvalue(r, 0, 1), strtoll(PQgetvalue(r, 0, 2), NULL, 10));   /* ms */
 	} else if (s == PGRES_TUPLES_OK && c->step == ST_REG_LOAD && PQnfields(r) == 5)
 		remote_load(c, r);
 	else if (s == PGRES_COMMAND_OK && c->step == ST_REG_PUT)

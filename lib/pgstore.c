@@ -86,6 +86,7 @@ static const char schema_v1[] =
  */
 static const char upgrade_v2[] =
 	"ALTER TABLE registrations ADD COLUMN password_version bigint NOT NULL DEFAULT 1;"
+	"ALTER TABLE nodes ADD COLUMN heartbeat_ms bigint NOT NULL DEFAULT 0;"
 	"CREATE INDEX registrations_by_trunk ON registrations (trunk_id);"
 	"CREATE TRIGGER registrations_log AFTER INSERT OR DELETE ON registrations"
 	"  FOR EACH ROW EXECUTE FUNCTION sipauthd_log_change();"
@@ -117,20 +118,24 @@ const char sa_pg_snapshot_sql[] =
 	") s ORDER BY g, o";
 
 /* The heartbeat also answers the other nodes seen within a minute, as
- * [[name, address, heartbeat_at], ...], and the database's time: whose
- * bindings to relay to, and whose requests to trust (daemon/cluster.c). */
+ * [[name, address, heartbeat_ms], ...], and the database's time in ms:
+ * whose bindings to relay to, and whose requests to trust
+ * (daemon/cluster.c). heartbeat_ms (schema 2) is the same beat to the
+ * millisecond, by the database's clock, so that a node judges another's
+ * silence to well under a second; heartbeat_at stays in whole seconds. */
+#define DB_NOW_MS "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 const char sa_pg_heartbeat_sql[] =
-	"WITH beat AS (INSERT INTO nodes (name, address, started_at, heartbeat_at, applied_seq)"
-	" VALUES ($1, $2, extract(epoch FROM now())::bigint, extract(epoch FROM now())::bigint, $3::bigint)"
+	"WITH beat AS (INSERT INTO nodes (name, address, started_at, heartbeat_at, applied_seq, heartbeat_ms)"
+	" VALUES ($1, $2, extract(epoch FROM now())::bigint, extract(epoch FROM now())::bigint, $3::bigint, " DB_NOW_MS ")"
 	" ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, heartbeat_at = EXCLUDED.heartbeat_at,"
-	" applied_seq = EXCLUDED.applied_seq RETURNING 1)"
+	" applied_seq = EXCLUDED.applied_seq, heartbeat_ms = EXCLUDED.heartbeat_ms RETURNING 1)"
 	/* the nodes alive: this one, and the others that beat within 6 s (the
 	 * statement sees the table as it was before its own insert) */
 	" SELECT 1 + (SELECT count(*) FROM nodes WHERE name <> $1"
 	"   AND heartbeat_at >= extract(epoch FROM now())::bigint - 6),"
-	" (SELECT coalesce(json_agg(json_build_array(name, address, heartbeat_at)), '[]') FROM nodes"
+	" (SELECT coalesce(json_agg(json_build_array(name, address, heartbeat_ms)), '[]') FROM nodes"
 	"   WHERE name <> $1 AND heartbeat_at >= extract(epoch FROM now())::bigint - 60)::text,"
-	" extract(epoch FROM now())::bigint FROM beat";
+	" " DB_NOW_MS " FROM beat";
 
 /* The owner's bindings of some credentials, as they are now. $1 the node,
  * $2 its bindings of those credentials (a JSON array of registrations
@@ -1117,11 +1122,9 @@ json_t *sa_pg_binding_json(const struct sa_binding *b, const char *node)
 	                 "password_version", (json_int_t)b->password_version);
 }
 
-/* A trunk's live bindings whose owner beat within 4 s, in the order of the
- * LMDB store's listing: credential id, then the SHA-256 of the contact.
- * heartbeat_at is whole seconds (rounded): a stopped node's bindings leave
- * the listing at most 4.5 s after its last beat, and a live node (beating
- * every second) has more than 2 s to spare. */
+/* A trunk's live bindings whose owner beat within 4 s (as the relay judges
+ * it: a live node beats every second), in the order of the LMDB store's
+ * listing: credential id, then the SHA-256 of the contact. */
 int sa_pg_registration_list_trunk(struct sa_pg *pg, const char *trunk_id, int64_t now, sa_pg_binding_cb cb, void *arg)
 {
 	char at[24];
@@ -1131,7 +1134,7 @@ int sa_pg_registration_list_trunk(struct sa_pg *pg, const char *trunk_id, int64_
 	i64_text(now, at);
 	int rc = exec(pg, "SELECT to_jsonb(r)::text FROM registrations r JOIN nodes n ON n.name = r.node"
 	                  " WHERE r.trunk_id = $1 AND r.expires_at > $2::bigint"
-	                  " AND n.heartbeat_at >= extract(epoch FROM now()) - 4"
+	                  " AND n.heartbeat_ms >= " DB_NOW_MS " - 4000"
 	                  " ORDER BY r.credential_id COLLATE \"C\", sha256(convert_to(r.contact, 'UTF8'))",
 	              2, params, &r);
 	if (rc != SA_STORE_OK)
