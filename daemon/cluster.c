@@ -415,6 +415,8 @@ static void nodes_seen(struct sa_cluster *c, const char *list, int64_t db_now)
 	}
 }
 
+/* Trusted: the nodes that beat within the minute (a host gone longer, whose
+ * address may be someone else's now, is not). */
 bool sa_cluster_is_node(const struct sa_cluster *c, const struct sockaddr *sa)
 {
 	const void *a = sa->sa_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
@@ -422,7 +424,8 @@ bool sa_cluster_is_node(const struct sa_cluster *c, const struct sockaddr *sa)
 	size_t len = sa->sa_family == AF_INET6 ? 16 : 4;
 
 	for (unsigned i = 0; c != NULL && i < c->nnodes; i++)
-		if (c->nodes[i].host[0] && c->nodes[i].family == sa->sa_family && memcmp(c->nodes[i].addr, a, len) == 0)
+		if (c->nodes[i].listed && c->nodes[i].host[0] && c->nodes[i].family == sa->sa_family &&
+		    memcmp(c->nodes[i].addr, a, len) == 0)
 			return true;
 	return false;
 }

@@ -132,6 +132,68 @@ START_TEST(test_bad_rows_refused)
 }
 END_TEST
 
+/* A registrations row: what the owner writes (sa_pg_binding_json) is what
+ * the other nodes read back from the log, owner included; the mirror keeps
+ * none of it. */
+START_TEST(test_registration_row_round_trip)
+{
+	struct sa_binding b = { .source_port = 5062, .cseq = 7, .registered_at = 1775731200, .updated_at = 1775731260,
+	                        .expires_at = 1775731320, .password_version = 2 }, got;
+	struct sa_mirror_change ch;
+	char node[SA_NODE_MAX];
+
+	strcpy(b.cred_id, "cred_x8mpv2ab4d1kq9zz");
+	strcpy(b.trunk_id, "trunk_a");
+	strcpy(b.contact, "sip:pbx-1@198.51.100.7:5062;transport=tcp");
+	strcpy(b.source, "198.51.100.7");
+	strcpy(b.transport, "tcp");
+	strcpy(b.user_agent, "Asterisk PBX 20.1");
+	strcpy(b.call_id, "abc@198.51.100.7");
+	json_t *row = sa_pg_binding_json(&b, "edge-fra-2");
+	ck_assert_ptr_nonnull(row);
+	char *text = json_dumps(row, JSON_COMPACT);
+	json_decref(row);
+	ck_assert_int_eq(sa_pg_binding_decode(text, &got, node, sizeof node), SA_STORE_OK);
+	ck_assert_int_eq(sa_pg_change_decode("registrations", "insert", text, &ch), SA_STORE_OK);
+	ck_assert_int_eq(ch.kind, SA_MIRROR_NONE);
+	free(text);
+	ck_assert_str_eq(node, "edge-fra-2");
+	ck_assert_str_eq(got.cred_id, b.cred_id);
+	ck_assert_str_eq(got.trunk_id, b.trunk_id);
+	ck_assert_str_eq(got.contact, b.contact);
+	ck_assert_str_eq(got.source, b.source);
+	ck_assert_uint_eq(got.source_port, 5062);
+	ck_assert_str_eq(got.transport, "tcp");
+	ck_assert_str_eq(got.user_agent, b.user_agent);
+	ck_assert_str_eq(got.call_id, b.call_id);
+	ck_assert_uint_eq(got.cseq, 7);
+	ck_assert_int_eq(got.registered_at, 1775731200);
+	ck_assert_int_eq(got.updated_at, 1775731260);
+	ck_assert_int_eq(got.expires_at, 1775731320);
+	ck_assert_uint_eq(got.password_version, 2);
+}
+END_TEST
+
+/* a row the relay could not use: refused, never half read */
+static const char *const bad_registration_rows[] = {
+	"not json",
+	"{\"credential_id\": \"c\", \"contact\": \"sip:a@b\", \"trunk_id\": \"t\", \"source\": \"192.0.2.1\","
+	" \"source_port\": 5060, \"transport\": \"udp\", \"registered_at\": 1, \"updated_at\": 1, \"expires_at\": 2}",
+	"{\"credential_id\": \"c\", \"contact\": \"sip:a@b\", \"node\": \"A\", \"trunk_id\": \"t\", \"source\": \"192.0.2.1\","
+	" \"source_port\": 70000, \"transport\": \"udp\", \"registered_at\": 1, \"updated_at\": 1, \"expires_at\": 2}",
+	"{\"credential_id\": \"c\", \"contact\": \"sip:a@b\", \"node\": \"A\", \"trunk_id\": \"t\", \"source\": \"192.0.2.1\","
+	" \"source_port\": 5060, \"transport\": \"udp\", \"registered_at\": 1, \"updated_at\": \"1\", \"expires_at\": 2}",
+};
+
+START_TEST(test_bad_registration_rows)
+{
+	struct sa_binding b;
+	char node[SA_NODE_MAX];
+
+	ck_assert_int_eq(sa_pg_binding_decode(bad_registration_rows[_i], &b, node, sizeof node), SA_STORE_EINVAL);
+}
+END_TEST
+
 static Suite *pgstore_suite(void)
 {
 	Suite *s = suite_create("pgstore");
@@ -141,6 +203,9 @@ static Suite *pgstore_suite(void)
 	tcase_add_test(tc, test_trunk_row_with_policy);
 	tcase_add_test(tc, test_account_and_key_rows);
 	tcase_add_loop_test(tc, test_bad_rows_refused, 0, (int)(sizeof bad_rows / sizeof bad_rows[0]));
+	tcase_add_test(tc, test_registration_row_round_trip);
+	tcase_add_loop_test(tc, test_bad_registration_rows, 0,
+	                    (int)(sizeof bad_registration_rows / sizeof bad_registration_rows[0]));
 	suite_add_tcase(s, tc);
 	return s;
 }
