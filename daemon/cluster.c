@@ -56,7 +56,10 @@ enum step { ST_IDLE, ST_HELLO, ST_CHANGES, ST_SNAPSHOT, ST_HEARTBEAT, ST_APPLYIN
  * owner: a refresh is not logged) into `remote`, in memory on the loop, so
  * an inbound call finds its owner without asking the database. remote is
  * loaded whole at each connection and after a resync, then kept by the
- * feed's rows newer than the load.
+ * feed's rows newer than the load. Memory rather than the LMDB mirror:
+ * another node's binding is worth only what its owner's liveness is, which
+ * is known from the heartbeats (in memory too); a restart loads it again,
+ * and the store's records stay as they are.
  *
  * An owner is alive while its last beat (nodes.heartbeat_ms, by the
  * database's clock) is at most STALE_MS old. Each heartbeat answer gives

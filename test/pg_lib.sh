@@ -43,3 +43,52 @@ pg_start() {
 psql_q() {
 	psql -X -qtA "$DB" -c "$1"
 }
+
+# fleet_role: in $DB, the node role with the rights README's "Running a fleet" grants; NODE_DB is
+# then the nodes' connection string (as that role)
+fleet_role() {
+	psql -X -q "$DB" -v ON_ERROR_STOP=1 >/dev/null <<'SQL' || return 1
+CREATE ROLE sipauthd_node LOGIN;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO sipauthd_node;
+GRANT INSERT, UPDATE ON nodes TO sipauthd_node;
+GRANT INSERT, DELETE ON credentials TO sipauthd_node;
+GRANT UPDATE (ha1_md5, ha1_sha256, ha1_sha512_256, password_version, rotated_at, previous_until,
+  prev_ha1_md5, prev_ha1_sha256, prev_ha1_sha512_256) ON credentials TO sipauthd_node;
+GRANT UPDATE (policy) ON trunks TO sipauthd_node;
+GRANT USAGE ON SEQUENCE credentials_ord_seq TO sipauthd_node;
+GRANT INSERT, UPDATE, DELETE ON registrations TO sipauthd_node;
+SQL
+	NODE_DB="host=127.0.0.1 port=$PG_PORT user=sipauthd_node dbname=$(psql_q 'SELECT current_database()')"
+}
+
+# fleet_node NAME ADDR: a sipauthd node of the fleet ($NODE_DB) with its own new store, SIP on
+# udp and tcp ADDR:${NAME}_PORT, its API on ADDR:${NAME}_API_PORT, the gateway stand-in
+# 127.0.0.2:$GW_PORT trusted, domain ${NODE_DOMAIN:-sip.tryvox.io}; its pid in ${NAME}_PID, its
+# address in ${NAME}_ADDR, its log in $T/NAME.log
+fleet_node() {
+	_port=$(free_port "$2")
+	_api=$(free_port "$2")
+	cat >"$T/$1.conf" <<CONF
+[sip]
+listen = udp:$2:$_port, tcp:$2:$_port
+domain = ${NODE_DOMAIN:-sip.tryvox.io}
+[upstream]
+gateway = udp:127.0.0.2:$GW_PORT
+trusted = 127.0.0.2/32
+[auth]
+algorithms = MD5
+[store]
+path = $T/$1-store
+[abuse]
+max_failures = 0
+[log]
+level = debug
+[api]
+listen = $2:$_api
+[cluster]
+database = $NODE_DB
+node = $1
+CONF
+	spawn "$T/$1.log" "$SIPAUTHD" --config "$T/$1.conf"
+	eval "${1}_PID=\$!; ${1}_PORT=\$_port; ${1}_ADDR=$2; ${1}_API_PORT=\$_api"
+}

@@ -133,50 +133,10 @@ CRED1=$(cred pbx-a)
 GW_PORT=$(free_port 127.0.0.2)
 KEY=$(ctl_db apikey create --account "$ACC")
 # the nodes connect as a role with only the rights README's "Running a fleet" grants
-psql -X -q "$DB" -v ON_ERROR_STOP=1 >/dev/null <<'SQL' || fail "the node role's grants"
-CREATE ROLE sipauthd_node LOGIN;
-GRANT SELECT ON ALL TABLES IN SCHEMA public TO sipauthd_node;
-GRANT INSERT, UPDATE ON nodes TO sipauthd_node;
-GRANT INSERT, DELETE ON credentials TO sipauthd_node;
-GRANT UPDATE (ha1_md5, ha1_sha256, ha1_sha512_256, password_version, rotated_at, previous_until,
-  prev_ha1_md5, prev_ha1_sha256, prev_ha1_sha512_256) ON credentials TO sipauthd_node;
-GRANT UPDATE (policy) ON trunks TO sipauthd_node;
-GRANT USAGE ON SEQUENCE credentials_ord_seq TO sipauthd_node;
-GRANT INSERT, UPDATE, DELETE ON registrations TO sipauthd_node;
-SQL
-NODE_DB="host=127.0.0.1 port=$PG_PORT user=sipauthd_node dbname=fleet"
+fleet_role || fail "the node role's grants"
 
-# node NAME ADDR: a sipauthd with its own (new) store on ADDR, a node of the fleet; its API on
-# ADDR:${NAME}_API_PORT
-node() {
-	_port=$(free_port "$2")
-	_api=$(free_port "$2")
-	cat >"$T/$1.conf" <<CONF
-[sip]
-listen = udp:$2:$_port, tcp:$2:$_port
-domain = ${NODE_DOMAIN:-sip.tryvox.io}
-[upstream]
-gateway = udp:127.0.0.2:$GW_PORT
-trusted = 127.0.0.2/32
-[auth]
-algorithms = MD5
-[store]
-path = $T/$1-store
-[abuse]
-max_failures = 0
-[log]
-level = debug
-[api]
-listen = $2:$_api
-[cluster]
-database = $NODE_DB
-node = $1
-CONF
-	spawn "$T/$1.log" "$SIPAUTHD" --config "$T/$1.conf"
-	eval "${1}_PID=\$!; ${1}_PORT=\$_port; ${1}_ADDR=$2; ${1}_API_PORT=\$_api"
-}
-node A 127.0.0.21
-node B 127.0.0.22
+fleet_node A 127.0.0.21
+fleet_node B 127.0.0.22
 for n in A B; do
 	wait_for grep -q "event=cluster_connected" "$T/$n.log" || { cat "$T/$n.log"; fail "node $n did not connect"; finish; }
 done
@@ -428,8 +388,9 @@ for i in $(seq 1 100); do
 done
 kill -CONT "$B_PID"
 head=$(psql_q 'SELECT last FROM change_seq')
-wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT applied_seq FROM nodes WHERE name = 'B'\")\" = $head ]"
-assert_eq "node B applied all 100 changes after SIGCONT" "$head" "$(psql_q "SELECT applied_seq FROM nodes WHERE name = 'B'")"
+# (registrations written or expiring meanwhile are changes too: the head may have moved on)
+wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT applied_seq FROM nodes WHERE name = 'B'\")\" -ge $head ]"
+assert_eq "node B applied all 100 changes after SIGCONT" t "$(psql_q "SELECT applied_seq >= $head FROM nodes WHERE name = 'B'")"
 assert_nomatch "node B caught up without a resync" "event=cluster_resync" "$(cat "$T/B.log")"
 assert_eq "credentials written by SQL while node B was stopped register at B" "200 200" "$(reg B bulk-1) $(reg B bulk-100)"
 assert_eq "the mirror at B still has pbx-a" 200 "$(reg B pbx-a)"
@@ -512,7 +473,7 @@ assert_eq "both nodes beat in the nodes table with their address" "A=udp:127.0.0
 # a node whose store was made for another domain is refused by the feed (its HA1s could not
 # match) and says so; it serves SIP from its own store meanwhile
 "$SIPAUTHCTL" --store "$T/C-store" init --domain other.example >/dev/null
-NODE_DOMAIN=other.example node C 127.0.0.23
+NODE_DOMAIN=other.example fleet_node C 127.0.0.23
 wait_for grep -q "event=cluster_domain_mismatch" "$T/C.log"
 assert_match "node C: the domain mismatch is logged" \
 	"event=cluster_domain_mismatch node=C database=sip.tryvox.io store=other.example" "$(cat "$T/C.log")"

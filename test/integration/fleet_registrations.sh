@@ -32,51 +32,12 @@ CRED_U=$(cred pbx-udp)
 CRED_T=$(cred pbx-tcp)
 assert_eq "schema 2 (registrations logged)" 2 "$(psql_q 'SELECT version FROM schema_version')"
 # the nodes connect as a role with only the rights README's "Running a fleet" grants
-psql -X -q "$DB" -v ON_ERROR_STOP=1 >/dev/null <<'SQL' || fail "the node role's grants"
-CREATE ROLE sipauthd_node LOGIN;
-GRANT SELECT ON ALL TABLES IN SCHEMA public TO sipauthd_node;
-GRANT INSERT, UPDATE ON nodes TO sipauthd_node;
-GRANT INSERT, DELETE ON credentials TO sipauthd_node;
-GRANT UPDATE (ha1_md5, ha1_sha256, ha1_sha512_256, password_version, rotated_at, previous_until,
-  prev_ha1_md5, prev_ha1_sha256, prev_ha1_sha512_256) ON credentials TO sipauthd_node;
-GRANT UPDATE (policy) ON trunks TO sipauthd_node;
-GRANT USAGE ON SEQUENCE credentials_ord_seq TO sipauthd_node;
-GRANT INSERT, UPDATE, DELETE ON registrations TO sipauthd_node;
-SQL
-NODE_DB="host=127.0.0.1 port=$PG_PORT user=sipauthd_node dbname=fleetreg"
+fleet_role || fail "the node role's grants"
 GW_IP=127.0.0.2
 GW_PORT=$(free_port $GW_IP)
 
-# node NAME ADDR: a sipauthd node on ADDR (SIP udp+tcp on ${NAME}_PORT, API on ${NAME}_API_PORT)
-node() {
-	_port=$(free_port "$2")
-	_api=$(free_port "$2")
-	cat >"$T/$1.conf" <<CONF
-[sip]
-listen = udp:$2:$_port, tcp:$2:$_port
-domain = sip.tryvox.io
-[upstream]
-gateway = udp:$GW_IP:$GW_PORT
-trusted = $GW_IP/32
-[auth]
-algorithms = MD5
-[store]
-path = $T/$1-store
-[abuse]
-max_failures = 0
-[log]
-level = debug
-[api]
-listen = $2:$_api
-[cluster]
-database = $NODE_DB
-node = $1
-CONF
-	spawn "$T/$1.log" "$SIPAUTHD" --config "$T/$1.conf"
-	eval "${1}_PID=\$!; ${1}_PORT=\$_port; ${1}_ADDR=$2; ${1}_API_PORT=\$_api"
-}
-node A 127.0.0.41
-node B 127.0.0.42
+fleet_node A 127.0.0.41
+fleet_node B 127.0.0.42
 for n in A B; do
 	wait_for grep -q "event=cluster_connected" "$T/$n.log" || { cat "$T/$n.log"; fail "node $n did not connect"; finish; }
 done
