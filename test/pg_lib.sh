@@ -64,13 +64,14 @@ SQL
 # fleet_node NAME ADDR: a sipauthd node of the fleet ($NODE_DB) with its own new store, SIP on
 # udp and tcp ADDR:${NAME}_PORT, its API on ADDR:${NAME}_API_PORT, the gateway stand-in
 # 127.0.0.2:$GW_PORT trusted, domain ${NODE_DOMAIN:-sip.tryvox.io}; its pid in ${NAME}_PID, its
-# address in ${NAME}_ADDR, its log in $T/NAME.log
+# address in ${NAME}_ADDR, its log in $T/NAME.log. $NODE_LISTEN adds listeners (tls:ADDR:PORT),
+# $NODE_CONF lines at the end of its configuration (a [tls] section).
 fleet_node() {
 	_port=$(free_port "$2")
 	_api=$(free_port "$2")
 	cat >"$T/$1.conf" <<CONF
 [sip]
-listen = udp:$2:$_port, tcp:$2:$_port
+listen = udp:$2:$_port, tcp:$2:$_port${NODE_LISTEN:+, $NODE_LISTEN}
 domain = ${NODE_DOMAIN:-sip.tryvox.io}
 [upstream]
 gateway = udp:127.0.0.2:$GW_PORT
@@ -88,6 +89,7 @@ listen = $2:$_api
 [cluster]
 database = $NODE_DB
 node = $1
+${NODE_CONF:-}
 CONF
 	spawn "$T/$1.log" "$SIPAUTHD" --config "$T/$1.conf"
 	eval "${1}_PID=\$!; ${1}_PORT=\$_port; ${1}_ADDR=$2; ${1}_API_PORT=\$_api"

@@ -1,11 +1,12 @@
 # fleet_registrations.sh: registrations across the nodes of a fleet (issue 12). A PBX registered at
-# node B (UDP, then TCP) receives the calls the gateway sends to node A: A relays them to B, which
+# node B (UDP, TCP, TLS) receives the calls the gateway sends to node A: A relays them to B, which
 # sends them down the PBX's own flow; ACK and BYE follow the Record-Route both ways. The API of
 # node A lists the fleet's bindings with their owning node. node B killed (-9): within 6 s node A
 # no longer relays to it (480, as when no PBX is registered), the PBX registers at A and takes
 # calls there. A stranger's INVITE at node B is refused as on a single host.
 . "$top_srcdir/test/lib.sh"
 . "$top_srcdir/test/pg_lib.sh"
+. "$top_srcdir/test/tls_lib.sh"
 
 [ -x "$SIPAUTHCTL" ] || skip "$SIPAUTHCTL is not built"
 need python3
@@ -30,14 +31,19 @@ cred() {
 }
 CRED_U=$(cred pbx-udp)
 CRED_T=$(cred pbx-tcp)
+CRED_S=$(cred pbx-tls)
 assert_eq "schema 2 (registrations logged)" 2 "$(psql_q 'SELECT version FROM schema_version')"
 # the nodes connect as a role with only the rights README's "Running a fleet" grants
 fleet_role || fail "the node role's grants"
 GW_IP=127.0.0.2
 GW_PORT=$(free_port $GW_IP)
 
+make_cert server sipauthd-test || { cat "$T/server.openssl.log"; fail "openssl made no certificate"; finish; }
 fleet_node A 127.0.0.41
-fleet_node B 127.0.0.42
+B_TLS_PORT=$(free_port 127.0.0.42)
+NODE_LISTEN="tls:127.0.0.42:$B_TLS_PORT" NODE_CONF="[tls]
+certificate = $T/server.pem
+private_key = $T/server.key" fleet_node B 127.0.0.42
 for n in A B; do
 	wait_for grep -q "event=cluster_connected" "$T/$n.log" || { cat "$T/$n.log"; fail "node $n did not connect"; finish; }
 done
@@ -46,11 +52,13 @@ assert_eq "node A knows node B from the heartbeats" 0 $?
 wait_for grep -q "event=cluster_node_seen node=B other=A address=udp:$A_ADDR:$A_PORT" "$T/B.log"
 assert_eq "node B knows node A" 0 $?
 
-# pbx NAME NODE USER TRANSPORT PORT [ARGS...]: the PBX (127.0.0.1:PORT) registers at NODE and takes
+# pbx NAME NODE USER TRANSPORT PORT [ARGS...]: the PBX (127.0.0.1:PORT) registers at NODE (tls: at
+# B's TLS port) and takes
 # one inbound call on that flow; its JSON lines in $T/NAME.json, its pid in $!
 pbx() {
 	_n=$1; _node=$2; _user=$3; _tr=$4; _lp=$5; shift 5
 	eval "_addr=\$${_node}_ADDR; _port=\$${_node}_PORT"
+	[ "$_tr" = tls ] && _port=$B_TLS_PORT
 	spawn "$T/$_n.json" $SIPCLIENT pbx --server "$_addr:$_port" --transport "$_tr" --local-ip 127.0.0.1 \
 		--local-port "$_lp" --host "$TRUNK_HOST" --user "$_user" --password "$PW" --algorithms MD5 --expires 120 \
 		--timeout 5 --wait 15 "$@"
@@ -148,6 +156,22 @@ assert_eq "the next page has the other one, and no more" "200 1 False" \
 	"$(api A "/registrations?limit=1&starting_after=${page##* }" | python3 -c '
 import json, sys
 st, body = sys.stdin.read().split(" ", 1); j = json.loads(body); print(st, len(j["data"]), j["has_more"])')"
+
+# ---- TLS: the same down the PBX's TLS connection to B ----
+pbx tls1 B pbx-tls tls "$(free_port 127.0.0.1)"; p=$!
+registered tls1 || fail "the PBX did not register at B over TLS"
+wait_for grep -q "event=cluster_registration node=A owner=B cred=$CRED_S trunk=$TRUNK" "$T/A.log"
+assert_eq "node A learnt that B holds pbx-tls's connection" 0 $?
+gateway gw5 gateway_call.xml A
+assert_eq "TLS: the gateway's call at node A completes with the PBX registered over TLS at B" 0 $?
+wait "$p"; assert_eq "the PBX took the call on its TLS connection and answered the BYE" 0 $?
+assert_eq "the PBX received one INVITE, one ACK and one BYE on its connection" "1 1 1" \
+	"$(requests tls1 INVITE) $(requests tls1 ACK) $(requests tls1 BYE)"
+assert_match "... sent by B over TLS (B's Via on top, then A's over UDP)" \
+	"^SIP/2.0/TLS 127.0.0.42:$B_TLS_PORT;branch=[^ ]* SIP/2.0/UDP 127.0.0.41:$A_PORT;branch=" \
+	"$(invite_field tls1 '" ".join(r["headers"]["via"][:2])')"
+assert_eq "node A's metric: four INVITEs relayed" 4 "$(relayed)"
+assert_eq "node A lists the TLS binding too, owned by node B" "200 pbx-tcp:B:tcp pbx-tls:B:tls pbx-udp:B:udp" "$(regs A)"
 
 # ---- a stranger (not a node, not the gateway) at node B: refused as on a single host ----
 pbx udp3 B pbx-udp udp "$PBX_UDP_PORT" --wait 2; p=$!
