@@ -122,9 +122,9 @@ struct sa_cluster {
 	unsigned nnodes;
 	struct remote *remote[REMOTE_BUCKETS];
 	unsigned nremote;
-	char (*dirty)[SA_ID_MAX];    /* credentials whose bindings changed here */
+	char (*dirty)[SA_ID_MAX];    /* credentials whose bindings changed here, the first put_count in flight */
 	unsigned ndirty;
-	unsigned put_count;          /* credentials in the write in flight */
+	unsigned put_count;          /* credentials in the write in flight (kept until it is answered) */
 	bool dirty_dropped;          /* logged once until the set empties */
 };
 
@@ -185,6 +185,7 @@ static void down(struct sa_cluster *c, const char *msg, enum conn_state to)
 	c->state = to;
 	if (c->step != ST_APPLYING)
 		c->step = ST_IDLE;
+	c->put_count = 0;   /* a write in flight is sent again after the next connect */
 }
 
 static void io_cb(evutil_socket_t fd, short what, void *arg);
@@ -555,7 +556,8 @@ void sa_cluster_binding_changed(struct sa_cluster *c, const char *cred_id)
 {
 	if (c == NULL)
 		return;
-	for (unsigned i = 0; i < c->ndirty; i++)
+	/* one in the write in flight is written again: that write has its bindings as they were */
+	for (unsigned i = c->put_count; i < c->ndirty; i++)
 		if (strcmp(c->dirty[i], cred_id) == 0)
 			return;
 	if (c->ndirty == DIRTY_MAX) {
@@ -593,7 +595,20 @@ static int put_binding_cb(const struct sa_binding *b, void *arg)
 	return 0;
 }
 
-/* Up to PUT_MAX credentials' bindings as they are in the store now, in one statement. */
+/* The first n credentials are written (or their write failed in the
+ * database: tried again at their next REGISTER, not in a loop). */
+static void dirty_done(struct sa_cluster *c, unsigned n)
+{
+	memmove(c->dirty, c->dirty + n, (c->ndirty - n) * sizeof(*c->dirty));
+	c->ndirty -= n;
+	c->put_count = 0;
+	if (c->ndirty == 0)
+		c->dirty_dropped = false;
+}
+
+/* Up to PUT_MAX credentials' bindings as they are in the store now, in one
+ * statement. They stay in the set until it is answered: a connection lost
+ * meanwhile sends them again after the next connect. */
 static void registrations_put(struct sa_cluster *c)
 {
 	struct put p = { .rows = json_array(), .now = (int64_t)time(NULL), .node = c->srv->cfg.cluster_node };
@@ -609,16 +624,14 @@ static void registrations_put(struct sa_cluster *c)
 		rows_text = json_dumps(p.rows, JSON_COMPACT);
 		ids_text = json_dumps(ids, JSON_COMPACT);
 	}
-	memmove(c->dirty, c->dirty + n, (c->ndirty - n) * sizeof(*c->dirty));
-	c->ndirty -= n;
-	if (c->ndirty == 0)
-		c->dirty_dropped = false;
 	if (rows_text && ids_text) {
 		const char *params[] = { c->srv->cfg.cluster_node, rows_text, ids_text };
 		c->put_count = n;
 		log_debug("event=cluster_registrations_write node=%s credentials=%u bindings=%zu", c->srv->cfg.cluster_node,
 		          n, json_array_size(p.rows));
 		send_query(c, ST_REG_PUT, sa_pg_registrations_put_sql, 3, params);
+	} else {
+		dirty_done(c, n);   /* out of memory: they wait for their next REGISTER */
 	}
 	free(rows_text);
 	free(ids_text);
@@ -651,8 +664,6 @@ static void result(struct sa_cluster *c, PGresult *r)
 		nodes_seen(c, PQgetvalue(r, 0, 1), strtoll(PQgetvalue(r, 0, 2), NULL, 10));   /* ms */
 	} else if (s == PGRES_TUPLES_OK && c->step == ST_REG_LOAD && PQnfields(r) == 5)
 		remote_load(c, r);
-	else if (s == PGRES_COMMAND_OK && c->step == ST_REG_PUT)
-		c->put_count = 0;
 	else if (s == PGRES_TUPLES_OK && PQnfields(r) == 5 && c->rows == NULL) {
 		c->rows = r;
 		return;
@@ -861,8 +872,11 @@ static void query_done(struct sa_cluster *c)
 		}
 		c->again = true;
 		break;
-	case ST_REG_LOAD:
 	case ST_REG_PUT:
+		dirty_done(c, c->put_count);
+		c->again = true;
+		break;
+	case ST_REG_LOAD:
 	case ST_HEARTBEAT:
 		c->again = true;   /* what waited behind it */
 		break;
