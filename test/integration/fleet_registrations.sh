@@ -173,6 +173,21 @@ assert_match "... sent by B over TLS (B's Via on top, then A's over UDP)" \
 assert_eq "node A's metric: four INVITEs relayed" 4 "$(relayed)"
 assert_eq "node A lists the TLS binding too, owned by node B" "200 pbx-tcp:B:tcp pbx-tls:B:tls pbx-udp:B:udp" "$(regs A)"
 
+# ---- node A restarted: it loads the other nodes' bindings when it connects, and relays again ----
+stop "$A_PID"
+assert_eq "node A stops cleanly" 0 $?
+mv "$T/A.log" "$T/A1.log"
+fleet_node A 127.0.0.41
+wait_for grep -q "event=cluster_registrations_loaded node=A seq=[0-9]* remote=3$" "$T/A.log"
+assert_eq "node A, restarted, loaded B's three bindings from the database" 0 $?
+wait_for grep -q "event=cluster_node_seen node=A other=B" "$T/A.log"
+pbx udpr B pbx-udp udp "$PBX_UDP_PORT"; p=$!
+registered udpr || fail "the PBX did not register at B"
+gateway gw6 gateway_call.xml A
+assert_eq "the restarted node A relays the gateway's call to the PBX at B" 0 $?
+wait "$p"; assert_eq "the PBX took it" 0 $?
+assert_eq "one INVITE, from B" "1 127.0.0.42:$B_PORT" "$(requests udpr INVITE) $(invite_field udpr 'r["src"]')"
+
 # ---- a stranger (not a node, not the gateway) at node B: refused as on a single host ----
 pbx udp3 B pbx-udp udp "$PBX_UDP_PORT" --wait 2; p=$!
 registered udp3 || fail "the PBX did not register at B"
@@ -249,7 +264,7 @@ assert_eq "node A's API lists the binding with node A" "200 pbx-udp:A:udp" "$(re
 openapi_check
 stop "$A_PID"
 assert_eq "node A stops cleanly" 0 $?
-for n in A B; do
+for n in A1 A B; do
 	assert_nomatch "node $n logged no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/$n.log")"
 	assert_nomatch "node $n never logged a password" "$PW" "$(cat "$T/$n.log")"
 	assert_nomatch "node $n: no query failed" "event=cluster_query_failed" "$(cat "$T/$n.log")"
