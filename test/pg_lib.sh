@@ -94,3 +94,30 @@ CONF
 	spawn "$T/$1.log" "$SIPAUTHD" --config "$T/$1.conf"
 	eval "${1}_PID=\$!; ${1}_PORT=\$_port; ${1}_ADDR=$2; ${1}_API_PORT=\$_api"
 }
+
+# fleet_needs: skips the test unless sipauthctl is built with libpq, python3 and psql are there
+fleet_needs() {
+	[ -x "$SIPAUTHCTL" ] || skip "$SIPAUTHCTL is not built"
+	need python3
+	need psql
+	"$SIPAUTHCTL" --database "host=127.0.0.1 port=1 connect_timeout=1" init 2>&1 | grep -q "built without PostgreSQL" &&
+		skip "sipauthctl was built without libpq: fleet mode is not built in"
+	return 0
+}
+
+# fleet_db NAME: a new database NAME, initialised for sip.tryvox.io, with an account $ACC and its
+# trunk $TRUNK ($TRUNK_HOST); $DB is then its connection string (as postgres)
+fleet_db() {
+	psql_q "CREATE DATABASE $1" >/dev/null
+	DB="host=127.0.0.1 port=$PG_PORT user=postgres dbname=$1 connect_timeout=3"
+	ctl_db init --domain sip.tryvox.io >/dev/null
+	ACC=$(ctl_db account create --name fleet)
+	TRUNK=$(ctl_db trunk create --account "$ACC" --name fleet)
+	TRUNK_HOST="trunk-$TRUNK.sip.tryvox.io"
+}
+ctl_db() { "$SIPAUTHCTL" --database "$DB" "$@"; }
+# cred USER: creates a credential of $TRUNK with password $PW through the database, prints its id
+cred() {
+	printf '%s\n' "$PW" | ctl_db credential create --trunk "$TRUNK" --username "$1" --password-stdin |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+}

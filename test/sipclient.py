@@ -624,17 +624,12 @@ class Client:
         return None
 
     def receive(self, deadline, waiting_for):
-        """Next response, or NoAnswer at the deadline."""
+        """Next response, or NoAnswer at the deadline (requests are answered here)."""
         while True:
-            try:
-                got = self.t.recv(deadline)
-            except PeerClosed:
-                raise NoAnswer("closed", waiting_for) from None
-            if got is None:
-                raise NoAnswer("timeout", waiting_for)
-            msg = self.dispatch(*got)
-            if msg:
+            msg = next_message(self, deadline, waiting_for)
+            if msg.status:
                 return msg
+            self.answer_request(msg, msg.src)
 
     def transact(self, req):
         """Send req and return its final response; provisional ones are reported
@@ -941,13 +936,20 @@ def next_message(c, deadline, waiting_for):
             raise NoAnswer("closed", waiting_for) from None
         if got is None:
             raise NoAnswer("timeout", waiting_for)
-        try:
-            msg = parse_message(got[0])
-        except ValueError as e:
-            emit("unparsed", error=str(e), raw=text_of(got[0]))
-            continue
-        msg.src = got[1]
-        return msg
+        msg = parse_received(got)
+        if msg:
+            return msg
+
+
+def parse_received(item):
+    """(bytes, source) as a Message with its src; None (reported) when it is not SIP."""
+    try:
+        msg = parse_message(item[0])
+    except ValueError as e:
+        emit("unparsed", error=str(e), raw=text_of(item[0]))
+        return None
+    msg.src = item[1]
+    return msg
 
 
 class InboundCall:
@@ -1077,12 +1079,9 @@ def raw_collect(t, args):
             if item is None:
                 break
             got += 1
-            try:
-                msg = parse_message(item[0])
-            except ValueError as e:
-                emit("unparsed", error=str(e), raw=text_of(item[0]))
+            msg = parse_received(item)
+            if msg is None:
                 continue
-            msg.src = item[1]
             if not msg.status:
                 emit("request", method=msg.method, uri=msg.uri, headers=msg.headers,
                      raw=text_of(msg.raw))

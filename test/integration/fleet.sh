@@ -3,12 +3,8 @@
 . "$top_srcdir/test/lib.sh"
 . "$top_srcdir/test/pg_lib.sh"
 
-[ -x "$SIPAUTHCTL" ] || skip "$SIPAUTHCTL is not built"
-need python3
-need psql
+fleet_needs
 need flock
-"$SIPAUTHCTL" --database "host=127.0.0.1 port=1 connect_timeout=1" init 2>&1 | grep -q "built without PostgreSQL" &&
-	skip "sipauthctl was built without libpq: fleet mode is not built in"
 pg_start || { fail "PostgreSQL did not start"; finish; }
 
 PW=secure_password_here_123
@@ -117,18 +113,7 @@ assert_nomatch "database away: the connection string's password is not printed" 
 
 # ---- two sipauthd nodes sharing one database ----
 need sipp
-psql_q "CREATE DATABASE fleet" >/dev/null
-DB="host=127.0.0.1 port=$PG_PORT user=postgres dbname=fleet connect_timeout=3"
-ctl_db() { "$SIPAUTHCTL" --database "$DB" "$@"; }
-ctl_db init --domain sip.tryvox.io >/dev/null
-ACC=$(ctl_db account create --name fleet)
-TRUNK=$(ctl_db trunk create --account "$ACC" --name fleet)
-TRUNK_HOST="trunk-$TRUNK.sip.tryvox.io"
-# cred USER: creates a credential with password $PW through the database, prints its id
-cred() {
-	printf '%s\n' "$PW" | ctl_db credential create --trunk "$TRUNK" --username "$1" --password-stdin |
-		python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
-}
+fleet_db fleet
 CRED1=$(cred pbx-a)
 GW_PORT=$(free_port 127.0.0.2)
 KEY=$(ctl_db apikey create --account "$ACC")

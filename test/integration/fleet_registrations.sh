@@ -8,27 +8,13 @@
 . "$top_srcdir/test/pg_lib.sh"
 . "$top_srcdir/test/tls_lib.sh"
 
-[ -x "$SIPAUTHCTL" ] || skip "$SIPAUTHCTL is not built"
-need python3
-need psql
+fleet_needs
 need sipp
-"$SIPAUTHCTL" --database "host=127.0.0.1 port=1 connect_timeout=1" init 2>&1 | grep -q "built without PostgreSQL" &&
-	skip "sipauthctl was built without libpq: fleet mode is not built in"
 pg_start || { fail "PostgreSQL did not start"; finish; }
 
 PW=secure_password_here_123
-psql_q "CREATE DATABASE fleetreg" >/dev/null
-DB="host=127.0.0.1 port=$PG_PORT user=postgres dbname=fleetreg connect_timeout=3"
-ctl_db() { "$SIPAUTHCTL" --database "$DB" "$@"; }
-ctl_db init --domain sip.tryvox.io >/dev/null
-ACC=$(ctl_db account create --name fleet)
-TRUNK=$(ctl_db trunk create --account "$ACC" --name fleet)
-TRUNK_HOST="trunk-$TRUNK.sip.tryvox.io"
+fleet_db fleetreg
 KEY=$(ctl_db apikey create --account "$ACC")
-cred() {
-	printf '%s\n' "$PW" | ctl_db credential create --trunk "$TRUNK" --username "$1" --password-stdin |
-		python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
-}
 CRED_U=$(cred pbx-udp)
 CRED_T=$(cred pbx-tcp)
 CRED_S=$(cred pbx-tls)
