@@ -1,0 +1,300 @@
+# fleet_nodes.sh: three sipauthd nodes (127.0.0.41-43, each with its own store) on a real
+# PostgreSQL 15 primary with a streaming standby, the gateway stand-in on 127.0.0.40 (issue 12,
+# "Tests"): revocation with calls on all three nodes; a node stopped (SIGSTOP) during 100 changes
+# catches up, and resyncs when the log was pruned past it; the database stopped and restarted;
+# two nodes' APIs writing at once; the primary stopped and the standby promoted.
+# fleet.sh covers the rest with two nodes (sipauthctl --database, propagation, the API, limits).
+. "$top_srcdir/test/lib.sh"
+. "$top_srcdir/test/pg_lib.sh"
+
+[ -x "$SIPAUTHCTL" ] || skip "$SIPAUTHCTL is not built"
+need python3
+need psql
+need flock
+need curl
+need sipp
+"$SIPAUTHCTL" --database "host=127.0.0.1 port=1 connect_timeout=1" init 2>&1 | grep -q "built without PostgreSQL" &&
+	skip "sipauthctl was built without libpq: fleet mode is not built in"
+pg_start || { fail "PostgreSQL did not start"; finish; }
+[ -x "$PG_BIN/pg_basebackup" ] || skip "pg_basebackup is not installed"
+
+PW=secure_password_here_123
+NODES="A B C"
+fleet_db_setup || { fail "the fleet database"; finish; }
+pg_standby_start || { fail "the standby did not start streaming"; finish; }
+pass "a streaming standby of the primary on port $PG_SB_PORT"
+# every host, the writable one wanted (libpq tries them in order): the standby once promoted
+DB="host=127.0.0.1,127.0.0.1 port=$PG_PORT,$PG_SB_PORT user=postgres dbname=fleet connect_timeout=3 target_session_attrs=read-write"
+NODE_DB="host=127.0.0.1,127.0.0.1 port=$PG_PORT,$PG_SB_PORT user=sipauthd_node dbname=fleet target_session_attrs=read-write"
+GW_ADDR=127.0.0.40
+GW_PORT=$(free_port $GW_ADDR)
+cred pbx-base >/dev/null
+node A 127.0.0.41
+node B 127.0.0.42
+node C 127.0.0.43
+for n in $NODES; do
+	wait_for grep -q "event=cluster_connected" "$T/$n.log" || { cat "$T/$n.log"; fail "node $n did not connect"; finish; }
+done
+pass "three nodes started from an empty store and connected"
+
+# metric NODE NAME: the value of sipauthd_NAME in NODE's /metrics
+metric() {
+	eval "_m=http://\$${1}_ADDR:\$${1}_API_PORT/metrics"
+	curl -s "$_m" | sed -n "s/^sipauthd_$2 //p"
+}
+head_seq() { psql_q 'SELECT last FROM change_seq'; }
+# converged NODE: the node has applied the database's last change
+converged() { [ "$(metric "$1" cluster_applied_seq)" = "$(head_seq)" ]; }
+all_converged() { for _n in $NODES; do wait_for converged "$_n" || return 1; done; }
+# mirror_ids NODE: the credential ids in NODE's own store (read beside the daemon), sorted
+mirror_ids() {
+	"$SIPAUTHCTL" --store "$T/$1-store" credential list --trunk "$TRUNK" |
+		python3 -c 'import json,sys; print(" ".join(sorted(c["id"] for c in json.load(sys.stdin)["data"])))'
+}
+db_ids() { psql_q "SELECT id FROM credentials WHERE trunk_id = '$TRUNK'" | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//'; }
+# mirrors_match WHAT: every node's store holds exactly the database's credentials
+mirrors_match() {
+	_want=$(db_ids)
+	for _n in $NODES; do
+		assert_eq "$1: node $_n's mirror holds exactly the database's $(echo "$_want" | wc -w) credentials" \
+			"$_want" "$(mirror_ids "$_n" | tr ' ' '\n' | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')"
+	done
+}
+# id_of "STATUS BODY": the id in an API answer's body
+id_of() { printf '%s' "${1#* }" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
+# elapsed T0: seconds since T0 (date +%s.%N), 3 decimals
+elapsed() { python3 -c "import sys, time; print('%.3f' % (time.time() - float(sys.argv[1])))" "$1"; }
+
+all_converged || fail "the nodes did not apply the first changes"
+assert_eq "a credential made before the nodes started registers at A, B and C" "200 200 200" \
+	"$(reg A pbx-base) $(reg B pbx-base) $(reg C pbx-base)"
+
+# ---- 1. revocation with a call through each of the three nodes ----
+# Each time: a credential with one call held through each node (sipp PBX on 127.0.0.1, sipp gateway
+# on 127.0.0.40); DELETE through one node's API ends all three (BYE to the PBX and to the gateway)
+# and REGISTER with it is then refused at every node. scripts/bench/fleet_revoke.sh measures it
+# 50 times; here three times, the DELETE through each node once.
+i=0
+for via in A B C; do
+	i=$((i + 1))
+	out=$(api "$via" POST /credentials "{\"username\":\"rv-$i\",\"password\":\"$PW\"}")
+	CR=$(id_of "$out")
+	all_converged || fail "rv-$i did not reach every node"
+	bg_sipp "gw$i" -sf "$SIPP_DIR/gateway_uas.xml" -i $GW_ADDR -p "$GW_PORT" -m 3
+	gw=$!
+	pbx=""
+	for n in $NODES; do
+		eval "_addr=\$${n}_ADDR; _port=\$${n}_PORT"
+		bg_sipp "pbx$i$n" -sf "$SIPP_DIR/pbx_call_hold.xml" "$_addr:$_port" -i 127.0.0.1 -p "$(free_port)" \
+			-m 1 -s "1555000$i$n" -au "rv-$i" -ap "$PW" -key trunk_host "$TRUNK_HOST"
+		pbx="$pbx $!"
+	done
+	for n in $NODES; do
+		wait_for grep -q "event=call_start.*cred=$CR" "$T/$n.log"
+	done
+	assert_eq "rv-$i: one call up through each node" "1 1 1" \
+		"$(for n in $NODES; do grep -c "event=call_start.*cred=$CR" "$T/$n.log"; done | tr '\n' ' ' | sed 's/ $//')"
+	t0=$(date +%s.%N)
+	assert_match "rv-$i: DELETE through node $via's API: 204" "^204" "$(api "$via" DELETE "/credentials/$CR")"
+	ended=0
+	for p in $pbx; do wait "$p" && ended=$((ended + 1)); done
+	assert_eq "rv-$i: the three PBXs got their BYE and answered it" 3 "$ended"
+	wait "$gw"
+	assert_eq "rv-$i: the gateway got a BYE for each of the three calls" 0 $?
+	last=0
+	for n in $NODES; do
+		assert_eq "rv-$i: node $n ended its one call" 1 "$(grep -c "event=credential_revoked cred=$CR calls_ended=1" "$T/$n.log")"
+		b=$(bye_at "$T/pbx$i$n.msg")
+		[ "$b" = none ] && { fail "rv-$i: no BYE in the PBX's trace at node $n"; continue; }
+		last=$(python3 -c "import sys; print(max(float(sys.argv[1]), float(sys.argv[2])))" "$last" "$b")
+	done
+	d=$(python3 -c "import sys; print('%.3f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$t0" "$last")
+	echo "rv-$i: the last PBX's BYE $d s after the DELETE at node $via"
+	# the 1 s figure is the benchmark's; here only a bound a loaded CI machine keeps
+	python3 -c "import sys; sys.exit(0 if 0 <= float(sys.argv[1]) <= 3.0 else 1)" "$d"
+	assert_eq "rv-$i: every BYE within 3 s of the DELETE ($d s)" 0 $?
+	assert_eq "rv-$i: REGISTER with it is refused at A, B and C" "401 401 401" "$(reg A "rv-$i") $(reg B "rv-$i") $(reg C "rv-$i")"
+done
+
+# ---- 2. a node stopped during 100 changes ----
+all_converged || fail "the nodes did not converge before node C was stopped"
+h0=$(head_seq)
+r0=$(metric C cluster_resyncs_total)
+kill -STOP "$C_PID"
+# 70 creates (40 through node A's API, 30 through sipauthctl --database, at once), then 30
+# deletes (15 through node B's API, 15 through sipauthctl --database, at once)
+( for i in $(seq 1 40); do api A POST /credentials "{\"username\":\"s-$i\",\"password\":\"$PW\"}"; done ) >"$T/s.out" &
+sa=$!
+( for i in $(seq 1 30); do cred "t-$i"; done ) >"$T/t.ids" &
+ta=$!
+wait "$sa" "$ta"
+assert_eq "40 credentials created through node A's API" 40 "$(grep -c '^201 ' "$T/s.out")"
+assert_eq "30 credentials created through sipauthctl --database" 30 "$(grep -c '^cred_' "$T/t.ids")"
+grep '^201 ' "$T/s.out" | while read -r l; do id_of "$l"; done >"$T/s.ids"
+( head -n 15 "$T/s.ids" | while read -r id; do api B DELETE "/credentials/$id"; done ) >"$T/sd.out" &
+sa=$!
+( head -n 15 "$T/t.ids" | while read -r id; do ctl_db credential delete --trunk "$TRUNK" --id "$id" && echo deleted; done ) >"$T/td.out" &
+ta=$!
+wait "$sa" "$ta"
+assert_eq "15 deleted through node B's API" 15 "$(grep -c '^204' "$T/sd.out")"
+assert_eq "15 deleted through sipauthctl --database" 15 "$(grep -c '^deleted' "$T/td.out")"
+head=$(head_seq)
+assert_eq "100 changes in the log while node C was stopped" 100 $((head - h0))
+t0=$(date +%s.%N)
+kill -CONT "$C_PID"
+for _ in $(seq 1 500); do converged C && break; sleep 0.02; done
+conv=$(elapsed "$t0")
+echo "node C converged ${conv} s after SIGCONT (100 changes behind)"
+assert_eq "node C after SIGCONT: cluster_applied_seq is the head" "$head" "$(metric C cluster_applied_seq)"
+assert_eq "node C caught up from the log, without a resync" "$r0 0" \
+	"$(metric C cluster_resyncs_total) $(grep -c "event=cluster_resync" "$T/C.log")"
+all_converged || fail "A and B did not converge"
+mirrors_match "after 100 changes past a stopped node"
+assert_eq "at node C: created ones register (API, sipauthctl), deleted ones are refused" "200 200 401 401" \
+	"$(reg C s-40) $(reg C t-30) $(reg C s-1) $(reg C t-1)"
+
+# ... and again with the log pruned past it while it is stopped: a full resync
+kill -STOP "$C_PID"
+( for i in $(seq 1 10); do api B POST /credentials "{\"username\":\"p-$i\",\"password\":\"$PW\"}"; done ) >"$T/p.out"
+( sed -n 16,20p "$T/s.ids" | while read -r id; do api A DELETE "/credentials/$id"; done ) >"$T/pd.out"
+assert_eq "10 created through node B's API, 5 deleted through node A's" "10 5" \
+	"$(grep -c '^201 ' "$T/p.out") $(grep -c '^204' "$T/pd.out")"
+for n in A B; do wait_for converged "$n" || fail "node $n did not apply the 15 changes"; done
+head=$(head_seq)
+pruned=$(psql_q "WITH d AS (DELETE FROM change_log WHERE seq < $head RETURNING 1) SELECT count(*) FROM d")
+assert_eq "the log pruned to its head (every other change gone)" "$((head - 1))" "$pruned"
+t0=$(date +%s.%N)
+kill -CONT "$C_PID"
+for _ in $(seq 1 500); do converged C && break; sleep 0.02; done
+conv2=$(elapsed "$t0")
+echo "node C resynced and converged ${conv2} s after SIGCONT"
+assert_eq "node C after the prune: cluster_applied_seq is the head" "$head" "$(metric C cluster_applied_seq)"
+assert_eq "node C did one full resync (/metrics)" $((r0 + 1)) "$(metric C cluster_resyncs_total)"
+assert_match "node C logged why" "event=cluster_resync node=C .*reason=\"the change log was pruned past this mirror\"" "$(cat "$T/C.log")"
+assert_eq "node C logged the resync done, at the head" 1 "$(grep -c "event=cluster_resynced node=C seq=$head " "$T/C.log")"
+assert_eq "nodes A and B did not resync" "0 0" "$(metric A cluster_resyncs_total) $(metric B cluster_resyncs_total)"
+mirrors_match "after a resync"
+assert_eq "at node C: created ones register, deleted ones are refused" "200 200 401 401" \
+	"$(reg C p-10) $(reg C s-40) $(reg C s-16) $(reg C t-1)"
+
+# ---- 3. the database stopped and restarted ----
+# downs NODE: how many times NODE has lost its connection
+downs() { grep -c "event=cluster_down node=$1 " "$T/$1.log"; }
+# all_down BEFORE...: each node (in order) has lost its connection once more than BEFORE
+all_down() {
+	for _n in $NODES; do
+		wait_for sh -c "[ \$(grep -c 'event=cluster_down node=$_n ' '$T/$_n.log') -gt $1 ]" || return 1
+		shift
+	done
+}
+d0=$(for n in $NODES; do downs "$n"; done)
+pg_stop
+all_down $d0 || fail "the nodes did not notice the database went away"
+assert_eq "database stopped: REGISTER from the mirror at A, B and C" "200 200 200" \
+	"$(reg A s-39) $(reg B t-29) $(reg C p-9)"
+assert_eq "database stopped: a deleted credential is still refused at A, B and C" "401 401 401" \
+	"$(reg A s-2) $(reg B t-2) $(reg C rv-1)"
+for n in $NODES; do
+	assert_match "database stopped: node $n's API answers 503 database_unavailable" \
+		'^503 .*"code": *"database_unavailable"' "$(api "$n" GET /credentials?limit=1)"
+done
+assert_match "database stopped: a POST too" '^503 .*"code": *"database_unavailable"' \
+	"$(api B POST /credentials "{\"username\":\"x-1\",\"password\":\"$PW\"}")"
+assert_eq "database stopped: /metrics at A, B and C says disconnected" "0 0 0" \
+	"$(metric A cluster_connected) $(metric B cluster_connected) $(metric C cluster_connected)"
+c0=""; for n in $NODES; do c0="$c0 $(metric "$n" cluster_connects_total)"; done
+pg_restart || fail "PostgreSQL restarted"
+t0=$(date +%s.%N)
+# reconnected NODE CONNECTS_BEFORE: the node made a new connection
+reconnected() { [ "$(metric "$1" cluster_connects_total)" -gt "$2" ] && [ "$(metric "$1" cluster_connected)" = 1 ]; }
+set -- $c0
+for n in $NODES; do
+	for _ in $(seq 1 250); do reconnected "$n" "$1" && break; sleep 0.02; done
+	eval "rc_$n=\$(elapsed \$t0)"
+	reconnected "$n" "$1"
+	assert_eq "node $n reconnected after the restart" 0 $?
+	shift
+done
+echo "reconnected after the database's restart (s, counted from pg_ctl start's return): A $rc_A, B $rc_B, C $rc_C"
+cred after-restart >/dev/null
+assert_eq "a credential created after the restart registers at A, B and C" "200 200 200" \
+	"$(reg_until A after-restart 200) $(reg_until B after-restart 200) $(reg_until C after-restart 200)"
+for n in $NODES; do
+	assert_match "node $n's API answers from the database again" "^200 " "$(api "$n" GET /credentials?limit=1)"
+done
+
+# ---- 4. two nodes' APIs writing at once ----
+# node A and node B each create 20 usernames of their own and 20 that the other creates too
+# (dup-N at A, DUP-N at B: the same username ignoring case), in two loops at once
+for n in A B; do
+	(
+		for i in $(seq 1 20); do
+			api "$n" POST /credentials "{\"username\":\"own-$n-$i\",\"password\":\"$PW\"}" >"$T/own-$n-$i"
+			u=dup-$i; [ "$n" = B ] && u=DUP-$i
+			api "$n" POST /credentials "{\"username\":\"$u\",\"password\":\"$PW\"}" >"$T/dup-$n-$i"
+		done
+	) &
+	eval "w$n=\$!"
+done
+wait "$wA" "$wB"
+assert_eq "40 usernames of their own: 40 created" 40 "$(cat "$T"/own-* | grep -c '^201 ')"
+pairs=$(for i in $(seq 1 20); do cut -c1-3 "$T/dup-A-$i" "$T/dup-B-$i" | sort | tr '\n' ' '; echo; done | sort | uniq -c | sed 's/^ *//')
+assert_eq "the same username at both nodes: one 201 and one 409, twenty times" "20 201 409 " "$pairs"
+assert_eq "... each 409 says duplicate_username" 20 "$(cat "$T"/dup-* | grep -c '^409 .*"code": *"duplicate_username"')"
+created=$(cat "$T"/own-* "$T"/dup-* | grep '^201 ' | while read -r l; do id_of "$l"; done | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')
+listed=$(api C GET "/credentials?limit=1000" | python3 -c '
+import json, sys
+ids = [c["id"] for c in json.loads(sys.stdin.read().split(" ", 1)[1])["data"] if c["username"].lower().startswith(("own-", "dup-"))]
+print(" ".join(sorted(ids)) if len(ids) == len(set(ids)) else "twice: " + " ".join(ids))')
+assert_eq "every 201 is in node C's list exactly once, and nothing else" "$created" "$listed"
+assert_eq "60 created in all" 60 "$(echo "$created" | wc -w)"
+assert_eq "usernames unique per trunk (ignoring case) in the database" 0 \
+	"$(psql_q "SELECT count(*) - count(DISTINCT lower(username)) FROM credentials WHERE trunk_id = '$TRUNK'")"
+all_converged || fail "the nodes did not converge after the writers"
+mirrors_match "after two writers at once"
+
+# ---- 5. the primary stopped, the standby promoted ----
+c0=""; for n in $NODES; do c0="$c0 $(metric "$n" cluster_connects_total)"; done
+d0=$(for n in $NODES; do downs "$n"; done)
+pg_stop
+all_down $d0 || fail "the nodes did not notice the primary went away"
+assert_match "the primary away, the standby read-only: node A's API answers 503 database_unavailable" \
+	'^503 .*"code": *"database_unavailable"' "$(api A GET /credentials?limit=1)"
+assert_eq "the primary away: REGISTER from the mirror at A, B and C" "200 200 200" \
+	"$(reg A own-A-1) $(reg B own-B-1) $(reg C after-restart)"
+pg_promote || { cat "$PG_DIR/ctl.log"; fail "the standby was promoted"; }
+t0=$(date +%s.%N)
+set -- $c0
+for n in $NODES; do
+	for _ in $(seq 1 250); do reconnected "$n" "$1" && break; sleep 0.02; done
+	eval "rc_$n=\$(elapsed \$t0)"
+	reconnected "$n" "$1"
+	assert_eq "node $n reconnected after the promotion" 0 $?
+	assert_match "... to the promoted standby" "event=cluster_connected node=$n database=\"fleet on 127.0.0.1:$PG_SB_PORT\"" \
+		"$(cat "$T/$n.log")"
+	shift
+done
+echo "reconnected after the promotion (s, counted from pg_ctl promote's return): A $rc_A, B $rc_B, C $rc_C"
+out=$(api B POST /credentials "{\"username\":\"promoted-1\",\"password\":\"$PW\"}")
+assert_match "an API write at node B after the promotion: 201" "^201 " "$out"
+assert_eq "... in the promoted database" promoted-1 \
+	"$(psql -X -qtA "host=127.0.0.1 port=$PG_SB_PORT user=postgres dbname=fleet" -c "SELECT username FROM credentials WHERE id = '$(id_of "$out")'")"
+assert_eq "... and it registers at A, B and C" "200 200 200" \
+	"$(reg_until A promoted-1 200) $(reg_until B promoted-1 200) $(reg_until C promoted-1 200)"
+assert_match "a delete at node C after the promotion: 204" "^204" "$(api C DELETE "/credentials/$(id_of "$out")")"
+assert_eq "... refused at A, B and C" "401 401 401" \
+	"$(reg_until A promoted-1 401) $(reg_until B promoted-1 401) $(reg_until C promoted-1 401)"
+all_converged || fail "the nodes did not converge on the promoted database"
+mirrors_match "after the promotion"
+assert_eq "no node resynced for the promotion (the standby had every change)" "0 0 1" \
+	"$(metric A cluster_resyncs_total) $(metric B cluster_resyncs_total) $(metric C cluster_resyncs_total)"
+
+openapi_check
+for n in $NODES; do
+	eval "stop \$${n}_PID"
+	assert_eq "node $n stops cleanly" 0 $?
+	assert_nomatch "node $n logged no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/$n.log")"
+	assert_nomatch "node $n never logged a password" "$PW" "$(cat "$T/$n.log")"
+done
+
+finish
