@@ -65,6 +65,16 @@ pg_promote() {
 }
 
 # ---- a fleet on that database ----
+# fleet_need: skips (visibly) without sipauthctl, the tools the fleet tests use, or a build with libpq
+fleet_need() {
+	[ -x "$SIPAUTHCTL" ] || skip "$SIPAUTHCTL is not built"
+	need python3
+	need psql
+	need flock
+	"$SIPAUTHCTL" --database "host=127.0.0.1 port=1 connect_timeout=1" init 2>&1 | grep -q "built without PostgreSQL" &&
+		skip "sipauthctl was built without libpq: fleet mode is not built in"
+}
+
 # fleet_db_setup: database "fleet" initialised for sip.tryvox.io with account $ACC, trunk $TRUNK
 # ($TRUNK_HOST), API key $KEY, and role sipauthd_node with only the rights README's "Running a
 # fleet" grants; $DB (administrator) and $NODE_DB (the nodes) connect to it
@@ -126,6 +136,17 @@ CONF
 	eval "${1}_PID=\$!; ${1}_PORT=\$_port; ${1}_ADDR=$2; ${1}_API_PORT=\$_api"
 }
 
+# nodes_stop NODE...: stops each node by its pid; it must exit 0, with no sanitizer report and
+# no password ($PW) in its log
+nodes_stop() {
+	for _n in "$@"; do
+		eval "stop \$${_n}_PID"
+		assert_eq "node $_n stops cleanly" 0 $?
+		assert_nomatch "node $_n logged no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/$_n.log")"
+		assert_nomatch "node $_n never logged a password" "$PW" "$(cat "$T/$_n.log")"
+	done
+}
+
 # reg NODE USER [SRC_IP]: REGISTER with $PW at NODE; prints the final status
 reg() {
 	eval "_addr=\$${1}_ADDR; _port=\$${1}_PORT"
@@ -166,4 +187,20 @@ for block in re.split(r"\n-{20,} ", text):
 else:
     print("none")
 PY
+}
+
+# calls_through NAME USER NODE...: one call of USER held through each NODE (a sipp PBX on 127.0.0.1
+# per node, $T/NAME-NODE.msg its trace) and the gateway (sipp on $GW_ADDR) answering them all; sets
+# $GW_SIPP (the gateway's pid) and $PBX_SIPPS (the PBXs' pids, in NODE order). Each ends at the BYE.
+calls_through() {
+	_calls=$1 _user=$2; shift 2
+	bg_sipp "$_calls-gw" -sf "$SIPP_DIR/gateway_uas.xml" -i "${GW_ADDR:-127.0.0.2}" -p "$GW_PORT" -m $#
+	GW_SIPP=$!
+	PBX_SIPPS=""
+	for _n in "$@"; do
+		eval "_addr=\$${_n}_ADDR; _port=\$${_n}_PORT"
+		bg_sipp "$_calls-$_n" -sf "$SIPP_DIR/pbx_call_hold.xml" "$_addr:$_port" -i 127.0.0.1 -p "$(free_port)" \
+			-m 1 -s "1555$_n" -au "$_user" -ap "$PW" -key trunk_host "$TRUNK_HOST"
+		PBX_SIPPS="$PBX_SIPPS $!"
+	done
 }

@@ -7,14 +7,9 @@
 . "$top_srcdir/test/lib.sh"
 . "$top_srcdir/test/pg_lib.sh"
 
-[ -x "$SIPAUTHCTL" ] || skip "$SIPAUTHCTL is not built"
-need python3
-need psql
-need flock
+fleet_need
 need curl
 need sipp
-"$SIPAUTHCTL" --database "host=127.0.0.1 port=1 connect_timeout=1" init 2>&1 | grep -q "built without PostgreSQL" &&
-	skip "sipauthctl was built without libpq: fleet mode is not built in"
 pg_start || { fail "PostgreSQL did not start"; finish; }
 [ -x "$PG_BIN/pg_basebackup" ] || skip "pg_basebackup is not installed"
 
@@ -65,6 +60,32 @@ id_of() { printf '%s' "${1#* }" | python3 -c 'import json,sys; print(json.load(s
 # elapsed T0: seconds since T0 (date +%s.%N), 3 decimals
 elapsed() { python3 -c "import sys, time; print('%.3f' % (time.time() - float(sys.argv[1])))" "$1"; }
 
+# cont_converge NODE: SIGCONT to NODE, then waits (10 s at most) until it has applied the head;
+# prints the seconds from the signal
+cont_converge() {
+	_t0=$(date +%s.%N)
+	eval "kill -CONT \$${1}_PID"
+	for _ in $(seq 1 500); do converged "$1" && break; sleep 0.02; done
+	elapsed "$_t0"
+}
+# reconnected NODE CONNECTS_BEFORE: the node made a new connection
+reconnected() { [ "$(metric "$1" cluster_connects_total)" -gt "$2" ] && [ "$(metric "$1" cluster_connected)" = 1 ]; }
+# connects: every node's connections so far (sipauthd_cluster_connects_total), in NODES order
+connects() { for _n in $NODES; do metric "$_n" cluster_connects_total; done | tr '\n' ' '; }
+# reconnect_times WHY BEFORE...: asserts that each node reconnects (within about 5 s) after WHY and
+# sets rc_NODE to the seconds it took from the call
+reconnect_times() {
+	_why=$1; shift
+	_t0=$(date +%s.%N)
+	for _n in $NODES; do
+		for _ in $(seq 1 250); do reconnected "$_n" "$1" && break; sleep 0.02; done
+		eval "rc_$_n=\$(elapsed \$_t0)"
+		reconnected "$_n" "$1"
+		assert_eq "node $_n reconnected after $_why" 0 $?
+		shift
+	done
+}
+
 all_converged || fail "the nodes did not apply the first changes"
 assert_eq "a credential made before the nodes started registers at A, B and C" "200 200 200" \
 	"$(reg A pbx-base) $(reg B pbx-base) $(reg C pbx-base)"
@@ -80,15 +101,7 @@ for via in A B C; do
 	out=$(api "$via" POST /credentials "{\"username\":\"rv-$i\",\"password\":\"$PW\"}")
 	CR=$(id_of "$out")
 	all_converged || fail "rv-$i did not reach every node"
-	bg_sipp "gw$i" -sf "$SIPP_DIR/gateway_uas.xml" -i $GW_ADDR -p "$GW_PORT" -m 3
-	gw=$!
-	pbx=""
-	for n in $NODES; do
-		eval "_addr=\$${n}_ADDR; _port=\$${n}_PORT"
-		bg_sipp "pbx$i$n" -sf "$SIPP_DIR/pbx_call_hold.xml" "$_addr:$_port" -i 127.0.0.1 -p "$(free_port)" \
-			-m 1 -s "1555000$i$n" -au "rv-$i" -ap "$PW" -key trunk_host "$TRUNK_HOST"
-		pbx="$pbx $!"
-	done
+	calls_through "rv-$i" "rv-$i" $NODES
 	for n in $NODES; do
 		wait_for grep -q "event=call_start.*cred=$CR" "$T/$n.log"
 	done
@@ -97,14 +110,14 @@ for via in A B C; do
 	t0=$(date +%s.%N)
 	assert_match "rv-$i: DELETE through node $via's API: 204" "^204" "$(api "$via" DELETE "/credentials/$CR")"
 	ended=0
-	for p in $pbx; do wait "$p" && ended=$((ended + 1)); done
+	for p in $PBX_SIPPS; do wait "$p" && ended=$((ended + 1)); done
 	assert_eq "rv-$i: the three PBXs got their BYE and answered it" 3 "$ended"
-	wait "$gw"
+	wait "$GW_SIPP"
 	assert_eq "rv-$i: the gateway got a BYE for each of the three calls" 0 $?
 	last=0
 	for n in $NODES; do
 		assert_eq "rv-$i: node $n ended its one call" 1 "$(grep -c "event=credential_revoked cred=$CR calls_ended=1" "$T/$n.log")"
-		b=$(bye_at "$T/pbx$i$n.msg")
+		b=$(bye_at "$T/rv-$i-$n.msg")
 		[ "$b" = none ] && { fail "rv-$i: no BYE in the PBX's trace at node $n"; continue; }
 		last=$(python3 -c "import sys; print(max(float(sys.argv[1]), float(sys.argv[2])))" "$last" "$b")
 	done
@@ -140,10 +153,7 @@ assert_eq "15 deleted through node B's API" 15 "$(grep -c '^204' "$T/sd.out")"
 assert_eq "15 deleted through sipauthctl --database" 15 "$(grep -c '^deleted' "$T/td.out")"
 head=$(head_seq)
 assert_eq "100 changes in the log while node C was stopped" 100 $((head - h0))
-t0=$(date +%s.%N)
-kill -CONT "$C_PID"
-for _ in $(seq 1 500); do converged C && break; sleep 0.02; done
-conv=$(elapsed "$t0")
+conv=$(cont_converge C)
 echo "node C converged ${conv} s after SIGCONT (100 changes behind)"
 assert_eq "node C after SIGCONT: cluster_applied_seq is the head" "$head" "$(metric C cluster_applied_seq)"
 assert_eq "node C caught up from the log, without a resync" "$r0 0" \
@@ -163,10 +173,7 @@ for n in A B; do wait_for converged "$n" || fail "node $n did not apply the 15 c
 head=$(head_seq)
 pruned=$(psql_q "WITH d AS (DELETE FROM change_log WHERE seq < $head RETURNING 1) SELECT count(*) FROM d")
 assert_eq "the log pruned to its head (every other change gone)" "$((head - 1))" "$pruned"
-t0=$(date +%s.%N)
-kill -CONT "$C_PID"
-for _ in $(seq 1 500); do converged C && break; sleep 0.02; done
-conv2=$(elapsed "$t0")
+conv2=$(cont_converge C)
 echo "node C resynced and converged ${conv2} s after SIGCONT"
 assert_eq "node C after the prune: cluster_applied_seq is the head" "$head" "$(metric C cluster_applied_seq)"
 assert_eq "node C did one full resync (/metrics)" $((r0 + 1)) "$(metric C cluster_resyncs_total)"
@@ -202,19 +209,9 @@ assert_match "database stopped: a POST too" '^503 .*"code": *"database_unavailab
 	"$(api B POST /credentials "{\"username\":\"x-1\",\"password\":\"$PW\"}")"
 assert_eq "database stopped: /metrics at A, B and C says disconnected" "0 0 0" \
 	"$(metric A cluster_connected) $(metric B cluster_connected) $(metric C cluster_connected)"
-c0=""; for n in $NODES; do c0="$c0 $(metric "$n" cluster_connects_total)"; done
+c0=$(connects)
 pg_restart || fail "PostgreSQL restarted"
-t0=$(date +%s.%N)
-# reconnected NODE CONNECTS_BEFORE: the node made a new connection
-reconnected() { [ "$(metric "$1" cluster_connects_total)" -gt "$2" ] && [ "$(metric "$1" cluster_connected)" = 1 ]; }
-set -- $c0
-for n in $NODES; do
-	for _ in $(seq 1 250); do reconnected "$n" "$1" && break; sleep 0.02; done
-	eval "rc_$n=\$(elapsed \$t0)"
-	reconnected "$n" "$1"
-	assert_eq "node $n reconnected after the restart" 0 $?
-	shift
-done
+reconnect_times "the restart" $c0
 echo "reconnected after the database's restart (s, counted from pg_ctl start's return): A $rc_A, B $rc_B, C $rc_C"
 cred after-restart >/dev/null
 assert_eq "a credential created after the restart registers at A, B and C" "200 200 200" \
@@ -254,7 +251,7 @@ all_converged || fail "the nodes did not converge after the writers"
 mirrors_match "after two writers at once"
 
 # ---- 5. the primary stopped, the standby promoted ----
-c0=""; for n in $NODES; do c0="$c0 $(metric "$n" cluster_connects_total)"; done
+c0=$(connects)
 d0=$(for n in $NODES; do downs "$n"; done)
 pg_stop
 all_down $d0 || fail "the nodes did not notice the primary went away"
@@ -263,16 +260,10 @@ assert_match "the primary away, the standby read-only: node A's API answers 503 
 assert_eq "the primary away: REGISTER from the mirror at A, B and C" "200 200 200" \
 	"$(reg A own-A-1) $(reg B own-B-1) $(reg C after-restart)"
 pg_promote || { cat "$PG_DIR/ctl.log"; fail "the standby was promoted"; }
-t0=$(date +%s.%N)
-set -- $c0
+reconnect_times "the promotion" $c0
 for n in $NODES; do
-	for _ in $(seq 1 250); do reconnected "$n" "$1" && break; sleep 0.02; done
-	eval "rc_$n=\$(elapsed \$t0)"
-	reconnected "$n" "$1"
-	assert_eq "node $n reconnected after the promotion" 0 $?
-	assert_match "... to the promoted standby" "event=cluster_connected node=$n database=\"fleet on 127.0.0.1:$PG_SB_PORT\"" \
-		"$(cat "$T/$n.log")"
-	shift
+	assert_match "node $n connected to the promoted standby" \
+		"event=cluster_connected node=$n database=\"fleet on 127.0.0.1:$PG_SB_PORT\"" "$(cat "$T/$n.log")"
 done
 echo "reconnected after the promotion (s, counted from pg_ctl promote's return): A $rc_A, B $rc_B, C $rc_C"
 out=$(api B POST /credentials "{\"username\":\"promoted-1\",\"password\":\"$PW\"}")
@@ -290,11 +281,6 @@ assert_eq "no node resynced for the promotion (the standby had every change)" "0
 	"$(metric A cluster_resyncs_total) $(metric B cluster_resyncs_total) $(metric C cluster_resyncs_total)"
 
 openapi_check
-for n in $NODES; do
-	eval "stop \$${n}_PID"
-	assert_eq "node $n stops cleanly" 0 $?
-	assert_nomatch "node $n logged no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/$n.log")"
-	assert_nomatch "node $n never logged a password" "$PW" "$(cat "$T/$n.log")"
-done
+nodes_stop $NODES
 
 finish
