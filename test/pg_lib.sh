@@ -59,6 +59,13 @@ pg_standby_start() {
 		-c \"SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'\")\" = 1 ]"
 }
 
+# pg_standby_caught_up: the standby has replayed everything the primary has written so far
+pg_standby_caught_up() {
+	_lsn=$(psql -X -qtA "host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres" -c "SELECT pg_current_wal_lsn()")
+	wait_for sh -c "[ \"\$(psql -X -qtA 'host=127.0.0.1 port=$PG_SB_PORT user=postgres dbname=postgres' \
+		-c \"SELECT pg_last_wal_replay_lsn() >= '$_lsn'\")\" = t ]"
+}
+
 # pg_promote: the standby becomes a primary (pg_ctl promote waits until it accepts writes)
 pg_promote() {
 	as_pg pg_ctl -D "$PG_DIR/standby" -w -t 30 promote >>"$PG_DIR/ctl.log" 2>&1

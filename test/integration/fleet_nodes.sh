@@ -268,6 +268,8 @@ all_converged || fail "the nodes did not converge after the writers"
 mirrors_match "after two writers at once"
 
 # ---- 5. the primary stopped, the standby promoted ----
+pg_standby_caught_up
+assert_eq "the standby has replayed every change (it streams again since the restart)" 0 $?
 c0=$(connects)
 d0=$(for n in $NODES; do downs "$n"; done)
 pg_stop
