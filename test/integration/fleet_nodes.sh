@@ -64,31 +64,43 @@ import json, sys
 for l in sys.stdin:
     if l.startswith("201 "): print(json.loads(l[4:])["id"])'
 }
-# elapsed T0: seconds since T0 (date +%s.%N), 3 decimals
-elapsed() { python3 -c "import sys, time; print('%.3f' % (time.time() - float(sys.argv[1])))" "$1"; }
+# log_since T0 NODE REGEX: seconds from T0 (date +%s.%N) to the last line of NODE's log matching
+# REGEX, by the line's own time (not by when this test looked), 3 decimals; "none" without one
+log_since() {
+	python3 - "$@" "$T/$2.log" <<'PY'
+import datetime, re, sys
+t0, rx, log = float(sys.argv[1]), re.compile(sys.argv[3]), sys.argv[4]
+at = [l.split(" ", 1)[0] for l in open(log, errors="replace") if rx.search(l)]
+if not at:
+    print("none")
+else:
+    t = datetime.datetime.strptime(at[-1], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+    print("%.3f" % (t.timestamp() - t0))
+PY
+}
 
-# cont_converge NODE: SIGCONT to NODE, then waits (10 s at most) until it has applied the head;
-# prints the seconds from the signal
+# cont_converge NODE HEAD: SIGCONT to NODE, then waits (10 s at most) until it has applied HEAD;
+# prints the seconds from the signal to the apply that reached HEAD (its log line)
 cont_converge() {
 	_t0=$(date +%s.%N)
 	eval "kill -CONT \$${1}_PID"
 	for _ in $(seq 1 500); do converged "$1" && break; sleep 0.02; done
-	elapsed "$_t0"
+	log_since "$_t0" "$1" "event=cluster_applied node=$1 from=[0-9]+ to=$2 "
 }
 # reconnected NODE CONNECTS_BEFORE: the node made a new connection
 reconnected() { [ "$(metric "$1" cluster_connects_total)" -gt "$2" ] && [ "$(metric "$1" cluster_connected)" = 1 ]; }
 # connects: every node's connections so far (sipauthd_cluster_connects_total), in NODES order
 connects() { for _n in $NODES; do metric "$_n" cluster_connects_total; done | tr '\n' ' '; }
 # reconnect_times WHY BEFORE...: asserts that each node reconnects (within about 5 s) after WHY and
-# sets rc_NODE to the seconds it took from the call
+# sets rc_NODE to the seconds from the call to the node's cluster_connected line
 reconnect_times() {
 	_why=$1; shift
 	_t0=$(date +%s.%N)
 	for _n in $NODES; do
 		for _ in $(seq 1 250); do reconnected "$_n" "$1" && break; sleep 0.02; done
-		eval "rc_$_n=\$(elapsed \$_t0)"
 		reconnected "$_n" "$1"
 		assert_eq "node $_n reconnected after $_why" 0 $?
+		eval "rc_$_n=\$(log_since \$_t0 \$_n 'event=cluster_connected node=$_n ')"
 		shift
 	done
 }
@@ -166,7 +178,7 @@ assert_eq "15 deleted through sipauthctl --database" 15 "$(grep -c '^deleted' "$
 unset API_UNCHECKED
 head=$(head_seq)
 assert_eq "100 changes in the log while node C was stopped" 100 $((head - h0))
-conv=$(cont_converge C)
+conv=$(cont_converge C "$head")
 echo "node C converged ${conv} s after SIGCONT (100 changes behind)"
 assert_eq "node C after SIGCONT: cluster_applied_seq is the head" "$head" "$(metric C cluster_applied_seq)"
 assert_eq "node C caught up from the log, without a resync" "$r0 0" \
@@ -188,7 +200,7 @@ for n in A B; do wait_for converged "$n" || fail "node $n did not apply the 15 c
 head=$(head_seq)
 pruned=$(psql_q "WITH d AS (DELETE FROM change_log WHERE seq < $head RETURNING 1) SELECT count(*) FROM d")
 assert_eq "the log pruned to its head (every other change gone)" "$((head - 1))" "$pruned"
-conv2=$(cont_converge C)
+conv2=$(cont_converge C "$head")
 echo "node C resynced and converged ${conv2} s after SIGCONT"
 assert_eq "node C after the prune: cluster_applied_seq is the head" "$head" "$(metric C cluster_applied_seq)"
 assert_eq "node C did one full resync (/metrics)" $((r0 + 1)) "$(metric C cluster_resyncs_total)"
