@@ -89,14 +89,14 @@ cont_converge() {
 }
 # reconnected NODE CONNECTS_BEFORE: the node made a new connection
 reconnected() { [ "$(metric "$1" cluster_connects_total)" -gt "$2" ] && [ "$(metric "$1" cluster_connected)" = 1 ]; }
-# connects: every node's connections so far (sipauthd_cluster_connects_total), in NODES order
-connects() { for _n in $NODES; do metric "$_n" cluster_connects_total; done | tr '\n' ' '; }
-# reconnect_times WHY BEFORE...: asserts that each node reconnects (within about 5 s) after WHY and
-# sets rc_NODE to the seconds from the call to the node's cluster_connected line
+# connects NODE...: each node's connections so far (sipauthd_cluster_connects_total)
+connects() { for _n in "$@"; do metric "$_n" cluster_connects_total; done | tr '\n' ' '; }
+# reconnect_times WHY "NODE..." BEFORE...: asserts that each NODE reconnects (within about 5 s)
+# after WHY and sets rc_NODE to the seconds from the call to the node's cluster_connected line
 reconnect_times() {
-	_why=$1; shift
+	_why=$1 _nodes=$2; shift 2
 	_t0=$(date +%s.%N)
-	for _n in $NODES; do
+	for _n in $_nodes; do
 		for _ in $(seq 1 250); do reconnected "$_n" "$1" && break; sleep 0.02; done
 		reconnected "$_n" "$1"
 		assert_eq "node $_n reconnected after $_why" 0 $?
@@ -214,16 +214,17 @@ assert_eq "at node C: created ones register, deleted ones are refused" "200 200 
 # ---- 3. the database stopped and restarted ----
 # downs NODE: how many times NODE has lost its connection
 downs() { grep -c "event=cluster_down node=$1 " "$T/$1.log"; }
-# all_down BEFORE...: each node (in order) has lost its connection once more than BEFORE
+# all_down "NODE..." BEFORE...: each NODE has lost its connection once more than BEFORE
 all_down() {
-	for _n in $NODES; do
+	_nodes=$1; shift
+	for _n in $_nodes; do
 		wait_for sh -c "[ \$(grep -c 'event=cluster_down node=$_n ' '$T/$_n.log') -gt $1 ]" || return 1
 		shift
 	done
 }
 d0=$(for n in $NODES; do downs "$n"; done)
 pg_stop
-all_down $d0 || fail "the nodes did not notice the database went away"
+all_down "$NODES" $d0 || fail "the nodes did not notice the database went away"
 assert_eq "database stopped: REGISTER from the mirror at A, B and C" "200 200 200" \
 	"$(reg A s-39) $(reg B t-29) $(reg C p-9)"
 assert_eq "database stopped: a deleted credential is still refused at A, B and C" "401 401 401" \
@@ -236,9 +237,9 @@ assert_match "database stopped: a POST too" '^503 .*"code": *"database_unavailab
 	"$(api B POST /credentials "{\"username\":\"x-1\",\"password\":\"$PW\"}")"
 assert_eq "database stopped: /metrics at A, B and C says disconnected" "0 0 0" \
 	"$(metric A cluster_connected) $(metric B cluster_connected) $(metric C cluster_connected)"
-c0=$(connects)
+c0=$(connects $NODES)
 pg_restart || fail "PostgreSQL restarted"
-reconnect_times "the restart" $c0
+reconnect_times "the restart" "$NODES" $c0
 echo "reconnected after the database's restart (s, counted from pg_ctl start's return): A $rc_A, B $rc_B, C $rc_C"
 cred after-restart >/dev/null
 assert_eq "a credential created after the restart registers at A, B and C" "200 200 200" \
@@ -280,36 +281,63 @@ all_converged || fail "the nodes did not converge after the writers"
 mirrors_match "after two writers at once"
 
 # ---- 5. the primary stopped, the standby promoted ----
+# The standby has every change, then stops streaming (primary_conninfo emptied) and misses 5 that
+# the nodes apply. Node C is stopped (SIGSTOP) across the failover until the promoted standby has
+# numbered 10 changes of its own, past C's sequence: C's "next change" would be another history's.
+# Nodes A and B come back while the new primary is still behind them.
 pg_standby_caught_up
 assert_eq "the standby has replayed every change (it streams again since the restart)" 0 $?
-c0=$(connects)
-d0=$(for n in $NODES; do downs "$n"; done)
+SB="host=127.0.0.1 port=$PG_SB_PORT user=postgres dbname=postgres"
+psql -X -qtA "$SB" -c "ALTER SYSTEM SET primary_conninfo = ''" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for sh -c "[ \"\$(psql -X -qtA '$SB' -c 'SELECT count(*) FROM pg_stat_wal_receiver')\" = 0 ]"
+assert_eq "the standby stopped streaming" 0 $?
+h_sb=$(head_seq)
+for i in 1 2 3 4 5; do cred "lost-$i" >/dev/null; done
+all_converged || fail "the nodes did not apply the 5 changes the standby misses"
+h_lost=$(head_seq)
+assert_eq "lost-5 registers at A, B and C before the failover" "200 200 200" "$(reg A lost-5) $(reg B lost-5) $(reg C lost-5)"
+kill -STOP "$C_PID"
+c0=$(connects A B)
+d0=$(for n in A B; do downs "$n"; done)
 pg_stop
-all_down $d0 || fail "the nodes did not notice the primary went away"
+all_down "A B" $d0 || fail "nodes A and B did not notice the primary went away"
 assert_match "the primary away, the standby read-only: node A's API answers 503 database_unavailable" \
 	'^503 .*"code": *"database_unavailable"' "$(api A GET /credentials?limit=1)"
-assert_eq "the primary away: REGISTER from the mirror at A, B and C" "200 200 200" \
-	"$(reg A own-A-1) $(reg B own-B-1) $(reg C after-restart)"
+assert_eq "the primary away: REGISTER from the mirror at A and B" "200 200" "$(reg A own-A-1) $(reg B own-B-1)"
 pg_promote || { cat "$PG_DIR/ctl.log"; fail "the standby was promoted"; }
-reconnect_times "the promotion" $c0
-for n in $NODES; do
+reconnect_times "the promotion" "A B" $c0
+echo "reconnected after the promotion (s, counted from pg_ctl promote's return): A $rc_A, B $rc_B"
+assert_eq "the promoted standby misses exactly the 5 changes" "$h_sb" "$(head_seq)"
+for n in A B; do
 	assert_match "node $n connected to the promoted standby" \
 		"event=cluster_connected node=$n database=\"fleet on 127.0.0.1:$PG_SB_PORT\"" "$(cat "$T/$n.log")"
+	wait_for converged "$n"
+	assert_eq "node $n resynced: the database is behind it" 1 \
+		"$(grep -c "event=cluster_resync node=$n applied=$h_lost head=$h_sb reason=\"the database is behind this mirror\"" "$T/$n.log")"
 done
-echo "reconnected after the promotion (s, counted from pg_ctl promote's return): A $rc_A, B $rc_B, C $rc_C"
 out=$(api B POST /credentials "{\"username\":\"promoted-1\",\"password\":\"$PW\"}")
 assert_match "an API write at node B after the promotion: 201" "^201 " "$out"
 assert_eq "... in the promoted database" promoted-1 \
 	"$(psql -X -qtA "host=127.0.0.1 port=$PG_SB_PORT user=postgres dbname=fleet" -c "SELECT username FROM credentials WHERE id = '$(id_of "$out")'")"
-assert_eq "... and it registers at A, B and C" "200 200 200" \
-	"$(reg_until A promoted-1 200) $(reg_until B promoted-1 200) $(reg_until C promoted-1 200)"
+for i in $(seq 2 10); do cred "promoted-$i" >/dev/null; done
+head=$(head_seq)
+assert_eq "the new primary numbered 10 changes, past node C's sequence" "$((h_sb + 10)) yes" \
+	"$head $([ "$head" -gt "$h_lost" ] && echo yes)"
+conv3=$(cont_converge C "$head")
+echo "node C, stopped across the failover, converged ${conv3} s after SIGCONT"
+assert_eq "node C resynced: another change at its sequence" 1 \
+	"$(grep -c "event=cluster_resync node=C applied=$h_lost head=$head reason=\"the change log holds another change at this mirror's sequence" "$T/C.log")"
+assert_eq "resyncs: one each for the promotion (C's first was the prune)" "1 1 2" \
+	"$(metric A cluster_resyncs_total) $(metric B cluster_resyncs_total) $(metric C cluster_resyncs_total)"
+all_converged || fail "the nodes did not converge on the promoted database"
+mirrors_match "after the promotion"
+assert_eq "the changes the standby missed are refused at A, B and C" "401 401 401" \
+	"$(reg A lost-1) $(reg B lost-3) $(reg C lost-5)"
+assert_eq "the new primary's changes register at A, B and C" "200 200 200" \
+	"$(reg A promoted-1) $(reg B promoted-5) $(reg C promoted-1)"
 assert_match "a delete at node C after the promotion: 204" "^204" "$(api C DELETE "/credentials/$(id_of "$out")")"
 assert_eq "... refused at A, B and C" "401 401 401" \
 	"$(reg_until A promoted-1 401) $(reg_until B promoted-1 401) $(reg_until C promoted-1 401)"
-all_converged || fail "the nodes did not converge on the promoted database"
-mirrors_match "after the promotion"
-assert_eq "no node resynced for the promotion (the standby had every change)" "0 0 1" \
-	"$(metric A cluster_resyncs_total) $(metric B cluster_resyncs_total) $(metric C cluster_resyncs_total)"
 
 openapi_check
 nodes_stop $NODES
