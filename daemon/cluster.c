@@ -27,6 +27,13 @@
  *   wake:   a NOTIFY, or the 1 s tick (a safety net for a lost one)
  *   resync: when the log no longer reaches back to the mirror (pruned) or
  *           went backwards (another database), the whole database at once
+ *   same history: each look also reads the change last applied, which must
+ *           be the one applied (its hash, kept in memory): after a failover
+ *           to a standby that missed changes, the new primary numbers new
+ *           changes from its own head, and once it is past this mirror's
+ *           sequence "the next change" would be another history's. Another
+ *           change there is a resync. The hash is not kept across a restart:
+ *           a node that starts learns it at its first look.
  *
  * LISTEN comes before the first look so that no change committed between
  * the two goes unnoticed. Everything runs on the loop through libpq's
@@ -65,6 +72,9 @@ struct sa_cluster {
 	bool hello_ok;               /* ... and matched */
 	uint64_t applied;            /* last sequence in the mirror */
 	uint64_t head;               /* last sequence the database had at the last look */
+	uint64_t mark;               /* hash of the change at applied (mark_known: since the last resync or start) */
+	bool mark_known;
+	bool overlap;                /* the look in flight asked for the change at applied too */
 	uint64_t since_ms;           /* when the query in flight was sent, or the connection started */
 	PGresult *rows;              /* the rows of the query in flight */
 	char address[96];
@@ -274,12 +284,26 @@ static void result(struct sa_cluster *c, PGresult *r)
 	PQclear(r);
 }
 
+/* A change's identity (FNV-1a over its sequence, kind, operation, payload and time). */
+static uint64_t change_mark(const PGresult *r, int row)
+{
+	uint64_t h = 14695981039346656037ULL;
+
+	for (int col = 0; col < 5; col++) {
+		for (const char *p = PQgetvalue(r, row, col); *p; p++)
+			h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+		h = (h ^ 0x1f) * 1099511628211ULL;   /* a separator: "ab","c" is not "a","bc" */
+	}
+	return h;
+}
+
 /* ---- applying changes (on the store thread) ---- */
 
 struct apply {
 	struct sa_cluster *c;
 	PGresult *rows;
-	int next_row;                /* 1: row 0 is the head */
+	int next_row;                /* 1: row 0 is the head; 2: row 1 is the change already applied */
+	int first_row;               /* next_row's start */
 	bool full;
 	uint64_t seq;                /* recorded with the changes */
 	char **keep;                 /* full: the credential ids the database holds, sorted */
@@ -368,7 +392,8 @@ static void apply_done(void *arg, bool cancelled)
 {
 	struct apply *a = arg;
 	struct sa_cluster *c = a->c;
-	uint64_t changes = (uint64_t)PQntuples(a->rows) - 1;
+	int n = PQntuples(a->rows);
+	uint64_t changes = (uint64_t)(n - a->first_row);
 
 	if (cancelled) {
 		apply_free(a);
@@ -383,11 +408,14 @@ static void apply_done(void *arg, bool cancelled)
 			log_info("event=cluster_resynced node=%s seq=%llu records=%llu credentials=%zu",
 			         c->srv->cfg.cluster_node, (unsigned long long)a->seq, (unsigned long long)changes, a->nkeep);
 		c->applied = a->seq;
+		c->mark_known = !a->full && n > a->first_row;   /* a snapshot has no change at its head */
+		if (c->mark_known)
+			c->mark = change_mark(a->rows, n - 1);
 		c->stats.changes_applied += a->full ? 0 : changes;
 		c->stats.resyncs += a->full;
 		if (!a->full)
 			c->stats.lag_ms = a->lag_ms;
-		c->again |= changes >= BATCH;
+		c->again |= n - 1 >= BATCH;   /* the look was full: more wait */
 		sa_sip_revocation_check(c->srv);   /* a delete ends its calls now, not at the next poll */
 	} else {
 		c->stats.apply_failures++;
@@ -400,7 +428,7 @@ static void apply_done(void *arg, bool cancelled)
 		look(c);
 }
 
-static void apply_start(struct sa_cluster *c, bool full, uint64_t seq)
+static void apply_start(struct sa_cluster *c, bool full, int first_row, uint64_t seq)
 {
 	struct apply *a = calloc(1, sizeof(*a));
 
@@ -409,13 +437,37 @@ static void apply_start(struct sa_cluster *c, bool full, uint64_t seq)
 		c->rows = NULL;
 		return;
 	}
-	*a = (struct apply){ .c = c, .rows = c->rows, .next_row = 1, .full = full, .seq = seq, .bad_row = -1 };
+	*a = (struct apply){ .c = c, .rows = c->rows, .next_row = first_row, .first_row = first_row, .full = full,
+	                     .seq = seq, .bad_row = -1 };
 	c->rows = NULL;
 	c->step = ST_APPLYING;
 	if (sa_work_submit(c->srv->work, apply_fn, apply_done, a) < 0) {
 		c->step = ST_IDLE;   /* the store thread is full: the tick comes back */
 		apply_free(a);
 	}
+}
+
+/* With overlap, row 1 should be the change this mirror applied last: 2 when it is (the new
+ * changes start at row 2; its hash is learnt when not known), 0 when it is another change (another
+ * history), 1 when it is gone (pruned: the gap checks alone decide, as before). */
+static int overlap_check(struct sa_cluster *c, const PGresult *r, int n)
+{
+	if (n < 2 || strtoull(PQgetvalue(r, 1, 0), NULL, 10) != c->applied)
+		return 1;
+	uint64_t mark = change_mark(r, 1);
+	if (c->mark_known && mark != c->mark)
+		return 0;
+	c->mark = mark;
+	c->mark_known = true;
+	return 2;
+}
+
+static void resync_start(struct sa_cluster *c, const char *reason)
+{
+	log_warn("event=cluster_resync node=%s applied=%llu head=%llu reason=\"%s\"", c->srv->cfg.cluster_node,
+	         (unsigned long long)c->applied, (unsigned long long)c->head, reason);
+	c->resync = true;
+	c->again = true;
 }
 
 /* What the changes' answer calls for: nothing, an apply, or a resync. */
@@ -431,21 +483,25 @@ static void changes_done(struct sa_cluster *c, bool full)
 	}
 	c->head = strtoull(PQgetvalue(r, 0, 3), NULL, 10);
 	c->stats.head = c->head;
-	uint64_t first = n > 1 ? strtoull(PQgetvalue(r, 1, 0), NULL, 10) : 0;
-	bool gap = !full && ((n == 1 && c->head != c->applied) || (n > 1 && first != c->applied + 1));
-	if (full || (n > 1 && !gap)) {
-		apply_start(c, full, full ? c->head : strtoull(PQgetvalue(r, n - 1, 0), NULL, 10));
+	int first_row = !full && c->overlap && c->head >= c->applied ? overlap_check(c, r, n) : 1;
+	if (first_row == 0) {
+		PQclear(r);
+		c->rows = NULL;
+		resync_start(c, "the change log holds another change at this mirror's sequence (a failover to a "
+		                "standby that missed changes?)");
+		return;
+	}
+	uint64_t first = n > first_row ? strtoull(PQgetvalue(r, first_row, 0), NULL, 10) : 0;
+	bool gap = !full && ((n == first_row && c->head != c->applied) || (n > first_row && first != c->applied + 1));
+	if (full || (n > first_row && !gap)) {
+		apply_start(c, full, first_row, full ? c->head : strtoull(PQgetvalue(r, n - 1, 0), NULL, 10));
 		return;
 	}
 	PQclear(r);
 	c->rows = NULL;
-	if (gap) {
-		log_warn("event=cluster_resync node=%s applied=%llu head=%llu reason=\"%s\"", c->srv->cfg.cluster_node,
-		         (unsigned long long)c->applied, (unsigned long long)c->head,
-		         c->head < c->applied ? "the database is behind this mirror" : "the change log was pruned past this mirror");
-		c->resync = true;
-		c->again = true;
-	}
+	if (gap)
+		resync_start(c, c->head < c->applied ? "the database is behind this mirror"
+		                                     : "the change log was pruned past this mirror");
 }
 
 /* The query in flight has given every result. */
@@ -532,7 +588,9 @@ static void look(struct sa_cluster *c)
 		send_query(c, ST_SNAPSHOT, sa_pg_snapshot_sql, 0, NULL);
 		return;
 	}
-	snprintf(after, sizeof(after), "%llu", (unsigned long long)c->applied);
+	/* from the change applied last (checked in changes_done), or from the start */
+	c->overlap = c->applied > 0;
+	snprintf(after, sizeof(after), "%llu", (unsigned long long)(c->applied - c->overlap));
 	snprintf(batch, sizeof(batch), "%d", BATCH);
 	send_query(c, ST_CHANGES, sa_pg_changes_sql, 2, params);
 }

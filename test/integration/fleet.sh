@@ -3,12 +3,7 @@
 . "$top_srcdir/test/lib.sh"
 . "$top_srcdir/test/pg_lib.sh"
 
-[ -x "$SIPAUTHCTL" ] || skip "$SIPAUTHCTL is not built"
-need python3
-need psql
-need flock
-"$SIPAUTHCTL" --database "host=127.0.0.1 port=1 connect_timeout=1" init 2>&1 | grep -q "built without PostgreSQL" &&
-	skip "sipauthctl was built without libpq: fleet mode is not built in"
+fleet_need
 pg_start || { fail "PostgreSQL did not start"; finish; }
 
 PW=secure_password_here_123
@@ -117,63 +112,9 @@ assert_nomatch "database away: the connection string's password is not printed" 
 
 # ---- two sipauthd nodes sharing one database ----
 need sipp
-psql_q "CREATE DATABASE fleet" >/dev/null
-DB="host=127.0.0.1 port=$PG_PORT user=postgres dbname=fleet connect_timeout=3"
-ctl_db() { "$SIPAUTHCTL" --database "$DB" "$@"; }
-ctl_db init --domain sip.tryvox.io >/dev/null
-ACC=$(ctl_db account create --name fleet)
-TRUNK=$(ctl_db trunk create --account "$ACC" --name fleet)
-TRUNK_HOST="trunk-$TRUNK.sip.tryvox.io"
-# cred USER: creates a credential with password $PW through the database, prints its id
-cred() {
-	printf '%s\n' "$PW" | ctl_db credential create --trunk "$TRUNK" --username "$1" --password-stdin |
-		python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
-}
+fleet_db_setup || { fail "the fleet database"; finish; }
 CRED1=$(cred pbx-a)
 GW_PORT=$(free_port 127.0.0.2)
-KEY=$(ctl_db apikey create --account "$ACC")
-# the nodes connect as a role with only the rights README's "Running a fleet" grants
-psql -X -q "$DB" -v ON_ERROR_STOP=1 >/dev/null <<'SQL' || fail "the node role's grants"
-CREATE ROLE sipauthd_node LOGIN;
-GRANT SELECT ON ALL TABLES IN SCHEMA public TO sipauthd_node;
-GRANT INSERT, UPDATE ON nodes TO sipauthd_node;
-GRANT INSERT, DELETE ON credentials TO sipauthd_node;
-GRANT UPDATE (ha1_md5, ha1_sha256, ha1_sha512_256, password_version, rotated_at, previous_until,
-  prev_ha1_md5, prev_ha1_sha256, prev_ha1_sha512_256) ON credentials TO sipauthd_node;
-GRANT UPDATE (policy) ON trunks TO sipauthd_node;
-GRANT USAGE ON SEQUENCE credentials_ord_seq TO sipauthd_node;
-SQL
-NODE_DB="host=127.0.0.1 port=$PG_PORT user=sipauthd_node dbname=fleet"
-
-# node NAME ADDR: a sipauthd with its own (new) store on ADDR, a node of the fleet; its API on
-# ADDR:${NAME}_API_PORT
-node() {
-	_port=$(free_port "$2")
-	_api=$(free_port "$2")
-	cat >"$T/$1.conf" <<CONF
-[sip]
-listen = udp:$2:$_port, tcp:$2:$_port
-domain = ${NODE_DOMAIN:-sip.tryvox.io}
-[upstream]
-gateway = udp:127.0.0.2:$GW_PORT
-trusted = 127.0.0.2/32
-[auth]
-algorithms = MD5
-[store]
-path = $T/$1-store
-[abuse]
-max_failures = 0
-[log]
-level = debug
-[api]
-listen = $2:$_api
-[cluster]
-database = $NODE_DB
-node = $1
-CONF
-	spawn "$T/$1.log" "$SIPAUTHD" --config "$T/$1.conf"
-	eval "${1}_PID=\$!; ${1}_PORT=\$_port; ${1}_ADDR=$2; ${1}_API_PORT=\$_api"
-}
 node A 127.0.0.21
 node B 127.0.0.22
 for n in A B; do
@@ -182,21 +123,6 @@ done
 pass "both nodes started from an empty store and connected"
 assert_match "node A made its store from the database" "event=cluster_mirror_created node=A .* domain=sip.tryvox.io" "$(cat "$T/A.log")"
 
-# reg NODE USER [SRC_IP]: REGISTER with $PW at NODE; prints the final status
-reg() {
-	eval "_addr=\$${1}_ADDR; _port=\$${1}_PORT"
-	$SIPCLIENT register --server "$_addr:$_port" --local-ip "${3:-127.0.0.1}" --host "$TRUNK_HOST" --user "$2" \
-		--password "$PW" --algorithms MD5 --expires 60 --timeout 2 | json_get 'final.get("final_status")'
-}
-# reg_until NODE USER STATUS: REGISTER every 20 ms until STATUS (at most 3 s); prints the status
-reg_until() {
-	for _ in $(seq 1 60); do
-		_st=$(reg "$1" "$2")
-		[ "$_st" = "$3" ] && break
-		sleep 0.02
-	done
-	echo "$_st"
-}
 assert_eq "credential made before the nodes started: REGISTER at A" 200 "$(reg A pbx-a)"
 assert_eq "credential made before the nodes started: REGISTER at B" 200 "$(reg B pbx-a)"
 
@@ -243,16 +169,6 @@ fi
 assert_eq "... and a new answer to node B's nonce registers there" 200 "$(reg B pbx-a)"
 
 # the REST API of every node reads and writes the database
-# api NODE METHOD PATH [BODY]: prints "STATUS BODY" (body on one line); keeps the answer for openapi_check
-api() {
-	eval "_base=http://\$${1}_ADDR:\$${1}_API_PORT"
-	_url="$_base/v1/account/$ACC/trunks/$TRUNK$3"
-	_f=$(mktemp "$T/api.XXXXXX")   # its own files: writers run at once
-	_st=$(curl -s -o "$_f.body" -D "$_f.hdr" -w '%{http_code}' -X "$2" -H "Authorization: Bearer $KEY" \
-		${4:+-H 'Content-Type: application/json' --data "$4"} "$_url")
-	{ flock 9; api_record "$2" "$_url" "$_st" "$_f.body" "$_f.hdr"; } 9>"$T/api.lock"   # one line at a time
-	echo "$_st $(tr -d '\n' <"$_f.body")"
-}
 out=$(api A POST /credentials "{\"username\":\"api-a\",\"password\":\"$PW\"}")
 assert_match "POST a credential at node A: 201" "^201 " "$out"
 CRED_API=$(printf '%s' "${out#* }" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
@@ -299,20 +215,6 @@ assert_match "/metrics: the feed's lag" "sipauthd_cluster_lag_seconds [0-9]+\.[0
 
 # revocation: calls of one credential through node A and node B end when it is deleted through
 # the database (BYE to the PBX and to the gateway), and REGISTER with it is refused at both
-# bye_at FILE: epoch seconds when sipp (-trace_msg) received the BYE, or "none"
-bye_at() {
-	python3 - "$1" <<'PY'
-import re, sys, datetime
-text = open(sys.argv[1], errors="replace").read()
-for block in re.split(r"\n-{20,} ", text):
-    head, _, rest = block.partition("\n")
-    if "received" in rest.split("\n", 1)[0] and rest.split("\n\n", 1)[-1].startswith("BYE"):
-        t = datetime.datetime.strptime(head.strip()[:26], "%Y-%m-%d %H:%M:%S.%f")
-        print("%.3f" % t.replace(tzinfo=datetime.timezone.utc).timestamp()); break
-else:
-    print("none")
-PY
-}
 CRED_CALL=$(cred pbx-call)
 reg_until A pbx-call 200 >/dev/null
 reg_until B pbx-call 200 >/dev/null
@@ -517,11 +419,6 @@ stop "$C_PID"
 assert_eq "node C stops cleanly" 0 $?
 
 openapi_check
-for n in A B; do
-	eval "stop \$${n}_PID"
-	assert_eq "node $n stops cleanly" 0 $?
-	assert_nomatch "node $n logged no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/$n.log")"
-	assert_nomatch "node $n never logged a password" "$PW" "$(cat "$T/$n.log")"
-done
+nodes_stop A B
 
 finish
