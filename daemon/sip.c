@@ -1439,9 +1439,11 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 	uint16_t port;
 	sa_flow_peer(from, addr, sizeof(addr), &port);
 	srv->metrics.auth_fail[r->reason]++;
-	log_info("event=auth_failure reason=%s trunk=%s username=\"%s\" method=%s src=%s:%u proto=%s call_id=\"%s\"",
+	srv->metrics.auth_stale[r->stale_cause]++;
+	log_info("event=auth_failure reason=%s trunk=%s username=\"%s\" method=%s src=%s:%u proto=%s call_id=\"%s\"%s%s",
 	         sa_auth_reason_name(r->reason), trunk ? trunk : "-", LOGQ(r->username), m->method_name, addr, port,
-	         sa_proto_name(from->proto), LOGQ(m->call_id));
+	         sa_proto_name(from->proto), LOGQ(m->call_id), r->stale_cause ? " stale=" : "",
+	         r->stale_cause ? sa_auth_stale_name(r->stale_cause) : "");
 	struct sa_authfail f = { .at = wall_now(), .source_port = port };
 	snprintf(f.trunk_id, sizeof(f.trunk_id), "%s", trunk ? trunk : "");
 	snprintf(f.source, sizeof(f.source), "%s", addr);

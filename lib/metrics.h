@@ -24,6 +24,7 @@ struct sa_metrics {
 	uint64_t challenges;
 	uint64_t auth_ok;
 	uint64_t auth_fail[SA_AUTH_REASON_COUNT];        /* [SA_AUTH_STALE_NONCE] is rendered apart */
+	uint64_t auth_stale[SA_STALE_COUNT];             /* the stale ones by cause ([SA_STALE_NONE] unused) */
 	uint64_t auth_by_address;                        /* let through by a trunk's ip_authentication */
 	uint64_t trunk_refused[SA_POLICY_VERDICT_COUNT]; /* by a trunk's controls, by verdict */
 	uint64_t registrations;                          /* REGISTERs that added or removed bindings */
