@@ -49,6 +49,7 @@
 #define QUERY_TIMEOUT_MS 5000    /* a connection or query this long without an answer is dropped */
 #define FAIL_QUEUE 4096          /* auth failures waiting for the fleet's log; more are counted lost */
 #define FAIL_BATCH 500           /* ... pushed per query */
+#define FAIL_BATCHES 4           /* ... and queries per tick: 2000 a second, the feed's look waits no longer */
 #define FAIL_KEEP 1000           /* per node and trunk in the fleet's log: as the local log keeps */
 #define FAIL_PRUNE_MS 60000      /* how often a node trims its records there */
 
@@ -58,8 +59,9 @@
  *   nonce keys: the database's current key id, and the keys themselves only
  *               when it is not the one this node holds; none at all: this
  *               node makes the first (another node at once: one wins)
- *   failures:   the auth failures queued since, at most FAIL_BATCH, and once
- *               a minute the node's records past FAIL_KEEP per trunk go
+ *   failures:   the auth failures queued since, FAIL_BATCH per query and at
+ *               most FAIL_BATCHES queries; once a minute the node's records
+ *               past FAIL_KEEP per trunk go
  *
  * The keys come with the heartbeat rather than through the change log so
  * that their secrets never enter change_log (which every node reads and
@@ -103,6 +105,7 @@ struct sa_cluster {
 	struct sa_authfail *fails;   /* ring of FAIL_QUEUE */
 	size_t fail_head, fail_count;
 	size_t fail_sent;            /* in the push in flight */
+	unsigned fail_batches;       /* pushes since the heartbeat */
 	bool fail_prune;             /* pushed since the last trim */
 	int64_t fail_pruned_ms;
 	struct sa_metrics_fleet stats;
@@ -450,6 +453,7 @@ static bool after_heartbeat(struct sa_cluster *c, enum step done)
 {
 	switch (done) {
 	case ST_HEARTBEAT:
+		c->fail_batches = 0;
 		nonce_keys_ask(c);
 		return true;
 	case ST_NONCE_KEYS:
@@ -460,7 +464,7 @@ static bool after_heartbeat(struct sa_cluster *c, enum step done)
 		/* fall through */
 	case ST_NONCE_FIRST:
 	case ST_FAIL_PUSH:
-		if (c->fail_count > 0 && done != ST_FAIL_PUSH)
+		if (c->fail_count > 0 && c->fail_batches++ < FAIL_BATCHES)
 			return failures_push(c);
 		if (c->fail_prune && sa_now_ms() - c->fail_pruned_ms >= FAIL_PRUNE_MS) {
 			failures_prune(c);

@@ -39,7 +39,51 @@ pg_start() {
 	DB="host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres connect_timeout=3"
 }
 
+# fleet_prepare: skips unless sipauthctl is built with libpq and python3 and psql are there;
+# then pg_start (a failure to start ends the test)
+fleet_prepare() {
+	[ -x "$SIPAUTHCTL" ] || skip "$SIPAUTHCTL is not built"
+	need python3
+	need psql
+	"$SIPAUTHCTL" --database "host=127.0.0.1 port=1 connect_timeout=1" init 2>&1 | grep -q "built without PostgreSQL" &&
+		skip "sipauthctl was built without libpq: fleet mode is not built in"
+	pg_start || { fail "PostgreSQL did not start"; finish; }
+}
+
 # psql_q SQL: one value from the database
 psql_q() {
 	psql -X -qtA "$DB" -c "$1"
+}
+
+# fleet_node NAME ADDR [AUTH_LINE]: a sipauthd node of the fleet ([cluster] node NAME, database
+# $NODE_DB) with its own new store in $T/NAME-store, SIP (udp and tcp) and API on free ports of
+# ADDR, gateway 127.0.0.2:$GW_PORT, MD5, domain ${NODE_DOMAIN:-sip.tryvox.io}, AUTH_LINE added
+# to [auth]; log $T/NAME.log; sets NAME_PID, NAME_PORT, NAME_ADDR, NAME_API_PORT
+fleet_node() {
+	_port=$(free_port "$2")
+	_api=$(free_port "$2")
+	cat >"$T/$1.conf" <<CONF
+[sip]
+listen = udp:$2:$_port, tcp:$2:$_port
+domain = ${NODE_DOMAIN:-sip.tryvox.io}
+[upstream]
+gateway = udp:127.0.0.2:$GW_PORT
+trusted = 127.0.0.2/32
+[auth]
+algorithms = MD5
+${3:-}
+[store]
+path = $T/$1-store
+[abuse]
+max_failures = 0
+[log]
+level = debug
+[api]
+listen = $2:$_api
+[cluster]
+database = $NODE_DB
+node = $1
+CONF
+	spawn "$T/$1.log" "$SIPAUTHD" --config "$T/$1.conf"
+	eval "${1}_PID=\$!; ${1}_PORT=\$_port; ${1}_ADDR=$2; ${1}_API_PORT=\$_api"
 }

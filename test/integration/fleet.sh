@@ -3,13 +3,8 @@
 . "$top_srcdir/test/lib.sh"
 . "$top_srcdir/test/pg_lib.sh"
 
-[ -x "$SIPAUTHCTL" ] || skip "$SIPAUTHCTL is not built"
-need python3
-need psql
 need flock
-"$SIPAUTHCTL" --database "host=127.0.0.1 port=1 connect_timeout=1" init 2>&1 | grep -q "built without PostgreSQL" &&
-	skip "sipauthctl was built without libpq: fleet mode is not built in"
-pg_start || { fail "PostgreSQL did not start"; finish; }
+fleet_prepare
 
 PW=secure_password_here_123
 
@@ -148,35 +143,8 @@ GRANT USAGE ON SEQUENCE auth_failures_id_seq TO sipauthd_node;
 SQL
 NODE_DB="host=127.0.0.1 port=$PG_PORT user=sipauthd_node dbname=fleet"
 
-# node NAME ADDR: a sipauthd with its own (new) store on ADDR, a node of the fleet; its API on
-# ADDR:${NAME}_API_PORT
-node() {
-	_port=$(free_port "$2")
-	_api=$(free_port "$2")
-	cat >"$T/$1.conf" <<CONF
-[sip]
-listen = udp:$2:$_port, tcp:$2:$_port
-domain = ${NODE_DOMAIN:-sip.tryvox.io}
-[upstream]
-gateway = udp:127.0.0.2:$GW_PORT
-trusted = 127.0.0.2/32
-[auth]
-algorithms = MD5
-[store]
-path = $T/$1-store
-[abuse]
-max_failures = 0
-[log]
-level = debug
-[api]
-listen = $2:$_api
-[cluster]
-database = $NODE_DB
-node = $1
-CONF
-	spawn "$T/$1.log" "$SIPAUTHD" --config "$T/$1.conf"
-	eval "${1}_PID=\$!; ${1}_PORT=\$_port; ${1}_ADDR=$2; ${1}_API_PORT=\$_api"
-}
+# node NAME ADDR: a sipauthd with its own (new) store on ADDR, a node of the fleet (pg_lib.sh)
+node() { fleet_node "$@"; }
 node A 127.0.0.21
 node B 127.0.0.22
 for n in A B; do

@@ -6,13 +6,8 @@
 . "$top_srcdir/test/lib.sh"
 . "$top_srcdir/test/pg_lib.sh"
 
-[ -x "$SIPAUTHCTL" ] || skip "$SIPAUTHCTL is not built"
-need python3
-need psql
 need curl
-"$SIPAUTHCTL" --database "host=127.0.0.1 port=1 connect_timeout=1" init 2>&1 | grep -q "built without PostgreSQL" &&
-	skip "sipauthctl was built without libpq: fleet mode is not built in"
-pg_start || { fail "PostgreSQL did not start"; finish; }
+fleet_prepare
 
 PW=secure_password_here_123
 TTL=15
@@ -34,35 +29,7 @@ psql -X -q "$DB" -v ON_ERROR_STOP=1 -f "$T/grants.sql" >/dev/null || fail "READM
 NODE_DB="host=127.0.0.1 port=$PG_PORT user=sipauthd_node dbname=postgres"
 GW_PORT=$(free_port 127.0.0.2)
 
-# node NAME ADDR: a sipauthd with its own (new) store, a node of the fleet
-node() {
-	_port=$(free_port "$2")
-	_api=$(free_port "$2")
-	cat >"$T/$1.conf" <<CONF
-[sip]
-listen = udp:$2:$_port
-domain = sip.tryvox.io
-[upstream]
-gateway = udp:127.0.0.2:$GW_PORT
-trusted = 127.0.0.2/32
-[auth]
-algorithms = MD5
-nonce_ttl = $TTL
-[store]
-path = $T/$1-store
-[abuse]
-max_failures = 0
-[log]
-level = debug
-[api]
-listen = $2:$_api
-[cluster]
-database = $NODE_DB
-node = $1
-CONF
-	spawn "$T/$1.log" "$SIPAUTHD" --config "$T/$1.conf"
-	eval "${1}_PID=\$!; ${1}_PORT=\$_port; ${1}_ADDR=$2; ${1}_API_PORT=\$_api"
-}
+node() { fleet_node "$1" "$2" "nonce_ttl = $TTL"; }
 node A 127.0.0.41
 node B 127.0.0.42
 node C 127.0.0.43
