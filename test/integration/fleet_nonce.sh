@@ -100,6 +100,7 @@ t_pre=$(date +%s)
 assert_eq "nonce-key rotate with --store: exit 1, says fleet mode only" \
 	"1 sipauthctl: nonce-key rotate applies to fleet mode (--database CONNINFO) only: a single host keeps no nonce key in its store, it makes a new one at each start" \
 	"$? $(cat "$T/out" "$T/err")"
+t0=$(date +%s.%N)
 ctl_db nonce-key rotate >"$T/rot.out" 2>"$T/rot.err"
 rc=$?
 K2=$(psql_q 'SELECT id FROM nonce_keys WHERE retired_at IS NULL')
@@ -114,6 +115,7 @@ for n in A B C; do
 		fail "node $n did not take key $K2 within 10 s"
 done
 pass "every node took key $K2 (with its heartbeat)"
+echo "rotation to the new key at all three nodes: $(python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$t0" "$(date +%s.%N)") s (polled every 0.1 s)"
 assert_eq "a nonce of key $K1 issued before the rotation is accepted at its node after it" "200 False" "$(replay A "$T/pre1.sip")"
 save A "$T/post.sip"
 assert_eq "a new nonce uses key $K2" "2 $K2" "$(nonce "$T/post.sip" | cut -d' ' -f1-2)"
@@ -160,7 +162,9 @@ for _ in 1 2 3; do st="$st$(wrong A pbx2)"; done
 # the list is newest first in the order failures reach the database (each node pushes after its
 # heartbeat, every second): node B's come after node A's are in
 fleet_count 3 || fail "node A's 3 failures did not reach the database within 10 s"
+t0=$(date +%s.%N)
 for _ in 1 2; do st="$st$(wrong B nobody)"; done
+t1=$(date +%s.%N)
 assert_eq "3 wrong passwords at node A, 2 unknown users at node B: 401 each" 401401401401401 "$st"
 # api NODE PATH: "STATUS BODY"; the answer kept for openapi_check
 api() {
@@ -175,6 +179,7 @@ summary() {
 	python3 -c 'import json,sys; d=json.loads(sys.stdin.read().split(" ",1)[1]); print(len(d["data"]), " ".join("%s:%s:%s" % (f.get("node"), f["reason"], f["username"]) for f in d["data"]), d["has_more"])'
 }
 fleet_count 5 || fail "the 5 failures did not reach the database within 10 s"
+echo "node B's failures in the fleet's log $(python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$t1" "$(date +%s.%N)") s after its last one (heartbeat every 1 s; polled every 0.1 s)"
 out=$(api C /auth-failures)
 assert_match "node C's API: 200" "^200 " "$out"
 assert_eq "node C lists the failures of nodes A and B, newest first, with their node" \
@@ -212,6 +217,17 @@ assert_eq "nothing lost" 0 "$(metric A sipauthd_cluster_auth_failures_lost_total
 
 assert_eq "no query of a node was refused (the README grants suffice)" "" \
 	"$(grep -h "event=cluster_query_failed" "$T/A.log" "$T/B.log" "$T/C.log")"
+
+# a restart: the keys outlive it (they are the database's), the replay table does not, so a
+# nonce node A issued before its restart is answered stale=true after it, never accepted
+save A "$T/before-restart.sip"
+stop "$A_PID"
+spawn "$T/A2.log" "$SIPAUTHD" --config "$T/A.conf"
+A_PID=$!
+wait_for grep -q "event=nonce_key_loaded node=A key=$K3 " "$T/A2.log" || fail "node A did not load key $K3 after its restart"
+assert_eq "node A's nonce from before its restart, answered after it: 401 stale=true" "401 True" \
+	"$(replay A "$T/before-restart.sip" 'final.get("status"), final.get("stale")')"
+assert_match "... as another instance's (stale=other_node)" "reason=stale_nonce trunk=$TRUNK .* stale=other_node" "$(cat "$T/A2.log")"
 openapi_check
 for n in A B C; do eval "stop \$${n}_PID"; done
 finish
