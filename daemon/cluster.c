@@ -10,8 +10,12 @@
 #include <event2/event.h>
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 
+#include "api.h"
 #include "log.h"
+#include "nonce.h"
 #include "pgstore.h"
 #include "server.h"
 #include "work.h"
@@ -50,9 +54,37 @@
 #define BATCH 1000               /* changes per look (and per LMDB transaction) */
 #define TICK_MS 1000             /* the safety-net poll, the heartbeat, reconnection */
 #define QUERY_TIMEOUT_MS 5000    /* a connection or query this long without an answer is dropped */
+#define FAIL_QUEUE 4096          /* auth failures waiting for the fleet's log; more are counted lost */
+#define FAIL_BATCH 500           /* ... pushed per query */
+#define FAIL_BATCHES 4           /* ... and queries per tick: 2000 a second, the feed's look waits no longer */
+#define FAIL_KEEP 1000           /* per node and trunk in the fleet's log: as the local log keeps */
+#define FAIL_PRUNE_MS 60000      /* how often a node trims its records there */
+
+/*
+ * After each heartbeat, chained on the same connection (one query at a time):
+ *
+ *   nonce keys: the database's current key id, and the keys themselves only
+ *               when it is not the one this node holds; none at all: this
+ *               node makes the first (another node at once: one wins)
+ *   failures:   the auth failures queued since, FAIL_BATCH per query and at
+ *               most FAIL_BATCHES queries; once a minute the node's records
+ *               past FAIL_KEEP per trunk go
+ *
+ * The keys come with the heartbeat rather than through the change log so
+ * that their secrets never enter change_log (which every node reads and
+ * nobody prunes soon), and because a rotation needs no haste: the previous
+ * key stays accepted, and a node answers another node's nonce stale anyway.
+ */
 
 enum conn_state { CS_DOWN, CS_CONNECTING, CS_UP, CS_REFUSED };
-enum step { ST_IDLE, ST_HELLO, ST_CHANGES, ST_SNAPSHOT, ST_HEARTBEAT, ST_APPLYING };
+enum step { ST_IDLE, ST_HELLO, ST_CHANGES, ST_SNAPSHOT, ST_HEARTBEAT, ST_APPLYING, ST_NONCE_KEYS, ST_NONCE_FIRST,
+             ST_FAIL_PUSH, ST_FAIL_PRUNE };
+
+static const char *const step_names[] = {
+	[ST_IDLE] = "idle", [ST_HELLO] = "hello", [ST_CHANGES] = "changes", [ST_SNAPSHOT] = "snapshot",
+	[ST_HEARTBEAT] = "heartbeat", [ST_APPLYING] = "applying", [ST_NONCE_KEYS] = "nonce_keys",
+	[ST_NONCE_FIRST] = "nonce_key_first", [ST_FAIL_PUSH] = "failures_push", [ST_FAIL_PRUNE] = "failures_prune",
+};
 
 static const char *const state_names[] = {
 	[CS_DOWN] = "down", [CS_CONNECTING] = "connecting", [CS_UP] = "up", [CS_REFUSED] = "refused",
@@ -78,6 +110,14 @@ struct sa_cluster {
 	uint64_t since_ms;           /* when the query in flight was sent, or the connection started */
 	PGresult *rows;              /* the rows of the query in flight */
 	char address[96];
+	uint8_t nonce_key;           /* the database's key id installed (0: none yet) */
+	bool nonce_none;             /* the database had no current key */
+	struct sa_authfail *fails;   /* ring of FAIL_QUEUE */
+	size_t fail_head, fail_count;
+	size_t fail_sent;            /* in the push in flight */
+	unsigned fail_batches;       /* pushes since the heartbeat */
+	bool fail_prune;             /* pushed since the last trim */
+	int64_t fail_pruned_ms;
 	struct sa_metrics_fleet stats;
 };
 
@@ -130,6 +170,9 @@ static void down(struct sa_cluster *c, const char *msg, enum conn_state to)
 		         "retrying every second\"", c->srv->cfg.cluster_node, sa_log_quote(why, q, sizeof(q)));
 	if (c->state != CS_UP)
 		c->stats.connect_failures++;
+	if (c->step == ST_FAIL_PUSH)   /* sent, its outcome unknown: counted lost, never sent twice */
+		c->stats.failures_lost += c->fail_sent;
+	c->fail_sent = 0;
 	events_free(c);
 	PQclear(c->rows);
 	c->rows = NULL;
@@ -264,11 +307,196 @@ static void nodes_alive(struct sa_cluster *c, const char *v)
 	c->stats.nodes_alive = n;
 }
 
+/* ---- nonce keys ---- */
+
+static int hex_nibble(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	return -1;
+}
+
+static int unhex_secret(const char *hex, unsigned char out[SA_NONCE_SECRET_LEN])
+{
+	if (strlen(hex) != 2 * SA_NONCE_SECRET_LEN)
+		return -1;
+	for (size_t i = 0; i < SA_NONCE_SECRET_LEN; i++) {
+		int hi = hex_nibble(hex[2 * i]), lo = hex_nibble(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i] = (unsigned char)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+/* The keys' answer: row 0 the database's current id; then, when it changed,
+ * the previous and the current key to install in that order. The secrets
+ * are wiped from the answer once installed, and never logged. */
+static void nonce_keys_result(struct sa_cluster *c, PGresult *r)
+{
+	int n = PQntuples(r);
+	unsigned current = n > 0 ? (unsigned)atoi(PQgetvalue(r, 0, 0)) : 0;
+	unsigned char secret[SA_NONCE_SECRET_LEN];
+	unsigned installed = 0, previous = 0;
+
+	c->nonce_none = n > 0 && current == 0;
+	for (int i = 1; i < n; i++) {
+		char *hex = PQgetvalue(r, i, 1);
+		unsigned id = (unsigned)atoi(PQgetvalue(r, i, 0));
+		if (id >= 1 && id <= 255 && unhex_secret(hex, secret) == 0 &&
+		    sa_nonce_key_set(c->srv->nonce, (uint8_t)id, secret) == 0) {
+			previous = installed;
+			installed = id;
+		}
+		OPENSSL_cleanse(hex, strlen(hex));
+	}
+	OPENSSL_cleanse(secret, sizeof(secret));
+	if (installed == 0 || installed != current)
+		return;
+	c->nonce_key = (uint8_t)installed;
+	c->stats.nonce_key = installed;
+	c->stats.nonce_key_loads++;
+	log_info("event=nonce_key_loaded node=%s key=%u previous=%u", c->srv->cfg.cluster_node, installed, previous);
+}
+
+static void nonce_keys_ask(struct sa_cluster *c)
+{
+	char held[8], ttl[16];
+	const char *params[] = { held, ttl };
+
+	snprintf(held, sizeof(held), "%u", c->nonce_key);
+	snprintf(ttl, sizeof(ttl), "%u", c->srv->cfg.nonce_ttl);
+	send_query(c, ST_NONCE_KEYS, sa_pg_nonce_keys_sql, 2, params);
+}
+
+/* The database has no current key: this node offers one (its next look reads whichever won). */
+static void nonce_key_first(struct sa_cluster *c)
+{
+	unsigned char secret[SA_NONCE_SECRET_LEN];
+	char hex[2 * SA_NONCE_SECRET_LEN + 1];
+	const char *params[] = { hex };
+	static const char digits[] = "0123456789abcdef";
+
+	c->nonce_none = false;
+	if (RAND_bytes(secret, sizeof(secret)) != 1)
+		return;
+	for (size_t i = 0; i < sizeof(secret); i++) {
+		hex[2 * i] = digits[secret[i] >> 4];
+		hex[2 * i + 1] = digits[secret[i] & 15];
+	}
+	hex[sizeof(hex) - 1] = '\0';
+	log_info("event=nonce_key_create node=%s reason=\"the database has no nonce key\"", c->srv->cfg.cluster_node);
+	send_query(c, ST_NONCE_FIRST, sa_pg_nonce_key_first_sql, 1, params);
+	OPENSSL_cleanse(secret, sizeof(secret));
+	OPENSSL_cleanse(hex, sizeof(hex));   /* libpq has copied it into its output buffer */
+}
+
+/* ---- the fleet's auth-failure log ---- */
+
+void sa_cluster_authfail(struct sa_cluster *c, const struct sa_authfail *f)
+{
+	if (c == NULL || c->fails == NULL)
+		return;
+	if (c->fail_count == FAIL_QUEUE) {
+		if (c->stats.failures_lost++ % 1000 == 0)
+			log_warn("event=cluster_failures_lost node=%s lost=%llu reason=\"the queue for the fleet's failure "
+			         "log is full (the database is away or slow); this node's own log has them\"",
+			         c->srv->cfg.cluster_node, (unsigned long long)c->stats.failures_lost);
+		return;
+	}
+	c->fails[(c->fail_head + c->fail_count++) % FAIL_QUEUE] = *f;
+}
+
+static json_t *authfail_json(const struct sa_authfail *f)
+{
+	return json_pack("{s:I,s:s,s:o,s:i,s:s,s:o,s:s,s:o,s:I}", "at", (json_int_t)f->at, "trunk_id", f->trunk_id,
+	                 "source", sa_api_net_string(f->source), "source_port", (int)f->source_port,
+	                 "transport", f->transport, "username", sa_api_net_string(f->username), "reason", f->reason,
+	                 "method", sa_api_net_string(f->method), "password_version", (json_int_t)f->password_version);
+}
+
+/* Up to FAIL_BATCH queued failures in one INSERT; they leave the queue now
+ * (a push whose answer never comes is counted lost, not sent again). */
+static bool failures_push(struct sa_cluster *c)
+{
+	json_t *arr = json_array();
+	size_t n = c->fail_count < FAIL_BATCH ? c->fail_count : FAIL_BATCH;
+
+	for (size_t i = 0; arr != NULL && i < n; i++) {
+		json_t *o = authfail_json(&c->fails[(c->fail_head + i) % FAIL_QUEUE]);
+		if (o == NULL || json_array_append_new(arr, o) != 0)
+			c->stats.failures_lost++;
+	}
+	c->fail_head = (c->fail_head + n) % FAIL_QUEUE;
+	c->fail_count -= n;
+	char *text = arr != NULL ? json_dumps(arr, JSON_COMPACT) : NULL;
+	size_t sent = arr != NULL ? json_array_size(arr) : 0;
+	json_decref(arr);
+	if (text == NULL) {
+		c->stats.failures_lost += n;
+		return false;
+	}
+	const char *params[] = { c->srv->cfg.cluster_node, text };
+	c->fail_sent = sent;
+	send_query(c, ST_FAIL_PUSH, sa_pg_authfail_push_sql, 2, params);
+	if (c->step != ST_FAIL_PUSH)   /* not sent: the connection is down */
+		c->stats.failures_lost += sent;
+	free(text);
+	return true;
+}
+
+static void failures_prune(struct sa_cluster *c)
+{
+	char keep[16];
+	const char *params[] = { c->srv->cfg.cluster_node, keep };
+
+	snprintf(keep, sizeof(keep), "%d", FAIL_KEEP);
+	c->fail_prune = false;
+	c->fail_pruned_ms = sa_now_ms();
+	send_query(c, ST_FAIL_PRUNE, sa_pg_authfail_prune_sql, 2, params);
+}
+
+/* After the heartbeat, what else the tick has to say; false: nothing. */
+static bool after_heartbeat(struct sa_cluster *c, enum step done)
+{
+	switch (done) {
+	case ST_HEARTBEAT:
+		c->fail_batches = 0;
+		nonce_keys_ask(c);
+		return true;
+	case ST_NONCE_KEYS:
+		if (c->nonce_none) {
+			nonce_key_first(c);
+			return true;
+		}
+		/* fall through */
+	case ST_NONCE_FIRST:
+	case ST_FAIL_PUSH:
+		if (c->fail_count > 0 && c->fail_batches++ < FAIL_BATCHES)
+			return failures_push(c);
+		if (c->fail_prune && sa_now_ms() - c->fail_pruned_ms >= FAIL_PRUNE_MS) {
+			failures_prune(c);
+			return true;
+		}
+		return false;
+	default:
+		return false;
+	}
+}
+
 static void result(struct sa_cluster *c, PGresult *r)
 {
 	ExecStatusType s = PQresultStatus(r);
 
-	if (s == PGRES_TUPLES_OK && c->step == ST_HELLO)
+	if (s == PGRES_TUPLES_OK && c->step == ST_NONCE_KEYS)
+		nonce_keys_result(c, r);
+	else if (s == PGRES_COMMAND_OK && c->step == ST_FAIL_PUSH) {
+		c->stats.failures_pushed += c->fail_sent;
+		c->fail_sent = 0;
+		c->fail_prune = true;
+	} else if (s == PGRES_TUPLES_OK && c->step == ST_HELLO)
 		hello_result(c, r);
 	else if (s == PGRES_TUPLES_OK && c->step == ST_HEARTBEAT && PQntuples(r) == 1 && PQnfields(r) == 1)
 		nodes_alive(c, PQgetvalue(r, 0, 0));
@@ -277,9 +505,15 @@ static void result(struct sa_cluster *c, PGresult *r)
 		return;
 	} else if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
 		char q[256], line[192];
+		/* the primary message only: a DETAIL may quote the failing row, a secret among them */
+		const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
 		c->stats.query_failures++;
-		log_err("event=cluster_query_failed node=%s error=\"%s\"", c->srv->cfg.cluster_node,
-		        sa_log_quote(one_line(PQresultErrorMessage(r), line, sizeof(line)), q, sizeof(q)));
+		if (c->step == ST_FAIL_PUSH) {
+			c->stats.failures_lost += c->fail_sent;
+			c->fail_sent = 0;
+		}
+		log_err("event=cluster_query_failed node=%s step=%s error=\"%s\"", c->srv->cfg.cluster_node,
+		        step_names[c->step], sa_log_quote(one_line(msg ? msg : "error", line, sizeof(line)), q, sizeof(q)));
 	}
 	PQclear(r);
 }
@@ -529,6 +763,8 @@ static void query_done(struct sa_cluster *c)
 		changes_done(c, step == ST_SNAPSHOT);
 		break;
 	default:
+		if (after_heartbeat(c, step))
+			return;
 		break;
 	}
 	if (c->step == ST_IDLE && c->again)
@@ -673,6 +909,8 @@ int sa_cluster_start(struct sa_server *srv)
 		return -1;
 	}
 	c->srv = srv;
+	c->fails = calloc(FAIL_QUEUE, sizeof(*c->fails));
+	c->fail_pruned_ms = sa_now_ms() - FAIL_PRUNE_MS;
 	address_pick(c);
 	c->tick = event_new(srv->base, -1, EV_PERSIST, tick_cb, c);
 	if (c->tick == NULL || event_add(c->tick, &tick) < 0) {
@@ -696,6 +934,7 @@ void sa_cluster_stop(struct sa_cluster *c)
 		event_free(c->tick);
 	PQclear(c->rows);
 	PQfinish(c->conn);
+	free(c->fails);
 	free(c);
 }
 
@@ -705,4 +944,5 @@ void sa_cluster_stats(const struct sa_cluster *c, struct sa_metrics_fleet *s)
 	s->applied = c->applied;
 	s->state = state_names[c->state];
 	s->up = c->state == CS_UP;
+	s->failures_queued = c->fail_count;
 }

@@ -209,6 +209,9 @@ int sa_cluster_mirror_init(struct sa_server *srv);
 int sa_cluster_start(struct sa_server *srv);
 void sa_cluster_stop(struct sa_cluster *c);
 void sa_cluster_stats(const struct sa_cluster *c, struct sa_metrics_fleet *s);
+/* Queues an auth failure for the fleet's log (pushed with the next
+ * heartbeat; the queue is bounded, overflow counted). Never blocks. */
+void sa_cluster_authfail(struct sa_cluster *c, const struct sa_authfail *f);
 
 /* http.c: the REST API, /dashboard, /healthz and /metrics on [api] listen
  * (and /metrics alone on [api] metrics_listen). No listen: nothing. 0 or -1. */

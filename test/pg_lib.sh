@@ -82,6 +82,12 @@ fleet_need() {
 		skip "sipauthctl was built without libpq: fleet mode is not built in"
 }
 
+# fleet_prepare: fleet_need, then pg_start (a failure to start ends the test)
+fleet_prepare() {
+	fleet_need
+	pg_start || { fail "PostgreSQL did not start"; finish; }
+}
+
 # fleet_db_setup: database "fleet" initialised for sip.tryvox.io with account $ACC, trunk $TRUNK
 # ($TRUNK_HOST), API key $KEY, and role sipauthd_node with only the rights README's "Running a
 # fleet" grants; $DB (administrator) and $NODE_DB (the nodes) connect to it
@@ -102,6 +108,9 @@ GRANT UPDATE (ha1_md5, ha1_sha256, ha1_sha512_256, password_version, rotated_at,
   prev_ha1_md5, prev_ha1_sha256, prev_ha1_sha512_256) ON credentials TO sipauthd_node;
 GRANT UPDATE (policy) ON trunks TO sipauthd_node;
 GRANT USAGE ON SEQUENCE credentials_ord_seq TO sipauthd_node;
+GRANT INSERT ON nonce_keys TO sipauthd_node;
+GRANT INSERT, DELETE ON auth_failures TO sipauthd_node;
+GRANT USAGE ON SEQUENCE auth_failures_id_seq TO sipauthd_node;
 SQL
 	NODE_DB="host=127.0.0.1 port=$PG_PORT user=sipauthd_node dbname=fleet"
 }
@@ -112,10 +121,11 @@ cred() {
 		python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
 }
 
-# node NAME ADDR: a sipauthd with its own (new) store on ADDR, a node of the fleet ($NODE_DB) with
-# the gateway at ${GW_ADDR:-127.0.0.2}:$GW_PORT; sets ${NAME}_PID, _ADDR, _PORT (SIP, UDP and TCP)
-# and _API_PORT
-node() {
+# fleet_node NAME ADDR [AUTH_LINE]: a sipauthd with its own (new) store on ADDR, a node of the
+# fleet ($NODE_DB) with the gateway at ${GW_ADDR:-127.0.0.2}:$GW_PORT, AUTH_LINE added to [auth];
+# sets ${NAME}_PID, _ADDR, _PORT (SIP, UDP and TCP) and _API_PORT. node NAME ADDR: the same.
+node() { fleet_node "$@"; }
+fleet_node() {
 	_port=$(free_port "$2")
 	_api=$(free_port "$2")
 	cat >"$T/$1.conf" <<CONF
@@ -127,6 +137,7 @@ gateway = udp:${GW_ADDR:-127.0.0.2}:$GW_PORT
 trusted = ${GW_ADDR:-127.0.0.2}/32
 [auth]
 algorithms = MD5
+${3:-}
 [store]
 path = $T/$1-store
 [abuse]
