@@ -11,8 +11,12 @@
 #include <event2/event.h>
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 
+#include "api.h"
 #include "log.h"
+#include "nonce.h"
 #include "pgstore.h"
 #include "server.h"
 #include "work.h"
@@ -28,6 +32,13 @@
  *   wake:   a NOTIFY, or the 1 s tick (a safety net for a lost one)
  *   resync: when the log no longer reaches back to the mirror (pruned) or
  *           went backwards (another database), the whole database at once
+ *   same history: each look also reads the change last applied, which must
+ *           be the one applied (its hash, kept in memory): after a failover
+ *           to a standby that missed changes, the new primary numbers new
+ *           changes from its own head, and once it is past this mirror's
+ *           sequence "the next change" would be another history's. Another
+ *           change there is a resync. The hash is not kept across a restart:
+ *           a node that starts learns it at its first look.
  *
  * LISTEN comes before the first look so that no change committed between
  * the two goes unnoticed. Everything runs on the loop through libpq's
@@ -44,9 +55,38 @@
 #define BATCH 1000               /* changes per look (and per LMDB transaction) */
 #define TICK_MS 1000             /* the safety-net poll, the heartbeat, reconnection */
 #define QUERY_TIMEOUT_MS 5000    /* a connection or query this long without an answer is dropped */
+#define FAIL_QUEUE 4096          /* auth failures waiting for the fleet's log; more are counted lost */
+#define FAIL_BATCH 500           /* ... pushed per query */
+#define FAIL_BATCHES 4           /* ... and queries per tick: 2000 a second, the feed's look waits no longer */
+#define FAIL_KEEP 1000           /* per node and trunk in the fleet's log: as the local log keeps */
+#define FAIL_PRUNE_MS 60000      /* how often a node trims its records there */
+
+/*
+ * After each heartbeat, chained on the same connection (one query at a time):
+ *
+ *   nonce keys: the database's current key id, and the keys themselves only
+ *               when it is not the one this node holds; none at all: this
+ *               node makes the first (another node at once: one wins)
+ *   failures:   the auth failures queued since, FAIL_BATCH per query and at
+ *               most FAIL_BATCHES queries; once a minute the node's records
+ *               past FAIL_KEEP per trunk go
+ *
+ * The keys come with the heartbeat rather than through the change log so
+ * that their secrets never enter change_log (which every node reads and
+ * nobody prunes soon), and because a rotation needs no haste: the previous
+ * key stays accepted, and a node answers another node's nonce stale anyway.
+ */
 
 enum conn_state { CS_DOWN, CS_CONNECTING, CS_UP, CS_REFUSED };
-enum step { ST_IDLE, ST_HELLO, ST_CHANGES, ST_SNAPSHOT, ST_HEARTBEAT, ST_APPLYING, ST_REG_LOAD, ST_REG_PUT };
+enum step { ST_IDLE, ST_HELLO, ST_CHANGES, ST_SNAPSHOT, ST_HEARTBEAT, ST_APPLYING, ST_NONCE_KEYS, ST_NONCE_FIRST,
+             ST_FAIL_PUSH, ST_FAIL_PRUNE, ST_REG_LOAD, ST_REG_PUT };
+
+static const char *const step_names[] = {
+	[ST_IDLE] = "idle", [ST_HELLO] = "hello", [ST_CHANGES] = "changes", [ST_SNAPSHOT] = "snapshot",
+	[ST_HEARTBEAT] = "heartbeat", [ST_APPLYING] = "applying", [ST_NONCE_KEYS] = "nonce_keys",
+	[ST_NONCE_FIRST] = "nonce_key_first", [ST_FAIL_PUSH] = "failures_push", [ST_FAIL_PRUNE] = "failures_prune",
+	[ST_REG_LOAD] = "registrations_load", [ST_REG_PUT] = "registrations_write",
+};
 
 /*
  * Registrations. A binding is owned by the node that holds the PBX's flow
@@ -109,9 +149,20 @@ struct sa_cluster {
 	bool hello_ok;               /* ... and matched */
 	uint64_t applied;            /* last sequence in the mirror */
 	uint64_t head;               /* last sequence the database had at the last look */
+	uint64_t mark;               /* hash of the change at applied (mark_known: since the last resync or start) */
+	bool mark_known;
+	bool overlap;                /* the look in flight asked for the change at applied too */
 	uint64_t since_ms;           /* when the query in flight was sent, or the connection started */
 	PGresult *rows;              /* the rows of the query in flight */
 	char address[96];
+	uint8_t nonce_key;           /* the database's key id installed (0: none yet) */
+	bool nonce_none;             /* the database had no current key */
+	struct sa_authfail *fails;   /* ring of FAIL_QUEUE */
+	size_t fail_head, fail_count;
+	size_t fail_sent;            /* in the push in flight */
+	unsigned fail_batches;       /* pushes since the heartbeat */
+	bool fail_prune;             /* pushed since the last trim */
+	int64_t fail_pruned_ms;
 	struct sa_metrics_fleet stats;
 	/* registrations */
 	bool beat_ok;                /* our nodes row is there (registrations refer to it) */
@@ -177,6 +228,9 @@ static void down(struct sa_cluster *c, const char *msg, enum conn_state to)
 		         "retrying every second\"", c->srv->cfg.cluster_node, sa_log_quote(why, q, sizeof(q)));
 	if (c->state != CS_UP)
 		c->stats.connect_failures++;
+	if (c->step == ST_FAIL_PUSH)   /* sent, its outcome unknown: counted lost, never sent twice */
+		c->stats.failures_lost += c->fail_sent;
+	c->fail_sent = 0;
 	events_free(c);
 	PQclear(c->rows);
 	c->rows = NULL;
@@ -297,16 +351,6 @@ static void hello_result(struct sa_cluster *c, PGresult *r)
 		log_err("event=cluster_domain_mismatch node=%s database=%s store=%s hint=\"credentials are hashed for "
 		        "the database's domain: give this node a store of that domain\"", c->srv->cfg.cluster_node,
 		        domain[0] ? domain : "(not initialised)", c->srv->domain);
-}
-
-static const char *step_name(enum step st)
-{
-	static const char *const names[] = {
-		[ST_IDLE] = "idle", [ST_HELLO] = "hello", [ST_CHANGES] = "changes", [ST_SNAPSHOT] = "snapshot",
-		[ST_HEARTBEAT] = "heartbeat", [ST_APPLYING] = "applying", [ST_REG_LOAD] = "registrations_load",
-		[ST_REG_PUT] = "registrations_write",
-	};
-	return names[st];
 }
 
 /* ---- the other nodes ---- */
@@ -514,9 +558,9 @@ static void remote_load(struct sa_cluster *c, PGresult *r)
 }
 
 /* The feed's registrations rows newer than the load, before the batch is applied. */
-static void remote_feed(struct sa_cluster *c, PGresult *r)
+static void remote_feed(struct sa_cluster *c, PGresult *r, int first_row)
 {
-	for (int i = 1; i < PQntuples(r); i++) {
+	for (int i = first_row; i < PQntuples(r); i++) {
 		uint64_t seq = strtoull(PQgetvalue(r, i, 0), NULL, 10);
 		if (seq > c->reg_seq && strcmp(PQgetvalue(r, i, 1), "registrations") == 0) {
 			remote_apply(c, PQgetvalue(r, i, 2), PQgetvalue(r, i, 3));
@@ -653,11 +697,196 @@ static void nodes_alive(struct sa_cluster *c, const char *v)
 	c->stats.nodes_alive = n;
 }
 
+/* ---- nonce keys ---- */
+
+static int hex_nibble(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	return -1;
+}
+
+static int unhex_secret(const char *hex, unsigned char out[SA_NONCE_SECRET_LEN])
+{
+	if (strlen(hex) != 2 * SA_NONCE_SECRET_LEN)
+		return -1;
+	for (size_t i = 0; i < SA_NONCE_SECRET_LEN; i++) {
+		int hi = hex_nibble(hex[2 * i]), lo = hex_nibble(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i] = (unsigned char)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+/* The keys' answer: row 0 the database's current id; then, when it changed,
+ * the previous and the current key to install in that order. The secrets
+ * are wiped from the answer once installed, and never logged. */
+static void nonce_keys_result(struct sa_cluster *c, PGresult *r)
+{
+	int n = PQntuples(r);
+	unsigned current = n > 0 ? (unsigned)atoi(PQgetvalue(r, 0, 0)) : 0;
+	unsigned char secret[SA_NONCE_SECRET_LEN];
+	unsigned installed = 0, previous = 0;
+
+	c->nonce_none = n > 0 && current == 0;
+	for (int i = 1; i < n; i++) {
+		char *hex = PQgetvalue(r, i, 1);
+		unsigned id = (unsigned)atoi(PQgetvalue(r, i, 0));
+		if (id >= 1 && id <= 255 && unhex_secret(hex, secret) == 0 &&
+		    sa_nonce_key_set(c->srv->nonce, (uint8_t)id, secret) == 0) {
+			previous = installed;
+			installed = id;
+		}
+		OPENSSL_cleanse(hex, strlen(hex));
+	}
+	OPENSSL_cleanse(secret, sizeof(secret));
+	if (installed == 0 || installed != current)
+		return;
+	c->nonce_key = (uint8_t)installed;
+	c->stats.nonce_key = installed;
+	c->stats.nonce_key_loads++;
+	log_info("event=nonce_key_loaded node=%s key=%u previous=%u", c->srv->cfg.cluster_node, installed, previous);
+}
+
+static void nonce_keys_ask(struct sa_cluster *c)
+{
+	char held[8], ttl[16];
+	const char *params[] = { held, ttl };
+
+	snprintf(held, sizeof(held), "%u", c->nonce_key);
+	snprintf(ttl, sizeof(ttl), "%u", c->srv->cfg.nonce_ttl);
+	send_query(c, ST_NONCE_KEYS, sa_pg_nonce_keys_sql, 2, params);
+}
+
+/* The database has no current key: this node offers one (its next look reads whichever won). */
+static void nonce_key_first(struct sa_cluster *c)
+{
+	unsigned char secret[SA_NONCE_SECRET_LEN];
+	char hex[2 * SA_NONCE_SECRET_LEN + 1];
+	const char *params[] = { hex };
+	static const char digits[] = "0123456789abcdef";
+
+	c->nonce_none = false;
+	if (RAND_bytes(secret, sizeof(secret)) != 1)
+		return;
+	for (size_t i = 0; i < sizeof(secret); i++) {
+		hex[2 * i] = digits[secret[i] >> 4];
+		hex[2 * i + 1] = digits[secret[i] & 15];
+	}
+	hex[sizeof(hex) - 1] = '\0';
+	log_info("event=nonce_key_create node=%s reason=\"the database has no nonce key\"", c->srv->cfg.cluster_node);
+	send_query(c, ST_NONCE_FIRST, sa_pg_nonce_key_first_sql, 1, params);
+	OPENSSL_cleanse(secret, sizeof(secret));
+	OPENSSL_cleanse(hex, sizeof(hex));   /* libpq has copied it into its output buffer */
+}
+
+/* ---- the fleet's auth-failure log ---- */
+
+void sa_cluster_authfail(struct sa_cluster *c, const struct sa_authfail *f)
+{
+	if (c == NULL || c->fails == NULL)
+		return;
+	if (c->fail_count == FAIL_QUEUE) {
+		if (c->stats.failures_lost++ % 1000 == 0)
+			log_warn("event=cluster_failures_lost node=%s lost=%llu reason=\"the queue for the fleet's failure "
+			         "log is full (the database is away or slow); this node's own log has them\"",
+			         c->srv->cfg.cluster_node, (unsigned long long)c->stats.failures_lost);
+		return;
+	}
+	c->fails[(c->fail_head + c->fail_count++) % FAIL_QUEUE] = *f;
+}
+
+static json_t *authfail_json(const struct sa_authfail *f)
+{
+	return json_pack("{s:I,s:s,s:o,s:i,s:s,s:o,s:s,s:o,s:I}", "at", (json_int_t)f->at, "trunk_id", f->trunk_id,
+	                 "source", sa_api_net_string(f->source), "source_port", (int)f->source_port,
+	                 "transport", f->transport, "username", sa_api_net_string(f->username), "reason", f->reason,
+	                 "method", sa_api_net_string(f->method), "password_version", (json_int_t)f->password_version);
+}
+
+/* Up to FAIL_BATCH queued failures in one INSERT; they leave the queue now
+ * (a push whose answer never comes is counted lost, not sent again). */
+static bool failures_push(struct sa_cluster *c)
+{
+	json_t *arr = json_array();
+	size_t n = c->fail_count < FAIL_BATCH ? c->fail_count : FAIL_BATCH;
+
+	for (size_t i = 0; arr != NULL && i < n; i++) {
+		json_t *o = authfail_json(&c->fails[(c->fail_head + i) % FAIL_QUEUE]);
+		if (o == NULL || json_array_append_new(arr, o) != 0)
+			c->stats.failures_lost++;
+	}
+	c->fail_head = (c->fail_head + n) % FAIL_QUEUE;
+	c->fail_count -= n;
+	char *text = arr != NULL ? json_dumps(arr, JSON_COMPACT) : NULL;
+	size_t sent = arr != NULL ? json_array_size(arr) : 0;
+	json_decref(arr);
+	if (text == NULL) {
+		c->stats.failures_lost += n;
+		return false;
+	}
+	const char *params[] = { c->srv->cfg.cluster_node, text };
+	c->fail_sent = sent;
+	send_query(c, ST_FAIL_PUSH, sa_pg_authfail_push_sql, 2, params);
+	if (c->step != ST_FAIL_PUSH)   /* not sent: the connection is down */
+		c->stats.failures_lost += sent;
+	free(text);
+	return true;
+}
+
+static void failures_prune(struct sa_cluster *c)
+{
+	char keep[16];
+	const char *params[] = { c->srv->cfg.cluster_node, keep };
+
+	snprintf(keep, sizeof(keep), "%d", FAIL_KEEP);
+	c->fail_prune = false;
+	c->fail_pruned_ms = sa_now_ms();
+	send_query(c, ST_FAIL_PRUNE, sa_pg_authfail_prune_sql, 2, params);
+}
+
+/* After the heartbeat, what else the tick has to say; false: nothing. */
+static bool after_heartbeat(struct sa_cluster *c, enum step done)
+{
+	switch (done) {
+	case ST_HEARTBEAT:
+		c->fail_batches = 0;
+		nonce_keys_ask(c);
+		return true;
+	case ST_NONCE_KEYS:
+		if (c->nonce_none) {
+			nonce_key_first(c);
+			return true;
+		}
+		/* fall through */
+	case ST_NONCE_FIRST:
+	case ST_FAIL_PUSH:
+		if (c->fail_count > 0 && c->fail_batches++ < FAIL_BATCHES)
+			return failures_push(c);
+		if (c->fail_prune && sa_now_ms() - c->fail_pruned_ms >= FAIL_PRUNE_MS) {
+			failures_prune(c);
+			return true;
+		}
+		return false;
+	default:
+		return false;
+	}
+}
+
 static void result(struct sa_cluster *c, PGresult *r)
 {
 	ExecStatusType s = PQresultStatus(r);
 
-	if (s == PGRES_TUPLES_OK && c->step == ST_HELLO)
+	if (s == PGRES_TUPLES_OK && c->step == ST_NONCE_KEYS)
+		nonce_keys_result(c, r);
+	else if (s == PGRES_COMMAND_OK && c->step == ST_FAIL_PUSH) {
+		c->stats.failures_pushed += c->fail_sent;
+		c->fail_sent = 0;
+		c->fail_prune = true;
+	} else if (s == PGRES_TUPLES_OK && c->step == ST_HELLO)
 		hello_result(c, r);
 	else if (s == PGRES_TUPLES_OK && c->step == ST_HEARTBEAT && PQntuples(r) == 1 && PQnfields(r) == 3) {
 		nodes_alive(c, PQgetvalue(r, 0, 0));
@@ -669,11 +898,30 @@ static void result(struct sa_cluster *c, PGresult *r)
 		return;
 	} else if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
 		char q[256], line[192];
+		/* the primary message only: a DETAIL may quote the failing row, a secret among them */
+		const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
 		c->stats.query_failures++;
+		if (c->step == ST_FAIL_PUSH) {
+			c->stats.failures_lost += c->fail_sent;
+			c->fail_sent = 0;
+		}
 		log_err("event=cluster_query_failed node=%s step=%s error=\"%s\"", c->srv->cfg.cluster_node,
-		        step_name(c->step), sa_log_quote(one_line(PQresultErrorMessage(r), line, sizeof(line)), q, sizeof(q)));
+		        step_names[c->step], sa_log_quote(one_line(msg ? msg : "error", line, sizeof(line)), q, sizeof(q)));
 	}
 	PQclear(r);
+}
+
+/* A change's identity (FNV-1a over its sequence, kind, operation, payload and time). */
+static uint64_t change_mark(const PGresult *r, int row)
+{
+	uint64_t h = 14695981039346656037ULL;
+
+	for (int col = 0; col < 5; col++) {
+		for (const char *p = PQgetvalue(r, row, col); *p; p++)
+			h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+		h = (h ^ 0x1f) * 1099511628211ULL;   /* a separator: "ab","c" is not "a","bc" */
+	}
+	return h;
 }
 
 /* ---- applying changes (on the store thread) ---- */
@@ -681,7 +929,8 @@ static void result(struct sa_cluster *c, PGresult *r)
 struct apply {
 	struct sa_cluster *c;
 	PGresult *rows;
-	int next_row;                /* 1: row 0 is the head */
+	int next_row;                /* 1: row 0 is the head; 2: row 1 is the change already applied */
+	int first_row;               /* next_row's start */
 	bool full;
 	uint64_t seq;                /* recorded with the changes */
 	char **keep;                 /* full: the credential ids the database holds, sorted */
@@ -770,7 +1019,8 @@ static void apply_done(void *arg, bool cancelled)
 {
 	struct apply *a = arg;
 	struct sa_cluster *c = a->c;
-	uint64_t changes = (uint64_t)PQntuples(a->rows) - 1;
+	int n = PQntuples(a->rows);
+	uint64_t changes = (uint64_t)(n - a->first_row);
 
 	if (cancelled) {
 		apply_free(a);
@@ -785,11 +1035,14 @@ static void apply_done(void *arg, bool cancelled)
 			log_info("event=cluster_resynced node=%s seq=%llu records=%llu credentials=%zu",
 			         c->srv->cfg.cluster_node, (unsigned long long)a->seq, (unsigned long long)changes, a->nkeep);
 		c->applied = a->seq;
+		c->mark_known = !a->full && n > a->first_row;   /* a snapshot has no change at its head */
+		if (c->mark_known)
+			c->mark = change_mark(a->rows, n - 1);
 		c->stats.changes_applied += a->full ? 0 : changes;
 		c->stats.resyncs += a->full;
 		if (!a->full)
 			c->stats.lag_ms = a->lag_ms;
-		c->again |= changes >= BATCH;
+		c->again |= n - 1 >= BATCH;   /* the look was full: more wait */
 		sa_sip_revocation_check(c->srv);   /* a delete ends its calls now, not at the next poll */
 	} else {
 		c->stats.apply_failures++;
@@ -802,7 +1055,7 @@ static void apply_done(void *arg, bool cancelled)
 		look(c);
 }
 
-static void apply_start(struct sa_cluster *c, bool full, uint64_t seq)
+static void apply_start(struct sa_cluster *c, bool full, int first_row, uint64_t seq)
 {
 	struct apply *a = calloc(1, sizeof(*a));
 
@@ -811,13 +1064,37 @@ static void apply_start(struct sa_cluster *c, bool full, uint64_t seq)
 		c->rows = NULL;
 		return;
 	}
-	*a = (struct apply){ .c = c, .rows = c->rows, .next_row = 1, .full = full, .seq = seq, .bad_row = -1 };
+	*a = (struct apply){ .c = c, .rows = c->rows, .next_row = first_row, .first_row = first_row, .full = full,
+	                     .seq = seq, .bad_row = -1 };
 	c->rows = NULL;
 	c->step = ST_APPLYING;
 	if (sa_work_submit(c->srv->work, apply_fn, apply_done, a) < 0) {
 		c->step = ST_IDLE;   /* the store thread is full: the tick comes back */
 		apply_free(a);
 	}
+}
+
+/* With overlap, row 1 should be the change this mirror applied last: 2 when it is (the new
+ * changes start at row 2; its hash is learnt when not known), 0 when it is another change (another
+ * history), 1 when it is gone (pruned: the gap checks alone decide, as before). */
+static int overlap_check(struct sa_cluster *c, const PGresult *r, int n)
+{
+	if (n < 2 || strtoull(PQgetvalue(r, 1, 0), NULL, 10) != c->applied)
+		return 1;
+	uint64_t mark = change_mark(r, 1);
+	if (c->mark_known && mark != c->mark)
+		return 0;
+	c->mark = mark;
+	c->mark_known = true;
+	return 2;
+}
+
+static void resync_start(struct sa_cluster *c, const char *reason)
+{
+	log_warn("event=cluster_resync node=%s applied=%llu head=%llu reason=\"%s\"", c->srv->cfg.cluster_node,
+	         (unsigned long long)c->applied, (unsigned long long)c->head, reason);
+	c->resync = true;
+	c->again = true;
 }
 
 /* What the changes' answer calls for: nothing, an apply, or a resync. */
@@ -833,25 +1110,29 @@ static void changes_done(struct sa_cluster *c, bool full)
 	}
 	c->head = strtoull(PQgetvalue(r, 0, 3), NULL, 10);
 	c->stats.head = c->head;
-	uint64_t first = n > 1 ? strtoull(PQgetvalue(r, 1, 0), NULL, 10) : 0;
-	bool gap = !full && ((n == 1 && c->head != c->applied) || (n > 1 && first != c->applied + 1));
-	if (full || (n > 1 && !gap)) {
+	int first_row = !full && c->overlap && c->head >= c->applied ? overlap_check(c, r, n) : 1;
+	if (first_row == 0) {
+		PQclear(r);
+		c->rows = NULL;
+		resync_start(c, "the change log holds another change at this mirror's sequence (a failover to a "
+		                "standby that missed changes?)");
+		return;
+	}
+	uint64_t first = n > first_row ? strtoull(PQgetvalue(r, first_row, 0), NULL, 10) : 0;
+	bool gap = !full && ((n == first_row && c->head != c->applied) || (n > first_row && first != c->applied + 1));
+	if (full || (n > first_row && !gap)) {
 		if (full)
 			c->reg_load = true;   /* the log no longer reaches back: load the bindings again too */
 		else
-			remote_feed(c, r);
-		apply_start(c, full, full ? c->head : strtoull(PQgetvalue(r, n - 1, 0), NULL, 10));
+			remote_feed(c, r, first_row);
+		apply_start(c, full, first_row, full ? c->head : strtoull(PQgetvalue(r, n - 1, 0), NULL, 10));
 		return;
 	}
 	PQclear(r);
 	c->rows = NULL;
-	if (gap) {
-		log_warn("event=cluster_resync node=%s applied=%llu head=%llu reason=\"%s\"", c->srv->cfg.cluster_node,
-		         (unsigned long long)c->applied, (unsigned long long)c->head,
-		         c->head < c->applied ? "the database is behind this mirror" : "the change log was pruned past this mirror");
-		c->resync = true;
-		c->again = true;
-	}
+	if (gap)
+		resync_start(c, c->head < c->applied ? "the database is behind this mirror"
+		                                     : "the change log was pruned past this mirror");
 }
 
 /* The query in flight has given every result. */
@@ -877,7 +1158,6 @@ static void query_done(struct sa_cluster *c)
 		c->again = true;
 		break;
 	case ST_REG_LOAD:
-	case ST_HEARTBEAT:
 		c->again = true;   /* what waited behind it */
 		break;
 	case ST_CHANGES:
@@ -887,6 +1167,8 @@ static void query_done(struct sa_cluster *c)
 		changes_done(c, step == ST_SNAPSHOT);
 		break;
 	default:
+		if (after_heartbeat(c, step))
+			return;
 		break;
 	}
 	if (c->step == ST_IDLE && c->again)
@@ -956,7 +1238,9 @@ static void look(struct sa_cluster *c)
 		send_query(c, ST_SNAPSHOT, sa_pg_snapshot_sql, 0, NULL);
 		return;
 	}
-	snprintf(after, sizeof(after), "%llu", (unsigned long long)c->applied);
+	/* from the change applied last (checked in changes_done), or from the start */
+	c->overlap = c->applied > 0;
+	snprintf(after, sizeof(after), "%llu", (unsigned long long)(c->applied - c->overlap));
 	snprintf(batch, sizeof(batch), "%d", BATCH);
 	send_query(c, ST_CHANGES, sa_pg_changes_sql, 2, params);
 }
@@ -1044,6 +1328,8 @@ int sa_cluster_start(struct sa_server *srv)
 		free(c);
 		return -1;
 	}
+	c->fails = calloc(FAIL_QUEUE, sizeof(*c->fails));
+	c->fail_pruned_ms = sa_now_ms() - FAIL_PRUNE_MS;
 	address_pick(c);
 	c->tick = event_new(srv->base, -1, EV_PERSIST, tick_cb, c);
 	c->kick = event_new(srv->base, -1, 0, kick_cb, c);
@@ -1072,6 +1358,7 @@ void sa_cluster_stop(struct sa_cluster *c)
 	PQfinish(c->conn);
 	remote_clear(c);
 	free(c->dirty);
+	free(c->fails);
 	free(c);
 }
 
@@ -1081,4 +1368,5 @@ void sa_cluster_stats(const struct sa_cluster *c, struct sa_metrics_fleet *s)
 	s->applied = c->applied;
 	s->state = state_names[c->state];
 	s->up = c->state == CS_UP;
+	s->failures_queued = c->fail_count;
 }

@@ -223,6 +223,9 @@ struct sa_fleet_owner {
 };
 int sa_cluster_remote_binding(struct sa_cluster *c, const char *trunk_id, struct sa_binding *out,
                               struct sa_fleet_owner *to);
+/* Queues an auth failure for the fleet's log (pushed with the next
+ * heartbeat; the queue is bounded, overflow counted). Never blocks. */
+void sa_cluster_authfail(struct sa_cluster *c, const struct sa_authfail *f);
 
 /* http.c: the REST API, /dashboard, /healthz and /metrics on [api] listen
  * (and /metrics alone on [api] metrics_listen). No listen: nothing. 0 or -1. */

@@ -1439,6 +1439,18 @@ static int request_trunk(struct sa_server *srv, const struct sa_msg *m, char *tr
 	return -1;
 }
 
+/* Into this node's failure log and, in a fleet, the queue for the fleet's (for a trunk the store knows). */
+static void authfail_record(struct sa_server *srv, const struct sa_authfail *f)
+{
+	int rc = sa_store_authfail_add(srv->store, f, 1000);
+#ifdef HAVE_LIBPQ
+	if (rc != SA_STORE_ENOTFOUND)
+		sa_cluster_authfail(srv->cluster, f);
+#else
+	(void)rc;
+#endif
+}
+
 static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
                              const char *trunk, const struct sa_auth_result *r)
 {
@@ -1446,9 +1458,11 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 	uint16_t port;
 	sa_flow_peer(from, addr, sizeof(addr), &port);
 	srv->metrics.auth_fail[r->reason]++;
-	log_info("event=auth_failure reason=%s trunk=%s username=\"%s\" method=%s src=%s:%u proto=%s call_id=\"%s\"",
+	srv->metrics.auth_stale[r->stale_cause]++;
+	log_info("event=auth_failure reason=%s trunk=%s username=\"%s\" method=%s src=%s:%u proto=%s call_id=\"%s\"%s%s",
 	         sa_auth_reason_name(r->reason), trunk ? trunk : "-", LOGQ(r->username), m->method_name, addr, port,
-	         sa_proto_name(from->proto), LOGQ(m->call_id));
+	         sa_proto_name(from->proto), LOGQ(m->call_id), r->stale_cause ? " stale=" : "",
+	         r->stale_cause ? sa_auth_stale_name(r->stale_cause) : "");
 	struct sa_authfail f = { .at = wall_now(), .source_port = port };
 	snprintf(f.trunk_id, sizeof(f.trunk_id), "%s", trunk ? trunk : "");
 	snprintf(f.source, sizeof(f.source), "%s", addr);
@@ -1458,7 +1472,7 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 	snprintf(f.method, sizeof(f.method), "%s", m->method_name);
 	f.password_version = r->password_version;
 	if (trunk) {
-		sa_store_authfail_add(srv->store, &f, 1000);
+		authfail_record(srv, &f);
 		sa_webhooks_auth_failed(srv, trunk, addr, r->username);
 	}
 	size_t alen;
@@ -1478,7 +1492,7 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 		         srv->cfg.abuse.window, srv->cfg.abuse.ban_time, trunk ? trunk : "-");
 		snprintf(f.reason, sizeof(f.reason), "%s", sa_auth_reason_name(SA_AUTH_BANNED));
 		if (trunk) {   /* a ban is told to the account of the trunk whose failure set it off */
-			sa_store_authfail_add(srv->store, &f, 1000);
+			authfail_record(srv, &f);
 			sa_webhooks_source_banned(srv, trunk, addr, srv->cfg.abuse.max_failures, srv->cfg.abuse.ban_time);
 		}
 	}
@@ -1570,7 +1584,7 @@ static void trunk_limit_refuse(struct sa_server *srv, const struct sa_msg *m, co
 	snprintf(f.reason, sizeof(f.reason), "%s", sa_policy_verdict_name(v));
 	snprintf(f.method, sizeof(f.method), "%s", m->method_name);
 	f.password_version = password_version;
-	sa_store_authfail_add(srv->store, &f, 1000);
+	authfail_record(srv, &f);
 }
 
 /* A new call for a trunk: within its channels (and, from the customer, its

@@ -105,6 +105,7 @@ static int cmd_credential_create(struct ctl *c);
 static int cmd_credential_list(struct ctl *c);
 static int cmd_credential_delete(struct ctl *c);
 static int cmd_credential_rotate(struct ctl *c);
+static int cmd_nonce_key_rotate(struct ctl *c);
 
 static const struct command commands[] = {
 	{ "init", NULL, 0, OPT_DOMAIN, false, cmd_init, "" },
@@ -121,6 +122,7 @@ static const struct command commands[] = {
 	  "--trunk TRUNK_ID --id CRED_ID" },
 	{ "credential", "rotate", OPT_TRUNK | OPT_ID | OPT_PWSTDIN, OPT_TRUNK | OPT_ID | OPT_PWSTDIN | OPT_OVERLAP, false,
 	  cmd_credential_rotate, "--trunk TRUNK_ID --id CRED_ID --password-stdin" },
+	{ "nonce-key", "rotate", 0, 0, false, cmd_nonce_key_rotate, "" },
 };
 
 static void usage(FILE *f)
@@ -150,6 +152,8 @@ static void usage(FILE *f)
 	    "  credential rotate --trunk TRUNK_ID --id CRED_ID --password-stdin [--overlap-seconds N]\n"
 	    "                                               a new password; the old one goes on for N\n"
 	    "                                               seconds (0..86400, default 3600); calls go on\n"
+	    "  nonce-key rotate                             --database only: a new nonce key for the fleet;\n"
+	    "                                               the previous one is accepted for nonce_ttl\n"
 	    "\n"
 	    "  --store DIR                 the store directory (default " DEFAULT_STORE ")\n"
 	    "  --database CONNINFO         fleet mode: the PostgreSQL database instead (a libpq connection\n"
@@ -672,6 +676,31 @@ static int parse_options(struct ctl *c, int argc, char **argv)
 	return rc;
 }
 
+/* Fleet mode: a new current nonce key; nodes take it with their next
+ * heartbeat. Prints ids only, never a secret. */
+static int cmd_nonce_key_rotate(struct ctl *c)
+{
+#ifdef HAVE_LIBPQ
+	unsigned id = 0, previous = 0;
+	int err = sa_pg_nonce_key_rotate(c->pg, now(), &id, &previous);
+
+	if (err == SA_STORE_EFULL)
+		return die(EXIT_CONFLICT, "every nonce key id (1..255) was in use within the last %d s: try again later",
+		           SA_PG_NONCE_KEY_KEEP);
+	if (err != SA_STORE_OK)
+		return store_fail(c, err);
+	if (previous != 0)
+		printf("nonce key %u is now current (key %u retired: its nonces are accepted for nonce_ttl)\n", id,
+		       previous);
+	else
+		printf("nonce key %u is now current\n", id);
+	return EXIT_OK;
+#else
+	(void)c;
+	return die(EXIT_USAGE, "--database: this sipauthctl was built without PostgreSQL support");
+#endif
+}
+
 static const struct command *find_command(int argc, char **argv, int *used)
 {
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
@@ -773,6 +802,9 @@ static int run(struct ctl *c, int argc, char **argv)
 	if (argc > used)
 		return die(EXIT_USAGE, "unexpected argument '%s'", argv[used]);
 	int rc = check_options(c, cmd);
+	if (rc == EXIT_OK && cmd->run == cmd_nonce_key_rotate && !(c->seen & OPT_DATABASE))
+		rc = die(EXIT_USAGE, "nonce-key rotate applies to fleet mode (--database CONNINFO) only: a single "
+		         "host keeps no nonce key in its store, it makes a new one at each start");
 	if (rc == EXIT_OK)
 		rc = open_store(c, cmd);
 	if (rc == EXIT_OK)

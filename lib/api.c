@@ -1033,9 +1033,9 @@ static int fail_id_parse(const char *id, uint64_t *seq)
 	return 0;
 }
 
-static int authfail_cb(const struct sa_authfail *f, uint64_t seq, void *arg)
+/* One failure as the API shows it; node: the fleet node that saw it (NULL on a single host: no field). */
+static int authfail_append(struct listing *l, const struct sa_authfail *f, uint64_t seq, const char *node)
 {
-	struct listing *l = arg;
 	unsigned char b[8];
 	char id[5 + 16 + 1] = FAIL_PREFIX;
 
@@ -1050,10 +1050,25 @@ static int authfail_cb(const struct sa_authfail *f, uint64_t seq, void *arg)
 	                      "username", sa_api_net_string(f->username), "reason", f->reason,
 	                      "method", sa_api_net_string(f->method), "password_version",
 	                      f->password_version > 0 ? json_integer((json_int_t)f->password_version) : json_null());
-
+	if (o != NULL && node != NULL && json_object_set_new(o, "node", sa_api_net_string(node)) != 0) {
+		json_decref(o);
+		o = NULL;
+	}
 	l->failed = !append(l->data, o);
 	return l->failed;
 }
+
+static int authfail_cb(const struct sa_authfail *f, uint64_t seq, void *arg)
+{
+	return authfail_append(arg, f, seq, NULL);
+}
+
+#ifdef HAVE_LIBPQ
+static int authfail_pg_cb(const struct sa_authfail *f, uint64_t id, const char *node, void *arg)
+{
+	return authfail_append(arg, f, id, node);
+}
+#endif
 
 static int hexval(char c)
 {
@@ -1182,8 +1197,11 @@ static void authfails_list(const struct sa_api_ctx *ctx, const struct sa_api_req
 		cursor_unknown(r, &l, "an auth failure (fail_...)");
 		return;
 	}
-	respond_listing(r, &l, sa_store_authfail_page(ctx->store, t->trunk, t->q.since, before, t->q.limit + 1,
-	                                              authfail_cb, &l));
+	/* in a fleet, every node's failures, from the database (each with its node) */
+	respond_listing(r, &l, SOR(ctx, sa_pg_authfail_page(ctx->pg, t->trunk, t->q.since, before, t->q.limit + 1,
+	                                                    authfail_pg_cb, &l),
+	                           sa_store_authfail_page(ctx->store, t->trunk, t->q.since, before, t->q.limit + 1,
+	                                                  authfail_cb, &l)));
 }
 
 /* ---- webhooks ---- */

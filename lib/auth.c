@@ -20,6 +20,15 @@ const char *sa_auth_reason_name(enum sa_auth_reason r)
 	return r < SA_AUTH_REASON_COUNT ? reason_names[r] : "unknown";
 }
 
+static const char *const stale_names[SA_STALE_COUNT] = {
+	"none", "expired", "unknown_key", "other_node", "table_full",
+};
+
+const char *sa_auth_stale_name(enum sa_auth_stale s)
+{
+	return s < SA_STALE_COUNT ? stale_names[s] : "unknown";
+}
+
 int sa_auth_init(struct sa_auth *a, struct sa_store *store, struct sa_nonce_ctx *nonce,
                  const struct sa_auth_cfg *cfg)
 {
@@ -287,13 +296,16 @@ void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_
 		return;
 	}
 	if (ns == SA_NONCE_STALE && !info.authentic) {
-		/* a nonce no live key of ours vouches for (another node's, or one
-		 * from before this start): a new one with stale=true, and no word on
-		 * the password, since anyone can make such a nonce up, and a verdict
-		 * on it would be a guessing oracle no ban counts (the source is not
-		 * proven to receive) */
+		/* a nonce we did not issue (another node's, one from before this
+		 * start, or made with a key we do not hold): a new one with
+		 * stale=true, and no word on the password, since anyone can make
+		 * up a nonce of a key we lack, and a verdict on it would be a
+		 * guessing oracle no ban counts (the source is not proven to
+		 * receive). Another node's nonce is genuine, but its replay state
+		 * is that node's: it is never accepted here, nor put in our table. */
 		r->reason = SA_AUTH_STALE_NONCE;
 		r->stale = true;
+		r->stale_cause = info.other_instance ? SA_STALE_OTHER_NODE : SA_STALE_UNKNOWN_KEY;
 		return;
 	}
 	/* ours, fresh or expired: issued to this source, which therefore receives */
@@ -316,6 +328,7 @@ void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_
 	if (ns == SA_NONCE_STALE) {
 		r->reason = SA_AUTH_STALE_NONCE;
 		r->stale = true;
+		r->stale_cause = SA_STALE_EXPIRED;
 		goto out;
 	}
 	ns = sa_nonce_use_tagged(a->nonce, &info, an.ncv, retransmission_tag(m), now);
@@ -326,6 +339,7 @@ void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_
 	if (ns != SA_NONCE_OK) {
 		r->reason = ns == SA_NONCE_REPLAY ? SA_AUTH_REPLAY : SA_AUTH_STALE_NONCE;
 		r->stale = ns != SA_NONCE_REPLAY;
+		r->stale_cause = r->stale ? SA_STALE_TABLE_FULL : SA_STALE_NONE;
 		goto out;
 	}
 	r->ok = true;

@@ -23,6 +23,16 @@ enum sa_auth_reason {
 	SA_AUTH_REASON_COUNT
 };
 
+/* Why a nonce was stale (logged as stale=...; counted apart for other_node). */
+enum sa_auth_stale {
+	SA_STALE_NONE = 0,
+	SA_STALE_EXPIRED,         /* ours, past nonce_ttl */
+	SA_STALE_UNKNOWN_KEY,     /* a key we do not hold (retired, another run's, a version 1 nonce) */
+	SA_STALE_OTHER_NODE,      /* a fleet key's, but another node's (or this node's before a restart) */
+	SA_STALE_TABLE_FULL,      /* ours and fresh, but the replay table had no room */
+	SA_STALE_COUNT
+};
+
 struct sa_auth_cfg {
 	enum sa_digest_alg algs[SA_ALG_COUNT];   /* offered, in this order */
 	unsigned nalgs;
@@ -46,6 +56,7 @@ struct sa_auth_result {
 	bool ok;                             /* accepted: cred is filled */
 	enum sa_auth_reason reason;          /* why not (SA_AUTH_NONE: no credentials offered) */
 	bool stale;                          /* challenge with stale=true */
+	enum sa_auth_stale stale_cause;      /* why, when reason is SA_AUTH_STALE_NONCE */
 	bool nonce_ours;                     /* it answered a nonce we issued to this source (fresh or expired): the source receives */
 	bool retransmission;                 /* ok: the very REGISTER already accepted, sent again */
 	char username[SA_USERNAME_MAX + 1];  /* as tried, truncated; "" when none */
@@ -87,6 +98,7 @@ long sa_auth_challenge_in(struct sa_auth *a, const struct sa_auth_cfg *order, co
                           bool proxy, bool stale, uint64_t now, char *out, size_t cap);
 
 const char *sa_auth_reason_name(enum sa_auth_reason r);
+const char *sa_auth_stale_name(enum sa_auth_stale s);
 /* The username m's credentials for realm name, as tried (truncated); "" when none. */
 void sa_auth_username(const struct sa_msg *m, const char *realm, char *out, size_t outlen);
 

@@ -67,6 +67,11 @@ static void auth(FILE *f, const struct sa_metrics *m)
 			        sa_auth_reason_name((enum sa_auth_reason)r), m->auth_fail[r]);
 	counter(f, "auth_stale_nonces_total", "Right answers to an expired nonce, challenged again with stale=true.",
 	        m->auth_fail[SA_AUTH_STALE_NONCE]);
+	head(f, "auth_stale_nonces_by_cause_total", "counter",
+	     "Stale nonces by cause: expired, unknown_key, other_node (another fleet node's), table_full.");
+	for (int s = SA_STALE_NONE + 1; s < SA_STALE_COUNT; s++)
+		fprintf(f, "sipauthd_auth_stale_nonces_by_cause_total{cause=\"%s\"} %" PRIu64 "\n",
+		        sa_auth_stale_name((enum sa_auth_stale)s), m->auth_stale[s]);
 }
 
 /* Sparse: only the statuses that occurred. */
@@ -280,5 +285,18 @@ int sa_metrics_fleet_render(const struct sa_metrics_fleet *f, char **buf, size_t
 	rc |= family(buf, len, "sipauthd_cluster_nodes_alive", "gauge",
 	             "Nodes alive at the last heartbeat (this one included): each enforces its share of a trunk's limits.",
 	             f->nodes_alive);
+	rc |= family(buf, len, "sipauthd_cluster_nonce_key", "gauge",
+	             "The fleet's nonce key id this node issues nonces with (0: its own, until the database's is read).",
+	             f->nonce_key);
+	rc |= family(buf, len, "sipauthd_cluster_nonce_key_loads_total", "counter",
+	             "Nonce keys taken from the database (at the first heartbeat, and after each rotation).",
+	             f->nonce_key_loads);
+	rc |= family(buf, len, "sipauthd_cluster_auth_failures_pushed_total", "counter",
+	             "Auth failures written to the fleet's failure log.", f->failures_pushed);
+	rc |= family(buf, len, "sipauthd_cluster_auth_failures_lost_total", "counter",
+	             "Auth failures not written to the fleet's log (queue full, or the database away when sent); "
+	             "the node's own log has them.", f->failures_lost);
+	rc |= family(buf, len, "sipauthd_cluster_auth_failures_queued", "gauge",
+	             "Auth failures waiting to be written to the fleet's log.", f->failures_queued);
 	return rc;
 }

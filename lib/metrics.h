@@ -24,6 +24,7 @@ struct sa_metrics {
 	uint64_t challenges;
 	uint64_t auth_ok;
 	uint64_t auth_fail[SA_AUTH_REASON_COUNT];        /* [SA_AUTH_STALE_NONCE] is rendered apart */
+	uint64_t auth_stale[SA_STALE_COUNT];             /* the stale ones by cause ([SA_STALE_NONE] unused) */
 	uint64_t auth_by_address;                        /* let through by a trunk's ip_authentication */
 	uint64_t trunk_refused[SA_POLICY_VERDICT_COUNT]; /* by a trunk's controls, by verdict */
 	uint64_t registrations;                          /* REGISTERs that added or removed bindings */
@@ -98,6 +99,11 @@ struct sa_metrics_fleet {
 	uint64_t query_failures;
 	uint64_t apply_failures;
 	uint64_t nodes_alive;            /* this node and the others that beat within 6 s, at the last heartbeat */
+	uint64_t nonce_key;              /* the fleet's nonce key id this node issues with (0: its own start key) */
+	uint64_t nonce_key_loads;        /* key sets taken from the database */
+	uint64_t failures_pushed;        /* auth failures written to the fleet's log */
+	uint64_t failures_lost;          /* ... dropped: the queue was full, or the database away when sent */
+	uint64_t failures_queued;        /* gauge: waiting to be pushed */
 };
 /* Appends the sipauthd_cluster_* families to *buf. 0 or -1. */
 int sa_metrics_fleet_render(const struct sa_metrics_fleet *f, char **buf, size_t *len);

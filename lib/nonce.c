@@ -15,8 +15,11 @@
 
 #include "nonce.h"
 
-#define NONCE_VERSION     1
-#define NONCE_MACED_LEN   11	/* bytes 0..10 of the layout in nonce.h */
+#define NONCE_VERSION     2
+#define NONCE_V1          1
+#define NONCE_V1_RAW_LEN  27
+#define NONCE_INSTANCE_AT 11
+#define NONCE_MACED_LEN   17	/* bytes 0..16 of the layout in nonce.h */
 #define NONCE_MAC_LEN     16
 #define NONCE_FUTURE_SKEW 5	/* seconds a nonce may appear to come from the future */
 #define REPLAY_WINDOW     128	/* slots probed per key: bounds the cost of sa_nonce_use */
@@ -41,6 +44,7 @@ struct sa_nonce_ctx {
 	unsigned ttl;
 	uint32_t counter;
 	uint64_t hash_seed;
+	unsigned char instance[SA_NONCE_INSTANCE_LEN];
 	struct nonce_key keys[SA_NONCE_KEYS];	/* [0] current, [1] previous */
 	size_t slots;
 	struct replay_entry *table;
@@ -123,7 +127,8 @@ struct sa_nonce_ctx *sa_nonce_ctx_new(unsigned ttl, size_t replay_slots)
 		goto fail;
 	/* a random start keeps nonces from two processes (or restarts) from colliding */
 	if (RAND_bytes((unsigned char *)&ctx->counter, sizeof(ctx->counter)) != 1 ||
-	    RAND_bytes((unsigned char *)&ctx->hash_seed, sizeof(ctx->hash_seed)) != 1)
+	    RAND_bytes((unsigned char *)&ctx->hash_seed, sizeof(ctx->hash_seed)) != 1 ||
+	    RAND_bytes(ctx->instance, sizeof(ctx->instance)) != 1)
 		goto fail;
 	return ctx;
 fail:
@@ -159,6 +164,16 @@ static void keyed_start(SHA256_CTX *c, const unsigned char secret[SA_NONCE_SECRE
 	OPENSSL_cleanse(block, sizeof(block));
 }
 
+void sa_nonce_instance(const struct sa_nonce_ctx *ctx, unsigned char out[SA_NONCE_INSTANCE_LEN])
+{
+	memcpy(out, ctx->instance, SA_NONCE_INSTANCE_LEN);
+}
+
+uint8_t sa_nonce_key_current(const struct sa_nonce_ctx *ctx)
+{
+	return ctx != NULL && ctx->keys[0].live ? ctx->keys[0].id : 0;
+}
+
 int sa_nonce_key_set(struct sa_nonce_ctx *ctx, uint8_t key_id,
                      const unsigned char secret[SA_NONCE_SECRET_LEN])
 {
@@ -187,7 +202,7 @@ static const struct nonce_key *key_find(const struct sa_nonce_ctx *ctx, uint8_t 
 	return NULL;
 }
 
-/* HMAC-SHA256(secret, raw[0..10] || realm) truncated to NONCE_MAC_LEN. */
+/* HMAC-SHA256(secret, raw[0..16] || realm) truncated to NONCE_MAC_LEN. */
 static int nonce_mac(const struct nonce_key *key, const unsigned char *raw, const char *realm,
                      unsigned char out[NONCE_MAC_LEN])
 {
@@ -221,6 +236,7 @@ int sa_nonce_issue(struct sa_nonce_ctx *ctx, const char *realm, enum sa_digest_a
 	raw[2] = (unsigned char)alg;
 	put_be32(raw + 3, (uint32_t)now);
 	put_be32(raw + 7, ctx->counter++);
+	memcpy(raw + NONCE_INSTANCE_AT, ctx->instance, SA_NONCE_INSTANCE_LEN);
 	if (nonce_mac(key, raw, realm, raw + NONCE_MACED_LEN) != 0)
 		return -1;
 	b64url_encode(raw, sizeof(raw), out);
@@ -234,6 +250,19 @@ static bool nonce_parse(const char *nonce, size_t len, enum sa_digest_alg alg,
 	if (nonce == NULL || len != SA_NONCE_LEN || b64url_decode(nonce, len, raw) != 0)
 		return false;
 	return raw[0] == NONCE_VERSION && raw[2] == (unsigned char)alg;
+}
+
+/* A version 1 nonce of the right shape and algorithm: issued before the
+ * upgrade by a process (and with a key) that is gone. */
+static bool nonce_v1(const char *nonce, size_t len, enum sa_digest_alg alg, struct sa_nonce_info *info)
+{
+	unsigned char raw[NONCE_V1_RAW_LEN];
+
+	if (nonce == NULL || len != SA_NONCE_V1_LEN || b64url_decode(nonce, len, raw) != 0 ||
+	    raw[0] != NONCE_V1 || raw[2] != (unsigned char)alg)
+		return false;
+	*info = (struct sa_nonce_info){ raw[1], get_be32(raw + 3), get_be32(raw + 7), false, false };
+	return true;
 }
 
 static bool nonce_mac_ok(const struct nonce_key *key, const unsigned char *raw, const char *realm)
@@ -260,15 +289,28 @@ enum sa_nonce_status sa_nonce_check(const struct sa_nonce_ctx *ctx, const char *
 	struct sa_nonce_info parsed;
 	enum sa_nonce_status status = SA_NONCE_OK;
 
-	if (ctx == NULL || realm == NULL || !nonce_parse(nonce, len, alg, raw))
+	if (ctx == NULL || realm == NULL)
 		return SA_NONCE_INVALID;
-	parsed = (struct sa_nonce_info){ raw[1], get_be32(raw + 3), get_be32(raw + 7), false };
+	if (nonce_v1(nonce, len, alg, &parsed)) {
+		/* no key of ours can vouch for it: ask the client to retry */
+		if (info != NULL)
+			*info = parsed;
+		return SA_NONCE_STALE;
+	}
+	if (!nonce_parse(nonce, len, alg, raw))
+		return SA_NONCE_INVALID;
+	parsed = (struct sa_nonce_info){ raw[1], get_be32(raw + 3), get_be32(raw + 7), false, false };
 	/* a retired key cannot vouch for the nonce either way: ask the client to retry */
 	if ((key = key_find(ctx, parsed.key_id)) == NULL)
 		status = SA_NONCE_STALE;
 	else if (!nonce_mac_ok(key, raw, realm) || nonce_from_future(parsed.issued, now))
 		return SA_NONCE_INVALID;
-	else if ((parsed.authentic = true) && now > (uint64_t)parsed.issued + ctx->ttl)
+	else if (CRYPTO_memcmp(raw + NONCE_INSTANCE_AT, ctx->instance, SA_NONCE_INSTANCE_LEN) != 0) {
+		/* genuine, but another node's (or an earlier start's): its
+		 * nonce-counts are in a replay table we do not have */
+		status = SA_NONCE_STALE;
+		parsed.other_instance = true;
+	} else if ((parsed.authentic = true) && now > (uint64_t)parsed.issued + ctx->ttl)
 		status = SA_NONCE_STALE;
 	if (info != NULL)
 		*info = parsed;

@@ -9,29 +9,43 @@
 #include "digest.h"
 
 /*
- * Byte layout of a nonce before encoding (27 bytes, sent as 36 characters of
+ * Byte layout of a nonce before encoding (33 bytes, sent as 44 characters of
  * unpadded base64url, RFC 4648 §5):
  *
  *   offset size  field
- *   0      1     version, currently 1
+ *   0      1     version, currently 2
  *   1      1     key id: which of the live secrets made the MAC
  *   2      1     algorithm (enum sa_digest_alg) the nonce was issued for
  *   3      4     issue time, seconds since the epoch, big-endian (uint32)
  *   7      4     counter, per process, big-endian: makes every nonce unique
- *   11     16    HMAC-SHA256(secret[key id], bytes 0..10 || realm), truncated
+ *   11     6     instance: random, made by sa_nonce_ctx_new (each node, each start)
+ *   17     16    HMAC-SHA256(secret[key id], bytes 0..16 || realm), truncated
  *
  * The realm is MACed but not carried: a nonce issued for one trunk does not
  * verify for another. Nothing else is stored per issued nonce; a nonce only
  * takes table space once it has been answered correctly (sa_nonce_use).
+ *
+ * The instance names the replay table that knows the nonce: the one of the
+ * context that issued it. A fleet's nodes share their keys (from the
+ * database), so a node can tell another node's nonce (MAC good, instance not
+ * its own) from a forgery; it answers it stale=true with a nonce of its own
+ * and never accepts it, since its replay table has never seen that nonce's
+ * nonce-counts. A restarted node is another instance too: its table is empty.
+ *
+ * Version 1 (27 bytes, 36 characters: no instance, MAC over bytes 0..10) was
+ * issued before the upgrade to version 2, by a process that has since
+ * stopped: it is answered SA_NONCE_STALE, never accepted.
  */
-#define SA_NONCE_RAW_LEN   27
-#define SA_NONCE_LEN       36                   /* encoded */
+#define SA_NONCE_RAW_LEN   33
+#define SA_NONCE_LEN       44                   /* encoded */
+#define SA_NONCE_V1_LEN    36                   /* encoded version 1 */
+#define SA_NONCE_INSTANCE_LEN 6
 #define SA_NONCE_SECRET_LEN 32
 #define SA_NONCE_KEYS      2                    /* live keys: current and previous */
 
 enum sa_nonce_status {
 	SA_NONCE_OK = 0,
-	SA_NONCE_STALE,      /* MAC good but expired, or made with a retired key */
+	SA_NONCE_STALE,      /* MAC good but expired, made with a retired key, by another instance, or version 1 */
 	SA_NONCE_INVALID,    /* garbage, bad MAC, wrong realm, wrong algorithm */
 	SA_NONCE_REPLAY,     /* from sa_nonce_use: nc already seen or not increasing */
 	SA_NONCE_RETRANSMISSION,   /* from sa_nonce_use_tagged: the very request that used this nc, again */
@@ -42,7 +56,8 @@ struct sa_nonce_info {
 	uint8_t key_id;
 	uint32_t issued;
 	uint32_t counter;
-	bool authentic;      /* a live key's MAC verified: we issued it (for this realm), expired or not */
+	bool authentic;      /* a live key's MAC verified and the instance is ours: we issued it (for this realm), expired or not */
+	bool other_instance; /* a live key's MAC verified, but another instance (node, or an earlier start) issued it */
 };
 
 struct sa_nonce_ctx;
@@ -51,6 +66,12 @@ struct sa_nonce_ctx;
  * (bounded; expired entries are forgotten). NULL on allocation failure. */
 struct sa_nonce_ctx *sa_nonce_ctx_new(unsigned ttl, size_t replay_slots);
 void sa_nonce_ctx_free(struct sa_nonce_ctx *ctx);
+
+/* This context's instance (random, made by sa_nonce_ctx_new), for logs and tests. */
+void sa_nonce_instance(const struct sa_nonce_ctx *ctx, unsigned char out[SA_NONCE_INSTANCE_LEN]);
+
+/* The id new nonces are issued with; 0 when no key is set. */
+uint8_t sa_nonce_key_current(const struct sa_nonce_ctx *ctx);
 
 /* Install secret under key_id and make it the key new nonces are issued
  * with. The previously current key stays live for checking until it is

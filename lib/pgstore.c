@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #include "pgstore.h"
 
@@ -77,14 +78,29 @@ static const char schema_v1[] =
 	"  FOR EACH ROW EXECUTE FUNCTION sipauthd_log_change();";
 
 /*
- * Schema 2: registrations shared by the fleet. The owner (the node holding
+ * Schema 2: the fleet's auth-failure log (each node's records, with its
+ * name; bounded per node and trunk as the local log is, by the pushing node).
+ * nonce_keys has no trigger: its secrets stay out of change_log, and nodes
+ * read the keys with their heartbeat.
+ */
+static const char schema_v2[] =
+	"CREATE TABLE auth_failures (id bigserial PRIMARY KEY, node text NOT NULL, trunk_id text NOT NULL,"
+	"  at bigint NOT NULL, source text NOT NULL, source_port integer NOT NULL, transport text NOT NULL,"
+	"  username text NOT NULL, reason text NOT NULL, method text NOT NULL,"
+	"  password_version bigint NOT NULL DEFAULT 0);"
+	"CREATE INDEX auth_failures_by_trunk ON auth_failures (trunk_id, id);"
+	"CREATE INDEX auth_failures_by_node ON auth_failures (node, trunk_id, id);";
+
+/*
+ * Schema 3: registrations shared by the fleet. The owner (the node holding
  * the PBX's flow) writes its bindings; a binding's arrival, removal or move
  * (another owner, source or transport) is a change like any other, so that
  * every node learns where to relay a call from the feed, never from a query
  * on the call's path. A refresh that changes nothing but times is not
- * logged: it would wake every node for nothing.
+ * logged: it would wake every node for nothing. nodes.heartbeat_ms is the
+ * beat to the millisecond, by the database's clock.
  */
-static const char upgrade_v2[] =
+static const char schema_v3[] =
 	"ALTER TABLE registrations ADD COLUMN password_version bigint NOT NULL DEFAULT 1;"
 	"ALTER TABLE nodes ADD COLUMN heartbeat_ms bigint NOT NULL DEFAULT 0;"
 	"CREATE INDEX registrations_by_trunk ON registrations (trunk_id);"
@@ -97,7 +113,9 @@ static const char upgrade_v2[] =
 	"  EXECUTE FUNCTION sipauthd_log_change();";
 
 /* Upgrades: upgrades[v] takes schema v to v + 1. */
-static const char *const upgrades[SA_PG_SCHEMA_VERSION] = { NULL, upgrade_v2 };
+static const char *const upgrades[SA_PG_SCHEMA_VERSION] = { NULL, schema_v2, schema_v3 };
+
+#define SA_PG_NONCE_KEY_KEEP_TEXT "3600"   /* SA_PG_NONCE_KEY_KEEP in SQL */
 
 /* init and upgrades hold this advisory lock: two at once would both see no schema */
 #define INIT_LOCK "SELECT pg_advisory_xact_lock(7316020512)"
@@ -117,10 +135,38 @@ const char sa_pg_snapshot_sql[] =
 	" UNION ALL SELECT 4, c.ord, 0, 'credentials', 'insert', to_jsonb(c)::text, 0 FROM credentials c"
 	") s ORDER BY g, o";
 
+const char sa_pg_nonce_keys_sql[] =
+	"WITH cur AS (SELECT coalesce((SELECT id FROM nonce_keys WHERE retired_at IS NULL"
+	"  ORDER BY created_at DESC, id DESC LIMIT 1), 0) AS id)"
+	" SELECT id::integer, '' AS secret, false AS retired, 0 AS g, 0::bigint AS o FROM cur"
+	" UNION ALL (SELECT k.id::integer, encode(k.secret, 'hex'), true, 1, k.retired_at FROM nonce_keys k, cur"
+	"  WHERE cur.id <> $1::integer AND k.retired_at >= extract(epoch FROM now())::bigint - $2::bigint"
+	"  ORDER BY k.retired_at DESC LIMIT 1)"
+	" UNION ALL SELECT k.id::integer, encode(k.secret, 'hex'), false, 2, 0 FROM nonce_keys k, cur"
+	"  WHERE cur.id <> $1::integer AND k.id = cur.id"
+	" ORDER BY g, o";
+
+const char sa_pg_nonce_key_first_sql[] =
+	"INSERT INTO nonce_keys (id, secret, created_at)"
+	" SELECT coalesce((SELECT min(i) FROM generate_series(1, 255) i WHERE i NOT IN (SELECT id FROM nonce_keys)), 1),"
+	"  decode($1, 'hex'), extract(epoch FROM now())::bigint"
+	" WHERE NOT EXISTS (SELECT 1 FROM nonce_keys WHERE retired_at IS NULL)"
+	" ON CONFLICT (id) DO NOTHING";
+
+const char sa_pg_authfail_push_sql[] =
+	"INSERT INTO auth_failures (node, trunk_id, at, source, source_port, transport, username, reason, method,"
+	" password_version) SELECT $1, r.trunk_id, r.at, r.source, r.source_port, r.transport, r.username, r.reason,"
+	" r.method, r.password_version FROM jsonb_to_recordset($2::jsonb) AS r(at bigint, trunk_id text, source text,"
+	" source_port integer, transport text, username text, reason text, method text, password_version bigint)";
+
+const char sa_pg_authfail_prune_sql[] =
+	"DELETE FROM auth_failures a USING (SELECT id, row_number() OVER (PARTITION BY trunk_id ORDER BY id DESC) AS n"
+	" FROM auth_failures WHERE node = $1) o WHERE a.id = o.id AND o.n > $2::bigint";
+
 /* The heartbeat also answers the other nodes seen within a minute, as
  * [[name, address, heartbeat_ms], ...], and the database's time in ms:
  * whose bindings to relay to, and whose requests to trust
- * (daemon/cluster.c). heartbeat_ms (schema 2) is the same beat to the
+ * (daemon/cluster.c). heartbeat_ms (schema 3) is the same beat to the
  * millisecond, by the database's clock, so that a node judges another's
  * silence to well under a second; heartbeat_at stays in whole seconds. */
 #define DB_NOW_MS "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
@@ -345,18 +391,6 @@ static int schema_version(struct sa_pg *pg, int *version)
 	return SA_STORE_OK;
 }
 
-static int schema_create(struct sa_pg *pg, const char *domain)
-{
-	const char *params[] = { domain };
-	int rc = run(pg, schema_v1, 0, NULL, NULL);
-
-	if (rc == SA_STORE_OK)
-		rc = run(pg, "INSERT INTO settings VALUES ('domain', $1)", 1, params, NULL);
-	return rc;
-}
-
-static int schema_upgrade(struct sa_pg *pg, int from);
-
 static int schema_upgrade(struct sa_pg *pg, int from)
 {
 	int rc = SA_STORE_OK;
@@ -364,6 +398,18 @@ static int schema_upgrade(struct sa_pg *pg, int from)
 	for (int v = from; v < SA_PG_SCHEMA_VERSION && rc == SA_STORE_OK; v++)
 		if (upgrades[v] != NULL)
 			rc = run(pg, upgrades[v], 0, NULL, NULL);
+	return rc;
+}
+
+static int schema_create(struct sa_pg *pg, const char *domain)
+{
+	const char *params[] = { domain };
+	int rc = run(pg, schema_v1, 0, NULL, NULL);
+
+	if (rc == SA_STORE_OK)
+		rc = schema_upgrade(pg, 1);
+	if (rc == SA_STORE_OK)
+		rc = run(pg, "INSERT INTO settings VALUES ('domain', $1)", 1, params, NULL);
 	return rc;
 }
 
@@ -382,10 +428,7 @@ static int init_txn(struct sa_pg *pg, const char *domain, int *from)
 		return SA_STORE_EEXISTS;
 	if (*from > SA_PG_SCHEMA_VERSION)
 		return SA_STORE_ESCHEMA;
-	/* a new schema is made as schema 1 was, then upgraded like any other */
-	rc = *from == 0 ? schema_create(pg, domain) : SA_STORE_OK;
-	if (rc == SA_STORE_OK)
-		rc = schema_upgrade(pg, *from == 0 ? 1 : *from);
+	rc = *from == 0 ? schema_create(pg, domain) : schema_upgrade(pg, *from);
 	snprintf(ver, sizeof ver, "%d", SA_PG_SCHEMA_VERSION);
 	if (rc == SA_STORE_OK)
 		rc = run(pg, "DELETE FROM schema_version", 0, NULL, NULL);
@@ -1149,4 +1192,126 @@ int sa_pg_registration_list_trunk(struct sa_pg *pg, const char *trunk_id, int64_
 	}
 	PQclear(r);
 	return rc;
+}
+
+/* ---- nonce keys ---- */
+
+/* The ids kept (current, or retired within SA_PG_NONCE_KEY_KEEP) as a set, and the current one. */
+static int nonce_keys_live(struct sa_pg *pg, const char *now, bool live[256], unsigned *current)
+{
+	PGresult *r;
+	const char *params[] = { now };
+	int rc = exec(pg, "SELECT id, retired_at IS NULL FROM nonce_keys WHERE retired_at IS NULL"
+	                  " OR retired_at > $1::bigint - " SA_PG_NONCE_KEY_KEEP_TEXT " ORDER BY created_at, id",
+	              1, params, &r);
+
+	*current = 0;
+	if (rc != SA_STORE_OK)
+		return rc;
+	for (int i = 0; i < PQntuples(r); i++) {
+		unsigned id = (unsigned)atoi(PQgetvalue(r, i, 0));
+		if (id < 1 || id > 255)
+			continue;
+		live[id] = true;
+		if (strcmp(PQgetvalue(r, i, 1), "t") == 0)
+			*current = id;   /* ordered by age: the newest not retired */
+	}
+	PQclear(r);
+	return SA_STORE_OK;
+}
+
+static unsigned nonce_key_next(const bool live[256], unsigned current)
+{
+	for (unsigned step = 1; step <= 255; step++) {
+		unsigned id = (current + step - 1) % 255 + 1;
+		if (!live[id])
+			return id;
+	}
+	return 0;
+}
+
+static int nonce_rotate_txn(struct sa_pg *pg, int64_t now, unsigned *id, unsigned *previous)
+{
+	unsigned char secret[32];
+	char at[24], idtext[8], secrethex[2 * sizeof secret + 1];
+	const char *params[] = { idtext, secrethex, at };
+	bool live[256] = { false };
+	/* serialises rotations, and a node's first key, against each other */
+	int rc = run(pg, "LOCK TABLE nonce_keys IN SHARE ROW EXCLUSIVE MODE", 0, NULL, NULL);
+
+	i64_text(now, at);
+	if (rc == SA_STORE_OK)
+		rc = nonce_keys_live(pg, at, live, previous);
+	if (rc != SA_STORE_OK)
+		return rc;
+	if ((*id = nonce_key_next(live, *previous)) == 0)
+		return SA_STORE_EFULL;
+	if (RAND_bytes(secret, sizeof secret) != 1)
+		return SA_STORE_EIO;
+	hex(secret, sizeof secret, secrethex);
+	OPENSSL_cleanse(secret, sizeof secret);
+	snprintf(idtext, sizeof idtext, "%u", *id);
+	rc = run(pg, "DELETE FROM nonce_keys WHERE id = $1::smallint OR retired_at <= $2::bigint - "
+	             SA_PG_NONCE_KEY_KEEP_TEXT, 2, (const char *const[]){ idtext, at }, NULL);
+	if (rc == SA_STORE_OK)
+		rc = run(pg, "UPDATE nonce_keys SET retired_at = $1::bigint WHERE retired_at IS NULL", 1,
+		         (const char *const[]){ at }, NULL);
+	if (rc == SA_STORE_OK)
+		rc = run(pg, "INSERT INTO nonce_keys (id, secret, created_at) VALUES ($1::smallint, decode($2, 'hex'),"
+		             " $3::bigint)", 3, params, NULL);
+	OPENSSL_cleanse(secrethex, sizeof secrethex);
+	return rc;
+}
+
+int sa_pg_nonce_key_rotate(struct sa_pg *pg, int64_t now, unsigned *id, unsigned *previous)
+{
+	int rc = run(pg, "BEGIN", 0, NULL, NULL);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = nonce_rotate_txn(pg, now, id, previous);
+	int end = run(pg, rc == SA_STORE_OK ? "COMMIT" : "ROLLBACK", 0, NULL, NULL);
+	return rc != SA_STORE_OK ? rc : end;
+}
+
+/* ---- the fleet's auth-failure log ---- */
+
+static void authfail_row(const PGresult *r, int row, struct sa_authfail *f)
+{
+	memset(f, 0, sizeof *f);
+	f->at = strtoll(PQgetvalue(r, row, 2), NULL, 10);
+	col_copy(r, row, 3, f->trunk_id, sizeof f->trunk_id);
+	col_copy(r, row, 4, f->source, sizeof f->source);
+	f->source_port = (uint16_t)atoi(PQgetvalue(r, row, 5));
+	col_copy(r, row, 6, f->transport, sizeof f->transport);
+	/* a username as tried is truncated like the local log's, never refused */
+	snprintf(f->username, sizeof f->username, "%s", PQgetvalue(r, row, 7));
+	col_copy(r, row, 8, f->reason, sizeof f->reason);
+	col_copy(r, row, 9, f->method, sizeof f->method);
+	f->password_version = strtoll(PQgetvalue(r, row, 10), NULL, 10);
+}
+
+int sa_pg_authfail_page(struct sa_pg *pg, const char *trunk_id, int64_t since, uint64_t before_id, unsigned limit,
+                        sa_pg_authfail_cb cb, void *arg)
+{
+	char since_text[24], before[24], lim[16];
+	const char *params[] = { trunk_id, since_text, before, lim };
+	PGresult *r;
+
+	i64_text(since, since_text);
+	snprintf(before, sizeof before, "%lld", before_id > INT64_MAX ? (long long)INT64_MAX : (long long)before_id);
+	snprintf(lim, sizeof lim, "%u", limit);
+	int rc = exec(pg, "SELECT id, node, at, trunk_id, source, source_port, transport, username, reason, method,"
+	                  " password_version FROM auth_failures WHERE trunk_id = $1 AND at >= $2::bigint"
+	                  " AND id < $3::bigint ORDER BY id DESC LIMIT $4::bigint", 4, params, &r);
+	if (rc != SA_STORE_OK)
+		return rc;
+	for (int i = 0; i < PQntuples(r); i++) {
+		struct sa_authfail f;
+		authfail_row(r, i, &f);
+		if (cb(&f, strtoull(PQgetvalue(r, i, 0), NULL, 10), PQgetvalue(r, i, 1), arg) != 0)
+			break;
+	}
+	PQclear(r);
+	return SA_STORE_OK;
 }

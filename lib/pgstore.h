@@ -24,7 +24,7 @@
 
 #include "store.h"
 
-#define SA_PG_SCHEMA_VERSION 2
+#define SA_PG_SCHEMA_VERSION 3
 #define SA_PG_CHANNEL "sipauthd_changes"   /* NOTIFY payload: the new sequence */
 
 struct sa_pg;
@@ -78,6 +78,41 @@ int sa_pg_credential_delete(struct sa_pg *pg, const char *trunk_id, const char *
 int sa_pg_credential_rotate(struct sa_pg *pg, const char *trunk_id, const char *cred_id, const char *password,
                             size_t password_len, unsigned min_len, unsigned overlap, int64_t now,
                             struct sa_credential *out, char *why, size_t whylen);
+
+/* ---- nonce keys (secrets: never logged, never in the change log) ----
+ * The current key is the newest one not retired; a node also keeps the
+ * newest one retired within its nonce_ttl. No key is older than
+ * SA_PG_NONCE_KEY_KEEP seconds after its retirement (nonce_ttl's maximum):
+ * ids (1..255) of older ones are used again. */
+#define SA_PG_NONCE_KEY_KEEP 3600
+/* Makes a new current key (id: the next after the current one, wrapping
+ * within 1..255, skipping ids still kept) and retires the current one, in
+ * one transaction. *id: the new key's, *previous: the retired one's (0: none).
+ * EFULL: every id is kept (255 rotations within an hour). */
+int sa_pg_nonce_key_rotate(struct sa_pg *pg, int64_t now, unsigned *id, unsigned *previous);
+/* $1 the id of the current key the node holds (0: none), $2 its nonce_ttl:
+ * a head row (the database's current id, 0 when there is none; "", false),
+ * then, only when that id differs from $1, the keys to install in order
+ * (id, secret in hex, retired): the newest retired within $2, then the
+ * current one. So a node asks every second and secrets cross only on a change. */
+extern const char sa_pg_nonce_keys_sql[];
+/* $1 a new secret in hex: the first key, when there is no current one (two
+ * nodes at once: one of them makes it). */
+extern const char sa_pg_nonce_key_first_sql[];
+
+/* ---- the fleet's auth-failure log ----
+ * Each node pushes its failures (the records of its local log) with its
+ * name; the API of every node lists a trunk's from here, newest first. */
+/* $1 node, $2 a JSON array of records {at, trunk_id, source, source_port,
+ * transport, username, reason, method, password_version}. */
+extern const char sa_pg_authfail_push_sql[];
+/* $1 node, $2 keep: the node's records past the newest keep of each trunk go. */
+extern const char sa_pg_authfail_prune_sql[];
+typedef int (*sa_pg_authfail_cb)(const struct sa_authfail *f, uint64_t id, const char *node, void *arg);
+/* As sa_store_authfail_page: a trunk's records of every node, newest first,
+ * at >= since, id < before_id (UINT64_MAX: from the newest), at most limit. */
+int sa_pg_authfail_page(struct sa_pg *pg, const char *trunk_id, int64_t since, uint64_t before_id, unsigned limit,
+                        sa_pg_authfail_cb cb, void *arg);
 
 /* ---- the change feed (daemon/cluster.c sends these asynchronously) ----
  * Both answer rows of (seq, kind, op, payload, at_ms), the first one the

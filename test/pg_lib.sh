@@ -12,9 +12,11 @@ as_pg() {
 	if [ "$(id -un)" = postgres ]; then "$PG_BIN/$_p" "$@"; else runuser -u postgres -- "$PG_BIN/$_p" "$@"; fi
 }
 
+# pg_stop [DATADIR]: stops the primary (or the cluster in DATADIR), by its pid file
 pg_stop() {
-	[ -n "$PG_DIR" ] && [ -f "$PG_DIR/data/postmaster.pid" ] || return 0
-	as_pg pg_ctl -D "$PG_DIR/data" -m fast -w -t 20 stop >>"$PG_DIR/ctl.log" 2>&1
+	_d=${1:-$PG_DIR/data}
+	[ -n "$PG_DIR" ] && [ -f "$_d/postmaster.pid" ] || return 0
+	as_pg pg_ctl -D "$_d" -m fast -w -t 20 stop >>"$PG_DIR/ctl.log" 2>&1
 }
 
 # pg_restart: start the stopped cluster again on the same port
@@ -31,7 +33,7 @@ pg_start() {
 	PG_DIR=$T/pg
 	mkdir -p "$PG_DIR" && chown postgres "$PG_DIR"
 	PG_PORT=$(free_port 127.0.0.1)
-	trap 'pg_stop; cleanup' EXIT
+	trap 'pg_stop; pg_stop "$PG_DIR/standby"; cleanup' EXIT
 	as_pg initdb -D "$PG_DIR/data" -A trust -U postgres --no-sync >"$PG_DIR/initdb.log" 2>&1 ||
 		{ cat "$PG_DIR/initdb.log"; return 1; }
 	pg_restart || { cat "$PG_DIR/ctl.log" "$PG_DIR/server.log"; return 1; }
@@ -44,9 +46,59 @@ psql_q() {
 	psql -X -qtA "$DB" -c "$1"
 }
 
-# fleet_role: in $DB, the node role with the rights README's "Running a fleet" grants; NODE_DB is
-# then the nodes' connection string (as that role)
-fleet_role() {
+# pg_standby_start: a streaming standby of the primary (pg_basebackup -R) in $PG_DIR/standby on
+# another free loopback port, $PG_SB_PORT; returns once it streams. The EXIT trap stops it too.
+pg_standby_start() {
+	PG_SB_PORT=$(free_port 127.0.0.1)
+	as_pg pg_basebackup -h 127.0.0.1 -p "$PG_PORT" -U postgres -D "$PG_DIR/standby" -R -X stream -c fast --no-sync \
+		>>"$PG_DIR/ctl.log" 2>&1 || { cat "$PG_DIR/ctl.log"; return 1; }
+	as_pg pg_ctl -D "$PG_DIR/standby" -l "$PG_DIR/standby.log" -w -t 30 \
+		-o "-p $PG_SB_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off" start >>"$PG_DIR/ctl.log" 2>&1 ||
+		{ cat "$PG_DIR/ctl.log" "$PG_DIR/standby.log"; return 1; }
+	wait_for sh -c "[ \"\$(psql -X -qtA 'host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres' \
+		-c \"SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'\")\" = 1 ]"
+}
+
+# pg_standby_caught_up: the standby has replayed everything the primary has written so far
+pg_standby_caught_up() {
+	_lsn=$(psql -X -qtA "host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres" -c "SELECT pg_current_wal_lsn()")
+	wait_for sh -c "[ \"\$(psql -X -qtA 'host=127.0.0.1 port=$PG_SB_PORT user=postgres dbname=postgres' \
+		-c \"SELECT pg_last_wal_replay_lsn() >= '$_lsn'\")\" = t ]"
+}
+
+# pg_promote: the standby becomes a primary (pg_ctl promote waits until it accepts writes)
+pg_promote() {
+	as_pg pg_ctl -D "$PG_DIR/standby" -w -t 30 promote >>"$PG_DIR/ctl.log" 2>&1
+}
+
+# ---- a fleet on that database ----
+# fleet_need: skips (visibly) without sipauthctl, the tools the fleet tests use, or a build with libpq
+fleet_need() {
+	[ -x "$SIPAUTHCTL" ] || skip "$SIPAUTHCTL is not built"
+	need python3
+	need psql
+	need flock
+	"$SIPAUTHCTL" --database "host=127.0.0.1 port=1 connect_timeout=1" init 2>&1 | grep -q "built without PostgreSQL" &&
+		skip "sipauthctl was built without libpq: fleet mode is not built in"
+}
+
+# fleet_prepare: fleet_need, then pg_start (a failure to start ends the test)
+fleet_prepare() {
+	fleet_need
+	pg_start || { fail "PostgreSQL did not start"; finish; }
+}
+
+# fleet_db_setup: database "fleet" initialised for sip.tryvox.io with account $ACC, trunk $TRUNK
+# ($TRUNK_HOST), API key $KEY, and role sipauthd_node with only the rights README's "Running a
+# fleet" grants; $DB (administrator) and $NODE_DB (the nodes) connect to it
+fleet_db_setup() {
+	psql_q "CREATE DATABASE fleet" >/dev/null || return 1
+	DB="host=127.0.0.1 port=$PG_PORT user=postgres dbname=fleet connect_timeout=3"
+	ctl_db init --domain sip.tryvox.io >/dev/null || return 1
+	ACC=$(ctl_db account create --name fleet) || return 1
+	TRUNK=$(ctl_db trunk create --account "$ACC" --name fleet) || return 1
+	TRUNK_HOST="trunk-$TRUNK.sip.tryvox.io"
+	KEY=$(ctl_db apikey create --account "$ACC") || return 1
 	psql -X -q "$DB" -v ON_ERROR_STOP=1 >/dev/null <<'SQL' || return 1
 CREATE ROLE sipauthd_node LOGIN;
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO sipauthd_node;
@@ -56,16 +108,25 @@ GRANT UPDATE (ha1_md5, ha1_sha256, ha1_sha512_256, password_version, rotated_at,
   prev_ha1_md5, prev_ha1_sha256, prev_ha1_sha512_256) ON credentials TO sipauthd_node;
 GRANT UPDATE (policy) ON trunks TO sipauthd_node;
 GRANT USAGE ON SEQUENCE credentials_ord_seq TO sipauthd_node;
+GRANT INSERT ON nonce_keys TO sipauthd_node;
+GRANT INSERT, DELETE ON auth_failures TO sipauthd_node;
+GRANT USAGE ON SEQUENCE auth_failures_id_seq TO sipauthd_node;
 GRANT INSERT, UPDATE, DELETE ON registrations TO sipauthd_node;
 SQL
-	NODE_DB="host=127.0.0.1 port=$PG_PORT user=sipauthd_node dbname=$(psql_q 'SELECT current_database()')"
+	NODE_DB="host=127.0.0.1 port=$PG_PORT user=sipauthd_node dbname=fleet"
+}
+ctl_db() { "$SIPAUTHCTL" --database "$DB" "$@"; }
+# cred USER: creates a credential with password $PW through the database, prints its id
+cred() {
+	printf '%s\n' "$PW" | ctl_db credential create --trunk "$TRUNK" --username "$1" --password-stdin |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
 }
 
-# fleet_node NAME ADDR: a sipauthd node of the fleet ($NODE_DB) with its own new store, SIP on
-# udp and tcp ADDR:${NAME}_PORT, its API on ADDR:${NAME}_API_PORT, the gateway stand-in
-# 127.0.0.2:$GW_PORT trusted, domain ${NODE_DOMAIN:-sip.tryvox.io}; its pid in ${NAME}_PID, its
-# address in ${NAME}_ADDR, its log in $T/NAME.log. $NODE_LISTEN adds listeners (tls:ADDR:PORT),
-# $NODE_CONF lines at the end of its configuration (a [tls] section).
+# fleet_node NAME ADDR [AUTH_LINE]: a sipauthd with its own (new) store on ADDR, a node of the
+# fleet ($NODE_DB) with the gateway at ${GW_ADDR:-127.0.0.2}:$GW_PORT, AUTH_LINE added to [auth];
+# $NODE_LISTEN adds listeners (tls:ADDR:PORT), $NODE_CONF lines at the end (a [tls] section);
+# sets ${NAME}_PID, _ADDR, _PORT (SIP, UDP and TCP) and _API_PORT. node NAME ADDR: the same.
+node() { fleet_node "$@"; }
 fleet_node() {
 	_port=$(free_port "$2")
 	_api=$(free_port "$2")
@@ -74,10 +135,11 @@ fleet_node() {
 listen = udp:$2:$_port, tcp:$2:$_port${NODE_LISTEN:+, $NODE_LISTEN}
 domain = ${NODE_DOMAIN:-sip.tryvox.io}
 [upstream]
-gateway = udp:127.0.0.2:$GW_PORT
-trusted = 127.0.0.2/32
+gateway = udp:${GW_ADDR:-127.0.0.2}:$GW_PORT
+trusted = ${GW_ADDR:-127.0.0.2}/32
 [auth]
 algorithms = MD5
+${3:-}
 [store]
 path = $T/$1-store
 [abuse]
@@ -95,29 +157,73 @@ CONF
 	eval "${1}_PID=\$!; ${1}_PORT=\$_port; ${1}_ADDR=$2; ${1}_API_PORT=\$_api"
 }
 
-# fleet_needs: skips the test unless sipauthctl is built with libpq, python3 and psql are there
-fleet_needs() {
-	[ -x "$SIPAUTHCTL" ] || skip "$SIPAUTHCTL is not built"
-	need python3
-	need psql
-	"$SIPAUTHCTL" --database "host=127.0.0.1 port=1 connect_timeout=1" init 2>&1 | grep -q "built without PostgreSQL" &&
-		skip "sipauthctl was built without libpq: fleet mode is not built in"
-	return 0
+# nodes_stop NODE...: stops each node by its pid; it must exit 0, with no sanitizer report and
+# no password ($PW) in its log
+nodes_stop() {
+	for _n in "$@"; do
+		eval "stop \$${_n}_PID"
+		assert_eq "node $_n stops cleanly" 0 $?
+		assert_nomatch "node $_n logged no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/$_n.log")"
+		assert_nomatch "node $_n never logged a password" "$PW" "$(cat "$T/$_n.log")"
+	done
 }
 
-# fleet_db NAME: a new database NAME, initialised for sip.tryvox.io, with an account $ACC and its
-# trunk $TRUNK ($TRUNK_HOST); $DB is then its connection string (as postgres)
-fleet_db() {
-	psql_q "CREATE DATABASE $1" >/dev/null
-	DB="host=127.0.0.1 port=$PG_PORT user=postgres dbname=$1 connect_timeout=3"
-	ctl_db init --domain sip.tryvox.io >/dev/null
-	ACC=$(ctl_db account create --name fleet)
-	TRUNK=$(ctl_db trunk create --account "$ACC" --name fleet)
-	TRUNK_HOST="trunk-$TRUNK.sip.tryvox.io"
+# reg NODE USER [SRC_IP]: REGISTER with $PW at NODE; prints the final status
+reg() {
+	eval "_addr=\$${1}_ADDR; _port=\$${1}_PORT"
+	$SIPCLIENT register --server "$_addr:$_port" --local-ip "${3:-127.0.0.1}" --host "$TRUNK_HOST" --user "$2" \
+		--password "$PW" --algorithms MD5 --expires 60 --timeout 2 | json_get 'final.get("final_status")'
 }
-ctl_db() { "$SIPAUTHCTL" --database "$DB" "$@"; }
-# cred USER: creates a credential of $TRUNK with password $PW through the database, prints its id
-cred() {
-	printf '%s\n' "$PW" | ctl_db credential create --trunk "$TRUNK" --username "$1" --password-stdin |
-		python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+# reg_until NODE USER STATUS: REGISTER every 20 ms until STATUS (at most 3 s); prints the status
+reg_until() {
+	for _ in $(seq 1 60); do
+		_st=$(reg "$1" "$2")
+		[ "$_st" = "$3" ] && break
+		sleep 0.02
+	done
+	echo "$_st"
+}
+
+# api NODE METHOD PATH [BODY]: prints "STATUS BODY" (body on one line); keeps the answer for
+# openapi_check unless API_UNCHECKED is set (for many requests alike: checking is a python each)
+api() {
+	eval "_base=http://\$${1}_ADDR:\$${1}_API_PORT"
+	_url="$_base/v1/account/$ACC/trunks/$TRUNK$3"
+	_f=$(mktemp "$T/api.XXXXXX")   # its own files: writers run at once
+	_st=$(curl -s -o "$_f.body" -D "$_f.hdr" -w '%{http_code}' -X "$2" -H "Authorization: Bearer $KEY" \
+		${4:+-H 'Content-Type: application/json' --data "$4"} "$_url")
+	[ -n "${API_UNCHECKED:-}" ] ||
+		{ flock 9; api_record "$2" "$_url" "$_st" "$_f.body" "$_f.hdr"; } 9>"$T/api.lock"   # one line at a time
+	echo "$_st $(tr -d '\n' <"$_f.body")"
+}
+
+# bye_at FILE: epoch seconds when sipp (-trace_msg) received the BYE, or "none"
+bye_at() {
+	python3 - "$1" <<'PY'
+import re, sys, datetime
+text = open(sys.argv[1], errors="replace").read()
+for block in re.split(r"\n-{20,} ", text):
+    head, _, rest = block.partition("\n")
+    if "received" in rest.split("\n", 1)[0] and rest.split("\n\n", 1)[-1].startswith("BYE"):
+        t = datetime.datetime.strptime(head.strip()[:26], "%Y-%m-%d %H:%M:%S.%f")
+        print("%.3f" % t.replace(tzinfo=datetime.timezone.utc).timestamp()); break
+else:
+    print("none")
+PY
+}
+
+# calls_through NAME USER NODE...: one call of USER held through each NODE (a sipp PBX on 127.0.0.1
+# per node, $T/NAME-NODE.msg its trace) and the gateway (sipp on $GW_ADDR) answering them all; sets
+# $GW_SIPP (the gateway's pid) and $PBX_SIPPS (the PBXs' pids, in NODE order). Each ends at the BYE.
+calls_through() {
+	_calls=$1 _user=$2; shift 2
+	bg_sipp "$_calls-gw" -sf "$SIPP_DIR/gateway_uas.xml" -i "${GW_ADDR:-127.0.0.2}" -p "$GW_PORT" -m $#
+	GW_SIPP=$!
+	PBX_SIPPS=""
+	for _n in "$@"; do
+		eval "_addr=\$${_n}_ADDR; _port=\$${_n}_PORT"
+		bg_sipp "$_calls-$_n" -sf "$SIPP_DIR/pbx_call_hold.xml" "$_addr:$_port" -i 127.0.0.1 -p "$(free_port)" \
+			-m 1 -s "1555$_n" -au "$_user" -ap "$PW" -key trunk_host "$TRUNK_HOST"
+		PBX_SIPPS="$PBX_SIPPS $!"
+	done
 }

@@ -13,7 +13,8 @@ Subcommands (one JSON object per line on stdout):
              challenge (or, --made-up-nonce, a nonce of its shape under a key sipauthd
              never uses), with a digest uri of one's choice; saves the authenticated
              request to --save, or replays a saved one (--replay) from the same socket
-             address; --count N sends N authenticated requests (one challenge each).
+             address; --count N sends N authenticated requests (one challenge each);
+             --answer-stale: a replay challenged stale=true is answered as a PBX would.
   uas        a gateway stand-in: answers INVITE (180, then 200 after --delay for users
              in --slow), BYE and ACK; never answers --silent methods or users; saves
              each INVITE as received (--save-dir) with its Call-ID and tags. With
@@ -176,6 +177,29 @@ def challenge_answer(resp, method, uri, user, password, digest_uri, made_up=Fals
     return ("Authorization" if resp.status == 401 else "Proxy-Authorization") + ": " + value
 
 
+def challenge_nonce(resp):
+    """The nonce of the first challenge of a 401/407 (None otherwise)."""
+    if not resp or resp.status not in (401, 407):
+        return None
+    name = "www-authenticate" if resp.status == 401 else "proxy-authenticate"
+    chs = [sipclient.parse_challenge(v) for v in resp.headers.get(name, [])]
+    return chs[0].params.get("nonce") if chs else None
+
+
+def answer_stale(a, sock, req, stale_resp):
+    """--replay --answer-stale: what a PBX does with stale=true: the same request again (same
+    Call-ID, next CSeq) answering the new nonce with --user and --password."""
+    old = sipclient.parse_message(req)
+    cseq, method = old.cseq()
+    auth = challenge_answer(stale_resp, method, old.uri, a.user, a.password, a.digest_uri)
+    again = request_text(method, old.uri, sock, old.first("call-id"), old.first("from"), old.first("to"),
+                         cseq + 1, [auth], old.body)
+    sock.sendto(again, hostport(a.server))
+    final = first_status(recv_all(sock, a.timeout))
+    emit(event="done", status=stale_resp.status, stale=True, nonce=challenge_nonce(stale_resp),
+         answered_status=final.status if final else None)
+
+
 def one_auth(a, sock, n):
     uri = a.uri or f"sip:{a.host}"
     call_id = f"stranger-{secrets.token_hex(6)}-{n}"
@@ -205,7 +229,11 @@ def cmd_auth(a):
         final = first_status(recv_all(sock, a.timeout))
         stale = final and any("stale=true" in v for v in final.headers.get("www-authenticate", []) +
                               final.headers.get("proxy-authenticate", []))
-        emit(event="done", status=final.status if final else None, stale=bool(stale))
+        if stale and a.answer_stale:
+            answer_stale(a, sock, req, final)
+            return
+        emit(event="done", status=final.status if final else None, stale=bool(stale),
+             nonce=challenge_nonce(final))
         return
     if not (a.host and a.user and a.password):
         sys.exit("stranger.py auth: --host, --user and --password are needed unless --replay")
@@ -399,6 +427,8 @@ def main():
     u.add_argument("--save")
     u.add_argument("--replay")
     u.add_argument("--exact", action="store_true", help="with --replay: byte for byte (a retransmission)")
+    u.add_argument("--answer-stale", action="store_true",
+                   help="with --replay: answer a stale=true challenge with --user and --password")
     u.add_argument("--no-wait", action="store_true")
     u.add_argument("--made-up-nonce", action="store_true",
                    help="answer with a nonce of the challenge's shape under a key sipauthd never uses")

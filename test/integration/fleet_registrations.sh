@@ -8,19 +8,16 @@
 . "$top_srcdir/test/pg_lib.sh"
 . "$top_srcdir/test/tls_lib.sh"
 
-fleet_needs
+fleet_prepare
 need sipp
-pg_start || { fail "PostgreSQL did not start"; finish; }
 
 PW=secure_password_here_123
-fleet_db fleetreg
-KEY=$(ctl_db apikey create --account "$ACC")
+# the nodes connect as a role with only the rights README's "Running a fleet" grants
+fleet_db_setup || { fail "the fleet's database"; finish; }
 CRED_U=$(cred pbx-udp)
 CRED_T=$(cred pbx-tcp)
 CRED_S=$(cred pbx-tls)
-assert_eq "schema 2 (registrations logged)" 2 "$(psql_q 'SELECT version FROM schema_version')"
-# the nodes connect as a role with only the rights README's "Running a fleet" grants
-fleet_role || fail "the node role's grants"
+assert_eq "schema 3 (registrations logged)" 3 "$(psql_q 'SELECT version FROM schema_version')"
 GW_IP=127.0.0.2
 GW_PORT=$(free_port $GW_IP)
 
@@ -39,8 +36,7 @@ wait_for grep -q "event=cluster_node_seen node=B other=A address=udp:$A_ADDR:$A_
 assert_eq "node B knows node A" 0 $?
 
 # pbx NAME NODE USER TRANSPORT PORT [ARGS...]: the PBX (127.0.0.1:PORT) registers at NODE (tls: at
-# B's TLS port) and takes
-# one inbound call on that flow; its JSON lines in $T/NAME.json, its pid in $!
+# B's TLS port) and takes one inbound call on that flow; its JSON lines in $T/NAME.json, its pid in $!
 pbx() {
 	_n=$1; _node=$2; _user=$3; _tr=$4; _lp=$5; shift 5
 	eval "_addr=\$${_node}_ADDR; _port=\$${_node}_PORT"

@@ -182,6 +182,7 @@ START_TEST(test_stale_nonce_names_the_version)
 	sa_msg_free(&m);
 	VERDICT(r, false, SA_AUTH_STALE_NONCE, 1);
 	ck_assert(r.stale);
+	ck_assert_int_eq(r.stale_cause, SA_STALE_EXPIRED);
 }
 END_TEST
 
@@ -235,8 +236,48 @@ START_TEST(test_nonce_of_a_retired_key_says_nothing_of_the_password)
 		ck_assert(!r.ok);
 		ck_assert_int_eq(r.reason, SA_AUTH_STALE_NONCE);
 		ck_assert(r.stale);
+		ck_assert_int_eq(r.stale_cause, SA_STALE_UNKNOWN_KEY);
 		ck_assert(!r.nonce_ours);
 	}
+}
+END_TEST
+
+/* Another fleet node's nonce (the same key, another instance): stale=true
+ * with cause other_node, right or wrong password alike (no verdict, no
+ * replay entry here); the node that issued it accepts it. */
+START_TEST(test_nonce_of_another_node_is_stale_other_node)
+{
+	unsigned char secret[SA_NONCE_SECRET_LEN];
+	struct sa_nonce_ctx *mine = nc, *other = sa_nonce_ctx_new(30, 1024);
+	struct sa_auth other_auth;
+	struct sa_auth_cfg cfg = { .algs = { SA_ALG_SHA256, SA_ALG_MD5 }, .nalgs = 2 };
+	char buf[4096];
+	struct sa_msg m;
+	struct sa_msg_error err = { 0 };
+	struct sa_auth_result r;
+
+	ck_assert_ptr_nonnull(other);
+	ck_assert_int_eq(sa_store_nonce_secret(st, secret), SA_STORE_OK);
+	ck_assert_int_eq(sa_nonce_key_set(other, 1, secret), 0);
+	ck_assert_int_eq(sa_auth_init(&other_auth, st, other, &cfg), 0);
+	nc = other;   /* make_register issues with the other node's context */
+	for (int i = 0; i < 2; i++) {
+		int len = make_register(USER, i ? PASS1 : "not-the-password-1", NOW, buf, sizeof buf);
+		ck_assert_int_eq(sa_msg_parse(&m, buf, (size_t)len, false, &err), 0);
+		ck_assert_int_eq(sa_msg_full(&m, &err), 0);
+		sa_auth_check(&auth, &m, trunk.id, realm, NULL, NOW, &r);   /* at this node */
+		VERDICT(r, false, SA_AUTH_STALE_NONCE, 0);
+		ck_assert(r.stale);
+		ck_assert_int_eq(r.stale_cause, SA_STALE_OTHER_NODE);
+		ck_assert(!r.nonce_ours);
+		sa_auth_check(&other_auth, &m, trunk.id, realm, NULL, NOW, &r);   /* at the node that issued it */
+		ck_assert_int_eq(r.ok, i == 1);
+		ck_assert_int_eq(r.reason, i ? SA_AUTH_NONE : SA_AUTH_BAD_PASSWORD);
+		sa_credential_wipe(&r.cred);
+		sa_msg_free(&m);
+	}
+	nc = mine;
+	sa_nonce_ctx_free(other);
 }
 END_TEST
 
@@ -252,6 +293,7 @@ static Suite *auth_suite(void)
 	tcase_add_test(tc, test_stale_nonce_names_the_version);
 	tcase_add_test(tc, test_expired_nonce_of_ours_still_judges_the_password);
 	tcase_add_test(tc, test_nonce_of_a_retired_key_says_nothing_of_the_password);
+	tcase_add_test(tc, test_nonce_of_another_node_is_stale_other_node);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -119,6 +119,9 @@ START_TEST(test_stale_nonces_apart_from_failures)
 	m.auth_fail[SA_AUTH_REPLAY] = 2;
 	m.auth_fail[SA_AUTH_MALFORMED] = 1;
 	m.auth_fail[SA_AUTH_BANNED] = 6;
+	m.auth_stale[SA_STALE_EXPIRED] = 5;
+	m.auth_stale[SA_STALE_UNKNOWN_KEY] = 2;
+	m.auth_stale[SA_STALE_OTHER_NODE] = 4;
 	render();
 	ck_line("sipauthd_auth_challenges_total 40");
 	ck_line("sipauthd_auth_successes_total 30");
@@ -129,6 +132,12 @@ START_TEST(test_stale_nonces_apart_from_failures)
 	ck_line("sipauthd_auth_failures_total{reason=\"malformed\"} 1");
 	ck_line("sipauthd_auth_failures_total{reason=\"banned\"} 6");
 	ck_line("sipauthd_auth_stale_nonces_total 11");
+	ck_line("# TYPE sipauthd_auth_stale_nonces_by_cause_total counter");
+	ck_line("sipauthd_auth_stale_nonces_by_cause_total{cause=\"expired\"} 5");
+	ck_line("sipauthd_auth_stale_nonces_by_cause_total{cause=\"unknown_key\"} 2");
+	ck_line("sipauthd_auth_stale_nonces_by_cause_total{cause=\"other_node\"} 4");
+	ck_line("sipauthd_auth_stale_nonces_by_cause_total{cause=\"table_full\"} 0");
+	ck_assert_ptr_null(strstr(text, "cause=\"none\""));
 	ck_assert_ptr_null(strstr(text, "reason=\"stale_nonce\""));
 	ck_assert_ptr_null(strstr(text, "reason=\"none\""));
 }

@@ -46,8 +46,11 @@ START_TEST(test_issue_then_check_round_trips)
 	issue(ctx, NOW, nonce);
 	ck_assert_uint_eq(strlen(nonce), SA_NONCE_LEN);
 	ck_assert_uint_eq(strspn(nonce, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
-	                  36);
+	                  SA_NONCE_LEN);
+	ck_assert_uint_eq(SA_NONCE_LEN, 44);
 	ck_assert_int_eq(check_at(ctx, nonce, NOW, &info), SA_NONCE_OK);
+	ck_assert(info.authentic);
+	ck_assert(!info.other_instance);
 	ck_assert_uint_eq(info.key_id, 1);
 	ck_assert_uint_eq(info.issued, NOW);
 	ck_assert_int_eq(check_at(ctx, nonce, NOW + TTL, NULL), SA_NONCE_OK);
@@ -62,20 +65,12 @@ static int b64url_digit(char c)
 	return p && c ? (int)(p - alphabet) : -1;
 }
 
-/* The layout nonce.h documents, checked against OpenSSL's own HMAC(): bytes
- * 11..26 are HMAC-SHA256(secret, bytes 0..10 || realm) truncated to 16. */
-START_TEST(test_layout_and_mac_match_the_documentation)
+static void b64url_decode_test(const char *in, size_t len, unsigned char *raw)
 {
-	struct sa_nonce_ctx *ctx = ctx_with_key(16);
-	char nonce[SA_NONCE_LEN + 1];
-	unsigned char raw[SA_NONCE_RAW_LEN], msg[11 + sizeof(REALM)], mac[32];
-	unsigned int maclen = 0;
-
-	issue(ctx, NOW, nonce);
-	for (int i = 0; i < SA_NONCE_LEN; i += 4) {
+	for (size_t i = 0; i < len; i += 4) {
 		unsigned v = 0;
 		for (int j = 0; j < 4; j++) {
-			int d = b64url_digit(nonce[i + j]);
+			int d = b64url_digit(in[i + j]);
 			ck_assert_int_ge(d, 0);
 			v = v << 6 | (unsigned)d;
 		}
@@ -83,15 +78,75 @@ START_TEST(test_layout_and_mac_match_the_documentation)
 		raw[i / 4 * 3 + 1] = (unsigned char)(v >> 8);
 		raw[i / 4 * 3 + 2] = (unsigned char)v;
 	}
-	ck_assert_uint_eq(raw[0], 1);                 /* version */
+}
+
+static void b64url_encode_test(const unsigned char *raw, size_t len, char *out)
+{
+	const char *alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+	for (size_t i = 0; i < len; i += 3, out += 4) {
+		unsigned v = (unsigned)raw[i] << 16 | (unsigned)raw[i + 1] << 8 | raw[i + 2];
+		for (int j = 0; j < 4; j++)
+			out[j] = alphabet[v >> (18 - 6 * j) & 0x3f];
+	}
+	*out = '\0';
+}
+
+/* The layout nonce.h documents, checked against OpenSSL's own HMAC(): bytes
+ * 17..32 are HMAC-SHA256(secret, bytes 0..16 || realm) truncated to 16, and
+ * bytes 11..16 are the context's instance. */
+START_TEST(test_layout_and_mac_match_the_documentation)
+{
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	char nonce[SA_NONCE_LEN + 1];
+	unsigned char raw[SA_NONCE_RAW_LEN], msg[17 + sizeof(REALM)], mac[32], instance[SA_NONCE_INSTANCE_LEN];
+	unsigned int maclen = 0;
+
+	issue(ctx, NOW, nonce);
+	b64url_decode_test(nonce, SA_NONCE_LEN, raw);
+	ck_assert_uint_eq(raw[0], 2);                 /* version */
 	ck_assert_uint_eq(raw[1], 1);                 /* key id */
 	ck_assert_uint_eq(raw[2], SA_ALG_SHA256);
 	ck_assert_uint_eq((unsigned)raw[3] << 24 | (unsigned)raw[4] << 16 | (unsigned)raw[5] << 8 | raw[6], NOW);
+	sa_nonce_instance(ctx, instance);
+	ck_assert_mem_eq(raw + 11, instance, SA_NONCE_INSTANCE_LEN);
+	memcpy(msg, raw, 17);
+	memcpy(msg + 17, REALM, strlen(REALM));
+	HMAC(EVP_sha256(), secret1, sizeof(secret1), msg, 17 + strlen(REALM), mac, &maclen);
+	ck_assert_uint_eq(maclen, 32);
+	ck_assert_mem_eq(raw + 17, mac, 16);
+	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+/* A version 1 nonce (before the upgrade: 27 bytes, MAC over bytes 0..10),
+ * even one MACed with a key this context holds, is stale and not ours: the
+ * process that issued it, and its replay table, are gone. */
+START_TEST(test_version1_nonce_is_stale_not_authentic)
+{
+	struct sa_nonce_ctx *ctx = ctx_with_key(16);
+	unsigned char raw[27] = { 1, 1, SA_ALG_SHA256 }, msg[11 + sizeof(REALM)], mac[32];
+	char nonce[SA_NONCE_V1_LEN + 1];
+	unsigned int maclen = 0;
+	struct sa_nonce_info info = { 0 };
+
+	raw[3] = (unsigned char)(NOW >> 24), raw[4] = (unsigned char)(NOW >> 16);
+	raw[5] = (unsigned char)(NOW >> 8), raw[6] = (unsigned char)NOW;
+	raw[10] = 7;
 	memcpy(msg, raw, 11);
 	memcpy(msg + 11, REALM, strlen(REALM));
 	HMAC(EVP_sha256(), secret1, sizeof(secret1), msg, 11 + strlen(REALM), mac, &maclen);
-	ck_assert_uint_eq(maclen, 32);
-	ck_assert_mem_eq(raw + 11, mac, 16);
+	memcpy(raw + 11, mac, 16);
+	b64url_encode_test(raw, sizeof(raw), nonce);
+	ck_assert_uint_eq(strlen(nonce), 36);
+	ck_assert_int_eq(check_at(ctx, nonce, NOW, &info), SA_NONCE_STALE);
+	ck_assert(!info.authentic);
+	ck_assert(!info.other_instance);
+	ck_assert_uint_eq(info.key_id, 1);
+	ck_assert_uint_eq(info.issued, NOW);
+	ck_assert_uint_eq(info.counter, 7);
+	/* for another algorithm it is garbage, as a version 2 nonce would be */
+	ck_assert_int_eq(sa_nonce_check(ctx, nonce, strlen(nonce), REALM, SA_ALG_MD5, NOW, NULL), SA_NONCE_INVALID);
 	sa_nonce_ctx_free(ctx);
 }
 END_TEST
@@ -227,6 +282,7 @@ START_TEST(test_garbage_is_invalid)
 		ck_assert_int_eq(check_at(ctx, copy, NOW, NULL), SA_NONCE_INVALID);
 	}
 	ck_assert_int_eq(check_at(ctx, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", NOW, NULL), SA_NONCE_INVALID);
+	ck_assert_int_eq(check_at(ctx, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", NOW, NULL), SA_NONCE_INVALID);
 	free(huge);
 	sa_nonce_ctx_free(ctx);
 }
@@ -279,17 +335,48 @@ START_TEST(test_other_secret_same_key_id_is_invalid)
 }
 END_TEST
 
-/* the point of stateless nonces: another worker or host sharing the secret accepts them */
-START_TEST(test_nonce_verifies_in_another_context_with_same_secret)
+/* A fleet's nodes share the keys: another node's nonce verifies (it is no
+ * forgery) but is stale, marked as another instance's and not ours, fresh
+ * or expired; its own node still accepts it. A restart is a new instance. */
+START_TEST(test_another_instance_with_same_secret_is_stale)
 {
 	struct sa_nonce_ctx *a = ctx_with_key(16);
 	struct sa_nonce_ctx *b = ctx_with_key(16);
 	char nonce[SA_NONCE_LEN + 1];
+	struct sa_nonce_info info = { 0 };
+	unsigned char ia[SA_NONCE_INSTANCE_LEN], ib[SA_NONCE_INSTANCE_LEN];
 
+	sa_nonce_instance(a, ia);
+	sa_nonce_instance(b, ib);
+	ck_assert(memcmp(ia, ib, sizeof(ia)) != 0);
 	issue(a, NOW, nonce);
-	ck_assert_int_eq(check_at(b, nonce, NOW, NULL), SA_NONCE_OK);
+	ck_assert_int_eq(check_at(b, nonce, NOW, &info), SA_NONCE_STALE);
+	ck_assert(info.other_instance);
+	ck_assert(!info.authentic);
+	ck_assert_uint_eq(info.key_id, 1);
+	ck_assert_int_eq(check_at(b, nonce, NOW + TTL + 1, &info), SA_NONCE_STALE);
+	ck_assert(info.other_instance);
+	ck_assert_int_eq(check_at(a, nonce, NOW, &info), SA_NONCE_OK);
+	ck_assert(!info.other_instance);
+	/* with another secret under the same id it is a forgery, not another node's */
+	ck_assert_int_eq(sa_nonce_key_set(b, 1, secret2), 0);
+	ck_assert_int_eq(check_at(b, nonce, NOW, NULL), SA_NONCE_INVALID);
 	sa_nonce_ctx_free(a);
 	sa_nonce_ctx_free(b);
+}
+END_TEST
+
+START_TEST(test_current_key_id)
+{
+	struct sa_nonce_ctx *ctx = sa_nonce_ctx_new(TTL, 16);
+
+	ck_assert_uint_eq(sa_nonce_key_current(ctx), 0);
+	ck_assert_int_eq(sa_nonce_key_set(ctx, 9, secret1), 0);
+	ck_assert_uint_eq(sa_nonce_key_current(ctx), 9);
+	ck_assert_int_eq(sa_nonce_key_set(ctx, 10, secret2), 0);
+	ck_assert_uint_eq(sa_nonce_key_current(ctx), 10);
+	ck_assert_uint_eq(sa_nonce_key_current(NULL), 0);
+	sa_nonce_ctx_free(ctx);
 }
 END_TEST
 
@@ -470,7 +557,9 @@ static Suite *nonce_suite(void)
 	tcase_add_test(check, test_no_key_no_nonce);
 	tcase_add_test(check, test_key_rotation_keeps_previous_key_only);
 	tcase_add_test(check, test_other_secret_same_key_id_is_invalid);
-	tcase_add_test(check, test_nonce_verifies_in_another_context_with_same_secret);
+	tcase_add_test(check, test_another_instance_with_same_secret_is_stale);
+	tcase_add_test(check, test_version1_nonce_is_stale_not_authentic);
+	tcase_add_test(check, test_current_key_id);
 	tcase_add_test(check, test_consecutive_nonces_are_unique);
 	suite_add_tcase(s, check);
 	tcase_add_test(replay, test_replayed_nc_is_refused);
