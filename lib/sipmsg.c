@@ -584,8 +584,6 @@ static int osip_parse(struct sa_msg *m, osip_message_t *o, struct sa_msg_error *
 {
 	size_t hlen = (size_t)(m->body - m->buf);
 	int nuls = header_nuls(m->buf, hlen);
-	if (nuls < 0)
-		return fail(err, 400, "NUL byte in a header");
 	size_t cap = hlen + 2 * (size_t)m->nhdr + 8;   /* LF-only lines grow to CRLF */
 	char *copy = malloc(cap);
 	if (!copy)
@@ -939,10 +937,11 @@ static bool raw_addr(struct sa_msg *m, const char *s, const char *e, struct sa_a
 		/* addr-spec: parameters after it belong to the header (RFC 3261 §20) */
 		if (p != s)
 			return false;
-		const char *semi = memchr(s, ';', (size_t)(e - s)), *ue = semi ? semi : e;
+		const char *semi = memchr(s, ';', (size_t)(e - s)), *ue = semi ? semi : e, *us = s;
+		trim(&us, &ue);
 		if (memchr(s, '?', (size_t)(ue - s)) || memchr(s, ',', (size_t)(ue - s)) || !raw_uri(m, s, ue, &a->uri))
 			return false;
-		p = ue;
+		p = semi ? semi : e;
 	}
 	return raw_header_params(m, p, e, a);
 }
@@ -983,14 +982,26 @@ static bool raw_single_addr(struct sa_msg *m, enum sa_hdr_kind kind, struct sa_a
 }
 
 /* "SIP/2.0/UDP host[:port];params" in its plain form. */
+/* word after optional LWS: the position past it, or NULL. */
+static const char *expect_word(const char *p, const char *e, const char *word)
+{
+	size_t n = strlen(word);
+	if (!p || (size_t)(e - (p = skip_lws(p, e))) < n || strncmp(p, word, n) != 0)
+		return NULL;
+	return p + n;
+}
+
 static bool raw_via_value(struct sa_msg *m, const char *v, const char *end, bool top, struct draft *d)
 {
-	if (end - v < 9 || strncmp(v, "SIP/2.0/", 8) != 0)
+	/* sent-protocol: "SIP" / "2.0" / transport, LWS allowed around the slashes */
+	const char *t = expect_word(expect_word(expect_word(expect_word(v, end, "SIP"), end, "/"), end, "2.0"), end, "/");
+	if (!t)
 		return false;
-	const char *t = v + 8, *p = t;
+	t = skip_lws(t, end);
+	const char *p = t;
 	while (p < end && isalpha((unsigned char)*p))
 		p++;
-	if (p == t || p == end || (*p != ' ' && *p != '\t'))
+	if (p == t || p == end || !is_lws(*p))
 		return false;
 	const char *te = p;
 	p = skip_lws(p, end);
@@ -1014,8 +1025,9 @@ static bool raw_via_value(struct sa_msg *m, const char *v, const char *end, bool
 		const char *val = NULL, *ve;
 		if (nl == 0)
 			return false;
-		if (p < end && *p == '=') {
-			val = ++p;
+		const char *eq = skip_lws(p, end);
+		if (eq < end && *eq == '=') {
+			val = p = skip_lws(eq + 1, end);
 			while (p < end && (is_token_char(*p) || *p == ':' || *p == '[' || *p == ']'))
 				p++;
 			if (p == val)
@@ -1077,7 +1089,7 @@ static bool raw_cseq(struct sa_msg *m, struct draft *d)
 	for (p = v; p < e && isdigit((unsigned char)*p); p++)
 		;
 	const char *ne = p;
-	if (ne == v || p == e || (*p != ' ' && *p != '\t'))
+	if (ne == v || p == e || !is_lws(*p))
 		return false;
 	p = skip_lws(p, e);
 	for (const char *q = p; q < e; q++)
@@ -1150,6 +1162,10 @@ static bool raw_cred(struct sa_msg *m, const struct sa_hdr *h, struct sa_cred *c
 			return false;
 		if (p < e && (p = skip_lws(p + 1, e)) == e)
 			return false;
+		/* libosip2 loses a last unquoted value of one or two characters
+		 * ("nc=zz" ending the line): that one it judges alone */
+		if (p == e && ve - v <= 2 && v[-1] != '"')
+			return false;
 	}
 	return true;
 }
@@ -1180,7 +1196,7 @@ static bool raw_creds(struct sa_msg *m)
 static bool raw_start_line(struct sa_msg *m, struct draft *d)
 {
 	const char *l = m->buf, *end = l + m->start_line_len;
-	if (m->start_line_len > 12 && memcmp(l, "SIP/2.0 ", 8) == 0) {
+	if (m->start_line_len >= 12 && memcmp(l, "SIP/2.0 ", 8) == 0) {
 		if (l[11] != ' ' || !isdigit((unsigned char)l[8]) || !isdigit((unsigned char)l[9]) ||
 		    !isdigit((unsigned char)l[10]))
 			return false;
@@ -1193,7 +1209,7 @@ static bool raw_start_line(struct sa_msg *m, struct draft *d)
 	if (!sp2 || sp1 == l || end - sp2 - 1 != 7 || memcmp(sp2 + 1, "SIP/2.0", 7) != 0)
 		return false;
 	for (const char *p = l; p < sp1; p++)
-		if (!isupper((unsigned char)*p))
+		if (!is_token_char(*p))
 			return false;
 	m->request = true;
 	d->version = "SIP/2.0";
@@ -1206,8 +1222,13 @@ static bool raw_start_line(struct sa_msg *m, struct draft *d)
 /* The whole view from the raw lines; false declines. */
 static bool fill_raw(struct sa_msg *m, struct draft *d)
 {
-	if (memchr(m->buf, '\0', (size_t)(m->body - m->buf)))
+	/* a quoted NUL (header_nuls said so) in a line we read: libosip2 reads
+	 * a blanked copy of it */
+	if (memchr(m->buf, '\0', m->start_line_len))
 		return false;
+	for (unsigned i = 0; i < m->nhdr; i++)
+		if (osip_wanted(m->hdr[i].kind) && memchr(m->hdr[i].line, '\0', m->hdr[i].len))
+			return false;
 	return raw_start_line(m, d) && raw_vias(m, d) && raw_cseq(m, d) &&
 	       raw_single_addr(m, SA_H_FROM, &m->from) && raw_single_addr(m, SA_H_TO, &m->to) &&
 	       !sa_msg_header(m, SA_H_CALL_ID, 1) &&
@@ -1287,6 +1308,7 @@ static void uri_text(const char *s, const char *e, const char **us, const char *
 	const char *semi = memchr(s, ';', (size_t)(e - s));
 	*us = s;
 	*ue = semi ? semi : e;
+	trim(us, ue);
 }
 
 /* One From/To/Contact/Route/Record-Route value (osip_from_t and its
@@ -1554,6 +1576,10 @@ int sa_msg_parse_path(struct sa_msg *m, const char *buf, size_t len, bool stream
 		return fail(err, 400, "too many headers");
 	if (check_body(m, stream, err) < 0 || check_start_line(m, err) < 0)
 		return -1;
+	/* libosip2 reads header text as C strings: a NUL outside a quoted
+	 * string is refused before either parser looks */
+	if (header_nuls(m->buf, (size_t)(m->body - m->buf)) < 0)
+		return fail(err, 400, "NUL byte in a header");
 	int rc = parse_view(m, path, err);
 	if (rc < 0 && path == SA_PATH_NONE && err->status != 500 && m->start_line_len > 8 &&
 	    memcmp(buf, "SIP/2.0 ", 8) == 0) {

