@@ -38,6 +38,7 @@ static const struct hdr_name hdr_names[] = {
 	H("Proxy-Require", 0, SA_H_PROXY_REQUIRE),
 	H("Require", 0, SA_H_REQUIRE),
 	H("Content-Length", 'l', SA_H_CONTENT_LENGTH),
+	H("Content-Type", 'c', SA_H_CONTENT_TYPE),
 	H("Expires", 0, SA_H_EXPIRES),
 	H("User-Agent", 0, SA_H_USER_AGENT),
 	H("WWW-Authenticate", 0, SA_H_WWW_AUTHENTICATE),
@@ -388,8 +389,9 @@ static bool is_sip_scheme(const char *s, size_t n)
 
 /* The text of each comma-separated value of every header of a kind, in
  * order (the splitting both parsers share: what a value's text is does not
- * depend on who parsed it). Returns the count; texts may be NULL to count. */
-static unsigned split_values(const struct sa_msg *m, enum sa_hdr_kind kind, const char **s, const char **e)
+ * depend on who parsed it): the first max into s/e. Returns the count. */
+static unsigned split_values(const struct sa_msg *m, enum sa_hdr_kind kind, const char **s, const char **e,
+                             unsigned max)
 {
 	unsigned n = 0;
 	for (unsigned i = 0; i < m->nhdr; i++) {
@@ -401,7 +403,7 @@ static unsigned split_values(const struct sa_msg *m, enum sa_hdr_kind kind, cons
 			size_t l = sa_hdr_first_value_len(v, (size_t)(end - v));
 			const char *vs = v, *ve = v + l;
 			trim(&vs, &ve);
-			if (s) {
+			if (n < max) {
 				s[n] = vs;
 				e[n] = ve;
 			}
@@ -412,6 +414,19 @@ static unsigned split_values(const struct sa_msg *m, enum sa_hdr_kind kind, cons
 		} while (v < end);
 	}
 	return n;
+}
+
+#define SPLIT_MAX 16   /* values split on the stack; more go to the arena */
+
+/* All n values of a kind, in arrays owned by the view; NULL when out of memory. */
+static const char **split_all(struct sa_msg *m, enum sa_hdr_kind kind, unsigned n, const char ***e)
+{
+	const char **s = arena_alloc(m, 2 * n * sizeof(*s));
+	if (!s)
+		return NULL;
+	*e = s + n;
+	split_values(m, kind, s, *e, n);
+	return s;
 }
 
 /* The fields read from raw lines by both parsers: Call-ID, Max-Forwards,
@@ -440,18 +455,12 @@ static int fill_line_fields(struct sa_msg *m, struct sa_msg_error *err)
 			return fail(err, 500, "out of memory");
 		m->expires = expires_value(v);
 	}
-	for (unsigned i = 0; i < m->nhdr; i++) {
-		const struct sa_hdr *h = &m->hdr[i];
-		size_t nl = (size_t)(memchr(h->line, ':', h->len) ? (const char *)memchr(h->line, ':', h->len) - h->line : 0);
-		while (nl > 0 && (h->line[nl - 1] == ' ' || h->line[nl - 1] == '\t'))
-			nl--;
-		if ((nl == 12 && strncasecmp(h->line, "Content-Type", 12) == 0) || (nl == 1 && tolower((unsigned char)h->line[0]) == 'c')) {
-			const char *s = h->value, *e = h->value + h->vlen;
-			trim(&s, &e);
-			if (!(m->content_type = view_str(m, s, (size_t)(e - s))))
-				return fail(err, 500, "out of memory");
-			break;
-		}
+	const struct sa_hdr *ct = sa_msg_header(m, SA_H_CONTENT_TYPE, 0);
+	if (ct) {
+		const char *s = ct->value, *e = ct->value + ct->vlen;
+		trim(&s, &e);
+		if (!(m->content_type = view_str(m, s, (size_t)(e - s))))
+			return fail(err, 500, "out of memory");
 	}
 	return 0;
 }
@@ -462,6 +471,7 @@ struct draft {
 	const char *version;    /* requests: the SIP version */
 	const char *via_port;   /* top Via's port as written, NULL when absent */
 	bool ruri_headers;
+	bool nuls;              /* the header section holds quoted NULs */
 };
 
 /* The checks of a filled view, the same whichever parser filled it. */
@@ -949,15 +959,16 @@ static bool raw_addr(struct sa_msg *m, const char *s, const char *e, struct sa_a
 /* Every value of an addressing header kind, into a list owned by the view. */
 static bool raw_addr_list(struct sa_msg *m, enum sa_hdr_kind kind, struct sa_addr **list, unsigned *count)
 {
-	unsigned n = split_values(m, kind, NULL, NULL);
+	const char *sv[SPLIT_MAX], *ev[SPLIT_MAX], **s = sv, **e = ev;
+	unsigned n = split_values(m, kind, s, e, SPLIT_MAX);
 	*count = 0;
 	if (n == 0)
 		return true;
-	const char **s = arena_alloc(m, 2 * n * sizeof(*s)), **e = s ? s + n : NULL;
-	struct sa_addr *l = arena_alloc(m, n * sizeof(*l));
-	if (!s || !l)
+	if (n > SPLIT_MAX && !(s = split_all(m, kind, n, &e)))
 		return false;
-	split_values(m, kind, s, e);
+	struct sa_addr *l = arena_alloc(m, n * sizeof(*l));
+	if (!l)
+		return false;
 	for (unsigned i = 0; i < n; i++) {
 		if (kind == SA_H_CONTACT && e[i] - s[i] == 1 && *s[i] == '*') {
 			m->contact_star = true;
@@ -975,9 +986,8 @@ static bool raw_addr_list(struct sa_msg *m, enum sa_hdr_kind kind, struct sa_add
 static bool raw_single_addr(struct sa_msg *m, enum sa_hdr_kind kind, struct sa_addr *a)
 {
 	const char *s, *e;
-	if (!sa_msg_header(m, kind, 0) || split_values(m, kind, NULL, NULL) != 1)
+	if (split_values(m, kind, &s, &e, 1) != 1)
 		return false;
-	split_values(m, kind, &s, &e);
 	return raw_addr(m, s, e, a);
 }
 
@@ -1224,9 +1234,9 @@ static bool fill_raw(struct sa_msg *m, struct draft *d)
 {
 	/* a quoted NUL (header_nuls said so) in a line we read: libosip2 reads
 	 * a blanked copy of it */
-	if (memchr(m->buf, '\0', m->start_line_len))
+	if (d->nuls && memchr(m->buf, '\0', m->start_line_len))
 		return false;
-	for (unsigned i = 0; i < m->nhdr; i++)
+	for (unsigned i = 0; d->nuls && i < m->nhdr; i++)
 		if (osip_wanted(m->hdr[i].kind) && memchr(m->hdr[i].line, '\0', m->hdr[i].len))
 			return false;
 	return raw_start_line(m, d) && raw_vias(m, d) && raw_cseq(m, d) &&
@@ -1344,9 +1354,8 @@ static int osip_single_addr(struct sa_msg *m, enum sa_hdr_kind kind, const osip_
 	const char *s, *e;
 	if (!o)
 		return 0;   /* missing: validate_view says so */
-	if (split_values(m, kind, NULL, NULL) != 1)
+	if (split_values(m, kind, &s, &e, 1) != 1)
 		return -1;
-	split_values(m, kind, &s, &e);
 	return osip_addr_view(m, o, s, e, a);
 }
 
@@ -1354,17 +1363,18 @@ static int osip_single_addr(struct sa_msg *m, enum sa_hdr_kind kind, const osip_
 static int osip_addr_list(struct sa_msg *m, enum sa_hdr_kind kind, const osip_list_t *ol, struct sa_addr **list,
                           unsigned *count)
 {
-	unsigned n = split_values(m, kind, NULL, NULL);
+	const char *sv[SPLIT_MAX], *ev[SPLIT_MAX], **s = sv, **e = ev;
+	unsigned n = split_values(m, kind, s, e, SPLIT_MAX);
 	*count = 0;
 	if ((int)n != osip_list_size(ol))
 		return -1;
 	if (n == 0)
 		return 0;
-	const char **s = arena_alloc(m, 2 * n * sizeof(*s)), **e = s ? s + n : NULL;
-	struct sa_addr *l = arena_alloc(m, n * sizeof(*l));
-	if (!s || !l)
+	if (n > SPLIT_MAX && !(s = split_all(m, kind, n, &e)))
 		return -1;
-	split_values(m, kind, s, e);
+	struct sa_addr *l = arena_alloc(m, n * sizeof(*l));
+	if (!l)
+		return -1;
 	for (unsigned i = 0; i < n; i++) {
 		const osip_from_t *o = osip_list_get(ol, (int)i);
 		if (kind == SA_H_CONTACT && o && !o->url && o->displayname && strcmp(o->displayname, "*") == 0) {
@@ -1542,9 +1552,9 @@ static int finish_view(struct sa_msg *m, const struct draft *d, struct sa_msg_er
 	return validate_view(m, d, err);
 }
 
-static int parse_view(struct sa_msg *m, enum sa_msg_path path, struct sa_msg_error *err)
+static int parse_view(struct sa_msg *m, enum sa_msg_path path, bool nuls, struct sa_msg_error *err)
 {
-	struct draft d = { 0 };
+	struct draft d = { .nuls = nuls };
 	/* one block for the whole view in the common case */
 	size_t hlen = (size_t)(m->body - m->buf);
 	void *first = arena_alloc(m, hlen + 512 + 2 * m->nhdr * sizeof(struct sa_addr));
@@ -1560,6 +1570,7 @@ static int parse_view(struct sa_msg *m, enum sa_msg_path path, struct sa_msg_err
 			return fail(err, 0, "declined by the raw parser");
 		reset_view(m);
 		memset(&d, 0, sizeof(d));
+		d.nuls = nuls;
 	}
 	m->path = SA_PATH_OSIP;
 	if (fill_osip(m, &d, err) < 0)
@@ -1578,9 +1589,10 @@ int sa_msg_parse_path(struct sa_msg *m, const char *buf, size_t len, bool stream
 		return -1;
 	/* libosip2 reads header text as C strings: a NUL outside a quoted
 	 * string is refused before either parser looks */
-	if (header_nuls(m->buf, (size_t)(m->body - m->buf)) < 0)
+	int nuls = header_nuls(m->buf, (size_t)(m->body - m->buf));
+	if (nuls < 0)
 		return fail(err, 400, "NUL byte in a header");
-	int rc = parse_view(m, path, err);
+	int rc = parse_view(m, path, nuls > 0, err);
 	if (rc < 0 && path == SA_PATH_NONE && err->status != 500 && m->start_line_len > 8 &&
 	    memcmp(buf, "SIP/2.0 ", 8) == 0) {
 		/* a response is relayed as long as it can be matched, as before
@@ -1657,6 +1669,8 @@ void sa_buf_printf(struct sa_buf *b, const char *fmt, ...)
 
 size_t sa_hdr_first_value_len(const char *v, size_t vlen)
 {
+	if (!memchr(v, ',', vlen))
+		return vlen;   /* the common case, found at memchr's speed */
 	bool quoted = false;
 	int angle = 0;
 	for (size_t i = 0; i < vlen; i++) {
