@@ -434,19 +434,12 @@ static const char **split_all(struct sa_msg *m, enum sa_hdr_kind kind, unsigned 
 static int fill_line_fields(struct sa_msg *m, struct sa_msg_error *err)
 {
 	const struct sa_hdr *cid = sa_msg_header(m, SA_H_CALL_ID, 0);
-	if (!cid || cid->vlen == 0 || cid->vlen > SA_SIP_MAX_CALL_ID)
-		return fail(err, 400, "bad Call-ID");
-	memcpy(m->call_id_buf, cid->value, cid->vlen);
-	m->call_id_buf[cid->vlen] = '\0';
-	m->call_id = m->call_id_buf;
-	m->max_forwards = -1;
-	const struct sa_hdr *mf = sa_msg_header(m, SA_H_MAX_FORWARDS, 0);
-	if (mf && m->request) {
-		long long v = parse_decimal(mf->value, mf->value + mf->vlen, 255);
-		if (v < 0)
-			return fail(err, 400, "bad Max-Forwards");
-		m->max_forwards = (int)v;
+	if (cid && cid->vlen > 0 && cid->vlen <= SA_SIP_MAX_CALL_ID) {   /* else validate_view refuses it */
+		memcpy(m->call_id_buf, cid->value, cid->vlen);
+		m->call_id_buf[cid->vlen] = '\0';
+		m->call_id = m->call_id_buf;
 	}
+	m->max_forwards = -1;
 	m->expires = -1;
 	const struct sa_hdr *ex = sa_msg_header(m, SA_H_EXPIRES, 0);
 	if (ex) {
@@ -477,7 +470,8 @@ struct draft {
 /* The checks of a filled view, the same whichever parser filled it. */
 static int validate_view(struct sa_msg *m, const struct draft *d, struct sa_msg_error *err)
 {
-	if (!m->via_host || !m->from.text || !m->to.text || !m->call_id || !d->cseq_num || !m->cseq_method)
+	if (!m->via_host || !m->from.text || !m->to.text || !sa_msg_header(m, SA_H_CALL_ID, 0) || !d->cseq_num ||
+	    !m->cseq_method)
 		return fail(err, 400, "missing essential header");
 	/* a CSeq must fit 32 bits (RFC 3261 §8.1.1.5); strtoul would saturate */
 	long long cseq = parse_decimal(d->cseq_num, d->cseq_num + strlen(d->cseq_num), UINT32_MAX);
@@ -486,6 +480,8 @@ static int validate_view(struct sa_msg *m, const struct draft *d, struct sa_msg_
 	m->cseq = (unsigned long)cseq;
 	if (d->via_port && (m->via_port = port_value(d->via_port, strlen(d->via_port))) < 0)
 		return fail(err, 400, "bad Via port");
+	if (!m->call_id)
+		return fail(err, 400, "bad Call-ID");
 	m->from_tag = m->from.tag && m->from.tag[0] ? m->from.tag : NULL;
 	m->to_tag = m->to.tag && m->to.tag[0] ? m->to.tag : NULL;
 	if (!m->request) {
@@ -514,6 +510,13 @@ static int validate_view(struct sa_msg *m, const struct draft *d, struct sa_msg_
 	 * must never turn into real ones on the way on (RFC 4475 §3.1.2.11) */
 	if (d->ruri_headers)
 		return fail(err, 400, "headers in Request-URI");
+	const struct sa_hdr *mf = sa_msg_header(m, SA_H_MAX_FORWARDS, 0);
+	if (mf) {
+		long long v = parse_decimal(mf->value, mf->value + mf->vlen, 255);
+		if (v < 0)
+			return fail(err, 400, "bad Max-Forwards");
+		m->max_forwards = (int)v;
+	}
 	return 0;
 }
 
