@@ -705,7 +705,12 @@ static bool raw_tag(const struct sa_hdr *h, char *out, size_t outlen)
 
 static bool is_token_char(char c)
 {
-	return isalnum((unsigned char)c) || (c && strchr("-.!%*_+`'~", c));
+	switch (c) {
+	case '-': case '.': case '!': case '%': case '*': case '_': case '+': case '`': case '\'': case '~':
+		return true;
+	default:
+		return isalnum((unsigned char)c);
+	}
 }
 
 /* Characters a URI may hold as we read it: no space, control, quote or
@@ -1116,18 +1121,18 @@ static bool raw_cseq(struct sa_msg *m, struct draft *d)
 /* auth-param values: token or quoted-string, quotes removed. */
 static const char **cred_field(struct sa_cred *c, const char *n, size_t nl)
 {
+#define F(name, field) { name, sizeof(name) - 1, offsetof(struct sa_cred, field) }
 	static const struct {
 		const char *name;
-		size_t off;
+		size_t len, off;
 	} f[] = {
-		{ "username", offsetof(struct sa_cred, username) }, { "realm", offsetof(struct sa_cred, realm) },
-		{ "nonce", offsetof(struct sa_cred, nonce) }, { "uri", offsetof(struct sa_cred, uri) },
-		{ "response", offsetof(struct sa_cred, response) }, { "algorithm", offsetof(struct sa_cred, algorithm) },
-		{ "cnonce", offsetof(struct sa_cred, cnonce) }, { "opaque", offsetof(struct sa_cred, opaque) },
-		{ "qop", offsetof(struct sa_cred, qop) }, { "nc", offsetof(struct sa_cred, nc) },
+		F("username", username), F("realm", realm), F("nonce", nonce), F("uri", uri),
+		F("response", response), F("algorithm", algorithm), F("cnonce", cnonce), F("opaque", opaque),
+		F("qop", qop), F("nc", nc),
 	};
+#undef F
 	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
-		if (strlen(f[i].name) == nl && strncasecmp(f[i].name, n, nl) == 0)
+		if (f[i].len == nl && strncasecmp(f[i].name, n, nl) == 0)
 			return (const char **)(void *)((char *)c + f[i].off);
 	return NULL;
 }
