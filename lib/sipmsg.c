@@ -1646,6 +1646,73 @@ int sa_uri_parse(const char *s, size_t n, struct sa_uri *u, char *buf, size_t ca
 	return ok ? 0 : -1;
 }
 
+/* ---- comparing two views (tests and fuzzers hold the parsers to each other) ---- */
+
+static bool same_text(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+#define STR(f) do { if (!same_text(a->f, b->f)) return #f; } while (0)
+#define NUM(f) do { if (a->f != b->f) return #f; } while (0)
+
+static const char *uri_diff(const struct sa_uri *a, const struct sa_uri *b)
+{
+	STR(scheme); STR(user); STR(password); STR(host); NUM(port);
+	STR(transport); STR(maddr); NUM(lr); NUM(headers); STR(text);
+	return NULL;
+}
+
+static const char *addr_diff(const struct sa_addr *a, const struct sa_addr *b)
+{
+	static __thread char what[32];
+	STR(text); STR(tag); STR(q); STR(instance); NUM(expires);
+	const char *d = uri_diff(&a->uri, &b->uri);
+	return d ? (snprintf(what, sizeof(what), "uri.%s", d), what) : NULL;
+}
+
+static const char *cred_diff(const struct sa_cred *a, const struct sa_cred *b)
+{
+	NUM(proxy); STR(scheme); STR(username); STR(realm); STR(nonce); STR(uri); STR(response);
+	STR(algorithm); STR(cnonce); STR(opaque); STR(qop); STR(nc);
+	return NULL;
+}
+
+const char *sa_msg_view_diff(const struct sa_msg *a, const struct sa_msg *b)
+{
+	static __thread char what[64];
+	const char *d;
+	NUM(partial); NUM(request); NUM(method); STR(method_name); NUM(status);
+	STR(ruri_scheme); STR(ruri_host); STR(ruri_user);
+	if (a->request && (d = uri_diff(&a->ruri, &b->ruri)))
+		return snprintf(what, sizeof(what), "ruri.%s", d), what;
+	STR(call_id); NUM(cseq); STR(cseq_method); STR(from_tag); STR(to_tag);
+	if ((d = addr_diff(&a->from, &b->from)))
+		return snprintf(what, sizeof(what), "from.%s", d), what;
+	if ((d = addr_diff(&a->to, &b->to)))
+		return snprintf(what, sizeof(what), "to.%s", d), what;
+	STR(branch); STR(via_host); NUM(via_port); STR(via_transport); NUM(via_rport); STR(via_received);
+	NUM(nvias); NUM(max_forwards); NUM(expires); STR(content_type);
+	NUM(body_len); NUM(contact_star);
+	NUM(ncontacts); NUM(nroutes); NUM(nrecord_routes); NUM(ncreds);
+	for (unsigned i = 0; i < a->ncontacts; i++)
+		if ((d = addr_diff(&a->contacts[i], &b->contacts[i])))
+			return snprintf(what, sizeof(what), "contacts[%u].%s", i, d), what;
+	for (unsigned i = 0; i < a->nroutes; i++)
+		if ((d = addr_diff(&a->routes[i], &b->routes[i])))
+			return snprintf(what, sizeof(what), "routes[%u].%s", i, d), what;
+	for (unsigned i = 0; i < a->nrecord_routes; i++)
+		if ((d = addr_diff(&a->record_routes[i], &b->record_routes[i])))
+			return snprintf(what, sizeof(what), "record_routes[%u].%s", i, d), what;
+	for (unsigned i = 0; i < a->ncreds; i++)
+		if ((d = cred_diff(&a->creds[i], &b->creds[i])))
+			return snprintf(what, sizeof(what), "creds[%u].%s", i, d), what;
+	return NULL;
+}
+
+#undef STR
+#undef NUM
+
 void sa_buf_put(struct sa_buf *b, const void *s, size_t n)
 {
 	if (b->overflow || n > b->cap - b->len) {

@@ -153,6 +153,9 @@ int sa_msg_parse(struct sa_msg *m, const char *buf, size_t len, bool stream, str
 int sa_msg_parse_path(struct sa_msg *m, const char *buf, size_t len, bool stream, enum sa_msg_path path,
                       struct sa_msg_error *err);
 void sa_msg_free(struct sa_msg *m);
+/* The first field in which two views differ ("contacts[1].uri.host"), NULL
+ * when none does: for tests and fuzzers. */
+const char *sa_msg_view_diff(const struct sa_msg *a, const struct sa_msg *b);
 /* Only index the raw lines (no view): for messages we wrote ourselves.
  * Allocates nothing. */
 int sa_msg_scan(struct sa_msg *m, const char *buf, size_t len, struct sa_msg_error *err);

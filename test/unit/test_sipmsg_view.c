@@ -21,69 +21,6 @@ struct tally {
 	unsigned files, parses, both_ok, both_refused, declined_osip_ok, declined_osip_refused, mismatches;
 };
 
-static bool same(const char *a, const char *b)
-{
-	return (!a && !b) || (a && b && strcmp(a, b) == 0);
-}
-
-#define STR(f) do { if (!same(a->f, b->f)) return #f; } while (0)
-#define NUM(f) do { if (a->f != b->f) return #f; } while (0)
-
-static const char *uri_diff(const struct sa_uri *a, const struct sa_uri *b)
-{
-	STR(scheme); STR(user); STR(password); STR(host); NUM(port);
-	STR(transport); STR(maddr); NUM(lr); NUM(headers); STR(text);
-	return NULL;
-}
-
-static const char *addr_diff(const struct sa_addr *a, const struct sa_addr *b)
-{
-	static char what[32];
-	STR(text); STR(tag); STR(q); STR(instance); NUM(expires);
-	const char *d = uri_diff(&a->uri, &b->uri);
-	return d ? (snprintf(what, sizeof(what), "uri.%s", d), what) : NULL;
-}
-
-static const char *cred_diff(const struct sa_cred *a, const struct sa_cred *b)
-{
-	NUM(proxy); STR(scheme); STR(username); STR(realm); STR(nonce); STR(uri); STR(response);
-	STR(algorithm); STR(cnonce); STR(opaque); STR(qop); STR(nc);
-	return NULL;
-}
-
-/* The first field in which two views differ, NULL when none does. */
-static const char *view_diff(const struct sa_msg *a, const struct sa_msg *b)
-{
-	static char what[64];
-	const char *d;
-	NUM(partial); NUM(request); NUM(method); STR(method_name); NUM(status);
-	STR(ruri_scheme); STR(ruri_host); STR(ruri_user);
-	if (a->request && (d = uri_diff(&a->ruri, &b->ruri)))
-		return snprintf(what, sizeof(what), "ruri.%s", d), what;
-	STR(call_id); NUM(cseq); STR(cseq_method); STR(from_tag); STR(to_tag);
-	if ((d = addr_diff(&a->from, &b->from)))
-		return snprintf(what, sizeof(what), "from.%s", d), what;
-	if ((d = addr_diff(&a->to, &b->to)))
-		return snprintf(what, sizeof(what), "to.%s", d), what;
-	STR(branch); STR(via_host); NUM(via_port); STR(via_transport); NUM(via_rport); STR(via_received);
-	NUM(nvias); NUM(max_forwards); NUM(expires); STR(content_type);
-	NUM(body_len); NUM(contact_star);
-	NUM(ncontacts); NUM(nroutes); NUM(nrecord_routes); NUM(ncreds);
-	for (unsigned i = 0; i < a->ncontacts; i++)
-		if ((d = addr_diff(&a->contacts[i], &b->contacts[i])))
-			return snprintf(what, sizeof(what), "contacts[%u].%s", i, d), what;
-	for (unsigned i = 0; i < a->nroutes; i++)
-		if ((d = addr_diff(&a->routes[i], &b->routes[i])))
-			return snprintf(what, sizeof(what), "routes[%u].%s", i, d), what;
-	for (unsigned i = 0; i < a->nrecord_routes; i++)
-		if ((d = addr_diff(&a->record_routes[i], &b->record_routes[i])))
-			return snprintf(what, sizeof(what), "record_routes[%u].%s", i, d), what;
-	for (unsigned i = 0; i < a->ncreds; i++)
-		if ((d = cred_diff(&a->creds[i], &b->creds[i])))
-			return snprintf(what, sizeof(what), "creds[%u].%s", i, d), what;
-	return NULL;
-}
-
 static bool declined(int rc, const struct sa_msg_error *err)
 {
 	return rc < 0 && err->status == 0 && strcmp(err->reason, "declined by the raw parser") == 0;
@@ -108,7 +45,7 @@ static void compare(const char *name, const char *buf, size_t len, bool stream, 
 	} else if (rr == 0 && ro == 0) {
 		ck_assert_int_eq(r.path, SA_PATH_RAW);
 		ck_assert_int_eq(o.path, SA_PATH_OSIP);
-		if ((d = view_diff(&r, &o)) == NULL)
+		if ((d = sa_msg_view_diff(&r, &o)) == NULL)
 			t->both_ok++;
 	} else if (rr < 0 && ro < 0 && er.status == eo.status) {
 		t->both_refused++;
