@@ -293,6 +293,11 @@ struct sa_arena {
 static void *arena_alloc(struct sa_msg *m, size_t n)
 {
 	n = (n + 7) & ~(size_t)7;
+	if (m->mem_cap - m->mem_used >= n) {
+		void *p = m->mem + m->mem_used;
+		m->mem_used += n;
+		return p;
+	}
 	struct sa_arena *a = m->arena;
 	if (!a || a->cap - a->used < n) {
 		size_t cap = n > 2048 ? n : 2048;
@@ -621,7 +626,7 @@ static int osip_parse(struct sa_msg *m, osip_message_t *o, struct sa_msg_error *
 
 int sa_msg_scan(struct sa_msg *m, const char *buf, size_t len, struct sa_msg_error *err)
 {
-	memset(m, 0, sizeof(*m));
+	memset(m, 0, offsetof(struct sa_msg, hdr));
 	m->buf = buf;
 	m->len = len;
 	if (len > SA_SIP_MAX_MSG)
@@ -1551,6 +1556,7 @@ static int fill_response_essentials(struct sa_msg *m, struct sa_msg_error *err)
 static void reset_view(struct sa_msg *m)
 {
 	memset(&m->path, 0, offsetof(struct sa_msg, arena) - offsetof(struct sa_msg, path));
+	m->mem_used = 0;
 }
 
 static int finish_view(struct sa_msg *m, const struct draft *d, struct sa_msg_error *err)
@@ -1563,12 +1569,8 @@ static int finish_view(struct sa_msg *m, const struct draft *d, struct sa_msg_er
 static int parse_view(struct sa_msg *m, enum sa_msg_path path, bool nuls, struct sa_msg_error *err)
 {
 	struct draft d = { .nuls = nuls };
-	/* one block for the whole view in the common case */
-	size_t hlen = (size_t)(m->body - m->buf);
-	void *first = arena_alloc(m, hlen + 512 + 2 * m->nhdr * sizeof(struct sa_addr));
-	if (!first)
-		return fail(err, 500, "out of memory");
-	m->arena->used = 0;
+	m->mem = m->inline_mem;   /* enough for the common message; more goes to the arena */
+	m->mem_cap = sizeof(m->inline_mem);
 	if (path != SA_PATH_OSIP) {
 		if (fill_raw(m, &d)) {
 			m->path = SA_PATH_RAW;
@@ -1625,24 +1627,19 @@ void sa_msg_free(struct sa_msg *m)
 int sa_uri_parse(const char *s, size_t n, struct sa_uri *u, char *buf, size_t cap)
 {
 	/* the raw parser's URI reader over a view whose only memory is buf */
-	struct sa_msg m;
-	struct sa_arena *a = (struct sa_arena *)(void *)buf;
-	if (cap <= sizeof(*a) + 8 || ((uintptr_t)buf & 7))
-		return -1;
-	a->next = NULL;
-	a->used = 0;
-	a->cap = cap - sizeof(*a);
-	m.arena = a;
-	const char *e = s + n;
-	trim(&s, &e);
-	bool ok = raw_uri(&m, s, e, u);
-	if (m.arena != a) {   /* it did not fit: nothing of it may stay */
-		for (struct sa_arena *b = m.arena, *next; b != a; b = next) {
-			next = b->next;
-			free(b);
-		}
+	struct sa_msg *m = malloc(sizeof(*m));   /* its index and inline memory stay unused */
+	if (!m || ((uintptr_t)buf & 7)) {
+		free(m);
 		return -1;
 	}
+	memset(m, 0, offsetof(struct sa_msg, hdr));
+	m->mem = buf;
+	m->mem_cap = cap;
+	const char *e = s + n;
+	trim(&s, &e);
+	bool ok = raw_uri(m, s, e, u) && !m->arena;   /* in buf, or not at all */
+	arena_free(m);
+	free(m);
 	return ok ? 0 : -1;
 }
 

@@ -119,10 +119,13 @@ struct sa_msg {
 	unsigned nrecord_routes;
 	struct sa_cred *creds;      /* Authorization values, then Proxy-Authorization values */
 	unsigned ncreds;
-	struct sa_arena *arena;
+	struct sa_arena *arena;     /* what does not fit mem */
+	char *mem;                  /* the view's strings and lists: inline_mem, mostly */
+	size_t mem_used, mem_cap;
 	size_t start_line_len;      /* the first line, without CRLF */
-	struct sa_hdr hdr[SA_SIP_MAX_HEADERS];
 	unsigned nhdr;
+	struct sa_hdr hdr[SA_SIP_MAX_HEADERS];   /* entries past nhdr are not cleared */
+	_Alignas(8) char inline_mem[2048];       /* nor is this */
 };
 
 /* Why a message was refused at the edge: the SIP status to answer with

@@ -249,6 +249,31 @@ START_TEST(routes_view)
 }
 END_TEST
 
+/* A URI on its own (a digest uri): the raw reader's rules, strings in the caller's buffer. */
+START_TEST(uri_on_its_own)
+{
+	_Alignas(8) char buf[256], small[64];
+	struct sa_uri u;
+	const char *text = "sip:%61lice:pw@[2001:db8::1]:5062;transport=tcp;lr;maddr=192.0.2.1?x=y";
+	ck_assert_int_eq(sa_uri_parse(text, strlen(text), &u, buf, sizeof(buf)), 0);
+	ck_assert_str_eq(u.scheme, "sip");
+	ck_assert_str_eq(u.user, "alice");
+	ck_assert_str_eq(u.password, "pw");
+	ck_assert_str_eq(u.host, "2001:db8::1");
+	ck_assert_int_eq(u.port, 5062);
+	ck_assert_str_eq(u.transport, "tcp");
+	ck_assert_str_eq(u.maddr, "192.0.2.1");
+	ck_assert(u.lr && u.headers);
+	ck_assert_str_eq(u.text, text);
+	ck_assert_int_eq(sa_uri_parse(text, strlen(text), &u, small, sizeof(small)), -1);   /* does not fit */
+	ck_assert_int_eq(sa_uri_parse("sip:host:0", 10, &u, buf, sizeof(buf)), -1);         /* no such port */
+	ck_assert_int_eq(sa_uri_parse("sip:a b@host", 12, &u, buf, sizeof(buf)), -1);
+	ck_assert_int_eq(sa_uri_parse(" tel:+1555 ", 11, &u, buf, sizeof(buf)), 0);
+	ck_assert_str_eq(u.scheme, "tel");
+	ck_assert_ptr_null(u.host);
+}
+END_TEST
+
 int main(void)
 {
 	sa_sipmsg_init();
@@ -257,6 +282,7 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, register_with_credentials_view);
 	tcase_add_test(tc, routes_view);
+	tcase_add_test(tc, uri_on_its_own);
 	tcase_add_test(tc, rfc4475_same_view);
 	tcase_add_test(tc, fuzz_corpus_same_view);
 	suite_add_tcase(s, tc);
