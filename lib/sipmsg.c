@@ -404,7 +404,7 @@ static unsigned split_values(const struct sa_msg *m, enum sa_hdr_kind kind, cons
 		if (h->kind != kind)
 			continue;
 		const char *v = h->value, *end = h->value + h->vlen;
-		do {
+		for (;;) {
 			size_t l = sa_hdr_first_value_len(v, (size_t)(end - v));
 			const char *vs = v, *ve = v + l;
 			trim(&vs, &ve);
@@ -414,9 +414,10 @@ static unsigned split_values(const struct sa_msg *m, enum sa_hdr_kind kind, cons
 			}
 			n++;
 			v += l;
-			if (v < end)
-				v++;   /* the comma */
-		} while (v < end);
+			if (v == end)
+				break;
+			v++;   /* the comma: a value follows it, if only an empty one */
+		}
 	}
 	return n;
 }
@@ -738,7 +739,7 @@ static int hex_digit(char c)
 }
 
 /* A copy with %HH resolved as libosip2 resolves it; NULL (decline) for an
- * escaped NUL, which a C string cannot hold. */
+ * escaped NUL, which a C string cannot hold, and for a '%' that is no escape. */
 static const char *unescaped(struct sa_msg *m, const char *s, size_t n)
 {
 	char *p = arena_alloc(m, n + 1), *o = p;
@@ -746,9 +747,10 @@ static const char *unescaped(struct sa_msg *m, const char *s, size_t n)
 		return NULL;
 	for (size_t i = 0; i < n; i++) {
 		int hi, lo;
-		if (s[i] == '%' && i + 2 < n && (hi = hex_digit(s[i + 1])) >= 0 &&
-		    (lo = hex_digit(s[i + 2])) >= 0) {
-			if (hi == 0 && lo == 0)
+		if (s[i] == '%') {
+			/* a '%' without two hex digits: libosip2's reading of it is its own */
+			if (i + 2 >= n || (hi = hex_digit(s[i + 1])) < 0 || (lo = hex_digit(s[i + 2])) < 0 ||
+			    (hi == 0 && lo == 0))
 				return NULL;
 			*o++ = (char)(hi * 16 + lo);
 			i += 2;
@@ -840,9 +842,18 @@ static bool raw_uri(struct sa_msg *m, const char *s, const char *e, struct sa_ur
 	size_t sl = (size_t)(p - s);
 	if (!(u->scheme = view_str(m, s, sl)) || !(u->text = view_str(m, s, (size_t)(e - s))))
 		return false;
-	if (!is_sip_scheme(s, sl))
-		return true;
+	if (!is_sip_scheme(s, sl)) {
+		/* libosip2 has rules of its own for other schemes ("sipx:" read as
+		 * SIP, "tel:1", "p:x" and "ip7:x" refused): the common ones only */
+		static const char *const known[] = { "tel", "urn", "mailto", "http", "https", "im", "pres" };
+		bool ok = false;
+		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+			ok |= strlen(known[i]) == sl && strncasecmp(known[i], s, sl) == 0;
+		return ok && e - p > 2;
+	}
 	const char *rest = p + 1, *q = memchr(rest, '?', (size_t)(e - rest)), *hend = q ? q : e;
+	if (q)
+		return false;   /* URI headers are rare, and libosip2's reading of them is its own */
 	const char *at = memchr(rest, '@', (size_t)(e - rest));
 	if (at && at > hend)
 		return false;
@@ -1173,13 +1184,11 @@ static bool raw_cred(struct sa_msg *m, const struct sa_hdr *h, struct sa_cred *c
 				return false;
 			ve = p;
 		}
+		/* an unknown name libosip2 may take for a known one it begins
+		 * with ("nce" for "nc"), and a name given twice: it judges those */
 		const char **slot = cred_field(c, n, nl);
-		if (slot) {
-			if (*slot)
-				return false;   /* twice: libosip2 judges */
-			if (!(*slot = view_str(m, v, (size_t)(ve - v))))
-				return false;
-		}
+		if (!slot || *slot || !(*slot = view_str(m, v, (size_t)(ve - v))))
+			return false;
 		p = skip_lws(p, e);
 		if (p < e && *p != ',')
 			return false;

@@ -137,7 +137,7 @@ START_TEST(fuzz_corpus_same_view)
 	ck_assert_uint_eq(t.mismatches, 0);
 	/* most of the corpus is fuzzer output libosip2 reads leniently (a Via
 	 * sent-by of "~192.0", a host "HOST@"): the raw parser leaves those to it */
-	ck_assert_uint_ge(t.both_ok, 300);
+	ck_assert_uint_ge(t.both_ok, 250);
 }
 END_TEST
 
@@ -150,11 +150,13 @@ START_TEST(rfc4475_same_view)
 	report("RFC 4475", &t);
 	ck_assert_uint_eq(t.files, 50);
 	ck_assert_uint_eq(t.mismatches, 0);
-	/* libosip2 alone reads three, each parsed twice: escnull (%00 in a
-	 * user part: no C string holds it), intmeth (a quoted NUL in To) and
-	 * regbadct (a Contact addr-spec with '?', which must be a name-addr) */
-	ck_assert_uint_eq(t.declined_osip_ok, 6);
-	ck_assert_uint_eq(t.both_ok, 44);
+	/* libosip2 alone reads six, each parsed twice: escnull (%00 in a user
+	 * part: no C string holds it), intmeth (a quoted NUL in To), regbadct
+	 * and regescrt (URI headers in a Contact), unksm2 (isbn: and name:
+	 * URIs) and regaut01 (an unknown scheme's unknown auth-params): forms
+	 * where libosip2's reading has rules of its own, so it keeps judging them */
+	ck_assert_uint_eq(t.declined_osip_ok, 12);
+	ck_assert_uint_ge(t.both_ok, 30);
 }
 END_TEST
 
@@ -254,7 +256,7 @@ START_TEST(uri_on_its_own)
 {
 	_Alignas(8) char buf[256], small[64];
 	struct sa_uri u;
-	const char *text = "sip:%61lice:pw@[2001:db8::1]:5062;transport=tcp;lr;maddr=192.0.2.1?x=y";
+	const char *text = "sip:%61lice:pw@[2001:db8::1]:5062;transport=tcp;lr;maddr=192.0.2.1";
 	ck_assert_int_eq(sa_uri_parse(text, strlen(text), &u, buf, sizeof(buf)), 0);
 	ck_assert_str_eq(u.scheme, "sip");
 	ck_assert_str_eq(u.user, "alice");
@@ -263,11 +265,12 @@ START_TEST(uri_on_its_own)
 	ck_assert_int_eq(u.port, 5062);
 	ck_assert_str_eq(u.transport, "tcp");
 	ck_assert_str_eq(u.maddr, "192.0.2.1");
-	ck_assert(u.lr && u.headers);
+	ck_assert(u.lr && !u.headers);
 	ck_assert_str_eq(u.text, text);
 	ck_assert_int_eq(sa_uri_parse(text, strlen(text), &u, small, sizeof(small)), -1);   /* does not fit */
 	ck_assert_int_eq(sa_uri_parse("sip:host:0", 10, &u, buf, sizeof(buf)), -1);         /* no such port */
 	ck_assert_int_eq(sa_uri_parse("sip:a b@host", 12, &u, buf, sizeof(buf)), -1);
+	ck_assert_int_eq(sa_uri_parse("sip:host?x=y", 12, &u, buf, sizeof(buf)), -1);       /* headers: not read */
 	ck_assert_int_eq(sa_uri_parse(" tel:+1555 ", 11, &u, buf, sizeof(buf)), 0);
 	ck_assert_str_eq(u.scheme, "tel");
 	ck_assert_ptr_null(u.host);
