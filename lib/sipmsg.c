@@ -1135,21 +1135,24 @@ static bool raw_cseq(struct sa_msg *m, struct draft *d)
 }
 
 /* auth-param values: token or quoted-string, quotes removed. */
-static const char **cred_field(struct sa_cred *c, const char *n, size_t nl)
+static const char **cred_field(struct sa_cred *c, const char *n, size_t nl, bool *quoted)
 {
-#define F(name, field) { name, sizeof(name) - 1, offsetof(struct sa_cred, field) }
+#define F(name, field, q) { name, sizeof(name) - 1, offsetof(struct sa_cred, field), q }
 	static const struct {
 		const char *name;
 		size_t len, off;
+		bool quoted;   /* a quoted-string in RFC 2617's grammar, else a token */
 	} f[] = {
-		F("username", username), F("realm", realm), F("nonce", nonce), F("uri", uri),
-		F("response", response), F("algorithm", algorithm), F("cnonce", cnonce), F("opaque", opaque),
-		F("qop", qop), F("nc", nc),
+		F("username", username, true), F("realm", realm, true), F("nonce", nonce, true),
+		F("uri", uri, true), F("response", response, true), F("algorithm", algorithm, false),
+		F("cnonce", cnonce, true), F("opaque", opaque, true), F("qop", qop, false), F("nc", nc, false),
 	};
 #undef F
 	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
-		if (f[i].len == nl && strncasecmp(f[i].name, n, nl) == 0)
+		if (f[i].len == nl && strncasecmp(f[i].name, n, nl) == 0) {
+			*quoted = f[i].quoted;
 			return (const char **)(void *)((char *)c + f[i].off);
+		}
 	return NULL;
 }
 
@@ -1172,7 +1175,8 @@ static bool raw_cred(struct sa_msg *m, const struct sa_hdr *h, struct sa_cred *c
 		if (nl == 0 || p == e || *p != '=')
 			return false;
 		const char *v = p = skip_lws(p + 1, e), *ve;
-		if (p < e && *p == '"') {
+		bool was_quoted = p < e && *p == '"', quoted = false;
+		if (was_quoted) {
 			if (!(p = skip_quoted(p, e)))
 				return false;
 			ve = p - 1;
@@ -1185,9 +1189,11 @@ static bool raw_cred(struct sa_msg *m, const struct sa_hdr *h, struct sa_cred *c
 			ve = p;
 		}
 		/* an unknown name libosip2 may take for a known one it begins
-		 * with ("nce" for "nc"), and a name given twice: it judges those */
-		const char **slot = cred_field(c, n, nl);
-		if (!slot || *slot || !(*slot = view_str(m, v, (size_t)(ve - v))))
+		 * with ("nce" for "nc"), a name given twice, and a value quoted
+		 * where the grammar has none or the other way round (libosip2
+		 * then loses the value, or the next one): it judges those */
+		const char **slot = cred_field(c, n, nl, &quoted);
+		if (!slot || *slot || quoted != was_quoted || !(*slot = view_str(m, v, (size_t)(ve - v))))
 			return false;
 		p = skip_lws(p, e);
 		if (p < e && *p != ',')
