@@ -1234,6 +1234,9 @@ static bool raw_creds(struct sa_msg *m)
 static bool raw_start_line(struct sa_msg *m, struct draft *d)
 {
 	const char *l = m->buf, *end = l + m->start_line_len;
+	for (const char *p = l; p < end; p++)
+		if ((unsigned char)*p < 0x20 && *p != '\t')
+			return false;   /* a control character (a bare CR): libosip2 judges */
 	if (m->start_line_len >= 12 && memcmp(l, "SIP/2.0 ", 8) == 0) {
 		if (l[11] != ' ' || !isdigit((unsigned char)l[8]) || !isdigit((unsigned char)l[9]) ||
 		    !isdigit((unsigned char)l[10]))
