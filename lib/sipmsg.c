@@ -832,7 +832,9 @@ static bool raw_hostport(struct sa_msg *m, const char *p, const char *e, const c
 static bool raw_uri(struct sa_msg *m, const char *s, const char *e, struct sa_uri *u)
 {
 	memset(u, 0, sizeof(*u));
-	if (s == e || !uri_chars_ok(s, e) || !isalpha((unsigned char)*s))
+	/* libosip2 refuses a URI of five characters or fewer in From, To and
+	 * the like ("sip:p", "tel:1"): it judges those */
+	if (e - s < 6 || !uri_chars_ok(s, e) || !isalpha((unsigned char)*s))
 		return false;
 	const char *p = s;
 	while (p < e && (isalnum((unsigned char)*p) || *p == '+' || *p == '-' || *p == '.'))
