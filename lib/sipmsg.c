@@ -996,7 +996,9 @@ static bool raw_addr_list(struct sa_msg *m, enum sa_hdr_kind kind, struct sa_add
 	if (!l)
 		return false;
 	for (unsigned i = 0; i < n; i++) {
-		if (kind == SA_H_CONTACT && e[i] - s[i] == 1 && *s[i] == '*') {
+		if (kind == SA_H_CONTACT && e[i] > s[i] && *s[i] == '*') {
+			if (e[i] - s[i] != 1)
+				return false;   /* "*<sip:...>": libosip2 refuses it as a bad "*" */
 			m->contact_star = true;
 			continue;
 		}
