@@ -1264,6 +1264,21 @@ static bool raw_start_line(struct sa_msg *m, struct draft *d)
 	return true;
 }
 
+/* A folded line of blanks only inside a header: libosip2 refuses some of
+ * those ("From: x CRLF SP CRLF SP ;tag=1"), so it judges them all. */
+static bool blank_fold(const struct sa_hdr *h)
+{
+	const char *p = h->line, *end = h->line + h->len;
+	while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+		const char *q = ++p;
+		while (q < end && (*q == ' ' || *q == '\t'))
+			q++;
+		if (q == end || *q == '\r' || *q == '\n')
+			return true;
+	}
+	return false;
+}
+
 /* The whole view from the raw lines; false declines. */
 static bool fill_raw(struct sa_msg *m, struct draft *d)
 {
@@ -1273,6 +1288,9 @@ static bool fill_raw(struct sa_msg *m, struct draft *d)
 		return false;
 	for (unsigned i = 0; d->nuls && i < m->nhdr; i++)
 		if (osip_wanted(m->hdr[i].kind) && memchr(m->hdr[i].line, '\0', m->hdr[i].len))
+			return false;
+	for (unsigned i = 0; i < m->nhdr; i++)
+		if (osip_wanted(m->hdr[i].kind) && blank_fold(&m->hdr[i]))
 			return false;
 	return raw_start_line(m, d) && raw_vias(m, d) && raw_cseq(m, d) &&
 	       raw_single_addr(m, SA_H_FROM, &m->from) && raw_single_addr(m, SA_H_TO, &m->to) &&
