@@ -1447,6 +1447,15 @@ static int osip_creds(struct sa_msg *m, const osip_message_t *o)
 	const osip_list_t *lists[2] = { &o->authorizations, &o->proxy_authorizations };
 	unsigned n = (unsigned)(osip_list_size(lists[0]) + osip_list_size(lists[1]));
 	bool oom = false;
+	/* one credential per line, as the raw parser reads them and lib/proxy
+	 * strips them: a line libosip2 dropped would shift the others */
+	unsigned lines[2] = { 0, 0 };
+	for (unsigned i = 0; i < m->nhdr; i++) {
+		lines[0] += m->hdr[i].kind == SA_H_AUTHORIZATION;
+		lines[1] += m->hdr[i].kind == SA_H_PROXY_AUTHORIZATION;
+	}
+	if (lines[0] != (unsigned)osip_list_size(lists[0]) || lines[1] != (unsigned)osip_list_size(lists[1]))
+		return -1;
 	if (n == 0)
 		return 0;
 	if (!(m->creds = arena_alloc(m, n * sizeof(*m->creds))))
