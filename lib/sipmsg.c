@@ -709,14 +709,22 @@ static bool raw_tag(const struct sa_hdr *h, char *out, size_t outlen)
  * is never a verdict. test/unit/test_sipmsg_view.c holds it to giving the
  * view libosip2 gives on every message of the fuzz corpus and RFC 4475. */
 
-static bool is_token_char(char c)
+/* token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~") (RFC 3261 §25.1) */
+static inline bool is_token_char(char c)
 {
-	switch (c) {
-	case '-': case '.': case '!': case '%': case '*': case '_': case '+': case '`': case '\'': case '~':
-		return true;
-	default:
-		return isalnum((unsigned char)c);
-	}
+	static const uint32_t token[8] = { 0, 0x03ff6ca2, 0x87fffffe, 0x47ffffff, 0, 0, 0, 0 };
+	unsigned char u = (unsigned char)c;
+	return (token[u >> 5] >> (u & 31)) & 1;
+}
+
+static inline bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static inline bool is_alnum(char c)
+{
+	return is_digit(c) || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
 }
 
 /* Characters a URI may hold as we read it: no space, control, quote or
@@ -809,7 +817,7 @@ static bool raw_hostport(struct sa_msg *m, const char *p, const char *e, const c
 		he = rb;
 		p = rb + 1;
 	} else {
-		while (p < e && (isalnum((unsigned char)*p) || *p == '.' || *p == '-' || *p == '_'))
+		while (p < e && (is_alnum(*p) || *p == '.' || *p == '-' || *p == '_'))
 			p++;
 		he = p;
 		if (he == h)
@@ -819,7 +827,7 @@ static bool raw_hostport(struct sa_msg *m, const char *p, const char *e, const c
 	*port_len = 0;
 	if (p < e && *p == ':') {
 		*port_text = ++p;
-		while (p < e && isdigit((unsigned char)*p))
+		while (p < e && is_digit(*p))
 			p++;
 		*port_len = (size_t)(p - *port_text);
 	}
@@ -837,7 +845,7 @@ static bool raw_uri(struct sa_msg *m, const char *s, const char *e, struct sa_ur
 	if (e - s < 6 || !uri_chars_ok(s, e) || !isalpha((unsigned char)*s))
 		return false;
 	const char *p = s;
-	while (p < e && (isalnum((unsigned char)*p) || *p == '+' || *p == '-' || *p == '.'))
+	while (p < e && (is_alnum(*p) || *p == '+' || *p == '-' || *p == '.'))
 		p++;
 	if (p == e || *p != ':' || p + 1 == e)
 		return false;
@@ -1124,7 +1132,7 @@ static bool raw_cseq(struct sa_msg *m, struct draft *d)
 		return false;
 	const char *v = h->value, *e = h->value + h->vlen, *p;
 	trim(&v, &e);
-	for (p = v; p < e && isdigit((unsigned char)*p); p++)
+	for (p = v; p < e && is_digit(*p); p++)
 		;
 	const char *ne = p;
 	if (ne == v || p == e || !is_lws(*p))
