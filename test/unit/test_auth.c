@@ -260,7 +260,6 @@ START_TEST(test_nonce_of_another_node_is_stale_other_node)
 	for (int i = 0; i < 2; i++) {
 		int len = make_register(USER, i ? PASS1 : "not-the-password-1", NOW, buf, sizeof buf);
 		ck_assert_int_eq(sa_msg_parse(&m, buf, (size_t)len, false, &err), 0);
-		ck_assert_int_eq(sa_msg_full(&m, &err), 0);
 		sa_auth_check(&auth, &m, trunk.id, realm, NULL, NOW, &r);   /* at this node */
 		VERDICT(r, false, SA_AUTH_STALE_NONCE, 0);
 		ck_assert(r.stale);
