@@ -870,8 +870,8 @@ static bool raw_uri(struct sa_msg *m, const char *s, const char *e, struct sa_ur
 	const char *hp = rest;
 	if (at) {
 		const char *colon = memchr(rest, ':', (size_t)(at - rest)), *ue = colon ? colon : at;
-		if (colon && colon + 1 == at)
-			return false;
+		if (colon && (colon + 1 == at || colon == rest))
+			return false;   /* an empty password or user beside the other: libosip2 judges */
 		if (ue > rest && !(u->user = unescaped(m, rest, (size_t)(ue - rest))))
 			return false;
 		if (colon && !(u->password = unescaped(m, colon + 1, (size_t)(at - colon - 1))))
@@ -1047,8 +1047,8 @@ static bool raw_via_value(struct sa_msg *m, const char *v, const char *end, bool
 	const char *p = t;
 	while (p < end && isalpha((unsigned char)*p))
 		p++;
-	if (p == t || p == end || !is_lws(*p))
-		return false;
+	if (p == t || p == end || !is_lws(*p) || *p == '\t')
+		return false;   /* libosip2 refuses a tab straight after the transport: it judges */
 	const char *te = p;
 	p = skip_lws(p, end);
 	const char *h = p;
