@@ -1287,6 +1287,21 @@ static bool blank_fold(const struct sa_hdr *h)
 	return false;
 }
 
+/* callid = word [ "@" word ] (RFC 3261 §25.1): libosip2 refuses "@x",
+ * "x@" and a second '@', so those it judges. The value itself is read
+ * from the line by both parsers (fill_line_fields). */
+static bool raw_call_id(const struct sa_msg *m)
+{
+	const struct sa_hdr *h = sa_msg_header(m, SA_H_CALL_ID, 0);
+	if (!h)
+		return true;   /* validate_view refuses it */
+	const char *v = h->value, *e = h->value + h->vlen, *at = memchr(v, '@', h->vlen);
+	for (const char *p = v; p < e; p++)
+		if ((unsigned char)*p <= 0x20)
+			return false;
+	return !at || (at > v && at + 1 < e && !memchr(at + 1, '@', (size_t)(e - at - 1)));
+}
+
 /* The whole view from the raw lines; false declines. */
 static bool fill_raw(struct sa_msg *m, struct draft *d)
 {
@@ -1300,7 +1315,7 @@ static bool fill_raw(struct sa_msg *m, struct draft *d)
 	for (unsigned i = 0; i < m->nhdr; i++)
 		if (osip_wanted(m->hdr[i].kind) && blank_fold(&m->hdr[i]))
 			return false;
-	return raw_start_line(m, d) && raw_vias(m, d) && raw_cseq(m, d) &&
+	return raw_start_line(m, d) && raw_call_id(m) && raw_vias(m, d) && raw_cseq(m, d) &&
 	       raw_single_addr(m, SA_H_FROM, &m->from) && raw_single_addr(m, SA_H_TO, &m->to) &&
 	       !sa_msg_header(m, SA_H_CALL_ID, 1) &&
 	       raw_addr_list(m, SA_H_CONTACT, &m->contacts, &m->ncontacts) &&
