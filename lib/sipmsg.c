@@ -959,7 +959,8 @@ static bool raw_addr(struct sa_msg *m, const char *s, const char *e, struct sa_a
 {
 	memset(a, 0, sizeof(*a));
 	a->expires = -1;
-	if (s == e || !(a->text = view_str(m, s, (size_t)(e - s))))
+	/* libosip2 refuses some tabs between the parts ("2 TAB <sip:...>"): it judges them all */
+	if (s == e || memchr(s, '\t', (size_t)(e - s)) || !(a->text = view_str(m, s, (size_t)(e - s))))
 		return false;
 	const char *p = s;
 	if (*p == '"') {
