@@ -1206,7 +1206,12 @@ static bool raw_cred(struct sa_msg *m, const struct sa_hdr *h, struct sa_cred *c
 		 * where the grammar has none or the other way round (libosip2
 		 * then loses the value, or the next one): it judges those */
 		const char **slot = cred_field(c, n, nl, &quoted);
-		if (!slot || *slot || quoted != was_quoted || !(*slot = view_str(m, v, (size_t)(ve - v))))
+		if (!slot || *slot || quoted != was_quoted)
+			return false;
+		for (const char *q = v; q < ve; q++)
+			if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f)
+				return false;   /* a fold or a non-ASCII byte inside a value: libosip2 judges */
+		if (!(*slot = view_str(m, v, (size_t)(ve - v))))
 			return false;
 		p = skip_lws(p, e);
 		if (p < e && *p != ',')
