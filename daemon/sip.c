@@ -420,11 +420,11 @@ static void rr_value(const struct sa_endpoint *ep, char *out, size_t len)
 }
 
 /* Is this URI one of our listeners (a Route that points at us)? */
-static bool uri_is_us(struct sa_server *srv, osip_uri_t *u)
+static bool uri_is_us(struct sa_server *srv, const struct sa_uri *u)
 {
 	if (!u || !u->host)
 		return false;
-	long port = u->port ? strtol(u->port, NULL, 10) : 5060;
+	long port = u->port ? u->port : 5060;
 	for (unsigned i = 0; i < srv->nlisteners; i++) {
 		const struct sa_endpoint *ep = &srv->listeners[i].ep;
 		if (strcmp(u->host, ep->host) == 0 && port == ep->port)
@@ -435,13 +435,13 @@ static bool uri_is_us(struct sa_server *srv, osip_uri_t *u)
 
 /* A Route naming us by name: our SIP domain or a trunk host (a PBX whose
  * outbound proxy is trunk-<id>.<domain>), on a port we listen on. */
-static bool route_names_us(struct sa_server *srv, osip_uri_t *u)
+static bool route_names_us(struct sa_server *srv, const struct sa_uri *u)
 {
 	char trunk[SA_ID_MAX];
 	if (!u || !u->host || (strcasecmp(u->host, srv->domain) != 0 &&
 	                       sa_auth_trunk_from_host(u->host, srv->domain, trunk, sizeof(trunk)) != 0))
 		return false;
-	long port = u->port ? strtol(u->port, NULL, 10) : 5060;
+	long port = u->port ? u->port : 5060;
 	for (unsigned i = 0; i < srv->nlisteners; i++)
 		if (port == srv->listeners[i].ep.port)
 			return true;
@@ -452,8 +452,7 @@ static bool route_names_us(struct sa_server *srv, osip_uri_t *u)
 static unsigned routes_to_us(struct sa_server *srv, const struct sa_msg *m)
 {
 	unsigned n = 0;
-	osip_uri_t *u;
-	while ((u = sa_msg_route_uri(m, (int)n)) && (uri_is_us(srv, u) || route_names_us(srv, u)))
+	while (n < m->nroutes && (uri_is_us(srv, &m->routes[n].uri) || route_names_us(srv, &m->routes[n].uri)))
 		n++;
 	return n;
 }
@@ -477,10 +476,9 @@ static int flow_for_text(struct sa_server *srv, const char *proto, const char *h
 
 /* A URI's host:port;transport as a flow. A name is taken from the names
  * resolved here (gateways, trusted): nothing on this path waits for DNS. */
-static int flow_for_uri(struct sa_server *srv, osip_uri_t *u, struct sa_flow *fl)
+static int flow_for_uri(struct sa_server *srv, const struct sa_uri *u, struct sa_flow *fl)
 {
-	osip_uri_param_t *tp = NULL;
-	osip_uri_uparam_get_byname(u, "transport", &tp);
+	char port[8];
 	if (!u->host)
 		return -1;
 	const char *host = u->host;
@@ -491,7 +489,8 @@ static int flow_for_uri(struct sa_server *srv, osip_uri_t *u, struct sa_flow *fl
 		sa_flow_peer(&(struct sa_flow){ .ss = sa }, addr, sizeof(addr), &ignored);
 		host = addr;
 	}
-	return flow_for_text(srv, tp && tp->gvalue ? tp->gvalue : "udp", host, u->port ? u->port : "5060", fl);
+	snprintf(port, sizeof(port), "%d", u->port ? u->port : 5060);
+	return flow_for_text(srv, u->transport ? u->transport : "udp", host, port, fl);
 }
 
 static void flow_for_endpoint(struct sa_server *srv, const struct sa_endpoint *ep, struct sa_flow *fl)
@@ -883,7 +882,7 @@ static void call_remove(struct sa_server *srv, struct sa_call *c)
 	sa_calls_remove(srv->calls, c);
 }
 
-static bool is_us_cb(osip_uri_t *u, void *arg)
+static bool is_us_cb(const struct sa_uri *u, void *arg)
 {
 	return uri_is_us(arg, u);
 }
@@ -894,8 +893,7 @@ static void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *
 	struct sa_msg inv;
 	struct sa_msg_error err;
 	int side;
-	if (call_find(srv, ok, &side) || !t->req || sa_msg_scan(&inv, t->req, t->req_len, &err) < 0 ||
-	    sa_msg_full(ok, &err) < 0)
+	if (call_find(srv, ok, &side) || !t->req || sa_msg_scan(&inv, t->req, t->req_len, &err) < 0)
 		return;
 	struct sa_call *c = sa_call_new();
 	if (!c)
@@ -1229,7 +1227,7 @@ static void abandoned_2xx(struct sa_server *srv, struct sa_txn *t, struct sa_msg
 	struct sa_msg_error err;
 	struct sa_dialog d = { 0 };
 	char via[256], branch[SA_TXN_BRANCH_LEN + 1], out[8192], *copy;
-	if (!t->req || sa_msg_scan(&inv, t->req, t->req_len, &err) < 0 || sa_msg_full(ok, &err) < 0 ||
+	if (!t->req || sa_msg_scan(&inv, t->req, t->req_len, &err) < 0 ||
 	    sa_dialog_from_2xx(&d, &inv, ok, is_us_cb, srv) < 0 || sa_txn_branch_new(branch) < 0) {
 		log_warn("event=failover_late_answer status=%d outcome=untracked call_id=\"%s\"", ok->status,
 		         LOGQ(ok->call_id));
@@ -1433,8 +1431,7 @@ static int request_trunk(struct sa_server *srv, const struct sa_msg *m, char *tr
 {
 	if (sa_auth_trunk_from_host(m->ruri_host, srv->domain, trunk, len) == 0)
 		return 0;
-	osip_to_t *to = m->osip ? m->osip->to : NULL;
-	if (to && to->url && sa_auth_trunk_from_host(to->url->host, srv->domain, trunk, len) == 0)
+	if (m->to.uri.host && sa_auth_trunk_from_host(m->to.uri.host, srv->domain, trunk, len) == 0)
 		return 0;
 	return -1;
 }
@@ -1767,7 +1764,7 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 	}
 	struct sa_flow *end = side == 1 ? &c->caller : &c->callee, *other = side == 1 ? &c->callee : &c->caller;
 	struct sa_flow next;
-	osip_uri_t *nu = sa_msg_route_uri(m, (int)pop);
+	const struct sa_uri *nu = pop < m->nroutes ? &m->routes[pop].uri : NULL;
 	/* a Route past ours naming a host we have no address for: from the call's
 	 * own end, the request waits while DNS is asked (nothing here blocks) */
 	if (nu && nu->host && !sa_upstream_host_numeric(nu->host) && flow_for_uri(srv, nu, &next) < 0 &&
@@ -1867,17 +1864,6 @@ static bool options_for_us(const struct sa_msg *m)
 	return m->method == SA_M_OPTIONS && (!m->ruri_user || !m->ruri_user[0]) && !m->to_tag;
 }
 
-/* Simple requests arrive read from their raw lines; what needs more gets the
- * full parse here, and a message osip refuses gets its 400 as at the edge. */
-static bool ensure_full(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from)
-{
-	struct sa_msg_error err = { 0 };
-	if (sa_msg_full(m, &err) == 0)
-		return true;
-	reject(srv, m, from, err.status ? err.status : 400, NULL, NULL, err.reason ? err.reason : "unparseable");
-	return false;
-}
-
 static void handle_customer(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from);
 
 /* What lib/route needs to know of a request before it decides its way. */
@@ -1944,8 +1930,7 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 		handle_in_dialog(srv, m, from);
 		return;
 	case SA_RA_INBOUND:
-		if (ensure_full(srv, m, from))
-			handle_inbound(srv, m, from);
+		handle_inbound(srv, m, from);
 		return;
 	case SA_RA_AUTHENTICATE:
 		handle_customer(srv, m, from);
@@ -1961,8 +1946,6 @@ static void handle_customer(struct sa_server *srv, struct sa_msg *m, const struc
 	const struct sa_credential *cred = &who.cred;
 	char realm[SA_REALM_MAX];
 	char trunk[SA_ID_MAX];
-	if (!m->osip && request_trunk(srv, m, trunk, sizeof(trunk)) < 0 && !ensure_full(srv, m, from))
-		return;   /* the To host may name the trunk: that takes the full parse */
 	/* the trunk's controls (lib/policy): an unknown trunk has none, and is
 	 * refused by authentication as a wrong password is */
 	struct sa_trunk_policy pol;

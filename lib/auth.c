@@ -74,35 +74,26 @@ int sa_auth_trunk_from_host(const char *host, const char *domain, char *out, siz
 	return 0;
 }
 
-/* Copy a parameter value without its quotes; -1 when absent, empty or too long. */
-static int unquote(const char *v, char *out, size_t outlen)
+/* Copy a parameter value (the view has taken its quotes off); -1 when
+ * absent, empty or too long. */
+static int copy_param(const char *v, char *out, size_t outlen)
 {
-	if (!v)
-		return -1;
-	size_t n = strlen(v);
-	if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
-		v++;
-		n -= 2;
-	}
+	size_t n = v ? strlen(v) : 0;
 	if (n == 0 || n >= outlen)
 		return -1;
-	memcpy(out, v, n);
-	out[n] = '\0';
+	memcpy(out, v, n + 1);
 	return 0;
 }
 
-/* The credentials header for our realm, if any. */
-static osip_authorization_t *find_credentials(const struct sa_msg *m, const char *realm)
+/* The credentials for our realm, if any: Authorization answers a REGISTER,
+ * Proxy-Authorization anything else. */
+static const struct sa_cred *find_credentials(const struct sa_msg *m, const char *realm)
 {
-	if (!m->osip)
-		return NULL;   /* read from raw lines: it carried no credentials */
-	const osip_list_t *l = m->method == SA_M_REGISTER ? &m->osip->authorizations
-	                                                  : &m->osip->proxy_authorizations;
-	char r[SA_REALM_MAX];
-	for (int i = 0; i < osip_list_size(l); i++) {
-		osip_authorization_t *az = osip_list_get(l, i);
-		if (az && unquote(az->realm, r, sizeof(r)) == 0 && strcasecmp(r, realm) == 0)
-			return az;
+	bool proxy = m->method != SA_M_REGISTER;
+	for (unsigned i = 0; i < m->ncreds; i++) {
+		const struct sa_cred *c = &m->creds[i];
+		if (c->proxy == proxy && c->realm && c->realm[0] && strcasecmp(c->realm, realm) == 0)
+			return c;
 	}
 	return NULL;
 }
@@ -120,17 +111,17 @@ struct answer {
 	struct sa_digest_params p;
 };
 
-static int parse_answer(const struct sa_msg *m, osip_authorization_t *az, const struct sa_auth_cfg *cfg,
+static int parse_answer(const struct sa_msg *m, const struct sa_cred *az, const struct sa_auth_cfg *cfg,
                         struct answer *an)
 {
-	if (!az->auth_type || strcasecmp(az->auth_type, "Digest") != 0)
+	if (!az->scheme || strcasecmp(az->scheme, "Digest") != 0)
 		return -1;
-	if (unquote(az->nonce, an->nonce, sizeof(an->nonce)) < 0 ||
-	    unquote(az->uri, an->uri, sizeof(an->uri)) < 0 ||
-	    unquote(az->response, an->response, sizeof(an->response)) < 0)
+	if (copy_param(az->nonce, an->nonce, sizeof(an->nonce)) < 0 ||
+	    copy_param(az->uri, an->uri, sizeof(an->uri)) < 0 ||
+	    copy_param(az->response, an->response, sizeof(an->response)) < 0)
 		return -1;
 	char alg[24] = "MD5";
-	if (az->algorithm && unquote(az->algorithm, alg, sizeof(alg)) < 0)
+	if (az->algorithm && copy_param(az->algorithm, alg, sizeof(alg)) < 0)
 		return -1;
 	if (sa_digest_alg_parse(alg, strlen(alg), &an->p.alg, &an->p.sess) < 0 || an->p.sess)
 		return -1;
@@ -140,11 +131,11 @@ static int parse_answer(const struct sa_msg *m, osip_authorization_t *az, const 
 	if (!offered)
 		return -1;
 	an->ncv = 1;
-	if (az->message_qop) {
+	if (az->qop) {
 		char *ep;
-		if (unquote(az->message_qop, an->qop, sizeof(an->qop)) < 0 || strcmp(an->qop, "auth") != 0 ||
-		    unquote(az->cnonce, an->cnonce, sizeof(an->cnonce)) < 0 ||
-		    unquote(az->nonce_count, an->nc, sizeof(an->nc)) < 0)
+		if (copy_param(az->qop, an->qop, sizeof(an->qop)) < 0 || strcmp(an->qop, "auth") != 0 ||
+		    copy_param(az->cnonce, an->cnonce, sizeof(an->cnonce)) < 0 ||
+		    copy_param(az->nc, an->nc, sizeof(an->nc)) < 0)
 			return -1;
 		unsigned long v = strtoul(an->nc, &ep, 16);
 		if (*ep || v == 0 || v > UINT32_MAX)
@@ -169,11 +160,11 @@ static bool same_str(const char *a, const char *b, bool nocase)
 	return nocase ? strcasecmp(a, b) == 0 : strcmp(a, b) == 0;
 }
 
-static const char *uri_port(const osip_uri_t *u)
+static int uri_port(const struct sa_uri *u)
 {
-	if (u->port && u->port[0])
+	if (u->port)
 		return u->port;
-	return u->scheme && strcasecmp(u->scheme, "sips") == 0 ? "5061" : "5060";
+	return u->scheme && strcasecmp(u->scheme, "sips") == 0 ? 5061 : 5060;
 }
 
 /* RFC 3261 §22.4, RFC 7616 §3.4.6: the digest uri is the Request-URI, so an
@@ -191,15 +182,15 @@ static bool uri_is_request_uri(const struct sa_auth *a, const struct sa_msg *m, 
 		if (n && strlen(uri) == n && memcmp(uri, start + 1, n) == 0)
 			return true;
 	}
-	osip_uri_t *ruri = sa_msg_ruri(m), *u = NULL;
-	bool same = false;
-	if (ruri && osip_uri_init(&u) == 0 && osip_uri_parse(u, uri) == 0 && same_str(u->scheme, ruri->scheme, true)) {
-		bool same_user = same_str(u->username, ruri->username, false);
-		same = (same_user && same_str(u->host, ruri->host, true) && strcmp(uri_port(u), uri_port(ruri)) == 0) ||
-		       ((same_user || !u->username) && a->uri_is_local && a->uri_is_local(u, a->uri_is_local_arg));
-	}
-	osip_uri_free(u);
-	return same;
+	const struct sa_uri *ruri = &m->ruri;
+	struct sa_uri u;
+	_Alignas(8) char buf[1024];
+	if (!ruri->scheme || sa_uri_parse(uri, strlen(uri), &u, buf, sizeof(buf)) < 0 ||
+	    !same_str(u.scheme, ruri->scheme, true))
+		return false;
+	bool same_user = same_str(u.user, ruri->user, false);
+	return (same_user && same_str(u.host, ruri->host, true) && uri_port(&u) == uri_port(ruri)) ||
+	       ((same_user || !u.user) && a->uri_is_local && a->uri_is_local(&u, a->uri_is_local_arg));
 }
 
 /* A REGISTER retransmitted over UDP carries the very branch and Call-ID of
@@ -258,12 +249,12 @@ static bool password_check(const struct sa_auth *a, const struct answer *an, boo
 
 void sa_auth_username(const struct sa_msg *m, const char *realm, char *out, size_t outlen)
 {
-	osip_authorization_t *az = find_credentials(m, realm);
+	const struct sa_cred *az = find_credentials(m, realm);
 	char user[256];
 
 	if (outlen > 0)
 		out[0] = '\0';
-	if (az && unquote(az->username, user, sizeof(user)) == 0)
+	if (az && copy_param(az->username, user, sizeof(user)) == 0)
 		snprintf(out, outlen, "%.*s", SA_USERNAME_MAX, user);
 }
 
@@ -276,11 +267,11 @@ void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_
 
 	memset(r, 0, sizeof(*r));
 	memset(&an, 0, sizeof(an));
-	osip_authorization_t *az = find_credentials(m, realm);
+	const struct sa_cred *az = find_credentials(m, realm);
 	if (!az)
 		return;
 	char user[256];
-	if (unquote(az->username, user, sizeof(user)) == 0) {
+	if (copy_param(az->username, user, sizeof(user)) == 0) {
 		size_t ul = strnlen(user, SA_USERNAME_MAX);
 		memcpy(r->username, user, ul);
 		r->username[ul] = '\0';

@@ -48,7 +48,7 @@ struct sa_auth {
 	char dummy_ha1[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];
 	char decoy_id[SA_ID_MAX];            /* a credential id that exists nowhere: looked up for them too */
 	/* Does a URI name this proxy (one of its listening addresses)? NULL: never. */
-	bool (*uri_is_local)(osip_uri_t *uri, void *arg);
+	bool (*uri_is_local)(const struct sa_uri *uri, void *arg);
 	void *uri_is_local_arg;
 };
 

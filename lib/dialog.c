@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <osipparser2/osip_parser.h>
-
 /* The URI inside a Contact value: between <>, else up to the first ';'. */
 static int contact_uri(const char *v, size_t len, char *out, size_t outlen)
 {
@@ -40,14 +38,10 @@ static int copy_value(const struct sa_hdr *h, char *out, size_t outlen)
 	return 0;
 }
 
-static void route_append(char *route, size_t len, osip_record_route_t *rr)
+static void route_append(char *route, size_t len, const struct sa_addr *rr)
 {
-	char *s = NULL;
-	if (osip_record_route_to_str(rr, &s) != 0 || !s)
-		return;
 	size_t used = strlen(route);
-	snprintf(route + used, len - used, "%s%s", used ? ", " : "", s);
-	osip_free(s);
+	snprintf(route + used, len - used, "%s%s", used ? ", " : "", rr->text);
 }
 
 /* The 2xx's Record-Route, as the callee built it: entries above ours lead
@@ -55,11 +49,9 @@ static void route_append(char *route, size_t len, osip_record_route_t *rr)
 static void split_routes(const struct sa_msg *ok, sa_dialog_is_us_fn is_us, void *arg, char *caller_route,
                          char *callee_route, size_t len)
 {
-	const osip_list_t *rrs = &ok->osip->record_routes;
-	int n = osip_list_size(rrs), first = -1, last = -1;
+	int n = (int)ok->nrecord_routes, first = -1, last = -1;
 	for (int i = 0; i < n; i++) {
-		osip_record_route_t *rr = osip_list_get(rrs, i);
-		if (rr && is_us(rr->url, arg)) {
+		if (is_us(&ok->record_routes[i].uri, arg)) {
 			if (first < 0)
 				first = i;
 			last = i;
@@ -68,9 +60,9 @@ static void split_routes(const struct sa_msg *ok, sa_dialog_is_us_fn is_us, void
 	if (first < 0)
 		return;
 	for (int i = first - 1; i >= 0; i--)
-		route_append(callee_route, len, osip_list_get(rrs, i));
+		route_append(callee_route, len, &ok->record_routes[i]);
 	for (int i = last + 1; i < n; i++)
-		route_append(caller_route, len, osip_list_get(rrs, i));
+		route_append(caller_route, len, &ok->record_routes[i]);
 }
 
 #define DIALOG_TEXT_MAX 1024   /* one string: longer Contacts, names or Route sets are refused */
@@ -130,15 +122,16 @@ int sa_dialog_from_2xx(struct sa_dialog *d, const struct sa_msg *invite, const s
                        sa_dialog_is_us_fn is_us, void *arg)
 {
 	const struct sa_hdr *ic = sa_msg_header(invite, SA_H_CONTACT, 0);
-	const struct sa_hdr *oc = sa_msg_header(ok, SA_H_CONTACT, 0);
 	struct dialog_draft *dr = calloc(1, sizeof(*dr));
 
 	memset(d, 0, sizeof(*d));
 	int rc = -1;
-	if (!dr || !ok->call_id || !ok->from_tag || !ok->to_tag || !ic || !oc)
+	/* a 2xx read on its essentials only (partial) has no Contact to go by */
+	if (!dr || ok->partial || !ok->call_id || !ok->from_tag || !ok->to_tag || !ic || ok->ncontacts == 0 ||
+	    strlen(ok->contacts[0].uri.text) >= sizeof(dr->callee_target))
 		goto out;
+	snprintf(dr->callee_target, sizeof(dr->callee_target), "%s", ok->contacts[0].uri.text);
 	if (contact_uri(ic->value, ic->vlen, dr->caller_target, sizeof(dr->caller_target)) < 0 ||
-	    contact_uri(oc->value, oc->vlen, dr->callee_target, sizeof(dr->callee_target)) < 0 ||
 	    copy_value(sa_msg_header(ok, SA_H_FROM, 0), dr->caller_name, sizeof(dr->caller_name)) < 0 ||
 	    copy_value(sa_msg_header(ok, SA_H_TO, 0), dr->callee_name, sizeof(dr->callee_name)) < 0)
 		goto out;

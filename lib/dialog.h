@@ -45,7 +45,7 @@ const char *sa_dialog_text(const struct sa_dialog *d, enum sa_dialog_text which)
 void sa_dialog_free(struct sa_dialog *d);
 
 /* Is this Record-Route URI one of ours? */
-typedef bool (*sa_dialog_is_us_fn)(osip_uri_t *uri, void *arg);
+typedef bool (*sa_dialog_is_us_fn)(const struct sa_uri *uri, void *arg);
 
 /* Fill d from the INVITE as we forwarded it (raw-scanned) and the 2xx that
  * answered it (parsed). 0, or -1 when the 2xx lacks what a dialog needs;

@@ -19,21 +19,14 @@ int sa_proxy_ruri(const struct sa_msg *m, const char **uri, size_t *len)
 	return 0;
 }
 
-/* Does a credentials line carry realm="realm"? */
-static bool has_realm(const struct sa_hdr *h, const char *realm)
+/* Does the k-th Proxy-Authorization line carry credentials for realm? The
+ * view holds one credential per line, in the order of the lines. */
+static bool has_realm(const struct sa_msg *m, unsigned k, const char *realm)
 {
-	size_t rl = strlen(realm);
-	for (size_t i = 0; i + 5 + rl < h->vlen; i++) {
-		if (strncasecmp(h->value + i, "realm", 5) != 0)
-			continue;
-		size_t j = i + 5;
-		while (j < h->vlen && (h->value[j] == ' ' || h->value[j] == '='))
-			j++;
-		if (j < h->vlen && h->value[j] == '"')
-			j++;
-		if (j + rl <= h->vlen && strncasecmp(h->value + j, realm, rl) == 0 &&
-		    (j + rl == h->vlen || h->value[j + rl] == '"' || h->value[j + rl] == ','))
-			return true;
+	for (unsigned i = 0; i < m->ncreds; i++) {
+		const struct sa_cred *c = &m->creds[i];
+		if (c->proxy && k-- == 0)
+			return c->realm && strcasecmp(c->realm, realm) == 0;
 	}
 	return false;
 }
@@ -82,7 +75,7 @@ long sa_proxy_request(const struct sa_msg *m, const struct sa_fwd *f, char *out,
 {
 	struct sa_buf b = { .p = out, .cap = cap };
 	bool via_done = false, mf_done = false;
-	unsigned pop = f->pop_route;
+	unsigned pop = f->pop_route, nproxy_auth = 0;
 
 	put_start_line(&b, m, f->ruri);
 	sa_buf_printf(&b, "Via: %s\r\n", f->via);
@@ -116,8 +109,9 @@ long sa_proxy_request(const struct sa_msg *m, const struct sa_fwd *f, char *out,
 				put_rest_values(&b, "Route: ", h, &pop);
 			break;
 		case SA_H_PROXY_AUTHORIZATION:
-			if (!f->strip_realm || !has_realm(h, f->strip_realm))
+			if (!f->strip_realm || !has_realm(m, nproxy_auth, f->strip_realm))
 				put_line(&b, h);
+			nproxy_auth++;
 			break;
 		default:
 			put_line(&b, h);

@@ -6,38 +6,24 @@
 #include <string.h>
 #include <strings.h>
 
-#include <osipparser2/osip_parser.h>
-
 static void set_status(struct sa_reg_result *res, int status, const char *reason)
 {
 	res->status = status;
 	res->reason = reason;
 }
 
-/* Expires for one contact: its own param, else the header, else the default. */
-static long contact_expires(const struct sa_msg *m, osip_contact_t *c, unsigned dflt)
+/* Expires for one contact: its own param, else the header, else the default; -1 when not a number. */
+static long contact_expires(const struct sa_msg *m, const struct sa_addr *c, unsigned dflt)
 {
-	osip_generic_param_t *gp = NULL;
-	osip_contact_param_get_byname(c, "expires", &gp);
-	const char *v = gp ? gp->gvalue : NULL;
-	const struct sa_hdr *h = sa_msg_header(m, SA_H_EXPIRES, 0);
-	char tmp[16];
-	if (!v && h && h->vlen < sizeof(tmp)) {
-		memcpy(tmp, h->value, h->vlen);
-		tmp[h->vlen] = '\0';
-		v = tmp;
-	}
-	if (!v)
+	long e = c->expires != -1 ? c->expires : m->expires;
+	if (e == -1)
 		return dflt;
-	char *ep;
-	long e = strtol(v, &ep, 10);
-	return (ep == v || e < 0) ? -1 : e;
+	return e < 0 ? -1 : e;
 }
 
 static bool is_wildcard(const struct sa_msg *m)
 {
-	const struct sa_hdr *h = sa_msg_header(m, SA_H_CONTACT, 0);
-	return h && h->vlen == 1 && h->value[0] == '*';
+	return m->contact_star;
 }
 
 #define MAX_ASKED 32   /* contacts in one REGISTER; more is a 400 */
@@ -77,31 +63,25 @@ static struct sa_binding *bindings_find(struct bindings *bl, const char *uri)
 
 /* What the REGISTER asks for: each contact's URI and expiry. */
 struct asked {
-	char *uri[MAX_ASKED];
+	const char *uri[MAX_ASKED];   /* the view's strings */
 	long expires[MAX_ASKED];
 	int n;
 };
-
-static void asked_free(struct asked *a)
-{
-	for (int i = 0; i < a->n; i++)
-		osip_free(a->uri[i]);
-}
 
 /* Every contact well-formed and none too brief; nothing is written yet. */
 static int read_contacts(const struct sa_reg_cfg *cfg, const struct sa_msg *m, struct asked *a,
                          struct sa_reg_result *res)
 {
-	int n = osip_list_size(&m->osip->contacts);
+	unsigned n = m->ncontacts;
 	if (n > MAX_ASKED) {
 		set_status(res, 400, "Too many Contacts");
 		return -1;
 	}
-	for (int i = 0; i < n; i++) {
-		osip_contact_t *c = osip_list_get(&m->osip->contacts, i);
+	for (unsigned i = 0; i < n; i++) {
+		const struct sa_addr *c = &m->contacts[i];
 		long e = contact_expires(m, c, cfg->default_expires);
-		char *uri = NULL;
-		if (!c->url || e < 0 || osip_uri_to_str(c->url, &uri) != 0) {
+		const char *uri = c->uri.text;
+		if (!uri || e < 0) {
 			set_status(res, 400, "Bad Contact");
 			return -1;
 		}
@@ -244,8 +224,7 @@ static int apply_contacts(struct sa_store *st, const struct sa_reg_cfg *cfg, con
 static int apply_wildcard(struct sa_store *st, const struct sa_msg *m, const struct sa_credential *cred,
                           struct bindings *bl, struct sa_reg_result *res)
 {
-	const struct sa_hdr *h = sa_msg_header(m, SA_H_EXPIRES, 0);
-	if (sa_msg_header(m, SA_H_CONTACT, 1) || !h || strtol(h->value, NULL, 10) != 0 || h->value[0] != '0') {
+	if (m->ncontacts > 0 || sa_msg_header(m, SA_H_CONTACT, 1) || m->expires != 0) {
 		set_status(res, 400, "Wildcard needs Expires: 0");
 		return -1;
 	}
@@ -295,7 +274,6 @@ void sa_registrar_apply(struct sa_store *st, const struct sa_reg_cfg *cfg, const
 	}
 	list_contacts(&bl, res);
 out:
-	asked_free(&a);
 	free(bl.b);
 }
 

@@ -6,8 +6,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <osipparser2/osip_message.h>
-
 #include "sa_limits.h"
 
 /* Header names we act on; everything else is carried through untouched. */
@@ -17,7 +15,7 @@ enum sa_hdr_kind {
 	SA_H_CONTACT, SA_H_ROUTE, SA_H_RECORD_ROUTE, SA_H_AUTHORIZATION,
 	SA_H_PROXY_AUTHORIZATION, SA_H_PROXY_REQUIRE, SA_H_CONTENT_LENGTH,
 	SA_H_EXPIRES, SA_H_USER_AGENT, SA_H_WWW_AUTHENTICATE, SA_H_PROXY_AUTHENTICATE,
-	SA_H_REQUIRE,
+	SA_H_REQUIRE, SA_H_CONTENT_TYPE,
 };
 
 /* One logical header line (folding included) as it sits in the buffer. */
@@ -35,48 +33,99 @@ enum sa_method {
 	SA_M_SUBSCRIBE, SA_M_MESSAGE, SA_M_PUBLISH,
 };
 
-/* The validated view of one message. Strings point into osip's structures
- * or the buffer; both live as long as the view (sa_msg_free). */
+/* A SIP or SIPS URI as the view gives it: escapes resolved in the user,
+ * password and parameter values, IPv6 host without brackets. Other
+ * schemes (tel:, http:, ...) keep only scheme and text. */
+struct sa_uri {
+	const char *scheme;     /* as written ("sip", "SIPS", "tel") */
+	const char *user;       /* NULL when none */
+	const char *password;   /* NULL when none */
+	const char *host;       /* NULL for a URI of another scheme */
+	int port;               /* 1..65535, 0 when absent */
+	const char *transport;  /* uri-parameters, NULL when absent */
+	const char *maddr;
+	bool lr;
+	bool headers;           /* "?hname=hvalue" present */
+	const char *text;       /* the URI as written */
+};
+
+/* One value of From, To, Contact, Route or Record-Route. */
+struct sa_addr {
+	const char *text;       /* the value as written: display name, <URI>, parameters */
+	struct sa_uri uri;
+	const char *tag;        /* header parameters, NULL when absent */
+	const char *q;
+	const char *instance;   /* +sip.instance, quotes kept */
+	long expires;           /* -1 when absent, -2 when not a number */
+};
+
+/* One Authorization (REGISTER) or Proxy-Authorization value. Parameter
+ * values without their surrounding quotes; NULL when absent. */
+struct sa_cred {
+	bool proxy;             /* Proxy-Authorization */
+	const char *scheme;     /* "Digest", as written */
+	const char *username, *realm, *nonce, *uri, *response, *algorithm;
+	const char *cnonce, *opaque, *qop, *nc;
+};
+
+/* Which parser filled the view: our own reader of the raw lines, or
+ * libosip2 when that reader finds something it does not know. */
+enum sa_msg_path { SA_PATH_NONE = 0, SA_PATH_RAW, SA_PATH_OSIP, SA_PATH_ESSENTIAL };
+
+struct sa_arena;
+
+/* The validated view of one message, complete whichever parser read it.
+ * Strings are NUL-terminated, owned by the view (sa_msg_free). */
 struct sa_msg {
-	osip_message_t *osip;
 	const char *buf;            /* the raw bytes, not owned */
 	size_t len;
 	const char *body;
 	size_t body_len;
+	enum sa_msg_path path;
+	/* a response whose full parse failed: relayed on its essentials
+	 * (status, top Via branch, tags, Call-ID, CSeq); lists left empty */
+	bool partial;
 	bool request;
 	enum sa_method method;      /* requests: the method; responses: the CSeq method */
 	const char *method_name;    /* as received */
 	int status;                 /* responses */
+	struct sa_uri ruri;         /* requests */
+	const char *ruri_scheme;    /* shorthands of ruri */
+	const char *ruri_host;
+	const char *ruri_user;
 	const char *call_id;        /* the whole Call-ID, word@host */
 	char call_id_buf[SA_SIP_MAX_CALL_ID + 1];
 	unsigned long cseq;
 	const char *cseq_method;
-	const char *from_tag;       /* NULL when absent */
+	struct sa_addr from, to;
+	const char *from_tag;       /* from.tag, to.tag: NULL when absent */
 	const char *to_tag;
 	const char *branch;         /* top Via branch, NULL when absent */
 	const char *via_host;       /* top Via sent-by */
 	int via_port;               /* 0 when absent */
 	const char *via_transport;  /* "UDP", "TCP", "TLS" */
 	bool via_rport;             /* rport present in top Via */
+	const char *via_received;   /* NULL when absent */
+	unsigned nvias;             /* Via values in all */
 	int max_forwards;           /* -1 when absent */
-	const char *ruri_scheme;
-	const char *ruri_host;
-	const char *ruri_user;
+	long expires;               /* the Expires header: -1 when absent, -2 when not a number */
+	const char *content_type;   /* NULL when absent */
+	struct sa_addr *contacts;   /* in order; a "*" Contact is contact_star instead */
+	unsigned ncontacts;
+	bool contact_star;
+	struct sa_addr *routes;
+	unsigned nroutes;
+	struct sa_addr *record_routes;
+	unsigned nrecord_routes;
+	struct sa_cred *creds;      /* Authorization values, then Proxy-Authorization values */
+	unsigned ncreds;
+	struct sa_arena *arena;     /* what does not fit mem */
+	char *mem;                  /* the view's strings and lists: inline_mem, mostly */
+	size_t mem_used, mem_cap;
 	size_t start_line_len;      /* the first line, without CRLF */
-	struct {                    /* fields read from the raw lines (responses, simple requests) */
-		char branch[128];
-		char from_tag[128];
-		char to_tag[128];
-		char cseq_method[32];
-		char method[32];
-		char via_host[128];
-		char via_transport[8];
-		osip_uri_t *ruri;       /* the Request-URI, parsed on its own */
-		osip_route_t *routes[4];   /* the Route values, each parsed on its own */
-		int nroutes;
-	} raw;
-	struct sa_hdr hdr[SA_SIP_MAX_HEADERS];
 	unsigned nhdr;
+	struct sa_hdr hdr[SA_SIP_MAX_HEADERS];   /* entries past nhdr are not cleared */
+	_Alignas(8) char inline_mem[2048];       /* nor is this */
 };
 
 /* Why a message was refused at the edge: the SIP status to answer with
@@ -95,25 +144,32 @@ void sa_sipmsg_init(void);
  * keep-alives are reported in *skip and are not part of the length. */
 long sa_sip_frame(const char *buf, size_t len, size_t *skip);
 
-/* Parse and validate buf. 0 on success, -1 with err filled otherwise; in
- * both cases release with sa_msg_free. After a failure the raw header index
- * may still be good enough for sa_msg_response (m->nhdr > 0). stream: the
- * message came on TCP/TLS, so Content-Length is required. */
+/* Parse and validate buf into the complete view. 0 on success, -1 with
+ * err filled otherwise; in both cases release with sa_msg_free. After a
+ * failure the raw header index may still be good enough for
+ * sa_msg_response (m->nhdr > 0). stream: the message came on TCP/TLS, so
+ * Content-Length is required. */
 int sa_msg_parse(struct sa_msg *m, const char *buf, size_t len, bool stream, struct sa_msg_error *err);
+/* The same with one parser only (tests compare the two): SA_PATH_RAW fails
+ * with err->status 0 where the raw reader declines; SA_PATH_OSIP always
+ * uses libosip2. */
+int sa_msg_parse_path(struct sa_msg *m, const char *buf, size_t len, bool stream, enum sa_msg_path path,
+                      struct sa_msg_error *err);
 void sa_msg_free(struct sa_msg *m);
-/* Responses, and requests without credentials, are read from their raw
- * lines (a few values, such as Routes, parsed one by one); the parsed form of
- * the whole message (m->osip) is made on demand by this. 0, or -1 with err. */
-int sa_msg_full(struct sa_msg *m, struct sa_msg_error *err);
-/* Only index the raw lines (no osip parse): for messages we wrote ourselves. */
+/* The first field in which two views differ ("contacts[1].uri.host"), NULL
+ * when none does: for tests and fuzzers. */
+const char *sa_msg_view_diff(const struct sa_msg *a, const struct sa_msg *b);
+/* Only index the raw lines (no view): for messages we wrote ourselves.
+ * Allocates nothing. */
 int sa_msg_scan(struct sa_msg *m, const char *buf, size_t len, struct sa_msg_error *err);
 /* Length of the first comma-separated value of a header value, honouring
  * quoted strings and <...>. */
 size_t sa_hdr_first_value_len(const char *v, size_t vlen);
 
-/* The n-th Route's URI and the Request-URI, however the message was read. */
-osip_uri_t *sa_msg_route_uri(const struct sa_msg *m, int n);
-osip_uri_t *sa_msg_ruri(const struct sa_msg *m);
+/* Parse one URI (a digest uri, a stored contact) as the view does. The
+ * strings live in buf (cap bytes); 0, or -1 when it is not a URI or does
+ * not fit. */
+int sa_uri_parse(const char *s, size_t n, struct sa_uri *u, char *buf, size_t cap);
 
 /* The n-th header of a kind, or NULL. */
 const struct sa_hdr *sa_msg_header(const struct sa_msg *m, enum sa_hdr_kind kind, unsigned n);

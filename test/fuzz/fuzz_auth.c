@@ -108,13 +108,9 @@ static char *expand(const uint8_t *data, size_t size, char n[4][SA_NONCE_LEN + 1
 	return out;
 }
 
-static void unq(const char *v, char *out, size_t cap)
+static void cpy(const char *v, char *out, size_t cap)
 {
 	size_t n = v ? strlen(v) : 0;
-	if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
-		v++;
-		n -= 2;
-	}
 	if (n >= cap)
 		n = cap - 1;
 	memcpy(out, v ? v : "", n);
@@ -124,21 +120,20 @@ static void unq(const char *v, char *out, size_t cap)
 /* The right response for m's credentials for our realm, as a client knowing the password computes it. */
 static int right_response(const struct sa_msg *m, char out[SA_DIGEST_HEX_MAX])
 {
-	if (!m->osip)
-		return -1;   /* read from raw lines: it carries no credentials */
-	const osip_list_t *l = m->method == SA_M_REGISTER ? &m->osip->authorizations : &m->osip->proxy_authorizations;
-	for (int i = 0; i < osip_list_size(l); i++) {
-		osip_authorization_t *az = osip_list_get(l, i);
+	for (unsigned i = 0; i < m->ncreds; i++) {
+		const struct sa_cred *az = &m->creds[i];
 		char realm[SA_REALM_MAX], alg[32], uri[512], nonce[128], nc[32], cnonce[256], qop[32];
-		unq(az->realm, realm, sizeof(realm));
+		if (az->proxy != (m->method != SA_M_REGISTER))
+			continue;
+		cpy(az->realm, realm, sizeof(realm));
 		if (strcasecmp(realm, fx.realm) != 0)
 			continue;
-		unq(az->algorithm ? az->algorithm : "MD5", alg, sizeof(alg));
-		unq(az->uri, uri, sizeof(uri));
-		unq(az->nonce, nonce, sizeof(nonce));
-		unq(az->nonce_count, nc, sizeof(nc));
-		unq(az->cnonce, cnonce, sizeof(cnonce));
-		unq(az->message_qop, qop, sizeof(qop));
+		cpy(az->algorithm ? az->algorithm : "MD5", alg, sizeof(alg));
+		cpy(az->uri, uri, sizeof(uri));
+		cpy(az->nonce, nonce, sizeof(nonce));
+		cpy(az->nc, nc, sizeof(nc));
+		cpy(az->cnonce, cnonce, sizeof(cnonce));
+		cpy(az->qop, qop, sizeof(qop));
 		struct sa_digest_params p = { .method = m->method_name, .uri = uri, .nonce = nonce,
 		                              .nc = nc, .cnonce = cnonce, .qop = qop[0] ? qop : NULL };
 		if (sa_digest_alg_parse(alg, strlen(alg), &p.alg, &p.sess) < 0)

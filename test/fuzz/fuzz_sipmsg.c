@@ -83,6 +83,21 @@ static void relay(const struct sa_msg *m)
 	free(out);
 }
 
+/* The raw parser, where it reads a message at all, must give libosip2's
+ * verdict and view (test/unit/test_sipmsg_view.c does it on the corpus). */
+static void same_view(const char *buf, size_t size, bool stream)
+{
+	struct sa_msg r, o;
+	struct sa_msg_error er = { 0 }, eo = { 0 };
+	int rr = sa_msg_parse_path(&r, buf, size, stream, SA_PATH_RAW, &er);
+	int ro = sa_msg_parse_path(&o, buf, size, stream, SA_PATH_OSIP, &eo);
+	bool declined = rr < 0 && er.status == 0;
+	if (!declined && (rr != ro || (rr < 0 && er.status != eo.status) || (rr == 0 && sa_msg_view_diff(&r, &o))))
+		abort();
+	sa_msg_free(&r);
+	sa_msg_free(&o);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static int ready;
@@ -103,6 +118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int stream = 0; stream < 2; stream++) {
 		struct sa_msg m;
 		struct sa_msg_error err = { 0 };
+		same_view(buf, size, stream);
 		if (sa_msg_parse(&m, buf, size, stream, &err) < 0) {
 			if (m.nhdr > 0 && err.status)
 				answer(&m, err.status, true);

@@ -1,5 +1,6 @@
 /* test_txn.c: timer outcomes one by one (RFC 3261 §17.1, RFC 4320), random branches, and the per-source budget. */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
