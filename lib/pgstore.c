@@ -112,8 +112,22 @@ static const char schema_v3[] =
 	"    OR OLD.registered_at IS DISTINCT FROM NEW.registered_at)"
 	"  EXECUTE FUNCTION sipauthd_log_change();";
 
+/*
+ * Schema 4: the calls in progress of the fleet, for the API's calls list.
+ * Each node writes its own rows alone (after its heartbeat, the difference
+ * from what it wrote last; after each connect it replaces them all), so no
+ * change log and no trigger: nothing on the call's path reads this table.
+ * A trunk's calls can share a Call-ID (the two legs of a call between two
+ * trunks), hence the trunk in the key.
+ */
+static const char schema_v4[] =
+	"CREATE TABLE calls (node text NOT NULL, trunk_id text NOT NULL, call_id text NOT NULL,"
+	"  credential_id text NOT NULL DEFAULT '', inbound boolean NOT NULL, confirmed boolean NOT NULL,"
+	"  started_at bigint NOT NULL, PRIMARY KEY (node, trunk_id, call_id));"
+	"CREATE INDEX calls_by_trunk ON calls (trunk_id, call_id);";
+
 /* Upgrades: upgrades[v] takes schema v to v + 1. */
-static const char *const upgrades[SA_PG_SCHEMA_VERSION] = { NULL, schema_v2, schema_v3 };
+static const char *const upgrades[SA_PG_SCHEMA_VERSION] = { NULL, schema_v2, schema_v3, schema_v4 };
 
 #define SA_PG_NONCE_KEY_KEEP_TEXT "3600"   /* SA_PG_NONCE_KEY_KEEP in SQL */
 
@@ -182,6 +196,25 @@ const char sa_pg_heartbeat_sql[] =
 	" (SELECT coalesce(json_agg(json_build_array(name, address, heartbeat_ms)), '[]') FROM nodes"
 	"   WHERE name <> $1 AND heartbeat_at >= extract(epoch FROM now())::bigint - 60)::text,"
 	" " DB_NOW_MS " FROM beat";
+
+/* The fleet's calls list. The node's calls that ended ($2, a JSON array of
+ * {trunk_id, call_id}) go, those that started or changed ($3, rows without
+ * the node) are written; on the way, the rows of nodes silent for a minute
+ * go (a node that stopped for good: its calls are not listed anyway once it
+ * is 4 s silent). The three parts touch different rows. */
+const char sa_pg_calls_push_sql[] =
+	"WITH gone AS (DELETE FROM calls c USING json_to_recordset($2::json) AS d(trunk_id text, call_id text)"
+	"   WHERE c.node = $1 AND c.trunk_id = d.trunk_id AND c.call_id = d.call_id),"
+	" swept AS (DELETE FROM calls c WHERE c.node <> $1 AND NOT EXISTS (SELECT 1 FROM nodes n"
+	"   WHERE n.name = c.node AND n.heartbeat_ms >= " DB_NOW_MS " - 60000))"
+	" INSERT INTO calls AS c (node, trunk_id, call_id, credential_id, inbound, confirmed, started_at)"
+	" SELECT $1, r.trunk_id, r.call_id, coalesce(r.credential_id, ''), r.inbound, r.confirmed, r.started_at"
+	"  FROM json_to_recordset($3::json) AS r(trunk_id text, call_id text, credential_id text, inbound boolean,"
+	"  confirmed boolean, started_at bigint)"
+	" ON CONFLICT (node, trunk_id, call_id) DO UPDATE SET credential_id = EXCLUDED.credential_id,"
+	"  inbound = EXCLUDED.inbound, confirmed = EXCLUDED.confirmed, started_at = EXCLUDED.started_at";
+
+const char sa_pg_calls_wipe_sql[] = "DELETE FROM calls WHERE node = $1";
 
 /* The owner's bindings of some credentials, as they are now. $1 the node,
  * $2 its bindings of those credentials (a JSON array of registrations
@@ -1192,6 +1225,32 @@ int sa_pg_registration_list_trunk(struct sa_pg *pg, const char *trunk_id, int64_
 	}
 	PQclear(r);
 	return rc;
+}
+
+/* ---- calls ---- */
+
+/* A trunk's calls held by nodes that beat within 4 s (as registrations), by Call-ID. */
+int sa_pg_calls_list_trunk(struct sa_pg *pg, const char *trunk_id, sa_pg_call_cb cb, void *arg)
+{
+	const char *params[] = { trunk_id };
+	PGresult *r;
+	int rc = exec(pg, "SELECT c.node, c.call_id, c.credential_id, c.inbound, c.confirmed, c.started_at FROM calls c"
+	                  " JOIN nodes n ON n.name = c.node WHERE c.trunk_id = $1"
+	                  " AND n.heartbeat_ms >= " DB_NOW_MS " - 4000"
+	                  " ORDER BY c.call_id COLLATE \"C\", c.node COLLATE \"C\"", 1, params, &r);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	for (int i = 0; i < PQntuples(r); i++) {
+		struct sa_pg_call c = { .node = PQgetvalue(r, i, 0), .call_id = PQgetvalue(r, i, 1),
+		                        .cred_id = PQgetvalue(r, i, 2), .inbound = PQgetvalue(r, i, 3)[0] == 't',
+		                        .confirmed = PQgetvalue(r, i, 4)[0] == 't',
+		                        .started_at = strtoll(PQgetvalue(r, i, 5), NULL, 10) };
+		if (cb(&c, arg) != 0)
+			break;
+	}
+	PQclear(r);
+	return SA_STORE_OK;
 }
 
 /* ---- nonce keys ---- */

@@ -24,7 +24,7 @@
 
 #include "store.h"
 
-#define SA_PG_SCHEMA_VERSION 3
+#define SA_PG_SCHEMA_VERSION 4
 #define SA_PG_CHANNEL "sipauthd_changes"   /* NOTIFY payload: the new sequence */
 
 struct sa_pg;
@@ -113,6 +113,24 @@ typedef int (*sa_pg_authfail_cb)(const struct sa_authfail *f, uint64_t id, const
  * at >= since, id < before_id (UINT64_MAX: from the newest), at most limit. */
 int sa_pg_authfail_page(struct sa_pg *pg, const char *trunk_id, int64_t since, uint64_t before_id, unsigned limit,
                         sa_pg_authfail_cb cb, void *arg);
+
+/* ---- the fleet's calls in progress (schema 4) ----
+ * Each node writes its own calls (daemon/cluster.c, after its heartbeat);
+ * the API of every node lists a trunk's from here, each with its node. */
+/* $1 node, $2 its calls that ended (JSON array of {trunk_id, call_id}),
+ * $3 its calls that started or changed (JSON array of {trunk_id, call_id,
+ * credential_id, inbound, confirmed, started_at}). */
+extern const char sa_pg_calls_push_sql[];
+/* $1 node: its rows go (after a connect, before it writes them all again). */
+extern const char sa_pg_calls_wipe_sql[];
+struct sa_pg_call {
+	const char *node, *call_id, *cred_id;   /* cred_id "": none (a trunk by address) */
+	bool inbound, confirmed;
+	int64_t started_at;
+};
+typedef int (*sa_pg_call_cb)(const struct sa_pg_call *c, void *arg);
+/* A trunk's calls held by live nodes (a beat within 4 s), ordered by Call-ID. */
+int sa_pg_calls_list_trunk(struct sa_pg *pg, const char *trunk_id, sa_pg_call_cb cb, void *arg);
 
 /* ---- the change feed (daemon/cluster.c sends these asynchronously) ----
  * Both answer rows of (seq, kind, op, payload, at_ms), the first one the
