@@ -60,6 +60,21 @@
 #define FAIL_BATCHES 4           /* ... and queries per tick: 2000 a second, the feed's look waits no longer */
 #define FAIL_KEEP 1000           /* per node and trunk in the fleet's log: as the local log keeps */
 #define FAIL_PRUNE_MS 60000      /* how often a node trims its records there */
+#define CALLS_PUSH_MAX 2000      /* calls started, changed or ended written per tick */
+
+/* A call as this node wrote it to the fleet's calls table. */
+struct call_row {
+	char call_id[128];
+	char trunk_id[SA_ID_MAX];
+	char cred_id[SA_ID_MAX];
+	bool inbound, confirmed;
+	int64_t started_at;
+};
+
+struct call_rows {
+	struct call_row *v;
+	size_t n, cap;
+};
 
 /*
  * After each heartbeat, chained on the same connection (one query at a time):
@@ -70,6 +85,16 @@
  *   failures:   the auth failures queued since, FAIL_BATCH per query and at
  *               most FAIL_BATCHES queries; once a minute the node's records
  *               past FAIL_KEEP per trunk go
+ *   calls:      the difference between the node's calls now and what it
+ *               wrote last (CALLS_PUSH_MAX rows per tick); after each
+ *               connect, its rows are deleted first and all written again
+ *
+ * The calls are compared, not queued as starts and ends: nothing is added
+ * to the SIP path (not even a queue slot), nothing can be lost (a queue
+ * full or a push lost only delays the next comparison), and the table
+ * converges after the database was away without a second mechanism. The
+ * comparison walks the call table once a second on the loop: bounded by
+ * [proxy] max_calls, about a millisecond for ten thousand calls.
  *
  * The keys come with the heartbeat rather than through the change log so
  * that their secrets never enter change_log (which every node reads and
@@ -79,13 +104,14 @@
 
 enum conn_state { CS_DOWN, CS_CONNECTING, CS_UP, CS_REFUSED };
 enum step { ST_IDLE, ST_HELLO, ST_CHANGES, ST_SNAPSHOT, ST_HEARTBEAT, ST_APPLYING, ST_NONCE_KEYS, ST_NONCE_FIRST,
-             ST_FAIL_PUSH, ST_FAIL_PRUNE, ST_REG_LOAD, ST_REG_PUT };
+             ST_FAIL_PUSH, ST_FAIL_PRUNE, ST_REG_LOAD, ST_REG_PUT, ST_CALLS_WIPE, ST_CALLS_PUSH };
 
 static const char *const step_names[] = {
 	[ST_IDLE] = "idle", [ST_HELLO] = "hello", [ST_CHANGES] = "changes", [ST_SNAPSHOT] = "snapshot",
 	[ST_HEARTBEAT] = "heartbeat", [ST_APPLYING] = "applying", [ST_NONCE_KEYS] = "nonce_keys",
 	[ST_NONCE_FIRST] = "nonce_key_first", [ST_FAIL_PUSH] = "failures_push", [ST_FAIL_PRUNE] = "failures_prune",
-	[ST_REG_LOAD] = "registrations_load", [ST_REG_PUT] = "registrations_write",
+	[ST_REG_LOAD] = "registrations_load", [ST_REG_PUT] = "registrations_write", [ST_CALLS_WIPE] = "calls_wipe",
+	[ST_CALLS_PUSH] = "calls_push",
 };
 
 /*
@@ -177,6 +203,10 @@ struct sa_cluster {
 	unsigned ndirty;
 	unsigned put_count;          /* credentials in the write in flight (kept until it is answered) */
 	bool dirty_dropped;          /* logged once until the set empties */
+	/* calls */
+	bool calls_wiped;            /* since the connect, our rows were deleted: written is what the table has */
+	struct call_rows written;    /* sorted by trunk and Call-ID */
+	struct call_rows sending;    /* what written becomes when the push in flight is answered */
 };
 
 static void look(struct sa_cluster *c);
@@ -240,6 +270,7 @@ static void down(struct sa_cluster *c, const char *msg, enum conn_state to)
 	if (c->step != ST_APPLYING)
 		c->step = ST_IDLE;
 	c->put_count = 0;   /* a write in flight is sent again after the next connect */
+	c->calls_wiped = false;   /* the next connect writes the calls again */
 }
 
 static void io_cb(evutil_socket_t fd, short what, void *arg);
@@ -848,6 +879,162 @@ static void failures_prune(struct sa_cluster *c)
 	send_query(c, ST_FAIL_PRUNE, sa_pg_authfail_prune_sql, 2, params);
 }
 
+/* ---- the fleet's calls list ---- */
+
+static int call_row_cmp(const void *x, const void *y)
+{
+	const struct call_row *a = x, *b = y;
+	int d = strcmp(a->trunk_id, b->trunk_id);
+	return d != 0 ? d : strcmp(a->call_id, b->call_id);
+}
+
+static bool call_row_same(const struct call_row *a, const struct call_row *b)
+{
+	/* a ringing call's start is estimated anew at each walk: not a change */
+	return a->inbound == b->inbound && a->confirmed == b->confirmed && strcmp(a->cred_id, b->cred_id) == 0;
+}
+
+static int rows_add(struct call_rows *rs, const struct call_row *r)
+{
+	if (rs->n == rs->cap) {
+		size_t cap = rs->cap ? 2 * rs->cap : 256;
+		struct call_row *v = realloc(rs->v, cap * sizeof(*v));
+		if (v == NULL)
+			return -1;
+		rs->v = v;
+		rs->cap = cap;
+	}
+	rs->v[rs->n++] = *r;
+	return 0;
+}
+
+struct calls_walk {
+	struct call_rows now;
+	bool failed;
+};
+
+static void call_walk_cb(const struct sa_call_info *ci, void *arg)
+{
+	struct calls_walk *w = arg;
+	struct call_row r = { .inbound = ci->inbound, .confirmed = ci->confirmed, .started_at = ci->started_at };
+
+	/* a Call-ID or id too long for the row is not listed rather than cut */
+	if ((size_t)snprintf(r.call_id, sizeof(r.call_id), "%s", ci->call_id) >= sizeof(r.call_id) ||
+	    (size_t)snprintf(r.trunk_id, sizeof(r.trunk_id), "%s", ci->trunk_id) >= sizeof(r.trunk_id) ||
+	    (size_t)snprintf(r.cred_id, sizeof(r.cred_id), "%s", ci->cred_id ? ci->cred_id : "") >= sizeof(r.cred_id))
+		return;
+	w->failed |= rows_add(&w->now, &r) < 0;
+}
+
+static json_t *call_row_json(const struct call_row *r)
+{
+	return json_pack("{s:s,s:s,s:s,s:b,s:b,s:I}", "trunk_id", r->trunk_id, "call_id", r->call_id, "credential_id",
+	                 r->cred_id, "inbound", r->inbound, "confirmed", r->confirmed, "started_at",
+	                 (json_int_t)r->started_at);
+}
+
+/* Merges what was written with the calls now (both sorted) into c->sending,
+ * collecting what to delete and to write, at most CALLS_PUSH_MAX: past that,
+ * sending keeps what was written, for the next tick. */
+static int calls_diff(struct sa_cluster *c, const struct call_rows *now, json_t *gone, json_t *put)
+{
+	const struct call_rows *old = &c->written;
+	size_t i = 0, j = 0, budget = CALLS_PUSH_MAX;
+	int rc = 0;
+
+	c->sending.n = 0;
+	while (rc == 0 && (i < old->n || j < now->n)) {
+		int d = i == old->n ? 1 : j == now->n ? -1 : call_row_cmp(&old->v[i], &now->v[j]);
+		if (d == 0 && call_row_same(&old->v[i], &now->v[j])) {
+			rc = rows_add(&c->sending, &old->v[i]);
+		} else if (budget == 0) {
+			if (d <= 0)
+				rc = rows_add(&c->sending, &old->v[i]);
+		} else if (d < 0) {
+			budget--;
+			rc = json_array_append_new(gone, json_pack("{s:s,s:s}", "trunk_id", old->v[i].trunk_id, "call_id",
+			                                           old->v[i].call_id));
+		} else {
+			budget--;
+			rc = json_array_append_new(put, call_row_json(&now->v[j]));
+			if (rc == 0)
+				rc = rows_add(&c->sending, &now->v[j]);
+		}
+		i += d <= 0;
+		j += d >= 0;
+	}
+	return rc;
+}
+
+/* The calls now, sorted, one row per trunk and Call-ID. */
+static int calls_now(struct sa_cluster *c, struct calls_walk *w)
+{
+	sa_sip_calls_each(c->srv, NULL, call_walk_cb, w);
+	if (w->failed)
+		return -1;
+	if (w->now.n == 0)
+		return 0;
+	qsort(w->now.v, w->now.n, sizeof(*w->now.v), call_row_cmp);
+	size_t k = 0;
+	for (size_t i = 0; i < w->now.n; i++)
+		if (k == 0 || call_row_cmp(&w->now.v[k - 1], &w->now.v[i]) != 0)
+			w->now.v[k++] = w->now.v[i];
+		else if (w->now.v[i].confirmed)   /* a call answered and a transaction still ringing: the call */
+			w->now.v[k - 1] = w->now.v[i];
+	w->now.n = k;
+	return 0;
+}
+
+/* What changed since the last push, in one statement; false: nothing to send. */
+static bool calls_push(struct sa_cluster *c)
+{
+	struct calls_walk w = { .failed = false };
+	json_t *gone = json_array(), *put = json_array();
+	char *gone_text = NULL, *put_text = NULL;
+	bool sent = false;
+
+	if (gone != NULL && put != NULL && calls_now(c, &w) == 0 && calls_diff(c, &w.now, gone, put) == 0 &&
+	    json_array_size(gone) + json_array_size(put) > 0) {
+		gone_text = json_dumps(gone, JSON_COMPACT);
+		put_text = json_dumps(put, JSON_COMPACT);
+	}
+	if (gone_text != NULL && put_text != NULL) {
+		const char *params[] = { c->srv->cfg.cluster_node, gone_text, put_text };
+		log_debug("event=cluster_calls_push node=%s ended=%zu written=%zu", c->srv->cfg.cluster_node,
+		          json_array_size(gone), json_array_size(put));
+		c->stats.calls_pushed += json_array_size(gone) + json_array_size(put);
+		send_query(c, ST_CALLS_PUSH, sa_pg_calls_push_sql, 3, params);
+		sent = c->step == ST_CALLS_PUSH;
+	}
+	free(gone_text);
+	free(put_text);
+	json_decref(gone);
+	json_decref(put);
+	free(w.now.v);
+	return sent;
+}
+
+/* After a connect: this node's rows go, then all its calls are written. */
+static void calls_wipe(struct sa_cluster *c)
+{
+	const char *params[] = { c->srv->cfg.cluster_node };
+
+	send_query(c, ST_CALLS_WIPE, sa_pg_calls_wipe_sql, 1, params);
+}
+
+static void calls_result(struct sa_cluster *c)
+{
+	struct call_rows t = c->written;
+
+	if (c->step == ST_CALLS_WIPE) {
+		c->written.n = 0;
+		c->calls_wiped = true;
+		return;
+	}
+	c->written = c->sending;   /* the push is in the table */
+	c->sending = t;
+}
+
 /* After the heartbeat, what else the tick has to say; false: nothing. */
 static bool after_heartbeat(struct sa_cluster *c, enum step done)
 {
@@ -870,7 +1057,15 @@ static bool after_heartbeat(struct sa_cluster *c, enum step done)
 			failures_prune(c);
 			return true;
 		}
-		return false;
+		/* fall through */
+	case ST_FAIL_PRUNE:
+		if (!c->calls_wiped) {
+			calls_wipe(c);
+			return true;
+		}
+		return calls_push(c);
+	case ST_CALLS_WIPE:
+		return c->calls_wiped && calls_push(c);   /* a wipe refused: again at the next tick */
 	default:
 		return false;
 	}
@@ -882,6 +1077,8 @@ static void result(struct sa_cluster *c, PGresult *r)
 
 	if (s == PGRES_TUPLES_OK && c->step == ST_NONCE_KEYS)
 		nonce_keys_result(c, r);
+	else if (s == PGRES_COMMAND_OK && (c->step == ST_CALLS_WIPE || c->step == ST_CALLS_PUSH))
+		calls_result(c);
 	else if (s == PGRES_COMMAND_OK && c->step == ST_FAIL_PUSH) {
 		c->stats.failures_pushed += c->fail_sent;
 		c->fail_sent = 0;
@@ -905,6 +1102,8 @@ static void result(struct sa_cluster *c, PGresult *r)
 			c->stats.failures_lost += c->fail_sent;
 			c->fail_sent = 0;
 		}
+		if (c->step == ST_CALLS_PUSH)
+			c->calls_wiped = false;   /* what the table has is unknown: all again at the next tick */
 		log_err("event=cluster_query_failed node=%s step=%s error=\"%s\"", c->srv->cfg.cluster_node,
 		        step_names[c->step], sa_log_quote(one_line(msg ? msg : "error", line, sizeof(line)), q, sizeof(q)));
 	}
@@ -1359,6 +1558,8 @@ void sa_cluster_stop(struct sa_cluster *c)
 	remote_clear(c);
 	free(c->dirty);
 	free(c->fails);
+	free(c->written.v);
+	free(c->sending.v);
 	free(c);
 }
 

@@ -298,5 +298,8 @@ int sa_metrics_fleet_render(const struct sa_metrics_fleet *f, char **buf, size_t
 	             "the node's own log has them.", f->failures_lost);
 	rc |= family(buf, len, "sipauthd_cluster_auth_failures_queued", "gauge",
 	             "Auth failures waiting to be written to the fleet's log.", f->failures_queued);
+	rc |= family(buf, len, "sipauthd_cluster_calls_pushed_total", "counter",
+	             "Calls started, changed or ended written to the fleet's calls list (after each connect: all).",
+	             f->calls_pushed);
 	return rc;
 }

@@ -104,6 +104,7 @@ struct sa_metrics_fleet {
 	uint64_t failures_pushed;        /* auth failures written to the fleet's log */
 	uint64_t failures_lost;          /* ... dropped: the queue was full, or the database away when sent */
 	uint64_t failures_queued;        /* gauge: waiting to be pushed */
+	uint64_t calls_pushed;           /* calls started, changed or ended written to the fleet's calls table */
 };
 /* Appends the sipauthd_cluster_* families to *buf. 0 or -1. */
 int sa_metrics_fleet_render(const struct sa_metrics_fleet *f, char **buf, size_t *len);
