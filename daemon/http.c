@@ -404,8 +404,8 @@ static void api_serve(struct exchange *x, const char *query)
 		goto out;
 	if (len > x->h->srv->cfg.api_max_body)
 		api_too_large(x);
-	else if (w == NULL || sa_api_reads_calls(x->path))
-		api_serve_here(x, query, authz, body, len);
+	else if (w == NULL || (sa_api_reads_calls(x->path) && x->h->srv->cfg.cluster_database[0] == '\0'))
+		api_serve_here(x, query, authz, body, len);   /* fleet mode: the calls are the database's */
 	else if (database_away(x))
 		api_database_away(x);
 	else

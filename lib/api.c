@@ -22,8 +22,8 @@
 #ifdef HAVE_LIBPQ
 #include "pgstore.h"
 /* Fleet mode: trunks, policies and credentials are the database's (ctx->pg);
- * so are registrations (each with its owning node). Keys, failures, calls and
- * idempotency stay the node's. */
+ * so are registrations, failures and calls in progress (each with its node).
+ * Keys and idempotency stay the node's. */
 #define SOR(ctx, pgcall, stcall) ((ctx)->pg != NULL ? (pgcall) : (stcall))
 #else
 #define SOR(ctx, pgcall, stcall) (stcall)
@@ -956,6 +956,22 @@ static int call_cmp(const void *a, const void *b)
 	return strcmp(item_id(a), item_id(b));
 }
 
+#ifdef HAVE_LIBPQ
+/* Fleet mode: a call of the fleet's calls table, with the node that holds it. */
+static int fleet_call_cb(const struct sa_pg_call *pc, void *arg)
+{
+	struct listing *l = arg;
+	struct sa_api_call c = { .call_id = pc->call_id, .cred_id = pc->cred_id, .inbound = pc->inbound,
+	                         .confirmed = pc->confirmed, .started_at = pc->started_at };
+	size_t n = json_array_size(l->data);
+
+	call_cb(&c, l);
+	if (!l->failed && json_object_set_new(json_array_get(l->data, n), "node", json_string(pc->node)) < 0)
+		l->failed = true;
+	return l->failed ? 1 : 0;
+}
+#endif
+
 /* The call table is in memory and bounded ([proxy] max_calls): the calls
  * are ordered by Call-ID, which a page can start after even when that call
  * has ended since. */
@@ -986,6 +1002,12 @@ static void calls_list(const struct sa_api_ctx *ctx, const struct sa_api_request
 	struct sa_trunk_policy p;
 	int err = sa_store_trunk_policy_get(ctx->store, t->trunk, &p);
 
+#ifdef HAVE_LIBPQ
+	/* fleet mode: every node's calls, from the database (each with its node);
+	 * the policy is the mirror's, as the SIP path enforces it */
+	if (ctx->pg != NULL && err == SA_STORE_OK && all.data != NULL)
+		err = sa_pg_calls_list_trunk(ctx->pg, t->trunk, fleet_call_cb, &all);
+#endif
 	if (ctx->calls_each && err == SA_STORE_OK && all.data != NULL)
 		ctx->calls_each(ctx->calls_owner, t->trunk, call_cb, &all);
 	if (err != SA_STORE_OK || all.failed || all.data == NULL || l.data == NULL ||
