@@ -2,7 +2,8 @@
 # with its own store) on a real PostgreSQL 15, the gateway stand-in (sipp) on 127.0.0.90, PBXs
 # (sipp) on 127.0.0.1. GET .../calls at either node lists the calls of both, each with the node that
 # holds it; the calls' end empties both lists; a node killed with -9 has its call dropped from the
-# other node's list once its heartbeat is older than the liveness limit (4 s).
+# other node's list once its heartbeat is older than the liveness limit (4 s); a call set up while
+# the database is away is listed once it is back; init upgrades a schema 3 database.
 . "$top_srcdir/test/lib.sh"
 . "$top_srcdir/test/pg_lib.sh"
 
@@ -12,6 +13,19 @@ need sipp
 
 PW=secure_password_here_123
 fleet_db_setup || { fail "the fleet database"; finish; }
+# a schema 3 database (as before this version) is upgraded by init: calls added, nothing else touched
+psql_q "DROP TABLE calls; UPDATE schema_version SET version = 3" >/dev/null
+n0=$(psql_q "SELECT count(*) FROM credentials")
+ctl_db init --domain sip.tryvox.io >"$T/upgrade.out" 2>&1
+assert_eq "init on schema 3: exit 0" 0 $?
+assert_eq "... the schema is 4, with the calls table" "4 t" \
+	"$(psql_q "SELECT version FROM schema_version") $(psql_q "SELECT to_regclass('calls') IS NOT NULL")"
+assert_eq "... the accounts, trunks and keys are as they were" "$n0 1 1" \
+	"$(psql_q "SELECT count(*) FROM credentials") $(psql_q "SELECT count(*) FROM trunks") $(psql_q "SELECT count(*) FROM api_keys")"
+# README: the grants again after the upgrade (the role is there already)
+sed -n '/^CREATE ROLE sipauthd_node LOGIN;$/,/^SQL$/p' "$top_srcdir/README.md" | sed '1d;$d' >"$T/grants.sql"
+psql -X -q "$DB" -v ON_ERROR_STOP=1 -f "$T/grants.sql" >/dev/null
+assert_eq "README's grants run again after the upgrade" 0 $?
 GW_ADDR=127.0.0.90
 GW_PORT=$(free_port $GW_ADDR)
 # a row node A left behind in an earlier life: its first connect replaces its rows
@@ -127,6 +141,23 @@ assert_eq "node A's PBX got its BYE" 0 $?
 assert_eq "node A lists no call" "|0" "$(listing_is A "|0" >/dev/null; API_UNCHECKED=1 listing A)"
 kill "$2" "$GW_SIPP" 2>/dev/null
 wait "$2" "$GW_SIPP" 2>/dev/null
+# ---- 4. a call set up while the database is away is listed once it is back ----
+CR3=$(id_of "$(api A POST /credentials "{\"username\":\"calls-3\",\"password\":\"$PW\"}")")
+wait_for converged A || fail "the third credential did not reach node A's mirror"
+pg_stop
+assert_eq "the database away: GET .../calls answers 503" "error 503" "$(listing A)"
+calls_through calls-3 calls-3 A
+wait_for grep -q "event=call_start.*cred=$CR3" "$T/A.log" || fail "no call through node A while the database is away"
+CA3=$(call_id A "$CR3")
+pg_restart || fail "PostgreSQL did not start again"
+took=$(listing_is A "A:$CA3:$CR3:outbound:confirmed|1")
+echo "node A listed the call made while the database was away $took s after it was back"
+assert_match "... node A lists it within 3 s of the database's return" '^[0-9.]+$' "$took"
+assert_match "DELETE the third credential through node A: 204" "^204" "$(api A DELETE "/credentials/$CR3")"
+wait $PBX_SIPPS
+assert_eq "node A's PBX got its BYE" 0 $?
+wait "$GW_SIPP"
+assert_eq "node A lists no call again" "|0" "$(listing_is A "|0" >/dev/null; API_UNCHECKED=1 listing A)"
 assert_match "sipauthd_cluster_calls_pushed_total counts node A's writes" "^sipauthd_cluster_calls_pushed_total [1-9]" \
 	"$(curl -s "http://$A_ADDR:$A_API_PORT/metrics" | grep '^sipauthd_cluster_calls_pushed_total')"
 nodes_stop A
