@@ -90,8 +90,8 @@ struct call_rows {
  *               connect, its rows are deleted first and all written again
  *
  * The calls are compared, not queued as starts and ends: nothing is added
- * to the SIP path (not even a queue slot), nothing can be lost (a queue
- * full or a push lost only delays the next comparison), and the table
+ * to the SIP path (not even a queue slot), nothing can be lost (a push
+ * that fails makes the next tick write them all again), and the table
  * converges after the database was away without a second mechanism. The
  * comparison walks and sorts the call table once a second on the loop:
  * bounded by [proxy] max_calls (not measured yet at ten thousand calls).
