@@ -112,6 +112,7 @@ GRANT INSERT ON nonce_keys TO sipauthd_node;
 GRANT INSERT, DELETE ON auth_failures TO sipauthd_node;
 GRANT USAGE ON SEQUENCE auth_failures_id_seq TO sipauthd_node;
 GRANT INSERT, UPDATE, DELETE ON registrations TO sipauthd_node;
+GRANT INSERT, UPDATE, DELETE ON idempotency TO sipauthd_node;
 SQL
 	NODE_DB="host=127.0.0.1 port=$PG_PORT user=sipauthd_node dbname=fleet"
 }

@@ -1,0 +1,118 @@
+#!/bin/sh
+# fleet_idempotency.sh: in fleet mode Idempotency-Key answers are the database's, so a client
+# retrying a POST at another node gets the first answer and creates nothing; the same key with
+# another body is 409 at any node; the same key while the first request still runs (at another
+# node) is 409 idempotency_key_in_progress; the database away is 503 with nothing kept; an
+# expired answer is replaced; `init` upgrades a schema 3 database (adding the table).
+. "$top_srcdir/test/lib.sh"
+. "$top_srcdir/test/pg_lib.sh"
+
+fleet_prepare
+need curl
+PW=secure_password_here_123
+fleet_db_setup || { fail "the fleet database"; finish; }
+GW_PORT=$(free_port 127.0.0.2)
+node A 127.0.0.21
+node B 127.0.0.22
+for n in A B; do
+	wait_for grep -q "event=cluster_connected" "$T/$n.log" || { cat "$T/$n.log"; fail "node $n did not connect"; finish; }
+done
+
+# post NODE IDEMPOTENCY-KEY BODY: POST .../credentials at NODE; status in $st, body in $T/body,
+# headers in $T/hdr ($T/body.NODE.N keeps each body)
+post() {
+	eval "_base=http://\$${1}_ADDR:\$${1}_API_PORT"
+	_url="$_base/v1/account/$ACC/trunks/$TRUNK/credentials"
+	st=$(curl -s -o "$T/body" -D "$T/hdr" -w '%{http_code}' -H "Authorization: Bearer $KEY" \
+		${2:+-H "Idempotency-Key: $2"} -H 'Content-Type: application/json' --data-binary "$3" "$_url")
+	api_record POST "$_url" "$st" "$T/body" "$T/hdr"
+}
+hdr() { sed -n "s/^$1: \(.*\)\r$/\1/Ip" "$T/hdr"; }
+code() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["error"]["code"])' "$T/body"; }
+count() { psql_q "SELECT count(*) FROM credentials WHERE trunk_id = '$TRUNK'"; }
+ONE="{\"username\":\"pbx-idem-01\",\"password\":\"$PW\"}"
+
+post A order-7f3a "$ONE"
+assert_eq "at node A the first POST creates: 201, not a replay" "201 " "$st $(hdr Idempotent-Replayed)"
+cp "$T/body" "$T/first"; LOC=$(hdr Location)
+assert_eq "the answer is kept in the database" "1 201" \
+	"$(psql_q "SELECT count(*), max(status) FROM idempotency WHERE account_id = '$ACC'" | tr '|' ' ')"
+assert_eq "what is kept holds no password" 0 "$(psql_q "SELECT count(*) FROM idempotency WHERE body LIKE '%$PW%'")"
+post B order-7f3a "$ONE"
+assert_eq "the retry at node B: 201 again" 201 "$st"
+assert_eq "... the same body, byte for byte" "$(cat "$T/first")" "$(cat "$T/body")"
+assert_eq "... the same Location" "$LOC" "$(hdr Location)"
+assert_eq "... saying it is a replay" true "$(hdr Idempotent-Replayed)"
+assert_eq "one credential in the database, not two" 1 "$(count)"
+assert_eq "node B's list shows one" "200 ['pbx-idem-01']" "$(api B GET /credentials | python3 -c \
+	'import json,sys; st, b = sys.stdin.read().split(" ", 1); print(st, [c["username"] for c in json.loads(b)["data"]])')"
+post B order-7f3a "{\"username\":\"pbx-idem-02\",\"password\":\"$PW\"}"
+assert_eq "the same key with another body at node B: 409 idempotency_key_reused" "409 idempotency_key_reused" \
+	"$st $(code)"
+post A order-7f3a "{\"username\":\"pbx-idem-02\",\"password\":\"$PW\"}"
+assert_eq "... and at node A alike" "409 idempotency_key_reused" "$st $(code)"
+assert_eq "... and nothing was created" 1 "$(count)"
+post B weak-1 "{\"username\":\"pbx-idem-03\",\"password\":\"short\"}"
+cp "$T/body" "$T/weak"
+post A weak-1 "{\"username\":\"pbx-idem-03\",\"password\":\"short\"}"
+assert_eq "a first answer that was 422 (at B) is given again at A" "422 true" "$st $(hdr Idempotent-Replayed)"
+assert_eq "... the same body" "$(cat "$T/weak")" "$(cat "$T/body")"
+post A "" "$ONE"
+assert_eq "without the header the same POST runs: 409 duplicate_username" "409 duplicate_username" "$st $(code)"
+
+# the same key while the first request still runs at another node: its change waits for the
+# change log's lock, held here for 4 s
+psql -X -q "$DB" -c "BEGIN; UPDATE change_seq SET last = last; SELECT pg_sleep(4); ROLLBACK;" >/dev/null 2>&1 &
+LOCKER=$!
+wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(4)%' AND state = 'active' AND pid <> pg_backend_pid()\")\" = 1 ]"
+TWO="{\"username\":\"pbx-idem-04\",\"password\":\"$PW\"}"
+curl -s -o "$T/slow.body" -w '%{http_code}' -H "Authorization: Bearer $KEY" -H "Idempotency-Key: slow-1" \
+	-H 'Content-Type: application/json' --data-binary "$TWO" \
+	"http://$A_ADDR:$A_API_PORT/v1/account/$ACC/trunks/$TRUNK/credentials" >"$T/slow.st" &
+SLOW=$!
+wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO credentials%' AND wait_event_type = 'Lock'\")\" = 1 ]"
+post B slow-1 "$TWO"
+assert_eq "the same key at B while A runs it: 409 idempotency_key_in_progress" "409 idempotency_key_in_progress" \
+	"$st $(code)"
+wait "$SLOW"
+assert_eq "node A's request then completes: 201" 201 "$(cat "$T/slow.st")"
+wait "$LOCKER"
+post B slow-1 "$TWO"
+assert_eq "the retry at B then gets A's answer" "201 true" "$st $(hdr Idempotent-Replayed)"
+assert_eq "... the same body" "$(cat "$T/slow.body")" "$(cat "$T/body")"
+assert_eq "two credentials now" 2 "$(count)"
+
+# an answer older than 24 hours is replaced by the next request with that key
+psql_q "UPDATE idempotency SET created_at = created_at - 86400 WHERE account_id = '$ACC'" >/dev/null
+post B order-7f3a "{\"username\":\"pbx-idem-05\",\"password\":\"$PW\"}"
+assert_eq "an expired key with another body runs: 201, not a replay" "201 " "$st $(hdr Idempotent-Replayed)"
+assert_eq "... and the expired answers of other keys were pruned by that write" 1 \
+	"$(psql_q "SELECT count(*) FROM idempotency WHERE account_id = '$ACC'")"
+
+# the database away: 503, nothing run, nothing kept
+pg_stop
+wait_for grep -q "event=cluster_down" "$T/B.log"
+THREE="{\"username\":\"pbx-idem-06\",\"password\":\"$PW\"}"
+post B away-1 "$THREE"
+assert_eq "database away: a POST with a key is 503 database_unavailable" "503 database_unavailable" "$st $(code)"
+pg_restart || { fail "PostgreSQL restarted"; finish; }
+assert_eq "nothing was created" 3 "$(count)"
+assert_eq "nothing was kept for that key" 0 "$(psql_q "SELECT count(*) FROM idempotency WHERE key_hash = sha256('away-1')")"
+wait_for sh -c "[ \"\$(grep -c event=cluster_connected '$T/A.log')\" = 2 ]"
+for _ in 1 2 3 4 5; do   # the store thread's connection broke with the server: the first use finds out
+	post A away-1 "$THREE"
+	[ "$st" = 503 ] || break
+	sleep 0.5
+done
+assert_eq "the retry (the database back) runs: 201, not a replay" "201 " "$st $(hdr Idempotent-Replayed)"
+
+# `init` upgrades a schema 3 database: the table is added
+psql_q "DROP TABLE idempotency; UPDATE schema_version SET version = 3" >/dev/null
+ctl_db init >"$T/init.out" 2>&1
+assert_eq "init upgrades schema 3: exit status 0" 0 $?
+assert_eq "... to schema 5" 5 "$(psql_q 'SELECT version FROM schema_version')"
+assert_eq "... with the idempotency table" idempotency "$(psql_q "SELECT to_regclass('idempotency')")"
+
+openapi_check
+nodes_stop A B
+finish
