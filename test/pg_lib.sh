@@ -158,6 +158,15 @@ CONF
 	eval "${1}_PID=\$!; ${1}_PORT=\$_port; ${1}_ADDR=$2; ${1}_API_PORT=\$_api"
 }
 
+# nodes_connected NODE...: waits until each node has connected to the database (a node that does
+# not ends the test, its log shown)
+nodes_connected() {
+	for _n in "$@"; do
+		wait_for grep -q "event=cluster_connected" "$T/$_n.log" ||
+			{ cat "$T/$_n.log"; fail "node $_n did not connect"; finish; }
+	done
+}
+
 # nodes_stop NODE...: stops each node by its pid; it must exit 0, with no sanitizer report and
 # no password ($PW) in its log
 nodes_stop() {

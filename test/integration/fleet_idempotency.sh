@@ -14,9 +14,7 @@ fleet_db_setup || { fail "the fleet database"; finish; }
 GW_PORT=$(free_port 127.0.0.2)
 node A 127.0.0.21
 node B 127.0.0.22
-for n in A B; do
-	wait_for grep -q "event=cluster_connected" "$T/$n.log" || { cat "$T/$n.log"; fail "node $n did not connect"; finish; }
-done
+nodes_connected A B
 
 # post NODE IDEMPOTENCY-KEY BODY: POST .../credentials at NODE; status in $st, body in $T/body,
 # headers in $T/hdr ($T/body.NODE.N keeps each body)
