@@ -2,8 +2,9 @@
 # fleet_idempotency.sh: in fleet mode Idempotency-Key answers are the database's, so a client
 # retrying a POST at another node gets the first answer and creates nothing; the same key with
 # another body is 409 at any node; the same key while the first request still runs (at another
-# node) is 409 idempotency_key_in_progress; the database away is 503 with nothing kept; an
-# expired answer is replaced; `init` upgrades a schema 3 database (adding the table).
+# node) is 409 idempotency_key_in_progress, and so is a claim whose answer was lost until it is
+# 60 s old; the database away is 503 with nothing kept; an expired answer is replaced and expired
+# ones are pruned in bounded batches; `init` upgrades a schema 3 database (adding the table).
 . "$top_srcdir/test/lib.sh"
 . "$top_srcdir/test/pg_lib.sh"
 
@@ -95,11 +96,37 @@ assert_eq "the retry at B then gets A's answer" "201 true" "$st $(hdr Idempotent
 assert_eq "... the same body" "$(cat "$T/slow.body")" "$(cat "$T/body")"
 assert_eq "two credentials more now" 32 "$(count)"
 
+# a claim whose answer was lost (node A's connection ended while its change waited for the log's
+# lock: 503 outcome_unknown) holds the key until it is 60 s old, then a retry runs again
+psql -X -q "$DB" -c "BEGIN; UPDATE change_seq SET last = last; SELECT pg_sleep(4); ROLLBACK;" >/dev/null 2>&1 &
+LOCKER=$!
+wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(4)%' AND state = 'active' AND pid <> pg_backend_pid()\")\" = 1 ]"
+LOST="{\"username\":\"pbx-idem-lost\",\"password\":\"$PW\"}"
+post A lost-1 "$LOST" >/dev/null &
+POSTER=$!
+wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO credentials%' AND wait_event_type = 'Lock'\")\" = 1 ]"
+assert_eq "node A's waiting change is ended" 1 \
+	"$(psql_q "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO credentials%' AND wait_event_type = 'Lock'")"
+wait "$POSTER"
+st=$(sed -n '1s/^HTTP[^ ]* \([0-9]*\).*/\1/p' "$T/hdr")   # post ran in a subshell
+assert_eq "node A answered 503 outcome_unknown" "503 outcome_unknown" "$st $(code)"
+wait "$LOCKER"
+assert_eq "the claim stays (its release went with the connection)" "1 0" \
+	"$(psql_q "SELECT count(*), max(status) FROM idempotency WHERE key_hash = sha256('lost-1')" | tr '|' ' ')"
+post B lost-1 "$LOST"
+assert_eq "a retry at B meanwhile: 409 idempotency_key_in_progress" "409 idempotency_key_in_progress" "$st $(code)"
+psql_q "UPDATE idempotency SET created_at = created_at - 61 WHERE key_hash = sha256('lost-1')" >/dev/null
+post B lost-1 "$LOST"
+assert_eq "once the claim is 60 s old the retry at B runs (the change was not made): 201" "201 " \
+	"$st $(hdr Idempotent-Replayed)"
+assert_eq "... and its answer replaced the claim" 201 \
+	"$(psql_q "SELECT status FROM idempotency WHERE key_hash = sha256('lost-1')")"
+
 # an answer older than 24 hours is replaced by the next request with that key
 psql_q "UPDATE idempotency SET created_at = created_at - 86400 WHERE account_id = '$ACC'" >/dev/null
 post B order-7f3a "{\"username\":\"pbx-idem-05\",\"password\":\"$PW\"}"
 assert_eq "an expired key with another body runs: 201, not a replay" "201 " "$st $(hdr Idempotent-Replayed)"
-assert_eq "... and that write pruned 16 of the 17 other expired answers (a bounded batch)" "2 1" \
+assert_eq "... and that write pruned 16 of the 18 other expired answers (a bounded batch)" "3 2" \
 	"$(psql_q "SELECT count(*), count(*) FILTER (WHERE created_at < $(date +%s) - 3600) FROM idempotency" | tr '|' ' ')"
 
 # the database away: 503, nothing run, nothing kept
@@ -109,7 +136,7 @@ THREE="{\"username\":\"pbx-idem-06\",\"password\":\"$PW\"}"
 post B away-1 "$THREE"
 assert_eq "database away: a POST with a key is 503 database_unavailable" "503 database_unavailable" "$st $(code)"
 pg_restart || { fail "PostgreSQL restarted"; finish; }
-assert_eq "nothing was created" 33 "$(count)"
+assert_eq "nothing was created" 34 "$(count)"
 assert_eq "nothing was kept for that key" 0 "$(psql_q "SELECT count(*) FROM idempotency WHERE key_hash = sha256('away-1')")"
 wait_for sh -c "[ \"\$(grep -c event=cluster_connected '$T/A.log')\" = 2 ]"
 for _ in 1 2 3 4 5; do   # the store thread's connection broke with the server: the first use finds out
