@@ -119,9 +119,9 @@ int sa_pg_authfail_page(struct sa_pg *pg, const char *trunk_id, int64_t since, u
  * claim first: the node that runs a request inserts the key as "in
  * progress" (status 0) in its own statement, so that the same key at
  * another node meanwhile waits on that insert and then sees the claim;
- * the answer then replaces the claim. Ages are by the database's clock. A claim older than
- * SA_PG_IDEM_CLAIM_STALE (its node died or lost the database mid-request)
- * is taken over. */
+ * the answer then replaces the claim. Ages are by the database's clock.
+ * A claim older than SA_PG_IDEM_CLAIM_STALE (its node died or lost the
+ * database mid-request) is taken over. */
 #define SA_PG_IDEM_CLAIM_STALE 60
 #define SA_PG_IDEM_CLAIM_LEN   32   /* hex of 16 random bytes */
 /* ENOTFOUND: the key is claimed for this request (claim: the token to keep

@@ -158,6 +158,23 @@ CONF
 	eval "${1}_PID=\$!; ${1}_PORT=\$_port; ${1}_ADDR=$2; ${1}_API_PORT=\$_api"
 }
 
+# hold_log_lock: a session holding change_seq's row lock for 4 s (every change waits for it);
+# $LOCKER is its pid
+hold_log_lock() {
+	psql -X -q "$DB" -c "BEGIN; UPDATE change_seq SET last = last; SELECT pg_sleep(4); ROLLBACK;" >/dev/null 2>&1 &
+	LOCKER=$!
+	wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(4)%' AND state = 'active' AND pid <> pg_backend_pid()\")\" = 1 ]"
+}
+# insert_waiting: waits until an INSERT INTO credentials waits for that lock
+insert_waiting() {
+	wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO credentials%' AND wait_event_type = 'Lock'\")\" = 1 ]"
+}
+# end_waiting_insert: ends the backend whose INSERT INTO credentials waits for that lock; prints 1
+end_waiting_insert() {
+	insert_waiting
+	psql_q "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO credentials%' AND wait_event_type = 'Lock'"
+}
+
 # nodes_connected NODE...: waits until each node has connected to the database (a node that does
 # not ends the test, its log shown)
 nodes_connected() {

@@ -76,15 +76,13 @@ assert_eq "the figures' requests made 30 credentials, the replays none" 31 "$(co
 
 # the same key while the first request still runs at another node: its change waits for the
 # change log's lock, held here for 4 s
-psql -X -q "$DB" -c "BEGIN; UPDATE change_seq SET last = last; SELECT pg_sleep(4); ROLLBACK;" >/dev/null 2>&1 &
-LOCKER=$!
-wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(4)%' AND state = 'active' AND pid <> pg_backend_pid()\")\" = 1 ]"
+hold_log_lock
 TWO="{\"username\":\"pbx-idem-04\",\"password\":\"$PW\"}"
 curl -s -o "$T/slow.body" -w '%{http_code}' -H "Authorization: Bearer $KEY" -H "Idempotency-Key: slow-1" \
 	-H 'Content-Type: application/json' --data-binary "$TWO" \
 	"http://$A_ADDR:$A_API_PORT/v1/account/$ACC/trunks/$TRUNK/credentials" >"$T/slow.st" &
 SLOW=$!
-wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO credentials%' AND wait_event_type = 'Lock'\")\" = 1 ]"
+insert_waiting
 post B slow-1 "$TWO"
 assert_eq "the same key at B while A runs it: 409 idempotency_key_in_progress" "409 idempotency_key_in_progress" \
 	"$st $(code)"
@@ -98,15 +96,11 @@ assert_eq "two credentials more now" 32 "$(count)"
 
 # a claim whose answer was lost (node A's connection ended while its change waited for the log's
 # lock: 503 outcome_unknown) holds the key until it is 60 s old, then a retry runs again
-psql -X -q "$DB" -c "BEGIN; UPDATE change_seq SET last = last; SELECT pg_sleep(4); ROLLBACK;" >/dev/null 2>&1 &
-LOCKER=$!
-wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(4)%' AND state = 'active' AND pid <> pg_backend_pid()\")\" = 1 ]"
+hold_log_lock
 LOST="{\"username\":\"pbx-idem-lost\",\"password\":\"$PW\"}"
 post A lost-1 "$LOST" >/dev/null &
 POSTER=$!
-wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO credentials%' AND wait_event_type = 'Lock'\")\" = 1 ]"
-assert_eq "node A's waiting change is ended" 1 \
-	"$(psql_q "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO credentials%' AND wait_event_type = 'Lock'")"
+assert_eq "node A's waiting change is ended" 1 "$(end_waiting_insert)"
 wait "$POSTER"
 st=$(sed -n '1s/^HTTP[^ ]* \([0-9]*\).*/\1/p' "$T/hdr")   # post ran in a subshell
 assert_eq "node A answered 503 outcome_unknown" "503 outcome_unknown" "$st $(code)"
