@@ -22,10 +22,12 @@
 #ifdef HAVE_LIBPQ
 #include "pgstore.h"
 /* Fleet mode: trunks, policies and credentials are the database's (ctx->pg);
- * so are registrations, failures and calls in progress (each with its node).
- * Keys and idempotency stay the node's. */
+ * so are registrations, failures and calls in progress (each with its node),
+ * and Idempotency-Key answers. Keys stay the node's. */
 #define SOR(ctx, pgcall, stcall) ((ctx)->pg != NULL ? (pgcall) : (stcall))
+#define IDEM_CLAIM_LEN SA_PG_IDEM_CLAIM_LEN
 #else
+#define IDEM_CLAIM_LEN 0
 #define SOR(ctx, pgcall, stcall) (stcall)
 #endif
 
@@ -1756,23 +1758,71 @@ static void idem_replay(struct sa_api_response *r, struct sa_idem *kept)
 	header_add(r, "Idempotent-Replayed", "true");
 }
 
-/* Keeps the first answer, unless the failure was ours or passing (5xx, a
- * full store): the retry should then run again. A failure to keep it
- * changes nothing in this answer; a retry is then simply run again. */
+/* Whether an answer is kept: not when the failure was ours or passing
+ * (5xx, a full store, 429): the retry should then run again. */
+static bool idem_keeps(const struct sa_api_response *r)
+{
+	return r->status < 500 && r->status != 429;
+}
+
+/* A record found for the key: 409 when it is another request's (or still
+ * being run), else its answer again. */
+static void idem_found(struct sa_api_response *r, const unsigned char fp[SA_IDEM_HASH], struct sa_idem *kept)
+{
+	if (CRYPTO_memcmp(kept->fingerprint, fp, SA_IDEM_HASH) != 0)
+		sa_api_error(r, 409, "idempotency_key_reused",
+		             "this Idempotency-Key was used within the last 24 hours for another request");
+	else if (kept->status == 0)
+		sa_api_error(r, 409, "idempotency_key_in_progress",
+		             "a request with this Idempotency-Key is being run (at this or another node); retry shortly");
+	else
+		idem_replay(r, kept);
+}
+
+/* The record kept for the key (OK), or ENOTFOUND: run the request.
+ *
+ * Fleet mode: the key is claimed in the database first, in a statement of
+ * its own, so that the same key at any node meanwhile gets 409
+ * idempotency_key_in_progress instead of running the change twice; the
+ * answer then replaces the claim (idem_keep). A database away before the
+ * claim is 503 with nothing run. A claim whose answer cannot be written
+ * (the database went away after the change) stays until it is stale
+ * (SA_PG_IDEM_CLAIM_STALE): a retry meanwhile is 409 in progress, then runs
+ * again, which the change's own checks (a duplicate username) answer. */
+static int idem_lookup(const struct sa_api_ctx *ctx, const struct sa_api_request *req, const char *account_id,
+                       const unsigned char key[SA_IDEM_HASH], const unsigned char fp[SA_IDEM_HASH],
+                       struct sa_idem *kept, char *claim)
+{
+#ifdef HAVE_LIBPQ
+	if (ctx->pg != NULL)
+		return sa_pg_idem_claim(ctx->pg, account_id, key, fp, kept, claim);
+#endif
+	return sa_store_idem_get(ctx->store, account_id, key, req->now, kept);
+}
+
+/* Keeps the first answer when it is to be kept (in fleet mode replacing
+ * the claim, else giving the claim up). A failure to keep it changes
+ * nothing in this answer; a retry is then simply run again. */
 static void idem_keep(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                       const unsigned char key[SA_IDEM_HASH], const unsigned char fp[SA_IDEM_HASH],
-                      const struct sa_api_response *r)
+                      const char *claim, const struct sa_api_response *r)
 {
 	struct sa_idem in = { .created_at = req->now, .status = r->status, .body = r->body,
 	                      .body_len = r->body ? r->body_len : 0 };
 
-	if (r->status >= 500 || r->status == 429)
-		return;
 	memcpy(in.fingerprint, fp, SA_IDEM_HASH);
 	for (unsigned i = 0; i < r->nhdr; i++)
 		if (strcmp(r->hdr[i].name, "Location") == 0)
 			snprintf(in.location, sizeof in.location, "%s", r->hdr[i].value);
-	(void)sa_store_idem_put(ctx->store, r->account_id, key, &in, req->now);
+#ifdef HAVE_LIBPQ
+	if (ctx->pg != NULL) {
+		if (!idem_keeps(r) || sa_pg_idem_keep(ctx->pg, r->account_id, key, claim, &in) != SA_STORE_OK)
+			(void)sa_pg_idem_release(ctx->pg, r->account_id, key, claim);
+		return;
+	}
+#endif
+	if (idem_keeps(r))
+		(void)sa_store_idem_put(ctx->store, r->account_id, key, &in, req->now);
 }
 
 /* A POST with an Idempotency-Key: the first answer within a day is given
@@ -1782,6 +1832,7 @@ static void idem_serve(const struct sa_api_ctx *ctx, const struct sa_api_request
                        handler_fn *fn, struct sa_api_response *r)
 {
 	unsigned char key[SA_IDEM_HASH], fp[SA_IDEM_HASH];
+	char claim[IDEM_CLAIM_LEN + 1] = "";
 	struct sa_idem kept = { 0 };
 
 	if (!idem_key_ok(req->idempotency_key)) {
@@ -1794,19 +1845,16 @@ static void idem_serve(const struct sa_api_ctx *ctx, const struct sa_api_request
 		respond_internal(r);
 		return;
 	}
-	int err = sa_store_idem_get(ctx->store, r->account_id, key, req->now, &kept);
-	if (err == SA_STORE_OK && CRYPTO_memcmp(kept.fingerprint, fp, SA_IDEM_HASH) != 0)
-		sa_api_error(r, 409, "idempotency_key_reused",
-		             "this Idempotency-Key was used within the last 24 hours for another request");
-	else if (err == SA_STORE_OK)
-		idem_replay(r, &kept);
+	int err = idem_lookup(ctx, req, r->account_id, key, fp, &kept, claim);
+	if (err == SA_STORE_OK)
+		idem_found(r, fp, &kept);
 	else if (err != SA_STORE_ENOTFOUND)
 		sa_api_store_error(r, err);
 	free(kept.body);
 	if (err != SA_STORE_ENOTFOUND)
 		return;
 	fn(ctx, req, t, r);
-	idem_keep(ctx, req, key, fp, r);
+	idem_keep(ctx, req, key, fp, claim, r);
 }
 
 bool sa_api_reads_calls(const char *path)

@@ -126,8 +126,23 @@ static const char schema_v4[] =
 	"  started_at bigint NOT NULL, PRIMARY KEY (node, trunk_id, call_id));"
 	"CREATE INDEX calls_by_trunk ON calls (trunk_id, call_id);";
 
+/*
+ * Schema 5: Idempotency-Key answers shared by the fleet, so that a retry at
+ * any node gets the first answer. Keyed as the LMDB store keys them (the
+ * account, the SHA-256 of the key); fingerprint is the SHA-256 of the
+ * method, path and body. status 0 is a claim: the request is being run by
+ * the node that inserted it (claim: its random token); the answer replaces
+ * it. No trigger: these rows are no node's configuration.
+ */
+static const char schema_v5[] =
+	"CREATE TABLE idempotency (account_id text NOT NULL, key_hash bytea NOT NULL CHECK (length(key_hash) = 32),"
+	"  fingerprint bytea NOT NULL CHECK (length(fingerprint) = 32), claim text NOT NULL,"
+	"  status integer NOT NULL DEFAULT 0, location text NOT NULL DEFAULT '', body text,"
+	"  created_at bigint NOT NULL, PRIMARY KEY (account_id, key_hash));"
+	"CREATE INDEX idempotency_by_age ON idempotency (created_at);";
+
 /* Upgrades: upgrades[v] takes schema v to v + 1. */
-static const char *const upgrades[SA_PG_SCHEMA_VERSION] = { NULL, schema_v2, schema_v3, schema_v4 };
+static const char *const upgrades[SA_PG_SCHEMA_VERSION] = { NULL, schema_v2, schema_v3, schema_v4, schema_v5 };
 
 #define SA_PG_NONCE_KEY_KEEP_TEXT "3600"   /* SA_PG_NONCE_KEY_KEEP in SQL */
 
@@ -1373,4 +1388,124 @@ int sa_pg_authfail_page(struct sa_pg *pg, const char *trunk_id, int64_t since, u
 	}
 	PQclear(r);
 	return SA_STORE_OK;
+}
+
+/* ---- Idempotency-Key answers ---- */
+
+#define IDEM_TTL_TEXT   "86400"   /* SA_STORE_IDEM_TTL in SQL */
+#define IDEM_STALE_TEXT "60"      /* SA_PG_IDEM_CLAIM_STALE in SQL */
+#define IDEM_PRUNE_TEXT "16"      /* expired records a keep removes at most */
+/* the database's clock: every node ages the records alike */
+#define DB_NOW "extract(epoch FROM now())::bigint"
+
+_Static_assert(SA_STORE_IDEM_TTL == 86400 && SA_PG_IDEM_CLAIM_STALE == 60, "the SQL texts above say the same");
+
+/* Inserts the claim, or takes over an expired record or a stale claim; a
+ * live record stays and the insert returns no row. An insert racing another
+ * node's waits for it (the primary key), then sees its row. */
+static const char idem_claim_sql[] =
+	"INSERT INTO idempotency (account_id, key_hash, fingerprint, claim, created_at)"
+	" VALUES ($1, decode($2, 'hex'), decode($3, 'hex'), $4, " DB_NOW ")"
+	" ON CONFLICT (account_id, key_hash) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
+	"  claim = EXCLUDED.claim, status = 0, location = '', body = NULL, created_at = EXCLUDED.created_at"
+	" WHERE idempotency.created_at <= EXCLUDED.created_at - " IDEM_TTL_TEXT
+	"  OR (idempotency.status = 0 AND idempotency.created_at <= EXCLUDED.created_at - " IDEM_STALE_TEXT ")"
+	" RETURNING 1";
+
+static const char idem_get_sql[] =
+	"SELECT encode(fingerprint, 'hex'), status, location, body, created_at FROM idempotency"
+	" WHERE account_id = $1 AND key_hash = decode($2, 'hex')";
+
+/* The live record (OK, *out filled) or ENOTFOUND. */
+static int idem_get(struct sa_pg *pg, const char *const params[2], struct sa_idem *out)
+{
+	PGresult *r;
+	int rc = exec(pg, idem_get_sql, 2, params, &r);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	if (PQntuples(r) != 1) {
+		PQclear(r);
+		return SA_STORE_ENOTFOUND;
+	}
+	rc = unhex(PQgetvalue(r, 0, 0), out->fingerprint, SA_IDEM_HASH) == SA_STORE_OK ? SA_STORE_OK : SA_STORE_EIO;
+	out->status = atoi(PQgetvalue(r, 0, 1));
+	snprintf(out->location, sizeof out->location, "%s", PQgetvalue(r, 0, 2));
+	out->created_at = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
+	out->body = NULL;
+	out->body_len = 0;
+	if (rc == SA_STORE_OK && !PQgetisnull(r, 0, 3)) {
+		out->body_len = (size_t)PQgetlength(r, 0, 3);
+		out->body = strdup(PQgetvalue(r, 0, 3));
+		rc = out->body != NULL ? SA_STORE_OK : SA_STORE_EIO;
+	}
+	PQclear(r);
+	return rc;
+}
+
+int sa_pg_idem_claim(struct sa_pg *pg, const char *account_id, const unsigned char hash[SA_IDEM_HASH],
+                     const unsigned char fingerprint[SA_IDEM_HASH], struct sa_idem *out,
+                     char claim[SA_PG_IDEM_CLAIM_LEN + 1])
+{
+	unsigned char token[SA_PG_IDEM_CLAIM_LEN / 2];
+	char hashhex[2 * SA_IDEM_HASH + 1], fphex[2 * SA_IDEM_HASH + 1];
+	const char *params[] = { account_id, hashhex, fphex, claim };
+
+	if (RAND_bytes(token, sizeof token) != 1)
+		return SA_STORE_EIO;
+	hex(token, sizeof token, claim);
+	hex(hash, SA_IDEM_HASH, hashhex);
+	hex(fingerprint, SA_IDEM_HASH, fphex);
+	/* twice: the record seen by the insert may be released before it is read */
+	for (int attempt = 0; attempt < 2; attempt++) {
+		PGresult *r;
+		int rc = exec(pg, idem_claim_sql, 4, params, &r);
+		if (rc != SA_STORE_OK)
+			return rc == SA_STORE_EUNKNOWN ? SA_STORE_EUNAVAIL : rc;   /* nothing but the claim was sent */
+		bool claimed = PQntuples(r) == 1;
+		PQclear(r);
+		if (claimed)
+			return SA_STORE_ENOTFOUND;
+		rc = idem_get(pg, params, out);
+		if (rc != SA_STORE_ENOTFOUND)
+			return rc;
+	}
+	*out = (struct sa_idem){ .status = 0 };   /* still churning: as if in progress */
+	memcpy(out->fingerprint, fingerprint, SA_IDEM_HASH);
+	return SA_STORE_OK;
+}
+
+int sa_pg_idem_keep(struct sa_pg *pg, const char *account_id, const unsigned char hash[SA_IDEM_HASH],
+                    const char *claim, const struct sa_idem *in)
+{
+	char hashhex[2 * SA_IDEM_HASH + 1], status[16];
+	char *body = strndup(in->body != NULL ? in->body : "", in->body_len);
+	const char *params[] = { account_id, hashhex, claim, status, in->location, in->body != NULL ? body : NULL };
+	long n = 0;
+
+	if (body == NULL)
+		return SA_STORE_EIO;
+	hex(hash, SA_IDEM_HASH, hashhex);
+	snprintf(status, sizeof status, "%d", in->status);
+	int rc = run(pg, "UPDATE idempotency SET status = $4::integer, location = $5, body = $6"
+	                 " WHERE account_id = $1 AND key_hash = decode($2, 'hex') AND claim = $3", 6, params, &n);
+	free(body);
+	if (rc == SA_STORE_OK && n == 0)
+		return SA_STORE_ENOTFOUND;
+	if (rc == SA_STORE_OK)   /* bounded: a burst of expiries is spread over the next keeps */
+		rc = run(pg, "DELETE FROM idempotency WHERE (account_id, key_hash) IN (SELECT account_id, key_hash"
+		             " FROM idempotency WHERE created_at <= " DB_NOW " - " IDEM_TTL_TEXT
+		             " ORDER BY created_at LIMIT " IDEM_PRUNE_TEXT ")", 0, NULL, NULL);
+	return rc;
+}
+
+int sa_pg_idem_release(struct sa_pg *pg, const char *account_id, const unsigned char hash[SA_IDEM_HASH],
+                       const char *claim)
+{
+	char hashhex[2 * SA_IDEM_HASH + 1];
+	const char *params[] = { account_id, hashhex, claim };
+
+	hex(hash, SA_IDEM_HASH, hashhex);
+	return run(pg, "DELETE FROM idempotency WHERE account_id = $1 AND key_hash = decode($2, 'hex') AND claim = $3"
+	               " AND status = 0", 3, params, NULL);
 }

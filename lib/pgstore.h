@@ -24,7 +24,7 @@
 
 #include "store.h"
 
-#define SA_PG_SCHEMA_VERSION 4
+#define SA_PG_SCHEMA_VERSION 5
 #define SA_PG_CHANNEL "sipauthd_changes"   /* NOTIFY payload: the new sequence */
 
 struct sa_pg;
@@ -131,6 +131,29 @@ struct sa_pg_call {
 typedef int (*sa_pg_call_cb)(const struct sa_pg_call *c, void *arg);
 /* A trunk's calls held by live nodes (a beat within 4 s), ordered by Call-ID. */
 int sa_pg_calls_list_trunk(struct sa_pg *pg, const char *trunk_id, sa_pg_call_cb cb, void *arg);
+/* ---- Idempotency-Key answers, shared by the fleet ----
+ * The LMDB store's records (struct sa_idem, SA_STORE_IDEM_TTL), with a
+ * claim first: the node that runs a request inserts the key as "in
+ * progress" (status 0) in its own statement, so that the same key at
+ * another node meanwhile waits on that insert and then sees the claim;
+ * the answer then replaces the claim. Ages are by the database's clock.
+ * A claim older than SA_PG_IDEM_CLAIM_STALE (its node died or lost the
+ * database mid-request) is taken over. */
+#define SA_PG_IDEM_CLAIM_STALE 60
+#define SA_PG_IDEM_CLAIM_LEN   32   /* hex of 16 random bytes */
+/* ENOTFOUND: the key is claimed for this request (claim: the token to keep
+ * or release it with); OK: a record is there, in *out (status 0: another
+ * request holds the claim; body malloc'd, free() it); or the error. */
+int sa_pg_idem_claim(struct sa_pg *pg, const char *account_id, const unsigned char hash[SA_IDEM_HASH],
+                     const unsigned char fingerprint[SA_IDEM_HASH], struct sa_idem *out,
+                     char claim[SA_PG_IDEM_CLAIM_LEN + 1]);
+/* Replaces the claim with the answer in (ENOTFOUND: the claim was taken
+ * over meanwhile), then removes a few expired records. */
+int sa_pg_idem_keep(struct sa_pg *pg, const char *account_id, const unsigned char hash[SA_IDEM_HASH],
+                    const char *claim, const struct sa_idem *in);
+/* Gives the claim up (the answer is not to be kept: a retry runs again). */
+int sa_pg_idem_release(struct sa_pg *pg, const char *account_id, const unsigned char hash[SA_IDEM_HASH],
+                       const char *claim);
 
 /* ---- the change feed (daemon/cluster.c sends these asynchronously) ----
  * Both answer rows of (seq, kind, op, payload, at_ms), the first one the

@@ -113,6 +113,7 @@ GRANT INSERT, DELETE ON auth_failures TO sipauthd_node;
 GRANT USAGE ON SEQUENCE auth_failures_id_seq TO sipauthd_node;
 GRANT INSERT, UPDATE, DELETE ON registrations TO sipauthd_node;
 GRANT INSERT, UPDATE, DELETE ON calls TO sipauthd_node;
+GRANT INSERT, UPDATE, DELETE ON idempotency TO sipauthd_node;
 SQL
 	NODE_DB="host=127.0.0.1 port=$PG_PORT user=sipauthd_node dbname=fleet"
 }
@@ -156,6 +157,32 @@ ${NODE_CONF:-}
 CONF
 	spawn "$T/$1.log" "$SIPAUTHD" --config "$T/$1.conf"
 	eval "${1}_PID=\$!; ${1}_PORT=\$_port; ${1}_ADDR=$2; ${1}_API_PORT=\$_api"
+}
+
+# hold_log_lock: a session holding change_seq's row lock for 4 s (every change waits for it);
+# $LOCKER is its pid
+hold_log_lock() {
+	psql -X -q "$DB" -c "BEGIN; UPDATE change_seq SET last = last; SELECT pg_sleep(4); ROLLBACK;" >/dev/null 2>&1 &
+	LOCKER=$!
+	wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(4)%' AND state = 'active' AND pid <> pg_backend_pid()\")\" = 1 ]"
+}
+# insert_waiting: waits until an INSERT INTO credentials waits for that lock
+insert_waiting() {
+	wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO credentials%' AND wait_event_type = 'Lock'\")\" = 1 ]"
+}
+# end_waiting_insert: ends the backend whose INSERT INTO credentials waits for that lock; prints 1
+end_waiting_insert() {
+	insert_waiting
+	psql_q "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO credentials%' AND wait_event_type = 'Lock'"
+}
+
+# nodes_connected NODE...: waits until each node has connected to the database (a node that does
+# not ends the test, its log shown)
+nodes_connected() {
+	for _n in "$@"; do
+		wait_for grep -q "event=cluster_connected" "$T/$_n.log" ||
+			{ cat "$T/$_n.log"; fail "node $_n did not connect"; finish; }
+	done
 }
 
 # nodes_stop NODE...: stops each node by its pid; it must exit 0, with no sanitizer report and

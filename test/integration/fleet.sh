@@ -90,7 +90,7 @@ while IFS= read -r want && IFS= read -r got <&3; do
 done <"$T/store.txt" 3<"$T/db.txt"
 
 # what the database holds: hashes, never a password or a key
-assert_eq "schema version recorded" 4 "$(psql_q 'SELECT version FROM schema_version')"
+assert_eq "schema version recorded" 5 "$(psql_q 'SELECT version FROM schema_version')"
 assert_eq "domain recorded as init normalised it" sip.example.com "$(psql_q "SELECT value FROM settings WHERE name = 'domain'")"
 assert_eq "API keys kept as SHA-256 (32 bytes)" 32 "$(psql_q 'SELECT DISTINCT length(hash) FROM api_keys')"
 assert_eq "no password anywhere in the database" 0 \
@@ -337,17 +337,7 @@ assert_eq "the mirror at B still has pbx-a" 200 "$(reg B pbx-a)"
 
 # a write whose answer never comes (its connection ends while it waits for the change log's
 # lock) is reported as of unknown outcome, never as a plain failure
-# hold_log_lock: a session holding change_seq's row lock for 4 s; $LOCKER is its pid
-hold_log_lock() {
-	psql -X -q "$DB" -c "BEGIN; UPDATE change_seq SET last = last; SELECT pg_sleep(4); ROLLBACK;" >/dev/null 2>&1 &
-	LOCKER=$!
-	wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(4)%' AND state = 'active' AND pid <> pg_backend_pid()\")\" = 1 ]"
-}
-# end_waiting_insert: ends the backend whose INSERT INTO credentials waits for that lock
-end_waiting_insert() {
-	wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO credentials%' AND wait_event_type = 'Lock'\")\" = 1 ]"
-	psql_q "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO credentials%' AND wait_event_type = 'Lock'"
-}
+# (hold_log_lock and end_waiting_insert: test/pg_lib.sh)
 hold_log_lock
 api A POST /credentials "{\"username\":\"lost-1\",\"password\":\"$PW\"}" >"$T/lost.out" &
 poster=$!
