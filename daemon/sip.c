@@ -1866,26 +1866,30 @@ static bool options_for_us(const struct sa_msg *m)
 
 static void handle_customer(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from);
 
-/* What lib/route needs to know of a request before it decides its way. */
+/* What lib/route needs to know of a request before it decides its way. A
+ * banned source is looked at no further (its verdict needs nothing else):
+ * no transaction lookup and no tag hash, so that its flood costs nothing. */
 static void request_facts(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
-                          struct sa_txn *t, struct sa_route_request *r)
+                          char key[SA_TXN_KEY_MAX], struct sa_txn **tp, struct sa_route_request *r)
 {
 	size_t alen;
 	const void *a = flow_addr(from, &alen);
-	*r = (struct sa_route_request){
-		.method = m->method,
-		.to_tag = m->to_tag != NULL,
-		.trusted = is_trusted(srv, from),
-		.txn_match = t != NULL,
-		.txn_same_sender = t && sa_route_same_sender(&t->from, from),
-		.txn_answered = t && t->resp,
-		.stopping = srv->stopping,
-		.options_for_us = options_for_us(m),
-		.max_forwards_zero = m->max_forwards == 0,
-		.requires_extension = required_extension(m) != NULL,
-	};
+	*r = (struct sa_route_request){ .method = m->method, .to_tag = m->to_tag != NULL,
+	                                .trusted = is_trusted(srv, from) };
 	r->banned = !r->trusted && sa_abuse_banned(srv->abuse, &srv->cfg.abuse, a, alen, (uint64_t)wall_now());
-	if (m->method == SA_M_ACK && m->to_tag) {
+	*tp = NULL;
+	if (r->banned)
+		return;
+	struct sa_txn *t = m->method == SA_M_CANCEL ? NULL : txn_by_skey(srv, sa_txn_server_key(m, key));
+	*tp = t;
+	r->txn_match = t != NULL;
+	r->txn_same_sender = t && sa_route_same_sender(&t->from, from);
+	r->txn_answered = t && t->resp;
+	r->stopping = srv->stopping;
+	r->options_for_us = options_for_us(m);
+	r->max_forwards_zero = m->max_forwards == 0;
+	r->requires_extension = required_extension(m) != NULL;
+	if (!t && m->method == SA_M_ACK && m->to_tag) {   /* (a matched ACK is absorbed first) */
 		char tag[17];
 		sa_msg_local_tag(m, srv->tag_key, tag);
 		r->own_ack = strcmp(m->to_tag, tag) == 0;
@@ -1898,10 +1902,9 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 
 	srv->metrics.sip_requests[m->method < 16 ? m->method : 0]++;
 	srv->metrics.sip_requests_by_transport[from->proto]++;
-	sa_txn_server_key(m, key);
-	struct sa_txn *t = m->method == SA_M_CANCEL ? NULL : txn_by_skey(srv, key);
+	struct sa_txn *t;
 	struct sa_route_request facts;
-	request_facts(srv, m, from, t, &facts);
+	request_facts(srv, m, from, key, &t, &facts);
 	struct sa_route_decision d = sa_route_request(&facts);
 	switch (d.action) {
 	case SA_RA_DROP:
