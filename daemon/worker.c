@@ -17,6 +17,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,7 +83,9 @@ unsigned sa_workers_wanted(const struct sa_config *c)
 {
 	if (c->workers)
 		return c->workers;
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	/* the cores this process may run on (taskset, systemd CPUAffinity=), else the online ones */
+	cpu_set_t set;
+	long cores = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
 	return cores < 1 ? 1 : cores > SA_WORKERS_MAX ? SA_WORKERS_MAX : (unsigned)cores;
 }
 
