@@ -118,6 +118,8 @@ static void conn_free(struct sa_conn *c)
 		;
 	if (*pp)
 		*pp = c->addr_next;
+	if (c->src)
+		sa_conndir_remove(srv, &c->flow);
 	conn_release(srv, c->src, c->handshaking);
 	if (c->timer)
 		event_free(c->timer);
@@ -419,6 +421,8 @@ static struct sa_conn *conn_new(struct sa_server *srv, evutil_socket_t fd, const
 	bufferevent_setwatermark(c->bev, EV_READ, 0, SA_SIP_MAX_MSG + 4096);
 	bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	if (accepting)   /* other workers send down it (an inbound call to the PBX on it) through us */
+		sa_conndir_add(srv, &c->flow);
 	return c;
 fail:
 	if (c && c->timer)
@@ -746,6 +750,12 @@ int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const cha
 	struct sa_conn *c = fl->conn_id ? conn_find(srv, fl->conn_id) : NULL;
 	if (!c)
 		c = conn_find_addr(srv, fl);
+	int owner;
+	if (!c && srv->workers && (owner = sa_conndir_owner(srv, fl)) >= 0 && (unsigned)owner != srv->worker) {
+		/* a connection the PBX opened to another worker: never a new one to its port */
+		sa_workers_send(srv, (unsigned)owner, fl, buf, len);
+		return 0;
+	}
 	if (!c)
 		c = conn_connect(srv, fl);
 	if (!c)

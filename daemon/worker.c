@@ -64,7 +64,14 @@ struct inbox {
 struct dir_entry {
 	struct dir_entry *next;
 	unsigned worker, refs;
-	char call_id[];
+	char key[];
+};
+
+/* A shared map from a key to the worker that holds it, with holders counted. */
+struct dir {
+	pthread_mutex_t mu;
+	struct dir_entry **b;
+	size_t nb, count;
 };
 
 struct sa_workers {
@@ -74,9 +81,8 @@ struct sa_workers {
 	pthread_t *thread;             /* [n]; [0] unused */
 	struct event **tick;           /* [n]; housekeeping of workers 1..n-1 */
 	bool running;                  /* the threads run their loops */
-	pthread_mutex_t dir_mu;
-	struct dir_entry **dir;
-	size_t dir_buckets, dir_count;
+	struct dir calls;              /* Call-ID -> worker holding the call or INVITE transaction */
+	struct dir conns;              /* "proto:address:port" of an accepted connection -> its worker */
 };
 
 unsigned sa_workers_wanted(const struct sa_config *c)
@@ -192,6 +198,7 @@ void sa_workers_send(struct sa_server *srv, unsigned to, const struct sa_flow *f
 		log_err("event=worker_send_failed worker=%u to=%u error=\"out of memory\"", srv->worker, to);
 		return;
 	}
+	srv->metrics.worker_sends++;
 	post(srv->workers, to, m);
 }
 
@@ -257,7 +264,27 @@ void sa_workers_run_each(struct sa_server *main, sa_worker_fn fn, void *arg)
 	pthread_cond_destroy(&wait.cv);
 }
 
-/* ---- the Call-ID directory ---- */
+/* ---- the directories: Call-IDs and accepted connections ---- */
+
+static int dir_init(struct dir *d)
+{
+	pthread_mutex_init(&d->mu, NULL);
+	d->nb = DIR_MIN_BUCKETS;
+	d->b = calloc(d->nb, sizeof(*d->b));
+	return d->b ? 0 : -1;
+}
+
+static void dir_free(struct dir *d)
+{
+	for (size_t i = 0; d->b && i < d->nb; i++)
+		while (d->b[i]) {
+			struct dir_entry *e = d->b[i];
+			d->b[i] = e->next;
+			free(e);
+		}
+	free(d->b);
+	pthread_mutex_destroy(&d->mu);
+}
 
 static size_t dir_hash(const char *s)
 {
@@ -268,84 +295,128 @@ static size_t dir_hash(const char *s)
 }
 
 /* Twice as many buckets when there are twice as many entries: lookups stay O(1). */
-static void dir_grow(struct sa_workers *wk)
+static void dir_grow(struct dir *d)
 {
-	size_t nb = wk->dir_buckets * 2;
+	size_t nb = d->nb * 2;
 	struct dir_entry **b = calloc(nb, sizeof(*b));
 	if (!b)
 		return;   /* longer chains, still correct */
-	for (size_t i = 0; i < wk->dir_buckets; i++)
-		while (wk->dir[i]) {
-			struct dir_entry *e = wk->dir[i];
-			wk->dir[i] = e->next;
-			size_t h = dir_hash(e->call_id) & (nb - 1);
+	for (size_t i = 0; i < d->nb; i++)
+		while (d->b[i]) {
+			struct dir_entry *e = d->b[i];
+			d->b[i] = e->next;
+			size_t h = dir_hash(e->key) & (nb - 1);
 			e->next = b[h];
 			b[h] = e;
 		}
-	free(wk->dir);
-	wk->dir = b;
-	wk->dir_buckets = nb;
+	free(d->b);
+	d->b = b;
+	d->nb = nb;
 }
 
-static struct dir_entry **dir_slot(struct sa_workers *wk, const char *call_id)
+static struct dir_entry **dir_slot(struct dir *d, const char *key)
 {
-	struct dir_entry **p = &wk->dir[dir_hash(call_id) & (wk->dir_buckets - 1)];
-	while (*p && strcmp((*p)->call_id, call_id) != 0)
+	struct dir_entry **p = &d->b[dir_hash(key) & (d->nb - 1)];
+	while (*p && strcmp((*p)->key, key) != 0)
 		p = &(*p)->next;
 	return p;
 }
 
-void sa_calldir_take(struct sa_server *srv, const char *call_id)
+static void dir_take(struct dir *d, const char *key, unsigned worker)
 {
-	struct sa_workers *wk = srv->workers;
-	if (!wk || !call_id || !call_id[0])
-		return;
-	pthread_mutex_lock(&wk->dir_mu);
-	struct dir_entry **p = dir_slot(wk, call_id);
+	pthread_mutex_lock(&d->mu);
+	struct dir_entry **p = dir_slot(d, key);
 	if (*p) {
 		(*p)->refs++;
-		(*p)->worker = srv->worker;   /* the newest holder answers for it */
+		(*p)->worker = worker;   /* the newest holder answers for it */
 	} else {
-		size_t len = strlen(call_id);
+		size_t len = strlen(key);
 		struct dir_entry *e = malloc(sizeof(*e) + len + 1);
 		if (e) {
 			e->next = NULL;
-			e->worker = srv->worker;
+			e->worker = worker;
 			e->refs = 1;
-			memcpy(e->call_id, call_id, len + 1);
+			memcpy(e->key, key, len + 1);
 			*p = e;
-			if (++wk->dir_count > 2 * wk->dir_buckets)
-				dir_grow(wk);
+			if (++d->count > 2 * d->nb)
+				dir_grow(d);
 		}
 	}
-	pthread_mutex_unlock(&wk->dir_mu);
+	pthread_mutex_unlock(&d->mu);
+}
+
+static void dir_drop(struct dir *d, const char *key)
+{
+	pthread_mutex_lock(&d->mu);
+	struct dir_entry **p = dir_slot(d, key), *e = *p;
+	if (e && --e->refs == 0) {
+		*p = e->next;
+		d->count--;
+		free(e);
+	}
+	pthread_mutex_unlock(&d->mu);
+}
+
+static int dir_owner(struct dir *d, const char *key)
+{
+	pthread_mutex_lock(&d->mu);
+	struct dir_entry *e = *dir_slot(d, key);
+	int owner = e ? (int)e->worker : -1;
+	pthread_mutex_unlock(&d->mu);
+	return owner;
+}
+
+void sa_calldir_take(struct sa_server *srv, const char *call_id)
+{
+	if (srv->workers && call_id && call_id[0])
+		dir_take(&srv->workers->calls, call_id, srv->worker);
 }
 
 void sa_calldir_drop(struct sa_server *srv, const char *call_id)
 {
-	struct sa_workers *wk = srv->workers;
-	if (!wk || !call_id || !call_id[0])
-		return;
-	pthread_mutex_lock(&wk->dir_mu);
-	struct dir_entry **p = dir_slot(wk, call_id), *e = *p;
-	if (e && --e->refs == 0) {
-		*p = e->next;
-		wk->dir_count--;
-		free(e);
-	}
-	pthread_mutex_unlock(&wk->dir_mu);
+	if (srv->workers && call_id && call_id[0])
+		dir_drop(&srv->workers->calls, call_id);
 }
 
 int sa_calldir_owner(struct sa_server *srv, const char *call_id)
 {
-	struct sa_workers *wk = srv->workers;
-	if (!wk || !call_id)
+	return srv->workers && call_id ? dir_owner(&srv->workers->calls, call_id) : -1;
+}
+
+/* An accepted connection's key: its transport and its peer's address and port. */
+static void conn_key(const struct sa_flow *fl, char *out, size_t len)
+{
+	char addr[64];
+	uint16_t port;
+	sa_flow_peer(fl, addr, sizeof(addr), &port);
+	snprintf(out, len, "%s:%s:%u", sa_proto_name(fl->proto), addr, port);
+}
+
+void sa_conndir_add(struct sa_server *srv, const struct sa_flow *fl)
+{
+	char key[96];
+	if (!srv->workers)
+		return;
+	conn_key(fl, key, sizeof(key));
+	dir_take(&srv->workers->conns, key, srv->worker);
+}
+
+void sa_conndir_remove(struct sa_server *srv, const struct sa_flow *fl)
+{
+	char key[96];
+	if (!srv->workers)
+		return;
+	conn_key(fl, key, sizeof(key));
+	dir_drop(&srv->workers->conns, key);
+}
+
+int sa_conndir_owner(struct sa_server *srv, const struct sa_flow *fl)
+{
+	char key[96];
+	if (!srv->workers)
 		return -1;
-	pthread_mutex_lock(&wk->dir_mu);
-	struct dir_entry *e = *dir_slot(wk, call_id);
-	int owner = e ? (int)e->worker : -1;
-	pthread_mutex_unlock(&wk->dir_mu);
-	return owner;
+	conn_key(fl, key, sizeof(key));
+	return dir_owner(&srv->workers->conns, key);
 }
 
 /* ---- counters ---- */
@@ -454,11 +525,9 @@ int sa_workers_start(struct sa_server *main, unsigned n)
 		return -1;
 	main->workers = wk;
 	wk->n = n;
-	wk->dir_buckets = DIR_MIN_BUCKETS;
-	pthread_mutex_init(&wk->dir_mu, NULL);
-	if (!(wk->w = calloc(n, sizeof(*wk->w))) || !(wk->inbox = calloc(n, sizeof(*wk->inbox))) ||
-	    !(wk->thread = calloc(n, sizeof(*wk->thread))) || !(wk->tick = calloc(n, sizeof(*wk->tick))) ||
-	    !(wk->dir = calloc(wk->dir_buckets, sizeof(*wk->dir))))
+	if (dir_init(&wk->calls) < 0 || dir_init(&wk->conns) < 0 || !(wk->w = calloc(n, sizeof(*wk->w))) ||
+	    !(wk->inbox = calloc(n, sizeof(*wk->inbox))) || !(wk->thread = calloc(n, sizeof(*wk->thread))) ||
+	    !(wk->tick = calloc(n, sizeof(*wk->tick))))
 		return -1;
 	wk->w[0] = main;
 	for (unsigned i = 0; i < n; i++)
@@ -527,18 +596,12 @@ void sa_workers_free(struct sa_server *main)
 	}
 	for (unsigned i = 1; wk->w && i < wk->n; i++)
 		worker_free(wk->w[i]);
-	for (size_t b = 0; wk->dir && b < wk->dir_buckets; b++)
-		while (wk->dir[b]) {
-			struct dir_entry *e = wk->dir[b];
-			wk->dir[b] = e->next;
-			free(e);
-		}
-	free(wk->dir);
+	dir_free(&wk->calls);
+	dir_free(&wk->conns);
 	free(wk->w);
 	free(wk->inbox);
 	free(wk->thread);
 	free(wk->tick);
-	pthread_mutex_destroy(&wk->dir_mu);
 	free(wk);
 	main->workers = NULL;
 }

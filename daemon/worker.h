@@ -49,6 +49,13 @@ void sa_calldir_take(struct sa_server *srv, const char *call_id);
 void sa_calldir_drop(struct sa_server *srv, const char *call_id);
 int sa_calldir_owner(struct sa_server *srv, const char *call_id);
 
+/* Which worker holds the TCP/TLS connection we accepted from this peer
+ * (transport, address, port): an inbound call to a PBX registered over it
+ * is sent down it by that worker. add/remove as connections come and go. */
+void sa_conndir_add(struct sa_server *srv, const struct sa_flow *fl);
+void sa_conndir_remove(struct sa_server *srv, const struct sa_flow *fl);
+int sa_conndir_owner(struct sa_server *srv, const struct sa_flow *fl);
+
 /* The counters of every worker, summed into *m (main's copied first). */
 void sa_workers_metrics(const struct sa_server *main, struct sa_metrics *m);
 

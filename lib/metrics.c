@@ -134,6 +134,8 @@ static void transactions(FILE *f, const struct sa_metrics *m)
 	counter(f, "sip_worker_handoffs_total",
 	        "Messages that reached one worker and were handed to the worker holding their transaction or call.",
 	        m->worker_handoffs);
+	counter(f, "sip_worker_sends_total",
+	        "Messages sent down a TCP/TLS connection another worker holds, through that worker.", m->worker_sends);
 	fprintf(f, "# HELP sipauthd_sip_worker_requests_total SIP requests each worker handled (its share of the load).\n"
 	           "# TYPE sipauthd_sip_worker_requests_total counter\n");
 	for (uint64_t w = 0; w < m->workers && w < SA_METRICS_WORKERS; w++)
@@ -345,6 +347,7 @@ void sa_metrics_add(struct sa_metrics *into, const struct sa_metrics *w)
 	ADD(relay_refused);
 	ADD(fleet_relayed);
 	ADD(worker_handoffs);
+	ADD(worker_sends);
 	ADD_ALL(tcp_refused);
 	ADD(tcp_idle_closed);
 	ADD(accept_paused);

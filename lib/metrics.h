@@ -55,6 +55,7 @@ struct sa_metrics {
 	uint64_t fleet_relayed;                          /* inbound requests relayed to the owner node */
 	uint64_t workers;                                /* gauge: SIP workers (event loops) running */
 	uint64_t worker_handoffs;                        /* messages handed to the worker that owns them */
+	uint64_t worker_sends;                           /* bytes sent through another worker's TCP/TLS connection */
 	uint64_t worker_requests[SA_METRICS_WORKERS];    /* SIP requests each worker read, by worker (< workers) */
 	/* the store; map_size 0: unknown, not rendered */
 	uint64_t store_map_size;                         /* gauge: bytes */

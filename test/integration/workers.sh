@@ -80,6 +80,38 @@ assert_eq "the gateway got a BYE for each of its 30 calls" 0 $?
 assert_eq "30 calls counted revoked" 30 "$(metric calls_revoked_total)"
 assert_eq "none left" 0 "$(calls_active)"
 
+# --- 16 PBXs registered over TCP, each on a connection of its own (the kernel spreads the
+# accepts over both workers' listeners); the gateway calls each trunk: the INVITE, the ACK
+# and the BYE go down each PBX's own connection, through the worker that holds it
+pw=tcp_pbx_password_123
+for i in $(seq 1 16); do
+	tr=$("$SIPAUTHCTL" --store "$STORE" trunk create --account "$ACC" --name "tcp$i")
+	printf '%s\n' "$pw" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$tr" --username "pbx$i" \
+		--password-stdin >/dev/null
+	spawn "$T/tcp$i.json" $SIPCLIENT pbx --server "127.0.0.1:$SIP_PORT" --transport tcp --local-ip 127.0.0.1 \
+		--host "trunk-$tr.sip.tryvox.io" --user "pbx$i" --password "$pw" --algorithms MD5 --expires 120 \
+		--timeout 60 --wait 60
+	echo "$tr" >"$T/tcp$i.trunk"
+done
+for i in $(seq 1 16); do
+	wait_for grep -q '"event":"registered","status":200' "$T/tcp$i.json" || fail "PBX $i did not register over TCP"
+done
+sends0=$(metric sip_worker_sends_total)
+ok=0
+for i in $(seq 1 16); do
+	run_sipp "in$i" -sf "$SIPP_DIR/gateway_call.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.2 -p "$(free_port 127.0.0.2)" \
+		-m 1 -s "pbx$i" -key trunk_host "trunk-$(cat "$T/tcp$i.trunk").sip.tryvox.io" -d 100 && ok=$((ok + 1))
+done
+assert_eq "the gateway's 16 calls were answered by the 16 PBXs over TCP, ACKed and ended" 16 "$ok"
+got=0
+for i in $(seq 1 16); do
+	[ "$(grep -c '"event":"request","method":"\(INVITE\|ACK\|BYE\)"' "$T/tcp$i.json")" = 3 ] && got=$((got + 1))
+done
+assert_eq "each PBX got its INVITE, ACK and BYE on its own connection" 16 "$got"
+sends=$(($(metric sip_worker_sends_total) - sends0))
+echo "sends through the other worker's connection: $sends"
+assert_match "some went through the worker that holds the PBX's connection" "^[1-9][0-9]*$" "$sends"
+
 # --- a stop with calls up on both workers: every call is saved, and restored after the restart
 CRED=$(printf '%s\n' "$SIP_PASS" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" \
 	--username "$SIP_USER" --password-stdin | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
