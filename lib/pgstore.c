@@ -1595,7 +1595,7 @@ static int webhook_create_txn(struct sa_pg *pg, const struct sa_webhook *w, unsi
 	const char *lock[] = { w->account_id };
 	const char *params[] = { w->id, w->account_id, w->url, events, w->secret, at };
 	PGresult *r;
-	int rc = run(pg, "SELECT pg_advisory_xact_lock(7316020513, hashtext($1))", 1, lock, NULL);
+	int rc = run(pg, "SELECT pg_advisory_xact_lock(731602051, hashtext($1))", 1, lock, NULL);
 
 	if (rc == SA_STORE_OK)
 		rc = exec(pg, "SELECT count(*) FROM webhooks WHERE account_id = $1", 1, lock, &r);
