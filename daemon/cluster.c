@@ -111,7 +111,8 @@ struct call_rows {
 
 enum conn_state { CS_DOWN, CS_CONNECTING, CS_UP, CS_REFUSED };
 enum step { ST_IDLE, ST_HELLO, ST_CHANGES, ST_SNAPSHOT, ST_HEARTBEAT, ST_APPLYING, ST_NONCE_KEYS, ST_NONCE_FIRST,
-             ST_FAIL_PUSH, ST_FAIL_PRUNE, ST_DLV_PUSH, ST_REG_LOAD, ST_REG_PUT, ST_CALLS_WIPE, ST_CALLS_PUSH };
+             ST_FAIL_PUSH, ST_FAIL_PRUNE, ST_DLV_PUSH, ST_REG_LOAD, ST_REG_PUT, ST_CALLS_WIPE, ST_CALLS_PUSH,
+             ST_WH_ADOPT };
 
 static const char *const step_names[] = {
 	[ST_IDLE] = "idle", [ST_HELLO] = "hello", [ST_CHANGES] = "changes", [ST_SNAPSHOT] = "snapshot",
@@ -119,7 +120,7 @@ static const char *const step_names[] = {
 	[ST_NONCE_FIRST] = "nonce_key_first", [ST_FAIL_PUSH] = "failures_push", [ST_FAIL_PRUNE] = "failures_prune",
 	[ST_DLV_PUSH] = "deliveries_push",
 	[ST_REG_LOAD] = "registrations_load", [ST_REG_PUT] = "registrations_write", [ST_CALLS_WIPE] = "calls_wipe",
-	[ST_CALLS_PUSH] = "calls_push",
+	[ST_CALLS_PUSH] = "calls_push", [ST_WH_ADOPT] = "webhooks_adopt",
 };
 
 /*
@@ -197,6 +198,8 @@ struct sa_cluster {
 	unsigned fail_batches;       /* pushes since the heartbeat */
 	bool fail_prune;             /* pushed since the last trim */
 	int64_t fail_pruned_ms;
+	bool wh_adopted;             /* this store's own webhooks are in the database (once per start) */
+	bool wh_adopt_tried;         /* ... asked since the connect (a refusal is not asked again each second) */
 	size_t dlv_sent;             /* delivery states in the push in flight */
 	unsigned dlv_batches;        /* pushes since the heartbeat */
 	struct sa_metrics_fleet stats;
@@ -345,6 +348,7 @@ static void up(struct sa_cluster *c)
 	}
 	c->hello_seen = c->hello_ok = false;
 	c->reg_load = true;
+	c->wh_adopt_tried = false;
 	send_query(c, ST_HELLO, "LISTEN " SA_PG_CHANNEL "; SELECT value FROM settings WHERE name = 'domain'", 0, NULL);
 }
 
@@ -945,6 +949,47 @@ static bool deliveries_push(struct sa_cluster *c)
 	return true;
 }
 
+/*
+ * Webhooks made before the database had them (schema 5 and older) live in
+ * this node's store only: the API, which reads the database, would not
+ * list them, nor could it delete them. At its first connection after a
+ * start, the node offers its store's webhooks to the database, which keeps
+ * those it never had (sa_pg_webhooks_adopt_sql); they come back through the
+ * change log, like any webhook, to every node. Once per start: after that,
+ * every webhook of the store came from the database.
+ */
+static int adopt_cb(const struct sa_webhook *w, void *arg)
+{
+	json_t *row = json_pack("{s:s,s:s,s:o,s:I,s:s,s:I}", "id", w->id, "account_id", w->account_id, "url",
+	                        sa_api_net_string(w->url), "events", (json_int_t)w->events, "secret", w->secret,
+	                        "created_at", (json_int_t)w->created_at);
+
+	return row == NULL || json_array_append_new(arg, row) != 0;
+}
+
+/* False: nothing to offer (no webhook in the store), or it could not be read. */
+static bool webhooks_adopt(struct sa_cluster *c)
+{
+	json_t *rows = json_array();
+	char applied[24], *text = NULL;
+
+	c->wh_adopt_tried = true;
+	if (rows != NULL && sa_store_webhook_each(c->srv->store, adopt_cb, rows) == SA_STORE_OK &&
+	    json_array_size(rows) > 0)
+		text = json_dumps(rows, JSON_COMPACT);
+	if (rows != NULL && json_array_size(rows) == 0)
+		c->wh_adopted = true;
+	json_decref(rows);   /* the secrets: freed as the change log's rows are */
+	if (text == NULL)
+		return false;
+	const char *params[] = { text, applied };
+	snprintf(applied, sizeof(applied), "%llu", (unsigned long long)c->applied);
+	send_query(c, ST_WH_ADOPT, sa_pg_webhooks_adopt_sql, 2, params);
+	OPENSSL_cleanse(text, strlen(text));
+	free(text);
+	return true;
+}
+
 /* ---- the fleet's calls list ---- */
 
 static int call_row_cmp(const void *x, const void *y)
@@ -1154,6 +1199,12 @@ static void result(struct sa_cluster *c, PGresult *r)
 		c->stats.failures_pushed += c->fail_sent;
 		c->fail_sent = 0;
 		c->fail_prune = true;
+	} else if (s == PGRES_COMMAND_OK && c->step == ST_WH_ADOPT) {
+		c->wh_adopted = true;
+		if (strcmp(PQcmdTuples(r), "0") != 0)
+			log_info("event=cluster_webhooks_adopted node=%s webhooks=%s hint=\"this store's own webhooks, made "
+			         "before the database kept them, are the fleet's now\"", c->srv->cfg.cluster_node,
+			         PQcmdTuples(r));
 	} else if (s == PGRES_COMMAND_OK && c->step == ST_DLV_PUSH) {
 		c->stats.deliveries_pushed += c->dlv_sent;
 		c->dlv_sent = 0;
@@ -1447,6 +1498,7 @@ static void query_done(struct sa_cluster *c)
 		c->again = true;
 		break;
 	case ST_REG_LOAD:
+	case ST_WH_ADOPT:
 		c->again = true;   /* what waited behind it */
 		break;
 	case ST_CHANGES:
@@ -1513,6 +1565,8 @@ static void look(struct sa_cluster *c)
 		return;
 	}
 	c->again = false;
+	if (!c->wh_adopted && !c->wh_adopt_tried && webhooks_adopt(c))
+		return;
 	if (c->reg_load) {
 		const char *node[] = { c->srv->cfg.cluster_node };
 		send_query(c, ST_REG_LOAD, sa_pg_registrations_load_sql, 1, node);

@@ -1703,6 +1703,15 @@ int sa_pg_webhook_list_after(struct sa_pg *pg, const char *account_id, const cha
 
 /* ---- the fleet's deliveries ---- */
 
+const char sa_pg_webhooks_adopt_sql[] =
+	"INSERT INTO webhooks (id, account_id, url, events, secret, created_at)"
+	" SELECT r.id, r.account_id, r.url, r.events, r.secret, r.created_at"
+	"  FROM json_populate_recordset(NULL::webhooks, $1::json) r"
+	"  WHERE EXISTS (SELECT 1 FROM accounts a WHERE a.id = r.account_id)"
+	"  AND r.id NOT IN (SELECT payload->>'id' FROM change_log WHERE kind = 'webhooks')"
+	"  AND ($2::bigint >= (SELECT last FROM change_seq) OR EXISTS (SELECT 1 FROM change_log WHERE seq = $2::bigint + 1))"
+	" ON CONFLICT (id) DO NOTHING";
+
 /* A delivery pushed twice in one batch: its last state (ON CONFLICT may
  * touch a row once per statement). */
 const char sa_pg_deliveries_push_sql[] =

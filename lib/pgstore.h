@@ -173,6 +173,13 @@ int sa_pg_webhook_delete(struct sa_pg *pg, const char *account_id, const char *w
  * EINVAL when after_id is not one of the account's. */
 int sa_pg_webhook_list_after(struct sa_pg *pg, const char *account_id, const char *after_id,
                              sa_store_webhook_cb cb, void *arg);
+/* $1 a node's webhooks (a JSON array of webhooks rows, secrets included),
+ * $2 the last sequence it applied: those the database never had are copied
+ * in (the node's own, made before the upgrade to schema 6), unless their
+ * account is gone, the change log names them (made or deleted through the
+ * database: the node has yet to apply that), or the log no longer reaches
+ * back to the node (its resync decides). */
+extern const char sa_pg_webhooks_adopt_sql[];
 /* Each node writes the state of its deliveries ($1 node, $2 a JSON array of
  * {id, webhook_id, event, status, attempts, last_status_code, last_error,
  * next_attempt_at, created_at}, a delivery's later state after its earlier

@@ -4063,6 +4063,40 @@ int sa_store_webhook_list_after(struct sa_store *st, const char *account_id, con
 	return index_walk_after(st, DB_WH_BY_ACCOUNT, account_id, after_id, wh_walk_fn, &ww);
 }
 
+struct wh_each {
+	sa_store_webhook_cb cb;
+	void *arg;
+};
+
+static int wh_each_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct wh_each *we = arg;
+	struct sa_webhook w;
+	int rc = val_rec(v, &w, sizeof w);
+
+	if (rc == SA_STORE_OK) {
+		w.id[sizeof w.id - 1] = w.account_id[sizeof w.account_id - 1] = '\0';
+		w.url[sizeof w.url - 1] = w.secret[sizeof w.secret - 1] = '\0';
+		rc = we->cb(&w, we->arg) ? WALK_STOP : SA_STORE_OK;
+	}
+	OPENSSL_cleanse(&w, sizeof w);
+	return rc;
+}
+
+int sa_store_webhook_each(struct sa_store *st, sa_store_webhook_cb cb, void *arg)
+{
+	struct wh_each we = { cb, arg };
+	struct key all = { .len = 0 };
+	MDB_txn *txn;
+
+	if (!st->sh->webhooks)
+		return SA_STORE_OK;
+	int rc = rd_own_begin(st, ENV_MAIN, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	return rd_own_end(st, ENV_MAIN, txn, walk_prefix(st, txn, DB_WEBHOOKS, &all, wh_each_fn, &we));
+}
+
 int sa_store_webhook_count(struct sa_store *st, uint64_t *n)
 {
 	MDB_stat ms;

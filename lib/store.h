@@ -465,6 +465,9 @@ typedef int (*sa_store_webhook_cb)(const struct sa_webhook *w, void *arg);   /* 
  * first); EINVAL when after_id is not one of the account's. */
 int sa_store_webhook_list_after(struct sa_store *st, const char *account_id, const char *after_id,
                                 sa_store_webhook_cb cb, void *arg);
+/* Every webhook of every account, with its secret (fleet mode: a node's own,
+ * made before its database had webhooks, are copied there). */
+int sa_store_webhook_each(struct sa_store *st, sa_store_webhook_cb cb, void *arg);
 /* "whsec_" and 32 random bytes as 43 base64url characters (the database's
  * webhooks get theirs here too). */
 int sa_store_webhook_secret_make(char out[SA_STORE_WH_SECRET_MAX]);
