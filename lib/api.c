@@ -21,9 +21,10 @@
 #include <openssl/sha.h>
 #ifdef HAVE_LIBPQ
 #include "pgstore.h"
-/* Fleet mode: trunks, policies and credentials are the database's (ctx->pg);
- * so are registrations, failures and calls in progress (each with its node),
- * and Idempotency-Key answers. Keys stay the node's. */
+/* Fleet mode: trunks, policies, credentials and webhooks are the database's
+ * (ctx->pg); so are registrations, failures, calls in progress and webhook
+ * deliveries (each with its node), and Idempotency-Key answers. Keys stay
+ * the node's. */
 #define SOR(ctx, pgcall, stcall) ((ctx)->pg != NULL ? (pgcall) : (stcall))
 #define IDEM_CLAIM_LEN SA_PG_IDEM_CLAIM_LEN
 #else
