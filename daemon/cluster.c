@@ -905,16 +905,19 @@ static json_t *delivery_json(const struct sa_delivery *d)
 	                 (json_int_t)d->next_attempt_at, "created_at", (json_int_t)d->created_at);
 }
 
-/* States the delivery thread found no room for, counted and said once per 1000. */
+/* Delivery states that will not reach the fleet's list (the queue was
+ * full, or their statement's outcome is unknown): counted, and said at the
+ * first and then once per 1000. */
 static void deliveries_lost(struct sa_cluster *c, uint64_t n)
 {
 	uint64_t before = c->stats.deliveries_lost;
 
 	c->stats.deliveries_lost += n;
 	if (n > 0 && (before == 0 || before / 1000 != c->stats.deliveries_lost / 1000))
-		log_warn("event=cluster_deliveries_lost node=%s lost=%llu reason=\"the queue for the fleet's delivery "
-		         "list is full (the database is away or slow); this node still sends them\"",
-		         c->srv->cfg.cluster_node, (unsigned long long)c->stats.deliveries_lost);
+		log_warn("event=cluster_deliveries_lost node=%s lost=%llu reason=\"states of this node's webhook "
+		         "deliveries did not reach the fleet's list (its queue was full, or the database went away); "
+		         "this node still sends the deliveries\"", c->srv->cfg.cluster_node,
+		         (unsigned long long)c->stats.deliveries_lost);
 }
 
 /* Up to DLV_BATCH queued states in one statement; false: none queued. They
@@ -1306,7 +1309,8 @@ static int keep_collect(struct apply *a)
 	if (a->keep == NULL)
 		return SA_STORE_EIO;
 	for (int i = 1; i < n; i++) {
-		if (strcmp(PQgetvalue(a->rows, i, 1), "credentials") != 0 && strcmp(PQgetvalue(a->rows, i, 1), "webhooks") != 0)
+		const char *kind = PQgetvalue(a->rows, i, 1);
+		if (strcmp(kind, "credentials") != 0 && strcmp(kind, "webhooks") != 0)
 			continue;
 		json_error_t e;
 		json_t *o = json_loads(PQgetvalue(a->rows, i, 3), 0, &e);

@@ -2564,6 +2564,28 @@ static int not_found_ok(int rc)
 static int webhook_put(struct sa_store *st, MDB_txn *txn, const struct sa_webhook *w);
 static int webhook_delete_txn(struct sa_store *st, MDB_txn *txn, const char *account_id, const char *webhook_id);
 
+/* Each webhook record of the store, whole (its secret too), to cb. */
+struct wh_each {
+	sa_store_webhook_cb cb;
+	void *arg;
+};
+
+static int wh_each_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct wh_each *we = arg;
+	struct sa_webhook w;
+	int rc = val_rec(v, &w, sizeof w);
+
+	if (rc == SA_STORE_OK) {
+		w.id[sizeof w.id - 1] = w.account_id[sizeof w.account_id - 1] = '\0';
+		w.url[sizeof w.url - 1] = w.secret[sizeof w.secret - 1] = '\0';
+		rc = we->cb(&w, we->arg) ? WALK_STOP : SA_STORE_OK;
+	}
+	OPENSSL_cleanse(&w, sizeof w);
+	return rc;
+}
+
+
 /* A webhook as the database has it (they never change: a known id is written again as it is). */
 static int mirror_webhook(struct sa_store *st, MDB_txn *txn, const struct sa_webhook *w)
 {
@@ -2612,6 +2634,7 @@ struct mirror_sweep {
 	void *arg;
 	struct gone { char id[SA_ID_MAX]; char owner[SA_ID_MAX]; } *gone;   /* owner: the trunk, or the account */
 	size_t n, cap;
+	int rc;                      /* a webhook's sweep_add failed */
 };
 
 static int sweep_add(struct mirror_sweep *sw, const char *id, const char *owner)
@@ -2641,22 +2664,19 @@ static int sweep_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const M
 	return rc;
 }
 
-static int sweep_webhook_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+static int sweep_webhook_cb(const struct sa_webhook *w, void *arg)
 {
 	struct mirror_sweep *sw = arg;
-	struct sa_webhook w;
-	int rc = val_rec(v, &w, sizeof w);
 
-	w.id[sizeof w.id - 1] = w.account_id[sizeof w.account_id - 1] = '\0';
-	if (rc == SA_STORE_OK && !sw->keep(sw->arg, w.id))
-		rc = sweep_add(sw, w.id, w.account_id);
-	OPENSSL_cleanse(&w, sizeof w);
-	return rc;
+	if (!sw->keep(sw->arg, w->id))
+		sw->rc = sweep_add(sw, w->id, w->account_id);
+	return sw->rc != SA_STORE_OK;
 }
 
 static int mirror_sweep(struct sa_store *st, MDB_txn *txn, sa_mirror_keep_fn keep, void *arg)
 {
 	struct mirror_sweep sw = { .keep = keep, .arg = arg };
+	struct wh_each we = { sweep_webhook_cb, &sw };
 	struct key all = { .len = 0 };
 	int rc = walk_prefix(st, txn, DB_CREDS, &all, sweep_fn, &sw);
 
@@ -2664,7 +2684,9 @@ static int mirror_sweep(struct sa_store *st, MDB_txn *txn, sa_mirror_keep_fn kee
 		rc = not_found_ok(cred_delete_txn(st, txn, sw.gone[i].owner, sw.gone[i].id));
 	sw.n = 0;
 	if (rc == SA_STORE_OK && st->sh->webhooks)
-		rc = walk_prefix(st, txn, DB_WEBHOOKS, &all, sweep_webhook_fn, &sw);
+		rc = walk_prefix(st, txn, DB_WEBHOOKS, &all, wh_each_fn, &we);
+	if (rc == SA_STORE_OK)
+		rc = sw.rc;
 	for (size_t i = 0; i < sw.n && rc == SA_STORE_OK; i++)
 		rc = not_found_ok(webhook_delete_txn(st, txn, sw.gone[i].owner, sw.gone[i].id));
 	free(sw.gone);
@@ -4061,26 +4083,6 @@ int sa_store_webhook_list_after(struct sa_store *st, const char *account_id, con
 	struct wh_walk ww = { cb, arg, account_id ? strlen(account_id) + 1 : 0 };
 
 	return index_walk_after(st, DB_WH_BY_ACCOUNT, account_id, after_id, wh_walk_fn, &ww);
-}
-
-struct wh_each {
-	sa_store_webhook_cb cb;
-	void *arg;
-};
-
-static int wh_each_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
-{
-	struct wh_each *we = arg;
-	struct sa_webhook w;
-	int rc = val_rec(v, &w, sizeof w);
-
-	if (rc == SA_STORE_OK) {
-		w.id[sizeof w.id - 1] = w.account_id[sizeof w.account_id - 1] = '\0';
-		w.url[sizeof w.url - 1] = w.secret[sizeof w.secret - 1] = '\0';
-		rc = we->cb(&w, we->arg) ? WALK_STOP : SA_STORE_OK;
-	}
-	OPENSSL_cleanse(&w, sizeof w);
-	return rc;
 }
 
 int sa_store_webhook_each(struct sa_store *st, sa_store_webhook_cb cb, void *arg)
