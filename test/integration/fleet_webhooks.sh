@@ -14,7 +14,6 @@
 fleet_prepare
 need curl
 PW=secure_password_here_123
-RECEIVER="$top_srcdir/test/webhook_receiver.py"
 fleet_db_setup || { fail "the fleet database"; finish; }
 
 # ---- a schema 5 database (as before this version), upgraded by init ----
@@ -32,18 +31,9 @@ sed -n '/^CREATE ROLE sipauthd_node LOGIN;$/,/^SQL$/p' "$top_srcdir/README.md" |
 psql -X -q "$DB" -v ON_ERROR_STOP=1 -f "$T/grants.sql" >/dev/null
 assert_eq "README's grants run again after the upgrade" 0 $?
 
-# receiver NAME [ARGS...]: test/webhook_receiver.py on a free port ($NAME_PORT), its requests in
-# $T/NAME.jsonl, checking signatures with the secret in $T/NAME.secret
-receiver() {
-	_n=$1; shift
-	_p=$(free_port 127.0.0.1)
-	eval "${_n}_PORT=$_p"
-	: >"$T/$_n.jsonl"
-	spawn "$T/$_n.out" python3 "$RECEIVER" --port "$_p" --out "$T/$_n.jsonl" --secret-file "$T/$_n.secret" "$@"
-	wait_for grep -q listening "$T/$_n.out" || fail "receiver $_n did not start"
-}
 receiver R                       # answers 204 to a good signature
 receiver RF --fail-first 1000    # answers 500: its deliveries stay pending, retried
+receiver R0                      # for a webhook of node A's store alone (as made before the upgrade)
 
 GW_PORT=$(free_port 127.0.0.2)
 NODE_CONF="[webhooks]
@@ -72,6 +62,8 @@ received() {
 mirrored() {
 	wait_for sh -c "[ \"\$(psql -X -qtA \"$DB\" -c \"SELECT count(*) FROM nodes WHERE applied_seq = (SELECT last FROM change_seq)\")\" = 2 ]"
 }
+# listed NODE WEBHOOK N: NODE lists N deliveries of WEBHOOK
+listed() { hooks "$1" GET "/$2/deliveries"; [ "$(field 'len(j["data"])')" = "$3" ]; }
 # cred_at NODE USER: creates credential USER through NODE's API (a credential.created event there)
 cred_at() {
 	api "$1" POST /credentials "{\"username\":\"$2\",\"password\":\"$PW\"}" | cut -c1-3
@@ -100,12 +92,19 @@ assert_nomatch "... without the secret" whsec_ "$(cat "$T/body")"
 
 # ---- an event at node B, delivered by B, signed with A's secret ----
 mirrored
+t0=$(date +%s.%N)
 assert_eq "a credential created through node B's API: 201" 201 "$(cred_at B pbx-wh-b1)"
 wait_for sh -c "[ \"\$(python3 -c 'import sys; print(sum(1 for _ in open(sys.argv[1])))' \"$T/R.jsonl\")\" -ge 1 ]"
+t1=$(received R 'r[0]["at"]')
 assert_eq "the receiver got credential.created, signature valid, answered 204" \
 	"1 credential.created True 204 pbx-wh-b1 $ACC" \
 	"$(received R 'len(r), r[0]["event"], r[0]["sig_ok"], r[0]["answered"], r[0]["body"]["data"]["username"], r[0]["body"]["account_id"]' | tr -d "(),'")"
 D1=$(received R 'r[0]["delivery"]')
+wait_for listed A "$W1" 1 || fail "node A does not list B's delivery"
+t2=$(date +%s.%N)
+ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%d", (b - a) * 1000 }'; }
+echo "# figures: the credential.created made at B reached the receiver $(ms "$t0" "$t1") ms after the POST was sent;" \
+	"node A listed its delivery $(ms "$t0" "$t2") ms after it (polled every 0.1 s)"
 assert_match "... a delivery id of the fleet's form (random)" '^dlv_[0-9a-f]{16}$' "$D1"
 assert_eq "a REGISTER at node B: 200" 200 "$(reg B pbx-wh-b1)"
 wait_for sh -c "[ \"\$(python3 -c 'import sys; print(sum(1 for _ in open(sys.argv[1])))' \"$T/R.jsonl\")\" -ge 2 ]"
@@ -115,8 +114,6 @@ assert_eq "the receiver got registration.created for it, signature valid" \
 D2=$(received R 'r[1]["delivery"]')
 
 # ---- the deliveries, listed by both nodes with node B's name ----
-# listed NODE WEBHOOK N: NODE lists N deliveries of WEBHOOK
-listed() { hooks "$1" GET "/$2/deliveries"; [ "$(field 'len(j["data"])')" = "$3" ]; }
 wait_for listed A "$W1" 2 || fail "node A does not list B's two deliveries"
 cp "$T/body" "$T/dlv.A"
 hooks B GET "/$W1/deliveries"
@@ -232,8 +229,42 @@ wait_for listed A "$W3" 1 || fail "the delivery made while the database was away
 assert_eq "once the database is back, node A lists it: B's, delivered" "B delivered $(received R 'r[-1]["delivery"]')" \
 	"$(field 'j["data"][0]["node"], j["data"][0]["status"], j["data"][0]["id"]' | tr -d "(),'")"
 
+# ---- a webhook in node A's store alone (as one made before the upgrade) becomes the fleet's ----
+nodes_stop A
+mv "$T/A.log" "$T/A-run1.log"
+sed '/^\[cluster\]$/,/^node = A$/d' "$T/A.conf" >"$T/A1.conf"   # node A's store, as a single host
+spawn "$T/A1.log" "$SIPAUTHD" --config "$T/A1.conf"
+A1_PID=$!
+wait_for curl -sf -o /dev/null "http://$A_ADDR:$A_API_PORT/healthz" || fail "node A's store as a single host"
+hooks A POST "" "{\"url\":\"http://127.0.0.1:$R0_PORT/own\",\"events\":[\"credential.created\"]}"
+W0=$(field 'j["id"]'); field 'j["secret"]' >"$T/R0.secret"
+assert_eq "a webhook made in node A's store alone: 201, not in the database" "201 0" \
+	"$st $(psql_q "SELECT count(*) FROM webhooks WHERE id = '$W0'")"
+stop "$A1_PID"
+node A 127.0.0.21
+nodes_connected A
+wait_for grep -q "event=cluster_webhooks_adopted node=A webhooks=1" "$T/A.log" ||
+	fail "node A did not copy its own webhook into the database"
+assert_eq "... at its next start node A copied it into the database, with its secret" "1 $(cat "$T/R0.secret")" \
+	"$(psql_q "SELECT count(*), min(secret) FROM webhooks WHERE id = '$W0'" | tr '|' ' ')"
+mirrored
+hooks A GET "/$W0"; cp "$T/body" "$T/own.A"
+hooks B GET "/$W0"
+assert_eq "... node B shows it as node A does" "200 $(cat "$T/own.A")" "$st $(cat "$T/body")"
+assert_eq "an event at node B: 201" 201 "$(cred_at B pbx-wh-b4)"
+wait_for sh -c "[ -s \"$T/R0.jsonl\" ]"
+assert_eq "... sent by B to that webhook, signed with the secret of node A's store" "1 credential.created True pbx-wh-b4" \
+	"$(received R0 'len(r), r[0]["event"], r[0]["sig_ok"], r[0]["body"]["data"]["username"]' | tr -d "(),'")"
+nodes_stop A
+mv "$T/A.log" "$T/A-run2.log"
+node A 127.0.0.21
+nodes_connected A
+mirrored
+assert_eq "a restarted node copies nothing (its webhooks are the database's)" "0 1" \
+	"$(grep -c "event=cluster_webhooks_adopted" "$T/A.log") $(psql_q "SELECT count(*) FROM webhooks WHERE id = '$W0'")"
+
 for n in A B; do
-	assert_nomatch "node $n never logged a webhook secret" "whsec_" "$(cat "$T/$n.log")"
+	assert_nomatch "node $n never logged a webhook secret" "whsec_" "$(cat "$T/$n"*.log)"
 done
 openapi_check
 nodes_stop A B
