@@ -153,8 +153,11 @@ static const char schema_v5[] =
  * sa_delivery_status).
  */
 static const char schema_v6[] =
-	"CREATE TABLE webhooks (id text PRIMARY KEY, account_id text NOT NULL REFERENCES accounts(id),"
-	"  url text NOT NULL, events integer NOT NULL, secret text NOT NULL, created_at bigint NOT NULL);"
+	/* the checks keep out rows that every node's mirror would refuse (and stall on) */
+	"CREATE TABLE webhooks (id text PRIMARY KEY CHECK (length(id) < 48),"
+	"  account_id text NOT NULL REFERENCES accounts(id), url text NOT NULL CHECK (length(url) < 1024),"
+	"  events integer NOT NULL CHECK (events > 0), secret text NOT NULL CHECK (length(secret) < 64),"
+	"  created_at bigint NOT NULL);"
 	"CREATE INDEX webhooks_by_account ON webhooks (account_id, id COLLATE \"C\");"
 	"CREATE TRIGGER webhooks_log AFTER INSERT OR UPDATE OR DELETE ON webhooks"
 	"  FOR EACH ROW EXECUTE FUNCTION sipauthd_log_change();"
@@ -165,6 +168,8 @@ static const char schema_v6[] =
 	"  PRIMARY KEY (node, id));"
 	"CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, ord);"
 	"CREATE INDEX webhook_deliveries_by_age ON webhook_deliveries (node, created_at);";
+_Static_assert(SA_ID_MAX == 48 && SA_STORE_WH_URL_MAX == 1024 && SA_STORE_WH_SECRET_MAX == 64,
+               "schema 6's checks say the same");
 
 /* Upgrades: upgrades[v] takes schema v to v + 1. */
 static const char *const upgrades[SA_PG_SCHEMA_VERSION] = { NULL, schema_v2, schema_v3, schema_v4, schema_v5,
