@@ -27,6 +27,9 @@ assert_eq "... the schema is 6, with both tables" "6 webhooks webhook_deliveries
 	"$(psql_q "SELECT version FROM schema_version") $(psql_q "SELECT to_regclass('webhooks')") $(psql_q "SELECT to_regclass('webhook_deliveries')")"
 assert_eq "... the accounts, trunks, keys and change log as they were" "1 1 1 $n0" \
 	"$(psql_q "SELECT count(*) FROM accounts") $(psql_q "SELECT count(*) FROM trunks") $(psql_q "SELECT count(*) FROM api_keys") $(psql_q "SELECT count(*) FROM change_log")"
+psql -X -q "$DB" -c "INSERT INTO webhooks VALUES ('wh_bad', '$ACC', 'http://h/', 0, 'whsec_x', 1)" >/dev/null 2>&1
+assert_eq "... a row the mirrors would refuse (no events) is refused by the schema" "1 0" \
+	"$? $(psql_q "SELECT count(*) FROM webhooks")"
 sed -n '/^CREATE ROLE sipauthd_node LOGIN;$/,/^SQL$/p' "$top_srcdir/README.md" | sed '1d;$d' >"$T/grants.sql"
 psql -X -q "$DB" -v ON_ERROR_STOP=1 -f "$T/grants.sql" >/dev/null
 assert_eq "README's grants run again after the upgrade" 0 $?
