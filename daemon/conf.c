@@ -329,6 +329,22 @@ static int set_map_size_key(struct parse *p, char *v)
 	return set_map_size(p, v, &p->cfg->store_map_size);
 }
 
+/* [sip] workers: a number of event loops, or auto (one per online core, decided at start). */
+static int set_workers_key(struct parse *p, char *v)
+{
+	if (strcmp(v, "auto") == 0) {
+		p->cfg->workers = 0;
+		return 0;
+	}
+	char *end;
+	errno = 0;
+	unsigned long n = strtoul(v, &end, 10);
+	if (!isdigit((unsigned char)v[0]) || *end || errno || n < 1 || n > SA_WORKERS_MAX)
+		return perr(p, "[sip] workers must be auto or 1 to %d", SA_WORKERS_MAX);
+	p->cfg->workers = (unsigned)n;
+	return 0;
+}
+
 /* A node's name: 1..63 of [A-Za-z0-9._-], as it appears in logs and the nodes table. */
 static int set_node_key(struct parse *p, char *v)
 {
@@ -374,6 +390,7 @@ struct key {
 static const struct key keys[] = {
 	LIST("sip", "listen", listen, nlisten, add_listen, false),
 	FN("sip", "domain", domain, set_domain_key, false),
+	FN("sip", "workers", workers, set_workers_key, false),
 	FN("upstream", "gateway", gateway, set_gateway_key, false),
 	LIST("upstream", "trusted", trusted, ntrusted, add_trusted, false),
 	UINT("upstream", "failover_timeout_ms", failover_timeout_ms, 100, 32000, true),

@@ -16,6 +16,7 @@
 #define SA_WH_PRIVATE_MAX 16          /* [webhooks] private_targets networks */
 
 #define SA_MAX_LISTEN 8
+#define SA_WORKERS_MAX 64     /* [sip] workers; our Via branch names its worker in one base64url character */
 #define SA_MAX_TRUSTED 32
 #define SA_MAX_DNS_SERVERS 3
 
@@ -82,6 +83,7 @@ struct sa_config {
 	unsigned max_transaction_memory;           /* MiB of messages all transactions may keep */
 	unsigned timer_c;                /* seconds an INVITE may ring */
 	unsigned max_calls;              /* dialogs tracked at once; more get 503 */
+	unsigned workers;                /* [sip] workers: SIP event loops; 0: auto (one per online core) */
 	unsigned max_call_age;           /* seconds: calls whose BYE never came are ended */
 	unsigned bye_rate;               /* BYEs of ours per second per destination; 0: all at once */
 	struct sa_tls_config tls;

@@ -465,7 +465,8 @@ static void healthz_serve(struct exchange *x)
 /* The counters as the daemon keeps them, and the gauges each part reports of its own tables. */
 static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 {
-	*m = h->srv->metrics;
+	sa_workers_metrics(h->srv, m);   /* every worker's counters, summed */
+	m->workers = sa_workers_count(h->srv);
 	m->version = PACKAGE_VERSION;
 	m->start_time = h->started_at;
 	struct sa_work *threads[] = { h->srv->work, h->srv->work_read };

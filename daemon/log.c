@@ -1,7 +1,9 @@
 /* log.c: stderr logging; the only process-wide state is the level, the output format and the line budget. */
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,7 @@ static int log_journal;   /* stderr is connected to journald: use <N> prefixes, 
  * not become a disk-filling flood: each call site (its format string) gets a
  * budget per second once the daemon serves. Start-up is never limited. */
 static struct sa_loglimit log_limiter;
+static pthread_mutex_t log_limiter_lock = PTHREAD_MUTEX_INITIALIZER;   /* SIP workers and store threads log */
 
 void sa_log_init(void)
 {
@@ -103,7 +106,9 @@ void sa_log_limit(unsigned per_second)
 
 void sa_log_flush(int at_stop)
 {
+	pthread_mutex_lock(&log_limiter_lock);
 	sa_loglimit_expired(&log_limiter, log_now_ms(), at_stop != 0, log_suppressed_cb, NULL);
+	pthread_mutex_unlock(&log_limiter_lock);
 }
 
 uint64_t sa_log_suppressed_total(void)
@@ -120,8 +125,13 @@ void sa_log(enum sa_log_level lvl, const char *fmt, ...)
 	if (lvl > log_level)
 		return;
 	/* debug is asked for by the operator, to see everything */
-	if (lvl != SA_LOG_DEBUG && !sa_loglimit_allow(&log_limiter, fmt, log_now_ms(), &report))
-		return;
+	if (lvl != SA_LOG_DEBUG) {
+		pthread_mutex_lock(&log_limiter_lock);
+		bool allow = sa_loglimit_allow(&log_limiter, fmt, log_now_ms(), &report);
+		pthread_mutex_unlock(&log_limiter_lock);
+		if (!allow)
+			return;
+	}
 	if (lvl != SA_LOG_DEBUG && report > 0)
 		log_suppressed_cb(fmt, report, NULL);
 	va_start(ap, fmt);

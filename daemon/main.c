@@ -28,7 +28,8 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: sipauthd --config FILE      run in the foreground\n"
+	fprintf(f, "usage: sipauthd --config FILE [--workers N]   run in the foreground\n"
+	           "                                  (--workers: instead of [sip] workers)\n"
 	           "       sipauthd --check-config FILE validate FILE and exit\n"
 	           "       sipauthd --version\n");
 }
@@ -42,7 +43,13 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
 	if (sa_sip_in_flight(srv) > 0 && sa_now_ms() < srv->stop_deadline_ms)
 		return;
 	log_info("event=drained in_flight=%u", sa_sip_in_flight(srv));
-	event_base_loopexit(srv->base, NULL);
+	event_base_loopexit(srv->base, NULL);   /* the other workers stop at teardown */
+}
+
+/* Each worker answers new requests 503 from now on, and drains its own. */
+static void worker_stopping(struct sa_server *w, void *arg)
+{
+	w->stopping = 1;
 }
 
 static void stop_cb(evutil_socket_t sig, short what, void *arg)
@@ -54,12 +61,25 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	log_info("event=stopping signal=%d in_flight=%u", (int)sig, sa_sip_in_flight(srv));
 	srv->stopping = 1;
+	sa_workers_post_each(srv, worker_stopping, NULL);
 	sa_notify_stopping();
 	srv->stop_deadline_ms = sa_now_ms() + DRAIN_SEC * 1000;
 	struct timeval tick = { .tv_sec = 0, .tv_usec = 50000 };
 	srv->drain = event_new(srv->base, -1, EV_PERSIST, drain_cb, srv);
 	if (!srv->drain || event_add(srv->drain, &tick) < 0)
 		event_base_loopexit(srv->base, NULL);
+}
+
+/* SIGHUP reaches the other workers: the configuration applied and the TLS
+ * contexts in force (main waits while they take them, so nothing moves). */
+static void worker_reload(struct sa_server *w, void *arg)
+{
+	struct sa_server *main = arg;
+	if (w == main)
+		return;
+	w->cfg = main->cfg;
+	if (sa_transport_tls_take(w, main) < 0)
+		log_err("event=reload_worker_tls_failed worker=%u hint=\"it keeps the previous certificate\"", w->worker);
 }
 
 /* A changed key that SIGHUP cannot apply: one line each, never silence. */
@@ -97,6 +117,7 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 	unsigned applied = sa_config_reload(&srv->cfg, &next, restart_needed_cb, &restart);
 	sa_log_set_level((enum sa_log_level)srv->cfg.log_level);
 	sa_log_limit(srv->cfg.log_rate_limit);
+	sa_workers_run_each(srv, worker_reload, srv);
 	log_info("event=reloaded config=%s applied=%u restart_needed=%u", srv->cfg.path, applied, restart);
 	sa_notify_ready();
 }
@@ -211,12 +232,13 @@ static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
  * RLIMIT_NOFILE: past it accept() fails and a full server cannot even
  * answer. Raise the soft limit as far as needed (the hard limit allows
  * it), or refuse to start, naming the keys. */
-static int fd_budget_check(const struct sa_config *c)
+static int fd_budget_check(const struct sa_config *c, unsigned workers)
 {
 	struct rlimit rl;
 	unsigned http = c->napi_listen + c->nmetrics_listen > 0 ? c->api_max_connections : 0;
+	/* each worker past the first: its listeners, its inbox's eventfd and its loop's epoll */
 	rlim_t need = (rlim_t)c->max_connections + http + c->nlisten + c->napi_listen + c->nmetrics_listen +
-	              SA_FD_MARGIN;
+	              (rlim_t)(workers - 1) * (c->nlisten + 2) + SA_FD_MARGIN;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
 		log_err("event=fd_limit_unknown error=\"%s\"", strerror(errno));
 		return -1;
@@ -357,7 +379,7 @@ static int start(struct sa_server *srv)
 	signal(SIGPIPE, SIG_IGN);
 	sa_sipmsg_init();
 	event_set_log_callback(libevent_log_cb);
-	if (fd_budget_check(&srv->cfg) < 0)
+	if (fd_budget_check(&srv->cfg, srv->nworkers) < 0)
 		return -1;
 	srv->base = event_base_new();
 	if (!srv->base || open_store(srv) < 0)
@@ -375,7 +397,8 @@ static int start(struct sa_server *srv)
 		log_err("event=webhooks_failed error=\"cannot start the delivery thread\"");
 		return -1;
 	}
-	if (sa_sip_init(srv) < 0 || sa_transport_start(srv) < 0 || sa_http_start(srv) < 0 || cluster_start(srv) < 0)
+	if (sa_sip_init(srv) < 0 || sa_transport_start(srv) < 0 || sa_workers_start(srv, srv->nworkers) < 0 ||
+	    sa_http_start(srv) < 0 || cluster_start(srv) < 0)
 		return -1;
 	if (add_signal(srv, &srv->sig_term, SIGTERM, stop_cb) < 0 || add_signal(srv, &srv->sig_int, SIGINT, stop_cb) < 0 ||
 	    add_signal(srv, &srv->sig_hup, SIGHUP, hup_cb) < 0)
@@ -387,8 +410,10 @@ static int start(struct sa_server *srv)
 
 static void teardown(struct sa_server *srv)
 {
+	sa_workers_join(srv);   /* their calls are saved with worker 0's */
 	if (sa_sip_calls_save(srv) < 0)
 		log_err("event=calls_save_failed path=%s", srv->cfg.store_path);
+	sa_workers_free(srv);   /* before what they share (limits, trunks, bans, gateways) */
 	sa_transport_stop(srv);
 	sa_work_stop(srv->work);   /* before the HTTP side: its jobs hold HTTP requests */
 	sa_work_stop(srv->work_read);
@@ -419,18 +444,30 @@ int main(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", required_argument, NULL, 'C' },
 		{ "version", no_argument, NULL, 'V' },
+		{ "workers", required_argument, NULL, 'w' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config = NULL;
 	bool check_only = false;
+	unsigned workers = 0;   /* 0: as the configuration says */
 	int o;
 
-	while ((o = getopt_long(argc, argv, "c:C:Vh", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "c:C:Vhw:", opts, NULL)) != -1) {
 		switch (o) {
 		case 'c': config = optarg; break;
 		case 'C': config = optarg; check_only = true; break;
 		case 'V': printf("sipauthd %s\n", PACKAGE_VERSION); return 0;
+		case 'w': {
+			char *end;
+			unsigned long n = strtoul(optarg, &end, 10);
+			if (*end || n < 1 || n > SA_WORKERS_MAX) {
+				fprintf(stderr, "sipauthd: --workers must be 1 to %d\n", SA_WORKERS_MAX);
+				return 2;
+			}
+			workers = (unsigned)n;
+			break;
+		}
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -451,6 +488,14 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	sa_log_set_level((enum sa_log_level)srv.cfg.log_level);
+	srv.nworkers = workers ? workers : sa_workers_wanted(&srv.cfg);
+	if (srv.cfg.cluster_database[0] && srv.nworkers > 1) {
+		/* the feed, the relays to other nodes and their state are one loop's */
+		if (workers || srv.cfg.workers)   /* asked for, not auto */
+			log_info("event=workers_limited workers=1 asked=%u reason=\"fleet mode runs one SIP worker\"",
+			         srv.nworkers);
+		srv.nworkers = 1;
+	}
 	int rc = start(&srv);
 	if (rc == 0) {
 		log_info("event=started version=%s domain=%s", PACKAGE_VERSION, srv.domain);

@@ -139,6 +139,7 @@ static void host_cb(void *arg, int status, int timeouts, struct ares_addrinfo *r
 	if (n == 0)
 		log_warn("event=dns_failed name=%s type=A/AAAA reason=\"%s\" retry_ms=%u", q->name,
 		         status == ARES_SUCCESS ? "no address" : ares_strerror(status), SA_UPSTREAM_NEG_TTL_MS);
+	sa_gateways_lock();   /* the SIP workers read these addresses */
 	for (unsigned i = 0; i < u->n; i++)
 		if (u->t[i].resolving && strcasecmp(u->t[i].host, q->name) == 0) {
 			bool had = u->t[i].naddr > 0;
@@ -154,6 +155,7 @@ static void host_cb(void *arg, int status, int timeouts, struct ares_addrinfo *r
 				         u == r->srv->upstream ? "gateway_address" : "trusted_address", q->name, after,
 				         u->t[i].port, ttl == UINT32_MAX ? 0 : ttl);
 		}
+	sa_gateways_unlock();
 	if (u == r->srv->route_names)
 		sa_gateways_unpark(r->srv, q->name, false);
 	ask_due(r);
@@ -181,7 +183,9 @@ static void service_done(struct question *q, const struct sa_up_srv *recs, unsig
                          uint32_t ttl)
 {
 	struct sa_upstream *u = q->r->srv->upstream;
+	sa_gateways_lock();
 	unsigned k = sa_upstream_service_answer(u, recs, n, proto, ttl, sa_now_ms());
+	sa_gateways_unlock();
 	if (n)
 		log_info("event=gateway_srv name=%s targets=%u ttl=%u", q->name, k, ttl);
 	ask_due(q->r);
@@ -259,7 +263,9 @@ static void ask_service(struct sa_resolver *r)
 {
 	struct question *q = question_new(r, SA_UP_ASK_SERVICE, r->srv->upstream->spec.e[0].host);
 	if (!q) {
+		sa_gateways_lock();
 		sa_upstream_service_failed(r->srv->upstream, sa_now_ms());
+		sa_gateways_unlock();
 		return;
 	}
 	ares_query(r->channel, q->name, ns_c_in, ns_t_naptr, naptr_cb, q);
@@ -271,6 +277,7 @@ static void ask_due(struct sa_resolver *r)
 	unsigned idx;
 	enum sa_up_ask k;
 	struct sa_upstream *lists[] = { r->srv->upstream, r->srv->trusted_names, r->srv->route_names };
+	sa_gateways_lock();
 	for (unsigned l = 0; l < 3; l++)
 		while (lists[l] && (k = sa_upstream_next_question(lists[l], sa_now_ms(), &idx)) != SA_UP_ASK_NONE) {
 			if (k == SA_UP_ASK_SERVICE)
@@ -278,6 +285,7 @@ static void ask_due(struct sa_resolver *r)
 			else
 				ask_host(r, lists[l], lists[l]->t[idx].host);
 		}
+	sa_gateways_unlock();
 	timeout_arm(r);
 }
 

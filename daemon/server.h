@@ -20,6 +20,7 @@
 #include "store.h"
 #include "txn.h"
 #include "upstream.h"
+#include "worker.h"
 
 struct sa_listener {
 	struct sa_endpoint ep;
@@ -50,8 +51,17 @@ struct sa_store_watch {
 
 struct sa_cluster;
 
+struct sa_workers;
+
+/* One per SIP worker (worker.c): worker 0 is the main thread's and holds the
+ * shared modules; the others are copies pointing at them. */
 struct sa_server {
 	struct event_base *base;
+	unsigned worker;                /* this one's index; 0: the main thread's */
+	unsigned nworkers;              /* how many run (1: no others) */
+	struct sa_workers *workers;     /* worker.c; NULL with one worker */
+	bool handed;                    /* reading a message another worker handed over */
+	bool started;                   /* worker.c: set up completely */
 	struct sa_config cfg;
 	struct sa_store *store;
 	struct sa_nonce_ctx *nonce;
@@ -111,6 +121,8 @@ void sa_transport_stop(struct sa_server *srv);
 /* Load the certificate and key anew (SIGHUP); established connections keep
  * the old ones. 0, or -1 with the old context still in force. */
 int sa_transport_tls_reload(struct sa_server *srv, const struct sa_tls_config *tc);
+/* Worker w takes (a reference to) the contexts `from` uses now. 0 or -1. */
+int sa_transport_tls_take(struct sa_server *w, const struct sa_server *from);
 /* A TLS server context from tc's certificate, key, version, ciphers and
  * client CA; NULL (logged, naming the file) when one does not load. */
 SSL_CTX *sa_transport_tls_server_ctx(const struct sa_tls_config *tc);
@@ -124,13 +136,16 @@ bool sa_transport_conn_open(struct sa_server *srv, uint64_t conn_id);
 /* For /metrics: the gauges of the connections (counters are srv->metrics). */
 void sa_transport_gauges(const struct sa_server *srv, struct sa_metrics *m);
 
+/* Several workers: the gateways' state is shared; the resolver and the
+ * workers hold this lock while they read or write it. */
+void sa_gateways_lock(void);
+void sa_gateways_unlock(void);
+
 /* sip.c: one message in */
 void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char *buf, size_t len);
 int sa_sip_init(struct sa_server *srv);
-/* End every call a deleted credential set up (BYE to both sides,
- * CANCEL/487 for calls still ringing). Its bindings are already gone with
- * it. Returns the number of calls ended. */
-int sa_sip_credential_revoked(struct sa_server *srv, const char *cred_id);
+/* The calls worker 0 restored at start, into the workers' Call-ID directory. */
+void sa_sip_calls_directory(struct sa_server *srv);
 /* The one revocation path: when the store's generation moved (a delete by
  * the API, sipauthctl or anyone), end the calls and ringing INVITEs of
  * credentials that are gone. The poll runs it every 250 ms; the API runs it

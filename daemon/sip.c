@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,7 @@ struct sa_txn {
 	bool is_ringing;
 	struct sa_server *srv;
 	char *skey;                    /* branch|sent-by|method of the request received (sized to fit) */
+	char *dir_call_id;             /* several workers: an INVITE's Call-ID, in the directory while it lives */
 	char branch[SA_TXN_BRANCH_LEN + 1];   /* ours towards the next hop: random, unguessable */
 	char local_tag[17];            /* the To tag of answers we make ourselves (408, 487) */
 	enum sa_method method;
@@ -134,16 +136,21 @@ struct call_owner {
 
 static void channel_release(struct sa_server *srv, const char *trunk_id)
 {
-	struct sa_trunk_usage *u = trunk_id[0] ? sa_trunk_usage(srv->trunks, trunk_id) : NULL;
-	if (u)
-		sa_policy_release(u);
+	if (trunk_id[0])
+		sa_trunk_release(srv->trunks, trunk_id);
 }
 
 static void channel_hold(struct sa_server *srv, const char *trunk_id)
 {
-	struct sa_trunk_usage *u = trunk_id[0] ? sa_trunk_usage(srv->trunks, trunk_id) : NULL;
-	if (u)
-		sa_policy_hold(u);
+	if (trunk_id[0])
+		sa_trunk_hold(srv->trunks, trunk_id);
+}
+
+/* A branch for a request we send; with several workers it names ours, so
+ * that its answers find this worker whichever socket they reach. */
+static int branch_new(struct sa_server *srv, char out[SA_TXN_BRANCH_LEN + 1])
+{
+	return srv->workers ? sa_txn_branch_new_for(out, srv->worker) : sa_txn_branch_new(out);
 }
 
 uint64_t sa_now_ms(void)
@@ -234,6 +241,10 @@ static void txn_free(struct sa_txn *t)
 		event_free(t->timer_c);
 	txn_keep(t, &t->req, &t->req_len, NULL, 0);
 	txn_keep(t, &t->resp, &t->resp_len, NULL, 0);
+	if (t->dir_call_id) {
+		sa_calldir_drop(srv, t->dir_call_id);
+		free(t->dir_call_id);
+	}
 	free(t->skey);
 	free(t);
 }
@@ -306,7 +317,7 @@ static struct sa_txn *txn_new(struct sa_server *srv, const struct sa_msg *m, con
 	struct sa_txn *t = calloc(1, sizeof(*t));
 	if (m)
 		sa_txn_server_key(m, key);
-	if (!t || sa_txn_branch_new(t->branch) < 0)
+	if (!t || branch_new(srv, t->branch) < 0)
 		goto fail;
 	if (!m)
 		snprintf(key, sizeof(key), "local|%s", t->branch);
@@ -332,6 +343,9 @@ fail:
 		if (budget_cred && budget_cred[0] && (t->own = calloc(1, sizeof(*t->own))))
 			snprintf(t->own->budget_cred, sizeof(t->own->budget_cred), "%s", budget_cred);
 		sa_msg_local_tag(m, srv->tag_key, t->local_tag);
+		/* its CANCEL and ACK may reach another worker: the directory sends them here */
+		if (srv->workers && m->method == SA_M_INVITE && m->call_id && (t->dir_call_id = strdup(m->call_id)))
+			sa_calldir_take(srv, t->dir_call_id);
 	} else {
 		t->local = true;
 	}
@@ -742,7 +756,7 @@ static void fo_arm(struct sa_txn *t)
 static void txn_rebranch(struct sa_txn *t)
 {
 	sa_txn_index_branch_out(t->srv->txns, &t->node);
-	if (sa_txn_branch_new(t->branch) < 0)
+	if (branch_new(t->srv, t->branch) < 0)
 		t->branch[SA_TXN_BRANCH_LEN - 1] ^= 1;   /* no randomness left: still a new branch */
 	sa_txn_index_branch_in(t->srv->txns, &t->node);
 }
@@ -876,9 +890,19 @@ static struct sa_call *call_find(struct sa_server *srv, const struct sa_msg *m, 
 	return sa_calls_find(srv->calls, m, side);
 }
 
+/* [proxy] max_calls holds for the process: every worker's calls count. */
+static bool calls_full(struct sa_server *srv)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < sa_workers_count(srv); i++)
+		n += sa_calls_count(sa_worker_at(srv, i)->calls);
+	return n >= srv->cfg.max_calls;
+}
+
 static void call_remove(struct sa_server *srv, struct sa_call *c)
 {
 	channel_release(srv, c->d.trunk_id);
+	sa_calldir_drop(srv, c->d.call_id);
 	sa_calls_remove(srv->calls, c);
 }
 
@@ -914,6 +938,7 @@ static void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *
 		sa_call_free(c);
 		return;
 	}
+	sa_calldir_take(srv, c->d.call_id);   /* its in-dialog requests find this worker */
 	if (t->holds_channel)
 		t->holds_channel = false;   /* the call holds the INVITE's channel now */
 	else
@@ -1063,7 +1088,8 @@ static const char *txn_call_id(const struct sa_txn *t, char *out, size_t len)
 	return out;
 }
 
-int sa_sip_credential_revoked(struct sa_server *srv, const char *cred_id)
+/* This worker's calls and ringing INVITEs of a credential that is gone: ended. */
+static int end_calls_of(struct sa_server *srv, const char *cred_id)
 {
 	int n = 0;
 	struct sa_call *c;
@@ -1082,7 +1108,6 @@ int sa_sip_credential_revoked(struct sa_server *srv, const char *cred_id)
 		}
 	}
 	srv->metrics.calls_revoked += (uint64_t)n;
-	log_info("event=credential_revoked cred=%s calls_ended=%d", cred_id, n);
 	return n;
 }
 
@@ -1112,11 +1137,53 @@ static void gone_check_cb(const char *cred_id, void *arg)
 		snprintf(g->id[g->n++], SA_ID_MAX, "%s", cred_id);
 }
 
-/* The one revocation path: whoever deleted a credential (the API, sipauthctl,
- * another process), the store's generation moves; then the calls and ringing
- * INVITEs of credentials that no longer exist are ended. */
-static void revoke_poll_cb(evutil_socket_t fd, short what, void *arg);
+/* What one revocation pass ended, per credential, summed over the workers. */
+struct revoke_report {
+	pthread_mutex_t mu;
+	struct revoked { char id[SA_ID_MAX]; int ended; } *cred;
+	unsigned n, max;
+	bool more;                /* a worker had more than it looks at in one pass */
+};
 
+static void report_add(struct revoke_report *r, const char *cred_id, int ended)
+{
+	pthread_mutex_lock(&r->mu);
+	unsigned i = 0;
+	while (i < r->n && strcmp(r->cred[i].id, cred_id) != 0)
+		i++;
+	if (i == r->n && r->n < r->max)
+		snprintf(r->cred[r->n++].id, SA_ID_MAX, "%s", cred_id);
+	if (i < r->n)
+		r->cred[i].ended += ended;
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* On each worker: the credentials of its calls and ringing INVITEs that the
+ * store no longer has, and their calls ended. */
+static void revoke_worker(struct sa_server *w, void *arg)
+{
+	struct revoke_report *r = arg;
+	struct gone *g = calloc(1, sizeof(*g));
+	if (!g) {
+		r->more = true;   /* look again next tick (a bool: any worker may set it) */
+		return;
+	}
+	g->srv = w;
+	sa_calls_each_credential(w->calls, gone_check_cb, g);
+	for (struct sa_txn *t = TAILQ_FIRST(&w->txn_ringing); t && g->n < GONE_MAX; t = TAILQ_NEXT(t, ringing))
+		gone_check_cb(txn_cred(t), g);
+	for (unsigned i = 0; i < g->n; i++)
+		report_add(r, g->id[i], end_calls_of(w, g->id[i]));   /* a second time for the same id ends nothing */
+	if (g->n == GONE_MAX)
+		r->more = true;
+	free(g);
+}
+
+/* The one revocation path: whoever deleted a credential (the API, sipauthctl,
+ * another process, the fleet's feed), the store's generation moves; then
+ * every worker ends the calls and ringing INVITEs of credentials that no
+ * longer exist, and one line per credential says how many ended. Worker 0
+ * polls every 250 ms; the API runs it at once after its own delete. */
 int sa_sip_revocation_check(struct sa_server *srv)
 {
 	uint64_t gen;
@@ -1124,20 +1191,21 @@ int sa_sip_revocation_check(struct sa_server *srv)
 	if (sa_store_generation(srv->store, &gen) != 0 || gen == srv->store_generation)
 		return 0;
 	srv->store_generation = gen;
-	struct gone *g = calloc(1, sizeof(*g));
-	if (!g) {
+	struct revoke_report r = { .max = GONE_MAX * sa_workers_count(srv) };
+	if (!(r.cred = calloc(r.max, sizeof(*r.cred)))) {
 		srv->store_generation = 0;   /* look again next tick */
 		return 0;
 	}
-	g->srv = srv;
-	sa_calls_each_credential(srv->calls, gone_check_cb, g);
-	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing); t && g->n < GONE_MAX; t = TAILQ_NEXT(t, ringing))
-		gone_check_cb(txn_cred(t), g);
-	for (unsigned i = 0; i < g->n; i++)
-		ended += sa_sip_credential_revoked(srv, g->id[i]);   /* a second time for the same id ends nothing */
-	if (g->n == GONE_MAX)
+	pthread_mutex_init(&r.mu, NULL);
+	sa_workers_run_each(srv, revoke_worker, &r);
+	pthread_mutex_destroy(&r.mu);
+	for (unsigned i = 0; i < r.n; i++) {
+		log_info("event=credential_revoked cred=%s calls_ended=%d", r.cred[i].id, r.cred[i].ended);
+		ended += r.cred[i].ended;
+	}
+	if (r.more)
 		srv->store_generation = 0;   /* more to do: look again next tick */
-	free(g);
+	free(r.cred);
 	return ended;
 }
 
@@ -1168,7 +1236,7 @@ void sa_sip_housekeeping(struct sa_server *srv)
 	}
 }
 
-void sa_sip_calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb cb, void *arg)
+static void calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb cb, void *arg)
 {
 	for (struct sa_call *c = sa_calls_oldest(srv->calls); c; c = sa_calls_newer(c))
 		if (!trunk_id || strcmp(c->d.trunk_id, trunk_id) == 0)
@@ -1183,6 +1251,35 @@ void sa_sip_calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb c
 			                           .started_at = wall_now() - (int64_t)((sa_now_ms() - t->started_ms) / 1000) },
 			   arg);
 		}
+}
+
+struct calls_walk {
+	pthread_mutex_t mu;   /* the workers walk at once; the callback sees one call at a time */
+	const char *trunk_id;
+	sa_call_cb cb;
+	void *arg;
+};
+
+static void calls_walk_cb(const struct sa_call_info *ci, void *arg)
+{
+	struct calls_walk *cw = arg;
+	pthread_mutex_lock(&cw->mu);
+	cw->cb(ci, cw->arg);
+	pthread_mutex_unlock(&cw->mu);
+}
+
+static void calls_walk_worker(struct sa_server *w, void *arg)
+{
+	struct calls_walk *cw = arg;
+	calls_each(w, cw->trunk_id, calls_walk_cb, cw);
+}
+
+void sa_sip_calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb cb, void *arg)
+{
+	struct calls_walk cw = { .trunk_id = trunk_id, .cb = cb, .arg = arg };
+	pthread_mutex_init(&cw.mu, NULL);
+	sa_workers_run_each(srv, calls_walk_worker, &cw);
+	pthread_mutex_destroy(&cw.mu);
 }
 
 /* ---- responses ---- */
@@ -1228,7 +1325,7 @@ static void abandoned_2xx(struct sa_server *srv, struct sa_txn *t, struct sa_msg
 	struct sa_dialog d = { 0 };
 	char via[256], branch[SA_TXN_BRANCH_LEN + 1], out[8192], *copy;
 	if (!t->req || sa_msg_scan(&inv, t->req, t->req_len, &err) < 0 ||
-	    sa_dialog_from_2xx(&d, &inv, ok, is_us_cb, srv) < 0 || sa_txn_branch_new(branch) < 0) {
+	    sa_dialog_from_2xx(&d, &inv, ok, is_us_cb, srv) < 0 || branch_new(srv, branch) < 0) {
 		log_warn("event=failover_late_answer status=%d outcome=untracked call_id=\"%s\"", ok->status,
 		         LOGQ(ok->call_id));
 		sa_dialog_free(&d);
@@ -1590,18 +1687,17 @@ static bool trunk_admit(struct sa_server *srv, const struct sa_msg *m, const str
                         const char *trunk, const struct sa_trunk_policy *pol, const char *username,
                         uint32_t password_version, bool from_customer)
 {
-	struct sa_trunk_usage *u = sa_trunk_usage(srv->trunks, trunk);
-	if (!u) {
-		reject(srv, m, from, 503, NULL, "Retry-After: 5\r\n", "out of memory");
-		return false;
-	}
 	struct sa_trunk_policy share;   /* in a fleet: this node's share of the trunk's limits */
 	if (srv->fleet_nodes > 1) {
 		share = *pol;
 		sa_policy_share(&share, srv->fleet_nodes);
 		pol = &share;
 	}
-	enum sa_policy_verdict v = sa_policy_admit_call(pol, u, from_customer, (int64_t)sa_now_ms());
+	enum sa_policy_verdict v;
+	if (sa_trunk_admit(srv->trunks, trunk, pol, from_customer, (int64_t)sa_now_ms(), &v) < 0) {
+		reject(srv, m, from, 503, NULL, "Retry-After: 5\r\n", "out of memory");
+		return false;
+	}
 	if (v == SA_POLICY_ADMIT)
 		return true;
 	trunk_limit_refuse(srv, m, from, trunk, username, password_version, v);
@@ -1664,7 +1760,7 @@ static bool relay_to_owner(struct sa_server *srv, const struct sa_msg *m, const 
 
 	if (!fleet_remote_binding(srv, trunk, local, &rb, &owner, node, sizeof(node)))
 		return false;
-	if (m->method == SA_M_INVITE && sa_calls_count(srv->calls) >= srv->cfg.max_calls) {
+	if (m->method == SA_M_INVITE && calls_full(srv)) {
 		reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
 		return true;
 	}
@@ -1702,7 +1798,7 @@ static void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const 
 		reject(srv, m, from, 500, NULL, NULL, "bad binding address");
 		return;
 	}
-	if (m->method == SA_M_INVITE && sa_calls_count(srv->calls) >= srv->cfg.max_calls) {
+	if (m->method == SA_M_INVITE && calls_full(srv)) {
 		reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
 		return;
 	}
@@ -1719,6 +1815,41 @@ static void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const 
 		channel_release(srv, b.trunk_id);
 }
 
+struct park_job {
+	char host[SA_UPSTREAM_HOST_MAX + 1];
+	struct sa_flow from;
+	size_t len;
+	char buf[];
+};
+
+/* On worker 0, which has the resolver: the request waits there; when the
+ * name is answered (or not), worker 0 reads it again and hands it back. */
+static void park_job_run(struct sa_server *w0, void *arg)
+{
+	struct park_job *j = arg;
+	if (sa_gateways_park(w0, j->host, &j->from, j->buf, j->len) < 0)
+		sa_sip_input(w0, &j->from, j->buf, j->len);   /* no wait: back to its worker, as it is */
+	free(j);
+}
+
+/* A request waits for its Route's name: 0, or -1 to go on without it. */
+static int park(struct sa_server *srv, const char *host, const struct sa_flow *from, const struct sa_msg *m)
+{
+	if (srv->worker == 0)
+		return sa_gateways_park(srv, host, from, m->buf, m->len);
+	if (srv->handed)
+		return -1;   /* it came back from worker 0: waited once already */
+	struct park_job *j = malloc(sizeof(*j) + m->len);
+	if (!j)
+		return -1;
+	snprintf(j->host, sizeof(j->host), "%s", host);
+	j->from = *from;
+	j->len = m->len;
+	memcpy(j->buf, m->buf, m->len);
+	sa_workers_post(srv, 0, park_job_run, j);
+	return 0;
+}
+
 /* Is the TCP/TLS connection of a call's end still open? (UDP: always.) */
 static bool flow_open(struct sa_server *srv, const struct sa_flow *fl)
 {
@@ -1731,7 +1862,7 @@ static void forward_ack(struct sa_server *srv, const struct sa_msg *m, const str
 {
 	char via[256], br[SA_TXN_BRANCH_LEN + 1], addr[64];
 	struct sa_peer peer;
-	if (sa_txn_branch_new(br) < 0)
+	if (branch_new(srv, br) < 0)
 		return;
 	via_value(srv, to, br, via, sizeof(via));
 	peer_of(from, addr, sizeof(addr), &peer);
@@ -1768,7 +1899,7 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 	/* a Route past ours naming a host we have no address for: from the call's
 	 * own end, the request waits while DNS is asked (nothing here blocks) */
 	if (nu && nu->host && !sa_upstream_host_numeric(nu->host) && flow_for_uri(srv, nu, &next) < 0 &&
-	    sa_route_same_peer(end, from) && sa_gateways_park(srv, nu->host, from, m->buf, m->len) == 0)
+	    sa_route_same_peer(end, from) && park(srv, nu->host, from, m) == 0)
 		return;
 	struct sa_route_in_dialog r = { .from = from, .end = end, .end_open = flow_open(srv, end), .other = other,
 	                                .has_next_route = nu != NULL,
@@ -1973,7 +2104,7 @@ static void handle_customer(struct sa_server *srv, struct sa_msg *m, const struc
 	} else {
 		bool invite = m->method == SA_M_INVITE;
 		struct call_owner own = { .cred_id = cred->id, .trunk_id = cred->trunk_id, .holds_channel = invite };
-		if (invite && sa_calls_count(srv->calls) >= srv->cfg.max_calls)
+		if (invite && calls_full(srv))
 			reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
 		else if (invite && !trunk_admit(srv, m, from, cred->trunk_id, &pol, cred->username, who.password_version,
 		                                true))
@@ -1982,6 +2113,22 @@ static void handle_customer(struct sa_server *srv, struct sa_msg *m, const struc
 			channel_release(srv, cred->trunk_id);
 	}
 	OPENSSL_cleanse(&who, sizeof(who));
+}
+
+/* With several workers: the one that holds what m belongs to, or -1 (this
+ * one will do: a new request, or nothing of ours). An answer names the
+ * worker in our branch; an ACK, a CANCEL or an in-dialog request is found
+ * by its Call-ID. A new INVITE, a REGISTER or any request without a To tag
+ * stays where the kernel put it. */
+static int message_owner(struct sa_server *srv, const struct sa_msg *m)
+{
+	if (!m->request) {
+		int w = sa_txn_branch_worker(m->branch);
+		return w >= 0 && (unsigned)w < srv->nworkers ? w : -1;
+	}
+	if (m->method != SA_M_ACK && m->method != SA_M_CANCEL && !(m->to_tag && m->to_tag[0]))
+		return -1;
+	return sa_calldir_owner(srv, m->call_id);
 }
 
 void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char *buf, size_t len)
@@ -2006,7 +2153,10 @@ void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char 
 		sa_msg_free(&m);
 		return;
 	}
-	if (m.request)
+	int owner = srv->workers && !srv->handed ? message_owner(srv, &m) : -1;
+	if (owner >= 0 && (unsigned)owner != srv->worker)
+		sa_workers_hand(srv, (unsigned)owner, from, buf, len);
+	else if (m.request)
 		handle_request(srv, &m, from);
 	else
 		handle_response(srv, &m, from);
@@ -2064,24 +2214,31 @@ int sa_sip_calls_save(struct sa_server *srv)
 	char path[PATH_MAX + 16], tmp[PATH_MAX + 32];
 	if (!srv->calls)
 		return 0;   /* never started: nothing to save, and nothing to overwrite */
+	unsigned count = 0;
+	for (unsigned i = 0; i < sa_workers_count(srv); i++)
+		count += sa_calls_count(sa_worker_at(srv, i)->calls);
 	calls_path(srv, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	FILE *f = fopen(tmp, "w");
 	if (!f)
 		return -1;
-	bool ok = write_line(f, sa_calls_header_line(sa_calls_count(srv->calls)));
-	for (struct sa_call *c = sa_calls_oldest(srv->calls); ok && c; c = sa_calls_newer(c)) {
-		struct sa_call_flow_text ends[2];
-		flow_text(srv, &c->caller, &ends[0]);
-		flow_text(srv, &c->callee, &ends[1]);
-		ok = write_line(f, sa_call_line(c, ends));
+	/* every worker's calls (their threads are joined); all come back to worker 0 */
+	bool ok = write_line(f, sa_calls_header_line(count));
+	for (unsigned i = 0; i < sa_workers_count(srv); i++) {
+		struct sa_server *w = sa_worker_at(srv, i);
+		for (struct sa_call *c = w->calls ? sa_calls_oldest(w->calls) : NULL; ok && c; c = sa_calls_newer(c)) {
+			struct sa_call_flow_text ends[2];
+			flow_text(srv, &c->caller, &ends[0]);
+			flow_text(srv, &c->callee, &ends[1]);
+			ok = write_line(f, sa_call_line(c, ends));
+		}
 	}
 	ok = fclose(f) == 0 && ok;
 	if (!ok || rename(tmp, path) < 0) {
 		unlink(tmp);
 		return -1;
 	}
-	log_info("event=calls_saved count=%u", sa_calls_count(srv->calls));
+	log_info("event=calls_saved count=%u", count);
 	return 0;
 }
 
@@ -2129,45 +2286,66 @@ static void calls_load(struct sa_server *srv)
 	log_info("event=calls_restored count=%u refused=%u", sa_calls_count(srv->calls), bad);
 }
 
+/* Summed over the workers, read while they run: each figure is a word read
+ * at once, and /metrics may be a moment behind one of them. */
+#define PEEK(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
 void sa_sip_gauges(const struct sa_server *srv, struct sa_metrics *m)
 {
-	m->calls_active = sa_calls_count(srv->calls);
 	m->banned_active = sa_abuse_banned_count(srv->abuse, (uint64_t)wall_now());
-	m->transactions = srv->ntxns;
-	m->transaction_bytes = sa_txn_budget_bytes_used(srv->txn_budget);
-	m->byes_pending = srv->byes_pending;
-	m->byes_queued = srv->pacer ? sa_pacer_queued(srv->pacer) : 0;
+	m->calls_active = m->transactions = m->transaction_bytes = m->byes_pending = m->byes_queued = 0;
+	for (unsigned i = 0; i < sa_workers_count(srv); i++) {
+		const struct sa_server *w = sa_worker_at(srv, i);
+		m->calls_active += sa_calls_count(w->calls);
+		m->transactions += PEEK(w->ntxns);
+		m->transaction_bytes += sa_txn_budget_bytes_used(w->txn_budget);
+		m->byes_pending += PEEK(w->byes_pending);
+		m->byes_queued += w->pacer ? sa_pacer_queued(w->pacer) : 0;
+	}
 }
 
 unsigned sa_sip_in_flight(const struct sa_server *srv)
 {
-	return srv->nactive;
+	unsigned n = 0;
+	for (unsigned i = 0; i < sa_workers_count(srv); i++)
+		n += PEEK(sa_worker_at(srv, i)->nactive);
+	return n;
 }
 
+/* Worker 0 makes what the workers share (trunk channels, bans, the
+ * gateways, the tag key) and restores the saved calls; the others (copies
+ * made by worker.c) keep those and make their own tables. */
 int sa_sip_init(struct sa_server *srv)
 {
+	bool first = srv->worker == 0;
 	srv->txns = sa_txn_index_new();
 	srv->calls = sa_calls_new();
-	srv->trunks = sa_trunk_table_new();
 	TAILQ_INIT(&srv->txn_ringing);
-	srv->abuse = sa_abuse_new(65536);
-	/* each transaction in progress holds at most a source and a credential */
+	if (first) {
+		srv->trunks = sa_trunk_table_new();
+		srv->abuse = sa_abuse_new(65536);
+		if (RAND_bytes(srv->tag_key, sizeof(srv->tag_key)) != 1)
+			return -1;
+	}
+	/* each transaction in progress holds at most a source and a credential
+	 * (per worker: the table's cap is each worker's) */
 	srv->txn_budget = sa_txn_budget_new(srv->cfg.max_transactions);
 	for (int c = 0; c < LINGER_CLASSES; c++)
 		TAILQ_INIT(&srv->txn_done[c]);
-	if (!srv->txns || !srv->calls || !srv->trunks || !srv->abuse || !srv->txn_budget ||
-	    RAND_bytes(srv->tag_key, sizeof(srv->tag_key)) != 1)
+	if (!srv->txns || !srv->calls || !srv->trunks || !srv->abuse || !srv->txn_budget)
 		return -1;
-	if (sa_gateways_start(srv) < 0)
+	if (first && sa_gateways_start(srv) < 0)
 		return -1;
 	srv->auth.uri_is_local = is_us_cb;   /* a digest uri naming us stands for the Request-URI */
 	srv->auth.uri_is_local_arg = srv;
-	sa_store_generation(srv->store, &srv->store_generation);
-	calls_load(srv);
-	srv->revoke_poll = event_new(srv->base, -1, EV_PERSIST, revoke_poll_cb, srv);
-	struct timeval poll = { .tv_sec = 0, .tv_usec = 250000 };
-	if (!srv->revoke_poll || event_add(srv->revoke_poll, &poll) < 0)
-		return -1;
+	if (first) {
+		sa_store_generation(srv->store, &srv->store_generation);
+		calls_load(srv);
+		srv->revoke_poll = event_new(srv->base, -1, EV_PERSIST, revoke_poll_cb, srv);
+		struct timeval poll = { .tv_sec = 0, .tv_usec = 250000 };
+		if (!srv->revoke_poll || event_add(srv->revoke_poll, &poll) < 0)
+			return -1;
+	}
 	if (!(srv->pacer = sa_pacer_new()) || !(srv->pace_timer = evtimer_new(srv->base, pace_timer_cb, srv)))
 		return -1;
 	srv->txn_sweep = event_new(srv->base, -1, EV_PERSIST, txn_sweep_cb, srv);
@@ -2175,6 +2353,12 @@ int sa_sip_init(struct sa_server *srv)
 	if (!srv->txn_sweep || event_add(srv->txn_sweep, &sweep) < 0)
 		return -1;
 	return 0;
+}
+
+void sa_sip_calls_directory(struct sa_server *srv)
+{
+	for (struct sa_call *c = sa_calls_oldest(srv->calls); c; c = sa_calls_newer(c))
+		sa_calldir_take(srv, c->d.call_id);
 }
 
 static void txn_drained(struct sa_txn_node *n, void *arg)
@@ -2199,14 +2383,16 @@ void sa_sip_shutdown(struct sa_server *srv)
 	srv->txn_sweep = NULL;
 	sa_calls_free(srv->calls);
 	srv->calls = NULL;
-	sa_trunk_table_free(srv->trunks);
-	srv->trunks = NULL;
-	sa_abuse_free(srv->abuse);
-	srv->abuse = NULL;
 	sa_txn_budget_free(srv->txn_budget);
 	srv->txn_budget = NULL;
-	OPENSSL_cleanse(srv->tag_key, sizeof(srv->tag_key));
-	sa_gateways_stop(srv);
+	if (srv->worker == 0) {   /* the shared ones */
+		sa_trunk_table_free(srv->trunks);
+		sa_abuse_free(srv->abuse);
+		OPENSSL_cleanse(srv->tag_key, sizeof(srv->tag_key));
+		sa_gateways_stop(srv);
+	}
+	srv->trunks = NULL;
+	srv->abuse = NULL;
 	if (srv->revoke_poll)
 		event_free(srv->revoke_poll);
 	srv->revoke_poll = NULL;

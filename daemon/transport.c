@@ -50,6 +50,14 @@ void sa_flow_peer(const struct sa_flow *fl, char *addr, size_t alen, uint16_t *p
 	}
 }
 
+/* A connection id names the worker that holds it in its top byte. */
+#define CONN_WORKER_SHIFT 56
+
+static unsigned conn_worker(uint64_t id)
+{
+	return (unsigned)(id >> CONN_WORKER_SHIFT);
+}
+
 static struct sa_conn *conn_find(struct sa_server *srv, uint64_t id)
 {
 	for (struct sa_conn *c = srv->conn_by_id[id % CONN_BUCKETS]; c; c = c->next)
@@ -393,7 +401,7 @@ static struct sa_conn *conn_new(struct sa_server *srv, evutil_socket_t fd, const
 	*why = SA_CONN_OK;
 	c->srv = srv;
 	c->src = src;
-	c->id = ++srv->next_id;
+	c->id = (uint64_t)srv->worker << CONN_WORKER_SHIFT | ++srv->next_id;
 	c->flow.proto = proto;
 	c->flow.conn_id = c->id;
 	c->flow.lidx = lidx;
@@ -506,8 +514,12 @@ static void udp_read_cb(evutil_socket_t fd, short what, void *arg)
 
 static int bind_udp(struct sa_server *srv, struct sa_listener *l)
 {
+	int one = 1;
 	l->fd = socket(l->ep.ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (l->fd < 0 || bind(l->fd, (struct sockaddr *)&l->ep.ss, l->ep.sslen) < 0)
+	/* several workers: one socket each on the same address; the kernel
+	 * spreads the sources over them (a source stays with one) */
+	if (l->fd < 0 || (srv->nworkers > 1 && setsockopt(l->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+	    bind(l->fd, (struct sockaddr *)&l->ep.ss, l->ep.sslen) < 0)
 		return -1;
 	int sz = 4 << 20;
 	setsockopt(l->fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
@@ -518,7 +530,8 @@ static int bind_udp(struct sa_server *srv, struct sa_listener *l)
 static int bind_tcp(struct sa_server *srv, struct sa_listener *l)
 {
 	l->lev = evconnlistener_new_bind(srv->base, accept_cb, l,
-	                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE,
+	                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE |
+	                                 (srv->nworkers > 1 ? LEV_OPT_REUSEABLE_PORT : 0),
 	                                 128, (struct sockaddr *)&l->ep.ss, (int)l->ep.sslen);
 	l->resume = evtimer_new(srv->base, accept_resume_cb, l);
 	if (!l->lev || !l->resume)
@@ -617,17 +630,37 @@ int sa_transport_tls_reload(struct sa_server *srv, const struct sa_tls_config *t
 	return 0;
 }
 
+int sa_transport_tls_take(struct sa_server *w, const struct sa_server *from)
+{
+	if ((from->tls_server && SSL_CTX_up_ref(from->tls_server) != 1) ||
+	    (from->tls_client && SSL_CTX_up_ref(from->tls_client) != 1))
+		return -1;
+	SSL_CTX_free(w->tls_server);
+	SSL_CTX_free(w->tls_client);
+	w->tls_server = from->tls_server;
+	w->tls_client = from->tls_client;
+	return 0;
+}
+
 int sa_transport_start(struct sa_server *srv)
 {
 	uint64_t seed;
 	srv->conn_by_id = calloc(CONN_BUCKETS, sizeof(*srv->conn_by_id));
 	srv->conn_by_addr = calloc(CONN_BUCKETS, sizeof(*srv->conn_by_addr));
 	srv->rx = malloc(sizeof(*srv->rx));
-	if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1)
+	if (!srv->conn_by_id || !srv->conn_by_addr || !srv->rx)
 		return -1;
-	srv->connlimit = sa_connlimit_new(srv->cfg.max_connections, seed);
-	if (!srv->conn_by_id || !srv->conn_by_addr || !srv->rx || !srv->connlimit || sa_transport_tls_reload(srv, &srv->cfg.tls) < 0)
-		return -1;
+	if (srv->worker > 0) {
+		/* the limits and TLS contexts are worker 0's */
+		if (sa_transport_tls_take(srv, sa_worker_at(srv, 0)) < 0)
+			return -1;
+	} else {
+		if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1)
+			return -1;
+		srv->connlimit = sa_connlimit_new(srv->cfg.max_connections, seed);
+		if (!srv->connlimit || sa_transport_tls_reload(srv, &srv->cfg.tls) < 0)
+			return -1;
+	}
 	for (unsigned i = 0; i < srv->cfg.nlisten; i++) {
 		struct sa_listener *l = &srv->listeners[i];
 		l->ep = srv->cfg.listen[i];
@@ -641,7 +674,9 @@ int sa_transport_start(struct sa_server *srv)
 			return -1;
 		}
 		srv->nlisteners++;
-		log_info("event=listening proto=%s addr=%s port=%u", sa_proto_name(l->ep.proto), l->ep.host, l->ep.port);
+		if (srv->worker == 0)   /* the others listen on the same addresses */
+			log_info("event=listening proto=%s addr=%s port=%u", sa_proto_name(l->ep.proto), l->ep.host,
+			         l->ep.port);
 	}
 	return 0;
 }
@@ -667,7 +702,8 @@ void sa_transport_stop(struct sa_server *srv)
 	free(srv->conn_by_id);
 	free(srv->conn_by_addr);
 	srv->conn_by_id = srv->conn_by_addr = NULL;
-	sa_connlimit_free(srv->connlimit);
+	if (srv->worker == 0)
+		sa_connlimit_free(srv->connlimit);
 	srv->connlimit = NULL;
 	free(srv->rx);
 	srv->rx = NULL;
@@ -702,6 +738,11 @@ int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const cha
 			return -1;
 		return sendto(l->fd, buf, len, MSG_DONTWAIT, &fl->ss.sa, fl->sslen) == (ssize_t)len ? 0 : -1;
 	}
+	if (fl->conn_id && conn_worker(fl->conn_id) != srv->worker && srv->workers) {
+		/* another worker's connection (a PBX's flow): its loop writes it */
+		sa_workers_send(srv, conn_worker(fl->conn_id), fl, buf, len);
+		return 0;
+	}
 	struct sa_conn *c = fl->conn_id ? conn_find(srv, fl->conn_id) : NULL;
 	if (!c)
 		c = conn_find_addr(srv, fl);
@@ -720,5 +761,7 @@ void sa_transport_gauges(const struct sa_server *srv, struct sa_metrics *m)
 
 bool sa_transport_conn_open(struct sa_server *srv, uint64_t conn_id)
 {
+	if (conn_worker(conn_id) != srv->worker)
+		return true;   /* another worker's: it finds out when it writes (and drops what it cannot send) */
 	return conn_find(srv, conn_id) != NULL;
 }

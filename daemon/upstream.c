@@ -1,6 +1,7 @@
 /* upstream.c: the gateways on the loop: lib/upstream's state with the clock, random draws and log lines. */
 #include "config.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -9,6 +10,7 @@
 
 #include "log.h"
 #include "server.h"
+#include "worker.h"
 
 /* An in-dialog request waiting for its Route's name (sa_gateways_park). */
 struct sa_parked {
@@ -18,6 +20,21 @@ struct sa_parked {
 	size_t len;
 	uint64_t at_ms;
 };
+
+/* The gateways' state is shared by the SIP workers; the resolver (worker 0)
+ * writes addresses, every worker reports what its requests met. Recursive:
+ * a locked function may call another (a probe's answer reports). */
+static pthread_mutex_t gw_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+
+void sa_gateways_lock(void)
+{
+	pthread_mutex_lock(&gw_lock);
+}
+
+void sa_gateways_unlock(void)
+{
+	pthread_mutex_unlock(&gw_lock);
+}
 
 static uint32_t rand_cb(void *arg)
 {
@@ -41,6 +58,7 @@ static void probe_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sa_server *srv = arg;
 	struct sa_upstream *u = srv->upstream;
+	sa_gateways_lock();
 	for (unsigned i = 0; i < u->n; i++) {
 		struct sa_up_target *t = &u->t[i];
 		if (t->naddr == 0)
@@ -56,6 +74,7 @@ static void probe_cb(evutil_socket_t fd, short what, void *arg)
 		else
 			sa_gateways_report(srv, &to, SA_UP_PROBE_FAIL);
 	}
+	sa_gateways_unlock();
 }
 
 int sa_gateways_start(struct sa_server *srv)
@@ -113,7 +132,7 @@ static void flow_of(struct sa_server *srv, const struct sa_up_target *t, struct 
 	fl->lidx = sa_transport_listener_for(srv, t->proto);
 }
 
-unsigned sa_gateways_order(struct sa_server *srv, struct sa_flow *flows, unsigned max)
+static unsigned gw_order(struct sa_server *srv, struct sa_flow *flows, unsigned max)
 {
 	unsigned idx[SA_UPSTREAM_MAX];
 	unsigned n = sa_upstream_order(srv->upstream, sa_now_ms(), rand_cb, NULL, idx,
@@ -123,8 +142,16 @@ unsigned sa_gateways_order(struct sa_server *srv, struct sa_flow *flows, unsigne
 	return n;
 }
 
+unsigned sa_gateways_order(struct sa_server *srv, struct sa_flow *flows, unsigned max)
+{
+	sa_gateways_lock();
+	unsigned r = gw_order(srv, flows, max);
+	sa_gateways_unlock();
+	return r;
+}
+
 /* Why no gateway has an address, for the one log line a 503 gets. */
-const char *sa_gateways_none_reason(struct sa_server *srv)
+static const char *gw_none_reason(struct sa_server *srv)
 {
 	const struct sa_upstream *u = srv->upstream;
 	if (u->spec.service && u->service_failed)
@@ -135,26 +162,48 @@ const char *sa_gateways_none_reason(struct sa_server *srv)
 	return "gateway name not resolved yet";
 }
 
+const char *sa_gateways_none_reason(struct sa_server *srv)
+{
+	sa_gateways_lock();
+	const char *r = gw_none_reason(srv);
+	sa_gateways_unlock();
+	return r;
+}
+
 static int target_of(struct sa_server *srv, const struct sa_flow *fl)
 {
 	return sa_upstream_find_addr(srv->upstream, &fl->ss.sa, false);
 }
 
-void sa_gateways_sent(struct sa_server *srv, const struct sa_flow *to)
+static void gw_sent(struct sa_server *srv, const struct sa_flow *to)
 {
 	int i = target_of(srv, to);
 	if (i >= 0)
 		srv->upstream->t[i].sent++;
 }
 
-void sa_gateways_failover(struct sa_server *srv, const struct sa_flow *from)
+void sa_gateways_sent(struct sa_server *srv, const struct sa_flow *to)
+{
+	sa_gateways_lock();
+	gw_sent(srv, to);
+	sa_gateways_unlock();
+}
+
+static void gw_failover(struct sa_server *srv, const struct sa_flow *from)
 {
 	int i = target_of(srv, from);
 	if (i >= 0)
 		srv->upstream->t[i].failovers++;
 }
 
-void sa_gateways_report(struct sa_server *srv, const struct sa_flow *to, enum sa_up_event ev)
+void sa_gateways_failover(struct sa_server *srv, const struct sa_flow *from)
+{
+	sa_gateways_lock();
+	gw_failover(srv, from);
+	sa_gateways_unlock();
+}
+
+static void gw_report(struct sa_server *srv, const struct sa_flow *to, enum sa_up_event ev)
 {
 	int i = target_of(srv, to);
 	if (i < 0)
@@ -170,17 +219,40 @@ void sa_gateways_report(struct sa_server *srv, const struct sa_flow *to, enum sa
 		log_info("event=gateway_up gateway=%s reason=%s", name, sa_up_event_name(ev));
 }
 
-int sa_gateways_metrics(struct sa_server *srv, char **buf, size_t *len)
+void sa_gateways_report(struct sa_server *srv, const struct sa_flow *to, enum sa_up_event ev)
+{
+	sa_gateways_lock();
+	gw_report(srv, to, ev);
+	sa_gateways_unlock();
+}
+
+static int gw_metrics(struct sa_server *srv, char **buf, size_t *len)
 {
 	return sa_upstream_metrics(srv->upstream, sa_now_ms(), buf, len);
 }
 
-char *sa_gateways_json(struct sa_server *srv)
+int sa_gateways_metrics(struct sa_server *srv, char **buf, size_t *len)
+{
+	sa_gateways_lock();
+	int r = gw_metrics(srv, buf, len);
+	sa_gateways_unlock();
+	return r;
+}
+
+static char *gw_json(struct sa_server *srv)
 {
 	return sa_upstream_json(srv->upstream, sa_now_ms());
 }
 
-void sa_gateways_probe_answer(struct sa_server *srv, const struct sa_flow *from, int status)
+char *sa_gateways_json(struct sa_server *srv)
+{
+	sa_gateways_lock();
+	char *r = gw_json(srv);
+	sa_gateways_unlock();
+	return r;
+}
+
+static void gw_probe_answer(struct sa_server *srv, const struct sa_flow *from, int status)
 {
 	int i = target_of(srv, from);
 	if (i < 0 || !srv->upstream->t[i].probe_out)
@@ -189,8 +261,32 @@ void sa_gateways_probe_answer(struct sa_server *srv, const struct sa_flow *from,
 	sa_gateways_report(srv, from, sa_upstream_probe_verdict(status));
 }
 
+void sa_gateways_probe_answer(struct sa_server *srv, const struct sa_flow *from, int status)
+{
+	sa_gateways_lock();
+	gw_probe_answer(srv, from, status);
+	sa_gateways_unlock();
+}
+
+static int gw_park(struct sa_server *srv, const char *host, const struct sa_flow *from, const char *buf,
+                   size_t len);
+
 int sa_gateways_park(struct sa_server *srv, const char *host, const struct sa_flow *from, const char *buf,
                      size_t len)
+{
+	sa_gateways_lock();
+	int rc = gw_park(srv, host, from, buf, len);
+	sa_gateways_unlock();
+	/* stored first: an answer from /etc/hosts comes back before this returns */
+	if (rc == 0 && sa_resolver_ensure(srv) < 0) {
+		free(srv->parked[--srv->nparked].buf);   /* no resolver: it goes on, without the name */
+		return -1;
+	}
+	return rc;
+}
+
+static int gw_park(struct sa_server *srv, const char *host, const struct sa_flow *from, const char *buf,
+                   size_t len)
 {
 	uint64_t now = sa_now_ms();
 	if (!srv->route_names && !(srv->route_names = calloc(1, sizeof(*srv->route_names))))
@@ -211,11 +307,6 @@ int sa_gateways_park(struct sa_server *srv, const char *host, const struct sa_fl
 	snprintf(p->host, sizeof(p->host), "%s", host);
 	srv->nparked++;
 	log_debug("event=route_name_asked name=%s parked=%u", host, srv->nparked);
-	/* stored first: an answer from /etc/hosts comes back before this returns */
-	if (sa_resolver_ensure(srv) < 0) {
-		free(srv->parked[--srv->nparked].buf);   /* no resolver: it goes on, without the name */
-		return -1;
-	}
 	return 0;
 }
 
@@ -234,14 +325,23 @@ void sa_gateways_unpark(struct sa_server *srv, const char *host, bool all_due)
 	}
 }
 
-bool sa_gateways_trusted_name(struct sa_server *srv, const struct sockaddr *sa)
+static bool gw_trusted_name(struct sa_server *srv, const struct sockaddr *sa)
 {
 	return srv->trusted_names && sa_upstream_find_addr(srv->trusted_names, sa, true) >= 0;
 }
 
-bool sa_gateways_name_addr(struct sa_server *srv, const char *name, union sa_sockaddr *out)
+bool sa_gateways_trusted_name(struct sa_server *srv, const struct sockaddr *sa)
 {
-	const struct sa_upstream *lists[] = { srv->upstream, srv->trusted_names, srv->route_names };
+	sa_gateways_lock();
+	bool r = gw_trusted_name(srv, sa);
+	sa_gateways_unlock();
+	return r;
+}
+
+static bool gw_name_addr(struct sa_server *srv, const char *name, union sa_sockaddr *out)
+{
+	/* Route names are asked and kept by worker 0 (it has the resolver) */
+	const struct sa_upstream *lists[] = { srv->upstream, srv->trusted_names, sa_worker_at(srv, 0)->route_names };
 	for (unsigned l = 0; l < 3; l++)
 		for (unsigned i = 0; lists[l] && i < lists[l]->n; i++)
 			if (lists[l]->t[i].naddr && strcasecmp(lists[l]->t[i].host, name) == 0) {
@@ -251,7 +351,23 @@ bool sa_gateways_name_addr(struct sa_server *srv, const char *name, union sa_soc
 	return false;
 }
 
-bool sa_gateways_has_addr(struct sa_server *srv, const struct sockaddr *sa)
+bool sa_gateways_name_addr(struct sa_server *srv, const char *name, union sa_sockaddr *out)
+{
+	sa_gateways_lock();
+	bool r = gw_name_addr(srv, name, out);
+	sa_gateways_unlock();
+	return r;
+}
+
+static bool gw_has_addr(struct sa_server *srv, const struct sockaddr *sa)
 {
 	return srv->upstream && sa_upstream_find_addr(srv->upstream, sa, false) >= 0;
+}
+
+bool sa_gateways_has_addr(struct sa_server *srv, const struct sockaddr *sa)
+{
+	sa_gateways_lock();
+	bool r = gw_has_addr(srv, sa);
+	sa_gateways_unlock();
+	return r;
 }

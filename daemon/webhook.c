@@ -96,6 +96,7 @@ struct sa_webhooks {
 	struct sa_server *srv;
 	bool wanted;                  /* a webhook exists (or existed since the start): events are worth building */
 	struct sa_wh_agg *agg;        /* auth failures of the current window */
+	pthread_mutex_t agg_mu;       /* the SIP workers add to it; the loop takes it (then mu, never the other way) */
 	int64_t window_start;
 	uint64_t agg_dropped;         /* failures that found no room in a window */
 	struct event *tick;
@@ -689,7 +690,11 @@ void sa_webhooks_auth_failed(struct sa_server *srv, const char *trunk, const cha
 	struct sa_webhooks *wh = srv->webhooks;
 
 	if (wanted(srv))   /* no room: counted by the aggregator, taken at the window's end */
+	{
+		pthread_mutex_lock(&wh->agg_mu);
 		(void)sa_wh_agg_add(wh->agg, trunk, source, username, (int64_t)time(NULL));
+		pthread_mutex_unlock(&wh->agg_mu);
+	}
 }
 
 void sa_webhooks_source_banned(struct sa_server *srv, const char *trunk, const char *source, unsigned failures,
@@ -799,7 +804,9 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (now - wh->window_start >= (int64_t)srv->cfg.webhooks_auth_failed_window) {
 		struct window w = { srv, wh->window_start, now };
+		pthread_mutex_lock(&wh->agg_mu);
 		wh->agg_dropped += sa_wh_agg_take(wh->agg, window_trunk_cb, &w);
+		pthread_mutex_unlock(&wh->agg_mu);
 		wh->window_start = now;
 	}
 	pthread_mutex_lock(&wh->mu);
@@ -853,6 +860,7 @@ int sa_webhooks_start(struct sa_server *srv)
 	wh->window_start = (int64_t)time(NULL);
 	TAILQ_INIT(&wh->queue);
 	pthread_mutex_init(&wh->mu, NULL);
+	pthread_mutex_init(&wh->agg_mu, NULL);
 	pthread_cond_init(&wh->cv, NULL);
 	(void)sa_store_webhook_count(srv->store, &count);
 	wh->wanted = count > 0;

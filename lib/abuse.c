@@ -1,6 +1,7 @@
 /* abuse.c: a bounded open-addressing table of sources with failure windows and ban expiries. */
 #include "abuse.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,10 +17,22 @@ struct entry {
 	uint64_t vouched_until;
 };
 
+/* Shared by the SIP workers: every call holds the lock (short, bounded work). */
 struct sa_abuse {
 	size_t slots;
 	struct entry *e;
+	pthread_mutex_t lock;
 };
+
+static void lock(const struct sa_abuse *a)
+{
+	pthread_mutex_lock(&((struct sa_abuse *)a)->lock);
+}
+
+static void unlock(const struct sa_abuse *a)
+{
+	pthread_mutex_unlock(&((struct sa_abuse *)a)->lock);
+}
 
 struct sa_abuse *sa_abuse_new(size_t slots)
 {
@@ -28,7 +41,8 @@ struct sa_abuse *sa_abuse_new(size_t slots)
 		return NULL;
 	a->slots = slots < PROBE ? PROBE : slots;
 	a->e = calloc(a->slots, sizeof(*a->e));
-	if (!a->e) {
+	if (!a->e || pthread_mutex_init(&a->lock, NULL) != 0) {
+		free(a->e);
 		free(a);
 		return NULL;
 	}
@@ -39,6 +53,7 @@ void sa_abuse_free(struct sa_abuse *a)
 {
 	if (!a)
 		return;
+	pthread_mutex_destroy(&a->lock);
 	free(a->e);
 	free(a);
 }
@@ -89,15 +104,16 @@ bool sa_abuse_banned(const struct sa_abuse *a, const struct sa_abuse_cfg *cfg, c
 {
 	if (cfg->max_failures == 0 || len > 16)
 		return false;
+	lock(a);
 	const struct entry *e = find(a, addr, len);
-	return e && e->banned_until > now && e->vouched_until <= now;
+	bool banned = e && e->banned_until > now && e->vouched_until <= now;
+	unlock(a);
+	return banned;
 }
 
-bool sa_abuse_failure(struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const void *addr, size_t len,
-                      uint64_t now)
+static bool failure(struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const void *addr, size_t len,
+                    uint64_t now)
 {
-	if (cfg->max_failures == 0 || len > 16)
-		return false;
 	struct entry *e = find(a, addr, len);
 	if (!e && !(e = claim(a, addr, len, now)))
 		return false;
@@ -115,24 +131,39 @@ bool sa_abuse_failure(struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const 
 	return true;
 }
 
+bool sa_abuse_failure(struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const void *addr, size_t len,
+                      uint64_t now)
+{
+	if (cfg->max_failures == 0 || len > 16)
+		return false;
+	lock(a);
+	bool banned = failure(a, cfg, addr, len, now);
+	unlock(a);
+	return banned;
+}
+
 void sa_abuse_vouch(struct sa_abuse *a, const void *addr, size_t len, uint64_t now, uint64_t until)
 {
 	if (len > 16)
 		return;
+	lock(a);
 	struct entry *e = find(a, addr, len);
-	if (!e && !(e = claim(a, addr, len, now)))
-		return;
-	e->last_seen = now;
-	e->banned_until = 0;
-	e->failures = 0;
-	if (until > e->vouched_until)
-		e->vouched_until = until;
+	if (e || (e = claim(a, addr, len, now))) {
+		e->last_seen = now;
+		e->banned_until = 0;
+		e->failures = 0;
+		if (until > e->vouched_until)
+			e->vouched_until = until;
+	}
+	unlock(a);
 }
 
 unsigned sa_abuse_banned_count(const struct sa_abuse *a, uint64_t now)
 {
 	unsigned n = 0;
+	lock(a);
 	for (size_t i = 0; i < a->slots; i++)
 		n += a->e[i].len && a->e[i].banned_until > now;
+	unlock(a);
 	return n;
 }

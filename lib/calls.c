@@ -172,7 +172,7 @@ void sa_calls_remove(struct sa_calls *t, struct sa_call *c)
 
 unsigned sa_calls_count(const struct sa_calls *t)
 {
-	return t->ncalls;
+	return __atomic_load_n(&t->ncalls, __ATOMIC_RELAXED);   /* other workers read it (max_calls) */
 }
 
 struct sa_call *sa_calls_find(const struct sa_calls *t, const struct sa_msg *m, int *side)

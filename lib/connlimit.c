@@ -1,6 +1,7 @@
 /* connlimit.c: connection and handshake counts per source in one keyed hash; the admission rules. */
 #include "connlimit.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,7 +17,10 @@ struct sa_connlimit {
 	size_t nbuckets;                /* a power of two */
 	uint64_t seed;
 	unsigned conns, handshakes, sources;
+	pthread_mutex_t lock;           /* the SIP workers share the limits */
 };
+
+#define LOCKED(cl, stmt) do { pthread_mutex_lock(&(cl)->lock); stmt; pthread_mutex_unlock(&(cl)->lock); } while (0)
 
 static const char *const verdict_names[SA_CONN_VERDICT_COUNT] = {
 	"ok", "connections", "source_connections", "handshakes", "source_handshakes", "no_memory",
@@ -49,7 +53,8 @@ struct sa_connlimit *sa_connlimit_new(size_t expected, uint64_t seed)
 	while (cl->nbuckets < expected && cl->nbuckets < ((size_t)1 << 24))
 		cl->nbuckets <<= 1;
 	cl->bucket = calloc(cl->nbuckets, sizeof(*cl->bucket));
-	if (!cl->bucket) {
+	if (!cl->bucket || pthread_mutex_init(&cl->lock, NULL) != 0) {
+		free(cl->bucket);
 		free(cl);
 		return NULL;
 	}
@@ -68,6 +73,7 @@ void sa_connlimit_free(struct sa_connlimit *cl)
 			free(s);
 		}
 	free(cl->bucket);
+	pthread_mutex_destroy(&cl->lock);
 	free(cl);
 }
 
@@ -129,8 +135,8 @@ static void source_put(struct sa_connlimit *cl, struct sa_connsrc *src)
 	free(src);
 }
 
-enum sa_conn_verdict sa_connlimit_admit(struct sa_connlimit *cl, const struct sa_connlimit_cfg *cfg,
-                                        const void *addr, size_t len, bool tls, struct sa_connsrc **src)
+static enum sa_conn_verdict admit(struct sa_connlimit *cl, const struct sa_connlimit_cfg *cfg, const void *addr,
+                                  size_t len, bool tls, struct sa_connsrc **src)
 {
 	unsigned char key[9];
 	*src = NULL;
@@ -158,17 +164,25 @@ enum sa_conn_verdict sa_connlimit_admit(struct sa_connlimit *cl, const struct sa
 	return SA_CONN_OK;
 }
 
+enum sa_conn_verdict sa_connlimit_admit(struct sa_connlimit *cl, const struct sa_connlimit_cfg *cfg,
+                                        const void *addr, size_t len, bool tls, struct sa_connsrc **src)
+{
+	enum sa_conn_verdict v;
+	LOCKED(cl, v = admit(cl, cfg, addr, len, tls, src));
+	return v;
+}
+
 void sa_connlimit_outgoing(struct sa_connlimit *cl, int delta)
 {
-	cl->conns = (unsigned)((int)cl->conns + delta);
+	LOCKED(cl, cl->conns = (unsigned)((int)cl->conns + delta));
 }
 
 void sa_connlimit_outgoing_handshake(struct sa_connlimit *cl, int delta)
 {
-	cl->handshakes = (unsigned)((int)cl->handshakes + delta);
+	LOCKED(cl, cl->handshakes = (unsigned)((int)cl->handshakes + delta));
 }
 
-void sa_connlimit_handshake_done(struct sa_connlimit *cl, struct sa_connsrc *src)
+static void handshake_done(struct sa_connlimit *cl, struct sa_connsrc *src)
 {
 	if (src->handshakes == 0)
 		return;
@@ -176,10 +190,15 @@ void sa_connlimit_handshake_done(struct sa_connlimit *cl, struct sa_connsrc *src
 	cl->handshakes--;
 }
 
-void sa_connlimit_release(struct sa_connlimit *cl, struct sa_connsrc *src, bool handshaking)
+void sa_connlimit_handshake_done(struct sa_connlimit *cl, struct sa_connsrc *src)
+{
+	LOCKED(cl, handshake_done(cl, src));
+}
+
+static void release(struct sa_connlimit *cl, struct sa_connsrc *src, bool handshaking)
 {
 	if (handshaking)
-		sa_connlimit_handshake_done(cl, src);
+		handshake_done(cl, src);
 	if (src->conns > 0) {
 		src->conns--;
 		cl->conns--;
@@ -187,19 +206,25 @@ void sa_connlimit_release(struct sa_connlimit *cl, struct sa_connsrc *src, bool 
 	source_put(cl, src);
 }
 
+void sa_connlimit_release(struct sa_connlimit *cl, struct sa_connsrc *src, bool handshaking)
+{
+	LOCKED(cl, release(cl, src, handshaking));
+}
+
+/* The gauges: read without the lock (a word each; /metrics may be one change behind). */
 unsigned sa_connlimit_connections(const struct sa_connlimit *cl)
 {
-	return cl->conns;
+	return __atomic_load_n(&cl->conns, __ATOMIC_RELAXED);
 }
 
 unsigned sa_connlimit_handshakes(const struct sa_connlimit *cl)
 {
-	return cl->handshakes;
+	return __atomic_load_n(&cl->handshakes, __ATOMIC_RELAXED);
 }
 
 unsigned sa_connlimit_sources(const struct sa_connlimit *cl)
 {
-	return cl->sources;
+	return __atomic_load_n(&cl->sources, __ATOMIC_RELAXED);
 }
 
 unsigned sa_connsrc_connections(const struct sa_connsrc *src)

@@ -130,6 +130,15 @@ static void transactions(FILE *f, const struct sa_metrics *m)
 	        "In-dialog requests refused: not from an end of the call, or routed outside it.", m->relay_refused);
 	counter(f, "fleet_relayed_total",
 	        "Inbound requests relayed to the fleet node that holds the PBX's flow.", m->fleet_relayed);
+	gauge(f, "sip_workers", "SIP workers (event loops, one per core by default).", (int64_t)m->workers);
+	counter(f, "sip_worker_handoffs_total",
+	        "Messages that reached one worker and were handed to the worker holding their transaction or call.",
+	        m->worker_handoffs);
+	fprintf(f, "# HELP sipauthd_sip_worker_requests_total SIP requests each worker handled (its share of the load).\n"
+	           "# TYPE sipauthd_sip_worker_requests_total counter\n");
+	for (uint64_t w = 0; w < m->workers && w < SA_METRICS_WORKERS; w++)
+		fprintf(f, "sipauthd_sip_worker_requests_total{worker=\"%llu\"} %llu\n", (unsigned long long)w,
+		        (unsigned long long)m->worker_requests[w]);
 }
 
 /* used / size is the alarm: new records are refused above 0.9 (SA_STORE_HEADROOM_PERCENT). */
@@ -308,4 +317,41 @@ int sa_metrics_fleet_render(const struct sa_metrics_fleet *f, char **buf, size_t
 	             "Webhook delivery states not written to the fleet's list (queue full, or the database away when "
 	             "sent); the node still sends the deliveries.", f->deliveries_lost);
 	return rc;
+}
+
+#define ADD(f) into->f += w->f
+#define ADD_ALL(a) for (size_t i_ = 0; i_ < sizeof(into->a) / sizeof(into->a[0]); i_++) into->a[i_] += w->a[i_]
+
+void sa_metrics_add(struct sa_metrics *into, const struct sa_metrics *w)
+{
+	ADD_ALL(sip_requests);
+	ADD_ALL(sip_requests_by_transport);
+	ADD(challenges);
+	ADD(auth_ok);
+	ADD_ALL(auth_fail);
+	ADD_ALL(auth_stale);
+	ADD(auth_by_address);
+	ADD_ALL(trunk_refused);
+	ADD(registrations);
+	ADD_ALL(sip_rejected);
+	ADD(sip_forwarded);
+	ADD(sip_retransmissions_absorbed);
+	ADD(calls_started);
+	ADD(calls_revoked);
+	ADD(calls_reaped);
+	ADD(bans);
+	ADD(banned_dropped);
+	ADD(transactions_refused);
+	ADD(transactions_evicted);
+	ADD(responses_refused);
+	ADD(failover_late_answers);
+	ADD(byes_answered);
+	ADD(byes_timed_out);
+	ADD(bye_retransmissions);
+	ADD(relay_refused);
+	ADD(fleet_relayed);
+	ADD(worker_handoffs);
+	ADD_ALL(tcp_refused);
+	ADD(tcp_idle_closed);
+	ADD(accept_paused);
 }

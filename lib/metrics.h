@@ -16,6 +16,8 @@
 #define SA_METRICS_STATUSES   700   /* HTTP and SIP status codes */
 
 /* Plain numbers the daemon copies in; lib reads no clock and no globals. */
+#define SA_METRICS_WORKERS 64   /* [sip] workers at most */
+
 struct sa_metrics {
 	const char *version;
 	int64_t start_time;                              /* seconds since the epoch */
@@ -51,6 +53,9 @@ struct sa_metrics {
 	uint64_t byes_queued;                            /* ... of which waiting for their turn (bye_rate) */
 	uint64_t relay_refused;                          /* in-dialog requests not from the call's ends */
 	uint64_t fleet_relayed;                          /* inbound requests relayed to the owner node */
+	uint64_t workers;                                /* gauge: SIP workers (event loops) running */
+	uint64_t worker_handoffs;                        /* messages handed to the worker that owns them */
+	uint64_t worker_requests[SA_METRICS_WORKERS];    /* SIP requests each worker read, by worker (< workers) */
 	/* the store; map_size 0: unknown, not rendered */
 	uint64_t store_map_size;                         /* gauge: bytes */
 	uint64_t store_used;                             /* gauge: bytes in pages holding data */
@@ -78,6 +83,10 @@ struct sa_metrics {
 /* The text exposition (version 0.0.4) into a malloc'd, NUL-terminated
  * buffer; its length in *len. NULL when out of memory. */
 char *sa_metrics_render(const struct sa_metrics *m, size_t *len);
+
+/* Adds the SIP core's and the transport's counters of one worker to *into
+ * (the gauges are computed apart, the API's and store's are worker 0's). */
+void sa_metrics_add(struct sa_metrics *into, const struct sa_metrics *w);
 
 #define SA_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 

@@ -5,6 +5,7 @@
  * low-level SHA-256 calls are deprecated in OpenSSL 3 but kept and supported. */
 #define OPENSSL_API_COMPAT 0x10100000L
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +49,7 @@ struct sa_nonce_ctx {
 	struct nonce_key keys[SA_NONCE_KEYS];	/* [0] current, [1] previous */
 	size_t slots;
 	struct replay_entry *table;
+	pthread_mutex_t lock;   /* the SIP workers share one context: keys, counter and replay table */
 };
 
 static const char b64url[] =
@@ -121,6 +123,10 @@ struct sa_nonce_ctx *sa_nonce_ctx_new(unsigned ttl, size_t replay_slots)
 
 	if (ctx == NULL)
 		return NULL;
+	if (pthread_mutex_init(&ctx->lock, NULL) != 0) {
+		free(ctx);
+		return NULL;
+	}
 	ctx->ttl = ttl;
 	ctx->slots = replay_slots;
 	if (replay_slots > 0 && (ctx->table = calloc(replay_slots, sizeof(*ctx->table))) == NULL)
@@ -148,6 +154,7 @@ void sa_nonce_ctx_free(struct sa_nonce_ctx *ctx)
 	for (int i = 0; i < SA_NONCE_KEYS; i++)
 		key_clear(&ctx->keys[i]);
 	free(ctx->table);
+	pthread_mutex_destroy(&ctx->lock);
 	free(ctx);
 }
 
@@ -169,9 +176,24 @@ void sa_nonce_instance(const struct sa_nonce_ctx *ctx, unsigned char out[SA_NONC
 	memcpy(out, ctx->instance, SA_NONCE_INSTANCE_LEN);
 }
 
+static void ctx_lock(const struct sa_nonce_ctx *ctx)
+{
+	pthread_mutex_lock(&((struct sa_nonce_ctx *)ctx)->lock);
+}
+
+static void ctx_unlock(const struct sa_nonce_ctx *ctx)
+{
+	pthread_mutex_unlock(&((struct sa_nonce_ctx *)ctx)->lock);
+}
+
 uint8_t sa_nonce_key_current(const struct sa_nonce_ctx *ctx)
 {
-	return ctx != NULL && ctx->keys[0].live ? ctx->keys[0].id : 0;
+	if (ctx == NULL)
+		return 0;
+	ctx_lock(ctx);
+	uint8_t id = ctx->keys[0].live ? ctx->keys[0].id : 0;
+	ctx_unlock(ctx);
+	return id;
 }
 
 int sa_nonce_key_set(struct sa_nonce_ctx *ctx, uint8_t key_id,
@@ -179,6 +201,7 @@ int sa_nonce_key_set(struct sa_nonce_ctx *ctx, uint8_t key_id,
 {
 	if (ctx == NULL || secret == NULL)
 		return -1;
+	ctx_lock(ctx);
 	/* re-installing the current id replaces its secret and keeps the previous key */
 	if (ctx->keys[0].live && ctx->keys[0].id != key_id) {
 		key_clear(&ctx->keys[1]);
@@ -191,6 +214,7 @@ int sa_nonce_key_set(struct sa_nonce_ctx *ctx, uint8_t key_id,
 	keyed_start(&k->outer, secret, 0x5c);
 	k->id = key_id;
 	k->live = true;
+	ctx_unlock(ctx);
 	return 0;
 }
 
@@ -223,24 +247,30 @@ static int nonce_mac(const struct nonce_key *key, const unsigned char *raw, cons
 int sa_nonce_issue(struct sa_nonce_ctx *ctx, const char *realm, enum sa_digest_alg alg,
                    uint64_t now, char out[SA_NONCE_LEN + 1])
 {
-	const struct nonce_key *key;
+	struct nonce_key key;
 	unsigned char raw[SA_NONCE_RAW_LEN];
 
 	if (ctx == NULL || realm == NULL || (unsigned)alg >= SA_ALG_COUNT || now > UINT32_MAX)
 		return -1;
-	key = &ctx->keys[0];
-	if (!key->live)
-		return -1;
-	raw[0] = NONCE_VERSION;
-	raw[1] = key->id;
-	raw[2] = (unsigned char)alg;
-	put_be32(raw + 3, (uint32_t)now);
-	put_be32(raw + 7, ctx->counter++);
-	memcpy(raw + NONCE_INSTANCE_AT, ctx->instance, SA_NONCE_INSTANCE_LEN);
-	if (nonce_mac(key, raw, realm, raw + NONCE_MACED_LEN) != 0)
-		return -1;
-	b64url_encode(raw, sizeof(raw), out);
-	return 0;
+	/* the key and a counter under the lock; the MAC outside it */
+	ctx_lock(ctx);
+	key = ctx->keys[0];
+	uint32_t counter = ctx->counter++;
+	ctx_unlock(ctx);
+	int rc = -1;
+	if (key.live) {
+		raw[0] = NONCE_VERSION;
+		raw[1] = key.id;
+		raw[2] = (unsigned char)alg;
+		put_be32(raw + 3, (uint32_t)now);
+		put_be32(raw + 7, counter);
+		memcpy(raw + NONCE_INSTANCE_AT, ctx->instance, SA_NONCE_INSTANCE_LEN);
+		rc = nonce_mac(&key, raw, realm, raw + NONCE_MACED_LEN);
+	}
+	key_clear(&key);
+	if (rc == 0)
+		b64url_encode(raw, sizeof(raw), out);
+	return rc;
 }
 
 /* The MAC-free part of checking: shape, version and algorithm. */
@@ -285,7 +315,7 @@ enum sa_nonce_status sa_nonce_check(const struct sa_nonce_ctx *ctx, const char *
                                     uint64_t now, struct sa_nonce_info *info)
 {
 	unsigned char raw[SA_NONCE_RAW_LEN];
-	const struct nonce_key *key;
+	struct nonce_key key;
 	struct sa_nonce_info parsed;
 	enum sa_nonce_status status = SA_NONCE_OK;
 
@@ -301,9 +331,17 @@ enum sa_nonce_status sa_nonce_check(const struct sa_nonce_ctx *ctx, const char *
 		return SA_NONCE_INVALID;
 	parsed = (struct sa_nonce_info){ raw[1], get_be32(raw + 3), get_be32(raw + 7), false, false };
 	/* a retired key cannot vouch for the nonce either way: ask the client to retry */
-	if ((key = key_find(ctx, parsed.key_id)) == NULL)
+	ctx_lock(ctx);
+	const struct nonce_key *found = key_find(ctx, parsed.key_id);
+	if (found != NULL)
+		key = *found;   /* the MAC outside the lock */
+	ctx_unlock(ctx);
+	bool mac_ok = found != NULL && nonce_mac_ok(&key, raw, realm);
+	if (found != NULL)
+		key_clear(&key);
+	if (found == NULL)
 		status = SA_NONCE_STALE;
-	else if (!nonce_mac_ok(key, raw, realm) || nonce_from_future(parsed.issued, now))
+	else if (!mac_ok || nonce_from_future(parsed.issued, now))
 		return SA_NONCE_INVALID;
 	else if (CRYPTO_memcmp(raw + NONCE_INSTANCE_AT, ctx->instance, SA_NONCE_INSTANCE_LEN) != 0) {
 		/* genuine, but another node's (or an earlier start's): its
@@ -373,17 +411,12 @@ static struct replay_entry *replay_slot(struct sa_nonce_ctx *ctx, const struct s
 	return free_slot;
 }
 
-enum sa_nonce_status sa_nonce_use_tagged(struct sa_nonce_ctx *ctx, const struct sa_nonce_info *info,
-                                         uint32_t nc, uint32_t tag, uint64_t now)
+static enum sa_nonce_status replay_take(struct sa_nonce_ctx *ctx, const struct sa_nonce_info *info, uint32_t nc,
+                                        uint32_t tag, uint64_t now)
 {
 	struct replay_entry *e;
 	bool found;
 
-	if (ctx == NULL || info == NULL)
-		return SA_NONCE_INVALID;
-	/* past its lifetime the entry could be forgotten, so no answer can be trusted */
-	if (now > (uint64_t)info->issued + ctx->ttl || ctx->slots == 0)
-		return SA_NONCE_STALE;
 	if ((e = replay_slot(ctx, info, now, &found)) == NULL)
 		return SA_NONCE_STALE;
 	if (found && nc == e->nc_max && tag != 0 && tag == e->tag)
@@ -396,6 +429,20 @@ enum sa_nonce_status sa_nonce_use_tagged(struct sa_nonce_ctx *ctx, const struct 
 	                            .counter = info->counter, .nc_max = nc, .tag = tag,
 	                            .expires = (uint64_t)info->issued + ctx->ttl };
 	return SA_NONCE_OK;
+}
+
+enum sa_nonce_status sa_nonce_use_tagged(struct sa_nonce_ctx *ctx, const struct sa_nonce_info *info,
+                                         uint32_t nc, uint32_t tag, uint64_t now)
+{
+	if (ctx == NULL || info == NULL)
+		return SA_NONCE_INVALID;
+	/* past its lifetime the entry could be forgotten, so no answer can be trusted */
+	if (now > (uint64_t)info->issued + ctx->ttl || ctx->slots == 0)
+		return SA_NONCE_STALE;
+	ctx_lock(ctx);
+	enum sa_nonce_status st = replay_take(ctx, info, nc, tag, now);
+	ctx_unlock(ctx);
+	return st;
 }
 
 enum sa_nonce_status sa_nonce_use(struct sa_nonce_ctx *ctx, const struct sa_nonce_info *info,

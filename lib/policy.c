@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -354,6 +355,7 @@ bool sa_policy_ip_authenticates(const struct sa_trunk_policy *p, const struct so
 
 struct sa_trunk_table {
 	struct sa_trunk_usage *b[TRUNK_BUCKETS];
+	pthread_mutex_t lock;   /* sa_trunk_admit/hold/release: the SIP workers share the channels */
 };
 
 static unsigned trunk_hash(const char *s)
@@ -367,7 +369,12 @@ static unsigned trunk_hash(const char *s)
 
 struct sa_trunk_table *sa_trunk_table_new(void)
 {
-	return calloc(1, sizeof(struct sa_trunk_table));
+	struct sa_trunk_table *t = calloc(1, sizeof(struct sa_trunk_table));
+	if (t != NULL && pthread_mutex_init(&t->lock, NULL) != 0) {
+		free(t);
+		return NULL;
+	}
+	return t;
 }
 
 void sa_trunk_table_free(struct sa_trunk_table *t)
@@ -380,6 +387,7 @@ void sa_trunk_table_free(struct sa_trunk_table *t)
 			t->b[i] = u->next;
 			free(u);
 		}
+	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
 
@@ -451,4 +459,33 @@ void sa_policy_release(struct sa_trunk_usage *u)
 {
 	if (u->channels > 0)
 		u->channels--;
+}
+
+int sa_trunk_admit(struct sa_trunk_table *t, const char *trunk_id, const struct sa_trunk_policy *p,
+                   bool rate_limited, int64_t now_ms, enum sa_policy_verdict *v)
+{
+	pthread_mutex_lock(&t->lock);
+	struct sa_trunk_usage *u = sa_trunk_usage(t, trunk_id);
+	if (u != NULL)
+		*v = sa_policy_admit_call(p, u, rate_limited, now_ms);
+	pthread_mutex_unlock(&t->lock);
+	return u != NULL ? 0 : -1;
+}
+
+void sa_trunk_hold(struct sa_trunk_table *t, const char *trunk_id)
+{
+	pthread_mutex_lock(&t->lock);
+	struct sa_trunk_usage *u = sa_trunk_usage(t, trunk_id);
+	if (u != NULL)
+		sa_policy_hold(u);
+	pthread_mutex_unlock(&t->lock);
+}
+
+void sa_trunk_release(struct sa_trunk_table *t, const char *trunk_id)
+{
+	pthread_mutex_lock(&t->lock);
+	struct sa_trunk_usage *u = sa_trunk_usage(t, trunk_id);
+	if (u != NULL)
+		sa_policy_release(u);
+	pthread_mutex_unlock(&t->lock);
 }

@@ -125,4 +125,12 @@ void sa_policy_hold(struct sa_trunk_usage *u);
 void sa_policy_share(struct sa_trunk_policy *p, unsigned nodes);
 void sa_policy_release(struct sa_trunk_usage *u);
 
+/* The same on a table several threads share (the SIP workers): each takes
+ * the table's lock. sa_trunk_admit: -1 out of memory (nothing held), else 0
+ * with the verdict in *v. */
+int sa_trunk_admit(struct sa_trunk_table *t, const char *trunk_id, const struct sa_trunk_policy *p,
+                   bool rate_limited, int64_t now_ms, enum sa_policy_verdict *v);
+void sa_trunk_hold(struct sa_trunk_table *t, const char *trunk_id);
+void sa_trunk_release(struct sa_trunk_table *t, const char *trunk_id);
+
 #endif

@@ -24,6 +24,22 @@ int sa_txn_branch_new(char out[SA_TXN_BRANCH_LEN + 1])
 	return 0;
 }
 
+int sa_txn_branch_new_for(char out[SA_TXN_BRANCH_LEN + 1], unsigned worker)
+{
+	if (worker >= 64 || sa_txn_branch_new(out) < 0)
+		return -1;
+	out[7] = b64url[worker];   /* 122 random bits stay */
+	return 0;
+}
+
+int sa_txn_branch_worker(const char *branch)
+{
+	if (!branch || strlen(branch) != SA_TXN_BRANCH_LEN || memcmp(branch, "z9hG4bK", 7) != 0)
+		return -1;
+	const char *p = memchr(b64url, branch[7], 64);
+	return p ? (int)(p - b64url) : -1;
+}
+
 unsigned sa_txn_client_timer(enum sa_method method, bool reliable, uint64_t elapsed_ms, int upstream_status,
                              unsigned *interval_ms, unsigned *next_ms)
 {

@@ -15,6 +15,12 @@
 /* A new branch for a request we send: the magic cookie and 128 random bits,
  * so nobody can answer, or cancel, a transaction before seeing it. 0 or -1. */
 int sa_txn_branch_new(char out[SA_TXN_BRANCH_LEN + 1]);
+/* The same, naming worker (0..63) in its first random character, so that an
+ * answer reaching another worker finds the one that sent the request. */
+int sa_txn_branch_new_for(char out[SA_TXN_BRANCH_LEN + 1], unsigned worker);
+/* The worker a branch of that shape names; -1 when it is not of our shape
+ * (the caller checks the index against its number of workers). */
+int sa_txn_branch_worker(const char *branch);
 
 /* What to do when a client transaction's timer fires. */
 enum {

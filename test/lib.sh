@@ -8,6 +8,12 @@ set -u
 : "${top_srcdir:=$top_builddir}"
 SIPAUTHCTL="$top_builddir/daemon/sipauthctl"
 SIPAUTHD="$top_builddir/daemon/sipauthd"
+# SA_TEST_WORKERS=N: every daemon a test starts runs N SIP workers (scripts/test runs the
+# suite with 2 and with 1); the wrapper execs the daemon, so its pid is the daemon's.
+if [ -n "${SA_TEST_WORKERS:-}" ]; then
+	SIPAUTHD="$top_srcdir/test/sipauthd-workers"
+	export SA_TEST_SIPAUTHD="$top_builddir/daemon/sipauthd"
+fi
 SHARED="$top_srcdir/../shared"
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/sipauth-test.XXXXXX")

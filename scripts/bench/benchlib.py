@@ -106,6 +106,33 @@ def cpu(pids):
     return total, ut, st
 
 
+def threads(pid):
+    """One line per thread of pid: name and on-CPU ns ("sipauthd" is the main thread: worker 0)."""
+    out = []
+    for t in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+        try:
+            with open(f"/proc/{pid}/task/{t}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        out.append(f"{t} {name} {task_cpu_ns(pid, t)}")
+    return out
+
+
+def thread_shares(before, after):
+    """Each thread's CPU between two `threads` listings (files), in ms and share of the total."""
+    def load(path):
+        d = {}
+        for line in open(path):
+            tid, name, ns = line.split()
+            d[tid] = (name, int(ns))
+        return d
+    a, b = load(before), load(after)
+    used = [(b[t][0], b[t][1] - a.get(t, (None, 0))[1]) for t in b]
+    total = sum(ns for _, ns in used) or 1
+    return ", ".join(f"{name} {ns / 1e6:.0f} ms ({100 * ns / total:.0f}%)" for name, ns in used if ns > 0)
+
+
 def sippstat(path):
     """Last row of a sipp -trace_stat CSV file (';'-separated, header first)."""
     with open(path, encoding="latin-1") as f:
@@ -227,6 +254,10 @@ def main(argv):
         print("\n".join(str(p) for p in tree(int(argv[2]))))
     elif cmd == "cpu":
         print(*cpu([int(p) for p in argv[2:]]))
+    elif cmd == "threads":
+        print("\n".join(threads(int(argv[2]))))
+    elif cmd == "thread_shares":
+        print(thread_shares(argv[2], argv[3]))
     elif cmd == "sippstat":
         print(*sippstat(argv[2]))
     elif cmd == "bound":
