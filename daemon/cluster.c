@@ -61,6 +61,8 @@
 #define FAIL_KEEP 1000           /* per node and trunk in the fleet's log: as the local log keeps */
 #define FAIL_PRUNE_MS 60000      /* how often a node trims its records there */
 #define CALLS_PUSH_MAX 2000      /* calls started, changed or ended written per tick */
+#define DLV_BATCH 500            /* webhook delivery states pushed per query */
+#define DLV_BATCHES 4            /* ... and queries per tick */
 
 /* A call as this node wrote it to the fleet's calls table. */
 struct call_row {
@@ -85,6 +87,11 @@ struct call_rows {
  *   failures:   the auth failures queued since, FAIL_BATCH per query and at
  *               most FAIL_BATCHES queries; once a minute the node's records
  *               past FAIL_KEEP per trunk go
+ *   deliveries: the states of this node's webhook deliveries queued by the
+ *               delivery thread since (new ones, each attempt's outcome),
+ *               DLV_BATCH per query and at most DLV_BATCHES queries, as
+ *               the failures; its finished ones past SA_STORE_WH_KEEP_DAYS
+ *               go on the way
  *   calls:      the difference between the node's calls now and what it
  *               wrote last (CALLS_PUSH_MAX rows per tick); after each
  *               connect, its rows are deleted first and all written again
@@ -104,14 +111,16 @@ struct call_rows {
 
 enum conn_state { CS_DOWN, CS_CONNECTING, CS_UP, CS_REFUSED };
 enum step { ST_IDLE, ST_HELLO, ST_CHANGES, ST_SNAPSHOT, ST_HEARTBEAT, ST_APPLYING, ST_NONCE_KEYS, ST_NONCE_FIRST,
-             ST_FAIL_PUSH, ST_FAIL_PRUNE, ST_REG_LOAD, ST_REG_PUT, ST_CALLS_WIPE, ST_CALLS_PUSH };
+             ST_FAIL_PUSH, ST_FAIL_PRUNE, ST_DLV_PUSH, ST_REG_LOAD, ST_REG_PUT, ST_CALLS_WIPE, ST_CALLS_PUSH,
+             ST_WH_ADOPT };
 
 static const char *const step_names[] = {
 	[ST_IDLE] = "idle", [ST_HELLO] = "hello", [ST_CHANGES] = "changes", [ST_SNAPSHOT] = "snapshot",
 	[ST_HEARTBEAT] = "heartbeat", [ST_APPLYING] = "applying", [ST_NONCE_KEYS] = "nonce_keys",
 	[ST_NONCE_FIRST] = "nonce_key_first", [ST_FAIL_PUSH] = "failures_push", [ST_FAIL_PRUNE] = "failures_prune",
+	[ST_DLV_PUSH] = "deliveries_push",
 	[ST_REG_LOAD] = "registrations_load", [ST_REG_PUT] = "registrations_write", [ST_CALLS_WIPE] = "calls_wipe",
-	[ST_CALLS_PUSH] = "calls_push",
+	[ST_CALLS_PUSH] = "calls_push", [ST_WH_ADOPT] = "webhooks_adopt",
 };
 
 /*
@@ -189,6 +198,10 @@ struct sa_cluster {
 	unsigned fail_batches;       /* pushes since the heartbeat */
 	bool fail_prune;             /* pushed since the last trim */
 	int64_t fail_pruned_ms;
+	bool wh_adopted;             /* this store's own webhooks are in the database (once per start) */
+	bool wh_adopt_tried;         /* ... asked since the connect (a refusal is not asked again each second) */
+	size_t dlv_sent;             /* delivery states in the push in flight */
+	unsigned dlv_batches;        /* pushes since the heartbeat */
 	struct sa_metrics_fleet stats;
 	/* registrations */
 	bool beat_ok;                /* our nodes row is there (registrations refer to it) */
@@ -260,7 +273,9 @@ static void down(struct sa_cluster *c, const char *msg, enum conn_state to)
 		c->stats.connect_failures++;
 	if (c->step == ST_FAIL_PUSH)   /* sent, its outcome unknown: counted lost, never sent twice */
 		c->stats.failures_lost += c->fail_sent;
-	c->fail_sent = 0;
+	if (c->step == ST_DLV_PUSH)    /* likewise (the delivery's next attempt writes its state again) */
+		c->stats.deliveries_lost += c->dlv_sent;
+	c->fail_sent = c->dlv_sent = 0;
 	events_free(c);
 	PQclear(c->rows);
 	c->rows = NULL;
@@ -333,6 +348,7 @@ static void up(struct sa_cluster *c)
 	}
 	c->hello_seen = c->hello_ok = false;
 	c->reg_load = true;
+	c->wh_adopt_tried = false;
 	send_query(c, ST_HELLO, "LISTEN " SA_PG_CHANNEL "; SELECT value FROM settings WHERE name = 'domain'", 0, NULL);
 }
 
@@ -879,6 +895,104 @@ static void failures_prune(struct sa_cluster *c)
 	send_query(c, ST_FAIL_PRUNE, sa_pg_authfail_prune_sql, 2, params);
 }
 
+/* ---- the fleet's webhook deliveries ---- */
+
+static json_t *delivery_json(const struct sa_delivery *d)
+{
+	return json_pack("{s:s,s:s,s:s,s:i,s:I,s:i,s:o,s:I,s:I}", "id", d->id, "webhook_id", d->webhook_id, "event",
+	                 d->event, "status", (int)d->status, "attempts", (json_int_t)d->attempts, "last_status_code",
+	                 (int)d->last_status_code, "last_error", sa_api_net_string(d->last_error), "next_attempt_at",
+	                 (json_int_t)d->next_attempt_at, "created_at", (json_int_t)d->created_at);
+}
+
+/* Delivery states that will not reach the fleet's list (the queue was
+ * full, or their statement's outcome is unknown): counted, and said at the
+ * first and then once per 1000. */
+static void deliveries_lost(struct sa_cluster *c, uint64_t n)
+{
+	uint64_t before = c->stats.deliveries_lost;
+
+	c->stats.deliveries_lost += n;
+	if (n > 0 && (before == 0 || before / 1000 != c->stats.deliveries_lost / 1000))
+		log_warn("event=cluster_deliveries_lost node=%s lost=%llu reason=\"states of this node's webhook "
+		         "deliveries did not reach the fleet's list (its queue was full, or the database went away); "
+		         "this node still sends the deliveries\"", c->srv->cfg.cluster_node,
+		         (unsigned long long)c->stats.deliveries_lost);
+}
+
+/* Up to DLV_BATCH queued states in one statement; false: none queued. They
+ * leave the queue now (a push whose answer never comes is counted lost). */
+static bool deliveries_push(struct sa_cluster *c)
+{
+	struct sa_delivery *d = malloc(DLV_BATCH * sizeof(*d));
+	uint64_t dropped = 0;
+	unsigned n = d != NULL ? sa_webhooks_fleet_take(c->srv, d, DLV_BATCH, &dropped) : 0;
+	json_t *arr = n > 0 ? json_array() : NULL;
+	char *text = NULL;
+
+	deliveries_lost(c, dropped);
+	for (unsigned i = 0; arr != NULL && i < n; i++)
+		if (json_array_append_new(arr, delivery_json(&d[i])) != 0)
+			c->stats.deliveries_lost++;
+	free(d);
+	if (arr != NULL)
+		text = json_dumps(arr, JSON_COMPACT);
+	size_t sent = arr != NULL ? json_array_size(arr) : 0;
+	json_decref(arr);
+	if (text == NULL) {
+		deliveries_lost(c, n);
+		return false;
+	}
+	const char *params[] = { c->srv->cfg.cluster_node, text };
+	c->dlv_sent = sent;
+	send_query(c, ST_DLV_PUSH, sa_pg_deliveries_push_sql, 2, params);
+	if (c->step != ST_DLV_PUSH)   /* not sent: the connection is down */
+		deliveries_lost(c, sent);
+	free(text);
+	return true;
+}
+
+/*
+ * Webhooks made before the database had them (schema 5 and older) live in
+ * this node's store only: the API, which reads the database, would not
+ * list them, nor could it delete them. At its first connection after a
+ * start, the node offers its store's webhooks to the database, which keeps
+ * those it never had (sa_pg_webhooks_adopt_sql); they come back through the
+ * change log, like any webhook, to every node. Once per start: after that,
+ * every webhook of the store came from the database.
+ */
+static int adopt_cb(const struct sa_webhook *w, void *arg)
+{
+	json_t *row = json_pack("{s:s,s:s,s:o,s:I,s:s,s:I}", "id", w->id, "account_id", w->account_id, "url",
+	                        sa_api_net_string(w->url), "events", (json_int_t)w->events, "secret", w->secret,
+	                        "created_at", (json_int_t)w->created_at);
+
+	return row == NULL || json_array_append_new(arg, row) != 0;
+}
+
+/* False: nothing to offer (no webhook in the store), or it could not be read. */
+static bool webhooks_adopt(struct sa_cluster *c)
+{
+	json_t *rows = json_array();
+	char applied[24], *text = NULL;
+
+	c->wh_adopt_tried = true;
+	if (rows != NULL && sa_store_webhook_each(c->srv->store, adopt_cb, rows) == SA_STORE_OK &&
+	    json_array_size(rows) > 0)
+		text = json_dumps(rows, JSON_COMPACT);
+	if (rows != NULL && json_array_size(rows) == 0)
+		c->wh_adopted = true;
+	json_decref(rows);   /* the secrets: freed as the change log's rows are */
+	if (text == NULL)
+		return false;
+	const char *params[] = { text, applied };
+	snprintf(applied, sizeof(applied), "%llu", (unsigned long long)c->applied);
+	send_query(c, ST_WH_ADOPT, sa_pg_webhooks_adopt_sql, 2, params);
+	OPENSSL_cleanse(text, strlen(text));
+	free(text);
+	return true;
+}
+
 /* ---- the fleet's calls list ---- */
 
 static int call_row_cmp(const void *x, const void *y)
@@ -1042,7 +1156,7 @@ static bool after_heartbeat(struct sa_cluster *c, enum step done)
 {
 	switch (done) {
 	case ST_HEARTBEAT:
-		c->fail_batches = 0;
+		c->fail_batches = c->dlv_batches = 0;
 		nonce_keys_ask(c);
 		return true;
 	case ST_NONCE_KEYS:
@@ -1061,6 +1175,9 @@ static bool after_heartbeat(struct sa_cluster *c, enum step done)
 		}
 		/* fall through */
 	case ST_FAIL_PRUNE:
+	case ST_DLV_PUSH:
+		if (c->dlv_batches++ < DLV_BATCHES && deliveries_push(c))
+			return true;
 		if (!c->calls_wiped) {
 			calls_wipe(c);
 			return true;
@@ -1085,6 +1202,15 @@ static void result(struct sa_cluster *c, PGresult *r)
 		c->stats.failures_pushed += c->fail_sent;
 		c->fail_sent = 0;
 		c->fail_prune = true;
+	} else if (s == PGRES_COMMAND_OK && c->step == ST_WH_ADOPT) {
+		c->wh_adopted = true;
+		if (strcmp(PQcmdTuples(r), "0") != 0)
+			log_info("event=cluster_webhooks_adopted node=%s webhooks=%s hint=\"this store's own webhooks, made "
+			         "before the database kept them, are the fleet's now\"", c->srv->cfg.cluster_node,
+			         PQcmdTuples(r));
+	} else if (s == PGRES_COMMAND_OK && c->step == ST_DLV_PUSH) {
+		c->stats.deliveries_pushed += c->dlv_sent;
+		c->dlv_sent = 0;
 	} else if (s == PGRES_TUPLES_OK && c->step == ST_HELLO)
 		hello_result(c, r);
 	else if (s == PGRES_TUPLES_OK && c->step == ST_HEARTBEAT && PQntuples(r) == 1 && PQnfields(r) == 3) {
@@ -1103,6 +1229,10 @@ static void result(struct sa_cluster *c, PGresult *r)
 		if (c->step == ST_FAIL_PUSH) {
 			c->stats.failures_lost += c->fail_sent;
 			c->fail_sent = 0;
+		}
+		if (c->step == ST_DLV_PUSH) {
+			deliveries_lost(c, c->dlv_sent);
+			c->dlv_sent = 0;
 		}
 		if (c->step == ST_CALLS_PUSH)
 			c->calls_wiped = false;   /* what the table has is unknown: all again at the next tick */
@@ -1169,7 +1299,8 @@ static bool apply_keep(void *arg, const char *cred_id)
 	return bsearch(&cred_id, a->keep, a->nkeep, sizeof(*a->keep), id_cmp) != NULL;
 }
 
-/* The ids of the snapshot's credentials (each row's "id"), sorted for apply_keep. */
+/* The ids of the snapshot's credentials and webhooks (each row's "id";
+ * their prefixes differ), sorted for apply_keep. */
 static int keep_collect(struct apply *a)
 {
 	int n = PQntuples(a->rows);
@@ -1178,7 +1309,8 @@ static int keep_collect(struct apply *a)
 	if (a->keep == NULL)
 		return SA_STORE_EIO;
 	for (int i = 1; i < n; i++) {
-		if (strcmp(PQgetvalue(a->rows, i, 1), "credentials") != 0)
+		const char *kind = PQgetvalue(a->rows, i, 1);
+		if (strcmp(kind, "credentials") != 0 && strcmp(kind, "webhooks") != 0)
 			continue;
 		json_error_t e;
 		json_t *o = json_loads(PQgetvalue(a->rows, i, 3), 0, &e);
@@ -1205,6 +1337,15 @@ static void apply_fn(struct sa_store *st, void *arg)
 		a->rc = sa_store_mirror_apply(st, apply_next, a->full ? apply_keep : NULL, a, a->seq);
 	if (a->rc == SA_STORE_OK && !a->full && n > 1)
 		a->lag_ms = wall_ms() - strtoll(PQgetvalue(a->rows, n - 1, 4), NULL, 10);
+}
+
+/* Whether the changes applied hold a webhook (one that now exists). */
+static bool has_webhook(const PGresult *r, int first_row)
+{
+	for (int i = first_row; i < PQntuples(r); i++)
+		if (strcmp(PQgetvalue(r, i, 1), "webhooks") == 0 && strcmp(PQgetvalue(r, i, 2), "delete") != 0)
+			return true;
+	return false;
 }
 
 static void apply_free(struct apply *a)
@@ -1245,6 +1386,8 @@ static void apply_done(void *arg, bool cancelled)
 			c->stats.lag_ms = a->lag_ms;
 		c->again |= n - 1 >= BATCH;   /* the look was full: more wait */
 		sa_sip_revocation_check(c->srv);   /* a delete ends its calls now, not at the next poll */
+		if (has_webhook(a->rows, a->first_row))
+			sa_webhooks_created(c->srv);   /* its events are worth building here too */
 	} else {
 		c->stats.apply_failures++;
 		log_err("event=cluster_apply_failed node=%s cause=%s seq=%s hint=\"the same changes are tried again "
@@ -1359,6 +1502,7 @@ static void query_done(struct sa_cluster *c)
 		c->again = true;
 		break;
 	case ST_REG_LOAD:
+	case ST_WH_ADOPT:
 		c->again = true;   /* what waited behind it */
 		break;
 	case ST_CHANGES:
@@ -1425,6 +1569,8 @@ static void look(struct sa_cluster *c)
 		return;
 	}
 	c->again = false;
+	if (!c->wh_adopted && !c->wh_adopt_tried && webhooks_adopt(c))
+		return;
 	if (c->reg_load) {
 		const char *node[] = { c->srv->cfg.cluster_node };
 		send_query(c, ST_REG_LOAD, sa_pg_registrations_load_sql, 1, node);

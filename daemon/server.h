@@ -257,8 +257,11 @@ int sa_http_tls_reload(struct sa_server *srv, const struct sa_config *next);
  * the account is the trunk's unless given. */
 int sa_webhooks_start(struct sa_server *srv);
 void sa_webhooks_stop(struct sa_server *srv);
-/* A webhook was created (the API): events are worth building from now on. */
+/* A webhook was created (the API, or the fleet's feed): events are worth building from now on. */
 void sa_webhooks_created(struct sa_server *srv);
+/* Fleet mode (the feed, on the loop): up to max delivery states queued for
+ * the fleet's list, oldest first; *dropped: states that found the queue full since. */
+unsigned sa_webhooks_fleet_take(struct sa_server *srv, struct sa_delivery *out, unsigned max, uint64_t *dropped);
 /* Summed per trunk over [webhooks] auth_failed_window: one auth.failed per trunk and window. */
 void sa_webhooks_auth_failed(struct sa_server *srv, const char *trunk, const char *source, const char *username);
 void sa_webhooks_source_banned(struct sa_server *srv, const char *trunk, const char *source, unsigned failures,

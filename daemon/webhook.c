@@ -57,6 +57,15 @@
  *
  * The thread never logs (the log's rate limiter is the loop's): it leaves
  * notes that the loop's tick writes.
+ *
+ * Fleet mode. The webhooks are the database's, mirrored into the store by
+ * daemon/cluster.c like the credentials, so this thread finds them as on a
+ * single host; each node records and sends the deliveries of the events it
+ * makes. Each new delivery and each attempt's outcome is also queued here
+ * (its state, not its payload, at most FLEET_QUEUE) for the feed, which
+ * writes them to the fleet's list after its heartbeat
+ * (sa_webhooks_fleet_take). Delivery ids are then random, so that the ids
+ * of different nodes do not meet in that list.
  */
 
 #define TICK_MS       1000
@@ -67,6 +76,7 @@
 #define NOTES_MAX     64
 #define NOTE_LEN      320
 #define STATUS_LINE   512        /* bytes of the answer read for its status line */
+#define FLEET_QUEUE   4096       /* fleet mode: delivery states waiting for the fleet's list; more are counted lost */
 
 enum outcome { OUT_DELIVERED, OUT_RETRY, OUT_FAILED, OUT_COUNT };
 static const char *const outcome_names[OUT_COUNT] = { "delivered", "retry", "failed" };
@@ -108,6 +118,9 @@ struct sa_webhooks {
 	char notes[NOTES_MAX][NOTE_LEN];
 	unsigned nnotes;
 	uint64_t notes_lost;
+	struct sa_delivery *fleet;    /* fleet mode: ring of FLEET_QUEUE states for the fleet's list (no payloads) */
+	size_t fleet_head, fleet_count;
+	uint64_t fleet_dropped;       /* ... that found the ring full, since the last take */
 };
 
 __attribute__((format(printf, 2, 3)))
@@ -139,6 +152,23 @@ static void count_outcome(struct sa_webhooks *wh, enum outcome o)
 {
 	pthread_mutex_lock(&wh->mu);
 	wh->outcomes[o]++;
+	pthread_mutex_unlock(&wh->mu);
+}
+
+/* Fleet mode: a delivery's state, for the fleet's list. */
+static void fleet_note(struct sa_webhooks *wh, const struct sa_delivery *d)
+{
+	if (wh->fleet == NULL)
+		return;
+	pthread_mutex_lock(&wh->mu);
+	if (wh->fleet_count == FLEET_QUEUE) {
+		wh->fleet_dropped++;
+	} else {
+		struct sa_delivery *slot = &wh->fleet[(wh->fleet_head + wh->fleet_count++) % FLEET_QUEUE];
+		*slot = *d;
+		slot->payload = NULL;
+		slot->payload_len = 0;
+	}
 	pthread_mutex_unlock(&wh->mu);
 }
 
@@ -436,6 +466,7 @@ static int delivery_attempt(struct sa_webhooks *wh, const char *id)
 		goto out;
 	}
 	count_outcome(wh, o);
+	fleet_note(wh, &d);
 	if (o != OUT_DELIVERED)
 		note(wh, "event=webhook_attempt_failed delivery=%s webhook=%s event=%s attempt=%u status=%d error=\"%s\" %s",
 		     d.id, d.webhook_id, d.event, d.attempts, res.status, d.last_error,
@@ -517,12 +548,21 @@ static void event_fan_out(struct sa_webhooks *wh, const struct wh_item *it)
 	if (sa_store_webhook_list_after(wh->store, account, NULL, subscriber_cb, &subs) != SA_STORE_OK || subs.n == 0)
 		return;
 	char *payload = payload_make(it, account, &len);
+	char ids[SA_API_WEBHOOKS_MAX][SA_ID_MAX];
+	int64_t now = (int64_t)time(NULL);
 	int err = payload ? sa_store_delivery_add(wh->store, (const char (*)[SA_ID_MAX])subs.ids, subs.n,
-	                                          sa_wh_event_name(it->ev), payload, len, (int64_t)time(NULL), NULL)
+	                                          sa_wh_event_name(it->ev), payload, len, now, ids)
 	                  : SA_STORE_EIO;
 	if (err != SA_STORE_OK)
 		note(wh, "event=webhook_store_failed type=%s account=%s webhooks=%u cause=%s", sa_wh_event_name(it->ev),
 		     account, subs.n, sa_store_cause(err));
+	for (unsigned i = 0; err == SA_STORE_OK && wh->fleet != NULL && i < subs.n; i++) {
+		struct sa_delivery d = { .status = SA_DLV_PENDING, .next_attempt_at = now, .created_at = now };
+		snprintf(d.id, sizeof d.id, "%s", ids[i]);
+		snprintf(d.webhook_id, sizeof d.webhook_id, "%s", subs.ids[i]);
+		snprintf(d.event, sizeof d.event, "%s", sa_wh_event_name(it->ev));
+		fleet_note(wh, &d);
+	}
 	free(payload);
 }
 
@@ -624,6 +664,25 @@ void sa_webhooks_created(struct sa_server *srv)
 {
 	if (srv->webhooks != NULL)
 		srv->webhooks->wanted = true;
+}
+
+unsigned sa_webhooks_fleet_take(struct sa_server *srv, struct sa_delivery *out, unsigned max, uint64_t *dropped)
+{
+	struct sa_webhooks *wh = srv->webhooks;
+	unsigned n = 0;
+
+	*dropped = 0;
+	if (wh == NULL || wh->fleet == NULL)
+		return 0;
+	pthread_mutex_lock(&wh->mu);
+	for (; n < max && wh->fleet_count > 0; n++, wh->fleet_count--) {
+		out[n] = wh->fleet[wh->fleet_head];
+		wh->fleet_head = (wh->fleet_head + 1) % FLEET_QUEUE;
+	}
+	*dropped = wh->fleet_dropped;
+	wh->fleet_dropped = 0;
+	pthread_mutex_unlock(&wh->mu);
+	return n;
 }
 
 void sa_webhooks_auth_failed(struct sa_server *srv, const char *trunk, const char *source, const char *username)
@@ -806,6 +865,11 @@ int sa_webhooks_start(struct sa_server *srv)
 	(void)sa_store_webhook_count(srv->store, &count);
 	wh->wanted = count > 0;
 	struct timeval tv = { .tv_sec = TICK_MS / 1000, .tv_usec = (TICK_MS % 1000) * 1000 };
+	if (c->cluster_node[0] != '\0') {
+		if ((wh->fleet = calloc(FLEET_QUEUE, sizeof *wh->fleet)) == NULL)
+			return -1;
+		sa_store_delivery_ids_random(srv->store);   /* shared by the thread's handle, made below */
+	}
 	if ((wh->agg = sa_wh_agg_new()) == NULL || (wh->tls = client_ctx(c->webhooks_ca_file)) == NULL ||
 	    sa_store_dup(srv->store, &wh->store) != SA_STORE_OK ||
 	    (wh->tick = event_new(srv->base, -1, EV_PERSIST, tick_cb, srv)) == NULL || event_add(wh->tick, &tv) != 0 ||
@@ -844,6 +908,7 @@ void sa_webhooks_stop(struct sa_server *srv)
 		sa_store_close(wh->store);
 	SSL_CTX_free(wh->tls);
 	sa_wh_agg_free(wh->agg);
+	free(wh->fleet);
 	pthread_cond_destroy(&wh->cv);
 	pthread_mutex_destroy(&wh->mu);
 	free(wh);

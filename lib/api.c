@@ -21,9 +21,10 @@
 #include <openssl/sha.h>
 #ifdef HAVE_LIBPQ
 #include "pgstore.h"
-/* Fleet mode: trunks, policies and credentials are the database's (ctx->pg);
- * so are registrations, failures and calls in progress (each with its node),
- * and Idempotency-Key answers. Keys stay the node's. */
+/* Fleet mode: trunks, policies, credentials and webhooks are the database's
+ * (ctx->pg); so are registrations, failures, calls in progress and webhook
+ * deliveries (each with its node), and Idempotency-Key answers. Keys stay
+ * the node's. */
 #define SOR(ctx, pgcall, stcall) ((ctx)->pg != NULL ? (pgcall) : (stcall))
 #define IDEM_CLAIM_LEN SA_PG_IDEM_CLAIM_LEN
 #else
@@ -1258,7 +1259,9 @@ static void webhooks_list(const struct sa_api_ctx *ctx, const struct sa_api_requ
                           const struct target *t, struct sa_api_response *r)
 {
 	struct listing l = listing_new(t);
-	respond_walk(r, &l, sa_store_webhook_list_after(ctx->store, t->account, t->q.after, webhook_cb, &l),
+	/* in a fleet, the database's (every node's mirror follows it) */
+	respond_walk(r, &l, SOR(ctx, sa_pg_webhook_list_after(ctx->pg, t->account, t->q.after, webhook_cb, &l),
+	                        sa_store_webhook_list_after(ctx->store, t->account, t->q.after, webhook_cb, &l)),
 	             "a webhook of this account");
 }
 
@@ -1266,7 +1269,7 @@ static void webhook_show(const struct sa_api_ctx *ctx, const struct sa_api_reque
                          const struct target *t, struct sa_api_response *r)
 {
 	struct sa_webhook w;
-	int err = sa_store_webhook_get(ctx->store, t->webhook, &w);
+	int err = SOR(ctx, sa_pg_webhook_get(ctx->pg, t->webhook, &w), sa_store_webhook_get(ctx->store, t->webhook, &w));
 
 	if (err == SA_STORE_OK)
 		respond_json(r, 200, webhook_json(&w));
@@ -1280,7 +1283,9 @@ static void webhook_show(const struct sa_api_ctx *ctx, const struct sa_api_reque
 static void webhook_delete(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                            const struct target *t, struct sa_api_response *r)
 {
-	int err = sa_store_webhook_delete(ctx->store, t->account, t->webhook);
+	/* in a fleet, every node drops its copy (and its deliveries) as it applies the delete */
+	int err = SOR(ctx, sa_pg_webhook_delete(ctx->pg, t->account, t->webhook),
+	              sa_store_webhook_delete(ctx->store, t->account, t->webhook));
 
 	if (err == SA_STORE_OK)
 		r->status = 204;
@@ -1375,13 +1380,31 @@ static void webhook_created(struct sa_api_response *r, const struct target *t, s
 	respond_json(r, 201, o);
 }
 
+/* A new webhook unless the account has SA_API_WEBHOOKS_MAX (EFULL). In a
+ * fleet, the database counts and inserts under a lock per account. */
+static int webhook_make(const struct sa_api_ctx *ctx, const struct target *t, const char *url, uint32_t events,
+                        int64_t now, struct sa_webhook *w)
+{
+	unsigned n = 0;
+	int err;
+
+	memset(w, 0, sizeof *w);
+#ifdef HAVE_LIBPQ
+	if (ctx->pg != NULL)
+		return sa_pg_webhook_create(ctx->pg, t->account, url, events, SA_API_WEBHOOKS_MAX, now, w);
+#endif
+	err = sa_store_webhook_list_after(ctx->store, t->account, NULL, webhook_count_cb, &n);
+	if (err == SA_STORE_OK && n >= SA_API_WEBHOOKS_MAX)
+		return SA_STORE_EFULL;
+	return err == SA_STORE_OK ? sa_store_webhook_create(ctx->store, t->account, url, events, now, w) : err;
+}
+
 static void webhook_create(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                            const struct target *t, struct sa_api_response *r)
 {
 	struct sa_webhook w;
 	const char *url = NULL;   /* set by webhook_input_read; gcc -O2 without sanitizers cannot tell */
 	uint32_t events = 0;
-	unsigned n = 0;
 	json_error_t jerr;
 	json_t *body = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
 	                          &jerr);
@@ -1392,13 +1415,12 @@ static void webhook_create(const struct sa_api_ctx *ctx, const struct sa_api_req
 		return;
 	}
 	if (webhook_input_read(body, &url, &events, r) == 0) {
-		int err = sa_store_webhook_list_after(ctx->store, t->account, NULL, webhook_count_cb, &n);
-		if (err == SA_STORE_OK && n >= SA_API_WEBHOOKS_MAX)
+		int err = webhook_make(ctx, t, url, events, req->now, &w);
+		if (err == SA_STORE_EFULL)
 			errorf(r, 409, "limit_reached", "an account may have at most %d webhooks", SA_API_WEBHOOKS_MAX);
-		else if (err == SA_STORE_OK && (err = sa_store_webhook_create(ctx->store, t->account, url, events, req->now,
-		                                                              &w)) == SA_STORE_OK)
+		else if (err == SA_STORE_OK)
 			webhook_created(r, t, &w);
-		if (err != SA_STORE_OK)
+		else
 			sa_api_store_error(r, err);
 		OPENSSL_cleanse(w.secret, sizeof w.secret);
 	}
@@ -1425,11 +1447,28 @@ static int delivery_cb(const struct sa_delivery *d, void *arg)
 	return page_add(arg, delivery_json(d));
 }
 
+#ifdef HAVE_LIBPQ
+/* Fleet mode: a delivery of any node, with the node that sends it. */
+static int fleet_delivery_cb(const struct sa_delivery *d, const char *node, void *arg)
+{
+	json_t *o = delivery_json(d);
+
+	if (o != NULL && json_object_set_new(o, "node", sa_api_net_string(node)) != 0) {
+		json_decref(o);
+		o = NULL;
+	}
+	return page_add(arg, o);
+}
+#endif
+
 static void deliveries_list(const struct sa_api_ctx *ctx, const struct sa_api_request *req,
                             const struct target *t, struct sa_api_response *r)
 {
 	struct listing l = listing_new(t);
-	respond_walk(r, &l, sa_store_delivery_list_after(ctx->store, t->webhook, t->q.after, delivery_cb, &l),
+	/* in a fleet, every node's deliveries, from the database (one past the page says there is more) */
+	respond_walk(r, &l, SOR(ctx, sa_pg_delivery_list_after(ctx->pg, t->webhook, t->q.after, t->q.limit + 1,
+	                                                       fleet_delivery_cb, &l),
+	                        sa_store_delivery_list_after(ctx->store, t->webhook, t->q.after, delivery_cb, &l)),
 	             "a delivery of this webhook");
 }
 
@@ -1685,7 +1724,7 @@ static int trunk_check(const struct sa_api_ctx *ctx, const struct target *t, str
 static int webhook_check(const struct sa_api_ctx *ctx, const struct target *t, struct sa_api_response *r)
 {
 	struct sa_webhook w;
-	int err = sa_store_webhook_get(ctx->store, t->webhook, &w);
+	int err = SOR(ctx, sa_pg_webhook_get(ctx->pg, t->webhook, &w), sa_store_webhook_get(ctx->store, t->webhook, &w));
 
 	OPENSSL_cleanse(w.secret, sizeof w.secret);
 	if (err == SA_STORE_OK && strcmp(w.account_id, t->account) == 0)

@@ -36,10 +36,11 @@ typedef void (*sa_api_call_cb)(const struct sa_api_call *c, void *arg);
 struct sa_pg;
 struct sa_api_ctx {
 	struct sa_store *store;
-	/* fleet mode (lib/pgstore): trunks, their policies, credentials and
-	 * Idempotency-Key answers are read and written here instead of store
-	 * (registrations, failures and calls are read here too, each with its
-	 * node; keys stay the node's); NULL: a single host */
+	/* fleet mode (lib/pgstore): trunks, their policies, credentials,
+	 * webhooks and Idempotency-Key answers are read and written here
+	 * instead of store (registrations, failures, calls and webhook
+	 * deliveries are read here too, each with its node; keys stay the
+	 * node's); NULL: a single host */
 	struct sa_pg *pg;
 	unsigned min_password_len;     /* [api] min_password_length, SA_PASSWORD_MIN or more */
 	/* the daemon's call table: cb for each active call of trunk_id (NULL: no calls known) */

@@ -312,6 +312,12 @@ int sa_metrics_fleet_render(const struct sa_metrics_fleet *f, char **buf, size_t
 	rc |= family(buf, len, "sipauthd_cluster_calls_pushed_total", "counter",
 	             "Calls started, changed or ended written to the fleet's calls list (after each connect: all).",
 	             f->calls_pushed);
+	rc |= family(buf, len, "sipauthd_cluster_deliveries_pushed_total", "counter",
+	             "Webhook delivery states (new, and each attempt's outcome) written to the fleet's delivery list.",
+	             f->deliveries_pushed);
+	rc |= family(buf, len, "sipauthd_cluster_deliveries_lost_total", "counter",
+	             "Webhook delivery states not written to the fleet's list (queue full, or the database away when "
+	             "sent); the node still sends the deliveries.", f->deliveries_lost);
 	return rc;
 }
 

@@ -115,6 +115,8 @@ struct sa_metrics_fleet {
 	uint64_t failures_lost;          /* ... dropped: the queue was full, or the database away when sent */
 	uint64_t failures_queued;        /* gauge: waiting to be pushed */
 	uint64_t calls_pushed;           /* calls started, changed or ended written to the fleet's calls table */
+	uint64_t deliveries_pushed;      /* webhook delivery states written to the fleet's list */
+	uint64_t deliveries_lost;        /* ... dropped: the queue was full, or the database away when sent */
 };
 /* Appends the sipauthd_cluster_* families to *buf. 0 or -1. */
 int sa_metrics_fleet_render(const struct sa_metrics_fleet *f, char **buf, size_t *len);

@@ -141,8 +141,39 @@ static const char schema_v5[] =
 	"  created_at bigint NOT NULL, PRIMARY KEY (account_id, key_hash));"
 	"CREATE INDEX idempotency_by_age ON idempotency (created_at);";
 
+/*
+ * Schema 6: webhooks shared by the fleet. A webhook is configuration, as a
+ * credential is: logged, so that every node mirrors it, with its secret
+ * (a node signs with it; the node role reads it as it reads the HA1s).
+ * events is the bit mask the store keeps (1 << enum sa_wh_event). The
+ * deliveries stay each node's to send; each node writes their state to
+ * webhook_deliveries after its heartbeat, for every node's API to list: not
+ * logged, nothing on a node's path reads them. ord: the order they reached
+ * the database. status: 0 pending, 1 delivered, 2 failed (enum
+ * sa_delivery_status).
+ */
+static const char schema_v6[] =
+	/* the checks keep out rows that every node's mirror would refuse (and stall on) */
+	"CREATE TABLE webhooks (id text PRIMARY KEY CHECK (length(id) < 48),"
+	"  account_id text NOT NULL REFERENCES accounts(id), url text NOT NULL CHECK (length(url) < 1024),"
+	"  events integer NOT NULL CHECK (events > 0), secret text NOT NULL CHECK (length(secret) < 64),"
+	"  created_at bigint NOT NULL);"
+	"CREATE INDEX webhooks_by_account ON webhooks (account_id, id COLLATE \"C\");"
+	"CREATE TRIGGER webhooks_log AFTER INSERT OR UPDATE OR DELETE ON webhooks"
+	"  FOR EACH ROW EXECUTE FUNCTION sipauthd_log_change();"
+	"CREATE TABLE webhook_deliveries (node text NOT NULL, id text NOT NULL, webhook_id text NOT NULL,"
+	"  event text NOT NULL, status smallint NOT NULL, attempts integer NOT NULL,"
+	"  last_status_code integer NOT NULL DEFAULT 0, last_error text NOT NULL DEFAULT '',"
+	"  next_attempt_at bigint NOT NULL DEFAULT 0, created_at bigint NOT NULL, ord bigserial NOT NULL UNIQUE,"
+	"  PRIMARY KEY (node, id));"
+	"CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, ord);"
+	"CREATE INDEX webhook_deliveries_by_age ON webhook_deliveries (node, created_at);";
+_Static_assert(SA_ID_MAX == 48 && SA_STORE_WH_URL_MAX == 1024 && SA_STORE_WH_SECRET_MAX == 64,
+               "schema 6's checks say the same");
+
 /* Upgrades: upgrades[v] takes schema v to v + 1. */
-static const char *const upgrades[SA_PG_SCHEMA_VERSION] = { NULL, schema_v2, schema_v3, schema_v4, schema_v5 };
+static const char *const upgrades[SA_PG_SCHEMA_VERSION] = { NULL, schema_v2, schema_v3, schema_v4, schema_v5,
+                                                            schema_v6 };
 
 #define SA_PG_NONCE_KEY_KEEP_TEXT "3600"   /* SA_PG_NONCE_KEY_KEEP in SQL */
 
@@ -162,6 +193,7 @@ const char sa_pg_snapshot_sql[] =
 	" UNION ALL SELECT 2, 0, 0, 'api_keys', 'insert', to_jsonb(k)::text, 0 FROM api_keys k"
 	" UNION ALL SELECT 3, t.ord, 0, 'trunks', 'insert', to_jsonb(t)::text, 0 FROM trunks t"
 	" UNION ALL SELECT 4, c.ord, 0, 'credentials', 'insert', to_jsonb(c)::text, 0 FROM credentials c"
+	" UNION ALL SELECT 5, 0, 0, 'webhooks', 'insert', to_jsonb(w)::text, 0 FROM webhooks w"
 	") s ORDER BY g, o";
 
 const char sa_pg_nonce_keys_sql[] =
@@ -1115,6 +1147,30 @@ static int decode_credential(const json_t *o, struct sa_mirror_change *ch, bool 
 	return rc == SA_STORE_OK ? decode_rotation(o, &ch->cred) : rc;
 }
 
+/* A webhooks row; its secret only where the mirror signs with it (never logged from here). */
+static int decode_webhook(const json_t *o, struct sa_mirror_change *ch, bool gone)
+{
+	struct sa_webhook *w = &ch->webhook;
+	int64_t events = 0;
+	int rc = json_text(o, "id", w->id, sizeof w->id);
+
+	if (rc == SA_STORE_OK)
+		rc = json_text(o, "account_id", w->account_id, sizeof w->account_id);
+	if (gone || rc != SA_STORE_OK)
+		return rc;
+	rc = json_text(o, "url", w->url, sizeof w->url);
+	if (rc == SA_STORE_OK)
+		rc = json_i64(o, "events", &events);
+	if (rc == SA_STORE_OK && (events <= 0 || events > UINT32_MAX))
+		rc = SA_STORE_EINVAL;
+	w->events = (uint32_t)events;
+	if (rc == SA_STORE_OK)
+		rc = json_text(o, "secret", w->secret, sizeof w->secret);
+	if (rc == SA_STORE_OK)
+		rc = json_i64(o, "created_at", &w->created_at);
+	return rc;
+}
+
 /* Which mirror change a (table, op) is; NONE for what the mirror does not keep. */
 static enum sa_mirror_kind change_kind(const char *table, const char *op)
 {
@@ -1128,6 +1184,8 @@ static enum sa_mirror_kind change_kind(const char *table, const char *op)
 		return del ? SA_MIRROR_NONE : SA_MIRROR_TRUNK;
 	if (strcmp(table, "credentials") == 0)
 		return del ? SA_MIRROR_CREDENTIAL_GONE : SA_MIRROR_CREDENTIAL;
+	if (strcmp(table, "webhooks") == 0)
+		return del ? SA_MIRROR_WEBHOOK_GONE : SA_MIRROR_WEBHOOK;
 	return SA_MIRROR_NONE;
 }
 
@@ -1153,6 +1211,8 @@ int sa_pg_change_decode(const char *table, const char *op, const char *payload, 
 	case SA_MIRROR_TRUNK: rc = decode_trunk(o, out); break;
 	case SA_MIRROR_CREDENTIAL: rc = decode_credential(o, out, false); break;
 	case SA_MIRROR_CREDENTIAL_GONE: rc = decode_credential(o, out, true); break;
+	case SA_MIRROR_WEBHOOK: rc = decode_webhook(o, out, false); break;
+	case SA_MIRROR_WEBHOOK_GONE: rc = decode_webhook(o, out, true); break;
 	case SA_MIRROR_NONE: break;
 	}
 	json_decref(o);
@@ -1393,12 +1453,14 @@ int sa_pg_authfail_page(struct sa_pg *pg, const char *trunk_id, int64_t since, u
 /* ---- Idempotency-Key answers ---- */
 
 #define IDEM_TTL_TEXT   "86400"   /* SA_STORE_IDEM_TTL in SQL */
+#define SA_PG_WH_KEEP_TEXT "604800"   /* SA_STORE_WH_KEEP_DAYS in seconds, in SQL */
 #define IDEM_STALE_TEXT "60"      /* SA_PG_IDEM_CLAIM_STALE in SQL */
 #define IDEM_PRUNE_TEXT "16"      /* expired records a keep removes at most */
 /* the database's clock: every node ages the records alike */
 #define DB_NOW "extract(epoch FROM now())::bigint"
 
-_Static_assert(SA_STORE_IDEM_TTL == 86400 && SA_PG_IDEM_CLAIM_STALE == 60, "the SQL texts above say the same");
+_Static_assert(SA_STORE_IDEM_TTL == 86400 && SA_PG_IDEM_CLAIM_STALE == 60 && SA_STORE_WH_KEEP_DAYS * 86400 == 604800,
+               "the SQL texts above say the same");
 
 /* Inserts the claim, or takes over an expired record or a stale claim; a
  * live record stays and the insert returns no row. An insert racing another
@@ -1508,4 +1570,222 @@ int sa_pg_idem_release(struct sa_pg *pg, const char *account_id, const unsigned 
 	hex(hash, SA_IDEM_HASH, hashhex);
 	return run(pg, "DELETE FROM idempotency WHERE account_id = $1 AND key_hash = decode($2, 'hex') AND claim = $3"
 	               " AND status = 0", 3, params, NULL);
+}
+
+/* ---- webhooks ---- */
+
+#define WEBHOOK_COLS "id, account_id, url, events, created_at"
+
+/* WEBHOOK_COLS: the record without its secret. */
+static int webhook_row(const PGresult *r, int row, struct sa_webhook *w)
+{
+	int rc = col_copy(r, row, 0, w->id, sizeof w->id);
+
+	memset(w->secret, 0, sizeof w->secret);
+	if (rc == SA_STORE_OK)
+		rc = col_copy(r, row, 1, w->account_id, sizeof w->account_id);
+	if (rc == SA_STORE_OK)
+		rc = col_copy(r, row, 2, w->url, sizeof w->url);
+	w->events = (uint32_t)strtoul(PQgetvalue(r, row, 3), NULL, 10);
+	w->created_at = strtoll(PQgetvalue(r, row, 4), NULL, 10);
+	return rc;
+}
+
+/* Inside the creation's transaction: the account's webhooks are counted
+ * under a lock of its own (held to the commit), so that two nodes creating
+ * at once see each other's; the lock needs no right on any table. */
+static int webhook_create_txn(struct sa_pg *pg, const struct sa_webhook *w, unsigned max)
+{
+	char events[16], at[24];
+	const char *lock[] = { w->account_id };
+	const char *params[] = { w->id, w->account_id, w->url, events, w->secret, at };
+	PGresult *r;
+	int rc = run(pg, "SELECT pg_advisory_xact_lock(731602051, hashtext($1))", 1, lock, NULL);
+
+	if (rc == SA_STORE_OK)
+		rc = exec(pg, "SELECT count(*) FROM webhooks WHERE account_id = $1", 1, lock, &r);
+	if (rc != SA_STORE_OK)
+		return rc;
+	long n = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	if (n >= (long)max)
+		return SA_STORE_EFULL;
+	snprintf(events, sizeof events, "%u", w->events);
+	i64_text(w->created_at, at);
+	return run(pg, "INSERT INTO webhooks (id, account_id, url, events, secret, created_at)"
+	               " VALUES ($1, $2, $3, $4::integer, $5, $6::bigint)", 6, params, NULL);
+}
+
+int sa_pg_webhook_create(struct sa_pg *pg, const char *account_id, const char *url, uint32_t events, unsigned max,
+                         int64_t now, struct sa_webhook *out)
+{
+	memset(out, 0, sizeof *out);
+	if (strlen(url) >= sizeof out->url || (size_t)snprintf(out->account_id, sizeof out->account_id, "%s",
+	                                                       account_id) >= sizeof out->account_id)
+		return SA_STORE_EINVAL;
+	snprintf(out->url, sizeof out->url, "%s", url);
+	out->events = events;
+	out->created_at = now;
+	int rc = sa_store_id_make("wh_", out->id);
+	if (rc == SA_STORE_OK)
+		rc = sa_store_webhook_secret_make(out->secret);
+	if (rc == SA_STORE_OK)
+		rc = run(pg, "BEGIN", 0, NULL, NULL);
+	if (rc != SA_STORE_OK) {
+		OPENSSL_cleanse(out->secret, sizeof out->secret);
+		return rc;
+	}
+	rc = webhook_create_txn(pg, out, max);
+	int end = run(pg, rc == SA_STORE_OK ? "COMMIT" : "ROLLBACK", 0, NULL, NULL);
+	if (rc == SA_STORE_OK)
+		rc = end;
+	if (rc != SA_STORE_OK)
+		OPENSSL_cleanse(out->secret, sizeof out->secret);
+	return rc;
+}
+
+int sa_pg_webhook_get(struct sa_pg *pg, const char *webhook_id, struct sa_webhook *out)
+{
+	const char *params[] = { webhook_id };
+	PGresult *r;
+	int rc = exec(pg, "SELECT " WEBHOOK_COLS " FROM webhooks WHERE id = $1", 1, params, &r);
+
+	memset(out, 0, sizeof *out);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = PQntuples(r) == 1 ? webhook_row(r, 0, out) : SA_STORE_ENOTFOUND;
+	PQclear(r);
+	return rc;
+}
+
+/* The webhook, then the fleet's records of its deliveries, in one transaction. */
+int sa_pg_webhook_delete(struct sa_pg *pg, const char *account_id, const char *webhook_id)
+{
+	const char *params[] = { webhook_id, account_id };
+	long n = 0;
+	int rc = run(pg, "BEGIN", 0, NULL, NULL);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = run(pg, "DELETE FROM webhooks WHERE id = $1 AND account_id = $2", 2, params, &n);
+	if (rc == SA_STORE_OK && n == 0)
+		rc = SA_STORE_ENOTFOUND;
+	if (rc == SA_STORE_OK)
+		rc = run(pg, "DELETE FROM webhook_deliveries WHERE webhook_id = $1", 1, params, NULL);
+	int end = run(pg, rc == SA_STORE_OK ? "COMMIT" : "ROLLBACK", 0, NULL, NULL);
+	return rc != SA_STORE_OK ? rc : end;
+}
+
+/* In the store's order: the ids' bytes (an account has at most a few). */
+int sa_pg_webhook_list_after(struct sa_pg *pg, const char *account_id, const char *after_id,
+                             sa_store_webhook_cb cb, void *arg)
+{
+	const char *after = after_id != NULL ? after_id : "";
+	const char *params[] = { account_id, after };
+	PGresult *r;
+	int rc = exec(pg, "SELECT " WEBHOOK_COLS " FROM webhooks WHERE account_id = $1"
+	                  " AND id COLLATE \"C\" > $2 ORDER BY id COLLATE \"C\"", 2, params, &r);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	if (after[0] != '\0') {   /* the cursor must be one of the account's, even with nothing after it */
+		PGresult *k;
+		rc = exec(pg, "SELECT 1 FROM webhooks WHERE account_id = $1 AND id = $2", 2, params, &k);
+		if (rc == SA_STORE_OK) {
+			rc = PQntuples(k) == 1 ? SA_STORE_OK : SA_STORE_EINVAL;
+			PQclear(k);
+		}
+	}
+	for (int i = 0; rc == SA_STORE_OK && i < PQntuples(r); i++) {
+		struct sa_webhook w;
+		rc = webhook_row(r, i, &w);
+		if (rc == SA_STORE_OK && cb(&w, arg) != 0)
+			break;
+	}
+	PQclear(r);
+	return rc;
+}
+
+/* ---- the fleet's deliveries ---- */
+
+const char sa_pg_webhooks_adopt_sql[] =
+	"INSERT INTO webhooks (id, account_id, url, events, secret, created_at)"
+	" SELECT r.id, r.account_id, r.url, r.events, r.secret, r.created_at"
+	"  FROM json_populate_recordset(NULL::webhooks, $1::json) r"
+	"  WHERE EXISTS (SELECT 1 FROM accounts a WHERE a.id = r.account_id)"
+	"  AND r.id NOT IN (SELECT payload->>'id' FROM change_log WHERE kind = 'webhooks')"
+	"  AND ($2::bigint >= (SELECT last FROM change_seq) OR EXISTS (SELECT 1 FROM change_log WHERE seq = $2::bigint + 1))"
+	" ON CONFLICT (id) DO NOTHING";
+
+/* A delivery pushed twice in one batch: its last state (ON CONFLICT may
+ * touch a row once per statement). */
+const char sa_pg_deliveries_push_sql[] =
+	"WITH r AS (SELECT DISTINCT ON (p.id) p.* FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS e(v, n),"
+	"   jsonb_populate_record(NULL::webhook_deliveries, e.v) AS p ORDER BY p.id, e.n DESC),"
+	" old AS (DELETE FROM webhook_deliveries d WHERE d.node = $1 AND d.status <> 0"
+	"   AND d.created_at < " DB_NOW " - " SA_PG_WH_KEEP_TEXT ")"
+	" INSERT INTO webhook_deliveries AS d (node, id, webhook_id, event, status, attempts, last_status_code,"
+	"  last_error, next_attempt_at, created_at)"
+	" SELECT $1, r.id, r.webhook_id, r.event, r.status, r.attempts, r.last_status_code, r.last_error,"
+	"  r.next_attempt_at, r.created_at FROM r WHERE EXISTS (SELECT 1 FROM webhooks w WHERE w.id = r.webhook_id)"
+	" ON CONFLICT (node, id) DO UPDATE SET status = EXCLUDED.status, attempts = EXCLUDED.attempts,"
+	"  last_status_code = EXCLUDED.last_status_code, last_error = EXCLUDED.last_error,"
+	"  next_attempt_at = EXCLUDED.next_attempt_at";
+
+static void delivery_row(const PGresult *r, int row, struct sa_delivery *d)
+{
+	memset(d, 0, sizeof *d);
+	col_copy(r, row, 1, d->id, sizeof d->id);
+	col_copy(r, row, 2, d->webhook_id, sizeof d->webhook_id);
+	col_copy(r, row, 3, d->event, sizeof d->event);
+	d->status = (int32_t)atoi(PQgetvalue(r, row, 4));
+	d->attempts = (uint32_t)strtoul(PQgetvalue(r, row, 5), NULL, 10);
+	d->last_status_code = (int32_t)atoi(PQgetvalue(r, row, 6));
+	snprintf(d->last_error, sizeof d->last_error, "%s", PQgetvalue(r, row, 7));
+	d->next_attempt_at = strtoll(PQgetvalue(r, row, 8), NULL, 10);
+	d->created_at = strtoll(PQgetvalue(r, row, 9), NULL, 10);
+}
+
+/* The position (ord) the page starts after: 0, or after_id's (EINVAL when it is not this webhook's). */
+static int delivery_start(struct sa_pg *pg, const char *webhook_id, const char *after_id, char ord[24])
+{
+	const char *params[] = { webhook_id, after_id };
+	PGresult *r;
+
+	snprintf(ord, 24, "0");
+	if (after_id == NULL || after_id[0] == '\0')
+		return SA_STORE_OK;
+	int rc = exec(pg, "SELECT min(ord) FROM webhook_deliveries WHERE webhook_id = $1 AND id = $2", 2, params, &r);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) ? SA_STORE_OK : SA_STORE_EINVAL;
+	if (rc == SA_STORE_OK)
+		snprintf(ord, 24, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return rc;
+}
+
+int sa_pg_delivery_list_after(struct sa_pg *pg, const char *webhook_id, const char *after_id, unsigned limit,
+                              sa_pg_delivery_cb cb, void *arg)
+{
+	char ord[24], lim[16];
+	const char *params[] = { webhook_id, ord, lim };
+	PGresult *r;
+	int rc = delivery_start(pg, webhook_id, after_id, ord);
+
+	snprintf(lim, sizeof lim, "%u", limit);
+	if (rc == SA_STORE_OK)
+		rc = exec(pg, "SELECT node, id, webhook_id, event, status, attempts, last_status_code, last_error,"
+		              " next_attempt_at, created_at FROM webhook_deliveries WHERE webhook_id = $1"
+		              " AND ord > $2::bigint ORDER BY ord LIMIT $3::bigint", 3, params, &r);
+	if (rc != SA_STORE_OK)
+		return rc;
+	for (int i = 0; i < PQntuples(r); i++) {
+		struct sa_delivery d;
+		delivery_row(r, i, &d);
+		if (cb(&d, PQgetvalue(r, i, 0), arg) != 0)
+			break;
+	}
+	PQclear(r);
+	return SA_STORE_OK;
 }

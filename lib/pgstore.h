@@ -24,7 +24,7 @@
 
 #include "store.h"
 
-#define SA_PG_SCHEMA_VERSION 5
+#define SA_PG_SCHEMA_VERSION 6
 #define SA_PG_CHANNEL "sipauthd_changes"   /* NOTIFY payload: the new sequence */
 
 struct sa_pg;
@@ -154,6 +154,44 @@ int sa_pg_idem_keep(struct sa_pg *pg, const char *account_id, const unsigned cha
 /* Gives the claim up (the answer is not to be kept: a retry runs again). */
 int sa_pg_idem_release(struct sa_pg *pg, const char *account_id, const unsigned char hash[SA_IDEM_HASH],
                        const char *claim);
+
+/* ---- webhooks, shared by the fleet (schema 6) ----
+ * A webhook is configuration, like a credential: written here, logged, and
+ * mirrored into every node's store with its secret (as the HA1s: the node
+ * role reads both), so that each node signs and sends the events it makes.
+ * The calls mirror the store's (sa_store_webhook_*), with the same errors. */
+/* A new webhook (fresh id and secret into out) unless the account has max
+ * already (EFULL): counted and inserted under a lock per account, so two
+ * nodes at once cannot pass the limit together. */
+int sa_pg_webhook_create(struct sa_pg *pg, const char *account_id, const char *url, uint32_t events, unsigned max,
+                         int64_t now, struct sa_webhook *out);
+/* Without its secret (out->secret ""): only the mirror's copy signs. */
+int sa_pg_webhook_get(struct sa_pg *pg, const char *webhook_id, struct sa_webhook *out);
+/* The webhook (ENOTFOUND unless it is account_id's) and the fleet's records of its deliveries. */
+int sa_pg_webhook_delete(struct sa_pg *pg, const char *account_id, const char *webhook_id);
+/* An account's webhooks in id order from after after_id, without secrets;
+ * EINVAL when after_id is not one of the account's. */
+int sa_pg_webhook_list_after(struct sa_pg *pg, const char *account_id, const char *after_id,
+                             sa_store_webhook_cb cb, void *arg);
+/* $1 a node's webhooks (a JSON array of webhooks rows, secrets included),
+ * $2 the last sequence it applied: those the database never had are copied
+ * in (the node's own, made before the upgrade to schema 6), unless their
+ * account is gone, the change log names them (made or deleted through the
+ * database: the node has yet to apply that), or the log no longer reaches
+ * back to the node (its resync decides). */
+extern const char sa_pg_webhooks_adopt_sql[];
+/* Each node writes the state of its deliveries ($1 node, $2 a JSON array of
+ * {id, webhook_id, event, status, attempts, last_status_code, last_error,
+ * next_attempt_at, created_at}, a delivery's later state after its earlier
+ * one); rows of a webhook deleted meanwhile are not written, and the node's
+ * finished ones older than SA_STORE_WH_KEEP_DAYS go. */
+extern const char sa_pg_deliveries_push_sql[];
+typedef int (*sa_pg_delivery_cb)(const struct sa_delivery *d, const char *node, void *arg);   /* non-zero stops */
+/* A webhook's deliveries of every node in the order they reached the
+ * database, from after after_id (EINVAL: not one of this webhook's), at most
+ * limit, each with the node that sends it. */
+int sa_pg_delivery_list_after(struct sa_pg *pg, const char *webhook_id, const char *after_id, unsigned limit,
+                              sa_pg_delivery_cb cb, void *arg);
 
 /* ---- the change feed (daemon/cluster.c sends these asynchronously) ----
  * Both answer rows of (seq, kind, op, payload, at_ms), the first one the

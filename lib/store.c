@@ -137,6 +137,7 @@ struct shared {
 	bool policies;       /* main has trunk_policy (likewise) */
 	bool idem;           /* main has idempotency (likewise) */
 	bool webhooks;       /* main has webhooks and deliveries (likewise) */
+	bool dlv_random;     /* fleet mode: delivery ids are random (set before the delivery thread starts) */
 	pthread_mutex_t mu;  /* guards refs, fault and swept */
 	unsigned refs;
 	struct sa_store_fault fault;
@@ -2560,6 +2561,41 @@ static int not_found_ok(int rc)
 	return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
 }
 
+static int webhook_put(struct sa_store *st, MDB_txn *txn, const struct sa_webhook *w);
+static int webhook_delete_txn(struct sa_store *st, MDB_txn *txn, const char *account_id, const char *webhook_id);
+
+/* Each webhook record of the store, whole (its secret too), to cb. */
+struct wh_each {
+	sa_store_webhook_cb cb;
+	void *arg;
+};
+
+static int wh_each_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct wh_each *we = arg;
+	struct sa_webhook w;
+	int rc = val_rec(v, &w, sizeof w);
+
+	if (rc == SA_STORE_OK) {
+		w.id[sizeof w.id - 1] = w.account_id[sizeof w.account_id - 1] = '\0';
+		w.url[sizeof w.url - 1] = w.secret[sizeof w.secret - 1] = '\0';
+		rc = we->cb(&w, we->arg) ? WALK_STOP : SA_STORE_OK;
+	}
+	OPENSSL_cleanse(&w, sizeof w);
+	return rc;
+}
+
+
+/* A webhook as the database has it (they never change: a known id is written again as it is). */
+static int mirror_webhook(struct sa_store *st, MDB_txn *txn, const struct sa_webhook *w)
+{
+	if (!st->sh->webhooks)
+		return SA_STORE_EIO;
+	if (!id_ok(w->id) || !id_ok(w->account_id))
+		return SA_STORE_EINVAL;
+	return webhook_put(st, txn, w);
+}
+
 static int mirror_one(struct sa_store *st, MDB_txn *txn, const struct sa_mirror_change *ch)
 {
 	switch (ch->kind) {
@@ -2581,20 +2617,27 @@ static int mirror_one(struct sa_store *st, MDB_txn *txn, const struct sa_mirror_
 		if (!id_ok(ch->cred.id))
 			return SA_STORE_EINVAL;
 		return not_found_ok(cred_delete_txn(st, txn, ch->cred.trunk_id, ch->cred.id));
+	case SA_MIRROR_WEBHOOK:
+		return mirror_webhook(st, txn, &ch->webhook);
+	case SA_MIRROR_WEBHOOK_GONE:
+		if (!st->sh->webhooks)
+			return SA_STORE_OK;
+		return not_found_ok(webhook_delete_txn(st, txn, ch->webhook.account_id, ch->webhook.id));
 	}
 	return SA_STORE_EINVAL;
 }
 
-/* The credentials a full resync drops: collected first, deleted after the
- * walk (a delete under the walk's cursor would move it). */
+/* The credentials and webhooks a full resync drops: collected first,
+ * deleted after the walk (a delete under the walk's cursor would move it). */
 struct mirror_sweep {
 	sa_mirror_keep_fn keep;
 	void *arg;
-	struct gone_cred { char id[SA_ID_MAX]; char trunk_id[SA_ID_MAX]; } *gone;
+	struct gone { char id[SA_ID_MAX]; char owner[SA_ID_MAX]; } *gone;   /* owner: the trunk, or the account */
 	size_t n, cap;
+	int rc;                      /* a webhook's sweep_add failed */
 };
 
-static int sweep_add(struct mirror_sweep *sw, const struct sa_credential *c)
+static int sweep_add(struct mirror_sweep *sw, const char *id, const char *owner)
 {
 	if (sw->n == sw->cap) {
 		size_t cap = sw->cap ? sw->cap * 2 : 64;
@@ -2604,8 +2647,8 @@ static int sweep_add(struct mirror_sweep *sw, const struct sa_credential *c)
 		sw->gone = g;
 		sw->cap = cap;
 	}
-	memcpy(sw->gone[sw->n].id, c->id, SA_ID_MAX);
-	memcpy(sw->gone[sw->n++].trunk_id, c->trunk_id, SA_ID_MAX);
+	memcpy(sw->gone[sw->n].id, id, SA_ID_MAX);
+	memcpy(sw->gone[sw->n++].owner, owner, SA_ID_MAX);
 	return SA_STORE_OK;
 }
 
@@ -2616,19 +2659,36 @@ static int sweep_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const M
 	int rc = val_rec(v, &r, sizeof r);
 
 	if (rc == SA_STORE_OK && !sw->keep(sw->arg, r.c.id))
-		rc = sweep_add(sw, &r.c);
+		rc = sweep_add(sw, r.c.id, r.c.trunk_id);
 	OPENSSL_cleanse(&r, sizeof r);
 	return rc;
+}
+
+static int sweep_webhook_cb(const struct sa_webhook *w, void *arg)
+{
+	struct mirror_sweep *sw = arg;
+
+	if (!sw->keep(sw->arg, w->id))
+		sw->rc = sweep_add(sw, w->id, w->account_id);
+	return sw->rc != SA_STORE_OK;
 }
 
 static int mirror_sweep(struct sa_store *st, MDB_txn *txn, sa_mirror_keep_fn keep, void *arg)
 {
 	struct mirror_sweep sw = { .keep = keep, .arg = arg };
+	struct wh_each we = { sweep_webhook_cb, &sw };
 	struct key all = { .len = 0 };
 	int rc = walk_prefix(st, txn, DB_CREDS, &all, sweep_fn, &sw);
 
 	for (size_t i = 0; i < sw.n && rc == SA_STORE_OK; i++)
-		rc = not_found_ok(cred_delete_txn(st, txn, sw.gone[i].trunk_id, sw.gone[i].id));
+		rc = not_found_ok(cred_delete_txn(st, txn, sw.gone[i].owner, sw.gone[i].id));
+	sw.n = 0;
+	if (rc == SA_STORE_OK && st->sh->webhooks)
+		rc = walk_prefix(st, txn, DB_WEBHOOKS, &all, wh_each_fn, &we);
+	if (rc == SA_STORE_OK)
+		rc = sw.rc;
+	for (size_t i = 0; i < sw.n && rc == SA_STORE_OK; i++)
+		rc = not_found_ok(webhook_delete_txn(st, txn, sw.gone[i].owner, sw.gone[i].id));
 	free(sw.gone);
 	return rc;
 }
@@ -3762,8 +3822,7 @@ static void wh_account_key(struct key *k, const char *account_id, const char *we
 	key_str(k, webhook_id);
 }
 
-/* "whsec_" and 32 random bytes as 43 base64url characters. */
-static int webhook_secret_make(char out[SA_STORE_WH_SECRET_MAX])
+int sa_store_webhook_secret_make(char out[SA_STORE_WH_SECRET_MAX])
 {
 	unsigned char raw[32];
 	static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -3783,11 +3842,22 @@ static int webhook_secret_make(char out[SA_STORE_WH_SECRET_MAX])
 	return SA_STORE_OK;
 }
 
+/* The record and its place in the account's index. */
+static int webhook_put(struct sa_store *st, MDB_txn *txn, const struct sa_webhook *w)
+{
+	struct key k;
+	int rc = db_put(st, txn, DB_WEBHOOKS, str_val(w->id), mem_val(w, sizeof *w));
+
+	wh_account_key(&k, w->account_id, w->id);
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_WH_BY_ACCOUNT, key_val(&k), mem_val("", 0));
+	return rc;
+}
+
 int sa_store_webhook_create(struct sa_store *st, const char *account_id, const char *url, uint32_t events,
                             int64_t now, struct sa_webhook *out)
 {
 	struct sa_account acc;
-	struct key k;
 	MDB_txn *txn;
 
 	if (!id_ok(account_id) || strlen(url) >= sizeof out->url)
@@ -3804,17 +3874,14 @@ int sa_store_webhook_create(struct sa_store *st, const char *account_id, const c
 	if (rc == SA_STORE_OK)
 		rc = new_id(st, txn, DB_WEBHOOKS, "wh_", out->id);
 	if (rc == SA_STORE_OK)
-		rc = webhook_secret_make(out->secret);
+		rc = sa_store_webhook_secret_make(out->secret);
 	if (rc == SA_STORE_OK) {
 		snprintf(out->account_id, sizeof out->account_id, "%s", account_id);
 		snprintf(out->url, sizeof out->url, "%s", url);
 		out->events = events;
 		out->created_at = now;
-		wh_account_key(&k, account_id, out->id);
-		rc = db_put(st, txn, DB_WEBHOOKS, str_val(out->id), mem_val(out, sizeof *out));
+		rc = webhook_put(st, txn, out);
 	}
-	if (rc == SA_STORE_OK)
-		rc = db_put(st, txn, DB_WH_BY_ACCOUNT, key_val(&k), mem_val("", 0));
 	return wr_end(st, ENV_MAIN, txn, rc);
 }
 
@@ -3906,17 +3973,15 @@ static int id_of_index_key(const MDB_val *k, size_t prefix_len, char id[SA_ID_MA
 	return SA_STORE_OK;
 }
 
-int sa_store_webhook_delete(struct sa_store *st, const char *account_id, const char *webhook_id)
+/* The webhook (ENOTFOUND unless it is account_id's), its deliveries first. */
+static int webhook_delete_txn(struct sa_store *st, MDB_txn *txn, const char *account_id, const char *webhook_id)
 {
 	struct sa_webhook w;
 	struct key k, prefix = { .len = 0 }, first;
 	char id[SA_ID_MAX];
-	MDB_txn *txn;
-	int rc = wr_begin(st, ENV_MAIN, &txn, true);
+	int rc = webhook_get_txn(st, txn, webhook_id, &w);
 
-	if (rc != SA_STORE_OK)
-		return rc;
-	rc = webhook_get_txn(st, txn, webhook_id, &w);
+	OPENSSL_cleanse(w.secret, sizeof w.secret);
 	if (rc == SA_STORE_OK && strcmp(w.account_id, account_id) != 0)
 		rc = SA_STORE_ENOTFOUND;
 	if (rc == SA_STORE_OK) {
@@ -3937,7 +4002,17 @@ int sa_store_webhook_delete(struct sa_store *st, const char *account_id, const c
 		rc = db_del(st, txn, DB_WH_BY_ACCOUNT, key_val(&k));
 	if (rc == SA_STORE_OK)
 		rc = db_del(st, txn, DB_WEBHOOKS, str_val(webhook_id));
-	return wr_end(st, ENV_MAIN, txn, rc);
+	return rc;
+}
+
+int sa_store_webhook_delete(struct sa_store *st, const char *account_id, const char *webhook_id)
+{
+	MDB_txn *txn;
+	int rc = wr_begin(st, ENV_MAIN, &txn, true);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	return wr_end(st, ENV_MAIN, txn, webhook_delete_txn(st, txn, account_id, webhook_id));
 }
 
 struct wh_walk {
@@ -4010,6 +4085,20 @@ int sa_store_webhook_list_after(struct sa_store *st, const char *account_id, con
 	return index_walk_after(st, DB_WH_BY_ACCOUNT, account_id, after_id, wh_walk_fn, &ww);
 }
 
+int sa_store_webhook_each(struct sa_store *st, sa_store_webhook_cb cb, void *arg)
+{
+	struct wh_each we = { cb, arg };
+	struct key all = { .len = 0 };
+	MDB_txn *txn;
+
+	if (!st->sh->webhooks)
+		return SA_STORE_OK;
+	int rc = rd_own_begin(st, ENV_MAIN, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	return rd_own_end(st, ENV_MAIN, txn, walk_prefix(st, txn, DB_WEBHOOKS, &all, wh_each_fn, &we));
+}
+
 int sa_store_webhook_count(struct sa_store *st, uint64_t *n)
 {
 	MDB_stat ms;
@@ -4027,17 +4116,41 @@ int sa_store_webhook_count(struct sa_store *st, uint64_t *n)
 	return rd_end(st, ENV_MAIN, rc);
 }
 
+void sa_store_delivery_ids_random(struct sa_store *st)
+{
+	st->sh->dlv_random = true;
+}
+
+/* The next id of this store's sequence, or (fleet mode) a random one not taken here. */
+static int dlv_id_make(struct sa_store *st, MDB_txn *txn, char id[SA_ID_MAX])
+{
+	uint64_t seq;
+	unsigned char rnd[8];
+	int rc = SA_STORE_OK;
+
+	do {
+		if (!st->sh->dlv_random)
+			rc = meta_bump(st, txn, "dlv_seq", &seq);
+		else if (RAND_bytes(rnd, sizeof rnd) != 1)
+			rc = SA_STORE_EIO;
+		else
+			for (size_t i = seq = 0; i < sizeof rnd; i++)
+				seq = seq << 8 | rnd[i];
+		if (rc == SA_STORE_OK)
+			snprintf(id, SA_ID_MAX, "dlv_%016llx", (unsigned long long)seq);
+	} while (rc == SA_STORE_OK && st->sh->dlv_random && db_has(st, txn, DB_DELIVERIES, str_val(id)));
+	return rc;
+}
+
 /* One pending delivery, due at now. */
 static int dlv_add_one(struct sa_store *st, MDB_txn *txn, const char *webhook_id, const char *event,
                        const unsigned char *buf, size_t len, int64_t now, char id[SA_ID_MAX])
 {
 	struct key k;
-	uint64_t seq;
-	int rc = meta_bump(st, txn, "dlv_seq", &seq);
+	int rc = dlv_id_make(st, txn, id);
 
 	if (rc != SA_STORE_OK)
 		return rc;
-	snprintf(id, SA_ID_MAX, "dlv_%016llx", (unsigned long long)seq);
 	struct dlv_rec *r = (struct dlv_rec *)(void *)buf;
 	snprintf(r->webhook_id, sizeof r->webhook_id, "%s", webhook_id);
 	rc = db_put(st, txn, DB_DELIVERIES, str_val(id), mem_val(buf, len));

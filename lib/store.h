@@ -280,6 +280,22 @@ int sa_credential_rotate_apply(struct sa_credential *c, const char *realm, const
 typedef int (*sa_store_deleted_cb)(const char *cred_id, void *arg);
 int sa_store_deleted_since(struct sa_store *st, uint64_t after, sa_store_deleted_cb cb, void *arg, uint64_t *last);
 
+/* ---- webhooks (their records; the calls are below) ---- */
+
+#define SA_STORE_WH_URL_MAX      1024
+#define SA_STORE_WH_SECRET_MAX   64
+#define SA_STORE_WH_EVENT_MAX    32
+#define SA_STORE_WH_ERROR_MAX    128
+#define SA_STORE_WH_KEEP_DAYS    7        /* finished deliveries are listed this long, then pruned */
+struct sa_webhook {
+	char id[SA_ID_MAX];                   /* "wh_" + 16 of [a-z0-9] */
+	char account_id[SA_ID_MAX];
+	char url[SA_STORE_WH_URL_MAX];
+	uint32_t events;                      /* bit (1 << enum sa_wh_event) per event */
+	char secret[SA_STORE_WH_SECRET_MAX];  /* the signing key: shown at creation, then only used */
+	int64_t created_at;
+};
+
 /* ---- fleet mode: this store as the mirror of the database ----
  * With [cluster], PostgreSQL is the system of record and the daemon applies
  * its change log here (daemon/cluster.c, decoded by lib/pgstore): records
@@ -292,6 +308,8 @@ enum sa_mirror_kind {
 	SA_MIRROR_TRUNK,                 /* the trunk and its policy */
 	SA_MIRROR_CREDENTIAL,
 	SA_MIRROR_CREDENTIAL_GONE,       /* cred.id, cred.trunk_id */
+	SA_MIRROR_WEBHOOK,               /* with its secret: the node signs with it */
+	SA_MIRROR_WEBHOOK_GONE,          /* webhook.id, webhook.account_id: its deliveries go too */
 };
 struct sa_mirror_change {
 	enum sa_mirror_kind kind;
@@ -304,19 +322,20 @@ struct sa_mirror_change {
 	struct sa_trunk trunk;
 	struct sa_trunk_policy policy;
 	struct sa_credential cred;
+	struct sa_webhook webhook;
 };
 /* Fills out with the next change: 1, or 0 when there is none left, or a
  * negative store error (the whole apply is then abandoned). */
 typedef int (*sa_mirror_next_fn)(void *arg, struct sa_mirror_change *out);
-/* In a full resync: does the database still hold this credential? */
-typedef bool (*sa_mirror_keep_fn)(void *arg, const char *cred_id);
+/* In a full resync: does the database still hold this credential or webhook? */
+typedef bool (*sa_mirror_keep_fn)(void *arg, const char *id);
 /* Applies every change next gives, and records seq as the last sequence
  * applied, in one durable transaction: all of it or none. A record that
  * exists is replaced (a credential of the same id is kept as it is: they
  * never change); a credential that takes a (trunk, username) another id
  * holds removes that one first. keep non-NULL: a full resync, the changes
- * are the whole database, and every credential for which keep says false is
- * deleted. Deletes leave tombstones and move the generation, so revocation
+ * are the whole database, and every credential and webhook for which keep
+ * says false is deleted (a webhook with its deliveries). Deletes leave tombstones and move the generation, so revocation
  * and the removal of bindings follow as for any delete. */
 int sa_store_mirror_apply(struct sa_store *st, sa_mirror_next_fn next, sa_mirror_keep_fn keep, void *arg,
                           uint64_t seq);
@@ -434,20 +453,6 @@ int sa_store_idem_put(struct sa_store *st, const char *account_id, const unsigne
                       const struct sa_idem *in, int64_t now);
 
 /* ---- webhooks: an account's subscriptions, and each event's deliveries ---- */
-
-#define SA_STORE_WH_URL_MAX      1024
-#define SA_STORE_WH_SECRET_MAX   64
-#define SA_STORE_WH_EVENT_MAX    32
-#define SA_STORE_WH_ERROR_MAX    128
-#define SA_STORE_WH_KEEP_DAYS    7        /* finished deliveries are listed this long, then pruned */
-struct sa_webhook {
-	char id[SA_ID_MAX];                   /* "wh_" + 16 of [a-z0-9] */
-	char account_id[SA_ID_MAX];
-	char url[SA_STORE_WH_URL_MAX];
-	uint32_t events;                      /* bit (1 << enum sa_wh_event) per event */
-	char secret[SA_STORE_WH_SECRET_MAX];  /* the signing key: shown at creation, then only used */
-	int64_t created_at;
-};
 /* Stores durably a new webhook with a fresh id and secret (out). The URL
  * and events are the caller's to validate. EMAPFULL above the headroom. */
 int sa_store_webhook_create(struct sa_store *st, const char *account_id, const char *url, uint32_t events,
@@ -460,6 +465,12 @@ typedef int (*sa_store_webhook_cb)(const struct sa_webhook *w, void *arg);   /* 
  * first); EINVAL when after_id is not one of the account's. */
 int sa_store_webhook_list_after(struct sa_store *st, const char *account_id, const char *after_id,
                                 sa_store_webhook_cb cb, void *arg);
+/* Every webhook of every account, with its secret (fleet mode: a node's own,
+ * made before its database had webhooks, are copied there). */
+int sa_store_webhook_each(struct sa_store *st, sa_store_webhook_cb cb, void *arg);
+/* "whsec_" and 32 random bytes as 43 base64url characters (the database's
+ * webhooks get theirs here too). */
+int sa_store_webhook_secret_make(char out[SA_STORE_WH_SECRET_MAX]);
 /* How many webhooks there are, all accounts together. */
 int sa_store_webhook_count(struct sa_store *st, uint64_t *n);
 
@@ -482,6 +493,10 @@ struct sa_delivery {
  * ids[i] (may be NULL). */
 int sa_store_delivery_add(struct sa_store *st, const char (*webhook_ids)[SA_ID_MAX], unsigned n, const char *event,
                           const char *payload, size_t payload_len, int64_t now, char (*ids)[SA_ID_MAX]);
+/* Fleet mode: from now on, new deliveries get random ids ("dlv_" and 16
+ * hex digits of 8 random bytes) rather than this store's sequence, so that
+ * the ids of every node's deliveries differ in the fleet's list. */
+void sa_store_delivery_ids_random(struct sa_store *st);
 /* A delivery with its payload (free out->payload). */
 int sa_store_delivery_get(struct sa_store *st, const char *delivery_id, struct sa_delivery *out);
 /* Records an attempt's outcome: status, attempts, last_status_code,

@@ -172,6 +172,21 @@ sent = [e for e in ev if e.get("event") == "sent"]
 print(eval(sys.argv[1]))' "$1"
 }
 
+# ---- webhooks ----
+# receiver NAME [ARGS...]: test/webhook_receiver.py on a free port ($NAME_PORT, $NAME_PID), one
+# JSON line per request in $T/NAME.jsonl, its secret read from $T/NAME.secret (written once the
+# webhook exists); ARGS: --fail-first N, --cert/--key for HTTPS
+receiver() {
+	_n=$1; shift
+	_p=$(free_port 127.0.0.1)
+	eval "${_n}_PORT=$_p"
+	: >"$T/$_n.jsonl"
+	spawn "$T/$_n.out" python3 "$top_srcdir/test/webhook_receiver.py" --port "$_p" --out "$T/$_n.jsonl" \
+		--secret-file "$T/$_n.secret" "$@"
+	eval "${_n}_PID=$!"
+	wait_for grep -q listening "$T/$_n.out" || fail "receiver $_n did not start"
+}
+
 # ---- the API's answers, checked against its OpenAPI document (daemon/openapi.json) ----
 # api_record METHOD PATH STATUS BODYFILE [HEADERFILE]: keep one answer in $T/api-answers.jsonl
 api_record() {

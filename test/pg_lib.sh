@@ -114,6 +114,9 @@ GRANT USAGE ON SEQUENCE auth_failures_id_seq TO sipauthd_node;
 GRANT INSERT, UPDATE, DELETE ON registrations TO sipauthd_node;
 GRANT INSERT, UPDATE, DELETE ON calls TO sipauthd_node;
 GRANT INSERT, UPDATE, DELETE ON idempotency TO sipauthd_node;
+GRANT INSERT, DELETE ON webhooks TO sipauthd_node;
+GRANT INSERT, UPDATE, DELETE ON webhook_deliveries TO sipauthd_node;
+GRANT USAGE ON SEQUENCE webhook_deliveries_ord_seq TO sipauthd_node;
 SQL
 	NODE_DB="host=127.0.0.1 port=$PG_PORT user=sipauthd_node dbname=fleet"
 }

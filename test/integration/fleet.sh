@@ -90,7 +90,7 @@ while IFS= read -r want && IFS= read -r got <&3; do
 done <"$T/store.txt" 3<"$T/db.txt"
 
 # what the database holds: hashes, never a password or a key
-assert_eq "schema version recorded" 5 "$(psql_q 'SELECT version FROM schema_version')"
+assert_eq "schema version recorded" 6 "$(psql_q 'SELECT version FROM schema_version')"
 assert_eq "domain recorded as init normalised it" sip.example.com "$(psql_q "SELECT value FROM settings WHERE name = 'domain'")"
 assert_eq "API keys kept as SHA-256 (32 bytes)" 32 "$(psql_q 'SELECT DISTINCT length(hash) FROM api_keys')"
 assert_eq "no password anywhere in the database" 0 \

@@ -14,11 +14,11 @@ need sipp
 PW=secure_password_here_123
 fleet_db_setup || { fail "the fleet database"; finish; }
 # a schema 3 database (as before this version) is upgraded by init: calls added, nothing else touched
-psql_q "DROP TABLE calls, idempotency; UPDATE schema_version SET version = 3" >/dev/null
+psql_q "DROP TABLE calls, idempotency, webhooks, webhook_deliveries; UPDATE schema_version SET version = 3" >/dev/null
 n0=$(psql_q "SELECT count(*) FROM credentials")
 ctl_db init --domain sip.tryvox.io >"$T/upgrade.out" 2>&1
 assert_eq "init on schema 3: exit 0" 0 $?
-assert_eq "... the schema is 5, with the calls table" "5 t" \
+assert_eq "... the schema is 6, with the calls table" "6 t" \
 	"$(psql_q "SELECT version FROM schema_version") $(psql_q "SELECT to_regclass('calls') IS NOT NULL")"
 assert_eq "... the accounts, trunks and keys are as they were" "$n0 1 1" \
 	"$(psql_q "SELECT count(*) FROM credentials") $(psql_q "SELECT count(*) FROM trunks") $(psql_q "SELECT count(*) FROM api_keys")"

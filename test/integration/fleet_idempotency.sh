@@ -143,10 +143,10 @@ assert_eq "... and its answer's write pruned the last expired one" "2 0" \
 	"$(psql_q "SELECT count(*), count(*) FILTER (WHERE created_at < $(date +%s) - 3600) FROM idempotency" | tr '|' ' ')"
 
 # `init` upgrades a schema 3 database: the table is added
-psql_q "DROP TABLE calls, idempotency; UPDATE schema_version SET version = 3" >/dev/null
+psql_q "DROP TABLE calls, idempotency, webhooks, webhook_deliveries; UPDATE schema_version SET version = 3" >/dev/null
 ctl_db init >"$T/init.out" 2>&1
 assert_eq "init upgrades schema 3: exit status 0" 0 $?
-assert_eq "... to schema 5" 5 "$(psql_q 'SELECT version FROM schema_version')"
+assert_eq "... to schema 6" 6 "$(psql_q 'SELECT version FROM schema_version')"
 assert_eq "... with the idempotency table" idempotency "$(psql_q "SELECT to_regclass('idempotency')")"
 
 openapi_check

@@ -24,7 +24,7 @@ assert_eq "no nonce key before any node started" 0 "$(psql_q 'SELECT count(*) FR
 
 # the nodes connect as a role with exactly the rights README's "Running a fleet" grants
 sed -n '/^CREATE ROLE sipauthd_node LOGIN;$/,/^SQL$/p' "$top_srcdir/README.md" | sed '$d' >"$T/grants.sql"
-assert_eq "README's grants found" 14 "$(wc -l <"$T/grants.sql")"
+assert_eq "README's grants found" 17 "$(wc -l <"$T/grants.sql")"
 psql -X -q "$DB" -v ON_ERROR_STOP=1 -f "$T/grants.sql" >/dev/null || fail "README's grants"
 NODE_DB="host=127.0.0.1 port=$PG_PORT user=sipauthd_node dbname=postgres"
 GW_PORT=$(free_port 127.0.0.2)

@@ -17,7 +17,7 @@ fleet_db_setup || { fail "the fleet's database"; finish; }
 CRED_U=$(cred pbx-udp)
 CRED_T=$(cred pbx-tcp)
 CRED_S=$(cred pbx-tls)
-assert_eq "schema 5 (registrations logged since 3, calls 4, idempotency 5)" 5 "$(psql_q 'SELECT version FROM schema_version')"
+assert_eq "schema 6 (registrations logged since 3, calls 4, idempotency 5, webhooks 6)" 6 "$(psql_q 'SELECT version FROM schema_version')"
 GW_IP=127.0.0.2
 GW_PORT=$(free_port $GW_IP)
 

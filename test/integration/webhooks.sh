@@ -16,7 +16,6 @@ KEY=$("$SIPAUTHCTL" --store "$STORE" apikey create --account "$ACC")
 ACC_B=$("$SIPAUTHCTL" --store "$STORE" account create --name other)
 KEY_B=$("$SIPAUTHCTL" --store "$STORE" apikey create --account "$ACC_B")
 TRUNK_B=$("$SIPAUTHCTL" --store "$STORE" trunk create --account "$ACC_B" --name theirs)
-RECEIVER="$top_srcdir/test/webhook_receiver.py"
 
 # a CA of the test's, a receiver certificate it signed (127.0.0.1), and a self-signed one
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -keyout "$T/ca.key" \
@@ -29,17 +28,6 @@ openssl x509 -req -in "$T/rcv.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreates
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -keyout "$T/self.key" \
 	-out "$T/self.pem" -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" >>"$T/openssl.log" 2>&1
 
-# receiver NAME [ARGS...]: a receiver on a free port ($NAME_PORT), its log $T/NAME.jsonl, its
-# secret read from $T/NAME.secret (written once the webhook exists)
-receiver() {
-	_n=$1; shift
-	_p=$(free_port 127.0.0.1)
-	eval "${_n}_PORT=$_p"
-	: >"$T/$_n.jsonl"
-	spawn "$T/$_n.out" python3 "$RECEIVER" --port "$_p" --out "$T/$_n.jsonl" --secret-file "$T/$_n.secret" "$@"
-	eval "${_n}_PID=$!"
-	wait_for grep -q listening "$T/$_n.out" || fail "receiver $_n did not start"
-}
 receiver R1 --fail-first 2                                   # every event; answers 500 twice first
 receiver R2 --cert "$T/rcv.pem" --key "$T/rcv.key"           # https, certificate of the test CA
 receiver R3 --cert "$T/self.pem" --key "$T/self.key"         # https, certificate nobody vouches for
@@ -273,7 +261,7 @@ assert_eq "with R1 away, its delivery is pending and says why" "pending True" \
 	"$(field 'j["data"][-1]["status"], j["data"][-1]["last_error"].startswith("connect:")' | tr -d "(),'")"
 stop "$SIPAUTHD_PID"
 : >"$T/R1.jsonl"
-spawn "$T/R1b.out" python3 "$RECEIVER" --port "$R1_PORT" --out "$T/R1.jsonl" --secret-file "$T/R1.secret"
+spawn "$T/R1b.out" python3 "$top_srcdir/test/webhook_receiver.py" --port "$R1_PORT" --out "$T/R1.jsonl" --secret-file "$T/R1.secret"
 wait_for grep -q listening "$T/R1b.out"
 ABUSE_MAX_FAILURES=3 start_sipauthd "" "$CONF" || { fail "sipauthd did not restart"; finish; }
 BASE="http://127.0.0.1:$API_PORT"

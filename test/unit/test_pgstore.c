@@ -101,6 +101,34 @@ START_TEST(test_account_and_key_rows)
 }
 END_TEST
 
+/* A webhooks row: the mirror takes it with its secret (the node signs with
+ * it); a delete needs only the id and the account. */
+START_TEST(test_webhook_rows)
+{
+	static const char row[] = "{\"id\": \"wh_0123456789abcdef\", \"url\": \"https://h.example/x?a=1\", "
+	                          "\"events\": 36, \"secret\": \"whsec_abc\", \"account_id\": \"acc_a\", "
+	                          "\"created_at\": 1775731200}";
+	struct sa_mirror_change ch;
+
+	ck_assert_int_eq(sa_pg_change_decode("webhooks", "insert", row, &ch), SA_STORE_OK);
+	ck_assert_int_eq(ch.kind, SA_MIRROR_WEBHOOK);
+	ck_assert_str_eq(ch.webhook.id, "wh_0123456789abcdef");
+	ck_assert_str_eq(ch.webhook.account_id, "acc_a");
+	ck_assert_str_eq(ch.webhook.url, "https://h.example/x?a=1");
+	ck_assert_uint_eq(ch.webhook.events, 36);
+	ck_assert_str_eq(ch.webhook.secret, "whsec_abc");
+	ck_assert_int_eq(ch.webhook.created_at, 1775731200);
+	ck_assert_int_eq(sa_pg_change_decode("webhooks", "delete", "{\"id\": \"wh_b\", \"account_id\": \"acc_a\"}", &ch),
+	                 SA_STORE_OK);
+	ck_assert_int_eq(ch.kind, SA_MIRROR_WEBHOOK_GONE);
+	ck_assert_str_eq(ch.webhook.id, "wh_b");
+	ck_assert_str_eq(ch.webhook.account_id, "acc_a");
+	/* the fleet's deliveries are no change of the mirror's */
+	ck_assert_int_eq(sa_pg_change_decode("webhook_deliveries", "insert", "{}", &ch), SA_STORE_OK);
+	ck_assert_int_eq(ch.kind, SA_MIRROR_NONE);
+}
+END_TEST
+
 /* rows that are not what the schema writes are refused, whole */
 static const char *const bad_rows[][2] = {
 	{ "credentials", "not json" },
@@ -118,6 +146,10 @@ static const char *const bad_rows[][2] = {
 	                 "\"password_version\": 2, \"rotated_at\": 5, \"previous_until\": 9, \"prev_ha1_md5\": \"abc\", "
 	                 "\"prev_ha1_sha256\": \"\", \"prev_ha1_sha512_256\": \"\"}" },
 	{ "accounts", "{\"id\": \"acc_a\", \"name\": \"Acme\", \"created_at\": \"yesterday\"}" },
+	{ "webhooks", "{\"id\": \"wh_a\", \"account_id\": \"acc_a\", \"url\": \"http://h/\", \"events\": 0, "
+	              "\"secret\": \"whsec_a\", \"created_at\": 1}" },
+	{ "webhooks", "{\"id\": \"wh_a\", \"account_id\": \"acc_a\", \"url\": \"http://h/\", \"events\": 1, "
+	              "\"created_at\": 1}" },
 	{ "api_keys", "{\"hash\": \"\\\\xzz\", \"account_id\": \"acc_a\", \"created_at\": 6}" },
 	{ "trunks", "{\"id\": \"trunk_a\", \"name\": \"m\", \"account_id\": \"acc_a\", \"created_at\": 1, "
 	            "\"policy\": {\"max_concurrent_calls\": -3}}" },
@@ -202,6 +234,7 @@ static Suite *pgstore_suite(void)
 	tcase_add_test(tc, test_credential_row);
 	tcase_add_test(tc, test_trunk_row_with_policy);
 	tcase_add_test(tc, test_account_and_key_rows);
+	tcase_add_test(tc, test_webhook_rows);
 	tcase_add_loop_test(tc, test_bad_rows_refused, 0, (int)(sizeof bad_rows / sizeof bad_rows[0]));
 	tcase_add_test(tc, test_registration_row_round_trip);
 	tcase_add_loop_test(tc, test_bad_registration_rows, 0,

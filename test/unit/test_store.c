@@ -2402,6 +2402,81 @@ END_TEST
 static int webhook_cb(const struct sa_webhook *w, void *arg) { return collect(arg, w->id); }
 static int delivery_cb(const struct sa_delivery *d, void *arg) { return collect(arg, d->id); }
 
+static struct sa_mirror_change mirror_webhook(const char *id, const char *account_id)
+{
+	struct sa_mirror_change ch = { .kind = SA_MIRROR_WEBHOOK };
+
+	snprintf(ch.webhook.id, sizeof ch.webhook.id, "%s", id);
+	snprintf(ch.webhook.account_id, sizeof ch.webhook.account_id, "%s", account_id);
+	snprintf(ch.webhook.url, sizeof ch.webhook.url, "https://h/%s", id);
+	snprintf(ch.webhook.secret, sizeof ch.webhook.secret, "whsec_%s", id);
+	ch.webhook.events = 4;
+	ch.webhook.created_at = NOW;
+	return ch;
+}
+
+/* Fleet mode: webhooks arrive from the database with their secret; a delete
+ * drops their deliveries; a full resync drops those the database lost. */
+START_TEST(test_mirror_webhooks)
+{
+	struct sa_mirror_change ch[2];
+	const char *const keep[] = { "wh_00000000000000k1", NULL };
+	char wh[1][SA_ID_MAX] = { "wh_00000000000000g1" }, ids[1][SA_ID_MAX];
+	struct sa_webhook w;
+	struct sa_delivery d;
+	struct names n = { .n = 0 };
+
+	ch[0] = mirror_webhook("wh_00000000000000k1", acc.id);
+	ch[1] = mirror_webhook("wh_00000000000000g1", acc.id);
+	ck_assert_int_eq(apply_list(ch, 2, 3, NULL), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_webhook_get(st, "wh_00000000000000k1", &w), SA_STORE_OK);
+	ck_assert_str_eq(w.secret, "whsec_wh_00000000000000k1");
+	ck_assert_int_eq(sa_store_webhook_list_after(st, acc.id, NULL, webhook_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 2);
+	/* applied again (a replay): still two, once each */
+	ck_assert_int_eq(apply_list(ch, 2, 3, NULL), SA_STORE_OK);
+	n.n = 0;
+	ck_assert_int_eq(sa_store_webhook_list_after(st, acc.id, NULL, webhook_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 2);
+	/* a delete takes its pending deliveries along */
+	ck_assert_int_eq(sa_store_delivery_add(st, (const char (*)[SA_ID_MAX])wh, 1, "auth.failed", "{}", 2, NOW, ids),
+	                 SA_STORE_OK);
+	ch[1].kind = SA_MIRROR_WEBHOOK_GONE;
+	ck_assert_int_eq(apply_list(&ch[1], 1, 4, NULL), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_webhook_get(st, "wh_00000000000000g1", &w), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_delivery_get(st, ids[0], &d), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(apply_list(&ch[1], 1, 5, NULL), SA_STORE_OK);   /* gone already: no error */
+	/* a full resync keeps what the database holds, drops the store's own */
+	ck_assert_int_eq(sa_store_webhook_create(st, acc.id, "https://h/own", 1, NOW, &w), SA_STORE_OK);
+	ck_assert_int_eq(apply_list(ch, 1, 9, keep), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_webhook_get(st, w.id, &w), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_webhook_get(st, "wh_00000000000000k1", &w), SA_STORE_OK);
+}
+END_TEST
+
+/* Fleet mode: delivery ids are random, not the store's sequence. */
+START_TEST(test_delivery_ids_random)
+{
+	struct sa_webhook w;
+	char wh[1][SA_ID_MAX], ids[3][SA_ID_MAX];
+
+	ck_assert_int_eq(sa_store_webhook_create(st, acc.id, "https://h/a", 1, NOW, &w), SA_STORE_OK);
+	memcpy(wh[0], w.id, SA_ID_MAX);
+	ck_assert_int_eq(sa_store_delivery_add(st, (const char (*)[SA_ID_MAX])wh, 1, "auth.failed", "{}", 2, NOW, ids),
+	                 SA_STORE_OK);
+	ck_assert_str_eq(ids[0], "dlv_0000000000000001");
+	sa_store_delivery_ids_random(st);
+	ck_assert_int_eq(sa_store_delivery_add(st, (const char (*)[SA_ID_MAX])wh, 1, "auth.failed", "{}", 2, NOW, ids + 1),
+	                 SA_STORE_OK);
+	ck_assert_int_eq(sa_store_delivery_add(st, (const char (*)[SA_ID_MAX])wh, 1, "auth.failed", "{}", 2, NOW, ids + 2),
+	                 SA_STORE_OK);
+	ck_assert_uint_eq(strlen(ids[1]), 20);
+	ck_assert_int_eq(strncmp(ids[1], "dlv_", 4), 0);
+	ck_assert_str_ne(ids[1], "dlv_0000000000000002");
+	ck_assert_str_ne(ids[1], ids[2]);
+}
+END_TEST
+
 START_TEST(test_webhooks_per_account_with_a_secret_each)
 {
 	struct sa_webhook a, b, got;
@@ -2634,6 +2709,8 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_mirror_full_resync_drops_what_the_database_lost);
 	tcase_add_test(tc, test_mirror_apply_is_all_or_nothing);
 	tcase_add_test(tc, test_webhooks_per_account_with_a_secret_each);
+	tcase_add_test(tc, test_mirror_webhooks);
+	tcase_add_test(tc, test_delivery_ids_random);
 	tcase_add_test(tc, test_deliveries_due_updated_listed_and_removed);
 	tcase_add_test(tc, test_store_without_webhooks_reads_as_none);
 	suite_add_tcase(s, tc);
