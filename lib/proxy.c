@@ -106,12 +106,17 @@ static void put_ours(struct sa_buf *b, const struct sa_fwd *f)
 	size_t start = b->len;
 	if (l)
 		l->ours = start;
-	sa_buf_printf(b, "Via: %s\r\n", f->via);
+	/* no printf: one per forwarded request would cost more than the rest of this line */
+	sa_buf_puts(b, "Via: ");
+	sa_buf_puts(b, f->via);
+	sa_buf_puts(b, "\r\n");
 	note_line(b, l, SA_H_VIA, start, 5);
 	for (unsigned i = 0; i < 2; i++)
 		if (f->rr[i]) {
 			start = b->len;
-			sa_buf_printf(b, "Record-Route: %s\r\n", f->rr[i]);
+			sa_buf_puts(b, "Record-Route: ");
+			sa_buf_puts(b, f->rr[i]);
+			sa_buf_puts(b, "\r\n");
 			note_line(b, l, SA_H_RECORD_ROUTE, start, 14);
 		}
 	if (l)

@@ -217,11 +217,16 @@ struct sa_txn_req *sa_txn_req_next_hop(const struct sa_txn_req *r, const char *v
 	struct sa_buf ours = { .p = buf, .cap = sizeof(buf) };
 	if (!r->fields)
 		return NULL;
-	sa_buf_printf(&ours, "Via: %s\r\n", via);
-	size_t via_len = ours.len - 2;
+	sa_buf_puts(&ours, "Via: ");
+	sa_buf_puts(&ours, via);
+	size_t via_len = ours.len;
+	sa_buf_puts(&ours, "\r\n");
 	for (unsigned i = 0; i < 2; i++)
-		if (rr[i])
-			sa_buf_printf(&ours, "Record-Route: %s\r\n", rr[i]);
+		if (rr[i]) {
+			sa_buf_puts(&ours, "Record-Route: ");
+			sa_buf_puts(&ours, rr[i]);
+			sa_buf_puts(&ours, "\r\n");
+		}
 	if (ours.overflow || via_len > UINT16_MAX)
 		return NULL;
 	size_t old = r->ours_end - r->ours, len = r->len - old + ours.len;
