@@ -460,6 +460,15 @@ static const struct sa_fwd fwd_to_gw = {
 	.rr = { "<sip:192.0.2.1:5060;lr>", "<sip:198.51.100.1:5060;transport=tcp;lr>" },
 };
 
+/* INVITE_IN kept as forwarded to a gateway; fresh (FRESH_MAX) gets the same rewrite made afresh. */
+#define FRESH_MAX 4096
+static struct sa_txn_req *kept_invite(char *fresh, long *n)
+{
+	struct sa_txn_req *r = kept(INVITE_IN, &fwd_to_gw, fresh, FRESH_MAX, n);
+	ck_assert_ptr_nonnull(r);
+	return r;
+}
+
 static void assert_same(const char *got, long n, const char *want, long wn)
 {
 	ck_assert_int_eq(n, wn);
@@ -473,10 +482,9 @@ static void assert_bytes(const char *got, long n, const char *want)
 
 START_TEST(a_kept_request_is_what_was_sent_and_knows_its_fields)
 {
-	char fresh[4096];
+	char fresh[FRESH_MAX];
 	long n;
-	struct sa_txn_req *r = kept(INVITE_IN, &fwd_to_gw, fresh, sizeof(fresh), &n);
-	ck_assert_ptr_nonnull(r);
+	struct sa_txn_req *r = kept_invite(fresh, &n);
 	assert_same(r->bytes, (long)r->len, fresh, n);
 	ck_assert(r->fields);
 	ck_assert(!r->to_tag);
@@ -497,22 +505,27 @@ START_TEST(a_kept_request_is_what_was_sent_and_knows_its_fields)
 }
 END_TEST
 
+/* The CANCEL or ACK of INVITE_IN as forwarded: its Request-URI, our Via,
+ * From and Call-ID as sent (compact names kept), the Route left after ours;
+ * they differ in the method and the To line. */
+#define HOP_REQUEST(method, to_line) \
+	method " sip:+15551234@trunk-t1.sip.example.com SIP/2.0\r\n" \
+	"Via: " OUR_VIA "\r\n" \
+	"Max-Forwards: 70\r\n" \
+	"f: \"PBX\" <sip:pbx@10.0.0.5>;tag=a1\r\n" \
+	to_line "\r\n" \
+	"i: call-1@10.0.0.5\r\n" \
+	"CSeq: 7 " method "\r\n" \
+	"Route: <sip:edge2.example.com;lr>\r\n" \
+	"Content-Length: 0\r\n\r\n"
+
 START_TEST(cancel_and_ack_copy_the_request_as_sent)
 {
-	char fresh[4096], out[2048];
+	char fresh[FRESH_MAX], out[2048];
 	long n;
-	struct sa_txn_req *r = kept(INVITE_IN, &fwd_to_gw, fresh, sizeof(fresh), &n);
-	ck_assert_ptr_nonnull(r);
+	struct sa_txn_req *r = kept_invite(fresh, &n);
 	assert_bytes(out, sa_txn_cancel(r, out, sizeof(out)),
-	             "CANCEL sip:+15551234@trunk-t1.sip.example.com SIP/2.0\r\n"
-	             "Via: " OUR_VIA "\r\n"
-	             "Max-Forwards: 70\r\n"
-	             "f: \"PBX\" <sip:pbx@10.0.0.5>;tag=a1\r\n"
-	             "To: <sip:+15551234@trunk-t1.sip.example.com>\r\n"
-	             "i: call-1@10.0.0.5\r\n"
-	             "CSeq: 7 CANCEL\r\n"
-	             "Route: <sip:edge2.example.com;lr>\r\n"
-	             "Content-Length: 0\r\n\r\n");
+	             HOP_REQUEST("CANCEL", "To: <sip:+15551234@trunk-t1.sip.example.com>"));
 	static const char busy[] =
 		"SIP/2.0 486 Busy Here\r\n"
 		"Via: " OUR_VIA "\r\n"
@@ -527,15 +540,7 @@ START_TEST(cancel_and_ack_copy_the_request_as_sent)
 	ck_assert_int_eq(sa_msg_parse(&resp, busy, strlen(busy), false, &err), 0);
 	/* the ACK takes the answer's To, with the tag the gateway gave */
 	assert_bytes(out, sa_txn_ack(r, &resp, out, sizeof(out)),
-	             "ACK sip:+15551234@trunk-t1.sip.example.com SIP/2.0\r\n"
-	             "Via: " OUR_VIA "\r\n"
-	             "Max-Forwards: 70\r\n"
-	             "f: \"PBX\" <sip:pbx@10.0.0.5>;tag=a1\r\n"
-	             "t: <sip:+15551234@trunk-t1.sip.example.com>;tag=gw9\r\n"
-	             "i: call-1@10.0.0.5\r\n"
-	             "CSeq: 7 ACK\r\n"
-	             "Route: <sip:edge2.example.com;lr>\r\n"
-	             "Content-Length: 0\r\n\r\n");
+	             HOP_REQUEST("ACK", "t: <sip:+15551234@trunk-t1.sip.example.com>;tag=gw9"));
 	sa_msg_free(&resp);
 	/* too small a buffer: nothing half-written is handed out */
 	ck_assert_int_eq(sa_txn_cancel(r, out, 64), -1);
@@ -545,10 +550,9 @@ END_TEST
 
 START_TEST(our_answer_goes_to_the_vias_below_ours)
 {
-	char fresh[4096], out[2048];
+	char fresh[FRESH_MAX], out[2048];
 	long n;
-	struct sa_txn_req *r = kept(INVITE_IN, &fwd_to_gw, fresh, sizeof(fresh), &n);
-	ck_assert_ptr_nonnull(r);
+	struct sa_txn_req *r = kept_invite(fresh, &n);
 	assert_bytes(out, sa_txn_answer(r, 408, "0123456789abcdef", out, sizeof(out)),
 	             "SIP/2.0 408 Request Timeout\r\n"
 	             "Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKpbx1;received=10.0.0.5;rport=5062\r\n"
@@ -576,7 +580,7 @@ START_TEST(our_answer_keeps_a_tag_the_to_has)
 		"Contact: <sip:gw@198.51.100.7>\r\n"
 		"Contact: <sip:gw-other@198.51.100.8>\r\n"
 		"Content-Length: 0\r\n\r\n";
-	char fresh[4096], out[2048];
+	char fresh[FRESH_MAX], out[2048];
 	long n;
 	struct sa_fwd f = { .via = OUR_VIA, .peer = &pbx };
 	struct sa_txn_req *r = kept(reinvite, &f, fresh, sizeof(fresh), &n);
@@ -604,10 +608,9 @@ END_TEST
  * would write, and what the transaction builds from it follows. */
 START_TEST(the_next_gateway_gets_the_same_request_with_our_new_via)
 {
-	char fresh[4096], out[2048];
+	char fresh[FRESH_MAX], out[2048];
 	long n;
-	struct sa_txn_req *r = kept(INVITE_IN, &fwd_to_gw, fresh, sizeof(fresh), &n);
-	ck_assert_ptr_nonnull(r);
+	struct sa_txn_req *r = kept_invite(fresh, &n);
 	struct sa_fwd next = fwd_to_gw;
 	next.via = "SIP/2.0/TCP [2001:db8::1]:5061;branch=z9hG4bKnext;rport";
 	next.rr[1] = NULL;
@@ -664,10 +667,9 @@ END_TEST
 /* A copy (the branch failover leaves behind) stands on its own. */
 START_TEST(a_copy_outlives_its_original)
 {
-	char fresh[4096], a[2048], b[2048];
+	char fresh[FRESH_MAX], a[2048], b[2048];
 	long n;
-	struct sa_txn_req *r = kept(INVITE_IN, &fwd_to_gw, fresh, sizeof(fresh), &n);
-	ck_assert_ptr_nonnull(r);
+	struct sa_txn_req *r = kept_invite(fresh, &n);
 	long la = sa_txn_cancel(r, a, sizeof(a));
 	struct sa_txn_req *d = sa_txn_req_dup(r);
 	sa_txn_req_free(r);
