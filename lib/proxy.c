@@ -100,27 +100,33 @@ static void put_start_line(struct sa_buf *b, const struct sa_msg *m, const char 
 }
 
 /* Our Via on top, then the Record-Route values that put us in the dialog. */
-static void put_ours(struct sa_buf *b, const struct sa_fwd *f)
+static void put_ours(struct sa_buf *b, const char *via, const char *const rr[2], struct sa_fwd_layout *l)
 {
-	struct sa_fwd_layout *l = f->layout;
 	size_t start = b->len;
 	if (l)
 		l->ours = start;
-	/* no printf: one per forwarded request would cost more than the rest of this line */
+	/* copied, not printf'd: this runs for every request forwarded */
 	sa_buf_puts(b, "Via: ");
-	sa_buf_puts(b, f->via);
+	sa_buf_puts(b, via);
 	sa_buf_puts(b, "\r\n");
 	note_line(b, l, SA_H_VIA, start, 5);
 	for (unsigned i = 0; i < 2; i++)
-		if (f->rr[i]) {
+		if (rr[i]) {
 			start = b->len;
 			sa_buf_puts(b, "Record-Route: ");
-			sa_buf_puts(b, f->rr[i]);
+			sa_buf_puts(b, rr[i]);
 			sa_buf_puts(b, "\r\n");
 			note_line(b, l, SA_H_RECORD_ROUTE, start, 14);
 		}
 	if (l)
 		l->ours_end = b->len;
+}
+
+long sa_proxy_ours(const char *via, const char *const rr[2], char *out, size_t cap)
+{
+	struct sa_buf b = { .p = out, .cap = cap };
+	put_ours(&b, via, rr, NULL);
+	return b.overflow ? -1 : (long)b.len;
 }
 
 long sa_proxy_request(const struct sa_msg *m, const struct sa_fwd *f, char *out, size_t cap)
@@ -133,7 +139,7 @@ long sa_proxy_request(const struct sa_msg *m, const struct sa_fwd *f, char *out,
 	if (l)
 		l->nlines = 0;
 	put_start_line(&b, m, f->ruri, l);
-	put_ours(&b, f);
+	put_ours(&b, f->via, f->rr, l);
 	for (unsigned i = 0; i < m->nhdr; i++) {
 		const struct sa_hdr *h = &m->hdr[i];
 		size_t start = b.len;

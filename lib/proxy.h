@@ -39,6 +39,11 @@ struct sa_fwd {
  * f->layout) is too small. */
 long sa_proxy_request(const struct sa_msg *m, const struct sa_fwd *f, char *out, size_t cap);
 
+/* Our Via and Record-Route lines (rr[i] NULL: none) as sa_proxy_request
+ * writes them above the request's own: for the copy of a forwarded request
+ * that goes to another next hop (lib/txn). Length, or -1 if out is too small. */
+long sa_proxy_ours(const char *via, const char *const rr[2], char *out, size_t cap);
+
 /* Write response m without its top Via value (ours). -1 if out is too small
  * or there is no second Via to send it to. */
 long sa_proxy_response(const struct sa_msg *m, char *out, size_t cap);

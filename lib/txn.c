@@ -123,6 +123,12 @@ static size_t lines_at(size_t len)
 	return (len + _Alignof(struct sa_txn_line) - 1) & ~(_Alignof(struct sa_txn_line) - 1);
 }
 
+/* The one allocation: the fields, the bytes, the lines. */
+static size_t req_size(size_t len, size_t nlines)
+{
+	return sizeof(struct sa_txn_req) + lines_at(len) + nlines * sizeof(struct sa_txn_line);
+}
+
 /* Point bytes and lines into r's one allocation (after it moved). */
 static void req_place(struct sa_txn_req *r)
 {
@@ -179,7 +185,7 @@ static int req_note(struct sa_txn_req *r, const struct sa_msg *m, const struct s
 	for (unsigned i = 1; i < l->nlines; i++)
 		if (l->line[i].kind == SA_H_ROUTE && line_of(&l->line[i], &r->lines[r->nvias + r->nroutes++]) < 0)
 			return -1;
-	r->size = sizeof(*r) + lines_at(len) + (size_t)(r->nvias + r->nroutes) * sizeof(r->lines[0]);
+	r->size = req_size(len, (size_t)r->nvias + r->nroutes);
 	return 0;
 }
 
@@ -189,7 +195,7 @@ struct sa_txn_req *sa_txn_req_new(const struct sa_msg *m, const struct sa_fwd *f
 	struct sa_fwd w = *f;
 	size_t cap = m->len + FWD_ROOM;
 	/* written in place, the room for lines after it, then cut to size */
-	struct sa_txn_req *r = malloc(sizeof(*r) + lines_at(cap) + SA_SIP_MAX_HEADERS * sizeof(r->lines[0]));
+	struct sa_txn_req *r = malloc(req_size(cap, SA_SIP_MAX_HEADERS));
 	if (!r)
 		return NULL;
 	w.layout = &l;
@@ -213,37 +219,26 @@ static void shift(struct sa_txn_line *l, uint32_t from, long delta)
 
 struct sa_txn_req *sa_txn_req_next_hop(const struct sa_txn_req *r, const char *via, const char *const rr[2])
 {
-	char buf[1024];
-	struct sa_buf ours = { .p = buf, .cap = sizeof(buf) };
-	if (!r->fields)
+	char ours[1024];
+	long k = r->fields ? sa_proxy_ours(via, rr, ours, sizeof(ours)) : -1;
+	size_t via_len = 5 + strlen(via);   /* "Via: " and the value */
+	if (k < 0)
 		return NULL;
-	sa_buf_puts(&ours, "Via: ");
-	sa_buf_puts(&ours, via);
-	size_t via_len = ours.len;
-	sa_buf_puts(&ours, "\r\n");
-	for (unsigned i = 0; i < 2; i++)
-		if (rr[i]) {
-			sa_buf_puts(&ours, "Record-Route: ");
-			sa_buf_puts(&ours, rr[i]);
-			sa_buf_puts(&ours, "\r\n");
-		}
-	if (ours.overflow || via_len > UINT16_MAX)
-		return NULL;
-	size_t old = r->ours_end - r->ours, len = r->len - old + ours.len;
+	size_t old = r->ours_end - r->ours, len = r->len - old + (size_t)k;
 	size_t nlines = (size_t)r->nvias + r->nroutes;
-	struct sa_txn_req *n = malloc(sizeof(*n) + lines_at(len) + nlines * sizeof(n->lines[0]));
+	struct sa_txn_req *n = malloc(req_size(len, nlines));
 	if (!n)
 		return NULL;
 	*n = *r;
 	n->len = len;
-	n->size = sizeof(*n) + lines_at(len) + nlines * sizeof(n->lines[0]);
+	n->size = req_size(len, nlines);
 	req_place(n);
 	char *p = (char *)(n + 1);
 	memcpy(p, r->bytes, r->ours);
-	memcpy(p + r->ours, buf, ours.len);
-	memcpy(p + r->ours + ours.len, r->bytes + r->ours_end, r->len - r->ours_end);
-	long delta = (long)ours.len - (long)old;
-	n->ours_end = (uint32_t)(r->ours + ours.len);
+	memcpy(p + r->ours, ours, (size_t)k);
+	memcpy(p + r->ours + k, r->bytes + r->ours_end, r->len - r->ours_end);
+	long delta = k - (long)old;
+	n->ours_end = (uint32_t)(r->ours + (size_t)k);
 	n->via = (struct sa_txn_line){ .off = r->ours, .len = (uint16_t)via_len, .voff = 5 };
 	for (int f = 0; f < SA_TXN_F_COUNT; f++)
 		shift(&n->field[f], r->ours_end, delta);
@@ -255,12 +250,12 @@ struct sa_txn_req *sa_txn_req_next_hop(const struct sa_txn_req *r, const char *v
 
 struct sa_txn_req *sa_txn_req_raw(const char *buf, size_t len)
 {
-	struct sa_txn_req *r = malloc(sizeof(*r) + lines_at(len));
+	struct sa_txn_req *r = malloc(req_size(len, 0));
 	if (!r)
 		return NULL;
 	memset(r, 0, sizeof(*r));
 	r->len = len;
-	r->size = sizeof(*r) + lines_at(len);
+	r->size = req_size(len, 0);
 	req_place(r);
 	memcpy(r + 1, buf, len);
 	return r;
