@@ -51,8 +51,7 @@ struct sa_txn {
 	char local_tag[17];            /* the To tag of answers we make ourselves (408, 487) */
 	enum sa_method method;
 	struct sa_flow from, to;
-	char *req;                     /* the request as we forwarded it */
-	size_t req_len;
+	struct sa_txn_req *req;        /* the request as we forwarded it, and where its fields are (lib/txn) */
 	char *resp;                    /* the last response we sent back */
 	size_t resp_len;
 	int resp_status;
@@ -80,11 +79,6 @@ struct sa_txn {
  * try the next one (a new client transaction, RFC 3263 §4.3) when the live
  * one answers 503, fails to send, or stays silent for failover_timeout_ms. */
 struct txn_failover {
-	char *orig;                    /* the request as received, rewritten again for each gateway */
-	size_t orig_len;
-	bool stream;
-	unsigned pop;                  /* Route values naming us */
-	char realm[SA_REALM_MAX];      /* Proxy-Authorization to strip */
 	struct event *timer;           /* no answer from the live gateway */
 	bool cancelled;                /* the caller sent CANCEL: no new gateway */
 	unsigned cur, n;               /* flows[cur] is live */
@@ -204,6 +198,23 @@ static void txn_keep(struct sa_txn *t, char **slot, size_t *lenp, char *buf, siz
 	*lenp = n;
 }
 
+/* Keep r as t's request (counted against max_transaction_memory); NULL drops it. */
+static void txn_keep_req(struct sa_txn *t, struct sa_txn_req *r)
+{
+	sa_txn_budget_bytes(t->srv->txn_budget, (long)(r ? r->size : 0) - (long)(t->req ? t->req->size : 0));
+	sa_txn_req_free(t->req);
+	t->req = r;
+}
+
+/* The Call-ID a kept request carries, as text for a log line or a listing. */
+static const char *req_call_id(const struct sa_txn_req *r, char *out, size_t len)
+{
+	const char *v;
+	size_t n = r ? sa_txn_req_value(r, SA_TXN_F_CALL_ID, &v) : 0;
+	snprintf(out, len, "%.*s", (int)n, n ? v : "");
+	return out;
+}
+
 static void txn_fo_free(struct sa_txn *t)
 {
 	struct txn_failover *fo = t->fo;
@@ -211,8 +222,6 @@ static void txn_fo_free(struct sa_txn *t)
 		return;
 	if (fo->timer)
 		event_free(fo->timer);
-	sa_txn_budget_bytes(t->srv->txn_budget, -(long)fo->orig_len);
-	free(fo->orig);
 	free(fo);
 	t->fo = NULL;
 }
@@ -239,7 +248,7 @@ static void txn_free(struct sa_txn *t)
 		event_free(t->timer);
 	if (t->timer_c)
 		event_free(t->timer_c);
-	txn_keep(t, &t->req, &t->req_len, NULL, 0);
+	txn_keep_req(t, NULL);
 	txn_keep(t, &t->resp, &t->resp_len, NULL, 0);
 	if (t->dir_call_id) {
 		sa_calldir_drop(srv, t->dir_call_id);
@@ -518,42 +527,61 @@ static void flow_for_endpoint(struct sa_server *srv, const struct sa_endpoint *e
 
 /* ---- forwarding ---- */
 
+/* Our Via and Record-Route values towards t's next hop (t->to, t->branch). */
+struct hop_ours {
+	char via[256], rr_in[160], rr_out[160];
+	const char *rr[2];
+};
+
+static void hop_ours_fill(struct sa_txn *t, bool record_route, struct hop_ours *o)
+{
+	struct sa_server *srv = t->srv;
+	via_value(srv, &t->to, t->branch, o->via, sizeof(o->via));
+	o->rr[0] = o->rr[1] = NULL;
+	if (!record_route)
+		return;
+	const struct sa_endpoint *in = local_ep(srv, t->from.lidx), *outep = local_ep(srv, t->to.lidx);
+	/* two entries when the call crosses interfaces or transports (RFC 5658) */
+	rr_value(outep, o->rr_out, sizeof(o->rr_out));
+	rr_value(in, o->rr_in, sizeof(o->rr_in));
+	o->rr[0] = o->rr_out;
+	o->rr[1] = in == outep ? NULL : o->rr_in;
+}
+
+/* Keep r as the request t sends its next hop and send it: the
+ * retransmission timer armed. */
+static void txn_send_kept(struct sa_txn *t, struct sa_txn_req *r, const char *method)
+{
+	struct sa_server *srv = t->srv;
+	char callid[256];
+	txn_keep_req(t, r);
+	srv->metrics.sip_forwarded++;
+	t->send_failed = sa_transport_send(srv, &t->to, r->bytes, r->len) < 0;
+	if (t->send_failed)
+		log_warn("event=send_failed method=%s call_id=\"%s\"", method,
+		         LOGQ(req_call_id(r, callid, sizeof(callid))));
+	t->interval_ms = SA_TXN_T1_MS;
+	txn_arm(t, t->to.proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
+}
+
 /* Rewrite m for t's next hop (t->to, t->branch) and send it: our Via,
  * Record-Route when it starts a call; the retransmission timer armed.
  * 0, or -1 when the request does not fit (nothing sent). */
 static int txn_send_request(struct sa_txn *t, const struct sa_msg *m, const char *ruri, unsigned pop_routes,
                             const char *strip_realm, bool record_route)
 {
-	struct sa_server *srv = t->srv;
-	char via[256], rr_in[160], rr_out[160], addr[64];
+	char addr[64];
 	struct sa_peer peer;
-	size_t cap = m->len + 2048;
+	struct hop_ours o;
 
 	peer_of(&t->from, addr, sizeof(addr), &peer);
-	via_value(srv, &t->to, t->branch, via, sizeof(via));
-	struct sa_fwd f = { .ruri = ruri, .via = via, .peer = &peer, .pop_route = pop_routes,
-	                    .strip_realm = strip_realm };
-	if (record_route) {
-		const struct sa_endpoint *in = local_ep(srv, t->from.lidx), *outep = local_ep(srv, t->to.lidx);
-		/* two entries when the call crosses interfaces or transports (RFC 5658) */
-		rr_value(outep, rr_out, sizeof(rr_out));
-		rr_value(in, rr_in, sizeof(rr_in));
-		f.rr[0] = rr_out;
-		f.rr[1] = in == outep ? NULL : rr_in;
-	}
-	char *out = malloc(cap);
-	long n = out ? sa_proxy_request(m, &f, out, cap) : -1;
-	if (n < 0) {
-		free(out);
+	hop_ours_fill(t, record_route, &o);
+	struct sa_fwd f = { .ruri = ruri, .via = o.via, .peer = &peer, .rr = { o.rr[0], o.rr[1] },
+	                    .pop_route = pop_routes, .strip_realm = strip_realm };
+	struct sa_txn_req *r = sa_txn_req_new(m, &f);
+	if (!r)
 		return -1;
-	}
-	txn_keep(t, &t->req, &t->req_len, out, (size_t)n);
-	srv->metrics.sip_forwarded++;
-	t->send_failed = sa_transport_send(srv, &t->to, out, (size_t)n) < 0;
-	if (t->send_failed)
-		log_warn("event=send_failed method=%s call_id=\"%s\"", m->method_name, LOGQ(m->call_id));
-	t->interval_ms = SA_TXN_T1_MS;
-	txn_arm(t, t->to.proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
+	txn_send_kept(t, r, m->method_name);
 	return 0;
 }
 
@@ -602,37 +630,28 @@ static struct sa_txn *forward(struct sa_server *srv, const struct sa_msg *m, con
 	return t;
 }
 
-/* Send a request we build ourselves (ACK, CANCEL) along a client flow. */
+/* Send a request we build ourselves (ACK, CANCEL) along a client flow,
+ * from the fields t kept of its request. */
 static void send_hop_request(struct sa_server *srv, struct sa_txn *t, const struct sa_msg *resp, bool cancel)
 {
-	struct sa_msg fwd;
-	struct sa_msg_error err;
 	char out[8192];
-	if (!t->req || sa_msg_scan(&fwd, t->req, t->req_len, &err) < 0)
+	if (!t->req)
 		return;
-	long n = cancel ? sa_proxy_cancel(&fwd, out, sizeof(out)) : sa_proxy_ack(&fwd, resp, out, sizeof(out));
+	long n = cancel ? sa_txn_cancel(t->req, out, sizeof(out)) : sa_txn_ack(t->req, resp, out, sizeof(out));
 	if (n > 0)
 		sa_transport_send(srv, &t->to, out, (size_t)n);
 }
 
 /* Answer the sender of t's request ourselves (408 on timeout, 487 when we
- * end it), from the request as we forwarded it: its second Via is the sender's. */
+ * end it), from the fields t kept of its request: the Vias below ours are the sender's. */
 static void answer_downstream(struct sa_txn *t, int status)
 {
-	struct sa_msg m, r;
-	struct sa_msg_error err;
-	char out[8192], resp[8192];
-	if (t->local || !t->req || sa_msg_scan(&m, t->req, t->req_len, &err) < 0)
+	char out[8192];
+	if (t->local || !t->req)
 		return;
-	const struct sa_hdr *to = sa_msg_header(&m, SA_H_TO, 0);
-	bool tagged = to && memmem(to->value, to->vlen, "tag=", 4);
-	long n = sa_msg_response(&m, &(struct sa_peer){ .addr = "0.0.0.0", .port = 0, .transport = "udp" },
-	                         status, NULL, tagged ? NULL : t->local_tag, NULL, resp, sizeof(resp));
-	if (n < 0 || sa_msg_scan(&r, resp, (size_t)n, &err) < 0)
-		return;
-	long k = sa_proxy_response(&r, out, sizeof(out));
-	if (k > 0)
-		sa_transport_send(t->srv, &t->from, out, (size_t)k);
+	long n = sa_txn_answer(t->req, status, t->local_tag, out, sizeof(out));
+	if (n > 0)
+		sa_transport_send(t->srv, &t->from, out, (size_t)n);
 }
 
 /* The list a finished transaction waits in: the one of its lingering time (lib/txn). */
@@ -666,7 +685,7 @@ static void txn_complete(struct sa_txn *t)
 	/* what a finished transaction still needs: its answer for retransmitted
 	 * requests, and the request only to ACK a late non-2xx to an INVITE */
 	if (t->method != SA_M_INVITE || (t->upstream_status >= 200 && t->upstream_status < 300))
-		txn_keep(t, &t->req, &t->req_len, NULL, 0);
+		txn_keep_req(t, NULL);
 	if (t->is_ringing) {
 		TAILQ_REMOVE(&t->srv->txn_ringing, t, ringing);
 		t->is_ringing = false;
@@ -702,8 +721,8 @@ static void txn_sweep_cb(evutil_socket_t fd, short what, void *arg)
 /* Carry out what lib/txn decided for a timer. */
 static void txn_act(struct sa_txn *t, unsigned act, const char *timer)
 {
-	if (act & SA_TXN_ACT_RETRANSMIT) {
-		sa_transport_send(t->srv, &t->to, t->req, t->req_len);
+	if ((act & SA_TXN_ACT_RETRANSMIT) && t->req) {
+		sa_transport_send(t->srv, &t->to, t->req->bytes, t->req->len);
 		if (t->own_bye)
 			t->srv->metrics.bye_retransmissions++;
 	}
@@ -770,9 +789,9 @@ static void txn_rebranch(struct sa_txn *t)
 static void fo_abandon(struct sa_txn *t)
 {
 	const char *why;
-	char *copy;
-	struct sa_txn *a = t->req ? txn_new(t->srv, NULL, NULL, NULL, t->req_len, &why) : NULL;
-	if (!a || !(copy = malloc(t->req_len))) {
+	struct sa_txn_req *copy;
+	struct sa_txn *a = t->req ? txn_new(t->srv, NULL, NULL, NULL, t->req->size, &why) : NULL;
+	if (!a || !(copy = sa_txn_req_dup(t->req))) {
 		if (a)
 			txn_complete(a);
 		txn_rebranch(t);   /* then its late answers are dropped */
@@ -782,8 +801,7 @@ static void fo_abandon(struct sa_txn *t)
 	a->abandoned = true;
 	a->to = t->to;
 	a->started_ms = t->started_ms;
-	memcpy(copy, t->req, t->req_len);
-	txn_keep(a, &a->req, &a->req_len, copy, t->req_len);
+	txn_keep_req(a, copy);
 	sa_txn_index_branch_out(t->srv->txns, &a->node);
 	sa_txn_index_branch_out(t->srv->txns, &t->node);
 	char b[sizeof(t->branch)];
@@ -810,12 +828,12 @@ static bool fo_next(struct sa_txn *t, enum sa_up_event ev)
 	sa_flow_peer(&t->to, a, sizeof(a), &pa);
 	sa_flow_peer(&fo->flows[fo->cur + 1], b, sizeof(b), &pb);
 	sa_gateways_failover(srv, &t->to);
-	struct sa_msg m;
-	struct sa_msg_error err = { 0 };
-	if (sa_msg_parse(&m, fo->orig, fo->orig_len, fo->stream, &err) < 0)
+	if (!t->req)
 		return false;
+	char callid[256];
 	log_info("event=failover reason=%s from=%s:%s:%u to=%s:%s:%u call_id=\"%s\"", sa_up_event_name(ev),
-	         sa_proto_name(t->to.proto), a, pa, sa_proto_name(fo->flows[fo->cur + 1].proto), b, pb, LOGQ(m.call_id));
+	         sa_proto_name(t->to.proto), a, pa, sa_proto_name(fo->flows[fo->cur + 1].proto), b, pb,
+	         LOGQ(req_call_id(t->req, callid, sizeof(callid))));
 	fo->cur++;
 	if (ev == SA_UP_TIMEOUT)
 		fo_abandon(t);
@@ -825,10 +843,13 @@ static bool fo_next(struct sa_txn *t, enum sa_up_event ev)
 	t->upstream_status = 0;   /* a new client transaction (RFC 3263 §4.3) */
 	t->state = sa_txn_initial(t->method);
 	t->started_ms = sa_now_ms();
-	int rc = txn_send_request(t, &m, NULL, fo->pop, fo->realm[0] ? fo->realm : NULL, true);
-	sa_msg_free(&m);
-	if (rc < 0)
+	/* the request as the last gateway got it, with our Via and Record-Route for this one */
+	struct hop_ours o;
+	hop_ours_fill(t, true, &o);
+	struct sa_txn_req *r = sa_txn_req_next_hop(t->req, o.via, o.rr);
+	if (!r)
 		return false;
+	txn_send_kept(t, r, "INVITE");
 	sa_gateways_sent(srv, &t->to);
 	fo_arm(t);
 	if (t->send_failed)
@@ -851,23 +872,15 @@ static void fo_timer_cb(evutil_socket_t fd, short what, void *arg)
 	fo_next(t, SA_UP_TIMEOUT);
 }
 
-/* Keep what the INVITE needs to go to the next gateways in flows[1..n). */
-static void fo_attach(struct sa_txn *t, const struct sa_msg *m, const struct sa_flow *from, const struct sa_flow *flows,
-                      unsigned n, unsigned pop, const char *realm)
+/* Keep the gateways the INVITE may go to next: flows[1..n). Its request
+ * is t's own, rewritten for each (sa_txn_req_next_hop). */
+static void fo_attach(struct sa_txn *t, const struct sa_flow *flows, unsigned n)
 {
 	struct txn_failover *fo = calloc(1, sizeof(*fo) + n * sizeof(fo->flows[0]));
-	if (!fo || !(fo->orig = malloc(m->len)) || !(fo->timer = evtimer_new(t->srv->base, fo_timer_cb, t))) {
-		if (fo)
-			free(fo->orig);
+	if (!fo || !(fo->timer = evtimer_new(t->srv->base, fo_timer_cb, t))) {
 		free(fo);
 		return;   /* no failover for this one: it still goes to the first */
 	}
-	memcpy(fo->orig, m->buf, m->len);
-	fo->orig_len = m->len;
-	sa_txn_budget_bytes(t->srv->txn_budget, (long)m->len);
-	fo->stream = from->proto != SA_PROTO_UDP;
-	fo->pop = pop;
-	snprintf(fo->realm, sizeof(fo->realm), "%s", realm ? realm : "");
 	memcpy(fo->flows, flows, n * sizeof(flows[0]));
 	fo->n = n;
 	t->fo = fo;
@@ -914,15 +927,15 @@ static bool is_us_cb(const struct sa_uri *u, void *arg)
 /* A 2xx to an INVITE we forwarded for a credential: the call is up. */
 static void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *ok)
 {
-	struct sa_msg inv;
-	struct sa_msg_error err;
+	const char *contact;
 	int side;
-	if (call_find(srv, ok, &side) || !t->req || sa_msg_scan(&inv, t->req, t->req_len, &err) < 0)
+	if (call_find(srv, ok, &side) || !t->req)
 		return;
+	size_t clen = sa_txn_req_value(t->req, SA_TXN_F_CONTACT, &contact);
 	struct sa_call *c = sa_call_new();
 	if (!c)
 		return;
-	if (sa_dialog_from_2xx(&c->d, &inv, ok, is_us_cb, srv) < 0) {
+	if (sa_dialog_from_2xx(&c->d, contact, clen, ok, is_us_cb, srv) < 0) {
 		log_warn("event=call_untracked reason=\"2xx without Contact or tags\" call_id=\"%s\"", LOGQ(ok->call_id));
 		sa_call_free(c);
 		return;
@@ -953,7 +966,7 @@ static void own_send(struct sa_txn *t)
 {
 	t->paced = NULL;
 	t->started_ms = sa_now_ms();
-	sa_transport_send(t->srv, &t->to, t->req, t->req_len);
+	sa_transport_send(t->srv, &t->to, t->req->bytes, t->req->len);
 	t->interval_ms = SA_TXN_T1_MS;
 	txn_arm(t, t->to.proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
 }
@@ -992,7 +1005,8 @@ static size_t pace_key(const struct sa_flow *fl, unsigned char key[SA_PACE_KEY_M
 static void send_local(struct sa_server *srv, const struct sa_flow *to, const struct sa_dialog *d, bool to_caller,
                        const char *reason)
 {
-	char via[256], out[8192], *copy;
+	char via[256], out[8192];
+	struct sa_txn_req *copy;
 	const char *why;
 	struct sa_txn *t = txn_new(srv, NULL, NULL, NULL, 1024, &why);
 	if (!t) {
@@ -1004,7 +1018,7 @@ static void send_local(struct sa_server *srv, const struct sa_flow *to, const st
 	t->to = *to;
 	via_value(srv, to, t->branch, via, sizeof(via));
 	long n = sa_dialog_bye(d, to_caller, via, reason, out, sizeof(out));
-	if (n < 0 || !(copy = malloc((size_t)n))) {
+	if (n < 0 || !(copy = sa_txn_req_raw(out, (size_t)n))) {
 		log_warn("event=bye_not_sent reason=\"%s\" call_id=\"%s\"", n < 0 ? "too long" : "out of memory",
 		         LOGQ(d->call_id));
 		txn_complete(t);
@@ -1012,8 +1026,7 @@ static void send_local(struct sa_server *srv, const struct sa_flow *to, const st
 	}
 	t->own_bye = true;   /* counted until answered, or not by 64*T1 */
 	srv->byes_pending++;
-	memcpy(copy, out, (size_t)n);
-	txn_keep(t, &t->req, &t->req_len, copy, (size_t)n);
+	txn_keep_req(t, copy);
 	unsigned char key[SA_PACE_KEY_MAX];
 	if (srv->cfg.bye_rate == 0 || !(t->paced = sa_pacer_push(srv->pacer, key, pace_key(to, key), t))) {
 		own_send(t);
@@ -1025,7 +1038,8 @@ static void send_local(struct sa_server *srv, const struct sa_flow *to, const st
 
 int sa_sip_probe(struct sa_server *srv, unsigned idx, const struct sa_flow *to)
 {
-	char via[256], out[2048], id[SA_TXN_BRANCH_LEN + 1], *copy;
+	char via[256], out[2048], id[SA_TXN_BRANCH_LEN + 1];
+	struct sa_txn_req *copy;
 	const char *why;
 	struct sa_txn *t = txn_new(srv, NULL, NULL, NULL, 1024, &why);
 	if (!t)
@@ -1038,12 +1052,11 @@ int sa_sip_probe(struct sa_server *srv, unsigned idx, const struct sa_flow *to)
 	snprintf(id, sizeof(id), "%s", t->branch + 7);   /* random: the branch's 128 bits */
 	const struct sa_endpoint *ep = local_ep(srv, to->lidx);
 	long n = sa_upstream_probe_request(srv->upstream, idx, via, ep->host, id, out, sizeof(out));
-	if (n < 0 || !(copy = malloc((size_t)n))) {
+	if (n < 0 || !(copy = sa_txn_req_raw(out, (size_t)n))) {
 		txn_complete(t);
 		return -1;
 	}
-	memcpy(copy, out, (size_t)n);
-	txn_keep(t, &t->req, &t->req_len, copy, (size_t)n);
+	txn_keep_req(t, copy);
 	if (sa_transport_send(srv, to, out, (size_t)n) < 0) {
 		txn_complete(t);
 		return -1;
@@ -1075,17 +1088,10 @@ static void call_cancel_early(struct sa_server *srv, struct sa_txn *t)
 
 #define REVOKED_REASON "SIP;cause=403;text=\"credential revoked\""
 
-/* A ringing INVITE's Call-ID, read again from the request it keeps ("" when it keeps none). */
+/* A ringing INVITE's Call-ID, as its request carries it ("" when it keeps none). */
 static const char *txn_call_id(const struct sa_txn *t, char *out, size_t len)
 {
-	struct sa_msg m;
-	struct sa_msg_error err;
-	const struct sa_hdr *cid = NULL;
-
-	out[0] = '\0';
-	if (t->req && sa_msg_scan(&m, t->req, t->req_len, &err) == 0 && (cid = sa_msg_header(&m, SA_H_CALL_ID, 0)))
-		snprintf(out, len, "%.*s", (int)cid->vlen, cid->value);
-	return out;
+	return req_call_id(t->req, out, len);
 }
 
 /* This worker's calls and ringing INVITEs of a credential that is gone: ended. */
@@ -1320,12 +1326,11 @@ static void relay_late_2xx(struct sa_server *srv, const struct sa_msg *m, const 
 /* A late 2xx on an abandoned branch: ACK it, then end its dialog with a BYE. */
 static void abandoned_2xx(struct sa_server *srv, struct sa_txn *t, struct sa_msg *ok)
 {
-	struct sa_msg inv;
-	struct sa_msg_error err;
 	struct sa_dialog d = { 0 };
+	const char *contact = NULL;
 	char via[256], branch[SA_TXN_BRANCH_LEN + 1], out[8192], *copy;
-	if (!t->req || sa_msg_scan(&inv, t->req, t->req_len, &err) < 0 ||
-	    sa_dialog_from_2xx(&d, &inv, ok, is_us_cb, srv) < 0 || branch_new(srv, branch) < 0) {
+	size_t clen = t->req ? sa_txn_req_value(t->req, SA_TXN_F_CONTACT, &contact) : 0;
+	if (sa_dialog_from_2xx(&d, contact, clen, ok, is_us_cb, srv) < 0 || branch_new(srv, branch) < 0) {
 		log_warn("event=failover_late_answer status=%d outcome=untracked call_id=\"%s\"", ok->status,
 		         LOGQ(ok->call_id));
 		sa_dialog_free(&d);
@@ -1949,7 +1954,7 @@ static bool forward_upstream(struct sa_server *srv, const struct sa_msg *m, cons
 	if (!t || m->method != SA_M_INVITE)
 		return t != NULL;
 	sa_gateways_sent(srv, &flows[0]);
-	fo_attach(t, m, from, flows, n, pop, realm);
+	fo_attach(t, flows, n);
 	if (t->send_failed)
 		fo_next(t, SA_UP_TRANSPORT);
 	return true;

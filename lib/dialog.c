@@ -118,20 +118,19 @@ struct dialog_draft {
 	char caller_name[DIALOG_TEXT_MAX + 1], callee_name[DIALOG_TEXT_MAX + 1];
 };
 
-int sa_dialog_from_2xx(struct sa_dialog *d, const struct sa_msg *invite, const struct sa_msg *ok,
+int sa_dialog_from_2xx(struct sa_dialog *d, const char *contact, size_t contact_len, const struct sa_msg *ok,
                        sa_dialog_is_us_fn is_us, void *arg)
 {
-	const struct sa_hdr *ic = sa_msg_header(invite, SA_H_CONTACT, 0);
 	struct dialog_draft *dr = calloc(1, sizeof(*dr));
 
 	memset(d, 0, sizeof(*d));
 	int rc = -1;
 	/* a 2xx read on its essentials only (partial) has no Contact to go by */
-	if (!dr || ok->partial || !ok->call_id || !ok->from_tag || !ok->to_tag || !ic || ok->ncontacts == 0 ||
+	if (!dr || ok->partial || !ok->call_id || !ok->from_tag || !ok->to_tag || !contact || ok->ncontacts == 0 ||
 	    strlen(ok->contacts[0].uri.text) >= sizeof(dr->callee_target))
 		goto out;
 	snprintf(dr->callee_target, sizeof(dr->callee_target), "%s", ok->contacts[0].uri.text);
-	if (contact_uri(ic->value, ic->vlen, dr->caller_target, sizeof(dr->caller_target)) < 0 ||
+	if (contact_uri(contact, contact_len, dr->caller_target, sizeof(dr->caller_target)) < 0 ||
 	    copy_value(sa_msg_header(ok, SA_H_FROM, 0), dr->caller_name, sizeof(dr->caller_name)) < 0 ||
 	    copy_value(sa_msg_header(ok, SA_H_TO, 0), dr->callee_name, sizeof(dr->callee_name)) < 0)
 		goto out;

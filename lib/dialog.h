@@ -47,10 +47,11 @@ void sa_dialog_free(struct sa_dialog *d);
 /* Is this Record-Route URI one of ours? */
 typedef bool (*sa_dialog_is_us_fn)(const struct sa_uri *uri, void *arg);
 
-/* Fill d from the INVITE as we forwarded it (raw-scanned) and the 2xx that
- * answered it (parsed). 0, or -1 when the 2xx lacks what a dialog needs;
- * release with sa_dialog_free either way. */
-int sa_dialog_from_2xx(struct sa_dialog *d, const struct sa_msg *invite, const struct sa_msg *ok,
+/* Fill d from the INVITE's Contact value as we forwarded it (contact,
+ * contact_len; NULL when it had none) and the 2xx that answered it
+ * (parsed). 0, or -1 when either lacks what a dialog needs; release with
+ * sa_dialog_free either way. */
+int sa_dialog_from_2xx(struct sa_dialog *d, const char *contact, size_t contact_len, const struct sa_msg *ok,
                        sa_dialog_is_us_fn is_us, void *arg);
 
 /* Does in-dialog request m belong to d, and from which side? 1 caller, 2 callee, 0 no. */

@@ -31,9 +31,25 @@ static bool has_realm(const struct sa_msg *m, unsigned k, const char *realm)
 	return false;
 }
 
+/* Note the line written last, from start (the CRLF just put excluded),
+ * with its value voff bytes in. A layout that cannot hold it spoils the
+ * write, as a full out does. */
+static void note_line(struct sa_buf *b, struct sa_fwd_layout *l, enum sa_hdr_kind kind, size_t start, size_t voff)
+{
+	if (!l || b->overflow)
+		return;
+	if (l->nlines == SA_SIP_MAX_HEADERS) {
+		b->overflow = true;
+		return;
+	}
+	l->line[l->nlines++] = (struct sa_fwd_line){ .kind = kind, .off = start, .len = b->len - 2 - start,
+	                                             .voff = voff };
+}
+
 /* Write a header line without its first *drop comma-separated values
  * (nothing when none remain); *drop counts down by the values dropped. */
-static void put_rest_values(struct sa_buf *b, const char *name, const struct sa_hdr *h, unsigned *drop)
+static void put_rest_values(struct sa_buf *b, struct sa_fwd_layout *l, const char *name, const struct sa_hdr *h,
+                            unsigned *drop)
 {
 	const char *v = h->value;
 	size_t vlen = h->vlen;
@@ -48,46 +64,89 @@ static void put_rest_values(struct sa_buf *b, const char *name, const struct sa_
 		v += n;
 		vlen -= n;
 	}
+	size_t start = b->len;
 	sa_buf_puts(b, name);
 	sa_buf_put(b, v, vlen);
 	sa_buf_puts(b, "\r\n");
+	note_line(b, l, h->kind, start, strlen(name));
 }
 
-static void put_line(struct sa_buf *b, const struct sa_hdr *h)
+static void put_line(struct sa_buf *b, struct sa_fwd_layout *l, const struct sa_hdr *h)
 {
+	size_t start = b->len;
 	sa_buf_put(b, h->line, h->len);
 	sa_buf_puts(b, "\r\n");
+	note_line(b, l, h->kind, start, (size_t)(h->value - h->line));
 }
 
-static void put_start_line(struct sa_buf *b, const struct sa_msg *m, const char *ruri)
+static void put_start_line(struct sa_buf *b, const struct sa_msg *m, const char *ruri, struct sa_fwd_layout *l)
 {
 	const char *uri;
 	size_t ulen;
 	if (!ruri && sa_proxy_ruri(m, &uri, &ulen) == 0) {
 		sa_buf_put(b, m->buf, m->start_line_len);
 		sa_buf_puts(b, "\r\n");
+		if (l) {
+			l->ruri = (size_t)(uri - m->buf);
+			l->ruri_len = ulen;
+		}
 		return;
 	}
 	sa_buf_printf(b, "%s %s SIP/2.0\r\n", m->method_name, ruri ? ruri : "");
+	if (l) {
+		l->ruri = strlen(m->method_name) + 1;
+		l->ruri_len = ruri ? strlen(ruri) : 0;
+	}
+}
+
+/* Our Via on top, then the Record-Route values that put us in the dialog. */
+static void put_ours(struct sa_buf *b, const char *via, const char *const rr[2], struct sa_fwd_layout *l)
+{
+	size_t start = b->len;
+	if (l)
+		l->ours = start;
+	/* copied, not printf'd: this runs for every request forwarded */
+	sa_buf_puts(b, "Via: ");
+	sa_buf_puts(b, via);
+	sa_buf_puts(b, "\r\n");
+	note_line(b, l, SA_H_VIA, start, 5);
+	for (unsigned i = 0; i < 2; i++)
+		if (rr[i]) {
+			start = b->len;
+			sa_buf_puts(b, "Record-Route: ");
+			sa_buf_puts(b, rr[i]);
+			sa_buf_puts(b, "\r\n");
+			note_line(b, l, SA_H_RECORD_ROUTE, start, 14);
+		}
+	if (l)
+		l->ours_end = b->len;
+}
+
+long sa_proxy_ours(const char *via, const char *const rr[2], char *out, size_t cap)
+{
+	struct sa_buf b = { .p = out, .cap = cap };
+	put_ours(&b, via, rr, NULL);
+	return b.overflow ? -1 : (long)b.len;
 }
 
 long sa_proxy_request(const struct sa_msg *m, const struct sa_fwd *f, char *out, size_t cap)
 {
 	struct sa_buf b = { .p = out, .cap = cap };
+	struct sa_fwd_layout *l = f->layout;
 	bool via_done = false, mf_done = false;
 	unsigned pop = f->pop_route, nproxy_auth = 0;
 
-	put_start_line(&b, m, f->ruri);
-	sa_buf_printf(&b, "Via: %s\r\n", f->via);
-	for (unsigned i = 0; i < 2; i++)
-		if (f->rr[i])
-			sa_buf_printf(&b, "Record-Route: %s\r\n", f->rr[i]);
+	if (l)
+		l->nlines = 0;
+	put_start_line(&b, m, f->ruri, l);
+	put_ours(&b, f->via, f->rr, l);
 	for (unsigned i = 0; i < m->nhdr; i++) {
 		const struct sa_hdr *h = &m->hdr[i];
+		size_t start = b.len;
 		switch (h->kind) {
 		case SA_H_VIA:
 			if (via_done) {
-				put_line(&b, h);
+				put_line(&b, l, h);
 				break;
 			}
 			sa_buf_puts(&b, "Via: ");
@@ -95,30 +154,36 @@ long sa_proxy_request(const struct sa_msg *m, const struct sa_fwd *f, char *out,
 			size_t n = sa_hdr_first_value_len(h->value, h->vlen);
 			sa_buf_put(&b, h->value + n, h->vlen - n);
 			sa_buf_puts(&b, "\r\n");
+			note_line(&b, l, SA_H_VIA, start, 5);
 			via_done = true;
 			break;
 		case SA_H_MAX_FORWARDS:
-			if (!mf_done)
+			if (!mf_done) {
 				sa_buf_printf(&b, "Max-Forwards: %d\r\n", m->max_forwards > 0 ? m->max_forwards - 1 : 0);
+				note_line(&b, l, SA_H_MAX_FORWARDS, start, 14);
+			}
 			mf_done = true;
 			break;
 		case SA_H_ROUTE:
 			if (pop == 0)
-				put_line(&b, h);
+				put_line(&b, l, h);
 			else
-				put_rest_values(&b, "Route: ", h, &pop);
+				put_rest_values(&b, l, "Route: ", h, &pop);
 			break;
 		case SA_H_PROXY_AUTHORIZATION:
 			if (!f->strip_realm || !has_realm(m, nproxy_auth, f->strip_realm))
-				put_line(&b, h);
+				put_line(&b, l, h);
 			nproxy_auth++;
 			break;
 		default:
-			put_line(&b, h);
+			put_line(&b, l, h);
 		}
 	}
-	if (!mf_done)
+	if (!mf_done) {
+		size_t start = b.len;
 		sa_buf_puts(&b, "Max-Forwards: 70\r\n");
+		note_line(&b, l, SA_H_MAX_FORWARDS, start, 14);
+	}
 	sa_buf_puts(&b, "\r\n");
 	sa_buf_put(&b, m->body, m->body_len);
 	return b.overflow ? -1 : (long)b.len;
@@ -140,52 +205,13 @@ long sa_proxy_response(const struct sa_msg *m, char *out, size_t cap)
 		const struct sa_hdr *h = &m->hdr[i];
 		if (h->kind == SA_H_VIA && !popped) {
 			unsigned one = 1;
-			put_rest_values(&b, "Via: ", h, &one);
+			put_rest_values(&b, NULL, "Via: ", h, &one);
 			popped = true;
 		} else {
-			put_line(&b, h);
+			put_line(&b, NULL, h);
 		}
 	}
 	sa_buf_puts(&b, "\r\n");
 	sa_buf_put(&b, m->body, m->body_len);
 	return b.overflow ? -1 : (long)b.len;
-}
-
-/* ACK and CANCEL share everything but the method and To (§17.1.1.3, §9.1). */
-static long hop_request(const struct sa_msg *fwd, const char *method, const struct sa_hdr *to,
-                        char *out, size_t cap)
-{
-	struct sa_buf b = { .p = out, .cap = cap };
-	const char *uri;
-	size_t ulen;
-	const struct sa_hdr *via = sa_msg_header(fwd, SA_H_VIA, 0);
-	const struct sa_hdr *from = sa_msg_header(fwd, SA_H_FROM, 0);
-	const struct sa_hdr *cid = sa_msg_header(fwd, SA_H_CALL_ID, 0);
-	const struct sa_hdr *cseq = sa_msg_header(fwd, SA_H_CSEQ, 0);
-
-	if (sa_proxy_ruri(fwd, &uri, &ulen) < 0 || !via || !from || !cid || !cseq || !to)
-		return -1;
-	sa_buf_printf(&b, "%s %.*s SIP/2.0\r\n", method, (int)ulen, uri);
-	sa_buf_puts(&b, "Via: ");
-	sa_buf_put(&b, via->value, sa_hdr_first_value_len(via->value, via->vlen));
-	sa_buf_puts(&b, "\r\nMax-Forwards: 70\r\n");
-	put_line(&b, from);
-	put_line(&b, to);
-	put_line(&b, cid);
-	sa_buf_printf(&b, "CSeq: %lu %s\r\n", strtoul(cseq->value, NULL, 10), method);
-	for (unsigned i = 0; i < fwd->nhdr; i++)
-		if (fwd->hdr[i].kind == SA_H_ROUTE)
-			put_line(&b, &fwd->hdr[i]);
-	sa_buf_puts(&b, "Content-Length: 0\r\n\r\n");
-	return b.overflow ? -1 : (long)b.len;
-}
-
-long sa_proxy_ack(const struct sa_msg *fwd, const struct sa_msg *resp, char *out, size_t cap)
-{
-	return hop_request(fwd, "ACK", sa_msg_header(resp, SA_H_TO, 0), out, cap);
-}
-
-long sa_proxy_cancel(const struct sa_msg *fwd, char *out, size_t cap)
-{
-	return hop_request(fwd, "CANCEL", sa_msg_header(fwd, SA_H_TO, 0), out, cap);
 }

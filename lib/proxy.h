@@ -4,6 +4,23 @@
 
 #include "sipmsg.h"
 
+/* One header line of a request we wrote: offsets into what we wrote. */
+struct sa_fwd_line {
+	enum sa_hdr_kind kind;
+	size_t off, len;             /* the line, up to, not including, CRLF */
+	size_t voff;                 /* where its value starts, counted from off */
+};
+
+/* Where sa_proxy_request put each part of the request it wrote, noted as it
+ * writes them: what a transaction copies later into messages of its own
+ * (lib/txn) is found there without scanning the bytes again. */
+struct sa_fwd_layout {
+	size_t ruri, ruri_len;       /* the Request-URI */
+	size_t ours, ours_end;       /* our Via and Record-Route lines, CRLFs included */
+	unsigned nlines;
+	struct sa_fwd_line line[SA_SIP_MAX_HEADERS];   /* every header line, ours included, in order */
+};
+
 /* How to rewrite a request on its way on. */
 struct sa_fwd {
 	const char *ruri;            /* new Request-URI, NULL keeps the received one */
@@ -12,23 +29,24 @@ struct sa_fwd {
 	const char *rr[2];           /* Record-Route values to insert, in order (NULL = none) */
 	unsigned pop_route;          /* how many leading Route values to remove (they are us) */
 	const char *strip_realm;     /* drop Proxy-Authorization lines for this realm (§22.3) */
+	struct sa_fwd_layout *layout;   /* where to note what went where; NULL: nowhere */
 };
 
 /* Write m rewritten per f into out: start line, our Via on top, the previous
  * top Via with received/rport, Max-Forwards decremented (or 70 added),
  * Record-Route inserted above any others, our Route and credentials gone,
- * everything else and the body verbatim. Length, or -1 if out is too small. */
+ * everything else and the body verbatim. Length, or -1 if out (or
+ * f->layout) is too small. */
 long sa_proxy_request(const struct sa_msg *m, const struct sa_fwd *f, char *out, size_t cap);
+
+/* Our Via and Record-Route lines (rr[i] NULL: none) as sa_proxy_request
+ * writes them above the request's own: for the copy of a forwarded request
+ * that goes to another next hop (lib/txn). Length, or -1 if out is too small. */
+long sa_proxy_ours(const char *via, const char *const rr[2], char *out, size_t cap);
 
 /* Write response m without its top Via value (ours). -1 if out is too small
  * or there is no second Via to send it to. */
 long sa_proxy_response(const struct sa_msg *m, char *out, size_t cap);
-
-/* The ACK a client transaction sends for a non-2xx final response (§17.1.1.3)
- * and the CANCEL for a pending INVITE (§9.1), both built from the request we
- * forwarded (raw-scanned) and, for ACK, the response's To. */
-long sa_proxy_ack(const struct sa_msg *fwd, const struct sa_msg *resp, char *out, size_t cap);
-long sa_proxy_cancel(const struct sa_msg *fwd, char *out, size_t cap);
 
 /* The Request-URI of a raw-scanned request (from its start line). */
 int sa_proxy_ruri(const struct sa_msg *m, const char **uri, size_t *len);

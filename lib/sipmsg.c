@@ -636,8 +636,9 @@ int sa_msg_scan(struct sa_msg *m, const char *buf, size_t len, struct sa_msg_err
 }
 
 /* A request we forward gains our Via, up to two Record-Route and a
- * Max-Forwards (lib/proxy.c), and must still fit the header index when
- * we scan it again to build its CANCEL, ACK or 408. */
+ * Max-Forwards (lib/proxy.c), and must still fit the index of its lines
+ * that the writer notes for its transaction (struct sa_fwd_layout), and
+ * the header index of the next hop. */
 #define HDRS_ADDED_ON_FORWARD 4
 
 /* ---- raw parameters, for the essentials of a response ---- */

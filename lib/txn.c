@@ -1,4 +1,4 @@
-/* txn.c: client transaction timer outcomes, random branches, and the per-source/per-credential transaction budget. */
+/* txn.c: client transaction timer outcomes, random branches, what a transaction remembers of its request, and the per-source/per-credential transaction budget. */
 #include "txn.h"
 
 #include <stdlib.h>
@@ -109,6 +109,255 @@ char *sa_txn_server_key(const struct sa_msg *m, char out[SA_TXN_KEY_MAX])
 char *sa_txn_cancelled_key(const struct sa_msg *m, char out[SA_TXN_KEY_MAX])
 {
 	return key_make(m, "INVITE", out);
+}
+
+/* ---- what a transaction remembers of its request ---- */
+
+/* What forwarding may add to a request: our Via, two Record-Route values,
+ * received and rport on the previous top Via, a Max-Forwards. */
+#define FWD_ROOM 2048
+
+/* The lines follow the bytes, aligned for their type. */
+static size_t lines_at(size_t len)
+{
+	return (len + _Alignof(struct sa_txn_line) - 1) & ~(_Alignof(struct sa_txn_line) - 1);
+}
+
+/* The one allocation: the fields, the bytes, the lines. */
+static size_t req_size(size_t len, size_t nlines)
+{
+	return sizeof(struct sa_txn_req) + lines_at(len) + nlines * sizeof(struct sa_txn_line);
+}
+
+/* Point bytes and lines into r's one allocation (after it moved). */
+static void req_place(struct sa_txn_req *r)
+{
+	r->bytes = (const char *)(r + 1);
+	r->lines = (struct sa_txn_line *)((char *)(r + 1) + lines_at(r->len));
+}
+
+static int line_of(const struct sa_fwd_line *w, struct sa_txn_line *out)
+{
+	if (w->off > UINT32_MAX || w->len > UINT16_MAX || w->voff > w->len)
+		return -1;
+	*out = (struct sa_txn_line){ .off = (uint32_t)w->off, .len = (uint16_t)w->len, .voff = (uint16_t)w->voff };
+	return 0;
+}
+
+static int field_of(enum sa_hdr_kind kind)
+{
+	switch (kind) {
+	case SA_H_FROM: return SA_TXN_F_FROM;
+	case SA_H_TO: return SA_TXN_F_TO;
+	case SA_H_CALL_ID: return SA_TXN_F_CALL_ID;
+	case SA_H_CSEQ: return SA_TXN_F_CSEQ;
+	case SA_H_CONTACT: return SA_TXN_F_CONTACT;
+	default: return -1;
+	}
+}
+
+/* Pick from what the writer noted the lines the transaction copies: ours,
+ * the first of each field, the Vias below ours, then every Route. */
+static int req_note(struct sa_txn_req *r, const struct sa_msg *m, const struct sa_fwd_layout *l, size_t len)
+{
+	memset(r, 0, sizeof(*r));
+	r->len = len;
+	req_place(r);
+	r->fields = true;
+	r->to_tag = m->to_tag != NULL;
+	r->cseq = m->cseq;
+	if (l->ruri_len > UINT32_MAX || l->ours_end > UINT32_MAX || l->nlines == 0 || l->line[0].kind != SA_H_VIA)
+		return -1;
+	r->ruri = (uint32_t)l->ruri;
+	r->ruri_len = (uint32_t)l->ruri_len;
+	r->ours = (uint32_t)l->ours;
+	r->ours_end = (uint32_t)l->ours_end;
+	if (line_of(&l->line[0], &r->via) < 0)
+		return -1;
+	for (unsigned i = 1; i < l->nlines; i++) {
+		const struct sa_fwd_line *w = &l->line[i];
+		int f = field_of(w->kind);
+		if (w->kind == SA_H_VIA && line_of(w, &r->lines[r->nvias++]) < 0)
+			return -1;
+		if (f >= 0 && r->field[f].len == 0 && line_of(w, &r->field[f]) < 0)
+			return -1;
+	}
+	for (unsigned i = 1; i < l->nlines; i++)
+		if (l->line[i].kind == SA_H_ROUTE && line_of(&l->line[i], &r->lines[r->nvias + r->nroutes++]) < 0)
+			return -1;
+	r->size = req_size(len, (size_t)r->nvias + r->nroutes);
+	return 0;
+}
+
+struct sa_txn_req *sa_txn_req_new(const struct sa_msg *m, const struct sa_fwd *f)
+{
+	struct sa_fwd_layout l;
+	struct sa_fwd w = *f;
+	size_t cap = m->len + FWD_ROOM;
+	/* written in place, the room for lines after it, then cut to size */
+	struct sa_txn_req *r = malloc(req_size(cap, SA_SIP_MAX_HEADERS));
+	if (!r)
+		return NULL;
+	w.layout = &l;
+	long n = sa_proxy_request(m, &w, (char *)(r + 1), cap);
+	if (n < 0 || req_note(r, m, &l, (size_t)n) < 0) {
+		free(r);
+		return NULL;
+	}
+	struct sa_txn_req *cut = realloc(r, r->size);
+	if (cut)
+		r = cut;
+	req_place(r);
+	return r;
+}
+
+static void shift(struct sa_txn_line *l, uint32_t from, long delta)
+{
+	if (l->len > 0 && l->off >= from)
+		l->off = (uint32_t)((long)l->off + delta);
+}
+
+struct sa_txn_req *sa_txn_req_next_hop(const struct sa_txn_req *r, const char *via, const char *const rr[2])
+{
+	char ours[1024];
+	long k = r->fields ? sa_proxy_ours(via, rr, ours, sizeof(ours)) : -1;
+	size_t via_len = 5 + strlen(via);   /* "Via: " and the value */
+	if (k < 0)
+		return NULL;
+	size_t old = r->ours_end - r->ours, len = r->len - old + (size_t)k;
+	size_t nlines = (size_t)r->nvias + r->nroutes;
+	struct sa_txn_req *n = malloc(req_size(len, nlines));
+	if (!n)
+		return NULL;
+	*n = *r;
+	n->len = len;
+	n->size = req_size(len, nlines);
+	req_place(n);
+	char *p = (char *)(n + 1);
+	memcpy(p, r->bytes, r->ours);
+	memcpy(p + r->ours, ours, (size_t)k);
+	memcpy(p + r->ours + k, r->bytes + r->ours_end, r->len - r->ours_end);
+	long delta = k - (long)old;
+	n->ours_end = (uint32_t)(r->ours + (size_t)k);
+	n->via = (struct sa_txn_line){ .off = r->ours, .len = (uint16_t)via_len, .voff = 5 };
+	for (int f = 0; f < SA_TXN_F_COUNT; f++)
+		shift(&n->field[f], r->ours_end, delta);
+	memcpy(n->lines, r->lines, nlines * sizeof(n->lines[0]));
+	for (size_t i = 0; i < nlines; i++)
+		shift(&n->lines[i], r->ours_end, delta);
+	return n;
+}
+
+struct sa_txn_req *sa_txn_req_raw(const char *buf, size_t len)
+{
+	struct sa_txn_req *r = malloc(req_size(len, 0));
+	if (!r)
+		return NULL;
+	memset(r, 0, sizeof(*r));
+	r->len = len;
+	r->size = req_size(len, 0);
+	req_place(r);
+	memcpy(r + 1, buf, len);
+	return r;
+}
+
+struct sa_txn_req *sa_txn_req_dup(const struct sa_txn_req *r)
+{
+	struct sa_txn_req *d = malloc(r->size);
+	if (!d)
+		return NULL;
+	memcpy(d, r, r->size);
+	req_place(d);
+	return d;
+}
+
+void sa_txn_req_free(struct sa_txn_req *r)
+{
+	free(r);
+}
+
+size_t sa_txn_req_value(const struct sa_txn_req *r, enum sa_txn_field f, const char **v)
+{
+	const struct sa_txn_line *l = &r->field[f];
+	*v = l->len ? r->bytes + l->off + l->voff : NULL;
+	return l->len ? (size_t)(l->len - l->voff) : 0;
+}
+
+static void put_line(struct sa_buf *b, const struct sa_txn_req *r, const struct sa_txn_line *l)
+{
+	sa_buf_put(b, r->bytes + l->off, l->len);
+	sa_buf_puts(b, "\r\n");
+}
+
+/* A line under a name of ours: "name: value". */
+static void put_value(struct sa_buf *b, const char *name, const struct sa_txn_req *r, const struct sa_txn_line *l)
+{
+	sa_buf_puts(b, name);
+	sa_buf_put(b, r->bytes + l->off + l->voff, (size_t)(l->len - l->voff));
+	sa_buf_puts(b, "\r\n");
+}
+
+/* ACK and CANCEL share everything but the method and To (§17.1.1.3, §9.1). */
+static long hop_request(const struct sa_txn_req *r, const char *method, const char *to, size_t to_len, char *out,
+                        size_t cap)
+{
+	struct sa_buf b = { .p = out, .cap = cap };
+	const struct sa_txn_line *f = r->field;
+	if (!r->fields || !to || !f[SA_TXN_F_FROM].len || !f[SA_TXN_F_CALL_ID].len || !f[SA_TXN_F_CSEQ].len)
+		return -1;
+	const char *via = r->bytes + r->via.off + r->via.voff;
+	sa_buf_printf(&b, "%s %.*s SIP/2.0\r\n", method, (int)r->ruri_len, r->bytes + r->ruri);
+	sa_buf_puts(&b, "Via: ");
+	sa_buf_put(&b, via, sa_hdr_first_value_len(via, (size_t)(r->via.len - r->via.voff)));
+	sa_buf_puts(&b, "\r\nMax-Forwards: 70\r\n");
+	put_line(&b, r, &f[SA_TXN_F_FROM]);
+	sa_buf_put(&b, to, to_len);
+	sa_buf_puts(&b, "\r\n");
+	put_line(&b, r, &f[SA_TXN_F_CALL_ID]);
+	sa_buf_printf(&b, "CSeq: %lu %s\r\n", r->cseq, method);
+	for (unsigned i = 0; i < r->nroutes; i++)
+		put_line(&b, r, &r->lines[r->nvias + i]);
+	sa_buf_puts(&b, "Content-Length: 0\r\n\r\n");
+	return b.overflow ? -1 : (long)b.len;
+}
+
+long sa_txn_cancel(const struct sa_txn_req *r, char *out, size_t cap)
+{
+	const struct sa_txn_line *to = &r->field[SA_TXN_F_TO];
+	return hop_request(r, "CANCEL", to->len ? r->bytes + to->off : NULL, to->len, out, cap);
+}
+
+long sa_txn_ack(const struct sa_txn_req *r, const struct sa_msg *resp, char *out, size_t cap)
+{
+	const struct sa_hdr *to = sa_msg_header(resp, SA_H_TO, 0);
+	return hop_request(r, "ACK", to ? to->line : NULL, to ? to->len : 0, out, cap);
+}
+
+long sa_txn_answer(const struct sa_txn_req *r, int status, const char *to_tag, char *out, size_t cap)
+{
+	struct sa_buf b = { .p = out, .cap = cap };
+	const struct sa_txn_line *f = r->field;
+	if (!r->fields || r->nvias == 0)
+		return -1;   /* nobody below us to answer */
+	sa_buf_printf(&b, "SIP/2.0 %d %s\r\n", status, sa_status_reason(status));
+	for (unsigned i = 0; i < r->nvias; i++)
+		put_value(&b, "Via: ", r, &r->lines[i]);
+	if (f[SA_TXN_F_FROM].len)
+		put_value(&b, "From: ", r, &f[SA_TXN_F_FROM]);
+	if (f[SA_TXN_F_TO].len) {
+		const struct sa_txn_line *to = &f[SA_TXN_F_TO];
+		sa_buf_puts(&b, "To: ");
+		sa_buf_put(&b, r->bytes + to->off + to->voff, (size_t)(to->len - to->voff));
+		if (!r->to_tag && to_tag && status > 100)
+			sa_buf_printf(&b, ";tag=%s", to_tag);
+		sa_buf_puts(&b, "\r\n");
+	}
+	if (f[SA_TXN_F_CALL_ID].len)
+		put_value(&b, "Call-ID: ", r, &f[SA_TXN_F_CALL_ID]);
+	if (f[SA_TXN_F_CSEQ].len)
+		put_value(&b, "CSeq: ", r, &f[SA_TXN_F_CSEQ]);
+	sa_buf_puts(&b, "Content-Length: 0\r\n\r\n");
+	return b.overflow ? -1 : (long)b.len;
 }
 
 /* ---- the index ---- */

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proxy.h"
 #include "sipmsg.h"
 
 #define SA_TXN_T1_MS 500
@@ -86,6 +87,67 @@ struct sa_txn_node *sa_txn_index_by_branch(const struct sa_txn_index *x, const c
 size_t sa_txn_index_count(const struct sa_txn_index *x);
 /* Unindex every node and hand each to fn (which may free it): shutdown. */
 void sa_txn_index_drain(struct sa_txn_index *x, void (*fn)(struct sa_txn_node *n, void *arg), void *arg);
+
+/* ---- what a transaction remembers of the request it sent ----
+ *
+ * The request as sent (retransmitted as is), and where in those bytes the
+ * fields are that the transaction's own messages copy: the CANCEL and the
+ * ACK of a non-2xx it sends the next hop (RFC 3261 §9.1, §17.1.1.3), the
+ * 408 or 487 it answers the sender itself, the Call-ID it is listed under,
+ * the caller's Contact for the dialog a 2xx sets up, and the copy for the
+ * next gateway (only our Via and Record-Route change). Offsets, noted by the
+ * writer (lib/proxy) line by line from a request parsed and validated once:
+ * nothing is scanned again and no field is copied. One allocation. */
+
+/* One header line: len 0 when the request has none. */
+struct sa_txn_line {
+	uint32_t off;                  /* in bytes */
+	uint16_t len;                  /* up to, not including, CRLF */
+	uint16_t voff;                 /* where the value starts, from off */
+};
+
+/* The first line of each kind the transaction copies. */
+enum sa_txn_field { SA_TXN_F_FROM, SA_TXN_F_TO, SA_TXN_F_CALL_ID, SA_TXN_F_CSEQ, SA_TXN_F_CONTACT, SA_TXN_F_COUNT };
+
+struct sa_txn_req {
+	const char *bytes;             /* the request as sent */
+	size_t len;
+	size_t size;                   /* the whole allocation, for the memory budget */
+	bool fields;                   /* false: a request of our own (BYE, probe), kept as bytes only */
+	bool to_tag;                   /* its To has a tag: answers we make add none */
+	unsigned long cseq;            /* the CSeq number */
+	uint32_t ruri, ruri_len;       /* the Request-URI */
+	uint32_t ours, ours_end;       /* our Via and Record-Route lines, CRLFs included */
+	struct sa_txn_line via;        /* ours, on top */
+	struct sa_txn_line field[SA_TXN_F_COUNT];
+	uint16_t nvias, nroutes;       /* in lines: the Via lines below ours, then the Route lines, in order */
+	struct sa_txn_line *lines;
+};
+
+/* Write m rewritten per f (sa_proxy_request; f->layout is not used) and
+ * keep it with its fields. NULL when it does not fit or memory runs out. */
+struct sa_txn_req *sa_txn_req_new(const struct sa_msg *m, const struct sa_fwd *f);
+/* The same request for another next hop: our Via value and the
+ * Record-Route values (rr[i] NULL: none) replaced, every other byte as it
+ * was. NULL when r has no fields or memory runs out. */
+struct sa_txn_req *sa_txn_req_next_hop(const struct sa_txn_req *r, const char *via, const char *const rr[2]);
+/* A request of our own, kept as bytes only. */
+struct sa_txn_req *sa_txn_req_raw(const char *buf, size_t len);
+struct sa_txn_req *sa_txn_req_dup(const struct sa_txn_req *r);
+void sa_txn_req_free(struct sa_txn_req *r);
+/* The value of a field (*v NULL and 0 when absent). */
+size_t sa_txn_req_value(const struct sa_txn_req *r, enum sa_txn_field f, const char **v);
+
+/* The CANCEL of a pending INVITE, and the ACK of a non-2xx answer resp
+ * (whose To it copies): Request-URI, our Via, From, Call-ID, CSeq number
+ * and Route of the request. Length, or -1 when a field is missing or out is
+ * too small. */
+long sa_txn_cancel(const struct sa_txn_req *r, char *out, size_t cap);
+long sa_txn_ack(const struct sa_txn_req *r, const struct sa_msg *resp, char *out, size_t cap);
+/* The answer we make ourselves to the request's sender (408 when the next
+ * hop is silent, 487 when we end it): its Vias (below ours), From, To with
+ * to_tag added when it has no tag, Call-ID and CSeq. Length or -1. */
+long sa_txn_answer(const struct sa_txn_req *r, int status, const char *to_tag, char *out, size_t cap);
 
 /* ---- the client side's states (RFC 3261 §17.1, RFC 6026 §7.2) ---- */
 

@@ -6,6 +6,8 @@
  *   challenge  parse + sa_auth_check (no credentials) + sa_auth_challenge + sa_msg_response
  *   verify     parse + sa_auth_check of a correct MD5 answer (fresh nonce each, replay table)
  *   registrar  sa_registrar_apply for a refresh of the same contact (the LMDB write) + 200 OK
+ *   txn        an INVITE forwarded and kept with its fields (lib/txn), and what the transaction
+ *              builds from them: CANCEL, 408, the copy for the next gateway
  * Each figure is the median of several batches of CPU time (CLOCK_PROCESS_CPUTIME_ID).
  *
  *   micro [ITERATIONS]     (default 10000 per batch, at most 18000)
@@ -23,6 +25,7 @@
 #include "registrar.h"
 #include "sipmsg.h"
 #include "store.h"
+#include "txn.h"
 
 #define DOMAIN "sip.tryvox.io"
 #define USER "pbx-prod-01"
@@ -264,6 +267,36 @@ int main(int argc, char **argv)
 			die("INVITE answer refused");
 		sa_msg_free(&m);
 	});
+
+	/* the INVITE as a transaction keeps it once forwarded: nothing of it is parsed again */
+	struct sa_msg fm;
+	if (sa_msg_parse(&fm, inv2.buf[0], (size_t)inv2.len[0], false, &err) < 0)
+		die("parse inv2");
+	struct sa_fwd fwd = { .via = "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKAbCdEfGhIjKlMnOpQrStUv;rport",
+	                      .peer = &peer, .rr = { "<sip:127.0.0.1:5060;lr>", NULL }, .strip_realm = realm };
+	BENCH("txn: forward INVITE, keep it with its fields, free (lib/txn)", {
+		struct sa_txn_req *k = sa_txn_req_new(&fm, &fwd);
+		if (!k)
+			die("sa_txn_req_new");
+		sink += (long)k->len;
+		sa_txn_req_free(k);
+	});
+	struct sa_txn_req *kept = sa_txn_req_new(&fm, &fwd);
+	if (!kept)
+		die("sa_txn_req_new");
+	BENCH("  CANCEL from the kept fields", { sink += sa_txn_cancel(kept, out, sizeof(out)); });
+	BENCH("  408 to the caller from the kept fields", {
+		sink += sa_txn_answer(kept, 408, "0123456789abcdef", out, sizeof(out));
+	});
+	BENCH("  failover: the copy for the next gateway", {
+		struct sa_txn_req *next = sa_txn_req_next_hop(kept, fwd.via, fwd.rr);
+		if (!next)
+			die("sa_txn_req_next_hop");
+		sink += (long)next->len;
+		sa_txn_req_free(next);
+	});
+	sa_txn_req_free(kept);
+	sa_msg_free(&fm);
 
 	(void)sink;
 	sa_nonce_ctx_free(nc);

@@ -6,6 +6,7 @@
 
 #include "proxy.h"
 #include "sipmsg.h"
+#include "txn.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -14,8 +15,7 @@ static const struct sa_peer peer = { .addr = "192.0.2.7", .port = 5062, .transpo
 /* A bare CR in the input may be echoed back to its sender in our 400. */
 static bool input_bare_cr;
 
-/* Whatever we write must frame as a message again: the daemon re-scans the
- * requests it forwarded to build ACK and CANCEL, and its own responses for 408. */
+/* Whatever we write must frame as a message again: a next hop scans it. */
 static void must_scan(const char *out, long n)
 {
 	struct sa_msg m;
@@ -43,8 +43,9 @@ static void answer(const struct sa_msg *m, int status, bool refused)
 }
 
 /* Forward as sipauthd does (our Via and Record-Route, a Route popped,
- * credentials for our realm dropped), then build the CANCEL and the ACK
- * from the forwarded copy. */
+ * credentials for our realm dropped) and keep it as a transaction does;
+ * then build the CANCEL, the ACK and our own answer from what it kept, and
+ * the copy for another gateway, which must be what forwarding there writes. */
 static void forward(const struct sa_msg *m, const char *ruri)
 {
 	struct sa_fwd f = {
@@ -55,23 +56,25 @@ static void forward(const struct sa_msg *m, const char *ruri)
 		.pop_route = 1,
 		.strip_realm = "trunk-trunk_x.sip.example.com",
 	};
+	struct sa_txn_req *r = sa_txn_req_new(m, &f);
+	if (!r)
+		return;
+	must_scan(r->bytes, (long)r->len);
+	char hop[8192];
+	must_scan(hop, sa_txn_cancel(r, hop, sizeof(hop)));
+	must_scan(hop, sa_txn_ack(r, m, hop, sizeof(hop)));
+	must_scan(hop, sa_txn_answer(r, 408, "0123456789abcdef", hop, sizeof(hop)));
+	f.via = "SIP/2.0/TCP [2001:db8::1]:5061;branch=z9hG4bKfuzz2;rport";
+	f.rr[1] = NULL;
+	struct sa_txn_req *next = sa_txn_req_next_hop(r, f.via, f.rr);
 	size_t cap = m->len + 2048;
 	char *out = malloc(cap);
-	if (!out)
-		return;
-	long n = sa_proxy_request(m, &f, out, cap);
-	must_scan(out, n);
-	struct sa_msg fwd;
-	struct sa_msg_error err;
-	if (n > 0 && sa_msg_scan(&fwd, out, (size_t)n, &err) == 0) {
-		char hop[8192];
-		const char *uri;
-		size_t ulen;
-		must_scan(hop, sa_proxy_cancel(&fwd, hop, sizeof(hop)));
-		must_scan(hop, sa_proxy_ack(&fwd, m, hop, sizeof(hop)));
-		sa_proxy_ruri(&fwd, &uri, &ulen);
-	}
+	long n = out ? sa_proxy_request(m, &f, out, cap) : -1;
+	if (next && n >= 0 && (next->len != (size_t)n || memcmp(next->bytes, out, (size_t)n) != 0))
+		abort();
 	free(out);
+	sa_txn_req_free(next);
+	sa_txn_req_free(r);
 }
 
 static void relay(const struct sa_msg *m)

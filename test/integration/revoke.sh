@@ -89,6 +89,10 @@ sleep 0.3
 bg_sipp early -m 1 -sf "$SIPP_DIR/pbx_call_early.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -s 15550000004 $PBX2
 early=$!
 wait_for grep -q "180 Ringing" "$T/early.msg" || fail "early call did not ring"
+# the ringing INVITE is listed under the Call-ID its transaction kept of the request
+early_cid=$(sed -n 's/^Call-ID: *//p' "$T/early.msg" | head -1 | tr -d '\r')
+assert_eq "GET calls lists the ringing call under the PBX's Call-ID, early" "1 ${early_cid:-none} $CRED2 outbound early" \
+	"$(curl -s -H "Authorization: Bearer $API_KEY" "$API/calls" | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(len(d), d[0]["call_id"], d[0]["credential_id"], d[0]["direction"], d[0]["state"])')"
 "$SIPAUTHCTL" --store "$STORE" credential delete --trunk "$TRUNK" --id "$CRED2"
 wait "$early"; assert_eq "the ringing PBX got 487 and sent its ACK" 0 $?
 wait "$gw_early"; assert_eq "the gateway got CANCEL for the ringing call" 0 $?

@@ -1,4 +1,4 @@
-/* test_txn.c: timer outcomes one by one (RFC 3261 §17.1, RFC 4320), random branches, and the per-source budget. */
+/* test_txn.c: timer outcomes one by one (RFC 3261 §17.1, RFC 4320), random branches, what a transaction keeps of its request, and the per-source budget. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -411,8 +411,279 @@ START_TEST(the_index_grows_and_finds_every_transaction_by_both_keys)
 }
 END_TEST
 
+/* ---- what a transaction remembers of its request ---- */
+
+/* A PBX's INVITE: compact header names, two Vias, a Route to us above the
+ * next one, a To without tag. */
+#define INVITE_IN \
+	"INVITE sip:+15551234@trunk-t1.sip.example.com SIP/2.0\r\n" \
+	"Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKpbx1;rport\r\n" \
+	"v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKpbx0\r\n" \
+	"Max-Forwards: 70\r\n" \
+	"Route: <sip:192.0.2.1:5060;lr>, <sip:edge2.example.com;lr>\r\n" \
+	"f: \"PBX\" <sip:pbx@10.0.0.5>;tag=a1\r\n" \
+	"To: <sip:+15551234@trunk-t1.sip.example.com>\r\n" \
+	"i: call-1@10.0.0.5\r\n" \
+	"CSeq: 7 INVITE\r\n" \
+	"Contact: <sip:pbx@10.0.0.5:5062;transport=udp>\r\n" \
+	"Content-Type: application/sdp\r\n" \
+	"Content-Length: 4\r\n" \
+	"\r\n" \
+	"v=0\n"
+
+#define OUR_VIA "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKours;rport"
+
+static const struct sa_peer pbx = { .addr = "10.0.0.5", .port = 5062, .transport = "udp" };
+
+/* Keep INVITE_IN (or text) as forwarded with f; the input's bytes are
+ * overwritten and its view freed before the test goes on, so that whatever
+ * the transaction still reads is its own. */
+static struct sa_txn_req *kept(const char *text, const struct sa_fwd *f, char *fresh, size_t cap, long *n)
+{
+	struct sa_msg m;
+	struct sa_msg_error err;
+	size_t len = strlen(text);
+	char *buf = malloc(len);
+	ck_assert_ptr_nonnull(buf);
+	memcpy(buf, text, len);
+	ck_assert_int_eq(sa_msg_parse(&m, buf, len, false, &err), 0);
+	struct sa_txn_req *r = sa_txn_req_new(&m, f);
+	*n = sa_proxy_request(&m, f, fresh, cap);
+	sa_msg_free(&m);
+	memset(buf, 'x', len);
+	free(buf);
+	return r;
+}
+
+static const struct sa_fwd fwd_to_gw = {
+	.via = OUR_VIA, .peer = &pbx, .pop_route = 1,
+	.rr = { "<sip:192.0.2.1:5060;lr>", "<sip:198.51.100.1:5060;transport=tcp;lr>" },
+};
+
+/* INVITE_IN kept as forwarded to a gateway; fresh (FRESH_MAX) gets the same rewrite made afresh. */
+#define FRESH_MAX 4096
+static struct sa_txn_req *kept_invite(char *fresh, long *n)
+{
+	struct sa_txn_req *r = kept(INVITE_IN, &fwd_to_gw, fresh, FRESH_MAX, n);
+	ck_assert_ptr_nonnull(r);
+	return r;
+}
+
+static void assert_same(const char *got, long n, const char *want, long wn)
+{
+	ck_assert_int_eq(n, wn);
+	ck_assert(n >= 0 && memcmp(got, want, (size_t)n) == 0);
+}
+
+static void assert_bytes(const char *got, long n, const char *want)
+{
+	assert_same(got, n, want, (long)strlen(want));
+}
+
+START_TEST(a_kept_request_is_what_was_sent_and_knows_its_fields)
+{
+	char fresh[FRESH_MAX];
+	long n;
+	struct sa_txn_req *r = kept_invite(fresh, &n);
+	assert_same(r->bytes, (long)r->len, fresh, n);
+	ck_assert(r->fields);
+	ck_assert(!r->to_tag);
+	ck_assert_uint_eq(r->cseq, 7);
+	ck_assert_uint_eq(r->nvias, 2);
+	ck_assert_uint_eq(r->nroutes, 1);
+	const char *v;
+	size_t len = sa_txn_req_value(r, SA_TXN_F_CALL_ID, &v);
+	ck_assert(len == strlen("call-1@10.0.0.5") && memcmp(v, "call-1@10.0.0.5", len) == 0);
+	len = sa_txn_req_value(r, SA_TXN_F_CONTACT, &v);
+	ck_assert(len == strlen("<sip:pbx@10.0.0.5:5062;transport=udp>") &&
+	          memcmp(v, "<sip:pbx@10.0.0.5:5062;transport=udp>", len) == 0);
+	len = sa_txn_req_value(r, SA_TXN_F_FROM, &v);
+	ck_assert(len == strlen("\"PBX\" <sip:pbx@10.0.0.5>;tag=a1") && memcmp(v, "\"PBX\" <sip:pbx@10.0.0.5>;tag=a1", len) == 0);
+	/* one allocation sized to fit: the bytes, then one line entry per Via and Route */
+	ck_assert_uint_le(r->size, sizeof(*r) + r->len + 3 + 3 * sizeof(struct sa_txn_line));
+	sa_txn_req_free(r);
+}
+END_TEST
+
+/* The CANCEL or ACK of INVITE_IN as forwarded: its Request-URI, our Via,
+ * From and Call-ID as sent (compact names kept), the Route left after ours;
+ * they differ in the method and the To line. */
+#define HOP_REQUEST(method, to_line) \
+	method " sip:+15551234@trunk-t1.sip.example.com SIP/2.0\r\n" \
+	"Via: " OUR_VIA "\r\n" \
+	"Max-Forwards: 70\r\n" \
+	"f: \"PBX\" <sip:pbx@10.0.0.5>;tag=a1\r\n" \
+	to_line "\r\n" \
+	"i: call-1@10.0.0.5\r\n" \
+	"CSeq: 7 " method "\r\n" \
+	"Route: <sip:edge2.example.com;lr>\r\n" \
+	"Content-Length: 0\r\n\r\n"
+
+START_TEST(cancel_and_ack_copy_the_request_as_sent)
+{
+	char fresh[FRESH_MAX], out[2048];
+	long n;
+	struct sa_txn_req *r = kept_invite(fresh, &n);
+	assert_bytes(out, sa_txn_cancel(r, out, sizeof(out)),
+	             HOP_REQUEST("CANCEL", "To: <sip:+15551234@trunk-t1.sip.example.com>"));
+	static const char busy[] =
+		"SIP/2.0 486 Busy Here\r\n"
+		"Via: " OUR_VIA "\r\n"
+		"Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKpbx1;received=10.0.0.5;rport=5062\r\n"
+		"From: \"PBX\" <sip:pbx@10.0.0.5>;tag=a1\r\n"
+		"t: <sip:+15551234@trunk-t1.sip.example.com>;tag=gw9\r\n"
+		"Call-ID: call-1@10.0.0.5\r\n"
+		"CSeq: 7 INVITE\r\n"
+		"Content-Length: 0\r\n\r\n";
+	struct sa_msg resp;
+	struct sa_msg_error err;
+	ck_assert_int_eq(sa_msg_parse(&resp, busy, strlen(busy), false, &err), 0);
+	/* the ACK takes the answer's To, with the tag the gateway gave */
+	assert_bytes(out, sa_txn_ack(r, &resp, out, sizeof(out)),
+	             HOP_REQUEST("ACK", "t: <sip:+15551234@trunk-t1.sip.example.com>;tag=gw9"));
+	sa_msg_free(&resp);
+	/* too small a buffer: nothing half-written is handed out */
+	ck_assert_int_eq(sa_txn_cancel(r, out, 64), -1);
+	sa_txn_req_free(r);
+}
+END_TEST
+
+START_TEST(our_answer_goes_to_the_vias_below_ours)
+{
+	char fresh[FRESH_MAX], out[2048];
+	long n;
+	struct sa_txn_req *r = kept_invite(fresh, &n);
+	assert_bytes(out, sa_txn_answer(r, 408, "0123456789abcdef", out, sizeof(out)),
+	             "SIP/2.0 408 Request Timeout\r\n"
+	             "Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKpbx1;received=10.0.0.5;rport=5062\r\n"
+	             "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKpbx0\r\n"
+	             "From: \"PBX\" <sip:pbx@10.0.0.5>;tag=a1\r\n"
+	             "To: <sip:+15551234@trunk-t1.sip.example.com>;tag=0123456789abcdef\r\n"
+	             "Call-ID: call-1@10.0.0.5\r\n"
+	             "CSeq: 7 INVITE\r\n"
+	             "Content-Length: 0\r\n\r\n");
+	sa_txn_req_free(r);
+}
+END_TEST
+
+/* A To that has a tag keeps its own, however it is spaced (RFC 4475 wsinv):
+ * our answer never carries two. */
+START_TEST(our_answer_keeps_a_tag_the_to_has)
+{
+	static const char reinvite[] =
+		"INVITE sip:pbx@10.0.0.5:5062 SIP/2.0\r\n"
+		"Via: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bKgw1\r\n"
+		"From: <sip:+15559876@198.51.100.7>;tag=gw1\r\n"
+		"To: <sip:pbx@10.0.0.5> ;  tag  = p5\r\n"
+		"Call-ID: re-2@198.51.100.7\r\n"
+		"CSeq: 2 INVITE\r\n"
+		"Contact: <sip:gw@198.51.100.7>\r\n"
+		"Contact: <sip:gw-other@198.51.100.8>\r\n"
+		"Content-Length: 0\r\n\r\n";
+	char fresh[FRESH_MAX], out[2048];
+	long n;
+	struct sa_fwd f = { .via = OUR_VIA, .peer = &pbx };
+	struct sa_txn_req *r = kept(reinvite, &f, fresh, sizeof(fresh), &n);
+	ck_assert_ptr_nonnull(r);
+	ck_assert(r->to_tag);
+	ck_assert_uint_eq(r->nroutes, 0);
+	/* the first of a kind is the one a dialog goes by */
+	const char *v;
+	size_t len = sa_txn_req_value(r, SA_TXN_F_CONTACT, &v);
+	ck_assert(len == strlen("<sip:gw@198.51.100.7>") && memcmp(v, "<sip:gw@198.51.100.7>", len) == 0);
+	assert_bytes(out, sa_txn_answer(r, 487, "0123456789abcdef", out, sizeof(out)),
+	             "SIP/2.0 487 Request Terminated\r\n"
+	             "Via: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bKgw1;received=10.0.0.5\r\n"
+	             "From: <sip:+15559876@198.51.100.7>;tag=gw1\r\n"
+	             "To: <sip:pbx@10.0.0.5> ;  tag  = p5\r\n"
+	             "Call-ID: re-2@198.51.100.7\r\n"
+	             "CSeq: 2 INVITE\r\n"
+	             "Content-Length: 0\r\n\r\n");
+	sa_txn_req_free(r);
+}
+END_TEST
+
+/* Failover: the next gateway gets the request the last one got, our Via
+ * and Record-Route written anew; byte for byte what forwarding there
+ * would write, and what the transaction builds from it follows. */
+START_TEST(the_next_gateway_gets_the_same_request_with_our_new_via)
+{
+	char fresh[FRESH_MAX], out[2048];
+	long n;
+	struct sa_txn_req *r = kept_invite(fresh, &n);
+	struct sa_fwd next = fwd_to_gw;
+	next.via = "SIP/2.0/TCP [2001:db8::1]:5061;branch=z9hG4bKnext;rport";
+	next.rr[1] = NULL;
+	struct sa_txn_req *r2 = kept(INVITE_IN, &next, fresh, sizeof(fresh), &n);
+	struct sa_txn_req *hop = sa_txn_req_next_hop(r, next.via, next.rr);
+	ck_assert_ptr_nonnull(r2);
+	ck_assert_ptr_nonnull(hop);
+	assert_same(hop->bytes, (long)hop->len, fresh, n);
+	/* every field found again where it went: the same as a fresh keep's */
+	ck_assert_uint_eq(hop->size, r2->size);
+	ck_assert(memcmp(hop->field, r2->field, sizeof(hop->field)) == 0);
+	ck_assert(memcmp(&hop->via, &r2->via, sizeof(hop->via)) == 0);
+	ck_assert(memcmp(hop->lines, r2->lines, (hop->nvias + hop->nroutes) * sizeof(hop->lines[0])) == 0);
+	char want[2048];
+	long k = sa_txn_cancel(hop, out, sizeof(out) - 1);
+	assert_same(out, k, want, sa_txn_cancel(r2, want, sizeof(want)));
+	out[k] = '\0';
+	ck_assert(strstr(out, "\r\nVia: SIP/2.0/TCP [2001:db8::1]:5061;branch=z9hG4bKnext;rport\r\n") != NULL);
+	/* and back to two Record-Route values: the offsets move the other way */
+	struct sa_txn_req *back = sa_txn_req_next_hop(hop, fwd_to_gw.via, fwd_to_gw.rr);
+	ck_assert_ptr_nonnull(back);
+	assert_same(back->bytes, (long)back->len, r->bytes, (long)r->len);
+	ck_assert(memcmp(back->field, r->field, sizeof(r->field)) == 0);
+	sa_txn_req_free(back);
+	sa_txn_req_free(hop);
+	sa_txn_req_free(r2);
+	sa_txn_req_free(r);
+}
+END_TEST
+
+/* A BYE or probe of our own is kept as bytes: nothing is built from it. */
+START_TEST(our_own_requests_keep_bytes_only)
+{
+	static const char bye[] = "BYE sip:pbx@10.0.0.5 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+	char out[1024];
+	const char *v = "";
+	struct sa_txn_req *r = sa_txn_req_raw(bye, strlen(bye));
+	ck_assert_ptr_nonnull(r);
+	assert_bytes(r->bytes, (long)r->len, bye);
+	ck_assert(!r->fields);
+	ck_assert_int_eq(sa_txn_cancel(r, out, sizeof(out)), -1);
+	ck_assert_int_eq(sa_txn_answer(r, 408, NULL, out, sizeof(out)), -1);
+	ck_assert_uint_eq(sa_txn_req_value(r, SA_TXN_F_CALL_ID, &v), 0);
+	ck_assert_ptr_null(v);
+	ck_assert_ptr_null(sa_txn_req_next_hop(r, OUR_VIA, (const char *[2]){ NULL, NULL }));
+	struct sa_txn_req *d = sa_txn_req_dup(r);
+	sa_txn_req_free(r);
+	ck_assert_ptr_nonnull(d);
+	assert_bytes(d->bytes, (long)d->len, bye);
+	sa_txn_req_free(d);
+}
+END_TEST
+
+/* A copy (the branch failover leaves behind) stands on its own. */
+START_TEST(a_copy_outlives_its_original)
+{
+	char fresh[FRESH_MAX], a[2048], b[2048];
+	long n;
+	struct sa_txn_req *r = kept_invite(fresh, &n);
+	long la = sa_txn_cancel(r, a, sizeof(a));
+	struct sa_txn_req *d = sa_txn_req_dup(r);
+	sa_txn_req_free(r);
+	ck_assert_ptr_nonnull(d);
+	ck_assert(la > 0);
+	assert_same(b, sa_txn_cancel(d, b, sizeof(b)), a, la);
+	assert_same(d->bytes, (long)d->len, fresh, n);
+	sa_txn_req_free(d);
+}
+END_TEST
+
 int main(void)
 {
+	sa_sipmsg_init();
 	Suite *s = suite_create("txn");
 	TCase *tc = tcase_create("txn");
 	tcase_add_test(tc, an_invite_calls_then_proceeds_then_is_accepted_or_completed);
@@ -434,6 +705,13 @@ int main(void)
 	tcase_add_test(tc, one_credential_cannot_take_the_table_from_many_sources);
 	tcase_add_test(tc, counts_survive_churn);
 	tcase_add_test(tc, bytes_are_bounded);
+	tcase_add_test(tc, a_kept_request_is_what_was_sent_and_knows_its_fields);
+	tcase_add_test(tc, cancel_and_ack_copy_the_request_as_sent);
+	tcase_add_test(tc, our_answer_goes_to_the_vias_below_ours);
+	tcase_add_test(tc, our_answer_keeps_a_tag_the_to_has);
+	tcase_add_test(tc, the_next_gateway_gets_the_same_request_with_our_new_via);
+	tcase_add_test(tc, our_own_requests_keep_bytes_only);
+	tcase_add_test(tc, a_copy_outlives_its_original);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
