@@ -180,53 +180,44 @@ static void inbox_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* One message into worker `to`'s inbox; false (logged) when out of memory. */
+static bool send_to(struct sa_workers *wk, unsigned to, enum wmsg_kind kind, const struct sa_flow *fl, const char *buf,
+                    size_t len, sa_worker_fn fn, void *arg, struct run_wait *wait)
+{
+	struct wmsg *m = msg_new(kind, fl, buf, len);
+	if (!m) {
+		log_err("event=worker_post_failed to=%u kind=%d error=\"out of memory\"", to, (int)kind);
+		return false;
+	}
+	m->fn = fn;
+	m->arg = arg;
+	m->wait = wait;
+	post(wk, to, m);
+	return true;
+}
+
 void sa_workers_hand(struct sa_server *srv, unsigned to, const struct sa_flow *from, const char *buf, size_t len)
 {
-	struct wmsg *m = msg_new(WM_INPUT, from, buf, len);
-	if (!m) {
-		log_err("event=worker_hand_failed worker=%u to=%u error=\"out of memory\"", srv->worker, to);
-		return;
-	}
-	srv->metrics.worker_handoffs++;
-	post(srv->workers, to, m);
+	if (send_to(srv->workers, to, WM_INPUT, from, buf, len, NULL, NULL, NULL))
+		srv->metrics.worker_handoffs++;
 }
 
 void sa_workers_send(struct sa_server *srv, unsigned to, const struct sa_flow *fl, const char *buf, size_t len)
 {
-	struct wmsg *m = msg_new(WM_SEND, fl, buf, len);
-	if (!m) {
-		log_err("event=worker_send_failed worker=%u to=%u error=\"out of memory\"", srv->worker, to);
-		return;
-	}
-	srv->metrics.worker_sends++;
-	post(srv->workers, to, m);
+	if (send_to(srv->workers, to, WM_SEND, fl, buf, len, NULL, NULL, NULL))
+		srv->metrics.worker_sends++;
 }
 
 void sa_workers_post(struct sa_server *srv, unsigned to, sa_worker_fn fn, void *arg)
 {
-	struct wmsg *m = msg_new(WM_RUN, NULL, NULL, 0);
-	if (!m) {
-		log_err("event=worker_post_failed to=%u error=\"out of memory\"", to);
-		return;
-	}
-	m->fn = fn;
-	m->arg = arg;
-	post(srv->workers, to, m);
+	send_to(srv->workers, to, WM_RUN, NULL, NULL, 0, fn, arg, NULL);
 }
 
 void sa_workers_post_each(struct sa_server *main, sa_worker_fn fn, void *arg)
 {
 	struct sa_workers *wk = main->workers;
-	for (unsigned i = 1; wk && wk->running && i < wk->n; i++) {
-		struct wmsg *m = msg_new(WM_RUN, NULL, NULL, 0);
-		if (!m) {
-			log_err("event=worker_post_failed to=%u error=\"out of memory\"", i);
-			continue;
-		}
-		m->fn = fn;
-		m->arg = arg;
-		post(wk, i, m);
-	}
+	for (unsigned i = 1; wk && wk->running && i < wk->n; i++)
+		send_to(wk, i, WM_RUN, NULL, NULL, 0, fn, arg, NULL);
 }
 
 void sa_workers_run_each(struct sa_server *main, sa_worker_fn fn, void *arg)
@@ -241,18 +232,11 @@ void sa_workers_run_each(struct sa_server *main, sa_worker_fn fn, void *arg)
 	pthread_mutex_init(&wait.mu, NULL);
 	pthread_cond_init(&wait.cv, NULL);
 	for (unsigned i = 1; i < wk->n; i++) {
-		struct wmsg *m = msg_new(WM_RUN, NULL, NULL, 0);
-		if (!m) {
-			log_err("event=worker_post_failed to=%u error=\"out of memory\"", i);
-			continue;
-		}
-		m->fn = fn;
-		m->arg = arg;
-		m->wait = &wait;
 		pthread_mutex_lock(&wait.mu);
 		wait.left++;
 		pthread_mutex_unlock(&wait.mu);
-		post(wk, i, m);
+		if (!send_to(wk, i, WM_RUN, NULL, NULL, 0, fn, arg, &wait))
+			run_done(&wait);   /* that worker is left out (logged) */
 	}
 	fn(main, arg);
 	run_done(&wait);
