@@ -2125,13 +2125,18 @@ static void handle_customer(struct sa_server *srv, struct sa_msg *m, const struc
  * worker in our branch; an ACK, a CANCEL or an in-dialog request is found
  * by its Call-ID. A new INVITE, a REGISTER or any request without a To tag
  * stays where the kernel put it. */
-static int message_owner(struct sa_server *srv, const struct sa_msg *m)
+static int message_owner(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
 {
 	if (!m->request) {
 		int w = sa_txn_branch_worker(m->branch);
 		return w >= 0 && (unsigned)w < srv->nworkers ? w : -1;
 	}
 	if (m->method != SA_M_ACK && m->method != SA_M_CANCEL && !(m->to_tag && m->to_tag[0]))
+		return -1;
+	/* a banned source is dropped here at the cost of its ban lookup: no directory, no hand-over */
+	size_t alen;
+	const void *a = flow_addr(from, &alen);
+	if (!is_trusted(srv, from) && sa_abuse_banned(srv->abuse, &srv->cfg.abuse, a, alen, (uint64_t)wall_now()))
 		return -1;
 	return sa_calldir_owner(srv, m->call_id);
 }
@@ -2158,7 +2163,7 @@ void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char 
 		sa_msg_free(&m);
 		return;
 	}
-	int owner = srv->workers && !srv->handed ? message_owner(srv, &m) : -1;
+	int owner = srv->workers && !srv->handed ? message_owner(srv, &m, from) : -1;
 	if (owner >= 0 && (unsigned)owner != srv->worker)
 		sa_workers_hand(srv, (unsigned)owner, from, buf, len);
 	else if (m.request)
