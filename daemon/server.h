@@ -148,8 +148,10 @@ int sa_sip_init(struct sa_server *srv);
 void sa_sip_calls_directory(struct sa_server *srv);
 /* The one revocation path: when the store's generation moved (a delete by
  * the API, sipauthctl or anyone), end the calls and ringing INVITEs of
- * credentials that are gone. The poll runs it every 250 ms; the API runs it
- * at once after its own delete. Returns the calls ended. */
+ * credentials that are gone, on every worker (each ends its own; one log
+ * line per credential with the total). Worker 0's poll runs it every 250 ms;
+ * the API runs it at once after its own delete. Main thread only. Returns
+ * the calls ended. */
 int sa_sip_revocation_check(struct sa_server *srv);
 /* Periodic: end calls older than max_call_age. */
 void sa_sip_housekeeping(struct sa_server *srv);
