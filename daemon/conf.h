@@ -83,7 +83,7 @@ struct sa_config {
 	unsigned max_transaction_memory;           /* MiB of messages all transactions may keep */
 	unsigned timer_c;                /* seconds an INVITE may ring */
 	unsigned max_calls;              /* dialogs tracked at once; more get 503 */
-	unsigned workers;                /* [sip] workers: SIP event loops; 0: auto (one per online core) */
+	unsigned workers;                /* [sip] workers: SIP event loops; 0: auto (one per core it may run on) */
 	unsigned max_call_age;           /* seconds: calls whose BYE never came are ended */
 	unsigned bye_rate;               /* BYEs of ours per second per destination; 0: all at once */
 	struct sa_tls_config tls;

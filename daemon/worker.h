@@ -11,7 +11,7 @@ struct sa_flow;
 struct sa_metrics;
 
 /* How many workers the configuration asks for: [sip] workers, or (auto) one
- * per online core. (main.c runs one in fleet mode: its feed, relays and
+ * per core the process may run on. (main.c runs one in fleet mode: its feed, relays and
  * node state are worker 0's.) */
 unsigned sa_workers_wanted(const struct sa_config *c);
 
