@@ -934,7 +934,7 @@ int sa_http_tls_reload(struct sa_server *srv, const struct sa_config *next)
 	return 0;
 }
 
-/* GET .../calls: the call table of sip.c, in the API's terms. */
+/* GET .../calls: the call table of sip_calls.c, in the API's terms. */
 struct calls_adapter {
 	sa_api_call_cb cb;
 	void *arg;

@@ -32,7 +32,7 @@ struct sa_listener {
 	struct event *resume;           /* TCP: re-enables accepting after an accept() failure */
 };
 
-/* Lingering times of finished transactions (sip.c: 2xx INVITE, UDP, stream). */
+/* Lingering times of finished transactions (sip_txn.c: 2xx INVITE, UDP, stream). */
 #define SA_LINGER_CLASSES 3
 
 struct sa_conn;
@@ -100,7 +100,7 @@ struct sa_server {
 	struct event *drain;
 	unsigned nactive;               /* transactions not yet answered finally */
 	struct sa_http *http;           /* http.c: the [api] servers and their counters */
-	struct sa_trunk_table *trunks;  /* sip.c: channels and call-rate buckets per trunk (lib/policy) */
+	struct sa_trunk_table *trunks;  /* sip_customer.c: channels and call-rate buckets per trunk (lib/policy) */
 	struct sa_work *work;           /* work.c: the store thread for API writes and flushes */
 	struct sa_work *work_read;      /* ... and one for API reads: a write waiting for the lock holds up no GET */
 	struct sa_upstream *upstream;   /* upstream.c: the gateways, their addresses and health */
@@ -141,7 +141,7 @@ void sa_transport_gauges(const struct sa_server *srv, struct sa_metrics *m);
 void sa_gateways_lock(void);
 void sa_gateways_unlock(void);
 
-/* sip.c: one message in */
+/* sip.c and its parts (sip_txn.c, sip_relay.c, sip_calls.c, sip_customer.c): one message in */
 void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char *buf, size_t len);
 int sa_sip_init(struct sa_server *srv);
 /* The calls worker 0 restored at start, into the workers' Call-ID directory. */
@@ -214,7 +214,7 @@ void sa_gateways_probe_answer(struct sa_server *srv, const struct sa_flow *from,
 /* resolve.c: the gateways' names asked as their answers expire (nothing when all are numeric) */
 int sa_resolver_start(struct sa_server *srv);
 void sa_resolver_stop(struct sa_server *srv);
-/* sip.c: a connection we opened failed or closed: requests waiting on it move on. */
+/* sip_relay.c: a connection we opened failed or closed: requests waiting on it move on. */
 void sa_sip_flow_failed(struct sa_server *srv, const struct sa_flow *fl);
 /* Send gateway idx an OPTIONS probe (a transaction of our own). 0 or -1. */
 int sa_sip_probe(struct sa_server *srv, unsigned idx, const struct sa_flow *to);

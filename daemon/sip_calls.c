@@ -1,0 +1,582 @@
+/* sip_calls.c: calls we set up: made at 2xx, ended by BYEs of ours, revoked, reaped, saved across a restart. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <malloc.h>
+#include <sys/queue.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "calls.h"
+#include "dialog.h"
+#include "log.h"
+#include "pace.h"
+#include "proxy.h"
+#include "registrar.h"
+#include "route.h"
+#include "server.h"
+#include "sip_int.h"
+#include "txn.h"
+
+/* ---- calls ---- */
+
+struct sa_call *call_find(struct sa_server *srv, const struct sa_msg *m, int *side)
+{
+	return sa_calls_find(srv->calls, m, side);
+}
+
+/* [proxy] max_calls holds for the process: every worker's calls count. */
+bool calls_full(struct sa_server *srv)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < sa_workers_count(srv); i++)
+		n += sa_calls_count(sa_worker_at(srv, i)->calls);
+	return n >= srv->cfg.max_calls;
+}
+
+void call_remove(struct sa_server *srv, struct sa_call *c)
+{
+	channel_release(srv, c->d.trunk_id);
+	sa_calldir_drop(srv, c->d.call_id);
+	sa_calls_remove(srv->calls, c);
+}
+
+bool is_us_cb(const struct sa_uri *u, void *arg)
+{
+	return uri_is_us(arg, u);
+}
+
+/* A 2xx to an INVITE we forwarded for a credential: the call is up. */
+void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *ok)
+{
+	const char *contact;
+	int side;
+	if (call_find(srv, ok, &side) || !t->req)
+		return;
+	size_t clen = sa_txn_req_value(t->req, SA_TXN_F_CONTACT, &contact);
+	struct sa_call *c = sa_call_new();
+	if (!c)
+		return;
+	if (sa_dialog_from_2xx(&c->d, contact, clen, ok, is_us_cb, srv) < 0) {
+		log_warn("event=call_untracked reason=\"2xx without Contact or tags\" call_id=\"%s\"", LOGQ(ok->call_id));
+		sa_call_free(c);
+		return;
+	}
+	snprintf(c->d.cred_id, sizeof(c->d.cred_id), "%s", txn_cred(t));
+	snprintf(c->d.trunk_id, sizeof(c->d.trunk_id), "%s", txn_trunk(t));
+	c->d.inbound = t->inbound;
+	c->d.started_at = wall_now();
+	c->caller = t->from;
+	c->callee = t->to;
+	if (sa_calls_add(srv->calls, c) < 0) {
+		log_warn("event=call_untracked reason=\"out of memory\" call_id=\"%s\"", LOGQ(ok->call_id));
+		sa_call_free(c);
+		return;
+	}
+	sa_calldir_take(srv, c->d.call_id);   /* its in-dialog requests find this worker */
+	if (t->holds_channel)
+		t->holds_channel = false;   /* the call holds the INVITE's channel now */
+	else
+		channel_hold(srv, c->d.trunk_id);
+	srv->metrics.calls_started++;
+	log_debug("event=call_start call_id=\"%s\" cred=%s trunk=%s direction=%s", LOGQ(c->d.call_id), c->d.cred_id,
+	         c->d.trunk_id, c->d.inbound ? "inbound" : "outbound");
+}
+
+/* Send a BYE of ours now: its timers run from here. */
+static void own_send(struct sa_txn *t)
+{
+	t->paced = NULL;
+	t->started_ms = sa_now_ms();
+	sa_transport_send(t->srv, &t->to, t->req->bytes, t->req->len);
+	t->interval_ms = SA_TXN_T1_MS;
+	txn_arm(t, t->to.proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
+}
+
+static void pace_send_cb(void *payload, void *arg)
+{
+	own_send(payload);
+}
+
+static void pace_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_server *srv = arg;
+	if (sa_pacer_run(srv->pacer, srv->cfg.bye_rate, sa_now_ms(), pace_send_cb, NULL) > 0) {
+		struct timeval tv = { .tv_sec = 0, .tv_usec = 10000 };
+		evtimer_add(srv->pace_timer, &tv);
+	}
+}
+
+/* A destination's key for pacing: its address, port and transport. */
+static size_t pace_key(const struct sa_flow *fl, unsigned char key[SA_PACE_KEY_MAX])
+{
+	size_t alen;
+	const void *a = flow_addr(fl, &alen);
+	char addr[64];
+	uint16_t port;
+	sa_flow_peer(fl, addr, sizeof(addr), &port);
+	memcpy(key, a, alen);
+	memcpy(key + alen, &port, sizeof(port));
+	key[alen + sizeof(port)] = (unsigned char)fl->proto;
+	return alen + sizeof(port) + 1;
+}
+
+/* Send a request of our own (a BYE) along a flow, with retransmissions.
+ * Thousands at once (a revocation) are paced per destination at bye_rate,
+ * so that no peer's socket buffer overflows and drops most of them. */
+void send_local(struct sa_server *srv, const struct sa_flow *to, const struct sa_dialog *d, bool to_caller,
+                const char *reason)
+{
+	char via[256], out[8192];
+	struct sa_txn_req *copy;
+	const char *why;
+	struct sa_txn *t = txn_new(srv, NULL, NULL, NULL, 1024, &why);
+	if (!t) {
+		log_warn("event=bye_not_sent reason=\"%s\" call_id=\"%s\"", why, LOGQ(d->call_id));
+		return;
+	}
+	t->method = SA_M_BYE;
+	t->state = SA_TXN_TRYING;
+	t->to = *to;
+	via_value(srv, to, t->branch, via, sizeof(via));
+	long n = sa_dialog_bye(d, to_caller, via, reason, out, sizeof(out));
+	if (n < 0 || !(copy = sa_txn_req_raw(out, (size_t)n))) {
+		log_warn("event=bye_not_sent reason=\"%s\" call_id=\"%s\"", n < 0 ? "too long" : "out of memory",
+		         LOGQ(d->call_id));
+		txn_complete(t);
+		return;
+	}
+	t->own_bye = true;   /* counted until answered, or not by 64*T1 */
+	srv->byes_pending++;
+	txn_keep_req(t, copy);
+	unsigned char key[SA_PACE_KEY_MAX];
+	if (srv->cfg.bye_rate == 0 || !(t->paced = sa_pacer_push(srv->pacer, key, pace_key(to, key), t))) {
+		own_send(t);
+		return;
+	}
+	if (!evtimer_pending(srv->pace_timer, NULL))
+		pace_timer_cb(-1, 0, srv);   /* the first burst goes now */
+}
+
+int sa_sip_probe(struct sa_server *srv, unsigned idx, const struct sa_flow *to)
+{
+	char via[256], out[2048], id[SA_TXN_BRANCH_LEN + 1];
+	struct sa_txn_req *copy;
+	const char *why;
+	struct sa_txn *t = txn_new(srv, NULL, NULL, NULL, 1024, &why);
+	if (!t)
+		return -1;
+	t->method = SA_M_OPTIONS;
+	t->state = SA_TXN_TRYING;
+	t->probe = true;
+	t->to = *to;
+	via_value(srv, to, t->branch, via, sizeof(via));
+	snprintf(id, sizeof(id), "%s", t->branch + 7);   /* random: the branch's 128 bits */
+	const struct sa_endpoint *ep = local_ep(srv, to->lidx);
+	long n = sa_upstream_probe_request(srv->upstream, idx, via, ep->host, id, out, sizeof(out));
+	if (n < 0 || !(copy = sa_txn_req_raw(out, (size_t)n))) {
+		txn_complete(t);
+		return -1;
+	}
+	txn_keep_req(t, copy);
+	if (sa_transport_send(srv, to, out, (size_t)n) < 0) {
+		txn_complete(t);
+		return -1;
+	}
+	t->interval_ms = SA_TXN_T1_MS;
+	txn_arm(t, to->proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
+	return 0;
+}
+
+/* End a call from the middle: BYE to both ends. */
+void call_end(struct sa_server *srv, struct sa_call *c, const char *why, const char *reason)
+{
+	log_info("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=%s", LOGQ(c->d.call_id), c->d.cred_id,
+	         c->d.trunk_id, why);
+	send_local(srv, &c->caller, &c->d, true, reason);
+	send_local(srv, &c->callee, &c->d, false, reason);
+	call_remove(srv, c);
+}
+
+/* A ringing INVITE whose credential went away: CANCEL upstream, 487 to the caller. */
+static void call_cancel_early(struct sa_server *srv, struct sa_txn *t)
+{
+	log_info("event=call_cancel call_id_branch=%s cred=%s reason=credential_revoked", t->branch, txn_cred(t));
+	if (t->upstream_status >= 100)
+		send_hop_request(srv, t, NULL, true);
+	answer_downstream(t, 487);
+	txn_complete(t);
+}
+
+#define REVOKED_REASON "SIP;cause=403;text=\"credential revoked\""
+
+/* A ringing INVITE's Call-ID, as its request carries it ("" when it keeps none). */
+static const char *txn_call_id(const struct sa_txn *t, char *out, size_t len)
+{
+	return req_call_id(t->req, out, len);
+}
+
+/* This worker's calls and ringing INVITEs of a credential that is gone: ended. */
+static int end_calls_of(struct sa_server *srv, const char *cred_id)
+{
+	int n = 0;
+	struct sa_call *c;
+	while ((c = sa_calls_of_credential(srv->calls, cred_id))) {
+		sa_webhooks_call_revoked(srv, c->d.call_id, cred_id, c->d.trunk_id, true);
+		call_end(srv, c, "credential_revoked", REVOKED_REASON);
+		n++;
+	}
+	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing), *next; t; t = next) {
+		next = TAILQ_NEXT(t, ringing);
+		if (strcmp(txn_cred(t), cred_id) == 0) {
+			char callid[256];
+			sa_webhooks_call_revoked(srv, txn_call_id(t, callid, sizeof(callid)), cred_id, txn_trunk(t), false);
+			call_cancel_early(srv, t);
+			n++;
+		}
+	}
+	srv->metrics.calls_revoked += (uint64_t)n;
+	return n;
+}
+
+static bool credential_gone(struct sa_server *srv, const char *cred_id)
+{
+	struct sa_credential cred;
+	if (!cred_id[0])
+		return false;   /* a call of a trunk that authenticates by address: no credential to lose */
+	int rc = sa_store_credential_get(srv->store, cred_id, &cred);
+	sa_credential_wipe(&cred);
+	return rc == SA_STORE_ENOTFOUND;
+}
+
+#define GONE_MAX 64
+
+/* Credentials of calls or ringing INVITEs that the store no longer has. */
+struct gone {
+	struct sa_server *srv;
+	char id[GONE_MAX][SA_ID_MAX];
+	unsigned n;
+};
+
+static void gone_check_cb(const char *cred_id, void *arg)
+{
+	struct gone *g = arg;
+	if (g->n < GONE_MAX && credential_gone(g->srv, cred_id))
+		snprintf(g->id[g->n++], SA_ID_MAX, "%s", cred_id);
+}
+
+/* What one revocation pass ended, per credential, summed over the workers. */
+struct revoke_report {
+	pthread_mutex_t mu;
+	struct revoked { char id[SA_ID_MAX]; int ended; } *cred;
+	unsigned n, max;
+	bool more;                /* a worker had more than it looks at in one pass */
+};
+
+static void report_add(struct revoke_report *r, const char *cred_id, int ended)
+{
+	pthread_mutex_lock(&r->mu);
+	unsigned i = 0;
+	while (i < r->n && strcmp(r->cred[i].id, cred_id) != 0)
+		i++;
+	if (i == r->n && r->n < r->max)
+		snprintf(r->cred[r->n++].id, SA_ID_MAX, "%s", cred_id);
+	if (i < r->n)
+		r->cred[i].ended += ended;
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* On each worker: the credentials of its calls and ringing INVITEs that the
+ * store no longer has, and their calls ended. */
+static void revoke_worker(struct sa_server *w, void *arg)
+{
+	struct revoke_report *r = arg;
+	struct gone *g = calloc(1, sizeof(*g));
+	if (!g) {
+		r->more = true;   /* look again next tick (a bool: any worker may set it) */
+		return;
+	}
+	g->srv = w;
+	sa_calls_each_credential(w->calls, gone_check_cb, g);
+	for (struct sa_txn *t = TAILQ_FIRST(&w->txn_ringing); t && g->n < GONE_MAX; t = TAILQ_NEXT(t, ringing))
+		gone_check_cb(txn_cred(t), g);
+	for (unsigned i = 0; i < g->n; i++)
+		report_add(r, g->id[i], end_calls_of(w, g->id[i]));   /* a second time for the same id ends nothing */
+	if (g->n == GONE_MAX)
+		r->more = true;
+	free(g);
+}
+
+/* The one revocation path: whoever deleted a credential (the API, sipauthctl,
+ * another process, the fleet's feed), the store's generation moves; then
+ * every worker ends the calls and ringing INVITEs of credentials that no
+ * longer exist, and one line per credential says how many ended. Worker 0
+ * polls every 250 ms; the API runs it at once after its own delete. */
+int sa_sip_revocation_check(struct sa_server *srv)
+{
+	uint64_t gen;
+	int ended = 0;
+	if (sa_store_generation(srv->store, &gen) != 0 || gen == srv->store_generation)
+		return 0;
+	srv->store_generation = gen;
+	struct revoke_report r = { .max = GONE_MAX * sa_workers_count(srv) };
+	if (!(r.cred = calloc(r.max, sizeof(*r.cred)))) {
+		srv->store_generation = 0;   /* look again next tick */
+		return 0;
+	}
+	pthread_mutex_init(&r.mu, NULL);
+	sa_workers_run_each(srv, revoke_worker, &r);
+	pthread_mutex_destroy(&r.mu);
+	for (unsigned i = 0; i < r.n; i++) {
+		log_info("event=credential_revoked cred=%s calls_ended=%d", r.cred[i].id, r.cred[i].ended);
+		ended += r.cred[i].ended;
+	}
+	if (r.more)
+		srv->store_generation = 0;   /* more to do: look again next tick */
+	free(r.cred);
+	return ended;
+}
+
+static void revoke_poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+	sa_sip_revocation_check(arg);
+}
+
+void sa_sip_housekeeping(struct sa_server *srv)
+{
+	/* after a burst, give the freed messages back to the system: the heap
+	 * would otherwise keep its high-water mark for good */
+	size_t bytes = sa_txn_budget_bytes_used(srv->txn_budget);
+	if (bytes > srv->txn_bytes_peak)
+		srv->txn_bytes_peak = bytes;
+	if ((srv->txn_bytes_peak > (4u << 20) && bytes < srv->txn_bytes_peak / 2) ||
+	    (srv->ntxns_peak > 1024 && srv->ntxns < srv->ntxns_peak / 2)) {
+		malloc_trim(0);
+		srv->ntxns_peak = srv->ntxns;
+		srv->txn_bytes_peak = bytes;
+	}
+	/* calls start in order and max_call_age is one value: the oldest come first */
+	int64_t oldest = wall_now() - (int64_t)srv->cfg.max_call_age;
+	struct sa_call *c;
+	while ((c = sa_calls_oldest(srv->calls)) && c->d.started_at <= oldest) {
+		srv->metrics.calls_reaped++;
+		call_end(srv, c, "max_call_age", "SIP;cause=408;text=\"maximum call duration\"");
+	}
+}
+
+static void calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb cb, void *arg)
+{
+	for (struct sa_call *c = sa_calls_oldest(srv->calls); c; c = sa_calls_newer(c))
+		if (!trunk_id || strcmp(c->d.trunk_id, trunk_id) == 0)
+			cb(&(struct sa_call_info){ .call_id = c->d.call_id, .cred_id = c->d.cred_id,
+			                           .trunk_id = c->d.trunk_id, .inbound = c->d.inbound,
+			                           .confirmed = true, .started_at = c->d.started_at }, arg);
+	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing); t; t = TAILQ_NEXT(t, ringing))
+		if (!trunk_id || strcmp(txn_trunk(t), trunk_id) == 0) {
+			char callid[256];
+			cb(&(struct sa_call_info){ .call_id = txn_call_id(t, callid, sizeof(callid)), .cred_id = txn_cred(t), .trunk_id = txn_trunk(t),
+			                           .inbound = t->inbound, .confirmed = false,
+			                           .started_at = wall_now() - (int64_t)((sa_now_ms() - t->started_ms) / 1000) },
+			   arg);
+		}
+}
+
+struct calls_walk {
+	pthread_mutex_t mu;   /* the workers walk at once; the callback sees one call at a time */
+	const char *trunk_id;
+	sa_call_cb cb;
+	void *arg;
+};
+
+static void calls_walk_cb(const struct sa_call_info *ci, void *arg)
+{
+	struct calls_walk *cw = arg;
+	pthread_mutex_lock(&cw->mu);
+	cw->cb(ci, cw->arg);
+	pthread_mutex_unlock(&cw->mu);
+}
+
+static void calls_walk_worker(struct sa_server *w, void *arg)
+{
+	struct calls_walk *cw = arg;
+	calls_each(w, cw->trunk_id, calls_walk_cb, cw);
+}
+
+void sa_sip_calls_each(struct sa_server *srv, const char *trunk_id, sa_call_cb cb, void *arg)
+{
+	struct calls_walk cw = { .trunk_id = trunk_id, .cb = cb, .arg = arg };
+	pthread_mutex_init(&cw.mu, NULL);
+	sa_workers_run_each(srv, calls_walk_worker, &cw);
+	pthread_mutex_destroy(&cw.mu);
+}
+
+/* Calls outlive a restart: written at a clean stop, read at start, so
+ * in-dialog requests and revocation keep working across it. The file is JSON
+ * lines: a header naming its version, then one call per line, listeners by
+ * their address (their order may change with the configuration). */
+
+static void calls_path(struct sa_server *srv, char *out, size_t len)
+{
+	snprintf(out, len, "%s/calls.state", srv->cfg.store_path);
+}
+
+/* An end's flow as calls.state writes it: the listener named by its address. */
+static void flow_text(struct sa_server *srv, const struct sa_flow *fl, struct sa_call_flow_text *ft)
+{
+	uint16_t port;
+	sa_flow_peer(fl, ft->address, sizeof(ft->address), &port);
+	ft->port = port;
+	snprintf(ft->transport, sizeof(ft->transport), "%s", sa_proto_name(fl->proto));
+	const struct sa_endpoint *ep = local_ep(srv, fl->lidx);
+	bool v6 = strchr(ep->host, ':') != NULL;
+	snprintf(ft->listener, sizeof(ft->listener), "%s:%s%s%s:%u", sa_proto_name(ep->proto), v6 ? "[" : "", ep->host,
+	         v6 ? "]" : "", ep->port);
+}
+
+/* A saved flow back: the listener by its address (or any of the transport). */
+static int flow_from_text(struct sa_server *srv, const struct sa_call_flow_text *ft, struct sa_flow *fl)
+{
+	char portstr[8];
+	snprintf(portstr, sizeof(portstr), "%u", ft->port);
+	if (flow_for_text(srv, ft->transport, ft->address, portstr, fl) < 0)
+		return -1;
+	struct sa_endpoint ep;
+	if (sa_endpoint_parse(ft->listener, &ep) == 0)
+		for (unsigned i = 0; i < srv->nlisteners; i++)
+			if (srv->listeners[i].ep.proto == ep.proto && srv->listeners[i].ep.port == ep.port &&
+			    strcmp(srv->listeners[i].ep.host, ep.host) == 0)
+				fl->lidx = i;
+	return 0;   /* connections do not survive a restart: conn_id stays 0 */
+}
+
+static bool write_line(FILE *f, char *line)
+{
+	bool ok = line && fprintf(f, "%s\n", line) > 0;
+	free(line);
+	return ok;
+}
+
+int sa_sip_calls_save(struct sa_server *srv)
+{
+	char path[PATH_MAX + 16], tmp[PATH_MAX + 32];
+	if (!srv->calls)
+		return 0;   /* never started: nothing to save, and nothing to overwrite */
+	unsigned count = 0;
+	for (unsigned i = 0; i < sa_workers_count(srv); i++)
+		count += sa_calls_count(sa_worker_at(srv, i)->calls);
+	calls_path(srv, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return -1;
+	/* every worker's calls (their threads are joined); all come back to worker 0 */
+	bool ok = write_line(f, sa_calls_header_line(count));
+	for (unsigned i = 0; i < sa_workers_count(srv); i++) {
+		struct sa_server *w = sa_worker_at(srv, i);
+		for (struct sa_call *c = w->calls ? sa_calls_oldest(w->calls) : NULL; ok && c; c = sa_calls_newer(c)) {
+			struct sa_call_flow_text ends[2];
+			flow_text(srv, &c->caller, &ends[0]);
+			flow_text(srv, &c->callee, &ends[1]);
+			ok = write_line(f, sa_call_line(c, ends));
+		}
+	}
+	ok = fclose(f) == 0 && ok;
+	if (!ok || rename(tmp, path) < 0) {
+		unlink(tmp);
+		return -1;
+	}
+	log_info("event=calls_saved count=%u", count);
+	return 0;
+}
+
+static struct sa_call *call_from_line(struct sa_server *srv, const char *line)
+{
+	struct sa_call_flow_text ends[2];
+	struct sa_call *c = sa_call_from_line(line, ends);
+	if (c && (flow_from_text(srv, &ends[0], &c->caller) < 0 || flow_from_text(srv, &ends[1], &c->callee) < 0)) {
+		sa_call_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+static void calls_load(struct sa_server *srv)
+{
+	char path[PATH_MAX + 16];
+	calls_path(srv, path, sizeof(path));
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	char *line = NULL;
+	size_t cap = 0;
+	unsigned bad = 0;
+	if (getline(&line, &cap, f) < 0 || !sa_calls_header_ok(line)) {
+		/* another version (or no header): never guess at its layout */
+		log_warn("event=calls_not_restored path=%s reason=\"not a version %d calls file\"", path,
+		         SA_CALLS_FILE_VERSION);
+		free(line);
+		fclose(f);
+		return;
+	}
+	while (getline(&line, &cap, f) > 0 && sa_calls_count(srv->calls) < srv->cfg.max_calls) {
+		struct sa_call *c = call_from_line(srv, line);
+		if (!c || sa_calls_add(srv->calls, c) < 0) {
+			sa_call_free(c);
+			bad++;
+		} else {
+			channel_hold(srv, c->d.trunk_id);   /* whatever the limit is now */
+		}
+	}
+	free(line);
+	fclose(f);
+	unlink(path);
+	log_info("event=calls_restored count=%u refused=%u", sa_calls_count(srv->calls), bad);
+}
+
+void sa_sip_calls_directory(struct sa_server *srv)
+{
+	for (struct sa_call *c = sa_calls_oldest(srv->calls); c; c = sa_calls_newer(c))
+		sa_calldir_take(srv, c->d.call_id);
+}
+
+/* The worker's call table and BYE pacer; worker 0 also restores the saved
+ * calls and polls the store's generation for revocation. */
+int sip_calls_init(struct sa_server *srv)
+{
+	if (!(srv->calls = sa_calls_new()))
+		return -1;
+	if (srv->worker == 0) {
+		sa_store_generation(srv->store, &srv->store_generation);
+		calls_load(srv);
+		srv->revoke_poll = event_new(srv->base, -1, EV_PERSIST, revoke_poll_cb, srv);
+		struct timeval poll = { .tv_sec = 0, .tv_usec = 250000 };
+		if (!srv->revoke_poll || event_add(srv->revoke_poll, &poll) < 0)
+			return -1;
+	}
+	if (!(srv->pacer = sa_pacer_new()) || !(srv->pace_timer = evtimer_new(srv->base, pace_timer_cb, srv)))
+		return -1;
+	return 0;
+}
+
+/* After the transactions (sip_txn_shutdown): their BYEs leave the pacer first. */
+void sip_calls_shutdown(struct sa_server *srv)
+{
+	if (srv->pace_timer)
+		event_free(srv->pace_timer);
+	srv->pace_timer = NULL;
+	sa_pacer_free(srv->pacer);
+	srv->pacer = NULL;
+	sa_calls_free(srv->calls);
+	srv->calls = NULL;
+	if (srv->revoke_poll)
+		event_free(srv->revoke_poll);
+	srv->revoke_poll = NULL;
+}

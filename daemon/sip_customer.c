@@ -1,0 +1,425 @@
+/* sip_customer.c: a trunk's requests: its controls, digest, the registrar; calls to its PBX. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <malloc.h>
+#include <sys/queue.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "calls.h"
+#include "dialog.h"
+#include "log.h"
+#include "pace.h"
+#include "proxy.h"
+#include "registrar.h"
+#include "route.h"
+#include "server.h"
+#include "sip_int.h"
+#include "txn.h"
+
+/* ---- requests ---- */
+
+/* ---- the fleet (daemon/cluster.c; a single host has none) ---- */
+
+/* A request from another node of the fleet: a call it relays to a PBX registered here. */
+static bool from_fleet_node(struct sa_server *srv, const struct sa_flow *from)
+{
+#ifdef HAVE_LIBPQ
+	return srv->cluster != NULL && sa_cluster_is_node(srv->cluster, &from->ss.sa);
+#else
+	(void)srv;
+	(void)from;
+	return false;
+#endif
+}
+
+static void fleet_binding_changed(struct sa_server *srv, const char *cred_id)
+{
+#ifdef HAVE_LIBPQ
+	sa_cluster_binding_changed(srv->cluster, cred_id);
+#else
+	(void)srv;
+	(void)cred_id;
+#endif
+}
+
+/* The trunk's binding at another node, when it should take the call: there
+ * is no binding here, or the PBX registered there after it did here (it
+ * moved). Its owner's address in *owner. */
+static bool fleet_remote_binding(struct sa_server *srv, const char *trunk, const struct sa_binding *local,
+                                 struct sa_binding *out, struct sa_flow *owner, char *node, size_t nodelen)
+{
+#ifdef HAVE_LIBPQ
+	struct sa_fleet_owner to;
+	if (srv->cluster == NULL || sa_cluster_remote_binding(srv->cluster, trunk, out, &to) < 0)
+		return false;
+	if (local != NULL && local->updated_at >= out->updated_at)
+		return false;
+	snprintf(node, nodelen, "%s", to.node);
+	return flow_for_text(srv, to.proto, to.host, to.port, owner) == 0;
+#else
+	(void)srv, (void)trunk, (void)local, (void)out, (void)owner, (void)node, (void)nodelen;
+	return false;
+#endif
+}
+
+bool is_trusted(struct sa_server *srv, const struct sa_flow *from)
+{
+	return sa_config_trusted(&srv->cfg, &from->ss.sa) || sa_gateways_trusted_name(srv, &from->ss.sa) ||
+	       from_fleet_node(srv, from);
+}
+
+/* The source address bytes of a flow, for the abuse table. */
+const void *flow_addr(const struct sa_flow *fl, size_t *len)
+{
+	if (fl->ss.sa.sa_family == AF_INET6) {
+		*len = 16;
+		return &fl->ss.in6.sin6_addr;
+	}
+	*len = 4;
+	return &fl->ss.in.sin_addr;
+}
+
+/* The trunk a request is for: Request-URI host, To host as fallback. */
+static int request_trunk(struct sa_server *srv, const struct sa_msg *m, char *trunk, size_t len)
+{
+	if (sa_auth_trunk_from_host(m->ruri_host, srv->domain, trunk, len) == 0)
+		return 0;
+	if (m->to.uri.host && sa_auth_trunk_from_host(m->to.uri.host, srv->domain, trunk, len) == 0)
+		return 0;
+	return -1;
+}
+
+/* Into this node's failure log and, in a fleet, the queue for the fleet's (for a trunk the store knows). */
+static void authfail_record(struct sa_server *srv, const struct sa_authfail *f)
+{
+	int rc = sa_store_authfail_add(srv->store, f, 1000);
+#ifdef HAVE_LIBPQ
+	if (rc != SA_STORE_ENOTFOUND)
+		sa_cluster_authfail(srv->cluster, f);
+#else
+	(void)rc;
+#endif
+}
+
+static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                             const char *trunk, const struct sa_auth_result *r)
+{
+	char addr[64];
+	uint16_t port;
+	sa_flow_peer(from, addr, sizeof(addr), &port);
+	srv->metrics.auth_fail[r->reason]++;
+	srv->metrics.auth_stale[r->stale_cause]++;
+	log_info("event=auth_failure reason=%s trunk=%s username=\"%s\" method=%s src=%s:%u proto=%s call_id=\"%s\"%s%s",
+	         sa_auth_reason_name(r->reason), trunk ? trunk : "-", LOGQ(r->username), m->method_name, addr, port,
+	         sa_proto_name(from->proto), LOGQ(m->call_id), r->stale_cause ? " stale=" : "",
+	         r->stale_cause ? sa_auth_stale_name(r->stale_cause) : "");
+	struct sa_authfail f = { .at = wall_now(), .source_port = port };
+	snprintf(f.trunk_id, sizeof(f.trunk_id), "%s", trunk ? trunk : "");
+	snprintf(f.source, sizeof(f.source), "%s", addr);
+	snprintf(f.transport, sizeof(f.transport), "%s", sa_proto_name(from->proto));
+	snprintf(f.username, sizeof(f.username), "%s", r->username);
+	snprintf(f.reason, sizeof(f.reason), "%s", sa_auth_reason_name(r->reason));
+	snprintf(f.method, sizeof(f.method), "%s", m->method_name);
+	f.password_version = r->password_version;
+	if (trunk) {
+		authfail_record(srv, &f);
+		sa_webhooks_auth_failed(srv, trunk, addr, r->username);
+	}
+	size_t alen;
+	const void *a = flow_addr(from, &alen);
+	/* a UDP source address can be forged: its failures count toward a ban
+	 * only once it answered a nonce issued to that address, which it can
+	 * only have read there (nonces are bound to their source) */
+	bool proven = from->proto != SA_PROTO_UDP || r->nonce_ours;
+	/* a trunk's policy refusing a source or transport is configuration, not guessing */
+	bool guess = r->reason != SA_AUTH_STALE_NONCE && r->reason != SA_AUTH_SOURCE_NOT_ALLOWED &&
+	             r->reason != SA_AUTH_TLS_REQUIRED;
+	if (guess && proven &&
+	    sa_abuse_failure(srv->abuse, &srv->cfg.abuse, a, alen, (uint64_t)wall_now())) {
+		srv->metrics.bans++;
+		srv->metrics.auth_fail[SA_AUTH_BANNED]++;
+		log_warn("event=ban src=%s failures=%u window=%u ban_time=%u trunk=%s", addr, srv->cfg.abuse.max_failures,
+		         srv->cfg.abuse.window, srv->cfg.abuse.ban_time, trunk ? trunk : "-");
+		snprintf(f.reason, sizeof(f.reason), "%s", sa_auth_reason_name(SA_AUTH_BANNED));
+		if (trunk) {   /* a ban is told to the account of the trunk whose failure set it off */
+			authfail_record(srv, &f);
+			sa_webhooks_source_banned(srv, trunk, addr, srv->cfg.abuse.max_failures, srv->cfg.abuse.ban_time);
+		}
+	}
+}
+
+/* Who a request proved to be. */
+struct authed {
+	struct sa_credential cred;     /* HA1s wiped */
+	bool retransmission;           /* the very REGISTER already accepted, sent again */
+	uint32_t password_version;     /* the password it answered with (rotation) */
+};
+
+/* Challenge or accept. Returns true when the request may go on, who filled. */
+static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                         const struct sa_trunk_policy *pol, struct authed *who, char *realm, size_t realm_len)
+{
+	char trunk[SA_ID_MAX], hdrs[1024];
+	struct sa_auth_result r;
+	bool known = request_trunk(srv, m, trunk, sizeof(trunk)) == 0;
+	bool reg = m->method == SA_M_REGISTER;
+
+	/* a trunk host, known or not, gets its realm: an unknown trunk answers
+	 * as a wrong password does. Any other host is never echoed (it may
+	 * carry quotes): the realm is then our domain. */
+	if (known)
+		sa_store_realm(trunk, srv->domain, realm, realm_len);
+	else
+		snprintf(realm, realm_len, "%s", srv->domain);
+	char addr[64];
+	uint16_t port;
+	uint64_t now = (uint64_t)wall_now();
+	sa_flow_peer(from, addr, sizeof(addr), &port);
+	sa_auth_check(&srv->auth, m, known ? trunk : NULL, realm, addr, now, &r);
+	if (r.ok) {
+		srv->metrics.auth_ok++;
+		sa_credential_wipe(&r.cred);
+		who->cred = r.cred;
+		who->retransmission = r.retransmission;
+		who->password_version = r.password_version;
+		/* it registers or calls from here: forged failures must not ban it
+		 * for as long as such a registration may live */
+		size_t alen;
+		const void *a = flow_addr(from, &alen);
+		sa_abuse_vouch(srv->abuse, a, alen, now, now + srv->cfg.reg.max_expires);
+		return true;
+	}
+	srv->metrics.challenges++;
+	/* a trunk may order the algorithms for gear that reads the first challenge only */
+	struct sa_auth_cfg order = { .nalgs = pol ? pol->nalgs : 0 };
+	for (unsigned i = 0; i < order.nalgs && i < SA_ALG_COUNT; i++)
+		order.algs[i] = (enum sa_digest_alg)pol->algs[i];
+	long n = sa_auth_challenge_in(&srv->auth, order.nalgs ? &order : NULL, realm, addr, !reg, r.stale, now, hdrs,
+	                              sizeof(hdrs));
+	if (n < 0)
+		sip_reply(srv, m, from, 500, NULL, NULL, NULL);
+	else
+		sip_reply(srv, m, from, reg ? 401 : 407, NULL, hdrs, NULL);
+	/* after the answer: the failure's bookkeeping (a store write for a
+	 * known trunk) must not tell unknown trunk, unknown user and wrong
+	 * password apart by the time the answer takes */
+	if (r.reason != SA_AUTH_NONE)
+		log_auth_failure(srv, m, from, known ? trunk : NULL, &r);
+	return false;
+}
+
+/* A trunk's policy refuses a new call: 503s that say which limit (and are
+ * counted apart from overload), one log line, a failure-log record. */
+static void trunk_limit_refuse(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                               const char *trunk, const char *username, uint32_t password_version,
+                               enum sa_policy_verdict v)
+{
+	char addr[64];
+	uint16_t port;
+	sa_flow_peer(from, addr, sizeof(addr), &port);
+	srv->metrics.trunk_refused[v]++;
+	if (v == SA_POLICY_CHANNEL_LIMIT)
+		sip_reply(srv, m, from, 503, NULL, "Retry-After: 5\r\nReason: SIP;cause=503;text=\"trunk channel limit\"\r\n", NULL);
+	else
+		sip_reply(srv, m, from, 503, NULL, "Retry-After: 1\r\nReason: SIP;cause=503;text=\"trunk call rate limit\"\r\n",
+		          NULL);
+	log_info("event=trunk_limit reason=%s trunk=%s username=\"%s\" method=%s src=%s:%u proto=%s call_id=\"%s\"",
+	         sa_policy_verdict_name(v), trunk, LOGQ(username), m->method_name, addr, port, sa_proto_name(from->proto),
+	         LOGQ(m->call_id));
+	struct sa_authfail f = { .at = wall_now(), .source_port = port };
+	snprintf(f.trunk_id, sizeof(f.trunk_id), "%s", trunk);
+	snprintf(f.source, sizeof(f.source), "%s", addr);
+	snprintf(f.transport, sizeof(f.transport), "%s", sa_proto_name(from->proto));
+	snprintf(f.username, sizeof(f.username), "%s", username);
+	snprintf(f.reason, sizeof(f.reason), "%s", sa_policy_verdict_name(v));
+	snprintf(f.method, sizeof(f.method), "%s", m->method_name);
+	f.password_version = password_version;
+	authfail_record(srv, &f);
+}
+
+/* A new call for a trunk: within its channels (and, from the customer, its
+ * call rate)? On admission the caller's INVITE holds a channel. */
+static bool trunk_admit(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                        const char *trunk, const struct sa_trunk_policy *pol, const char *username,
+                        uint32_t password_version, bool from_customer)
+{
+	struct sa_trunk_policy share;   /* in a fleet: this node's share of the trunk's limits */
+	if (srv->fleet_nodes > 1) {
+		share = *pol;
+		sa_policy_share(&share, srv->fleet_nodes);
+		pol = &share;
+	}
+	enum sa_policy_verdict v;
+	if (sa_trunk_admit(srv->trunks, trunk, pol, from_customer, (int64_t)sa_now_ms(), &v) < 0) {
+		sip_reject(srv, m, from, 503, NULL, "Retry-After: 5\r\n", "out of memory");
+		return false;
+	}
+	if (v == SA_POLICY_ADMIT)
+		return true;
+	trunk_limit_refuse(srv, m, from, trunk, username, password_version, v);
+	return false;
+}
+
+/* Before any challenge: the trunk's transport and source rules. A refusal
+ * is a 403 that says why, logged and recorded as an authentication failure. */
+static bool trunk_arrival_ok(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                             const char *trunk, const struct sa_trunk_policy *pol)
+{
+	enum sa_policy_verdict v = sa_policy_check_arrival(pol, from->proto == SA_PROTO_TLS, &from->ss.sa);
+	if (v == SA_POLICY_ADMIT)
+		return true;
+	srv->metrics.trunk_refused[v]++;
+	sip_reply(srv, m, from, 403, v == SA_POLICY_TLS_REQUIRED ? "TLS Required" : "Source Not Allowed", NULL, NULL);
+	struct sa_auth_result r = { .reason = v == SA_POLICY_TLS_REQUIRED ? SA_AUTH_TLS_REQUIRED
+	                                                                  : SA_AUTH_SOURCE_NOT_ALLOWED };
+	char realm[SA_REALM_MAX];
+	sa_store_realm(trunk, srv->domain, realm, sizeof(realm));
+	sa_auth_username(m, realm, r.username, sizeof(r.username));
+	log_auth_failure(srv, m, from, trunk, &r);
+	return false;
+}
+
+static void handle_register(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                            const struct authed *who)
+{
+	const struct sa_credential *cred = &who->cred;
+	struct sa_reg_result res;
+	char addr[64];
+	struct sa_peer peer;
+
+	peer_of(from, addr, sizeof(addr), &peer);
+	sa_registrar_apply(srv->store, &srv->cfg.reg, m, who->retransmission, cred, who->password_version, &peer,
+	                   wall_now(), &res);
+	if (res.status == 200)
+		fleet_binding_changed(srv, cred->id);   /* the fleet learns who holds the PBX's flow */
+	if (res.status == 200 && (res.added || res.removed)) {
+		srv->metrics.registrations++;
+		log_info("event=register cred=%s trunk=%s src=%s:%u proto=%s added=%d removed=%d",
+		         cred->id, cred->trunk_id, addr, peer.port, peer.transport, res.added, res.removed);
+		if (res.added > 0)
+			sa_webhooks_registration_created(srv, cred, addr, peer.port, peer.transport, res.added);
+	}
+	sip_reply(srv, m, from, res.status, res.reason, res.headers, NULL);
+}
+
+/* Inbound for a PBX whose flow another node holds: to that node, which
+ * sends it down the flow (RFC 3327's pattern: our Via and Record-Route keep
+ * the answers and the dialog on this path). The owner counts the call
+ * against the trunk's channels and lists it; here it is only passed on.
+ * false: no other node should take it. */
+static bool relay_to_owner(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                           const char *trunk, const struct sa_binding *local)
+{
+	struct sa_binding rb;
+	struct sa_flow owner;
+	char node[64];
+
+	if (!fleet_remote_binding(srv, trunk, local, &rb, &owner, node, sizeof(node)))
+		return false;
+	if (m->method == SA_M_INVITE && calls_full(srv)) {
+		sip_reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
+		return true;
+	}
+	log_info("event=relay method=%s call_id=\"%s\" trunk=%s cred=%s owner=%s", m->method_name, LOGQ(m->call_id),
+	         trunk, rb.cred_id, node);
+	struct call_owner own = { .cred_id = rb.cred_id, .trunk_id = "", .inbound = true };
+	sip_forward(srv, m, from, &owner, NULL, routes_to_us(srv, m), NULL, &own, rb.cred_id);
+	srv->metrics.fleet_relayed++;
+	return true;
+}
+
+/* Inbound: the gateway calls a trunk: to its most recent registration. */
+void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
+{
+	char trunk[SA_ID_MAX];
+	struct sa_binding b;
+	struct sa_flow to;
+
+	if (request_trunk(srv, m, trunk, sizeof(trunk)) < 0) {
+		sip_reject(srv, m, from, 404, NULL, NULL, "not a trunk host");
+		return;
+	}
+	bool local = sa_registrar_lookup(srv->store, trunk, wall_now(), &b) == 0;
+	/* a call another node relays is for a PBX registered here, or for none:
+	 * never relayed on (two nodes could pass it back and forth) */
+	if (!from_fleet_node(srv, from) && relay_to_owner(srv, m, from, trunk, local ? &b : NULL))
+		return;
+	if (!local) {
+		sip_reject(srv, m, from, 480, NULL, NULL, "trunk not registered");
+		return;
+	}
+	char port[8];
+	snprintf(port, sizeof(port), "%u", b.source_port);
+	if (flow_for_text(srv, b.transport, b.source, port, &to) < 0) {
+		sip_reject(srv, m, from, 500, NULL, NULL, "bad binding address");
+		return;
+	}
+	if (m->method == SA_M_INVITE && calls_full(srv)) {
+		sip_reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
+		return;
+	}
+	/* inbound calls take the trunk's channels too (the rate limits the customer's calls only) */
+	struct sa_trunk_policy pol;
+	bool held = false;
+	if (m->method == SA_M_INVITE && sa_store_trunk_policy_get(srv->store, b.trunk_id, &pol) == SA_STORE_OK) {
+		if (!trunk_admit(srv, m, from, b.trunk_id, &pol, "", 0, false))
+			return;
+		held = true;
+	}
+	struct call_owner own = { .cred_id = b.cred_id, .trunk_id = b.trunk_id, .inbound = true, .holds_channel = held };
+	if (!sip_forward(srv, m, from, &to, b.contact, routes_to_us(srv, m), NULL, &own, b.cred_id) && held)
+		channel_release(srv, b.trunk_id);
+}
+
+/* A request from a customer's PBX: its trunk's controls, then digest (or the
+ * trunk's trusted network), then the registrar or the gateways. */
+void handle_customer(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from)
+{
+	struct authed who = { .password_version = 0 };
+	const struct sa_credential *cred = &who.cred;
+	char realm[SA_REALM_MAX];
+	char trunk[SA_ID_MAX];
+	/* the trunk's controls (lib/policy): an unknown trunk has none, and is
+	 * refused by authentication as a wrong password is */
+	struct sa_trunk_policy pol;
+	sa_policy_default(&pol);
+	bool trunk_host = request_trunk(srv, m, trunk, sizeof(trunk)) == 0;
+	bool policy = trunk_host && sa_store_trunk_policy_get(srv->store, trunk, &pol) == SA_STORE_OK;
+	/* an unknown trunk's default policy is checked too (it admits): the
+	 * same work, so the time does not tell which trunks exist */
+	if (trunk_host && !trunk_arrival_ok(srv, m, from, trunk, &pol))
+		return;
+	if (policy && m->method != SA_M_REGISTER && sa_policy_ip_authenticates(&pol, &from->ss.sa)) {
+		/* the trunk trusts this network: no digest, and no credential owns the call */
+		memset(&who, 0, sizeof(who));
+		snprintf(who.cred.trunk_id, sizeof(who.cred.trunk_id), "%s", trunk);
+		sa_store_realm(trunk, srv->domain, realm, sizeof(realm));
+		srv->metrics.auth_by_address++;
+	} else if (!authenticate(srv, m, from, policy ? &pol : NULL, &who, realm, sizeof(realm))) {
+		return;
+	}
+	if (m->method == SA_M_REGISTER) {
+		handle_register(srv, m, from, &who);
+	} else {
+		bool invite = m->method == SA_M_INVITE;
+		struct call_owner own = { .cred_id = cred->id, .trunk_id = cred->trunk_id, .holds_channel = invite };
+		if (invite && calls_full(srv))
+			sip_reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
+		else if (invite && !trunk_admit(srv, m, from, cred->trunk_id, &pol, cred->username, who.password_version,
+		                                true))
+			;   /* refused with a 503 that names the limit */
+		else if (!forward_upstream(srv, m, from, realm, &own) && invite)
+			channel_release(srv, cred->trunk_id);
+	}
+	OPENSSL_cleanse(&who, sizeof(who));
+}

@@ -1,0 +1,150 @@
+/* sip_int.h: what the SIP core's files (daemon/sip*.c) share: the transaction and its owner. */
+#ifndef SA_SIP_INT_H
+#define SA_SIP_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "calls.h"
+#include "dialog.h"
+#include "route.h"
+#include "server.h"
+#include "txn.h"
+
+/* One proxied transaction: the server side (towards the sender) and the
+ * client side (towards the next hop), RFC 3261 §16 and §17. */
+struct sa_txn {
+	struct sa_txn_node node;       /* in srv->txns (lib/txn): by skey and by branch */
+	TAILQ_ENTRY(sa_txn) done;      /* completed ones, oldest first: the first to make room */
+	uint64_t done_ms;              /* when it finished; it goes LINGER[linger] later */
+	unsigned char linger;          /* which finished list: enum linger_class */
+	TAILQ_ENTRY(sa_txn) ringing;   /* an INVITE of a credential's call, not answered finally yet */
+	bool is_ringing;
+	struct sa_server *srv;
+	char *skey;                    /* branch|sent-by|method of the request received (sized to fit) */
+	char *dir_call_id;             /* several workers: an INVITE's Call-ID, in the directory while it lives */
+	char branch[SA_TXN_BRANCH_LEN + 1];   /* ours towards the next hop: random, unguessable */
+	char local_tag[17];            /* the To tag of answers we make ourselves (408, 487) */
+	enum sa_method method;
+	struct sa_flow from, to;
+	struct sa_txn_req *req;        /* the request as we forwarded it, and where its fields are (lib/txn) */
+	char *resp;                    /* the last response we sent back */
+	size_t resp_len;
+	int resp_status;
+	int upstream_status;           /* highest status seen from the next hop */
+	unsigned interval_ms;
+	uint64_t started_ms;
+	struct event *timer;           /* retransmit / timeout / linger */
+	struct event *timer_c;         /* INVITE: how long it may ring */
+	enum sa_txn_state state;       /* the client side's (lib/txn): finished ones linger */
+	bool charged;                  /* counted in its source's and credential's budget */
+	bool local;                    /* we are the UAC (a BYE we send): absorb its responses */
+	bool inbound;                  /* INVITE from the gateway to a registered PBX */
+	bool holds_channel;            /* INVITE: holds a channel of its trunk until a call takes it over */
+	bool send_failed;              /* the last send of the request failed at once */
+	bool probe;                    /* an OPTIONS probe of ours to a gateway */
+	bool abandoned;                /* an INVITE's branch to a gateway that failover left for silence */
+	bool cancel_sent;              /* abandoned: it rang late and got our CANCEL */
+	bool own_bye;                  /* a BYE of ours: counted in byes_pending until answered */
+	struct sa_pace_item *paced;    /* a BYE of ours waiting for its turn (lib/pace) */
+	struct txn_owner *own;         /* whose it is, while in progress; NULL: nobody's */
+	struct txn_failover *fo;       /* an INVITE to the gateways: the ones left to try */
+};
+
+/* An INVITE towards the gateways, until its final answer: what it takes to
+ * try the next one (a new client transaction, RFC 3263 §4.3) when the live
+ * one answers 503, fails to send, or stays silent for failover_timeout_ms. */
+struct txn_failover {
+	struct event *timer;           /* no answer from the live gateway */
+	bool cancelled;                /* the caller sent CANCEL: no new gateway */
+	unsigned cur, n;               /* flows[cur] is live */
+	struct sa_flow flows[];
+};
+
+/* Whose a transaction is: needed only until its final answer (a finished
+ * transaction lingers without it). */
+struct txn_owner {
+	char cred_id[SA_ID_MAX];       /* INVITE: the credential the call belongs to ("" none) */
+	char trunk_id[SA_ID_MAX];
+	char budget_cred[SA_ID_MAX];   /* the credential it is charged to ("" none) */
+};
+
+/* Whose call a forwarded INVITE starts. */
+struct call_owner {
+	const char *cred_id;           /* "" for a trunk that authenticates by address */
+	const char *trunk_id;
+	bool inbound;
+	bool holds_channel;            /* admitted against the trunk's limits: the transaction holds it */
+};
+
+/* sip_txn.c: the table and the timers */
+bool txn_finished(const struct sa_txn *t);
+void txn_heard(struct sa_txn *t, int status);
+const char *txn_cred(const struct sa_txn *t);
+const char *txn_trunk(const struct sa_txn *t);
+void channel_release(struct sa_server *srv, const char *trunk_id);
+void channel_hold(struct sa_server *srv, const char *trunk_id);
+int branch_new(struct sa_server *srv, char out[SA_TXN_BRANCH_LEN + 1]);
+int64_t wall_now(void);
+struct sa_txn *txn_by_skey(struct sa_server *srv, const char *key);
+struct sa_txn *txn_by_branch(struct sa_server *srv, const char *branch);
+void txn_keep(struct sa_txn *t, char **slot, size_t *lenp, char *buf, size_t n);
+void txn_keep_req(struct sa_txn *t, struct sa_txn_req *r);
+const char *req_call_id(const struct sa_txn_req *r, char *out, size_t len);
+void txn_arm(struct sa_txn *t, unsigned ms);
+struct sa_txn *txn_new(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                       const char *budget_cred, size_t bytes, const char **why);
+void answer_downstream(struct sa_txn *t, int status);
+void txn_complete(struct sa_txn *t);
+void txn_timer_c_cb(evutil_socket_t fd, short what, void *arg);
+
+/* sip_relay.c: out to the next hop and back */
+struct sa_txn *sip_forward(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                           const struct sa_flow *to, const char *ruri, unsigned pop_routes,
+                           const char *strip_realm, const struct call_owner *owner, const char *budget_cred);
+void send_hop_request(struct sa_server *srv, struct sa_txn *t, const struct sa_msg *resp, bool cancel);
+/* A response on its way back along the transaction it answers (lib/route decides). */
+void handle_response(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from);
+void forward_ack(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                 const struct sa_flow *to, unsigned pop);
+bool forward_upstream(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                      const char *realm, const struct call_owner *own);
+
+/* sip_calls.c: calls and our own BYEs */
+struct sa_call *call_find(struct sa_server *srv, const struct sa_msg *m, int *side);
+bool calls_full(struct sa_server *srv);
+void call_remove(struct sa_server *srv, struct sa_call *c);
+bool is_us_cb(const struct sa_uri *u, void *arg);
+void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *ok);
+void send_local(struct sa_server *srv, const struct sa_flow *to, const struct sa_dialog *d, bool to_caller,
+                const char *reason);
+void call_end(struct sa_server *srv, struct sa_call *c, const char *why, const char *reason);
+
+/* sip_customer.c: a trunk's requests */
+bool is_trusted(struct sa_server *srv, const struct sa_flow *from);
+const void *flow_addr(const struct sa_flow *fl, size_t *len);
+void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from);
+void handle_customer(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from);
+
+/* sip.c: answers of our own, our addresses */
+void peer_of(const struct sa_flow *fl, char *addr, size_t alen, struct sa_peer *p);
+void sip_reply(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from, int status,
+               const char *reason, const char *extra, struct sa_txn *t);
+void sip_reject(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from, int status,
+                const char *reason, const char *extra, const char *why);
+const struct sa_endpoint *local_ep(struct sa_server *srv, unsigned lidx);
+void via_value(struct sa_server *srv, const struct sa_flow *to, const char *branch, char *out, size_t len);
+void rr_value(const struct sa_endpoint *ep, char *out, size_t len);
+bool uri_is_us(struct sa_server *srv, const struct sa_uri *u);
+unsigned routes_to_us(struct sa_server *srv, const struct sa_msg *m);
+int flow_for_text(struct sa_server *srv, const char *proto, const char *host, const char *port,
+                  struct sa_flow *fl);
+
+/* each file's part of sa_sip_init and sa_sip_shutdown */
+int sip_txn_init(struct sa_server *srv);
+void sip_txn_shutdown(struct sa_server *srv);
+int sip_calls_init(struct sa_server *srv);
+void sip_calls_shutdown(struct sa_server *srv);
+
+#endif

@@ -1,0 +1,499 @@
+/* sip_relay.c: requests out to the next hop, failover between gateways, responses back. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <malloc.h>
+#include <sys/queue.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "calls.h"
+#include "dialog.h"
+#include "log.h"
+#include "pace.h"
+#include "proxy.h"
+#include "registrar.h"
+#include "route.h"
+#include "server.h"
+#include "sip_int.h"
+#include "txn.h"
+
+/* ---- forwarding ---- */
+
+/* Our Via and Record-Route values towards t's next hop (t->to, t->branch). */
+struct hop_ours {
+	char via[256], rr_in[160], rr_out[160];
+	const char *rr[2];
+};
+
+static void hop_ours_fill(struct sa_txn *t, bool record_route, struct hop_ours *o)
+{
+	struct sa_server *srv = t->srv;
+	via_value(srv, &t->to, t->branch, o->via, sizeof(o->via));
+	o->rr[0] = o->rr[1] = NULL;
+	if (!record_route)
+		return;
+	const struct sa_endpoint *in = local_ep(srv, t->from.lidx), *outep = local_ep(srv, t->to.lidx);
+	/* two entries when the call crosses interfaces or transports (RFC 5658) */
+	rr_value(outep, o->rr_out, sizeof(o->rr_out));
+	rr_value(in, o->rr_in, sizeof(o->rr_in));
+	o->rr[0] = o->rr_out;
+	o->rr[1] = in == outep ? NULL : o->rr_in;
+}
+
+/* Keep r as the request t sends its next hop and send it: the
+ * retransmission timer armed. */
+static void txn_send_kept(struct sa_txn *t, struct sa_txn_req *r, const char *method)
+{
+	struct sa_server *srv = t->srv;
+	char callid[256];
+	txn_keep_req(t, r);
+	srv->metrics.sip_forwarded++;
+	t->send_failed = sa_transport_send(srv, &t->to, r->bytes, r->len) < 0;
+	if (t->send_failed)
+		log_warn("event=send_failed method=%s call_id=\"%s\"", method,
+		         LOGQ(req_call_id(r, callid, sizeof(callid))));
+	t->interval_ms = SA_TXN_T1_MS;
+	txn_arm(t, t->to.proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
+}
+
+/* Rewrite m for t's next hop (t->to, t->branch) and send it: our Via,
+ * Record-Route when it starts a call; the retransmission timer armed.
+ * 0, or -1 when the request does not fit (nothing sent). */
+static int txn_send_request(struct sa_txn *t, const struct sa_msg *m, const char *ruri, unsigned pop_routes,
+                            const char *strip_realm, bool record_route)
+{
+	char addr[64];
+	struct sa_peer peer;
+	struct hop_ours o;
+
+	peer_of(&t->from, addr, sizeof(addr), &peer);
+	hop_ours_fill(t, record_route, &o);
+	struct sa_fwd f = { .ruri = ruri, .via = o.via, .peer = &peer, .rr = { o.rr[0], o.rr[1] },
+	                    .pop_route = pop_routes, .strip_realm = strip_realm };
+	struct sa_txn_req *r = sa_txn_req_new(m, &f);
+	if (!r)
+		return -1;
+	txn_send_kept(t, r, m->method_name);
+	return 0;
+}
+
+/* Forward m statefully to `to`: 100 Trying for INVITE, our Via, Record-Route.
+ * The transaction is charged to budget_cred (the credential whose call or
+ * request it is; NULL for none). Returns it while it waits for an answer. */
+struct sa_txn *sip_forward(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                           const struct sa_flow *to, const char *ruri, unsigned pop_routes,
+                           const char *strip_realm, const struct call_owner *owner, const char *budget_cred)
+{
+	const char *why;
+	struct sa_txn *t = txn_new(srv, m, from, budget_cred, m->len + 2048, &why);
+
+	if (!t) {
+		srv->metrics.transactions_refused++;
+		sip_reject(srv, m, from, 503, "Service Unavailable", "Retry-After: 5\r\n", why);
+		return NULL;
+	}
+	if (m->method == SA_M_INVITE)
+		sip_reply(srv, m, from, 100, NULL, NULL, t);
+	t->to = *to;
+	if (owner && (t->own || (t->own = calloc(1, sizeof(*t->own))))) {
+		snprintf(t->own->cred_id, sizeof(t->own->cred_id), "%s", owner->cred_id);
+		snprintf(t->own->trunk_id, sizeof(t->own->trunk_id), "%s", owner->trunk_id);
+		t->inbound = owner->inbound;
+		t->holds_channel = owner->holds_channel;
+		if (m->method == SA_M_INVITE) {
+			/* listed as an early call, and found here by revocation (a call of a
+			 * trunk that authenticates by address has no credential to lose) */
+			TAILQ_INSERT_TAIL(&srv->txn_ringing, t, ringing);
+			t->is_ringing = true;
+		}
+	}
+	if (txn_send_request(t, m, ruri, pop_routes, strip_realm, owner != NULL) < 0) {
+		sip_reply(srv, m, from, 513, NULL, NULL, t);
+		t->holds_channel = false;   /* NULL: the caller gives the channel back */
+		txn_complete(t);
+		return NULL;
+	}
+	if (m->method == SA_M_INVITE) {
+		t->timer_c = evtimer_new(srv->base, txn_timer_c_cb, t);
+		struct timeval tc = { .tv_sec = srv->cfg.timer_c };
+		if (t->timer_c)
+			evtimer_add(t->timer_c, &tc);
+	}
+	return t;
+}
+
+/* Send a request we build ourselves (ACK, CANCEL) along a client flow,
+ * from the fields t kept of its request. */
+void send_hop_request(struct sa_server *srv, struct sa_txn *t, const struct sa_msg *resp, bool cancel)
+{
+	char out[8192];
+	if (!t->req)
+		return;
+	long n = cancel ? sa_txn_cancel(t->req, out, sizeof(out)) : sa_txn_ack(t->req, resp, out, sizeof(out));
+	if (n > 0)
+		sa_transport_send(srv, &t->to, out, (size_t)n);
+}
+
+/* ---- failover between gateways ---- */
+
+static void fo_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static void fo_arm(struct sa_txn *t)
+{
+	unsigned ms = t->srv->cfg.failover_timeout_ms;
+	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+	if (t->fo->timer)
+		evtimer_add(t->fo->timer, &tv);
+}
+
+/* A new branch for the next gateway: answers to the old one no longer match. */
+static void txn_rebranch(struct sa_txn *t)
+{
+	sa_txn_index_branch_out(t->srv->txns, &t->node);
+	if (branch_new(t->srv, t->branch) < 0)
+		t->branch[SA_TXN_BRANCH_LEN - 1] ^= 1;   /* no randomness left: still a new branch */
+	sa_txn_index_branch_in(t->srv->txns, &t->node);
+}
+
+/* Failover leaves a gateway that stayed silent, but the INVITE may have
+ * reached it and be answered late. Its branch goes on as a transaction of
+ * our own (RFC 3261 §16.7, §9.1): a late provisional gets a CANCEL, a late
+ * final an ACK, a late 2xx an ACK and a BYE, since the caller's call goes
+ * through another gateway now. It lives 64*T1 unless it rings. t takes the
+ * new transaction's fresh branch. */
+static void fo_abandon(struct sa_txn *t)
+{
+	const char *why;
+	struct sa_txn_req *copy;
+	struct sa_txn *a = t->req ? txn_new(t->srv, NULL, NULL, NULL, t->req->size, &why) : NULL;
+	if (!a || !(copy = sa_txn_req_dup(t->req))) {
+		if (a)
+			txn_complete(a);
+		txn_rebranch(t);   /* then its late answers are dropped */
+		return;
+	}
+	a->method = SA_M_INVITE;
+	a->abandoned = true;
+	a->to = t->to;
+	a->started_ms = t->started_ms;
+	txn_keep_req(a, copy);
+	sa_txn_index_branch_out(t->srv->txns, &a->node);
+	sa_txn_index_branch_out(t->srv->txns, &t->node);
+	char b[sizeof(t->branch)];
+	memcpy(b, a->branch, sizeof(b));
+	memcpy(a->branch, t->branch, sizeof(b));
+	memcpy(t->branch, b, sizeof(b));
+	sa_txn_index_branch_in(t->srv->txns, &a->node);
+	sa_txn_index_branch_in(t->srv->txns, &t->node);
+	txn_arm(a, 64 * SA_TXN_T1_MS);
+}
+
+/* The live gateway did `ev` (a 503, a failure to send, silence). Send the
+ * INVITE to the next one when there is one and no final answer went back;
+ * true when it went. */
+static bool fo_next(struct sa_txn *t, enum sa_up_event ev)
+{
+	struct sa_server *srv = t->srv;
+	struct txn_failover *fo = t->fo;
+	sa_gateways_report(srv, &t->to, ev);
+	if (!fo || fo->cancelled || txn_finished(t) || fo->cur + 1 >= fo->n)
+		return false;
+	char a[64], b[64];
+	uint16_t pa, pb;
+	sa_flow_peer(&t->to, a, sizeof(a), &pa);
+	sa_flow_peer(&fo->flows[fo->cur + 1], b, sizeof(b), &pb);
+	sa_gateways_failover(srv, &t->to);
+	if (!t->req)
+		return false;
+	char callid[256];
+	log_info("event=failover reason=%s from=%s:%s:%u to=%s:%s:%u call_id=\"%s\"", sa_up_event_name(ev),
+	         sa_proto_name(t->to.proto), a, pa, sa_proto_name(fo->flows[fo->cur + 1].proto), b, pb,
+	         LOGQ(req_call_id(t->req, callid, sizeof(callid))));
+	fo->cur++;
+	if (ev == SA_UP_TIMEOUT)
+		fo_abandon(t);
+	else
+		txn_rebranch(t);
+	t->to = fo->flows[fo->cur];
+	t->upstream_status = 0;   /* a new client transaction (RFC 3263 §4.3) */
+	t->state = sa_txn_initial(t->method);
+	t->started_ms = sa_now_ms();
+	/* the request as the last gateway got it, with our Via and Record-Route for this one */
+	struct hop_ours o;
+	hop_ours_fill(t, true, &o);
+	struct sa_txn_req *r = sa_txn_req_next_hop(t->req, o.via, o.rr);
+	if (!r)
+		return false;
+	txn_send_kept(t, r, "INVITE");
+	sa_gateways_sent(srv, &t->to);
+	fo_arm(t);
+	if (t->send_failed)
+		fo_next(t, SA_UP_TRANSPORT);   /* bounded: each call moves one gateway on */
+	return true;
+}
+
+/* The live gateway said nothing within failover_timeout_ms. */
+static void fo_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_txn *t = arg;
+	if (txn_finished(t) || t->upstream_status > 0)
+		return;
+	if (t->fo->cancelled) {
+		/* nobody answers the CANCEL's INVITE: end it as the caller asked */
+		answer_downstream(t, 487);
+		txn_complete(t);
+		return;
+	}
+	fo_next(t, SA_UP_TIMEOUT);
+}
+
+/* Keep the gateways the INVITE may go to next: flows[1..n). Its request
+ * is t's own, rewritten for each (sa_txn_req_next_hop). */
+static void fo_attach(struct sa_txn *t, const struct sa_flow *flows, unsigned n)
+{
+	struct txn_failover *fo = calloc(1, sizeof(*fo) + n * sizeof(fo->flows[0]));
+	if (!fo || !(fo->timer = evtimer_new(t->srv->base, fo_timer_cb, t))) {
+		free(fo);
+		return;   /* no failover for this one: it still goes to the first */
+	}
+	memcpy(fo->flows, flows, n * sizeof(flows[0]));
+	fo->n = n;
+	t->fo = fo;
+	fo_arm(t);
+}
+
+void sa_sip_flow_failed(struct sa_server *srv, const struct sa_flow *fl)
+{
+	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing), *next; t; t = next) {
+		next = TAILQ_NEXT(t, ringing);
+		if (t->fo && !txn_finished(t) && t->upstream_status < 200 && sa_route_same_peer(&t->to, fl))
+			fo_next(t, SA_UP_TRANSPORT);
+	}
+}
+
+/* ---- responses ---- */
+
+/* A response that nothing we sent asked for, or that came from elsewhere
+ * than the request went: dropped, counted, one (rate-limited) log line. */
+static void response_refused(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                             const char *why)
+{
+	char addr[64];
+	uint16_t port;
+	sa_flow_peer(from, addr, sizeof(addr), &port);
+	srv->metrics.responses_refused++;
+	log_info("event=response_dropped reason=\"%s\" status=%d src=%s:%u proto=%s call_id=\"%s\"", why, m->status,
+	         addr, port, sa_proto_name(from->proto), LOGQ(m->call_id));
+}
+
+/* A 2xx retransmitted after its transaction ended goes along the call, and
+ * only when it comes from the end that sent it. */
+static void relay_late_2xx(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                           const char *out, size_t n)
+{
+	int side;
+	struct sa_call *c = m->status >= 200 && m->status < 300 ? call_find(srv, m, &side) : NULL;
+	if (!c)
+		return;
+	/* tags as in the dialog's requests from the caller (side 1): the answer travels to the caller */
+	const struct sa_flow *sender = side == 1 ? &c->callee : &c->caller;
+	if (!sa_route_response_ok(sender, from)) {
+		response_refused(srv, m, from, "2xx not from the call's end");
+		return;
+	}
+	sa_transport_send(srv, side == 1 ? &c->caller : &c->callee, out, n);
+}
+
+#define LATE_2XX_REASON "SIP;cause=200;text=\"answered after failover to another gateway\""
+
+/* A late 2xx on an abandoned branch: ACK it, then end its dialog with a BYE. */
+static void abandoned_2xx(struct sa_server *srv, struct sa_txn *t, struct sa_msg *ok)
+{
+	struct sa_dialog d = { 0 };
+	const char *contact = NULL;
+	char via[256], branch[SA_TXN_BRANCH_LEN + 1], out[8192], *copy;
+	size_t clen = t->req ? sa_txn_req_value(t->req, SA_TXN_F_CONTACT, &contact) : 0;
+	if (sa_dialog_from_2xx(&d, contact, clen, ok, is_us_cb, srv) < 0 || branch_new(srv, branch) < 0) {
+		log_warn("event=failover_late_answer status=%d outcome=untracked call_id=\"%s\"", ok->status,
+		         LOGQ(ok->call_id));
+		sa_dialog_free(&d);
+		return;
+	}
+	via_value(srv, &t->to, branch, via, sizeof(via));
+	long n = sa_dialog_ack(&d, via, out, sizeof(out));
+	if (n > 0 && (copy = malloc((size_t)n))) {
+		memcpy(copy, out, (size_t)n);
+		txn_keep(t, &t->resp, &t->resp_len, copy, (size_t)n);   /* again for each 2xx retransmission */
+		sa_transport_send(srv, &t->to, out, (size_t)n);
+	}
+	send_local(srv, &t->to, &d, false, LATE_2XX_REASON);
+	sa_dialog_free(&d);
+}
+
+/* An answer on a branch that failover left for silence (fo_abandon). */
+static void abandoned_answer(struct sa_server *srv, struct sa_txn *t, struct sa_msg *m)
+{
+	char addr[64];
+	uint16_t port;
+	if (m->method != SA_M_INVITE)
+		return;   /* the answer to our CANCEL */
+	if (txn_finished(t)) {   /* a retransmitted final: acknowledge it again */
+		if (m->status >= 300)
+			send_hop_request(srv, t, m, false);
+		else if (m->status >= 200 && t->resp)
+			sa_transport_send(srv, &t->to, t->resp, t->resp_len);
+		return;
+	}
+	txn_heard(t, m->status);
+	if (m->status < 200 && t->cancel_sent)
+		return;
+	sa_flow_peer(&t->to, addr, sizeof(addr), &port);
+	srv->metrics.failover_late_answers++;
+	log_info("event=failover_late_answer status=%d gateway=%s:%s:%u outcome=%s call_id=\"%s\"", m->status,
+	         sa_proto_name(t->to.proto), addr, port,
+	         m->status < 200 ? "cancel" : m->status < 300 ? "ack_bye" : "ack", LOGQ(m->call_id));
+	if (m->status < 200) {
+		send_hop_request(srv, t, NULL, true);
+		t->cancel_sent = true;
+		txn_arm(t, 64 * SA_TXN_T1_MS);   /* for its final answer (487) */
+		return;
+	}
+	if (m->status >= 300)
+		send_hop_request(srv, t, m, false);
+	else
+		abandoned_2xx(srv, t, m);
+	txn_complete(t);
+}
+
+static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_msg *m, unsigned steps, char *out,
+                           size_t n);
+
+/* A response on its way back along the transaction it answers (lib/route decides). */
+void handle_response(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from)
+{
+	size_t cap = m->len;
+	char *out = malloc(cap);
+	long n = out ? sa_proxy_response(m, out, cap) : -1;
+	struct sa_txn *t = m->branch ? txn_by_branch(srv, m->branch) : NULL;
+	struct sa_route_response facts = {
+		.status = m->status, .cseq_cancel = m->method == SA_M_CANCEL, .relayable = n >= 0, .txn = t != NULL,
+		.from_sent_peer = t && sa_route_response_ok(&t->to, from), .abandoned = t && t->abandoned,
+		.local = t && t->local, .completed = t && txn_finished(t), .invite = t && t->method == SA_M_INVITE,
+		.owns_call = t && t->own, .failover = t && t->fo,
+	};
+	struct sa_route_resp_decision d = sa_route_response(&facts);
+	switch (d.action) {
+	case SA_RR_DROP:
+		break;
+	case SA_RR_REFUSE:
+		response_refused(srv, m, from, d.reason);
+		break;
+	case SA_RR_ABANDONED:
+		abandoned_answer(srv, t, m);
+		break;
+	case SA_RR_LOCAL:
+		/* the answer to a BYE or probe of our own: it ends here */
+		if (m->status >= 200 && !txn_finished(t) && t->probe)
+			sa_gateways_probe_answer(srv, &t->to, m->status);
+		if (m->status >= 200 && !txn_finished(t)) {
+			t->resp_status = m->status;
+			txn_complete(t);
+		}
+		break;
+	case SA_RR_NO_TXN:
+		relay_late_2xx(srv, m, from, out, (size_t)n);
+		break;
+	case SA_RR_FINAL_AGAIN:
+		/* a retransmitted final: ACK non-2xx again, relay 2xx end to end */
+		if (m->status >= 300 && t->method == SA_M_INVITE)
+			send_hop_request(srv, t, m, false);
+		else if (m->status >= 200 && m->status < 300)
+			sa_transport_send(srv, &t->from, out, (size_t)n);
+		break;
+	case SA_RR_RELAY:
+		if (relay_response(srv, t, m, d.steps, out, (size_t)n))
+			out = NULL;
+		break;
+	}
+	free(out);
+}
+
+/* The steps of SA_RR_RELAY. true when the transaction kept `out`. */
+static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_msg *m, unsigned steps, char *out,
+                           size_t n)
+{
+	if (t->fo && t->upstream_status == 0 && m->status != 503)
+		sa_gateways_report(srv, &t->to, SA_UP_ANSWERED);
+	if (steps & SA_RR_TRY_NEXT) {
+		send_hop_request(srv, t, m, false);   /* ACK it on its own branch first */
+		t->upstream_status = m->status;
+		if (fo_next(t, SA_UP_503))
+			return false;
+	}
+	txn_heard(t, m->status);
+	if (steps & SA_RR_FORWARD)
+		sa_transport_send(srv, &t->from, out, n);
+	if (steps & SA_RR_ACK)
+		send_hop_request(srv, t, m, false);
+	if (steps & SA_RR_CALL)
+		call_create(srv, t, m);
+	bool kept = false;
+	if (steps & SA_RR_KEEP) {
+		txn_keep(t, &t->resp, &t->resp_len, out, n);
+		t->resp_status = m->status;
+		kept = true;
+	}
+	if (steps & SA_RR_COMPLETE)
+		txn_complete(t);
+	return kept;
+}
+
+/* Pass an ACK for a 2xx on without a transaction: it is end to end. */
+void forward_ack(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                 const struct sa_flow *to, unsigned pop)
+{
+	char via[256], br[SA_TXN_BRANCH_LEN + 1], addr[64];
+	struct sa_peer peer;
+	if (branch_new(srv, br) < 0)
+		return;
+	via_value(srv, to, br, via, sizeof(via));
+	peer_of(from, addr, sizeof(addr), &peer);
+	struct sa_fwd f = { .via = via, .peer = &peer, .pop_route = pop };
+	size_t cap = m->len + 1024;
+	char *out = malloc(cap);
+	long n = out ? sa_proxy_request(m, &f, out, cap) : -1;
+	if (n > 0)
+		sa_transport_send(srv, to, out, (size_t)n);
+	free(out);
+}
+
+/* Out to the gateways: the first in the failover order; an INVITE keeps
+ * the rest to move on to. No gateway with an address: 503. false when no
+ * transaction was made (the sender has its answer). */
+bool forward_upstream(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
+                      const char *realm, const struct call_owner *own)
+{
+	struct sa_flow flows[SA_UPSTREAM_MAX];
+	unsigned n = sa_gateways_order(srv, flows, SA_UPSTREAM_MAX), pop = routes_to_us(srv, m);
+	if (n == 0) {
+		sip_reject(srv, m, from, 503, NULL, "Retry-After: 5\r\n", sa_gateways_none_reason(srv));
+		return false;
+	}
+	struct sa_txn *t = sip_forward(srv, m, from, &flows[0], NULL, pop, realm, own, own->cred_id);
+	if (!t || m->method != SA_M_INVITE)
+		return t != NULL;
+	sa_gateways_sent(srv, &flows[0]);
+	fo_attach(t, flows, n);
+	if (t->send_failed)
+		fo_next(t, SA_UP_TRANSPORT);
+	return true;
+}
