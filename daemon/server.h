@@ -69,6 +69,7 @@ struct sa_server {
 	char domain[SA_DOMAIN_MAX + 1];
 	struct sa_listener listeners[SA_MAX_LISTEN];
 	unsigned nlisteners;
+	struct sa_route_self self;      /* our listeners and domain, as lib/route tells a URI naming us */
 	uint64_t next_id;
 	struct sa_conn **conn_by_id;    /* hash buckets */
 	struct sa_conn **conn_by_addr;  /* the same connections by transport and peer address */

@@ -100,43 +100,8 @@ void rr_value(const struct sa_endpoint *ep, char *out, size_t len)
 	         ep->proto == SA_PROTO_TCP ? "transport=tcp;" : ep->proto == SA_PROTO_TLS ? "transport=tls;" : "");
 }
 
-/* Is this URI one of our listeners (a Route that points at us)? */
-bool uri_is_us(struct sa_server *srv, const struct sa_uri *u)
-{
-	if (!u || !u->host)
-		return false;
-	long port = u->port ? u->port : 5060;
-	for (unsigned i = 0; i < srv->nlisteners; i++) {
-		const struct sa_endpoint *ep = &srv->listeners[i].ep;
-		if (strcmp(u->host, ep->host) == 0 && port == ep->port)
-			return true;
-	}
-	return false;
-}
 
-/* A Route naming us by name: our SIP domain or a trunk host (a PBX whose
- * outbound proxy is trunk-<id>.<domain>), on a port we listen on. */
-static bool route_names_us(struct sa_server *srv, const struct sa_uri *u)
-{
-	char trunk[SA_ID_MAX];
-	if (!u || !u->host || (strcasecmp(u->host, srv->domain) != 0 &&
-	                       sa_auth_trunk_from_host(u->host, srv->domain, trunk, sizeof(trunk)) != 0))
-		return false;
-	long port = u->port ? u->port : 5060;
-	for (unsigned i = 0; i < srv->nlisteners; i++)
-		if (port == srv->listeners[i].ep.port)
-			return true;
-	return false;
-}
 
-/* How many leading Route values name us. */
-unsigned routes_to_us(struct sa_server *srv, const struct sa_msg *m)
-{
-	unsigned n = 0;
-	while (n < m->nroutes && (uri_is_us(srv, &m->routes[n].uri) || route_names_us(srv, &m->routes[n].uri)))
-		n++;
-	return n;
-}
 
 /* A flow to a URI's host:port;transport (numeric hosts only: no DNS at the edge). */
 static void flow_for_endpoint(struct sa_server *srv, const struct sa_endpoint *ep, struct sa_flow *fl);
@@ -228,7 +193,7 @@ static bool flow_open(struct sa_server *srv, const struct sa_flow *fl)
  * narrowed to the call (lib/route): only from its ends, only to the other. */
 static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
 {
-	unsigned pop = routes_to_us(srv, m);
+	unsigned pop = sa_route_ours(&srv->self, m);
 	if (pop == 0) {
 		sip_reject(srv, m, from, 403, NULL, NULL, "in-dialog request without our Route");
 		return;
@@ -298,15 +263,6 @@ static void handle_cancel(struct sa_server *srv, const struct sa_msg *m, const s
 		send_hop_request(srv, t, NULL, true);   /* the 487 comes back from upstream (the live branch) */
 }
 
-/* We support no extensions: Proxy-Require always, and Require where we are
- * the UAS (REGISTER), get 420 listing what was asked (RFC 3261 §8.2.2.3, §16.3). */
-static const struct sa_hdr *required_extension(const struct sa_msg *m)
-{
-	const struct sa_hdr *h = sa_msg_header(m, SA_H_PROXY_REQUIRE, 0);
-	if (!h && m->method == SA_M_REGISTER)
-		h = sa_msg_header(m, SA_H_REQUIRE, 0);
-	return h;
-}
 
 static void refuse_extension(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
                              const struct sa_hdr *h)
@@ -316,11 +272,6 @@ static void refuse_extension(struct sa_server *srv, const struct sa_msg *m, cons
 	sip_reject(srv, m, from, 420, NULL, extra, "unsupported extension required");
 }
 
-/* OPTIONS for the proxy itself (no user part): a keep-alive, answered without auth. */
-static bool options_for_us(const struct sa_msg *m)
-{
-	return m->method == SA_M_OPTIONS && (!m->ruri_user || !m->ruri_user[0]) && !m->to_tag;
-}
 
 /* What lib/route needs to know of a request before it decides its way. A
  * banned source is looked at no further (its verdict needs nothing else):
@@ -342,9 +293,9 @@ static void request_facts(struct sa_server *srv, const struct sa_msg *m, const s
 	r->txn_same_sender = t && sa_route_same_sender(&t->from, from);
 	r->txn_answered = t && t->resp;
 	r->stopping = srv->stopping;
-	r->options_for_us = options_for_us(m);
+	r->options_for_us = sa_route_options_for_us(m);
 	r->max_forwards_zero = m->max_forwards == 0;
-	r->requires_extension = required_extension(m) != NULL;
+	r->requires_extension = sa_route_required_extension(m) != NULL;
 	if (!t && m->method == SA_M_ACK && m->to_tag) {   /* (a matched ACK is absorbed first) */
 		char tag[17];
 		sa_msg_local_tag(m, srv->tag_key, tag);
@@ -380,7 +331,7 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 		sip_reply(srv, m, from, 200, NULL, "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, PRACK, INFO, REFER, NOTIFY, MESSAGE\r\n", NULL);
 		return;
 	case SA_RA_UNSUPPORTED:
-		refuse_extension(srv, m, from, required_extension(m));
+		refuse_extension(srv, m, from, sa_route_required_extension(m));
 		return;
 	case SA_RA_CANCEL:
 		handle_cancel(srv, m, from);

@@ -51,7 +51,7 @@ void call_remove(struct sa_server *srv, struct sa_call *c)
 
 bool is_us_cb(const struct sa_uri *u, void *arg)
 {
-	return uri_is_us(arg, u);
+	return sa_route_uri_is_us(&((struct sa_server *)arg)->self, u);
 }
 
 /* A 2xx to an INVITE we forwarded for a credential: the call is up. */

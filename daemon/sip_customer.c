@@ -137,14 +137,7 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 	}
 	size_t alen;
 	const void *a = flow_addr(from, &alen);
-	/* a UDP source address can be forged: its failures count toward a ban
-	 * only once it answered a nonce issued to that address, which it can
-	 * only have read there (nonces are bound to their source) */
-	bool proven = from->proto != SA_PROTO_UDP || r->nonce_ours;
-	/* a trunk's policy refusing a source or transport is configuration, not guessing */
-	bool guess = r->reason != SA_AUTH_STALE_NONCE && r->reason != SA_AUTH_SOURCE_NOT_ALLOWED &&
-	             r->reason != SA_AUTH_TLS_REQUIRED;
-	if (guess && proven &&
+	if (sa_auth_failure_counts(r, from->proto == SA_PROTO_UDP) &&
 	    sa_abuse_failure(srv->abuse, &srv->cfg.abuse, a, alen, (uint64_t)wall_now())) {
 		srv->metrics.bans++;
 		srv->metrics.auth_fail[SA_AUTH_BANNED]++;
@@ -333,7 +326,7 @@ static bool relay_to_owner(struct sa_server *srv, const struct sa_msg *m, const 
 	log_info("event=relay method=%s call_id=\"%s\" trunk=%s cred=%s owner=%s", m->method_name, LOGQ(m->call_id),
 	         trunk, rb.cred_id, node);
 	struct call_owner own = { .cred_id = rb.cred_id, .trunk_id = "", .inbound = true };
-	sip_forward(srv, m, from, &owner, NULL, routes_to_us(srv, m), NULL, &own, rb.cred_id);
+	sip_forward(srv, m, from, &owner, NULL, sa_route_ours(&srv->self, m), NULL, &own, rb.cred_id);
 	srv->metrics.fleet_relayed++;
 	return true;
 }
@@ -377,7 +370,7 @@ void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const struct 
 		held = true;
 	}
 	struct call_owner own = { .cred_id = b.cred_id, .trunk_id = b.trunk_id, .inbound = true, .holds_channel = held };
-	if (!sip_forward(srv, m, from, &to, b.contact, routes_to_us(srv, m), NULL, &own, b.cred_id) && held)
+	if (!sip_forward(srv, m, from, &to, b.contact, sa_route_ours(&srv->self, m), NULL, &own, b.cred_id) && held)
 		channel_release(srv, b.trunk_id);
 }
 

@@ -136,8 +136,6 @@ void sip_reject(struct sa_server *srv, const struct sa_msg *m, const struct sa_f
 const struct sa_endpoint *local_ep(struct sa_server *srv, unsigned lidx);
 void via_value(struct sa_server *srv, const struct sa_flow *to, const char *branch, char *out, size_t len);
 void rr_value(const struct sa_endpoint *ep, char *out, size_t len);
-bool uri_is_us(struct sa_server *srv, const struct sa_uri *u);
-unsigned routes_to_us(struct sa_server *srv, const struct sa_msg *m);
 int flow_for_text(struct sa_server *srv, const char *proto, const char *host, const char *port,
                   struct sa_flow *fl);
 

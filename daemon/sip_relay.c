@@ -483,7 +483,7 @@ bool forward_upstream(struct sa_server *srv, const struct sa_msg *m, const struc
                       const char *realm, const struct call_owner *own)
 {
 	struct sa_flow flows[SA_UPSTREAM_MAX];
-	unsigned n = sa_gateways_order(srv, flows, SA_UPSTREAM_MAX), pop = routes_to_us(srv, m);
+	unsigned n = sa_gateways_order(srv, flows, SA_UPSTREAM_MAX), pop = sa_route_ours(&srv->self, m);
 	if (n == 0) {
 		sip_reject(srv, m, from, 503, NULL, "Retry-After: 5\r\n", sa_gateways_none_reason(srv));
 		return false;

@@ -681,9 +681,14 @@ int sa_transport_start(struct sa_server *srv)
 		if (srv->worker == 0)   /* the others listen on the same addresses */
 			log_info("event=listening proto=%s addr=%s port=%u", sa_proto_name(l->ep.proto), l->ep.host,
 			         l->ep.port);
+		/* what lib/route knows a URI naming us by (this worker's own copies) */
+		srv->self.addr[i] = (struct sa_route_listener){ .host = l->ep.host, .port = l->ep.port };
+		srv->self.n = srv->nlisteners;
 	}
+	srv->self.domain = srv->domain;
 	return 0;
 }
+_Static_assert(SA_MAX_LISTEN <= SA_ROUTE_SELF_MAX, "lib/route knows every listener");
 
 void sa_transport_stop(struct sa_server *srv)
 {
@@ -699,6 +704,7 @@ void sa_transport_stop(struct sa_server *srv)
 			event_free(l->resume);
 	}
 	srv->nlisteners = 0;
+	srv->self.n = 0;
 	if (srv->conn_by_id)
 		for (unsigned b = 0; b < CONN_BUCKETS; b++)
 			while (srv->conn_by_id[b])

@@ -363,3 +363,10 @@ long sa_auth_challenge(struct sa_auth *a, const char *realm, const char *source,
 {
 	return sa_auth_challenge_in(a, NULL, realm, source, proxy, stale, now, out, cap);
 }
+
+bool sa_auth_failure_counts(const struct sa_auth_result *r, bool udp)
+{
+	bool guess = r->reason != SA_AUTH_STALE_NONCE && r->reason != SA_AUTH_SOURCE_NOT_ALLOWED &&
+	             r->reason != SA_AUTH_TLS_REQUIRED && r->reason != SA_AUTH_NONE;
+	return guess && (!udp || r->nonce_ours);
+}

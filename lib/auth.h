@@ -98,6 +98,13 @@ long sa_auth_challenge_in(struct sa_auth *a, const struct sa_auth_cfg *order, co
                           bool proxy, bool stale, uint64_t now, char *out, size_t cap);
 
 const char *sa_auth_reason_name(enum sa_auth_reason r);
+
+/* Does a failure count toward banning its source (lib/abuse)? Only guessing
+ * does: not a stale nonce, nor a trunk's rules refusing the source or its
+ * transport (configuration). And a UDP source address can be forged: its
+ * failures count only once it answered a nonce issued to that address, which
+ * it can only have read there (nonces are bound to their source). */
+bool sa_auth_failure_counts(const struct sa_auth_result *r, bool udp);
 const char *sa_auth_stale_name(enum sa_auth_stale s);
 /* The username m's credentials for realm name, as tried (truncated); "" when none. */
 void sa_auth_username(const struct sa_msg *m, const char *realm, char *out, size_t outlen);

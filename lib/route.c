@@ -1,6 +1,8 @@
 /* route.c: the routing rules that keep sipauthd from relaying for strangers or taking their answers. */
 #include "route.h"
 
+#include "auth.h"
+
 #include <netinet/in.h>
 #include <string.h>
 #include <strings.h>
@@ -167,4 +169,52 @@ int sa_proto_parse(const char *name, enum sa_proto *out)
 			return 0;
 		}
 	return -1;
+}
+
+bool sa_route_uri_is_us(const struct sa_route_self *self, const struct sa_uri *u)
+{
+	if (!u || !u->host)
+		return false;
+	long port = u->port ? u->port : 5060;
+	for (unsigned i = 0; i < self->n; i++)
+		if (strcmp(u->host, self->addr[i].host) == 0 && port == self->addr[i].port)
+			return true;
+	return false;
+}
+
+bool sa_route_uri_names_us(const struct sa_route_self *self, const struct sa_uri *u)
+{
+	char trunk[SA_ID_MAX];
+	if (!u || !u->host || !self->domain)
+		return false;
+	if (strcasecmp(u->host, self->domain) != 0 &&
+	    sa_auth_trunk_from_host(u->host, self->domain, trunk, sizeof(trunk)) != 0)
+		return false;
+	long port = u->port ? u->port : 5060;
+	for (unsigned i = 0; i < self->n; i++)
+		if (port == self->addr[i].port)
+			return true;
+	return false;
+}
+
+unsigned sa_route_ours(const struct sa_route_self *self, const struct sa_msg *m)
+{
+	unsigned n = 0;
+	while (n < m->nroutes && (sa_route_uri_is_us(self, &m->routes[n].uri) ||
+	                          sa_route_uri_names_us(self, &m->routes[n].uri)))
+		n++;
+	return n;
+}
+
+bool sa_route_options_for_us(const struct sa_msg *m)
+{
+	return m->method == SA_M_OPTIONS && (!m->ruri_user || !m->ruri_user[0]) && !m->to_tag;
+}
+
+const struct sa_hdr *sa_route_required_extension(const struct sa_msg *m)
+{
+	const struct sa_hdr *h = sa_msg_header(m, SA_H_PROXY_REQUIRE, 0);
+	if (!h && m->method == SA_M_REGISTER)
+		h = sa_msg_header(m, SA_H_REQUIRE, 0);
+	return h;
 }

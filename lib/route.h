@@ -71,6 +71,40 @@ bool sa_route_same_sender(const struct sa_flow *txn_from, const struct sa_flow *
 
 const char *sa_route_verdict_reason(enum sa_route_verdict v);
 
+/* ---- us: which URIs name this proxy ---- */
+
+#define SA_ROUTE_SELF_MAX 8
+
+/* Our listeners (numeric host as configured, port) and [sip] domain. */
+struct sa_route_self {
+	const char *domain;
+	unsigned n;
+	struct sa_route_listener {
+		const char *host;
+		uint16_t port;
+	} addr[SA_ROUTE_SELF_MAX];
+};
+
+/* A URI naming one of our listeners by address and port (5060 when absent). */
+bool sa_route_uri_is_us(const struct sa_route_self *self, const struct sa_uri *u);
+
+/* A URI naming us by name: the domain, or a trunk host trunk-<id>.<domain> (a
+ * PBX whose outbound proxy is its trunk host), on a port we listen on. */
+bool sa_route_uri_names_us(const struct sa_route_self *self, const struct sa_uri *u);
+
+/* How many leading Route values name us (RFC 3261 §16.4: ours are popped
+ * before the request goes on; a Route to anyone else is never ours to take). */
+unsigned sa_route_ours(const struct sa_route_self *self, const struct sa_msg *m);
+
+/* OPTIONS without a user part and outside a dialog: a keep-alive for the
+ * proxy itself, answered without credentials. */
+bool sa_route_options_for_us(const struct sa_msg *m);
+
+/* The extension a request requires that we lack (we support none):
+ * Proxy-Require always, Require where we are the UAS (REGISTER); RFC 3261
+ * §8.2.2.3, §16.3. NULL when none. */
+const struct sa_hdr *sa_route_required_extension(const struct sa_msg *m);
+
 /* ---- requests: which way one goes, before any credential is looked at ---- */
 
 /* What the request path knows of a request when it arrives. */

@@ -276,6 +276,32 @@ START_TEST(test_nonce_of_another_node_is_stale_other_node)
 }
 END_TEST
 
+/* What counts toward a ban: guessing, from a source that is proven (a stream,
+ * or a UDP source that answered a nonce issued to its address). */
+START_TEST(test_only_proven_guessing_counts_toward_a_ban)
+{
+	for (int reason = 0; reason < SA_AUTH_REASON_COUNT; reason++) {
+		bool guess = reason != SA_AUTH_NONE && reason != SA_AUTH_STALE_NONCE &&
+		             reason != SA_AUTH_SOURCE_NOT_ALLOWED && reason != SA_AUTH_TLS_REQUIRED;
+		for (int ours = 0; ours < 2; ours++) {
+			struct sa_auth_result r = { .reason = (enum sa_auth_reason)reason, .nonce_ours = ours };
+			ck_assert_msg(sa_auth_failure_counts(&r, false) == guess, "stream, reason %d", reason);
+			ck_assert_msg(sa_auth_failure_counts(&r, true) == (guess && ours), "udp, reason %d ours %d", reason,
+			              ours);
+		}
+	}
+	/* the cases a forger would try, by name */
+	struct sa_auth_result forged = { .reason = SA_AUTH_BAD_PASSWORD, .nonce_ours = false };
+	ck_assert(!sa_auth_failure_counts(&forged, true));
+	struct sa_auth_result proven = { .reason = SA_AUTH_BAD_PASSWORD, .nonce_ours = true };
+	ck_assert(sa_auth_failure_counts(&proven, true));
+	struct sa_auth_result unknown = { .reason = SA_AUTH_UNKNOWN_USER };
+	ck_assert(sa_auth_failure_counts(&unknown, false));
+	struct sa_auth_result policy = { .reason = SA_AUTH_SOURCE_NOT_ALLOWED };
+	ck_assert(!sa_auth_failure_counts(&policy, false));
+}
+END_TEST
+
 static Suite *auth_suite(void)
 {
 	Suite *s = suite_create("auth");
@@ -290,6 +316,9 @@ static Suite *auth_suite(void)
 	tcase_add_test(tc, test_nonce_of_a_retired_key_says_nothing_of_the_password);
 	tcase_add_test(tc, test_nonce_of_another_node_is_stale_other_node);
 	suite_add_tcase(s, tc);
+	TCase *bans = tcase_create("bans");
+	tcase_add_test(bans, test_only_proven_guessing_counts_toward_a_ban);
+	suite_add_tcase(s, bans);
 	return s;
 }
 

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <check.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -419,6 +420,120 @@ START_TEST(our_own_requests_and_cancels_end_here)
 }
 END_TEST
 
+/* ---- us: which URIs name the proxy ---- */
+
+/* our listeners: UDP/TCP 192.0.2.1:5060 and TLS 192.0.2.1:5061, domain sip.example.net */
+static const struct sa_route_self self = {
+	.domain = "sip.example.net", .n = 2, .addr = { { "192.0.2.1", 5060 }, { "192.0.2.1", 5061 } },
+};
+
+static struct sa_msg msg;
+
+/* A request with these Route values (and extra headers) parsed for the test. */
+static void parse(const char *method, const char *ruri, const char *routes, const char *extra)
+{
+	static char buf[2048];
+	snprintf(buf, sizeof(buf),
+	         "%s %s SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-1\r\nMax-Forwards: 70\r\n"
+	         "From: <sip:pbx@trunk-acme.sip.example.net>;tag=a\r\nTo: <sip:+15551234567@trunk-acme.sip.example.net>\r\n"
+	         "Call-ID: c1@198.51.100.7\r\nCSeq: 1 %s\r\n%s%s\r\n\r\n",
+	         method, ruri, method, routes, extra);
+	/* the blank line above ends the headers; Content-Length absent on UDP */
+	char *end = strstr(buf, "\r\n\r\n");
+	end[4] = '\0';
+	struct sa_msg_error err;
+	ck_assert_int_eq(sa_msg_parse(&msg, buf, strlen(buf), false, &err), 0);
+}
+
+static struct sa_uri uri(const char *host, int port)
+{
+	return (struct sa_uri){ .scheme = "sip", .host = host, .port = port };
+}
+
+START_TEST(a_uri_is_us_by_listener_address_and_port)
+{
+	struct sa_uri a = uri("192.0.2.1", 0), b = uri("192.0.2.1", 5061), c = uri("192.0.2.1", 5062),
+	              d = uri("192.0.2.2", 5060), e = uri(NULL, 0);
+	ck_assert(sa_route_uri_is_us(&self, &a));    /* no port: 5060 */
+	ck_assert(sa_route_uri_is_us(&self, &b));
+	ck_assert(!sa_route_uri_is_us(&self, &c));   /* a port we do not listen on */
+	ck_assert(!sa_route_uri_is_us(&self, &d));   /* another host */
+	ck_assert(!sa_route_uri_is_us(&self, &e));   /* tel: and the like */
+	ck_assert(!sa_route_uri_is_us(&self, NULL));
+}
+END_TEST
+
+START_TEST(a_uri_names_us_by_domain_or_trunk_host_on_our_ports)
+{
+	struct sa_uri dom = uri("SIP.Example.NET", 0), trunk = uri("trunk-acme.sip.example.net", 5061),
+	              otherport = uri("trunk-acme.sip.example.net", 5070), foreign = uri("sip.example.org", 5060),
+	              suffix = uri("evil-sip.example.net", 5060), bare = uri("trunk-.sip.example.net", 5060);
+	ck_assert(sa_route_uri_names_us(&self, &dom));        /* case does not matter in a host name */
+	ck_assert(sa_route_uri_names_us(&self, &trunk));
+	ck_assert(!sa_route_uri_names_us(&self, &otherport));
+	ck_assert(!sa_route_uri_names_us(&self, &foreign));
+	ck_assert(!sa_route_uri_names_us(&self, &suffix));    /* not trunk-<id>.<domain>, not the domain */
+	ck_assert(!sa_route_uri_names_us(&self, &bare));      /* no trunk id */
+	struct sa_route_self nodomain = self;
+	nodomain.domain = NULL;
+	ck_assert(!sa_route_uri_names_us(&nodomain, &dom));
+}
+END_TEST
+
+START_TEST(only_leading_routes_that_name_us_are_ours)
+{
+	parse("INVITE", "sip:+15551234567@192.0.2.10", "", "");
+	ck_assert_uint_eq(sa_route_ours(&self, &msg), 0);
+	sa_msg_free(&msg);
+	parse("BYE", "sip:gw@192.0.2.10", "Route: <sip:192.0.2.1;lr>, <sip:192.0.2.1:5061;transport=tls;lr>\r\n", "");
+	ck_assert_uint_eq(sa_route_ours(&self, &msg), 2);
+	sa_msg_free(&msg);
+	parse("BYE", "sip:gw@192.0.2.10",
+	      "Route: <sip:trunk-acme.sip.example.net;lr>\r\nRoute: <sip:203.0.113.66;lr>, <sip:192.0.2.1;lr>\r\n", "");
+	ck_assert_uint_eq(sa_route_ours(&self, &msg), 1);   /* ours, then a stranger's: it stops there */
+	sa_msg_free(&msg);
+	parse("BYE", "sip:gw@192.0.2.10", "Route: <sip:203.0.113.66;lr>, <sip:192.0.2.1;lr>\r\n", "");
+	ck_assert_uint_eq(sa_route_ours(&self, &msg), 0);   /* a Route to someone else first: none is ours */
+	sa_msg_free(&msg);
+}
+END_TEST
+
+START_TEST(an_options_keepalive_is_for_us_only_without_user_and_tag)
+{
+	parse("OPTIONS", "sip:trunk-acme.sip.example.net", "", "");
+	ck_assert(sa_route_options_for_us(&msg));
+	sa_msg_free(&msg);
+	parse("OPTIONS", "sip:+15551234567@trunk-acme.sip.example.net", "", "");
+	ck_assert(!sa_route_options_for_us(&msg));   /* for a number: through the gateways, with credentials */
+	sa_msg_free(&msg);
+	parse("INVITE", "sip:trunk-acme.sip.example.net", "", "");
+	ck_assert(!sa_route_options_for_us(&msg));
+	sa_msg_free(&msg);
+}
+END_TEST
+
+START_TEST(proxy_require_always_and_require_on_register_are_refused)
+{
+	parse("INVITE", "sip:+15551234567@trunk-acme.sip.example.net", "", "Require: 100rel\r\n");
+	ck_assert_ptr_null(sa_route_required_extension(&msg));   /* the UAS answers Require of an INVITE */
+	sa_msg_free(&msg);
+	parse("INVITE", "sip:+15551234567@trunk-acme.sip.example.net", "", "Proxy-Require: foo\r\n");
+	const struct sa_hdr *h = sa_route_required_extension(&msg);
+	ck_assert_ptr_nonnull(h);
+	ck_assert_int_eq((int)h->vlen, 3);
+	ck_assert(memcmp(h->value, "foo", 3) == 0);
+	sa_msg_free(&msg);
+	parse("REGISTER", "sip:trunk-acme.sip.example.net", "", "Require: gruu\r\n");
+	h = sa_route_required_extension(&msg);
+	ck_assert_ptr_nonnull(h);
+	ck_assert(memcmp(h->value, "gruu", 4) == 0);
+	sa_msg_free(&msg);
+	parse("REGISTER", "sip:trunk-acme.sip.example.net", "", "");
+	ck_assert_ptr_null(sa_route_required_extension(&msg));
+	sa_msg_free(&msg);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("route");
@@ -452,6 +567,11 @@ int main(void)
 	tcase_add_test(tc, a_final_to_another_request_is_kept_and_not_acked);
 	tcase_add_test(tc, answers_after_the_final_and_without_a_transaction);
 	tcase_add_test(tc, our_own_requests_and_cancels_end_here);
+	tcase_add_test(tc, a_uri_is_us_by_listener_address_and_port);
+	tcase_add_test(tc, a_uri_names_us_by_domain_or_trunk_host_on_our_ports);
+	tcase_add_test(tc, only_leading_routes_that_name_us_are_ours);
+	tcase_add_test(tc, an_options_keepalive_is_for_us_only_without_user_and_tag);
+	tcase_add_test(tc, proxy_require_always_and_require_on_register_are_refused);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
