@@ -397,8 +397,10 @@ static int start(struct sa_server *srv)
 		log_err("event=webhooks_failed error=\"cannot start the delivery thread\"");
 		return -1;
 	}
-	if (sa_sip_init(srv) < 0 || sa_transport_start(srv) < 0 || sa_workers_start(srv, srv->nworkers) < 0 ||
-	    sa_http_start(srv) < 0 || cluster_start(srv) < 0)
+	if (sa_sip_init(srv) < 0 || sa_transport_start(srv) < 0)
+		return -1;
+	sa_sip_calls_restore(srv);
+	if (sa_workers_start(srv, srv->nworkers) < 0 || sa_http_start(srv) < 0 || cluster_start(srv) < 0)
 		return -1;
 	if (add_signal(srv, &srv->sig_term, SIGTERM, stop_cb) < 0 || add_signal(srv, &srv->sig_int, SIGINT, stop_cb) < 0 ||
 	    add_signal(srv, &srv->sig_hup, SIGHUP, hup_cb) < 0)

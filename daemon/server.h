@@ -175,6 +175,9 @@ unsigned sa_sip_in_flight(const struct sa_server *srv);
 void sa_sip_gauges(const struct sa_server *srv, struct sa_metrics *m);
 /* Write the calls in progress next to the store (clean stop); read back at start. */
 int sa_sip_calls_save(struct sa_server *srv);
+/* Worker 0, once its listeners are up (a saved end names its listener by
+ * address): the calls saved at the last clean stop, back in its table. */
+void sa_sip_calls_restore(struct sa_server *srv);
 
 uint64_t sa_now_ms(void);
 

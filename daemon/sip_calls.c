@@ -508,7 +508,7 @@ static struct sa_call *call_from_line(struct sa_server *srv, const char *line)
 	return c;
 }
 
-static void calls_load(struct sa_server *srv)
+void sa_sip_calls_restore(struct sa_server *srv)
 {
 	char path[PATH_MAX + 16];
 	calls_path(srv, path, sizeof(path));
@@ -547,15 +547,14 @@ void sa_sip_calls_directory(struct sa_server *srv)
 		sa_calldir_take(srv, c->d.call_id);
 }
 
-/* The worker's call table and BYE pacer; worker 0 also restores the saved
- * calls and polls the store's generation for revocation. */
+/* The worker's call table and BYE pacer; worker 0 also polls the store's
+ * generation for revocation. */
 int sip_calls_init(struct sa_server *srv)
 {
 	if (!(srv->calls = sa_calls_new()))
 		return -1;
 	if (srv->worker == 0) {
 		sa_store_generation(srv->store, &srv->store_generation);
-		calls_load(srv);
 		srv->revoke_poll = event_new(srv->base, -1, EV_PERSIST, revoke_poll_cb, srv);
 		struct timeval poll = { .tv_sec = 0, .tv_usec = 250000 };
 		if (!srv->revoke_poll || event_add(srv->revoke_poll, &poll) < 0)

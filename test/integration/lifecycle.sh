@@ -81,4 +81,23 @@ spawn "$T/sipauthd4.log" "$SIPAUTHD" --config "$T/sipauthd.conf"
 SIPAUTHD_PID=$!
 wait_for grep -q "event=started" "$T/sipauthd4.log"
 assert_match "a calls.state of a later version is refused too" "event=calls_not_restored" "$(cat "$T/sipauthd4.log")"
+kill "$SIPAUTHD_PID"; wait "$SIPAUTHD_PID" 2>/dev/null
+
+# --- a restored call keeps the listener it used: a PBX on TCP stays on the TCP listener
+# (the saved call, its caller moved to TCP: restored, then saved again at the next stop)
+sed -n 1p "$T/calls.state.saved" >"$STORE/calls.state"
+sed -n 2p "$T/calls.state.saved" | python3 -c '
+import json, sys
+c = json.load(sys.stdin)
+c["caller"]["flow"]["transport"] = "tcp"
+c["caller"]["flow"]["listener"] = "tcp:127.0.0.1:'"$SIP_PORT"'"
+print(json.dumps(c, separators=(",", ":")))' >>"$STORE/calls.state"
+spawn "$T/sipauthd5.log" "$SIPAUTHD" --config "$T/sipauthd.conf"
+SIPAUTHD_PID=$!
+wait_for grep -q "event=started" "$T/sipauthd5.log"
+assert_match "the call on two listeners is restored" "event=calls_restored count=1" "$(cat "$T/sipauthd5.log")"
+kill -TERM "$SIPAUTHD_PID"; wait "$SIPAUTHD_PID" 2>/dev/null
+assert_eq "saved again, each end names the listener it used" \
+	"tcp tcp:127.0.0.1:$SIP_PORT udp udp:127.0.0.1:$SIP_PORT" \
+	"$(sed -n 2p "$STORE/calls.state" | python3 -c 'import json,sys; c=json.load(sys.stdin); f=(c["caller"]["flow"], c["callee"]["flow"]); print(f[0]["transport"], f[0]["listener"], f[1]["transport"], f[1]["listener"])')"
 finish
