@@ -245,15 +245,17 @@ static bool fo_next(struct sa_txn *t, enum sa_up_event ev)
 static void fo_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sa_txn *t = arg;
-	if (txn_finished(t) || t->upstream_status > 0)
-		return;
-	if (t->fo->cancelled) {
-		/* nobody answers the CANCEL's INVITE: end it as the caller asked */
+	switch (sa_route_failover_timer(txn_finished(t), t->upstream_status, t->fo->cancelled)) {
+	case SA_FO_WAIT:
+		break;
+	case SA_FO_END_487:
 		answer_downstream(t, 487);
 		txn_complete(t);
-		return;
+		break;
+	case SA_FO_NEXT:
+		fo_next(t, SA_UP_TIMEOUT);
+		break;
 	}
-	fo_next(t, SA_UP_TIMEOUT);
 }
 
 /* Keep the gateways the INVITE may go to next: flows[1..n). Its request
@@ -342,32 +344,41 @@ static void abandoned_2xx(struct sa_server *srv, struct sa_txn *t, struct sa_msg
 /* An answer on a branch that failover left for silence (fo_abandon). */
 static void abandoned_answer(struct sa_server *srv, struct sa_txn *t, struct sa_msg *m)
 {
+	static const char *const outcome[] = { [SA_LATE_CANCEL] = "cancel", [SA_LATE_ACK] = "ack",
+	                                       [SA_LATE_ACK_BYE] = "ack_bye" };
 	char addr[64];
 	uint16_t port;
-	if (m->method != SA_M_INVITE)
-		return;   /* the answer to our CANCEL */
-	if (txn_finished(t)) {   /* a retransmitted final: acknowledge it again */
-		if (m->status >= 300)
-			send_hop_request(srv, t, m, false);
-		else if (m->status >= 200 && t->resp)
+	struct sa_route_late_answer a = { .status = m->status, .invite = m->method == SA_M_INVITE,
+	                                  .finished = txn_finished(t), .cancel_sent = t->cancel_sent };
+	enum sa_route_late v = sa_route_late_answer(&a);
+	if (a.invite && !a.finished)
+		txn_heard(t, m->status);
+	switch (v) {
+	case SA_LATE_NOTHING:
+		return;
+	case SA_LATE_ACK_AGAIN:
+		send_hop_request(srv, t, m, false);
+		return;
+	case SA_LATE_ACK_2XX_AGAIN:
+		if (t->resp)
 			sa_transport_send(srv, &t->to, t->resp, t->resp_len);
 		return;
+	case SA_LATE_CANCEL:
+	case SA_LATE_ACK:
+	case SA_LATE_ACK_BYE:
+		break;
 	}
-	txn_heard(t, m->status);
-	if (m->status < 200 && t->cancel_sent)
-		return;
 	sa_flow_peer(&t->to, addr, sizeof(addr), &port);
 	srv->metrics.failover_late_answers++;
 	log_info("event=failover_late_answer status=%d gateway=%s:%s:%u outcome=%s call_id=\"%s\"", m->status,
-	         sa_proto_name(t->to.proto), addr, port,
-	         m->status < 200 ? "cancel" : m->status < 300 ? "ack_bye" : "ack", LOGQ(m->call_id));
-	if (m->status < 200) {
+	         sa_proto_name(t->to.proto), addr, port, outcome[v], LOGQ(m->call_id));
+	if (v == SA_LATE_CANCEL) {
 		send_hop_request(srv, t, NULL, true);
 		t->cancel_sent = true;
 		txn_arm(t, 64 * SA_TXN_T1_MS);   /* for its final answer (487) */
 		return;
 	}
-	if (m->status >= 300)
+	if (v == SA_LATE_ACK)
 		send_hop_request(srv, t, m, false);
 	else
 		abandoned_2xx(srv, t, m);

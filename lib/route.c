@@ -218,3 +218,21 @@ const struct sa_hdr *sa_route_required_extension(const struct sa_msg *m)
 		h = sa_msg_header(m, SA_H_REQUIRE, 0);
 	return h;
 }
+
+enum sa_route_late sa_route_late_answer(const struct sa_route_late_answer *a)
+{
+	if (!a->invite)
+		return SA_LATE_NOTHING;
+	if (a->finished)
+		return a->status >= 300 ? SA_LATE_ACK_AGAIN : a->status >= 200 ? SA_LATE_ACK_2XX_AGAIN : SA_LATE_NOTHING;
+	if (a->status < 200)
+		return a->cancel_sent ? SA_LATE_NOTHING : SA_LATE_CANCEL;
+	return a->status >= 300 ? SA_LATE_ACK : SA_LATE_ACK_BYE;
+}
+
+enum sa_route_fo_timer sa_route_failover_timer(bool finished, int upstream_status, bool cancelled)
+{
+	if (finished || upstream_status > 0)
+		return SA_FO_WAIT;
+	return cancelled ? SA_FO_END_487 : SA_FO_NEXT;
+}

@@ -201,4 +201,36 @@ struct sa_route_resp_decision {
  * is relayed end to end and its retransmissions too, and is not kept). */
 struct sa_route_resp_decision sa_route_response(const struct sa_route_response *r);
 
+/* ---- failover: a gateway left for silence, and its late answers ---- */
+
+/* Failover left a gateway that stayed silent, but the INVITE may have
+ * reached it. Its branch goes on as a request of ours (RFC 3261 §16.7,
+ * §9.1): what an answer on it gets. */
+enum sa_route_late {
+	SA_LATE_NOTHING = 0,      /* the answer to our CANCEL, or a provisional after it */
+	SA_LATE_ACK_AGAIN,        /* a retransmitted non-2xx final: ACK it again */
+	SA_LATE_ACK_2XX_AGAIN,    /* a retransmitted 2xx: our ACK for it again */
+	SA_LATE_CANCEL,           /* it rings: CANCEL it, and wait 64*T1 for the 487 */
+	SA_LATE_ACK,              /* a non-2xx final: ACK it; the branch is done */
+	SA_LATE_ACK_BYE,          /* a 2xx: ACK it and end that dialog with a BYE; the branch is done */
+};
+
+struct sa_route_late_answer {
+	int status;
+	bool invite;              /* the answer is to the INVITE (not to our CANCEL) */
+	bool finished;            /* the branch had its final answer already */
+	bool cancel_sent;         /* it rang before and got our CANCEL */
+};
+
+enum sa_route_late sa_route_late_answer(const struct sa_route_late_answer *a);
+
+/* The live gateway's failover time passed. */
+enum sa_route_fo_timer {
+	SA_FO_WAIT = 0,           /* it answered (or the INVITE ended): nothing to do */
+	SA_FO_END_487,            /* the caller cancelled and nobody answers: 487 to it, the INVITE ends */
+	SA_FO_NEXT,               /* on to the next gateway (when one is left) */
+};
+
+enum sa_route_fo_timer sa_route_failover_timer(bool finished, int upstream_status, bool cancelled);
+
 #endif

@@ -534,6 +534,40 @@ START_TEST(proxy_require_always_and_require_on_register_are_refused)
 }
 END_TEST
 
+/* ---- failover's late answers ---- */
+
+static enum sa_route_late late(int status, bool invite, bool finished, bool cancel_sent)
+{
+	struct sa_route_late_answer a = { .status = status, .invite = invite, .finished = finished,
+	                                  .cancel_sent = cancel_sent };
+	return sa_route_late_answer(&a);
+}
+
+START_TEST(a_gateway_left_for_silence_that_answers_late_is_cancelled_acked_or_hung_up)
+{
+	ck_assert_int_eq(late(180, true, false, false), SA_LATE_CANCEL);    /* it rings: CANCEL */
+	ck_assert_int_eq(late(183, true, false, true), SA_LATE_NOTHING);    /* rings again: once is enough */
+	ck_assert_int_eq(late(487, true, false, true), SA_LATE_ACK);        /* the CANCEL's 487: ACK */
+	ck_assert_int_eq(late(503, true, false, false), SA_LATE_ACK);
+	ck_assert_int_eq(late(200, true, false, false), SA_LATE_ACK_BYE);   /* the caller talks elsewhere: ACK, BYE */
+	ck_assert_int_eq(late(200, true, false, true), SA_LATE_ACK_BYE);    /* answered despite our CANCEL */
+	ck_assert_int_eq(late(486, true, true, false), SA_LATE_ACK_AGAIN);  /* retransmitted finals */
+	ck_assert_int_eq(late(200, true, true, false), SA_LATE_ACK_2XX_AGAIN);
+	ck_assert_int_eq(late(180, true, true, false), SA_LATE_NOTHING);
+	ck_assert_int_eq(late(200, false, false, true), SA_LATE_NOTHING);   /* the 200 to our CANCEL */
+}
+END_TEST
+
+START_TEST(failover_time_moves_on_only_while_nobody_answered)
+{
+	ck_assert_int_eq(sa_route_failover_timer(false, 0, false), SA_FO_NEXT);
+	ck_assert_int_eq(sa_route_failover_timer(false, 0, true), SA_FO_END_487);   /* cancelled: never a new gateway */
+	ck_assert_int_eq(sa_route_failover_timer(false, 100, false), SA_FO_WAIT);   /* a 100 Trying is an answer */
+	ck_assert_int_eq(sa_route_failover_timer(false, 180, true), SA_FO_WAIT);
+	ck_assert_int_eq(sa_route_failover_timer(true, 0, false), SA_FO_WAIT);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("route");
@@ -572,6 +606,8 @@ int main(void)
 	tcase_add_test(tc, only_leading_routes_that_name_us_are_ours);
 	tcase_add_test(tc, an_options_keepalive_is_for_us_only_without_user_and_tag);
 	tcase_add_test(tc, proxy_require_always_and_require_on_register_are_refused);
+	tcase_add_test(tc, a_gateway_left_for_silence_that_answers_late_is_cancelled_acked_or_hung_up);
+	tcase_add_test(tc, failover_time_moves_on_only_while_nobody_answered);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
