@@ -61,6 +61,8 @@ struct sa_server {
 	unsigned nworkers;              /* how many run (1: no others) */
 	struct sa_workers *workers;     /* worker.c; NULL with one worker */
 	bool handed;                    /* reading a message another worker handed over */
+	bool waited;                    /* ... which waited for its Route's name on worker 0 */
+	bool unparking;                 /* worker 0: reading a request that waited (or needs no wait) */
 	bool started;                   /* worker.c: set up completely */
 	struct sa_config cfg;
 	struct sa_store *store;

@@ -160,8 +160,11 @@ struct park_job {
 static void park_job_run(struct sa_server *w0, void *arg)
 {
 	struct park_job *j = arg;
-	if (sa_gateways_park(w0, j->host, &j->from, j->buf, j->len) < 0)
-		sa_sip_input(w0, &j->from, j->buf, j->len);   /* no wait: back to its worker, as it is */
+	if (sa_gateways_park(w0, j->host, &j->from, j->buf, j->len) < 0) {
+		w0->unparking = true;   /* no wait: back to its worker, marked as waited */
+		sa_sip_input(w0, &j->from, j->buf, j->len);
+		w0->unparking = false;
+	}
 	free(j);
 }
 
@@ -170,7 +173,7 @@ static int park(struct sa_server *srv, const char *host, const struct sa_flow *f
 {
 	if (srv->worker == 0)
 		return sa_gateways_park(srv, host, from, m->buf, m->len);
-	if (srv->handed)
+	if (srv->waited)
 		return -1;   /* it came back from worker 0: waited once already */
 	struct park_job *j = malloc(sizeof(*j) + m->len);
 	if (!j)

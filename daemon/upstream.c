@@ -320,7 +320,9 @@ void sa_gateways_unpark(struct sa_server *srv, const char *host, bool all_due)
 			continue;
 		}
 		srv->parked[i] = srv->parked[--srv->nparked];   /* out first: the request may park again */
+		srv->unparking = true;   /* handed on to its call's worker, it does not wait again */
 		sa_sip_input(srv, &p.from, p.buf, p.len);
+		srv->unparking = false;
 		free(p.buf);
 	}
 }

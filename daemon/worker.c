@@ -35,7 +35,7 @@
 #define HOUSEKEEPING_SEC 5
 #define DIR_MIN_BUCKETS 1024
 
-enum wmsg_kind { WM_INPUT, WM_SEND, WM_RUN };
+enum wmsg_kind { WM_INPUT, WM_INPUT_WAITED, WM_SEND, WM_RUN };
 
 struct run_wait {
 	pthread_mutex_t mu;
@@ -162,9 +162,11 @@ static void inbox_cb(evutil_socket_t fd, short what, void *arg)
 		struct wmsg *next = m->next;
 		switch (m->kind) {
 		case WM_INPUT:
+		case WM_INPUT_WAITED:
 			w->handed = true;   /* read here whatever the directory says now: no second hop */
+			w->waited = m->kind == WM_INPUT_WAITED;   /* and a request that waited for DNS waits no more */
 			sa_sip_input(w, &m->flow, m->buf, m->len);
-			w->handed = false;
+			w->handed = w->waited = false;
 			break;
 		case WM_SEND:
 			sa_transport_send(w, &m->flow, m->buf, m->len);
@@ -198,7 +200,7 @@ static bool send_to(struct sa_workers *wk, unsigned to, enum wmsg_kind kind, con
 
 void sa_workers_hand(struct sa_server *srv, unsigned to, const struct sa_flow *from, const char *buf, size_t len)
 {
-	if (send_to(srv->workers, to, WM_INPUT, from, buf, len, NULL, NULL, NULL))
+	if (send_to(srv->workers, to, srv->unparking ? WM_INPUT_WAITED : WM_INPUT, from, buf, len, NULL, NULL, NULL))
 		srv->metrics.worker_handoffs++;
 }
 
