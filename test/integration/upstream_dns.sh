@@ -5,6 +5,7 @@
 # one log line, the loop still serving), a TTL expiry moving calls to the new address, a trusted
 # source given by name, a Route naming sipauthd by the trunk host, and a gateway record-routing
 # by its name (a gateway's name, and a name nothing else resolves: the request waits for DNS).
+# With two workers, record-routing SBCs by name: a BYE handed to its call's worker still waits for DNS.
 # sipp plays the PBX and two gateways (127.0.0.2, 127.0.0.3); their message traces say which
 # gateway got each call.
 . "$top_srcdir/test/lib.sh"
@@ -37,6 +38,7 @@ cat >"$T/hosts" <<HOSTS
 127.0.0.2 moving.test
 127.0.0.2 gw-in.test
 127.0.0.2 edge.test
+$(for i in $(seq 1 20); do echo "127.0.0.1 sbc$i.test"; done)
 HOSTS
 spawn "$T/dnsmasq.log" "$DNSMASQ" --no-daemon --port="$DNS_PORT" --listen-address=$DNS_ADDR --bind-interfaces \
 	--no-resolv --no-hosts --conf-file=/dev/null --pid-file="$T/dnsmasq.pid" --user=root --log-queries \
@@ -213,6 +215,31 @@ assert_match "the Route's name was asked" "event=route_name_asked name=edge.test
 assert_match "the resolver started for it" "event=dns_started servers=$DNS_ADDR:$DNS_PORT" "$(cat "$T/sipauthd.log")"
 assert_match "dnsmasq was asked for edge.test" "query\[A\] edge.test" "$(cat "$T/dnsmasq.log")"
 assert_nomatch "nothing was refused as leading outside the call" "Route leads outside the call" \
+	"$(cat "$T/sipauthd.log")"
+
+# ---- 11. two workers; each PBX's SBC record-routes by a name only DNS knows (sbc1.test ..
+# sbc20.test, one per call, so that every BYE finds its name unasked): the gateway's BYEs carry
+# Route: <sipauthd>, <sip:sbcN.test:PORT;lr>. The calls come from 20 sockets (spread over both
+# workers by the kernel), the gateway's BYEs all from one (reaching one worker): those handed to
+# their call's worker still wait there for the name, then reach the PBX.
+SIPAUTHD_SAVED=$SIPAUTHD
+SIPAUTHD="$top_builddir/daemon/sipauthd"   # two workers whatever SA_TEST_WORKERS says
+daemon "udp:127.0.0.2:$G1" "[sip]
+workers = 2"
+SIPAUTHD=$SIPAUTHD_SAVED
+assert_match "two workers" "event=workers_started workers=2" "$(cat "$T/sipauthd.log")"
+{ echo SEQUENTIAL; for i in $(seq 1 20); do echo "sbc$i.test;"; done; } >"$T/sbc.csv"
+bg_sipp sbc_gw -sf "$SIPP_DIR/gateway_uas_bye.xml" -i 127.0.0.2 -p "$G1" -m 20
+gw1=$!
+sleep 0.3
+run_sipp sbc_calls -sf "$SIPP_DIR/pbx_call_hold_rr.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port 127.0.0.1)" \
+	-t un -max_socket 100 -r 10 -m 20 -s 15551234567 $PBX_ARGS -inf "$T/sbc.csv"
+assert_eq "20 calls through record-routing SBCs, each hung up by the gateway, all complete" 0 $?
+wait "$gw1"; assert_eq "every one of the gateway's BYEs was answered by the PBX" 0 $?
+assert_eq "the PBXs got 20 BYEs, each with its SBC's Route left for it" 20 \
+	"$(grep -A12 '^BYE ' "$T/sbc_calls.msg" | grep -c '^Route: <sip:sbc[0-9]*.test:[0-9]*;lr>')"
+assert_eq "each BYE waited for its SBC's name" 20 "$(grep -c 'event=route_name_asked name=sbc[0-9]*.test' "$T/sipauthd.log")"
+assert_nomatch "no BYE was refused as leading outside the call" "Route leads outside the call" \
 	"$(cat "$T/sipauthd.log")"
 
 stop "$SIPAUTHD_PID"
