@@ -372,10 +372,31 @@ static int message_owner(struct sa_server *srv, const struct sa_msg *m, const st
 	return sa_calldir_owner(srv, m->call_id);
 }
 
+/* The worker a response's top Via branch names, read without parsing it; -1 when unsure. */
+static int answer_owner(struct sa_server *srv, const char *buf, size_t len)
+{
+	size_t blen;
+	char branch[SA_TXN_BRANCH_LEN + 1];
+	const char *b = sa_msg_peek_response_branch(buf, len, &blen);
+	if (!b || blen != SA_TXN_BRANCH_LEN)
+		return -1;
+	memcpy(branch, b, blen);
+	branch[blen] = '\0';
+	int w = sa_txn_branch_worker(branch);
+	return w >= 0 && (unsigned)w < srv->nworkers ? w : -1;
+}
+
 void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char *buf, size_t len)
 {
 	struct sa_msg m;
 	struct sa_msg_error err = { 0 };
+
+	/* another worker's answer goes there unparsed: its owner parses it once */
+	int peeked = srv->workers && !srv->handed ? answer_owner(srv, buf, len) : -1;
+	if (peeked >= 0 && (unsigned)peeked != srv->worker) {
+		sa_workers_hand(srv, (unsigned)peeked, from, buf, len);
+		return;
+	}
 
 	if (sa_msg_parse(&m, buf, len, from->proto != SA_PROTO_UDP, &err) < 0) {
 		char addr[64];

@@ -2000,3 +2000,56 @@ const char *sa_status_reason(int status)
 	default: return "Unknown";
 	}
 }
+
+/* A header line named `name` (long form) or `compact`, any case: the value after its colon. */
+static const char *peek_header(const char *line, const char *end, const char *name, char compact)
+{
+	size_t n = strlen(name);
+	const char *p = line;
+	if ((size_t)(end - p) > n && strncasecmp(p, name, n) == 0)
+		p += n;
+	else if (end - p > 1 && tolower((unsigned char)*p) == compact)
+		p++;
+	else
+		return NULL;
+	while (p < end && (*p == ' ' || *p == '\t'))
+		p++;
+	return p < end && *p == ':' ? p + 1 : NULL;
+}
+
+const char *sa_msg_peek_response_branch(const char *buf, size_t len, size_t *blen)
+{
+	const char *end = buf + len, *line;
+	if (len < 12 || memcmp(buf, "SIP/2.0 ", 8) != 0)
+		return NULL;
+	for (line = buf;;) {
+		const char *eol = memchr(line, '\n', (size_t)(end - line));
+		if (!eol)
+			return NULL;
+		line = eol + 1;
+		if (line >= end || *line == '\r' || *line == '\n')
+			return NULL;   /* the headers end without a Via */
+		eol = memchr(line, '\n', (size_t)(end - line));
+		const char *lend = eol ? eol : end, *v = peek_header(line, lend, "via", 'v');
+		if (!v)
+			continue;
+		/* the first value only: up to a comma outside quotes (a quote: leave it to the parser) */
+		const char *stop = v;
+		while (stop < lend && *stop != ',' && *stop != '"')
+			stop++;
+		if (stop < lend && *stop == '"')
+			return NULL;
+		for (const char *p = v; p + 8 <= stop; p++) {
+			if (*p != ';' || strncasecmp(p + 1, "branch=", 7) != 0)
+				continue;
+			const char *b = p + 8, *q = b;
+			while (q < stop && *q != ';' && *q != ' ' && *q != '\t' && *q != '\r')
+				q++;
+			if (q == b)
+				return NULL;
+			*blen = (size_t)(q - b);
+			return b;
+		}
+		return NULL;
+	}
+}

@@ -162,6 +162,12 @@ const char *sa_msg_view_diff(const struct sa_msg *a, const struct sa_msg *b);
 /* Only index the raw lines (no view): for messages we wrote ourselves.
  * Allocates nothing. */
 int sa_msg_scan(struct sa_msg *m, const char *buf, size_t len, struct sa_msg_error *err);
+/* A response's top Via branch, read without parsing it: for a worker to find
+ * whose transaction an answer is before anyone parses it. Only the plain
+ * form is read (the first Via header, ";branch=" with no spaces, up to ';',
+ * ',', a space or the line's end); NULL for anything else, and the full
+ * parse decides then. Not a validation: the owner parses the message. */
+const char *sa_msg_peek_response_branch(const char *buf, size_t len, size_t *blen);
 /* Length of the first comma-separated value of a header value, honouring
  * quoted strings and <...>. */
 size_t sa_hdr_first_value_len(const char *v, size_t vlen);
