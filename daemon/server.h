@@ -94,6 +94,7 @@ struct sa_server {
 	struct sa_store_watch store_watch;   /* main.c: what housekeeping last told of the store */
 	struct event *revoke_poll;
 	struct sa_pacer *pacer;         /* our BYEs, paced per destination (lib/pace) */
+	struct sa_pace_shared *pace_shared;   /* the destinations' allowances, shared by the workers' pacers */
 	struct event *pace_timer;
 	unsigned byes_pending;          /* our BYEs not answered yet (queued or sent) */
 	struct event *sig_term, *sig_int, *sig_hup, *housekeeping;

@@ -460,7 +460,9 @@ int sa_sip_init(struct sa_server *srv)
 	if (first) {
 		srv->trunks = sa_trunk_table_new();
 		srv->abuse = sa_abuse_new(65536);
-		if (!srv->trunks || !srv->abuse || RAND_bytes(srv->tag_key, sizeof(srv->tag_key)) != 1)
+		srv->pace_shared = sa_pace_shared_new();   /* bye_rate holds per destination for the process */
+		if (!srv->trunks || !srv->abuse || !srv->pace_shared ||
+		    RAND_bytes(srv->tag_key, sizeof(srv->tag_key)) != 1)
 			return -1;
 		if (sa_gateways_start(srv) < 0)
 			return -1;
@@ -477,9 +479,11 @@ void sa_sip_shutdown(struct sa_server *srv)
 	if (srv->worker == 0) {   /* the shared ones */
 		sa_trunk_table_free(srv->trunks);
 		sa_abuse_free(srv->abuse);
+		sa_pace_shared_free(srv->pace_shared);
 		OPENSSL_cleanse(srv->tag_key, sizeof(srv->tag_key));
 		sa_gateways_stop(srv);
 	}
 	srv->trunks = NULL;
 	srv->abuse = NULL;
+	srv->pace_shared = NULL;
 }

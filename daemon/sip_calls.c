@@ -562,6 +562,7 @@ int sip_calls_init(struct sa_server *srv)
 	}
 	if (!(srv->pacer = sa_pacer_new()) || !(srv->pace_timer = evtimer_new(srv->base, pace_timer_cb, srv)))
 		return -1;
+	sa_pacer_share(srv->pacer, srv->pace_shared);
 	return 0;
 }
 

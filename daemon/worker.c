@@ -470,6 +470,7 @@ static struct sa_server *worker_new(struct sa_server *main, unsigned i)
 	w->abuse = main->abuse;
 	w->connlimit = main->connlimit;
 	w->trunks = main->trunks;
+	w->pace_shared = main->pace_shared;
 	w->upstream = main->upstream;
 	w->trusted_names = main->trusted_names;
 	w->webhooks = main->webhooks;

@@ -31,6 +31,17 @@ void sa_pacer_cancel(struct sa_pacer *p, struct sa_pace_item *it);
 size_t sa_pacer_run(struct sa_pacer *p, unsigned rate, uint64_t now_ms, void (*cb)(void *payload, void *arg),
                     void *arg);
 
+/* Allowances shared by several pacers (one per SIP worker), so that `rate`
+ * holds per destination for the process, whichever pacer sends. Locks
+ * inside; a destination is forgotten once its allowance is full again. */
+struct sa_pace_shared;
+struct sa_pace_shared *sa_pace_shared_new(void);
+void sa_pace_shared_free(struct sa_pace_shared *s);
+/* From now on p takes its destinations' allowances from s (NULL: its own). */
+void sa_pacer_share(struct sa_pacer *p, struct sa_pace_shared *s);
+/* Destinations s keeps an allowance for (for tests). */
+size_t sa_pace_shared_destinations(struct sa_pace_shared *s);
+
 size_t sa_pacer_queued(const struct sa_pacer *p);
 /* Destinations known: something queued, or an allowance not full yet (for tests). */
 size_t sa_pacer_destinations(const struct sa_pacer *p);

@@ -10,6 +10,9 @@ setup_store || { fail "store setup"; finish; }
 API_PORT=$(free_port 127.0.0.1)
 start_sipauthd "MD5" "[sip]
 workers = 2
+[proxy]
+# slow enough to see: revoked calls on both workers share the gateway's one allowance
+bye_rate = 20
 [api]
 listen = 127.0.0.1:$API_PORT" || { fail "sipauthd did not start"; finish; }
 API_KEY=$("$SIPAUTHCTL" --store "$STORE" apikey create --account "$ACC")
@@ -78,6 +81,25 @@ assert_eq "the PBX got a BYE for each of its 30 calls and answered it" 0 $?
 wait "$gw"
 assert_eq "the gateway got a BYE for each of its 30 calls" 0 $?
 assert_eq "30 calls counted revoked" 30 "$(metric calls_revoked_total)"
+# bye_rate 20/s is the process's: the gateway's 30 BYEs, from both workers, span at least 29/20 s
+# (two workers pacing apart would send them in half that)
+spread=$(python3 - "$T/gw_hold.msg" <<'PY'
+import re, sys
+from datetime import datetime
+stamps, stamp = [], None
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"^-{10,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)", line)
+    if m:
+        stamp = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
+    elif line.startswith("BYE ") and stamp:
+        stamps.append(stamp)
+        stamp = None
+print(len(stamps), int((max(stamps) - min(stamps)).total_seconds() * 1000) if stamps else 0)
+PY
+)
+assert_eq "the gateway got 30 BYEs" 30 "${spread% *}"
+if [ "${spread#* }" -ge 1200 ]; then pass "paced together at bye_rate: first to last BYE ${spread#* } ms"
+else fail "the gateway's BYEs came in ${spread#* } ms: faster than bye_rate 20/s allows"; fi
 assert_eq "none left" 0 "$(calls_active)"
 
 # --- 16 PBXs registered over TCP, each on a connection of its own (the kernel spreads the

@@ -131,6 +131,60 @@ START_TEST(pushing_and_running_one_at_a_time_is_paced_too)
 }
 END_TEST
 
+/* Two workers' pacers sending to the same gateway share its allowance: the
+ * rate holds for the process, not for each of them. */
+START_TEST(pacers_sharing_allowances_keep_the_rate_together)
+{
+	struct sa_pace_shared *sh = sa_pace_shared_new();
+	struct sa_pacer *a = sa_pacer_new(), *b = sa_pacer_new();
+	sa_pacer_share(a, sh);
+	sa_pacer_share(b, sh);
+	for (intptr_t i = 1; i <= 30; i++) {
+		sa_pacer_push(a, "gw", 2, (void *)i);
+		sa_pacer_push(b, "gw", 2, (void *)(100 + i));
+	}
+	sa_pacer_push(b, "pbx", 3, (void *)999);   /* another destination keeps its own allowance */
+	struct got ga = { .n = 0 }, gb = { .n = 0 };
+	/* 1000/s: one burst of 10 for the gateway, whoever asks first */
+	sa_pacer_run(a, 1000, 5000, take, &ga);
+	sa_pacer_run(b, 1000, 5000, take, &gb);
+	ck_assert_int_eq(ga.n, 10);
+	ck_assert_int_eq(gb.n, 1);                 /* the PBX's only: the gateway's burst is spent */
+	ck_assert_int_eq(gb.v[0], 999);
+	ck_assert_uint_eq(sa_pace_shared_destinations(sh), 2);
+	/* 10 ms later: 10 more between them */
+	sa_pacer_run(b, 1000, 5010, take, &gb);
+	sa_pacer_run(a, 1000, 5010, take, &ga);
+	ck_assert_int_eq(ga.n + gb.n, 21);
+	ck_assert_int_eq(gb.n, 11);                /* b asked first this time */
+	/* a second later: a burst's worth, not a second's */
+	sa_pacer_run(a, 1000, 6010, take, &ga);
+	sa_pacer_run(b, 1000, 6010, take, &gb);
+	ck_assert_int_eq(ga.n + gb.n, 31);
+	/* with nothing queued and the allowances full again, nothing is kept */
+	while (sa_pacer_queued(a) + sa_pacer_queued(b) > 0) {
+		static uint64_t t = 7000;
+		t += 100;
+		sa_pacer_run(a, 1000, t, take, &ga);
+		sa_pacer_run(b, 1000, t, take, &gb);
+		ck_assert_int_lt(ga.n + gb.n, 64);
+	}
+	ck_assert_int_eq(ga.n + gb.n, 61);
+	ck_assert_uint_eq(sa_pacer_destinations(a) + sa_pacer_destinations(b), 0);
+	/* a minute later, a new burst for the gateway is a full one; the PBX's
+	 * allowance, full again, is forgotten on the way */
+	gb.n = 0;
+	for (intptr_t i = 1; i <= 15; i++)
+		sa_pacer_push(b, "gw", 2, (void *)i);
+	ck_assert_uint_eq(sa_pacer_run(b, 1000, 60000, take, &gb), 5);
+	ck_assert_int_eq(gb.n, 10);
+	ck_assert_uint_eq(sa_pace_shared_destinations(sh), 1);
+	sa_pacer_free(a);
+	sa_pacer_free(b);
+	sa_pace_shared_free(sh);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pace");
@@ -140,6 +194,7 @@ int main(void)
 	tcase_add_test(tc, a_cancelled_item_is_never_handed_out);
 	tcase_add_test(tc, a_low_rate_still_sends_one_at_a_time_and_bad_keys_are_refused);
 	tcase_add_test(tc, pushing_and_running_one_at_a_time_is_paced_too);
+	tcase_add_test(tc, pacers_sharing_allowances_keep_the_rate_together);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

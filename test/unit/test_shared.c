@@ -7,6 +7,7 @@
 #include "abuse.h"
 #include "connlimit.h"
 #include "nonce.h"
+#include "pace.h"
 #include "policy.h"
 #include "txn.h"
 
@@ -201,6 +202,43 @@ END_TEST
 
 /* ---- our branch names the worker that sent the request ---- */
 
+/* Two workers pacing BYEs to one gateway: the shared allowance grants no
+ * more between them than the rate allows (a burst, then 1000/s). */
+struct pace_run {
+	struct sa_pace_shared *sh;
+	long sent;   /* summed by both threads under __atomic */
+};
+
+static void pace_count(void *payload, void *arg)
+{
+	(void)payload;
+	__atomic_add_fetch(&((struct pace_run *)arg)->sent, 1, __ATOMIC_RELAXED);
+}
+
+static void *pace_thread(void *arg)
+{
+	struct pace_run *r = arg;
+	struct sa_pacer *p = sa_pacer_new();
+	sa_pacer_share(p, r->sh);
+	for (intptr_t i = 0; i < 3000; i++)
+		sa_pacer_push(p, "gw", 2, (void *)i);
+	for (uint64_t t = 0; t < 1000; t++)   /* one second, a run every millisecond */
+		sa_pacer_run(p, 1000, t, pace_count, r);
+	sa_pacer_free(p);
+	return NULL;
+}
+
+START_TEST(two_pacers_keep_one_rate_per_destination)
+{
+	struct pace_run r = { .sh = sa_pace_shared_new() };
+	twice_at_once(pace_thread, &r);
+	/* the first burst (10) and 999 ms at 1000/s: never the 2 x 1009 two pacers of their own would send */
+	ck_assert_int_le(r.sent, 1009);
+	ck_assert_int_ge(r.sent, 500);
+	sa_pace_shared_free(r.sh);
+}
+END_TEST
+
 START_TEST(a_branch_names_its_worker)
 {
 	char b[SA_TXN_BRANCH_LEN + 1];
@@ -228,6 +266,7 @@ int main(void)
 	tcase_add_test(tc, connections_from_two_threads_leave_nothing_counted);
 	tcase_add_test(tc, trunk_channels_hold_across_threads);
 	tcase_add_test(tc, a_branch_names_its_worker);
+	tcase_add_test(tc, two_pacers_keep_one_rate_per_destination);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
