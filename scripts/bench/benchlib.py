@@ -164,7 +164,8 @@ def report(path):
         if len(f) < 9:
             continue
         key = (f[2], f[1])
-        a = agg.setdefault(key, {"status": "ok", "ok": 0, "fail": 0, "retr": 0, "cpu": 0, "us": [], "ut": 0, "st": 0})
+        a = agg.setdefault(key, {"status": "ok", "ok": 0, "fail": 0, "retr": 0, "cpu": 0, "measured": 0, "us": [],
+                                  "ut": 0, "st": 0})
         if len(f) >= 11:
             a["ut"] += int(f[9])
             a["st"] += int(f[10])
@@ -177,6 +178,7 @@ def report(path):
         a["cpu"] += cpu_ns
         if ok and cpu_ns > 0:   # 0: a server process died in that round, no figure
             a["us"].append(cpu_ns / 1000 / ok)
+            a["measured"] += ok
     # (user/system ticks are kept in the rows but not shown: at 10 ms a tick, the split of
     # a server that runs in bursts of tens of microseconds is too coarse to print)
     fmt = "%-9s %-9s %-6s %9s %7s %8s %8s %9s %9s  %s"
@@ -188,7 +190,7 @@ def report(path):
             a = agg.get((phase, server))
             if not a:
                 continue
-            pooled = "%.1f" % (a["cpu"] / 1000 / a["ok"]) if a["ok"] else "-"
+            pooled = "%.1f" % (a["cpu"] / 1000 / a["measured"]) if a["measured"] else "-"
             m = statistics.median(a["us"]) if a["us"] else None
             med[(phase, server)] = (m, a["status"])
             print(fmt % (phase, server, a["status"], a["ok"], a["fail"], a["retr"], "%.0f" % (a["cpu"] / 1e6), pooled,
