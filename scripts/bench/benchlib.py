@@ -12,6 +12,12 @@
   benchlib.py samples SAMPLES RTT STAT  the --sample table: per 10 s, RSS, open fds, calls set up and
                                         failed (sipp -trace_stat), p50/p99 of the authenticated
                                         INVITE -> 200 time (sipp -trace_rtt)
+  benchlib.py udpdrops ADDR:PORT...     for each address, the datagrams the kernel dropped so far because
+                                        the receive buffer of a UDP socket bound there was full (all
+                                        sockets on it summed: SO_REUSEPORT workers), space-separated
+  benchlib.py scenarios SIPP_DIR OUT    the call scenarios of SIPP_DIR as the benchmark runs them
+                                        (see bench_scenarios), written to OUT/pbx_call.xml and
+                                        OUT/gateway_uas.xml
 """
 import hashlib
 import os
@@ -158,7 +164,8 @@ def report(path):
         if len(f) < 9:
             continue
         key = (f[2], f[1])
-        a = agg.setdefault(key, {"status": "ok", "ok": 0, "fail": 0, "retr": 0, "cpu": 0, "us": [], "ut": 0, "st": 0})
+        a = agg.setdefault(key, {"status": "ok", "ok": 0, "fail": 0, "retr": 0, "cpu": 0, "measured": 0, "us": [],
+                                  "ut": 0, "st": 0})
         if len(f) >= 11:
             a["ut"] += int(f[9])
             a["st"] += int(f[10])
@@ -169,8 +176,9 @@ def report(path):
         a["fail"] += fail
         a["retr"] += retr
         a["cpu"] += cpu_ns
-        if ok:
+        if ok and cpu_ns > 0:   # 0: a server process died in that round, no figure
             a["us"].append(cpu_ns / 1000 / ok)
+            a["measured"] += ok
     # (user/system ticks are kept in the rows but not shown: at 10 ms a tick, the split of
     # a server that runs in bursts of tens of microseconds is too coarse to print)
     fmt = "%-9s %-9s %-6s %9s %7s %8s %8s %9s %9s  %s"
@@ -182,7 +190,7 @@ def report(path):
             a = agg.get((phase, server))
             if not a:
                 continue
-            pooled = "%.1f" % (a["cpu"] / 1000 / a["ok"]) if a["ok"] else "-"
+            pooled = "%.1f" % (a["cpu"] / 1000 / a["measured"]) if a["measured"] else "-"
             m = statistics.median(a["us"]) if a["us"] else None
             med[(phase, server)] = (m, a["status"])
             print(fmt % (phase, server, a["status"], a["ok"], a["fail"], a["retr"], "%.0f" % (a["cpu"] / 1e6), pooled,
@@ -244,6 +252,62 @@ def samples(sample_path, rtt_path, stat_path):
         prev_t = t
 
 
+def udpdrops(endpoints):
+    """/proc/net/udp: local_address is HEXIP:HEXPORT (IPv4, host byte order), drops the last field."""
+    want = {}
+    for ep in endpoints:
+        ip, port = ep.rsplit(":", 1)
+        hexip = "%08X" % int.from_bytes(socket.inet_aton(ip), "little")
+        want[f"{hexip}:{int(port):04X}"] = ep
+    drops = dict.fromkeys(endpoints, 0)
+    with open("/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            ep = want.get(fields[1])
+            if ep:
+                drops[ep] += int(fields[-1])
+    return [drops[ep] for ep in endpoints]
+
+
+# What the benchmark changes in test/sipp's call scenarios: (file, anchor, replacement). Both
+# changes make sipp behave as RFC 3261 asks of a UA where a proxy with several UDP workers (or a
+# busy machine) lawfully reorders or retransmits, and change nothing while messages come in order:
+# - the PBX ignores a provisional response to its authenticated INVITE that arrives after the 200
+#   (§13.2.2.4; Kamailio's children can relay the 180 and the 200 in either order), through
+#   sipp's transaction matching (start_txn/response_txn/ack_txn);
+# - the gateway absorbs a retransmitted INVITE while it waits for the ACK (§17.2.1: the proxy
+#   retransmits when it has not yet seen the 180 after T1), where sipp would abort the call.
+BENCH_SCENARIO_EDITS = (
+    ("pbx_call.xml", '<send retrans="500" start_rtd="setup">',
+     '<send retrans="500" start_rtd="setup" start_txn="invite">'),
+    ("pbx_call.xml",
+     '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n'
+     '  <recv response="200" rrs="true" rtd="setup"/>\n  <send>',
+     '  <recv response="100" optional="true" response_txn="invite"/>\n'
+     '  <recv response="180" optional="true" response_txn="invite"/>\n'
+     '  <recv response="200" rrs="true" rtd="setup" response_txn="invite"/>\n  <send ack_txn="invite">'),
+    ("gateway_uas.xml", '  <recv request="ACK" crlf="true"/>',
+     '  <recv request="INVITE" optional="true"/>\n  <recv request="ACK" crlf="true"/>'),
+)
+
+
+def bench_scenarios(src_dir, out_dir):
+    texts = {}
+    for name, anchor, replacement in BENCH_SCENARIO_EDITS:
+        text = texts.get(name)
+        if text is None:
+            with open(os.path.join(src_dir, name), encoding="latin-1") as f:
+                text = f.read()
+        if text.count(anchor) != 1:
+            raise SystemExit(f"{src_dir}/{name} changed: the benchmark's edit no longer applies "
+                             f"(BENCH_SCENARIO_EDITS in {__file__})")
+        texts[name] = text.replace(anchor, replacement)
+    for name, text in texts.items():
+        with open(os.path.join(out_dir, name), "w", encoding="latin-1") as f:
+            f.write(text)
+
+
 def main(argv):
     if len(argv) < 2:
         raise SystemExit(__doc__)
@@ -273,6 +337,10 @@ def main(argv):
         report(argv[2])
     elif cmd == "samples":
         samples(argv[2], argv[3], argv[4])
+    elif cmd == "udpdrops":
+        print(*udpdrops(argv[2:]))
+    elif cmd == "scenarios":
+        bench_scenarios(argv[2], argv[3])
     elif cmd == "md5":
         print(hashlib.md5(argv[2].encode()).hexdigest())
     else:
