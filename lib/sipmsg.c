@@ -1,7 +1,6 @@
 /* sipmsg.c: parse SIP once at the edge, index its raw header lines, write simple responses directly. */
-/* the low-level SHA-256 calls are deprecated in OpenSSL 3 but kept and supported */
-#define OPENSSL_API_COMPAT 0x10100000L
 #include "sipmsg.h"
+#include "siphash.h"
 
 #include <ctype.h>
 #include <stddef.h>
@@ -12,7 +11,6 @@
 #include <strings.h>
 
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
 #include <osipparser2/osip_parser.h>
 
 struct hdr_name {
@@ -1972,34 +1970,31 @@ long sa_msg_response(const struct sa_msg *m, const struct sa_peer *peer, int sta
 
 void sa_msg_local_tag(const struct sa_msg *m, const unsigned char key[SA_TAG_KEY_LEN], char out[17])
 {
-	/* 64 bits of SHA-256 over a secret and Call-ID, From tag and CSeq
-	 * number: unguessable (RFC 3261 §19.3), yet the same for
-	 * retransmissions and for the ACK of a non-2xx even when a sloppy
-	 * client gives that ACK a branch of its own */
+	/* SipHash-2-4 (a keyed 64-bit PRF) over Call-ID, From tag and CSeq
+	 * number, keyed with the first 128 bits of the key: unguessable
+	 * (RFC 3261 §19.3), yet the same for retransmissions and for the ACK
+	 * of a non-2xx even when a sloppy client gives that ACK a branch of
+	 * its own. Every transaction and every answer of ours makes one: a
+	 * tenth of SHA-256's cost, and no snprintf. */
 	static const char hex[] = "0123456789abcdef";
-	unsigned char md[SHA256_DIGEST_LENGTH];
 	char cseq[24];
-	SHA256_CTX c;
-	/* every transaction and every answer of ours makes one: no snprintf */
+	struct sa_siphash c;
 	int n = (int)sizeof(cseq);
 	unsigned long v = m->cseq;
 	do
 		cseq[--n] = (char)('0' + v % 10);
 	while ((v /= 10) && n > 1);
 	cseq[--n] = '|';
-	SHA256_Init(&c);
-	SHA256_Update(&c, key, SA_TAG_KEY_LEN);
+	sa_siphash_init(&c, key);
 	if (m->call_id)
-		SHA256_Update(&c, m->call_id, strlen(m->call_id));
-	SHA256_Update(&c, "|", 1);
+		sa_siphash_update(&c, m->call_id, strlen(m->call_id));
+	sa_siphash_update(&c, "|", 1);
 	if (m->from_tag)
-		SHA256_Update(&c, m->from_tag, strlen(m->from_tag));
-	SHA256_Update(&c, cseq + n, sizeof(cseq) - (size_t)n);
-	SHA256_Final(md, &c);
-	for (int i = 0; i < 8; i++) {
-		out[2 * i] = hex[md[i] >> 4];
-		out[2 * i + 1] = hex[md[i] & 15];
-	}
+		sa_siphash_update(&c, m->from_tag, strlen(m->from_tag));
+	sa_siphash_update(&c, cseq + n, sizeof(cseq) - (size_t)n);
+	uint64_t h = sa_siphash_final(&c);
+	for (int i = 15; i >= 0; i--, h >>= 4)
+		out[i] = hex[h & 15];
 	out[16] = '\0';
 	OPENSSL_cleanse(&c, sizeof(c));
 }
