@@ -1834,6 +1834,16 @@ void sa_buf_puts(struct sa_buf *b, const char *s)
 	sa_buf_put(b, s, strlen(s));
 }
 
+void sa_buf_putu(struct sa_buf *b, unsigned long v)
+{
+	char d[24];
+	size_t n = sizeof(d);
+	do
+		d[--n] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	sa_buf_put(b, d + n, sizeof(d) - n);
+}
+
 void sa_buf_printf(struct sa_buf *b, const char *fmt, ...)
 {
 	va_list ap;
@@ -1904,9 +1914,12 @@ void sa_msg_put_top_via(struct sa_buf *b, const struct sa_msg *m, const struct s
 	while (n > 0 && strchr(" \t\r\n", h->value[n - 1]))
 		n--;
 	put_via_params_filtered(b, h->value, n);
-	sa_buf_printf(b, ";received=%s", peer->addr);
-	if (m->via_rport)
-		sa_buf_printf(b, ";rport=%u", peer->port);
+	sa_buf_puts(b, ";received=");
+	sa_buf_puts(b, peer->addr);
+	if (m->via_rport) {
+		sa_buf_puts(b, ";rport=");
+		sa_buf_putu(b, peer->port);
+	}
 }
 
 /* The Via lines of a request as a response must carry them: the first
@@ -1949,15 +1962,21 @@ long sa_msg_response(const struct sa_msg *m, const struct sa_peer *peer, int sta
 {
 	struct sa_buf b = { .p = out, .cap = cap };
 
-	sa_buf_printf(&b, "SIP/2.0 %d %s\r\n", status, reason ? reason : sa_status_reason(status));
+	sa_buf_puts(&b, "SIP/2.0 ");
+	sa_buf_putu(&b, (unsigned long)status);
+	sa_buf_puts(&b, " ");
+	sa_buf_puts(&b, reason ? reason : sa_status_reason(status));
+	sa_buf_puts(&b, "\r\n");
 	put_vias(&b, m, peer);
 	put_header(&b, m, SA_H_FROM, "From: ");
 	const struct sa_hdr *to = sa_msg_header(m, SA_H_TO, 0);
 	if (to) {
 		sa_buf_puts(&b, "To: ");
 		sa_buf_put(&b, to->value, to->vlen);
-		if (!m->to_tag && to_tag && status > 100)
-			sa_buf_printf(&b, ";tag=%s", to_tag);
+		if (!m->to_tag && to_tag && status > 100) {
+			sa_buf_puts(&b, ";tag=");
+			sa_buf_puts(&b, to_tag);
+		}
 		sa_buf_puts(&b, "\r\n");
 	}
 	put_header(&b, m, SA_H_CALL_ID, "Call-ID: ");
