@@ -348,6 +348,7 @@ enum {
 	CC_URI = 1 << 5,      /* inside a URI: no space, control, quote, backslash or angle bracket */
 	CC_LWS = 1 << 6,      /* SP, HTAB, CR, LF */
 	CC_PVAL = 1 << 7,     /* a parameter value as we read it: token, ":" "[" "]" (an IPv6 received=) */
+	CC_VPLAIN = 1 << 8,   /* opens neither a quoted string nor an angle bracket */
 };
 
 /* The classes as constant expressions of one byte c; the table below is
@@ -361,14 +362,16 @@ enum {
 #define CC_IS_URI(c) ((c) > 0x20 && (c) < 0x7f && (c) != '<' && (c) != '>' && (c) != '"' && (c) != '\\')
 #define CC_IS_LWS(c) ((c) == ' ' || (c) == '\t' || (c) == '\r' || (c) == '\n')
 #define CC_IS_PVAL(c) (CC_IS_TOKEN(c) || (c) == ':' || (c) == '[' || (c) == ']')
-#define CC(c) (unsigned char)((CC_IS_DIGIT(c) ? CC_DIGIT : 0) | (CC_IS_ALNUM(c) ? CC_ALNUM : 0) | \
+#define CC_IS_VPLAIN(c) ((c) != '"' && (c) != '<')
+#define CC(c) (uint16_t)((CC_IS_DIGIT(c) ? CC_DIGIT : 0) | (CC_IS_ALNUM(c) ? CC_ALNUM : 0) | \
                               (CC_IS_TOKEN(c) ? CC_TOKEN : 0) | (CC_IS_HOST(c) ? CC_HOST : 0) | \
                               (CC_IS_SCHEME(c) ? CC_SCHEME : 0) | (CC_IS_URI(c) ? CC_URI : 0) | \
-                              (CC_IS_LWS(c) ? CC_LWS : 0) | (CC_IS_PVAL(c) ? CC_PVAL : 0))
+                              (CC_IS_LWS(c) ? CC_LWS : 0) | (CC_IS_PVAL(c) ? CC_PVAL : 0) | \
+                              (CC_IS_VPLAIN(c) ? CC_VPLAIN : 0))
 #define CC4(c) CC(c), CC((c) + 1), CC((c) + 2), CC((c) + 3)
 #define CC16(c) CC4(c), CC4((c) + 4), CC4((c) + 8), CC4((c) + 12)
 #define CC64(c) CC16(c), CC16((c) + 16), CC16((c) + 32), CC16((c) + 48)
-static const unsigned char char_class[256] = { CC64(0), CC64(64), CC64(128), CC64(192) };
+static const uint16_t char_class[256] = { CC64(0), CC64(64), CC64(128), CC64(192) };
 
 static inline bool cc_is(char c, unsigned cls)
 {
@@ -1860,8 +1863,14 @@ void sa_buf_printf(struct sa_buf *b, const char *fmt, ...)
 
 size_t sa_hdr_first_value_len(const char *v, size_t vlen)
 {
-	if (!memchr(v, ',', vlen))
+	const char *comma = memchr(v, ',', vlen);
+	if (!comma)
 		return vlen;   /* the common case, found at memchr's speed */
+	/* the bytes before the first comma decide nothing when none of them
+	 * opens a quote or an angle bracket: that comma ends the value (a
+	 * Via header of several values, as a response carries them) */
+	if (cc_span(v, comma, CC_VPLAIN) == comma)
+		return (size_t)(comma - v);
 	bool quoted = false;
 	int angle = 0;
 	for (size_t i = 0; i < vlen; i++) {
