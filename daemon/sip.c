@@ -89,15 +89,40 @@ void via_value(struct sa_server *srv, const struct sa_flow *to, const char *bran
 	const struct sa_endpoint *ep = local_ep(srv, sa_transport_listener_for(srv, to->proto));
 	const char *t = to->proto == SA_PROTO_UDP ? "UDP" : to->proto == SA_PROTO_TCP ? "TCP" : "TLS";
 	bool v6 = ep->ss.ss_family == AF_INET6;
-	snprintf(out, len, "SIP/2.0/%s %s%s%s:%u;branch=%s;rport", t, v6 ? "[" : "", ep->host,
-	         v6 ? "]" : "", ep->port, branch);
+	/* every forwarded request: pieces, not snprintf; truncated as snprintf would */
+	struct sa_buf b = { .p = out, .cap = len - 1 };
+	sa_buf_puts(&b, "SIP/2.0/");
+	sa_buf_puts(&b, t);
+	sa_buf_puts(&b, v6 ? " [" : " ");
+	sa_buf_puts(&b, ep->host);
+	sa_buf_puts(&b, v6 ? "]:" : ":");
+	sa_buf_putu(&b, ep->port);
+	sa_buf_puts(&b, ";branch=");
+	sa_buf_puts(&b, branch);
+	sa_buf_puts(&b, ";rport");
+	if (b.overflow)
+		snprintf(out, len, "SIP/2.0/%s %s%s%s:%u;branch=%s;rport", t, v6 ? "[" : "", ep->host, v6 ? "]" : "",
+		         ep->port, branch);
+	else
+		out[b.len] = '\0';
 }
 
 void rr_value(const struct sa_endpoint *ep, char *out, size_t len)
 {
 	bool v6 = ep->ss.ss_family == AF_INET6;
-	snprintf(out, len, "<sip:%s%s%s:%u;%slr>", v6 ? "[" : "", ep->host, v6 ? "]" : "", ep->port,
-	         ep->proto == SA_PROTO_TCP ? "transport=tcp;" : ep->proto == SA_PROTO_TLS ? "transport=tls;" : "");
+	const char *tp = ep->proto == SA_PROTO_TCP ? "transport=tcp;" : ep->proto == SA_PROTO_TLS ? "transport=tls;" : "";
+	struct sa_buf b = { .p = out, .cap = len - 1 };
+	sa_buf_puts(&b, v6 ? "<sip:[" : "<sip:");
+	sa_buf_puts(&b, ep->host);
+	sa_buf_puts(&b, v6 ? "]:" : ":");
+	sa_buf_putu(&b, ep->port);
+	sa_buf_puts(&b, ";");
+	sa_buf_puts(&b, tp);
+	sa_buf_puts(&b, "lr>");
+	if (b.overflow)
+		snprintf(out, len, "<sip:%s%s%s:%u;%slr>", v6 ? "[" : "", ep->host, v6 ? "]" : "", ep->port, tp);
+	else
+		out[b.len] = '\0';
 }
 
 

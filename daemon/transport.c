@@ -39,13 +39,32 @@ struct sa_conn {
 	unsigned crlfs;                 /* CR and LF bytes read since the last message */
 };
 
+/* Dotted quad into out (at least INET_ADDRSTRLEN bytes): what inet_ntop
+ * writes, without the sprintf it makes per octet. Several per message. */
+static void ipv4_text(const struct in_addr *a, char *out)
+{
+	const unsigned char *b = (const unsigned char *)&a->s_addr;
+	for (int i = 0; i < 4; i++) {
+		unsigned v = b[i];
+		if (v >= 100)
+			*out++ = (char)('0' + v / 100);
+		if (v >= 10)
+			*out++ = (char)('0' + v / 10 % 10);
+		*out++ = (char)('0' + v % 10);
+		*out++ = i < 3 ? '.' : '\0';
+	}
+}
+
 void sa_flow_peer(const struct sa_flow *fl, char *addr, size_t alen, uint16_t *port)
 {
 	if (fl->ss.sa.sa_family == AF_INET6) {
 		inet_ntop(AF_INET6, &fl->ss.in6.sin6_addr, addr, (socklen_t)alen);
 		*port = ntohs(fl->ss.in6.sin6_port);
 	} else {
-		inet_ntop(AF_INET, &fl->ss.in.sin_addr, addr, (socklen_t)alen);
+		if (alen >= INET_ADDRSTRLEN)
+			ipv4_text(&fl->ss.in.sin_addr, addr);
+		else
+			inet_ntop(AF_INET, &fl->ss.in.sin_addr, addr, (socklen_t)alen);
 		*port = ntohs(fl->ss.in.sin_port);
 	}
 }

@@ -351,11 +351,18 @@ long sa_auth_challenge_in(struct sa_auth *a, const struct sa_auth_cfg *order, co
 	for (unsigned i = 0; i < order->nalgs && i < SA_ALG_COUNT; i++) {
 		if (sa_nonce_issue(a->nonce, mac_scope, order->algs[i], now, nonce) < 0)
 			return -1;
-		sa_buf_printf(&b, "%s: Digest realm=\"%s\", nonce=\"%s\", algorithm=%s, qop=\"auth\"%s\r\n",
-		              proxy ? "Proxy-Authenticate" : "WWW-Authenticate", realm, nonce,
-		              sa_digest_alg_name(order->algs[i]), stale ? ", stale=true" : "");
+		/* one per challenge: written piece by piece, no printf */
+		sa_buf_puts(&b, proxy ? "Proxy-Authenticate: Digest realm=\"" : "WWW-Authenticate: Digest realm=\"");
+		sa_buf_puts(&b, realm);
+		sa_buf_puts(&b, "\", nonce=\"");
+		sa_buf_puts(&b, nonce);
+		sa_buf_puts(&b, "\", algorithm=");
+		const char *alg = sa_digest_alg_name(order->algs[i]);
+		sa_buf_puts(&b, alg ? alg : "");
+		sa_buf_puts(&b, stale ? ", qop=\"auth\", stale=true\r\n" : ", qop=\"auth\"\r\n");
 	}
-	return b.overflow ? -1 : (long)b.len;
+	sa_buf_put(&b, "", 1);   /* the NUL: the headers are passed on as a string */
+	return b.overflow ? -1 : (long)b.len - 1;
 }
 
 long sa_auth_challenge(struct sa_auth *a, const char *realm, const char *source, bool proxy, bool stale,

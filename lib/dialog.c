@@ -121,10 +121,15 @@ struct dialog_draft {
 int sa_dialog_from_2xx(struct sa_dialog *d, const char *contact, size_t contact_len, const struct sa_msg *ok,
                        sa_dialog_is_us_fn is_us, void *arg)
 {
-	struct dialog_draft *dr = calloc(1, sizeof(*dr));
+	/* not calloc: zeroing the whole draft (several KB) cost more than the
+	 * rest of setting a call up; each text starts empty */
+	struct dialog_draft *dr = malloc(sizeof(*dr));
 
 	memset(d, 0, sizeof(*d));
 	int rc = -1;
+	if (dr)
+		dr->caller_target[0] = dr->callee_target[0] = dr->caller_route[0] = dr->callee_route[0] =
+			dr->caller_name[0] = dr->callee_name[0] = '\0';
 	/* a 2xx read on its essentials only (partial) has no Contact to go by */
 	if (!dr || ok->partial || !ok->call_id || !ok->from_tag || !ok->to_tag || !contact || ok->ncontacts == 0 ||
 	    strlen(ok->contacts[0].uri.text) >= sizeof(dr->callee_target))

@@ -1,8 +1,16 @@
-/* digest.c: SIP/HTTP digest HA1, response and constant-time verification over OpenSSL EVP. */
+/* digest.c: SIP/HTTP digest HA1, response and constant-time verification over OpenSSL. */
+/* MD5 and SHA-256 through OpenSSL's low-level calls (deprecated in OpenSSL 3
+ * but kept and supported, as nonce.c uses them): EVP_DigestInit_ex fetches
+ * the algorithm from the provider on every call and costs several times
+ * the hashing of a digest's short strings, on the path of every
+ * authenticated request. SHA-512/256 has no low-level call: EVP. */
+#define OPENSSL_API_COMPAT 0x10100000L
 #include <string.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/md5.h>
+#include <openssl/sha.h>
 
 #include "digest.h"
 
@@ -14,17 +22,78 @@ static const char *const alg_names[SA_ALG_COUNT] = {
 	[SA_ALG_SHA512_256] = "SHA-512-256",
 };
 
-static const EVP_MD *alg_md(enum sa_digest_alg alg)
+/* One hash computation of an algorithm; the EVP context (SHA-512/256
+ * only) is made on first use and kept for the next computation. */
+struct hasher {
+	enum sa_digest_alg alg;
+	union {
+		MD5_CTX md5;
+		SHA256_CTX sha256;
+	} u;
+	EVP_MD_CTX *evp;
+};
+
+static void hasher_open(struct hasher *h, enum sa_digest_alg alg)
 {
-	switch (alg) {
+	h->alg = alg;
+	h->evp = NULL;
+}
+
+/* Wipes the state (it may have held an HA1) and frees the EVP context. */
+static void hasher_close(struct hasher *h)
+{
+	EVP_MD_CTX_free(h->evp);
+	h->evp = NULL;
+	OPENSSL_cleanse(&h->u, sizeof(h->u));
+}
+
+static int hasher_init(struct hasher *h)
+{
+	switch (h->alg) {
 	case SA_ALG_MD5:
-		return EVP_md5();
+		return MD5_Init(&h->u.md5) == 1 ? 0 : -1;
 	case SA_ALG_SHA256:
-		return EVP_sha256();
+		return SHA256_Init(&h->u.sha256) == 1 ? 0 : -1;
 	case SA_ALG_SHA512_256:
-		return EVP_sha512_256();
+		if (h->evp == NULL && (h->evp = EVP_MD_CTX_new()) == NULL)
+			return -1;
+		return EVP_DigestInit_ex(h->evp, EVP_sha512_256(), NULL) == 1 ? 0 : -1;
 	default:
-		return NULL;
+		return -1;
+	}
+}
+
+static int hasher_update(struct hasher *h, const void *data, size_t len)
+{
+	switch (h->alg) {
+	case SA_ALG_MD5:
+		return MD5_Update(&h->u.md5, data, len) == 1 ? 0 : -1;
+	case SA_ALG_SHA256:
+		return SHA256_Update(&h->u.sha256, data, len) == 1 ? 0 : -1;
+	default:
+		return EVP_DigestUpdate(h->evp, data, len) == 1 ? 0 : -1;
+	}
+}
+
+/* The raw digest into raw (DIGEST_RAW_MAX bytes); its length, or -1. */
+static int hasher_final(struct hasher *h, unsigned char raw[DIGEST_RAW_MAX])
+{
+	unsigned char big[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	int rc = -1;
+
+	switch (h->alg) {
+	case SA_ALG_MD5:
+		return MD5_Final(raw, &h->u.md5) == 1 ? MD5_DIGEST_LENGTH : -1;
+	case SA_ALG_SHA256:
+		return SHA256_Final(raw, &h->u.sha256) == 1 ? SHA256_DIGEST_LENGTH : -1;
+	default:
+		if (EVP_DigestFinal_ex(h->evp, big, &len) == 1 && len <= DIGEST_RAW_MAX) {
+			memcpy(raw, big, len);
+			rc = (int)len;
+		}
+		OPENSSL_cleanse(big, sizeof(big));
+		return rc;
 	}
 }
 
@@ -88,58 +157,53 @@ static void hex_encode(const unsigned char *raw, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
-/* Finish the digest in ctx into lower-case hex; the raw bytes may be an HA1, so wipe them. */
-static int final_hex(EVP_MD_CTX *ctx, char out[SA_DIGEST_HEX_MAX])
+/* Finish the digest into lower-case hex; the raw bytes may be an HA1, so wipe them. */
+static int final_hex(struct hasher *h, char out[SA_DIGEST_HEX_MAX])
 {
-	unsigned char raw[EVP_MAX_MD_SIZE];
-	unsigned int len = 0;
-	int rc = -1;
+	unsigned char raw[DIGEST_RAW_MAX];
+	int len = hasher_final(h, raw);
 
-	if (EVP_DigestFinal_ex(ctx, raw, &len) == 1 && len <= DIGEST_RAW_MAX) {
-		hex_encode(raw, len, out);
-		rc = 0;
-	}
+	if (len > 0)
+		hex_encode(raw, (size_t)len, out);
 	OPENSSL_cleanse(raw, sizeof(raw));
-	return rc;
+	return len > 0 ? 0 : -1;
 }
 
 /* out = H(parts[0] ":" parts[1] ":" ...), fed piecewise so nothing is concatenated or allocated. */
-static int hash_joined(EVP_MD_CTX *ctx, const EVP_MD *md, const char *const *parts, size_t n,
-                       char out[SA_DIGEST_HEX_MAX])
+static int hash_joined(struct hasher *h, const char *const *parts, size_t n, char out[SA_DIGEST_HEX_MAX])
 {
-	if (EVP_DigestInit_ex(ctx, md, NULL) != 1)
+	if (hasher_init(h) != 0)
 		return -1;
 	for (size_t i = 0; i < n; i++) {
 		if (parts[i] == NULL)
 			return -1;
-		if (i > 0 && EVP_DigestUpdate(ctx, ":", 1) != 1)
+		if (i > 0 && hasher_update(h, ":", 1) != 0)
 			return -1;
-		if (EVP_DigestUpdate(ctx, parts[i], strlen(parts[i])) != 1)
+		if (hasher_update(h, parts[i], strlen(parts[i])) != 0)
 			return -1;
 	}
-	return final_hex(ctx, out);
+	return final_hex(h, out);
 }
 
-static int hash_bytes(EVP_MD_CTX *ctx, const EVP_MD *md, const void *data, size_t len,
-                      char out[SA_DIGEST_HEX_MAX])
+static int hash_bytes(struct hasher *h, const void *data, size_t len, char out[SA_DIGEST_HEX_MAX])
 {
-	if (EVP_DigestInit_ex(ctx, md, NULL) != 1 || EVP_DigestUpdate(ctx, data, len) != 1)
+	if (hasher_init(h) != 0 || hasher_update(h, data, len) != 0)
 		return -1;
-	return final_hex(ctx, out);
+	return final_hex(h, out);
 }
 
 int sa_digest_ha1(enum sa_digest_alg alg, const char *username, const char *realm,
                   const char *password, char out[SA_DIGEST_HEX_MAX])
 {
 	const char *parts[] = { username, realm, password };
-	const EVP_MD *md = alg_md(alg);
-	EVP_MD_CTX *ctx;
-	int rc = -1;
+	struct hasher h;
+	int rc;
 
-	if (md == NULL || (ctx = EVP_MD_CTX_new()) == NULL)
+	if ((unsigned)alg >= SA_ALG_COUNT)
 		return -1;
-	rc = hash_joined(ctx, md, parts, 3, out);
-	EVP_MD_CTX_free(ctx);
+	hasher_open(&h, alg);
+	rc = hash_joined(&h, parts, 3, out);
+	hasher_close(&h);
 	return rc;
 }
 
@@ -165,21 +229,20 @@ static bool params_usable(const struct sa_digest_params *p, const char *ha1_hex)
 }
 
 /* HA2 = H(method:uri) or, for auth-int, H(method:uri:H(body)). */
-static int digest_ha2(EVP_MD_CTX *ctx, const EVP_MD *md, const struct sa_digest_params *p,
-                      char out[SA_DIGEST_HEX_MAX])
+static int digest_ha2(struct hasher *h, const struct sa_digest_params *p, char out[SA_DIGEST_HEX_MAX])
 {
 	char body_hex[SA_DIGEST_HEX_MAX];
 	const char *parts[] = { p->method, p->uri, body_hex };
 	bool auth_int = p->qop != NULL && strcmp(p->qop, "auth-int") == 0;
 
-	if (auth_int && hash_bytes(ctx, md, p->body != NULL ? p->body : "", p->body_len, body_hex) != 0)
+	if (auth_int && hash_bytes(h, p->body != NULL ? p->body : "", p->body_len, body_hex) != 0)
 		return -1;
-	return hash_joined(ctx, md, parts, auth_int ? 3 : 2, out);
+	return hash_joined(h, parts, auth_int ? 3 : 2, out);
 }
 
 /* The response from HA1 and a computed HA2. */
-static int digest_final(EVP_MD_CTX *ctx, const EVP_MD *md, const struct sa_digest_params *p, const char *ha1_hex,
-                        const char *ha2, char out[SA_DIGEST_HEX_MAX])
+static int digest_final(struct hasher *h, const struct sa_digest_params *p, const char *ha1_hex, const char *ha2,
+                        char out[SA_DIGEST_HEX_MAX])
 {
 	char ha1[SA_DIGEST_HEX_MAX];
 	const char *sess_parts[] = { ha1_hex, p->nonce, p->cnonce };
@@ -188,44 +251,42 @@ static int digest_final(EVP_MD_CTX *ctx, const EVP_MD *md, const struct sa_diges
 	int rc = -1;
 
 	if (p->sess) {
-		if (hash_joined(ctx, md, sess_parts, 3, ha1) != 0)
+		if (hash_joined(h, sess_parts, 3, ha1) != 0)
 			goto out;
 	} else {
 		memcpy(ha1, ha1_hex, sa_digest_hex_len(p->alg) + 1);
 	}
 	if (p->qop != NULL)
-		rc = hash_joined(ctx, md, qop_parts, 6, out);
+		rc = hash_joined(h, qop_parts, 6, out);
 	else
-		rc = hash_joined(ctx, md, rfc2069_parts, 3, out);
+		rc = hash_joined(h, rfc2069_parts, 3, out);
 out:
 	OPENSSL_cleanse(ha1, sizeof(ha1));
 	return rc;
 }
 
-static int digest_compute(EVP_MD_CTX *ctx, const struct sa_digest_params *p, const char *ha1_hex,
+static int digest_compute(struct hasher *h, const struct sa_digest_params *p, const char *ha1_hex,
                           char out[SA_DIGEST_HEX_MAX])
 {
-	const EVP_MD *md = alg_md(p->alg);
 	char ha2[SA_DIGEST_HEX_MAX];
 
-	if (digest_ha2(ctx, md, p, ha2) != 0)
+	if (digest_ha2(h, p, ha2) != 0)
 		return -1;
-	return digest_final(ctx, md, p, ha1_hex, ha2, out);
+	return digest_final(h, p, ha1_hex, ha2, out);
 }
 
 int sa_digest_response(const struct sa_digest_params *p, const char *ha1_hex,
                        char out[SA_DIGEST_HEX_MAX])
 {
-	EVP_MD_CTX *ctx;
+	struct hasher h;
 	int rc;
 
 	if (p == NULL || !params_usable(p, ha1_hex))
 		return -1;
-	/* one context for all three hashes: the only allocation on this path */
-	if ((ctx = EVP_MD_CTX_new()) == NULL)
-		return -1;
-	rc = digest_compute(ctx, p, ha1_hex, out);
-	EVP_MD_CTX_free(ctx);
+	/* one hasher for all three hashes */
+	hasher_open(&h, p->alg);
+	rc = digest_compute(&h, p, ha1_hex, out);
+	hasher_close(&h);
 	return rc;
 }
 
@@ -259,11 +320,11 @@ bool sa_digest_verify(const struct sa_digest_params *p, const char *ha1_hex,
 }
 
 /* The expected response for one HA1 (HA2 given), wiped after the constant-time compare. */
-static bool verify_one(EVP_MD_CTX *ctx, const struct sa_digest_params *p, const char *ha1_hex, const char *ha2,
+static bool verify_one(struct hasher *h, const struct sa_digest_params *p, const char *ha1_hex, const char *ha2,
                        bool ha2_ok, const char *got, size_t len, size_t want)
 {
 	char expected[SA_DIGEST_HEX_MAX];
-	bool ok = ha2_ok && params_usable(p, ha1_hex) && digest_final(ctx, alg_md(p->alg), p, ha1_hex, ha2, expected) == 0;
+	bool ok = ha2_ok && params_usable(p, ha1_hex) && digest_final(h, p, ha1_hex, ha2, expected) == 0;
 
 	if (!ok)
 		memset(expected, 0, sizeof(expected));
@@ -277,15 +338,15 @@ void sa_digest_verify_pair(const struct sa_digest_params *p, const char *ha1_a, 
 {
 	char ha2[SA_DIGEST_HEX_MAX], got[SA_DIGEST_HEX_MAX];
 	size_t want;
-	EVP_MD_CTX *ctx;
+	struct hasher h;
 
 	*a = *b = false;
-	if (p == NULL || response == NULL || (want = sa_digest_hex_len(p->alg)) == 0 ||
-	    (ctx = EVP_MD_CTX_new()) == NULL)
+	if (p == NULL || response == NULL || (want = sa_digest_hex_len(p->alg)) == 0)
 		return;
-	bool ha2_ok = (params_usable(p, ha1_a) || params_usable(p, ha1_b)) && digest_ha2(ctx, alg_md(p->alg), p, ha2) == 0;
+	hasher_open(&h, p->alg);
+	bool ha2_ok = (params_usable(p, ha1_a) || params_usable(p, ha1_b)) && digest_ha2(&h, p, ha2) == 0;
 	presented_lower(response, len, want, got);
-	*a = verify_one(ctx, p, ha1_a, ha2, ha2_ok, got, len, want);
-	*b = verify_one(ctx, p, ha1_b, ha2, ha2_ok, got, len, want);
-	EVP_MD_CTX_free(ctx);
+	*a = verify_one(&h, p, ha1_a, ha2, ha2_ok, got, len, want);
+	*b = verify_one(&h, p, ha1_b, ha2, ha2_ok, got, len, want);
+	hasher_close(&h);
 }

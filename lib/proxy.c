@@ -92,7 +92,10 @@ static void put_start_line(struct sa_buf *b, const struct sa_msg *m, const char 
 		}
 		return;
 	}
-	sa_buf_printf(b, "%s %s SIP/2.0\r\n", m->method_name, ruri ? ruri : "");
+	sa_buf_puts(b, m->method_name);
+	sa_buf_puts(b, " ");
+	sa_buf_puts(b, ruri ? ruri : "");
+	sa_buf_puts(b, " SIP/2.0\r\n");
 	if (l) {
 		l->ruri = strlen(m->method_name) + 1;
 		l->ruri_len = ruri ? strlen(ruri) : 0;
@@ -159,7 +162,9 @@ long sa_proxy_request(const struct sa_msg *m, const struct sa_fwd *f, char *out,
 			break;
 		case SA_H_MAX_FORWARDS:
 			if (!mf_done) {
-				sa_buf_printf(&b, "Max-Forwards: %d\r\n", m->max_forwards > 0 ? m->max_forwards - 1 : 0);
+				sa_buf_puts(&b, "Max-Forwards: ");
+				sa_buf_putu(&b, m->max_forwards > 0 ? (unsigned long)m->max_forwards - 1 : 0);
+				sa_buf_puts(&b, "\r\n");
 				note_line(&b, l, SA_H_MAX_FORWARDS, start, 14);
 			}
 			mf_done = true;

@@ -1,7 +1,6 @@
 /* sipmsg.c: parse SIP once at the edge, index its raw header lines, write simple responses directly. */
-/* the low-level SHA-256 calls are deprecated in OpenSSL 3 but kept and supported */
-#define OPENSSL_API_COMPAT 0x10100000L
 #include "sipmsg.h"
+#include "siphash.h"
 
 #include <ctype.h>
 #include <stddef.h>
@@ -12,7 +11,6 @@
 #include <strings.h>
 
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
 #include <osipparser2/osip_parser.h>
 
 struct hdr_name {
@@ -102,11 +100,16 @@ enum sa_method sa_method_from_name(const char *name)
 
 static enum sa_hdr_kind hdr_kind(const char *name, size_t len)
 {
+	if (len == 0)
+		return SA_H_OTHER;
+	/* every line goes through here: length and first letter first, and
+	 * a full compare for the one candidate left */
+	int first = tolower((unsigned char)name[0]);
 	for (size_t i = 0; i < sizeof(hdr_names) / sizeof(hdr_names[0]); i++) {
 		const struct hdr_name *h = &hdr_names[i];
-		if (len == 1 && h->compact && tolower((unsigned char)name[0]) == h->compact)
+		if (len == 1 && h->compact && first == h->compact)
 			return h->kind;
-		if (len == h->len && strncasecmp(name, h->name, len) == 0)
+		if (len == h->len && first == tolower((unsigned char)h->name[0]) && strncasecmp(name, h->name, len) == 0)
 			return h->kind;
 	}
 	return SA_H_OTHER;
@@ -334,9 +337,58 @@ static const char *view_str(struct sa_msg *m, const char *s, size_t n)
 	return p;
 }
 
-static bool is_lws(char c)
+/* ---- character classes: one table lookup per byte on the hot loops ---- */
+
+enum {
+	CC_DIGIT = 1 << 0,
+	CC_ALNUM = 1 << 1,
+	CC_TOKEN = 1 << 2,    /* token (RFC 3261 §25.1) */
+	CC_HOST = 1 << 3,     /* a host name as we read it: alphanum "." "-" "_" */
+	CC_SCHEME = 1 << 4,   /* after a scheme's first letter: alphanum "+" "-" "." (RFC 3986 §3.1) */
+	CC_URI = 1 << 5,      /* inside a URI: no space, control, quote, backslash or angle bracket */
+	CC_LWS = 1 << 6,      /* SP, HTAB, CR, LF */
+	CC_PVAL = 1 << 7,     /* a parameter value as we read it: token, ":" "[" "]" (an IPv6 received=) */
+	CC_VPLAIN = 1 << 8,   /* opens neither a quoted string nor an angle bracket */
+};
+
+/* The classes as constant expressions of one byte c; the table below is
+ * these evaluated at compile time for every byte. */
+#define CC_IS_DIGIT(c) ((c) >= '0' && (c) <= '9')
+#define CC_IS_ALNUM(c) (CC_IS_DIGIT(c) || ((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z'))
+#define CC_IS_TOKEN(c) (CC_IS_ALNUM(c) || (c) == '-' || (c) == '.' || (c) == '!' || (c) == '%' || (c) == '*' || \
+                        (c) == '_' || (c) == '+' || (c) == '`' || (c) == '\'' || (c) == '~')
+#define CC_IS_HOST(c) (CC_IS_ALNUM(c) || (c) == '.' || (c) == '-' || (c) == '_')
+#define CC_IS_SCHEME(c) (CC_IS_ALNUM(c) || (c) == '+' || (c) == '-' || (c) == '.')
+#define CC_IS_URI(c) ((c) > 0x20 && (c) < 0x7f && (c) != '<' && (c) != '>' && (c) != '"' && (c) != '\\')
+#define CC_IS_LWS(c) ((c) == ' ' || (c) == '\t' || (c) == '\r' || (c) == '\n')
+#define CC_IS_PVAL(c) (CC_IS_TOKEN(c) || (c) == ':' || (c) == '[' || (c) == ']')
+#define CC_IS_VPLAIN(c) ((c) != '"' && (c) != '<')
+#define CC(c) (uint16_t)((CC_IS_DIGIT(c) ? CC_DIGIT : 0) | (CC_IS_ALNUM(c) ? CC_ALNUM : 0) | \
+                              (CC_IS_TOKEN(c) ? CC_TOKEN : 0) | (CC_IS_HOST(c) ? CC_HOST : 0) | \
+                              (CC_IS_SCHEME(c) ? CC_SCHEME : 0) | (CC_IS_URI(c) ? CC_URI : 0) | \
+                              (CC_IS_LWS(c) ? CC_LWS : 0) | (CC_IS_PVAL(c) ? CC_PVAL : 0) | \
+                              (CC_IS_VPLAIN(c) ? CC_VPLAIN : 0))
+#define CC4(c) CC(c), CC((c) + 1), CC((c) + 2), CC((c) + 3)
+#define CC16(c) CC4(c), CC4((c) + 4), CC4((c) + 8), CC4((c) + 12)
+#define CC64(c) CC16(c), CC16((c) + 16), CC16((c) + 32), CC16((c) + 48)
+static const uint16_t char_class[256] = { CC64(0), CC64(64), CC64(128), CC64(192) };
+
+static inline bool cc_is(char c, unsigned cls)
 {
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+	return char_class[(unsigned char)c] & cls;
+}
+
+/* The first byte from p on (before e) outside the class, or e. */
+static inline const char *cc_span(const char *p, const char *e, unsigned cls)
+{
+	while (p < e && cc_is(*p, cls))
+		p++;
+	return p;
+}
+
+static inline bool is_lws(char c)
+{
+	return cc_is(c, CC_LWS);
 }
 
 static void trim(const char **s, const char **e)
@@ -710,33 +762,21 @@ static bool raw_tag(const struct sa_hdr *h, char *out, size_t outlen)
  * is never a verdict. test/unit/test_sipmsg_view.c holds it to giving the
  * view libosip2 gives on every message of the fuzz corpus and RFC 4475. */
 
-/* token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~") (RFC 3261 §25.1) */
 static inline bool is_token_char(char c)
 {
-	static const uint32_t token[8] = { 0, 0x03ff6ca2, 0x87fffffe, 0x47ffffff, 0, 0, 0, 0 };
-	unsigned char u = (unsigned char)c;
-	return (token[u >> 5] >> (u & 31)) & 1;
+	return cc_is(c, CC_TOKEN);
 }
 
 static inline bool is_digit(char c)
 {
-	return c >= '0' && c <= '9';
-}
-
-static inline bool is_alnum(char c)
-{
-	return is_digit(c) || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
+	return cc_is(c, CC_DIGIT);
 }
 
 /* Characters a URI may hold as we read it: no space, control, quote or
  * angle bracket (those end it, or make it something to decline). */
 static bool uri_chars_ok(const char *s, const char *e)
 {
-	for (; s < e; s++)
-		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f || *s == '<' || *s == '>' || *s == '"' ||
-		    *s == '\\')
-			return false;
-	return true;
+	return cc_span(s, e, CC_URI) == e;
 }
 
 static int hex_digit(char c)
@@ -818,9 +858,7 @@ static bool raw_hostport(struct sa_msg *m, const char *p, const char *e, const c
 		he = rb;
 		p = rb + 1;
 	} else {
-		while (p < e && (is_alnum(*p) || *p == '.' || *p == '-' || *p == '_'))
-			p++;
-		he = p;
+		he = p = cc_span(p, e, CC_HOST);
 		if (he == h)
 			return false;
 	}
@@ -846,8 +884,7 @@ static bool raw_uri(struct sa_msg *m, const char *s, const char *e, struct sa_ur
 	if (e - s < 6 || !uri_chars_ok(s, e) || !isalpha((unsigned char)*s))
 		return false;
 	const char *p = s;
-	while (p < e && (is_alnum(*p) || *p == '+' || *p == '-' || *p == '.'))
-		p++;
+	p = cc_span(p, e, CC_SCHEME);
 	if (p == e || *p != ':' || p + 1 == e)
 		return false;
 	size_t sl = (size_t)(p - s);
@@ -906,9 +943,7 @@ static const char *skip_quoted(const char *p, const char *e)
 
 static const char *skip_lws(const char *p, const char *e)
 {
-	while (p < e && is_lws(*p))
-		p++;
-	return p;
+	return cc_span(p, e, CC_LWS);
 }
 
 /* generic-params ";name[=token|quoted-string]..." after a value; the ones
@@ -932,8 +967,7 @@ static bool raw_header_params(struct sa_msg *m, const char *p, const char *e, st
 				if (!(p = skip_quoted(p, e)))
 					return false;
 			} else {
-				while (p < e && (is_token_char(*p) || *p == ':' || *p == '[' || *p == ']'))
-					p++;
+				p = cc_span(p, e, CC_PVAL);
 			}
 			if (p == v)
 				return false;
@@ -1076,8 +1110,7 @@ static bool raw_via_value(struct sa_msg *m, const char *v, const char *end, bool
 		const char *eq = skip_lws(p, end);
 		if (eq < end && *eq == '=') {
 			val = p = skip_lws(eq + 1, end);
-			while (p < end && (is_token_char(*p) || *p == ':' || *p == '[' || *p == ']'))
-				p++;
+			p = cc_span(p, end, CC_PVAL);
 			if (p == val)
 				return false;
 		}
@@ -1804,6 +1837,16 @@ void sa_buf_puts(struct sa_buf *b, const char *s)
 	sa_buf_put(b, s, strlen(s));
 }
 
+void sa_buf_putu(struct sa_buf *b, unsigned long v)
+{
+	char d[24];
+	size_t n = sizeof(d);
+	do
+		d[--n] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	sa_buf_put(b, d + n, sizeof(d) - n);
+}
+
 void sa_buf_printf(struct sa_buf *b, const char *fmt, ...)
 {
 	va_list ap;
@@ -1820,8 +1863,14 @@ void sa_buf_printf(struct sa_buf *b, const char *fmt, ...)
 
 size_t sa_hdr_first_value_len(const char *v, size_t vlen)
 {
-	if (!memchr(v, ',', vlen))
+	const char *comma = memchr(v, ',', vlen);
+	if (!comma)
 		return vlen;   /* the common case, found at memchr's speed */
+	/* the bytes before the first comma decide nothing when none of them
+	 * opens a quote or an angle bracket: that comma ends the value (a
+	 * Via header of several values, as a response carries them) */
+	if (cc_span(v, comma, CC_VPLAIN) == comma)
+		return (size_t)(comma - v);
 	bool quoted = false;
 	int angle = 0;
 	for (size_t i = 0; i < vlen; i++) {
@@ -1874,9 +1923,12 @@ void sa_msg_put_top_via(struct sa_buf *b, const struct sa_msg *m, const struct s
 	while (n > 0 && strchr(" \t\r\n", h->value[n - 1]))
 		n--;
 	put_via_params_filtered(b, h->value, n);
-	sa_buf_printf(b, ";received=%s", peer->addr);
-	if (m->via_rport)
-		sa_buf_printf(b, ";rport=%u", peer->port);
+	sa_buf_puts(b, ";received=");
+	sa_buf_puts(b, peer->addr);
+	if (m->via_rport) {
+		sa_buf_puts(b, ";rport=");
+		sa_buf_putu(b, peer->port);
+	}
 }
 
 /* The Via lines of a request as a response must carry them: the first
@@ -1919,15 +1971,21 @@ long sa_msg_response(const struct sa_msg *m, const struct sa_peer *peer, int sta
 {
 	struct sa_buf b = { .p = out, .cap = cap };
 
-	sa_buf_printf(&b, "SIP/2.0 %d %s\r\n", status, reason ? reason : sa_status_reason(status));
+	sa_buf_puts(&b, "SIP/2.0 ");
+	sa_buf_putu(&b, (unsigned long)status);
+	sa_buf_puts(&b, " ");
+	sa_buf_puts(&b, reason ? reason : sa_status_reason(status));
+	sa_buf_puts(&b, "\r\n");
 	put_vias(&b, m, peer);
 	put_header(&b, m, SA_H_FROM, "From: ");
 	const struct sa_hdr *to = sa_msg_header(m, SA_H_TO, 0);
 	if (to) {
 		sa_buf_puts(&b, "To: ");
 		sa_buf_put(&b, to->value, to->vlen);
-		if (!m->to_tag && to_tag && status > 100)
-			sa_buf_printf(&b, ";tag=%s", to_tag);
+		if (!m->to_tag && to_tag && status > 100) {
+			sa_buf_puts(&b, ";tag=");
+			sa_buf_puts(&b, to_tag);
+		}
 		sa_buf_puts(&b, "\r\n");
 	}
 	put_header(&b, m, SA_H_CALL_ID, "Call-ID: ");
@@ -1940,34 +1998,31 @@ long sa_msg_response(const struct sa_msg *m, const struct sa_peer *peer, int sta
 
 void sa_msg_local_tag(const struct sa_msg *m, const unsigned char key[SA_TAG_KEY_LEN], char out[17])
 {
-	/* 64 bits of SHA-256 over a secret and Call-ID, From tag and CSeq
-	 * number: unguessable (RFC 3261 §19.3), yet the same for
-	 * retransmissions and for the ACK of a non-2xx even when a sloppy
-	 * client gives that ACK a branch of its own */
+	/* SipHash-2-4 (a keyed 64-bit PRF) over Call-ID, From tag and CSeq
+	 * number, keyed with the first 128 bits of the key: unguessable
+	 * (RFC 3261 §19.3), yet the same for retransmissions and for the ACK
+	 * of a non-2xx even when a sloppy client gives that ACK a branch of
+	 * its own. Every transaction and every answer of ours makes one: a
+	 * tenth of SHA-256's cost, and no snprintf. */
 	static const char hex[] = "0123456789abcdef";
-	unsigned char md[SHA256_DIGEST_LENGTH];
 	char cseq[24];
-	SHA256_CTX c;
-	/* every transaction and every answer of ours makes one: no snprintf */
+	struct sa_siphash c;
 	int n = (int)sizeof(cseq);
 	unsigned long v = m->cseq;
 	do
 		cseq[--n] = (char)('0' + v % 10);
 	while ((v /= 10) && n > 1);
 	cseq[--n] = '|';
-	SHA256_Init(&c);
-	SHA256_Update(&c, key, SA_TAG_KEY_LEN);
+	sa_siphash_init(&c, key);
 	if (m->call_id)
-		SHA256_Update(&c, m->call_id, strlen(m->call_id));
-	SHA256_Update(&c, "|", 1);
+		sa_siphash_update(&c, m->call_id, strlen(m->call_id));
+	sa_siphash_update(&c, "|", 1);
 	if (m->from_tag)
-		SHA256_Update(&c, m->from_tag, strlen(m->from_tag));
-	SHA256_Update(&c, cseq + n, sizeof(cseq) - (size_t)n);
-	SHA256_Final(md, &c);
-	for (int i = 0; i < 8; i++) {
-		out[2 * i] = hex[md[i] >> 4];
-		out[2 * i + 1] = hex[md[i] & 15];
-	}
+		sa_siphash_update(&c, m->from_tag, strlen(m->from_tag));
+	sa_siphash_update(&c, cseq + n, sizeof(cseq) - (size_t)n);
+	uint64_t h = sa_siphash_final(&c);
+	for (int i = 15; i >= 0; i--, h >>= 4)
+		out[i] = hex[h & 15];
 	out[16] = '\0';
 	OPENSSL_cleanse(&c, sizeof(c));
 }

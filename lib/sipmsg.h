@@ -191,6 +191,8 @@ struct sa_buf {
 };
 void sa_buf_put(struct sa_buf *b, const void *s, size_t n);
 void sa_buf_puts(struct sa_buf *b, const char *s);
+/* v in decimal: what the hot writers use instead of sa_buf_printf's "%u" */
+void sa_buf_putu(struct sa_buf *b, unsigned long v);
 void sa_buf_printf(struct sa_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Where a request came from, as responses must reflect it (RFC 3581). */

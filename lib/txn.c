@@ -4,16 +4,43 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
+/* Branches take their randomness from a pool of each thread's, filled by
+ * one RAND_bytes per 32 branches: a RAND_bytes costs a DRBG generate (a
+ * cipher set up per call) and a getpid() system call (OpenSSL's fork
+ * check), more than the rest of setting a transaction up. The daemon
+ * never forks once it runs; bytes handed out are wiped from the pool. */
+#define BRANCH_RANDOM 16
+#define BRANCH_POOL (32 * BRANCH_RANDOM)
+
+static _Thread_local struct {
+	unsigned char bytes[BRANCH_POOL];
+	size_t left;
+} branch_pool;
+
+static int branch_random(unsigned char out[BRANCH_RANDOM])
+{
+	if (branch_pool.left < BRANCH_RANDOM) {
+		if (RAND_bytes(branch_pool.bytes, sizeof(branch_pool.bytes)) != 1)
+			return -1;
+		branch_pool.left = sizeof(branch_pool.bytes);
+	}
+	branch_pool.left -= BRANCH_RANDOM;
+	memcpy(out, branch_pool.bytes + branch_pool.left, BRANCH_RANDOM);
+	OPENSSL_cleanse(branch_pool.bytes + branch_pool.left, BRANCH_RANDOM);
+	return 0;
+}
+
 int sa_txn_branch_new(char out[SA_TXN_BRANCH_LEN + 1])
 {
-	unsigned char r[17];   /* 128 bits used, one byte of slack for the 6-bit groups */
-	if (RAND_bytes(r, 16) != 1)
+	unsigned char r[BRANCH_RANDOM + 1];   /* 128 bits used, one byte of slack for the 6-bit groups */
+	if (branch_random(r) < 0)
 		return -1;
-	r[16] = 0;
+	r[BRANCH_RANDOM] = 0;
 	memcpy(out, "z9hG4bK", 7);
 	for (int i = 0; i < 22; i++) {
 		int bit = i * 6, byte = bit / 8, shift = bit % 8;
