@@ -193,23 +193,24 @@ static void purged_at(struct sa_server *srv, uint64_t pos)
  * Follows the tombstones, a few per tick, instead of walking the bindings;
  * only when tombstones were dropped before they were read (the daemon was
  * stopped across more deletes than the store keeps) does it look at all. */
-static void bindings_of_deleted(struct sa_server *srv)
+static uint64_t bindings_of_deleted(struct sa_server *srv)
 {
 	uint64_t *pos = &srv->store_watch.tombstone, last = *pos, seen = 0, removed;
 	if (sa_store_deleted_since(srv->store, *pos, count_cb, &seen, &last) != SA_STORE_OK || seen == 0)
-		return;
+		return 0;
 	if (last - *pos > seen) {
 		int rc = sa_store_binding_purge_orphans(srv->store, &removed);
 		log_warn("event=bindings_purged cause=tombstones_dropped removed=%llu result=%s",
 		         (unsigned long long)removed, sa_store_cause(rc));
 		if (rc == SA_STORE_OK)
 			purged_at(srv, last);
-		return;
+		return 0;
 	}
 	struct sweep sw = { srv, false };
-	uint64_t done = *pos;
+	uint64_t done = *pos, from = *pos;
 	if (sa_store_deleted_since(srv->store, *pos, tombstone_cb, &sw, &done) == SA_STORE_OK && !sw.failed)
 		purged_at(srv, done);   /* after a failed removal, the same tombstones again next tick */
+	return *pos - from;
 }
 
 /* A binding expired: its webhook, and in a fleet its row goes (the owner writes it). */
@@ -295,9 +296,12 @@ static void orphans_start(struct sa_server *srv)
 	uint64_t removed = 0, seen = 0, pos;
 	if (sa_store_purged_get(srv->store, &pos) == SA_STORE_OK) {
 		/* where the last run stopped following them: the deletes since
-		 * (or, if tombstones were dropped unseen, the purge) */
+		 * (or, if tombstones were dropped unseen, the purge, which logs) */
 		srv->store_watch.tombstone = pos;
-		bindings_of_deleted(srv);
+		uint64_t n = bindings_of_deleted(srv);
+		if (n > 0)
+			log_info("event=bindings_purged cause=credentials_deleted credentials=%llu since=%llu",
+			         (unsigned long long)n, (unsigned long long)pos);
 		return;
 	}
 	int rc = sa_store_deleted_since(srv->store, 0, count_cb, &seen, &pos);

@@ -19,7 +19,7 @@
 #include "sa_limits.h"
 
 /* 2: credentials keep a password version and the previous password's HA1s
- * (rotation). 3: bindings are written compact. An older store is read as
+ * (rotation). 3: credentials and bindings are written compact. An older store is read as
  * it is (every credential of schema 1 at version 1) and marked 3 by the
  * first writable open. */
 #define SA_STORE_SCHEMA_VERSION 3

@@ -1559,6 +1559,34 @@ static void raw_shrink(const char *path, const char *db, size_t keep)
 	mdb_env_close(env);
 }
 
+/* Overwrites cr's record with the struct layout of schema 1, its seq taken
+ * from the compact record (after the tag byte). */
+static void raw_cred_s1(const struct sa_credential *cr)
+{
+	struct cred_rec_s1 r;
+	MDB_env *env = raw_open(dir);
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = { strlen(cr->id), (void *)cr->id }, v;
+
+	memset(&r, 0, sizeof r);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "credentials", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
+	ck_assert_uint_lt(v.mv_size, sizeof r);
+	ck_assert_uint_eq(*(unsigned char *)v.mv_data, 1);
+	memcpy(&r.seq, (unsigned char *)v.mv_data + 1, sizeof r.seq);
+	ck_assert_uint_gt(r.seq, 0);
+	memcpy(r.c.id, cr->id, sizeof r.c.id);
+	memcpy(r.c.trunk_id, cr->trunk_id, sizeof r.c.trunk_id);
+	memcpy(r.c.username, cr->username, sizeof r.c.username);
+	r.c.created_at = cr->created_at;
+	memcpy(r.c.ha1, cr->ha1, sizeof r.c.ha1);
+	raw_put(txn, "credentials", cr->id, strlen(cr->id), &r, sizeof r);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
 /* Overwrites b's record in runtime/ (path) with the struct layout of an
  * older schema: its first len bytes (schema 1: up to password_version; 2: all). */
 static void raw_binding(const char *path, const struct sa_binding *b, size_t len)
@@ -1662,6 +1690,89 @@ START_TEST(test_bindings_are_written_compact)
 }
 END_TEST
 
+/* The size of cred_id's record in data.mdb; *first its first byte. */
+static size_t raw_cred_size(const char *cred_id, unsigned char *first)
+{
+	MDB_env *env = raw_open(dir);
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = { strlen(cred_id), (void *)cred_id }, v;
+
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "credentials", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
+	size_t size = v.mv_size;
+	*first = *(unsigned char *)v.mv_data;
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return size;
+}
+
+/* struct cred_rec as schema 2 wrote it */
+struct cred_rec_s2 {
+	uint64_t seq;
+	struct sa_credential c;
+};
+
+/* Schema 3 writes credentials compact, every field kept; a schema-2 record
+ * (the whole struct) reads as it is and is written compact when it changes. */
+START_TEST(test_credentials_are_written_compact)
+{
+	struct sa_credential cr, found, rot;
+	char old[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];
+	unsigned char first;
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	sa_store_close(st);
+	st = NULL;
+	size_t fresh = raw_cred_size(cr.id, &first);
+	ck_assert_uint_lt(fresh, 300);
+	ck_assert_uint_eq(first, 1);
+	open_store();
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_OK);
+	ck_assert_mem_eq(&found, &cr, sizeof found);   /* every field, the HA1s and the zeros after them */
+	ck_assert_int_eq(rotate(cr.id, NEW_PASSWORD, 600, NOW + 10, &rot, NULL, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_OK);
+	ck_assert_mem_eq(&found, &rot, sizeof found);
+	ha1s_of(PRODUCT_PASSWORD, old);
+	ck_assert_str_eq(found.previous_ha1[SA_ALG_SHA512_256], old[SA_ALG_SHA512_256]);
+	ck_assert_int_eq(found.previous_until, NOW + 610);
+	sa_store_close(st);
+	st = NULL;
+	ck_assert_uint_gt(raw_cred_size(cr.id, &first), fresh);   /* the previous HA1s */
+	ck_assert_uint_lt(raw_cred_size(cr.id, &first), 500);
+
+	/* as schema 2 wrote it: read, then rewritten compact by the next change */
+	MDB_env *env = raw_open(dir);
+	MDB_txn *txn;
+	struct cred_rec_s2 r = { .seq = 0 };
+	MDB_dbi dbi;
+	MDB_val k = { strlen(cr.id), (void *)cr.id }, v;
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "credentials", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
+	memcpy(&r.seq, (unsigned char *)v.mv_data + 1, sizeof r.seq);
+	r.c = rot;
+	raw_put(txn, "credentials", cr.id, strlen(cr.id), &r, sizeof r);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	ck_assert_uint_eq(raw_cred_size(cr.id, &first), sizeof r);
+	open_store();
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_OK);
+	ck_assert_mem_eq(&found, &rot, sizeof found);
+	ck_assert_int_eq(rotate(cr.id, PRODUCT_PASSWORD, 0, NOW + 20, &rot, NULL, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_OK);
+	ck_assert_uint_eq(found.password_version, 3);
+	sa_store_close(st);
+	st = NULL;
+	ck_assert_uint_lt(raw_cred_size(cr.id, &first), 500);
+	ck_assert_uint_eq(first, 1);
+	open_store();
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, cr.id), SA_STORE_OK);   /* its indexes found by seq */
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_ENOTFOUND);
+}
+END_TEST
+
 static void schema_is(const char *want)
 {
 	MDB_env *env = raw_open(dir);
@@ -1693,7 +1804,7 @@ START_TEST(test_schema_1_store_reads_and_upgrades)
 	sa_store_close(st);
 	st = NULL;
 	snprintf(rdir, sizeof rdir, "%s/runtime", dir);
-	raw_shrink(dir, "credentials", sizeof(struct cred_rec_s1));
+	raw_cred_s1(&cr);
 	raw_binding(rdir, &b, offsetof(struct sa_binding, password_version));
 	raw_shrink(rdir, "authfail", offsetof(struct sa_authfail, password_version));
 	set_schema_version("1");
@@ -2837,6 +2948,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_tombstones_lead_to_the_bindings);
 	tcase_add_test(tc, test_purged_position_is_kept_in_runtime);
 	tcase_add_test(tc, test_bindings_are_written_compact);
+	tcase_add_test(tc, test_credentials_are_written_compact);
 	tcase_add_test(tc, test_open_without_runtime_refuses_binding_calls);
 	tcase_add_test(tc, test_main_writer_does_not_block_binding_writes);
 	tcase_add_test(tc, test_open_moves_a_legacy_store);
