@@ -2078,14 +2078,17 @@ static void trunk_seq_key(struct key *k, const char *trunk_id, uint64_t seq)
 /* The credential's strings in record order, with their sizes. */
 static void cred_strings(const struct sa_credential *c, const char *s[CRED_STRINGS], size_t size[CRED_STRINGS])
 {
-	int n = 0;
+	const char *const p[3] = { c->id, c->trunk_id, c->username };
+	const size_t z[3] = { sizeof c->id, sizeof c->trunk_id, sizeof c->username };
+	int n = 3;
 
-	s[n] = c->id, size[n++] = sizeof c->id;
-	s[n] = c->trunk_id, size[n++] = sizeof c->trunk_id;
-	s[n] = c->username, size[n++] = sizeof c->username;
+	memcpy(s, p, sizeof p);
+	memcpy(size, z, sizeof z);
 	for (int alg = 0; alg < SA_ALG_COUNT; alg++) {
-		s[n] = c->ha1[alg], size[n++] = sizeof c->ha1[alg];
-		s[n] = c->previous_ha1[alg], size[n++] = sizeof c->previous_ha1[alg];
+		s[n] = c->ha1[alg];
+		size[n++] = SA_DIGEST_HEX_MAX;
+		s[n] = c->previous_ha1[alg];
+		size[n++] = SA_DIGEST_HEX_MAX;
 	}
 }
 
