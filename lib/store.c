@@ -394,6 +394,57 @@ static void dec_str(struct enc *d, const unsigned char *end, char *out, size_t s
 	dec_get(d, end, out, n);
 }
 
+/* A record's fields for the compact codec: numbers, copied as they are, then
+ * strings (NUL-terminated in fields of size[i]). Built over the struct the
+ * record is written from or read into. */
+#define FIELDS_MAX 10
+struct fields {
+	void *num[FIELDS_MAX];
+	size_t num_len[FIELDS_MAX];
+	char *str[FIELDS_MAX];
+	size_t str_size[FIELDS_MAX];
+	int nnum, nstr;
+};
+
+static void field_num(struct fields *f, void *p, size_t len)
+{
+	f->num[f->nnum] = p;
+	f->num_len[f->nnum++] = len;
+}
+
+static void field_str(struct fields *f, char *p, size_t size)
+{
+	f->str[f->nstr] = p;
+	f->str_size[f->nstr++] = size;
+}
+
+/* tag, then the fields; out has room for all of them; returns the length. */
+static size_t compact_encode(unsigned char tag, const struct fields *f, unsigned char *out)
+{
+	struct enc e = { out, 0, false };
+
+	enc_put(&e, &tag, 1);
+	for (int i = 0; i < f->nnum; i++)
+		enc_put(&e, f->num[i], f->num_len[i]);
+	for (int i = 0; i < f->nstr; i++)
+		enc_str(&e, f->str[i], f->str_size[i]);
+	return e.len;
+}
+
+/* The fields (of a zeroed struct) from v after its tag; *left: the bytes past them. */
+static int compact_decode(const MDB_val *v, const struct fields *f, size_t *left)
+{
+	struct enc d = { (unsigned char *)v->mv_data, 1, false };
+	const unsigned char *end = d.p + v->mv_size;
+
+	for (int i = 0; i < f->nnum; i++)
+		dec_get(&d, end, f->num[i], f->num_len[i]);
+	for (int i = 0; i < f->nstr; i++)
+		dec_str(&d, end, f->str[i], f->str_size[i]);
+	*left = d.bad ? 0 : (size_t)(end - (d.p + d.len));
+	return d.bad ? SA_STORE_EIO : SA_STORE_OK;
+}
+
 /* An LMDB return value (LMDB's own codes or an errno) as a store error. */
 static int map_err(int rc)
 {
@@ -2065,30 +2116,32 @@ static void trunk_seq_key(struct key *k, const char *trunk_id, uint64_t seq)
  * byte, the numbers, then the strings. The struct holds every HA1 and the
  * previous password's in fields of the longest hex: compact, a credential
  * never rotated takes about 260 bytes instead of 600, and a table of a
- * million a third of the pages. An authentication reads one credential
+ * million half the pages. An authentication reads one credential
  * picked by the caller from all of them: fewer pages are fewer cache and
  * TLB misses, and fewer first touches (page faults) after a start. The
  * struct layouts of schemas 1 and 2 are read by their exact sizes; a
  * compact record that would have one of them gets a padding byte.
  */
 #define CRED_TAG 0x01
-#define CRED_STRINGS (3 + 2 * SA_ALG_COUNT)
-#define CRED_ENC_MAX (1 + 8 + 8 + 4 + 8 + 8 + CRED_STRINGS * 2 + sizeof(struct sa_credential) + 1)
+#define CRED_ENC_MAX (1 + 8 + 8 + 4 + 8 + 8 + (3 + 2 * SA_ALG_COUNT) * 2 + sizeof(struct sa_credential) + 1)
 
-/* The credential's strings in record order, with their sizes. */
-static void cred_strings(const struct sa_credential *c, const char *s[CRED_STRINGS], size_t size[CRED_STRINGS])
+/* The credential's fields in record order. */
+static void cred_fields(struct cred_rec *r, struct fields *f)
 {
-	const char *const p[3] = { c->id, c->trunk_id, c->username };
-	const size_t z[3] = { sizeof c->id, sizeof c->trunk_id, sizeof c->username };
-	int n = 3;
+	struct sa_credential *c = &r->c;
 
-	memcpy(s, p, sizeof p);
-	memcpy(size, z, sizeof z);
+	f->nnum = f->nstr = 0;
+	field_num(f, &r->seq, sizeof r->seq);
+	field_num(f, &c->created_at, sizeof c->created_at);
+	field_num(f, &c->password_version, sizeof c->password_version);
+	field_num(f, &c->rotated_at, sizeof c->rotated_at);
+	field_num(f, &c->previous_until, sizeof c->previous_until);
+	field_str(f, c->id, sizeof c->id);
+	field_str(f, c->trunk_id, sizeof c->trunk_id);
+	field_str(f, c->username, sizeof c->username);
 	for (int alg = 0; alg < SA_ALG_COUNT; alg++) {
-		s[n] = c->ha1[alg];
-		size[n++] = SA_DIGEST_HEX_MAX;
-		s[n] = c->previous_ha1[alg];
-		size[n++] = SA_DIGEST_HEX_MAX;
+		field_str(f, c->ha1[alg], sizeof c->ha1[alg]);
+		field_str(f, c->previous_ha1[alg], sizeof c->previous_ha1[alg]);
 	}
 }
 
@@ -2100,45 +2153,26 @@ static bool cred_fixed_size(size_t n)
 /* out holds CRED_ENC_MAX bytes (wiped by the caller: HA1s); returns the length. */
 static size_t cred_encode(const struct cred_rec *r, unsigned char *out)
 {
-	struct enc e = { out, 0, false };
-	const unsigned char tag = CRED_TAG, pad = 0;
-	const char *s[CRED_STRINGS];
-	size_t size[CRED_STRINGS];
+	struct fields f;
 
-	enc_put(&e, &tag, 1);
-	enc_put(&e, &r->seq, sizeof r->seq);
-	enc_put(&e, &r->c.created_at, sizeof r->c.created_at);
-	enc_put(&e, &r->c.password_version, sizeof r->c.password_version);
-	enc_put(&e, &r->c.rotated_at, sizeof r->c.rotated_at);
-	enc_put(&e, &r->c.previous_until, sizeof r->c.previous_until);
-	cred_strings(&r->c, s, size);
-	for (int i = 0; i < CRED_STRINGS; i++)
-		enc_str(&e, s[i], size[i]);
-	if (cred_fixed_size(e.len))
-		enc_put(&e, &pad, 1);
-	return e.len;
+	cred_fields((struct cred_rec *)r, &f);   /* read only */
+	size_t n = compact_encode(CRED_TAG, &f, out);
+	if (cred_fixed_size(n))
+		out[n++] = 0;
+	return n;
 }
 
 static int cred_decode_compact(const MDB_val *v, struct cred_rec *out)
 {
-	struct enc d = { (unsigned char *)v->mv_data, 1, false };
-	const unsigned char *end = d.p + v->mv_size;
-	const char *s[CRED_STRINGS];
-	size_t size[CRED_STRINGS];
+	struct fields f;
+	size_t left;
 
 	memset(out, 0, sizeof *out);
-	dec_get(&d, end, &out->seq, sizeof out->seq);
-	dec_get(&d, end, &out->c.created_at, sizeof out->c.created_at);
-	dec_get(&d, end, &out->c.password_version, sizeof out->c.password_version);
-	dec_get(&d, end, &out->c.rotated_at, sizeof out->c.rotated_at);
-	dec_get(&d, end, &out->c.previous_until, sizeof out->c.previous_until);
-	cred_strings(&out->c, s, size);
-	for (int i = 0; i < CRED_STRINGS; i++)
-		dec_str(&d, end, (char *)s[i], size[i]);
-	size_t left = (size_t)(end - (d.p + d.len));
-	if (d.bad || left > 1 || (left == 1 && !cred_fixed_size(v->mv_size - 1)))
-		return SA_STORE_EIO;
-	return SA_STORE_OK;
+	cred_fields(out, &f);
+	int rc = compact_decode(v, &f, &left);
+	if (rc == SA_STORE_OK && (left > 1 || (left == 1 && !cred_fixed_size(v->mv_size - 1))))
+		rc = SA_STORE_EIO;
+	return rc;
 }
 
 /* A credential record of any layout; schema 1's is at version 1, never rotated. */
@@ -2950,66 +2984,51 @@ static int binding_index_del(struct sa_store *st, MDB_txn *txn, const struct sa_
  * then each string as a 16-bit length and its bytes. struct sa_binding is
  * mostly empty room (a 512-byte contact field holding some 40): compact, a
  * binding takes about 200 bytes instead of 1 000, so that a new
- * registration splits a page in five rather than every other one, the
- * trees stay a level lower, and runtime/ with 100 000 bindings is a fifth of
- * the size. The struct layouts of schemas 1 and 2 are still read (told apart
+ * registration splits a page in five rather than every other one (each
+ * split a fresh page written, and faulted in), and runtime/ with 100 000
+ * bindings is a fifth of the size. The struct layouts of schemas 1 and 2 are still read (told apart
  * by size): they begin with the credential id's text, never with the tag.
  */
 #define BINDING_TAG 0x01
-#define BINDING_STRINGS 7
-#define BINDING_ENC_MAX (1 + 2 + 4 + 3 * 8 + 4 + BINDING_STRINGS * 2 + sizeof(struct sa_binding))
+#define BINDING_ENC_MAX (1 + 2 + 4 + 3 * 8 + 4 + 7 * 2 + sizeof(struct sa_binding))
 
-/* The binding's strings in record order, with their sizes. */
-static void binding_strings(const struct sa_binding *b, const char *s[BINDING_STRINGS], size_t size[BINDING_STRINGS])
+/* The binding's fields in record order. */
+static void binding_fields(struct sa_binding *b, struct fields *f)
 {
-	const char *const p[BINDING_STRINGS] = { b->cred_id, b->trunk_id, b->contact, b->source, b->transport,
-	                                         b->user_agent, b->call_id };
-	const size_t z[BINDING_STRINGS] = { sizeof b->cred_id, sizeof b->trunk_id, sizeof b->contact, sizeof b->source,
-	                                    sizeof b->transport, sizeof b->user_agent, sizeof b->call_id };
-
-	memcpy(s, p, sizeof p);
-	memcpy(size, z, sizeof z);
+	f->nnum = f->nstr = 0;
+	field_num(f, &b->source_port, sizeof b->source_port);
+	field_num(f, &b->cseq, sizeof b->cseq);
+	field_num(f, &b->registered_at, sizeof b->registered_at);
+	field_num(f, &b->updated_at, sizeof b->updated_at);
+	field_num(f, &b->expires_at, sizeof b->expires_at);
+	field_num(f, &b->password_version, sizeof b->password_version);
+	field_str(f, b->cred_id, sizeof b->cred_id);
+	field_str(f, b->trunk_id, sizeof b->trunk_id);
+	field_str(f, b->contact, sizeof b->contact);
+	field_str(f, b->source, sizeof b->source);
+	field_str(f, b->transport, sizeof b->transport);
+	field_str(f, b->user_agent, sizeof b->user_agent);
+	field_str(f, b->call_id, sizeof b->call_id);
 }
 
 /* out holds BINDING_ENC_MAX bytes; returns the record's length. */
 static size_t binding_encode(const struct sa_binding *b, unsigned char *out)
 {
-	struct enc e = { out, 0, false };
-	const unsigned char tag = BINDING_TAG;
-	const char *s[BINDING_STRINGS];
-	size_t size[BINDING_STRINGS];
+	struct fields f;
 
-	enc_put(&e, &tag, 1);
-	enc_put(&e, &b->source_port, sizeof b->source_port);
-	enc_put(&e, &b->cseq, sizeof b->cseq);
-	enc_put(&e, &b->registered_at, sizeof b->registered_at);
-	enc_put(&e, &b->updated_at, sizeof b->updated_at);
-	enc_put(&e, &b->expires_at, sizeof b->expires_at);
-	enc_put(&e, &b->password_version, sizeof b->password_version);
-	binding_strings(b, s, size);
-	for (int i = 0; i < BINDING_STRINGS; i++)
-		enc_str(&e, s[i], size[i]);
-	return e.len;
+	binding_fields((struct sa_binding *)b, &f);   /* read only */
+	return compact_encode(BINDING_TAG, &f, out);
 }
 
 static int binding_decode_compact(const MDB_val *v, struct sa_binding *b)
 {
-	struct enc d = { (unsigned char *)v->mv_data, 1, false };
-	const unsigned char *end = d.p + v->mv_size;
-	const char *s[BINDING_STRINGS];
-	size_t size[BINDING_STRINGS];
+	struct fields f;
+	size_t left;
 
 	memset(b, 0, sizeof *b);
-	dec_get(&d, end, &b->source_port, sizeof b->source_port);
-	dec_get(&d, end, &b->cseq, sizeof b->cseq);
-	dec_get(&d, end, &b->registered_at, sizeof b->registered_at);
-	dec_get(&d, end, &b->updated_at, sizeof b->updated_at);
-	dec_get(&d, end, &b->expires_at, sizeof b->expires_at);
-	dec_get(&d, end, &b->password_version, sizeof b->password_version);
-	binding_strings(b, s, size);
-	for (int i = 0; i < BINDING_STRINGS; i++)
-		dec_str(&d, end, (char *)s[i], size[i]);
-	return d.bad || d.p + d.len != end ? SA_STORE_EIO : SA_STORE_OK;
+	binding_fields(b, &f);
+	int rc = compact_decode(v, &f, &left);
+	return rc == SA_STORE_OK && left != 0 ? SA_STORE_EIO : rc;
 }
 
 /* A binding record of any layout; schema 1's were all made with version 1. */
@@ -3346,7 +3365,7 @@ static int expire_batch(struct sa_store *st, int64_t now, int *n, bool *more, sa
 			*more = true;
 			break;
 		}
-		if (cb != NULL && db_get_rec(st, txn, DB_BINDINGS, key_val(&bkey), &b, sizeof b) == SA_STORE_OK)
+		if (cb != NULL && binding_get(st, txn, &bkey, &b) == SA_STORE_OK)
 			cb(&b, arg);
 		if ((rc = binding_remove(st, txn, &bkey)) != SA_STORE_OK)
 			break;
