@@ -178,28 +178,39 @@ static int count_cb(const char *cred_id, void *arg)
 	return 0;
 }
 
+/* The tombstones are followed up to pos, here and in runtime/ for the next start. */
+static void purged_at(struct sa_server *srv, uint64_t pos)
+{
+	srv->store_watch.tombstone = pos;
+	int rc = sa_store_purged_set(srv->store, pos);
+	if (rc != SA_STORE_OK)
+		log_err("event=store_write_failed what=purged cause=%s error=\"%s\"", sa_store_cause(rc),
+		        sa_store_strerror(rc));
+}
+
 /* Bindings of credentials deleted since the last look (by the API or by
  * sipauthctl, which cannot write runtime/: readers skip them meanwhile).
  * Follows the tombstones, a few per tick, instead of walking the bindings;
  * only when tombstones were dropped before they were read (the daemon was
  * stopped across more deletes than the store keeps) does it look at all. */
-static void bindings_of_deleted(struct sa_server *srv)
+static uint64_t bindings_of_deleted(struct sa_server *srv)
 {
 	uint64_t *pos = &srv->store_watch.tombstone, last = *pos, seen = 0, removed;
 	if (sa_store_deleted_since(srv->store, *pos, count_cb, &seen, &last) != SA_STORE_OK || seen == 0)
-		return;
+		return 0;
 	if (last - *pos > seen) {
 		int rc = sa_store_binding_purge_orphans(srv->store, &removed);
 		log_warn("event=bindings_purged cause=tombstones_dropped removed=%llu result=%s",
 		         (unsigned long long)removed, sa_store_cause(rc));
 		if (rc == SA_STORE_OK)
-			*pos = last;
-		return;
+			purged_at(srv, last);
+		return 0;
 	}
 	struct sweep sw = { srv, false };
-	uint64_t done = *pos;
+	uint64_t done = *pos, from = *pos;
 	if (sa_store_deleted_since(srv->store, *pos, tombstone_cb, &sw, &done) == SA_STORE_OK && !sw.failed)
-		*pos = done;   /* after a failed removal, the same tombstones again next tick */
+		purged_at(srv, done);   /* after a failed removal, the same tombstones again next tick */
+	return *pos - from;
 }
 
 /* A binding expired: its webhook, and in a fleet its row goes (the owner writes it). */
@@ -273,21 +284,37 @@ static void libevent_log_cb(int severity, const char *msg)
 }
 
 /* Before serving: the bindings of every credential deleted while the daemon
- * was away (sipauthctl cannot remove them), found by looking at each
- * credential that has bindings; from here on the loop follows the
- * tombstones (bindings_of_deleted). The position is taken first, so that a
- * delete during the purge is followed later. A failure is logged and the
- * daemon goes on: readers skip such bindings anyway. */
+ * was away (sipauthctl cannot remove them). From the tombstones, when
+ * runtime/ says how far the last run followed them; else (the first start,
+ * or tombstones dropped unseen) by looking at each credential that has
+ * bindings, which pages in a record per binding. From here on the loop
+ * follows the tombstones (bindings_of_deleted). The position is taken first,
+ * so that a delete during the purge is followed later. A failure is logged
+ * and the daemon goes on: readers skip such bindings anyway. */
 static void orphans_start(struct sa_server *srv)
 {
-	uint64_t removed = 0, seen = 0;
-	int rc = sa_store_deleted_since(srv->store, 0, count_cb, &seen, &srv->store_watch.tombstone);
+	uint64_t removed = 0, seen = 0, pos;
+	if (sa_store_purged_get(srv->store, &pos) == SA_STORE_OK) {
+		/* where the last run stopped following them: the deletes since
+		 * (or, if tombstones were dropped unseen, the purge, which logs) */
+		srv->store_watch.tombstone = pos;
+		uint64_t n = bindings_of_deleted(srv);
+		if (n > 0)
+			log_info("event=bindings_purged cause=credentials_deleted credentials=%llu since=%llu",
+			         (unsigned long long)n, (unsigned long long)pos);
+		return;
+	}
+	int rc = sa_store_deleted_since(srv->store, 0, count_cb, &seen, &pos);
 	if (rc == SA_STORE_OK)
 		rc = sa_store_binding_purge_orphans(srv->store, &removed);
 	if (rc != SA_STORE_OK)
 		log_err("event=bindings_purge_failed cause=%s error=\"%s\"", sa_store_cause(rc), sa_store_strerror(rc));
 	else if (removed > 0)
 		log_info("event=bindings_purged cause=credentials_deleted removed=%llu", (unsigned long long)removed);
+	if (rc == SA_STORE_OK)
+		purged_at(srv, pos);
+	else
+		srv->store_watch.tombstone = pos;
 }
 
 /* Fleet mode needs libpq; a build without it says so instead of running as a single host. */

@@ -19,9 +19,10 @@
 #include "sa_limits.h"
 
 /* 2: credentials keep a password version and the previous password's HA1s
- * (rotation). A schema-1 store is read as it is (every credential at
- * version 1) and marked 2 by the first writable open. */
-#define SA_STORE_SCHEMA_VERSION 2
+ * (rotation). 3: credentials and bindings are written compact. An older store is read as
+ * it is (every credential of schema 1 at version 1) and marked 3 by the
+ * first writable open. */
+#define SA_STORE_SCHEMA_VERSION 3
 #define SA_DEFAULT_DOMAIN "sip.tryvox.io"
 
 /* Errors are values: every function returns 0 on success or one of these. */
@@ -378,6 +379,15 @@ int sa_store_binding_expire_each(struct sa_store *st, int64_t now, sa_store_bind
  * transaction; how many in *removed. Looks at every credential that has
  * bindings: for the daemon's start, not its loop (there, the tombstones). */
 int sa_store_binding_purge_orphans(struct sa_store *st, uint64_t *removed);
+/* The tombstone position up to which the bindings of deleted credentials are
+ * removed, kept in runtime/ (without sync, like the bindings) so that a
+ * restart follows the tombstones from there instead of purging, which looks
+ * at the credential of every binding (with 100 000 bindings, most of a
+ * large data.mdb paged in before the first request). get: ENOTFOUND when
+ * none is recorded, or when main's tombstones never reached it (data.mdb
+ * replaced or restored from an older copy): then purge. */
+int sa_store_purged_get(struct sa_store *st, uint64_t *pos);
+int sa_store_purged_set(struct sa_store *st, uint64_t pos);
 /* One change of a REGISTER: b adds or refreshes the binding b->contact of
  * cred_id; b NULL removes contact (absent: nothing to do). */
 struct sa_binding_change {

@@ -1182,6 +1182,36 @@ START_TEST(test_tombstones_lead_to_the_bindings)
 }
 END_TEST
 
+/* How far the daemon followed the tombstones survives a restart (runtime/),
+ * and is not believed past main's own last tombstone. */
+START_TEST(test_purged_position_is_kept_in_runtime)
+{
+	struct sa_credential c1, c2;
+	uint64_t pos = 9;
+
+	ck_assert_int_eq(sa_store_purged_get(st, &pos), SA_STORE_ENOTFOUND);   /* never recorded */
+	ck_assert_uint_eq(pos, 0);
+	create_cred(trunk.id, "one", &c1);
+	create_cred(trunk.id, "two", &c2);
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, c1.id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, c2.id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_purged_set(st, 1), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_purged_get(st, &pos), SA_STORE_OK);
+	ck_assert_uint_eq(pos, 1);
+	ck_assert_int_eq(sa_store_purged_set(st, 2), SA_STORE_OK);
+	sa_store_close(st);
+	st = NULL;
+	open_store();
+	pos = 9;
+	ck_assert_int_eq(sa_store_purged_get(st, &pos), SA_STORE_OK);
+	ck_assert_uint_eq(pos, 2);
+	/* data.mdb older than runtime/ (restored from a copy): purge again */
+	ck_assert_int_eq(sa_store_purged_set(st, 3), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_purged_get(st, &pos), SA_STORE_ENOTFOUND);
+	ck_assert_uint_eq(pos, 0);
+}
+END_TEST
+
 /* A store written before tombstones existed, opened read-only (sipauthctl's
  * list commands): no cred_deleted, read as none; a writable open makes it. */
 START_TEST(test_store_without_tombstones_reads_as_none)
@@ -1242,6 +1272,8 @@ START_TEST(test_open_without_runtime_refuses_binding_calls)
 	ck_assert_int_eq(sa_store_binding_count(st, NOW, &count), SA_STORE_EINVAL);
 	ck_assert_int_eq(sa_store_binding_expire(st, NOW), SA_STORE_EINVAL);
 	ck_assert_int_eq(sa_store_binding_purge_orphans(st, &removed), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_purged_get(st, &removed), SA_STORE_EINVAL);
+	ck_assert_int_eq(sa_store_purged_set(st, 1), SA_STORE_EINVAL);
 	ck_assert_int_eq(sa_store_authfail_add(st, &f, 5), SA_STORE_EINVAL);
 	ck_assert_int_eq(sa_store_authfail_list(st, trunk.id, 0, 0, authfail_cb, &n), SA_STORE_EINVAL);
 	ck_assert_int_eq(sa_store_runtime_usage(st, &u), SA_STORE_EINVAL);
@@ -1527,6 +1559,223 @@ static void raw_shrink(const char *path, const char *db, size_t keep)
 	mdb_env_close(env);
 }
 
+/* Overwrites cr's record with the struct layout of schema 1, its seq taken
+ * from the compact record (after the tag byte). */
+static void raw_cred_s1(const struct sa_credential *cr)
+{
+	struct cred_rec_s1 r;
+	MDB_env *env = raw_open(dir);
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = { strlen(cr->id), (void *)cr->id }, v;
+
+	memset(&r, 0, sizeof r);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "credentials", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
+	ck_assert_uint_lt(v.mv_size, sizeof r);
+	ck_assert_uint_eq(*(unsigned char *)v.mv_data, 1);
+	memcpy(&r.seq, (unsigned char *)v.mv_data + 1, sizeof r.seq);
+	ck_assert_uint_gt(r.seq, 0);
+	memcpy(r.c.id, cr->id, sizeof r.c.id);
+	memcpy(r.c.trunk_id, cr->trunk_id, sizeof r.c.trunk_id);
+	memcpy(r.c.username, cr->username, sizeof r.c.username);
+	r.c.created_at = cr->created_at;
+	memcpy(r.c.ha1, cr->ha1, sizeof r.c.ha1);
+	raw_put(txn, "credentials", cr->id, strlen(cr->id), &r, sizeof r);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+/* Overwrites b's record in runtime/ (path) with the struct layout of an
+ * older schema: its first len bytes (schema 1: up to password_version; 2: all). */
+static void raw_binding(const char *path, const struct sa_binding *b, size_t len)
+{
+	unsigned char k[256], h[SHA256_DIGEST_LENGTH];
+	struct sa_binding rec = *b;
+	size_t n = strlen(b->cred_id) + 1;
+	MDB_env *env = raw_open(path);
+	MDB_txn *txn;
+
+	snprintf(rec.trunk_id, sizeof rec.trunk_id, "%s", trunk.id);
+	SHA256((const unsigned char *)b->contact, strlen(b->contact), h);
+	memcpy(k, b->cred_id, n);
+	memcpy(k + n, h, sizeof h);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	raw_put(txn, "bindings", k, n + sizeof h, &rec, len);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+/* The size and first byte of the only binding record in runtime/. */
+static size_t raw_binding_size(const char *path, unsigned char *first)
+{
+	MDB_env *env = raw_open(path);
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_cursor *cur;
+	MDB_val k, v;
+
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "bindings", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cur), 0);
+	ck_assert_int_eq(mdb_cursor_get(cur, &k, &v, MDB_FIRST), 0);
+	size_t size = v.mv_size;
+	*first = *(unsigned char *)v.mv_data;
+	ck_assert_int_eq(mdb_cursor_get(cur, &k, &v, MDB_NEXT), MDB_NOTFOUND);
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return size;
+}
+
+/* Schema 3 writes bindings compact, every field kept; a schema-2 record
+ * (the whole struct) reads as it is and is written compact when refreshed. */
+START_TEST(test_bindings_are_written_compact)
+{
+	struct sa_credential cr;
+	struct sa_binding b, got;
+	char rdir[96], ua[SA_UA_MAX], contact[SA_CONTACT_MAX];
+	unsigned char first;
+
+	snprintf(rdir, sizeof rdir, "%s/runtime", dir);
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	memset(contact, 'c', sizeof contact - 1);   /* the longest strings fit */
+	memcpy(contact, "sip:", 4);
+	contact[sizeof contact - 1] = '\0';
+	memset(ua, 'u', sizeof ua - 1);
+	ua[sizeof ua - 1] = '\0';
+	b = binding(cr.id, contact, NOW, NOW + 60);
+	snprintf(b.user_agent, sizeof b.user_agent, "%s", ua);
+	b.password_version = 7;
+	b.cseq = 0xfffffffe;
+	b.source_port = 65535;
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_binding_list_credential(st, cr.id, version_binding_cb, &got), SA_STORE_OK);
+	ck_assert_str_eq(got.contact, contact);
+	ck_assert_str_eq(got.user_agent, ua);
+	ck_assert_str_eq(got.trunk_id, trunk.id);
+	ck_assert_uint_eq(got.password_version, 7);
+	ck_assert_uint_eq(got.cseq, 0xfffffffe);
+	ck_assert_uint_eq(got.source_port, 65535);
+	ck_assert_int_eq(got.expires_at, NOW + 60);
+	ck_assert_int_eq(sa_store_binding_delete(st, cr.id, contact), SA_STORE_OK);
+
+	b = binding(cr.id, "sip:pbx@192.0.2.7:5060;transport=udp", NOW, NOW + 60);
+	snprintf(b.user_agent, sizeof b.user_agent, "Asterisk PBX 18.0.0");
+	b.password_version = 2;
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	sa_store_close(st);
+	st = NULL;
+	ck_assert_uint_lt(raw_binding_size(rdir, &first), 200);
+	ck_assert_uint_eq(first, 1);
+	raw_binding(rdir, &b, sizeof b);   /* as schema 2 wrote it */
+	ck_assert_uint_eq(raw_binding_size(rdir, &first), sizeof b);
+	open_store();
+	ck_assert_int_eq(sa_store_binding_list_credential(st, cr.id, version_binding_cb, &got), SA_STORE_OK);
+	ck_assert_str_eq(got.contact, b.contact);
+	ck_assert_str_eq(got.user_agent, "Asterisk PBX 18.0.0");
+	ck_assert_uint_eq(got.password_version, 2);
+	ck_assert_int_eq(got.registered_at, NOW);
+	b.updated_at = NOW + 30;
+	b.expires_at = NOW + 90;
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);   /* the refresh writes it compact */
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 60), 0);      /* its old expiry entry went */
+	sa_store_close(st);
+	st = NULL;
+	ck_assert_uint_lt(raw_binding_size(rdir, &first), 200);
+	ck_assert_uint_eq(first, 1);
+	open_store();
+	memset(&got, 0, sizeof got);   /* the expiry callback gets the record decoded */
+	ck_assert_int_eq(sa_store_binding_expire_each(st, NOW + 90, version_binding_cb, &got), 1);
+	ck_assert_str_eq(got.contact, b.contact);
+	ck_assert_int_eq(got.expires_at, NOW + 90);
+}
+END_TEST
+
+/* The size of cred_id's record in data.mdb; *first its first byte. */
+static size_t raw_cred_size(const char *cred_id, unsigned char *first)
+{
+	MDB_env *env = raw_open(dir);
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = { strlen(cred_id), (void *)cred_id }, v;
+
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "credentials", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
+	size_t size = v.mv_size;
+	*first = *(unsigned char *)v.mv_data;
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return size;
+}
+
+/* struct cred_rec as schema 2 wrote it */
+struct cred_rec_s2 {
+	uint64_t seq;
+	struct sa_credential c;
+};
+
+/* Schema 3 writes credentials compact, every field kept; a schema-2 record
+ * (the whole struct) reads as it is and is written compact when it changes. */
+START_TEST(test_credentials_are_written_compact)
+{
+	struct sa_credential cr, found, rot;
+	char old[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];
+	unsigned char first;
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	sa_store_close(st);
+	st = NULL;
+	size_t fresh = raw_cred_size(cr.id, &first);
+	ck_assert_uint_lt(fresh, 300);
+	ck_assert_uint_eq(first, 1);
+	open_store();
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_OK);
+	ck_assert_mem_eq(&found, &cr, sizeof found);   /* every field, the HA1s and the zeros after them */
+	ck_assert_int_eq(rotate(cr.id, NEW_PASSWORD, 600, NOW + 10, &rot, NULL, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_OK);
+	ck_assert_mem_eq(&found, &rot, sizeof found);
+	ha1s_of(PRODUCT_PASSWORD, old);
+	ck_assert_str_eq(found.previous_ha1[SA_ALG_SHA512_256], old[SA_ALG_SHA512_256]);
+	ck_assert_int_eq(found.previous_until, NOW + 610);
+	sa_store_close(st);
+	st = NULL;
+	ck_assert_uint_gt(raw_cred_size(cr.id, &first), fresh);   /* the previous HA1s */
+	ck_assert_uint_lt(raw_cred_size(cr.id, &first), 500);
+
+	/* as schema 2 wrote it: read, then rewritten compact by the next change */
+	MDB_env *env = raw_open(dir);
+	MDB_txn *txn;
+	struct cred_rec_s2 r = { .seq = 0 };
+	MDB_dbi dbi;
+	MDB_val k = { strlen(cr.id), (void *)cr.id }, v;
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "credentials", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
+	memcpy(&r.seq, (unsigned char *)v.mv_data + 1, sizeof r.seq);
+	r.c = rot;
+	raw_put(txn, "credentials", cr.id, strlen(cr.id), &r, sizeof r);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	ck_assert_uint_eq(raw_cred_size(cr.id, &first), sizeof r);
+	open_store();
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_OK);
+	ck_assert_mem_eq(&found, &rot, sizeof found);
+	ck_assert_int_eq(rotate(cr.id, PRODUCT_PASSWORD, 0, NOW + 20, &rot, NULL, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_OK);
+	ck_assert_uint_eq(found.password_version, 3);
+	sa_store_close(st);
+	st = NULL;
+	ck_assert_uint_lt(raw_cred_size(cr.id, &first), 500);
+	ck_assert_uint_eq(first, 1);
+	open_store();
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, cr.id), SA_STORE_OK);   /* its indexes found by seq */
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_ENOTFOUND);
+}
+END_TEST
+
 static void schema_is(const char *want)
 {
 	MDB_env *env = raw_open(dir);
@@ -1558,8 +1807,8 @@ START_TEST(test_schema_1_store_reads_and_upgrades)
 	sa_store_close(st);
 	st = NULL;
 	snprintf(rdir, sizeof rdir, "%s/runtime", dir);
-	raw_shrink(dir, "credentials", sizeof(struct cred_rec_s1));
-	raw_shrink(rdir, "bindings", offsetof(struct sa_binding, password_version));
+	raw_cred_s1(&cr);
+	raw_binding(rdir, &b, offsetof(struct sa_binding, password_version));
 	raw_shrink(rdir, "authfail", offsetof(struct sa_authfail, password_version));
 	set_schema_version("1");
 
@@ -1573,7 +1822,7 @@ START_TEST(test_schema_1_store_reads_and_upgrades)
 	schema_is("1");
 
 	open_store();
-	schema_is("2");
+	schema_is("3");
 	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_OK);
 	ck_assert_uint_eq(found.password_version, 1);
 	ck_assert_str_eq(found.previous_ha1[SA_ALG_MD5], "");
@@ -1589,12 +1838,12 @@ START_TEST(test_schema_1_store_reads_and_upgrades)
 	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_OK);
 	ck_assert_uint_eq(found.password_version, 2);
 	ck_assert_str_eq(found.previous_ha1[SA_ALG_SHA256], old[SA_ALG_SHA256]);
-	/* the store is 2 now: a schema this code does not know is still refused */
+	/* the store is 3 now: a schema this code does not know is still refused */
 	sa_store_close(st);
 	st = NULL;
-	set_schema_version("3");
+	set_schema_version("4");
 	ck_assert_int_eq(sa_store_open(&ro, dir, SA_STORE_RDONLY), SA_STORE_ESCHEMA);
-	set_schema_version("2");
+	set_schema_version("3");
 	open_store();
 }
 END_TEST
@@ -2700,6 +2949,9 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_store_without_tombstones_reads_as_none);
 	tcase_add_test(tc, test_deleted_credentials_bindings_are_skipped_then_purged);
 	tcase_add_test(tc, test_tombstones_lead_to_the_bindings);
+	tcase_add_test(tc, test_purged_position_is_kept_in_runtime);
+	tcase_add_test(tc, test_bindings_are_written_compact);
+	tcase_add_test(tc, test_credentials_are_written_compact);
 	tcase_add_test(tc, test_open_without_runtime_refuses_binding_calls);
 	tcase_add_test(tc, test_main_writer_does_not_block_binding_writes);
 	tcase_add_test(tc, test_open_moves_a_legacy_store);
