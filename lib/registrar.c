@@ -198,7 +198,7 @@ static int apply_contacts(struct sa_store *st, const struct sa_reg_cfg *cfg, con
 			binding_fill(&nb[i], cfg, m, who, now, a->uri[i], a->expires[i], old[i]);
 		ch[n++] = (struct sa_binding_change){ .contact = a->uri[i], .b = a->expires[i] > 0 ? &nb[i] : NULL };
 	}
-	int rc = n > 0 ? sa_store_binding_apply(st, who->cred->id, ch, (size_t)n, 0) : SA_STORE_OK;
+	int rc = n > 0 ? sa_store_binding_apply_for(st, who->cred, ch, (size_t)n, 0) : SA_STORE_OK;
 	if (rc != SA_STORE_OK) {   /* the limit was checked for the whole request */
 		store_failed(res, rc);
 		return -1;
@@ -260,7 +260,7 @@ void sa_registrar_apply(struct sa_store *st, const struct sa_reg_cfg *cfg, const
 
 	memset(res, 0, sizeof(*res));
 	set_status(res, 200, NULL);
-	if (sa_store_binding_list_credential(st, cred->id, collect_cb, &bl) != 0) {
+	if (sa_store_binding_list_for(st, cred, collect_cb, &bl) != 0) {
 		set_status(res, 500, NULL);
 		goto out;
 	}

@@ -290,6 +290,11 @@ static void key_u64(struct key *k, uint64_t v)
 		k->b[k->len++] = (unsigned char)(v >> (i * 8));
 }
 
+static bool key_eq(const struct key *a, const struct key *b)
+{
+	return a->len == b->len && memcmp(a->b, b->b, a->len) == 0;
+}
+
 static MDB_val key_val(const struct key *k)
 {
 	return (MDB_val){ .mv_size = k->len, .mv_data = (void *)k->b };
@@ -2989,6 +2994,32 @@ static int binding_index_del(struct sa_store *st, MDB_txn *txn, const struct sa_
 	return rc == SA_STORE_ENOTFOUND ? SA_STORE_EIO : rc;
 }
 
+/* A refresh: only the index entries whose key changed are moved (the
+ * trunk's stays; the expiry's moves unless the expiry is the same), so a
+ * refresh writes two trees, not three. */
+static int binding_index_move(struct sa_store *st, MDB_txn *txn, const struct sa_binding *old,
+                              const struct sa_binding *b, const struct key *bkey)
+{
+	struct key ok, nk;
+	int rc = SA_STORE_OK;
+
+	binding_trunk_key(&ok, old->trunk_id, bkey);
+	binding_trunk_key(&nk, b->trunk_id, bkey);
+	if (!key_eq(&ok, &nk)) {
+		rc = db_del(st, txn, DB_BINDINGS_BY_TRUNK, key_val(&ok));
+		if (rc == SA_STORE_OK)
+			rc = db_put(st, txn, DB_BINDINGS_BY_TRUNK, key_val(&nk), empty_val());
+	}
+	binding_expiry_key(&ok, old->expires_at, bkey);
+	binding_expiry_key(&nk, b->expires_at, bkey);
+	if (rc == SA_STORE_OK && !key_eq(&ok, &nk)) {
+		rc = db_del(st, txn, DB_BINDINGS_BY_EXPIRY, key_val(&ok));
+		if (rc == SA_STORE_OK)
+			rc = db_put(st, txn, DB_BINDINGS_BY_EXPIRY, key_val(&nk), empty_val());
+	}
+	return rc == SA_STORE_ENOTFOUND ? SA_STORE_EIO : rc;
+}
+
 /*
  * Binding records are written compact (schema 3): a tag byte, the numbers,
  * then each string as a 16-bit length and its bytes. struct sa_binding is
@@ -3145,6 +3176,7 @@ static int change_put(struct sa_store *st, MDB_txn *txn, const struct sa_credent
                       struct apply_state *as)
 {
 	struct sa_binding rec, old;
+	unsigned char enc[BINDING_ENC_MAX];
 	struct key bkey;
 
 	binding_copy(&rec, b, c->trunk_id);
@@ -3153,13 +3185,14 @@ static int change_put(struct sa_store *st, MDB_txn *txn, const struct sa_credent
 	int rc = binding_get(st, txn, &bkey, &old);
 	if (rc == SA_STORE_OK) {
 		rec.registered_at = old.registered_at;
-		rc = binding_index_del(st, txn, &old, &bkey);
-	} else if (rc == SA_STORE_ENOTFOUND) {
+		rc = db_put(st, txn, DB_BINDINGS, key_val(&bkey), mem_val(enc, binding_encode(&rec, enc)));
+		return rc == SA_STORE_OK ? binding_index_move(st, txn, &old, &rec, &bkey) : rc;
+	}
+	if (rc == SA_STORE_ENOTFOUND) {
 		rc = as->added ? SA_STORE_OK : room_for_new(st, ENV_RT);
 		as->added = true;
 		as->count++;
 	}
-	unsigned char enc[BINDING_ENC_MAX];
 	if (rc == SA_STORE_OK)
 		rc = db_put(st, txn, DB_BINDINGS, key_val(&bkey), mem_val(enc, binding_encode(&rec, enc)));
 	if (rc == SA_STORE_OK)
@@ -3214,23 +3247,38 @@ static int cred_lookup(struct sa_store *st, const char *cred_id, struct cred_rec
  * one runtime transaction: main's writer lock (an administrator) is never
  * waited for. A credential deleted between the two leaves bindings that
  * readers skip and the daemon removes from the tombstone. */
+static bool changes_ok(const struct sa_binding_change *ch, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!contact_ok(ch[i].b != NULL ? ch[i].b->contact : ch[i].contact))
+			return false;
+	return true;
+}
+
 int sa_store_binding_apply(struct sa_store *st, const char *cred_id, const struct sa_binding_change *ch,
                            size_t n, unsigned max_contacts)
 {
 	struct cred_rec c;
-	MDB_txn *txn;
 
-	if (!has_runtime(st) || !id_ok(cred_id))
+	if (!has_runtime(st) || !id_ok(cred_id) || !changes_ok(ch, n))
 		return SA_STORE_EINVAL;
-	for (size_t i = 0; i < n; i++)
-		if (!contact_ok(ch[i].b != NULL ? ch[i].b->contact : ch[i].contact))
-			return SA_STORE_EINVAL;
 	int rc = cred_lookup(st, cred_id, &c);
 	if (rc == SA_STORE_OK)
-		rc = wr_begin(st, ENV_RT, &txn, true);
-	if (rc == SA_STORE_OK)
-		rc = wr_end(st, ENV_RT, txn, apply_txn(st, txn, &c.c, ch, n, max_contacts));
+		rc = sa_store_binding_apply_for(st, &c.c, ch, n, max_contacts);
 	OPENSSL_cleanse(&c, sizeof c);
+	return rc;
+}
+
+int sa_store_binding_apply_for(struct sa_store *st, const struct sa_credential *c,
+                               const struct sa_binding_change *ch, size_t n, unsigned max_contacts)
+{
+	MDB_txn *txn;
+
+	if (!has_runtime(st) || !id_ok(c->id) || !id_ok(c->trunk_id) || !changes_ok(ch, n))
+		return SA_STORE_EINVAL;
+	int rc = wr_begin(st, ENV_RT, &txn, true);
+	if (rc == SA_STORE_OK)
+		rc = wr_end(st, ENV_RT, txn, apply_txn(st, txn, c, ch, n, max_contacts));
 	return rc;
 }
 
@@ -3334,6 +3382,27 @@ static int binding_list(struct sa_store *st, int db, const char *id, sa_store_bi
 int sa_store_binding_list_credential(struct sa_store *st, const char *cred_id, sa_store_binding_cb cb, void *arg)
 {
 	return binding_list(st, DB_BINDINGS, cred_id, cb, arg);
+}
+
+/* The caller read c from main moments ago: main is not read again. */
+int sa_store_binding_list_for(struct sa_store *st, const struct sa_credential *c, sa_store_binding_cb cb, void *arg)
+{
+	struct key prefix = { .len = 0 };
+	MDB_txn *txn;
+
+	if (!has_runtime(st))
+		return SA_STORE_EINVAL;
+	if (!id_ok(c->id))
+		return SA_STORE_OK;
+	key_str(&prefix, c->id);
+	key_sep(&prefix);
+	struct binding_walk w = { cb, arg, 0, NULL, "", true };
+	memcpy(w.cred, c->id, sizeof w.cred);
+	w.cred[sizeof w.cred - 1] = '\0';
+	int rc = rd_own_begin(st, ENV_RT, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	return rd_own_end(st, ENV_RT, txn, walk_prefix(st, txn, DB_BINDINGS, &prefix, binding_walk_fn, &w));
 }
 
 int sa_store_binding_list_trunk(struct sa_store *st, const char *trunk_id, sa_store_binding_cb cb, void *arg)

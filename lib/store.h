@@ -369,6 +369,11 @@ int sa_store_binding_delete_all(struct sa_store *st, const char *cred_id);
 typedef int (*sa_store_binding_cb)(const struct sa_binding *b, void *arg);
 int sa_store_binding_list_credential(struct sa_store *st, const char *cred_id, sa_store_binding_cb cb, void *arg);
 int sa_store_binding_list_trunk(struct sa_store *st, const char *trunk_id, sa_store_binding_cb cb, void *arg);
+/* The bindings of a credential the caller has just read from this store
+ * (the registrar, after authenticating with it): listed without looking
+ * the credential up again. */
+int sa_store_binding_list_for(struct sa_store *st, const struct sa_credential *c, sa_store_binding_cb cb,
+                              void *arg);
 /* Removes bindings with expires_at <= now; returns how many (>= 0) or an error. */
 int sa_store_binding_expire(struct sa_store *st, int64_t now);
 /* The same, calling cb with each binding as it is removed (inside the
@@ -402,6 +407,12 @@ struct sa_binding_change {
  * data.mdb's lock is not waited for. */
 int sa_store_binding_apply(struct sa_store *st, const char *cred_id, const struct sa_binding_change *ch,
                            size_t n, unsigned max_contacts);
+/* The same for a credential the caller has just read from this store (the
+ * registrar, after authenticating with it): not read again. A credential
+ * deleted in between leaves bindings that readers skip and the tombstone
+ * removes, as with any write that races a delete. */
+int sa_store_binding_apply_for(struct sa_store *st, const struct sa_credential *c,
+                               const struct sa_binding_change *ch, size_t n, unsigned max_contacts);
 /* How many live bindings (expires_at > now) the store holds: what the API
  * lists. The listings and the count skip bindings of deleted credentials. */
 int sa_store_binding_count(struct sa_store *st, int64_t now, uint64_t *n);

@@ -575,6 +575,45 @@ static int binding_check_cb(const struct sa_binding *b, void *arg)
 	return 0;
 }
 
+/* The registrar's path: the credential it authenticated with is not read
+ * again; refreshes move only the index entries whose key changed. */
+START_TEST(test_binding_apply_for_and_list_for)
+{
+	struct sa_credential cr, bad;
+	struct sa_binding b, got;
+	struct names n = { .n = 0 };
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	b = binding(cr.id, "sip:pbx@192.0.2.10", NOW, NOW + 60);
+	struct sa_binding_change ch = { .contact = b.contact, .b = &b };
+	ck_assert_int_eq(sa_store_binding_apply_for(st, &cr, &ch, 1, 0), SA_STORE_OK);
+	b.updated_at = NOW + 10;   /* a refresh with the same expiry: no index moves */
+	ck_assert_int_eq(sa_store_binding_apply_for(st, &cr, &ch, 1, 0), SA_STORE_OK);
+	b.updated_at = NOW + 20;
+	b.expires_at = NOW + 80;
+	ck_assert_int_eq(sa_store_binding_apply_for(st, &cr, &ch, 1, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_binding_list_for(st, &cr, binding_check_cb, &got), SA_STORE_OK);
+	ck_assert_int_eq(got.registered_at, NOW);
+	ck_assert_int_eq(got.updated_at, NOW + 20);
+	ck_assert_int_eq(got.expires_at, NOW + 80);
+	ck_assert_int_eq(sa_store_binding_list_trunk(st, trunk.id, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 1);   /* one trunk index entry after three writes */
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 60), 0);
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 80), 1);
+	n.n = 0;
+	ck_assert_int_eq(sa_store_binding_list_for(st, &cr, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 0);
+	ck_assert_int_eq(sa_store_binding_list_trunk(st, trunk.id, binding_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 0);
+	bad = cr;
+	bad.id[0] = '\0';
+	ck_assert_int_eq(sa_store_binding_apply_for(st, &bad, &ch, 1, 0), SA_STORE_EINVAL);
+	ch.contact = "";
+	b.contact[0] = '\0';
+	ck_assert_int_eq(sa_store_binding_apply_for(st, &cr, &ch, 1, 0), SA_STORE_EINVAL);
+}
+END_TEST
+
 START_TEST(test_binding_refresh_keeps_registered_at)
 {
 	struct sa_credential cr;
@@ -2927,6 +2966,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_credential_delete_removes_it_and_bindings);
 	tcase_add_test(tc, test_binding_put_refresh_list);
 	tcase_add_test(tc, test_binding_refresh_keeps_registered_at);
+	tcase_add_test(tc, test_binding_apply_for_and_list_for);
 	tcase_add_test(tc, test_binding_max_contacts);
 	tcase_add_test(tc, test_binding_lists_delete_expire);
 	tcase_add_test(tc, test_binding_needs_existing_credential);
