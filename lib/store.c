@@ -44,8 +44,8 @@
  *   apikeys            SHA-256(key) -> struct apikey_rec
  *   trunks             trunk id -> struct trunk_rec
  *   trunks_by_account  acc id \0 seq -> trunk id           (creation order)
- *   credentials        cred id -> a compact credential record (cred_encode)
- *   cred_by_user       trunk id \0 lower(username) -> cred id   (unique)
+ *   credentials        cred id -> its cred_by_user key
+ *   cred_by_user       trunk id \0 lower(username) -> a compact credential record (cred_encode)
  *   cred_by_trunk      trunk id \0 seq -> cred id          (creation order)
  *   cred_deleted       del_seq -> cred id                  (tombstones, newest TOMBSTONES_KEEP)
  *   trunk_policy       trunk id -> struct sa_trunk_policy   (absent: the defaults)
@@ -79,7 +79,11 @@
  * record; schema-1 records are read as version 1 (credentials, bindings)
  * or an unknown version (failures), and rewritten in the new layout when
  * they next change. Schema 3 writes credentials and bindings compact
- * (cred_encode, binding_encode) and reads the struct layouts of 1 and 2. A writable open of an older store
+ * (cred_encode, binding_encode) and reads the struct layouts of 1 and 2.
+ * Schema 4 keeps the credential record under its username (what an
+ * authentication knows: one B-tree lookup, not two) and the username's key
+ * under the id; a record of an older store is read where it is (under the
+ * id, which cred_by_user then names) and moves when it next changes. A writable open of an older store
  * records the current version, so that an older sipauthd refuses the store
  * rather than misread its records.
  */
@@ -2190,6 +2194,14 @@ static int cred_decode_compact(const MDB_val *v, struct cred_rec *out)
 	return rc;
 }
 
+/* Whether v is a credential record (any layout), not a username's key: a
+ * key begins with a trunk id's text and is shorter than either struct. */
+static bool cred_is_record(const MDB_val *v)
+{
+	_Static_assert(SA_ID_MAX + 1 + SA_USERNAME_MAX < sizeof(struct cred_rec_v1), "a key is shorter");
+	return cred_fixed_size(v->mv_size) || (v->mv_size > 0 && *(const unsigned char *)v->mv_data == CRED_TAG);
+}
+
 /* A credential record of any layout; schema 1's is at version 1, never rotated. */
 static int cred_decode(const MDB_val *v, struct cred_rec *out)
 {
@@ -2210,12 +2222,19 @@ static int cred_decode(const MDB_val *v, struct cred_rec *out)
 	return rc;
 }
 
-/* Writes the record (compact) under its id. */
+/* Writes the record (compact) under its username, and the username's key
+ * under its id (schema 4): an authentication, which knows the username,
+ * finds the record in one lookup; the API's reads by id take two. */
 static int cred_write(struct sa_store *st, MDB_txn *txn, const struct cred_rec *r)
 {
 	unsigned char enc[CRED_ENC_MAX];
 	size_t n = cred_encode(r, enc);
-	int rc = db_put(st, txn, DB_CREDS, str_val(r->c.id), mem_val(enc, n));
+	struct key uk;
+
+	user_key(&uk, r->c.trunk_id, r->c.username);
+	int rc = db_put(st, txn, DB_CRED_BY_USER, key_val(&uk), mem_val(enc, n));
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_CREDS, str_val(r->c.id), key_val(&uk));
 
 	OPENSSL_cleanse(enc, n);
 	return rc;
@@ -2223,12 +2242,28 @@ static int cred_write(struct sa_store *st, MDB_txn *txn, const struct cred_rec *
 
 static int cred_get_txn(struct sa_store *st, MDB_txn *txn, MDB_val id, struct cred_rec *out)
 {
-	MDB_val v;
+	MDB_val v, uk;
 
 	if (id.mv_size == 0 || id.mv_size >= SA_ID_MAX)
 		return SA_STORE_ENOTFOUND;
 	int rc = db_get(st, txn, DB_CREDS, id, &v);
+	if (rc != SA_STORE_OK || cred_is_record(&v))
+		return rc != SA_STORE_OK ? rc : cred_decode(&v, out);
+	uk = v;   /* schema 4: the record is under the username */
+	rc = db_get(st, txn, DB_CRED_BY_USER, uk, &v);
+	if (rc == SA_STORE_ENOTFOUND)
+		rc = SA_STORE_EIO;   /* an id without its record */
 	return rc != SA_STORE_OK ? rc : cred_decode(&v, out);
+}
+
+/* The credential a cred_by_user value leads to: the record itself (schema
+ * 4), or the id of the record (before). */
+static int cred_by_user_val(struct sa_store *st, MDB_txn *txn, const MDB_val *v, struct cred_rec *out)
+{
+	if (cred_is_record(v))
+		return cred_decode(v, out);
+	int rc = cred_get_txn(st, txn, *v, out);
+	return rc == SA_STORE_ENOTFOUND ? SA_STORE_EIO : rc;
 }
 
 /* HA1 for every algorithm, from a NUL-terminated copy of the password that is wiped. */
@@ -2262,15 +2297,12 @@ static int cred_realm(struct sa_store *st, MDB_txn *txn, const char *trunk_id, c
 /* Writes the record and both indexes in the caller's transaction. */
 static int cred_put(struct sa_store *st, MDB_txn *txn, struct cred_rec *r)
 {
-	struct key uk, sk;
+	struct key sk;
 	int rc = meta_bump(st, txn, "seq", &r->seq);
 
-	user_key(&uk, r->c.trunk_id, r->c.username);
 	trunk_seq_key(&sk, r->c.trunk_id, r->seq);
 	if (rc == SA_STORE_OK)
 		rc = cred_write(st, txn, r);
-	if (rc == SA_STORE_OK)
-		rc = db_put(st, txn, DB_CRED_BY_USER, key_val(&uk), str_val(r->c.id));
 	if (rc == SA_STORE_OK)
 		rc = db_put(st, txn, DB_CRED_BY_TRUNK, key_val(&sk), str_val(r->c.id));
 	if (rc == SA_STORE_OK)
@@ -2342,7 +2374,7 @@ int sa_store_credential_find(struct sa_store *st, const char *trunk_id, const ch
 	struct cred_rec r;
 	struct key uk;
 	MDB_txn *txn;
-	MDB_val id;
+	MDB_val v;
 
 	if (!id_ok(trunk_id) || username == NULL || username[0] == '\0' ||
 	    strnlen(username, SA_USERNAME_MAX + 1) > SA_USERNAME_MAX)
@@ -2351,9 +2383,9 @@ int sa_store_credential_find(struct sa_store *st, const char *trunk_id, const ch
 	int rc = rd_begin(st, ENV_MAIN, &txn);
 	if (rc != SA_STORE_OK)
 		return rc;
-	rc = db_get(st, txn, DB_CRED_BY_USER, key_val(&uk), &id);
+	rc = db_get(st, txn, DB_CRED_BY_USER, key_val(&uk), &v);
 	if (rc == SA_STORE_OK)
-		rc = cred_get_txn(st, txn, id, &r);
+		rc = cred_by_user_val(st, txn, &v, &r);
 	rd_end(st, ENV_MAIN, rc);
 	if (rc == SA_STORE_OK)
 		*out = r.c;
@@ -2717,7 +2749,7 @@ static int mirror_credential(struct sa_store *st, MDB_txn *txn, const struct sa_
 	char other[SA_ID_MAX];
 	struct cred_rec r;
 	struct key uk;
-	MDB_val id;
+	MDB_val v;
 
 	if (!id_ok(c->id) || !id_ok(c->trunk_id) || username_validate(c->username, NULL, 0) != SA_STORE_OK)
 		return SA_STORE_EINVAL;
@@ -2732,9 +2764,12 @@ static int mirror_credential(struct sa_store *st, MDB_txn *txn, const struct sa_
 	if (rc != SA_STORE_ENOTFOUND)
 		return rc;
 	user_key(&uk, c->trunk_id, c->username);
-	rc = db_get(st, txn, DB_CRED_BY_USER, key_val(&uk), &id);
+	rc = db_get(st, txn, DB_CRED_BY_USER, key_val(&uk), &v);
 	if (rc == SA_STORE_OK)
-		rc = val_str(&id, other, sizeof other);
+		rc = cred_by_user_val(st, txn, &v, &r);
+	if (rc == SA_STORE_OK)
+		memcpy(other, r.c.id, sizeof other);
+	OPENSSL_cleanse(&r, sizeof r);
 	if (rc == SA_STORE_OK)
 		rc = cred_delete_txn(st, txn, c->trunk_id, other);
 	else if (rc == SA_STORE_ENOTFOUND)
@@ -2847,7 +2882,7 @@ static int sweep_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const M
 {
 	struct mirror_sweep *sw = arg;
 	struct cred_rec r;
-	int rc = cred_decode(v, &r);
+	int rc = cred_get_txn(st, txn, *k, &r);
 
 	if (rc == SA_STORE_OK && !sw->keep(sw->arg, r.c.id))
 		rc = sweep_add(sw, r.c.id, r.c.trunk_id);

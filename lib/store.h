@@ -22,7 +22,7 @@
  * (rotation). 3: credentials and bindings are written compact. An older store is read as
  * it is (every credential of schema 1 at version 1) and marked 3 by the
  * first writable open. */
-#define SA_STORE_SCHEMA_VERSION 3
+#define SA_STORE_SCHEMA_VERSION 4
 #define SA_DEFAULT_DOMAIN "sip.tryvox.io"
 
 /* Errors are values: every function returns 0 on success or one of these. */

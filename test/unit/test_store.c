@@ -1,5 +1,6 @@
 /* test_store.c: the LMDB store against a real environment in a fresh temporary directory. */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <ftw.h>
 #include <lmdb.h>
 #include <pthread.h>
@@ -1598,6 +1599,43 @@ static void raw_shrink(const char *path, const char *db, size_t keep)
 	mdb_env_close(env);
 }
 
+/* The key of cred_by_user: trunk id, NUL, the username in lower case. */
+static size_t raw_user_key(const struct sa_credential *cr, unsigned char *k)
+{
+	size_t n = strlen(cr->trunk_id) + 1;
+
+	memcpy(k, cr->trunk_id, n);
+	for (size_t i = 0; cr->username[i] != '\0'; i++)
+		k[n++] = (unsigned char)tolower((unsigned char)cr->username[i]);
+	return n;
+}
+
+/* cred_id's record, wherever its schema keeps it: under the id (before 4),
+ * or under the username whose key the id leads to (4). */
+static void raw_cred_get(MDB_txn *txn, const char *cred_id, MDB_val *v)
+{
+	MDB_dbi dbi, by_user;
+	MDB_val k = { strlen(cred_id), (void *)cred_id };
+
+	ck_assert_int_eq(mdb_dbi_open(txn, "credentials", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_get(txn, dbi, &k, v), 0);
+	if (*(unsigned char *)v->mv_data == 1 || v->mv_size > 200)
+		return;
+	k = *v;
+	ck_assert_int_eq(mdb_dbi_open(txn, "cred_by_user", 0, &by_user), 0);
+	ck_assert_int_eq(mdb_get(txn, by_user, &k, v), 0);
+}
+
+/* cr written as a schema before 4 did: the record (len bytes of rec) under
+ * the id, the id under the username. */
+static void raw_cred_old(MDB_txn *txn, const struct sa_credential *cr, const void *rec, size_t len)
+{
+	unsigned char uk[256];
+
+	raw_put(txn, "credentials", cr->id, strlen(cr->id), rec, len);
+	raw_put(txn, "cred_by_user", uk, raw_user_key(cr, uk), cr->id, strlen(cr->id));
+}
+
 /* Overwrites cr's record with the struct layout of schema 1, its seq taken
  * from the compact record (after the tag byte). */
 static void raw_cred_s1(const struct sa_credential *cr)
@@ -1605,13 +1643,11 @@ static void raw_cred_s1(const struct sa_credential *cr)
 	struct cred_rec_s1 r;
 	MDB_env *env = raw_open(dir);
 	MDB_txn *txn;
-	MDB_dbi dbi;
-	MDB_val k = { strlen(cr->id), (void *)cr->id }, v;
+	MDB_val v;
 
 	memset(&r, 0, sizeof r);
 	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-	ck_assert_int_eq(mdb_dbi_open(txn, "credentials", 0, &dbi), 0);
-	ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
+	raw_cred_get(txn, cr->id, &v);
 	ck_assert_uint_lt(v.mv_size, sizeof r);
 	ck_assert_uint_eq(*(unsigned char *)v.mv_data, 1);
 	memcpy(&r.seq, (unsigned char *)v.mv_data + 1, sizeof r.seq);
@@ -1621,7 +1657,7 @@ static void raw_cred_s1(const struct sa_credential *cr)
 	memcpy(r.c.username, cr->username, sizeof r.c.username);
 	r.c.created_at = cr->created_at;
 	memcpy(r.c.ha1, cr->ha1, sizeof r.c.ha1);
-	raw_put(txn, "credentials", cr->id, strlen(cr->id), &r, sizeof r);
+	raw_cred_old(txn, cr, &r, sizeof r);
 	ck_assert_int_eq(mdb_txn_commit(txn), 0);
 	mdb_env_close(env);
 }
@@ -1737,12 +1773,10 @@ static size_t raw_cred_size(const char *cred_id, unsigned char *first)
 {
 	MDB_env *env = raw_open(dir);
 	MDB_txn *txn;
-	MDB_dbi dbi;
-	MDB_val k = { strlen(cred_id), (void *)cred_id }, v;
+	MDB_val v;
 
 	ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
-	ck_assert_int_eq(mdb_dbi_open(txn, "credentials", 0, &dbi), 0);
-	ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
+	raw_cred_get(txn, cred_id, &v);
 	size_t size = v.mv_size;
 	*first = *(unsigned char *)v.mv_data;
 	mdb_txn_abort(txn);
@@ -1788,14 +1822,12 @@ START_TEST(test_credentials_are_written_compact)
 	MDB_env *env = raw_open(dir);
 	MDB_txn *txn;
 	struct cred_rec_s2 r = { .seq = 0 };
-	MDB_dbi dbi;
-	MDB_val k = { strlen(cr.id), (void *)cr.id }, v;
+	MDB_val v;
 	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-	ck_assert_int_eq(mdb_dbi_open(txn, "credentials", 0, &dbi), 0);
-	ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
+	raw_cred_get(txn, cr.id, &v);
 	memcpy(&r.seq, (unsigned char *)v.mv_data + 1, sizeof r.seq);
 	r.c = rot;
-	raw_put(txn, "credentials", cr.id, strlen(cr.id), &r, sizeof r);
+	raw_cred_old(txn, &cr, &r, sizeof r);
 	ck_assert_int_eq(mdb_txn_commit(txn), 0);
 	mdb_env_close(env);
 	ck_assert_uint_eq(raw_cred_size(cr.id, &first), sizeof r);
@@ -1831,6 +1863,88 @@ static void schema_is(const char *want)
 	mdb_env_close(env);
 }
 
+/* What data.mdb holds for cred_id: under the id, the username's key (or,
+ * before schema 4, the record); copied to out (outlen bytes at most). */
+static size_t raw_cred_under_id(const char *cred_id, unsigned char *out, size_t outlen)
+{
+	MDB_env *env = raw_open(dir);
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = { strlen(cred_id), (void *)cred_id }, v;
+
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "credentials", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
+	ck_assert_uint_le(v.mv_size, outlen);
+	memcpy(out, v.mv_data, v.mv_size);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return v.mv_size;
+}
+
+/* Schema 4 keeps the record under the username (one lookup for an
+ * authentication) and the username's key under the id; a store of schema
+ * 3 (the record under the id, the id under the username) reads as it is,
+ * is marked 4 by a writable open, and each credential moves when it next
+ * changes. */
+START_TEST(test_credential_record_under_username)
+{
+	struct sa_credential cr, cr2, found, rot;
+	unsigned char under[512], uk[256], rec[512];
+	struct names n = { .n = 0 };
+	struct sa_store *ro;
+
+	create_cred(trunk.id, "Alice", &cr);
+	create_cred(trunk.id, "bob", &cr2);
+	sa_store_close(st);
+	st = NULL;
+	size_t uklen = raw_user_key(&cr, uk);
+	ck_assert_uint_eq(raw_cred_under_id(cr.id, under, sizeof under), uklen);
+	ck_assert_mem_eq(under, uk, uklen);
+
+	/* back to schema 3's layout for cr */
+	MDB_env *env = raw_open(dir);
+	MDB_txn *txn;
+	MDB_val v;
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	raw_cred_get(txn, cr.id, &v);
+	ck_assert_uint_eq(*(unsigned char *)v.mv_data, 1);
+	size_t reclen = v.mv_size;
+	memcpy(rec, v.mv_data, reclen);
+	raw_cred_old(txn, &cr, rec, reclen);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	set_schema_version("3");
+	ck_assert_uint_eq(raw_cred_under_id(cr.id, under, sizeof under), reclen);
+
+	ck_assert_int_eq(sa_store_open(&ro, dir, SA_STORE_RDONLY), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(ro, trunk.id, "ALICE", &found), SA_STORE_OK);
+	ck_assert_mem_eq(&found, &cr, sizeof found);
+	ck_assert_int_eq(sa_store_credential_get(ro, cr.id, &found), SA_STORE_OK);
+	ck_assert_mem_eq(&found, &cr, sizeof found);
+	ck_assert_int_eq(sa_store_credential_find(ro, trunk.id, "bob", &found), SA_STORE_OK);
+	ck_assert_mem_eq(&found, &cr2, sizeof found);
+	sa_store_close(ro);
+	schema_is("3");
+
+	open_store();
+	schema_is("4");
+	ck_assert_int_eq(sa_store_credential_list(st, trunk.id, cred_cb, &n), SA_STORE_OK);
+	ck_assert_int_eq(n.n, 2);
+	ck_assert_int_eq(rotate(cr.id, NEW_PASSWORD, 60, NOW, &rot, NULL, 0), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "alice", &found), SA_STORE_OK);
+	ck_assert_mem_eq(&found, &rot, sizeof found);
+	sa_store_close(st);
+	st = NULL;
+	ck_assert_uint_eq(raw_cred_under_id(cr.id, under, sizeof under), uklen);   /* moved */
+	open_store();
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, cr.id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "alice", &found), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_credential_get(st, cr2.id, &found), SA_STORE_OK);
+}
+END_TEST
+
 /* A schema-1 store reads as it is: every credential and binding at version
  * 1, failures without one. A read-only open leaves it at 1; the first
  * writable open marks it 2; a rotation writes the new layout. */
@@ -1861,7 +1975,7 @@ START_TEST(test_schema_1_store_reads_and_upgrades)
 	schema_is("1");
 
 	open_store();
-	schema_is("3");
+	schema_is("4");
 	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_OK);
 	ck_assert_uint_eq(found.password_version, 1);
 	ck_assert_str_eq(found.previous_ha1[SA_ALG_MD5], "");
@@ -1877,12 +1991,12 @@ START_TEST(test_schema_1_store_reads_and_upgrades)
 	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_OK);
 	ck_assert_uint_eq(found.password_version, 2);
 	ck_assert_str_eq(found.previous_ha1[SA_ALG_SHA256], old[SA_ALG_SHA256]);
-	/* the store is 3 now: a schema this code does not know is still refused */
+	/* the store is 4 now: a schema this code does not know is still refused */
 	sa_store_close(st);
 	st = NULL;
-	set_schema_version("4");
+	set_schema_version("5");
 	ck_assert_int_eq(sa_store_open(&ro, dir, SA_STORE_RDONLY), SA_STORE_ESCHEMA);
-	set_schema_version("3");
+	set_schema_version("4");
 	open_store();
 }
 END_TEST
@@ -2992,6 +3106,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_purged_position_is_kept_in_runtime);
 	tcase_add_test(tc, test_bindings_are_written_compact);
 	tcase_add_test(tc, test_credentials_are_written_compact);
+	tcase_add_test(tc, test_credential_record_under_username);
 	tcase_add_test(tc, test_open_without_runtime_refuses_binding_calls);
 	tcase_add_test(tc, test_main_writer_does_not_block_binding_writes);
 	tcase_add_test(tc, test_open_moves_a_legacy_store);
