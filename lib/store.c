@@ -594,6 +594,10 @@ static int store_check(struct sa_store *st, MDB_txn *txn)
 	return SA_STORE_OK;
 }
 
+/* In meta while credential records of a store older than schema 4 are still
+ * under their ids (creds_move). */
+#define CREDS_TO_MOVE "creds_to_move"
+
 /* A writable open records the current schema over an older one: records
  * are read in either layout, and from here on written in the new one,
  * which an older sipauthd must not read (it refuses the version). */
@@ -607,7 +611,12 @@ static int schema_upgrade(struct sa_store *st, MDB_txn *txn)
 		return rc;
 	snprintf(ver, sizeof ver, "%d", SA_STORE_SCHEMA_VERSION);
 	MDB_val k = str_val("schema_version"), v = str_val(ver);
-	return note_err(st, mdb_put(txn, st->sh->dbi[DB_META], &k, &v, 0));
+	rc = note_err(st, mdb_put(txn, st->sh->dbi[DB_META], &k, &v, 0));
+	if (rc == SA_STORE_OK && version < 4) {   /* see creds_move */
+		MDB_val mk = str_val(CREDS_TO_MOVE), mv = str_val("");
+		rc = note_err(st, mdb_put(txn, st->sh->dbi[DB_META], &mk, &mv, 0));
+	}
+	return rc;
 }
 
 static int map_reserve(struct sa_store *st, int e, uint64_t size, char *why, size_t whylen);
@@ -1532,6 +1541,7 @@ static int open_runtime(struct sa_store *st, const char *dir, struct opened *op,
 }
 
 static int legacy_move(struct sa_store *st, const struct legacy *lg);
+static void creds_move(struct sa_store *st);
 
 int sa_store_open_with(struct sa_store **out, const char *dir, const struct sa_store_opts *o,
                        char *why, size_t whylen)
@@ -1554,6 +1564,8 @@ int sa_store_open_with(struct sa_store **out, const char *dir, const struct sa_s
 		rc = open_runtime(st, dir, &op, why, whylen);
 	if (rc == SA_STORE_OK && runtime && !rdonly)
 		rc = legacy_move(st, &op.lg);
+	if (rc == SA_STORE_OK && !rdonly)
+		creds_move(st);
 	if (rc != SA_STORE_OK && why != NULL && why[0] == '\0' && st->code != 0)
 		set_why(why, whylen, "%s", mdb_strerror(st->code));
 	if (rc != SA_STORE_OK) {
@@ -2408,6 +2420,77 @@ int sa_store_credential_get(struct sa_store *st, const char *cred_id, struct sa_
 		*out = r.c;
 	OPENSSL_cleanse(&r, sizeof r);
 	return rc;
+}
+
+/*
+ * A store older than schema 4 keeps each credential's record under its id.
+ * The writable open that marks it 4 notes CREDS_TO_MOVE; this open and the
+ * next ones move the records under their usernames, MOVE_BATCH per
+ * transaction (a million would overflow one), until none is left. Records
+ * not yet moved read as they are: a move that stops (a full map, a crash)
+ * loses nothing and goes on at the next writable open.
+ */
+#define MOVE_BATCH 4096
+
+/* Moves up to MOVE_BATCH records whose ids sort after *after (none: from
+ * the first); *after becomes the last id looked at, *left whether any
+ * remain after it. */
+static int creds_move_batch(struct sa_store *st, char after[SA_ID_MAX], bool *left)
+{
+	char (*ids)[SA_ID_MAX] = malloc(MOVE_BATCH * sizeof *ids);
+	MDB_cursor *cur = NULL;
+	MDB_txn *txn;
+	MDB_val k = str_val(after), v;
+	size_t n = 0;
+	int rc = ids != NULL ? wr_begin(st, ENV_MAIN, &txn, false) : SA_STORE_EIO;
+
+	if (rc != SA_STORE_OK) {
+		free(ids);
+		return rc;
+	}
+	rc = note_err(st, mdb_cursor_open(txn, st->sh->dbi[DB_CREDS], &cur));
+	int mrc = rc != SA_STORE_OK ? MDB_NOTFOUND : mdb_cursor_get(cur, &k, &v, after[0] ? MDB_SET_RANGE : MDB_FIRST);
+	if (mrc == 0 && after[0] && k.mv_size == strlen(after) && memcmp(k.mv_data, after, k.mv_size) == 0)
+		mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	for (; mrc == 0 && n < MOVE_BATCH; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+		if (val_str(&k, ids[n], SA_ID_MAX) == SA_STORE_OK)
+			n++;
+	if (mrc != 0 && mrc != MDB_NOTFOUND && rc == SA_STORE_OK)
+		rc = note_err(st, mrc);
+	*left = mrc == 0;
+	if (cur != NULL)
+		mdb_cursor_close(cur);
+	for (size_t i = 0; i < n && rc == SA_STORE_OK; i++) {
+		struct cred_rec r;
+		rc = db_get(st, txn, DB_CREDS, str_val(ids[i]), &v);
+		if (rc == SA_STORE_OK && cred_is_record(&v)) {
+			rc = cred_decode(&v, &r);
+			if (rc == SA_STORE_OK)
+				rc = cred_write(st, txn, &r);
+			OPENSSL_cleanse(&r, sizeof r);
+		}
+	}
+	if (n > 0)
+		memcpy(after, ids[n - 1], SA_ID_MAX);
+	free(ids);
+	return wr_end(st, ENV_MAIN, txn, rc);
+}
+
+static void creds_move(struct sa_store *st)
+{
+	char after[SA_ID_MAX] = "";
+	bool left = true;
+	MDB_txn *txn;
+	int rc = rd_begin(st, ENV_MAIN, &txn);
+
+	if (rc != SA_STORE_OK)
+		return;
+	bool pending = db_has(st, txn, DB_META, str_val(CREDS_TO_MOVE));
+	rd_end(st, ENV_MAIN, SA_STORE_OK);
+	while (pending && left && rc == SA_STORE_OK)
+		rc = creds_move_batch(st, after, &left);
+	if (pending && rc == SA_STORE_OK && wr_begin(st, ENV_MAIN, &txn, false) == SA_STORE_OK)
+		wr_end(st, ENV_MAIN, txn, db_del(st, txn, DB_META, str_val(CREDS_TO_MOVE)));
 }
 
 struct cred_walk {

@@ -190,6 +190,18 @@ static void set_schema_version(const char *version)
 	mdb_env_close(env);
 }
 
+/* Writes name = value in main's meta. */
+static void raw_put_meta(const char *name, const char *value)
+{
+	MDB_env *env = raw_open(dir);
+	MDB_txn *txn;
+
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	raw_put(txn, "meta", name, strlen(name), value, strlen(value));
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
 START_TEST(test_schema_mismatch_refused)
 {
 	struct sa_store *other = NULL;
@@ -1882,15 +1894,52 @@ static size_t raw_cred_under_id(const char *cred_id, unsigned char *out, size_t 
 	return v.mv_size;
 }
 
+/* Puts cr back in the layout before schema 4 (the record under the id, the
+ * id under the username); returns the record's length. */
+static size_t raw_cred_to_old_layout(const struct sa_credential *cr)
+{
+	unsigned char rec[512];
+	MDB_env *env = raw_open(dir);
+	MDB_txn *txn;
+	MDB_val v;
+
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	raw_cred_get(txn, cr->id, &v);
+	ck_assert_uint_eq(*(unsigned char *)v.mv_data, 1);
+	ck_assert_uint_le(v.mv_size, sizeof rec);
+	size_t len = v.mv_size;
+	memcpy(rec, v.mv_data, len);
+	raw_cred_old(txn, cr, rec, len);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	return len;
+}
+
+/* Whether meta holds name. */
+static bool raw_meta_has(const char *name)
+{
+	MDB_env *env = raw_open(dir);
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = { strlen(name), (void *)name }, v;
+
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+	bool has = mdb_get(txn, dbi, &k, &v) == 0;
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return has;
+}
+
 /* Schema 4 keeps the record under the username (one lookup for an
- * authentication) and the username's key under the id; a store of schema
- * 3 (the record under the id, the id under the username) reads as it is,
- * is marked 4 by a writable open, and each credential moves when it next
- * changes. */
+ * authentication) and the username's key under the id. A store of schema 3
+ * (the record under the id, the id under the username) reads as it is; the
+ * writable open that marks it 4 moves every record, and a move that was cut
+ * short goes on at the next writable open. */
 START_TEST(test_credential_record_under_username)
 {
 	struct sa_credential cr, cr2, found, rot;
-	unsigned char under[512], uk[256], rec[512];
+	unsigned char under[512], uk[256], uk2[256];
 	struct names n = { .n = 0 };
 	struct sa_store *ro;
 
@@ -1898,25 +1947,14 @@ START_TEST(test_credential_record_under_username)
 	create_cred(trunk.id, "bob", &cr2);
 	sa_store_close(st);
 	st = NULL;
-	size_t uklen = raw_user_key(&cr, uk);
+	size_t uklen = raw_user_key(&cr, uk), uklen2 = raw_user_key(&cr2, uk2);
 	ck_assert_uint_eq(raw_cred_under_id(cr.id, under, sizeof under), uklen);
 	ck_assert_mem_eq(under, uk, uklen);
 
-	/* back to schema 3's layout for cr */
-	MDB_env *env = raw_open(dir);
-	MDB_txn *txn;
-	MDB_val v;
-	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-	raw_cred_get(txn, cr.id, &v);
-	ck_assert_uint_eq(*(unsigned char *)v.mv_data, 1);
-	size_t reclen = v.mv_size;
-	memcpy(rec, v.mv_data, reclen);
-	raw_cred_old(txn, &cr, rec, reclen);
-	ck_assert_int_eq(mdb_txn_commit(txn), 0);
-	mdb_env_close(env);
+	/* a schema 3 store */
+	size_t reclen = raw_cred_to_old_layout(&cr), reclen2 = raw_cred_to_old_layout(&cr2);
 	set_schema_version("3");
 	ck_assert_uint_eq(raw_cred_under_id(cr.id, under, sizeof under), reclen);
-
 	ck_assert_int_eq(sa_store_open(&ro, dir, SA_STORE_RDONLY), SA_STORE_OK);
 	ck_assert_int_eq(sa_store_credential_find(ro, trunk.id, "ALICE", &found), SA_STORE_OK);
 	ck_assert_mem_eq(&found, &cr, sizeof found);
@@ -1926,22 +1964,38 @@ START_TEST(test_credential_record_under_username)
 	ck_assert_mem_eq(&found, &cr2, sizeof found);
 	sa_store_close(ro);
 	schema_is("3");
+	ck_assert_uint_eq(raw_cred_under_id(cr2.id, under, sizeof under), reclen2);
 
+	/* the writable open marks 4 and moves both */
 	open_store();
+	sa_store_close(st);
+	st = NULL;
 	schema_is("4");
+	ck_assert(!raw_meta_has("creds_to_move"));
+	ck_assert_uint_eq(raw_cred_under_id(cr.id, under, sizeof under), uklen);
+	ck_assert_mem_eq(under, uk, uklen);
+	ck_assert_uint_eq(raw_cred_under_id(cr2.id, under, sizeof under), uklen2);
+	ck_assert_mem_eq(under, uk2, uklen2);
+
+	/* a move cut short: one record still under its id, the note still there */
+	raw_cred_to_old_layout(&cr2);
+	raw_put_meta("creds_to_move", "");
+	ck_assert_uint_eq(raw_cred_under_id(cr2.id, under, sizeof under), reclen2);
+	open_store();
+	ck_assert(!raw_meta_has("creds_to_move"));
+	ck_assert_uint_eq(raw_cred_under_id(cr2.id, under, sizeof under), uklen2);
 	ck_assert_int_eq(sa_store_credential_list(st, trunk.id, cred_cb, &n), SA_STORE_OK);
 	ck_assert_int_eq(n.n, 2);
 	ck_assert_int_eq(rotate(cr.id, NEW_PASSWORD, 60, NOW, &rot, NULL, 0), SA_STORE_OK);
 	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "alice", &found), SA_STORE_OK);
 	ck_assert_mem_eq(&found, &rot, sizeof found);
-	sa_store_close(st);
-	st = NULL;
-	ck_assert_uint_eq(raw_cred_under_id(cr.id, under, sizeof under), uklen);   /* moved */
-	open_store();
+	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_OK);
+	ck_assert_mem_eq(&found, &rot, sizeof found);
 	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, cr.id), SA_STORE_OK);
 	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "alice", &found), SA_STORE_ENOTFOUND);
 	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_ENOTFOUND);
 	ck_assert_int_eq(sa_store_credential_get(st, cr2.id, &found), SA_STORE_OK);
+	ck_assert_mem_eq(&found, &cr2, sizeof found);
 }
 END_TEST
 
