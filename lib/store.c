@@ -2481,12 +2481,12 @@ static void creds_move(struct sa_store *st)
 	char after[SA_ID_MAX] = "";
 	bool left = true;
 	MDB_txn *txn;
-	int rc = rd_begin(st, ENV_MAIN, &txn);
+	int rc = rd_own_begin(st, ENV_MAIN, &txn);
 
 	if (rc != SA_STORE_OK)
 		return;
 	bool pending = db_has(st, txn, DB_META, str_val(CREDS_TO_MOVE));
-	rd_end(st, ENV_MAIN, SA_STORE_OK);
+	rd_own_end(st, ENV_MAIN, txn, SA_STORE_OK);
 	while (pending && left && rc == SA_STORE_OK)
 		rc = creds_move_batch(st, after, &left);
 	if (pending && rc == SA_STORE_OK && wr_begin(st, ENV_MAIN, &txn, false) == SA_STORE_OK)

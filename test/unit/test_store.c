@@ -190,18 +190,6 @@ static void set_schema_version(const char *version)
 	mdb_env_close(env);
 }
 
-/* Writes name = value in main's meta. */
-static void raw_put_meta(const char *name, const char *value)
-{
-	MDB_env *env = raw_open(dir);
-	MDB_txn *txn;
-
-	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-	raw_put(txn, "meta", name, strlen(name), value, strlen(value));
-	ck_assert_int_eq(mdb_txn_commit(txn), 0);
-	mdb_env_close(env);
-}
-
 START_TEST(test_schema_mismatch_refused)
 {
 	struct sa_store *other = NULL;
@@ -1892,6 +1880,18 @@ static size_t raw_cred_under_id(const char *cred_id, unsigned char *out, size_t 
 	mdb_txn_abort(txn);
 	mdb_env_close(env);
 	return v.mv_size;
+}
+
+/* Writes name = value in main's meta. */
+static void raw_put_meta(const char *name, const char *value)
+{
+	MDB_env *env = raw_open(dir);
+	MDB_txn *txn;
+
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	raw_put(txn, "meta", name, strlen(name), value, strlen(value));
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
 }
 
 /* Puts cr back in the layout before schema 4 (the record under the id, the
