@@ -3517,10 +3517,10 @@ int sa_store_binding_list_for(struct sa_store *st, const struct sa_credential *c
 	struct binding_walk w = { cb, arg, 0, NULL, "", true };
 	memcpy(w.cred, c->id, sizeof w.cred);
 	w.cred[sizeof w.cred - 1] = '\0';
-	int rc = rd_own_begin(st, ENV_RT, &txn);
+	int rc = rd_begin(st, ENV_RT, &txn);   /* the shared one: cb does not call into the store */
 	if (rc != SA_STORE_OK)
 		return rc;
-	return rd_own_end(st, ENV_RT, txn, walk_prefix(st, txn, DB_BINDINGS, &prefix, binding_walk_fn, &w));
+	return rd_end(st, ENV_RT, walk_prefix(st, txn, DB_BINDINGS, &prefix, binding_walk_fn, &w));
 }
 
 int sa_store_binding_list_trunk(struct sa_store *st, const char *trunk_id, sa_store_binding_cb cb, void *arg)

@@ -371,7 +371,8 @@ int sa_store_binding_list_credential(struct sa_store *st, const char *cred_id, s
 int sa_store_binding_list_trunk(struct sa_store *st, const char *trunk_id, sa_store_binding_cb cb, void *arg);
 /* The bindings of a credential the caller has just read from this store
  * (the registrar, after authenticating with it): listed without looking
- * the credential up again. */
+ * the credential up again, in the handle's shared read transaction, so cb
+ * must not call into the store. */
 int sa_store_binding_list_for(struct sa_store *st, const struct sa_credential *c, sa_store_binding_cb cb,
                               void *arg);
 /* Removes bindings with expires_at <= now; returns how many (>= 0) or an error. */
