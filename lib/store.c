@@ -2481,6 +2481,8 @@ static void creds_move(struct sa_store *st)
 	char after[SA_ID_MAX] = "";
 	bool left = true;
 	MDB_txn *txn;
+	/* a read transaction of its own, ended here: the open leaves no reader
+	 * slot taken behind it */
 	int rc = rd_own_begin(st, ENV_MAIN, &txn);
 
 	if (rc != SA_STORE_OK)
