@@ -45,7 +45,7 @@ int sa_auth_init(struct sa_auth *a, struct sa_store *store, struct sa_nonce_ctx 
 	int rc = 0;
 	for (int alg = 0; alg < SA_ALG_COUNT && rc == 0; alg++)
 		rc = sa_digest_ha1((enum sa_digest_alg)alg, "dummy", "dummy", pw, a->dummy_ha1[alg]);
-	snprintf(a->decoy_id, sizeof(a->decoy_id), "cred_%.16s", pw);
+	snprintf(a->no_trunk, sizeof(a->no_trunk), "trunk_%.16s", pw);
 	OPENSSL_cleanse(pw, sizeof(pw));
 	return rc;
 }
@@ -301,13 +301,12 @@ void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_
 	}
 	/* ours, fresh or expired: issued to this source, which therefore receives */
 	r->nonce_ours = true;
-	bool known = trunk_id && sa_store_credential_find(a->store, trunk_id, r->username, &r->cred) == 0;
-	if (!known) {
-		/* a known user costs a second lookup (its record by id): an
-		 * unknown trunk or user makes one too, so the time tells nothing */
-		sa_store_credential_get(a->store, a->decoy_id, &r->cred);
+	/* one lookup whether the user exists or not (the record lives under
+	 * its username), so the time tells nothing; an unknown trunk looks up
+	 * the username under no trunk at all */
+	bool known = sa_store_credential_find(a->store, trunk_id ? trunk_id : a->no_trunk, r->username, &r->cred) == 0;
+	if (!known)
 		OPENSSL_cleanse(&r->cred, sizeof(r->cred));
-	}
 	if (!password_check(a, &an, known, (int64_t)now, r)) {
 		r->reason = known ? SA_AUTH_BAD_PASSWORD : SA_AUTH_UNKNOWN_USER;
 		goto out;

@@ -46,7 +46,7 @@ struct sa_auth {
 	 * place of a previous password a credential does not have, so that
 	 * every answer costs the same two digests */
 	char dummy_ha1[SA_ALG_COUNT][SA_DIGEST_HEX_MAX];
-	char decoy_id[SA_ID_MAX];            /* a credential id that exists nowhere: looked up for them too */
+	char no_trunk[SA_ID_MAX];            /* a trunk id that exists nowhere: an unknown trunk's users are looked up under it */
 	/* Does a URI name this proxy (one of its listening addresses)? NULL: never. */
 	bool (*uri_is_local)(const struct sa_uri *uri, void *arg);
 	void *uri_is_local_arg;
