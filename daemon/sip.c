@@ -494,11 +494,12 @@ int sa_sip_init(struct sa_server *srv)
 	}
 	srv->auth.uri_is_local = is_us_cb;   /* a digest uri naming us stands for the Request-URI */
 	srv->auth.uri_is_local_arg = srv;
-	return sip_txn_init(srv) < 0 || sip_calls_init(srv) < 0 ? -1 : 0;
+	return sip_txn_init(srv) < 0 || sip_calls_init(srv) < 0 || sip_customer_init(srv) < 0 ? -1 : 0;
 }
 
 void sa_sip_shutdown(struct sa_server *srv)
 {
+	sip_customer_shutdown(srv);   /* the failure records that wait, while the store is open */
 	sip_txn_shutdown(srv);
 	sip_calls_shutdown(srv);
 	if (srv->worker == 0) {   /* the shared ones */

@@ -144,5 +144,7 @@ int sip_txn_init(struct sa_server *srv);
 void sip_txn_shutdown(struct sa_server *srv);
 int sip_calls_init(struct sa_server *srv);
 void sip_calls_shutdown(struct sa_server *srv);
+int sip_customer_init(struct sa_server *srv);
+void sip_customer_shutdown(struct sa_server *srv);
 
 #endif
