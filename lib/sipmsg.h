@@ -195,6 +195,10 @@ void sa_buf_puts(struct sa_buf *b, const char *s);
 void sa_buf_putu(struct sa_buf *b, unsigned long v);
 void sa_buf_printf(struct sa_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The hash of the chained tables (transactions by key and by branch, calls by
+ * Call-ID): its low bits pick the bucket; tests build colliding keys with it. */
+uint64_t sa_str_hash(const char *s);
+
 /* Where a request came from, as responses must reflect it (RFC 3581). */
 struct sa_peer {
 	const char *addr;    /* numeric address */

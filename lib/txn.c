@@ -397,14 +397,6 @@ struct sa_txn_index {
 	size_t count;
 };
 
-static size_t str_hash(const char *s)
-{
-	uint64_t h = 1469598103934665603ULL;   /* FNV-1a */
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return (size_t)(h ^ (h >> 29));
-}
-
 struct sa_txn_index *sa_txn_index_new(void)
 {
 	struct sa_txn_index *x = calloc(1, sizeof(*x));
@@ -429,32 +421,32 @@ void sa_txn_index_free(struct sa_txn_index *x)
 	free(x);
 }
 
-static struct sa_txn_node **skey_slot(const struct sa_txn_index *x, const char *skey)
+static struct sa_txn_node **skey_slot(const struct sa_txn_index *x, uint64_t h)
 {
-	return &x->by_skey[str_hash(skey) & (x->buckets - 1)];
+	return &x->by_skey[h & (x->buckets - 1)];
 }
 
-static struct sa_txn_node **branch_slot(const struct sa_txn_index *x, const char *branch)
+static struct sa_txn_node **branch_slot(const struct sa_txn_index *x, uint64_t h)
 {
-	return &x->by_branch[str_hash(branch) & (x->buckets - 1)];
+	return &x->by_branch[h & (x->buckets - 1)];
 }
 
 static void link_skey(struct sa_txn_index *x, struct sa_txn_node *n)
 {
-	struct sa_txn_node **b = skey_slot(x, n->skey);
+	struct sa_txn_node **b = skey_slot(x, n->skey_hash);
 	n->skey_next = *b;
 	*b = n;
 }
 
 static void link_branch(struct sa_txn_index *x, struct sa_txn_node *n)
 {
-	struct sa_txn_node **b = branch_slot(x, n->branch);
+	struct sa_txn_node **b = branch_slot(x, n->branch_hash);
 	n->branch_next = *b;
 	*b = n;
 }
 
-/* Twice the buckets, every node relinked; on allocation failure the index
- * stays as it is (slower, still right). */
+/* Twice the buckets, every node relinked by the hash it keeps; on allocation
+ * failure the index stays as it is (slower, still right). */
 static void grow(struct sa_txn_index *x)
 {
 	size_t old = x->buckets;
@@ -486,8 +478,12 @@ int sa_txn_index_add(struct sa_txn_index *x, struct sa_txn_node *n)
 {
 	if (!n->skey || !n->branch)
 		return -1;
-	if (x->count + 1 > 2 * x->buckets)
+	/* at most one node per bucket on average: a miss (every new request)
+	 * walks the whole chain */
+	if (x->count + 1 > x->buckets)
 		grow(x);
+	n->skey_hash = sa_str_hash(n->skey);
+	n->branch_hash = sa_str_hash(n->branch);
 	link_skey(x, n);
 	link_branch(x, n);
 	x->count++;
@@ -496,7 +492,7 @@ int sa_txn_index_add(struct sa_txn_index *x, struct sa_txn_node *n)
 
 static void unlink_branch(struct sa_txn_index *x, struct sa_txn_node *n)
 {
-	struct sa_txn_node **pp = branch_slot(x, n->branch);
+	struct sa_txn_node **pp = branch_slot(x, n->branch_hash);
 	while (*pp && *pp != n)
 		pp = &(*pp)->branch_next;
 	if (*pp)
@@ -505,7 +501,7 @@ static void unlink_branch(struct sa_txn_index *x, struct sa_txn_node *n)
 
 void sa_txn_index_remove(struct sa_txn_index *x, struct sa_txn_node *n)
 {
-	struct sa_txn_node **pp = skey_slot(x, n->skey);
+	struct sa_txn_node **pp = skey_slot(x, n->skey_hash);
 	while (*pp && *pp != n)
 		pp = &(*pp)->skey_next;
 	if (!*pp)
@@ -522,21 +518,24 @@ void sa_txn_index_branch_out(struct sa_txn_index *x, struct sa_txn_node *n)
 
 void sa_txn_index_branch_in(struct sa_txn_index *x, struct sa_txn_node *n)
 {
+	n->branch_hash = sa_str_hash(n->branch);
 	link_branch(x, n);
 }
 
 struct sa_txn_node *sa_txn_index_by_skey(const struct sa_txn_index *x, const char *skey)
 {
-	for (struct sa_txn_node *n = *skey_slot(x, skey); n; n = n->skey_next)
-		if (strcmp(n->skey, skey) == 0)
+	uint64_t h = sa_str_hash(skey);
+	for (struct sa_txn_node *n = *skey_slot(x, h); n; n = n->skey_next)
+		if (n->skey_hash == h && strcmp(n->skey, skey) == 0)
 			return n;
 	return NULL;
 }
 
 struct sa_txn_node *sa_txn_index_by_branch(const struct sa_txn_index *x, const char *branch)
 {
-	for (struct sa_txn_node *n = *branch_slot(x, branch); n; n = n->branch_next)
-		if (strcmp(n->branch, branch) == 0)
+	uint64_t h = sa_str_hash(branch);
+	for (struct sa_txn_node *n = *branch_slot(x, h); n; n = n->branch_next)
+		if (n->branch_hash == h && strcmp(n->branch, branch) == 0)
 			return n;
 	return NULL;
 }

@@ -61,13 +61,17 @@ char *sa_txn_cancelled_key(const struct sa_msg *m, char out[SA_TXN_KEY_MAX]);
 /* ---- the transaction index: by server key and by our branch ----
  *
  * Intrusive: the daemon's transaction embeds a node; the index links nodes
- * and never owns them. Both tables double their buckets when they hold twice
- * as many entries, so a lookup stays O(1) at any load (no fixed size that
- * a sustained call rate outgrows). */
+ * and never owns them. Both tables double their buckets when they hold more
+ * entries than buckets, so a lookup stays O(1) at any load (no fixed size
+ * that a sustained call rate outgrows). */
 struct sa_txn_node {
 	struct sa_txn_node *skey_next, *branch_next;
 	const char *skey;         /* the request's server key (sa_txn_server_key), or ours for local ones */
 	const char *branch;       /* the branch of our request towards the next hop */
+	/* Set by the index: a chain step compares these before it reads a key
+	 * (at 2000 calls/s some 100 000 finished transactions are kept, and each
+	 * key read is a cache miss), and growing or unlinking hashes nothing. */
+	uint64_t skey_hash, branch_hash;
 };
 
 struct sa_txn_index;
