@@ -281,7 +281,7 @@ fail:
 		t->from = *from;
 		t->charged = true;
 		if (budget_cred && budget_cred[0] && (t->own = calloc(1, sizeof(*t->own))))
-			snprintf(t->own->budget_cred, sizeof(t->own->budget_cred), "%s", budget_cred);
+			sa_str_copy(t->own->budget_cred, sizeof(t->own->budget_cred), budget_cred);
 		sa_msg_local_tag(m, srv->tag_key, t->local_tag);
 		/* its CANCEL and ACK may reach another worker: the directory sends them here */
 		if (srv->workers && m->method == SA_M_INVITE && m->call_id && (t->dir_call_id = strdup(m->call_id)))
