@@ -117,14 +117,19 @@ static enum sa_hdr_kind hdr_kind(const char *name, size_t len)
 {
 	if (len == 0)
 		return SA_H_OTHER;
-	/* every line goes through here: length and first letter first, and
-	 * a full compare for the one candidate left */
-	int first = tolower((unsigned char)name[0]);
+	/* every line goes through here: length and first letter first (every
+	 * name starts with a letter, so "| 0x20" folds only letters), then the
+	 * name as the table spells it, the usual case, and only then any case */
+	unsigned first = (unsigned char)name[0] | 0x20;
 	for (size_t i = 0; i < sizeof(hdr_names) / sizeof(hdr_names[0]); i++) {
 		const struct hdr_name *h = &hdr_names[i];
-		if (len == 1 && h->compact && first == h->compact)
-			return h->kind;
-		if (len == h->len && first == tolower((unsigned char)h->name[0]) && ascii_ieq(name, h->name, len))
+		if (len == 1) {
+			if (h->compact && first == (unsigned char)h->compact)
+				return h->kind;
+			continue;
+		}
+		if (len == h->len && first == ((unsigned char)h->name[0] | 0x20) &&
+		    (memcmp(name, h->name, len) == 0 || ascii_ieq(name, h->name, len)))
 			return h->kind;
 	}
 	return SA_H_OTHER;
