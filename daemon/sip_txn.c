@@ -295,7 +295,7 @@ fail:
 	}
 	t->node.skey = t->skey;
 	t->node.branch = t->branch;
-	sa_txn_index_add(srv->txns, &t->node);   /* both keys are set: it cannot refuse */
+	sa_txn_index_add(srv->txns, &t->node);   /* both keys set: refused only out of memory with the index full */
 	srv->ntxns++;
 	srv->nactive++;
 	if (srv->ntxns > srv->ntxns_peak)
