@@ -116,6 +116,11 @@ uint64_t sa_log_suppressed_total(void)
 	return log_limiter.suppressed_total;
 }
 
+int sa_log_enabled(enum sa_log_level lvl)
+{
+	return lvl <= log_level;
+}
+
 void sa_log(enum sa_log_level lvl, const char *fmt, ...)
 {
 	char line[1024];

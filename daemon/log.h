@@ -11,6 +11,8 @@ void sa_log_init(void);
 void sa_log_set_level(enum sa_log_level lvl);
 int sa_log_level_parse(const char *name);
 void sa_log(enum sa_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Whether lines of lvl are written now. */
+int sa_log_enabled(enum sa_log_level lvl);
 
 /* At most per_second lines per second from each call site (0: no limit; the
  * default until the daemon serves, so start-up lines are never dropped).
@@ -30,6 +32,8 @@ const char *sa_log_quote(const char *s, char *buf, size_t len);
 #define log_err(...) sa_log(SA_LOG_ERR, __VA_ARGS__)
 #define log_warn(...) sa_log(SA_LOG_WARNING, __VA_ARGS__)
 #define log_info(...) sa_log(SA_LOG_INFO, __VA_ARGS__)
-#define log_debug(...) sa_log(SA_LOG_DEBUG, __VA_ARGS__)
+/* The call path has debug lines per call: without debug on, their
+ * arguments (LOGQ copies) are not even worked out. */
+#define log_debug(...) ((void)(sa_log_enabled(SA_LOG_DEBUG) && (sa_log(SA_LOG_DEBUG, __VA_ARGS__), 1)))
 
 #endif

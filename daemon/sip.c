@@ -266,7 +266,7 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 		return;
 	}
 	char cred[SA_ID_MAX];
-	snprintf(cred, sizeof(cred), "%s", c->d.cred_id);
+	sa_str_copy(cred, sizeof(cred), c->d.cred_id);
 	if (m->method == SA_M_BYE) {
 		log_debug("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=bye", LOGQ(c->d.call_id), c->d.cred_id,
 		         c->d.trunk_id);

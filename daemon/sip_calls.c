@@ -70,8 +70,8 @@ void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *ok)
 		sa_call_free(c);
 		return;
 	}
-	snprintf(c->d.cred_id, sizeof(c->d.cred_id), "%s", txn_cred(t));
-	snprintf(c->d.trunk_id, sizeof(c->d.trunk_id), "%s", txn_trunk(t));
+	sa_str_copy(c->d.cred_id, sizeof(c->d.cred_id), txn_cred(t));
+	sa_str_copy(c->d.trunk_id, sizeof(c->d.trunk_id), txn_trunk(t));
 	c->d.inbound = t->inbound;
 	c->d.started_at = wall_now();
 	c->caller = t->from;

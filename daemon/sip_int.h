@@ -22,7 +22,7 @@ struct sa_txn {
 	TAILQ_ENTRY(sa_txn) ringing;   /* an INVITE of a credential's call, not answered finally yet */
 	bool is_ringing;
 	struct sa_server *srv;
-	char *skey;                    /* branch|sent-by|method of the request received (sized to fit) */
+	char *skey;                    /* branch|sent-by|method of the request received (just past the struct) */
 	char *dir_call_id;             /* several workers: an INVITE's Call-ID, in the directory while it lives */
 	char branch[SA_TXN_BRANCH_LEN + 1];   /* ours towards the next hop: random, unguessable */
 	char local_tag[17];            /* the To tag of answers we make ourselves (408, 487) */

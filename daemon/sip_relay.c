@@ -105,8 +105,8 @@ struct sa_txn *sip_forward(struct sa_server *srv, const struct sa_msg *m, const 
 		sip_reply(srv, m, from, 100, NULL, NULL, t);
 	t->to = *to;
 	if (owner && (t->own || (t->own = calloc(1, sizeof(*t->own))))) {
-		snprintf(t->own->cred_id, sizeof(t->own->cred_id), "%s", owner->cred_id);
-		snprintf(t->own->trunk_id, sizeof(t->own->trunk_id), "%s", owner->trunk_id);
+		sa_str_copy(t->own->cred_id, sizeof(t->own->cred_id), owner->cred_id);
+		sa_str_copy(t->own->trunk_id, sizeof(t->own->trunk_id), owner->trunk_id);
 		t->inbound = owner->inbound;
 		t->holds_channel = owner->holds_channel;
 		if (m->method == SA_M_INVITE) {

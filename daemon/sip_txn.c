@@ -188,7 +188,6 @@ static void txn_free(struct sa_txn *t)
 		sa_calldir_drop(srv, t->dir_call_id);
 		free(t->dir_call_id);
 	}
-	free(t->skey);
 	free(t);
 }
 
@@ -253,18 +252,23 @@ struct sa_txn *txn_new(struct sa_server *srv, const struct sa_msg *m, const stru
 		*why = "transaction table full";
 		return NULL;
 	}
-	char key[SA_TXN_KEY_MAX];
-	struct sa_txn *t = calloc(1, sizeof(*t));
+	char key[SA_TXN_KEY_MAX], branch[SA_TXN_BRANCH_LEN + 1];
+	struct sa_txn *t = NULL;
+	if (branch_new(srv, branch) < 0)
+		goto fail;
 	if (m)
 		sa_txn_server_key(m, key);
-	if (!t || branch_new(srv, t->branch) < 0)
+	else
+		snprintf(key, sizeof(key), "local|%s", branch);
+	/* the key lives as long as the transaction: one allocation, one free
+	 * (some 100 000 live at 2000 calls/s, each malloc and free counts) */
+	size_t klen = strlen(key);
+	if (!(t = calloc(1, sizeof(*t) + klen + 1)))
 		goto fail;
-	if (!m)
-		snprintf(key, sizeof(key), "local|%s", t->branch);
-	if (!(t->skey = strdup(key)) || !(t->timer = evtimer_new(srv->base, txn_timer_cb, t))) {
+	memcpy(t->branch, branch, sizeof(t->branch));
+	t->skey = memcpy((char *)(t + 1), key, klen + 1);
+	if (!(t->timer = evtimer_new(srv->base, txn_timer_cb, t))) {
 fail:
-		if (t)
-			free(t->skey);
 		free(t);
 		if (m) {
 			size_t alen;
@@ -281,7 +285,7 @@ fail:
 		t->from = *from;
 		t->charged = true;
 		if (budget_cred && budget_cred[0] && (t->own = calloc(1, sizeof(*t->own))))
-			snprintf(t->own->budget_cred, sizeof(t->own->budget_cred), "%s", budget_cred);
+			sa_str_copy(t->own->budget_cred, sizeof(t->own->budget_cred), budget_cred);
 		sa_msg_local_tag(m, srv->tag_key, t->local_tag);
 		/* its CANCEL and ACK may reach another worker: the directory sends them here */
 		if (srv->workers && m->method == SA_M_INVITE && m->call_id && (t->dir_call_id = strdup(m->call_id)))
@@ -291,7 +295,7 @@ fail:
 	}
 	t->node.skey = t->skey;
 	t->node.branch = t->branch;
-	sa_txn_index_add(srv->txns, &t->node);   /* both keys are set: it cannot refuse */
+	sa_txn_index_add(srv->txns, &t->node);   /* both keys set: refused only out of memory with the index full */
 	srv->ntxns++;
 	srv->nactive++;
 	if (srv->ntxns > srv->ntxns_peak)

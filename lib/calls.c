@@ -25,14 +25,6 @@ struct sa_calls {
 	TAILQ_HEAD(, sa_call) age;
 };
 
-static uint64_t hash_str(const char *s)
-{
-	uint64_t h = 1469598103934665603ULL;
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-	return h ^ (h >> 29);
-}
-
 struct sa_calls *sa_calls_new(void)
 {
 	struct sa_calls *t = calloc(1, sizeof(*t));
@@ -73,8 +65,9 @@ void sa_calls_free(struct sa_calls *t)
 	free(t);
 }
 
-/* Double a chained table's buckets when it holds twice as many entries:
- * chains stay short whatever the load. On allocation failure it stays as is. */
+/* Double a chained table's buckets when it holds more entries than buckets
+ * (calls) or twice as many (credentials): chains stay short whatever the
+ * load. On allocation failure it stays as is. */
 static void grow_ids(struct sa_calls *t)
 {
 	size_t n = t->id_buckets * 2;
@@ -84,7 +77,7 @@ static void grow_ids(struct sa_calls *t)
 	for (size_t i = 0; i < t->id_buckets; i++)
 		for (struct sa_call *c = t->by_id[i], *next; c; c = next) {
 			next = c->id_next;
-			size_t k = hash_str(c->d.call_id) & (n - 1);
+			size_t k = c->id_hash & (n - 1);
 			c->id_next = b[k];
 			b[k] = c;
 		}
@@ -102,7 +95,7 @@ static void grow_creds(struct sa_calls *t)
 	for (size_t i = 0; i < t->cred_buckets; i++)
 		for (struct sa_calls_cred *r = t->by_cred[i], *next; r; r = next) {
 			next = r->next;
-			size_t k = hash_str(r->id) & (n - 1);
+			size_t k = sa_str_hash(r->id) & (n - 1);
 			r->next = b[k];
 			b[k] = r;
 		}
@@ -113,7 +106,7 @@ static void grow_creds(struct sa_calls *t)
 
 static struct sa_calls_cred **cred_slot(const struct sa_calls *t, const char *id)
 {
-	struct sa_calls_cred **pp = &t->by_cred[hash_str(id) & (t->cred_buckets - 1)];
+	struct sa_calls_cred **pp = &t->by_cred[sa_str_hash(id) & (t->cred_buckets - 1)];
 	while (*pp && strcmp((*pp)->id, id) != 0)
 		pp = &(*pp)->next;
 	return pp;
@@ -138,18 +131,19 @@ int sa_calls_add(struct sa_calls *t, struct sa_call *c)
 	c->cred_pprev = &r->calls;
 	r->calls = c;
 	r->n++;
-	size_t k = hash_str(c->d.call_id) & (t->id_buckets - 1);
+	c->id_hash = sa_str_hash(c->d.call_id);
+	size_t k = c->id_hash & (t->id_buckets - 1);
 	c->id_next = t->by_id[k];
 	t->by_id[k] = c;
 	TAILQ_INSERT_TAIL(&t->age, c, age);
-	if (++t->ncalls > 2 * t->id_buckets)
+	if (++t->ncalls > t->id_buckets)
 		grow_ids(t);
 	return 0;
 }
 
 void sa_calls_remove(struct sa_calls *t, struct sa_call *c)
 {
-	struct sa_call **pp = &t->by_id[hash_str(c->d.call_id) & (t->id_buckets - 1)];
+	struct sa_call **pp = &t->by_id[c->id_hash & (t->id_buckets - 1)];
 	while (*pp && *pp != c)
 		pp = &(*pp)->id_next;
 	if (*pp)
@@ -179,8 +173,9 @@ struct sa_call *sa_calls_find(const struct sa_calls *t, const struct sa_msg *m, 
 {
 	if (!m->call_id)
 		return NULL;
-	for (struct sa_call *c = t->by_id[hash_str(m->call_id) & (t->id_buckets - 1)]; c; c = c->id_next)
-		if ((*side = sa_dialog_match(&c->d, m)) != 0)
+	uint64_t h = sa_str_hash(m->call_id);
+	for (struct sa_call *c = t->by_id[h & (t->id_buckets - 1)]; c; c = c->id_next)
+		if (c->id_hash == h && (*side = sa_dialog_match(&c->d, m)) != 0)
 			return c;
 	return NULL;
 }

@@ -17,6 +17,7 @@ struct sa_call {
 	struct sa_flow caller, callee;
 	/* the table's links */
 	struct sa_call *id_next;       /* same Call-ID bucket */
+	uint64_t id_hash;              /* of d.call_id: chain steps compare it before the Call-ID */
 	struct sa_call *cred_next;     /* same credential */
 	struct sa_call **cred_pprev;   /* what points at this one in that list: removal without a walk */
 	struct sa_calls_cred *cred;

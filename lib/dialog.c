@@ -134,7 +134,7 @@ int sa_dialog_from_2xx(struct sa_dialog *d, const char *contact, size_t contact_
 	if (!dr || ok->partial || !ok->call_id || !ok->from_tag || !ok->to_tag || !contact || ok->ncontacts == 0 ||
 	    strlen(ok->contacts[0].uri.text) >= sizeof(dr->callee_target))
 		goto out;
-	snprintf(dr->callee_target, sizeof(dr->callee_target), "%s", ok->contacts[0].uri.text);
+	sa_str_copy(dr->callee_target, sizeof(dr->callee_target), ok->contacts[0].uri.text);
 	if (contact_uri(contact, contact_len, dr->caller_target, sizeof(dr->caller_target)) < 0 ||
 	    copy_value(sa_msg_header(ok, SA_H_FROM, 0), dr->caller_name, sizeof(dr->caller_name)) < 0 ||
 	    copy_value(sa_msg_header(ok, SA_H_TO, 0), dr->callee_name, sizeof(dr->callee_name)) < 0)

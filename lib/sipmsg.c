@@ -13,6 +13,21 @@
 #include <openssl/crypto.h>
 #include <osipparser2/osip_parser.h>
 
+/* strncasecmp(a, b, n) == 0 in ASCII, inline: the reader compares a short
+ * name on every header line and parameter, and libc's call (through the
+ * locale) costs more than the compare. Stops where both end, as it does. */
+static inline bool ascii_ieq(const char *a, const char *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+		if (x != y && ((x | 0x20) != (y | 0x20) || (unsigned char)((x | 0x20) - 'a') > 'z' - 'a'))
+			return false;
+		if (x == '\0')
+			return true;
+	}
+	return true;
+}
+
 struct hdr_name {
 	const char *name;
 	size_t len;
@@ -102,14 +117,19 @@ static enum sa_hdr_kind hdr_kind(const char *name, size_t len)
 {
 	if (len == 0)
 		return SA_H_OTHER;
-	/* every line goes through here: length and first letter first, and
-	 * a full compare for the one candidate left */
-	int first = tolower((unsigned char)name[0]);
+	/* every line goes through here: length and first letter first (every
+	 * name starts with a letter, so "| 0x20" folds only letters), then the
+	 * name as the table spells it, the usual case, and only then any case */
+	unsigned first = (unsigned char)name[0] | 0x20;
 	for (size_t i = 0; i < sizeof(hdr_names) / sizeof(hdr_names[0]); i++) {
 		const struct hdr_name *h = &hdr_names[i];
-		if (len == 1 && h->compact && first == h->compact)
-			return h->kind;
-		if (len == h->len && first == tolower((unsigned char)h->name[0]) && strncasecmp(name, h->name, len) == 0)
+		if (len == 1) {
+			if (h->compact && first == (unsigned char)h->compact)
+				return h->kind;
+			continue;
+		}
+		if (len == h->len && first == ((unsigned char)h->name[0] | 0x20) &&
+		    (memcmp(name, h->name, len) == 0 || ascii_ieq(name, h->name, len)))
 			return h->kind;
 	}
 	return SA_H_OTHER;
@@ -441,7 +461,7 @@ static int port_value(const char *s, size_t n)
 
 static bool is_sip_scheme(const char *s, size_t n)
 {
-	return (n == 3 && strncasecmp(s, "sip", 3) == 0) || (n == 4 && strncasecmp(s, "sips", 4) == 0);
+	return (n == 3 && ascii_ieq(s, "sip", 3)) || (n == 4 && ascii_ieq(s, "sips", 4));
 }
 
 /* The text of each comma-separated value of every header of a kind, in
@@ -548,7 +568,7 @@ static int validate_view(struct sa_msg *m, const struct draft *d, struct sa_msg_
 		m->method = sa_method_from_name(m->cseq_method);
 		return 0;
 	}
-	if (!d->version || strcasecmp(d->version, "SIP/2.0") != 0)
+	if (!d->version || !ascii_ieq(d->version, "SIP/2.0", sizeof("SIP/2.0")))
 		return fail(err, 505, "unsupported SIP version");
 	if (!m->branch)
 		return fail(err, 400, "missing Via branch");
@@ -560,7 +580,7 @@ static int validate_view(struct sa_msg *m, const struct draft *d, struct sa_msg_
 	m->ruri_scheme = m->ruri.scheme;
 	m->ruri_host = m->ruri.host;
 	m->ruri_user = m->ruri.user;
-	if (strcasecmp(m->ruri_scheme, "sip") != 0 && strcasecmp(m->ruri_scheme, "sips") != 0)
+	if (!ascii_ieq(m->ruri_scheme, "sip", sizeof("sip")) && !ascii_ieq(m->ruri_scheme, "sips", sizeof("sips")))
 		return fail(err, 416, "unsupported URI scheme");
 	if (!m->ruri_host || !m->ruri_host[0])
 		return fail(err, 400, "bad Request-URI");
@@ -585,7 +605,7 @@ static int validate_view(struct sa_msg *m, const struct draft *d, struct sa_msg_
 static int check_start_line(const struct sa_msg *m, struct sa_msg_error *err)
 {
 	const char *l = m->buf, *end = m->buf + m->start_line_len;
-	if (m->start_line_len >= 4 && strncasecmp(l, "SIP/", 4) == 0)
+	if (m->start_line_len >= 4 && ascii_ieq(l, "SIP/", 4))
 		return 0;   /* a response */
 	const char *sp1 = memchr(l, ' ', m->start_line_len);
 	const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(end - sp1 - 1)) : NULL;
@@ -593,8 +613,8 @@ static int check_start_line(const struct sa_msg *m, struct sa_msg_error *err)
 		return 0;
 	const char *ver = sp2 + 1, *uri = sp1 + 1;
 	size_t vlen = (size_t)(end - ver);
-	if (vlen > 4 && strncasecmp(ver, "SIP/", 4) == 0 && !memchr(ver, ' ', vlen) &&
-	    !(vlen == 7 && strncasecmp(ver, "SIP/2.0", 7) == 0))
+	if (vlen > 4 && ascii_ieq(ver, "SIP/", 4) && !memchr(ver, ' ', vlen) &&
+	    !(vlen == 7 && ascii_ieq(ver, "SIP/2.0", 7)))
 		return fail(err, 505, "unsupported SIP version");
 	/* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":" (RFC 3986 §3.1) */
 	const char *p = uri;
@@ -605,7 +625,7 @@ static int check_start_line(const struct sa_msg *m, struct sa_msg_error *err)
 	if (p == sp2 || *p != ':')
 		return 0;
 	size_t slen = (size_t)(p - uri);
-	if ((slen == 3 && strncasecmp(uri, "sip", 3) == 0) || (slen == 4 && strncasecmp(uri, "sips", 4) == 0))
+	if ((slen == 3 && ascii_ieq(uri, "sip", 3)) || (slen == 4 && ascii_ieq(uri, "sips", 4)))
 		return 0;
 	return fail(err, 416, "unsupported URI scheme");
 }
@@ -705,7 +725,7 @@ static bool raw_param(const char *p, const char *end, const char *name, char *ou
 		const char *q = p + 1;
 		while (q < end && (*q == ' ' || *q == '\t'))
 			q++;
-		if ((size_t)(end - q) <= nl || strncasecmp(q, name, nl) != 0)
+		if ((size_t)(end - q) <= nl || !ascii_ieq(q, name, nl))
 			continue;
 		q += nl;
 		while (q < end && (*q == ' ' || *q == '\t'))
@@ -832,11 +852,11 @@ static bool raw_uri_params(struct sa_msg *m, const char *p, const char *e, struc
 				return false;
 			nl = strlen(n);
 		}
-		if (nl == 9 && strncasecmp(n, "transport", 9) == 0 && !u->transport)
+		if (nl == 9 && ascii_ieq(n, "transport", 9) && !u->transport)
 			u->transport = v;
-		else if (nl == 5 && strncasecmp(n, "maddr", 5) == 0 && !u->maddr)
+		else if (nl == 5 && ascii_ieq(n, "maddr", 5) && !u->maddr)
 			u->maddr = v;
-		else if (nl == 2 && strncasecmp(n, "lr", 2) == 0)
+		else if (nl == 2 && ascii_ieq(n, "lr", 2))
 			u->lr = true;
 	}
 	return true;
@@ -896,7 +916,7 @@ static bool raw_uri(struct sa_msg *m, const char *s, const char *e, struct sa_ur
 		static const char *const known[] = { "tel", "urn", "mailto", "http", "https", "im", "pres" };
 		bool ok = false;
 		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-			ok |= strlen(known[i]) == sl && strncasecmp(known[i], s, sl) == 0;
+			ok |= strlen(known[i]) == sl && ascii_ieq(known[i], s, sl);
 		return ok && e - p > 2;
 	}
 	const char *rest = p + 1, *q = memchr(rest, '?', (size_t)(e - rest)), *hend = q ? q : e;
@@ -977,13 +997,13 @@ static bool raw_header_params(struct sa_msg *m, const char *p, const char *e, st
 		const char *val = v ? view_str(m, v, (size_t)(ve - v)) : NULL;
 		if (v && !val)
 			return false;
-		if (nl == 3 && strncasecmp(n, "tag", 3) == 0 && !a->tag)
+		if (nl == 3 && ascii_ieq(n, "tag", 3) && !a->tag)
 			a->tag = val ? val : "";
-		else if (nl == 7 && strncasecmp(n, "expires", 7) == 0 && a->expires == -1)
+		else if (nl == 7 && ascii_ieq(n, "expires", 7) && a->expires == -1)
 			a->expires = expires_value(val);
 		else if (nl == 1 && tolower((unsigned char)*n) == 'q' && !a->q)
 			a->q = val ? val : "";
-		else if (nl == 13 && strncasecmp(n, "+sip.instance", 13) == 0 && !a->instance)
+		else if (nl == 13 && ascii_ieq(n, "+sip.instance", 13) && !a->instance)
 			a->instance = val ? val : "";
 	}
 	return true;
@@ -1120,11 +1140,11 @@ static bool raw_via_value(struct sa_msg *m, const char *v, const char *end, bool
 			return false;
 		if (!top)
 			continue;
-		if (nl == 6 && strncasecmp(n, "branch", 6) == 0 && !branch && val)
+		if (nl == 6 && ascii_ieq(n, "branch", 6) && !branch && val)
 			branch = view_str(m, val, (size_t)(ve - val));
-		else if (nl == 8 && strncasecmp(n, "received", 8) == 0 && !received && val)
+		else if (nl == 8 && ascii_ieq(n, "received", 8) && !received && val)
 			received = view_str(m, val, (size_t)(ve - val));
-		else if (nl == 5 && strncasecmp(n, "rport", 5) == 0)
+		else if (nl == 5 && ascii_ieq(n, "rport", 5))
 			rport = true;
 	}
 	if (!top)
@@ -1196,7 +1216,7 @@ static const char **cred_field(struct sa_cred *c, const char *n, size_t nl, bool
 	};
 #undef F
 	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
-		if (f[i].len == nl && strncasecmp(f[i].name, n, nl) == 0) {
+		if (f[i].len == nl && ascii_ieq(f[i].name, n, nl)) {
 			*quoted = f[i].quoted;
 			return (const char **)(void *)((char *)c + f[i].off);
 		}
@@ -1822,19 +1842,35 @@ const char *sa_msg_view_diff(const struct sa_msg *a, const struct sa_msg *b)
 #undef STR
 #undef NUM
 
-void sa_buf_put(struct sa_buf *b, const void *s, size_t n)
+/* Eight bytes a step (FNV-1a took one: some 60 dependent multiplies per
+ * key), then murmur3's finaliser so that the low bits the mask keeps depend
+ * on every byte. Unkeyed, as FNV was: the branch index holds our own random
+ * branches; server keys and Call-IDs are the sender's. */
+uint64_t sa_str_hash(const char *s)
 {
-	if (b->overflow || n > b->cap - b->len) {
-		b->overflow = true;
-		return;
+	size_t len = strlen(s);
+	uint64_t h = 0x9e3779b97f4a7c15ULL ^ len, w;
+	for (; len >= 8; s += 8, len -= 8) {
+		memcpy(&w, s, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdULL;
+		h ^= h >> 32;
 	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
+	w = 0;
+	memcpy(&w, s, len);
+	h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	return h;
 }
 
-void sa_buf_puts(struct sa_buf *b, const char *s)
+void sa_str_copy(char *dst, size_t size, const char *src)
 {
-	sa_buf_put(b, s, strlen(s));
+	if (size == 0)
+		return;
+	size_t n = strnlen(src, size - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
 }
 
 void sa_buf_putu(struct sa_buf *b, unsigned long v)
@@ -1904,8 +1940,8 @@ static void put_via_params_filtered(struct sa_buf *b, const char *v, size_t n)
 		const char *seg = v + i;
 		size_t slen = j - i;
 		bool drop = i > 0 && (
-			(slen >= 9 && strncasecmp(seg, ";received", 9) == 0 && (slen == 9 || seg[9] == '=')) ||
-			(slen >= 6 && strncasecmp(seg, ";rport", 6) == 0 && (slen == 6 || seg[6] == '=')));
+			(slen >= 9 && ascii_ieq(seg, ";received", 9) && (slen == 9 || seg[9] == '=')) ||
+			(slen >= 6 && ascii_ieq(seg, ";rport", 6) && (slen == 6 || seg[6] == '=')));
 		if (!drop)
 			sa_buf_put(b, seg, slen);
 		i = j;
@@ -2061,7 +2097,7 @@ static const char *peek_header(const char *line, const char *end, const char *na
 {
 	size_t n = strlen(name);
 	const char *p = line;
-	if ((size_t)(end - p) > n && strncasecmp(p, name, n) == 0)
+	if ((size_t)(end - p) > n && ascii_ieq(p, name, n))
 		p += n;
 	else if (end - p > 1 && tolower((unsigned char)*p) == compact)
 		p++;
@@ -2095,7 +2131,7 @@ const char *sa_msg_peek_response_branch(const char *buf, size_t len, size_t *ble
 		if (stop < lend && *stop == '"')
 			return NULL;
 		for (const char *p = v; p + 8 <= stop; p++) {
-			if (*p != ';' || strncasecmp(p + 1, "branch=", 7) != 0)
+			if (*p != ';' || !ascii_ieq(p + 1, "branch=", 7))
 				continue;
 			const char *b = p + 8, *q = b;
 			while (q < stop && *q != ';' && *q != ' ' && *q != '\t' && *q != '\r')

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "sa_limits.h"
 
@@ -189,11 +190,31 @@ struct sa_buf {
 	size_t len, cap;
 	bool overflow;
 };
-void sa_buf_put(struct sa_buf *b, const void *s, size_t n);
-void sa_buf_puts(struct sa_buf *b, const char *s);
+/* Inline: every message written goes through these some 15 times, mostly
+ * with literals, whose length and copy the compiler then resolves. */
+static inline void sa_buf_put(struct sa_buf *b, const void *s, size_t n)
+{
+	if (b->overflow || n > b->cap - b->len) {
+		b->overflow = true;
+		return;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+static inline void sa_buf_puts(struct sa_buf *b, const char *s)
+{
+	sa_buf_put(b, s, strlen(s));
+}
 /* v in decimal: what the hot writers use instead of sa_buf_printf's "%u" */
 void sa_buf_putu(struct sa_buf *b, unsigned long v);
 void sa_buf_printf(struct sa_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The hash of the chained tables (transactions by key and by branch, calls by
+ * Call-ID): its low bits pick the bucket; tests build colliding keys with it. */
+uint64_t sa_str_hash(const char *s);
+/* snprintf(dst, size, "%s", src) without the format machinery (a tenth of
+ * its cost): what fits of src, always terminated when size > 0. */
+void sa_str_copy(char *dst, size_t size, const char *src);
 
 /* Where a request came from, as responses must reflect it (RFC 3581). */
 struct sa_peer {

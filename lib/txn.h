@@ -60,14 +60,16 @@ char *sa_txn_cancelled_key(const struct sa_msg *m, char out[SA_TXN_KEY_MAX]);
 
 /* ---- the transaction index: by server key and by our branch ----
  *
- * Intrusive: the daemon's transaction embeds a node; the index links nodes
- * and never owns them. Both tables double their buckets when they hold twice
- * as many entries, so a lookup stays O(1) at any load (no fixed size that
- * a sustained call rate outgrows). */
+ * Intrusive: the daemon's transaction embeds a node; the index points at
+ * nodes and never owns them. Both tables are open-addressed (each slot a
+ * node's hash and the node) and double when half full, so a lookup stays
+ * O(1) at any load (no fixed size that a sustained call rate outgrows), and
+ * a lookup that finds nothing, as every new request's does, reads no node. */
 struct sa_txn_node {
-	struct sa_txn_node *skey_next, *branch_next;
 	const char *skey;         /* the request's server key (sa_txn_server_key), or ours for local ones */
 	const char *branch;       /* the branch of our request towards the next hop */
+	/* set by the index: removing a node or growing hashes nothing */
+	uint64_t skey_hash, branch_hash;
 };
 
 struct sa_txn_index;

@@ -129,6 +129,46 @@ static void count_cb(const char *cred_id, void *arg)
 	(*(int *)arg)++;
 }
 
+/* Call-IDs in one bucket of a fresh table (1024 buckets): each call found by
+ * its own Call-ID and tags, and a removal leaves the other found. */
+START_TEST(calls_that_share_a_bucket_are_told_apart)
+{
+	char id[3][40];
+	int found = 0;
+	for (unsigned i = 0; found < 3 && i < 1000000; i++) {
+		char k[40];
+		snprintf(k, sizeof(k), "%u-bucket@198.51.100.7", i);
+		if (found && (sa_str_hash(k) & 1023) != (sa_str_hash(id[0]) & 1023))
+			continue;
+		memcpy(id[found++], k, sizeof(k));
+	}
+	ck_assert_int_eq(found, 3);
+	struct sa_calls *t = sa_calls_new();
+	struct sa_call *a = make_call(id[0], "fa", "ta", "cred_a", 100);
+	struct sa_call *b = make_call(id[1], "fb", "tb", "cred_a", 101);
+	ck_assert_int_eq(sa_calls_add(t, a), 0);
+	ck_assert_int_eq(sa_calls_add(t, b), 0);
+	int side = 0;
+	struct sa_msg m = msg(id[0], "fa", "ta");
+	ck_assert_ptr_eq(sa_calls_find(t, &m, &side), a);
+	ck_assert_int_eq(side, 1);
+	m = msg(id[1], "tb", "fb");
+	ck_assert_ptr_eq(sa_calls_find(t, &m, &side), b);
+	ck_assert_int_eq(side, 2);
+	m = msg(id[2], "fa", "ta");   /* same bucket, same tags, another Call-ID */
+	ck_assert_ptr_null(sa_calls_find(t, &m, &side));
+	m = msg(id[1], "fa", "ta");   /* b's Call-ID, a's tags */
+	ck_assert_ptr_null(sa_calls_find(t, &m, &side));
+	sa_calls_remove(t, b);   /* the head of the chain */
+	m = msg(id[0], "fa", "ta");
+	ck_assert_ptr_eq(sa_calls_find(t, &m, &side), a);
+	m = msg(id[1], "fb", "tb");
+	ck_assert_ptr_null(sa_calls_find(t, &m, &side));
+	ck_assert_uint_eq(sa_calls_count(t), 1);
+	sa_calls_free(t);
+}
+END_TEST
+
 START_TEST(the_table_grows_and_lookups_stay_exact)
 {
 	struct sa_calls *t = sa_calls_new();
@@ -315,6 +355,7 @@ int main(void)
 	tcase_add_test(tc, the_header_names_kind_and_version);
 	tcase_add_test(tc, a_damaged_line_is_no_call);
 	tcase_add_test(tc, the_table_grows_and_lookups_stay_exact);
+	tcase_add_test(tc, calls_that_share_a_bucket_are_told_apart);
 	tcase_add_test(tc, dialog_text_is_one_allocation_and_refuses_the_oversized);
 	tcase_add_test(tc, ack_and_bye_to_the_callee);
 	suite_add_tcase(s, tc);

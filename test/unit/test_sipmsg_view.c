@@ -293,6 +293,47 @@ START_TEST(register_with_credentials_view)
 }
 END_TEST
 
+/* Header and parameter names in any letter case (RFC 3261 §7.3.1), read the
+ * same by both paths; a name one letter off is another header. */
+START_TEST(names_are_read_in_any_letter_case)
+{
+	static const char msg[] =
+		"INVITE sip:100@trunk-x.example.com SIP/2.0\r\n"
+		"vIA: SIP/2.0/UDP 127.0.0.1:5070;BRANCH=z9hG4bK-7;RPORT\r\n"
+		"FROM: <sip:pbx@trunk-x.example.com>;TaG=ft\r\n"
+		"to: <sip:100@trunk-x.example.com>\r\n"
+		"CALL-id: c7@127.0.0.1\r\n"
+		"cseq: 3 INVITE\r\n"
+		"Call-IE: not the Call-ID\r\n"
+		"MAX-FORWARDS: 69\r\n"
+		"content-LENGTH: 0\r\n\r\n";
+	for (int path = SA_PATH_RAW; path <= SA_PATH_OSIP; path++) {
+		struct sa_msg m;
+		struct sa_msg_error err = { 0 };
+		int rc = sa_msg_parse_path(&m, msg, sizeof(msg) - 1, false, (enum sa_msg_path)path, &err);
+		ck_assert_msg(rc == 0, "path %d: %d %s", path, err.status, err.reason ? err.reason : "");
+		ck_assert_int_eq(m.path, path);
+		ck_assert_int_eq(m.method, SA_M_INVITE);
+		ck_assert_str_eq(m.ruri.host, "trunk-x.example.com");
+		ck_assert_str_eq(m.branch, "z9hG4bK-7");
+		ck_assert(m.via_rport);
+		ck_assert_str_eq(m.from_tag, "ft");
+		ck_assert_str_eq(m.call_id, "c7@127.0.0.1");
+		ck_assert_uint_eq(m.cseq, 3);
+		ck_assert_int_eq(m.max_forwards, 69);
+		sa_msg_free(&m);
+	}
+	/* sa_str_copy cuts as snprintf("%s") does */
+	char out[4];
+	sa_str_copy(out, sizeof(out), "abcdef");
+	ck_assert_str_eq(out, "abc");
+	sa_str_copy(out, sizeof(out), "ab");
+	ck_assert_str_eq(out, "ab");
+	sa_str_copy(out, 1, "xyz");
+	ck_assert_str_eq(out, "");
+}
+END_TEST
+
 /* Routes and Record-Routes in order, with what routing reads of them. */
 START_TEST(routes_view)
 {
@@ -361,6 +402,7 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, register_with_credentials_view);
 	tcase_add_test(tc, routes_view);
+	tcase_add_test(tc, names_are_read_in_any_letter_case);
 	tcase_add_test(tc, uri_on_its_own);
 	tcase_add_test(tc, a_responses_branch_is_read_without_parsing_or_left_to_the_parser);
 	tcase_add_test(tc, rfc4475_same_view);

@@ -388,6 +388,59 @@ static void drained_cb(struct sa_txn_node *n, void *arg)
 	(*(int *)arg)++;
 }
 
+/* Keys with one home slot in a fresh index (1024 slots), the last one, so
+ * that their run wraps to the first slots: each found by its own key, the
+ * one not indexed found by none, and a removal from the middle, the end or
+ * the start of the run leaves the others found. */
+START_TEST(keys_that_share_a_slot_are_told_apart_and_removed_alone)
+{
+	enum { K = 4, MASK = 1023 };
+	char key[K][40];
+	struct sa_txn_node node[K - 1];
+	struct sa_txn_index *x = sa_txn_index_new();
+	ck_assert_ptr_nonnull(x);
+	int found = 0;
+	for (unsigned i = 0; found < K && i < 1000000; i++) {
+		char k[40];
+		snprintf(k, sizeof(k), "z9hG4bKc%u|h:5060|INVITE", i);
+		if ((sa_str_hash(k) & MASK) == MASK)
+			memcpy(key[found++], k, sizeof(k));
+	}
+	ck_assert_int_eq(found, K);
+	/* skey and branch the same string: both tables hold the three in one run */
+	for (int i = 0; i < K - 1; i++) {
+		node[i] = (struct sa_txn_node){ .skey = key[i], .branch = key[i] };
+		ck_assert_int_eq(sa_txn_index_add(x, &node[i]), 0);
+	}
+	for (int i = 0; i < K - 1; i++) {
+		ck_assert_ptr_eq(sa_txn_index_by_skey(x, key[i]), &node[i]);
+		ck_assert_ptr_eq(sa_txn_index_by_branch(x, key[i]), &node[i]);
+	}
+	ck_assert_ptr_null(sa_txn_index_by_skey(x, key[K - 1]));
+	ck_assert_ptr_null(sa_txn_index_by_branch(x, key[K - 1]));
+	sa_txn_index_remove(x, &node[1]);   /* the middle of the run, in slot 0 */
+	ck_assert_ptr_eq(sa_txn_index_by_skey(x, key[0]), &node[0]);
+	ck_assert_ptr_eq(sa_txn_index_by_branch(x, key[2]), &node[2]);
+	ck_assert_ptr_eq(sa_txn_index_by_skey(x, key[2]), &node[2]);
+	ck_assert_ptr_null(sa_txn_index_by_skey(x, key[1]));
+	ck_assert_ptr_null(sa_txn_index_by_branch(x, key[1]));
+	sa_txn_index_remove(x, &node[0]);   /* the start: node[2] moves back to it */
+	ck_assert_ptr_eq(sa_txn_index_by_skey(x, key[2]), &node[2]);
+	ck_assert_ptr_eq(sa_txn_index_by_branch(x, key[2]), &node[2]);
+	ck_assert_ptr_null(sa_txn_index_by_skey(x, key[0]));
+	ck_assert_ptr_null(sa_txn_index_by_branch(x, key[0]));
+	ck_assert_int_eq(sa_txn_index_add(x, &node[1]), 0);   /* back in, behind node[2] */
+	ck_assert_ptr_eq(sa_txn_index_by_skey(x, key[1]), &node[1]);
+	sa_txn_index_remove(x, &node[1]);   /* the end */
+	ck_assert_ptr_eq(sa_txn_index_by_skey(x, key[2]), &node[2]);
+	sa_txn_index_remove(x, &node[2]);
+	ck_assert_uint_eq(sa_txn_index_count(x), 0);
+	for (int i = 0; i < K; i++)
+		ck_assert_ptr_null(sa_txn_index_by_skey(x, key[i]));
+	sa_txn_index_free(x);
+}
+END_TEST
+
 START_TEST(the_index_grows_and_finds_every_transaction_by_both_keys)
 {
 	enum { N = 20000 };
@@ -723,6 +776,7 @@ int main(void)
 	tcase_add_test(tc, our_answers_to_tag);
 	tcase_add_test(tc, server_transaction_keys);
 	tcase_add_test(tc, the_index_grows_and_finds_every_transaction_by_both_keys);
+	tcase_add_test(tc, keys_that_share_a_slot_are_told_apart_and_removed_alone);
 	tcase_add_test(tc, branches_are_random_and_carry_the_cookie);
 	tcase_add_test(tc, timer_a_doubles_and_timer_b_answers_408);
 	tcase_add_test(tc, timer_e_caps_at_t2_and_timer_f_sends_no_408);
