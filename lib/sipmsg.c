@@ -3,14 +3,18 @@
 #include "siphash.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <osipparser2/osip_parser.h>
 
 /* strncasecmp(a, b, n) == 0 in ASCII, inline: the reader compares a short
@@ -1846,22 +1850,34 @@ const char *sa_msg_view_diff(const struct sa_msg *a, const struct sa_msg *b)
  * key), then murmur3's finaliser so that the low bits the mask keeps depend
  * on every byte. Unkeyed, as FNV was: the branch index holds our own random
  * branches; server keys and Call-IDs are the sender's. */
+/* Keyed (SipHash-2-4 under a key drawn once per process): what it hashes
+ * comes from the network (branches, Call-IDs), and with an unkeyed hash a
+ * sender could choose keys that pile into one run of the open-addressed
+ * tables, making every lookup there a walk (hash flooding). */
+static unsigned char str_hash_key[SA_SIPHASH_KEY_LEN];
+static pthread_once_t str_hash_once = PTHREAD_ONCE_INIT;
+
+static void str_hash_key_draw(void)
+{
+	if (RAND_bytes(str_hash_key, sizeof(str_hash_key)) != 1) {
+		/* no randomness: still a different key per process and start */
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		uint64_t a = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)getpid() << 48;
+		uint64_t b = (uint64_t)(uintptr_t)&ts ^ a * 0x9e3779b97f4a7c15ULL;
+		memcpy(str_hash_key, &a, 8);
+		memcpy(str_hash_key + 8, &b, 8);
+	}
+}
+
 uint64_t sa_str_hash(const char *s)
 {
-	size_t len = strlen(s);
-	uint64_t h = 0x9e3779b97f4a7c15ULL ^ len, w;
-	for (; len >= 8; s += 8, len -= 8) {
-		memcpy(&w, s, 8);
-		h = (h ^ w) * 0xff51afd7ed558ccdULL;
-		h ^= h >> 32;
-	}
-	w = 0;
-	memcpy(&w, s, len);
-	h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	return h;
+	struct sa_siphash h;
+
+	pthread_once(&str_hash_once, str_hash_key_draw);
+	sa_siphash_init(&h, str_hash_key);
+	sa_siphash_update(&h, s, strlen(s));
+	return sa_siphash_final(&h);
 }
 
 void sa_str_copy(char *dst, size_t size, const char *src)

@@ -209,8 +209,10 @@ static inline void sa_buf_puts(struct sa_buf *b, const char *s)
 void sa_buf_putu(struct sa_buf *b, unsigned long v);
 void sa_buf_printf(struct sa_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* The hash of the chained tables (transactions by key and by branch, calls by
- * Call-ID): its low bits pick the bucket; tests build colliding keys with it. */
+/* The hash of the tables keyed by what senders choose (transactions by key
+ * and by branch, calls by Call-ID): keyed per process (SipHash-2-4), so no
+ * sender can pick keys that collide; its low bits pick the slot; tests build
+ * colliding keys with it. */
 uint64_t sa_str_hash(const char *s);
 /* snprintf(dst, size, "%s", src) without the format machinery (a tenth of
  * its cost): what fits of src, always terminated when size > 0. */
