@@ -79,3 +79,46 @@ uint64_t sa_siphash_final(struct sa_siphash *s)
 	sipround(s);
 	return s->v0 ^ s->v1 ^ s->v2 ^ s->v3;
 }
+
+void sa_siphash_key(struct sa_siphash_key *k, const unsigned char key[SA_SIPHASH_KEY_LEN])
+{
+	k->k0 = le64(key);
+	k->k1 = le64(key + 8);
+}
+
+#define SIPROUND                                                               \
+	do {                                                                   \
+		v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);      \
+		v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                         \
+		v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                         \
+		v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);      \
+	} while (0)
+
+uint64_t sa_siphash24(const struct sa_siphash_key *k, const void *data, size_t n)
+{
+	uint64_t v0 = k->k0 ^ 0x736f6d6570736575ULL, v1 = k->k1 ^ 0x646f72616e646f6dULL;
+	uint64_t v2 = k->k0 ^ 0x6c7967656e657261ULL, v3 = k->k1 ^ 0x7465646279746573ULL;
+	const unsigned char *p = data;
+	size_t left = n;
+
+	for (; left >= 8; p += 8, left -= 8) {
+		uint64_t m = le64(p);
+		v3 ^= m;
+		SIPROUND;
+		SIPROUND;
+		v0 ^= m;
+	}
+	uint64_t b = (uint64_t)n << 56;
+	for (size_t i = 0; i < left; i++)
+		b |= (uint64_t)p[i] << (8 * i);
+	v3 ^= b;
+	SIPROUND;
+	SIPROUND;
+	v0 ^= b;
+	v2 ^= 0xff;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}

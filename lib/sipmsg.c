@@ -1854,30 +1854,30 @@ const char *sa_msg_view_diff(const struct sa_msg *a, const struct sa_msg *b)
  * comes from the network (branches, Call-IDs), and with an unkeyed hash a
  * sender could choose keys that pile into one run of the open-addressed
  * tables, making every lookup there a walk (hash flooding). */
-static unsigned char str_hash_key[SA_SIPHASH_KEY_LEN];
+static struct sa_siphash_key str_hash_key;
 static pthread_once_t str_hash_once = PTHREAD_ONCE_INIT;
 
 static void str_hash_key_draw(void)
 {
-	if (RAND_bytes(str_hash_key, sizeof(str_hash_key)) != 1) {
+	unsigned char key[SA_SIPHASH_KEY_LEN];
+
+	if (RAND_bytes(key, sizeof(key)) != 1) {
 		/* no randomness: still a different key per process and start */
 		struct timespec ts;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		uint64_t a = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)getpid() << 48;
 		uint64_t b = (uint64_t)(uintptr_t)&ts ^ a * 0x9e3779b97f4a7c15ULL;
-		memcpy(str_hash_key, &a, 8);
-		memcpy(str_hash_key + 8, &b, 8);
+		memcpy(key, &a, 8);
+		memcpy(key + 8, &b, 8);
 	}
+	sa_siphash_key(&str_hash_key, key);
+	OPENSSL_cleanse(key, sizeof(key));
 }
 
 uint64_t sa_str_hash(const char *s)
 {
-	struct sa_siphash h;
-
 	pthread_once(&str_hash_once, str_hash_key_draw);
-	sa_siphash_init(&h, str_hash_key);
-	sa_siphash_update(&h, s, strlen(s));
-	return sa_siphash_final(&h);
+	return sa_siphash24(&str_hash_key, s, strlen(s));
 }
 
 void sa_str_copy(char *dst, size_t size, const char *src)
