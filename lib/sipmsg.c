@@ -10,8 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -1857,19 +1855,14 @@ const char *sa_msg_view_diff(const struct sa_msg *a, const struct sa_msg *b)
 static struct sa_siphash_key str_hash_key;
 static pthread_once_t str_hash_once = PTHREAD_ONCE_INIT;
 
+/* A failing RAND_bytes leaves the key zero: the daemon cannot get that far
+ * (its nonce secret and branch randomness come from RAND_bytes at start). */
 static void str_hash_key_draw(void)
 {
-	unsigned char key[SA_SIPHASH_KEY_LEN];
+	unsigned char key[SA_SIPHASH_KEY_LEN] = { 0 };
 
-	if (RAND_bytes(key, sizeof(key)) != 1) {
-		/* no randomness: still a different key per process and start */
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		uint64_t a = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)getpid() << 48;
-		uint64_t b = (uint64_t)(uintptr_t)&ts ^ a * 0x9e3779b97f4a7c15ULL;
-		memcpy(key, &a, 8);
-		memcpy(key + 8, &b, 8);
-	}
+	if (RAND_bytes(key, sizeof(key)) != 1)
+		memset(key, 0, sizeof(key));
 	sa_siphash_key(&str_hash_key, key);
 	OPENSSL_cleanse(key, sizeof(key));
 }
