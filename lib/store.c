@@ -3478,7 +3478,9 @@ static int binding_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, 
 	b.cred_id[sizeof b.cred_id - 1] = '\0';
 	if (strcmp(b.cred_id, w->cred) != 0) {
 		memcpy(w->cred, b.cred_id, sizeof w->cred);
-		w->live = cred_live(st, w->mtxn, b.cred_id);
+		/* without main's transaction (sa_store_binding_list_for) only the
+		 * caller's credential is listed: a record naming another is skipped */
+		w->live = w->mtxn != NULL && cred_live(st, w->mtxn, b.cred_id);
 	}
 	if (!w->live)
 		return SA_STORE_OK;
