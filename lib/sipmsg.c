@@ -94,9 +94,9 @@ static long long parse_decimal(const char *v, const char *end, unsigned long lon
 {
 	unsigned long long n = 0;
 	const char *p = v;
-	if (p == end || !isdigit((unsigned char)*p))
+	if (p == end || (unsigned)(*p - '0') > 9)
 		return -1;
-	for (; p < end && isdigit((unsigned char)*p); p++) {
+	for (; p < end && (unsigned)(*p - '0') <= 9; p++) {
 		n = n * 10 + (unsigned long long)(*p - '0');
 		if (n > max)
 			return -1;
@@ -115,40 +115,66 @@ enum sa_method sa_method_from_name(const char *name)
 	return SA_M_OTHER;
 }
 
+/* hdr_names by the folded first letter of the name (index + 1, 0 ends a
+ * bucket), and by compact form: every line goes through hdr_kind, and a
+ * name is then compared with the one to five names sharing its letter
+ * instead of all of them. Built once, before the first lookup. */
+enum { HDR_BUCKET = 6 };
+static uint8_t hdr_bucket[26][HDR_BUCKET];
+static uint8_t hdr_compact[26];
+static pthread_once_t hdr_index_once = PTHREAD_ONCE_INIT;
+
+static void hdr_index_build(void)
+{
+	for (size_t i = 0; i < sizeof(hdr_names) / sizeof(hdr_names[0]); i++) {
+		const struct hdr_name *h = &hdr_names[i];
+		uint8_t *b = hdr_bucket[((unsigned char)h->name[0] | 0x20) - 'a'];
+		unsigned n = 0;
+		while (b[n])
+			n++;
+		if (n + 1 >= HDR_BUCKET)
+			abort();   /* a sixth name under one letter: HDR_BUCKET grows with the table */
+		b[n] = (uint8_t)(i + 1);
+		if (h->compact)
+			hdr_compact[h->compact - 'a'] = (uint8_t)(i + 1);
+	}
+}
+
 static enum sa_hdr_kind hdr_kind(const char *name, size_t len)
 {
 	if (len == 0)
 		return SA_H_OTHER;
-	/* every line goes through here: length and first letter first (every
-	 * name starts with a letter, so "| 0x20" folds only letters), then the
-	 * name as the table spells it, the usual case, and only then any case */
-	unsigned first = (unsigned char)name[0] | 0x20;
-	for (size_t i = 0; i < sizeof(hdr_names) / sizeof(hdr_names[0]); i++) {
-		const struct hdr_name *h = &hdr_names[i];
-		if (len == 1) {
-			if (h->compact && first == (unsigned char)h->compact)
-				return h->kind;
-			continue;
-		}
-		if (len == h->len && first == ((unsigned char)h->name[0] | 0x20) &&
-		    (memcmp(name, h->name, len) == 0 || ascii_ieq(name, h->name, len)))
+	/* every name we know starts with a letter, so "| 0x20" folds only letters */
+	unsigned first = ((unsigned char)name[0] | 0x20) - 'a';
+	if (first > 'z' - 'a')
+		return SA_H_OTHER;
+	pthread_once(&hdr_index_once, hdr_index_build);
+	if (len == 1)
+		return hdr_compact[first] ? hdr_names[hdr_compact[first] - 1].kind : SA_H_OTHER;
+	for (const uint8_t *b = hdr_bucket[first]; *b; b++) {
+		const struct hdr_name *h = &hdr_names[*b - 1];
+		if (len == h->len && ascii_ieq(name, h->name, len))
 			return h->kind;
 	}
 	return SA_H_OTHER;
 }
 
 /* End of the logical line starting at p (folded continuation lines
- * included): returns the offset of its '\n', or -1 when none. */
-static long line_end(const char *buf, size_t len, size_t p)
+ * included): returns the offset of its '\n', or -1 when none. *folded
+ * tells whether it went on past a line break. */
+static long line_end(const char *buf, size_t len, size_t p, bool *folded)
 {
+	*folded = false;
 	for (const char *nl = memchr(buf + p, '\n', len - p); nl;
 	     nl = memchr(nl + 1, '\n', (size_t)(buf + len - nl - 1))) {
 		size_t i = (size_t)(nl - buf);
 		/* the blank line ending the headers is never folded: the body may
 		 * start with a space */
 		bool blank = i == p || (i == p + 1 && buf[p] == '\r');
-		if (!blank && i + 1 < len && (buf[i + 1] == ' ' || buf[i + 1] == '\t'))
+		if (!blank && i + 1 < len && (buf[i + 1] == ' ' || buf[i + 1] == '\t')) {
+			*folded = true;
 			continue;
+		}
 		return (long)i;
 	}
 	return -1;
@@ -159,14 +185,14 @@ static int scan_lines(struct sa_msg *m, struct sa_msg_error *err)
 {
 	const char *b = m->buf;
 	size_t len = m->len, p;
-	long e = line_end(b, len, 0);
-	bool bare_cr = false;
+	bool folded, bare_cr = false;
+	long e = line_end(b, len, 0, &folded);
 
 	if (e < 0)
 		goto bad;
 	m->start_line_len = (size_t)e - (e > 0 && b[e - 1] == '\r');
 	for (p = (size_t)e + 1; p < len;) {
-		e = line_end(b, len, p);
+		e = line_end(b, len, p, &folded);
 		if (e < 0)
 			goto bad;
 		size_t l = (size_t)e - p - (e > (long)p && b[e - 1] == '\r');
@@ -197,6 +223,9 @@ static int scan_lines(struct sa_msg *m, struct sa_msg_error *err)
 			nlen--;
 		struct sa_hdr *h = &m->hdr[m->nhdr++];
 		h->kind = hdr_kind(b + p, nlen);
+		h->folded = folded;
+		if (!m->hdr_first[h->kind])
+			m->hdr_first[h->kind] = (uint8_t)m->nhdr;
 		h->line = b + p;
 		h->len = l;
 		h->value = colon + 1;
@@ -246,9 +275,10 @@ long sa_sip_frame(const char *buf, size_t len, size_t *skip)
 	/* the same lines and folding as scan_lines sees, so that the frame and
 	 * the parse never disagree on where the body is */
 	long long clen = -1;
-	for (long e = line_end(buf, (size_t)hend, 0); e >= 0;) {
+	bool folded;
+	for (long e = line_end(buf, (size_t)hend, 0, &folded); e >= 0;) {
 		size_t p = (size_t)e + 1;
-		if ((e = line_end(buf, (size_t)hend, p)) < 0)
+		if ((e = line_end(buf, (size_t)hend, p, &folded)) < 0)
 			break;
 		size_t l = (size_t)e - p - (e > (long)p && buf[e - 1] == '\r');
 		const char *colon = l ? memchr(buf + p, ':', l) : NULL;
@@ -274,7 +304,9 @@ long sa_sip_frame(const char *buf, size_t len, size_t *skip)
 
 const struct sa_hdr *sa_msg_header(const struct sa_msg *m, enum sa_hdr_kind kind, unsigned n)
 {
-	for (unsigned i = 0; i < m->nhdr; i++)
+	if ((unsigned)kind >= SA_H_KINDS || !m->hdr_first[kind])
+		return NULL;
+	for (unsigned i = m->hdr_first[kind] - 1u; i < m->nhdr; i++)
 		if (m->hdr[i].kind == kind && n-- == 0)
 			return &m->hdr[i];
 	return NULL;
@@ -371,6 +403,7 @@ enum {
 	CC_LWS = 1 << 6,      /* SP, HTAB, CR, LF */
 	CC_PVAL = 1 << 7,     /* a parameter value as we read it: token, ":" "[" "]" (an IPv6 received=) */
 	CC_VPLAIN = 1 << 8,   /* opens neither a quoted string nor an angle bracket */
+	CC_UPLAIN = 1 << 9,   /* inside a URI and none of ":;?@", the bytes that split one */
 };
 
 /* The classes as constant expressions of one byte c; the table below is
@@ -385,11 +418,12 @@ enum {
 #define CC_IS_LWS(c) ((c) == ' ' || (c) == '\t' || (c) == '\r' || (c) == '\n')
 #define CC_IS_PVAL(c) (CC_IS_TOKEN(c) || (c) == ':' || (c) == '[' || (c) == ']')
 #define CC_IS_VPLAIN(c) ((c) != '"' && (c) != '<')
+#define CC_IS_UPLAIN(c) (CC_IS_URI(c) && (c) != ':' && (c) != ';' && (c) != '?' && (c) != '@')
 #define CC(c) (uint16_t)((CC_IS_DIGIT(c) ? CC_DIGIT : 0) | (CC_IS_ALNUM(c) ? CC_ALNUM : 0) | \
                               (CC_IS_TOKEN(c) ? CC_TOKEN : 0) | (CC_IS_HOST(c) ? CC_HOST : 0) | \
                               (CC_IS_SCHEME(c) ? CC_SCHEME : 0) | (CC_IS_URI(c) ? CC_URI : 0) | \
                               (CC_IS_LWS(c) ? CC_LWS : 0) | (CC_IS_PVAL(c) ? CC_PVAL : 0) | \
-                              (CC_IS_VPLAIN(c) ? CC_VPLAIN : 0))
+                              (CC_IS_VPLAIN(c) ? CC_VPLAIN : 0) | (CC_IS_UPLAIN(c) ? CC_UPLAIN : 0))
 #define CC4(c) CC(c), CC((c) + 1), CC((c) + 2), CC((c) + 3)
 #define CC16(c) CC4(c), CC4((c) + 4), CC4((c) + 8), CC4((c) + 12)
 #define CC64(c) CC16(c), CC16((c) + 16), CC16((c) + 32), CC16((c) + 48)
@@ -403,6 +437,17 @@ static inline bool cc_is(char c, unsigned cls)
 /* The first byte from p on (before e) outside the class, or e. */
 static inline const char *cc_span(const char *p, const char *e, unsigned cls)
 {
+	/* four bytes a turn: one bounds check for four lookups */
+	for (; e - p >= 4; p += 4) {
+		if (!cc_is(p[0], cls))
+			return p;
+		if (!cc_is(p[1], cls))
+			return p + 1;
+		if (!cc_is(p[2], cls))
+			return p + 2;
+		if (!cc_is(p[3], cls))
+			return p + 3;
+	}
 	while (p < e && cc_is(*p, cls))
 		p++;
 	return p;
@@ -455,7 +500,7 @@ static int port_value(const char *s, size_t n)
 	if (n == 0 || n > 5)
 		return -1;
 	for (size_t i = 0; i < n; i++)
-		if (!isdigit((unsigned char)s[i]))
+		if ((unsigned)(s[i] - '0') > 9)
 			return -1;
 	long long v = parse_decimal(s, s + n, 65535);
 	return v > 0 ? (int)v : -1;
@@ -473,7 +518,7 @@ static unsigned split_values(const struct sa_msg *m, enum sa_hdr_kind kind, cons
                              unsigned max)
 {
 	unsigned n = 0;
-	for (unsigned i = 0; i < m->nhdr; i++) {
+	for (unsigned i = m->hdr_first[kind] ? m->hdr_first[kind] - 1u : m->nhdr; i < m->nhdr; i++) {
 		const struct sa_hdr *h = &m->hdr[i];
 		if (h->kind != kind)
 			continue;
@@ -813,6 +858,8 @@ static int hex_digit(char c)
  * escaped NUL, which a C string cannot hold, and for a '%' that is no escape. */
 static const char *unescaped(struct sa_msg *m, const char *s, size_t n)
 {
+	if (!memchr(s, '%', n))
+		return view_str(m, s, n);   /* the usual value: nothing to resolve */
 	char *p = arena_alloc(m, n + 1), *o = p;
 	if (!p)
 		return NULL;
@@ -903,15 +950,12 @@ static bool raw_uri(struct sa_msg *m, const char *s, const char *e, struct sa_ur
 	memset(u, 0, sizeof(*u));
 	/* libosip2 refuses a URI of five characters or fewer in From, To and
 	 * the like ("sip:p", "tel:1"): it judges those */
-	if (e - s < 6 || !uri_chars_ok(s, e) || !isalpha((unsigned char)*s))
+	if (e - s < 6 || !isalpha((unsigned char)*s))
 		return false;
-	const char *p = s;
-	p = cc_span(p, e, CC_SCHEME);
+	const char *p = cc_span(s, e, CC_SCHEME);
 	if (p == e || *p != ':' || p + 1 == e)
 		return false;
 	size_t sl = (size_t)(p - s);
-	if (!(u->scheme = view_str(m, s, sl)) || !(u->text = view_str(m, s, (size_t)(e - s))))
-		return false;
 	if (!is_sip_scheme(s, sl)) {
 		/* libosip2 has rules of its own for other schemes ("sipx:" read as
 		 * SIP, "tel:1", "p:x" and "ip7:x" refused): the common ones only */
@@ -919,36 +963,55 @@ static bool raw_uri(struct sa_msg *m, const char *s, const char *e, struct sa_ur
 		bool ok = false;
 		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 			ok |= strlen(known[i]) == sl && ascii_ieq(known[i], s, sl);
-		return ok && e - p > 2;
+		return ok && e - p > 2 && uri_chars_ok(p, e) && (u->scheme = view_str(m, s, sl)) &&
+		       (u->text = view_str(m, s, (size_t)(e - s)));
 	}
-	const char *rest = p + 1, *q = memchr(rest, '?', (size_t)(e - rest)), *hend = q ? q : e;
-	if (q)
-		return false;   /* URI headers are rare, and libosip2's reading of them is its own */
-	const char *at = memchr(rest, '@', (size_t)(e - rest));
-	if (at && at > hend)
+	/* One pass over the rest finds what splits it: the first '@' (the end
+	 * of userinfo), the first ':' before it (user:password), the first ';'
+	 * after it (the end of hostport), and checks every byte is a URI's.
+	 * URI headers ("?") are rare, and libosip2's reading of them is its own. */
+	const char *rest = p + 1, *at = NULL, *colon = NULL, *semi_any = NULL, *semi_host = NULL;
+	for (const char *x = rest;; x++) {
+		if ((x = cc_span(x, e, CC_UPLAIN)) == e)
+			break;
+		switch (*x) {
+		case '@':
+			at = at ? at : x;
+			break;
+		case ':':
+			colon = colon ? colon : x;
+			break;
+		case ';':
+			semi_any = semi_any ? semi_any : x;
+			if (at && !semi_host)
+				semi_host = x;
+			break;
+		default:   /* '?', or no URI character */
+			return false;
+		}
+	}
+	if (!(u->scheme = view_str(m, s, sl)) || !(u->text = view_str(m, s, (size_t)(e - s))))
 		return false;
 	const char *hp = rest;
 	if (at) {
-		const char *colon = memchr(rest, ':', (size_t)(at - rest)), *ue = colon ? colon : at;
+		colon = colon && colon < at ? colon : NULL;
+		const char *ue = colon ? colon : at;
 		if (colon && (colon + 1 == at || colon == rest))
 			return false;   /* an empty password or user beside the other: libosip2 judges */
 		if (ue > rest && !(u->user = unescaped(m, rest, (size_t)(ue - rest))))
 			return false;
 		if (colon && !(u->password = unescaped(m, colon + 1, (size_t)(at - colon - 1))))
 			return false;
-		if (!colon && ue == rest)
-			u->user = NULL;
 		hp = at + 1;
 	}
-	const char *semi = memchr(hp, ';', (size_t)(hend - hp)), *hpe = semi ? semi : hend;
+	const char *semi = at ? semi_host : semi_any, *hpe = semi ? semi : e;
 	const char *port_text;
 	size_t port_len;
 	if (!raw_hostport(m, hp, hpe, &u->host, &port_text, &port_len))
 		return false;
 	if (port_text && (u->port = port_value(port_text, port_len)) < 0)
 		return false;
-	u->headers = q != NULL;
-	return raw_uri_params(m, hpe, hend, u);
+	return raw_uri_params(m, hpe, e, u);
 }
 
 /* A quoted string from p: the offset just past its closing quote, or NULL. */
@@ -1098,7 +1161,8 @@ static const char *expect_word(const char *p, const char *e, const char *word)
 static bool raw_via_value(struct sa_msg *m, const char *v, const char *end, bool top, struct draft *d)
 {
 	/* sent-protocol: "SIP" / "2.0" / transport, LWS allowed around the slashes */
-	const char *t = expect_word(expect_word(expect_word(expect_word(v, end, "SIP"), end, "/"), end, "2.0"), end, "/");
+	const char *t = end - v > 8 && memcmp(v, "SIP/2.0/", 8) == 0 ? v + 8 :
+	                expect_word(expect_word(expect_word(expect_word(v, end, "SIP"), end, "/"), end, "2.0"), end, "/");
 	if (!t)
 		return false;
 	t = skip_lws(t, end);
@@ -1163,7 +1227,7 @@ static bool raw_via_value(struct sa_msg *m, const char *v, const char *end, bool
 static bool raw_vias(struct sa_msg *m, struct draft *d)
 {
 	m->nvias = 0;
-	for (unsigned i = 0; i < m->nhdr; i++) {
+	for (unsigned i = m->hdr_first[SA_H_VIA] ? m->hdr_first[SA_H_VIA] - 1u : m->nhdr; i < m->nhdr; i++) {
 		const struct sa_hdr *h = &m->hdr[i];
 		const char *v = h->value, *end = h->value + h->vlen;
 		while (h->kind == SA_H_VIA && v < end) {
@@ -1338,6 +1402,8 @@ static bool raw_start_line(struct sa_msg *m, struct draft *d)
  * those ("From: x CRLF SP CRLF SP ;tag=1"), so it judges them all. */
 static bool blank_fold(const struct sa_hdr *h)
 {
+	if (!h->folded)
+		return false;
 	const char *p = h->line, *end = h->line + h->len;
 	while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
 		const char *q = ++p;

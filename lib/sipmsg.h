@@ -17,11 +17,13 @@ enum sa_hdr_kind {
 	SA_H_PROXY_AUTHORIZATION, SA_H_PROXY_REQUIRE, SA_H_CONTENT_LENGTH,
 	SA_H_EXPIRES, SA_H_USER_AGENT, SA_H_WWW_AUTHENTICATE, SA_H_PROXY_AUTHENTICATE,
 	SA_H_REQUIRE, SA_H_CONTENT_TYPE,
+	SA_H_KINDS   /* how many kinds there are */
 };
 
 /* One logical header line (folding included) as it sits in the buffer. */
 struct sa_hdr {
 	enum sa_hdr_kind kind;
+	bool folded;           /* the line goes on after a line break (LWS) */
 	const char *line;      /* start of the line (the name) */
 	size_t len;            /* up to, not including, CRLF */
 	const char *value;     /* after "name:" and whitespace */
@@ -125,6 +127,7 @@ struct sa_msg {
 	size_t mem_used, mem_cap;
 	size_t start_line_len;      /* the first line, without CRLF */
 	unsigned nhdr;
+	uint8_t hdr_first[SA_H_KINDS];   /* index + 1 of each kind's first line, 0 when none */
 	struct sa_hdr hdr[SA_SIP_MAX_HEADERS];   /* entries past nhdr are not cleared */
 	_Alignas(8) char inline_mem[2048];       /* nor is this */
 };
