@@ -20,7 +20,12 @@
  * locale) costs more than the compare. Stops where both end, as it does. */
 static inline bool ascii_ieq(const char *a, const char *b, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
+	size_t i = 0;
+	while (i < n && a[i] == b[i] && a[i])   /* as the table spells it, the usual case */
+		i++;
+	if (i < n && a[i] == b[i])
+		return true;   /* both end here */
+	for (; i < n; i++) {
 		unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
 		if (x != y && ((x | 0x20) != (y | 0x20) || (unsigned char)((x | 0x20) - 'a') > 'z' - 'a'))
 			return false;
@@ -451,6 +456,11 @@ static inline const char *cc_span(const char *p, const char *e, unsigned cls)
 	while (p < e && cc_is(*p, cls))
 		p++;
 	return p;
+}
+
+static inline bool is_alpha(char c)
+{
+	return (unsigned)((c | 0x20) - 'a') <= 'z' - 'a';
 }
 
 static inline bool is_lws(char c)
@@ -950,7 +960,7 @@ static bool raw_uri(struct sa_msg *m, const char *s, const char *e, struct sa_ur
 	memset(u, 0, sizeof(*u));
 	/* libosip2 refuses a URI of five characters or fewer in From, To and
 	 * the like ("sip:p", "tel:1"): it judges those */
-	if (e - s < 6 || !isalpha((unsigned char)*s))
+	if (e - s < 6 || !is_alpha(*s))
 		return false;
 	const char *p = cc_span(s, e, CC_SCHEME);
 	if (p == e || *p != ':' || p + 1 == e)
@@ -990,7 +1000,9 @@ static bool raw_uri(struct sa_msg *m, const char *s, const char *e, struct sa_ur
 			return false;
 		}
 	}
-	if (!(u->scheme = view_str(m, s, sl)) || !(u->text = view_str(m, s, (size_t)(e - s))))
+	/* the scheme as written: the usual spelling needs no copy */
+	u->scheme = sl == 3 && memcmp(s, "sip", 3) == 0 ? "sip" : view_str(m, s, sl);
+	if (!u->scheme || !(u->text = view_str(m, s, (size_t)(e - s))))
 		return false;
 	const char *hp = rest;
 	if (at) {
@@ -1167,7 +1179,7 @@ static bool raw_via_value(struct sa_msg *m, const char *v, const char *end, bool
 		return false;
 	t = skip_lws(t, end);
 	const char *p = t;
-	while (p < end && isalpha((unsigned char)*p))
+	while (p < end && is_alpha(*p))
 		p++;
 	if (p == t || p == end || !is_lws(*p) || *p == '\t')
 		return false;   /* libosip2 refuses a tab straight after the transport: it judges */
