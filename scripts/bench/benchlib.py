@@ -205,16 +205,17 @@ def report(path):
         verdict = "meets" if r <= 0.5 else "misses"
         print(f"ratio sipauthd/kamailio per {unit}: {r:.2f} ({s_[0]:.1f} / {k_[0]:.1f} us CPU, medians);"
               f" target <= 0.50: {verdict}")
-    f_, s_, k_ = (med.get(("register", x)) for x in ("floor", "sipauthd", "kamailio"))
-    if f_ and f_[0] is not None and f_[1] == "ok":
+    for phase, unit in (("register", "REGISTER exchange"), ("call", "call")):
+        f_, s_, k_ = (med.get((phase, x)) for x in ("floor", "sipauthd", "kamailio"))
+        if not f_ or f_[0] is None or f_[1] != "ok":
+            continue
         f = f_[0]
-        line = (f"floor per REGISTER exchange (scripts/bench/floor.c: no SIP logic, one recvmmsg and one sendto"
-                f" per message): {f:.1f} us")
+        line = (f"floor per {unit} (scripts/bench/floor.c: the same datagrams sent with no SIP logic): {f:.1f} us")
         if s_ and k_ and s_[0] is not None and k_[0] is not None:
             s, k = s_[0], k_[0]
             line += (f"; above it: sipauthd {s - f:.1f} us, kamailio {k - f:.1f} us"
                      + (f" ({(s - f) / (k - f):.2f}x)" if k > f else "")
-                     + f"; 0.50x of Kamailio's ({k / 2:.1f} us) is {'below' if k / 2 < f else 'above'} the floor")
+                     + f"; 0.50x of Kamailio's ({k / 2:.1f} us) leaves {k / 2 - f:.1f} us above the floor")
         print(line)
     if failed:
         print("WARNING: sipp reported failed or missing calls in: " + ", ".join(sorted(failed)) +
