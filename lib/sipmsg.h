@@ -96,8 +96,7 @@ struct sa_msg {
 	const char *ruri_scheme;    /* shorthands of ruri */
 	const char *ruri_host;
 	const char *ruri_user;
-	const char *call_id;        /* the whole Call-ID, word@host */
-	char call_id_buf[SA_SIP_MAX_CALL_ID + 1];
+	const char *call_id;        /* the whole Call-ID, word@host (in call_id_buf) */
 	unsigned long cseq;
 	const char *cseq_method;
 	struct sa_addr from, to;
@@ -129,6 +128,7 @@ struct sa_msg {
 	unsigned nhdr;
 	uint8_t hdr_first[SA_H_KINDS];   /* index + 1 of each kind's first line, 0 when none */
 	struct sa_hdr hdr[SA_SIP_MAX_HEADERS];   /* entries past nhdr are not cleared */
+	char call_id_buf[SA_SIP_MAX_CALL_ID + 1];   /* nor is this: call_id says when it holds one */
 	_Alignas(8) char inline_mem[2048];       /* nor is this */
 };
 
