@@ -9,6 +9,7 @@
  * daemon takes libosip2's verdict: those are counted and printed. */
 #define _GNU_SOURCE   /* memmem */
 #include <check.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -334,6 +335,105 @@ START_TEST(names_are_read_in_any_letter_case)
 }
 END_TEST
 
+/* The header index: every name the reader knows, in its three spellings and
+ * its compact form, gets its kind; names one letter off, of another length
+ * or starting with no letter get none; each kind's lines are found in order
+ * wherever they sit; a folded line says so. */
+START_TEST(header_index_by_kind)
+{
+	static const struct {
+		const char *name;
+		char compact;
+		enum sa_hdr_kind kind;
+	} names[] = {
+		{ "Via", 'v', SA_H_VIA }, { "From", 'f', SA_H_FROM }, { "To", 't', SA_H_TO },
+		{ "Call-ID", 'i', SA_H_CALL_ID }, { "CSeq", 0, SA_H_CSEQ }, { "Max-Forwards", 0, SA_H_MAX_FORWARDS },
+		{ "Contact", 'm', SA_H_CONTACT }, { "Route", 0, SA_H_ROUTE }, { "Record-Route", 0, SA_H_RECORD_ROUTE },
+		{ "Authorization", 0, SA_H_AUTHORIZATION }, { "Proxy-Authorization", 0, SA_H_PROXY_AUTHORIZATION },
+		{ "Proxy-Require", 0, SA_H_PROXY_REQUIRE }, { "Require", 0, SA_H_REQUIRE },
+		{ "Content-Length", 'l', SA_H_CONTENT_LENGTH }, { "Content-Type", 'c', SA_H_CONTENT_TYPE },
+		{ "Expires", 0, SA_H_EXPIRES }, { "User-Agent", 0, SA_H_USER_AGENT },
+		{ "WWW-Authenticate", 0, SA_H_WWW_AUTHENTICATE }, { "Proxy-Authenticate", 0, SA_H_PROXY_AUTHENTICATE },
+	};
+	ck_assert_int_eq(sizeof(names) / sizeof(names[0]), SA_H_KINDS - 1);
+	char msg[512], name[32];
+	struct sa_msg m;
+	struct sa_msg_error err = { 0 };
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		size_t nl = strlen(names[i].name);
+		for (int spelling = 0; spelling < 6; spelling++) {
+			enum sa_hdr_kind want = names[i].kind;
+			memcpy(name, names[i].name, nl + 1);
+			for (size_t j = 0; j < nl; j++)
+				if (spelling == 1)
+					name[j] = (char)tolower((unsigned char)name[j]);
+				else if (spelling == 2)
+					name[j] = (char)toupper((unsigned char)name[j]);
+			if (spelling == 3) {   /* one letter off: another header */
+				name[nl - 1] = name[nl - 1] == 'x' ? 'y' : 'x';
+				want = SA_H_OTHER;
+			} else if (spelling == 4) {   /* one letter more */
+				memcpy(name + nl, "s", 2);
+				want = SA_H_OTHER;
+			} else if (spelling == 5) {   /* the compact form, capital */
+				if (!names[i].compact)
+					continue;
+				name[0] = (char)toupper((unsigned char)names[i].compact);
+				name[1] = '\0';
+			}
+			snprintf(msg, sizeof(msg), "OPTIONS sip:x SIP/2.0\r\n%s: v\r\nX-1: a\r\n\r\n", name);
+			ck_assert_int_eq(sa_msg_scan(&m, msg, strlen(msg), &err), 0);
+			ck_assert_uint_eq(m.nhdr, 2);
+			ck_assert_msg(m.hdr[0].kind == want, "%s: kind %d, not %d", name, m.hdr[0].kind, want);
+			ck_assert_int_eq(m.hdr[1].kind, SA_H_OTHER);
+			if (want != SA_H_OTHER)
+				ck_assert_ptr_eq(sa_msg_header(&m, want, 0), &m.hdr[0]);
+		}
+	}
+	static const char *const others[] = { "-Via", "1To", "@", "[", "Viaa", "Z", "Q" };
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+		snprintf(msg, sizeof(msg), "OPTIONS sip:x SIP/2.0\r\n%s: v\r\n\r\n", others[i]);
+		ck_assert_int_eq(sa_msg_scan(&m, msg, strlen(msg), &err), 0);
+		ck_assert_msg(m.hdr[0].kind == SA_H_OTHER, "%s: kind %d", others[i], m.hdr[0].kind);
+	}
+	static const char many[] =
+		"SIP/2.0 200 OK\r\n"
+		"X-A: 1\r\n"
+		"Via: SIP/2.0/UDP a;branch=z9hG4bK-1\r\n"
+		"Record-Route: <sip:a;lr>\r\n"
+		"v: SIP/2.0/UDP b;branch=z9hG4bK-2\r\n"
+		"Contact: <sip:c@d>\r\n"
+		" ;expires=5\r\n"
+		"VIA: SIP/2.0/UDP c;branch=z9hG4bK-3\r\n"
+		"From: <sip:a@example.com>;tag=1\r\n"
+		"To: <sip:b@example.com>;tag=2\r\n"
+		"Call-ID: c3\r\n"
+		"CSeq: 1 INVITE\r\n"
+		"Content-Length: 0\r\n\r\n";
+	ck_assert_int_eq(sa_msg_scan(&m, many, sizeof(many) - 1, &err), 0);
+	ck_assert_uint_eq(m.nhdr, 11);
+	ck_assert_ptr_eq(sa_msg_header(&m, SA_H_VIA, 0), &m.hdr[1]);
+	ck_assert_ptr_eq(sa_msg_header(&m, SA_H_VIA, 1), &m.hdr[3]);
+	ck_assert_ptr_eq(sa_msg_header(&m, SA_H_VIA, 2), &m.hdr[5]);
+	ck_assert_ptr_null(sa_msg_header(&m, SA_H_VIA, 3));
+	ck_assert_ptr_eq(sa_msg_header(&m, SA_H_RECORD_ROUTE, 0), &m.hdr[2]);
+	ck_assert_ptr_null(sa_msg_header(&m, SA_H_RECORD_ROUTE, 1));
+	ck_assert_ptr_null(sa_msg_header(&m, SA_H_ROUTE, 0));
+	ck_assert_ptr_null(sa_msg_header(&m, SA_H_KINDS, 0));
+	ck_assert_ptr_eq(sa_msg_header(&m, SA_H_OTHER, 0), &m.hdr[0]);
+	for (unsigned i = 0; i < m.nhdr; i++)
+		ck_assert_msg(m.hdr[i].folded == (i == 4), "line %u folded %d", i, m.hdr[i].folded);
+	ck_assert_int_eq(m.hdr[4].kind, SA_H_CONTACT);
+	ck_assert_uint_eq(m.hdr[4].vlen, strlen("<sip:c@d>\r\n ;expires=5"));
+	/* the full view reads all three Vias, and the folded Contact's parameter */
+	ck_assert_int_eq(sa_msg_parse(&m, many, sizeof(many) - 1, false, &err), 0);
+	ck_assert_uint_eq(m.nvias, 3);
+	ck_assert_uint_eq(m.ncontacts, 1);
+	ck_assert_int_eq(m.contacts[0].expires, 5);
+	sa_msg_free(&m);
+}
+END_TEST
+
 /* Routes and Record-Routes in order, with what routing reads of them. */
 START_TEST(routes_view)
 {
@@ -403,6 +503,7 @@ int main(void)
 	tcase_add_test(tc, register_with_credentials_view);
 	tcase_add_test(tc, routes_view);
 	tcase_add_test(tc, names_are_read_in_any_letter_case);
+	tcase_add_test(tc, header_index_by_kind);
 	tcase_add_test(tc, uri_on_its_own);
 	tcase_add_test(tc, a_responses_branch_is_read_without_parsing_or_left_to_the_parser);
 	tcase_add_test(tc, rfc4475_same_view);
