@@ -375,9 +375,10 @@ static int open_store(struct sa_server *srv)
 	orphans_start(srv);
 	/* A fresh nonce key each start: the nonce-count replay table lives in
 	 * memory, so a nonce from before the start must not verify after it. A
-	 * nonce of the previous run names a key id we no longer hold and is
-	 * answered stale=true, or (1 in 255, same id) fails its MAC; its
-	 * instance (lib/nonce.h) is another one anyway. In a fleet this key
+	 * nonce of the previous run names a key id we no longer hold, or (1 in
+	 * 255) the id drawn again with another secret; with its instance
+	 * (lib/nonce.h) another one, it is answered stale=true either way, with
+	 * no verdict on the password. In a fleet this key
 	 * serves until the first heartbeat brings the database's keys, which
 	 * outlive a restart: there the instance keeps old nonces out. */
 	unsigned char key_id = 0;

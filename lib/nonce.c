@@ -339,11 +339,16 @@ enum sa_nonce_status sa_nonce_check(const struct sa_nonce_ctx *ctx, const char *
 	bool mac_ok = found != NULL && nonce_mac_ok(&key, raw, realm);
 	if (found != NULL)
 		key_clear(&key);
-	if (found == NULL)
+	bool ours = CRYPTO_memcmp(raw + NONCE_INSTANCE_AT, ctx->instance, SA_NONCE_INSTANCE_LEN) == 0;
+	if (found == NULL || (!mac_ok && !ours)) {
+		/* a key we do not hold; or a key id we hold, a MAC its secret did
+		 * not make, and not our instance: an earlier start's nonce whose key
+		 * id this start drew again (1 in 255), or a made-up one. Either way
+		 * the client retries with a fresh nonce, and no verdict is given */
 		status = SA_NONCE_STALE;
-	else if (!mac_ok || nonce_from_future(parsed.issued, now))
+	} else if (!mac_ok || nonce_from_future(parsed.issued, now))
 		return SA_NONCE_INVALID;
-	else if (CRYPTO_memcmp(raw + NONCE_INSTANCE_AT, ctx->instance, SA_NONCE_INSTANCE_LEN) != 0) {
+	else if (!ours) {
 		/* genuine, but another node's (or an earlier start's): its
 		 * nonce-counts are in a replay table we do not have */
 		status = SA_NONCE_STALE;
