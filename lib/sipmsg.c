@@ -123,13 +123,13 @@ enum sa_method sa_method_from_name(const char *name)
 /* hdr_names by the folded first letter of the name (index + 1, 0 ends a
  * bucket), and by compact form: every line goes through hdr_kind, and a
  * name is then compared with the one to five names sharing its letter
- * instead of all of them. Built once, before the first lookup. */
+ * instead of all of them. Built when the program is loaded, before any
+ * thread or lookup, so that no line pays for a check. */
 enum { HDR_BUCKET = 6 };
 static uint8_t hdr_bucket[26][HDR_BUCKET];
 static uint8_t hdr_compact[26];
-static pthread_once_t hdr_index_once = PTHREAD_ONCE_INIT;
 
-static void hdr_index_build(void)
+__attribute__((constructor)) static void hdr_index_build(void)
 {
 	for (size_t i = 0; i < sizeof(hdr_names) / sizeof(hdr_names[0]); i++) {
 		const struct hdr_name *h = &hdr_names[i];
@@ -153,7 +153,6 @@ static enum sa_hdr_kind hdr_kind(const char *name, size_t len)
 	unsigned first = ((unsigned char)name[0] | 0x20) - 'a';
 	if (first > 'z' - 'a')
 		return SA_H_OTHER;
-	pthread_once(&hdr_index_once, hdr_index_build);
 	if (len == 1)
 		return hdr_compact[first] ? hdr_names[hdr_compact[first] - 1].kind : SA_H_OTHER;
 	for (const uint8_t *b = hdr_bucket[first]; *b; b++) {
