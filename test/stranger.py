@@ -11,7 +11,8 @@ Subcommands (one JSON object per line on stdout):
              tags), sent from another address.
   auth       an authenticated request (REGISTER, MESSAGE, INVITE...) answering the
              challenge (or, --made-up-nonce, a nonce of its shape under a key sipauthd
-             never uses), with a digest uri of one's choice; saves the authenticated
+             never uses; --made-up-nonce-live-key, under the key id it challenged with,
+             another instance and a made-up MAC), with a digest uri of one's choice; saves the authenticated
              request to --save, or replays a saved one (--replay) from the same socket
              address; --count N sends N authenticated requests (one challenge each);
              --answer-stale: a replay challenged stale=true is answered as a PBX would.
@@ -155,12 +156,14 @@ def cmd_forge(a):
 
 # ---------------------------------------------------------------- auth
 
-def made_up_nonce(nonce):
+def made_up_nonce(nonce, live_key=False):
     """The nonce's shape (version, algorithm, time) under key id 0, which sipauthd never uses,
-    with a random MAC: what anyone can make without asking for a challenge."""
+    with a random instance and MAC: what anyone can make without asking for a challenge.
+    live_key keeps the challenge's key id (as an earlier start's nonce under the same id)."""
     import base64
     raw = bytearray(base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4)))
-    raw[1] = 0
+    if not live_key:
+        raw[1] = 0
     raw[11:] = secrets.token_bytes(len(raw) - 11)
     return base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
 
@@ -170,7 +173,7 @@ def challenge_answer(resp, method, uri, user, password, digest_uri, made_up=Fals
     chs = [sipclient.parse_challenge(v) for v in resp.headers.get(name, [])]
     ch = sipclient.choose_challenge(chs, ["MD5"])
     if made_up:
-        ch.params["nonce"] = made_up_nonce(ch.params["nonce"])
+        ch.params["nonce"] = made_up_nonce(ch.params["nonce"], made_up == "live-key")
     cnonce = secrets.token_hex(8)
     value = sipclient.digest_credentials(ch, "MD5", "MD5", user, password, method, digest_uri or uri,
                                          "auth", "00000001", cnonce, b"")
@@ -210,7 +213,8 @@ def one_auth(a, sock, n):
     ch = first_status(recv_all(sock, a.timeout))
     if not ch or ch.status not in (401, 407):
         return None, ch
-    auth = challenge_answer(ch, a.method, uri, a.user, a.password, a.digest_uri, a.made_up_nonce)
+    made_up = "live-key" if a.made_up_nonce_live_key else a.made_up_nonce
+    auth = challenge_answer(ch, a.method, uri, a.user, a.password, a.digest_uri, made_up)
     req = request_text(a.method, uri, sock, call_id, fr, to, 2, extra + [auth], body)
     if not a.dont_send:
         sock.sendto(req, hostport(a.server))
@@ -432,6 +436,8 @@ def main():
     u.add_argument("--no-wait", action="store_true")
     u.add_argument("--made-up-nonce", action="store_true",
                    help="answer with a nonce of the challenge's shape under a key sipauthd never uses")
+    u.add_argument("--made-up-nonce-live-key", action="store_true",
+                   help="the same under the challenge's own key id: another instance, a MAC it did not make")
     u.add_argument("--dont-send", action="store_true", help="save the authenticated request, do not send it")
     u.add_argument("--listen", type=float, default=0.0)
     u.add_argument("--timeout", type=float, default=2.0)

@@ -42,16 +42,19 @@ done
 assert_eq "the trusted gateway is still answered" 200 \
 	"$(sipc options --local-ip 127.0.0.2 --host "$TRUNK_HOST" --timeout 1 | status_of)"
 
-# a nonce anyone can make up (the challenge's shape under a key sipauthd never uses) gets
-# stale=true whatever the password: no guessing oracle, although over UDP such answers count
-# toward no ban (the source never proved it receives)
+# a nonce anyone can make up (the challenge's shape under a key sipauthd never uses, or under
+# the key id it holds with another instance and a MAC it did not make, as an earlier start's
+# nonce whose key id was drawn again) gets stale=true whatever the password: no guessing
+# oracle, although over UDP such answers count toward no ban (the source never proved it receives)
 STRANGER="python3 $top_srcdir/test/stranger.py"
-for pw in wrong_guess_1 "$SIP_PASS"; do
-	$STRANGER auth --server "127.0.0.1:$SIP_PORT" --local-ip 127.0.0.7 --host "$TRUNK_HOST" --user "$SIP_USER" \
-		--password "$pw" --count 4 --made-up-nonce --timeout 1 >"$T/madeup.json"
-	assert_eq "made-up nonce, password $( [ "$pw" = "$SIP_PASS" ] && echo right || echo wrong ): 401 stale=true, 4 times" \
-		"401 True 401 True 401 True 401 True" \
-		"$(python3 -c 'import json,sys; print(" ".join("%s %s" % (e["status"], e["stale"]) for e in map(json.loads, open(sys.argv[1])) if e["event"] == "response"))' "$T/madeup.json")"
+for made_up in --made-up-nonce --made-up-nonce-live-key; do
+	for pw in wrong_guess_1 "$SIP_PASS"; do
+		$STRANGER auth --server "127.0.0.1:$SIP_PORT" --local-ip 127.0.0.7 --host "$TRUNK_HOST" --user "$SIP_USER" \
+			--password "$pw" --count 4 "$made_up" --timeout 1 >"$T/madeup.json"
+		assert_eq "$made_up, password $( [ "$pw" = "$SIP_PASS" ] && echo right || echo wrong ): 401 stale=true, 4 times" \
+			"401 True 401 True 401 True 401 True" \
+			"$(python3 -c 'import json,sys; print(" ".join("%s %s" % (e["status"], e["stale"]) for e in map(json.loads, open(sys.argv[1])) if e["event"] == "response"))' "$T/madeup.json")"
+	done
 done
 assert_nomatch "... and no ban for them" "event=ban src=127.0.0.7" "$(cat "$T/sipauthd.log")"
 assert_eq "the source is answered normally after" 200 "$(reg --local-ip 127.0.0.7 | status_of)"
