@@ -63,9 +63,7 @@ void sip_reply(struct sa_server *srv, const struct sa_msg *m, const struct sa_fl
 	}
 }
 
-/* Reject straight away, without a transaction (errors at the edge). */
-void sip_reject(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from, int status,
-                const char *reason, const char *extra, const char *why)
+static void log_reject(const struct sa_msg *m, const struct sa_flow *from, int status, const char *why)
 {
 	char addr[64];
 	uint16_t port;
@@ -73,8 +71,43 @@ void sip_reject(struct sa_server *srv, const struct sa_msg *m, const struct sa_f
 	log_info("event=reject status=%d reason=\"%s\" method=%s src=%s:%u proto=%s call_id=\"%s\"",
 	         status, why, m->method_name ? m->method_name : "-", addr, port,
 	         sa_proto_name(from->proto), LOGQ(m->call_id));
+}
+
+/* Reject straight away, without a transaction (errors at the edge). */
+void sip_reject(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from, int status,
+                const char *reason, const char *extra, const char *why)
+{
+	log_reject(m, from, status, why);
 	if (m->method != SA_M_ACK)
 		sip_reply(srv, m, from, status, reason, extra, NULL);
+}
+
+/* A final answer of our own, kept by a transaction of its own (RFC 3261
+ * §17.2.1): a retransmission of m, its answer lost, gets the same answer
+ * again instead of going through the checks a second time, where a request
+ * whose nonce count was used would be refused as a replay. The transaction
+ * is charged to budget_cred while it is made and lingers finished; without
+ * room for one the answer goes out statelessly, as before. */
+void sip_answer_kept(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from, int status,
+                     const char *reason, const char *extra, const char *budget_cred)
+{
+	const char *why;
+	struct sa_txn *t = m->method == SA_M_ACK ? NULL : txn_new(srv, m, from, budget_cred, 1024, &why);
+	if (m->method != SA_M_ACK)
+		sip_reply(srv, m, from, status, reason, extra, t);
+	if (t) {
+		t->upstream_status = status;
+		txn_complete(t);
+	}
+}
+
+/* sip_reject's log line, the answer kept (sip_answer_kept): for refusals
+ * after the request's credentials were accepted. */
+void sip_reject_kept(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from, int status,
+                     const char *reason, const char *extra, const char *why, const char *budget_cred)
+{
+	log_reject(m, from, status, why);
+	sip_answer_kept(srv, m, from, status, reason, extra, budget_cred);
 }
 
 /* ---- our identity ---- */

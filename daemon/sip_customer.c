@@ -299,10 +299,11 @@ static void trunk_limit_refuse(struct sa_server *srv, const struct sa_msg *m, co
 	sa_flow_peer(from, addr, sizeof(addr), &port);
 	srv->metrics.trunk_refused[v]++;
 	if (v == SA_POLICY_CHANNEL_LIMIT)
-		sip_reply(srv, m, from, 503, NULL, "Retry-After: 5\r\nReason: SIP;cause=503;text=\"trunk channel limit\"\r\n", NULL);
+		sip_answer_kept(srv, m, from, 503, NULL, "Retry-After: 5\r\nReason: SIP;cause=503;text=\"trunk channel limit\"\r\n",
+		                NULL);
 	else
-		sip_reply(srv, m, from, 503, NULL, "Retry-After: 1\r\nReason: SIP;cause=503;text=\"trunk call rate limit\"\r\n",
-		          NULL);
+		sip_answer_kept(srv, m, from, 503, NULL,
+		                "Retry-After: 1\r\nReason: SIP;cause=503;text=\"trunk call rate limit\"\r\n", NULL);
 	log_info("event=trunk_limit reason=%s trunk=%s username=\"%s\" method=%s src=%s:%u proto=%s call_id=\"%s\"",
 	         sa_policy_verdict_name(v), trunk, LOGQ(username), m->method_name, addr, port, sa_proto_name(from->proto),
 	         LOGQ(m->call_id));
@@ -484,7 +485,7 @@ void handle_customer(struct sa_server *srv, struct sa_msg *m, const struct sa_fl
 		bool invite = m->method == SA_M_INVITE;
 		struct call_owner own = { .cred_id = cred->id, .trunk_id = cred->trunk_id, .holds_channel = invite };
 		if (invite && calls_full(srv))
-			sip_reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
+			sip_reject_kept(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full", cred->id);
 		else if (invite && !trunk_admit(srv, m, from, cred->trunk_id, &pol, cred->username, who.password_version,
 		                                true))
 			;   /* refused with a 503 that names the limit */

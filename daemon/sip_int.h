@@ -133,6 +133,10 @@ void sip_reply(struct sa_server *srv, const struct sa_msg *m, const struct sa_fl
                const char *reason, const char *extra, struct sa_txn *t);
 void sip_reject(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from, int status,
                 const char *reason, const char *extra, const char *why);
+void sip_answer_kept(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from, int status,
+                     const char *reason, const char *extra, const char *budget_cred);
+void sip_reject_kept(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from, int status,
+                     const char *reason, const char *extra, const char *why, const char *budget_cred);
 const struct sa_endpoint *local_ep(struct sa_server *srv, unsigned lidx);
 void via_value(struct sa_server *srv, const struct sa_flow *to, const char *branch, char *out, size_t len);
 void rr_value(const struct sa_endpoint *ep, char *out, size_t len);

@@ -496,7 +496,7 @@ bool forward_upstream(struct sa_server *srv, const struct sa_msg *m, const struc
 	struct sa_flow flows[SA_UPSTREAM_MAX];
 	unsigned n = sa_gateways_order(srv, flows, SA_UPSTREAM_MAX), pop = sa_route_ours(&srv->self, m);
 	if (n == 0) {
-		sip_reject(srv, m, from, 503, NULL, "Retry-After: 5\r\n", sa_gateways_none_reason(srv));
+		sip_reject_kept(srv, m, from, 503, NULL, "Retry-After: 5\r\n", sa_gateways_none_reason(srv), own->cred_id);
 		return false;
 	}
 	struct sa_txn *t = sip_forward(srv, m, from, &flows[0], NULL, pop, realm, own, own->cred_id);

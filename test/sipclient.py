@@ -740,6 +740,11 @@ class Client:
         while True:
             req = build(auth)
             resp = self.transact(req)
+            if self.args.lose_final and answered and resp.status >= 300 and resp.status not in (401, 407):
+                # --lose-final: the final answer to the answered request taken as lost, so not
+                # ACKed; the request goes again byte for byte, as a UDP retransmission would
+                self.report(resp, lost=True)
+                resp = self.transact(req)
             ch = self.challenge_to_answer(resp, answered)
             extra = {}
             if resp.status in (401, 407) and self.answering:
@@ -1288,6 +1293,9 @@ def ua_options():
     p.add_argument("--stale-after", type=float, metavar="SECONDS",
                    help="sleep between challenge and answer")
     p.add_argument("--wrong-password", metavar="PASSWORD", help="answer with this instead")
+    p.add_argument("--lose-final", action="store_true",
+                   help="take a final non-2xx to the answered request as lost: send the request "
+                        "again unchanged (a retransmission) and report both answers")
     qop = p.add_mutually_exclusive_group()
     qop.add_argument("--qop", choices=("auth", "auth-int"), help="answer with this qop")
     qop.add_argument("--qop-none", action="store_true",

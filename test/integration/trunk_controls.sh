@@ -135,6 +135,13 @@ assert_eq "the rate 503 says retry in a second and why" \
 	"['1'] ['SIP;cause=503;text=\"trunk call rate limit\"']" \
 	"$(json_get 'str(resp[-1]["headers"].get("retry-after")) + " " + str(resp[-1]["headers"].get("reason"))' <"$T/burst2.json")"
 assert_eq "/metrics counts the rate refusals" 5 "$(metric 'trunk_refusals_total{reason="rate_limit"}')"
+# the 503 to an authenticated INVITE is kept by a transaction: the INVITE sent again unchanged
+# (its 503 lost) gets the same 503, not a 403 for a nonce count used twice
+call lost --lose-final
+assert_eq "an INVITE retransmitted after its rate 503 was lost gets that 503 again (not 403 as a replay)" \
+	"407 503 True 503 None same-tag" \
+	"$(json_get '" ".join(str(x) for x in [resp[0]["status"], resp[1]["status"], resp[1].get("lost"), resp[2]["status"], resp[2].get("lost"), "same-tag" if resp[1]["headers"]["to"] == resp[2]["headers"]["to"] else "other-tag"])' <"$T/lost.json")"
+assert_eq "... absorbed as a retransmission, counted once as a refusal" 6 "$(metric 'trunk_refusals_total{reason="rate_limit"}')"
 api PATCH "$TPATH" '{"max_calls_per_second": null}'
 
 # ---- allowed_sources from two loopback sources: 403 before any challenge elsewhere
