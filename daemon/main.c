@@ -380,7 +380,9 @@ static int open_store(struct sa_server *srv)
 	 * (lib/nonce.h) another one, it is answered stale=true either way, with
 	 * no verdict on the password. In a fleet this key
 	 * serves until the first heartbeat brings the database's keys, which
-	 * outlive a restart: there the instance keeps old nonces out. */
+	 * outlive a restart: there the instance keeps old nonces out. It stays
+	 * live behind the database's two (lib/nonce keeps three), so the nonces
+	 * it made in the first second are still taken. */
 	unsigned char key_id = 0;
 	srv->nonce = sa_nonce_ctx_new(srv->cfg.nonce_ttl, REPLAY_SLOTS);
 	while (key_id == 0)

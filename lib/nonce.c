@@ -46,7 +46,7 @@ struct sa_nonce_ctx {
 	uint32_t counter;
 	uint64_t hash_seed;
 	unsigned char instance[SA_NONCE_INSTANCE_LEN];
-	struct nonce_key keys[SA_NONCE_KEYS];	/* [0] current, [1] previous */
+	struct nonce_key keys[SA_NONCE_KEYS];	/* [0] current, then older ones */
 	size_t slots;
 	struct replay_entry *table;
 	pthread_mutex_t lock;   /* the SIP workers share one context: keys, counter and replay table */
@@ -201,29 +201,19 @@ int sa_nonce_key_set(struct sa_nonce_ctx *ctx, uint8_t key_id,
 {
 	if (ctx == NULL || secret == NULL)
 		return -1;
+	struct nonce_key k = { .live = true, .id = key_id };
+	keyed_start(&k.inner, secret, 0x36);
+	keyed_start(&k.outer, secret, 0x5c);
 	ctx_lock(ctx);
-	/* re-installing the current id replaces its secret and keeps the previous key */
-	if (ctx->keys[0].live && ctx->keys[0].id != key_id) {
-		key_clear(&ctx->keys[1]);
-		ctx->keys[1] = ctx->keys[0];
-	} else {
-		key_clear(&ctx->keys[0]);
+	const struct nonce_key *cur = &ctx->keys[0];
+	if (!cur->live || cur->id != key_id || CRYPTO_memcmp(&cur->inner, &k.inner, sizeof(k.inner)) != 0) {
+		key_clear(&ctx->keys[SA_NONCE_KEYS - 1]);
+		memmove(&ctx->keys[1], &ctx->keys[0], (SA_NONCE_KEYS - 1) * sizeof(ctx->keys[0]));
+		ctx->keys[0] = k;
 	}
-	struct nonce_key *k = &ctx->keys[0];
-	keyed_start(&k->inner, secret, 0x36);
-	keyed_start(&k->outer, secret, 0x5c);
-	k->id = key_id;
-	k->live = true;
 	ctx_unlock(ctx);
+	key_clear(&k);
 	return 0;
-}
-
-static const struct nonce_key *key_find(const struct sa_nonce_ctx *ctx, uint8_t key_id)
-{
-	for (int i = 0; i < SA_NONCE_KEYS; i++)
-		if (ctx->keys[i].live && ctx->keys[i].id == key_id)
-			return &ctx->keys[i];
-	return NULL;
 }
 
 /* HMAC-SHA256(secret, raw[0..16] || realm) truncated to NONCE_MAC_LEN. */
@@ -315,7 +305,7 @@ enum sa_nonce_status sa_nonce_check(const struct sa_nonce_ctx *ctx, const char *
                                     uint64_t now, struct sa_nonce_info *info)
 {
 	unsigned char raw[SA_NONCE_RAW_LEN];
-	struct nonce_key key;
+	struct nonce_key keys[SA_NONCE_KEYS];
 	struct sa_nonce_info parsed;
 	enum sa_nonce_status status = SA_NONCE_OK;
 
@@ -330,17 +320,22 @@ enum sa_nonce_status sa_nonce_check(const struct sa_nonce_ctx *ctx, const char *
 	if (!nonce_parse(nonce, len, alg, raw))
 		return SA_NONCE_INVALID;
 	parsed = (struct sa_nonce_info){ raw[1], get_be32(raw + 3), get_be32(raw + 7), false, false };
-	/* a retired key cannot vouch for the nonce either way: ask the client to retry */
+	/* a retired key cannot vouch for the nonce either way: ask the client to
+	 * retry. Each live key under its id is tried (one, or two when an id was
+	 * installed again with another secret), the MACs outside the lock. */
+	int held = 0;
 	ctx_lock(ctx);
-	const struct nonce_key *found = key_find(ctx, parsed.key_id);
-	if (found != NULL)
-		key = *found;   /* the MAC outside the lock */
+	for (int i = 0; i < SA_NONCE_KEYS; i++)
+		if (ctx->keys[i].live && ctx->keys[i].id == parsed.key_id)
+			keys[held++] = ctx->keys[i];
 	ctx_unlock(ctx);
-	bool mac_ok = found != NULL && nonce_mac_ok(&key, raw, realm);
-	if (found != NULL)
-		key_clear(&key);
+	bool found = held > 0, mac_ok = false;
+	for (int i = 0; i < held; i++) {
+		mac_ok = mac_ok || nonce_mac_ok(&keys[i], raw, realm);
+		key_clear(&keys[i]);
+	}
 	bool ours = CRYPTO_memcmp(raw + NONCE_INSTANCE_AT, ctx->instance, SA_NONCE_INSTANCE_LEN) == 0;
-	if (found == NULL || (!mac_ok && !ours)) {
+	if (!found || (!mac_ok && !ours)) {
 		/* a key we do not hold; or a key id we hold, a MAC its secret did
 		 * not make, and not our instance: an earlier start's nonce whose key
 		 * id this start drew again (1 in 255), or a made-up one. Either way

@@ -41,7 +41,7 @@
 #define SA_NONCE_V1_LEN    36                   /* encoded version 1 */
 #define SA_NONCE_INSTANCE_LEN 6
 #define SA_NONCE_SECRET_LEN 32
-#define SA_NONCE_KEYS      2                    /* live keys: current and previous */
+#define SA_NONCE_KEYS      3                    /* live keys: current, previous, the one before */
 
 enum sa_nonce_status {
 	SA_NONCE_OK = 0,
@@ -74,9 +74,15 @@ void sa_nonce_instance(const struct sa_nonce_ctx *ctx, unsigned char out[SA_NONC
 uint8_t sa_nonce_key_current(const struct sa_nonce_ctx *ctx);
 
 /* Install secret under key_id and make it the key new nonces are issued
- * with. The previously current key stays live for checking until it is
- * replaced in turn, so rotation never invalidates nonces already issued
- * (they come back stale at worst). 0 or -1. */
+ * with. The keys installed before it stay live for checking, the oldest
+ * going when SA_NONCE_KEYS are held, so rotation never invalidates nonces
+ * already issued (they come back stale at worst). A fleet node installs the
+ * database's previous and current key over the key it made at its start:
+ * three slots keep that one too, so the nonces it issued in its first
+ * second stay good. An id may be installed again with another secret (a
+ * start-up key that drew the database key's id): both stay live, and a
+ * nonce under that id is checked against each. The current key installed
+ * again (same id, same secret) changes nothing. 0 or -1. */
 int sa_nonce_key_set(struct sa_nonce_ctx *ctx, uint8_t key_id,
                      const unsigned char secret[SA_NONCE_SECRET_LEN]);
 

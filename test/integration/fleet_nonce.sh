@@ -130,7 +130,16 @@ K3=$(psql_q 'SELECT id FROM nonce_keys WHERE retired_at IS NULL')
 wait_for grep -q "event=nonce_key_loaded node=A key=$K3 previous=$K2" "$T/A.log" || fail "node A did not take key $K3"
 assert_eq "a second rotation: key $K3, $K2 retired" "nonce key $K3 is now current (key $K2 retired: its nonces are accepted for nonce_ttl)" \
 	"$(cat "$T/rot2.out")"
-assert_eq "key $K1's nonce now names a key no node holds: stale=true" "401 True" \
+# a node holds three keys (the one before the previous, at first its own start-up key): key
+# $K1 is still checked, and its nonce is expired
+n_expired=$(grep -c "stale=expired" "$T/A.log")
+assert_eq "after a second rotation key $K1's nonce is still stale=true" "401 True" \
+	"$(replay A "$T/pre2.sip" 'final.get("status"), final.get("stale")')"
+assert_eq "... logged stale=expired (key $K1 is the third key held)" "$((n_expired + 1))" "$(grep -c "stale=expired" "$T/A.log")"
+ctl_db nonce-key rotate >"$T/rot3.out"
+K4=$(psql_q 'SELECT id FROM nonce_keys WHERE retired_at IS NULL')
+wait_for grep -q "event=nonce_key_loaded node=A key=$K4 previous=$K3" "$T/A.log" || fail "node A did not take key $K4"
+assert_eq "after a third rotation key $K1's nonce names a key no node holds: stale=true" "401 True" \
 	"$(replay A "$T/pre2.sip" 'final.get("status"), final.get("stale")')"
 assert_match "... logged stale=unknown_key" "stale=unknown_key" "$(cat "$T/A.log")"
 
@@ -226,7 +235,7 @@ save A "$T/before-restart.sip"
 stop "$A_PID"
 spawn "$T/A2.log" "$SIPAUTHD" --config "$T/A.conf"
 A_PID=$!
-wait_for grep -q "event=nonce_key_loaded node=A key=$K3 " "$T/A2.log" || fail "node A did not load key $K3 after its restart"
+wait_for grep -q "event=nonce_key_loaded node=A key=$K4 " "$T/A2.log" || fail "node A did not load key $K4 after its restart"
 assert_eq "node A's nonce from before its restart, answered after it: 401 stale=true" "401 True" \
 	"$(replay A "$T/before-restart.sip" 'final.get("status"), final.get("stale")')"
 assert_match "... as another instance's (stale=other_node)" "reason=stale_nonce trunk=$TRUNK .* stale=other_node" "$(cat "$T/A2.log")"

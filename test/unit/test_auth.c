@@ -224,7 +224,8 @@ START_TEST(test_nonce_of_a_retired_key_says_nothing_of_the_password)
 	int lg = make_register(USER, PASS1, NOW, good, sizeof good);
 
 	ck_assert_int_eq(sa_nonce_key_set(nc, 2, s2), 0);
-	ck_assert_int_eq(sa_nonce_key_set(nc, 3, s3), 0);   /* key 1 is retired */
+	ck_assert_int_eq(sa_nonce_key_set(nc, 3, s3), 0);
+	ck_assert_int_eq(sa_nonce_key_set(nc, 4, s2), 0);   /* key 1 is retired */
 	for (int i = 0; i < 2; i++) {
 		ck_assert_int_eq(sa_msg_parse(&m, i ? good : buf, (size_t)(i ? lg : lw), false, &err), 0);
 		sa_auth_check(&auth, &m, trunk.id, realm, NULL, NOW + 1, &r);

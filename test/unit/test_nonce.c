@@ -309,7 +309,7 @@ START_TEST(test_no_key_no_nonce)
 }
 END_TEST
 
-START_TEST(test_key_rotation_keeps_previous_key_only)
+START_TEST(test_key_rotation_keeps_the_last_three_keys)
 {
 	struct sa_nonce_ctx *ctx = ctx_with_key(16);
 	char n1[SA_NONCE_LEN + 1], n2[SA_NONCE_LEN + 1];
@@ -322,11 +322,46 @@ START_TEST(test_key_rotation_keeps_previous_key_only)
 	ck_assert_int_eq(check_at(ctx, n2, NOW + 1, &info), SA_NONCE_OK);
 	ck_assert_uint_eq(info.key_id, 2);
 	ck_assert_int_eq(sa_nonce_key_set(ctx, 3, secret3), 0);
+	ck_assert_int_eq(check_at(ctx, n1, NOW + 2, NULL), SA_NONCE_OK);   /* key 1 is the third */
+	ck_assert_int_eq(sa_nonce_key_set(ctx, 3, secret3), 0);            /* the current again: no change */
+	ck_assert_int_eq(check_at(ctx, n1, NOW + 2, NULL), SA_NONCE_OK);
+	ck_assert_int_eq(sa_nonce_key_set(ctx, 4, secret1), 0);
 	ck_assert_int_eq(check_at(ctx, n1, NOW + 2, &info), SA_NONCE_STALE);
 	ck_assert_uint_eq(info.key_id, 1);
 	ck_assert(!info.authentic);   /* no live key vouches for it */
 	ck_assert_int_eq(check_at(ctx, n2, NOW + 2, NULL), SA_NONCE_OK);
 	sa_nonce_ctx_free(ctx);
+}
+END_TEST
+
+/* A fleet node issues nonces with a key of its own until its first
+ * heartbeat installs the database's previous and current key. Its nonces
+ * stay good after that, also when its key drew the id of one of the
+ * database's (1 in 255 each): both secrets are live under that id. */
+START_TEST(test_start_up_key_outlives_the_database_keys_arriving)
+{
+	for (int collide = 0; collide < 2; collide++) {
+		struct sa_nonce_ctx *ctx = sa_nonce_ctx_new(TTL, 16);
+		char n[SA_NONCE_LEN + 1], d[SA_NONCE_LEN + 1];
+		struct sa_nonce_info info;
+
+		ck_assert_int_eq(sa_nonce_key_set(ctx, 7, secret1), 0);   /* the start-up key */
+		issue(ctx, NOW, n);
+		ck_assert_int_eq(sa_nonce_key_set(ctx, collide ? 7 : 6, secret2), 0);   /* the database's previous */
+		ck_assert_int_eq(sa_nonce_key_set(ctx, 8, secret3), 0);                 /* ... and current */
+		ck_assert_uint_eq(sa_nonce_key_current(ctx), 8);
+		ck_assert_int_eq(check_at(ctx, n, NOW + 1, &info), SA_NONCE_OK);
+		ck_assert(info.authentic);
+		ck_assert_uint_eq(info.key_id, 7);
+		/* a nonce under the id with neither secret's MAC is still a forgery */
+		memcpy(d, n, sizeof(d));
+		d[30] = d[30] == 'A' ? 'B' : 'A';
+		ck_assert_int_eq(check_at(ctx, d, NOW + 1, NULL), SA_NONCE_INVALID);
+		/* the next rotation retires the start-up key */
+		ck_assert_int_eq(sa_nonce_key_set(ctx, 9, secret1), 0);
+		ck_assert_int_eq(check_at(ctx, n, NOW + 2, &info), collide ? SA_NONCE_INVALID : SA_NONCE_STALE);
+		sa_nonce_ctx_free(ctx);
+	}
 }
 END_TEST
 
@@ -378,15 +413,23 @@ START_TEST(test_another_instance_with_same_secret_is_stale)
 	ck_assert(info.other_instance);
 	ck_assert_int_eq(check_at(a, nonce, NOW, &info), SA_NONCE_OK);
 	ck_assert(!info.other_instance);
-	/* with another secret under the same id it is not known to be another
-	 * node's: stale all the same, as a key we do not hold */
+	/* the id installed again with another secret keeps the first one live:
+	 * still known to be another node's, and still good where it was issued */
+	ck_assert_int_eq(sa_nonce_key_set(b, 1, secret2), 0);
+	ck_assert_int_eq(check_at(b, nonce, NOW, &info), SA_NONCE_STALE);
+	ck_assert(info.other_instance);
+	ck_assert(!info.authentic);
+	ck_assert_int_eq(sa_nonce_key_set(a, 1, secret2), 0);
+	ck_assert_int_eq(check_at(a, nonce, NOW, NULL), SA_NONCE_OK);
+	/* once no secret that made it is held: a key id we hold, a MAC that
+	 * fails; another instance's is stale, our own a forgery */
+	ck_assert_int_eq(sa_nonce_key_set(a, 1, secret3), 0);
+	ck_assert_int_eq(sa_nonce_key_set(a, 1, secret2), 0);
+	ck_assert_int_eq(check_at(a, nonce, NOW, NULL), SA_NONCE_INVALID);
+	ck_assert_int_eq(sa_nonce_key_set(b, 1, secret3), 0);
 	ck_assert_int_eq(sa_nonce_key_set(b, 1, secret2), 0);
 	ck_assert_int_eq(check_at(b, nonce, NOW, &info), SA_NONCE_STALE);
 	ck_assert(!info.other_instance);
-	ck_assert(!info.authentic);
-	/* our own instance's nonce under a MAC that fails stays a forgery */
-	ck_assert_int_eq(sa_nonce_key_set(a, 1, secret2), 0);
-	ck_assert_int_eq(check_at(a, nonce, NOW, NULL), SA_NONCE_INVALID);
 	sa_nonce_ctx_free(a);
 	sa_nonce_ctx_free(b);
 }
@@ -581,7 +624,8 @@ static Suite *nonce_suite(void)
 	tcase_add_test(check, test_wrong_algorithm_is_invalid);
 	tcase_add_test(check, test_garbage_is_invalid);
 	tcase_add_test(check, test_no_key_no_nonce);
-	tcase_add_test(check, test_key_rotation_keeps_previous_key_only);
+	tcase_add_test(check, test_key_rotation_keeps_the_last_three_keys);
+	tcase_add_test(check, test_start_up_key_outlives_the_database_keys_arriving);
 	tcase_add_test(check, test_other_secret_same_key_id_is_stale);
 	tcase_add_test(check, test_another_instance_with_same_secret_is_stale);
 	tcase_add_test(check, test_version1_nonce_is_stale_not_authentic);
