@@ -97,6 +97,7 @@ void sip_answer_kept(struct sa_server *srv, const struct sa_msg *m, const struct
 		sip_reply(srv, m, from, status, reason, extra, t);
 	if (t) {
 		t->upstream_status = status;
+		t->answered_here = true;
 		txn_complete(t);
 	}
 }
@@ -387,6 +388,8 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 		srv->metrics.sip_retransmissions_absorbed++;
 		if (d.resend)
 			sa_transport_send(srv, from, t->resp, t->resp_len);
+		if (m->method == SA_M_ACK)
+			txn_confirmed(t);
 		return;
 	case SA_RA_OPTIONS:
 		sip_reply(srv, m, from, 200, NULL, "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, PRACK, INFO, REFER, NOTIFY, MESSAGE\r\n", NULL);

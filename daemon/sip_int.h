@@ -44,6 +44,7 @@ struct sa_txn {
 	bool holds_channel;            /* INVITE: holds a channel of its trunk until a call takes it over */
 	bool send_failed;              /* the last send of the request failed at once */
 	bool probe;                    /* an OPTIONS probe of ours to a gateway */
+	bool answered_here;            /* its final answer is our own (sip_answer_kept): no hop behind us */
 	bool abandoned;                /* an INVITE's branch to a gateway that failover left for silence */
 	bool cancel_sent;              /* abandoned: it rang late and got our CANCEL */
 	bool own_bye;                  /* a BYE of ours: counted in byes_pending until answered */
@@ -97,6 +98,7 @@ struct sa_txn *txn_new(struct sa_server *srv, const struct sa_msg *m, const stru
                        const char *budget_cred, size_t bytes, const char **why);
 void answer_downstream(struct sa_txn *t, int status);
 void txn_complete(struct sa_txn *t);
+void txn_confirmed(struct sa_txn *t);
 void txn_timer_c_cb(evutil_socket_t fd, short what, void *arg);
 
 /* sip_relay.c: out to the next hop and back */

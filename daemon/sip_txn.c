@@ -31,9 +31,11 @@
 /* Finished transactions wait in one list per lingering time, each in the
  * order they finished, so that one sweep frees them from the head without a
  * timer of their own. */
+/* LINGER_2XX also holds Confirmed transactions over UDP (Timer I, T4, the same 5 s) */
 enum linger_class { LINGER_2XX, LINGER_UDP, LINGER_STREAM, LINGER_CLASSES };
 
 _Static_assert(LINGER_CLASSES == SA_LINGER_CLASSES, "server.h sizes txn_done by SA_LINGER_CLASSES");
+_Static_assert(SA_TXN_T4_MS == SA_TXN_LINGER_2XX_MS, "Confirmed transactions over UDP linger in LINGER_2XX");
 
 static const unsigned linger_ms[LINGER_CLASSES] = { SA_TXN_LINGER_2XX_MS, SA_TXN_LINGER_UDP_MS,
                                                      SA_TXN_LINGER_STREAM_MS };
@@ -365,6 +367,22 @@ void txn_complete(struct sa_txn *t)
 	}
 	event_free(t->timer);   /* the sweep frees it when its time is up */
 	t->timer = NULL;
+}
+
+/* The ACK for a failure we answered ourselves (§17.2.1): Confirmed, and
+ * from now on lingering Timer I only, not Timer H's 64*T1. (A relayed
+ * failure keeps Completed: the gateway may still retransmit it, and each
+ * retransmission is ACKed again from here.) */
+void txn_confirmed(struct sa_txn *t)
+{
+	enum sa_txn_state s = sa_txn_on_ack(t->state);
+	if (!t->answered_here || !txn_finished(t) || s == t->state)
+		return;
+	t->state = s;
+	TAILQ_REMOVE(&t->srv->txn_done[t->linger], t, done);
+	t->linger = (unsigned char)txn_linger(t);
+	t->done_ms = sa_now_ms();   /* the newest of its list: the lists stay in order */
+	TAILQ_INSERT_TAIL(&t->srv->txn_done[t->linger], t, done);
 }
 
 /* Free the finished transactions whose lingering time is over. */

@@ -576,7 +576,12 @@ enum sa_txn_state sa_txn_initial(enum sa_method method)
 
 bool sa_txn_finished(enum sa_txn_state s)
 {
-	return s == SA_TXN_COMPLETED || s == SA_TXN_ACCEPTED || s == SA_TXN_TERMINATED;
+	return s == SA_TXN_COMPLETED || s == SA_TXN_ACCEPTED || s == SA_TXN_CONFIRMED || s == SA_TXN_TERMINATED;
+}
+
+enum sa_txn_state sa_txn_on_ack(enum sa_txn_state s)
+{
+	return s == SA_TXN_COMPLETED ? SA_TXN_CONFIRMED : s;
 }
 
 enum sa_txn_state sa_txn_on_response(enum sa_txn_state s, enum sa_method method, int status)
@@ -601,13 +606,15 @@ unsigned sa_txn_linger_ms(enum sa_txn_state s, bool any_udp)
 		return SA_TXN_LINGER_2XX_MS;
 	if (s == SA_TXN_TERMINATED)
 		return 0;
+	if (s == SA_TXN_CONFIRMED)
+		return any_udp ? SA_TXN_T4_MS : SA_TXN_LINGER_STREAM_MS;
 	return any_udp ? SA_TXN_LINGER_UDP_MS : SA_TXN_LINGER_STREAM_MS;
 }
 
 const char *sa_txn_state_name(enum sa_txn_state s)
 {
 	static const char *const names[SA_TXN_STATE_COUNT] = { "calling", "trying", "proceeding", "completed",
-	                                                        "accepted", "terminated" };
+	                                                        "accepted", "confirmed", "terminated" };
 	return s < SA_TXN_STATE_COUNT ? names[s] : "unknown";
 }
 

@@ -159,6 +159,8 @@ enum sa_txn_state {
 	SA_TXN_PROCEEDING,        /* a provisional came: an INVITE waits for Timer C, others retransmit at T2 */
 	SA_TXN_COMPLETED,         /* a final answer (for an INVITE: a failure, ACKed by us): retransmissions absorbed */
 	SA_TXN_ACCEPTED,          /* RFC 6026: a 2xx to an INVITE: its retransmissions go on to the caller */
+	SA_TXN_CONFIRMED,         /* a failure we answered an INVITE with ourselves, and its ACK came
+	                           * (§17.2.1): only ACK retransmissions are left to absorb (Timer I) */
 	SA_TXN_TERMINATED,        /* gone */
 	SA_TXN_STATE_COUNT,
 };
@@ -175,7 +177,12 @@ enum sa_txn_state sa_txn_on_response(enum sa_txn_state s, enum sa_method method,
  * (we answered 408 ourselves, or nothing: RFC 4320). */
 enum sa_txn_state sa_txn_on_timeout(enum sa_txn_state s);
 
-/* Has it had its final answer (or timed out): Completed, Accepted or Terminated. */
+/* The state after the ACK for a failure we answered an INVITE with
+ * ourselves (no hop behind us still retransmitting its final): Completed
+ * becomes Confirmed; any other state stays. */
+enum sa_txn_state sa_txn_on_ack(enum sa_txn_state s);
+
+/* Has it had its final answer (or timed out): Completed, Accepted, Confirmed or Terminated. */
 bool sa_txn_finished(enum sa_txn_state s);
 
 /* How long a finished transaction lingers (ms) before it is freed: what it
@@ -184,7 +191,9 @@ bool sa_txn_finished(enum sa_txn_state s);
  * retransmissions, which stop at our 100 Trying (as Kamailio's tm frees them
  * after its wait timer). Otherwise Timer J/D over UDP (64*T1: the sender
  * may retransmit its request until its own Timer F), a short time over a
- * reliable transport (nothing is retransmitted; what is in flight arrives). */
+ * reliable transport (nothing is retransmitted; what is in flight arrives).
+ * Confirmed: Timer I, T4 over UDP (what is in flight arrives). */
+#define SA_TXN_T4_MS 5000
 #define SA_TXN_LINGER_2XX_MS 5000
 #define SA_TXN_LINGER_UDP_MS (64 * SA_TXN_T1_MS)
 #define SA_TXN_LINGER_STREAM_MS 2000

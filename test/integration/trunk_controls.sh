@@ -223,6 +223,13 @@ assert_eq "after a restart GET shows the limits" "0 ['MD5', 'SHA-256']" \
 	"$(jf 'd["max_concurrent_calls"], d["digest_algorithms"]' | sed 's/^(//; s/)$//; s/, \[/ [/')"
 call after_restart
 assert_eq "after a restart the channel limit (0) still refuses calls" 503 "$(status_of after_restart)"
+# the 503's transaction got its ACK (the client sends one): Confirmed, it lingers Timer I (T4,
+# 5 s), not Timer H (32 s)
+assert_eq "the 503 is kept by a transaction" 1 "$(metric sip_transactions)"
+t_ack=$(date +%s)
+wait_for sh -c "[ \"\$(curl -s $BASE/metrics | sed -n 's/^sipauthd_sip_transactions //p')\" = 0 ]"
+assert_eq "... freed within 5-8 s of its ACK (Confirmed: Timer I), not 32 s" 1 \
+	"$(t=$(($(date +%s) - t_ack)); [ "$t" -ge 4 ] && [ "$t" -le 8 ] && echo 1 || echo "after $t s")"
 stop "$SIPAUTHD_PID"
 kill "$gw" 2>/dev/null
 openapi_check

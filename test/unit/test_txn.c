@@ -263,8 +263,23 @@ START_TEST(a_timeout_completes_what_was_in_progress)
 	ck_assert_int_eq(sa_txn_on_timeout(SA_TXN_PROCEEDING), SA_TXN_COMPLETED);
 	ck_assert_int_eq(sa_txn_on_timeout(SA_TXN_ACCEPTED), SA_TXN_ACCEPTED);
 	ck_assert(sa_txn_finished(SA_TXN_COMPLETED) && sa_txn_finished(SA_TXN_ACCEPTED) &&
-	          sa_txn_finished(SA_TXN_TERMINATED));
+	          sa_txn_finished(SA_TXN_CONFIRMED) && sa_txn_finished(SA_TXN_TERMINATED));
 	ck_assert(!sa_txn_finished(SA_TXN_PROCEEDING));
+}
+END_TEST
+
+/* §17.2.1: the ACK for a failure we answered moves Completed to Confirmed, and nothing else. */
+START_TEST(an_ack_confirms_a_completed_transaction_only)
+{
+	ck_assert_int_eq(sa_txn_on_ack(SA_TXN_COMPLETED), SA_TXN_CONFIRMED);
+	ck_assert_int_eq(sa_txn_on_ack(SA_TXN_CONFIRMED), SA_TXN_CONFIRMED);   /* a retransmitted ACK */
+	const enum sa_txn_state others[] = { SA_TXN_CALLING, SA_TXN_TRYING, SA_TXN_PROCEEDING, SA_TXN_ACCEPTED,
+	                                     SA_TXN_TERMINATED };
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
+		ck_assert_int_eq(sa_txn_on_ack(others[i]), others[i]);
+	/* a response never moves it again */
+	ck_assert_int_eq(sa_txn_on_response(SA_TXN_CONFIRMED, SA_M_INVITE, 200), SA_TXN_CONFIRMED);
+	ck_assert_int_eq(sa_txn_on_timeout(SA_TXN_CONFIRMED), SA_TXN_CONFIRMED);
 }
 END_TEST
 
@@ -275,8 +290,12 @@ START_TEST(lingering_times)
 	ck_assert_uint_eq(sa_txn_linger_ms(SA_TXN_ACCEPTED, false), 5000);
 	ck_assert_uint_eq(sa_txn_linger_ms(SA_TXN_COMPLETED, true), 64 * T1); /* Timer J/D: the sender's Timer F */
 	ck_assert_uint_eq(sa_txn_linger_ms(SA_TXN_COMPLETED, false), 2000);   /* reliable: nothing is retransmitted */
+	ck_assert_uint_eq(sa_txn_linger_ms(SA_TXN_CONFIRMED, true), 5000);   /* Timer I: T4 */
+	ck_assert_uint_eq(sa_txn_linger_ms(SA_TXN_CONFIRMED, false), 2000);
 	ck_assert_uint_eq(sa_txn_linger_ms(SA_TXN_TERMINATED, true), 0);
 	ck_assert_str_eq(sa_txn_state_name(SA_TXN_ACCEPTED), "accepted");
+	ck_assert_str_eq(sa_txn_state_name(SA_TXN_CONFIRMED), "confirmed");
+	ck_assert_str_eq(sa_txn_state_name(SA_TXN_TERMINATED), "terminated");
 	ck_assert_str_eq(sa_txn_state_name(SA_TXN_STATE_COUNT), "unknown");
 }
 END_TEST
@@ -784,6 +803,7 @@ int main(void)
 	tcase_add_test(tc, other_requests_try_then_complete_on_any_final);
 	tcase_add_test(tc, a_finished_transaction_stays_where_it_is);
 	tcase_add_test(tc, a_timeout_completes_what_was_in_progress);
+	tcase_add_test(tc, an_ack_confirms_a_completed_transaction_only);
 	tcase_add_test(tc, lingering_times);
 	tcase_add_test(tc, siphash_reference_vectors);
 	tcase_add_test(tc, our_answers_to_tag);
