@@ -320,7 +320,9 @@ void answer_downstream(struct sa_txn *t, int status)
 /* The list a finished transaction waits in: the one of its lingering time (lib/txn). */
 static enum linger_class txn_linger(const struct sa_txn *t)
 {
-	unsigned ms = sa_txn_linger_ms(t->state, t->from.proto == SA_PROTO_UDP || t->to.proto == SA_PROTO_UDP);
+	/* an answer of our own has no next hop (t->to is unset) */
+	bool any_udp = t->from.proto == SA_PROTO_UDP || (!t->answered_here && t->to.proto == SA_PROTO_UDP);
+	unsigned ms = sa_txn_linger_ms(t->state, any_udp);
 	for (int c = 0; c < LINGER_CLASSES; c++)
 		if (linger_ms[c] == ms)
 			return (enum linger_class)c;
