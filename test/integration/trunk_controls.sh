@@ -137,11 +137,16 @@ assert_eq "the rate 503 says retry in a second and why" \
 assert_eq "/metrics counts the rate refusals" 5 "$(metric 'trunk_refusals_total{reason="rate_limit"}')"
 # the 503 to an authenticated INVITE is kept by a transaction: the INVITE sent again unchanged
 # (its 503 lost) gets the same 503, not a 403 for a nonce count used twice
-call lost --lose-final
+call lost --lose-final --trace
 assert_eq "an INVITE retransmitted after its rate 503 was lost gets that 503 again (not 403 as a replay)" \
 	"407 503 True 503 None same-tag" \
 	"$(json_get '" ".join(str(x) for x in [resp[0]["status"], resp[1]["status"], resp[1].get("lost"), resp[2]["status"], resp[2].get("lost"), "same-tag" if resp[1]["headers"]["to"] == resp[2]["headers"]["to"] else "other-tag"])' <"$T/lost.json")"
 assert_eq "... absorbed as a retransmission, counted once as a refusal" 6 "$(metric 'trunk_refusals_total{reason="rate_limit"}')"
+# the kept 503 is for its sender only: the very bytes from another address get 482, not the 503
+json_get '[e["raw"] for e in sent if e["method"] == "INVITE"][-1]' <"$T/lost.json" >"$T/lost-invite.sip"
+$SIPCLIENT raw --server "127.0.0.1:$SIP_PORT" --local-ip 127.0.0.3 --timeout 2 "$T/lost-invite.sip" >"$T/copied.json"
+assert_eq "the answered INVITE copied from another address: 482, the transaction not its" \
+	"[482]" "$(json_get '[r["status"] for r in resp]' <"$T/copied.json")"
 api PATCH "$TPATH" '{"max_calls_per_second": null}'
 
 # ---- allowed_sources from two loopback sources: 403 before any challenge elsewhere
