@@ -134,6 +134,12 @@ assert_match "the failure is one clear line" \
 	"event=dns_failed name=nx.test type=A/AAAA reason=\"Domain name not found\"" "$(cat "$T/sipauthd.log")"
 assert_match "the 503 says why" "event=reject status=503 reason=\"gateway name does not resolve\" method=INVITE" \
 	"$(cat "$T/sipauthd.log")"
+# that 503 comes after the credentials were accepted: a transaction keeps it, so the INVITE sent
+# again (its 503 lost) gets it again, not a new challenge for a nonce count used twice
+sipc invite --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 --timeout 2 \
+	--lose-final >"$T/nx_lost.json"
+assert_eq "the INVITE sent again after that 503 was lost gets the 503 again" "407 503 503" \
+	"$(json_get '" ".join(str(r["status"]) for r in resp)' <"$T/nx_lost.json")"
 run_sipp nx_reg -sf "$SIPP_DIR/pbx_register.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port 127.0.0.1)" \
 	-s "$SIP_USER" $PBX_ARGS -key expires 300 -m 1
 assert_eq "the daemon still registers the PBX meanwhile" 0 $?
