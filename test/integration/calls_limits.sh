@@ -16,9 +16,12 @@ sleep 0.3
 bg_sipp held -m 1 -sf "$SIPP_DIR/pbx_call_hold.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -s 15550000001 $PBX
 held=$!
 wait_for grep -q "event=call_start" "$T/sipauthd.log" || fail "first call did not start"
-sipc invite --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 --timeout 2 >"$T/second.json"
+sipc invite --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 --timeout 2 \
+	--lose-final >"$T/second.json"
 assert_eq "with the call table full, a new authenticated INVITE gets 503" 503 \
 	"$(json_get 'final.get("final_status")' <"$T/second.json")"
+assert_eq "... and the same 503 again when it is sent again, its 503 lost (kept, not a new challenge)" \
+	"407 503 503" "$(json_get '" ".join(str(r["status"]) for r in resp)' <"$T/second.json")"
 assert_eq "the 503 says when to retry" "['30']" "$(json_get 'resp[-1]["headers"].get("retry-after")' <"$T/second.json")"
 
 # nobody hangs up: at max_call_age (5 s, checked every 5 s) both sides get a BYE
