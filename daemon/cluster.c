@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -203,6 +204,13 @@ struct sa_cluster {
 	size_t dlv_sent;             /* delivery states in the push in flight */
 	unsigned dlv_batches;        /* pushes since the heartbeat */
 	struct sa_metrics_fleet stats;
+	/* What every SIP worker reads: the other nodes, their bindings, whether
+	 * the database is up (node_age). This loop (worker 0's) changes them
+	 * under the write lock; the workers read under the read lock. Everything
+	 * else here is this loop's alone: the other workers post their changes
+	 * to it (daemon/sip_customer.c). */
+	pthread_rwlock_t view;
+	unsigned share_nodes;        /* nodes alive at the last heartbeat (atomic: read by every worker) */
 	/* registrations */
 	bool beat_ok;                /* our nodes row is there (registrations refer to it) */
 	bool reg_load;               /* the next look loads the other nodes' bindings */
@@ -257,6 +265,29 @@ static const char *one_line(const char *msg, char *out, size_t outlen)
 	return out;
 }
 
+static void view_write(struct sa_cluster *c)
+{
+	pthread_rwlock_wrlock(&c->view);
+}
+
+static void view_read(const struct sa_cluster *c)
+{
+	pthread_rwlock_rdlock((pthread_rwlock_t *)&c->view);
+}
+
+static void view_done(const struct sa_cluster *c)
+{
+	pthread_rwlock_unlock((pthread_rwlock_t *)&c->view);
+}
+
+/* The connection's state, which node_age reads on every worker. */
+static void set_state(struct sa_cluster *c, enum conn_state to)
+{
+	view_write(c);
+	c->state = to;
+	view_done(c);
+}
+
 /* Drops the connection (logged once per change of state); the tick tries again. */
 static void down(struct sa_cluster *c, const char *msg, enum conn_state to)
 {
@@ -281,7 +312,7 @@ static void down(struct sa_cluster *c, const char *msg, enum conn_state to)
 	c->rows = NULL;
 	PQfinish(c->conn);
 	c->conn = NULL;
-	c->state = to;
+	set_state(c, to);
 	if (c->step != ST_APPLYING)
 		c->step = ST_IDLE;
 	c->put_count = 0;   /* a write in flight is sent again after the next connect */
@@ -337,7 +368,7 @@ static void send_query(struct sa_cluster *c, enum step step, const char *sql, in
 /* Connected: LISTEN first, then the first look (hello's answer). */
 static void up(struct sa_cluster *c)
 {
-	c->state = CS_UP;
+	set_state(c, CS_UP);
 	c->stats.connects++;
 	c->stats.connect_failures = 0;
 	log_info("event=cluster_connected node=%s database=\"%s on %s:%s\" applied=%llu", c->srv->cfg.cluster_node,
@@ -380,7 +411,7 @@ static void connect_start(struct sa_cluster *c)
 		down(c, c->conn ? PQerrorMessage(c->conn) : "out of memory", CS_DOWN);
 		return;
 	}
-	c->state = CS_CONNECTING;
+	set_state(c, CS_CONNECTING);
 	/* libpq: after PQconnectStart, act as if polling had said "writing" */
 	if (watch(c, EV_WRITE) < 0)
 		down(c, "cannot watch the connection", CS_DOWN);
@@ -491,11 +522,13 @@ static void nodes_seen(struct sa_cluster *c, const char *list, int64_t db_now)
 		json_decref(a);
 		return;
 	}
+	view_write(c);
 	for (unsigned k = 0; k < c->nnodes; k++)
 		c->nodes[k].listed = false;
 	c->view_ms = now_ms;
 	json_array_foreach(a, i, row)
 		node_seen(c, row, db_now);
+	view_done(c);
 	json_decref(a);
 	c->beat_ok = true;
 	for (unsigned k = 0; k < c->nnodes; k++) {
@@ -517,12 +550,16 @@ bool sa_cluster_is_node(const struct sa_cluster *c, const struct sockaddr *sa)
 	const void *a = sa->sa_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
 	                                           : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
 	size_t len = sa->sa_family == AF_INET6 ? 16 : 4;
+	bool found = false;
 
-	for (unsigned i = 0; c != NULL && i < c->nnodes; i++)
-		if (c->nodes[i].listed && c->nodes[i].host[0] && c->nodes[i].family == sa->sa_family &&
-		    memcmp(c->nodes[i].addr, a, len) == 0)
-			return true;
-	return false;
+	if (c == NULL)
+		return false;
+	view_read(c);
+	for (unsigned i = 0; !found && i < c->nnodes; i++)
+		found = c->nodes[i].listed && c->nodes[i].host[0] && c->nodes[i].family == sa->sa_family &&
+		        memcmp(c->nodes[i].addr, a, len) == 0;
+	view_done(c);
+	return found;
 }
 
 /* ---- the other nodes' bindings ---- */
@@ -595,10 +632,12 @@ static void remote_load(struct sa_cluster *c, PGresult *r)
 
 	if (n == 0 || strcmp(PQgetvalue(r, 0, 1), "head") != 0)
 		return;
+	view_write(c);
 	remote_clear(c);
 	c->reg_seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
 	for (int i = 1; i < n; i++)
 		remote_apply(c, "insert", PQgetvalue(r, i, 3));
+	view_done(c);
 	c->reg_load = false;
 	log_info("event=cluster_registrations_loaded node=%s seq=%llu remote=%u", c->srv->cfg.cluster_node,
 	         (unsigned long long)c->reg_seq, c->nremote);
@@ -607,6 +646,7 @@ static void remote_load(struct sa_cluster *c, PGresult *r)
 /* The feed's registrations rows newer than the load, before the batch is applied. */
 static void remote_feed(struct sa_cluster *c, PGresult *r, int first_row)
 {
+	view_write(c);
 	for (int i = first_row; i < PQntuples(r); i++) {
 		uint64_t seq = strtoull(PQgetvalue(r, i, 0), NULL, 10);
 		if (seq > c->reg_seq && strcmp(PQgetvalue(r, i, 1), "registrations") == 0) {
@@ -614,6 +654,7 @@ static void remote_feed(struct sa_cluster *c, PGresult *r, int first_row)
 			c->reg_seq = seq;
 		}
 	}
+	view_done(c);
 }
 
 int sa_cluster_remote_binding(struct sa_cluster *c, const char *trunk_id, struct sa_binding *out,
@@ -622,7 +663,10 @@ int sa_cluster_remote_binding(struct sa_cluster *c, const char *trunk_id, struct
 	const struct remote *best = NULL;
 	const struct fleet_node *owner = NULL;
 
-	for (const struct remote *r = c ? c->remote[bucket_of(trunk_id)] : NULL; r; r = r->next) {
+	if (c == NULL)
+		return -1;
+	view_read(c);
+	for (const struct remote *r = c->remote[bucket_of(trunk_id)]; r; r = r->next) {
 		const struct fleet_node *n = node_find(c, r->node);
 		if (strcmp(r->b.trunk_id, trunk_id) != 0 || n == NULL || !n->host[0] || !node_alive(c, n))
 			continue;
@@ -631,14 +675,15 @@ int sa_cluster_remote_binding(struct sa_cluster *c, const char *trunk_id, struct
 			owner = n;
 		}
 	}
-	if (best == NULL)
-		return -1;
-	*out = best->b;
-	snprintf(to->proto, sizeof(to->proto), "%s", owner->proto);
-	snprintf(to->host, sizeof(to->host), "%s", owner->host);
-	snprintf(to->port, sizeof(to->port), "%s", owner->port);
-	snprintf(to->node, sizeof(to->node), "%s", owner->name);
-	return 0;
+	if (best != NULL) {
+		*out = best->b;
+		snprintf(to->proto, sizeof(to->proto), "%s", owner->proto);
+		snprintf(to->host, sizeof(to->host), "%s", owner->host);
+		snprintf(to->port, sizeof(to->port), "%s", owner->port);
+		snprintf(to->node, sizeof(to->node), "%s", owner->name);
+	}
+	view_done(c);
+	return best != NULL ? 0 : -1;
 }
 
 /* ---- this node's bindings, to the database ---- */
@@ -738,9 +783,9 @@ static void nodes_alive(struct sa_cluster *c, const char *v)
 	unsigned long n = strtoul(v, &end, 10);
 	if (*end != '\0' || n == 0 || n > 10000)
 		return;
-	if (n != c->srv->fleet_nodes)
+	if (n != sa_cluster_nodes_alive(c))
 		log_info("event=cluster_nodes node=%s alive=%lu", c->srv->cfg.cluster_node, n);
-	c->srv->fleet_nodes = (unsigned)n;
+	__atomic_store_n(&c->share_nodes, (unsigned)n, __ATOMIC_RELAXED);
 	c->stats.nodes_alive = n;
 }
 
@@ -1671,7 +1716,8 @@ int sa_cluster_start(struct sa_server *srv)
 	}
 	c->srv = srv;
 	c->dirty = calloc(DIRTY_MAX, sizeof(*c->dirty));
-	if (c->dirty == NULL) {
+	if (c->dirty == NULL || pthread_rwlock_init(&c->view, NULL) != 0) {
+		free(c->dirty);
 		free(c);
 		return -1;
 	}
@@ -1708,7 +1754,13 @@ void sa_cluster_stop(struct sa_cluster *c)
 	free(c->fails);
 	free(c->written.v);
 	free(c->sending.v);
+	pthread_rwlock_destroy(&c->view);
 	free(c);
+}
+
+unsigned sa_cluster_nodes_alive(const struct sa_cluster *c)
+{
+	return c != NULL ? __atomic_load_n(&c->share_nodes, __ATOMIC_RELAXED) : 0;
 }
 
 void sa_cluster_stats(const struct sa_cluster *c, struct sa_metrics_fleet *s)

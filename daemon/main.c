@@ -430,7 +430,9 @@ static int start(struct sa_server *srv)
 	if (sa_sip_init(srv) < 0 || sa_transport_start(srv) < 0)
 		return -1;
 	sa_sip_calls_restore(srv);
-	if (sa_workers_start(srv, srv->nworkers) < 0 || sa_http_start(srv) < 0 || cluster_start(srv) < 0)
+	/* the feed before the workers: they share it (reading the other nodes and
+	 * their bindings, posting their registrations and failures to this loop) */
+	if (cluster_start(srv) < 0 || sa_workers_start(srv, srv->nworkers) < 0 || sa_http_start(srv) < 0)
 		return -1;
 	if (add_signal(srv, &srv->sig_term, SIGTERM, stop_cb) < 0 || add_signal(srv, &srv->sig_int, SIGINT, stop_cb) < 0 ||
 	    add_signal(srv, &srv->sig_hup, SIGHUP, hup_cb) < 0)
@@ -521,13 +523,6 @@ int main(int argc, char **argv)
 	}
 	sa_log_set_level((enum sa_log_level)srv.cfg.log_level);
 	srv.nworkers = workers ? workers : sa_workers_wanted(&srv.cfg);
-	if (srv.cfg.cluster_database[0] && srv.nworkers > 1) {
-		/* the feed, the relays to other nodes and their state are one loop's */
-		if (workers || srv.cfg.workers)   /* asked for, not auto */
-			log_info("event=workers_limited workers=1 asked=%u reason=\"fleet mode runs one SIP worker\"",
-			         srv.nworkers);
-		srv.nworkers = 1;
-	}
 	int rc = start(&srv);
 	if (rc == 0) {
 		log_info("event=started version=%s domain=%s", PACKAGE_VERSION, srv.domain);

@@ -116,7 +116,6 @@ struct sa_server {
 	struct sa_resolver *resolver;   /* resolve.c: c-ares on the loop; NULL when no gateway is named */
 	struct event *probe;            /* upstream.c: OPTIONS to every gateway each probe_interval */
 	struct sa_cluster *cluster;     /* cluster.c: fleet mode's feed; NULL: a single host */
-	unsigned fleet_nodes;           /* nodes alive at the last heartbeat (0 or 1: this one alone) */
 	struct sa_webhooks *webhooks;   /* webhook.c: the event queue and the delivery thread */
 };
 
@@ -234,14 +233,17 @@ int sa_cluster_mirror_init(struct sa_server *srv);
 int sa_cluster_start(struct sa_server *srv);
 void sa_cluster_stop(struct sa_cluster *c);
 void sa_cluster_stats(const struct sa_cluster *c, struct sa_metrics_fleet *s);
-/* Registrations across the fleet (the loop's calls; c NULL: a single host,
- * nothing). The credential's bindings changed here: written to the database
- * soon, coalesced. */
+/* Registrations across the fleet (c NULL: a single host, nothing). The
+ * credential's bindings changed here: written to the database soon,
+ * coalesced. On worker 0's loop only (the others post it there). */
 void sa_cluster_binding_changed(struct sa_cluster *c, const char *cred_id);
-/* Is sa the address of a node of the fleet (from the nodes table)? */
+/* Is sa the address of a node of the fleet (from the nodes table)? Any worker. */
 bool sa_cluster_is_node(const struct sa_cluster *c, const struct sockaddr *sa);
+/* How many nodes were alive at the last heartbeat (0: none heard yet); they
+ * share each trunk's limits. Any worker. */
+unsigned sa_cluster_nodes_alive(const struct sa_cluster *c);
 /* The trunk's newest binding owned by another node that is alive, and that
- * node's address: 0, or -1 when there is none. Memory only: no database. */
+ * node's address: 0, or -1 when there is none. Memory only: no database. Any worker. */
 struct sa_fleet_owner {
 	char node[64];
 	char proto[8], host[64], port[8];
@@ -249,7 +251,8 @@ struct sa_fleet_owner {
 int sa_cluster_remote_binding(struct sa_cluster *c, const char *trunk_id, struct sa_binding *out,
                               struct sa_fleet_owner *to);
 /* Queues an auth failure for the fleet's log (pushed with the next
- * heartbeat; the queue is bounded, overflow counted). Never blocks. */
+ * heartbeat; the queue is bounded, overflow counted). Never blocks. On
+ * worker 0's loop only (the others post theirs there). */
 void sa_cluster_authfail(struct sa_cluster *c, const struct sa_authfail *f);
 
 /* http.c: the REST API, /dashboard, /healthz and /metrics on [api] listen

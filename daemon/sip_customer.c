@@ -25,6 +25,7 @@
 #include "server.h"
 #include "sip_int.h"
 #include "txn.h"
+#include "worker.h"
 
 /* ---- requests ---- */
 
@@ -42,13 +43,39 @@ static bool from_fleet_node(struct sa_server *srv, const struct sa_flow *from)
 #endif
 }
 
+/* The feed's state is worker 0's loop's: another worker's REGISTER tells it there. */
+#ifdef HAVE_LIBPQ
+static void binding_changed_at_0(struct sa_server *w, void *arg)
+{
+	sa_cluster_binding_changed(w->cluster, arg);
+	free(arg);
+}
+#endif
+
 static void fleet_binding_changed(struct sa_server *srv, const char *cred_id)
 {
 #ifdef HAVE_LIBPQ
-	sa_cluster_binding_changed(srv->cluster, cred_id);
+	if (srv->cluster == NULL || srv->worker == 0) {
+		sa_cluster_binding_changed(srv->cluster, cred_id);
+		return;
+	}
+	char *id = strdup(cred_id);
+	if (id != NULL && !sa_workers_post(srv, 0, binding_changed_at_0, id))
+		free(id);   /* written with the credential's next REGISTER */
 #else
 	(void)srv;
 	(void)cred_id;
+#endif
+}
+
+/* How many nodes share a trunk's limits now (0 or 1: this one alone). */
+static unsigned fleet_share(const struct sa_server *srv)
+{
+#ifdef HAVE_LIBPQ
+	return sa_cluster_nodes_alive(srv->cluster);
+#else
+	(void)srv;
+	return 0;
 #endif
 }
 
@@ -120,24 +147,62 @@ struct sa_failq {
 	struct sa_authfail f[FAILQ_MAX];
 };
 
-/* Into this node's failure log and, in a fleet, the queue for the fleet's (for a trunk the store knows). */
-static void authfail_write(struct sa_server *srv, const struct sa_authfail *f)
+/* A batch of failures for the fleet's log, from another worker to worker 0 (whose loop has the feed). */
+struct fleet_fails {
+	unsigned n;
+	struct sa_authfail f[];
+};
+
+#ifdef HAVE_LIBPQ
+static void fleet_fails_at_0(struct sa_server *w, void *arg)
+{
+	struct fleet_fails *b = arg;
+
+	for (unsigned i = 0; i < b->n; i++)
+		sa_cluster_authfail(w->cluster, &b->f[i]);
+	free(b);
+}
+#endif
+
+/* Into this node's failure log and, in a fleet, the queue for the fleet's
+ * (for a trunk the store knows): from worker 0 at once, from another worker
+ * into *batch (room for max), which the caller posts to worker 0. */
+static void authfail_write(struct sa_server *srv, const struct sa_authfail *f, struct fleet_fails **batch, unsigned max)
 {
 	int rc = sa_store_authfail_add(srv->store, f, 1000);
 #ifdef HAVE_LIBPQ
-	if (rc != SA_STORE_ENOTFOUND)
+	if (rc == SA_STORE_ENOTFOUND || srv->cluster == NULL)
+		return;
+	if (srv->worker == 0) {
 		sa_cluster_authfail(srv->cluster, f);
+		return;
+	}
+	if (*batch == NULL && (*batch = calloc(1, sizeof(**batch) + max * sizeof(*f))) == NULL)
+		return;   /* out of memory: this node's own log has it */
+	(*batch)->f[(*batch)->n++] = *f;
 #else
-	(void)rc;
+	(void)rc, (void)batch, (void)max;
+#endif
+}
+
+static void fleet_fails_post(struct sa_server *srv, struct fleet_fails *batch)
+{
+#ifdef HAVE_LIBPQ
+	if (batch != NULL && !sa_workers_post(srv, 0, fleet_fails_at_0, batch))
+		free(batch);
+#else
+	(void)srv, (void)batch;
 #endif
 }
 
 static void failq_flush(struct sa_server *srv)
 {
 	struct sa_failq *q = srv->failq;
+	struct fleet_fails *batch = NULL;
 
 	for (unsigned i = 0; i < q->n; i++)
-		authfail_write(srv, &q->f[i]);
+		authfail_write(srv, &q->f[i], &batch, q->n);
+	fleet_fails_post(srv, batch);
 	q->n = 0;
 	evtimer_del(q->timer);
 }
@@ -152,7 +217,9 @@ static void authfail_record(struct sa_server *srv, const struct sa_authfail *f)
 	struct sa_failq *q = srv->failq;
 
 	if (q == NULL) {
-		authfail_write(srv, f);
+		struct fleet_fails *batch = NULL;
+		authfail_write(srv, f, &batch, 1);
+		fleet_fails_post(srv, batch);
 		return;
 	}
 	q->f[q->n++] = *f;
@@ -325,9 +392,10 @@ static bool trunk_admit(struct sa_server *srv, const struct sa_msg *m, const str
                         uint32_t password_version, bool from_customer)
 {
 	struct sa_trunk_policy share;   /* in a fleet: this node's share of the trunk's limits */
-	if (srv->fleet_nodes > 1) {
+	unsigned nodes = fleet_share(srv);
+	if (nodes > 1) {
 		share = *pol;
-		sa_policy_share(&share, srv->fleet_nodes);
+		sa_policy_share(&share, nodes);
 		pol = &share;
 	}
 	enum sa_policy_verdict v;

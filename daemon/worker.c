@@ -210,9 +210,9 @@ void sa_workers_send(struct sa_server *srv, unsigned to, const struct sa_flow *f
 		srv->metrics.worker_sends++;
 }
 
-void sa_workers_post(struct sa_server *srv, unsigned to, sa_worker_fn fn, void *arg)
+bool sa_workers_post(struct sa_server *srv, unsigned to, sa_worker_fn fn, void *arg)
 {
-	send_to(srv->workers, to, WM_RUN, NULL, NULL, 0, fn, arg, NULL);
+	return send_to(srv->workers, to, WM_RUN, NULL, NULL, 0, fn, arg, NULL);
 }
 
 void sa_workers_post_each(struct sa_server *main, sa_worker_fn fn, void *arg)
@@ -475,7 +475,6 @@ static struct sa_server *worker_new(struct sa_server *main, unsigned i)
 	w->trusted_names = main->trusted_names;
 	w->webhooks = main->webhooks;
 	w->cluster = main->cluster;
-	w->fleet_nodes = main->fleet_nodes;
 	memcpy(w->tag_key, main->tag_key, sizeof(w->tag_key));
 	w->metrics.version = main->metrics.version;
 	w->metrics.start_time = main->metrics.start_time;

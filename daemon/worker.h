@@ -2,6 +2,7 @@
 #ifndef SA_WORKER_H
 #define SA_WORKER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "conf.h"
@@ -11,8 +12,7 @@ struct sa_flow;
 struct sa_metrics;
 
 /* How many workers the configuration asks for: [sip] workers, or (auto) one
- * per core the process may run on. (main.c runs one in fleet mode: its feed, relays and
- * node state are worker 0's.) */
+ * per core the process may run on. */
 unsigned sa_workers_wanted(const struct sa_config *c);
 
 /* Workers 1..n-1 beside the running main server (worker 0, whose shared
@@ -37,8 +37,9 @@ void sa_workers_send(struct sa_server *srv, unsigned to, const struct sa_flow *f
  * run (worker 0 runs it here). From the main thread only. */
 typedef void (*sa_worker_fn)(struct sa_server *w, void *arg);
 void sa_workers_run_each(struct sa_server *main, sa_worker_fn fn, void *arg);
-/* fn(worker `to`, arg) on that worker's loop, later (the caller must have workers). */
-void sa_workers_post(struct sa_server *srv, unsigned to, sa_worker_fn fn, void *arg);
+/* fn(worker `to`, arg) on that worker's loop, later (the caller must have
+ * workers). false (logged) when it could not be queued: arg is the caller's. */
+bool sa_workers_post(struct sa_server *srv, unsigned to, sa_worker_fn fn, void *arg);
 /* The same without waiting; arg must outlive the calls. */
 void sa_workers_post_each(struct sa_server *main, sa_worker_fn fn, void *arg);
 

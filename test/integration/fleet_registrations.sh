@@ -43,7 +43,7 @@ pbx() {
 	[ "$_tr" = tls ] && _port=$B_TLS_PORT
 	spawn "$T/$_n.json" $SIPCLIENT pbx --server "$_addr:$_port" --transport "$_tr" --local-ip 127.0.0.1 \
 		--local-port "$_lp" --host "$TRUNK_HOST" --user "$_user" --password "$PW" --algorithms MD5 --expires 120 \
-		--timeout 5 --wait 15 "$@"
+		--timeout 5 --wait 30 "$@"
 }
 registered() { wait_for grep -q '"event":"registered","status":200' "$T/$1.json"; }
 # requests NAME METHOD: how many METHOD requests the PBX received
