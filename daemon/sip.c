@@ -385,7 +385,8 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 		sip_reject(srv, m, from, d.status, NULL, d.extra, d.reason);
 		return;
 	case SA_RA_ABSORB:
-		srv->metrics.sip_retransmissions_absorbed++;
+		if (m->method != SA_M_ACK)   /* an ACK ends a failure's transaction: it repeats nothing */
+			srv->metrics.sip_retransmissions_absorbed++;
 		if (d.resend)
 			sa_transport_send(srv, from, t->resp, t->resp_len);
 		if (m->method == SA_M_ACK)

@@ -215,7 +215,7 @@ char *sa_metrics_render(const struct sa_metrics *m, size_t *len)
 	abuse(f, m);
 	by_status(f, "sip_rejected_total", "SIP error answers sipauthd gave itself, by status.", m->sip_rejected);
 	counter(f, "sip_forwarded_total", "SIP messages forwarded.", m->sip_forwarded);
-	counter(f, "sip_retransmissions_absorbed_total", "Retransmissions answered from transaction state.",
+	counter(f, "sip_retransmissions_absorbed_total", "Retransmitted requests answered from transaction state (ACKs not counted).",
 	        m->sip_retransmissions_absorbed);
 	transactions(f, m);
 	by_status(f, "api_requests_total", "HTTP requests answered (API, dashboard, metrics, health), by status.",

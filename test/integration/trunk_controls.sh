@@ -144,12 +144,15 @@ busy_worker() {   # BEFORE AFTER: the worker(s) whose count rose
 	python3 -c 'import sys; b, a = (dict(x.split(":") for x in v.split()) for v in sys.argv[1:3]); print(*[w for w in a if a[w] != b.get(w)])' "$1" "$2"
 }
 w0=$(worker_counts)
+absorbed0=$(metric sip_retransmissions_absorbed_total)
 call lost --lose-final --trace
 w_lost=$(busy_worker "$w0" "$(worker_counts)")
 assert_eq "an INVITE retransmitted after its rate 503 was lost gets that 503 again (not 403 as a replay)" \
 	"407 503 True 503 None same-tag" \
 	"$(json_get '" ".join(str(x) for x in [resp[0]["status"], resp[1]["status"], resp[1].get("lost"), resp[2]["status"], resp[2].get("lost"), "same-tag" if resp[1]["headers"]["to"] == resp[2]["headers"]["to"] else "other-tag"])' <"$T/lost.json")"
 assert_eq "... absorbed as a retransmission, counted once as a refusal" 6 "$(metric 'trunk_refusals_total{reason="rate_limit"}')"
+assert_eq "... one retransmission absorbed (the ACK of the 503 is not one)" 1 \
+	"$(($(metric sip_retransmissions_absorbed_total) - absorbed0))"
 # the kept 503 is for its sender only: the very bytes from another address never get it. At the
 # worker that holds the transaction: 482; at another one (the kernel spreads sources over
 # workers, and a new INVITE stays where it lands): a fresh challenge, the nonce count being used
