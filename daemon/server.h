@@ -90,6 +90,7 @@ struct sa_server {
 	struct sa_connlimit *connlimit; /* TCP/TLS connections and handshakes, overall and per source */
 	struct sa_abuse *abuse;         /* failure counts and bans per source */
 	struct sa_calls *calls;         /* established calls (lib/calls) */
+	struct sa_journal *journal;     /* calls.journal.<worker> (sip_calls.c); NULL: none */
 	TAILQ_HEAD(, sa_txn) txn_ringing;   /* INVITEs of credentials' calls not answered finally */
 	uint64_t store_generation;      /* last seen: a change means sipauthctl wrote */
 	struct sa_store_watch store_watch;   /* main.c: what housekeeping last told of the store */

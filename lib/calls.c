@@ -180,6 +180,17 @@ struct sa_call *sa_calls_find(const struct sa_calls *t, const struct sa_msg *m, 
 	return NULL;
 }
 
+struct sa_call *sa_calls_find_dialog(const struct sa_calls *t, const char *call_id, const char *caller_tag,
+                                     const char *callee_tag)
+{
+	uint64_t h = sa_str_hash(call_id);
+	for (struct sa_call *c = t->by_id[h & (t->id_buckets - 1)]; c; c = c->id_next)
+		if (c->id_hash == h && strcmp(c->d.call_id, call_id) == 0 && strcmp(c->d.caller_tag, caller_tag) == 0 &&
+		    strcmp(c->d.callee_tag, callee_tag) == 0)
+			return c;
+	return NULL;
+}
+
 struct sa_call *sa_calls_of_credential(const struct sa_calls *t, const char *cred_id)
 {
 	struct sa_calls_cred *r = *cred_slot(t, cred_id);
@@ -236,27 +247,193 @@ bool sa_calls_header_ok(const char *line)
 	return ok;
 }
 
-static json_t *flow_json(const struct sa_call_flow_text *f)
+/*
+ * Call lines are written by hand, not through a jansson tree: a journal
+ * line for every call set up and ended (built as a tree, some forty small
+ * allocations each, it cost more than a third of a call's CPU). What
+ * jansson would refuse to write, a string that is not UTF-8, makes no line
+ * here either; jansson reads them back (sa_call_from_line).
+ */
+struct jw {
+	struct sa_buf b;
+	bool bad;                      /* a string that is not UTF-8 */
+};
+
+/* The length of the UTF-8 sequence at p (a byte of 0x80 or more), or 0 when it is not one. */
+static int utf8_len(const unsigned char *p)
 {
-	return json_pack("{s:s, s:s, s:i, s:s}", "transport", f->transport, "address", f->address, "port", (int)f->port,
-	                 "listener", f->listener);
+	unsigned char ch = *p;
+	int n = (ch & 0xe0) == 0xc0 ? 1 : (ch & 0xf0) == 0xe0 ? 2 : (ch & 0xf8) == 0xf0 ? 3 : -1;
+	if (n < 0 || (n == 1 && ch < 0xc2) || (n == 3 && ch > 0xf4))
+		return 0;
+	uint32_t cp = ch & (0x3f >> n);
+	for (int i = 1; i <= n; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3f);
+	}
+	if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return n + 1;
 }
 
-static json_t *side_json(const struct sa_dialog_side *ds, const struct sa_call_flow_text *f)
+/* s as a JSON string, in one pass: runs of plain bytes copied whole. */
+static void jw_str(struct jw *w, const char *s)
 {
-	return json_pack("{s:s, s:s, s:s, s:I, s:o}", "target", ds->target, "route", ds->route, "name", ds->name,
-	                 "cseq", (json_int_t)ds->cseq, "flow", flow_json(f));
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s, *run = p;
+	sa_buf_put(&w->b, "\"", 1);
+	for (;;) {
+		unsigned char ch = *p;
+		if (ch >= 0x20 && ch < 0x80 && ch != '"' && ch != '\\') {
+			p++;
+			continue;
+		}
+		if (ch >= 0x80) {
+			int n = utf8_len(p);
+			if (n == 0) {
+				w->bad = true;
+				return;
+			}
+			p += n;
+			continue;
+		}
+		sa_buf_put(&w->b, run, (size_t)(p - run));
+		if (ch == '\0')
+			break;
+		char e[6] = { '\\', (char)ch };
+		if (ch < 0x20) {
+			memcpy(e + 1, "u00", 3);
+			e[4] = hex[ch >> 4];
+			e[5] = hex[ch & 15];
+		}
+		sa_buf_put(&w->b, e, ch < 0x20 ? 6 : 2);
+		run = ++p;
+	}
+	sa_buf_put(&w->b, "\"", 1);
+}
+
+/* "key": */
+static void jw_key(struct jw *w, const char *key)
+{
+	sa_buf_puts(&w->b, key);
+}
+
+static void jw_int(struct jw *w, int64_t v)
+{
+	if (v < 0)
+		sa_buf_put(&w->b, "-", 1);
+	sa_buf_putu(&w->b, v < 0 ? -(uint64_t)v : (uint64_t)v);
+}
+
+static void jw_side(struct jw *w, const struct sa_dialog_side *ds, const struct sa_call_flow_text *f)
+{
+	jw_key(w, "{\"target\":");
+	jw_str(w, ds->target);
+	jw_key(w, ",\"route\":");
+	jw_str(w, ds->route);
+	jw_key(w, ",\"name\":");
+	jw_str(w, ds->name);
+	jw_key(w, ",\"cseq\":");
+	sa_buf_putu(&w->b, ds->cseq);
+	jw_key(w, ",\"flow\":{\"transport\":");
+	jw_str(w, f->transport);
+	jw_key(w, ",\"address\":");
+	jw_str(w, f->address);
+	jw_key(w, ",\"port\":");
+	sa_buf_putu(&w->b, f->port);
+	jw_key(w, ",\"listener\":");
+	jw_str(w, f->listener);
+	jw_key(w, "}}");
+}
+
+/* Bytes strs[0..n) take escaped (6 a byte at worst), and `fixed` more. */
+static size_t jw_room(const char *const *strs, int n, size_t fixed)
+{
+	size_t room = fixed;
+	for (int i = 0; i < n; i++)
+		room += 6 * strlen(strs[i]) + 2;
+	return room;
+}
+
+size_t sa_call_line_room(const struct sa_call *c, const struct sa_call_flow_text ends[2])
+{
+	const char *strs[] = { c->d.call_id, c->d.caller_tag, c->d.callee_tag, c->d.cred_id, c->d.trunk_id,
+	                       c->d.caller.target, c->d.caller.route, c->d.caller.name, c->d.callee.target,
+	                       c->d.callee.route, c->d.callee.name, ends[0].transport, ends[0].address,
+	                       ends[0].listener, ends[1].transport, ends[1].address, ends[1].listener };
+	return jw_room(strs, (int)(sizeof(strs) / sizeof(strs[0])), 512);
+}
+
+size_t sa_call_end_line_room(const struct sa_call *c)
+{
+	const char *strs[] = { c->d.call_id, c->d.caller_tag, c->d.callee_tag };
+	return jw_room(strs, 3, 64);
+}
+
+bool sa_call_line_put(const struct sa_call *c, const struct sa_call_flow_text ends[2], struct sa_buf *b)
+{
+	struct jw w = { .b = *b };
+	jw_key(&w, "{\"call_id\":");
+	jw_str(&w, c->d.call_id);
+	jw_key(&w, ",\"caller_tag\":");
+	jw_str(&w, c->d.caller_tag);
+	jw_key(&w, ",\"callee_tag\":");
+	jw_str(&w, c->d.callee_tag);
+	jw_key(&w, ",\"cred_id\":");
+	jw_str(&w, c->d.cred_id);
+	jw_key(&w, ",\"trunk_id\":");
+	jw_str(&w, c->d.trunk_id);
+	jw_key(&w, c->d.inbound ? ",\"inbound\":true" : ",\"inbound\":false");
+	jw_key(&w, ",\"started_at\":");
+	jw_int(&w, c->d.started_at);
+	jw_key(&w, ",\"caller\":");
+	jw_side(&w, &c->d.caller, &ends[0]);
+	jw_key(&w, ",\"callee\":");
+	jw_side(&w, &c->d.callee, &ends[1]);
+	jw_key(&w, "}");
+	if (w.bad || w.b.overflow)
+		return false;
+	*b = w.b;
+	return true;
+}
+
+bool sa_call_end_line_put(const struct sa_call *c, struct sa_buf *b)
+{
+	struct jw w = { .b = *b };
+	jw_key(&w, "{\"end\":");
+	jw_str(&w, c->d.call_id);
+	jw_key(&w, ",\"caller_tag\":");
+	jw_str(&w, c->d.caller_tag);
+	jw_key(&w, ",\"callee_tag\":");
+	jw_str(&w, c->d.callee_tag);
+	jw_key(&w, "}");
+	if (w.bad || w.b.overflow)
+		return false;
+	*b = w.b;
+	return true;
+}
+
+/* A malloc'd line of `room` bytes at most: the call's (ends given) or its end line. */
+static char *line_of(const struct sa_call *c, const struct sa_call_flow_text *ends, size_t room)
+{
+	struct sa_buf b = { .p = malloc(room + 1), .cap = room };
+	if (!b.p || !(ends ? sa_call_line_put(c, ends, &b) : sa_call_end_line_put(c, &b))) {
+		free(b.p);
+		return NULL;
+	}
+	b.p[b.len] = '\0';
+	return b.p;
 }
 
 char *sa_call_line(const struct sa_call *c, const struct sa_call_flow_text ends[2])
 {
-	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:o, s:o}", "call_id", c->d.call_id, "caller_tag",
-	                      c->d.caller_tag, "callee_tag", c->d.callee_tag, "cred_id", c->d.cred_id, "trunk_id",
-	                      c->d.trunk_id, "inbound", c->d.inbound, "started_at", (json_int_t)c->d.started_at, "caller",
-	                      side_json(&c->d.caller, &ends[0]), "callee", side_json(&c->d.callee, &ends[1]));
-	char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
-	json_decref(j);
-	return line;
+	return line_of(c, ends, sa_call_line_room(c, ends));
+}
+
+char *sa_call_end_line(const struct sa_call *c)
+{
+	return line_of(c, NULL, sa_call_end_line_room(c));
 }
 
 static int copy_text(const char *v, char *out, size_t outlen)
@@ -327,4 +504,56 @@ struct sa_call *sa_call_from_line(const char *line, struct sa_call_flow_text end
 out:
 	json_decref(j);   /* after the dialog took its copies of the strings */
 	return c;
+}
+
+/* ---- the journal ---- */
+
+#define JOURNAL_KIND "sipauthd-calls-journal"
+
+char *sa_calls_journal_header(void)
+{
+	json_t *j = json_pack("{s:s, s:i}", "kind", JOURNAL_KIND, "version", SA_CALLS_FILE_VERSION);
+	char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	return line;
+}
+
+bool sa_calls_journal_header_ok(const char *line)
+{
+	json_t *h = json_loads(line, 0, NULL);
+	const char *kind = NULL;
+	int version = 0;
+	bool ok = h && json_unpack(h, "{s:s, s:i}", "kind", &kind, "version", &version) == 0 &&
+	          strcmp(kind, JOURNAL_KIND) == 0 && version == SA_CALLS_FILE_VERSION;
+	json_decref(h);
+	return ok;
+}
+
+int sa_calls_journal_apply(struct sa_calls *t, const char *line, struct sa_call **added,
+                           struct sa_call_flow_text ends[2])
+{
+	*added = NULL;
+	json_t *j = json_loads(line, 0, NULL);
+	const char *call_id, *caller_tag, *callee_tag;
+	if (j && json_unpack(j, "{s:s, s:s, s:s}", "end", &call_id, "caller_tag", &caller_tag, "callee_tag",
+	                     &callee_tag) == 0) {
+		struct sa_call *c = sa_calls_find_dialog(t, call_id, caller_tag, callee_tag);
+		if (c)
+			sa_calls_remove(t, c);
+		json_decref(j);
+		return 0;
+	}
+	json_decref(j);
+	struct sa_call *c = sa_call_from_line(line, ends);
+	if (!c)
+		return -1;
+	struct sa_call *old = sa_calls_find_dialog(t, c->d.call_id, c->d.caller_tag, c->d.callee_tag);
+	if (old)
+		sa_calls_remove(t, old);   /* written again (a rewrite cut short): the later line holds */
+	if (sa_calls_add(t, c) < 0) {
+		sa_call_free(c);
+		return -1;
+	}
+	*added = c;
+	return 0;
 }

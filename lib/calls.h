@@ -80,11 +80,42 @@ struct sa_call_flow_text {
 char *sa_calls_header_line(unsigned count);
 /* Is line the header of a calls file of this version? */
 bool sa_calls_header_ok(const char *line);
-/* One call as a line (malloc'd, no newline); NULL out of memory. */
+/* One call as a line (malloc'd, no newline); NULL out of memory or when a
+ * string of the call is not UTF-8 (JSON cannot carry it). */
 char *sa_call_line(const struct sa_call *c, const struct sa_call_flow_text ends[2]);
 /* A call back from its line: its dialog filled, its flows in ends[0] (the
  * caller's) and ends[1] for the daemon to turn into flows. NULL when the line
  * is not a whole call (missing or mistyped fields, values too long). */
 struct sa_call *sa_call_from_line(const char *line, struct sa_call_flow_text ends[2]);
+
+/* ---- calls.journal.N: what survives a crash ----
+ *
+ * Each worker appends to its own journal a header line
+ * {"kind":"sipauthd-calls-journal","version":N}, then a call line (as
+ * above) for each call set up and an end line
+ * {"end":CALL_ID,"caller_tag":..,"callee_tag":..} for each call ended;
+ * the daemon rewrites it from its calls when it grows. Replayed in order,
+ * the lines leave the calls that were up. */
+char *sa_calls_journal_header(void);
+bool sa_calls_journal_header_ok(const char *line);
+/* The end line of c (malloc'd, no newline); NULL out of memory. */
+char *sa_call_end_line(const struct sa_call *c);
+/* The same lines written into b without an allocation: the room each may
+ * take (b must have it), then the writer (false, b unchanged: a string of
+ * the call is not UTF-8, which JSON cannot carry, or b has not the room). */
+size_t sa_call_line_room(const struct sa_call *c, const struct sa_call_flow_text ends[2]);
+bool sa_call_line_put(const struct sa_call *c, const struct sa_call_flow_text ends[2], struct sa_buf *b);
+size_t sa_call_end_line_room(const struct sa_call *c);
+bool sa_call_end_line_put(const struct sa_call *c, struct sa_buf *b);
+/* One journal line applied to t: a call line adds its call (its flows in
+ * ends, for the daemon to turn into flows: *added is the call, still the
+ * table's), an end line removes its call if t has it. 0, or -1 for a line
+ * that is neither (or a call t cannot take: out of memory). */
+int sa_calls_journal_apply(struct sa_calls *t, const char *line, struct sa_call **added,
+                           struct sa_call_flow_text ends[2]);
+
+/* The call of exactly this Call-ID and these tags; NULL when none. */
+struct sa_call *sa_calls_find_dialog(const struct sa_calls *t, const char *call_id, const char *caller_tag,
+                                     const char *callee_tag);
 
 #endif

@@ -286,6 +286,44 @@ START_TEST(a_call_line_round_trips)
 }
 END_TEST
 
+START_TEST(a_call_line_escapes_and_refuses_what_is_not_utf8)
+{
+	struct sa_call_flow_text ends[2] = { PBX_END, GW_END }, back[2];
+	const char *name = "\"Caf\xc3\xa9 \\\\ \x01\t\" <sip:pbx@x>;tag=a";   /* quote, UTF-8, backslash, controls */
+	const char *t[SA_DT_COUNT] = { "id\"1@h", "f\\t", "t", "sip:pbx@198.51.100.7", "", name,
+	                               "sip:gw@192.0.2.10", "<sip:gw@192.0.2.10;lr>", "<sip:100@x>;tag=b" };
+	struct sa_call *c = sa_call_new();
+	ck_assert_int_eq(sa_dialog_set_text(&c->d, t), 0);
+	snprintf(c->d.cred_id, sizeof(c->d.cred_id), "cred_x");
+	c->d.started_at = -5;
+	char *line = sa_call_line(c, ends);
+	ck_assert_ptr_nonnull(line);
+	ck_assert_ptr_nonnull(strstr(line, "\"call_id\":\"id\\\"1@h\",\"caller_tag\":\"f\\\\t\""));
+	ck_assert_ptr_nonnull(strstr(line, "\\u0001\\u0009"));
+	struct sa_call *r = sa_call_from_line(line, back);
+	ck_assert_ptr_nonnull(r);
+	ck_assert_str_eq(r->d.call_id, "id\"1@h");
+	ck_assert_str_eq(r->d.caller_tag, "f\\t");
+	ck_assert_str_eq(r->d.caller.name, name);
+	ck_assert_int_eq(r->d.started_at, -5);
+	char *end = sa_call_end_line(c);
+	ck_assert_str_eq(end, "{\"end\":\"id\\\"1@h\",\"caller_tag\":\"f\\\\t\",\"callee_tag\":\"t\"}");
+	free(end);
+	free(line);
+	sa_call_free(r);
+	sa_call_free(c);
+	/* a Latin-1 byte, a lone continuation, an overlong form, a surrogate: no line (jansson would refuse it) */
+	const char *bad[] = { "Caf\xe9", "\x80", "\xc0\xaf", "\xed\xa0\x80", "\xf5\x80\x80\x80" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *tb[SA_DT_COUNT] = { "id@h", "f", "t", "sip:pbx@h", "", bad[i], "sip:gw@h", "", "<sip:100@x>" };
+		c = sa_call_new();
+		ck_assert_int_eq(sa_dialog_set_text(&c->d, tb), 0);
+		ck_assert_ptr_null(sa_call_line(c, ends));
+		sa_call_free(c);
+	}
+}
+END_TEST
+
 START_TEST(the_header_names_kind_and_version)
 {
 	char *h = sa_calls_header_line(3);
@@ -300,6 +338,68 @@ START_TEST(the_header_names_kind_and_version)
 	ck_assert(!sa_calls_header_ok("{\"version\":2}"));
 	ck_assert(!sa_calls_header_ok("\x01\x02SACL"));
 	ck_assert(!sa_calls_header_ok(""));
+}
+END_TEST
+
+/* Replays lines into t: how many it refused. */
+static int replay(struct sa_calls *t, const char *const *lines, int n)
+{
+	int refused = 0;
+	for (int i = 0; i < n; i++) {
+		struct sa_call *added;
+		struct sa_call_flow_text ends[2];
+		if (sa_calls_journal_apply(t, lines[i], &added, ends) < 0)
+			refused++;
+	}
+	return refused;
+}
+
+START_TEST(a_journal_replayed_leaves_the_calls_still_up)
+{
+	struct sa_call *a = make_call("a@pbx", "fa", "ta", "cred_a", 10), *b = make_call("b@pbx", "fb", "tb", "cred_b", 11),
+	               *b2 = make_call("b@pbx", "fb", "other", "cred_b", 12);   /* same Call-ID, another dialog */
+	struct sa_call_flow_text ends[2] = { PBX_END, GW_END };
+	char *la = sa_call_line(a, ends), *lb = sa_call_line(b, ends), *lb2 = sa_call_line(b2, ends);
+	char *ea = sa_call_end_line(a), *eb = sa_call_end_line(b);
+	ck_assert_ptr_nonnull(ea);
+	ck_assert_str_eq(ea, "{\"end\":\"a@pbx\",\"caller_tag\":\"fa\",\"callee_tag\":\"ta\"}");
+
+	struct sa_calls *t = sa_calls_new();
+	const char *const lines[] = { la, lb, lb2, ea, eb };
+	ck_assert_int_eq(replay(t, lines, 5), 0);
+	ck_assert_uint_eq(sa_calls_count(t), 1);   /* a and b ended; b2 (only its To tag differs) is up */
+	struct sa_call *up = sa_calls_oldest(t);
+	ck_assert_str_eq(up->d.callee_tag, "other");
+	ck_assert_ptr_eq(sa_calls_find_dialog(t, "b@pbx", "fb", "other"), up);
+	ck_assert_ptr_null(sa_calls_find_dialog(t, "b@pbx", "fb", "tb"));
+	ck_assert_ptr_null(sa_calls_find_dialog(t, "b@pbx", "tb", "fb"));   /* tags are not swapped here */
+
+	/* an end for a call it never had, the same call twice (a rewrite cut short), damage */
+	const char *const more[] = { eb, lb2, "{\"end\":\"x\"}", "{\"end\":\"x\",\"caller_tag\":1,\"callee_tag\":\"t\"}",
+	                             "not json", "" };
+	ck_assert_int_eq(replay(t, more, 6), 4);
+	ck_assert_uint_eq(sa_calls_count(t), 1);
+	ck_assert_ptr_eq(sa_calls_oldest(t), sa_calls_find_dialog(t, "b@pbx", "fb", "other"));
+	ck_assert_uint_eq(sa_calls_credential_count(t, "cred_b"), 1);
+	sa_calls_free(t);
+	free(la), free(lb), free(lb2), free(ea), free(eb);
+	sa_call_free(a), sa_call_free(b), sa_call_free(b2);
+}
+END_TEST
+
+START_TEST(the_journal_header_names_its_own_kind)
+{
+	char *h = sa_calls_journal_header();
+	ck_assert_ptr_nonnull(h);
+	ck_assert_str_eq(h, "{\"kind\":\"sipauthd-calls-journal\",\"version\":2}");
+	ck_assert(sa_calls_journal_header_ok(h));
+	ck_assert(!sa_calls_header_ok(h));   /* neither file is taken for the other */
+	char *state = sa_calls_header_line(0);
+	ck_assert(!sa_calls_journal_header_ok(state));
+	ck_assert(!sa_calls_journal_header_ok("{\"kind\":\"sipauthd-calls-journal\",\"version\":3}"));
+	ck_assert(!sa_calls_journal_header_ok(""));
+	free(h);
+	free(state);
 }
 END_TEST
 
@@ -352,8 +452,11 @@ int main(void)
 	tcase_add_test(tc, calls_by_credential_and_by_age);
 	tcase_add_test(tc, calls_of_one_credential_end_in_any_order);
 	tcase_add_test(tc, a_call_line_round_trips);
+	tcase_add_test(tc, a_call_line_escapes_and_refuses_what_is_not_utf8);
 	tcase_add_test(tc, the_header_names_kind_and_version);
 	tcase_add_test(tc, a_damaged_line_is_no_call);
+	tcase_add_test(tc, a_journal_replayed_leaves_the_calls_still_up);
+	tcase_add_test(tc, the_journal_header_names_its_own_kind);
 	tcase_add_test(tc, the_table_grows_and_lookups_stay_exact);
 	tcase_add_test(tc, calls_that_share_a_bucket_are_told_apart);
 	tcase_add_test(tc, dialog_text_is_one_allocation_and_refuses_the_oversized);

@@ -1,0 +1,99 @@
+#!/bin/sh
+# calls_crash.sh: calls outlive a crash. Each worker journals the calls it sets up and ends
+# (calls.journal.N in the store's folder); after kill -9 the next start takes them from there:
+# the PBX's BYE reaches the gateway (not 481), a credential deleted after the restart ends its
+# call with BYEs whose CSeq clears what the call may have sent since its line was written, a call
+# that ended before the crash stays ended, a journal of another version or cut mid-line loses
+# only what it cannot read.
+. "$top_srcdir/test/lib.sh"
+need sipp
+setup_store || { fail "store setup"; finish; }
+start_sipauthd "MD5" || { fail "sipauthd did not start"; finish; }
+PBX="-au $SIP_USER -ap $SIP_PASS -key trunk_host $TRUNK_HOST"
+bg_call() {
+	name=$1; shift
+	spawn "$T/$name.out" timeout 40 sipp "$@" -m 1 -nostdin -trace_err -error_file "$T/$name.err" \
+		-trace_msg -message_file "$T/$name.msg"
+}
+crash() {
+	kill -9 "$SIPAUTHD_PID"
+	wait "$SIPAUTHD_PID" 2>/dev/null
+}
+restart() {   # LOG: the daemon again on the same configuration and store
+	spawn "$T/$1" "$SIPAUTHD" --config "$T/sipauthd.conf"
+	SIPAUTHD_PID=$!
+	wait_for grep -q "event=started" "$T/$1" || { cat "$T/$1"; fail "sipauthd did not start again"; }
+}
+
+# ---- a call up, the daemon killed: the PBX's BYE after the restart reaches the gateway ----
+bg_call gw1 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT"; gw=$!
+sleep 0.3
+bg_call call1 -sf "$SIPP_DIR/pbx_call.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -s 15550000001 $PBX -d 4000
+call=$!
+wait_for grep -q "event=call_start" "$T/sipauthd.log" || fail "the call did not start"
+journaled() { cat "$STORE"/calls.journal.* 2>/dev/null | grep -c "\"cred_id\":\"$CRED\""; }
+journal_has() { [ "$(journaled)" = "$1" ]; }
+wait_for journal_has 1   # written within 10 ms
+assert_eq "the call is in a journal as it starts" 1 "$(journaled)"
+assert_eq "each journal starts with its kind and version" '{"kind":"sipauthd-calls-journal","version":2}' \
+	"$(head -qn1 "$STORE"/calls.journal.* | sort -u)"
+crash
+assert_eq "kill -9 leaves no calls.state" no "$([ -e "$STORE/calls.state" ] && echo yes || echo no)"
+restart sipauthd2.log
+assert_match "the call is restored from the journal" "event=calls_restored count=1 refused=0 from=journal" \
+	"$(cat "$T/sipauthd2.log")"
+wait "$call"; assert_eq "the PBX's BYE after the crash is answered (200, not 481)" 0 $?
+wait "$gw"; assert_eq "the gateway got the BYE through the restarted daemon" 0 $?
+assert_nomatch "no 481 for the BYE" "SIP/2.0 481" "$(cat "$T/call1.msg")"
+
+# ---- a call ended before the crash stays ended; one up is revoked after the restart ----
+bg_call gw2 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT"; gw=$!
+sleep 0.3
+bg_call call2 -sf "$SIPP_DIR/pbx_call.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -s 15550000002 $PBX -d 30000
+call=$!
+wait_for grep -q "event=call_start" "$T/sipauthd2.log" || fail "the second call did not start"
+wait_for journal_has 2
+assert_eq "the journal has the ended call's line, its end, and the new call" "2 1" \
+	"$(journaled) $(cat "$STORE"/calls.journal.* | grep -c '"end":')"
+CID2=$(sed -n 's/^Call-ID: *//p' "$T/call2.msg" | head -1 | tr -d '\r')
+LINE2=$(grep -h "\"call_id\":\"$CID2\"" "$STORE"/calls.journal.*)
+crash
+restart sipauthd3.log
+assert_match "only the call still up is restored" "event=calls_restored count=1 refused=0 from=journal" \
+	"$(cat "$T/sipauthd3.log")"
+"$SIPAUTHCTL" --store "$STORE" credential delete --trunk "$TRUNK" --id "$CRED"
+wait "$gw"; assert_eq "the credential deleted after the restart: the gateway got a BYE" 0 $?
+wait_for grep -q "event=credential_revoked cred=$CRED calls_ended=1" "$T/sipauthd3.log"
+assert_eq "the restored call was ended by the revocation" 0 $?
+cseq_of() { sed -n "/^$1 /,/^\$/p" "$T/gw2.msg" | sed -n "s/^CSeq: *\([0-9]*\) $1.*/\1/p" | head -1; }
+invite_cseq=$(cseq_of INVITE)
+assert_eq "the BYE's CSeq is the INVITE's ($invite_cseq) + 1000 + 1: above what the caller may have sent since" \
+	$((invite_cseq + 1001)) "$(cseq_of BYE)"
+kill "$call" 2>/dev/null
+
+# ---- journals it cannot read: a line cut by the crash is dropped, another version is refused ----
+crash
+rm -f "$STORE"/calls.journal.*
+{
+	echo '{"kind":"sipauthd-calls-journal","version":2}'
+	echo "$LINE2"
+	printf '%s' "$(echo "$LINE2" | cut -c1-60)"   # the crash came in the middle of the next line
+} >"$STORE/calls.journal.0"
+restart sipauthd4.log
+assert_match "the whole line is restored, the cut one refused" "event=calls_restored count=1 refused=1 from=journal" \
+	"$(cat "$T/sipauthd4.log")"
+wait_for grep -q "event=credential_revoked cred=$CRED calls_ended=1" "$T/sipauthd4.log"
+assert_eq "a call restored for a credential deleted while the daemon was down is ended at once" 0 $?
+crash
+rm -f "$STORE"/calls.journal.*
+printf '{"kind":"sipauthd-calls-journal","version":3}\n' >"$STORE/calls.journal.0"
+restart sipauthd5.log
+assert_match "a journal of another version is refused with one log line" \
+	"event=calls_not_restored path=$STORE/calls.journal.0 reason=\"not a version 2 calls journal\"" \
+	"$(cat "$T/sipauthd5.log")"
+assert_eq "nothing was restored" 0 "$(grep -c 'event=calls_restored' "$T/sipauthd5.log")"
+kill -TERM "$SIPAUTHD_PID"
+wait "$SIPAUTHD_PID"
+assert_eq "a clean stop then leaves calls.state and no journal" "yes 0" \
+	"$([ -e "$STORE/calls.state" ] && echo yes || echo no) $(ls "$STORE" | grep -c '^calls.journal')"
+finish
