@@ -485,30 +485,42 @@ int sa_sip_calls_save(struct sa_server *srv)
 	char path[PATH_MAX + 16], tmp[PATH_MAX + 32];
 	if (!srv->calls)
 		return 0;   /* never started: nothing to save, and nothing to overwrite */
-	unsigned count = 0;
+	unsigned total = 0, count = 0;
 	for (unsigned i = 0; i < sa_workers_count(srv); i++)
-		count += sa_calls_count(sa_worker_at(srv, i)->calls);
-	calls_path(srv, path, sizeof(path));
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
+		total += sa_calls_count(sa_worker_at(srv, i)->calls);
+	/* every worker's calls (their threads are joined); all come back to worker 0. A call
+	 * whose strings are not UTF-8 has no line (JSON cannot carry it): the others are saved */
+	char **lines = calloc(total ? total : 1, sizeof(*lines));
+	if (!lines)
 		return -1;
-	/* every worker's calls (their threads are joined); all come back to worker 0 */
-	bool ok = write_line(f, sa_calls_header_line(count));
 	for (unsigned i = 0; i < sa_workers_count(srv); i++) {
 		struct sa_server *w = sa_worker_at(srv, i);
-		for (struct sa_call *c = w->calls ? sa_calls_oldest(w->calls) : NULL; ok && c; c = sa_calls_newer(c)) {
+		for (struct sa_call *c = w->calls ? sa_calls_oldest(w->calls) : NULL; c; c = sa_calls_newer(c)) {
 			struct sa_call_flow_text ends[2];
 			flow_text(srv, &c->caller, &ends[0]);
 			flow_text(srv, &c->callee, &ends[1]);
-			ok = write_line(f, sa_call_line(c, ends));
+			if ((lines[count] = sa_call_line(c, ends)) != NULL)
+				count++;
 		}
 	}
-	ok = fclose(f) == 0 && ok;
+	calls_path(srv, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	bool ok = f && write_line(f, sa_calls_header_line(count));
+	for (unsigned i = 0; i < count; i++) {
+		if (ok)
+			ok = write_line(f, lines[i]);   /* frees it */
+		else
+			free(lines[i]);
+	}
+	free(lines);
+	ok = f && fclose(f) == 0 && ok;
 	if (!ok || rename(tmp, path) < 0) {
 		unlink(tmp);
 		return -1;
 	}
+	if (count < total)
+		log_warn("event=calls_unsaved count=%u reason=\"not UTF-8\"", total - count);
 	log_info("event=calls_saved count=%u", count);
 	journals_remove(srv);   /* calls.state has every call now */
 	return 0;

@@ -386,7 +386,8 @@ class Request:
         lines = [f"{self.method} {self.uri} SIP/2.0", f"Via: {self.via}"]
         lines += [f"{n}: {v}" for n, v in self.headers]
         lines.append(f"Content-Length: {len(self.body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
+        # surrogateescape: a --display-name may hold bytes that are not UTF-8
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + self.body
 
 # ---------------------------------------------------------------- transports
 
@@ -588,7 +589,8 @@ class Client:
 
     def request(self, method, uri, to, extra=(), body=b"", content_type=None):
         """A new out-of-dialog request in this client's Call-ID, CSeq + 1."""
-        headers = [("From", f"<{self.aor}>;tag={self.from_tag}"), ("To", to),
+        name = f'"{self.args.display_name}" ' if self.args.display_name else ""
+        headers = [("From", f"{name}<{self.aor}>;tag={self.from_tag}"), ("To", to),
                    ("Call-ID", self.call_id), ("CSeq", f"{self.cseq + 1} {method}"),
                    ("Contact", contact_value(self.contact)), *extra, *self.args.header,
                    ("User-Agent", USER_AGENT)]
@@ -683,7 +685,7 @@ class Client:
         lines = [f"SIP/2.0 {status} {reason}"] + [f"Via: {v}" for v in req.headers.get("via", [])]
         lines += [f"From: {req.first('from')}", f"To: {to}", f"Call-ID: {req.first('call-id')}",
                   f"CSeq: {req.first('cseq')}", f"User-Agent: {USER_AGENT}", "Content-Length: 0"]
-        self.t.send(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"), src)
+        self.t.send(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"), src)
         emit("sent_response", status=status, method=req.method)
 
     def report(self, resp, **extra):
@@ -927,7 +929,7 @@ def respond(c, req, src, status, reason, to_tag, extra=(), body=b""):
     lines += [f"From: {req.first('from')}", f"To: {to}", f"Call-ID: {req.first('call-id')}",
               f"CSeq: {req.first('cseq')}", *[f"{n}: {v}" for n, v in extra],
               f"User-Agent: {USER_AGENT}", f"Content-Length: {len(body)}"]
-    c.t.send(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body, src)
+    c.t.send(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body, src)
     emit("sent_response", status=status, method=req.cseq()[1])
     return to
 
@@ -1231,6 +1233,11 @@ def cmd_selftest(args):
 # ---------------------------------------------------------------- command line
 
 
+def display_arg(text):
+    raw = text.encode("latin-1").decode("unicode_escape").encode("latin-1")
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def server_arg(text):
     m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
     if not m:
@@ -1288,6 +1295,8 @@ def ua_options():
     p.add_argument("--header", type=header_arg, action="append", default=[],
                    metavar="'NAME: VALUE'", help="extra header (repeatable)")
     p.add_argument("--max-forwards", type=int, default=70)
+    p.add_argument("--display-name", type=display_arg, metavar="TEXT",
+                   help="display name in From; \\xNN is that byte (Latin-1 names: not UTF-8)")
     p.add_argument("--no-auth", action="store_true",
                    help="send only the first request (with --raw-auth-header, in it)")
     p.add_argument("--stale-after", type=float, metavar="SECONDS",

@@ -4,7 +4,7 @@
 # the PBX's BYE reaches the gateway (not 481), a credential deleted after the restart ends its
 # call with BYEs whose CSeq clears what the call may have sent since its line was written, a call
 # that ended before the crash stays ended, a journal of another version or cut mid-line loses
-# only what it cannot read.
+# only what it cannot read, a call whose From is not UTF-8 is left out, not the whole calls.state.
 . "$top_srcdir/test/lib.sh"
 need sipp
 setup_store || { fail "store setup"; finish; }
@@ -92,8 +92,22 @@ assert_match "a journal of another version is refused with one log line" \
 	"event=calls_not_restored path=$STORE/calls.journal.0 reason=\"not a version 2 calls journal\"" \
 	"$(cat "$T/sipauthd5.log")"
 assert_eq "nothing was restored" 0 "$(grep -c 'event=calls_restored' "$T/sipauthd5.log")"
+
+# ---- a call whose From is not UTF-8 (a Latin-1 display name) has no line; the stop saves the rest ----
+printf '%s\n' "$SIP_PASS" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" --username latin \
+	--password-stdin >/dev/null || fail "a second credential"
+bg_call gw3 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT"
+sleep 0.3
+spawn "$T/latin.json" $SIPCLIENT invite --server "127.0.0.1:$SIP_PORT" --host "$TRUNK_HOST" --user latin \
+	--password "$SIP_PASS" --algorithms MD5 --display-name 'Caf\xe9' --hold 20
+wait_for grep -q "event=call_start" "$T/sipauthd5.log" || fail "the Latin-1 call did not start"
+assert_eq "the call with a Latin-1 name is up, not journaled" 0 "$(cat "$STORE"/calls.journal.* | grep -c '"cred_id"')"
 kill -TERM "$SIPAUTHD_PID"
 wait "$SIPAUTHD_PID"
+assert_eq "a stop with it: exit status 0" 0 $?
+assert_match "the stop says it could not save that call" 'event=calls_unsaved count=1 reason="not UTF-8"' \
+	"$(cat "$T/sipauthd5.log")"
+assert_match "... and saves the others (none)" "event=calls_saved count=0" "$(cat "$T/sipauthd5.log")"
 assert_eq "a clean stop then leaves calls.state and no journal" "yes 0" \
 	"$([ -e "$STORE/calls.state" ] && echo yes || echo no) $(ls "$STORE" | grep -c '^calls.journal')"
 finish
