@@ -236,15 +236,21 @@ char *sa_calls_header_line(unsigned count)
 	return line;
 }
 
-bool sa_calls_header_ok(const char *line)
+/* Does line name this kind of file, of this version? */
+static bool header_is(const char *line, const char *want)
 {
 	json_t *h = json_loads(line, 0, NULL);
 	const char *kind = NULL;
 	int version = 0;
-	bool ok = h && json_unpack(h, "{s:s, s:i}", "kind", &kind, "version", &version) == 0 &&
-	          strcmp(kind, "sipauthd-calls") == 0 && version == SA_CALLS_FILE_VERSION;
+	bool ok = h && json_unpack(h, "{s:s, s:i}", "kind", &kind, "version", &version) == 0 && strcmp(kind, want) == 0 &&
+	          version == SA_CALLS_FILE_VERSION;
 	json_decref(h);
 	return ok;
+}
+
+bool sa_calls_header_ok(const char *line)
+{
+	return header_is(line, "sipauthd-calls");
 }
 
 /*
@@ -319,6 +325,13 @@ static void jw_key(struct jw *w, const char *key)
 	sa_buf_puts(&w->b, key);
 }
 
+/* "key":"value" (key with its punctuation) */
+static void jw_field(struct jw *w, const char *key, const char *v)
+{
+	jw_key(w, key);
+	jw_str(w, v);
+}
+
 static void jw_int(struct jw *w, int64_t v)
 {
 	if (v < 0)
@@ -328,22 +341,16 @@ static void jw_int(struct jw *w, int64_t v)
 
 static void jw_side(struct jw *w, const struct sa_dialog_side *ds, const struct sa_call_flow_text *f)
 {
-	jw_key(w, "{\"target\":");
-	jw_str(w, ds->target);
-	jw_key(w, ",\"route\":");
-	jw_str(w, ds->route);
-	jw_key(w, ",\"name\":");
-	jw_str(w, ds->name);
+	jw_field(w, "{\"target\":", ds->target);
+	jw_field(w, ",\"route\":", ds->route);
+	jw_field(w, ",\"name\":", ds->name);
 	jw_key(w, ",\"cseq\":");
 	sa_buf_putu(&w->b, ds->cseq);
-	jw_key(w, ",\"flow\":{\"transport\":");
-	jw_str(w, f->transport);
-	jw_key(w, ",\"address\":");
-	jw_str(w, f->address);
+	jw_field(w, ",\"flow\":{\"transport\":", f->transport);
+	jw_field(w, ",\"address\":", f->address);
 	jw_key(w, ",\"port\":");
 	sa_buf_putu(&w->b, f->port);
-	jw_key(w, ",\"listener\":");
-	jw_str(w, f->listener);
+	jw_field(w, ",\"listener\":", f->listener);
 	jw_key(w, "}}");
 }
 
@@ -371,19 +378,30 @@ size_t sa_call_end_line_room(const struct sa_call *c)
 	return jw_room(strs, 3, 64);
 }
 
+/* {"FIRST":CALL_ID,"caller_tag":..,"callee_tag":.. : how both kinds of line begin. */
+static void jw_ids(struct jw *w, const char *first, const struct sa_call *c)
+{
+	jw_field(w, first, c->d.call_id);
+	jw_field(w, ",\"caller_tag\":", c->d.caller_tag);
+	jw_field(w, ",\"callee_tag\":", c->d.callee_tag);
+}
+
+/* The line closed into *b, unless a string was not UTF-8 or b had not the room. */
+static bool jw_done(struct jw *w, struct sa_buf *b)
+{
+	jw_key(w, "}");
+	if (w->bad || w->b.overflow)
+		return false;
+	*b = w->b;
+	return true;
+}
+
 bool sa_call_line_put(const struct sa_call *c, const struct sa_call_flow_text ends[2], struct sa_buf *b)
 {
 	struct jw w = { .b = *b };
-	jw_key(&w, "{\"call_id\":");
-	jw_str(&w, c->d.call_id);
-	jw_key(&w, ",\"caller_tag\":");
-	jw_str(&w, c->d.caller_tag);
-	jw_key(&w, ",\"callee_tag\":");
-	jw_str(&w, c->d.callee_tag);
-	jw_key(&w, ",\"cred_id\":");
-	jw_str(&w, c->d.cred_id);
-	jw_key(&w, ",\"trunk_id\":");
-	jw_str(&w, c->d.trunk_id);
+	jw_ids(&w, "{\"call_id\":", c);
+	jw_field(&w, ",\"cred_id\":", c->d.cred_id);
+	jw_field(&w, ",\"trunk_id\":", c->d.trunk_id);
 	jw_key(&w, c->d.inbound ? ",\"inbound\":true" : ",\"inbound\":false");
 	jw_key(&w, ",\"started_at\":");
 	jw_int(&w, c->d.started_at);
@@ -391,27 +409,14 @@ bool sa_call_line_put(const struct sa_call *c, const struct sa_call_flow_text en
 	jw_side(&w, &c->d.caller, &ends[0]);
 	jw_key(&w, ",\"callee\":");
 	jw_side(&w, &c->d.callee, &ends[1]);
-	jw_key(&w, "}");
-	if (w.bad || w.b.overflow)
-		return false;
-	*b = w.b;
-	return true;
+	return jw_done(&w, b);
 }
 
 bool sa_call_end_line_put(const struct sa_call *c, struct sa_buf *b)
 {
 	struct jw w = { .b = *b };
-	jw_key(&w, "{\"end\":");
-	jw_str(&w, c->d.call_id);
-	jw_key(&w, ",\"caller_tag\":");
-	jw_str(&w, c->d.caller_tag);
-	jw_key(&w, ",\"callee_tag\":");
-	jw_str(&w, c->d.callee_tag);
-	jw_key(&w, "}");
-	if (w.bad || w.b.overflow)
-		return false;
-	*b = w.b;
-	return true;
+	jw_ids(&w, "{\"end\":", c);
+	return jw_done(&w, b);
 }
 
 /* A malloc'd line of `room` bytes at most: the call's (ends given) or its end line. */
@@ -520,13 +525,7 @@ char *sa_calls_journal_header(void)
 
 bool sa_calls_journal_header_ok(const char *line)
 {
-	json_t *h = json_loads(line, 0, NULL);
-	const char *kind = NULL;
-	int version = 0;
-	bool ok = h && json_unpack(h, "{s:s, s:i}", "kind", &kind, "version", &version) == 0 &&
-	          strcmp(kind, JOURNAL_KIND) == 0 && version == SA_CALLS_FILE_VERSION;
-	json_decref(h);
-	return ok;
+	return header_is(line, JOURNAL_KIND);
 }
 
 int sa_calls_journal_apply(struct sa_calls *t, const char *line, struct sa_call **added,

@@ -10,11 +10,6 @@ need sipp
 setup_store || { fail "store setup"; finish; }
 start_sipauthd "MD5" || { fail "sipauthd did not start"; finish; }
 PBX="-au $SIP_USER -ap $SIP_PASS -key trunk_host $TRUNK_HOST"
-bg_call() {
-	name=$1; shift
-	spawn "$T/$name.out" timeout 40 sipp "$@" -m 1 -nostdin -trace_err -error_file "$T/$name.err" \
-		-trace_msg -message_file "$T/$name.msg"
-}
 crash() {
 	kill -9 "$SIPAUTHD_PID"
 	wait "$SIPAUTHD_PID" 2>/dev/null
@@ -26,9 +21,9 @@ restart() {   # LOG: the daemon again on the same configuration and store
 }
 
 # ---- a call up, the daemon killed: the PBX's BYE after the restart reaches the gateway ----
-bg_call gw1 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT"; gw=$!
+bg_sipp gw1 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT" -m 1; gw=$!
 sleep 0.3
-bg_call call1 -sf "$SIPP_DIR/pbx_call.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -s 15550000001 $PBX -d 4000
+bg_sipp call1 -sf "$SIPP_DIR/pbx_call.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -s 15550000001 $PBX -d 4000 -m 1
 call=$!
 wait_for grep -q "event=call_start" "$T/sipauthd.log" || fail "the call did not start"
 journaled() { cat "$STORE"/calls.journal.* 2>/dev/null | grep -c "\"cred_id\":\"$CRED\""; }
@@ -47,9 +42,9 @@ wait "$gw"; assert_eq "the gateway got the BYE through the restarted daemon" 0 $
 assert_nomatch "no 481 for the BYE" "SIP/2.0 481" "$(cat "$T/call1.msg")"
 
 # ---- a call ended before the crash stays ended; one up is revoked after the restart ----
-bg_call gw2 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT"; gw=$!
+bg_sipp gw2 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT" -m 1; gw=$!
 sleep 0.3
-bg_call call2 -sf "$SIPP_DIR/pbx_call.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -s 15550000002 $PBX -d 30000
+bg_sipp call2 -sf "$SIPP_DIR/pbx_call.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -s 15550000002 $PBX -d 30000 -m 1
 call=$!
 wait_for grep -q "event=call_start" "$T/sipauthd2.log" || fail "the second call did not start"
 wait_for journal_has 2
@@ -96,7 +91,7 @@ assert_eq "nothing was restored" 0 "$(grep -c 'event=calls_restored' "$T/sipauth
 # ---- a call whose From is not UTF-8 (a Latin-1 display name) has no line; the stop saves the rest ----
 printf '%s\n' "$SIP_PASS" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" --username latin \
 	--password-stdin >/dev/null || fail "a second credential"
-bg_call gw3 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT"
+bg_sipp gw3 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT" -m 1
 sleep 0.3
 spawn "$T/latin.json" $SIPCLIENT invite --server "127.0.0.1:$SIP_PORT" --host "$TRUNK_HOST" --user latin \
 	--password "$SIP_PASS" --algorithms MD5 --display-name 'Caf\xe9' --hold 20
