@@ -3,6 +3,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <stdio.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -420,7 +421,13 @@ bool sa_pg_alive(struct sa_pg *pg, int64_t now, int64_t idle_secs)
 
 	if (PQstatus(pg->conn) != CONNECTION_OK)
 		return false;
-	if (now - pg->used_at < idle_secs)
+	/* Between requests the server sends nothing, unless it is going away
+	 * (stopped, failed over: an error, then the socket closed): anything to
+	 * read means the connection is asked too, so the first job after a
+	 * failover reconnects instead of failing */
+	struct pollfd p = { .fd = PQsocket(pg->conn), .events = POLLIN };
+	bool news = poll(&p, 1, 0) != 0;
+	if (now - pg->used_at < idle_secs && !news)
 		return true;
 	if (exec(pg, "SELECT 1", 0, NULL, &r) != SA_STORE_OK)
 		return false;

@@ -38,8 +38,9 @@ struct sa_pg;
 int sa_pg_open(struct sa_pg **out, const char *conninfo, char *why, size_t whylen);
 /* The same defaults for the feed's asynchronous connection (PQconnectStartParams). */
 struct pg_conn *sa_pg_connect_start(const char *conninfo);
-/* Still connected? A connection idle for a while is asked (SELECT 1) first,
- * so that a server restarted meanwhile costs a reconnection, not a request. */
+/* Still connected? A connection the server closed (stopped, failed over)
+ * is seen at once; one idle for a while is asked (SELECT 1) first. Either
+ * way a server restarted meanwhile costs a reconnection, not a request. */
 bool sa_pg_alive(struct sa_pg *pg, int64_t now, int64_t idle_secs);
 void sa_pg_close(struct sa_pg *pg);
 /* The last failure in the server's or libpq's words (one line; "" if none). */
