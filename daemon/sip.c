@@ -241,7 +241,10 @@ static int park(struct sa_server *srv, const char *host, const struct sa_flow *f
 	j->from = *from;
 	j->len = m->len;
 	memcpy(j->buf, m->buf, m->len);
-	sa_workers_post(srv, 0, park_job_run, j);
+	if (!sa_workers_post(srv, 0, park_job_run, j)) {
+		free(j);
+		return -1;
+	}
 	return 0;
 }
 

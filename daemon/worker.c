@@ -49,6 +49,7 @@ struct wmsg {
 	struct sa_flow flow;
 	sa_worker_fn fn;
 	void *arg;
+	bool owned;                     /* arg is malloc'd: freed here if fn never runs (sa_workers_post) */
 	struct run_wait *wait;
 	size_t len;
 	char buf[];
@@ -184,7 +185,7 @@ static void inbox_cb(evutil_socket_t fd, short what, void *arg)
 
 /* One message into worker `to`'s inbox; false (logged) when out of memory. */
 static bool send_to(struct sa_workers *wk, unsigned to, enum wmsg_kind kind, const struct sa_flow *fl, const char *buf,
-                    size_t len, sa_worker_fn fn, void *arg, struct run_wait *wait)
+                    size_t len, sa_worker_fn fn, void *arg, struct run_wait *wait, bool owned)
 {
 	struct wmsg *m = msg_new(kind, fl, buf, len);
 	if (!m) {
@@ -194,32 +195,33 @@ static bool send_to(struct sa_workers *wk, unsigned to, enum wmsg_kind kind, con
 	m->fn = fn;
 	m->arg = arg;
 	m->wait = wait;
+	m->owned = owned;
 	post(wk, to, m);
 	return true;
 }
 
 void sa_workers_hand(struct sa_server *srv, unsigned to, const struct sa_flow *from, const char *buf, size_t len)
 {
-	if (send_to(srv->workers, to, srv->unparking ? WM_INPUT_WAITED : WM_INPUT, from, buf, len, NULL, NULL, NULL))
+	if (send_to(srv->workers, to, srv->unparking ? WM_INPUT_WAITED : WM_INPUT, from, buf, len, NULL, NULL, NULL, false))
 		srv->metrics.worker_handoffs++;
 }
 
 void sa_workers_send(struct sa_server *srv, unsigned to, const struct sa_flow *fl, const char *buf, size_t len)
 {
-	if (send_to(srv->workers, to, WM_SEND, fl, buf, len, NULL, NULL, NULL))
+	if (send_to(srv->workers, to, WM_SEND, fl, buf, len, NULL, NULL, NULL, false))
 		srv->metrics.worker_sends++;
 }
 
 bool sa_workers_post(struct sa_server *srv, unsigned to, sa_worker_fn fn, void *arg)
 {
-	return send_to(srv->workers, to, WM_RUN, NULL, NULL, 0, fn, arg, NULL);
+	return send_to(srv->workers, to, WM_RUN, NULL, NULL, 0, fn, arg, NULL, true);
 }
 
 void sa_workers_post_each(struct sa_server *main, sa_worker_fn fn, void *arg)
 {
 	struct sa_workers *wk = main->workers;
 	for (unsigned i = 1; wk && wk->running && i < wk->n; i++)
-		send_to(wk, i, WM_RUN, NULL, NULL, 0, fn, arg, NULL);
+		send_to(wk, i, WM_RUN, NULL, NULL, 0, fn, arg, NULL, false);
 }
 
 void sa_workers_run_each(struct sa_server *main, sa_worker_fn fn, void *arg)
@@ -237,7 +239,7 @@ void sa_workers_run_each(struct sa_server *main, sa_worker_fn fn, void *arg)
 		pthread_mutex_lock(&wait.mu);
 		wait.left++;
 		pthread_mutex_unlock(&wait.mu);
-		if (!send_to(wk, i, WM_RUN, NULL, NULL, 0, fn, arg, &wait))
+		if (!send_to(wk, i, WM_RUN, NULL, NULL, 0, fn, arg, &wait, false))
 			run_done(&wait);   /* that worker is left out (logged) */
 	}
 	fn(main, arg);
@@ -577,6 +579,8 @@ void sa_workers_free(struct sa_server *main)
 			close(ib->efd);
 		for (struct wmsg *m = ib ? ib->head : NULL, *next; m; m = next) {
 			next = m->next;
+			if (m->owned)
+				free(m->arg);   /* posted while the loops were stopping: never run */
 			free(m);
 		}
 	}

@@ -38,7 +38,9 @@ void sa_workers_send(struct sa_server *srv, unsigned to, const struct sa_flow *f
 typedef void (*sa_worker_fn)(struct sa_server *w, void *arg);
 void sa_workers_run_each(struct sa_server *main, sa_worker_fn fn, void *arg);
 /* fn(worker `to`, arg) on that worker's loop, later (the caller must have
- * workers). false (logged) when it could not be queued: arg is the caller's. */
+ * workers). arg is malloc'd and fn frees it; one posted while the loops stop,
+ * never run, is freed with the inbox. false (logged) when it could not be
+ * queued: arg is still the caller's. */
 bool sa_workers_post(struct sa_server *srv, unsigned to, sa_worker_fn fn, void *arg);
 /* The same without waiting; arg must outlive the calls. */
 void sa_workers_post_each(struct sa_server *main, sa_worker_fn fn, void *arg);
