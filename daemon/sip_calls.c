@@ -771,7 +771,6 @@ static void journal_rewrite(struct sa_server *srv)
 			close(j->fd);
 		j->fd = -1;   /* tried again later (journal_down) */
 		j->lines = 0;
-		j->lines = 0;
 		return;
 	}
 	if (j->fd >= 0)
