@@ -7,12 +7,25 @@
  * pw-<n>-bench-secret, and writes a sipp injection file (USERS_CSV: SEQUENTIAL, one
  * "user;[authentication username=user password=secret]" line each: test/sipp/pbx_register_users.xml). Prints the trunk id. Meant for a store on tmpfs: each
  * credential is written durably (one fsync each), as the API writes it.
+ *
+ *   scale lookups STORE_DIR TRUNK DRAWS_CSV N GAP_US
+ *
+ * Where a REGISTER's store time goes, in this process with nothing else around: for the first
+ * N usernames of DRAWS_CSV (a file as above), what the registrar asks of the store per
+ * authenticated REGISTER, each step timed alone: the credential looked up by username
+ * (sa_store_credential_find), its bindings listed (sa_store_binding_list_for) and one binding
+ * written (sa_store_binding_apply_for: a new one the first pass, a refresh the second). GAP_US
+ * microseconds of sleep between two REGISTERs (not timed) stand for the idle time between
+ * requests that a daemon at a few thousand per second has: after it the caches and the TLB
+ * have lost what the last request brought in. Prints, for the second pass: "find LIST write"
+ * in microseconds per REGISTER (means).
  */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "store.h"
 
@@ -22,10 +35,86 @@ static void die(const char *what, const char *why)
 	exit(1);
 }
 
+static double mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+static int count_cb(const struct sa_binding *b, void *arg)
+{
+	(void)b;
+	++*(unsigned *)arg;
+	return 0;
+}
+
+static int lookups(char **argv)
+{
+	struct sa_store *st;
+	char why[256] = "";
+	struct sa_store_opts o = { .flags = SA_STORE_RUNTIME };
+	if (sa_store_open_with(&st, argv[2], &o, why, sizeof(why)) != 0)
+		die("cannot open the store", why);
+	const char *trunk = argv[3];
+	long n = atol(argv[5]), gap = atol(argv[6]);
+	if (n < 1 || n > 1000000 || gap < 0)
+		die("N must be 1 to 1000000, GAP_US >= 0", NULL);
+	FILE *f = fopen(argv[4], "r");
+	if (!f)
+		die("cannot read", argv[4]);
+	char (*user)[32] = calloc((size_t)n, sizeof *user), line[256];
+	long have = 0;
+	while (have < n && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%31[^;];", user[have]) == 1 && line[0] == 'u')
+			have++;
+	fclose(f);
+	if (have < n)
+		die("fewer usernames than N in", argv[4]);
+	double t_find = 0, t_list = 0, t_write = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		t_find = t_list = t_write = 0;
+		for (long i = 0; i < n; i++) {
+			struct sa_credential c;
+			struct sa_binding b = { .source_port = 5099, .cseq = (uint32_t)pass + 1, .password_version = 1 };
+			unsigned listed = 0;
+			if (gap > 0)
+				usleep((useconds_t)gap);
+			double t0 = mono_us();
+			if (sa_store_credential_find(st, trunk, user[i], &c) != 0)
+				die("no credential for", user[i]);
+			double t1 = mono_us();
+			if (sa_store_binding_list_for(st, &c, count_cb, &listed) != 0)
+				die("cannot list the bindings of", user[i]);
+			double t2 = mono_us();
+			snprintf(b.cred_id, sizeof(b.cred_id), "%s", c.id);
+			snprintf(b.trunk_id, sizeof(b.trunk_id), "%s", trunk);
+			snprintf(b.contact, sizeof(b.contact), "sip:%s@127.0.0.1:5099", user[i]);
+			snprintf(b.source, sizeof(b.source), "127.0.0.1");
+			snprintf(b.transport, sizeof(b.transport), "udp");
+			snprintf(b.call_id, sizeof(b.call_id), "lookups-%ld", i);
+			b.registered_at = b.updated_at = (int64_t)time(NULL);
+			b.expires_at = b.updated_at + 3600;
+			struct sa_binding_change ch = { .contact = b.contact, .b = &b };
+			if (sa_store_binding_apply_for(st, &c, &ch, 1, 0) != 0)
+				die("cannot write a binding for", user[i]);
+			double t3 = mono_us();
+			sa_credential_wipe(&c);
+			t_find += t1 - t0, t_list += t2 - t1, t_write += t3 - t2;
+		}
+	}
+	printf("%.2f %.2f %.2f\n", t_find / (double)n, t_list / (double)n, t_write / (double)n);
+	free(user);
+	sa_store_close(st);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 7 && strcmp(argv[1], "lookups") == 0)
+		return lookups(argv);
 	if (argc != 5)
-		die("usage: scale STORE_DIR DOMAIN COUNT USERS_CSV", NULL);
+		die("usage: scale STORE_DIR DOMAIN COUNT USERS_CSV | scale lookups STORE_DIR TRUNK DRAWS_CSV N GAP_US", NULL);
 	long count = atol(argv[3]);
 	if (count < 1 || count > 10000000)
 		die("COUNT must be 1 to 10000000", NULL);
