@@ -602,19 +602,21 @@ static void journal_path(struct sa_server *srv, unsigned worker, char *out, size
 	snprintf(out, len, "%s/calls.journal.%u", srv->cfg.store_path, worker);
 }
 
-static bool is_journal_name(const char *name)
+/* calls.journal.N, or with tmp the calls.journal.N.tmp a rewrite writes
+ * before renaming it (one a crash left behind holds nothing to restore). */
+static bool is_journal_name(const char *name, bool tmp)
 {
 	const char *p = name + strlen("calls.journal.");
-	if (strncmp(name, "calls.journal.", strlen("calls.journal.")) != 0 || *p == '\0')
+	if (strncmp(name, "calls.journal.", strlen("calls.journal.")) != 0 || *p < '0' || *p > '9')
 		return false;
-	for (; *p; p++)
-		if (*p < '0' || *p > '9')
-			return false;
-	return true;
+	while (*p >= '0' && *p <= '9')
+		p++;
+	return strcmp(p, tmp ? ".tmp" : "") == 0;
 }
 
-/* fn(srv, path) for every calls.journal.N in the store's folder. */
-static void journals_each(struct sa_server *srv, void (*fn)(struct sa_server *, const char *, void *), void *arg)
+/* fn(srv, path) for every calls.journal.N (with tmp: calls.journal.N.tmp) in the store's folder. */
+static void journals_each(struct sa_server *srv, bool tmp, void (*fn)(struct sa_server *, const char *, void *),
+                          void *arg)
 {
 	DIR *d = opendir(srv->cfg.store_path);
 	if (!d)
@@ -622,7 +624,7 @@ static void journals_each(struct sa_server *srv, void (*fn)(struct sa_server *, 
 	struct dirent *e;
 	char path[PATH_MAX + 300];
 	while ((e = readdir(d)) != NULL)
-		if (is_journal_name(e->d_name)) {
+		if (is_journal_name(e->d_name, tmp)) {
 			snprintf(path, sizeof(path), "%s/%s", srv->cfg.store_path, e->d_name);
 			fn(srv, path, arg);
 		}
@@ -637,7 +639,8 @@ static void journal_unlink(struct sa_server *srv, const char *path, void *arg)
 
 static void journals_remove(struct sa_server *srv)
 {
-	journals_each(srv, journal_unlink, NULL);
+	journals_each(srv, false, journal_unlink, NULL);
+	journals_each(srv, true, journal_unlink, NULL);
 }
 
 struct journal_replay {
@@ -875,7 +878,7 @@ void sa_sip_calls_restore(struct sa_server *srv)
 	bool from_state = restore_state(srv, &bad);
 	if (!from_state) {
 		struct journal_replay jr = { 0, 0 };
-		journals_each(srv, journal_replay, &jr);
+		journals_each(srv, false, journal_replay, &jr);
 		bad = jr.bad;
 		from = jr.files > 0 ? "journal" : NULL;
 	}

@@ -4,7 +4,9 @@
 # the PBX's BYE reaches the gateway (not 481), a credential deleted after the restart ends its
 # call with BYEs whose CSeq clears what the call may have sent since its line was written, a call
 # that ended before the crash stays ended, a journal of another version or cut mid-line loses
-# only what it cannot read, a call whose From is not UTF-8 is left out, not the whole calls.state.
+# only what it cannot read, a call whose From is not UTF-8 is left out, not the whole calls.state;
+# a journal that cannot be written costs one log line and no call, and a rewrite's calls.journal.N.tmp
+# that a crash left behind is removed at the next start.
 . "$top_srcdir/test/lib.sh"
 need sipp
 setup_store || { fail "store setup"; finish; }
@@ -91,10 +93,11 @@ assert_eq "nothing was restored" 0 "$(grep -c 'event=calls_restored' "$T/sipauth
 # ---- a call whose From is not UTF-8 (a Latin-1 display name) has no line; the stop saves the rest ----
 printf '%s\n' "$SIP_PASS" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" --username latin \
 	--password-stdin >/dev/null || fail "a second credential"
-bg_sipp gw3 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT" -m 1
+bg_sipp gw3 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT" -m 1; gw=$!
 sleep 0.3
 spawn "$T/latin.json" $SIPCLIENT invite --server "127.0.0.1:$SIP_PORT" --host "$TRUNK_HOST" --user latin \
 	--password "$SIP_PASS" --algorithms MD5 --display-name 'Caf\xe9' --hold 20
+latin=$!
 wait_for grep -q "event=call_start" "$T/sipauthd5.log" || fail "the Latin-1 call did not start"
 assert_eq "the call with a Latin-1 name is up, not journaled" 0 "$(cat "$STORE"/calls.journal.* | grep -c '"cred_id"')"
 kill -TERM "$SIPAUTHD_PID"
@@ -105,4 +108,27 @@ assert_match "the stop says it could not save that call" 'event=calls_unsaved co
 assert_match "... and saves the others (none)" "event=calls_saved count=0" "$(cat "$T/sipauthd5.log")"
 assert_eq "a clean stop then leaves calls.state and no journal" "yes 0" \
 	"$([ -e "$STORE/calls.state" ] && echo yes || echo no) $(ls "$STORE" | grep -c '^calls.journal')"
+
+# ---- a journal it cannot write: one log line, and calls go on; a rewrite's file a crash left goes ----
+kill "$gw" "$latin" 2>/dev/null   # the Latin-1 call's ends: the gateway's port is wanted again
+wait "$gw" "$latin" 2>/dev/null
+echo '{"kind":"sipauthd-calls-journal","version":2}' >"$STORE/calls.journal.7.tmp"
+mkdir "$STORE/calls.journal.0.tmp"   # worker 0's journal is written there first: a folder cannot be
+restart sipauthd6.log
+assert_eq "a rewrite's file a crash left behind is removed at start" no \
+	"$([ -e "$STORE/calls.journal.7.tmp" ] && echo yes || echo no)"
+assert_eq "worker 0's journal cannot be written: one log line that says why" 1 \
+	"$(grep -c "event=calls_journal_failed path=$STORE/calls.journal.0 error=\"Is a directory\"" "$T/sipauthd6.log")"
+bg_sipp gw4 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT" -m 1; gw=$!
+sleep 0.3
+bg_sipp call4 -sf "$SIPP_DIR/pbx_call.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.1 -p "$(free_port)" -s 15550000004 \
+	-au latin -ap "$SIP_PASS" -key trunk_host "$TRUNK_HOST" -d 500 -m 1   # the first credential is deleted
+wait $!; assert_eq "a call still goes through, set up and ended" 0 $?
+wait "$gw"; assert_eq "... and the gateway saw it answered and ended" 0 $?
+assert_eq "no further log line for the journal (tried again after many calls, not at each)" 1 \
+	"$(grep -c "event=calls_journal_failed" "$T/sipauthd6.log")"
+kill -TERM "$SIPAUTHD_PID"
+wait "$SIPAUTHD_PID"
+assert_eq "the daemon stops cleanly: exit status 0" 0 $?
+rmdir "$STORE/calls.journal.0.tmp"
 finish
