@@ -153,6 +153,11 @@ bg_sipp() {
 	spawn "$T/$_name.out" timeout "${SIPP_BG_TIMEOUT:-40}" sipp "$@" -nostdin -trace_err -error_file "$T/$_name.err" \
 		-trace_msg -message_file "$T/$_name.msg"
 }
+# sipp_stat CSV: "successful failed" calls so far, from the file sipp's -trace_stat -stf CSV wrote
+sipp_stat() {
+	python3 -c 'import sys; sys.path.insert(0, sys.argv[2]); import benchlib; print(*benchlib.sippstat(sys.argv[1])[:2])' \
+		"$1" "$top_srcdir/scripts/bench"
+}
 
 # sipc ARGS...: run the test client against the daemon; JSON lines on stdout
 sipc() {

@@ -68,8 +68,8 @@ assert_eq "node B learnt every one from the feed" "$N" \
 # ---- failures: 12 wrong answers, each from its own port ----
 f0=$(worker_requests A 0) f1=$(worker_requests A 1)
 run_sipp wrong -sf "$SIPP_DIR/pbx_register_users.xml" "$A_ADDR:$A_PORT" -t un -max_socket 64 -i 127.0.0.1 -inf "$T/wrong.csv" \
-	-key trunk_host "$TRUNK_HOST" -key expires 300 -m 12 -r 50 -l 4
-assert_eq "sipp: the 12 wrong answers were refused" "0 12" "$(sed -n 's/.*Successful call.*|[[:space:]]*\([0-9]*\)[[:space:]]*$/\1/p;s/.*Failed call.*|[[:space:]]*\([0-9]*\)[[:space:]]*$/\1/p' "$T/wrong.out" | tail -2 | tr '\n' ' ' | sed 's/ $//')"
+	-key trunk_host "$TRUNK_HOST" -key expires 300 -m 12 -r 50 -l 4 -trace_stat -stf "$T/wrong.stat.csv" -fd 1
+assert_eq "sipp: the 12 wrong answers were refused" "0 12" "$(sipp_stat "$T/wrong.stat.csv")"
 f0=$(($(worker_requests A 0) - f0)) f1=$(($(worker_requests A 1) - f1))
 assert_match "both of node A's workers took wrong answers ($f0 and $f1 requests)" "^[1-9][0-9]* [1-9][0-9]*$" "$f0 $f1"
 failed() { [ "$(psql_q "SELECT count(*) FROM auth_failures WHERE node = 'A' AND trunk_id = '$TRUNK'")" = "$1" ]; }
