@@ -2,7 +2,8 @@
 """make_seeds.py: (re)generate the seed corpora in test/fuzz/corpus/ from the RFC 4475
 messages (test/rfc4475/messages), the project's own sipp scenarios (test/sipp/*.xml),
 the sample configuration (conf/sipauthd.conf), the configurations the integration
-tests write, and the hand-written messages, configurations and API requests below. Files named crash-* or found-* in a corpus are
+tests write, and the hand-written messages, configurations, API requests and calls-file lines below.
+Files named crash-* or found-* in a corpus are
 inputs the fuzzers found; this script never touches them.
 
   python3 test/fuzz/make_seeds.py            # from the top of the source tree
@@ -376,6 +377,45 @@ API = {
 }
 
 
+# calls.journal.N and calls.state lines (lib/calls.c): a call line as sipauthd writes it, its end
+# line, the two headers, and lines that must be refused or read exactly
+def call_line(call_id="abc@pbx", ftag="caller-tag", ttag="callee-tag", inbound=False, started=1796000000,
+              name='\\"Caf\u00e9\\" <sip:pbx@x>;tag=a', cseq=(7, 4294967296),
+              caller_flow=("udp", "198.51.100.7", 5060, "udp:192.0.2.1:5060"),
+              callee_flow=("tcp", "2001:db8::10", 5070, "tcp:[2001:db8::1]:5060")):
+    def flow(f):
+        return '{"transport":"%s","address":"%s","port":%d,"listener":"%s"}' % f
+    return ('{"call_id":"%s","caller_tag":"%s","callee_tag":"%s","cred_id":"cred_x","trunk_id":"trunk_t1",'
+            '"inbound":%s,"started_at":%d,"caller":{"target":"sip:pbx@198.51.100.7","route":"<sip:198.51.100.1;lr>",'
+            '"name":"%s","cseq":%d,"flow":%s},"callee":{"target":"sip:gw@192.0.2.10","route":"<sip:gw@192.0.2.10;lr>",'
+            '"name":"<sip:100@x>;tag=b","cseq":%d,"flow":%s}}'
+            % (call_id, ftag, ttag, "true" if inbound else "false", started, name, cseq[0], flow(caller_flow),
+               cseq[1], flow(callee_flow)))
+
+
+def end_line(call_id="abc@pbx", ftag="caller-tag", ttag="callee-tag"):
+    return '{"end":"%s","caller_tag":"%s","callee_tag":"%s"}' % (call_id, ftag, ttag)
+
+
+CALLS = {
+    "journal": ['{"kind":"sipauthd-calls-journal","version":2}', call_line(), call_line("b@pbx", "fb", "tb", True),
+                end_line(), call_line("c@pbx", "fc", "tc"), ""],
+    "state": ['{"kind":"sipauthd-calls","version":2,"calls":2}', call_line(), call_line("b@pbx", "fb", "tb"), ""],
+    "rewritten": [call_line(), call_line(cseq=(8, 5)), end_line(), end_line()],
+    "cut": [call_line(), call_line("d@pbx")[:97]],
+    "escapes": [call_line('id\\"1@h', "f\\\\t", "t\\u0001", name="\\u00e9\\ud83d\\ude00 \\t\\/"),
+                end_line('id\\"1@h', "f\\\\t", "t\\u0001")],
+    "mistyped": [call_line().replace('"cseq":7', '"cseq":"7"'), call_line().replace('"port":5060', '"port":70000'),
+                 call_line().replace('"inbound":false', '"inbound":0'), call_line().replace('"udp"', '"sctp"', 1),
+                 '{"end":"x"}', '{"end":"x","caller_tag":1,"callee_tag":"t"}', "[]", "null", '{"call_id":null}'],
+    "long": [call_line("x" * 255), call_line("y" * 256), call_line("z@pbx", name="n" * 1024),  # at the limits and past
+             call_line("w@pbx", name="n" * 1025)],
+    "ipv6-many": [call_line("c%d@pbx" % i, "f%d" % i, "t%d" % i, caller_flow=("tls", "2001:db8::%x" % i, 5061,
+                                                                              "tls:[2001:db8::1]:5061"))
+                  for i in range(40)],
+}
+
+
 def write(corpus, name, data):
     d = os.path.join(OUT, corpus)
     os.makedirs(d, exist_ok=True)
@@ -427,6 +467,8 @@ def main():
         write("config", name, text.encode())
     for name, reqs in API.items():
         write("api", name, "\n%%\n".join(reqs).encode())
+    for name, lines in CALLS.items():
+        write("calls", name, "\n".join(lines).encode())
     return 0
 
 
