@@ -255,7 +255,7 @@ static int set_uint(struct parse *p, const char *v, unsigned lo, unsigned hi, un
 static int set_map_size(struct parse *p, const char *v, uint64_t *out)
 {
 	if (sa_store_size_parse(v, out) != SA_STORE_OK)
-		return perr(p, "'%s' is not a map size from 1M to 1T (bytes, or a number with K, M, G or T)", v);
+		return perr(p, "'%s' is not a map size from 2M to 1T (bytes, or a number with K, M, G or T)", v);
 	return 0;
 }
 

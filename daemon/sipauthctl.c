@@ -653,7 +653,7 @@ static int set_option(struct ctl *c, int opt, const char *arg)
 		                 strcmp(arg, "default") == 0 || strcmp(arg, "none") == 0 ? json_null() : setting_json(arg, true));
 	case OPT_MAPSIZE:
 		if (sa_store_size_parse(arg, &c->map_size) != SA_STORE_OK)
-			return die(EXIT_USAGE, "--map-size must be a size from 1M to 1T (bytes, or a number with K, M, G or T)");
+			return die(EXIT_USAGE, "--map-size must be a size from 2M to 1T (bytes, or a number with K, M, G or T)");
 		return EXIT_OK;
 	default: return die(EXIT_USAGE, "unknown option (see sipauthctl --help)");
 	}

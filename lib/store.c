@@ -22,6 +22,7 @@
 #include <openssl/sha.h>
 
 #include "store.h"
+#include "kvindex.h"
 
 /*
  * Layout. Two LMDB environments in the store's directory:
@@ -44,7 +45,7 @@
  * main:
  *   meta               "schema_version" -> decimal text; "domain" -> text;
  *                      "nonce_secret" -> 32 bytes; "generation", "seq",
- *                      "del_seq", "map_size" -> u64
+ *                      "del_seq", "chg_seq", "map_size" -> u64
  *   accounts           acc id -> struct sa_account
  *   apikeys            SHA-256(key) -> struct apikey_rec
  *   trunks             trunk id -> struct trunk_rec
@@ -53,6 +54,8 @@
  *   cred_by_user       trunk id \0 lower(username) -> a compact credential record (cred_encode)
  *   cred_by_trunk      trunk id \0 seq -> cred id          (creation order)
  *   cred_deleted       del_seq -> cred id                  (tombstones, newest TOMBSTONES_KEEP)
+ *   cred_changes       chg_seq -> a cred_by_user key        (every write of it, newest CHANGES_KEEP:
+ *                      what the credential indexes follow)
  *   trunk_policy       trunk id -> struct sa_trunk_policy   (absent: the defaults)
  *   idempotency        acc id \0 SHA-256(Idempotency-Key) -> struct idem_rec + body
  *   idem_by_time       created_at \0 <idempotency key> -> ""   (expiry order)
@@ -88,7 +91,8 @@
  * Schema 4 keeps the credential record under its username (what an
  * authentication knows: one B-tree lookup, not two) and the username's key
  * under the id; a record of an older store is read where it is (under the
- * id, which cred_by_user then names) and moves when it next changes. A writable open of an older store
+ * id, which cred_by_user then names) and moves when it next changes.
+ * Schema 5 logs every credential write in cred_changes (sa_store_credential_index). A writable open of an older store
  * records the current version, so that an older sipauthd refuses the store
  * rather than misread its records.
  */
@@ -98,7 +102,7 @@ enum {
 	DB_META, DB_ACCOUNTS, DB_APIKEYS, DB_TRUNKS, DB_TRUNKS_BY_ACCOUNT,
 	DB_CREDS, DB_CRED_BY_USER, DB_CRED_BY_TRUNK, DB_CRED_DELETED, DB_TRUNK_POLICY,
 	DB_IDEM, DB_IDEM_BY_TIME,
-	DB_WEBHOOKS, DB_WH_BY_ACCOUNT, DB_DELIVERIES, DB_DLV_BY_WEBHOOK, DB_DLV_DUE,
+	DB_WEBHOOKS, DB_WH_BY_ACCOUNT, DB_DELIVERIES, DB_DLV_BY_WEBHOOK, DB_DLV_DUE, DB_CRED_CHANGES,
 	DB_BINDINGS, DB_BINDINGS_BY_TRUNK, DB_BINDINGS_BY_EXPIRY,
 	DB_AUTHFAIL, DB_AUTHFAIL_STATE, DB_RT_META, DB_COUNT
 };
@@ -108,12 +112,13 @@ static const char *const db_names[DB_COUNT] = {
 	"meta", "accounts", "apikeys", "trunks", "trunks_by_account",
 	"credentials", "cred_by_user", "cred_by_trunk", "cred_deleted", "trunk_policy",
 	"idempotency", "idem_by_time",
-	"webhooks", "webhooks_by_account", "deliveries", "dlv_by_webhook", "dlv_due",
+	"webhooks", "webhooks_by_account", "deliveries", "dlv_by_webhook", "dlv_due", "cred_changes",
 	"bindings", "bindings_by_trunk", "bindings_by_expiry",
 	"authfail", "authfail_state", "meta",
 };
 #define MAX_DBS 32                 /* per environment: ours and the legacy names */
 #define TOMBSTONES_KEEP 100000     /* a daemon away longer than this many deletes purges all */
+#define CHANGES_KEEP    100000     /* an index behind by more credential writes is built again */
 
 #define ID_RAND_LEN     16
 #define EXPIRE_BATCH    1000   /* bindings removed per transaction: short writer-lock holds */
@@ -138,6 +143,18 @@ struct senv {
 	bool locked;         /* lock initialised */
 };
 
+/* The credential index (sa_store_credential_index): cred_by_user as of
+ * change-log position pos, verified against main's transaction txnid. */
+struct cindex {
+	pthread_rwlock_t lock;
+	bool locked;            /* lock initialised */
+	struct sa_kvindex *kv;  /* NULL: no index, finds descend cred_by_user */
+	uint64_t pos;
+	uint64_t txnid;         /* the last read transaction seen at pos (0: none) */
+	uint64_t rebuilds;
+	uint64_t dropped;
+};
+
 /* What every handle on one open store shares (sa_store_dup). The
  * environments close with the last handle. */
 struct shared {
@@ -153,6 +170,8 @@ struct shared {
 	unsigned refs;
 	struct sa_store_fault fault;
 	uint64_t swept;      /* tombstones up to here have no bindings left (binding_count) */
+	bool changes;        /* main has cred_changes (a read-only open of an older store may not) */
+	struct cindex idx;
 };
 
 /* A handle: used by one thread at a time; its own read transactions and
@@ -1211,13 +1230,14 @@ static int open_main_dbs(struct sa_store *st, bool grew, struct legacy *lg)
 	for (int i = 0; i < DB_RT_FIRST && rc == SA_STORE_OK; i++) {
 		int mrc = mdb_dbi_open(txn, db_names[i], rdonly ? 0 : MDB_CREATE, &st->sh->dbi[i]);
 		bool added_later = i == DB_CRED_DELETED || i == DB_TRUNK_POLICY || i == DB_IDEM || i == DB_IDEM_BY_TIME ||
-		                   (i >= DB_WEBHOOKS && i <= DB_DLV_DUE);
+		                   (i >= DB_WEBHOOKS && i <= DB_DLV_DUE) || i == DB_CRED_CHANGES;
 		if (added_later && rdonly && mrc == MDB_NOTFOUND)
 			continue;
 		st->sh->tombstones |= i == DB_CRED_DELETED && mrc == MDB_SUCCESS;
 		st->sh->policies |= i == DB_TRUNK_POLICY && mrc == MDB_SUCCESS;
 		st->sh->idem |= i == DB_IDEM && mrc == MDB_SUCCESS;
 		st->sh->webhooks |= i == DB_WEBHOOKS && mrc == MDB_SUCCESS;
+		st->sh->changes |= i == DB_CRED_CHANGES && mrc == MDB_SUCCESS;
 		rc = mrc == MDB_NOTFOUND ? SA_STORE_ENOTINIT : note_err(st, mrc);
 		/* check the schema before creating anything in a foreign store */
 		if (i == DB_META && rc == SA_STORE_OK) {
@@ -1447,6 +1467,9 @@ static void shared_free(struct shared *sh)
 		if (sh->env[e].locked)
 			pthread_rwlock_destroy(&sh->env[e].lock);
 	}
+	sa_kvindex_free(sh->idx.kv);
+	if (sh->idx.locked)
+		pthread_rwlock_destroy(&sh->idx.lock);
 	pthread_mutex_destroy(&sh->mu);
 	free(sh);
 }
@@ -1473,8 +1496,9 @@ static struct shared *shared_new(bool rdonly)
 	for (int e = 0; e < ENV_COUNT; e++)
 		sh->env[e].locked = pthread_rwlock_init(&sh->env[e].lock, &attr) == 0;
 	pthread_rwlockattr_destroy(&attr);
+	sh->idx.locked = pthread_rwlock_init(&sh->idx.lock, NULL) == 0;
 	for (int e = 0; e < ENV_COUNT; e++) {
-		if (!sh->env[e].locked) {
+		if (!sh->env[e].locked || !sh->idx.locked) {
 			shared_free(sh);
 			return NULL;
 		}
@@ -2243,6 +2267,40 @@ static int cred_decode(const MDB_val *v, struct cred_rec *out)
 	return rc;
 }
 
+/* A log in db keyed by consecutive positions (the meta counter seq_name
+ * the last): appends v under the next one and drops the oldest beyond keep,
+ * in the caller's transaction. A reader that finds a first position beyond
+ * its own + 1 knows that entries were dropped before it read them. */
+static int log_append(struct sa_store *st, MDB_txn *txn, int db, const char *seq_name, size_t keep, MDB_val v)
+{
+	struct key k = { .len = 0 }, oldest, all = { .len = 0 };
+	MDB_stat ms = { .ms_entries = 0 };
+	uint64_t seq;
+	int rc = meta_bump(st, txn, seq_name, &seq);
+
+	key_u64(&k, seq);
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, db, key_val(&k), v);
+	if (rc == SA_STORE_OK)
+		rc = note_err(st, mdb_stat(txn, st->sh->dbi[db], &ms));
+	for (size_t n = ms.ms_entries; rc == SA_STORE_OK && n > keep; n--) {
+		rc = first_with_prefix(st, txn, db, &all, &oldest);
+		if (rc == SA_STORE_OK)
+			rc = db_del(st, txn, db, key_val(&oldest));
+	}
+	return rc;
+}
+
+/* Logs that the credential under username key uk changed (written or
+ * deleted) in txn, for the credential indexes of every process (see
+ * sa_store_credential_index), and drops the oldest entries beyond
+ * CHANGES_KEEP. Positions are consecutive from 1 ("chg_seq" in meta the
+ * last), so a gap tells an index that it fell behind what is kept. */
+static int cred_changed(struct sa_store *st, MDB_txn *txn, const struct key *uk)
+{
+	return log_append(st, txn, DB_CRED_CHANGES, "chg_seq", CHANGES_KEEP, key_val(uk));
+}
+
 /* Writes the record (compact) under its username, and the username's key
  * under its id (schema 4): an authentication, which knows the username,
  * finds the record in one lookup; the API's reads by id take two. */
@@ -2256,6 +2314,8 @@ static int cred_write(struct sa_store *st, MDB_txn *txn, const struct cred_rec *
 	int rc = db_put(st, txn, DB_CRED_BY_USER, key_val(&uk), mem_val(enc, n));
 	if (rc == SA_STORE_OK)
 		rc = db_put(st, txn, DB_CREDS, str_val(r->c.id), key_val(&uk));
+	if (rc == SA_STORE_OK)
+		rc = cred_changed(st, txn, &uk);
 
 	OPENSSL_cleanse(enc, n);
 	return rc;
@@ -2389,6 +2449,182 @@ int sa_store_credential_create(struct sa_store *st, const char *trunk_id, const 
 	return rc;
 }
 
+/* ---- the credential index (store.h) ---- */
+
+/* A copy of a cred_by_user value: a record of any layout, or the key of a
+ * record not yet moved under its username (cred_by_user_val reads either). */
+union cred_val {
+	unsigned char b[SA_KVINDEX_VALUE_MAX];
+	uint64_t align;
+};
+_Static_assert(CRED_ENC_MAX <= SA_KVINDEX_VALUE_MAX && sizeof(struct cred_rec) <= SA_KVINDEX_VALUE_MAX,
+               "every credential record fits the index");
+_Static_assert(KEY_MAX <= SA_KVINDEX_KEY_MAX, "every username's key fits the index");
+
+#define CINDEX_OFF 1    /* cindex_find: no index, descend cred_by_user */
+
+static int cindex_put_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	(void)st;
+	(void)txn;
+	return sa_kvindex_put(arg, k->mv_data, k->mv_size, v->mv_data, v->mv_size) == 0 ? SA_STORE_OK : SA_STORE_EIO;
+}
+
+/* A new index of every credential in txn, and txn's change-log position. */
+static int cindex_build(struct sa_store *st, MDB_txn *txn, struct sa_kvindex **out, uint64_t *pos)
+{
+	struct key all = { .len = 0 };
+	struct sa_kvindex *kv = sa_kvindex_new();
+	int rc = kv != NULL ? meta_get_u64(st, txn, "chg_seq", pos) : SA_STORE_EIO;
+
+	if (rc == SA_STORE_OK)
+		rc = walk_prefix(st, txn, DB_CRED_BY_USER, &all, cindex_put_fn, kv);
+	if (rc != SA_STORE_OK) {
+		sa_kvindex_free(kv);
+		return rc;
+	}
+	*out = kv;
+	return SA_STORE_OK;
+}
+
+struct catch_up {
+	struct sa_kvindex *kv;
+	uint64_t next;       /* the position the next entry must have */
+	bool gap;            /* it had another: the entries before it were dropped */
+};
+
+/* One change-log entry: the username's record as txn has it, or none. */
+static int cindex_change_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct catch_up *c = arg;
+	uint64_t pos = 0;
+	MDB_val rec;
+
+	for (size_t i = 0; i < k->mv_size; i++)
+		pos = pos << 8 | ((const unsigned char *)k->mv_data)[i];
+	if (k->mv_size != 8 || pos != c->next) {
+		c->gap = true;
+		return WALK_STOP;
+	}
+	c->next++;
+	int rc = db_get(st, txn, DB_CRED_BY_USER, *v, &rec);
+	if (rc == SA_STORE_ENOTFOUND) {
+		sa_kvindex_del(c->kv, v->mv_data, v->mv_size);
+		return SA_STORE_OK;
+	}
+	if (rc == SA_STORE_OK && sa_kvindex_put(c->kv, v->mv_data, v->mv_size, rec.mv_data, rec.mv_size) != 0)
+		rc = SA_STORE_EIO;
+	return rc;
+}
+
+/* Brings the index up to txn (main's transaction id): the changes logged
+ * after its position, or everything again when the log no longer holds
+ * them. An index that cannot be kept up (no memory, a failing read) is
+ * dropped: finds descend data.mdb from then on. Under the write lock. */
+static void cindex_catch_up(struct sa_store *st, MDB_txn *txn, uint64_t id)
+{
+	struct cindex *x = &st->sh->idx;
+	uint64_t pos;
+	int rc = meta_get_u64(st, txn, "chg_seq", &pos);
+
+	if (rc == SA_STORE_OK && pos > x->pos) {
+		struct key from = { .len = 0 }, all = { .len = 0 };
+		struct catch_up c = { .kv = x->kv, .next = x->pos + 1 };
+		key_u64(&from, x->pos + 1);
+		rc = walk_range(st, txn, DB_CRED_CHANGES, &from, &all, cindex_change_fn, &c);
+		if (rc == SA_STORE_OK && (c.gap || c.next != pos + 1)) {
+			struct sa_kvindex *kv;
+			rc = cindex_build(st, txn, &kv, &pos);
+			if (rc == SA_STORE_OK) {
+				sa_kvindex_free(x->kv);
+				x->kv = kv;
+				x->rebuilds++;
+			}
+		}
+	}
+	if (rc != SA_STORE_OK) {
+		sa_kvindex_free(x->kv);
+		x->kv = NULL;
+		x->dropped++;
+		return;
+	}
+	if (pos >= x->pos) {   /* else txn is older than the index: it stays as it is */
+		x->pos = pos;
+		x->txnid = id;
+	}
+}
+
+/* The record under uk from the index, brought up to txn first when it is
+ * older; CINDEX_OFF without an index. */
+static int cindex_find(struct sa_store *st, MDB_txn *txn, const struct key *uk, struct cred_rec *out)
+{
+	struct cindex *x = &st->sh->idx;
+	uint64_t id = mdb_txn_id(txn);
+	union cred_val v;
+	long n = -1;
+
+	pthread_rwlock_rdlock(&x->lock);
+	if (x->kv != NULL && x->txnid != id) {
+		pthread_rwlock_unlock(&x->lock);
+		pthread_rwlock_wrlock(&x->lock);
+		if (x->kv != NULL && x->txnid != id)
+			cindex_catch_up(st, txn, id);
+	}
+	bool on = x->kv != NULL;
+	if (on)
+		n = sa_kvindex_get(x->kv, uk->b, uk->len, v.b, sizeof v.b);
+	pthread_rwlock_unlock(&x->lock);
+	if (!on)
+		return CINDEX_OFF;
+	if (n < 0)
+		return SA_STORE_ENOTFOUND;
+	MDB_val mv = mem_val(v.b, (size_t)n);
+	int rc = cred_by_user_val(st, txn, &mv, out);
+	OPENSSL_cleanse(v.b, (size_t)n);
+	/* a record not yet moved, named by an index another thread took past txn: ask txn */
+	return rc == SA_STORE_OK || rc == SA_STORE_ENOTFOUND ? rc : CINDEX_OFF;
+}
+
+int sa_store_credential_index(struct sa_store *st)
+{
+	struct cindex *x = &st->sh->idx;
+	struct sa_kvindex *kv;
+	uint64_t pos;
+	MDB_txn *txn;
+
+	if (!st->sh->changes)
+		return SA_STORE_EINVAL;
+	int rc = rd_own_begin(st, ENV_MAIN, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	uint64_t id = mdb_txn_id(txn);
+	rc = rd_own_end(st, ENV_MAIN, txn, cindex_build(st, txn, &kv, &pos));
+	if (rc != SA_STORE_OK)
+		return rc;
+	pthread_rwlock_wrlock(&x->lock);
+	sa_kvindex_free(x->kv);
+	x->kv = kv;
+	x->pos = pos;
+	x->txnid = id;
+	pthread_rwlock_unlock(&x->lock);
+	return SA_STORE_OK;
+}
+
+void sa_store_credential_index_stats(struct sa_store *st, struct sa_store_index_stats *out)
+{
+	struct cindex *x = &st->sh->idx;
+	struct sa_kvindex_stats ks = { 0 };
+
+	pthread_rwlock_rdlock(&x->lock);
+	if (x->kv != NULL)
+		sa_kvindex_stats(x->kv, &ks);
+	*out = (struct sa_store_index_stats){
+		.on = x->kv != NULL, .credentials = ks.records, .bytes = ks.bytes,
+		.position = x->pos, .rebuilds = x->rebuilds, .dropped = x->dropped,
+	};
+	pthread_rwlock_unlock(&x->lock);
+}
+
 int sa_store_credential_find(struct sa_store *st, const char *trunk_id, const char *username,
                              struct sa_credential *out)
 {
@@ -2404,9 +2640,12 @@ int sa_store_credential_find(struct sa_store *st, const char *trunk_id, const ch
 	int rc = rd_begin(st, ENV_MAIN, &txn);
 	if (rc != SA_STORE_OK)
 		return rc;
-	rc = db_get(st, txn, DB_CRED_BY_USER, key_val(&uk), &v);
-	if (rc == SA_STORE_OK)
-		rc = cred_by_user_val(st, txn, &v, &r);
+	rc = cindex_find(st, txn, &uk, &r);
+	if (rc == CINDEX_OFF) {
+		rc = db_get(st, txn, DB_CRED_BY_USER, key_val(&uk), &v);
+		if (rc == SA_STORE_OK)
+			rc = cred_by_user_val(st, txn, &v, &r);
+	}
 	rd_end(st, ENV_MAIN, rc);
 	if (rc == SA_STORE_OK)
 		*out = r.c;
@@ -2595,22 +2834,7 @@ static void tombstone_key(struct key *k, uint64_t seq)
  * in the delete's own transaction. */
 static int tombstone_add(struct sa_store *st, MDB_txn *txn, const char *cred_id)
 {
-	struct key k, oldest, all = { .len = 0 };
-	MDB_stat ms = { .ms_entries = 0 };
-	uint64_t seq;
-	int rc = meta_bump(st, txn, "del_seq", &seq);
-
-	tombstone_key(&k, seq);
-	if (rc == SA_STORE_OK)
-		rc = db_put(st, txn, DB_CRED_DELETED, key_val(&k), str_val(cred_id));
-	if (rc == SA_STORE_OK)
-		rc = note_err(st, mdb_stat(txn, st->sh->dbi[DB_CRED_DELETED], &ms));
-	for (size_t n = ms.ms_entries; rc == SA_STORE_OK && n > TOMBSTONES_KEEP; n--) {
-		rc = first_with_prefix(st, txn, DB_CRED_DELETED, &all, &oldest);
-		if (rc == SA_STORE_OK)
-			rc = db_del(st, txn, DB_CRED_DELETED, key_val(&oldest));
-	}
-	return rc;
+	return log_append(st, txn, DB_CRED_DELETED, "del_seq", TOMBSTONES_KEEP, str_val(cred_id));
 }
 
 static int cred_delete_txn(struct sa_store *st, MDB_txn *txn, const char *trunk_id, const char *cred_id)
@@ -2630,6 +2854,8 @@ static int cred_delete_txn(struct sa_store *st, MDB_txn *txn, const char *trunk_
 		rc = db_del(st, txn, DB_CREDS, str_val(cred_id));
 	if (rc == SA_STORE_OK)
 		rc = db_del(st, txn, DB_CRED_BY_USER, key_val(&uk));
+	if (rc == SA_STORE_OK)
+		rc = cred_changed(st, txn, &uk);
 	if (rc == SA_STORE_OK)
 		rc = db_del(st, txn, DB_CRED_BY_TRUNK, key_val(&sk));
 	if (rc == SA_STORE_OK)

@@ -19,10 +19,13 @@
 #include "sa_limits.h"
 
 /* 2: credentials keep a password version and the previous password's HA1s
- * (rotation). 3: credentials and bindings are written compact. An older store is read as
- * it is (every credential of schema 1 at version 1) and marked 3 by the
- * first writable open. */
-#define SA_STORE_SCHEMA_VERSION 4
+ * (rotation). 3: credentials and bindings are written compact. 4: a
+ * credential's record is kept under its username. 5: every write of a
+ * credential is logged (cred_changes), which the credential indexes follow:
+ * a sipauthctl of schema 4 would write without it, so it must refuse the
+ * store. An older store is read as it is (every credential of schema 1 at
+ * version 1) and marked with this version by the first writable open. */
+#define SA_STORE_SCHEMA_VERSION 5
 #define SA_DEFAULT_DOMAIN "sip.tryvox.io"
 
 /* Errors are values: every function returns 0 on success or one of these. */
@@ -63,7 +66,10 @@ struct sa_store;
 int sa_store_open(struct sa_store **out, const char *dir, unsigned flags);
 
 #define SA_STORE_DEFAULT_MAP_SIZE ((uint64_t)1 << 30)
-#define SA_STORE_MIN_MAP_SIZE     ((uint64_t)1 << 20)
+/* 2 MiB: its headroom (SA_STORE_HEADROOM_PERCENT) holds what a delete needs (a
+ * credential's delete copies some 25 pages: its record, its indexes, the
+ * tombstone, the change log), which a 1 MiB map's 25 pages did not. */
+#define SA_STORE_MIN_MAP_SIZE     ((uint64_t)2 << 20)
 #define SA_STORE_MAX_MAP_SIZE     ((uint64_t)1 << 40)
 /* New records (bindings, credentials, accounts, keys, trunks, failure-log
  * records) are refused with SA_STORE_EMAPFULL once this share of their
@@ -233,9 +239,41 @@ int sa_store_credential_create(struct sa_store *st, const char *trunk_id, const 
                                const char *password, size_t password_len, unsigned min_len,
                                int64_t now, struct sa_credential *out, char *why, size_t whylen);
 /* Hot path: the credential for (trunk, username), case-insensitive. Reuses
- * one read transaction (reset/renew). */
+ * one read transaction (reset/renew). With the credential index, from it. */
 int sa_store_credential_find(struct sa_store *st, const char *trunk_id, const char *username,
                              struct sa_credential *out);
+
+/*
+ * The credential index: every credential of data.mdb also in this process's
+ * heap (lib/kvindex), shared by the handles of one open store. With a
+ * million credentials, data.mdb's tree is four pages deep and a daemon
+ * between two REGISTERs loses them from its caches and TLB: a find then
+ * costs microseconds, where the index reads two or three lines. Every
+ * credential write, by any process, logs its (trunk, username) in data.mdb
+ * (cred_changes, the newest CHANGES_KEEP); a find whose read transaction
+ * is newer than the index first applies the changes logged since, from that
+ * transaction, so that it answers as data.mdb does then (or later, when
+ * another thread has caught the index up further). An index behind by more
+ * than the log keeps is built again. Every credential costs its record's
+ * size and some 40 bytes more of memory (about 300 bytes with three
+ * algorithms): what the daemon's start reports.
+ *
+ * Builds the index (one walk of every credential) for st and its dups.
+ * SA_STORE_EINVAL when the store has no change log (a read-only open of
+ * an older store); SA_STORE_EIO without memory. Without an index, or when
+ * keeping it up fails (no memory: it is dropped, and stats say so), finds
+ * descend data.mdb as before.
+ */
+int sa_store_credential_index(struct sa_store *st);
+struct sa_store_index_stats {
+	bool on;
+	uint64_t credentials;
+	uint64_t bytes;          /* mapped for it: slots and records */
+	uint64_t position;       /* in the change log */
+	uint64_t rebuilds;       /* after falling behind the log */
+	uint64_t dropped;        /* given up (no memory) */
+};
+void sa_store_credential_index_stats(struct sa_store *st, struct sa_store_index_stats *out);
 int sa_store_credential_get(struct sa_store *st, const char *cred_id, struct sa_credential *out);
 typedef int (*sa_store_credential_cb)(const struct sa_credential *c, void *arg);
 /* In creation order. */

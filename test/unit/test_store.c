@@ -1149,6 +1149,189 @@ START_TEST(test_tombstones_keep_the_newest_100000)
 }
 END_TEST
 
+/* ---- the credential index ---- */
+
+static void index_stats(struct sa_store_index_stats *s)
+{
+	sa_store_credential_index_stats(st, s);
+}
+
+/* In a child process with a handle of its own, as sipauthctl writes:
+ * creates `create` (if any), rotates the credential rotate_id (if any) and
+ * deletes delete_id (if any). */
+static void other_process_writes(const char *create, const char *rotate_id, const char *delete_id)
+{
+	int status;
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct sa_store *other;
+		struct sa_credential cr;
+		char why[128];
+		int rc = sa_store_open(&other, dir, 0);
+		if (rc == SA_STORE_OK && create != NULL)
+			rc = sa_store_credential_create(other, trunk.id, create, PRODUCT_PASSWORD,
+			                                strlen(PRODUCT_PASSWORD), 0, NOW, &cr, why, sizeof why);
+		if (rc == SA_STORE_OK && rotate_id != NULL)
+			rc = sa_store_credential_rotate(other, trunk.id, rotate_id, "another_password_456", 20, 0, 60,
+			                                NOW, &cr, why, sizeof why);
+		if (rc == SA_STORE_OK && delete_id != NULL)
+			rc = sa_store_credential_delete(other, trunk.id, delete_id);
+		_exit(rc == SA_STORE_OK ? 0 : 1);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+START_TEST(test_credential_index_answers_as_the_tree)
+{
+	struct sa_credential a, b, found;
+	struct sa_trunk other;
+	struct sa_store_index_stats s;
+
+	create_cred(trunk.id, PRODUCT_USER, &a);
+	ck_assert_int_eq(sa_store_trunk_create(st, acc.id, "second", NOW, &other), SA_STORE_OK);
+	create_cred(other.id, PRODUCT_USER, &b);   /* the same username on another trunk */
+	index_stats(&s);
+	ck_assert(!s.on);
+	ck_assert_int_eq(sa_store_credential_index(st), SA_STORE_OK);
+	index_stats(&s);
+	ck_assert(s.on);
+	ck_assert_uint_eq(s.credentials, 2);
+	ck_assert_uint_eq(s.position, 2);
+	ck_assert_uint_eq(s.rebuilds, 0);
+
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "PBX-Prod-01", &found), SA_STORE_OK);
+	ck_assert(memcmp(&found, &a, sizeof found) == 0);
+	ck_assert_int_eq(sa_store_credential_find(st, other.id, PRODUCT_USER, &found), SA_STORE_OK);
+	ck_assert(memcmp(&found, &b, sizeof found) == 0);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "pbx-prod-02", &found), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_credential_find(st, "trunk_nosuchtrunk0000", PRODUCT_USER, &found),
+	                 SA_STORE_ENOTFOUND);
+
+	/* this handle's own writes: the index follows them */
+	ck_assert_int_eq(sa_store_credential_delete(st, other.id, b.id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(st, other.id, PRODUCT_USER, &found), SA_STORE_ENOTFOUND);
+	create_cred(other.id, PRODUCT_USER, &b);
+	ck_assert_int_eq(sa_store_credential_find(st, other.id, PRODUCT_USER, &found), SA_STORE_OK);
+	ck_assert_str_eq(found.id, b.id);
+	index_stats(&s);
+	ck_assert_uint_eq(s.credentials, 2);
+	ck_assert_uint_eq(s.position, 4);
+}
+END_TEST
+
+START_TEST(test_credential_index_follows_another_process)
+{
+	struct sa_credential a, gone, found;
+	struct sa_store_index_stats s;
+
+	create_cred(trunk.id, PRODUCT_USER, &a);
+	create_cred(trunk.id, "gone", &gone);
+	ck_assert_int_eq(sa_store_credential_index(st), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "gone", &found), SA_STORE_OK);
+
+	other_process_writes("new-one", a.id, gone.id);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "new-one", &found), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "gone", &found), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_OK);
+	ck_assert_uint_eq(found.password_version, 2);
+	ck_assert_str_eq(found.previous_ha1[SA_ALG_MD5], a.ha1[SA_ALG_MD5]);
+	ck_assert_str_ne(found.ha1[SA_ALG_MD5], a.ha1[SA_ALG_MD5]);
+	index_stats(&s);
+	ck_assert(s.on);
+	ck_assert_uint_eq(s.credentials, 2);
+	ck_assert_uint_eq(s.position, 5);
+	ck_assert_uint_eq(s.rebuilds, 0);
+}
+END_TEST
+
+/* Entries of the change log dropped before the index read them (a daemon
+ * behind by more than the log keeps): it is built again, and answers right. */
+START_TEST(test_credential_index_rebuilt_past_the_log)
+{
+	struct sa_credential a, found;
+	struct sa_store_index_stats s;
+	unsigned char k[8];
+	int status;
+
+	create_cred(trunk.id, PRODUCT_USER, &a);
+	ck_assert_int_eq(sa_store_credential_index(st), SA_STORE_OK);
+	other_process_writes("second", NULL, a.id);   /* positions 2 and 3 */
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {   /* position 2 goes, as trimming would drop it */
+		MDB_env *env = raw_open(dir);
+		MDB_txn *txn;
+		MDB_dbi dbi;
+		MDB_val kk = { be64(k, 2), k };
+		int rc = mdb_txn_begin(env, NULL, 0, &txn);
+		if (rc == 0)
+			rc = mdb_dbi_open(txn, "cred_changes", 0, &dbi);
+		if (rc == 0)
+			rc = mdb_del(txn, dbi, &kk, NULL);
+		if (rc == 0)
+			rc = mdb_txn_commit(txn);
+		mdb_env_close(env);
+		_exit(rc == 0 ? 0 : 1);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "second", &found), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_ENOTFOUND);
+	index_stats(&s);
+	ck_assert(s.on);
+	ck_assert_uint_eq(s.rebuilds, 1);
+	ck_assert_uint_eq(s.credentials, 1);
+	ck_assert_uint_eq(s.position, 3);
+}
+END_TEST
+
+START_TEST(test_change_log_keeps_the_newest_100000)
+{
+	struct sa_credential cr;
+	unsigned char k[8];
+	uint64_t seq = 100000;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_stat ms;
+	MDB_val kk = { 8, k }, v;
+
+	sa_store_close(st);
+	st = NULL;
+	MDB_env *env = raw_open(dir);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	for (uint64_t i = 1; i <= 100000; i++)
+		raw_put(txn, "cred_changes", k, be64(k, i), "trunk_x\0someone", 15);
+	raw_put(txn, "meta", "chg_seq", 7, &seq, sizeof seq);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	open_store();
+	create_cred(trunk.id, PRODUCT_USER, &cr);   /* 100001 */
+	sa_store_close(st);
+	st = NULL;
+
+	env = raw_open(dir);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "cred_changes", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_stat(txn, dbi, &ms), 0);
+	ck_assert_uint_eq(ms.ms_entries, 100000);
+	be64(k, 1);
+	ck_assert_int_eq(mdb_get(txn, dbi, &kk, &v), MDB_NOTFOUND);   /* the oldest dropped */
+	be64(k, 100001);
+	ck_assert_int_eq(mdb_get(txn, dbi, &kk, &v), 0);
+	char want[64];
+	int n = snprintf(want, sizeof want, "%s%c%s", trunk.id, '\0', PRODUCT_USER);
+	ck_assert_uint_eq(v.mv_size, (size_t)n);
+	ck_assert(memcmp(v.mv_data, want, (size_t)n) == 0);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	open_store();
+}
+END_TEST
+
 /* A credential deleted by a process without runtime/ (sipauthctl): its
  * bindings vanish for every reader at once, and the purge removes them. */
 START_TEST(test_deleted_credentials_bindings_are_skipped_then_purged)
@@ -1966,11 +2149,11 @@ START_TEST(test_credential_record_under_username)
 	schema_is("3");
 	ck_assert_uint_eq(raw_cred_under_id(cr2.id, under, sizeof under), reclen2);
 
-	/* the writable open marks 4 and moves both */
+	/* the writable open marks the current version and moves both */
 	open_store();
 	sa_store_close(st);
 	st = NULL;
-	schema_is("4");
+	schema_is("5");
 	ck_assert(!raw_meta_has("creds_to_move"));
 	ck_assert_uint_eq(raw_cred_under_id(cr.id, under, sizeof under), uklen);
 	ck_assert_mem_eq(under, uk, uklen);
@@ -2029,7 +2212,7 @@ START_TEST(test_schema_1_store_reads_and_upgrades)
 	schema_is("1");
 
 	open_store();
-	schema_is("4");
+	schema_is("5");
 	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_OK);
 	ck_assert_uint_eq(found.password_version, 1);
 	ck_assert_str_eq(found.previous_ha1[SA_ALG_MD5], "");
@@ -2045,12 +2228,12 @@ START_TEST(test_schema_1_store_reads_and_upgrades)
 	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_OK);
 	ck_assert_uint_eq(found.password_version, 2);
 	ck_assert_str_eq(found.previous_ha1[SA_ALG_SHA256], old[SA_ALG_SHA256]);
-	/* the store is 4 now: a schema this code does not know is still refused */
+	/* the store is 5 now: a schema this code does not know is still refused */
 	sa_store_close(st);
 	st = NULL;
-	set_schema_version("5");
+	set_schema_version("6");
 	ck_assert_int_eq(sa_store_open(&ro, dir, SA_STORE_RDONLY), SA_STORE_ESCHEMA);
-	set_schema_version("4");
+	set_schema_version("5");
 	open_store();
 }
 END_TEST
@@ -2163,7 +2346,7 @@ END_TEST
 
 /* ---- storage under stress: open checks, reserved map, headroom, errors ---- */
 
-#define SMALL_MAP ((uint64_t)1 << 20)
+#define SMALL_MAP ((uint64_t)2 << 20)
 
 static char data_path[96];
 
@@ -2612,9 +2795,10 @@ END_TEST
 START_TEST(test_map_size_parse)
 {
 	static const struct { const char *text; int rc; uint64_t bytes; } sizes[] = {
-		{ "1048576", SA_STORE_OK, 1048576 }, { "1M", SA_STORE_OK, 1048576 }, { "64m", SA_STORE_OK, 64 << 20 },
+		{ "2097152", SA_STORE_OK, 2097152 }, { "2M", SA_STORE_OK, 2097152 }, { "64m", SA_STORE_OK, 64 << 20 },
+		{ "1048576", SA_STORE_EINVAL, 0 }, { "1M", SA_STORE_EINVAL, 0 },
 		{ "2G", SA_STORE_OK, (uint64_t)2 << 30 }, { "1T", SA_STORE_OK, (uint64_t)1 << 40 },
-		{ "1024K", SA_STORE_OK, 1048576 }, { "1023K", SA_STORE_EINVAL, 0 }, { "2T", SA_STORE_EINVAL, 0 },
+		{ "2048K", SA_STORE_OK, 2097152 }, { "2047K", SA_STORE_EINVAL, 0 }, { "2T", SA_STORE_EINVAL, 0 },
 		{ "", SA_STORE_EINVAL, 0 }, { "G", SA_STORE_EINVAL, 0 }, { "-1G", SA_STORE_EINVAL, 0 },
 		{ "1GB", SA_STORE_EINVAL, 0 }, { "1 G", SA_STORE_EINVAL, 0 }, { "1X", SA_STORE_EINVAL, 0 },
 		{ "99999999999999999999", SA_STORE_EINVAL, 0 }, { "18014398509481984K", SA_STORE_EINVAL, 0 },
@@ -3154,6 +3338,10 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_dup_handle_works_from_a_second_thread);
 	tcase_add_test(tc, test_tombstones_name_deleted_credentials_in_order);
 	tcase_add_test(tc, test_tombstones_keep_the_newest_100000);
+	tcase_add_test(tc, test_credential_index_answers_as_the_tree);
+	tcase_add_test(tc, test_credential_index_follows_another_process);
+	tcase_add_test(tc, test_credential_index_rebuilt_past_the_log);
+	tcase_add_test(tc, test_change_log_keeps_the_newest_100000);
 	tcase_add_test(tc, test_store_without_tombstones_reads_as_none);
 	tcase_add_test(tc, test_deleted_credentials_bindings_are_skipped_then_purged);
 	tcase_add_test(tc, test_tombstones_lead_to_the_bindings);
