@@ -329,6 +329,15 @@ static int set_map_size_key(struct parse *p, char *v)
 	return set_map_size(p, v, &p->cfg->store_map_size);
 }
 
+/* [store] credential_index: on or off. */
+static int set_credential_index_key(struct parse *p, char *v)
+{
+	if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0)
+		return perr(p, "credential_index must be on or off, not '%s'", v);
+	p->cfg->store_credential_index = strcmp(v, "on") == 0;
+	return 0;
+}
+
 /* [sip] workers: a number of event loops, or auto (one per online core, decided at start). */
 static int set_workers_key(struct parse *p, char *v)
 {
@@ -404,6 +413,7 @@ static const struct key keys[] = {
 	UINT("auth", "nonce_ttl", nonce_ttl, 5, 3600, false),
 	STR("store", "path", store_path, false),
 	FN("store", "map_size", store_map_size, set_map_size_key, false),
+	FN("store", "credential_index", store_credential_index, set_credential_index_key, false),
 	UINT("registrar", "min_expires", reg.min_expires, 1, 86400, true),
 	UINT("registrar", "max_expires", reg.max_expires, 1, 604800, true),
 	UINT("registrar", "default_expires", reg.default_expires, 1, 604800, true),
@@ -513,6 +523,7 @@ static void set_defaults(struct sa_config *c)
 	memset(c, 0, sizeof(*c));
 	snprintf(c->domain, sizeof(c->domain), "%s", SA_DEFAULT_DOMAIN);
 	snprintf(c->store_path, sizeof(c->store_path), "/var/lib/sipauthd");
+	c->store_credential_index = true;
 	c->auth.algs[0] = SA_ALG_SHA256;
 	c->auth.algs[1] = SA_ALG_MD5;
 	c->auth.nalgs = 2;

@@ -71,6 +71,7 @@ struct sa_config {
 	unsigned nonce_ttl;
 	char store_path[PATH_MAX];
 	uint64_t store_map_size;         /* bytes; 0: the size the store records */
+	bool store_credential_index;     /* every credential in memory for the hot path (sa_store_credential_index) */
 	struct sa_reg_cfg reg;
 	int log_level;
 	unsigned log_rate_limit;         /* lines per second from one place in the code; 0: no limit */

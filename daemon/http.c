@@ -495,6 +495,13 @@ static void metrics_fill(const struct sa_http *h, struct sa_metrics *m)
 	}
 	sa_store_fault(h->srv->store, &f);
 	m->store_write_failures = f.failures;
+	struct sa_store_index_stats ix;
+	sa_store_credential_index_stats(h->srv->store, &ix);
+	m->credential_index = h->srv->cfg.store_credential_index;
+	m->credential_index_credentials = ix.credentials;
+	m->credential_index_bytes = ix.bytes;
+	m->credential_index_rebuilds = ix.rebuilds;
+	m->credential_index_dropped = ix.dropped;
 	sa_sip_gauges(h->srv, m);
 	sa_transport_gauges(h->srv, m);
 	memcpy(m->api_requests, h->answers, sizeof(m->api_requests));

@@ -392,7 +392,8 @@ static int open_store(struct sa_server *srv)
 		        srv->cfg.domain, srv->domain);
 		return -1;
 	}
-	index_credentials(srv);
+	if (srv->cfg.store_credential_index)
+		index_credentials(srv);
 	orphans_start(srv);
 	/* A fresh nonce key each start: the nonce-count replay table lives in
 	 * memory, so a nonce from before the start must not verify after it. A

@@ -166,6 +166,19 @@ static void store(FILE *f, const struct sa_metrics *m)
 	        (double)m->store_runtime_used / (double)m->store_runtime_map_size);
 }
 
+static void credential_index(FILE *f, const struct sa_metrics *m)
+{
+	if (!m->credential_index)
+		return;
+	gauge(f, "credential_index_credentials", "Credentials in the in-memory index (0: dropped, read from data.mdb).",
+	      (int64_t)m->credential_index_credentials);
+	gauge(f, "credential_index_bytes", "Memory mapped for the credential index.", (int64_t)m->credential_index_bytes);
+	counter(f, "credential_index_rebuilds_total", "Times the index was built again, having fallen behind the change log.",
+	        m->credential_index_rebuilds);
+	counter(f, "credential_index_dropped_total", "Times the index was given up (no memory): finds read data.mdb.",
+	        m->credential_index_dropped);
+}
+
 static void connections(FILE *f, const struct sa_metrics *m)
 {
 	gauge(f, "tcp_connections", "SIP TCP and TLS connections open.", (int64_t)m->tcp_connections);
@@ -212,6 +225,7 @@ char *sa_metrics_render(const struct sa_metrics *m, size_t *len)
 	auth(f, m);
 	registrations_and_calls(f, m);
 	store(f, m);
+	credential_index(f, m);
 	abuse(f, m);
 	by_status(f, "sip_rejected_total", "SIP error answers sipauthd gave itself, by status.", m->sip_rejected);
 	counter(f, "sip_forwarded_total", "SIP messages forwarded.", m->sip_forwarded);

@@ -63,6 +63,12 @@ struct sa_metrics {
 	uint64_t store_write_failures;                   /* writes that failed or were refused */
 	uint64_t store_runtime_map_size;                 /* gauge: bytes of runtime/'s map; 0: not rendered */
 	uint64_t store_runtime_used;                     /* gauge: bytes in its pages holding data */
+	/* the credential index ([store] credential_index): rendered when configured */
+	bool credential_index;
+	uint64_t credential_index_credentials;           /* gauge: 0 once dropped */
+	uint64_t credential_index_bytes;                 /* gauge: memory mapped for it */
+	uint64_t credential_index_rebuilds;              /* built again after falling behind the change log */
+	uint64_t credential_index_dropped;               /* given up (no memory): credentials read from data.mdb */
 	/* connections and what the limits turned away */
 	uint64_t tcp_connections;                        /* gauge: SIP TCP/TLS connections open */
 	uint64_t tls_handshakes;                         /* gauge: TLS handshakes in progress */

@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -2585,6 +2587,53 @@ static int cindex_find(struct sa_store *st, MDB_txn *txn, const struct key *uk, 
 	return rc == SA_STORE_OK || rc == SA_STORE_ENOTFOUND ? rc : CINDEX_OFF;
 }
 
+/* Where this process maps the file of fd: the mapping of its first byte
+ * (/proc/self/maps, matched by device and inode). false when not found. */
+static bool map_of(int fd, uintptr_t *start, uintptr_t *end)
+{
+	struct stat sb;
+	char line[512];
+	bool found = false;
+
+	if (fstat(fd, &sb) != 0)
+		return false;
+	FILE *f = fopen("/proc/self/maps", "re");
+	if (f == NULL)
+		return false;
+	while (!found && fgets(line, sizeof line, f) != NULL) {
+		unsigned long lo, hi, off, ino;
+		unsigned maj, mnr;
+		if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &off, &maj, &mnr, &ino) == 6 && off == 0 &&
+		    ino == (unsigned long)sb.st_ino && makedev(maj, mnr) == sb.st_dev) {
+			*start = lo;
+			*end = hi;
+			found = true;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/* The build's walk mapped every page of e's file that holds data into
+ * this process; the index has what finds need, so the process lets them
+ * go (they stay in the page cache, and a later read maps a page again).
+ * Its RSS is then the index and what requests touch, not the whole file.
+ * Called with e's lock held (a transaction open), so that no remap runs. */
+static void map_let_go(struct sa_store *st, int e)
+{
+	MDB_envinfo ei;
+	mdb_filehandle_t fd;
+	uintptr_t start, end;
+
+	if (mdb_env_info(st->sh->env[e].env, &ei) != 0 || mdb_env_get_fd(st->sh->env[e].env, &fd) != 0 ||
+	    !map_of(fd, &start, &end))
+		return;
+	size_t len = (size_t)(ei.me_last_pgno + 1) * (size_t)st->sh->env[e].psize;
+	if (len > end - start)
+		len = end - start;
+	(void)madvise((void *)start, len, MADV_DONTNEED);   /* advice: without it the pages stay mapped */
+}
+
 int sa_store_credential_index(struct sa_store *st)
 {
 	struct cindex *x = &st->sh->idx;
@@ -2598,7 +2647,10 @@ int sa_store_credential_index(struct sa_store *st)
 	if (rc != SA_STORE_OK)
 		return rc;
 	uint64_t id = mdb_txn_id(txn);
-	rc = rd_own_end(st, ENV_MAIN, txn, cindex_build(st, txn, &kv, &pos));
+	rc = cindex_build(st, txn, &kv, &pos);
+	if (rc == SA_STORE_OK)
+		map_let_go(st, ENV_MAIN);
+	rc = rd_own_end(st, ENV_MAIN, txn, rc);
 	if (rc != SA_STORE_OK)
 		return rc;
 	pthread_rwlock_wrlock(&x->lock);

@@ -13,7 +13,7 @@
  * Where a REGISTER's store time goes, in this process with nothing else around: for the first
  * N usernames of DRAWS_CSV (a file as above), what the registrar asks of the store per
  * authenticated REGISTER, each step timed alone: the credential looked up by username
- * (sa_store_credential_find), its bindings listed (sa_store_binding_list_for) and one binding
+ * (sa_store_credential_find, from the credential index, as the daemon has it), its bindings listed (sa_store_binding_list_for) and one binding
  * written (sa_store_binding_apply_for: a new one the first pass, a refresh the second). GAP_US
  * microseconds of sleep between two REGISTERs (not timed) stand for the idle time between
  * requests that a daemon at a few thousand per second has: after it the caches and the TLB
@@ -56,6 +56,8 @@ static int lookups(char **argv)
 	struct sa_store_opts o = { .flags = SA_STORE_RUNTIME };
 	if (sa_store_open_with(&st, argv[2], &o, why, sizeof(why)) != 0)
 		die("cannot open the store", why);
+	if (sa_store_credential_index(st) != 0)   /* as the daemon finds credentials */
+		die("cannot index the credentials", NULL);
 	const char *trunk = argv[3];
 	long n = atol(argv[5]), gap = atol(argv[6]);
 	if (n < 1 || n > 1000000 || gap < 0)

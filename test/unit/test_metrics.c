@@ -210,6 +210,18 @@ START_TEST(test_store_maps_main_and_runtime)
 	ck_line("sipauthd_store_runtime_map_size_bytes 4194304");
 	ck_line("# TYPE sipauthd_store_runtime_map_used_ratio gauge");
 	ck_line("sipauthd_store_runtime_map_used_ratio 0.2500");
+	ck_assert_ptr_null(strstr(text, "credential_index"));   /* off: nothing */
+	m.credential_index = true;
+	m.credential_index_credentials = 1000000;
+	m.credential_index_bytes = 369098752;
+	m.credential_index_rebuilds = 1;
+	render();
+	ck_line("# TYPE sipauthd_credential_index_credentials gauge");
+	ck_line("sipauthd_credential_index_credentials 1000000");
+	ck_line("sipauthd_credential_index_bytes 369098752");
+	ck_line("# TYPE sipauthd_credential_index_rebuilds_total counter");
+	ck_line("sipauthd_credential_index_rebuilds_total 1");
+	ck_line("sipauthd_credential_index_dropped_total 0");
 }
 END_TEST
 

@@ -1289,6 +1289,53 @@ START_TEST(test_credential_index_rebuilt_past_the_log)
 }
 END_TEST
 
+/* Resident kB of this process's mapping of path (/proc/self/smaps); -1: not mapped. */
+static long mapped_rss_kb(const char *path)
+{
+	char line[1024];
+	long kb = -1;
+	bool in = false;
+	FILE *f = fopen("/proc/self/smaps", "r");
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof line, f) != NULL) {
+		size_t n = strlen(line);
+		if (strchr(line, '-') == line + strspn(line, "0123456789abcdef") && n > 0) {   /* a mapping's first line */
+			line[n - 1] = '\0';
+			in = n > strlen(path) && strcmp(line + n - 1 - strlen(path), path) == 0;
+			continue;
+		}
+		long v;
+		if (in && sscanf(line, "Rss: %ld kB", &v) == 1)
+			kb = kb < 0 ? v : kb + v;
+	}
+	fclose(f);
+	return kb;
+}
+
+/* The build reads every credential's page; then the process lets them go:
+ * its RSS is the index, not data.mdb. Finds still answer (from the index). */
+START_TEST(test_credential_index_leaves_data_mdb_unmapped)
+{
+	struct sa_credential cr, found;
+	char user[32], path[128];
+
+	for (int i = 0; i < 300; i++) {
+		snprintf(user, sizeof user, "pbx-%03d", i);
+		create_cred(trunk.id, user, &cr);
+	}
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "pbx-000", &found), SA_STORE_OK);
+	long before = mapped_rss_kb(path);
+	ck_assert_int_ge(before, 100);   /* 300 credentials' pages, touched by their writes */
+	ck_assert_int_eq(sa_store_credential_index(st), SA_STORE_OK);
+	long after = mapped_rss_kb(path);
+	ck_assert_msg(after >= 0 && after <= 16, "data.mdb still has %ld kB mapped (%ld before)", after, before);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "pbx-299", &found), SA_STORE_OK);
+	ck_assert_str_eq(found.username, "pbx-299");
+}
+END_TEST
+
 START_TEST(test_change_log_keeps_the_newest_100000)
 {
 	struct sa_credential cr;
@@ -3342,6 +3389,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_credential_index_follows_another_process);
 	tcase_add_test(tc, test_credential_index_rebuilt_past_the_log);
 	tcase_add_test(tc, test_change_log_keeps_the_newest_100000);
+	tcase_add_test(tc, test_credential_index_leaves_data_mdb_unmapped);
 	tcase_add_test(tc, test_store_without_tombstones_reads_as_none);
 	tcase_add_test(tc, test_deleted_credentials_bindings_are_skipped_then_purged);
 	tcase_add_test(tc, test_tombstones_lead_to_the_bindings);
