@@ -224,6 +224,64 @@ static int binding_expired_cb(const struct sa_binding *b, void *arg)
 	return sa_webhooks_registration_expired(b, srv);
 }
 
+struct index_refresh {
+	struct sa_server *srv;
+	int rc;
+	bool rebuilt;
+	uint64_t ms;
+};
+
+static void index_refresh_job(struct sa_store *st, void *arg)
+{
+	struct index_refresh *r = arg;
+	uint64_t t0 = sa_now_ms();
+
+	r->rc = sa_store_credential_index_refresh(st, &r->rebuilt);
+	r->ms = sa_now_ms() - t0;
+}
+
+static void index_refresh_done(void *arg, bool cancelled)
+{
+	struct index_refresh *r = arg;
+	struct sa_store_watch *w = &r->srv->store_watch;
+	struct sa_store_index_stats s;
+
+	w->index_refreshing = false;
+	if (!cancelled) {
+		sa_store_credential_index_stats(r->srv->store, &s);
+		if (r->rebuilt)
+			log_info("event=credential_index_rebuilt cause=behind_change_log credentials=%llu memory_mib=%.1f "
+			         "build_ms=%llu", (unsigned long long)s.credentials, (double)s.bytes / (1 << 20),
+			         (unsigned long long)r->ms);
+		if (s.dropped != w->index_dropped_logged) {
+			log_warn("event=credential_index_failed cause=%s error=\"%s\" hint=\"credentials are read from data.mdb "
+			         "until sipauthd restarts\"", sa_store_cause(r->rc), sa_store_strerror(r->rc));
+			w->index_dropped_logged = s.dropped;
+		}
+	}
+	free(r);
+}
+
+/* The credential index kept up off the SIP path: on the store's read
+ * thread, the writes logged since (so that a request seldom has any to
+ * apply), or a new index when a request found it behind what the log
+ * keeps (a bulk of writes with no request between, a fleet's resync): the
+ * requests read data.mdb meanwhile, none waits for the build. */
+static void index_refresh(struct sa_server *srv)
+{
+	struct index_refresh *r;
+
+	if (!srv->cfg.store_credential_index || srv->work_read == NULL || srv->store_watch.index_refreshing ||
+	    (r = calloc(1, sizeof(*r))) == NULL)
+		return;
+	r->srv = srv;
+	if (sa_work_submit(srv->work_read, index_refresh_job, index_refresh_done, r) < 0) {
+		free(r);
+		return;
+	}
+	srv->store_watch.index_refreshing = true;
+}
+
 /* Periodic work: expire bindings, flush unsynced store writes. */
 static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -233,6 +291,7 @@ static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 	if (n > 0)
 		log_info("event=bindings_expired count=%d", n);
 	sa_sip_housekeeping(srv);
+	index_refresh(srv);
 	if (srv->work == NULL)   /* else the store thread flushes */
 		sa_store_flush(srv->store);
 	store_watch(srv);

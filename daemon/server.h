@@ -47,6 +47,8 @@ struct sa_store_watch {
 	bool map_high;                  /* data.mdb above SA_STORE_ALARM_PERCENT at the last look */
 	bool runtime_map_high;          /* runtime/ likewise */
 	uint64_t tombstone;             /* deleted credentials whose bindings are removed, up to here */
+	bool index_refreshing;          /* a credential index refresh is queued on the store read thread */
+	uint64_t index_dropped_logged;  /* the index's drops already logged */
 };
 
 struct sa_cluster;

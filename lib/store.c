@@ -151,6 +151,7 @@ struct cindex {
 	pthread_rwlock_t lock;
 	bool locked;            /* lock initialised */
 	struct sa_kvindex *kv;  /* NULL: no index, finds descend cred_by_user */
+	bool stale;             /* kv NULL, behind what the log keeps: sa_store_credential_index_refresh builds it */
 	uint64_t pos;
 	uint64_t txnid;         /* the last read transaction seen at pos (0: none) */
 	uint64_t rebuilds;
@@ -2519,10 +2520,21 @@ static int cindex_change_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k,
 	return rc;
 }
 
+/* The index let go: finds descend cred_by_user. stale: until a refresh
+ * builds it again; else for good (counted). Under the write lock. */
+static void cindex_let_go(struct cindex *x, bool stale)
+{
+	sa_kvindex_free(x->kv);
+	x->kv = NULL;
+	x->stale = stale;
+	x->dropped += !stale;
+}
+
 /* Brings the index up to txn (main's transaction id): the changes logged
- * after its position, or everything again when the log no longer holds
- * them. An index that cannot be kept up (no memory, a failing read) is
- * dropped: finds descend data.mdb from then on. Under the write lock. */
+ * after its position. When the log no longer holds them all, the index is
+ * let go as stale (the refresh, off the hot path, builds it again); when
+ * keeping it up fails (no memory, a failing read), for good. Under the
+ * write lock. */
 static void cindex_catch_up(struct sa_store *st, MDB_txn *txn, uint64_t id)
 {
 	struct cindex *x = &st->sh->idx;
@@ -2535,19 +2547,12 @@ static void cindex_catch_up(struct sa_store *st, MDB_txn *txn, uint64_t id)
 		key_u64(&from, x->pos + 1);
 		rc = walk_range(st, txn, DB_CRED_CHANGES, &from, &all, cindex_change_fn, &c);
 		if (rc == SA_STORE_OK && (c.gap || c.next != pos + 1)) {
-			struct sa_kvindex *kv;
-			rc = cindex_build(st, txn, &kv, &pos);
-			if (rc == SA_STORE_OK) {
-				sa_kvindex_free(x->kv);
-				x->kv = kv;
-				x->rebuilds++;
-			}
+			cindex_let_go(x, true);
+			return;
 		}
 	}
 	if (rc != SA_STORE_OK) {
-		sa_kvindex_free(x->kv);
-		x->kv = NULL;
-		x->dropped++;
+		cindex_let_go(x, false);
 		return;
 	}
 	if (pos >= x->pos) {   /* else txn is older than the index: it stays as it is */
@@ -2656,10 +2661,62 @@ int sa_store_credential_index(struct sa_store *st)
 	pthread_rwlock_wrlock(&x->lock);
 	sa_kvindex_free(x->kv);
 	x->kv = kv;
+	x->stale = false;
 	x->pos = pos;
 	x->txnid = id;
 	pthread_rwlock_unlock(&x->lock);
 	return SA_STORE_OK;
+}
+
+int sa_store_credential_index_refresh(struct sa_store *st, bool *rebuilt)
+{
+	struct cindex *x = &st->sh->idx;
+	struct sa_kvindex *kv = NULL;
+	uint64_t pos = 0;
+	MDB_txn *txn;
+
+	*rebuilt = false;
+	pthread_rwlock_rdlock(&x->lock);
+	bool on = x->kv != NULL, stale = x->stale;
+	pthread_rwlock_unlock(&x->lock);
+	if (!on && !stale)
+		return SA_STORE_OK;
+	int rc = rd_begin(st, ENV_MAIN, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	uint64_t id = mdb_txn_id(txn);
+	if (on) {   /* the changes since, so that finds have few or none to apply */
+		pthread_rwlock_rdlock(&x->lock);
+		bool behind = x->kv != NULL && x->txnid != id;
+		pthread_rwlock_unlock(&x->lock);
+		if (behind) {
+			pthread_rwlock_wrlock(&x->lock);
+			if (x->kv != NULL && x->txnid != id)
+				cindex_catch_up(st, txn, id);
+			stale = x->stale;
+			pthread_rwlock_unlock(&x->lock);
+		}
+	}
+	if (stale)   /* built without the lock: finds read data.mdb meanwhile, waiting for nothing */
+		rc = cindex_build(st, txn, &kv, &pos);
+	rd_end(st, ENV_MAIN, rc);
+	if (!stale)
+		return SA_STORE_OK;
+	pthread_rwlock_wrlock(&x->lock);
+	if (rc == SA_STORE_OK && x->stale) {
+		x->kv = kv;
+		x->stale = false;
+		x->pos = pos;
+		x->txnid = id;
+		x->rebuilds++;
+		*rebuilt = true;
+	} else {
+		sa_kvindex_free(kv);
+		if (rc != SA_STORE_OK && x->stale)
+			cindex_let_go(x, false);
+	}
+	pthread_rwlock_unlock(&x->lock);
+	return rc;
 }
 
 void sa_store_credential_index_stats(struct sa_store *st, struct sa_store_index_stats *out)
@@ -2671,7 +2728,7 @@ void sa_store_credential_index_stats(struct sa_store *st, struct sa_store_index_
 	if (x->kv != NULL)
 		sa_kvindex_stats(x->kv, &ks);
 	*out = (struct sa_store_index_stats){
-		.on = x->kv != NULL, .credentials = ks.records, .bytes = ks.bytes,
+		.on = x->kv != NULL, .stale = x->stale, .credentials = ks.records, .bytes = ks.bytes,
 		.position = x->pos, .rebuilds = x->rebuilds, .dropped = x->dropped,
 	};
 	pthread_rwlock_unlock(&x->lock);

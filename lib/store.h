@@ -253,10 +253,12 @@ int sa_store_credential_find(struct sa_store *st, const char *trunk_id, const ch
  * (cred_changes, the newest CHANGES_KEEP); a find whose read transaction
  * is newer than the index first applies the changes logged since, from that
  * transaction, so that it answers as data.mdb does then (or later, when
- * another thread has caught the index up further). An index behind by more
- * than the log keeps is built again. Every credential costs its record's
- * size and some 40 bytes more of memory (about 300 bytes with three
- * algorithms): what the daemon's start reports.
+ * another thread has caught the index up further). An index found behind
+ * by more than the log keeps is let go at once (stale: finds descend
+ * data.mdb) and built again by sa_store_credential_index_refresh, which a
+ * thread off the hot path calls now and then. Every credential costs its
+ * record's size and some 40 bytes more of memory (about 350 bytes with
+ * three algorithms): what the daemon's start reports.
  *
  * Builds the index (one walk of every credential) for st and its dups.
  * SA_STORE_EINVAL when the store has no change log (a read-only open of
@@ -267,6 +269,7 @@ int sa_store_credential_find(struct sa_store *st, const char *trunk_id, const ch
 int sa_store_credential_index(struct sa_store *st);
 struct sa_store_index_stats {
 	bool on;
+	bool stale;              /* behind what the log keeps: finds read data.mdb until the refresh */
 	uint64_t credentials;
 	uint64_t bytes;          /* mapped for it: slots and records */
 	uint64_t position;       /* in the change log */
@@ -274,6 +277,13 @@ struct sa_store_index_stats {
 	uint64_t dropped;        /* given up (no memory) */
 };
 void sa_store_credential_index_stats(struct sa_store *st, struct sa_store_index_stats *out);
+/* Off the hot path (the daemon's store thread, every few seconds): applies
+ * the changes logged since, so that finds seldom have any to apply, and
+ * builds a stale index again from a read transaction of its own, without
+ * holding the index's lock (with a million credentials that takes a
+ * second, which no find waits for); *rebuilt says it did. Nothing to do
+ * without an index. A build that fails drops the index (stats). */
+int sa_store_credential_index_refresh(struct sa_store *st, bool *rebuilt);
 int sa_store_credential_get(struct sa_store *st, const char *cred_id, struct sa_credential *out);
 typedef int (*sa_store_credential_cb)(const struct sa_credential *c, void *arg);
 /* In creation order. */

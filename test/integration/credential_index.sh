@@ -3,7 +3,9 @@
 # every credential in memory and its start says how many and how much; credentials that sipauthctl
 # creates, rotates and deletes while it runs are taken up by the next REGISTER (a new one
 # registers, a rotated one's old password is refused once its overlap is 0, a deleted one is
-# refused), with no rebuild of the index; off: no index, and REGISTER authenticates as before;
+# refused), with no rebuild of the index; an index behind what the change log keeps is let go
+# (requests read data.mdb) and built again off the SIP path; off: no index, and REGISTER
+# authenticates as before;
 # the key needs a restart (SIGHUP names it); a bad value is refused with the file and line.
 . "$top_srcdir/test/lib.sh"
 need sipp
@@ -61,6 +63,24 @@ reg pbx_register.xml "$SIP_USER" "$SIP_PASS"
 assert_eq "the other credentials go on" 0 $?
 assert_eq "one start line, no failure line" "1 0" \
 	"$(grep -c event=credential_index "$T/sipauthd.log") $(grep -c event=credential_index_failed "$T/sipauthd.log")"
+
+# behind what the change log keeps (as after 100 000 writes with no request between, or a fleet's
+# resync): the next REGISTER reads data.mdb and waits for no build; the store thread builds the
+# index again at its next look (every 5 s)
+USER4=pbx-prod-04 PASS4=fourth_password_012 USER5=pbx-prod-05 PASS5=fifth_password_345
+printf '%s\n' "$PASS4" | ctl credential create --trunk "$TRUNK" --username "$USER4" --password-stdin >/dev/null
+printf '%s\n' "$PASS5" | ctl credential create --trunk "$TRUNK" --username "$USER5" --password-stdin >/dev/null
+assert_eq "the change log cut to its newest entry (6 of 7 dropped)" 6 "$("$top_builddir/test/durability_writer" --drop-changes "$STORE")"
+reg pbx_register.xml "$USER4" "$PASS4"
+assert_eq "a credential the index never saw registers at once (from data.mdb)" 0 $?
+assert_eq "... the index let go meanwhile (0 credentials, not yet rebuilt)" "0 0 0" "$(index)"
+i=0; until grep -q event=credential_index_rebuilt "$T/sipauthd.log" || [ $i -ge 120 ]; do sleep 0.1; i=$((i + 1)); done
+assert_match "the store thread builds it again, with the 4 credentials there are" \
+	"level=info event=credential_index_rebuilt cause=behind_change_log credentials=4 memory_mib=[0-9]+\.[0-9] build_ms=[0-9]+$" \
+	"$(grep event=credential_index_rebuilt "$T/sipauthd.log")"
+assert_eq "/metrics: 4 credentials, rebuilt once, never dropped" "4 1 0" "$(index)"
+reg pbx_register.xml "$USER5" "$PASS5"
+assert_eq "the rebuilt index answers" 0 $?
 
 # the key needs a restart: SIGHUP names it and keeps the index
 printf '[store]\ncredential_index = off\n' >>"$T/sipauthd.conf"

@@ -1248,7 +1248,8 @@ START_TEST(test_credential_index_follows_another_process)
 END_TEST
 
 /* Entries of the change log dropped before the index read them (a daemon
- * behind by more than the log keeps): it is built again, and answers right. */
+ * behind by more than the log keeps): the find that sees it lets the index
+ * go and answers from data.mdb; the refresh builds it again. */
 START_TEST(test_credential_index_rebuilt_past_the_log)
 {
 	struct sa_credential a, found;
@@ -1282,10 +1283,48 @@ START_TEST(test_credential_index_rebuilt_past_the_log)
 	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "second", &found), SA_STORE_OK);
 	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_ENOTFOUND);
 	index_stats(&s);
-	ck_assert(s.on);
+	ck_assert(!s.on && s.stale);
+	ck_assert_uint_eq(s.rebuilds, 0);
+	ck_assert_uint_eq(s.dropped, 0);
+	ck_assert_uint_eq(s.credentials, 0);   /* its memory is given back at once */
+
+	bool rebuilt = false;
+	ck_assert_int_eq(sa_store_credential_index_refresh(st, &rebuilt), SA_STORE_OK);
+	ck_assert(rebuilt);
+	index_stats(&s);
+	ck_assert(s.on && !s.stale);
 	ck_assert_uint_eq(s.rebuilds, 1);
 	ck_assert_uint_eq(s.credentials, 1);
 	ck_assert_uint_eq(s.position, 3);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "second", &found), SA_STORE_OK);
+	ck_assert_str_eq(found.username, "second");
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_credential_index_refresh(st, &rebuilt), SA_STORE_OK);
+	ck_assert(!rebuilt);   /* nothing more to do */
+}
+
+/* The refresh applies what another process wrote without any find. */
+START_TEST(test_credential_index_refresh_catches_up)
+{
+	struct sa_credential a, found;
+	struct sa_store_index_stats s;
+	bool rebuilt = true;
+
+	ck_assert_int_eq(sa_store_credential_index_refresh(st, &rebuilt), SA_STORE_OK);   /* no index: nothing */
+	ck_assert(!rebuilt);
+	create_cred(trunk.id, PRODUCT_USER, &a);
+	ck_assert_int_eq(sa_store_credential_index(st), SA_STORE_OK);
+	other_process_writes("second", NULL, a.id);
+	index_stats(&s);
+	ck_assert_uint_eq(s.position, 1);
+	ck_assert_int_eq(sa_store_credential_index_refresh(st, &rebuilt), SA_STORE_OK);
+	ck_assert(!rebuilt);
+	index_stats(&s);
+	ck_assert(s.on);
+	ck_assert_uint_eq(s.position, 3);
+	ck_assert_uint_eq(s.credentials, 1);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "second", &found), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_ENOTFOUND);
 }
 END_TEST
 
@@ -3388,6 +3427,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_credential_index_answers_as_the_tree);
 	tcase_add_test(tc, test_credential_index_follows_another_process);
 	tcase_add_test(tc, test_credential_index_rebuilt_past_the_log);
+	tcase_add_test(tc, test_credential_index_refresh_catches_up);
 	tcase_add_test(tc, test_change_log_keeps_the_newest_100000);
 	tcase_add_test(tc, test_credential_index_leaves_data_mdb_unmapped);
 	tcase_add_test(tc, test_store_without_tombstones_reads_as_none);
