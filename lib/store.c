@@ -2493,6 +2493,7 @@ static int cindex_build(struct sa_store *st, MDB_txn *txn, struct sa_kvindex **o
 struct catch_up {
 	struct sa_kvindex *kv;
 	uint64_t next;       /* the position the next entry must have */
+	uint64_t last;       /* the last one to apply */
 	bool gap;            /* it had another: the entries before it were dropped */
 };
 
@@ -2513,11 +2514,11 @@ static int cindex_change_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k,
 	int rc = db_get(st, txn, DB_CRED_BY_USER, *v, &rec);
 	if (rc == SA_STORE_ENOTFOUND) {
 		sa_kvindex_del(c->kv, v->mv_data, v->mv_size);
-		return SA_STORE_OK;
-	}
-	if (rc == SA_STORE_OK && sa_kvindex_put(c->kv, v->mv_data, v->mv_size, rec.mv_data, rec.mv_size) != 0)
+		rc = SA_STORE_OK;
+	} else if (rc == SA_STORE_OK && sa_kvindex_put(c->kv, v->mv_data, v->mv_size, rec.mv_data, rec.mv_size) != 0) {
 		rc = SA_STORE_EIO;
-	return rc;
+	}
+	return rc == SA_STORE_OK && pos == c->last ? WALK_STOP : rc;
 }
 
 /* The index let go: finds descend cred_by_user. stale: until a refresh
@@ -2530,35 +2531,44 @@ static void cindex_let_go(struct cindex *x, bool stale)
 	x->dropped += !stale;
 }
 
-/* Brings the index up to txn (main's transaction id): the changes logged
- * after its position. When the log no longer holds them all, the index is
- * let go as stale (the refresh, off the hot path, builds it again); when
- * keeping it up fails (no memory, a failing read), for good. Under the
- * write lock. */
-static void cindex_catch_up(struct sa_store *st, MDB_txn *txn, uint64_t id)
+/* The most logged changes a find applies itself: more (a bulk of writes
+ * with no request between), and it reads data.mdb while the refresh, off
+ * the hot path, applies them. */
+#define CATCH_UP_INLINE 256
+/* The most the refresh applies per hold of the write lock: finds wait
+ * for one batch at most. */
+#define CATCH_UP_BATCH  4096
+
+/* Brings the index towards txn (main's transaction id), whose change-log
+ * position is pos: the changes logged after the index's, at most max of
+ * them (0: all). Whether it is now at pos (or past it: txn is older).
+ * Changes are applied with their records as txn has them, so a partial
+ * catch-up leaves some keys newer than the index's position: harmless,
+ * since no find trusts the index for a transaction it has not been
+ * brought up to whole. When the log no longer holds the changes, the
+ * index is let go as stale (the refresh builds it again); when keeping it
+ * up fails (no memory, a failing read), for good. Under the write lock. */
+static bool cindex_catch_up(struct sa_store *st, MDB_txn *txn, uint64_t id, uint64_t pos, uint64_t max)
 {
 	struct cindex *x = &st->sh->idx;
-	uint64_t pos;
-	int rc = meta_get_u64(st, txn, "chg_seq", &pos);
 
-	if (rc == SA_STORE_OK && pos > x->pos) {
+	if (pos > x->pos) {
+		uint64_t to = max > 0 && pos - x->pos > max ? x->pos + max : pos;
 		struct key from = { .len = 0 }, all = { .len = 0 };
-		struct catch_up c = { .kv = x->kv, .next = x->pos + 1 };
+		struct catch_up c = { .kv = x->kv, .next = x->pos + 1, .last = to };
 		key_u64(&from, x->pos + 1);
-		rc = walk_range(st, txn, DB_CRED_CHANGES, &from, &all, cindex_change_fn, &c);
-		if (rc == SA_STORE_OK && (c.gap || c.next != pos + 1)) {
-			cindex_let_go(x, true);
-			return;
+		int rc = walk_range(st, txn, DB_CRED_CHANGES, &from, &all, cindex_change_fn, &c);
+		if (rc != SA_STORE_OK || c.gap || c.next != to + 1) {
+			cindex_let_go(x, rc == SA_STORE_OK);
+			return false;
 		}
+		x->pos = to;
+		if (to < pos)
+			return false;
 	}
-	if (rc != SA_STORE_OK) {
-		cindex_let_go(x, false);
-		return;
-	}
-	if (pos >= x->pos) {   /* else txn is older than the index: it stays as it is */
-		x->pos = pos;
+	if (pos == x->pos)
 		x->txnid = id;
-	}
+	return true;
 }
 
 /* The record under uk from the index, brought up to txn first when it is
@@ -2570,12 +2580,19 @@ static int cindex_find(struct sa_store *st, MDB_txn *txn, const struct key *uk, 
 	union cred_val v;
 	long n = -1;
 
+	uint64_t pos;
+
 	pthread_rwlock_rdlock(&x->lock);
 	if (x->kv != NULL && x->txnid != id) {
 		pthread_rwlock_unlock(&x->lock);
+		if (meta_get_u64(st, txn, "chg_seq", &pos) != SA_STORE_OK)
+			return CINDEX_OFF;
 		pthread_rwlock_wrlock(&x->lock);
-		if (x->kv != NULL && x->txnid != id)
-			cindex_catch_up(st, txn, id);
+		if (x->kv != NULL && x->txnid != id &&
+		    (pos > x->pos + CATCH_UP_INLINE || !cindex_catch_up(st, txn, id, pos, 0))) {
+			pthread_rwlock_unlock(&x->lock);
+			return CINDEX_OFF;
+		}
 	}
 	bool on = x->kv != NULL;
 	if (on)
@@ -2684,18 +2701,15 @@ int sa_store_credential_index_refresh(struct sa_store *st, bool *rebuilt)
 	int rc = rd_begin(st, ENV_MAIN, &txn);
 	if (rc != SA_STORE_OK)
 		return rc;
-	uint64_t id = mdb_txn_id(txn);
-	if (on) {   /* the changes since, so that finds have few or none to apply */
-		pthread_rwlock_rdlock(&x->lock);
-		bool behind = x->kv != NULL && x->txnid != id;
+	uint64_t id = mdb_txn_id(txn), at;
+	if (on)   /* the changes since, a batch per hold of the lock, so that finds have few or none to apply */
+		rc = meta_get_u64(st, txn, "chg_seq", &at);
+	for (bool done = !on || rc != SA_STORE_OK; !done;) {
+		pthread_rwlock_wrlock(&x->lock);
+		done = x->kv == NULL || x->txnid == id || cindex_catch_up(st, txn, id, at, CATCH_UP_BATCH) ||
+		       x->kv == NULL;
+		stale = x->stale;
 		pthread_rwlock_unlock(&x->lock);
-		if (behind) {
-			pthread_rwlock_wrlock(&x->lock);
-			if (x->kv != NULL && x->txnid != id)
-				cindex_catch_up(st, txn, id);
-			stale = x->stale;
-			pthread_rwlock_unlock(&x->lock);
-		}
 	}
 	if (stale)   /* built without the lock: finds read data.mdb meanwhile, waiting for nothing */
 		rc = cindex_build(st, txn, &kv, &pos);

@@ -253,7 +253,9 @@ int sa_store_credential_find(struct sa_store *st, const char *trunk_id, const ch
  * (cred_changes, the newest CHANGES_KEEP); a find whose read transaction
  * is newer than the index first applies the changes logged since, from that
  * transaction, so that it answers as data.mdb does then (or later, when
- * another thread has caught the index up further). An index found behind
+ * another thread has caught the index up further); more than a few hundred
+ * (a bulk of writes with no request between) it leaves to the refresh
+ * below and reads data.mdb meanwhile. An index found behind
  * by more than the log keeps is let go at once (stale: finds descend
  * data.mdb) and built again by sa_store_credential_index_refresh, which a
  * thread off the hot path calls now and then. Every credential costs its
@@ -278,7 +280,8 @@ struct sa_store_index_stats {
 };
 void sa_store_credential_index_stats(struct sa_store *st, struct sa_store_index_stats *out);
 /* Off the hot path (the daemon's store thread, every few seconds): applies
- * the changes logged since, so that finds seldom have any to apply, and
+ * the changes logged since, a few thousand per hold of the index's lock, so
+ * that finds seldom have any to apply and never wait long, and
  * builds a stale index again from a read transaction of its own, without
  * holding the index's lock (with a million credentials that takes a
  * second, which no find waits for); *rebuilt says it did. Nothing to do

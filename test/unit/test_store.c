@@ -1303,6 +1303,55 @@ START_TEST(test_credential_index_rebuilt_past_the_log)
 	ck_assert(!rebuilt);   /* nothing more to do */
 }
 
+/* More writes since the index's position than a find applies itself (a
+ * bulk with no request between): finds answer from data.mdb, the index is
+ * left to the refresh, which applies them without a rebuild. */
+START_TEST(test_credential_index_bulk_is_left_to_the_refresh)
+{
+	struct sa_credential a, found;
+	struct sa_store_index_stats s;
+	bool rebuilt = true;
+	int status;
+
+	create_cred(trunk.id, PRODUCT_USER, &a);
+	ck_assert_int_eq(sa_store_credential_index(st), SA_STORE_OK);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {   /* 300 creates and a delete, by another process */
+		struct sa_store *other;
+		struct sa_credential cr;
+		char user[32], why[128];
+		int rc = sa_store_open(&other, dir, 0);
+		for (int i = 0; i < 300 && rc == SA_STORE_OK; i++) {
+			snprintf(user, sizeof user, "bulk-%03d", i);
+			rc = sa_store_credential_create(other, trunk.id, user, PRODUCT_PASSWORD, strlen(PRODUCT_PASSWORD), 0,
+			                                NOW, &cr, why, sizeof why);
+		}
+		if (rc == SA_STORE_OK)
+			rc = sa_store_credential_delete(other, trunk.id, a.id);
+		_exit(rc == SA_STORE_OK ? 0 : 1);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "bulk-299", &found), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_ENOTFOUND);
+	index_stats(&s);
+	ck_assert(s.on);
+	ck_assert_uint_eq(s.position, 1);   /* untouched: those answers came from data.mdb */
+	ck_assert_uint_eq(s.credentials, 1);
+	ck_assert_int_eq(sa_store_credential_index_refresh(st, &rebuilt), SA_STORE_OK);
+	ck_assert(!rebuilt);
+	index_stats(&s);
+	ck_assert(s.on);
+	ck_assert_uint_eq(s.position, 302);
+	ck_assert_uint_eq(s.credentials, 300);
+	ck_assert_uint_eq(s.rebuilds, 0);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "bulk-000", &found), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_ENOTFOUND);
+}
+END_TEST
+
 /* The refresh applies what another process wrote without any find. */
 START_TEST(test_credential_index_refresh_catches_up)
 {
@@ -3428,6 +3477,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_credential_index_follows_another_process);
 	tcase_add_test(tc, test_credential_index_rebuilt_past_the_log);
 	tcase_add_test(tc, test_credential_index_refresh_catches_up);
+	tcase_add_test(tc, test_credential_index_bulk_is_left_to_the_refresh);
 	tcase_add_test(tc, test_change_log_keeps_the_newest_100000);
 	tcase_add_test(tc, test_credential_index_leaves_data_mdb_unmapped);
 	tcase_add_test(tc, test_store_without_tombstones_reads_as_none);
