@@ -4,6 +4,7 @@
 #include <ftw.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1349,6 +1350,94 @@ START_TEST(test_credential_index_bulk_is_left_to_the_refresh)
 	ck_assert_uint_eq(s.rebuilds, 0);
 	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, "bulk-000", &found), SA_STORE_OK);
 	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_ENOTFOUND);
+}
+END_TEST
+
+/* The index shared by three threads at once, as the daemon's workers and
+ * its store thread share it: one writes (creates and deletes), one finds,
+ * one refreshes. Every find of a credential that exists all along
+ * succeeds, and at the end the index is where the log is. */
+struct index_race {
+	struct sa_store *h;
+	const char *trunk_id;
+	atomic_bool stop;
+	int failures;
+	char first[160];
+};
+
+static void *index_finder(void *arg)
+{
+	struct index_race *r = arg;
+	struct sa_credential cr;
+	char user[32];
+
+	for (int i = 0; !atomic_load(&r->stop); i++) {
+		int rc = sa_store_credential_find(r->h, r->trunk_id, PRODUCT_USER, &cr);
+		if (rc != SA_STORE_OK && r->failures++ == 0)
+			snprintf(r->first, sizeof r->first, "find %s: %d", PRODUCT_USER, rc);
+		snprintf(user, sizeof user, "race-%d", i % 40);
+		rc = sa_store_credential_find(r->h, r->trunk_id, user, &cr);
+		if (rc != SA_STORE_OK && rc != SA_STORE_ENOTFOUND && r->failures++ == 0)
+			snprintf(r->first, sizeof r->first, "find %s: %d", user, rc);
+	}
+	return NULL;
+}
+
+static void *index_refresher(void *arg)
+{
+	struct index_race *r = arg;
+	bool rebuilt;
+
+	while (!atomic_load(&r->stop)) {
+		int rc = sa_store_credential_index_refresh(r->h, &rebuilt);
+		if ((rc != SA_STORE_OK || rebuilt) && r->failures++ == 0)
+			snprintf(r->first, sizeof r->first, "refresh: %d, rebuilt %d", rc, rebuilt);
+	}
+	return NULL;
+}
+
+START_TEST(test_credential_index_shared_by_threads)
+{
+	struct sa_credential a, cr[40], found;
+	struct sa_store_index_stats s;
+	struct sa_store *h2, *h3;
+	pthread_t finder, refresher;
+	char user[32];
+
+	create_cred(trunk.id, PRODUCT_USER, &a);
+	ck_assert_int_eq(sa_store_credential_index(st), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_dup(st, &h2), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_dup(st, &h3), SA_STORE_OK);
+	struct index_race fr = { .h = h2, .trunk_id = trunk.id }, rr = { .h = h3, .trunk_id = trunk.id };
+	ck_assert_int_eq(pthread_create(&finder, NULL, index_finder, &fr), 0);
+	ck_assert_int_eq(pthread_create(&refresher, NULL, index_refresher, &rr), 0);
+	for (int round = 0; round < 2; round++)
+		for (int i = 0; i < 40; i++) {
+			snprintf(user, sizeof user, "race-%d", i);
+			if (round == 0)
+				create_cred(trunk.id, user, &cr[i]);
+			else if (i % 2 == 0)
+				ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, cr[i].id), SA_STORE_OK);
+		}
+	atomic_store(&fr.stop, true);
+	atomic_store(&rr.stop, true);
+	ck_assert_int_eq(pthread_join(finder, NULL), 0);
+	ck_assert_int_eq(pthread_join(refresher, NULL), 0);
+	ck_assert_msg(fr.failures == 0, "%d finds failed, first %s", fr.failures, fr.first);
+	ck_assert_msg(rr.failures == 0, "%d refreshes failed, first %s", rr.failures, rr.first);
+
+	for (int i = 0; i < 40; i++) {
+		snprintf(user, sizeof user, "race-%d", i);
+		ck_assert_int_eq(sa_store_credential_find(st, trunk.id, user, &found),
+		                 i % 2 == 0 ? SA_STORE_ENOTFOUND : SA_STORE_OK);
+	}
+	index_stats(&s);
+	ck_assert(s.on);
+	ck_assert_uint_eq(s.position, 61);   /* 1 + 40 creates + 20 deletes */
+	ck_assert_uint_eq(s.credentials, 21);
+	ck_assert_uint_eq(s.rebuilds + s.dropped, 0);
+	sa_store_close(h2);
+	sa_store_close(h3);
 }
 END_TEST
 
@@ -3478,6 +3567,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_credential_index_rebuilt_past_the_log);
 	tcase_add_test(tc, test_credential_index_refresh_catches_up);
 	tcase_add_test(tc, test_credential_index_bulk_is_left_to_the_refresh);
+	tcase_add_test(tc, test_credential_index_shared_by_threads);
 	tcase_add_test(tc, test_change_log_keeps_the_newest_100000);
 	tcase_add_test(tc, test_credential_index_leaves_data_mdb_unmapped);
 	tcase_add_test(tc, test_store_without_tombstones_reads_as_none);
