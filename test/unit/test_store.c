@@ -1117,25 +1117,35 @@ static size_t be64(unsigned char *p, uint64_t v)
 
 /* The newest 100 000 tombstones are kept: positions stay consecutive, so a
  * reader that was behind sees the gap. */
-START_TEST(test_tombstones_keep_the_newest_100000)
+/* Behind the store's back (closed, then opened again): positions 1 to
+ * 100 000 of the log db, each holding value, and its meta counter seq_name
+ * at 100 000. */
+static void raw_fill_log(const char *db, const char *seq_name, const void *value, size_t len)
 {
-	struct sa_credential cr;
-	struct deleted d = { .n = 0, .stop_after = 1 };
 	unsigned char k[8];
-	uint64_t last = 0, seq = 100000;
+	uint64_t seq = 100000;
 	MDB_txn *txn;
 
-	create_cred(trunk.id, "one", &cr);
 	sa_store_close(st);
 	st = NULL;
 	MDB_env *env = raw_open(dir);
 	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-	for (uint64_t i = 1; i <= 100000; i++)
-		raw_put(txn, "cred_deleted", k, be64(k, i), "cred_gone", 9);
-	raw_put(txn, "meta", "del_seq", 7, &seq, sizeof seq);
+	for (uint64_t i = 1; i <= seq; i++)
+		raw_put(txn, db, k, be64(k, i), value, len);
+	raw_put(txn, "meta", seq_name, strlen(seq_name), &seq, sizeof seq);
 	ck_assert_int_eq(mdb_txn_commit(txn), 0);
 	mdb_env_close(env);
 	open_store();
+}
+
+START_TEST(test_tombstones_keep_the_newest_100000)
+{
+	struct sa_credential cr;
+	struct deleted d = { .n = 0, .stop_after = 1 };
+	uint64_t last = 0;
+
+	create_cred(trunk.id, "one", &cr);
+	raw_fill_log("cred_deleted", "del_seq", "cred_gone", 9);
 	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, cr.id), SA_STORE_OK);
 	ck_assert_int_eq(sa_store_deleted_since(st, 0, deleted_cb, &d, &last), SA_STORE_OK);
 	ck_assert_uint_eq(last, 2);   /* the oldest one was dropped: a reader at 0 sees the gap */
@@ -1517,27 +1527,17 @@ START_TEST(test_change_log_keeps_the_newest_100000)
 {
 	struct sa_credential cr;
 	unsigned char k[8];
-	uint64_t seq = 100000;
 	MDB_txn *txn;
 	MDB_dbi dbi;
 	MDB_stat ms;
 	MDB_val kk = { 8, k }, v;
 
-	sa_store_close(st);
-	st = NULL;
-	MDB_env *env = raw_open(dir);
-	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-	for (uint64_t i = 1; i <= 100000; i++)
-		raw_put(txn, "cred_changes", k, be64(k, i), "trunk_x\0someone", 15);
-	raw_put(txn, "meta", "chg_seq", 7, &seq, sizeof seq);
-	ck_assert_int_eq(mdb_txn_commit(txn), 0);
-	mdb_env_close(env);
-	open_store();
+	raw_fill_log("cred_changes", "chg_seq", "trunk_x\0someone", 15);
 	create_cred(trunk.id, PRODUCT_USER, &cr);   /* 100001 */
 	sa_store_close(st);
 	st = NULL;
 
-	env = raw_open(dir);
+	MDB_env *env = raw_open(dir);
 	ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
 	ck_assert_int_eq(mdb_dbi_open(txn, "cred_changes", 0, &dbi), 0);
 	ck_assert_int_eq(mdb_stat(txn, dbi, &ms), 0);
