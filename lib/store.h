@@ -259,7 +259,7 @@ int sa_store_credential_find(struct sa_store *st, const char *trunk_id, const ch
  * by more than the log keeps is let go at once (stale: finds descend
  * data.mdb) and built again by sa_store_credential_index_refresh, which a
  * thread off the hot path calls now and then. Every credential costs its
- * record's size and some 40 bytes more of memory (about 350 bytes with
+ * record's size and some 40 bytes more of memory (about 370 bytes with
  * three algorithms): what the daemon's start reports.
  *
  * Builds the index (one walk of every credential) for st and its dups.
