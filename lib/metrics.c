@@ -170,7 +170,8 @@ static void credential_index(FILE *f, const struct sa_metrics *m)
 {
 	if (!m->credential_index)
 		return;
-	gauge(f, "credential_index_credentials", "Credentials in the in-memory index (0: dropped, read from data.mdb).",
+	gauge(f, "credential_index_credentials",
+	      "Credentials in the in-memory index (0 while it is built again, or once dropped: read from data.mdb).",
 	      (int64_t)m->credential_index_credentials);
 	gauge(f, "credential_index_bytes", "Memory mapped for the credential index.", (int64_t)m->credential_index_bytes);
 	counter(f, "credential_index_rebuilds_total", "Times the index was built again, having fallen behind the change log.",
