@@ -253,9 +253,10 @@ static void index_refresh_done(void *arg, bool cancelled)
 			log_info("event=credential_index_rebuilt cause=behind_change_log credentials=%llu memory_mib=%.1f "
 			         "build_ms=%llu", (unsigned long long)s.credentials, (double)s.bytes / (1 << 20),
 			         (unsigned long long)r->ms);
-		if (s.dropped != w->index_dropped_logged) {
+		if (s.dropped != w->index_dropped_logged) {   /* by this refresh (its error) or by a request's catch-up */
 			log_warn("event=credential_index_failed cause=%s error=\"%s\" hint=\"credentials are read from data.mdb "
-			         "until sipauthd restarts\"", sa_store_cause(r->rc), sa_store_strerror(r->rc));
+			         "until sipauthd restarts\"", r->rc != SA_STORE_OK ? sa_store_cause(r->rc) : "catch_up_failed",
+			         r->rc != SA_STORE_OK ? sa_store_strerror(r->rc) : "a request could not apply the logged writes");
 			w->index_dropped_logged = s.dropped;
 		}
 	}
