@@ -69,7 +69,8 @@
  * runtime:
  *   bindings           cred id \0 SHA-256(contact) -> a compact binding record (binding_encode)
  *   bindings_by_trunk  trunk id \0 <binding key> -> ""
- *   bindings_by_expiry expires_at \0 <binding key> -> ""  (sign bit flipped)
+ *   bindings_by_expiry indexed_at \0 <binding key> -> ""  (sign bit flipped; at or
+ *                      before the binding's expiry: struct brec)
  *   authfail           trunk id \0 seq -> struct sa_authfail
  *   authfail_state     trunk id -> struct authfail_state   (next seq, count)
  *   meta               "map_size" -> u64; "purged" -> u64 (sa_store_purged_get)
@@ -94,7 +95,9 @@
  * authentication knows: one B-tree lookup, not two) and the username's key
  * under the id; a record of an older store is read where it is (under the
  * id, which cred_by_user then names) and moves when it next changes.
- * Schema 5 logs every credential write in cred_changes (sa_store_credential_index). A writable open of an older store
+ * Schema 5 logs every credential write in cred_changes (sa_store_credential_index).
+ * Schema 6 lets a binding's bindings_by_expiry entry lag behind its expiry
+ * (struct brec). A writable open of an older store
  * records the current version, so that an older sipauthd refuses the store
  * rather than misread its records.
  */
@@ -3446,55 +3449,83 @@ static MDB_val empty_val(void)
 	return mem_val("", 1);
 }
 
-static int binding_index_put(struct sa_store *st, MDB_txn *txn, const struct sa_binding *b,
-                             const struct key *bkey)
+/*
+ * A binding record: the binding, and the time under which it is in
+ * bindings_by_expiry. That entry may lag behind the binding's expiry, never
+ * lead it (indexed_at <= b.expires_at): a refresh that only pushes the
+ * expiry on rewrites the binding's record and leaves the entry where it is,
+ * so that it writes one tree, not two (the entry's delete lands on a page at
+ * random in a tree of every binding: with 40 000 bindings it was half of a
+ * refresh's cost after an idle gap). The sweep that comes to an entry whose
+ * binding has been refreshed since moves the entry to the binding's expiry
+ * (binding_reindex): once per registration interval, in batches, instead of
+ * at every refresh. Records of schema 5 and older carry no indexed_at: their
+ * entry is at their expiry.
+ */
+struct brec {
+	struct sa_binding b;
+	int64_t indexed_at;
+};
+
+static int binding_index_put(struct sa_store *st, MDB_txn *txn, const struct brec *r, const struct key *bkey)
 {
 	struct key tk, ek;
 
-	binding_trunk_key(&tk, b->trunk_id, bkey);
-	binding_expiry_key(&ek, b->expires_at, bkey);
+	binding_trunk_key(&tk, r->b.trunk_id, bkey);
+	binding_expiry_key(&ek, r->indexed_at, bkey);
 	int rc = db_put(st, txn, DB_BINDINGS_BY_TRUNK, key_val(&tk), empty_val());
 	if (rc == SA_STORE_OK)
 		rc = db_put(st, txn, DB_BINDINGS_BY_EXPIRY, key_val(&ek), empty_val());
 	return rc;
 }
 
-static int binding_index_del(struct sa_store *st, MDB_txn *txn, const struct sa_binding *b,
-                             const struct key *bkey)
+static int binding_index_del(struct sa_store *st, MDB_txn *txn, const struct brec *r, const struct key *bkey)
 {
 	struct key tk, ek;
 
-	binding_trunk_key(&tk, b->trunk_id, bkey);
-	binding_expiry_key(&ek, b->expires_at, bkey);
+	binding_trunk_key(&tk, r->b.trunk_id, bkey);
+	binding_expiry_key(&ek, r->indexed_at, bkey);
 	int rc = db_del(st, txn, DB_BINDINGS_BY_TRUNK, key_val(&tk));
 	if (rc == SA_STORE_OK)
 		rc = db_del(st, txn, DB_BINDINGS_BY_EXPIRY, key_val(&ek));
 	return rc == SA_STORE_ENOTFOUND ? SA_STORE_EIO : rc;
 }
 
-/* A refresh: only the index entries whose key changed are moved (the
- * trunk's stays; the expiry's moves unless the expiry is the same), so a
- * refresh writes two trees, not three. */
-static int binding_index_move(struct sa_store *st, MDB_txn *txn, const struct sa_binding *old,
-                              const struct sa_binding *b, const struct key *bkey)
+/* The expiry entry of a binding moved from old to r->indexed_at. */
+static int binding_expiry_move(struct sa_store *st, MDB_txn *txn, int64_t old, const struct brec *r,
+                               const struct key *bkey)
+{
+	struct key ok, nk;
+
+	if (old == r->indexed_at)
+		return SA_STORE_OK;
+	binding_expiry_key(&ok, old, bkey);
+	binding_expiry_key(&nk, r->indexed_at, bkey);
+	int rc = db_del(st, txn, DB_BINDINGS_BY_EXPIRY, key_val(&ok));
+	if (rc == SA_STORE_OK)
+		rc = db_put(st, txn, DB_BINDINGS_BY_EXPIRY, key_val(&nk), empty_val());
+	return rc == SA_STORE_ENOTFOUND ? SA_STORE_EIO : rc;
+}
+
+/* A refresh: the trunk's entry stays unless the trunk changed; the expiry's
+ * stays where it is if the binding now expires later (see struct brec),
+ * and moves to the new expiry if sooner. Sets r->indexed_at. */
+static int binding_index_move(struct sa_store *st, MDB_txn *txn, const struct brec *old, struct brec *r,
+                              const struct key *bkey)
 {
 	struct key ok, nk;
 	int rc = SA_STORE_OK;
 
-	binding_trunk_key(&ok, old->trunk_id, bkey);
-	binding_trunk_key(&nk, b->trunk_id, bkey);
+	binding_trunk_key(&ok, old->b.trunk_id, bkey);
+	binding_trunk_key(&nk, r->b.trunk_id, bkey);
 	if (!key_eq(&ok, &nk)) {
 		rc = db_del(st, txn, DB_BINDINGS_BY_TRUNK, key_val(&ok));
 		if (rc == SA_STORE_OK)
 			rc = db_put(st, txn, DB_BINDINGS_BY_TRUNK, key_val(&nk), empty_val());
 	}
-	binding_expiry_key(&ok, old->expires_at, bkey);
-	binding_expiry_key(&nk, b->expires_at, bkey);
-	if (rc == SA_STORE_OK && !key_eq(&ok, &nk)) {
-		rc = db_del(st, txn, DB_BINDINGS_BY_EXPIRY, key_val(&ok));
-		if (rc == SA_STORE_OK)
-			rc = db_put(st, txn, DB_BINDINGS_BY_EXPIRY, key_val(&nk), empty_val());
-	}
+	r->indexed_at = r->b.expires_at >= old->indexed_at ? old->indexed_at : r->b.expires_at;
+	if (rc == SA_STORE_OK)
+		rc = binding_expiry_move(st, txn, old->indexed_at, r, bkey);
 	return rc == SA_STORE_ENOTFOUND ? SA_STORE_EIO : rc;
 }
 
@@ -3509,7 +3540,8 @@ static int binding_index_move(struct sa_store *st, MDB_txn *txn, const struct sa
  * by size): they begin with the credential id's text, never with the tag.
  */
 #define BINDING_TAG 0x01
-#define BINDING_ENC_MAX (1 + 2 + 4 + 3 * 8 + 4 + 7 * 2 + sizeof(struct sa_binding))
+#define BINDING_TAG_INDEXED 0x02   /* schema 6: indexed_at follows the numbers (struct brec) */
+#define BINDING_ENC_MAX (1 + 2 + 4 + 4 * 8 + 4 + 7 * 2 + sizeof(struct sa_binding))
 
 /* The binding's fields in record order. */
 static void binding_fields(struct sa_binding *b, struct fields *f)
@@ -3530,58 +3562,84 @@ static void binding_fields(struct sa_binding *b, struct fields *f)
 	field_str(f, b->call_id, sizeof b->call_id);
 }
 
+/* The record's fields: the binding's, then (schema 6) indexed_at. */
+static void brec_fields(struct brec *r, bool indexed, struct fields *f)
+{
+	binding_fields(&r->b, f);
+	if (indexed)
+		field_num(f, &r->indexed_at, sizeof r->indexed_at);
+}
+
 /* out holds BINDING_ENC_MAX bytes; returns the record's length. */
-static size_t binding_encode(const struct sa_binding *b, unsigned char *out)
+static size_t binding_encode(const struct brec *r, unsigned char *out)
 {
 	struct fields f;
 
-	binding_fields((struct sa_binding *)b, &f);   /* read only */
-	return compact_encode(BINDING_TAG, &f, out);
+	brec_fields((struct brec *)r, true, &f);   /* read only */
+	return compact_encode(BINDING_TAG_INDEXED, &f, out);
 }
 
-static int binding_decode_compact(const MDB_val *v, struct sa_binding *b)
+static int binding_decode_compact(const MDB_val *v, struct brec *r, bool indexed)
 {
 	struct fields f;
 	size_t left;
 
-	memset(b, 0, sizeof *b);
-	binding_fields(b, &f);
+	memset(r, 0, sizeof *r);
+	brec_fields(r, indexed, &f);
 	int rc = compact_decode(v, &f, &left);
-	return rc == SA_STORE_OK && left != 0 ? SA_STORE_EIO : rc;
-}
-
-/* A binding record of any layout; schema 1's were all made with version 1. */
-static int binding_decode(const MDB_val *v, struct sa_binding *b)
-{
-	bool older;
-
-	if (v->mv_size > 0 && *(const unsigned char *)v->mv_data == BINDING_TAG)
-		return binding_decode_compact(v, b);
-	int rc = val_rec_older(v, b, sizeof *b, sizeof(struct binding_v1), &older);
-	if (rc == SA_STORE_OK && older)
-		b->password_version = 1;
+	if (!indexed)
+		r->indexed_at = r->b.expires_at;
+	if (rc == SA_STORE_OK && (left != 0 || r->indexed_at > r->b.expires_at))
+		rc = SA_STORE_EIO;
 	return rc;
 }
 
-static int binding_get(struct sa_store *st, MDB_txn *txn, const struct key *bkey, struct sa_binding *b)
+/* A binding record of any layout; schema 1's were all made with version 1. */
+static int binding_decode(const MDB_val *v, struct brec *r)
+{
+	bool older;
+	unsigned char tag = v->mv_size > 0 ? *(const unsigned char *)v->mv_data : 0;
+
+	if (tag == BINDING_TAG || tag == BINDING_TAG_INDEXED)
+		return binding_decode_compact(v, r, tag == BINDING_TAG_INDEXED);
+	int rc = val_rec_older(v, &r->b, sizeof r->b, sizeof(struct binding_v1), &older);
+	if (rc == SA_STORE_OK && older)
+		r->b.password_version = 1;
+	r->indexed_at = r->b.expires_at;
+	return rc;
+}
+
+static int binding_get(struct sa_store *st, MDB_txn *txn, const struct key *bkey, struct brec *r)
 {
 	MDB_val v;
 	int rc = db_get(st, txn, DB_BINDINGS, key_val(bkey), &v);
 
-	return rc != SA_STORE_OK ? rc : binding_decode(&v, b);
+	return rc != SA_STORE_OK ? rc : binding_decode(&v, r);
 }
 
 /* Removes one binding (by its key) and its index entries. */
 static int binding_remove(struct sa_store *st, MDB_txn *txn, const struct key *bkey)
 {
-	struct sa_binding b;
-	int rc = binding_get(st, txn, bkey, &b);
+	struct brec r;
+	int rc = binding_get(st, txn, bkey, &r);
 
 	if (rc == SA_STORE_OK)
 		rc = db_del(st, txn, DB_BINDINGS, key_val(bkey));
 	if (rc == SA_STORE_OK)
-		rc = binding_index_del(st, txn, &b, bkey);
+		rc = binding_index_del(st, txn, &r, bkey);
 	return rc;
+}
+
+/* The sweep came to a binding refreshed since its expiry entry was written:
+ * the entry moves to its expiry (struct brec). */
+static int binding_reindex(struct sa_store *st, MDB_txn *txn, struct brec *r, const struct key *bkey)
+{
+	unsigned char enc[BINDING_ENC_MAX];
+	int64_t old = r->indexed_at;
+
+	r->indexed_at = r->b.expires_at;
+	int rc = db_put(st, txn, DB_BINDINGS, key_val(bkey), mem_val(enc, binding_encode(r, enc)));
+	return rc == SA_STORE_OK ? binding_expiry_move(st, txn, old, r, bkey) : rc;
 }
 
 /* Removes every binding of cred_id; how many in *n (may be NULL). */
@@ -3653,18 +3711,20 @@ struct apply_state {
 static int change_put(struct sa_store *st, MDB_txn *txn, const struct sa_credential *c, const struct sa_binding *b,
                       struct apply_state *as)
 {
-	struct sa_binding rec, old;
+	struct brec rec, old;
 	unsigned char enc[BINDING_ENC_MAX];
 	struct key bkey;
 
-	binding_copy(&rec, b, c->trunk_id);
-	memcpy(rec.cred_id, c->id, SA_ID_MAX);
-	binding_key(&bkey, rec.cred_id, rec.contact);
+	binding_copy(&rec.b, b, c->trunk_id);
+	memcpy(rec.b.cred_id, c->id, SA_ID_MAX);
+	rec.indexed_at = rec.b.expires_at;
+	binding_key(&bkey, rec.b.cred_id, rec.b.contact);
 	int rc = binding_get(st, txn, &bkey, &old);
 	if (rc == SA_STORE_OK) {
-		rec.registered_at = old.registered_at;
-		rc = db_put(st, txn, DB_BINDINGS, key_val(&bkey), mem_val(enc, binding_encode(&rec, enc)));
-		return rc == SA_STORE_OK ? binding_index_move(st, txn, &old, &rec, &bkey) : rc;
+		rec.b.registered_at = old.b.registered_at;
+		rc = binding_index_move(st, txn, &old, &rec, &bkey);
+		return rc == SA_STORE_OK ? db_put(st, txn, DB_BINDINGS, key_val(&bkey),
+		                                  mem_val(enc, binding_encode(&rec, enc))) : rc;
 	}
 	if (rc == SA_STORE_ENOTFOUND) {
 		rc = as->added ? SA_STORE_OK : room_for_new(st, ENV_RT);
@@ -3810,30 +3870,31 @@ struct binding_walk {
 static int binding_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
 {
 	struct binding_walk *w = arg;
-	struct sa_binding b;
+	struct brec r;
+	struct sa_binding *bp = &r.b;
 	int rc;
 
 	if (w->skip == 0) {
-		rc = binding_decode(v, &b);
+		rc = binding_decode(v, &r);
 	} else {
 		MDB_val bk = mem_val((const char *)k->mv_data + w->skip, k->mv_size - w->skip);
 		MDB_val bv;
 		rc = db_get(st, txn, DB_BINDINGS, bk, &bv);
 		if (rc == SA_STORE_OK)
-			rc = binding_decode(&bv, &b);
+			rc = binding_decode(&bv, &r);
 	}
 	if (rc != SA_STORE_OK)
 		return rc == SA_STORE_ENOTFOUND ? SA_STORE_EIO : rc;
-	b.cred_id[sizeof b.cred_id - 1] = '\0';
-	if (strcmp(b.cred_id, w->cred) != 0) {
-		memcpy(w->cred, b.cred_id, sizeof w->cred);
+	bp->cred_id[sizeof bp->cred_id - 1] = '\0';
+	if (strcmp(bp->cred_id, w->cred) != 0) {
+		memcpy(w->cred, bp->cred_id, sizeof w->cred);
 		/* without main's transaction (sa_store_binding_list_for) only the
 		 * caller's credential is listed: a record naming another is skipped */
-		w->live = w->mtxn != NULL && cred_live(st, w->mtxn, b.cred_id);
+		w->live = w->mtxn != NULL && cred_live(st, w->mtxn, bp->cred_id);
 	}
 	if (!w->live)
 		return SA_STORE_OK;
-	return w->cb(&b, w->arg) != 0 ? WALK_STOP : SA_STORE_OK;
+	return w->cb(bp, w->arg) != 0 ? WALK_STOP : SA_STORE_OK;
 }
 
 /* Own read transactions (the callback may call into the store): runtime
@@ -3907,25 +3968,33 @@ static int binding_next_expired(struct sa_store *st, MDB_txn *txn, int64_t now, 
 	return SA_STORE_OK;
 }
 
-/* Removes up to EXPIRE_BATCH expired bindings in one transaction; *more
- * when it stopped at the batch limit. */
+/* Removes up to EXPIRE_BATCH expired bindings in one transaction, and
+ * moves the expiry entries it meets of bindings refreshed since (as many
+ * again at most); *more when it stopped at a limit. */
 static int expire_batch(struct sa_store *st, int64_t now, int *n, bool *more, sa_store_binding_cb cb, void *arg)
 {
-	struct sa_binding b;
+	struct brec r;
 	struct key bkey;
 	MDB_txn *txn;
-	int rc = wr_begin(st, ENV_RT, &txn, true), done = 0;
+	int rc = wr_begin(st, ENV_RT, &txn, true), done = 0, moved = 0;
 
 	*more = false;
 	if (rc != SA_STORE_OK)
 		return rc;
 	while ((rc = binding_next_expired(st, txn, now, &bkey)) == SA_STORE_OK) {
-		if (done == EXPIRE_BATCH) {
+		if (done == EXPIRE_BATCH || moved == EXPIRE_BATCH) {
 			*more = true;
 			break;
 		}
-		if (cb != NULL && binding_get(st, txn, &bkey, &b) == SA_STORE_OK)
-			cb(&b, arg);
+		rc = binding_get(st, txn, &bkey, &r);
+		if (rc == SA_STORE_OK && r.b.expires_at > now) {
+			if ((rc = binding_reindex(st, txn, &r, &bkey)) != SA_STORE_OK)
+				break;
+			moved++;
+			continue;
+		}
+		if (rc == SA_STORE_OK && cb != NULL)
+			cb(&r.b, arg);
 		if ((rc = binding_remove(st, txn, &bkey)) != SA_STORE_OK)
 			break;
 		done++;
@@ -4058,16 +4127,23 @@ int sa_store_purged_set(struct sa_store *st, uint64_t pos)
 
 struct expired_count {
 	struct key limit;      /* now, as the expiry index writes it */
+	int64_t now;
 	uint64_t n;
 };
 
+/* An entry due by now whose binding was refreshed since (struct brec) is
+ * not expired: its record says so. */
 static int expired_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
 {
 	struct expired_count *ec = arg;
+	struct key bkey = { .len = 0 };
+	struct brec r;
 
-	if (k->mv_size < 8 || memcmp(k->mv_data, ec->limit.b, 8) > 0)
+	if (k->mv_size < 9 || k->mv_size - 9 > KEY_MAX || memcmp(k->mv_data, ec->limit.b, 8) > 0)
 		return WALK_STOP;
-	ec->n++;
+	key_put(&bkey, (const char *)k->mv_data + 9, k->mv_size - 9);
+	if (binding_get(st, txn, &bkey, &r) != SA_STORE_OK || r.b.expires_at <= ec->now)
+		ec->n++;
 	return SA_STORE_OK;
 }
 
@@ -4086,12 +4162,12 @@ struct orphan_count {
 static int orphan_binding_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
 {
 	struct orphan_count *oc = arg;
-	struct sa_binding b;
+	struct brec r;
 
-	if (binding_decode(v, &b) != SA_STORE_OK)
+	if (binding_decode(v, &r) != SA_STORE_OK)
 		return SA_STORE_EIO;
 	oc->total++;
-	oc->live += b.expires_at > oc->now;
+	oc->live += r.b.expires_at > oc->now;
 	return SA_STORE_OK;
 }
 
@@ -4145,7 +4221,7 @@ static int orphans_count(struct sa_store *st, MDB_txn *rtxn, MDB_txn *mtxn, int6
  * less those of deleted credentials not yet purged (few: see orphans_count). */
 int sa_store_binding_count(struct sa_store *st, int64_t now, uint64_t *n)
 {
-	struct expired_count ec = { .limit = { .len = 0 }, .n = 0 };
+	struct expired_count ec = { .limit = { .len = 0 }, .now = now, .n = 0 };
 	struct key empty = { .len = 0 };
 	MDB_txn *txn, *mtxn;
 	uint64_t orphans = 0;
@@ -4186,16 +4262,16 @@ int sa_store_flush(struct sa_store *st)
 static int legacy_binding_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
 {
 	MDB_txn *rt = arg;
-	struct sa_binding b;
+	struct brec r;
 	struct key bkey = { .len = 0 };
 
-	if (k->mv_size > KEY_MAX || binding_decode(v, &b) != SA_STORE_OK)
+	if (k->mv_size > KEY_MAX || binding_decode(v, &r) != SA_STORE_OK)
 		return SA_STORE_EIO;
 	key_put(&bkey, k->mv_data, k->mv_size);
 	if (db_has(st, rt, DB_BINDINGS, *k))
 		return SA_STORE_OK;
 	int rc = db_put(st, rt, DB_BINDINGS, *k, *v);
-	return rc == SA_STORE_OK ? binding_index_put(st, rt, &b, &bkey) : rc;
+	return rc == SA_STORE_OK ? binding_index_put(st, rt, &r, &bkey) : rc;
 }
 
 /* The failure log's records and per-trunk state, unless already there. */

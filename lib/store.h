@@ -23,9 +23,12 @@
  * credential's record is kept under its username. 5: every write of a
  * credential is logged (cred_changes), which the credential indexes follow:
  * a sipauthctl of schema 4 would write without it, so it must refuse the
- * store. An older store is read as it is (every credential of schema 1 at
- * version 1) and marked with this version by the first writable open. */
-#define SA_STORE_SCHEMA_VERSION 5
+ * store. 6: a binding's expiry entry may lag behind its expiry, and its
+ * record says where the entry is (a schema-5 reader would take the record
+ * for damage and look for the entry in the wrong place). An older store is
+ * read as it is (every credential of schema 1 at version 1) and marked with
+ * this version by the first writable open. */
+#define SA_STORE_SCHEMA_VERSION 6
 #define SA_DEFAULT_DOMAIN "sip.tryvox.io"
 
 /* Errors are values: every function returns 0 on success or one of these. */

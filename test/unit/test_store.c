@@ -2111,6 +2111,187 @@ static size_t raw_binding_size(const char *path, unsigned char *first)
 	return size;
 }
 
+/* The times of runtime's bindings_by_expiry entries, in order; how many. */
+static int raw_expiry_times(const char *path, int64_t *at, int max)
+{
+	MDB_env *env = raw_open(path);
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int n = 0;
+
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "bindings_by_expiry", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cur), 0);
+	for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		uint64_t u = 0;
+		ck_assert_uint_ge(k.mv_size, 9);
+		for (int i = 0; i < 8; i++)
+			u = u << 8 | ((const unsigned char *)k.mv_data)[i];
+		if (n < max)
+			at[n] = (int64_t)(u ^ ((uint64_t)1 << 63));
+		n++;
+	}
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return n;
+}
+
+/* The same with the store closed meanwhile (one open of an environment per process). */
+static int expiry_times(const char *path, int64_t *at, int max)
+{
+	sa_store_close(st);
+	st = NULL;
+	int n = raw_expiry_times(path, at, max);
+	open_store();
+	return n;
+}
+
+/* Rewrites the only binding record of runtime/ as schema 5 wrote it: tag 1,
+ * without indexed_at (8 bytes after the tag and the other numbers: 2 + 4 +
+ * 3 * 8 + 4). */
+static void raw_binding_to_schema5(const char *path)
+{
+	enum { INDEXED_AT = 1 + 2 + 4 + 3 * 8 + 4 };
+	unsigned char key[256], val[2048];
+	MDB_env *env = raw_open(path);
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_cursor *cur;
+	MDB_val k, v;
+
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "bindings", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_cursor_open(txn, dbi, &cur), 0);
+	ck_assert_int_eq(mdb_cursor_get(cur, &k, &v, MDB_FIRST), 0);
+	ck_assert_uint_le(k.mv_size, sizeof key);
+	ck_assert_uint_le(v.mv_size, sizeof val);
+	ck_assert_uint_gt(v.mv_size, INDEXED_AT + 8);
+	ck_assert_uint_eq(*(unsigned char *)v.mv_data, 2);
+	memcpy(key, k.mv_data, k.mv_size);
+	memcpy(val, v.mv_data, INDEXED_AT);
+	memcpy(val + INDEXED_AT, (unsigned char *)v.mv_data + INDEXED_AT + 8, v.mv_size - INDEXED_AT - 8);
+	val[0] = 1;
+	mdb_cursor_close(cur);
+	raw_put(txn, "bindings", key, k.mv_size, val, v.mv_size - 8);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+/* A schema-5 record (no indexed_at) reads as before, its entry at its
+ * expiry; its refresh writes schema 6's record and leaves that entry. */
+START_TEST(test_binding_schema5_record_reads)
+{
+	struct sa_credential cr;
+	struct sa_binding b, got;
+	char rdir[96];
+	unsigned char first;
+	int64_t at[2];
+
+	snprintf(rdir, sizeof rdir, "%s/runtime", dir);
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	b = binding(cr.id, "sip:pbx@192.0.2.7:5060", NOW, NOW + 60);
+	snprintf(b.user_agent, sizeof b.user_agent, "Asterisk PBX 18.0.0");
+	b.password_version = 3;
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	sa_store_close(st);
+	st = NULL;
+	raw_binding_to_schema5(rdir);
+	ck_assert_uint_eq(raw_binding_size(rdir, &first) > 0, 1);
+	ck_assert_uint_eq(first, 1);
+	open_store();
+	ck_assert_int_eq(sa_store_binding_list_credential(st, cr.id, version_binding_cb, &got), SA_STORE_OK);
+	ck_assert_str_eq(got.user_agent, "Asterisk PBX 18.0.0");
+	ck_assert_uint_eq(got.password_version, 3);
+	ck_assert_int_eq(got.expires_at, NOW + 60);
+	b.expires_at = NOW + 90;
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	ck_assert_int_eq(expiry_times(rdir, at, 2), 1);
+	ck_assert_int_eq(at[0], NOW + 60);
+	sa_store_close(st);
+	st = NULL;
+	ck_assert_uint_eq(raw_binding_size(rdir, &first) > 0, 1);
+	ck_assert_uint_eq(first, 2);
+	open_store();
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 70), 0);
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 90), 1);
+}
+END_TEST
+
+static int expired_seen_cb(const struct sa_binding *b, void *arg)
+{
+	(void)b;
+	++*(int *)arg;
+	return 0;
+}
+
+/* Schema 6: a refresh that pushes the expiry on leaves the expiry entry
+ * where it was; counts and sweeps read the record, and the sweep moves the
+ * entry of a binding refreshed since instead of removing it. A refresh to
+ * a sooner expiry moves the entry at once. */
+START_TEST(test_binding_expiry_entry_lags_refreshes)
+{
+	enum { MANY = 2500 };   /* more than a sweep's batch (EXPIRE_BATCH) */
+	struct sa_credential cr;
+	struct sa_binding b;
+	char rdir[96], contact[64];
+	int64_t at[4];
+	uint64_t count;
+	int seen = 0;
+
+	snprintf(rdir, sizeof rdir, "%s/runtime", dir);
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	b = binding(cr.id, "sip:pbx@192.0.2.10:5060", NOW, NOW + 60);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	b.updated_at = NOW + 30;
+	b.expires_at = NOW + 90;
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	ck_assert_int_eq(expiry_times(rdir, at, 4), 1);
+	ck_assert_int_eq(at[0], NOW + 60);   /* the refresh did not write the expiry index */
+	ck_assert_int_eq(sa_store_binding_count(st, NOW + 70, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 1);         /* due by its entry, alive by its record */
+	ck_assert_int_eq(sa_store_binding_expire_each(st, NOW + 70, expired_seen_cb, &seen), 0);
+	ck_assert_int_eq(seen, 0);
+	ck_assert_int_eq(expiry_times(rdir, at, 4), 1);
+	ck_assert_int_eq(at[0], NOW + 90);   /* the sweep moved it */
+	b.expires_at = NOW + 75;              /* sooner: the entry follows at once */
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	ck_assert_int_eq(expiry_times(rdir, at, 4), 1);
+	ck_assert_int_eq(at[0], NOW + 75);
+	ck_assert_int_eq(sa_store_binding_count(st, NOW + 75, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, 0);
+	ck_assert_int_eq(sa_store_binding_expire_each(st, NOW + 75, expired_seen_cb, &seen), 1);
+	ck_assert_int_eq(seen, 1);
+	ck_assert_int_eq(expiry_times(rdir, at, 4), 0);
+
+	/* many refreshed bindings: the sweep moves them all, batch after batch,
+	 * and removes the one that did expire among them */
+	for (int pass = 0; pass < 2; pass++)
+		for (int i = 0; i < MANY; i++) {
+			snprintf(contact, sizeof contact, "sip:pbx%d@192.0.2.10:5060", i);
+			b = binding(cr.id, contact, NOW, NOW + (pass == 0 ? 60 : 3600));
+			if (pass == 1 && i == MANY / 2)
+				b.expires_at = NOW + 61;   /* pushed on, but not past the sweep */
+			ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+		}
+	ck_assert_int_eq(expiry_times(rdir, at, 1), MANY);
+	ck_assert_int_eq(at[0], NOW + 60);
+	ck_assert_int_eq(sa_store_binding_count(st, NOW + 100, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, MANY - 1);
+	seen = 0;
+	ck_assert_int_eq(sa_store_binding_expire_each(st, NOW + 100, expired_seen_cb, &seen), 1);
+	ck_assert_int_eq(seen, 1);
+	ck_assert_int_eq(expiry_times(rdir, at, 1), MANY - 1);
+	ck_assert_int_eq(at[0], NOW + 3600);
+	ck_assert_int_eq(sa_store_binding_count(st, NOW + 100, &count), SA_STORE_OK);
+	ck_assert_uint_eq(count, MANY - 1);
+	ck_assert_int_eq(sa_store_binding_delete_all(st, cr.id), SA_STORE_OK);   /* entries found by the record */
+	ck_assert_int_eq(expiry_times(rdir, at, 1), 0);
+}
+END_TEST
+
 /* Schema 3 writes bindings compact, every field kept; a schema-2 record
  * (the whole struct) reads as it is and is written compact when refreshed. */
 START_TEST(test_bindings_are_written_compact)
@@ -2150,7 +2331,7 @@ START_TEST(test_bindings_are_written_compact)
 	sa_store_close(st);
 	st = NULL;
 	ck_assert_uint_lt(raw_binding_size(rdir, &first), 200);
-	ck_assert_uint_eq(first, 1);
+	ck_assert_uint_eq(first, 2);   /* schema 6's tag: the record says where its expiry entry is */
 	raw_binding(rdir, &b, sizeof b);   /* as schema 2 wrote it */
 	ck_assert_uint_eq(raw_binding_size(rdir, &first), sizeof b);
 	open_store();
@@ -2162,11 +2343,11 @@ START_TEST(test_bindings_are_written_compact)
 	b.updated_at = NOW + 30;
 	b.expires_at = NOW + 90;
 	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);   /* the refresh writes it compact */
-	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 60), 0);      /* its old expiry entry went */
+	ck_assert_int_eq(sa_store_binding_expire(st, NOW + 60), 0);      /* its old entry is found where it was */
 	sa_store_close(st);
 	st = NULL;
 	ck_assert_uint_lt(raw_binding_size(rdir, &first), 200);
-	ck_assert_uint_eq(first, 1);
+	ck_assert_uint_eq(first, 2);
 	open_store();
 	memset(&got, 0, sizeof got);   /* the expiry callback gets the record decoded */
 	ck_assert_int_eq(sa_store_binding_expire_each(st, NOW + 90, version_binding_cb, &got), 1);
@@ -2377,7 +2558,7 @@ START_TEST(test_credential_record_under_username)
 	open_store();
 	sa_store_close(st);
 	st = NULL;
-	schema_is("5");
+	schema_is("6");
 	ck_assert(!raw_meta_has("creds_to_move"));
 	ck_assert_uint_eq(raw_cred_under_id(cr.id, under, sizeof under), uklen);
 	ck_assert_mem_eq(under, uk, uklen);
@@ -2436,7 +2617,7 @@ START_TEST(test_schema_1_store_reads_and_upgrades)
 	schema_is("1");
 
 	open_store();
-	schema_is("5");
+	schema_is("6");
 	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_OK);
 	ck_assert_uint_eq(found.password_version, 1);
 	ck_assert_str_eq(found.previous_ha1[SA_ALG_MD5], "");
@@ -2452,12 +2633,12 @@ START_TEST(test_schema_1_store_reads_and_upgrades)
 	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_OK);
 	ck_assert_uint_eq(found.password_version, 2);
 	ck_assert_str_eq(found.previous_ha1[SA_ALG_SHA256], old[SA_ALG_SHA256]);
-	/* the store is 5 now: a schema this code does not know is still refused */
+	/* the store is 6 now: a schema this code does not know is still refused */
 	sa_store_close(st);
 	st = NULL;
-	set_schema_version("6");
+	set_schema_version("7");
 	ck_assert_int_eq(sa_store_open(&ro, dir, SA_STORE_RDONLY), SA_STORE_ESCHEMA);
-	set_schema_version("5");
+	set_schema_version("6");
 	open_store();
 }
 END_TEST
@@ -3575,6 +3756,8 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_tombstones_lead_to_the_bindings);
 	tcase_add_test(tc, test_purged_position_is_kept_in_runtime);
 	tcase_add_test(tc, test_bindings_are_written_compact);
+	tcase_add_test(tc, test_binding_expiry_entry_lags_refreshes);
+	tcase_add_test(tc, test_binding_schema5_record_reads);
 	tcase_add_test(tc, test_credentials_are_written_compact);
 	tcase_add_test(tc, test_credential_record_under_username);
 	tcase_add_test(tc, test_open_without_runtime_refuses_binding_calls);
