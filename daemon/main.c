@@ -283,14 +283,99 @@ static void index_refresh(struct sa_server *srv)
 	srv->store_watch.index_refreshing = true;
 }
 
+/*
+ * The sweep of expired bindings runs on the store thread, not on the SIP
+ * loop: with many registrations a tick can have thousands to remove, and
+ * the expiry entries of bindings refreshed since to move (store.c, struct
+ * brec). The removed bindings come back here, at most EXPIRE_JOB_MAX a job,
+ * for their webhooks and the fleet; a job that stopped there is followed
+ * by the next at once.
+ */
+#define EXPIRE_JOB_MAX 4096
+
+struct expire_job {
+	struct sa_server *srv;
+	int64_t now;
+	int rc;                      /* removed (>= 0) or a store error */
+	bool more;
+	struct sa_binding *gone;     /* what was removed, for binding_expired_cb */
+	size_t n, cap;
+};
+
+static int expire_collect(const struct sa_binding *b, void *arg)
+{
+	struct expire_job *j = arg;
+
+	if (j->n == j->cap) {
+		size_t cap = j->cap ? 2 * j->cap : 64;
+		struct sa_binding *g = realloc(j->gone, cap * sizeof(*g));
+		if (g == NULL)
+			return 0;   /* removed all the same; its webhook is lost, and logged below */
+		j->gone = g;
+		j->cap = cap;
+	}
+	j->gone[j->n++] = *b;
+	return 0;
+}
+
+static void expire_job_run(struct sa_store *st, void *arg)
+{
+	struct expire_job *j = arg;
+
+	j->rc = sa_store_binding_expire_some(st, j->now, EXPIRE_JOB_MAX, expire_collect, j, &j->more);
+}
+
+static void bindings_expire(struct sa_server *srv);
+
+static void expire_job_done(void *arg, bool cancelled)
+{
+	struct expire_job *j = arg;
+	struct sa_server *srv = j->srv;
+
+	srv->store_watch.expiring = false;
+	if (!cancelled) {
+		for (size_t i = 0; i < j->n; i++)
+			binding_expired_cb(&j->gone[i], srv);
+		if (j->rc > 0)
+			log_info("event=bindings_expired count=%d", j->rc);
+		if (j->rc >= 0 && (size_t)j->rc > j->n)
+			log_warn("event=bindings_expired_unannounced count=%zu cause=out_of_memory",
+			         (size_t)j->rc - j->n);
+		if (j->more && j->rc >= 0)
+			bindings_expire(srv);
+	}
+	free(j->gone);
+	free(j);
+}
+
+static void bindings_expire(struct sa_server *srv)
+{
+	struct expire_job *j;
+	int64_t now = (int64_t)time(NULL);
+
+	if (srv->work == NULL) {   /* no store thread: here */
+		int n = sa_store_binding_expire_each(srv->store, now, binding_expired_cb, srv);
+		if (n > 0)
+			log_info("event=bindings_expired count=%d", n);
+		return;
+	}
+	if (srv->store_watch.expiring || (j = calloc(1, sizeof(*j))) == NULL)
+		return;
+	j->srv = srv;
+	j->now = now;
+	if (sa_work_submit(srv->work, expire_job_run, expire_job_done, j) < 0) {
+		free(j);
+		return;   /* the queue is full: the next tick */
+	}
+	srv->store_watch.expiring = true;
+}
+
 /* Periodic work: expire bindings, flush unsynced store writes. */
 static void housekeeping_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sa_server *srv = arg;
 	bindings_of_deleted(srv);
-	int n = sa_store_binding_expire_each(srv->store, (int64_t)time(NULL), binding_expired_cb, srv);
-	if (n > 0)
-		log_info("event=bindings_expired count=%d", n);
+	bindings_expire(srv);
 	sa_sip_housekeeping(srv);
 	index_refresh(srv);
 	if (srv->work == NULL)   /* else the store thread flushes */

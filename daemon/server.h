@@ -48,6 +48,7 @@ struct sa_store_watch {
 	bool runtime_map_high;          /* runtime/ likewise */
 	uint64_t tombstone;             /* deleted credentials whose bindings are removed, up to here */
 	bool index_refreshing;          /* a credential index refresh is queued on the store read thread */
+	bool expiring;                  /* a sweep of expired bindings is queued on the store thread */
 	uint64_t index_dropped_logged;  /* the index's drops already logged */
 };
 

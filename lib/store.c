@@ -6,6 +6,7 @@
  * contact hash in every binding key (a REGISTER's). */
 #define OPENSSL_API_COMPAT 0x10100000L
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
@@ -4009,16 +4010,26 @@ static int expire_batch(struct sa_store *st, int64_t now, int *n, bool *more, sa
 
 /* In batches, so that the writer lock is never held for long and each
  * transaction needs little of the headroom. */
-int sa_store_binding_expire_each(struct sa_store *st, int64_t now, sa_store_binding_cb cb, void *arg)
+int sa_store_binding_expire_some(struct sa_store *st, int64_t now, int max, sa_store_binding_cb cb, void *arg,
+                                 bool *more)
 {
-	bool more = true;
 	int n = 0, rc = SA_STORE_OK;
 
+	*more = true;
 	if (!has_runtime(st))
 		return SA_STORE_EINVAL;
-	while (more && rc == SA_STORE_OK)
-		rc = expire_batch(st, now, &n, &more, cb, arg);
+	while (*more && n < max && rc == SA_STORE_OK)
+		rc = expire_batch(st, now, &n, more, cb, arg);
+	if (rc != SA_STORE_OK)
+		*more = false;
 	return rc == SA_STORE_OK ? n : rc;
+}
+
+int sa_store_binding_expire_each(struct sa_store *st, int64_t now, sa_store_binding_cb cb, void *arg)
+{
+	bool more;
+
+	return sa_store_binding_expire_some(st, now, INT_MAX, cb, arg, &more);
 }
 
 int sa_store_binding_expire(struct sa_store *st, int64_t now)

@@ -435,6 +435,10 @@ int sa_store_binding_expire(struct sa_store *st, int64_t now);
  * removing transaction: cb must not call into the store; its return value
  * is ignored). */
 int sa_store_binding_expire_each(struct sa_store *st, int64_t now, sa_store_binding_cb cb, void *arg);
+/* The same, stopping once max or more are removed (a transaction's batch,
+ * EXPIRE_BATCH, is finished first); *more when some may be left. */
+int sa_store_binding_expire_some(struct sa_store *st, int64_t now, int max, sa_store_binding_cb cb, void *arg,
+                                 bool *more);
 /* Removes the bindings of credentials that no longer exist, a batch per
  * transaction; how many in *removed. Looks at every credential that has
  * bindings: for the daemon's start, not its loop (there, the tombstones). */

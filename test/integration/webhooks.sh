@@ -182,6 +182,8 @@ assert_eq "registration.created, naming the credential and source" "$CRED2 127.0
 for _ in 1 2; do wait_for got R1 registration.expired && break; done   # housekeeping: every 5 s
 assert_eq "registration.expired once it lapsed" "1 $CRED2" \
 	"$(received R1 registration.expired) $(received R1 registration.expired 'b["data"]["credential_id"]')"
+assert_eq "... and the sweep (on the store thread) logged it once" 1 \
+	"$(grep -c "event=bindings_expired count=1\$" "$T/sipauthd.log")"
 
 # ---- auth.failed (summed per trunk and window) and source.banned ----
 for i in 1 2 3; do

@@ -2139,6 +2139,41 @@ static int raw_expiry_times(const char *path, int64_t *at, int max)
 	return n;
 }
 
+static int expired_seen_cb(const struct sa_binding *b, void *arg)
+{
+	(void)b;
+	++*(int *)arg;
+	return 0;
+}
+
+/* sa_store_binding_expire_some stops at max (a whole batch first) and says
+ * whether some are left. */
+START_TEST(test_binding_expire_some_stops_at_max)
+{
+	struct sa_credential cr;
+	struct sa_binding b;
+	char contact[64];
+	bool more = false;
+	int seen = 0;
+
+	create_cred(trunk.id, PRODUCT_USER, &cr);
+	for (int i = 0; i < 2500; i++) {
+		snprintf(contact, sizeof contact, "sip:pbx%d@192.0.2.10:5060", i);
+		b = binding(cr.id, contact, NOW, NOW + 60 + i % 7);
+		ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+	}
+	ck_assert_int_eq(sa_store_binding_expire_some(st, NOW + 100, 1000, expired_seen_cb, &seen, &more), 1000);
+	ck_assert(more);
+	ck_assert_int_eq(sa_store_binding_expire_some(st, NOW + 100, 1, expired_seen_cb, &seen, &more), 1000);
+	ck_assert(more);
+	ck_assert_int_eq(sa_store_binding_expire_some(st, NOW + 100, 1000, expired_seen_cb, &seen, &more), 500);
+	ck_assert(!more);
+	ck_assert_int_eq(seen, 2500);
+	ck_assert_int_eq(sa_store_binding_expire_some(st, NOW + 100, 1000, expired_seen_cb, &seen, &more), 0);
+	ck_assert(!more);
+}
+END_TEST
+
 /* The same with the store closed meanwhile (one open of an environment per process). */
 static int expiry_times(const char *path, int64_t *at, int max)
 {
@@ -2220,12 +2255,6 @@ START_TEST(test_binding_schema5_record_reads)
 }
 END_TEST
 
-static int expired_seen_cb(const struct sa_binding *b, void *arg)
-{
-	(void)b;
-	++*(int *)arg;
-	return 0;
-}
 
 /* Schema 6: a refresh that pushes the expiry on leaves the expiry entry
  * where it was; counts and sweeps read the record, and the sweep moves the
@@ -3758,6 +3787,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_bindings_are_written_compact);
 	tcase_add_test(tc, test_binding_expiry_entry_lags_refreshes);
 	tcase_add_test(tc, test_binding_schema5_record_reads);
+	tcase_add_test(tc, test_binding_expire_some_stops_at_max);
 	tcase_add_test(tc, test_credentials_are_written_compact);
 	tcase_add_test(tc, test_credential_record_under_username);
 	tcase_add_test(tc, test_open_without_runtime_refuses_binding_calls);
