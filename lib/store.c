@@ -2535,6 +2535,17 @@ static void cindex_let_go(struct cindex *x, bool stale)
 	x->dropped += !stale;
 }
 
+/* A table built from main's transaction id up to change-log position pos
+ * takes the place of whatever x held. With x's lock held for writing. */
+static void cindex_install(struct cindex *x, struct sa_kvindex *kv, uint64_t pos, uint64_t id)
+{
+	sa_kvindex_free(x->kv);
+	x->kv = kv;
+	x->stale = false;
+	x->pos = pos;
+	x->txnid = id;
+}
+
 /* The most logged changes a find applies itself: more (a bulk of writes
  * with no request between), and it reads data.mdb while the refresh, off
  * the hot path, applies them. */
@@ -2680,11 +2691,7 @@ int sa_store_credential_index(struct sa_store *st)
 	if (rc != SA_STORE_OK)
 		return rc;
 	pthread_rwlock_wrlock(&x->lock);
-	sa_kvindex_free(x->kv);
-	x->kv = kv;
-	x->stale = false;
-	x->pos = pos;
-	x->txnid = id;
+	cindex_install(x, kv, pos, id);
 	pthread_rwlock_unlock(&x->lock);
 	return SA_STORE_OK;
 }
@@ -2721,11 +2728,8 @@ int sa_store_credential_index_refresh(struct sa_store *st, bool *rebuilt)
 	if (!stale)
 		return SA_STORE_OK;
 	pthread_rwlock_wrlock(&x->lock);
-	if (rc == SA_STORE_OK && x->stale) {
-		x->kv = kv;
-		x->stale = false;
-		x->pos = pos;
-		x->txnid = id;
+	if (rc == SA_STORE_OK && x->stale) {   /* let go meanwhile: x->kv is NULL */
+		cindex_install(x, kv, pos, id);
 		x->rebuilds++;
 		*rebuilt = true;
 	} else {
