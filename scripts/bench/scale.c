@@ -19,6 +19,15 @@
  * requests that a daemon at a few thousand per second has: after it the caches and the TLB
  * have lost what the last request brought in. Prints, for the second pass: "find LIST write"
  * in microseconds per REGISTER (means).
+ *
+ *   scale sweep STORE_DIR TRUNK DRAWS_CSV N
+ *
+ * What schema 6 moves to the sweep: for the first N usernames of DRAWS_CSV, a binding of its own
+ * (a contact no other step uses) written to expire in 60 s, then refreshed to expire in 7200 s
+ * (the refresh leaves its expiry entry at 60 s); then the sweep 100 s on (as the daemon's store
+ * thread runs it, in batches of 1 000) moves the N entries, and the sweep 7200 s on removes
+ * every binding of the store. Prints "refresh move remove": microseconds per
+ * refresh, per entry moved and per binding removed, and the counts.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -111,12 +120,77 @@ static int lookups(char **argv)
 	return 0;
 }
 
+static int sweep(char **argv)
+{
+	struct sa_store *st;
+	char why[256] = "";
+	struct sa_store_opts o = { .flags = SA_STORE_RUNTIME };
+	if (sa_store_open_with(&st, argv[2], &o, why, sizeof(why)) != 0)
+		die("cannot open the store", why);
+	long n = atol(argv[5]);
+	if (n < 1 || n > 1000000)
+		die("N must be 1 to 1000000", NULL);
+	FILE *f = fopen(argv[4], "r");
+	if (!f)
+		die("cannot read", argv[4]);
+	char line[256], user[32];
+	struct sa_credential *c = calloc((size_t)n, sizeof *c);
+	long have = 0;
+	while (have < n && fgets(line, sizeof(line), f))
+		if (line[0] == 'u' && sscanf(line, "%31[^;];", user) == 1 &&
+		    sa_store_credential_find(st, argv[3], user, &c[have]) == 0)
+			have++;
+	fclose(f);
+	if (have < n)
+		die("fewer credentials than N in", argv[4]);
+	int64_t now = (int64_t)time(NULL);
+	double t_refresh = 0;
+	for (int pass = 0; pass < 2; pass++)
+		for (long i = 0; i < n; i++) {
+			struct sa_binding b = { .source_port = 5098, .cseq = (uint32_t)pass + 1, .password_version = 1 };
+			snprintf(b.cred_id, sizeof(b.cred_id), "%s", c[i].id);
+			snprintf(b.trunk_id, sizeof(b.trunk_id), "%s", argv[3]);
+			snprintf(b.contact, sizeof(b.contact), "sip:%s@127.0.0.1:5098", c[i].username);
+			snprintf(b.source, sizeof(b.source), "127.0.0.1");
+			snprintf(b.transport, sizeof(b.transport), "udp");
+			snprintf(b.call_id, sizeof(b.call_id), "sweep-%ld", i);
+			b.registered_at = b.updated_at = now;
+			b.expires_at = now + (pass == 0 ? 60 : 7200);
+			struct sa_binding_change ch = { .contact = b.contact, .b = &b };
+			double t0 = mono_us();
+			if (sa_store_binding_apply_for(st, &c[i], &ch, 1, 0) != 0)
+				die("cannot write a binding for", c[i].username);
+			if (pass == 1)
+				t_refresh += mono_us() - t0;
+		}
+	double t0 = mono_us();
+	int removed = sa_store_binding_expire(st, now + 100);   /* due entries, none expired: all moved */
+	double t_move = mono_us() - t0;
+	if (removed != 0)
+		die("the first sweep removed bindings or failed", NULL);
+	t0 = mono_us();
+	removed = sa_store_binding_expire(st, now + 7201);
+	double t_remove = mono_us() - t0;
+	if (removed < 0)
+		die("the second sweep failed", NULL);
+	printf("%.2f %.2f %.2f %ld %d\n", t_refresh / (double)n, t_move / (double)n,
+	       removed > 0 ? t_remove / removed : 0.0, n, removed);
+	for (long i = 0; i < n; i++)
+		sa_credential_wipe(&c[i]);
+	free(c);
+	sa_store_close(st);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 7 && strcmp(argv[1], "lookups") == 0)
 		return lookups(argv);
+	if (argc == 6 && strcmp(argv[1], "sweep") == 0)
+		return sweep(argv);
 	if (argc != 5)
-		die("usage: scale STORE_DIR DOMAIN COUNT USERS_CSV | scale lookups STORE_DIR TRUNK DRAWS_CSV N GAP_US", NULL);
+		die("usage: scale STORE_DIR DOMAIN COUNT USERS_CSV | scale lookups STORE_DIR TRUNK DRAWS_CSV N GAP_US | "
+		    "scale sweep STORE_DIR TRUNK DRAWS_CSV N", NULL);
 	long count = atol(argv[3]);
 	if (count < 1 || count > 10000000)
 		die("COUNT must be 1 to 10000000", NULL);
