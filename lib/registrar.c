@@ -277,29 +277,7 @@ out:
 	free(bl.b);
 }
 
-struct latest_ctx {
-	int64_t now;
-	struct sa_binding *out;
-	bool hit;
-};
-
-static int latest_cb(const struct sa_binding *bd, void *arg)
-{
-	struct latest_ctx *lc = arg;
-	if (bd->expires_at <= lc->now)
-		return 0;
-	if (!lc->hit || bd->updated_at >= lc->out->updated_at) {
-		*lc->out = *bd;
-		lc->hit = true;
-	}
-	return 0;
-}
-
 int sa_registrar_lookup(struct sa_store *st, const char *trunk_id, int64_t now, struct sa_binding *out)
 {
-	struct latest_ctx lc = { .now = now, .out = out };
-	int rc = sa_store_binding_list_trunk(st, trunk_id, latest_cb, &lc);
-	if (rc != 0)
-		return rc;
-	return lc.hit ? 0 : SA_STORE_ENOTFOUND;
+	return sa_store_binding_latest(st, trunk_id, now, out);
 }

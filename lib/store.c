@@ -75,6 +75,8 @@
  *   authfail           trunk id \0 seq -> struct sa_authfail
  *   authfail_state     trunk id -> struct authfail_state   (next seq, count)
  *   meta               "map_size" -> u64; "purged" -> u64 (sa_store_purged_get)
+ *   trunk_latest       trunk id -> the binding keys of its most recent writes, newest
+ *                      first (a length byte and the key each; LATEST_KEEP at most)
  *
  * A binding names its credential, which lives in the other environment: a
  * credential deleted in main (by a process that cannot write runtime/)
@@ -98,7 +100,9 @@
  * id, which cred_by_user then names) and moves when it next changes.
  * Schema 5 logs every credential write in cred_changes (sa_store_credential_index).
  * Schema 6 lets a binding's bindings_by_expiry entry lag behind its expiry
- * (struct brec). A writable open of an older store
+ * (struct brec). Schema 7 keeps each trunk's most recently written bindings in
+ * trunk_latest (an inbound call's lookup); a store without the list is walked.
+ * A writable open of an older store
  * records the current version, so that an older sipauthd refuses the store
  * rather than misread its records.
  */
@@ -110,7 +114,7 @@ enum {
 	DB_IDEM, DB_IDEM_BY_TIME,
 	DB_WEBHOOKS, DB_WH_BY_ACCOUNT, DB_DELIVERIES, DB_DLV_BY_WEBHOOK, DB_DLV_DUE, DB_CRED_CHANGES,
 	DB_BINDINGS, DB_BINDINGS_BY_TRUNK, DB_BINDINGS_BY_EXPIRY,
-	DB_AUTHFAIL, DB_AUTHFAIL_STATE, DB_RT_META, DB_COUNT
+	DB_AUTHFAIL, DB_AUTHFAIL_STATE, DB_RT_META, DB_TRUNK_LATEST, DB_COUNT
 };
 #define DB_RT_FIRST DB_BINDINGS   /* from here on, the runtime environment's */
 #define DB_LEGACY_COUNT (DB_RT_META - DB_RT_FIRST)   /* kept in main before the split */
@@ -120,7 +124,7 @@ static const char *const db_names[DB_COUNT] = {
 	"idempotency", "idem_by_time",
 	"webhooks", "webhooks_by_account", "deliveries", "dlv_by_webhook", "dlv_due", "cred_changes",
 	"bindings", "bindings_by_trunk", "bindings_by_expiry",
-	"authfail", "authfail_state", "meta",
+	"authfail", "authfail_state", "meta", "trunk_latest",
 };
 #define MAX_DBS 32                 /* per environment: ours and the legacy names */
 #define TOMBSTONES_KEEP 100000     /* a daemon away longer than this many deletes purges all */
@@ -178,6 +182,7 @@ struct shared {
 	struct sa_store_fault fault;
 	uint64_t swept;      /* tombstones up to here have no bindings left (binding_count) */
 	bool changes;        /* main has cred_changes (a read-only open of an older store may not) */
+	bool latest;         /* runtime has trunk_latest (likewise) */
 	struct cindex idx;
 };
 
@@ -1275,6 +1280,9 @@ static int open_rt_dbs(struct sa_store *st, bool grew)
 		return rc;
 	for (int i = DB_RT_FIRST; i < DB_COUNT && rc == SA_STORE_OK; i++) {
 		int mrc = mdb_dbi_open(txn, db_names[i], rdonly ? 0 : MDB_CREATE, &st->sh->dbi[i]);
+		if (i == DB_TRUNK_LATEST && rdonly && mrc == MDB_NOTFOUND)
+			continue;   /* schema 7's: lookups walk the trunk */
+		st->sh->latest |= i == DB_TRUNK_LATEST && mrc == MDB_SUCCESS;
 		rc = mrc == MDB_NOTFOUND ? SA_STORE_ENOTINIT : note_err(st, mrc);
 	}
 	if (rc == SA_STORE_OK && grew)
@@ -3455,6 +3463,100 @@ static MDB_val empty_val(void)
 }
 
 /*
+ * trunk_latest: each trunk's most recently written bindings (a registration
+ * or a refresh), newest first, LATEST_KEEP at most. A write puts its binding
+ * first and a removal takes it off; nothing else adds one. So every binding
+ * on the list was written after every binding of the trunk that is not, and
+ * the first live one is the trunk's latest: an inbound call reads a few
+ * records instead of every binding of the trunk (100 000 bindings on a trunk
+ * took 76 ms a call to walk). A trunk without a list (bindings written before
+ * schema 7, or moved from a store made before the split), or whose listed
+ * bindings have all lapsed or lost their credential, is walked. Bindings are
+ * written at the time of their REGISTER, so the most recently written is the
+ * one with the latest updated_at, which is what the walk looks for.
+ */
+#define LATEST_KEEP 8
+
+struct latest {
+	struct key k[LATEST_KEEP];
+	int n;
+};
+
+static int latest_get(struct sa_store *st, MDB_txn *txn, const char *trunk_id, struct latest *l)
+{
+	MDB_val v;
+
+	l->n = 0;
+	if (!st->sh->latest)
+		return SA_STORE_ENOTFOUND;
+	int rc = db_get(st, txn, DB_TRUNK_LATEST, str_val(trunk_id), &v);
+	if (rc != SA_STORE_OK)
+		return rc;
+	const unsigned char *p = v.mv_data, *end = p + v.mv_size;
+	while (p < end && l->n < LATEST_KEEP) {
+		size_t len = *p++;
+		if (len == 0 || len > (size_t)(end - p) || len > KEY_MAX)
+			return SA_STORE_EIO;
+		l->k[l->n].len = 0;
+		key_put(&l->k[l->n++], p, len);
+		p += len;
+	}
+	return SA_STORE_OK;
+}
+
+static int latest_put(struct sa_store *st, MDB_txn *txn, const char *trunk_id, const struct latest *l)
+{
+	unsigned char buf[LATEST_KEEP * (KEY_MAX + 1)];
+	size_t len = 0;
+
+	if (l->n == 0) {
+		int rc = db_del(st, txn, DB_TRUNK_LATEST, str_val(trunk_id));
+		return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
+	}
+	for (int i = 0; i < l->n; i++) {
+		buf[len++] = (unsigned char)l->k[i].len;
+		memcpy(buf + len, l->k[i].b, l->k[i].len);
+		len += l->k[i].len;
+	}
+	return db_put(st, txn, DB_TRUNK_LATEST, str_val(trunk_id), mem_val(buf, len));
+}
+
+/* bkey was just written: first on its trunk's list (no write when it is already). */
+static int latest_touch(struct sa_store *st, MDB_txn *txn, const char *trunk_id, const struct key *bkey)
+{
+	struct latest l;
+	int rc = latest_get(st, txn, trunk_id, &l);
+
+	if (rc != SA_STORE_OK && rc != SA_STORE_ENOTFOUND)
+		return rc;
+	if (!st->sh->latest || bkey->len > 255 || (l.n > 0 && key_eq(&l.k[0], bkey)))
+		return SA_STORE_OK;
+	struct latest nl = { .n = 1 };
+	nl.k[0] = *bkey;
+	for (int i = 0; i < l.n && nl.n < LATEST_KEEP; i++)
+		if (!key_eq(&l.k[i], bkey))
+			nl.k[nl.n++] = l.k[i];
+	return latest_put(st, txn, trunk_id, &nl);
+}
+
+/* bkey was removed from trunk_id: off its list. */
+static int latest_forget(struct sa_store *st, MDB_txn *txn, const char *trunk_id, const struct key *bkey)
+{
+	struct latest l;
+	int rc = latest_get(st, txn, trunk_id, &l), j = 0;
+
+	if (rc != SA_STORE_OK)
+		return rc == SA_STORE_ENOTFOUND ? SA_STORE_OK : rc;
+	for (int i = 0; i < l.n; i++)
+		if (!key_eq(&l.k[i], bkey))
+			l.k[j++] = l.k[i];
+	if (j == l.n)
+		return SA_STORE_OK;
+	l.n = j;
+	return latest_put(st, txn, trunk_id, &l);
+}
+
+/*
  * A binding record: the binding, and the time under which it is in
  * bindings_by_expiry. That entry may lag behind the binding's expiry, never
  * lead it (indexed_at <= b.expires_at): a refresh that only pushes the
@@ -3493,6 +3595,8 @@ static int binding_index_del(struct sa_store *st, MDB_txn *txn, const struct bre
 	int rc = db_del(st, txn, DB_BINDINGS_BY_TRUNK, key_val(&tk));
 	if (rc == SA_STORE_OK)
 		rc = db_del(st, txn, DB_BINDINGS_BY_EXPIRY, key_val(&ek));
+	if (rc == SA_STORE_OK)
+		rc = latest_forget(st, txn, r->b.trunk_id, bkey);
 	return rc == SA_STORE_ENOTFOUND ? SA_STORE_EIO : rc;
 }
 
@@ -3527,6 +3631,8 @@ static int binding_index_move(struct sa_store *st, MDB_txn *txn, const struct br
 		rc = db_del(st, txn, DB_BINDINGS_BY_TRUNK, key_val(&ok));
 		if (rc == SA_STORE_OK)
 			rc = db_put(st, txn, DB_BINDINGS_BY_TRUNK, key_val(&nk), empty_val());
+		if (rc == SA_STORE_OK)
+			rc = latest_forget(st, txn, old->b.trunk_id, bkey);
 	}
 	r->indexed_at = r->b.expires_at >= old->indexed_at ? old->indexed_at : r->b.expires_at;
 	if (rc == SA_STORE_OK)
@@ -3728,8 +3834,9 @@ static int change_put(struct sa_store *st, MDB_txn *txn, const struct sa_credent
 	if (rc == SA_STORE_OK) {
 		rec.b.registered_at = old.b.registered_at;
 		rc = binding_index_move(st, txn, &old, &rec, &bkey);
-		return rc == SA_STORE_OK ? db_put(st, txn, DB_BINDINGS, key_val(&bkey),
-		                                  mem_val(enc, binding_encode(&rec, enc))) : rc;
+		if (rc == SA_STORE_OK)
+			rc = db_put(st, txn, DB_BINDINGS, key_val(&bkey), mem_val(enc, binding_encode(&rec, enc)));
+		return rc == SA_STORE_OK ? latest_touch(st, txn, rec.b.trunk_id, &bkey) : rc;
 	}
 	if (rc == SA_STORE_ENOTFOUND) {
 		rc = as->added ? SA_STORE_OK : room_for_new(st, ENV_RT);
@@ -3740,7 +3847,7 @@ static int change_put(struct sa_store *st, MDB_txn *txn, const struct sa_credent
 		rc = db_put(st, txn, DB_BINDINGS, key_val(&bkey), mem_val(enc, binding_encode(&rec, enc)));
 	if (rc == SA_STORE_OK)
 		rc = binding_index_put(st, txn, &rec, &bkey);
-	return rc;
+	return rc == SA_STORE_OK ? latest_touch(st, txn, rec.b.trunk_id, &bkey) : rc;
 }
 
 static int change_remove(struct sa_store *st, MDB_txn *txn, const char *cred_id, const char *contact,
@@ -3954,6 +4061,70 @@ int sa_store_binding_list_for(struct sa_store *st, const struct sa_credential *c
 int sa_store_binding_list_trunk(struct sa_store *st, const char *trunk_id, sa_store_binding_cb cb, void *arg)
 {
 	return binding_list(st, DB_BINDINGS_BY_TRUNK, trunk_id, cb, arg);
+}
+
+struct latest_walk {
+	int64_t now;
+	struct sa_binding *out;
+	bool hit;
+};
+
+static int latest_walk_cb(const struct sa_binding *b, void *arg)
+{
+	struct latest_walk *lw = arg;
+	if (b->expires_at > lw->now && (!lw->hit || b->updated_at >= lw->out->updated_at)) {
+		*lw->out = *b;
+		lw->hit = true;
+	}
+	return 0;
+}
+
+/* The trunk's list first (trunk_latest), its every binding when no listed one is live. */
+static int binding_latest(struct sa_store *st, MDB_txn *txn, MDB_txn *mtxn, const char *trunk_id, int64_t now,
+                          struct sa_binding *out)
+{
+	struct latest l;
+	struct brec r;
+	int rc = latest_get(st, txn, trunk_id, &l);
+
+	if (rc != SA_STORE_OK && rc != SA_STORE_ENOTFOUND)
+		return rc;
+	for (int i = 0; i < l.n; i++) {
+		rc = binding_get(st, txn, &l.k[i], &r);
+		if (rc == SA_STORE_ENOTFOUND)
+			continue;   /* a removal takes its entry off: not expected; the walk decides */
+		if (rc != SA_STORE_OK)
+			return rc;
+		r.b.cred_id[sizeof r.b.cred_id - 1] = '\0';
+		if (r.b.expires_at > now && cred_live(st, mtxn, r.b.cred_id)) {
+			*out = r.b;
+			return SA_STORE_OK;
+		}
+	}
+	struct key prefix = { .len = 0 };
+	key_str(&prefix, trunk_id);
+	key_sep(&prefix);
+	struct latest_walk lw = { now, out, false };
+	struct binding_walk w = { latest_walk_cb, &lw, prefix.len, mtxn, "", false };
+	rc = walk_prefix(st, txn, DB_BINDINGS_BY_TRUNK, &prefix, binding_walk_fn, &w);
+	return rc != SA_STORE_OK ? rc : lw.hit ? SA_STORE_OK : SA_STORE_ENOTFOUND;
+}
+
+int sa_store_binding_latest(struct sa_store *st, const char *trunk_id, int64_t now, struct sa_binding *out)
+{
+	MDB_txn *txn, *mtxn;
+
+	if (!has_runtime(st))
+		return SA_STORE_EINVAL;
+	if (!id_ok(trunk_id))
+		return SA_STORE_ENOTFOUND;
+	int rc = rd_own_begin(st, ENV_RT, &txn);
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = rd_own_begin(st, ENV_MAIN, &mtxn);
+	if (rc == SA_STORE_OK)
+		rc = rd_own_end(st, ENV_MAIN, mtxn, binding_latest(st, txn, mtxn, trunk_id, now, out));
+	return rd_own_end(st, ENV_RT, txn, rc);
 }
 
 /* The binding key of the earliest-expiring binding if it expires at or before now. */

@@ -25,10 +25,12 @@
  * a sipauthctl of schema 4 would write without it, so it must refuse the
  * store. 6: a binding's expiry entry may lag behind its expiry, and its
  * record says where the entry is (a schema-5 reader would take the record
- * for damage and look for the entry in the wrong place). An older store is
+ * for damage and look for the entry in the wrong place). 7: each trunk's
+ * most recently written bindings are listed (trunk_latest), which only a
+ * reader of schema 7 keeps true. An older store is
  * read as it is (every credential of schema 1 at version 1) and marked with
  * this version by the first writable open. */
-#define SA_STORE_SCHEMA_VERSION 6
+#define SA_STORE_SCHEMA_VERSION 7
 #define SA_DEFAULT_DOMAIN "sip.tryvox.io"
 
 /* Errors are values: every function returns 0 on success or one of these. */
@@ -423,6 +425,11 @@ int sa_store_binding_delete_all(struct sa_store *st, const char *cred_id);
 typedef int (*sa_store_binding_cb)(const struct sa_binding *b, void *arg);
 int sa_store_binding_list_credential(struct sa_store *st, const char *cred_id, sa_store_binding_cb cb, void *arg);
 int sa_store_binding_list_trunk(struct sa_store *st, const char *trunk_id, sa_store_binding_cb cb, void *arg);
+/* The trunk's live binding (expires after now, its credential not deleted)
+ * written most recently, which is the one with the latest updated_at: from
+ * the few the trunk's list names (schema 7), walking the trunk's bindings
+ * only when none of those is live. SA_STORE_ENOTFOUND when it has none. */
+int sa_store_binding_latest(struct sa_store *st, const char *trunk_id, int64_t now, struct sa_binding *out);
 /* The bindings of a credential the caller has just read from this store
  * (the registrar, after authenticating with it): listed without looking
  * the credential up again, in the handle's shared read transaction, so cb

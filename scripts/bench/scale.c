@@ -29,6 +29,14 @@
  * every binding of the store. Prints "refresh move remove N removed count": microseconds per
  * refresh, per entry moved and per binding removed, the counts, and microseconds per due entry
  * of the live count taken before the sweep (sipauthd_registrations_active reads each one's record).
+ *
+ *   scale inbound STORE_DIR TRUNK USERS_CSV N CALLS
+ *
+ * An inbound call's lookup on a trunk with many registrations: a binding for each of the first N
+ * usernames of USERS_CSV (each written after the one before), then the trunk's latest live binding
+ * looked up CALLS times (sa_registrar_lookup, as the daemon does for each request from the
+ * gateway), and the trunk's bindings walked as the lookup did before schema 7 (10 times at
+ * most). Prints "write lookup walk N": microseconds per binding written, per lookup and per walk.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -37,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "registrar.h"
 #include "store.h"
 
 static void die(const char *what, const char *why)
@@ -188,12 +197,94 @@ static int sweep(char **argv)
 	return 0;
 }
 
+struct walk_latest {
+	int64_t now;
+	struct sa_binding latest;
+};
+
+static int walk_latest_cb(const struct sa_binding *b, void *arg)
+{
+	struct walk_latest *wl = arg;
+	if (b->expires_at > wl->now && b->updated_at >= wl->latest.updated_at)
+		wl->latest = *b;
+	return 0;
+}
+
+static int inbound(char **argv)
+{
+	struct sa_store *st;
+	char why[256] = "";
+	struct sa_store_opts o = { .flags = SA_STORE_RUNTIME };
+	if (sa_store_open_with(&st, argv[2], &o, why, sizeof(why)) != 0)
+		die("cannot open the store", why);
+	long n = atol(argv[5]), calls = atol(argv[6]);
+	if (n < 1 || n > 1000000 || calls < 1)
+		die("N must be 1 to 1000000, CALLS at least 1", NULL);
+	FILE *f = fopen(argv[4], "r");
+	if (!f)
+		die("cannot read", argv[4]);
+	char line[256], user[32];
+	int64_t now = (int64_t)time(NULL);
+	long have = 0;
+	double t_write = 0;
+	while (have < n && fgets(line, sizeof(line), f)) {
+		struct sa_credential c;
+		if (line[0] != 'u' || sscanf(line, "%31[^;];", user) != 1 ||
+		    sa_store_credential_find(st, argv[3], user, &c) != 0)
+			continue;
+		struct sa_binding b = { .source_port = 5097, .cseq = 1, .password_version = 1 };
+		snprintf(b.cred_id, sizeof(b.cred_id), "%s", c.id);
+		snprintf(b.trunk_id, sizeof(b.trunk_id), "%s", argv[3]);
+		snprintf(b.contact, sizeof(b.contact), "sip:%s@127.0.0.1:5097", c.username);
+		snprintf(b.source, sizeof(b.source), "127.0.0.1");
+		snprintf(b.transport, sizeof(b.transport), "udp");
+		snprintf(b.call_id, sizeof(b.call_id), "inbound-%ld", have);
+		b.registered_at = b.updated_at = now - n + have;   /* the last one written is the latest */
+		b.expires_at = now + 3600;
+		struct sa_binding_change ch = { .contact = b.contact, .b = &b };
+		double t0 = mono_us();
+		if (sa_store_binding_apply_for(st, &c, &ch, 1, 0) != 0)
+			die("cannot write a binding for", c.username);
+		t_write += mono_us() - t0;
+		sa_credential_wipe(&c);
+		have++;
+	}
+	fclose(f);
+	if (have < n)
+		die("fewer credentials than N in", argv[4]);
+	struct sa_binding latest;
+	double t0 = mono_us();
+	for (long i = 0; i < calls; i++)
+		if (sa_registrar_lookup(st, argv[3], now, &latest) != 0)
+			die("the trunk has no live binding", NULL);
+	double t_lookup = (mono_us() - t0) / (double)calls;
+	char want[64];
+	snprintf(want, sizeof(want), "inbound-%ld", n - 1);
+	if (strcmp(latest.call_id, want) != 0)
+		die("the lookup did not find the latest binding", latest.call_id);
+	/* what the lookup did before schema 7: every binding of the trunk read */
+	long walks = calls < 10 ? calls : 10;
+	struct walk_latest wl = { .now = now };
+	t0 = mono_us();
+	for (long i = 0; i < walks; i++)
+		if (sa_store_binding_list_trunk(st, argv[3], walk_latest_cb, &wl) != 0)
+			die("cannot walk the trunk's bindings", NULL);
+	double t_walk = (mono_us() - t0) / (double)walks;
+	if (strcmp(wl.latest.call_id, want) != 0)
+		die("the walk did not find the latest binding", wl.latest.call_id);
+	printf("%.2f %.2f %.2f %ld\n", t_write / (double)n, t_lookup, t_walk, n);
+	sa_store_close(st);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 7 && strcmp(argv[1], "lookups") == 0)
 		return lookups(argv);
 	if (argc == 6 && strcmp(argv[1], "sweep") == 0)
 		return sweep(argv);
+	if (argc == 7 && strcmp(argv[1], "inbound") == 0)
+		return inbound(argv);
 	if (argc != 5)
 		die("usage: scale STORE_DIR DOMAIN COUNT USERS_CSV | scale lookups STORE_DIR TRUNK DRAWS_CSV N GAP_US | "
 		    "scale sweep STORE_DIR TRUNK DRAWS_CSV N", NULL);

@@ -2184,6 +2184,119 @@ static int expiry_times(const char *path, int64_t *at, int max)
 	return n;
 }
 
+/* How many binding keys trunk_id's trunk_latest list holds (-1: it has
+ * none), read raw with the store closed; drop deletes the list. */
+static int latest_len(const char *path, const char *trunk_id, bool drop)
+{
+	sa_store_close(st);
+	st = NULL;
+	MDB_env *env = raw_open(path);
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = { strlen(trunk_id), (void *)trunk_id }, v;
+	int n = -1;
+
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "trunk_latest", 0, &dbi), 0);
+	if (mdb_get(txn, dbi, &k, &v) == 0) {
+		const unsigned char *p = v.mv_data, *end = p + v.mv_size;
+		for (n = 0; p < end; n++)
+			p += 1 + *p;
+		ck_assert(p == end);
+		if (drop)
+			ck_assert_int_eq(mdb_del(txn, dbi, &k, NULL), 0);
+	}
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	open_store();
+	return n;
+}
+
+/* The contact of the trunk's latest live binding at now ("none", "error"). */
+static const char *latest_contact(int64_t now)
+{
+	static struct sa_binding got;
+	int rc = sa_store_binding_latest(st, trunk.id, now, &got);
+
+	return rc == SA_STORE_OK ? got.contact : rc == SA_STORE_ENOTFOUND ? "none" : "error";
+}
+
+static void put_at(const struct sa_credential *cr, const char *contact, int64_t at, int64_t expires)
+{
+	struct sa_binding b = binding(cr->id, contact, at, expires);
+	ck_assert_int_eq(sa_store_binding_put(st, &b, 0), SA_STORE_OK);
+}
+
+/* An inbound call's lookup: the trunk's most recently written live binding,
+ * from its list of the latest writes (schema 7), or by walking the trunk
+ * when none of those is live or it has no list. */
+START_TEST(test_binding_latest_from_the_trunks_list)
+{
+	struct sa_credential a, b, c;
+	char rdir[96], contact[64];
+
+	snprintf(rdir, sizeof rdir, "%s/runtime", dir);
+	create_cred(trunk.id, "pbx-a", &a);
+	create_cred(trunk.id, "pbx-b", &b);
+	create_cred(trunk.id, "pbx-c", &c);
+	ck_assert_str_eq(latest_contact(NOW), "none");
+	ck_assert_int_eq(latest_len(rdir, trunk.id, false), -1);
+	put_at(&a, "sip:a@192.0.2.1", NOW, NOW + 3600);
+	put_at(&b, "sip:b@192.0.2.2", NOW + 1, NOW + 3600);
+	put_at(&c, "sip:c@192.0.2.3", NOW + 2, NOW + 3600);
+	ck_assert_str_eq(latest_contact(NOW + 10), "sip:c@192.0.2.3");
+	ck_assert_int_eq(latest_len(rdir, trunk.id, false), 3);
+	/* a refresh puts its binding first */
+	put_at(&a, "sip:a@192.0.2.1", NOW + 5, NOW + 3600);
+	ck_assert_str_eq(latest_contact(NOW + 10), "sip:a@192.0.2.1");
+	ck_assert_int_eq(latest_len(rdir, trunk.id, false), 3);
+	/* it unregisters: the one written before it is the latest again */
+	ck_assert_int_eq(sa_store_binding_delete(st, a.id, "sip:a@192.0.2.1"), SA_STORE_OK);
+	ck_assert_str_eq(latest_contact(NOW + 10), "sip:c@192.0.2.3");
+	ck_assert_int_eq(latest_len(rdir, trunk.id, false), 2);
+	/* a latest binding that lapsed (and was not swept yet) is passed over */
+	put_at(&b, "sip:b@192.0.2.2", NOW + 6, NOW + 20);
+	ck_assert_str_eq(latest_contact(NOW + 10), "sip:b@192.0.2.2");
+	ck_assert_str_eq(latest_contact(NOW + 30), "sip:c@192.0.2.3");
+	/* ten contacts more: the list keeps the newest eight */
+	for (int i = 0; i < 10; i++) {
+		snprintf(contact, sizeof contact, "sip:c%d@192.0.2.3", i);
+		put_at(&c, contact, NOW + 10 + i, NOW + 3600);
+	}
+	ck_assert_int_eq(latest_len(rdir, trunk.id, false), 8);
+	ck_assert_str_eq(latest_contact(NOW + 30), "sip:c9@192.0.2.3");
+	/* each of those eight removed in turn, newest first: the next is the latest */
+	for (int i = 9; i >= 2; i--) {
+		snprintf(contact, sizeof contact, "sip:c%d@192.0.2.3", i);
+		ck_assert_int_eq(sa_store_binding_delete(st, c.id, contact), SA_STORE_OK);
+		snprintf(contact, sizeof contact, "sip:c%d@192.0.2.3", i - 1);
+		ck_assert_str_eq(latest_contact(NOW + 30), contact);
+	}
+	/* the list is empty: the walk found c1, by its updated_at */
+	ck_assert_int_eq(latest_len(rdir, trunk.id, false), -1);
+	/* a trunk without a list (a store before schema 7) is walked */
+	put_at(&b, "sip:b@192.0.2.2", NOW + 40, NOW + 3600);
+	ck_assert_int_eq(latest_len(rdir, trunk.id, true), 1);
+	ck_assert_int_eq(latest_len(rdir, trunk.id, false), -1);
+	ck_assert_str_eq(latest_contact(NOW + 50), "sip:b@192.0.2.2");
+	ck_assert_str_eq(latest_contact(NOW + 7200), "none");
+	/* a deleted credential's binding is passed over until its removal
+	 * takes it off the list */
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, b.id), SA_STORE_OK);
+	put_at(&a, "sip:a@192.0.2.1", NOW + 60, NOW + 3600);
+	ck_assert_str_eq(latest_contact(NOW + 70), "sip:a@192.0.2.1");
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, a.id), SA_STORE_OK);
+	ck_assert_int_eq(latest_len(rdir, trunk.id, false), 1);
+	ck_assert_str_eq(latest_contact(NOW + 70), "sip:c1@192.0.2.3");
+	uint64_t removed = 0;
+	ck_assert_int_eq(sa_store_binding_purge_orphans(st, &removed), SA_STORE_OK);
+	ck_assert_uint_eq(removed, 2);
+	ck_assert_int_eq(latest_len(rdir, trunk.id, false), -1);
+	ck_assert_str_eq(latest_contact(NOW + 70), "sip:c1@192.0.2.3");
+	ck_assert_str_eq(latest_contact(NOW + 7200), "none");
+}
+END_TEST
+
 /* Rewrites the only binding record of runtime/ as schema 5 wrote it: tag 1,
  * without indexed_at (8 bytes after the tag and the other numbers: 2 + 4 +
  * 3 * 8 + 4). */
@@ -2587,7 +2700,7 @@ START_TEST(test_credential_record_under_username)
 	open_store();
 	sa_store_close(st);
 	st = NULL;
-	schema_is("6");
+	schema_is("7");
 	ck_assert(!raw_meta_has("creds_to_move"));
 	ck_assert_uint_eq(raw_cred_under_id(cr.id, under, sizeof under), uklen);
 	ck_assert_mem_eq(under, uk, uklen);
@@ -2646,7 +2759,7 @@ START_TEST(test_schema_1_store_reads_and_upgrades)
 	schema_is("1");
 
 	open_store();
-	schema_is("6");
+	schema_is("7");
 	ck_assert_int_eq(sa_store_credential_find(st, trunk.id, PRODUCT_USER, &found), SA_STORE_OK);
 	ck_assert_uint_eq(found.password_version, 1);
 	ck_assert_str_eq(found.previous_ha1[SA_ALG_MD5], "");
@@ -2662,12 +2775,12 @@ START_TEST(test_schema_1_store_reads_and_upgrades)
 	ck_assert_int_eq(sa_store_credential_get(st, cr.id, &found), SA_STORE_OK);
 	ck_assert_uint_eq(found.password_version, 2);
 	ck_assert_str_eq(found.previous_ha1[SA_ALG_SHA256], old[SA_ALG_SHA256]);
-	/* the store is 6 now: a schema this code does not know is still refused */
+	/* the store is 7 now: a schema this code does not know is still refused */
 	sa_store_close(st);
 	st = NULL;
-	set_schema_version("7");
+	set_schema_version("8");
 	ck_assert_int_eq(sa_store_open(&ro, dir, SA_STORE_RDONLY), SA_STORE_ESCHEMA);
-	set_schema_version("6");
+	set_schema_version("7");
 	open_store();
 }
 END_TEST
@@ -3787,6 +3900,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_bindings_are_written_compact);
 	tcase_add_test(tc, test_binding_expiry_entry_lags_refreshes);
 	tcase_add_test(tc, test_binding_schema5_record_reads);
+	tcase_add_test(tc, test_binding_latest_from_the_trunks_list);
 	tcase_add_test(tc, test_binding_expire_some_stops_at_max);
 	tcase_add_test(tc, test_credentials_are_written_compact);
 	tcase_add_test(tc, test_credential_record_under_username);
