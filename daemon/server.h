@@ -80,6 +80,7 @@ struct sa_server {
 	struct sa_conn **conn_by_addr;  /* the same connections by transport and peer address */
 	struct sa_rx *rx;               /* datagram receive buffers */
 	struct sa_txn_index *txns;      /* lib/txn: transactions by server key and by branch, growing with them */
+	struct sa_txn_index *txn_early; /* the ringing INVITEs by their early dialogs' key (sa_txn_early_key) */
 	struct sa_failq *failq;         /* sip_customer.c: failure records waiting a moment for the store */
 	unsigned ntxns;
 	unsigned ntxns_peak;            /* since the heap was last trimmed */

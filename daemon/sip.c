@@ -255,7 +255,10 @@ static bool flow_open(struct sa_server *srv, const struct sa_flow *fl)
 }
 
 /* In-dialog requests come back through our Record-Route: loose routing,
- * narrowed to the call (lib/route): only from its ends, only to the other. */
+ * narrowed to the call (lib/route): only from its ends, only to the other.
+ * Before the answer, the requests of an early dialog (a PRACK for a reliable
+ * 183, an UPDATE of its session: RFC 3262, RFC 3311) are narrowed the same
+ * way to the two ends of the INVITE that rings. */
 static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
 {
 	unsigned pop = sa_route_ours(&srv->self, m);
@@ -265,14 +268,22 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 	}
 	int side = 0;
 	struct sa_call *c = call_find(srv, m, &side);
-	if (!c) {
+	struct sa_txn *early = !c && m->method != SA_M_ACK ? txn_early_find(srv, m, &side) : NULL;
+	if (!c && !early) {
 		/* only calls we set up pass without credentials: anything else
 		 * would make a forged To tag an open relay */
 		if (m->method != SA_M_ACK)
 			sip_reject(srv, m, from, 481, NULL, NULL, "no such call");
 		return;
 	}
-	struct sa_flow *end = side == 1 ? &c->caller : &c->callee, *other = side == 1 ? &c->callee : &c->caller;
+	struct sa_flow *end, *other;
+	if (c) {
+		end = side == 1 ? &c->caller : &c->callee;
+		other = side == 1 ? &c->callee : &c->caller;
+	} else {
+		end = side == 1 ? &early->from : &early->to;
+		other = side == 1 ? &early->to : &early->from;
+	}
 	struct sa_flow next;
 	const struct sa_uri *nu = pop < m->nroutes ? &m->routes[pop].uri : NULL;
 	/* a Route past ours naming a host we have no address for: from the call's
@@ -292,17 +303,22 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 			sip_reject(srv, m, from, 403, NULL, NULL, sa_route_verdict_reason(v));
 		return;
 	}
+	struct sa_flow to = *other;
+	char cred[SA_ID_MAX];
+	if (early) {
+		sa_str_copy(cred, sizeof(cred), txn_cred(early));
+		sip_forward(srv, m, from, &to, NULL, pop, NULL, NULL, cred);
+		return;
+	}
 	if (!sa_route_same_peer(end, from))
 		*end = *from;   /* the end came back on a new connection: answer it there */
 	struct sa_dialog_side *ds = side == 1 ? &c->d.caller : &c->d.callee;
 	if (m->method != SA_M_ACK && m->cseq > ds->cseq)
 		ds->cseq = m->cseq;
-	struct sa_flow to = *other;
 	if (m->method == SA_M_ACK) {
 		forward_ack(srv, m, from, &to, pop);
 		return;
 	}
-	char cred[SA_ID_MAX];
 	sa_str_copy(cred, sizeof(cred), c->d.cred_id);
 	if (m->method == SA_M_BYE) {
 		log_debug("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=bye", LOGQ(c->d.call_id), c->d.cred_id,

@@ -21,6 +21,8 @@ struct sa_txn {
 	unsigned char linger;          /* which finished list: enum linger_class */
 	TAILQ_ENTRY(sa_txn) ringing;   /* an INVITE of a credential's call, not answered finally yet */
 	bool is_ringing;
+	struct sa_txn_node early;      /* ringing: in srv->txn_early by its early dialogs' key */
+	char *early_key;               /* that key (lib/txn sa_txn_early_key), while indexed */
 	struct sa_server *srv;
 	char *skey;                    /* branch|sent-by|method of the request received (just past the struct) */
 	char *dir_call_id;             /* several workers: an INVITE's Call-ID, in the directory while it lives */
@@ -89,6 +91,10 @@ void channel_hold(struct sa_server *srv, const char *trunk_id);
 int branch_new(struct sa_server *srv, char out[SA_TXN_BRANCH_LEN + 1]);
 int64_t wall_now(void);
 struct sa_txn *txn_by_skey(struct sa_server *srv, const char *key);
+void txn_ringing_add(struct sa_txn *t, const struct sa_msg *m);
+/* The INVITE that rings whose early dialog m is a request of: side 1 when m
+ * comes from its caller (the caller's tag in From), 2 from its callee (in To). */
+struct sa_txn *txn_early_find(struct sa_server *srv, const struct sa_msg *m, int *side);
 struct sa_txn *txn_by_branch(struct sa_server *srv, const char *branch);
 void txn_keep(struct sa_txn *t, char **slot, size_t *lenp, char *buf, size_t n);
 void txn_keep_req(struct sa_txn *t, struct sa_txn_req *r);

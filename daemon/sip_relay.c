@@ -112,8 +112,7 @@ struct sa_txn *sip_forward(struct sa_server *srv, const struct sa_msg *m, const 
 		if (m->method == SA_M_INVITE) {
 			/* listed as an early call, and found here by revocation (a call of a
 			 * trunk that authenticates by address has no credential to lose) */
-			TAILQ_INSERT_TAIL(&srv->txn_ringing, t, ringing);
-			t->is_ringing = true;
+			txn_ringing_add(t, m);
 		}
 	}
 	if (txn_send_request(t, m, ruri, pop_routes, strip_realm, owner != NULL) < 0) {

@@ -114,6 +114,57 @@ struct sa_txn *txn_by_branch(struct sa_server *srv, const char *branch)
 	return n ? TXN_OF(n) : NULL;
 }
 
+#define EARLY_OF(n) ((struct sa_txn *)((char *)(n) - offsetof(struct sa_txn, early)))
+
+/* An INVITE of a call, until its final answer: listed (revocation, the
+ * API's early calls) and found by the requests of its early dialogs. */
+void txn_ringing_add(struct sa_txn *t, const struct sa_msg *m)
+{
+	char key[SA_TXN_KEY_MAX];
+
+	TAILQ_INSERT_TAIL(&t->srv->txn_ringing, t, ringing);
+	t->is_ringing = true;
+	if (!m->call_id || !m->from_tag || !(t->early_key = strdup(sa_txn_early_key(m->call_id, m->from_tag, key))))
+		return;
+	t->early.skey = t->early_key;
+	t->early.branch = t->branch;   /* unique; never looked up in this index */
+	if (sa_txn_index_add(t->srv->txn_early, &t->early) < 0) {
+		free(t->early_key);
+		t->early_key = NULL;
+	}
+}
+
+static void txn_ringing_remove(struct sa_txn *t)
+{
+	if (!t->is_ringing)
+		return;
+	TAILQ_REMOVE(&t->srv->txn_ringing, t, ringing);
+	t->is_ringing = false;
+	if (t->early_key) {
+		sa_txn_index_remove(t->srv->txn_early, &t->early);
+		free(t->early_key);
+		t->early_key = NULL;
+	}
+}
+
+struct sa_txn *txn_early_find(struct sa_server *srv, const struct sa_msg *m, int *side)
+{
+	char key[SA_TXN_KEY_MAX];
+	struct sa_txn_node *n;
+
+	if (!m->call_id || !m->from_tag || !m->to_tag)
+		return NULL;
+	if ((n = sa_txn_index_by_skey(srv->txn_early, sa_txn_early_key(m->call_id, m->from_tag, key)))) {
+		*side = 1;
+		return EARLY_OF(n);
+	}
+	if ((n = sa_txn_index_by_skey(srv->txn_early, sa_txn_early_key(m->call_id, m->to_tag, key)))) {
+		*side = 2;
+		return EARLY_OF(n);
+	}
+	return NULL;
+}
+
 /* Give back the transaction's place in its source's and credential's budget. */
 static void txn_discharge(struct sa_txn *t)
 {
@@ -175,8 +226,7 @@ static void txn_free(struct sa_txn *t)
 		TAILQ_REMOVE(&srv->txn_done[t->linger], t, done);
 	else
 		srv->nactive--;
-	if (t->is_ringing)
-		TAILQ_REMOVE(&srv->txn_ringing, t, ringing);
+	txn_ringing_remove(t);
 	txn_discharge(t);
 	free(t->own);
 	txn_fo_free(t);
@@ -351,10 +401,7 @@ void txn_complete(struct sa_txn *t)
 	 * requests, and the request only to ACK a late non-2xx to an INVITE */
 	if (t->method != SA_M_INVITE || (t->upstream_status >= 200 && t->upstream_status < 300))
 		txn_keep_req(t, NULL);
-	if (t->is_ringing) {
-		TAILQ_REMOVE(&t->srv->txn_ringing, t, ringing);
-		t->is_ringing = false;
-	}
+	txn_ringing_remove(t);
 	txn_discharge(t);
 	if (t->holds_channel) {   /* ended without a call: the channel is free again */
 		channel_release(t->srv, txn_trunk(t));
@@ -450,13 +497,14 @@ static void txn_drained(struct sa_txn_node *n, void *arg)
 int sip_txn_init(struct sa_server *srv)
 {
 	srv->txns = sa_txn_index_new();
+	srv->txn_early = sa_txn_index_new();
 	TAILQ_INIT(&srv->txn_ringing);
 	/* each transaction in progress holds at most a source and a credential
 	 * (per worker: the table's cap is each worker's) */
 	srv->txn_budget = sa_txn_budget_new(srv->cfg.max_transactions);
 	for (int c = 0; c < LINGER_CLASSES; c++)
 		TAILQ_INIT(&srv->txn_done[c]);
-	if (!srv->txns || !srv->txn_budget)
+	if (!srv->txns || !srv->txn_early || !srv->txn_budget)
 		return -1;
 	srv->txn_sweep = event_new(srv->base, -1, EV_PERSIST, txn_sweep_cb, srv);
 	struct timeval sweep = { .tv_sec = 0, .tv_usec = SWEEP_MS * 1000 };
@@ -469,6 +517,8 @@ void sip_txn_shutdown(struct sa_server *srv)
 		sa_txn_index_drain(srv->txns, txn_drained, NULL);
 	sa_txn_index_free(srv->txns);
 	srv->txns = NULL;
+	sa_txn_index_free(srv->txn_early);   /* emptied by the frees above */
+	srv->txn_early = NULL;
 	if (srv->txn_sweep)
 		event_free(srv->txn_sweep);
 	srv->txn_sweep = NULL;

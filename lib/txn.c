@@ -138,6 +138,15 @@ char *sa_txn_cancelled_key(const struct sa_msg *m, char out[SA_TXN_KEY_MAX])
 	return key_make(m, "INVITE", out);
 }
 
+char *sa_txn_early_key(const char *call_id, const char *caller_tag, char out[SA_TXN_KEY_MAX])
+{
+	size_t at = 0;
+	(void)(key_put(out, &at, call_id, strlen(call_id)) && key_put(out, &at, " ", 1) &&
+	       key_put(out, &at, caller_tag, strlen(caller_tag)));
+	out[at] = '\0';
+	return out;
+}
+
 /* ---- what a transaction remembers of its request ---- */
 
 /* What forwarding may add to a request: our Via, two Record-Route values,

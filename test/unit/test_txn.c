@@ -406,6 +406,22 @@ START_TEST(server_transaction_keys)
 }
 END_TEST
 
+/* The early dialogs' key: the INVITE's Call-ID and From tag; the callee's
+ * requests name the same tag in To, so both sides find it. */
+START_TEST(early_dialog_keys)
+{
+	char a[SA_TXN_KEY_MAX], b[SA_TXN_KEY_MAX];
+	ck_assert_str_eq(sa_txn_early_key("a84b4c76e66710@pc33.atlanta.com", "1928301774", a),
+	                 "a84b4c76e66710@pc33.atlanta.com 1928301774");
+	ck_assert_str_ne(sa_txn_early_key("a84b4c76e66710@pc33.atlanta.com", "314159", b), a);
+	ck_assert_str_ne(sa_txn_early_key("other@pc33.atlanta.com", "1928301774", b), a);
+	char longid[400];
+	memset(longid, 'c', sizeof(longid) - 1);
+	longid[sizeof(longid) - 1] = '\0';
+	ck_assert_uint_eq(strlen(sa_txn_early_key(longid, "t", b)), SA_TXN_KEY_MAX - 1);
+}
+END_TEST
+
 /* ---- the index ---- */
 
 struct entry {
@@ -808,6 +824,7 @@ int main(void)
 	tcase_add_test(tc, siphash_reference_vectors);
 	tcase_add_test(tc, our_answers_to_tag);
 	tcase_add_test(tc, server_transaction_keys);
+	tcase_add_test(tc, early_dialog_keys);
 	tcase_add_test(tc, the_index_grows_and_finds_every_transaction_by_both_keys);
 	tcase_add_test(tc, keys_that_share_a_slot_are_told_apart_and_removed_alone);
 	tcase_add_test(tc, branches_are_random_and_carry_the_cookie);

@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""early_dialog.py: a PBX and a PSTN gateway for one call through sipauthd in which the early
+dialog carries requests of its own, as carrier interconnects use it:
+
+  PBX -> INVITE (Supported: 100rel, SDP), 407, ACK, INVITE with Proxy-Authorization
+  gateway -> 183 Session Progress with SDP, Require: 100rel, RSeq: 1 (RFC 3262)
+  PBX -> PRACK (RAck: 1 2 INVITE) along the 183's Record-Route, gateway -> 200
+  gateway -> UPDATE in the early dialog (RFC 3311) along the INVITE's Record-Route, PBX -> 200
+  gateway -> 200 for the INVITE, PBX -> ACK, PBX -> BYE, gateway -> 200
+
+Around them, requests sipauthd must refuse: a copy of the PRACK from a third address
+(--stranger, 127.0.0.3) while the call rings, and the PRACK again once the call has ended.
+
+Both sides are UDP sockets of this process: the PBX on 127.0.0.1 (any port), the gateway on
+--gateway (127.0.0.2:PORT, sipauthd's [upstream] gateway). Each message a side receives is
+printed as one JSON line: {"side":"pbx"|"gateway","start":...,"headers":{...}}; then
+{"event":"done"} when the call completed. Exit status 0 done, 3 a step timed out (a line
+{"event":"timeout","waiting_for":...} says which), 2 usage. Standard library and
+test/sipclient.py (digest, parsing) only; no retransmissions (loopback).
+"""
+
+import argparse
+import json
+import os
+import secrets
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sipclient as sc  # noqa: E402
+
+SDP = (b"v=0\r\no=%s 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n"
+       b"m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+
+
+class Timeout(Exception):
+    pass
+
+
+def sdp(who, ip):
+    return SDP % (who.encode(), ip.encode(), ip.encode())
+
+
+def encode(start, headers, body=b""):
+    lines = [start] + [f"{n}: {v}" for n, v in headers] + [f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def response_to(req, status, reason, extra, body=b"", to_tag=None, copy_rr=False):
+    """A response echoing req's Via, From, To (with to_tag when it has none), Call-ID, CSeq."""
+    hs = [("Via", v) for v in req.headers.get("via", [])]
+    to = req.first("to")
+    if to_tag and ";tag=" not in to:
+        to += f";tag={to_tag}"
+    hs += [("From", req.first("from")), ("To", to), ("Call-ID", req.first("call-id")),
+           ("CSeq", req.first("cseq"))]
+    if copy_rr:
+        hs += [("Record-Route", rr) for rr in req.headers.get("record-route", [])]
+    return encode(f"SIP/2.0 {status} {reason}", hs + extra, body)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--server", required=True, help="sipauthd, 127.0.0.1:PORT")
+    ap.add_argument("--gateway", required=True, help="the gateway's address, 127.0.0.2:PORT")
+    ap.add_argument("--host", required=True, help="the trunk host")
+    ap.add_argument("--user", required=True)
+    ap.add_argument("--password", required=True)
+    ap.add_argument("--stranger", default="127.0.0.3", help="the third address")
+    ap.add_argument("--timeout", type=float, default=5.0)
+    a = ap.parse_args()
+    sip_ip, sip_port = a.server.rsplit(":", 1)
+    proxy = (sip_ip, int(sip_port))
+    gw_ip, gw_port = a.gateway.rsplit(":", 1)
+
+    pbx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pbx.bind(("127.0.0.1", 0))
+    gw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    gw.bind((gw_ip, int(gw_port)))
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind((a.stranger, 0))
+    pbx_port = pbx.getsockname()[1]
+    pbx_contact = f"<sip:pbx@127.0.0.1:{pbx_port}>"
+    gw_contact = f"<sip:gw@{gw_ip}:{gw_port}>"
+
+    def recv(sock, side, want, what):
+        deadline = time.monotonic() + a.timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout(what)
+            sock.settimeout(left)
+            try:
+                data, src = sock.recvfrom(65535)
+            except socket.timeout:
+                raise Timeout(what) from None
+            m = sc.parse_message(data)
+            m.src = src
+            print(json.dumps({"side": side, "start": m.start, "headers": m.headers},
+                             separators=(",", ":")), flush=True)
+            if want(m):
+                return m
+
+    def is_resp(status, method):
+        return lambda m: m.status == status and m.cseq()[1] == method
+
+    def is_req(method):
+        return lambda m: m.method == method
+
+    call_id = f"early-{secrets.token_hex(6)}@127.0.0.1"
+    from_ = f"<sip:pbx@{a.host}>;tag=pbx{secrets.token_hex(4)}"
+    to = f"<sip:15550001234@{a.host}>"
+    ruri = f"sip:15550001234@{a.host}"
+
+    def pbx_req(method, uri, cseq, to_hdr, extra, body=b"", cseq_method=None, sock=None):
+        sock = sock or pbx
+        ip, port = sock.getsockname()
+        branch = "z9hG4bK" + secrets.token_hex(8)
+        hs = [("Via", f"SIP/2.0/UDP {ip}:{port};branch={branch};rport"),
+              ("From", from_), ("To", to_hdr), ("Call-ID", call_id),
+              ("CSeq", f"{cseq} {cseq_method or method}"), ("Max-Forwards", "70")] + extra
+        sock.sendto(encode(f"{method} {uri} SIP/2.0", hs, body), proxy)
+        return branch
+
+    invite_hs = [("Contact", pbx_contact), ("Supported", "100rel"), ("Allow", "INVITE, ACK, BYE, CANCEL, PRACK, UPDATE"),
+                 ("Content-Type", "application/sdp")]
+    try:
+        # the INVITE, its challenge, the ACK for the 407, the INVITE with credentials
+        pbx_req("INVITE", ruri, 1, to, invite_hs, sdp("pbx", "127.0.0.1"))
+        r407 = recv(pbx, "pbx", lambda m: m.status == 407, "407 to the INVITE")
+        pbx_req("ACK", ruri, 1, r407.first("to"), [], cseq_method="ACK")
+        ch = sc.parse_challenge(r407.first("proxy-authenticate"))
+        auth = sc.digest_credentials(ch, "MD5", "MD5", a.user, a.password, "INVITE", ruri,
+                                     sc.choose_qop(ch), "00000001", secrets.token_hex(8), b"")
+        pbx_req("INVITE", ruri, 2, to, invite_hs + [("Proxy-Authorization", auth)], sdp("pbx", "127.0.0.1"))
+
+        # the gateway: a reliable 183 with the answer
+        inv = recv(gw, "gateway", is_req("INVITE"), "the INVITE at the gateway")
+        gw_tag = "gw" + secrets.token_hex(4)
+        gw.sendto(response_to(inv, 183, "Session Progress",
+                              [("Contact", gw_contact), ("Require", "100rel"), ("RSeq", "1"),
+                               ("Content-Type", "application/sdp")],
+                              sdp("gw", gw_ip), to_tag=gw_tag, copy_rr=True), inv.src)
+        r183 = recv(pbx, "pbx", is_resp(183, "INVITE"), "the 183 at the PBX")
+
+        # the PBX's PRACK along the early dialog's route set (RFC 3261 §12.1.2: the
+        # Record-Route in reverse order; the remote target the 183's Contact)
+        routes = [("Route", rr) for rr in reversed(r183.headers.get("record-route", []))]
+        target = sc.uri_of(r183.first("contact"))
+        # the same PRACK from a stranger who learnt the dialog's identifiers: refused
+        pbx_req("PRACK", target, 3, r183.first("to"), routes + [("RAck", "1 2 INVITE")], sock=stranger)
+        recv(stranger, "stranger", lambda m: m.status >= 200, "the answer to the stranger's PRACK")
+        pbx_req("PRACK", target, 3, r183.first("to"), routes + [("RAck", "1 2 INVITE")])
+        prack = recv(gw, "gateway", is_req("PRACK"), "the PRACK at the gateway")
+        gw.sendto(response_to(prack, 200, "OK", []), prack.src)
+        recv(pbx, "pbx", is_resp(200, "PRACK"), "the 200 for the PRACK at the PBX")
+
+        # the gateway's UPDATE in the early dialog, along the INVITE's Record-Route
+        # (RFC 3261 §12.1.1: the UAS takes the route set in order; the target the INVITE's Contact)
+        gw_routes = [("Route", rr) for rr in inv.headers.get("record-route", [])]
+        first_hop = sc.uri_of(gw_routes[0][1]) if gw_routes else ""
+        hop = first_hop.split("@")[-1].split(";")[0].replace("sip:", "")
+        hop_ip, hop_port = hop.rsplit(":", 1)
+        upd_branch = "z9hG4bK" + secrets.token_hex(8)
+        gw.sendto(encode(f"UPDATE {sc.uri_of(inv.first('contact'))} SIP/2.0",
+                         [("Via", f"SIP/2.0/UDP {gw_ip}:{gw_port};branch={upd_branch}"),
+                          ("From", inv.first("to") + f";tag={gw_tag}"), ("To", inv.first("from")),
+                          ("Call-ID", inv.first("call-id")), ("CSeq", "1 UPDATE"),
+                          ("Max-Forwards", "70"), ("Contact", gw_contact)] + gw_routes),
+                  (hop_ip, int(hop_port)))
+        upd = recv(pbx, "pbx", is_req("UPDATE"), "the UPDATE at the PBX")
+        pbx.sendto(response_to(upd, 200, "OK", [("Contact", pbx_contact)]), upd.src)
+        recv(gw, "gateway", is_resp(200, "UPDATE"), "the 200 for the UPDATE at the gateway")
+
+        # the answer, the ACK and the PBX's BYE along the dialog's route set
+        gw.sendto(response_to(inv, 200, "OK", [("Contact", gw_contact), ("Content-Type", "application/sdp")],
+                              sdp("gw", gw_ip), to_tag=gw_tag, copy_rr=True), inv.src)
+        r200 = recv(pbx, "pbx", is_resp(200, "INVITE"), "the 200 for the INVITE at the PBX")
+        routes = [("Route", rr) for rr in reversed(r200.headers.get("record-route", []))]
+        target = sc.uri_of(r200.first("contact"))
+        pbx_req("ACK", target, 2, r200.first("to"), routes, cseq_method="ACK")
+        recv(gw, "gateway", is_req("ACK"), "the ACK at the gateway")
+        pbx_req("BYE", target, 4, r200.first("to"), routes)
+        bye = recv(gw, "gateway", is_req("BYE"), "the BYE at the gateway")
+        gw.sendto(response_to(bye, 200, "OK", []), bye.src)
+        recv(pbx, "pbx", is_resp(200, "BYE"), "the 200 for the BYE at the PBX")
+        # the dialog is gone: a PRACK now finds nothing
+        pbx_req("PRACK", target, 5, r200.first("to"), routes + [("RAck", "1 2 INVITE")])
+        recv(pbx, "pbx", lambda m: m.status >= 200 and m.cseq()[1] == "PRACK", "the answer to the late PRACK")
+    except Timeout as e:
+        print(json.dumps({"event": "timeout", "waiting_for": str(e)}), flush=True)
+        return 3
+    print(json.dumps({"event": "done"}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+#!/bin/sh
+# early_dialog.sh: requests inside an early dialog, through the real daemon (test/early_dialog.py
+# plays the PBX on 127.0.0.1 and the gateway on 127.0.0.2): a reliable 183 with early media
+# (RFC 3262), the PBX's PRACK and the gateway's UPDATE (RFC 3311) along the route set, then the
+# 200, ACK and BYE. Carrier interconnects send their early media this way. A stranger's copy of
+# the PRACK is refused, and so is the PRACK once the call has ended.
+. "$top_srcdir/test/lib.sh"
+need python3
+setup_store || { fail "store setup"; finish; }
+start_sipauthd "MD5" || { fail "sipauthd did not start"; finish; }
+
+python3 "$top_srcdir/test/early_dialog.py" --server "127.0.0.1:$SIP_PORT" --gateway "127.0.0.2:$GW_PORT" \
+	--host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" >"$T/early.json" 2>"$T/early.err"
+assert_eq "the call with PRACK and UPDATE in its early dialog completes" 0 $?
+grep -q '"event":"timeout"' "$T/early.json" && cat "$T/early.json" "$T/early.err" >&2
+# side START: the line of what that side received, whose start line begins with START
+got() { grep "\"side\":\"$1\",\"start\":\"$2" "$T/early.json" | head -1; }
+assert_match "the PBX gets the 183 with Require: 100rel and RSeq" '"require":\["100rel"\].*"rseq":\["1"\]' \
+	"$(got pbx 'SIP/2.0 183')"
+assert_match "the 183 carries our Record-Route" "\"record-route\":\[\"<sip:127.0.0.1:$SIP_PORT;lr>\"\]" \
+	"$(got pbx 'SIP/2.0 183')"
+prack=$(got gateway 'PRACK')
+assert_match "the PRACK reaches the gateway's contact" "\"start\":\"PRACK sip:gw@127.0.0.2:$GW_PORT SIP/2.0\"" "$prack"
+assert_match "... with its RAck unchanged" '"rack":\["1 2 INVITE"\]' "$prack"
+assert_match "... with our Via on top of the PBX's" "\"via\":\[\"SIP/2.0/UDP 127.0.0.1:$SIP_PORT;branch=z9hG4bK[^\"]*\",\"SIP/2.0/UDP 127.0.0.1:[0-9]+;branch=" "$prack"
+assert_nomatch "... without our Route" '"route":' "$prack"
+assert_match "a stranger's copy of the PRACK is refused" '"start":"SIP/2.0 403 Forbidden"' "$(got stranger 'SIP/2.0')"
+assert_match "... and the refusal logged with its reason" \
+	'event=reject status=403 reason="in-dialog request not from an end of the call" method=PRACK src=127.0.0.3:' \
+	"$(cat "$T/sipauthd.log")"
+assert_eq "... and the gateway gets only the PBX's" 1 "$(grep -c '"side":"gateway","start":"PRACK' "$T/early.json")"
+assert_match "the PBX gets the 200 for its PRACK" '"start":"SIP/2.0 200 OK".*"cseq":\["3 PRACK"\]' \
+	"$(grep '"side":"pbx"' "$T/early.json" | grep '"3 PRACK"')"
+update=$(got pbx 'UPDATE')
+assert_match "the gateway's UPDATE reaches the PBX's contact" '"start":"UPDATE sip:pbx@127.0.0.1:[0-9]+ SIP/2.0"' "$update"
+assert_nomatch "... without our Route" '"route":' "$update"
+assert_match "the gateway gets the 200 for its UPDATE" '"cseq":\["1 UPDATE"\]' "$(got gateway 'SIP/2.0 200')"
+assert_match "the BYE reaches the gateway" '"cseq":\["4 BYE"\]' "$(got gateway 'BYE')"
+assert_match "a PRACK after the call gets 481" '"start":"SIP/2.0 481 Call/Transaction Does Not Exist".*"cseq":\["5 PRACK"\]' \
+	"$(grep '"side":"pbx"' "$T/early.json" | grep '"5 PRACK"')"
+finish
