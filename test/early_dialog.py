@@ -6,7 +6,9 @@ dialog carries requests of its own, as carrier interconnects use it:
   gateway -> 183 Session Progress with SDP, Require: 100rel, RSeq: 1 (RFC 3262)
   PBX -> PRACK (RAck: 1 2 INVITE) along the 183's Record-Route, gateway -> 200
   gateway -> UPDATE in the early dialog (RFC 3311) along the INVITE's Record-Route, PBX -> 200
-  gateway -> 200 for the INVITE, PBX -> ACK, PBX -> BYE, gateway -> 200
+  gateway -> 200 for the INVITE, PBX -> ACK
+  gateway -> re-INVITE putting the call on hold (a=sendonly), PBX -> 200, gateway -> ACK
+  PBX -> BYE, gateway -> 200
 
 Around them, requests sipauthd must refuse: a copy of the PRACK from a third address
 (--stranger, 127.0.0.3) while the call rings, and the PRACK again once the call has ended.
@@ -181,6 +183,25 @@ def main():
         target = sc.uri_of(r200.first("contact"))
         pbx_req("ACK", target, 2, r200.first("to"), routes, cseq_method="ACK")
         recv(gw, "gateway", is_req("ACK"), "the ACK at the gateway")
+
+        # the gateway holds the call: a re-INVITE of its own along the route set, the PBX's
+        # 200 back through sipauthd, the gateway's ACK for it (RFC 3261 §14)
+        def gw_req(method, cseq, extra, body=b""):
+            branch = "z9hG4bK" + secrets.token_hex(8)
+            gw.sendto(encode(f"{method} {sc.uri_of(inv.first('contact'))} SIP/2.0",
+                             [("Via", f"SIP/2.0/UDP {gw_ip}:{gw_port};branch={branch}"),
+                              ("From", inv.first("to") + f";tag={gw_tag}"), ("To", inv.first("from")),
+                              ("Call-ID", inv.first("call-id")), ("CSeq", f"{cseq} {method}"),
+                              ("Max-Forwards", "70"), ("Contact", gw_contact)] + gw_routes + extra, body),
+                      (hop_ip, int(hop_port)))
+        hold = sdp("gw", gw_ip) + b"a=sendonly\r\n"
+        gw_req("INVITE", 2, [("Content-Type", "application/sdp")], hold)
+        reinv = recv(pbx, "pbx", is_req("INVITE"), "the re-INVITE at the PBX")
+        pbx.sendto(response_to(reinv, 200, "OK", [("Contact", pbx_contact), ("Content-Type", "application/sdp")],
+                               sdp("pbx", "127.0.0.1") + b"a=recvonly\r\n"), reinv.src)
+        recv(gw, "gateway", is_resp(200, "INVITE"), "the 200 for the re-INVITE at the gateway")
+        gw_req("ACK", 2, [])
+        recv(pbx, "pbx", is_req("ACK"), "the ACK for the re-INVITE at the PBX")
         pbx_req("BYE", target, 4, r200.first("to"), routes)
         bye = recv(gw, "gateway", is_req("BYE"), "the BYE at the gateway")
         gw.sendto(response_to(bye, 200, "OK", []), bye.src)

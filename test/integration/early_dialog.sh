@@ -2,8 +2,9 @@
 # early_dialog.sh: requests inside an early dialog, through the real daemon (test/early_dialog.py
 # plays the PBX on 127.0.0.1 and the gateway on 127.0.0.2): a reliable 183 with early media
 # (RFC 3262), the PBX's PRACK and the gateway's UPDATE (RFC 3311) along the route set, then the
-# 200, ACK and BYE. Carrier interconnects send their early media this way. A stranger's copy of
-# the PRACK is refused, and so is the PRACK once the call has ended.
+# 200 and ACK, the gateway's re-INVITE putting the call on hold, the BYE. Carrier interconnects
+# send their early media this way. A stranger's copy of the PRACK is refused, and so is the
+# PRACK once the call has ended.
 . "$top_srcdir/test/lib.sh"
 need python3
 setup_store || { fail "store setup"; finish; }
@@ -35,6 +36,12 @@ update=$(got pbx 'UPDATE')
 assert_match "the gateway's UPDATE reaches the PBX's contact" '"start":"UPDATE sip:pbx@127.0.0.1:[0-9]+ SIP/2.0"' "$update"
 assert_nomatch "... without our Route" '"route":' "$update"
 assert_match "the gateway gets the 200 for its UPDATE" '"cseq":\["1 UPDATE"\]' "$(got gateway 'SIP/2.0 200')"
+assert_match "the gateway's re-INVITE (hold) reaches the PBX's contact" \
+	'"start":"INVITE sip:pbx@127.0.0.1:[0-9]+ SIP/2.0".*"cseq":\["2 INVITE"\]' "$(got pbx 'INVITE')"
+assert_match "... its 200 reaches the gateway" '"start":"SIP/2.0 200 OK".*"cseq":\["2 INVITE"\]' \
+	"$(grep '"side":"gateway"' "$T/early.json" | grep '"2 INVITE"' | grep '"start":"SIP/2.0 200')"
+assert_match "... and the gateway's ACK the PBX" '"start":"ACK sip:pbx@127.0.0.1:[0-9]+ SIP/2.0".*"cseq":\["2 ACK"\]' \
+	"$(got pbx 'ACK')"
 assert_match "the BYE reaches the gateway" '"cseq":\["4 BYE"\]' "$(got gateway 'BYE')"
 assert_match "a PRACK after the call gets 481" '"start":"SIP/2.0 481 Call/Transaction Does Not Exist".*"cseq":\["5 PRACK"\]' \
 	"$(grep '"side":"pbx"' "$T/early.json" | grep '"5 PRACK"')"
