@@ -333,17 +333,17 @@ static void expire_job_done(void *arg, bool cancelled)
 	struct sa_server *srv = j->srv;
 
 	srv->store_watch.expiring = false;
-	if (!cancelled) {
-		for (size_t i = 0; i < j->n; i++)
-			binding_expired_cb(&j->gone[i], srv);
-		if (j->rc > 0)
-			log_info("event=bindings_expired count=%d", j->rc);
-		if (j->rc >= 0 && (size_t)j->rc > j->n)
-			log_warn("event=bindings_expired_unannounced count=%zu cause=out_of_memory",
-			         (size_t)j->rc - j->n);
-		if (j->more && j->rc >= 0)
-			bindings_expire(srv);
-	}
+	/* a job cancelled by a stop after it ran removed its bindings all the
+	 * same: their webhooks still go (the webhook thread stops after this,
+	 * making deliveries of what is queued) */
+	for (size_t i = 0; i < j->n; i++)
+		binding_expired_cb(&j->gone[i], srv);
+	if (j->rc > 0)
+		log_info("event=bindings_expired count=%d", j->rc);
+	if (j->rc >= 0 && (size_t)j->rc > j->n)
+		log_warn("event=bindings_expired_unannounced count=%zu cause=out_of_memory", (size_t)j->rc - j->n);
+	if (!cancelled && j->more && j->rc >= 0)
+		bindings_expire(srv);
 	free(j->gone);
 	free(j);
 }

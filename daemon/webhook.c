@@ -95,6 +95,7 @@ struct sa_webhooks {
 	/* the loop's */
 	struct sa_server *srv;
 	bool wanted;                  /* a webhook exists (or existed since the start): events are worth building */
+	unsigned stop_kept, stop_lost;   /* events still queued at the stop: made deliveries, or not in time */
 	struct sa_wh_agg *agg;        /* auth failures of the current window */
 	pthread_mutex_t agg_mu;       /* the SIP workers add to it; the loop takes it (then mu, never the other way) */
 	int64_t window_start;
@@ -595,6 +596,8 @@ static void prune(struct sa_webhooks *wh)
 	       removed == PRUNE_BATCH && !stopping(wh));
 }
 
+#define STOP_DRAIN_MS 5000   /* the most a stop spends making deliveries of queued events */
+
 static void *thread_main(void *arg)
 {
 	struct sa_webhooks *wh = arg;
@@ -621,7 +624,25 @@ static void *thread_main(void *arg)
 		if (!wh->stop && TAILQ_EMPTY(&wh->queue))
 			thread_wait(wh, next_due);
 	}
+	/* Stopping: the events still queued (behind a slow target's attempt, or
+	 * set off by the stop itself) become deliveries, sent after the next
+	 * start, for as long as STOP_DRAIN_MS allows; the rest are counted. */
+	struct wh_queue todo = TAILQ_HEAD_INITIALIZER(todo);
+	TAILQ_CONCAT(&todo, &wh->queue, link);
+	wh->queued = 0;
 	pthread_mutex_unlock(&wh->mu);
+	int64_t until = mono_ms() + STOP_DRAIN_MS;
+	struct wh_item *it;
+	while ((it = TAILQ_FIRST(&todo)) != NULL) {
+		TAILQ_REMOVE(&todo, it, link);
+		if (mono_ms() < until) {
+			event_fan_out(wh, it);
+			wh->stop_kept++;
+		} else {
+			wh->stop_lost++;
+		}
+		item_free(it);
+	}
 	return NULL;
 }
 
@@ -897,6 +918,8 @@ void sa_webhooks_stop(struct sa_server *srv)
 		pthread_mutex_unlock(&wh->mu);
 		pthread_join(wh->thread, NULL);
 	}
+	if (wh->stop_kept + wh->stop_lost > 0)
+		log_info("event=webhook_events_at_stop kept=%u dropped=%u", wh->stop_kept, wh->stop_lost);
 	struct wh_item *it;
 	while ((it = TAILQ_FIRST(&wh->queue)) != NULL) {
 		TAILQ_REMOVE(&wh->queue, it, link);

@@ -305,5 +305,24 @@ for _ in $(seq 1 100); do [ "$(ndeliveries)" -ge 3 ] && break; sleep 0.1; done
 api GET "$HOOKS/$WH/deliveries"
 assert_eq "the first event and the two kept in the queue have deliveries" 3 "$(field 'len(j["data"])')"
 assert_eq "... the first timed out" "True" "$(field 'j["data"][0]["last_error"] == "receive: timed out"')"
+
+# ---- events still queued when the daemon stops become deliveries, sent after the next start ----
+api POST "/v1/account/$ACC/trunks/$TRUNK/credentials" '{"username":"pbx-s-00","password":"another_password_456"}'
+sleep 0.5   # an attempt holds the thread on the silent target for up to 3 s: the next two wait in the queue
+            # (a queue of two: pbx-s-00's event is one of them, or was made a delivery before)
+for i in 1 2; do
+	api POST "/v1/account/$ACC/trunks/$TRUNK/credentials" "{\"username\":\"pbx-s-0$i\",\"password\":\"another_password_456\"}"
+done
+before=$(ndeliveries)
+stop "$SIPAUTHD_PID"
+assert_match "the stop made deliveries of the two queued events, and said so" \
+	"event=webhook_events_at_stop kept=2 dropped=0" "$(cat "$T/sipauthd.log")"
+ABUSE_MAX_FAILURES=3 start_sipauthd "" "$CONF
+queue_max = 2
+timeout = 3" || { fail "sipauthd did not restart"; finish; }
+api GET "$HOOKS/$WH/deliveries?limit=100"
+assert_eq "after the restart the webhook has the two kept at the stop besides the $before before it" \
+	"$((before + 2)) credential.created" \
+	"$(field 'len(j["data"]), " ".join(sorted(set(d["event"] for d in j["data"])))' | tr -d "(),'")"
 openapi_check
 finish
