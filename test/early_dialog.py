@@ -10,7 +10,11 @@ dialog carries requests of its own, as carrier interconnects use it:
   gateway -> re-INVITE putting the call on hold (a=sendonly), PBX -> 200, gateway -> ACK
   PBX -> BYE, gateway -> 200
 
-Around them, requests sipauthd must refuse: a copy of the PRACK from a third address
+With --inbound the call comes from the gateway instead, to the PBX registered first (REGISTER
+with digest): the PBX answers with a reliable 183, the gateway sends the PRACK, then 200, ACK,
+and the gateway's BYE.
+
+Around them (outbound), requests sipauthd must refuse: a copy of the PRACK from a third address
 (--stranger, 127.0.0.3) while the call rings, and the PRACK again once the call has ended.
 
 Both sides are UDP sockets of this process: the PBX on 127.0.0.1 (any port), the gateway on
@@ -62,6 +66,70 @@ def response_to(req, status, reason, extra, body=b"", to_tag=None, copy_rr=False
     return encode(f"SIP/2.0 {status} {reason}", hs + extra, body)
 
 
+def inbound(a, pbx, gw, proxy, recv, is_req, is_resp, gw_contact, pbx_contact):
+    """The gateway calls the PBX, which answers with a reliable 183 first."""
+    pbx_ip, pbx_port = pbx.getsockname()
+    gw_ip, gw_port = gw.getsockname()
+    aor = f"<sip:{a.user}@{a.host}>"
+    reg_id = f"reg-{secrets.token_hex(6)}@127.0.0.1"
+    reg_tag = "reg" + secrets.token_hex(4)
+
+    def register(cseq, extra):
+        branch = "z9hG4bK" + secrets.token_hex(8)
+        pbx.sendto(encode(f"REGISTER sip:{a.host} SIP/2.0",
+                          [("Via", f"SIP/2.0/UDP {pbx_ip}:{pbx_port};branch={branch};rport"),
+                           ("From", f"{aor};tag={reg_tag}"), ("To", aor), ("Call-ID", reg_id),
+                           ("CSeq", f"{cseq} REGISTER"), ("Max-Forwards", "70"),
+                           ("Contact", f"<sip:{a.user}@{pbx_ip}:{pbx_port}>"), ("Expires", "300")] + extra),
+                   proxy)
+
+    register(1, [])
+    r401 = recv(pbx, "pbx", lambda m: m.status == 401, "401 to the REGISTER")
+    ch = sc.parse_challenge(r401.first("www-authenticate"))
+    auth = sc.digest_credentials(ch, "MD5", "MD5", a.user, a.password, "REGISTER", f"sip:{a.host}",
+                                 sc.choose_qop(ch), "00000001", secrets.token_hex(8), b"")
+    register(2, [("Authorization", auth)])
+    recv(pbx, "pbx", is_resp(200, "REGISTER"), "200 to the REGISTER")
+
+    call_id = f"in-{secrets.token_hex(6)}@{gw_ip}"
+    gw_from = f"<sip:+15550001111@{gw_ip}>;tag=gw{secrets.token_hex(4)}"
+    to = f"<sip:15550009999@{a.host}>"
+
+    def gw_req(method, uri, cseq, to_hdr, extra, body=b"", dest=proxy):
+        branch = "z9hG4bK" + secrets.token_hex(8)
+        gw.sendto(encode(f"{method} {uri} SIP/2.0",
+                         [("Via", f"SIP/2.0/UDP {gw_ip}:{gw_port};branch={branch}"), ("From", gw_from),
+                          ("To", to_hdr), ("Call-ID", call_id), ("CSeq", f"{cseq} {method}"),
+                          ("Max-Forwards", "70")] + extra, body), dest)
+
+    gw_req("INVITE", f"sip:15550009999@{a.host}", 1, to,
+           [("Contact", gw_contact), ("Supported", "100rel"), ("Content-Type", "application/sdp")],
+           sdp("gw", gw_ip))
+    inv = recv(pbx, "pbx", is_req("INVITE"), "the INVITE at the PBX")
+    pbx_tag = "pbx" + secrets.token_hex(4)
+    pbx.sendto(response_to(inv, 183, "Session Progress",
+                           [("Contact", pbx_contact), ("Require", "100rel"), ("RSeq", "1"),
+                            ("Content-Type", "application/sdp")],
+                           sdp("pbx", pbx_ip), to_tag=pbx_tag, copy_rr=True), inv.src)
+    r183 = recv(gw, "gateway", is_resp(183, "INVITE"), "the 183 at the gateway")
+    routes = [("Route", rr) for rr in reversed(r183.headers.get("record-route", []))]
+    target = sc.uri_of(r183.first("contact"))
+    gw_req("PRACK", target, 2, r183.first("to"), routes + [("RAck", "1 1 INVITE")])
+    prack = recv(pbx, "pbx", is_req("PRACK"), "the PRACK at the PBX")
+    pbx.sendto(response_to(prack, 200, "OK", []), prack.src)
+    recv(gw, "gateway", is_resp(200, "PRACK"), "the 200 for the PRACK at the gateway")
+    pbx.sendto(response_to(inv, 200, "OK", [("Contact", pbx_contact), ("Content-Type", "application/sdp")],
+                           sdp("pbx", pbx_ip), to_tag=pbx_tag, copy_rr=True), inv.src)
+    r200 = recv(gw, "gateway", is_resp(200, "INVITE"), "the 200 for the INVITE at the gateway")
+    routes = [("Route", rr) for rr in reversed(r200.headers.get("record-route", []))]
+    gw_req("ACK", target, 1, r200.first("to"), routes)
+    recv(pbx, "pbx", is_req("ACK"), "the ACK at the PBX")
+    gw_req("BYE", target, 3, r200.first("to"), routes)
+    bye = recv(pbx, "pbx", is_req("BYE"), "the BYE at the PBX")
+    pbx.sendto(response_to(bye, 200, "OK", []), bye.src)
+    recv(gw, "gateway", is_resp(200, "BYE"), "the 200 for the BYE at the gateway")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", required=True, help="sipauthd, 127.0.0.1:PORT")
@@ -70,6 +138,7 @@ def main():
     ap.add_argument("--user", required=True)
     ap.add_argument("--password", required=True)
     ap.add_argument("--stranger", default="127.0.0.3", help="the third address")
+    ap.add_argument("--inbound", action="store_true", help="the gateway calls the registered PBX")
     ap.add_argument("--timeout", type=float, default=5.0)
     a = ap.parse_args()
     sip_ip, sip_port = a.server.rsplit(":", 1)
@@ -124,6 +193,15 @@ def main():
               ("CSeq", f"{cseq} {cseq_method or method}"), ("Max-Forwards", "70")] + extra
         sock.sendto(encode(f"{method} {uri} SIP/2.0", hs, body), proxy)
         return branch
+
+    if a.inbound:
+        try:
+            inbound(a, pbx, gw, proxy, recv, is_req, is_resp, gw_contact, pbx_contact)
+        except Timeout as e:
+            print(json.dumps({"event": "timeout", "waiting_for": str(e)}), flush=True)
+            return 3
+        print(json.dumps({"event": "done"}), flush=True)
+        return 0
 
     invite_hs = [("Contact", pbx_contact), ("Supported", "100rel"), ("Allow", "INVITE, ACK, BYE, CANCEL, PRACK, UPDATE"),
                  ("Content-Type", "application/sdp")]

@@ -4,7 +4,7 @@
 # (RFC 3262), the PBX's PRACK and the gateway's UPDATE (RFC 3311) along the route set, then the
 # 200 and ACK, the gateway's re-INVITE putting the call on hold, the BYE. Carrier interconnects
 # send their early media this way. A stranger's copy of the PRACK is refused, and so is the
-# PRACK once the call has ended.
+# PRACK once the call has ended. Then an inbound call: the PBX's reliable 183, the gateway's PRACK.
 . "$top_srcdir/test/lib.sh"
 need python3
 setup_store || { fail "store setup"; finish; }
@@ -45,4 +45,15 @@ assert_match "... and the gateway's ACK the PBX" '"start":"ACK sip:pbx@127.0.0.1
 assert_match "the BYE reaches the gateway" '"cseq":\["4 BYE"\]' "$(got gateway 'BYE')"
 assert_match "a PRACK after the call gets 481" '"start":"SIP/2.0 481 Call/Transaction Does Not Exist".*"cseq":\["5 PRACK"\]' \
 	"$(grep '"side":"pbx"' "$T/early.json" | grep '"5 PRACK"')"
+
+# --- inbound: the gateway calls the registered PBX, which answers with a reliable 183
+python3 "$top_srcdir/test/early_dialog.py" --inbound --server "127.0.0.1:$SIP_PORT" --gateway "127.0.0.2:$GW_PORT" \
+	--host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" >"$T/inbound.json" 2>"$T/inbound.err"
+assert_eq "an inbound call with a reliable 183 from the PBX and the gateway's PRACK completes" 0 $?
+grep -q '"event":"timeout"' "$T/inbound.json" && cat "$T/inbound.json" "$T/inbound.err" >&2
+inprack=$(grep '"side":"pbx","start":"PRACK' "$T/inbound.json" | head -1)
+assert_match "the gateway's PRACK reaches the contact of the PBX's 183" '"start":"PRACK sip:pbx@127.0.0.1:[0-9]+ SIP/2.0"' "$inprack"
+assert_match "... with its RAck unchanged" '"rack":\["1 1 INVITE"\]' "$inprack"
+assert_match "the gateway gets the 200 for its PRACK" '"start":"SIP/2.0 200 OK".*"cseq":\["2 PRACK"\]' \
+	"$(grep '"side":"gateway"' "$T/inbound.json" | grep '"2 PRACK"')"
 finish
