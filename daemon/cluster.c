@@ -146,7 +146,7 @@ static const char *const step_names[] = {
  */
 #define STALE_MS 4000
 #define NODES_MAX 64
-#define REMOTE_BUCKETS 1024
+#define REMOTE_BUCKETS 1024     /* at first; doubled whenever there are twice as many bindings */
 #define DIRTY_MAX 4096           /* credentials waiting to be written; more are dropped (logged) */
 #define PUT_MAX 256              /* credentials per write */
 
@@ -160,8 +160,15 @@ struct fleet_node {
 	bool stale;                  /* at the last answer (logged when it changes) */
 };
 
+/* Another node's binding, in two tables: by trunk (an inbound call's lookup
+ * walks its trunk's chain) and by identity (credential and contact: the
+ * feed's row finds its entry without walking a trunk). Both grow with the
+ * bindings: a fixed table made the load of a million registrations walk
+ * chains of a thousand for each, under the view's write lock. */
 struct remote {
-	struct remote *next;         /* same bucket (by trunk) */
+	struct remote *next, **pprev;   /* same trunk bucket; pprev: what points at it */
+	struct remote *id_next;         /* same identity bucket */
+	uint64_t trunk_hash, id_hash;
 	struct sa_binding b;
 	char node[SA_NODE_MAX];
 };
@@ -218,7 +225,8 @@ struct sa_cluster {
 	uint64_t view_ms;            /* the last heartbeat answer */
 	struct fleet_node nodes[NODES_MAX];
 	unsigned nnodes;
-	struct remote *remote[REMOTE_BUCKETS];
+	struct remote **by_trunk, **by_id;   /* nbuckets each (a power of two), NULL until the first */
+	size_t nbuckets;
 	unsigned nremote;
 	char (*dirty)[SA_ID_MAX];    /* credentials whose bindings changed here, the first put_count in flight */
 	unsigned ndirty;
@@ -564,32 +572,90 @@ bool sa_cluster_is_node(const struct sa_cluster *c, const struct sockaddr *sa)
 
 /* ---- the other nodes' bindings ---- */
 
-static unsigned bucket_of(const char *trunk_id)
+static uint64_t id_hash_of(const struct sa_binding *b)
 {
-	uint32_t h = 2166136261u;
-
-	for (const unsigned char *p = (const unsigned char *)trunk_id; *p; p++)
-		h = (h ^ *p) * 16777619u;
-	return h % REMOTE_BUCKETS;
+	uint64_t c = sa_str_hash(b->contact);
+	return sa_str_hash(b->cred_id) ^ (c << 1 | c >> 63);
 }
 
-static struct remote **remote_slot(struct sa_cluster *c, const struct sa_binding *b)
+static void trunk_link(struct sa_cluster *c, struct remote *r)
 {
-	struct remote **p = &c->remote[bucket_of(b->trunk_id)];
+	struct remote **head = &c->by_trunk[r->trunk_hash & (c->nbuckets - 1)];
+	r->next = *head;
+	if (*head)
+		(*head)->pprev = &r->next;
+	r->pprev = head;
+	*head = r;
+}
 
-	while (*p && (strcmp((*p)->b.cred_id, b->cred_id) != 0 || strcmp((*p)->b.contact, b->contact) != 0))
-		p = &(*p)->next;
-	return p;
+static void trunk_unlink(struct remote *r)
+{
+	*r->pprev = r->next;
+	if (r->next)
+		r->next->pprev = r->pprev;
+}
+
+static void id_link(struct sa_cluster *c, struct remote *r)
+{
+	struct remote **head = &c->by_id[r->id_hash & (c->nbuckets - 1)];
+	r->id_next = *head;
+	*head = r;
+}
+
+static void id_unlink(struct sa_cluster *c, struct remote *r)
+{
+	struct remote **p = &c->by_id[r->id_hash & (c->nbuckets - 1)];
+	while (*p != r)
+		p = &(*p)->id_next;
+	*p = r->id_next;
+}
+
+/* Both tables at n buckets, every entry placed again by the hashes it keeps;
+ * on allocation failure they stay as they are (longer chains, still right). */
+static void remote_resize(struct sa_cluster *c, size_t n)
+{
+	struct remote **bt = calloc(n, sizeof(*bt)), **bi = calloc(n, sizeof(*bi));
+	if (!bt || !bi) {
+		free(bt);
+		free(bi);
+		return;
+	}
+	struct remote **old = c->by_trunk;
+	size_t oldn = c->nbuckets;
+	free(c->by_id);
+	c->by_trunk = bt;
+	c->by_id = bi;
+	c->nbuckets = n;
+	for (size_t i = 0; i < oldn; i++)
+		for (struct remote *r = old[i], *next; r; r = next) {
+			next = r->next;
+			trunk_link(c, r);
+			id_link(c, r);
+		}
+	free(old);
+}
+
+static struct remote *remote_find(const struct sa_cluster *c, const struct sa_binding *b, uint64_t h)
+{
+	if (c->nbuckets == 0)
+		return NULL;
+	for (struct remote *r = c->by_id[h & (c->nbuckets - 1)]; r; r = r->id_next)
+		if (r->id_hash == h && strcmp(r->b.cred_id, b->cred_id) == 0 && strcmp(r->b.contact, b->contact) == 0)
+			return r;
+	return NULL;
 }
 
 static void remote_clear(struct sa_cluster *c)
 {
-	for (unsigned i = 0; i < REMOTE_BUCKETS; i++)
-		while (c->remote[i]) {
-			struct remote *r = c->remote[i];
-			c->remote[i] = r->next;
+	for (size_t i = 0; i < c->nbuckets; i++)
+		for (struct remote *r = c->by_trunk[i], *next; r; r = next) {
+			next = r->next;
 			free(r);
 		}
+	free(c->by_trunk);
+	free(c->by_id);
+	c->by_trunk = c->by_id = NULL;
+	c->nbuckets = 0;
 	c->nremote = 0;
 }
 
@@ -604,24 +670,32 @@ static void remote_apply(struct sa_cluster *c, const char *op, const char *paylo
 		log_warn("event=cluster_registration_unreadable node=%s", c->srv->cfg.cluster_node);
 		return;
 	}
-	struct remote **p = remote_slot(c, &b);
+	uint64_t h = id_hash_of(&b);
+	struct remote *r = remote_find(c, &b, h);
 	if (strcmp(op, "delete") == 0 || strcmp(node, c->srv->cfg.cluster_node) == 0) {
-		if (*p) {
-			struct remote *gone = *p;
-			*p = gone->next;
-			free(gone);
+		if (r) {
+			trunk_unlink(r);
+			id_unlink(c, r);
+			free(r);
 			c->nremote--;
 		}
 		return;
 	}
-	if (*p == NULL) {
-		*p = calloc(1, sizeof(**p));
-		if (*p == NULL)
+	if (r == NULL) {
+		if (c->nbuckets == 0 || c->nremote >= 2 * c->nbuckets)
+			remote_resize(c, c->nbuckets ? 2 * c->nbuckets : REMOTE_BUCKETS);
+		if (c->nbuckets == 0 || (r = calloc(1, sizeof(*r))) == NULL)
 			return;
+		r->id_hash = h;
+		id_link(c, r);
 		c->nremote++;
+	} else {
+		trunk_unlink(r);   /* its trunk may have changed */
 	}
-	(*p)->b = b;
-	snprintf((*p)->node, sizeof((*p)->node), "%s", node);
+	r->b = b;
+	r->trunk_hash = sa_str_hash(b.trunk_id);
+	trunk_link(c, r);
+	snprintf(r->node, sizeof(r->node), "%s", node);
 	log_debug("event=cluster_registration node=%s owner=%s cred=%s trunk=%s", c->srv->cfg.cluster_node, node,
 	          b.cred_id, b.trunk_id);
 }
@@ -665,10 +739,13 @@ int sa_cluster_remote_binding(struct sa_cluster *c, const char *trunk_id, struct
 
 	if (c == NULL)
 		return -1;
+	uint64_t th = sa_str_hash(trunk_id);
 	view_read(c);
-	for (const struct remote *r = c->remote[bucket_of(trunk_id)]; r; r = r->next) {
+	for (const struct remote *r = c->nbuckets ? c->by_trunk[th & (c->nbuckets - 1)] : NULL; r; r = r->next) {
+		if (r->trunk_hash != th || strcmp(r->b.trunk_id, trunk_id) != 0)
+			continue;
 		const struct fleet_node *n = node_find(c, r->node);
-		if (strcmp(r->b.trunk_id, trunk_id) != 0 || n == NULL || !n->host[0] || !node_alive(c, n))
+		if (n == NULL || !n->host[0] || !node_alive(c, n))
 			continue;
 		if (best == NULL || r->b.updated_at > best->b.updated_at) {
 			best = r;
