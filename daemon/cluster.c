@@ -129,10 +129,11 @@ static const char *const step_names[] = {
  * and is written by it alone (sa_cluster_binding_changed: the credentials
  * whose bindings changed, written together at the next look). The other
  * nodes learn it from the change log (insert, delete, or a move to another
- * owner: a refresh is not logged) into `remote`, in memory on the loop, so
- * an inbound call finds its owner without asking the database. remote is
- * loaded whole at each connection and after a resync, then kept by the
- * feed's rows newer than the load. Memory rather than the LMDB mirror:
+ * owner: a refresh is not logged) into the remote view (c->rv), in memory
+ * on the loop, so an inbound call finds its owner without asking the
+ * database. The view is loaded whole at each connection and after a
+ * resync (built aside, then swapped in), then kept by the feed's rows
+ * newer than the load. Memory rather than the LMDB mirror:
  * another node's binding is worth only what its owner's liveness is, which
  * is known from the heartbeats (in memory too); a restart loads it again,
  * and the store's records stay as they are.
@@ -175,6 +176,13 @@ struct remote {
 
 static const char *const state_names[] = {
 	[CS_DOWN] = "down", [CS_CONNECTING] = "connecting", [CS_UP] = "up", [CS_REFUSED] = "refused",
+};
+
+/* The two tables: nbuckets each (a power of two), NULL until the first binding. */
+struct remote_view {
+	struct remote **by_trunk, **by_id;
+	size_t nbuckets;
+	unsigned nremote;
 };
 
 struct sa_cluster {
@@ -225,9 +233,7 @@ struct sa_cluster {
 	uint64_t view_ms;            /* the last heartbeat answer */
 	struct fleet_node nodes[NODES_MAX];
 	unsigned nnodes;
-	struct remote **by_trunk, **by_id;   /* nbuckets each (a power of two), NULL until the first */
-	size_t nbuckets;
-	unsigned nremote;
+	struct remote_view rv;
 	char (*dirty)[SA_ID_MAX];    /* credentials whose bindings changed here, the first put_count in flight */
 	unsigned ndirty;
 	unsigned put_count;          /* credentials in the write in flight (kept until it is answered) */
@@ -578,9 +584,9 @@ static uint64_t id_hash_of(const struct sa_binding *b)
 	return sa_str_hash(b->cred_id) ^ (c << 1 | c >> 63);
 }
 
-static void trunk_link(struct sa_cluster *c, struct remote *r)
+static void trunk_link(struct remote_view *v, struct remote *r)
 {
-	struct remote **head = &c->by_trunk[r->trunk_hash & (c->nbuckets - 1)];
+	struct remote **head = &v->by_trunk[r->trunk_hash & (v->nbuckets - 1)];
 	r->next = *head;
 	if (*head)
 		(*head)->pprev = &r->next;
@@ -595,16 +601,16 @@ static void trunk_unlink(struct remote *r)
 		r->next->pprev = r->pprev;
 }
 
-static void id_link(struct sa_cluster *c, struct remote *r)
+static void id_link(struct remote_view *v, struct remote *r)
 {
-	struct remote **head = &c->by_id[r->id_hash & (c->nbuckets - 1)];
+	struct remote **head = &v->by_id[r->id_hash & (v->nbuckets - 1)];
 	r->id_next = *head;
 	*head = r;
 }
 
-static void id_unlink(struct sa_cluster *c, struct remote *r)
+static void id_unlink(struct remote_view *v, struct remote *r)
 {
-	struct remote **p = &c->by_id[r->id_hash & (c->nbuckets - 1)];
+	struct remote **p = &v->by_id[r->id_hash & (v->nbuckets - 1)];
 	while (*p != r)
 		p = &(*p)->id_next;
 	*p = r->id_next;
@@ -612,7 +618,7 @@ static void id_unlink(struct sa_cluster *c, struct remote *r)
 
 /* Both tables at n buckets, every entry placed again by the hashes it keeps;
  * on allocation failure they stay as they are (longer chains, still right). */
-static void remote_resize(struct sa_cluster *c, size_t n)
+static void remote_resize(struct remote_view *v, size_t n)
 {
 	struct remote **bt = calloc(n, sizeof(*bt)), **bi = calloc(n, sizeof(*bi));
 	if (!bt || !bi) {
@@ -620,48 +626,48 @@ static void remote_resize(struct sa_cluster *c, size_t n)
 		free(bi);
 		return;
 	}
-	struct remote **old = c->by_trunk;
-	size_t oldn = c->nbuckets;
-	free(c->by_id);
-	c->by_trunk = bt;
-	c->by_id = bi;
-	c->nbuckets = n;
+	struct remote **old = v->by_trunk;
+	size_t oldn = v->nbuckets;
+	free(v->by_id);
+	v->by_trunk = bt;
+	v->by_id = bi;
+	v->nbuckets = n;
 	for (size_t i = 0; i < oldn; i++)
 		for (struct remote *r = old[i], *next; r; r = next) {
 			next = r->next;
-			trunk_link(c, r);
-			id_link(c, r);
+			trunk_link(v, r);
+			id_link(v, r);
 		}
 	free(old);
 }
 
-static struct remote *remote_find(const struct sa_cluster *c, const struct sa_binding *b, uint64_t h)
+static struct remote *remote_find(const struct remote_view *v, const struct sa_binding *b, uint64_t h)
 {
-	if (c->nbuckets == 0)
+	if (v->nbuckets == 0)
 		return NULL;
-	for (struct remote *r = c->by_id[h & (c->nbuckets - 1)]; r; r = r->id_next)
+	for (struct remote *r = v->by_id[h & (v->nbuckets - 1)]; r; r = r->id_next)
 		if (r->id_hash == h && strcmp(r->b.cred_id, b->cred_id) == 0 && strcmp(r->b.contact, b->contact) == 0)
 			return r;
 	return NULL;
 }
 
-static void remote_clear(struct sa_cluster *c)
+static void remote_clear(struct remote_view *v)
 {
-	for (size_t i = 0; i < c->nbuckets; i++)
-		for (struct remote *r = c->by_trunk[i], *next; r; r = next) {
+	for (size_t i = 0; i < v->nbuckets; i++)
+		for (struct remote *r = v->by_trunk[i], *next; r; r = next) {
 			next = r->next;
 			free(r);
 		}
-	free(c->by_trunk);
-	free(c->by_id);
-	c->by_trunk = c->by_id = NULL;
-	c->nbuckets = 0;
-	c->nremote = 0;
+	free(v->by_trunk);
+	free(v->by_id);
+	v->by_trunk = v->by_id = NULL;
+	v->nbuckets = 0;
+	v->nremote = 0;
 }
 
 /* One registrations row of the log (or of the load): the binding is
  * another node's now, or nobody's (deleted, or ours). */
-static void remote_apply(struct sa_cluster *c, const char *op, const char *payload)
+static void remote_apply(struct sa_cluster *c, struct remote_view *v, const char *op, const char *payload)
 {
 	struct sa_binding b;
 	char node[SA_NODE_MAX];
@@ -671,30 +677,30 @@ static void remote_apply(struct sa_cluster *c, const char *op, const char *paylo
 		return;
 	}
 	uint64_t h = id_hash_of(&b);
-	struct remote *r = remote_find(c, &b, h);
+	struct remote *r = remote_find(v, &b, h);
 	if (strcmp(op, "delete") == 0 || strcmp(node, c->srv->cfg.cluster_node) == 0) {
 		if (r) {
 			trunk_unlink(r);
-			id_unlink(c, r);
+			id_unlink(v, r);
 			free(r);
-			c->nremote--;
+			v->nremote--;
 		}
 		return;
 	}
 	if (r == NULL) {
-		if (c->nbuckets == 0 || c->nremote >= 2 * c->nbuckets)
-			remote_resize(c, c->nbuckets ? 2 * c->nbuckets : REMOTE_BUCKETS);
-		if (c->nbuckets == 0 || (r = calloc(1, sizeof(*r))) == NULL)
+		if (v->nbuckets == 0 || v->nremote >= 2 * v->nbuckets)
+			remote_resize(v, v->nbuckets ? 2 * v->nbuckets : REMOTE_BUCKETS);
+		if (v->nbuckets == 0 || (r = calloc(1, sizeof(*r))) == NULL)
 			return;
 		r->id_hash = h;
-		id_link(c, r);
-		c->nremote++;
+		id_link(v, r);
+		v->nremote++;
 	} else {
 		trunk_unlink(r);   /* its trunk may have changed */
 	}
 	r->b = b;
 	r->trunk_hash = sa_str_hash(b.trunk_id);
-	trunk_link(c, r);
+	trunk_link(v, r);
 	snprintf(r->node, sizeof(r->node), "%s", node);
 	log_debug("event=cluster_registration node=%s owner=%s cred=%s trunk=%s", c->srv->cfg.cluster_node, node,
 	          b.cred_id, b.trunk_id);
@@ -706,15 +712,20 @@ static void remote_load(struct sa_cluster *c, PGresult *r)
 
 	if (n == 0 || strcmp(PQgetvalue(r, 0, 1), "head") != 0)
 		return;
-	view_write(c);
-	remote_clear(c);
-	c->reg_seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+	/* built aside (this thread alone writes the view), then swapped in: the
+	 * SIP workers' reads wait for the swap, not for the rows' decoding */
+	struct remote_view fresh = { 0 }, old;
 	for (int i = 1; i < n; i++)
-		remote_apply(c, "insert", PQgetvalue(r, i, 3));
+		remote_apply(c, &fresh, "insert", PQgetvalue(r, i, 3));
+	view_write(c);
+	old = c->rv;
+	c->rv = fresh;
+	c->reg_seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
 	view_done(c);
+	remote_clear(&old);
 	c->reg_load = false;
 	log_info("event=cluster_registrations_loaded node=%s seq=%llu remote=%u", c->srv->cfg.cluster_node,
-	         (unsigned long long)c->reg_seq, c->nremote);
+	         (unsigned long long)c->reg_seq, c->rv.nremote);
 }
 
 /* The feed's registrations rows newer than the load, before the batch is applied. */
@@ -724,7 +735,7 @@ static void remote_feed(struct sa_cluster *c, PGresult *r, int first_row)
 	for (int i = first_row; i < PQntuples(r); i++) {
 		uint64_t seq = strtoull(PQgetvalue(r, i, 0), NULL, 10);
 		if (seq > c->reg_seq && strcmp(PQgetvalue(r, i, 1), "registrations") == 0) {
-			remote_apply(c, PQgetvalue(r, i, 2), PQgetvalue(r, i, 3));
+			remote_apply(c, &c->rv, PQgetvalue(r, i, 2), PQgetvalue(r, i, 3));
 			c->reg_seq = seq;
 		}
 	}
@@ -741,7 +752,7 @@ int sa_cluster_remote_binding(struct sa_cluster *c, const char *trunk_id, struct
 		return -1;
 	uint64_t th = sa_str_hash(trunk_id);
 	view_read(c);
-	for (const struct remote *r = c->nbuckets ? c->by_trunk[th & (c->nbuckets - 1)] : NULL; r; r = r->next) {
+	for (const struct remote *r = c->rv.nbuckets ? c->rv.by_trunk[th & (c->rv.nbuckets - 1)] : NULL; r; r = r->next) {
 		if (r->trunk_hash != th || strcmp(r->b.trunk_id, trunk_id) != 0)
 			continue;
 		const struct fleet_node *n = node_find(c, r->node);
@@ -1826,7 +1837,7 @@ void sa_cluster_stop(struct sa_cluster *c)
 		event_free(c->kick);
 	PQclear(c->rows);
 	PQfinish(c->conn);
-	remote_clear(c);
+	remote_clear(&c->rv);
 	free(c->dirty);
 	free(c->fails);
 	free(c->written.v);
