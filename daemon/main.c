@@ -1,14 +1,18 @@
 /* main.c: sipauthd start-up, signals and shutdown; everything else hangs off one sa_server. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -571,6 +575,24 @@ static int add_signal(struct sa_server *srv, struct event **ev, int sig, event_c
 	return *ev && event_add(*ev, NULL) == 0 ? 0 : -1;
 }
 
+/* One daemon per store, for the life of the process: a second one (on other
+ * ports, say) would restore and rewrite the same calls, sweep the same
+ * registrations, and hand out nonces the first does not know. */
+static int store_lock(const struct sa_server *srv)
+{
+	char path[PATH_MAX + 32];
+	snprintf(path, sizeof(path), "%s/runtime/sipauthd.lock", srv->cfg.store_path);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return 0;   /* kept open: the lock goes with the process */
+	int err = errno;
+	log_err("event=store_in_use path=%s error=\"%s\"", srv->cfg.store_path,
+	        err == EWOULDBLOCK ? "another sipauthd runs on this store" : strerror(err));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
 static int start(struct sa_server *srv)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -579,7 +601,7 @@ static int start(struct sa_server *srv)
 	if (fd_budget_check(&srv->cfg, srv->nworkers) < 0)
 		return -1;
 	srv->base = event_base_new();
-	if (!srv->base || open_store(srv) < 0)
+	if (!srv->base || open_store(srv) < 0 || store_lock(srv) < 0)
 		return -1;
 	if ((srv->work = sa_work_start(srv->base, srv->store, FLUSH_MS, WORK_QUEUE)) == NULL ||
 	    (srv->work_read = sa_work_start(srv->base, srv->store, 0, WORK_QUEUE)) == NULL) {

@@ -66,6 +66,7 @@ struct sa_server {
 	bool handed;                    /* reading a message another worker handed over */
 	bool waited;                    /* ... which waited for its Route's name on worker 0 */
 	bool unparking;                 /* worker 0: reading a request that waited (or needs no wait) */
+	bool calls_restored;            /* worker 0: calls.state was read at start, so a stop may write it */
 	bool started;                   /* worker.c: set up completely */
 	struct sa_config cfg;
 	struct sa_store *store;

@@ -483,8 +483,8 @@ static bool write_line(FILE *f, char *line)
 int sa_sip_calls_save(struct sa_server *srv)
 {
 	char path[PATH_MAX + 16], tmp[PATH_MAX + 32];
-	if (!srv->calls)
-		return 0;   /* never started: nothing to save, and nothing to overwrite */
+	if (!srv->calls || !srv->calls_restored)
+		return 0;   /* never started (a port in use, say): nothing to save, and the file is not ours to overwrite */
 	unsigned total = 0, count = 0;
 	for (unsigned i = 0; i < sa_workers_count(srv); i++)
 		total += sa_calls_count(sa_worker_at(srv, i)->calls);
@@ -895,6 +895,7 @@ void sa_sip_calls_restore(struct sa_server *srv)
 	calls_path(srv, path, sizeof(path));
 	if (from_state)
 		unlink(path);   /* after the journal has its calls (one refused stays for what can read it) */
+	srv->calls_restored = true;
 	if (from)
 		log_info("event=calls_restored count=%u refused=%u from=%s", sa_calls_count(srv->calls), bad, from);
 }

@@ -665,6 +665,26 @@ int sa_transport_tls_take(struct sa_server *w, const struct sa_server *from)
 	return 0;
 }
 
+/* Several workers share each port with SO_REUSEPORT, which would also let a
+ * second sipauthd share it and take part of the traffic unseen: worker 0
+ * first binds each address alone, which fails while anything holds it. A
+ * stream probe may reuse a port a closed connection left in TIME_WAIT, as
+ * the listener itself does. */
+static int port_free(const struct sa_endpoint *ep)
+{
+	int one = 1, stream = ep->proto != SA_PROTO_UDP;
+	int fd = socket(ep->ss.ss_family, (stream ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	int rc = stream ? setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) : 0;
+	if (rc == 0)
+		rc = bind(fd, (const struct sockaddr *)&ep->ss, ep->sslen);
+	int err = errno;
+	close(fd);
+	errno = err;
+	return rc;
+}
+
 int sa_transport_start(struct sa_server *srv)
 {
 	uint64_t seed;
@@ -690,7 +710,9 @@ int sa_transport_start(struct sa_server *srv)
 		l->srv = srv;
 		l->idx = i;
 		l->fd = -1;
-		int rc = l->ep.proto == SA_PROTO_UDP ? bind_udp(srv, l) : bind_tcp(srv, l);
+		int rc = srv->worker == 0 && srv->nworkers > 1 && l->ep.port != 0 ? port_free(&l->ep) : 0;
+		if (rc == 0)
+			rc = l->ep.proto == SA_PROTO_UDP ? bind_udp(srv, l) : bind_tcp(srv, l);
 		if (rc < 0) {
 			log_err("event=listen_failed listen=%s:%s:%u error=\"%s\"", sa_proto_name(l->ep.proto),
 			        l->ep.host, l->ep.port, strerror(errno));

@@ -1,6 +1,7 @@
 #!/bin/sh
-# lifecycle.sh: SIGTERM drains transactions in flight and exits 0; calls survive a clean restart;
-# SIGHUP applies a changed configuration and refuses a broken one, keeping the old.
+# lifecycle.sh: a second daemon on the same store or ports is refused; SIGTERM drains transactions
+# in flight and exits 0; calls survive a clean restart; SIGHUP applies a changed configuration and
+# refuses a broken one, keeping the old.
 . "$top_srcdir/test/lib.sh"
 need sipp
 setup_store || { fail "store setup"; finish; }
@@ -15,6 +16,23 @@ bg_sipp() {
 options_status() {
 	sipc options --host "$TRUNK_HOST" --timeout 1 | json_get 'final.get("final_status")'
 }
+
+# --- one daemon per store, and per port: a second one is refused before it touches anything
+REAL=${SA_TEST_SIPAUTHD:-$SIPAUTHD}
+timeout 10 "$REAL" --workers 2 --config "$T/sipauthd.conf" >"$T/second.log" 2>&1
+assert_eq "a second sipauthd on the same store exits with 1" 1 $?
+assert_match "... saying the store is in use" \
+	'event=store_in_use path=[^ ]* error="another sipauthd runs on this store"' "$(cat "$T/second.log")"
+# another store, the same ports: the workers' SO_REUSEPORT must not let it take part of the traffic
+"$SIPAUTHCTL" --store "$T/other" init --domain sip.tryvox.io >/dev/null
+echo "calls of an earlier run" >"$T/other/calls.state"
+sed "s|^path = .*|path = $T/other|" "$T/sipauthd.conf" >"$T/other.conf"
+timeout 10 "$REAL" --workers 2 --config "$T/other.conf" >"$T/other.log" 2>&1
+assert_eq "a second sipauthd on another store but the same ports exits with 1" 1 $?
+assert_match "... naming the address in use" \
+	"event=listen_failed listen=udp:127.0.0.1:$SIP_PORT error=\"Address already in use\"" "$(cat "$T/other.log")"
+assert_eq "... and leaves that store's saved calls as they were" "calls of an earlier run" "$(cat "$T/other/calls.state")"
+assert_eq "the first one still answers" 200 "$(options_status)"
 
 # --- SIGHUP: a changed log level applies; a broken file is refused and the old one stays
 sed -i 's/^level = info/level = debug/' "$T/sipauthd.conf"
