@@ -667,9 +667,9 @@ int sa_transport_tls_take(struct sa_server *w, const struct sa_server *from)
 
 /* Several workers share each port with SO_REUSEPORT, which would also let a
  * second sipauthd share it and take part of the traffic unseen: worker 0
- * first binds each address alone, which fails while anything holds it. A
- * stream probe may reuse a port a closed connection left in TIME_WAIT, as
- * the listener itself does. */
+ * first binds each address alone (and lets it go), which fails while
+ * anything holds it. A stream probe may reuse a port a closed connection
+ * left in TIME_WAIT, as the listener itself does. */
 static int port_free(const struct sa_endpoint *ep)
 {
 	int one = 1, stream = ep->proto != SA_PROTO_UDP;
@@ -704,15 +704,22 @@ int sa_transport_start(struct sa_server *srv)
 		if (!srv->connlimit || sa_transport_tls_reload(srv, &srv->cfg.tls) < 0)
 			return -1;
 	}
+	/* every address probed before any is bound: ours would hold the next ones' ports */
+	for (unsigned i = 0; srv->worker == 0 && srv->nworkers > 1 && i < srv->cfg.nlisten; i++) {
+		const struct sa_endpoint *ep = &srv->cfg.listen[i];
+		if (ep->port != 0 && port_free(ep) < 0) {
+			log_err("event=listen_failed listen=%s:%s:%u error=\"%s\"", sa_proto_name(ep->proto), ep->host,
+			        ep->port, strerror(errno));
+			return -1;
+		}
+	}
 	for (unsigned i = 0; i < srv->cfg.nlisten; i++) {
 		struct sa_listener *l = &srv->listeners[i];
 		l->ep = srv->cfg.listen[i];
 		l->srv = srv;
 		l->idx = i;
 		l->fd = -1;
-		int rc = srv->worker == 0 && srv->nworkers > 1 && l->ep.port != 0 ? port_free(&l->ep) : 0;
-		if (rc == 0)
-			rc = l->ep.proto == SA_PROTO_UDP ? bind_udp(srv, l) : bind_tcp(srv, l);
+		int rc = l->ep.proto == SA_PROTO_UDP ? bind_udp(srv, l) : bind_tcp(srv, l);
 		if (rc < 0) {
 			log_err("event=listen_failed listen=%s:%s:%u error=\"%s\"", sa_proto_name(l->ep.proto),
 			        l->ep.host, l->ep.port, strerror(errno));
