@@ -58,7 +58,7 @@ unsigned sa_txn_timer_c(int upstream_status);
 char *sa_txn_server_key(const struct sa_msg *m, char out[SA_TXN_KEY_MAX]);
 char *sa_txn_cancelled_key(const struct sa_msg *m, char out[SA_TXN_KEY_MAX]);
 /* The key under which an INVITE that rings is found by the requests of its
- * early dialogs (PRACK, UPDATE, INFO: RFC 3262, RFC 3311), which come before
+ * early dialogs (PRACK, UPDATE, INFO: RFC 3262, 3311, 6086), which come before
  * any call exists: its Call-ID and the caller's tag. A request from the
  * caller carries that tag in From, one from the callee in To. */
 char *sa_txn_early_key(const char *call_id, const char *caller_tag, char out[SA_TXN_KEY_MAX]);
