@@ -584,14 +584,25 @@ static uint64_t id_hash_of(const struct sa_binding *b)
 	return sa_str_hash(b->cred_id) ^ (c << 1 | c >> 63);
 }
 
+/* A trunk chain is kept newest first (updated_at): an inbound request takes
+ * the first live binding of its trunk without looking further. The feed
+ * brings the newest, and the load comes oldest first: both go in at the
+ * head; a row out of order walks to its place. */
+static void link_at(struct remote **at, struct remote *r)
+{
+	r->next = *at;
+	if (*at)
+		(*at)->pprev = &r->next;
+	r->pprev = at;
+	*at = r;
+}
+
 static void trunk_link(struct remote_view *v, struct remote *r)
 {
-	struct remote **head = &v->by_trunk[r->trunk_hash & (v->nbuckets - 1)];
-	r->next = *head;
-	if (*head)
-		(*head)->pprev = &r->next;
-	r->pprev = head;
-	*head = r;
+	struct remote **at = &v->by_trunk[r->trunk_hash & (v->nbuckets - 1)];
+	while (*at && (*at)->b.updated_at > r->b.updated_at)
+		at = &(*at)->next;
+	link_at(at, r);
 }
 
 static void trunk_unlink(struct remote *r)
@@ -621,9 +632,11 @@ static void id_unlink(struct remote_view *v, struct remote *r)
 static void remote_resize(struct remote_view *v, size_t n)
 {
 	struct remote **bt = calloc(n, sizeof(*bt)), **bi = calloc(n, sizeof(*bi));
-	if (!bt || !bi) {
+	struct remote ***tail = calloc(n, sizeof(*tail));
+	if (!bt || !bi || !tail) {
 		free(bt);
 		free(bi);
+		free(tail);
 		return;
 	}
 	struct remote **old = v->by_trunk;
@@ -632,12 +645,18 @@ static void remote_resize(struct remote_view *v, size_t n)
 	v->by_trunk = bt;
 	v->by_id = bi;
 	v->nbuckets = n;
+	for (size_t i = 0; i < n; i++)
+		tail[i] = &bt[i];
+	/* each old chain splits in order: appended at its new chain's tail */
 	for (size_t i = 0; i < oldn; i++)
 		for (struct remote *r = old[i], *next; r; r = next) {
 			next = r->next;
-			trunk_link(v, r);
+			size_t k = r->trunk_hash & (n - 1);
+			link_at(tail[k], r);
+			tail[k] = &r->next;
 			id_link(v, r);
 		}
+	free(tail);
 	free(old);
 }
 
@@ -758,10 +777,9 @@ int sa_cluster_remote_binding(struct sa_cluster *c, const char *trunk_id, struct
 		const struct fleet_node *n = node_find(c, r->node);
 		if (n == NULL || !n->host[0] || !node_alive(c, n))
 			continue;
-		if (best == NULL || r->b.updated_at > best->b.updated_at) {
-			best = r;
-			owner = n;
-		}
+		best = r;      /* the chain is newest first */
+		owner = n;
+		break;
 	}
 	if (best != NULL) {
 		*out = best->b;

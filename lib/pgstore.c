@@ -292,8 +292,9 @@ const char sa_pg_registrations_put_sql[] =
 const char sa_pg_registrations_load_sql[] =
 	"SELECT seq, kind, op, payload, at_ms FROM ("
 	" SELECT 0 AS g, last AS seq, 'head' AS kind, '' AS op, last::text AS payload, 0::bigint AS at_ms FROM change_seq"
-	" UNION ALL SELECT 1, 0, 'registrations', 'insert', to_jsonb(r)::text, 0 FROM registrations r WHERE r.node <> $1"
-	") s ORDER BY g";
+	" UNION ALL SELECT 1, 0, 'registrations', 'insert', to_jsonb(r)::text, r.updated_at FROM registrations r"
+	"  WHERE r.node <> $1"
+	") s ORDER BY g, at_ms";   /* oldest first: each goes in at the head of its trunk's chain */
 
 struct sa_pg {
 	PGconn *conn;
