@@ -258,7 +258,8 @@ static bool flow_open(struct sa_server *srv, const struct sa_flow *fl)
  * narrowed to the call (lib/route): only from its ends, only to the other.
  * Before the answer, the requests of an early dialog (a PRACK for a reliable
  * 183, an UPDATE of its session: RFC 3262, RFC 3311) are narrowed the same
- * way to the two ends of the INVITE that rings. */
+ * way to the two ends of the INVITE that rings, and to the early dialogs its
+ * provisionals started (txn_early_find). */
 static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
 {
 	unsigned pop = sa_route_ours(&srv->self, m);
@@ -305,13 +306,13 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 	}
 	struct sa_flow to = *other;
 	char cred[SA_ID_MAX];
+	if (!sa_route_same_peer(end, from))
+		*end = *from;   /* the end came back on a new connection: answer it there */
 	if (early) {
 		sa_str_copy(cred, sizeof(cred), txn_cred(early));
 		sip_forward(srv, m, from, &to, NULL, pop, NULL, NULL, cred);
 		return;
 	}
-	if (!sa_route_same_peer(end, from))
-		*end = *from;   /* the end came back on a new connection: answer it there */
 	struct sa_dialog_side *ds = side == 1 ? &c->d.caller : &c->d.callee;
 	if (m->method != SA_M_ACK && m->cseq > ds->cseq)
 		ds->cseq = m->cseq;

@@ -224,6 +224,7 @@ static bool fo_next(struct sa_txn *t, enum sa_up_event ev)
 		txn_rebranch(t);
 	t->to = fo->flows[fo->cur];
 	t->upstream_status = 0;   /* a new client transaction (RFC 3263 §4.3) */
+	memset(&t->early_tags, 0, sizeof(t->early_tags));   /* the last gateway's early dialogs end with it */
 	t->state = sa_txn_initial(t->method);
 	t->started_ms = sa_now_ms();
 	/* the request as the last gateway got it, with our Via and Record-Route for this one */
@@ -450,6 +451,8 @@ static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_ms
 			return false;
 	}
 	txn_heard(t, m->status);
+	if ((steps & SA_RR_FORWARD) && t->early_key && m->status > 100 && m->status < 200 && m->to_tag)
+		sa_txn_early_tag_add(&t->early_tags, m->to_tag);   /* an early dialog now exists */
 	if (steps & SA_RR_FORWARD)
 		sa_transport_send(srv, &t->from, out, n);
 	if (steps & SA_RR_ACK)

@@ -62,6 +62,17 @@ char *sa_txn_cancelled_key(const struct sa_msg *m, char out[SA_TXN_KEY_MAX]);
  * any call exists: its Call-ID and the caller's tag. A request from the
  * caller carries that tag in From, one from the callee in To. */
 char *sa_txn_early_key(const char *call_id, const char *caller_tag, char out[SA_TXN_KEY_MAX]);
+/* The early dialogs that exist: the callee's tags (To) of the provisionals
+ * relayed back to the caller, up to SA_TXN_EARLY_TAGS (forks; past that the
+ * oldest goes). A request of an early dialog names one of them; a tag no
+ * provisional carried is no dialog at all. Kept as keyed hashes. */
+#define SA_TXN_EARLY_TAGS 4
+struct sa_txn_early_tags {
+	uint64_t h[SA_TXN_EARLY_TAGS];
+	unsigned n;                  /* tags seen (distinct); the last SA_TXN_EARLY_TAGS are kept */
+};
+void sa_txn_early_tag_add(struct sa_txn_early_tags *e, const char *callee_tag);
+bool sa_txn_early_tag_has(const struct sa_txn_early_tags *e, const char *callee_tag);
 
 /* ---- the transaction index: by server key and by our branch ----
  *

@@ -14,8 +14,13 @@ With --inbound the call comes from the gateway instead, to the PBX registered fi
 with digest): the PBX answers with a reliable 183, the gateway sends the PRACK, then 200, ACK,
 and the gateway's BYE.
 
-Around them (outbound), requests sipauthd must refuse: a copy of the PRACK from a third address
-(--stranger, 127.0.0.3) while the call rings, and the PRACK again once the call has ended.
+With --tcp-reconnect the PBX calls over TCP, and after the reliable 183 its connection closes: it
+sends the PRACK on a new connection from the same address, where the rest of the call must come
+(the INVITE's 200 first).
+
+Around them (outbound), requests sipauthd must refuse: a PRACK from the PBX whose To tag no
+provisional carried (no such early dialog), a copy of the PRACK from a third address (--stranger,
+127.0.0.3) while the call rings, and the PRACK again once the call has ended.
 
 Both sides are UDP sockets of this process: the PBX on 127.0.0.1 (any port), the gateway on
 --gateway (127.0.0.2:PORT, sipauthd's [upstream] gateway). Each message a side receives is
@@ -28,10 +33,12 @@ test/sipclient.py (digest, parsing) only; no retransmissions (loopback).
 import argparse
 import json
 import os
+import re
 import secrets
 import socket
 import sys
 import time
+from types import SimpleNamespace
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sipclient as sc  # noqa: E402
@@ -130,6 +137,79 @@ def inbound(a, pbx, gw, proxy, recv, is_req, is_resp, gw_contact, pbx_contact):
     recv(gw, "gateway", is_resp(200, "BYE"), "the 200 for the BYE at the gateway")
 
 
+def tcp_reconnect(a, gw, proxy, recv, is_req, is_resp, gw_contact):
+    """The PBX calls over TCP; after the reliable 183 its connection closes and it sends the PRACK
+    on a new one from the same address (RFC 3261 §18: a connection may go between requests). The
+    rest of the call comes on the new connection, the INVITE's 200 first."""
+    def connect():
+        return sc.TcpTransport(SimpleNamespace(local_ip="127.0.0.1", local_port=0, server=proxy,
+                                               timeout=a.timeout))
+    t = connect()
+    call_id = f"tcp-{secrets.token_hex(6)}@127.0.0.1"
+    from_ = f"<sip:pbx@{a.host}>;tag=pbx{secrets.token_hex(4)}"
+    ruri = f"sip:15550001234@{a.host}"
+
+    def req(method, uri, cseq, to_hdr, extra, body=b"", cseq_method=None):
+        ip, port = t.local
+        hs = [("Via", f"SIP/2.0/TCP {ip}:{port};branch=z9hG4bK{secrets.token_hex(8)}"),
+              ("From", from_), ("To", to_hdr), ("Call-ID", call_id),
+              ("CSeq", f"{cseq} {cseq_method or method}"), ("Max-Forwards", "70")] + extra
+        t.send(encode(f"{method} {uri} SIP/2.0", hs, body))
+
+    def trecv(want, what):
+        deadline = time.monotonic() + a.timeout
+        while True:
+            got = t.recv(deadline)
+            if got is None:
+                raise Timeout(what)
+            m = sc.parse_message(got[0])
+            print(json.dumps({"side": "pbx", "conn": t.local[1], "start": m.start, "headers": m.headers},
+                             separators=(",", ":")), flush=True)
+            if want(m):
+                return m
+
+    invite_hs = [("Contact", f"<sip:pbx@127.0.0.1:{t.local[1]};transport=tcp>"), ("Supported", "100rel"),
+                 ("Content-Type", "application/sdp")]
+    req("INVITE", ruri, 1, f"<{ruri}>", invite_hs, sdp("pbx", "127.0.0.1"))
+    r407 = trecv(lambda m: m.status == 407, "407 to the INVITE")
+    req("ACK", ruri, 1, r407.first("to"), [], cseq_method="ACK")
+    ch = sc.parse_challenge(r407.first("proxy-authenticate"))
+    auth = sc.digest_credentials(ch, "MD5", "MD5", a.user, a.password, "INVITE", ruri,
+                                 sc.choose_qop(ch), "00000001", secrets.token_hex(8), b"")
+    req("INVITE", ruri, 2, f"<{ruri}>", invite_hs + [("Proxy-Authorization", auth)], sdp("pbx", "127.0.0.1"))
+    inv = recv(gw, "gateway", is_req("INVITE"), "the INVITE at the gateway")
+    gw_tag = "gw" + secrets.token_hex(4)
+    gw.sendto(response_to(inv, 183, "Session Progress",
+                          [("Contact", gw_contact), ("Require", "100rel"), ("RSeq", "1"),
+                           ("Content-Type", "application/sdp")],
+                          sdp("gw", "127.0.0.2"), to_tag=gw_tag, copy_rr=True), inv.src)
+    r183 = trecv(lambda m: m.status == 183, "the 183 at the PBX")
+    routes = [("Route", rr) for rr in reversed(r183.headers.get("record-route", []))]
+    target = sc.uri_of(r183.first("contact"))
+
+    t.close()
+    print(json.dumps({"event": "reconnect", "old": t.local[1]}), flush=True)
+    time.sleep(0.2)   # sipauthd sees the connection go
+    t = connect()
+    req("PRACK", target, 3, r183.first("to"), routes + [("RAck", "1 2 INVITE")])
+    prack = recv(gw, "gateway", is_req("PRACK"), "the PRACK at the gateway")
+    gw.sendto(response_to(prack, 200, "OK", []), prack.src)
+    trecv(lambda m: m.status == 200 and m.cseq()[1] == "PRACK", "the 200 for the PRACK on the new connection")
+    gw.sendto(response_to(inv, 200, "OK", [("Contact", gw_contact), ("Content-Type", "application/sdp")],
+                          sdp("gw", "127.0.0.2"), to_tag=gw_tag, copy_rr=True), inv.src)
+    r200 = trecv(lambda m: m.status == 200 and m.cseq()[1] == "INVITE",
+                 "the 200 for the INVITE on the new connection")
+    routes = [("Route", rr) for rr in reversed(r200.headers.get("record-route", []))]
+    target = sc.uri_of(r200.first("contact"))
+    req("ACK", target, 2, r200.first("to"), routes, cseq_method="ACK")
+    recv(gw, "gateway", is_req("ACK"), "the ACK at the gateway")
+    req("BYE", target, 4, r200.first("to"), routes)
+    bye = recv(gw, "gateway", is_req("BYE"), "the BYE at the gateway")
+    gw.sendto(response_to(bye, 200, "OK", []), bye.src)
+    trecv(lambda m: m.status == 200 and m.cseq()[1] == "BYE", "the 200 for the BYE")
+    t.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", required=True, help="sipauthd, 127.0.0.1:PORT")
@@ -139,6 +219,8 @@ def main():
     ap.add_argument("--password", required=True)
     ap.add_argument("--stranger", default="127.0.0.3", help="the third address")
     ap.add_argument("--inbound", action="store_true", help="the gateway calls the registered PBX")
+    ap.add_argument("--tcp-reconnect", action="store_true",
+                    help="the PBX calls over TCP and sends the PRACK on a new connection")
     ap.add_argument("--timeout", type=float, default=5.0)
     a = ap.parse_args()
     sip_ip, sip_port = a.server.rsplit(":", 1)
@@ -194,9 +276,12 @@ def main():
         sock.sendto(encode(f"{method} {uri} SIP/2.0", hs, body), proxy)
         return branch
 
-    if a.inbound:
+    if a.inbound or a.tcp_reconnect:
         try:
-            inbound(a, pbx, gw, proxy, recv, is_req, is_resp, gw_contact, pbx_contact)
+            if a.inbound:
+                inbound(a, pbx, gw, proxy, recv, is_req, is_resp, gw_contact, pbx_contact)
+            else:
+                tcp_reconnect(a, gw, proxy, recv, is_req, is_resp, gw_contact)
         except Timeout as e:
             print(json.dumps({"event": "timeout", "waiting_for": str(e)}), flush=True)
             return 3
@@ -228,6 +313,11 @@ def main():
         # Record-Route in reverse order; the remote target the 183's Contact)
         routes = [("Route", rr) for rr in reversed(r183.headers.get("record-route", []))]
         target = sc.uri_of(r183.first("contact"))
+        # a PRACK from the PBX for an early dialog no provisional started (a To tag of its own):
+        # there is none, so nothing to relay it in
+        no_dialog_to = re.sub(r";\s*tag=[^;>]*", ";tag=nodialog1", r183.first("to"))
+        pbx_req("PRACK", target, 9, no_dialog_to, routes + [("RAck", "1 2 INVITE")])
+        recv(pbx, "pbx", lambda m: m.status >= 200 and m.cseq()[1] == "PRACK", "the answer to the PRACK of no dialog")
         # the same PRACK from a stranger who learnt the dialog's identifiers: refused
         pbx_req("PRACK", target, 3, r183.first("to"), routes + [("RAck", "1 2 INVITE")], sock=stranger)
         recv(stranger, "stranger", lambda m: m.status >= 200, "the answer to the stranger's PRACK")

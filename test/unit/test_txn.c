@@ -422,6 +422,30 @@ START_TEST(early_dialog_keys)
 }
 END_TEST
 
+/* Only the callee's tags the provisionals carried are early dialogs; a fifth
+ * fork's tag takes the oldest one's place, and a tag seen twice counts once. */
+START_TEST(early_dialogs_are_the_tags_of_the_provisionals)
+{
+	struct sa_txn_early_tags e = { 0 };
+	ck_assert(!sa_txn_early_tag_has(&e, "as6151ad25"));
+	sa_txn_early_tag_add(&e, "as6151ad25");
+	sa_txn_early_tag_add(&e, "as6151ad25");   /* the 180, then the 183 of the same dialog */
+	ck_assert_uint_eq(e.n, 1);
+	ck_assert(sa_txn_early_tag_has(&e, "as6151ad25"));
+	ck_assert(!sa_txn_early_tag_has(&e, "as6151ad26"));
+	ck_assert(!sa_txn_early_tag_has(&e, ""));
+	sa_txn_early_tag_add(&e, "fork2");
+	sa_txn_early_tag_add(&e, "fork3");
+	sa_txn_early_tag_add(&e, "fork4");
+	ck_assert(sa_txn_early_tag_has(&e, "as6151ad25") && sa_txn_early_tag_has(&e, "fork4"));
+	sa_txn_early_tag_add(&e, "fork5");
+	ck_assert_uint_eq(e.n, 5);
+	ck_assert(!sa_txn_early_tag_has(&e, "as6151ad25"));
+	ck_assert(sa_txn_early_tag_has(&e, "fork2") && sa_txn_early_tag_has(&e, "fork3") &&
+	          sa_txn_early_tag_has(&e, "fork4") && sa_txn_early_tag_has(&e, "fork5"));
+}
+END_TEST
+
 /* ---- the index ---- */
 
 struct entry {
@@ -825,6 +849,7 @@ int main(void)
 	tcase_add_test(tc, our_answers_to_tag);
 	tcase_add_test(tc, server_transaction_keys);
 	tcase_add_test(tc, early_dialog_keys);
+	tcase_add_test(tc, early_dialogs_are_the_tags_of_the_provisionals);
 	tcase_add_test(tc, the_index_grows_and_finds_every_transaction_by_both_keys);
 	tcase_add_test(tc, keys_that_share_a_slot_are_told_apart_and_removed_alone);
 	tcase_add_test(tc, branches_are_random_and_carry_the_cookie);
