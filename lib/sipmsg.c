@@ -1315,9 +1315,15 @@ static bool raw_cred(struct sa_msg *m, const struct sa_hdr *h, struct sa_cred *c
 		while (p < e && is_token_char(*p))
 			p++;
 		size_t nl = (size_t)(p - n);
+		const char *gap = p;
 		p = skip_lws(p, e);
 		if (nl == 0 || p == e || *p != '=')
 			return false;
+		/* libosip2 loses the value of a name that a TAB or a fold parts from
+		 * its '=' (blanks it skips): it judges those */
+		for (const char *q = gap; q < p; q++)
+			if (*q != ' ')
+				return false;
 		const char *v = p = skip_lws(p + 1, e), *ve;
 		bool was_quoted = p < e && *p == '"', quoted = false;
 		if (was_quoted) {
@@ -2015,23 +2021,41 @@ size_t sa_hdr_first_value_len(const char *v, size_t vlen)
 	return vlen;
 }
 
-/* Copy a Via value, dropping any received/rport params we are about to set. */
-static void put_via_params_filtered(struct sa_buf *b, const char *v, size_t n)
+/* Is the parameter segment ";name[=value]" (seg[0] the ';', blanks allowed
+ * around the ';' and the '=': SEMI and EQUAL are SWS-padded, RFC 3261 §25.1)
+ * the parameter `name`? */
+static bool via_param_is(const char *seg, size_t slen, const char *name)
+{
+	size_t k = 1, nlen = strlen(name);
+	while (k < slen && (seg[k] == ' ' || seg[k] == '\t'))
+		k++;
+	if (slen - k < nlen || !ascii_ieq(seg + k, name, nlen))
+		return false;
+	for (k += nlen; k < slen && (seg[k] == ' ' || seg[k] == '\t'); k++)
+		;
+	return k == slen || seg[k] == '=';
+}
+
+/* Copy a Via value, dropping any received/rport params we are about to set;
+ * true when it had rport (read here too: a message whose parse stopped
+ * before its Via, answered 400 or 416, has no via_rport). */
+static bool put_via_params_filtered(struct sa_buf *b, const char *v, size_t n)
 {
 	size_t i = 0;
+	bool rport = false;
 	while (i < n) {
 		size_t j = i + 1;
 		while (j < n && v[j] != ';')
 			j++;
 		const char *seg = v + i;
 		size_t slen = j - i;
-		bool drop = i > 0 && (
-			(slen >= 9 && ascii_ieq(seg, ";received", 9) && (slen == 9 || seg[9] == '=')) ||
-			(slen >= 6 && ascii_ieq(seg, ";rport", 6) && (slen == 6 || seg[6] == '=')));
-		if (!drop)
+		bool is_rport = i > 0 && via_param_is(seg, slen, "rport");
+		rport |= is_rport;
+		if (!is_rport && !(i > 0 && via_param_is(seg, slen, "received")))
 			sa_buf_put(b, seg, slen);
 		i = j;
 	}
+	return rport;
 }
 
 void sa_msg_put_top_via(struct sa_buf *b, const struct sa_msg *m, const struct sa_peer *peer)
@@ -2044,10 +2068,10 @@ void sa_msg_put_top_via(struct sa_buf *b, const struct sa_msg *m, const struct s
 	 * blanks, or the parameters we add would start a line of their own */
 	while (n > 0 && strchr(" \t\r\n", h->value[n - 1]))
 		n--;
-	put_via_params_filtered(b, h->value, n);
+	bool rport = put_via_params_filtered(b, h->value, n);
 	sa_buf_puts(b, ";received=");
 	sa_buf_puts(b, peer->addr);
-	if (m->via_rport) {
+	if (rport || m->via_rport) {
 		sa_buf_puts(b, ";rport=");
 		sa_buf_putu(b, peer->port);
 	}
