@@ -99,6 +99,7 @@ void sip_answer_kept(struct sa_server *srv, const struct sa_msg *m, const struct
 		t->upstream_status = status;
 		t->answered_here = true;
 		txn_complete(t);
+		txn_failure_sent(t);
 	}
 }
 
@@ -341,8 +342,14 @@ static void handle_cancel(struct sa_server *srv, const struct sa_msg *m, const s
 	sip_reply(srv, m, from, 200, NULL, NULL, NULL);
 	if (t->fo)
 		t->fo->cancelled = true;   /* it stays on the gateway it is on */
-	if (!txn_finished(t))
-		send_hop_request(srv, t, NULL, true);   /* the 487 comes back from upstream (the live branch) */
+	if (txn_finished(t))
+		return;
+	/* the 487 comes back from upstream (the live branch); a CANCEL may not go
+	 * before the next hop said anything (RFC 3261 §9.1): it waits for that */
+	if (t->upstream_status == 0)
+		t->cancel_pending = true;
+	else
+		send_hop_request(srv, t, NULL, true);
 }
 
 

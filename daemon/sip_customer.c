@@ -472,7 +472,7 @@ static bool relay_to_owner(struct sa_server *srv, const struct sa_msg *m, const 
 	log_info("event=relay method=%s call_id=\"%s\" trunk=%s cred=%s owner=%s", m->method_name, LOGQ(m->call_id),
 	         trunk, rb.cred_id, node);
 	struct call_owner own = { .cred_id = rb.cred_id, .trunk_id = "", .inbound = true };
-	sip_forward(srv, m, from, &owner, NULL, sa_route_ours(&srv->self, m), NULL, &own, rb.cred_id);
+	sip_forward(srv, m, from, &owner, NULL, sa_route_initial_pop(m), NULL, &own, rb.cred_id);
 	srv->metrics.fleet_relayed++;
 	return true;
 }
@@ -516,7 +516,7 @@ void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const struct 
 		held = true;
 	}
 	struct call_owner own = { .cred_id = b.cred_id, .trunk_id = b.trunk_id, .inbound = true, .holds_channel = held };
-	if (!sip_forward(srv, m, from, &to, b.contact, sa_route_ours(&srv->self, m), NULL, &own, b.cred_id) && held)
+	if (!sip_forward(srv, m, from, &to, b.contact, sa_route_initial_pop(m), NULL, &own, b.cred_id) && held)
 		channel_release(srv, b.trunk_id);
 }
 

@@ -40,6 +40,9 @@ struct sa_txn {
 	uint64_t started_ms;
 	struct event *timer;           /* retransmit / timeout / linger */
 	struct event *timer_c;         /* INVITE: how long it may ring */
+	struct event *timer_g;         /* INVITE: its failure sent again over UDP until the ACK (Timer G, H) */
+	uint64_t g_started_ms;         /* ... since when */
+	unsigned g_interval_ms;
 	enum sa_txn_state state;       /* the client side's (lib/txn): finished ones linger */
 	bool charged;                  /* counted in its source's and credential's budget */
 	bool local;                    /* we are the UAC (a BYE we send): absorb its responses */
@@ -50,6 +53,8 @@ struct sa_txn {
 	bool answered_here;            /* its final answer is our own (sip_answer_kept): no hop behind us */
 	bool abandoned;                /* an INVITE's branch to a gateway that failover left for silence */
 	bool cancel_sent;              /* abandoned: it rang late and got our CANCEL */
+	bool cancel_pending;           /* cancelled by its sender before the next hop said anything: the
+	                                * CANCEL goes with the first provisional (RFC 3261 §9.1) */
 	bool own_bye;                  /* a BYE of ours: counted in byes_pending until answered */
 	struct sa_pace_item *paced;    /* a BYE of ours waiting for its turn (lib/pace) */
 	struct txn_owner *own;         /* whose it is, while in progress; NULL: nobody's */
@@ -106,6 +111,8 @@ struct sa_txn *txn_new(struct sa_server *srv, const struct sa_msg *m, const stru
 void answer_downstream(struct sa_txn *t, int status);
 void txn_complete(struct sa_txn *t);
 void txn_confirmed(struct sa_txn *t);
+void txn_failure_sent(struct sa_txn *t);
+void txn_timer_c_restart(struct sa_txn *t);
 void txn_timer_c_cb(evutil_socket_t fd, short what, void *arg);
 
 /* sip_relay.c: out to the next hop and back */

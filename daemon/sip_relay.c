@@ -451,8 +451,15 @@ static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_ms
 			return false;
 	}
 	txn_heard(t, m->status);
+	if (t->cancel_pending) {   /* the CANCEL its sender sent before anything came (RFC 3261 §9.1) */
+		t->cancel_pending = false;
+		if (m->status < 200)
+			send_hop_request(srv, t, NULL, true);
+	}
 	if ((steps & SA_RR_FORWARD) && t->early_key && m->status > 100 && m->status < 200 && m->to_tag)
 		sa_txn_early_tag_add(&t->early_tags, m->to_tag);   /* an early dialog now exists */
+	if (steps & SA_RR_RESTART_C)
+		txn_timer_c_restart(t);
 	if (steps & SA_RR_FORWARD)
 		sa_transport_send(srv, &t->from, out, n);
 	if (steps & SA_RR_ACK)
@@ -460,10 +467,14 @@ static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_ms
 	if (steps & SA_RR_CALL)
 		call_create(srv, t, m);
 	bool kept = false;
+	if (steps & SA_RR_FORGET)
+		txn_keep(t, &t->resp, &t->resp_len, NULL, 0);
 	if (steps & SA_RR_KEEP) {
 		txn_keep(t, &t->resp, &t->resp_len, out, n);
 		t->resp_status = m->status;
 		kept = true;
+		if (m->status >= 300)
+			txn_failure_sent(t);
 	}
 	if (steps & SA_RR_COMPLETE)
 		txn_complete(t);
@@ -496,7 +507,7 @@ bool forward_upstream(struct sa_server *srv, const struct sa_msg *m, const struc
                       const char *realm, const struct call_owner *own)
 {
 	struct sa_flow flows[SA_UPSTREAM_MAX];
-	unsigned n = sa_gateways_order(srv, flows, SA_UPSTREAM_MAX), pop = sa_route_ours(&srv->self, m);
+	unsigned n = sa_gateways_order(srv, flows, SA_UPSTREAM_MAX), pop = sa_route_initial_pop(m);
 	if (n == 0) {
 		sip_reject_kept(srv, m, from, 503, NULL, "Retry-After: 5\r\n", sa_gateways_none_reason(srv), own->cred_id);
 		return false;

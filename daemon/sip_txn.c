@@ -237,6 +237,8 @@ static void txn_free(struct sa_txn *t)
 		event_free(t->timer);
 	if (t->timer_c)
 		event_free(t->timer_c);
+	if (t->timer_g)
+		event_free(t->timer_g);
 	txn_keep_req(t, NULL);
 	txn_keep(t, &t->resp, &t->resp_len, NULL, 0);
 	if (t->dir_call_id) {
@@ -362,12 +364,52 @@ fail:
  * end it), from the fields t kept of its request: the Vias below ours are the sender's. */
 void answer_downstream(struct sa_txn *t, int status)
 {
-	char out[8192];
+	char out[8192], *copy;
 	if (t->local || !t->req)
 		return;
 	long n = sa_txn_answer(t->req, status, t->local_tag, out, sizeof(out));
-	if (n > 0)
-		sa_transport_send(t->srv, &t->from, out, (size_t)n);
+	if (n <= 0)
+		return;
+	sa_transport_send(t->srv, &t->from, out, (size_t)n);
+	/* kept: the request's retransmissions get it again, and so does Timer G */
+	if ((copy = malloc((size_t)n)) != NULL) {
+		memcpy(copy, out, (size_t)n);
+		txn_keep(t, &t->resp, &t->resp_len, copy, (size_t)n);
+		t->resp_status = status;
+		txn_failure_sent(t);
+	}
+}
+
+/* Timer G fired: the failure again, unless Timer H is past (lib/txn). */
+static void txn_timer_g_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sa_txn *t = arg;
+	unsigned next = sa_txn_timer_g(sa_now_ms() - t->g_started_ms, &t->g_interval_ms);
+	if (next == 0 || !t->resp) {
+		char callid[256];
+		log_info("event=timeout timer=H status=%d call_id=\"%s\" hint=\"the caller never acknowledged the "
+		         "failure\"", t->resp_status, LOGQ(req_call_id(t->req, callid, sizeof(callid))));
+		event_free(t->timer_g);
+		t->timer_g = NULL;
+		return;
+	}
+	sa_transport_send(t->srv, &t->from, t->resp, t->resp_len);
+	t->srv->metrics.sip_failures_retransmitted++;
+	struct timeval tv = { .tv_sec = next / 1000, .tv_usec = (next % 1000) * 1000 };
+	evtimer_add(t->timer_g, &tv);
+}
+
+/* A failure (300-699) to an INVITE went back to its sender, kept in t->resp:
+ * over UDP, Timer G sends it again until the ACK (RFC 3261 §17.2.1). */
+void txn_failure_sent(struct sa_txn *t)
+{
+	if (t->method != SA_M_INVITE || t->from.proto != SA_PROTO_UDP || t->resp_status < 300 || !t->resp ||
+	    t->timer_g || !(t->timer_g = evtimer_new(t->srv->base, txn_timer_g_cb, t)))
+		return;
+	t->g_started_ms = sa_now_ms();
+	t->g_interval_ms = SA_TXN_T1_MS;
+	struct timeval tv = { .tv_sec = 0, .tv_usec = SA_TXN_T1_MS * 1000 };
+	evtimer_add(t->timer_g, &tv);
 }
 
 /* The list a finished transaction waits in: the one of its lingering time (lib/txn). */
@@ -427,6 +469,10 @@ void txn_complete(struct sa_txn *t)
  * retransmission is ACKed again from here.) */
 void txn_confirmed(struct sa_txn *t)
 {
+	if (t->timer_g) {   /* acknowledged: Timer G stops */
+		event_free(t->timer_g);
+		t->timer_g = NULL;
+	}
 	enum sa_txn_state s = sa_txn_on_ack(t->state);
 	if (!t->answered_here || !txn_finished(t) || s == t->state)
 		return;
@@ -461,8 +507,8 @@ static void txn_act(struct sa_txn *t, unsigned act, const char *timer)
 		log_info("event=timeout timer=%s method=%d upstream_status=%d", timer, t->method, t->upstream_status);
 	if ((act & SA_TXN_ACT_CANCEL) && !t->local)
 		send_hop_request(t->srv, t, NULL, true);
-	if (act & SA_TXN_ACT_ANSWER_408)
-		answer_downstream(t, 408);
+	if (act & SA_TXN_ACT_ANSWER_408)   /* cancelled while nothing came: terminated, as it asked */
+		answer_downstream(t, t->cancel_pending ? 487 : 408);
 	if (act & SA_TXN_ACT_COMPLETE)
 		txn_complete(t);
 }
@@ -488,6 +534,14 @@ void txn_timer_c_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sa_txn *t = arg;
 	txn_act(t, sa_txn_timer_c(t->upstream_status), "C");
+}
+
+/* A provisional other than 100 came: Timer C starts again (RFC 3261 §16.7 step 2). */
+void txn_timer_c_restart(struct sa_txn *t)
+{
+	struct timeval tc = { .tv_sec = t->srv->cfg.timer_c };
+	if (t->timer_c)
+		evtimer_add(t->timer_c, &tc);
 }
 
 static void txn_drained(struct sa_txn_node *n, void *arg)

@@ -232,6 +232,8 @@ char *sa_metrics_render(const struct sa_metrics *m, size_t *len)
 	counter(f, "sip_forwarded_total", "SIP messages forwarded.", m->sip_forwarded);
 	counter(f, "sip_retransmissions_absorbed_total", "Retransmitted requests answered from transaction state (ACKs not counted).",
 	        m->sip_retransmissions_absorbed);
+	counter(f, "sip_failures_retransmitted_total",
+	        "Failures to INVITEs sent again over UDP until their ACK came (Timer G).", m->sip_failures_retransmitted);
 	transactions(f, m);
 	by_status(f, "api_requests_total", "HTTP requests answered (API, dashboard, metrics, health), by status.",
 	          m->api_requests);
@@ -353,6 +355,7 @@ void sa_metrics_add(struct sa_metrics *into, const struct sa_metrics *w)
 	ADD_ALL(sip_rejected);
 	ADD(sip_forwarded);
 	ADD(sip_retransmissions_absorbed);
+	ADD(sip_failures_retransmitted);
 	ADD(calls_started);
 	ADD(calls_revoked);
 	ADD(calls_reaped);

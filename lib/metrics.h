@@ -34,6 +34,7 @@ struct sa_metrics {
 	uint64_t sip_rejected[SA_METRICS_STATUSES];      /* our own SIP error answers by status */
 	uint64_t sip_forwarded;
 	uint64_t sip_retransmissions_absorbed;
+	uint64_t sip_failures_retransmitted;             /* Timer G: failures to INVITEs sent again */
 	uint64_t calls_active;                           /* gauge */
 	uint64_t calls_started, calls_revoked, calls_reaped;
 	uint64_t credential_rotations;                   /* passwords rotated over the API */

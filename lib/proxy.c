@@ -132,11 +132,23 @@ long sa_proxy_ours(const char *via, const char *const rr[2], char *out, size_t c
 	return b.overflow ? -1 : (long)b.len;
 }
 
+/* A message without Content-Length (allowed over UDP: the body is the rest of
+ * the datagram) gets one: the next hop may be a stream, where it is the only
+ * framing (RFC 3261 §18.3, §20.14). */
+static void put_content_length(struct sa_buf *b, struct sa_fwd_layout *l, size_t body_len)
+{
+	size_t start = b->len;
+	sa_buf_puts(b, "Content-Length: ");
+	sa_buf_putu(b, (unsigned long)body_len);
+	sa_buf_puts(b, "\r\n");
+	note_line(b, l, SA_H_CONTENT_LENGTH, start, 16);
+}
+
 long sa_proxy_request(const struct sa_msg *m, const struct sa_fwd *f, char *out, size_t cap)
 {
 	struct sa_buf b = { .p = out, .cap = cap };
 	struct sa_fwd_layout *l = f->layout;
-	bool via_done = false, mf_done = false;
+	bool via_done = false, mf_done = false, cl_done = false;
 	unsigned pop = f->pop_route, nproxy_auth = 0;
 
 	if (l)
@@ -180,6 +192,10 @@ long sa_proxy_request(const struct sa_msg *m, const struct sa_fwd *f, char *out,
 				put_line(&b, l, h);
 			nproxy_auth++;
 			break;
+		case SA_H_CONTENT_LENGTH:
+			cl_done = true;
+			put_line(&b, l, h);
+			break;
 		default:
 			put_line(&b, l, h);
 		}
@@ -189,6 +205,8 @@ long sa_proxy_request(const struct sa_msg *m, const struct sa_fwd *f, char *out,
 		sa_buf_puts(&b, "Max-Forwards: 70\r\n");
 		note_line(&b, l, SA_H_MAX_FORWARDS, start, 14);
 	}
+	if (!cl_done)
+		put_content_length(&b, l, m->body_len);
 	sa_buf_puts(&b, "\r\n");
 	sa_buf_put(&b, m->body, m->body_len);
 	return b.overflow ? -1 : (long)b.len;
@@ -197,7 +215,7 @@ long sa_proxy_request(const struct sa_msg *m, const struct sa_fwd *f, char *out,
 long sa_proxy_response(const struct sa_msg *m, char *out, size_t cap)
 {
 	struct sa_buf b = { .p = out, .cap = cap };
-	bool popped = false;
+	bool popped = false, cl_done = false;
 
 	if (!sa_msg_header(m, SA_H_VIA, 1)) {
 		const struct sa_hdr *v = sa_msg_header(m, SA_H_VIA, 0);
@@ -213,9 +231,12 @@ long sa_proxy_response(const struct sa_msg *m, char *out, size_t cap)
 			put_rest_values(&b, NULL, "Via: ", h, &one);
 			popped = true;
 		} else {
+			cl_done |= h->kind == SA_H_CONTENT_LENGTH;
 			put_line(&b, NULL, h);
 		}
 	}
+	if (!cl_done)
+		put_content_length(&b, NULL, m->body_len);
 	sa_buf_puts(&b, "\r\n");
 	sa_buf_put(&b, m->body, m->body_len);
 	return b.overflow ? -1 : (long)b.len;

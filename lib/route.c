@@ -124,12 +124,16 @@ static struct sa_route_resp_decision relay_steps(const struct sa_route_response 
 	if (r->status == 100)
 		return d;   /* hop by hop: we sent our own */
 	d.steps |= SA_RR_FORWARD;
-	if (r->status < 200)
+	if (r->status < 200) {
+		d.steps |= SA_RR_KEEP | (r->invite ? SA_RR_RESTART_C : 0);
 		return d;
+	}
 	if (r->status >= 300 && r->invite && !next_gw)
 		d.steps |= SA_RR_ACK;   /* (TRY_NEXT acknowledged it already) */
 	if (r->status < 300 && r->invite && r->owns_call)
 		d.steps |= SA_RR_CALL;
+	if (r->status < 300 && r->invite)
+		d.steps |= SA_RR_FORGET;
 	if (r->status >= 300 || !r->invite)
 		d.steps |= SA_RR_KEEP;
 	d.steps |= SA_RR_COMPLETE;
@@ -204,6 +208,11 @@ unsigned sa_route_ours(const struct sa_route_self *self, const struct sa_msg *m)
 	                          sa_route_uri_names_us(self, &m->routes[n].uri)))
 		n++;
 	return n;
+}
+
+unsigned sa_route_initial_pop(const struct sa_msg *m)
+{
+	return m->nroutes;
 }
 
 bool sa_route_options_for_us(const struct sa_msg *m)

@@ -96,6 +96,13 @@ bool sa_route_uri_names_us(const struct sa_route_self *self, const struct sa_uri
  * before the request goes on; a Route to anyone else is never ours to take). */
 unsigned sa_route_ours(const struct sa_route_self *self, const struct sa_msg *m);
 
+/* How many Route values an initial request (no To tag) leaves without: all
+ * of them. sipauthd chooses its next hop (a gateway, a registered PBX, the
+ * node holding the registration); a preloaded Route past ours would have
+ * that hop, which trusts sipauthd, relay the request wherever the sender
+ * named (Kamailio's default configuration removes them too). */
+unsigned sa_route_initial_pop(const struct sa_msg *m);
+
 /* OPTIONS without a user part and outside a dialog: a keep-alive for the
  * proxy itself, answered without credentials. */
 bool sa_route_options_for_us(const struct sa_msg *m);
@@ -187,8 +194,12 @@ enum {
 	SA_RR_FORWARD = 1 << 1,    /* to the request's sender (a 100 is hop by hop: never) */
 	SA_RR_ACK = 1 << 2,        /* ACK a non-2xx final to an INVITE on its branch (RFC 3261 §17.1.1.3) */
 	SA_RR_CALL = 1 << 3,       /* a 2xx to a credential's INVITE: the call is set up */
-	SA_RR_KEEP = 1 << 4,       /* keep the answer for retransmissions of the request */
+	SA_RR_KEEP = 1 << 4,       /* keep the answer for retransmissions of the request: a final,
+	                            * or the last provisional (RFC 3261 §17.2.1, §17.2.2) */
 	SA_RR_COMPLETE = 1 << 5,   /* the transaction has its final answer */
+	SA_RR_FORGET = 1 << 6,     /* a 2xx to an INVITE: Accepted (RFC 6026 §8.5), the INVITE's
+	                            * retransmissions are absorbed with nothing sent: drop what was kept */
+	SA_RR_RESTART_C = 1 << 7,  /* a provisional other than 100 to an INVITE: Timer C starts again (§16.7 step 2) */
 };
 
 struct sa_route_resp_decision {

@@ -99,6 +99,16 @@ unsigned sa_txn_timer_c(int upstream_status)
 	return upstream_status >= 100 ? act | SA_TXN_ACT_CANCEL : act;
 }
 
+unsigned sa_txn_timer_g(uint64_t elapsed_ms, unsigned *interval_ms)
+{
+	const uint64_t timer_h = 64 * SA_TXN_T1_MS;
+	if (elapsed_ms >= timer_h)
+		return 0;
+	*interval_ms = *interval_ms * 2 > SA_TXN_T2_MS ? SA_TXN_T2_MS : *interval_ms * 2;
+	unsigned left = (unsigned)(timer_h - elapsed_ms);
+	return *interval_ms < left ? *interval_ms : left;
+}
+
 /* ---- server transaction keys ---- */
 
 /* Appends s (n bytes) at *at, leaving room for the NUL; false when cut. */

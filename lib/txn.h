@@ -46,6 +46,15 @@ unsigned sa_txn_client_timer(enum sa_method method, bool reliable, uint64_t elap
 /* Timer C (an INVITE rang for timer_c seconds): CANCEL if it rang, 408 to the caller. */
 unsigned sa_txn_timer_c(int upstream_status);
 
+/* The server side's Timer G and H (RFC 3261 §17.2.1): a failure sent back to
+ * an INVITE's sender over UDP goes again at T1, doubling up to T2, until its
+ * ACK comes or 64*T1 (Timer H) has passed since it was first sent. The sender
+ * stopped retransmitting its INVITE at our 100 Trying: a lost failure would
+ * leave it waiting. elapsed_ms since the failure was first sent, *interval_ms
+ * the last wait (T1 to start), updated. Returns the delay until the next
+ * send, 0 when Timer H has fired (nothing more is sent). */
+unsigned sa_txn_timer_g(uint64_t elapsed_ms, unsigned *interval_ms);
+
 /* ---- matching a request to its server transaction (RFC 3261 §17.2.3) ---- */
 
 #define SA_TXN_KEY_MAX 320

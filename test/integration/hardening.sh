@@ -166,7 +166,8 @@ fi
 wait "$msg_pid"; wait "$inv_pid"
 assert_eq "no 408 (nor anything else) for a MESSAGE the gateway never answered (RFC 4320)" "[]" \
 	"$(python3 -c 'import json,sys; print([e for e in map(json.loads, open(sys.argv[1])) if e["event"]=="late"][0]["statuses"])' "$T/message.out")"
-late=$(python3 -c 'import json,sys; l=[e for e in map(json.loads, open(sys.argv[1])) if e["event"]=="late"][0]["statuses"]; print(" ".join("%d %s" % (e["status"], e["to"]) for e in l if e["status"] >= 200))' "$T/invite408.out")
+# (the same 408 each time: this client sends no ACK, so Timer G sends it again)
+late=$(python3 -c 'import json,sys; l=[e for e in map(json.loads, open(sys.argv[1])) if e["event"]=="late"][0]["statuses"]; print(" ".join(sorted(set("%d %s" % (e["status"], e["to"]) for e in l if e["status"] >= 200))))' "$T/invite408.out")
 assert_match "an INVITE the gateway never answered gets 408 with a random 64-bit tag" '^408 <sip:[^>]*>;tag=[0-9a-f]{16}$' "$late"
 assert_nomatch "... not the constant tag" 'tag=sipauthd' "$late"
 

@@ -344,17 +344,24 @@ START_TEST(provisionals_go_back_but_100_is_hop_by_hop)
 	struct sa_route_resp_decision d = sa_route_response(&r);
 	ck_assert_int_eq(d.action, SA_RR_RELAY);
 	ck_assert_uint_eq(d.steps, 0);
+	/* the last provisional is what a retransmitted INVITE gets again (§17.2.1), and
+	 * it starts Timer C again (§16.7 step 2); a non-INVITE's is kept too (§17.2.2) */
 	r.status = 180;
-	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD);
+	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD | SA_RR_KEEP | SA_RR_RESTART_C);
+	r.status = 183;
+	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD | SA_RR_KEEP | SA_RR_RESTART_C);
+	r.invite = false;
+	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD | SA_RR_KEEP);
 }
 END_TEST
 
 START_TEST(a_2xx_to_an_invite_sets_up_the_call_and_is_not_kept)
 {
 	struct sa_route_response r = invite_answer(200);
-	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD | SA_RR_CALL | SA_RR_COMPLETE);
+	/* Accepted (RFC 6026): the INVITE's retransmissions get nothing, not the provisional kept */
+	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD | SA_RR_CALL | SA_RR_FORGET | SA_RR_COMPLETE);
 	r.owns_call = false;   /* an inbound call, or a trunk trusting the network: no credential */
-	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD | SA_RR_COMPLETE);
+	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD | SA_RR_FORGET | SA_RR_COMPLETE);
 }
 END_TEST
 
@@ -498,6 +505,20 @@ START_TEST(only_leading_routes_that_name_us_are_ours)
 }
 END_TEST
 
+/* An initial request leaves without any Route: ours, and a preloaded one past it. */
+START_TEST(an_initial_request_leaves_without_its_preloaded_routes)
+{
+	parse("INVITE", "sip:+15551234567@trunk-acme.sip.example.net",
+	      "Route: <sip:trunk-acme.sip.example.net;lr>\r\nRoute: <sip:203.0.113.66;lr>, <sip:10.9.9.9;lr>\r\n", "");
+	ck_assert_uint_eq(sa_route_ours(&self, &msg), 1);
+	ck_assert_uint_eq(sa_route_initial_pop(&msg), 3);
+	sa_msg_free(&msg);
+	parse("INVITE", "sip:+15551234567@trunk-acme.sip.example.net", "", "");
+	ck_assert_uint_eq(sa_route_initial_pop(&msg), 0);
+	sa_msg_free(&msg);
+}
+END_TEST
+
 START_TEST(an_options_keepalive_is_for_us_only_without_user_and_tag)
 {
 	parse("OPTIONS", "sip:trunk-acme.sip.example.net", "", "");
@@ -604,6 +625,7 @@ int main(void)
 	tcase_add_test(tc, a_uri_is_us_by_listener_address_and_port);
 	tcase_add_test(tc, a_uri_names_us_by_domain_or_trunk_host_on_our_ports);
 	tcase_add_test(tc, only_leading_routes_that_name_us_are_ours);
+	tcase_add_test(tc, an_initial_request_leaves_without_its_preloaded_routes);
 	tcase_add_test(tc, an_options_keepalive_is_for_us_only_without_user_and_tag);
 	tcase_add_test(tc, proxy_require_always_and_require_on_register_are_refused);
 	tcase_add_test(tc, a_gateway_left_for_silence_that_answers_late_is_cancelled_acked_or_hung_up);

@@ -59,6 +59,25 @@ START_TEST(timer_a_doubles_and_timer_b_answers_408)
 }
 END_TEST
 
+/* Timer G: a failure to an INVITE goes again at T1, 2T1, 4T1, then every T2,
+ * until Timer H (64*T1 after the first send); the last wait is cut to what is left. */
+START_TEST(timer_g_doubles_to_t2_until_timer_h)
+{
+	unsigned interval = T1, next;
+	uint64_t t = T1;   /* sent at 0, Timer G first fires at T1 */
+	unsigned expect[] = { 2 * T1, 4 * T1, T2, T2, T2, T2, T2, T2, T2 };
+	for (size_t i = 0; i < sizeof(expect) / sizeof(expect[0]); i++) {
+		next = sa_txn_timer_g(t, &interval);
+		ck_assert_uint_eq(next, expect[i]);
+		t += next;
+	}
+	ck_assert_uint_eq(t, 63 * T1);   /* sent again at T1, 3T1, 7T1, 15T1, 23T1, ... 63T1 */
+	ck_assert_uint_eq(sa_txn_timer_g(t, &interval), T1);
+	ck_assert_uint_eq(sa_txn_timer_g(64 * T1, &interval), 0);
+	ck_assert_uint_eq(sa_txn_timer_g(100 * T1, &interval), 0);
+}
+END_TEST
+
 /* Timer E: non-INVITE doubles up to T2; Timer F ends it WITHOUT a 408 (RFC 4320 §4.1). */
 START_TEST(timer_e_caps_at_t2_and_timer_f_sends_no_408)
 {
@@ -658,6 +677,69 @@ START_TEST(a_kept_request_is_what_was_sent_and_knows_its_fields)
 }
 END_TEST
 
+/* Over UDP a message may leave Content-Length out (the body is the rest of
+ * the datagram); forwarded or relayed, it gets one, since the next hop may
+ * be a stream where it is the only framing (RFC 3261 §18.3). One it has is kept. */
+START_TEST(a_message_without_content_length_gets_one_on_its_way)
+{
+	static const char req[] = "INVITE sip:+15551234@pbx.example.com SIP/2.0\r\n"
+	                          "Via: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKgw1\r\n"
+	                          "From: <sip:gw@10.0.0.9>;tag=g1\r\n"
+	                          "To: <sip:+15551234@pbx.example.com>\r\n"
+	                          "Call-ID: cl-1@10.0.0.9\r\n"
+	                          "CSeq: 1 INVITE\r\n"
+	                          "Content-Type: application/sdp\r\n"
+	                          "\r\n"
+	                          "v=0\r\n";
+	static const char resp[] = "SIP/2.0 183 Session Progress\r\n"
+	                           "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKours\r\n"
+	                           "Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKpbx\r\n"
+	                           "From: <sip:pbx@10.0.0.5>;tag=a1\r\n"
+	                           "To: <sip:+15551234@gw.example.com>;tag=b2\r\n"
+	                           "Call-ID: call-1@10.0.0.5\r\n"
+	                           "CSeq: 7 INVITE\r\n"
+	                           "Content-Type: application/sdp\r\n"
+	                           "\r\n"
+	                           "v=0\r\n";
+	struct sa_msg m;
+	struct sa_msg_error err;
+	char out[FRESH_MAX];
+	struct sa_fwd f = { .via = OUR_VIA, .peer = &pbx };
+
+	ck_assert_int_eq(sa_msg_parse(&m, req, strlen(req), false, &err), 0);
+	long n = sa_proxy_request(&m, &f, out, sizeof(out));
+	ck_assert_int_gt(n, 0);
+	out[n] = '\0';
+	ck_assert_ptr_nonnull(strstr(out, "Content-Type: application/sdp\r\nMax-Forwards: 70\r\nContent-Length: 5\r\n\r\nv=0\r\n"));
+	sa_msg_free(&m);
+
+	ck_assert_int_eq(sa_msg_parse(&m, resp, strlen(resp), false, &err), 0);
+	n = sa_proxy_response(&m, out, sizeof(out));
+	ck_assert_int_gt(n, 0);
+	out[n] = '\0';
+	ck_assert_str_eq(out, "SIP/2.0 183 Session Progress\r\n"
+	                      "Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKpbx\r\n"
+	                      "From: <sip:pbx@10.0.0.5>;tag=a1\r\n"
+	                      "To: <sip:+15551234@gw.example.com>;tag=b2\r\n"
+	                      "Call-ID: call-1@10.0.0.5\r\n"
+	                      "CSeq: 7 INVITE\r\n"
+	                      "Content-Type: application/sdp\r\n"
+	                      "Content-Length: 5\r\n"
+	                      "\r\n"
+	                      "v=0\r\n");
+	sa_msg_free(&m);
+
+	/* one it has stays as it was: a single Content-Length */
+	long k;
+	struct sa_txn_req *r = kept(INVITE_IN, &fwd_to_gw, out, sizeof(out), &k);
+	out[k] = '\0';
+	char *cl = strstr(out, "Content-Length: 4\r\n");
+	ck_assert_ptr_nonnull(cl);
+	ck_assert_ptr_null(strstr(cl + 1, "Content-Length"));
+	sa_txn_req_free(r);
+}
+END_TEST
+
 /* The CANCEL or ACK of INVITE_IN as forwarded: its Request-URI, our Via,
  * From and Call-ID as sent (compact names kept), the Route left after ours;
  * they differ in the method and the To line. */
@@ -698,6 +780,48 @@ START_TEST(cancel_and_ack_copy_the_request_as_sent)
 	/* too small a buffer: nothing half-written is handed out */
 	ck_assert_int_eq(sa_txn_cancel(r, out, 64), -1);
 	sa_txn_req_free(r);
+}
+END_TEST
+
+/* Our own answer's top Via: received and rport set for the peer, the
+ * sender's own dropped even with blanks around ';' and '=' (SWS, RFC 3261
+ * §25.1), and rport filled for a request whose parse stopped before its Via
+ * (a tel: Request-URI, answered 416: RFC 3581 §4). */
+START_TEST(our_answer_sets_received_and_rport_once)
+{
+	static const struct sa_peer from = { .addr = "10.0.0.9", .port = 40059, .transport = "udp" };
+	static const char spaced[] = "OPTIONS sip:trunk-t1.sip.example.com SIP/2.0\r\n"
+	                             "Via: SIP/2.0/UDP 10.0.0.5:5062 ; branch=z9hG4bKsp1 ; rport ; received = 1.2.3.4\r\n"
+	                             "From: <sip:pbx@10.0.0.5>;tag=a1\r\n"
+	                             "To: <sip:trunk-t1.sip.example.com>\r\n"
+	                             "Call-ID: sp-1@10.0.0.5\r\n"
+	                             "CSeq: 1 OPTIONS\r\n"
+	                             "Content-Length: 0\r\n\r\n";
+	static const char tel[] = "INVITE tel:+15551234 SIP/2.0\r\n"
+	                          "Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKtel1;rport\r\n"
+	                          "From: <sip:pbx@10.0.0.5>;tag=a1\r\n"
+	                          "To: <tel:+15551234>\r\n"
+	                          "Call-ID: tel-1@10.0.0.5\r\n"
+	                          "CSeq: 1 INVITE\r\n"
+	                          "Content-Length: 0\r\n\r\n";
+	struct sa_msg m;
+	struct sa_msg_error err = { 0 };
+	char out[2048];
+
+	ck_assert_int_eq(sa_msg_parse(&m, spaced, strlen(spaced), false, &err), 0);
+	long n = sa_msg_response(&m, &from, 200, NULL, "t1", NULL, out, sizeof(out) - 1);
+	ck_assert_int_gt(n, 0);
+	out[n] = '\0';
+	ck_assert_ptr_nonnull(strstr(out, "\r\nVia: SIP/2.0/UDP 10.0.0.5:5062 ; branch=z9hG4bKsp1 ;received=10.0.0.9;rport=40059\r\n"));
+	sa_msg_free(&m);
+
+	ck_assert_int_lt(sa_msg_parse(&m, tel, strlen(tel), false, &err), 0);
+	ck_assert_int_eq(err.status, 416);
+	n = sa_msg_response(&m, &from, 416, NULL, "t1", NULL, out, sizeof(out) - 1);
+	ck_assert_int_gt(n, 0);
+	out[n] = '\0';
+	ck_assert_ptr_nonnull(strstr(out, "\r\nVia: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKtel1;received=10.0.0.9;rport=40059\r\n"));
+	sa_msg_free(&m);
 }
 END_TEST
 
@@ -854,6 +978,7 @@ int main(void)
 	tcase_add_test(tc, keys_that_share_a_slot_are_told_apart_and_removed_alone);
 	tcase_add_test(tc, branches_are_random_and_carry_the_cookie);
 	tcase_add_test(tc, timer_a_doubles_and_timer_b_answers_408);
+	tcase_add_test(tc, timer_g_doubles_to_t2_until_timer_h);
 	tcase_add_test(tc, timer_e_caps_at_t2_and_timer_f_sends_no_408);
 	tcase_add_test(tc, non_invite_proceeding_retransmits_at_t2);
 	tcase_add_test(tc, a_ringing_invite_outlives_timer_b);
@@ -864,6 +989,8 @@ int main(void)
 	tcase_add_test(tc, counts_survive_churn);
 	tcase_add_test(tc, bytes_are_bounded);
 	tcase_add_test(tc, a_kept_request_is_what_was_sent_and_knows_its_fields);
+	tcase_add_test(tc, a_message_without_content_length_gets_one_on_its_way);
+	tcase_add_test(tc, our_answer_sets_received_and_rport_once);
 	tcase_add_test(tc, cancel_and_ack_copy_the_request_as_sent);
 	tcase_add_test(tc, our_answer_goes_to_the_vias_below_ours);
 	tcase_add_test(tc, our_answer_keeps_a_tag_the_to_has);

@@ -1,0 +1,37 @@
+#!/bin/sh
+# proxy_rfc.sh: RFC 3261 proxy behaviours through the real daemon (test/proxy_rfc.py plays the PBX
+# on 127.0.0.1 and the gateway on 127.0.0.2, over UDP): Timer G sends a relayed failure again
+# until the caller's ACK; a retransmitted INVITE gets the last provisional; a CANCEL waits for the
+# gateway's first provisional; a message without Content-Length gets one on its way; an initial
+# request loses the Routes its sender preloaded.
+. "$top_srcdir/test/lib.sh"
+need python3
+need curl
+setup_store || { fail "store setup"; finish; }
+API_PORT=$(free_port 127.0.0.1)
+start_sipauthd "MD5" "[api]
+listen = 127.0.0.1:$API_PORT" || { fail "sipauthd did not start"; finish; }
+metric() { curl -s "http://127.0.0.1:$API_PORT/metrics" | sed -n "s/^sipauthd_$1 //p"; }
+
+# scenario NAME: runs it; each of its checks is one assertion here
+scenario() {
+	python3 "$top_srcdir/test/proxy_rfc.py" "$1" --server "127.0.0.1:$SIP_PORT" --gateway "127.0.0.2:$GW_PORT" \
+		--host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" >"$T/$1.json" 2>"$T/$1.err"
+	assert_eq "scenario $1 ran to its end" "" "$(cat "$T/$1.err")"
+	while IFS= read -r line; do
+		name=$(printf '%s' "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin)["check"])')
+		ok=$(printf '%s' "$line" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["ok"])')
+		got=$(printf '%s' "$line" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["got"]))')
+		assert_eq "$name (got $got)" True "$ok"
+	done <"$T/$1.json"
+}
+
+scenario timer-g
+assert_eq "the metric counts the 486 sent again twice" 2 "$(metric sip_failures_retransmitted_total)"
+scenario provisional
+scenario cancel-early
+scenario no-length
+scenario preloaded
+assert_eq "every check ran (5 scenarios, 13 checks)" 13 "$(cat "$T"/*.json | grep -c '"check"')"
+assert_nomatch "no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/sipauthd.log")"
+finish

@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""proxy_rfc.py: RFC 3261 proxy behaviours a SIP engineer checks first, each as one scenario
+through sipauthd with a PBX (127.0.0.1, UDP) and the gateway (--gateway, 127.0.0.2:PORT, UDP)
+played by this process:
+
+  timer-g     the gateway answers an authenticated INVITE 486; the PBX (which got our 100
+              Trying, so retransmits nothing) does not ACK: the 486 must come again (Timer G,
+              §17.2.1), and no more once the PBX ACKs
+  provisional the gateway rings (180); the PBX retransmits its INVITE: it gets the 180 again,
+              not a 100 (§17.2.1); after the 200 a retransmitted INVITE gets nothing (RFC 6026)
+  cancel-early the PBX cancels before the gateway said anything: the CANCEL waits for the
+              gateway's first provisional (§9.1), then goes; the 487 comes back to the PBX
+  no-length   the PBX's INVITE and the gateway's 180 carry a body and no Content-Length (allowed
+              over UDP): each arrives with a Content-Length (§18.3: the next hop may be a stream)
+  preloaded   the PBX preloads a Route past ours (to 10.9.9.9): the gateway gets no Route
+
+Prints one JSON line per check: {"check": NAME, "ok": true|false, "got": ...}; exit status 0 when
+every check held, 1 otherwise, 2 on usage. Standard library and test/sipclient.py only.
+"""
+
+import argparse
+import json
+import os
+import re
+import secrets
+import select
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sipclient as sc  # noqa: E402
+
+SDP = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+RESULTS = []
+
+
+def check(name, ok, got=None):
+    RESULTS.append(ok)
+    print(json.dumps({"check": name, "ok": bool(ok), "got": got}), flush=True)
+
+
+def udp(ip, port=0):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((ip, port))
+    return s
+
+
+def crlf(text):
+    return text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
+
+
+def recv_all(sock, seconds):
+    """Every message that arrives within `seconds`, as (time, Message)."""
+    out, end = [], time.monotonic() + seconds
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return out
+        ready, _, _ = select.select([sock], [], [], left)
+        if not ready:
+            return out
+        data, src = sock.recvfrom(65535)
+        m = sc.parse_message(data)
+        m.src = src
+        out.append((time.monotonic(), m))
+
+
+def recv_one(sock, pred, seconds=3.0):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for _, m in recv_all(sock, min(0.2, end - time.monotonic())):
+            if pred(m):
+                return m
+    return None
+
+
+def response_to(req, status, reason, extra=(), body="", to_tag="gw1", length=True):
+    hs = [f"Via: {v}" for v in req.headers.get("via", [])]
+    to = req.first("to")
+    if to_tag and ";tag=" not in to:
+        to += f";tag={to_tag}"
+    hs += [f"From: {req.first('from')}", f"To: {to}", f"Call-ID: {req.first('call-id')}",
+           f"CSeq: {req.first('cseq')}"] + [f"Record-Route: {r}" for r in req.headers.get("record-route", [])]
+    hs += list(extra)
+    if length:
+        hs.append(f"Content-Length: {len(body)}")
+    return crlf("\r\n".join([f"SIP/2.0 {status} {reason}"] + hs) + "\r\n\r\n") + body.encode()
+
+
+class Call:
+    """One INVITE from the PBX, authenticated, up to its arrival at the gateway."""
+
+    def __init__(self, a, pbx, gw, proxy):
+        self.a, self.pbx, self.gw, self.proxy = a, pbx, gw, proxy
+        self.call_id = f"rfc-{secrets.token_hex(6)}@127.0.0.1"
+        self.tag = "pbx" + secrets.token_hex(4)
+        self.ruri = f"sip:15550001234@{a.host}"
+        self.branch = None
+
+    def invite_bytes(self, cseq, branch, extra="", body=SDP, length=True):
+        ip, port = self.pbx.getsockname()
+        lines = [f"INVITE {self.ruri} SIP/2.0", f"Via: SIP/2.0/UDP {ip}:{port};branch={branch};rport",
+                 "Max-Forwards: 70", f"From: <sip:pbx@{self.a.host}>;tag={self.tag}",
+                 f"To: <{self.ruri}>", f"Call-ID: {self.call_id}", f"CSeq: {cseq} INVITE",
+                 f"Contact: <sip:pbx@{ip}:{port}>", "Content-Type: application/sdp"] + \
+                [x for x in extra.split("\n") if x]
+        if length:
+            lines.append(f"Content-Length: {len(body)}")
+        return crlf("\r\n".join(lines) + "\r\n\r\n") + body.encode()
+
+    def ack_bytes(self, resp, branch, cseq):
+        ip, port = self.pbx.getsockname()
+        return crlf("\r\n".join([f"ACK {self.ruri} SIP/2.0", f"Via: SIP/2.0/UDP {ip}:{port};branch={branch};rport",
+                                 "Max-Forwards: 70", f"From: {resp.first('from')}", f"To: {resp.first('to')}",
+                                 f"Call-ID: {self.call_id}", f"CSeq: {cseq} ACK", "Content-Length: 0"]) + "\r\n\r\n")
+
+    def start(self, extra="", length=True):
+        """INVITE, 407, ACK, INVITE with credentials; the INVITE as the gateway got it (or None)."""
+        b1 = "z9hG4bK" + secrets.token_hex(8)
+        self.pbx.sendto(self.invite_bytes(1, b1), self.proxy)
+        r407 = recv_one(self.pbx, lambda m: m.status == 407)
+        if not r407:
+            return None
+        self.pbx.sendto(self.ack_bytes(r407, b1, 1), self.proxy)
+        ch = sc.parse_challenge(r407.first("proxy-authenticate"))
+        auth = sc.digest_credentials(ch, "MD5", "MD5", self.a.user, self.a.password, "INVITE", self.ruri,
+                                     sc.choose_qop(ch), "00000001", secrets.token_hex(8), b"")
+        self.branch = "z9hG4bK" + secrets.token_hex(8)
+        self.second = self.invite_bytes(2, self.branch, extra + f"\nProxy-Authorization: {auth}", length=length)
+        self.pbx.sendto(self.second, self.proxy)
+        inv = recv_one(self.gw, lambda m: m.method == "INVITE")
+        recv_one(self.pbx, lambda m: m.status == 100, 1.0)
+        return inv
+
+
+def timer_g(a, pbx, gw, proxy):
+    c = Call(a, pbx, gw, proxy)
+    inv = c.start()
+    if not inv:
+        return check("timer-g: the INVITE reached the gateway", False)
+    gw.sendto(response_to(inv, 486, "Busy Here"), inv.src)
+    got = [(t, m) for t, m in recv_all(pbx, 2.2) if m.status == 486]
+    t0 = got[0][0] if got else 0
+    times = [round(t - t0, 2) for t, _ in got]
+    # sent at 0, then Timer G: T1 (0.5 s) later, then 1 s after that: 0, 0.5, 1.5
+    check("timer-g: the 486 reaches the PBX three times in 2.2 s without its ACK (0, 0.5, 1.5 s)",
+          len(times) == 3 and abs(times[1] - 0.5) < 0.2 and abs(times[2] - 1.5) < 0.3, times)
+    if got:
+        pbx.sendto(c.ack_bytes(got[0][1], c.branch, 2), proxy)
+    later = [m.status for _, m in recv_all(pbx, 2.5)]
+    check("timer-g: after the PBX's ACK the 486 comes no more (2.5 s)", later == [], later)
+    acks = [m.method for _, m in recv_all(gw, 0.3)]
+    check("timer-g: the gateway got one ACK for its 486 (ours; the PBX's is absorbed)", acks == ["ACK"], acks)
+
+
+def provisional(a, pbx, gw, proxy):
+    c = Call(a, pbx, gw, proxy)
+    inv = c.start()
+    if not inv:
+        return check("provisional: the INVITE reached the gateway", False)
+    gw.sendto(response_to(inv, 180, "Ringing", [f"Contact: <sip:gw@{a.gateway}>"]), inv.src)
+    recv_one(pbx, lambda m: m.status == 180)
+    pbx.sendto(c.second, proxy)   # the INVITE again, as a PBX whose 180 was lost would send it
+    again = [m.status for _, m in recv_all(pbx, 0.5)]
+    check("provisional: a retransmitted INVITE gets the last provisional again (180, not 100)", again == [180], again)
+    gw_got = [m.method or m.status for _, m in recv_all(gw, 0.2)]
+    check("provisional: ... and the gateway does not get it twice", gw_got == [], gw_got)
+    gw.sendto(response_to(inv, 200, "OK", [f"Contact: <sip:gw@{a.gateway}>", "Content-Type: application/sdp"], SDP),
+              inv.src)
+    ok = recv_one(pbx, lambda m: m.status == 200)
+    pbx.sendto(c.second, proxy)
+    after = [m.status for _, m in recv_all(pbx, 0.5)]
+    check("provisional: after the 200 a retransmitted INVITE gets nothing (RFC 6026 Accepted)", after == [], after)
+    if ok:   # end the call: ACK and BYE along the route set
+        routes = "".join(f"Route: {r}\r\n" for r in reversed(ok.headers.get("record-route", [])))
+        ip, port = pbx.getsockname()
+        target = sc.uri_of(ok.first("contact"))
+        for method, cseq in (("ACK", 2), ("BYE", 3)):
+            pbx.sendto(crlf(f"{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{port};branch=z9hG4bK"
+                            f"{secrets.token_hex(8)};rport\r\nMax-Forwards: 70\r\nFrom: {ok.first('from')}\r\n"
+                            f"To: {ok.first('to')}\r\nCall-ID: {c.call_id}\r\nCSeq: {cseq} {method}\r\n{routes}"
+                            "Content-Length: 0\r\n\r\n"), proxy)
+        bye = recv_one(gw, lambda m: m.method == "BYE")
+        if bye:
+            gw.sendto(response_to(bye, 200, "OK", to_tag=None), bye.src)
+            recv_one(pbx, lambda m: m.status == 200 and m.cseq()[1] == "BYE")
+
+
+def cancel_early(a, pbx, gw, proxy):
+    c = Call(a, pbx, gw, proxy)
+    inv = c.start()
+    if not inv:
+        return check("cancel-early: the INVITE reached the gateway", False)
+    ip, port = pbx.getsockname()
+    pbx.sendto(crlf(f"CANCEL {c.ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{port};branch={c.branch};rport\r\n"
+                    f"Max-Forwards: 70\r\nFrom: <sip:pbx@{a.host}>;tag={c.tag}\r\nTo: <{c.ruri}>\r\n"
+                    f"Call-ID: {c.call_id}\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n"), proxy)
+    r = recv_one(pbx, lambda m: m.cseq()[1] == "CANCEL")
+    check("cancel-early: the PBX's CANCEL is answered 200", r is not None and r.status == 200, r and r.status)
+    early = [m.method for _, m in recv_all(gw, 0.6) if m.method != "INVITE"]   # (Timer A may resend it)
+    check("cancel-early: no CANCEL reaches the gateway before it answered anything (RFC 3261 §9.1)",
+          early == [], early)
+    gw.sendto(response_to(inv, 180, "Ringing"), inv.src)
+    cancel = recv_one(gw, lambda m: m.method == "CANCEL")
+    check("cancel-early: the CANCEL goes once the gateway rang, on the INVITE's branch",
+          cancel is not None and cancel.headers["via"][0] == inv.headers["via"][0],
+          cancel and cancel.headers["via"][0])
+    if cancel:
+        gw.sendto(response_to(cancel, 200, "OK"), cancel.src)
+        gw.sendto(response_to(inv, 487, "Request Terminated"), inv.src)
+    final = recv_one(pbx, lambda m: m.status >= 200 and m.cseq()[1] == "INVITE")
+    check("cancel-early: the PBX gets the 487", final is not None and final.status == 487, final and final.status)
+    if final:
+        pbx.sendto(c.ack_bytes(final, c.branch, 2), proxy)
+
+
+def no_length(a, pbx, gw, proxy):
+    c = Call(a, pbx, gw, proxy)
+    inv = c.start(length=False)
+    if not inv:
+        return check("no-length: the INVITE reached the gateway", False)
+    check("no-length: the INVITE without Content-Length reaches the gateway with one, its body's",
+          inv.headers.get("content-length") == [str(len(SDP))] and inv.body == SDP.encode(),
+          inv.headers.get("content-length"))
+    gw.sendto(response_to(inv, 180, "Ringing", ["Content-Type: application/sdp"], SDP, length=False), inv.src)
+    r = recv_one(pbx, lambda m: m.status == 180)
+    check("no-length: the gateway's 180 without Content-Length reaches the PBX with one",
+          r is not None and r.headers.get("content-length") == [str(len(SDP))], r and r.headers.get("content-length"))
+    gw.sendto(response_to(inv, 486, "Busy Here"), inv.src)
+    final = recv_one(pbx, lambda m: m.status == 486)
+    if final:
+        pbx.sendto(c.ack_bytes(final, c.branch, 2), proxy)
+
+
+def preloaded(a, pbx, gw, proxy):
+    c = Call(a, pbx, gw, proxy)
+    ours = f"<sip:{proxy[0]}:{proxy[1]};lr>"
+    inv = c.start(extra=f"Route: {ours}, <sip:10.9.9.9;lr>")
+    if not inv:
+        return check("preloaded: the INVITE reached the gateway", False)
+    check("preloaded: the gateway gets the INVITE without the Route the PBX preloaded past ours",
+          "route" not in inv.headers, inv.headers.get("route"))
+    gw.sendto(response_to(inv, 486, "Busy Here"), inv.src)
+    final = recv_one(pbx, lambda m: m.status == 486)
+    if final:
+        pbx.sendto(c.ack_bytes(final, c.branch, 2), proxy)
+
+
+SCENARIOS = {"timer-g": timer_g, "provisional": provisional, "cancel-early": cancel_early,
+             "no-length": no_length, "preloaded": preloaded}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("scenario", choices=sorted(SCENARIOS))
+    ap.add_argument("--server", required=True, help="sipauthd, 127.0.0.1:PORT")
+    ap.add_argument("--gateway", required=True, help="the gateway's address, 127.0.0.2:PORT")
+    ap.add_argument("--host", required=True, help="the trunk host")
+    ap.add_argument("--user", required=True)
+    ap.add_argument("--password", required=True)
+    a = ap.parse_args()
+    ip, port = a.server.rsplit(":", 1)
+    gip, gport = a.gateway.rsplit(":", 1)
+    pbx, gw = udp("127.0.0.1"), udp(gip, int(gport))
+    SCENARIOS[a.scenario](a, pbx, gw, (ip, int(port)))
+    return 0 if RESULTS and all(RESULTS) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
