@@ -101,8 +101,14 @@ struct sa_txn *sip_forward(struct sa_server *srv, const struct sa_msg *m, const 
 		sip_reject(srv, m, from, 503, "Service Unavailable", "Retry-After: 5\r\n", why);
 		return NULL;
 	}
-	if (m->method == SA_M_INVITE)
-		sip_reply(srv, m, from, 100, NULL, NULL, t);
+	if (m->method == SA_M_INVITE) {
+		/* its Timestamp copied into the 100 (RFC 3261 §8.2.6.1) */
+		const struct sa_hdr *ts = sa_msg_header(m, SA_H_TIMESTAMP, 0);
+		char extra[160];
+		if (ts && ts->vlen < sizeof(extra) - 16)
+			snprintf(extra, sizeof(extra), "Timestamp: %.*s\r\n", (int)ts->vlen, ts->value);
+		sip_reply(srv, m, from, 100, NULL, ts && ts->vlen < sizeof(extra) - 16 ? extra : NULL, t);
+	}
 	t->to = *to;
 	if (owner && (t->own || (t->own = calloc(1, sizeof(*t->own))))) {
 		sa_str_copy(t->own->cred_id, sizeof(t->own->cred_id), owner->cred_id);

@@ -63,6 +63,7 @@ static const struct hdr_name hdr_names[] = {
 	H("User-Agent", 0, SA_H_USER_AGENT),
 	H("WWW-Authenticate", 0, SA_H_WWW_AUTHENTICATE),
 	H("Proxy-Authenticate", 0, SA_H_PROXY_AUTHENTICATE),
+	H("Timestamp", 0, SA_H_TIMESTAMP),
 };
 #undef H
 

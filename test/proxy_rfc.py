@@ -6,7 +6,8 @@ played by this process:
   timer-g     the gateway answers an authenticated INVITE 486; the PBX (which got our 100
               Trying, so retransmits nothing) does not ACK: the 486 must come again (Timer G,
               §17.2.1), and no more once the PBX ACKs
-  provisional the gateway rings (180); the PBX retransmits its INVITE: it gets the 180 again,
+  provisional our 100 Trying copies the INVITE's Timestamp (§8.2.6.1); the gateway rings
+              (180); the PBX retransmits its INVITE: it gets the 180 again,
               not a 100 (§17.2.1); after the 200 a retransmitted INVITE gets nothing (RFC 6026)
   cancel-early the PBX cancels before the gateway said anything: the CANCEL waits for the
               gateway's first provisional (§9.1), then goes; the 487 comes back to the PBX
@@ -130,7 +131,7 @@ class Call:
         self.second = self.invite_bytes(2, self.branch, extra + f"\nProxy-Authorization: {auth}", length=length)
         self.pbx.sendto(self.second, self.proxy)
         inv = recv_one(self.gw, lambda m: m.method == "INVITE")
-        recv_one(self.pbx, lambda m: m.status == 100, 1.0)
+        self.trying = recv_one(self.pbx, lambda m: m.status == 100, 1.0)
         return inv
 
 
@@ -156,9 +157,11 @@ def timer_g(a, pbx, gw, proxy):
 
 def provisional(a, pbx, gw, proxy):
     c = Call(a, pbx, gw, proxy)
-    inv = c.start()
+    inv = c.start(extra="Timestamp: 54.2")
     if not inv:
         return check("provisional: the INVITE reached the gateway", False)
+    check("provisional: our 100 Trying copies the INVITE's Timestamp (§8.2.6.1)",
+          c.trying is not None and c.trying.first("timestamp") == "54.2", c.trying and c.trying.headers.get("timestamp"))
     gw.sendto(response_to(inv, 180, "Ringing", [f"Contact: <sip:gw@{a.gateway}>"]), inv.src)
     recv_one(pbx, lambda m: m.status == 180)
     pbx.sendto(c.second, proxy)   # the INVITE again, as a PBX whose 180 was lost would send it

@@ -32,6 +32,6 @@ scenario provisional
 scenario cancel-early
 scenario no-length
 scenario preloaded
-assert_eq "every check ran (5 scenarios, 13 checks)" 13 "$(cat "$T"/*.json | grep -c '"check"')"
+assert_eq "every check ran (5 scenarios, 14 checks)" 14 "$(cat "$T"/*.json | grep -c '"check"')"
 assert_nomatch "no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/sipauthd.log")"
 finish

@@ -354,6 +354,7 @@ START_TEST(header_index_by_kind)
 		{ "Content-Length", 'l', SA_H_CONTENT_LENGTH }, { "Content-Type", 'c', SA_H_CONTENT_TYPE },
 		{ "Expires", 0, SA_H_EXPIRES }, { "User-Agent", 0, SA_H_USER_AGENT },
 		{ "WWW-Authenticate", 0, SA_H_WWW_AUTHENTICATE }, { "Proxy-Authenticate", 0, SA_H_PROXY_AUTHENTICATE },
+		{ "Timestamp", 0, SA_H_TIMESTAMP },
 	};
 	ck_assert_int_eq(sizeof(names) / sizeof(names[0]), SA_H_KINDS - 1);
 	char msg[512], name[32];
