@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 
 static void set_status(struct sa_reg_result *res, int status, const char *reason)
@@ -238,15 +239,26 @@ static int apply_wildcard(struct sa_store *st, const struct sa_msg *m, const str
 	return 0;
 }
 
+/* The 200's Contacts, each with its expires, and its Date (RFC 3261 §10.3
+ * step 8: phones set their clocks from it). */
 static void list_contacts(const struct bindings *bl, struct sa_reg_result *res)
 {
 	struct sa_buf b = { .p = res->headers, .cap = sizeof(res->headers) - 1 };
+	static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+	static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+	                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+	time_t now = (time_t)bl->now;
+	struct tm tm;
+	if (gmtime_r(&now, &tm))
+		sa_buf_printf(&b, "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n", days[tm.tm_wday], tm.tm_mday,
+		              months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	size_t dated = b.len;
 	for (int i = 0; i < bl->n; i++)
 		if (bl->b[i].expires_at > bl->now)
 			sa_buf_printf(&b, "Contact: <%s>;expires=%lld\r\n", bl->b[i].contact,
 			              (long long)(bl->b[i].expires_at - bl->now));
 	if (b.overflow)
-		b.len = 0;   /* a huge list is not worth a broken 200: send none */
+		b.len = dated;   /* a huge list is not worth a broken 200: send none */
 	res->headers[b.len] = '\0';
 }
 

@@ -39,6 +39,11 @@ assert_match "SHA-256: the answer says algorithm=SHA-256, qop=auth, nc=00000001"
 	'algorithm=SHA-256, cnonce="[0-9a-f]+", qop=auth, nc=00000001$' "$(q "$f" 'sent[1]["authorization"]')"
 assert_eq "SHA-256: 200 lists the contact with expires=300" \
 	"True" "$(q "$f" 'any(c.endswith(";expires=300") for c in resp[1]["headers"]["contact"])')"
+date=$(q "$f" 'resp[1]["headers"]["date"][0]')
+assert_match "SHA-256: the 200 carries its Date (RFC 3261 §10.3)" \
+	'^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT$' "$date"
+assert_eq "... within 60 s of this host's clock" True "$(python3 -c 'import email.utils, sys, time
+print(abs(email.utils.parsedate_to_datetime(sys.argv[1]).timestamp() - time.time()) < 60)' "$date")"
 assert_match "SHA-256: the binding is logged" "event=register cred=$CRED trunk=$TRUNK src=127.0.0.1:[0-9]+ proto=udp added=1 removed=0" "$(log)"
 
 # --- MD5 only
