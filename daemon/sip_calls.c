@@ -65,6 +65,28 @@ bool is_us_cb(const struct sa_uri *u, void *arg)
 }
 
 /* A 2xx to an INVITE we forwarded for a credential: the call is up. */
+/* c (its dialog filled) into the call table: found by its in-dialog
+ * requests, journaled, holding a channel of its trunk (the INVITE's, when
+ * *holds says it still holds one). false when it could not be added. */
+static bool call_start(struct sa_server *srv, struct sa_call *c, bool *holds, const char *how)
+{
+	if (sa_calls_add(srv->calls, c) < 0) {
+		log_warn("event=call_untracked reason=\"out of memory\" call_id=\"%s\"", LOGQ(c->d.call_id));
+		sa_call_free(c);
+		return false;
+	}
+	sa_calldir_take(srv, c->d.call_id);   /* its in-dialog requests find this worker */
+	journal_call(srv, c);
+	if (holds && *holds)
+		*holds = false;   /* the call holds the INVITE's channel now */
+	else
+		channel_hold(srv, c->d.trunk_id);
+	srv->metrics.calls_started++;
+	log_debug("event=%s call_id=\"%s\" cred=%s trunk=%s direction=%s callee_tag=\"%s\"", how, LOGQ(c->d.call_id),
+	          c->d.cred_id, c->d.trunk_id, c->d.inbound ? "inbound" : "outbound", LOGQ(c->d.callee_tag));
+	return true;
+}
+
 void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *ok)
 {
 	const char *contact;
@@ -86,20 +108,38 @@ void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *ok)
 	c->d.started_at = wall_now();
 	c->caller = t->from;
 	c->callee = t->to;
-	if (sa_calls_add(srv->calls, c) < 0) {
-		log_warn("event=call_untracked reason=\"out of memory\" call_id=\"%s\"", LOGQ(ok->call_id));
+	call_start(srv, c, &t->holds_channel, "call_start");
+}
+
+/* Another 2xx to the INVITE, with another To tag: the next hop forked and
+ * two of its branches answered. Every 2xx goes to the caller (RFC 3261
+ * §16.7 step 5), which ACKs each and ends with a BYE those it does not
+ * want: each is a call of the first one's credential and ends, so that its
+ * ACK and BYE pass (its transaction has let go of what call_create reads). */
+void call_fork(struct sa_server *srv, struct sa_txn *t, struct sa_msg *ok)
+{
+	int side;
+	struct sa_call *first;
+	char contact[SA_CONTACT_MAX + 3];
+	if (!ok->call_id || !ok->from_tag || !ok->to_tag || call_find(srv, ok, &side) ||
+	    !(first = sa_calls_find_caller(srv->calls, ok->call_id, ok->from_tag)))
+		return;
+	snprintf(contact, sizeof(contact), "<%s>", first->d.caller.target);
+	struct sa_call *c = sa_call_new();
+	if (!c)
+		return;
+	if (sa_dialog_from_2xx(&c->d, contact, strlen(contact), ok, is_us_cb, srv) < 0) {
+		log_warn("event=call_untracked reason=\"forked 2xx without Contact\" call_id=\"%s\"", LOGQ(ok->call_id));
 		sa_call_free(c);
 		return;
 	}
-	sa_calldir_take(srv, c->d.call_id);   /* its in-dialog requests find this worker */
-	journal_call(srv, c);
-	if (t->holds_channel)
-		t->holds_channel = false;   /* the call holds the INVITE's channel now */
-	else
-		channel_hold(srv, c->d.trunk_id);
-	srv->metrics.calls_started++;
-	log_debug("event=call_start call_id=\"%s\" cred=%s trunk=%s direction=%s", LOGQ(c->d.call_id), c->d.cred_id,
-	         c->d.trunk_id, c->d.inbound ? "inbound" : "outbound");
+	sa_str_copy(c->d.cred_id, sizeof(c->d.cred_id), first->d.cred_id);
+	sa_str_copy(c->d.trunk_id, sizeof(c->d.trunk_id), first->d.trunk_id);
+	c->d.inbound = first->d.inbound;
+	c->d.started_at = wall_now();
+	c->caller = first->caller;
+	c->callee = t->to;
+	call_start(srv, c, NULL, "call_fork");
 }
 
 /* Send a BYE of ours now: its timers run from here. */

@@ -133,6 +133,7 @@ bool calls_full(struct sa_server *srv);
 void call_remove(struct sa_server *srv, struct sa_call *c);
 bool is_us_cb(const struct sa_uri *u, void *arg);
 void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *ok);
+void call_fork(struct sa_server *srv, struct sa_txn *t, struct sa_msg *ok);
 void send_local(struct sa_server *srv, const struct sa_flow *to, const struct sa_dialog *d, bool to_caller,
                 const char *reason);
 void call_end(struct sa_server *srv, struct sa_call *c, const char *why, const char *reason);

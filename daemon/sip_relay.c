@@ -433,8 +433,11 @@ void handle_response(struct sa_server *srv, struct sa_msg *m, const struct sa_fl
 		/* a retransmitted final: ACK non-2xx again, relay 2xx end to end */
 		if (m->status >= 300 && t->method == SA_M_INVITE)
 			send_hop_request(srv, t, m, false);
-		else if (m->status >= 200 && m->status < 300)
+		else if (m->status >= 200 && m->status < 300) {
+			if (t->method == SA_M_INVITE)
+				call_fork(srv, t, m);   /* another branch's 2xx, or the same one again */
 			sa_transport_send(srv, &t->from, out, (size_t)n);
+		}
 		break;
 	case SA_RR_RELAY:
 		if (relay_response(srv, t, m, d.steps, out, (size_t)n))

@@ -180,6 +180,15 @@ struct sa_call *sa_calls_find(const struct sa_calls *t, const struct sa_msg *m, 
 	return NULL;
 }
 
+struct sa_call *sa_calls_find_caller(const struct sa_calls *t, const char *call_id, const char *caller_tag)
+{
+	uint64_t h = sa_str_hash(call_id);
+	for (struct sa_call *c = t->by_id[h & (t->id_buckets - 1)]; c; c = c->id_next)
+		if (c->id_hash == h && strcmp(c->d.call_id, call_id) == 0 && strcmp(c->d.caller_tag, caller_tag) == 0)
+			return c;
+	return NULL;
+}
+
 struct sa_call *sa_calls_find_dialog(const struct sa_calls *t, const char *call_id, const char *caller_tag,
                                      const char *callee_tag)
 {

@@ -114,6 +114,10 @@ bool sa_call_end_line_put(const struct sa_call *c, struct sa_buf *b);
 int sa_calls_journal_apply(struct sa_calls *t, const char *line, struct sa_call **added,
                            struct sa_call_flow_text ends[2]);
 
+/* A call of this Call-ID set up by this caller tag, whatever its callee's
+ * (the first of an INVITE's forked dialogs); NULL when none. */
+struct sa_call *sa_calls_find_caller(const struct sa_calls *t, const char *call_id, const char *caller_tag);
+
 /* The call of exactly this Call-ID and these tags; NULL when none. */
 struct sa_call *sa_calls_find_dialog(const struct sa_calls *t, const char *call_id, const char *caller_tag,
                                      const char *callee_tag);

@@ -14,6 +14,8 @@ played by this process:
   no-length   the PBX's INVITE and the gateway's 180 carry a body and no Content-Length (allowed
               over UDP): each arrives with a Content-Length (§18.3: the next hop may be a stream)
   preloaded   the PBX preloads a Route past ours (to 10.9.9.9): the gateway gets no Route
+  fork        two branches behind the gateway answer 200 (two To tags): both reach the PBX, its
+              ACK for each and its BYE for each reach the gateway (§16.7 step 5)
 
 Prints one JSON line per check: {"check": NAME, "ok": true|false, "got": ...}; exit status 0 when
 every check held, 1 otherwise, 2 on usage. Standard library and test/sipclient.py only.
@@ -250,8 +252,45 @@ def preloaded(a, pbx, gw, proxy):
         pbx.sendto(c.ack_bytes(final, c.branch, 2), proxy)
 
 
+def in_dialog(pbx, proxy, c, ok, method, cseq):
+    """method in the dialog of 2xx `ok`, along its route set, from the PBX."""
+    ip, port = pbx.getsockname()
+    routes = "".join(f"Route: {r}\r\n" for r in reversed(ok.headers.get("record-route", [])))
+    pbx.sendto(crlf(f"{method} {sc.uri_of(ok.first('contact'))} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{port};branch="
+                    f"z9hG4bK{secrets.token_hex(8)};rport\r\nMax-Forwards: 70\r\nFrom: {ok.first('from')}\r\n"
+                    f"To: {ok.first('to')}\r\nCall-ID: {c.call_id}\r\nCSeq: {cseq} {method}\r\n{routes}"
+                    "Content-Length: 0\r\n\r\n"), proxy)
+
+
+def fork(a, pbx, gw, proxy):
+    c = Call(a, pbx, gw, proxy)
+    inv = c.start()
+    if not inv:
+        return check("fork: the INVITE reached the gateway", False)
+    for tag in ("forkA", "forkB"):   # two branches behind the gateway answer
+        gw.sendto(response_to(inv, 200, "OK", [f"Contact: <sip:{tag}@{a.gateway}>", "Content-Type: application/sdp"],
+                              SDP, to_tag=tag), inv.src)
+    oks = [m for _, m in recv_all(pbx, 0.6) if m.status == 200]
+    tags = [re.search(r"tag=(\w+)", m.first("to")).group(1) for m in oks]
+    check("fork: both 2xx reach the PBX (§16.7 step 5)", tags == ["forkA", "forkB"], tags)
+    for ok in oks:
+        in_dialog(pbx, proxy, c, ok, "ACK", 2)
+    acks = sorted(re.search(r"tag=(\w+)", m.first("to")).group(1) for _, m in recv_all(gw, 0.5) if m.method == "ACK")
+    check("fork: the PBX's ACK for each reaches the gateway", acks == ["forkA", "forkB"], acks)
+    for i, ok in enumerate(reversed(oks)):   # the second dialog first: the one a PBX ends
+        in_dialog(pbx, proxy, c, ok, "BYE", 3)
+        bye = recv_one(gw, lambda m: m.method == "BYE")
+        tag = bye and re.search(r"tag=(\w+)", bye.first("to")).group(1)
+        if bye:
+            gw.sendto(response_to(bye, 200, "OK", to_tag=None), bye.src)
+        r = recv_one(pbx, lambda m: m.cseq()[1] == "BYE")
+        check(f"fork: the BYE of {'the second' if i == 0 else 'the first'} dialog reaches the gateway "
+              "and its 200 the PBX", bye is not None and tag == ok.first("to").split("tag=")[1] and r is not None
+              and r.status == 200, [tag, r and r.status])
+
+
 SCENARIOS = {"timer-g": timer_g, "provisional": provisional, "cancel-early": cancel_early,
-             "no-length": no_length, "preloaded": preloaded}
+             "no-length": no_length, "preloaded": preloaded, "fork": fork}
 
 
 def main():

@@ -373,6 +373,9 @@ START_TEST(a_journal_replayed_leaves_the_calls_still_up)
 	ck_assert_ptr_eq(sa_calls_find_dialog(t, "b@pbx", "fb", "other"), up);
 	ck_assert_ptr_null(sa_calls_find_dialog(t, "b@pbx", "fb", "tb"));
 	ck_assert_ptr_null(sa_calls_find_dialog(t, "b@pbx", "tb", "fb"));   /* tags are not swapped here */
+	ck_assert_ptr_eq(sa_calls_find_caller(t, "b@pbx", "fb"), up);      /* any callee tag: a fork's first */
+	ck_assert_ptr_null(sa_calls_find_caller(t, "b@pbx", "other"));
+	ck_assert_ptr_null(sa_calls_find_caller(t, "a@pbx", "fa"));         /* ended */
 
 	/* an end for a call it never had, the same call twice (a rewrite cut short), damage */
 	const char *const more[] = { eb, lb2, "{\"end\":\"x\"}", "{\"end\":\"x\",\"caller_tag\":1,\"callee_tag\":\"t\"}",
