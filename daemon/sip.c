@@ -264,7 +264,7 @@ static bool flow_open(struct sa_server *srv, const struct sa_flow *fl)
 static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
 {
 	unsigned pop = sa_route_ours(&srv->self, m);
-	if (pop == 0) {
+	if (pop == 0 && !m->strict_routed) {   /* (strict routing had ours as its Request-URI) */
 		sip_reject(srv, m, from, 403, NULL, NULL, "in-dialog request without our Route");
 		return;
 	}
@@ -475,6 +475,30 @@ static int answer_owner(struct sa_server *srv, const char *buf, size_t len)
 	return w >= 0 && (unsigned)w < srv->nworkers ? w : -1;
 }
 
+/* The previous hop strict-routes: our Record-Route URI is the Request-URI.
+ * RFC 3261 §16.4: the last Route value is the Request-URI, and the request
+ * goes on as if it had come so (its Route of ours was the Request-URI). */
+static void handle_strict_routed(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
+{
+	struct sa_msg r;
+	struct sa_msg_error err = { 0 };
+	size_t cap = m->len + 64;
+	char *buf = malloc(cap);
+	long n = buf ? sa_proxy_strict_route(m, buf, cap) : -1;
+	if (n < 0 || sa_msg_parse(&r, buf, (size_t)n, from->proto != SA_PROTO_UDP, &err) < 0) {
+		if (n >= 0)
+			sa_msg_free(&r);
+		free(buf);
+		sip_reject(srv, m, from, 400, NULL, NULL, "strict-routed request that does not read back");
+		return;
+	}
+	log_debug("event=strict_route call_id=\"%s\"", LOGQ(r.call_id));
+	r.strict_routed = true;
+	handle_request(srv, &r, from);
+	sa_msg_free(&r);
+	free(buf);
+}
+
 void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char *buf, size_t len)
 {
 	struct sa_msg m;
@@ -507,6 +531,8 @@ void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char 
 	int owner = srv->workers && !srv->handed ? message_owner(srv, &m, from) : -1;
 	if (owner >= 0 && (unsigned)owner != srv->worker)
 		sa_workers_hand(srv, (unsigned)owner, from, buf, len);
+	else if (m.request && sa_route_strict_routed(&srv->self, &m))
+		handle_strict_routed(srv, &m, from);
 	else if (m.request)
 		handle_request(srv, &m, from);
 	else

@@ -241,3 +241,45 @@ long sa_proxy_response(const struct sa_msg *m, char *out, size_t cap)
 	sa_buf_put(&b, m->body, m->body_len);
 	return b.overflow ? -1 : (long)b.len;
 }
+
+long sa_proxy_strict_route(const struct sa_msg *m, char *out, size_t cap)
+{
+	struct sa_buf b = { .p = out, .cap = cap };
+	const struct sa_hdr *last = NULL;
+
+	for (unsigned i = 0; i < m->nhdr; i++)
+		if (m->hdr[i].kind == SA_H_ROUTE)
+			last = &m->hdr[i];
+	if (!m->request || !last || m->nroutes == 0)
+		return -1;
+	sa_buf_puts(&b, m->method_name);
+	sa_buf_puts(&b, " ");
+	sa_buf_puts(&b, m->routes[m->nroutes - 1].uri.text);
+	sa_buf_puts(&b, " SIP/2.0\r\n");
+	for (unsigned i = 0; i < m->nhdr; i++) {
+		const struct sa_hdr *h = &m->hdr[i];
+		if (h != last) {
+			put_line(&b, NULL, h);
+			continue;
+		}
+		/* the values before the last one, if any: the line without its last */
+		size_t keep = 0, at = 0;
+		while (at < h->vlen) {
+			size_t n = sa_hdr_first_value_len(h->value + at, h->vlen - at);
+			if (at + n >= h->vlen)
+				break;
+			keep = at + n;
+			at += n + 1;
+			while (at < h->vlen && (h->value[at] == ' ' || h->value[at] == '\t'))
+				at++;
+		}
+		if (keep > 0) {
+			sa_buf_puts(&b, "Route: ");
+			sa_buf_put(&b, h->value, keep);
+			sa_buf_puts(&b, "\r\n");
+		}
+	}
+	sa_buf_puts(&b, "\r\n");
+	sa_buf_put(&b, m->body, m->body_len);
+	return b.overflow ? -1 : (long)b.len;
+}

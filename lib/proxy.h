@@ -48,6 +48,13 @@ long sa_proxy_ours(const char *via, const char *const rr[2], char *out, size_t c
  * or there is no second Via to send it to. */
 long sa_proxy_response(const struct sa_msg *m, char *out, size_t cap);
 
+/* Request m as RFC 3261 §16.4 has a proxy go on when the previous hop
+ * strict-routes (our Record-Route URI is its Request-URI: lib/route
+ * sa_route_strict_routed): the last Route value's URI is the Request-URI
+ * and that value is gone; everything else as it came. -1 if out is too
+ * small or m has no Route. */
+long sa_proxy_strict_route(const struct sa_msg *m, char *out, size_t cap);
+
 /* The Request-URI of a raw-scanned request (from its start line). */
 int sa_proxy_ruri(const struct sa_msg *m, const char **uri, size_t *len);
 

@@ -210,6 +210,12 @@ unsigned sa_route_ours(const struct sa_route_self *self, const struct sa_msg *m)
 	return n;
 }
 
+bool sa_route_strict_routed(const struct sa_route_self *self, const struct sa_msg *m)
+{
+	return m->request && m->to_tag && m->nroutes > 0 && (!m->ruri.user || !m->ruri.user[0]) &&
+	       sa_route_uri_is_us(self, &m->ruri);
+}
+
 unsigned sa_route_initial_pop(const struct sa_msg *m)
 {
 	return m->nroutes;

@@ -103,6 +103,12 @@ unsigned sa_route_ours(const struct sa_route_self *self, const struct sa_msg *m)
  * named (Kamailio's default configuration removes them too). */
 unsigned sa_route_initial_pop(const struct sa_msg *m);
 
+/* Does the previous hop strict-route (RFC 2543 style): an in-dialog request
+ * whose Request-URI is one we put in a Record-Route (our address and port,
+ * no user part) and that has Route values? RFC 3261 §16.4: the last Route
+ * value becomes the Request-URI (lib/proxy sa_proxy_strict_route). */
+bool sa_route_strict_routed(const struct sa_route_self *self, const struct sa_msg *m);
+
 /* OPTIONS without a user part and outside a dialog: a keep-alive for the
  * proxy itself, answered without credentials. */
 bool sa_route_options_for_us(const struct sa_msg *m);

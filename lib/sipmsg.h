@@ -88,6 +88,9 @@ struct sa_msg {
 	/* a response whose full parse failed: relayed on its essentials
 	 * (status, top Via branch, tags, Call-ID, CSeq); lists left empty */
 	bool partial;
+	/* set by the daemon: rewritten from a strict-routed request (its
+	 * Request-URI was our Record-Route, RFC 3261 §16.4) */
+	bool strict_routed;
 	bool request;
 	enum sa_method method;      /* requests: the method; responses: the CSeq method */
 	const char *method_name;    /* as received */

@@ -16,6 +16,8 @@ played by this process:
   preloaded   the PBX preloads a Route past ours (to 10.9.9.9): the gateway gets no Route
   fork        two branches behind the gateway answer 200 (two To tags): both reach the PBX, its
               ACK for each and its BYE for each reach the gateway (§16.7 step 5)
+  strict      the gateway strict-routes its BYE (our Record-Route as the Request-URI, the PBX's
+              Contact as the last Route): the PBX gets it with that Contact as Request-URI (§16.4)
 
 Prints one JSON line per check: {"check": NAME, "ok": true|false, "got": ...}; exit status 0 when
 every check held, 1 otherwise, 2 on usage. Standard library and test/sipclient.py only.
@@ -289,8 +291,40 @@ def fork(a, pbx, gw, proxy):
               and r.status == 200, [tag, r and r.status])
 
 
+def strict(a, pbx, gw, proxy):
+    c = Call(a, pbx, gw, proxy)
+    inv = c.start()
+    if not inv:
+        return check("strict: the INVITE reached the gateway", False)
+    gw.sendto(response_to(inv, 200, "OK", [f"Contact: <sip:gw@{a.gateway}>", "Content-Type: application/sdp"], SDP,
+                          to_tag="strict1"), inv.src)
+    ok = recv_one(pbx, lambda m: m.status == 200)
+    if not ok:
+        return check("strict: the 200 reached the PBX", False)
+    in_dialog(pbx, proxy, c, ok, "ACK", 2)
+    recv_one(gw, lambda m: m.method == "ACK")
+    # the gateway as an RFC 2543 strict router: the first route (our Record-Route) as the
+    # Request-URI, the PBX's Contact as the last Route value
+    gip, gport = gw.getsockname()
+    ours = sc.uri_of(inv.headers["record-route"][0])
+    pbx_target = sc.uri_of(inv.first("contact"))
+    gw.sendto(crlf(f"BYE {ours} SIP/2.0\r\nVia: SIP/2.0/UDP {gip}:{gport};branch=z9hG4bK{secrets.token_hex(8)}\r\n"
+                   f"Max-Forwards: 70\r\nFrom: {ok.first('to')}\r\nTo: {ok.first('from')}\r\n"
+                   f"Call-ID: {c.call_id}\r\nCSeq: 1 BYE\r\nRoute: <{pbx_target}>\r\nContent-Length: 0\r\n\r\n"),
+              proxy)
+    bye = recv_one(pbx, lambda m: m.method == "BYE")
+    check("strict: a strict-routed BYE reaches the PBX with the last Route as its Request-URI, no Route left "
+          "(§16.4)", bye is not None and bye.uri == pbx_target and "route" not in bye.headers,
+          bye and [bye.uri, bye.headers.get("route")])
+    if bye:
+        pbx.sendto(response_to(bye, 200, "OK", to_tag=None), bye.src)
+    r = recv_one(gw, lambda m: m.cseq()[1] == "BYE")
+    check("strict: its 200 reaches the gateway", r is not None and r.status == 200, r and r.status)
+
+
 SCENARIOS = {"timer-g": timer_g, "provisional": provisional, "cancel-early": cancel_early,
-             "no-length": no_length, "preloaded": preloaded, "fork": fork}
+             "no-length": no_length, "preloaded": preloaded, "fork": fork,
+             "strict": strict}
 
 
 def main():

@@ -77,6 +77,26 @@ static void forward(const struct sa_msg *m, const char *ruri)
 	sa_txn_req_free(r);
 }
 
+/* A request with Routes as a strict router's would go on (RFC 3261 §16.4):
+ * it must frame again, and read back with one Route value fewer. */
+static void strict_route(const struct sa_msg *m)
+{
+	size_t cap = m->len + 64;
+	char *out = malloc(cap);
+	long n = out && m->nroutes ? sa_proxy_strict_route(m, out, cap) : -1;
+	struct sa_msg r;
+	struct sa_msg_error err;
+	if (n >= 0 && sa_msg_parse(&r, out, (size_t)n, false, &err) == 0) {
+		if (r.nroutes + 1 != m->nroutes)
+			abort();
+		sa_msg_free(&r);
+	} else if (n >= 0) {
+		sa_msg_free(&r);
+	}
+	must_scan(out, n);
+	free(out);
+}
+
 static void relay(const struct sa_msg *m)
 {
 	char *out = malloc(m->len ? m->len : 1);
@@ -129,6 +149,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			answer(&m, 407, false);
 			forward(&m, NULL);
 			forward(&m, "sip:pbx@192.0.2.9:5070;transport=udp");
+			strict_route(&m);
 		} else {
 			relay(&m);
 		}

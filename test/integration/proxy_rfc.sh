@@ -3,7 +3,8 @@
 # on 127.0.0.1 and the gateway on 127.0.0.2, over UDP): Timer G sends a relayed failure again
 # until the caller's ACK; a retransmitted INVITE gets the last provisional; a CANCEL waits for the
 # gateway's first provisional; a message without Content-Length gets one on its way; an initial
-# request loses the Routes its sender preloaded; a forked second 2xx is a call the PBX can end.
+# request loses the Routes its sender preloaded; a forked second 2xx is a call the PBX can end;
+# a strict-routing previous hop is routed as §16.4 says.
 . "$top_srcdir/test/lib.sh"
 need python3
 need curl
@@ -35,6 +36,7 @@ scenario preloaded
 scenario fork
 assert_match "the second 2xx made a call of its own" 'event=call_fork call_id="[^"]*" cred=[^ ]* trunk=[^ ]* direction=outbound callee_tag="forkB"' \
 	"$(cat "$T/sipauthd.log")"
-assert_eq "every check ran (6 scenarios, 18 checks)" 18 "$(cat "$T"/*.json | grep -c '"check"')"
+scenario strict
+assert_eq "every check ran (7 scenarios, 20 checks)" 20 "$(cat "$T"/*.json | grep -c '"check"')"
 assert_nomatch "no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/sipauthd.log")"
 finish

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proxy.h"
 #include "route.h"
 
 static struct sa_flow flow(enum sa_proto proto, const char *addr, unsigned port, uint64_t conn)
@@ -519,6 +520,55 @@ START_TEST(an_initial_request_leaves_without_its_preloaded_routes)
 }
 END_TEST
 
+/* RFC 3261 §16.4: an in-dialog request whose Request-URI is our Record-Route
+ * URI comes from a strict router; it goes on with the last Route value as
+ * its Request-URI, that value gone (the others, and the rest, as they came). */
+START_TEST(a_strict_routed_request_takes_its_last_route_as_request_uri)
+{
+	static const char bye[] = "BYE sip:192.0.2.1:5060;lr SIP/2.0\r\n"
+	                          "Via: SIP/2.0/UDP 198.51.100.9:5060;branch=z9hG4bK-s1\r\n"
+	                          "Max-Forwards: 70\r\n"
+	                          "From: <sip:+15551234567@trunk-acme.sip.example.net>;tag=gw1\r\n"
+	                          "To: <sip:pbx@trunk-acme.sip.example.net>;tag=a\r\n"
+	                          "Call-ID: c1@198.51.100.7\r\n"
+	                          "CSeq: 2 BYE\r\n"
+	                          "Route: <sip:edge2.example.net;lr>, <sip:pbx@198.51.100.7:5062;transport=udp>\r\n"
+	                          "Content-Length: 0\r\n\r\n";
+	struct sa_msg_error err;
+	char out[2048];
+	ck_assert_int_eq(sa_msg_parse(&msg, bye, strlen(bye), false, &err), 0);
+	ck_assert(sa_route_strict_routed(&self, &msg));
+	long n = sa_proxy_strict_route(&msg, out, sizeof(out) - 1);
+	ck_assert_int_gt(n, 0);
+	out[n] = '\0';
+	ck_assert_str_eq(out, "BYE sip:pbx@198.51.100.7:5062;transport=udp SIP/2.0\r\n"
+	                      "Via: SIP/2.0/UDP 198.51.100.9:5060;branch=z9hG4bK-s1\r\n"
+	                      "Max-Forwards: 70\r\n"
+	                      "From: <sip:+15551234567@trunk-acme.sip.example.net>;tag=gw1\r\n"
+	                      "To: <sip:pbx@trunk-acme.sip.example.net>;tag=a\r\n"
+	                      "Call-ID: c1@198.51.100.7\r\n"
+	                      "CSeq: 2 BYE\r\n"
+	                      "Route: <sip:edge2.example.net;lr>\r\n"
+	                      "Content-Length: 0\r\n\r\n");
+	ck_assert_int_eq(sa_proxy_strict_route(&msg, out, 64), -1);   /* too small: nothing half-written */
+	sa_msg_free(&msg);
+	/* not strict routing: a user part (a PBX's own address), another port, no Route, no To tag */
+	parse("BYE", "sip:pbx@192.0.2.1:5060", "Route: <sip:198.51.100.7>\r\n", "");
+	ck_assert(!sa_route_strict_routed(&self, &msg));   /* (nor has it a To tag) */
+	sa_msg_free(&msg);
+	static const char *const not_strict[] = {
+		"BYE sip:pbx@192.0.2.1:5060 SIP/2.0\r\n", "BYE sip:192.0.2.1:5070;lr SIP/2.0\r\n",
+	};
+	for (size_t i = 0; i < 2; i++) {
+		char b[1024];
+		snprintf(b, sizeof(b), "%s%s", not_strict[i], strchr(bye, '\n') + 1);
+		ck_assert_int_eq(sa_msg_parse(&msg, b, strlen(b), false, &err), 0);
+		ck_assert(!sa_route_strict_routed(&self, &msg));
+		sa_msg_free(&msg);
+	}
+}
+END_TEST
+
 START_TEST(an_options_keepalive_is_for_us_only_without_user_and_tag)
 {
 	parse("OPTIONS", "sip:trunk-acme.sip.example.net", "", "");
@@ -626,6 +676,7 @@ int main(void)
 	tcase_add_test(tc, a_uri_names_us_by_domain_or_trunk_host_on_our_ports);
 	tcase_add_test(tc, only_leading_routes_that_name_us_are_ours);
 	tcase_add_test(tc, an_initial_request_leaves_without_its_preloaded_routes);
+	tcase_add_test(tc, a_strict_routed_request_takes_its_last_route_as_request_uri);
 	tcase_add_test(tc, an_options_keepalive_is_for_us_only_without_user_and_tag);
 	tcase_add_test(tc, proxy_require_always_and_require_on_register_are_refused);
 	tcase_add_test(tc, a_gateway_left_for_silence_that_answers_late_is_cancelled_acked_or_hung_up);
