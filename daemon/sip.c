@@ -420,7 +420,11 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 			txn_confirmed(t);
 		return;
 	case SA_RA_OPTIONS:
-		sip_reply(srv, m, from, 200, NULL, "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, PRACK, INFO, REFER, NOTIFY, MESSAGE\r\n", NULL);
+		/* what RFC 3261 §11.2 has an answer to OPTIONS say */
+		sip_reply(srv, m, from, 200, NULL,
+		          "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, PRACK, INFO, REFER, NOTIFY, MESSAGE\r\n"
+		          "Accept: application/sdp\r\nAccept-Encoding: identity\r\nAccept-Language: en\r\nSupported: \r\n",
+		          NULL);
 		return;
 	case SA_RA_UNSUPPORTED:
 		refuse_extension(srv, m, from, sa_route_required_extension(m));

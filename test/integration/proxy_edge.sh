@@ -40,6 +40,9 @@ assert_eq "OPTIONS to a user at the trunk (to be forwarded): 407" 407 "$(q "$T/o
 # --- OPTIONS for the proxy itself: 200 without auth, even with Max-Forwards 0
 run options options --host "$H"
 assert_eq "OPTIONS without a user part: 200 without a challenge" "['OPTIONS 200']" "$(q "$T/options.json" 'final["finals"]')"
+assert_eq "... with Allow, Accept, Accept-Encoding, Accept-Language and Supported (RFC 3261 §11.2)" \
+	"True ['application/sdp'] ['identity'] ['en'] ['']" \
+	"$(q "$T/options.json" '" ".join(str(x) for x in ["INVITE" in resp[0]["headers"]["allow"][0], resp[0]["headers"]["accept"], resp[0]["headers"]["accept-encoding"], resp[0]["headers"]["accept-language"], resp[0]["headers"]["supported"]])')"
 run options_mf0 options --host "$H" --max-forwards 0
 assert_eq "OPTIONS without a user part, Max-Forwards 0: 200" "['OPTIONS 200']" "$(q "$T/options_mf0.json" 'final["finals"]')"
 
