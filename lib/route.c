@@ -175,11 +175,21 @@ int sa_proto_parse(const char *name, enum sa_proto *out)
 	return -1;
 }
 
+/* The port a URI names: its own, else its transport's (RFC 3261 §19.1.2:
+ * 5061 for sips: and transport=tls, 5060 otherwise). */
+static long uri_port(const struct sa_uri *u)
+{
+	if (u->port)
+		return u->port;
+	bool tls = (u->scheme && strcasecmp(u->scheme, "sips") == 0) || (u->transport && strcasecmp(u->transport, "tls") == 0);
+	return tls ? 5061 : 5060;
+}
+
 bool sa_route_uri_is_us(const struct sa_route_self *self, const struct sa_uri *u)
 {
 	if (!u || !u->host)
 		return false;
-	long port = u->port ? u->port : 5060;
+	long port = uri_port(u);
 	for (unsigned i = 0; i < self->n; i++)
 		if (strcmp(u->host, self->addr[i].host) == 0 && port == self->addr[i].port)
 			return true;
@@ -194,7 +204,7 @@ bool sa_route_uri_names_us(const struct sa_route_self *self, const struct sa_uri
 	if (strcasecmp(u->host, self->domain) != 0 &&
 	    sa_auth_trunk_from_host(u->host, self->domain, trunk, sizeof(trunk)) != 0)
 		return false;
-	long port = u->port ? u->port : 5060;
+	long port = uri_port(u);
 	for (unsigned i = 0; i < self->n; i++)
 		if (port == self->addr[i].port)
 			return true;

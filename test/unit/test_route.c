@@ -471,6 +471,23 @@ START_TEST(a_uri_is_us_by_listener_address_and_port)
 }
 END_TEST
 
+/* Without a port, a sips: URI or one with transport=tls names 5061 (RFC 3261 §19.1.2). */
+START_TEST(a_uri_without_port_names_its_transports_default)
+{
+	struct sa_uri sips = uri("192.0.2.1", 0), tls = uri("192.0.2.1", 0), plain = uri("192.0.2.1", 0);
+	sips.scheme = "SIPS";
+	tls.transport = "TLS";
+	struct sa_route_self tls_only = { .domain = "sip.example.net", .n = 1, .addr = { { "192.0.2.1", 5061 } } };
+	ck_assert(sa_route_uri_is_us(&tls_only, &sips));
+	ck_assert(sa_route_uri_is_us(&tls_only, &tls));
+	ck_assert(!sa_route_uri_is_us(&tls_only, &plain));
+	struct sa_uri byname = uri("trunk-acme.sip.example.net", 0);
+	ck_assert(!sa_route_uri_names_us(&tls_only, &byname));
+	byname.scheme = "sips";
+	ck_assert(sa_route_uri_names_us(&tls_only, &byname));
+}
+END_TEST
+
 START_TEST(a_uri_names_us_by_domain_or_trunk_host_on_our_ports)
 {
 	struct sa_uri dom = uri("SIP.Example.NET", 0), trunk = uri("trunk-acme.sip.example.net", 5061),
@@ -675,6 +692,7 @@ int main(void)
 	tcase_add_test(tc, a_uri_is_us_by_listener_address_and_port);
 	tcase_add_test(tc, a_uri_names_us_by_domain_or_trunk_host_on_our_ports);
 	tcase_add_test(tc, only_leading_routes_that_name_us_are_ours);
+	tcase_add_test(tc, a_uri_without_port_names_its_transports_default);
 	tcase_add_test(tc, an_initial_request_leaves_without_its_preloaded_routes);
 	tcase_add_test(tc, a_strict_routed_request_takes_its_last_route_as_request_uri);
 	tcase_add_test(tc, an_options_keepalive_is_for_us_only_without_user_and_tag);
