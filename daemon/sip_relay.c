@@ -255,6 +255,10 @@ static void fo_timer_cb(evutil_socket_t fd, short what, void *arg)
 	case SA_FO_WAIT:
 		break;
 	case SA_FO_END_487:
+		/* cancelled while the gateway said nothing: its CANCEL still waits for a
+		 * first answer (RFC 3261 §9.1), on the branch left behind, which CANCELs
+		 * a late provisional and ends a late 2xx (fo_abandon's rules) */
+		fo_abandon(t);
 		answer_downstream(t, 487);
 		txn_complete(t);
 		break;

@@ -11,6 +11,8 @@ played by this process:
               not a 100 (§17.2.1); after the 200 a retransmitted INVITE gets nothing (RFC 6026)
   cancel-early the PBX cancels before the gateway said anything: the CANCEL waits for the
               gateway's first provisional (§9.1), then goes; the 487 comes back to the PBX
+  cancel-silent the same, and the gateway says nothing until after sipauthd answered the PBX
+              487 (failover_timeout_ms): its late 180 still gets the CANCEL
   no-length   the PBX's INVITE and the gateway's 180 carry a body and no Content-Length (allowed
               over UDP): each arrives with a Content-Length (§18.3: the next hop may be a stream)
   preloaded   the PBX preloads a Route past ours (to 10.9.9.9): the gateway gets no Route
@@ -222,6 +224,33 @@ def cancel_early(a, pbx, gw, proxy):
         pbx.sendto(c.ack_bytes(final, c.branch, 2), proxy)
 
 
+def cancel_silent(a, pbx, gw, proxy):
+    c = Call(a, pbx, gw, proxy)
+    inv = c.start()
+    if not inv:
+        return check("cancel-silent: the INVITE reached the gateway", False)
+    ip, port = pbx.getsockname()
+    pbx.sendto(crlf(f"CANCEL {c.ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{port};branch={c.branch};rport\r\n"
+                    f"Max-Forwards: 70\r\nFrom: <sip:pbx@{a.host}>;tag={c.tag}\r\nTo: <{c.ruri}>\r\n"
+                    f"Call-ID: {c.call_id}\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n"), proxy)
+    # the gateway stays silent past failover_timeout_ms (2 s): the PBX gets 487 from sipauthd
+    final = recv_one(pbx, lambda m: m.status >= 200 and m.cseq()[1] == "INVITE", 4.0)
+    check("cancel-silent: the PBX gets 487 when the gateway stays silent", final is not None and final.status == 487,
+          final and final.status)
+    if final:
+        pbx.sendto(c.ack_bytes(final, c.branch, 2), proxy)
+    recv_all(gw, 0.1)   # (Timer A's copies of the INVITE)
+    gw.sendto(response_to(inv, 180, "Ringing"), inv.src)   # it wakes up and rings
+    cancel = recv_one(gw, lambda m: m.method == "CANCEL")
+    check("cancel-silent: the gateway's late 180 still gets the CANCEL, on the INVITE's branch",
+          cancel is not None and cancel.headers["via"][0] == inv.headers["via"][0], cancel and cancel.headers["via"][0])
+    if cancel:
+        gw.sendto(response_to(cancel, 200, "OK"), cancel.src)
+        gw.sendto(response_to(inv, 487, "Request Terminated"), inv.src)
+        ack = recv_one(gw, lambda m: m.method == "ACK")
+        check("cancel-silent: ... and its 487 our ACK", ack is not None, ack and ack.start)
+
+
 def no_length(a, pbx, gw, proxy):
     c = Call(a, pbx, gw, proxy)
     inv = c.start(length=False)
@@ -323,6 +352,7 @@ def strict(a, pbx, gw, proxy):
 
 
 SCENARIOS = {"timer-g": timer_g, "provisional": provisional, "cancel-early": cancel_early,
+             "cancel-silent": cancel_silent,
              "no-length": no_length, "preloaded": preloaded, "fork": fork,
              "strict": strict}
 

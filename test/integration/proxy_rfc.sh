@@ -31,12 +31,13 @@ scenario timer-g
 assert_eq "the metric counts the 486 sent again twice" 2 "$(metric sip_failures_retransmitted_total)"
 scenario provisional
 scenario cancel-early
+scenario cancel-silent
 scenario no-length
 scenario preloaded
 scenario fork
 assert_match "the second 2xx made a call of its own" 'event=call_fork call_id="[^"]*" cred=[^ ]* trunk=[^ ]* direction=outbound callee_tag="forkB"' \
 	"$(cat "$T/sipauthd.log")"
 scenario strict
-assert_eq "every check ran (7 scenarios, 20 checks)" 20 "$(cat "$T"/*.json | grep -c '"check"')"
+assert_eq "every check ran (8 scenarios, 23 checks)" 23 "$(cat "$T"/*.json | grep -c '"check"')"
 assert_nomatch "no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/sipauthd.log")"
 finish
