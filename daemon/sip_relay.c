@@ -438,8 +438,12 @@ void handle_response(struct sa_server *srv, struct sa_msg *m, const struct sa_fl
 		if (m->status >= 300 && t->method == SA_M_INVITE)
 			send_hop_request(srv, t, m, false);
 		else if (m->status >= 200 && m->status < 300) {
-			if (t->method == SA_M_INVITE)
-				call_fork(srv, t, m);   /* another branch's 2xx, or the same one again */
+			/* another branch's 2xx makes a call; one whose dialog it answered
+			 * already is only relayed (that call may have ended since) */
+			if (t->method == SA_M_INVITE && m->to_tag && !sa_txn_early_tag_has(&t->answered, m->to_tag)) {
+				sa_txn_early_tag_add(&t->answered, m->to_tag);
+				call_fork(srv, t, m);
+			}
 			sa_transport_send(srv, &t->from, out, (size_t)n);
 		}
 		break;
@@ -477,6 +481,8 @@ static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_ms
 		sa_transport_send(srv, &t->from, out, n);
 	if (steps & SA_RR_ACK)
 		send_hop_request(srv, t, m, false);
+	if (m->status >= 200 && m->status < 300 && t->method == SA_M_INVITE && m->to_tag)
+		sa_txn_early_tag_add(&t->answered, m->to_tag);   /* its dialog: a fork's would be another */
 	if (steps & SA_RR_CALL)
 		call_create(srv, t, m);
 	bool kept = false;

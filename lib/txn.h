@@ -74,7 +74,8 @@ char *sa_txn_early_key(const char *call_id, const char *caller_tag, char out[SA_
 /* The early dialogs that exist: the callee's tags (To) of the provisionals
  * relayed back to the caller, up to SA_TXN_EARLY_TAGS (forks; past that the
  * oldest goes). A request of an early dialog names one of them; a tag no
- * provisional carried is no dialog at all. Kept as keyed hashes. */
+ * provisional carried is no dialog at all. Kept as keyed hashes. (The
+ * daemon keeps the tags of the 2xx an INVITE relayed the same way.) */
 #define SA_TXN_EARLY_TAGS 4
 struct sa_txn_early_tags {
 	uint64_t h[SA_TXN_EARLY_TAGS];

@@ -17,7 +17,8 @@ played by this process:
               over UDP): each arrives with a Content-Length (§18.3: the next hop may be a stream)
   preloaded   the PBX preloads a Route past ours (to 10.9.9.9): the gateway gets no Route
   fork        two branches behind the gateway answer 200 (two To tags): both reach the PBX, its
-              ACK for each and its BYE for each reach the gateway (§16.7 step 5)
+              ACK for each and its BYE for each reach the gateway (§16.7 step 5); the first's 200
+              again after its BYE makes no call again
   strict      the gateway strict-routes its BYE (our Record-Route as the Request-URI, the PBX's
               Contact as the last Route): the PBX gets it with that Contact as Request-URI (§16.4)
 
@@ -308,16 +309,31 @@ def fork(a, pbx, gw, proxy):
         in_dialog(pbx, proxy, c, ok, "ACK", 2)
     acks = sorted(re.search(r"tag=(\w+)", m.first("to")).group(1) for _, m in recv_all(gw, 0.5) if m.method == "ACK")
     check("fork: the PBX's ACK for each reaches the gateway", acks == ["forkA", "forkB"], acks)
-    for i, ok in enumerate(reversed(oks)):   # the second dialog first: the one a PBX ends
-        in_dialog(pbx, proxy, c, ok, "BYE", 3)
-        bye = recv_one(gw, lambda m: m.method == "BYE")
-        tag = bye and re.search(r"tag=(\w+)", bye.first("to")).group(1)
-        if bye:
-            gw.sendto(response_to(bye, 200, "OK", to_tag=None), bye.src)
+    def bye(ok, cseq, which):
+        in_dialog(pbx, proxy, c, ok, "BYE", cseq)
+        got = recv_one(gw, lambda m: m.method == "BYE")
+        tag = got and re.search(r"tag=(\w+)", got.first("to")).group(1)
+        if got:
+            gw.sendto(response_to(got, 200, "OK", to_tag=None), got.src)
         r = recv_one(pbx, lambda m: m.cseq()[1] == "BYE")
-        check(f"fork: the BYE of {'the second' if i == 0 else 'the first'} dialog reaches the gateway "
-              "and its 200 the PBX", bye is not None and tag == ok.first("to").split("tag=")[1] and r is not None
-              and r.status == 200, [tag, r and r.status])
+        check(f"fork: the BYE of the {which} dialog reaches the gateway and its 200 the PBX",
+              got is not None and tag == ok.first("to").split("tag=")[1] and r is not None and r.status == 200,
+              [tag, r and r.status])
+
+    if len(oks) < 2:
+        return
+    bye(oks[0], 3, "first")
+    # the first branch's 200 once more (its ACK lost, say) while the second dialog is up:
+    # relayed, and the ended dialog stays ended
+    gw.sendto(response_to(inv, 200, "OK", [f"Contact: <sip:forkA@{a.gateway}>", "Content-Type: application/sdp"],
+                          SDP, to_tag="forkA"), inv.src)
+    again = recv_one(pbx, lambda m: m.status == 200 and m.cseq()[1] == "INVITE")
+    in_dialog(pbx, proxy, c, oks[0], "BYE", 4)
+    r = recv_one(pbx, lambda m: m.cseq()[1] == "BYE")
+    gw_got = [m.method for _, m in recv_all(gw, 0.3) if m.method == "BYE"]
+    check("fork: a 2xx retransmitted after its dialog ended makes no call again (a new BYE gets 481)",
+          again is not None and r is not None and r.status == 481 and gw_got == [], [r and r.status, gw_got])
+    bye(oks[1], 3, "second")
 
 
 def strict(a, pbx, gw, proxy):
