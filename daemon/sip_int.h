@@ -23,8 +23,8 @@ struct sa_txn {
 	bool is_ringing;
 	struct sa_txn_node early;      /* ringing: in srv->txn_early by its early dialogs' key */
 	char *early_key;               /* that key (lib/txn sa_txn_early_key), while indexed */
-	struct sa_txn_early_tags early_tags;   /* ringing: the callee's tags of its early dialogs */
-	struct sa_txn_early_tags answered;     /* INVITE: the To tags of the 2xx it relayed (forks) */
+	struct sa_txn_tags early_tags;   /* ringing: the callee's tags of its early dialogs */
+	struct sa_txn_tags answered;     /* INVITE: the To tags of the 2xx it relayed (forks) */
 	struct sa_server *srv;
 	char *skey;                    /* branch|sent-by|method of the request received (just past the struct) */
 	char *dir_call_id;             /* several workers: an INVITE's Call-ID, in the directory while it lives */

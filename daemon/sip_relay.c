@@ -440,8 +440,8 @@ void handle_response(struct sa_server *srv, struct sa_msg *m, const struct sa_fl
 		else if (m->status >= 200 && m->status < 300) {
 			/* another branch's 2xx makes a call; one whose dialog it answered
 			 * already is only relayed (that call may have ended since) */
-			if (t->method == SA_M_INVITE && m->to_tag && !sa_txn_early_tag_has(&t->answered, m->to_tag)) {
-				sa_txn_early_tag_add(&t->answered, m->to_tag);
+			if (t->method == SA_M_INVITE && m->to_tag && !sa_txn_tag_has(&t->answered, m->to_tag)) {
+				sa_txn_tag_add(&t->answered, m->to_tag);
 				call_fork(srv, t, m);
 			}
 			sa_transport_send(srv, &t->from, out, (size_t)n);
@@ -474,7 +474,7 @@ static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_ms
 			send_hop_request(srv, t, NULL, true);
 	}
 	if ((steps & SA_RR_FORWARD) && t->early_key && m->status > 100 && m->status < 200 && m->to_tag)
-		sa_txn_early_tag_add(&t->early_tags, m->to_tag);   /* an early dialog now exists */
+		sa_txn_tag_add(&t->early_tags, m->to_tag);   /* an early dialog now exists */
 	if (steps & SA_RR_RESTART_C)
 		txn_timer_c_restart(t);
 	if (steps & SA_RR_FORWARD)
@@ -482,7 +482,7 @@ static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_ms
 	if (steps & SA_RR_ACK)
 		send_hop_request(srv, t, m, false);
 	if (m->status >= 200 && m->status < 300 && t->method == SA_M_INVITE && m->to_tag)
-		sa_txn_early_tag_add(&t->answered, m->to_tag);   /* its dialog: a fork's would be another */
+		sa_txn_tag_add(&t->answered, m->to_tag);   /* its dialog: a fork's would be another */
 	if (steps & SA_RR_CALL)
 		call_create(srv, t, m);
 	bool kept = false;

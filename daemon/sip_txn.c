@@ -156,12 +156,12 @@ struct sa_txn *txn_early_find(struct sa_server *srv, const struct sa_msg *m, int
 		return NULL;
 	/* the caller's tag finds the INVITE; the callee's must be one of its early dialogs' */
 	if ((n = sa_txn_index_by_skey(srv->txn_early, sa_txn_early_key(m->call_id, m->from_tag, key))) &&
-	    sa_txn_early_tag_has(&EARLY_OF(n)->early_tags, m->to_tag)) {
+	    sa_txn_tag_has(&EARLY_OF(n)->early_tags, m->to_tag)) {
 		*side = 1;
 		return EARLY_OF(n);
 	}
 	if ((n = sa_txn_index_by_skey(srv->txn_early, sa_txn_early_key(m->call_id, m->to_tag, key))) &&
-	    sa_txn_early_tag_has(&EARLY_OF(n)->early_tags, m->from_tag)) {
+	    sa_txn_tag_has(&EARLY_OF(n)->early_tags, m->from_tag)) {
 		*side = 2;
 		return EARLY_OF(n);
 	}

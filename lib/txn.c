@@ -157,17 +157,17 @@ char *sa_txn_early_key(const char *call_id, const char *caller_tag, char out[SA_
 	return out;
 }
 
-void sa_txn_early_tag_add(struct sa_txn_early_tags *e, const char *callee_tag)
+void sa_txn_tag_add(struct sa_txn_tags *e, const char *tag)
 {
-	if (sa_txn_early_tag_has(e, callee_tag))
+	if (sa_txn_tag_has(e, tag))
 		return;
-	e->h[e->n++ % SA_TXN_EARLY_TAGS] = sa_str_hash(callee_tag);
+	e->h[e->n++ % SA_TXN_TAGS] = sa_str_hash(tag);
 }
 
-bool sa_txn_early_tag_has(const struct sa_txn_early_tags *e, const char *callee_tag)
+bool sa_txn_tag_has(const struct sa_txn_tags *e, const char *tag)
 {
-	uint64_t h = sa_str_hash(callee_tag);
-	for (unsigned i = 0; i < e->n && i < SA_TXN_EARLY_TAGS; i++)
+	uint64_t h = sa_str_hash(tag);
+	for (unsigned i = 0; i < e->n && i < SA_TXN_TAGS; i++)
 		if (e->h[i] == h)
 			return true;
 	return false;

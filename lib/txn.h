@@ -71,18 +71,20 @@ char *sa_txn_cancelled_key(const struct sa_msg *m, char out[SA_TXN_KEY_MAX]);
  * any call exists: its Call-ID and the caller's tag. A request from the
  * caller carries that tag in From, one from the callee in To. */
 char *sa_txn_early_key(const char *call_id, const char *caller_tag, char out[SA_TXN_KEY_MAX]);
-/* The early dialogs that exist: the callee's tags (To) of the provisionals
- * relayed back to the caller, up to SA_TXN_EARLY_TAGS (forks; past that the
- * oldest goes). A request of an early dialog names one of them; a tag no
- * provisional carried is no dialog at all. Kept as keyed hashes. (The
- * daemon keeps the tags of the 2xx an INVITE relayed the same way.) */
-#define SA_TXN_EARLY_TAGS 4
-struct sa_txn_early_tags {
-	uint64_t h[SA_TXN_EARLY_TAGS];
-	unsigned n;                  /* tags seen (distinct); the last SA_TXN_EARLY_TAGS are kept */
+/* A few To tags of an INVITE's dialogs, as keyed hashes: up to SA_TXN_TAGS
+ * (forks; past that the oldest goes), a tag seen twice counted once. The
+ * daemon keeps two such sets per INVITE: the early dialogs that exist (the
+ * callee's tags of the provisionals relayed back: a request of an early
+ * dialog must name one, a tag no provisional carried is no dialog at all),
+ * and the dialogs its 2xx set up (a fork's second 2xx makes a call, the
+ * first one again does not). */
+#define SA_TXN_TAGS 4
+struct sa_txn_tags {
+	uint64_t h[SA_TXN_TAGS];
+	unsigned n;                  /* tags seen (distinct); the last SA_TXN_TAGS are kept */
 };
-void sa_txn_early_tag_add(struct sa_txn_early_tags *e, const char *callee_tag);
-bool sa_txn_early_tag_has(const struct sa_txn_early_tags *e, const char *callee_tag);
+void sa_txn_tag_add(struct sa_txn_tags *e, const char *tag);
+bool sa_txn_tag_has(const struct sa_txn_tags *e, const char *tag);
 
 /* ---- the transaction index: by server key and by our branch ----
  *

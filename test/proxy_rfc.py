@@ -117,6 +117,13 @@ class Call:
             lines.append(f"Content-Length: {len(body)}")
         return crlf("\r\n".join(lines) + "\r\n\r\n") + body.encode()
 
+    def cancel_bytes(self):
+        """The CANCEL of the INVITE with credentials (its branch, CSeq 2)."""
+        ip, port = self.pbx.getsockname()
+        return crlf(f"CANCEL {self.ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{port};branch={self.branch};rport\r\n"
+                    f"Max-Forwards: 70\r\nFrom: <sip:pbx@{self.a.host}>;tag={self.tag}\r\nTo: <{self.ruri}>\r\n"
+                    f"Call-ID: {self.call_id}\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n")
+
     def ack_bytes(self, resp, branch, cseq):
         ip, port = self.pbx.getsockname()
         return crlf("\r\n".join([f"ACK {self.ruri} SIP/2.0", f"Via: SIP/2.0/UDP {ip}:{port};branch={branch};rport",
@@ -202,10 +209,7 @@ def cancel_early(a, pbx, gw, proxy):
     inv = c.start()
     if not inv:
         return check("cancel-early: the INVITE reached the gateway", False)
-    ip, port = pbx.getsockname()
-    pbx.sendto(crlf(f"CANCEL {c.ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{port};branch={c.branch};rport\r\n"
-                    f"Max-Forwards: 70\r\nFrom: <sip:pbx@{a.host}>;tag={c.tag}\r\nTo: <{c.ruri}>\r\n"
-                    f"Call-ID: {c.call_id}\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n"), proxy)
+    pbx.sendto(c.cancel_bytes(), proxy)
     r = recv_one(pbx, lambda m: m.cseq()[1] == "CANCEL")
     check("cancel-early: the PBX's CANCEL is answered 200", r is not None and r.status == 200, r and r.status)
     early = [m.method for _, m in recv_all(gw, 0.6) if m.method != "INVITE"]   # (Timer A may resend it)
@@ -230,10 +234,7 @@ def cancel_silent(a, pbx, gw, proxy):
     inv = c.start()
     if not inv:
         return check("cancel-silent: the INVITE reached the gateway", False)
-    ip, port = pbx.getsockname()
-    pbx.sendto(crlf(f"CANCEL {c.ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{port};branch={c.branch};rport\r\n"
-                    f"Max-Forwards: 70\r\nFrom: <sip:pbx@{a.host}>;tag={c.tag}\r\nTo: <{c.ruri}>\r\n"
-                    f"Call-ID: {c.call_id}\r\nCSeq: 2 CANCEL\r\nContent-Length: 0\r\n\r\n"), proxy)
+    pbx.sendto(c.cancel_bytes(), proxy)
     # the gateway stays silent past failover_timeout_ms (2 s): the PBX gets 487 from sipauthd
     final = recv_one(pbx, lambda m: m.status >= 200 and m.cseq()[1] == "INVITE", 4.0)
     check("cancel-silent: the PBX gets 487 when the gateway stays silent", final is not None and final.status == 487,

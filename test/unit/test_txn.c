@@ -445,23 +445,23 @@ END_TEST
  * fork's tag takes the oldest one's place, and a tag seen twice counts once. */
 START_TEST(early_dialogs_are_the_tags_of_the_provisionals)
 {
-	struct sa_txn_early_tags e = { 0 };
-	ck_assert(!sa_txn_early_tag_has(&e, "as6151ad25"));
-	sa_txn_early_tag_add(&e, "as6151ad25");
-	sa_txn_early_tag_add(&e, "as6151ad25");   /* the 180, then the 183 of the same dialog */
+	struct sa_txn_tags e = { 0 };
+	ck_assert(!sa_txn_tag_has(&e, "as6151ad25"));
+	sa_txn_tag_add(&e, "as6151ad25");
+	sa_txn_tag_add(&e, "as6151ad25");   /* the 180, then the 183 of the same dialog */
 	ck_assert_uint_eq(e.n, 1);
-	ck_assert(sa_txn_early_tag_has(&e, "as6151ad25"));
-	ck_assert(!sa_txn_early_tag_has(&e, "as6151ad26"));
-	ck_assert(!sa_txn_early_tag_has(&e, ""));
-	sa_txn_early_tag_add(&e, "fork2");
-	sa_txn_early_tag_add(&e, "fork3");
-	sa_txn_early_tag_add(&e, "fork4");
-	ck_assert(sa_txn_early_tag_has(&e, "as6151ad25") && sa_txn_early_tag_has(&e, "fork4"));
-	sa_txn_early_tag_add(&e, "fork5");
+	ck_assert(sa_txn_tag_has(&e, "as6151ad25"));
+	ck_assert(!sa_txn_tag_has(&e, "as6151ad26"));
+	ck_assert(!sa_txn_tag_has(&e, ""));
+	sa_txn_tag_add(&e, "fork2");
+	sa_txn_tag_add(&e, "fork3");
+	sa_txn_tag_add(&e, "fork4");
+	ck_assert(sa_txn_tag_has(&e, "as6151ad25") && sa_txn_tag_has(&e, "fork4"));
+	sa_txn_tag_add(&e, "fork5");
 	ck_assert_uint_eq(e.n, 5);
-	ck_assert(!sa_txn_early_tag_has(&e, "as6151ad25"));
-	ck_assert(sa_txn_early_tag_has(&e, "fork2") && sa_txn_early_tag_has(&e, "fork3") &&
-	          sa_txn_early_tag_has(&e, "fork4") && sa_txn_early_tag_has(&e, "fork5"));
+	ck_assert(!sa_txn_tag_has(&e, "as6151ad25"));
+	ck_assert(sa_txn_tag_has(&e, "fork2") && sa_txn_tag_has(&e, "fork3") &&
+	          sa_txn_tag_has(&e, "fork4") && sa_txn_tag_has(&e, "fork5"));
 }
 END_TEST
 
