@@ -351,13 +351,25 @@ def strict(a, pbx, gw, proxy):
     recv_one(gw, lambda m: m.method == "ACK")
     # the gateway as an RFC 2543 strict router: the first route (our Record-Route) as the
     # Request-URI, the PBX's Contact as the last Route value
-    gip, gport = gw.getsockname()
     ours = sc.uri_of(inv.headers["record-route"][0])
     pbx_target = sc.uri_of(inv.first("contact"))
-    gw.sendto(crlf(f"BYE {ours} SIP/2.0\r\nVia: SIP/2.0/UDP {gip}:{gport};branch=z9hG4bK{secrets.token_hex(8)}\r\n"
-                   f"Max-Forwards: 70\r\nFrom: {ok.first('to')}\r\nTo: {ok.first('from')}\r\n"
-                   f"Call-ID: {c.call_id}\r\nCSeq: 1 BYE\r\nRoute: <{pbx_target}>\r\nContent-Length: 0\r\n\r\n"),
-              proxy)
+
+    def strict_bye(sock):
+        ip, port = sock.getsockname()
+        sock.sendto(crlf(f"BYE {ours} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{port};branch=z9hG4bK{secrets.token_hex(8)}\r\n"
+                         f"Max-Forwards: 70\r\nFrom: {ok.first('to')}\r\nTo: {ok.first('from')}\r\n"
+                         f"Call-ID: {c.call_id}\r\nCSeq: 1 BYE\r\nRoute: <{pbx_target}>\r\n"
+                         "Content-Length: 0\r\n\r\n"), proxy)
+
+    # the same from a stranger who learnt the dialog: refused, as a loose-routed one is
+    stranger = udp(a.stranger)
+    strict_bye(stranger)
+    r = recv_one(stranger, lambda m: m.status >= 200)
+    at_pbx = [m.method for _, m in recv_all(pbx, 0.3)]
+    check("strict: a stranger's strict-routed BYE gets 403 and never reaches the PBX",
+          r is not None and r.status == 403 and at_pbx == [], [r and r.status, at_pbx])
+    stranger.close()
+    strict_bye(gw)
     bye = recv_one(pbx, lambda m: m.method == "BYE")
     check("strict: a strict-routed BYE reaches the PBX with the last Route as its Request-URI, no Route left "
           "(§16.4)", bye is not None and bye.uri == pbx_target and "route" not in bye.headers,
@@ -382,6 +394,7 @@ def main():
     ap.add_argument("--host", required=True, help="the trunk host")
     ap.add_argument("--user", required=True)
     ap.add_argument("--password", required=True)
+    ap.add_argument("--stranger", default="127.0.0.3", help="a third address (strict)")
     a = ap.parse_args()
     ip, port = a.server.rsplit(":", 1)
     gip, gport = a.gateway.rsplit(":", 1)

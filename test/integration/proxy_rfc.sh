@@ -39,6 +39,6 @@ assert_match "the second 2xx made a call of its own" 'event=call_fork call_id="[
 	"$(cat "$T/sipauthd.log")"
 assert_eq "... and only it (the first one's 2xx again made none)" 1 "$(grep -c 'event=call_fork' "$T/sipauthd.log")"
 scenario strict
-assert_eq "every check ran (8 scenarios, 24 checks)" 24 "$(cat "$T"/*.json | grep -c '"check"')"
+assert_eq "every check ran (8 scenarios, 25 checks)" 25 "$(cat "$T"/*.json | grep -c '"check"')"
 assert_nomatch "no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/sipauthd.log")"
 finish
