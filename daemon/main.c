@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -577,14 +578,31 @@ static int add_signal(struct sa_server *srv, struct event **ev, int sig, event_c
 
 /* One daemon per store, for the life of the process: a second one (on other
  * ports, say) would restore and rewrite the same calls, sweep the same
- * registrations, and hand out nonces the first does not know. */
-static int store_lock(const struct sa_server *srv)
+ * registrations, and hand out nonces the first does not know. Taken before
+ * the store is opened when it exists (opening moves old layouts, purges the
+ * bindings of deleted credentials and builds the credential index: none of
+ * that for a daemon that is about to be refused); a store that does not
+ * exist yet (a fleet node's first start makes its mirror) is locked once
+ * opened. */
+static int store_lock(const struct sa_server *srv, bool *locked)
 {
 	char path[PATH_MAX + 32];
+	struct stat sb;
+
+	if (*locked)
+		return 0;
+	snprintf(path, sizeof(path), "%s/data.mdb", srv->cfg.store_path);
+	if (stat(path, &sb) != 0)
+		return 0;   /* nothing to protect yet: after open_store */
+	snprintf(path, sizeof(path), "%s/runtime", srv->cfg.store_path);
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return 0;   /* open_store says why */
 	snprintf(path, sizeof(path), "%s/runtime/sipauthd.lock", srv->cfg.store_path);
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
+	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
+		*locked = true;
 		return 0;   /* kept open: the lock goes with the process */
+	}
 	int err = errno;
 	log_err("event=store_in_use path=%s error=\"%s\"", srv->cfg.store_path,
 	        err == EWOULDBLOCK ? "another sipauthd runs on this store" : strerror(err));
@@ -601,8 +619,13 @@ static int start(struct sa_server *srv)
 	if (fd_budget_check(&srv->cfg, srv->nworkers) < 0)
 		return -1;
 	srv->base = event_base_new();
-	if (!srv->base || open_store(srv) < 0 || store_lock(srv) < 0)
+	bool locked = false;
+	if (!srv->base || store_lock(srv, &locked) < 0 || open_store(srv) < 0 || store_lock(srv, &locked) < 0)
 		return -1;
+	if (!locked) {
+		log_err("event=store_lock_failed path=%s/runtime/sipauthd.lock", srv->cfg.store_path);
+		return -1;
+	}
 	if ((srv->work = sa_work_start(srv->base, srv->store, FLUSH_MS, WORK_QUEUE)) == NULL ||
 	    (srv->work_read = sa_work_start(srv->base, srv->store, 0, WORK_QUEUE)) == NULL) {
 		log_err("event=store_thread_failed error=\"%s\"", strerror(errno));

@@ -23,6 +23,8 @@ timeout 10 "$REAL" --workers 2 --config "$T/sipauthd.conf" >"$T/second.log" 2>&1
 assert_eq "a second sipauthd on the same store exits with 1" 1 $?
 assert_match "... saying the store is in use" \
 	'event=store_in_use path=[^ ]* error="another sipauthd runs on this store"' "$(cat "$T/second.log")"
+assert_eq "... before it opens the store (no layout moves, purges or index of its own)" "" \
+	"$(grep -o 'event=store_opened\|event=credential_index\|event=bindings_purge[a-z_]*' "$T/second.log")"
 # another store, the same ports: the workers' SO_REUSEPORT must not let it take part of the traffic
 "$SIPAUTHCTL" --store "$T/other" init --domain sip.tryvox.io >/dev/null
 echo "calls of an earlier run" >"$T/other/calls.state"
