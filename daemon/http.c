@@ -112,6 +112,12 @@ static void send_answer(struct exchange *x, int status, const char *type, const 
 		add_header(x->req, "Content-Type", type);
 	add_header(x->req, "X-Content-Type-Options", "nosniff");
 	add_header(x->req, "Cache-Control", "no-store");
+	if (evhttp_request_get_command(x->req) == EVHTTP_REQ_HEAD) {
+		/* libevent sends no body for HEAD, and then no length: the GET's (RFC 9110 §9.3.2) */
+		char n[24];
+		snprintf(n, sizeof n, "%zu", len);
+		add_header(x->req, "Content-Length", n);
+	}
 	if (buf != NULL && len > 0) {
 		if (is_static)
 			evbuffer_add_reference(buf, body, len, NULL, NULL);
@@ -704,6 +710,9 @@ static void api_cb(struct evhttp_request *req, void *arg)
 	if (strcmp(x.path, "/") == 0 && is_get(&x)) {
 		add_header(req, "Location", "/dashboard");
 		send_answer(&x, 302, NULL, NULL, 0, 1);
+	} else if ((strcmp(x.path, "/v1/upstream") == 0 || strcmp(x.path, "/v1/openapi.json") == 0) && query &&
+	           query[0] != '\0') {
+		send_error(&x, 400, "invalid_parameter", "this resource takes no query parameters", NULL);
 	} else if (strcmp(x.path, "/v1/upstream") == 0) {
 		upstream_serve(&x);   /* admin, not an account's: before the API's routes */
 	} else if (page_serve(&x, !x.h->metrics_apart, 1)) {

@@ -1141,6 +1141,24 @@ static int limit_parse(const char *v, unsigned *out)
 	return 0;
 }
 
+/* A name from the query, for a message: printable ASCII, the rest '?', cut
+ * at SHOWN_NAME_MAX ("..." after it). */
+#define SHOWN_NAME_MAX 40
+static void shown_name(const char *name, char *out, size_t outlen)
+{
+	size_t i = 0;
+
+	if (name[0] == '\0') {
+		snprintf(out, outlen, "%s", "(a parameter without a name)");
+		return;
+	}
+	for (; name[i] != '\0' && i < SHOWN_NAME_MAX && i + 1 < outlen; i++)
+		out[i] = name[i] > 0x20 && name[i] < 0x7f ? name[i] : '?';
+	out[i] = '\0';
+	if (name[i] != '\0' && i + 4 <= outlen)
+		memcpy(out + i, "...", 4);
+}
+
 /* One name=value pair of a list's query; the message names the parameter. */
 static int list_param(struct list_query *q, enum query_kind kind, const char *name, const char *value,
                       struct sa_api_response *r)
@@ -1170,20 +1188,25 @@ static int list_param(struct list_query *q, enum query_kind kind, const char *na
 		return -1;
 	}
 	if (strcmp(name, "limit") == 0 || strcmp(name, "starting_after") == 0 ||
-	    (strcmp(name, "since") == 0 && kind == Q_PAGE_SINCE))
+	    (strcmp(name, "since") == 0 && kind == Q_PAGE_SINCE)) {
 		errorf(r, 400, "invalid_parameter", "%s given twice", name);
-	else if (kind == Q_PAGE_SINCE)
-		sa_api_error(r, 400, "invalid_parameter",
-		             "unknown query parameter (auth-failures takes since, limit and starting_after)");
+		return -1;
+	}
+	char shown[SHOWN_NAME_MAX + 32];
+	shown_name(name, shown, sizeof shown);
+	if (kind == Q_PAGE_SINCE)
+		errorf(r, 400, "invalid_parameter",
+		       "%s: unknown query parameter (auth-failures takes since, limit and starting_after)", shown);
 	else
-		sa_api_error(r, 400, "invalid_parameter", "unknown query parameter (a list takes limit and starting_after)");
+		errorf(r, 400, "invalid_parameter", "%s: unknown query parameter (a list takes limit and starting_after)",
+		       shown);
 	return -1;
 }
 
 static int list_query_parse(const char *query, enum query_kind kind, struct list_query *q,
                             struct sa_api_response *r)
 {
-	char name[16], value[SA_API_CURSOR_MAX];
+	char name[64], value[SA_API_CURSOR_MAX];
 	const char *p = query ? query : "";
 
 	*q = (struct list_query){ .since = INT64_MIN, .limit = SA_API_PAGE_LIMIT_DEFAULT };
@@ -1690,9 +1713,15 @@ static int target_parse(const char *path, struct target *t)
 	return target_trunk_child(p, t);
 }
 
+/* GET and HEAD: a HEAD is answered as its GET (the HTTP layer sends no body). */
+static bool method_reads(const char *method)
+{
+	return strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+}
+
 static handler_fn *route_handler(const struct route *rt, const char *method)
 {
-	if (strcmp(method, "GET") == 0)
+	if (method_reads(method))
 		return rt->get;
 	if (strcmp(method, "POST") == 0)
 		return rt->post;
@@ -1926,7 +1955,7 @@ void sa_api_handle(const struct sa_api_ctx *ctx, const struct sa_api_request *re
 		       routes[t.res].allow);
 		return;
 	}
-	enum query_kind kind = strcmp(req->method, "GET") == 0 ? routes[t.res].query : Q_NONE;
+	enum query_kind kind = method_reads(req->method) ? routes[t.res].query : Q_NONE;
 	if (kind == Q_NONE && req->query != NULL && req->query[0] != '\0') {
 		sa_api_error(r, 400, "invalid_parameter", "this resource takes no query parameters");
 		return;

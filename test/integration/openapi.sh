@@ -80,6 +80,19 @@ r GET "$A/$TRUNK/calls"; r DELETE "$A/$TRUNK/credentials/$NEW"; r DELETE "$A/$TR
 r GET "$A/trunk_nosuchtrunk"; r GET "$A" "" ""; r GET "$A" "" "tvx_sk_live_00000000000000000000000000000000"
 r GET "/v1/account/acc_other/trunks"; r GET /healthz "" ""; r GET /metrics "" ""; r GET /dashboard "" ""
 r POST /healthz "{}" ""
+r GET "/v1/openapi.json?x=1" "" ""
+assert_eq "the document takes no query parameters: 400" 400 "$st"
+r GET "$A/$TRUNK/credentials?lmit=5"
+assert_eq "an unknown parameter is 400, named first in the message" \
+	"400 lmit: unknown query parameter (a list takes limit and starting_after)" \
+	"$st $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["error"]["message"])' "$T/body")"
+# HEAD is GET without the body, on the API's resources as on the pages
+curl -s -I -o "$T/head.h" -H "Authorization: Bearer $KEY" "$BASE$A/$TRUNK/credentials"
+curl -s -o /dev/null -D "$T/get.h" -H "Authorization: Bearer $KEY" "$BASE$A/$TRUNK/credentials"
+assert_eq "HEAD of a list: 200, the GET's Content-Type and Content-Length" \
+	"$(grep -i '^HTTP/\|^Content-Type:\|^Content-Length:' "$T/get.h")" \
+	"$(grep -i '^HTTP/\|^Content-Type:\|^Content-Length:' "$T/head.h")"
+assert_match "... which is 200" '^HTTP/1.1 200' "$(cat "$T/head.h")"
 head -c 20000 /dev/zero | tr '\0' a > "$T/big"
 st=$(curl -s -o "$T/body" -D "$T/hdr" -w '%{http_code}' -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
 	--data-binary @"$T/big" "$BASE$A/$TRUNK/credentials")

@@ -191,8 +191,9 @@ assert_eq "the second gateway had only the call before" 1 "$(grep -c '"method":"
 API_PORT=$(free_port 127.0.0.1)
 daemon 'udp:127.0.0.2:$G1, udp:127.0.0.3:$G2' "[api]
 listen = 127.0.0.1:$API_PORT"
-code=$(curl -s -o "$T/noadmin.json" -w '%{http_code}' "http://127.0.0.1:$API_PORT/v1/upstream")
+code=$(curl -s -o "$T/noadmin.json" -D "$T/noadmin.h" -w '%{http_code}' "http://127.0.0.1:$API_PORT/v1/upstream")
 assert_eq "without [api] admin_token_file, GET /v1/upstream is 403" 403 "$code"
+api_record GET /v1/upstream "$code" "$T/noadmin.json" "$T/noadmin.h"
 assert_match "in the API's error shape" '"code": ?"forbidden"' "$(cat "$T/noadmin.json")"
 ADMIN_TOKEN=adm_$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 printf '%s\n' "$ADMIN_TOKEN" >"$T/admin.token"
@@ -209,13 +210,21 @@ assert_eq "a call fails over from 503" 0 $?
 wait "$gw1"; wait "$gw2"
 code=$(curl -s -o "$T/nokey.json" -D "$T/nokey.h" -w '%{http_code}' "http://127.0.0.1:$API_PORT/v1/upstream")
 assert_eq "no token: 401" 401 "$code"
+api_record GET /v1/upstream "$code" "$T/nokey.json" "$T/nokey.h"
+code=$(curl -s -o "$T/query.json" -D "$T/query.h" -w '%{http_code}' -H "Authorization: Bearer $ADMIN_TOKEN" \
+	"http://127.0.0.1:$API_PORT/v1/upstream?verbose=1")
+assert_eq "a query parameter: 400 (the resource takes none)" 400 "$code"
+api_record GET /v1/upstream "$code" "$T/query.json" "$T/query.h"
 assert_match "with WWW-Authenticate: Bearer" "WWW-Authenticate: Bearer" "$(cat "$T/nokey.h")"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${ADMIN_TOKEN}x" "http://127.0.0.1:$API_PORT/v1/upstream")
 assert_eq "a wrong token: 401" 401 "$code"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer tvx_sk_live_notanadmin" "http://127.0.0.1:$API_PORT/v1/upstream")
 assert_eq "an account's API key is no admin token: 401" 401 "$code"
-code=$(curl -s -o "$T/up.json" -w '%{http_code}' -H "Authorization: Bearer $ADMIN_TOKEN" "http://127.0.0.1:$API_PORT/v1/upstream")
+code=$(curl -s -o "$T/up.json" -D "$T/up.h" -w '%{http_code}' -H "Authorization: Bearer $ADMIN_TOKEN" \
+	"http://127.0.0.1:$API_PORT/v1/upstream")
 assert_eq "the admin token: 200" 200 "$code"
+api_record GET /v1/upstream "$code" "$T/up.json" "$T/up.h"
+openapi_check
 up() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$T/up.json" "$1"; }
 assert_eq "two gateways, in order" "udp:127.0.0.2:$G1 udp:127.0.0.3:$G2" "$(up '" ".join(g["gateway"] for g in d["gateways"])')"
 assert_eq "the first: 1 INVITE, 1 503, 1 failover, up" "1 1 1 up" \
