@@ -338,6 +338,19 @@ out:
 		sa_credential_wipe(&r->cred);
 }
 
+void sa_auth_offer(const struct sa_auth *a, const struct sa_auth_cfg *order, struct sa_auth_cfg *out)
+{
+	out->nalgs = 0;
+	for (unsigned i = 0; order != NULL && i < order->nalgs && i < SA_ALG_COUNT; i++)
+		for (unsigned k = 0; k < a->cfg.nalgs; k++)
+			if (a->cfg.algs[k] == order->algs[i]) {
+				out->algs[out->nalgs++] = order->algs[i];
+				break;
+			}
+	if (out->nalgs == 0)
+		*out = a->cfg;
+}
+
 long sa_auth_challenge_in(struct sa_auth *a, const struct sa_auth_cfg *order, const char *realm, const char *source,
                           bool proxy, bool stale, uint64_t now, char *out, size_t cap)
 {
@@ -345,10 +358,10 @@ long sa_auth_challenge_in(struct sa_auth *a, const struct sa_auth_cfg *order, co
 	char nonce[SA_NONCE_LEN + 1], scope[SA_REALM_MAX + 64];
 	const char *mac_scope = nonce_scope(realm, source, scope, sizeof(scope));
 
-	if (order == NULL)
-		order = &a->cfg;
-	for (unsigned i = 0; i < order->nalgs && i < SA_ALG_COUNT; i++) {
-		if (sa_nonce_issue(a->nonce, mac_scope, order->algs[i], now, nonce) < 0)
+	struct sa_auth_cfg offer;
+	sa_auth_offer(a, order, &offer);
+	for (unsigned i = 0; i < offer.nalgs; i++) {
+		if (sa_nonce_issue(a->nonce, mac_scope, offer.algs[i], now, nonce) < 0)
 			return -1;
 		/* one per challenge: written piece by piece, no printf */
 		sa_buf_puts(&b, proxy ? "Proxy-Authenticate: Digest realm=\"" : "WWW-Authenticate: Digest realm=\"");
@@ -356,7 +369,7 @@ long sa_auth_challenge_in(struct sa_auth *a, const struct sa_auth_cfg *order, co
 		sa_buf_puts(&b, "\", nonce=\"");
 		sa_buf_puts(&b, nonce);
 		sa_buf_puts(&b, "\", algorithm=");
-		const char *alg = sa_digest_alg_name(order->algs[i]);
+		const char *alg = sa_digest_alg_name(offer.algs[i]);
 		sa_buf_puts(&b, alg ? alg : "");
 		sa_buf_puts(&b, stale ? ", qop=\"auth\", stale=true\r\n" : ", qop=\"auth\"\r\n");
 	}

@@ -93,7 +93,13 @@ void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_
  * Length, or -1 when out is too small. */
 long sa_auth_challenge(struct sa_auth *a, const char *realm, const char *source, bool proxy, bool stale,
                        uint64_t now, char *out, size_t cap);
-/* The same in another order (a trunk's digest_algorithms); order NULL: a's. */
+/* What a challenge offers for order (a trunk's digest_algorithms): those of
+ * its algorithms that a's configuration has ([auth] algorithms: the only
+ * ones an answer is verified with), in order's order; when that leaves none
+ * (or order is NULL), a's own list. */
+void sa_auth_offer(const struct sa_auth *a, const struct sa_auth_cfg *order, struct sa_auth_cfg *out);
+/* The same in another order (a trunk's digest_algorithms, through
+ * sa_auth_offer); order NULL: a's. */
 long sa_auth_challenge_in(struct sa_auth *a, const struct sa_auth_cfg *order, const char *realm, const char *source,
                           bool proxy, bool stale, uint64_t now, char *out, size_t cap);
 

@@ -81,6 +81,14 @@ sipc register --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --a
 assert_eq "the trunk's order: MD5 first, then SHA-256" "['MD5', 'SHA-256']" \
 	"$(json_get '[h.split("algorithm=")[1].split(",")[0] for h in resp[0]["headers"]["www-authenticate"]]' <"$T/reg2.json")"
 assert_eq "a client that answers the first challenge only registers (200)" 200 "$(status_of reg2)"
+# an algorithm [auth] algorithms lacks (SHA-256, MD5 here) is never offered: no answer could verify
+api PATCH "$TPATH" '{"digest_algorithms": ["SHA-512-256", "MD5"]}'
+assert_eq "PATCH with SHA-512-256 first is 200" 200 "$st"
+sipc register --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 >"$T/reg3.json"
+assert_eq "... but only MD5 is offered" "['MD5']" \
+	"$(json_get '[h.split("algorithm=")[1].split(",")[0] for h in resp[0]["headers"]["www-authenticate"]]' <"$T/reg3.json")"
+assert_eq "... and answering it registers (200)" 200 "$(status_of reg3)"
+api PATCH "$TPATH" '{"digest_algorithms": ["MD5", "SHA-256"]}'
 
 # ---- channels: a held call plus a second one
 spawn "$T/gw.out" timeout 60 sipp -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT" -nostdin -m 20

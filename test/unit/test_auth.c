@@ -303,6 +303,39 @@ START_TEST(test_only_proven_guessing_counts_toward_a_ban)
 }
 END_TEST
 
+/* A trunk's digest_algorithms offers only what [auth] algorithms verifies
+ * (here SHA-256, MD5), in the trunk's order; nothing left: the daemon's. */
+START_TEST(test_a_trunk_offers_only_what_the_daemon_verifies)
+{
+	struct sa_auth_cfg out;
+	struct sa_auth_cfg both = { .algs = { SA_ALG_MD5, SA_ALG_SHA256 }, .nalgs = 2 };
+	sa_auth_offer(&auth, &both, &out);
+	ck_assert_uint_eq(out.nalgs, 2);
+	ck_assert_int_eq(out.algs[0], SA_ALG_MD5);
+	ck_assert_int_eq(out.algs[1], SA_ALG_SHA256);
+
+	struct sa_auth_cfg other_first = { .algs = { SA_ALG_SHA512_256, SA_ALG_MD5 }, .nalgs = 2 };
+	sa_auth_offer(&auth, &other_first, &out);
+	ck_assert_uint_eq(out.nalgs, 1);
+	ck_assert_int_eq(out.algs[0], SA_ALG_MD5);
+
+	struct sa_auth_cfg other_only = { .algs = { SA_ALG_SHA512_256 }, .nalgs = 1 };
+	sa_auth_offer(&auth, &other_only, &out);
+	ck_assert_uint_eq(out.nalgs, 2);
+	ck_assert_int_eq(out.algs[0], SA_ALG_SHA256);
+	ck_assert_int_eq(out.algs[1], SA_ALG_MD5);
+	sa_auth_offer(&auth, NULL, &out);
+	ck_assert_uint_eq(out.nalgs, 2);
+	ck_assert_int_eq(out.algs[0], SA_ALG_SHA256);
+
+	char hdrs[2048];
+	ck_assert_int_gt(sa_auth_challenge_in(&auth, &other_first, realm, NULL, false, false, NOW, hdrs, sizeof hdrs), 0);
+	ck_assert_ptr_null(strstr(hdrs, "SHA-512-256"));
+	ck_assert_ptr_nonnull(strstr(hdrs, "algorithm=MD5"));
+	ck_assert_ptr_null(strstr(strstr(hdrs, "\r\n") + 2, "WWW-Authenticate"));   /* one challenge */
+}
+END_TEST
+
 static Suite *auth_suite(void)
 {
 	Suite *s = suite_create("auth");
@@ -316,6 +349,7 @@ static Suite *auth_suite(void)
 	tcase_add_test(tc, test_expired_nonce_of_ours_still_judges_the_password);
 	tcase_add_test(tc, test_nonce_of_a_retired_key_says_nothing_of_the_password);
 	tcase_add_test(tc, test_nonce_of_another_node_is_stale_other_node);
+	tcase_add_test(tc, test_a_trunk_offers_only_what_the_daemon_verifies);
 	suite_add_tcase(s, tc);
 	TCase *bans = tcase_create("bans");
 	tcase_add_test(bans, test_only_proven_guessing_counts_toward_a_ban);
