@@ -517,7 +517,7 @@ static const struct {
 	{ "DELETE", "/v1/account/{a}/trunks/{t}", "GET, PATCH" },
 	{ "POST", "/v1/account/{a}/trunks/{t}/registrations", "GET" },
 	{ "DELETE", "/v1/account/{a}/trunks/{t}/auth-failures", "GET" },
-	{ "HEAD", "/v1/account/{a}/trunks/{t}/auth-failures", "GET" },
+	{ "HEAD", "/v1/account/{a}/trunks/{t}/credentials/cred_x/rotate", "POST" },
 	{ "GET", "/v1/account/{a}/trunks/{t}/credentials/cred_x/rotate", "POST" },
 	{ "DELETE", "/v1/account/{a}/trunks/{t}/credentials/cred_x/rotate", "POST" },
 	{ "PUT", "/v1/account/{a}/webhooks", "GET, POST" },
@@ -614,6 +614,25 @@ START_TEST(test_unknown_fields_are_ignored)
 	                      "{\"username\":\"pbx\",\"password\":\"secure_password_here_123\",\"id\":\"cred_mine\"}"),
 	                 201);
 	ck_assert_str_ne(str_at(answer, "id"), "cred_mine");
+}
+END_TEST
+
+/* HEAD is answered as the GET (the HTTP layer sends no body), query rules included */
+START_TEST(test_head_answers_as_get)
+{
+	char id[SA_ID_MAX], *get_body;
+
+	create_ok(PRODUCT_USER, id);
+	ck_assert_int_eq(call("GET", creds_path(&trunk_a, &acc_a), "limit=1", auth_a, NULL), 200);
+	get_body = strdup(resp.body);
+	ck_assert_int_eq(call("HEAD", creds_path(&trunk_a, &acc_a), "limit=1", auth_a, NULL), 200);
+	ck_assert_str_eq(resp.body, get_body);
+	free(get_body);
+	call("HEAD", creds_path(&trunk_a, &acc_a), "limt=1", auth_a, NULL);
+	ck_assert_str_eq(error_is(400, "invalid_parameter"),
+	                 "limt: unknown query parameter (a list takes limit and starting_after)");
+	call("HEAD", path_of("%s/%s", creds_path(&trunk_a, &acc_a), id), NULL, auth_b, NULL);
+	ck_assert_int_eq(resp.status, 404);
 }
 END_TEST
 
@@ -1509,6 +1528,7 @@ static Suite *api_suite(void)
 	tcase_add_test(tc, test_configured_minimum_length);
 	tcase_add_test(tc, test_duplicate_username_ignoring_case_409);
 	tcase_add_test(tc, test_unknown_fields_are_ignored);
+	tcase_add_test(tc, test_head_answers_as_get);
 	tcase_add_test(tc, test_query_on_resource_without_parameters_400);
 	tcase_add_test(tc, test_credentials_pages_in_creation_order);
 	tcase_add_test(tc, test_credentials_cursor_must_be_the_trunks);
