@@ -64,7 +64,11 @@ static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *
 
 static void store_open(void)
 {
-	struct sa_store_opts o = { .flags = SA_STORE_RUNTIME, .map_size = 8u << 20 };   /* as the daemon opens it */
+	/* as the daemon opens it; room for the change log and the tombstones
+	 * at their bounds (CHANGES_KEEP, TOMBSTONES_KEEP: 100 000 each), which
+	 * a long run reaches: at 8 MB the store filled after ~48 000 deletes
+	 * and the fixture could not be made again */
+	struct sa_store_opts o = { .flags = SA_STORE_RUNTIME, .map_size = 64u << 20 };
 	char why[256] = "";
 
 	if (sa_store_open_with(&fx.st, fx.dir, &o, why, sizeof(why)) != SA_STORE_OK) {
