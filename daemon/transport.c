@@ -37,6 +37,8 @@ struct sa_conn {
 	struct event *timer;
 	uint64_t last_msg_ms;
 	unsigned crlfs;                 /* CR and LF bytes read since the last message */
+	bool paused;                    /* not read: SA_CONN_WQ_PAUSE of output unread by the peer */
+	bool overflow;                  /* SA_CONN_WQ_MAX unread: closed by the timer, nothing more sent */
 };
 
 /* Dotted quad into out (at least INET_ADDRSTRLEN bytes): what inet_ntop
@@ -187,6 +189,43 @@ static void conn_close_after_write(struct sa_conn *c)
 	bufferevent_setcb(c->bev, NULL, conn_drained_cb, conn_event_cb, c);
 }
 
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+
+/* The output drained to half of SA_CONN_WQ_PAUSE: read again, from what
+ * waits in the input buffer first. */
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct sa_conn *c = arg;
+	if (!c->paused || evbuffer_get_length(bufferevent_get_output(bev)) > SA_CONN_WQ_PAUSE / 2)
+		return;
+	c->paused = false;
+	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+	bufferevent_setcb(bev, conn_read_cb, NULL, conn_event_cb, c);
+	bufferevent_enable(bev, EV_READ);
+	conn_read_cb(bev, c);
+}
+
+/* A peer that sends and does not read: its answers are not queued without
+ * end (RSS grew by gigabytes in a minute). Its messages wait in the socket
+ * until it has read half of what is queued; it stays subject to the idle
+ * timeout meanwhile (nothing it sends is read). */
+static bool conn_pause_if_unread(struct sa_conn *c)
+{
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) <= SA_CONN_WQ_PAUSE)
+		return false;
+	char a[64];
+	uint16_t port;
+	sa_flow_peer(&c->flow, a, sizeof(a), &port);
+	c->paused = true;
+	c->srv->metrics.tcp_reads_paused++;
+	log_info("event=tcp_paused src=%s:%u queued=%zu hint=\"the peer does not read its answers: reading it "
+	         "again once it has\"", a, port, evbuffer_get_length(bufferevent_get_output(c->bev)));
+	bufferevent_disable(c->bev, EV_READ);
+	bufferevent_setwatermark(c->bev, EV_WRITE, SA_CONN_WQ_PAUSE / 2, 0);
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	return true;
+}
+
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct sa_conn *c = arg;
@@ -194,7 +233,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 
 	for (;;) {
 		size_t avail = evbuffer_get_length(in), skip;
-		if (avail == 0)
+		if (avail == 0 || c->paused || c->overflow)
 			return;
 		size_t look = avail > SA_SIP_MAX_MSG + 4 ? SA_SIP_MAX_MSG + 4 : avail;
 		const char *data = (const char *)evbuffer_pullup(in, (ev_ssize_t)look);
@@ -227,7 +266,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		uint64_t id = c->id;
 		sa_sip_input(srv, &c->flow, msg, (size_t)n);
 		free(msg);
-		if (!conn_find(srv, id))
+		if (!conn_find(srv, id) || conn_pause_if_unread(c))
 			return;
 	}
 }
@@ -298,6 +337,13 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	char a[64];
 	uint16_t port;
 	sa_flow_peer(&c->flow, a, sizeof(a), &port);
+	if (c->overflow) {
+		srv->metrics.tcp_write_queue_closed++;
+		log_warn("event=tcp_close src=%s:%u reason=write_queue_full queued=%zu hint=\"the peer reads nothing "
+		         "of what is sent to it\"", a, port, evbuffer_get_length(bufferevent_get_output(c->bev)));
+		conn_gone(c);
+		return;
+	}
 	if (c->handshaking) {
 		log_info("event=tls_close src=%s:%u handshake=incomplete reason=\"timeout\"", a, port);
 		conn_free(c);
@@ -812,8 +858,16 @@ int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const cha
 	}
 	if (!c)
 		c = conn_connect(srv, fl);
-	if (!c)
+	if (!c || c->overflow)
 		return -1;
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) + len > SA_CONN_WQ_MAX) {
+		/* closed from the loop (the timer), not here: the caller may be
+		 * answering a message this connection brought */
+		c->overflow = true;
+		bufferevent_disable(c->bev, EV_READ);
+		event_active(c->timer, EV_TIMEOUT, 1);
+		return -1;
+	}
 	return bufferevent_write(c->bev, buf, len);
 }
 

@@ -190,6 +190,11 @@ static void connections(FILE *f, const struct sa_metrics *m)
 		        sa_conn_verdict_name((enum sa_conn_verdict)v), m->tcp_refused[v]);
 	counter(f, "tcp_idle_closed_total", "SIP TCP/TLS connections closed after tcp_idle_timeout without a message.",
 	        m->tcp_idle_closed);
+	counter(f, "tcp_reads_paused_total",
+	        "Times a SIP TCP/TLS connection was no longer read: 256 KiB of answers to it unread by its peer.",
+	        m->tcp_reads_paused);
+	counter(f, "tcp_write_queue_closed_total",
+	        "SIP TCP/TLS connections closed with 4 MiB queued for a peer that does not read.", m->tcp_write_queue_closed);
 	counter(f, "accept_paused_total", "Times a SIP listener rested after accept() failed (out of descriptors).",
 	        m->accept_paused);
 	gauge(f, "http_connections", "HTTP connections open (API and metrics).", (int64_t)m->http_connections);
@@ -374,5 +379,7 @@ void sa_metrics_add(struct sa_metrics *into, const struct sa_metrics *w)
 	ADD(worker_sends);
 	ADD_ALL(tcp_refused);
 	ADD(tcp_idle_closed);
+	ADD(tcp_reads_paused);
+	ADD(tcp_write_queue_closed);
 	ADD(accept_paused);
 }

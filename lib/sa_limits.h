@@ -3,6 +3,12 @@
 #define SA_LIMITS_H
 
 #define SA_SIP_MAX_MSG          65535   /* largest SIP message accepted (UDP datagram or TCP frame) */
+/* A TCP/TLS connection's queued output: over PAUSE, its messages are no
+ * longer read until it drains to half (a peer that sends and never reads
+ * is answered no faster than it reads); over MAX (what we send it without
+ * its asking: relayed requests and answers), it is closed. */
+#define SA_CONN_WQ_PAUSE        (256 * 1024)
+#define SA_CONN_WQ_MAX          (4 * 1024 * 1024)
 #define SA_SIP_MAX_HEADERS      128     /* header fields per message */
 #define SA_SIP_MAX_HEADER_LINES 512     /* TCP: physical lines (folding included) before the blank one */
 #define SA_SIP_MAX_CREDENTIALS  1024    /* one Authorization/Proxy-Authorization header value */

@@ -172,6 +172,57 @@ assert_eq "/metrics counts the 9 refusals by reason" 9 "$(metric 'tcp_refused_to
 : >"$T/release"
 wait "$hs3" "$hs4"
 
+# --- 4. a client that pipelines OPTIONS over TCP and reads nothing: its answers are not queued
+# without end (before: RSS grew by ~100 MB a second); reading it stops until it reads, another
+# client is answered meanwhile, and once it reads it gets every answer
+rss_kb() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$SIPAUTHD_PID/status"; }
+RSS0=$(rss_kb)
+python3 - "$SIP_PORT" "$TRUNK_HOST" "$T/noread" <<'PY' >"$T/noread.out" 2>&1 &
+import socket, sys, time
+port, host, flag = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = socket.socket(); s.bind(("127.0.0.6", 0)); s.connect(("127.0.0.1", port))
+ip, sport = s.getsockname()
+def opt(i):
+    return (f"OPTIONS sip:{host} SIP/2.0\r\nVia: SIP/2.0/TCP {ip}:{sport};branch=z9hG4bK-nr{i:08d}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:nr@{host}>;tag=nr{i}\r\nTo: <sip:{host}>\r\n"
+            f"Call-ID: nr-{i}@{ip}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+sent, t0 = 0, time.time()
+s.settimeout(1.0)
+try:
+    while time.time() - t0 < 3:   # until the socket blocks: the daemon reads no more
+        s.sendall(b"".join(opt(sent + k) for k in range(500)))
+        sent += 500
+except socket.timeout:
+    pass   # a partial batch: its complete messages are counted from the answers below
+open(flag, "w").write(f"{sent}\n")
+time.sleep(1.5)   # the shell samples RSS and asks as another client meanwhile
+buf, got, end = b"", 0, time.time() + 30
+s.settimeout(1.0)
+while time.time() < end:
+    try:
+        d = s.recv(1 << 20)
+    except socket.timeout:
+        if got >= sent: break
+        continue
+    if not d: break
+    buf += d
+    got += d.count(b"SIP/2.0 200 ")
+    buf = buf[-64:]
+print(f"sent>={sent} answered={got}")
+PY
+noread=$!
+wait_for test -s "$T/noread"
+RSS1=$(rss_kb)
+assert_eq "an OPTIONS from another client is answered meanwhile" 200 \
+	"$(sipc options --host "$TRUNK_HOST" --timeout 2 | json_get 'final.get("final_status")')"
+wait "$noread"
+assert_eq "the daemon's RSS grew by less than 32 MB while the client read nothing" 1 \
+	"$(( RSS1 - RSS0 < 32768 ))"
+assert_match "reading it was paused, and logged" "event=tcp_paused src=127.0.0.6:[0-9]+ queued=" "$(cat "$T/d.log")"
+assert_eq "... and counted" 1 "$(metric tcp_reads_paused_total | awk '{print ($1 >= 1)}')"
+assert_eq "once it read, every OPTIONS it sent was answered" 1 \
+	"$(sed -n 's/^sent>=\([0-9]*\) answered=\([0-9]*\)$/\1 \2/p' "$T/noread.out" | awk '{print ($2 >= $1 && $1 > 0)}')"
+
 kill -0 "$SIPAUTHD_PID" 2>/dev/null
 assert_eq "the daemon is still running" 0 $?
 stop "$SIPAUTHD_PID"
