@@ -311,7 +311,9 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 		*end = *from;   /* the end came back on a new connection: answer it there */
 	if (early) {
 		sa_str_copy(cred, sizeof(cred), txn_cred(early));
-		sip_forward(srv, m, from, &to, NULL, pop, NULL, NULL, cred);
+		struct sa_txn *t = sip_forward(srv, m, from, &to, NULL, pop, NULL, NULL, cred);
+		if (t && t->send_failed)
+			txn_unreachable(t);
 		return;
 	}
 	struct sa_dialog_side *ds = side == 1 ? &c->d.caller : &c->d.callee;
@@ -327,7 +329,9 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 		         c->d.trunk_id);
 		call_remove(srv, c);
 	}
-	sip_forward(srv, m, from, &to, NULL, pop, NULL, NULL, cred);
+	struct sa_txn *t = sip_forward(srv, m, from, &to, NULL, pop, NULL, NULL, cred);
+	if (t && t->send_failed)
+		txn_unreachable(t);
 }
 
 static void handle_cancel(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)

@@ -472,7 +472,9 @@ static bool relay_to_owner(struct sa_server *srv, const struct sa_msg *m, const 
 	log_info("event=relay method=%s call_id=\"%s\" trunk=%s cred=%s owner=%s", m->method_name, LOGQ(m->call_id),
 	         trunk, rb.cred_id, node);
 	struct call_owner own = { .cred_id = rb.cred_id, .trunk_id = "", .inbound = true };
-	sip_forward(srv, m, from, &owner, NULL, sa_route_initial_pop(m), NULL, &own, rb.cred_id);
+	struct sa_txn *t = sip_forward(srv, m, from, &owner, NULL, sa_route_initial_pop(m), NULL, &own, rb.cred_id);
+	if (t && t->send_failed)
+		txn_unreachable(t);
 	srv->metrics.fleet_relayed++;
 	return true;
 }
@@ -516,8 +518,11 @@ void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const struct 
 		held = true;
 	}
 	struct call_owner own = { .cred_id = b.cred_id, .trunk_id = b.trunk_id, .inbound = true, .holds_channel = held };
-	if (!sip_forward(srv, m, from, &to, b.contact, sa_route_initial_pop(m), NULL, &own, b.cred_id) && held)
+	struct sa_txn *t = sip_forward(srv, m, from, &to, b.contact, sa_route_initial_pop(m), NULL, &own, b.cred_id);
+	if (!t && held)
 		channel_release(srv, b.trunk_id);
+	else if (t && t->send_failed)
+		txn_unreachable(t);   /* its channel goes back with it */
 }
 
 /* A request from a customer's PBX: its trunk's controls, then digest (or the

@@ -25,6 +25,7 @@
 #include "server.h"
 #include "sip_int.h"
 #include "txn.h"
+#include "worker.h"
 
 /* ---- forwarding ---- */
 
@@ -243,7 +244,7 @@ static bool fo_next(struct sa_txn *t, enum sa_up_event ev)
 	sa_gateways_sent(srv, &t->to);
 	fo_arm(t);
 	if (t->send_failed)
-		fo_next(t, SA_UP_TRANSPORT);   /* bounded: each call moves one gateway on */
+		txn_unreachable(t);   /* bounded: each call moves one gateway on */
 	return true;
 }
 
@@ -283,12 +284,88 @@ static void fo_attach(struct sa_txn *t, const struct sa_flow *flows, unsigned n)
 	fo_arm(t);
 }
 
+/* The next hop of t could not be reached: a send that failed at once, or
+ * the connection opened for it that failed before it answered anything.
+ * RFC 3261 §16.9: as if it had answered 503, so the sender has its final
+ * answer now, not at Timer B or F (32 s later): 480 when the next hop is a
+ * PBX (as when it has no registration), 503 when it is a gateway (as its
+ * own 503 is relayed). An INVITE to the gateways first tries the next. */
+void txn_unreachable(struct sa_txn *t)
+{
+	struct sa_server *srv = t->srv;
+	if (t->fo && t->upstream_status < 200 && fo_next(t, SA_UP_TRANSPORT))
+		return;
+	if (t->local || t->probe || t->abandoned || txn_finished(t) || t->upstream_status != 0)
+		return;
+	int status = t->cancel_pending ? 487 : is_trusted(srv, &t->from) ? 480 : 503;
+	char addr[64], callid[256];
+	uint16_t port;
+	sa_flow_peer(&t->to, addr, sizeof(addr), &port);
+	srv->metrics.next_hop_unreachable++;
+	log_info("event=next_hop_unreachable to=%s:%s:%u method=%d status=%d call_id=\"%s\"",
+	         sa_proto_name(t->to.proto), addr, port, t->method, status,
+	         t->req ? LOGQ(req_call_id(t->req, callid, sizeof(callid))) : "");
+	answer_downstream(t, status);
+	txn_complete(t);
+}
+
+/* sa_sip_flow_failed: the transactions waiting on the failed flow, by key
+ * (acting on one may make room in the table, and so free a finished one). */
+struct flow_waiters {
+	const struct sa_flow *fl;
+	char **keys;
+	size_t n, cap;
+};
+
+static void flow_waiter_cb(struct sa_txn_node *n, void *arg)
+{
+	struct flow_waiters *w = arg;
+	struct sa_txn *t = TXN_OF(n);
+	if (txn_finished(t) || t->local || t->upstream_status >= 200 || !sa_route_same_peer(&t->to, w->fl))
+		return;
+	if (w->n == w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 16;
+		char **k = realloc(w->keys, cap * sizeof(*k));
+		if (!k)
+			return;
+		w->keys = k;
+		w->cap = cap;
+	}
+	if ((w->keys[w->n] = strdup(t->skey)) != NULL)
+		w->n++;
+}
+
+static void flow_failed_here(struct sa_server *srv, const struct sa_flow *fl)
+{
+	struct flow_waiters w = { .fl = fl };
+	sa_txn_index_each(srv->txns, flow_waiter_cb, &w);
+	for (size_t i = 0; i < w.n; i++) {
+		struct sa_txn *t = txn_by_skey(srv, w.keys[i]);
+		if (t && !txn_finished(t) && sa_route_same_peer(&t->to, fl))
+			txn_unreachable(t);
+		free(w.keys[i]);
+	}
+	free(w.keys);
+}
+
+static void flow_failed_posted(struct sa_server *w, void *arg)
+{
+	flow_failed_here(w, arg);
+	free(arg);
+}
+
+/* Here, and on the other workers: a request handed to this worker for its
+ * connection (or to open one) belongs to the worker that forwarded it. */
 void sa_sip_flow_failed(struct sa_server *srv, const struct sa_flow *fl)
 {
-	for (struct sa_txn *t = TAILQ_FIRST(&srv->txn_ringing), *next; t; t = next) {
-		next = TAILQ_NEXT(t, ringing);
-		if (t->fo && !txn_finished(t) && t->upstream_status < 200 && sa_route_same_peer(&t->to, fl))
-			fo_next(t, SA_UP_TRANSPORT);
+	flow_failed_here(srv, fl);
+	for (unsigned i = 0; srv->workers && i < sa_workers_count(srv); i++) {
+		struct sa_flow *copy;
+		if (i == srv->worker || !(copy = malloc(sizeof(*copy))))
+			continue;
+		*copy = *fl;
+		if (!sa_workers_post(srv, i, flow_failed_posted, copy))
+			free(copy);
 	}
 }
 
@@ -537,6 +614,6 @@ bool forward_upstream(struct sa_server *srv, const struct sa_msg *m, const struc
 	sa_gateways_sent(srv, &flows[0]);
 	fo_attach(t, flows, n);
 	if (t->send_failed)
-		fo_next(t, SA_UP_TRANSPORT);
+		txn_unreachable(t);
 	return true;
 }

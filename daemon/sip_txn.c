@@ -100,7 +100,6 @@ int64_t wall_now(void)
 
 /* ---- transaction table ---- */
 
-#define TXN_OF(n) ((struct sa_txn *)((char *)(n) - offsetof(struct sa_txn, node)))
 
 struct sa_txn *txn_by_skey(struct sa_server *srv, const char *key)
 {

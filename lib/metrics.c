@@ -190,6 +190,9 @@ static void connections(FILE *f, const struct sa_metrics *m)
 		        sa_conn_verdict_name((enum sa_conn_verdict)v), m->tcp_refused[v]);
 	counter(f, "tcp_idle_closed_total", "SIP TCP/TLS connections closed after tcp_idle_timeout without a message.",
 	        m->tcp_idle_closed);
+	counter(f, "sip_next_hop_unreachable_total",
+	        "Requests answered at once (480 towards a PBX, 503 towards the gateways): their next hop could not be "
+	        "reached (a failed send or connection).", m->next_hop_unreachable);
 	counter(f, "tcp_reads_paused_total",
 	        "Times a SIP TCP/TLS connection was no longer read: 256 KiB of answers to it unread by its peer.",
 	        m->tcp_reads_paused);
@@ -379,6 +382,7 @@ void sa_metrics_add(struct sa_metrics *into, const struct sa_metrics *w)
 	ADD(worker_sends);
 	ADD_ALL(tcp_refused);
 	ADD(tcp_idle_closed);
+	ADD(next_hop_unreachable);
 	ADD(tcp_reads_paused);
 	ADD(tcp_write_queue_closed);
 	ADD(accept_paused);

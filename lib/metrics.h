@@ -75,6 +75,7 @@ struct sa_metrics {
 	uint64_t tls_handshakes;                         /* gauge: TLS handshakes in progress */
 	uint64_t tcp_refused[SA_CONN_VERDICT_COUNT];     /* accepted and closed at once, by limit */
 	uint64_t tcp_idle_closed;                        /* closed at tcp_idle_timeout */
+	uint64_t next_hop_unreachable;                   /* requests answered at once: their next hop could not be reached */
 	uint64_t tcp_reads_paused;                       /* reading stopped: SA_CONN_WQ_PAUSE of output unread */
 	uint64_t tcp_write_queue_closed;                 /* closed: SA_CONN_WQ_MAX of output unread */
 	uint64_t accept_paused;                          /* accept() failed (no descriptor): listener rested */

@@ -590,6 +590,13 @@ size_t sa_txn_index_count(const struct sa_txn_index *x)
 	return x->count;
 }
 
+void sa_txn_index_each(const struct sa_txn_index *x, void (*fn)(struct sa_txn_node *n, void *arg), void *arg)
+{
+	for (size_t i = 0; i < x->slots; i++)
+		if (x->by_skey.s[i].n)
+			fn(x->by_skey.s[i].n, arg);
+}
+
 void sa_txn_index_drain(struct sa_txn_index *x, void (*fn)(struct sa_txn_node *n, void *arg), void *arg)
 {
 	/* slots before i are empty: a removal only pulls later entries into i */

@@ -115,6 +115,8 @@ void sa_txn_index_branch_in(struct sa_txn_index *x, struct sa_txn_node *n);
 struct sa_txn_node *sa_txn_index_by_skey(const struct sa_txn_index *x, const char *skey);
 struct sa_txn_node *sa_txn_index_by_branch(const struct sa_txn_index *x, const char *branch);
 size_t sa_txn_index_count(const struct sa_txn_index *x);
+/* Hand every node to fn, which must not add or remove any (collect, then act). */
+void sa_txn_index_each(const struct sa_txn_index *x, void (*fn)(struct sa_txn_node *n, void *arg), void *arg);
 /* Unindex every node and hand each to fn (which may free it): shutdown. */
 void sa_txn_index_drain(struct sa_txn_index *x, void (*fn)(struct sa_txn_node *n, void *arg), void *arg);
 

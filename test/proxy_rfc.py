@@ -19,6 +19,9 @@ played by this process:
   fork        two branches behind the gateway answer 200 (two To tags): both reach the PBX, its
               ACK for each and its BYE for each reach the gateway (§16.7 step 5); the first's 200
               again after its BYE makes no call again
+  dead-flow   the PBX registers over TCP and closes the connection; the gateway's INVITE for
+              the trunk gets 480 at once (§16.9: a transport error is a 503 received), not 408
+              after Timer B
   strict      the gateway strict-routes its BYE (our Record-Route as the Request-URI, the PBX's
               Contact as the last Route): the PBX gets it with that Contact as Request-URI (§16.4)
 
@@ -380,10 +383,74 @@ def strict(a, pbx, gw, proxy):
     check("strict: its 200 reaches the gateway", r is not None and r.status == 200, r and r.status)
 
 
+def tcp_exchange(sock, data, pred, seconds=3.0):
+    """Send data on a TCP socket; the first message read that pred accepts (or None)."""
+    sock.sendall(data)
+    buf, end = b"", time.monotonic() + seconds
+    while time.monotonic() < end:
+        ready, _, _ = select.select([sock], [], [], end - time.monotonic())
+        if not ready:
+            break
+        chunk = sock.recv(65535)
+        if not chunk:
+            break
+        buf += chunk
+        while (fr := sc.split_frame(buf)) is not None:
+            data_, buf = fr
+            m = sc.parse_message(data_)
+            if pred(m):
+                return m
+    return None
+
+
+def dead_flow(a, pbx, gw, proxy):
+    """The PBX registers over TCP and its connection goes; the gateway calls it."""
+    s = socket.create_connection(proxy)
+    ip, port = s.getsockname()
+    cid, tag = f"df-{secrets.token_hex(6)}@{ip}", "df" + secrets.token_hex(4)
+    uri = f"sip:{a.host}"
+
+    def register(cseq, auth=""):
+        lines = [f"REGISTER {uri} SIP/2.0", f"Via: SIP/2.0/TCP {ip}:{port};branch=z9hG4bK{secrets.token_hex(8)}",
+                 "Max-Forwards: 70", f"From: <sip:{a.user}@{a.host}>;tag={tag}", f"To: <sip:{a.user}@{a.host}>",
+                 f"Call-ID: {cid}", f"CSeq: {cseq} REGISTER", f"Contact: <sip:pbx@{ip}:{port};transport=tcp>",
+                 "Expires: 300"] + ([f"Authorization: {auth}"] if auth else []) + ["Content-Length: 0"]
+        return tcp_exchange(s, crlf("\r\n".join(lines) + "\r\n\r\n"), lambda m: m.status and m.status >= 200)
+
+    r401 = register(1)
+    ch = sc.parse_challenge(r401.first("www-authenticate")) if r401 and r401.status == 401 else None
+    ok = register(2, sc.digest_credentials(ch, "MD5", "MD5", a.user, a.password, "REGISTER", uri,
+                                           sc.choose_qop(ch), "00000001", secrets.token_hex(8), b"")) if ch else None
+    check("the PBX registers over TCP", ok is not None and ok.status == 200, ok and ok.status)
+    s.close()
+    time.sleep(0.3)
+    gip, gport = gw.getsockname()
+    gcid, branch = f"gw-{secrets.token_hex(6)}@{gip}", "z9hG4bK" + secrets.token_hex(8)
+    ruri = f"sip:+15550001234@{a.host}"
+    invite = crlf("\r\n".join([f"INVITE {ruri} SIP/2.0", f"Via: SIP/2.0/UDP {gip}:{gport};branch={branch}",
+                                "Max-Forwards: 70", f"From: <sip:+15550009999@{gip}>;tag=gwdf", f"To: <{ruri}>",
+                                f"Call-ID: {gcid}", "CSeq: 1 INVITE", f"Contact: <sip:gw@{gip}:{gport}>",
+                                "Content-Type: application/sdp", f"Content-Length: {len(SDP)}"]) + "\r\n\r\n") + SDP.encode()
+    t0 = time.monotonic()
+    gw.sendto(invite, proxy)
+    final = recv_one(gw, lambda m: m.status is not None and m.status >= 200 and m.first("call-id") == gcid, 5.0)
+    took = round(time.monotonic() - t0, 2)
+    check("the gateway's INVITE to the PBX whose connection is gone is answered 480 at once (§16.9), "
+          "not 408 at Timer B", final is not None and final.status == 480 and took < 3.0,
+          [final and final.status, took])
+    if final:
+        gw.sendto(crlf("\r\n".join([f"ACK {ruri} SIP/2.0", f"Via: SIP/2.0/UDP {gip}:{gport};branch={branch}",
+                                     "Max-Forwards: 70", f"From: <sip:+15550009999@{gip}>;tag=gwdf",
+                                     f"To: {final.first('to')}", f"Call-ID: {gcid}", "CSeq: 1 ACK",
+                                     "Content-Length: 0"]) + "\r\n\r\n"), proxy)
+    again = recv_all(gw, 1.5)
+    check("... once: the ACK stops it", not [m for _, m in again if m.status == 480], [m.status for _, m in again])
+
+
 SCENARIOS = {"timer-g": timer_g, "provisional": provisional, "cancel-early": cancel_early,
              "cancel-silent": cancel_silent,
              "no-length": no_length, "preloaded": preloaded, "fork": fork,
-             "strict": strict}
+             "strict": strict, "dead-flow": dead_flow}
 
 
 def main():

@@ -4,7 +4,8 @@
 # until the caller's ACK; a retransmitted INVITE gets the last provisional; a CANCEL waits for the
 # gateway's first provisional; a message without Content-Length gets one on its way; an initial
 # request loses the Routes its sender preloaded; a forked second 2xx is a call the PBX can end;
-# a strict-routing previous hop is routed as §16.4 says.
+# a strict-routing previous hop is routed as §16.4 says; a PBX whose TCP connection is gone gets
+# the gateway's INVITE answered 480 at once (§16.9).
 . "$top_srcdir/test/lib.sh"
 need python3
 need curl
@@ -39,6 +40,10 @@ assert_match "the second 2xx made a call of its own" 'event=call_fork call_id="[
 	"$(cat "$T/sipauthd.log")"
 assert_eq "... and only it (the first one's 2xx again made none)" 1 "$(grep -c 'event=call_fork' "$T/sipauthd.log")"
 scenario strict
-assert_eq "every check ran (8 scenarios, 25 checks)" 25 "$(cat "$T"/*.json | grep -c '"check"')"
+scenario dead-flow
+assert_match "... logged with the flow it could not reach" \
+	"event=next_hop_unreachable to=tcp:127.0.0.1:[0-9]+ method=[0-9]+ status=480" "$(cat "$T/sipauthd.log")"
+assert_eq "... and counted" 1 "$(metric sip_next_hop_unreachable_total)"
+assert_eq "every check ran (9 scenarios, 28 checks)" 28 "$(cat "$T"/*.json | grep -c '"check"')"
 assert_nomatch "no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/sipauthd.log")"
 finish

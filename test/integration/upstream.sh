@@ -144,6 +144,16 @@ assert_match "the failover is logged as a transport error" \
 	"event=failover reason=transport_error from=tcp:127.0.0.2:$G1 to=udp:127.0.0.3:$G2" "$(cat "$T/sipauthd.log")"
 if [ "$ms" -lt 900 ]; then pass "no failover wait on a refused connection ($ms ms)"; else fail "refused connection took $ms ms"; fi
 wait "$gw2"; assert_eq "the second gateway took the call" 0 $?
+# the only gateway refuses: the PBX gets 503 at once (RFC 3261 §16.9), not 408 at Timer B
+daemon 'tcp:127.0.0.2:$G1'
+t0=$(date +%s%N)
+sipc invite --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --timeout 5 >"$T/refused_only.json"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+assert_eq "the last gateway refusing the connection: 503 to the PBX" "[407, 100, 503]" \
+	"$(json_get '[r["status"] for r in resp]' <"$T/refused_only.json")"
+if [ "$ms" -lt 2000 ]; then pass "... at once ($ms ms)"; else fail "the 503 took $ms ms"; fi
+assert_match "... logged" "event=next_hop_unreachable to=tcp:127.0.0.2:$G1 method=[0-9]+ status=503" \
+	"$(cat "$T/sipauthd.log")"
 
 # ---- 5. every gateway answers 503: the PBX gets the last 503
 daemon 'udp:127.0.0.2:$G1, udp:127.0.0.3:$G2'
