@@ -97,6 +97,8 @@ struct sa_server {
 	struct sa_calls *calls;         /* established calls (lib/calls) */
 	struct sa_journal *journal;     /* calls.journal.<worker> (sip_calls.c); NULL: none */
 	TAILQ_HEAD(, sa_txn) txn_ringing;   /* INVITEs of credentials' calls not answered finally */
+	struct sa_conn_waiter *conn_waiters;   /* requests sent down connections still being opened */
+	size_t nconn_waiters, conn_waiters_cap;
 	uint64_t store_generation;      /* last seen: a change means sipauthctl wrote */
 	struct sa_store_watch store_watch;   /* main.c: what housekeeping last told of the store */
 	struct event *revoke_poll;
@@ -137,6 +139,9 @@ int sa_transport_tls_take(struct sa_server *w, const struct sa_server *from);
  * client CA; NULL (logged, naming the file) when one does not load. */
 SSL_CTX *sa_transport_tls_server_ctx(const struct sa_tls_config *tc);
 /* Send bytes along a flow (opening a TCP connection when needed). 0 or -1. */
+/* 0 sent (or queued on a connection, or handed to its worker), 1 queued on a
+ * connection still being opened (its outcome: sa_sip_flow_connected or
+ * sa_sip_flow_failed with connecting), -1 not sent. */
 int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const char *buf, size_t len);
 /* The listener to leave from towards proto (its address goes in Via/Record-Route). */
 unsigned sa_transport_listener_for(struct sa_server *srv, enum sa_proto proto);
@@ -228,7 +233,9 @@ void sa_gateways_probe_answer(struct sa_server *srv, const struct sa_flow *from,
 int sa_resolver_start(struct sa_server *srv);
 void sa_resolver_stop(struct sa_server *srv);
 /* sip_relay.c: a connection we opened failed or closed: requests waiting on it move on. */
-void sa_sip_flow_failed(struct sa_server *srv, const struct sa_flow *fl);
+void sa_sip_flow_failed(struct sa_server *srv, const struct sa_flow *fl, bool connecting);
+/* sip_relay.c: a connection we opened is up: the requests waiting on it wait for answers now. */
+void sa_sip_flow_connected(struct sa_server *srv, const struct sa_flow *fl);
 /* Send gateway idx an OPTIONS probe (a transaction of our own). 0 or -1. */
 int sa_sip_probe(struct sa_server *srv, unsigned idx, const struct sa_flow *to);
 

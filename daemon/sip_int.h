@@ -122,6 +122,8 @@ void txn_timer_c_cb(evutil_socket_t fd, short what, void *arg);
 /* sip_relay.c: t's next hop could not be reached (RFC 3261 §16.9): the next
  * gateway, or the sender's final answer now. */
 void txn_unreachable(struct sa_txn *t);
+/* sip_relay.c: at shutdown, the requests noted as waiting on connections being opened. */
+void sip_conn_waiters_free(struct sa_server *srv);
 struct sa_txn *sip_forward(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
                            const struct sa_flow *to, const char *ruri, unsigned pop_routes,
                            const char *strip_realm, const struct call_owner *owner, const char *budget_cred);

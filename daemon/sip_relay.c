@@ -25,7 +25,6 @@
 #include "server.h"
 #include "sip_int.h"
 #include "txn.h"
-#include "worker.h"
 
 /* ---- forwarding ---- */
 
@@ -50,6 +49,8 @@ static void hop_ours_fill(struct sa_txn *t, bool record_route, struct hop_ours *
 	o->rr[1] = in == outep ? NULL : o->rr_in;
 }
 
+static void conn_waiter_add(struct sa_server *srv, const struct sa_flow *fl, const char *skey);
+
 /* Keep r as the request t sends its next hop and send it: the
  * retransmission timer armed. */
 static void txn_send_kept(struct sa_txn *t, struct sa_txn_req *r, const char *method)
@@ -58,7 +59,10 @@ static void txn_send_kept(struct sa_txn *t, struct sa_txn_req *r, const char *me
 	char callid[256];
 	txn_keep_req(t, r);
 	srv->metrics.sip_forwarded++;
-	t->send_failed = sa_transport_send(srv, &t->to, r->bytes, r->len) < 0;
+	int sent = sa_transport_send(srv, &t->to, r->bytes, r->len);
+	t->send_failed = sent < 0;
+	if (sent == 1)
+		conn_waiter_add(srv, &t->to, t->skey);
 	if (t->send_failed)
 		log_warn("event=send_failed method=%s call_id=\"%s\"", method,
 		         LOGQ(req_call_id(r, callid, sizeof(callid))));
@@ -309,8 +313,78 @@ void txn_unreachable(struct sa_txn *t)
 	txn_complete(t);
 }
 
-/* sa_sip_flow_failed: the transactions waiting on the failed flow, by key
- * (acting on one may make room in the table, and so free a finished one). */
+/* A request sent down a connection still being opened: if the connection
+ * fails, its transaction is the one to tell (found by key: acting on one
+ * may make room in the table, and so free a finished one). Dropped once
+ * the connection is up; bounded, beyond which Timer B or F tells. */
+struct sa_conn_waiter {
+	struct sa_flow fl;
+	char *skey;
+};
+
+#define CONN_WAITERS_MAX 65536
+
+static void conn_waiter_add(struct sa_server *srv, const struct sa_flow *fl, const char *skey)
+{
+	if (srv->nconn_waiters == srv->conn_waiters_cap) {
+		size_t cap = srv->conn_waiters_cap ? srv->conn_waiters_cap * 2 : 16;
+		struct sa_conn_waiter *w;
+		if (cap > CONN_WAITERS_MAX || !(w = realloc(srv->conn_waiters, cap * sizeof(*w))))
+			return;
+		srv->conn_waiters = w;
+		srv->conn_waiters_cap = cap;
+	}
+	struct sa_conn_waiter *w = &srv->conn_waiters[srv->nconn_waiters];
+	if ((w->skey = strdup(skey)) == NULL)
+		return;
+	w->fl = *fl;
+	srv->nconn_waiters++;
+}
+
+/* The waiters on fl, taken out (the caller frees each skey and the array). */
+static char **conn_waiters_take(struct sa_server *srv, const struct sa_flow *fl, size_t *n)
+{
+	char **keys = NULL;
+	size_t k = 0, j = 0;
+	for (size_t i = 0; i < srv->nconn_waiters; i++) {
+		struct sa_conn_waiter *w = &srv->conn_waiters[i];
+		if (!sa_route_same_peer(&w->fl, fl)) {
+			srv->conn_waiters[j++] = *w;
+			continue;
+		}
+		char **grown = realloc(keys, (k + 1) * sizeof(*keys));
+		if (!grown) {
+			free(w->skey);
+			continue;
+		}
+		keys = grown;
+		keys[k++] = w->skey;
+	}
+	srv->nconn_waiters = j;
+	*n = k;
+	return keys;
+}
+
+void sip_conn_waiters_free(struct sa_server *srv)
+{
+	for (size_t i = 0; i < srv->nconn_waiters; i++)
+		free(srv->conn_waiters[i].skey);
+	free(srv->conn_waiters);
+	srv->conn_waiters = NULL;
+	srv->nconn_waiters = srv->conn_waiters_cap = 0;
+}
+
+void sa_sip_flow_connected(struct sa_server *srv, const struct sa_flow *fl)
+{
+	size_t n;
+	char **keys = conn_waiters_take(srv, fl, &n);
+	for (size_t i = 0; i < n; i++)
+		free(keys[i]);
+	free(keys);
+}
+
+/* Every transaction still waiting on fl, by key: a connection of ours that
+ * was up and broke (rare: once per connection, not per request). */
 struct flow_waiters {
 	const struct sa_flow *fl;
 	char **keys;
@@ -335,10 +409,15 @@ static void flow_waiter_cb(struct sa_txn_node *n, void *arg)
 		w->n++;
 }
 
-static void flow_failed_here(struct sa_server *srv, const struct sa_flow *fl)
+/* A connection we opened failed: while being opened, the requests sent
+ * down it; once up, any request still waiting on its peer. */
+void sa_sip_flow_failed(struct sa_server *srv, const struct sa_flow *fl, bool connecting)
 {
 	struct flow_waiters w = { .fl = fl };
-	sa_txn_index_each(srv->txns, flow_waiter_cb, &w);
+	if (connecting)
+		w.keys = conn_waiters_take(srv, fl, &w.n);
+	else
+		sa_txn_index_each(srv->txns, flow_waiter_cb, &w);
 	for (size_t i = 0; i < w.n; i++) {
 		struct sa_txn *t = txn_by_skey(srv, w.keys[i]);
 		if (t && !txn_finished(t) && sa_route_same_peer(&t->to, fl))
@@ -346,27 +425,6 @@ static void flow_failed_here(struct sa_server *srv, const struct sa_flow *fl)
 		free(w.keys[i]);
 	}
 	free(w.keys);
-}
-
-static void flow_failed_posted(struct sa_server *w, void *arg)
-{
-	flow_failed_here(w, arg);
-	free(arg);
-}
-
-/* Here, and on the other workers: a request handed to this worker for its
- * connection (or to open one) belongs to the worker that forwarded it. */
-void sa_sip_flow_failed(struct sa_server *srv, const struct sa_flow *fl)
-{
-	flow_failed_here(srv, fl);
-	for (unsigned i = 0; srv->workers && i < sa_workers_count(srv); i++) {
-		struct sa_flow *copy;
-		if (i == srv->worker || !(copy = malloc(sizeof(*copy))))
-			continue;
-		*copy = *fl;
-		if (!sa_workers_post(srv, i, flow_failed_posted, copy))
-			free(copy);
-	}
 }
 
 /* ---- responses ---- */

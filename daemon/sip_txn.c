@@ -580,4 +580,5 @@ void sip_txn_shutdown(struct sa_server *srv)
 	srv->txn_sweep = NULL;
 	sa_txn_budget_free(srv->txn_budget);
 	srv->txn_budget = NULL;
+	sip_conn_waiters_free(srv);
 }

@@ -37,6 +37,7 @@ struct sa_conn {
 	struct event *timer;
 	uint64_t last_msg_ms;
 	unsigned crlfs;                 /* CR and LF bytes read since the last message */
+	bool connecting;                /* ours, not up yet (TLS: handshake not done) */
 	bool paused;                    /* not read: SA_CONN_WQ_PAUSE of output unread by the peer */
 	bool overflow;                  /* SA_CONN_WQ_MAX unread: closed by the timer, nothing more sent */
 };
@@ -295,10 +296,10 @@ static void conn_gone(struct sa_conn *c)
 {
 	struct sa_server *srv = c->srv;
 	struct sa_flow fl = c->flow;
-	bool ours = c->src == NULL;
+	bool ours = c->src == NULL, connecting = c->connecting;
 	conn_free(c);
 	if (ours)
-		sa_sip_flow_failed(srv, &fl);
+		sa_sip_flow_failed(srv, &fl, connecting);
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -307,6 +308,10 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		if (c->flow.proto == SA_PROTO_TLS)
 			conn_tls_up(c);
+		if (c->connecting) {
+			c->connecting = false;
+			sa_sip_flow_connected(c->srv, &c->flow);
+		}
 		return;
 	}
 	char a[64];
@@ -346,7 +351,7 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (c->handshaking) {
 		log_info("event=tls_close src=%s:%u handshake=incomplete reason=\"timeout\"", a, port);
-		conn_free(c);
+		conn_gone(c);   /* ours: the requests waiting on it fail over or are answered */
 		return;
 	}
 	uint64_t idle = (uint64_t)srv->cfg.tcp_idle_timeout * 1000, quiet = sa_now_ms() - c->last_msg_ms;
@@ -482,6 +487,7 @@ static struct sa_conn *conn_new(struct sa_server *srv, evutil_socket_t fd, const
 	c->last_msg_ms = sa_now_ms();
 	/* a handshake gets little time: a peer that never finishes must not hold a slot */
 	c->handshaking = proto == SA_PROTO_TLS;
+	c->connecting = !accepting;
 	conn_timer_arm(c, (uint64_t)(c->handshaking ? srv->cfg.tls.handshake_timeout : srv->cfg.tcp_idle_timeout) * 1000);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, SA_SIP_MAX_MSG + 4096);
 	bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
@@ -868,7 +874,9 @@ int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const cha
 		event_active(c->timer, EV_TIMEOUT, 1);
 		return -1;
 	}
-	return bufferevent_write(c->bev, buf, len);
+	if (bufferevent_write(c->bev, buf, len) != 0)
+		return -1;
+	return c->connecting ? 1 : 0;
 }
 
 void sa_transport_gauges(const struct sa_server *srv, struct sa_metrics *m)

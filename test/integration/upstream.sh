@@ -154,6 +154,27 @@ assert_eq "the last gateway refusing the connection: 503 to the PBX" "[407, 100,
 if [ "$ms" -lt 2000 ]; then pass "... at once ($ms ms)"; else fail "the 503 took $ms ms"; fi
 assert_match "... logged" "event=next_hop_unreachable to=tcp:127.0.0.2:$G1 method=[0-9]+ status=503" \
 	"$(cat "$T/sipauthd.log")"
+# the only gateway takes the connection, reads the INVITE and closes: 503 at once as well
+python3 - "$G1" "$T/closer.ready" >"$T/closer.out" 2>&1 <<'PY' &
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.2", int(sys.argv[1]))); s.listen(4); open(sys.argv[2], "w").close()
+s.settimeout(10)
+c, _ = s.accept(); c.settimeout(5); data = b""
+while b"\r\n\r\n" not in data:
+    data += c.recv(65535)
+print(data.split(b"\r\n", 1)[0].decode()); time.sleep(0.2); c.close(); s.close()
+PY
+closer=$!
+wait_for test -e "$T/closer.ready"
+t0=$(date +%s%N)
+sipc invite --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --timeout 5 >"$T/closed_only.json"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+wait "$closer"
+assert_match "the gateway got the INVITE over TCP" "^INVITE sip:" "$(cat "$T/closer.out")"
+assert_eq "it closed the connection without an answer: 503 to the PBX" "[407, 100, 503]" \
+	"$(json_get '[r["status"] for r in resp]' <"$T/closed_only.json")"
+if [ "$ms" -lt 2000 ]; then pass "... at once ($ms ms)"; else fail "the 503 took $ms ms"; fi
 
 # ---- 5. every gateway answers 503: the PBX gets the last 503
 daemon 'udp:127.0.0.2:$G1, udp:127.0.0.3:$G2'
