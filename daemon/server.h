@@ -143,6 +143,9 @@ SSL_CTX *sa_transport_tls_server_ctx(const struct sa_tls_config *tc);
  * connection still being opened (its outcome: sa_sip_flow_connected or
  * sa_sip_flow_failed with connecting), -1 not sent. */
 int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const char *buf, size_t len);
+/* A registration over fl's connection lives for_ms more: tcp_idle_timeout
+ * does not close it before then (the PBX's inbound calls come down it). */
+void sa_transport_keep(struct sa_server *srv, const struct sa_flow *fl, uint64_t for_ms);
 /* The listener to leave from towards proto (its address goes in Via/Record-Route). */
 unsigned sa_transport_listener_for(struct sa_server *srv, enum sa_proto proto);
 void sa_flow_peer(const struct sa_flow *fl, char *addr, size_t alen, uint16_t *port);

@@ -37,6 +37,7 @@ struct sa_conn {
 	struct event *timer;
 	uint64_t last_msg_ms;
 	unsigned crlfs;                 /* CR and LF bytes read since the last message */
+	uint64_t keep_until_ms;         /* a registration over it lives until then: no idle close */
 	bool connecting;                /* ours, not up yet (TLS: handshake not done) */
 	bool paused;                    /* not read: SA_CONN_WQ_PAUSE of output unread by the peer */
 	bool overflow;                  /* SA_CONN_WQ_MAX unread: closed by the timer, nothing more sent */
@@ -354,9 +355,13 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		conn_gone(c);   /* ours: the requests waiting on it fail over or are answered */
 		return;
 	}
-	uint64_t idle = (uint64_t)srv->cfg.tcp_idle_timeout * 1000, quiet = sa_now_ms() - c->last_msg_ms;
+	uint64_t now = sa_now_ms(), idle = (uint64_t)srv->cfg.tcp_idle_timeout * 1000, quiet = now - c->last_msg_ms;
 	if (quiet < idle) {
 		conn_timer_arm(c, idle - quiet);
+		return;
+	}
+	if (c->keep_until_ms > now) {   /* the PBX's registration is its flow: inbound calls come down it */
+		conn_timer_arm(c, c->keep_until_ms - now < idle ? c->keep_until_ms - now : idle);
 		return;
 	}
 	srv->metrics.tcp_idle_closed++;
@@ -877,6 +882,16 @@ int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const cha
 	if (bufferevent_write(c->bev, buf, len) != 0)
 		return -1;
 	return c->connecting ? 1 : 0;
+}
+
+void sa_transport_keep(struct sa_server *srv, const struct sa_flow *fl, uint64_t for_ms)
+{
+	if (fl->proto == SA_PROTO_UDP || !fl->conn_id || conn_worker(fl->conn_id) != srv->worker)
+		return;
+	struct sa_conn *c = conn_find(srv, fl->conn_id);
+	uint64_t until = sa_now_ms() + for_ms;
+	if (c && until > c->keep_until_ms)
+		c->keep_until_ms = until;
 }
 
 void sa_transport_gauges(const struct sa_server *srv, struct sa_metrics *m)

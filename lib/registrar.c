@@ -206,6 +206,8 @@ static int apply_contacts(struct sa_store *st, const struct sa_reg_cfg *cfg, con
 	}
 	for (int i = 0; i < a->n; i++) {   /* found again: collect_cb may move the list */
 		struct sa_binding *o = bindings_find(bl, a->uri[i]);
+		if (a->expires[i] > 0 && nb[i].expires_at > res->kept_until)
+			res->kept_until = nb[i].expires_at;
 		if (a->expires[i] == 0) {
 			if (o && o->expires_at > now) {
 				res->removed++;

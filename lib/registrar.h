@@ -21,6 +21,7 @@ struct sa_reg_result {
 	const char *reason;         /* reason phrase, NULL for the standard one */
 	char headers[2048];         /* Contact lines (200), Min-Expires (423) or Retry-After (503) */
 	int added, removed;         /* bindings changed, for the counters */
+	int64_t kept_until;         /* 200: the latest expiry this REGISTER set (0: it set none) */
 };
 
 /* Apply an authenticated REGISTER from peer for cred to the store (RFC 3261
