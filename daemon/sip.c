@@ -507,10 +507,25 @@ static void handle_strict_routed(struct sa_server *srv, const struct sa_msg *m, 
 	free(buf);
 }
 
+/* A datagram of CR, LF or NUL bytes only: a NAT keep-alive (pjsip, Asterisk
+ * and many phones send CRLFCRLF), dropped without a word, as Kamailio drops
+ * its "probing packets": logged as a bad message, thousands of PBXs would
+ * spend the log budget of that line. */
+static bool udp_keepalive(const char *buf, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (buf[i] != '\r' && buf[i] != '\n' && buf[i] != '\0')
+			return false;
+	return true;
+}
+
 void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char *buf, size_t len)
 {
 	struct sa_msg m;
 	struct sa_msg_error err = { 0 };
+
+	if (from->proto == SA_PROTO_UDP && len <= 16 && udp_keepalive(buf, len))
+		return;
 
 	/* another worker's answer goes there unparsed: its owner parses it once */
 	int peeked = srv->workers && !srv->handed ? answer_owner(srv, buf, len) : -1;

@@ -163,12 +163,11 @@ static void conn_timer_arm(struct sa_conn *c, uint64_t ms)
  * that did not ask for it is not disturbed). */
 static void conn_keepalive(struct sa_conn *c, size_t crlfs)
 {
-	c->crlfs += (unsigned)crlfs;
-	if (c->crlfs < 4)
-		return;
-	c->crlfs = 0;
-	c->last_msg_ms = sa_now_ms();
-	bufferevent_write(c->bev, "\r\n", 2);
+	c->crlfs += (unsigned)(crlfs > 64 ? 64 : crlfs);
+	for (; c->crlfs >= 4; c->crlfs -= 4) {   /* a pong for each ping, glued or not */
+		c->last_msg_ms = sa_now_ms();
+		bufferevent_write(c->bev, "\r\n", 2);
+	}
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
@@ -254,6 +253,8 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 				conn_keepalive(c, skip);
 			return;
 		}
+		if (skip > 0)   /* a ping just before the message (sent together) gets its pong */
+			conn_keepalive(c, skip);
 		c->crlfs = 0;
 		c->last_msg_ms = sa_now_ms();
 		/* copy out: the handler may free this connection */

@@ -172,6 +172,36 @@ assert_eq "/metrics counts the 9 refusals by reason" 9 "$(metric 'tcp_refused_to
 : >"$T/release"
 wait "$hs3" "$hs4"
 
+# --- 2b. RFC 5626 pings sent together with a message, or two at once: a pong for each
+out=$(timeout 10 python3 - "$SIP_PORT" "$TRUNK_HOST" <<'PY'
+import socket, sys, time
+port, host = int(sys.argv[1]), sys.argv[2]
+s = socket.socket(); s.bind(("127.0.0.7", 0)); s.connect(("127.0.0.1", port)); s.settimeout(2)
+ip, sport = s.getsockname()
+def read_for(secs):
+    out, end = b"", time.time() + secs
+    while time.time() < end:
+        try:
+            d = s.recv(65535)
+        except socket.timeout:
+            break
+        if not d:
+            break
+        out += d
+    return out
+s.sendall(b"\r\n\r\n\r\n\r\n")
+two = read_for(0.7)
+opt = (f"OPTIONS sip:{host} SIP/2.0\r\nVia: SIP/2.0/TCP {ip}:{sport};branch=z9hG4bK-glued1\r\nMax-Forwards: 70\r\n"
+       f"From: <sip:g@{host}>;tag=g1\r\nTo: <sip:{host}>\r\nCall-ID: glued-1\r\nCSeq: 1 OPTIONS\r\n"
+       "Content-Length: 0\r\n\r\n").encode()
+s.sendall(b"\r\n\r\n" + opt)
+glued = read_for(0.7)
+print(repr(two), glued.startswith(b"\r\nSIP/2.0 200 "))
+PY
+)
+assert_eq "two pings in one segment get two pongs; a ping glued to an OPTIONS gets its pong, then the 200" \
+	"b'\\r\\n\\r\\n' True" "$out"
+
 # --- 3b. a PBX registered over TCP is silent for longer than tcp_idle_timeout (5 s): its
 # connection stays open while the registration lives (inbound calls come down it)
 out=$(timeout 20 python3 - "$SIP_PORT" "$TRUNK_HOST" "$SIP_USER" "$SIP_PASS" "$top_srcdir/test" <<'PY'

@@ -256,4 +256,19 @@ done
 assert_eq "TCP: connection A is still served after B was closed" "A after 200" "$(grep 'A after' "$T/tcp.out")"
 assert_match "TCP: a connection stalled mid-body is closed at tcp_idle_timeout (5 s)" "^stalled closed after [56]$" "$(grep stalled "$T/tcp.out")"
 alive "after the TCP framing errors"
+
+# --- UDP NAT keep-alives (CRLFCRLF, CRLF, NULs): dropped without a log line, nothing answered
+python3 - "$SIP_PORT" <<'PY' >"$T/udp_keepalive.out"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.6", 0)); s.settimeout(0.7)
+for d in (b"\r\n\r\n", b"\r\n", b"\0\0\0\0", b"\r\n\r\n"):
+    s.sendto(d, ("127.0.0.1", int(sys.argv[1])))
+try:
+    print("answered", s.recv(65535)[:20])
+except socket.timeout:
+    print("nothing")
+PY
+assert_eq "UDP keep-alives get no answer" nothing "$(cat "$T/udp_keepalive.out")"
+alive "after the UDP keep-alives"
+assert_nomatch "... and no log line" "src=127.0.0.6:" "$(log)"
 finish
