@@ -136,6 +136,7 @@ def split_responses(buf):
     """Complete messages at the front of a TCP buffer, and the rest."""
     out = []
     while True:
+        buf = buf.lstrip(b"\r\n")   # RFC 5626 pongs between answers (RFC 3261 §7.5: ignored)
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             return out, buf
@@ -322,7 +323,7 @@ def main():
     run_tcp(d, "split", [m[:37], m[37:len(m) - 20], m[len(m) - 20:]], [407], WAIT,
             "one message in three writes: framed once complete")
     run_tcp(d, "keepalive", [b"\r\n\r\n" + msgs["zeromf"]], [483], WAIT,
-            "CRLF keep-alives before a message are skipped")
+            "a CRLFCRLF ping before a message: its pong, then the message's answer")
     start = b"OPTIONS sip:user@example.com SIP/2.0\r\n"
     run_tcp(d, "endless-lines", [start + b"X: a\r\n" * 600], [], CLOSE,
             "more header lines than any message may have: the stream is given up")

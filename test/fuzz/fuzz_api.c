@@ -238,13 +238,37 @@ static bool contains(const char *hay, size_t n, const char *needle)
 	return hay && memmem(hay, n, needle, strlen(needle)) != NULL;
 }
 
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
 /* Where an answer may echo request text: the method (405), the path's ids (404, Location),
  * the username (201, 409), for a PATCH of a trunk or a POST of a webhook the name of a field
  * that is not theirs (422 names it), and a webhook's url (shown by every answer about it).
  * As the handler reads them: decoded JSON. */
+/* The query as the handler reads its names: percent-decoded ('+' kept). */
+static void query_decoded(const char *q, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (size_t i = 0; q && q[i] && o + 1 < cap; i++) {
+		int hi, lo;
+		if (q[i] == '%' && (hi = hexval(q[i + 1])) >= 0 && (lo = hexval(q[i + 2])) >= 0) {
+			out[o++] = (char)(hi * 16 + lo);
+			i += 2;
+		} else {
+			out[o++] = q[i];
+		}
+	}
+	out[o] = '\0';
+}
+
 static bool request_echoes(const struct sa_api_request *q, const char *secret)
 {
-	bool echo = strstr(q->method, secret) || strstr(q->path, secret);
+	/* an unknown query parameter's name is named in its 400 */
+	char query[4096];
+	query_decoded(q->query, query, sizeof(query));
+	bool echo = strstr(q->method, secret) || strstr(q->path, secret) || strstr(query, secret);
 	json_t *body = q->body_len ? json_loadb(q->body, q->body_len, JSON_DECODE_ANY, NULL) : NULL;
 	const char *user = json_string_value(json_object_get(body, "username"));
 	const char *key;
