@@ -151,6 +151,8 @@ unsigned sa_transport_listener_for(struct sa_server *srv, enum sa_proto proto);
 void sa_flow_peer(const struct sa_flow *fl, char *addr, size_t alen, uint16_t *port);
 /* Is the TCP/TLS connection with this id still open? */
 bool sa_transport_conn_open(struct sa_server *srv, uint64_t conn_id);
+/* The worker that holds a connection (its id's top byte). */
+unsigned sa_transport_conn_worker(uint64_t conn_id);
 /* For /metrics: the gauges of the connections (counters are srv->metrics). */
 void sa_transport_gauges(const struct sa_server *srv, struct sa_metrics *m);
 

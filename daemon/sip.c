@@ -255,6 +255,57 @@ static bool flow_open(struct sa_server *srv, const struct sa_flow *fl)
 	return fl->proto == SA_PROTO_UDP || (fl->conn_id && sa_transport_conn_open(srv, fl->conn_id));
 }
 
+/* Is a call's TCP/TLS end gone for sure: its connection closed here, or
+ * (another worker's) no longer in the workers' directory? */
+static bool flow_gone(struct sa_server *srv, const struct sa_flow *fl)
+{
+	if (fl->proto == SA_PROTO_UDP)
+		return false;
+	if (!fl->conn_id || !sa_transport_conn_open(srv, fl->conn_id))
+		return true;
+	return srv->workers && sa_transport_conn_worker(fl->conn_id) != srv->worker && sa_conndir_owner(srv, fl) < 0;
+}
+
+struct moved_end {
+	char addr[64];                 /* the old end's address, as bindings keep it */
+	const char *transport;
+	int64_t now, best_at;
+	uint16_t port;
+};
+
+static int moved_end_cb(const struct sa_binding *b, void *arg)
+{
+	struct moved_end *me = arg;
+	if (b->expires_at > me->now && strcmp(b->transport, me->transport) == 0 && strcmp(b->source, me->addr) == 0 &&
+	    b->updated_at >= me->best_at) {
+		me->best_at = b->updated_at;
+		me->port = b->source_port;
+	}
+	return 0;
+}
+
+/* A PBX's end of a call whose connection is gone, and which registered
+ * since from another connection of the same address: the in-dialog request
+ * goes down that one (its inbound calls do), not to a new connection to the
+ * old port (nothing listens there behind a NAT). false: no such one. */
+static bool end_moved(struct sa_server *srv, const char *cred_id, struct sa_flow *to)
+{
+	if (!cred_id[0] || !flow_gone(srv, to))
+		return false;   /* (every in-dialog request asks: nothing more unless the end is gone) */
+	struct moved_end me = { .transport = sa_proto_name(to->proto), .now = wall_now(), .best_at = -1 };
+	uint16_t old_port;
+	sa_flow_peer(to, me.addr, sizeof(me.addr), &old_port);
+	if (sa_store_binding_list_credential(srv->store, cred_id, moved_end_cb, &me) != SA_STORE_OK || me.best_at < 0 ||
+	    me.port == old_port)
+		return false;
+	if (to->ss.sa.sa_family == AF_INET6)
+		to->ss.in6.sin6_port = htons(me.port);
+	else
+		to->ss.in.sin_port = htons(me.port);
+	to->conn_id = 0;   /* found by address: here, or through the worker that holds it */
+	return true;
+}
+
 /* In-dialog requests come back through our Record-Route: loose routing,
  * narrowed to the call (lib/route): only from its ends, only to the other.
  * Before the answer, the requests of an early dialog (a PRACK for a reliable
@@ -324,6 +375,14 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 		return;
 	}
 	sa_str_copy(cred, sizeof(cred), c->d.cred_id);
+	if (end_moved(srv, c->d.cred_id, &to)) {
+		char addr[64];
+		uint16_t port;
+		sa_flow_peer(&to, addr, sizeof(addr), &port);
+		log_info("event=call_end_moved call_id=\"%s\" to=%s:%s:%u hint=\"the PBX registered from a new "
+		         "connection\"", LOGQ(c->d.call_id), sa_proto_name(to.proto), addr, port);
+		*other = to;   /* and so the rest of the call */
+	}
 	if (m->method == SA_M_BYE) {
 		log_debug("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=bye", LOGQ(c->d.call_id), c->d.cred_id,
 		         c->d.trunk_id);

@@ -901,6 +901,11 @@ void sa_transport_gauges(const struct sa_server *srv, struct sa_metrics *m)
 	m->tls_handshakes = sa_connlimit_handshakes(srv->connlimit);
 }
 
+unsigned sa_transport_conn_worker(uint64_t conn_id)
+{
+	return conn_worker(conn_id);
+}
+
 bool sa_transport_conn_open(struct sa_server *srv, uint64_t conn_id)
 {
 	if (conn_worker(conn_id) != srv->worker)

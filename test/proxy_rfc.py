@@ -22,6 +22,10 @@ played by this process:
   dead-flow   the PBX registers over TCP and closes the connection; the gateway's INVITE for
               the trunk gets 480 at once (§16.9: a transport error is a 503 received), not 408
               after Timer B
+  moved-end   an inbound call over the PBX's TCP connection; the PBX reconnects and registers
+              again from a new connection: the gateway's BYE goes down that one
+  quiet-call  a call from a PBX over TCP that never registered stays quiet past tcp_idle_timeout
+              (5 s in proxy_rfc.sh): the gateway's BYE still comes down the PBX's connection
   strict      the gateway strict-routes its BYE (our Record-Route as the Request-URI, the PBX's
               Contact as the last Route): the PBX gets it with that Contact as Request-URI (§16.4)
 
@@ -403,34 +407,84 @@ def tcp_exchange(sock, data, pred, seconds=3.0):
     return None
 
 
+class TcpPbx:
+    """The PBX over TCP: registers with digest on its connection, reads what comes down it."""
+
+    def __init__(self, a, proxy):
+        self.a, self.proxy = a, proxy
+        self.cid, self.tag, self.cseq = f"tp-{secrets.token_hex(6)}@127.0.0.1", "tp" + secrets.token_hex(4), 0
+        self.connect()
+
+    def connect(self):
+        self.s = socket.create_connection(self.proxy)
+        self.ip, self.port = self.s.getsockname()
+        self.buf = b""
+
+    def read(self, pred, seconds=3.0):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            while (fr := sc.split_frame(self.buf)) is not None:
+                data, self.buf = fr
+                m = sc.parse_message(data)
+                if pred(m):
+                    return m
+            ready, _, _ = select.select([self.s], [], [], max(0, end - time.monotonic()))
+            if not ready:
+                break
+            chunk = self.s.recv(65535)
+            if not chunk:
+                break
+            self.buf += chunk
+        return None
+
+    def register(self):
+        uri = f"sip:{self.a.host}"
+
+        def once(auth=""):
+            self.cseq += 1
+            lines = [f"REGISTER {uri} SIP/2.0",
+                     f"Via: SIP/2.0/TCP {self.ip}:{self.port};branch=z9hG4bK{secrets.token_hex(8)}",
+                     "Max-Forwards: 70", f"From: <sip:{self.a.user}@{self.a.host}>;tag={self.tag}",
+                     f"To: <sip:{self.a.user}@{self.a.host}>", f"Call-ID: {self.cid}", f"CSeq: {self.cseq} REGISTER",
+                     f"Contact: <sip:pbx@{self.ip}:{self.port};transport=tcp>", "Expires: 300"] + \
+                ([f"Authorization: {auth}"] if auth else []) + ["Content-Length: 0"]
+            self.s.sendall(crlf("\r\n".join(lines) + "\r\n\r\n"))
+            return self.read(lambda m: m.status is not None and m.status >= 200)
+
+        r = once()
+        if not r or r.status != 401:
+            return r
+        ch = sc.parse_challenge(r.first("www-authenticate"))
+        return once(sc.digest_credentials(ch, "MD5", "MD5", self.a.user, self.a.password, "REGISTER", uri,
+                                          sc.choose_qop(ch), "00000001", secrets.token_hex(8), b""))
+
+
+def gw_invite(gw, a):
+    gip, gport = gw.getsockname()
+    cid, branch = f"gw-{secrets.token_hex(6)}@{gip}", "z9hG4bK" + secrets.token_hex(8)
+    ruri = f"sip:+15550001234@{a.host}"
+    head = [f"INVITE {ruri} SIP/2.0", f"Via: SIP/2.0/UDP {gip}:{gport};branch={branch}", "Max-Forwards: 70",
+            f"From: <sip:+15550009999@{gip}>;tag=gwt", f"To: <{ruri}>", f"Call-ID: {cid}", "CSeq: 1 INVITE",
+            f"Contact: <sip:gw@{gip}:{gport}>", "Content-Type: application/sdp", f"Content-Length: {len(SDP)}"]
+    return crlf("\r\n".join(head) + "\r\n\r\n") + SDP.encode(), cid, branch, ruri
+
+
+def gw_request(gw, method, ruri, cid, to, cseq, branch, routes=()):
+    gip, gport = gw.getsockname()
+    return crlf("\r\n".join([f"{method} {ruri} SIP/2.0", f"Via: SIP/2.0/UDP {gip}:{gport};branch={branch}",
+                              "Max-Forwards: 70", f"From: <sip:+15550009999@{gip}>;tag=gwt", f"To: {to}",
+                              f"Call-ID: {cid}", f"CSeq: {cseq} {method}"] + [f"Route: {r}" for r in routes] +
+                             ["Content-Length: 0"]) + "\r\n\r\n")
+
+
 def dead_flow(a, pbx, gw, proxy):
     """The PBX registers over TCP and its connection goes; the gateway calls it."""
-    s = socket.create_connection(proxy)
-    ip, port = s.getsockname()
-    cid, tag = f"df-{secrets.token_hex(6)}@{ip}", "df" + secrets.token_hex(4)
-    uri = f"sip:{a.host}"
-
-    def register(cseq, auth=""):
-        lines = [f"REGISTER {uri} SIP/2.0", f"Via: SIP/2.0/TCP {ip}:{port};branch=z9hG4bK{secrets.token_hex(8)}",
-                 "Max-Forwards: 70", f"From: <sip:{a.user}@{a.host}>;tag={tag}", f"To: <sip:{a.user}@{a.host}>",
-                 f"Call-ID: {cid}", f"CSeq: {cseq} REGISTER", f"Contact: <sip:pbx@{ip}:{port};transport=tcp>",
-                 "Expires: 300"] + ([f"Authorization: {auth}"] if auth else []) + ["Content-Length: 0"]
-        return tcp_exchange(s, crlf("\r\n".join(lines) + "\r\n\r\n"), lambda m: m.status and m.status >= 200)
-
-    r401 = register(1)
-    ch = sc.parse_challenge(r401.first("www-authenticate")) if r401 and r401.status == 401 else None
-    ok = register(2, sc.digest_credentials(ch, "MD5", "MD5", a.user, a.password, "REGISTER", uri,
-                                           sc.choose_qop(ch), "00000001", secrets.token_hex(8), b"")) if ch else None
+    p = TcpPbx(a, proxy)
+    ok = p.register()
     check("the PBX registers over TCP", ok is not None and ok.status == 200, ok and ok.status)
-    s.close()
+    p.s.close()
     time.sleep(0.3)
-    gip, gport = gw.getsockname()
-    gcid, branch = f"gw-{secrets.token_hex(6)}@{gip}", "z9hG4bK" + secrets.token_hex(8)
-    ruri = f"sip:+15550001234@{a.host}"
-    invite = crlf("\r\n".join([f"INVITE {ruri} SIP/2.0", f"Via: SIP/2.0/UDP {gip}:{gport};branch={branch}",
-                                "Max-Forwards: 70", f"From: <sip:+15550009999@{gip}>;tag=gwdf", f"To: <{ruri}>",
-                                f"Call-ID: {gcid}", "CSeq: 1 INVITE", f"Contact: <sip:gw@{gip}:{gport}>",
-                                "Content-Type: application/sdp", f"Content-Length: {len(SDP)}"]) + "\r\n\r\n") + SDP.encode()
+    invite, gcid, branch, ruri = gw_invite(gw, a)
     t0 = time.monotonic()
     gw.sendto(invite, proxy)
     final = recv_one(gw, lambda m: m.status is not None and m.status >= 200 and m.first("call-id") == gcid, 5.0)
@@ -439,18 +493,113 @@ def dead_flow(a, pbx, gw, proxy):
           "not 408 at Timer B", final is not None and final.status == 480 and took < 3.0,
           [final and final.status, took])
     if final:
-        gw.sendto(crlf("\r\n".join([f"ACK {ruri} SIP/2.0", f"Via: SIP/2.0/UDP {gip}:{gport};branch={branch}",
-                                     "Max-Forwards: 70", f"From: <sip:+15550009999@{gip}>;tag=gwdf",
-                                     f"To: {final.first('to')}", f"Call-ID: {gcid}", "CSeq: 1 ACK",
-                                     "Content-Length: 0"]) + "\r\n\r\n"), proxy)
+        gw.sendto(gw_request(gw, "ACK", ruri, gcid, final.first("to"), 1, branch), proxy)
     again = recv_all(gw, 1.5)
     check("... once: the ACK stops it", not [m for _, m in again if m.status == 480], [m.status for _, m in again])
+
+
+def moved_end(a, pbx, gw, proxy):
+    """An inbound call over the PBX's TCP connection; the PBX reconnects and registers again;
+    the gateway's BYE must reach it on the new connection."""
+    p = TcpPbx(a, proxy)
+    ok = p.register()
+    invite, gcid, branch, ruri = gw_invite(gw, a)
+    gw.sendto(invite, proxy)
+    inv = p.read(lambda m: m.method == "INVITE")
+    check("the inbound INVITE comes down the PBX's connection", inv is not None and ok and ok.status == 200,
+          inv and inv.start)
+    if not inv:
+        return
+    p.s.sendall(response_to(inv, 200, "OK", extra=[f"Contact: <sip:pbx@{p.ip}:{p.port};transport=tcp>"],
+                            to_tag="pbxmv"))
+    ok200 = recv_one(gw, lambda m: m.status == 200 and m.first("call-id") == gcid)
+    rr = list(reversed(ok200.headers.get("record-route", []))) if ok200 else []
+    contact = sc.uri_of(ok200.first("contact")) if ok200 else ruri
+    gw.sendto(gw_request(gw, "ACK", contact, gcid, ok200.first("to"), 1, "z9hG4bK" + secrets.token_hex(8), rr), proxy)
+    check("... answered 200, which reaches the gateway", ok200 is not None, ok200 and ok200.start)
+    p.read(lambda m: m.method == "ACK", 1.0)
+    p.s.close()
+    time.sleep(0.3)
+    p.connect()
+    again = p.register()
+    check("the PBX registers again from a new connection", again is not None and again.status == 200,
+          again and again.status)
+    gw.sendto(gw_request(gw, "BYE", contact, gcid, ok200.first("to"), 2, "z9hG4bK" + secrets.token_hex(8), rr), proxy)
+    bye = p.read(lambda m: m.method == "BYE", 3.0)
+    check("the gateway's BYE reaches the PBX on its new connection", bye is not None, bye and bye.start)
+    if bye:
+        p.s.sendall(response_to(bye, 200, "OK", to_tag=None))
+    fin = recv_one(gw, lambda m: m.status is not None and m.first("call-id") == gcid and "BYE" in m.first("cseq"))
+    check("... and its 200 the gateway", fin is not None and fin.status == 200, fin and fin.status)
+    p.s.close()
+
+
+def quiet_call(a, pbx, gw, proxy):
+    """A call from a PBX over TCP that never registered, quiet for longer than tcp_idle_timeout
+    (5 s here): the gateway's BYE still comes down the PBX's connection."""
+    p = TcpPbx(a, proxy)
+    ruri, cid, tag = f"sip:15550001234@{a.host}", f"qc-{secrets.token_hex(6)}@127.0.0.1", "qc" + secrets.token_hex(4)
+
+    def invite(cseq, branch, auth=""):
+        lines = [f"INVITE {ruri} SIP/2.0", f"Via: SIP/2.0/TCP {p.ip}:{p.port};branch={branch}", "Max-Forwards: 70",
+                 f"From: <sip:pbx@{a.host}>;tag={tag}", f"To: <{ruri}>", f"Call-ID: {cid}", f"CSeq: {cseq} INVITE",
+                 f"Contact: <sip:pbx@{p.ip}:{p.port};transport=tcp>", "Content-Type: application/sdp"] + \
+            ([f"Proxy-Authorization: {auth}"] if auth else []) + [f"Content-Length: {len(SDP)}"]
+        p.s.sendall(crlf("\r\n".join(lines) + "\r\n\r\n") + SDP.encode())
+
+    b1 = "z9hG4bK" + secrets.token_hex(8)
+    invite(1, b1)
+    r407 = p.read(lambda m: m.status == 407)
+    if not r407:
+        check("the PBX's INVITE over TCP is challenged", False, None)
+        return
+    p.s.sendall(crlf("\r\n".join([f"ACK {ruri} SIP/2.0", f"Via: SIP/2.0/TCP {p.ip}:{p.port};branch={b1}",
+                                   "Max-Forwards: 70", f"From: {r407.first('from')}", f"To: {r407.first('to')}",
+                                   f"Call-ID: {cid}", "CSeq: 1 ACK", "Content-Length: 0"]) + "\r\n\r\n"))
+    ch = sc.parse_challenge(r407.first("proxy-authenticate"))
+    invite(2, "z9hG4bK" + secrets.token_hex(8),
+           sc.digest_credentials(ch, "MD5", "MD5", a.user, a.password, "INVITE", ruri, sc.choose_qop(ch), "00000001",
+                                 secrets.token_hex(8), b""))
+    inv = recv_one(gw, lambda m: m.method == "INVITE" and m.first("call-id") == cid)
+    if not inv:
+        check("the PBX's INVITE over TCP reaches the gateway", False, None)
+        return
+    gip, gport = gw.getsockname()
+    gw.sendto(response_to(inv, 200, "OK", extra=[f"Contact: <sip:gw@{gip}:{gport}>", "Content-Type: application/sdp"],
+                          body=SDP, to_tag="gwqc"), proxy)
+    ok = p.read(lambda m: m.status == 200 and "INVITE" in m.first("cseq"))
+    check("the call is answered over the PBX's connection", ok is not None, ok and ok.start)
+    if not ok:
+        return
+    rr = list(reversed(ok.headers.get("record-route", [])))
+    p.s.sendall(crlf("\r\n".join([f"ACK sip:gw@{gip}:{gport} SIP/2.0",
+                                   f"Via: SIP/2.0/TCP {p.ip}:{p.port};branch=z9hG4bK{secrets.token_hex(8)}",
+                                   "Max-Forwards: 70", f"From: {ok.first('from')}", f"To: {ok.first('to')}",
+                                   f"Call-ID: {cid}", "CSeq: 2 ACK"] + [f"Route: {r}" for r in rr] +
+                                  ["Content-Length: 0"]) + "\r\n\r\n"))
+    recv_one(gw, lambda m: m.method == "ACK", 1.0)
+    time.sleep(7.0)
+    groutes = inv.headers.get("record-route", [])
+    bye = crlf("\r\n".join([f"BYE sip:pbx@{p.ip}:{p.port};transport=tcp SIP/2.0",
+                             f"Via: SIP/2.0/UDP {gip}:{gport};branch=z9hG4bK{secrets.token_hex(8)}", "Max-Forwards: 70",
+                             f"From: {ok.first('to')}", f"To: {ok.first('from')}", f"Call-ID: {cid}", "CSeq: 1 BYE"] +
+                            [f"Route: {r}" for r in groutes] + ["Content-Length: 0"]) + "\r\n\r\n")
+    gw.sendto(bye, proxy)
+    got = p.read(lambda m: m.method == "BYE", 3.0)
+    check("after 7 s of quiet (tcp_idle_timeout 5), the gateway's BYE comes down the PBX's connection",
+          got is not None, got and got.start)
+    if got:
+        p.s.sendall(response_to(got, 200, "OK", to_tag=None))
+    fin = recv_one(gw, lambda m: m.status is not None and "BYE" in (m.first("cseq") or ""), 3.0)
+    check("... and its 200 reaches the gateway", fin is not None and fin.status == 200, fin and fin.status)
+    p.s.close()
 
 
 SCENARIOS = {"timer-g": timer_g, "provisional": provisional, "cancel-early": cancel_early,
              "cancel-silent": cancel_silent,
              "no-length": no_length, "preloaded": preloaded, "fork": fork,
-             "strict": strict, "dead-flow": dead_flow}
+             "strict": strict, "dead-flow": dead_flow, "moved-end": moved_end,
+             "quiet-call": quiet_call}
 
 
 def main():

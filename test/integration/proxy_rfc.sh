@@ -5,14 +5,18 @@
 # gateway's first provisional; a message without Content-Length gets one on its way; an initial
 # request loses the Routes its sender preloaded; a forked second 2xx is a call the PBX can end;
 # a strict-routing previous hop is routed as §16.4 says; a PBX whose TCP connection is gone gets
-# the gateway's INVITE answered 480 at once (§16.9).
+# the gateway's INVITE answered 480 at once (§16.9), and a PBX that reconnects and registers again
+# gets the gateway's BYE on its new connection, as does a TCP PBX whose call stays quiet past
+# tcp_idle_timeout.
 . "$top_srcdir/test/lib.sh"
 need python3
 need curl
 setup_store || { fail "store setup"; finish; }
 API_PORT=$(free_port 127.0.0.1)
 start_sipauthd "MD5" "[api]
-listen = 127.0.0.1:$API_PORT" || { fail "sipauthd did not start"; finish; }
+listen = 127.0.0.1:$API_PORT
+[limits]
+tcp_idle_timeout = 5" || { fail "sipauthd did not start"; finish; }
 metric() { curl -s "http://127.0.0.1:$API_PORT/metrics" | sed -n "s/^sipauthd_$1 //p"; }
 
 # scenario NAME: runs it; each of its checks is one assertion here
@@ -44,6 +48,10 @@ scenario dead-flow
 assert_match "... logged with the flow it could not reach" \
 	"event=next_hop_unreachable to=tcp:127.0.0.1:[0-9]+ method=[0-9]+ status=480" "$(cat "$T/sipauthd.log")"
 assert_eq "... and counted" 1 "$(metric sip_next_hop_unreachable_total)"
-assert_eq "every check ran (9 scenarios, 28 checks)" 28 "$(cat "$T"/*.json | grep -c '"check"')"
+scenario moved-end
+assert_match "... the move is logged" "event=call_end_moved call_id=\"gw-[^\"]*\" to=tcp:127.0.0.1:[0-9]+" \
+	"$(cat "$T/sipauthd.log")"
+scenario quiet-call
+assert_eq "every check ran (11 scenarios, 36 checks)" 36 "$(cat "$T"/*.json | grep -c '"check"')"
 assert_nomatch "no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/sipauthd.log")"
 finish
