@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,13 +60,16 @@ static void txn_send_kept(struct sa_txn *t, struct sa_txn_req *r, const char *me
 	char callid[256];
 	txn_keep_req(t, r);
 	srv->metrics.sip_forwarded++;
-	int sent = sa_transport_send(srv, &t->to, r->bytes, r->len);
-	t->send_failed = sent < 0;
+	int sent = sa_transport_send(srv, &t->to, r->bytes, r->len), err = errno;
+	/* a datagram the socket cannot take now is as one lost: sent again at
+	 * T1, not taken for a next hop that cannot be reached */
+	t->send_failed = sent < 0 && !(t->to.proto == SA_PROTO_UDP &&
+	                               (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS || err == EINTR));
 	if (sent == 1)
 		conn_waiter_add(srv, &t->to, t->skey);
-	if (t->send_failed)
-		log_warn("event=send_failed method=%s call_id=\"%s\"", method,
-		         LOGQ(req_call_id(r, callid, sizeof(callid))));
+	if (sent < 0)
+		log_warn("event=send_failed method=%s call_id=\"%s\" error=\"%s\"", method,
+		         LOGQ(req_call_id(r, callid, sizeof(callid))), strerror(err));
 	t->interval_ms = SA_TXN_T1_MS;
 	txn_arm(t, t->to.proto == SA_PROTO_UDP ? SA_TXN_T1_MS : 64 * SA_TXN_T1_MS);
 }
