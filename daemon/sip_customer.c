@@ -448,9 +448,11 @@ static void handle_register(struct sa_server *srv, const struct sa_msg *m, const
 		if (res.added > 0)
 			sa_webhooks_registration_created(srv, cred, addr, peer.port, peer.transport, res.added);
 	}
-	int64_t now = wall_now();
-	if (res.status == 200 && res.kept_until > now)
-		sa_transport_keep(srv, from, (uint64_t)(res.kept_until - now) * 1000);
+	if (res.status == 200 && from->proto != SA_PROTO_UDP) {   /* the connection is the PBX's flow */
+		int64_t now = wall_now();
+		if (res.kept_until > now)
+			sa_transport_keep(srv, from, (uint64_t)(res.kept_until - now) * 1000);
+	}
 	sip_reply(srv, m, from, res.status, res.reason, res.headers, NULL);
 }
 
