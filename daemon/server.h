@@ -143,16 +143,20 @@ SSL_CTX *sa_transport_tls_server_ctx(const struct sa_tls_config *tc);
  * connection still being opened (its outcome: sa_sip_flow_connected or
  * sa_sip_flow_failed with connecting), -1 not sent. */
 int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const char *buf, size_t len);
-/* A registration over fl's connection lives for_ms more: tcp_idle_timeout
- * does not close it before then (the PBX's inbound calls come down it). */
-void sa_transport_keep(struct sa_server *srv, const struct sa_flow *fl, uint64_t for_ms);
+/* fl's connection (here or on its worker) is kept open for_ms from now,
+ * whatever tcp_idle_timeout says: for the registration made over it (the
+ * latest REGISTER sets it; 0 ends it: a PBX that unregistered, or moved to
+ * another connection) or for a call set up over it (the longest wins). */
+enum sa_keep { SA_KEEP_REGISTRATION, SA_KEEP_CALL };
+void sa_transport_keep(struct sa_server *srv, const struct sa_flow *fl, enum sa_keep what, uint64_t for_ms);
 /* The listener to leave from towards proto (its address goes in Via/Record-Route). */
 unsigned sa_transport_listener_for(struct sa_server *srv, enum sa_proto proto);
 void sa_flow_peer(const struct sa_flow *fl, char *addr, size_t alen, uint16_t *port);
 /* Is the TCP/TLS connection with this id still open? */
 bool sa_transport_conn_open(struct sa_server *srv, uint64_t conn_id);
-/* The worker that holds a connection (its id's top byte). */
-unsigned sa_transport_conn_worker(uint64_t conn_id);
+/* Is there a connection for fl: its own (by id), or one to its peer (by
+ * address: here, or one the peer opened to another worker)? UDP: true. */
+bool sa_transport_flow_open(struct sa_server *srv, const struct sa_flow *fl);
 /* For /metrics: the gauges of the connections (counters are srv->metrics). */
 void sa_transport_gauges(const struct sa_server *srv, struct sa_metrics *m);
 

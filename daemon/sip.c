@@ -255,16 +255,6 @@ static bool flow_open(struct sa_server *srv, const struct sa_flow *fl)
 	return fl->proto == SA_PROTO_UDP || (fl->conn_id && sa_transport_conn_open(srv, fl->conn_id));
 }
 
-/* Is a call's TCP/TLS end gone for sure: its connection closed here, or
- * (another worker's) no longer in the workers' directory? */
-static bool flow_gone(struct sa_server *srv, const struct sa_flow *fl)
-{
-	if (fl->proto == SA_PROTO_UDP)
-		return false;
-	if (!fl->conn_id || !sa_transport_conn_open(srv, fl->conn_id))
-		return true;
-	return srv->workers && sa_transport_conn_worker(fl->conn_id) != srv->worker && sa_conndir_owner(srv, fl) < 0;
-}
 
 struct moved_end {
 	char addr[64];                 /* the old end's address, as bindings keep it */
@@ -290,7 +280,7 @@ static int moved_end_cb(const struct sa_binding *b, void *arg)
  * old port (nothing listens there behind a NAT). false: no such one. */
 static bool end_moved(struct sa_server *srv, const char *cred_id, struct sa_flow *to)
 {
-	if (!cred_id[0] || !flow_gone(srv, to))
+	if (!cred_id[0] || sa_transport_flow_open(srv, to))
 		return false;   /* (every in-dialog request asks: nothing more unless the end is gone) */
 	struct moved_end me = { .transport = sa_proto_name(to->proto), .now = wall_now(), .best_at = -1 };
 	uint16_t old_port;
@@ -298,11 +288,15 @@ static bool end_moved(struct sa_server *srv, const char *cred_id, struct sa_flow
 	if (sa_store_binding_list_credential(srv->store, cred_id, moved_end_cb, &me) != SA_STORE_OK || me.best_at < 0 ||
 	    me.port == old_port)
 		return false;
-	if (to->ss.sa.sa_family == AF_INET6)
-		to->ss.in6.sin6_port = htons(me.port);
+	struct sa_flow moved = *to;
+	if (moved.ss.sa.sa_family == AF_INET6)
+		moved.ss.in6.sin6_port = htons(me.port);
 	else
-		to->ss.in.sin_port = htons(me.port);
-	to->conn_id = 0;   /* found by address: here, or through the worker that holds it */
+		moved.ss.in.sin_port = htons(me.port);
+	moved.conn_id = 0;   /* found by address: here, or through the worker that holds it */
+	if (!sa_transport_flow_open(srv, &moved))
+		return false;   /* that registration's connection is gone too */
+	*to = moved;
 	return true;
 }
 
@@ -583,7 +577,7 @@ void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char 
 	struct sa_msg m;
 	struct sa_msg_error err = { 0 };
 
-	if (from->proto == SA_PROTO_UDP && len <= 16 && udp_keepalive(buf, len))
+	if (from->proto == SA_PROTO_UDP && udp_keepalive(buf, len))   /* (a message stops at its first byte) */
 		return;
 
 	/* another worker's answer goes there unparsed: its owner parses it once */

@@ -428,6 +428,34 @@ static bool trunk_arrival_ok(struct sa_server *srv, const struct sa_msg *m, cons
 	return false;
 }
 
+/* The connection a PBX registers over is its flow (inbound calls come down
+ * it): kept open while the registration lives, let go when it ends there;
+ * one it registered over before, and has left, is let go (a PBX behind a
+ * NAT that rebinds must not fill its address's connection slots). */
+static void register_keep(struct sa_server *srv, const struct sa_flow *from, const struct sa_reg_result *res)
+{
+	int64_t now = wall_now();
+	if (from->proto != SA_PROTO_UDP && res->kept_until > now)
+		sa_transport_keep(srv, from, SA_KEEP_REGISTRATION, (uint64_t)(res->kept_until - now) * 1000);
+	else if (from->proto != SA_PROTO_UDP && res->removed > 0)
+		sa_transport_keep(srv, from, SA_KEEP_REGISTRATION, 0);
+	for (int i = 0; i < res->nmoved; i++) {
+		struct sa_flow fl = { .proto = strcmp(res->moved[i].transport, "tls") == 0 ? SA_PROTO_TLS : SA_PROTO_TCP };
+		if (inet_pton(AF_INET, res->moved[i].source, &fl.ss.in.sin_addr) == 1) {
+			fl.ss.in.sin_family = AF_INET;
+			fl.ss.in.sin_port = htons(res->moved[i].port);
+			fl.sslen = sizeof(fl.ss.in);
+		} else if (inet_pton(AF_INET6, res->moved[i].source, &fl.ss.in6.sin6_addr) == 1) {
+			fl.ss.in6.sin6_family = AF_INET6;
+			fl.ss.in6.sin6_port = htons(res->moved[i].port);
+			fl.sslen = sizeof(fl.ss.in6);
+		} else {
+			continue;
+		}
+		sa_transport_keep(srv, &fl, SA_KEEP_REGISTRATION, 0);
+	}
+}
+
 static void handle_register(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
                             const struct authed *who)
 {
@@ -448,11 +476,8 @@ static void handle_register(struct sa_server *srv, const struct sa_msg *m, const
 		if (res.added > 0)
 			sa_webhooks_registration_created(srv, cred, addr, peer.port, peer.transport, res.added);
 	}
-	if (res.status == 200 && from->proto != SA_PROTO_UDP) {   /* the connection is the PBX's flow */
-		int64_t now = wall_now();
-		if (res.kept_until > now)
-			sa_transport_keep(srv, from, (uint64_t)(res.kept_until - now) * 1000);
-	}
+	if (res.status == 200)
+		register_keep(srv, from, &res);
 	sip_reply(srv, m, from, res.status, res.reason, res.headers, NULL);
 }
 

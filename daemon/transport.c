@@ -37,7 +37,9 @@ struct sa_conn {
 	struct event *timer;
 	uint64_t last_msg_ms;
 	unsigned crlfs;                 /* CR and LF bytes read since the last message */
-	uint64_t keep_until_ms;         /* a registration over it lives until then: no idle close */
+	uint64_t reg_keep_ms;           /* the registration made over it lives until then: no idle close */
+	uint64_t call_keep_ms;          /* a call set up over it may last until then: no idle close */
+	size_t paused_out;              /* paused: output queued when last looked at (draining: alive) */
 	bool connecting;                /* ours, not up yet (TLS: handshake not done) */
 	bool paused;                    /* not read: SA_CONN_WQ_PAUSE of output unread by the peer */
 	bool overflow;                  /* SA_CONN_WQ_MAX unread: closed by the timer, nothing more sent */
@@ -218,6 +220,7 @@ static bool conn_pause_if_unread(struct sa_conn *c)
 	uint16_t port;
 	sa_flow_peer(&c->flow, a, sizeof(a), &port);
 	c->paused = true;
+	c->paused_out = evbuffer_get_length(bufferevent_get_output(c->bev));
 	c->srv->metrics.tcp_reads_paused++;
 	log_info("event=tcp_paused src=%s:%u queued=%zu hint=\"the peer does not read its answers: reading it "
 	         "again once it has\"", a, port, evbuffer_get_length(bufferevent_get_output(c->bev)));
@@ -249,8 +252,10 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		}
 		if (n == 0) {
 			evbuffer_drain(in, skip);
-			if (skip > 0)
+			if (skip > 0) {
 				conn_keepalive(c, skip);
+				conn_pause_if_unread(c);   /* pongs to a peer that reads none are bounded too */
+			}
 			return;
 		}
 		if (skip > 0)   /* a ping just before the message (sent together) gets its pong */
@@ -348,7 +353,11 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		srv->metrics.tcp_write_queue_closed++;
 		log_warn("event=tcp_close src=%s:%u reason=write_queue_full queued=%zu hint=\"the peer reads nothing "
 		         "of what is sent to it\"", a, port, evbuffer_get_length(bufferevent_get_output(c->bev)));
+		struct sa_flow fl = c->flow;
+		bool ours = c->src == NULL;
 		conn_gone(c);
+		if (!ours)   /* the requests dropped with its output are answered now, as a failed send */
+			sa_sip_flow_failed(srv, &fl, false);
 		return;
 	}
 	if (c->handshaking) {
@@ -361,12 +370,23 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		conn_timer_arm(c, idle - quiet);
 		return;
 	}
-	if (c->keep_until_ms > now) {   /* the PBX's registration is its flow: inbound calls come down it */
-		conn_timer_arm(c, c->keep_until_ms - now < idle ? c->keep_until_ms - now : idle);
+	uint64_t keep = c->reg_keep_ms > c->call_keep_ms ? c->reg_keep_ms : c->call_keep_ms;
+	if (keep > now) {   /* the PBX's registration or a call is its flow: requests come down it */
+		conn_timer_arm(c, keep - now < idle ? keep - now : idle);
+		return;
+	}
+	size_t out = evbuffer_get_length(bufferevent_get_output(c->bev));
+	if (c->paused && out < c->paused_out) {   /* not read, but reading its answers: alive */
+		c->paused_out = out;
+		conn_timer_arm(c, idle);
 		return;
 	}
 	srv->metrics.tcp_idle_closed++;
-	log_debug("event=tcp_close src=%s:%u reason=idle", a, port);
+	if (c->paused)
+		log_info("event=tcp_close src=%s:%u reason=idle_unread queued=%zu hint=\"paused, and the peer read "
+		         "nothing of its answers for tcp_idle_timeout\"", a, port, out);
+	else
+		log_debug("event=tcp_close src=%s:%u reason=idle", a, port);
 	conn_free(c);
 }
 
@@ -885,14 +905,48 @@ int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const cha
 	return c->connecting ? 1 : 0;
 }
 
-void sa_transport_keep(struct sa_server *srv, const struct sa_flow *fl, uint64_t for_ms)
+struct keep_job {
+	struct sa_flow fl;
+	enum sa_keep what;
+	uint64_t for_ms;
+};
+
+static void keep_here(struct sa_server *srv, const struct sa_flow *fl, enum sa_keep what, uint64_t for_ms)
 {
-	if (fl->proto == SA_PROTO_UDP || !fl->conn_id || conn_worker(fl->conn_id) != srv->worker)
+	struct sa_conn *c = fl->conn_id ? conn_find(srv, fl->conn_id) : NULL;
+	if (!c)
+		c = conn_find_addr(srv, fl);
+	if (!c)
 		return;
-	struct sa_conn *c = conn_find(srv, fl->conn_id);
-	uint64_t until = sa_now_ms() + for_ms;
-	if (c && until > c->keep_until_ms)
-		c->keep_until_ms = until;
+	uint64_t until = for_ms ? sa_now_ms() + for_ms : 0;
+	if (what == SA_KEEP_REGISTRATION)
+		c->reg_keep_ms = until;   /* its latest REGISTER says (Expires: 0 ends it) */
+	else if (until > c->call_keep_ms)
+		c->call_keep_ms = until;
+}
+
+static void keep_job_run(struct sa_server *w, void *arg)
+{
+	struct keep_job *j = arg;
+	keep_here(w, &j->fl, j->what, j->for_ms);
+	free(j);
+}
+
+void sa_transport_keep(struct sa_server *srv, const struct sa_flow *fl, enum sa_keep what, uint64_t for_ms)
+{
+	if (fl->proto == SA_PROTO_UDP)
+		return;
+	int owner = fl->conn_id ? (int)conn_worker(fl->conn_id) : srv->workers ? sa_conndir_owner(srv, fl) : -1;
+	if (owner < 0 || (unsigned)owner == srv->worker || !srv->workers) {
+		keep_here(srv, fl, what, for_ms);
+		return;
+	}
+	struct keep_job *j = malloc(sizeof(*j));   /* that worker's connection: its loop marks it */
+	if (!j)
+		return;
+	*j = (struct keep_job){ .fl = *fl, .what = what, .for_ms = for_ms };
+	if (!sa_workers_post(srv, (unsigned)owner, keep_job_run, j))
+		free(j);
 }
 
 void sa_transport_gauges(const struct sa_server *srv, struct sa_metrics *m)
@@ -901,9 +955,15 @@ void sa_transport_gauges(const struct sa_server *srv, struct sa_metrics *m)
 	m->tls_handshakes = sa_connlimit_handshakes(srv->connlimit);
 }
 
-unsigned sa_transport_conn_worker(uint64_t conn_id)
+bool sa_transport_flow_open(struct sa_server *srv, const struct sa_flow *fl)
 {
-	return conn_worker(conn_id);
+	if (fl->proto == SA_PROTO_UDP)
+		return true;
+	if (fl->conn_id && conn_worker(fl->conn_id) == srv->worker)
+		return conn_find(srv, fl->conn_id) != NULL || conn_find_addr(srv, fl) != NULL;
+	if (!fl->conn_id && conn_find_addr(srv, fl))
+		return true;
+	return srv->workers && sa_conndir_owner(srv, fl) >= 0;   /* one a PBX opened to another worker */
 }
 
 bool sa_transport_conn_open(struct sa_server *srv, uint64_t conn_id)

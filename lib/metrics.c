@@ -194,7 +194,7 @@ static void connections(FILE *f, const struct sa_metrics *m)
 	        "Requests answered at once (480 towards a PBX, 503 towards the gateways): their next hop could not be "
 	        "reached (a failed send or connection).", m->next_hop_unreachable);
 	counter(f, "tcp_reads_paused_total",
-	        "Times a SIP TCP/TLS connection was no longer read: 256 KiB of answers to it unread by its peer.",
+	        "Times a SIP TCP/TLS connection was no longer read: 64 KiB of answers to it unread by its peer.",
 	        m->tcp_reads_paused);
 	counter(f, "tcp_write_queue_closed_total",
 	        "SIP TCP/TLS connections closed with 4 MiB queued for a peer that does not read.", m->tcp_write_queue_closed);

@@ -180,6 +180,24 @@ static void store_failed(struct sa_reg_result *res, int err)
 	}
 }
 
+/* A binding refreshed from another stream connection than the one it was
+ * registered over: that one is no longer the PBX's flow. */
+static void moved_note(struct sa_reg_result *res, const struct sa_binding *o, const struct sa_peer *peer)
+{
+	if (strcmp(o->transport, "udp") == 0 || res->nmoved >= (int)(sizeof(res->moved) / sizeof(res->moved[0])) ||
+	    (o->source_port == peer->port && strcmp(o->source, peer->addr) == 0 &&
+	     strcmp(o->transport, peer->transport) == 0))
+		return;
+	for (int k = 0; k < res->nmoved; k++)
+		if (res->moved[k].port == o->source_port && strcmp(res->moved[k].source, o->source) == 0 &&
+		    strcmp(res->moved[k].transport, o->transport) == 0)
+			return;
+	struct sa_reg_moved *mv = &res->moved[res->nmoved++];
+	snprintf(mv->source, sizeof(mv->source), "%s", o->source);
+	mv->port = o->source_port;
+	snprintf(mv->transport, sizeof(mv->transport), "%s", o->transport);
+}
+
 /* Every contact's change written in one store transaction (all or nothing,
  * §10.3), then the in-memory list updated to match. */
 static int apply_contacts(struct sa_store *st, const struct sa_reg_cfg *cfg, const struct sa_msg *m,
@@ -214,6 +232,7 @@ static int apply_contacts(struct sa_store *st, const struct sa_reg_cfg *cfg, con
 				o->expires_at = now;   /* gone from the 200's list */
 			}
 		} else if (o) {
+			moved_note(res, o, who->peer);
 			nb[i].registered_at = o->registered_at;
 			*o = nb[i];
 		} else {

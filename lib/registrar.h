@@ -22,6 +22,14 @@ struct sa_reg_result {
 	char headers[2048];         /* Contact lines (200), Min-Expires (423) or Retry-After (503) */
 	int added, removed;         /* bindings changed, for the counters */
 	int64_t kept_until;         /* 200: the latest expiry this REGISTER set (0: it set none) */
+	/* 200: the stream connections its refreshed bindings were registered
+	 * over before this one (a PBX that reconnected): no longer theirs */
+	struct sa_reg_moved {
+		char source[64];
+		uint16_t port;
+		char transport[8];
+	} moved[4];
+	int nmoved;
 };
 
 /* Apply an authenticated REGISTER from peer for cred to the store (RFC 3261

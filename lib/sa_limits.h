@@ -5,9 +5,11 @@
 #define SA_SIP_MAX_MSG          65535   /* largest SIP message accepted (UDP datagram or TCP frame) */
 /* A TCP/TLS connection's queued output: over PAUSE, its messages are no
  * longer read until it drains to half (a peer that sends and never reads
- * is answered no faster than it reads); over MAX (what we send it without
- * its asking: relayed requests and answers), it is closed. */
-#define SA_CONN_WQ_PAUSE        (256 * 1024)
+ * is answered no faster than it reads; 64 KiB, so that the 4096
+ * connections [limits] allows by default hold little even when all are
+ * paused); over MAX (what we send it without its asking: relayed
+ * requests), it is closed. */
+#define SA_CONN_WQ_PAUSE        (64 * 1024)
 #define SA_CONN_WQ_MAX          (4 * 1024 * 1024)
 #define SA_SIP_MAX_HEADERS      128     /* header fields per message */
 #define SA_SIP_MAX_HEADER_LINES 512     /* TCP: physical lines (folding included) before the blank one */

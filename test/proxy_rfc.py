@@ -26,6 +26,8 @@ played by this process:
               again from a new connection: the gateway's BYE goes down that one
   quiet-call  a call from a PBX over TCP that never registered stays quiet past tcp_idle_timeout
               (5 s in proxy_rfc.sh): the gateway's BYE still comes down the PBX's connection
+  inbound-quiet an inbound call over TCP, the PBX unregisters, the call stays quiet past
+              tcp_idle_timeout: the gateway's BYE still comes down the PBX's connection
   strict      the gateway strict-routes its BYE (our Record-Route as the Request-URI, the PBX's
               Contact as the last Route): the PBX gets it with that Contact as Request-URI (§16.4)
 
@@ -437,7 +439,7 @@ class TcpPbx:
             self.buf += chunk
         return None
 
-    def register(self):
+    def register(self, expires=300):
         uri = f"sip:{self.a.host}"
 
         def once(auth=""):
@@ -446,7 +448,7 @@ class TcpPbx:
                      f"Via: SIP/2.0/TCP {self.ip}:{self.port};branch=z9hG4bK{secrets.token_hex(8)}",
                      "Max-Forwards: 70", f"From: <sip:{self.a.user}@{self.a.host}>;tag={self.tag}",
                      f"To: <sip:{self.a.user}@{self.a.host}>", f"Call-ID: {self.cid}", f"CSeq: {self.cseq} REGISTER",
-                     f"Contact: <sip:pbx@{self.ip}:{self.port};transport=tcp>", "Expires: 300"] + \
+                     f"Contact: <sip:pbx@{self.ip}:{self.port};transport=tcp>", f"Expires: {expires}"] + \
                 ([f"Authorization: {auth}"] if auth else []) + ["Content-Length: 0"]
             self.s.sendall(crlf("\r\n".join(lines) + "\r\n\r\n"))
             return self.read(lambda m: m.status is not None and m.status >= 200)
@@ -595,11 +597,43 @@ def quiet_call(a, pbx, gw, proxy):
     p.s.close()
 
 
+def inbound_quiet(a, pbx, gw, proxy):
+    """An inbound call over the PBX's TCP connection; the PBX unregisters (its connection is no
+    longer kept for the registration) and the call stays quiet past tcp_idle_timeout: the call
+    keeps the connection, and the gateway's BYE comes down it."""
+    p = TcpPbx(a, proxy)
+    ok = p.register()
+    invite, gcid, branch, ruri = gw_invite(gw, a)
+    gw.sendto(invite, proxy)
+    inv = p.read(lambda m: m.method == "INVITE")
+    if not inv or not ok or ok.status != 200:
+        check("the inbound INVITE comes down the PBX's connection", False, inv and inv.start)
+        return
+    p.s.sendall(response_to(inv, 200, "OK", extra=[f"Contact: <sip:pbx@{p.ip}:{p.port};transport=tcp>"],
+                            to_tag="pbxiq"))
+    ok200 = recv_one(gw, lambda m: m.status == 200 and m.first("call-id") == gcid)
+    rr = list(reversed(ok200.headers.get("record-route", []))) if ok200 else []
+    contact = sc.uri_of(ok200.first("contact")) if ok200 else ruri
+    gw.sendto(gw_request(gw, "ACK", contact, gcid, ok200.first("to"), 1, "z9hG4bK" + secrets.token_hex(8), rr), proxy)
+    p.read(lambda m: m.method == "ACK", 1.0)
+    gone = p.register(0)
+    check("the call is up and the PBX unregisters", ok200 is not None and gone is not None and gone.status == 200,
+          [ok200 and ok200.status, gone and gone.status])
+    time.sleep(7.0)
+    gw.sendto(gw_request(gw, "BYE", contact, gcid, ok200.first("to"), 2, "z9hG4bK" + secrets.token_hex(8), rr), proxy)
+    bye = p.read(lambda m: m.method == "BYE", 3.0)
+    check("after 7 s of quiet, the gateway's BYE comes down the PBX's connection (the call keeps it)",
+          bye is not None, bye and bye.start)
+    if bye:
+        p.s.sendall(response_to(bye, 200, "OK", to_tag=None))
+    p.s.close()
+
+
 SCENARIOS = {"timer-g": timer_g, "provisional": provisional, "cancel-early": cancel_early,
              "cancel-silent": cancel_silent,
              "no-length": no_length, "preloaded": preloaded, "fork": fork,
              "strict": strict, "dead-flow": dead_flow, "moved-end": moved_end,
-             "quiet-call": quiet_call}
+             "quiet-call": quiet_call, "inbound-quiet": inbound_quiet}
 
 
 def main():

@@ -202,49 +202,73 @@ PY
 assert_eq "two pings in one segment get two pongs; a ping glued to an OPTIONS gets its pong, then the 200" \
 	"b'\\r\\n\\r\\n' True" "$out"
 
-# --- 3b. a PBX registered over TCP is silent for longer than tcp_idle_timeout (5 s): its
-# connection stays open while the registration lives (inbound calls come down it)
-out=$(timeout 20 python3 - "$SIP_PORT" "$TRUNK_HOST" "$SIP_USER" "$SIP_PASS" "$top_srcdir/test" <<'PY'
+# --- 3b. registrations keep connections past tcp_idle_timeout (5 s): K registers and stays
+# silent (kept); U registers and unregisters (let go); A registers, then B registers the same
+# Contact from a new connection, as a PBX behind a NAT that rebinds (A let go, B kept)
+out=$(timeout 30 python3 - "$SIP_PORT" "$TRUNK_HOST" "$SIP_USER" "$SIP_PASS" "$top_srcdir/test" <<'PY'
 import secrets, socket, sys, time
 port, host, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 sys.path.insert(0, sys.argv[5])
 import sipclient as sc
-s = socket.socket(); s.bind(("127.0.0.7", 0)); s.connect(("127.0.0.1", port))
-ip, sport = s.getsockname()
-buf = b""
-def ask(lines):
-    global buf
-    s.sendall(("\r\n".join(lines + ["Content-Length: 0"]) + "\r\n\r\n").encode())
-    s.settimeout(3)
-    while True:
-        fr = sc.split_frame(buf)
-        if fr:
-            data, buf = fr
-            return sc.parse_message(data)
-        d = s.recv(65535)
-        if not d:
+
+class Conn:
+    def __init__(self):
+        self.s = socket.socket(); self.s.bind(("127.0.0.7", 0)); self.s.connect(("127.0.0.1", port))
+        self.ip, self.port = self.s.getsockname()
+        self.buf, self.cseq, self.cid = b"", 0, f"keep-{secrets.token_hex(4)}"
+
+    def ask(self, lines):
+        try:
+            self.s.sendall(("\r\n".join(lines + ["Content-Length: 0"]) + "\r\n\r\n").encode())
+            self.s.settimeout(3)
+            while True:
+                fr = sc.split_frame(self.buf)
+                if fr:
+                    data, self.buf = fr
+                    return sc.parse_message(data)
+                d = self.s.recv(65535)
+                if not d:
+                    return None
+                self.buf += d
+        except OSError:
             return None
-        buf += d
-def register(cseq, auth=None):
-    return ask([f"REGISTER sip:{host} SIP/2.0", f"Via: SIP/2.0/TCP {ip}:{sport};branch=z9hG4bK{secrets.token_hex(8)}",
-                "Max-Forwards: 70", f"From: <sip:{user}@{host}>;tag=kp", f"To: <sip:{user}@{host}>",
-                f"Call-ID: keep-{secrets.token_hex(4)}", f"CSeq: {cseq} REGISTER",
-                f"Contact: <sip:pbx@{ip}:{sport};transport=tcp>", "Expires: 120"] + ([f"Authorization: {auth}"] if auth else []))
-r = register(1)
-ch = [c for c in map(sc.parse_challenge, r.headers["www-authenticate"]) if c.params.get("algorithm") == "MD5"][0]
-r = register(2, sc.digest_credentials(ch, "MD5", "MD5", user, password, "REGISTER", f"sip:{host}",
-                                      sc.choose_qop(ch), "00000001", secrets.token_hex(8), b""))
-print("registered", r.status)
+
+    def register(self, contact, expires):
+        def once(auth=None):
+            self.cseq += 1
+            return self.ask([f"REGISTER sip:{host} SIP/2.0",
+                             f"Via: SIP/2.0/TCP {self.ip}:{self.port};branch=z9hG4bK{secrets.token_hex(8)}",
+                             "Max-Forwards: 70", f"From: <sip:{user}@{host}>;tag=kp", f"To: <sip:{user}@{host}>",
+                             f"Call-ID: {self.cid}", f"CSeq: {self.cseq} REGISTER", f"Contact: <{contact}>",
+                             f"Expires: {expires}"] + ([f"Authorization: {auth}"] if auth else []))
+        r = once()
+        ch = [c for c in map(sc.parse_challenge, r.headers["www-authenticate"]) if c.params.get("algorithm") == "MD5"][0]
+        return once(sc.digest_credentials(ch, "MD5", "MD5", user, password, "REGISTER", f"sip:{host}",
+                                          sc.choose_qop(ch), "00000001", secrets.token_hex(8), b"")).status
+
+    def options(self):
+        r = self.ask([f"OPTIONS sip:{host} SIP/2.0", f"Via: SIP/2.0/TCP {self.ip}:{self.port};branch=z9hG4bK{secrets.token_hex(8)}",
+                      "Max-Forwards: 70", f"From: <sip:{user}@{host}>;tag=kp2", f"To: <sip:{host}>",
+                      f"Call-ID: keep-o-{secrets.token_hex(4)}", "CSeq: 1 OPTIONS"])
+        return "open" if r and r.status == 200 else "closed"
+
+k, u, a = Conn(), Conn(), Conn()
+got = [k.register(f"sip:pbx-k@127.0.0.7:{k.port};transport=tcp", 120),
+       u.register(f"sip:pbx-u@127.0.0.7:{u.port};transport=tcp", 120),
+       u.register(f"sip:pbx-u@127.0.0.7:{u.port};transport=tcp", 0),
+       a.register("sip:pbx-moved@127.0.0.7;transport=tcp", 120)]
+b = Conn()
+b.cid = a.cid
+b.cseq = a.cseq
+got.append(b.register("sip:pbx-moved@127.0.0.7;transport=tcp", 120))
+print("registers", *got)
 time.sleep(7.5)
-r = ask([f"OPTIONS sip:{host} SIP/2.0", f"Via: SIP/2.0/TCP {ip}:{sport};branch=z9hG4bK{secrets.token_hex(8)}",
-         "Max-Forwards: 70", f"From: <sip:{user}@{host}>;tag=kp2", f"To: <sip:{host}>",
-         f"Call-ID: keep-o-{secrets.token_hex(4)}", "CSeq: 1 OPTIONS"])
-print("after 7.5 s silent", r.status if r else "closed")
+print("after 7.5 s silent: K", k.options(), "U", u.options(), "A", a.options(), "B", b.options())
 PY
 )
-assert_eq "a PBX registered over TCP keeps its connection past tcp_idle_timeout while registered" \
-	"registered 200
-after 7.5 s silent 200" "$out"
+assert_eq "registrations keep their connections, unregistering or moving lets them go" \
+	"registers 200 200 200 200 200
+after 7.5 s silent: K open U closed A closed B open" "$out"
 
 # --- 4. a client that pipelines OPTIONS over TCP and reads nothing: its answers are not queued
 # without end (before: RSS grew by ~100 MB a second); reading it stops until it reads, another

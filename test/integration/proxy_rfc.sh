@@ -52,6 +52,7 @@ scenario moved-end
 assert_match "... the move is logged" "event=call_end_moved call_id=\"gw-[^\"]*\" to=tcp:127.0.0.1:[0-9]+" \
 	"$(cat "$T/sipauthd.log")"
 scenario quiet-call
-assert_eq "every check ran (11 scenarios, 36 checks)" 36 "$(cat "$T"/*.json | grep -c '"check"')"
+scenario inbound-quiet
+assert_eq "every check ran (12 scenarios, 38 checks)" 38 "$(cat "$T"/*.json | grep -c '"check"')"
 assert_nomatch "no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/sipauthd.log")"
 finish
