@@ -255,19 +255,28 @@ static bool flow_open(struct sa_server *srv, const struct sa_flow *fl)
 	return fl->proto == SA_PROTO_UDP || (fl->conn_id && sa_transport_conn_open(srv, fl->conn_id));
 }
 
-
 struct moved_end {
+	struct sa_server *srv;
+	struct sa_flow cand;           /* the old end with each binding's port in turn */
 	char addr[64];                 /* the old end's address, as bindings keep it */
 	const char *transport;
 	int64_t now, best_at;
-	uint16_t port;
+	uint16_t old_port, port;
 };
 
+/* A live binding of the same address and transport, from another port,
+ * whose connection is open: the latest refreshed wins. */
 static int moved_end_cb(const struct sa_binding *b, void *arg)
 {
 	struct moved_end *me = arg;
-	if (b->expires_at > me->now && strcmp(b->transport, me->transport) == 0 && strcmp(b->source, me->addr) == 0 &&
-	    b->updated_at >= me->best_at) {
+	if (b->expires_at <= me->now || b->updated_at < me->best_at || b->source_port == me->old_port ||
+	    strcmp(b->transport, me->transport) != 0 || strcmp(b->source, me->addr) != 0)
+		return 0;
+	if (me->cand.ss.sa.sa_family == AF_INET6)
+		me->cand.ss.in6.sin6_port = htons(b->source_port);
+	else
+		me->cand.ss.in.sin_port = htons(b->source_port);
+	if (sa_transport_flow_open(me->srv, &me->cand)) {
 		me->best_at = b->updated_at;
 		me->port = b->source_port;
 	}
@@ -282,21 +291,17 @@ static bool end_moved(struct sa_server *srv, const char *cred_id, struct sa_flow
 {
 	if (!cred_id[0] || sa_transport_flow_open(srv, to))
 		return false;   /* (every in-dialog request asks: nothing more unless the end is gone) */
-	struct moved_end me = { .transport = sa_proto_name(to->proto), .now = wall_now(), .best_at = -1 };
-	uint16_t old_port;
-	sa_flow_peer(to, me.addr, sizeof(me.addr), &old_port);
-	if (sa_store_binding_list_credential(srv->store, cred_id, moved_end_cb, &me) != SA_STORE_OK || me.best_at < 0 ||
-	    me.port == old_port)
+	struct moved_end me = { .srv = srv, .cand = *to, .transport = sa_proto_name(to->proto), .now = wall_now(),
+	                        .best_at = -1 };
+	me.cand.conn_id = 0;   /* found by address: here, or through the worker that holds it */
+	sa_flow_peer(to, me.addr, sizeof(me.addr), &me.old_port);
+	if (sa_store_binding_list_credential(srv->store, cred_id, moved_end_cb, &me) != SA_STORE_OK || me.best_at < 0)
 		return false;
-	struct sa_flow moved = *to;
-	if (moved.ss.sa.sa_family == AF_INET6)
-		moved.ss.in6.sin6_port = htons(me.port);
+	*to = me.cand;
+	if (to->ss.sa.sa_family == AF_INET6)
+		to->ss.in6.sin6_port = htons(me.port);
 	else
-		moved.ss.in.sin_port = htons(me.port);
-	moved.conn_id = 0;   /* found by address: here, or through the worker that holds it */
-	if (!sa_transport_flow_open(srv, &moved))
-		return false;   /* that registration's connection is gone too */
-	*to = moved;
+		to->ss.in.sin_port = htons(me.port);
 	return true;
 }
 
@@ -364,11 +369,6 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 	struct sa_dialog_side *ds = side == 1 ? &c->d.caller : &c->d.callee;
 	if (m->method != SA_M_ACK && m->cseq > ds->cseq)
 		ds->cseq = m->cseq;
-	if (m->method == SA_M_ACK) {
-		forward_ack(srv, m, from, &to, pop);
-		return;
-	}
-	sa_str_copy(cred, sizeof(cred), c->d.cred_id);
 	if (end_moved(srv, c->d.cred_id, &to)) {
 		char addr[64];
 		uint16_t port;
@@ -377,6 +377,11 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 		         "connection\"", LOGQ(c->d.call_id), sa_proto_name(to.proto), addr, port);
 		*other = to;   /* and so the rest of the call */
 	}
+	if (m->method == SA_M_ACK) {
+		forward_ack(srv, m, from, &to, pop);
+		return;
+	}
+	sa_str_copy(cred, sizeof(cred), c->d.cred_id);
 	if (m->method == SA_M_BYE) {
 		log_debug("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=bye", LOGQ(c->d.call_id), c->d.cred_id,
 		         c->d.trunk_id);

@@ -476,7 +476,7 @@ static void handle_register(struct sa_server *srv, const struct sa_msg *m, const
 		if (res.added > 0)
 			sa_webhooks_registration_created(srv, cred, addr, peer.port, peer.transport, res.added);
 	}
-	if (res.status == 200)
+	if (res.status == 200 && (from->proto != SA_PROTO_UDP || res.nmoved > 0))
 		register_keep(srv, from, &res);
 	sip_reply(srv, m, from, res.status, res.reason, res.headers, NULL);
 }
