@@ -53,6 +53,6 @@ assert_match "... the move is logged" "event=call_end_moved call_id=\"gw-[^\"]*\
 	"$(cat "$T/sipauthd.log")"
 scenario quiet-call
 scenario inbound-quiet
-assert_eq "every check ran (12 scenarios, 38 checks)" 38 "$(cat "$T"/*.json | grep -c '"check"')"
+assert_eq "every check ran (12 scenarios, 40 checks)" 40 "$(cat "$T"/*.json | grep -c '"check"')"
 assert_nomatch "no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/sipauthd.log")"
 finish
