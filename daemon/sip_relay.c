@@ -540,7 +540,7 @@ static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_ms
 /* A response on its way back along the transaction it answers (lib/route decides). */
 void handle_response(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from)
 {
-	size_t cap = m->len;
+	size_t cap = m->len + 64;   /* (room for a 500's status line) */
 	char *out = malloc(cap);
 	long n = out ? sa_proxy_response(m, out, cap) : -1;
 	struct sa_txn *t = m->branch ? txn_by_branch(srv, m->branch) : NULL;
@@ -549,8 +549,13 @@ void handle_response(struct sa_server *srv, struct sa_msg *m, const struct sa_fl
 		.from_sent_peer = t && sa_route_response_ok(&t->to, from), .abandoned = t && t->abandoned,
 		.local = t && t->local, .completed = t && txn_finished(t), .invite = t && t->method == SA_M_INVITE,
 		.owns_call = t && t->own, .failover = t && t->fo,
+		.to_gateway = t && m->status == 503 && is_trusted(srv, &t->from),   /* (only a 503 asks) */
 	};
 	struct sa_route_resp_decision d = sa_route_response(&facts);
+	if (d.action == SA_RR_RELAY && (d.steps & SA_RR_AS_500)) {
+		long k = sa_proxy_status_line(out, (size_t)n, cap, "SIP/2.0 500 Server Internal Error");
+		n = k > 0 ? k : n;
+	}
 	switch (d.action) {
 	case SA_RR_DROP:
 		break;

@@ -242,6 +242,20 @@ long sa_proxy_response(const struct sa_msg *m, char *out, size_t cap)
 	return b.overflow ? -1 : (long)b.len;
 }
 
+long sa_proxy_status_line(char *out, size_t n, size_t cap, const char *line)
+{
+	const char *eol = memchr(out, '\n', n);
+	if (!eol)
+		return -1;
+	size_t old = (size_t)(eol - out) + 1, len = strlen(line) + 2;
+	if (n - old + len > cap)
+		return -1;
+	memmove(out + len, out + old, n - old);
+	memcpy(out, line, len - 2);
+	memcpy(out + len - 2, "\r\n", 2);
+	return (long)(n - old + len);
+}
+
 long sa_proxy_strict_route(const struct sa_msg *m, char *out, size_t cap)
 {
 	struct sa_buf b = { .p = out, .cap = cap };

@@ -48,6 +48,10 @@ long sa_proxy_ours(const char *via, const char *const rr[2], char *out, size_t c
  * or there is no second Via to send it to. */
 long sa_proxy_response(const struct sa_msg *m, char *out, size_t cap);
 
+/* Replace the start line of the n bytes of a message in out (cap bytes)
+ * with `line` (no CRLF). New length, or -1 if it does not fit. */
+long sa_proxy_status_line(char *out, size_t n, size_t cap, const char *line);
+
 /* Request m as RFC 3261 §16.4 has a proxy go on when the previous hop
  * strict-routes (our Record-Route URI is its Request-URI: lib/route
  * sa_route_strict_routed): the last Route value's URI is the Request-URI

@@ -124,6 +124,8 @@ static struct sa_route_resp_decision relay_steps(const struct sa_route_response 
 	if (r->status == 100)
 		return d;   /* hop by hop: we sent our own */
 	d.steps |= SA_RR_FORWARD;
+	if (r->status == 503 && r->to_gateway)
+		d.steps |= SA_RR_AS_500;
 	if (r->status < 200) {
 		d.steps |= SA_RR_KEEP | (r->invite ? SA_RR_RESTART_C : 0);
 		return d;

@@ -182,6 +182,7 @@ struct sa_route_response {
 	bool invite;              /* ... is an INVITE */
 	bool owns_call;           /* ... an INVITE of a credential: its 2xx makes a call */
 	bool failover;            /* ... may still move on to another gateway */
+	bool to_gateway;          /* ... came from a gateway: the answer goes back to one */
 };
 
 enum sa_route_resp_action {
@@ -206,6 +207,12 @@ enum {
 	SA_RR_FORGET = 1 << 6,     /* a 2xx to an INVITE: Accepted (RFC 6026 §8.5), the INVITE's
 	                            * retransmissions are absorbed with nothing sent: drop what was kept */
 	SA_RR_RESTART_C = 1 << 7,  /* a provisional other than 100 to an INVITE: Timer C starts again (§16.7 step 2) */
+	SA_RR_AS_500 = 1 << 8,     /* a PBX's 503 goes to the gateway as 500 (§16.7 step 6): one
+	                            * customer's overload is not the edge's, and a gateway that
+	                            * takes a 503 for it stops sending every trunk's calls here.
+	                            * The last gateway's 503 goes to the PBX as it is: every
+	                            * gateway of the carrier said it, so the next request would
+	                            * get it too, and the PBX may try another carrier. */
 };
 
 struct sa_route_resp_decision {

@@ -630,11 +630,38 @@ def inbound_quiet(a, pbx, gw, proxy):
     p.s.close()
 
 
+def pbx_503(a, pbx, gw, proxy):
+    """The PBX answers the gateway's INVITE 503: the gateway gets 500 (RFC 3261 §16.7 step 6), so
+    that it does not take one customer's overload for the edge's and stop sending every trunk's
+    calls here; the rest of the answer as the PBX wrote it."""
+    p = TcpPbx(a, proxy)
+    ok = p.register()
+    invite, gcid, branch, ruri = gw_invite(gw, a)
+    gw.sendto(invite, proxy)
+    inv = p.read(lambda m: m.method == "INVITE")
+    check("the inbound INVITE comes down the PBX's connection", inv is not None and ok and ok.status == 200,
+          inv and inv.start)
+    if not inv:
+        return
+    p.s.sendall(response_to(inv, 503, "Service Unavailable", extra=["Retry-After: 20"], to_tag="pbx503"))
+    final = recv_one(gw, lambda m: m.status is not None and m.status >= 200 and m.first("call-id") == gcid)
+    check("the gateway gets 500 for the PBX's 503, its To tag and Retry-After as they were",
+          final is not None and final.start == "SIP/2.0 500 Server Internal Error"
+          and final.first("retry-after") == "20" and final.first("to").endswith(";tag=pbx503"),
+          final and [final.start, final.first("retry-after"), final.first("to")])
+    ack = p.read(lambda m: m.method == "ACK", 2.0)
+    check("... and the PBX its 503's ACK from sipauthd", ack is not None and ack.first("cseq") == "1 ACK",
+          ack and ack.start)
+    if final:
+        gw.sendto(gw_request(gw, "ACK", ruri, gcid, final.first("to"), 1, branch), proxy)
+    p.s.close()
+
+
 SCENARIOS = {"timer-g": timer_g, "provisional": provisional, "cancel-early": cancel_early,
              "cancel-silent": cancel_silent,
              "no-length": no_length, "preloaded": preloaded, "fork": fork,
              "strict": strict, "dead-flow": dead_flow, "moved-end": moved_end,
-             "quiet-call": quiet_call, "inbound-quiet": inbound_quiet}
+             "quiet-call": quiet_call, "inbound-quiet": inbound_quiet, "pbx-503": pbx_503}
 
 
 def main():

@@ -53,6 +53,7 @@ assert_match "... the move is logged" "event=call_end_moved call_id=\"gw-[^\"]*\
 	"$(cat "$T/sipauthd.log")"
 scenario quiet-call
 scenario inbound-quiet
-assert_eq "every check ran (12 scenarios, 40 checks)" 40 "$(cat "$T"/*.json | grep -c '"check"')"
+scenario pbx-503
+assert_eq "every check ran (13 scenarios, 43 checks)" 43 "$(cat "$T"/*.json | grep -c '"check"')"
 assert_nomatch "no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/sipauthd.log")"
 finish

@@ -385,6 +385,24 @@ START_TEST(a_503_with_gateways_left_tries_the_next_and_is_acked_once)
 }
 END_TEST
 
+/* RFC 3261 §16.7 step 6: a PBX's 503 reaches the gateway as 500; the last
+ * gateway's 503 reaches the PBX as it is (every gateway said it). */
+START_TEST(a_pbx_503_goes_to_the_gateway_as_500)
+{
+	struct sa_route_response r = invite_answer(503);
+	r.owns_call = false;
+	r.to_gateway = true;
+	ck_assert_uint_eq(sa_route_response(&r).steps,
+	                  SA_RR_FORWARD | SA_RR_AS_500 | SA_RR_ACK | SA_RR_KEEP | SA_RR_COMPLETE);
+	r.invite = false;   /* a 503 to a MESSAGE or OPTIONS from the gateway too */
+	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD | SA_RR_AS_500 | SA_RR_KEEP | SA_RR_COMPLETE);
+	r.status = 480;   /* any other answer as it came */
+	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD | SA_RR_KEEP | SA_RR_COMPLETE);
+	r = invite_answer(503);   /* towards the PBX: the last gateway's 503 as it came */
+	ck_assert_uint_eq(sa_route_response(&r).steps, SA_RR_FORWARD | SA_RR_ACK | SA_RR_KEEP | SA_RR_COMPLETE);
+}
+END_TEST
+
 START_TEST(a_final_to_another_request_is_kept_and_not_acked)
 {
 	struct sa_route_response r = invite_answer(200);
@@ -686,6 +704,7 @@ int main(void)
 	tcase_add_test(tc, a_2xx_to_an_invite_sets_up_the_call_and_is_not_kept);
 	tcase_add_test(tc, a_failure_to_an_invite_is_acked_and_kept);
 	tcase_add_test(tc, a_503_with_gateways_left_tries_the_next_and_is_acked_once);
+	tcase_add_test(tc, a_pbx_503_goes_to_the_gateway_as_500);
 	tcase_add_test(tc, a_final_to_another_request_is_kept_and_not_acked);
 	tcase_add_test(tc, answers_after_the_final_and_without_a_transaction);
 	tcase_add_test(tc, our_own_requests_and_cancels_end_here);

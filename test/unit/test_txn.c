@@ -754,6 +754,46 @@ END_TEST
 	"Route: <sip:edge2.example.com;lr>\r\n" \
 	"Content-Length: 0\r\n\r\n"
 
+/* The gateway gets a PBX's 503 as 500 (lib/route SA_RR_AS_500): the
+ * relayed answer's start line is replaced, the rest as it was. */
+START_TEST(a_status_line_is_replaced_and_the_rest_kept)
+{
+	static const char resp[] = "SIP/2.0 503 X\r\n"
+	                           "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKours\r\n"
+	                           "Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKpbx\r\n"
+	                           "From: <sip:pbx@10.0.0.5>;tag=a1\r\n"
+	                           "To: <sip:+15551234@gw.example.com>;tag=b2\r\n"
+	                           "Call-ID: call-1@10.0.0.5\r\n"
+	                           "CSeq: 7 INVITE\r\n"
+	                           "Retry-After: 30\r\n"
+	                           "\r\n";
+	static const char want[] = "SIP/2.0 500 Server Internal Error\r\n"
+	                           "Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKpbx\r\n"
+	                           "From: <sip:pbx@10.0.0.5>;tag=a1\r\n"
+	                           "To: <sip:+15551234@gw.example.com>;tag=b2\r\n"
+	                           "Call-ID: call-1@10.0.0.5\r\n"
+	                           "CSeq: 7 INVITE\r\n"
+	                           "Retry-After: 30\r\n"
+	                           "Content-Length: 0\r\n"
+	                           "\r\n";
+	struct sa_msg m;
+	struct sa_msg_error err;
+	char out[FRESH_MAX];
+
+	ck_assert_int_eq(sa_msg_parse(&m, resp, strlen(resp), false, &err), 0);
+	long n = sa_proxy_response(&m, out, sizeof(out));
+	ck_assert_int_gt(n, 0);
+	long k = sa_proxy_status_line(out, (size_t)n, sizeof(out), "SIP/2.0 500 Server Internal Error");
+	ck_assert_int_eq(k, (long)strlen(want));
+	out[k] = '\0';
+	ck_assert_str_eq(out, want);
+	/* no room: -1, and out as it was */
+	ck_assert_int_eq(sa_proxy_status_line(out, (size_t)k, (size_t)k + 1, "SIP/2.0 500 Server Internal Error!!"), -1);
+	ck_assert_str_eq(out, want);
+	sa_msg_free(&m);
+}
+END_TEST
+
 START_TEST(cancel_and_ack_copy_the_request_as_sent)
 {
 	char fresh[FRESH_MAX], out[2048];
@@ -990,6 +1030,7 @@ int main(void)
 	tcase_add_test(tc, bytes_are_bounded);
 	tcase_add_test(tc, a_kept_request_is_what_was_sent_and_knows_its_fields);
 	tcase_add_test(tc, a_message_without_content_length_gets_one_on_its_way);
+	tcase_add_test(tc, a_status_line_is_replaced_and_the_rest_kept);
 	tcase_add_test(tc, our_answer_sets_received_and_rport_once);
 	tcase_add_test(tc, cancel_and_ack_copy_the_request_as_sent);
 	tcase_add_test(tc, our_answer_goes_to_the_vias_below_ours);
