@@ -144,11 +144,13 @@ SSL_CTX *sa_transport_tls_server_ctx(const struct sa_tls_config *tc);
  * sa_sip_flow_failed with connecting), -1 not sent. */
 int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const char *buf, size_t len);
 /* fl's connection (here or on its worker) is kept open for_ms from now,
- * whatever tcp_idle_timeout says: for the registration made over it (the
- * latest REGISTER sets it; 0 ends it: a PBX that unregistered, or moved to
- * another connection) or for a call set up over it (the longest wins). */
+ * whatever tcp_idle_timeout says: for the registrations of cred_id on it
+ * (its latest REGISTER sets it; 0 ends it: a PBX that unregistered, or
+ * moved to another connection; each credential's apart, the latest wins)
+ * or for a call set up over it (the longest wins; cred_id NULL). */
 enum sa_keep { SA_KEEP_REGISTRATION, SA_KEEP_CALL };
-void sa_transport_keep(struct sa_server *srv, const struct sa_flow *fl, enum sa_keep what, uint64_t for_ms);
+void sa_transport_keep(struct sa_server *srv, const struct sa_flow *fl, enum sa_keep what, const char *cred_id,
+                       uint64_t for_ms);
 /* The listener to leave from towards proto (its address goes in Via/Record-Route). */
 unsigned sa_transport_listener_for(struct sa_server *srv, enum sa_proto proto);
 void sa_flow_peer(const struct sa_flow *fl, char *addr, size_t alen, uint16_t *port);

@@ -84,8 +84,8 @@ static bool call_start(struct sa_server *srv, struct sa_call *c, bool *holds, co
 	srv->metrics.calls_started++;
 	/* a quiet call over TCP/TLS keeps its connections: the other end's BYE
 	 * must find them (tcp_idle_timeout would close them mid-call) */
-	sa_transport_keep(srv, &c->caller, SA_KEEP_CALL, (uint64_t)srv->cfg.max_call_age * 1000);
-	sa_transport_keep(srv, &c->callee, SA_KEEP_CALL, (uint64_t)srv->cfg.max_call_age * 1000);
+	sa_transport_keep(srv, &c->caller, SA_KEEP_CALL, NULL, (uint64_t)srv->cfg.max_call_age * 1000);
+	sa_transport_keep(srv, &c->callee, SA_KEEP_CALL, NULL, (uint64_t)srv->cfg.max_call_age * 1000);
 	log_debug("event=%s call_id=\"%s\" cred=%s trunk=%s direction=%s callee_tag=\"%s\"", how, LOGQ(c->d.call_id),
 	          c->d.cred_id, c->d.trunk_id, c->d.inbound ? "inbound" : "outbound", LOGQ(c->d.callee_tag));
 	return true;

@@ -432,27 +432,33 @@ static bool trunk_arrival_ok(struct sa_server *srv, const struct sa_msg *m, cons
  * it): kept open while the registration lives, let go when it ends there;
  * one it registered over before, and has left, is let go (a PBX behind a
  * NAT that rebinds must not fill its address's connection slots). */
-static void register_keep(struct sa_server *srv, const struct sa_flow *from, const struct sa_reg_result *res)
+/* Each stream connection the credential's bindings were or are on stays
+ * open while a binding of it lives there (sa_transport_keep, per credential:
+ * an SBC may register several over one connection). */
+static void register_keep(struct sa_server *srv, const struct sa_flow *from, const struct sa_peer *peer,
+                          const char *cred_id, const struct sa_reg_result *res)
 {
-	int64_t now = wall_now();
-	if (from->proto != SA_PROTO_UDP && res->kept_until > now)
-		sa_transport_keep(srv, from, SA_KEEP_REGISTRATION, (uint64_t)(res->kept_until - now) * 1000);
-	else if (from->proto != SA_PROTO_UDP && res->removed > 0)
-		sa_transport_keep(srv, from, SA_KEEP_REGISTRATION, 0);
-	for (int i = 0; i < res->nmoved; i++) {
-		struct sa_flow fl = { .proto = strcmp(res->moved[i].transport, "tls") == 0 ? SA_PROTO_TLS : SA_PROTO_TCP };
-		if (inet_pton(AF_INET, res->moved[i].source, &fl.ss.in.sin_addr) == 1) {
+	int64_t now = 0;
+	for (int i = 0; i < res->nkeeps; i++) {
+		const struct sa_reg_keep *k = &res->keeps[i];
+		struct sa_flow fl = { .proto = strcmp(k->transport, "tls") == 0 ? SA_PROTO_TLS : SA_PROTO_TCP };
+		if (k->port == peer->port && strcmp(k->source, peer->addr) == 0 && strcmp(k->transport, peer->transport) == 0)
+			fl = *from;   /* its own connection, by id */
+		else if (inet_pton(AF_INET, k->source, &fl.ss.in.sin_addr) == 1) {
 			fl.ss.in.sin_family = AF_INET;
-			fl.ss.in.sin_port = htons(res->moved[i].port);
+			fl.ss.in.sin_port = htons(k->port);
 			fl.sslen = sizeof(fl.ss.in);
-		} else if (inet_pton(AF_INET6, res->moved[i].source, &fl.ss.in6.sin6_addr) == 1) {
+		} else if (inet_pton(AF_INET6, k->source, &fl.ss.in6.sin6_addr) == 1) {
 			fl.ss.in6.sin6_family = AF_INET6;
-			fl.ss.in6.sin6_port = htons(res->moved[i].port);
+			fl.ss.in6.sin6_port = htons(k->port);
 			fl.sslen = sizeof(fl.ss.in6);
 		} else {
 			continue;
 		}
-		sa_transport_keep(srv, &fl, SA_KEEP_REGISTRATION, 0);
+		if (now == 0)
+			now = wall_now();
+		sa_transport_keep(srv, &fl, SA_KEEP_REGISTRATION, cred_id,
+		                  k->until > now ? (uint64_t)(k->until - now) * 1000 : 0);
 	}
 }
 
@@ -476,8 +482,8 @@ static void handle_register(struct sa_server *srv, const struct sa_msg *m, const
 		if (res.added > 0)
 			sa_webhooks_registration_created(srv, cred, addr, peer.port, peer.transport, res.added);
 	}
-	if (res.status == 200 && (from->proto != SA_PROTO_UDP || res.nmoved > 0))
-		register_keep(srv, from, &res);
+	if (res.status == 200 && res.nkeeps > 0)
+		register_keep(srv, from, &peer, cred->id, &res);
 	sip_reply(srv, m, from, res.status, res.reason, res.headers, NULL);
 }
 
@@ -509,7 +515,22 @@ static bool relay_to_owner(struct sa_server *srv, const struct sa_msg *m, const 
 	return true;
 }
 
-/* Inbound: the gateway calls a trunk: to its most recent registration. */
+/* For the inbound lookup: a binding over UDP, or one whose TCP/TLS
+ * connection is open (a PBX that reconnected or went leaves one whose
+ * connection is gone; nothing could reach it down that flow). */
+static bool binding_reachable(const struct sa_binding *b, void *arg)
+{
+	struct sa_server *srv = arg;
+	char port[8];
+	struct sa_flow fl;
+	if (strcmp(b->transport, "udp") == 0)
+		return true;
+	snprintf(port, sizeof(port), "%u", b->source_port);
+	return flow_for_text(srv, b->transport, b->source, port, &fl) == 0 && sa_transport_flow_open(srv, &fl);
+}
+
+/* Inbound: the gateway calls a trunk: to its most recent registration that
+ * can be reached. */
 void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
 {
 	char trunk[SA_ID_MAX];
@@ -520,7 +541,7 @@ void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const struct 
 		sip_reject(srv, m, from, 404, NULL, NULL, "not a trunk host");
 		return;
 	}
-	bool local = sa_registrar_lookup(srv->store, trunk, wall_now(), &b) == 0;
+	bool local = sa_registrar_lookup(srv->store, trunk, wall_now(), binding_reachable, srv, &b) == 0;
 	/* a call another node relays is for a PBX registered here, or for none:
 	 * never relayed on (two nodes could pass it back and forth) */
 	if (!from_fleet_node(srv, from) && relay_to_owner(srv, m, from, trunk, local ? &b : NULL))

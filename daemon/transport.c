@@ -37,7 +37,13 @@ struct sa_conn {
 	struct event *timer;
 	uint64_t last_msg_ms;
 	unsigned crlfs;                 /* CR and LF bytes read since the last message */
-	uint64_t reg_keep_ms;           /* the registration made over it lives until then: no idle close */
+	/* The registrations on it, per credential (a hash of its id): it is
+	 * not closed for idleness while one lives. reg_keep_ms is the latest
+	 * of them and of reg_over_ms (credentials past SA_CONN_REG_KEEPS). */
+	struct reg_keep { uint64_t cred, until_ms; } *regs;
+	unsigned nregs;
+	uint64_t reg_over_ms;
+	uint64_t reg_keep_ms;
 	uint64_t call_keep_ms;          /* a call set up over it may last until then: no idle close */
 	size_t paused_out;              /* paused: output queued when last looked at (draining: alive) */
 	bool connecting;                /* ours, not up yet (TLS: handshake not done) */
@@ -149,6 +155,7 @@ static void conn_free(struct sa_conn *c)
 	if (c->timer)
 		event_free(c->timer);
 	bufferevent_free(c->bev);
+	free(c->regs);
 	free(c);
 }
 
@@ -908,19 +915,48 @@ int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const cha
 struct keep_job {
 	struct sa_flow fl;
 	enum sa_keep what;
+	uint64_t cred;
 	uint64_t for_ms;
 };
 
-static void keep_here(struct sa_server *srv, const struct sa_flow *fl, enum sa_keep what, uint64_t for_ms)
+/* The credential's registrations on c live until `until` (0: none left). */
+static void reg_keep_set(struct sa_conn *c, uint64_t cred, uint64_t until, uint64_t now)
+{
+	unsigned i = 0;
+	while (i < c->nregs && c->regs[i].cred != cred)
+		i++;
+	if (i == c->nregs && until) {   /* a new one: in a slot that has expired, or a new slot */
+		for (i = 0; i < c->nregs && c->regs[i].until_ms > now; i++)
+			;
+		if (i == c->nregs && c->nregs < SA_CONN_REG_KEEPS) {
+			struct reg_keep *r = realloc(c->regs, (c->nregs + 1) * sizeof(*r));
+			if (r) {
+				c->regs = r;
+				c->nregs++;
+			}
+		}
+	}
+	if (i < c->nregs)
+		c->regs[i] = (struct reg_keep){ cred, until };
+	else if (until > c->reg_over_ms)
+		c->reg_over_ms = until;   /* no room: kept for the latest, never released early */
+	c->reg_keep_ms = c->reg_over_ms;
+	for (i = 0; i < c->nregs; i++)
+		if (c->regs[i].until_ms > c->reg_keep_ms)
+			c->reg_keep_ms = c->regs[i].until_ms;
+}
+
+static void keep_here(struct sa_server *srv, const struct sa_flow *fl, enum sa_keep what, uint64_t cred,
+                      uint64_t for_ms)
 {
 	struct sa_conn *c = fl->conn_id ? conn_find(srv, fl->conn_id) : NULL;
 	if (!c)
 		c = conn_find_addr(srv, fl);
 	if (!c)
 		return;
-	uint64_t until = for_ms ? sa_now_ms() + for_ms : 0;
+	uint64_t now = sa_now_ms(), until = for_ms ? now + for_ms : 0;
 	if (what == SA_KEEP_REGISTRATION)
-		c->reg_keep_ms = until;   /* its latest REGISTER says (Expires: 0 ends it) */
+		reg_keep_set(c, cred, until, now);
 	else if (until > c->call_keep_ms)
 		c->call_keep_ms = until;
 }
@@ -928,23 +964,35 @@ static void keep_here(struct sa_server *srv, const struct sa_flow *fl, enum sa_k
 static void keep_job_run(struct sa_server *w, void *arg)
 {
 	struct keep_job *j = arg;
-	keep_here(w, &j->fl, j->what, j->for_ms);
+	keep_here(w, &j->fl, j->what, j->cred, j->for_ms);
 	free(j);
 }
 
-void sa_transport_keep(struct sa_server *srv, const struct sa_flow *fl, enum sa_keep what, uint64_t for_ms)
+/* FNV-1a of a credential id: which entry of a connection's registrations
+ * is its (a collision only shares an entry). */
+static uint64_t cred_key(const char *id)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (; id && *id; id++)
+		h = (h ^ (unsigned char)*id) * 0x100000001b3ULL;
+	return h;
+}
+
+void sa_transport_keep(struct sa_server *srv, const struct sa_flow *fl, enum sa_keep what, const char *cred_id,
+                       uint64_t for_ms)
 {
 	if (fl->proto == SA_PROTO_UDP)
 		return;
+	uint64_t cred = what == SA_KEEP_REGISTRATION ? cred_key(cred_id) : 0;
 	int owner = fl->conn_id ? (int)conn_worker(fl->conn_id) : srv->workers ? sa_conndir_owner(srv, fl) : -1;
 	if (owner < 0 || (unsigned)owner == srv->worker || !srv->workers) {
-		keep_here(srv, fl, what, for_ms);
+		keep_here(srv, fl, what, cred, for_ms);
 		return;
 	}
 	struct keep_job *j = malloc(sizeof(*j));   /* that worker's connection: its loop marks it */
 	if (!j)
 		return;
-	*j = (struct keep_job){ .fl = *fl, .what = what, .for_ms = for_ms };
+	*j = (struct keep_job){ .fl = *fl, .what = what, .cred = cred, .for_ms = for_ms };
 	if (!sa_workers_post(srv, (unsigned)owner, keep_job_run, j))
 		free(j);
 }

@@ -182,20 +182,36 @@ static void store_failed(struct sa_reg_result *res, int err)
 
 /* A binding refreshed from another stream connection than the one it was
  * registered over: that one is no longer the PBX's flow. */
-static void moved_note(struct sa_reg_result *res, const struct sa_binding *o, const struct sa_peer *peer)
+static bool keep_is(const struct sa_reg_keep *k, const char *source, uint16_t port, const char *transport)
 {
-	if (strcmp(o->transport, "udp") == 0 || res->nmoved >= (int)(sizeof(res->moved) / sizeof(res->moved[0])) ||
-	    (o->source_port == peer->port && strcmp(o->source, peer->addr) == 0 &&
-	     strcmp(o->transport, peer->transport) == 0))
+	return k->port == port && strcmp(k->source, source) == 0 && strcmp(k->transport, transport) == 0;
+}
+
+/* A stream connection the credential's bindings may have been on (before
+ * this REGISTER) or are on now. */
+static void keep_note(struct sa_reg_result *res, const char *source, uint16_t port, const char *transport)
+{
+	if (strcmp(transport, "udp") == 0 || res->nkeeps >= (int)(sizeof(res->keeps) / sizeof(res->keeps[0])))
 		return;
-	for (int k = 0; k < res->nmoved; k++)
-		if (res->moved[k].port == o->source_port && strcmp(res->moved[k].source, o->source) == 0 &&
-		    strcmp(res->moved[k].transport, o->transport) == 0)
+	for (int k = 0; k < res->nkeeps; k++)
+		if (keep_is(&res->keeps[k], source, port, transport))
 			return;
-	struct sa_reg_moved *mv = &res->moved[res->nmoved++];
-	snprintf(mv->source, sizeof(mv->source), "%s", o->source);
-	mv->port = o->source_port;
-	snprintf(mv->transport, sizeof(mv->transport), "%s", o->transport);
+	struct sa_reg_keep *kp = &res->keeps[res->nkeeps++];
+	snprintf(kp->source, sizeof(kp->source), "%s", source);
+	kp->port = port;
+	snprintf(kp->transport, sizeof(kp->transport), "%s", transport);
+	kp->until = 0;
+}
+
+/* Each noted connection's latest expiry among the bindings left (bl after
+ * the change: a removed one expires now). */
+static void keeps_settle(struct sa_reg_result *res, const struct bindings *bl)
+{
+	for (int k = 0; k < res->nkeeps; k++)
+		for (int i = 0; i < bl->n; i++)
+			if (bl->b[i].expires_at > bl->now && bl->b[i].expires_at > res->keeps[k].until &&
+			    keep_is(&res->keeps[k], bl->b[i].source, bl->b[i].source_port, bl->b[i].transport))
+				res->keeps[k].until = bl->b[i].expires_at;
 }
 
 /* Every contact's change written in one store transaction (all or nothing,
@@ -224,15 +240,12 @@ static int apply_contacts(struct sa_store *st, const struct sa_reg_cfg *cfg, con
 	}
 	for (int i = 0; i < a->n; i++) {   /* found again: collect_cb may move the list */
 		struct sa_binding *o = bindings_find(bl, a->uri[i]);
-		if (a->expires[i] > 0 && nb[i].expires_at > res->kept_until)
-			res->kept_until = nb[i].expires_at;
 		if (a->expires[i] == 0) {
 			if (o && o->expires_at > now) {
 				res->removed++;
 				o->expires_at = now;   /* gone from the 200's list */
 			}
 		} else if (o) {
-			moved_note(res, o, who->peer);
 			nb[i].registered_at = o->registered_at;
 			*o = nb[i];
 		} else {
@@ -297,20 +310,28 @@ void sa_registrar_apply(struct sa_store *st, const struct sa_reg_cfg *cfg, const
 		set_status(res, 500, NULL);
 		goto out;
 	}
+	keep_note(res, peer->addr, peer->port, peer->transport);
+	for (int i = 0; i < bl.n; i++)
+		keep_note(res, bl.b[i].source, bl.b[i].source_port, bl.b[i].transport);
 	if (is_wildcard(m)) {
 		if (apply_wildcard(st, m, cred, &bl, res) < 0)
-			goto out;
+			goto fail;
 	} else {
 		if (read_contacts(cfg, m, &a, res) < 0 || check_request(cfg, m, retransmission, &bl, &a, res) < 0 ||
 		    apply_contacts(st, cfg, m, &who, now, &a, &bl, res) < 0)
-			goto out;
+			goto fail;
 	}
+	keeps_settle(res, &bl);
 	list_contacts(&bl, res);
+	goto out;
+fail:
+	res->nkeeps = 0;   /* nothing changed */
 out:
 	free(bl.b);
 }
 
-int sa_registrar_lookup(struct sa_store *st, const char *trunk_id, int64_t now, struct sa_binding *out)
+int sa_registrar_lookup(struct sa_store *st, const char *trunk_id, int64_t now, sa_store_binding_pred reachable,
+                        void *arg, struct sa_binding *out)
 {
-	return sa_store_binding_latest(st, trunk_id, now, out);
+	return sa_store_binding_latest(st, trunk_id, now, reachable, arg, out);
 }

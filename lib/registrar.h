@@ -21,15 +21,18 @@ struct sa_reg_result {
 	const char *reason;         /* reason phrase, NULL for the standard one */
 	char headers[2048];         /* Contact lines (200), Min-Expires (423) or Retry-After (503) */
 	int added, removed;         /* bindings changed, for the counters */
-	int64_t kept_until;         /* 200: the latest expiry this REGISTER set (0: it set none) */
-	/* 200: the stream connections its refreshed bindings were registered
-	 * over before this one (a PBX that reconnected): no longer theirs */
-	struct sa_reg_moved {
+	/* 200: the stream connections (TCP, TLS) the credential's bindings were
+	 * or are on, the REGISTER's own first, each with the latest expiry of
+	 * the credential's bindings left on it (0: none, such as a PBX that
+	 * unregistered or reconnected). A connection stays open while a
+	 * registration lives on it; several credentials may share one (an SBC). */
+	struct sa_reg_keep {
 		char source[64];
 		uint16_t port;
 		char transport[8];
-	} moved[4];
-	int nmoved;
+		int64_t until;
+	} keeps[8];
+	int nkeeps;
 };
 
 /* Apply an authenticated REGISTER from peer for cred to the store (RFC 3261
@@ -44,7 +47,10 @@ void sa_registrar_apply(struct sa_store *st, const struct sa_reg_cfg *cfg, const
                         int64_t now, struct sa_reg_result *res);
 
 /* The binding an inbound call to trunk_id goes to: the most recently
- * refreshed live one. 0, or SA_STORE_ENOTFOUND. */
-int sa_registrar_lookup(struct sa_store *st, const char *trunk_id, int64_t now, struct sa_binding *out);
+ * refreshed live one that `reachable` (NULL: any) says can be reached now
+ * (its connection open), else the most recently refreshed live one.
+ * 0, or SA_STORE_ENOTFOUND. */
+int sa_registrar_lookup(struct sa_store *st, const char *trunk_id, int64_t now, sa_store_binding_pred reachable,
+                        void *arg, struct sa_binding *out);
 
 #endif

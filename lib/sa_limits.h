@@ -11,6 +11,8 @@
  * requests), it is closed. */
 #define SA_CONN_WQ_PAUSE        (64 * 1024)
 #define SA_CONN_WQ_MAX          (4 * 1024 * 1024)
+#define SA_CONN_REG_KEEPS       32      /* credentials whose registrations keep one connection open,
+                                         * each apart; beyond, the latest of the rest keeps it */
 #define SA_SIP_MAX_HEADERS      128     /* header fields per message */
 #define SA_SIP_MAX_HEADER_LINES 512     /* TCP: physical lines (folding included) before the blank one */
 #define SA_SIP_MAX_CREDENTIALS  1024    /* one Authorization/Proxy-Authorization header value */

@@ -4065,23 +4065,33 @@ int sa_store_binding_list_trunk(struct sa_store *st, const char *trunk_id, sa_st
 
 struct latest_walk {
 	int64_t now;
-	struct sa_binding *out;
-	bool hit;
+	sa_store_binding_pred accept;
+	void *arg;
+	struct sa_binding *out;        /* the latest one accepted */
+	struct sa_binding any;         /* the latest live one */
+	bool hit, hit_any;
 };
 
 static int latest_walk_cb(const struct sa_binding *b, void *arg)
 {
 	struct latest_walk *lw = arg;
-	if (b->expires_at > lw->now && (!lw->hit || b->updated_at >= lw->out->updated_at)) {
+	if (b->expires_at <= lw->now)
+		return 0;
+	if (!lw->hit_any || b->updated_at >= lw->any.updated_at) {
+		lw->any = *b;
+		lw->hit_any = true;
+	}
+	if ((!lw->hit || b->updated_at >= lw->out->updated_at) && (!lw->accept || lw->accept(b, lw->arg))) {
 		*lw->out = *b;
 		lw->hit = true;
 	}
 	return 0;
 }
 
-/* The trunk's list first (trunk_latest), its every binding when no listed one is live. */
+/* The trunk's list first (trunk_latest), its every binding when no listed
+ * one is live and accepted; the latest live one when none is accepted. */
 static int binding_latest(struct sa_store *st, MDB_txn *txn, MDB_txn *mtxn, const char *trunk_id, int64_t now,
-                          struct sa_binding *out)
+                          sa_store_binding_pred accept, void *arg, struct sa_binding *out)
 {
 	struct latest l;
 	struct brec r;
@@ -4096,7 +4106,7 @@ static int binding_latest(struct sa_store *st, MDB_txn *txn, MDB_txn *mtxn, cons
 		if (rc != SA_STORE_OK)
 			return rc;
 		r.b.cred_id[sizeof r.b.cred_id - 1] = '\0';
-		if (r.b.expires_at > now && cred_live(st, mtxn, r.b.cred_id)) {
+		if (r.b.expires_at > now && cred_live(st, mtxn, r.b.cred_id) && (!accept || accept(&r.b, arg))) {
 			*out = r.b;
 			return SA_STORE_OK;
 		}
@@ -4104,13 +4114,16 @@ static int binding_latest(struct sa_store *st, MDB_txn *txn, MDB_txn *mtxn, cons
 	struct key prefix = { .len = 0 };
 	key_str(&prefix, trunk_id);
 	key_sep(&prefix);
-	struct latest_walk lw = { now, out, false };
+	struct latest_walk lw = { .now = now, .accept = accept, .arg = arg, .out = out };
 	struct binding_walk w = { latest_walk_cb, &lw, prefix.len, mtxn, "", false };
 	rc = walk_prefix(st, txn, DB_BINDINGS_BY_TRUNK, &prefix, binding_walk_fn, &w);
-	return rc != SA_STORE_OK ? rc : lw.hit ? SA_STORE_OK : SA_STORE_ENOTFOUND;
+	if (rc == SA_STORE_OK && !lw.hit && lw.hit_any)
+		*out = lw.any;
+	return rc != SA_STORE_OK ? rc : lw.hit || lw.hit_any ? SA_STORE_OK : SA_STORE_ENOTFOUND;
 }
 
-int sa_store_binding_latest(struct sa_store *st, const char *trunk_id, int64_t now, struct sa_binding *out)
+int sa_store_binding_latest(struct sa_store *st, const char *trunk_id, int64_t now, sa_store_binding_pred accept,
+                            void *arg, struct sa_binding *out)
 {
 	MDB_txn *txn, *mtxn;
 
@@ -4123,7 +4136,7 @@ int sa_store_binding_latest(struct sa_store *st, const char *trunk_id, int64_t n
 		return rc;
 	rc = rd_own_begin(st, ENV_MAIN, &mtxn);
 	if (rc == SA_STORE_OK)
-		rc = rd_own_end(st, ENV_MAIN, mtxn, binding_latest(st, txn, mtxn, trunk_id, now, out));
+		rc = rd_own_end(st, ENV_MAIN, mtxn, binding_latest(st, txn, mtxn, trunk_id, now, accept, arg, out));
 	return rd_own_end(st, ENV_RT, txn, rc);
 }
 

@@ -426,10 +426,15 @@ typedef int (*sa_store_binding_cb)(const struct sa_binding *b, void *arg);
 int sa_store_binding_list_credential(struct sa_store *st, const char *cred_id, sa_store_binding_cb cb, void *arg);
 int sa_store_binding_list_trunk(struct sa_store *st, const char *trunk_id, sa_store_binding_cb cb, void *arg);
 /* The trunk's live binding (expires after now, its credential not deleted)
- * written most recently, which is the one with the latest updated_at: from
- * the few the trunk's list names (schema 7), walking the trunk's bindings
- * only when none of those is live. SA_STORE_ENOTFOUND when it has none. */
-int sa_store_binding_latest(struct sa_store *st, const char *trunk_id, int64_t now, struct sa_binding *out);
+ * written most recently, which is the one with the latest updated_at, of
+ * those accept(b, arg) takes (NULL: all; it is called inside a read
+ * transaction and must not call into the store): from the few the trunk's
+ * list names (schema 7), walking the trunk's bindings only when none of
+ * those is live and accepted. When none is accepted, the latest live one.
+ * SA_STORE_ENOTFOUND when it has none. */
+typedef bool (*sa_store_binding_pred)(const struct sa_binding *b, void *arg);
+int sa_store_binding_latest(struct sa_store *st, const char *trunk_id, int64_t now, sa_store_binding_pred accept,
+                            void *arg, struct sa_binding *out);
 /* The bindings of a credential the caller has just read from this store
  * (the registrar, after authenticating with it): listed without looking
  * the credential up again, in the handle's shared read transaction, so cb

@@ -657,11 +657,60 @@ def pbx_503(a, pbx, gw, proxy):
     p.s.close()
 
 
+def udp_register(a, pbx, proxy, expires):
+    """A digest REGISTER from the UDP PBX socket; the final answer."""
+    ip, port = pbx.getsockname()
+    uri, cid = f"sip:{a.host}", f"ur-{ip}-{port}"
+
+    def once(cseq, auth=""):
+        lines = [f"REGISTER {uri} SIP/2.0", f"Via: SIP/2.0/UDP {ip}:{port};branch=z9hG4bK{secrets.token_hex(8)}",
+                 "Max-Forwards: 70", f"From: <sip:{a.user}@{a.host}>;tag=ur", f"To: <sip:{a.user}@{a.host}>",
+                 f"Call-ID: {cid}", f"CSeq: {cseq} REGISTER", f"Contact: <sip:pbx@{ip}:{port}>",
+                 f"Expires: {expires}"] + ([f"Authorization: {auth}"] if auth else []) + ["Content-Length: 0"]
+        pbx.sendto(crlf("\r\n".join(lines) + "\r\n\r\n"), proxy)
+        return recv_one(pbx, lambda m: m.status is not None and m.status >= 200 and m.first("call-id") == cid)
+
+    seq = 1 + int(time.monotonic() * 10) % 1000000   # above any earlier REGISTER of this Call-ID
+    r = once(seq)
+    if not r or r.status != 401:
+        return r
+    ch = sc.parse_challenge(r.first("www-authenticate"))
+    return once(seq + 1, sc.digest_credentials(ch, "MD5", "MD5", a.user, a.password, "REGISTER", uri,
+                                               sc.choose_qop(ch), "00000001", secrets.token_hex(8), b""))
+
+
+def dead_binding(a, pbx, gw, proxy):
+    """The PBX registers over UDP, then a second registration of the trunk comes over TCP and
+    its connection goes: the gateway's INVITE goes to the registration it can reach, not 480
+    for the newer one whose connection is gone."""
+    ok = udp_register(a, pbx, proxy, 120)
+    check("the PBX registers over UDP", ok is not None and ok.status == 200, ok and ok.status)
+    p = TcpPbx(a, proxy)
+    ok2 = p.register()
+    check("a second registration over TCP, newer", ok2 is not None and ok2.status == 200, ok2 and ok2.status)
+    p.s.close()
+    time.sleep(0.3)
+    invite, gcid, branch, ruri = gw_invite(gw, a)
+    gw.sendto(invite, proxy)
+    inv = recv_one(pbx, lambda m: m.method == "INVITE" and m.first("call-id") == gcid, 3.0)
+    check("the gateway's INVITE reaches the PBX over UDP (the TCP one's connection is gone)", inv is not None,
+          inv and inv.start)
+    if inv:
+        pbx.sendto(response_to(inv, 486, "Busy Here", to_tag="pbxdb"), proxy)
+    final = recv_one(gw, lambda m: m.status is not None and m.status >= 200 and m.first("call-id") == gcid, 3.0)
+    check("... and its answer the gateway", final is not None and final.status == 486, final and final.status)
+    if final:
+        gw.sendto(gw_request(gw, "ACK", ruri, gcid, final.first("to"), 1, branch), proxy)
+    gone = udp_register(a, pbx, proxy, 0)
+    check("the UDP PBX unregisters", gone is not None and gone.status == 200, gone and gone.status)
+
+
 SCENARIOS = {"timer-g": timer_g, "provisional": provisional, "cancel-early": cancel_early,
              "cancel-silent": cancel_silent,
              "no-length": no_length, "preloaded": preloaded, "fork": fork,
              "strict": strict, "dead-flow": dead_flow, "moved-end": moved_end,
-             "quiet-call": quiet_call, "inbound-quiet": inbound_quiet, "pbx-503": pbx_503}
+             "quiet-call": quiet_call, "inbound-quiet": inbound_quiet, "pbx-503": pbx_503,
+             "dead-binding": dead_binding}
 
 
 def main():

@@ -8,6 +8,9 @@
 . "$top_srcdir/test/lib.sh"
 . "$top_srcdir/test/tls_lib.sh"
 setup_store || { fail "store setup"; finish; }
+SIP_USER2=pbx-prod-02   # a second credential of the trunk: an SBC registers both over one connection
+printf '%s\n' "$SIP_PASS" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" \
+	--username "$SIP_USER2" --password-stdin >/dev/null || { fail "second credential"; finish; }
 make_cert server sipauthd-test-1 || { fail "openssl made no certificate"; finish; }
 API_PORT=$(free_port 127.0.0.1)
 start_tls_sipauthd d "SHA-256, MD5" "max_handshakes = 12
@@ -204,11 +207,14 @@ assert_eq "two pings in one segment get two pongs; a ping glued to an OPTIONS ge
 
 # --- 3b. registrations keep connections past tcp_idle_timeout (5 s): K registers and stays
 # silent (kept); U registers and unregisters (let go); A registers, then B registers the same
-# Contact from a new connection, as a PBX behind a NAT that rebinds (A let go, B kept)
-out=$(timeout 30 python3 - "$SIP_PORT" "$TRUNK_HOST" "$SIP_USER" "$SIP_PASS" "$top_srcdir/test" <<'PY'
+# Contact from a new connection, as a PBX behind a NAT that rebinds (A let go, B kept); an SBC
+# registers two credentials over S and unregisters one (S kept for the other); W registers and
+# a REGISTER with Contact: * from X removes it (W let go)
+out=$(timeout 30 python3 - "$SIP_PORT" "$TRUNK_HOST" "$SIP_USER" "$SIP_PASS" "$top_srcdir/test" "$SIP_USER2" <<'PY'
 import secrets, socket, sys, time
 port, host, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 sys.path.insert(0, sys.argv[5])
+user2 = sys.argv[6]
 import sipclient as sc
 
 class Conn:
@@ -233,17 +239,19 @@ class Conn:
         except OSError:
             return None
 
-    def register(self, contact, expires):
+    def register(self, contact, expires, who=user):
+        cid = self.cid if who == user else self.cid + "-2"
         def once(auth=None):
             self.cseq += 1
             return self.ask([f"REGISTER sip:{host} SIP/2.0",
                              f"Via: SIP/2.0/TCP {self.ip}:{self.port};branch=z9hG4bK{secrets.token_hex(8)}",
-                             "Max-Forwards: 70", f"From: <sip:{user}@{host}>;tag=kp", f"To: <sip:{user}@{host}>",
-                             f"Call-ID: {self.cid}", f"CSeq: {self.cseq} REGISTER", f"Contact: <{contact}>",
+                             "Max-Forwards: 70", f"From: <sip:{who}@{host}>;tag=kp", f"To: <sip:{who}@{host}>",
+                             f"Call-ID: {cid}", f"CSeq: {self.cseq} REGISTER",
+                             "Contact: *" if contact == "*" else f"Contact: <{contact}>",
                              f"Expires: {expires}"] + ([f"Authorization: {auth}"] if auth else []))
         r = once()
         ch = [c for c in map(sc.parse_challenge, r.headers["www-authenticate"]) if c.params.get("algorithm") == "MD5"][0]
-        return once(sc.digest_credentials(ch, "MD5", "MD5", user, password, "REGISTER", f"sip:{host}",
+        return once(sc.digest_credentials(ch, "MD5", "MD5", who, password, "REGISTER", f"sip:{host}",
                                           sc.choose_qop(ch), "00000001", secrets.token_hex(8), b"")).status
 
     def options(self):
@@ -261,14 +269,21 @@ b = Conn()
 b.cid = a.cid
 b.cseq = a.cseq
 got.append(b.register("sip:pbx-moved@127.0.0.7;transport=tcp", 120))
+sbc, w, x = Conn(), Conn(), Conn()
+got += [sbc.register(f"sip:sbc-1@127.0.0.7:{sbc.port};transport=tcp", 120),
+        sbc.register(f"sip:sbc-2@127.0.0.7:{sbc.port};transport=tcp", 120, user2),
+        sbc.register(f"sip:sbc-2@127.0.0.7:{sbc.port};transport=tcp", 0, user2),
+        w.register(f"sip:pbx-w@127.0.0.7:{w.port};transport=tcp", 120, user2),
+        x.register("*", 0, user2)]
 print("registers", *got)
 time.sleep(7.5)
-print("after 7.5 s silent: K", k.options(), "U", u.options(), "A", a.options(), "B", b.options())
+print("after 7.5 s silent: K", k.options(), "U", u.options(), "A", a.options(), "B", b.options(),
+      "S", sbc.options(), "W", w.options())
 PY
 )
 assert_eq "registrations keep their connections, unregistering or moving lets them go" \
-	"registers 200 200 200 200 200
-after 7.5 s silent: K open U closed A closed B open" "$out"
+	"registers 200 200 200 200 200 200 200 200 200 200
+after 7.5 s silent: K open U closed A closed B open S open W closed" "$out"
 
 # --- 4. a client that pipelines OPTIONS over TCP and reads nothing: its answers are not queued
 # without end (before: RSS grew by ~100 MB a second); reading it stops until it reads, another

@@ -54,6 +54,7 @@ assert_match "... the move is logged" "event=call_end_moved call_id=\"gw-[^\"]*\
 scenario quiet-call
 scenario inbound-quiet
 scenario pbx-503
-assert_eq "every check ran (13 scenarios, 43 checks)" 43 "$(cat "$T"/*.json | grep -c '"check"')"
+scenario dead-binding
+assert_eq "every check ran (14 scenarios, 48 checks)" 48 "$(cat "$T"/*.json | grep -c '"check"')"
 assert_nomatch "no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/sipauthd.log")"
 finish

@@ -2216,7 +2216,7 @@ static int latest_len(const char *path, const char *trunk_id, bool drop)
 static const char *latest_contact(int64_t now)
 {
 	static struct sa_binding got;
-	int rc = sa_store_binding_latest(st, trunk.id, now, &got);
+	int rc = sa_store_binding_latest(st, trunk.id, now, NULL, NULL, &got);
 
 	return rc == SA_STORE_OK ? got.contact : rc == SA_STORE_ENOTFOUND ? "none" : "error";
 }
@@ -2294,6 +2294,48 @@ START_TEST(test_binding_latest_from_the_trunks_list)
 	ck_assert_int_eq(latest_len(rdir, trunk.id, false), -1);
 	ck_assert_str_eq(latest_contact(NOW + 70), "sip:c1@192.0.2.3");
 	ck_assert_str_eq(latest_contact(NOW + 7200), "none");
+}
+END_TEST
+
+/* accept for the lookup: a binding whose contact is not named in arg ("|a|b|") */
+static bool not_named(const struct sa_binding *b, void *arg)
+{
+	char key[SA_CONTACT_MAX + 2];
+	snprintf(key, sizeof key, "|%s|", b->contact);
+	return strstr(arg, key) == NULL;
+}
+
+/* An inbound call's lookup passes over a binding it cannot reach now (its
+ * connection gone): the latest it can, from the list or by the walk; the
+ * latest live one when it can reach none. */
+START_TEST(test_binding_latest_takes_one_it_can_reach)
+{
+	struct sa_credential a, b;
+	char contact[64], dead[1024] = "|sip:b@192.0.2.2|";
+	struct sa_binding got;
+
+	create_cred(trunk.id, "pbx-a", &a);
+	create_cred(trunk.id, "pbx-b", &b);
+	put_at(&a, "sip:a@192.0.2.1", NOW, NOW + 3600);
+	put_at(&b, "sip:b@192.0.2.2", NOW + 1, NOW + 3600);
+	ck_assert_int_eq(sa_store_binding_latest(st, trunk.id, NOW + 10, not_named, "|sip:b@192.0.2.2|", &got),
+	                 SA_STORE_OK);
+	ck_assert_str_eq(got.contact, "sip:a@192.0.2.1");
+	ck_assert_int_eq(sa_store_binding_latest(st, trunk.id, NOW + 10, not_named, "|none|", &got), SA_STORE_OK);
+	ck_assert_str_eq(got.contact, "sip:b@192.0.2.2");
+	/* ten newer ones it cannot reach: a is past the trunk's list of eight, the walk finds it */
+	for (int i = 0; i < 10; i++) {
+		snprintf(contact, sizeof contact, "sip:b%d@192.0.2.2", i);
+		put_at(&b, contact, NOW + 2 + i, NOW + 3600);
+		snprintf(dead + strlen(dead), sizeof dead - strlen(dead), "%s|", contact);
+	}
+	ck_assert_int_eq(sa_store_binding_latest(st, trunk.id, NOW + 20, not_named, dead, &got), SA_STORE_OK);
+	ck_assert_str_eq(got.contact, "sip:a@192.0.2.1");
+	/* a lapsed one it could reach is not taken: none left to reach, the latest live one */
+	put_at(&a, "sip:a@192.0.2.1", NOW + 12, NOW + 30);
+	ck_assert_int_eq(sa_store_binding_latest(st, trunk.id, NOW + 40, not_named, dead, &got), SA_STORE_OK);
+	ck_assert_str_eq(got.contact, "sip:b9@192.0.2.2");
+	ck_assert_int_eq(sa_store_binding_latest(st, trunk.id, NOW + 7200, not_named, dead, &got), SA_STORE_ENOTFOUND);
 }
 END_TEST
 
@@ -3901,6 +3943,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_binding_expiry_entry_lags_refreshes);
 	tcase_add_test(tc, test_binding_schema5_record_reads);
 	tcase_add_test(tc, test_binding_latest_from_the_trunks_list);
+	tcase_add_test(tc, test_binding_latest_takes_one_it_can_reach);
 	tcase_add_test(tc, test_binding_expire_some_stops_at_max);
 	tcase_add_test(tc, test_credentials_are_written_compact);
 	tcase_add_test(tc, test_credential_record_under_username);
