@@ -382,12 +382,9 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 		return;
 	}
 	sa_str_copy(cred, sizeof(cred), c->d.cred_id);
-	if (m->method == SA_M_BYE) {
-		log_debug("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=bye", LOGQ(c->d.call_id), c->d.cred_id,
-		         c->d.trunk_id);
-		call_remove(srv, c);
-	}
 	struct sa_txn *t = sip_forward(srv, m, from, &to, NULL, pop, NULL, NULL, cred);
+	if (t && m->method == SA_M_BYE)
+		call_bye_sent(t, c);   /* the call ends with the BYE's answer */
 	if (t && t->send_failed)
 		txn_unreachable(t);
 }

@@ -59,6 +59,40 @@ void call_remove(struct sa_server *srv, struct sa_call *c)
 	sa_calls_remove(srv->calls, c);
 }
 
+void call_bye_sent(struct sa_txn *t, const struct sa_call *c)
+{
+	size_t a = strlen(c->d.call_id) + 1, b = strlen(c->d.caller_tag) + 1, n = a + b + strlen(c->d.callee_tag) + 1;
+	free(t->ends_call);
+	if ((t->ends_call = malloc(n)) == NULL)
+		return;
+	memcpy(t->ends_call, c->d.call_id, a);
+	memcpy(t->ends_call + a, c->d.caller_tag, b);
+	memcpy(t->ends_call + a + b, c->d.callee_tag, n - a - b);
+}
+
+/* The call ends with its BYE, not before: an end whose BYE the other end
+ * refuses (a 420 for a Require it made up, a 500 for a CSeq out of order)
+ * still has the call up there, so it still holds its channel, is listed,
+ * and a revocation or max_call_age ends it. A 2xx, a 481 (no such call
+ * there), a 408 or no answer at all end it here too. */
+void call_bye_done(struct sa_server *srv, struct sa_txn *t)
+{
+	const char *call_id = t->ends_call, *caller = call_id + strlen(call_id) + 1, *callee = caller + strlen(caller) + 1;
+	struct sa_call *c = sa_calls_find_dialog(srv->calls, call_id, caller, callee);
+	int st = t->upstream_status;
+	if (c && st >= 300 && st != 408 && st != 481) {
+		srv->metrics.call_byes_refused++;
+		log_info("event=call_bye_refused call_id=\"%s\" cred=%s trunk=%s status=%d hint=\"the other end refused "
+		         "the BYE: the call goes on there, and here\"", LOGQ(call_id), c->d.cred_id, c->d.trunk_id, st);
+	} else if (c) {
+		log_debug("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=bye", LOGQ(call_id), c->d.cred_id,
+		          c->d.trunk_id);
+		call_remove(srv, c);
+	}
+	free(t->ends_call);
+	t->ends_call = NULL;
+}
+
 bool is_us_cb(const struct sa_uri *u, void *arg)
 {
 	return sa_route_uri_is_us(&((struct sa_server *)arg)->self, u);

@@ -57,6 +57,9 @@ struct sa_txn {
 	bool cancel_pending;           /* cancelled by its sender before the next hop said anything: the
 	                                * CANCEL goes with the first provisional (RFC 3261 §9.1) */
 	bool own_bye;                  /* a BYE of ours: counted in byes_pending until answered */
+	char *ends_call;               /* a BYE from an end of a call: the call's Call-ID, caller tag and
+	                                * callee tag (NUL after each). The call ends when the BYE is
+	                                * done, unless the other end refused it (call_bye_done) */
 	struct sa_pace_item *paced;    /* a BYE of ours waiting for its turn (lib/pace) */
 	struct txn_owner *own;         /* whose it is, while in progress; NULL: nobody's */
 	struct txn_failover *fo;       /* an INVITE to the gateways: the ones left to try */
@@ -138,6 +141,10 @@ bool forward_upstream(struct sa_server *srv, const struct sa_msg *m, const struc
 /* sip_calls.c: calls and our own BYEs */
 struct sa_call *call_find(struct sa_server *srv, const struct sa_msg *m, int *side);
 bool calls_full(struct sa_server *srv);
+/* A BYE from an end of call c went on as t: the call ends with its answer. */
+void call_bye_sent(struct sa_txn *t, const struct sa_call *c);
+/* t, such a BYE, is done (answered finally, timed out, unreachable). */
+void call_bye_done(struct sa_server *srv, struct sa_txn *t);
 void call_remove(struct sa_server *srv, struct sa_call *c);
 bool is_us_cb(const struct sa_uri *u, void *arg);
 void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *ok);

@@ -240,6 +240,7 @@ static void txn_free(struct sa_txn *t)
 		event_free(t->timer_g);
 	txn_keep_req(t, NULL);
 	txn_keep(t, &t->resp, &t->resp_len, NULL, 0);
+	free(t->ends_call);
 	if (t->dir_call_id) {
 		sa_calldir_drop(srv, t->dir_call_id);
 		free(t->dir_call_id);
@@ -431,6 +432,8 @@ void txn_complete(struct sa_txn *t)
 	t->srv->nactive--;
 	t->state = t->upstream_status >= 200 ? sa_txn_on_response(t->state, t->method, t->upstream_status)
 	                                     : sa_txn_on_timeout(t->state);
+	if (t->ends_call)
+		call_bye_done(t->srv, t);
 	if (t->own_bye) {
 		t->srv->byes_pending--;
 		if (t->resp_status >= 200)

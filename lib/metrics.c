@@ -126,6 +126,9 @@ static void transactions(FILE *f, const struct sa_metrics *m)
 	gauge(f, "sip_byes_pending", "sipauthd's own BYEs not answered yet, queued or sent.", (int64_t)m->byes_pending);
 	gauge(f, "sip_byes_queued", "sipauthd's own BYEs waiting for their turn ([proxy] bye_rate per destination).",
 	      (int64_t)m->byes_queued);
+	counter(f, "sip_call_byes_refused_total",
+	        "BYEs from an end of a call that the other end refused (a failure other than 408 or 481): the call goes on.",
+	        m->call_byes_refused);
 	counter(f, "relay_refused_total",
 	        "In-dialog requests refused: not from an end of the call, or routed outside it.", m->relay_refused);
 	counter(f, "fleet_relayed_total",
@@ -377,6 +380,7 @@ void sa_metrics_add(struct sa_metrics *into, const struct sa_metrics *w)
 	ADD(byes_timed_out);
 	ADD(bye_retransmissions);
 	ADD(relay_refused);
+	ADD(call_byes_refused);
 	ADD(fleet_relayed);
 	ADD(worker_handoffs);
 	ADD(worker_sends);

@@ -53,6 +53,7 @@ struct sa_metrics {
 	uint64_t byes_pending;                           /* ours not answered yet */
 	uint64_t byes_queued;                            /* ... of which waiting for their turn (bye_rate) */
 	uint64_t relay_refused;                          /* in-dialog requests not from the call's ends */
+	uint64_t call_byes_refused;                      /* an end's BYE the other end refused: the call goes on */
 	uint64_t fleet_relayed;                          /* inbound requests relayed to the owner node */
 	uint64_t workers;                                /* gauge: SIP workers (event loops) running */
 	uint64_t worker_handoffs;                        /* messages handed to the worker that owns them */

@@ -294,14 +294,50 @@ def preloaded(a, pbx, gw, proxy):
         pbx.sendto(c.ack_bytes(final, c.branch, 2), proxy)
 
 
-def in_dialog(pbx, proxy, c, ok, method, cseq):
+def in_dialog(pbx, proxy, c, ok, method, cseq, extra=""):
     """method in the dialog of 2xx `ok`, along its route set, from the PBX."""
     ip, port = pbx.getsockname()
     routes = "".join(f"Route: {r}\r\n" for r in reversed(ok.headers.get("record-route", [])))
     pbx.sendto(crlf(f"{method} {sc.uri_of(ok.first('contact'))} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{port};branch="
                     f"z9hG4bK{secrets.token_hex(8)};rport\r\nMax-Forwards: 70\r\nFrom: {ok.first('from')}\r\n"
-                    f"To: {ok.first('to')}\r\nCall-ID: {c.call_id}\r\nCSeq: {cseq} {method}\r\n{routes}"
+                    f"To: {ok.first('to')}\r\nCall-ID: {c.call_id}\r\nCSeq: {cseq} {method}\r\n{routes}{extra}"
                     "Content-Length: 0\r\n\r\n"), proxy)
+
+
+def bye_refused(a, pbx, gw, proxy):
+    """The PBX sends a BYE the gateway refuses (420 for a Require it made up): the call is up at the
+    gateway, so it stays up here; the PBX's next BYE still reaches the gateway, and only its 200
+    ends the call."""
+    c = Call(a, pbx, gw, proxy)
+    inv = c.start()
+    if not inv:
+        return check("bye-refused: the INVITE reached the gateway", False)
+    gw.sendto(response_to(inv, 200, "OK", [f"Contact: <sip:gw@{a.gateway}>", "Content-Type: application/sdp"],
+                          SDP, to_tag="byer"), inv.src)
+    ok = recv_one(pbx, lambda m: m.status == 200)
+    if not ok:
+        return check("bye-refused: the 200 reached the PBX", False)
+    in_dialog(pbx, proxy, c, ok, "ACK", 2)
+    recv_one(gw, lambda m: m.method == "ACK", 1.0)
+    in_dialog(pbx, proxy, c, ok, "BYE", 3, "Require: x-made-up\r\n")
+    got = recv_one(gw, lambda m: m.method == "BYE")
+    if got:
+        gw.sendto(response_to(got, 420, "Bad Extension", ["Unsupported: x-made-up"], to_tag=None), got.src)
+    r = recv_one(pbx, lambda m: m.cseq()[1] == "BYE")
+    check("bye-refused: the gateway's 420 to the BYE reaches the PBX", r is not None and r.status == 420,
+          r and r.status)
+    in_dialog(pbx, proxy, c, ok, "BYE", 4)
+    got = recv_one(gw, lambda m: m.method == "BYE")
+    check("bye-refused: the call is still up, and the PBX's next BYE reaches the gateway (not 481 here)",
+          got is not None and got.first("cseq") == "4 BYE", got and got.first("cseq"))
+    if got:
+        gw.sendto(response_to(got, 200, "OK", to_tag=None), got.src)
+    r = recv_one(pbx, lambda m: m.cseq()[1] == "BYE")
+    in_dialog(pbx, proxy, c, ok, "BYE", 5)
+    gone = recv_one(pbx, lambda m: m.cseq()[1] == "BYE")
+    check("bye-refused: its 200 ends the call (a BYE after it: 481)",
+          r is not None and r.status == 200 and gone is not None and gone.status == 481,
+          [r and r.status, gone and gone.status])
 
 
 def fork(a, pbx, gw, proxy):
@@ -710,7 +746,7 @@ SCENARIOS = {"timer-g": timer_g, "provisional": provisional, "cancel-early": can
              "no-length": no_length, "preloaded": preloaded, "fork": fork,
              "strict": strict, "dead-flow": dead_flow, "moved-end": moved_end,
              "quiet-call": quiet_call, "inbound-quiet": inbound_quiet, "pbx-503": pbx_503,
-             "dead-binding": dead_binding}
+             "dead-binding": dead_binding, "bye-refused": bye_refused}
 
 
 def main():

@@ -55,6 +55,10 @@ scenario quiet-call
 scenario inbound-quiet
 scenario pbx-503
 scenario dead-binding
-assert_eq "every check ran (14 scenarios, 48 checks)" 48 "$(cat "$T"/*.json | grep -c '"check"')"
+scenario bye-refused
+assert_match "... the refused BYE is logged" \
+	'event=call_bye_refused call_id="rfc-[^"]*" cred=[^ ]* trunk=[^ ]* status=420' "$(cat "$T/sipauthd.log")"
+assert_eq "... and counted" 1 "$(metric sip_call_byes_refused_total)"
+assert_eq "every check ran (15 scenarios, 51 checks)" 51 "$(cat "$T"/*.json | grep -c '"check"')"
 assert_nomatch "no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/sipauthd.log")"
 finish
