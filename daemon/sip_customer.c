@@ -281,8 +281,18 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 	}
 	size_t alen;
 	const void *a = flow_addr(from, &alen);
-	if (sa_auth_failure_counts(r, from->proto == SA_PROTO_UDP) &&
-	    sa_abuse_failure(srv->abuse, &srv->cfg.abuse, a, alen, (uint64_t)wall_now())) {
+	enum sa_abuse_verdict v = sa_auth_failure_counts(r, from->proto == SA_PROTO_UDP)
+	                        ? sa_abuse_failure(srv->abuse, &srv->cfg.abuse, a, alen, sa_abuse_trunk_key(trunk),
+	                                           (uint64_t)wall_now())
+	                        : SA_ABUSE_COUNTED;
+	if (v == SA_ABUSE_BAN_OTHERS) {
+		/* it proved itself for its own trunks, which it keeps; no more guesses at others' */
+		srv->metrics.bans++;
+		log_warn("event=ban src=%s scope=other_trunks failures=%u window=%u ban_time=%u trunk=%s hint=\"it "
+		         "authenticated for another trunk, which it keeps\"", addr, srv->cfg.abuse.max_failures,
+		         srv->cfg.abuse.window, srv->cfg.abuse.ban_time, trunk ? trunk : "-");
+	}
+	if (v == SA_ABUSE_BAN) {
 		srv->metrics.bans++;
 		srv->metrics.auth_fail[SA_AUTH_BANNED]++;
 		log_warn("event=ban src=%s failures=%u window=%u ban_time=%u trunk=%s", addr, srv->cfg.abuse.max_failures,
@@ -322,6 +332,13 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 	uint16_t port;
 	uint64_t now = (uint64_t)wall_now();
 	sa_flow_peer(from, addr, sizeof(addr), &port);
+	size_t alen;
+	const void *a = flow_addr(from, &alen);
+	uint64_t tkey = sa_abuse_trunk_key(known ? trunk : NULL);
+	if (sa_abuse_refused(srv->abuse, a, alen, tkey, now)) {
+		srv->metrics.banned_dropped++;   /* as a banned source is: no answer */
+		return false;
+	}
 	sa_auth_check(&srv->auth, m, known ? trunk : NULL, realm, addr, now, &r);
 	if (r.ok) {
 		srv->metrics.auth_ok++;
@@ -331,9 +348,8 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 		who->password_version = r.password_version;
 		/* it registers or calls from here: forged failures must not ban it
 		 * for as long as such a registration may live */
-		size_t alen;
-		const void *a = flow_addr(from, &alen);
-		sa_abuse_vouch(srv->abuse, a, alen, now, now + srv->cfg.reg.max_expires);
+		sa_abuse_vouch(srv->abuse, a, alen, sa_abuse_trunk_key(r.cred.trunk_id), now,
+		               now + srv->cfg.reg.max_expires);
 		return true;
 	}
 	srv->metrics.challenges++;

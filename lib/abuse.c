@@ -15,6 +15,11 @@ struct entry {
 	uint64_t banned_until;
 	uint64_t last_seen;
 	uint64_t vouched_until;
+	uint64_t vtrunk[4];             /* the trunks it authenticated for (keys), while vouched_until */
+	uint8_t vnext;                  /* the slot the next new one takes */
+	uint32_t other_failures;        /* vouched: failures against any other trunk, in their window */
+	uint64_t other_window_start;
+	uint64_t other_banned_until;    /* ... refused every other trunk until then */
 };
 
 /* Shared by the SIP workers: every call holds the lock (short, bounded work). */
@@ -111,38 +116,73 @@ bool sa_abuse_banned(const struct sa_abuse *a, const struct sa_abuse_cfg *cfg, c
 	return banned;
 }
 
-static bool failure(struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const void *addr, size_t len,
-                    uint64_t now)
+uint64_t sa_abuse_trunk_key(const char *trunk_id)
 {
-	struct entry *e = find(a, addr, len);
-	if (!e && !(e = claim(a, addr, len, now)))
-		return false;
-	e->last_seen = now;
-	if (e->banned_until > now || e->vouched_until > now)
-		return false;
-	if (now - e->window_start >= cfg->window) {
-		e->window_start = now;
-		e->failures = 0;
+	if (!trunk_id || !*trunk_id)
+		return 0;
+	uint64_t h = 1469598103934665603ULL;
+	for (; *trunk_id; trunk_id++)
+		h = (h ^ (unsigned char)*trunk_id) * 1099511628211ULL;
+	return h | 1;
+}
+
+static bool vouched_for(const struct entry *e, uint64_t trunk)
+{
+	for (size_t i = 0; trunk && i < sizeof(e->vtrunk) / sizeof(e->vtrunk[0]); i++)
+		if (e->vtrunk[i] == trunk)
+			return true;
+	return false;
+}
+
+/* Count a failure in a window of cfg->window seconds; true at max_failures. */
+static bool count_in(uint32_t *failures, uint64_t *window_start, const struct sa_abuse_cfg *cfg, uint64_t now)
+{
+	if (now - *window_start >= cfg->window) {
+		*window_start = now;
+		*failures = 0;
 	}
-	if (++e->failures < cfg->max_failures)
+	if (++*failures < cfg->max_failures)
 		return false;
-	e->banned_until = now + cfg->ban_time;
-	e->failures = 0;
+	*failures = 0;
 	return true;
 }
 
-bool sa_abuse_failure(struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const void *addr, size_t len,
-                      uint64_t now)
+static enum sa_abuse_verdict failure(struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const void *addr,
+                                     size_t len, uint64_t trunk, uint64_t now)
 {
-	if (cfg->max_failures == 0 || len > 16)
-		return false;
-	lock(a);
-	bool banned = failure(a, cfg, addr, len, now);
-	unlock(a);
-	return banned;
+	struct entry *e = find(a, addr, len);
+	if (!e && !(e = claim(a, addr, len, now)))
+		return SA_ABUSE_COUNTED;
+	e->last_seen = now;
+	if (e->banned_until > now)
+		return SA_ABUSE_COUNTED;
+	if (e->vouched_until > now) {
+		if (vouched_for(e, trunk) || e->other_banned_until > now)
+			return SA_ABUSE_COUNTED;
+		if (!count_in(&e->other_failures, &e->other_window_start, cfg, now))
+			return SA_ABUSE_COUNTED;
+		e->other_banned_until = now + cfg->ban_time;
+		return SA_ABUSE_BAN_OTHERS;
+	}
+	if (!count_in(&e->failures, &e->window_start, cfg, now))
+		return SA_ABUSE_COUNTED;
+	e->banned_until = now + cfg->ban_time;
+	return SA_ABUSE_BAN;
 }
 
-void sa_abuse_vouch(struct sa_abuse *a, const void *addr, size_t len, uint64_t now, uint64_t until)
+enum sa_abuse_verdict sa_abuse_failure(struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const void *addr,
+                                       size_t len, uint64_t trunk, uint64_t now)
+{
+	if (cfg->max_failures == 0 || len > 16)
+		return SA_ABUSE_COUNTED;
+	lock(a);
+	enum sa_abuse_verdict v = failure(a, cfg, addr, len, trunk, now);
+	unlock(a);
+	return v;
+}
+
+void sa_abuse_vouch(struct sa_abuse *a, const void *addr, size_t len, uint64_t trunk, uint64_t now,
+                    uint64_t until)
 {
 	if (len > 16)
 		return;
@@ -152,10 +192,30 @@ void sa_abuse_vouch(struct sa_abuse *a, const void *addr, size_t len, uint64_t n
 		e->last_seen = now;
 		e->banned_until = 0;
 		e->failures = 0;
+		if (e->vouched_until <= now) {   /* a new vouching: none of the old trunks, no old lockout */
+			memset(e->vtrunk, 0, sizeof(e->vtrunk));
+			e->other_failures = 0;
+			e->other_banned_until = 0;
+		}
+		if (trunk && !vouched_for(e, trunk)) {
+			e->vtrunk[e->vnext] = trunk;
+			e->vnext = (uint8_t)((e->vnext + 1) % (sizeof(e->vtrunk) / sizeof(e->vtrunk[0])));
+		}
 		if (until > e->vouched_until)
 			e->vouched_until = until;
 	}
 	unlock(a);
+}
+
+bool sa_abuse_refused(const struct sa_abuse *a, const void *addr, size_t len, uint64_t trunk, uint64_t now)
+{
+	if (len > 16)
+		return false;
+	lock(a);
+	const struct entry *e = find(a, addr, len);
+	bool refused = e && e->vouched_until > now && e->other_banned_until > now && !vouched_for(e, trunk);
+	unlock(a);
+	return refused;
 }
 
 unsigned sa_abuse_banned_count(const struct sa_abuse *a, uint64_t now)

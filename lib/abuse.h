@@ -22,15 +22,36 @@ void sa_abuse_free(struct sa_abuse *a);
 bool sa_abuse_banned(const struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const void *addr,
                      size_t len, uint64_t now);
 
-/* Count one authentication failure; true when this one starts a ban. A
- * source vouched for (below) is never counted nor banned. */
-bool sa_abuse_failure(struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const void *addr, size_t len,
-                      uint64_t now);
+/* The key of a trunk id for the calls below (never 0; NULL or "": 0, no trunk). */
+uint64_t sa_abuse_trunk_key(const char *trunk_id);
 
-/* The source authenticated: it holds a live registration or call on a flow
- * that proved itself, so failures under its address (a forged UDP source
- * among them) must not ban it until `until`. */
-void sa_abuse_vouch(struct sa_abuse *a, const void *addr, size_t len, uint64_t now, uint64_t until);
+/* What a failure earned. */
+enum sa_abuse_verdict {
+	SA_ABUSE_COUNTED = 0,    /* nothing (yet) */
+	SA_ABUSE_BAN,            /* this one starts a ban of the source */
+	SA_ABUSE_BAN_OTHERS,     /* a vouched source: it starts a ban from the trunks it is not vouched for */
+};
+
+/* Count one authentication failure against trunk (sa_abuse_trunk_key; 0:
+ * none or unknown). A source vouched for (below) is never counted nor
+ * banned for the trunks it proved itself on (forged UDP failures under a
+ * registered PBX's address must not lock it out); its failures against any
+ * other trunk count apart, and max_failures of them within the window
+ * refuse it those other trunks for ban_time (sa_abuse_refused): a
+ * customer's own login does not buy it unlimited guesses at another's. */
+enum sa_abuse_verdict sa_abuse_failure(struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const void *addr,
+                                       size_t len, uint64_t trunk, uint64_t now);
+
+/* The source authenticated for trunk: it holds a live registration or call
+ * on a flow that proved itself, so failures under its address against that
+ * trunk (a forged UDP source among them) must not ban it until `until`.
+ * Up to four trunks per source (a NAT in front of several customers). */
+void sa_abuse_vouch(struct sa_abuse *a, const void *addr, size_t len, uint64_t trunk, uint64_t now,
+                    uint64_t until);
+
+/* Is a vouched source refused trunk now (SA_ABUSE_BAN_OTHERS and trunk is
+ * not one of its own)? */
+bool sa_abuse_refused(const struct sa_abuse *a, const void *addr, size_t len, uint64_t trunk, uint64_t now);
 
 /* How many sources are banned at now (for /metrics). */
 unsigned sa_abuse_banned_count(const struct sa_abuse *a, uint64_t now);

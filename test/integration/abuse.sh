@@ -3,6 +3,11 @@
 # ban_time, then served again; the trusted gateway is never banned; SIGHUP changes thresholds.
 . "$top_srcdir/test/lib.sh"
 setup_store || { fail "store setup"; finish; }
+# another customer: its account, trunk and credential
+ACC_B=$("$SIPAUTHCTL" --store "$STORE" account create --name other) || { fail "account B"; finish; }
+TRUNK_B=$("$SIPAUTHCTL" --store "$STORE" trunk create --account "$ACC_B" --name other) || { fail "trunk B"; finish; }
+printf '%s\n' "other_customer_password_9" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK_B" \
+	--username pbx-other-01 --password-stdin >/dev/null || { fail "credential B"; finish; }
 API_PORT=$(free_port 127.0.0.1)
 ABUSE_MAX_FAILURES=3 start_sipauthd "SHA-256, MD5" "[abuse]
 window = 60
@@ -58,6 +63,30 @@ for made_up in --made-up-nonce --made-up-nonce-live-key; do
 done
 assert_nomatch "... and no ban for them" "event=ban src=127.0.0.7" "$(cat "$T/sipauthd.log")"
 assert_eq "the source is answered normally after" 200 "$(reg --local-ip 127.0.0.7 | status_of)"
+
+# a source that authenticated for its own trunk is not banned for failures against that trunk
+# (forged UDP under its address), but its guesses at another customer's trunk still count:
+# max_failures of them refuse it that trunk (no answer, even to the right password) and keep
+# its own working
+assert_eq "customer A registers from 127.0.0.8" 200 "$(reg --local-ip 127.0.0.8 | status_of)"
+regb() { sipc register --local-ip 127.0.0.8 --host "trunk-$TRUNK_B.sip.tryvox.io" --user pbx-other-01 --timeout 1 "$@"; }
+for i in 1 2 3; do
+	assert_eq "A's address guesses at trunk B's password ($i): 401" 401 \
+		"$(regb --password other_customer_password_9 --wrong-password guess_$i | status_of)"
+done
+assert_match "the third starts a ban from other trunks, logged" \
+	"event=ban src=127.0.0.8 scope=other_trunks failures=3 window=60 ban_time=3 trunk=$TRUNK_B" \
+	"$(cat "$T/sipauthd.log")"
+regb --password other_customer_password_9 >"$T/other.json"
+assert_eq "trunk B gets no answer to A's address now, even with the right password" \
+	"3 0" "$? $(json_get 'len(resp)' <"$T/other.json")"
+assert_eq "... while A's own registration from that address goes on" 200 "$(reg --local-ip 127.0.0.8 | status_of)"
+assert_eq "... and trunk B's own PBX elsewhere too" 200 \
+	"$(sipc register --local-ip 127.0.0.9 --host "trunk-$TRUNK_B.sip.tryvox.io" --user pbx-other-01 \
+		--password other_customer_password_9 --timeout 1 | status_of)"
+sleep 3.2
+assert_eq "after ban_time, trunk B answers A's address again (the right password: 200)" 200 \
+	"$(regb --password other_customer_password_9 | status_of)"
 
 # SIGHUP: max_failures = 0 turns banning off without a restart
 sed -i 's/^max_failures = 3/max_failures = 0/; s/^nonce_ttl = .*/nonce_ttl = 45/' "$T/sipauthd.conf"

@@ -36,7 +36,7 @@ static void *abuse_thread(void *arg)
 	struct abuse_run *r = arg;
 	const unsigned char src[4] = { 192, 0, 2, 7 };
 	for (int i = 0; i < ROUNDS; i++)
-		if (sa_abuse_failure(r->a, &r->cfg, src, sizeof(src), 1000))
+		if (sa_abuse_failure(r->a, &r->cfg, src, sizeof(src), 0, 1000))
 			__atomic_add_fetch(&r->bans, 1, __ATOMIC_RELAXED);
 	return NULL;
 }
