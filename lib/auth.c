@@ -53,9 +53,11 @@ int sa_auth_init(struct sa_auth *a, struct sa_store *store, struct sa_nonce_ctx 
 int sa_auth_trunk_from_host(const char *host, const char *domain, char *out, size_t outlen)
 {
 	size_t hl = host ? strlen(host) : 0, dl = strlen(domain);
+	if (hl > 0 && host[hl - 1] == '.')
+		hl--;   /* an absolute name (RFC 1034 §3.1): the same host */
 	if (hl < 6 + 1 + 1 + dl || strncasecmp(host, "trunk-", 6) != 0)
 		return -1;
-	if (host[hl - dl - 1] != '.' || strcasecmp(host + hl - dl, domain) != 0)
+	if (host[hl - dl - 1] != '.' || strncasecmp(host + hl - dl, domain, dl) != 0)
 		return -1;
 	const char *id = host + 6;
 	size_t idl = hl - dl - 1 - 6;

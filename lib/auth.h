@@ -73,7 +73,8 @@ int sa_auth_init(struct sa_auth *a, struct sa_store *store, struct sa_nonce_ctx 
                  const struct sa_auth_cfg *cfg);
 
 /* The trunk id a host names: "trunk-<id>.<domain>", id literal
- * ("trunk_4x5y6z") or DNS-safe ("trunk-4x5y6z"), any case. Writes the
+ * ("trunk_4x5y6z") or DNS-safe ("trunk-4x5y6z"), any case, absolute
+ * (a trailing dot) or not: the same trunk whichever way. Writes the
  * literal id into out; 0, or -1 when host is not a trunk host of domain. */
 int sa_auth_trunk_from_host(const char *host, const char *domain, char *out, size_t outlen);
 

@@ -64,6 +64,16 @@ done
 assert_nomatch "... and no ban for them" "event=ban src=127.0.0.7" "$(cat "$T/sipauthd.log")"
 assert_eq "the source is answered normally after" 200 "$(reg --local-ip 127.0.0.7 | status_of)"
 
+# a trunk host spelled as an absolute name (a trailing dot) names its trunk: customer A's
+# credential with a Request-URI naming trunk B so, and its own trunk in To, is refused (it was
+# authenticated against A, from To, and went to the gateway naming B); A's own such host is A
+assert_eq "A's credential, Request-URI trunk B's host with a trailing dot: 401 (B's realm)" \
+	"401 trunk-$TRUNK_B.sip.tryvox.io" \
+	"$(reg --local-ip 127.0.0.10 --uri "sip:trunk-$TRUNK_B.sip.tryvox.io." |
+		json_get '"%s %s" % (final.get("final_status"), __import__("re").search(r"realm=\"([^\"]+)\"", resp[-1]["headers"]["www-authenticate"][0]).group(1))')"
+assert_eq "A's own trunk host with a trailing dot: 200" 200 \
+	"$(reg --local-ip 127.0.0.10 --host "$TRUNK_HOST." | status_of)"
+
 # a source that authenticated for its own trunk is not banned for failures against that trunk
 # (forged UDP under its address), but its guesses at another customer's trunk still count:
 # max_failures of them refuse it that trunk (no answer, even to the right password) and keep

@@ -121,6 +121,24 @@ static void rotate(const char *password, unsigned overlap, int64_t now)
 		ck_assert_uint_eq(r_.password_version, (version_)); \
 	} while (0)
 
+/* Every spelling of a trunk host names its trunk: a Request-URI naming trunk
+ * B as an absolute name must not pass as "no trunk" and leave the choice to To. */
+START_TEST(test_every_spelling_of_a_trunk_host_names_it)
+{
+	static const char *const same[] = { "trunk-trunk_ab12.sip.example.com", "trunk-trunk-ab12.sip.example.com",
+	                                     "TRUNK-TRUNK_AB12.SIP.EXAMPLE.COM", "trunk-trunk_ab12.sip.example.com." };
+	char out[SA_ID_MAX];
+	for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+		ck_assert_int_eq(sa_auth_trunk_from_host(same[i], "sip.example.com", out, sizeof(out)), 0);
+		ck_assert_str_eq(out, "trunk_ab12");
+	}
+	static const char *const other[] = { "trunk-trunk_ab12.sip.example.com..", "trunk-trunk_ab12.sip.example.co",
+	                                      "trunk-.sip.example.com", "trunk-trunk_ab12.xsip.example.com", ".", "" };
+	for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++)
+		ck_assert_int_eq(sa_auth_trunk_from_host(other[i], "sip.example.com", out, sizeof(out)), -1);
+}
+END_TEST
+
 START_TEST(test_never_rotated_answers_version_1)
 {
 	VERDICT(check(PASS1, NOW), true, SA_AUTH_NONE, 1);
@@ -343,6 +361,7 @@ static Suite *auth_suite(void)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_never_rotated_answers_version_1);
+	tcase_add_test(tc, test_every_spelling_of_a_trunk_host_names_it);
 	tcase_add_test(tc, test_overlap_takes_both_then_only_the_new);
 	tcase_add_test(tc, test_rotating_again_drops_the_oldest_at_once);
 	tcase_add_test(tc, test_stale_nonce_names_the_version);
