@@ -513,7 +513,18 @@ static int open_store(struct sa_server *srv)
 {
 	unsigned char secret[SA_NONCE_SECRET_LEN];
 	struct sa_store_opts o = { .flags = SA_STORE_RUNTIME, .map_size = srv->cfg.store_map_size };
-	char why[256] = "";
+	char why[256] = "", path[PATH_MAX + 16];
+	struct stat sb;
+	/* opening would create (and reserve the map of) a store that is not
+	 * there: a mistyped path, or a start before init. A fleet node makes
+	 * its own from the database. */
+	snprintf(path, sizeof(path), "%s/data.mdb", srv->cfg.store_path);
+	if (!srv->cfg.cluster_database[0] && stat(path, &sb) != 0 && errno == ENOENT) {
+		log_err("event=store_failed path=%s cause=not_initialised error=\"store not initialised\" "
+		        "hint=\"run sipauthctl --store %s init (or fix [store] path)\"", srv->cfg.store_path,
+		        srv->cfg.store_path);
+		return -1;
+	}
 	int rc = sa_store_open_with(&srv->store, srv->cfg.store_path, &o, why, sizeof(why));
 	int sys = rc != 0 ? errno : 0;
 	if (rc == 0)
@@ -726,7 +737,10 @@ int main(int argc, char **argv)
 	static struct sa_server srv;
 	char err[512];
 	if (sa_config_load(&srv.cfg, config, err, sizeof(err)) < 0) {
-		fprintf(stderr, "sipauthd: %s\n", err);
+		if (check_only)
+			fprintf(stderr, "sipauthd: %s\n", err);
+		else   /* a start: a log line at its level (under systemd, <3>: journalctl -p err shows why) */
+			log_err("event=config_invalid config=%s error=\"%s\"", config, LOGQ(err));
 		return 1;
 	}
 	if (check_only) {

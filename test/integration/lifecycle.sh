@@ -25,6 +25,23 @@ assert_match "... saying the store is in use" \
 	'event=store_in_use path=[^ ]* error="another sipauthd runs on this store"' "$(cat "$T/second.log")"
 assert_eq "... before it opens the store (no layout moves, purges or index of its own)" "" \
 	"$(grep -o 'event=store_opened\|event=credential_index\|event=bindings_purge[a-z_]*' "$T/second.log")"
+# a store path that was never initialised (a typo, or a start before init): refused with the
+# command that makes one, and nothing created there (opening it would reserve two 1 GiB maps)
+sed "s|^path = .*|path = $T/typo/store|" "$T/sipauthd.conf" >"$T/typo.conf"
+timeout 10 "$REAL" --config "$T/typo.conf" >"$T/typo.log" 2>&1
+assert_eq "a sipauthd on a store never initialised exits with 1" 1 $?
+assert_match "... saying so, with the command to run" \
+	"event=store_failed path=$T/typo/store cause=not_initialised error=\"store not initialised\" hint=\"run sipauthctl --store $T/typo/store init" \
+	"$(cat "$T/typo.log")"
+assert_eq "... and creates nothing there" "no" "$( [ -e "$T/typo" ] && echo yes || echo no)"
+# a broken configuration at start is an error line: under systemd (stderr to the journal) at
+# priority 3, so that journalctl -p err shows why the service did not start
+printf '[sip]\nbogus_key = 1\n' >"$T/broken.conf"
+: >"$T/journal.log"
+JOURNAL_STREAM=$(stat -c '%d:%i' "$T/journal.log") timeout 10 "$REAL" --config "$T/broken.conf" 2>>"$T/journal.log"
+assert_eq "a start with a broken configuration exits 1, with one error line naming file, line and key" \
+	"1 <3>level=error event=config_invalid config=$T/broken.conf error=\"$T/broken.conf:2: unknown key 'bogus_key' in section [sip]\"" \
+	"$? $(cat "$T/journal.log")"
 # another store, the same ports: the workers' SO_REUSEPORT must not let it take part of the traffic
 "$SIPAUTHCTL" --store "$T/other" init --domain sip.tryvox.io >/dev/null
 echo "calls of an earlier run" >"$T/other/calls.state"
