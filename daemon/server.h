@@ -149,6 +149,10 @@ int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const cha
  * moved to another connection; each credential's apart, the latest wins)
  * or for a call set up over it (the longest wins; cred_id NULL). */
 enum sa_keep { SA_KEEP_REGISTRATION, SA_KEEP_CALL };
+/* A request on fl's connection authenticated (or came from a trusted
+ * address): from now on its messages and pings keep it open; before, it
+ * closes tcp_idle_timeout after it opened. */
+void sa_transport_proven(struct sa_server *srv, const struct sa_flow *fl);
 void sa_transport_keep(struct sa_server *srv, const struct sa_flow *fl, enum sa_keep what, const char *cred_id,
                        uint64_t for_ms);
 /* The listener to leave from towards proto (its address goes in Via/Record-Route). */

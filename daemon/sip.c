@@ -460,6 +460,8 @@ static void handle_request(struct sa_server *srv, struct sa_msg *m, const struct
 	struct sa_txn *t;
 	struct sa_route_request facts;
 	request_facts(srv, m, from, key, &t, &facts);
+	if (facts.trusted && from->proto != SA_PROTO_UDP)
+		sa_transport_proven(srv, from);
 	struct sa_route_decision d = sa_route_request(&facts);
 	switch (d.action) {
 	case SA_RA_DROP:

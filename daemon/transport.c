@@ -36,6 +36,12 @@ struct sa_conn {
 	 * tcp_idle_timeout like a silent one. */
 	struct event *timer;
 	uint64_t last_msg_ms;
+	/* A request on it authenticated, or came from a trusted address, or we
+	 * opened it: only then do its messages and pings move last_msg_ms. A
+	 * stranger's connection is closed tcp_idle_timeout after it opened,
+	 * however it pings (a few addresses holding connections open with a
+	 * 4-byte ping each could fill max_connections). */
+	bool proven;
 	unsigned crlfs;                 /* CR and LF bytes read since the last message */
 	/* The registrations on it, per credential (a hash of its id): it is
 	 * not closed for idleness while one lives. reg_keep_ms is the latest
@@ -174,7 +180,8 @@ static void conn_keepalive(struct sa_conn *c, size_t crlfs)
 {
 	c->crlfs += (unsigned)(crlfs > 64 ? 64 : crlfs);
 	for (; c->crlfs >= 4; c->crlfs -= 4) {   /* a pong for each ping, glued or not */
-		c->last_msg_ms = sa_now_ms();
+		if (c->proven)
+			c->last_msg_ms = sa_now_ms();
 		bufferevent_write(c->bev, "\r\n", 2);
 	}
 }
@@ -268,7 +275,8 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		if (skip > 0)   /* a ping just before the message (sent together) gets its pong */
 			conn_keepalive(c, skip);
 		c->crlfs = 0;
-		c->last_msg_ms = sa_now_ms();
+		if (c->proven)
+			c->last_msg_ms = sa_now_ms();
 		/* copy out: the handler may free this connection */
 		char *msg = malloc((size_t)n);
 		if (!msg) {
@@ -518,6 +526,7 @@ static struct sa_conn *conn_new(struct sa_server *srv, evutil_socket_t fd, const
 	c->addr_next = *ab;
 	*ab = c;
 	c->last_msg_ms = sa_now_ms();
+	c->proven = !accepting;
 	/* a handshake gets little time: a peer that never finishes must not hold a slot */
 	c->handshaking = proto == SA_PROTO_TLS;
 	c->connecting = !accepting;
@@ -995,6 +1004,17 @@ void sa_transport_keep(struct sa_server *srv, const struct sa_flow *fl, enum sa_
 	*j = (struct keep_job){ .fl = *fl, .what = what, .cred = cred, .for_ms = for_ms };
 	if (!sa_workers_post(srv, (unsigned)owner, keep_job_run, j))
 		free(j);
+}
+
+void sa_transport_proven(struct sa_server *srv, const struct sa_flow *fl)
+{
+	if (fl->proto == SA_PROTO_UDP || !fl->conn_id || conn_worker(fl->conn_id) != srv->worker)
+		return;
+	struct sa_conn *c = conn_find(srv, fl->conn_id);
+	if (c && !c->proven) {
+		c->proven = true;
+		c->last_msg_ms = sa_now_ms();
+	}
 }
 
 void sa_transport_gauges(const struct sa_server *srv, struct sa_metrics *m)

@@ -92,12 +92,34 @@ wait_for sh -c "[ \"\$(curl -s http://127.0.0.1:$API_PORT/metrics | sed -n 's/^s
 assert_eq "when they close, the connections are counted down to 0" 0 "$(metric tcp_connections)"
 
 # --- 2. tcp_idle_timeout (5 s) counts complete messages, not bytes: a client trickling an
-# OPTIONS one byte a second is closed after 5 s; one sending CRLFCRLF every 2 s gets a CRLF
-# pong each time and is still open after 9 s
+# OPTIONS one byte a second is closed after 5 s; one that authenticated (registered and
+# unregistered: nothing else keeps it) and sends CRLFCRLF every 2 s gets a CRLF pong each time
+# and is still open after 9 s; a stranger doing the same is closed 5 s after it connected (its
+# pings keep nothing open: a few addresses could fill max_connections so)
 idle0=$(metric tcp_idle_closed_total)
-python3 - "$SIP_PORT" "$TRUNK_HOST" >"$T/idle.out" 2>&1 <<'PY'
-import socket, sys, threading, time
-port, h = int(sys.argv[1]), sys.argv[2]
+python3 - "$SIP_PORT" "$TRUNK_HOST" "$SIP_USER" "$SIP_PASS" "$top_srcdir/test" >"$T/idle.out" 2>&1 <<'PY'
+import secrets, socket, sys, threading, time
+port, h, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+sys.path.insert(0, sys.argv[5])
+import sipclient as sc
+
+def register(s, expires, cseq, buf=b""):
+    ip, lport = s.getsockname()
+    def once(n, auth=None):
+        s.sendall(("\r\n".join([f"REGISTER sip:{h} SIP/2.0", f"Via: SIP/2.0/TCP {ip}:{lport};branch=z9hG4bK{secrets.token_hex(8)}",
+                                "Max-Forwards: 70", f"From: <sip:{user}@{h}>;tag=pk", f"To: <sip:{user}@{h}>",
+                                f"Call-ID: ping-{lport}", f"CSeq: {n} REGISTER", f"Contact: <sip:ping@{ip}:{lport};transport=tcp>",
+                                f"Expires: {expires}"] + ([f"Authorization: {auth}"] if auth else []) +
+                               ["Content-Length: 0"]) + "\r\n\r\n").encode())
+        nonlocal buf
+        while not (fr := sc.split_frame(buf)):
+            buf += s.recv(65535)
+        data, buf = fr
+        return sc.parse_message(data)
+    r = once(cseq)
+    ch = [c for c in map(sc.parse_challenge, r.headers["www-authenticate"]) if c.params.get("algorithm") == "MD5"][0]
+    return once(cseq + 1, sc.digest_credentials(ch, "MD5", "MD5", user, password, "REGISTER", f"sip:{h}",
+                                                sc.choose_qop(ch), "00000001", secrets.token_hex(8), b"")).status
 msg = (f"OPTIONS sip:{h} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.3:5999;branch=z9hG4bKdrip1;rport\r\n"
        f"Max-Forwards: 70\r\nFrom: <sip:a@{h}>;tag=1\r\nTo: <sip:{h}>\r\nCall-ID: drip1@test\r\n"
        f"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
@@ -122,34 +144,45 @@ def dribble():
             break
     dt = time.monotonic() - t0
     out["drip"] = "closed after %d s" % round(dt) if dt <= 12 else "still open after 12 s"
-def keepalive():
+def keepalive(name, proven):
     s = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.4", 0))
+    t0 = time.monotonic()
+    if proven:
+        out[name + "-register"] = f"{register(s, 60, 1)} {register(s, 0, 3)}"
     s.settimeout(1.5)
     pongs = 0
-    t0 = time.monotonic()
     while time.monotonic() - t0 < 9:
-        s.sendall(b"\r\n\r\n")
         try:
+            s.sendall(b"\r\n\r\n")
             d = s.recv(100)
         except socket.timeout:
             d = None
+        except OSError:
+            d = b""
         if d == b"":
-            out["ping"] = "closed after %d s" % round(time.monotonic() - t0)
+            out[name] = "closed after %d s" % round(time.monotonic() - t0)
             return
         pongs += d == b"\r\n"
         time.sleep(2)
-    out["ping"] = f"open after 9 s, pongs={pongs}"
-ts = [threading.Thread(target=f) for f in (dribble, keepalive)]
+    out[name] = f"open after 9 s, pongs={pongs}"
+ts = [threading.Thread(target=dribble), threading.Thread(target=keepalive, args=("ping", True)),
+      threading.Thread(target=keepalive, args=("stranger", False))]
 [t.start() for t in ts]
 [t.join() for t in ts]
 print("drip", out["drip"])
+print("registered", out.get("ping-register"))
 print("ping", out["ping"])
+print("stranger", out["stranger"])
 PY
 assert_match "a message trickled one byte a second is cut off at tcp_idle_timeout (5 s)" \
 	"^drip closed after [56] s$" "$(grep drip "$T/idle.out")"
-assert_match "CRLFCRLF keep-alives every 2 s keep a connection open, each answered by a CRLF pong" \
-	"^ping open after 9 s, pongs=[45]$" "$(grep ping "$T/idle.out")"
-assert_eq "/metrics counts the idle close (one more)" $((idle0 + 1)) "$(metric tcp_idle_closed_total)"
+assert_eq "the pinging client registers and unregisters on its connection" "registered 200 200" \
+	"$(grep registered "$T/idle.out")"
+assert_match "CRLFCRLF keep-alives every 2 s keep its connection open, each answered by a CRLF pong" \
+	"^ping open after 9 s, pongs=[45]$" "$(grep '^ping' "$T/idle.out")"
+assert_match "a stranger's keep-alives keep nothing open: closed at tcp_idle_timeout after it connected" \
+	"^stranger closed after [56] s$" "$(grep stranger "$T/idle.out")"
+assert_eq "/metrics counts the idle closes (two more)" $((idle0 + 2)) "$(metric tcp_idle_closed_total)"
 
 # --- 3. two addresses open 8 silent connections each to the TLS port (max_handshakes 12,
 # 6 per source): 127.0.0.3 gets 6 slots, 127.0.0.4 only 1 (past half of the slots, a source
