@@ -342,6 +342,8 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 	sa_auth_check(&srv->auth, m, known ? trunk : NULL, realm, addr, now, &r);
 	if (r.ok) {
 		srv->metrics.auth_ok++;
+		if (from->proto != SA_PROTO_UDP)
+			sa_transport_proven(srv, from);
 		sa_credential_wipe(&r.cred);
 		who->cred = r.cred;
 		who->retransmission = r.retransmission;
@@ -483,9 +485,16 @@ static void handle_register(struct sa_server *srv, const struct sa_msg *m, const
 {
 	const struct sa_credential *cred = &who->cred;
 	struct sa_reg_result res;
-	char addr[64];
+	char addr[64], to_trunk[SA_ID_MAX];
 	struct sa_peer peer;
 
+	/* the address of record (To) is the credential's trunk's, or no trunk's
+	 * (RFC 3261 §10.3 step 4: the credential may not register another one) */
+	if (m->to.uri.host && sa_auth_trunk_from_host(m->to.uri.host, srv->domain, to_trunk, sizeof(to_trunk)) == 0 &&
+	    strcmp(to_trunk, cred->trunk_id) != 0) {
+		sip_reject(srv, m, from, 403, NULL, NULL, "To names another trunk");
+		return;
+	}
 	peer_of(from, addr, sizeof(addr), &peer);
 	sa_registrar_apply(srv->store, &srv->cfg.reg, m, who->retransmission, cred, who->password_version, &peer,
 	                   wall_now(), &res);
@@ -616,6 +625,8 @@ void handle_customer(struct sa_server *srv, struct sa_msg *m, const struct sa_fl
 		snprintf(who.cred.trunk_id, sizeof(who.cred.trunk_id), "%s", trunk);
 		sa_store_realm(trunk, srv->domain, realm, sizeof(realm));
 		srv->metrics.auth_by_address++;
+		if (from->proto != SA_PROTO_UDP)
+			sa_transport_proven(srv, from);
 	} else if (!authenticate(srv, m, from, policy ? &pol : NULL, &who, realm, sizeof(realm))) {
 		return;
 	}

@@ -74,6 +74,13 @@ assert_eq "A's credential, Request-URI trunk B's host with a trailing dot: 401 (
 assert_eq "A's own trunk host with a trailing dot: 200" 200 \
 	"$(reg --local-ip 127.0.0.10 --host "$TRUNK_HOST." | status_of)"
 
+# a REGISTER that authenticates for trunk A may not name trunk B's address of record in To
+# (RFC 3261 §10.3 step 4): 403, logged
+assert_eq "A's credential, Request-URI trunk A, To trunk B: 403" 403 \
+	"$(reg --local-ip 127.0.0.10 --host "trunk-$TRUNK_B.sip.tryvox.io" --uri "sip:$TRUNK_HOST" | status_of)"
+assert_match "... logged with its reason" 'event=reject status=403 reason="To names another trunk" method=REGISTER' \
+	"$(cat "$T/sipauthd.log")"
+
 # a source that authenticated for its own trunk is not banned for failures against that trunk
 # (forged UDP under its address), but its guesses at another customer's trunk still count:
 # max_failures of them refuse it that trunk (no answer, even to the right password) and keep
