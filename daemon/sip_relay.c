@@ -88,6 +88,10 @@ static int txn_send_request(struct sa_txn *t, const struct sa_msg *m, const char
 	hop_ours_fill(t, record_route, &o);
 	struct sa_fwd f = { .ruri = ruri, .via = o.via, .peer = &peer, .rr = { o.rr[0], o.rr[1] },
 	                    .pop_route = pop_routes, .strip_realm = strip_realm };
+	if (strip_realm && t->own && !t->inbound) {   /* a customer's request to the gateways: who it is */
+		f.trunk_id = t->own->trunk_id;
+		f.cred_id = t->own->cred_id;
+	}
 	struct sa_txn_req *r = sa_txn_req_new(m, &f);
 	if (!r)
 		return -1;

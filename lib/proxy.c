@@ -144,6 +144,18 @@ static void put_content_length(struct sa_buf *b, struct sa_fwd_layout *l, size_t
 	note_line(b, l, SA_H_CONTENT_LENGTH, start, 16);
 }
 
+/* One line of what authenticated the request, for the gateway. */
+static void put_identity(struct sa_buf *b, struct sa_fwd_layout *l, const char *name, const char *value)
+{
+	if (!value || !*value)
+		return;
+	size_t start = b->len;
+	sa_buf_puts(b, name);
+	sa_buf_puts(b, value);
+	sa_buf_puts(b, "\r\n");
+	note_line(b, l, SA_H_OTHER, start, strlen(name));
+}
+
 long sa_proxy_request(const struct sa_msg *m, const struct sa_fwd *f, char *out, size_t cap)
 {
 	struct sa_buf b = { .p = out, .cap = cap };
@@ -196,10 +208,17 @@ long sa_proxy_request(const struct sa_msg *m, const struct sa_fwd *f, char *out,
 			cl_done = true;
 			put_line(&b, l, h);
 			break;
+		case SA_H_OTHER:
+			if (h->len > 11 && strncasecmp(h->line, "X-Sipauthd-", 11) == 0)
+				break;   /* ours alone: a sender's would claim another identity to the gateway */
+			put_line(&b, l, h);
+			break;
 		default:
 			put_line(&b, l, h);
 		}
 	}
+	put_identity(&b, l, "X-Sipauthd-Trunk: ", f->trunk_id);
+	put_identity(&b, l, "X-Sipauthd-Credential: ", f->cred_id);
 	if (!mf_done) {
 		size_t start = b.len;
 		sa_buf_puts(&b, "Max-Forwards: 70\r\n");

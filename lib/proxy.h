@@ -29,12 +29,16 @@ struct sa_fwd {
 	const char *rr[2];           /* Record-Route values to insert, in order (NULL = none) */
 	unsigned pop_route;          /* how many leading Route values to remove (they are us) */
 	const char *strip_realm;     /* drop Proxy-Authorization lines for this realm (§22.3) */
+	const char *trunk_id;        /* what authenticated the request, for the gateway: X-Sipauthd-Trunk */
+	const char *cred_id;         /* and X-Sipauthd-Credential (NULL or "": none) */
 	struct sa_fwd_layout *layout;   /* where to note what went where; NULL: nowhere */
 };
 
 /* Write m rewritten per f into out: start line, our Via on top, the previous
  * top Via with received/rport, Max-Forwards decremented (or 70 added),
  * Record-Route inserted above any others, our Route and credentials gone,
+ * any X-Sipauthd-* header gone (only sipauthd writes those: f's trunk and
+ * credential, when given, as X-Sipauthd-Trunk and X-Sipauthd-Credential),
  * everything else and the body verbatim. Length, or -1 if out (or
  * f->layout) is too small. */
 long sa_proxy_request(const struct sa_msg *m, const struct sa_fwd *f, char *out, size_t cap);

@@ -280,6 +280,25 @@ def no_length(a, pbx, gw, proxy):
         pbx.sendto(c.ack_bytes(final, c.branch, 2), proxy)
 
 
+def identity(a, pbx, gw, proxy):
+    """The gateway learns from sipauthd which trunk and credential authenticated the INVITE; the
+    PBX's own X-Sipauthd-* lines (another customer's, say) never reach it."""
+    c = Call(a, pbx, gw, proxy)
+    inv = c.start(extra="X-Sipauthd-Trunk: trunk_someoneelse\nX-Sipauthd-Credential: cred_someoneelse")
+    if not inv:
+        return check("identity: the INVITE reached the gateway", False)
+    trunk = a.host.split(".")[0][len("trunk-"):]
+    trunk = "trunk_" + trunk[len("trunk-"):] if trunk.startswith("trunk-") else trunk
+    got = [inv.headers.get("x-sipauthd-trunk"), inv.headers.get("x-sipauthd-credential")]
+    check("identity: the INVITE names its trunk and credential, once each, not what the PBX wrote",
+          got[0] == [trunk] and got[1] is not None and len(got[1]) == 1 and got[1][0].startswith("cred_")
+          and "someoneelse" not in inv.raw.decode(errors="replace"), got)
+    gw.sendto(response_to(inv, 486, "Busy Here"), inv.src)
+    final = recv_one(pbx, lambda m: m.status == 486)
+    if final:
+        pbx.sendto(c.ack_bytes(final, c.branch, 2), proxy)
+
+
 def preloaded(a, pbx, gw, proxy):
     c = Call(a, pbx, gw, proxy)
     ours = f"<sip:{proxy[0]}:{proxy[1]};lr>"
@@ -746,7 +765,8 @@ SCENARIOS = {"timer-g": timer_g, "provisional": provisional, "cancel-early": can
              "no-length": no_length, "preloaded": preloaded, "fork": fork,
              "strict": strict, "dead-flow": dead_flow, "moved-end": moved_end,
              "quiet-call": quiet_call, "inbound-quiet": inbound_quiet, "pbx-503": pbx_503,
-             "dead-binding": dead_binding, "bye-refused": bye_refused}
+             "dead-binding": dead_binding, "bye-refused": bye_refused,
+             "identity": identity}
 
 
 def main():

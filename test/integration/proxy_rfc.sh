@@ -59,6 +59,7 @@ scenario bye-refused
 assert_match "... the refused BYE is logged" \
 	'event=call_bye_refused call_id="rfc-[^"]*" cred=[^ ]* trunk=[^ ]* status=420' "$(cat "$T/sipauthd.log")"
 assert_eq "... and counted" 1 "$(metric sip_call_byes_refused_total)"
-assert_eq "every check ran (15 scenarios, 51 checks)" 51 "$(cat "$T"/*.json | grep -c '"check"')"
+scenario identity
+assert_eq "every check ran (16 scenarios, 52 checks)" 52 "$(cat "$T"/*.json | grep -c '"check"')"
 assert_nomatch "no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/sipauthd.log")"
 finish

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 /* test_txn.c: timer outcomes one by one (RFC 3261 §17.1, RFC 4320), random branches, what a transaction keeps of its request, and the per-source budget. */
 #include <check.h>
 #include <stdio.h>
@@ -680,6 +681,43 @@ END_TEST
 /* Over UDP a message may leave Content-Length out (the body is the rest of
  * the datagram); forwarded or relayed, it gets one, since the next hop may
  * be a stream where it is the only framing (RFC 3261 §18.3). One it has is kept. */
+/* The gateway learns which trunk and credential authenticated the request
+ * from sipauthd alone: a sender's own X-Sipauthd-* lines are dropped. */
+START_TEST(the_identity_lines_are_ours_alone)
+{
+	static const char req[] = "INVITE sip:+15551234@gw.example.com SIP/2.0\r\n"
+	                          "Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKpbx\r\n"
+	                          "From: <sip:pbx@10.0.0.5>;tag=a1\r\n"
+	                          "To: <sip:+15551234@gw.example.com>\r\n"
+	                          "Call-ID: call-1@10.0.0.5\r\n"
+	                          "CSeq: 7 INVITE\r\n"
+	                          "x-sipauthd-trunk: trunk_victim\r\n"
+	                          "X-Sipauthd-Credential: cred_victim\r\n"
+	                          "X-Other: kept\r\n"
+	                          "Content-Length: 0\r\n"
+	                          "\r\n";
+	struct sa_msg m;
+	struct sa_msg_error err;
+	char out[FRESH_MAX];
+	struct sa_fwd f = { .via = OUR_VIA, .peer = &pbx, .trunk_id = "trunk_mine", .cred_id = "cred_mine" };
+
+	ck_assert_int_eq(sa_msg_parse(&m, req, strlen(req), false, &err), 0);
+	long n = sa_proxy_request(&m, &f, out, sizeof(out));
+	ck_assert_int_gt(n, 0);
+	out[n] = '\0';
+	ck_assert_ptr_null(strcasestr(out, "victim"));
+	ck_assert_ptr_nonnull(strstr(out, "X-Other: kept\r\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\r\nX-Sipauthd-Trunk: trunk_mine\r\nX-Sipauthd-Credential: cred_mine\r\n"));
+	/* none given (a request from the gateway, in-dialog requests): none added, a sender's still dropped */
+	f.trunk_id = f.cred_id = NULL;
+	n = sa_proxy_request(&m, &f, out, sizeof(out));
+	ck_assert_int_gt(n, 0);
+	out[n] = '\0';
+	ck_assert_ptr_null(strcasestr(out, "X-Sipauthd"));
+	sa_msg_free(&m);
+}
+END_TEST
+
 START_TEST(a_message_without_content_length_gets_one_on_its_way)
 {
 	static const char req[] = "INVITE sip:+15551234@pbx.example.com SIP/2.0\r\n"
@@ -1030,6 +1068,7 @@ int main(void)
 	tcase_add_test(tc, bytes_are_bounded);
 	tcase_add_test(tc, a_kept_request_is_what_was_sent_and_knows_its_fields);
 	tcase_add_test(tc, a_message_without_content_length_gets_one_on_its_way);
+	tcase_add_test(tc, the_identity_lines_are_ours_alone);
 	tcase_add_test(tc, a_status_line_is_replaced_and_the_rest_kept);
 	tcase_add_test(tc, our_answer_sets_received_and_rport_once);
 	tcase_add_test(tc, cancel_and_ack_copy_the_request_as_sent);
