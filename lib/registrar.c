@@ -13,13 +13,16 @@ static void set_status(struct sa_reg_result *res, int status, const char *reason
 	res->reason = reason;
 }
 
-/* Expires for one contact: its own param, else the header, else the default; -1 when not a number. */
+/* Expires for one contact: its own param, else the header, else the
+ * default. A value that is not a number counts as 3600 (RFC 3261 §20.19:
+ * "malformed values SHOULD be treated as equivalent to 3600"; Kamailio's
+ * registrar does so), cut to max_expires like any other. */
 static long contact_expires(const struct sa_msg *m, const struct sa_addr *c, unsigned dflt)
 {
 	long e = c->expires != -1 ? c->expires : m->expires;
 	if (e == -1)
 		return dflt;
-	return e < 0 ? -1 : e;
+	return e < 0 ? 3600 : e;
 }
 
 static bool is_wildcard(const struct sa_msg *m)

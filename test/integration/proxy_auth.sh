@@ -231,6 +231,12 @@ reg mc_probe $AUTH --contact "sip:probe@127.0.0.1:9" --expires 0
 assert_eq "a refused REGISTER binds none of its contacts (RFC 3261 §10.3 step 7: all or nothing)" "[]" \
 	"$(q "$T/mc_probe.json" 'resp[-1]["headers"].get("contact", [])')"
 
+# a malformed Expires counts as 3600 (RFC 3261 §20.19; Kamailio too), not a 400
+reg exp_bad $AUTH --contact "<sip:$SIP_USER@127.0.0.1:10007>" --header "Expires: abc"
+assert_eq "Expires: abc: 200, the contact bound for 3600 s" "200 ['<sip:$SIP_USER@127.0.0.1:10007>;expires=3600']" \
+	"$(q "$T/exp_bad.json" '"%s %s" % (final["final_status"], resp[-1]["headers"].get("contact", []))')"
+reg exp_bad_clear $AUTH --contact '*' --expires 0
+
 # --- no secret in the log: not the password, not a response value
 cat "$T/sipauthd-1.log" "$T/sipauthd.log" >"$T/all.log"
 assert_eq "the log never contains the password" 0 "$(grep -cF "$SIP_PASS" "$T/all.log")"
