@@ -98,6 +98,8 @@ struct command {
 static int cmd_init(struct ctl *c);
 static int cmd_account_create(struct ctl *c);
 static int cmd_apikey_create(struct ctl *c);
+static int cmd_apikey_list(struct ctl *c);
+static int cmd_apikey_revoke(struct ctl *c);
 static int cmd_trunk_create(struct ctl *c);
 static int cmd_trunk_list(struct ctl *c);
 static int cmd_trunk_set(struct ctl *c);
@@ -111,6 +113,9 @@ static const struct command commands[] = {
 	{ "init", NULL, 0, OPT_DOMAIN, false, cmd_init, "" },
 	{ "account", "create", OPT_NAME, OPT_NAME, false, cmd_account_create, "--name NAME" },
 	{ "apikey", "create", OPT_ACCOUNT, OPT_ACCOUNT, false, cmd_apikey_create, "--account ACC_ID" },
+	{ "apikey", "list", OPT_ACCOUNT, OPT_ACCOUNT, true, cmd_apikey_list, "--account ACC_ID" },
+	{ "apikey", "revoke", OPT_ACCOUNT | OPT_ID, OPT_ACCOUNT | OPT_ID, false, cmd_apikey_revoke,
+	  "--account ACC_ID --id KEY_ID" },
 	{ "trunk", "create", OPT_ACCOUNT, OPT_ACCOUNT | OPT_NAME, false, cmd_trunk_create, "--account ACC_ID" },
 	{ "trunk", "list", OPT_ACCOUNT, OPT_ACCOUNT, true, cmd_trunk_list, "--account ACC_ID" },
 	{ "trunk", "set", OPT_TRUNK, OPT_TRUNK | OPT_POLICY, false, cmd_trunk_set, "--trunk TRUNK_ID" },
@@ -134,6 +139,10 @@ static void usage(FILE *f)
 	    "  init [--domain DOMAIN]                       record the SIP domain (default " SA_DEFAULT_DOMAIN ")\n"
 	    "  account create --name NAME                   prints the acc_ id\n"
 	    "  apikey create --account ACC_ID               prints the API key, once\n"
+	    "  apikey list --account ACC_ID                 JSON {\"data\":[{\"id\",\"created_at\"}...]}: a key's\n"
+	    "                                               id is key_ and the first 16 hex digits of\n"
+	    "                                               its SHA-256 (printf %%s KEY | sha256sum)\n"
+	    "  apikey revoke --account ACC_ID --id KEY_ID   the key authenticates nothing from now on\n"
 	    "  trunk create --account ACC_ID [--name NAME]  prints the trunk_ id\n"
 	    "  trunk list --account ACC_ID                  JSON {\"data\":[...]}\n"
 	    "  trunk set --trunk TRUNK_ID SETTING...        the trunk's carrier controls (as the API's\n"
@@ -366,6 +375,35 @@ static int cmd_apikey_create(struct ctl *c)
 	return EXIT_OK;
 }
 
+static int apikey_json_cb(const struct sa_apikey_info *k, void *arg)
+{
+	return append(arg, json_pack("{s:s,s:o}", "id", k->id, "created_at", sa_api_rfc3339(k->created_at))) ? 0 : -1;
+}
+
+static int cmd_apikey_list(struct ctl *c)
+{
+	json_t *data = json_array();
+	int err = VIA(c, sa_pg_apikey_list(c->pg, c->account, apikey_json_cb, data),
+	              sa_store_apikey_list(c->st, c->account, apikey_json_cb, data));
+
+	if (err != SA_STORE_OK) {
+		json_decref(data);
+		if (err == SA_STORE_ENOTFOUND)
+			return die(EXIT_NOTFOUND, "unknown account %s", c->account);
+		return store_fail(c, err);
+	}
+	return print_json(json_pack("{s:o}", "data", data));
+}
+
+static int cmd_apikey_revoke(struct ctl *c)
+{
+	int err = VIA(c, sa_pg_apikey_revoke(c->pg, c->account, c->id), sa_store_apikey_revoke(c->st, c->account, c->id));
+
+	if (err == SA_STORE_ENOTFOUND)
+		return die(EXIT_NOTFOUND, "unknown account %s or key %s of it", c->account, c->id);
+	return err == SA_STORE_OK ? EXIT_OK : store_fail(c, err);
+}
+
 static int cmd_trunk_create(struct ctl *c)
 {
 	struct sa_trunk t;
@@ -431,8 +469,12 @@ static int cmd_trunk_set(struct ctl *c)
 		return die(EXIT_NOTFOUND, "unknown trunk %s", c->trunk);
 	if (err != SA_STORE_OK)
 		return store_fail(c, err);
-	if (sa_policy_patch(&p, c->patch, field, why, sizeof why) < 0)
+	if (sa_policy_patch(&p, c->patch, field, why, sizeof why) < 0) {
+		char *null = strstr(why, ", or null for");   /* the API's word; on this command line it is none */
+		if (null)
+			memcpy(null, ", or none", 9);
 		return die(EXIT_USAGE, "%s %s", field, why);
+	}
 	err = VIA(c, sa_pg_trunk_policy_set(c->pg, c->trunk, &p), sa_store_trunk_policy_set(c->st, c->trunk, &p));
 	if (err == SA_STORE_ENOTFOUND)
 		return die(EXIT_NOTFOUND, "unknown trunk %s", c->trunk);

@@ -765,6 +765,39 @@ static bool account_exists(struct sa_pg *pg, const char *account_id, int *rc)
 	return found;
 }
 
+int sa_pg_apikey_list(struct sa_pg *pg, const char *account_id, sa_store_apikey_cb cb, void *arg)
+{
+	const char *params[] = { account_id };
+	PGresult *r = NULL;
+	int rc;
+
+	if (!account_exists(pg, account_id, &rc))
+		return rc != SA_STORE_OK ? rc : SA_STORE_ENOTFOUND;
+	rc = exec(pg, "SELECT 'key_' || substr(encode(hash, 'hex'), 1, 16), created_at FROM api_keys"
+	              " WHERE account_id = $1 ORDER BY created_at, hash", 1, params, &r);
+	for (int i = 0; rc == SA_STORE_OK && i < PQntuples(r); i++) {
+		struct sa_apikey_info k = { .created_at = strtoll(PQgetvalue(r, i, 1), NULL, 10) };
+		snprintf(k.id, sizeof k.id, "%s", PQgetvalue(r, i, 0));
+		if (cb(&k, arg) != 0)
+			break;
+	}
+	PQclear(r);
+	return rc;
+}
+
+int sa_pg_apikey_revoke(struct sa_pg *pg, const char *account_id, const char *key_id)
+{
+	const char *params[] = { account_id, key_id };
+	long n = 0;
+	int rc;
+
+	if (!account_exists(pg, account_id, &rc))
+		return rc != SA_STORE_OK ? rc : SA_STORE_ENOTFOUND;
+	rc = run(pg, "DELETE FROM api_keys WHERE account_id = $1 AND 'key_' || substr(encode(hash, 'hex'), 1, 16) = $2",
+	         2, params, &n);
+	return rc == SA_STORE_OK && n == 0 ? SA_STORE_ENOTFOUND : rc;
+}
+
 int sa_pg_trunk_list(struct sa_pg *pg, const char *account_id, sa_store_trunk_cb cb, void *arg)
 {
 	const char *params[] = { account_id };

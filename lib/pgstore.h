@@ -59,6 +59,8 @@ int sa_pg_domain(struct sa_pg *pg, char *out, size_t outlen);
 
 int sa_pg_account_create(struct sa_pg *pg, const char *name, int64_t now, struct sa_account *out);
 int sa_pg_apikey_create(struct sa_pg *pg, const char *account_id, int64_t now, char *key);
+int sa_pg_apikey_list(struct sa_pg *pg, const char *account_id, sa_store_apikey_cb cb, void *arg);
+int sa_pg_apikey_revoke(struct sa_pg *pg, const char *account_id, const char *key_id);
 int sa_pg_trunk_create(struct sa_pg *pg, const char *account_id, const char *name, int64_t now,
                        struct sa_trunk *out);
 int sa_pg_trunk_get(struct sa_pg *pg, const char *trunk_id, struct sa_trunk *out);

@@ -1940,6 +1940,89 @@ int sa_store_apikey_account(struct sa_store *st, const char *key, size_t len, ch
 	return rd_end(st, ENV_MAIN, rc);
 }
 
+void sa_store_apikey_id(const unsigned char hash[SA_APIKEY_HASH_LEN], char out[SA_APIKEY_ID_LEN + 1])
+{
+	static const char digits[] = "0123456789abcdef";
+	memcpy(out, "key_", 4);
+	for (int i = 0; i < 8; i++) {
+		out[4 + 2 * i] = digits[hash[i] >> 4];
+		out[5 + 2 * i] = digits[hash[i] & 15];
+	}
+	out[SA_APIKEY_ID_LEN] = '\0';
+}
+
+struct apikey_walk {
+	const char *account;
+	sa_store_apikey_cb cb;          /* listing */
+	void *arg;
+	const char *want;               /* revoking: the id looked for */
+	unsigned char found[SA_APIKEY_HASH_LEN];
+	bool hit;
+};
+
+static int apikey_walk_fn(struct sa_store *st, MDB_txn *txn, const MDB_val *k, const MDB_val *v, void *arg)
+{
+	struct apikey_walk *w = arg;
+	struct apikey_rec rec;
+	struct sa_apikey_info i;
+	(void)st;
+	(void)txn;
+	if (k->mv_size != SA_APIKEY_HASH_LEN || v->mv_size != sizeof rec)
+		return SA_STORE_OK;
+	memcpy(&rec, v->mv_data, sizeof rec);
+	rec.account_id[SA_ID_MAX - 1] = '\0';
+	if (strcmp(rec.account_id, w->account) != 0)
+		return SA_STORE_OK;
+	sa_store_apikey_id(k->mv_data, i.id);
+	i.created_at = rec.created_at;
+	if (w->want == NULL)
+		return w->cb(&i, w->arg) != 0 ? WALK_STOP : SA_STORE_OK;
+	if (strcmp(i.id, w->want) != 0)
+		return SA_STORE_OK;
+	memcpy(w->found, k->mv_data, SA_APIKEY_HASH_LEN);
+	w->hit = true;
+	return WALK_STOP;
+}
+
+int sa_store_apikey_list(struct sa_store *st, const char *account_id, sa_store_apikey_cb cb, void *arg)
+{
+	struct key all = { .len = 0 };
+	struct sa_account a;
+	MDB_txn *txn;
+	int rc = rd_own_begin(st, ENV_MAIN, &txn);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = account_get_txn(st, txn, account_id, &a);
+	if (rc == SA_STORE_OK) {
+		struct apikey_walk w = { .account = a.id, .cb = cb, .arg = arg };
+		rc = walk_prefix(st, txn, DB_APIKEYS, &all, apikey_walk_fn, &w);
+	}
+	return rd_own_end(st, ENV_MAIN, txn, rc);
+}
+
+int sa_store_apikey_revoke(struct sa_store *st, const char *account_id, const char *key_id)
+{
+	struct key all = { .len = 0 };
+	struct sa_account a = { .id = "" };
+	MDB_txn *txn;
+	int rc = wr_begin(st, ENV_MAIN, &txn, false);
+
+	if (rc != SA_STORE_OK)
+		return rc;
+	rc = account_get_txn(st, txn, account_id, &a);
+	struct apikey_walk w = { .account = a.id, .want = key_id };
+	if (rc == SA_STORE_OK)
+		rc = walk_prefix(st, txn, DB_APIKEYS, &all, apikey_walk_fn, &w);
+	if (rc == SA_STORE_OK && !w.hit)
+		rc = SA_STORE_ENOTFOUND;
+	if (rc == SA_STORE_OK)
+		rc = db_del(st, txn, DB_APIKEYS, mem_val(w.found, sizeof w.found));
+	if (rc == SA_STORE_OK)
+		rc = meta_bump(st, txn, "generation", NULL);
+	return wr_end(st, ENV_MAIN, txn, rc);
+}
+
 /* ---- trunks ---- */
 
 static int trunk_get_txn(struct sa_store *st, MDB_txn *txn, const char *id, struct trunk_rec *out)

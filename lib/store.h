@@ -185,6 +185,21 @@ int sa_store_account_get(struct sa_store *st, const char *account_id, struct sa_
 int sa_store_apikey_create(struct sa_store *st, const char *account_id, int64_t now, char *key);
 /* Finds the account a presented key belongs to (compared by SHA-256). */
 int sa_store_apikey_account(struct sa_store *st, const char *key, size_t len, char account_id[SA_ID_MAX]);
+/* A key's id: "key_" and the first 16 hex digits of its SHA-256 (what is
+ * stored), so that a key can be listed and revoked without being kept;
+ * `printf %s KEY | sha256sum | cut -c1-16` names it too. */
+#define SA_APIKEY_ID_LEN 20
+void sa_store_apikey_id(const unsigned char hash[SA_APIKEY_HASH_LEN], char out[SA_APIKEY_ID_LEN + 1]);
+struct sa_apikey_info {
+	char id[SA_APIKEY_ID_LEN + 1];
+	int64_t created_at;
+};
+typedef int (*sa_store_apikey_cb)(const struct sa_apikey_info *k, void *arg);
+/* The account's keys (cb returns non-zero to stop); ENOTFOUND: no such account. */
+int sa_store_apikey_list(struct sa_store *st, const char *account_id, sa_store_apikey_cb cb, void *arg);
+/* Revoke the account's key with this id: it authenticates nothing from now
+ * on (the API reads the store for every request). ENOTFOUND: no such key. */
+int sa_store_apikey_revoke(struct sa_store *st, const char *account_id, const char *key_id);
 
 /* ---- trunks ---- */
 struct sa_trunk {

@@ -24,7 +24,7 @@ transcript() {
 	_show() {
 		printf '%s | %s | %s\n' "$_rc" "$_o" "$(cat "$T/stderr")" | sed -E \
 			-e 's/acc_[a-z0-9]{16}/ACC/g; s/trunk_[a-z0-9]{16}/TRUNK/g; s/cred_[a-z0-9]{16}/CRED/g' \
-			-e 's/tvx_sk_live_[A-Za-z0-9]{32}/KEY/g' \
+			-e 's/tvx_sk_live_[A-Za-z0-9]{32}/KEY/g; s/key_[0-9a-f]{16}/KEYID/g' \
 			-e 's/"(created_at|rotated_at|previous_password_expires_at)": "[^"]*"/"\1": T/g' \
 			-e 's#(store|database [^ ]+ on [^ ]+) not initialised#TARGET not initialised#' \
 			-e 's#(store [^ ]+|database [^ ]+ on [^ ]+) is already#TARGET is already#' \
@@ -42,6 +42,11 @@ transcript() {
 	_a=$("$SIPAUTHCTL" "$@" account create --name other)
 	_ctl "$@" apikey create --account "$_a"
 	_ctl "$@" apikey create --account acc_nope
+	_k=$("$SIPAUTHCTL" "$@" apikey create --account "$_a")
+	_ctl "$@" apikey revoke --account "$_a" --id "key_$(printf %s "$_k" | sha256sum | cut -c1-16)"
+	_ctl "$@" apikey revoke --account "$_a" --id "key_$(printf %s "$_k" | sha256sum | cut -c1-16)"
+	_ctl "$@" apikey list --account "$_a"
+	_ctl "$@" apikey list --account acc_nope
 	_ctl "$@" trunk create --account acc_nope --name x
 	_ctl "$@" trunk create --account "$_a" --name "$(printf 'bad\001name')"
 	_t=$("$SIPAUTHCTL" "$@" trunk create --account "$_a" --name main)
@@ -82,7 +87,7 @@ transcript() {
 transcript --store "$T/ctlstore" >"$T/store.txt"
 transcript --database "$DB" >"$T/db.txt"
 n=$(wc -l <"$T/store.txt")
-assert_eq "the transcripts have every command" 39 "$n"
+assert_eq "the transcripts have every command" 43 "$n"
 i=0
 while IFS= read -r want && IFS= read -r got <&3; do
 	i=$((i + 1))

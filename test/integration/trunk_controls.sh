@@ -67,7 +67,7 @@ assert_eq "after the refusals nothing changed (GET shows the defaults)" \
 # ---- sipauthctl trunk set: the same rules, the same shape
 out=$("$SIPAUTHCTL" --store "$STORE" trunk set --trunk "$TRUNK" --max-concurrent-calls x 2>&1); rc=$?
 assert_eq "sipauthctl trunk set refuses a bad value (exit 1, the rule)" \
-	"1 sipauthctl: max_concurrent_calls must be an integer from 0 to 1000000, or null for no limit" "$rc $out"
+	"1 sipauthctl: max_concurrent_calls must be an integer from 0 to 1000000, or none for no limit" "$rc $out"
 out=$("$SIPAUTHCTL" --store "$STORE" trunk set --trunk trunk_nope --require-tls true 2>&1); rc=$?
 assert_eq "sipauthctl trunk set on an unknown trunk exits 2" "2 sipauthctl: unknown trunk trunk_nope" "$rc $out"
 

@@ -292,6 +292,48 @@ START_TEST(test_apikey_unknown_and_malformed)
 }
 END_TEST
 
+static int collect_key_ids(const struct sa_apikey_info *k, void *arg)
+{
+	char *out = arg;
+	strcat(out, k->id);
+	strcat(out, " ");
+	return 0;
+}
+
+/* A leaked key is revoked by its id (its SHA-256's first 16 hex digits): it
+ * authenticates nothing after, the account's other keys go on, and another
+ * account cannot revoke it. */
+START_TEST(test_apikey_listed_and_revoked_by_id)
+{
+	char key[SA_APIKEY_LEN + 1], key2[SA_APIKEY_LEN + 1], found[SA_ID_MAX], id[SA_APIKEY_ID_LEN + 1];
+	char listed[256] = "";
+	unsigned char hash[SA_APIKEY_HASH_LEN];
+	struct sa_account other;
+
+	ck_assert_int_eq(sa_store_apikey_create(st, acc.id, NOW, key), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_apikey_create(st, acc.id, NOW, key2), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_account_create(st, "other", NOW, &other), SA_STORE_OK);
+	SHA256((const unsigned char *)key, strlen(key), hash);
+	sa_store_apikey_id(hash, id);
+	ck_assert_uint_eq(strlen(id), SA_APIKEY_ID_LEN);
+	ck_assert_int_eq(strncmp(id, "key_", 4), 0);
+	ck_assert_int_eq(sa_store_apikey_list(st, acc.id, collect_key_ids, listed), SA_STORE_OK);
+	ck_assert_ptr_nonnull(strstr(listed, id));
+	ck_assert_uint_eq(strlen(listed), 2 * (SA_APIKEY_ID_LEN + 1));
+	ck_assert_ptr_null(strstr(listed, "tvx_sk_live_"));
+	ck_assert_int_eq(sa_store_apikey_revoke(st, other.id, id), SA_STORE_ENOTFOUND);   /* not its key */
+	ck_assert_int_eq(sa_store_apikey_revoke(st, acc.id, id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_apikey_account(st, key, strlen(key), found), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_apikey_account(st, key2, strlen(key2), found), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_apikey_revoke(st, acc.id, id), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(sa_store_apikey_revoke(st, "acc_nope", id), SA_STORE_ENOTFOUND);
+	listed[0] = '\0';
+	ck_assert_int_eq(sa_store_apikey_list(st, acc.id, collect_key_ids, listed), SA_STORE_OK);
+	ck_assert_uint_eq(strlen(listed), SA_APIKEY_ID_LEN + 1);
+	ck_assert_int_eq(sa_store_apikey_list(st, "acc_nope", collect_key_ids, listed), SA_STORE_ENOTFOUND);
+}
+END_TEST
+
 START_TEST(test_trunk_create_get_list_in_order)
 {
 	struct sa_trunk t2, t3, got, other;
@@ -3893,6 +3935,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_account_name_rules);
 	tcase_add_test(tc, test_apikey_create_and_lookup);
 	tcase_add_test(tc, test_apikey_unknown_and_malformed);
+	tcase_add_test(tc, test_apikey_listed_and_revoked_by_id);
 	tcase_add_test(tc, test_trunk_create_get_list_in_order);
 	tcase_add_test(tc, test_trunk_unknown_account);
 	tcase_add_test(tc, test_credential_product_example_and_ha1);
