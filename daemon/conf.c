@@ -17,6 +17,7 @@ struct parse {
 	struct sa_config *cfg;
 	const char *file;
 	unsigned line;
+	const char *sec, *key;          /* the key being read: its errors name it */
 	char *err;
 	size_t errlen;
 };
@@ -29,7 +30,9 @@ static int perr(struct parse *p, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (p->line)
+	if (p->line && p->key && !strstr(msg, p->key))   /* a value's rule: which key it is about */
+		snprintf(p->err, p->errlen, "%s:%u: [%s] %s: %s", p->file, p->line, p->sec, p->key, msg);
+	else if (p->line)
 		snprintf(p->err, p->errlen, "%s:%u: %s", p->file, p->line, msg);
 	else   /* a rule about the file as a whole */
 		snprintf(p->err, p->errlen, "%s: %s", p->file, msg);
@@ -475,17 +478,26 @@ static int set_key(struct parse *p, const char *sec, const char *k, char *v)
 		const struct key *key = &keys[i];
 		if (strcmp(sec, key->sec) != 0 || strcmp(k, key->name) != 0)
 			continue;
+		p->sec = key->sec;
+		p->key = key->name;
+		int rc = -1;
 		switch (key->kind) {
 		case KEY_UINT:
-			return set_uint(p, v, key->lo, key->hi, field(p->cfg, key->off));
+			rc = set_uint(p, v, key->lo, key->hi, field(p->cfg, key->off));
+			break;
 		case KEY_STR:
-			return set_str(p, v, field(p->cfg, key->off), key->size);
+			rc = set_str(p, v, field(p->cfg, key->off), key->size);
+			break;
 		case KEY_LIST:
 			*(unsigned *)field(p->cfg, key->count_off) = 0;
-			return each_item(p, v, key->item);
+			rc = each_item(p, v, key->item);
+			break;
 		case KEY_FN:
-			return key->fn(p, v);
+			rc = key->fn(p, v);
+			break;
 		}
+		p->key = NULL;
+		return rc;
 	}
 	return perr(p, "unknown key '%s' in section [%s]", k, sec);
 }

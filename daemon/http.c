@@ -13,12 +13,15 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <arpa/inet.h>
+#include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <strings.h>
 #include <openssl/ssl.h>
 
+#include "abuse.h"
 #include "api.h"
 #include "apilimit.h"
 #include "log.h"
@@ -461,7 +464,8 @@ static void healthz_serve(struct exchange *x)
 
 	if (problem != NULL) {
 		int n = snprintf(down, sizeof(down), "{\"status\":\"unavailable\",\"reason\":\"%s\"}\n", problem);
-		log_error(x, 503, problem, NULL);
+		if (strcmp(problem, "stopping") != 0)   /* a drain is expected: each load balancer poll is no error */
+			log_error(x, 503, problem, NULL);
 		send_answer(x, 503, JSON_TYPE, down, (size_t)n, 0);
 		return;
 	}
@@ -544,6 +548,11 @@ static void metrics_serve(struct exchange *x)
 	metrics_fill(x->h, &m);
 	x->h->answers[200]--;
 	text = sa_metrics_render(&m, &len);
+	struct sa_metrics_process proc;
+	if (text != NULL && sa_metrics_process_read(&proc) == 0 && sa_metrics_process_render(&proc, &text, &len) < 0) {
+		free(text);
+		text = NULL;
+	}
 	if (text != NULL && (sa_gateways_metrics(x->h->srv, &text, &len) < 0 ||
 	                     sa_webhooks_metrics(x->h->srv, &text, &len) < 0 || fleet_metrics(x->h->srv, &text, &len) < 0)) {
 		free(text);
@@ -636,21 +645,29 @@ static int admin_ok(struct exchange *x)
 	return ok;
 }
 
+/* The admin's resources: an admin token configured and presented. 1 when it was. */
+static int admin_checked(struct exchange *x)
+{
+	if (!x->h->admin_token) {
+		send_error(x, 403, "forbidden", "no admin token is configured ([api] admin_token_file)", NULL);
+		return 0;
+	}
+	if (!admin_ok(x)) {
+		add_header(x->req, "WWW-Authenticate", "Bearer realm=\"sipauthd admin\"");
+		send_error(x, 401, "unauthorized", "missing or wrong admin token", NULL);
+		return 0;
+	}
+	return 1;
+}
+
 static void upstream_serve(struct exchange *x)
 {
 	if (!is_get(x)) {
 		send_error(x, 405, "method_not_allowed", "only GET and HEAD are allowed here", "GET, HEAD");
 		return;
 	}
-	if (!x->h->admin_token) {
-		send_error(x, 403, "forbidden", "no admin token is configured ([api] admin_token_file)", NULL);
+	if (!admin_checked(x))
 		return;
-	}
-	if (!admin_ok(x)) {
-		add_header(x->req, "WWW-Authenticate", "Bearer realm=\"sipauthd admin\"");
-		send_error(x, 401, "unauthorized", "missing or wrong admin token", NULL);
-		return;
-	}
 	char *body = sa_gateways_json(x->h->srv);
 	if (body == NULL) {
 		send_error(x, 500, "internal", "out of memory", NULL);
@@ -658,6 +675,82 @@ static void upstream_serve(struct exchange *x)
 	}
 	send_answer(x, 200, JSON_TYPE, body, strlen(body), 0);
 	free(body);
+}
+
+/* ---- /v1/bans: the sources [abuse] banned, and lifting a ban (fail2ban-client unban) ---- */
+
+/* A source as the abuse table keys it: an IPv4 address, or an IPv6 /64. */
+static bool ban_source_text(const unsigned char *key, size_t len, char *text, size_t size)
+{
+	unsigned char a[16] = { 0 };
+	memcpy(a, key, len < sizeof(a) ? len : sizeof(a));
+	if (!inet_ntop(len == 4 ? AF_INET : AF_INET6, a, text, (socklen_t)size))
+		return false;
+	if (len == 8 && strlen(text) + 4 < size)
+		strcat(text, "/64");
+	return true;
+}
+
+static void ban_json_cb(const unsigned char *addr, size_t len, uint64_t until, bool other_trunks, void *arg)
+{
+	char text[INET6_ADDRSTRLEN + 4];
+	if (!ban_source_text(addr, len, text, sizeof(text)))
+		return;
+	json_array_append_new(arg, json_pack("{s:s,s:o,s:s}", "source", text, "until", sa_api_rfc3339((int64_t)until),
+	                                     "scope", other_trunks ? "other_trunks" : "all"));
+}
+
+static void bans_serve(struct exchange *x)
+{
+	const char *addr = x->path[sizeof("/v1/bans") - 1] == '/' ? x->path + sizeof("/v1/bans") : NULL;
+	uint64_t now = (uint64_t)time(NULL);
+	if (addr == NULL) {
+		if (!is_get(x)) {
+			send_error(x, 405, "method_not_allowed", "only GET and HEAD are allowed here", "GET, HEAD");
+			return;
+		}
+		if (!admin_checked(x))
+			return;
+		json_t *data = json_array();
+		if (x->h->srv->cfg.abuse.max_failures)
+			sa_abuse_each_ban(x->h->srv->abuse, now, ban_json_cb, data);
+		json_t *doc = json_pack("{s:o}", "data", data);
+		char *body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+		json_decref(doc);
+		if (body == NULL) {
+			send_error(x, 500, "internal", "out of memory", NULL);
+			return;
+		}
+		send_answer(x, 200, JSON_TYPE, body, strlen(body), 0);
+		free(body);
+		return;
+	}
+	if (strcmp(x->method, "DELETE") != 0) {
+		send_error(x, 405, "method_not_allowed", "only DELETE is allowed here", "DELETE");
+		return;
+	}
+	if (!admin_checked(x))
+		return;
+	unsigned char a[16], key[16];
+	char given[INET6_ADDRSTRLEN + 4];
+	snprintf(given, sizeof(given), "%s", addr);
+	char *slash = strchr(given, '/');
+	if (slash && strcmp(slash, "/64") == 0 && strchr(given, ':'))
+		*slash = '\0';   /* an IPv6 source is its /64, however it is written */
+	size_t len = inet_pton(AF_INET, given, a) == 1 ? 4 : inet_pton(AF_INET6, given, a) == 1 ? 16 : 0;
+	if (len == 0) {
+		send_error(x, 400, "invalid_parameter", "not an IPv4 or IPv6 address (or IPv6 /64)", NULL);
+		return;
+	}
+	len = sa_abuse_source(a, len, key);
+	if (!sa_abuse_unban(x->h->srv->abuse, key, len, now)) {
+		send_error(x, 404, "not_found", "this source is not banned", NULL);
+		return;
+	}
+	char text[INET6_ADDRSTRLEN + 4];
+	ban_source_text(key, len, text, sizeof(text));
+	log_info("event=unban src=%s by=api req=%llu", text, (unsigned long long)x->id);
+	send_answer(x, 204, NULL, NULL, 0, 0);
 }
 
 /* ---- dispatch ---- */
@@ -713,8 +806,13 @@ static void api_cb(struct evhttp_request *req, void *arg)
 	} else if ((strcmp(x.path, "/v1/upstream") == 0 || strcmp(x.path, "/v1/openapi.json") == 0) && query &&
 	           query[0] != '\0') {
 		send_error(&x, 400, "invalid_parameter", "this resource takes no query parameters", NULL);
+	} else if (strncmp(x.path, "/v1/bans", 8) == 0 && (x.path[8] == '\0' || x.path[8] == '/') && query &&
+	           query[0] != '\0') {
+		send_error(&x, 400, "invalid_parameter", "this resource takes no query parameters", NULL);
 	} else if (strcmp(x.path, "/v1/upstream") == 0) {
 		upstream_serve(&x);   /* admin, not an account's: before the API's routes */
+	} else if (strncmp(x.path, "/v1/bans", 8) == 0 && (x.path[8] == '\0' || (x.path[8] == '/' && x.path[9]))) {
+		bans_serve(&x);   /* admin too */
 	} else if (page_serve(&x, !x.h->metrics_apart, 1)) {
 		/* answered: /healthz, /metrics, /dashboard, /v1/openapi.json */
 	} else if (strncmp(x.path, "/v1/", 4) == 0) {
@@ -934,6 +1032,21 @@ static SSL_CTX *https_ctx(const struct sa_config *next)
 	if (tc.min_version < TLS1_2_VERSION)
 		tc.min_version = TLS1_2_VERSION;
 	return sa_transport_tls_server_ctx(&tc);
+}
+
+int sa_http_check(const struct sa_config *c)
+{
+	struct sa_http h = { .srv = NULL };
+	int rc = 0;
+	if (c->api_admin_token_file[0] && admin_token_load(&h, c->api_admin_token_file) < 0)
+		rc = -1;
+	OPENSSL_cleanse(h.admin_digest, sizeof(h.admin_digest));
+	if (https_wanted(c)) {
+		SSL_CTX *ctx = https_ctx(c);
+		rc = ctx ? rc : -1;
+		SSL_CTX_free(ctx);
+	}
+	return rc;
 }
 
 int sa_http_tls_reload(struct sa_server *srv, const struct sa_config *next)

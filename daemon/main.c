@@ -744,6 +744,23 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check_only) {
+		/* what a start or a reload would load besides the file: the TLS
+		 * certificates, keys and CAs, the admin token (each failure is
+		 * logged, naming the file) */
+		struct sa_server *tmp = calloc(1, sizeof(*tmp));
+		bool loads = tmp != NULL;
+		if (tmp) {
+			tmp->cfg = srv.cfg;
+			loads = sa_transport_tls_reload(tmp, &srv.cfg.tls) == 0;
+			SSL_CTX_free(tmp->tls_server);
+			SSL_CTX_free(tmp->tls_client);
+			free(tmp);
+		}
+		loads = sa_http_check(&srv.cfg) == 0 && loads;
+		if (!loads) {
+			fprintf(stderr, "sipauthd: %s: a file it names does not load (above)\n", config);
+			return 1;
+		}
 		printf("sipauthd: %s: configuration ok\n", config);
 		return 0;
 	}

@@ -290,6 +290,9 @@ void sa_http_stop(struct sa_server *srv);
 /* SIGHUP: HTTPS takes next's [api] certificate and key for new connections.
  * -1 (logged) when they do not load: the old ones stay. */
 int sa_http_tls_reload(struct sa_server *srv, const struct sa_config *next);
+/* --check-config: the files c names that the API loads at a start (the
+ * admin token, the HTTPS certificate and key) load. 0, or -1 (logged). */
+int sa_http_check(const struct sa_config *c);
 
 /* webhook.c: account events to the account's webhooks. Start after the
  * store is open; stop before it closes. The emitters run on the loop and

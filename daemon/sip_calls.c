@@ -583,7 +583,11 @@ int sa_sip_calls_save(struct sa_server *srv)
 	}
 	calls_path(srv, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	FILE *f = fopen(tmp, "w");
+	/* 0600 whatever the umask, as the journals and the store are: Call-IDs, tags, contacts */
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+	if (fd >= 0 && !f)
+		close(fd);
 	bool ok = f && write_line(f, sa_calls_header_line(count));
 	for (unsigned i = 0; i < count; i++) {
 		if (ok)

@@ -116,6 +116,13 @@ const void *flow_addr(const struct sa_flow *fl, size_t *len)
 	return &fl->ss.in.sin_addr;
 }
 
+size_t abuse_source(const struct sa_flow *fl, unsigned char key[16])
+{
+	size_t alen;
+	const void *a = flow_addr(fl, &alen);
+	return sa_abuse_source(a, alen, key);
+}
+
 /* The trunk a request is for: Request-URI host, To host as fallback. */
 static int request_trunk(struct sa_server *srv, const struct sa_msg *m, char *trunk, size_t len)
 {
@@ -279,8 +286,8 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 		authfail_record(srv, &f);
 		sa_webhooks_auth_failed(srv, trunk, addr, r->username);
 	}
-	size_t alen;
-	const void *a = flow_addr(from, &alen);
+	unsigned char a[16];
+	size_t alen = abuse_source(from, a);
 	enum sa_abuse_verdict v = sa_auth_failure_counts(r, from->proto == SA_PROTO_UDP)
 	                        ? sa_abuse_failure(srv->abuse, &srv->cfg.abuse, a, alen, sa_abuse_trunk_key(trunk),
 	                                           (uint64_t)wall_now())
@@ -332,8 +339,8 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 	uint16_t port;
 	uint64_t now = (uint64_t)wall_now();
 	sa_flow_peer(from, addr, sizeof(addr), &port);
-	size_t alen;
-	const void *a = flow_addr(from, &alen);
+	unsigned char a[16];
+	size_t alen = abuse_source(from, a);
 	uint64_t tkey = sa_abuse_trunk_key(known ? trunk : NULL);
 	if (sa_abuse_refused(srv->abuse, a, alen, tkey, now)) {
 		srv->metrics.banned_dropped++;   /* as a banned source is: no answer */

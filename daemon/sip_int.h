@@ -155,6 +155,8 @@ void call_end(struct sa_server *srv, struct sa_call *c, const char *why, const c
 
 /* sip_customer.c: a trunk's requests */
 bool is_trusted(struct sa_server *srv, const struct sa_flow *from);
+/* The source's key in the abuse table (lib/abuse sa_abuse_source: an IPv6 /64). */
+size_t abuse_source(const struct sa_flow *fl, unsigned char key[16]);
 const void *flow_addr(const struct sa_flow *fl, size_t *len);
 void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from);
 void handle_customer(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from);

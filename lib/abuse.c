@@ -116,6 +116,14 @@ bool sa_abuse_banned(const struct sa_abuse *a, const struct sa_abuse_cfg *cfg, c
 	return banned;
 }
 
+size_t sa_abuse_source(const void *addr, size_t len, unsigned char key[16])
+{
+	size_t n = len == 16 ? 8 : len > 16 ? 16 : len;
+	memset(key, 0, 16);
+	memcpy(key, addr, n);
+	return n;
+}
+
 uint64_t sa_abuse_trunk_key(const char *trunk_id)
 {
 	if (!trunk_id || !*trunk_id)
@@ -216,6 +224,36 @@ bool sa_abuse_refused(const struct sa_abuse *a, const void *addr, size_t len, ui
 	bool refused = e && e->vouched_until > now && e->other_banned_until > now && !vouched_for(e, trunk);
 	unlock(a);
 	return refused;
+}
+
+void sa_abuse_each_ban(const struct sa_abuse *a, uint64_t now, sa_abuse_ban_cb cb, void *arg)
+{
+	lock(a);
+	for (size_t i = 0; i < a->slots; i++) {
+		const struct entry *e = &a->e[i];
+		if (e->len && e->banned_until > now)
+			cb(e->addr, e->len, e->banned_until, false, arg);
+		else if (e->len && e->vouched_until > now && e->other_banned_until > now)
+			cb(e->addr, e->len, e->other_banned_until, true, arg);
+	}
+	unlock(a);
+}
+
+bool sa_abuse_unban(struct sa_abuse *a, const void *addr, size_t len, uint64_t now)
+{
+	if (len > 16)
+		return false;
+	lock(a);
+	struct entry *e = find(a, addr, len);
+	bool was = e && (e->banned_until > now || (e->vouched_until > now && e->other_banned_until > now));
+	if (e) {
+		e->banned_until = 0;
+		e->other_banned_until = 0;
+		e->failures = 0;
+		e->other_failures = 0;
+	}
+	unlock(a);
+	return was;
 }
 
 unsigned sa_abuse_banned_count(const struct sa_abuse *a, uint64_t now)

@@ -22,6 +22,12 @@ void sa_abuse_free(struct sa_abuse *a);
 bool sa_abuse_banned(const struct sa_abuse *a, const struct sa_abuse_cfg *cfg, const void *addr,
                      size_t len, uint64_t now);
 
+/* A source's key in the table: an IPv4 address (4 bytes), or the /64 an
+ * IPv6 address is in (8 bytes: one host holds a /64 and could rotate
+ * through it, a new address per max_failures guesses). addr is the 4 or 16
+ * bytes of the address; the key's length is returned. */
+size_t sa_abuse_source(const void *addr, size_t len, unsigned char key[16]);
+
 /* The key of a trunk id for the calls below (never 0; NULL or "": 0, no trunk). */
 uint64_t sa_abuse_trunk_key(const char *trunk_id);
 
@@ -52,6 +58,17 @@ void sa_abuse_vouch(struct sa_abuse *a, const void *addr, size_t len, uint64_t t
 /* Is a vouched source refused trunk now (SA_ABUSE_BAN_OTHERS and trunk is
  * not one of its own)? */
 bool sa_abuse_refused(const struct sa_abuse *a, const void *addr, size_t len, uint64_t trunk, uint64_t now);
+
+/* Each source banned at now: its address (4 or 16 bytes), until when, and
+ * whether only from the trunks it is not vouched for (SA_ABUSE_BAN_OTHERS).
+ * cb runs under the table's lock: it must not call back into it. */
+typedef void (*sa_abuse_ban_cb)(const unsigned char *addr, size_t len, uint64_t until, bool other_trunks,
+                                void *arg);
+void sa_abuse_each_ban(const struct sa_abuse *a, uint64_t now, sa_abuse_ban_cb cb, void *arg);
+
+/* Lift the source's ban (either kind) and forget its failures: true when
+ * it was banned at now. */
+bool sa_abuse_unban(struct sa_abuse *a, const void *addr, size_t len, uint64_t now);
 
 /* How many sources are banned at now (for /metrics). */
 unsigned sa_abuse_banned_count(const struct sa_abuse *a, uint64_t now);

@@ -9,11 +9,21 @@ TRUNK_B=$("$SIPAUTHCTL" --store "$STORE" trunk create --account "$ACC_B" --name 
 printf '%s\n' "other_customer_password_9" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK_B" \
 	--username pbx-other-01 --password-stdin >/dev/null || { fail "credential B"; finish; }
 API_PORT=$(free_port 127.0.0.1)
+ADMIN_TOKEN=adm_$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+printf '%s\n' "$ADMIN_TOKEN" >"$T/admin.token"
 ABUSE_MAX_FAILURES=3 start_sipauthd "SHA-256, MD5" "[abuse]
 window = 60
 ban_time = 3
 [api]
-listen = 127.0.0.1:$API_PORT" || { fail "sipauthd did not start"; finish; }
+listen = 127.0.0.1:$API_PORT
+admin_token_file = $T/admin.token" || { fail "sipauthd did not start"; finish; }
+# admin METHOD PATH [TOKEN]: the status; the body in $T/admin.json (each answer kept for openapi_check)
+admin() {
+	_c=$(curl -s -o "$T/admin.json" -D "$T/admin.h" -w '%{http_code}' -X "$1" -H "Authorization: Bearer ${3-$ADMIN_TOKEN}" \
+		"http://127.0.0.1:$API_PORT$2")
+	api_record "$1" "$2" "$_c" "$T/admin.json" "$T/admin.h"
+	echo "$_c"
+}
 
 reg() { sipc register --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --timeout 1 "$@"; }
 status_of() { json_get 'final.get("final_status")'; }
@@ -36,8 +46,24 @@ assert_match "metrics count the dropped request" "sipauthd_banned_requests_dropp
 assert_match "metrics show one source banned now" "sipauthd_banned_sources 1" "$metrics"
 assert_eq "another source is served meanwhile" 200 \
 	"$(sipc options --local-ip 127.0.0.3 --host "$TRUNK_HOST" --timeout 1 | status_of)"
+# the operator lists the bans and lifts one (fail2ban-client unban), with the admin token
+assert_eq "GET /v1/bans with the admin token: 200" 200 "$(admin GET /v1/bans)"
+assert_eq "... lists the source, banned for everything, with its end" "127.0.0.1 all True" \
+	"$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["data"]; print(" ".join("%s %s %s" % (b["source"], b["scope"], b["until"].endswith("Z")) for b in d))' "$T/admin.json")"
+assert_eq "without the admin token: 401" 401 "$(admin GET /v1/bans "tvx_sk_live_notanadmin")"
+assert_eq "DELETE /v1/bans/ADDRESS of a source not banned: 404" 404 "$(admin DELETE /v1/bans/127.0.0.99)"
+assert_eq "... of no address: 400" 400 "$(admin DELETE /v1/bans/not-an-address)"
+assert_eq "DELETE /v1/bans/127.0.0.1: 204" 204 "$(admin DELETE /v1/bans/127.0.0.1)"
+assert_match "... logged" "event=unban src=127.0.0.1 by=api" "$(cat "$T/sipauthd.log")"
+assert_eq "the source is served again at once" 200 "$(reg | status_of)"
+assert_match "metrics show no source banned" "sipauthd_banned_sources 0" "$(curl -s "http://127.0.0.1:$API_PORT/metrics")"
+assert_eq "GET /v1/bans lists none" '{"data":[]}' "$( [ "$(admin GET /v1/bans)" = 200 ] && cat "$T/admin.json")"
+# a ban ends by itself after ban_time (another address: 127.0.0.1 has just authenticated, and is
+# vouched for its trunk)
+for i in 1 2 3; do reg --local-ip 127.0.0.12 --wrong-password wrong_again_$i >/dev/null; done
+assert_eq "another source banned after three failures (no answer)" 3 "$(reg --local-ip 127.0.0.12 >/dev/null; echo $?)"
 sleep 3.2
-assert_eq "after ban_time the source is served again" 200 "$(reg | status_of)"
+assert_eq "after ban_time the source is served again" 200 "$(reg --local-ip 127.0.0.12 | status_of)"
 
 # the trusted gateway address is never banned, however often it fails
 for i in 1 2 3 4; do
@@ -101,6 +127,8 @@ assert_eq "... while A's own registration from that address goes on" 200 "$(reg 
 assert_eq "... and trunk B's own PBX elsewhere too" 200 \
 	"$(sipc register --local-ip 127.0.0.9 --host "trunk-$TRUNK_B.sip.tryvox.io" --user pbx-other-01 \
 		--password other_customer_password_9 --timeout 1 | status_of)"
+assert_eq "GET /v1/bans lists A's address, refused the other trunks" "127.0.0.8 other_trunks" \
+	"$( [ "$(admin GET /v1/bans)" = 200 ] && python3 -c 'import json,sys; print(" ".join("%s %s" % (b["source"], b["scope"]) for b in json.load(open(sys.argv[1]))["data"]))' "$T/admin.json")"
 sleep 3.2
 assert_eq "after ban_time, trunk B answers A's address again (the right password: 200)" 200 \
 	"$(regb --password other_customer_password_9 | status_of)"
@@ -116,4 +144,5 @@ assert_match "... and counts what it applied" "event=reloaded config=$T/sipauthd
 	"$(cat "$T/sipauthd.log")"
 for i in 1 2 3 4 5; do reg --wrong-password wrong_again_$i >/dev/null; done
 assert_eq "with banning off after reload, failures never ban" 200 "$(reg | status_of)"
+openapi_check
 finish

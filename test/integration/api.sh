@@ -220,6 +220,26 @@ for secret in "$SIP_PASS" "$PASS2" "$WRONG" "$KEY" "$KEY_B" my-PBX-X-password-1 
 	assert_nomatch "the log contains no secret (${secret%"${secret#???}"}...)" "$secret" "$log"
 done
 
+m=$(curl -s "$BASE/metrics")
+assert_eq "/metrics has the process family a soak watches (RSS over 1 MB, a few open fds, under the limit)" "1 1 1" \
+	"$(printf '%s\n' "$m" | awk '/^process_resident_memory_bytes /{r=$2} /^process_open_fds /{o=$2} /^process_max_fds /{x=$2}
+		END{print (r > 1048576), (o >= 5), (x > o)}')"
+
+# --- a leaked key is revoked with sipauthctl while the daemon runs: its next request is 401
+req GET "/v1/account/$ACC_B/trunks" "$KEY_B"
+assert_eq "account B's key works" 200 "$st"
+KID="key_$(printf %s "$KEY_B" | sha256sum | cut -c1-16)"
+assert_eq "sipauthctl apikey list names it by its id (key_ and its SHA-256's first 16 hex digits)" "$KID" \
+	"$("$SIPAUTHCTL" --store "$STORE" apikey list --account "$ACC_B" | python3 -c 'import json,sys; print(" ".join(k["id"] for k in json.load(sys.stdin)["data"]))')"
+"$SIPAUTHCTL" --store "$STORE" apikey revoke --account "$ACC_B" --id "$KID"
+assert_eq "sipauthctl apikey revoke: exit 0" 0 $?
+req GET "/v1/account/$ACC_B/trunks" "$KEY_B"
+assert_eq "... the key's next request is 401, at once" 401 "$st"
+req GET "$A/trunks" "$KEY"
+assert_eq "... another account's key goes on" 200 "$st"
+assert_eq "revoking it again: unknown (exit 2)" 2 \
+	"$("$SIPAUTHCTL" --store "$STORE" apikey revoke --account "$ACC_B" --id "$KID" 2>/dev/null; echo $?)"
+
 # --- /metrics on its own address: moved off the API address
 stop "$SIPAUTHD_PID"
 API_PORT=$(free_port 127.0.0.1)

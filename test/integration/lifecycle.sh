@@ -42,6 +42,19 @@ JOURNAL_STREAM=$(stat -c '%d:%i' "$T/journal.log") timeout 10 "$REAL" --config "
 assert_eq "a start with a broken configuration exits 1, with one error line naming file, line and key" \
 	"1 <3>level=error event=config_invalid config=$T/broken.conf error=\"$T/broken.conf:2: unknown key 'bogus_key' in section [sip]\"" \
 	"$? $(cat "$T/journal.log")"
+# --check-config loads what a start or reload would (systemctl reload runs it first): a TLS
+# certificate that is not there, an admin token file that is not there
+printf '[sip]\nlisten = tls:127.0.0.1:5061\n[upstream]\ngateway = udp:127.0.0.2:5060\n[tls]\ncertificate = %s\nprivate_key = %s\n' \
+	"$T/none/cert.pem" "$T/none/key.pem" >"$T/nocert.conf"
+out=$("$REAL" --check-config "$T/nocert.conf" 2>&1)
+assert_eq "--check-config refuses a certificate that does not load (exit 1), naming it" \
+	"1 1 sipauthd: $T/nocert.conf: a file it names does not load (above)" \
+	"$? $(printf '%s\n' "$out" | grep -c "event=tls_config_failed what=certificate file=\"$T/none/cert.pem\"") $(printf '%s\n' "$out" | tail -1)"
+printf '[sip]\nlisten = udp:127.0.0.1:5060\n[upstream]\ngateway = udp:127.0.0.2:5060\n[api]\nlisten = 127.0.0.1:8080\nadmin_token_file = %s\n' \
+	"$T/none/token" >"$T/notoken.conf"
+"$REAL" --check-config "$T/notoken.conf" >"$T/notoken.out" 2>&1
+assert_eq "... and an admin token file that is not there" \
+	"1 1" "$? $(grep -c "event=admin_token_unreadable path=$T/none/token" "$T/notoken.out")"
 # another store, the same ports: the workers' SO_REUSEPORT must not let it take part of the traffic
 "$SIPAUTHCTL" --store "$T/other" init --domain sip.tryvox.io >/dev/null
 echo "calls of an earlier run" >"$T/other/calls.state"
@@ -81,6 +94,8 @@ assert_eq "SIGTERM with a call up: exit status 0" 0 $?
 assert_match "the call is saved at stop" "event=calls_saved count=1" "$(cat "$T/sipauthd.log")"
 assert_eq "calls.state starts with its kind and version" '{"kind":"sipauthd-calls","version":2,"calls":1}' \
 	"$(head -1 "$STORE/calls.state")"
+assert_eq "... readable by its owner only, whatever the umask (Call-IDs, tags, contacts)" 600 \
+	"$(stat -c %a "$STORE/calls.state")"
 assert_eq "the call is one JSON line: its credential, and its listeners named by address" \
 	"$CRED udp:127.0.0.1:$SIP_PORT udp:127.0.0.1:$SIP_PORT" \
 	"$(sed -n 2p "$STORE/calls.state" | python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["cred_id"], c["caller"]["flow"]["listener"], c["callee"]["flow"]["listener"])')"

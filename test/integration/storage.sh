@@ -95,7 +95,7 @@ C1="sip:pbx-a@127.0.0.1:5070" C2="sip:pbx-b@127.0.0.1:5070" C3="sip:pbx-c@127.0.
 # ---- [store] map_size is checked with the rest of the file ----
 printf '[sip]\nlisten = udp:127.0.0.1:5060\n[upstream]\ngateway = udp:127.0.0.2:5060\n[store]\nmap_size = 3X\n' > "$T/bad.conf"
 assert_eq "a bad map_size is refused" \
-	"sipauthd: $T/bad.conf:6: '3X' is not a map size from 2M to 1T (bytes, or a number with K, M, G or T)" \
+	"sipauthd: $T/bad.conf:6: [store] map_size: '3X' is not a map size from 2M to 1T (bytes, or a number with K, M, G or T)" \
 	"$("$SIPAUTHD" --check-config "$T/bad.conf" 2>&1)"
 ctl --store "$T/none" --map-size 3X init
 assert_eq "a bad --map-size is refused" \

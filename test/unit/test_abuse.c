@@ -1,6 +1,7 @@
 /* test_abuse.c: failure windows, bans and their expiry, a full table keeping its bans. */
 #include <check.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "abuse.h"
 
@@ -140,6 +141,27 @@ START_TEST(a_vouched_source_guessing_at_other_trunks_is_refused_them)
 }
 END_TEST
 
+/* An IPv6 source is its /64: a host rotating through its /64 is one source. */
+START_TEST(an_ipv6_source_is_its_slash_64)
+{
+	struct sa_abuse *a = sa_abuse_new(1024);
+	unsigned char v6[16] = { 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1 }, k[16], k4[16];
+	ck_assert_uint_eq(sa_abuse_source(A, 4, k4), 4);
+	ck_assert_int_eq(memcmp(k4, A, 4), 0);
+	for (int i = 0; i < 3; i++) {
+		v6[15] = (unsigned char)(i + 1);   /* another address in the same /64 each time */
+		size_t n = sa_abuse_source(v6, 16, k);
+		ck_assert_uint_eq(n, 8);
+		sa_abuse_failure(a, &cfg, k, n, 0, 1000);
+	}
+	v6[15] = 99;
+	ck_assert(sa_abuse_banned(a, &cfg, k, sa_abuse_source(v6, 16, k), 1001));
+	v6[7] = 2;   /* the next /64: another source */
+	ck_assert(!sa_abuse_banned(a, &cfg, k, sa_abuse_source(v6, 16, k), 1001));
+	sa_abuse_free(a);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("abuse");
@@ -149,6 +171,7 @@ int main(void)
 	tcase_add_test(tc, zero_max_failures_disables_banning);
 	tcase_add_test(tc, a_full_table_keeps_its_bans);
 	tcase_add_test(tc, ipv6_sources_are_kept_apart_from_ipv4);
+	tcase_add_test(tc, an_ipv6_source_is_its_slash_64);
 	tcase_add_test(tc, a_vouched_source_is_never_banned_for_its_trunk);
 	tcase_add_test(tc, a_vouched_source_guessing_at_other_trunks_is_refused_them);
 	suite_add_tcase(s, tc);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <check.h>
 
@@ -237,11 +238,33 @@ START_TEST(test_build_info_and_start_time)
 }
 END_TEST
 
+/* The process family, read from /proc/self: figures a live process has. */
+START_TEST(test_process_figures)
+{
+	struct sa_metrics_process p;
+	ck_assert_int_eq(sa_metrics_process_read(&p), 0);
+	ck_assert_uint_gt(p.resident_bytes, 1024 * 1024);
+	ck_assert_uint_ge(p.virtual_bytes, p.resident_bytes);
+	ck_assert_uint_ge(p.open_fds, 3);   /* stdin, stdout, stderr at least */
+	ck_assert_uint_ge(p.max_fds, p.open_fds);
+	ck_assert(p.cpu_seconds >= 0.0);
+	double now = (double)time(NULL);
+	ck_assert(p.start_time > now - 3600 && p.start_time <= now + 1);
+	char *text = NULL;
+	size_t len = 0;
+	ck_assert_int_eq(sa_metrics_process_render(&p, &text, &len), 0);
+	ck_assert_ptr_nonnull(strstr(text, "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total "));
+	ck_assert_ptr_nonnull(strstr(text, "# TYPE process_open_fds gauge\nprocess_open_fds "));
+	ck_assert_ptr_nonnull(strstr(text, "\nprocess_resident_memory_bytes "));
+	ck_assert_ptr_nonnull(strstr(text, "\nprocess_start_time_seconds "));
+	free(text);
+}
+END_TEST
+
 static Suite *metrics_suite(void)
 {
 	Suite *s = suite_create("metrics");
 	TCase *tc = tcase_create("metrics");
-
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_every_line_is_valid_exposition);
 	tcase_add_test(tc, test_help_and_type_once_each);
@@ -252,6 +275,7 @@ static Suite *metrics_suite(void)
 	tcase_add_test(tc, test_gauges_and_calls);
 	tcase_add_test(tc, test_build_info_and_start_time);
 	tcase_add_test(tc, test_store_maps_main_and_runtime);
+	tcase_add_test(tc, test_process_figures);
 	suite_add_tcase(s, tc);
 	return s;
 }
