@@ -131,6 +131,11 @@ static int add_listen(struct parse *p, const char *item)
 		return perr(p, "too many listen entries (at most %d)", SA_MAX_LISTEN);
 	if (sa_endpoint_parse(item, &c->listen[c->nlisten]) < 0)
 		return perr(p, "bad listen entry '%s' (want udp|tcp|tls:ADDRESS:PORT)", item);
+	const struct sa_endpoint *e = &c->listen[c->nlisten];
+	for (unsigned i = 0; i < c->nlisten; i++)   /* bound twice, it would share its own port */
+		if (c->listen[i].proto == e->proto && c->listen[i].sslen == e->sslen &&
+		    memcmp(&c->listen[i].ss, &e->ss, e->sslen) == 0)
+			return perr(p, "listen entry '%s' given twice", item);
 	c->nlisten++;
 	return 0;
 }

@@ -47,15 +47,17 @@ enum {
 	OPT_PWSTDIN = 1 << 8, OPT_ID = 1 << 9, OPT_MAPSIZE = 1 << 10,
 	OPT_MAXCALLS = 1 << 11, OPT_CPS = 1 << 12, OPT_SOURCES = 1 << 13, OPT_IPAUTH = 1 << 14,
 	OPT_TLS = 1 << 15, OPT_ALGS = 1 << 16, OPT_OVERLAP = 1 << 17, OPT_DATABASE = 1 << 18,
+	OPT_VERSION = 1 << 19,
 };
 #define OPT_POLICY (OPT_MAXCALLS | OPT_CPS | OPT_SOURCES | OPT_IPAUTH | OPT_TLS | OPT_ALGS)
-#define OPT_GLOBAL (OPT_STORE | OPT_MINLEN | OPT_HELP | OPT_MAPSIZE | OPT_DATABASE)
+#define OPT_GLOBAL (OPT_STORE | OPT_MINLEN | OPT_HELP | OPT_MAPSIZE | OPT_DATABASE | OPT_VERSION)
 
 static const struct option long_opts[] = {
 	{ "store", required_argument, NULL, OPT_STORE },
 	{ "database", required_argument, NULL, OPT_DATABASE },
 	{ "min-password-length", required_argument, NULL, OPT_MINLEN },
 	{ "help", no_argument, NULL, OPT_HELP },
+	{ "version", no_argument, NULL, OPT_VERSION },
 	{ "domain", required_argument, NULL, OPT_DOMAIN },
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "account", required_argument, NULL, OPT_ACCOUNT },
@@ -173,6 +175,7 @@ static void usage(FILE *f)
 	    "                              (bytes, or with K, M, G, T; it never shrinks); for init,\n"
 	    "                              the new store's map (default 1G). data.mdb takes SIZE on disk\n"
 	    "  --help                      this text\n"
+	    "  --version                   sipauthctl's version (the same as sipauthd's it came with)\n"
 	    "\n"
 	    "exit status: 0 ok, 1 bad usage or invalid input (weak password, bad username),\n"
 	    "2 unknown account, trunk or credential, 3 duplicate username or store already\n"
@@ -677,6 +680,7 @@ static int set_option(struct ctl *c, int opt, const char *arg)
 	case OPT_DATABASE: c->database = arg; return EXIT_OK;
 	case OPT_MINLEN: return parse_min_len(c, arg);
 	case OPT_HELP: return EXIT_OK;
+	case OPT_VERSION: return EXIT_OK;
 	case OPT_DOMAIN: c->domain = arg; return EXIT_OK;
 	case OPT_NAME: c->name = arg; return EXIT_OK;
 	case OPT_ACCOUNT: c->account = arg; return EXIT_OK;
@@ -869,6 +873,10 @@ int main(int argc, char **argv)
 	}
 	if (c.seen & OPT_HELP) {
 		usage(stdout);
+		return EXIT_OK;
+	}
+	if (c.seen & OPT_VERSION) {   /* upgrade sipauthd and sipauthctl together: this tells which is which */
+		printf("sipauthctl %s\n", PACKAGE_VERSION);
 		return EXIT_OK;
 	}
 	rc = run(&c, argc - optind, argv + optind);

@@ -42,7 +42,7 @@ else
 	echo "SKIPPED (visible): groff is not installed; man pages not linted"
 fi
 # sipauthctl(8) names every command that sipauthctl --help lists
-for cmd in "init" "account create" "apikey create" "trunk create" "trunk list" \
+for cmd in "init" "account create" "apikey create" "apikey list" "apikey revoke" "trunk create" "trunk list" \
 	"credential create" "credential list" "credential delete"; do
 	"$SIPAUTHCTL" --help | grep -q "^  $cmd" || fail "sipauthctl --help no longer lists '$cmd'"
 	grep -q "^\.B.* \"\?${cmd}" "$top_srcdir/man/sipauthctl.8" || fail "sipauthctl(8) does not document '$cmd'"

@@ -42,6 +42,11 @@ JOURNAL_STREAM=$(stat -c '%d:%i' "$T/journal.log") timeout 10 "$REAL" --config "
 assert_eq "a start with a broken configuration exits 1, with one error line naming file, line and key" \
 	"1 <3>level=error event=config_invalid config=$T/broken.conf error=\"$T/broken.conf:2: unknown key 'bogus_key' in section [sip]\"" \
 	"$? $(cat "$T/journal.log")"
+# a listen entry given twice would bind its own port twice
+printf '[sip]\nlisten = udp:127.0.0.1:5060, tcp:127.0.0.1:5060, udp:127.0.0.1:5060\n[upstream]\ngateway = udp:127.0.0.2:5060\n' >"$T/dup.conf"
+out=$("$REAL" --check-config "$T/dup.conf" 2>&1); rc=$?
+assert_eq "--check-config refuses a listen entry given twice" \
+	"1 sipauthd: $T/dup.conf:2: listen entry 'udp:127.0.0.1:5060' given twice" "$rc $out"
 # --check-config loads what a start or reload would (systemctl reload runs it first): a TLS
 # certificate that is not there, an admin token file that is not there
 printf '[sip]\nlisten = tls:127.0.0.1:5061\n[upstream]\ngateway = udp:127.0.0.2:5060\n[tls]\ncertificate = %s\nprivate_key = %s\n' \

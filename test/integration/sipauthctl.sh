@@ -44,6 +44,9 @@ assert_match "--help lists credential create" "credential create --trunk TRUNK_I
 assert_match "--help names the default store" "default /var/lib/sipauthd" "$out"
 assert_match "--help documents exit statuses" "exit status: 0 ok, 1 bad usage" "$out"
 
+ctl --version
+assert_eq "--version: its version (the daemon's), exit 0" "0 sipauthctl $("$top_builddir/daemon/sipauthd" --version | sed 's/^sipauthd //')" "$rc $out"
+
 ctl
 assert_eq "no command: exit status" 1 "$rc"
 assert_match "no command: usage on stderr" "^usage: sipauthctl" "$err"

@@ -250,14 +250,14 @@ START_TEST(test_process_figures)
 	ck_assert(p.cpu_seconds >= 0.0);
 	double now = (double)time(NULL);
 	ck_assert(p.start_time > now - 3600 && p.start_time <= now + 1);
-	char *text = NULL;
-	size_t len = 0;
-	ck_assert_int_eq(sa_metrics_process_render(&p, &text, &len), 0);
-	ck_assert_ptr_nonnull(strstr(text, "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total "));
-	ck_assert_ptr_nonnull(strstr(text, "# TYPE process_open_fds gauge\nprocess_open_fds "));
-	ck_assert_ptr_nonnull(strstr(text, "\nprocess_resident_memory_bytes "));
-	ck_assert_ptr_nonnull(strstr(text, "\nprocess_start_time_seconds "));
-	free(text);
+	char *out = NULL;
+	size_t n = 0;
+	ck_assert_int_eq(sa_metrics_process_render(&p, &out, &n), 0);
+	ck_assert_ptr_nonnull(strstr(out, "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total "));
+	ck_assert_ptr_nonnull(strstr(out, "# TYPE process_open_fds gauge\nprocess_open_fds "));
+	ck_assert_ptr_nonnull(strstr(out, "\nprocess_resident_memory_bytes "));
+	ck_assert_ptr_nonnull(strstr(out, "\nprocess_start_time_seconds "));
+	free(out);
 }
 END_TEST
 
