@@ -1,14 +1,11 @@
 /* metrics.c: the Prometheus text exposition of one sa_metrics snapshot. */
 #include "metrics.h"
 
-#include <dirent.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <unistd.h>
 
 /* In enum sa_method order (lib/sipmsg.h); keep the two in step. */
 static const char *const method_names[SA_M_PUBLISH + 1] = {
@@ -393,51 +390,6 @@ void sa_metrics_add(struct sa_metrics *into, const struct sa_metrics *w)
 	ADD(tcp_reads_paused);
 	ADD(tcp_write_queue_closed);
 	ADD(accept_paused);
-}
-
-int sa_metrics_process_read(struct sa_metrics_process *p)
-{
-	char buf[1024];
-	memset(p, 0, sizeof(*p));
-	FILE *f = fopen("/proc/self/stat", "r");
-	if (!f)
-		return -1;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	const char *rest = strrchr(buf, ')');   /* the command may hold spaces and parentheses */
-	unsigned long long utime, stime, starttime, vsize;
-	long long rss;
-	/* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-	 * cutime cstime priority nice threads itrealvalue starttime vsize rss */
-	if (!rest || sscanf(rest + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d "
-	                              "%llu %llu %lld", &utime, &stime, &starttime, &vsize, &rss) != 5)
-		return -1;
-	double tick = (double)sysconf(_SC_CLK_TCK), page = (double)sysconf(_SC_PAGESIZE);
-	p->cpu_seconds = (double)(utime + stime) / tick;
-	p->virtual_bytes = vsize;
-	p->resident_bytes = rss > 0 ? (uint64_t)((double)rss * page) : 0;
-	/* the start: boot time (btime in /proc/stat) plus starttime ticks */
-	if ((f = fopen("/proc/stat", "r")) != NULL) {
-		unsigned long long btime = 0;
-		while (fgets(buf, sizeof(buf), f))
-			if (sscanf(buf, "btime %llu", &btime) == 1)
-				break;
-		fclose(f);
-		p->start_time = (double)btime + (double)starttime / tick;
-	}
-	DIR *d = opendir("/proc/self/fd");
-	if (d) {
-		struct dirent *e;
-		while ((e = readdir(d)) != NULL)
-			p->open_fds += e->d_name[0] != '.';
-		closedir(d);
-		p->open_fds--;   /* the directory's own descriptor */
-	}
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-		p->max_fds = rl.rlim_cur;
-	return 0;
 }
 
 int sa_metrics_process_render(const struct sa_metrics_process *p, char **buf, size_t *len)

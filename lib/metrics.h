@@ -133,16 +133,14 @@ struct sa_metrics_fleet {
 int sa_metrics_fleet_render(const struct sa_metrics_fleet *f, char **buf, size_t *len);
 
 /* The process itself, under the names every Prometheus client library uses
- * (process_resident_memory_bytes, ...), read from /proc/self: what a soak
- * watches (RSS and open descriptors flat). */
+ * (process_resident_memory_bytes, ...): what a soak watches (RSS and open
+ * descriptors flat). The daemon reads them (/proc/self). */
 struct sa_metrics_process {
 	double cpu_seconds;              /* user + system */
 	uint64_t resident_bytes, virtual_bytes;
 	uint64_t open_fds, max_fds;
 	double start_time;               /* seconds since the epoch */
 };
-/* Read this process's figures; -1 when /proc is not there. */
-int sa_metrics_process_read(struct sa_metrics_process *p);
 int sa_metrics_process_render(const struct sa_metrics_process *p, char **buf, size_t *len);
 
 #endif
