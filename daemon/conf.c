@@ -426,6 +426,7 @@ static const struct key keys[] = {
 	UINT("registrar", "max_expires", reg.max_expires, 1, 604800, true),
 	UINT("registrar", "default_expires", reg.default_expires, 1, 604800, true),
 	UINT("registrar", "max_contacts", reg.max_contacts, 0, 1000, true),
+	UINT("registrar", "failover_timeout_ms", inbound_failover_ms, 0, 32000, true),
 	UINT("proxy", "timer_c", timer_c, 181, 3600, true),
 	UINT("proxy", "max_transactions", max_transactions, 16, 10000000, false),
 	UINT("proxy", "max_transactions_per_source", max_transactions_per_source, 0, 10000000, true),
@@ -558,6 +559,7 @@ static void set_defaults(struct sa_config *c)
 	c->max_transaction_memory = 128;
 	c->timer_c = 181;
 	c->failover_timeout_ms = 2000;
+	c->inbound_failover_ms = 2000;
 	c->down_after = 3;
 	c->up_after = 1;
 	c->max_calls = 10000;
@@ -606,6 +608,8 @@ static int check_whole(struct parse *p)
 		return perr(p, "[cluster] database is set: [cluster] node (this host's unique name) is required");
 	if (!c->cluster_database[0] && (c->cluster_node[0] || c->cluster_address[0]))
 		return perr(p, "[cluster] needs database (a libpq connection string)");
+	if (c->inbound_failover_ms > 0 && c->inbound_failover_ms < 100)
+		return perr(p, "[registrar] failover_timeout_ms: 0 (no failover) or 100 to 32000");
 	if (c->reg.min_expires > c->reg.max_expires)
 		return perr(p, "[registrar] min_expires is above max_expires");
 	if (c->reg.default_expires < c->reg.min_expires || c->reg.default_expires > c->reg.max_expires)

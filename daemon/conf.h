@@ -60,6 +60,8 @@ struct sa_config {
 	char domain[SA_DOMAIN_MAX + 1];
 	struct sa_upstream_spec gateway;   /* [upstream] gateway: sip:NAME, or a list in priority order */
 	unsigned failover_timeout_ms;    /* an INVITE no gateway answered within this goes to the next */
+	unsigned inbound_failover_ms;    /* [registrar] failover_timeout_ms: an inbound INVITE no PBX
+	                                  * answered within this goes to the trunk's next registration; 0: none */
 	unsigned probe_interval;         /* seconds between OPTIONS probes per gateway; 0: none */
 	unsigned down_after;             /* failures in a row that put a gateway down */
 	unsigned up_after;               /* probes answered in a row that bring it back */

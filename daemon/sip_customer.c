@@ -561,30 +561,57 @@ static bool binding_reachable(const struct sa_binding *b, void *arg)
 	return flow_for_text(srv, b->transport, b->source, port, &fl) == 0 && sa_transport_flow_open(srv, &fl);
 }
 
+/* An inbound INVITE's other registrations to move on to (after bs[0]):
+ * those whose address is good. */
+static void inbound_failover(struct sa_server *srv, struct sa_txn *t, const struct sa_flow *to0,
+                             const struct sa_binding *bs, int nb)
+{
+	struct sa_flow flows[SA_INBOUND_TARGETS];
+	struct fo_binding bind[SA_INBOUND_TARGETS];
+	unsigned n = 0;
+	char port[8];
+	for (int i = 0; i < nb && n < SA_INBOUND_TARGETS; i++) {
+		snprintf(port, sizeof(port), "%u", bs[i].source_port);
+		if (i == 0)
+			flows[n] = *to0;
+		else if (flow_for_text(srv, bs[i].transport, bs[i].source, port, &flows[n]) < 0)
+			continue;
+		sa_str_copy(bind[n].cred_id, sizeof(bind[n].cred_id), bs[i].cred_id);
+		sa_str_copy(bind[n].contact, sizeof(bind[n].contact), bs[i].contact);
+		n++;
+	}
+	fo_attach_bindings(t, flows, bind, n);
+}
+
 /* Inbound: the gateway calls a trunk: to its most recent registration that
- * can be reached. */
+ * can be reached; an INVITE moves on to the next ones (SA_INBOUND_TARGETS
+ * in all) when it answers 503, cannot be reached or stays silent. */
 void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from)
 {
 	char trunk[SA_ID_MAX];
-	struct sa_binding b;
+	struct sa_binding bs[SA_INBOUND_TARGETS];
 	struct sa_flow to;
+	int nb = 0;
 
 	if (request_trunk(srv, m, trunk, sizeof(trunk)) < 0) {
 		sip_reject(srv, m, from, 404, NULL, NULL, "not a trunk host");
 		return;
 	}
-	bool local = sa_registrar_lookup(srv->store, trunk, wall_now(), binding_reachable, srv, &b) == 0;
+	bool invite = m->method == SA_M_INVITE && srv->cfg.inbound_failover_ms > 0;
+	bool local = sa_registrar_lookup(srv->store, trunk, wall_now(), binding_reachable, srv, bs,
+	                                 invite ? SA_INBOUND_TARGETS : 1, &nb) == 0;
+	const struct sa_binding *b = &bs[0];
 	/* a call another node relays is for a PBX registered here, or for none:
 	 * never relayed on (two nodes could pass it back and forth) */
-	if (!from_fleet_node(srv, from) && relay_to_owner(srv, m, from, trunk, local ? &b : NULL))
+	if (!from_fleet_node(srv, from) && relay_to_owner(srv, m, from, trunk, local ? b : NULL))
 		return;
 	if (!local) {
 		sip_reject(srv, m, from, 480, NULL, NULL, "trunk not registered");
 		return;
 	}
 	char port[8];
-	snprintf(port, sizeof(port), "%u", b.source_port);
-	if (flow_for_text(srv, b.transport, b.source, port, &to) < 0) {
+	snprintf(port, sizeof(port), "%u", b->source_port);
+	if (flow_for_text(srv, b->transport, b->source, port, &to) < 0) {
 		sip_reject(srv, m, from, 500, NULL, NULL, "bad binding address");
 		return;
 	}
@@ -595,17 +622,19 @@ void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const struct 
 	/* inbound calls take the trunk's channels too (the rate limits the customer's calls only) */
 	struct sa_trunk_policy pol;
 	bool held = false;
-	if (m->method == SA_M_INVITE && sa_store_trunk_policy_get(srv->store, b.trunk_id, &pol) == SA_STORE_OK) {
-		if (!trunk_admit(srv, m, from, b.trunk_id, &pol, "", 0, false))
+	if (m->method == SA_M_INVITE && sa_store_trunk_policy_get(srv->store, b->trunk_id, &pol) == SA_STORE_OK) {
+		if (!trunk_admit(srv, m, from, b->trunk_id, &pol, "", 0, false))
 			return;
 		held = true;
 	}
-	struct call_owner own = { .cred_id = b.cred_id, .trunk_id = b.trunk_id, .inbound = true, .holds_channel = held };
-	struct sa_txn *t = sip_forward(srv, m, from, &to, b.contact, sa_route_initial_pop(m), NULL, &own, b.cred_id);
+	struct call_owner own = { .cred_id = b->cred_id, .trunk_id = b->trunk_id, .inbound = true, .holds_channel = held };
+	struct sa_txn *t = sip_forward(srv, m, from, &to, b->contact, sa_route_initial_pop(m), NULL, &own, b->cred_id);
+	if (t && nb > 1)
+		inbound_failover(srv, t, &to, bs, nb);
 	if (!t && held)
-		channel_release(srv, b.trunk_id);
+		channel_release(srv, b->trunk_id);
 	else if (t && t->send_failed)
-		txn_unreachable(t);   /* its channel goes back with it */
+		txn_unreachable(t);   /* its channel goes back with it (or it tries the next) */
 }
 
 /* A request from a customer's PBX: its trunk's controls, then digest (or the

@@ -65,15 +65,27 @@ struct sa_txn {
 	struct txn_failover *fo;       /* an INVITE to the gateways: the ones left to try */
 };
 
-/* An INVITE towards the gateways, until its final answer: what it takes to
- * try the next one (a new client transaction, RFC 3263 §4.3) when the live
- * one answers 503, fails to send, or stays silent for failover_timeout_ms. */
+/* An INVITE towards the gateways, or from them to a trunk's registrations,
+ * until its final answer: what it takes to try the next one (a new client
+ * transaction, RFC 3263 §4.3) when the live one answers 503, fails to
+ * send, or stays silent for failover_timeout_ms. */
 struct txn_failover {
-	struct event *timer;           /* no answer from the live gateway */
-	bool cancelled;                /* the caller sent CANCEL: no new gateway */
+	struct event *timer;           /* no answer from the live next hop */
+	bool cancelled;                /* the caller sent CANCEL: no new next hop */
 	unsigned cur, n;               /* flows[cur] is live */
+	struct fo_binding *bind;       /* inbound: the registration of each flow; NULL: gateways */
 	struct sa_flow flows[];
 };
+
+/* A registration an inbound INVITE may move on to: its Contact becomes the
+ * Request-URI, and its credential the call's owner. */
+struct fo_binding {
+	char cred_id[SA_ID_MAX];
+	char contact[SA_CONTACT_MAX];
+};
+
+/* At most this many registrations of a trunk an inbound INVITE tries in turn. */
+#define SA_INBOUND_TARGETS 4
 
 /* Whose a transaction is: needed only until its final answer (a finished
  * transaction lingers without it). */
@@ -137,6 +149,9 @@ void forward_ack(struct sa_server *srv, const struct sa_msg *m, const struct sa_
                  const struct sa_flow *to, unsigned pop);
 bool forward_upstream(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
                       const char *realm, const struct call_owner *own);
+/* An inbound INVITE just forwarded (t) to the first of n registrations:
+ * keep the others to move on to (flows[i] reaches bind[i]). */
+void fo_attach_bindings(struct sa_txn *t, const struct sa_flow *flows, const struct fo_binding *bind, unsigned n);
 
 /* sip_calls.c: calls and our own BYEs */
 struct sa_call *call_find(struct sa_server *srv, const struct sa_msg *m, int *side);

@@ -167,7 +167,7 @@ static void fo_timer_cb(evutil_socket_t fd, short what, void *arg);
 
 static void fo_arm(struct sa_txn *t)
 {
-	unsigned ms = t->srv->cfg.failover_timeout_ms;
+	unsigned ms = t->fo->bind ? t->srv->cfg.inbound_failover_ms : t->srv->cfg.failover_timeout_ms;
 	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
 	if (t->fo->timer)
 		evtimer_add(t->fo->timer, &tv);
@@ -215,27 +215,30 @@ static void fo_abandon(struct sa_txn *t)
 	txn_arm(a, 64 * SA_TXN_T1_MS);
 }
 
-/* The live gateway did `ev` (a 503, a failure to send, silence). Send the
+/* The live next hop did `ev` (a 503, a failure to send, silence). Send the
  * INVITE to the next one when there is one and no final answer went back;
- * true when it went. */
+ * true when it went. A gateway's health hears of it; an inbound INVITE's
+ * next registration takes the Request-URI and the call. */
 static bool fo_next(struct sa_txn *t, enum sa_up_event ev)
 {
 	struct sa_server *srv = t->srv;
 	struct txn_failover *fo = t->fo;
-	sa_gateways_report(srv, &t->to, ev);
+	if (!fo || !fo->bind)
+		sa_gateways_report(srv, &t->to, ev);
 	if (!fo || fo->cancelled || txn_finished(t) || fo->cur + 1 >= fo->n)
 		return false;
 	char a[64], b[64];
 	uint16_t pa, pb;
 	sa_flow_peer(&t->to, a, sizeof(a), &pa);
 	sa_flow_peer(&fo->flows[fo->cur + 1], b, sizeof(b), &pb);
-	sa_gateways_failover(srv, &t->to);
+	if (!fo->bind)
+		sa_gateways_failover(srv, &t->to);
 	if (!t->req)
 		return false;
 	char callid[256];
-	log_info("event=failover reason=%s from=%s:%s:%u to=%s:%s:%u call_id=\"%s\"", sa_up_event_name(ev),
+	log_info("event=failover reason=%s from=%s:%s:%u to=%s:%s:%u call_id=\"%s\" target=%s", sa_up_event_name(ev),
 	         sa_proto_name(t->to.proto), a, pa, sa_proto_name(fo->flows[fo->cur + 1].proto), b, pb,
-	         LOGQ(req_call_id(t->req, callid, sizeof(callid))));
+	         LOGQ(req_call_id(t->req, callid, sizeof(callid))), fo->bind ? "registration" : "gateway");
 	fo->cur++;
 	if (ev == SA_UP_TIMEOUT)
 		fo_abandon(t);
@@ -246,14 +249,22 @@ static bool fo_next(struct sa_txn *t, enum sa_up_event ev)
 	memset(&t->early_tags, 0, sizeof(t->early_tags));   /* the last gateway's early dialogs end with it */
 	t->state = sa_txn_initial(t->method);
 	t->started_ms = sa_now_ms();
-	/* the request as the last gateway got it, with our Via and Record-Route for this one */
+	/* the request as the last one got it, with our Via and Record-Route for
+	 * this one (and its Contact as the Request-URI, for a registration) */
 	struct hop_ours o;
 	hop_ours_fill(t, true, &o);
-	struct sa_txn_req *r = sa_txn_req_next_hop(t->req, o.via, o.rr);
+	const struct fo_binding *nb = fo->bind ? &fo->bind[fo->cur] : NULL;
+	struct sa_txn_req *r = sa_txn_req_retarget(t->req, nb ? nb->contact : NULL, o.via, o.rr);
 	if (!r)
 		return false;
+	if (nb) {
+		srv->metrics.inbound_failovers++;
+		if (t->own)   /* the call is the credential's that registered there */
+			sa_str_copy(t->own->cred_id, sizeof(t->own->cred_id), nb->cred_id);
+	}
 	txn_send_kept(t, r, "INVITE");
-	sa_gateways_sent(srv, &t->to);
+	if (!nb)
+		sa_gateways_sent(srv, &t->to);
 	fo_arm(t);
 	if (t->send_failed)
 		txn_unreachable(t);   /* bounded: each call moves one gateway on */
@@ -281,12 +292,17 @@ static void fo_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* Keep the gateways the INVITE may go to next: flows[1..n). Its request
- * is t's own, rewritten for each (sa_txn_req_next_hop). */
-static void fo_attach(struct sa_txn *t, const struct sa_flow *flows, unsigned n)
+/* Keep the gateways (or registrations, bind) the INVITE may go to next:
+ * flows[1..n). Its request is t's own, rewritten for each
+ * (sa_txn_req_retarget). */
+static void fo_attach_to(struct sa_txn *t, const struct sa_flow *flows, const struct fo_binding *bind, unsigned n)
 {
 	struct txn_failover *fo = calloc(1, sizeof(*fo) + n * sizeof(fo->flows[0]));
-	if (!fo || !(fo->timer = evtimer_new(t->srv->base, fo_timer_cb, t))) {
+	if (fo && bind && (fo->bind = malloc(n * sizeof(*bind))))
+		memcpy(fo->bind, bind, n * sizeof(*bind));
+	if (!fo || (bind && !fo->bind) || !(fo->timer = evtimer_new(t->srv->base, fo_timer_cb, t))) {
+		if (fo)
+			free(fo->bind);
 		free(fo);
 		return;   /* no failover for this one: it still goes to the first */
 	}
@@ -294,6 +310,17 @@ static void fo_attach(struct sa_txn *t, const struct sa_flow *flows, unsigned n)
 	fo->n = n;
 	t->fo = fo;
 	fo_arm(t);
+}
+
+static void fo_attach(struct sa_txn *t, const struct sa_flow *flows, unsigned n)
+{
+	fo_attach_to(t, flows, NULL, n);
+}
+
+void fo_attach_bindings(struct sa_txn *t, const struct sa_flow *flows, const struct fo_binding *bind, unsigned n)
+{
+	if (n > 1 && t->srv->cfg.inbound_failover_ms > 0 && t->method == SA_M_INVITE)
+		fo_attach_to(t, flows, bind, n);
 }
 
 /* The next hop of t could not be reached: a send that failed at once, or
@@ -607,7 +634,7 @@ void handle_response(struct sa_server *srv, struct sa_msg *m, const struct sa_fl
 static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_msg *m, unsigned steps, char *out,
                            size_t n)
 {
-	if (t->fo && t->upstream_status == 0 && m->status != 503)
+	if (t->fo && !t->fo->bind && t->upstream_status == 0 && m->status != 503)
 		sa_gateways_report(srv, &t->to, SA_UP_ANSWERED);
 	if (steps & SA_RR_TRY_NEXT) {
 		send_hop_request(srv, t, m, false);   /* ACK it on its own branch first */

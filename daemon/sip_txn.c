@@ -211,6 +211,7 @@ static void txn_fo_free(struct sa_txn *t)
 		return;
 	if (fo->timer)
 		event_free(fo->timer);
+	free(fo->bind);
 	free(fo);
 	t->fo = NULL;
 }

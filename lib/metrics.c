@@ -117,6 +117,10 @@ static void transactions(FILE *f, const struct sa_metrics *m)
 	counter(f, "sip_failover_late_answers_total",
 	        "Answers from a gateway that failover had left for silence: ringing CANCELled, 2xx ACKed and ended with BYE.",
 	        m->failover_late_answers);
+	counter(f, "sip_inbound_failovers_total",
+	        "Inbound INVITEs moved on to the trunk's next registration: the PBX answered 503, could not be reached "
+	        "or said nothing within [registrar] failover_timeout_ms.",
+	        m->inbound_failovers);
 	head(f, "sip_byes_total", "counter",
 	     "BYEs sipauthd sent itself (calls ended from the middle), by outcome: a final answer, or none within 32 s.");
 	fprintf(f, "sipauthd_sip_byes_total{outcome=\"answered\"} %" PRIu64 "\n", m->byes_answered);
@@ -376,6 +380,7 @@ void sa_metrics_add(struct sa_metrics *into, const struct sa_metrics *w)
 	ADD(transactions_evicted);
 	ADD(responses_refused);
 	ADD(failover_late_answers);
+	ADD(inbound_failovers);
 	ADD(byes_answered);
 	ADD(byes_timed_out);
 	ADD(bye_retransmissions);

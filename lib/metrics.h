@@ -48,6 +48,7 @@ struct sa_metrics {
 	uint64_t transactions_evicted;                   /* finished ones dropped early to make room */
 	uint64_t responses_refused;                      /* answers from a peer the request was not sent to */
 	uint64_t failover_late_answers;                  /* answers from a gateway failover had left */
+	uint64_t inbound_failovers;                      /* inbound INVITEs moved on to another registration */
 	uint64_t byes_answered, byes_timed_out;          /* our BYEs (calls ended from the middle) */
 	uint64_t bye_retransmissions;
 	uint64_t byes_pending;                           /* ours not answered yet */

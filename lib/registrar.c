@@ -334,7 +334,7 @@ out:
 }
 
 int sa_registrar_lookup(struct sa_store *st, const char *trunk_id, int64_t now, sa_store_binding_pred reachable,
-                        void *arg, struct sa_binding *out)
+                        void *arg, struct sa_binding *out, int max, int *n)
 {
-	return sa_store_binding_latest(st, trunk_id, now, reachable, arg, out);
+	return sa_store_bindings_latest(st, trunk_id, now, reachable, arg, out, max, n);
 }

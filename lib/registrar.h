@@ -46,11 +46,12 @@ void sa_registrar_apply(struct sa_store *st, const struct sa_reg_cfg *cfg, const
                         const struct sa_credential *cred, uint32_t password_version, const struct sa_peer *peer,
                         int64_t now, struct sa_reg_result *res);
 
-/* The binding an inbound call to trunk_id goes to: the most recently
- * refreshed live one that `reachable` (NULL: any) says can be reached now
- * (its connection open), else the most recently refreshed live one.
+/* The bindings an inbound call to trunk_id may go to, in the order it tries
+ * them: the most recently refreshed live ones that `reachable` (NULL: any)
+ * says can be reached now (UDP, or a connection still open), up to max, *n
+ * of them; when none can, the most recently refreshed live one alone.
  * 0, or SA_STORE_ENOTFOUND. */
 int sa_registrar_lookup(struct sa_store *st, const char *trunk_id, int64_t now, sa_store_binding_pred reachable,
-                        void *arg, struct sa_binding *out);
+                        void *arg, struct sa_binding *out, int max, int *n);
 
 #endif

@@ -4171,29 +4171,31 @@ static int latest_walk_cb(const struct sa_binding *b, void *arg)
 	return 0;
 }
 
-/* The trunk's list first (trunk_latest), its every binding when no listed
- * one is live and accepted; the latest live one when none is accepted. */
+/* The trunk's list first (trunk_latest): up to max live accepted ones, in
+ * its order; its every binding when no listed one is live and accepted
+ * (then one: the latest accepted, else the latest live one). */
 static int binding_latest(struct sa_store *st, MDB_txn *txn, MDB_txn *mtxn, const char *trunk_id, int64_t now,
-                          sa_store_binding_pred accept, void *arg, struct sa_binding *out)
+                          sa_store_binding_pred accept, void *arg, struct sa_binding *out, int max, int *n)
 {
 	struct latest l;
 	struct brec r;
 	int rc = latest_get(st, txn, trunk_id, &l);
 
+	*n = 0;
 	if (rc != SA_STORE_OK && rc != SA_STORE_ENOTFOUND)
 		return rc;
-	for (int i = 0; i < l.n; i++) {
+	for (int i = 0; i < l.n && *n < max; i++) {
 		rc = binding_get(st, txn, &l.k[i], &r);
 		if (rc == SA_STORE_ENOTFOUND)
 			continue;   /* a removal takes its entry off: not expected; the walk decides */
 		if (rc != SA_STORE_OK)
 			return rc;
 		r.b.cred_id[sizeof r.b.cred_id - 1] = '\0';
-		if (r.b.expires_at > now && cred_live(st, mtxn, r.b.cred_id) && (!accept || accept(&r.b, arg))) {
-			*out = r.b;
-			return SA_STORE_OK;
-		}
+		if (r.b.expires_at > now && cred_live(st, mtxn, r.b.cred_id) && (!accept || accept(&r.b, arg)))
+			out[(*n)++] = r.b;
 	}
+	if (*n > 0)
+		return SA_STORE_OK;
 	struct key prefix = { .len = 0 };
 	key_str(&prefix, trunk_id);
 	key_sep(&prefix);
@@ -4202,15 +4204,18 @@ static int binding_latest(struct sa_store *st, MDB_txn *txn, MDB_txn *mtxn, cons
 	rc = walk_prefix(st, txn, DB_BINDINGS_BY_TRUNK, &prefix, binding_walk_fn, &w);
 	if (rc == SA_STORE_OK && !lw.hit && lw.hit_any)
 		*out = lw.any;
-	return rc != SA_STORE_OK ? rc : lw.hit || lw.hit_any ? SA_STORE_OK : SA_STORE_ENOTFOUND;
+	if (rc == SA_STORE_OK && (lw.hit || lw.hit_any))
+		*n = 1;
+	return rc != SA_STORE_OK ? rc : *n > 0 ? SA_STORE_OK : SA_STORE_ENOTFOUND;
 }
 
-int sa_store_binding_latest(struct sa_store *st, const char *trunk_id, int64_t now, sa_store_binding_pred accept,
-                            void *arg, struct sa_binding *out)
+int sa_store_bindings_latest(struct sa_store *st, const char *trunk_id, int64_t now, sa_store_binding_pred accept,
+                             void *arg, struct sa_binding *out, int max, int *n)
 {
 	MDB_txn *txn, *mtxn;
 
-	if (!has_runtime(st))
+	*n = 0;
+	if (!has_runtime(st) || max < 1)
 		return SA_STORE_EINVAL;
 	if (!id_ok(trunk_id))
 		return SA_STORE_ENOTFOUND;
@@ -4219,8 +4224,16 @@ int sa_store_binding_latest(struct sa_store *st, const char *trunk_id, int64_t n
 		return rc;
 	rc = rd_own_begin(st, ENV_MAIN, &mtxn);
 	if (rc == SA_STORE_OK)
-		rc = rd_own_end(st, ENV_MAIN, mtxn, binding_latest(st, txn, mtxn, trunk_id, now, accept, arg, out));
+		rc = rd_own_end(st, ENV_MAIN, mtxn,
+		                binding_latest(st, txn, mtxn, trunk_id, now, accept, arg, out, max, n));
 	return rd_own_end(st, ENV_RT, txn, rc);
+}
+
+int sa_store_binding_latest(struct sa_store *st, const char *trunk_id, int64_t now, sa_store_binding_pred accept,
+                            void *arg, struct sa_binding *out)
+{
+	int n;
+	return sa_store_bindings_latest(st, trunk_id, now, accept, arg, out, 1, &n);
 }
 
 /* The binding key of the earliest-expiring binding if it expires at or before now. */

@@ -450,6 +450,11 @@ int sa_store_binding_list_trunk(struct sa_store *st, const char *trunk_id, sa_st
 typedef bool (*sa_store_binding_pred)(const struct sa_binding *b, void *arg);
 int sa_store_binding_latest(struct sa_store *st, const char *trunk_id, int64_t now, sa_store_binding_pred accept,
                             void *arg, struct sa_binding *out);
+/* The same, and after it the trunk's other live accepted bindings its list
+ * names, most recently written first: up to max in out, *n of them (the
+ * walk, when no listed one is live and accepted, gives one). */
+int sa_store_bindings_latest(struct sa_store *st, const char *trunk_id, int64_t now, sa_store_binding_pred accept,
+                             void *arg, struct sa_binding *out, int max, int *n);
 /* The bindings of a credential the caller has just read from this store
  * (the registrar, after authenticating with it): listed without looking
  * the credential up again, in the handle's shared read transaction, so cb

@@ -279,14 +279,19 @@ static void shift(struct sa_txn_line *l, uint32_t from, long delta)
 		l->off = (uint32_t)((long)l->off + delta);
 }
 
-struct sa_txn_req *sa_txn_req_next_hop(const struct sa_txn_req *r, const char *via, const char *const rr[2])
+struct sa_txn_req *sa_txn_req_retarget(const struct sa_txn_req *r, const char *ruri, const char *via,
+                                       const char *const rr[2])
 {
 	char ours[1024];
 	long k = r->fields ? sa_proxy_ours(via, rr, ours, sizeof(ours)) : -1;
 	size_t via_len = 5 + strlen(via);   /* "Via: " and the value */
-	if (k < 0)
+	size_t u0 = r->ruri, u1 = (size_t)r->ruri + r->ruri_len;
+	size_t ulen = ruri ? strlen(ruri) : r->ruri_len;
+	if (k < 0 || u1 > r->ours || ulen > UINT16_MAX)
 		return NULL;
-	size_t old = r->ours_end - r->ours, len = r->len - old + (size_t)k;
+	const char *u = ruri ? ruri : r->bytes + u0;
+	long du = (long)ulen - (long)r->ruri_len;
+	size_t old = r->ours_end - r->ours, len = r->len - old - r->ruri_len + ulen + (size_t)k;
 	size_t nlines = (size_t)r->nvias + r->nroutes;
 	struct sa_txn_req *n = malloc(req_size(len, nlines));
 	if (!n)
@@ -295,19 +300,31 @@ struct sa_txn_req *sa_txn_req_next_hop(const struct sa_txn_req *r, const char *v
 	n->len = len;
 	n->size = req_size(len, nlines);
 	req_place(n);
+	/* the request line up to the Request-URI, the URI, the rest of the line,
+	 * ours, then every byte after ours */
 	char *p = (char *)(n + 1);
-	memcpy(p, r->bytes, r->ours);
-	memcpy(p + r->ours, ours, (size_t)k);
-	memcpy(p + r->ours + k, r->bytes + r->ours_end, r->len - r->ours_end);
-	long delta = k - (long)old;
-	n->ours_end = (uint32_t)(r->ours + (size_t)k);
-	n->via = (struct sa_txn_line){ .off = r->ours, .len = (uint16_t)via_len, .voff = 5 };
+	size_t at = (size_t)((long)r->ours + du);
+	memcpy(p, r->bytes, u0);
+	memcpy(p + u0, u, ulen);
+	memcpy(p + u0 + ulen, r->bytes + u1, r->ours - u1);
+	memcpy(p + at, ours, (size_t)k);
+	memcpy(p + at + (size_t)k, r->bytes + r->ours_end, r->len - r->ours_end);
+	long delta = du + k - (long)old;   /* of every line after ours */
+	n->ruri_len = (uint32_t)ulen;
+	n->ours = (uint32_t)at;
+	n->ours_end = (uint32_t)(at + (size_t)k);
+	n->via = (struct sa_txn_line){ .off = (uint32_t)at, .len = (uint16_t)via_len, .voff = 5 };
 	for (int f = 0; f < SA_TXN_F_COUNT; f++)
 		shift(&n->field[f], r->ours_end, delta);
 	memcpy(n->lines, r->lines, nlines * sizeof(n->lines[0]));
 	for (size_t i = 0; i < nlines; i++)
 		shift(&n->lines[i], r->ours_end, delta);
 	return n;
+}
+
+struct sa_txn_req *sa_txn_req_next_hop(const struct sa_txn_req *r, const char *via, const char *const rr[2])
+{
+	return sa_txn_req_retarget(r, NULL, via, rr);
 }
 
 struct sa_txn_req *sa_txn_req_raw(const char *buf, size_t len)

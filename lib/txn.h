@@ -163,6 +163,10 @@ struct sa_txn_req *sa_txn_req_new(const struct sa_msg *m, const struct sa_fwd *f
  * Record-Route values (rr[i] NULL: none) replaced, every other byte as it
  * was. NULL when r has no fields or memory runs out. */
 struct sa_txn_req *sa_txn_req_next_hop(const struct sa_txn_req *r, const char *via, const char *const rr[2]);
+/* The same with another Request-URI (NULL: the same): an inbound INVITE
+ * moved on to another registration of its trunk. */
+struct sa_txn_req *sa_txn_req_retarget(const struct sa_txn_req *r, const char *ruri, const char *via,
+                                       const char *const rr[2]);
 /* A request of our own, kept as bytes only. */
 struct sa_txn_req *sa_txn_req_raw(const char *buf, size_t len);
 struct sa_txn_req *sa_txn_req_dup(const struct sa_txn_req *r);

@@ -28,6 +28,8 @@ played by this process:
               (5 s in proxy_rfc.sh): the gateway's BYE still comes down the PBX's connection
   inbound-quiet an inbound call over TCP, the PBX unregisters, the call stays quiet past
               tcp_idle_timeout: the gateway's BYE still comes down the PBX's connection
+  next-binding two registrations of the trunk over UDP; the newer stays silent, then answers
+              503: the gateway's INVITE moves on to the older one (Request-URI its Contact)
   strict      the gateway strict-routes its BYE (our Record-Route as the Request-URI, the PBX's
               Contact as the last Route): the PBX gets it with that Contact as Request-URI (§16.4)
 
@@ -760,13 +762,90 @@ def dead_binding(a, pbx, gw, proxy):
     check("the UDP PBX unregisters", gone is not None and gone.status == 200, gone and gone.status)
 
 
+def next_binding(a, pbx, gw, proxy):
+    """Two registrations of the trunk over UDP; the newer PBX says nothing: after
+    [registrar] failover_timeout_ms (1 s in proxy_rfc.sh) the gateway's INVITE goes to the
+    older one, its Contact as the Request-URI, and the call is set up and ended through it;
+    the silent one's late 180 gets a CANCEL. Then the newer answers 503: the older gets the
+    INVITE at once, and its 486 is the gateway's answer."""
+    pbx2 = udp("127.0.0.1")
+    ok = udp_register(a, pbx, proxy, 120)
+    ok2 = udp_register(a, pbx2, proxy, 120)
+    check("two registrations of the trunk over UDP", ok is not None and ok.status == 200 and ok2 is not None
+          and ok2.status == 200, [ok and ok.status, ok2 and ok2.status])
+    invite, gcid, branch, ruri = gw_invite(gw, a)
+    gw.sendto(invite, proxy)
+    t0 = time.monotonic()
+    first = recv_one(pbx2, lambda m: m.method == "INVITE" and m.first("call-id") == gcid, 2.0)
+    inv = recv_one(pbx, lambda m: m.method == "INVITE" and m.first("call-id") == gcid, 4.0)
+    took = round(time.monotonic() - t0, 2)
+    ip, port = pbx.getsockname()
+    check("the newer registration gets the INVITE first; silent, the older gets it after about 1 s, its "
+          "Contact as the Request-URI", first is not None and inv is not None and 0.8 < took < 2.0
+          and inv.start == f"INVITE sip:pbx@{ip}:{port} SIP/2.0",
+          [first and first.start, inv and inv.start, took])
+    if not (first and inv):
+        return
+    check("... on a new branch", inv.first("via").split("branch=")[1] != first.first("via").split("branch=")[1],
+          [first.first("via"), inv.first("via")])
+    pbx2.sendto(response_to(first, 180, "Ringing", to_tag="late"), proxy)
+    cancel = recv_one(pbx2, lambda m: m.method == "CANCEL" and m.first("call-id") == gcid, 2.0)
+    check("the silent one's late 180 gets a CANCEL", cancel is not None, cancel and cancel.start)
+    if cancel:
+        pbx2.sendto(response_to(cancel, 200, "OK", to_tag=None), proxy)
+        pbx2.sendto(response_to(first, 487, "Request Terminated", to_tag="late"), proxy)
+    contact = [f"Contact: <sip:pbx@{ip}:{port}>", "Content-Type: application/sdp"]
+    pbx.sendto(response_to(inv, 200, "OK", contact, SDP, to_tag="older"), proxy)
+    ok200 = recv_one(gw, lambda m: m.status == 200 and m.first("call-id") == gcid, 3.0)
+    check("the older PBX's 200 reaches the gateway", ok200 is not None and ok200.first("to").endswith("tag=older"),
+          ok200 and ok200.first("to"))
+    if not ok200:
+        return
+    routes = list(reversed(ok200.headers.get("record-route", [])))
+    gw.sendto(gw_request(gw, "ACK", sc.uri_of(ok200.first("contact")), gcid, ok200.first("to"), 1,
+                         "z9hG4bK" + secrets.token_hex(8), routes), proxy)
+    ack = recv_one(pbx, lambda m: m.method == "ACK" and m.first("call-id") == gcid, 2.0)
+    gw.sendto(gw_request(gw, "BYE", sc.uri_of(ok200.first("contact")), gcid, ok200.first("to"), 2,
+                         "z9hG4bK" + secrets.token_hex(8), routes), proxy)
+    bye = recv_one(pbx, lambda m: m.method == "BYE" and m.first("call-id") == gcid, 2.0)
+    check("the gateway's ACK and BYE reach the older PBX", ack is not None and bye is not None,
+          [ack and ack.start, bye and bye.start])
+    if bye:
+        pbx.sendto(response_to(bye, 200, "OK", to_tag=None), proxy)
+        recv_one(gw, lambda m: m.status == 200 and m.first("call-id") == gcid, 2.0)
+    recv_all(pbx2, 0.2)
+    invite, gcid, branch, ruri = gw_invite(gw, a)
+    gw.sendto(invite, proxy)
+    first = recv_one(pbx2, lambda m: m.method == "INVITE" and m.first("call-id") == gcid, 2.0)
+    if first:
+        pbx2.sendto(response_to(first, 503, "Service Unavailable", to_tag="busy2"), proxy)
+    t0 = time.monotonic()
+    inv = recv_one(pbx, lambda m: m.method == "INVITE" and m.first("call-id") == gcid, 2.0)
+    took = round(time.monotonic() - t0, 2)
+    check("the newer answers 503: the older gets the INVITE at once", first is not None and inv is not None
+          and took < 0.5, [first and first.start, inv and inv.start, took])
+    ack = recv_one(pbx2, lambda m: m.method == "ACK" and m.first("call-id") == gcid, 1.0)
+    check("... and the 503 its ACK", ack is not None, ack and ack.start)
+    if inv:
+        pbx.sendto(response_to(inv, 486, "Busy Here", to_tag="busy1"), proxy)
+    final = recv_one(gw, lambda m: m.status is not None and m.status >= 200 and m.first("call-id") == gcid, 2.0)
+    check("the older one's 486 is the gateway's answer", final is not None and final.status == 486,
+          final and final.status)
+    if final:
+        gw.sendto(gw_request(gw, "ACK", ruri, gcid, final.first("to"), 1, branch), proxy)
+    gone, gone2 = udp_register(a, pbx, proxy, 0), udp_register(a, pbx2, proxy, 0)
+    check("both unregister", gone is not None and gone.status == 200 and gone2 is not None and gone2.status == 200,
+          [gone and gone.status, gone2 and gone2.status])
+    pbx2.close()
+
+
 SCENARIOS = {"timer-g": timer_g, "provisional": provisional, "cancel-early": cancel_early,
              "cancel-silent": cancel_silent,
              "no-length": no_length, "preloaded": preloaded, "fork": fork,
              "strict": strict, "dead-flow": dead_flow, "moved-end": moved_end,
              "quiet-call": quiet_call, "inbound-quiet": inbound_quiet, "pbx-503": pbx_503,
              "dead-binding": dead_binding, "bye-refused": bye_refused,
-             "identity": identity}
+             "identity": identity, "next-binding": next_binding}
 
 
 def main():

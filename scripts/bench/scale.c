@@ -253,9 +253,10 @@ static int inbound(char **argv)
 	if (have < n)
 		die("fewer credentials than N in", argv[4]);
 	struct sa_binding latest;
+	int got;
 	double t0 = mono_us();
 	for (long i = 0; i < calls; i++)
-		if (sa_registrar_lookup(st, argv[3], now, NULL, NULL, &latest) != 0)
+		if (sa_registrar_lookup(st, argv[3], now, NULL, NULL, &latest, 1, &got) != 0)
 			die("the trunk has no live binding", NULL);
 	double t_lookup = (mono_us() - t0) / (double)calls;
 	char want[64];

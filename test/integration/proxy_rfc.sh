@@ -7,7 +7,8 @@
 # a strict-routing previous hop is routed as §16.4 says; a PBX whose TCP connection is gone gets
 # the gateway's INVITE answered 480 at once (§16.9), and a PBX that reconnects and registers again
 # gets the gateway's BYE on its new connection, as does a TCP PBX whose call stays quiet past
-# tcp_idle_timeout.
+# tcp_idle_timeout; a gateway's INVITE moves on to the trunk's older registration when the newer is
+# silent or answers 503.
 . "$top_srcdir/test/lib.sh"
 need python3
 need curl
@@ -16,7 +17,9 @@ API_PORT=$(free_port 127.0.0.1)
 start_sipauthd "MD5" "[api]
 listen = 127.0.0.1:$API_PORT
 [limits]
-tcp_idle_timeout = 5" || { fail "sipauthd did not start"; finish; }
+tcp_idle_timeout = 5
+[registrar]
+failover_timeout_ms = 1000" || { fail "sipauthd did not start"; finish; }
 metric() { curl -s "http://127.0.0.1:$API_PORT/metrics" | sed -n "s/^sipauthd_$1 //p"; }
 
 # scenario NAME: runs it; each of its checks is one assertion here
@@ -60,6 +63,11 @@ assert_match "... the refused BYE is logged" \
 	'event=call_bye_refused call_id="rfc-[^"]*" cred=[^ ]* trunk=[^ ]* status=420' "$(cat "$T/sipauthd.log")"
 assert_eq "... and counted" 1 "$(metric sip_call_byes_refused_total)"
 scenario identity
-assert_eq "every check ran (16 scenarios, 52 checks)" 52 "$(cat "$T"/*.json | grep -c '"check"')"
+scenario next-binding
+assert_match "... the moves are logged" \
+	'event=failover reason=timeout from=udp:127.0.0.1:[0-9]+ to=udp:127.0.0.1:[0-9]+ call_id="gw-[^"]*" target=registration' \
+	"$(cat "$T/sipauthd.log")"
+assert_eq "... and counted" 2 "$(metric sip_inbound_failovers_total)"
+assert_eq "every check ran (17 scenarios, 62 checks)" 62 "$(cat "$T"/*.json | grep -c '"check"')"
 assert_nomatch "no sanitizer report" "ERROR: (Address|Leak|Undefined)Sanitizer|runtime error" "$(cat "$T/sipauthd.log")"
 finish

@@ -2381,6 +2381,46 @@ START_TEST(test_binding_latest_takes_one_it_can_reach)
 }
 END_TEST
 
+/* An inbound INVITE's registrations to try in turn: the trunk's live ones
+ * it can reach, most recently written first, up to max; those it cannot
+ * reach, lapsed or of a deleted credential left out. */
+START_TEST(test_bindings_latest_in_turn)
+{
+	struct sa_credential a, b;
+	struct sa_binding got[4];
+	int n = -1;
+
+	create_cred(trunk.id, "pbx-a", &a);
+	create_cred(trunk.id, "pbx-b", &b);
+	put_at(&a, "sip:a1@192.0.2.1", NOW, NOW + 3600);
+	put_at(&b, "sip:b1@192.0.2.2", NOW + 1, NOW + 3600);
+	put_at(&a, "sip:a2@192.0.2.1", NOW + 2, NOW + 30);
+	put_at(&b, "sip:b2@192.0.2.2", NOW + 3, NOW + 3600);
+	ck_assert_int_eq(sa_store_bindings_latest(st, trunk.id, NOW + 10, NULL, NULL, got, 4, &n), SA_STORE_OK);
+	ck_assert_int_eq(n, 4);
+	ck_assert_str_eq(got[0].contact, "sip:b2@192.0.2.2");
+	ck_assert_str_eq(got[1].contact, "sip:a2@192.0.2.1");
+	ck_assert_str_eq(got[2].contact, "sip:b1@192.0.2.2");
+	ck_assert_str_eq(got[3].contact, "sip:a1@192.0.2.1");
+	ck_assert_int_eq(sa_store_bindings_latest(st, trunk.id, NOW + 10, NULL, NULL, got, 2, &n), SA_STORE_OK);
+	ck_assert_int_eq(n, 2);
+	ck_assert_str_eq(got[1].contact, "sip:a2@192.0.2.1");
+	/* a2 lapsed, b2 cannot be reached */
+	ck_assert_int_eq(sa_store_bindings_latest(st, trunk.id, NOW + 40, not_named, "|sip:b2@192.0.2.2|", got, 4, &n),
+	                 SA_STORE_OK);
+	ck_assert_int_eq(n, 2);
+	ck_assert_str_eq(got[0].contact, "sip:b1@192.0.2.2");
+	ck_assert_str_eq(got[1].contact, "sip:a1@192.0.2.1");
+	/* b's credential deleted: a's alone */
+	ck_assert_int_eq(sa_store_credential_delete(st, trunk.id, b.id), SA_STORE_OK);
+	ck_assert_int_eq(sa_store_bindings_latest(st, trunk.id, NOW + 40, NULL, NULL, got, 4, &n), SA_STORE_OK);
+	ck_assert_int_eq(n, 1);
+	ck_assert_str_eq(got[0].contact, "sip:a1@192.0.2.1");
+	ck_assert_int_eq(sa_store_bindings_latest(st, trunk.id, NOW + 7200, NULL, NULL, got, 4, &n), SA_STORE_ENOTFOUND);
+	ck_assert_int_eq(n, 0);
+}
+END_TEST
+
 /* Rewrites the only binding record of runtime/ as schema 5 wrote it: tag 1,
  * without indexed_at (8 bytes after the tag and the other numbers: 2 + 4 +
  * 3 * 8 + 4). */
@@ -3987,6 +4027,7 @@ static Suite *store_suite(void)
 	tcase_add_test(tc, test_binding_schema5_record_reads);
 	tcase_add_test(tc, test_binding_latest_from_the_trunks_list);
 	tcase_add_test(tc, test_binding_latest_takes_one_it_can_reach);
+	tcase_add_test(tc, test_bindings_latest_in_turn);
 	tcase_add_test(tc, test_binding_expire_some_stops_at_max);
 	tcase_add_test(tc, test_credentials_are_written_compact);
 	tcase_add_test(tc, test_credential_record_under_username);

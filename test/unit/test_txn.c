@@ -996,6 +996,45 @@ START_TEST(the_next_gateway_gets_the_same_request_with_our_new_via)
 }
 END_TEST
 
+/* An inbound INVITE moved on to another registration: the Request-URI is
+ * that one's Contact (longer, then shorter), our Via new; byte for byte
+ * what forwarding there would write, every field where a fresh keep has
+ * it, and the CANCEL and ACK built from it name the new Request-URI. */
+START_TEST(the_next_registration_gets_its_contact_as_request_uri)
+{
+	static const char *const uris[] = { "sip:pbx-standby@203.0.113.77:5080;transport=udp;line=abcdef", "sip:p@h" };
+	char fresh[FRESH_MAX], out[2048], want[2048];
+	long n;
+	struct sa_txn_req *r = kept_invite(fresh, &n);
+	for (size_t i = 0; i < sizeof(uris) / sizeof(uris[0]); i++) {
+		struct sa_fwd next = fwd_to_gw;
+		next.ruri = uris[i];
+		next.via = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKpbx2;rport";
+		struct sa_txn_req *r2 = kept(INVITE_IN, &next, fresh, sizeof(fresh), &n);
+		struct sa_txn_req *hop = sa_txn_req_retarget(r, uris[i], next.via, next.rr);
+		ck_assert_ptr_nonnull(r2);
+		ck_assert_ptr_nonnull(hop);
+		assert_same(hop->bytes, (long)hop->len, fresh, n);
+		ck_assert_uint_eq(hop->size, r2->size);
+		ck_assert_uint_eq(hop->ruri, r2->ruri);
+		ck_assert_uint_eq(hop->ruri_len, strlen(uris[i]));
+		ck_assert_uint_eq(hop->ours, r2->ours);
+		ck_assert_uint_eq(hop->ours_end, r2->ours_end);
+		ck_assert(memcmp(hop->field, r2->field, sizeof(hop->field)) == 0);
+		ck_assert(memcmp(&hop->via, &r2->via, sizeof(hop->via)) == 0);
+		ck_assert(memcmp(hop->lines, r2->lines, (hop->nvias + hop->nroutes) * sizeof(hop->lines[0])) == 0);
+		long k = sa_txn_cancel(hop, out, sizeof(out) - 1);
+		assert_same(out, k, want, sa_txn_cancel(r2, want, sizeof(want)));
+		out[k] = '\0';
+		snprintf(want, sizeof(want), "CANCEL %s SIP/2.0\r\n", uris[i]);
+		ck_assert(strncmp(out, want, strlen(want)) == 0);
+		sa_txn_req_free(hop);
+		sa_txn_req_free(r2);
+	}
+	sa_txn_req_free(r);
+}
+END_TEST
+
 /* A BYE or probe of our own is kept as bytes: nothing is built from it. */
 START_TEST(our_own_requests_keep_bytes_only)
 {
@@ -1075,6 +1114,7 @@ int main(void)
 	tcase_add_test(tc, our_answer_goes_to_the_vias_below_ours);
 	tcase_add_test(tc, our_answer_keeps_a_tag_the_to_has);
 	tcase_add_test(tc, the_next_gateway_gets_the_same_request_with_our_new_via);
+	tcase_add_test(tc, the_next_registration_gets_its_contact_as_request_uri);
 	tcase_add_test(tc, our_own_requests_keep_bytes_only);
 	tcase_add_test(tc, a_copy_outlives_its_original);
 	suite_add_tcase(s, tc);
