@@ -697,11 +697,19 @@ SSL_CTX *sa_transport_tls_server_ctx(const struct sa_tls_config *tc)
 		goto fail;
 	}
 	SSL_CTX_set_num_tickets(ctx, 0);
+	/* a TLS 1.2 session resumed by a client that verified its certificate
+	 * once: without an id context OpenSSL refuses every resumption when
+	 * client certificates are asked for ("session id context uninitialized") */
+	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"sipauthd", 8);
 	if (tc->client_ca[0]) {
-		if (SSL_CTX_load_verify_locations(ctx, tc->client_ca, NULL) != 1) {
+		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(tc->client_ca);
+		if (SSL_CTX_load_verify_locations(ctx, tc->client_ca, NULL) != 1 || !names) {
+			sk_X509_NAME_pop_free(names, X509_NAME_free);
 			tls_log_error("client_ca", tc->client_ca);
 			goto fail;
 		}
+		/* named in the certificate request: a PBX with several certificates picks the one */
+		SSL_CTX_set_client_CA_list(ctx, names);
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
 	}
 	return ctx;

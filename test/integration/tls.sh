@@ -1,7 +1,8 @@
 #!/bin/sh
 # tls.sh: the tls listener against openssl s_client and Python's ssl module: protocol
 # versions (1.0/1.1 refused, 1.2/1.3 accepted, min_version = TLSv1.3), silent clients that
-# never finish a handshake, and certificate reload on SIGHUP. Real SIP clients over TLS
+# never finish a handshake, certificate reload on SIGHUP, and client certificates (client_ca,
+# with TLS 1.2 session resumption). Real SIP clients over TLS
 # (sipsak, baresip) are in tls_clients.sh.
 . "$top_srcdir/test/lib.sh"
 . "$top_srcdir/test/tls_lib.sh"
@@ -219,5 +220,24 @@ PY
 assert_eq "per-source handshake limit: the same address is refused, another is served" \
 "third from the same address refused
 another address TLSv1.3" "$(python3 "$T/persource.py" "$TLS_PORT" "$T/ca1.pem" 2>&1)"
+stop "$SIPAUTHD_PID"
+
+# --- 6. client_ca (mutual TLS): a client without a certificate is refused, one with a
+# certificate of that CA is served; the certificate request names the CA; a TLS 1.2 session is
+# resumed (a PBX that caches sessions reconnects without a full handshake)
+make_cert client pbx-client-ca || fail "openssl made no client certificate"
+start_tls_sipauthd d5 "SHA-256, MD5" "client_ca = $T/client.pem" || { fail "sipauthd did not start (client_ca)"; finish; }
+sclient d5nocert -tls1_2
+assert_eq "client_ca: a client without a certificate is refused" 1 $?
+sclient d5cert -tls1_2 -cert "$T/client.pem" -key "$T/client.key" -sess_out "$T/d5.sess"
+assert_eq "client_ca: a client with a certificate of the CA is served" 0 $?
+assert_match "client_ca: the certificate request names the CA" \
+	"Acceptable client certificate CA names
+CN = pbx-client-ca" "$(cat "$T/d5cert.sc")"
+sclient d5resume -tls1_2 -cert "$T/client.pem" -key "$T/client.key" -sess_in "$T/d5.sess"
+assert_eq "client_ca: the TLS 1.2 session is resumed" 0 $?
+assert_match "client_ca: ... as a resumption, not a new session" "^Reused, TLSv1.2, Cipher is ECDHE-" \
+	"$(cat "$T/d5resume.sc")"
+assert_nomatch "client_ca: no session id context error" "session id context uninitialized" "$(cat "$T/d5.log")"
 stop "$SIPAUTHD_PID"
 finish
