@@ -124,6 +124,32 @@ static int each_item(struct parse *p, char *v, int (*fn)(struct parse *, const c
 	return n == 0 ? perr(p, "empty list") : 0;
 }
 
+/* The port of a listen address, and whether it is the wildcard (0.0.0.0, ::). */
+static uint16_t ep_port(const struct sa_endpoint *e, bool *any)
+{
+	if (e->ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&e->ss;
+		*any = IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr);
+		return ntohs(s6->sin6_port);
+	}
+	const struct sockaddr_in *s4 = (const struct sockaddr_in *)&e->ss;
+	*any = s4->sin_addr.s_addr == htonl(INADDR_ANY);
+	return ntohs(s4->sin_port);
+}
+
+/* A TCP and a TLS listener on one port would be one socket's port twice:
+ * with several workers (SO_REUSEPORT) both bind, and the kernel deals each
+ * connection to either, so some TLS handshakes reach the TCP listener. */
+static bool streams_collide(const struct sa_endpoint *a, const struct sa_endpoint *b)
+{
+	bool any_a, any_b;
+	if (a->proto == SA_PROTO_UDP || b->proto == SA_PROTO_UDP || a->proto == b->proto ||
+	    ep_port(a, &any_a) != ep_port(b, &any_b))
+		return false;
+	return any_a || any_b ||
+	       (a->sslen == b->sslen && memcmp(&a->ss, &b->ss, a->sslen) == 0);
+}
+
 static int add_listen(struct parse *p, const char *item)
 {
 	struct sa_config *c = p->cfg;
@@ -136,6 +162,9 @@ static int add_listen(struct parse *p, const char *item)
 		if (c->listen[i].proto == e->proto && c->listen[i].sslen == e->sslen &&
 		    memcmp(&c->listen[i].ss, &e->ss, e->sslen) == 0)
 			return perr(p, "listen entry '%s' given twice", item);
+		else if (streams_collide(&c->listen[i], e))
+			return perr(p, "listen entry '%s' takes the port of a %s listener: tcp and tls need ports of their own",
+			            item, sa_proto_name(c->listen[i].proto));
 	c->nlisten++;
 	return 0;
 }

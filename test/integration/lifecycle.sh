@@ -47,6 +47,12 @@ printf '[sip]\nlisten = udp:127.0.0.1:5060, tcp:127.0.0.1:5060, udp:127.0.0.1:50
 out=$("$REAL" --check-config "$T/dup.conf" 2>&1); rc=$?
 assert_eq "--check-config refuses a listen entry given twice" \
 	"1 sipauthd: $T/dup.conf:2: listen entry 'udp:127.0.0.1:5060' given twice" "$rc $out"
+# a tcp and a tls listener on one port: with several workers both would bind (SO_REUSEPORT) and
+# the kernel would deal TLS handshakes to the TCP listener; the wildcard address takes them all
+printf '[sip]\nlisten = udp:127.0.0.1:5070, tcp:127.0.0.1:5070, tls:0.0.0.0:5070\n[upstream]\ngateway = udp:127.0.0.2:5060\n' >"$T/dup2.conf"
+out=$("$REAL" --check-config "$T/dup2.conf" 2>&1); rc=$?
+assert_eq "--check-config refuses tcp and tls listeners on one port" \
+	"1 sipauthd: $T/dup2.conf:2: listen entry 'tls:0.0.0.0:5070' takes the port of a tcp listener: tcp and tls need ports of their own" "$rc $out"
 # --check-config loads what a start or reload would (systemctl reload runs it first): a TLS
 # certificate that is not there, an admin token file that is not there
 printf '[sip]\nlisten = tls:127.0.0.1:5061\n[upstream]\ngateway = udp:127.0.0.2:5060\n[tls]\ncertificate = %s\nprivate_key = %s\n' \
