@@ -317,20 +317,36 @@ uint64_t sa_wh_agg_take(struct sa_wh_agg *a, sa_wh_agg_cb cb, void *arg)
 	return dropped;
 }
 
-/* 4 address bytes: not a public unicast address? */
+/* 4 address bytes: not a public unicast address? (RFC 6890: this host,
+ * private, shared, loopback, link-local, the documentation networks,
+ * benchmarking, multicast and above) */
 static bool v4_special(const uint8_t a[4])
 {
 	return a[0] == 0 || a[0] == 10 || a[0] == 127 || (a[0] == 100 && (a[1] & 0xc0) == 64) ||
 	       (a[0] == 169 && a[1] == 254) || (a[0] == 172 && (a[1] & 0xf0) == 16) || (a[0] == 192 && a[1] == 168) ||
-	       (a[0] == 192 && a[1] == 0 && a[2] == 0) || (a[0] == 198 && (a[1] & 0xfe) == 18) || a[0] >= 224;
+	       (a[0] == 192 && a[1] == 0 && (a[2] == 0 || a[2] == 2)) || (a[0] == 192 && a[1] == 88 && a[2] == 99) ||
+	       (a[0] == 198 && (a[1] & 0xfe) == 18) || (a[0] == 198 && a[1] == 51 && a[2] == 100) ||
+	       (a[0] == 203 && a[1] == 0 && a[2] == 113) || a[0] >= 224;
 }
 
+/* 16 address bytes: not a public unicast address? An IPv6 address that
+ * carries an IPv4 one (mapped, compatible, NAT64 64:ff9b::/96, 6to4
+ * 2002::/16) is what that IPv4 address is: a NAT64 or 6to4 relay takes it
+ * there. Teredo, the local-use NAT64 prefix, discard-only, documentation,
+ * unique-local, link-local and multicast are special themselves. */
 static bool v6_special(const uint8_t a[16])
 {
-	static const uint8_t zero[16];
-	if (memcmp(a, zero, 15) == 0 && (a[15] == 0 || a[15] == 1))
-		return true;                                   /* :: and ::1 */
-	return (a[0] & 0xfe) == 0xfc || (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) || a[0] == 0xff;
+	static const uint8_t zero[12], mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff },
+	                                nat64[12] = { 0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0 };
+	if (memcmp(a, zero, 12) == 0 || memcmp(a, mapped, 12) == 0 || memcmp(a, nat64, 12) == 0)
+		return v4_special(a + 12);                     /* (:: and ::1 are 0.0.0.0 and 0.0.0.1) */
+	if (a[0] == 0x20 && a[1] == 0x02)
+		return v4_special(a + 2);
+	return (a[0] == 0x20 && a[1] == 0x01 && a[2] == 0 && a[3] == 0) ||                    /* Teredo */
+	       (a[0] == 0x20 && a[1] == 0x01 && a[2] == 0x0d && a[3] == 0xb8) ||              /* documentation */
+	       (a[0] == 0 && a[1] == 0x64 && a[2] == 0xff && a[3] == 0x9b && a[4] == 0 && a[5] == 1) ||
+	       (a[0] == 1 && a[1] == 0 && memcmp(a + 2, zero, 6) == 0) ||                       /* 100::/64 */
+	       (a[0] & 0xfe) == 0xfc || (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) || a[0] == 0xff;
 }
 
 bool sa_wh_address_allowed(const struct sockaddr *sa, const struct sa_cidr *allowed, unsigned n)
@@ -339,9 +355,7 @@ bool sa_wh_address_allowed(const struct sockaddr *sa, const struct sa_cidr *allo
 	if (sa->sa_family == AF_INET) {
 		special = v4_special((const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr);
 	} else if (sa->sa_family == AF_INET6) {
-		const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
-		static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-		special = memcmp(a, mapped, 12) == 0 ? v4_special(a + 12) : v6_special(a);
+		special = v6_special(((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr);
 	} else {
 		return false;
 	}

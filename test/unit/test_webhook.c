@@ -243,11 +243,16 @@ static bool allowed(const char *ip, const struct sa_cidr *nets, unsigned n)
 /* A customer's URL reaches public addresses only, unless the operator names a network. */
 START_TEST(test_private_targets_need_the_operators_word)
 {
-	static const char *refused[] = { "127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1",
-	                                 "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1", "::1", "::",
-	                                 "fd00::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "198.18.0.1" };
-	static const char *public_ips[] = { "203.0.113.7", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:db8::1",
-	                                    "::ffff:8.8.8.8" };
+	static const char *refused[] = {
+		"127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254", "100.64.0.1",
+		"0.0.0.0", "224.0.0.1", "::1", "::", "fd00::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+		"198.18.0.1", "192.0.2.1", "198.51.100.1", "203.0.113.7", "192.88.99.1", "2001:db8::1",
+		/* IPv6 forms that carry a private IPv4 address: compatible, NAT64, 6to4 */
+		"::127.0.0.1", "::10.0.0.1", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::1",
+		"2002:c0a8:101::1", "2001::1", "2001:0:4136:e378::1", "64:ff9b:1::1", "100::1",
+	};
+	static const char *public_ips[] = { "93.184.216.34", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111",
+	                                    "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1", "2001:4860::8888" };
 	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
 		ck_assert_msg(!allowed(refused[i], NULL, 0), "%s allowed", refused[i]);
 	for (size_t i = 0; i < sizeof public_ips / sizeof public_ips[0]; i++)
