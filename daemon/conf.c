@@ -484,6 +484,7 @@ static const struct key keys[] = {
 	LIST("api", "metrics_listen", metrics_listen, nmetrics_listen, add_metrics_listen, false),
 	UINT("api", "max_body", api_max_body, 256, 1048576, false),
 	UINT("api", "max_connections", api_max_connections, 1, 1000000, false),
+	UINT("api", "max_connections_per_source", api_max_connections_per_source, 1, 1000000, true),
 	STR("api", "admin_token_file", api_admin_token_file, false),
 	UINT("api", "min_password_length", api_min_password_len, SA_PASSWORD_MIN, SA_PASSWORD_MAX, false),
 	UINT("api", "rate_limit", api_rate_limit, 0, 1000000, true),
@@ -602,6 +603,7 @@ static void set_defaults(struct sa_config *c)
 	c->bye_rate = 2500;
 	c->api_max_body = SA_HTTP_MAX_BODY;
 	c->api_max_connections = SA_HTTP_MAX_CONNECTIONS;
+	c->api_max_connections_per_source = SA_HTTP_MAX_CONNECTIONS_PER_SOURCE;
 	c->api_min_password_len = SA_PASSWORD_MIN;
 	c->api_rate_limit = SA_HTTP_RATE_LIMIT;
 	c->api_rate_burst = SA_HTTP_RATE_BURST;

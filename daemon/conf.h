@@ -98,6 +98,7 @@ struct sa_config {
 	unsigned nmetrics_listen;
 	unsigned api_max_body;           /* bytes of request body; more get 413 */
 	unsigned api_max_connections;    /* HTTP connections open at once (API and metrics); more are closed */
+	unsigned api_max_connections_per_source;   /* ... from one address (IPv6: one /64) */
 	unsigned api_min_password_len;   /* for credentials created over the API */
 	char api_admin_token_file[PATH_MAX];   /* holds the token for the admin API (GET /v1/upstream); "": none */
 	unsigned api_rate_limit;         /* /v1 requests per second per API key; 0: no limit */

@@ -23,9 +23,11 @@
 #include <openssl/sha.h>
 #include <strings.h>
 #include <openssl/ssl.h>
+#include <openssl/rand.h>
 
 #include "abuse.h"
 #include "api.h"
+#include "connlimit.h"
 #include "apilimit.h"
 #include "log.h"
 #include "metrics.h"
@@ -43,6 +45,10 @@ extern const size_t sa_dashboard_html_len;
 extern const unsigned char sa_openapi_json[];
 extern const size_t sa_openapi_json_len;
 
+#define HTTP_CONN_BUCKETS 1024
+
+struct http_conn;
+
 struct sa_http {
 	struct sa_server *srv;
 	struct evhttp *api;             /* [api] listen: everything */
@@ -57,15 +63,30 @@ struct sa_http {
 	uint64_t next_id;               /* request ids for the log */
 	int64_t started_at;
 	char csp[256];                  /* the dashboard's policy, with its script's hash */
-	/* [api] max_connections over both servers: counted from the bufferevent
-	 * evhttp asks us for to the connection's close callback */
+	/* [api] max_connections over both servers, and max_connections_per_source:
+	 * counted from the bufferevent evhttp asks us for to the connection's
+	 * close callback */
 	unsigned nconns;
 	uint64_t conns_refused;
+	struct sa_connlimit *limit;
+	struct http_conn *conn_map[HTTP_CONN_BUCKETS];   /* by evhttp connection */
 	bool admin_token;               /* [api] admin_token_file was read */
 	unsigned char admin_digest[32]; /* its token's SHA-256: the token itself is not kept */
 	struct bufferevent **adopt;     /* accepted, evhttp's connection not yet known */
 	unsigned nadopt, adopt_cap;
 	struct event *adopt_ev;
+};
+
+/* One counted connection: its source's share, and the time it has to send
+ * its next whole request. */
+struct http_conn {
+	struct sa_http *h;
+	struct evhttp_connection *evcon;
+	struct sa_connsrc *src;
+	struct event *deadline;          /* armed while no request of it is being answered */
+	unsigned busy;                   /* requests of it being answered */
+	char peer[64];
+	struct http_conn *next;          /* in h->conn_map */
 };
 
 /* One request while it is answered. */
@@ -809,10 +830,13 @@ static int is_get(const struct exchange *x)
 	return strcmp(x->method, "GET") == 0 || strcmp(x->method, "HEAD") == 0;
 }
 
+static void http_conn_busy(struct sa_http *h, struct evhttp_request *req);
+
 static void exchange_init(struct exchange *x, struct sa_http *h, struct evhttp_request *req, const char **query)
 {
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 
+	http_conn_busy(h, req);
 	x->h = h;
 	x->req = req;
 	x->id = ++h->next_id;
@@ -881,7 +905,7 @@ static void metrics_cb(struct evhttp_request *req, void *arg)
 		send_error(&x, 404, "not_found", "no such resource (this address serves /metrics and /healthz)", NULL);
 }
 
-/* ---- connection cap ---- */
+/* ---- connection caps ---- */
 
 /* libevent 2.1 has no evhttp_set_max_connections (2.2 does) and no hook
  * when evhttp accepts, but it asks evhttp_set_bevcb's callback for each new
@@ -890,11 +914,103 @@ static void metrics_cb(struct evhttp_request *req, void *arg)
  * and, once the accept callback is over, its connection is found: evhttp
  * makes the connection the bufferevent's callback argument (checked below
  * with evhttp_connection_get_bufferevent). Then the connection is counted,
- * with a close callback to uncount it, or closed at once over the cap. */
+ * with a close callback to uncount it, or closed at once over a cap.
+ *
+ * evhttp's own timeout is an idle timer that each byte re-arms: a client
+ * sending a request a byte every few seconds held its connection for as
+ * long as it liked, and 256 such took every slot, /healthz's too. So a
+ * connection has SA_HTTP_TIMEOUT from its accept, and from each answer, to
+ * send its next whole request; and one source (an IPv4 address, an IPv6
+ * /64) holds at most [api] max_connections_per_source of them. */
+static size_t conn_bucket(const struct evhttp_connection *evcon)
+{
+	uintptr_t v = (uintptr_t)evcon;
+	return (size_t)((v >> 4) ^ (v >> 14)) & (HTTP_CONN_BUCKETS - 1);
+}
+
+static struct http_conn *http_conn_find(struct sa_http *h, const struct evhttp_connection *evcon)
+{
+	struct http_conn *c = h->conn_map[conn_bucket(evcon)];
+	while (c && c->evcon != evcon)
+		c = c->next;
+	return c;
+}
+
+static void http_deadline_arm(struct http_conn *c)
+{
+	struct timeval tv = { .tv_sec = SA_HTTP_TIMEOUT };
+	evtimer_add(c->deadline, &tv);
+}
+
+static void http_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_conn *c = arg;
+	if (c->busy)
+		return;
+	log_info("event=http_closed reason=request_deadline src=%s timeout=%d", c->peer, SA_HTTP_TIMEOUT);
+	evhttp_connection_free(c->evcon);   /* its close callback frees c */
+}
+
+/* A request of the connection answered: its next one has SA_HTTP_TIMEOUT. */
+static void http_request_done_cb(struct evhttp_request *req, void *arg)
+{
+	struct http_conn *c = arg;
+	if (c->busy && --c->busy == 0)
+		http_deadline_arm(c);
+}
+
+/* A whole request arrived: no deadline while it is answered (an answer may
+ * wait for the store thread). */
+static void http_conn_busy(struct sa_http *h, struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct http_conn *c = evcon ? http_conn_find(h, evcon) : NULL;
+	if (c == NULL)
+		return;
+	c->busy++;
+	evtimer_del(c->deadline);
+	evhttp_request_set_on_complete_cb(req, http_request_done_cb, c);
+}
+
 static void http_conn_closed_cb(struct evhttp_connection *evcon, void *arg)
 {
-	struct sa_http *h = arg;
+	struct http_conn *c = arg;
+	struct sa_http *h = c->h;
 	h->nconns--;
+	sa_connlimit_release(h->limit, c->src, false);
+	for (struct http_conn **pp = &h->conn_map[conn_bucket(evcon)]; *pp; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	event_free(c->deadline);
+	free(c);
+}
+
+/* The peer's address bytes (4, or 16) and its text; 0 when unknown. */
+static size_t peer_of_bev(struct bufferevent *bev, unsigned char addr[16], char *text, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	snprintf(text, len, "-");
+	if (getpeername(bufferevent_getfd(bev), (struct sockaddr *)&ss, &sl) < 0)
+		return 0;
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
+		memcpy(addr, &s4->sin_addr, 4);
+		inet_ntop(AF_INET, &s4->sin_addr, text, (socklen_t)len);
+		snprintf(text + strlen(text), len - strlen(text), ":%u", ntohs(s4->sin_port));
+		return 4;
+	}
+	if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
+		memcpy(addr, &s6->sin6_addr, 16);
+		char ip[INET6_ADDRSTRLEN];
+		inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+		snprintf(text, len, "[%s]:%u", ip, ntohs(s6->sin6_port));
+		return 16;
+	}
+	return 0;
 }
 
 static void http_conn_adopt(struct sa_http *h, struct bufferevent *bev)
@@ -905,18 +1021,39 @@ static void http_conn_adopt(struct sa_http *h, struct bufferevent *bev)
 	struct evhttp_connection *evcon = cbarg;
 	if (readcb == NULL || evcon == NULL || evhttp_connection_get_bufferevent(evcon) != bev)
 		return;   /* evhttp gave up on it already */
-	if (h->nconns >= h->srv->cfg.api_max_connections) {
-		char *addr = NULL;
-		ev_uint16_t port = 0;
-		evhttp_connection_get_peer(evcon, &addr, &port);
+	const struct sa_config *cfg = &h->srv->cfg;
+	struct sa_connlimit_cfg lim = { .max_connections = cfg->api_max_connections,
+	                                .max_connections_per_source = cfg->api_max_connections_per_source,
+	                                .max_handshakes = UINT32_MAX, .max_handshakes_per_source = UINT32_MAX };
+	unsigned char addr[16];
+	char peer[64];
+	size_t alen = peer_of_bev(bev, addr, peer, sizeof(peer));
+	struct sa_connsrc *src = NULL;
+	struct http_conn *c = NULL;
+	enum sa_conn_verdict v = SA_CONN_NO_MEMORY;
+	if (alen > 0 && (c = calloc(1, sizeof(*c))) && (c->deadline = evtimer_new(h->srv->base, http_deadline_cb, c)))
+		v = sa_connlimit_admit(h->limit, &lim, addr, alen, false, &src);
+	if (v != SA_CONN_OK) {
 		h->conns_refused++;
-		log_warn("event=http_refused reason=max_connections src=%s:%u connections=%u", addr ? addr : "-",
-		         (unsigned)port, h->nconns);
+		log_warn("event=http_refused reason=%s src=%s connections=%u", v == SA_CONN_SOURCE_FULL
+		         ? "max_connections_per_source" : v == SA_CONN_FULL ? "max_connections" : alen ? "no_memory" : "no_peer", peer,
+		         h->nconns);
+		if (c && c->deadline)
+			event_free(c->deadline);
+		free(c);
 		evhttp_connection_free(evcon);
 		return;
 	}
 	h->nconns++;
-	evhttp_connection_set_closecb(evcon, http_conn_closed_cb, h);
+	c->h = h;
+	c->evcon = evcon;
+	c->src = src;
+	snprintf(c->peer, sizeof(c->peer), "%s", peer);
+	size_t b = conn_bucket(evcon);
+	c->next = h->conn_map[b];
+	h->conn_map[b] = c;
+	evhttp_connection_set_closecb(evcon, http_conn_closed_cb, c);
+	http_deadline_arm(c);
 }
 
 static void http_adopt_cb(evutil_socket_t fd, short what, void *arg)
@@ -1149,6 +1286,10 @@ int sa_http_start(struct sa_server *srv)
 	                              .calls_each = calls_each, .calls_owner = srv };
 	if ((h->adopt_ev = event_new(srv->base, -1, 0, http_adopt_cb, h)) == NULL)
 		return -1;
+	uint64_t seed;
+	RAND_bytes((unsigned char *)&seed, sizeof(seed));
+	if ((h->limit = sa_connlimit_new(c->api_max_connections < 4096 ? c->api_max_connections : 4096, seed)) == NULL)
+		return -1;
 	if ((h->rate = malloc(sizeof(*h->rate))) == NULL)
 		return -1;
 	sa_apilimit_init(h->rate);
@@ -1191,6 +1332,8 @@ void sa_http_stop(struct sa_server *srv)
 	if (h->adopt_ev != NULL)
 		event_free(h->adopt_ev);
 	free(h->rate);
+	if (h->limit != NULL)
+		sa_connlimit_free(h->limit);
 	free(h);
 	srv->http = NULL;
 }

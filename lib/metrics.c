@@ -208,7 +208,7 @@ static void connections(FILE *f, const struct sa_metrics *m)
 	counter(f, "accept_paused_total", "Times a SIP listener rested after accept() failed (out of descriptors).",
 	        m->accept_paused);
 	gauge(f, "http_connections", "HTTP connections open (API and metrics).", (int64_t)m->http_connections);
-	counter(f, "http_refused_total", "HTTP connections closed at once over [api] max_connections.",
+	counter(f, "http_refused_total", "HTTP connections closed at once over [api] max_connections or max_connections_per_source.",
 	        m->http_refused);
 	counter(f, "api_rate_limited_total", "API requests answered 429: over their key's [api] rate_limit.",
 	        m->api_rate_limited);

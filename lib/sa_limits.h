@@ -33,6 +33,7 @@
 #define SA_HTTP_TIMEOUT         30      /* seconds an HTTP connection may sit idle or half-sent */
 #define SA_HTTP_BODY_CUTOFF     4       /* bodies past max_body x this: evhttp keeps none and answers 413 */
 #define SA_HTTP_MAX_CONNECTIONS 256     /* default [api] max_connections */
+#define SA_HTTP_MAX_CONNECTIONS_PER_SOURCE 32   /* default [api] max_connections_per_source */
 #define SA_HTTP_RATE_LIMIT      20      /* default [api] rate_limit: /v1 requests per second per API key */
 #define SA_HTTP_RATE_BURST      40      /* default [api] rate_burst */
 

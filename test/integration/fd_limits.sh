@@ -2,7 +2,8 @@
 # fd_limits.sh: file descriptors (issue 10, item 7). A configuration whose connection limits do
 # not fit under the hard RLIMIT_NOFILE is refused at start with one line naming the keys; a
 # soft limit below what the configuration needs is raised; 300 idle API connections meet
-# [api] max_connections (the rest closed at once); and when descriptors run out anyway (the
+# [api] max_connections (the rest closed at once), one address meets max_connections_per_source,
+# a request trickled byte by byte is cut off 30 s after the accept; and when descriptors run out anyway (the
 # limit lowered under the running daemon), accept() failures make the listeners rest instead
 # of spinning: CPU stays low, and the daemon answers again once the flood is gone.
 . "$top_srcdir/test/lib.sh"
@@ -39,6 +40,7 @@ stop "$pid"
 # --- 3. limits that fit (100 SIP + 50 HTTP): 300 idle API connections, 50 are served
 cat >>"$T/sipauthd.conf" <<CONF
 max_connections = 50
+max_connections_per_source = 8
 [limits]
 max_connections = 100
 CONF
@@ -48,15 +50,18 @@ wait_for grep -q "event=started" "$T/small.log" || { cat "$T/small.log"; fail "s
 
 # cpu_ticks: user + system clock ticks of the daemon so far
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$SIPAUTHD_PID/stat"; }
-# flood.py PORT N: open N TCP connections and hold them until $T/release; prints how many the
-# daemon closed at once (within 1 s) and how many it kept
+# flood.py PORT N [SOURCES]: open N TCP connections (from the addresses of SOURCES, a comma list,
+# in turn) and hold them until $T/release; prints how many the daemon closed at once (within
+# 1 s) and how many it kept
 cat >"$T/flood.py" <<'PY'
 import os, select, socket, sys, time
 port, n, d = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+sources = sys.argv[4].split(",") if len(sys.argv) > 4 else ["127.0.0.1"]
 socks = []
 for i in range(n):
     s = socket.socket()
     s.setblocking(False)
+    s.bind((sources[i % len(sources)], 0))
     s.connect_ex(("127.0.0.1", port))
     socks.append(s)
     if i % 25 == 24:
@@ -76,21 +81,60 @@ deadline = time.monotonic() + 60
 while not os.path.exists(os.path.join(d, "release")) and time.monotonic() < deadline:
     time.sleep(0.1)
 PY
+# trickle.py PORT: a request sent one byte a second (each byte re-arms an idle timer); prints
+# when the daemon closed the connection
+cat >"$T/trickle.py" <<'PY'
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), source_address=("127.0.0.4", 0))
+s.settimeout(1.0)
+t0 = time.monotonic()
+req = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 200
+for b in req:
+    try:
+        s.send(bytes([b]))
+        if s.recv(1) == b"":
+            break
+    except socket.timeout:
+        pass
+    except OSError:
+        break
+dt = time.monotonic() - t0
+print("closed at the request deadline" if 28 <= dt <= 36 else "closed after %.1f s" % dt)
+PY
+# one address holds [api] max_connections_per_source (8) of them; another is still served
 rm -f "$T/flooded" "$T/release"
-spawn "$T/api_flood.out" python3 "$T/flood.py" "$API_PORT" 300 "$T"
+spawn "$T/api_one.out" python3 "$T/flood.py" "$API_PORT" 20 "$T" 127.0.0.3
+fpid=$!
+wait_for test -f "$T/flooded" || fail "the one-address API flood did not start"
+assert_eq "20 API connections from one address: 8 kept ([api] max_connections_per_source), 12 closed at once" \
+	"closed 12 kept 8" "$(cat "$T/api_one.out")"
+assert_eq "... while another address is served" '{"status":"ok"}' "$(curl -s -m 2 "http://127.0.0.1:$API_PORT/healthz")"
+assert_match "... the refusals are logged with their reason" \
+	"event=http_refused reason=max_connections_per_source src=127.0.0.3:[0-9]+ connections=" "$(cat "$T/small.log")"
+: >"$T/release"
+wait "$fpid"
+rm -f "$T/flooded" "$T/release"
+spawn "$T/api_flood.out" python3 "$T/flood.py" "$API_PORT" 300 "$T" \
+	127.0.0.10,127.0.0.11,127.0.0.12,127.0.0.13,127.0.0.14,127.0.0.15,127.0.0.16,127.0.0.17,127.0.0.18,127.0.0.19
 fpid=$!
 wait_for test -f "$T/flooded" || fail "the API flood did not start"
-assert_eq "300 API connections: 50 kept ([api] max_connections), 250 closed at once" "closed 250 kept 50" \
-	"$(cat "$T/api_flood.out")"
+assert_eq "300 API connections from ten addresses: 50 kept ([api] max_connections), 250 closed at once" \
+	"closed 250 kept 50" "$(cat "$T/api_flood.out")"
 m=$(curl -s -m 2 "http://127.0.0.1:$API_PORT/metrics")
 assert_eq "while at the cap, another HTTP client is closed at once" "" "$m"
 : >"$T/release"
 wait "$fpid"
 wait_for sh -c "curl -s -m 2 http://127.0.0.1:$API_PORT/metrics | grep -q '^sipauthd_http_connections 1$'"
 m=$(curl -s -m 2 "http://127.0.0.1:$API_PORT/metrics")
-assert_eq "/metrics counts the 251 refused" 251 "$(printf '%s\n' "$m" | sed -n 's/^sipauthd_http_refused_total //p')"
+assert_eq "/metrics counts the 263 refused (12, 250, and the client at the cap)" 263 \
+	"$(printf '%s\n' "$m" | sed -n 's/^sipauthd_http_refused_total //p')"
 assert_eq "/metrics: once they are gone only the scrape itself is open" 1 \
 	"$(printf '%s\n' "$m" | sed -n 's/^sipauthd_http_connections //p')"
+python3 "$T/trickle.py" "$API_PORT" >"$T/trickle.out" 2>&1
+assert_eq "a request trickled a byte a second is cut off SA_HTTP_TIMEOUT (30 s) after the accept" \
+	"closed at the request deadline" "$(cat "$T/trickle.out")"
+assert_match "... and logged" "event=http_closed reason=request_deadline src=127.0.0.4:[0-9]+ timeout=30" \
+	"$(cat "$T/small.log")"
 
 # --- 4. descriptors run out anyway: the limit is lowered to 40 under the running daemon,
 # then 300 connections to the SIP TCP port and 300 to the API. accept() fails with EMFILE:
