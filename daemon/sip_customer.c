@@ -541,6 +541,8 @@ static bool relay_to_owner(struct sa_server *srv, const struct sa_msg *m, const 
 	         trunk, rb.cred_id, node);
 	struct call_owner own = { .cred_id = rb.cred_id, .trunk_id = "", .inbound = true };
 	struct sa_txn *t = sip_forward(srv, m, from, &owner, NULL, sa_route_initial_pop(m), NULL, &own, rb.cred_id);
+	if (t)
+		fo_attach_relay(t, rb.cred_id);
 	if (t && t->send_failed)
 		txn_unreachable(t);
 	srv->metrics.fleet_relayed++;

@@ -74,6 +74,7 @@ struct txn_failover {
 	bool cancelled;                /* the caller sent CANCEL: no new next hop */
 	unsigned cur, n;               /* flows[cur] is live */
 	struct fo_binding *bind;       /* inbound: the registration of each flow; NULL: gateways */
+	bool silence_ends;             /* the last one silent: 480 now (a relay to another node) */
 	struct sa_flow flows[];
 };
 
@@ -152,6 +153,9 @@ bool forward_upstream(struct sa_server *srv, const struct sa_msg *m, const struc
 /* An inbound INVITE just forwarded (t) to the first of n registrations:
  * keep the others to move on to (flows[i] reaches bind[i]). */
 void fo_attach_bindings(struct sa_txn *t, const struct sa_flow *flows, const struct fo_binding *bind, unsigned n);
+/* An inbound INVITE just relayed (t) to the node that holds the PBX's
+ * registration: answered 480 when that node says nothing at all. */
+void fo_attach_relay(struct sa_txn *t, const char *cred_id);
 
 /* sip_calls.c: calls and our own BYEs */
 struct sa_call *call_find(struct sa_server *srv, const struct sa_msg *m, int *side);

@@ -287,7 +287,18 @@ static void fo_timer_cb(evutil_socket_t fd, short what, void *arg)
 		txn_complete(t);
 		break;
 	case SA_FO_NEXT:
-		fo_next(t, SA_UP_TIMEOUT);
+		if (!fo_next(t, SA_UP_TIMEOUT) && t->fo->silence_ends && !txn_finished(t) && t->upstream_status == 0) {
+			char addr[64], callid[256];
+			uint16_t port;
+			sa_flow_peer(&t->to, addr, sizeof(addr), &port);
+			t->srv->metrics.next_hop_unreachable++;
+			log_info("event=next_hop_unreachable to=%s:%s:%u method=%d status=480 reason=silent call_id=\"%s\"",
+			         sa_proto_name(t->to.proto), addr, port, t->method,
+			         t->req ? LOGQ(req_call_id(t->req, callid, sizeof(callid))) : "");
+			fo_abandon(t);   /* a late answer still gets its CANCEL, or ACK and BYE */
+			answer_downstream(t, 480);
+			txn_complete(t);
+		}
 		break;
 	}
 }
@@ -321,6 +332,22 @@ void fo_attach_bindings(struct sa_txn *t, const struct sa_flow *flows, const str
 {
 	if (n > 1 && t->srv->cfg.inbound_failover_ms > 0 && t->method == SA_M_INVITE)
 		fo_attach_to(t, flows, bind, n);
+}
+
+/* The other node is sipauthd, which answers an INVITE 100 Trying at once:
+ * nothing at all from it within failover_timeout_ms, and it is gone (killed
+ * before its heartbeat went stale, about 4 s). The gateway gets 480 then,
+ * and can route the call elsewhere, not 408 after Timer B (32 s). */
+void fo_attach_relay(struct sa_txn *t, const char *cred_id)
+{
+	struct fo_binding b;
+	if (t->srv->cfg.inbound_failover_ms == 0 || t->method != SA_M_INVITE)
+		return;
+	sa_str_copy(b.cred_id, sizeof(b.cred_id), cred_id);
+	b.contact[0] = '\0';
+	fo_attach_to(t, &t->to, &b, 1);
+	if (t->fo)
+		t->fo->silence_ends = true;
 }
 
 /* The next hop of t could not be reached: a send that failed at once, or

@@ -2,8 +2,8 @@
 # node B (UDP, TCP, TLS) receives the calls the gateway sends to node A: A relays them to B, which
 # sends them down the PBX's own flow; ACK and BYE follow the Record-Route both ways. The API of
 # node A lists the fleet's bindings with their owning node. node B killed (-9): within 6 s node A
-# no longer relays to it (480, as when no PBX is registered), the PBX registers at A and takes
-# calls there. A stranger's INVITE at node B is refused as on a single host.
+# no longer relays to it (480, as when no PBX is registered), and a call relayed to it just
+# before that gets 480 once B stays silent for 2 s; the PBX registers at A and takes calls there. A stranger's INVITE at node B is refused as on a single host.
 . "$top_srcdir/test/lib.sh"
 . "$top_srcdir/test/pg_lib.sh"
 . "$top_srcdir/test/tls_lib.sh"
@@ -203,6 +203,14 @@ sleep 0.2
 t0=$(date +%s.%N)
 kill -9 "$B_PID"
 wait "$B_PID" 2>/dev/null
+# a call relayed to B before A knows it dead: B (a sipauthd) would have said 100 Trying at once;
+# nothing within [registrar] failover_timeout_ms (2 s), and A answers 480, not 408 at Timer B
+( s=$(date +%s.%N)
+  f=$($SIPCLIENT invite --server "$A_ADDR:$A_PORT" --local-ip $GW_IP --host "$TRUNK_HOST" --to 15550001112 \
+	--no-auth --timeout 8 | json_get 'final.get("final_status")')
+  python3 -c "import sys; print(sys.argv[1], '%.1f' % (float(sys.argv[3]) - float(sys.argv[2])))" "$f" "$s" "$(date +%s.%N)"
+) >"$T/relay_silent.txt" &
+silent_probe=$!
 st=""
 for _ in $(seq 1 60); do
 	st=$($SIPCLIENT invite --server "$A_ADDR:$A_PORT" --local-ip $GW_IP --host "$TRUNK_HOST" --to 15550001111 \
@@ -221,6 +229,13 @@ t = datetime.datetime.strptime(sys.argv[2], '%Y-%m-%dT%H:%M:%S.%fZ').replace(tzi
 print('%.2f' % (t - float(sys.argv[1])))" "$t0" "$first480")
 echo "node B killed: node A stopped relaying to it after $took s (its first 480, as with no PBX registered)"
 assert_eq "after B's kill node A answers the gateway 480 (no live owner), as when no PBX is registered" 480 "$st"
+wait "$silent_probe"
+read -r st took <"$T/relay_silent.txt"
+echo "node B killed: a call relayed to it just after got node A's $st after $took s"
+python3 -c "import sys; sys.exit(0 if sys.argv[1] == '480' and 1.8 <= float(sys.argv[2]) <= 3.5 else 1)" "$st" "$took"
+assert_eq "a call relayed to B just after its kill gets 480 from A when B says nothing for 2 s ($st after $took s)" 0 $?
+assert_match "... logged as a silent next hop" \
+	"event=next_hop_unreachable to=udp:127.0.0.42:[0-9]+ method=[0-9]+ status=480 reason=silent call_id=" "$(cat "$T/A.log")"
 python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) <= 6.0 else 1)" "$took"
 assert_eq "... within 6 s of the kill ($took s)" 0 $?
 wait_for grep -q "event=cluster_node_stale node=A other=B silent_ms=" "$T/A.log"
