@@ -231,6 +231,10 @@ struct sa_cluster {
 	bool reg_load;               /* the next look loads the other nodes' bindings */
 	uint64_t reg_seq;            /* the sequence remote is as of */
 	uint64_t view_ms;            /* the last heartbeat answer */
+	int64_t beat_written_ms;     /* the beat this node wrote last (0: none known since the connect) */
+	int64_t twin_logged_ms;      /* when another node with this name was last logged */
+	bool skew_logged;            /* the clock's offset from the database's is logged as too large */
+	int64_t beat_sent_wall_ms;   /* this host's clock when the heartbeat in flight went */
 	struct fleet_node nodes[NODES_MAX];
 	unsigned nnodes;
 	struct remote_view rv;
@@ -321,6 +325,7 @@ static void down(struct sa_cluster *c, const char *msg, enum conn_state to)
 	if (c->step == ST_DLV_PUSH)    /* likewise (the delivery's next attempt writes its state again) */
 		c->stats.deliveries_lost += c->dlv_sent;
 	c->fail_sent = c->dlv_sent = 0;
+	c->beat_written_ms = 0;   /* a beat sent and not answered may have been written */
 	events_free(c);
 	PQclear(c->rows);
 	c->rows = NULL;
@@ -522,6 +527,43 @@ static void node_seen(struct sa_cluster *c, json_t *row, int64_t db_now)
 		n->host[0] = '\0';
 	n->age_ms = db_now - beat;
 	n->listed = true;
+}
+
+/* The heartbeat's own row. Another process wrote it since this node's
+ * last beat: another sipauthd has this [cluster] node name (a cloned host,
+ * a copied file), and the two take each other's bindings, calls and
+ * address; said as an error, once a minute while it goes on. And this
+ * node's clock against the database's (by which the nodes' times are
+ * compared: expiries of registrations, who registered last): more than
+ * SKEW_MAX_MS off is said once, and again when it is back. */
+#define SKEW_MAX_MS 2000
+static void beat_own(struct sa_cluster *c, int64_t written, int64_t prev, const char *prev_address,
+                     int64_t db_now, int64_t sent_wall_ms)
+{
+	const char *me = c->srv->cfg.cluster_node;
+	if (c->beat_written_ms != 0 && prev != c->beat_written_ms) {
+		c->stats.name_conflicts++;
+		if (c->twin_logged_ms == 0 || db_now - c->twin_logged_ms >= 60000) {
+			c->twin_logged_ms = db_now;
+			log_err("event=cluster_node_name_taken node=%s other_address=%s hint=\"another sipauthd beats with this "
+			        "[cluster] node name: each node needs a name of its own\"", me,
+			        prev_address[0] ? prev_address : "-");
+		}
+	}
+	c->beat_written_ms = written;
+	/* the database's clock at the middle of the round trip */
+	int64_t offset = db_now - (sent_wall_ms + wall_ms()) / 2;
+	c->stats.clock_offset_ms = offset;
+	bool off = offset > SKEW_MAX_MS || offset < -SKEW_MAX_MS;
+	if (off != c->skew_logged) {
+		c->skew_logged = off;
+		if (off)
+			log_err("event=cluster_clock_skew node=%s offset_ms=%lld hint=\"this host's clock is off the database's: "
+			        "registrations are written with this clock and expired by the other nodes' (run NTP)\"", me,
+			        (long long)offset);
+		else
+			log_info("event=cluster_clock_skew node=%s offset_ms=%lld state=ok", me, (long long)offset);
+	}
 }
 
 /* The heartbeat's list of the other nodes (those that beat within a minute). */
@@ -1364,9 +1406,12 @@ static void result(struct sa_cluster *c, PGresult *r)
 		c->dlv_sent = 0;
 	} else if (s == PGRES_TUPLES_OK && c->step == ST_HELLO)
 		hello_result(c, r);
-	else if (s == PGRES_TUPLES_OK && c->step == ST_HEARTBEAT && PQntuples(r) == 1 && PQnfields(r) == 3) {
+	else if (s == PGRES_TUPLES_OK && c->step == ST_HEARTBEAT && PQntuples(r) == 1 && PQnfields(r) == 6) {
+		int64_t db_now = strtoll(PQgetvalue(r, 0, 2), NULL, 10);   /* ms */
 		nodes_alive(c, PQgetvalue(r, 0, 0));
-		nodes_seen(c, PQgetvalue(r, 0, 1), strtoll(PQgetvalue(r, 0, 2), NULL, 10));   /* ms */
+		nodes_seen(c, PQgetvalue(r, 0, 1), db_now);
+		beat_own(c, strtoll(PQgetvalue(r, 0, 3), NULL, 10), strtoll(PQgetvalue(r, 0, 4), NULL, 10),
+		         PQgetvalue(r, 0, 5), db_now, c->beat_sent_wall_ms);
 	} else if (s == PGRES_TUPLES_OK && c->step == ST_REG_LOAD && PQnfields(r) == 5)
 		remote_load(c, r);
 	else if (s == PGRES_TUPLES_OK && PQnfields(r) == 5 && c->rows == NULL) {
@@ -1749,6 +1794,7 @@ static void heartbeat(struct sa_cluster *c)
 	const char *params[] = { c->srv->cfg.cluster_node, c->address, applied };
 
 	snprintf(applied, sizeof(applied), "%llu", (unsigned long long)c->applied);
+	c->beat_sent_wall_ms = wall_ms();
 	send_query(c, ST_HEARTBEAT, sa_pg_heartbeat_sql, 3, params);
 }
 

@@ -328,6 +328,14 @@ int sa_metrics_fleet_render(const struct sa_metrics_fleet *f, char **buf, size_t
 	rc |= family(buf, len, "sipauthd_cluster_nodes_alive", "gauge",
 	             "Nodes alive at the last heartbeat (this one included): each enforces its share of a trunk's limits.",
 	             f->nodes_alive);
+	rc |= family(buf, len, "sipauthd_cluster_node_name_conflicts_total", "counter",
+	             "Heartbeats that found this node's row written by another process: another node has its name.",
+	             f->name_conflicts);
+	rc |= sa_metrics_appendf(buf, len, "# HELP sipauthd_cluster_clock_offset_seconds The database's clock minus this "
+	                                   "host's, at the last heartbeat (the nodes' times are compared: keep it near 0).\n"
+	                                   "# TYPE sipauthd_cluster_clock_offset_seconds gauge\n"
+	                                   "sipauthd_cluster_clock_offset_seconds %.3f\n",
+	                         (double)f->clock_offset_ms / 1000.0);
 	rc |= family(buf, len, "sipauthd_cluster_nonce_key", "gauge",
 	             "The fleet's nonce key id this node issues nonces with (0: its own, until the database's is read).",
 	             f->nonce_key);

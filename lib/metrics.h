@@ -121,6 +121,8 @@ struct sa_metrics_fleet {
 	uint64_t query_failures;
 	uint64_t apply_failures;
 	uint64_t nodes_alive;            /* this node and the others that beat within 6 s, at the last heartbeat */
+	uint64_t name_conflicts;         /* heartbeats that found this node's row written by another process */
+	int64_t clock_offset_ms;         /* the database's clock minus this host's, at the last heartbeat */
 	uint64_t nonce_key;              /* the fleet's nonce key id this node issues with (0: its own start key) */
 	uint64_t nonce_key_loads;        /* key sets taken from the database */
 	uint64_t failures_pushed;        /* auth failures written to the fleet's log */

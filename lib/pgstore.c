@@ -232,18 +232,23 @@ const char sa_pg_authfail_prune_sql[] =
  * millisecond, by the database's clock, so that a node judges another's
  * silence to well under a second; heartbeat_at stays in whole seconds. */
 #define DB_NOW_MS "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+/* It also answers the beat it wrote and the one the row had before it
+ * (the statement sees the table as it was): a row that another process
+ * wrote since this node's last beat is another node's with the same name. */
 const char sa_pg_heartbeat_sql[] =
-	"WITH beat AS (INSERT INTO nodes (name, address, started_at, heartbeat_at, applied_seq, heartbeat_ms)"
+	"WITH prev AS (SELECT heartbeat_ms, address FROM nodes WHERE name = $1),"
+	" beat AS (INSERT INTO nodes (name, address, started_at, heartbeat_at, applied_seq, heartbeat_ms)"
 	" VALUES ($1, $2, extract(epoch FROM now())::bigint, extract(epoch FROM now())::bigint, $3::bigint, " DB_NOW_MS ")"
 	" ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, heartbeat_at = EXCLUDED.heartbeat_at,"
-	" applied_seq = EXCLUDED.applied_seq, heartbeat_ms = EXCLUDED.heartbeat_ms RETURNING 1)"
+	" applied_seq = EXCLUDED.applied_seq, heartbeat_ms = EXCLUDED.heartbeat_ms RETURNING heartbeat_ms)"
 	/* the nodes alive: this one, and the others that beat within 6 s (the
 	 * statement sees the table as it was before its own insert) */
 	" SELECT 1 + (SELECT count(*) FROM nodes WHERE name <> $1"
 	"   AND heartbeat_at >= extract(epoch FROM now())::bigint - 6),"
 	" (SELECT coalesce(json_agg(json_build_array(name, address, heartbeat_ms)), '[]') FROM nodes"
 	"   WHERE name <> $1 AND heartbeat_at >= extract(epoch FROM now())::bigint - 60)::text,"
-	" " DB_NOW_MS " FROM beat";
+	" " DB_NOW_MS ", beat.heartbeat_ms, coalesce((SELECT heartbeat_ms FROM prev), 0),"
+	" coalesce((SELECT address FROM prev), '') FROM beat";
 
 /* The fleet's calls list. The node's calls that ended ($2, a JSON array of
  * {trunk_id, call_id}) go, those that started or changed ($3, rows without

@@ -404,6 +404,47 @@ assert_eq "node B did a full resync, to the head of the log or later" 1 \
 assert_eq "node B: other credentials still register" 200 "$(reg B prop-6)"
 hb=$(psql_q "SELECT string_agg(name || '=' || address, ' ' ORDER BY name) FROM nodes")
 assert_eq "both nodes beat in the nodes table with their address" "A=udp:127.0.0.21:$A_PORT B=udp:127.0.0.22:$B_PORT" "$hb"
+off=$(curl -s "http://$A_ADDR:$A_API_PORT/metrics" | sed -n 's/^sipauthd_cluster_clock_offset_seconds //p')
+python3 -c "import sys; sys.exit(0 if sys.argv[1] and abs(float(sys.argv[1])) < 2 else 1)" "$off"
+assert_eq "/metrics: node A's clock against the database's, under 2 s apart on one host ($off)" 0 $?
+assert_nomatch "no node logged a clock skew" "event=cluster_clock_skew" "$(cat "$T/A.log" "$T/B.log")"
+
+# a second sipauthd started with node B's name (a cloned host, a copied file): both say so, as
+# an error naming the other's address, and count it; B beats alone again once it is gone
+sed -e "s|^path = .*|path = $T/B2-store|" -e "s|127\.0\.0\.22|127.0.0.24|g" "$T/B.conf" >"$T/B2.conf"
+spawn "$T/B2.log" "$SIPAUTHD" --config "$T/B2.conf"
+B2_PID=$!
+for f in B B2; do
+	wait_for grep -q "event=cluster_node_name_taken node=B" "$T/$f.log" || fail "$f did not see the other B"
+done
+assert_match "node B logs the other B as an error, with its address" \
+	"level=error event=cluster_node_name_taken node=B other_address=udp:127\.0\.0\.24:$B_PORT hint=" "$(cat "$T/B.log")"
+assert_match "... and the other B node B" \
+	"level=error event=cluster_node_name_taken node=B other_address=udp:127\.0\.0\.22:$B_PORT hint=" "$(cat "$T/B2.log")"
+n=$(curl -s "http://$B_ADDR:$B_API_PORT/metrics" | sed -n 's/^sipauthd_cluster_node_name_conflicts_total //p')
+[ "${n:-0}" -ge 1 ]
+assert_eq "/metrics: node B counts the heartbeats the other B wrote over ($n)" 0 $?
+stop "$B2_PID"
+assert_eq "... once a minute in the log, not each second" 1 "$(grep -c 'event=cluster_node_name_taken' "$T/B.log")"
+
+# a node whose clock is 200 s behind the database's (faketime): registrations are written with
+# its clock and expired by the others', so it says so, as an error, with the offset
+if command -v faketime >/dev/null 2>&1; then
+	sed -e "s|^path = .*|path = $T/D-store|" -e "s|127\.0\.0\.22|127.0.0.25|g" -e "s|^node = B|node = D|" \
+		"$T/B.conf" >"$T/D.conf"
+	ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" spawn "$T/D.log" \
+		faketime -f -200s "$SIPAUTHD" --config "$T/D.conf"
+	D_PID=$!
+	wait_for grep -q "event=cluster_clock_skew" "$T/D.log" || fail "node D logged no clock skew"
+	off=$(sed -n 's/.*level=error event=cluster_clock_skew node=D offset_ms=\([0-9]*\) .*/\1/p' "$T/D.log")
+	python3 -c "import sys; sys.exit(0 if sys.argv[1] and 199000 <= int(sys.argv[1]) <= 201000 else 1)" "$off"
+	assert_eq "a node whose clock is 200 s behind logs the skew as an error, with the offset ($off ms)" 0 $?
+	assert_match "... and /metrics shows it" "sipauthd_cluster_clock_offset_seconds 20[01]\." \
+		"$(curl -s "http://127.0.0.25:$B_API_PORT/metrics")"
+	stop "$D_PID"
+else
+	echo "faketime is not installed: the clock skew check is skipped"
+fi
 
 # a node whose store was made for another domain is refused by the feed (its HA1s could not
 # match) and says so; it serves SIP from its own store meanwhile
