@@ -1235,18 +1235,24 @@ int sa_http_check(const struct sa_config *c)
 	return rc;
 }
 
-int sa_http_tls_reload(struct sa_server *srv, const struct sa_config *next)
+int sa_http_tls_prepare(struct sa_server *srv, const struct sa_config *next, SSL_CTX **ctx)
 {
 	struct sa_http *h = srv->http;
 
+	*ctx = NULL;
 	if (h == NULL || h->tls == NULL)
 		return 0;   /* no HTTPS: https: addresses are a restart's business */
-	SSL_CTX *ctx = https_ctx(next);
-	if (ctx == NULL)
-		return -1;
+	*ctx = https_ctx(next);
+	return *ctx ? 0 : -1;
+}
+
+void sa_http_tls_commit(struct sa_server *srv, SSL_CTX *ctx)
+{
+	struct sa_http *h = srv->http;
+	if (h == NULL || ctx == NULL)
+		return;
 	SSL_CTX_free(h->tls);   /* connections hold their own reference */
 	h->tls = ctx;
-	return 0;
 }
 
 /* GET .../calls: the call table of sip_calls.c, in the API's terms. */

@@ -107,17 +107,24 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 		sa_notify_status("serving; reload refused: %s", err);
 		return;
 	}
-	/* what can change without new sockets or a new store */
-	if (sa_http_tls_reload(srv, &next) < 0) {
-		log_err("event=reload_refused error=\"[api] certificate or private_key did not load; the old ones stay\"");
+	/* what can change without new sockets or a new store: the TLS files,
+	 * every one of them or none (the API's and SIP's, loaded first) */
+	SSL_CTX *api_tls = NULL;
+	struct sa_tls_pair sip_tls;
+	bool api_bad = sa_http_tls_prepare(srv, &next, &api_tls) < 0;
+	bool sip_bad = sa_transport_tls_prepare(srv, &next.tls, &sip_tls) < 0;
+	if (api_bad || sip_bad) {
+		SSL_CTX_free(api_tls);
+		if (!sip_bad)
+			sa_transport_tls_drop(&sip_tls);
+		log_err("event=reload_refused error=\"%s%s%s did not load; every old one stays\"",
+		        api_bad ? "[api] certificate or private_key" : "", api_bad && sip_bad ? ", and " : "",
+		        sip_bad ? "[tls] (or [upstream] tls_ca) files" : "");
 		sa_notify_ready();
 		return;
 	}
-	if (sa_transport_tls_reload(srv, &next.tls) < 0) {
-		log_err("event=reload_refused error=\"TLS certificate or key did not load; the old ones stay\"");
-		sa_notify_ready();
-		return;
-	}
+	sa_http_tls_commit(srv, api_tls);
+	sa_transport_tls_commit(srv, &sip_tls);
 	unsigned restart = 0;
 	unsigned applied = sa_config_reload(&srv->cfg, &next, restart_needed_cb, &restart);
 	sa_log_set_level((enum sa_log_level)srv->cfg.log_level);

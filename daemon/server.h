@@ -133,6 +133,15 @@ void sa_transport_stop(struct sa_server *srv);
 /* Load the certificate and key anew (SIGHUP); established connections keep
  * the old ones. 0, or -1 with the old context still in force. */
 int sa_transport_tls_reload(struct sa_server *srv, const struct sa_tls_config *tc);
+/* The same in two steps, so that a reload applies all of its TLS files or
+ * none: the new contexts (0, or -1 logged, nothing made), then put in force
+ * (or dropped: sa_transport_tls_drop). */
+struct sa_tls_pair {
+	SSL_CTX *server, *client;
+};
+int sa_transport_tls_prepare(struct sa_server *srv, const struct sa_tls_config *tc, struct sa_tls_pair *p);
+void sa_transport_tls_commit(struct sa_server *srv, struct sa_tls_pair *p);
+void sa_transport_tls_drop(struct sa_tls_pair *p);
 /* Worker w takes (a reference to) the contexts `from` uses now. 0 or -1. */
 int sa_transport_tls_take(struct sa_server *w, const struct sa_server *from);
 /* A TLS server context from tc's certificate, key, version, ciphers and
@@ -287,9 +296,11 @@ void sa_cluster_authfail(struct sa_cluster *c, const struct sa_authfail *f);
  * (and /metrics alone on [api] metrics_listen). No listen: nothing. 0 or -1. */
 int sa_http_start(struct sa_server *srv);
 void sa_http_stop(struct sa_server *srv);
-/* SIGHUP: HTTPS takes next's [api] certificate and key for new connections.
- * -1 (logged) when they do not load: the old ones stay. */
-int sa_http_tls_reload(struct sa_server *srv, const struct sa_config *next);
+/* SIGHUP: HTTPS takes next's [api] certificate and key for new connections,
+ * in two steps: *ctx the new context (NULL when there is no HTTPS), 0; or
+ * -1 (logged) when they do not load. Then put in force, or freed. */
+int sa_http_tls_prepare(struct sa_server *srv, const struct sa_config *next, SSL_CTX **ctx);
+void sa_http_tls_commit(struct sa_server *srv, SSL_CTX *ctx);
 /* --check-config: the files c names that the API loads at a start (the
  * admin token, the HTTPS certificate and key) load. 0, or -1 (logged). */
 int sa_http_check(const struct sa_config *c);

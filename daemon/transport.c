@@ -735,23 +735,43 @@ static SSL_CTX *tls_client_ctx(const struct sa_tls_config *tc)
 	return ctx;
 }
 
-int sa_transport_tls_reload(struct sa_server *srv, const struct sa_tls_config *tc)
+int sa_transport_tls_prepare(struct sa_server *srv, const struct sa_tls_config *tc, struct sa_tls_pair *p)
 {
 	bool serving = false;
 	for (unsigned i = 0; i < srv->cfg.nlisten; i++)
 		serving |= srv->cfg.listen[i].proto == SA_PROTO_TLS;
-	SSL_CTX *server = serving ? sa_transport_tls_server_ctx(tc) : NULL;
-	SSL_CTX *client = tls_client_ctx(tc);
-	if ((serving && !server) || !client) {
-		SSL_CTX_free(server);
-		SSL_CTX_free(client);
+	p->server = serving ? sa_transport_tls_server_ctx(tc) : NULL;
+	p->client = tls_client_ctx(tc);
+	if ((serving && !p->server) || !p->client) {
+		sa_transport_tls_drop(p);
 		return -1;
 	}
+	return 0;
+}
+
+void sa_transport_tls_commit(struct sa_server *srv, struct sa_tls_pair *p)
+{
 	/* connections hold their own reference: they go on with the old context */
 	SSL_CTX_free(srv->tls_server);
 	SSL_CTX_free(srv->tls_client);
-	srv->tls_server = server;
-	srv->tls_client = client;
+	srv->tls_server = p->server;
+	srv->tls_client = p->client;
+	p->server = p->client = NULL;
+}
+
+void sa_transport_tls_drop(struct sa_tls_pair *p)
+{
+	SSL_CTX_free(p->server);
+	SSL_CTX_free(p->client);
+	p->server = p->client = NULL;
+}
+
+int sa_transport_tls_reload(struct sa_server *srv, const struct sa_tls_config *tc)
+{
+	struct sa_tls_pair p;
+	if (sa_transport_tls_prepare(srv, tc, &p) < 0)
+		return -1;
+	sa_transport_tls_commit(srv, &p);
 	return 0;
 }
 

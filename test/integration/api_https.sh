@@ -2,7 +2,7 @@
 # api_https.sh: [api] listen = https:ADDRESS:PORT on the real daemon: the API, /healthz and /metrics
 # answer over TLS checked with curl --cacert, next to a plain listener; TLS 1.1 and plain HTTP on the
 # HTTPS port are refused; SIGHUP loads a new certificate for new connections (and keeps the old one
-# when the new files do not load); an https: address without certificate and key is a config error.
+# when the new files, or any other TLS file of the reload, do not load); an https: address without certificate and key is a config error.
 . "$top_srcdir/test/lib.sh"
 . "$top_srcdir/test/tls_lib.sh"
 need curl
@@ -66,6 +66,16 @@ wait_for grep -q "reload_refused error=\"\[api\] certificate or private_key did 
 assert_eq "a broken key on SIGHUP: the old certificate stays" 200 \
 	"$(curl -s --cacert "$T/api2.pem" -o /dev/null -w '%{http_code}' "$S/healthz")"
 assert_eq "no key appears in the log" 0 "$(grep -c "$KEY" "$T/sipauthd.log")"
+# a reload takes every TLS file or none: a new [api] certificate that loads beside an [upstream]
+# tls_ca that does not is refused as a whole, the API keeps the certificate it had
+cp "$T/api1.pem" "$T/api.pem"; cp "$T/api1.key" "$T/api.key"
+echo "not a CA" >"$T/broken-ca.pem"
+printf '[upstream]\ntls_ca = %s\n' "$T/broken-ca.pem" >>"$T/sipauthd.conf"
+kill -HUP "$SIPAUTHD_PID"
+wait_for grep -q 'reload_refused error="\[tls\] (or \[upstream\] tls_ca) files did not load; every old one stays"' \
+	"$T/sipauthd.log" || fail "the broken tls_ca was not refused"
+assert_eq "a reload refused for the SIP side keeps the API's certificate too" "200 sipauthd-api-two" \
+	"$(curl -s --cacert "$T/api2.pem" -o /dev/null -w '%{http_code} ' "$S/healthz")$(echo | openssl s_client -connect "127.0.0.1:$HTTPS_PORT" 2>/dev/null | openssl x509 -noout -subject -nameopt multiline 2>/dev/null | sed -n 's/^ *commonName *= *//p')"
 
 # an https: address without certificate and key is refused at start
 cat > "$T/bad.conf" <<CONF
