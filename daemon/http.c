@@ -8,6 +8,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -685,6 +686,10 @@ static int admin_token_load(struct sa_http *h, const char *path)
 		log_err("event=admin_token_unreadable path=%s reason=\"%s\"", path, strerror(errno));
 		return -1;
 	}
+	struct stat st;
+	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
+		log_warn("event=admin_token_readable path=%s mode=%04o hint=\"whoever can read it is the operator: "
+		         "chmod 600 it\"", path, (unsigned)(st.st_mode & 07777));
 	bool ok = fgets(tok, sizeof(tok), f) != NULL;
 	fclose(f);
 	size_t n = strcspn(tok, "\r\n");

@@ -679,6 +679,26 @@ static void tls_log_error(const char *what, const char *path)
 	log_err("event=tls_config_failed what=%s file=\"%s\" reason=\"%s\"", what, path, reason);
 }
 
+/* What an operator should hear at a start or reload, before clients do: a
+ * certificate past its end (every client that checks it refuses), or
+ * ending within two weeks; ciphers at security level 0 (anonymous and
+ * export suites). Said, not refused: the files are the operator's. */
+static void tls_server_warn(SSL_CTX *ctx, const struct sa_tls_config *tc)
+{
+	X509 *x = SSL_CTX_get0_certificate(ctx);
+	int days = 0, secs = 0;
+	if (x && ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x)) == 1) {
+		if (days < 0 || secs < 0)
+			log_warn("event=tls_certificate_expired file=\"%s\" days_ago=%d hint=\"clients that check it refuse "
+			         "every connection: renew it and reload\"", tc->certificate, -days);
+		else if (days < 14)
+			log_warn("event=tls_certificate_expiring file=\"%s\" days_left=%d", tc->certificate, days);
+	}
+	if (SSL_CTX_get_security_level(ctx) == 0)
+		log_warn("event=tls_weak_ciphers ciphers=\"%s\" hint=\"security level 0 lets in anonymous and export "
+		         "suites: leave ciphers at its default\"", tc->ciphers);
+}
+
 /* The server context: our certificate and key, optionally client verification. */
 SSL_CTX *sa_transport_tls_server_ctx(const struct sa_tls_config *tc)
 {
@@ -696,6 +716,7 @@ SSL_CTX *sa_transport_tls_server_ctx(const struct sa_tls_config *tc)
 		tls_log_error("private_key", tc->private_key);
 		goto fail;
 	}
+	tls_server_warn(ctx, tc);
 	SSL_CTX_set_num_tickets(ctx, 0);
 	/* a TLS 1.2 session resumed by a client that verified its certificate
 	 * once: without an id context OpenSSL refuses every resumption when

@@ -66,6 +66,29 @@ printf '[sip]\nlisten = udp:127.0.0.1:5060\n[upstream]\ngateway = udp:127.0.0.2:
 "$REAL" --check-config "$T/notoken.conf" >"$T/notoken.out" 2>&1
 assert_eq "... and an admin token file that is not there" \
 	"1 1" "$? $(grep -c "event=admin_token_unreadable path=$T/none/token" "$T/notoken.out")"
+# what loads but an operator should hear of: a certificate that ends within two weeks or has
+# ended (checked 3 days later with faketime), ciphers at security level 0, a token others can read
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -keyout "$T/short.key" \
+	-out "$T/short.pem" -subj "/CN=short" >/dev/null 2>&1
+printf 'an-operator-token-of-some-length\n' >"$T/token"
+chmod 644 "$T/token"
+printf '[sip]\nlisten = tls:127.0.0.1:5061\n[upstream]\ngateway = udp:127.0.0.2:5060\n[tls]\ncertificate = %s\nprivate_key = %s\nciphers = ECDHE+AESGCM:@SECLEVEL=0\n[api]\nlisten = 127.0.0.1:8080\nadmin_token_file = %s\n' \
+	"$T/short.pem" "$T/short.key" "$T/token" >"$T/warn.conf"
+"$REAL" --check-config "$T/warn.conf" >"$T/warn.out" 2>&1
+assert_eq "--check-config passes a certificate ending within two days, and says so" \
+	"0 1" "$? $(grep -cE "level=warning event=tls_certificate_expiring file=\"$T/short.pem\" days_left=[12]$" "$T/warn.out")"
+assert_eq "... ciphers at security level 0 are said" 1 \
+	"$(grep -c 'level=warning event=tls_weak_ciphers ciphers="ECDHE+AESGCM:@SECLEVEL=0"' "$T/warn.out")"
+assert_eq "... and an admin token others can read" 1 \
+	"$(grep -c "level=warning event=admin_token_readable path=$T/token mode=0644" "$T/warn.out")"
+if command -v faketime >/dev/null 2>&1; then
+	ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" faketime -f +3d \
+		"$REAL" --check-config "$T/warn.conf" >"$T/expired.out" 2>&1
+	assert_eq "... three days later the certificate has ended: said, with the days" 1 \
+		"$(grep -cE "level=warning event=tls_certificate_expired file=\"$T/short.pem\" days_ago=[01] hint=" "$T/expired.out")"
+else
+	echo "faketime is not installed: the expired certificate check is skipped"
+fi
 # another store, the same ports: the workers' SO_REUSEPORT must not let it take part of the traffic
 "$SIPAUTHCTL" --store "$T/other" init --domain sip.tryvox.io >/dev/null
 echo "calls of an earlier run" >"$T/other/calls.state"
