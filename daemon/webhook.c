@@ -2,7 +2,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <poll.h>
@@ -35,7 +34,7 @@
 /*
  * Why a thread, and what runs where.
  *
- * A delivery is DNS (getaddrinfo blocks), a TCP connect and a TLS handshake
+ * A delivery is a DNS lookup, a TCP connect and a TLS handshake
  * to a customer's server, which may be slow or silent for the whole
  * timeout, then a durable store write of the outcome. None of that may
  * touch the SIP loop. The loop only builds the event's data and appends it
@@ -47,13 +46,19 @@
  * attempt. data.mdb is written durably and never by the SIP path, so the
  * thread holds no lock that SIP waits for.
  *
- * Plain blocking sockets with timeouts rather than the loop's non-blocking
+ * Non-blocking sockets waited on with poll() rather than the loop's
  * machinery: the loop would need an asynchronous resolver for customers'
  * names and a TLS client on bufferevents for a job whose latency does not
  * matter, and a store write after each attempt would have to go through the
- * store thread anyway. One thread sends one delivery at a time: a target
- * that never answers costs every other delivery at most [webhooks] timeout
- * per attempt, and its retries back off.
+ * store thread anyway. One thread sends one delivery at a time, so each
+ * attempt has one deadline, [webhooks] timeout after it starts, that bounds
+ * all of it: the DNS lookup (getaddrinfo_a, waited for no longer), the
+ * connect, the TLS handshake, writing the request and reading the status
+ * line. Socket timeouts would not do: they restart with every byte, and a
+ * target that answers a byte every few seconds would hold the thread for
+ * hours. So a target that never answers, or answers slowly, costs every
+ * other delivery at most [webhooks] timeout per attempt, and its retries
+ * back off.
  *
  * The thread never logs (the log's rate limiter is the loop's): it leaves
  * notes that the loop's tick writes.
@@ -77,6 +82,8 @@
 #define NOTE_LEN      320
 #define STATUS_LINE   512        /* bytes of the answer read for its status line */
 #define FLEET_QUEUE   4096       /* fleet mode: delivery states waiting for the fleet's list; more are counted lost */
+#define DNS_ABANDONED_MAX 8      /* lookups past their attempt's deadline that glibc still runs (each holds one of its threads) */
+#define DNS_STOP_MS   100        /* a DNS wait looks at the stop this often */
 
 enum outcome { OUT_DELIVERED, OUT_RETRY, OUT_FAILED, OUT_COUNT };
 static const char *const outcome_names[OUT_COUNT] = { "delivered", "retry", "failed" };
@@ -107,6 +114,8 @@ struct sa_webhooks {
 	struct sa_store *store;
 	SSL_CTX *tls;
 	unsigned retry_base, timeout;
+	struct dns_lookup *abandoned[DNS_ABANDONED_MAX];   /* see dns_resolve */
+	unsigned nabandoned;
 	/* shared, under mu */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -199,15 +208,31 @@ static void active_fd_set(struct sa_webhooks *wh, int fd)
 	pthread_mutex_unlock(&wh->mu);
 }
 
+/* Waits until fd is ready for events (POLLIN, POLLOUT) or the attempt's
+ * deadline has passed; 0 when ready. A socket shut down by sa_webhooks_stop
+ * is ready: the call that follows fails at once. */
+static int io_wait(int fd, short events, int64_t deadline)
+{
+	struct pollfd p = { .fd = fd, .events = events };
+	int64_t left;
+
+	while ((left = deadline - mono_ms()) > 0) {
+		int r = poll(&p, 1, left > INT32_MAX ? INT32_MAX : (int)left);
+		if (r > 0)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return -1;
+	}
+	return -1;
+}
+
 /* Waits for a non-blocking connect; 0 when it is up. */
 static int connect_wait(int fd, int64_t deadline, struct attempt_result *res)
 {
-	struct pollfd p = { .fd = fd, .events = POLLOUT };
-	int64_t left = deadline - mono_ms();
 	int err = 0;
 	socklen_t len = sizeof err;
 
-	if (left <= 0 || poll(&p, 1, (int)left) != 1) {
+	if (io_wait(fd, POLLOUT, deadline) < 0) {
 		snprintf(res->error, sizeof res->error, "connect: timed out");
 		return -1;
 	}
@@ -218,31 +243,142 @@ static int connect_wait(int fd, int64_t deadline, struct attempt_result *res)
 	return 0;
 }
 
-/* The rest of the attempt's time as the socket's send and receive timeouts. */
-static void timeouts_set(int fd, int64_t deadline)
+static bool host_is_ip(const char *h)
 {
-	int64_t left = deadline - mono_ms();
-	struct timeval tv = { .tv_sec = left > 0 ? left / 1000 : 0, .tv_usec = left > 0 ? (left % 1000) * 1000 : 1000 };
+	unsigned char buf[sizeof(struct in6_addr)];
 
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	return inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1;
 }
 
-/* A connected blocking socket to the URL's host and port, or -1 with the error. */
+/*
+ * DNS within the deadline. getaddrinfo() waits for the resolver's own
+ * timeouts and retries (tens of seconds for a name server that does not
+ * answer), so the lookup runs on glibc's getaddrinfo_a thread while this one
+ * waits for it no longer than the attempt's deadline. A lookup still running
+ * then cannot be cancelled: glibc goes on writing its result into the gaicb,
+ * so the lookup is heap-allocated and, past its deadline, kept among the
+ * abandoned (at most DNS_ABANDONED_MAX), freed once gai_error says it ended.
+ * While that many are still running (a resolver that never answers), an
+ * attempt to a name fails at once rather than start one more. An address
+ * needs no lookup (getaddrinfo with AI_NUMERICHOST never blocks): targets
+ * given by address are never held up by a resolver that others' names
+ * made slow.
+ */
+struct dns_lookup {
+	struct gaicb cb;
+	struct addrinfo hints;
+	char host[sizeof ((struct sa_wh_url *)0)->host];
+	char port[8];
+};
+
+static void dns_lookup_free(struct dns_lookup *l)
+{
+	if (l->cb.ar_result != NULL)
+		freeaddrinfo(l->cb.ar_result);
+	free(l);
+}
+
+/* Frees the abandoned lookups that have ended. */
+static void dns_reap(struct sa_webhooks *wh)
+{
+	unsigned kept = 0;
+
+	for (unsigned i = 0; i < wh->nabandoned; i++) {
+		if (gai_error(&wh->abandoned[i]->cb) == EAI_INPROGRESS)
+			wh->abandoned[kept++] = wh->abandoned[i];
+		else
+			dns_lookup_free(wh->abandoned[i]);
+	}
+	wh->nabandoned = kept;
+}
+
+/* Waits for l until the deadline (or the stop); its gai_error. */
+static int dns_wait(struct sa_webhooks *wh, struct dns_lookup *l, int64_t deadline)
+{
+	const struct gaicb *list[1] = { &l->cb };
+	int64_t left;
+	int err;
+
+	while ((err = gai_error(&l->cb)) == EAI_INPROGRESS && (left = deadline - mono_ms()) > 0 && !stopping(wh)) {
+		if (left > DNS_STOP_MS)
+			left = DNS_STOP_MS;   /* no socket to shut down yet: the stop is looked at this often */
+		struct timespec ts = { .tv_sec = left / 1000, .tv_nsec = (left % 1000) * 1000000 };
+		(void)gai_suspend(list, 1, &ts);
+	}
+	return err;
+}
+
+/* The URL's address and port as an addrinfo, or NULL with the error. */
+static struct addrinfo *numeric_resolve(const struct sa_wh_url *u, struct attempt_result *res)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+	                          .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
+	struct addrinfo *ai = NULL;
+	char port[8];
+
+	snprintf(port, sizeof port, "%u", u->port);
+	int err = getaddrinfo(u->host, port, &hints, &ai);
+	if (err != 0) {
+		snprintf(res->error, sizeof res->error, "dns: %s", gai_strerror(err));
+		return NULL;
+	}
+	return ai;
+}
+
+/* The addresses of the URL's host and port, or NULL with the error. */
+static struct addrinfo *dns_resolve(struct sa_webhooks *wh, const struct sa_wh_url *u, int64_t deadline,
+                                    struct attempt_result *res)
+{
+	struct dns_lookup *l;
+	struct gaicb *list[1];
+	struct addrinfo *ai = NULL;
+	int err;
+
+	if (host_is_ip(u->host))
+		return numeric_resolve(u, res);
+	dns_reap(wh);
+	if (wh->nabandoned == DNS_ABANDONED_MAX) {
+		snprintf(res->error, sizeof res->error, "dns: %u earlier lookups still unanswered", DNS_ABANDONED_MAX);
+		return NULL;
+	}
+	if ((l = calloc(1, sizeof *l)) == NULL) {
+		snprintf(res->error, sizeof res->error, "internal: out of memory");
+		return NULL;
+	}
+	l->hints = (struct addrinfo){ .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
+	snprintf(l->host, sizeof l->host, "%s", u->host);
+	snprintf(l->port, sizeof l->port, "%u", u->port);
+	l->cb = (struct gaicb){ .ar_name = l->host, .ar_service = l->port, .ar_request = &l->hints };
+	list[0] = &l->cb;
+	if ((err = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL)) != 0) {   /* not queued: glibc holds nothing of it */
+		snprintf(res->error, sizeof res->error, "dns: %s", gai_strerror(err));
+		free(l);
+		return NULL;
+	}
+	err = dns_wait(wh, l, deadline);
+	if (err == EAI_INPROGRESS) {
+		snprintf(res->error, sizeof res->error, "dns: timed out");
+		if (gai_cancel(&l->cb) == EAI_NOTCANCELED)
+			wh->abandoned[wh->nabandoned++] = l;   /* room was checked above */
+		else
+			dns_lookup_free(l);   /* cancelled before it started, or ended meanwhile */
+		return NULL;
+	}
+	if (err != 0)
+		snprintf(res->error, sizeof res->error, "dns: %s", gai_strerror(err));
+	else
+		ai = l->cb.ar_result;
+	free(l);
+	return ai;
+}
+
+/* A connected non-blocking socket to the URL's host and port, or -1 with the error. */
 static int connect_to(struct sa_webhooks *wh, const struct sa_wh_url *u, int64_t deadline,
                       struct attempt_result *res)
 {
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-	struct addrinfo *ai = NULL;
-	char port[8];
+	struct addrinfo *ai = dns_resolve(wh, u, deadline, res);
 	int fd = -1;
 
-	snprintf(port, sizeof port, "%u", u->port);
-	int g = getaddrinfo(u->host, port, &hints, &ai);
-	if (g != 0) {
-		snprintf(res->error, sizeof res->error, "dns: %s", gai_strerror(g));
-		return -1;
-	}
 	for (struct addrinfo *a = ai; a != NULL && fd < 0; a = a->ai_next) {
 		if (!sa_wh_address_allowed(a->ai_addr, wh->srv->cfg.webhooks_private, wh->srv->cfg.nwebhooks_private)) {
 			char ip[INET6_ADDRSTRLEN] = "?";
@@ -265,27 +401,32 @@ static int connect_to(struct sa_webhooks *wh, const struct sa_wh_url *u, int64_t
 			fd = -1;
 		}
 	}
-	freeaddrinfo(ai);
-	if (fd < 0)
-		return -1;
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-	timeouts_set(fd, deadline);
+	if (ai != NULL)
+		freeaddrinfo(ai);
 	return fd;
 }
 
-static bool host_is_ip(const char *h)
+/* What an SSL call that returned rc waits for (POLLIN, POLLOUT), or 0 when it failed. */
+static short tls_want(SSL *ssl, int rc)
 {
-	unsigned char buf[sizeof(struct in6_addr)];
-
-	return inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1;
+	switch (SSL_get_error(ssl, rc)) {
+	case SSL_ERROR_WANT_READ:
+		return POLLIN;
+	case SSL_ERROR_WANT_WRITE:
+		return POLLOUT;
+	default:
+		return 0;
+	}
 }
 
 /* TLS on fd, the certificate verified against the system's CAs and
  * [webhooks] ca_file, for the URL's host name (or address). */
-static SSL *tls_start(struct sa_webhooks *wh, int fd, const struct sa_wh_url *u, struct attempt_result *res)
+static SSL *tls_start(struct sa_webhooks *wh, int fd, const struct sa_wh_url *u, int64_t deadline,
+                      struct attempt_result *res)
 {
 	SSL *ssl = SSL_new(wh->tls);
 	bool ip = host_is_ip(u->host);
+	short want;
 
 	if (ssl == NULL || SSL_set_fd(ssl, fd) != 1 ||
 	    (ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), u->host) != 1
@@ -294,9 +435,20 @@ static SSL *tls_start(struct sa_webhooks *wh, int fd, const struct sa_wh_url *u,
 		SSL_free(ssl);
 		return NULL;
 	}
-	ERR_clear_error();
-	if (SSL_connect(ssl) == 1)
-		return ssl;
+	for (;;) {
+		ERR_clear_error();
+		errno = 0;
+		int rc = SSL_connect(ssl);
+		if (rc == 1)
+			return ssl;
+		if ((want = tls_want(ssl, rc)) == 0)
+			break;
+		if (io_wait(fd, want, deadline) < 0) {
+			snprintf(res->error, sizeof res->error, "tls: handshake timed out");
+			SSL_free(ssl);
+			return NULL;
+		}
+	}
 	long v = SSL_get_verify_result(ssl);
 	unsigned long e = ERR_get_error();
 	if (v != X509_V_OK)
@@ -306,60 +458,103 @@ static SSL *tls_start(struct sa_webhooks *wh, int fd, const struct sa_wh_url *u,
 		snprintf(res->error, sizeof res->error, "tls: handshake failed: %s", ERR_reason_error_string(e));
 	else
 		snprintf(res->error, sizeof res->error, "tls: handshake failed: %s",
-		         errno == EAGAIN ? "timed out" : "connection closed");
+		         errno != 0 ? strerror(errno) : "connection closed");
 	SSL_free(ssl);
 	return NULL;
 }
 
-static ssize_t io_write(int fd, SSL *ssl, const char *p, size_t n)
+/*
+ * One write or read on the non-blocking socket, plain or TLS: the bytes
+ * moved; 0 when the peer closed (reads); -1 with *want (POLLIN, POLLOUT) when
+ * it must wait for the socket, or with *want 0 when it failed (io_error says why).
+ */
+static ssize_t io_write(int fd, SSL *ssl, const char *p, size_t n, short *want)
 {
+	*want = 0;
+	errno = 0;
 	if (ssl != NULL) {
+		ERR_clear_error();
 		int w = SSL_write(ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
-		return w > 0 ? w : -1;
+		if (w > 0)
+			return w;
+		*want = tls_want(ssl, w);
+		return -1;
 	}
-	return send(fd, p, n, MSG_NOSIGNAL);
+	ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+	if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		*want = POLLOUT;
+	return w;
 }
 
-static ssize_t io_read(int fd, SSL *ssl, char *p, size_t n)
+static ssize_t io_read(int fd, SSL *ssl, char *p, size_t n, short *want)
 {
+	*want = 0;
+	errno = 0;
 	if (ssl != NULL) {
+		ERR_clear_error();
 		int r = SSL_read(ssl, p, (int)n);
-		return r > 0 ? r : r == 0 ? 0 : -1;
+		if (r > 0)
+			return r;
+		*want = tls_want(ssl, r);
+		return *want == 0 && r == 0 ? 0 : -1;
 	}
-	return recv(fd, p, n, 0);
+	ssize_t r = recv(fd, p, n, 0);
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		*want = POLLIN;
+	return r;
 }
 
-static int send_all(int fd, SSL *ssl, const char *p, size_t n, struct attempt_result *res)
+/* Why an io_write or io_read that wanted nothing failed. */
+static const char *io_error(void)
 {
+	unsigned long e = ERR_get_error();
+	const char *why = e != 0 ? ERR_reason_error_string(e) : NULL;
+
+	return why != NULL ? why : errno != 0 ? strerror(errno) : "connection closed";
+}
+
+static int send_all(int fd, SSL *ssl, const char *p, size_t n, int64_t deadline, struct attempt_result *res)
+{
+	short want;
+
 	while (n > 0) {
-		ssize_t w = io_write(fd, ssl, p, n);
-		if (w <= 0) {
-			snprintf(res->error, sizeof res->error, "send: %s",
-			         errno == EAGAIN || errno == EWOULDBLOCK ? "timed out" : strerror(errno));
+		ssize_t w = io_write(fd, ssl, p, n, &want);
+		if (w > 0) {
+			p += w;
+			n -= (size_t)w;
+		} else if (want == 0) {
+			snprintf(res->error, sizeof res->error, "send: %s", io_error());
+			return -1;
+		} else if (io_wait(fd, want, deadline) < 0) {
+			snprintf(res->error, sizeof res->error, "send: timed out");
 			return -1;
 		}
-		p += w;
-		n -= (size_t)w;
 	}
 	return 0;
 }
 
 /* Reads until the status line is complete: "HTTP/1.x NNN ...". */
-static void status_read(int fd, SSL *ssl, struct attempt_result *res)
+static void status_read(int fd, SSL *ssl, int64_t deadline, struct attempt_result *res)
 {
 	char buf[STATUS_LINE + 1];
 	size_t have = 0;
 	int minor, code;
+	short want;
 
 	while (have < STATUS_LINE && memchr(buf, '\n', have) == NULL) {
-		ssize_t r = io_read(fd, ssl, buf + have, STATUS_LINE - have);
-		if (r <= 0) {
-			snprintf(res->error, sizeof res->error, "receive: %s",
-			         r == 0 ? "connection closed before an answer"
-			                : errno == EAGAIN || errno == EWOULDBLOCK ? "timed out" : strerror(errno));
+		ssize_t r = io_read(fd, ssl, buf + have, STATUS_LINE - have, &want);
+		if (r > 0) {
+			have += (size_t)r;
+		} else if (r == 0) {
+			snprintf(res->error, sizeof res->error, "receive: connection closed before an answer");
+			return;
+		} else if (want == 0) {
+			snprintf(res->error, sizeof res->error, "receive: %s", io_error());
+			return;
+		} else if (io_wait(fd, want, deadline) < 0) {
+			snprintf(res->error, sizeof res->error, "receive: timed out");
 			return;
 		}
-		have += (size_t)r;
 	}
 	buf[have] = '\0';
 	if (sscanf(buf, "HTTP/1.%d %3d", &minor, &code) != 2 || code < 100 || code > 599) {
@@ -410,9 +605,9 @@ static void attempt_send(struct sa_webhooks *wh, const struct sa_wh_url *u, cons
 		return;
 	}
 	int fd = connect_to(wh, u, deadline, res);
-	if (fd >= 0 && (!u->https || (ssl = tls_start(wh, fd, u, res)) != NULL) &&
-	    send_all(fd, ssl, req, len, res) == 0)
-		status_read(fd, ssl, res);
+	if (fd >= 0 && (!u->https || (ssl = tls_start(wh, fd, u, deadline, res)) != NULL) &&
+	    send_all(fd, ssl, req, len, deadline, res) == 0)
+		status_read(fd, ssl, deadline, res);
 	active_fd_set(wh, -1);
 	SSL_free(ssl);
 	if (fd >= 0)
@@ -918,6 +1113,9 @@ void sa_webhooks_stop(struct sa_server *srv)
 		pthread_mutex_unlock(&wh->mu);
 		pthread_join(wh->thread, NULL);
 	}
+	/* Lookups glibc still runs are left to it (the process is ending): their
+	 * memory is written when they end. */
+	dns_reap(wh);
 	if (wh->stop_kept + wh->stop_lost > 0)
 		log_info("event=webhook_events_at_stop kept=%u dropped=%u", wh->stop_kept, wh->stop_lost);
 	struct wh_item *it;
