@@ -6,7 +6,8 @@
 # (retry_base = 1 s: after 1 s, then 2 s); HTTPS targets are verified (a certificate of the
 # test's CA, given as [webhooks] ca_file, is accepted; a self-signed one is refused and says
 # why); the deliveries endpoint pages; accounts see only their own webhooks and events;
-# pending deliveries survive a restart; /metrics counts outcomes.
+# pending deliveries survive a restart; /metrics counts outcomes; targets that answer a byte a
+# second (HTTP, and a TLS handshake) fail at [webhooks] timeout and hold up nobody longer.
 . "$top_srcdir/test/lib.sh"
 need curl
 need openssl
@@ -287,6 +288,7 @@ HOLE_PORT=$(free_port 127.0.0.1)
 spawn "$T/hole.out" python3 -c 'import socket, sys, time
 s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(64); print("listening", flush=True)
 time.sleep(120)' "$HOLE_PORT"   # connections complete in the backlog; nothing is ever read or answered
+HOLE_PID=$!
 wait_for grep -q listening "$T/hole.out"
 ABUSE_MAX_FAILURES=3 start_sipauthd "" "$CONF
 queue_max = 2
@@ -324,5 +326,106 @@ api GET "$HOOKS/$WH/deliveries?limit=100"
 assert_eq "after the restart the webhook has the two kept at the stop besides the $before before it" \
 	"$((before + 2)) credential.created" \
 	"$(field 'len(j["data"]), " ".join(sorted(set(d["event"] for d in j["data"])))' | tr -d "(),'")"
+
+# ---- one deadline per attempt: targets that answer a byte a second (an HTTP status line that
+# never ends; a TLS record that never completes) are cut off [webhooks] timeout after the attempt
+# began, whatever trickles in (a socket timeout would restart with each byte), and a delivery
+# made meanwhile for another webhook goes out right after, not when the slow target is done ----
+stop "$SIPAUTHD_PID"
+stop "$HOLE_PID"
+DRIP_ADDR=127.0.4.1
+DRIP_PORT=$(free_port $DRIP_ADDR)
+TLS_DRIP_PORT=$(free_port $DRIP_ADDR)
+spawn "$T/drip.out" python3 -c '
+import socket, sys, threading, time
+def drip(c, port, data):
+    print("accepted", port, time.time(), flush=True)
+    try:
+        for i in range(len(data)):   # one byte a second, whatever the client sends
+            c.send(data[i:i + 1]); time.sleep(1)
+    except OSError:
+        pass
+    c.close()
+def serve(s, data):
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=drip, args=(c, s.getsockname()[1], data), daemon=True).start()
+http = b"HTTP/1.1 200 OK" + b" " * 100000           # the status line never ends
+tls = bytes([22, 3, 3, 0x40, 0]) + bytes(16384)     # a 16 KB handshake record, never complete
+socks = []
+for port in sys.argv[2:4]:
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[1], int(port))); s.listen(16); socks.append(s)
+threading.Thread(target=serve, args=(socks[1], tls), daemon=True).start()
+print("listening", flush=True)
+serve(socks[0], http)' "$DRIP_ADDR" "$DRIP_PORT" "$TLS_DRIP_PORT"
+wait_for grep -q listening "$T/drip.out" || fail "the dripping target did not start"
+receiver RG
+SLOW_TIMEOUT=2   # s: twice the targets' pace, so that the end of an attempt is not a byte's wait
+ABUSE_MAX_FAILURES=3 start_sipauthd "" "[api]
+listen = 127.0.0.1:$API_PORT
+[webhooks]
+ca_file = $T/ca.pem
+private_targets = 127.0.0.1/32, $DRIP_ADDR/32
+timeout = $SLOW_TIMEOUT" || { fail "sipauthd did not restart"; finish; }
+for w in "$W2" "$W3" "$WH"; do api DELETE "$HOOKS/$w"; done   # nothing else for the thread to do
+api GET "$HOOKS"
+assert_eq "the earlier webhooks deleted" "200 0" "$st $(field 'len(j["data"])')"
+api POST "$HOOKS" "{\"url\":\"http://$DRIP_ADDR:$DRIP_PORT/\",\"events\":[\"credential.created\"]}"
+WD=$(field 'j["id"]')
+# by name when the system has one for 127.0.0.1: the lookup on glibc's thread is then waited for too
+RG_HOST=localhost
+getent ahostsv4 localhost | grep -q '^127\.0\.0\.1 ' || RG_HOST=127.0.0.1
+api POST "$HOOKS" "{\"url\":\"http://$RG_HOST:$RG_PORT/\",\"events\":[\"credential.deleted\"]}"
+field 'j["secret"]' >"$T/RG.secret"
+# accepted PORT: when the dripping target accepted its first connection on PORT
+accepted() { sed -n "s/^accepted $1 //p" "$T/drip.out" | head -n 1; }
+# first_attempt WEBHOOK: "attempts status last_error last_status_code" of its first delivery, once
+# one attempt was made (waits up to 15 s)
+first_attempt() {
+	for _ in $(seq 1 150); do
+		curl -s -o "$T/body" -H "Authorization: Bearer $KEY" "$BASE$HOOKS/$1/deliveries"
+		[ "$(field 'j["data"][0]["attempts"] if j["data"] else 0')" -ge 1 ] && break
+		sleep 0.1
+	done
+	field '"%s %s %s %s" % (j["data"][0]["attempts"], j["data"][0]["status"], j["data"][0]["last_error"], j["data"][0]["last_status_code"]) if j["data"] else "no delivery"'
+}
+# got_after NAME TYPE SINCE: seconds from SINCE until receiver NAME had TYPE (waits up to 15 s)
+got_after() {
+	for _ in $(seq 1 150); do got "$1" "$2" && break; sleep 0.1; done
+	python3 -c '
+import json, sys
+at = [json.loads(l)["at"] for l in open(sys.argv[1]) if json.loads(l)["event"] == sys.argv[2]]
+print("%.1f" % (at[0] - float(sys.argv[3] or 0)) if at else "never")' "$T/$1.jsonl" "$2" "$3"
+}
+# within WHAT SECONDS LOW HIGH: SECONDS is within [LOW, HIGH]
+within() {
+	if python3 -c 'import sys; sys.exit(not float(sys.argv[2]) <= float(sys.argv[1]) <= float(sys.argv[3]))' "$2" "$3" "$4" 2>/dev/null; then
+		pass "$1 ($2 s)"
+	else
+		fail "$1: $2 s, not within $3..$4 s"
+	fi
+}
+
+api POST "/v1/account/$ACC/trunks/$TRUNK/credentials" '{"username":"pbx-slow-01","password":"another_password_456"}'
+CRED_SLOW=$(field 'j["id"]')
+wait_for grep -q "^accepted $DRIP_PORT " "$T/drip.out" || fail "the thread never reached the dripping HTTP target"
+api DELETE "/v1/account/$ACC/trunks/$TRUNK/credentials/$CRED_SLOW"   # credential.deleted: the good receiver's
+within "a delivery made while the thread is on the dripping HTTP target arrives once timeout has passed" \
+	"$(got_after RG credential.deleted "$(accepted "$DRIP_PORT")")" "$((SLOW_TIMEOUT - 1)).5" "$((SLOW_TIMEOUT + 1)).5"
+assert_eq "... the dripping target's attempt failed, timed out" "1 pending receive: timed out None" \
+	"$(first_attempt "$WD")"
+
+api DELETE "$HOOKS/$WD"
+api POST "$HOOKS" "{\"url\":\"https://$DRIP_ADDR:$TLS_DRIP_PORT/\",\"events\":[\"credential.created\"]}"
+WT=$(field 'j["id"]')
+api POST "/v1/account/$ACC/trunks/$TRUNK/credentials" '{"username":"pbx-slow-02","password":"another_password_456"}'
+CRED_SLOW=$(field 'j["id"]')
+wait_for grep -q "^accepted $TLS_DRIP_PORT " "$T/drip.out" || fail "the thread never reached the dripping TLS target"
+: >"$T/RG.jsonl"
+api DELETE "/v1/account/$ACC/trunks/$TRUNK/credentials/$CRED_SLOW"
+within "a delivery made during a dripping TLS handshake arrives once timeout has passed" \
+	"$(got_after RG credential.deleted "$(accepted "$TLS_DRIP_PORT")")" "$((SLOW_TIMEOUT - 1)).5" "$((SLOW_TIMEOUT + 1)).5"
+assert_eq "... that handshake failed, timed out" "1 pending tls: handshake timed out None" "$(first_attempt "$WT")"
 openapi_check
 finish
