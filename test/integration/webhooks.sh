@@ -412,7 +412,7 @@ CRED_SLOW=$(field 'j["id"]')
 wait_for grep -q "^accepted $DRIP_PORT " "$T/drip.out" || fail "the thread never reached the dripping HTTP target"
 api DELETE "/v1/account/$ACC/trunks/$TRUNK/credentials/$CRED_SLOW"   # credential.deleted: the good receiver's
 within "a delivery made while the thread is on the dripping HTTP target arrives once timeout has passed" \
-	"$(got_after RG credential.deleted "$(accepted "$DRIP_PORT")")" "$((SLOW_TIMEOUT - 1)).5" "$((SLOW_TIMEOUT + 1)).5"
+	"$(got_after RG credential.deleted "$(accepted "$DRIP_PORT")")" "$((SLOW_TIMEOUT - 1)).5" "$((SLOW_TIMEOUT + 3)).5"
 assert_eq "... the dripping target's attempt failed, timed out" "1 pending receive: timed out None" \
 	"$(first_attempt "$WD")"
 
@@ -425,7 +425,7 @@ wait_for grep -q "^accepted $TLS_DRIP_PORT " "$T/drip.out" || fail "the thread n
 : >"$T/RG.jsonl"
 api DELETE "/v1/account/$ACC/trunks/$TRUNK/credentials/$CRED_SLOW"
 within "a delivery made during a dripping TLS handshake arrives once timeout has passed" \
-	"$(got_after RG credential.deleted "$(accepted "$TLS_DRIP_PORT")")" "$((SLOW_TIMEOUT - 1)).5" "$((SLOW_TIMEOUT + 1)).5"
+	"$(got_after RG credential.deleted "$(accepted "$TLS_DRIP_PORT")")" "$((SLOW_TIMEOUT - 1)).5" "$((SLOW_TIMEOUT + 3)).5"
 assert_eq "... that handshake failed, timed out" "1 pending tls: handshake timed out None" "$(first_attempt "$WT")"
 openapi_check
 finish
