@@ -41,7 +41,16 @@ struct question {
 	enum sa_proto protos[SERVICE_NAMES];
 	unsigned nnames, next;
 	uint32_t ttl;
+	int failed;                     /* an SRV question the DNS did not answer (its c-ares status), 0: none */
 };
+
+/* The DNS said there is no such record (an answer), as opposed to saying
+ * nothing, or failing (a timeout, SERVFAIL, REFUSED...): only an answer may
+ * take the service to NAME's own address (RFC 3263 §4.2). */
+static bool dns_says_none(int status)
+{
+	return status == ARES_SUCCESS || status == ARES_ENODATA || status == ARES_ENOTFOUND;
+}
 
 static void timeout_arm(struct sa_resolver *r)
 {
@@ -179,15 +188,45 @@ static void ask_host(struct sa_resolver *r, struct sa_upstream *u, const char *n
 
 static void service_srv_next(struct question *q);
 
+/* The gateways' targets in a line, to tell an answer that changed them. */
+static void targets_text(const struct sa_upstream *u, char *out, size_t len)
+{
+	size_t at = 0;
+	out[0] = '\0';
+	for (unsigned i = 0; i < u->n && at < len; i++) {
+		int w = snprintf(out + at, len - at, "%s%s:%s:%u/%u/%u", i ? "," : "", sa_proto_name(u->t[i].proto),
+		                 u->t[i].host, u->t[i].port, u->t[i].priority, u->t[i].weight);
+		at += w > 0 ? (size_t)w : 0;
+	}
+}
+
 static void service_done(struct question *q, const struct sa_up_srv *recs, unsigned n, enum sa_proto proto,
                          uint32_t ttl)
 {
 	struct sa_upstream *u = q->r->srv->upstream;
+	char before[512], after[512];
 	sa_gateways_lock();
+	targets_text(u, before, sizeof(before));
 	unsigned k = sa_upstream_service_answer(u, recs, n, proto, ttl, sa_now_ms());
+	targets_text(u, after, sizeof(after));
 	sa_gateways_unlock();
-	if (n)
-		log_info("event=gateway_srv name=%s targets=%u ttl=%u", q->name, k, ttl);
+	/* said when the targets change, not at each refresh of the same answer */
+	if (strcmp(before, after) != 0)
+		log_info("event=gateway_srv name=%s targets=%u ttl=%u gateways=\"%s\"", q->name, k, ttl, after);
+	ask_due(q->r);
+	free(q);
+}
+
+/* An SRV question failed (not answered "none"): the gateways
+ * stay as they were (the last answer's targets and addresses; none for a
+ * name never resolved), asked again in SA_UPSTREAM_NEG_TTL_MS. */
+static void service_failed(struct question *q)
+{
+	log_warn("event=dns_failed name=%s type=SRV reason=\"%s\" retry_ms=%u hint=\"the gateways of the last "
+	         "answer stay in use\"", q->name, ares_strerror(q->failed), SA_UPSTREAM_NEG_TTL_MS);
+	sa_gateways_lock();
+	sa_upstream_service_failed(q->r->srv->upstream, sa_now_ms());
+	sa_gateways_unlock();
 	ask_due(q->r);
 	free(q);
 }
@@ -211,15 +250,22 @@ static void srv_cb(void *arg, int status, int timeouts, unsigned char *abuf, int
 		ares_free_data(reply);
 		return;
 	}
+	if (!dns_says_none(status))
+		q->failed = status;
 	service_srv_next(q);
 }
 
-/* The next SRV name; none left: NAME itself on 5060 (RFC 3263 §4.2). */
+/* The next SRV name; none left: NAME itself on 5060 (RFC 3263 §4.2) when
+ * the DNS said there are none, the last answer kept when it failed. */
 static void service_srv_next(struct question *q)
 {
 	if (q->next < q->nnames) {
 		q->next++;
 		ares_query(q->r->channel, q->names[q->next - 1], ns_c_in, ns_t_srv, srv_cb, q);
+		return;
+	}
+	if (q->failed) {
+		service_failed(q);
 		return;
 	}
 	service_done(q, NULL, 0, SA_PROTO_UDP, q->ttl == UINT32_MAX ? 60 : q->ttl);
@@ -245,6 +291,8 @@ static void naptr_cb(void *arg, int status, int timeouts, unsigned char *abuf, i
 			q->ttl = answer_ttl(abuf, alen, ns_t_naptr);
 		ares_free_data(reply);
 	}
+	/* a NAPTR question that fails is as none: NAPTR is optional, and some
+	 * resolvers and firewalls drop it; the SRV questions decide */
 	if (q->nnames == 0) {
 		/* no NAPTR: SRV for each transport we speak (RFC 3263 §4.1) */
 		/* (a name too long for the prefix has no SRV name: straight to A/AAAA) */
@@ -262,7 +310,7 @@ static void naptr_cb(void *arg, int status, int timeouts, unsigned char *abuf, i
 static void ask_service(struct sa_resolver *r)
 {
 	struct question *q = question_new(r, SA_UP_ASK_SERVICE, r->srv->upstream->spec.e[0].host);
-	if (!q) {
+	if (!q) {   /* (out of memory: as a failure) */
 		sa_gateways_lock();
 		sa_upstream_service_failed(r->srv->upstream, sa_now_ms());
 		sa_gateways_unlock();

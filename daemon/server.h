@@ -165,6 +165,10 @@ void sa_transport_proven(struct sa_server *srv, const struct sa_flow *fl);
 void sa_transport_keep(struct sa_server *srv, const struct sa_flow *fl, enum sa_keep what, const char *cred_id,
                        uint64_t for_ms);
 /* The listener to leave from towards proto (its address goes in Via/Record-Route). */
+/* The listener a next hop of this address family is reached from: for UDP
+ * one of that family (-1: none, the address cannot be sent to); a stream
+ * opens a socket of its own. */
+int sa_transport_listener_to(struct sa_server *srv, enum sa_proto proto, int family);
 unsigned sa_transport_listener_for(struct sa_server *srv, enum sa_proto proto);
 void sa_flow_peer(const struct sa_flow *fl, char *addr, size_t alen, uint16_t *port);
 /* Is the TCP/TLS connection with this id still open? */

@@ -913,6 +913,16 @@ void sa_transport_stop(struct sa_server *srv)
 	srv->tls_server = srv->tls_client = NULL;
 }
 
+int sa_transport_listener_to(struct sa_server *srv, enum sa_proto proto, int family)
+{
+	for (unsigned i = 0; i < srv->nlisteners; i++)
+		if (srv->listeners[i].ep.proto == proto && srv->listeners[i].ep.ss.ss_family == family)
+			return (int)i;
+	if (proto == SA_PROTO_UDP)
+		return -1;   /* a datagram goes out of a socket of its address's family */
+	return (int)sa_transport_listener_for(srv, proto);   /* a connection has a socket of its own */
+}
+
 unsigned sa_transport_listener_for(struct sa_server *srv, enum sa_proto proto)
 {
 	for (unsigned i = 0; i < srv->nlisteners; i++)

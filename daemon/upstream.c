@@ -50,7 +50,7 @@ static void target_name(const struct sa_up_target *t, char *out, size_t len)
 	snprintf(out, len, "%s:%s%s%s:%u", sa_proto_name(t->proto), v6 ? "[" : "", t->host, v6 ? "]" : "", t->port);
 }
 
-static void flow_of(struct sa_server *srv, const struct sa_up_target *t, struct sa_flow *fl);
+static bool flow_of(struct sa_server *srv, const struct sa_up_target *t, unsigned j, struct sa_flow *fl);
 
 /* Every probe_interval: a probe still unanswered failed; each gateway with
  * an address gets a new one. */
@@ -64,7 +64,11 @@ static void probe_cb(evutil_socket_t fd, short what, void *arg)
 		if (t->naddr == 0)
 			continue;
 		struct sa_flow to;
-		flow_of(srv, t, &to);
+		unsigned j = 0;
+		while (j < t->naddr && !flow_of(srv, t, j, &to))
+			j++;   /* the first address of a family this host reaches */
+		if (j == t->naddr)
+			continue;
 		if (t->probe_out) {
 			t->probe_out = false;
 			sa_gateways_report(srv, &to, SA_UP_PROBE_FAIL);
@@ -123,23 +127,34 @@ void sa_gateways_stop(struct sa_server *srv)
 	srv->route_names = NULL;
 }
 
-static void flow_of(struct sa_server *srv, const struct sa_up_target *t, struct sa_flow *fl)
+/* The flow to address j of gateway t; false when no socket of ours can
+ * reach its family (an IPv6 address on an IPv4-only host). */
+static bool flow_of(struct sa_server *srv, const struct sa_up_target *t, unsigned j, struct sa_flow *fl)
 {
+	int li = sa_transport_listener_to(srv, t->proto, t->addr[j].sa.sa_family);
+	if (li < 0)
+		return false;
 	memset(fl, 0, sizeof(*fl));
 	fl->proto = t->proto;
-	fl->ss = t->addr[0];
-	fl->sslen = t->addrlen[0];
-	fl->lidx = sa_transport_listener_for(srv, t->proto);
+	fl->ss = t->addr[j];
+	fl->sslen = t->addrlen[j];
+	fl->lidx = (unsigned)li;
+	return true;
 }
 
+/* The gateways in the order to try, each with every address its name has
+ * that can be reached from here (RFC 3263 §4.4: the next address before
+ * the next gateway), at most max in all. */
 static unsigned gw_order(struct sa_server *srv, struct sa_flow *flows, unsigned max)
 {
-	unsigned idx[SA_UPSTREAM_MAX];
-	unsigned n = sa_upstream_order(srv->upstream, sa_now_ms(), rand_cb, NULL, idx,
-	                               max < SA_UPSTREAM_MAX ? max : SA_UPSTREAM_MAX);
-	for (unsigned i = 0; i < n; i++)
-		flow_of(srv, &srv->upstream->t[idx[i]], &flows[i]);
-	return n;
+	unsigned idx[SA_UPSTREAM_MAX], k = 0;
+	unsigned n = sa_upstream_order(srv->upstream, sa_now_ms(), rand_cb, NULL, idx, SA_UPSTREAM_MAX);
+	for (unsigned i = 0; i < n && k < max; i++) {
+		const struct sa_up_target *t = &srv->upstream->t[idx[i]];
+		for (unsigned j = 0; j < t->naddr && k < max; j++)
+			k += flow_of(srv, t, j, &flows[k]);
+	}
+	return k;
 }
 
 unsigned sa_gateways_order(struct sa_server *srv, struct sa_flow *flows, unsigned max)
@@ -154,6 +169,8 @@ unsigned sa_gateways_order(struct sa_server *srv, struct sa_flow *flows, unsigne
 static const char *gw_none_reason(struct sa_server *srv)
 {
 	const struct sa_upstream *u = srv->upstream;
+	if (u->spec.service && u->service_refused)
+		return "the gateway name's SRV says SIP is not offered there";
 	if (u->spec.service && u->service_failed)
 		return "gateway name does not resolve";
 	for (unsigned i = 0; i < u->n; i++)
@@ -209,6 +226,8 @@ static void gw_report(struct sa_server *srv, const struct sa_flow *to, enum sa_u
 	if (i < 0)
 		return;
 	struct sa_up_target *t = &srv->upstream->t[i];
+	if (ev == SA_UP_503 || ev == SA_UP_TIMEOUT || ev == SA_UP_TRANSPORT)
+		sa_upstream_addr_last(srv->upstream, &to->ss.sa);
 	if (!sa_upstream_report(srv->upstream, (unsigned)i, ev, sa_now_ms()))
 		return;
 	char name[SA_UPSTREAM_HOST_MAX + 32];

@@ -356,8 +356,11 @@ unsigned sa_upstream_service_answer(struct sa_upstream *u, const struct sa_up_sr
 		return u->n;
 	}
 	memcpy(old, u->t, sizeof(u->t));
+	unsigned dots = 0;
 	for (unsigned i = 0; i < n && k < SA_UPSTREAM_MAX; i++) {
 		/* "." is RFC 2782's "not offered here" */
+		if (recs[i].target && (strcmp(recs[i].target, ".") == 0 || recs[i].target[0] == '\0'))
+			dots++;
 		if (!recs[i].target || !sa_upstream_host_name_ok(recs[i].target) || recs[i].port == 0)
 			continue;
 		target_set(&u->t[k], proto, recs[i].target, recs[i].port, recs[i].priority, recs[i].weight);
@@ -367,7 +370,12 @@ unsigned sa_upstream_service_answer(struct sa_upstream *u, const struct sa_up_sr
 		k++;
 	}
 	u->service_srv = k > 0;
-	if (k == 0) {
+	u->service_refused = n > 0 && dots == n;
+	if (u->service_refused) {
+		/* the domain says SIP is decidedly not offered: no gateway at all,
+		 * not NAME's own address (which is for a domain without SRV) */
+		k = 0;
+	} else if (k == 0) {
 		/* no SRV: NAME itself, port 5060, UDP (RFC 3263 §4.2) */
 		const char *name = u->spec.e[0].host;
 		target_set(&u->t[0], SA_PROTO_UDP, name, 5060, 0, 0);
@@ -519,6 +527,24 @@ static bool addr_eq(const union sa_sockaddr *a, const struct sockaddr *b, bool p
 	}
 	const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)b;
 	return memcmp(&a->in6.sin6_addr, &y->sin6_addr, 16) == 0 && (port_any || a->in6.sin6_port == y->sin6_port);
+}
+
+void sa_upstream_addr_last(struct sa_upstream *u, const struct sockaddr *sa)
+{
+	for (unsigned i = 0; i < u->n; i++) {
+		struct sa_up_target *t = &u->t[i];
+		for (unsigned j = 0; j + 1 < t->naddr; j++) {
+			if (!addr_eq(&t->addr[j], sa, false))
+				continue;
+			union sa_sockaddr a = t->addr[j];
+			socklen_t l = t->addrlen[j];
+			memmove(&t->addr[j], &t->addr[j + 1], (t->naddr - j - 1) * sizeof(t->addr[0]));
+			memmove(&t->addrlen[j], &t->addrlen[j + 1], (t->naddr - j - 1) * sizeof(t->addrlen[0]));
+			t->addr[t->naddr - 1] = a;
+			t->addrlen[t->naddr - 1] = l;
+			return;
+		}
+	}
 }
 
 int sa_upstream_find_addr(const struct sa_upstream *u, const struct sockaddr *sa, bool port_any)

@@ -106,6 +106,7 @@ struct sa_upstream {
 	bool service_resolving;
 	bool service_failed;                   /* the last look-up found nothing */
 	bool service_srv;                      /* t[] came from SRV (else from NAME's A/AAAA) */
+	bool service_refused;                  /* the SRV answer's only target is "." (RFC 2782): no gateway */
 };
 
 /* Build the gateways from spec (numeric hosts get their address at once). */
@@ -163,6 +164,10 @@ bool sa_upstream_report(struct sa_upstream *u, unsigned idx, enum sa_up_event ev
 bool sa_upstream_is_down(const struct sa_upstream *u, unsigned idx, uint64_t now_ms);
 
 /* Is addr one of the gateways' addresses (any port when port_any)? Index or -1. */
+/* An address of a gateway failed (silent, unreachable, 503): it goes last
+ * among its name's addresses, so that the next call tries the others first
+ * (until the name's next answer). */
+void sa_upstream_addr_last(struct sa_upstream *u, const struct sockaddr *sa);
 int sa_upstream_find_addr(const struct sa_upstream *u, const struct sockaddr *sa, bool port_any);
 
 /* The smallest TTL of the answer records of `type` in a DNS message

@@ -1,6 +1,7 @@
 #!/bin/sh
 # upstream_dns.sh: named gateways (issue 13) resolved through a real DNS server: dnsmasq on a
-# loopback address serving NAPTR, SRV and A records. SRV priority order, a 503 and a gateway gone
+# loopback address serving NAPTR, SRV and A records (at the end it goes away: the last SRV
+# answer's gateways stay in use). SRV priority order, a 503 and a gateway gone
 # behind SRV, weights spreading calls, NAPTR leading to SRV, a name that does not resolve (503 and
 # one log line, the loop still serving), a TTL expiry moving calls to the new address, a trusted
 # source given by name, a Route naming sipauthd by the trunk host, and a gateway record-routing
@@ -38,6 +39,10 @@ cat >"$T/hosts" <<HOSTS
 127.0.0.2 moving.test
 127.0.0.2 gw-in.test
 127.0.0.2 edge.test
+127.0.0.5 multi.test
+127.0.0.2 multi.test
+::1 dual.test
+127.0.0.2 dual.test
 $(for i in $(seq 1 20); do echo "127.0.0.1 sbc$i.test"; done)
 HOSTS
 spawn "$T/dnsmasq.log" "$DNSMASQ" --no-daemon --port="$DNS_PORT" --listen-address=$DNS_ADDR --bind-interfaces \
@@ -247,6 +252,55 @@ assert_eq "the PBXs got 20 BYEs, each with its SBC's Route left for it" 20 \
 assert_eq "each BYE waited for its SBC's name" 20 "$(grep -c 'event=route_name_asked name=sbc[0-9]*.test' "$T/sipauthd.log")"
 assert_nomatch "no BYE was refused as leading outside the call" "Route leads outside the call" \
 	"$(cat "$T/sipauthd.log")"
+
+# ---- 11b. a gateway name with several addresses (RFC 3263 §4.4): one where nothing listens
+# (127.0.0.5) and the gateway's; and a name with an IPv6 address beside the IPv4 one, which this
+# IPv4-only daemon cannot send to. Each call reaches the gateway, whichever address the resolver
+# gives first (before, only the first was ever tried: 408 after 32 s, or 503 at once for ::1).
+daemon "udp:multi.test:$G1"
+wait_for grep -q "event=gateway_address name=multi.test" "$T/sipauthd.log"
+bg_sipp multi_gw1 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$G1" -m 2
+gw1=$!
+sleep 0.3
+pbx_call multi_call1 -m 1
+assert_eq "a call to a name whose other address is silent completes" 0 $?
+pbx_call multi_call2 -m 1
+assert_eq "... and a second" 0 $?
+wait "$gw1"; assert_eq "both reached the gateway's address" 0 $?
+daemon "udp:dual.test:$G1"
+wait_for grep -q "event=gateway_address name=dual.test" "$T/sipauthd.log"
+bg_sipp dual_gw1 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$G1" -m 1
+gw1=$!
+sleep 0.3
+pbx_call dual_call -m 1
+assert_eq "a call to a name with an IPv6 and an IPv4 address completes on this IPv4-only daemon" 0 $?
+wait "$gw1"; assert_eq "... through the IPv4 address" 0 $?
+assert_nomatch "nothing was sent to the IPv6 address" "event=send_failed" "$(cat "$T/sipauthd.log")"
+
+# ---- 12. the DNS server goes away while the SRV answer (TTL 2 s) runs out: the SRV question
+# fails, which is not "no SRV records" (RFC 3263 §4.2's fall back to carrier.test:5060, which has
+# no address): the last answer's gateways stay, and calls go on through them. The same answer
+# asked again is not logged again.
+daemon "sip:carrier.test"
+wait_for grep -q "event=gateway_address name=gw1.test" "$T/sipauthd.log"
+bg_sipp out_gw1 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$G1" -m 2
+gw1=$!
+sleep 3   # the answer asked again at least once (TTL 2 s)
+stop "$DNSMASQ_PID"
+pbx_call out_call1 -m 1
+assert_eq "a call completes as the DNS server goes" 0 $?
+wait_for grep -q "event=dns_failed name=carrier.test type=SRV" "$T/sipauthd.log" ||
+	wait_for grep -q "event=dns_failed name=carrier.test type=SRV" "$T/sipauthd.log"
+assert_match "the failed SRV question is one line saying the gateways stay" \
+	'event=dns_failed name=carrier.test type=SRV reason="[^"]*" retry_ms=5000 hint="the gateways of the last answer stay in use"' \
+	"$(cat "$T/sipauthd.log")"
+pbx_call out_call2 -m 1
+assert_eq "a call after the SRV question failed completes" 0 $?
+wait "$gw1"; assert_eq "both went to the SRV answer's first gateway (gw1.test)" 0 $?
+assert_nomatch "no call was refused for a name that does not resolve" "gateway name does not resolve" \
+	"$(cat "$T/sipauthd.log")"
+assert_eq "the SRV answer is logged once, not at each refresh" 1 \
+	"$(grep -c 'event=gateway_srv name=carrier.test' "$T/sipauthd.log")"
 
 stop "$SIPAUTHD_PID"
 cat "$T/sipauthd.log" >>"$T/all.log"

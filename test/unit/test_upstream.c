@@ -271,6 +271,61 @@ START_TEST(srv_answer_again_keeps_health_and_counters)
 }
 END_TEST
 
+/* An SRV question that failed (a timeout, SERVFAIL) keeps the last
+ * answer's gateways; an SRV answer whose target is "." (RFC 2782: not
+ * offered) gives none at all, not NAME's own address. */
+START_TEST(srv_failure_keeps_the_gateways_and_dot_gives_none)
+{
+	struct sa_upstream u = up_of("sip:carrier.example");
+	unsigned order[4];
+	sa_upstream_next_question(&u, 0, &(unsigned){ 0 });
+	struct sa_up_srv srv[] = { { 10, 0, 5060, "a.example" }, { 20, 0, 5060, "b.example" } };
+	sa_upstream_service_answer(&u, srv, 2, SA_PROTO_UDP, 1, 0);
+	union sa_sockaddr a = v4("192.0.2.1"), b = v4("192.0.2.2");
+	sa_upstream_host_answer(&u, 0, &a, 1, 60, 0);
+	sa_upstream_host_answer(&u, 1, &b, 1, 60, 0);
+	ck_assert_int_eq(sa_upstream_next_question(&u, 1000, &(unsigned){ 0 }), SA_UP_ASK_SERVICE);
+	sa_upstream_service_failed(&u, 1000);
+	ck_assert_uint_eq(u.n, 2);
+	ck_assert_str_eq(u.t[0].host, "a.example");
+	ck_assert_uint_eq(sa_upstream_order(&u, 1000, lcg, &(uint32_t){ 1 }, order, 4), 2);
+	/* asked again after SA_UPSTREAM_NEG_TTL_MS, not before */
+	ck_assert_int_eq(sa_upstream_next_question(&u, 1001, &(unsigned){ 0 }), SA_UP_ASK_NONE);
+	ck_assert_int_eq(sa_upstream_next_question(&u, 1000 + SA_UPSTREAM_NEG_TTL_MS, &(unsigned){ 0 }),
+	                 SA_UP_ASK_SERVICE);
+	struct sa_up_srv dot[] = { { 0, 0, 0, "." } };
+	ck_assert_uint_eq(sa_upstream_service_answer(&u, dot, 1, SA_PROTO_UDP, 60, 2000 + SA_UPSTREAM_NEG_TTL_MS), 0);
+	ck_assert_uint_eq(u.n, 0);
+	ck_assert(u.service_refused);
+	ck_assert_uint_eq(sa_upstream_order(&u, 2000 + SA_UPSTREAM_NEG_TTL_MS, lcg, &(uint32_t){ 1 }, order, 4), 0);
+}
+END_TEST
+
+/* A name's address that failed goes last among its addresses. */
+START_TEST(a_failed_address_goes_last)
+{
+	struct sa_upstream u = up_of("udp:gw.example:5060");
+	unsigned idx;
+	ck_assert_int_eq(sa_upstream_next_question(&u, 0, &idx), SA_UP_ASK_HOST);
+	union sa_sockaddr addrs[3] = { v4("192.0.2.1"), v4("192.0.2.2"), v4("192.0.2.3") };
+	sa_upstream_host_answer(&u, idx, addrs, 3, 60, 0);
+	union sa_sockaddr dead = u.t[0].addr[0];
+	sa_upstream_addr_last(&u, &dead.sa);
+	char ip[3][INET_ADDRSTRLEN];
+	for (int i = 0; i < 3; i++)
+		inet_ntop(AF_INET, &u.t[0].addr[i].in.sin_addr, ip[i], sizeof(ip[i]));
+	ck_assert_str_eq(ip[0], "192.0.2.2");
+	ck_assert_str_eq(ip[1], "192.0.2.3");
+	ck_assert_str_eq(ip[2], "192.0.2.1");
+	ck_assert_uint_eq(ntohs(u.t[0].addr[2].in.sin_port), 5060);
+	ck_assert_int_eq(sa_upstream_find_addr(&u, &dead.sa, false), 0);
+	/* the last one failing again: nothing moves */
+	sa_upstream_addr_last(&u, &dead.sa);
+	inet_ntop(AF_INET, &u.t[0].addr[2].in.sin_addr, ip[2], sizeof(ip[2]));
+	ck_assert_str_eq(ip[2], "192.0.2.1");
+}
+END_TEST
+
 START_TEST(naptr_picks_sip_udp_tcp_and_tls_by_order)
 {
 	struct sa_up_naptr r[] = {
@@ -409,6 +464,8 @@ int main(void)
 	tcase_add_test(tc, ttl_expiry_asks_again_and_switches);
 	tcase_add_test(tc, a_name_that_never_resolves_gives_no_gateway);
 	tcase_add_test(tc, srv_answer_again_keeps_health_and_counters);
+	tcase_add_test(tc, srv_failure_keeps_the_gateways_and_dot_gives_none);
+	tcase_add_test(tc, a_failed_address_goes_last);
 	tcase_add_test(tc, naptr_picks_sip_udp_tcp_and_tls_by_order);
 	tcase_add_test(tc, dns_answer_ttl_is_the_smallest_of_the_type);
 	tcase_add_test(tc, find_addr_by_address_and_port);
