@@ -661,7 +661,10 @@ void handle_response(struct sa_server *srv, struct sa_msg *m, const struct sa_fl
 static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_msg *m, unsigned steps, char *out,
                            size_t n)
 {
-	if (t->fo && !t->fo->bind && t->upstream_status == 0 && m->status != 503)
+	/* a gateway's health hears its first answer past 100 Trying: a 100 says
+	 * only that the INVITE arrived, and a gateway that sends one before
+	 * each 503 was never put down (its 100 made up for its 503) */
+	if (t->fo && !t->fo->bind && t->upstream_status <= 100 && m->status > 100 && m->status != 503)
 		sa_gateways_report(srv, &t->to, SA_UP_ANSWERED);
 	if (steps & SA_RR_TRY_NEXT) {
 		send_hop_request(srv, t, m, false);   /* ACK it on its own branch first */

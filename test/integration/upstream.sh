@@ -62,6 +62,26 @@ wait "$gw1"
 assert_match "the CANCEL went to the second gateway" "^CANCEL sip:" "$(cat "$T/gw2_cancel.msg")"
 assert_nomatch "no CANCEL went to the first" "^CANCEL" "$(cat "$T/gw1_503c.msg")"
 
+# ---- 2b. a gateway whose stack says 100 Trying before each 503: the 100 is not an answer for its
+# health (it says only that the INVITE arrived), so down_after (2) of them put it down
+daemon 'udp:127.0.0.2:$G1, udp:127.0.0.3:$G2'
+bg_sipp gw1_t503 -sf "$SIPP_DIR/gateway_trying_503.xml" -i 127.0.0.2 -p "$G1" -m 2
+gw1=$!
+bg_sipp gw2_t503 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.3 -p "$G2" -m 3
+gw2=$!
+sleep 0.3
+pbx_call call_t503a -m 1
+assert_eq "a call completes past the first gateway's 100 and 503" 0 $?
+pbx_call call_t503b -m 1
+assert_eq "... and a second" 0 $?
+wait "$gw1"; assert_eq "the first gateway got both INVITEs, and ACKs for its 503s" 0 $?
+assert_match "after two 503s, each after a 100, the first gateway is down" \
+	"event=gateway_down gateway=udp:127.0.0.2:$G1 reason=503 failures=2" "$(cat "$T/sipauthd.log")"
+pbx_call call_t503c -m 1
+assert_eq "a third call completes" 0 $?
+wait "$gw2"; assert_eq "the second gateway took all three" 0 $?
+assert_eq "the third went straight to the second gateway (the first got two INVITEs in all)" 2 "$(invites gw1_t503)"
+
 # ---- 3. the first gateway gone (nothing listens there): the second answers within a few seconds;
 # after down_after silent calls the first is down and calls go straight to the second
 daemon 'udp:127.0.0.2:$G1, udp:127.0.0.3:$G2'
