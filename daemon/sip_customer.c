@@ -384,13 +384,18 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
  * counted apart from overload), one log line, a failure-log record. */
 static void trunk_limit_refuse(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
                                const char *trunk, const char *username, uint32_t password_version,
-                               enum sa_policy_verdict v)
+                               enum sa_policy_verdict v, bool from_customer)
 {
 	char addr[64];
 	uint16_t port;
 	sa_flow_peer(from, addr, sizeof(addr), &port);
 	srv->metrics.trunk_refused[v]++;
-	if (v == SA_POLICY_CHANNEL_LIMIT)
+	if (v == SA_POLICY_CHANNEL_LIMIT && !from_customer)
+		/* the gateway's call to a trunk whose channels are all taken: the
+		 * customer is busy, not the edge (a 503, with Retry-After, would have
+		 * the carrier hold back every trunk's calls here) */
+		sip_answer_kept(srv, m, from, 486, NULL, "Reason: SIP;cause=486;text=\"trunk channel limit\"\r\n", NULL);
+	else if (v == SA_POLICY_CHANNEL_LIMIT)
 		sip_answer_kept(srv, m, from, 503, NULL, "Retry-After: 5\r\nReason: SIP;cause=503;text=\"trunk channel limit\"\r\n",
 		                NULL);
 	else
@@ -430,7 +435,7 @@ static bool trunk_admit(struct sa_server *srv, const struct sa_msg *m, const str
 	}
 	if (v == SA_POLICY_ADMIT)
 		return true;
-	trunk_limit_refuse(srv, m, from, trunk, username, password_version, v);
+	trunk_limit_refuse(srv, m, from, trunk, username, password_version, v, from_customer);
 	return false;
 }
 

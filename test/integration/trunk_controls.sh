@@ -114,9 +114,9 @@ sipc register --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --a
 	--contact "sip:$SIP_USER@127.0.0.1:$(free_port 127.0.0.1)" >/dev/null
 $SIPCLIENT invite --server "127.0.0.1:$SIP_PORT" --local-ip 127.0.0.2 --host "$TRUNK_HOST" --to 5550100 \
 	--no-auth --timeout 2 >"$T/inbound.json"
-assert_eq "an inbound call over the channel limit gets 503 too" \
-	"503 ['SIP;cause=503;text=\"trunk channel limit\"']" \
-	"$(json_get 'str(final.get("final_status")) + " " + str(resp[-1]["headers"].get("reason"))' <"$T/inbound.json")"
+assert_eq "an inbound call over the channel limit gets 486 Busy Here, no Retry-After (the customer is busy, not the edge)" \
+	"486 None ['SIP;cause=486;text=\"trunk channel limit\"']" \
+	"$(json_get 'str(final.get("final_status")) + " " + str(resp[-1]["headers"].get("retry-after")) + " " + str(resp[-1]["headers"].get("reason"))' <"$T/inbound.json")"
 assert_match "the refusal is logged as a trunk limit, not overload" \
 	"event=trunk_limit reason=channel_limit trunk=$TRUNK username=\"$SIP_USER\" method=INVITE src=127.0.0.1:" "$(cat "$LOG")"
 assert_eq "/metrics counts the channel refusals apart" 2 "$(metric 'trunk_refusals_total{reason="channel_limit"}')"
