@@ -188,14 +188,24 @@ static void ask_host(struct sa_resolver *r, struct sa_upstream *u, const char *n
 
 static void service_srv_next(struct question *q);
 
-/* The gateways' targets in a line, to tell an answer that changed them. */
+static int text_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* The gateways' targets in a line, sorted (a server may give the same
+ * records in another order each time), to tell an answer that changed them. */
 static void targets_text(const struct sa_upstream *u, char *out, size_t len)
 {
+	char items[SA_UPSTREAM_MAX][SA_UPSTREAM_HOST_MAX + 40];
 	size_t at = 0;
+	for (unsigned i = 0; i < u->n; i++)
+		snprintf(items[i], sizeof(items[i]), "%s:%s:%u/%u/%u", sa_proto_name(u->t[i].proto), u->t[i].host,
+		         u->t[i].port, u->t[i].priority, u->t[i].weight);
+	qsort(items, u->n, sizeof(items[0]), text_cmp);
 	out[0] = '\0';
 	for (unsigned i = 0; i < u->n && at < len; i++) {
-		int w = snprintf(out + at, len - at, "%s%s:%s:%u/%u/%u", i ? "," : "", sa_proto_name(u->t[i].proto),
-		                 u->t[i].host, u->t[i].port, u->t[i].priority, u->t[i].weight);
+		int w = snprintf(out + at, len - at, "%s%s", i ? "," : "", items[i]);
 		at += w > 0 ? (size_t)w : 0;
 	}
 }
