@@ -233,6 +233,8 @@ const char *sa_gateways_none_reason(struct sa_server *srv);
 void sa_gateways_sent(struct sa_server *srv, const struct sa_flow *to);
 void sa_gateways_failover(struct sa_server *srv, const struct sa_flow *from);
 /* What the gateway at `to` did (health; logs a line when it goes down or up). */
+/* A gateway's 503 said Retry-After: seconds: tried after the others until then. */
+void sa_gateways_hold(struct sa_server *srv, const struct sa_flow *to, unsigned seconds);
 void sa_gateways_report(struct sa_server *srv, const struct sa_flow *to, enum sa_up_event ev);
 bool sa_gateways_has_addr(struct sa_server *srv, const struct sockaddr *sa);
 /* Is the address one a trusted name resolved to? */

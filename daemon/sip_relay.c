@@ -657,6 +657,24 @@ void handle_response(struct sa_server *srv, struct sa_msg *m, const struct sa_fl
 	free(out);
 }
 
+/* A 503's Retry-After in seconds (RFC 3261 §20.33: delta-seconds, then
+ * perhaps a comment and parameters); 0 when it has none. */
+static unsigned retry_after_of(const struct sa_msg *m)
+{
+	for (unsigned i = 0; i < m->nhdr; i++) {
+		const struct sa_hdr *h = &m->hdr[i];
+		if (h->kind != SA_H_OTHER || h->len < 12 || strncasecmp(h->line, "Retry-After", 11) != 0 ||
+		    (h->line[11] != ':' && h->line[11] != ' ' && h->line[11] != '\t'))
+			continue;
+		unsigned long v = 0;
+		size_t k = 0;
+		while (k < h->vlen && k < 9 && h->value[k] >= '0' && h->value[k] <= '9')
+			v = v * 10 + (unsigned long)(h->value[k++] - '0');
+		return k > 0 ? (unsigned)v : 0;
+	}
+	return 0;
+}
+
 /* The steps of SA_RR_RELAY. true when the transaction kept `out`. */
 static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_msg *m, unsigned steps, char *out,
                            size_t n)
@@ -666,6 +684,9 @@ static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_ms
 	 * each 503 was never put down (its 100 made up for its 503) */
 	if (t->fo && !t->fo->bind && t->upstream_status <= 100 && m->status > 100 && m->status != 503)
 		sa_gateways_report(srv, &t->to, SA_UP_ANSWERED);
+	unsigned hold;
+	if (m->status == 503 && t->fo && !t->fo->bind && (hold = retry_after_of(m)) > 0)
+		sa_gateways_hold(srv, &t->to, hold);
 	if (steps & SA_RR_TRY_NEXT) {
 		send_hop_request(srv, t, m, false);   /* ACK it on its own branch first */
 		t->upstream_status = m->status;

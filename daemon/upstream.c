@@ -238,6 +238,20 @@ static void gw_report(struct sa_server *srv, const struct sa_flow *to, enum sa_u
 		log_info("event=gateway_up gateway=%s reason=%s", name, sa_up_event_name(ev));
 }
 
+void sa_gateways_hold(struct sa_server *srv, const struct sa_flow *to, unsigned seconds)
+{
+	sa_gateways_lock();
+	int i = target_of(srv, to);
+	if (i >= 0) {
+		char name[SA_UPSTREAM_HOST_MAX + 32];
+		sa_upstream_hold(srv->upstream, (unsigned)i, seconds, sa_now_ms());
+		target_name(&srv->upstream->t[i], name, sizeof(name));
+		log_info("event=gateway_held gateway=%s retry_after=%u hint=\"tried after the other gateways until then\"",
+		         name, seconds < SA_UPSTREAM_HOLD_MAX_S ? seconds : SA_UPSTREAM_HOLD_MAX_S);
+	}
+	sa_gateways_unlock();
+}
+
 void sa_gateways_report(struct sa_server *srv, const struct sa_flow *to, enum sa_up_event ev)
 {
 	sa_gateways_lock();

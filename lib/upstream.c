@@ -403,9 +403,20 @@ void sa_upstream_service_failed(struct sa_upstream *u, uint64_t now_ms)
 
 /* ---- choosing ---- */
 
+void sa_upstream_hold(struct sa_upstream *u, unsigned idx, unsigned seconds, uint64_t now_ms)
+{
+	if (idx >= u->n || seconds == 0)
+		return;
+	if (seconds > SA_UPSTREAM_HOLD_MAX_S)
+		seconds = SA_UPSTREAM_HOLD_MAX_S;
+	u->t[idx].held_until_ms = now_ms + (uint64_t)seconds * 1000;
+}
+
 bool sa_upstream_is_down(const struct sa_upstream *u, unsigned idx, uint64_t now_ms)
 {
 	const struct sa_up_target *t = &u->t[idx];
+	if (now_ms < t->held_until_ms)
+		return true;
 	if (!t->down)
 		return false;
 	/* without probes nothing else would ever try it again */

@@ -77,6 +77,7 @@ struct sa_up_target {
 	bool down;
 	unsigned fails, oks;                   /* in a row */
 	uint64_t down_since_ms;
+	uint64_t held_until_ms;                /* its 503's Retry-After: tried after the others until then */
 	uint64_t sent;                         /* INVITEs tried on it */
 	uint64_t events[SA_UP_EVENTS];
 	uint64_t failovers;                    /* INVITEs moved from it to the next gateway */
@@ -159,6 +160,12 @@ unsigned sa_upstream_order(const struct sa_upstream *u, uint64_t now_ms, uint32_
 
 /* What a gateway did. Returns true when it changed state (up <-> down). */
 bool sa_upstream_report(struct sa_upstream *u, unsigned idx, enum sa_up_event ev, uint64_t now_ms);
+
+/* A gateway answered 503 with Retry-After (RFC 3261 §21.5.4): it counts as
+ * down (tried after every other) for that many seconds, at most
+ * SA_UPSTREAM_HOLD_MAX_S. */
+#define SA_UPSTREAM_HOLD_MAX_S 600
+void sa_upstream_hold(struct sa_upstream *u, unsigned idx, unsigned seconds, uint64_t now_ms);
 
 /* Does a gateway count as down at now (down, and not yet due for a retry)? */
 bool sa_upstream_is_down(const struct sa_upstream *u, unsigned idx, uint64_t now_ms);

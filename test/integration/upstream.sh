@@ -82,6 +82,25 @@ assert_eq "a third call completes" 0 $?
 wait "$gw2"; assert_eq "the second gateway took all three" 0 $?
 assert_eq "the third went straight to the second gateway (the first got two INVITEs in all)" 2 "$(invites gw1_t503)"
 
+# ---- 2c. a 503 with Retry-After: 20 (RFC 3261 §21.5.4): the gateway is tried after the others
+# for 20 s, so the next call goes straight to the second (one 503 is below down_after)
+daemon 'udp:127.0.0.2:$G1, udp:127.0.0.3:$G2'
+bg_sipp gw1_ra -sf "$SIPP_DIR/gateway_503_retry.xml" -i 127.0.0.2 -p "$G1" -m 1
+gw1=$!
+bg_sipp gw2_ra -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.3 -p "$G2" -m 2
+gw2=$!
+sleep 0.3
+pbx_call call_ra1 -m 1
+assert_eq "a call completes past the first gateway's 503 with Retry-After" 0 $?
+assert_match "the gateway is held for its Retry-After" \
+	"event=gateway_held gateway=udp:127.0.0.2:$G1 retry_after=20" "$(cat "$T/sipauthd.log")"
+pbx_call call_ra2 -m 1
+assert_eq "the next call completes" 0 $?
+wait "$gw2"; assert_eq "the second gateway took both" 0 $?
+wait "$gw1"
+assert_eq "the second call went straight past the held gateway: one failover logged in all (the first call's)" 1 \
+	"$(grep -c 'event=failover ' "$T/sipauthd.log")"
+
 # ---- 3. the first gateway gone (nothing listens there): the second answers within a few seconds;
 # after down_after silent calls the first is down and calls go straight to the second
 daemon 'udp:127.0.0.2:$G1, udp:127.0.0.3:$G2'

@@ -301,6 +301,24 @@ START_TEST(srv_failure_keeps_the_gateways_and_dot_gives_none)
 }
 END_TEST
 
+/* A 503 with Retry-After holds a gateway: ordered after the others until it
+ * ends, capped at SA_UPSTREAM_HOLD_MAX_S. */
+START_TEST(retry_after_holds_a_gateway_back)
+{
+	struct sa_upstream u = up_of("udp:192.0.2.1:5060, udp:192.0.2.2:5060");
+	unsigned order[4];
+	sa_upstream_hold(&u, 0, 20, 1000);
+	ck_assert_uint_eq(sa_upstream_order(&u, 1000, lcg, &(uint32_t){ 1 }, order, 4), 2);
+	ck_assert_uint_eq(order[0], 1);
+	ck_assert_uint_eq(order[1], 0);
+	ck_assert_uint_eq(sa_upstream_order(&u, 21000, lcg, &(uint32_t){ 1 }, order, 4), 2);
+	ck_assert_uint_eq(order[0], 0);
+	sa_upstream_hold(&u, 1, 86400, 0);
+	ck_assert(sa_upstream_is_down(&u, 1, SA_UPSTREAM_HOLD_MAX_S * 1000 - 1));
+	ck_assert(!sa_upstream_is_down(&u, 1, SA_UPSTREAM_HOLD_MAX_S * 1000));
+}
+END_TEST
+
 /* A name's address that failed goes last among its addresses. */
 START_TEST(a_failed_address_goes_last)
 {
@@ -466,6 +484,7 @@ int main(void)
 	tcase_add_test(tc, srv_answer_again_keeps_health_and_counters);
 	tcase_add_test(tc, srv_failure_keeps_the_gateways_and_dot_gives_none);
 	tcase_add_test(tc, a_failed_address_goes_last);
+	tcase_add_test(tc, retry_after_holds_a_gateway_back);
 	tcase_add_test(tc, naptr_picks_sip_udp_tcp_and_tls_by_order);
 	tcase_add_test(tc, dns_answer_ttl_is_the_smallest_of_the_type);
 	tcase_add_test(tc, find_addr_by_address_and_port);
