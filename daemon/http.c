@@ -992,30 +992,25 @@ static void http_conn_closed_cb(struct evhttp_connection *evcon, void *arg)
 	free(c);
 }
 
-/* The peer's address bytes (4, or 16) and its text; 0 when unknown. */
+/* The peer's address bytes (4, or 16) and its text (sa_flow_peer's, as
+ * the SIP side logs it); 0 when unknown. */
 static size_t peer_of_bev(struct bufferevent *bev, unsigned char addr[16], char *text, size_t len)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
+	struct sa_flow fl = { .sslen = sizeof(fl.ss) };
+	char ip[INET6_ADDRSTRLEN];
+	uint16_t port;
 	snprintf(text, len, "-");
-	if (getpeername(bufferevent_getfd(bev), (struct sockaddr *)&ss, &sl) < 0)
+	if (getpeername(bufferevent_getfd(bev), &fl.ss.sa, &fl.sslen) < 0 ||
+	    (fl.ss.sa.sa_family != AF_INET && fl.ss.sa.sa_family != AF_INET6))
 		return 0;
-	if (ss.ss_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
-		memcpy(addr, &s4->sin_addr, 4);
-		inet_ntop(AF_INET, &s4->sin_addr, text, (socklen_t)len);
-		snprintf(text + strlen(text), len - strlen(text), ":%u", ntohs(s4->sin_port));
-		return 4;
-	}
-	if (ss.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
-		memcpy(addr, &s6->sin6_addr, 16);
-		char ip[INET6_ADDRSTRLEN];
-		inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-		snprintf(text, len, "[%s]:%u", ip, ntohs(s6->sin6_port));
+	sa_flow_peer(&fl, ip, sizeof(ip), &port);
+	snprintf(text, len, "%s:%u", ip, port);
+	if (fl.ss.sa.sa_family == AF_INET6) {
+		memcpy(addr, &fl.ss.in6.sin6_addr, 16);
 		return 16;
 	}
-	return 0;
+	memcpy(addr, &fl.ss.in.sin_addr, 4);
+	return 4;
 }
 
 static void http_conn_adopt(struct sa_http *h, struct bufferevent *bev)
