@@ -256,7 +256,7 @@ assert_nomatch "no BYE was refused as leading outside the call" "Route leads out
 # ---- 11b. a gateway name with several addresses (RFC 3263 §4.4): one where nothing listens
 # (127.0.0.5) and the gateway's; and a name with an IPv6 address beside the IPv4 one, which this
 # IPv4-only daemon cannot send to. Each call reaches the gateway, whichever address the resolver
-# gives first (before, only the first was ever tried: 408 after 32 s, or 503 at once for ::1).
+# gives first (the gateway probe saw only the first ever tried: 408 after 32 s, or 503 at once for ::1).
 daemon "udp:multi.test:$G1"
 wait_for grep -q "event=gateway_address name=multi.test" "$T/sipauthd.log"
 bg_sipp multi_gw1 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$G1" -m 2
