@@ -585,15 +585,22 @@ static int process_read(struct sa_metrics_process *p)
 	p->cpu_seconds = (double)(utime + stime) / tick;
 	p->virtual_bytes = vsize;
 	p->resident_bytes = rss > 0 ? (uint64_t)((double)rss * page) : 0;
-	/* the start: boot time (btime in /proc/stat) plus starttime ticks */
+	/* the start: boot time (btime in /proc/stat) plus starttime ticks; where
+	 * /proc/stat is hidden (the unit's ProcSubset=pid), now less the time
+	 * since the start on the clock starttime counts on */
+	unsigned long long btime = 0;
 	if ((f = fopen("/proc/stat", "r")) != NULL) {
-		unsigned long long btime = 0;
 		while (fgets(buf, sizeof(buf), f))
 			if (sscanf(buf, "btime %llu", &btime) == 1)
 				break;
 		fclose(f);
-		p->start_time = (double)btime + (double)starttime / tick;
 	}
+	struct timespec boot, wall;
+	if (btime > 0)
+		p->start_time = (double)btime + (double)starttime / tick;
+	else if (clock_gettime(CLOCK_BOOTTIME, &boot) == 0 && clock_gettime(CLOCK_REALTIME, &wall) == 0)
+		p->start_time = ((double)wall.tv_sec + (double)wall.tv_nsec / 1e9) -
+		                ((double)boot.tv_sec + (double)boot.tv_nsec / 1e9 - (double)starttime / tick);
 	DIR *d = opendir("/proc/self/fd");
 	if (d) {
 		struct dirent *e;
@@ -766,19 +773,26 @@ static bool ban_source_text(const unsigned char *key, size_t len, char *text, si
 	return true;
 }
 
+struct ban_list {
+	json_t *data;
+	int64_t wall_minus_mono;   /* bans count on the monotonic clock; the API shows the wall clock's */
+};
+
 static void ban_json_cb(const unsigned char *addr, size_t len, uint64_t until, bool other_trunks, void *arg)
 {
+	struct ban_list *bl = arg;
 	char text[INET6_ADDRSTRLEN + 4];
 	if (!ban_source_text(addr, len, text, sizeof(text)))
 		return;
-	json_array_append_new(arg, json_pack("{s:s,s:o,s:s}", "source", text, "until", sa_api_rfc3339((int64_t)until),
-	                                     "scope", other_trunks ? "other_trunks" : "all"));
+	json_array_append_new(bl->data, json_pack("{s:s,s:o,s:s}", "source", text, "until",
+	                                          sa_api_rfc3339((int64_t)until + bl->wall_minus_mono), "scope",
+	                                          other_trunks ? "other_trunks" : "all"));
 }
 
 static void bans_serve(struct exchange *x)
 {
 	const char *addr = x->path[sizeof("/v1/bans") - 1] == '/' ? x->path + sizeof("/v1/bans") : NULL;
-	uint64_t now = (uint64_t)time(NULL);
+	uint64_t now = sa_mono_s();
 	if (addr == NULL) {
 		if (!is_get(x)) {
 			send_error(x, 405, "method_not_allowed", "only GET and HEAD are allowed here", "GET, HEAD");
@@ -786,10 +800,10 @@ static void bans_serve(struct exchange *x)
 		}
 		if (!admin_checked(x))
 			return;
-		json_t *data = json_array();
+		struct ban_list bl = { json_array(), (int64_t)time(NULL) - (int64_t)now };
 		if (x->h->srv->cfg.abuse.max_failures)
-			sa_abuse_each_ban(x->h->srv->abuse, now, ban_json_cb, data);
-		json_t *doc = json_pack("{s:o}", "data", data);
+			sa_abuse_each_ban(x->h->srv->abuse, now, ban_json_cb, &bl);
+		json_t *doc = json_pack("{s:o}", "data", bl.data);
 		char *body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 		json_decref(doc);
 		if (body == NULL) {

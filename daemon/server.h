@@ -222,6 +222,9 @@ int sa_sip_calls_save(struct sa_server *srv);
 void sa_sip_calls_restore(struct sa_server *srv);
 
 uint64_t sa_now_ms(void);
+/* Seconds on the monotonic clock: what bans and vouching count in (a step of
+ * the wall clock neither lengthens nor ends a ban). */
+uint64_t sa_mono_s(void);
 
 /* upstream.c: the gateways (lib/upstream) on the loop */
 #define SA_GATEWAY_RETRY_MS 30000   /* without probes, a gateway that went down is tried again after this */

@@ -431,7 +431,7 @@ static void request_facts(struct sa_server *srv, const struct sa_msg *m, const s
 	size_t alen = abuse_source(from, a);
 	*r = (struct sa_route_request){ .method = m->method, .to_tag = m->to_tag != NULL,
 	                                .trusted = is_trusted(srv, from) };
-	r->banned = !r->trusted && sa_abuse_banned(srv->abuse, &srv->cfg.abuse, a, alen, (uint64_t)wall_now());
+	r->banned = !r->trusted && sa_abuse_banned(srv->abuse, &srv->cfg.abuse, a, alen, sa_mono_s());
 	*tp = NULL;
 	if (r->banned)
 		return;
@@ -521,7 +521,7 @@ static int message_owner(struct sa_server *srv, const struct sa_msg *m, const st
 	/* a banned source is dropped here at the cost of its ban lookup: no directory, no hand-over */
 	unsigned char a[16];
 	size_t alen = abuse_source(from, a);
-	if (!is_trusted(srv, from) && sa_abuse_banned(srv->abuse, &srv->cfg.abuse, a, alen, (uint64_t)wall_now()))
+	if (!is_trusted(srv, from) && sa_abuse_banned(srv->abuse, &srv->cfg.abuse, a, alen, sa_mono_s()))
 		return -1;
 	return sa_calldir_owner(srv, m->call_id);
 }
@@ -626,7 +626,7 @@ void sa_sip_input(struct sa_server *srv, const struct sa_flow *from, const char 
 
 void sa_sip_gauges(const struct sa_server *srv, struct sa_metrics *m)
 {
-	m->banned_active = srv->cfg.abuse.max_failures ? sa_abuse_banned_count(srv->abuse, (uint64_t)wall_now()) : 0;
+	m->banned_active = srv->cfg.abuse.max_failures ? sa_abuse_banned_count(srv->abuse, sa_mono_s()) : 0;
 	m->calls_active = m->transactions = m->transaction_bytes = m->byes_pending = m->byes_queued = 0;
 	for (unsigned i = 0; i < sa_workers_count(srv); i++) {
 		const struct sa_server *w = sa_worker_at(srv, i);

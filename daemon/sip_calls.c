@@ -144,6 +144,7 @@ void call_create(struct sa_server *srv, struct sa_txn *t, struct sa_msg *ok)
 	sa_str_copy(c->d.trunk_id, sizeof(c->d.trunk_id), txn_trunk(t));
 	c->d.inbound = t->inbound;
 	c->d.started_at = wall_now();
+	c->started_ms = (int64_t)sa_now_ms();
 	c->caller = t->from;
 	c->callee = t->to;
 	call_start(srv, c, &t->holds_channel, "call_start");
@@ -175,6 +176,7 @@ void call_fork(struct sa_server *srv, struct sa_txn *t, struct sa_msg *ok)
 	sa_str_copy(c->d.trunk_id, sizeof(c->d.trunk_id), first->d.trunk_id);
 	c->d.inbound = first->d.inbound;
 	c->d.started_at = wall_now();
+	c->started_ms = (int64_t)sa_now_ms();
 	c->caller = first->caller;
 	c->callee = t->to;
 	call_start(srv, c, NULL, "call_fork");
@@ -452,10 +454,12 @@ void sa_sip_housekeeping(struct sa_server *srv)
 		srv->ntxns_peak = srv->ntxns;
 		srv->txn_bytes_peak = bytes;
 	}
-	/* calls start in order and max_call_age is one value: the oldest come first */
-	int64_t oldest = wall_now() - (int64_t)srv->cfg.max_call_age;
+	/* calls start in order and max_call_age is one value: the oldest come
+	 * first. Counted on the monotonic clock: a wall clock put forward by a
+	 * day (NTP at boot, a VM resumed) hangs up no call */
+	int64_t oldest = (int64_t)sa_now_ms() - (int64_t)srv->cfg.max_call_age * 1000;
 	struct sa_call *c;
-	while ((c = sa_calls_oldest(srv->calls)) && c->d.started_at <= oldest) {
+	while ((c = sa_calls_oldest(srv->calls)) && c->started_ms <= oldest) {
 		srv->metrics.calls_reaped++;
 		call_end(srv, c, "max_call_age", "SIP;cause=408;text=\"maximum call duration\"");
 	}
@@ -968,8 +972,12 @@ void sa_sip_calls_restore(struct sa_server *srv)
 		sa_calls_remove(srv->calls, sa_calls_oldest(srv->calls));
 		bad++;
 	}
-	for (struct sa_call *c = sa_calls_oldest(srv->calls); c; c = sa_calls_newer(c))
+	int64_t wall = wall_now(), mono = (int64_t)sa_now_ms();
+	for (struct sa_call *c = sa_calls_oldest(srv->calls); c; c = sa_calls_newer(c)) {
 		channel_hold(srv, c->d.trunk_id);   /* whatever the limit is now */
+		/* its age as the files tell it (none when it looks to start in the future) */
+		c->started_ms = mono - (c->d.started_at < wall ? (wall - c->d.started_at) * 1000 : 0);
+	}
 	if (sa_calls_count(srv->calls) > 0)
 		srv->store_generation = 0;   /* the first poll ends the calls of credentials deleted meanwhile */
 	journals_remove(srv);

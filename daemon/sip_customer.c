@@ -290,7 +290,7 @@ static void log_auth_failure(struct sa_server *srv, const struct sa_msg *m, cons
 	size_t alen = abuse_source(from, a);
 	enum sa_abuse_verdict v = sa_auth_failure_counts(r, from->proto == SA_PROTO_UDP)
 	                        ? sa_abuse_failure(srv->abuse, &srv->cfg.abuse, a, alen, sa_abuse_trunk_key(trunk),
-	                                           (uint64_t)wall_now())
+	                                           sa_mono_s())
 	                        : SA_ABUSE_COUNTED;
 	if (v == SA_ABUSE_BAN_OTHERS) {
 		/* it proved itself for its own trunks, which it keeps; no more guesses at others' */
@@ -342,7 +342,7 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 	unsigned char a[16];
 	size_t alen = abuse_source(from, a);
 	uint64_t tkey = sa_abuse_trunk_key(known ? trunk : NULL);
-	if (sa_abuse_refused(srv->abuse, a, alen, tkey, now)) {
+	if (sa_abuse_refused(srv->abuse, a, alen, tkey, sa_mono_s())) {
 		srv->metrics.banned_dropped++;   /* as a banned source is: no answer */
 		return false;
 	}
@@ -357,8 +357,9 @@ static bool authenticate(struct sa_server *srv, const struct sa_msg *m, const st
 		who->password_version = r.password_version;
 		/* it registers or calls from here: forged failures must not ban it
 		 * for as long as such a registration may live */
-		sa_abuse_vouch(srv->abuse, a, alen, sa_abuse_trunk_key(r.cred.trunk_id), now,
-		               now + srv->cfg.reg.max_expires);
+		uint64_t mono = sa_mono_s();
+		sa_abuse_vouch(srv->abuse, a, alen, sa_abuse_trunk_key(r.cred.trunk_id), mono,
+		               mono + srv->cfg.reg.max_expires);
 		return true;
 	}
 	srv->metrics.challenges++;

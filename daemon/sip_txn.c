@@ -93,6 +93,11 @@ uint64_t sa_now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+uint64_t sa_mono_s(void)
+{
+	return sa_now_ms() / 1000;
+}
+
 int64_t wall_now(void)
 {
 	return (int64_t)time(NULL);

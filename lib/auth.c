@@ -21,7 +21,7 @@ const char *sa_auth_reason_name(enum sa_auth_reason r)
 }
 
 static const char *const stale_names[SA_STALE_COUNT] = {
-	"none", "expired", "unknown_key", "other_node", "table_full",
+	"none", "expired", "unknown_key", "other_node", "table_full", "future",
 };
 
 const char *sa_auth_stale_name(enum sa_auth_stale s)
@@ -298,7 +298,9 @@ void sa_auth_check(struct sa_auth *a, const struct sa_msg *m, const char *trunk_
 		 * is that node's: it is never accepted here, nor put in our table. */
 		r->reason = SA_AUTH_STALE_NONCE;
 		r->stale = true;
-		r->stale_cause = info.other_instance ? SA_STALE_OTHER_NODE : SA_STALE_UNKNOWN_KEY;
+		r->stale_cause = info.future           ? SA_STALE_FUTURE
+		                 : info.other_instance ? SA_STALE_OTHER_NODE
+		                                       : SA_STALE_UNKNOWN_KEY;
 		return;
 	}
 	/* ours, fresh or expired: issued to this source, which therefore receives */

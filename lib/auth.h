@@ -30,6 +30,7 @@ enum sa_auth_stale {
 	SA_STALE_UNKNOWN_KEY,     /* a key we do not hold (retired, another run's, a version 1 nonce) */
 	SA_STALE_OTHER_NODE,      /* a fleet key's, but another node's (or this node's before a restart) */
 	SA_STALE_TABLE_FULL,      /* ours and fresh, but the replay table had no room */
+	SA_STALE_FUTURE,          /* ours, issued for a time still to come: the wall clock was put back since */
 	SA_STALE_COUNT
 };
 

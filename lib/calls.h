@@ -15,6 +15,10 @@
 struct sa_call {
 	struct sa_dialog d;
 	struct sa_flow caller, callee;
+	/* when it was set up on the monotonic clock (ms): max_call_age counts
+	 * from it, so that a step of the wall clock (NTP, a resumed VM) ends no
+	 * call; d.started_at is the wall clock's, for the API and the files */
+	int64_t started_ms;
 	/* the table's links */
 	struct sa_call *id_next;       /* same Call-ID bucket */
 	uint64_t id_hash;              /* of d.call_id: chain steps compare it before the Call-ID */

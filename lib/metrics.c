@@ -68,7 +68,7 @@ static void auth(FILE *f, const struct sa_metrics *m)
 	counter(f, "auth_stale_nonces_total", "Right answers to an expired nonce, challenged again with stale=true.",
 	        m->auth_fail[SA_AUTH_STALE_NONCE]);
 	head(f, "auth_stale_nonces_by_cause_total", "counter",
-	     "Stale nonces by cause: expired, unknown_key, other_node (another fleet node's), table_full.");
+	     "Stale nonces by cause: expired, unknown_key, other_node (another fleet node's), table_full, future (a clock put back).");
 	for (int s = SA_STALE_NONE + 1; s < SA_STALE_COUNT; s++)
 		fprintf(f, "sipauthd_auth_stale_nonces_by_cause_total{cause=\"%s\"} %" PRIu64 "\n",
 		        sa_auth_stale_name((enum sa_auth_stale)s), m->auth_stale[s]);

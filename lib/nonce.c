@@ -281,7 +281,7 @@ static bool nonce_v1(const char *nonce, size_t len, enum sa_digest_alg alg, stru
 	if (nonce == NULL || len != SA_NONCE_V1_LEN || b64url_decode(nonce, len, raw) != 0 ||
 	    raw[0] != NONCE_V1 || raw[2] != (unsigned char)alg)
 		return false;
-	*info = (struct sa_nonce_info){ raw[1], get_be32(raw + 3), get_be32(raw + 7), false, false };
+	*info = (struct sa_nonce_info){ raw[1], get_be32(raw + 3), get_be32(raw + 7), false, false, false };
 	return true;
 }
 
@@ -294,7 +294,7 @@ static bool nonce_mac_ok(const struct nonce_key *key, const unsigned char *raw, 
 	return CRYPTO_memcmp(mac, raw + NONCE_MACED_LEN, NONCE_MAC_LEN) == 0;
 }
 
-/* Our clocks may differ by a little (a fleet sharing the secret), never by more. */
+/* Our clocks may differ by a little (a fleet sharing the secret); more is a clock step. */
 static bool nonce_from_future(uint32_t issued, uint64_t now)
 {
 	return issued > NONCE_FUTURE_SKEW && issued - NONCE_FUTURE_SKEW > now;
@@ -319,7 +319,7 @@ enum sa_nonce_status sa_nonce_check(const struct sa_nonce_ctx *ctx, const char *
 	}
 	if (!nonce_parse(nonce, len, alg, raw))
 		return SA_NONCE_INVALID;
-	parsed = (struct sa_nonce_info){ raw[1], get_be32(raw + 3), get_be32(raw + 7), false, false };
+	parsed = (struct sa_nonce_info){ raw[1], get_be32(raw + 3), get_be32(raw + 7), false, false, false };
 	/* a retired key cannot vouch for the nonce either way: ask the client to
 	 * retry. Each live key under its id is tried (one, or two when an id was
 	 * installed again with another secret), the MACs outside the lock. */
@@ -341,9 +341,16 @@ enum sa_nonce_status sa_nonce_check(const struct sa_nonce_ctx *ctx, const char *
 		 * id this start drew again (1 in 255), or a made-up one. Either way
 		 * the client retries with a fresh nonce, and no verdict is given */
 		status = SA_NONCE_STALE;
-	} else if (!mac_ok || nonce_from_future(parsed.issued, now))
+	} else if (!mac_ok)
 		return SA_NONCE_INVALID;
-	else if (!ours) {
+	else if (nonce_from_future(parsed.issued, now)) {
+		/* made with our secret, for a time still to come: our wall clock
+		 * was put back since (NTP, a resumed VM), or a node of the fleet
+		 * runs ahead. Not a forgery and not a wrong password: the client
+		 * retries with a fresh nonce, and no verdict is given */
+		status = SA_NONCE_STALE;
+		parsed.future = true;
+	} else if (!ours) {
 		/* genuine, but another node's (or an earlier start's): its
 		 * nonce-counts are in a replay table we do not have */
 		status = SA_NONCE_STALE;

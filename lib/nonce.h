@@ -58,6 +58,7 @@ struct sa_nonce_info {
 	uint32_t counter;
 	bool authentic;      /* a live key's MAC verified and the instance is ours: we issued it (for this realm), expired or not */
 	bool other_instance; /* a live key's MAC verified, but another instance (node, or an earlier start) issued it */
+	bool future;         /* a live key's MAC verified, issued for a time still to come (the wall clock was put back) */
 };
 
 struct sa_nonce_ctx;

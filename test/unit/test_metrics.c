@@ -138,6 +138,7 @@ START_TEST(test_stale_nonces_apart_from_failures)
 	ck_line("sipauthd_auth_stale_nonces_by_cause_total{cause=\"unknown_key\"} 2");
 	ck_line("sipauthd_auth_stale_nonces_by_cause_total{cause=\"other_node\"} 4");
 	ck_line("sipauthd_auth_stale_nonces_by_cause_total{cause=\"table_full\"} 0");
+	ck_line("sipauthd_auth_stale_nonces_by_cause_total{cause=\"future\"} 0");
 	ck_assert_ptr_null(strstr(text, "cause=\"none\""));
 	ck_assert_ptr_null(strstr(text, "reason=\"stale_nonce\""));
 	ck_assert_ptr_null(strstr(text, "reason=\"none\""));

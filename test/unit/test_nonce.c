@@ -181,14 +181,26 @@ START_TEST(test_expired_nonce_is_stale_with_info)
 }
 END_TEST
 
-START_TEST(test_nonce_from_the_future_is_invalid)
+static char flip_low_bit(char c);
+
+/* A nonce of ours for a time still to come: the wall clock was put back
+ * after it was issued. Stale (a fresh nonce, no verdict), never invalid: the
+ * client's right answer must not read as a wrong password. */
+START_TEST(test_nonce_from_the_future_is_stale)
 {
 	struct sa_nonce_ctx *ctx = ctx_with_key(16);
 	char nonce[SA_NONCE_LEN + 1];
+	struct sa_nonce_info info;
 
 	issue(ctx, NOW, nonce);
 	ck_assert_int_eq(check_at(ctx, nonce, NOW - 2, NULL), SA_NONCE_OK);
-	ck_assert_int_eq(check_at(ctx, nonce, NOW - 60, NULL), SA_NONCE_INVALID);
+	ck_assert_int_eq(check_at(ctx, nonce, NOW - 3600, &info), SA_NONCE_STALE);
+	ck_assert(!info.authentic);   /* no verdict on its answer */
+	ck_assert(info.future);
+	ck_assert_uint_eq(info.issued, NOW);
+	/* a forged one for the future is still invalid */
+	nonce[5] = flip_low_bit(nonce[5]);
+	ck_assert_int_eq(check_at(ctx, nonce, NOW - 3600, NULL), SA_NONCE_INVALID);
 	sa_nonce_ctx_free(ctx);
 }
 END_TEST
@@ -618,7 +630,7 @@ static Suite *nonce_suite(void)
 	tcase_add_test(check, test_layout_and_mac_match_the_documentation);
 	tcase_add_test(check, test_every_algorithm_round_trips);
 	tcase_add_test(check, test_expired_nonce_is_stale_with_info);
-	tcase_add_test(check, test_nonce_from_the_future_is_invalid);
+	tcase_add_test(check, test_nonce_from_the_future_is_stale);
 	tcase_add_test(check, test_tampered_character_is_refused);
 	tcase_add_test(check, test_wrong_realm_is_invalid);
 	tcase_add_test(check, test_wrong_algorithm_is_invalid);
