@@ -50,6 +50,7 @@ bool calls_full(struct sa_server *srv)
 static void journal_call(struct sa_server *srv, const struct sa_call *c);
 static void journal_end(struct sa_server *srv, const struct sa_call *c);
 static void journals_remove(struct sa_server *srv);
+static void restore_done(struct sa_server *srv, unsigned keep_below);
 
 void call_remove(struct sa_server *srv, struct sa_call *c)
 {
@@ -681,6 +682,9 @@ struct sa_journal {
 	char *buf;                     /* lines not written yet */
 	size_t len, cap;
 	struct event *timer;           /* writes them JOURNAL_FLUSH_MS after the first */
+	/* worker 0 could not write the calls it restored: the files they came
+	 * from stay until it can (calls.state too when from_state) */
+	bool restore_kept, from_state;
 };
 
 static void journal_path(struct sa_server *srv, unsigned worker, char *out, size_t len)
@@ -727,6 +731,14 @@ static void journals_remove(struct sa_server *srv)
 {
 	journals_each(srv, false, journal_unlink, NULL);
 	journals_each(srv, true, journal_unlink, NULL);
+}
+
+/* calls.journal.N for N at or above *(unsigned *)arg: no worker of this run writes it */
+static void journal_unlink_above(struct sa_server *srv, const char *path, void *arg)
+{
+	(void)srv;
+	if (strtoul(strrchr(path, '.') + 1, NULL, 10) >= *(const unsigned *)arg)
+		unlink(path);
 }
 
 struct journal_replay {
@@ -865,6 +877,11 @@ static void journal_rewrite(struct sa_server *srv)
 	if (j->fd >= 0)
 		close(j->fd);
 	j->fd = fd;
+	if (j->restore_kept) {
+		log_info("event=calls_journal_written path=%s calls=%u hint=\"the restored calls are in it: the files they "
+		         "came from go\"", path, sa_calls_count(srv->calls));
+		restore_done(srv, srv->nworkers);
+	}
 }
 
 static void journal_flush(struct sa_server *srv)
@@ -953,12 +970,27 @@ static void journal_free(struct sa_server *srv)
 	srv->journal = NULL;
 }
 
+/* The restored calls are in worker 0's journal: the files they came from
+ * go (calls.state, and the journals no worker of this run writes: at start
+ * every one but worker 0's, later those above the workers' count). A
+ * calls.state another version wrote was never read and stays for what can
+ * read it. */
+static void restore_done(struct sa_server *srv, unsigned keep_below)
+{
+	char path[PATH_MAX + 16];
+	journals_each(srv, false, journal_unlink_above, &keep_below);
+	if (srv->journal->from_state) {
+		calls_path(srv, path, sizeof(path));
+		unlink(path);
+	}
+	srv->journal->restore_kept = srv->journal->from_state = false;
+}
+
 /* At start, before any worker runs: the calls of calls.state (a clean stop),
  * or else of the journals (a crash), into worker 0; then worker 0's journal
  * holds them and the other journals go. */
 void sa_sip_calls_restore(struct sa_server *srv)
 {
-	char path[PATH_MAX + 16];
 	unsigned bad = 0;
 	const char *from = "calls.state";
 	bool from_state = restore_state(srv, &bad);
@@ -980,14 +1012,23 @@ void sa_sip_calls_restore(struct sa_server *srv)
 	}
 	if (sa_calls_count(srv->calls) > 0)
 		srv->store_generation = 0;   /* the first poll ends the calls of credentials deleted meanwhile */
-	journals_remove(srv);
+	/* worker 0's journal gets every restored call (the others start after
+	 * this, each with its own); only then do the files they came from go:
+	 * on a full disk they stay, and a crash before the journal can be
+	 * written restores from them again */
+	journals_each(srv, true, journal_unlink, NULL);
+	srv->journal->from_state = from_state;
 	journal_rewrite(srv);
-	calls_path(srv, path, sizeof(path));
-	if (from_state)
-		unlink(path);   /* after the journal has its calls (one refused stays for what can read it) */
 	srv->calls_restored = true;
 	if (from)
 		log_info("event=calls_restored count=%u refused=%u from=%s", sa_calls_count(srv->calls), bad, from);
+	if (srv->journal->fd >= 0) {
+		restore_done(srv, 1);
+	} else if (from) {
+		srv->journal->restore_kept = true;
+		log_warn("event=calls_restore_kept from=%s hint=\"the restored calls stay in the files they came from until "
+		         "this worker's journal can be written\"", from);
+	}
 }
 
 void sa_sip_calls_directory(struct sa_server *srv)
