@@ -622,8 +622,12 @@ static int store_lock(const struct sa_server *srv, bool *locked)
 		return 0;   /* kept open: the lock goes with the process */
 	}
 	int err = errno;
-	log_err("event=store_in_use path=%s error=\"%s\"", srv->cfg.store_path,
-	        err == EWOULDBLOCK ? "another sipauthd runs on this store" : strerror(err));
+	if (fd >= 0 && err == EWOULDBLOCK)
+		log_err("event=store_in_use path=%s error=\"another sipauthd runs on this store\"", srv->cfg.store_path);
+	else
+		log_err("event=store_lock_failed path=%s error=\"%s: %s\" hint=\"the user sipauthd runs as must be able to "
+		        "write the store's runtime/ folder\"", srv->cfg.store_path, fd >= 0 ? "cannot lock" : "cannot create "
+		        "runtime/sipauthd.lock", strerror(err));
 	if (fd >= 0)
 		close(fd);
 	return -1;
