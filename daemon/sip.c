@@ -356,12 +356,15 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 		return;
 	}
 	struct sa_flow to = *other;
-	char cred[SA_ID_MAX];
+	char cred[SA_ID_MAX], realm[SA_REALM_MAX];
 	if (!sa_route_same_peer(end, from))
 		*end = *from;   /* the end came back on a new connection: answer it there */
+	/* a PBX that sends its last digest again on each request of the call
+	 * (PJSIP does): our realm's credentials stop here, as on the INVITE */
+	sa_store_realm(early ? txn_trunk(early) : c->d.trunk_id, srv->domain, realm, sizeof(realm));
 	if (early) {
 		sa_str_copy(cred, sizeof(cred), txn_cred(early));
-		struct sa_txn *t = sip_forward(srv, m, from, &to, NULL, pop, NULL, NULL, cred);
+		struct sa_txn *t = sip_forward(srv, m, from, &to, NULL, pop, realm, NULL, cred);
 		if (t && t->send_failed)
 			txn_unreachable(t);
 		return;
@@ -378,11 +381,11 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 		*other = to;   /* and so the rest of the call */
 	}
 	if (m->method == SA_M_ACK) {
-		forward_ack(srv, m, from, &to, pop);
+		forward_ack(srv, m, from, &to, pop, realm);
 		return;
 	}
 	sa_str_copy(cred, sizeof(cred), c->d.cred_id);
-	struct sa_txn *t = sip_forward(srv, m, from, &to, NULL, pop, NULL, NULL, cred);
+	struct sa_txn *t = sip_forward(srv, m, from, &to, NULL, pop, realm, NULL, cred);
 	if (t && m->method == SA_M_BYE)
 		call_bye_sent(t, c);   /* the call ends with the BYE's answer */
 	if (t && t->send_failed)

@@ -147,7 +147,7 @@ void send_hop_request(struct sa_server *srv, struct sa_txn *t, const struct sa_m
 /* A response on its way back along the transaction it answers (lib/route decides). */
 void handle_response(struct sa_server *srv, struct sa_msg *m, const struct sa_flow *from);
 void forward_ack(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
-                 const struct sa_flow *to, unsigned pop);
+                 const struct sa_flow *to, unsigned pop, const char *strip_realm);
 bool forward_upstream(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
                       const char *realm, const struct call_owner *own);
 /* An inbound INVITE just forwarded (t) to the first of n registrations:

@@ -292,8 +292,8 @@ static void fo_timer_cb(evutil_socket_t fd, short what, void *arg)
 			uint16_t port;
 			sa_flow_peer(&t->to, addr, sizeof(addr), &port);
 			t->srv->metrics.next_hop_unreachable++;
-			log_info("event=next_hop_unreachable to=%s:%s:%u method=%d status=480 reason=silent call_id=\"%s\"",
-			         sa_proto_name(t->to.proto), addr, port, t->method,
+			log_info("event=next_hop_unreachable to=%s:%s:%u method=%s status=480 reason=silent call_id=\"%s\"",
+			         sa_proto_name(t->to.proto), addr, port, sa_method_text(t->method),
 			         t->req ? LOGQ(req_call_id(t->req, callid, sizeof(callid))) : "");
 			fo_abandon(t);   /* a late answer still gets its CANCEL, or ACK and BYE */
 			answer_downstream(t, 480);
@@ -368,8 +368,8 @@ void txn_unreachable(struct sa_txn *t)
 	uint16_t port;
 	sa_flow_peer(&t->to, addr, sizeof(addr), &port);
 	srv->metrics.next_hop_unreachable++;
-	log_info("event=next_hop_unreachable to=%s:%s:%u method=%d status=%d call_id=\"%s\"",
-	         sa_proto_name(t->to.proto), addr, port, t->method, status,
+	log_info("event=next_hop_unreachable to=%s:%s:%u method=%s status=%d call_id=\"%s\"",
+	         sa_proto_name(t->to.proto), addr, port, sa_method_text(t->method), status,
 	         t->req ? LOGQ(req_call_id(t->req, callid, sizeof(callid))) : "");
 	answer_downstream(t, status);
 	txn_complete(t);
@@ -728,7 +728,7 @@ static bool relay_response(struct sa_server *srv, struct sa_txn *t, struct sa_ms
 
 /* Pass an ACK for a 2xx on without a transaction: it is end to end. */
 void forward_ack(struct sa_server *srv, const struct sa_msg *m, const struct sa_flow *from,
-                 const struct sa_flow *to, unsigned pop)
+                 const struct sa_flow *to, unsigned pop, const char *strip_realm)
 {
 	char via[256], br[SA_TXN_BRANCH_LEN + 1], addr[64];
 	struct sa_peer peer;
@@ -736,7 +736,7 @@ void forward_ack(struct sa_server *srv, const struct sa_msg *m, const struct sa_
 		return;
 	via_value(srv, to, br, via, sizeof(via));
 	peer_of(from, addr, sizeof(addr), &peer);
-	struct sa_fwd f = { .via = via, .peer = &peer, .pop_route = pop };
+	struct sa_fwd f = { .via = via, .peer = &peer, .pop_route = pop, .strip_realm = strip_realm };
 	size_t cap = m->len + 1024;
 	char *out = malloc(cap);
 	long n = out ? sa_proxy_request(m, &f, out, cap) : -1;

@@ -512,7 +512,7 @@ static void txn_act(struct sa_txn *t, unsigned act, const char *timer)
 			t->srv->metrics.bye_retransmissions++;
 	}
 	if (act & SA_TXN_ACT_COMPLETE)
-		log_info("event=timeout timer=%s method=%d upstream_status=%d", timer, t->method, t->upstream_status);
+		log_info("event=timeout timer=%s method=%s upstream_status=%d", timer, sa_method_text(t->method), t->upstream_status);
 	if ((act & SA_TXN_ACT_CANCEL) && !t->local)
 		send_hop_request(t->srv, t, NULL, true);
 	if (act & SA_TXN_ACT_ANSWER_408)   /* cancelled while nothing came: terminated, as it asked */

@@ -7,12 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* In enum sa_method order (lib/sipmsg.h); keep the two in step. */
-static const char *const method_names[SA_M_PUBLISH + 1] = {
-	"other", "REGISTER", "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "PRACK",
-	"INFO", "REFER", "NOTIFY", "SUBSCRIBE", "MESSAGE", "PUBLISH",
-};
-
 _Static_assert(SA_M_PUBLISH < SA_METRICS_METHODS, "sa_metrics.sip_requests is too small for enum sa_method");
 
 static const char *const transport_names[SA_METRICS_TRANSPORTS] = { "udp", "tcp", "tls" };
@@ -39,7 +33,7 @@ static void sip_requests(FILE *f, const struct sa_metrics *m)
 {
 	head(f, "sip_requests_total", "counter", "SIP requests received, by method.");
 	for (int i = 0; i <= SA_M_PUBLISH; i++)
-		fprintf(f, "sipauthd_sip_requests_total{method=\"%s\"} %" PRIu64 "\n", method_names[i],
+		fprintf(f, "sipauthd_sip_requests_total{method=\"%s\"} %" PRIu64 "\n", sa_method_text((enum sa_method)i),
 		        m->sip_requests[i]);
 	head(f, "sip_requests_by_transport_total", "counter", "SIP requests received, by transport.");
 	for (int i = 0; i < SA_METRICS_TRANSPORTS; i++)

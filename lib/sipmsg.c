@@ -78,6 +78,17 @@ static const struct {
 	{ "MESSAGE", SA_M_MESSAGE }, { "PUBLISH", SA_M_PUBLISH },
 };
 
+/* In enum sa_method order (sipmsg.h); keep the two in step. */
+static const char *const method_texts[SA_M_PUBLISH + 1] = {
+	"other", "REGISTER", "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "PRACK",
+	"INFO", "REFER", "NOTIFY", "SUBSCRIBE", "MESSAGE", "PUBLISH",
+};
+
+const char *sa_method_text(enum sa_method m)
+{
+	return (unsigned)m <= SA_M_PUBLISH ? method_texts[m] : "other";
+}
+
 static void osip_trace_cb(const char *fi, int li, osip_trace_level_t level, const char *chfr, va_list ap)
 {
 }

@@ -36,6 +36,9 @@ enum sa_method {
 	SA_M_SUBSCRIBE, SA_M_MESSAGE, SA_M_PUBLISH,
 };
 
+/* A method's name as logs and metrics write it ("other" for SA_M_OTHER). */
+const char *sa_method_text(enum sa_method m);
+
 /* A SIP or SIPS URI as the view gives it: escapes resolved in the user,
  * password and parameter values, IPv6 host without brackets. Other
  * schemes (tel:, http:, ...) keep only scheme and text. */
