@@ -121,7 +121,11 @@ const struct sa_endpoint *local_ep(struct sa_server *srv, unsigned lidx)
 
 void via_value(struct sa_server *srv, const struct sa_flow *to, const char *branch, char *out, size_t len)
 {
-	const struct sa_endpoint *ep = local_ep(srv, sa_transport_listener_for(srv, to->proto));
+	/* the listener the message leaves from: its family's (an IPv6 next hop is
+	 * reached from an IPv6 listener, whose address our Via must name) */
+	unsigned li = to->lidx < srv->nlisteners && srv->listeners[to->lidx].ep.proto == to->proto
+		? to->lidx : sa_transport_listener_for(srv, to->proto);
+	const struct sa_endpoint *ep = local_ep(srv, li);
 	const char *t = to->proto == SA_PROTO_UDP ? "UDP" : to->proto == SA_PROTO_TCP ? "TCP" : "TLS";
 	bool v6 = ep->ss.ss_family == AF_INET6;
 	/* every forwarded request: pieces, not snprintf; truncated as snprintf would */
@@ -205,7 +209,10 @@ static void flow_for_endpoint(struct sa_server *srv, const struct sa_endpoint *e
 	fl->proto = ep->proto;
 	memcpy(&fl->ss, &ep->ss, ep->sslen < sizeof(fl->ss) ? ep->sslen : sizeof(fl->ss));
 	fl->sslen = ep->sslen;
-	fl->lidx = sa_transport_listener_for(srv, ep->proto);
+	/* a listener of the next hop's family: a datagram to an IPv6 address cannot
+	 * leave an IPv4 socket, and Via/Record-Route must name an address it reaches */
+	int li = sa_transport_listener_to(srv, ep->proto, ep->ss.ss_family);
+	fl->lidx = li >= 0 ? (unsigned)li : sa_transport_listener_for(srv, ep->proto);
 }
 
 struct park_job {

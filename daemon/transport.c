@@ -935,8 +935,9 @@ unsigned sa_transport_listener_for(struct sa_server *srv, enum sa_proto proto)
 static struct sa_conn *conn_connect(struct sa_server *srv, const struct sa_flow *fl)
 {
 	enum sa_conn_verdict why;
+	int li = sa_transport_listener_to(srv, fl->proto, fl->ss.sa.sa_family);
 	return conn_new(srv, -1, &fl->ss.sa, fl->sslen,
-	                sa_transport_listener_for(srv, fl->proto), fl->proto, false, &why);
+	                li >= 0 ? (unsigned)li : sa_transport_listener_for(srv, fl->proto), fl->proto, false, &why);
 }
 
 int sa_transport_send(struct sa_server *srv, const struct sa_flow *fl, const char *buf, size_t len)
