@@ -184,6 +184,36 @@ int flow_for_text(struct sa_server *srv, const char *proto, const char *host, co
 	return 0;
 }
 
+static bool same_address(const char *a, const char *b)
+{
+	unsigned char x[16], y[16];
+	int fa = strchr(a, ':') ? AF_INET6 : AF_INET, fb = strchr(b, ':') ? AF_INET6 : AF_INET;
+	return fa == fb && inet_pton(fa, a, x) == 1 && inet_pton(fb, b, y) == 1 &&
+	       memcmp(x, y, fa == AF_INET ? 4 : 16) == 0;
+}
+
+/* A PBX's TCP/TLS flow whose connection is gone (a restart of ours, its
+ * NAT's or its own): where its Contact says it listens, when the Contact
+ * names the very address it connected from. A Contact naming another
+ * address is never dialed (a PBX behind NAT names its private one; and the
+ * proxy would connect wherever a sender says). 0 with *fl moved there (a
+ * new connection is opened when the request is sent), or -1 as it was. */
+int flow_to_contact(struct sa_server *srv, struct sa_flow *fl, const char *contact)
+{
+	struct sa_uri u;
+	char buf[SA_CONTACT_MAX + 64], addr[64], port[12];
+	uint16_t from_port;
+	if (fl->proto == SA_PROTO_UDP || !contact || sa_transport_flow_open(srv, fl) ||
+	    sa_uri_parse(contact, strlen(contact), &u, buf, sizeof(buf)) < 0 || !u.host)
+		return -1;
+	sa_flow_peer(fl, addr, sizeof(addr), &from_port);
+	unsigned listens = u.port > 0 ? (unsigned)u.port : fl->proto == SA_PROTO_TLS ? 5061 : 5060;
+	if (!same_address(u.host, addr) || listens == from_port)
+		return -1;
+	snprintf(port, sizeof(port), "%u", listens);
+	return flow_for_text(srv, sa_proto_name(fl->proto), addr, port, fl);
+}
+
 /* A URI's host:port;transport as a flow. A name is taken from the names
  * resolved here (gateways, trusted): nothing on this path waits for DNS. */
 static int flow_for_uri(struct sa_server *srv, const struct sa_uri *u, struct sa_flow *fl)
@@ -386,6 +416,13 @@ static void handle_in_dialog(struct sa_server *srv, const struct sa_msg *m, cons
 		log_info("event=call_end_moved call_id=\"%s\" to=%s:%s:%u hint=\"the PBX registered from a new "
 		         "connection\"", LOGQ(c->d.call_id), sa_proto_name(to.proto), addr, port);
 		*other = to;   /* and so the rest of the call */
+	} else if (flow_to_contact(srv, &to, (side == 1 ? &c->d.callee : &c->d.caller)->target) == 0) {
+		char addr[64];
+		uint16_t port;
+		sa_flow_peer(&to, addr, sizeof(addr), &port);
+		log_info("event=call_end_dialed call_id=\"%s\" to=%s:%s:%u hint=\"its connection is gone: the port its "
+		         "Contact names\"", LOGQ(c->d.call_id), sa_proto_name(to.proto), addr, port);
+		*other = to;
 	}
 	if (m->method == SA_M_ACK) {
 		forward_ack(srv, m, from, &to, pop, realm);

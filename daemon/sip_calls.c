@@ -293,8 +293,12 @@ void call_end(struct sa_server *srv, struct sa_call *c, const char *why, const c
 {
 	log_info("event=call_end call_id=\"%s\" cred=%s trunk=%s reason=%s", LOGQ(c->d.call_id), c->d.cred_id,
 	         c->d.trunk_id, why);
-	send_local(srv, &c->caller, &c->d, true, reason);
-	send_local(srv, &c->callee, &c->d, false, reason);
+	/* an end on TCP/TLS whose connection is gone (a restart since): where its Contact says it listens */
+	struct sa_flow caller = c->caller, callee = c->callee;
+	flow_to_contact(srv, &caller, c->d.caller.target);
+	flow_to_contact(srv, &callee, c->d.callee.target);
+	send_local(srv, &caller, &c->d, true, reason);
+	send_local(srv, &callee, &c->d, false, reason);
 	call_remove(srv, c);
 }
 

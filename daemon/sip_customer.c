@@ -566,7 +566,8 @@ static bool binding_reachable(const struct sa_binding *b, void *arg)
 	if (strcmp(b->transport, "udp") == 0)
 		return true;
 	snprintf(port, sizeof(port), "%u", b->source_port);
-	return flow_for_text(srv, b->transport, b->source, port, &fl) == 0 && sa_transport_flow_open(srv, &fl);
+	return flow_for_text(srv, b->transport, b->source, port, &fl) == 0 &&
+	       (sa_transport_flow_open(srv, &fl) || flow_to_contact(srv, &fl, b->contact) == 0);
 }
 
 /* An inbound INVITE's other registrations to move on to (after bs[0]):
@@ -584,6 +585,8 @@ static void inbound_failover(struct sa_server *srv, struct sa_txn *t, const stru
 			flows[n] = *to0;
 		else if (flow_for_text(srv, bs[i].transport, bs[i].source, port, &flows[n]) < 0)
 			continue;
+		else
+			flow_to_contact(srv, &flows[n], bs[i].contact);   /* its connection gone: where it listens */
 		sa_str_copy(bind[n].cred_id, sizeof(bind[n].cred_id), bs[i].cred_id);
 		sa_str_copy(bind[n].contact, sizeof(bind[n].contact), bs[i].contact);
 		n++;
@@ -623,6 +626,7 @@ void handle_inbound(struct sa_server *srv, const struct sa_msg *m, const struct 
 		sip_reject(srv, m, from, 500, NULL, NULL, "bad binding address");
 		return;
 	}
+	flow_to_contact(srv, &to, b->contact);   /* a TCP/TLS PBX whose connection is gone: where it listens */
 	if (m->method == SA_M_INVITE && calls_full(srv)) {
 		sip_reject(srv, m, from, 503, NULL, "Retry-After: 30\r\n", "call table full");
 		return;

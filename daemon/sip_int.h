@@ -195,6 +195,8 @@ void via_value(struct sa_server *srv, const struct sa_flow *to, const char *bran
 void rr_value(const struct sa_endpoint *ep, char *out, size_t len);
 int flow_for_text(struct sa_server *srv, const char *proto, const char *host, const char *port,
                   struct sa_flow *fl);
+/* A PBX's TCP/TLS flow whose connection is gone: to the port its Contact names on the same address. */
+int flow_to_contact(struct sa_server *srv, struct sa_flow *fl, const char *contact);
 
 /* each file's part of sa_sip_init and sa_sip_shutdown */
 int sip_txn_init(struct sa_server *srv);

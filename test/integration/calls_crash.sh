@@ -6,7 +6,9 @@
 # that ended before the crash stays ended, a journal of another version or cut mid-line loses
 # only what it cannot read, a call whose From is not UTF-8 is left out, not the whole calls.state;
 # journals that cannot be written cost one log line each and no call, and a rewrite's calls.journal.N.tmp
-# that a crash left behind is removed at the next start.
+# that a crash left behind is removed at the next start. A PBX on TCP whose connection went with
+# a restart is reached where its Contact says it listens, on the address it connected from: the
+# gateway's calls to it, and the BYEs of its calls.
 . "$top_srcdir/test/lib.sh"
 need sipp
 setup_store || { fail "store setup"; finish; }
@@ -135,4 +137,61 @@ kill -TERM "$SIPAUTHD_PID"
 wait "$SIPAUTHD_PID"
 assert_eq "the daemon stops cleanly: exit status 0" 0 $?
 rmdir "$STORE"/calls.journal.?.tmp
+
+# ---- a PBX on TCP, its connection gone with a clean restart: reached where its Contact listens ----
+# It calls out from an ephemeral port, its Contact naming the port it listens on (a sipp there)
+CRED=$(printf '%s\n' "$SIP_PASS" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" \
+	--username "$SIP_USER" --password-stdin | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+restart sipauthd7.log
+LISTEN=$(free_port 127.0.0.1)
+bg_sipp listen7 -sf "$SIPP_DIR/pbx_listens_bye.xml" -t t1 -i 127.0.0.1 -p "$LISTEN" -m 1; listen=$!
+bg_sipp gw7 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT" -m 1; gw=$!
+sleep 0.3
+spawn "$T/tcpcall.json" $SIPCLIENT invite --server "127.0.0.1:$SIP_PORT" --transport tcp --host "$TRUNK_HOST" \
+	--user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 --contact "sip:$SIP_USER@127.0.0.1:$LISTEN;transport=tcp" \
+	--hold 20
+tcpcall=$!
+wait_for grep -q "event=call_start" "$T/sipauthd7.log" || fail "the TCP call did not start"
+stop "$SIPAUTHD_PID"
+restart sipauthd8.log
+assert_match "the TCP call is back after a clean restart" "event=calls_restored count=1 refused=0 from=calls.state" \
+	"$(cat "$T/sipauthd8.log")"
+"$SIPAUTHCTL" --store "$STORE" credential delete --trunk "$TRUNK" --id "$CRED"
+wait "$listen"; assert_eq "revoked: the BYE reached the PBX where its Contact listens (its connection was gone)" 0 $?
+wait "$gw"; assert_eq "... and the gateway" 0 $?
+kill "$tcpcall" 2>/dev/null
+# the gateway hangs up a call whose PBX end's connection went with a restart: the BYE too
+bg_sipp listen9 -sf "$SIPP_DIR/pbx_listens_bye.xml" -t t1 -i 127.0.0.1 -p "$LISTEN" -m 1; listen=$!
+bg_sipp gw9 -sf "$SIPP_DIR/gateway_uas_bye_later.xml" -i 127.0.0.2 -p "$GW_PORT" -m 1 -d 4000; gw=$!
+sleep 0.3
+CRED=$(printf '%s\n' "$SIP_PASS" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" \
+	--username "$SIP_USER" --password-stdin | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+spawn "$T/tcpcall9.json" $SIPCLIENT invite --server "127.0.0.1:$SIP_PORT" --transport tcp --host "$TRUNK_HOST" \
+	--user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 --contact "sip:$SIP_USER@127.0.0.1:$LISTEN;transport=tcp" \
+	--hold 20
+tcpcall=$!
+wait_for grep -q "event=call_start" "$T/sipauthd8.log" || fail "the second TCP call did not start"
+stop "$SIPAUTHD_PID"
+restart sipauthd9.log
+wait "$gw"; assert_eq "the gateway's BYE after the restart is answered (by the PBX, where its Contact listens)" 0 $?
+wait "$listen"; assert_eq "... the PBX got it" 0 $?
+assert_match "... and sipauthd says where it sent it" "event=call_end_dialed call_id=\"[^\"]*\" to=tcp:127.0.0.1:$LISTEN" \
+	"$(cat "$T/sipauthd9.log")"
+kill "$tcpcall" 2>/dev/null
+"$SIPAUTHCTL" --store "$STORE" credential delete --trunk "$TRUNK" --id "$CRED"
+
+# the gateway's call to a PBX registered over TCP whose connection closed: to where it listens
+CRED=$(printf '%s\n' "$SIP_PASS" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" \
+	--username "$SIP_USER" --password-stdin | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+sipc register --transport tcp --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 \
+	--contact "sip:$SIP_USER@127.0.0.1:$LISTEN;transport=tcp" --expires 300 >"$T/tcpreg.json"
+assert_eq "the PBX registers over TCP (its connection closes after), Contact at the port it listens on" 200 \
+	"$(json_get 'final.get("final_status")' <"$T/tcpreg.json")"
+bg_sipp pbx8 -sf "$SIPP_DIR/gateway_uas.xml" -t t1 -i 127.0.0.1 -p "$LISTEN" -m 1; pbx=$!
+sleep 0.3
+run_sipp inbound8 -m 1 -sf "$SIPP_DIR/gateway_call.xml" "127.0.0.1:$SIP_PORT" -i 127.0.0.2 -p "$(free_port 127.0.0.2)" \
+	-s "$SIP_USER" -key trunk_host "$TRUNK_HOST"
+assert_eq "the gateway's call reaches the PBX where its Contact listens (it was 480: no open connection)" 0 $?
+wait "$pbx"; assert_eq "... the PBX took the call and its BYE" 0 $?
+stop "$SIPAUTHD_PID"
 finish
