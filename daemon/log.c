@@ -56,14 +56,50 @@ static const char *level_name(enum sa_log_level lvl)
 	}
 }
 
+/* The length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
+ * forms, no surrogates, nothing past U+10FFFF), or 0. */
+static size_t utf8_len(const unsigned char *s)
+{
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		return (s[1] & 0xc0) == 0x80 ? 2 : 0;
+	if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		unsigned char lo = s[0] == 0xe0 ? 0xa0 : 0x80, hi = s[0] == 0xed ? 0x9f : 0xbf;
+		return s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 ? 3 : 0;
+	}
+	if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		unsigned char lo = s[0] == 0xf0 ? 0x90 : 0x80, hi = s[0] == 0xf4 ? 0x8f : 0xbf;
+		return s[1] >= lo && s[1] <= hi && (s[2] & 0xc0) == 0x80 && (s[3] & 0xc0) == 0x80 ? 4 : 0;
+	}
+	return 0;
+}
+
+/* A value from the network, fit for a quoted log field: controls, quotes and
+ * backslashes become '?', and so does every byte that is not part of
+ * well-formed UTF-8 (journald keeps a line that is not UTF-8 as a blob, which
+ * journalctl does not show); a character is never cut at the end. */
 const char *sa_log_quote(const char *s, char *buf, size_t len)
 {
-	size_t i = 0;
-	for (; s && s[i] && i + 1 < len; i++) {
+	size_t i = 0, o = 0;
+	while (s && s[i] && o + 1 < len) {
 		unsigned char c = (unsigned char)s[i];
-		buf[i] = (c < 0x20 || c == 0x7f || c == '"' || c == '\\') ? '?' : (char)c;
+		if (c >= 0x80) {
+			size_t n = utf8_len((const unsigned char *)s + i);   /* stops at the NUL: no read past it */
+			if (n == 0) {
+				buf[o++] = '?';
+				i++;
+				continue;
+			}
+			if (o + n + 1 > len)
+				break;
+			memcpy(buf + o, s + i, n);
+			o += n;
+			i += n;
+			continue;
+		}
+		buf[o++] = (c < 0x20 || c == 0x7f || c == '"' || c == '\\') ? '?' : (char)c;
+		i++;
 	}
-	buf[i] = '\0';
+	buf[o] = '\0';
 	return buf;
 }
 

@@ -271,4 +271,14 @@ PY
 assert_eq "UDP keep-alives get no answer" nothing "$(cat "$T/udp_keepalive.out")"
 alive "after the UDP keep-alives"
 assert_nomatch "... and no log line" "src=127.0.0.6:" "$(log)"
+# --- bytes from the network that are not UTF-8 reach the log as '?', valid UTF-8 whole: journald
+# keeps a line that is not UTF-8 as a blob (journalctl shows "[N B blob data]")
+printf 'BYE sip:x@%s SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.7:5999;branch=z9hG4bK-utf8-1\r\nFrom: <sip:a@%s>;tag=a\r\nTo: <sip:x@%s>;tag=nosuch\r\nCall-ID: utf8-\303\251-\377\351\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n' \
+	"$TRUNK_HOST" "$TRUNK_HOST" "$TRUNK_HOST" >"$T/utf8.sip"
+sipc raw --local-ip 127.0.0.7 --timeout 1 "$T/utf8.sip" >"$T/utf8.json" 2>&1
+assert_eq "a BYE of no call (no Route of ours) with a Call-ID that is not UTF-8: 403" 403 "$(json_get 'final.get("final_status")' <"$T/utf8.json")"
+assert_eq "its log line is UTF-8: the valid character kept, each stray byte a '?'" 'call_id="utf8-é-??"' \
+	"$(grep -a 'src=127.0.0.7:' "$T/sipauthd.log" | python3 -c 'import re, sys
+line = sys.stdin.buffer.read().decode("utf-8", "replace")
+print(re.search(r"call_id=\"[^\"]*\"", line).group(0) if "\ufffd" not in line else "not UTF-8: " + line)')"
 finish
