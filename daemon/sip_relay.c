@@ -511,8 +511,10 @@ static void relay_late_2xx(struct sa_server *srv, const struct sa_msg *m, const 
 {
 	int side;
 	struct sa_call *c = m->status >= 200 && m->status < 300 ? call_find(srv, m, &side) : NULL;
-	if (!c)
+	if (!c) {
+		response_refused(srv, m, from, "no such transaction");
 		return;
+	}
 	/* tags as in the dialog's requests from the caller (side 1): the answer travels to the caller */
 	const struct sa_flow *sender = side == 1 ? &c->callee : &c->caller;
 	if (!sa_route_response_ok(sender, from)) {

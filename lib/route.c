@@ -154,10 +154,15 @@ struct sa_route_resp_decision sa_route_response(const struct sa_route_response *
 		d.action = SA_RR_ABANDONED;
 	else if (r->txn && r->local)
 		d.action = SA_RR_LOCAL;
-	else if (!r->relayable || r->cseq_cancel)
-		d.action = SA_RR_DROP;   /* answers to our own hop-by-hop CANCELs stop here too */
-	else if (!r->txn)
-		d.action = r->status >= 200 && r->status < 300 ? SA_RR_NO_TXN : SA_RR_DROP;
+	else if (r->cseq_cancel)
+		d.action = SA_RR_DROP;   /* answers to our own hop-by-hop CANCELs stop here */
+	else if (!r->txn && r->relayable && r->status >= 200 && r->status < 300)
+		d.action = SA_RR_NO_TXN;
+	else if (!r->txn) {
+		d.action = SA_RR_REFUSE;   /* nothing we sent asked for it: dropped, counted, logged */
+		d.reason = "no such transaction";
+	} else if (!r->relayable)
+		d.action = SA_RR_DROP;
 	else if (r->completed)
 		d.action = SA_RR_FINAL_AGAIN;
 	else

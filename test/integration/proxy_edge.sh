@@ -281,4 +281,11 @@ assert_eq "its log line is UTF-8: the valid character kept, each stray byte a '?
 	"$(grep -a 'src=127.0.0.7:' "$T/sipauthd.log" | python3 -c 'import re, sys
 line = sys.stdin.buffer.read().decode("utf-8", "replace")
 print(re.search(r"call_id=\"[^\"]*\"", line).group(0) if "\ufffd" not in line else "not UTF-8: " + line)')"
+# --- a response that answers nothing sent (no transaction, no call): dropped, logged and counted
+printf 'SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 127.0.0.1:%s;branch=z9hG4bKnothingsentwiththis01\r\nFrom: <sip:a@%s>;tag=a\r\nTo: <sip:x@%s>;tag=b\r\nCall-ID: stray-response-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n' \
+	"$SIP_PORT" "$TRUNK_HOST" "$TRUNK_HOST" >"$T/stray.sip"
+sipc raw --local-ip 127.0.0.8 --timeout 0.5 "$T/stray.sip" >"$T/stray.json" 2>&1
+wait_for grep -q 'event=response_dropped reason="no such transaction" status=486 src=127.0.0.8:' "$T/sipauthd.log" \
+	&& pass "a stray response is logged as dropped" || fail "no response_dropped line for the stray 486"
+assert_eq "... once" 1 "$(grep -c 'event=response_dropped reason="no such transaction"' "$T/sipauthd.log")"
 finish

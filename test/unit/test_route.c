@@ -422,9 +422,15 @@ START_TEST(answers_after_the_final_and_without_a_transaction)
 	/* RFC 6026: a 2xx after its transaction ended travels along the call */
 	r = (struct sa_route_response){ .status = 200, .relayable = true };
 	ck_assert_int_eq(sa_route_response(&r).action, SA_RR_NO_TXN);
-	r.status = 486;   /* a failure nobody asked for: dropped */
-	ck_assert_int_eq(sa_route_response(&r).action, SA_RR_DROP);
+	r.status = 486;   /* a failure nobody asked for: refused (dropped, counted, logged) */
+	struct sa_route_resp_decision d = sa_route_response(&r);
+	ck_assert_int_eq(d.action, SA_RR_REFUSE);
+	ck_assert_str_eq(d.reason, "no such transaction");
 	r.status = 180;
+	ck_assert_int_eq(sa_route_response(&r).action, SA_RR_REFUSE);
+	r = (struct sa_route_response){ .status = 200 };   /* one Via, ours: for us, and nothing asked */
+	ck_assert_int_eq(sa_route_response(&r).action, SA_RR_REFUSE);
+	r.cseq_cancel = true;   /* the answer to a CANCEL of ours whose INVITE is gone */
 	ck_assert_int_eq(sa_route_response(&r).action, SA_RR_DROP);
 }
 END_TEST
