@@ -202,25 +202,25 @@ static void send_error(struct exchange *x, int status, const char *code, const c
 static void api_effects(struct exchange *x, const struct sa_api_response *r)
 {
 	if (r->created_cred[0] != '\0') {
-		log_info("event=credential_created cred=%s trunk=%s username=\"%s\" account=%s via=api",
+		log_audit("event=credential_created cred=%s trunk=%s username=\"%s\" account=%s via=api",
 		         r->created_cred, r->trunk_id, r->created_user, r->account_id);
 		sa_webhooks_credential_created(x->h->srv, r->account_id, r->trunk_id, r->created_cred, r->created_user);
 	}
 	if (r->deleted_cred[0] != '\0') {
 		/* the same path as a delete by sipauthctl: the store's generation moved */
 		int ended = sa_sip_revocation_check(x->h->srv);
-		log_info("event=credential_deleted cred=%s trunk=%s account=%s via=api calls_ended=%d",
+		log_audit("event=credential_deleted cred=%s trunk=%s account=%s via=api calls_ended=%d",
 		         r->deleted_cred, r->trunk_id, r->account_id, ended);
 		sa_webhooks_credential_deleted(x->h->srv, r->account_id, r->trunk_id, r->deleted_cred, ended);
 	}
 	if (r->created_webhook[0] != '\0') {
-		log_info("event=webhook_created webhook=%s account=%s via=api", r->created_webhook, r->account_id);
+		log_audit("event=webhook_created webhook=%s account=%s via=api", r->created_webhook, r->account_id);
 		sa_webhooks_created(x->h->srv);
 	}
 	if (r->rotated_cred[0] != '\0') {
 		/* no revocation: nothing was deleted, and the calls it set up go on */
 		x->h->srv->metrics.credential_rotations++;
-		log_info("event=credential_rotated cred=%s trunk=%s account=%s via=api password_version=%u overlap=%u",
+		log_audit("event=credential_rotated cred=%s trunk=%s account=%s via=api password_version=%u overlap=%u",
 		         r->rotated_cred, r->trunk_id, r->account_id, r->rotated_version, r->rotated_overlap);
 		sa_webhooks_credential_rotated(x->h->srv, r->account_id, r->trunk_id, r->rotated_cred, r->rotated_version,
 		                               (int64_t)time(NULL) + (int64_t)r->rotated_overlap);
@@ -838,7 +838,7 @@ static void bans_serve(struct exchange *x)
 	}
 	char text[INET6_ADDRSTRLEN + 4];
 	ban_source_text(key, len, text, sizeof(text));
-	log_info("event=unban src=%s by=api req=%llu", text, (unsigned long long)x->id);
+	log_audit("event=unban src=%s by=api req=%llu", text, (unsigned long long)x->id);
 	send_answer(x, 204, NULL, NULL, 0, 0);
 }
 

@@ -180,3 +180,16 @@ void sa_log(enum sa_log_level lvl, const char *fmt, ...)
 	va_end(ap);
 	log_write(lvl, line);
 }
+
+void sa_log_audit(enum sa_log_level lvl, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	if (lvl > log_level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	log_write(lvl, line);
+}

@@ -29,7 +29,13 @@ uint64_t sa_log_suppressed_total(void);
 const char *sa_log_quote(const char *s, char *buf, size_t len);
 #define LOGQ(s) sa_log_quote((s), (char[192]){ 0 }, 192)
 
+/* A line of the audit trail (what an API client or the operator changed):
+ * never held to the per-site budget, which is for what any peer can make
+ * the daemon say; such clients are authenticated and rate-limited already. */
+void sa_log_audit(enum sa_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #define log_err(...) sa_log(SA_LOG_ERR, __VA_ARGS__)
+#define log_audit(...) sa_log_audit(SA_LOG_INFO, __VA_ARGS__)
 #define log_warn(...) sa_log(SA_LOG_WARNING, __VA_ARGS__)
 #define log_info(...) sa_log(SA_LOG_INFO, __VA_ARGS__)
 /* The call path has debug lines per call: without debug on, their

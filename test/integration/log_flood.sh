@@ -15,6 +15,25 @@ start_tls_sipauthd d "SHA-256, MD5" "" "rate_limit = 10
 listen = 127.0.0.1:$API_PORT" || { fail "sipauthd did not start"; finish; }
 assert_eq "start-up lines are all there (never limited)" 1 "$(grep -c 'event=http_listening' "$T/d.log")"
 
+# the audit trail is never limited: 30 credentials created over the API within a second or so
+# (rate_limit = 10 would keep 10 of their lines) each have their event=credential_created line
+KEY=$("$SIPAUTHCTL" --store "$STORE" apikey create --account "$ACC") || fail "API key"
+python3 - "$API_PORT" "$KEY" "$ACC" "$TRUNK" <<'PY' >"$T/creates.out"
+import http.client, json, sys
+port, key, acc, trunk = sys.argv[1:5]
+c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
+codes = []
+for i in range(30):
+    c.request("POST", f"/v1/account/{acc}/trunks/{trunk}/credentials",
+              json.dumps({"username": f"audit-{i:02d}", "password": "audit_password_long_1"}),
+              {"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    r = c.getresponse(); r.read(); codes.append(r.status)
+print(" ".join(sorted(set(map(str, codes)))), len(codes))
+PY
+assert_eq "30 credentials created over the API" "201 30" "$(cat "$T/creates.out")"
+wait_for sh -c "[ \$(grep -c 'event=credential_created .*via=api' '$T/d.log') -ge 30 ]"
+assert_eq "each has its audit line (none suppressed)" 30 "$(grep -c 'event=credential_created .*via=api' "$T/d.log")"
+
 # flood.py KIND N: N failed TLS handshakes (plain text to the TLS port, one connection each)
 # or N garbage datagrams; prints the seconds it took, rounded up
 cat >"$T/flood.py" <<'PY'
