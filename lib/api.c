@@ -988,10 +988,18 @@ static int calls_page(const struct target *t, json_t *all, struct listing *l)
 	for (size_t i = 0; i < n; i++)
 		v[i] = json_array_get(all, i);
 	qsort(v, n, sizeof *v, call_cmp);
-	for (size_t i = 0; i < n && !l->failed; i++)
-		if ((t->q.after[0] == '\0' || strcmp(item_id(&v[i]), t->q.after) > 0) &&
-		    page_add(l, json_incref(v[i])) != 0)
+	for (size_t i = 0; i < n && !l->failed; i++) {
+		if (t->q.after[0] != '\0' && strcmp(item_id(&v[i]), t->q.after) <= 0)
+			continue;
+		/* the calls of a forked INVITE share their Call-ID, the cursor: a page
+		 * takes all of them or none (the next page starts after that id) */
+		size_t size = json_array_size(l->data);
+		json_t *last = size > 0 ? json_array_get(l->data, size - 1) : NULL;
+		if (last && strcmp(item_id(&v[i]), item_id(&last)) == 0)
+			l->failed = !append(l->data, json_incref(v[i]));
+		else if (page_add(l, json_incref(v[i])) != 0)
 			break;
+	}
 	free(v);
 	return l->failed ? -1 : 0;
 }

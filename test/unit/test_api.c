@@ -989,7 +989,8 @@ static int fake_calls_n;
 
 static void fake_calls(void *owner, const char *trunk_id, sa_api_call_cb cb, void *arg)
 {
-	static const char *const ids[] = { "zz@pbx", "aa@pbx", "mm@pbx", "bb@pbx" };
+	/* the last two: a forked INVITE's two calls, one Call-ID */
+	static const char *const ids[] = { "zz@pbx", "aa@pbx", "mm@pbx", "bb@pbx", "ff@pbx", "ff@pbx" };
 
 	for (int i = 0; i < fake_calls_n; i++)
 		cb(&(struct sa_api_call){ .call_id = ids[i], .cred_id = "", .confirmed = true, .started_at = NOW }, arg);
@@ -1010,6 +1011,17 @@ START_TEST(test_calls_page_by_call_id)
 	ck_assert(more);
 	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(answer, "usage"), "concurrent_calls")), 4);
 	ck_assert_str_eq(str_at(json_array_get(data(), 0), "call_id"), "mm@pbx");
+	/* a page never ends between a forked INVITE's calls: the cursor is their Call-ID */
+	fake_calls_n = 6;
+	ck_assert_int_eq(call("GET", path, "limit=3", auth_a, NULL), 200);
+	ck_assert_str_eq(page_ids(&more), "aa@pbx bb@pbx ff@pbx ff@pbx");   /* past the limit by the fork */
+	ck_assert(more);
+	ck_assert_int_eq(call("GET", path, "limit=3&starting_after=ff%40pbx", auth_a, NULL), 200);
+	ck_assert_str_eq(page_ids(&more), "mm@pbx zz@pbx");
+	ck_assert(!more);
+	ck_assert_int_eq(call("GET", path, "limit=1&starting_after=bb%40pbx", auth_a, NULL), 200);
+	ck_assert_str_eq(page_ids(&more), "ff@pbx ff@pbx");
+	ck_assert(more);
 	fake_calls_n = 0;
 	ck_assert_int_eq(call("GET", path, NULL, auth_a, NULL), 200);
 	ck_assert_str_eq(page_ids(&more), "");
