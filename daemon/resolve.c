@@ -161,7 +161,10 @@ static void host_cb(void *arg, int status, int timeouts, struct ares_addrinfo *r
 				sa_flow_peer(&(struct sa_flow){ .ss = u->t[i].addr[0] }, after, sizeof(after), &port);
 			if (n && strcmp(before, after) != 0)
 				log_info("event=%s name=%s address=%s port=%u ttl=%u",
-				         u == r->srv->upstream ? "gateway_address" : "trusted_address", q->name, after,
+				         u == r->srv->upstream       ? "gateway_address"
+				         : u == r->srv->route_names ? "route_address"   /* an in-dialog Route's: trusted for nothing */
+				                                    : "trusted_address",
+				         q->name, after,
 				         u->t[i].port, ttl == UINT32_MAX ? 0 : ttl);
 		}
 	sa_gateways_unlock();

@@ -223,6 +223,9 @@ pbx_call edge_call -m 1
 assert_eq "a call whose gateway record-routes by an unknown name completes" 0 $?
 wait "$gw1"; assert_eq "the gateway got the ACK and the BYE once edge.test resolved" 0 $?
 assert_match "the Route's name was asked" "event=route_name_asked name=edge.test" "$(cat "$T/sipauthd.log")"
+assert_match "its address is logged as a Route's, not as a trusted name's" "event=route_address name=edge.test" \
+	"$(cat "$T/sipauthd.log")"
+assert_nomatch "... never as trusted_address" "event=trusted_address name=edge.test" "$(cat "$T/sipauthd.log")"
 assert_match "the resolver started for it" "event=dns_started servers=$DNS_ADDR:$DNS_PORT" "$(cat "$T/sipauthd.log")"
 assert_match "dnsmasq was asked for edge.test" "query\[A\] edge.test" "$(cat "$T/dnsmasq.log")"
 assert_nomatch "nothing was refused as leading outside the call" "Route leads outside the call" \
