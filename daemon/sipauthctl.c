@@ -1,5 +1,6 @@
 /* sipauthctl.c: the admin tool: initialise the store, manage accounts, API keys, trunks and credentials. */
 #include <errno.h>
+#include <dirent.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -211,6 +212,20 @@ static const char *fault_detail(struct ctl *c, int err)
 	return f.err == err ? f.detail : "";
 }
 
+/* A folder with files in it: a store's parent, say, or the wrong folder. */
+static bool dir_has_files(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	bool any = false;
+
+	while (d && !any && (e = readdir(d)) != NULL)
+		any = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+	if (d)
+		closedir(d);
+	return any;
+}
+
 /* The message and exit status for store errors every command shares: each
  * names its cause, and the LMDB or system error behind it (detail). */
 static int store_fail_why(struct ctl *c, int err, const char *detail)
@@ -219,6 +234,9 @@ static int store_fail_why(struct ctl *c, int err, const char *detail)
 
 	switch (err) {
 	case SA_STORE_ENOTINIT:
+		if (dir_has_files(c->store_dir))   /* init there would make a second, empty store */
+			return die(EXIT_NOTINIT, "%s holds files but no store (no data.mdb): is --store the folder "
+			           "that holds data.mdb? (sipauthctl --store DIR init makes a new, empty one)", c->store_dir);
 		return die(EXIT_NOTINIT, "store not initialised: run sipauthctl --store %s init", c->store_dir);
 	case SA_STORE_ESCHEMA:
 		return die(EXIT_NOTINIT, "store %s was written by an incompatible version (schema %d expected)%s%s",

@@ -72,6 +72,11 @@ expect "not initialised (list)" 4 "sipauthctl: store not initialised: run sipaut
 ctl --store "$S" account create --name Acme
 expect "not initialised (create)" 4 "sipauthctl: store not initialised: run sipauthctl --store $S init"
 assert_eq "no store directory left behind" no "$([ -e "$S" ] && echo yes || echo no)"
+mkdir -p "$T/parent/store" && : >"$T/parent/store/data.mdb" && : >"$T/parent/sipauthd.conf"
+ctl --store "$T/parent" trunk list --account acc_x
+expect "a folder with files but no store (a store's parent): not 'run init' there" 4 \
+	"sipauthctl: $T/parent holds files but no store (no data.mdb): is --store the folder that holds data.mdb? (sipauthctl --store DIR init makes a new, empty one)"
+assert_eq "... and nothing made there" no "$([ -e "$T/parent/data.mdb" ] && echo yes || echo no)"
 
 # ---- init ----
 ctl --store "$S" init
