@@ -140,17 +140,25 @@ rmdir "$STORE"/calls.journal.?.tmp
 
 # ---- a PBX on TCP, its connection gone with a clean restart: reached where its Contact listens ----
 # It calls out from an ephemeral port, its Contact naming the port it listens on (a sipp there)
-CRED=$(printf '%s\n' "$SIP_PASS" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" \
-	--username "$SIP_USER" --password-stdin | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+# a credential for $SIP_USER again ($CRED)
+new_cred() {
+	CRED=$(printf '%s\n' "$SIP_PASS" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" \
+		--username "$SIP_USER" --password-stdin | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+}
+# tcp_call NAME: the PBX's call over TCP from an ephemeral port, its Contact at $LISTEN ($tcpcall)
+tcp_call() {
+	spawn "$T/$1.json" $SIPCLIENT invite --server "127.0.0.1:$SIP_PORT" --transport tcp --host "$TRUNK_HOST" \
+		--user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 \
+		--contact "sip:$SIP_USER@127.0.0.1:$LISTEN;transport=tcp" --hold 20
+	tcpcall=$!
+}
+new_cred
 restart sipauthd7.log
 LISTEN=$(free_port 127.0.0.1)
 bg_sipp listen7 -sf "$SIPP_DIR/pbx_listens_bye.xml" -t t1 -i 127.0.0.1 -p "$LISTEN" -m 1; listen=$!
 bg_sipp gw7 -sf "$SIPP_DIR/gateway_uas.xml" -i 127.0.0.2 -p "$GW_PORT" -m 1; gw=$!
 sleep 0.3
-spawn "$T/tcpcall.json" $SIPCLIENT invite --server "127.0.0.1:$SIP_PORT" --transport tcp --host "$TRUNK_HOST" \
-	--user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 --contact "sip:$SIP_USER@127.0.0.1:$LISTEN;transport=tcp" \
-	--hold 20
-tcpcall=$!
+tcp_call tcpcall
 wait_for grep -q "event=call_start" "$T/sipauthd7.log" || fail "the TCP call did not start"
 stop "$SIPAUTHD_PID"
 restart sipauthd8.log
@@ -164,12 +172,8 @@ kill "$tcpcall" 2>/dev/null
 bg_sipp listen9 -sf "$SIPP_DIR/pbx_listens_bye.xml" -t t1 -i 127.0.0.1 -p "$LISTEN" -m 1; listen=$!
 bg_sipp gw9 -sf "$SIPP_DIR/gateway_uas_bye_later.xml" -i 127.0.0.2 -p "$GW_PORT" -m 1 -d 4000; gw=$!
 sleep 0.3
-CRED=$(printf '%s\n' "$SIP_PASS" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" \
-	--username "$SIP_USER" --password-stdin | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-spawn "$T/tcpcall9.json" $SIPCLIENT invite --server "127.0.0.1:$SIP_PORT" --transport tcp --host "$TRUNK_HOST" \
-	--user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 --contact "sip:$SIP_USER@127.0.0.1:$LISTEN;transport=tcp" \
-	--hold 20
-tcpcall=$!
+new_cred
+tcp_call tcpcall9
 wait_for grep -q "event=call_start" "$T/sipauthd8.log" || fail "the second TCP call did not start"
 stop "$SIPAUTHD_PID"
 restart sipauthd9.log
@@ -181,8 +185,7 @@ kill "$tcpcall" 2>/dev/null
 "$SIPAUTHCTL" --store "$STORE" credential delete --trunk "$TRUNK" --id "$CRED"
 
 # the gateway's call to a PBX registered over TCP whose connection closed: to where it listens
-CRED=$(printf '%s\n' "$SIP_PASS" | "$SIPAUTHCTL" --store "$STORE" credential create --trunk "$TRUNK" \
-	--username "$SIP_USER" --password-stdin | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+new_cred
 sipc register --transport tcp --host "$TRUNK_HOST" --user "$SIP_USER" --password "$SIP_PASS" --algorithms MD5 \
 	--contact "sip:$SIP_USER@127.0.0.1:$LISTEN;transport=tcp" --expires 300 >"$T/tcpreg.json"
 assert_eq "the PBX registers over TCP (its connection closes after), Contact at the port it listens on" 200 \
